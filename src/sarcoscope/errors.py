@@ -1,0 +1,25 @@
+"""Errors a user can act on. The CLI prints their message (no traceback unless --debug) and exits non-zero."""
+
+from __future__ import annotations
+
+
+class SarcoscopeError(Exception):
+    """Base class: the message names the file or the problem in words a user understands."""
+
+    exit_code = 2
+
+
+class InputError(SarcoscopeError):
+    """The input cannot be read as CT (missing, empty, corrupt, not CT, unsupported compression...)."""
+
+
+class LevelError(SarcoscopeError):
+    """L3 cannot be selected or located (outside the field of view, range outside the volume...)."""
+
+
+class SegmentationError(SarcoscopeError):
+    """A slice cannot be segmented (no body in the slice, unknown engine, missing model...)."""
+
+
+class ValidationInputError(SarcoscopeError):
+    """Validation inputs do not match (unmatched case ids, shape/spacing mismatch, unknown label ids)."""

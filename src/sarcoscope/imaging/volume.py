@@ -1,0 +1,82 @@
+"""The one in-memory form of a CT that every stage works on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class CTMetadata:
+    """Patient and acquisition facts read from the input (None when absent)."""
+
+    patient_id: str | None = None
+    patient_sex: str | None = None  # "M" | "F" | None
+    patient_age_years: float | None = None
+    patient_height_m: float | None = None  # DICOM PatientSize is in metres
+    patient_weight_kg: float | None = None
+    contrast_agent: str | None = None  # ContrastBolusAgent; None = not recorded
+    kvp: float | None = None
+    manufacturer: str | None = None
+    manufacturer_model: str | None = None
+    study_date: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    series_description: str | None = None
+    frame_of_reference_uid: str | None = None
+    slice_thickness_mm: float | None = None
+    convolution_kernel: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class CTVolume:
+    """A CT as a HU array with its geometry.
+
+    Array axes are (z, y, x). For an axial series read from DICOM, x follows the row direction, y the column
+    direction and z the slice normal, ordered by ImagePositionPatient projected on that normal (ascending,
+    so for a standard supine axial series z runs inferior -> superior, y anterior -> posterior and x patient
+    right -> left). NIfTI inputs are reoriented to the same LPS-like layout.
+    """
+
+    hu: np.ndarray  # (z, y, x), int16 or float32, Hounsfield units; outside-of-field set to -1024
+    spacing: tuple[float, float, float]  # (z, y, x) in mm; z = median slice-centre distance
+    origin: tuple[float, float, float]  # patient LPS position (mm) of voxel (0, 0, 0)
+    direction: np.ndarray  # 3x3; columns are the LPS unit vectors of the x, y and z array axes
+    metadata: CTMetadata = field(default_factory=CTMetadata)
+    source_kind: str = "unknown"  # "dicom" | "nifti" | "array"
+    source_path: str | None = None
+    #: Position (mm) of each slice along the slice normal; uneven gaps are reported in `warnings`.
+    slice_positions: np.ndarray | None = None
+    #: For DICOM input: one header per slice (pixel data removed), in array order; used to reference the
+    #: source images from DICOM SEG and to re-export selected slices.
+    dicom_headers: list[Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.hu.shape)  # type: ignore[return-value]
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.hu.shape[0])
+
+    @property
+    def pixel_spacing(self) -> tuple[float, float]:
+        """In-plane (y, x) spacing in mm."""
+        return (self.spacing[1], self.spacing[2])
+
+    @property
+    def affine_lps(self) -> np.ndarray:
+        """4x4 matrix mapping (x, y, z) voxel indices to patient LPS millimetres."""
+        a = np.eye(4)
+        a[:3, :3] = self.direction @ np.diag([self.spacing[2], self.spacing[1], self.spacing[0]])
+        a[:3, 3] = self.origin
+        return a
+
+    def axial(self, index: int) -> np.ndarray:
+        return self.hu[index]

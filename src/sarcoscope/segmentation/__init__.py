@@ -1,0 +1,21 @@
+"""Segmentation engines behind one interface (see base.SegmentationEngine)."""
+
+from __future__ import annotations
+
+from sarcoscope.segmentation.base import (
+    SegmentationEngine,
+    available_engines,
+    get_engine,
+    register_engine,
+)
+
+
+def _threshold_engine() -> SegmentationEngine:
+    from sarcoscope.segmentation.threshold import ThresholdEngine
+
+    return ThresholdEngine()
+
+
+register_engine("threshold", _threshold_engine)
+
+__all__ = ["SegmentationEngine", "available_engines", "get_engine", "register_engine"]
