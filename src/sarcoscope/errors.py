@@ -6,7 +6,7 @@ from __future__ import annotations
 class SarcoscopeError(Exception):
     """Base class: the message names the file or the problem in words a user understands."""
 
-    exit_code = 2
+    exit_code = 1
 
 
 class InputError(SarcoscopeError):
@@ -23,3 +23,8 @@ class SegmentationError(SarcoscopeError):
 
 class ValidationInputError(SarcoscopeError):
     """Validation inputs do not match (unmatched case ids, shape/spacing mismatch, unknown label ids)."""
+
+
+class CompositionError(SarcoscopeError):
+    """Body composition cannot be measured or assessed (label map does not fit the image, implausible
+    height/weight/age, unknown cutoff set)."""

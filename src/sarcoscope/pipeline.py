@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sarcoscope.conventions import HURanges
+from sarcoscope import __version__
+from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, HURanges
 from sarcoscope.imaging.volume import CTVolume
-from sarcoscope.level.selection import L3Selection
+from sarcoscope.level.selection import L3Selection, manual_range, manual_slice, single_slice_input
 
 if TYPE_CHECKING:
     from sarcoscope.composition import Assessment, SliceComposition
+
+#: Called with a stage name ("read", "localize", "segment", "measure", "write") as each stage starts.
+ProgressCallback = Callable[[str], None]
 
 
 @dataclass
@@ -30,3 +37,118 @@ class AnalysisResult:
     hu_ranges: HURanges
     software_version: str
     warnings: list[str] = field(default_factory=list)
+    #: Wall-clock seconds per stage, for benchmarks and the batch runner's logs.
+    timings: dict[str, float] = field(default_factory=dict)
+    #: Files written by `analyze(out_dir=...)`, by kind ("report", "metrics", "overlay", ...).
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def select_l3(
+    volume: CTVolume,
+    *,
+    slice_index: int | None = None,
+    slice_range: tuple[int, int] | None = None,
+    convention: str = L3_MID,
+) -> L3Selection:
+    """Manual slice or range when given; a one-slice input as is; otherwise the automatic localizer."""
+    if slice_index is not None:
+        return manual_slice(slice_index, volume.n_slices)
+    if slice_range is not None:
+        return manual_range(slice_range[0], slice_range[1], volume.n_slices)
+    if volume.n_slices == 1:
+        return single_slice_input()
+    from sarcoscope.level import locate_l3, selection_from_localization
+
+    return selection_from_localization(locate_l3(volume), convention=convention)
+
+
+def analyze(
+    ct: str | Path | CTVolume,
+    *,
+    out_dir: str | Path | None = None,
+    slice_index: int | None = None,
+    slice_range: tuple[int, int] | None = None,
+    series_uid: str | None = None,
+    engine: str = "threshold",
+    height_cm: float | None = None,
+    weight_kg: float | None = None,
+    sex: str | None = None,
+    cutoff_set: str | None = None,
+    convention: str = L3_MID,
+    hu_ranges: HURanges = DEFAULT_HU_RANGES,
+    progress: ProgressCallback | None = None,
+) -> AnalysisResult:
+    """Analyse one CT at L3 and, when `out_dir` is given, write the report files there atomically.
+
+    `ct` is a DICOM folder / zip / single file, a NIfTI file, or an already loaded CTVolume. Patient facts
+    given here override those found in the DICOM header; missing ones leave dependent values "not computed".
+    """
+    from sarcoscope.composition import PatientInfo, assess, average_compositions, measure_slice
+    from sarcoscope.imaging import read_ct
+    from sarcoscope.segmentation import get_engine
+
+    def stage(name: str) -> None:
+        if progress is not None:
+            progress(name)
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    stage("read")
+    volume = ct if isinstance(ct, CTVolume) else read_ct(ct, series_uid=series_uid)
+    timings["read"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stage("localize")
+    selection = select_l3(volume, slice_index=slice_index, slice_range=slice_range, convention=convention)
+    timings["localize"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stage("segment")
+    seg_engine = get_engine(engine, hu_ranges=hu_ranges)
+    hu_slices = volume.hu[selection.indices]
+    labels = seg_engine.segment(hu_slices, volume.pixel_spacing)
+    timings["segment"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stage("measure")
+    per_slice = [measure_slice(h, lab, volume.pixel_spacing) for h, lab in zip(hu_slices, labels, strict=True)]
+    average = average_compositions(per_slice)
+    md = volume.metadata
+    patient = PatientInfo(
+        height_m=height_cm / 100.0 if height_cm is not None else md.patient_height_m,
+        weight_kg=weight_kg if weight_kg is not None else md.patient_weight_kg,
+        sex=sex.upper() if sex else md.patient_sex,
+        age_years=md.patient_age_years,
+    )
+    assessment = assess(average, patient, cutoff_set) if cutoff_set else assess(average, patient)
+    timings["measure"] = time.perf_counter() - t
+
+    warnings = list(volume.warnings)
+    warnings += [f"{f['flag']}: {f['reason']}" for f in selection.flags]
+    if md.contrast_agent:
+        warnings.append(
+            f"Contrast-enhanced CT ({md.contrast_agent}): muscle attenuation and myosteatosis cutoffs "
+            "were derived mostly on portal-venous scans; interpret HU-based results with the phase in mind."
+        )
+    result = AnalysisResult(
+        volume=volume,
+        selection=selection,
+        engine=seg_engine.name,
+        model_id=seg_engine.model_id,
+        labels=labels,
+        slices=per_slice,
+        average=average,
+        assessment=assessment,
+        hu_ranges=hu_ranges,
+        software_version=__version__,
+        warnings=warnings,
+        timings=timings,
+    )
+    if out_dir is not None:
+        from sarcoscope.export import write_outputs
+
+        t = time.perf_counter()
+        stage("write")
+        result.outputs = write_outputs(result, Path(out_dir))
+        timings["write"] = time.perf_counter() - t
+    return result

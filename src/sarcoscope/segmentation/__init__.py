@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sarcoscope.segmentation.base import (
     SegmentationEngine,
     available_engines,
@@ -10,10 +12,10 @@ from sarcoscope.segmentation.base import (
 )
 
 
-def _threshold_engine() -> SegmentationEngine:
+def _threshold_engine(**options: Any) -> SegmentationEngine:
     from sarcoscope.segmentation.threshold import ThresholdEngine
 
-    return ThresholdEngine()
+    return ThresholdEngine(**options)
 
 
 register_engine("threshold", _threshold_engine)

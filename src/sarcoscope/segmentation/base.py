@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,10 +27,11 @@ class SegmentationEngine(Protocol):
         ...
 
 
-_ENGINES: dict[str, Callable[[], SegmentationEngine]] = {}
+_ENGINES: dict[str, Callable[..., SegmentationEngine]] = {}
 
 
-def register_engine(name: str, factory: Callable[[], SegmentationEngine]) -> None:
+def register_engine(name: str, factory: Callable[..., SegmentationEngine]) -> None:
+    """Make an engine available by name; `factory(**options)` builds it (options e.g. hu_ranges)."""
     _ENGINES[name] = factory
 
 
@@ -38,10 +39,10 @@ def available_engines() -> list[str]:
     return sorted(_ENGINES)
 
 
-def get_engine(name: str) -> SegmentationEngine:
-    """Instantiate the engine registered under `name`."""
+def get_engine(name: str, **options: Any) -> SegmentationEngine:
+    """Instantiate the engine registered under `name` with engine options (e.g. hu_ranges=HURanges())."""
     if name not in _ENGINES:
         raise SegmentationError(
             f"Unknown segmentation engine '{name}'. Available: {', '.join(available_engines()) or 'none'}."
         )
-    return _ENGINES[name]()
+    return _ENGINES[name](**options)

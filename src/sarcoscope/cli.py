@@ -1,0 +1,278 @@
+"""`sarcoscope` command line: thin wrappers around the pipeline stages.
+
+User errors (SarcoscopeError) print one clear message and exit 1; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sarcoscope import __version__
+from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_INFERIOR_ENDPLATE, L3_MID, TISSUE_TITLES, HURanges
+from sarcoscope.errors import SarcoscopeError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="sarcoscope: L3 body composition (muscle, SAT, VAT, IMAT) and sarcopenia assessment from CT.",
+)
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+T = TypeVar("T")
+
+
+class Sex(str, Enum):
+    M = "M"
+    F = "F"
+
+
+class Convention(str, Enum):
+    mid = "mid"
+    inferior_endplate = "inferior-endplate"
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Run a command body: user errors become one message and exit 1, bugs exit 70 (traceback with --debug)."""
+    try:
+        return action()
+    except SarcoscopeError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+            "This is a bug in sarcoscope; run again with --debug for the traceback and report it."
+        )
+        raise typer.Exit(70) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"sarcoscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _print_summary(result: Any) -> None:
+    from sarcoscope.composition import TissueStats
+
+    sel = result.selection
+    how = f"{sel.mode} ({sel.method})"
+    if sel.confidence is not None:
+        how += f", confidence {sel.confidence:.2f}"
+    console.print(f"[bold]L3[/]: slice(s) {_fmt_indices(sel.indices)} — {how}; engine {result.model_id}")
+    table = Table(title="L3 body composition (average over analysed slices)")
+    for col in ("tissue", "area cm²", "mean HU", "SD HU"):
+        table.add_column(col, justify="right" if col != "tissue" else "left")
+    for key, title in TISSUE_TITLES.items():
+        ts: TissueStats = result.average.tissues[key]
+        table.add_row(
+            title,
+            f"{ts.area_cm2:.1f}",
+            "—" if ts.mean_hu is None else f"{ts.mean_hu:.1f}",
+            "—" if ts.sd_hu is None else f"{ts.sd_hu:.1f}",
+        )
+    console.print(table)
+    for line in result.assessment.summary_lines():
+        console.print(line)
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    if result.outputs:
+        console.print(f"Outputs in [bold]{result.outputs['report'].parent}[/]: " + ", ".join(
+            p.name for p in result.outputs.values()
+        ))
+
+
+def _fmt_indices(indices: list[int]) -> str:
+    return str(indices[0]) if len(indices) == 1 else f"{indices[0]}–{indices[-1]} ({len(indices)} slices)"
+
+
+@app.command()
+def analyze(
+    ct_path: Annotated[Path, typer.Argument(help="DICOM folder, .zip of DICOM, single DICOM file or NIfTI.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json, metrics.csv, overlay.png...")],
+    slice_index: Annotated[
+        int | None, typer.Option("--slice", help="Analyse this axial slice index (0 = most inferior).")
+    ] = None,
+    slice_range: Annotated[
+        str | None, typer.Option("--range", help="Analyse slices Z0:Z1 (inclusive) and average them.")
+    ] = None,
+    series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to analyse.")] = None,
+    engine: Annotated[str, typer.Option(help="Segmentation engine.")] = "threshold",
+    height_cm: Annotated[float | None, typer.Option("--height-cm", help="Patient height (for SMI).")] = None,
+    weight_kg: Annotated[float | None, typer.Option("--weight-kg", help="Patient weight (for BMI).")] = None,
+    sex: Annotated[Sex | None, typer.Option("--sex", help="Patient sex (for cutoffs).")] = None,
+    cutoffs: Annotated[str | None, typer.Option("--cutoffs", help="Default cutoff set (see `cutoffs`).")] = None,
+    convention: Annotated[
+        Convention, typer.Option(help="Automatic L3 slice: mid-vertebral body or inferior endplate.")
+    ] = Convention.mid,
+    vat_narrow: Annotated[
+        bool, typer.Option("--vat-narrow", help="Use the Slice-O-Matic VAT window −150..−50 HU.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
+) -> None:
+    """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
+    from sarcoscope.level import parse_range
+    from sarcoscope.pipeline import analyze as run_analysis
+
+    def body() -> None:
+        if slice_index is not None and slice_range is not None:
+            raise SarcoscopeError("Give either --slice or --range, not both.")
+        rng = parse_range(slice_range) if slice_range is not None else None
+        hu_ranges = HURanges.slice_o_matic_vat() if vat_narrow else DEFAULT_HU_RANGES
+        with console.status("reading CT…") as status:
+            result = run_analysis(
+                ct_path,
+                out_dir=out,
+                slice_index=slice_index,
+                slice_range=rng,
+                series_uid=series,
+                engine=engine,
+                height_cm=height_cm,
+                weight_kg=weight_kg,
+                sex=sex.value if sex else None,
+                cutoff_set=cutoffs,
+                convention=L3_MID if convention is Convention.mid else L3_INFERIOR_ENDPLATE,
+                hu_ranges=hu_ranges,
+                progress=lambda s: status.update(f"{s}…"),
+            )
+        if as_json:
+            sys.stdout.write(result.outputs["report"].read_text())
+        else:
+            _print_summary(result)
+
+    _run(body)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo CT and its analysis.")] = Path(
+        "sarcoscope-demo"
+    ),
+    seed: Annotated[int, typer.Option(help="Phantom seed (same seed, same CT).")] = 7,
+) -> None:
+    """Generate a synthetic abdominal CT (DICOM) and run the whole analysis on it."""
+    from sarcoscope.phantom import write_phantom
+    from sarcoscope.pipeline import analyze as run_analysis
+
+    def body() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        with console.status("generating a synthetic CT…"):
+            info = write_phantom(out / "ct", kind="volume", fmt="dicom", seed=seed)
+        console.print(f"Synthetic CT written to [bold]{out / 'ct'}[/] (seed {seed}).")
+        with console.status("analysing…") as status:
+            result = run_analysis(
+                out / "ct", out_dir=out / "analysis", progress=lambda s: status.update(f"{s}…")
+            )
+        _print_summary(result)
+        truth = info.get("truth", {})
+        if "l3_mid_index" in truth:
+            console.print(
+                f"Phantom truth: mid-L3 slice {truth['l3_mid_index']}; "
+                f"analysed slice(s) {_fmt_indices(result.selection.indices)}."
+            )
+
+    _run(body)
+
+
+@app.command()
+def cutoffs() -> None:
+    """List the shipped sarcopenia and myosteatosis cutoff sets with their sources."""
+    from sarcoscope.composition import cutoff_table_rows
+
+    table = Table(title="Cutoff sets (SMI cm²/m² below which sarcopenia is flagged)")
+    rows = cutoff_table_rows()
+    for col in rows[0]:
+        table.add_column(col)
+    for row in rows[1:]:
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command()
+def locate(
+    ct_path: Annotated[Path, typer.Argument(help="DICOM folder, .zip, or NIfTI volume.")],
+    series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the localization as JSON.")] = False,
+) -> None:
+    """Locate L3 automatically and print the vertebrae found, the confidence and any flags."""
+    from sarcoscope.imaging import read_ct
+    from sarcoscope.level import locate_l3
+
+    def body() -> None:
+        loc = locate_l3(read_ct(ct_path, series_uid=series))
+        data = loc.as_dict()
+        if as_json:
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+            return
+        console.print_json(json.dumps(data))
+
+    _run(body)
+
+
+class PhantomKind(str, Enum):
+    volume = "volume"
+    slice = "slice"
+
+
+class PhantomFormat(str, Enum):
+    dicom = "dicom"
+    nifti = "nifti"
+    both = "both"
+
+
+@app.command()
+def phantom(
+    out: Annotated[Path, typer.Argument(help="Output folder.")],
+    kind: Annotated[PhantomKind, typer.Option(help="A single L3 slice or an abdominal volume.")] = (
+        PhantomKind.volume
+    ),
+    fmt: Annotated[PhantomFormat, typer.Option("--format", help="File format.")] = PhantomFormat.dicom,
+    seed: Annotated[int, typer.Option(help="Random seed (deterministic).")] = 0,
+) -> None:
+    """Write a synthetic CT with exact label maps and truth.json (for tests, demos and training)."""
+    from sarcoscope.phantom import write_phantom
+
+    def body() -> None:
+        write_phantom(out, kind=kind.value, fmt=fmt.value, seed=seed)
+        console.print(f"Phantom {kind.value} (seed {seed}) written to [bold]{out}[/].")
+
+    _run(body)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+
