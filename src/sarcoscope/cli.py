@@ -46,6 +46,8 @@ def _run(action: Callable[[], T]) -> T:
     """Run a command body: user errors become one message and exit 1, bugs exit 70 (traceback with --debug)."""
     try:
         return action()
+    except (typer.Exit, typer.Abort):
+        raise
     except SarcoscopeError as exc:
         if _state["debug"]:
             traceback.print_exc()
@@ -233,6 +235,52 @@ def locate(
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
             return
         console.print_json(json.dumps(data))
+
+    _run(body)
+
+
+@app.command()
+def batch(
+    cohort: Annotated[
+        Path, typer.Argument(help="Folder of studies (one sub-folder/zip/NIfTI per case) or a CSV manifest.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (cases/<id>/, cohort.csv).")],
+    engine: Annotated[str, typer.Option(help="Segmentation engine.")] = "threshold",
+    cutoffs: Annotated[str | None, typer.Option("--cutoffs", help="Default cutoff set.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel worker processes (or Dask workers).")] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:8786), or 'local' for a local Dask cluster."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Re-analyse cases that already have a report.")] = False,
+) -> None:
+    """Analyse a cohort; resumable (finished cases are skipped), failures listed in failures.csv."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from sarcoscope.batch import discover_cases, read_manifest, run_batch
+
+    def body() -> None:
+        cases = read_manifest(cohort) if cohort.suffix.lower() == ".csv" else discover_cases(cohort)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("analysing", total=len(cases))
+
+            def done(outcome: Any) -> None:
+                bar.advance(task)
+                if outcome.status == "failed":
+                    bar.console.print(f"[red]failed[/] {outcome.case_id}: {outcome.error}")
+
+            summary = run_batch(
+                cases, out, engine=engine, cutoff_set=cutoffs, workers=workers, scheduler=scheduler,
+                force=force, on_outcome=done,
+            )
+        console.print(
+            f"{summary.count('done')} analysed, {summary.count('skipped')} already done, "
+            f"{summary.count('failed')} failed. Cohort table: [bold]{summary.cohort_csv}[/]"
+        )
+        if summary.count("failed"):
+            console.print(f"Failures and reasons: [bold]{summary.failures_csv}[/]")
+            raise typer.Exit(3)
 
     _run(body)
 

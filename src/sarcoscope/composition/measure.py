@@ -91,9 +91,7 @@ class SliceComposition:
             "pixel_spacing_mm": list(self.pixel_spacing),
             "tissues": {name: stats.as_dict() for name, stats in self.tissues.items()},
             "total_adipose_cm2": self.total_adipose_cm2,
-            "ratios": {
-                name: {"title": RATIOS[name][2], **q.as_dict()} for name, q in self.ratios.items()
-            },
+            "ratios": {name: {"title": RATIOS[name][2], **q.as_dict()} for name, q in self.ratios.items()},
         }
 
 
@@ -122,9 +120,7 @@ def _build(
     )
 
 
-def measure_slice(
-    hu: np.ndarray, labels: np.ndarray, pixel_spacing: tuple[float, float]
-) -> SliceComposition:
+def measure_slice(hu: np.ndarray, labels: np.ndarray, pixel_spacing: tuple[float, float]) -> SliceComposition:
     """Measure every tissue of `labels` (y, x; conventions.Label ids) on the HU slice `hu` (y, x).
 
     Raises CompositionError when the label map does not match the image or contains unknown label ids.
@@ -144,14 +140,13 @@ def measure_slice(
             f"Label map contains unknown label ids {unknown}; expected {sorted(known)} "
             "(0 other, 1 muscle, 2 SAT, 3 VAT, 4 IMAT)."
         )
-    pixel_cm2 = dy * dx / 100.0
     tissues: dict[str, TissueStats] = {}
     for name, label in TISSUES.items():
         values = hu[labels == label].astype(np.float64)
         n = int(values.size)
         tissues[name] = TissueStats(
             pixels=n,
-            area_cm2=n * pixel_cm2,
+            area_cm2=n * dy * dx / 100.0,
             mean_hu=float(values.mean()) if n else None,
             sd_hu=float(values.std(ddof=0)) if n else None,
         )

@@ -17,13 +17,14 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import get_encoder
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
     RLELossless,
-    UID,
     generate_uid,
 )
 
@@ -38,7 +39,6 @@ TRANSFER_SYNTAXES: dict[str, UID] = {
     "rle": RLELossless,
 }
 
-_IMPLEMENTATION_UID = UID("1.2.826.0.1.3680043.10.1593.1")  # sarcoscope writer (under pydicom's root)
 
 
 def _ds_number(value: float) -> str:
@@ -104,7 +104,8 @@ def _base_dataset(
     now = _dt.datetime.now(_dt.UTC)
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    axial = abs(direction[2, 2]) >= max(abs(direction[0, 2]), abs(direction[1, 2]))
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL" if axial else "OTHER"]
     ds.SOPClassUID = CTImageStorage
     study_date = metadata.study_date or now.strftime("%Y%m%d")
     ds.StudyDate = study_date
@@ -251,7 +252,7 @@ def write_dicom_series(
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
         ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        ds.file_meta.ImplementationClassUID = _IMPLEMENTATION_UID
+        ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         ds.file_meta.ImplementationVersionName = "SARCOSCOPE"
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         if ts_uid.is_compressed:

@@ -84,7 +84,9 @@ class LabelMapping:
     @classmethod
     def from_dict(cls, data: Any, source: str) -> LabelMapping:
         if not isinstance(data, dict) or not isinstance(data.get("labels"), dict):
-            raise ValidationInputError(f"Label mapping {source}: needs a 'labels' table (source id -> tissue).")
+            raise ValidationInputError(
+                f"Label mapping {source}: needs a 'labels' table (source id -> tissue)."
+            )
         ids: dict[int, int] = {}
         for key, value in data["labels"].items():
             try:

@@ -1,0 +1,120 @@
+"""What a cohort is: the cases to analyse, from a folder of studies or a CSV manifest."""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sarcoscope.errors import InputError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One CT to analyse, with the optional patient facts and manual L3 choice of the manifest."""
+
+    case_id: str
+    path: Path
+    site: str | None = None
+    height_cm: float | None = None
+    weight_kg: float | None = None
+    sex: str | None = None
+    slice_index: int | None = None
+    slice_range: tuple[int, int] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def safe_case_id(text: str) -> str:
+    """A case id usable as a folder name (the output folder of the case)."""
+    cleaned = _SAFE_ID.sub("_", text).strip("._")
+    if not cleaned:
+        raise InputError(f"Case id '{text}' has no usable characters.")
+    return cleaned
+
+
+def _is_study(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_dir() or name.endswith(".zip") or name.endswith(NIFTI_SUFFIXES) or name.endswith(".dcm")
+
+
+def discover_cases(root: Path) -> list[Case]:
+    """Every entry of `root` that can hold one CT (a sub-folder, .zip, NIfTI or DICOM file) is one case."""
+    if not root.exists():
+        raise InputError(f"Cohort folder {root} does not exist.")
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder; give a folder of studies or a CSV manifest.")
+    cases = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or not _is_study(entry):
+            continue
+        stem = entry.name
+        for suffix in (".nii.gz", ".nii", ".zip", ".dcm"):
+            if stem.lower().endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        cases.append(Case(case_id=safe_case_id(stem), path=entry))
+    if not cases:
+        raise InputError(f"No studies found in {root} (expected sub-folders, .zip, .nii(.gz) or .dcm files).")
+    return _unique(cases, root)
+
+
+def _float(row: dict[str, str], key: str, where: str) -> float | None:
+    text = (row.get(key) or "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"{where}: column '{key}' must be a number, got '{text}'.") from None
+
+
+def read_manifest(csv_path: Path) -> list[Case]:
+    """Read a CSV manifest: columns `case_id`, `path` (relative to the CSV) and optionally `site`,
+    `height_cm`, `weight_kg`, `sex`, `slice`, `range` (Z0:Z1). Other columns are carried into the summary."""
+    from sarcoscope.level import parse_range
+
+    if not csv_path.is_file():
+        raise InputError(f"Manifest {csv_path} does not exist.")
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"case_id", "path"} - set(reader.fieldnames or [])
+        if missing:
+            raise InputError(f"Manifest {csv_path} lacks the column(s) {', '.join(sorted(missing))}.")
+        known = {"case_id", "path", "site", "height_cm", "weight_kg", "sex", "slice", "range"}
+        cases = []
+        for line, row in enumerate(reader, start=2):
+            where = f"{csv_path.name} line {line}"
+            sex = (row.get("sex") or "").strip().upper() or None
+            if sex not in (None, "M", "F"):
+                raise InputError(f"{where}: sex must be M or F, got '{row['sex']}'.")
+            slice_text = (row.get("slice") or "").strip()
+            range_text = (row.get("range") or "").strip()
+            cases.append(
+                Case(
+                    case_id=safe_case_id(row["case_id"].strip()),
+                    path=(csv_path.parent / row["path"].strip()).resolve(),
+                    site=(row.get("site") or "").strip() or None,
+                    height_cm=_float(row, "height_cm", where),
+                    weight_kg=_float(row, "weight_kg", where),
+                    sex=sex,
+                    slice_index=int(slice_text) if slice_text.lstrip("-").isdigit() else None,
+                    slice_range=parse_range(range_text) if range_text else None,
+                    extra={k: v for k, v in row.items() if k not in known and k is not None},
+                )
+            )
+    if not cases:
+        raise InputError(f"Manifest {csv_path} lists no cases.")
+    return _unique(cases, csv_path)
+
+
+def _unique(cases: list[Case], source: Path) -> list[Case]:
+    seen: set[str] = set()
+    for c in cases:
+        if c.case_id in seen:
+            raise InputError(f"Case id '{c.case_id}' appears twice in {source}; case ids must be unique.")
+        seen.add(c.case_id)
+    return cases

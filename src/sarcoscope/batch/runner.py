@@ -1,0 +1,188 @@
+"""Run `analyze` over a cohort: in this process, in local worker processes, or on a Dask cluster.
+
+Resumable by construction: each case writes its own folder atomically (report.json last), and a case whose
+report.json already exists is skipped unless `force`. A failing case is recorded with its message and never
+stops the others. Workers return only a small summary row, never images, so the cluster's memory stays low.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sarcoscope.batch.cases import Case
+from sarcoscope.errors import SarcoscopeError
+
+REPORT = "report.json"
+
+
+@dataclass
+class CaseOutcome:
+    """What happened to one case: "done", "skipped" (already analysed) or "failed" (with the reason)."""
+
+    case_id: str
+    status: str
+    seconds: float = 0.0
+    row: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class BatchSummary:
+    outcomes: list[CaseOutcome]
+    cohort_csv: Path
+    failures_csv: Path
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+
+def summary_row(case: Case, report: dict[str, Any]) -> dict[str, Any]:
+    """The cohort table's row for one case, read from its report.json."""
+    avg = report["average"]["tissues"]
+    assessment = report["assessment"]
+    row: dict[str, Any] = {
+        "case_id": case.case_id,
+        "site": case.site or "",
+        "l3_mode": report["l3"]["mode"],
+        "l3_slices": " ".join(str(i) for i in report["l3"]["slice_indices"]),
+        "l3_confidence": report["l3"].get("confidence"),
+        "engine": report["engine"]["model_id"],
+    }
+    for tissue in ("muscle", "sat", "vat", "imat"):
+        row[f"{tissue}_area_cm2"] = avg[tissue]["area_cm2"]
+        row[f"{tissue}_mean_hu"] = avg[tissue]["mean_hu"]
+    row["smi_cm2_m2"] = assessment["smi"].get("value")
+    default_set = assessment["default_cutoff_set"]
+    row["sarcopenia"] = assessment["sarcopenia"][default_set].get("status")
+    row["sarcopenia_cutoff_set"] = default_set
+    row["warnings"] = len(report.get("warnings", []))
+    row.update(case.extra)
+    return row
+
+
+def analyze_case(
+    case: Case, out_root: Path, *, engine: str, cutoff_set: str | None, force: bool
+) -> CaseOutcome:
+    """Analyse one case into out_root/cases/<case_id>/ (runs inside a worker; returns a small outcome)."""
+    from sarcoscope.pipeline import analyze
+
+    out = out_root / "cases" / case.case_id
+    report_path = out / REPORT
+    if report_path.is_file() and not force:
+        return CaseOutcome(case.case_id, "skipped", row=summary_row(case, json.loads(report_path.read_text())))
+    start = time.perf_counter()
+    try:
+        analyze(
+            case.path,
+            out_dir=out,
+            slice_index=case.slice_index,
+            slice_range=case.slice_range,
+            engine=engine,
+            height_cm=case.height_cm,
+            weight_kg=case.weight_kg,
+            sex=case.sex,
+            cutoff_set=cutoff_set,
+        )
+        row = summary_row(case, json.loads(report_path.read_text()))
+        return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
+    except SarcoscopeError as exc:
+        return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, error=str(exc))
+    except Exception as exc:  # one broken study must not stop a cohort of thousands
+        msg = f"internal error {type(exc).__name__}: {exc}"
+        return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, error=msg)
+
+
+def _local(cases: list[Case], workers: int, **kw: Any) -> Iterator[CaseOutcome]:
+    if workers <= 1:
+        for case in cases:
+            yield analyze_case(case, **kw)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(analyze_case, case, **kw) for case in cases]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterator[CaseOutcome]:
+    """Submit one task per case to a Dask cluster ("local" starts a LocalCluster on this machine)."""
+    try:
+        from dask.distributed import Client, LocalCluster
+        from dask.distributed import as_completed as dask_as_completed
+    except ImportError:
+        raise SarcoscopeError(
+            "Dask is not installed: pip install 'sarcoscope[cluster]' to run on a Dask cluster."
+        ) from None
+    if scheduler == "local":
+        cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True)
+        client = Client(cluster)
+    else:
+        cluster = None
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise SarcoscopeError(f"Cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    try:
+        futures = [client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}", pure=False, **kw)
+                   for case in cases]
+        for fut in dask_as_completed(futures):
+            yield fut.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _write_csv_atomic(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def run_batch(
+    cases: list[Case],
+    out_root: Path,
+    *,
+    engine: str = "threshold",
+    cutoff_set: str | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    force: bool = False,
+    on_outcome: Callable[[CaseOutcome], None] | None = None,
+) -> BatchSummary:
+    """Analyse every case; write cohort.csv (one row per analysed case) and failures.csv into out_root.
+
+    `scheduler`: None runs locally (`workers` processes), "local" starts a Dask LocalCluster with `workers`
+    workers, any other value is the address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); with a
+    cluster, out_root and the inputs must be on storage every worker can reach.
+    """
+    out_root.mkdir(parents=True, exist_ok=True)
+    kw: dict[str, Any] = {"out_root": out_root, "engine": engine, "cutoff_set": cutoff_set, "force": force}
+    stream = _dask(cases, scheduler, workers, **kw) if scheduler else _local(cases, workers, **kw)
+    outcomes: list[CaseOutcome] = []
+    for outcome in stream:
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+    outcomes.sort(key=lambda o: o.case_id)
+    rows = [o.row for o in outcomes if o.row]
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    cohort_csv = out_root / "cohort.csv"
+    failures_csv = out_root / "failures.csv"
+    _write_csv_atomic(cohort_csv, rows, columns or ["case_id"])
+    failed = [{"case_id": o.case_id, "error": o.error} for o in outcomes if o.status == "failed"]
+    _write_csv_atomic(failures_csv, failed, ["case_id", "error"])
+    return BatchSummary(outcomes, cohort_csv, failures_csv)

@@ -1,0 +1,171 @@
+"""Post-processing shared by every engine: body mask, HU refinement, IMAT split and island removal.
+
+The reference protocol (Alberta / Slice-O-Matic) defines each tissue as "pixels inside a compartment whose HU
+lies in the tissue window". Engines that predict compartments (the U-Net, the threshold baseline) therefore
+finish with the same HU rules, so that their areas are comparable with manual Slice-O-Matic measurements.
+All sizes are in millimetres and converted with the slice's pixel spacing, so results do not depend on the
+scanner's field of view.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
+
+#: Pixels above this HU are "something" (body, table, clothes); air and out-of-field padding are below it.
+BODY_THRESHOLD_HU = -500.0
+
+
+def disk(radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Elliptical structuring element of `radius_mm` in physical units (anisotropic pixels allowed)."""
+    ry = max(radius_mm / pixel_spacing[0], 0.5)
+    rx = max(radius_mm / pixel_spacing[1], 0.5)
+    ny, nx = int(np.floor(ry)), int(np.floor(rx))
+    yy, xx = np.mgrid[-ny : ny + 1, -nx : nx + 1]
+    return (yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a 2-D mask (empty mask -> empty mask)."""
+    lab, n = ndi.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros_like(mask, dtype=bool)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+def body_mask(
+    hu: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    threshold_hu: float = BODY_THRESHOLD_HU,
+    table_cut_mm: float = 4.0,
+) -> np.ndarray:
+    """The patient's body in one axial slice: largest object above `threshold_hu`, holes filled, table cut off.
+
+    The CT table and cushions are thin (a few mm) curved shells; an opening of `table_cut_mm` radius breaks
+    them (and any thin bridge to the body, e.g. a blanket) while the body survives. The opened body is then
+    grown back inside the thresholded image by the same radius, which restores the skin line without
+    re-attaching the table. Out-of-field padding (-1024, -2000, -3024 HU) is below the threshold.
+    """
+    raw = hu > threshold_hu
+    if not raw.any():
+        return raw
+    se = disk(table_cut_mm, pixel_spacing)
+    filled = ndi.binary_fill_holes(raw)
+    core = largest_component(ndi.binary_opening(filled, structure=se))
+    if not core.any():
+        return core
+    body = filled & ndi.binary_dilation(core, structure=se)
+    return ndi.binary_fill_holes(largest_component(body))
+
+
+def tissue_masks(hu: np.ndarray, hu_ranges: HURanges = DEFAULT_HU_RANGES) -> dict[str, np.ndarray]:
+    """Boolean HU-window masks for each tissue name of conventions.TISSUES."""
+    out = {}
+    for tissue in ("muscle", "sat", "vat", "imat"):
+        lo, hi = hu_ranges.for_tissue(tissue)
+        out[tissue] = (hu >= lo) & (hu <= hi)
+    return out
+
+
+def constrain_to_hu(
+    labels: np.ndarray, hu: np.ndarray, hu_ranges: HURanges = DEFAULT_HU_RANGES
+) -> np.ndarray:
+    """Set every tissue pixel whose HU is outside its tissue window to 0 (the Slice-O-Matic rule).
+
+    Works on one slice (y, x) or a stack (n, y, x); returns a new uint8 array.
+    """
+    out = np.asarray(labels, dtype=np.uint8).copy()
+    masks = tissue_masks(hu, hu_ranges)
+    for tissue, label in (("muscle", Label.MUSCLE), ("sat", Label.SAT), ("vat", Label.VAT), ("imat", Label.IMAT)):
+        out[(out == label) & ~masks[tissue]] = Label.BACKGROUND
+    return out
+
+
+def muscle_compartments(
+    muscle: np.ndarray, pixel_spacing: tuple[float, float], closing_mm: float = 2.0
+) -> np.ndarray:
+    """Muscle compartments of one slice: the muscle mask closed by `closing_mm` with its enclosed holes filled.
+
+    Fat enclosed here (between muscle bundles, in the paraspinal pockets) is intermuscular fat by definition.
+    """
+    se = disk(closing_mm, pixel_spacing)
+    pad = se.shape[0] // 2 + 1, se.shape[1] // 2 + 1
+    padded = np.pad(muscle, (pad[0], pad[1]))
+    closed = ndi.binary_closing(padded, structure=se)[pad[0] : -pad[0], pad[1] : -pad[1]]
+    return ndi.binary_fill_holes(closed | muscle)
+
+
+def fat_in_muscle_to_imat(
+    labels: np.ndarray,
+    hu: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    hu_ranges: HURanges = DEFAULT_HU_RANGES,
+    closing_mm: float = 2.0,
+) -> np.ndarray:
+    """Relabel adipose-HU pixels enclosed by muscle compartments as IMAT (one slice, (y, x)).
+
+    Engines label compartments; the fat inside them (marbling, the pockets beside the spinous process) is
+    IMAT whatever the engine guessed, and muscle-labelled pixels with adipose HU become IMAT too.
+    """
+    out = np.asarray(labels, dtype=np.uint8).copy()
+    comp = muscle_compartments(out == Label.MUSCLE, pixel_spacing, closing_mm)
+    fat = tissue_masks(hu, hu_ranges)["imat"]
+    out[comp & fat & (out != Label.SAT)] = Label.IMAT
+    return out
+
+
+def remove_small_islands(
+    labels: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    min_area_mm2: dict[int, float] | None = None,
+) -> np.ndarray:
+    """Drop connected islands smaller than a per-label area (mm²) to background (one slice, (y, x)).
+
+    Defaults remove speckle: muscle and SAT/VAT islands under 10 mm²; IMAT is left alone (it is made of
+    small pockets by nature).
+    """
+    limits = min_area_mm2 if min_area_mm2 is not None else {Label.MUSCLE: 10.0, Label.SAT: 10.0, Label.VAT: 10.0}
+    pixel_area = pixel_spacing[0] * pixel_spacing[1]
+    out = np.asarray(labels, dtype=np.uint8).copy()
+    eight = np.ones((3, 3), bool)
+    for label, area in limits.items():
+        lab, n = ndi.label(out == label, structure=eight)
+        if n == 0:
+            continue
+        sizes = np.bincount(lab.ravel()) * pixel_area
+        small = sizes < area
+        small[0] = False
+        out[small[lab]] = Label.BACKGROUND
+    return out
+
+
+def refine_labels(
+    labels: np.ndarray,
+    hu: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    hu_ranges: HURanges = DEFAULT_HU_RANGES,
+    body: np.ndarray | None = None,
+) -> np.ndarray:
+    """The full shared post-processing of one slice (y, x) or a stack (n, y, x).
+
+    Order matters: labels outside the body are cleared, fat enclosed by muscle becomes IMAT (before the HU
+    rule would erase fat-density pixels labelled muscle), then the HU windows are applied and speckle removed.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 3:
+        return np.stack(
+            [
+                refine_labels(lab, h, pixel_spacing, hu_ranges, None if body is None else b)
+                for lab, h, b in zip(labels, hu, body if body is not None else [None] * len(labels), strict=True)
+            ]
+        )
+    out = np.asarray(labels, dtype=np.uint8).copy()
+    inside = body if body is not None else body_mask(hu, pixel_spacing)
+    out[~inside] = Label.BACKGROUND
+    out = fat_in_muscle_to_imat(out, hu, pixel_spacing, hu_ranges)
+    out = constrain_to_hu(out, hu, hu_ranges)
+    return remove_small_islands(out, pixel_spacing)

@@ -1,0 +1,85 @@
+"""Database tables of the web app: studies, append-only label versions, and the audit log.
+
+The schema is created and upgraded only by the Alembic migrations in `store/migrations` (never by
+`create_all`), so a PostgreSQL deployment and a SQLite data folder evolve the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Study(Base):
+    """One uploaded CT series, its files on disk (by UID), the L3 selection and the patient facts."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64))
+    series_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[str | None] = mapped_column(String(128))
+    study_date: Mapped[str | None] = mapped_column(String(16))
+    series_description: Mapped[str | None] = mapped_column(String(256))
+    source_kind: Mapped[str] = mapped_column(String(16))
+    n_slices: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    cols: Mapped[int] = mapped_column(Integer)
+    spacing: Mapped[list[float]] = mapped_column(JSON)  # (z, y, x) mm
+    upload_bytes: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # uploaded | segmented | edited
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    #: {"mode": "range"|"slice", "first": int, "last": int} — "slice" has first == last.
+    selection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: The automatic localizer's result (L3Localization.as_dict()) or {"error": message}.
+    localization: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: {"height_cm", "weight_kg", "sex", "cutoff_set"}; values may be None.
+    patient: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class LabelVersion(Base):
+    """One saved label map stack; rows are only ever added (a restore adds a copy)."""
+
+    __tablename__ = "label_versions"
+    __table_args__ = (UniqueConstraint("study_id", "version", name="uq_label_versions_study_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    parent_version: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    author: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(64))  # "segment", "edit", "restore"
+    engine: Mapped[str | None] = mapped_column(String(64))
+    model_id: Mapped[str | None] = mapped_column(String(256))
+    indices: Mapped[list[int]] = mapped_column(JSON)
+    shape: Mapped[list[int]] = mapped_column(JSON)  # (n, y, x)
+    data: Mapped[bytes] = mapped_column(LargeBinary)  # zlib-compressed uint8, C order
+    sha256: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEvent(Base):
+    """Who did what to which study, when; kept when a study is deleted (no foreign key)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    study_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    client: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,156 @@
+"""The training recipe as one dataclass: defaults follow the paper except network width and resolution.
+
+Paper (Lee et al. 2022): U-Net, loss 0.5·Dice + 0.5·cross-entropy, RMSProp lr 2e-4, batch 4, up to 50 epochs,
+early stopping on validation loss (patience 10), split by patient, no windowing augmentation. The paper's
+network ran at 512×512 on a GPU; the default here is a narrower U-Net (16-32-64-128-256 channels) on
+256×256 crops at 1.5 mm pixels (a 384 mm field of view, the whole abdomen), which trains in minutes per
+epoch on 2 CPU cores. Every value can be set in a YAML file (same keys as the fields) and overridden by flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sarcoscope.errors import InputError
+
+
+@dataclass
+class TrainConfig:
+    """Every value of a training run; the model card records all of them."""
+
+    output_dir: str = "model"
+    #: Folders of image/label pairs (layout: docs in sarcoscope.training.data).
+    data_dirs: list[str] = field(default_factory=list)
+    #: Only these case ids from the data folders (None = all); lets a run hold real cases out for testing.
+    cases: list[str] | None = None
+    #: Label mapping of the data's label maps (built-in name or YAML path; None = the project's ids).
+    label_mapping: str | None = None
+    #: Phantom slices generated on the fly (sarcoscope.phantom), each its own "patient".
+    phantoms: int = 0
+    phantom_seed: int = 1000
+    #: Phantom pixel spacing is drawn uniformly from this range (mm) so the model sees scanner variety.
+    phantom_spacing_mm: tuple[float, float] = (0.65, 0.85)
+    #: Each folder case appears this many times per epoch (differently augmented): balances few real cases
+    #: against many phantoms.
+    data_repeat: int = 1
+
+    # network (MONAI UNet)
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    num_res_units: int = 2
+    dropout: float = 0.0
+
+    # input
+    pixel_spacing_mm: float = 1.5
+    input_size: int = 256
+    hu_window: tuple[float, float] = (-250.0, 350.0)
+
+    # recipe
+    lambda_dice: float = 0.5
+    lambda_ce: float = 0.5
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    max_epochs: int = 50
+    patience: int = 10
+    val_fraction: float = 0.2
+    #: Case ids (patients) forced into validation; empty = random split by patient.
+    val_cases: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    # augmentation (geometric and noise on by default; windowing off: the paper found it harmful)
+    augment: bool = True
+    rotate_deg: float = 10.0
+    scale_range: float = 0.1
+    translate_mm: float = 15.0
+    flip_lr: bool = True
+    noise_hu: float = 8.0
+    window_augmentation: bool = False
+    window_shift_hu: float = 30.0
+    window_scale: float = 0.1
+
+    # running
+    num_threads: int = 2
+    resume: bool = False
+    #: Stop after this many epochs in this invocation (None = run to the end); resume continues later.
+    epochs_this_run: int | None = None
+    progress: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def validate(self) -> None:
+        """Raise InputError for values no run could use."""
+        problems = []
+        if len(self.strides) != len(self.channels) - 1:
+            problems.append("strides needs one entry fewer than channels")
+        multiple = _size_multiple(self.strides)
+        if self.input_size % multiple:
+            problems.append(f"input_size must be a multiple of {multiple} (product of the strides)")
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            problems.append("batch_size, max_epochs and patience must be >= 1")
+        if not 0 < self.val_fraction < 1:
+            problems.append("val_fraction must be between 0 and 1")
+        if self.hu_window[0] >= self.hu_window[1]:
+            problems.append("hu_window must be (low, high) with low < high")
+        if self.pixel_spacing_mm <= 0 or self.learning_rate <= 0:
+            problems.append("pixel_spacing_mm and learning_rate must be positive")
+        if not self.data_dirs and self.phantoms <= 0:
+            problems.append("no training data: give a data folder and/or phantoms > 0")
+        if problems:
+            raise InputError("Invalid training configuration: " + "; ".join(problems) + ".")
+
+    @property
+    def size_multiple(self) -> int:
+        return _size_multiple(self.strides)
+
+
+def _size_multiple(strides: tuple[int, ...]) -> int:
+    m = 1
+    for s in strides:
+        m *= int(s)
+    return m
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+_TUPLE_FIELDS = {f.name for f in fields(TrainConfig) if str(f.type).startswith("tuple")}
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the YAML file (if any), then `overrides` (flags; None values are ignored)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"Cannot read training config {p}: {exc}") from None
+        if not isinstance(data, dict):
+            raise InputError(f"Training config {p} must be a mapping of setting: value.")
+        values.update(data)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"Unknown training setting(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+    for name in _TUPLE_FIELDS & set(values):
+        values[name] = tuple(values[name])
+    config = dataclasses.replace(TrainConfig(), **values)
+    config.validate()
+    return config
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the config as YAML (atomically), so a run can be repeated or resumed with the same recipe."""
+    from sarcoscope.training.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config.as_dict(), sort_keys=False))

@@ -1,0 +1,119 @@
+"""L3 localization validation: predicted vs reference L3 slice per case, error in slices and millimetres.
+
+CSV columns (header required, one row per case): ``case_id``, ``l3_slice`` (0-based axial index into the
+CT as sarcoscope reads it, z ascending) and either ``z_mm`` (slice position along the slice normal) or
+``slice_spacing_mm``. The error in mm is the difference of ``z_mm`` when both files give it, otherwise
+|Δ slice| × slice spacing (taken from either file; they must agree).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sarcoscope.errors import ValidationInputError
+from sarcoscope.validation.io import match_cases
+
+WITHIN_MM: tuple[float, ...] = (5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class L3Row:
+    slice: int
+    z_mm: float | None
+    spacing_mm: float | None
+
+
+def _float(value: str | None, where: str) -> float | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValidationInputError(f"{where}: '{value}' is not a number.") from None
+
+
+def read_l3_csv(path: Path) -> dict[str, L3Row]:
+    """case id -> L3 row, with clear errors for missing columns, bad numbers and duplicate cases."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise ValidationInputError(f"Cannot read L3 file {path}: {exc}") from None
+    if not rows or not {"case_id", "l3_slice"} <= set(rows[0]):
+        raise ValidationInputError(f"{path}: needs a header with columns case_id and l3_slice.")
+    out: dict[str, L3Row] = {}
+    for i, row in enumerate(rows, start=2):
+        where = f"{path} line {i}"
+        case = (row.get("case_id") or "").strip()
+        if not case:
+            raise ValidationInputError(f"{where}: empty case_id.")
+        if case in out:
+            raise ValidationInputError(f"{where}: case {case} appears twice.")
+        s = _float(row.get("l3_slice"), where)
+        if s is None or s != int(s):
+            raise ValidationInputError(f"{where}: l3_slice must be a whole slice index.")
+        out[case] = L3Row(int(s), _float(row.get("z_mm"), where), _float(row.get("slice_spacing_mm"), where))
+    return out
+
+
+def compare_l3(
+    pred: dict[str, L3Row], ref: dict[str, L3Row], *, allow_unmatched: bool = False
+) -> list[dict[str, float | str]]:
+    """Per case: reference and predicted slice, signed error in slices and in mm (predicted − reference)."""
+    cases = match_cases(
+        {c: Path(c) for c in pred}, {c: Path(c) for c in ref}, allow_unmatched=allow_unmatched
+    )
+    out: list[dict[str, float | str]] = []
+    for case in cases:
+        p, r = pred[case], ref[case]
+        if p.z_mm is not None and r.z_mm is not None:
+            err_mm = p.z_mm - r.z_mm
+        else:
+            spacings = {s for s in (p.spacing_mm, r.spacing_mm) if s is not None}
+            if not spacings:
+                raise ValidationInputError(
+                    f"L3 case {case}: no z_mm in both files and no slice_spacing_mm; cannot give the error in mm."
+                )
+            if len(spacings) > 1:
+                raise ValidationInputError(f"L3 case {case}: slice spacings differ ({sorted(spacings)} mm).")
+            err_mm = (p.slice - r.slice) * spacings.pop()
+        out.append(
+            {
+                "case_id": case,
+                "ref_slice": r.slice,
+                "pred_slice": p.slice,
+                "error_slices": p.slice - r.slice,
+                "error_mm": float(err_mm),
+            }
+        )
+    return out
+
+
+def summarize_l3(rows: list[dict[str, float | str]]) -> dict[str, float]:
+    """n, mean ± SD and median of |error| (mm and slices), max, and the fraction within 5 and 10 mm."""
+    mm = np.abs(np.array([float(r["error_mm"]) for r in rows]))
+    sl = np.abs(np.array([float(r["error_slices"]) for r in rows]))
+    n = int(mm.size)
+    out: dict[str, float] = {"n": float(n)}
+    if n == 0:
+        return out
+    out.update(
+        {
+            "mean_abs_error_mm": float(mm.mean()),
+            "sd_abs_error_mm": float(mm.std(ddof=1)) if n > 1 else math.nan,
+            "median_abs_error_mm": float(np.median(mm)),
+            "max_abs_error_mm": float(mm.max()),
+            "mean_abs_error_slices": float(sl.mean()),
+            "median_abs_error_slices": float(np.median(sl)),
+            "exact_slice": float(np.mean(sl == 0)),
+        }
+    )
+    for limit in WITHIN_MM:
+        out[f"within_{limit:g}mm"] = float(np.mean(mm <= limit))
+    return out

@@ -1,0 +1,72 @@
+"""Cohort runs: every case analysed, failures recorded without stopping the rest, reruns resume."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sarcoscope.batch import discover_cases, read_manifest, run_batch
+from sarcoscope.cli import app
+from sarcoscope.errors import InputError
+from sarcoscope.imaging import write_dicom_series
+from sarcoscope.phantom import make_slice
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three single-slice phantom studies and one broken study."""
+    root = tmp_path_factory.mktemp("cohort")
+    for seed in (1, 2, 3):
+        sl = make_slice(seed, size=256)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), root / f"patient{seed}")
+    (root / "broken").mkdir()
+    (root / "broken" / "x.dcm").write_bytes(b"not dicom at all")
+    return root
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_discover_and_manifest(cohort: Path, tmp_path: Path) -> None:
+    assert [c.case_id for c in discover_cases(cohort)] == ["broken", "patient1", "patient2", "patient3"]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"case_id,path,height_cm,sex,site\nA,{cohort / 'patient1'},170,F,H1\n")
+    (case,) = read_manifest(manifest)
+    assert (case.case_id, case.height_cm, case.sex, case.site) == ("A", 170.0, "F", "H1")
+    manifest.write_text(f"case_id,path,sex\nA,{cohort / 'patient1'},X\n")
+    with pytest.raises(InputError, match="sex"):
+        read_manifest(manifest)
+
+
+def test_batch_records_failures_and_resumes(cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = run_batch(discover_cases(cohort), out)
+    assert (summary.count("done"), summary.count("failed")) == (3, 1)
+    rows = _rows(summary.cohort_csv)
+    assert [r["case_id"] for r in rows] == ["patient1", "patient2", "patient3"]
+    assert all(float(r["muscle_area_cm2"]) > 20 for r in rows)
+    (failure,) = _rows(summary.failures_csv)
+    assert failure["case_id"] == "broken" and failure["error"]
+    again = run_batch(discover_cases(cohort), out)
+    assert (again.count("skipped"), again.count("done"), again.count("failed")) == (3, 0, 1)
+    assert _rows(again.cohort_csv) == rows
+
+
+def test_batch_on_local_dask_cluster_matches_local_run(cohort: Path, tmp_path: Path) -> None:
+    pytest.importorskip("dask.distributed")
+    cases = [c for c in discover_cases(cohort) if c.case_id != "broken"]
+    local = run_batch(cases, tmp_path / "local")
+    dask = run_batch(cases, tmp_path / "dask", scheduler="local", workers=2)
+    assert dask.count("done") == 3
+    assert _rows(dask.cohort_csv) == _rows(local.cohort_csv)
+
+
+def test_batch_cli_exit_code_on_failures(cohort: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["batch", str(cohort), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 3, result.output
+    assert "3 analysed" in result.output and "1 failed" in result.output

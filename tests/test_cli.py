@@ -1,0 +1,162 @@
+"""The command line end to end: exit codes and messages for bad input, and real runs on phantoms."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from typer.testing import CliRunner
+
+from sarcoscope.cli import app
+from sarcoscope.imaging import write_dicom_series
+from sarcoscope.phantom import make_slice, make_volume
+
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def phantom_series(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """A small abdominal phantom volume written as a DICOM series (256×256, 5 mm slices)."""
+    vol = make_volume(11, shape_xy=256, slice_thickness_mm=5.0)
+    folder = tmp_path_factory.mktemp("series")
+    write_dicom_series(vol.hu, vol.spacing, folder)
+    return folder, vol
+
+
+def _assert_user_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    text = result.output.lower()
+    assert "error" in text
+    assert "traceback" not in text
+    for frag in fragments:
+        assert frag.lower() in text, result.output
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    _assert_user_error(_invoke("analyze", tmp_path / "nope", "-o", tmp_path / "out"), "nope")
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    _assert_user_error(_invoke("analyze", tmp_path / "empty", "-o", tmp_path / "out"), "empty")
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_folder_without_ct(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("not a CT")
+    _assert_user_error(_invoke("analyze", tmp_path / "docs", "-o", tmp_path / "out"))
+
+
+def test_corrupt_file(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
+    src = sorted(phantom_series[0].iterdir())[0]
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(src.read_bytes()[:3000])  # truncated inside the pixel data
+    _assert_user_error(_invoke("analyze", bad, "-o", tmp_path / "out"), "bad.dcm")
+
+
+def test_unreadable_zip(tmp_path: Path) -> None:
+    z = tmp_path / "study.zip"
+    z.write_bytes(b"PK\x03\x04 this is not really a zip")
+    _assert_user_error(_invoke("analyze", z, "-o", tmp_path / "out"), "study.zip")
+
+
+def test_non_image_dicom(tmp_path: Path) -> None:
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"  # Enhanced SR: no pixels
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.Modality = "SR"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    folder = tmp_path / "sr"
+    folder.mkdir()
+    ds.save_as(folder / "report.dcm", enforce_file_format=True)
+    _assert_user_error(_invoke("analyze", folder, "-o", tmp_path / "out"))
+
+
+def test_slice_without_body(tmp_path: Path) -> None:
+    folder = tmp_path / "air"
+    write_dicom_series(np.full((1, 128, 128), -1000, np.int16), (5.0, 0.8, 0.8), folder)
+    _assert_user_error(_invoke("analyze", folder, "-o", tmp_path / "out"), "body")
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_range_outside_volume(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
+    folder, vol = phantom_series
+    n = vol.hu.shape[0]
+    _assert_user_error(_invoke("analyze", folder, "-o", tmp_path / "out", "--range", f"{n - 2}:{n + 5}"), "range")
+
+
+def test_slice_and_range_together(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
+    folder, _ = phantom_series
+    _assert_user_error(_invoke("analyze", folder, "-o", tmp_path / "o", "--slice", "3", "--range", "1:4"))
+
+
+def test_analyze_auto_l3_writes_complete_report(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
+    folder, vol = phantom_series
+    out = tmp_path / "out"
+    result = _invoke("analyze", folder, "-o", out, "--height-cm", "170", "--sex", "F", "--weight-kg", "65")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    (mid,) = report["l3"]["slice_indices"]
+    truth = vol.truth
+    assert truth["l3_upper_endplate_index"] <= mid <= truth["l3_lower_endplate_index"] or abs(
+        mid - truth["l3_mid_index"]
+    ) <= 2
+    for name in ("metrics.csv", "overlay.png", "labels.nii.gz", "seg.dcm"):
+        assert (out / name).is_file(), name
+    assert report["assessment"]["smi"]["value"] == pytest.approx(
+        report["average"]["tissues"]["muscle"]["area_cm2"] / 1.70**2, rel=1e-6
+    )
+
+
+def test_analyze_range_is_averaged(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
+    folder, _ = phantom_series
+    out = tmp_path / "out"
+    result = _invoke("analyze", folder, "-o", out, "--range", "20:22", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    areas = [s["tissues"]["muscle"]["area_cm2"] for s in report["slices"]]
+    assert len(areas) == 3
+    assert report["average"]["tissues"]["muscle"]["area_cm2"] == pytest.approx(np.mean(areas), rel=1e-6)
+    rows = (out / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3 + 1  # header, three slices, the average
+
+
+def test_single_slice_zip(tmp_path: Path) -> None:
+    sl = make_slice(5)
+    folder = tmp_path / "one"
+    (path,) = write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), folder)
+    z = tmp_path / "one.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.write(path, arcname="nested/dir/slice.dcm")
+    result = _invoke("analyze", z, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["l3"]["mode"] == "single-slice-input"
+    assert "not computed" in json.dumps(report["assessment"]["smi"])  # no height given anywhere
+
+
+def test_demo(tmp_path: Path) -> None:
+    result = _invoke("demo", "-o", tmp_path / "demo")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "demo" / "analysis" / "report.json").is_file()
+    assert "Skeletal muscle" in result.output
+
+
+def test_cutoffs_lists_every_set() -> None:
+    result = _invoke("cutoffs")
+    assert result.exit_code == 0
+    for name in ("Prado", "Martin", "Derstine", "Yoon"):
+        assert name in result.output
