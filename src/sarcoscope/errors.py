@@ -28,3 +28,7 @@ class ValidationInputError(SarcoscopeError):
 class CompositionError(SarcoscopeError):
     """Body composition cannot be measured or assessed (label map does not fit the image, implausible
     height/weight/age, unknown cutoff set)."""
+
+
+class OutputError(SarcoscopeError):
+    """Output files cannot be written (the output path is not a folder, no permission, disk full)."""

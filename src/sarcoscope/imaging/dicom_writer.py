@@ -40,7 +40,6 @@ TRANSFER_SYNTAXES: dict[str, UID] = {
 }
 
 
-
 def _ds_number(value: float) -> str:
     """Format a number as a DICOM DS string (at most 16 characters)."""
     for digits in (12, 10, 8, 6):
@@ -207,6 +206,10 @@ def write_dicom_series(
     if axes.shape != (3, 3) or not np.allclose(axes.T @ axes, np.eye(3), atol=1e-4):
         raise ValueError("direction must be a 3x3 orthonormal matrix (columns: x, y, z axes in LPS)")
     ts_uid = _resolve_transfer_syntax(transfer_syntax)
+    if ts_uid == JPEG2000Lossless and min(volume.shape[1:]) < 32:
+        raise ValueError(
+            "JPEG 2000 encoding (openjpeg, 6 wavelet levels) needs images of at least 32x32 pixels"
+        )
     meta = metadata or CTMetadata()
 
     stored, pixel_representation = _stored_values(volume, slope, intercept)

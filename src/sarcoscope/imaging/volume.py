@@ -80,3 +80,19 @@ class CTVolume:
 
     def axial(self, index: int) -> np.ndarray:
         return self.hu[index]
+
+    @property
+    def orientation(self) -> str:
+        """Plane of the array's slices: "axial", "coronal" or "sagittal" (closest to the slice normal)."""
+        return plane_of_normal(np.asarray(self.direction, dtype=float)[:, 2])
+
+    @property
+    def is_axial(self) -> bool:
+        """True when `hu[k]` are axial planes; stages that need axial slices (L3) refuse otherwise."""
+        return self.orientation == "axial"
+
+
+def plane_of_normal(normal: np.ndarray) -> str:
+    """Name the anatomical plane whose normal is closest to `normal` (an LPS vector)."""
+    axis = int(np.argmax(np.abs(np.asarray(normal, dtype=float))))
+    return ("sagittal", "coronal", "axial")[axis]

@@ -41,9 +41,7 @@ def manual_slice(index: int, n_slices: int) -> L3Selection:
 def manual_range(first: int, last: int, n_slices: int) -> L3Selection:
     lo, hi = min(first, last), max(first, last)
     if lo < 0 or hi >= n_slices:
-        raise LevelError(
-            f"Range {first}:{last} is outside the volume (valid slices: 0..{n_slices - 1})."
-        )
+        raise LevelError(f"Range {first}:{last} is outside the volume (valid slices: 0..{n_slices - 1}).")
     return L3Selection(indices=list(range(lo, hi + 1)), mode="range", convention=L3_RANGE, method="manual")
 
 

@@ -20,4 +20,13 @@ def _threshold_engine(**options: Any) -> SegmentationEngine:
 
 register_engine("threshold", _threshold_engine)
 
+
+def _unet_engine() -> SegmentationEngine:
+    from sarcoscope.segmentation.unet import UNetEngine
+
+    return UNetEngine()
+
+
+register_engine("unet", _unet_engine)
+
 __all__ = ["SegmentationEngine", "available_engines", "get_engine", "register_engine"]

@@ -18,13 +18,28 @@ from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 BODY_THRESHOLD_HU = -500.0
 
 
-def disk(radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
-    """Elliptical structuring element of `radius_mm` in physical units (anisotropic pixels allowed)."""
-    ry = max(radius_mm / pixel_spacing[0], 0.5)
-    rx = max(radius_mm / pixel_spacing[1], 0.5)
-    ny, nx = int(np.floor(ry)), int(np.floor(rx))
-    yy, xx = np.mgrid[-ny : ny + 1, -nx : nx + 1]
-    return (yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0
+def dilate_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Dilation by a Euclidean disk of `radius_mm` (exact, via a distance transform: fast for any radius)."""
+    if not mask.any():
+        return np.zeros_like(mask, dtype=bool)
+    return ndi.distance_transform_edt(~mask, sampling=pixel_spacing) <= radius_mm
+
+
+def erode_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Erosion by a Euclidean disk of `radius_mm`; the image border does not erode (as if padded)."""
+    if mask.all():
+        return np.ones_like(mask, dtype=bool)
+    return ndi.distance_transform_edt(mask, sampling=pixel_spacing) > radius_mm
+
+
+def open_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Morphological opening by a disk of `radius_mm`: removes structures thinner than 2 * radius."""
+    return dilate_mm(erode_mm(mask, radius_mm, pixel_spacing), radius_mm, pixel_spacing)
+
+
+def close_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Morphological closing by a disk of `radius_mm`: bridges gaps narrower than 2 * radius."""
+    return erode_mm(dilate_mm(mask, radius_mm, pixel_spacing), radius_mm, pixel_spacing)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -53,12 +68,11 @@ def body_mask(
     raw = hu > threshold_hu
     if not raw.any():
         return raw
-    se = disk(table_cut_mm, pixel_spacing)
     filled = ndi.binary_fill_holes(raw)
-    core = largest_component(ndi.binary_opening(filled, structure=se))
+    core = largest_component(open_mm(filled, table_cut_mm, pixel_spacing))
     if not core.any():
         return core
-    body = filled & ndi.binary_dilation(core, structure=se)
+    body = filled & dilate_mm(core, table_cut_mm, pixel_spacing)
     return ndi.binary_fill_holes(largest_component(body))
 
 
@@ -86,17 +100,26 @@ def constrain_to_hu(
 
 
 def muscle_compartments(
-    muscle: np.ndarray, pixel_spacing: tuple[float, float], closing_mm: float = 2.0
+    muscle: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    closing_mm: float = 2.0,
+    max_hole_cm2: float = 5.0,
 ) -> np.ndarray:
-    """Muscle compartments of one slice: the muscle mask closed by `closing_mm` with its enclosed holes filled.
+    """Muscle compartments of one slice: the muscle mask closed by `closing_mm`, enclosed holes filled.
 
     Fat enclosed here (between muscle bundles, in the paraspinal pockets) is intermuscular fat by definition.
+    Only holes up to `max_hole_cm2` are filled: when the wall, psoas and back muscles form a closed ring, the
+    abdominal cavity it encloses is not a muscle compartment.
     """
-    se = disk(closing_mm, pixel_spacing)
-    pad = se.shape[0] // 2 + 1, se.shape[1] // 2 + 1
-    padded = np.pad(muscle, (pad[0], pad[1]))
-    closed = ndi.binary_closing(padded, structure=se)[pad[0] : -pad[0], pad[1] : -pad[1]]
-    return ndi.binary_fill_holes(closed | muscle)
+    closed = close_mm(muscle, closing_mm, pixel_spacing) | muscle
+    holes = ndi.binary_fill_holes(closed) & ~closed
+    lab, n = ndi.label(holes)
+    if n:
+        sizes = np.bincount(lab.ravel()) * pixel_spacing[0] * pixel_spacing[1]
+        small = sizes <= max_hole_cm2 * 100.0
+        small[0] = False
+        closed |= small[lab]
+    return closed
 
 
 def fat_in_muscle_to_imat(

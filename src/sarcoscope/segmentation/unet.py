@@ -80,7 +80,7 @@ class InputSpec:
         ).astype(np.uint8)
 
     def pad_amounts(self, shape: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Centred zero padding that makes (y, x) a multiple of `size_multiple` (the U-Net's down-sampling)."""
+        """Centred zero padding making (y, x) a multiple of `size_multiple` (the U-Net's down-sampling)."""
         pads = []
         for n in shape:
             extra = (-n) % self.size_multiple

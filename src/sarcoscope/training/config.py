@@ -33,11 +33,14 @@ class TrainConfig:
     #: Phantom slices generated on the fly (sarcoscope.phantom), each its own "patient".
     phantoms: int = 0
     phantom_seed: int = 1000
-    #: Phantom pixel spacing is drawn uniformly from this range (mm) so the model sees scanner variety.
-    phantom_spacing_mm: tuple[float, float] = (0.65, 0.85)
+    #: Phantom pixel spacing drawn uniformly from this range (mm); None = the generator's own choice (a field
+    #: of view that fits the body with a random margin, like a scanner's).
+    phantom_spacing_mm: tuple[float, float] | None = None
     #: Each folder case appears this many times per epoch (differently augmented): balances few real cases
     #: against many phantoms.
     data_repeat: int = 1
+    #: Free text for the model card: where the data came from, what it is (be honest about phantoms).
+    data_description: str = ""
 
     # network (MONAI UNet)
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -141,9 +144,12 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise InputError(f"Unknown training setting(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+        raise InputError(
+            f"Unknown training setting(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
+        )
     for name in _TUPLE_FIELDS & set(values):
-        values[name] = tuple(values[name])
+        if values[name] is not None:
+            values[name] = tuple(values[name])
     config = dataclasses.replace(TrainConfig(), **values)
     config.validate()
     return config

@@ -78,7 +78,8 @@ def compare_l3(
             spacings = {s for s in (p.spacing_mm, r.spacing_mm) if s is not None}
             if not spacings:
                 raise ValidationInputError(
-                    f"L3 case {case}: no z_mm in both files and no slice_spacing_mm; cannot give the error in mm."
+                    f"L3 case {case}: no z_mm in both files and no slice_spacing_mm; "
+                    "cannot give the error in mm."
                 )
             if len(spacings) > 1:
                 raise ValidationInputError(f"L3 case {case}: slice spacings differ ({sorted(spacings)} mm).")

@@ -130,17 +130,32 @@ def icc(ratings: np.ndarray) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
+class PairTest:
+    """Two sites compared on one metric (two-sided Mann–Whitney U)."""
+
+    metric: str
+    site_a: str
+    site_b: str
+    n_a: int
+    n_b: int
+    median_a: float
+    median_b: float
+    p_value: float
+    p_adjusted: float
+    differs: bool  # adjusted p < alpha and |median_a − median_b| >= the metric's minimum effect
+
+
+@dataclass(frozen=True)
 class SiteTest:
-    """One site compared with all other sites on one metric."""
+    """One site against the others on one metric: flagged when it differs from most of them."""
 
     site: str
     metric: str
     n_site: int
-    n_rest: int
     median_site: float
-    median_rest: float
-    p_value: float
-    p_adjusted: float
+    median_others: float
+    n_compared: int  # other sites it could be tested against
+    differs_from: tuple[str, ...]
     flagged: bool
 
 
@@ -164,31 +179,68 @@ def compare_sites(
     min_effect: Mapping[str, float],
     alpha: float = 0.05,
     min_cases: int = 3,
-) -> list[SiteTest]:
-    """Each site against the pooled other sites, per metric (two-sided Mann–Whitney U, Holm-adjusted over
-    every site × metric test). A site is flagged on a metric when the adjusted p < alpha AND the medians
-    differ by at least `min_effect[metric]` (so a tiny but consistent difference in a big cohort is not
-    called a labelling difference). Sites with fewer than `min_cases` evaluated cases are not tested.
+) -> tuple[list[SiteTest], list[PairTest]]:
+    """Find the site(s) that differ from the others, per metric.
+
+    Every pair of sites is compared (two-sided Mann–Whitney U, Holm-adjusted over all pair × metric tests);
+    a pair differs when the adjusted p < alpha AND the medians differ by at least `min_effect[metric]` (so
+    a tiny but consistent difference in a big cohort is not called a labelling difference). A site is
+    flagged on a metric when it differs from MORE THAN HALF of the sites it could be compared with: pairwise
+    rather than one-against-the-rest, because an odd site would otherwise drag "the rest" and get the good
+    sites flagged too. With only two sites both are flagged when they differ (which one is odd is then
+    undecidable). Sites with fewer than `min_cases` evaluated cases are not tested.
     """
     site_arr = np.asarray(sites)
-    raw: list[tuple[str, str, int, int, float, float, float]] = []
+    site_list = sorted(set(sites))
+    raw: list[tuple[str, str, str, int, int, float, float, float]] = []
     for metric, vals in values.items():
         v = np.asarray(vals, float)
-        for site in sorted(set(sites)):
-            a = v[(site_arr == site) & ~np.isnan(v)]
-            b = v[(site_arr != site) & ~np.isnan(v)]
-            med_a = float(np.median(a)) if a.size else math.nan
-            med_b = float(np.median(b)) if b.size else math.nan
-            p = math.nan
-            if a.size >= min_cases and b.size >= min_cases:
-                if np.ptp(np.concatenate([a, b])) == 0:
-                    p = 1.0
-                else:
-                    p = float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
-            raw.append((site, metric, int(a.size), int(b.size), med_a, med_b, p))
-    adjusted = holm([r[6] for r in raw])
+        groups = {s: v[(site_arr == s) & ~np.isnan(v)] for s in site_list}
+        for i, sa in enumerate(site_list):
+            for sb in site_list[i + 1 :]:
+                a, b = groups[sa], groups[sb]
+                p = math.nan
+                if a.size >= min_cases and b.size >= min_cases:
+                    both = np.concatenate([a, b])
+                    p = 1.0 if np.ptp(both) == 0 else float(sps.mannwhitneyu(a, b).pvalue)
+                med_a = float(np.median(a)) if a.size else math.nan
+                med_b = float(np.median(b)) if b.size else math.nan
+                raw.append((metric, sa, sb, int(a.size), int(b.size), med_a, med_b, p))
+    adjusted = holm([r[7] for r in raw])
+    pairs = [
+        PairTest(
+            m,
+            sa,
+            sb,
+            na,
+            nb,
+            ma,
+            mb,
+            p,
+            pa,
+            not math.isnan(pa) and pa < alpha and abs(ma - mb) >= min_effect.get(m, 0.0),
+        )
+        for (m, sa, sb, na, nb, ma, mb, p), pa in zip(raw, adjusted, strict=True)
+    ]
     out = []
-    for (site, metric, na, nb, ma, mb, p), pa in zip(raw, adjusted, strict=True):
-        flagged = not math.isnan(pa) and pa < alpha and abs(ma - mb) >= min_effect.get(metric, 0.0)
-        out.append(SiteTest(site, metric, na, nb, ma, mb, p, pa, flagged))
-    return out
+    for metric, vals in values.items():
+        v = np.asarray(vals, float)
+        for s in site_list:
+            mine = [q for q in pairs if q.metric == metric and s in (q.site_a, q.site_b)]
+            tested = [q for q in mine if not math.isnan(q.p_value)]
+            differs = tuple(q.site_b if q.site_a == s else q.site_a for q in tested if q.differs)
+            own = v[(site_arr == s) & ~np.isnan(v)]
+            others = v[(site_arr != s) & ~np.isnan(v)]
+            out.append(
+                SiteTest(
+                    site=s,
+                    metric=metric,
+                    n_site=int(own.size),
+                    median_site=float(np.median(own)) if own.size else math.nan,
+                    median_others=float(np.median(others)) if others.size else math.nan,
+                    n_compared=len(tested),
+                    differs_from=differs,
+                    flagged=bool(tested) and len(differs) > len(tested) / 2,
+                )
+            )
+    return out, pairs

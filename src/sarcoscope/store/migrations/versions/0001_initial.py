@@ -41,9 +41,7 @@ def upgrade() -> None:
     op.create_table(
         "label_versions",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column(
-            "study_id", sa.String(32), sa.ForeignKey("studies.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("study_id", sa.String(32), sa.ForeignKey("studies.id", ondelete="CASCADE"), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("parent_version", sa.Integer),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

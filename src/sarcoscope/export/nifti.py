@@ -1,0 +1,49 @@
+"""The label map as NIfTI, on the CT's own voxel grid so it overlays the CT in any viewer (ITK-SNAP, Slicer).
+
+The file is a sub-volume: the axial slices from the first to the last analysed slice (slices inside that span
+that were not analysed are 0). Voxel (i, j, k) of the file is CT voxel (x=i, y=j, z=first+k). The affine
+is the CT's LPS affine (CTVolume.affine_lps) shifted to the first slice and converted to NIfTI's RAS+ world
+by negating its first two rows (L->R, P->A); qform and sform both carry it with code 1 (scanner).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import nibabel as nib
+import numpy as np
+
+if TYPE_CHECKING:
+    from sarcoscope.pipeline import AnalysisResult
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def label_subvolume(result: AnalysisResult) -> tuple[np.ndarray, int]:
+    """Labels (z, y, x) spanning the analysed slices, and the CT slice index of its first slice."""
+    indices = [int(i) for i in result.selection.indices]
+    first, last = min(indices), max(indices)
+    _, ny, nx = result.volume.shape
+    sub = np.zeros((last - first + 1, ny, nx), dtype=np.uint8)
+    for k, idx in enumerate(indices):
+        sub[idx - first] = result.labels[k]
+    return sub, first
+
+
+def label_affine_ras(result: AnalysisResult, first_slice: int) -> np.ndarray:
+    """4x4 RAS affine of the sub-volume starting at CT slice `first_slice`."""
+    affine = np.array(result.volume.affine_lps, dtype=float)
+    affine[:3, 3] = affine[:3, 3] + affine[:3, 2] * first_slice
+    return LPS_TO_RAS @ affine
+
+
+def label_nifti(result: AnalysisResult) -> nib.Nifti1Image:
+    """NIfTI-1 image of the analysed label map, uint8 with conventions.Label ids, aligned with the CT."""
+    sub, first = label_subvolume(result)
+    affine = label_affine_ras(result, first)
+    img = nib.Nifti1Image(np.ascontiguousarray(sub.transpose(2, 1, 0)), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units(xyz="mm")
+    img.header["descrip"] = b"sarcoscope labels 1=muscle 2=SAT 3=VAT 4=IMAT"
+    return img

@@ -1,0 +1,170 @@
+"""report.json and metrics.csv: the machine-readable record of one analysis.
+
+The report states everything needed to reproduce or question a number: software and model, HU ranges, how
+the L3 slice(s) were chosen, the input's geometry and acquisition facts, per-slice and averaged results,
+the assessment with every cutoff set, and warnings. Its layout is described by report.schema.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sarcoscope.composition.measure import RATIOS
+from sarcoscope.conventions import TISSUES
+
+if TYPE_CHECKING:
+    from sarcoscope.composition import SliceComposition
+    from sarcoscope.imaging.volume import CTVolume
+    from sarcoscope.pipeline import AnalysisResult
+
+REPORT_SCHEMA = "sarcoscope.report/1"
+SCHEMA_FILE = "report.schema.json"
+
+#: CTMetadata fields copied into the report. Patient ID and study date are left out on purpose: reports get
+#: shared and pooled, and the series/study UIDs already link a report back to its images.
+REPORTED_METADATA = (
+    "patient_sex",
+    "patient_age_years",
+    "patient_height_m",
+    "patient_weight_kg",
+    "contrast_agent",
+    "kvp",
+    "manufacturer",
+    "manufacturer_model",
+    "study_instance_uid",
+    "series_instance_uid",
+    "series_description",
+    "frame_of_reference_uid",
+    "slice_thickness_mm",
+    "convolution_kernel",
+)
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) every report.json follows."""
+    return json.loads(files("sarcoscope.export").joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+
+
+def slice_positions_mm(volume: CTVolume) -> list[float] | None:
+    """Position (mm) of every slice along the slice normal; None for bare arrays without real geometry."""
+    if volume.slice_positions is not None:
+        return [float(p) for p in volume.slice_positions]
+    if volume.source_kind not in ("dicom", "nifti"):
+        return None
+    normal = np.asarray(volume.direction, dtype=float)[:, 2]
+    origin = np.asarray(volume.origin, dtype=float)
+    return [float(np.dot(origin + normal * volume.spacing[0] * k, normal)) for k in range(volume.n_slices)]
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON default hook: NumPy scalars/arrays and paths as plain values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _input_summary(volume: CTVolume) -> dict[str, Any]:
+    md = volume.metadata
+    return {
+        "source_kind": volume.source_kind,
+        "source_path": volume.source_path,
+        "shape_zyx": list(volume.shape),
+        "spacing_mm_zyx": [float(s) for s in volume.spacing],
+        "origin_lps_mm": [float(v) for v in volume.origin],
+        "direction": np.asarray(volume.direction, dtype=float).tolist(),
+        "series_instance_uid": md.series_instance_uid,
+        "metadata": {k: getattr(md, k) for k in REPORTED_METADATA},
+        "warnings": list(volume.warnings),
+    }
+
+
+def build_report(
+    result: AnalysisResult, *, outputs: dict[str, str] | None = None, extra_warnings: list[str] | None = None
+) -> dict[str, Any]:
+    """The report as a JSON-ready dict. `outputs` names the files written beside it (kind -> file name)."""
+    sel = result.selection
+    positions = slice_positions_mm(result.volume)
+    report: dict[str, Any] = {
+        "schema": REPORT_SCHEMA,
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "software": {"name": "sarcoscope", "version": result.software_version},
+        "segmentation": {"engine": result.engine, "model_id": result.model_id},
+        "hu_ranges": result.hu_ranges.as_dict(),
+        "l3": {
+            "mode": sel.mode,
+            "convention": sel.convention,
+            "method": sel.method,
+            "confidence": sel.confidence,
+            "flags": [dict(f) for f in sel.flags],
+            "slice_indices": [int(i) for i in sel.indices],
+            "slice_positions_mm": None if positions is None else [positions[i] for i in sel.indices],
+            "details": sel.details,
+        },
+        "input": _input_summary(result.volume),
+        "slices": [
+            {
+                "slice_index": int(idx),
+                "position_mm": None if positions is None else positions[idx],
+                "composition": comp.as_dict(),
+            }
+            for idx, comp in zip(sel.indices, result.slices, strict=True)
+        ],
+        "average": result.average.as_dict(),
+        "assessment": result.assessment.as_dict(),
+        "warnings": [*result.warnings, *(extra_warnings or [])],
+        "timings_s": dict(getattr(result, "timings", {}) or {}),
+        "outputs": dict(outputs or {}),
+    }
+    # Round-trip through JSON so the dict holds only plain types (NumPy scalars in `details` etc.).
+    return json.loads(report_json(report))
+
+
+def report_json(report: dict[str, Any]) -> str:
+    """Serialise a report; NaN/Infinity are refused because they are not JSON."""
+    return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False, default=_jsonable) + "\n"
+
+
+def _metrics_row(
+    kind: str, index: int | None, position: float | None, comp: SliceComposition
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "row": kind,
+        "slice_index": "" if index is None else index,
+        "position_mm": "" if position is None else round(position, 3),
+        "n_slices": comp.n_slices,
+    }
+    for name in TISSUES:
+        t = comp.tissues[name]
+        row[f"{name}_pixels"] = t.pixels
+        row[f"{name}_area_cm2"] = round(t.area_cm2, 4)
+        row[f"{name}_mean_hu"] = "" if t.mean_hu is None else round(t.mean_hu, 3)
+        row[f"{name}_sd_hu"] = "" if t.sd_hu is None else round(t.sd_hu, 3)
+    row["total_adipose_cm2"] = round(comp.total_adipose_cm2, 4)
+    for name in RATIOS:
+        q = comp.ratios[name]
+        row[name] = "" if q.value is None else round(q.value, 6)
+    return row
+
+
+def metrics_csv(result: AnalysisResult) -> str:
+    """One row per analysed slice plus an "average" row; empty cells mean "not computed" (see report)."""
+    positions = slice_positions_mm(result.volume)
+    rows = [
+        _metrics_row("slice", int(i), None if positions is None else positions[i], comp)
+        for i, comp in zip(result.selection.indices, result.slices, strict=True)
+    ]
+    rows.append(_metrics_row("average", None, None, result.average))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

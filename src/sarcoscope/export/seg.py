@@ -1,0 +1,168 @@
+"""DICOM SEG of the analysed slice(s), referencing the source CT images, for PACS and viewers (highdicom).
+
+One segment per tissue present, in conventions order, coded with SNOMED CT concepts from pydicom's code
+dictionary (category "Tissue" 85756007 for all):
+
+| tissue | segmented property type            | anatomic region                         |
+|--------|------------------------------------|-----------------------------------------|
+| muscle | Skeletal muscle (127954009)        | Abdomen (818981001)                     |
+| SAT    | Adipose tissue / Fat (55603005)    | Subcutaneous tissue (71966008)          |
+| VAT    | Adipose tissue / Fat (55603005)    | Abdominal cavity structure (52731004)   |
+| IMAT   | Adipose tissue / Fat (55603005)    | Skeletal muscle structure (127954009)   |
+
+SNOMED has no pre-coordinated "visceral fat" or "intermuscular fat" concept in the DICOM code dictionary, so
+the three adipose compartments share the type and differ by anatomic region (and by segment label).
+
+De-identified inputs often lack Type 2 patient/study attributes (PatientBirthDate, StudyID...). Type 2 means
+"present, possibly empty", so absent ones are added EMPTY on copies of the headers: that fabricates nothing.
+A source without FrameOfReferenceUID (mandatory for CT) or without image geometry cannot be referenced
+faithfully; then no SEG is written and the reason is returned for the report.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
+
+if TYPE_CHECKING:
+    from pydicom.sr.coding import Code
+
+    from sarcoscope.pipeline import AnalysisResult
+
+#: tissue -> (segmented property type, anatomic region)
+SEGMENT_CODES: dict[str, tuple[Code, Code]] = {
+    "muscle": (codes.SCT.SkeletalMuscle, codes.SCT.Abdomen),
+    "sat": (codes.SCT.AdiposeTissue, codes.SCT.SubcutaneousTissue),
+    "vat": (codes.SCT.AdiposeTissue, codes.SCT.AbdominalCavityStructure),
+    "imat": (codes.SCT.AdiposeTissue, codes.SCT.SkeletalMuscleStructure),
+}
+
+#: Type 2 attributes highdicom reads from the source; added empty when a de-identified source lacks them.
+TYPE2_FILL = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+#: Without these the SEG cannot be tied to the CT's pixels; nothing sensible can be filled in.
+REQUIRED = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "FrameOfReferenceUID",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+)
+
+
+def _prepared_sources(headers: list[Dataset]) -> tuple[list[Dataset] | None, str | None]:
+    out = []
+    for ds in headers:
+        missing = [k for k in REQUIRED if k not in ds or ds.get(k) in (None, "")]
+        if missing:
+            return None, f"source CT image {ds.get('SOPInstanceUID', '?')} lacks {', '.join(missing)}"
+        src = copy.deepcopy(ds)
+        for keyword in TYPE2_FILL:
+            if keyword not in src:
+                setattr(src, keyword, "")
+        if "SpecificCharacterSet" in src and not src.SpecificCharacterSet:
+            del src.SpecificCharacterSet  # empty and absent both mean the default repertoire
+        out.append(src)
+    return out, None
+
+
+def build_dicom_seg(result: AnalysisResult) -> tuple[hd.seg.Segmentation | None, str | None]:
+    """The SEG for `result`, or (None, reason) when the input was not DICOM or cannot be referenced."""
+    headers = result.volume.dicom_headers
+    if not headers:
+        return None, "DICOM SEG not written: the input was not DICOM (see labels.nii.gz)"
+    indices = [int(i) for i in result.selection.indices]
+    sources, problem = _prepared_sources([headers[i] for i in indices])
+    if sources is None:
+        return None, f"DICOM SEG not written: {problem} (see labels.nii.gz)"
+    labels = np.asarray(result.labels)
+    present = [name for name, lab in TISSUES.items() if np.any(labels == lab)]
+    if not present:
+        return None, "DICOM SEG not written: no tissue was segmented in the analysed slice(s)"
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=f"sarcoscope {result.engine}",
+        family=codes.DCM.ArtificialIntelligence if result.engine == "unet" else codes.DCM.ImageProcessing,
+        version=result.software_version[:64],  # LO: at most 64 characters
+        parameters={"engine": result.engine, "model_id": result.model_id},  # LT: the full model id
+    )
+    descriptions = []
+    segment_map = np.zeros(256, dtype=np.uint8)  # project label id -> segment number (1..n, consecutive)
+    for number, name in enumerate(present, start=1):
+        prop_type, region = SEGMENT_CODES[name]
+        segment_map[int(TISSUES[name])] = number
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=TISSUE_TITLES[name],
+                segmented_property_category=codes.SCT.Tissue,
+                segmented_property_type=prop_type,
+                anatomic_regions=[region],
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+                tracking_id=f"sarcoscope-{name}",
+                tracking_uid=generate_uid(),
+                display_color=hd.color.CIELabColor.from_rgb(*LABEL_COLORS[TISSUES[name]]),
+            )
+        )
+    try:
+        with warnings.catch_warnings():
+            # highdicom warns about single-component patient names of the source; they are copied as they are
+            warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+            seg = hd.seg.Segmentation(
+                source_images=sources,
+                pixel_array=segment_map[labels],
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=descriptions,
+                series_instance_uid=generate_uid(),
+                series_number=9901,
+                sop_instance_uid=generate_uid(),
+                instance_number=1,
+                manufacturer="sarcoscope",
+                manufacturer_model_name=f"sarcoscope {result.engine}",
+                software_versions=result.software_version,
+                device_serial_number="none",
+                series_description=f"sarcoscope L3 body composition ({result.engine})",
+                content_label="L3_TISSUES",
+                content_description="L3 skeletal muscle, SAT, VAT and IMAT",
+                omit_empty_frames=False,
+            )
+    except Exception as exc:  # an optional output: any refusal becomes a report warning, never a failed run
+        return (
+            None,
+            f"DICOM SEG not written: highdicom refused the source headers ({type(exc).__name__}: {exc})",
+        )
+    return seg, None
+
+
+def write_dicom_seg(result: AnalysisResult, path: Path) -> str | None:
+    """Write the SEG to `path`; return a warning instead when it cannot be made (never raises for that)."""
+    seg, problem = build_dicom_seg(result)
+    if seg is None:
+        return problem
+    seg.save_as(path)
+    return None

@@ -1,0 +1,616 @@
+"""DICOM CT series -> CTVolume: find the image files, pick one series, order, decode and rescale to HU.
+
+Real exports are messy: several series (and scouts, dose reports, SR/SEG objects) in one folder, files
+without extension, shuffled names, missing InstanceNumber, compressed pixel data, padding values, gaps and
+gantry tilt. Everything that is skipped or odd is reported in `CTVolume.warnings`; what makes the input
+unusable raises InputError naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MediaStorageDirectoryStorage
+
+from sarcoscope.errors import InputError
+from sarcoscope.imaging.volume import CTMetadata, CTVolume, plane_of_normal
+
+#: Values larger than this (the pixel data) are read from the file only when decoded: each file is parsed
+#: once, and the pixel bytes of series that are not read never enter memory.
+DEFER_BYTES = 64 * 1024
+#: HU given to outside-of-field and padding pixels (air).
+AIR_HU = -1024
+#: Skip reasons that mean the file is damaged rather than of another kind.
+_TRUNCATED_HEADER = "DICOM file without Modality or SOP Class (truncated?)"
+_TRUNCATED_IMAGE = "CT image header without pixel data (truncated?)"
+_CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One image series found in an input, for choosing with `read_ct(path, series_uid=...)`."""
+
+    series_uid: str
+    description: str
+    n_slices: int
+    modality: str
+    orientation: str  # "axial" | "coronal" | "sagittal" | "unknown"
+    series_number: int | None = None
+    rows: int | None = None
+    columns: int | None = None
+    note: str = ""  # what is special about it (not axial, NIfTI...)
+
+
+@dataclass
+class _File:
+    path: Path
+    ds: Dataset  # parsed with the pixel data deferred (read from the file when decoded)
+
+
+def _is_dicom_candidate(path: Path) -> bool:
+    return path.is_file() and path.name.upper() != "DICOMDIR" and not path.name.startswith(".")
+
+
+def _iter_files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    files = [Path(d) / f for d, _, names in os.walk(root) for f in names]
+    return sorted(p for p in files if _is_dicom_candidate(p))
+
+
+def _read_header(path: Path) -> Dataset | None:
+    """Parse one file; None when it is not DICOM. A DICOM file that cannot be parsed raises InputError."""
+    try:
+        return pydicom.dcmread(path, defer_size=DEFER_BYTES)
+    except InvalidDicomError:
+        # DICOM written without the 128-byte preamble usually starts with an implicit-VR (0008,xxxx) tag.
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head[:2] != b"\x08\x00":
+            return None
+        try:
+            return pydicom.dcmread(path, defer_size=DEFER_BYTES, force=True)
+        except Exception as exc:
+            raise InputError(f"corrupt DICOM file {path}: {exc}") from exc
+    except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InputError(f"corrupt or truncated DICOM file {path}: {exc}") from exc
+
+
+def _raw_text(ds: Dataset, keyword: str) -> str | None:
+    """A string-VR value without pydicom's value conversion (the scan reads ~10 tags of every file, and
+    conversion costs more than parsing the file). Multiple values stay joined by backslashes."""
+    try:
+        elem = ds.get_item(keyword)
+    except KeyError:
+        return None
+    if elem is None or elem.value is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        text = value.decode("latin-1")
+    elif isinstance(value, list | tuple | pydicom.multival.MultiValue):
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text.strip(" \x00") or None
+
+
+def _skip_reason(ds: Dataset) -> str | None:
+    """Why this DICOM object is not an axial-CT-series candidate (None = candidate)."""
+    sop = _raw_text(ds, "SOPClassUID") or ""
+    if sop == MediaStorageDirectoryStorage:
+        return "DICOMDIR"
+    modality = (_raw_text(ds, "Modality") or "").upper()
+    if not modality and not sop:
+        return _TRUNCATED_HEADER
+    if modality != "CT" and not (modality == "" and sop in _CT_SOP_CLASSES):
+        return modality or f"object without modality (SOP class {sop})"
+    if "Rows" not in ds or "PixelData" not in ds:
+        # A CT image (by SOP class, or without one) that lacks them was cut short; other CT objects
+        # (raw data, private classes) simply carry no image.
+        return _TRUNCATED_IMAGE if sop in _CT_SOP_CLASSES or not sop else "CT object without image"
+    image_type = (_raw_text(ds, "ImageType") or "").upper().split("\\")
+    if "LOCALIZER" in (v.strip() for v in image_type):
+        return "localizer"
+    photometric = _raw_text(ds, "PhotometricInterpretation") or ""
+    if int(ds.get("SamplesPerPixel", 1)) != 1 or not photometric.startswith("MONOCHROME"):
+        return "colour (RGB) image"
+    if int(float(_raw_text(ds, "NumberOfFrames") or 1)) > 1:
+        return "multi-frame image (not supported)"
+    if "ImageOrientationPatient" not in ds and "ImagePositionPatient" not in ds and "PixelSpacing" not in ds:
+        return "CT image without geometry"
+    return None
+
+
+def _summary(counter: Counter[str]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in counter.most_common())
+
+
+def _float_list(ds: Dataset, keyword: str) -> list[float] | None:
+    text = _raw_text(ds, keyword)
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split("\\")]
+    except ValueError:
+        return None
+
+
+def _orientation_key(ds: Dataset) -> tuple[float, ...]:
+    iop = _float_list(ds, "ImageOrientationPatient")
+    return tuple(round(v, 2) for v in iop) if iop and len(iop) == 6 else ()
+
+
+@dataclass
+class _Series:
+    uid: str
+    files: list[_File]
+
+    @property
+    def first(self) -> Dataset:
+        return self.files[0].ds
+
+    @property
+    def orientation(self) -> str:
+        key = _orientation_key(self.first)
+        if not key:
+            return "unknown"
+        return plane_of_normal(np.cross(key[:3], key[3:]))
+
+    @property
+    def description(self) -> str:
+        return str(self.first.get("SeriesDescription", "") or "")
+
+
+class _Scan:
+    """All files under a path, classified; candidate CT images grouped by series."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.n_files = 0
+        self.skipped: Counter[str] = Counter()
+        self.series: dict[str, _Series] = {}
+        self.damaged: list[tuple[Path, str, str | None]] = []  # path, reason, series uid if readable
+        for path in _iter_files(root):
+            self.n_files += 1
+            ds = _read_header(path)
+            if ds is None:
+                self.skipped["not DICOM"] += 1
+                continue
+            reason = _skip_reason(ds)
+            if reason is not None:
+                self.skipped[reason] += 1
+                if reason in (_TRUNCATED_HEADER, _TRUNCATED_IMAGE):
+                    self.damaged.append((path, reason, _raw_text(ds, "SeriesInstanceUID")))
+                continue
+            uid = _raw_text(ds, "SeriesInstanceUID") or ""
+            self.series.setdefault(uid, _Series(uid, [])).files.append(_File(path, ds))
+        for series in self.series.values():
+            self._keep_majority_geometry(series)
+
+    def _keep_majority_geometry(self, series: _Series) -> None:
+        """Drop images whose orientation or size differs from most of the series (scouts mixed in)."""
+
+        def key(f: _File) -> tuple:
+            return (_orientation_key(f.ds), int(f.ds.get("Rows", 0)), int(f.ds.get("Columns", 0)))
+
+        counts = Counter(key(f) for f in series.files)
+        if len(counts) > 1:
+            majority = counts.most_common(1)[0][0]
+            n_before = len(series.files)
+            series.files = [f for f in series.files if key(f) == majority]
+            self.skipped["image with another orientation or size than its series"] += n_before - len(
+                series.files
+            )
+
+    def infos(self) -> list[SeriesInfo]:
+        infos = []
+        for s in self.series.values():
+            number = s.first.get("SeriesNumber")
+            infos.append(
+                SeriesInfo(
+                    series_uid=s.uid,
+                    description=s.description,
+                    n_slices=len(s.files),
+                    modality=str(s.first.get("Modality", "CT") or "CT"),
+                    orientation=s.orientation,
+                    series_number=int(number) if number not in (None, "") else None,
+                    rows=int(s.first.Rows),
+                    columns=int(s.first.Columns),
+                    note="" if s.orientation == "axial" else "not axial: L3 analysis needs an axial series",
+                )
+            )
+        return sorted(infos, key=lambda i: (i.orientation != "axial", -i.n_slices, i.series_uid))
+
+    def nothing_usable(self) -> InputError:
+        if self.n_files == 0:
+            return InputError(f"no files in {self.root}")
+        found = _summary(self.skipped)
+        if self.root.is_file():
+            return InputError(f"{self.root} is not a readable CT image (DICOM, NIfTI or zip): {found}")
+        hint = ""
+        if any(p.name.lower().endswith((".nii", ".nii.gz")) for p in _iter_files(self.root)):
+            hint = "; give the NIfTI file itself as input"
+        files = f"{self.n_files} file{'s' * (self.n_files != 1)}"
+        return InputError(f"no CT image series in {self.root} (found {files}: {found}){hint}")
+
+
+def list_dicom_series(root: Path) -> list[SeriesInfo]:
+    """CT image series under `root` (a folder or one file), axial with most slices first."""
+    return _Scan(root).infos()
+
+
+def read_dicom(
+    root: Path, series_uid: str | None = None, source_path: str | None = None, *, detach: bool = False
+) -> CTVolume:
+    """Read the chosen (or best) CT series under `root` into a CTVolume.
+
+    `detach=True` loads every header value still deferred to its file, for files about to be deleted
+    (extracted archives); otherwise values above DEFER_BYTES other than the pixel data (rare large private
+    elements) are read from the file when first accessed.
+    """
+    scan = _Scan(root)
+    if not scan.series:
+        raise scan.nothing_usable()
+    infos = scan.infos()
+    if series_uid is not None:
+        if series_uid not in scan.series:
+            listed = ", ".join(f"{i.series_uid} ({i.description!r}, {i.n_slices} slices)" for i in infos)
+            raise InputError(f"series {series_uid} not found in {root}; CT series there: {listed}")
+        chosen = series_uid
+    else:
+        chosen = infos[0].series_uid
+    for path, reason, uid in scan.damaged:
+        if uid is None or uid == chosen:
+            raise InputError(f"damaged DICOM file {path}: {reason}")
+    warnings: list[str] = []
+    if scan.skipped:
+        n = sum(scan.skipped.values())
+        warnings.append(f"skipped {n} file{'s' * (n != 1)} in {root}: {_summary(scan.skipped)}")
+    others = [i for i in infos if i.series_uid != chosen]
+    if others:
+        pick = next(i for i in infos if i.series_uid == chosen)
+        listed = "; ".join(
+            f"{i.series_uid} ({i.description!r}, {i.n_slices} {i.orientation} slices)" for i in others
+        )
+        warnings.append(
+            f"{len(infos)} CT series found; read {pick.series_uid} ({pick.description!r}, {pick.n_slices} "
+            f"{pick.orientation} slices); others: {listed} (choose one with series_uid)"
+        )
+    volume = _read_series(scan.series[chosen].files, warnings)
+    volume.source_path = source_path or str(root)
+    if detach:
+        for header in volume.dicom_headers or []:
+            for tag in list(header.keys()):
+                elem = header.get_item(tag)
+                if isinstance(elem, RawDataElement) and elem.value is None:
+                    header[tag]  # reads the deferred value now
+    return volume
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _rescale_of(ds: Dataset) -> tuple[float, float, bool]:
+    """(slope, intercept, present) of one image."""
+    slope, intercept = _float_list(ds, "RescaleSlope"), _float_list(ds, "RescaleIntercept")
+    if slope is None and intercept is None:
+        return 1.0, 0.0, False
+    return (slope or [1.0])[0], (intercept or [0.0])[0], True
+
+
+def _order_slices(files: list[_File], warnings: list[str]) -> tuple[list[_File], np.ndarray, np.ndarray]:
+    """Sort by position along the slice normal; drop duplicates. Returns files, positions, direction."""
+    first = files[0].ds
+    iop = _float_list(first, "ImageOrientationPatient")
+    if iop is None or len(iop) != 6:
+        if len(files) > 1:
+            raise InputError(f"{files[0].path} has no ImageOrientationPatient; cannot order the slices")
+        warnings.append(f"{files[0].path} has no ImageOrientationPatient; assumed a standard axial slice")
+        iop = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    row, col = _unit(np.array(iop[:3])), _unit(np.array(iop[3:]))
+    normal = _unit(np.cross(row, col))
+    direction = np.column_stack([row, col, normal])
+
+    ipps = []
+    for f in files:
+        ipp = _float_list(f.ds, "ImagePositionPatient")
+        if ipp is None or len(ipp) != 3:
+            if len(files) > 1:
+                raise InputError(f"{f.path} has no ImagePositionPatient; cannot order the slices by position")
+            ipp = [0.0, 0.0, 0.0]
+            warnings.append(f"{f.path} has no ImagePositionPatient; origin set to (0, 0, 0)")
+        ipps.append(ipp)
+    points = np.asarray(ipps, dtype=float)
+    proj = points @ normal
+    order = np.argsort(proj, kind="stable")
+    files = [files[i] for i in order]
+    points, proj = points[order], proj[order]
+
+    if len(files) > 1:
+        keep = np.concatenate([[True], np.diff(proj) > 1e-3])
+        if not keep.all():
+            dup = sorted({round(float(p), 3) for p in proj[~keep]})
+            warnings.append(
+                f"{int((~keep).sum())} slices duplicate the position of another slice (at {_mm_list(dup)} "
+                "along the slice normal); kept the first of each"
+            )
+            files = [f for f, k in zip(files, keep, strict=True) if k]
+            points, proj = points[keep], proj[keep]
+    return files, points, direction
+
+
+def _mm_list(values: Iterable[float], limit: int = 8) -> str:
+    vals = list(values)
+    text = ", ".join(f"{v:g} mm" for v in vals[:limit])
+    return text + (f" and {len(vals) - limit} more" if len(vals) > limit else "")
+
+
+def _check_spacing(proj: np.ndarray, warnings: list[str]) -> float:
+    """Median slice distance; uneven distances (gaps, missing slices) go into warnings."""
+    gaps = np.diff(proj)
+    dz = round(float(np.median(gaps)), 5)  # DS positions carry ~6 decimals
+    tol = max(0.05 * dz, 0.01)
+    bad = np.flatnonzero(np.abs(gaps - dz) > tol)
+    if bad.size:
+        pairs = [f"{proj[i]:g}->{proj[i + 1]:g} mm ({gaps[i]:g} mm)" for i in bad[:8]]
+        more = f" and {bad.size - 8} more" if bad.size > 8 else ""
+        missing = int(np.sum(np.maximum(np.rint(gaps[bad] / dz) - 1, 0)))
+        warnings.append(
+            f"uneven slice spacing: expected {dz:g} mm, found {', '.join(pairs)}{more}"
+            + (f"; about {missing} slices missing" if missing else "")
+            + "; z positions in slice_positions are exact, but the array assumes even spacing"
+        )
+    return dz
+
+
+def _check_tilt(files: list[_File], points: np.ndarray, normal: np.ndarray, warnings: list[str]) -> None:
+    tilts = {(_float_list(f.ds, "GantryDetectorTilt") or [0.0])[0] for f in files}
+    tilts.discard(0.0)
+    angle = 0.0
+    if len(points) > 1:
+        step = points[-1] - points[0]
+        cos = abs(float(step @ normal)) / float(np.linalg.norm(step))
+        angle = math.degrees(math.acos(min(1.0, cos)))
+    if angle > 0.5 or tilts:
+        detail = f"slice positions progress {angle:.1f}° off the slice normal" if angle > 0.5 else ""
+        if tilts:
+            detail += ("; " if detail else "") + f"GantryDetectorTilt {sorted(tilts)}°"
+        warnings.append(
+            f"gantry tilt: {detail}; slices are sheared, not resampled (areas per slice are unaffected, "
+            "3D geometry is approximate)"
+        )
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    """The file's transfer syntax; files without file meta are native little endian."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is not None:
+        return UID(ts)
+    return ImplicitVRLittleEndian if ds.is_implicit_VR in (True, None) else ExplicitVRLittleEndian
+
+
+def _decode(f: _File, fast: bool) -> np.ndarray:
+    """Stored pixel values of one image, (rows, columns)."""
+    ds = f.ds
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if fast:
+        try:
+            data = ds.PixelData  # deferred: read from the file now
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(f"cannot read the pixel data of {f.path}: {exc}") from exc
+        if len(data) < rows * cols * 2:
+            raise InputError(f"truncated pixel data in {f.path}: {len(data)} bytes for {rows}x{cols} pixels")
+        dtype = "<i2" if int(ds.PixelRepresentation) == 1 else "<u2"
+        return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        raise InputError(
+            f"cannot decode pixel data of {f.path} ({_transfer_syntax(ds).name}): {exc}"
+        ) from exc
+    if arr.shape != (rows, cols):
+        raise InputError(f"unexpected pixel array shape {arr.shape} in {f.path}")
+    return arr
+
+
+def _check_decodable(files: list[_File]) -> None:
+    for ts in {_transfer_syntax(f.ds) for f in files}:
+        if not ts.is_compressed:
+            continue
+        example = next(f.path for f in files if _transfer_syntax(f.ds) == ts)
+        try:
+            available = get_decoder(ts).is_available
+        except NotImplementedError:
+            available = False
+        if not available:
+            raise InputError(
+                f"{example} uses the compressed transfer syntax {ts.name} ({ts}), which cannot be "
+                "decoded here (supported: JPEG 2000, JPEG lossless/baseline, JPEG-LS, RLE)"
+            )
+
+
+def _to_hu(files: list[_File], warnings: list[str]) -> np.ndarray:
+    """Decode every image once into a preallocated (z, y, x) array and rescale it to HU in place."""
+    first = files[0].ds
+    rows, cols = int(first.Rows), int(first.Columns)
+    rescales = [_rescale_of(f.ds) for f in files]
+    present = [p for _, _, p in rescales]
+    if not all(present) and any(present):
+        raise InputError(f"some images of the series in {files[0].path.parent} lack RescaleSlope/Intercept")
+    integral = all(float(s).is_integer() and float(i).is_integer() for s, i, _ in rescales)
+    bits_allocated = int(first.get("BitsAllocated", 16))
+    bits_stored = int(first.get("BitsStored", bits_allocated))
+    signed = int(first.get("PixelRepresentation", 0)) == 1
+    _check_decodable(files)
+
+    hu = np.empty((len(files), rows, cols), dtype=np.int16 if integral else np.float32)
+    n_padding = n_low = 0
+    for k, (f, (slope, intercept, _)) in enumerate(zip(files, rescales, strict=True)):
+        ts = _transfer_syntax(f.ds)
+        fast = not ts.is_compressed and ts.is_little_endian and bits_allocated == 16
+        stored = _decode(f, fast)
+        pad = f.ds.get("PixelPaddingValue")
+        out = hu[k]
+        if integral and slope == 1 and (signed or bits_stored <= 15) and stored.dtype.itemsize <= 2:
+            # Fast path (nearly every CT): int16 in place while the slice is in cache.
+            out[...] = stored
+            if fast and bits_stored < 16:
+                shift = 16 - bits_stored
+                if signed:
+                    np.left_shift(out, shift, out=out)
+                    np.right_shift(out, shift, out=out)
+                else:
+                    np.bitwise_and(out, (1 << bits_stored) - 1, out=out)
+            low = AIR_HU - int(intercept)
+            if pad is not None:
+                mask = out == int(pad)
+                n_padding += int(np.count_nonzero(mask))
+                out[mask] = low
+            if out.min() < low:
+                n_low += int(np.count_nonzero(out < low))
+                np.maximum(out, low, out=out)
+            if intercept > 0:
+                np.minimum(out, 32767 - int(intercept), out=out)
+            out += int(intercept)
+        else:
+            if fast and bits_stored < 16:
+                raw = stored.astype(np.int64) & ((1 << bits_stored) - 1)
+                if signed:
+                    raw[raw >= 1 << (bits_stored - 1)] -= 1 << bits_stored
+                values = raw.astype(np.float64)
+            else:
+                values = stored.astype(np.float64)
+            values = values * slope + intercept
+            if pad is not None:
+                mask = stored == int(pad)
+                n_padding += int(np.count_nonzero(mask))
+                values[mask] = AIR_HU
+            n_low += int(np.count_nonzero(values < AIR_HU))
+            np.maximum(values, AIR_HU, out=values)
+            out[...] = np.minimum(np.rint(values), 32767) if integral else values
+        if "PixelData" in f.ds:
+            del f.ds.PixelData  # headers are kept; pixel bytes are not needed any more
+
+    if not all(present):
+        _accept_missing_rescale(hu, files[0].path.parent, warnings)
+    if n_padding:
+        warnings.append(f"{n_padding} padding pixels (PixelPaddingValue) set to {AIR_HU} HU (air)")
+    if n_low > 0.001 * hu.size:
+        warnings.append(
+            f"{n_low} pixels below {AIR_HU} HU (outside the scanner's field of view) set to {AIR_HU}"
+        )
+    return hu
+
+
+def _accept_missing_rescale(hu: np.ndarray, where: Path, warnings: list[str]) -> None:
+    """Without rescale tags, accept the values as HU only when air (about -1000) is clearly present."""
+    air = np.count_nonzero((hu >= -1100) & (hu <= -900))
+    if air < 0.001 * hu.size:
+        raise InputError(
+            f"the images in {where} have no RescaleSlope/RescaleIntercept and their values "
+            f"({hu.min()}..{hu.max()}) do not look like Hounsfield units (no air near -1000)"
+        )
+    warnings.append(
+        "no RescaleSlope/RescaleIntercept in the files; values look like HU (air present), used as is"
+    )
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    if isinstance(value, pydicom.multival.MultiValue):
+        return "\\".join(str(v) for v in value) or None
+    return str(value).strip() or None
+
+
+def _number(ds: Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    try:
+        number = float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+    return number if number is not None and math.isfinite(number) and number > 0 else None
+
+
+def _age_years(text: str | None) -> float | None:
+    """DICOM AS ("063Y", "006M", "010W", "003D") in years."""
+    if not text or len(text) != 4 or not text[:3].isdigit():
+        return None
+    per_year = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}.get(text[3].upper())
+    return int(text[:3]) / per_year if per_year else None
+
+
+def metadata_from_header(ds: Dataset) -> CTMetadata:
+    """Patient and acquisition facts from one CT image header."""
+    sex = (_text(ds, "PatientSex") or "").upper()
+    return CTMetadata(
+        patient_id=_text(ds, "PatientID"),
+        patient_sex=sex if sex in ("M", "F") else None,
+        patient_age_years=_age_years(_text(ds, "PatientAge")),
+        patient_height_m=_number(ds, "PatientSize"),
+        patient_weight_kg=_number(ds, "PatientWeight"),
+        contrast_agent=_text(ds, "ContrastBolusAgent"),
+        kvp=_number(ds, "KVP"),
+        manufacturer=_text(ds, "Manufacturer"),
+        manufacturer_model=_text(ds, "ManufacturerModelName"),
+        study_date=_text(ds, "StudyDate"),
+        study_instance_uid=_text(ds, "StudyInstanceUID"),
+        series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        series_description=_text(ds, "SeriesDescription"),
+        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
+        slice_thickness_mm=_number(ds, "SliceThickness"),
+        convolution_kernel=_text(ds, "ConvolutionKernel"),
+    )
+
+
+def _read_series(files: list[_File], warnings: list[str]) -> CTVolume:
+    files, points, direction = _order_slices(files, warnings)
+    first = files[0].ds
+    normal = direction[:, 2]
+    proj = points @ normal
+    if len(files) > 1:
+        dz = _check_spacing(proj, warnings)
+        _check_tilt(files, points, normal, warnings)
+    else:
+        dz = _number(first, "SpacingBetweenSlices") or _number(first, "SliceThickness") or 1.0
+    spacing_yx = _float_list(first, "PixelSpacing")
+    if spacing_yx is None or len(spacing_yx) != 2 or min(spacing_yx) <= 0:
+        raise InputError(f"{files[0].path} has no valid PixelSpacing; areas cannot be measured")
+    plane = plane_of_normal(normal)
+    if plane != "axial":
+        warnings.append(
+            f"the series is {plane}, not axial: it was read as acquired (slices are {plane} planes); "
+            "L3 analysis needs an axial series"
+        )
+    elif not (direction[0, 0] > 0.9 and direction[1, 1] > 0.9):
+        warnings.append(
+            "axial images are not in the standard orientation (rows toward patient left, columns toward "
+            "posterior); the array is kept as stored"
+        )
+    hu = _to_hu(files, warnings)
+    return CTVolume(
+        hu=hu,
+        spacing=(dz, spacing_yx[0], spacing_yx[1]),
+        origin=tuple(float(v) for v in points[0]),
+        direction=direction,
+        metadata=metadata_from_header(first),
+        source_kind="dicom",
+        slice_positions=proj,
+        dicom_headers=[f.ds for f in files],
+        warnings=warnings,
+    )

@@ -1,0 +1,113 @@
+"""The two ends the vertebral count starts from: the sacrum (from below) and the last rib (from above)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from sarcoscope.level.spine import BONE_HU, SpineTrace, WorkGrid
+
+#: The bone joined to the column is at least this wide (mm) on the sacrum (alae, sacroiliac joints);
+#: lumbar bodies with their transverse processes stay narrower on axial slices through the body.
+SACRUM_WIDTH_MM = 110.0
+#: Ribs are thin: on 5 mm slices partial volume leaves them near 150 HU, so they get a lower threshold.
+RIB_HU = 110.0
+
+
+def column_width(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
+    """Left-right extent (mm) of the bone joined to the vertebral body on working slice z."""
+    dy, dx = grid.spacing[1], grid.spacing[2]
+    mask = ndi.binary_closing(grid.hu[z] > BONE_HU - 30.0, iterations=1)
+    labels, _ = ndi.label(mask)
+    y, x = round(trace.body_y[z]), round(trace.cx[z])
+    r = max(1, round(6.0 / dy))
+    patch = labels[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1]
+    ids = np.unique(patch[patch > 0])
+    if ids.size == 0:
+        return 0.0
+    xs = np.nonzero(np.isin(labels, ids))[1]
+    return float((xs.max() - xs.min() + 1) * dx)
+
+
+def find_sacrum_disc(grid: WorkGrid, trace: SpineTrace, discs_z: np.ndarray, period_mm: float) -> int | None:
+    """Index (into discs_z) of the L5/S1 disc: the highest disc with sacrum-wide bone right below it
+    and a narrow lumbar vertebra right above it.
+
+    None when no disc has the sacrum below it in the field of view.
+    """
+    dz = grid.spacing[0]
+    nz = grid.hu.shape[0]
+
+    def median_width(a: float, b: float) -> float | None:
+        lo, hi = round(a), round(b)
+        if lo < 0 or hi >= nz or hi < lo:
+            return None
+        return float(np.median([column_width(grid, trace, z) for z in range(lo, hi + 1)]))
+
+    found = None
+    for i, d in enumerate(discs_z):
+        below = median_width(d - 0.45 * period_mm / dz, d - 0.05 * period_mm / dz)
+        above = median_width(d + 0.05 * period_mm / dz, d + 0.45 * period_mm / dz)
+        # Wide below and narrow above: a bone ring (skull) or a wide table is wide on both sides.
+        if below is not None and above is not None and below >= SACRUM_WIDTH_MM > above:
+            found = i
+    return found
+
+
+@dataclass
+class Rib:
+    """A rib found near the column: where it meets the spine and which side it is on."""
+
+    side: str  # "right" | "left" (patient), assuming the canonical x right -> left
+    z_medial: float  # working-slice z where the rib is nearest the column (its vertebral attachment)
+    length_mm: float  # lateral reach from its medial end
+
+
+def find_ribs(grid: WorkGrid, trace: SpineTrace, z_min: float = 0.0) -> list[Rib]:
+    """Ribs: separate bones that start beside the column and run laterally and downwards.
+
+    Transverse processes also sit beside the column but run horizontally and stay short; iliac wings
+    rise laterally; both are rejected by the shape tests.
+    """
+    dz, dy, dx = grid.spacing
+    nx = grid.hu.shape[2]
+    z0 = max(0, int(np.floor(z_min)))
+    # A light blur keeps thin ribs in one piece on noisy low-dose scans.
+    bone = ndi.gaussian_filter(grid.hu[z0:], (0.0, 0.6, 0.6)) > RIB_HU
+    xx = np.arange(nx)[None, None, :]
+    dist = np.abs(xx - trace.cx[z0:, None, None]) * dx
+    bone &= dist > 22.0
+    labels, n = ndi.label(bone, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return []
+    ribs: list[Rib] = []
+    objects = ndi.find_objects(labels)
+    for lab, sl in enumerate(objects, start=1):
+        if sl is None:
+            continue
+        sub = labels[sl] == lab
+        vol_cm3 = sub.sum() * dz * dy * dx / 1000.0
+        if vol_cm3 < 0.3 or vol_cm3 > 60.0:
+            continue
+        zz, yy, xs = np.nonzero(sub)
+        zz = zz + sl[0].start
+        yy = yy + sl[1].start
+        xs = xs + sl[2].start
+        d = np.abs(xs - trace.cx[z0 + zz]) * dx
+        dmin, dmax = d.min(), d.max()
+        if dmin > 40.0 or dmax - dmin < 30.0:
+            continue
+        med = d < dmin + 8.0
+        lat = d > dmax - 10.0
+        z_med = float(zz[med].mean()) + z0
+        z_lat = float(zz[lat].mean()) + z0
+        y_med = float(yy[med].mean())
+        if (z_med - z_lat) * dz < 8.0:  # does not run downwards: transverse process or pelvis
+            continue
+        if y_med < trace.body_y[round(z_med)] - 0.3 * trace.body_depth_mm / dy:
+            continue  # starts in front of the column: not a rib head
+        side = "left" if float(np.median(xs - trace.cx[z0 + zz])) > 0 else "right"
+        ribs.append(Rib(side=side, z_medial=z_med, length_mm=float(dmax - dmin)))
+    return ribs

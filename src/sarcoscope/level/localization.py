@@ -1,0 +1,310 @@
+"""Automatic L3 localization: count vertebrae from the sacrum and from the last rib, check they agree.
+
+The method (`METHOD`): track the vertebral column, read the intervertebral discs off a density profile taken
+across the vertebral bodies, then name the vertebrae by counting up from the sacrum (the highest disc with
+sacrum-wide bone below it is L5/S1) and down from the last rib-bearing vertebra (T12). When both ends are
+visible and the counts disagree, the anatomy is transitional or a rib is missing/extra, and the result is
+flagged rather than silently trusted. Every flag carries a reason a reader can check on the QC picture.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sarcoscope.conventions import L3_INFERIOR_ENDPLATE, L3_MID, L3_RANGE
+from sarcoscope.errors import LevelError
+from sarcoscope.imaging.volume import CTVolume
+from sarcoscope.level import anchors, spine
+from sarcoscope.level.selection import L3Selection
+
+METHOD = "disc-count-v1"
+
+FLAG_NOT_IN_FOV = "l3_not_in_fov"
+FLAG_PARTIAL = "l3_partially_in_fov"
+FLAG_COUNTING = "counting_uncertain"
+FLAG_LOW_CONFIDENCE = "low_confidence"
+FLAG_MISSING_SLICES = "missing_slices"
+
+#: Confidence below which the result is flagged for a human check.
+LOW_CONFIDENCE = 0.5
+
+_ORDER = [f"T{i}" for i in range(1, 13)] + ["L1", "L2", "L3", "L4", "L5", "S1"]
+
+
+@dataclass
+class VertebraPosition:
+    """Axial slice indices of one vertebral body (first <= last in array order)."""
+
+    first: int
+    last: int
+    center: int
+    complete: bool  # False when a neighbouring disc is outside the volume and an end was estimated
+
+
+@dataclass
+class L3Localization:
+    """Where L3 is, how sure the localizer is, and why (JSON via `as_dict`)."""
+
+    l3_upper_endplate: int | None  # slice index of the superior endplate of the L3 body
+    l3_lower_endplate: int | None  # slice index of the inferior endplate
+    l3_mid: int | None  # slice through the centre of the L3 body (default analysis slice)
+    l3_inferior_endplate: int | None  # same slice as l3_lower_endplate; the Asan/Korean convention
+    vertebrae: dict[str, VertebraPosition]  # every vertebra identified, "T11".."S1", inferior to superior
+    confidence: float  # 0..1
+    flags: list[dict[str, str]] = field(default_factory=list)  # [{"flag": ..., "reason": ...}]
+    counted_from: str = ""  # "sacrum+ribs" | "sacrum" | "ribs"
+    #: L3 by the other count when sacrum and rib counts disagree (for the reader to compare), else None.
+    alternative_l3: VertebraPosition | None = None
+    l3_mid_mm: float | None = None  # superior position (mm) of mid-L3 relative to slice 0
+    rib_vertebrae: list[str] = field(default_factory=list)  # vertebrae seen carrying ribs
+    method: str = METHOD
+    seconds: float = 0.0
+
+    @property
+    def found(self) -> bool:
+        return self.l3_mid is not None
+
+    def has_flag(self, name: str) -> bool:
+        return any(f["flag"] == name for f in self.flags)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _flag(flags: list[dict[str, str]], name: str, reason: str) -> None:
+    flags.append({"flag": name, "reason": reason})
+
+
+def _names_up(first: str, count: int) -> list[str]:
+    """Names of `count` vertebrae going up from `first` ("S1" -> L5, L4, ...)."""
+    i = _ORDER.index(first)
+    return [_ORDER[i - k] if i - k >= 0 else f"?{k}" for k in range(count)]
+
+
+def locate_l3(volume: CTVolume) -> L3Localization:
+    """Find L3 on an axial CT that covers the lumbar spine.
+
+    Raises LevelError (with the reason) when no vertebra can be identified at all: single slice, non-axial
+    slices, no bone, no spine, or neither the sacrum nor the lowest ribs in view.
+    """
+    t0 = time.perf_counter()
+    grid = spine.make_grid(volume)
+    trace = spine.trace_spine(grid)
+    profile = spine.disc_profile(grid, trace)
+    dz = grid.spacing[0]
+    discs = spine.find_discs(profile, dz, trace.strength)
+    if len(discs.z) < 2:
+        raise LevelError(
+            "No sequence of intervertebral discs was found: the volume does not seem to contain a lumbar "
+            "spine (head, neck or chest-only CT, or no spine in view), so L3 cannot be located. "
+            "Use --slice/--range."
+        )
+    period = discs.period_mm
+    # Segments: one below the lowest disc, one between each pair, one above the highest disc.
+    n_seg = len(discs.z) + 1
+    seg_lo = [discs.z[0] - period / dz, *list(discs.z)]
+    seg_hi = [*list(discs.z), discs.z[-1] + period / dz]
+
+    sacrum = anchors.find_sacrum_disc(grid, trace, discs.z, period)
+    ribs = anchors.find_ribs(grid, trace, z_min=discs.z[0])
+    rib_segs = sorted({_segment_of(r.z_medial + 0.15 * period / dz, discs.z) for r in ribs})
+    # The last rib is only a landmark when a rib-free vertebra is seen below it (else it may just be
+    # the lower edge of a chest CT).
+    last_rib = rib_segs[0] if rib_segs and rib_segs[0] >= 2 else None
+    if last_rib is not None and last_rib > n_seg - 1:
+        last_rib = None
+
+    names_bottom = _names_up("S1", n_seg - sacrum) if sacrum is not None else None
+    names_top = None
+    if last_rib is not None:
+        # Segment last_rib is T12; count down to it from the segment index.
+        t12 = _ORDER.index("T12")
+        names_top = []
+        for s in range(n_seg):
+            k = t12 + (last_rib - s)
+            names_top.append(_ORDER[k] if 0 <= k < len(_ORDER) else "?")
+
+    flags: list[dict[str, str]] = []
+    if names_bottom is None and names_top is None:
+        raise LevelError(
+            "The vertebrae cannot be counted: neither the sacrum nor the last rib-bearing vertebra with a "
+            "rib-free vertebra below it is in the field of view, so L3 cannot be identified. "
+            "Use --slice/--range."
+        )
+
+    def label_of(seg: int, from_bottom: bool) -> str:
+        if from_bottom:
+            assert sacrum is not None and names_bottom is not None
+            k = seg - sacrum
+            return names_bottom[k] if k >= 0 else f"S{1 - k}"
+        assert names_top is not None
+        return names_top[seg]
+
+    use_bottom = names_bottom is not None
+    anchor_factor = 0.8 if use_bottom else 0.7
+    counted_from = "sacrum" if use_bottom else "ribs"
+    alternative_seg: int | None = None
+    if sacrum is not None and last_rib is not None:
+        lumbar_between = last_rib - sacrum - 1
+        counted_from = "sacrum+ribs"
+        if lumbar_between == 5:
+            anchor_factor = 1.0
+        else:
+            anchor_factor = 0.4
+            _flag(
+                flags,
+                FLAG_COUNTING,
+                f"Counting from the sacrum and from the last rib disagree: {lumbar_between} rib-free "
+                "vertebrae above the sacrum (5 expected). Possible transitional anatomy (six lumbar-type "
+                "vertebrae, lumbarised S1, sacralised L5) or 11/13 rib pairs. L3 was counted from the "
+                "sacrum; the rib count's L3 is given as the alternative.",
+            )
+            l3_from_top = [s for s in range(n_seg) if label_of(s, False) == "L3"]
+            alternative_seg = l3_from_top[0] if l3_from_top else None
+    elif sacrum is None:
+        _flag(
+            flags,
+            FLAG_COUNTING,
+            "The sacrum is not in the field of view: vertebrae were counted from the last rib-bearing "
+            "vertebra (taken as T12) only, which is wrong with 11 or 13 rib pairs.",
+        )
+    names = [label_of(s, use_bottom) for s in range(n_seg)]
+
+    def position(seg: int) -> VertebraPosition:
+        lo, hi = seg_lo[seg], seg_hi[seg]
+        complete = 0 < seg < n_seg - 1
+        if complete:
+            lower, upper = spine.endplates(profile, lo, hi, dz)
+        else:
+            lower, upper = lo + 0.15 * (hi - lo), hi - 0.15 * (hi - lo)
+        idx = [grid.to_index(grid.z_mm[0] + z * dz) for z in (lower, upper, (lower + upper) / 2)]
+        return VertebraPosition(
+            first=min(idx[0], idx[1]), last=max(idx[0], idx[1]), center=idx[2], complete=complete
+        )
+
+    top_mm = (grid.hu.shape[0] - 1) * dz
+    vertebrae: dict[str, VertebraPosition] = {}
+    for s in range(n_seg):
+        centre_mm = 0.5 * (seg_lo[s] + seg_hi[s]) * dz
+        if names[s].startswith("?") or not (0 <= centre_mm <= top_mm):
+            continue
+        vertebrae[names[s]] = position(s)
+
+    loc = L3Localization(
+        l3_upper_endplate=None,
+        l3_lower_endplate=None,
+        l3_mid=None,
+        l3_inferior_endplate=None,
+        vertebrae=vertebrae,
+        confidence=0.0,
+        flags=flags,
+        counted_from=counted_from,
+        alternative_l3=position(alternative_seg) if alternative_seg is not None else None,
+        rib_vertebrae=[names[s] for s in rib_segs if 0 <= s < n_seg],
+    )
+    l3 = [s for s in range(n_seg) if names[s] == "L3" and names[s] in vertebrae]
+    if not l3:
+        seen = [n for n in names if n in vertebrae]
+        if _below_l3(seen):
+            where = "above"
+        elif seen and all(_ORDER.index(n) < _ORDER.index("L3") for n in seen if n in _ORDER):
+            where = "below"
+        else:
+            where = "outside"
+        _flag(
+            flags,
+            FLAG_NOT_IN_FOV,
+            f"L3 lies {where} the scanned range (vertebrae identified: {', '.join(seen) or 'none'}).",
+        )
+        loc.seconds = time.perf_counter() - t0
+        return loc
+
+    s3 = l3[0]
+    lower, upper = spine.endplates(profile, seg_lo[s3], seg_hi[s3], dz)
+    mid_mm = grid.z_mm[0] + 0.5 * (lower + upper) * dz
+    to_idx = grid.to_index
+    loc.l3_lower_endplate = to_idx(grid.z_mm[0] + lower * dz)
+    loc.l3_upper_endplate = to_idx(grid.z_mm[0] + upper * dz)
+    loc.l3_inferior_endplate = loc.l3_lower_endplate
+    loc.l3_mid = to_idx(mid_mm)
+    loc.l3_mid_mm = round(float(mid_mm - grid.slice_mm[0]), 2)
+
+    # Confidence: which anchors agreed, how clear L3's two discs are, how regular its height is.
+    proms = discs.prominence[[i for i in (s3 - 1, s3) if 0 <= i < len(discs.z)]]
+    disc_quality = float(np.clip(proms / 60.0, 0, 1).mean())
+    height = (seg_hi[s3] - seg_lo[s3]) * dz
+    regularity = float(np.clip(1 - 2 * abs(height / period - 1), 0, 1))
+    confidence = anchor_factor * (0.5 + 0.3 * disc_quality + 0.2 * regularity)
+    if not 0 < s3 < n_seg - 1:
+        confidence *= 0.5
+        _flag(
+            flags,
+            FLAG_PARTIAL,
+            "L3 is cut by the edge of the scanned range: its outer endplate was estimated from the height "
+            "of the other vertebrae.",
+        )
+    if proms.min() == 0:
+        _flag(flags, FLAG_LOW_CONFIDENCE, "One of the discs bounding L3 was not seen and was inferred.")
+    if grid.max_gap_mm > 2.5 * float(np.median(np.diff(np.sort(grid.slice_mm)))):
+        gap_at = grid.slice_mm[np.argmax(np.abs(np.diff(np.sort(grid.slice_mm))))]
+        near = seg_lo[s3] * dz - period <= gap_at - grid.z_mm[0] <= seg_hi[s3] * dz + period
+        _flag(
+            flags,
+            FLAG_MISSING_SLICES,
+            f"The slices have a gap of {grid.max_gap_mm:.1f} mm"
+            + (" near L3; the discs there were interpolated." if near else " away from L3."),
+        )
+        if near:
+            confidence *= 0.7
+    loc.confidence = round(float(confidence), 3)
+    if loc.confidence < LOW_CONFIDENCE and not loc.has_flag(FLAG_LOW_CONFIDENCE):
+        _flag(
+            flags,
+            FLAG_LOW_CONFIDENCE,
+            f"Confidence {loc.confidence:.2f} is below {LOW_CONFIDENCE}: check the vertebra labels on the "
+            "QC picture before using this slice.",
+        )
+    loc.seconds = time.perf_counter() - t0
+    return loc
+
+
+def _segment_of(z: float, discs_z: np.ndarray) -> int:
+    """Index of the segment (0 = below the lowest disc) that contains working-slice z."""
+    return int(np.searchsorted(discs_z, z))
+
+
+def _below_l3(seen: list[str]) -> bool:
+    """True when every vertebra seen is below L3 (so L3 is above the field of view)."""
+    return bool(seen) and all(_ORDER.index(n) > _ORDER.index("L3") for n in seen if n in _ORDER)
+
+
+def selection_from_localization(loc: L3Localization, convention: str = L3_MID) -> L3Selection:
+    """The slices to analyse under `convention`: mid-L3, the inferior endplate, or the body range."""
+    if loc.l3_mid is None or loc.l3_lower_endplate is None or loc.l3_upper_endplate is None:
+        reasons = "; ".join(f["reason"] for f in loc.flags) or "L3 was not found."
+        raise LevelError(f"L3 cannot be located automatically: {reasons} Use --slice/--range.")
+    if convention == L3_MID:
+        indices = [loc.l3_mid]
+    elif convention == L3_INFERIOR_ENDPLATE:
+        indices = [loc.l3_lower_endplate]
+    elif convention == L3_RANGE:
+        lo, hi = sorted((loc.l3_lower_endplate, loc.l3_upper_endplate))
+        indices = list(range(lo, hi + 1))
+    else:
+        raise LevelError(
+            f"Unknown L3 convention '{convention}' (use {L3_MID}, {L3_INFERIOR_ENDPLATE} or {L3_RANGE})."
+        )
+    details = loc.as_dict()
+    return L3Selection(
+        indices=indices,
+        mode="auto",
+        convention=convention,
+        method=f"automatic ({loc.method}, counted from {loc.counted_from})",
+        confidence=loc.confidence,
+        flags=[dict(f) for f in loc.flags],
+        details=details,
+    )

@@ -1,0 +1,384 @@
+"""Image analysis behind automatic L3 localization: spine centreline, disc profile, intervertebral discs.
+
+Everything runs on a coarse canonical grid (about 2 mm in-plane, 1.5-3 mm along z, z inferior -> superior,
+y anterior -> posterior) so a whole CT takes well under a second; positions are returned in millimetres along
+the patient's superior axis and mapped back to the caller's slice indices by `WorkGrid.to_index`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.signal import find_peaks
+
+from sarcoscope.errors import LevelError
+from sarcoscope.imaging.volume import CTVolume
+
+#: HU above which a voxel counts as bone for tracking and anchors (cortical and dense trabecular bone).
+BONE_HU = 180.0
+#: The smallest z coverage in which two discs (one vertebra) can be seen.
+MIN_COVERAGE_MM = 60.0
+_INPLANE_MM = 2.0
+
+
+@dataclass
+class WorkGrid:
+    """The volume resampled to a coarse canonical grid, with the map back to the caller's slices."""
+
+    hu: np.ndarray  # (z, y, x) float32; z inferior -> superior, y anterior -> posterior
+    spacing: tuple[float, float, float]  # (z, y, x) mm
+    z_mm: np.ndarray  # superior position (mm) of every working slice
+    slice_mm: np.ndarray  # superior position (mm) of every original slice, in original order
+    max_gap_mm: float  # largest distance between neighbouring original slices
+
+    def to_index(self, mm: float) -> int:
+        """Original slice index whose position is nearest to `mm` (superior millimetres)."""
+        return int(np.argmin(np.abs(self.slice_mm - mm)))
+
+    def to_work(self, mm: float) -> float:
+        """Fractional working-slice coordinate of a superior position."""
+        return (mm - self.z_mm[0]) / self.spacing[0]
+
+
+def _axis_signs(direction: np.ndarray) -> tuple[int, int, int]:
+    """Signs that turn the array axes into (superior, posterior, left); refuse non-axial acquisitions."""
+    d = np.asarray(direction, dtype=float)
+    normal = d[:, 2] / max(np.linalg.norm(d[:, 2]), 1e-9)
+    dominant = int(np.argmax(np.abs(normal)))
+    if dominant != 2 or abs(normal[2]) < 0.7:
+        plane = {0: "sagittal", 1: "coronal"}.get(dominant, "oblique")
+        raise LevelError(
+            f"The slices are not axial (slice normal {np.round(normal, 2).tolist()} looks {plane}); "
+            "automatic L3 localization needs an axial acquisition. Choose the level with --slice/--range."
+        )
+    sz = 1 if normal[2] > 0 else -1
+    sy = 1 if d[1, 1] >= 0 else -1
+    sx = 1 if d[0, 0] >= 0 else -1
+    return sz, sy, sx
+
+
+def make_grid(volume: CTVolume) -> WorkGrid:
+    """Resample to the working grid; raise LevelError for inputs that cannot contain a countable spine."""
+    if volume.hu.ndim != 3 or volume.n_slices < 2:
+        raise LevelError(
+            "The input is a single slice: automatic L3 localization needs a volume that covers the lumbar "
+            "spine. Analyse the slice as given or choose the level with --slice/--range."
+        )
+    sz, sy, sx = _axis_signs(volume.direction)
+    n = volume.n_slices
+    dz, dy, dx = (float(s) for s in volume.spacing)
+    pos = np.asarray(volume.slice_positions, dtype=float) if volume.slice_positions is not None else None
+    if pos is None or pos.shape != (n,):
+        pos = np.arange(n, dtype=float) * dz
+    slice_mm = pos * sz
+    order = np.argsort(slice_mm)
+    sorted_mm = slice_mm[order]
+    coverage = float(sorted_mm[-1] - sorted_mm[0])
+    if coverage < MIN_COVERAGE_MM:
+        raise LevelError(
+            f"The volume covers only {coverage:.0f} mm along the body ({n} slices); at least "
+            f"{MIN_COVERAGE_MM:.0f} mm around L3 are needed to count vertebrae. Use --slice/--range."
+        )
+    gaps = np.diff(sorted_mm)
+    step = float(np.clip(np.median(gaps), 1.5, 3.0))
+    fy = max(1, round(_INPLANE_MM / dy))
+    fx = max(1, round(_INPLANE_MM / dx))
+    ny, nx = volume.hu.shape[1] // fy, volume.hu.shape[2] // fx
+    z_mm = np.arange(sorted_mm[0], sorted_mm[-1] + 1e-6, step)
+    # Block-average in plane (slice by slice keeps memory at one slice of float32) ...
+    small = np.empty((n, ny, nx), dtype=np.float32)
+    for k, i in enumerate(order):
+        sl = np.asarray(volume.hu[i, : ny * fy, : nx * fx], dtype=np.float32)
+        small[k] = sl.reshape(ny, fy, nx, fx).mean(axis=(1, 3))
+    # ... then interpolate linearly between the neighbouring original slices at each working position.
+    hi = np.clip(np.searchsorted(sorted_mm, z_mm), 1, n - 1)
+    lo = hi - 1
+    w = ((z_mm - sorted_mm[lo]) / np.maximum(sorted_mm[hi] - sorted_mm[lo], 1e-6)).astype(np.float32)
+    hu = small[lo] * (1 - w)[:, None, None] + small[hi] * w[:, None, None]
+    if sy < 0:
+        hu = hu[:, ::-1, :]
+    if sx < 0:
+        hu = hu[:, :, ::-1]
+    return WorkGrid(
+        hu=np.ascontiguousarray(hu),
+        spacing=(step, dy * fy, dx * fx),
+        z_mm=z_mm,
+        slice_mm=slice_mm,
+        max_gap_mm=float(gaps.max()),
+    )
+
+
+@dataclass
+class SpineTrace:
+    """Where the spine is on every working slice."""
+
+    cy: np.ndarray  # tracked bone ridge (posterior body / canal region), working-grid y per slice
+    cx: np.ndarray  # midline of the vertebral column, working-grid x per slice
+    body_y: np.ndarray  # centre of the vertebral body (y), per slice
+    body_depth_mm: float  # typical antero-posterior depth of the vertebral bodies
+    strength: np.ndarray  # bone score along the trace per slice (0..1)
+
+
+def _viterbi_2d(score: np.ndarray, penalty: float) -> np.ndarray:
+    """Best path through (z, a, b) that moves at most one cell per slice in a and b (maximum total score)."""
+    nz, na, nb = score.shape
+    acc = score[0].copy()
+    back = np.zeros((nz, na, nb), dtype=np.int8)
+    moves = [(da, db) for da in (-1, 0, 1) for db in (-1, 0, 1)]
+    for z in range(1, nz):
+        best = np.full((na, nb), -np.inf, dtype=np.float32)
+        arg = np.zeros((na, nb), dtype=np.int8)
+        for m, (da, db) in enumerate(moves):
+            shifted = np.full((na, nb), -np.inf, dtype=np.float32)
+            src_a = slice(max(0, -da), na - max(0, da))
+            dst_a = slice(max(0, da), na - max(0, -da))
+            src_b = slice(max(0, -db), nb - max(0, db))
+            dst_b = slice(max(0, db), nb - max(0, -db))
+            shifted[dst_a, dst_b] = acc[src_a, src_b] - penalty * (abs(da) + abs(db))
+            better = shifted > best
+            best[better] = shifted[better]
+            arg[better] = m
+        acc = best + score[z]
+        back[z] = arg
+    path = np.zeros((nz, 2), dtype=int)
+    a, b = np.unravel_index(int(np.argmax(acc)), acc.shape)
+    for z in range(nz - 1, -1, -1):
+        path[z] = (a, b)
+        da, db = moves[back[z, a, b]]
+        a, b = a - da, b - db
+    return path
+
+
+def trace_spine(grid: WorkGrid) -> SpineTrace:
+    """Follow the vertebral column from the bottom to the top slice (dynamic programming on bone mass)."""
+    hu = grid.hu
+    dz, dy, dx = grid.spacing
+    body = hu > -400
+    if not body.any():
+        raise LevelError("The volume contains no body (every voxel is below -400 HU); L3 cannot be located.")
+    if (hu > BONE_HU).sum() * dz * dy * dx < 20_000:  # less than 20 cm^3 of bone
+        raise LevelError(
+            f"No bone is visible (almost no voxel above {BONE_HU:.0f} HU): this does not look like a CT "
+            "with a spine in it, so L3 cannot be located. Use --slice/--range."
+        )
+    xs = np.nonzero(body)[2]
+    mid_x = float(np.median(xs))
+    half = round(55.0 / dx)
+    x0 = max(0, int(mid_x) - half)
+    x1 = min(hu.shape[2], int(mid_x) + half + 1)
+    bone = np.clip((hu[:, :, x0:x1] - 120.0) / 150.0, 0, 1)
+    score = ndi.gaussian_filter(bone, (0, 8.0 / dy, 8.0 / dx)).astype(np.float32)
+    path = _viterbi_2d(score, penalty=0.05)
+    cy = ndi.gaussian_filter1d(path[:, 0].astype(float), 1.5)
+    cx = ndi.gaussian_filter1d(path[:, 1].astype(float) + x0, 1.5)
+    strength = score[np.arange(len(path)), path[:, 0], path[:, 1]]
+    body_y, depth = _vertebral_bodies(grid, cy, cx)
+    return SpineTrace(cy=cy, cx=cx, body_y=body_y, body_depth_mm=depth, strength=strength)
+
+
+def sagittal_slab(grid: WorkGrid, cx: np.ndarray, half_width_mm: float = 4.0) -> np.ndarray:
+    """Mid-sagittal reformation (z, y) that follows the column sideways (scoliosis), averaged over a slab."""
+    hu = grid.hu
+    h = max(1, round(half_width_mm / grid.spacing[2]))
+    out = np.empty(hu.shape[:2], dtype=np.float32)
+    for z in range(hu.shape[0]):
+        c = round(cx[z])
+        out[z] = hu[z, :, max(0, c - h) : c + h + 1].mean(axis=1)
+    return out
+
+
+def _vertebral_bodies(grid: WorkGrid, cy: np.ndarray, cx: np.ndarray) -> tuple[np.ndarray, float]:
+    """Body centre per slice: the bone run on the sagittal slab that reaches the tracked ridge."""
+    dz, dy, _ = grid.spacing
+    slab = ndi.gaussian_filter(sagittal_slab(grid, cx), (5.0 / dz, 1.0 / dy))  # bridge the discs
+    ny = slab.shape[1]
+    front = np.full(len(cy), np.nan)
+    back = np.full(len(cy), np.nan)
+    reach = round(20.0 / dy)
+    for z in range(len(cy)):
+        c = round(cy[z])
+        lo = max(0, c - round(65.0 / dy))
+        hi = min(ny, c + round(8.0 / dy) + 1)
+        dense = slab[z, lo:hi] > 110.0
+        labels, n = ndi.label(dense)
+        best = 0
+        for lab in range(1, n + 1):
+            idx = np.nonzero(labels == lab)[0] + lo
+            if idx.max() >= c - reach and idx.size > best:
+                best = idx.size
+                front[z], back[z] = idx.min(), idx.max()
+    depth = (back - front) * dy
+    ok = np.isfinite(depth) & (depth > 15.0) & (depth < 60.0)
+    typical = float(np.median(depth[ok])) if ok.sum() >= 5 else 35.0
+    typical = float(np.clip(typical, 20.0, 50.0))
+    centre = np.where(ok, (front + back) / 2.0, np.nan)
+    good = np.isfinite(centre)
+    if good.sum() >= 2:
+        centre = np.interp(np.arange(len(cy)), np.nonzero(good)[0], centre[good])
+    else:
+        centre = cy - 0.5 * typical / dy
+    centre = ndi.median_filter(centre, size=max(3, round(25.0 / dz)), mode="nearest")
+    return ndi.gaussian_filter1d(centre, 6.0 / dz), typical
+
+
+def disc_profile(grid: WorkGrid, trace: SpineTrace) -> np.ndarray:
+    """Mean HU across the vertebral body, perpendicular to the column, for every working slice.
+
+    Sampling across the body line, at the tilt (within ±30°) that gives the darkest band, keeps the
+    wedge-shaped lordotic L4/L5 and L5/S1 discs as sharp as the others.
+    """
+    dz, dy, _ = grid.spacing
+    slab = sagittal_slab(grid, trace.cx, half_width_mm=6.0)
+    nz = slab.shape[0]
+    y_mm = trace.body_y * dy
+    ty = np.gradient(ndi.gaussian_filter1d(y_mm, 3.0))
+    tz = np.full(nz, dz)
+    norm = np.hypot(ty, tz)
+    uy, uz = ty / norm, tz / norm
+    offs = np.linspace(-0.3, 0.3, 9) * trace.body_depth_mm
+    best = np.full(nz, np.inf)
+    for tilt in np.deg2rad([-30.0, -15.0, 0.0, 15.0, 30.0]):
+        # Unit vector across the body, rotated by `tilt` from the normal of the column.
+        ny_ = uz * np.cos(tilt) - uy * np.sin(tilt)
+        nz_ = -uy * np.cos(tilt) - uz * np.sin(tilt)
+        zs = (np.arange(nz)[:, None] * dz + offs[None, :] * nz_[:, None]) / dz
+        ys = (y_mm[:, None] + offs[None, :] * ny_[:, None]) / dy
+        vals = ndi.map_coordinates(slab, [zs.ravel(), ys.ravel()], order=1, mode="nearest")
+        best = np.minimum(best, vals.reshape(nz, len(offs)).mean(axis=1))
+    return best
+
+
+@dataclass
+class Discs:
+    """Intervertebral discs found along the column, ordered inferior -> superior (working-slice units)."""
+
+    z: np.ndarray  # disc centres (fractional working slice)
+    prominence: np.ndarray  # depth of the profile minimum (HU); 0 for discs inferred from spacing
+    period_mm: float  # typical vertebral level height (body + disc)
+
+
+def _period(detrended: np.ndarray, dz: float) -> float:
+    """Typical level height from the autocorrelation of the profile (20-50 mm in adults)."""
+    x = detrended - detrended.mean()
+    ac = np.correlate(x, x, mode="full")[len(x) - 1 :]
+    lags = np.arange(len(ac)) * dz
+    ok = (lags >= 20.0) & (lags <= 50.0)
+    if not ok.any() or ac[0] <= 0:
+        return 33.0
+    cand = np.nonzero(ok)[0]
+    return float(lags[cand[np.argmax(ac[cand])]])
+
+
+def find_discs(profile: np.ndarray, dz: float, strength: np.ndarray) -> Discs:
+    """Pick the regular chain of profile minima that best explains the column (the discs)."""
+    smooth = ndi.gaussian_filter1d(profile, 1.0 / dz)
+    detr = smooth - ndi.gaussian_filter1d(smooth, 12.0 / dz)
+    # Where the trace runs on the column (bone within a level's height); discs themselves are not bone.
+    valid = ndi.uniform_filter1d(strength, size=max(3, round(30.0 / dz))) > 0.15
+    period = _period(np.where(valid, detr, 0.0), dz)
+    peaks, props = find_peaks(-detr, distance=max(1, int(0.45 * period / dz)), prominence=8.0)
+    keep = valid[peaks]
+    peaks, prom = peaks[keep], props["prominences"][keep]
+    if len(peaks) < 2:
+        return Discs(z=peaks.astype(float), prominence=prom, period_mm=period)
+    chain = _best_chain(peaks, prom, dz, period)
+    zs: list[float] = []
+    proms: list[float] = []
+    for a, b in zip(chain, [*chain[1:], None], strict=False):
+        zs.append(float(peaks[a]))
+        proms.append(float(prom[a]))
+        if b is not None and (peaks[b] - peaks[a]) * dz / period >= 1.7:
+            zs.append(float(peaks[a] + peaks[b]) / 2.0)  # a disc hidden by metal, noise or a gap
+            proms.append(0.0)
+    # Above the last clear disc the column often goes on with fainter (thoracic) discs: continue the
+    # rhythm for up to two levels so the vertebrae carrying the lowest ribs can still be named.
+    if len(zs) >= 2:
+        step = zs[-1] - zs[-2]
+        for _ in range(2):
+            nxt = zs[-1] + step
+            if nxt > len(profile) - 1 - 0.3 * step or not valid[min(int(nxt), len(valid) - 1)]:
+                break
+            zs.append(nxt)
+            proms.append(0.0)
+    return Discs(z=np.array(zs), prominence=np.array(proms), period_mm=period)
+
+
+def _level_gap(gap: float) -> tuple[float, bool] | None:
+    """Height of one level for a gap between two discs (in periods), and whether a disc was skipped."""
+    if 0.7 <= gap <= 1.45:
+        return gap, False
+    if 1.7 <= gap <= 2.4:
+        return gap / 2.0, True
+    return None
+
+
+def _best_chain(peaks: np.ndarray, prom: np.ndarray, dz: float, period: float) -> list[int]:
+    """Indices of the profile minima forming the best chain of discs.
+
+    Scores the depth of each minimum; neighbouring levels must have similar heights (ratio 0.75-1.33),
+    since vertebral heights change gradually along the column; one missed disc may be bridged.
+    """
+    n = len(peaks)
+    score: dict[tuple[int, int], tuple[float, int]] = {}
+    for j in range(n):
+        for i in range(j):
+            lv = _level_gap((peaks[j] - peaks[i]) * dz / period)
+            if lv is None:
+                continue
+            step = prom[j] - 15.0 * abs(lv[0] - 1.0) - (60.0 if lv[1] else 0.0)
+            best, back = prom[i] + step, -1
+            for h in range(i):
+                if (h, i) not in score:
+                    continue
+                prev = _level_gap((peaks[i] - peaks[h]) * dz / period)
+                assert prev is not None
+                ratio = lv[0] / prev[0]
+                if 0.75 <= ratio <= 1.33:
+                    value = score[(h, i)][0] + step - 30.0 * abs(np.log(ratio))
+                    if value > best:
+                        best, back = value, h
+            score[(i, j)] = (best, back)
+    if not score:
+        return [int(np.argmax(prom))]
+    i, j = max(score, key=lambda k: score[k][0])
+    chain = [j, i]
+    while score[(i, j)][1] >= 0:
+        i, j = score[(i, j)][1], i
+        chain.append(i)
+    return chain[::-1]
+
+
+def endplates(profile: np.ndarray, lower_disc: float, upper_disc: float, dz: float) -> tuple[float, float]:
+    """Lower and upper endplate of the body between two discs (fractional working slices).
+
+    Each endplate is where the profile crosses halfway between the disc and the body's own density,
+    which does not depend on how bright the endplate cortex is.
+    """
+    smooth = ndi.gaussian_filter1d(profile, 1.0 / dz)
+    last = len(smooth) - 1
+    lo_i, hi_i = int(np.clip(round(lower_disc), 0, last)), int(np.clip(round(upper_disc), 0, last))
+    span = upper_disc - lower_disc
+    if hi_i - lo_i < 3:
+        return lower_disc + 0.15 * span, upper_disc - 0.15 * span
+    inner = smooth[lo_i : hi_i + 1]
+    body = float(np.median(inner[len(inner) // 5 : len(inner) - len(inner) // 5 or None]))
+
+    def crossing(start: int, step: int, stop: int) -> float:
+        thr = 0.5 * (smooth[start] + body)
+        i = start
+        while i != stop and smooth[i] < thr:
+            i += step
+        if i == start:
+            return float(start)
+        prev = i - step
+        frac = (thr - smooth[prev]) / max(smooth[i] - smooth[prev], 1e-6)
+        return float(prev + step * np.clip(frac, 0, 1))
+
+    mid = (lo_i + hi_i) // 2
+    lower = crossing(lo_i, 1, mid)
+    upper = crossing(hi_i, -1, mid)
+    if not lower < upper:
+        lower, upper = lower_disc + 0.15 * span, upper_disc - 0.15 * span
+    return lower, upper

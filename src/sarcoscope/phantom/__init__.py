@@ -1,0 +1,26 @@
+"""Synthetic CT with exact labels: L3 slices and abdominal volumes with a labelled spine.
+
+Used by the demo, the tests, the L3 localizer tests and as U-Net training data, so the slices imitate
+clinical L3 CT (contrast phases, bowel, kidneys, liver tip, table, correlated noise, partial volume).
+
+Label definition (same as the real reference labels: "HU thresholds inside compartments"): the painted,
+exact tissue compartments decide *where* a tissue may be, the final noisy HU decides *whether* a pixel is
+labelled -- muscle (1) for HU -29..150 inside a muscle compartment, SAT (2) / VAT (3) / IMAT (4) for HU
+-190..-30 in the subcutaneous, visceral or intramuscular fat. Partial-volume edge pixels of soft tissue
+that read as fat take the label of the fat within 2 px. So a perfect segmenter of real reference labels
+also scores ~1 here. `truth["geometric_area_cm2"]` holds the exact pre-blur areas for comparison.
+"""
+
+from sarcoscope.phantom.anatomy import VARIANTS, VERTEBRA_IDS
+from sarcoscope.phantom.habitus import Exam, Habitus
+from sarcoscope.phantom.slice import LABEL_DEFINITION, PhantomSlice, make_slice
+
+__all__ = [
+    "LABEL_DEFINITION",
+    "VARIANTS",
+    "VERTEBRA_IDS",
+    "Exam",
+    "Habitus",
+    "PhantomSlice",
+    "make_slice",
+]

@@ -1,0 +1,166 @@
+"""One synthetic L3 axial slice with exact labels: the unit of training data and of most tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sarcoscope.conventions import DEFAULT_HU_RANGES, TISSUES, Label
+from sarcoscope.phantom.anatomy import Anatomy, add_bowel, build_anatomy
+from sarcoscope.phantom.habitus import Exam, Habitus
+from sarcoscope.phantom.render import (
+    IMAT,
+    MUS,
+    MUS_ES,
+    MUS_PS,
+    SAT,
+    VAT,
+    Grid,
+    hu_table,
+    render_section,
+    synthesize,
+)
+
+LABEL_DEFINITION = (
+    "HU thresholds inside compartments on the final (blurred + noisy) image: muscle = muscle compartment "
+    "(incl. its fat pockets, plus fat pixels touching muscle) with HU in the muscle range; SAT/VAT/IMAT = "
+    "pixels with HU in the adipose range taking the compartment of the fat they belong to (edge pixels of "
+    "soft tissue take the fat within 2 px; muscle pixels with fat HU and no fat nearby are IMAT). Bowel "
+    "contents, organs, vessels, bone, skin, fascia (linea alba/semilunaris) and the table are never labelled."
+)
+
+_GEOMETRIC = {"muscle": (MUS, MUS_PS, MUS_ES), "sat": (SAT,), "vat": (VAT,), "imat": (IMAT,)}
+
+
+@dataclass
+class PhantomSlice:
+    """A synthetic axial CT slice (HU, y x) with its label map and the ground truth it was built from."""
+
+    hu: np.ndarray  # float32 (y, x) HU
+    labels: np.ndarray  # uint8 (y, x): sarcoscope.conventions.Label ids
+    pixel_spacing: tuple[float, float]  # (y, x) mm
+    truth: dict[str, Any] = field(default_factory=dict)
+    habitus: Habitus | None = None
+
+
+def _spacing(value: float | tuple[float, float] | None, default: float) -> tuple[float, float]:
+    if value is None:
+        return (default, default)
+    if isinstance(value, int | float):
+        v = float(value)
+        out = (v, v)
+    else:
+        out = (float(value[0]), float(value[1]))
+    if min(out) <= 0:
+        raise ValueError(f"pixel_spacing must be positive, got {value!r}")
+    return out
+
+
+def body_extent(anat: Anatomy, z: float) -> tuple[float, float, float, float]:
+    """Approximate (x_min, x_max, y_min, y_max) of the body outline at `z` (mm, body frame)."""
+    sw, sd, ss = anat.body_scale(z)
+    half_w = anat.fw * sw + anat.sat[1] * ss + anat.skin + 4
+    y_top = -(anat.fda * sd + anat.sat[0] * ss + anat.skin + 4)
+    return (-half_w, half_w, y_top, anat.y_table)
+
+
+def place_grid(
+    anat: Anatomy, z: float, size: int, spacing: tuple[float, float] | None, rng: np.random.Generator
+) -> Grid:
+    """Pixel spacing (if not given) so the body fills the field like a clinical scan, body above the table."""
+    x0, x1, y0, y1 = body_extent(anat, z)
+    if spacing is None:
+        fov = (x1 - x0) + rng.uniform(25, 110)
+        ps = float(np.clip(fov / size, 0.55 * 512 / size, 0.98 * 512 / size))
+        spacing = (ps, ps)
+    psy, psx = spacing
+    cx = rng.uniform(-12, 12)
+    cy = (y0 + y1) / 2 + rng.uniform(-0.07, 0.03) * size * psy
+    return Grid.make(size, psy, psx, cx, cy)
+
+
+def area_and_means(
+    hu: np.ndarray, labels: np.ndarray, spacing: tuple[float, float]
+) -> tuple[dict[str, float], dict[str, float | None]]:
+    px_cm2 = spacing[0] * spacing[1] / 100.0
+    areas, means = {}, {}
+    for name, lab in TISSUES.items():
+        m = labels == lab
+        areas[name] = round(float(m.sum()) * px_cm2, 3)
+        means[name] = round(float(hu[m].mean()), 2) if m.any() else None
+    return areas, means
+
+
+def make_slice(
+    seed: int,
+    *,
+    size: int = 512,
+    pixel_spacing: float | tuple[float, float] | None = None,
+    habitus: Habitus | None = None,
+    noise_hu: float | None = None,
+    contrast: str | None = None,
+    z_offset: float | None = None,
+) -> PhantomSlice:
+    """A synthetic L3 axial slice, deterministic for `seed`.
+
+    `pixel_spacing` (mm, a number or (y, x)) defaults to a field of view that fits the body with a random
+    margin; `habitus` and `noise_hu` default to random draws; `contrast` forces "none" | "arterial" |
+    "portal"; `z_offset` (fraction of the L3 body height from its centre, -0.5..0.5) fixes the level, which
+    is otherwise drawn within the middle 60 % of L3.
+    """
+    if size < 64:
+        raise ValueError(f"size must be at least 64 pixels, got {size}")
+    rng = np.random.default_rng([seed, 2])
+    exam = Exam.sample(np.random.default_rng([seed, 3]), noise_hu=noise_hu)
+    if contrast is not None:
+        exam = Exam(contrast, exam.oral_contrast, exam.noise_hu, exam.noise_grain_px, exam.blur_px, exam.kvp)
+    anat = build_anatomy(seed, habitus, exam, "normal")
+    l3 = anat.l3
+    frac = float(rng.uniform(-0.3, 0.3)) if z_offset is None else float(z_offset)
+    z = l3.z_mid + frac * l3.height
+    add_bowel(anat, z - 40, z + 40, np.random.default_rng([seed, 4]))
+    spacing = _spacing(pixel_spacing, 0.0) if pixel_spacing is not None else None
+    grid = place_grid(anat, z, size, spacing, rng)
+    sec = render_section(anat, z, grid, rng)
+    mean, tex = hu_table(anat, rng)
+    cls_geo = sec.cls.copy()
+    hu, labels = synthesize(sec.cls, mean, tex, anat, rng)
+    ps = (grid.psy, grid.psx)
+    truth = slice_truth(hu, labels, cls_geo, ps, mean, anat)
+    truth.update(level="L3", z_mm=round(z, 2), l3_fraction=round(frac, 3), seed=seed)
+    return PhantomSlice(hu=hu, labels=labels, pixel_spacing=ps, truth=truth, habitus=anat.habitus)
+
+
+def slice_truth(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    cls_geo: np.ndarray,
+    spacing: tuple[float, float],
+    mean: np.ndarray,
+    anat: Anatomy,
+) -> dict[str, Any]:
+    """Areas and HU of the labels, the exact (pre-blur) tissue areas and the configured mean HU."""
+    areas, means = area_and_means(hu, labels, spacing)
+    px_cm2 = spacing[0] * spacing[1] / 100.0
+    geo, configured = {}, {}
+    for name, classes in _GEOMETRIC.items():
+        counts = np.array([(cls_geo == c).sum() for c in classes], float)
+        geo[name] = round(float(counts.sum()) * px_cm2, 3)
+        w = counts / counts.sum() if counts.sum() else np.ones(len(classes)) / len(classes)
+        configured[name] = round(float(np.dot(w, mean[list(classes)])), 2)
+    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    return {
+        "area_cm2": areas,
+        "mean_hu": means,
+        "geometric_area_cm2": geo,
+        "configured_mean_hu": configured,
+        "label_ids": {name: int(lab) for name, lab in TISSUES.items()} | {"other": int(Label.BACKGROUND)},
+        "label_definition": LABEL_DEFINITION,
+        "hu_ranges": DEFAULT_HU_RANGES.as_dict(),
+        "truncated": bool(np.any(edge > 0)),
+        "pixel_spacing": list(spacing),
+        "habitus": anat.habitus.as_dict(),
+        "exam": anat.exam.as_dict(),
+    }

@@ -1,0 +1,258 @@
+"""Training data: image/label pairs from folders and phantoms, prepared exactly like the engine's input.
+
+Dataset folder layout (one folder per `sarcoscope train DATA` argument)::
+
+    DATA/
+      images/<case>.dcm | <case>.nii.gz | <case>.nii | <case>.npy
+      labels/<case>.npy | <case>.nii.gz | <case>.nii
+      images/<case>.json          # only for .npy images: {"pixel_spacing": [y_mm, x_mm]}
+
+- An image and a label map pair up by file stem; an image named `<prefix>_<case>` also pairs with label
+  `<case>` (e.g. images/L3_EMC101.dcm with labels/EMC101.npy).
+- Label maps use the project's ids (0 other, 1 muscle, 2 SAT, 3 VAT, 4 IMAT) unless a mapping is given
+  (`label_mapping`: a built-in name such as `totalsegmentator-tissue-types` or a YAML file, see
+  sarcoscope.validation.mappings); an id the mapping does not list is an error.
+- DICOM images are single axial slices; their label map is on the `pixel_array` grid. NIfTI images are
+  reoriented to the project's layout (rows anterior->posterior, columns patient right->left) and their label
+  maps must be NIfTI on the same grid. A 3-D image (NIfTI or .npy (z, y, x)) contributes every slice whose
+  label map holds tissue.
+- The patient of a case is its DICOM PatientID when present, else the case id; the train/validation split is
+  by patient, so slices of one patient never sit on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sarcoscope.errors import InputError, SarcoscopeError
+from sarcoscope.segmentation.refine import BODY_THRESHOLD_HU
+from sarcoscope.segmentation.unet import InputSpec
+from sarcoscope.training.config import TrainConfig
+
+IMAGE_SUFFIXES = (".dcm", ".nii.gz", ".nii", ".npy")
+LABEL_SUFFIXES = (".npy", ".nii.gz", ".nii")
+#: Value of pixels outside the image when a slice is padded (air).
+PAD_HU = -1024.0
+
+
+@dataclass
+class Sample:
+    """One training slice on the model grid: HU (input_size²) float32, labels uint8, and its origin."""
+
+    case: str
+    patient: str
+    source: str  # "data" | "phantom"
+    hu: np.ndarray
+    labels: np.ndarray
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in IMAGE_SUFFIXES + LABEL_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def find_pairs(data_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """(case, image path, label path) for every label map in DATA/labels with a matching image."""
+    root = Path(data_dir)
+    images_dir, labels_dir = root / "images", root / "labels"
+    if not images_dir.is_dir() or not labels_dir.is_dir():
+        raise InputError(f"Training data folder {root} needs 'images/' and 'labels/' subfolders.")
+    images = {_stem(p): p for p in sorted(images_dir.iterdir()) if p.name.endswith(IMAGE_SUFFIXES)}
+    pairs = []
+    for label in sorted(labels_dir.iterdir()):
+        if not label.name.endswith(LABEL_SUFFIXES):
+            continue
+        case = _stem(label)
+        image = images.get(case)
+        if image is None:
+            matches = [p for s, p in images.items() if s.endswith(f"_{case}")]
+            if len(matches) > 1:
+                raise InputError(
+                    f"Label {label} matches several images: {', '.join(str(m) for m in matches)}."
+                )
+            image = matches[0] if matches else None
+        if image is None:
+            raise InputError(
+                f"Label map {label} has no image in {images_dir} (expected {case}.dcm/.nii.gz/.npy)."
+            )
+        pairs.append((case, image, label))
+    if not pairs:
+        raise InputError(f"No label maps ({', '.join(LABEL_SUFFIXES)}) in {labels_dir}.")
+    return pairs
+
+
+def _nifti_to_layout(data: np.ndarray) -> np.ndarray:
+    """Canonical RAS (x, y, z) array -> (z, y, x) with rows anterior->posterior and columns right->left."""
+    return np.ascontiguousarray(np.transpose(data[::-1, ::-1, ...], (2, 1, 0)))
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
+    import nibabel as nib
+
+    try:
+        img = nib.as_closest_canonical(nib.load(str(path)))
+        data = np.asarray(img.dataobj)
+    except Exception as exc:  # nibabel raises several types for corrupt files
+        raise InputError(f"Cannot read NIfTI file {path}: {exc}") from None
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim != 3:
+        raise InputError(f"NIfTI file {path} must be 2-D or 3-D, got shape {data.shape}.")
+    zooms = img.header.get_zooms()
+    return _nifti_to_layout(data), (float(zooms[1]), float(zooms[0]))
+
+
+def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]:
+    """HU array (z, y, x) float32, pixel spacing (y, x) mm and the DICOM PatientID (None if not DICOM)."""
+    name = path.name
+    if name.endswith(".dcm"):
+        import pydicom
+        from pydicom.pixels import apply_rescale
+
+        try:
+            ds = pydicom.dcmread(path)
+            hu = np.asarray(apply_rescale(ds.pixel_array, ds), dtype=np.float32)
+            spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
+        except Exception as exc:  # pydicom raises many types for unreadable files
+            raise InputError(f"Cannot read DICOM slice {path}: {exc}") from None
+        if hu.ndim != 2:
+            raise InputError(f"DICOM image {path} must be a single axial slice, got shape {hu.shape}.")
+        patient = str(ds.get("PatientID", "") or "").strip() or None
+        return hu[None], spacing, patient
+    if name.endswith((".nii", ".nii.gz")):
+        hu, spacing = _read_nifti(path)
+        return hu.astype(np.float32), spacing, None
+    if name.endswith(".npy"):
+        hu = np.load(path).astype(np.float32)
+        sidecar = path.with_suffix(".json")
+        try:
+            spacing_list = json.loads(sidecar.read_text(encoding="utf-8"))["pixel_spacing"]
+            spacing = (float(spacing_list[0]), float(spacing_list[1]))
+        except (OSError, KeyError, TypeError, ValueError, IndexError):
+            raise InputError(
+                f'NumPy image {path} needs a sidecar {sidecar.name} with {{"pixel_spacing": [y_mm, x_mm]}}.'
+            ) from None
+        if hu.ndim == 2:
+            hu = hu[None]
+        if hu.ndim != 3:
+            raise InputError(f"NumPy image {path} must be (y, x) or (z, y, x), got shape {hu.shape}.")
+        return hu, spacing, None
+    raise InputError(f"Unsupported image file {path} (use {', '.join(IMAGE_SUFFIXES)}).")
+
+
+def read_labels(path: Path, mapping_spec: str | None) -> np.ndarray:
+    """Label map (z, y, x) uint8 in the project's ids."""
+    from sarcoscope.validation.mappings import load_mapping
+
+    if path.name.endswith(".npy"):
+        labels = np.load(path)
+        if labels.ndim == 2:
+            labels = labels[None]
+    else:
+        labels, _ = _read_nifti(path)
+    try:
+        return load_mapping(mapping_spec).apply(labels, str(path))
+    except SarcoscopeError as exc:
+        raise InputError(str(exc)) from None
+
+
+def fit_to_size(hu: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Crop or pad a model-grid slice to size×size, centred on the body, so no anatomy is cut needlessly."""
+    body = hu > BODY_THRESHOLD_HU
+    out_hu = np.full((size, size), PAD_HU, dtype=np.float32)
+    out_lab = np.zeros((size, size), dtype=np.uint8)
+    src, dst = [], []
+    for axis in (0, 1):
+        n = hu.shape[axis]
+        occupied = np.flatnonzero(body.any(axis=1 - axis))
+        centre = (occupied[0] + occupied[-1]) / 2 if occupied.size else (n - 1) / 2
+        start = round(centre - (size - 1) / 2)  # first source index shown in the output
+        s0, s1 = max(start, 0), min(start + size, n)
+        src.append(slice(s0, s1))
+        dst.append(slice(s0 - start, s1 - start))
+    out_hu[dst[0], dst[1]] = hu[src[0], src[1]]
+    out_lab[dst[0], dst[1]] = labels[src[0], src[1]]
+    return out_hu, out_lab
+
+
+def prepare_slice(
+    hu: np.ndarray, labels: np.ndarray, pixel_spacing: tuple[float, float], spec: InputSpec, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample one (y, x) slice and its labels to the model's pixel size and fit it to size×size."""
+    grid_hu = spec.to_model_grid(hu[None], pixel_spacing)[0]
+    grid_lab = spec.labels_to_model_grid(labels, pixel_spacing)
+    return fit_to_size(grid_hu, grid_lab, size)
+
+
+def load_folder(data_dir: str | Path, config: TrainConfig, spec: InputSpec) -> list[Sample]:
+    """Every labelled slice of one dataset folder, prepared for the network."""
+    samples = []
+    wanted = set(config.cases) if config.cases is not None else None
+    for case, image_path, label_path in find_pairs(data_dir):
+        if wanted is not None and case not in wanted:
+            continue
+        hu, spacing, patient = read_image(image_path)
+        labels = read_labels(label_path, config.label_mapping)
+        if labels.shape != hu.shape:
+            raise InputError(
+                f"Label map {label_path} has shape {labels.shape} but image {image_path} has {hu.shape}."
+            )
+        for z in range(hu.shape[0]):
+            if hu.shape[0] > 1 and not labels[z].any():
+                continue
+            g_hu, g_lab = prepare_slice(hu[z], labels[z], spacing, spec, config.input_size)
+            name = case if hu.shape[0] == 1 else f"{case}#{z}"
+            samples.append(Sample(name, patient or case, "data", g_hu, g_lab))
+    return samples
+
+
+def make_phantoms(config: TrainConfig, spec: InputSpec) -> list[Sample]:
+    """`config.phantoms` phantom slices, 512×512, seeded so runs are reproducible."""
+    from sarcoscope.phantom import make_slice
+
+    rng = np.random.default_rng(config.phantom_seed)
+    samples = []
+    for i in range(config.phantoms):
+        seed = config.phantom_seed + i
+        spacing = None
+        if config.phantom_spacing_mm is not None:
+            spacing = float(rng.uniform(*config.phantom_spacing_mm))
+        ph = make_slice(seed, size=512, pixel_spacing=spacing)
+        g_hu, g_lab = prepare_slice(
+            np.asarray(ph.hu, np.float32),
+            np.asarray(ph.labels),
+            tuple(ph.pixel_spacing),
+            spec,
+            config.input_size,
+        )
+        samples.append(Sample(f"phantom-{seed}", f"phantom-{seed}", "phantom", g_hu, g_lab))
+    return samples
+
+
+def split_by_patient(samples: list[Sample], config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
+    """Train/validation split over patients (never slices), with `val_cases` forced into validation."""
+    patients = sorted({s.patient for s in samples})
+    if len(patients) < 2:
+        raise InputError("Training needs at least 2 patients (one for validation); add data or phantoms.")
+    forced = {
+        s.patient for s in samples if s.case in set(config.val_cases) or s.patient in set(config.val_cases)
+    }
+    missing = set(config.val_cases) - {s.case for s in samples} - {s.patient for s in samples}
+    if missing:
+        raise InputError(f"val_cases not found in the training data: {', '.join(sorted(missing))}.")
+    rest = [p for p in patients if p not in forced]
+    order = np.random.default_rng(config.seed).permutation(len(rest))
+    n_val = max(0, max(1, round(config.val_fraction * len(patients))) - len(forced))
+    val_patients = forced | {rest[i] for i in order[:n_val]}
+    if len(val_patients) == len(patients):
+        raise InputError("Validation would take every patient; lower val_fraction or list fewer val_cases.")
+    train = [s for s in samples if s.patient not in val_patients]
+    val = [s for s in samples if s.patient in val_patients]
+    return train, val

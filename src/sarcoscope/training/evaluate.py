@@ -1,0 +1,74 @@
+"""Score segmentation engines on a labelled dataset folder (same layout as training data), per case.
+
+Used to report a trained model on held-out real slices next to other engines; metrics come from
+sarcoscope.validation.metrics so the numbers match `sarcoscope validate`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sarcoscope.conventions import TISSUES
+from sarcoscope.segmentation.base import SegmentationEngine
+from sarcoscope.training.data import find_pairs, read_image, read_labels
+from sarcoscope.validation.metrics import case_metrics
+
+#: The paper's IoU bins for the pooled M+S+V score (lower edges, last bin open).
+IOU_BINS = (0.0, 0.8, 0.85, 0.9, 0.95)
+
+
+def evaluate(
+    engines: dict[str, SegmentationEngine],
+    data_dir: str | Path,
+    cases: list[str] | None = None,
+    label_mapping: str | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (case, engine) with Dice/IoU per tissue and M+S+V (2-D slices only)."""
+    rows = []
+    for case, image_path, label_path in find_pairs(data_dir):
+        if cases is not None and case not in cases:
+            continue
+        hu, spacing, _ = read_image(image_path)
+        ref = read_labels(label_path, label_mapping)
+        for name, engine in engines.items():
+            pred = engine.segment(hu, spacing)
+            metrics = case_metrics(pred, ref, pixel_spacing=spacing)
+            rows.append({"case": case, "engine": name, **metrics})
+    return rows
+
+
+def iou_bin(value: float) -> str:
+    """The paper's bin label of an IoU value, e.g. '0.90-0.95'."""
+    edges = (*IOU_BINS, 1.0001)
+    for lo, hi in itertools.pairwise(edges):
+        if lo <= value < hi:
+            return f"{lo:.2f}-{min(hi, 1.0):.2f}" if lo > 0 else f"<{hi:.2f}"
+    return "?"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Per case and engine: Dice / IoU per tissue and pooled M+S+V with its IoU bin; each engine's mean."""
+    head = (
+        "| case | engine | "
+        + " | ".join(f"{t} Dice / IoU" for t in TISSUES)
+        + " | M+S+V Dice / IoU | IoU bin |"
+    )
+    lines = [head, "|" + "---|" * (len(TISSUES) + 4)]
+
+    def fmt(r: dict[str, Any]) -> str:
+        cells = [f"{r[f'{t}_dice']:.3f} / {r[f'{t}_iou']:.3f}" for t in TISSUES]
+        cells.append(f"{r['msv_dice']:.3f} / {r['msv_iou']:.3f}")
+        return " | ".join(cells) + f" | {iou_bin(r['msv_iou'])} |"
+
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['engine']} | " + fmt(r))
+    for engine in dict.fromkeys(r["engine"] for r in rows):
+        sel = [r for r in rows if r["engine"] == engine]
+        keys = [k for k in sel[0] if k.endswith(("_dice", "_iou"))]
+        mean = {k: float(np.mean([r[k] for r in sel])) for k in keys}
+        lines.append(f"| **mean ({len(sel)})** | {engine} | " + fmt(mean))
+    return "\n".join(lines)

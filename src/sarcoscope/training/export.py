@@ -1,0 +1,224 @@
+"""ONNX export of the trained U-Net and its model card (JSON for the engine, Markdown for people)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sarcoscope import __version__
+from sarcoscope.conventions import DEFAULT_HU_RANGES, TISSUES, Label
+from sarcoscope.segmentation.unet import CARD_FILE, CARD_MD_FILE, MODEL_FILE, InputSpec
+from sarcoscope.training.config import TrainConfig
+from sarcoscope.training.io import atomic_write, atomic_write_text
+
+OPSET = 17
+#: Largest |ONNX − PyTorch| logit difference accepted after export.
+EXPORT_TOLERANCE = 1e-3
+
+
+def export_onnx(model: torch.nn.Module, path: Path, example: torch.Tensor) -> None:
+    """Export with dynamic batch, height and width (TorchScript exporter: no onnxscript needed)."""
+    model.eval()
+    axes = {0: "n", 2: "height", 3: "width"}
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation notice of the TorchScript exporter
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                opset_version=OPSET,
+                dynamo=False,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={"image": axes, "logits": axes},
+            )
+
+    atomic_write(path, write)
+
+
+def onnx_max_difference(model: torch.nn.Module, path: Path, example: torch.Tensor) -> float:
+    """Largest absolute logit difference between ONNX Runtime and PyTorch on `example`."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": example.numpy()})[0]
+    model.eval()
+    with torch.no_grad():
+        want = model(example).numpy()
+    return float(np.abs(got - want).max())
+
+
+def export_model(
+    model: torch.nn.Module,
+    config: TrainConfig,
+    spec: InputSpec,
+    out: Path,
+    example: torch.Tensor,
+    training: dict[str, Any],
+) -> tuple[Path, Path]:
+    """Write model.onnx, model_card.json and MODEL_CARD.md into `out`; returns (onnx path, card path)."""
+    onnx_path = out / MODEL_FILE
+    export_onnx(model, onnx_path, example)
+    diff = onnx_max_difference(model, onnx_path, example)
+    if diff > EXPORT_TOLERANCE:
+        raise RuntimeError(
+            f"ONNX export of {onnx_path} differs from PyTorch by {diff:.2e} (> {EXPORT_TOLERANCE})."
+        )
+    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    created = dt.datetime.now(dt.UTC)
+    card = build_card(model, config, spec, training, digest, created, diff)
+    card_path = out / CARD_FILE
+    atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
+    atomic_write_text(out / CARD_MD_FILE, card_markdown(card))
+    return onnx_path, card_path
+
+
+def build_card(
+    model: torch.nn.Module,
+    config: TrainConfig,
+    spec: InputSpec,
+    training: dict[str, Any],
+    digest: str,
+    created: dt.datetime,
+    onnx_diff: float,
+) -> dict[str, Any]:
+    """Everything needed to use, trust and reproduce the model."""
+    import monai
+
+    best = training["best"]
+    counts = training["counts"]
+    return {
+        "model_id": f"sarcoscope-unet-{created:%Y%m%d}-{digest[:8]}",
+        "created_utc": created.isoformat(timespec="seconds"),
+        "architecture": {
+            "name": "MONAI UNet (residual units, instance norm, PReLU)",
+            "spatial_dims": 2,
+            "in_channels": 1,
+            "out_channels": len(Label),
+            "channels": list(config.channels),
+            "strides": list(config.strides),
+            "num_res_units": config.num_res_units,
+            "dropout": config.dropout,
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+        },
+        "input": {
+            **spec.as_dict(),
+            "layout": "(n, 1, height, width) float32; rows anterior->posterior, columns patient right->left",
+            "training_crop": [config.input_size, config.input_size],
+        },
+        "output": "logits (n, 5, height, width); arg-max over axis 1 is the label id",
+        "labels": {str(int(lab)): lab.name.lower() for lab in Label},
+        "hu_ranges": DEFAULT_HU_RANGES.as_dict(),
+        "training_data": {
+            "description": config.data_description,
+            "data_dirs": list(config.data_dirs),
+            "label_mapping": config.label_mapping or "sarcoscope",
+            "phantoms": config.phantoms,
+            "train": counts["train"],
+            "validation": counts["validation"],
+        },
+        "recipe": config.as_dict(),
+        "validation": {
+            "best_epoch": training["best_epoch"],
+            "epochs_run": training["epochs_run"],
+            "stopped_early": training["stopped_early"],
+            "finished": training["finished"],
+            "training_seconds": training["seconds"],
+            "val_loss": round(float(best["val_loss"]), 5),
+            "val_accuracy": round(float(best["val_accuracy"]), 5),
+            "val_dice": {t: round(float(best[f"val_dice_{t}"]), 4) for t in TISSUES},
+            "train_loss": round(float(best["train_loss"]), 5),
+            "train_accuracy": round(float(best["train_accuracy"]), 5),
+            "note": "pixel accuracy counts every pixel of the training crop, background included",
+        },
+        "software": {
+            "sarcoscope": __version__,
+            "torch": torch.__version__,
+            "monai": monai.__version__,
+            "python": platform.python_version(),
+            "onnx_opset": OPSET,
+            "onnx_vs_torch_max_abs_logit_diff": float(f"{onnx_diff:.3g}"),
+        },
+        "files": {"onnx": MODEL_FILE, "sha256": digest},
+    }
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """The card for people: what the model is, what it saw, how it did, how to reproduce it."""
+    a, i, t, v = card["architecture"], card["input"], card["training_data"], card["validation"]
+    r = card["recipe"]
+    lines = [
+        f"# Model card: {card['model_id']}",
+        "",
+        f"Created {card['created_utc']} with sarcoscope {card['software']['sarcoscope']} "
+        f"(torch {card['software']['torch']}, MONAI {card['software']['monai']}, ONNX opset "
+        f"{card['software']['onnx_opset']}). File `{card['files']['onnx']}`, "
+        f"sha256 `{card['files']['sha256']}`.",
+        "",
+        "## Architecture",
+        f"{a['name']}; 2-D, channels {a['channels']}, strides {a['strides']}, {a['num_res_units']} residual "
+        f"units per level, dropout {a['dropout']}; {a['parameters']:,} parameters.",
+        "",
+        "## Input and output",
+        f"- Pixel size {i['pixel_spacing_mm']} mm (the engine resamples other spacings and maps the output "
+        "back to the CT's own grid).",
+        f"- HU window {i['hu_window']}: {i['normalisation']}.",
+        f"- Height and width: any multiple of {i['size_multiple']} (the engine pads); trained on "
+        f"{i['training_crop'][0]}×{i['training_crop'][1]} crops centred on the body.",
+        f"- Output: {card['output']}. Labels: "
+        + ", ".join(f"{k} {name}" for k, name in card["labels"].items())
+        + ".",
+        f"- HU ranges of the engine's refinement: {card['hu_ranges']}.",
+        "",
+        "## Training data",
+        t["description"] or "(no description given)",
+        "",
+        f"- Phantom slices: {t['phantoms']}; data folders: {t['data_dirs'] or 'none'} "
+        f"(label mapping `{t['label_mapping']}`).",
+        f"- Train: {t['train']['slices']} slices ({t['train']['phantom_slices']} phantom, "
+        f"{t['train']['data_slices']} from data: {', '.join(t['train']['data_cases']) or '-'}), "
+        f"{t['train']['patients']} patients.",
+        f"- Validation: {t['validation']['slices']} slices ({t['validation']['phantom_slices']} phantom, "
+        f"{t['validation']['data_slices']} from data: {', '.join(t['validation']['data_cases']) or '-'}), "
+        f"{t['validation']['patients']} patients. The split is by patient.",
+        "",
+        "## Recipe",
+        f"Loss {r['lambda_dice']}·Dice + {r['lambda_ce']}·cross-entropy (MONAI DiceCELoss, softmax, "
+        f"5 classes), RMSProp lr {r['learning_rate']}, batch {r['batch_size']}, up to {r['max_epochs']} "
+        f"epochs, early stopping on validation loss with patience {r['patience']}. Augmentation: "
+        + (
+            f"rotation ±{r['rotate_deg']}°, scale ±{r['scale_range']}, shift ±{r['translate_mm']} mm, "
+            f"left-right flip {r['flip_lr']}, Gaussian noise up to {r['noise_hu']} HU"
+            if r["augment"]
+            else "none"
+        )
+        + f"; windowing augmentation {'on' if r['window_augmentation'] else 'off'}. "
+        "Every value is in `model_card.json` under `recipe`.",
+        "",
+        "## Validation (best epoch)",
+        f"Epoch {v['best_epoch']} of {v['epochs_run']} "
+        f"({'early stop' if v['stopped_early'] else 'no early stop'}"
+        f"{'' if v['finished'] else ', run not finished'}), "
+        f"{v['training_seconds'] / 60:.1f} min of training.",
+        "",
+        "| val_loss | val_accuracy | Dice muscle | Dice SAT | Dice VAT | Dice IMAT |",
+        "|---|---|---|---|---|---|",
+        f"| {v['val_loss']:.4f} | {v['val_accuracy']:.4f} | "
+        + " | ".join(f"{v['val_dice'][k]:.3f}" for k in TISSUES)
+        + " |",
+        "",
+        f"Raw network output on the validation crops, before HU refinement; {v['note']}.",
+    ]
+    if card.get("evaluation"):
+        lines += ["", "## Evaluation", card["evaluation"]]
+    return "\n".join(lines) + "\n"

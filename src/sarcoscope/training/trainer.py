@@ -1,0 +1,431 @@
+"""The training loop (PyTorch + MONAI): loss, early stopping, checkpoints, resume, history, export.
+
+Output folder after a run::
+
+    model.onnx, model_card.json, MODEL_CARD.md   the exported model (what the "unet" engine loads)
+    config.yaml                                  the full recipe of the run
+    history.json, history.csv, history.png       per-epoch metrics and the loss/accuracy curves
+    train.log                                    one line per epoch
+    checkpoints/last.pt, checkpoints/best.pt     resume state / best weights (lowest validation loss)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from monai.networks.nets import UNet
+from monai.transforms import Compose, RandAffined, RandFlipd, RandGaussianNoised
+from torch.utils.data import DataLoader, Dataset
+
+from sarcoscope.conventions import TISSUES, Label
+from sarcoscope.errors import InputError
+from sarcoscope.segmentation.unet import InputSpec
+from sarcoscope.training.config import TrainConfig, save_config
+from sarcoscope.training.data import Sample, load_folder, make_phantoms, split_by_patient
+from sarcoscope.training.io import atomic_write, atomic_write_text
+
+N_CLASSES = len(Label)
+LAST = "checkpoints/last.pt"
+BEST = "checkpoints/best.pt"
+#: Settings that only affect how this invocation runs; a resumed run takes them from the new command.
+RUNTIME_FIELDS = ("resume", "epochs_this_run", "progress", "num_threads")
+
+
+@dataclass
+class TrainingResult:
+    """What a run produced: where the model is, and how it did on validation."""
+
+    output_dir: Path
+    onnx_path: Path
+    card_path: Path
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    best_val_accuracy: float
+    stopped_early: bool
+    finished: bool
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def input_spec(config: TrainConfig) -> InputSpec:
+    return InputSpec(config.pixel_spacing_mm, tuple(config.hu_window), config.size_multiple)  # type: ignore[arg-type]
+
+
+def build_network(config: TrainConfig) -> UNet:
+    """MONAI's residual U-Net: 1 input channel (normalised HU), one output channel per label id."""
+    return UNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=N_CLASSES,
+        channels=tuple(config.channels),
+        strides=tuple(config.strides),
+        num_res_units=config.num_res_units,
+        dropout=config.dropout,
+    )
+
+
+def build_loss(config: TrainConfig) -> DiceCELoss:
+    """lambda_dice·(1 − soft Dice, mean over images and 5 classes) + lambda_ce·(pixel-mean cross-entropy)."""
+    return DiceCELoss(
+        to_onehot_y=True, softmax=True, lambda_dice=config.lambda_dice, lambda_ce=config.lambda_ce
+    )
+
+
+class SliceDataset(Dataset):
+    """Prepared slices -> {"image": (1, H, W) float32, "label": (1, H, W) int64}, augmented when training."""
+
+    def __init__(self, samples: list[Sample], spec: InputSpec, config: TrainConfig, augment: bool, seed: int):
+        self.samples = samples
+        self.spec = spec
+        self.config = config
+        self.augment = augment and config.augment
+        self.rng = np.random.default_rng(seed)
+        lo, hi = spec.hu_window
+        transforms = []
+        if self.augment:
+            rad = math.radians(config.rotate_deg)
+            shift = config.translate_mm / spec.pixel_spacing_mm
+            transforms.append(
+                RandAffined(
+                    keys=("image", "label"),
+                    prob=0.8,
+                    rotate_range=(rad,),
+                    scale_range=(config.scale_range, config.scale_range),
+                    translate_range=(shift, shift),
+                    mode=("bilinear", "nearest"),
+                    padding_mode="zeros",
+                )
+            )
+            if config.flip_lr:
+                transforms.append(RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=1))
+            if config.noise_hu > 0:
+                transforms.append(
+                    RandGaussianNoised(keys=("image",), prob=0.5, std=config.noise_hu / (hi - lo))
+                )
+        self.transform = Compose(transforms)
+        self.transform.set_random_state(seed=seed)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _window(self) -> InputSpec:
+        """The model's HU window, or a jittered one when windowing augmentation is on."""
+        if not (self.augment and self.config.window_augmentation):
+            return self.spec
+        lo, hi = self.spec.hu_window
+        centre = (lo + hi) / 2 + self.rng.uniform(-1, 1) * self.config.window_shift_hu
+        half = (hi - lo) / 2 * (1 + self.rng.uniform(-1, 1) * self.config.window_scale)
+        return replace(self.spec, hu_window=(centre - half, centre + half))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        s = self.samples[index]
+        item = {
+            "image": torch.from_numpy(self._window().normalise(s.hu)[None]),
+            "label": torch.from_numpy(s.labels[None].astype(np.float32)),
+        }
+        item = self.transform(item)
+        image = torch.as_tensor(item["image"]).float().clamp_(0.0, 1.0)
+        label = torch.as_tensor(item["label"]).round().long()
+        return {"image": image, "label": label}
+
+
+def _run_epoch(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    loss_fn: DiceCELoss,
+    optimizer: torch.optim.Optimizer | None,
+    progress: Any,
+    task: Any,
+) -> dict[str, float]:
+    """One pass; trains when `optimizer` is given. Loss is the mean over images; accuracy and Dice pooled."""
+    training = optimizer is not None
+    model.train(training)
+    total_loss, n_images, correct, n_pixels = 0.0, 0, 0, 0
+    tp = np.zeros(N_CLASSES)
+    pred_sum = np.zeros(N_CLASSES)
+    ref_sum = np.zeros(N_CLASSES)
+    with torch.set_grad_enabled(training):
+        for batch in loader:
+            x, y = batch["image"], batch["label"]
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            with torch.no_grad():
+                pred = logits.argmax(dim=1)
+                ref = y[:, 0]
+                correct += int((pred == ref).sum())
+                n_pixels += ref.numel()
+                for c in range(1, N_CLASSES):
+                    p, r = pred == c, ref == c
+                    tp[c] += int((p & r).sum())
+                    pred_sum[c] += int(p.sum())
+                    ref_sum[c] += int(r.sum())
+            total_loss += float(loss.detach()) * len(x)
+            n_images += len(x)
+            if progress is not None:
+                progress.advance(task)
+    out = {"loss": total_loss / max(n_images, 1), "accuracy": correct / max(n_pixels, 1)}
+    for name, label in TISSUES.items():
+        denom = pred_sum[label] + ref_sum[label]
+        out[f"dice_{name}"] = float(2 * tp[label] / denom) if denom else 1.0
+    return out
+
+
+def _save_torch(obj: Any, path: Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _write_history(history: list[dict[str, float]], out: Path) -> None:
+    from sarcoscope.training.plots import plot_history
+
+    atomic_write_text(out / "history.json", json.dumps(history, indent=1))
+    if history:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(out / "history.csv", buf.getvalue())
+        plot_history(history, out / "history.png")
+
+
+def _log(out: Path, line: str, console: Any) -> None:
+    with open(out / "train.log", "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    if console is not None:
+        console.log(line)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises several types for truncated/corrupt files
+        raise InputError(f"Cannot read training checkpoint {path}: {exc}") from None
+
+
+def train(config: TrainConfig) -> TrainingResult:
+    """Train a U-Net with `config`, keep the best checkpoint, export ONNX + model card; resumable."""
+    config.validate()
+    out = Path(config.output_dir)
+    last_path = out / LAST
+    state: dict[str, Any] | None = None
+    if config.resume:
+        if not last_path.is_file():
+            raise InputError(f"Nothing to resume: {last_path} does not exist.")
+        state = _load_checkpoint(last_path)
+        stored = TrainConfig(**{**state["config"], **{k: getattr(config, k) for k in RUNTIME_FIELDS}})
+        for name in ("channels", "strides", "hu_window", "phantom_spacing_mm"):
+            if getattr(stored, name) is not None:
+                setattr(stored, name, tuple(getattr(stored, name)))
+        config = stored
+    elif last_path.exists():
+        raise InputError(
+            f"{out} already holds a training run; use --resume to continue it or another -o folder."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+
+    torch.set_num_threads(max(1, config.num_threads))
+    torch.manual_seed(config.seed)
+    spec = input_spec(config)
+    samples: list[Sample] = []
+    for d in config.data_dirs:
+        samples += load_folder(d, config, spec)
+    if config.cases is not None:
+        found = {s.case.split("#")[0] for s in samples}
+        missing = sorted(set(config.cases) - found)
+        if missing:
+            raise InputError(f"Cases not found in {', '.join(config.data_dirs)}: {', '.join(missing)}.")
+    samples += make_phantoms(config, spec) if config.phantoms > 0 else []
+    train_samples, val_samples = split_by_patient(samples, config)
+    repeated = [s for s in train_samples for _ in range(config.data_repeat if s.source == "data" else 1)]
+
+    train_loader = DataLoader(
+        SliceDataset(repeated, spec, config, augment=True, seed=config.seed),
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    val_loader = DataLoader(
+        SliceDataset(val_samples, spec, config, augment=False, seed=config.seed), batch_size=config.batch_size
+    )
+    model = build_network(config)
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=config.learning_rate)
+    loss_fn = build_loss(config)
+
+    history: list[dict[str, float]] = []
+    best_loss, best_epoch, bad_epochs, start_epoch, seconds = math.inf, 0, 0, 1, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = state["history"]
+        best_loss, best_epoch, bad_epochs = state["best_loss"], state["best_epoch"], state["bad_epochs"]
+        start_epoch, seconds = state["epoch"] + 1, state["seconds"]
+        torch.set_rng_state(state["torch_rng"])
+        train_loader.generator.set_state(state["loader_rng"])
+
+    stopped_early = bad_epochs >= config.patience
+    end_epoch = config.max_epochs
+    if config.epochs_this_run is not None:
+        end_epoch = min(end_epoch, start_epoch + config.epochs_this_run - 1)
+    counts = _data_counts(train_samples, val_samples)
+    progress, console = _progress(config.progress)
+    t_start = time.monotonic() - seconds
+    if start_epoch == 1:
+        _log(out, f"data: {json.dumps(counts)}", console)
+    with progress if progress is not None else _Null():
+        epochs_task = (
+            progress.add_task("epochs", total=config.max_epochs, completed=start_epoch - 1)
+            if progress
+            else None
+        )
+        for epoch in range(start_epoch, end_epoch + 1):
+            if stopped_early:
+                break
+            batch_task = None
+            if progress is not None:
+                batch_task = progress.add_task(f"epoch {epoch}", total=len(train_loader) + len(val_loader))
+            t0 = time.monotonic()
+            tr = _run_epoch(model, train_loader, loss_fn, optimizer, progress, batch_task)
+            va = _run_epoch(model, val_loader, loss_fn, None, progress, batch_task)
+            row = {"epoch": epoch, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"]}
+            row |= {"val_loss": va["loss"], "val_accuracy": va["accuracy"]}
+            row |= {f"val_{k}": v for k, v in va.items() if k.startswith("dice_")}
+            row["seconds"] = round(time.monotonic() - t0, 1)
+            history.append(row)
+            if va["loss"] < best_loss:
+                best_loss, best_epoch, bad_epochs = va["loss"], epoch, 0
+                _save_torch(model.state_dict(), out / BEST)
+            else:
+                bad_epochs += 1
+            stopped_early = bad_epochs >= config.patience
+            _save_torch(
+                {
+                    "config": config.as_dict(),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "best_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "seconds": time.monotonic() - t_start,
+                    "torch_rng": torch.get_rng_state(),
+                    "loader_rng": train_loader.generator.get_state(),
+                },
+                last_path,
+            )
+            _write_history(history, out)
+            dice = " ".join(f"{k[9:]}={v:.3f}" for k, v in row.items() if k.startswith("val_dice_"))
+            _log(
+                out,
+                f"epoch {epoch:3d} train_loss={tr['loss']:.4f} train_acc={tr['accuracy']:.4f} "
+                f"val_loss={va['loss']:.4f} val_acc={va['accuracy']:.4f} dice[{dice}] "
+                f"{row['seconds']:.0f}s{' *best' if best_epoch == epoch else ''}",
+                console,
+            )
+            if progress is not None:
+                progress.remove_task(batch_task)
+                progress.advance(epochs_task)
+
+    seconds = time.monotonic() - t_start
+    epochs_run = len(history)
+    finished = stopped_early or epochs_run >= config.max_epochs
+    if stopped_early:
+        _log(
+            out,
+            f"early stop: no val_loss improvement for {config.patience} epochs; best epoch {best_epoch}",
+            console,
+        )
+    model.load_state_dict(torch.load(out / BEST, map_location="cpu", weights_only=True))
+    from sarcoscope.training.export import export_model
+
+    best = next(r for r in history if r["epoch"] == best_epoch)
+    onnx_path, card_path = export_model(
+        model,
+        config,
+        spec,
+        out,
+        example=val_loader.dataset[0]["image"][None],
+        training={
+            "counts": counts,
+            "epochs_run": epochs_run,
+            "best_epoch": best_epoch,
+            "stopped_early": stopped_early,
+            "finished": finished,
+            "seconds": round(seconds, 1),
+            "best": best,
+        },
+    )
+    return TrainingResult(
+        output_dir=out,
+        onnx_path=onnx_path,
+        card_path=card_path,
+        epochs_run=epochs_run,
+        best_epoch=best_epoch,
+        best_val_loss=float(best["val_loss"]),
+        best_val_accuracy=float(best["val_accuracy"]),
+        stopped_early=stopped_early,
+        finished=finished,
+        seconds=seconds,
+        history=history,
+    )
+
+
+def _data_counts(train: list[Sample], val: list[Sample]) -> dict[str, Any]:
+    def summary(samples: list[Sample]) -> dict[str, Any]:
+        data = sorted({s.case for s in samples if s.source == "data"})
+        return {
+            "slices": len(samples),
+            "phantom_slices": sum(s.source == "phantom" for s in samples),
+            "data_slices": sum(s.source == "data" for s in samples),
+            "patients": len({s.patient for s in samples}),
+            "data_cases": data,
+        }
+
+    return {"train": summary(train), "validation": summary(val)}
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _progress(enabled: bool) -> tuple[Any, Any]:
+    """A rich progress bar with ETA (per epoch and overall), or nothing when disabled."""
+    if not enabled:
+        return None, None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    return progress, progress.console

@@ -1,0 +1,149 @@
+"""Validate the project's own engines on the real reference slices and on phantoms (docs/validation/).
+
+`validate_engines` regenerates the whole folder in one call; every engine that cannot run here (e.g. no
+trained U-Net model) is listed with the reason instead of being silently left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from sarcoscope import __version__
+from sarcoscope.errors import SarcoscopeError
+from sarcoscope.validation.runner import ValidationReport, run_validation
+
+REAL_SUBDIR = Path("real") / "l3_slices"
+
+
+def _save_phantom_nifti(hu: np.ndarray, spacing: tuple[float, float], path: Path) -> None:
+    """(y, x) HU in the project's layout -> a one-slice RAS NIfTI that read_ct maps back to (1, y, x)."""
+    ras = np.ascontiguousarray(hu[np.newaxis].transpose(2, 1, 0)[::-1, ::-1, :]).astype(np.int16)
+    nib.save(nib.Nifti1Image(ras, np.diag([spacing[1], spacing[0], 5.0, 1.0])), str(path))
+
+
+def write_phantom_cohort(folder: Path, n: int, *, seed: int = 0, size: int = 512) -> None:
+    """images/, labels/, sites.csv (contrast phase as the "site") and patients.csv (height) for n phantoms."""
+    from sarcoscope.phantom import make_slice
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    sites, heights = [], []
+    for i in range(n):
+        case = f"phantom{i:03d}"
+        ph = make_slice(seed + i, size=size)
+        _save_phantom_nifti(ph.hu, ph.pixel_spacing, folder / "images" / f"{case}.nii.gz")
+        np.save(folder / "labels" / f"{case}.npy", ph.labels)
+        sites.append((case, str(ph.truth["exam"]["contrast"])))
+        heights.append((case, ph.habitus.height_m if ph.habitus else ""))
+    with (folder / "sites.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([("case_id", "site"), *sites])
+    with (folder / "patients.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([("case_id", "height_m"), *heights])
+
+
+def _summary_line(name: str, rep: ValidationReport) -> list[str]:
+    cells = [name, str(rep.n_cases)]
+    for col in ("muscle", "sat", "vat", "imat", "msv"):
+        s = rep.dice_summary.get(col)
+        cells.append("–" if s is None or math.isnan(s.mean) else f"{s.mean:.3f} ({s.worst:.3f})")
+    cells.append(", ".join(rep.flagged_sites) or "none")
+    return cells
+
+
+def validate_engines(
+    out_dir: str | Path,
+    *,
+    shared_data: str | Path | None = None,
+    engines: Sequence[str] = ("threshold", "unet"),
+    n_phantoms: int = 24,
+    seed: int = 0,
+) -> dict[str, ValidationReport | str]:
+    """Run every engine on the real L3 slices (when `shared_data` has them) and on `n_phantoms` phantoms.
+
+    Writes one report folder per engine and data set plus `README.md` (an index with the headline numbers).
+    Real CT must not enter the repository, so real-data reports have no image gallery (numbers and plots
+    only). Returns {report name: ValidationReport, or the reason it could not run}.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, ValidationReport | str] = {}
+    real = Path(shared_data) / REAL_SUBDIR if shared_data is not None else None
+    with tempfile.TemporaryDirectory() as tmp:
+        phantoms = Path(tmp) / "phantoms"
+        if n_phantoms > 0:
+            write_phantom_cohort(phantoms, n_phantoms, seed=seed)
+        for engine in engines:
+            if real is not None and (real / "labels").is_dir():
+                name = f"real-{engine}"
+                try:
+                    results[name] = run_validation(
+                        None,
+                        real / "labels",
+                        out_dir / name,
+                        engine=engine,
+                        images_dir=real / "images",
+                        gallery_size=0,
+                        keep_predictions=False,
+                        title=f"Engine '{engine}' on the real L3 reference slices",
+                    )
+                except SarcoscopeError as exc:
+                    results[name] = str(exc)
+            if n_phantoms > 0:
+                name = f"phantom-{engine}"
+                try:
+                    results[name] = run_validation(
+                        None,
+                        phantoms / "labels",
+                        out_dir / name,
+                        engine=engine,
+                        images_dir=phantoms / "images",
+                        sites_csv=phantoms / "sites.csv",
+                        patients_csv=phantoms / "patients.csv",
+                        gallery_size=4,
+                        keep_predictions=False,
+                        title=f"Engine '{engine}' on {n_phantoms} phantom L3 slices (sites = contrast phase)",
+                    )
+                except SarcoscopeError as exc:
+                    results[name] = str(exc)
+    _write_index(out_dir, results, n_phantoms, seed)
+    return results
+
+
+def _write_index(
+    out_dir: Path, results: dict[str, ValidationReport | str], n_phantoms: int, seed: int
+) -> None:
+    lines = [
+        "# Validation of the sarcoscope engines",
+        "",
+        f"Generated by `sarcoscope.validation.benchmark.validate_engines` (sarcoscope {__version__}); "
+        "regenerate with the command in the project README. Real data: the five real L3 slices with "
+        "reference labels of `../shared/data` (not part of the repository; their reports show numbers and "
+        f"plots only). Phantoms: {n_phantoms} synthetic L3 slices (seed {seed}) with exact labels, grouped "
+        'by contrast phase as "sites".',
+        "",
+        "Dice mean (worst case) per tissue:",
+        "",
+        "| report | n | muscle | SAT | VAT | IMAT | M+S+V | flagged sites |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    skipped = []
+    for name, rep in results.items():
+        if isinstance(rep, str):
+            skipped.append(f"- `{name}`: not run — {rep}")
+            continue
+        cells = _summary_line(f"[{name}]({name}/report.md)", rep)
+        lines.append("| " + " | ".join(cells) + " |")
+    if skipped:
+        lines += ["", "Not available on this machine:", "", *skipped]
+    text = "\n".join(lines) + "\n"
+    tmp = out_dir / f".README.md.tmp-{os.getpid()}"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out_dir / "README.md")

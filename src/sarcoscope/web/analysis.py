@@ -1,0 +1,187 @@
+"""Measurements of a stored label version, and the `AnalysisResult` that the export writers take.
+
+The analysis panel asks for the latest version after every save; results are cached per
+(study, version, patient facts), which are immutable, so repeated views cost nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sarcoscope import __version__
+from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, L3_RANGE
+from sarcoscope.level.selection import L3Selection
+from sarcoscope.pipeline import AnalysisResult
+from sarcoscope.store import LabelVersion, Study
+
+if TYPE_CHECKING:
+    from sarcoscope.imaging.volume import CTVolume
+    from sarcoscope.web.context import AppContext
+    from sarcoscope.web.volumes import VolumeCache
+
+
+def selection_from_localization(loc: dict[str, Any], n_slices: int) -> dict[str, Any] | None:
+    """The Range the localizer proposes (the L3 body, endplate to endplate); None when L3 was not found."""
+    lower, upper = loc.get("l3_lower_endplate"), loc.get("l3_upper_endplate")
+    if lower is None or upper is None:
+        return None
+    lo = max(0, min(int(lower), int(upper)))
+    hi = min(n_slices - 1, max(int(lower), int(upper)))
+    return {"mode": "range", "first": lo, "last": hi} if lo <= hi else None
+
+
+def _patient_info(study: Study, volume: CTVolume) -> Any:
+    from sarcoscope.composition import PatientInfo
+
+    p = study.patient or {}
+    md = volume.metadata
+    height_cm = p.get("height_cm")
+    sources = {}
+    for key, given, dicom in (
+        ("height_m", height_cm, md.patient_height_m),
+        ("weight_kg", p.get("weight_kg"), md.patient_weight_kg),
+        ("sex", p.get("sex"), md.patient_sex),
+    ):
+        if given is not None:
+            sources[key] = "user"
+        elif dicom is not None:
+            sources[key] = "DICOM"
+    return PatientInfo(
+        height_m=height_cm / 100.0 if height_cm is not None else md.patient_height_m,
+        weight_kg=p.get("weight_kg") if p.get("weight_kg") is not None else md.patient_weight_kg,
+        sex=p.get("sex") or md.patient_sex,
+        age_years=md.patient_age_years,
+        sources=sources,
+    )
+
+
+def build_result(study: Study, version: LabelVersion, labels: np.ndarray, volume: CTVolume) -> AnalysisResult:
+    """An AnalysisResult for a stored label version, as `analyze` would have produced it."""
+    from sarcoscope.composition import assess, average_compositions, measure_slice
+
+    indices = list(version.indices)
+    hu = np.asarray(volume.hu[indices])
+    per_slice = [measure_slice(h, lab, volume.pixel_spacing) for h, lab in zip(hu, labels, strict=True)]
+    average = average_compositions(per_slice)
+    patient = _patient_info(study, volume)
+    cutoff = (study.patient or {}).get("cutoff_set")
+    assessment = assess(average, patient, cutoff) if cutoff else assess(average, patient)
+    sel = study.selection or {}
+    loc = study.localization or {}
+    selection = L3Selection(
+        indices=indices,
+        mode="range" if len(indices) > 1 else "slice",
+        convention=L3_RANGE if len(indices) > 1 else L3_MID,
+        method=f"web app (label version {version.version}, selection by {sel.get('mode', 'user')})",
+        confidence=loc.get("confidence"),
+        flags=list(loc.get("flags") or []),
+    )
+    model_id = version.model_id or "manual"
+    if version.source != "segment":
+        model_id = f"{model_id} + manual edits (label version {version.version} by {version.author})"
+    warnings = list(volume.warnings)
+    if volume.metadata.contrast_agent:
+        warnings.append(
+            f"Contrast-enhanced CT ({volume.metadata.contrast_agent}): interpret HU-based results with the "
+            "contrast phase in mind."
+        )
+    return AnalysisResult(
+        volume=volume,
+        selection=selection,
+        engine=version.engine or "manual",
+        model_id=model_id,
+        labels=labels,
+        slices=per_slice,
+        average=average,
+        assessment=assessment,
+        hu_ranges=DEFAULT_HU_RANGES,
+        software_version=__version__,
+        warnings=warnings,
+    )
+
+
+class AnalysisCache:
+    """JSON analyses keyed by (study, version, patient facts); a small LRU, thread-safe."""
+
+    def __init__(self, store: Any, volumes: VolumeCache, size: int = 64) -> None:
+        self.store = store
+        self.volumes = volumes
+        self.size = size
+        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, study: Study, version: int | None) -> dict[str, Any]:
+        row = self.store.get_version(study.id, version)
+        key = json.dumps([study.id, row.version, study.patient], sort_keys=True)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        stack = self.store.load_labels(study.id, row.version)
+        result = build_result(study, row, stack.labels, self.volumes.get(study))
+        payload = {
+            "version": row.version,
+            "indices": list(row.indices),
+            "average": result.average.as_dict(),
+            "per_slice": [
+                {"index": i, **c.as_dict()} for i, c in zip(row.indices, result.slices, strict=True)
+            ],
+            "assessment": result.assessment.as_dict(),
+            "warnings": result.warnings,
+            "engine": result.engine,
+            "model_id": result.model_id,
+        }
+        with self._lock:
+            self._items[key] = payload
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return payload
+
+
+#: Export format -> (file suffix, media type).
+EXPORTS: dict[str, tuple[str, str]] = {
+    "dicom-seg": (".seg.dcm", "application/dicom"),
+    "nifti": (".nii.gz", "application/gzip"),
+    "csv": (".csv", "text/csv"),
+    "json": (".json", "application/json"),
+    "overlay": (".png", "image/png"),
+}
+
+
+def export_file(ctx: AppContext, study: Study, version: int | None, fmt: str) -> tuple[bytes, str, str]:
+    """One output of a label version, written by the `export` stage; returns (bytes, file name, type)."""
+    import nibabel as nib
+    from fastapi import HTTPException
+
+    from sarcoscope.export import build_report, label_nifti, metrics_csv, render_overlay
+    from sarcoscope.export.report import report_json
+    from sarcoscope.export.seg import write_dicom_seg
+
+    row = ctx.store.get_version(study.id, version)
+    stack = ctx.store.load_labels(study.id, row.version)
+    volume = ctx.volumes.with_headers(study) if fmt == "dicom-seg" else ctx.volumes.get(study)
+    result = build_result(study, row, stack.labels, volume)
+    suffix, media = EXPORTS[fmt]
+    name = f"sarcoscope-{study.id[:8]}-v{row.version}{suffix}"
+    if fmt == "csv":
+        return metrics_csv(result).encode(), name, media
+    if fmt == "json":
+        return report_json(build_report(result)).encode(), name, media
+    with tempfile.TemporaryDirectory(dir=ctx.store.data_dir / "tmp") as tmp:
+        path = Path(tmp) / f"out{suffix}"
+        if fmt == "dicom-seg":
+            problem = write_dicom_seg(result, path)
+            if problem is not None:
+                raise HTTPException(409, f"No DICOM SEG can be made for this study: {problem}")
+        elif fmt == "nifti":
+            nib.save(label_nifti(result), path)
+        else:
+            render_overlay(result, path)
+        return path.read_bytes(), name, media

@@ -1,0 +1,576 @@
+"""The JSON/binary HTTP API of `sarcoscope serve` (OpenAPI at /docs and /openapi.json).
+
+Handlers that decode, segment or measure are plain functions (FastAPI runs them in a worker thread) so the
+server stays responsive. Every change is written to the audit log by the store in the same transaction.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from sarcoscope import __version__
+from sarcoscope.conventions import DEFAULT_HU_RANGES, LABEL_COLORS, TISSUE_TITLES, TISSUES
+from sarcoscope.store import LabelVersion, Study
+from sarcoscope.web import analysis, render
+from sarcoscope.web.auth import COOKIE, valid_user_name
+from sarcoscope.web.context import AppContext, get_context
+from sarcoscope.web.deidentify import deidentify
+from sarcoscope.web.volumes import UploadedPart, ingest, remove_study_files
+
+router = APIRouter(prefix="/api")
+Ctx = Annotated[AppContext, Depends(get_context)]
+
+
+def current_user(request: Request, ctx: Ctx) -> str:
+    return ctx.auth.user(request)
+
+
+User = Annotated[str, Depends(current_user)]
+
+
+def client_of(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+# -- models -----------------------------------------------------------------------------------------------
+class SessionIn(BaseModel):
+    user: str = Field(min_length=1, max_length=64, description="Name recorded in the audit log.")
+    token: str | None = Field(default=None, max_length=256)
+
+
+class SelectionIn(BaseModel):
+    mode: Literal["range", "slice"]
+    first: int = Field(ge=0, description="First (most inferior) slice index; the slice itself in Slice mode.")
+    last: int | None = Field(default=None, ge=0, description="Last slice index (Range mode).")
+
+
+class SegmentIn(BaseModel):
+    engine: str | None = Field(default=None, max_length=32)
+    base_version: int | None = Field(default=None, ge=1, description="Latest label version you have seen.")
+
+
+class RestoreIn(BaseModel):
+    base_version: int = Field(ge=1)
+
+
+class PatientIn(BaseModel):
+    height_cm: float | None = Field(default=None, gt=50, lt=260)
+    weight_kg: float | None = Field(default=None, gt=2, lt=500)
+    sex: Literal["M", "F"] | None = None
+    cutoff_set: str | None = Field(default=None, max_length=64)
+
+
+def study_json(ctx: AppContext, study: Study) -> dict[str, Any]:
+    return {
+        "id": study.id,
+        "patient_id": study.patient_id,
+        "study_date": study.study_date,
+        "series_description": study.series_description,
+        "source_kind": study.source_kind,
+        "n_slices": study.n_slices,
+        "rows": study.rows,
+        "cols": study.cols,
+        "spacing": study.spacing,
+        "status": study.status,
+        "created_at": study.created_at.isoformat() if study.created_at else None,
+        "created_by": study.created_by,
+        "selection": study.selection,
+        "localization": study.localization,
+        "patient": study.patient,
+        "latest_version": ctx.store.latest_version(study.id),
+        "series_uid": study.series_uid,
+    }
+
+
+def version_json(row: LabelVersion) -> dict[str, Any]:
+    return {
+        "version": row.version,
+        "parent_version": row.parent_version,
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "author": row.author,
+        "source": row.source,
+        "engine": row.engine,
+        "model_id": row.model_id,
+        "indices": row.indices,
+        "shape": row.shape,
+        "note": row.note,
+    }
+
+
+def selected_indices(study: Study) -> list[int]:
+    sel = study.selection
+    if not sel:
+        raise HTTPException(409, "Select the L3 slice or range first (PUT /api/studies/{id}/selection).")
+    return list(range(int(sel["first"]), int(sel["last"]) + 1))
+
+
+# -- session and configuration --------------------------------------------------------------------------
+@router.get("/health", tags=["server"])
+def health() -> dict[str, str]:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/config", tags=["server"])
+def config(request: Request, ctx: Ctx) -> dict[str, Any]:
+    """What the UI needs before login: whether a login is required, and who is logged in."""
+    from sarcoscope.composition import available_cutoff_sets, default_cutoff_set
+    from sarcoscope.segmentation import available_engines
+
+    try:
+        user: str | None = ctx.auth.user(request)
+    except HTTPException:
+        user = None
+    return {
+        "version": __version__,
+        "auth_required": ctx.settings.auth_required,
+        "user": user,
+        "engines": available_engines(),
+        "default_engine": ctx.settings.default_engine,
+        "cutoff_sets": available_cutoff_sets(),
+        "default_cutoff_set": default_cutoff_set(),
+        "presets": render.preset_names(),
+        "hu_ranges": DEFAULT_HU_RANGES.as_dict(),
+        "max_upload_bytes": ctx.settings.max_upload_bytes,
+        "tissues": [
+            {"name": name, "label": int(label), "title": TISSUE_TITLES[name], "color": LABEL_COLORS[label]}
+            for name, label in TISSUES.items()
+        ],
+    }
+
+
+@router.post("/session", tags=["server"])
+def login(body: SessionIn, request: Request, response: Response, ctx: Ctx) -> dict[str, str]:
+    """Log in with a user name (and the access token when the server requires one); sets a session cookie."""
+    if not valid_user_name(body.user):
+        raise HTTPException(422, "User names are 1-64 letters, digits, spaces or . @ + - _")
+    if ctx.settings.auth_required and not ctx.auth.check_token(body.token or ""):
+        ctx.store.audit(body.user, "login-failed", client=client_of(request))
+        raise HTTPException(401, "The access token is wrong.")
+    response.set_cookie(
+        COOKIE, ctx.auth.cookie_for(body.user), httponly=True, samesite="strict", max_age=12 * 3600
+    )
+    ctx.store.audit(body.user, "login", client=client_of(request))
+    return {"user": body.user}
+
+
+@router.delete("/session", tags=["server"])
+def logout(response: Response) -> dict[str, str]:
+    response.delete_cookie(COOKIE)
+    return {"status": "logged out"}
+
+
+# -- studies ---------------------------------------------------------------------------------------------
+@router.get("/studies", tags=["studies"])
+def list_studies(
+    ctx: Ctx, user: User, q: Annotated[str | None, Query(max_length=128)] = None
+) -> list[dict[str, Any]]:
+    return [study_json(ctx, s) for s in ctx.store.list_studies(q)]
+
+
+@router.post("/studies", status_code=201, tags=["studies"])
+async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
+    """Upload one CT series: DICOM files (field `files`, repeated), one .zip, or one NIfTI file.
+
+    The optional form field `series_uid` picks a series when the upload holds several.
+    """
+    from starlette.concurrency import run_in_threadpool
+
+    work = ctx.store.new_tmp_dir()
+    try:
+        parts, series_uid = await _receive_parts(request, work)
+        study, volume = await run_in_threadpool(
+            ingest, ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
+        )
+        ctx.volumes.put(study.id, volume)
+        return study_json(ctx, study)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def _receive_parts(request: Request, work: Path) -> tuple[list[UploadedPart], str | None]:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise HTTPException(415, "Send the files as multipart/form-data (field 'files').")
+    form = await request.form(max_files=20000, max_fields=20)
+    parts: list[UploadedPart] = []
+    series_uid = form.get("series_uid")
+    try:
+        for i, item in enumerate(form.getlist("files")):
+            if isinstance(item, str):
+                raise HTTPException(422, "Field 'files' must carry files, not text.")
+            name = item.filename or ""
+            lower = name.lower()
+            suffix = (
+                ".zip"
+                if lower.endswith(".zip")
+                else ".nii.gz"
+                if lower.endswith(".nii.gz")
+                else (".nii" if lower.endswith(".nii") else ".dcm")
+            )
+            path = work / f"part{i:06d}{suffix}"
+            size = 0
+            with open(path, "wb") as f:
+                while chunk := await item.read(1 << 20):
+                    size += len(chunk)
+                    f.write(chunk)
+            parts.append(UploadedPart(client_name=lower if suffix != ".dcm" else "", path=path, size=size))
+    finally:
+        await form.close()
+    if not parts:
+        raise HTTPException(422, "No files received: send them in the multipart field 'files'.")
+    if series_uid is not None and not isinstance(series_uid, str):
+        raise HTTPException(422, "Field 'series_uid' must be text.")
+    return parts, series_uid
+
+
+@router.get("/studies/{study_id}", tags=["studies"])
+def get_study(study_id: str, ctx: Ctx, user: User) -> dict[str, Any]:
+    return study_json(ctx, ctx.store.get_study(study_id))
+
+
+@router.delete("/studies/{study_id}", tags=["studies"])
+def delete_study(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, str]:
+    """Delete the study's images, labels and stored files (the audit log keeps the deletion)."""
+    study = ctx.store.delete_study(study_id, user, client_of(request))
+    ctx.volumes.drop(study_id)
+    remove_study_files(ctx.store, study)
+    return {"status": "deleted", "id": study_id}
+
+
+@router.get(
+    "/studies/{study_id}/image/{plane}/{index}",
+    tags=["viewer"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def image(
+    study_id: str,
+    plane: Literal["axial", "coronal", "sagittal"],
+    index: int,
+    ctx: Ctx,
+    user: User,
+    preset: Annotated[str, Query(max_length=32)] = "soft-tissue",
+) -> Response:
+    """A windowed 8-bit PNG: axial slice `index` (z), coronal row `index` (y) or sagittal column (x).
+
+    Reconstructions have the most superior slice at the top and one image row per axial slice; the UI
+    stretches them by spacing[z] / spacing[x] to show true proportions.
+    """
+    study = ctx.store.get_study(study_id)
+    volume = ctx.volumes.get(study)
+    png = render.plane_png(volume, plane, index, preset)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get(
+    "/studies/{study_id}/hu/{index}",
+    tags=["viewer"],
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def hu_slice(study_id: str, index: int, ctx: Ctx, user: User) -> Response:
+    """Axial slice `index` in HU as little-endian int16 (y, x), for "paint only within the HU range"."""
+    study = ctx.store.get_study(study_id)
+    volume = ctx.volumes.get(study)
+    plane = render.plane_image(volume, "axial", index)
+    data = np.clip(np.rint(plane), -32768, 32767).astype("<i2").tobytes()
+    return Response(
+        gzip.compress(data, compresslevel=1),
+        media_type="application/octet-stream",
+        headers={"Content-Encoding": "gzip", "X-Shape": f"{plane.shape[0]},{plane.shape[1]}"},
+    )
+
+
+@router.post("/studies/{study_id}/localize", tags=["l3"])
+def localize(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
+    """Run the automatic L3 localization; pre-places the selection if none was made yet."""
+    from sarcoscope.errors import SarcoscopeError
+    from sarcoscope.level import locate_l3
+
+    study = ctx.store.get_study(study_id)
+    volume = ctx.volumes.get(study)
+    try:
+        result: dict[str, Any] = locate_l3(volume).as_dict()
+    except SarcoscopeError as exc:
+        result = {"error": str(exc)}
+    fields: dict[str, Any] = {"localization": result}
+    proposal = analysis.selection_from_localization(result, volume.n_slices)
+    if study.selection is None and proposal is not None:
+        fields["selection"] = proposal
+    study = ctx.store.update_study(study_id, user, "localize", client_of(request), **fields)
+    return study_json(ctx, study)
+
+
+@router.put("/studies/{study_id}/selection", tags=["l3"])
+def set_selection(study_id: str, body: SelectionIn, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
+    study = ctx.store.get_study(study_id)
+    last = body.first if body.mode == "slice" or body.last is None else body.last
+    first, last = min(body.first, last), max(body.first, last)
+    if last >= study.n_slices:
+        raise HTTPException(
+            422, f"Slice {last} is outside the volume (valid slices: 0..{study.n_slices - 1})."
+        )
+    selection = {"mode": body.mode, "first": first, "last": last}
+    study = ctx.store.update_study(study_id, user, "select-l3", client_of(request), selection=selection)
+    return study_json(ctx, study)
+
+
+@router.get("/studies/{study_id}/dicom", tags=["l3"], response_class=StreamingResponse)
+def download_dicom(
+    study_id: str,
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    first: Annotated[int | None, Query(ge=0)] = None,
+    last: Annotated[int | None, Query(ge=0)] = None,
+    deidentify_files: Annotated[bool, Query(alias="deidentify")] = False,
+) -> StreamingResponse:
+    """A zip of the original DICOM files of slices first..last (default: the current selection)."""
+    study = ctx.store.get_study(study_id)
+    if study.source_kind != "dicom":
+        raise HTTPException(409, "This study was uploaded as NIfTI: there are no original DICOM files.")
+    if first is None:
+        indices = selected_indices(study)
+    else:
+        end = first if last is None else last
+        lo, hi = min(first, end), max(first, end)
+        if hi >= study.n_slices:
+            raise HTTPException(422, f"Slice {hi} is outside the volume (valid: 0..{study.n_slices - 1}).")
+        indices = list(range(lo, hi + 1))
+    uids = ctx.volumes.sop_uids(study)
+    folder = ctx.store.series_dir(study)
+    buffer = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (closed by _iter_file)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for i in indices:
+            name = f"slice{i:04d}.dcm"
+            if deidentify_files:
+                zf.writestr(name, deidentify(folder / f"{uids[i]}.dcm"))
+            else:
+                zf.write(folder / f"{uids[i]}.dcm", name)
+    buffer.seek(0)
+    ctx.store.audit(
+        user,
+        "download-dicom",
+        study_id,
+        {"indices": [indices[0], indices[-1]], "deidentified": deidentify_files},
+        client_of(request),
+    )
+    tag = "deid" if deidentify_files else "orig"
+    filename = f"sarcoscope-{study_id[:8]}-slices{indices[0]}-{indices[-1]}-{tag}.zip"
+    return StreamingResponse(
+        _iter_file(buffer),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _iter_file(f: Any, chunk: int = 1 << 20) -> Any:
+    try:
+        while data := f.read(chunk):
+            yield data
+    finally:
+        f.close()
+
+
+# -- labels ----------------------------------------------------------------------------------------------
+@router.post("/studies/{study_id}/segment", tags=["labels"])
+def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
+    """Segment the selected slice(s) with an engine and save the result as a new label version."""
+    from sarcoscope.segmentation import get_engine
+
+    study = ctx.store.get_study(study_id)
+    indices = selected_indices(study)
+    volume = ctx.volumes.get(study)
+    engine = get_engine(body.engine or ctx.settings.default_engine)
+    labels = np.ascontiguousarray(
+        engine.segment(np.asarray(volume.hu[indices]), volume.pixel_spacing), np.uint8
+    )
+    row = ctx.store.save_version(
+        study_id,
+        base_version=body.base_version,
+        labels=labels,
+        indices=indices,
+        author=user,
+        source="segment",
+        engine=engine.name,
+        model_id=engine.model_id,
+        client=client_of(request),
+    )
+    return version_json(row)
+
+
+@router.get("/studies/{study_id}/versions", tags=["labels"])
+def list_versions(study_id: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+    return [version_json(v) for v in ctx.store.list_versions(study_id)]
+
+
+@router.get(
+    "/studies/{study_id}/labels",
+    tags=["labels"],
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def get_labels(
+    study_id: str, ctx: Ctx, user: User, version: Annotated[int | None, Query(ge=1)] = None
+) -> Response:
+    """The label maps of a version (default: latest) as raw uint8 bytes, C order (n, y, x).
+
+    Headers: X-Label-Version, X-Label-Shape ("n,y,x"), X-Label-Indices (axial slice of each map).
+    """
+    row = ctx.store.get_version(study_id, version)
+    stack = ctx.store.load_labels(study_id, row.version)
+    body = gzip.compress(stack.labels.tobytes(), compresslevel=1)
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Encoding": "gzip",
+            "X-Label-Version": str(row.version),
+            "X-Label-Shape": ",".join(str(n) for n in stack.labels.shape),
+            "X-Label-Indices": ",".join(str(i) for i in stack.indices),
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.post("/studies/{study_id}/labels", tags=["labels"], status_code=201)
+async def save_labels(
+    study_id: str,
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    base_version: Annotated[int, Query(ge=1, description="The version the edit started from.")],
+    note: Annotated[str | None, Query(max_length=500)] = None,
+) -> dict[str, Any]:
+    """Save edited label maps as a new version. Body: raw uint8 (n, y, x) of the base version's slices.
+
+    Refused with 409 when `base_version` is no longer the latest (someone else saved in between).
+    """
+    from starlette.concurrency import run_in_threadpool
+
+    base = ctx.store.get_version(study_id, base_version)
+    n, ny, nx = (int(s) for s in base.shape)
+    expected = n * ny * nx
+    body = await request.body()
+    if len(body) != expected:
+        raise HTTPException(
+            422, f"Expected {expected} bytes of uint8 labels for shape ({n}, {ny}, {nx}), got {len(body)}."
+        )
+    labels = np.frombuffer(body, dtype=np.uint8).reshape(n, ny, nx)
+    if int(labels.max(initial=0)) > max(int(v) for v in TISSUES.values()):
+        raise HTTPException(422, f"Unknown label id {int(labels.max())}: allowed are 0-4 (0 = background).")
+    row = await run_in_threadpool(
+        lambda: ctx.store.save_version(
+            study_id,
+            base_version=base_version,
+            labels=labels,
+            indices=list(base.indices),
+            author=user,
+            source="edit",
+            engine=base.engine,
+            model_id=base.model_id,
+            note=note,
+            client=client_of(request),
+        )
+    )
+    return version_json(row)
+
+
+@router.post("/studies/{study_id}/versions/{version}/restore", tags=["labels"], status_code=201)
+def restore_version(
+    study_id: str, version: int, body: RestoreIn, request: Request, ctx: Ctx, user: User
+) -> dict[str, Any]:
+    """Make an earlier version the latest again, by appending a copy of it (history is never rewritten)."""
+    old = ctx.store.get_version(study_id, version)
+    stack = ctx.store.load_labels(study_id, version)
+    row = ctx.store.save_version(
+        study_id,
+        base_version=body.base_version,
+        labels=stack.labels,
+        indices=stack.indices,
+        author=user,
+        source="restore",
+        engine=old.engine,
+        model_id=old.model_id,
+        note=f"restored version {version}",
+        client=client_of(request),
+    )
+    return version_json(row)
+
+
+# -- analysis and export ---------------------------------------------------------------------------------
+@router.put("/studies/{study_id}/patient", tags=["analysis"])
+def set_patient(study_id: str, body: PatientIn, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
+    from sarcoscope.composition import available_cutoff_sets
+
+    if body.cutoff_set is not None and body.cutoff_set not in available_cutoff_sets():
+        raise HTTPException(
+            422, f"Unknown cutoff set '{body.cutoff_set}'. Available: {', '.join(available_cutoff_sets())}."
+        )
+    study = ctx.store.update_study(
+        study_id, user, "patient-info", client_of(request), patient=body.model_dump()
+    )
+    return study_json(ctx, study)
+
+
+@router.get("/studies/{study_id}/analysis", tags=["analysis"])
+def get_analysis(
+    study_id: str, ctx: Ctx, user: User, version: Annotated[int | None, Query(ge=1)] = None
+) -> dict[str, Any]:
+    """Areas, HU statistics, ratios, SMI and classification for a label version (default: latest)."""
+    study = ctx.store.get_study(study_id)
+    return ctx.analyses.get(study, version)
+
+
+@router.get("/studies/{study_id}/export/{fmt}", tags=["analysis"], response_class=FileResponse)
+def export(
+    study_id: str,
+    fmt: str,
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    """Download the label map (DICOM SEG, NIfTI), metrics (CSV), the report (JSON) or the overlay (PNG)."""
+    if fmt not in analysis.EXPORTS:
+        raise HTTPException(404, f"Unknown export format '{fmt}'. Available: {', '.join(analysis.EXPORTS)}.")
+    study = ctx.store.get_study(study_id)
+    data, filename, media_type = analysis.export_file(ctx, study, version, fmt)
+    ctx.store.audit(user, "export", study_id, {"format": fmt, "version": version}, client_of(request))
+    return Response(
+        data, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
+
+
+# -- audit -----------------------------------------------------------------------------------------------
+@router.get("/studies/{study_id}/audit", tags=["audit"])
+def study_audit(study_id: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+    ctx.store.get_study(study_id)
+    return [_event_json(e) for e in ctx.store.audit_events(study_id)]
+
+
+@router.get("/audit", tags=["audit"])
+def audit(ctx: Ctx, user: User, limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[dict[str, Any]]:
+    return [_event_json(e) for e in ctx.store.audit_events(None, limit)]
+
+
+def _event_json(e: Any) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "at": e.at.isoformat() if e.at else None,
+        "actor": e.actor,
+        "action": e.action,
+        "study_id": e.study_id,
+        "details": e.details,
+        "client": e.client,
+    }

@@ -1,0 +1,1012 @@
+// sarcoscope browser UI: study list and upload, L3 selection, label editing, analysis and exports.
+// Plain JavaScript (no build step); talks only to this server's /api.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  config: null,
+  study: null,
+  // L3 view
+  preset: "soft-tissue",
+  mode: "range",
+  lines: [0, 0], // [first, last] slice indices (z)
+  activeLine: 0,
+  axialZ: 0,
+  crossY: 0,
+  crossX: 0,
+  axialZoom: 1,
+  images: new Map(),
+  // labeling
+  version: null, // latest label version metadata being edited
+  viewing: null, // version number when viewing an older version read-only
+  labels: null, // Uint8Array (n*y*x)
+  shape: null, // [n, y, x]
+  indices: [],
+  current: 0, // index into indices
+  hu: new Map(), // slice index -> Int16Array
+  tool: "brush",
+  paintLabel: 1,
+  brush: 6,
+  opacity: 0.45,
+  visible: {1: true, 2: true, 3: true, 4: true},
+  undo: [],
+  redo: [],
+  dirty: false,
+  editZoom: 1,
+};
+
+// ---------------------------------------------------------------------------------------------- API --
+async function api(path, options = {}) {
+  const response = await fetch(path, {credentials: "same-origin", ...options});
+  if (!response.ok) {
+    let detail = `${response.status} ${response.statusText}`;
+    let body = null;
+    try {
+      body = await response.json();
+      if (body && body.detail) detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    } catch (_) { /* not JSON */ }
+    const error = new Error(detail);
+    error.status = response.status;
+    error.body = body;
+    if (response.status === 401 && state.config && state.config.auth_required) showLogin();
+    throw error;
+  }
+  return response;
+}
+const getJSON = async (path) => (await api(path)).json();
+const sendJSON = async (path, method, body) =>
+  (await api(path, {method, headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})).json();
+
+function toast(text, kind = "error") {
+  const el = $("toast");
+  el.textContent = text;
+  el.className = `toast ${kind}`;
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.hidden = true; }, kind === "error" ? 8000 : 3000);
+}
+
+function message(text, isError = false) {
+  const el = $("study-message");
+  el.textContent = text;
+  el.className = isError ? "message error" : "message";
+}
+
+// -------------------------------------------------------------------------------------------- setup --
+async function init() {
+  state.config = await getJSON("/api/config");
+  for (const id of ["l3-preset", "label-preset"]) {
+    $(id).innerHTML = state.config.presets.map((p) => `<option value="${p}">${p}</option>`).join("");
+  }
+  $("engine").innerHTML = state.config.engines
+    .map((e) => `<option value="${e}" ${e === state.config.default_engine ? "selected" : ""}>${e}</option>`).join("");
+  $("cutoff-set").innerHTML = state.config.cutoff_sets.map((c) => `<option value="${c}">${c}</option>`).join("");
+  $("label-choice").innerHTML = state.config.tissues.map((t) =>
+    `<button type="button" data-label="${t.label}" title="${t.title} (${t.label})">` +
+    `<input type="checkbox" data-visible="${t.label}" checked title="show/hide ${t.title}" aria-label="show ${t.name}">` +
+    `<span class="swatch" data-color="${t.color.join(",")}"></span>${t.name.toUpperCase()}</button>`).join("");
+  for (const el of document.querySelectorAll(".swatch")) el.style.background = `rgb(${el.dataset.color})`;
+  bindUpload();
+  bindL3();
+  bindEditor();
+  window.addEventListener("hashchange", route);
+  window.addEventListener("beforeunload", (e) => { if (state.dirty) { e.preventDefault(); e.returnValue = ""; } });
+  renderUser();
+  if (state.config.auth_required && !state.config.user) showLogin();
+  else route();
+}
+
+function renderUser() {
+  const box = $("user-box");
+  const user = state.config.user;
+  box.innerHTML = "";
+  if (!user) return;
+  const name = document.createElement("span");
+  name.textContent = `Signed in as ${user}`;
+  const change = document.createElement("button");
+  change.textContent = state.config.auth_required ? "Sign out" : "Change name";
+  change.addEventListener("click", async () => {
+    if (state.config.auth_required) {
+      await api("/api/session", {method: "DELETE"});
+      state.config.user = null;
+      showLogin();
+      return;
+    }
+    const next = prompt("Your name (recorded with every change):", user);
+    if (!next) return;
+    try {
+      await sendJSON("/api/session", "POST", {user: next});
+      state.config.user = next;
+      renderUser();
+    } catch (err) { toast(err.message); }
+  });
+  box.append(name, change);
+}
+
+function showLogin() {
+  for (const v of document.querySelectorAll(".view")) v.hidden = true;
+  $("view-login").hidden = false;
+  $("login-form").onsubmit = async (e) => {
+    e.preventDefault();
+    try {
+      await sendJSON("/api/session", "POST", {user: $("login-user").value.trim(), token: $("login-token").value});
+      state.config = await getJSON("/api/config");
+      renderUser();
+      route();
+    } catch (err) { $("login-error").textContent = err.message; }
+  };
+}
+
+// ---------------------------------------------------------------------------------------------- routing --
+async function route() {
+  const parts = location.hash.replace(/^#\/?/, "").split("/");
+  for (const v of document.querySelectorAll(".view")) v.hidden = true;
+  if (parts[0] === "study" && parts[1]) {
+    $("view-study").hidden = false;
+    await openStudy(parts[1], parts[2] === "label" ? "label" : "l3");
+  } else {
+    $("study-title").textContent = "";
+    $("view-studies").hidden = false;
+    await loadStudies();
+  }
+}
+
+// ------------------------------------------------------------------------------------ studies + upload --
+async function loadStudies() {
+  const q = $("study-search").value.trim();
+  const studies = await getJSON("/api/studies" + (q ? `?q=${encodeURIComponent(q)}` : ""));
+  const rows = $("study-rows");
+  rows.innerHTML = "";
+  for (const s of studies) {
+    const tr = document.createElement("tr");
+    const cells = [s.patient_id || "—", formatDate(s.study_date), s.series_description || "—", s.n_slices,
+      null, (s.created_at || "").slice(0, 16).replace("T", " ")];
+    cells.forEach((c, i) => {
+      const td = document.createElement("td");
+      if (i === 4) td.innerHTML = `<span class="status ${s.status}">${s.status}</span>`;
+      else td.textContent = c;
+      tr.append(td);
+    });
+    tr.addEventListener("click", () => { location.hash = `#/study/${s.id}`; });
+    rows.append(tr);
+  }
+  $("no-studies").hidden = studies.length > 0;
+}
+
+function formatDate(d) {
+  return d && d.length === 8 ? `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}` : d || "—";
+}
+
+function bindUpload() {
+  let timer = null;
+  $("study-search").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(loadStudies, 250); });
+  $("pick-folder").addEventListener("change", (e) => uploadFiles([...e.target.files]));
+  $("pick-files").addEventListener("change", (e) => uploadFiles([...e.target.files]));
+  const zone = $("drop-zone");
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", async (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    const entries = [...e.dataTransfer.items].map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean);
+    const files = entries.length ? (await Promise.all(entries.map(readEntry))).flat() : [...e.dataTransfer.files];
+    uploadFiles(files);
+  });
+}
+
+function readEntry(entry) {
+  if (entry.isFile) return new Promise((resolve, reject) => entry.file((f) => resolve([f]), reject));
+  const reader = entry.createReader();
+  return new Promise((resolve, reject) => {
+    const all = [];
+    const next = () => reader.readEntries(async (batch) => {
+      if (!batch.length) { resolve((await Promise.all(all.map(readEntry))).flat()); return; }
+      all.push(...batch);
+      next();
+    }, reject);
+    next();
+  });
+}
+
+function uploadFiles(files) {
+  files = files.filter((f) => !f.name.startsWith("."));
+  if (!files.length) return;
+  const total = files.reduce((n, f) => n + f.size, 0);
+  $("upload-error").textContent = "";
+  if (total > state.config.max_upload_bytes) {
+    $("upload-error").textContent =
+      `The upload (${mb(total)}) is larger than this server accepts (${mb(state.config.max_upload_bytes)}).`;
+    return;
+  }
+  const form = new FormData();
+  for (const f of files) form.append("files", f, f.name);
+  const xhr = new XMLHttpRequest();
+  $("upload-status").hidden = false;
+  $("upload-text").textContent = `Uploading ${files.length} file(s), ${mb(total)}…`;
+  xhr.upload.onprogress = (e) => {
+    if (!e.lengthComputable) return;
+    const pct = Math.round((100 * e.loaded) / e.total);
+    $("upload-progress").value = pct;
+    $("upload-text").textContent = pct < 100 ? `Uploading… ${pct} %` : "Reading the series on the server…";
+  };
+  xhr.onload = () => {
+    $("upload-status").hidden = true;
+    $("upload-progress").value = 0;
+    let body = {};
+    try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
+    if (xhr.status === 201) {
+      location.hash = `#/study/${body.id}`;
+    } else {
+      $("upload-error").textContent = body.detail || `Upload failed (${xhr.status}).`;
+    }
+    $("pick-folder").value = "";
+    $("pick-files").value = "";
+  };
+  xhr.onerror = () => {
+    $("upload-status").hidden = true;
+    $("upload-error").textContent = "The upload was interrupted (network error or the server refused it).";
+  };
+  xhr.open("POST", "/api/studies");
+  xhr.send(form);
+}
+
+const mb = (n) => `${(n / 1024 / 1024).toFixed(1)} MB`;
+
+// ------------------------------------------------------------------------------------------- one study --
+async function openStudy(id, pane) {
+  if (!state.study || state.study.id !== id) {
+    state.study = await getJSON(`/api/studies/${id}`);
+    state.images.clear();
+    state.hu.clear();
+    state.labels = null;
+    state.version = null;
+    state.viewing = null;
+    const s = state.study;
+    state.axialZ = Math.floor(s.n_slices / 2);
+    state.crossY = Math.floor(s.rows / 2);
+    state.crossX = Math.floor(s.cols / 2);
+    state.axialZoom = 1;
+    state.editZoom = 1;
+    if (s.selection) applySelection(s.selection);
+    else state.lines = [state.axialZ, state.axialZ];
+    const p = s.patient || {};
+    $("height").value = p.height_cm ?? "";
+    $("weight").value = p.weight_kg ?? "";
+    $("sex").value = p.sex ?? "";
+    $("cutoff-set").value = p.cutoff_set || state.config.default_cutoff_set;
+  }
+  const s = state.study;
+  $("study-title").textContent = `${s.patient_id || "(no patient id)"} · ${formatDate(s.study_date)} · ` +
+    `${s.series_description || ""} · ${s.n_slices} slices`;
+  $("tab-l3").href = `#/study/${id}`;
+  $("tab-label").href = `#/study/${id}/label`;
+  $("tab-l3").classList.toggle("active", pane === "l3");
+  $("tab-label").classList.toggle("active", pane === "label");
+  $("pane-l3").hidden = pane !== "l3";
+  $("pane-label").hidden = pane !== "label";
+  message("");
+  if (pane === "l3") await showL3();
+  else await showLabeling();
+}
+
+function applySelection(sel) {
+  state.mode = sel.mode;
+  state.lines = [sel.first, sel.last];
+  state.axialZ = sel.mode === "slice" ? sel.first : Math.round((sel.first + sel.last) / 2);
+}
+
+// ------------------------------------------------------------------------------------- L3 selection --
+function image(plane, index, preset = state.preset) {
+  const key = `${plane}/${index}/${preset}`;
+  if (!state.images.has(key)) {
+    const img = new Image();
+    img.decoding = "async";
+    img.src = `/api/studies/${state.study.id}/image/${plane}/${index}?preset=${preset}`;
+    img.ready = new Promise((resolve, reject) => { img.onload = resolve; img.onerror = reject; });
+    state.images.set(key, img);
+    if (state.images.size > 400) state.images.delete(state.images.keys().next().value);
+  }
+  return state.images.get(key);
+}
+
+async function showL3() {
+  const s = state.study;
+  $("l3-preset").value = state.preset;
+  drawAll();
+  if (!s.localization) {
+    message("Locating L3…");
+    try {
+      state.study = await sendJSON(`/api/studies/${s.id}/localize`, "POST", {});
+      if (state.study.selection) applySelection(state.study.selection);
+      message("");
+    } catch (err) { message(err.message, true); }
+  }
+  renderLocalization();
+  drawAll();
+}
+
+function renderLocalization() {
+  const loc = state.study.localization || {};
+  const conf = $("l3-confidence");
+  const flags = $("l3-flags");
+  if (loc.error) {
+    conf.textContent = "Automatic localization failed: place the lines by hand.";
+    conf.className = "confidence low";
+    flags.textContent = loc.error;
+    return;
+  }
+  if (typeof loc.confidence === "number") {
+    conf.textContent = `auto L3 confidence ${(loc.confidence * 100).toFixed(0)} %`;
+    conf.className = loc.confidence < 0.5 ? "confidence low" : "confidence";
+  } else conf.textContent = "";
+  flags.textContent = (loc.flags || []).map((f) => `${f.flag}: ${f.reason}`).join(" · ");
+}
+
+function selectionText() {
+  const [a, b] = state.lines;
+  const lo = Math.min(a, b);
+  const hi = Math.max(a, b);
+  return state.mode === "slice" ? `Slice ${state.lines[0]}` : `Range ${lo}–${hi} (${hi - lo + 1} slices)`;
+}
+
+function drawAll() {
+  $("mode-range").classList.toggle("active", state.mode === "range");
+  $("mode-slice").classList.toggle("active", state.mode === "slice");
+  $("l3-selection-text").textContent = selectionText();
+  drawAxial();
+  drawRecon("coronal");
+  drawRecon("sagittal");
+}
+
+async function drawAxial() {
+  const s = state.study;
+  const canvas = $("axial-canvas");
+  const z = state.axialZ;
+  $("axial-index").textContent = `slice ${z} / ${s.n_slices - 1}`;
+  const img = image("axial", z);
+  try { await img.ready; } catch (_) { return; }
+  if (z !== state.axialZ) return;
+  canvas.width = s.cols;
+  canvas.height = s.rows;
+  const box = $("axial-box");
+  const fit = Math.min(box.clientWidth / s.cols, box.clientHeight / (s.rows * s.spacing[1] / s.spacing[2]));
+  canvas.style.width = `${s.cols * fit * state.axialZoom}px`;
+  canvas.style.height = `${s.rows * (s.spacing[1] / s.spacing[2]) * fit * state.axialZoom}px`;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(img, 0, 0);
+  ctx.strokeStyle = "rgba(255,255,255,0.35)";
+  ctx.lineWidth = 1;
+  ctx.beginPath();
+  ctx.moveTo(0, state.crossY + 0.5); ctx.lineTo(s.cols, state.crossY + 0.5);
+  ctx.moveTo(state.crossX + 0.5, 0); ctx.lineTo(state.crossX + 0.5, s.rows);
+  ctx.stroke();
+  for (const dz of [1, -1, 2, -2]) {
+    const n = z + dz;
+    if (n >= 0 && n < s.n_slices) image("axial", n); // prefetch neighbours
+  }
+}
+
+function reconGeometry(plane) {
+  const s = state.study;
+  const width = plane === "coronal" ? s.cols : s.rows;
+  const inPlane = plane === "coronal" ? s.spacing[2] : s.spacing[1];
+  const height = Math.max(1, Math.round((s.n_slices * s.spacing[0]) / inPlane));
+  return {width, height, rowPerSlice: height / s.n_slices};
+}
+
+const zToY = (g, z) => (state.study.n_slices - 1 - z + 0.5) * g.rowPerSlice;
+const yToZ = (g, y) => Math.max(0, Math.min(state.study.n_slices - 1,
+  state.study.n_slices - 1 - Math.floor(y / g.rowPerSlice)));
+
+async function drawRecon(plane) {
+  const canvas = $(`${plane}-canvas`);
+  const index = plane === "coronal" ? state.crossY : state.crossX;
+  const img = image(plane, index);
+  try { await img.ready; } catch (_) { return; }
+  const g = reconGeometry(plane);
+  canvas.width = g.width;
+  canvas.height = g.height;
+  const box = canvas.parentElement;
+  const fit = Math.min(box.clientWidth / g.width, box.clientHeight / g.height);
+  canvas.style.width = `${g.width * fit}px`;
+  canvas.style.height = `${g.height * fit}px`;
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(img, 0, 0, g.width, g.height);
+  // current axial slice
+  ctx.strokeStyle = "rgba(255,255,255,0.4)";
+  ctx.setLineDash([4, 4]);
+  ctx.lineWidth = Math.max(1, g.width / 400);
+  ctx.beginPath();
+  ctx.moveTo(0, zToY(g, state.axialZ)); ctx.lineTo(g.width, zToY(g, state.axialZ));
+  ctx.stroke();
+  ctx.setLineDash([]);
+  const lines = state.mode === "slice" ? [state.lines[0]] : state.lines;
+  lines.forEach((z, i) => {
+    const y = zToY(g, z);
+    const color = i === 0 ? "#ffd23f" : "#3fe0ff";
+    ctx.strokeStyle = color;
+    ctx.lineWidth = Math.max(1.5, g.width / 200) * (i === state.activeLine ? 1.6 : 1);
+    ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(g.width, y); ctx.stroke();
+    ctx.fillStyle = color;
+    ctx.font = `${Math.max(10, Math.round(g.width / 28))}px system-ui`;
+    const label = state.mode === "slice" ? `L3 ${z}` : (i === 0 ? `L3 ${z}` : `L3 ${z}`);
+    ctx.fillText(label, 4, y - 4);
+  });
+  canvas.dataset.lines = lines.join(",");
+}
+
+function bindL3() {
+  $("mode-range").addEventListener("click", () => setMode("range"));
+  $("mode-slice").addEventListener("click", () => setMode("slice"));
+  $("l3-preset").addEventListener("change", (e) => { state.preset = e.target.value; drawAll(); });
+  $("axial-box").addEventListener("wheel", (e) => {
+    e.preventDefault();
+    if (e.ctrlKey) {
+      state.axialZoom = Math.max(1, Math.min(8, state.axialZoom * (e.deltaY < 0 ? 1.2 : 1 / 1.2)));
+    } else {
+      state.axialZ = clampZ(state.axialZ + (e.deltaY < 0 ? 1 : -1));
+    }
+    drawAll();
+  }, {passive: false});
+  $("axial-canvas").addEventListener("click", (e) => {
+    const c = e.currentTarget;
+    state.crossX = Math.floor((e.offsetX * c.width) / c.clientWidth);
+    state.crossY = Math.floor((e.offsetY * c.height) / c.clientHeight);
+    drawAll();
+  });
+  for (const plane of ["coronal", "sagittal"]) {
+    const canvas = $(`${plane}-canvas`);
+    let dragging = false;
+    const zAt = (e) => yToZ(reconGeometry(plane), (e.offsetY * canvas.height) / canvas.clientHeight);
+    canvas.addEventListener("pointerdown", (e) => {
+      canvas.focus();
+      const z = zAt(e);
+      if (state.mode === "range") {
+        const d0 = Math.abs(state.lines[0] - z);
+        const d1 = Math.abs(state.lines[1] - z);
+        state.activeLine = d1 < d0 ? 1 : 0;
+      } else state.activeLine = 0;
+      dragging = true;
+      canvas.setPointerCapture(e.pointerId);
+      moveLine(z);
+    });
+    canvas.addEventListener("pointermove", (e) => { if (dragging) moveLine(zAt(e)); });
+    canvas.addEventListener("pointerup", () => { if (dragging) { dragging = false; saveSelection(); } });
+    canvas.addEventListener("keydown", (e) => {
+      const steps = {ArrowUp: 1, ArrowDown: -1, PageUp: 5, PageDown: -5};
+      if (e.key in steps) {
+        e.preventDefault();
+        moveLine(state.lines[state.activeLine] + steps[e.key]);
+        clearTimeout(bindL3.timer);
+        bindL3.timer = setTimeout(saveSelection, 400);
+      } else if (e.key === "Tab" && state.mode === "range") {
+        e.preventDefault();
+        state.activeLine = 1 - state.activeLine;
+        drawAll();
+      }
+    });
+    canvas.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      const s = state.study;
+      if (plane === "coronal") state.crossY = Math.max(0, Math.min(s.rows - 1, state.crossY + Math.sign(e.deltaY)));
+      else state.crossX = Math.max(0, Math.min(s.cols - 1, state.crossX + Math.sign(e.deltaY)));
+      drawAll();
+    }, {passive: false});
+  }
+  $("download-dicom").addEventListener("click", () => {
+    const a = document.createElement("a");
+    a.href = `/api/studies/${state.study.id}/dicom?deidentify=${$("deidentify").checked}`;
+    a.download = "";
+    document.body.append(a);
+    a.click();
+    a.remove();
+  });
+  $("segment").addEventListener("click", segmentSelected);
+}
+
+const clampZ = (z) => Math.max(0, Math.min(state.study.n_slices - 1, z));
+
+function setMode(mode) {
+  if (mode === state.mode) return;
+  if (mode === "slice") {
+    const auto = (state.study.localization || {}).l3_mid;
+    const [lo, hi] = [Math.min(...state.lines), Math.max(...state.lines)];
+    const mid = typeof auto === "number" && auto >= lo && auto <= hi ? auto : Math.round((lo + hi) / 2);
+    state.lines = [mid, mid];
+  } else {
+    const half = Math.max(1, Math.round(15 / state.study.spacing[0]));
+    state.lines = [clampZ(state.lines[0] - half), clampZ(state.lines[0] + half)];
+  }
+  state.mode = mode;
+  state.activeLine = 0;
+  drawAll();
+  saveSelection();
+}
+
+function moveLine(z) {
+  z = clampZ(z);
+  state.lines[state.activeLine] = z;
+  if (state.mode === "slice") state.lines[1] = z;
+  state.axialZ = z;
+  drawAll();
+}
+
+async function saveSelection() {
+  const [a, b] = state.lines;
+  try {
+    state.study = await sendJSON(`/api/studies/${state.study.id}/selection`, "PUT",
+      {mode: state.mode, first: Math.min(a, b), last: Math.max(a, b)});
+    message(`Saved selection: ${selectionText()}`);
+  } catch (err) { message(err.message, true); }
+}
+
+async function segmentSelected() {
+  const button = $("segment");
+  button.disabled = true;
+  message("Segmenting…");
+  try {
+    await saveSelection();
+    await sendJSON(`/api/studies/${state.study.id}/segment`, "POST",
+      {engine: $("engine").value, base_version: state.study.latest_version});
+    state.study = await getJSON(`/api/studies/${state.study.id}`);
+    state.labels = null;
+    location.hash = `#/study/${state.study.id}/label`;
+  } catch (err) {
+    message(err.message, true);
+    if (err.status === 409 && err.body && err.body.latest_version) {
+      state.study = await getJSON(`/api/studies/${state.study.id}`);
+    }
+  } finally { button.disabled = false; }
+}
+
+// ----------------------------------------------------------------------------------------- labeling --
+async function showLabeling() {
+  const s = state.study;
+  $("label-preset").value = state.preset;
+  if (!s.latest_version) {
+    message("No labels yet: choose the L3 slice(s) and press “Segment selected”.", true);
+    $("editor-stack").hidden = true;
+    await refreshSide();
+    return;
+  }
+  $("editor-stack").hidden = false;
+  if (!state.labels || state.viewing !== null) await loadLabels(null);
+  await refreshSide();
+  drawEditor();
+}
+
+async function loadLabels(version) {
+  const q = version ? `?version=${version}` : "";
+  const response = await api(`/api/studies/${state.study.id}/labels${q}`);
+  const buffer = await response.arrayBuffer();
+  state.shape = response.headers.get("X-Label-Shape").split(",").map(Number);
+  state.indices = response.headers.get("X-Label-Indices").split(",").map(Number);
+  state.labels = new Uint8Array(buffer);
+  const v = Number(response.headers.get("X-Label-Version"));
+  if (version) state.viewing = v;
+  else { state.viewing = null; state.version = v; }
+  state.undo = [];
+  state.redo = [];
+  state.dirty = false;
+  state.current = Math.min(state.current, state.indices.length - 1);
+  if (state.current < 0) state.current = 0;
+  $("readonly-banner").hidden = state.viewing === null;
+  $("readonly-version").textContent = state.viewing ?? "";
+  updateButtons();
+}
+
+function sliceArea() { return state.shape[1] * state.shape[2]; }
+function sliceView() {
+  const n = sliceArea();
+  return state.labels.subarray(state.current * n, (state.current + 1) * n);
+}
+
+async function drawEditor() {
+  if (!state.labels) return;
+  const [, ny, nx] = state.shape;
+  const z = state.indices[state.current];
+  $("slice-text").textContent = `slice ${z} (${state.current + 1} of ${state.indices.length})`;
+  const img = image("axial", z, state.preset);
+  try { await img.ready; } catch (_) { return; }
+  const s = state.study;
+  const box = $("editor-box");
+  const aspect = s.spacing[1] / s.spacing[2];
+  const fit = Math.min(box.clientWidth / nx, box.clientHeight / (ny * aspect)) * state.editZoom;
+  for (const id of ["edit-base", "edit-overlay", "edit-cursor"]) {
+    const c = $(id);
+    if (c.width !== nx || c.height !== ny) { c.width = nx; c.height = ny; }
+    c.style.width = `${nx * fit}px`;
+    c.style.height = `${ny * aspect * fit}px`;
+  }
+  $("edit-base").getContext("2d").drawImage(img, 0, 0);
+  drawOverlay();
+}
+
+function drawOverlay() {
+  const [, ny, nx] = state.shape;
+  const ctx = $("edit-overlay").getContext("2d");
+  const out = ctx.createImageData(nx, ny);
+  const px = out.data;
+  const labels = sliceView();
+  const alpha = Math.round(state.opacity * 255);
+  const colors = {};
+  for (const t of state.config.tissues) colors[t.label] = t.color;
+  for (let i = 0; i < labels.length; i++) {
+    const l = labels[i];
+    if (l && state.visible[l]) {
+      const c = colors[l];
+      px[4 * i] = c[0]; px[4 * i + 1] = c[1]; px[4 * i + 2] = c[2]; px[4 * i + 3] = alpha;
+    }
+  }
+  ctx.putImageData(out, 0, 0);
+}
+
+async function huSlice(z) {
+  if (!state.hu.has(z)) {
+    const response = await api(`/api/studies/${state.study.id}/hu/${z}`);
+    state.hu.set(z, new Int16Array(await response.arrayBuffer()));
+  }
+  return state.hu.get(z);
+}
+
+function huAllows(hu, i, label) {
+  if (!hu || !label) return true;
+  const name = state.config.tissues.find((t) => t.label === label).name;
+  const [lo, hi] = state.config.hu_ranges[name];
+  return hu[i] >= lo && hu[i] <= hi;
+}
+
+function pushUndo() {
+  state.undo.push({slice: state.current, data: sliceView().slice()});
+  if (state.undo.length > 100) state.undo.shift();
+  state.redo = [];
+}
+
+function paintAt(cx, cy, hu) {
+  const [, ny, nx] = state.shape;
+  const labels = sliceView();
+  const r = state.brush / 2;
+  const value = state.tool === "eraser" ? 0 : state.paintLabel;
+  const x0 = Math.max(0, Math.floor(cx - r));
+  const x1 = Math.min(nx - 1, Math.ceil(cx + r));
+  const y0 = Math.max(0, Math.floor(cy - r));
+  const y1 = Math.min(ny - 1, Math.ceil(cy + r));
+  for (let y = y0; y <= y1; y++) {
+    for (let x = x0; x <= x1; x++) {
+      const dx = x + 0.5 - cx;
+      const dy = y + 0.5 - cy;
+      if (dx * dx + dy * dy > r * r && !(r < 1 && x === Math.floor(cx) && y === Math.floor(cy))) continue;
+      const i = y * nx + x;
+      if (value && !huAllows(hu, i, value)) continue;
+      labels[i] = value;
+    }
+  }
+}
+
+function floodFill(cx, cy, hu) {
+  const [, ny, nx] = state.shape;
+  const labels = sliceView();
+  const start = cy * nx + cx;
+  const from = labels[start];
+  const value = state.paintLabel;
+  if (from === value) return;
+  const stack = [start];
+  const seen = new Uint8Array(labels.length);
+  seen[start] = 1;
+  while (stack.length) {
+    const i = stack.pop();
+    if (huAllows(hu, i, value)) labels[i] = value;
+    const x = i % nx;
+    const y = (i - x) / nx;
+    const next = [x > 0 ? i - 1 : -1, x < nx - 1 ? i + 1 : -1, y > 0 ? i - nx : -1, y < ny - 1 ? i + nx : -1];
+    for (const j of next) {
+      if (j >= 0 && !seen[j] && labels[j] === from) { seen[j] = 1; stack.push(j); }
+    }
+  }
+}
+
+function editorPoint(e) {
+  const c = $("edit-cursor");
+  return [(e.offsetX * c.width) / c.clientWidth, (e.offsetY * c.height) / c.clientHeight];
+}
+
+function drawCursor(e) {
+  const c = $("edit-cursor");
+  const ctx = c.getContext("2d");
+  ctx.clearRect(0, 0, c.width, c.height);
+  if (!e) return;
+  const [x, y] = editorPoint(e);
+  ctx.strokeStyle = state.tool === "eraser" ? "#fff" : "#ffd23f";
+  ctx.lineWidth = Math.max(0.5, c.width / 600);
+  ctx.beginPath();
+  if (state.tool === "fill") { ctx.moveTo(x - 4, y); ctx.lineTo(x + 4, y); ctx.moveTo(x, y - 4); ctx.lineTo(x, y + 4); }
+  else ctx.arc(x, y, Math.max(0.5, state.brush / 2), 0, 2 * Math.PI);
+  ctx.stroke();
+}
+
+function bindEditor() {
+  const cursor = $("edit-cursor");
+  let painting = false;
+  let last = null;
+  let hu = null;
+  cursor.addEventListener("pointerdown", async (e) => {
+    if (!state.labels || state.viewing !== null) return;
+    cursor.setPointerCapture(e.pointerId);
+    hu = $("hu-constrain").checked ? await huSlice(state.indices[state.current]) : null;
+    pushUndo();
+    const [x, y] = editorPoint(e);
+    if (state.tool === "fill") {
+      floodFill(Math.floor(x), Math.floor(y), hu);
+      markDirty();
+      drawOverlay();
+      return;
+    }
+    painting = true;
+    last = [x, y];
+    paintAt(x, y, hu);
+    markDirty();
+    drawOverlay();
+  });
+  cursor.addEventListener("pointermove", (e) => {
+    drawCursor(e);
+    if (!painting) return;
+    const [x, y] = editorPoint(e);
+    const dist = Math.hypot(x - last[0], y - last[1]);
+    const steps = Math.max(1, Math.ceil(dist / Math.max(0.5, state.brush / 4)));
+    for (let k = 1; k <= steps; k++) {
+      paintAt(last[0] + ((x - last[0]) * k) / steps, last[1] + ((y - last[1]) * k) / steps, hu);
+    }
+    last = [x, y];
+    drawOverlay();
+  });
+  const stop = () => { painting = false; };
+  cursor.addEventListener("pointerup", stop);
+  cursor.addEventListener("pointercancel", stop);
+  cursor.addEventListener("pointerleave", () => drawCursor(null));
+  $("editor-box").addEventListener("wheel", (e) => {
+    e.preventDefault();
+    if (e.ctrlKey) state.editZoom = Math.max(1, Math.min(8, state.editZoom * (e.deltaY < 0 ? 1.2 : 1 / 1.2)));
+    else stepSlice(e.deltaY < 0 ? 1 : -1);
+    drawEditor();
+  }, {passive: false});
+
+  for (const tool of ["brush", "eraser", "fill"]) $(`tool-${tool}`).addEventListener("click", () => setTool(tool));
+  $("brush-size").addEventListener("input", (e) => setBrush(Number(e.target.value)));
+  $("opacity").addEventListener("input", (e) => { state.opacity = Number(e.target.value) / 100; drawOverlay(); });
+  $("label-preset").addEventListener("change", (e) => { state.preset = e.target.value; drawEditor(); });
+  $("label-choice").addEventListener("click", (e) => {
+    const box = e.target.closest("input[data-visible]");
+    if (box) {
+      state.visible[Number(box.dataset.visible)] = box.checked;
+      drawOverlay();
+      return;
+    }
+    const button = e.target.closest("button[data-label]");
+    if (button) setPaintLabel(Number(button.dataset.label));
+  });
+  $("undo").addEventListener("click", undo);
+  $("redo").addEventListener("click", redo);
+  $("save-labels").addEventListener("click", saveLabels);
+  $("slice-prev").addEventListener("click", () => { stepSlice(-1); drawEditor(); });
+  $("slice-next").addEventListener("click", () => { stepSlice(1); drawEditor(); });
+  $("restore-version").addEventListener("click", restoreViewed);
+  $("back-to-latest").addEventListener("click", async () => { await loadLabels(null); await refreshSide(); drawEditor(); });
+  $("patient-form").addEventListener("submit", savePatient);
+  document.addEventListener("keydown", editorKeys);
+  setTool("brush");
+  setPaintLabel(1);
+}
+
+function editorKeys(e) {
+  if ($("pane-label").hidden || $("view-study").hidden) return;
+  if (e.target.matches("input[type=number], input[type=text], input[type=search], select")) return;
+  const ctrl = e.ctrlKey || e.metaKey;
+  if (ctrl && e.key.toLowerCase() === "z") { e.preventDefault(); (e.shiftKey ? redo : undo)(); }
+  else if (ctrl && e.key.toLowerCase() === "y") { e.preventDefault(); redo(); }
+  else if (ctrl && e.key.toLowerCase() === "s") { e.preventDefault(); saveLabels(); }
+  else if (ctrl) return;
+  else if (e.key === "b") setTool("brush");
+  else if (e.key === "e") setTool("eraser");
+  else if (e.key === "f") setTool("fill");
+  else if (["1", "2", "3", "4"].includes(e.key)) setPaintLabel(Number(e.key));
+  else if (e.key === "[") setBrush(state.brush - 1);
+  else if (e.key === "]") setBrush(state.brush + 1);
+  else if (e.key === "PageUp") { e.preventDefault(); stepSlice(1); drawEditor(); }
+  else if (e.key === "PageDown") { e.preventDefault(); stepSlice(-1); drawEditor(); }
+}
+
+function stepSlice(d) {
+  if (!state.indices.length) return;
+  state.current = Math.max(0, Math.min(state.indices.length - 1, state.current + d));
+}
+
+function setTool(tool) {
+  state.tool = tool;
+  for (const t of ["brush", "eraser", "fill"]) $(`tool-${t}`).classList.toggle("active", t === tool);
+}
+
+function setBrush(size) {
+  state.brush = Math.max(1, Math.min(40, size));
+  $("brush-size").value = state.brush;
+  $("brush-size-text").textContent = state.brush;
+}
+
+function setPaintLabel(label) {
+  state.paintLabel = label;
+  for (const b of document.querySelectorAll("#label-choice button")) {
+    b.classList.toggle("active", Number(b.dataset.label) === label);
+  }
+}
+
+function undo() {
+  const step = state.undo.pop();
+  if (!step) return;
+  const n = sliceArea();
+  const target = state.labels.subarray(step.slice * n, (step.slice + 1) * n);
+  state.redo.push({slice: step.slice, data: target.slice()});
+  target.set(step.data);
+  state.current = step.slice;
+  markDirty();
+  drawEditor();
+}
+
+function redo() {
+  const step = state.redo.pop();
+  if (!step) return;
+  const n = sliceArea();
+  const target = state.labels.subarray(step.slice * n, (step.slice + 1) * n);
+  state.undo.push({slice: step.slice, data: target.slice()});
+  target.set(step.data);
+  state.current = step.slice;
+  markDirty();
+  drawEditor();
+}
+
+function markDirty() {
+  state.dirty = true;
+  updateButtons();
+}
+
+function updateButtons() {
+  $("save-labels").disabled = !state.dirty || state.viewing !== null;
+  $("save-labels").textContent = state.dirty ? "Save *" : "Save";
+  $("undo").disabled = !state.undo.length;
+  $("redo").disabled = !state.redo.length;
+}
+
+async function saveLabels() {
+  if (!state.dirty || state.viewing !== null) return;
+  const button = $("save-labels");
+  button.disabled = true;
+  message("Saving…");
+  try {
+    const response = await api(
+      `/api/studies/${state.study.id}/labels?base_version=${state.version}`,
+      {method: "POST", headers: {"Content-Type": "application/octet-stream"}, body: state.labels});
+    const saved = await response.json();
+    state.version = saved.version;
+    state.study.latest_version = saved.version;
+    state.dirty = false;
+    message(`Saved as version ${saved.version}.`);
+    await refreshSide();
+  } catch (err) {
+    message(err.message, true);
+    if (err.status === 409) {
+      toast(`${err.message} Your unsaved edit is still on screen; reloading will discard it.`);
+    }
+  } finally { updateButtons(); }
+}
+
+async function restoreViewed() {
+  try {
+    await sendJSON(`/api/studies/${state.study.id}/versions/${state.viewing}/restore`, "POST",
+      {base_version: state.version});
+    await loadLabels(null);
+    await refreshSide();
+    drawEditor();
+    message(`Restored as version ${state.version}.`);
+  } catch (err) { message(err.message, true); }
+}
+
+async function savePatient(e) {
+  e.preventDefault();
+  const num = (id) => ($(id).value === "" ? null : Number($(id).value));
+  try {
+    state.study = await sendJSON(`/api/studies/${state.study.id}/patient`, "PUT", {
+      height_cm: num("height"), weight_kg: num("weight"), sex: $("sex").value || null,
+      cutoff_set: $("cutoff-set").value || null,
+    });
+    await refreshSide();
+    message("Patient facts saved.");
+  } catch (err) { message(err.message, true); }
+}
+
+// ---------------------------------------------------------------------------------- analysis panel --
+async function refreshSide() {
+  const s = state.study;
+  const shown = state.viewing ?? state.version;
+  const exports = $("exports");
+  const versions = $("versions");
+  if (!shown) {
+    $("analysis").innerHTML = '<p class="muted">No labels yet.</p>';
+    exports.innerHTML = "";
+    versions.innerHTML = "";
+    return;
+  }
+  const formats = [["dicom-seg", "DICOM SEG"], ["nifti", "NIfTI"], ["csv", "Metrics CSV"], ["json", "Report JSON"],
+    ["overlay", "Overlay PNG"]];
+  exports.innerHTML = formats.map(([f, title]) =>
+    `<a class="button" id="export-${f}" href="/api/studies/${s.id}/export/${f}?version=${shown}" download>${title}</a>`)
+    .join("");
+  const list = await getJSON(`/api/studies/${s.id}/versions`);
+  versions.innerHTML = "";
+  for (const v of list) {
+    const li = document.createElement("li");
+    li.value = v.version;
+    li.classList.toggle("current", v.version === shown);
+    const when = (v.created_at || "").slice(0, 16).replace("T", " ");
+    li.textContent = `v${v.version} · ${v.source}${v.engine && v.source === "segment" ? ` (${v.engine})` : ""} · ` +
+      `${v.author} · ${when} `;
+    if (v.version !== shown) {
+      const view = document.createElement("button");
+      view.textContent = "view";
+      view.addEventListener("click", async () => {
+        if (state.dirty && !confirm("Discard your unsaved edit?")) return;
+        if (v.version === list[0].version) await loadLabels(null);
+        else await loadLabels(v.version);
+        await refreshSide();
+        drawEditor();
+      });
+      li.append(view);
+    }
+    versions.append(li);
+  }
+  try {
+    renderAnalysis(await getJSON(`/api/studies/${s.id}/analysis?version=${shown}`));
+  } catch (err) { $("analysis").innerHTML = `<p class="error">${escapeHtml(err.message)}</p>`; }
+}
+
+const escapeHtml = (t) => String(t).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const fmt = (v, d = 1) => (v === null || v === undefined ? "—" : Number(v).toFixed(d));
+
+function quantity(q, d = 1) {
+  if (!q) return "—";
+  return q.status === "computed" ? `${fmt(q.value, d)} ${escapeHtml(q.unit || "")}`
+    : `<span class="muted" title="${escapeHtml(q.reason || "")}">not computed</span>`;
+}
+
+function classification(c) {
+  if (!c) return "";
+  if (c.status !== "computed") {
+    return `<span class="muted" title="${escapeHtml(c.reason || "")}">not computed: ${escapeHtml(c.reason || "")}</span>`;
+  }
+  const cls = c.flagged ? "flag" : "noflag";
+  return `<span class="${cls}">${c.flagged ? "below cutoff" : "not below cutoff"}</span> ` +
+    `(${fmt(c.value)} vs ${fmt(c.cutoff)} ${escapeHtml(c.unit || "")}, ${escapeHtml(c.rule || "")})`;
+}
+
+function renderAnalysis(a) {
+  $("analysis-version").textContent = `· version ${a.version} · ${a.indices.length} slice(s)`;
+  const titles = {};
+  for (const t of state.config.tissues) titles[t.name] = t.name.toUpperCase();
+  const rows = Object.entries(a.average.tissues).map(([name, t]) =>
+    `<tr data-tissue="${name}"><td>${titles[name] || name}</td><td class="area">${fmt(t.area_cm2, 2)}</td>` +
+    `<td>${fmt(t.mean_hu)}</td><td>${fmt(t.sd_hu)}</td></tr>`).join("");
+  const ratios = Object.values(a.average.ratios).map((r) =>
+    `<tr><td>${escapeHtml(r.title)}</td><td colspan="3">${quantity(r, 2)}</td></tr>`).join("");
+  const as = a.assessment;
+  const selected = as.sarcopenia.find((c) => c.selected);
+  const myo = as.myosteatosis.map((c) => `<div>${escapeHtml(c.title)}: ${classification(c)}</div>`).join("");
+  $("analysis").innerHTML =
+    `<table class="metrics" id="metrics"><thead><tr><th>Tissue</th><th>cm²</th><th>HU</th><th>SD</th></tr></thead>` +
+    `<tbody>${rows}<tr><td>Total adipose</td><td>${fmt(a.average.total_adipose_cm2, 2)}</td><td></td><td></td></tr>` +
+    `${ratios}</tbody></table>` +
+    `<div class="result"><div>SMI: <b id="smi">${quantity(as.smi)}</b> · BMI: ${quantity(as.bmi)}</div>` +
+    `<div>Sarcopenia (${escapeHtml(selected ? selected.title : as.cutoff_set)}): ${classification(selected)}</div>` +
+    `<div class="small">Myosteatosis: ${myo}</div>` +
+    (a.warnings.length ? `<div class="small muted">${a.warnings.map(escapeHtml).join("<br>")}</div>` : "") +
+    `</div>`;
+}
+
+init().catch((err) => toast(err.message));

@@ -1,0 +1,288 @@
+"""Studies on disk: turning an upload into stored files (by UID) plus a fast cache, and loading them back.
+
+An upload is written to a fresh temporary folder under the data folder with names the server chooses
+(the client's file names only decide whether a part is a zip, a NIfTI file or DICOM). After `read_ct`
+accepted it, the original DICOM files of the chosen series are moved to `ct/<StudyUID>/<SeriesUID>/
+<SOPInstanceUID>.dcm`, and the decoded HU array is cached as `.npy` so that opening a study later shows
+images without decoding the DICOM again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.uid import generate_uid
+
+from sarcoscope.errors import InputError
+from sarcoscope.imaging.volume import CTMetadata, CTVolume
+from sarcoscope.store import Store, Study, is_dicom_uid, new_study_id
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """One received file: the client's name (used for its suffix only) and where the server saved it."""
+
+    client_name: str
+    path: Path
+    size: int
+
+
+def _kind(name: str) -> str:
+    lower = name.lower()
+    if lower.endswith(".zip"):
+        return "zip"
+    if lower.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    return "dicom"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def cache_dir(store: Store, study_id: str) -> Path:
+    return store.data_dir / "cache" / study_id
+
+
+def _hu_for_cache(hu: np.ndarray) -> np.ndarray:
+    """int16 when the values are integers in range (DICOM CT always is), else float32."""
+    if np.issubdtype(hu.dtype, np.integer) and hu.min() >= -32768 and hu.max() <= 32767:
+        return hu.astype(np.int16, copy=False)
+    rounded = np.rint(hu)
+    if np.array_equal(rounded, hu) and rounded.min() >= -32768 and rounded.max() <= 32767:
+        return rounded.astype(np.int16)
+    return hu.astype(np.float32, copy=False)
+
+
+def ingest(
+    store: Store,
+    parts: list[UploadedPart],
+    work_dir: Path,
+    *,
+    actor: str,
+    client: str | None = None,
+    series_uid: str | None = None,
+) -> tuple[Study, CTVolume]:
+    """Read the uploaded parts as one CT series, store its files and add the study.
+
+    Raises InputError for unreadable input and ConflictError for a series uploaded before.
+    """
+    from sarcoscope.imaging import read_ct
+
+    if not parts:
+        raise InputError("The upload contained no files.")
+    kinds = {_kind(p.client_name) for p in parts}
+    if len(parts) > 1 and kinds != {"dicom"}:
+        raise InputError(
+            "Upload either DICOM files (a folder), or exactly one .zip, or exactly one NIfTI file; "
+            f"got {len(parts)} files including {', '.join(sorted(kinds - {'dicom'}))}."
+        )
+    kind = kinds.pop()
+    total = sum(p.size for p in parts)
+    if kind == "zip":
+        from sarcoscope.imaging.archive import extract_zip
+
+        source = work_dir / "extracted"
+        extract_zip(parts[0].path, source)
+        volume = read_ct(source, series_uid=series_uid)
+    elif kind == "nifti":
+        source = parts[0].path
+        volume = read_ct(source)
+    else:
+        source = parts[0].path.parent
+        volume = read_ct(source, series_uid=series_uid)
+    if not volume.is_axial:
+        raise InputError(f"The uploaded series is {volume.orientation}; L3 analysis needs an axial series.")
+
+    md = volume.metadata
+    if volume.source_kind == "dicom":
+        study_uid, series = md.study_instance_uid or "", md.series_instance_uid or ""
+        if not (is_dicom_uid(study_uid) and is_dicom_uid(series)):
+            raise InputError(
+                f"The series has malformed Study/Series Instance UIDs ({study_uid!r}, {series!r})."
+            )
+    else:
+        digest = hashlib.sha256(parts[0].path.read_bytes()).hexdigest()
+        study_uid = str(generate_uid(entropy_srcs=["sarcoscope-nifti-study", digest]))
+        series = str(generate_uid(entropy_srcs=["sarcoscope-nifti-series", digest]))
+    existing = store.find_series(series)
+    if existing is not None:
+        from sarcoscope.store import ConflictError
+
+        raise ConflictError(f"Series {series} was already uploaded (study {existing.id}); open it instead.")
+
+    study = Study(
+        id=new_study_id(),
+        study_uid=study_uid,
+        series_uid=series,
+        patient_id=md.patient_id,
+        study_date=md.study_date,
+        series_description=md.series_description,
+        source_kind=volume.source_kind,
+        n_slices=volume.n_slices,
+        rows=int(volume.shape[1]),
+        cols=int(volume.shape[2]),
+        spacing=[float(s) for s in volume.spacing],
+        upload_bytes=int(total),
+        status="uploaded",
+        created_by=actor,
+        patient={
+            "height_cm": md.patient_height_m * 100.0 if md.patient_height_m else None,
+            "weight_kg": md.patient_weight_kg,
+            "sex": md.patient_sex,
+            "cutoff_set": None,
+        },
+    )
+    dest = store.series_dir(study)
+    dest.mkdir(parents=True, exist_ok=True)
+    sop_uids: list[str] = []
+    if volume.source_kind == "dicom":
+        sop_uids = _store_dicom_files(source, volume, dest)
+    else:
+        suffix = ".nii.gz" if parts[0].client_name.lower().endswith(".gz") else ".nii"
+        shutil.move(parts[0].path, dest / f"volume{suffix}")
+    _write_cache(store, study.id, volume, sop_uids)
+    store.add_study(study, actor=actor, client=client)
+    return study, volume
+
+
+def _store_dicom_files(source: Path, volume: CTVolume, dest: Path) -> list[str]:
+    """Move the series' files to `dest/<SOPInstanceUID>.dcm`; return the SOP UIDs in slice order."""
+    headers = volume.dicom_headers or []
+    wanted = [str(h.SOPInstanceUID) for h in headers]
+    if len(wanted) != volume.n_slices or not all(is_dicom_uid(u) for u in wanted):
+        raise InputError("The series' SOP Instance UIDs are missing or malformed; cannot store its files.")
+    remaining = set(wanted)
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        except Exception:  # not DICOM: the reader already skipped and reported it
+            continue
+        uid = str(ds.get("SOPInstanceUID", ""))
+        if uid in remaining:
+            shutil.move(path, dest / f"{uid}.dcm")
+            remaining.discard(uid)
+    if remaining:
+        raise InputError(f"{len(remaining)} slices of the series could not be matched to uploaded files.")
+    return wanted
+
+
+def _write_cache(store: Store, study_id: str, volume: CTVolume, sop_uids: list[str]) -> None:
+    folder = cache_dir(store, study_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_npy_atomic(folder / "hu.npy", _hu_for_cache(np.asarray(volume.hu)))
+    geometry = {
+        "spacing": [float(s) for s in volume.spacing],
+        "origin": [float(s) for s in volume.origin],
+        "direction": np.asarray(volume.direction, dtype=float).tolist(),
+        "metadata": volume.metadata.as_dict(),
+        "source_kind": volume.source_kind,
+        "slice_positions": None
+        if volume.slice_positions is None
+        else np.asarray(volume.slice_positions).tolist(),
+        "sop_uids": sop_uids,
+        "warnings": list(volume.warnings),
+    }
+    _write_atomic(folder / "volume.json", json.dumps(geometry).encode())
+
+
+def remove_study_files(store: Store, study: Study) -> None:
+    shutil.rmtree(store.series_dir(study), ignore_errors=True)
+    shutil.rmtree(cache_dir(store, study.id), ignore_errors=True)
+
+
+class VolumeCache:
+    """Decoded volumes of recently opened studies (least recently used dropped first); thread-safe."""
+
+    def __init__(self, store: Store, size: int) -> None:
+        self.store = store
+        self.size = max(1, size)
+        self._items: OrderedDict[str, CTVolume] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, study_id: str, volume: CTVolume) -> None:
+        with self._lock:
+            self._items[study_id] = volume
+            self._items.move_to_end(study_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def drop(self, study_id: str) -> None:
+        with self._lock:
+            self._items.pop(study_id, None)
+
+    def get(self, study: Study) -> CTVolume:
+        """The study's volume (HU, geometry, metadata; no DICOM headers) from memory or the `.npy` cache."""
+        with self._lock:
+            if study.id in self._items:
+                self._items.move_to_end(study.id)
+                return self._items[study.id]
+        volume = self._load(study)
+        self.put(study.id, volume)
+        return volume
+
+    def _load(self, study: Study) -> CTVolume:
+        folder = cache_dir(self.store, study.id)
+        try:
+            info: dict[str, Any] = json.loads((folder / "volume.json").read_text())
+            hu = np.load(folder / "hu.npy", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"The stored images of study {study.id} cannot be read: {exc}") from exc
+        positions = info.get("slice_positions")
+        return CTVolume(
+            hu=hu,
+            spacing=tuple(info["spacing"]),  # type: ignore[arg-type]
+            origin=tuple(info["origin"]),  # type: ignore[arg-type]
+            direction=np.asarray(info["direction"], dtype=float),
+            metadata=CTMetadata(**info["metadata"]),
+            source_kind=info["source_kind"],
+            source_path=None,
+            slice_positions=None if positions is None else np.asarray(positions),
+            warnings=list(info.get("warnings", [])),
+        )
+
+    def sop_uids(self, study: Study) -> list[str]:
+        info = json.loads((cache_dir(self.store, study.id) / "volume.json").read_text())
+        return list(info.get("sop_uids") or [])
+
+    def with_headers(self, study: Study) -> CTVolume:
+        """The volume plus its per-slice DICOM headers (read from the stored files), for DICOM exports."""
+        base = self.get(study)
+        uids = self.sop_uids(study)
+        if not uids:
+            return base
+        folder = self.store.series_dir(study)
+        headers = [pydicom.dcmread(folder / f"{uid}.dcm", stop_before_pixels=True) for uid in uids]
+        return CTVolume(
+            hu=base.hu,
+            spacing=base.spacing,
+            origin=base.origin,
+            direction=base.direction,
+            metadata=base.metadata,
+            source_kind=base.source_kind,
+            source_path=str(folder),
+            slice_positions=base.slice_positions,
+            dicom_headers=headers,
+            warnings=list(base.warnings),
+        )

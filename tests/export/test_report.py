@@ -1,0 +1,95 @@
+"""report.json content, its JSON Schema, and metrics.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+
+from sarcoscope.composition import PatientInfo
+from sarcoscope.export import REPORT_SCHEMA, build_report, metrics_csv, report_schema
+from sarcoscope.export.report import report_json
+
+
+def _validate(report: dict) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft202012Validator.check_schema(report_schema())
+    jsonschema.Draft202012Validator(report_schema()).validate(report)
+
+
+def test_single_slice_report_contents(make_result) -> None:
+    result = make_result((5,), dicom=True)
+    report = build_report(result, outputs={"metrics": "metrics.csv"}, extra_warnings=["seg skipped"])
+    _validate(report)
+    assert report["schema"] == REPORT_SCHEMA == "sarcoscope.report/1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", report["created_utc"])
+    assert report["software"] == {"name": "sarcoscope", "version": "0.1.0"}
+    assert report["segmentation"] == {"engine": "threshold", "model_id": "threshold-test"}
+    assert report["hu_ranges"]["muscle"] == [-29.0, 150.0]
+    l3 = report["l3"]
+    assert (l3["mode"], l3["convention"], l3["slice_indices"]) == ("slice", "mid-L3", [5])
+    assert l3["slice_positions_mm"] == [pytest.approx(-300.0 + 5 * 2.5)]
+    inp = report["input"]
+    assert inp["shape_zyx"] == [12, 64, 80] and inp["spacing_mm_zyx"] == [2.5, 0.8, 0.7]
+    assert inp["metadata"]["kvp"] == 120.0 and "patient_id" not in inp["metadata"]
+    muscle = report["slices"][0]["composition"]["tissues"]["muscle"]
+    expected = result.slices[0].tissues["muscle"]
+    assert muscle["area_cm2"] == pytest.approx(expected.area_cm2) and muscle["pixels"] == expected.pixels
+    assert report["average"] == report["slices"][0]["composition"]
+    assert report["warnings"] == ["test warning", "seg skipped"]
+    assess = report["assessment"]
+    assert assess["smi"]["status"] == "computed"
+    assert assess["smi"]["value"] == pytest.approx(expected.area_cm2 / 1.7**2)
+    martin = next(c for c in assess["sarcopenia"] if c["set"] == "martin2013")
+    assert martin["selected"] and martin["status"] == "not computed" and "weight unknown" in martin["reason"]
+    assert "prado2008" in assess["cutoff_sources"]["sarcopenia/prado2008"]["id"]
+
+
+def test_range_report_and_numpy_details_serialise(make_result) -> None:
+    details = {"vertebrae": {"L3": np.int64(6), "L2": 9}, "score": np.float32(0.5)}
+    result = make_result((4, 5, 6), patient=PatientInfo(), details=details)
+    report = build_report(result)
+    _validate(report)
+    assert report["l3"]["slice_positions_mm"] is None  # bare array input: no patient geometry
+    assert [s["slice_index"] for s in report["slices"]] == [4, 5, 6]
+    assert report["average"]["n_slices"] == 3
+    assert report["l3"]["details"] == {"vertebrae": {"L3": 6, "L2": 9}, "score": 0.5}
+    assert report["assessment"]["smi"] == {
+        "status": "not computed",
+        "reason": "height unknown: pass --height-cm or PatientSize in DICOM",
+    }
+    json.loads(report_json(report))
+
+
+def test_schema_rejects_a_broken_report(make_result) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    report = build_report(make_result())
+    report["assessment"]["smi"] = {"status": "not computed"}  # a not-computed value needs its reason
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(report, report_schema())
+    with pytest.raises(ValueError):
+        report_json({"x": float("nan")})
+
+
+def test_metrics_csv_rows(make_result) -> None:
+    result = make_result((4, 5, 6), dicom=True)
+    rows = list(csv.DictReader(io.StringIO(metrics_csv(result))))
+    assert [r["row"] for r in rows] == ["slice", "slice", "slice", "average"]
+    assert [r["slice_index"] for r in rows] == ["4", "5", "6", ""]
+    assert float(rows[0]["position_mm"]) == pytest.approx(-290.0)
+    for row, comp in zip(rows, [*result.slices, result.average], strict=True):
+        assert int(row["muscle_pixels"]) == comp.tissues["muscle"].pixels
+        assert float(row["vat_area_cm2"]) == pytest.approx(comp.tissues["vat"].area_cm2, abs=1e-4)
+        assert float(row["muscle_mean_hu"]) == pytest.approx(comp.tissues["muscle"].mean_hu, abs=1e-3)
+        assert float(row["vat_sat"]) == pytest.approx(comp.ratios["vat_sat"].value, abs=1e-6)
+    assert rows[-1]["n_slices"] == "3"
+    expected_cols = {
+        f"{t}_{m}"
+        for t in ("muscle", "sat", "vat", "imat")
+        for m in ("pixels", "area_cm2", "mean_hu", "sd_hu")
+    }
+    assert expected_cols <= set(rows[0])

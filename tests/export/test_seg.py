@@ -1,0 +1,124 @@
+"""DICOM SEG: reads back with highdicom, references and aligns with its source images, degrades gracefully."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pytest
+
+from sarcoscope.conventions import TISSUES, Label
+from sarcoscope.export import build_dicom_seg
+from sarcoscope.export.seg import write_dicom_seg
+
+
+def _read_back_labels(path, result) -> np.ndarray:
+    """Label map (n, y, x) in project ids, rebuilt from the SEG frame by frame via the source SOP UIDs."""
+    seg = hd.seg.segread(path)
+    headers = [result.volume.dicom_headers[i] for i in result.selection.indices]
+    uids = [h.SOPInstanceUID for h in headers]
+    referenced = {uid for _, _, uid in seg.get_source_image_uids()}
+    assert referenced == set(uids)
+    label_of_segment = {}
+    for number in seg.segment_numbers:
+        desc = seg.get_segment_description(number)
+        tissue = desc.tracking_id.removeprefix("sarcoscope-")
+        label_of_segment[number] = int(TISSUES[tissue])
+    numbers = sorted(label_of_segment)
+    masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=numbers)
+    out = np.zeros(masks.shape[:3], np.uint8)
+    for k, number in enumerate(numbers):
+        out[masks[..., k] > 0] = label_of_segment[number]
+    return out
+
+
+def test_seg_round_trip_on_synthetic_series(make_result, tmp_path) -> None:
+    result = make_result((4, 5, 6), dicom=True)
+    path = tmp_path / "labels.seg.dcm"
+    assert write_dicom_seg(result, path) is None
+    np.testing.assert_array_equal(_read_back_labels(path, result), result.labels)
+    seg = hd.seg.segread(path)
+    src = result.volume.dicom_headers[4]
+    assert seg.StudyInstanceUID == src.StudyInstanceUID
+    assert seg.FrameOfReferenceUID == src.FrameOfReferenceUID
+    assert seg.PatientID == "P1"
+    muscle = seg.get_segment_description(1)
+    assert muscle.segmented_property_type.value == "127954009"  # SNOMED skeletal muscle
+    assert muscle.segmented_property_category.value == "85756007"  # tissue
+    algo = muscle.algorithm_identification[0]
+    assert "sarcoscope" in algo.AlgorithmName and algo.AlgorithmVersion == "0.1.0"
+    assert "threshold-test" in algo.AlgorithmParameters
+    # frames sit where the source slices are
+    positions = [
+        [float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]
+        for f in seg.PerFrameFunctionalGroupsSequence
+    ]
+    expected = [[float(v) for v in result.volume.dicom_headers[i].ImagePositionPatient] for i in (4, 5, 6)]
+    assert sorted(map(tuple, positions)) == sorted(map(tuple, expected * len(seg.segment_numbers)))
+
+
+def test_deidentified_headers_still_give_a_seg(make_result, tmp_path) -> None:
+    result = make_result((5,), dicom=True, deidentified=True)
+    assert "PatientBirthDate" not in result.volume.dicom_headers[5]
+    path = tmp_path / "seg.dcm"
+    assert write_dicom_seg(result, path) is None
+    assert "PatientBirthDate" not in result.volume.dicom_headers[5]  # the source headers are not modified
+    seg = hd.seg.segread(path)
+    assert seg.PatientBirthDate == "" and seg.PatientID == ""
+    np.testing.assert_array_equal(_read_back_labels(path, result), result.labels)
+
+
+def test_seg_skipped_with_reason(make_result) -> None:
+    seg, reason = build_dicom_seg(make_result((5,)))
+    assert seg is None and "not DICOM" in reason
+    result = make_result((5,), dicom=True)
+    del result.volume.dicom_headers[5].FrameOfReferenceUID
+    seg, reason = build_dicom_seg(result)
+    assert seg is None and "lacks FrameOfReferenceUID" in reason
+    result = make_result((5,), dicom=True)
+    result.labels[:] = 0
+    seg, reason = build_dicom_seg(result)
+    assert seg is None and "no tissue" in reason
+
+
+def test_seg_on_real_deidentified_l3_slice(shared_data, tmp_path, dicom_volume, result_for) -> None:
+    volume = dicom_volume([shared_data / "real/l3_slices/images/L3_EMC101.dcm"])
+    header = volume.dicom_headers[0]
+    assert (
+        "PatientBirthDate" not in header and "AccessionNumber" not in header
+    )  # what de-identification removed
+    labels = np.load(shared_data / "real/l3_slices/labels/EMC101.npy")[None]
+    result = result_for(volume, [0], labels)
+    path = tmp_path / "seg.dcm"
+    assert write_dicom_seg(result, path) is None
+    back = _read_back_labels(path, result)
+    np.testing.assert_array_equal(back, labels)
+    assert set(np.unique(back)) == {0, *[int(v) for v in Label if v]}
+
+
+def test_seg_on_real_three_slice_series(shared_data, tmp_path, dicom_volume, result_for) -> None:
+    folder = shared_data / "real/dicom_series/dcmqi_ct3slice"
+    volume = dicom_volume(sorted(folder.glob("*.dcm")))
+    hu = volume.hu
+    labels = np.where((hu > -29) & (hu < 150), Label.MUSCLE, np.where((hu > -190) & (hu < -30), Label.SAT, 0))
+    labels = labels.astype(np.uint8)[[0, 2]]  # two of the three slices
+    result = result_for(volume, [0, 2], labels)
+    path = tmp_path / "seg.dcm"
+    assert write_dicom_seg(result, path) is None
+    np.testing.assert_array_equal(_read_back_labels(path, result), labels)
+    seg = hd.seg.segread(path)
+    assert seg.FrameOfReferenceUID == volume.dicom_headers[0].FrameOfReferenceUID
+
+
+@pytest.mark.parametrize("missing", ["ImagePositionPatient", "PixelSpacing"])
+def test_seg_needs_geometry(make_result, missing) -> None:
+    result = make_result((5,), dicom=True)
+    delattr(result.volume.dicom_headers[5], missing)
+    seg, reason = build_dicom_seg(result)
+    assert seg is None and missing in reason
+
+
+def test_highdicom_refusal_becomes_a_reason(make_result) -> None:
+    result = make_result((4, 5), dicom=True)
+    result.volume.dicom_headers[5].SeriesInstanceUID = "1.2.3.4"  # slices of two series cannot share a SEG
+    seg, reason = build_dicom_seg(result)
+    assert seg is None and reason.startswith("DICOM SEG not written: highdicom refused the source headers")

@@ -1,0 +1,105 @@
+"""write_outputs: every file, report.json last, no half-written or mixed folders."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from sarcoscope.errors import OutputError
+from sarcoscope.export import OUTPUT_FILES, report_schema, write_outputs
+from sarcoscope.export import writer as writer_module
+
+
+def _leftovers(parent):
+    return [p.name for p in parent.iterdir() if p.name.endswith(".partial")]
+
+
+def test_writes_everything_for_dicom_input(make_result, tmp_path) -> None:
+    out = tmp_path / "case1"
+    paths = write_outputs(make_result((4, 5, 6), dicom=True), out)
+    assert set(paths) == set(OUTPUT_FILES)
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+    report = json.loads(paths["report"].read_text(encoding="utf-8"))
+    assert report["outputs"] == OUTPUT_FILES
+    assert nib.load(paths["labels_nifti"]).shape == (80, 64, 3)
+    assert _leftovers(tmp_path) == []
+
+
+def test_non_dicom_input_skips_seg_with_warning(make_result, tmp_path) -> None:
+    paths = write_outputs(make_result((5,)), tmp_path / "out")
+    assert "dicom_seg" not in paths
+    report = json.loads(paths["report"].read_text(encoding="utf-8"))
+    assert any("DICOM SEG not written: the input was not DICOM" in w for w in report["warnings"])
+
+
+def test_rerun_replaces_previous_outputs_without_mixing(make_result, tmp_path) -> None:
+    out = tmp_path / "out"
+    write_outputs(make_result((5,), dicom=True), out)
+    (out / "notes.txt").write_text("user file")
+    first = json.loads((out / "report.json").read_text())
+    paths = write_outputs(make_result((4, 5)), out)  # second run: not DICOM, a range
+    report = json.loads(paths["report"].read_text())
+    assert report["l3"]["slice_indices"] == [4, 5] and first["l3"]["slice_indices"] == [5]
+    assert not (out / OUTPUT_FILES["dicom_seg"]).exists()  # stale SEG of the first run removed
+    assert (out / "notes.txt").read_text() == "user file"  # other files are left alone
+    assert nib.load(out / "labels.nii.gz").shape[2] == 2
+    assert _leftovers(tmp_path) == []
+
+
+def test_failure_leaves_previous_run_intact(make_result, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    write_outputs(make_result((5,)), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(writer_module, "render_overlay", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_outputs(make_result((4, 5, 6)), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _leftovers(tmp_path) == []
+    with pytest.raises(RuntimeError):
+        write_outputs(make_result((5,)), tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_failure_while_swapping_leaves_no_report(make_result, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    write_outputs(make_result((5,)), out)
+    real_replace = writer_module.os.replace
+
+    def flaky(src, dst):
+        if str(dst).endswith("overlay.png"):
+            raise OSError("no space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(writer_module.os, "replace", flaky)
+    with pytest.raises(OutputError, match="no space left"):
+        write_outputs(make_result((4, 5)), out)
+    assert not (out / "report.json").exists()  # never an old report beside new files
+    assert _leftovers(tmp_path) == []
+
+
+def test_output_path_that_is_a_file(make_result, tmp_path) -> None:
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        write_outputs(make_result((5,)), target)
+
+
+def test_real_single_slice_end_to_end(shared_data, tmp_path, dicom_volume, result_for) -> None:
+    """A real de-identified L3 slice with its reference labels: every output, SEG included, schema-valid."""
+    volume = dicom_volume([shared_data / "real/l3_slices/images/L3_EMC100.dcm"])
+    labels = np.load(shared_data / "real/l3_slices/labels/EMC100.npy")[None]
+    paths = write_outputs(result_for(volume, [0], labels), tmp_path / "emc100")
+    assert set(paths) == set(OUTPUT_FILES)
+    report = json.loads(paths["report"].read_text(encoding="utf-8"))
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(report, report_schema())
+    assert report["assessment"]["smi"]["status"] == "not computed"  # de-identified: no height
+    muscle = report["average"]["tissues"]["muscle"]
+    assert muscle["pixels"] == int(np.count_nonzero(labels == 1))

@@ -1,0 +1,96 @@
+"""NIfTI reorientation: an asymmetric pattern lands at the same anatomical corner whatever the storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from sarcoscope.errors import InputError
+from sarcoscope.imaging import read_ct, write_dicom_series
+
+SHAPE = (10, 12, 8)  # voxels along R, A, S in the RAS reference array
+ZOOMS = (0.8, 0.9, 2.5)
+
+
+def _ras_reference() -> np.ndarray:
+    """Air with markers at the Left-Posterior-Superior and Right-Anterior-Inferior corners (RAS+: index
+    i grows toward the patient's right, j toward anterior, k toward superior)."""
+    data = np.full(SHAPE, -1000, dtype=np.int16)
+    data[-1, :, :] = 0  # a soft-tissue wall on the patient's right side
+    data[-1, -1, 0] = 100  # right, anterior, inferior
+    data[0, 0, -1] = 500  # left, posterior, superior
+    return data
+
+
+def _expected_corners(hu: np.ndarray) -> None:
+    # CTVolume layout: x toward left, y toward posterior, z toward superior
+    nz, ny, nx = hu.shape
+    assert hu.shape == (SHAPE[2], SHAPE[1], SHAPE[0])
+    assert hu[nz - 1, ny - 1, nx - 1] == 500  # superior, posterior, left
+    assert hu[0, 0, 0] == 100  # inferior, anterior, right
+    assert np.all(hu[:, :, 0] >= 0)  # the right-side wall is at x = 0
+
+
+def test_ras_nifti(tmp_path: Path) -> None:
+    affine = np.diag([*ZOOMS, 1.0])
+    affine[:3, 3] = (-4.0, -5.0, 30.0)
+    nib.save(nib.Nifti1Image(_ras_reference(), affine), tmp_path / "ras.nii.gz")
+    vol = read_ct(tmp_path / "ras.nii.gz")
+    _expected_corners(vol.hu)
+    assert vol.spacing == pytest.approx((2.5, 0.9, 0.8))
+    np.testing.assert_allclose(vol.direction, np.eye(3))
+    # voxel (0,0,0) is the RAS voxel (9, 11, 0): RAS (-4+9*0.8, -5+11*0.9, 30) -> LPS negates x and y
+    assert vol.origin == pytest.approx((-(-4 + 9 * 0.8), -(-5 + 11 * 0.9), 30.0))
+    # the affine maps voxel indices to the same physical point as the NIfTI affine
+    ras_point = affine @ np.array([0, 0, 7, 1.0])  # the 500 marker
+    lps = vol.affine_lps @ np.array([SHAPE[0] - 1, SHAPE[1] - 1, 7, 1.0])  # (x, y, z) indices
+    np.testing.assert_allclose(lps[:3], ras_point[:3] * [-1, -1, 1])
+
+
+@pytest.mark.parametrize("codes", [("L", "A", "S"), ("L", "P", "S"), ("S", "R", "P"), ("A", "I", "L")])
+def test_other_storage_orientations(tmp_path: Path, codes: tuple[str, str, str]) -> None:
+    """Store the same anatomy in another axis order/direction; the reader must undo it exactly."""
+    ras = _ras_reference()
+    target = nib.orientations.axcodes2ornt(codes)
+    transform = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")), target)
+    data = nib.orientations.apply_orientation(ras, transform)
+    ras_affine = np.diag([*ZOOMS, 1.0])
+    affine = ras_affine @ nib.orientations.inv_ornt_aff(transform, ras.shape)
+    assert nib.aff2axcodes(affine) == codes
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "img.nii")
+    vol = read_ct(tmp_path / "img.nii")
+    _expected_corners(vol.hu)
+    assert vol.spacing == pytest.approx((2.5, 0.9, 0.8))
+
+
+def test_nifti_and_dicom_agree(tmp_path: Path) -> None:
+    """A volume written as DICOM (LPS) and as NIfTI (RAS) of the same anatomy reads back identically."""
+    ras = _ras_reference()
+    hu_zyx = ras[::-1, ::-1, :].transpose(2, 1, 0)
+    write_dicom_series(hu_zyx, (2.5, 0.9, 0.8), tmp_path / "dcm", origin=(1.0, 2.0, 3.0))
+    dicom = read_ct(tmp_path / "dcm")
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip = np.array([[-1.0, 0, 0, SHAPE[0] - 1], [0, -1.0, 0, SHAPE[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(ras, lps_to_ras @ dicom.affine_lps @ flip), tmp_path / "same.nii.gz")
+    nifti = read_ct(tmp_path / "same.nii.gz")
+    np.testing.assert_array_equal(nifti.hu, dicom.hu)
+    np.testing.assert_allclose(nifti.affine_lps, dicom.affine_lps, atol=1e-5)
+
+
+def test_float_and_scaled_nifti(tmp_path: Path) -> None:
+    data = _ras_reference().astype(np.float32) + 0.5
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "f.nii.gz")
+    vol = read_ct(tmp_path / "f.nii.gz")
+    assert vol.hu.dtype == np.float32 and vol.hu.max() == 500.5
+
+
+def test_bad_nifti(tmp_path: Path) -> None:
+    (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(InputError, match=r"broken\.nii\.gz"):
+        read_ct(tmp_path / "broken.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.int16), np.eye(4)), tmp_path / "4d.nii")
+    with pytest.raises(InputError, match="4D"):
+        read_ct(tmp_path / "4d.nii")

@@ -1,0 +1,96 @@
+"""Zip input: read like a folder; dangerous or broken archives refused with InputError."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from sarcoscope.errors import InputError
+from sarcoscope.imaging import archive, list_series, read_ct
+
+
+def _zip_folder(folder: Path, target: Path, prefix: str = "study/") -> Path:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.rglob("*")):
+            zf.write(f, prefix + f.relative_to(folder).as_posix())
+        zf.writestr("__MACOSX/._junk", b"apple metadata")
+    return target
+
+
+def test_zip_of_series(tmp_path: Path, series_dir: Path, volume_hu: np.ndarray) -> None:
+    archive_path = _zip_folder(series_dir, tmp_path / "ct.zip")
+    vol = read_ct(archive_path)
+    np.testing.assert_array_equal(vol.hu, volume_hu)
+    assert vol.source_path == str(archive_path)
+    assert [i.n_slices for i in list_series(archive_path)] == [volume_hu.shape[0]]
+
+
+def test_headers_outlive_the_extracted_files(tmp_path: Path, series_dir: Path) -> None:
+    """Large header values are deferred while reading; from a zip they must be loaded before cleanup."""
+    first = sorted(series_dir.iterdir())[0]
+    ds = pydicom.dcmread(first)
+    ds.private_block(0x0029, "SARCOSCOPE TEST", create=True).add_new(0x10, "OB", b"\x01" * 100_000)
+    ds.save_as(first)
+    vol = read_ct(_zip_folder(series_dir, tmp_path / "ct.zip"))
+    blob = vol.dicom_headers[0].private_block(0x0029, "SARCOSCOPE TEST")[0x10].value
+    assert len(blob) == 100_000
+
+
+def test_path_traversal_entry_refused(tmp_path: Path, series_dir: Path) -> None:
+    bad = _zip_folder(series_dir, tmp_path / "bad.zip")
+    with zipfile.ZipFile(bad, "a") as zf:
+        zf.writestr("../../evil.dcm", b"x")
+    with pytest.raises(InputError, match=r"unsafe path '\.\./\.\./evil\.dcm'"):
+        read_ct(bad)
+    assert not (tmp_path.parent / "evil.dcm").exists()
+    absolute = tmp_path / "abs.zip"
+    with zipfile.ZipFile(absolute, "w") as zf:
+        zf.writestr("/etc/evil", b"x")
+    with pytest.raises(InputError, match="unsafe path"):
+        read_ct(absolute)
+
+
+def test_symlink_entry_refused(tmp_path: Path) -> None:
+    link = zipfile.ZipInfo("series/link")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(tmp_path / "link.zip", "w") as zf:
+        zf.writestr(link, "/etc/passwd")
+    with pytest.raises(InputError, match="symbolic link"):
+        read_ct(tmp_path / "link.zip")
+
+
+def test_zip_bomb_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros.dcm", b"\x00" * (4 << 20))  # compresses about 1000:1
+    monkeypatch.setattr(archive, "RATIO_CHECK_BYTES", 1 << 20)
+    with pytest.raises(InputError, match="zip bomb"):
+        read_ct(tmp_path / "bomb.zip")
+    monkeypatch.setattr(archive, "MAX_TOTAL_BYTES", 1 << 20)
+    with pytest.raises(InputError, match="would expand to"):
+        read_ct(tmp_path / "bomb.zip")
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [(b"", "not a readable zip"), (b"PK\x03\x04 broken", "not a readable zip"), (None, "is empty")],
+)
+def test_empty_or_corrupt_zip(tmp_path: Path, content: bytes | None, pattern: str) -> None:
+    path = tmp_path / "in.zip"
+    if content is None:
+        zipfile.ZipFile(path, "w").close()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=pattern):
+        read_ct(path)
+
+
+def test_zip_without_ct_names_the_zip(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "docs.zip", "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    with pytest.raises(InputError, match=r"no CT image series in zip .*docs\.zip"):
+        read_ct(tmp_path / "docs.zip")

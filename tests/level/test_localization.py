@@ -1,0 +1,192 @@
+"""Automatic L3 localization: real CT against its vertebra labels, degraded copies of it, and bad input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from sarcoscope.conventions import L3_INFERIOR_ENDPLATE, L3_MID, L3_RANGE
+from sarcoscope.errors import LevelError
+from sarcoscope.imaging.volume import CTVolume
+from sarcoscope.level import (
+    L3Localization,
+    VertebraPosition,
+    locate_l3,
+    manual_slice,
+    selection_from_localization,
+)
+from sarcoscope.level.localization import (
+    FLAG_COUNTING,
+    FLAG_MISSING_SLICES,
+    FLAG_NOT_IN_FOV,
+    FLAG_PARTIAL,
+)
+
+# Reference from the data README: TotalSegmentator L3 label z 65-79, centroid z 73.45 (3 mm slices).
+REF_MID = 73.45
+SLICE_MM = 3.0
+
+
+@pytest.fixture(scope="module")
+def real(shared_data: Path) -> CTVolume:
+    from sarcoscope.imaging.read import read_ct
+
+    return read_ct(shared_data / "real" / "volumes" / "ts_example" / "example_ct.nii.gz")
+
+
+def _crop(v: CTVolume, lo: int, hi: int) -> CTVolume:
+    pos = v.slice_positions[lo:hi] if v.slice_positions is not None else None
+    return replace(v, hu=v.hu[lo:hi], slice_positions=pos)
+
+
+def _mid_error_mm(loc: L3Localization, ref_mid_slice: float, first_slice: int = 0) -> float:
+    assert loc.l3_mid_mm is not None
+    return abs(loc.l3_mid_mm - (ref_mid_slice - first_slice) * SLICE_MM)
+
+
+def test_real_volume_matches_reference(real: CTVolume) -> None:
+    loc = locate_l3(real)
+    assert loc.l3_mid is not None and abs(loc.l3_mid - REF_MID) <= 1
+    assert _mid_error_mm(loc, REF_MID) <= 3.0
+    # Body extent along the column axis: the label's body part spans slices 69..77.
+    assert 68 <= loc.l3_lower_endplate <= 70 and 76 <= loc.l3_upper_endplate <= 79
+    assert loc.l3_inferior_endplate == loc.l3_lower_endplate
+    assert loc.counted_from == "sacrum+ribs" and loc.flags == [] and loc.confidence > 0.9
+    assert list(loc.vertebrae) == ["S1", "L5", "L4", "L3", "L2", "L1", "T12"]
+    # Reference centres of L4 / L2 along the column (from the same labels): 61.5 and 85.
+    assert abs(loc.vertebrae["L4"].center - 61.5) <= 1.5 and abs(loc.vertebrae["L2"].center - 85) <= 1.5
+    assert loc.rib_vertebrae == ["T12"]
+    assert loc.seconds < 5.0
+    json.dumps(loc.as_dict())
+
+
+def test_real_volume_flipped_slice_order(real: CTVolume) -> None:
+    flipped = replace(
+        real,
+        hu=real.hu[::-1].copy(),
+        direction=real.direction @ np.diag([1.0, 1.0, -1.0]),
+        slice_positions=None,
+    )
+    loc = locate_l3(flipped)
+    n = real.n_slices
+    assert abs(loc.l3_mid - (n - 1 - REF_MID)) <= 1
+    assert loc.l3_lower_endplate > loc.l3_upper_endplate  # inferior endplate has the larger index here
+
+
+def test_real_without_sacrum_counts_from_ribs_and_says_so(real: CTVolume) -> None:
+    loc = locate_l3(_crop(real, 55, real.n_slices))
+    assert loc.counted_from == "ribs" and loc.has_flag(FLAG_COUNTING)
+    assert _mid_error_mm(loc, REF_MID, 55) <= 3.0
+    assert "sacrum is not in the field of view" in loc.flags[0]["reason"]
+
+
+def test_real_without_ribs_counts_from_sacrum(real: CTVolume) -> None:
+    loc = locate_l3(_crop(real, 0, 86))
+    assert loc.counted_from == "sacrum" and not loc.flags
+    assert _mid_error_mm(loc, REF_MID) <= 3.0
+    assert 0.6 < loc.confidence < 0.9  # one anchor only
+
+
+def test_real_l3_cut_by_the_field_of_view(real: CTVolume) -> None:
+    loc = locate_l3(_crop(real, 0, 75))
+    assert loc.has_flag(FLAG_PARTIAL) and loc.confidence < 0.5
+    assert loc.l3_lower_endplate is not None and abs(loc.l3_lower_endplate - 69) <= 1
+
+
+def test_real_l3_outside_the_field_of_view(real: CTVolume) -> None:
+    loc = locate_l3(_crop(real, 90, real.n_slices))
+    assert not loc.found and loc.has_flag(FLAG_NOT_IN_FOV)
+    assert "below the scanned range" in next(f["reason"] for f in loc.flags if f["flag"] == FLAG_NOT_IN_FOV)
+    with pytest.raises(LevelError, match="L3 cannot be located automatically"):
+        selection_from_localization(loc)
+
+
+def test_real_missing_slices_flagged_and_still_right(real: CTVolume) -> None:
+    keep = np.ones(real.n_slices, dtype=bool)
+    keep[60:63] = False
+    gappy = replace(real, hu=real.hu[keep], slice_positions=real.slice_positions[keep])
+    loc = locate_l3(gappy)
+    assert loc.has_flag(FLAG_MISSING_SLICES)
+    original = np.nonzero(keep)[0][loc.l3_mid]
+    assert abs(original - REF_MID) <= 1.5
+
+
+@pytest.mark.parametrize("thickness", [4.0, 5.0])
+def test_real_thick_slices_within_10mm(real: CTVolume, thickness: float) -> None:
+    hu = ndi.gaussian_filter1d(real.hu.astype(np.float32), thickness / SLICE_MM / 2.355, axis=0)
+    z = np.arange(0, real.n_slices - 1, thickness / SLICE_MM)
+    grid = np.meshgrid(z, np.arange(hu.shape[1]), np.arange(hu.shape[2]), indexing="ij")
+    thick = replace(
+        real,
+        hu=ndi.map_coordinates(hu, grid, order=1),
+        spacing=(thickness, *real.spacing[1:]),
+        slice_positions=None,
+    )
+    loc = locate_l3(thick)
+    assert _mid_error_mm(loc, REF_MID) <= 10.0
+
+
+def test_selection_conventions() -> None:
+    loc = L3Localization(
+        l3_upper_endplate=48,
+        l3_lower_endplate=40,
+        l3_mid=44,
+        l3_inferior_endplate=40,
+        vertebrae={"L3": VertebraPosition(first=40, last=48, center=44, complete=True)},
+        confidence=0.42,
+        flags=[{"flag": "low_confidence", "reason": "test"}],
+        counted_from="sacrum",
+    )
+    mid = selection_from_localization(loc, L3_MID)
+    assert mid.indices == [44] and mid.mode == "auto" and mid.confidence == 0.42
+    assert mid.flags == [{"flag": "low_confidence", "reason": "test"}]
+    assert mid.details["vertebrae"]["L3"] == {"first": 40, "last": 48, "center": 44, "complete": True}
+    assert selection_from_localization(loc, L3_INFERIOR_ENDPLATE).indices == [40]
+    assert selection_from_localization(loc, L3_RANGE).indices == list(range(40, 49))
+    with pytest.raises(LevelError, match="Unknown L3 convention"):
+        selection_from_localization(loc, "L4")
+    json.dumps(mid.details)
+
+
+def _synthetic(hu: np.ndarray, spacing: tuple[float, float, float] = (2.0, 2.0, 2.0)) -> CTVolume:
+    return CTVolume(hu=hu, spacing=spacing, origin=(0.0, 0.0, 0.0), direction=np.eye(3))
+
+
+def test_single_slice_is_refused_but_manual_slice_works() -> None:
+    vol = _synthetic(np.zeros((1, 64, 64), dtype=np.int16))
+    with pytest.raises(LevelError, match="single slice"):
+        locate_l3(vol)
+    assert manual_slice(0, vol.n_slices).indices == [0]
+
+
+def test_short_coverage_is_refused() -> None:
+    with pytest.raises(LevelError, match="covers only 38 mm"):
+        locate_l3(_synthetic(np.zeros((20, 64, 64), dtype=np.int16)))
+
+
+def test_no_bone_is_refused() -> None:
+    hu = np.full((60, 64, 64), -1000, dtype=np.int16)
+    hu[:, 12:52, 12:52] = 40
+    with pytest.raises(LevelError, match="No bone is visible"):
+        locate_l3(_synthetic(hu))
+
+
+def test_non_axial_is_refused() -> None:
+    vol = _synthetic(np.zeros((60, 64, 64), dtype=np.int16))
+    vol.direction = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(LevelError, match=r"not axial.*sagittal"):
+        locate_l3(vol)
+
+
+def test_head_ct_is_refused() -> None:
+    z, y, x = np.mgrid[:90, :96, :96].astype(np.float32)
+    r = np.sqrt(((z - 45) * 2) ** 2 + ((y - 48) * 2) ** 2 + ((x - 48) * 2) ** 2)
+    hu = np.where(r < 80, 35.0, -1000.0)
+    hu[(r >= 72) & (r < 80)] = 1200.0  # skull
+    with pytest.raises(LevelError, match=r"cannot be located|cannot be counted"):
+        locate_l3(_synthetic(hu.astype(np.int16)))

@@ -1,0 +1,122 @@
+"""The "unet" engine with the shipped model: card, grids and spacings, accuracy on phantoms and real CT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sarcoscope.errors import SegmentationError
+from sarcoscope.segmentation import get_engine
+from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, UNetEngine, load_model_card
+from sarcoscope.validation.metrics import dice
+
+#: Held-out real slices: the shipped model never saw them (see models/MODEL_CARD.md).
+HELD_OUT = ("EMC100", "EMC172")
+
+
+@pytest.fixture(scope="module")
+def engine() -> UNetEngine:
+    return UNetEngine()
+
+
+@pytest.fixture(scope="module")
+def raw_engine() -> UNetEngine:
+    return UNetEngine(refine=False)
+
+
+def real_slice(shared_data: Path, case: str) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
+    import pydicom
+    from pydicom.pixels import apply_rescale
+
+    folder = shared_data / "real" / "l3_slices"
+    ds = pydicom.dcmread(folder / "images" / f"L3_{case}.dcm")
+    hu = apply_rescale(ds.pixel_array, ds).astype(np.float32)
+    spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
+    return hu, spacing, np.load(folder / "labels" / f"{case}.npy")
+
+
+def test_shipped_model_card_is_complete() -> None:
+    card = load_model_card(DEFAULT_MODEL_DIR)
+    assert (DEFAULT_MODEL_DIR / card["files"]["onnx"]).stat().st_size < 10_000_000
+    for key in (
+        "architecture",
+        "input",
+        "labels",
+        "hu_ranges",
+        "training_data",
+        "recipe",
+        "validation",
+        "software",
+    ):
+        assert card[key], key
+    assert card["labels"] == {"0": "background", "1": "muscle", "2": "sat", "3": "vat", "4": "imat"}
+    assert card["recipe"]["lambda_dice"] == card["recipe"]["lambda_ce"] == 0.5
+    assert card["recipe"]["learning_rate"] == 2e-4 and card["recipe"]["batch_size"] == 4
+    held_out = set(card["training_data"]["train"]["data_cases"]) | set(
+        card["training_data"]["validation"]["data_cases"]
+    )
+    assert not held_out & set(HELD_OUT), "the held-out real slices must not be in the training data"
+    assert card["model_id"] in (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
+
+
+def test_registered_engine_reports_model_id(engine: UNetEngine) -> None:
+    registered = get_engine("unet")
+    assert registered.name == "unet" and registered.model_id == engine.model_id
+    assert engine.model_id == json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())["model_id"]
+    assert UNetEngine(refine=False).model_id.endswith("+raw")
+
+
+def test_phantom_segmentation_reaches_stated_dice(engine: UNetEngine) -> None:
+    phantom = pytest.importorskip("sarcoscope.phantom")
+    ph = phantom.make_slice(777, size=512, pixel_spacing=(0.75, 0.75))
+    pred = engine.segment(np.asarray(ph.hu)[None], ph.pixel_spacing)[0]
+    for label, minimum in ((1, 0.90), (2, 0.90), (3, 0.85)):
+        assert dice(pred, np.asarray(ph.labels), label) >= minimum, label
+
+
+def test_other_grid_sizes_and_spacings(engine: UNetEngine, shared_data: Path) -> None:
+    """A 256×256 version (double spacing) and a cropped non-square, 0.5 mm version stay on their own grids."""
+    from skimage.transform import resize
+
+    hu, spacing, ref = real_slice(shared_data, "EMC100")
+    full = engine.segment(hu[None], spacing)[0]
+    d_full = dice(full, ref, 1)
+
+    small_hu = resize(hu, (256, 256), order=1, anti_aliasing=True, preserve_range=True)
+    small_ref = ref[::2, ::2]
+    small = engine.segment(small_hu[None], (spacing[0] * 2, spacing[1] * 2))
+    assert small.shape == (1, 256, 256) and small.dtype == np.uint8
+    assert dice(small[0], small_ref, 1) >= d_full - 0.06
+
+    crop = (slice(60, 460), slice(30, 480))  # 400×450, keeps the whole body
+    fine_hu = resize(hu[crop], (560, 630), order=1, preserve_range=True)  # 0.5 mm-ish pixels
+    fine_spacing = (spacing[0] * 400 / 560, spacing[1] * 450 / 630)
+    fine = engine.segment(fine_hu[None], fine_spacing)[0]
+    assert fine.shape == (560, 630)
+    back = resize(fine, (400, 450), order=0, preserve_range=True).astype(np.uint8)
+    assert dice(back, ref[crop], 1) >= d_full - 0.03
+
+
+@pytest.mark.parametrize("case", HELD_OUT)
+def test_held_out_real_slices(
+    engine: UNetEngine, raw_engine: UNetEngine, shared_data: Path, case: str
+) -> None:
+    hu, spacing, ref = real_slice(shared_data, case)
+    refined = engine.segment(hu[None], spacing)[0]
+    raw = raw_engine.segment(hu[None], spacing)[0]
+    assert refined.shape == ref.shape
+    for label in (1, 2, 3):
+        assert dice(refined, ref, label) >= 0.80, label
+        assert dice(refined, ref, label) >= dice(raw, ref, label) - 0.02  # refinement must not hurt
+
+
+def test_bad_input_and_missing_model(tmp_path: Path, engine: UNetEngine) -> None:
+    with pytest.raises(SegmentationError, match="shape"):
+        engine.segment(np.zeros((2, 3, 4, 5)), (1.0, 1.0))
+    with pytest.raises(SegmentationError, match="positive"):
+        engine.segment(np.zeros((1, 32, 32)), (0.0, 1.0))
+    with pytest.raises(SegmentationError, match="model card"):
+        UNetEngine(tmp_path)

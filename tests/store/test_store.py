@@ -1,0 +1,137 @@
+"""The web app's store: migrations, append-only label versions with optimistic concurrency, audit log."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from sarcoscope.store import NotFoundError, StaleVersionError, Store, Study, new_study_id
+from sarcoscope.store.models import Base
+
+
+def _study(series_uid: str = "1.2.3.4") -> Study:
+    return Study(
+        id=new_study_id(),
+        study_uid="1.2.3",
+        series_uid=series_uid,
+        patient_id="PSEUDO-1",
+        study_date="20240101",
+        series_description="abdomen",
+        source_kind="dicom",
+        n_slices=10,
+        rows=4,
+        cols=5,
+        spacing=[2.0, 0.8, 0.8],
+        upload_bytes=1234,
+        status="uploaded",
+        created_by="alice",
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "data")
+    s.migrate()
+    yield s
+    s.close()
+
+
+def test_migrations_create_exactly_the_model_schema(store: Store) -> None:
+    assert store.schema_revision() == "0001"
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    store.migrate()  # idempotent
+    assert store.schema_revision() == "0001"
+
+
+def test_versions_are_append_only_and_stale_saves_are_refused(store: Store) -> None:
+    study = store.add_study(_study(), actor="alice")
+    labels = np.zeros((2, 4, 5), np.uint8)
+    labels[0, 1, 1] = 1
+    v1 = store.save_version(
+        study.id, base_version=None, labels=labels, indices=[3, 4], author="engine", source="segment"
+    )
+    assert v1.version == 1 and v1.parent_version is None
+
+    edited = labels.copy()
+    edited[1, 2, 2] = 2
+    v2 = store.save_version(
+        study.id, base_version=1, labels=edited, indices=[3, 4], author="alice", source="edit"
+    )
+    assert v2.version == 2
+    # Bob edited version 1 too: his save must be refused, not overwrite Alice's.
+    with pytest.raises(StaleVersionError, match="version 2 was saved by alice") as info:
+        store.save_version(
+            study.id, base_version=1, labels=labels, indices=[3, 4], author="bob", source="edit"
+        )
+    assert info.value.latest == 2
+
+    stack1 = store.load_labels(study.id, 1)
+    stack2 = store.load_labels(study.id)
+    assert stack2.version == 2 and stack2.indices == [3, 4]
+    np.testing.assert_array_equal(stack1.labels, labels)
+    np.testing.assert_array_equal(stack2.labels, edited)
+    assert [v.version for v in store.list_versions(study.id)] == [2, 1]
+    assert store.get_study(study.id).status == "edited"
+    actions = [e.action for e in reversed(store.audit_events(study.id))]
+    assert actions == ["upload", "labels-segment", "labels-edit"]
+
+
+def test_concurrent_saves_on_the_same_base_keep_exactly_one(store: Store) -> None:
+    study = store.add_study(_study(), actor="alice")
+    labels = np.zeros((1, 4, 5), np.uint8)
+    store.save_version(study.id, base_version=None, labels=labels, indices=[0], author="e", source="segment")
+    results: list[str] = []
+
+    def save(who: str) -> None:
+        try:
+            store.save_version(
+                study.id, base_version=1, labels=labels, indices=[0], author=who, source="edit"
+            )
+            results.append("ok")
+        except StaleVersionError:
+            results.append("stale")
+
+    threads = [threading.Thread(target=save, args=(f"user{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["ok", "stale", "stale", "stale"]
+    assert store.latest_version(study.id) == 2
+
+
+def test_unknown_ids_and_duplicate_series(store: Store) -> None:
+    with pytest.raises(NotFoundError):
+        store.get_study("../../etc/passwd")
+    with pytest.raises(NotFoundError):
+        store.get_study("0" * 32)
+    study = store.add_study(_study(), actor="alice")
+    with pytest.raises(NotFoundError, match="no label versions yet"):
+        store.get_version(study.id)
+    with pytest.raises(NotFoundError, match="no label version 7"):
+        store.get_version(study.id, 7)
+    with pytest.raises(Exception, match="already uploaded"):
+        store.add_study(_study(), actor="bob")
+
+
+def test_search_update_delete(store: Store) -> None:
+    a = store.add_study(_study("1.2.3.4"), actor="alice")
+    b = _study("1.2.3.5")
+    b.patient_id = "OTHER"
+    store.add_study(b, actor="alice")
+    assert [s.id for s in store.list_studies("pseudo")] == [a.id]
+    assert len(store.list_studies()) == 2
+    store.update_study(a.id, "alice", "select-l3", selection={"mode": "slice", "first": 4, "last": 4})
+    assert store.get_study(a.id).selection == {"mode": "slice", "first": 4, "last": 4}
+    assert store.series_dir(a) == store.data_dir / "ct" / "1.2.3" / "1.2.3.4"
+    store.delete_study(a.id, "alice")
+    with pytest.raises(NotFoundError):
+        store.get_study(a.id)
+    assert store.audit_events(a.id)[0].action == "delete-study"

@@ -1,0 +1,191 @@
+"""Training recipe: loss definition, data loading, a short run, resume, ONNX export and the model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from sarcoscope.errors import InputError  # noqa: E402
+from sarcoscope.segmentation.unet import InputSpec, UNetEngine  # noqa: E402
+from sarcoscope.training import load_config, train  # noqa: E402
+from sarcoscope.training.data import find_pairs, load_folder, read_labels, split_by_patient  # noqa: E402
+from sarcoscope.training.export import export_onnx, onnx_max_difference  # noqa: E402
+from sarcoscope.training.trainer import build_loss, build_network  # noqa: E402
+
+SPACING = 1.5  # mm of the synthetic slices
+
+
+def synthetic_slice(seed: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """Concentric body: SAT ring, muscle ring with IMAT specks, VAT core; exact labels by construction."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    a, b = size * rng.uniform(0.36, 0.44), size * rng.uniform(0.28, 0.34)
+    r = np.sqrt(((yy - size / 2) / b) ** 2 + ((xx - size / 2) / a) ** 2)
+    hu = np.full((size, size), -1000.0, np.float32)
+    labels = np.zeros((size, size), np.uint8)
+    sat_in, musc_in = rng.uniform(0.75, 0.85), rng.uniform(0.55, 0.65)
+    for lo, hi, lab, value in ((sat_in, 1.0, 2, -100), (musc_in, sat_in, 1, 50), (0, musc_in, 3, -90)):
+        m = (r >= lo) & (r < hi)
+        hu[m], labels[m] = value, lab
+    specks = (labels == 1) & (rng.random((size, size)) < 0.03)
+    hu[specks], labels[specks] = -80, 4
+    hu += rng.normal(0, 10, hu.shape).astype(np.float32)
+    return hu, labels
+
+
+def write_dataset(root: Path, n: int = 6, prefix: str = "") -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(n):
+        hu, labels = synthetic_slice(i)
+        np.save(root / "images" / f"{prefix}case{i}.npy", hu)
+        (root / "images" / f"{prefix}case{i}.json").write_text(
+            json.dumps({"pixel_spacing": [SPACING, SPACING]})
+        )
+        np.save(root / "labels" / f"case{i}.npy", labels)
+    return root
+
+
+def tiny_config(data: Path, out: Path, **kw: object):
+    settings = dict(
+        data_dirs=[str(data)],
+        output_dir=str(out),
+        input_size=64,
+        pixel_spacing_mm=3.0,
+        channels=[4, 8, 16],
+        strides=[2, 2],
+        num_res_units=1,
+        batch_size=2,
+        learning_rate=5e-3,
+        val_fraction=0.34,
+        augment=False,
+        progress=False,
+        num_threads=1,
+    )
+    settings.update(kw)
+    return load_config(None, **settings)
+
+
+def test_loss_is_half_dice_plus_half_cross_entropy() -> None:
+    """Hand-checked on 2 images × 3 pixels × 5 classes, computed here with numpy."""
+    logits = torch.tensor(np.random.default_rng(0).normal(size=(2, 5, 1, 3)), dtype=torch.float32)
+    target = torch.tensor([[[[0, 1, 4]]], [[[2, 2, 3]]]])
+    got = float(build_loss(load_config(None, phantoms=1))(logits, target))
+
+    p = np.exp(logits.numpy())
+    p /= p.sum(axis=1, keepdims=True)
+    t = target.numpy()[:, 0]
+    onehot = np.stack([(t == c) for c in range(5)], axis=1).astype(float)
+    ce = -np.mean(np.log((p * onehot).sum(axis=1)))
+    inter = (p * onehot).sum(axis=(2, 3))
+    dice = 1 - (2 * inter + 1e-5) / (p.sum(axis=(2, 3)) + onehot.sum(axis=(2, 3)) + 1e-5)
+    assert got == pytest.approx(0.5 * dice.mean() + 0.5 * ce, rel=1e-5)
+
+
+def test_config_from_yaml_with_flag_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        "batch_size: 8\nlearning_rate: 0.001\nchannels: [8, 16, 32]\nstrides: [2, 2]\nphantoms: 3\n"
+    )
+    config = load_config(path, batch_size=2, patience=None)
+    assert (config.batch_size, config.learning_rate, config.channels) == (2, 0.001, (8, 16, 32))
+    assert (config.patience, config.max_epochs, config.lambda_dice, config.lambda_ce) == (10, 50, 0.5, 0.5)
+    assert not config.window_augmentation
+    with pytest.raises(InputError, match="Unknown training setting"):
+        load_config(None, phantoms=1, learnig_rate=1)
+    with pytest.raises(InputError, match="multiple of 16"):
+        load_config(None, phantoms=1, input_size=250)
+
+
+def test_dataset_pairs_by_stem_or_suffix_and_maps_labels(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "d", n=3, prefix="L3_")
+    assert next((c, i.name) for c, i, _ in find_pairs(data)) == ("case0", "L3_case0.npy")
+    (data / "images" / "L3_case0.json").unlink()
+    with pytest.raises(InputError, match="sidecar"):
+        load_folder(data, tiny_config(data, tmp_path / "o"), InputSpec())
+    # TotalSegmentator tissue ids (1 SAT, 2 torso fat, 3 muscle) through the built-in mapping
+    np.save(tmp_path / "ts.npy", np.array([[0, 1, 2, 3]], np.uint8))
+    mapped = read_labels(tmp_path / "ts.npy", "totalsegmentator-tissue-types")
+    assert mapped.tolist() == [[[0, 2, 3, 1]]]
+    with pytest.raises(InputError, match="unknown label id"):
+        np.save(tmp_path / "bad.npy", np.array([[7]], np.uint8))
+        read_labels(tmp_path / "bad.npy", None)
+
+
+def test_split_is_by_patient(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "d", n=6)
+    config = tiny_config(data, tmp_path / "o", val_cases=["case5"])
+    samples = load_folder(data, config, InputSpec(3.0, (-250, 350), 4))
+    assert samples[0].hu.shape == (64, 64)
+    train_s, val_s = split_by_patient(samples, config)
+    assert "case5" in {s.case for s in val_s}
+    assert not {s.patient for s in train_s} & {s.patient for s in val_s}
+    assert len(train_s) + len(val_s) == 6
+
+
+def test_short_run_reduces_loss_exports_card_and_resumes(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "d", n=6)
+    out = tmp_path / "run"
+    first = train(tiny_config(data, out, max_epochs=8, epochs_this_run=4))
+    assert not first.finished and first.epochs_run == 4
+    result = train(tiny_config(data, out, max_epochs=8, resume=True))
+    hist = result.history
+    assert [r["epoch"] for r in hist] == list(range(1, 9))
+    assert hist[:4] == first.history  # resumed, not restarted
+    assert hist[-1]["train_loss"] < 0.8 * hist[0]["train_loss"]
+    assert result.finished and result.best_val_loss == min(r["val_loss"] for r in hist)
+    for name in (
+        "model.onnx",
+        "model_card.json",
+        "MODEL_CARD.md",
+        "history.png",
+        "history.csv",
+        "config.yaml",
+    ):
+        assert (out / name).is_file(), name
+
+    card = json.loads((out / "model_card.json").read_text())
+    for key in (
+        "model_id",
+        "architecture",
+        "input",
+        "labels",
+        "hu_ranges",
+        "training_data",
+        "recipe",
+        "validation",
+        "software",
+        "files",
+    ):
+        assert key in card, key
+    assert card["labels"] == {"0": "background", "1": "muscle", "2": "sat", "3": "vat", "4": "imat"}
+    assert card["input"]["pixel_spacing_mm"] == 3.0 and card["input"]["size_multiple"] == 4
+    assert card["training_data"]["train"]["slices"] + card["training_data"]["validation"]["slices"] == 6
+    assert card["recipe"]["learning_rate"] == 5e-3 and card["recipe"]["batch_size"] == 2
+    assert card["validation"]["best_epoch"] == result.best_epoch
+    assert card["software"]["onnx_opset"] == 17
+    assert card["model_id"] in (out / "MODEL_CARD.md").read_text()
+
+    # the exported model runs in the engine on a slice of another size and spacing
+    hu, _ = synthetic_slice(0, size=144)
+    seg = UNetEngine(out, refine=False).segment(hu[None], (1.0, 1.0))
+    assert seg.shape == (1, 144, 144) and seg.dtype == np.uint8
+
+    with pytest.raises(InputError, match="already holds"):
+        train(tiny_config(data, out))
+
+
+def test_onnx_matches_pytorch(tmp_path: Path) -> None:
+    config = load_config(None, phantoms=1, channels=[4, 8, 16, 32], strides=[2, 2, 2])
+    torch.manual_seed(0)
+    model = build_network(config)
+    model.eval()
+    export_onnx(model, tmp_path / "m.onnx", torch.rand(1, 1, 64, 64))
+    # other batch size and a non-square size than the export example: the axes are dynamic
+    assert onnx_max_difference(model, tmp_path / "m.onnx", torch.rand(3, 1, 48, 80)) < 1e-4

@@ -1,0 +1,223 @@
+"""run_validation end to end on synthetic cohorts with exact answers, and its errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from validation_synth import decode_labels, image_of, make_slice
+
+from sarcoscope.errors import ValidationInputError
+from sarcoscope.segmentation import register_engine
+from sarcoscope.validation import run_validation
+from sarcoscope.validation.metrics import case_metrics
+from sarcoscope.validation.stats import iou_bin_counts
+
+
+def _write(tmp: Path, cases, *, heights: bool = True) -> tuple[Path, Path, Path, Path]:
+    pred, ref = tmp / "pred", tmp / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    for case, _, p, r in cases:
+        np.save(pred / f"{case}_pred.npy", p)
+        np.save(ref / f"{case}.npy", r)
+    sites = tmp / "sites.csv"
+    sites.write_text("case_id,site\n" + "".join(f"{c},{s}\n" for c, s, _, _ in cases))
+    patients = tmp / "patients.csv"
+    patients.write_text(
+        "case_id,height_cm\n" + "".join(f"{c},{160 + i}\n" for i, (c, *_) in enumerate(cases))
+    )
+    return pred, ref, sites, patients
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_cohort_report_flags_the_site_with_another_muscle_convention(tmp_path: Path, cohort):
+    cases = cohort(n=8)  # 8 per site: enough power for Holm over 3 pairs x 8 metrics
+    pred, ref, sites, patients = _write(tmp_path, cases)
+    out = tmp_path / "report"
+    rep = run_validation(
+        pred, ref, out, sites_csv=sites, patients_csv=patients, pixel_spacing=(0.8, 0.8), gallery_size=2
+    )
+    assert rep.n_cases == 24
+    assert set(rep.flagged_sites) == {"C"}
+    assert any("muscle_dice" in r for r in rep.flagged_sites["C"])
+    # Per-case numbers are exactly the metrics of the arrays.
+    rows = {r["case_id"]: r for r in _csv(out / "per_case.csv")}
+    for case, site, p, r in cases:
+        expect = case_metrics(p, r, pixel_spacing=(0.8, 0.8))
+        assert float(rows[case]["muscle_dice"]) == pytest.approx(expect["muscle_dice"])
+        assert float(rows[case]["msv_iou"]) == pytest.approx(expect["msv_iou"])
+        assert rows[case]["site"] == site
+        h = 1.60 + list(rows).index(case) / 100
+        assert float(rows[case]["smi_ref"]) == pytest.approx(expect["muscle_area_ref_cm2"] / h**2)
+    # Table 3 counts are the bin counts of the per-case IoU.
+    t3 = [r for r in _csv(out / "table3_iou_bins.csv") if r["column"] == "muscle"]
+    expected = iou_bin_counts([case_metrics(p, r)["muscle_iou"] for _, _, p, r in cases])
+    assert {r["iou_bin"]: int(r["count"]) for r in t3} == {k: v[0] for k, v in expected.items()}
+    t5 = _csv(out / "table5_sites_iou_bins.csv")
+    assert {r["site"]: int(r["n"]) for r in t5} == {"A": 8, "B": 8, "C": 8}
+    flags = {r["site"] for r in _csv(out / "site_comparison.csv") if r["flagged"] == "True"}
+    assert flags == {"C"}
+    agreement = {r["quantity"] for r in _csv(out / "agreement.csv")}
+    assert {"muscle area (cm²)", "SMI (cm²/m²)"} <= agreement
+    md = (out / "report.md").read_text()
+    assert "Table 3 layout" in md and "Table 5 layout" in md and "Site C flagged" in md
+    assert "28.0 % of the reference sat pixels are predicted as muscle" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5 and 'src="figures' not in html
+    assert len(list((out / "figures").glob("gallery_*.png"))) == 2
+    assert json.loads((out / "settings.json").read_text())["reference_mapping"] == "sarcoscope"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no staging left
+
+
+def test_internal_site_goes_to_table3_and_the_others_to_table6(tmp_path: Path, cohort):
+    cases = cohort(n=3)
+    pred, ref, sites, _ = _write(tmp_path, cases)
+    sites.write_text("case_id,site,internal\n" + "".join(f"{c},{s},{s == 'A'}\n" for c, s, _, _ in cases))
+    out = tmp_path / "out"
+    run_validation(pred, ref, out, sites_csv=sites, gallery_size=0)
+    t3 = _csv(out / "table3_iou_bins.csv")
+    t6 = _csv(out / "table6_pooled_iou_bins.csv")
+    assert sum(int(r["count"]) for r in t3 if r["column"] == "msv") == 3
+    assert sum(int(r["count"]) for r in t6 if r["column"] == "msv") == 6
+    assert "external sites (B, C)" in (out / "report.md").read_text()
+    sites.write_text(
+        "case_id,site,internal\n" + "".join(f"{c},A,{i == 0}\n" for i, (c, *_) in enumerate(cases))
+    )
+    with pytest.raises(ValidationInputError, match="marked internal on some rows only"):
+        run_validation(pred, ref, out, sites_csv=sites)
+
+
+def test_without_spacing_areas_are_not_invented(tmp_path: Path, cohort):
+    pred, ref, _, patients = _write(tmp_path, cohort(n=2))
+    rep = run_validation(pred, ref, tmp_path / "out", patients_csv=patients, gallery_size=0)
+    assert "muscle_area_pred_cm2" not in rep.per_case[0]
+    assert "muscle_area_err_pct" in rep.per_case[0]
+    assert any("No pixel spacing" in w for w in rep.warnings)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "muscle area (pixels)" in md and "SMI agreement: not computed (no pixel spacing)" in md
+
+
+def test_errors_are_clear_and_leave_the_old_report(tmp_path: Path, cohort):
+    pred, ref, sites, _ = _write(tmp_path, cohort(n=2))
+    out = tmp_path / "out"
+    run_validation(pred, ref, out, gallery_size=0)
+    before = (out / "per_case.csv").read_text()
+    np.save(ref / "extra.npy", make_slice())
+    with pytest.raises(ValidationInputError, match=r"reference case.*without prediction: extra"):
+        run_validation(pred, ref, out)
+    (ref / "extra.npy").unlink()
+    np.save(pred / "A00_pred.npy", make_slice(shape=70))
+    with pytest.raises(
+        ValidationInputError, match=r"Case A00: prediction A00_pred.npy has shape \(1, 70, 70\)"
+    ):
+        run_validation(pred, ref, out)
+    bad = make_slice()
+    bad[0, 0] = 9
+    np.save(pred / "A00_pred.npy", bad)
+    with pytest.raises(ValidationInputError, match=r"A00_pred.npy: unknown label id\(s\) 9"):
+        run_validation(pred, ref, out)
+    np.save(pred / "A00_pred.npy", make_slice())
+    sites.write_text("case_id,site\nA00,A\n")
+    with pytest.raises(ValidationInputError, match="no site for case"):
+        run_validation(pred, ref, out, sites_csv=sites)
+    with pytest.raises(ValidationInputError, match="either a prediction folder or --engine"):
+        run_validation(pred, ref, out, engine="threshold", images_dir=tmp_path)
+    assert (out / "per_case.csv").read_text() == before  # failed runs never touched the last report
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "patients.csv", "pred", "ref", "sites.csv"]
+
+
+class _DecodingEngine:
+    """Test engine: recovers the exact labels from the synthetic HU values."""
+
+    name = "decode-test"
+    model_id = "decode-test-1"
+
+    def segment(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
+        return decode_labels(slices)
+
+
+def _save_nifti_slice(image: np.ndarray, path: Path, spacing: float) -> None:
+    ras = np.ascontiguousarray(image[np.newaxis].transpose(2, 1, 0)[::-1, ::-1, :]).astype(np.int16)
+    nib.save(nib.Nifti1Image(ras, np.diag([spacing, spacing, 5.0, 1.0])), path)
+
+
+def test_engine_mode_segments_images_and_scores_hu(tmp_path: Path):
+    register_engine("decode-test", _DecodingEngine)
+    images, ref = tmp_path / "images", tmp_path / "ref"
+    images.mkdir()
+    ref.mkdir()
+    for i, case in enumerate(("x1", "x2", "x3")):
+        labels = make_slice(a=26 + i, b=20)
+        _save_nifti_slice(image_of(labels), images / f"L3_{case}.nii.gz", 0.75)
+        np.save(ref / f"{case}.npy", labels)
+    rep = run_validation(None, ref, tmp_path / "out", engine="decode-test", images_dir=images, gallery_size=1)
+    for row in rep.per_case:
+        assert row["muscle_dice"] == row["imat_dice"] == row["msv_dice"] == 1.0
+        assert row["muscle_hu_diff"] == 0.0 and row["muscle_hu_ref"] == pytest.approx(45.0)
+        assert row["sat_area_err_cm2"] == 0.0
+    assert rep.per_case[0]["muscle_area_ref_cm2"] == pytest.approx(
+        np.count_nonzero(make_slice(a=26, b=20) == 1) * 0.75**2 / 100
+    )
+    assert sorted(p.name for p in (tmp_path / "out" / "predictions").iterdir()) == [
+        "x1.npy",
+        "x2.npy",
+        "x3.npy",
+    ]
+    assert "engine `decode-test` (model `decode-test-1`)" in (tmp_path / "out" / "report.md").read_text()
+    # The prediction mapping also applies to engine output (here: IMAT merged into muscle).
+    four = tmp_path / "ref4"
+    four.mkdir()
+    for case in ("x1", "x2", "x3"):
+        np.save(
+            four / f"{case}.npy", np.where(np.load(ref / f"{case}.npy") == 4, 1, np.load(ref / f"{case}.npy"))
+        )
+    rep = run_validation(
+        None, four, tmp_path / "out4", engine="decode-test", images_dir=images,
+        ref_mapping="imat-in-muscle-4class", pred_mapping="sarcoscope-imat-as-muscle", gallery_size=0,
+    )  # fmt: skip
+    assert rep.tissues == ("muscle", "sat", "vat") and not rep.warnings
+    assert all(r["muscle_dice"] == 1.0 and "imat_dice" not in r for r in rep.per_case)
+
+
+def test_four_class_reference_without_merging_warns(tmp_path: Path, cohort):
+    cases = [(c, s, p, np.where(r == 4, 1, r)) for c, s, p, r in cohort(n=1)]
+    pred, ref, _, _ = _write(tmp_path, cases)
+    rep = run_validation(pred, ref, tmp_path / "out", ref_mapping="imat-in-muscle-4class", gallery_size=0)
+    assert rep.tissues == ("muscle", "sat", "vat")
+    assert any("sarcoscope-imat-as-muscle" in w for w in rep.warnings)
+
+
+def test_l3_localization(tmp_path: Path):
+    ref = tmp_path / "ref_l3.csv"
+    pred = tmp_path / "pred_l3.csv"
+    ref.write_text("case_id,l3_slice,slice_spacing_mm\na,40,3\nb,50,3\nc,60,3\nd,70,3\n")
+    pred.write_text("case_id,l3_slice\na,40\nb,51\nc,58\nd,74\n")
+    rep = run_validation(None, None, tmp_path / "out", ref_l3_csv=ref, pred_l3_csv=pred)
+    s = rep.l3_summary
+    assert s is not None
+    # errors 0, 3, -6, 12 mm
+    assert s["mean_abs_error_mm"] == pytest.approx(5.25)
+    assert s["median_abs_error_mm"] == pytest.approx(4.5)
+    assert (s["within_5mm"], s["within_10mm"], s["exact_slice"]) == (0.5, 0.75, 0.25)
+    rows = _csv(tmp_path / "out" / "l3_per_case.csv")
+    assert [float(r["error_mm"]) for r in rows] == [0.0, 3.0, -6.0, 12.0]
+    pred.write_text("case_id,l3_slice,z_mm\na,40,100.5\n")
+    ref.write_text("case_id,l3_slice,z_mm\na,41,102.0\n")
+    rep = run_validation(None, None, tmp_path / "out", ref_l3_csv=ref, pred_l3_csv=pred)
+    assert rep.l3_summary is not None and rep.l3_summary["mean_abs_error_mm"] == pytest.approx(1.5)
+    ref.write_text("case_id,slice\na,40\n")
+    with pytest.raises(ValidationInputError, match="columns case_id and l3_slice"):
+        run_validation(None, None, tmp_path / "out", ref_l3_csv=ref, pred_l3_csv=pred)
+    ref.write_text("case_id,l3_slice\na,41\n")
+    pred.write_text("case_id,l3_slice\na,40\n")
+    with pytest.raises(ValidationInputError, match="no z_mm in both files and no slice_spacing_mm"):
+        run_validation(None, None, tmp_path / "out", ref_l3_csv=ref, pred_l3_csv=pred)

@@ -1,0 +1,396 @@
+"""HTTP API of `sarcoscope serve`, through FastAPI's TestClient: every endpoint, good and bad requests."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from tests.web.conftest import SHAPE, SPACING, multipart, synthetic_hu, write_series, zip_bytes
+
+from sarcoscope.web import WebSettings, create_app
+
+
+def upload(client: TestClient, files: list[Path]) -> dict:
+    r = client.post("/api/studies", files=multipart(files))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def segmented(client: TestClient, files: list[Path], first: int = 4, last: int = 6) -> tuple[str, dict]:
+    sid = upload(client, files)["id"]
+    assert client.put(
+        f"/api/studies/{sid}/selection", json={"mode": "range", "first": first, "last": last}
+    ).is_success
+    r = client.post(f"/api/studies/{sid}/segment", json={})
+    assert r.status_code == 200, r.text
+    return sid, r.json()
+
+
+def get_labels(client: TestClient, sid: str, version: int | None = None) -> tuple[np.ndarray, int, list[int]]:
+    r = client.get(f"/api/studies/{sid}/labels", params={"version": version} if version else None)
+    assert r.status_code == 200, r.text
+    shape = tuple(int(n) for n in r.headers["x-label-shape"].split(","))
+    indices = [int(i) for i in r.headers["x-label-indices"].split(",")]
+    return (
+        np.frombuffer(r.content, np.uint8).reshape(shape).copy(),
+        int(r.headers["x-label-version"]),
+        indices,
+    )
+
+
+def test_upload_list_search_and_duplicate(client: TestClient, series: list[Path]) -> None:
+    study = upload(client, series)
+    assert (study["n_slices"], study["rows"], study["cols"]) == SHAPE
+    assert study["spacing"] == list(SPACING)
+    assert study["patient_id"] == "PAT-001" and study["status"] == "uploaded"
+    assert [s["id"] for s in client.get("/api/studies", params={"q": "pat-0"}).json()] == [study["id"]]
+    assert client.get("/api/studies", params={"q": "nobody"}).json() == []
+    assert client.get(f"/api/studies/{study['id']}").json()["series_uid"] == study["series_uid"]
+    again = client.post("/api/studies", files=multipart(series))
+    assert again.status_code == 409 and "already uploaded" in again.json()["detail"]
+
+
+def test_files_are_stored_by_uid_and_never_under_client_names(client: TestClient, tmp_path: Path) -> None:
+    files = write_series(tmp_path / "s", seed=3)
+    parts = [
+        ("files", (f"../../evil/{i}.dcm", f.read_bytes(), "application/dicom")) for i, f in enumerate(files)
+    ]
+    study = client.post("/api/studies", files=parts).json()
+    data_dir = client.app.state.ctx.store.data_dir
+    stored = sorted((data_dir / "ct").rglob("*.dcm"))
+    sops = sorted(str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files)
+    assert [p.stem for p in stored] == sops
+    assert all(p.parent.name == study["series_uid"] for p in stored)
+    assert not (tmp_path / "evil").exists() and not (data_dir.parent / "evil").exists()
+    assert list((data_dir / "tmp").iterdir()) == []  # upload scratch space cleaned up
+
+
+def test_zip_upload_and_unsafe_or_corrupt_archives(client: TestClient, series: list[Path]) -> None:
+    r = client.post("/api/studies", files=[("files", ("study.zip", zip_bytes(series), "application/zip"))])
+    assert r.status_code == 201 and r.json()["n_slices"] == SHAPE[0]
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("../../outside.dcm", series[0].read_bytes())
+    r = client.post("/api/studies", files=[("files", ("evil.zip", buf.getvalue(), "application/zip"))])
+    assert r.status_code == 422 and "unsafe path" in r.json()["detail"]
+
+    r = client.post(
+        "/api/studies", files=[("files", ("broken.zip", b"PK\x03\x04 not really", "application/zip"))]
+    )
+    assert r.status_code == 422 and r.json()["detail"]
+
+
+def test_corrupt_and_malformed_uploads(client: TestClient, series: list[Path]) -> None:
+    r = client.post("/api/studies", files=[("files", ("x.dcm", b"\x00" * 300, "application/dicom"))])
+    assert r.status_code == 422 and "no CT image series" in r.json()["detail"]
+    r = client.post("/api/studies", content=b"abc", headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 415
+    r = client.post(
+        "/api/studies", data={"note": "no files"}, files=[("other", ("a.txt", b"a", "text/plain"))]
+    )
+    assert r.status_code == 422 and "No files" in r.json()["detail"]
+    mixed = [*multipart(series[:2]), ("files", ("a.zip", zip_bytes(series[:1]), "application/zip"))]
+    r = client.post("/api/studies", files=mixed)
+    assert r.status_code == 422 and "exactly one .zip" in r.json()["detail"]
+
+
+def test_oversized_upload_is_refused(client: TestClient) -> None:
+    big = b"\x00" * (9 * 1024**2)  # the fixture's limit is 8 MiB
+    r = client.post("/api/studies", files=[("files", ("big.dcm", big, "application/dicom"))])
+    assert r.status_code == 413 and "larger than this server accepts" in r.json()["detail"]
+    assert client.get("/api/studies").json() == []
+
+
+def test_nifti_upload(client: TestClient, tmp_path: Path) -> None:
+    hu = synthetic_hu(1)  # (z, y, x) -> NIfTI (x, y, z) in LPS->RAS flipped axes
+    affine = np.diag([-SPACING[2], -SPACING[1], SPACING[0], 1.0])
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.transpose(hu, (2, 1, 0)), affine), path)
+    r = client.post("/api/studies", files=[("files", ("ct.nii.gz", path.read_bytes(), "application/gzip"))])
+    assert r.status_code == 201, r.text
+    study = r.json()
+    assert study["source_kind"] == "nifti" and study["n_slices"] == SHAPE[0]
+    sid = study["id"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 2})
+    assert client.get(f"/api/studies/{sid}/dicom").status_code == 409
+    again = client.post(
+        "/api/studies", files=[("files", ("ct.nii.gz", path.read_bytes(), "application/gzip"))]
+    )
+    assert again.status_code == 409
+
+
+def test_images_are_windowed_planes_with_superior_at_top(client: TestClient, series: list[Path]) -> None:
+    sid = upload(client, series)["id"]
+    hu = synthetic_hu(0).astype(np.float32)
+
+    def png(plane: str, index: int, preset: str = "soft-tissue") -> np.ndarray:
+        r = client.get(f"/api/studies/{sid}/image/{plane}/{index}", params={"preset": preset})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        return np.asarray(Image.open(io.BytesIO(r.content)))
+
+    def soft(a: np.ndarray) -> np.ndarray:
+        return np.clip((a + 160.0) * 255.0 / 400.0, 0, 255).astype(np.uint8)
+
+    np.testing.assert_array_equal(png("axial", 5), soft(hu[5]))
+    np.testing.assert_array_equal(png("coronal", 40), soft(hu[::-1, 40, :]))
+    np.testing.assert_array_equal(png("sagittal", 47), soft(hu[::-1, :, 47]))
+    assert png("axial", 5, "bone").mean() < png("axial", 5).mean()
+    assert client.get(f"/api/studies/{sid}/image/axial/{SHAPE[0]}").status_code == 404
+    assert client.get(f"/api/studies/{sid}/image/oblique/1").status_code == 422
+    assert client.get(f"/api/studies/{sid}/image/axial/1", params={"preset": "nope"}).status_code == 422
+
+
+def test_wrong_ids_and_unknown_paths(client: TestClient) -> None:
+    for sid in ("nope", "0" * 32, "..%2F..%2Fetc%2Fpasswd", "%2e%2e"):
+        r = client.get(f"/api/studies/{sid}")
+        assert r.status_code == 404 and "detail" in r.json()
+    assert client.get("/api/nothing/here").status_code == 404
+    assert client.get("/api/studies/" + "0" * 32 + "/labels").status_code == 404
+    assert client.get("/static/../../pyproject.toml").status_code == 404
+
+
+def test_selection_validation(client: TestClient, series: list[Path]) -> None:
+    sid = upload(client, series)["id"]
+    r = client.put(f"/api/studies/{sid}/selection", json={"mode": "range", "first": 9, "last": 3})
+    assert r.json()["selection"] == {"mode": "range", "first": 3, "last": 9}
+    r = client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 7, "last": 10})
+    assert r.json()["selection"] == {"mode": "slice", "first": 7, "last": 7}
+    assert (
+        client.put(
+            f"/api/studies/{sid}/selection", json={"mode": "range", "first": 0, "last": 99}
+        ).status_code
+        == 422
+    )
+    assert client.put(f"/api/studies/{sid}/selection", json={"mode": "both", "first": 0}).status_code == 422
+    assert client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": -1}).status_code == 422
+
+
+def test_localize_stores_result_or_reason(client: TestClient, series: list[Path]) -> None:
+    sid = upload(client, series)["id"]
+    study = client.post(f"/api/studies/{sid}/localize").json()
+    loc = study["localization"]
+    assert isinstance(loc, dict) and loc
+    if "error" not in loc:
+        sel = study["selection"]
+        assert sel["mode"] == "range" and 0 <= sel["first"] <= sel["last"] < SHAPE[0]
+
+
+def test_segment_edit_save_stale_restore(client: TestClient, series: list[Path]) -> None:
+    sid = upload(client, series)["id"]
+    r = client.post(f"/api/studies/{sid}/segment", json={})
+    assert r.status_code == 409 and "Select the L3" in r.json()["detail"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "range", "first": 4, "last": 6})
+    assert client.post(f"/api/studies/{sid}/segment", json={"engine": "nope"}).status_code == 422
+    v1 = client.post(f"/api/studies/{sid}/segment", json={}).json()
+    assert v1["version"] == 1 and v1["indices"] == [4, 5, 6] and v1["engine"] == "threshold"
+    labels, version, indices = get_labels(client, sid)
+    assert labels.shape == (3, 96, 96) and version == 1 and indices == [4, 5, 6]
+    assert set(np.unique(labels)) <= {0, 1, 2, 3, 4} and (labels == 1).any()
+
+    before = client.get(f"/api/studies/{sid}/analysis").json()["average"]["tissues"]["muscle"]
+    edited = labels.copy()
+    block = (slice(0, 1), slice(0, 10), slice(0, 10))  # air corner: 100 new muscle pixels on slice 4
+    assert not (edited[block] == 1).any()
+    edited[block] = 1
+    r = client.post(
+        f"/api/studies/{sid}/labels", params={"base_version": 1, "note": "corner"}, content=edited.tobytes()
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["version"] == 2 and r.json()["parent_version"] == 1 and r.json()["source"] == "edit"
+    after = client.get(f"/api/studies/{sid}/analysis").json()
+    pixel_cm2 = SPACING[1] * SPACING[2] / 100.0
+    assert after["version"] == 2
+    assert after["average"]["tissues"]["muscle"]["pixels"] == before["pixels"] + 100
+    v1_slice = client.get(f"/api/studies/{sid}/analysis", params={"version": 1}).json()["per_slice"][0]
+    assert after["per_slice"][0]["tissues"]["muscle"]["area_cm2"] == pytest.approx(
+        v1_slice["tissues"]["muscle"]["area_cm2"] + 100 * pixel_cm2
+    )
+    assert get_labels(client, sid)[0][block].min() == 1
+
+    # A second user still on version 1 is refused, with the reason and the latest version.
+    r = client.post(f"/api/studies/{sid}/labels", params={"base_version": 1}, content=labels.tobytes())
+    assert r.status_code == 409 and r.json()["latest_version"] == 2 and "saved by local" in r.json()["detail"]
+    # Segmenting again also needs the latest version as base.
+    assert client.post(f"/api/studies/{sid}/segment", json={"base_version": 1}).status_code == 409
+
+    assert (
+        client.post(f"/api/studies/{sid}/labels", params={"base_version": 2}, content=b"123").status_code
+        == 422
+    )
+    bad = edited.copy()
+    bad[0, 50, 50] = 9
+    r = client.post(f"/api/studies/{sid}/labels", params={"base_version": 2}, content=bad.tobytes())
+    assert r.status_code == 422 and "label id 9" in r.json()["detail"]
+    assert client.post(f"/api/studies/{sid}/labels", content=edited.tobytes()).status_code == 422
+    assert (
+        client.post(f"/api/studies/{sid}/labels", params={"base_version": 7}, content=b"").status_code == 404
+    )
+
+    r = client.post(f"/api/studies/{sid}/versions/1/restore", json={"base_version": 2})
+    assert r.status_code == 201 and r.json()["version"] == 3 and r.json()["source"] == "restore"
+    np.testing.assert_array_equal(get_labels(client, sid)[0], labels)
+    assert client.post(f"/api/studies/{sid}/versions/1/restore", json={"base_version": 2}).status_code == 409
+    assert client.post(f"/api/studies/{sid}/versions/9/restore", json={"base_version": 3}).status_code == 404
+    assert [v["version"] for v in client.get(f"/api/studies/{sid}/versions").json()] == [3, 2, 1]
+    assert client.get(f"/api/studies/{sid}/labels", params={"version": 9}).status_code == 404
+    assert client.get(f"/api/studies/{sid}").json()["status"] == "edited"
+
+
+def test_patient_facts_drive_smi(client: TestClient, series: list[Path]) -> None:
+    sid, _ = segmented(client, series)
+    analysis = client.get(f"/api/studies/{sid}/analysis").json()
+    assert analysis["assessment"]["smi"]["status"] == "not computed"
+    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 170, "weight_kg": 70, "sex": "F"})
+    assert r.status_code == 200
+    analysis = client.get(f"/api/studies/{sid}/analysis").json()
+    area = analysis["average"]["tissues"]["muscle"]["area_cm2"]
+    assert analysis["assessment"]["smi"]["value"] == pytest.approx(area / 1.7**2)
+    assert client.put(f"/api/studies/{sid}/patient", json={"height_cm": 1.7}).status_code == 422
+    assert client.put(f"/api/studies/{sid}/patient", json={"sex": "X"}).status_code == 422
+    r = client.put(f"/api/studies/{sid}/patient", json={"cutoff_set": "made-up"})
+    assert r.status_code == 422 and "Unknown cutoff set" in r.json()["detail"]
+
+
+def test_dicom_download_original_and_deidentified(client: TestClient, series: list[Path]) -> None:
+    sid = upload(client, series)["id"]
+    assert client.get(f"/api/studies/{sid}/dicom").status_code == 409  # no selection yet
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "range", "first": 2, "last": 4})
+    r = client.get(f"/api/studies/{sid}/dicom")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        names = zf.namelist()
+        assert names == ["slice0002.dcm", "slice0003.dcm", "slice0004.dcm"]
+        originals = {
+            pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f.read_bytes() for f in series
+        }
+        for name in names:
+            data = zf.read(name)
+            uid = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID
+            assert data == originals[uid]  # byte-identical originals
+    r = client.get(f"/api/studies/{sid}/dicom", params={"first": 7, "deidentify": True})
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        assert zf.namelist() == ["slice0007.dcm"]
+        ds = pydicom.dcmread(io.BytesIO(zf.read("slice0007.dcm")))
+    assert ds.PatientID.startswith("ANON-") and "PAT-001" not in str(ds)
+    assert ds.PatientIdentityRemoved == "YES" and ds.StudyDate == ""
+    np.testing.assert_array_equal(ds.pixel_array.astype(np.int32) - 1024, synthetic_hu(0)[7])
+    assert client.get(f"/api/studies/{sid}/dicom", params={"first": 2, "last": 50}).status_code == 422
+    actions = [e["action"] for e in client.get(f"/api/studies/{sid}/audit").json()]
+    assert actions.count("download-dicom") == 2
+
+
+def test_delete_study_removes_files_keeps_audit(client: TestClient, series: list[Path]) -> None:
+    sid, _ = segmented(client, series)
+    data_dir = client.app.state.ctx.store.data_dir
+    assert any((data_dir / "ct").rglob("*.dcm"))
+    assert client.delete(f"/api/studies/{sid}").json()["status"] == "deleted"
+    assert client.get(f"/api/studies/{sid}").status_code == 404
+    assert not any((data_dir / "ct").rglob("*.dcm"))
+    events = client.get("/api/audit").json()
+    assert next(e["action"] for e in events if e["study_id"] == sid) == "delete-study"
+
+
+def test_audit_log_records_every_change(client: TestClient, series: list[Path]) -> None:
+    sid, _ = segmented(client, series)
+    labels, _, _ = get_labels(client, sid)
+    client.post(f"/api/studies/{sid}/labels", params={"base_version": 1}, content=labels.tobytes())
+    client.put(f"/api/studies/{sid}/patient", json={"height_cm": 160})
+    events = client.get(f"/api/studies/{sid}/audit").json()
+    actions = [e["action"] for e in reversed(events)]
+    assert actions == ["upload", "select-l3", "labels-segment", "labels-edit", "patient-info"]
+    assert all(e["actor"] == "local" and e["client"] for e in events)
+    assert events[1]["details"]["version"] == 2 and events[1]["details"]["parent_version"] == 1
+
+
+def test_openapi_and_config(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "/api/studies/{study_id}/labels" in spec["paths"] and "/api/studies" in spec["paths"]
+    cfg = client.get("/api/config").json()
+    assert cfg["auth_required"] is False and cfg["user"] == "local" and "threshold" in cfg["engines"]
+    page = client.get("/")
+    assert page.status_code == 200 and "sarcoscope" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_token_required_when_configured(tmp_path: Path, series: list[Path]) -> None:
+    token = "correct-horse-battery"
+    app = create_app(WebSettings(data_dir=tmp_path / "d", token=token))
+    with TestClient(app) as c:
+        r = c.get("/api/studies")
+        assert r.status_code == 401 and "Login required" in r.json()["detail"]
+        assert c.get("/api/config").json() | {} and c.get("/api/health").status_code == 200
+        assert c.post("/api/studies", files=multipart(series)).status_code == 401
+        assert c.post("/api/session", json={"user": "alice", "token": "wrong"}).status_code == 401
+        assert c.get("/api/studies", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/api/studies", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert c.post("/api/session", json={"user": "bad/name", "token": token}).status_code == 422
+        assert c.post("/api/session", json={"user": "alice", "token": token}).status_code == 200
+        study = c.post("/api/studies", files=multipart(series)).json()
+        assert study["created_by"] == "alice"
+        c.cookies.set("sarcoscope_session", "YWxpY2U.forged")
+        assert c.get("/api/studies").status_code == 401
+        events = c.get("/api/audit", headers={"Authorization": f"Bearer {token}"}).json()
+        assert {"login-failed", "login", "upload"} <= {e["action"] for e in events}
+    app.state.ctx.store.close()
+
+
+def test_serve_rules() -> None:
+    from sarcoscope.errors import SarcoscopeError
+    from sarcoscope.web.app import serve
+    from sarcoscope.web.settings import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1")
+    with pytest.raises(SarcoscopeError, match="at least 12"):
+        serve(token="short")
+    with pytest.raises(SarcoscopeError, match="Unknown engine"):
+        serve(engine="nope")
+
+
+def test_exports_of_an_edited_version(client: TestClient, series: list[Path]) -> None:
+    sid, _ = segmented(client, series, 5, 6)
+    labels, _, _ = get_labels(client, sid)
+    labels[1, :8, :8] = 1  # 64 muscle pixels added on slice 6
+    client.post(f"/api/studies/{sid}/labels", params={"base_version": 1}, content=labels.tobytes())
+
+    r = client.get(f"/api/studies/{sid}/export/dicom-seg")
+    assert r.status_code == 200 and r.headers["content-disposition"].endswith('-v2.seg.dcm"')
+    seg = pydicom.dcmread(io.BytesIO(r.content))
+    assert seg.Modality == "SEG"
+    sources = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in series}
+    referenced = {
+        str(ref.ReferencedSOPInstanceUID)
+        for item in seg.ReferencedSeriesSequence
+        for ref in item.ReferencedInstanceSequence
+    }
+    assert referenced and referenced <= sources
+
+    r = client.get(f"/api/studies/{sid}/export/nifti", params={"version": 2})
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(r.content))
+    data = np.asarray(img.dataobj)
+    assert data.shape[-1] == 2 and int((data == 1).sum()) == int((labels == 1).sum())
+
+    csv_text = client.get(f"/api/studies/{sid}/export/csv").text
+    assert "muscle" in csv_text.lower()
+    report = client.get(f"/api/studies/{sid}/export/json").json()
+    assert "manual edits" in json.dumps(report)
+    png = client.get(f"/api/studies/{sid}/export/overlay")
+    assert png.headers["content-type"] == "image/png" and Image.open(io.BytesIO(png.content)).size[0] > 100
+    assert client.get(f"/api/studies/{sid}/export/docx").status_code == 404
+    assert client.get(f"/api/studies/{sid}/export/csv", params={"version": 9}).status_code == 404
+    exported = [
+        e["details"]["format"]
+        for e in client.get(f"/api/studies/{sid}/audit").json()
+        if e["action"] == "export"
+    ]
+    assert sorted(exported) == ["csv", "dicom-seg", "json", "nifti", "overlay"]
