@@ -114,7 +114,7 @@ def test_analyze_auto_l3_writes_complete_report(tmp_path: Path, phantom_series: 
     assert truth["l3_upper_endplate_index"] <= mid <= truth["l3_lower_endplate_index"] or abs(
         mid - truth["l3_mid_index"]
     ) <= 2
-    for name in ("metrics.csv", "overlay.png", "labels.nii.gz", "seg.dcm"):
+    for name in ("metrics.csv", "overlay.png", "labels.nii.gz", "labels.seg.dcm"):
         assert (out / name).is_file(), name
     assert report["assessment"]["smi"]["value"] == pytest.approx(
         report["average"]["tissues"]["muscle"]["area_cm2"] / 1.70**2, rel=1e-6
@@ -127,7 +127,7 @@ def test_analyze_range_is_averaged(tmp_path: Path, phantom_series: tuple[Path, o
     result = _invoke("analyze", folder, "-o", out, "--range", "20:22", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    areas = [s["tissues"]["muscle"]["area_cm2"] for s in report["slices"]]
+    areas = [s["composition"]["tissues"]["muscle"]["area_cm2"] for s in report["slices"]]
     assert len(areas) == 3
     assert report["average"]["tissues"]["muscle"]["area_cm2"] == pytest.approx(np.mean(areas), rel=1e-6)
     rows = (out / "metrics.csv").read_text().strip().splitlines()

@@ -102,8 +102,19 @@ def _print_summary(result: Any) -> None:
             "—" if ts.sd_hu is None else f"{ts.sd_hu:.1f}",
         )
     console.print(table)
-    for line in result.assessment.summary_lines():
-        console.print(line)
+    a = result.assessment
+    if a.smi.computed:
+        console.print(f"SMI: [bold]{a.smi.value:.1f}[/] cm²/m²" + (f", BMI {a.bmi.value:.1f}" if a.bmi.computed else ""))
+    else:
+        console.print(f"SMI: not computed ({a.smi.reason})")
+    for kind, results in (("sarcopenia", a.sarcopenia), ("myosteatosis", a.myosteatosis)):
+        for c in results.values():
+            if not c.computed:
+                verdict = f"not computed ({c.reason})"
+            else:
+                verdict = f"{'[red]below[/]' if c.flagged else 'not below'} cutoff {c.cutoff:g} {c.set.unit} ({c.rule})"
+            mark = " [bold](selected)[/]" if c.selected else ""
+            console.print(f"  {kind} · {c.set.title}{mark}: {verdict}")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     if result.outputs:
@@ -131,7 +142,9 @@ def analyze(
     height_cm: Annotated[float | None, typer.Option("--height-cm", help="Patient height (for SMI).")] = None,
     weight_kg: Annotated[float | None, typer.Option("--weight-kg", help="Patient weight (for BMI).")] = None,
     sex: Annotated[Sex | None, typer.Option("--sex", help="Patient sex (for cutoffs).")] = None,
-    cutoffs: Annotated[str | None, typer.Option("--cutoffs", help="Default cutoff set (see `cutoffs`).")] = None,
+    cutoffs: Annotated[
+        str | None, typer.Option("--cutoffs", help="Headline cutoff set (ids: `sarcoscope cutoffs`).")
+    ] = None,
     convention: Annotated[
         Convention, typer.Option(help="Automatic L3 slice: mid-vertebral body or inferior endplate.")
     ] = Convention.mid,
@@ -207,14 +220,17 @@ def demo(
 @app.command()
 def cutoffs() -> None:
     """List the shipped sarcopenia and myosteatosis cutoff sets with their sources."""
-    from sarcoscope.composition import cutoff_table_rows
+    from sarcoscope.composition import load_cutoffs
 
-    table = Table(title="Cutoff sets (SMI cm²/m² below which sarcopenia is flagged)")
-    rows = cutoff_table_rows()
-    for col in rows[0]:
+    table = Table(title="Shipped cutoff sets (flagged when the value is strictly below the cutoff)")
+    for col in ("id", "kind", "rules", "population", "source"):
         table.add_column(col)
-    for row in rows[1:]:
-        table.add_row(*row)
+    cutoffs_table = load_cutoffs()
+    for kind, sets in (("sarcopenia", cutoffs_table.sarcopenia), ("myosteatosis", cutoffs_table.myosteatosis)):
+        for set_id, cs in sets.items():
+            default = " (default)" if set_id == cutoffs_table.default_sarcopenia else ""
+            rules = "; ".join(f"{r.describe()}: {cs.metric} < {r.cutoff:g}" for r in cs.rules)
+            table.add_row(set_id + default, kind, rules, cs.population, cs.citation)
     console.print(table)
 
 

@@ -114,17 +114,13 @@ def analyze(
     per_slice = [measure_slice(h, lab, volume.pixel_spacing) for h, lab in zip(hu_slices, labels, strict=True)]
     average = average_compositions(per_slice)
     md = volume.metadata
-    patient = PatientInfo(
-        height_m=height_cm / 100.0 if height_cm is not None else md.patient_height_m,
-        weight_kg=weight_kg if weight_kg is not None else md.patient_weight_kg,
-        sex=sex.upper() if sex else md.patient_sex,
-        age_years=md.patient_age_years,
-    )
-    assessment = assess(average, patient, cutoff_set) if cutoff_set else assess(average, patient)
+    patient = PatientInfo.from_metadata(md, height_cm=height_cm, weight_kg=weight_kg, sex=sex)
+    assessment = assess(average, patient, cutoff_set)
     timings["measure"] = time.perf_counter() - t
 
     warnings = list(volume.warnings)
     warnings += [f"{f['flag']}: {f['reason']}" for f in selection.flags]
+    warnings += [f"{name}: {why}" for name, why in patient.reasons.items() if "DICOM" in why]
     if md.contrast_agent:
         warnings.append(
             f"Contrast-enhanced CT ({md.contrast_agent}): muscle attenuation and myosteatosis cutoffs "

@@ -82,7 +82,7 @@ def test_real_without_sacrum_counts_from_ribs_and_says_so(real: CTVolume) -> Non
     loc = locate_l3(_crop(real, 55, real.n_slices))
     assert loc.counted_from == "ribs" and loc.has_flag(FLAG_COUNTING)
     assert _mid_error_mm(loc, REF_MID, 55) <= 3.0
-    assert "sacrum is not in the field of view" in loc.flags[0]["reason"]
+    assert "sacrum was not identified" in loc.flags[0]["reason"]
 
 
 def test_real_without_ribs_counts_from_sacrum(real: CTVolume) -> None:
@@ -129,6 +129,24 @@ def test_real_thick_slices_within_10mm(real: CTVolume, thickness: float) -> None
     )
     loc = locate_l3(thick)
     assert _mid_error_mm(loc, REF_MID) <= 10.0
+
+
+def test_real_spliced_six_lumbar_is_flagged(real: CTVolume) -> None:
+    """An extra lumbar level (the L4 level, disc to disc, repeated): the two counts must disagree."""
+    hu = np.concatenate([real.hu[:67], real.hu[56:67], real.hu[67:]])
+    loc = locate_l3(replace(real, hu=hu, slice_positions=None))
+    assert loc.has_flag(FLAG_COUNTING) and loc.confidence < 0.5
+    assert "6 rib-free vertebrae" in loc.flags[0]["reason"]
+    assert loc.alternative_l3 is not None  # the rib count's L3, one level higher
+    assert loc.alternative_l3.center > loc.l3_mid
+
+
+def test_real_spliced_four_lumbar_is_flagged(real: CTVolume) -> None:
+    """L5 removed (as if sacralised): the two counts must disagree, the rib count gives the true L3."""
+    hu = np.concatenate([real.hu[:46], real.hu[56:]])
+    loc = locate_l3(replace(real, hu=hu, slice_positions=None))
+    assert loc.has_flag(FLAG_COUNTING) and "4 rib-free vertebrae" in loc.flags[0]["reason"]
+    assert loc.alternative_l3 is not None and abs(loc.alternative_l3.center - (REF_MID - 10)) <= 1.5
 
 
 def test_selection_conventions() -> None:

@@ -55,15 +55,15 @@ def summary_row(case: Case, report: dict[str, Any]) -> dict[str, Any]:
         "l3_mode": report["l3"]["mode"],
         "l3_slices": " ".join(str(i) for i in report["l3"]["slice_indices"]),
         "l3_confidence": report["l3"].get("confidence"),
-        "engine": report["engine"]["model_id"],
+        "engine": report["segmentation"]["model_id"],
     }
     for tissue in ("muscle", "sat", "vat", "imat"):
         row[f"{tissue}_area_cm2"] = avg[tissue]["area_cm2"]
         row[f"{tissue}_mean_hu"] = avg[tissue]["mean_hu"]
     row["smi_cm2_m2"] = assessment["smi"].get("value")
-    default_set = assessment["default_cutoff_set"]
-    row["sarcopenia"] = assessment["sarcopenia"][default_set].get("status")
-    row["sarcopenia_cutoff_set"] = default_set
+    (chosen,) = [c for c in assessment["sarcopenia"] if c["selected"]]
+    row["sarcopenia_cutoff_set"] = chosen["set"]
+    row["sarcopenia"] = chosen["flagged"] if chosen["status"] == "computed" else "not computed"
     row["warnings"] = len(report.get("warnings", []))
     row.update(case.extra)
     return row

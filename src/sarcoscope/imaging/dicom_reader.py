@@ -24,6 +24,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MediaStorageDirectoryStorage
 
 from sarcoscope.errors import InputError
+from sarcoscope.imaging.multiframe import frame_count, orientation_cosines, read_multiframe
 from sarcoscope.imaging.volume import CTMetadata, CTVolume, plane_of_normal
 
 #: Values larger than this (the pixel data) are read from the file only when decoded: each file is parsed
@@ -127,7 +128,7 @@ def _skip_reason(ds: Dataset) -> str | None:
     if int(ds.get("SamplesPerPixel", 1)) != 1 or not photometric.startswith("MONOCHROME"):
         return "colour (RGB) image"
     if int(float(_raw_text(ds, "NumberOfFrames") or 1)) > 1:
-        return "multi-frame image (not supported)"
+        return None  # enhanced CT: geometry lives in the functional groups
     if "ImageOrientationPatient" not in ds and "ImagePositionPatient" not in ds and "PixelSpacing" not in ds:
         return "CT image without geometry"
     return None
@@ -156,14 +157,19 @@ def _orientation_key(ds: Dataset) -> tuple[float, ...]:
 class _Series:
     uid: str
     files: list[_File]
+    multiframe: bool = False  # one enhanced CT file holds all slices
 
     @property
     def first(self) -> Dataset:
         return self.files[0].ds
 
     @property
+    def n_slices(self) -> int:
+        return frame_count(self.first) if self.multiframe else len(self.files)
+
+    @property
     def orientation(self) -> str:
-        key = _orientation_key(self.first)
+        key = orientation_cosines(self.first) if self.multiframe else _orientation_key(self.first)
         if not key:
             return "unknown"
         return plane_of_normal(np.cross(key[:3], key[3:]))
@@ -195,9 +201,17 @@ class _Scan:
                     self.damaged.append((path, reason, _raw_text(ds, "SeriesInstanceUID")))
                 continue
             uid = _raw_text(ds, "SeriesInstanceUID") or ""
+            if frame_count(ds) > 1:
+                # each multi-frame file is a volume of its own
+                key = uid if uid not in self.series else f"{uid}#{_raw_text(ds, 'SOPInstanceUID')}"
+                self.series[key] = _Series(key, [_File(path, ds)], multiframe=True)
+                continue
+            if uid in self.series and self.series[uid].multiframe:
+                uid = f"{uid}#single-frame"
             self.series.setdefault(uid, _Series(uid, [])).files.append(_File(path, ds))
         for series in self.series.values():
-            self._keep_majority_geometry(series)
+            if not series.multiframe:
+                self._keep_majority_geometry(series)
 
     def _keep_majority_geometry(self, series: _Series) -> None:
         """Drop images whose orientation or size differs from most of the series (scouts mixed in)."""
@@ -222,13 +236,14 @@ class _Scan:
                 SeriesInfo(
                     series_uid=s.uid,
                     description=s.description,
-                    n_slices=len(s.files),
+                    n_slices=s.n_slices,
                     modality=str(s.first.get("Modality", "CT") or "CT"),
                     orientation=s.orientation,
                     series_number=int(number) if number not in (None, "") else None,
                     rows=int(s.first.Rows),
                     columns=int(s.first.Columns),
-                    note="" if s.orientation == "axial" else "not axial: L3 analysis needs an axial series",
+                    note=("multi-frame (enhanced) CT; " if s.multiframe else "")
+                    + ("" if s.orientation == "axial" else "not axial: L3 analysis needs an axial series"),
                 )
             )
         return sorted(infos, key=lambda i: (i.orientation != "axial", -i.n_slices, i.series_uid))
@@ -288,7 +303,11 @@ def read_dicom(
             f"{len(infos)} CT series found; read {pick.series_uid} ({pick.description!r}, {pick.n_slices} "
             f"{pick.orientation} slices); others: {listed} (choose one with series_uid)"
         )
-    volume = _read_series(scan.series[chosen].files, warnings)
+    series = scan.series[chosen]
+    if series.multiframe:
+        volume = read_multiframe(series.files[0].path, metadata_from_header(series.first), warnings)
+    else:
+        volume = _read_series(series.files, warnings)
     volume.source_path = source_path or str(root)
     if detach:
         for header in volume.dicom_headers or []:

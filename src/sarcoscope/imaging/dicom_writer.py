@@ -118,7 +118,7 @@ def _base_dataset(
         ds.ManufacturerModelName = metadata.manufacturer_model
     ds.ReferringPhysicianName = ""
     ds.SeriesDescription = series_description
-    ds.PatientName = metadata.patient_id or "ANONYMOUS"
+    ds.PatientName = ""
     ds.PatientID = metadata.patient_id or "ANONYMOUS"
     ds.PatientBirthDate = ""
     ds.PatientSex = metadata.patient_sex if metadata.patient_sex in ("M", "F") else ""

@@ -40,18 +40,19 @@ def find_sacrum_disc(grid: WorkGrid, trace: SpineTrace, discs_z: np.ndarray, per
     dz = grid.spacing[0]
     nz = grid.hu.shape[0]
 
-    def median_width(a: float, b: float) -> float | None:
+    def wide_fraction(a: float, b: float) -> float | None:
         lo, hi = round(a), round(b)
         if lo < 0 or hi >= nz or hi < lo:
             return None
-        return float(np.median([column_width(grid, trace, z) for z in range(lo, hi + 1)]))
+        return float(np.mean([column_width(grid, trace, z) >= SACRUM_WIDTH_MM for z in range(lo, hi + 1)]))
 
     found = None
+    level = period_mm / dz
     for i, d in enumerate(discs_z):
-        below = median_width(d - 0.45 * period_mm / dz, d - 0.05 * period_mm / dz)
-        above = median_width(d + 0.05 * period_mm / dz, d + 0.45 * period_mm / dz)
+        below = wide_fraction(d - 0.6 * level, d - 0.1 * level)
+        above = wide_fraction(d + 0.1 * level, d + 0.6 * level)
         # Wide below and narrow above: a bone ring (skull) or a wide table is wide on both sides.
-        if below is not None and above is not None and below >= SACRUM_WIDTH_MM > above:
+        if below is not None and above is not None and below >= 0.4 and above <= 0.2:
             found = i
     return found
 

@@ -169,8 +169,9 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         _flag(
             flags,
             FLAG_COUNTING,
-            "The sacrum is not in the field of view: vertebrae were counted from the last rib-bearing "
-            "vertebra (taken as T12) only, which is wrong with 11 or 13 rib pairs.",
+            "The sacrum was not identified (outside the field of view or not recognisable): vertebrae were "
+            "counted from the last rib-bearing vertebra (taken as T12) only, which is wrong with 11 or 13 "
+            "rib pairs.",
         )
     names = [label_of(s, use_bottom) for s in range(n_seg)]
 

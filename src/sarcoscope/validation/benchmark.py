@@ -41,7 +41,8 @@ def write_phantom_cohort(folder: Path, n: int, *, seed: int = 0, size: int = 512
         ph = make_slice(seed + i, size=size)
         _save_phantom_nifti(ph.hu, ph.pixel_spacing, folder / "images" / f"{case}.nii.gz")
         np.save(folder / "labels" / f"{case}.npy", ph.labels)
-        sites.append((case, str(ph.truth["exam"]["contrast"])))
+        contrast = str(ph.truth["exam"]["contrast"])
+        sites.append((case, {"none": "non-contrast", "portal": "portal-venous"}.get(contrast, contrast)))
         heights.append((case, ph.habitus.height_m if ph.habitus else ""))
     with (folder / "sites.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows([("case_id", "site"), *sites])

@@ -141,7 +141,8 @@ def gallery_figure(
     p, r = pred[box], ref[box]
     bg = np.clip((image[box].astype(float) + 160) / 400, 0, 1) if image is not None else np.zeros(p.shape)
     cmap = ListedColormap([(0, 0, 0, 0)] + [(*_rgb(i), 0.55) for i in range(1, 5)])
-    fig = Figure(figsize=(13, 4.2))
+    aspect = p.shape[0] / max(p.shape[1], 1)
+    fig = Figure(figsize=(13, 13 / 3 * aspect + 1.0), layout="constrained")
     titles = ("reference", "prediction", "contours: reference solid, prediction dashed")
     for k, title in enumerate(titles):
         ax = fig.add_subplot(1, 3, k + 1)
