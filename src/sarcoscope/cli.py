@@ -235,6 +235,25 @@ def cutoffs() -> None:
 
 
 @app.command()
+def series(
+    ct_path: Annotated[Path, typer.Argument(help="DICOM folder or .zip.")],
+) -> None:
+    """List the image series found in a folder or zip (choose one with `analyze --series UID`)."""
+    from sarcoscope.imaging import list_series
+
+    def body() -> None:
+        table = Table(title=f"Series in {ct_path} (the first is analysed by default)")
+        for col in ("SeriesInstanceUID", "description", "modality", "orientation", "slices", "note"):
+            table.add_column(col)
+        for s in list_series(ct_path):
+            table.add_row(s.series_uid, s.description or "", s.modality or "", s.orientation or "",
+                          str(s.n_slices), s.note or "")
+        console.print(table)
+
+    _run(body)
+
+
+@app.command()
 def locate(
     ct_path: Annotated[Path, typer.Argument(help="DICOM folder, .zip, or NIfTI volume.")],
     series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID.")] = None,

@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import highdicom
 import numpy as np
 import pydicom
 import pytest
@@ -302,3 +303,31 @@ def test_single_slice_and_metadata_without_ids(tmp_path: Path, volume_hu: np.nda
     np.testing.assert_array_equal(vol.hu[0], volume_hu[2])
     assert vol.metadata.patient_id is None and vol.metadata.frame_of_reference_uid is None
     assert (vol.metadata.patient_sex, vol.metadata.patient_age_years) == ("M", 71.0)
+
+
+def test_enhanced_multiframe_ct(tmp_path: Path, volume_hu: np.ndarray) -> None:
+    """A Legacy Converted Enhanced CT (one file, all frames) reads like its single-frame source series."""
+    paths = write_dicom_series(volume_hu, (2.5, 0.8, 0.7), tmp_path / "single", origin=(1.0, 2.0, 3.0))
+    single = read_ct(tmp_path / "single")
+    enhanced = highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        [pydicom.dcmread(p) for p in paths], generate_uid(), 7, generate_uid(), 1
+    )
+    (tmp_path / "mf").mkdir()
+    enhanced.save_as(tmp_path / "mf" / "enhanced.dcm")
+    info = list_series(tmp_path / "mf")[0]
+    assert (info.n_slices, info.orientation) == (6, "axial") and "multi-frame" in info.note
+    vol = read_ct(tmp_path / "mf")
+    np.testing.assert_array_equal(vol.hu, single.hu)
+    assert vol.spacing == pytest.approx(single.spacing)
+    assert vol.origin == pytest.approx(single.origin)
+    np.testing.assert_allclose(vol.direction, single.direction, atol=1e-6)
+    np.testing.assert_allclose(vol.slice_positions, single.slice_positions)
+    assert vol.dicom_headers is None
+
+
+def test_height_in_centimetres_is_converted(tmp_path: Path, volume_hu: np.ndarray) -> None:
+    meta = CTMetadata(patient_height_m=172.0, patient_weight_kg=5000.0)
+    write_dicom_series(volume_hu[:1], (1.0, 1.0, 1.0), tmp_path, metadata=meta)
+    vol = read_ct(tmp_path)
+    assert vol.metadata.patient_height_m == pytest.approx(1.72) and vol.metadata.patient_weight_kg is None
+    assert any("centimetres" in w for w in vol.warnings) and any("PatientWeight" in w for w in vol.warnings)

@@ -6,6 +6,7 @@ import stat
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -94,3 +95,14 @@ def test_zip_without_ct_names_the_zip(tmp_path: Path) -> None:
         zf.writestr("readme.txt", "hello")
     with pytest.raises(InputError, match=r"no CT image series in zip .*docs\.zip"):
         read_ct(tmp_path / "docs.zip")
+
+
+def test_zip_holding_one_nifti(tmp_path: Path) -> None:
+    data = np.full((6, 5, 4), -1000, np.int16)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "ct.nii.gz")
+    with zipfile.ZipFile(tmp_path / "n.zip", "w") as zf:
+        zf.write(tmp_path / "ct.nii.gz", "export/ct.nii.gz")
+    vol = read_ct(tmp_path / "n.zip")
+    assert (
+        vol.source_kind == "nifti" and vol.shape == (4, 5, 6) and vol.source_path == str(tmp_path / "n.zip")
+    )

@@ -15,6 +15,7 @@ from sarcoscope.validation.io import (
     case_id_from_name,
     index_folder,
     match_cases,
+    parse_pixel_spacing,
     read_label_map,
     resolve_spacing,
 )
@@ -201,3 +202,11 @@ def test_spacing_resolution():
     assert resolve_spacing("a", [("r", None)], None) is None
     with pytest.raises(ValidationInputError, match="pixel spacing mismatch"):
         resolve_spacing("a", [("r", (0.7, 0.7)), ("img", (0.8, 0.8))], None)
+
+
+def test_parse_pixel_spacing():
+    assert parse_pixel_spacing("0.7") == (0.7, 0.7)
+    assert parse_pixel_spacing("0.7, 0.75") == (0.7, 0.75)
+    for bad in ("", "a", "0", "1,2,3", "-1"):
+        with pytest.raises(ValidationInputError, match="--pixel-spacing"):
+            parse_pixel_spacing(bad)

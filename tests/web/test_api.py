@@ -14,7 +14,7 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from tests.web.conftest import SHAPE, SPACING, multipart, synthetic_hu, write_series, zip_bytes
+from web_synth import SHAPE, SPACING, multipart, synthetic_hu, write_series, zip_bytes
 
 from sarcoscope.web import WebSettings, create_app
 

@@ -25,13 +25,11 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, Med
 
 from sarcoscope.errors import InputError
 from sarcoscope.imaging.multiframe import frame_count, orientation_cosines, read_multiframe
-from sarcoscope.imaging.volume import CTMetadata, CTVolume, plane_of_normal
+from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume, plane_of_normal
 
 #: Values larger than this (the pixel data) are read from the file only when decoded: each file is parsed
 #: once, and the pixel bytes of series that are not read never enter memory.
 DEFER_BYTES = 64 * 1024
-#: HU given to outside-of-field and padding pixels (air).
-AIR_HU = -1024
 #: Skip reasons that mean the file is damaged rather than of another kind.
 _TRUNCATED_HEADER = "DICOM file without Modality or SOP Class (truncated?)"
 _TRUNCATED_IMAGE = "CT image header without pixel data (truncated?)"
@@ -107,6 +105,13 @@ def _raw_text(ds: Dataset, keyword: str) -> str | None:
     return text.strip(" \x00") or None
 
 
+def _frames(ds: Dataset) -> int:
+    try:
+        return int(float(_raw_text(ds, "NumberOfFrames") or 1))
+    except ValueError:
+        return 1
+
+
 def _skip_reason(ds: Dataset) -> str | None:
     """Why this DICOM object is not an axial-CT-series candidate (None = candidate)."""
     sop = _raw_text(ds, "SOPClassUID") or ""
@@ -127,7 +132,7 @@ def _skip_reason(ds: Dataset) -> str | None:
     photometric = _raw_text(ds, "PhotometricInterpretation") or ""
     if int(ds.get("SamplesPerPixel", 1)) != 1 or not photometric.startswith("MONOCHROME"):
         return "colour (RGB) image"
-    if int(float(_raw_text(ds, "NumberOfFrames") or 1)) > 1:
+    if _frames(ds) > 1:
         return None  # enhanced CT: geometry lives in the functional groups
     if "ImageOrientationPatient" not in ds and "ImagePositionPatient" not in ds and "PixelSpacing" not in ds:
         return "CT image without geometry"
@@ -201,7 +206,7 @@ class _Scan:
                     self.damaged.append((path, reason, _raw_text(ds, "SeriesInstanceUID")))
                 continue
             uid = _raw_text(ds, "SeriesInstanceUID") or ""
-            if frame_count(ds) > 1:
+            if _frames(ds) > 1:
                 # each multi-frame file is a volume of its own
                 key = uid if uid not in self.series else f"{uid}#{_raw_text(ds, 'SOPInstanceUID')}"
                 self.series[key] = _Series(key, [_File(path, ds)], multiframe=True)
@@ -305,7 +310,8 @@ def read_dicom(
         )
     series = scan.series[chosen]
     if series.multiframe:
-        volume = read_multiframe(series.files[0].path, metadata_from_header(series.first), warnings)
+        meta = metadata_from_header(series.first, warnings)
+        volume = read_multiframe(series.files[0].path, meta, warnings)
     else:
         volume = _read_series(series.files, warnings)
     volume.source_path = source_path or str(root)
@@ -574,15 +580,36 @@ def _age_years(text: str | None) -> float | None:
     return int(text[:3]) / per_year if per_year else None
 
 
-def metadata_from_header(ds: Dataset) -> CTMetadata:
-    """Patient and acquisition facts from one CT image header."""
+def _height_m(ds: Dataset, warnings: list[str]) -> float | None:
+    """PatientSize in metres; centimetres (a common site error) are converted, nonsense dropped."""
+    value = _number(ds, "PatientSize")
+    if value is None or 0.4 <= value <= 2.5:
+        return value
+    if 40 <= value <= 250:
+        warnings.append(f"PatientSize {value:g} looks like centimetres; used {value / 100:g} m")
+        return value / 100
+    warnings.append(f"PatientSize {value:g} m is implausible; height ignored")
+    return None
+
+
+def _weight_kg(ds: Dataset, warnings: list[str]) -> float | None:
+    value = _number(ds, "PatientWeight")
+    if value is not None and not 1 <= value <= 400:
+        warnings.append(f"PatientWeight {value:g} kg is implausible; weight ignored")
+        return None
+    return value
+
+
+def metadata_from_header(ds: Dataset, warnings: list[str] | None = None) -> CTMetadata:
+    """Patient and acquisition facts from one CT image header; implausible values noted in `warnings`."""
+    notes = warnings if warnings is not None else []
     sex = (_text(ds, "PatientSex") or "").upper()
     return CTMetadata(
         patient_id=_text(ds, "PatientID"),
         patient_sex=sex if sex in ("M", "F") else None,
         patient_age_years=_age_years(_text(ds, "PatientAge")),
-        patient_height_m=_number(ds, "PatientSize"),
-        patient_weight_kg=_number(ds, "PatientWeight"),
+        patient_height_m=_height_m(ds, notes),
+        patient_weight_kg=_weight_kg(ds, notes),
         contrast_agent=_text(ds, "ContrastBolusAgent"),
         kvp=_number(ds, "KVP"),
         manufacturer=_text(ds, "Manufacturer"),
@@ -627,7 +654,7 @@ def _read_series(files: list[_File], warnings: list[str]) -> CTVolume:
         spacing=(dz, spacing_yx[0], spacing_yx[1]),
         origin=tuple(float(v) for v in points[0]),
         direction=direction,
-        metadata=metadata_from_header(first),
+        metadata=metadata_from_header(first, warnings),
         source_kind="dicom",
         slice_positions=proj,
         dicom_headers=[f.ds for f in files],

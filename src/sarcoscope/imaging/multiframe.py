@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.volume import CTMetadata, CTVolume
-
-AIR_HU = -1024
+from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume
 
 
 def frame_count(ds: Dataset) -> int:
@@ -42,6 +39,8 @@ def read_multiframe(path: Path, metadata: CTMetadata, warnings: list[str]) -> CT
 
     `dicom_headers` stays None: there are no per-slice headers to reference.
     """
+    import highdicom as hd  # imported here: it costs ~0.25 s and enhanced CT is the exception
+
     try:
         image = hd.imread(str(path))
         volume = image.get_volume(dtype=np.float32)

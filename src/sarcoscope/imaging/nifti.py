@@ -8,10 +8,9 @@ import nibabel as nib
 import numpy as np
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.volume import CTMetadata, CTVolume
+from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-AIR_HU = -1024
 
 
 def is_nifti(path: Path) -> bool:

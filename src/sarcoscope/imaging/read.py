@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sarcoscope.errors import InputError
@@ -19,6 +21,17 @@ def _existing(path: str | Path) -> Path:
     return p
 
 
+@contextmanager
+def _extracted(archive: Path) -> Iterator[Path]:
+    """Extract a zip to a temporary folder; messages about the folder name the zip instead."""
+    with tempfile.TemporaryDirectory(prefix="sarcoscope-zip-") as tmp:
+        try:
+            extract_zip(archive, Path(tmp))
+            yield Path(tmp)
+        except InputError as exc:
+            raise InputError(str(exc).replace(tmp, f"zip {archive}")) from exc
+
+
 def read_ct(path: str | Path, series_uid: str | None = None) -> CTVolume:
     """Read a CT as HU (z, y, x); oddities go into `volume.warnings`, unusable input raises InputError.
 
@@ -29,17 +42,14 @@ def read_ct(path: str | Path, series_uid: str | None = None) -> CTVolume:
     if p.is_file() and is_nifti(p):
         return read_nifti(p)
     if p.is_file() and p.suffix.lower() == ".zip":
-        with tempfile.TemporaryDirectory(prefix="sarcoscope-zip-") as tmp:
-            extract_zip(p, Path(tmp))
-            niftis = [f for f in Path(tmp).rglob("*") if f.is_file() and is_nifti(f)]
-            try:
-                volume = read_dicom(Path(tmp), series_uid, source_path=str(p), detach=True)
-            except InputError as exc:
-                if len(niftis) != 1:
-                    raise InputError(str(exc).replace(tmp, f"zip {p}")) from exc
+        with _extracted(p) as tmp:
+            niftis = [f for f in tmp.rglob("*") if f.is_file() and is_nifti(f)]
+            if len(niftis) == 1 and not list_dicom_series(tmp):
                 volume = read_nifti(niftis[0])
-                volume.source_path = str(p)
-            volume.warnings = [w.replace(tmp, f"zip {p.name}") for w in volume.warnings]
+            else:
+                volume = read_dicom(tmp, series_uid, detach=True)
+            volume.source_path = str(p)
+            volume.warnings = [w.replace(str(tmp), f"zip {p.name}") for w in volume.warnings]
             return volume
     if p.is_dir() and not any(p.iterdir()):
         raise InputError(f"folder {p} is empty")
@@ -66,7 +76,6 @@ def list_series(path: str | Path) -> list[SeriesInfo]:
             )
         ]
     if p.is_file() and p.suffix.lower() == ".zip":
-        with tempfile.TemporaryDirectory(prefix="sarcoscope-zip-") as tmp:
-            extract_zip(p, Path(tmp))
-            return list_dicom_series(Path(tmp))
+        with _extracted(p) as tmp:
+            return list_dicom_series(tmp)
     return list_dicom_series(p)

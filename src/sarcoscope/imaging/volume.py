@@ -7,6 +7,9 @@ from typing import Any
 
 import numpy as np
 
+#: HU given to voxels outside the scanner's field of view and to padding (air).
+AIR_HU = -1024
+
 
 @dataclass
 class CTMetadata:

@@ -21,6 +21,8 @@ BONE_HU = 180.0
 #: The smallest z coverage in which two discs (one vertebra) can be seen.
 MIN_COVERAGE_MM = 60.0
 _INPLANE_MM = 2.0
+#: Smoothing (mm) of the bone map for the coarse tracking pass.
+_TRACK_SIGMA_MM = 16.0
 
 
 @dataclass
@@ -169,7 +171,25 @@ def trace_spine(grid: WorkGrid) -> SpineTrace:
     x0 = max(0, int(mid_x) - half)
     x1 = min(hu.shape[2], int(mid_x) + half + 1)
     bone = np.clip((hu[:, :, x0:x1] - 120.0) / 150.0, 0, 1)
+    # Coarse pass: heavy smoothing, so a whole vertebra (body, arch, processes) outweighs a contrast-filled
+    # aorta of bone-like density running beside it; rows are also weighted by how posterior they lie in
+    # the body, since the column is always behind the great vessels.
+    rows = body[:, :, x0:x1].any(axis=2)
+    ys = np.arange(hu.shape[1])[None, :]
+    has = rows.any(axis=1)
+    front = np.where(has, np.argmax(rows, axis=1), 0)[:, None]
+    back = np.where(has, hu.shape[1] - 1 - np.argmax(rows[:, ::-1], axis=1), hu.shape[1] - 1)[:, None]
+    posterior = 0.6 + 0.8 * np.clip((ys - front) / np.maximum(back - front, 1), 0, 1)
+    wide = ndi.gaussian_filter(bone, (0, _TRACK_SIGMA_MM / dy, _TRACK_SIGMA_MM / dx))
+    coarse = _viterbi_2d((wide * posterior[:, :, None]).astype(np.float32), 0.05)
+    # Fine pass: the usual vertebra-sized smoothing, restricted to 15 mm around the coarse path.
     score = ndi.gaussian_filter(bone, (0, 8.0 / dy, 8.0 / dx)).astype(np.float32)
+    yy = np.arange(score.shape[1])[None, :, None]
+    xx = np.arange(score.shape[2])[None, None, :]
+    near = (np.abs(yy - coarse[:, 0, None, None]) * dy <= 15.0) & (
+        np.abs(xx - coarse[:, 1, None, None]) * dx <= 15.0
+    )
+    score = np.where(near, score, 0.0).astype(np.float32)
     path = _viterbi_2d(score, penalty=0.05)
     cy = ndi.gaussian_filter1d(path[:, 0].astype(float), 1.5)
     cx = ndi.gaussian_filter1d(path[:, 1].astype(float) + x0, 1.5)

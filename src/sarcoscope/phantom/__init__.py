@@ -13,14 +13,20 @@ also scores ~1 here. `truth["geometric_area_cm2"]` holds the exact pre-blur area
 
 from sarcoscope.phantom.anatomy import VARIANTS, VERTEBRA_IDS
 from sarcoscope.phantom.habitus import Exam, Habitus
+from sarcoscope.phantom.io import write_phantom
 from sarcoscope.phantom.slice import LABEL_DEFINITION, PhantomSlice, make_slice
+from sarcoscope.phantom.volume import COVERAGES, PhantomVolume, make_volume
 
 __all__ = [
+    "COVERAGES",
     "LABEL_DEFINITION",
     "VARIANTS",
     "VERTEBRA_IDS",
     "Exam",
     "Habitus",
     "PhantomSlice",
+    "PhantomVolume",
     "make_slice",
+    "make_volume",
+    "write_phantom",
 ]

@@ -87,11 +87,10 @@ def hu_table(anat: Anatomy, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
 class Grid:
     """Pixel grid of one section: mm coordinates of columns (x) and rows (y) in the body frame."""
 
-    n: int
     psy: float
     psx: float
-    x: np.ndarray  # (n,) mm
-    y: np.ndarray  # (n,) mm
+    x: np.ndarray  # (nx,) mm
+    y: np.ndarray  # (ny,) mm
 
     @classmethod
     def make(cls, n: int, psy: float, psx: float, cx_mm: float, cy_mm: float) -> Grid:
@@ -99,7 +98,31 @@ class Grid:
         c = (n - 1) / 2.0
         x = ((np.arange(n) - c) * psx + cx_mm).astype(np.float32)
         y = ((np.arange(n) - c) * psy + cy_mm).astype(np.float32)
-        return cls(n, psy, psx, x, y)
+        return cls(psy, psx, x, y)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.y), len(self.x))
+
+    def crop(self, x0: float, x1: float, y0: float, y1: float) -> tuple[Grid, slice, slice]:
+        """The part of the grid inside a mm box (where the body is), with its slices into the full grid."""
+        j0, j1 = (int(v) for v in np.searchsorted(self.x, [x0, x1]))
+        i0, i1 = (int(v) for v in np.searchsorted(self.y, [y0, y1]))
+        j1, i1 = max(j1, j0 + 2), max(i1, i0 + 2)
+        j0, i0 = min(j0, len(self.x) - 2), min(i0, len(self.y) - 2)
+        sy, sx = slice(i0, i1), slice(j0, j1)
+        return Grid(self.psy, self.psx, self.x[sx], self.y[sy]), sy, sx
+
+    def polar(self) -> tuple[np.ndarray, np.ndarray]:
+        """Radius (mm) and angle-table index of every pixel about the body-frame origin (cached)."""
+        cached = getattr(self, "_polar", None)
+        if cached is None:
+            X, Y = self.x[None, :], self.y[:, None]
+            rho = np.sqrt(X * X + Y * Y)
+            ti = ((np.arctan2(Y, X) + np.pi) * (N_THETA / (2 * np.pi))).astype(np.int32) % N_THETA
+            cached = (rho, ti)
+            self._polar = cached
+        return cached
 
 
 class Painter:
@@ -107,8 +130,8 @@ class Painter:
 
     def __init__(self, grid: Grid, with_vid: bool) -> None:
         self.g = grid
-        self.cls = np.zeros((grid.n, grid.n), np.uint8)
-        self.vid = np.zeros((grid.n, grid.n), np.uint8) if with_vid else None
+        self.cls = np.zeros(grid.shape, np.uint8)
+        self.vid = np.zeros(grid.shape, np.uint8) if with_vid else None
 
     def window(self, x0: float, x1: float, y0: float, y1: float):
         g = self.g
@@ -201,8 +224,28 @@ class Section:
     vid: np.ndarray | None
 
 
-def render_section(anat: Anatomy, z: float, grid: Grid, rng: np.random.Generator, with_vid: bool = False) -> Section:
-    """Paint the axial cross-section of `anat` at height `z` (mm) on `grid`."""
+def body_box(anat: Anatomy, zs: np.ndarray) -> tuple[float, float, float, float]:
+    """A mm box that surely holds the body at every z in `zs` (painting is restricted to it)."""
+    half, top = 0.0, 0.0
+    for z in zs:
+        sw, sd, ss = anat.body_scale(float(z))
+        sat = max(anat.sat) * ss * 1.5 + anat.skin + 12
+        half = max(half, anat.fw * sw * 1.08 + sat)
+        top = max(top, anat.fda * sd * 1.08 + sat)
+    return (-half, half, -top, anat.y_table + 1.0)
+
+
+def render_section(
+    anat: Anatomy, z: float, full: Grid, rng: np.random.Generator, with_vid: bool = False, crop=None
+) -> Section:
+    """Paint the axial cross-section of `anat` at height `z` (mm) on the grid `full`.
+
+    `crop` = (sub-grid, row slice, column slice) from `Grid.crop(*body_box(...))`; re-using one crop for
+    every slice of a volume lets its polar coordinates be computed once.
+    """
+    if crop is None:
+        crop = full.crop(*body_box(anat, np.array([z])))
+    grid, csy, csx = crop
     p = Painter(grid, with_vid)
     hab = anat.habitus
     sw, sd, ss = anat.body_scale(z)
@@ -249,8 +292,7 @@ def render_section(anat: Anatomy, z: float, grid: Grid, rng: np.random.Generator
 
     X = grid.x[None, :]
     Y = grid.y[:, None]
-    rho = np.sqrt(X * X + Y * Y)
-    ti = ((np.arctan2(Y, X) + np.pi) * (N_THETA / (2 * np.pi))).astype(np.int32) % N_THETA
+    rho, ti = grid.polar()
     ro_px = ro[ti]
     depth = ro_px - rho
     inside = depth > 0
@@ -324,7 +366,6 @@ def render_section(anat: Anatomy, z: float, grid: Grid, rng: np.random.Generator
         heart_s = float(np.clip(1 - abs(z - (t9.z_mid + 60)) / 70, 0, 1))
         if heart_s > 0:
             p.ellipse(15, -fda * 0.25, 58 * heart_s, 48 * heart_s, BLOOD, _lut((VAT, LUNG)), ang=-0.4)
-    sub = cls == VAT  # still-free cavity, below the diaphragm where not lung
     # Liver (right), spleen (left), shrinking toward their lower tips.
     liver_s = float(np.clip((z - anat.liver_bottom) / 110, 0, 1)) * float(np.clip((dome_r - z) / 30 + 0.3, 0, 1))
     if liver_s > 0 and not legs:
@@ -432,27 +473,38 @@ def render_section(anat: Anatomy, z: float, grid: Grid, rng: np.random.Generator
     _paint_ribs(p, anat, z, ro, tw, th, yc)
     _paint_pelvis(p, anat, z, yc, fw, fda, legs)
 
-    # ---- table beneath the body ---------------------------------------------------------------------
+    # ---- into the full image, with the table beneath the body ----------------------------------------
+    out = Painter(full, with_vid)
+    out.cls[csy, csx] = cls
+    if out.vid is not None and p.vid is not None:
+        out.vid[csy, csx] = p.vid
     gap, R, off2, t = anat.table
     yt = anat.y_table + gap
     for yy, tt in ((yt, t), (yt + off2, t * 0.8)):
-        w = p.window(-250, 250, yy - 250**2 / (2 * R) - tt, yy + tt)
+        w = out.window(-250, 250, yy - 250**2 / (2 * R) - tt, yy + tt)
         if w is None:
             continue
         sy, sx, Xw, Yw = w
         tab = np.abs(Yw - (yy - (Xw * Xw) / (2 * R))) < tt / 2
-        p.put(sy, sx, tab, TABLE, _lut((AIR,)))
-    del sub
-    return Section(cls=cls, vid=p.vid)
+        out.put(sy, sx, tab, TABLE, _lut((AIR,)))
+    return Section(cls=out.cls, vid=out.vid)
 
 
 def _distance_outside(region: np.ndarray, grid: Grid) -> np.ndarray:
     """Distance (mm) from `region`, computed at half resolution (it only sets the smooth SAT outline)."""
     small = region[::2, ::2]
     d = ndi.distance_transform_edt(~small, sampling=(2 * grid.psy, 2 * grid.psx)).astype(np.float32)
-    full = ndi.zoom(d, 2, order=1, grid_mode=True, mode="nearest")[: region.shape[0], : region.shape[1]]
-    if full.shape != region.shape:
-        full = np.pad(full, [(0, region.shape[0] - full.shape[0]), (0, region.shape[1] - full.shape[1])], mode="edge")
+    h, w = region.shape
+    rows = np.empty((h, d.shape[1]), np.float32)  # linear interpolation back to full size
+    rows[::2] = d
+    rows[1:-1:2] = 0.5 * (d[:-1] + d[1:])[: len(rows[1:-1:2])]
+    if h % 2 == 0:
+        rows[-1] = d[-1]
+    full = np.empty((h, w), np.float32)
+    full[:, ::2] = rows
+    full[:, 1:-1:2] = 0.5 * (rows[:, :-1] + rows[:, 1:])[:, : len(range(1, w - 1, 2))]
+    if w % 2 == 0:
+        full[:, -1] = rows[:, -1]
     full[region] = 0.0
     return full
 
@@ -468,11 +520,13 @@ def _imat(p: Painter, anat: Anatomy, rng: np.random.Generator, es_shapes, ps_a: 
             L = rng.uniform(2, 7)
             pts = np.vstack([[x0, y0], [x0, y0] + np.cumsum(np.column_stack([np.cos(a), np.sin(a)]) * L, axis=0)])
             p.polyline(pts, rng.uniform(0.6, 1.3 + 1.2 * myo), IMAT, OVER_MUSCLE)
-    n_dots = int(5 + 45 * myo**1.5)
+    n_dots = int(3 + 25 * myo**1.5)
     g = p.g
-    for _ in range(n_dots):
-        x = rng.uniform(g.x[0], g.x[-1])
-        y = rng.uniform(g.y[0], g.y[-1])
+    idx = np.flatnonzero(OVER_MUSCLE[p.cls])
+    if idx.size == 0:
+        return
+    for k in rng.choice(idx, size=n_dots):
+        x, y = float(g.x[k % len(g.x)]), float(g.y[k // len(g.x)])
         r = rng.uniform(0.5, 1.5 + 1.5 * myo)
         p.ellipse(x, y, r, r * rng.uniform(0.6, 1.6), IMAT, OVER_MUSCLE)
     for ex, ey, ea, eb, _ in es_shapes[:4]:
@@ -659,6 +713,54 @@ def _paint_pelvis(p: Painter, anat: Anatomy, z: float, yc: float, fw: float, fda
             p.bone_ellipse(fx, yc - 30 if z > -175 else 10.0, 14, 14, rim=4.5)
 
 
+@dataclass
+class FieldBank:
+    """Pre-computed texture and noise fields; a volume re-uses a few of them (flipped) for speed."""
+
+    f1: list[np.ndarray]  # tissue texture (grain ~2 px), unit sd
+    f2: list[np.ndarray]  # fine texture (stool mottling, trabecular bone), unit sd
+    noise: list[np.ndarray]  # correlated noise in HU
+    blur: float
+
+    def hu(self, cls: np.ndarray, mean: np.ndarray, tex: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Class map -> HU float32. Mutates `cls`: stool mottling becomes gas / stool-fat classes."""
+
+        def pick(fields: list[np.ndarray]) -> np.ndarray:
+            f = fields[int(rng.integers(len(fields)))] if len(fields) > 1 else fields[0]
+            if len(fields) > 1:
+                sy, sx = (1 if rng.random() < 0.5 else -1), (1 if rng.random() < 0.5 else -1)
+                f = f[::sy, ::sx]
+            return f
+
+        f1, f2, noise = pick(self.f1), pick(self.f2), pick(self.noise)
+        st = cls == STOOL
+        if st.any():
+            cls[st & (f2 > 0.8)] = GAS
+            cls[st & (f2 < -0.5)] = SFAT
+        clean = mean[cls] + tex[cls] * f1
+        canc = cls == CANC
+        clean[canc] += 25.0 * f2[canc]
+        hu = ndi.gaussian_filter(clean, self.blur, truncate=3.0)
+        hu += noise
+        np.clip(hu, -1024.0, 3071.0, out=hu)
+        return hu
+
+
+def synthesize_fields(shape: tuple[int, int], exam, rng: np.random.Generator, n_fields: int = 1) -> FieldBank:
+    f1s, f2s, ns = [], [], []
+    for _ in range(n_fields):
+        f1 = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), 2.0, truncate=3.0)
+        f1 *= 1.0 / (f1.std() + 1e-6)
+        f2 = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), 1.1, truncate=3.0)
+        f2 *= 1.0 / (f2.std() + 1e-6)
+        noise = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), exam.noise_grain_px, truncate=3.0)
+        noise *= exam.noise_hu / (noise.std() + 1e-6)
+        f1s.append(f1)
+        f2s.append(f2)
+        ns.append(noise)
+    return FieldBank(f1s, f2s, ns, exam.blur_px)
+
+
 def synthesize(
     cls: np.ndarray, mean: np.ndarray, tex: np.ndarray, anat: Anatomy, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -667,24 +769,9 @@ def synthesize(
     HU = class mean + tissue texture, blurred (partial volume), plus spatially correlated noise.
     Labels = HU thresholds inside compartments (see the package docstring for the exact rule).
     """
-    ex = anat.exam
-    shape = cls.shape
-    f1 = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), 2.0, truncate=3.0)
-    f1 *= 1.0 / (f1.std() + 1e-6)
-    f2 = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), 1.1, truncate=3.0)
-    f2 *= 1.0 / (f2.std() + 1e-6)
-    st = cls == STOOL
-    cls[st & (f2 > 0.8)] = GAS
-    cls[st & (f2 < -0.5)] = SFAT
-    clean = mean[cls] + tex[cls] * f1
-    canc = cls == CANC
-    clean[canc] += 25.0 * f2[canc]
-    hu = ndi.gaussian_filter(clean, ex.blur_px, truncate=3.0)
-    noise = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), ex.noise_grain_px, truncate=3.0)
-    noise *= ex.noise_hu / (noise.std() + 1e-6)
-    hu += noise
-    np.clip(hu, -1024.0, 3071.0, out=hu)
-    return hu.astype(np.float32, copy=False), make_labels(hu, cls)
+    bank = synthesize_fields(cls.shape, anat.exam, rng, 1)
+    hu = bank.hu(cls, mean, tex, rng)
+    return hu, make_labels(hu, cls)
 
 
 def make_labels(hu: np.ndarray, cls: np.ndarray) -> np.ndarray:

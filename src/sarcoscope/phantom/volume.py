@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
 from sarcoscope.phantom.anatomy import VARIANTS, VERTEBRA_IDS, Anatomy, add_bowel, build_anatomy
 from sarcoscope.phantom.habitus import Exam, Habitus
-from sarcoscope.phantom.render import Grid, hu_table, make_labels, render_section, synthesize_fields
+from sarcoscope.phantom.render import Grid, body_box, hu_table, make_labels, render_section, synthesize_fields
 from sarcoscope.phantom.slice import LABEL_DEFINITION, _spacing, area_and_means, body_extent
 
 COVERAGES = ("abdomen", "chest-pelvis", "upper-abdomen", "lower", "l3-only")
@@ -136,9 +135,10 @@ def make_volume(
     hu = np.empty((n, shape_xy, shape_xy), np.int16)
     labels = np.empty((n, shape_xy, shape_xy), np.uint8)
     vlab = np.empty((n, shape_xy, shape_xy), np.uint8)
+    crop = grid.crop(*body_box(anat, np.linspace(zs[0], zs[-1], 24)))
     for k, z in enumerate(zs):
         srng = np.random.default_rng([seed, 7, k])
-        sec = render_section(anat, float(z), grid, srng, with_vid=True)
+        sec = render_section(anat, float(z), grid, srng, with_vid=True, crop=crop)
         h = bank.hu(sec.cls, mean, tex, srng)
         hu[k] = np.rint(h)
         labels[k] = make_labels(h, sec.cls)
@@ -227,6 +227,3 @@ def _volume_truth(
             l3_last_index=None,
         )
     return out
-
-
-__all__ = ["COVERAGES", "PhantomVolume", "coverage_range", "make_volume", "ndi"]

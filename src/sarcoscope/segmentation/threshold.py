@@ -49,9 +49,12 @@ class ThresholdParams:
     septum_max_mm: float = 1.5  # non-fat runs in the SAT up to this thickness are septa, not the wall
     skin_max_mm: float = 6.0  # a first non-fat run longer than this means there is no SAT on that ray
     wall_gap_mm: float = 2.0  # fat runs up to this thickness inside the wall are intermuscular fat
+    back_gap_mm: float = 3.0  # the same in the back muscles, whose fat pockets are larger
     wall_max_mm: float = 40.0  # anterior/lateral wall thickness cap
     back_max_mm: float = 110.0  # posterior (paraspinal) compartment depth cap
     organ_margin_hu: float = 25.0
+    psoas_margin_hu: float = 20.0  # the same limit for the muscles found from the vertebra
+    psoas_reach_mm: float = 50.0  # how far from the vertebra those muscles may extend
     organ_step_hu: float = 16.0  # a >= 4 mm stretch this much brighter than muscle ends the wall
     n_rays: int = 720
 
@@ -145,11 +148,29 @@ class ThresholdEngine:
         r_inner = self._trace_wall_inner(geo, smooth, coarse, r_wall, posterior, organ_hu, muscle_ref)
         ring = cavity & ~geo.star_mask(r_inner)
 
-        psoas = self._psoas(coarse, cavity & ~ring, spine, centre, posterior, spacing, organ_hu)
+        # anatomical frame from the vertebral body: ap (mm, + posterior) and lateral distance (mm)
+        yy, xx = np.indices(hu.shape)
+        sy, sx = ndi.center_of_mass(spine) if spine.any() else centre
+        dy, dx = (yy - sy) * spacing[0], (xx - sx) * spacing[1]
+        ap = dy * posterior[0] + dx * posterior[1]
+        lateral = np.abs(dx * posterior[0] - dy * posterior[1])
         vertebra = self._vertebra(smooth, spine, spacing)
+        psoas = self._psoas(
+            coarse,
+            cavity,
+            spine,
+            vertebra,
+            ap,
+            lateral,
+            spacing,
+            muscle_ref + p.psoas_margin_hu,
+            p.psoas_reach_mm,
+        )
         muscle = masks["muscle"] & (ring | psoas) & inner & ~vertebra
-        # fat enclosed by muscle (or by muscle and the vertebral arch: the paraspinal pockets) is IMAT
-        enclosed = muscle_compartments(muscle | (vertebra & cavity), spacing, closing_mm=IMAT_CLOSING_MM)
+        # fat enclosed by muscle, or by muscle and the vertebral arch (the paraspinal pockets), is IMAT;
+        # fat between the psoas and the vertebral body is not enclosed by muscle: VAT
+        arch = vertebra & cavity & (ap > 5.0)
+        enclosed = muscle_compartments(muscle | arch, spacing, closing_mm=IMAT_CLOSING_MM)
         imat = masks["imat"] & inner & cavity & enclosed & ~vertebra
         vat = masks["vat"] & inner & cavity & ~imat & ~muscle & ~self._stool(hu, cavity, spacing)
         sat = masks["sat"] & inner & ~cavity
@@ -307,6 +328,7 @@ class ThresholdEngine:
         lo = self.hu_ranges.muscle[0]
         fat_lo = self.hu_ranges.imat[0]
         gap = round(p.wall_gap_mm / step)
+        back_gap = round(p.back_gap_mm / step)
         sustained = round(4.0 / step)
         back = geo.angle_to(posterior) < np.deg2rad(70)
         thick = np.zeros(geo.n)
@@ -337,7 +359,7 @@ class ThresholdEngine:
                     end = min(s + n_run, limit)
                     continue
                 # short fat (intermuscular) or bright (vessel) interruptions stay inside the wall
-                if n_run > gap or gas[s : s + n_run].any():
+                if n_run > (back_gap if back[j] else gap) or gas[s : s + n_run].any():
                     closed[j] = True
                     break
             thick[j] = end * step
@@ -347,8 +369,9 @@ class ThresholdEngine:
             idx = np.arange(geo.n)
             thick = np.where(closed, thick, np.interp(idx, idx[closed], thick[closed], period=geo.n))
         # single rays running into bowel through a thin plane: cap by the neighbours' median
+        # (the back is left alone: its depth changes fast from the flank to the paraspinal muscles)
         med = _circular_median(thick, int(geo.n * 10 / 360))
-        thick = np.minimum(thick, med + 5.0)
+        thick = np.where(back, thick, np.minimum(thick, med + 5.0))
         return r_wall - thick
 
     @staticmethod
@@ -356,21 +379,28 @@ class ThresholdEngine:
         smooth: np.ndarray,
         region: np.ndarray,
         spine: np.ndarray,
-        centre: tuple[float, float],
-        posterior: np.ndarray,
+        vertebra: np.ndarray,
+        ap: np.ndarray,
+        lateral: np.ndarray,
         spacing: tuple[float, float],
         organ_hu: float,
+        p_reach_mm: float,
     ) -> np.ndarray:
-        """Psoas (and any muscle hugging the vertebra): muscle-HU components touching the vertebra's sides."""
+        """Psoas and back muscles: muscle-HU components touching the vertebra (body, arch and processes).
+
+        Tissue in front of the vertebral body (aorta, vena cava, crura, lymph nodes) is excluded.
+        """
         if not spine.any():
             return np.zeros_like(region)
-        cand = region & (smooth >= -29.0) & (smooth <= organ_hu) & ~spine
+        # stricter than the wall's organ limit: these components must not leak into liver or kidney
+        # (behind the vertebral body, the back muscles are bounded by the wall instead)
+        near = dilate_mm(vertebra, p_reach_mm, spacing) | (ap > 20.0)
+        cand = region & near & (smooth >= -29.0) & (smooth <= organ_hu) & ~vertebra
+        front = ap[spine].min()
+        half_width = np.percentile(lateral[spine & (ap <= 0)], 98) if (spine & (ap <= 0)).any() else 0.0
+        cand &= (ap >= front - 10.0) & ~((ap < 0) & (lateral < 0.8 * half_width))
         cand = open_mm(cand, 2.0, spacing)
-        yy, xx = np.indices(region.shape)
-        proj = (yy - centre[0]) * spacing[0] * posterior[0] + (xx - centre[1]) * spacing[1] * posterior[1]
-        front = proj[spine].min()
-        cand &= proj >= front - 10.0
-        near_spine = dilate_mm(spine, 4.0, spacing)
+        near_spine = dilate_mm(vertebra, 4.0, spacing)
         lab, n = ndi.label(cand)
         if n == 0:
             return cand

@@ -21,6 +21,7 @@ from sarcoscope.errors import SarcoscopeError
 from sarcoscope.validation.runner import ValidationReport, run_validation
 
 REAL_SUBDIR = Path("real") / "l3_slices"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def _save_phantom_nifti(hu: np.ndarray, spacing: tuple[float, float], path: Path) -> None:
@@ -65,6 +66,7 @@ def validate_engines(
     shared_data: str | Path | None = None,
     engines: Sequence[str] = ("threshold", "unet"),
     n_phantoms: int = 24,
+    phantom_size: int = 512,
     seed: int = 0,
 ) -> dict[str, ValidationReport | str]:
     """Run every engine on the real L3 slices (when `shared_data` has them) and on `n_phantoms` phantoms.
@@ -80,7 +82,7 @@ def validate_engines(
     with tempfile.TemporaryDirectory() as tmp:
         phantoms = Path(tmp) / "phantoms"
         if n_phantoms > 0:
-            write_phantom_cohort(phantoms, n_phantoms, seed=seed)
+            write_phantom_cohort(phantoms, n_phantoms, seed=seed, size=phantom_size)
         for engine in engines:
             if real is not None and (real / "labels").is_dir():
                 name = f"real-{engine}"
@@ -138,7 +140,9 @@ def _write_index(
     skipped = []
     for name, rep in results.items():
         if isinstance(rep, str):
-            skipped.append(f"- `{name}`: not run — {rep}")
+            # Keep the committed index machine-independent: no absolute paths of this checkout.
+            reason = rep.replace(str(PACKAGE_DIR), "sarcoscope")
+            skipped.append(f"- `{name}`: not run — {reason}")
             continue
         cells = _summary_line(f"[{name}]({name}/report.md)", rep)
         lines.append("| " + " | ".join(cells) + " |")

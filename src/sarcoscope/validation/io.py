@@ -254,3 +254,17 @@ def resolve_spacing(
                 f"{sp} mm (the maps are on different grids; resample one of them first)."
             )
     return stated[0][1] if stated else fallback
+
+
+def parse_pixel_spacing(text: str) -> tuple[float, float]:
+    """'0.7' or '0.7,0.75' (y, x mm) as typed on the command line."""
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values, default=0) <= 0:
+        raise ValidationInputError(
+            f"--pixel-spacing must be one or two positive numbers in mm (Y,X); got '{text}'."
+        )
+    return (values[0], values[-1])

@@ -281,7 +281,10 @@ def _run(
         "prediction_mapping": pred_map.name,
         "tissues": list(tissues),
         "engine": None if engine is None else {"name": engine.name, "model_id": engine.model_id},
-        "iou_bins": [[name, lo, hi] for name, lo, hi in IOU_BINS],
+        "iou_bins": [  # [name, lower bound inclusive, upper bound exclusive]; null = unbounded
+            [name, lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None]
+            for name, lo, hi in IOU_BINS
+        ],
         "empty_masks": "both empty -> Dice = IoU = 1; one side empty -> 0",
         "case_id_rule": {"strip_prefixes": list(strip[0]), "strip_suffixes": list(strip[1])},
         "icc": "ICC(2,1) two-way random, absolute agreement, single measurement (Shrout & Fleiss 1979)",
@@ -336,7 +339,7 @@ def _run(
             0, d.Paragraph("**Warnings:** " + " ".join(f"({i}) {w}" for i, w in enumerate(warn, 1)))
         )
     settings["warnings"] = warn
-    (staging / "settings.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    (staging / "settings.json").write_text(json.dumps(settings, indent=2, allow_nan=False), encoding="utf-8")
     files.append("settings.json")
     doc.add(d.Heading("Files"))
     doc.add(

@@ -421,6 +421,7 @@ async function drawRecon(plane) {
   ctx.moveTo(0, zToY(g, state.axialZ)); ctx.lineTo(g.width, zToY(g, state.axialZ));
   ctx.stroke();
   ctx.setLineDash([]);
+  if (plane === "sagittal") drawVertebrae(ctx, g);
   const lines = state.mode === "slice" ? [state.lines[0]] : state.lines;
   lines.forEach((z, i) => {
     const y = zToY(g, z);
@@ -430,10 +431,24 @@ async function drawRecon(plane) {
     ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(g.width, y); ctx.stroke();
     ctx.fillStyle = color;
     ctx.font = `${Math.max(10, Math.round(g.width / 28))}px system-ui`;
-    const label = state.mode === "slice" ? `L3 ${z}` : (i === 0 ? `L3 ${z}` : `L3 ${z}`);
-    ctx.fillText(label, 4, y - 4);
+    ctx.fillText(state.mode === "slice" ? `L3 · ${z}` : `${i === 0 ? "first" : "last"} · ${z}`, 4, y - 4);
   });
   canvas.dataset.lines = lines.join(",");
+}
+
+function drawVertebrae(ctx, g) {
+  // The localizer's vertebra bodies as ticks with names on the right edge of the sagittal view.
+  const vertebrae = (state.study.localization || {}).vertebrae || {};
+  ctx.font = `${Math.max(9, Math.round(g.width / 34))}px system-ui`;
+  ctx.textAlign = "right";
+  for (const [name, v] of Object.entries(vertebrae)) {
+    const top = zToY(g, v.last) - g.rowPerSlice / 2;
+    const bottom = zToY(g, v.first) + g.rowPerSlice / 2;
+    ctx.fillStyle = name === "L3" ? "rgba(255,210,63,0.9)" : "rgba(255,255,255,0.6)";
+    ctx.fillRect(g.width - 3, top + 1, 3, Math.max(1, bottom - top - 2));
+    ctx.fillText(name, g.width - 6, zToY(g, v.center) + 4);
+  }
+  ctx.textAlign = "left";
 }
 
 function bindL3() {
@@ -515,8 +530,15 @@ function setMode(mode) {
     const mid = typeof auto === "number" && auto >= lo && auto <= hi ? auto : Math.round((lo + hi) / 2);
     state.lines = [mid, mid];
   } else {
-    const half = Math.max(1, Math.round(15 / state.study.spacing[0]));
-    state.lines = [clampZ(state.lines[0] - half), clampZ(state.lines[0] + half)];
+    const loc = state.study.localization || {};
+    const [lo, hi] = [loc.l3_lower_endplate, loc.l3_upper_endplate];
+    const z = state.lines[0];
+    if (typeof lo === "number" && typeof hi === "number" && z >= Math.min(lo, hi) && z <= Math.max(lo, hi)) {
+      state.lines = [Math.min(lo, hi), Math.max(lo, hi)]; // back to the localizer's L3 body
+    } else {
+      const half = Math.max(1, Math.round(15 / state.study.spacing[0])); // +-15 mm around the slice
+      state.lines = [clampZ(z - half), clampZ(z + half)];
+    }
   }
   state.mode = mode;
   state.activeLine = 0;

@@ -1,0 +1,22 @@
+"""validate_engines: the docs/validation generator, on a tiny phantom cohort."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sarcoscope.validation.benchmark import validate_engines
+
+
+def test_validate_engines_on_phantoms_lists_unavailable_engines(tmp_path: Path):
+    out = tmp_path / "docs"
+    results = validate_engines(out, engines=("threshold", "no-such-engine"), n_phantoms=3, phantom_size=128)
+    rep = results["phantom-threshold"]
+    assert not isinstance(rep, str)
+    assert rep.n_cases == 3
+    assert rep.dice_summary["sat"].mean > 0.5  # the baseline works on phantoms (plumbing, not quality)
+    assert "Unknown segmentation engine 'no-such-engine'" in str(results["phantom-no-such-engine"])
+    index = (out / "README.md").read_text()
+    assert "[phantom-threshold](phantom-threshold/report.md)" in index
+    assert "`phantom-no-such-engine`: not run" in index
+    assert (out / "phantom-threshold" / "report.html").is_file()
+    assert not (out / "phantom-threshold" / "predictions").exists()

@@ -1,0 +1,232 @@
+"""End-to-end: the browser UI in Debian's headless chromium, driven by Playwright, against a live server.
+
+Needs /usr/bin/chromium (`apt-get install -y chromium`) and the `playwright` Python package; the browser
+that `playwright install` would download is never used. Set SARCOSCOPE_SCREENSHOTS=<folder> to save
+screenshots of the main screens (docs/screenshots/ is made that way).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from sarcoscope.phantom.io import write_phantom
+from sarcoscope.web import WebSettings, create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    import uvicorn
+
+    app = create_app(WebSettings(data_dir=tmp_path / "data"))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not srv.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+    app.state.ctx.store.close()
+
+
+@pytest.fixture
+def page(server: str) -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        # bypass_csp: Playwright's wait_for_function evaluates strings, which the app's CSP forbids.
+        context = browser.new_context(
+            viewport={"width": 1360, "height": 840}, accept_downloads=True, bypass_csp=True
+        )
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(server)
+        yield pg
+        assert errors == [], f"JavaScript errors: {errors}"
+        browser.close()
+
+
+def _shot(page: object, name: str) -> None:
+    """Save a screenshot as a small 256-colour PNG when SARCOSCOPE_SCREENSHOTS names a folder."""
+    folder = os.environ.get("SARCOSCOPE_SCREENSHOTS")
+    if folder:
+        from PIL import Image
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+        shot.quantize(256).save(Path(folder) / f"{name}.png", optimize=True)
+
+
+def _wait_text(page: object, element_id: str, prefix: str) -> None:
+    page.wait_for_function(
+        "([id, prefix]) => document.getElementById(id).textContent.startsWith(prefix)",
+        arg=[element_id, prefix],
+    )
+
+
+def _muscle_area(page: object) -> float:
+    return float(page.locator("#metrics tr[data-tissue=muscle] td.area").inner_text())
+
+
+def test_upload_select_segment_edit_save_reload_export(page: object, server: str, tmp_path: Path) -> None:
+    # A small phantom abdomen (256x256, 5 mm slices, T10 to the pubis) with known L3 slices.
+    phantom = write_phantom(tmp_path / "phantom", seed=1, shape_xy=256, slice_thickness_mm=5.0)
+    truth = phantom["truth"]
+    files = sorted(Path(phantom["paths"]["dicom"]).iterdir())
+    page.set_input_files("#pick-files", [str(f) for f in files])
+    page.wait_for_url("**/#/study/*", timeout=30000)
+    study_id = page.url.rsplit("/", 1)[-1]
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=30000)
+    study = page.request.get(f"{server}/api/studies/{study_id}").json()
+    loc, sel = study["localization"], study["selection"]
+    assert "error" not in loc, loc
+    # The automatic localization pre-places the Range lines on the L3 body (truth within a slice or two).
+    assert (sel["first"], sel["last"]) == (loc["l3_lower_endplate"], loc["l3_upper_endplate"])
+    assert abs(sel["first"] - truth["l3_first_index"]) <= 2 and abs(sel["last"] - truth["l3_last_index"]) <= 2
+    assert "auto L3 confidence" in page.locator("#l3-confidence").inner_text()
+    lines = page.locator("#coronal-canvas").get_attribute("data-lines")
+    assert lines == f"{sel['first']},{sel['last']}"
+
+    # L3 lines: Range shows two lines on the reconstructions, Slice one.
+    page.click("#mode-range")
+    page.wait_for_function("document.getElementById('coronal-canvas').dataset.lines.split(',').length === 2")
+    assert page.locator("#l3-selection-text").inner_text().startswith("Range")
+    _shot(page, "l3-selection")
+    page.click("#mode-slice")
+    page.wait_for_function("document.getElementById('sagittal-canvas').dataset.lines.split(',').length === 1")
+    assert page.locator("#l3-selection-text").inner_text() == f"Slice {loc['l3_mid']}"
+    _wait_text(page, "study-message", "Saved selection")
+    page.click("#mode-range")
+    page.wait_for_function("document.getElementById('coronal-canvas').dataset.lines.split(',').length === 2")
+    # keyboard: move the first line up by two slices
+    page.focus("#coronal-canvas")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")
+    page.wait_for_timeout(700)
+    sel = page.request.get(f"{server}/api/studies/{study_id}").json()["selection"]
+    assert sel["mode"] == "range" and sel["first"] == loc["l3_lower_endplate"] + 2
+    n_selected = sel["last"] - sel["first"] + 1
+
+    # Download selected DICOM (de-identified by default): one original slice per selected slice.
+    with page.expect_download() as info:
+        page.click("#download-dicom")
+    with zipfile.ZipFile(info.value.path()) as zf:
+        names = zf.namelist()
+        assert names == [f"slice{i:04d}.dcm" for i in range(sel["first"], sel["last"] + 1)]
+        ds = pydicom.dcmread(io.BytesIO(zf.read(names[0])))
+    assert ds.PatientIdentityRemoved == "YES" and ds.PatientID.startswith("ANON-")
+
+    # Segment, then paint a muscle stroke outside the body (air): the muscle area must grow.
+    page.click("#segment")
+    page.wait_for_url("**/label", timeout=30000)
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+    assert page.locator("#slice-text").inner_text().endswith(f"of {n_selected})")
+    page.fill("#height", "172")
+    page.click("#patient-form button[type=submit]")
+    page.wait_for_function("document.getElementById('smi').textContent.includes('cm²/m²')")
+    _shot(page, "labeling")
+    before = _muscle_area(page)
+
+    def stroke(x: float, y: float, length: float) -> None:
+        box = page.locator("#edit-cursor").bounding_box()
+        x0, y0 = box["x"] + box["width"] * x, box["y"] + box["height"] * y
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + box["width"] * length, y0, steps=8)
+        page.mouse.up()
+
+    page.keyboard.press("1")  # paint muscle
+    page.fill("#brush-size", "8")
+    page.dispatch_event("#brush-size", "input")
+    # "HU range only": a muscle stroke over air (-1000 HU) paints nothing.
+    page.check("#hu-constrain")
+    stroke(0.06, 0.08, 0.2)
+    page.uncheck("#hu-constrain")
+    stroke(0.06, 0.08, 0.2)
+    assert page.locator("#save-labels").inner_text() == "Save *"
+    page.keyboard.press("Control+s")
+    _wait_text(page, "study-message", "Saved as version 2")
+    page.wait_for_function(
+        "(before) => parseFloat(document.querySelector('#metrics tr[data-tissue=muscle] td.area')"
+        ".textContent) > before",
+        arg=before,
+    )
+    after = _muscle_area(page)
+
+    # Undo / redo work locally.
+    stroke(0.06, 0.2, 0.0)
+    page.keyboard.press("Control+z")
+    assert page.locator("#redo").is_enabled()
+
+    # Meanwhile someone else saves version 3: this page's next save is refused, not merged or overwritten.
+    saved = page.request.get(f"{server}/api/studies/{study_id}/labels").body()
+    other = page.request.post(
+        f"{server}/api/studies/{study_id}/labels?base_version=2&note=colleague",
+        data=saved,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert other.status == 201
+    page.keyboard.press("Control+s")
+    _wait_text(page, "study-message", "Not saved")
+    assert "version 3 was saved by" in page.locator("#toast").inner_text()
+
+    # Reload: the saved edit and the updated analysis persist.
+    page.reload()
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+    assert _muscle_area(page) == pytest.approx(after)
+    assert "version 3" in page.locator("#analysis-version").inner_text()
+    painted = page.evaluate(
+        """() => { const c = document.getElementById('edit-overlay');
+                   const x = Math.floor(c.width * 0.1), y = Math.floor(c.height * 0.08);
+                   return Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data); }"""
+    )
+    assert painted[3] > 0 and max(abs(a - b) for a, b in zip(painted[:3], (220, 50, 50), strict=True)) <= 3
+    _shot(page, "analysis-after-edit")
+
+    # Export DICOM SEG of the edited version.
+    with page.expect_download() as info:
+        page.click("#export-dicom-seg")
+    seg = pydicom.dcmread(info.value.path())
+    assert seg.Modality == "SEG" and info.value.suggested_filename.endswith("-v3.seg.dcm")
+
+    page.goto(server)
+    page.wait_for_selector("#study-rows tr")
+    assert "edited" in page.locator("#study-rows").inner_text()
+    _shot(page, "studies")
