@@ -131,6 +131,28 @@ def test_real_thick_slices_within_10mm(real: CTVolume, thickness: float) -> None
     assert _mid_error_mm(loc, REF_MID) <= 10.0
 
 
+def test_real_dense_aorta_does_not_capture_the_trace(real: CTVolume) -> None:
+    """Arterial-phase aorta (400 HU, 24 mm) left-anterior of the column from L5 up."""
+    z, y, x = np.ogrid[: real.n_slices, : real.hu.shape[1], : real.hu.shape[2]]
+    hu = real.hu.astype(np.float32)
+    hu[((y - 46) ** 2 + (x - 73) ** 2 < 16) & (z > 40)] = 400.0
+    loc = locate_l3(replace(real, hu=hu))
+    assert abs(loc.l3_mid - REF_MID) <= 1 and not loc.flags
+
+
+def test_real_scoliosis_like_shift(real: CTVolume) -> None:
+    """Slices shifted sideways along a 15 mm sine: L3 still found (the count may be flagged)."""
+    hu = real.hu.astype(np.float32)
+    shifted = np.stack(
+        [
+            ndi.shift(hu[k], (0, 5 * np.sin(k / real.n_slices * 2 * np.pi)), order=1, cval=-1024)
+            for k in range(real.n_slices)
+        ]
+    )
+    loc = locate_l3(replace(real, hu=shifted))
+    assert abs(loc.l3_mid - REF_MID) <= 1.5
+
+
 def test_real_spliced_six_lumbar_is_flagged(real: CTVolume) -> None:
     """An extra lumbar level (the L4 level, disc to disc, repeated): the two counts must disagree."""
     hu = np.concatenate([real.hu[:67], real.hu[56:67], real.hu[67:]])

@@ -69,10 +69,13 @@ def test_registered_engine_reports_model_id(engine: UNetEngine) -> None:
     assert UNetEngine(refine=False).model_id.endswith("+raw")
 
 
-def test_phantom_segmentation_reaches_stated_dice(engine: UNetEngine) -> None:
+@pytest.mark.parametrize(("size", "spacing"), [(512, 0.75), (384, 0.95)])
+def test_phantom_segmentation_reaches_stated_dice(engine: UNetEngine, size: int, spacing: float) -> None:
+    """Unseen phantoms (training used seeds 1000-1199), at 512 and at a non-512 grid with coarser pixels."""
     phantom = pytest.importorskip("sarcoscope.phantom")
-    ph = phantom.make_slice(777, size=512, pixel_spacing=(0.75, 0.75))
+    ph = phantom.make_slice(777, size=size, pixel_spacing=spacing)
     pred = engine.segment(np.asarray(ph.hu)[None], ph.pixel_spacing)[0]
+    assert pred.shape == (size, size)
     for label, minimum in ((1, 0.90), (2, 0.90), (3, 0.85)):
         assert dice(pred, np.asarray(ph.labels), label) >= minimum, label
 

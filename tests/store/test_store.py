@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, text
 
 from sarcoscope.store import NotFoundError, StaleVersionError, Store, Study, new_study_id
 from sarcoscope.store.models import Base
@@ -33,9 +36,23 @@ def _study(series_uid: str = "1.2.3.4") -> Study:
     )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "data")
+#: A PostgreSQL URL (postgresql+psycopg://...) to run these tests on too; its public schema is wiped.
+POSTGRES_URL = os.environ.get("SARCOSCOPE_TEST_DATABASE_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    url = None
+    if request.param == "postgresql":
+        if not POSTGRES_URL:
+            pytest.skip("set SARCOSCOPE_TEST_DATABASE_URL to a scratch PostgreSQL database to test it")
+        url = POSTGRES_URL
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+    s = Store(tmp_path / "data", url)
     s.migrate()
     yield s
     s.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sarcoscope.validation.benchmark import validate_engines
+from sarcoscope.validation.benchmark import validate_engines, validate_localizer
 
 
 def test_validate_engines_on_phantoms_lists_unavailable_engines(tmp_path: Path):
     out = tmp_path / "docs"
-    results = validate_engines(out, engines=("threshold", "no-such-engine"), n_phantoms=3, phantom_size=128)
+    results = validate_engines(
+        out, engines=("threshold", "no-such-engine"), n_phantoms=3, phantom_size=128, n_l3_volumes=0
+    )
     rep = results["phantom-threshold"]
     assert not isinstance(rep, str)
     assert rep.n_cases == 3
@@ -20,3 +22,10 @@ def test_validate_engines_on_phantoms_lists_unavailable_engines(tmp_path: Path):
     assert "`phantom-no-such-engine`: not run" in index
     assert (out / "phantom-threshold" / "report.html").is_file()
     assert not (out / "phantom-threshold" / "predictions").exists()
+
+
+def test_localizer_validation_on_the_real_volume(shared_data: Path, tmp_path: Path):
+    rep = validate_localizer(tmp_path / "l3", shared_data=shared_data, n_volumes=0)
+    assert rep.l3_summary is not None and rep.l3_summary["n"] == 1
+    rows = (tmp_path / "l3" / "l3_per_case.csv").read_text().splitlines()
+    assert rows[1].startswith("ts_example,73,")  # README: L3 label centroid z = 73.45 -> slice 73

@@ -186,6 +186,10 @@ def test_engine_mode_segments_images_and_scores_hu(tmp_path: Path):
     )  # fmt: skip
     assert rep.tissues == ("muscle", "sat", "vat") and not rep.warnings
     assert all(r["muscle_dice"] == 1.0 and "imat_dice" not in r for r in rep.per_case)
+    # An image that is not on the label grid is refused before any segmentation.
+    _save_nifti_slice(image_of(make_slice(shape=70)), images / "L3_x1.nii.gz", 0.75)
+    with pytest.raises(ValidationInputError, match=r"Case x1: image L3_x1.nii.gz has shape \(1, 70, 70\)"):
+        run_validation(None, ref, tmp_path / "out5", engine="decode-test", images_dir=images)
 
 
 def test_four_class_reference_without_merging_warns(tmp_path: Path, cohort):
@@ -210,6 +214,13 @@ def test_l3_localization(tmp_path: Path):
     assert (s["within_5mm"], s["within_10mm"], s["exact_slice"]) == (0.5, 0.75, 0.25)
     rows = _csv(tmp_path / "out" / "l3_per_case.csv")
     assert [float(r["error_mm"]) for r in rows] == [0.0, 3.0, -6.0, 12.0]
+    # A blank predicted slice: L3 not found, a miss in the fractions, outside the error statistics.
+    pred.write_text("case_id,l3_slice\na,40\nb,\nc,58\nd,74\n")
+    s = run_validation(None, None, tmp_path / "out", ref_l3_csv=ref, pred_l3_csv=pred).l3_summary
+    assert s is not None and s["not_found"] == 1
+    assert s["mean_abs_error_mm"] == pytest.approx(6.0)  # 0, 6, 12
+    assert (s["within_5mm"], s["within_10mm"]) == (0.25, 0.5)
+    assert "| 4 | 1 |" in (tmp_path / "out" / "report.md").read_text()
     pred.write_text("case_id,l3_slice,z_mm\na,40,100.5\n")
     ref.write_text("case_id,l3_slice,z_mm\na,41,102.0\n")
     rep = run_validation(None, None, tmp_path / "out", ref_l3_csv=ref, pred_l3_csv=pred)

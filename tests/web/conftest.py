@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 from web_synth import write_series
 
 from sarcoscope.web import WebSettings, create_app
@@ -17,9 +19,27 @@ def series(tmp_path: Path) -> list[Path]:
     return write_series(tmp_path / "series")
 
 
+#: Run the API tests on this PostgreSQL database instead of SQLite (its public schema is wiped).
+POSTGRES_URL = os.environ.get("SARCOSCOPE_TEST_DATABASE_URL")
+
+
+def _fresh_database() -> str | None:
+    if not POSTGRES_URL:
+        return None
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return POSTGRES_URL
+
+
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(WebSettings(data_dir=tmp_path / "data", max_upload_bytes=8 * 1024**2))
+    settings = WebSettings(
+        data_dir=tmp_path / "data", database_url=_fresh_database(), max_upload_bytes=8 * 1024**2
+    )
+    app = create_app(settings)
     with TestClient(app) as c:
         yield c
     app.state.ctx.store.close()

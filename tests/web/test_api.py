@@ -84,6 +84,12 @@ def test_zip_upload_and_unsafe_or_corrupt_archives(client: TestClient, series: l
     r = client.post("/api/studies", files=[("files", ("evil.zip", buf.getvalue(), "application/zip"))])
     assert r.status_code == 422 and "unsafe path" in r.json()["detail"]
 
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("series/huge.dcm", b"\0" * (64 << 20))  # 64 MiB of zeros in a ~64 KiB zip
+    r = client.post("/api/studies", files=[("files", ("bomb.zip", bomb.getvalue(), "application/zip"))])
+    assert r.status_code == 422 and "bomb.zip expands 1029 times" in r.json()["detail"]
+
     r = client.post(
         "/api/studies", files=[("files", ("broken.zip", b"PK\x03\x04 not really", "application/zip"))]
     )
@@ -92,7 +98,8 @@ def test_zip_upload_and_unsafe_or_corrupt_archives(client: TestClient, series: l
 
 def test_corrupt_and_malformed_uploads(client: TestClient, series: list[Path]) -> None:
     r = client.post("/api/studies", files=[("files", ("x.dcm", b"\x00" * 300, "application/dicom"))])
-    assert r.status_code == 422 and "no CT image series" in r.json()["detail"]
+    assert r.status_code == 422 and "no CT image series in the upload" in r.json()["detail"]
+    assert "/tmp" not in r.json()["detail"] and "data" not in r.json()["detail"]
     r = client.post("/api/studies", content=b"abc", headers={"content-type": "application/octet-stream"})
     assert r.status_code == 415
     r = client.post(
@@ -148,6 +155,15 @@ def test_images_are_windowed_planes_with_superior_at_top(client: TestClient, ser
     assert client.get(f"/api/studies/{sid}/image/axial/{SHAPE[0]}").status_code == 404
     assert client.get(f"/api/studies/{sid}/image/oblique/1").status_code == 422
     assert client.get(f"/api/studies/{sid}/image/axial/1", params={"preset": "nope"}).status_code == 422
+
+
+def test_hu_slice_for_hu_constrained_painting(client: TestClient, series: list[Path]) -> None:
+    sid = upload(client, series)["id"]
+    r = client.get(f"/api/studies/{sid}/hu/7")
+    assert r.status_code == 200 and r.headers["x-shape"] == "96,96"
+    np.testing.assert_array_equal(np.frombuffer(r.content, "<i2").reshape(96, 96), synthetic_hu(0)[7])
+    assert client.get(f"/api/studies/{sid}/hu/12").status_code == 404
+    assert client.get(f"/api/studies/{sid}/hu/-1").status_code == 404
 
 
 def test_wrong_ids_and_unknown_paths(client: TestClient) -> None:
@@ -337,6 +353,9 @@ def test_token_required_when_configured(tmp_path: Path, series: list[Path]) -> N
         assert c.post("/api/session", json={"user": "alice", "token": token}).status_code == 200
         study = c.post("/api/studies", files=multipart(series)).json()
         assert study["created_by"] == "alice"
+        assert c.delete("/api/session").status_code == 200  # logout clears the cookie
+        assert c.get("/api/studies").status_code == 401
+        c.post("/api/session", json={"user": "alice", "token": token})
         c.cookies.set("sarcoscope_session", "YWxpY2U.forged")
         assert c.get("/api/studies").status_code == 401
         events = c.get("/api/audit", headers={"Authorization": f"Bearer {token}"}).json()
@@ -386,6 +405,9 @@ def test_exports_of_an_edited_version(client: TestClient, series: list[Path]) ->
     assert "manual edits" in json.dumps(report)
     png = client.get(f"/api/studies/{sid}/export/overlay")
     assert png.headers["content-type"] == "image/png" and Image.open(io.BytesIO(png.content)).size[0] > 100
+    page = client.get(f"/api/studies/{sid}/export/html")
+    assert page.headers["content-type"].startswith("text/html") and "data:image/png;base64," in page.text
+    assert "PAT-001" not in page.text and "Skeletal muscle" in page.text and "manual edits" in page.text
     assert client.get(f"/api/studies/{sid}/export/docx").status_code == 404
     assert client.get(f"/api/studies/{sid}/export/csv", params={"version": 9}).status_code == 404
     exported = [
@@ -393,4 +415,17 @@ def test_exports_of_an_edited_version(client: TestClient, series: list[Path]) ->
         for e in client.get(f"/api/studies/{sid}/audit").json()
         if e["action"] == "export"
     ]
-    assert sorted(exported) == ["csv", "dicom-seg", "json", "nifti", "overlay"]
+    assert sorted(exported) == ["csv", "dicom-seg", "html", "json", "nifti", "overlay"]
+
+
+def test_cross_site_requests_and_foreign_hosts_are_refused(tmp_path: Path, series: list[Path]) -> None:
+    app = create_app(WebSettings(data_dir=tmp_path / "d", allowed_hosts=["localhost", "127.0.0.1"]))
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        r = c.post("/api/studies", files=multipart(series), headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403 and "Cross-site" in r.json()["detail"]
+        same = c.post("/api/studies", files=multipart(series), headers={"Origin": "http://127.0.0.1:8000"})
+        assert same.status_code == 201
+        assert c.get("/api/studies", headers={"Origin": "https://evil.example"}).status_code == 200  # reads
+        # DNS rebinding: a page on attacker.example resolving to 127.0.0.1 sends its own Host header.
+        assert c.get("/api/studies", headers={"Host": "attacker.example:8000"}).status_code == 400
+    app.state.ctx.store.close()

@@ -14,6 +14,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
@@ -45,11 +46,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def _running(settings: WebSettings) -> Iterator[str]:
+    """The app on a free loopback port in a background thread; yields its base URL."""
     import uvicorn
 
-    app = create_app(WebSettings(data_dir=tmp_path / "data"))
+    app = create_app(settings)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -59,10 +61,18 @@ def server(tmp_path: Path) -> Iterator[str]:
         if time.monotonic() > deadline:
             raise RuntimeError("the test server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
-    app.state.ctx.store.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        app.state.ctx.store.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    with _running(WebSettings(data_dir=tmp_path / "data")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -91,6 +101,7 @@ def _shot(page: object, name: str) -> None:
 
         Path(folder).mkdir(parents=True, exist_ok=True)
         shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+        shot = shot.resize((shot.width * 3 // 4, shot.height * 3 // 4), Image.Resampling.LANCZOS)
         shot.quantize(256).save(Path(folder) / f"{name}.png", optimize=True)
 
 
@@ -99,6 +110,21 @@ def _wait_text(page: object, element_id: str, prefix: str) -> None:
         "([id, prefix]) => document.getElementById(id).textContent.startsWith(prefix)",
         arg=[element_id, prefix],
     )
+
+
+def _overlay_pixel(page: object, fx: float, fy: float) -> list[int]:
+    """RGBA of the label overlay at a fraction (fx, fy) of its width and height."""
+    return page.evaluate(
+        """([fx, fy]) => { const c = document.getElementById('edit-overlay');
+             const x = Math.floor(c.width * fx), y = Math.floor(c.height * fy);
+             return Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data); }""",
+        [fx, fy],
+    )
+
+
+def _is_muscle_colour(rgba: list[int]) -> bool:
+    """Overlay colour of label 1 (conventions.LABEL_COLORS), allowing for alpha premultiplication."""
+    return rgba[3] > 0 and max(abs(a - b) for a, b in zip(rgba[:3], (220, 50, 50), strict=True)) <= 3
 
 
 def _muscle_area(page: object) -> float:
@@ -178,8 +204,10 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     # "HU range only": a muscle stroke over air (-1000 HU) paints nothing.
     page.check("#hu-constrain")
     stroke(0.06, 0.08, 0.2)
+    assert _overlay_pixel(page, 0.1, 0.08)[3] == 0
     page.uncheck("#hu-constrain")
     stroke(0.06, 0.08, 0.2)
+    assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
     assert page.locator("#save-labels").inner_text() == "Save *"
     page.keyboard.press("Control+s")
     _wait_text(page, "study-message", "Saved as version 2")
@@ -212,21 +240,55 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
     assert _muscle_area(page) == pytest.approx(after)
     assert "version 3" in page.locator("#analysis-version").inner_text()
-    painted = page.evaluate(
-        """() => { const c = document.getElementById('edit-overlay');
-                   const x = Math.floor(c.width * 0.1), y = Math.floor(c.height * 0.08);
-                   return Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data); }"""
+    assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+
+    # An earlier version can be viewed read-only and restored (as a new version on top).
+    page.click("#versions li:has-text('v1 ·') button")
+    page.wait_for_selector("#readonly-banner:not([hidden])")
+    assert "version 1" in page.locator("#analysis-version").inner_text()
+    assert _muscle_area(page) == pytest.approx(before)
+    page.click("#restore-version")
+    _wait_text(page, "study-message", "Restored as version 4")
+    assert page.locator("#readonly-banner").is_hidden()
+    page.click("#versions li:has-text('v3 ·') button")
+    page.click("#restore-version")
+    _wait_text(page, "study-message", "Restored as version 5")
+    page.wait_for_function(
+        "() => document.getElementById('analysis-version').textContent.includes('version 5')"
     )
-    assert painted[3] > 0 and max(abs(a - b) for a, b in zip(painted[:3], (220, 50, 50), strict=True)) <= 3
-    _shot(page, "analysis-after-edit")
+    assert _muscle_area(page) == pytest.approx(after)
 
     # Export DICOM SEG of the edited version.
     with page.expect_download() as info:
         page.click("#export-dicom-seg")
     seg = pydicom.dcmread(info.value.path())
-    assert seg.Modality == "SEG" and info.value.suggested_filename.endswith("-v3.seg.dcm")
+    assert seg.Modality == "SEG" and info.value.suggested_filename.endswith("-v5.seg.dcm")
 
     page.goto(server)
     page.wait_for_selector("#study-rows tr")
     assert "edited" in page.locator("#study-rows").inner_text()
     _shot(page, "studies")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("#study-rows button:has-text('Delete')")
+    page.wait_for_selector("#no-studies:not([hidden])")
+
+
+def test_login_with_access_token(tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    settings = WebSettings(data_dir=tmp_path / "data", token="a-long-access-token")
+    with _running(settings) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("#view-login:not([hidden])")
+        page.fill("#login-user", "dr.alice")
+        page.fill("#login-token", "wrong-token")
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#login-error:has-text('access token is wrong')")
+        page.fill("#login-token", "a-long-access-token")
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#view-studies:not([hidden])")
+        assert page.locator("#user-box").inner_text().startswith("Signed in as dr.alice")
+        page.click("#user-box button")  # sign out
+        page.wait_for_selector("#view-login:not([hidden])")
+        browser.close()

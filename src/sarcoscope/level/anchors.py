@@ -14,6 +14,9 @@ from sarcoscope.level.spine import BONE_HU, SpineTrace, WorkGrid
 SACRUM_WIDTH_MM = 110.0
 #: Ribs are thin: on 5 mm slices partial volume leaves them near 150 HU, so they get a lower threshold.
 RIB_HU = 110.0
+#: A rib piece must start within this distance (mm) of the column's midline: rib necks start at the
+#: transverse process; on thick slices the neck may vanish and the shaft start a little further out.
+RIB_REACH_MM = 60.0
 
 
 def column_width(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
@@ -49,10 +52,12 @@ def find_sacrum_disc(grid: WorkGrid, trace: SpineTrace, discs_z: np.ndarray, per
     found = None
     level = period_mm / dz
     for i, d in enumerate(discs_z):
-        below = wide_fraction(d - 0.6 * level, d - 0.1 * level)
-        above = wide_fraction(d + 0.1 * level, d + 0.6 * level)
+        # Windows keep clear of the disc itself: the wedge-shaped L5/S1 disc lets the alae reach higher
+        # at the sides than the body does at the midline.
+        below = wide_fraction(d - 0.65 * level, d - 0.2 * level)
+        above = wide_fraction(d + 0.2 * level, d + 0.65 * level)
         # Wide below and narrow above: a bone ring (skull) or a wide table is wide on both sides.
-        if below is not None and above is not None and below >= 0.4 and above <= 0.2:
+        if below is not None and above is not None and below >= 0.5 and above <= 0.25:
             found = i
     return found
 
@@ -98,7 +103,7 @@ def find_ribs(grid: WorkGrid, trace: SpineTrace, z_min: float = 0.0) -> list[Rib
         xs = xs + sl[2].start
         d = np.abs(xs - trace.cx[z0 + zz]) * dx
         dmin, dmax = d.min(), d.max()
-        if dmin > 40.0 or dmax - dmin < 30.0:
+        if dmin > RIB_REACH_MM or dmax - dmin < 30.0:
             continue
         med = d < dmin + 8.0
         lat = d > dmax - 10.0

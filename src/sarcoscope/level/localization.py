@@ -29,6 +29,9 @@ FLAG_COUNTING = "counting_uncertain"
 FLAG_LOW_CONFIDENCE = "low_confidence"
 FLAG_MISSING_SLICES = "missing_slices"
 
+#: Median HU across vertebral bodies that a traced structure must have to count as a spine.
+BODY_HU = (60.0, 450.0)
+
 #: Confidence below which the result is flagged for a human check.
 LOW_CONFIDENCE = 0.5
 
@@ -93,14 +96,17 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     """
     t0 = time.perf_counter()
     grid = spine.make_grid(volume)
-    trace = spine.trace_spine(grid)
-    profile = spine.disc_profile(grid, trace)
     dz = grid.spacing[0]
+    trace = spine.trace_column(grid)
+    profile = spine.disc_profile(grid, trace)
     discs = spine.find_discs(profile, dz, trace.strength)
-    if len(discs.z) < 2:
+    body_hu = float(np.median(profile[int(discs.z[0]) : int(np.ceil(discs.z[-1])) + 1])) if len(discs.z) else 0.0
+    # Vertebral bodies are trabecular bone (roughly 60-450 HU across the body); a skull, a femur or metal
+    # traced by mistake is solid cortex or brighter.
+    if len(discs.z) < 2 or not BODY_HU[0] <= body_hu <= BODY_HU[1]:
         raise LevelError(
-            "No sequence of intervertebral discs was found: the volume does not seem to contain a lumbar "
-            "spine (head, neck or chest-only CT, or no spine in view), so L3 cannot be located. "
+            "No vertebral column with intervertebral discs was found: the volume does not seem to contain "
+            "a lumbar spine (head, neck or chest-only CT, or no spine in view), so L3 cannot be located. "
             "Use --slice/--range."
         )
     period = discs.period_mm

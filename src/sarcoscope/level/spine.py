@@ -21,8 +21,6 @@ BONE_HU = 180.0
 #: The smallest z coverage in which two discs (one vertebra) can be seen.
 MIN_COVERAGE_MM = 60.0
 _INPLANE_MM = 2.0
-#: Smoothing (mm) of the bone map for the coarse tracking pass.
-_TRACK_SIGMA_MM = 16.0
 
 
 @dataclass
@@ -153,8 +151,13 @@ def _viterbi_2d(score: np.ndarray, penalty: float) -> np.ndarray:
     return path
 
 
-def trace_spine(grid: WorkGrid) -> SpineTrace:
-    """Follow the vertebral column from the bottom to the top slice (dynamic programming on bone mass)."""
+def trace_spine(grid: WorkGrid, sigma_mm: float = 8.0, posterior_weight: bool = False) -> SpineTrace:
+    """Follow the vertebral column from the bottom to the top slice (dynamic programming on bone mass).
+
+    `sigma_mm` sets the size of the bone mass followed. A vertebra-sized 8 mm follows the bodies closely;
+    a wide 16 mm with `posterior_weight` (rows count more the further back they lie in the body) cannot be
+    captured by a contrast-filled aorta of bone-like density in front of the column (see trace_column).
+    """
     hu = grid.hu
     dz, dy, dx = grid.spacing
     body = hu > -400
@@ -171,31 +174,43 @@ def trace_spine(grid: WorkGrid) -> SpineTrace:
     x0 = max(0, int(mid_x) - half)
     x1 = min(hu.shape[2], int(mid_x) + half + 1)
     bone = np.clip((hu[:, :, x0:x1] - 120.0) / 150.0, 0, 1)
-    # Coarse pass: heavy smoothing, so a whole vertebra (body, arch, processes) outweighs a contrast-filled
-    # aorta of bone-like density running beside it; rows are also weighted by how posterior they lie in
-    # the body, since the column is always behind the great vessels.
-    rows = body[:, :, x0:x1].any(axis=2)
-    ys = np.arange(hu.shape[1])[None, :]
-    has = rows.any(axis=1)
-    front = np.where(has, np.argmax(rows, axis=1), 0)[:, None]
-    back = np.where(has, hu.shape[1] - 1 - np.argmax(rows[:, ::-1], axis=1), hu.shape[1] - 1)[:, None]
-    posterior = 0.6 + 0.8 * np.clip((ys - front) / np.maximum(back - front, 1), 0, 1)
-    wide = ndi.gaussian_filter(bone, (0, _TRACK_SIGMA_MM / dy, _TRACK_SIGMA_MM / dx))
-    coarse = _viterbi_2d((wide * posterior[:, :, None]).astype(np.float32), 0.05)
-    # Fine pass: the usual vertebra-sized smoothing, restricted to 15 mm around the coarse path.
-    score = ndi.gaussian_filter(bone, (0, 8.0 / dy, 8.0 / dx)).astype(np.float32)
-    yy = np.arange(score.shape[1])[None, :, None]
-    xx = np.arange(score.shape[2])[None, None, :]
-    near = (np.abs(yy - coarse[:, 0, None, None]) * dy <= 15.0) & (
-        np.abs(xx - coarse[:, 1, None, None]) * dx <= 15.0
-    )
-    score = np.where(near, score, 0.0).astype(np.float32)
+    score = ndi.gaussian_filter(bone, (0, sigma_mm / dy, sigma_mm / dx)).astype(np.float32)
+    if posterior_weight:
+        rows = body[:, :, x0:x1].any(axis=2)
+        ys = np.arange(hu.shape[1])[None, :]
+        has = rows.any(axis=1)
+        front = np.where(has, np.argmax(rows, axis=1), 0)[:, None]
+        back = np.where(has, hu.shape[1] - 1 - np.argmax(rows[:, ::-1], axis=1), hu.shape[1] - 1)[:, None]
+        weight = 0.6 + 0.8 * np.clip((ys - front) / np.maximum(back - front, 1), 0, 1)
+        score *= weight[:, :, None].astype(np.float32)
     path = _viterbi_2d(score, penalty=0.05)
     cy = ndi.gaussian_filter1d(path[:, 0].astype(float), 1.5)
     cx = ndi.gaussian_filter1d(path[:, 1].astype(float) + x0, 1.5)
     strength = score[np.arange(len(path)), path[:, 0], path[:, 1]]
     body_y, depth = _vertebral_bodies(grid, cy, cx)
     return SpineTrace(cy=cy, cx=cx, body_y=body_y, body_depth_mm=depth, strength=strength)
+
+
+def trace_column(grid: WorkGrid) -> SpineTrace:
+    """The column as the close (8 mm) trace, except where a wide posterior-weighted trace runs more than
+    12 mm behind it: there the close trace is on a contrast-filled vessel in front of the spine."""
+    close = trace_spine(grid, sigma_mm=8.0)
+    wide = trace_spine(grid, sigma_mm=16.0, posterior_weight=True)
+    behind = (wide.body_y - close.body_y) * grid.spacing[1] > 12.0
+    if not behind.any():
+        return close
+    pick = ndi.binary_dilation(behind, iterations=2)
+
+    def merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return ndi.gaussian_filter1d(np.where(pick, b, a), 1.0)
+
+    return SpineTrace(
+        cy=merge(close.cy, wide.cy),
+        cx=merge(close.cx, wide.cx),
+        body_y=merge(close.body_y, wide.body_y),
+        body_depth_mm=close.body_depth_mm,
+        strength=np.where(pick, wide.strength, close.strength),
+    )
 
 
 def sagittal_slab(grid: WorkGrid, cx: np.ndarray, half_width_mm: float = 4.0) -> np.ndarray:

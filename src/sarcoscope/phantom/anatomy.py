@@ -70,6 +70,7 @@ class Blob:
     wall: float
     lobes: np.ndarray  # (k, 2): amplitude, phase of lobulation harmonics 2..k+1
     level: float  # air-fluid level as a fraction of the lumen height (0 = no gas)
+    path: np.ndarray | None = None  # (k, 2) in-plane centreline offsets (mm): a loop lying in the slice
 
 
 def _ranged(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -155,7 +156,9 @@ def _build_spine(hab: Habitus, variant: str, rng: np.random.Generator) -> list[V
     s1_h = 27.0 * k
     verts.append(Vertebra("sacrum", VERTEBRA_IDS["sacrum"], "S", -s1_h - 80 * k, -s1_h - 2.0, 36 * sex_w,
                           24 * sex_w, fused_below=True))  # fmt: skip
-    verts.append(Vertebra("S1", VERTEBRA_IDS["S1"], "S", -s1_h, 0.0, 50 * sex_w, 34 * sex_w, fused_below=True))
+    verts.append(
+        Vertebra("S1", VERTEBRA_IDS["S1"], "S", -s1_h, 0.0, 50 * sex_w, 34 * sex_w, fused_below=True)
+    )
     lumbar = ["L5", "L4", "L3", "L2", "L1"]
     if variant == "six-lumbar":
         lumbar = ["L6", *lumbar]
@@ -203,9 +206,9 @@ def build_anatomy(seed: int, habitus: Habitus | None, exam: Exam, variant: str) 
     ms = (0.5 + 0.75 * hab.muscularity + (0.12 if male else 0.0)) * hk
     vat = 2.0 * hab.adiposity * hab.visceral_share
     sat_total = hab.adiposity * (1.0 - hab.visceral_share) * 2.0
-    fw = (112.0 + 22.0 * ms + 60.0 * vat + 18.0 * sat_total) * hk * (1.0 if male else 0.95)
-    fda = (78.0 + 10.0 * ms + 75.0 * vat) * hk
-    base_sat = 4.0 + 55.0 * sat_total**1.2
+    fw = (100.0 + 22.0 * ms + 48.0 * vat + 10.0 * sat_total) * hk * (1.0 if male else 0.95)
+    fda = (72.0 + 10.0 * ms + 80.0 * vat) * hk
+    base_sat = 3.0 + 45.0 * sat_total**1.25
     sat = (
         base_sat * _ranged(rng, 0.8, 1.25),
         base_sat * _ranged(rng, 0.7, 1.1) * (1.15 if not male else 1.0),
@@ -254,7 +257,7 @@ def build_anatomy(seed: int, habitus: Habitus | None, exam: Exam, variant: str) 
         spine_y=spine_y,
         vat_amount=vat,
         y_table=y_table,
-        table=(_ranged(rng, 2, 12), _ranged(rng, 500, 1200), _ranged(rng, 25, 50), _ranged(rng, 1.5, 3.0)),
+        table=(_ranged(rng, 0.5, 8), _ranged(rng, 500, 1200), _ranged(rng, 25, 50), _ranged(rng, 1.5, 3.0)),
         kidney=kidney,
         liver_bottom=by["L3"].z_mid + _ranged(rng, -25, 45),
         aorta_r=_ranged(rng, 8.5, 11.5) + 0.03 * (hab.age_years - 50),
@@ -269,7 +272,8 @@ def build_anatomy(seed: int, habitus: Habitus | None, exam: Exam, variant: str) 
 def add_bowel(anat: Anatomy, z_lo: float, z_hi: float, rng: np.random.Generator) -> None:
     """Pack bowel loops into the peritoneal cavity between z_lo and z_hi (denser when there is little VAT)."""
     vat = anat.vat_amount
-    sep = 0.82 + 0.45 * min(vat, 1.2)
+    sep = 0.72 + 0.5 * min(vat, 1.2)
+    grow = 1.0 + 0.35 * max(0.0, 0.4 - vat) / 0.4  # lean: larger, crowded loops
     l1 = anat.vertebra("L1")
     zs_lo, zs_hi = max(z_lo, -120.0), min(z_hi, l1.z_hi)
     blobs: list[Blob] = []
@@ -306,19 +310,25 @@ def add_bowel(anat: Anatomy, z_lo: float, z_hi: float, rng: np.random.Generator)
     if z_hi > t11.z_lo - 40:
         blobs.append(
             Blob(anat.fw * 0.35, -anat.fda * 0.35, t11.z_lo - 10, anat.fw * 0.3, anat.fda * 0.35, 55.0, 0.4,
-                 "stomach", "gas" if rng.random() < 0.6 else "fluid", 3.0, lobes(3, 0.05), _ranged(rng, 0.3, 0.6))
+                 "stomach", "gas" if rng.random() < 0.6 else "fluid", 3.0, lobes(3, 0.05),
+                 _ranged(rng, 0.3, 0.6))
         )  # fmt: skip
     # Small bowel: rejection-sampled packing, spaced further apart with more visceral fat.
     if zs_hi > zs_lo:
         vol_z = zs_hi - zs_lo
-        n_try = int(40 + 2.2 * vol_z)
+        n_try = int(60 + 4.0 * vol_z)
         cx = rng.uniform(-anat.fw * 0.72, anat.fw * 0.72, n_try)
         cy = rng.uniform(-anat.fda * 0.95, 10.0, n_try)
         cz = rng.uniform(zs_lo, zs_hi, n_try)
-        r = rng.uniform(8.0, 15.5, n_try) * (0.9 + 0.1 * anat.ms)
+        r = rng.uniform(8.0, 15.5, n_try) * (0.9 + 0.1 * anat.ms) * grow
         hz = rng.uniform(14.0, 35.0, n_try)
         keep: list[int] = []
-        px, py, pz, pr = [b.x for b in blobs], [b.y for b in blobs], [b.z for b in blobs], [b.a for b in blobs]
+        px, py, pz, pr = (
+            [b.x for b in blobs],
+            [b.y for b in blobs],
+            [b.z for b in blobs],
+            [b.a for b in blobs],
+        )
         for i in range(n_try):
             if (cx[i] / (anat.fw * 0.8)) ** 2 + ((cy[i] + 10) / (anat.fda * 0.95)) ** 2 > 1.0:
                 continue
@@ -326,7 +336,9 @@ def add_bowel(anat: Anatomy, z_lo: float, z_hi: float, rng: np.random.Generator)
                 continue
             if px:
                 d = np.sqrt(
-                    (np.array(px) - cx[i]) ** 2 + (np.array(py) - cy[i]) ** 2 + ((np.array(pz) - cz[i]) * 0.6) ** 2
+                    (np.array(px) - cx[i]) ** 2
+                    + (np.array(py) - cy[i]) ** 2
+                    + ((np.array(pz) - cz[i]) * 0.6) ** 2
                 )
                 if np.any(d < sep * (np.array(pr) + r[i])):
                     continue
@@ -338,10 +350,28 @@ def add_bowel(anat: Anatomy, z_lo: float, z_hi: float, rng: np.random.Generator)
         choices = ["contrast", "fluid", "collapsed", "gas"]
         p = [0.55, 0.2, 0.2, 0.05] if oral else [0.0, 0.5, 0.4, 0.1]
         for i in keep:
+            path = None
+            if rng.random() < 0.35:  # a loop running in the axial plane: a curved tube
+                steps = int(rng.integers(3, 6))
+                ang = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.6, steps))
+                seg = rng.uniform(6, 12)
+                path = np.vstack([[0.0, 0.0], np.cumsum(np.column_stack([np.cos(ang), np.sin(ang)]) * seg, axis=0)])
+                path -= path.mean(axis=0)
             blobs.append(
-                Blob(float(cx[i]), float(cy[i]), float(cz[i]), float(r[i]) * _ranged(rng, 0.8, 1.2),
-                     float(r[i]) * _ranged(rng, 0.7, 1.1), float(hz[i]), _ranged(rng, 0, np.pi), "sb",
-                     str(rng.choice(choices, p=p)), _ranged(rng, 1.4, 2.6), lobes(3, 0.05),
-                     _ranged(rng, 0.5, 0.9))
+                Blob(float(cx[i]), float(cy[i]), float(cz[i]), float(r[i]) * _ranged(rng, 0.9, 1.6),
+                     float(r[i]) * _ranged(rng, 0.55, 1.0), float(hz[i]), _ranged(rng, 0, np.pi), "sb",
+                     str(rng.choice(choices, p=p)), _ranged(rng, 1.4, 2.6), lobes(4, 0.08),
+                     _ranged(rng, 0.5, 0.9), path)
             )  # fmt: skip
+    # Duodenum (third part) crossing in front of the IVC and aorta near L3.
+    l3 = anat.vertebra("L3")
+    z_d = l3.z_hi + _ranged(rng, -20, 5)
+    if z_lo - 15 < z_d < z_hi + 15 and rng.random() < 0.7:
+        yd = float(anat.spine_y(z_d)) - l3.depth / 2 - 2 * anat.aorta_r - _ranged(rng, 10, 16)
+        xs = np.linspace(-anat.fw * 0.35, anat.fw * 0.12, 5)
+        path = np.column_stack([xs, rng.normal(0, 3, 5)])
+        content = str(rng.choice(["collapsed", "fluid", "contrast" if oral else "gas"]))
+        blobs.append(
+            Blob(0.0, yd, z_d, 9.0, 9.0, 12.0, 0.0, "sb", content, 2.2, lobes(2, 0.0), 0.7, path)
+        )  # fmt: skip
     anat.blobs.extend(blobs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -75,15 +75,27 @@ class Exam:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def with_contrast(self, contrast: str | None) -> Exam:
+        """The same exam in another contrast phase (None keeps it)."""
+        if contrast is None:
+            return self
+        if contrast not in CONTRAST_PHASES:
+            raise ValueError(f"contrast must be one of {', '.join(CONTRAST_PHASES)}, got {contrast!r}")
+        return replace(self, contrast=contrast)
+
     @classmethod
     def sample(cls, rng: np.random.Generator, *, noise_hu: float | None = None) -> Exam:
         """Mostly contrast-enhanced portal-venous scans, like the clinical L3 cohorts."""
         contrast = str(rng.choice(CONTRAST_PHASES, p=[0.22, 0.1, 0.68]))
+        if noise_hu is not None and not noise_hu >= 0:
+            raise ValueError(f"noise_hu must be >= 0, got {noise_hu}")
         return cls(
             contrast=contrast,
             oral_contrast=bool(rng.random() < 0.3),
-            noise_hu=float(noise_hu) if noise_hu is not None else round(float(rng.triangular(9.0, 15.0, 21.0)), 2),
-            noise_grain_px=round(float(rng.uniform(0.6, 1.1)), 3),
+            noise_hu=float(noise_hu)
+            if noise_hu is not None
+            else round(float(rng.triangular(8.0, 13.0, 20.0)), 2),
+            noise_grain_px=round(float(rng.uniform(0.55, 0.95)), 3),
             blur_px=round(float(rng.uniform(0.55, 0.9)), 3),
             kvp=float(rng.choice([80.0, 100.0, 120.0], p=[0.15, 0.5, 0.35])),
         )

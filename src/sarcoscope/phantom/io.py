@@ -21,7 +21,7 @@ FORMATS = ("dicom", "nifti", "both")
 
 
 def ras_affine(spacing_zyx: tuple[float, float, float], origin_lps: tuple[float, float, float]) -> np.ndarray:
-    """NIfTI affine (RAS) for data stored as (x, y, z) with x -> patient left, y -> posterior, z -> superior."""
+    """NIfTI affine (RAS) of data stored (x, y, z) with x -> patient left, y -> posterior, z -> superior."""
     dz, dy, dx = spacing_zyx
     a = np.diag([-dx, -dy, dz, 1.0])
     a[:3, 3] = (-origin_lps[0], -origin_lps[1], origin_lps[2])

@@ -8,6 +8,7 @@ data: HU thresholds inside the compartments, with partial-volume pixels given to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -76,8 +77,25 @@ def hu_table(anat: Anatomy, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     for k, v in vals.items():
         mean[k] = v
     for k, v in {
-        MUS: 9, MUS_PS: 8, MUS_ES: 10, SAT: 5, VAT: 6, IMAT: 5, LIVER: 5, SPLEEN: 5, KCOR: 10, KMED: 10,
-        BWALL: 8, COLLAPSED: 12, STOOL: 25, CANC: 45, DISC: 8, LUNG: 25, FLUID: 3, OCON: 25, CORT: 80,
+        MUS: 9,
+        MUS_PS: 8,
+        MUS_ES: 10,
+        SAT: 7,
+        VAT: 8,
+        IMAT: 5,
+        LIVER: 5,
+        SPLEEN: 5,
+        KCOR: 10,
+        KMED: 10,
+        BWALL: 8,
+        COLLAPSED: 12,
+        STOOL: 25,
+        CANC: 45,
+        DISC: 8,
+        LUNG: 25,
+        FLUID: 3,
+        OCON: 25,
+        CORT: 80,
     }.items():
         tex[k] = v
     return mean, tex
@@ -141,7 +159,9 @@ class Painter:
             return None
         return slice(i0, i1), slice(j0, j1), g.x[None, j0:j1], g.y[i0:i1, None]
 
-    def put(self, sy: slice, sx: slice, mask: np.ndarray, c: int, over: np.ndarray | None, vid: int = 0) -> None:
+    def put(
+        self, sy: slice, sx: slice, mask: np.ndarray, c: int, over: np.ndarray | None, vid: int = 0
+    ) -> None:
         win = self.cls[sy, sx]
         m = mask if over is None else mask & over[win]
         win[m] = c
@@ -149,7 +169,8 @@ class Painter:
             self.vid[sy, sx][m] = vid
 
     def ellipse(
-        self, cx: float, cy: float, a: float, b: float, c: int, over: np.ndarray | None = None, ang: float = 0.0,
+        self, cx: float, cy: float, a: float, b: float, c: int, over: np.ndarray | None = None,
+        ang: float = 0.0,
         lobes: np.ndarray | None = None, vid: int = 0, cut: tuple[float, float] | None = None,
     ) -> None:  # fmt: skip
         """Filled (optionally lobulated, rotated) ellipse; `cut=(y, sign)` keeps only sign*(Y-y) > 0."""
@@ -182,7 +203,9 @@ class Painter:
     ) -> None:  # fmt: skip
         """Thick line segment with round ends."""
         h = width / 2
-        w = self.window(min(p0[0], p1[0]) - h, max(p0[0], p1[0]) + h, min(p0[1], p1[1]) - h, max(p0[1], p1[1]) + h)
+        w = self.window(
+            min(p0[0], p1[0]) - h, max(p0[0], p1[0]) + h, min(p0[1], p1[1]) - h, max(p0[1], p1[1]) + h
+        )
         if w is None:
             return
         sy, sx, X, Y = w
@@ -202,7 +225,7 @@ class Painter:
         self.ellipse(cx, cy, a - rim, b - rim, CANC, _lut((CORT,)), ang=ang, vid=vid)
 
     def polyline(self, pts: np.ndarray, width: float, c: int, over: np.ndarray | None) -> None:
-        for p0, p1 in zip(pts[:-1], pts[1:], strict=True):
+        for p0, p1 in pairwise(pts):
             self.segment((p0[0], p0[1]), (p1[0], p1[1]), width, c, over)
 
 
@@ -235,8 +258,20 @@ def body_box(anat: Anatomy, zs: np.ndarray) -> tuple[float, float, float, float]
     return (-half, half, -top, anat.y_table + 1.0)
 
 
+def render_outline(anat: Anatomy, z: float, grid: Grid) -> np.ndarray:
+    """Boolean body mask at `z` on `grid` (no organs): used to frame the image."""
+    crop = (grid, slice(None), slice(None))
+    return render_section(anat, z, grid, np.random.default_rng(0), crop=crop, outline_only=True).cls > 0
+
+
 def render_section(
-    anat: Anatomy, z: float, full: Grid, rng: np.random.Generator, with_vid: bool = False, crop=None
+    anat: Anatomy,
+    z: float,
+    full: Grid,
+    rng: np.random.Generator,
+    with_vid: bool = False,
+    crop=None,
+    outline_only: bool = False,
 ) -> Section:
     """Paint the axial cross-section of `anat` at height `z` (mm) on the grid `full`.
 
@@ -276,10 +311,15 @@ def render_section(
     xo = ro * c
     rect = np.abs(xo) < anat.rectus_w
     rect &= psi < np.pi / 2
-    tr = anat.rectus_t * (0.75 + 0.25 * np.clip(np.cos(np.clip(np.abs(xo) / anat.rectus_w, 0, 1) * np.pi / 2), 0, 1) ** 0.5)
+    tr = anat.rectus_t * (
+        0.75 + 0.25 * np.clip(np.cos(np.clip(np.abs(xo) / anat.rectus_w, 0, 1) * np.pi / 2), 0, 1) ** 0.5
+    )
     psi_end = np.deg2rad(128)
     taper = np.clip((psi_end - psi) / np.deg2rad(22), 0, 1)
-    tw = np.where(rect, tr, anat.oblique_t * taper)
+    lateral = 0.5 + 0.5 * np.clip(
+        np.sin(np.clip((psi - np.deg2rad(35)) / np.deg2rad(85), 0, 1) * np.pi / 2), 0, 1
+    )
+    tw = np.where(rect, tr, anat.oblique_t * taper * lateral * (1 + 2.5 * _harm(th, anat.wall_harm)))
     if thorax:
         tw = np.minimum(tw, 7.0)
     semilunar = np.abs(np.abs(xo) - anat.rectus_w) < 1.6
@@ -299,7 +339,9 @@ def render_section(
     legs = z < -175
     if legs:
         leg_r = fw * 0.42
-        inside = ((X - fw * 0.45) ** 2 + (Y - 10) ** 2 < leg_r**2) | ((X + fw * 0.45) ** 2 + (Y - 10) ** 2 < leg_r**2)
+        inside = ((X - fw * 0.45) ** 2 + (Y - 10) ** 2 < leg_r**2) | (
+            (X + fw * 0.45) ** 2 + (Y - 10) ** 2 < leg_r**2
+        )
     fascia = inside.copy()
     # Paraspinal masses bulge beyond the ellipse posteriorly (the midline notch).
     mf_a, mf_b = (7 * anat.ms + 3) * (0.6 + 0.4 * lumbar_w), es_b * 0.9
@@ -327,10 +369,13 @@ def render_section(
     dist = _distance_outside(fascia, grid)
     sat_px = sat_t[ti]
     body = dist < sat_px
-    body &= Y < anat.y_table
+    body &= Y < anat.y_table  # noqa: SIM300 (Y is the row-coordinate array)
+    if outline_only:
+        return Section(cls=body.astype(np.uint8), vid=None)
     cls = p.cls
     cls[body] = SAT
-    cls[body & ((dist > sat_px - anat.skin) | (Y > anat.y_table - anat.skin))] = SKIN
+    skin = (dist > sat_px - anat.skin) | (Y > anat.y_table - anat.skin)  # noqa: SIM300
+    cls[body & skin] = SKIN
     cls[fascia] = VAT
 
     # ---- wall muscles: rectus, obliques (three layers), latissimus ----------------------------------
@@ -358,20 +403,32 @@ def render_section(
     t9 = anat.vertebra("T9")
     dome_r = t9.z_mid + 5
     if z > anat.vertebra("T12").z_lo - 40 and not legs:
-        zd = dome_r - 45 * ((np.abs(X) - 0.35 * fw) / (0.6 * fw)) ** 2 - 85 * np.clip((Y + 10) / (fdp + 10), 0, 1) ** 2
+        zd = (
+            dome_r
+            - 45 * ((np.abs(X) - 0.35 * fw) / (0.6 * fw)) ** 2
+            - 85 * np.clip((Y + 10) / (fdp + 10), 0, 1) ** 2
+        )
         zd = zd - np.where(X > 0, 12.0, 0.0)
-        lung = (z > zd) & (cls == VAT) & (np.abs(X) > 22 + 10 * (Y < yc))
+        lung = (zd < z) & (cls == VAT) & (np.abs(X) > 22 + 10 * (Y < yc))  # noqa: SIM300
         lung &= depth > np.where(rect_px, 10, 6)
         cls[lung] = LUNG
-        heart_s = float(np.clip(1 - abs(z - (t9.z_mid + 60)) / 70, 0, 1))
+        heart_s = float(np.sqrt(max(1 - ((z - (t9.z_mid + 55)) / 65) ** 2, 0.0)))
         if heart_s > 0:
             p.ellipse(15, -fda * 0.25, 58 * heart_s, 48 * heart_s, BLOOD, _lut((VAT, LUNG)), ang=-0.4)
     # Liver (right), spleen (left), shrinking toward their lower tips.
-    liver_s = float(np.clip((z - anat.liver_bottom) / 110, 0, 1)) * float(np.clip((dome_r - z) / 30 + 0.3, 0, 1))
+    liver_s = float(np.clip((z - anat.liver_bottom) / 110, 0, 1)) * float(
+        np.clip((dome_r - z) / 30 + 0.3, 0, 1)
+    )
     if liver_s > 0 and not legs:
-        lx = -fw * (0.22 + 0.45 * (1 - liver_s) ** 1.5)
-        p.ellipse(lx, -fda * 0.1 + 15 * (1 - liver_s), fw * 0.78 * liver_s ** 0.7 + 8, (fda + fdp) * 0.45 * liver_s ** 0.6 + 8,
+        lx = -fw * (0.32 + 0.38 * (1 - liver_s) ** 1.5)
+        la, lb = fw * 0.6 * liver_s**0.7 + 8, (fda + fdp) * 0.42 * liver_s**0.6 + 8
+        p.ellipse(lx, -fda * 0.1 + 15 * (1 - liver_s), la, lb,
                   LIVER, OVER_CAVITY, ang=-0.3 * (1 - liver_s))  # fmt: skip
+        if liver_s > 0.55:  # left lobe, anterior, crossing the midline
+            k = (liver_s - 0.55) / 0.45
+            p.ellipse(
+                fw * 0.05, -fda * 0.55, fw * 0.45 * k + 5, fda * 0.3 * k + 5, LIVER, OVER_CAVITY, ang=0.25
+            )
     t11 = anat.vertebra("T11")
     spl = float(np.clip(1 - abs(z - t11.z_lo) / 55, 0, 1))
     if spl > 0:
@@ -382,7 +439,7 @@ def render_section(
     psoas_s = float(np.clip((l1.z_hi - z) / 70, 0, 1.0)) * (1 + 0.25 * np.clip((zl3 - z) / 60, 0, 1))
     if z < -10:
         psoas_s *= float(np.clip(1 + (z + 10) / 200, 0.4, 1))
-    ps_a, ps_b = (10 * anat.ms + 5) * psoas_s, (13 * anat.ms + 6) * psoas_s
+    ps_a, ps_b = (11 * anat.ms + 6) * psoas_s, (14 * anat.ms + 7) * psoas_s
     ql_s = float(np.clip((l1.z_hi + 10 - z) / 40, 0, 1) * np.clip((z - anat.iliac_crest) / 25, 0, 1))
     tp_len = 18 + 6 * max(1 - abs(z - zl3) / 60, 0)
     for sgn in sides:
@@ -418,7 +475,9 @@ def render_section(
         if ks > 0.55:
             hx = kx - np.sign(kx) * ka * 0.45
             p.ellipse(hx, kyy - kb * 0.15, ka * 0.35, kb * 0.3, VAT, _lut((KMED, KCOR)), ang=ang)
-            p.ellipse(hx + np.sign(kx) * 2, kyy - kb * 0.1, ka * 0.15, kb * 0.18, URINE, _lut((VAT,)), ang=ang)
+            p.ellipse(
+                hx + np.sign(kx) * 2, kyy - kb * 0.1, ka * 0.15, kb * 0.18, URINE, _lut((VAT,)), ang=ang
+            )
 
     # ---- great vessels -------------------------------------------------------------------------------
     z_bif = anat.vertebra("L4").z_mid
@@ -429,7 +488,14 @@ def render_section(
             p.ellipse(anat.aorta_x, ay, ar, ar, AORTA, _lut((VAT, LUNG, BWALL, MUS_PS)))
             if hab.age_years > 55 and rng.random() < 0.6:
                 a = rng.uniform(0, 2 * np.pi)
-                p.ellipse(anat.aorta_x + ar * np.cos(a) * 0.9, ay + ar * np.sin(a) * 0.9, 1.5, 1.2, CALC, _lut((AORTA,)))
+                p.ellipse(
+                    anat.aorta_x + ar * np.cos(a) * 0.9,
+                    ay + ar * np.sin(a) * 0.9,
+                    1.5,
+                    1.2,
+                    CALC,
+                    _lut((AORTA,)),
+                )
             p.ellipse(-20 - vw * 0.1, yc - vd / 2 - 9, 13, 8, IVC, _lut((VAT, LUNG, BWALL, MUS_PS)))
             if z < l1.z_hi:  # mesenteric root: SMA / SMV
                 p.ellipse(anat.aorta_x - 5, ay - ar - 14, 3.5, 3.5, AORTA, OVER_CAVITY)
@@ -438,7 +504,14 @@ def render_section(
             off = (z_bif - z) * 0.45
             for sgn in sides:
                 p.ellipse(sgn * (6 + off), ay + off * 0.3, ar * 0.6, ar * 0.6, AORTA, _lut((VAT, MUS_PS)))
-                p.ellipse(sgn * (6 + off) - 4, ay + off * 0.3 + ar * 0.8, ar * 0.7, ar * 0.55, IVC, _lut((VAT, MUS_PS)))
+                p.ellipse(
+                    sgn * (6 + off) - 4,
+                    ay + off * 0.3 + ar * 0.8,
+                    ar * 0.7,
+                    ar * 0.55,
+                    IVC,
+                    _lut((VAT, MUS_PS)),
+                )
 
     # ---- bowel -----------------------------------------------------------------------------------------
     for bl in anat.blobs:
@@ -461,12 +534,25 @@ def render_section(
             steps = int(rng.integers(3, 7))
             a_k = ang + np.cumsum(rng.normal(0, 0.5, steps))
             seg = L / steps
-            start = np.array(root) + rng.normal(0, 25, 2) + np.array([np.cos(ang), np.sin(ang)]) * rng.uniform(0, 60)
-            pts = np.vstack([start, start + np.cumsum(np.column_stack([np.cos(a_k), np.sin(a_k)]) * seg, axis=0)])
+            start = (
+                np.array(root)
+                + rng.normal(0, 25, 2)
+                + np.array([np.cos(ang), np.sin(ang)]) * rng.uniform(0, 60)
+            )
+            pts = np.vstack(
+                [start, start + np.cumsum(np.column_stack([np.cos(a_k), np.sin(a_k)]) * seg, axis=0)]
+            )
             p.polyline(pts, rng.uniform(0.5, 1.3), VESSEL if rng.random() < 0.5 else FASC, OVER_CAVITY)
         for _ in range(int(rng.integers(15, 60))):
             r = rng.uniform(0.8, 3.0)
-            p.ellipse(rng.uniform(-fw, fw) * 0.8, rng.uniform(-fda, yc), r, r * rng.uniform(0.7, 1.3), VESSEL, OVER_CAVITY)
+            p.ellipse(
+                rng.uniform(-fw, fw) * 0.8,
+                rng.uniform(-fda, yc),
+                r,
+                r * rng.uniform(0.7, 1.3),
+                VESSEL,
+                OVER_CAVITY,
+            )
 
     # ---- spine, ribs, pelvis -----------------------------------------------------------------------
     _paint_spine(p, anat, z, yc, slope)
@@ -509,7 +595,9 @@ def _distance_outside(region: np.ndarray, grid: Grid) -> np.ndarray:
     return full
 
 
-def _imat(p: Painter, anat: Anatomy, rng: np.random.Generator, es_shapes, ps_a: float, yc: float, vw: float) -> None:
+def _imat(
+    p: Painter, anat: Anatomy, rng: np.random.Generator, es_shapes, ps_a: float, yc: float, vw: float
+) -> None:
     """Intermuscular fat: marbling streaks in the paraspinals, dots in every muscle."""
     myo = anat.habitus.myosteatosis
     for ex, ey, ea, eb, _ in es_shapes:
@@ -518,7 +606,12 @@ def _imat(p: Painter, anat: Anatomy, rng: np.random.Generator, es_shapes, ps_a: 
             y0 = ey + rng.uniform(-0.8, 0.8) * eb
             a = rng.normal(np.pi / 2, 0.5) + np.cumsum(rng.normal(0, 0.5, 4))
             L = rng.uniform(2, 7)
-            pts = np.vstack([[x0, y0], [x0, y0] + np.cumsum(np.column_stack([np.cos(a), np.sin(a)]) * L, axis=0)])
+            pts = np.vstack(
+                [
+                    [[x0, y0]],
+                    np.array([x0, y0]) + np.cumsum(np.column_stack([np.cos(a), np.sin(a)]) * L, axis=0),
+                ]
+            )
             p.polyline(pts, rng.uniform(0.6, 1.3 + 1.2 * myo), IMAT, OVER_MUSCLE)
     n_dots = int(3 + 25 * myo**1.5)
     g = p.g
@@ -539,24 +632,38 @@ def _paint_blob(p: Painter, bl: Blob, z: float) -> None:
     f = np.sqrt(max(1 - ((z - bl.z) / bl.hz) ** 2, 0.0))
     a, b = bl.a * (0.35 + 0.65 * f), bl.b * (0.35 + 0.65 * f)
     over = _lut((VAT, BWALL, FLUID, OCON, GAS, STOOL, COLLAPSED))
+    content = {"fluid": FLUID, "contrast": OCON, "gas": GAS, "stool": STOOL, "collapsed": COLLAPSED}
+    if bl.path is not None:  # loop lying in the plane: a curved tube
+        pts = bl.path + np.array([bl.x, bl.y])
+        r = min(a, b)
+        p.polyline(pts, 2 * r, BWALL, over)
+        inner = content[bl.content]
+        p.polyline(pts, 2 * (r - bl.wall), inner, _lut((BWALL,)))
+        if inner == COLLAPSED:
+            p.polyline(pts, 0.5 * (r - bl.wall), FLUID, _lut((COLLAPSED,)))
+        return
     p.ellipse(bl.x, bl.y, a, b, BWALL, over, ang=bl.ang, lobes=bl.lobes)
     ia, ib = a - bl.wall, b - bl.wall
     inner = _lut((BWALL,))
-    content = {"fluid": FLUID, "contrast": OCON, "gas": GAS, "stool": STOOL, "collapsed": COLLAPSED}[bl.content]
+    content = content[bl.content]
     if content == COLLAPSED:
         p.ellipse(bl.x, bl.y, ia, ib, COLLAPSED, inner, ang=bl.ang, lobes=bl.lobes)
         p.ellipse(bl.x, bl.y, ia * 0.35, ib * 0.2, FLUID, _lut((COLLAPSED,)), ang=bl.ang)
         return
     p.ellipse(bl.x, bl.y, ia, ib, content, inner, ang=bl.ang, lobes=bl.lobes)
-    if content in (FLUID, OCON, STOOL) and bl.kind != "sb" or content == GAS:
+    if (content in (FLUID, OCON, STOOL) and bl.kind != "sb") or content == GAS:
         # supine: gas rises anteriorly (smaller y)
         lvl = bl.y - max(ia, ib) + 2 * max(ia, ib) * (bl.level if content != GAS else 0.9)
-        p.ellipse(bl.x, bl.y, ia, ib, GAS, _lut((FLUID, OCON, STOOL)), ang=bl.ang, lobes=bl.lobes, cut=(lvl, -1))
+        p.ellipse(
+            bl.x, bl.y, ia, ib, GAS, _lut((FLUID, OCON, STOOL)), ang=bl.ang, lobes=bl.lobes, cut=(lvl, -1)
+        )
         if content == GAS:
             p.ellipse(bl.x, bl.y, ia, ib, FLUID, _lut((GAS,)), ang=bl.ang, lobes=bl.lobes, cut=(lvl, 1))
 
 
-def _body_shape(p: Painter, v: Vertebra, yc: float, cls: int, over: np.ndarray, vid: int, rows: np.ndarray) -> None:
+def _body_shape(
+    p: Painter, v: Vertebra, yc: float, cls: int, over: np.ndarray, vid: int, rows: np.ndarray
+) -> None:
     """Vertebral body (bean-shaped ellipse) restricted to the rows in `rows` (bool over the window rows)."""
     a, b = v.width / 2, v.depth / 2
     w = p.window(-a, a, yc - b, yc + b)
@@ -577,12 +684,20 @@ def _paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float) -
     v_near = min(verts, key=lambda v: abs(v.z_mid - z))
     all_bone = _lut(tuple(c for c in range(N_CLASSES) if c not in (AIR, TABLE, SKIN)))
     # discs first (slightly larger than the bodies), then bodies with cortical rim and endplates
-    for lower, upper in zip(verts[:-1], verts[1:], strict=True):
+    for lower, upper in pairwise(verts):
         if not (lower.z_hi - 30 < z < upper.z_lo + 30):
             continue
         rows = (u_rows > lower.z_hi) & (u_rows < upper.z_lo)
         if rows.any():
-            mid = Vertebra("disc", 0, "L", 0, 0, (lower.width + upper.width) / 2 + 2, (lower.depth + upper.depth) / 2 + 1.5)
+            mid = Vertebra(
+                "disc",
+                0,
+                "L",
+                0,
+                0,
+                (lower.width + upper.width) / 2 + 2,
+                (lower.depth + upper.depth) / 2 + 1.5,
+            )
             _body_shape(p, mid, yc, CORT if upper.fused_below else DISC, all_bone, 0, rows)
     for v in verts:
         if not (v.z_lo - 30 < z < v.z_hi + 30):
@@ -612,7 +727,9 @@ def _paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float) -
             if 0.0 <= f <= 1.0:
                 k = 1.0 if v.name == "S1" else 0.7
                 for sgn in (-1, 1):
-                    p.bone_ellipse(sgn * (v.width / 2 + 18 * k), yc + 4, 24 * k, 15 * k, vid=vid, ang=sgn * 0.3)
+                    p.bone_ellipse(
+                        sgn * (v.width / 2 + 18 * k), yc + 4, 24 * k, 15 * k, vid=vid, ang=sgn * 0.3
+                    )
                 p.bone_bar((0, cy0 + 2 * canal_b + 2), (0, cy0 + 2 * canal_b + 14), 6, vid)
                 for sgn in (-1, 1):
                     p.bone_bar((sgn * canal_a, cy0 + 2), (sgn * (canal_a + 4), cy0 + 2 * canal_b + 4), 7, vid)
@@ -620,7 +737,7 @@ def _paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float) -
         if 0.3 <= f <= 0.97:  # pedicles
             for sgn in (-1, 1):
                 p.bone_ellipse(sgn * (canal_a + 3.5), cy0 + 4, 4.5, 8, vid=vid)
-        if (0.45 <= f <= 0.8) if not thor else (0.5 <= f <= 0.95):  # transverse processes
+        if (0.5 <= f <= 0.72) if not thor else (0.5 <= f <= 0.95):  # transverse processes
             for sgn in (-1, 1):
                 tip = (sgn * (vw / 2 + (22 if not thor else 14)), cy0 + (6 if not thor else 20))
                 width = 7.0 if not (v.fused_below and not thor) else 16
@@ -643,7 +760,9 @@ def _paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float) -
                 p.bone_ellipse(sgn * (canal_a + 1), cy0 + 20, 5, 7.5, vid=vid, ang=sgn * 0.5)
 
 
-def _paint_ribs(p: Painter, anat: Anatomy, z: float, ro: np.ndarray, tw: np.ndarray, th: np.ndarray, yc: float) -> None:
+def _paint_ribs(
+    p: Painter, anat: Anatomy, z: float, ro: np.ndarray, tw: np.ndarray, th: np.ndarray, yc: float
+) -> None:
     """Each rib runs from its transverse process around the wall, descending ~0.4 mm per mm of arc."""
     over = _lut((VAT, MUS, MUS_PS, MUS_ES, IMAT, LUNG, LIVER, SPLEEN, SAT, FASC))
     for v in anat.vertebrae:
@@ -653,7 +772,7 @@ def _paint_ribs(p: Painter, anat: Anatomy, z: float, ro: np.ndarray, tw: np.ndar
         z_head = v.z_lo + 0.7 * v.height
         if z > z_head + 10 or z < z_head - 260:
             continue
-        frac_len = {11: 0.42, 12: 0.28, 13: 0.13}.get(t_idx, 1.0 if t_idx <= 7 else 0.78)
+        frac_len = {11: 0.42, 12: 0.28, 13: 0.2}.get(t_idx, 1.0 if t_idx <= 7 else 0.78)
         rib_slope = 0.28 + 0.012 * t_idx
         for sgn in (-1, 1):
             # neck: from the body to the transverse process tip, at the head level
@@ -668,7 +787,7 @@ def _paint_ribs(p: Painter, anat: Anatomy, z: float, ro: np.ndarray, tw: np.ndar
             total = np.pi * 1.05 * frac_len * r_mean
             if arc > total:
                 continue
-            theta = th0 + sgn * arc / r_mean  # right side: theta increases past pi (wraps)
+            theta = th0 - sgn * arc / r_mean  # runs laterally, then anteriorly
             theta = float(np.angle(np.exp(1j * theta)))
             k = int((theta + np.pi) / (2 * np.pi) * N_THETA) % N_THETA
             rr = ro[k] - max(tw[k] * 0.5, 4.0) - 2.0
@@ -749,12 +868,17 @@ class FieldBank:
 def synthesize_fields(shape: tuple[int, int], exam, rng: np.random.Generator, n_fields: int = 1) -> FieldBank:
     f1s, f2s, ns = [], [], []
     for _ in range(n_fields):
-        f1 = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), 2.0, truncate=3.0)
+        f1 = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), 2.6, truncate=3.0)
         f1 *= 1.0 / (f1.std() + 1e-6)
         f2 = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), 1.1, truncate=3.0)
         f2 *= 1.0 / (f2.std() + 1e-6)
         noise = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), exam.noise_grain_px, truncate=3.0)
         noise *= exam.noise_hu / (noise.std() + 1e-6)
+        # slowly varying shading (beam hardening, scatter): real CT noise is correlated over many pixels
+        coarse = rng.standard_normal((12, 12)).astype(np.float32) * rng.uniform(2.0, 6.0)
+        noise += ndi.zoom(coarse, (shape[0] / 12, shape[1] / 12), order=1, grid_mode=True, mode="nearest")[
+            : shape[0], : shape[1]
+        ]
         f1s.append(f1)
         f2s.append(f2)
         ns.append(noise)

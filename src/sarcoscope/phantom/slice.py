@@ -18,7 +18,9 @@ from sarcoscope.phantom.render import (
     SAT,
     VAT,
     Grid,
+    body_box,
     hu_table,
+    render_outline,
     render_section,
     synthesize,
 )
@@ -59,11 +61,20 @@ def _spacing(value: float | tuple[float, float] | None, default: float) -> tuple
 
 
 def body_extent(anat: Anatomy, z: float) -> tuple[float, float, float, float]:
-    """Approximate (x_min, x_max, y_min, y_max) of the body outline at `z` (mm, body frame)."""
-    sw, sd, ss = anat.body_scale(z)
-    half_w = anat.fw * sw + anat.sat[1] * ss + anat.skin + 4
-    y_top = -(anat.fda * sd + anat.sat[0] * ss + anat.skin + 4)
-    return (-half_w, half_w, y_top, anat.y_table)
+    """(x_min, x_max, y_min, y_max) of the body outline at `z` (mm, body frame), from a coarse rendering."""
+    x0, x1, y0, y1 = body_box(anat, np.array([z]))
+    step = 3.0
+    coarse = Grid(step, step, np.arange(x0, x1, step, dtype=np.float32), np.arange(y0, y1, step, dtype=np.float32))
+    body = render_outline(anat, z, coarse)
+    rows, cols = np.nonzero(body)
+    if rows.size == 0:
+        return (x0, x1, y0, y1)
+    return (
+        float(coarse.x[cols.min()]) - step,
+        float(coarse.x[cols.max()]) + step,
+        float(coarse.y[rows.min()]) - step,
+        float(coarse.y[rows.max()]) + step,
+    )
 
 
 def place_grid(
@@ -72,12 +83,12 @@ def place_grid(
     """Pixel spacing (if not given) so the body fills the field like a clinical scan, body above the table."""
     x0, x1, y0, y1 = body_extent(anat, z)
     if spacing is None:
-        fov = (x1 - x0) + rng.uniform(25, 110)
+        fov = (x1 - x0) * rng.uniform(1.05, 1.3)
         ps = float(np.clip(fov / size, 0.55 * 512 / size, 0.98 * 512 / size))
         spacing = (ps, ps)
     psy, psx = spacing
-    cx = rng.uniform(-12, 12)
-    cy = (y0 + y1) / 2 + rng.uniform(-0.07, 0.03) * size * psy
+    cx = (x0 + x1) / 2 + rng.uniform(-0.03, 0.03) * size * psx
+    cy = (y0 + y1) / 2 - rng.uniform(-0.02, 0.08) * size * psy
     return Grid.make(size, psy, psx, cx, cy)
 
 
@@ -113,9 +124,7 @@ def make_slice(
     if size < 64:
         raise ValueError(f"size must be at least 64 pixels, got {size}")
     rng = np.random.default_rng([seed, 2])
-    exam = Exam.sample(np.random.default_rng([seed, 3]), noise_hu=noise_hu)
-    if contrast is not None:
-        exam = Exam(contrast, exam.oral_contrast, exam.noise_hu, exam.noise_grain_px, exam.blur_px, exam.kvp)
+    exam = Exam.sample(np.random.default_rng([seed, 3]), noise_hu=noise_hu).with_contrast(contrast)
     anat = build_anatomy(seed, habitus, exam, "normal")
     l3 = anat.l3
     frac = float(rng.uniform(-0.3, 0.3)) if z_offset is None else float(z_offset)

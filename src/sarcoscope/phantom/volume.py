@@ -101,9 +101,7 @@ def make_volume(
         raise ValueError(f"slice_thickness_mm must be positive, got {slice_thickness_mm}")
     if shape_xy < 64:
         raise ValueError(f"shape_xy must be at least 64 pixels, got {shape_xy}")
-    exam = Exam.sample(np.random.default_rng([seed, 3]), noise_hu=noise_hu)
-    if contrast is not None:
-        exam = Exam(contrast, exam.oral_contrast, exam.noise_hu, exam.noise_grain_px, exam.blur_px, exam.kvp)
+    exam = Exam.sample(np.random.default_rng([seed, 3]), noise_hu=noise_hu).with_contrast(contrast)
     anat = build_anatomy(seed, habitus, exam, variant)
     bottom, top = coverage_range(anat, coverage)
     thk = float(slice_thickness_mm)
@@ -119,16 +117,18 @@ def make_volume(
     add_bowel(anat, float(zs[0]) - 40, float(zs[-1]) + 40, np.random.default_rng([seed, 4]))
 
     # one grid for all slices, wide enough for the widest level
-    ext = np.array([body_extent(anat, float(z)) for z in np.linspace(zs[0], zs[-1], 12)])
+    ext = np.array([body_extent(anat, float(z)) for z in np.linspace(zs[0], zs[-1], 8)])
     half_w = float(max(-ext[:, 0].min(), ext[:, 1].max()))
     y_lo, y_hi = float(ext[:, 2].min()), anat.y_table
     if pixel_spacing is None:
-        fov = 2 * half_w + rng.uniform(30, 90)
+        fov = 2 * half_w * rng.uniform(1.05, 1.2)
         ps = float(np.clip(fov / shape_xy, 0.55 * 512 / shape_xy, 0.98 * 512 / shape_xy))
         psy, psx = ps, ps
     else:
         psy, psx = _spacing(pixel_spacing, 0.0)
-    grid = Grid.make(shape_xy, psy, psx, rng.uniform(-8, 8), (y_lo + y_hi) / 2 + rng.uniform(-0.05, 0.02) * shape_xy * psy)
+    grid = Grid.make(
+        shape_xy, psy, psx, rng.uniform(-8, 8), (y_lo + y_hi) / 2 + rng.uniform(-0.05, 0.02) * shape_xy * psy
+    )
 
     mean, tex = hu_table(anat, rng)
     bank = synthesize_fields((shape_xy, shape_xy), exam, rng, n_fields=4)
@@ -191,13 +191,17 @@ def _volume_truth(
         "n_lumbar": sum(1 for v in anat.vertebrae if v.kind == "L" and not v.fused_below),
         "lumbar_vertebrae": [v.name for v in anat.vertebrae if v.kind == "L"][::-1],
         "rib_pairs": sum(1 for v in anat.vertebrae if v.rib),
-        "lowest_rib_vertebra": [v.name for v in anat.vertebrae if v.rib][0],
+        "lowest_rib_vertebra": next(v.name for v in anat.vertebrae if v.rib),
         "vertebra_ids": dict(VERTEBRA_IDS),
         "vertebrae": vertebrae,
         "z_mm_of_index_0": round(z0, 3),
         "slice_thickness_mm": thk,
         "l3_in_volume": l3_range is not None and 0 <= mid < n,
-        "l3_z_mm": {"lower_endplate": round(l3.z_lo, 2), "mid": round(l3.z_mid, 2), "upper_endplate": round(l3.z_hi, 2)},
+        "l3_z_mm": {
+            "lower_endplate": round(l3.z_lo, 2),
+            "mid": round(l3.z_mid, 2),
+            "upper_endplate": round(l3.z_hi, 2),
+        },
         "label_definition": LABEL_DEFINITION,
         "l3_convention_note": (
             "L3 is the anatomical third lumbar vertebra counted from T1 down (T12 carries the 12th thoracic "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.spatial import ConvexHull, QhullError
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 
@@ -61,19 +62,53 @@ def body_mask(
     """The body in one axial slice: largest object above `threshold_hu`, holes filled, table cut off.
 
     The CT table and cushions are thin (a few mm) curved shells; an opening of `table_cut_mm` radius breaks
-    them (and any thin bridge to the body, e.g. a blanket) while the body survives. The opened body is then
-    grown back inside the thresholded image by the same radius, which restores the skin line without
-    re-attaching the table. Out-of-field padding (-1024, -2000, -3024 HU) is below the threshold.
+    them (and any thin bridge to the body, e.g. a blanket) while the body survives.
+    Out-of-field padding (-1024, -2000, -3024 HU) is below the threshold.
+    Returns an empty mask when nothing survives (no body in the slice).
     """
     raw = hu > threshold_hu
     if not raw.any():
         return raw
-    filled = ndi.binary_fill_holes(raw)
-    core = largest_component(open_mm(filled, table_cut_mm, pixel_spacing))
+    core = largest_component(open_mm(raw, table_cut_mm, pixel_spacing))
     if not core.any():
         return core
-    body = filled & dilate_mm(core, table_cut_mm, pixel_spacing)
+    # Thin pieces the opening removed are either the table (a curve reaching outside the body's convex
+    # hull) or body (skin corners, a thin wall over bowel gas: inside the hull). Only the latter are put
+    # back before holes are filled, so that a table touching the skin does not enclose air with the body.
+    body = core.copy()
+    lab, n = ndi.label(raw & ~core, structure=np.ones((3, 3), bool))
+    if n:
+        # the hull of a more strongly opened body: table pieces welded to the skin do not widen it
+        box = bounding_box(core, margin=2)
+        solid = largest_component(open_mm(core[box], 2 * table_cut_mm, pixel_spacing))
+        hull = np.zeros_like(core)
+        hull[box] = convex_hull_mask(solid if solid.any() else core[box])
+        inside = np.asarray(ndi.mean(hull, lab, np.arange(1, n + 1))) >= 0.9
+        body |= np.concatenate(([False], inside))[lab]
     return ndi.binary_fill_holes(largest_component(body))
+
+
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
+    """Index slices of the smallest box holding `mask` (grown by `margin` pixels, clipped to the image)."""
+    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return (
+        slice(max(int(ys[0]) - margin, 0), int(ys[-1]) + margin + 1),
+        slice(max(int(xs[0]) - margin, 0), int(xs[-1]) + margin + 1),
+    )
+
+
+def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
+    """Pixels inside the convex hull of a 2-D mask's pixel centres (fast half-plane test)."""
+    pts = np.argwhere(mask).astype(float)
+    try:
+        hull = ConvexHull(pts)
+    except QhullError:  # fewer than 3 points or all on a line
+        return mask.copy()
+    yy, xx = np.indices(mask.shape, dtype=float)
+    inside = np.ones(mask.shape, dtype=bool)
+    for a, b, c in hull.equations:
+        inside &= a * yy + b * xx + c <= 1e-9
+    return inside | mask
 
 
 def tissue_masks(hu: np.ndarray, hu_ranges: HURanges = DEFAULT_HU_RANGES) -> dict[str, np.ndarray]:

@@ -27,6 +27,7 @@ from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
 from sarcoscope.segmentation.refine import (
     body_mask,
+    bounding_box,
     close_mm,
     dilate_mm,
     largest_component,
@@ -72,6 +73,32 @@ def _circular_median(values: np.ndarray, window: int) -> np.ndarray:
     return ndi.median_filter(values, size=max(3, window | 1), mode="wrap")
 
 
+def _bridge_gaps(depth: np.ndarray, where: np.ndarray, jump: float, max_width: int) -> np.ndarray:
+    """Replace runs of rays that jump deeper by more than `jump` mm (and come back within `max_width`
+    rays) with a linear bridge between the rays on either side. Only rays in `where` (one arc) are touched.
+    """
+    n = depth.size
+    if where.all() or not where.any():
+        return depth
+    out = depth.copy()
+    start = int(np.flatnonzero(~where & np.roll(where, -1))[0]) + 1  # first ray of the arc
+    order = [(start + i) % n for i in range(n) if where[(start + i) % n]]
+    i = 1
+    while i < len(order):
+        prev = out[order[i - 1]]
+        if out[order[i]] - prev > jump:
+            end = next(
+                (k for k in range(i + 1, min(i + max_width, len(order))) if out[order[k]] - prev < jump / 2),
+                None,
+            )
+            if end is not None:
+                t = np.linspace(0.0, 1.0, end - i + 2)[1:-1]
+                out[[order[k] for k in range(i, end)]] = prev + t * (out[order[end]] - prev)
+                i = end
+        i += 1
+    return out
+
+
 class ThresholdEngine:
     """HU-threshold segmentation inside traced compartments (see module docstring)."""
 
@@ -92,8 +119,6 @@ class ThresholdEngine:
     def segment(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
         """Segment HU slices (n, y, x) with in-plane spacing (y, x) mm into uint8 label maps."""
         arr = np.asarray(slices)
-        if arr.ndim == 2:
-            arr = arr[None]
         if arr.ndim != 3:
             raise SegmentationError(f"expected slices of shape (n, y, x), got shape {arr.shape}")
         spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
@@ -115,12 +140,7 @@ class ThresholdEngine:
                 f"larger than {p.min_body_area_cm2:g} cm²"
             )
         # work on the body's bounding box (plus a margin of air): same result, less work
-        ys, xs = np.flatnonzero(body.any(axis=1)), np.flatnonzero(body.any(axis=0))
-        margin = 4
-        box = (
-            slice(max(ys[0] - margin, 0), ys[-1] + margin + 1),
-            slice(max(xs[0] - margin, 0), xs[-1] + margin + 1),
-        )
+        box = bounding_box(body, margin=4)
         labels = np.zeros(hu.shape, dtype=np.uint8)
         labels[box] = self._label_body(hu[box], body[box], spacing)
         return labels
@@ -184,9 +204,9 @@ class ThresholdEngine:
 
     @staticmethod
     def _stool(hu: np.ndarray, cavity: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
-        """Bowel content: gas bubbles closed over by 4 mm. Fat-density stool between bubbles is not VAT."""
+        """Bowel content: gas bubbles closed over by 7 mm. Fat-density stool between bubbles is not VAT."""
         gas = (hu < -250.0) & cavity
-        return ndi.binary_fill_holes(close_mm(gas, 5.0, spacing))
+        return ndi.binary_fill_holes(close_mm(gas, 7.0, spacing))
 
     @staticmethod
     def _centre(body: np.ndarray) -> tuple[float, float]:
@@ -288,7 +308,11 @@ class ThresholdEngine:
         med = _circular_median(r_wall, int(geo.n * 8 / 360))
         bad = (np.abs(r_wall - med) > 4.0) & ~notch
         r_wall[bad] = med[bad]
-        # wider fascia gaps (thin anterior wall): rays far deeper than the wider neighbourhood
+        # wider fascia gaps (thin anterior wall, linea alba): the anterior and lateral SAT thickness varies
+        # smoothly, so a sudden deepening that comes back within 40 degrees is bridged
+        depth = _bridge_gaps(r_skin - r_wall, geo.angle_to(posterior) > np.deg2rad(70), 8.0, geo.n // 9)
+        r_wall = r_skin - depth
+        # narrower gaps anywhere but the midline notch: rays far deeper than the wider neighbourhood
         med = _circular_median(r_wall, int(geo.n * 25 / 360))
         bad = (r_wall < med - 6.0) & ~notch
         r_wall[bad] = med[bad]

@@ -70,7 +70,7 @@ class LabelStack:
 
 def encode_labels(labels: np.ndarray) -> tuple[bytes, str]:
     raw = np.ascontiguousarray(labels, dtype=np.uint8).tobytes()
-    return zlib.compress(raw, 6), hashlib.sha256(raw).hexdigest()
+    return zlib.compress(raw, 1), hashlib.sha256(raw).hexdigest()
 
 
 def decode_labels(row: LabelVersion) -> np.ndarray:

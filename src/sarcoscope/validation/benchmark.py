@@ -21,6 +21,8 @@ from sarcoscope.errors import SarcoscopeError
 from sarcoscope.validation.runner import ValidationReport, run_validation
 
 REAL_SUBDIR = Path("real") / "l3_slices"
+REAL_VOLUME = Path("real") / "volumes" / "ts_example"
+L3_VERTEBRA_ID = 29  # TotalSegmentator's vertebrae_L3
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -51,6 +53,56 @@ def write_phantom_cohort(folder: Path, n: int, *, seed: int = 0, size: int = 512
         csv.writer(fh).writerows([("case_id", "height_m"), *heights])
 
 
+def _real_l3_reference(folder: Path) -> int:
+    """Mid-L3 slice of the TotalSegmentator example: the rounded z-centroid of its L3 vertebra label."""
+    img = nib.as_closest_canonical(nib.load(str(folder / "vertebrae_totalsegmentator.nii.gz")))
+    z = np.nonzero(np.asarray(img.dataobj) == L3_VERTEBRA_ID)[2]
+    return round(float(z.mean()))
+
+
+def validate_localizer(
+    out_dir: Path, *, shared_data: Path | None, n_volumes: int, seed: int = 0, size: int = 512
+) -> ValidationReport:
+    """The automatic L3 localizer against the real example volume's L3 label and phantom volumes' truth.
+
+    A case where the localizer raises LevelError counts as "not found" (a miss), not as a crash.
+    """
+    from sarcoscope.errors import LevelError
+    from sarcoscope.imaging import read_ct
+    from sarcoscope.level import locate_l3
+    from sarcoscope.phantom.volume import make_volume
+
+    cases = []  # (case id, volume, reference mid-L3 slice)
+    real = Path(shared_data) / REAL_VOLUME if shared_data is not None else None
+    if real is not None and (real / "example_ct.nii.gz").is_file():
+        cases.append(("ts_example", read_ct(real / "example_ct.nii.gz"), _real_l3_reference(real)))
+    for i in range(n_volumes):
+        ph = make_volume(seed + i, shape_xy=size)
+        cases.append((f"phantomvol{i:03d}", ph.to_ctvolume(), int(ph.truth["l3_mid_index"])))
+    ref_rows, pred_rows = [("case_id", "l3_slice", "slice_spacing_mm")], [("case_id", "l3_slice")]
+    for case, volume, ref in cases:
+        try:
+            found = locate_l3(volume).l3_mid
+        except LevelError:
+            found = None
+        ref_rows.append((case, str(ref), f"{volume.spacing[0]:.4f}"))
+        pred_rows.append((case, "" if found is None else str(found)))
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_csv, pred_csv = Path(tmp) / "ref_l3.csv", Path(tmp) / "pred_l3.csv"
+        with ref_csv.open("w", newline="") as fh:
+            csv.writer(fh).writerows(ref_rows)
+        with pred_csv.open("w", newline="") as fh:
+            csv.writer(fh).writerows(pred_rows)
+        return run_validation(
+            None,
+            None,
+            out_dir,
+            ref_l3_csv=ref_csv,
+            pred_l3_csv=pred_csv,
+            title=f"Automatic L3 localization on {len(cases)} volumes",
+        )
+
+
 def _summary_line(name: str, rep: ValidationReport) -> list[str]:
     cells = [name, str(rep.n_cases)]
     for col in ("muscle", "sat", "vat", "imat", "msv"):
@@ -67,11 +119,13 @@ def validate_engines(
     engines: Sequence[str] = ("threshold", "unet"),
     n_phantoms: int = 24,
     phantom_size: int = 512,
+    n_l3_volumes: int = 8,
     seed: int = 0,
 ) -> dict[str, ValidationReport | str]:
     """Run every engine on the real L3 slices (when `shared_data` has them) and on `n_phantoms` phantoms.
 
-    Writes one report folder per engine and data set plus `README.md` (an index with the headline numbers).
+    Writes one report folder per engine and data set, `l3-localizer/` (the automatic L3 localizer on the real
+    example volume and `n_l3_volumes` phantom volumes) and `README.md` (an index with the headline numbers).
     Real CT must not enter the repository, so real-data reports have no image gallery (numbers and plots
     only). Returns {report name: ValidationReport, or the reason it could not run}.
     """
@@ -116,6 +170,16 @@ def validate_engines(
                     )
                 except SarcoscopeError as exc:
                     results[name] = str(exc)
+    if n_l3_volumes > 0 or shared_data is not None:
+        try:
+            results["l3-localizer"] = validate_localizer(
+                out_dir / "l3-localizer",
+                shared_data=Path(shared_data) if shared_data else None,
+                n_volumes=n_l3_volumes,
+                seed=seed,
+            )
+        except SarcoscopeError as exc:
+            results["l3-localizer"] = str(exc)
     _write_index(out_dir, results, n_phantoms, seed)
     return results
 
@@ -138,7 +202,10 @@ def _write_index(
         "|---|---|---|---|---|---|---|---|",
     ]
     skipped = []
+    l3 = results.get("l3-localizer")
     for name, rep in results.items():
+        if name == "l3-localizer" and not isinstance(rep, str):
+            continue
         if isinstance(rep, str):
             # Keep the committed index machine-independent: no absolute paths of this checkout.
             reason = rep.replace(str(PACKAGE_DIR), "sarcoscope")
@@ -146,6 +213,15 @@ def _write_index(
             continue
         cells = _summary_line(f"[{name}]({name}/report.md)", rep)
         lines.append("| " + " | ".join(cells) + " |")
+    if l3 is not None and not isinstance(l3, str) and l3.l3_summary:
+        s = l3.l3_summary
+        lines += [
+            "",
+            f"[Automatic L3 localization](l3-localizer/report.md): {int(s['n'])} volumes (the real example "
+            f"volume, reference = its L3 label's centroid, and phantom volumes), not found "
+            f"{int(s['not_found'])}, median |error| {s.get('median_abs_error_mm', math.nan):.1f} mm, within "
+            f"10 mm {100 * s.get('within_10mm', math.nan):.0f} % of all volumes.",
+        ]
     if skipped:
         lines += ["", "Not available on this machine:", "", *skipped]
     text = "\n".join(lines) + "\n"

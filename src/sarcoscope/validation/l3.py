@@ -4,6 +4,10 @@ CSV columns (header required, one row per case): ``case_id``, ``l3_slice`` (0-ba
 CT as sarcoscope reads it, z ascending) and either ``z_mm`` (slice position along the slice normal) or
 ``slice_spacing_mm``. The error in mm is the difference of ``z_mm`` when both files give it, otherwise
 |Δ slice| × slice spacing (taken from either file; they must agree).
+
+A blank ``l3_slice`` in the prediction file means the localizer found no L3 for that case: it is reported
+as "not found" and counts as a miss in the within-5/10-mm fractions (which are over all cases), while the
+error statistics are over the cases where L3 was found.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +28,7 @@ WITHIN_MM: tuple[float, ...] = (5.0, 10.0)
 
 @dataclass(frozen=True)
 class L3Row:
-    slice: int
+    slice: int | None  # None: the localizer found no L3 (allowed in predictions only)
     z_mm: float | None
     spacing_mm: float | None
 
@@ -37,8 +42,11 @@ def _float(value: str | None, where: str) -> float | None:
         raise ValidationInputError(f"{where}: '{value}' is not a number.") from None
 
 
-def read_l3_csv(path: Path) -> dict[str, L3Row]:
-    """case id -> L3 row, with clear errors for missing columns, bad numbers and duplicate cases."""
+def read_l3_csv(path: Path, *, allow_missing: bool = False) -> dict[str, L3Row]:
+    """case id -> L3 row, with clear errors for missing columns, bad numbers and duplicate cases.
+
+    `allow_missing`: a blank l3_slice is "not found" (prediction files) instead of an error.
+    """
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -56,6 +64,9 @@ def read_l3_csv(path: Path) -> dict[str, L3Row]:
         if case in out:
             raise ValidationInputError(f"{where}: case {case} appears twice.")
         s = _float(row.get("l3_slice"), where)
+        if s is None and allow_missing:
+            out[case] = L3Row(None, None, _float(row.get("slice_spacing_mm"), where))
+            continue
         if s is None or s != int(s):
             raise ValidationInputError(f"{where}: l3_slice must be a whole slice index.")
         out[case] = L3Row(int(s), _float(row.get("z_mm"), where), _float(row.get("slice_spacing_mm"), where))
@@ -64,14 +75,26 @@ def read_l3_csv(path: Path) -> dict[str, L3Row]:
 
 def compare_l3(
     pred: dict[str, L3Row], ref: dict[str, L3Row], *, allow_unmatched: bool = False
-) -> list[dict[str, float | str]]:
+) -> list[dict[str, Any]]:
     """Per case: reference and predicted slice, signed error in slices and in mm (predicted − reference)."""
     cases = match_cases(
         {c: Path(c) for c in pred}, {c: Path(c) for c in ref}, allow_unmatched=allow_unmatched
     )
-    out: list[dict[str, float | str]] = []
+    out: list[dict[str, Any]] = []
     for case in cases:
         p, r = pred[case], ref[case]
+        if p.slice is None or r.slice is None:
+            out.append(
+                {
+                    "case_id": case,
+                    "ref_slice": r.slice if r.slice is not None else math.nan,
+                    "pred_slice": math.nan,
+                    "error_slices": math.nan,
+                    "error_mm": math.nan,
+                    "found": False,
+                }
+            )
+            continue
         if p.z_mm is not None and r.z_mm is not None:
             err_mm = p.z_mm - r.z_mm
         else:
@@ -91,30 +114,33 @@ def compare_l3(
                 "pred_slice": p.slice,
                 "error_slices": p.slice - r.slice,
                 "error_mm": float(err_mm),
+                "found": True,
             }
         )
     return out
 
 
-def summarize_l3(rows: list[dict[str, float | str]]) -> dict[str, float]:
-    """n, mean ± SD and median of |error| (mm and slices), max, and the fraction within 5 and 10 mm."""
-    mm = np.abs(np.array([float(r["error_mm"]) for r in rows]))
-    sl = np.abs(np.array([float(r["error_slices"]) for r in rows]))
-    n = int(mm.size)
-    out: dict[str, float] = {"n": float(n)}
-    if n == 0:
+def summarize_l3(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """n, not found, mean ± SD / median / max |error| (mm, slices) over found cases; fraction of ALL cases
+    within 5 and 10 mm (a case without L3 is a miss)."""
+    found = [r for r in rows if r["found"]]
+    mm = np.abs(np.array([float(r["error_mm"]) for r in found]))
+    sl = np.abs(np.array([float(r["error_slices"]) for r in found]))
+    n = len(rows)
+    out: dict[str, float] = {"n": float(n), "not_found": float(n - len(found))}
+    if not found:
         return out
     out.update(
         {
             "mean_abs_error_mm": float(mm.mean()),
-            "sd_abs_error_mm": float(mm.std(ddof=1)) if n > 1 else math.nan,
+            "sd_abs_error_mm": float(mm.std(ddof=1)) if mm.size > 1 else math.nan,
             "median_abs_error_mm": float(np.median(mm)),
             "max_abs_error_mm": float(mm.max()),
             "mean_abs_error_slices": float(sl.mean()),
             "median_abs_error_slices": float(np.median(sl)),
-            "exact_slice": float(np.mean(sl == 0)),
+            "exact_slice": float(np.sum(sl == 0) / n),
         }
     )
     for limit in WITHIN_MM:
-        out[f"within_{limit:g}mm"] = float(np.mean(mm <= limit))
+        out[f"within_{limit:g}mm"] = float(np.sum(mm <= limit) / n)
     return out

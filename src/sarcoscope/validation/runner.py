@@ -50,6 +50,7 @@ from sarcoscope.validation.stats import (
 
 #: Smallest median difference that may flag a site (besides significance): Dice points, area-error points.
 SITE_MIN_EFFECT = {"dice": 0.02, "area_err_pct": 5.0}
+L3_TABLE_ROWS = 20
 MSV_COLUMNS = {"msv": "M+S+V (union)", "msv_mean": "M+S+V (mean of 3)"}
 
 
@@ -418,6 +419,11 @@ def _score_cases(
         image, img_spacing = (None, None)
         if images:
             image, img_spacing = _read_image(images[case])
+            if image is not None and image.shape != ref.labels.shape:
+                raise ValidationInputError(
+                    f"Case {case}: image {images[case].name} has shape {image.shape} but the label maps have "
+                    f"{ref.labels.shape}; give images on the label maps' grid (e.g. the L3 slices)."
+                )
         if engine is not None:
             assert image is not None and img_spacing is not None
             try:
@@ -434,11 +440,6 @@ def _score_cases(
             raise ValidationInputError(
                 f"Case {case}: prediction {preds[case].name} has shape {pred_labels.shape} but reference "
                 f"{refs[case].name} has {ref.labels.shape} (n, y, x)."
-            )
-        if image is not None and image.shape != ref.labels.shape:
-            raise ValidationInputError(
-                f"Case {case}: image {images[case].name} has shape {image.shape} but the label maps have "
-                f"{ref.labels.shape}; give images on the label maps' grid (e.g. the L3 slices)."
             )
         spacing = resolve_spacing(
             case,
@@ -940,7 +941,9 @@ def _l3_section(
     allow_unmatched: bool,
 ) -> dict[str, float]:
     rows = compare_l3(
-        read_l3_csv(Path(pred_csv)), read_l3_csv(Path(ref_csv)), allow_unmatched=allow_unmatched
+        read_l3_csv(Path(pred_csv), allow_missing=True),
+        read_l3_csv(Path(ref_csv)),
+        allow_unmatched=allow_unmatched,
     )
     summary = summarize_l3(rows)
     _write_csv(staging / "l3_per_case.csv", rows)
@@ -951,6 +954,7 @@ def _l3_section(
         d.Table(
             [
                 "n",
+                "not found",
                 "mean |error| mm",
                 "SD",
                 "median mm",
@@ -962,6 +966,7 @@ def _l3_section(
             [
                 [
                     int(summary["n"]),
+                    int(summary["not_found"]),
                     summary.get("mean_abs_error_mm"),
                     summary.get("sd_abs_error_mm"),
                     summary.get("median_abs_error_mm"),
@@ -971,9 +976,28 @@ def _l3_section(
                     summary.get("within_10mm"),
                 ]
             ],
-            "Error = predicted − reference L3 position; fractions of cases.",
+            "Error = predicted − reference L3 position, over the cases where L3 was found; exact/within: "
+            "fractions of all cases (not found = miss).",
         )
     )
-    errs = np.array([float(r["error_mm"]) for r in rows])
+    worst = sorted(rows, key=lambda r: -abs(r["error_mm"]) if r["found"] else -math.inf)[:L3_TABLE_ROWS]
+    doc.add(
+        d.Table(
+            ["case", "reference slice", "predicted slice", "error (slices)", "error (mm)"],
+            [
+                [
+                    r["case_id"],
+                    r["ref_slice"],
+                    r["pred_slice"] if r["found"] else "not found",
+                    r["error_slices"],
+                    r["error_mm"],
+                ]
+                for r in worst
+            ],
+            f"Cases by decreasing |error| (not found first; at most {L3_TABLE_ROWS}; all in "
+            "l3_per_case.csv).",
+        )
+    )
+    errs = np.array([float(r["error_mm"]) for r in rows if r["found"]])
     doc.add(d.Figure(plots.l3_error_plot(errs, figdir / "l3_errors.png"), "L3 localization errors"))
     return summary

@@ -152,6 +152,7 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "csv": (".csv", "text/csv"),
     "json": (".json", "application/json"),
     "overlay": (".png", "image/png"),
+    "html": (".html", "text/html"),
 }
 
 
@@ -176,6 +177,12 @@ def export_file(ctx: AppContext, study: Study, version: int | None, fmt: str) ->
         return report_json(build_report(result)).encode(), name, media
     with tempfile.TemporaryDirectory(dir=ctx.store.data_dir / "tmp") as tmp:
         path = Path(tmp) / f"out{suffix}"
+        if fmt == "html":
+            from sarcoscope.web.report_html import report_html
+
+            render_overlay(result, Path(tmp) / "overlay.png")
+            page = report_html(build_report(result), (Path(tmp) / "overlay.png").read_bytes(), name)
+            return page.encode(), name, media
         if fmt == "dicom-seg":
             problem = write_dicom_seg(result, path)
             if problem is not None:

@@ -6,6 +6,7 @@ server stays responsive. Every change is written to the audit log by the store i
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import shutil
 import tempfile
@@ -70,6 +71,13 @@ class PatientIn(BaseModel):
     cutoff_set: str | None = Field(default=None, max_length=64)
 
 
+def iso_utc(when: dt.datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite returns the stored UTC times without a zone."""
+    if when is None:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).isoformat()
+
+
 def study_json(ctx: AppContext, study: Study) -> dict[str, Any]:
     return {
         "id": study.id,
@@ -82,7 +90,7 @@ def study_json(ctx: AppContext, study: Study) -> dict[str, Any]:
         "cols": study.cols,
         "spacing": study.spacing,
         "status": study.status,
-        "created_at": study.created_at.isoformat() if study.created_at else None,
+        "created_at": iso_utc(study.created_at),
         "created_by": study.created_by,
         "selection": study.selection,
         "localization": study.localization,
@@ -96,7 +104,7 @@ def version_json(row: LabelVersion) -> dict[str, Any]:
     return {
         "version": row.version,
         "parent_version": row.parent_version,
-        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "created_at": iso_utc(row.created_at),
         "author": row.author,
         "source": row.source,
         "engine": row.engine,
@@ -541,15 +549,16 @@ def export(
     user: User,
     version: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
-    """Download the label map (DICOM SEG, NIfTI), metrics (CSV), the report (JSON) or the overlay (PNG)."""
+    """Download the label map (DICOM SEG, NIfTI), metrics (CSV), report (JSON, printable HTML) or overlay."""
     if fmt not in analysis.EXPORTS:
         raise HTTPException(404, f"Unknown export format '{fmt}'. Available: {', '.join(analysis.EXPORTS)}.")
     study = ctx.store.get_study(study_id)
     data, filename, media_type = analysis.export_file(ctx, study, version, fmt)
     ctx.store.audit(user, "export", study_id, {"format": fmt, "version": version}, client_of(request))
-    return Response(
-        data, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
-    )
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if fmt == "html":  # self-contained page: its own inline style and embedded picture only
+        headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    return Response(data, media_type=media_type, headers=headers)
 
 
 # -- audit -----------------------------------------------------------------------------------------------
@@ -567,7 +576,7 @@ def audit(ctx: Ctx, user: User, limit: Annotated[int, Query(ge=1, le=5000)] = 50
 def _event_json(e: Any) -> dict[str, Any]:
     return {
         "id": e.id,
-        "at": e.at.isoformat() if e.at else None,
+        "at": iso_utc(e.at),
         "actor": e.actor,
         "action": e.action,
         "study_id": e.study_id,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sarcoscope import __version__
@@ -78,9 +80,26 @@ class BodySizeLimit:
                 await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
 
 
+_UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    parsed = urlsplit(origin)
+    return bool(parsed.netloc) and parsed.netloc.lower() == host.lower()
+
+
 def _security_headers(app: FastAPI) -> None:
     @app.middleware("http")
     async def add_headers(request: Request, call_next: Any) -> Any:
+        # Browsers send Origin with cross-site requests: another site must not change data here
+        # (the loopback mode has no login that SameSite cookies could protect).
+        origin = request.headers.get("origin")
+        if (
+            request.method in _UNSAFE_METHODS
+            and origin is not None
+            and not _same_origin(origin, request.headers.get("host", ""))
+        ):
+            return JSONResponse({"detail": f"Cross-site request from {origin} refused."}, status_code=403)
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
@@ -136,12 +155,17 @@ def create_app(settings: WebSettings) -> FastAPI:
         title="sarcoscope",
         version=__version__,
         description="L3 selection, segmentation, manual correction and body-composition analysis of CT.",
+        # The interactive docs pages load scripts from a CDN; the schema stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.include_router(router)
     _error_handlers(app)
     _security_headers(app)
     app.add_middleware(BodySizeLimit, upload_limit=settings.max_upload_bytes, other_limit=MAX_BODY_BYTES)
+    if settings.allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
 
     @app.api_route(
         "/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False
@@ -188,6 +212,7 @@ def serve(
         token=token,
         max_upload_bytes=max_upload_mb * 1024**2,
         default_engine=engine,
+        allowed_hosts=["localhost", "127.0.0.1", "::1", "[::1]", host] if is_loopback(host) else None,
     )
     app = create_app(settings)
     shown = f"[{host}]" if ":" in host else host

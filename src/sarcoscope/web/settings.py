@@ -35,6 +35,9 @@ class WebSettings:
     default_engine: str = "threshold"
     #: Decoded volumes kept in memory (each 300-slice 512x512 study is about 150 MB as int16).
     volume_cache_size: int = 3
+    #: Host names the server answers to (None: any). `serve` on a loopback address allows only the
+    #: loopback names, so that a web page cannot reach the app through DNS rebinding.
+    allowed_hosts: list[str] | None = None
 
     @property
     def auth_required(self) -> bool:

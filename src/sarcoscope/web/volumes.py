@@ -23,7 +23,7 @@ import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
-from sarcoscope.errors import InputError
+from sarcoscope.errors import InputError, SarcoscopeError
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
 from sarcoscope.store import Store, Study, is_dicom_uid, new_study_id
 
@@ -88,6 +88,26 @@ def ingest(
 
     Raises InputError for unreadable input and ConflictError for a series uploaded before.
     """
+    try:
+        return _ingest(store, parts, work_dir, actor=actor, client=client, series_uid=series_uid)
+    except SarcoscopeError as exc:
+        # Messages name server folders; the user only knows their upload.
+        text = str(exc)
+        for part in parts:
+            text = text.replace(str(part.path), part.client_name or "an uploaded file")
+        text = text.replace(str(work_dir / "extracted"), "the zip").replace(str(work_dir), "the upload")
+        raise type(exc)(text) from None
+
+
+def _ingest(
+    store: Store,
+    parts: list[UploadedPart],
+    work_dir: Path,
+    *,
+    actor: str,
+    client: str | None,
+    series_uid: str | None,
+) -> tuple[Study, CTVolume]:
     from sarcoscope.imaging import read_ct
 
     if not parts:
@@ -156,14 +176,20 @@ def ingest(
     )
     dest = store.series_dir(study)
     dest.mkdir(parents=True, exist_ok=True)
-    sop_uids: list[str] = []
-    if volume.source_kind == "dicom":
-        sop_uids = _store_dicom_files(source, volume, dest)
-    else:
-        suffix = ".nii.gz" if parts[0].client_name.lower().endswith(".gz") else ".nii"
-        shutil.move(parts[0].path, dest / f"volume{suffix}")
-    _write_cache(store, study.id, volume, sop_uids)
-    store.add_study(study, actor=actor, client=client)
+    try:
+        sop_uids: list[str] = []
+        if volume.source_kind == "dicom":
+            sop_uids = _store_dicom_files(source, volume, dest)
+        else:
+            suffix = ".nii.gz" if parts[0].client_name.lower().endswith(".gz") else ".nii"
+            shutil.move(parts[0].path, dest / f"volume{suffix}")
+        _write_cache(store, study.id, volume, sop_uids)
+        store.add_study(study, actor=actor, client=client)
+    except BaseException:
+        shutil.rmtree(cache_dir(store, study.id), ignore_errors=True)
+        if store.find_series(series) is None:  # not owned by a study uploaded at the same time
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
     return study, volume
 
 

@@ -33,6 +33,7 @@ const state = {
   redo: [],
   dirty: false,
   editZoom: 1,
+  lastHash: "#/",
 };
 
 // ---------------------------------------------------------------------------------------------- API --
@@ -140,6 +141,15 @@ function showLogin() {
 // ---------------------------------------------------------------------------------------------- routing --
 async function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/");
+  const leavingEdits = state.dirty && state.study && (parts[0] !== "study" || parts[1] !== state.study.id);
+  if (leavingEdits) {
+    if (!confirm("Discard your unsaved label edits?")) {
+      history.replaceState(null, "", state.lastHash);
+      return;
+    }
+    state.dirty = false;
+  }
+  state.lastHash = location.hash || "#/";
   for (const v of document.querySelectorAll(".view")) v.hidden = true;
   if (parts[0] === "study" && parts[1]) {
     $("view-study").hidden = false;
@@ -160,17 +170,35 @@ async function loadStudies() {
   for (const s of studies) {
     const tr = document.createElement("tr");
     const cells = [s.patient_id || "—", formatDate(s.study_date), s.series_description || "—", s.n_slices,
-      null, (s.created_at || "").slice(0, 16).replace("T", " ")];
+      null, localTime(s.created_at)];
     cells.forEach((c, i) => {
       const td = document.createElement("td");
       if (i === 4) td.innerHTML = `<span class="status ${s.status}">${s.status}</span>`;
       else td.textContent = c;
       tr.append(td);
     });
+    const actions = document.createElement("td");
+    const remove = document.createElement("button");
+    remove.textContent = "Delete";
+    remove.title = "Delete this study's images and labels (the audit log keeps the deletion)";
+    remove.addEventListener("click", async (e) => {
+      e.stopPropagation();
+      if (!confirm(`Delete study ${s.patient_id || s.id} with its images and all label versions?`)) return;
+      try {
+        await api(`/api/studies/${s.id}`, {method: "DELETE"});
+        await loadStudies();
+      } catch (err) { toast(err.message); }
+    });
+    actions.append(remove);
+    tr.append(actions);
     tr.addEventListener("click", () => { location.hash = `#/study/${s.id}`; });
     rows.append(tr);
   }
   $("no-studies").hidden = studies.length > 0;
+}
+
+function localTime(iso) {
+  return iso ? new Date(iso).toLocaleString([], {dateStyle: "short", timeStyle: "short"}) : "—";
 }
 
 function formatDate(d) {
@@ -957,7 +985,7 @@ async function refreshSide() {
     return;
   }
   const formats = [["dicom-seg", "DICOM SEG"], ["nifti", "NIfTI"], ["csv", "Metrics CSV"], ["json", "Report JSON"],
-    ["overlay", "Overlay PNG"]];
+    ["overlay", "Overlay PNG"], ["html", "Printable report"]];
   exports.innerHTML = formats.map(([f, title]) =>
     `<a class="button" id="export-${f}" href="/api/studies/${s.id}/export/${f}?version=${shown}" download>${title}</a>`)
     .join("");
@@ -967,7 +995,7 @@ async function refreshSide() {
     const li = document.createElement("li");
     li.value = v.version;
     li.classList.toggle("current", v.version === shown);
-    const when = (v.created_at || "").slice(0, 16).replace("T", " ");
+    const when = localTime(v.created_at);
     li.textContent = `v${v.version} · ${v.source}${v.engine && v.source === "segment" ? ` (${v.engine})` : ""} · ` +
       `${v.author} · ${when} `;
     if (v.version !== shown) {

@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("rows", sa.Integer, nullable=False),
         sa.Column("cols", sa.Integer, nullable=False),
         sa.Column("spacing", sa.JSON, nullable=False),
-        sa.Column("upload_bytes", sa.Integer, nullable=False),
+        sa.Column("upload_bytes", sa.BigInteger, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("created_by", sa.String(128), nullable=False),

@@ -1,0 +1,123 @@
+"""A printable, self-contained HTML report (overlay picture embedded) made from the export stage's report.
+
+Everything shown comes from `export.build_report` (the same numbers as report.json); like it, the page
+leaves out the patient id and study date. Print it from the browser ("Save as PDF") for a PDF.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any
+
+from sarcoscope.conventions import TISSUE_TITLES
+
+_STYLE = """
+body { font: 13px/1.45 system-ui, sans-serif; color: #111; max-width: 900px; margin: 24px auto; }
+body { padding: 0 16px; } h1 { font-size: 20px; margin: 0 0 4px; }
+h2 { font-size: 15px; margin: 18px 0 6px; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; width: 100%; }
+th, td { padding: 3px 6px; border-bottom: 1px solid #e3e3e3; }
+th { text-align: left; background: #f4f4f4; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.muted { color: #666; } .flag { color: #b00020; font-weight: 600; } .ok { color: #16703a; font-weight: 600; }
+img { max-width: 100%; border: 1px solid #ccc; } .warn { background: #fff6d6; padding: 6px 8px; }
+@media print { body { margin: 0; } h2 { break-after: avoid; } img { max-height: 45vh; } }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("—" if value is None else str(value))
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    return "—" if value is None else f"{float(value):.{digits}f}"
+
+
+def _quantity(q: dict[str, Any], digits: int = 1) -> str:
+    if q.get("status") != "computed":
+        return f'<span class="muted">not computed: {_e(q.get("reason"))}</span>'
+    return f"{_num(q['value'], digits)} {_e(q.get('unit', ''))}"
+
+
+def _classification(c: dict[str, Any]) -> str:
+    if c.get("status") != "computed":
+        return f'<span class="muted">not computed: {_e(c.get("reason"))}</span>'
+    verdict = (
+        '<span class="flag">below cutoff</span>' if c["flagged"] else '<span class="ok">not below</span>'
+    )
+    return f"{verdict} ({_num(c['value'])} vs {_num(c['cutoff'])} {_e(c.get('unit'))}; {_e(c.get('rule'))})"
+
+
+def _tissue_rows(composition: dict[str, Any]) -> str:
+    rows = []
+    for name, t in composition["tissues"].items():
+        rows.append(
+            f"<tr><td>{_e(TISSUE_TITLES.get(name, name))}</td><td class=n>{_num(t['area_cm2'], 2)}</td>"
+            f"<td class=n>{_num(t['mean_hu'])}</td><td class=n>{_num(t['sd_hu'])}</td></tr>"
+        )
+    return "".join(rows)
+
+
+def report_html(report: dict[str, Any], overlay_png: bytes, title: str) -> str:
+    """The page for one analysis: `report` is `export.build_report(result)`, `overlay_png` the QC picture."""
+    l3, avg, assessment = report["l3"], report["average"], report["assessment"]
+    md = report["input"]["metadata"]
+    ratios = "".join(
+        f"<tr><td>{_e(r['title'])}</td><td class=n colspan=3>{_quantity(r, 2)}</td></tr>"
+        for r in avg["ratios"].values()
+    )
+    per_slice = ""
+    if len(report["slices"]) > 1:
+        rows = "".join(
+            f"<tr><td>{s['slice_index']}</td>"
+            + "".join(
+                f"<td class=n>{_num(s['composition']['tissues'][t]['area_cm2'], 2)}</td>"
+                for t in s["composition"]["tissues"]
+            )
+            + "</tr>"
+            for s in report["slices"]
+        )
+        heads = "".join(f"<th>{_e(t.upper())} cm²</th>" for t in avg["tissues"])
+        per_slice = f"<h2>Per slice</h2><table><tr><th>Slice</th>{heads}</tr>{rows}</table>"
+    sarcopenia = "".join(
+        f"<tr><td>{_e(c['title'])}{' (selected)' if c.get('selected') else ''}</td>"
+        f"<td>{_classification(c)}</td></tr>"
+        for c in assessment["sarcopenia"]
+    )
+    myosteatosis = "".join(
+        f"<tr><td>{_e(c['title'])}</td><td>{_classification(c)}</td></tr>" for c in assessment["myosteatosis"]
+    )
+    flags = "".join(f"<li>{_e(f['flag'])}: {_e(f['reason'])}</li>" for f in l3["flags"])
+    warnings = "".join(f"<li>{_e(w)}</li>" for w in report["warnings"])
+    hu = ", ".join(f"{_e(k)} {v[0]:g}..{v[1]:g}" for k, v in report["hu_ranges"].items())
+    picture = base64.b64encode(overlay_png).decode()
+    confidence = "" if l3["confidence"] is None else f", localization confidence {l3['confidence']:.2f}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{_STYLE}</style></head>
+<body>
+<h1>L3 body composition report</h1>
+<p class="muted">{_e(md.get("series_description"))} · series {_e(report["input"]["series_instance_uid"])}<br>
+sex {_e(md.get("patient_sex"))} · age {_e(md.get("patient_age_years"))} · kVp {_e(md.get("kvp"))} ·
+contrast {_e(md.get("contrast_agent") or "not recorded")} · created {_e(report["created_utc"])}</p>
+<h2>Level</h2>
+<p>{_e(l3["mode"])} ({_e(l3["convention"])}), slices {_e(", ".join(str(i) for i in l3["slice_indices"]))};
+{_e(l3["method"])}{_e(confidence)}</p>{f"<ul>{flags}</ul>" if flags else ""}
+<img alt="Segmentation overlay" src="data:image/png;base64,{picture}">
+<h2>Body composition{" (mean over the slices)" if avg["n_slices"] > 1 else ""}</h2>
+<table><tr><th>Tissue</th><th>Area (cm²)</th><th>Mean HU</th><th>SD HU</th></tr>{_tissue_rows(avg)}
+<tr><td>Total adipose (SAT+VAT+IMAT)</td><td class=n>{_num(avg["total_adipose_cm2"], 2)}</td>
+<td></td><td></td></tr>
+{ratios}</table>
+{per_slice}
+<h2>Assessment</h2>
+<p>SMI {_quantity(assessment["smi"])} · BMI {_quantity(assessment["bmi"])} ·
+muscle attenuation {_quantity(assessment["muscle_mean_hu"])}</p>
+<table><tr><th>Sarcopenia cutoff set</th><th>Result</th></tr>{sarcopenia}</table>
+<table><tr><th>Myosteatosis cutoff set</th><th>Result</th></tr>{myosteatosis}</table>
+<h2>Method</h2>
+<p>Segmentation: {_e(report["segmentation"]["engine"])} — {_e(report["segmentation"]["model_id"])}<br>
+HU ranges: {hu}<br>
+Software: sarcoscope {_e(report["software"]["version"])}, report schema {_e(report["schema"])}</p>
+{f'<h2>Warnings</h2><ul class="warn">{warnings}</ul>' if warnings else ""}
+</body></html>
+"""
