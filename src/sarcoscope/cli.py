@@ -320,6 +320,35 @@ def batch(
     _run(body)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs a token.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Folder for the database and stored CT files.")] = Path(
+        "sarcoscope-data"
+    ),
+    database_url: Annotated[
+        str | None, typer.Option(envvar="SARCOSCOPE_DATABASE_URL", help="SQLAlchemy URL (default: SQLite).")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="SARCOSCOPE_TOKEN", help="Access token required to log in.")
+    ] = None,
+    max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload.")] = 4096,
+    engine: Annotated[str, typer.Option(help="Segmentation engine for 'Segment selected'.")] = "threshold",
+) -> None:
+    """Run the web labeling application (browser UI and API) at http://HOST:PORT/."""
+    from sarcoscope.web import serve as run_server
+
+    _run(
+        lambda: run_server(
+            host=host, port=port, data_dir=data_dir, database_url=database_url, token=token,
+            max_upload_mb=max_upload_mb, engine=engine,
+        )
+    )
+
+
 class PhantomKind(str, Enum):
     volume = "volume"
     slice = "slice"

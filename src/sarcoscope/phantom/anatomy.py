@@ -228,7 +228,7 @@ def build_anatomy(seed: int, habitus: Habitus | None, exam: Exam, variant: str) 
     y_table = post + sat[2] * _ranged(rng, 0.5, 0.75)
     kidney = {}
     for side, dz in (("R", -12.0), ("L", 0.0)):
-        zc = by["L1"].z_lo + dz + _ranged(rng, -25, 20)
+        zc = by["L1"].z_lo - 18 + dz + _ranged(rng, -20, 15)
         kidney[side] = (
             (-1 if side == "R" else 1) * _ranged(rng, 62, 76),
             float(spine_y(zc)) + _ranged(rng, 10, 28),

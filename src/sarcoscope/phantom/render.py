@@ -54,8 +54,9 @@ def hu_table(anat: Anatomy, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     mean = np.zeros(N_CLASSES, np.float32)
     tex = np.zeros(N_CLASSES, np.float32)
     mu = 57.0 - 32.0 * h.myosteatosis + rng.normal(0, 3)
-    sat = rng.normal(-104, 5)
-    enh = {"none": 0.0, "arterial": 1.0, "portal": 0.75}[ex.contrast]
+    kv = {80.0: 1.0, 100.0: 0.5}.get(ex.kvp, 0.0)  # low kVp: darker fat, brighter iodine
+    sat = rng.normal(-101, 5) - 8 * kv
+    enh = {"none": 0.0, "arterial": 1.0, "portal": 0.75}[ex.contrast] * (1 + 0.35 * kv)
     art = ex.contrast == "arterial"
     vals = {
         AIR: -1000, SAT: sat, SKIN: rng.uniform(15, 55), MUS: mu, MUS_PS: mu + rng.uniform(0, 7),
@@ -517,6 +518,12 @@ def render_section(
     for bl in anat.blobs:
         if abs(z - bl.z) < bl.hz:
             _paint_blob(p, bl, z)
+    if anat.vat_amount < 0.3 and not thorax:  # cachexia: bowel and mesentery fill the fat planes
+        grow_px = int(round(10.0 * (0.3 - anat.vat_amount) / 0.3 / grid.psx))
+        if grow_px > 0:
+            gut = _lut((BWALL, COLLAPSED, FLUID, OCON, GAS, STOOL))[cls]
+            grown = ndi.binary_dilation(gut, iterations=grow_px) & (cls == VAT)
+            cls[grown] = COLLAPSED
     # Bladder in the pelvis.
     bz = -105.0
     bs = 1 - ((z - bz) / 45) ** 2

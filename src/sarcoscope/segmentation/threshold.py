@@ -354,6 +354,7 @@ class ThresholdEngine:
         gap = round(p.wall_gap_mm / step)
         back_gap = round(p.back_gap_mm / step)
         sustained = round(4.0 / step)
+        head_lo, head_hi = round(2.0 / step), round(5.0 / step)
         back = geo.angle_to(posterior) < np.deg2rad(70)
         thick = np.zeros(geo.n)
         closed = np.zeros(geo.n, dtype=bool)  # the ray ended on a fat plane, gas or bright tissue
@@ -370,10 +371,17 @@ class ThresholdEngine:
             starts, lengths, values = _runs(musc)
             # an organ lying on the wall (liver, spleen, enhanced bowel) is brighter than the patient's
             # muscle even when both are inside the muscle window: stop at a sustained brighter stretch
-            brighter = vc > muscle_ref + p.organ_step_hu
+            # this ray's own wall HU (first 2-5 mm) when brighter than the patient's typical muscle
+            head = vc[head_lo:head_hi]
+            head = head[(head >= lo) & (head <= organ_hu)]
+            base = max(muscle_ref, float(np.median(head))) if head.size else muscle_ref
+            brighter = vc > base + p.organ_step_hu
             b_starts, b_lengths, b_values = _runs(brighter)
             long_bright = b_starts[b_values & (b_lengths >= sustained)] if not back[j] else b_starts[:0]
             limit = int(long_bright[0]) if long_bright.size else v.size
+            # the edge is halfway up the HU step, before the bright stretch begins
+            while 0 < limit < v.size and vc[limit - 1] > base + p.organ_step_hu / 2:
+                limit -= 1
             end = 0
             for s, n_run, is_m in zip(starts, lengths, values, strict=True):
                 if s >= limit:

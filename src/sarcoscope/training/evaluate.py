@@ -7,6 +7,7 @@ sarcoscope.validation.metrics so the numbers match `sarcoscope validate`.
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,19 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         mean = {k: float(np.mean([r[k] for r in sel])) for k in keys}
         lines.append(f"| **mean ({len(sel)})** | {engine} | " + fmt(mean))
     return "\n".join(lines)
+
+
+def attach_evaluation(model_dir: str | Path, markdown: str) -> None:
+    """Put an evaluation text (e.g. a `markdown_table` of held-out cases) into the model card (JSON and MD).
+
+    The model id is a hash of the ONNX file, so documenting a model's test results does not change its id.
+    """
+    from sarcoscope.segmentation.unet import CARD_FILE, CARD_MD_FILE, load_model_card
+    from sarcoscope.training.card import card_markdown
+    from sarcoscope.training.io import atomic_write_text
+
+    folder = Path(model_dir)
+    card = load_model_card(folder)
+    card["evaluation"] = markdown
+    atomic_write_text(folder / CARD_FILE, json.dumps(card, indent=2) + "\n")
+    atomic_write_text(folder / CARD_MD_FILE, card_markdown(card))

@@ -16,6 +16,7 @@ import torch
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, TISSUES, Label
 from sarcoscope.segmentation.unet import CARD_FILE, CARD_MD_FILE, MODEL_FILE, InputSpec
+from sarcoscope.training.card import card_markdown
 from sarcoscope.training.config import TrainConfig
 from sarcoscope.training.io import atomic_write, atomic_write_text
 
@@ -151,74 +152,3 @@ def build_card(
         },
         "files": {"onnx": MODEL_FILE, "sha256": digest},
     }
-
-
-def card_markdown(card: dict[str, Any]) -> str:
-    """The card for people: what the model is, what it saw, how it did, how to reproduce it."""
-    a, i, t, v = card["architecture"], card["input"], card["training_data"], card["validation"]
-    r = card["recipe"]
-    lines = [
-        f"# Model card: {card['model_id']}",
-        "",
-        f"Created {card['created_utc']} with sarcoscope {card['software']['sarcoscope']} "
-        f"(torch {card['software']['torch']}, MONAI {card['software']['monai']}, ONNX opset "
-        f"{card['software']['onnx_opset']}). File `{card['files']['onnx']}`, "
-        f"sha256 `{card['files']['sha256']}`.",
-        "",
-        "## Architecture",
-        f"{a['name']}; 2-D, channels {a['channels']}, strides {a['strides']}, {a['num_res_units']} residual "
-        f"units per level, dropout {a['dropout']}; {a['parameters']:,} parameters.",
-        "",
-        "## Input and output",
-        f"- Pixel size {i['pixel_spacing_mm']} mm (the engine resamples other spacings and maps the output "
-        "back to the CT's own grid).",
-        f"- HU window {i['hu_window']}: {i['normalisation']}.",
-        f"- Height and width: any multiple of {i['size_multiple']} (the engine pads); trained on "
-        f"{i['training_crop'][0]}×{i['training_crop'][1]} crops centred on the body.",
-        f"- Output: {card['output']}. Labels: "
-        + ", ".join(f"{k} {name}" for k, name in card["labels"].items())
-        + ".",
-        f"- HU ranges of the engine's refinement: {card['hu_ranges']}.",
-        "",
-        "## Training data",
-        t["description"] or "(no description given)",
-        "",
-        f"- Phantom slices: {t['phantoms']}; data folders: {t['data_dirs'] or 'none'} "
-        f"(label mapping `{t['label_mapping']}`).",
-        f"- Train: {t['train']['slices']} slices ({t['train']['phantom_slices']} phantom, "
-        f"{t['train']['data_slices']} from data: {', '.join(t['train']['data_cases']) or '-'}), "
-        f"{t['train']['patients']} patients.",
-        f"- Validation: {t['validation']['slices']} slices ({t['validation']['phantom_slices']} phantom, "
-        f"{t['validation']['data_slices']} from data: {', '.join(t['validation']['data_cases']) or '-'}), "
-        f"{t['validation']['patients']} patients. The split is by patient.",
-        "",
-        "## Recipe",
-        f"Loss {r['lambda_dice']}·Dice + {r['lambda_ce']}·cross-entropy (MONAI DiceCELoss, softmax, "
-        f"5 classes), RMSProp lr {r['learning_rate']}, batch {r['batch_size']}, up to {r['max_epochs']} "
-        f"epochs, early stopping on validation loss with patience {r['patience']}. Augmentation: "
-        + (
-            f"rotation ±{r['rotate_deg']}°, scale ±{r['scale_range']}, shift ±{r['translate_mm']} mm, "
-            f"left-right flip {r['flip_lr']}, Gaussian noise up to {r['noise_hu']} HU"
-            if r["augment"]
-            else "none"
-        )
-        + f"; windowing augmentation {'on' if r['window_augmentation'] else 'off'}. "
-        "Every value is in `model_card.json` under `recipe`.",
-        "",
-        "## Validation (best epoch)",
-        f"Epoch {v['best_epoch']} of {v['epochs_run']} "
-        f"({'early stop' if v['stopped_early'] else 'no early stop'}"
-        f"{'' if v['finished'] else ', run not finished'}), "
-        f"{v['training_seconds'] / 60:.1f} min of training.",
-        "",
-        "| val_loss | val_accuracy | Dice muscle | Dice SAT | Dice VAT | Dice IMAT |",
-        "|---|---|---|---|---|---|",
-        f"| {v['val_loss']:.4f} | {v['val_accuracy']:.4f} | "
-        + " | ".join(f"{v['val_dice'][k]:.3f}" for k in TISSUES)
-        + " |",
-        "",
-        f"Raw network output on the validation crops, before HU refinement; {v['note']}.",
-    ]
-    if card.get("evaluation"):
-        lines += ["", "## Evaluation", card["evaluation"]]
-    return "\n".join(lines) + "\n"

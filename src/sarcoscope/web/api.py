@@ -11,7 +11,7 @@ import gzip
 import shutil
 import tempfile
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -231,7 +231,9 @@ async def _receive_parts(request: Request, work: Path) -> tuple[list[UploadedPar
                 while chunk := await item.read(1 << 20):
                     size += len(chunk)
                     f.write(chunk)
-            parts.append(UploadedPart(client_name=lower if suffix != ".dcm" else "", path=path, size=size))
+            # The client's base name is kept for messages and the suffix only, never for a path.
+            client_name = PurePosixPath(name.replace("\\", "/")).name[:255]
+            parts.append(UploadedPart(client_name=client_name, path=path, size=size))
     finally:
         await form.close()
     if not parts:
