@@ -321,6 +321,76 @@ def batch(
 
 
 @app.command()
+def validate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.md, report.html, CSVs).")],
+    pred: Annotated[Path | None, typer.Option(help="Folder of predicted label maps.")] = None,
+    ref: Annotated[Path | None, typer.Option(help="Folder of reference label maps.")] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Folder of CT slices (HU statistics; or input of --engine).")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="Segment --images with this engine instead of reading --pred.")
+    ] = None,
+    sites: Annotated[Path | None, typer.Option(help="CSV case_id,site for the external tables.")] = None,
+    patients: Annotated[Path | None, typer.Option(help="CSV case_id,height_cm|height_m (for SMI).")] = None,
+    ref_labels: Annotated[
+        str | None, typer.Option(help="Reference label mapping: built-in name or YAML file.")
+    ] = None,
+    pred_labels: Annotated[
+        str | None, typer.Option(help="Prediction label mapping: built-in name or YAML file.")
+    ] = None,
+    ref_l3: Annotated[Path | None, typer.Option(help="CSV of reference L3 slices.")] = None,
+    pred_l3: Annotated[Path | None, typer.Option(help="CSV of predicted L3 slices.")] = None,
+    pixel_spacing: Annotated[
+        str | None, typer.Option(help="Pixel spacing 'dy,dx' mm when the files carry none.")
+    ] = None,
+    strip_prefix: Annotated[
+        list[str] | None, typer.Option(help="Prefix removed from file names to get case ids (repeatable).")
+    ] = None,
+    strip_suffix: Annotated[
+        list[str] | None, typer.Option(help="Suffix removed from file names to get case ids (repeatable).")
+    ] = None,
+    allow_unmatched: Annotated[
+        bool, typer.Option(help="Skip cases present on one side only instead of failing.")
+    ] = False,
+    gallery: Annotated[int, typer.Option(help="Worst cases shown as overlays.")] = 6,
+    alpha: Annotated[float, typer.Option(help="Significance level of the per-site comparison.")] = 0.05,
+    keep_predictions: Annotated[bool, typer.Option(help="Save --engine predictions in the report.")] = True,
+) -> None:
+    """Validate segmentations (and L3 choices) like the paper: IoU bins, per-site tables, Dice, Bland–Altman."""
+    from sarcoscope.validation import run_validation
+    from sarcoscope.validation.io import DEFAULT_STRIP_PREFIXES, DEFAULT_STRIP_SUFFIXES, parse_pixel_spacing
+
+    def body() -> None:
+        with console.status("validating…"):
+            report = run_validation(
+                pred, ref, out, sites_csv=sites, ref_mapping=ref_labels, pred_mapping=pred_labels,
+                images_dir=images, engine=engine, ref_l3_csv=ref_l3, pred_l3_csv=pred_l3,
+                patients_csv=patients,
+                pixel_spacing=parse_pixel_spacing(pixel_spacing) if pixel_spacing else None,
+                strip_prefixes=tuple(strip_prefix) if strip_prefix else DEFAULT_STRIP_PREFIXES,
+                strip_suffixes=tuple(strip_suffix) if strip_suffix else DEFAULT_STRIP_SUFFIXES,
+                allow_unmatched=allow_unmatched, gallery_size=gallery, alpha=alpha,
+                keep_predictions=keep_predictions,
+            )
+        if report.dice_summary:
+            table = Table(title=f"Dice over {report.n_cases} case(s)")
+            for col in ("tissue", "mean", "SD", "median", "worst (case)"):
+                table.add_column(col)
+            for tissue, sm in report.dice_summary.items():
+                table.add_row(tissue, f"{sm.mean:.3f}", f"{sm.sd:.3f}", f"{sm.median:.3f}",
+                              f"{sm.worst:.3f} ({sm.worst_case})")
+            console.print(table)
+        for site, reasons in report.flagged_sites.items():
+            console.print(f"[yellow]site {site} differs from the others:[/] {'; '.join(reasons)}")
+        for w in report.warnings:
+            console.print(f"[yellow]warning:[/] {w}")
+        console.print(f"Report: [bold]{report.out_dir / 'report.html'}[/]")
+
+    _run(body)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs a token.")] = (
         "127.0.0.1"

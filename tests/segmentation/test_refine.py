@@ -9,10 +9,10 @@ from sarcoscope.segmentation.refine import (
     body_mask,
     close_mm,
     constrain_to_hu,
-    convex_hull_mask,
     dilate_mm,
     erode_mm,
     fat_in_muscle_to_imat,
+    in_convex_hull,
     muscle_compartments,
     open_mm,
     refine_labels,
@@ -44,14 +44,14 @@ def test_erode_open_close():
     assert close_mm(gapped, 2.0, (1.0, 1.0))[13:27, 10:30].all()
 
 
-def test_convex_hull_mask():
+def test_in_convex_hull():
     mask = np.zeros((20, 20), bool)
     mask[2, 2] = mask[2, 17] = mask[17, 2] = True
-    hull = convex_hull_mask(mask)
-    assert hull[5, 5] and hull[2, 10] and not hull[15, 15]
+    inside = in_convex_hull(mask, np.array([[5, 5], [2, 10], [15, 15], [17, 2]]))
+    np.testing.assert_array_equal(inside, [True, True, False, True])
     single = np.zeros((5, 5), bool)
     single[2, 2] = True
-    np.testing.assert_array_equal(convex_hull_mask(single), single)
+    assert not in_convex_hull(single, np.array([[2, 2]])).any()
 
 
 def test_constrain_to_hu():

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sarcoscope.validation.benchmark import validate_engines, validate_localizer
 
 
+@pytest.mark.slow
 def test_validate_engines_on_phantoms_lists_unavailable_engines(tmp_path: Path):
     out = tmp_path / "docs"
     results = validate_engines(

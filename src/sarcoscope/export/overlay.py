@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
-from sarcoscope.imaging.views import body_centre, display_extent, sagittal, window
+from sarcoscope.imaging.views import body_centre, coronal, display_extent, sagittal, window
 
 if TYPE_CHECKING:
     from sarcoscope.pipeline import AnalysisResult
@@ -37,12 +37,16 @@ def _label_rgba(labels: np.ndarray) -> np.ndarray:
 
 
 def _vertebra_marks(details: dict[str, Any]) -> list[tuple[str, float]]:
+    """(name, centre slice index) of each vertebra the localizer identified (details["vertebrae"])."""
     raw = details.get("vertebrae")
     if not isinstance(raw, dict):
         return []
-    return [
-        (str(k), float(v)) for k, v in raw.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    ]
+    marks = []
+    for name, v in raw.items():
+        centre = v.get("center") if isinstance(v, dict) else v
+        if isinstance(centre, int | float) and not isinstance(centre, bool):
+            marks.append((str(name), float(centre)))
+    return marks
 
 
 def render_overlay(result: AnalysisResult, path: Path) -> Path:
@@ -56,11 +60,13 @@ def render_overlay(result: AnalysisResult, path: Path) -> Path:
     comp = result.slices[shown]
     has_sagittal = nz > 1
 
-    # Equal panel heights: widths follow each panel's physical aspect (axial x/y, sagittal y/z).
+    # Equal panel heights: widths follow each panel's physical aspect (axial x/y, sagittal y/z, coronal x/z).
     axial_aspect = (nx * dx) / (ny * dy)
-    sagittal_aspect = (ny * dy) / (nz * dz)
-    width_ratios = [1.0, float(np.clip(sagittal_aspect / axial_aspect, 0.3, 1.5))] if has_sagittal else [1.0]
-    fig = Figure(figsize=(6.0 * sum(width_ratios) + 0.6, 7.2), dpi=110, layout="constrained")
+    width_ratios = [1.0]
+    if has_sagittal:
+        for across in (ny * dy, nx * dx):
+            width_ratios.append(float(np.clip(across / (nz * dz) / axial_aspect, 0.25, 1.5)))
+    fig = Figure(figsize=(5.6 * sum(width_ratios) + 0.6, 7.0), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(width_ratios), gridspec_kw={"width_ratios": width_ratios}, squeeze=False)[0]
 
@@ -89,12 +95,12 @@ def render_overlay(result: AnalysisResult, path: Path) -> Path:
         )
         for name, label in TISSUES.items()
     ]
-    ax.legend(
-        handles=handles, loc="lower center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False
-    )
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
 
     if has_sagittal:
-        _draw_sagittal(axes[1], result)
+        centre_y, centre_x = body_centre(vol)
+        _draw_reconstruction(axes[1], result, "sagittal", centre_x, centre_y)
+        _draw_reconstruction(axes[2], result, "coronal", centre_y, centre_x)
     fig.suptitle(
         f"sarcoscope {result.software_version} · convention {result.selection.convention} "
         f"({result.selection.method})",
@@ -104,12 +110,13 @@ def render_overlay(result: AnalysisResult, path: Path) -> Path:
     return path
 
 
-def _draw_sagittal(ax: Any, result: AnalysisResult) -> None:
+def _draw_reconstruction(ax: Any, result: AnalysisResult, plane: str, through: int, spine_at: int) -> None:
+    """Sagittal (through column `through`) or coronal (through row `through`) view with the L3 line(s) and,
+    beside the spine (at `spine_at` across the view), the vertebra labels found by the localizer."""
     vol = result.volume
-    dz = float(vol.spacing[0])
+    dz, dy, dx = (float(s) for s in vol.spacing)
     nz = vol.shape[0]
-    x_index = body_centre(vol)[1]
-    extent = display_extent(vol, "sagittal")  # mm; row 0 (most superior slice) at the top
+    extent = display_extent(vol, plane)  # mm; row 0 (most superior slice) at the top
     top = extent[3]
     superior_up = float(np.asarray(vol.direction)[2, 2]) > 0.0  # as imaging.views decides the flip
 
@@ -118,8 +125,10 @@ def _draw_sagittal(ax: Any, result: AnalysisResult) -> None:
         row = nz - 1 - index if superior_up else index
         return top - (row + 0.5) * dz
 
+    # A thin maximum-intensity slab shows the whole column even where the spine curves or rotates.
+    image = (sagittal if plane == "sagittal" else coronal)(vol, through, slab_mm=15.0)
     ax.imshow(
-        window(sagittal(vol, x_index), "soft_tissue"),
+        window(image, (150.0, 900.0)),
         cmap="gray",
         vmin=0,
         vmax=255,
@@ -134,17 +143,20 @@ def _draw_sagittal(ax: Any, result: AnalysisResult) -> None:
         ax.axhspan(lines[0], lines[-1], color="#ffd23c", alpha=0.25, lw=0)
     for z in lines:
         ax.axhline(z, color="#ffd23c", lw=1.2)
+    label_x = (spine_at + 0.5) * (dy if plane == "sagittal" else dx) + 35.0  # 35 mm beside the spine centre
+    label_x = min(label_x, extent[1] - 5.0)
     for name, z_index in _vertebra_marks(result.selection.details):
         ax.text(
-            extent[1] * 0.97,
+            label_x,
             z_mm(z_index),
             name,
-            color="white",
+            color="#ffd23c" if name == "L3" else "white",
             fontsize=7,
-            ha="right",
+            ha="left",
             va="center",
-            bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0},
+            bbox={"facecolor": "black", "alpha": 0.55, "pad": 1, "lw": 0},
         )
-    ax.set_title(f"sagittal (x = {x_index})", fontsize=9)
+    where = f"x = {through}" if plane == "sagittal" else f"y = {through}"
+    ax.set_title(f"{plane} ({where}, 15 mm MIP)", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -88,6 +88,52 @@ def _names_up(first: str, count: int) -> list[str]:
     return [_ORDER[i - k] if i - k >= 0 else f"?{k}" for k in range(count)]
 
 
+_TRACES = ((8.0, False), (16.0, True))
+
+
+@dataclass
+class _Reading:
+    """Discs and anchors read along one trace of the column."""
+
+    trace: spine.SpineTrace
+    profile: np.ndarray
+    discs: spine.Discs
+    sacrum: int | None  # index of the L5/S1 disc in discs.z
+    rib_segs: list[int]  # segments (0 = below the lowest disc) carrying ribs
+    last_rib: int | None  # segment taken as T12
+
+    @property
+    def score(self) -> float:
+        both = self.sacrum is not None and self.last_rib is not None
+        agree = both and self.last_rib - self.sacrum - 1 == 5  # type: ignore[operator]
+        anchors_found = (self.sacrum is not None) + (self.last_rib is not None)
+        inner = self.discs.prominence[1:-1]
+        bridged = int(np.sum(inner == 0))
+        return 4.0 * agree + 2.0 * anchors_found - 1.0 * bridged + float(self.discs.prominence.sum()) / 1e4
+
+
+def _read(grid: spine.WorkGrid, trace: spine.SpineTrace) -> _Reading | None:
+    """Discs, sacrum and ribs along one trace; None when it shows no vertebral column."""
+    dz = grid.spacing[0]
+    profile = spine.disc_profile(grid, trace)
+    discs = spine.find_discs(profile, dz, trace.strength)
+    if len(discs.z) < 2:
+        return None
+    # Vertebral bodies are trabecular bone (roughly 60-450 HU across the body); a skull, a femur or metal
+    # traced by mistake is solid cortex or brighter.
+    body_hu = float(np.median(profile[int(discs.z[0]) : int(np.ceil(discs.z[-1])) + 1]))
+    if not BODY_HU[0] <= body_hu <= BODY_HU[1]:
+        return None
+    period = discs.period_mm
+    sacrum = anchors.find_sacrum_disc(grid, trace, discs.z, period)
+    ribs = anchors.find_ribs(grid, trace, z_min=discs.z[0])
+    rib_segs = sorted({_segment_of(r.z_medial + 0.15 * period / dz, discs.z) for r in ribs})
+    # The last rib is only a landmark when a rib-free vertebra is seen below it (else it may just be
+    # the lower edge of a chest CT).
+    last_rib = rib_segs[0] if rib_segs and rib_segs[0] >= 2 else None
+    return _Reading(trace, profile, discs, sacrum, rib_segs, last_rib)
+
+
 def locate_l3(volume: CTVolume) -> L3Localization:
     """Find L3 on an axial CT that covers the lumbar spine.
 
@@ -97,32 +143,24 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     t0 = time.perf_counter()
     grid = spine.make_grid(volume)
     dz = grid.spacing[0]
-    trace = spine.trace_column(grid)
-    profile = spine.disc_profile(grid, trace)
-    discs = spine.find_discs(profile, dz, trace.strength)
-    body_hu = float(np.median(profile[int(discs.z[0]) : int(np.ceil(discs.z[-1])) + 1])) if len(discs.z) else 0.0
-    # Vertebral bodies are trabecular bone (roughly 60-450 HU across the body); a skull, a femur or metal
-    # traced by mistake is solid cortex or brighter.
-    if len(discs.z) < 2 or not BODY_HU[0] <= body_hu <= BODY_HU[1]:
+    # Two ways of following the column (spine.trace_spine): close to the bodies, or wide and weighted
+    # backwards so that a contrast-filled aorta cannot capture it. Keep the reading that explains more:
+    # both anchors found and agreeing, then more anchors, then clearer discs.
+    readings = [r for r in (_read(grid, spine.trace_spine(grid, s, w)) for s, w in _TRACES) if r is not None]
+    if not readings:
         raise LevelError(
             "No vertebral column with intervertebral discs was found: the volume does not seem to contain "
             "a lumbar spine (head, neck or chest-only CT, or no spine in view), so L3 cannot be located. "
             "Use --slice/--range."
         )
+    reading = max(readings, key=lambda r: r.score)
+    profile, discs, sacrum, last_rib = reading.profile, reading.discs, reading.sacrum, reading.last_rib
+    rib_segs = reading.rib_segs
     period = discs.period_mm
     # Segments: one below the lowest disc, one between each pair, one above the highest disc.
     n_seg = len(discs.z) + 1
     seg_lo = [discs.z[0] - period / dz, *list(discs.z)]
     seg_hi = [*list(discs.z), discs.z[-1] + period / dz]
-
-    sacrum = anchors.find_sacrum_disc(grid, trace, discs.z, period)
-    ribs = anchors.find_ribs(grid, trace, z_min=discs.z[0])
-    rib_segs = sorted({_segment_of(r.z_medial + 0.15 * period / dz, discs.z) for r in ribs})
-    # The last rib is only a landmark when a rib-free vertebra is seen below it (else it may just be
-    # the lower edge of a chest CT).
-    last_rib = rib_segs[0] if rib_segs and rib_segs[0] >= 2 else None
-    if last_rib is not None and last_rib > n_seg - 1:
-        last_rib = None
 
     names_bottom = _names_up("S1", n_seg - sacrum) if sacrum is not None else None
     names_top = None

@@ -156,7 +156,7 @@ def trace_spine(grid: WorkGrid, sigma_mm: float = 8.0, posterior_weight: bool = 
 
     `sigma_mm` sets the size of the bone mass followed. A vertebra-sized 8 mm follows the bodies closely;
     a wide 16 mm with `posterior_weight` (rows count more the further back they lie in the body) cannot be
-    captured by a contrast-filled aorta of bone-like density in front of the column (see trace_column).
+    captured by a contrast-filled aorta of bone-like density in front of the column.
     """
     hu = grid.hu
     dz, dy, dx = grid.spacing
@@ -189,28 +189,6 @@ def trace_spine(grid: WorkGrid, sigma_mm: float = 8.0, posterior_weight: bool = 
     strength = score[np.arange(len(path)), path[:, 0], path[:, 1]]
     body_y, depth = _vertebral_bodies(grid, cy, cx)
     return SpineTrace(cy=cy, cx=cx, body_y=body_y, body_depth_mm=depth, strength=strength)
-
-
-def trace_column(grid: WorkGrid) -> SpineTrace:
-    """The column as the close (8 mm) trace, except where a wide posterior-weighted trace runs more than
-    12 mm behind it: there the close trace is on a contrast-filled vessel in front of the spine."""
-    close = trace_spine(grid, sigma_mm=8.0)
-    wide = trace_spine(grid, sigma_mm=16.0, posterior_weight=True)
-    behind = (wide.body_y - close.body_y) * grid.spacing[1] > 12.0
-    if not behind.any():
-        return close
-    pick = ndi.binary_dilation(behind, iterations=2)
-
-    def merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return ndi.gaussian_filter1d(np.where(pick, b, a), 1.0)
-
-    return SpineTrace(
-        cy=merge(close.cy, wide.cy),
-        cx=merge(close.cx, wide.cx),
-        body_y=merge(close.body_y, wide.body_y),
-        body_depth_mm=close.body_depth_mm,
-        strength=np.where(pick, wide.strength, close.strength),
-    )
 
 
 def sagittal_slab(grid: WorkGrid, cx: np.ndarray, half_width_mm: float = 4.0) -> np.ndarray:

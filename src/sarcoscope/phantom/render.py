@@ -825,100 +825,16 @@ def _paint_pelvis(p: Painter, anat: Anatomy, z: float, yc: float, fw: float, fda
             p.ellipse(sgn * (lat + 6), yc + 5, 14 + 10 * f, 35, MUS, _lut((VAT, SAT)), ang=sgn * -0.3)
     if -125 < z <= -75:  # acetabulum and femoral head
         for sgn in (-1, 1):
-            hx, hy = sgn * fw * 0.62, yc - 35
-            p.bone_ellipse(hx - sgn * 10, hy, 34, 34, over=_lut((VAT, MUS, MUS_PS, SAT)))
-            p.bone_ellipse(hx, hy, 23, 23, over=None)
-            p.ellipse(hx + sgn * 28, hy + 30, 30, 45, MUS, _lut((VAT, SAT)))
-    if -150 < z <= -115:  # pubis and ischium
+            hx, hy = sgn * fw * 0.6, -5.0
+            p.bone_ellipse(hx - sgn * 8, hy, 32, 30, over=_lut((VAT, MUS, MUS_PS, SAT)))
+            p.ellipse(hx, hy, 25, 25, FASC, _lut((CORT, CANC)))  # joint space
+            p.bone_ellipse(hx, hy, 23, 23, over=_lut((FASC,)))
+            p.ellipse(hx + sgn * 26, hy + 35, 28, 40, MUS, _lut((VAT, SAT)))
+    if -150 < z <= -115:  # pubic rami and ischium
         for sgn in (-1, 1):
-            p.bone_bar((sgn * fw * 0.5, yc - 40), (sgn * 8, -fda * 0.8), 13, 0)
-            p.bone_ellipse(sgn * fw * 0.42, yc + 5, 16, 22)
+            p.bone_bar((sgn * fw * 0.45, -12), (sgn * 8, -fda * 0.75), 13, 0)
+            p.bone_ellipse(sgn * fw * 0.42, 28, 16, 22)
     if z <= -115:  # femora
         for sgn in (-1, 1):
-            fx = sgn * (fw * 0.62 - (0 if z > -175 else min((-175 - z) * 0.1, 20)))
-            p.bone_ellipse(fx, yc - 30 if z > -175 else 10.0, 14, 14, rim=4.5)
-
-
-@dataclass
-class FieldBank:
-    """Pre-computed texture and noise fields; a volume re-uses a few of them (flipped) for speed."""
-
-    f1: list[np.ndarray]  # tissue texture (grain ~2 px), unit sd
-    f2: list[np.ndarray]  # fine texture (stool mottling, trabecular bone), unit sd
-    noise: list[np.ndarray]  # correlated noise in HU
-    blur: float
-
-    def hu(self, cls: np.ndarray, mean: np.ndarray, tex: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Class map -> HU float32. Mutates `cls`: stool mottling becomes gas / stool-fat classes."""
-
-        def pick(fields: list[np.ndarray]) -> np.ndarray:
-            f = fields[int(rng.integers(len(fields)))] if len(fields) > 1 else fields[0]
-            if len(fields) > 1:
-                sy, sx = (1 if rng.random() < 0.5 else -1), (1 if rng.random() < 0.5 else -1)
-                f = f[::sy, ::sx]
-            return f
-
-        f1, f2, noise = pick(self.f1), pick(self.f2), pick(self.noise)
-        st = cls == STOOL
-        if st.any():
-            cls[st & (f2 > 0.8)] = GAS
-            cls[st & (f2 < -0.5)] = SFAT
-        clean = mean[cls] + tex[cls] * f1
-        canc = cls == CANC
-        clean[canc] += 25.0 * f2[canc]
-        hu = ndi.gaussian_filter(clean, self.blur, truncate=3.0)
-        hu += noise
-        np.clip(hu, -1024.0, 3071.0, out=hu)
-        return hu
-
-
-def synthesize_fields(shape: tuple[int, int], exam, rng: np.random.Generator, n_fields: int = 1) -> FieldBank:
-    f1s, f2s, ns = [], [], []
-    for _ in range(n_fields):
-        f1 = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), 2.6, truncate=3.0)
-        f1 *= 1.0 / (f1.std() + 1e-6)
-        f2 = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), 1.1, truncate=3.0)
-        f2 *= 1.0 / (f2.std() + 1e-6)
-        noise = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), exam.noise_grain_px, truncate=3.0)
-        noise *= exam.noise_hu / (noise.std() + 1e-6)
-        # slowly varying shading (beam hardening, scatter): real CT noise is correlated over many pixels
-        coarse = rng.standard_normal((12, 12)).astype(np.float32) * rng.uniform(2.0, 6.0)
-        noise += ndi.zoom(coarse, (shape[0] / 12, shape[1] / 12), order=1, grid_mode=True, mode="nearest")[
-            : shape[0], : shape[1]
-        ]
-        f1s.append(f1)
-        f2s.append(f2)
-        ns.append(noise)
-    return FieldBank(f1s, f2s, ns, exam.blur_px)
-
-
-def synthesize(
-    cls: np.ndarray, mean: np.ndarray, tex: np.ndarray, anat: Anatomy, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class map -> (HU float32, labels uint8). Mutates `cls` (stool mottling becomes gas/fat classes).
-
-    HU = class mean + tissue texture, blurred (partial volume), plus spatially correlated noise.
-    Labels = HU thresholds inside compartments (see the package docstring for the exact rule).
-    """
-    bank = synthesize_fields(cls.shape, anat.exam, rng, 1)
-    hu = bank.hu(cls, mean, tex, rng)
-    return hu, make_labels(hu, cls)
-
-
-def make_labels(hu: np.ndarray, cls: np.ndarray) -> np.ndarray:
-    """Reference-protocol labels from the final HU image and the painted compartments."""
-    r = DEFAULT_HU_RANGES
-    fat = (hu >= r.sat[0]) & (hu <= r.sat[1])
-    mus = (hu >= r.muscle[0]) & (hu <= r.muscle[1])
-    fl = FAT_LABEL[cls]
-    lab = np.where(fat, fl, 0).astype(np.uint8)
-    edge = fat & (fl == 0) & EDGE_TO_FAT[cls]
-    if edge.any():
-        near = ndi.maximum_filter(fl, size=5)
-        lab[edge] = near[edge]
-    mc = MUSCLE_COMPARTMENT[cls]
-    lab[fat & mc & (lab == 0)] = Label.IMAT
-    muscle_px = OVER_MUSCLE[cls]
-    near_muscle = ndi.binary_dilation(muscle_px)
-    lab[mus & (mc | (near_muscle & (fl > 0)))] = Label.MUSCLE
-    return lab
+            fx = sgn * (fw * 0.6 - (0 if z > -175 else min((-175 - z) * 0.1, 20)))
+            p.bone_ellipse(fx, -5.0 if z > -175 else 10.0, 14, 14, rim=4.5)

@@ -81,10 +81,11 @@ def body_mask(
         # the hull of a more strongly opened body: table pieces welded to the skin do not widen it
         box = bounding_box(core, margin=2)
         solid = largest_component(open_mm(core[box], 2 * table_cut_mm, pixel_spacing))
-        hull = np.zeros_like(core)
-        hull[box] = convex_hull_mask(solid if solid.any() else core[box])
-        inside = np.asarray(ndi.mean(hull, lab, np.arange(1, n + 1))) >= 0.9
-        body |= np.concatenate(([False], inside))[lab]
+        hull_of = np.zeros_like(core)
+        hull_of[box] = solid if solid.any() else core[box]
+        pts = np.argwhere(lab > 0)
+        frac = ndi.mean(in_convex_hull(hull_of, pts), lab[lab > 0], np.arange(1, n + 1))
+        body |= np.concatenate(([False], np.asarray(frac) >= 0.9))[lab]
     return ndi.binary_fill_holes(largest_component(body))
 
 
@@ -97,18 +98,14 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
     )
 
 
-def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
-    """Pixels inside the convex hull of a 2-D mask's pixel centres (fast half-plane test)."""
-    pts = np.argwhere(mask).astype(float)
+def in_convex_hull(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Which of `points` ((n, 2) pixel coordinates y, x) lie inside the convex hull of a 2-D mask."""
     try:
-        hull = ConvexHull(pts)
-    except QhullError:  # fewer than 3 points or all on a line
-        return mask.copy()
-    yy, xx = np.indices(mask.shape, dtype=float)
-    inside = np.ones(mask.shape, dtype=bool)
-    for a, b, c in hull.equations:
-        inside &= a * yy + b * xx + c <= 1e-9
-    return inside | mask
+        hull = ConvexHull(np.argwhere(mask).astype(float))
+    except QhullError:  # fewer than 3 pixels or all on a line: nothing is strictly inside
+        return np.zeros(len(points), dtype=bool)
+    pts = np.asarray(points, dtype=float)
+    return np.all(pts @ hull.equations[:, :2].T + hull.equations[:, 2] <= 1e-9, axis=1)
 
 
 def tissue_masks(hu: np.ndarray, hu_ranges: HURanges = DEFAULT_HU_RANGES) -> dict[str, np.ndarray]:

@@ -63,7 +63,7 @@ class ThresholdParams:
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run-length encoding of a 1-D boolean array: (starts, lengths, values)."""
     n = mask.size
-    change = np.flatnonzero(np.diff(mask.astype(np.int8))) + 1
+    change = np.flatnonzero(mask[1:] != mask[:-1]) + 1
     starts = np.concatenate(([0], change))
     lengths = np.diff(np.concatenate((starts, [n])))
     return starts, lengths, mask[starts]
@@ -426,13 +426,14 @@ class ThresholdEngine:
             return np.zeros_like(region)
         # stricter than the wall's organ limit: these components must not leak into liver or kidney
         # (behind the vertebral body, the back muscles are bounded by the wall instead)
-        near = dilate_mm(vertebra, p_reach_mm, spacing) | (ap > 20.0)
+        dist = ndi.distance_transform_edt(~vertebra, sampling=spacing)
+        near = (dist <= p_reach_mm) | (ap > 20.0)
         cand = region & near & (smooth >= -29.0) & (smooth <= organ_hu) & ~vertebra
         front = ap[spine].min()
         half_width = np.percentile(lateral[spine & (ap <= 0)], 98) if (spine & (ap <= 0)).any() else 0.0
         cand &= (ap >= front - 10.0) & ~((ap < 0) & (lateral < 0.8 * half_width))
         cand = open_mm(cand, 2.0, spacing)
-        near_spine = dilate_mm(vertebra, 4.0, spacing)
+        near_spine = dist <= 4.0
         lab, n = ndi.label(cand)
         if n == 0:
             return cand
