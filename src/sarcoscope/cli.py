@@ -201,10 +201,10 @@ def demo(
         out.mkdir(parents=True, exist_ok=True)
         with console.status("generating a synthetic CT…"):
             info = write_phantom(out / "ct", kind="volume", fmt="dicom", seed=seed)
-        console.print(f"Synthetic CT written to [bold]{out / 'ct'}[/] (seed {seed}).")
+        console.print(f"Synthetic CT written to [bold]{info['paths']['dicom']}[/] (seed {seed}).")
         with console.status("analysing…") as status:
             result = run_analysis(
-                out / "ct", out_dir=out / "analysis", progress=lambda s: status.update(f"{s}…")
+                info["paths"]["dicom"], out_dir=out / "analysis", progress=lambda s: status.update(f"{s}…")
             )
         _print_summary(result)
         truth = info.get("truth", {})
@@ -438,13 +438,35 @@ def phantom(
     ),
     fmt: Annotated[PhantomFormat, typer.Option("--format", help="File format.")] = PhantomFormat.dicom,
     seed: Annotated[int, typer.Option(help="Random seed (deterministic).")] = 0,
+    size: Annotated[int, typer.Option(help="Matrix size in pixels (rows = columns).")] = 512,
+    thickness: Annotated[float, typer.Option(help="Volume slice thickness in mm.")] = 3.0,
+    coverage: Annotated[
+        str, typer.Option(help="Volume coverage: abdomen, chest-pelvis, upper-abdomen, lower, l3-only.")
+    ] = "abdomen",
+    variant: Annotated[
+        str, typer.Option(help="Spine: normal, six-lumbar, sacralised-L5, 11-ribs, 13-ribs.")
+    ] = "normal",
+    out_of_field: Annotated[
+        bool, typer.Option(help="Corners outside the scan field at -3024 HU (PixelPaddingValue).")
+    ] = False,
 ) -> None:
     """Write a synthetic CT with exact label maps and truth.json (for tests, demos and training)."""
-    from sarcoscope.phantom import write_phantom
+    from sarcoscope.phantom import COVERAGES, VARIANTS, write_phantom
 
     def body() -> None:
-        write_phantom(out, kind=kind.value, fmt=fmt.value, seed=seed)
-        console.print(f"Phantom {kind.value} (seed {seed}) written to [bold]{out}[/].")
+        if coverage not in COVERAGES:
+            raise SarcoscopeError(f"Unknown coverage '{coverage}'; choose one of {', '.join(COVERAGES)}.")
+        if variant not in VARIANTS:
+            raise SarcoscopeError(f"Unknown variant '{variant}'; choose one of {', '.join(VARIANTS)}.")
+        options: dict[str, Any] = (
+            {"shape_xy": size, "slice_thickness_mm": thickness, "coverage": coverage, "variant": variant}
+            if kind is PhantomKind.volume
+            else {"size": size}
+        )
+        info = write_phantom(out, kind=kind.value, fmt=fmt.value, seed=seed, out_of_field=out_of_field, **options)
+        console.print(f"Phantom {kind.value} (seed {seed}) written to [bold]{out}[/]:")
+        for name, path in info["paths"].items():
+            console.print(f"  {name}: {path}")
 
     _run(body)
 

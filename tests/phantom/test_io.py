@@ -57,6 +57,14 @@ def test_single_slice(tmp_path: Path) -> None:
     assert "area_cm2" in json.loads(Path(info["paths"]["truth"]).read_text())
 
 
+def test_out_of_field_padding_reads_back_as_air(tmp_path: Path) -> None:
+    info = write_phantom(tmp_path, kind="slice", fmt="dicom", seed=6, size=128, out_of_field=True)
+    ds = pydicom.dcmread(next(Path(info["paths"]["dicom"]).iterdir()))
+    assert int(ds.PixelPaddingValue) == -2000 and ds.pixel_array[0, 0] == -2000
+    ct = read_ct(info["paths"]["dicom"])
+    assert ct.hu[0, 0, 0] == -1024 and ct.hu[0, 64, 64] > -1024
+
+
 def test_bad_kind_or_format(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="kind"):
         write_phantom(tmp_path, kind="movie", seed=1)

@@ -35,7 +35,7 @@ def column_width(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
 
 
 def find_sacrum_disc(grid: WorkGrid, trace: SpineTrace, discs_z: np.ndarray, period_mm: float) -> int | None:
-    """Index (into discs_z) of the L5/S1 disc: the highest disc with sacrum-wide bone right below it
+    """Index (into discs_z) of the L5/S1 disc: the lowest disc with sacrum-wide bone right below it
     and a narrow lumbar vertebra right above it.
 
     None when no disc has the sacrum below it in the field of view.
@@ -49,7 +49,6 @@ def find_sacrum_disc(grid: WorkGrid, trace: SpineTrace, discs_z: np.ndarray, per
             return None
         return float(np.mean([column_width(grid, trace, z) >= SACRUM_WIDTH_MM for z in range(lo, hi + 1)]))
 
-    found = None
     level = period_mm / dz
     for i, d in enumerate(discs_z):
         # Windows keep clear of the disc itself: the wedge-shaped L5/S1 disc lets the alae reach higher
@@ -57,9 +56,10 @@ def find_sacrum_disc(grid: WorkGrid, trace: SpineTrace, discs_z: np.ndarray, per
         below = wide_fraction(d - 0.65 * level, d - 0.2 * level)
         above = wide_fraction(d + 0.2 * level, d + 0.65 * level)
         # Wide below and narrow above: a bone ring (skull) or a wide table is wide on both sides.
+        # The lowest such disc: higher up, ribs joined to thoracic bodies can look wide too.
         if below is not None and above is not None and below >= 0.5 and above <= 0.25:
-            found = i
-    return found
+            return i
+    return None
 
 
 @dataclass

@@ -126,7 +126,9 @@ def _read(grid: spine.WorkGrid, trace: spine.SpineTrace) -> _Reading | None:
         return None
     period = discs.period_mm
     sacrum = anchors.find_sacrum_disc(grid, trace, discs.z, period)
-    ribs = anchors.find_ribs(grid, trace, z_min=discs.z[0])
+    # Ribs sit above the pelvis: start the search one level above L5/S1 when the sacrum is known.
+    z_min = discs.z[sacrum] + period / dz if sacrum is not None else discs.z[0]
+    ribs = anchors.find_ribs(grid, trace, z_min=z_min)
     rib_segs = sorted({_segment_of(r.z_medial + 0.15 * period / dz, discs.z) for r in ribs})
     # The last rib is only a landmark when a rib-free vertebra is seen below it (else it may just be
     # the lower edge of a chest CT).

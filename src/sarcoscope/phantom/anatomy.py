@@ -108,6 +108,7 @@ class Anatomy:
     aorta_x: float
     iliac_crest: float
     es_size: tuple[float, float]  # erector spinae half axes at L3 (mm)
+    superficial_fascia: float  # depth of Scarpa's fascia as a fraction of the SAT thickness
     blobs: list[Blob] = field(default_factory=list)
     seed: int = 0
 
@@ -121,10 +122,6 @@ class Anatomy:
     @property
     def l3(self) -> Vertebra:
         return self.vertebra("L3")
-
-    @property
-    def z_top(self) -> float:
-        return self.vertebrae[-1].z_hi
 
     def spine_slope(self, z: float) -> float:
         return float(self.spine_y.derivative()(z))
@@ -257,13 +254,14 @@ def build_anatomy(seed: int, habitus: Habitus | None, exam: Exam, variant: str) 
         spine_y=spine_y,
         vat_amount=vat,
         y_table=y_table,
-        table=(_ranged(rng, 0.5, 8), _ranged(rng, 500, 1200), _ranged(rng, 25, 50), _ranged(rng, 1.5, 3.0)),
+        table=(_ranged(rng, 0.5, 8), _ranged(rng, 500, 1200), _ranged(rng, 25, 50), _ranged(rng, 1.1, 2.2)),
         kidney=kidney,
         liver_bottom=by["L3"].z_mid + _ranged(rng, -25, 45),
         aorta_r=_ranged(rng, 8.5, 11.5) + 0.03 * (hab.age_years - 50),
         aorta_x=_ranged(rng, 4, 16),
         iliac_crest=by["L4"].z_lo + _ranged(rng, -8, 12),
         es_size=es_size,
+        superficial_fascia=_ranged(rng, 0.35, 0.65),
         seed=seed,
     )
     return anat
@@ -355,7 +353,9 @@ def add_bowel(anat: Anatomy, z_lo: float, z_hi: float, rng: np.random.Generator)
                 steps = int(rng.integers(3, 6))
                 ang = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.6, steps))
                 seg = rng.uniform(6, 12)
-                path = np.vstack([[0.0, 0.0], np.cumsum(np.column_stack([np.cos(ang), np.sin(ang)]) * seg, axis=0)])
+                path = np.vstack(
+                    [[0.0, 0.0], np.cumsum(np.column_stack([np.cos(ang), np.sin(ang)]) * seg, axis=0)]
+                )
                 path -= path.mean(axis=0)
             blobs.append(
                 Blob(float(cx[i]), float(cy[i]), float(cz[i]), float(r[i]) * _ranged(rng, 0.9, 1.6),

@@ -18,6 +18,7 @@ from sarcoscope.phantom.volume import make_volume
 
 KINDS = ("volume", "slice")
 FORMATS = ("dicom", "nifti", "both")
+OUT_OF_FIELD_HU = -3024
 
 
 def ras_affine(spacing_zyx: tuple[float, float, float], origin_lps: tuple[float, float, float]) -> np.ndarray:
@@ -69,6 +70,7 @@ def write_phantom(
     fmt: str = "dicom",
     seed: int = 0,
     transfer_syntax: str = "explicit little endian",
+    out_of_field: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Generate a phantom and write it under `out`; return {"paths": ..., "truth": ..., ...}.
@@ -76,6 +78,8 @@ def write_phantom(
     Layout: `dicom/` (one CT file per slice, patient sex/height/weight/age from the habitus), `ct.nii.gz`
     (RAS affine), `labels.nii.gz` (tissue labels), `vertebra_labels.nii.gz` (volumes only) and
     `truth.json`. `options` go to `make_volume` / `make_slice` (e.g. coverage, variant, shape_xy, size).
+    `out_of_field=True` sets the corners outside the reconstruction circle to -3024 HU and marks them with
+    PixelPaddingValue, as many GE and Siemens scanners do.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -114,11 +118,20 @@ def write_phantom(
         truth = sl.truth
         extra = {}
     affine = ras_affine(spacing, origin)
+    padding = None
+    if out_of_field:
+        ny, nx = hu.shape[1:]
+        yy, xx = np.ogrid[:ny, :nx]
+        outside = (yy - (ny - 1) / 2) ** 2 + (xx - (nx - 1) / 2) ** 2 > (min(ny, nx) / 2) ** 2
+        hu = hu.copy()
+        hu[:, outside] = OUT_OF_FIELD_HU
+        padding = OUT_OF_FIELD_HU + 1024  # stored value with the writer's intercept of -1024
     if fmt in ("dicom", "both"):
         folder = root / "dicom"
         write_dicom_series(
-            hu, spacing, folder, origin=origin, metadata=meta, seed=seed, transfer_syntax=transfer_syntax
-        )
+            hu, spacing, folder, origin=origin, metadata=meta, seed=seed, transfer_syntax=transfer_syntax,
+            padding_value=padding,
+        )  # fmt: skip
         paths["dicom"] = str(folder)
     if fmt in ("nifti", "both"):
         _atomic_nifti(hu.astype(np.int16), affine, root / "ct.nii.gz", hu=True)

@@ -15,18 +15,13 @@ from scipy import ndimage as ndi
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, Label
 from sarcoscope.phantom.anatomy import Anatomy, Blob, Vertebra
+from sarcoscope.phantom.habitus import Exam
 
 # Tissue classes of the painted (pre-blur) map.
 (AIR, SAT, SKIN, MUS, MUS_PS, MUS_ES, IMAT, VAT, FASC, BWALL, GAS, FLUID, OCON, STOOL, SFAT, COLLAPSED,
  KCOR, KMED, URINE, LIVER, SPLEEN, AORTA, IVC, VESSEL, CALC, CORT, CANC, CANAL, DISC, TABLE, LUNG,
  BLOOD) = range(32)  # fmt: skip
 N_CLASSES = 32
-CLASS_NAMES = [
-    "air", "sat", "skin", "muscle", "muscle_psoas_ql", "muscle_paraspinal", "imat", "vat", "fascia",
-    "bowel_wall", "gas", "fluid", "oral_contrast", "stool", "stool_fat", "collapsed_bowel", "kidney_cortex",
-    "kidney_medulla", "urine", "liver", "spleen", "aorta", "ivc", "vessel", "calcification", "bone_cortical",
-    "bone_cancellous", "spinal_canal", "disc", "table", "lung", "blood",
-]  # fmt: skip
 MUSCLES = (MUS, MUS_PS, MUS_ES)
 
 
@@ -37,7 +32,6 @@ def _lut(classes: tuple[int, ...]) -> np.ndarray:
 
 
 OVER_CAVITY = _lut((VAT,))
-OVER_SOFT = _lut((VAT, MUS, MUS_PS, MUS_ES, IMAT, SAT, FASC, LIVER, BWALL, SPLEEN, LUNG))
 OVER_MUSCLE = _lut(MUSCLES)
 OVER_NOT_BONE = _lut(tuple(c for c in range(N_CLASSES) if c not in (CORT, CANC, DISC, AIR, TABLE, SKIN)))
 #: Fat compartment of each class (label id), 0 for none.
@@ -369,7 +363,9 @@ def render_section(
     # ---- body = fascia region grown by the SAT thickness; skin; flattened on the table -----------------
     dist = _distance_outside(fascia, grid)
     sat_px = sat_t[ti]
-    body = dist < sat_px
+    # lying on the table: the soft tissue flattens (SAT thins toward the contact line), no sharp corner
+    ramp = np.clip((Y - (anat.y_table - 25.0)) / 25.0, 0, 1)
+    body = dist < sat_px * (1 - 0.6 * ramp * ramp) + 6.0 * ramp * ramp
     body &= Y < anat.y_table  # noqa: SIM300 (Y is the row-coordinate array)
     if outline_only:
         return Section(cls=body.astype(np.uint8), vid=None)
@@ -378,6 +374,28 @@ def render_section(
     skin = (dist > sat_px - anat.skin) | (Y > anat.y_table - anat.skin)  # noqa: SIM300
     cls[body & skin] = SKIN
     cls[fascia] = VAT
+    # superficial (Scarpa's) fascia: a thin, interrupted layer inside thick SAT, with fibrous septa
+    sf = anat.superficial_fascia * sat_px
+    layer = (np.abs(dist - sf) < 0.45) & (cls == SAT) & (sat_px > 12)
+    layer &= _harm(th, anat.sat_harm * 6)[ti] > -0.15
+    cls[layer] = FASC
+    sat_idx = np.flatnonzero(cls == SAT)
+    if sat_idx.size:
+        nx = cls.shape[1]
+        for k in rng.choice(sat_idx, size=int(rng.integers(8, 30))):
+            x0, y0 = float(grid.x[k % nx]), float(grid.y[k // nx])
+            ang = np.arctan2(y0, x0) + rng.normal(0, 0.5)
+            L = rng.uniform(3, 15)
+            p.segment(
+                (x0, y0),
+                (x0 + L * np.cos(ang), y0 + L * np.sin(ang)),
+                rng.uniform(0.4, 0.9),
+                FASC,
+                _lut((SAT,)),
+            )
+        for k in rng.choice(sat_idx, size=int(rng.integers(3, 15))):
+            r = rng.uniform(0.6, 1.6)
+            p.ellipse(float(grid.x[k % nx]), float(grid.y[k // nx]), r, r, VESSEL, _lut((SAT,)))
 
     # ---- wall muscles: rectus, obliques (three layers), latissimus ----------------------------------
     if not legs:
@@ -460,7 +478,7 @@ def render_section(
         for sgn in sides:
             r = 2.0 + 5.0 * hab.myosteatosis * rng.random() + 2.5 * hab.adiposity
             p.ellipse(sgn * (vw * 0.22 + 4), yc + vd / 2 + 14, r, r * 1.3, IMAT, _lut((MUS_ES, VAT)))
-    _imat(p, anat, rng, es_shapes, ps_a, yc, vw)
+    _imat(p, anat, rng, es_shapes)
 
     # ---- kidneys ------------------------------------------------------------------------------------
     for side, (kx, ky, kz, hl, size) in anat.kidney.items():
@@ -519,7 +537,7 @@ def render_section(
         if abs(z - bl.z) < bl.hz:
             _paint_blob(p, bl, z)
     if anat.vat_amount < 0.3 and not thorax:  # cachexia: bowel and mesentery fill the fat planes
-        grow_px = int(round(10.0 * (0.3 - anat.vat_amount) / 0.3 / grid.psx))
+        grow_px = round(10.0 * (0.3 - anat.vat_amount) / 0.3 / grid.psx)
         if grow_px > 0:
             gut = _lut((BWALL, COLLAPSED, FLUID, OCON, GAS, STOOL))[cls]
             grown = ndi.binary_dilation(gut, iterations=grow_px) & (cls == VAT)
@@ -534,7 +552,7 @@ def render_section(
     # ---- mesenteric vessels and strands in the visceral fat -----------------------------------------
     if not legs and not thorax:
         root = (anat.aorta_x - 8, ay - ar - 20)
-        n_lines = int(rng.integers(6, 22))
+        n_lines = int(rng.integers(10, 35))
         for _ in range(n_lines):
             ang = rng.uniform(0, 2 * np.pi)
             L = rng.uniform(10, 60)
@@ -563,8 +581,8 @@ def render_section(
 
     # ---- spine, ribs, pelvis -----------------------------------------------------------------------
     _paint_spine(p, anat, z, yc, slope)
-    _paint_ribs(p, anat, z, ro, tw, th, yc)
-    _paint_pelvis(p, anat, z, yc, fw, fda, legs)
+    _paint_ribs(p, anat, z, ro, tw, yc)
+    _paint_pelvis(p, anat, z, yc, fw, fda)
 
     # ---- into the full image, with the table beneath the body ----------------------------------------
     out = Painter(full, with_vid)
@@ -572,6 +590,7 @@ def render_section(
     if out.vid is not None and p.vid is not None:
         out.vid[csy, csx] = p.vid
     gap, R, off2, t = anat.table
+    t = max(t, 2.2 * full.psy)  # thinner than ~2 pixels, the curved line would break up
     yt = anat.y_table + gap
     for yy, tt in ((yt, t), (yt + off2, t * 0.8)):
         w = out.window(-250, 250, yy - 250**2 / (2 * R) - tt, yy + tt)
@@ -602,9 +621,7 @@ def _distance_outside(region: np.ndarray, grid: Grid) -> np.ndarray:
     return full
 
 
-def _imat(
-    p: Painter, anat: Anatomy, rng: np.random.Generator, es_shapes, ps_a: float, yc: float, vw: float
-) -> None:
+def _imat(p: Painter, anat: Anatomy, rng: np.random.Generator, es_shapes: list) -> None:
     """Intermuscular fat: marbling streaks in the paraspinals, dots in every muscle."""
     myo = anat.habitus.myosteatosis
     for ex, ey, ea, eb, _ in es_shapes:
@@ -767,9 +784,7 @@ def _paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float) -
                 p.bone_ellipse(sgn * (canal_a + 1), cy0 + 20, 5, 7.5, vid=vid, ang=sgn * 0.5)
 
 
-def _paint_ribs(
-    p: Painter, anat: Anatomy, z: float, ro: np.ndarray, tw: np.ndarray, th: np.ndarray, yc: float
-) -> None:
+def _paint_ribs(p: Painter, anat: Anatomy, z: float, ro: np.ndarray, tw: np.ndarray, yc: float) -> None:
     """Each rib runs from its transverse process around the wall, descending ~0.4 mm per mm of arc."""
     over = _lut((VAT, MUS, MUS_PS, MUS_ES, IMAT, LUNG, LIVER, SPLEEN, SAT, FASC))
     for v in anat.vertebrae:
@@ -803,7 +818,7 @@ def _paint_ribs(
             p.bone_ellipse(cx, cy, along, 4.2, ang=theta + np.pi / 2, rim=1.4, over=over)
 
 
-def _paint_pelvis(p: Painter, anat: Anatomy, z: float, yc: float, fw: float, fda: float, legs: bool) -> None:
+def _paint_pelvis(p: Painter, anat: Anatomy, z: float, yc: float, fw: float, fda: float) -> None:
     crest = anat.iliac_crest
     if z > crest:
         return
@@ -838,3 +853,91 @@ def _paint_pelvis(p: Painter, anat: Anatomy, z: float, yc: float, fw: float, fda
         for sgn in (-1, 1):
             fx = sgn * (fw * 0.6 - (0 if z > -175 else min((-175 - z) * 0.1, 20)))
             p.bone_ellipse(fx, -5.0 if z > -175 else 10.0, 14, 14, rim=4.5)
+
+
+@dataclass
+class FieldBank:
+    """Pre-computed texture and noise fields; a volume re-uses a few of them (flipped) for speed."""
+
+    f1: list[np.ndarray]  # tissue texture (grain ~2.6 px), unit sd
+    f2: list[np.ndarray]  # fine texture (stool mottling, trabecular bone), unit sd
+    noise: list[np.ndarray]  # correlated noise plus slow shading, in HU
+    blur: float
+
+    def hu(self, cls: np.ndarray, mean: np.ndarray, tex: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Class map -> HU float32. Mutates `cls`: stool mottling becomes gas / stool-fat classes."""
+
+        def pick(fields: list[np.ndarray]) -> np.ndarray:
+            if len(fields) == 1:
+                return fields[0]
+            f = fields[int(rng.integers(len(fields)))]
+            sy, sx = (1 if rng.random() < 0.5 else -1), (1 if rng.random() < 0.5 else -1)
+            return f[::sy, ::sx]
+
+        f1, f2, noise = pick(self.f1), pick(self.f2), pick(self.noise)
+        st = cls == STOOL
+        if st.any():
+            cls[st & (f2 > 0.8)] = GAS
+            cls[st & (f2 < -0.5)] = SFAT
+        clean = mean[cls] + tex[cls] * f1
+        canc = cls == CANC
+        clean[canc] += 25.0 * f2[canc]
+        hu = ndi.gaussian_filter(clean, self.blur, truncate=3.0)
+        hu += noise
+        np.clip(hu, -1024.0, 3071.0, out=hu)
+        return hu
+
+
+def synthesize_fields(
+    shape: tuple[int, int], exam: Exam, rng: np.random.Generator, n_fields: int = 1
+) -> FieldBank:
+    """Texture and noise fields for `exam` (noise sd, grain, blur)."""
+    f1s, f2s, ns = [], [], []
+    for _ in range(n_fields):
+        f1 = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), 2.6, truncate=3.0)
+        f1 *= 1.0 / (f1.std() + 1e-6)
+        f2 = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), 1.1, truncate=3.0)
+        f2 *= 1.0 / (f2.std() + 1e-6)
+        noise = ndi.gaussian_filter(rng.standard_normal(shape, np.float32), exam.noise_grain_px, truncate=3.0)
+        noise *= exam.noise_hu / (noise.std() + 1e-6)
+        # slowly varying shading (beam hardening, scatter): real CT noise is correlated over many pixels
+        coarse = rng.standard_normal((12, 12)).astype(np.float32) * rng.uniform(2.0, 6.0)
+        noise += ndi.zoom(coarse, (shape[0] / 12, shape[1] / 12), order=1, grid_mode=True, mode="nearest")[
+            : shape[0], : shape[1]
+        ]
+        f1s.append(f1)
+        f2s.append(f2)
+        ns.append(noise)
+    return FieldBank(f1s, f2s, ns, exam.blur_px)
+
+
+def synthesize(
+    cls: np.ndarray, mean: np.ndarray, tex: np.ndarray, anat: Anatomy, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class map -> (HU float32, labels uint8). Mutates `cls` (stool mottling becomes gas/fat classes).
+
+    HU = class mean + tissue texture, blurred (partial volume), plus spatially correlated noise.
+    Labels = HU thresholds inside compartments (see the package docstring for the exact rule).
+    """
+    bank = synthesize_fields(cls.shape, anat.exam, rng, 1)
+    hu = bank.hu(cls, mean, tex, rng)
+    return hu, make_labels(hu, cls)
+
+
+def make_labels(hu: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    """Reference-protocol labels from the final HU image and the painted compartments."""
+    r = DEFAULT_HU_RANGES
+    fat = (hu >= r.sat[0]) & (hu <= r.sat[1])
+    mus = (hu >= r.muscle[0]) & (hu <= r.muscle[1])
+    fl = FAT_LABEL[cls]
+    lab = np.where(fat, fl, 0).astype(np.uint8)
+    edge = fat & (fl == 0) & EDGE_TO_FAT[cls]
+    if edge.any():
+        near = ndi.maximum_filter(fl, size=5)
+        lab[edge] = near[edge]
+    mc = MUSCLE_COMPARTMENT[cls]
+    lab[fat & mc & (lab == 0)] = Label.IMAT
+    muscle_px = OVER_MUSCLE[cls]
+    near_muscle = ndi.binary_dilation(muscle_px)
+    lab[mus & (mc | (near_muscle & (fl > 0)))] = Label.MUSCLE
+    return lab

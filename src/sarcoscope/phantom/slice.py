@@ -64,7 +64,9 @@ def body_extent(anat: Anatomy, z: float) -> tuple[float, float, float, float]:
     """(x_min, x_max, y_min, y_max) of the body outline at `z` (mm, body frame), from a coarse rendering."""
     x0, x1, y0, y1 = body_box(anat, np.array([z]))
     step = 3.0
-    coarse = Grid(step, step, np.arange(x0, x1, step, dtype=np.float32), np.arange(y0, y1, step, dtype=np.float32))
+    coarse = Grid(
+        step, step, np.arange(x0, x1, step, dtype=np.float32), np.arange(y0, y1, step, dtype=np.float32)
+    )
     body = render_outline(anat, z, coarse)
     rows, cols = np.nonzero(body)
     if rows.size == 0:
@@ -172,4 +174,15 @@ def slice_truth(
         "pixel_spacing": list(spacing),
         "habitus": anat.habitus.as_dict(),
         "exam": anat.exam.as_dict(),
+        "anatomy": {
+            "wall_half_width_mm": round(anat.fw, 1),
+            "wall_anterior_depth_mm": round(anat.fda, 1),
+            "sat_thickness_mm": {
+                k: round(v, 1) for k, v in zip(("anterior", "lateral", "posterior"), anat.sat, strict=True)
+            },
+            "muscle_scale": round(anat.ms, 3),
+            "rectus_thickness_mm": round(anat.rectus_t, 1),
+            "oblique_thickness_mm": round(anat.oblique_t, 1),
+            "visceral_fat_amount": round(anat.vat_amount, 3),
+        },
     }

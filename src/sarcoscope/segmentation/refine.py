@@ -19,10 +19,27 @@ from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 BODY_THRESHOLD_HU = -500.0
 
 
+#: Up to this radius (pixels) a structuring element is faster than a distance transform.
+_SMALL_RADIUS_PX = 4.0
+
+
+def _disk(radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray | None:
+    """Elliptical structuring element for a physical radius, or None when a distance transform is faster."""
+    ry, rx = radius_mm / pixel_spacing[0], radius_mm / pixel_spacing[1]
+    if max(ry, rx) > _SMALL_RADIUS_PX:
+        return None
+    ny, nx = int(ry), int(rx)
+    yy, xx = np.mgrid[-ny : ny + 1, -nx : nx + 1]
+    return (yy * pixel_spacing[0]) ** 2 + (xx * pixel_spacing[1]) ** 2 <= radius_mm**2
+
+
 def dilate_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
-    """Dilation by a Euclidean disk of `radius_mm` (exact, via a distance transform: fast for any radius)."""
+    """Dilation by a Euclidean disk of `radius_mm` (a distance transform for large radii)."""
     if not mask.any():
         return np.zeros_like(mask, dtype=bool)
+    se = _disk(radius_mm, pixel_spacing)
+    if se is not None:
+        return ndi.binary_dilation(mask, structure=se)
     return ndi.distance_transform_edt(~mask, sampling=pixel_spacing) <= radius_mm
 
 
@@ -30,6 +47,9 @@ def erode_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, flo
     """Erosion by a Euclidean disk of `radius_mm`; the image border does not erode (as if padded)."""
     if mask.all():
         return np.ones_like(mask, dtype=bool)
+    se = _disk(radius_mm, pixel_spacing)
+    if se is not None:
+        return ndi.binary_erosion(mask, structure=se, border_value=1)
     return ndi.distance_transform_edt(mask, sampling=pixel_spacing) > radius_mm
 
 
@@ -69,7 +89,11 @@ def body_mask(
     raw = hu > threshold_hu
     if not raw.any():
         return raw
-    core = largest_component(open_mm(raw, table_cut_mm, pixel_spacing))
+    # the opening only has to cut the table off, so it runs on a 2x coarser grid (4x less work)
+    coarse = open_mm(raw[::2, ::2], table_cut_mm, (2 * pixel_spacing[0], 2 * pixel_spacing[1]))
+    core = largest_component(
+        np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[: raw.shape[0], : raw.shape[1]] & raw
+    )
     if not core.any():
         return core
     # Thin pieces the opening removed are either the table (a curve reaching outside the body's convex
@@ -83,8 +107,13 @@ def body_mask(
         solid = largest_component(open_mm(core[box], 2 * table_cut_mm, pixel_spacing))
         hull_of = np.zeros_like(core)
         hull_of[box] = solid if solid.any() else core[box]
-        pts = np.argwhere(lab > 0)
-        frac = ndi.mean(in_convex_hull(hull_of, pts), lab[lab > 0], np.arange(1, n + 1))
+        pts = np.argwhere(lab > 0)[::4]  # every 4th pixel is plenty to measure each piece's share
+        inside = in_convex_hull(hull_of, pts)
+        piece = lab[pts[:, 0], pts[:, 1]]
+        frac = np.bincount(piece, weights=inside, minlength=n + 1) / np.maximum(
+            np.bincount(piece, minlength=n + 1), 1
+        )
+        frac = frac[1:]
         body |= np.concatenate(([False], np.asarray(frac) >= 0.9))[lab]
     return ndi.binary_fill_holes(largest_component(body))
 
@@ -100,8 +129,9 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
 
 def in_convex_hull(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Which of `points` ((n, 2) pixel coordinates y, x) lie inside the convex hull of a 2-D mask."""
+    outline = mask & ~ndi.binary_erosion(mask)  # the hull of the outline is the hull of the mask
     try:
-        hull = ConvexHull(np.argwhere(mask).astype(float))
+        hull = ConvexHull(np.argwhere(outline).astype(float))
     except QhullError:  # fewer than 3 pixels or all on a line: nothing is strictly inside
         return np.zeros(len(points), dtype=bool)
     pts = np.asarray(points, dtype=float)

@@ -3,22 +3,26 @@
 Why it exists: it needs no trained model (works offline, on any install), and it is the baseline every learned
 model must beat. It follows the manual Slice-O-Matic protocol of the reference labels:
 
-1. body = largest object above -500 HU with holes filled and the CT table cut off (refine.body_mask);
+1. body = largest object above -500 HU, CT table cut off, holes filled (refine.body_mask);
 2. the abdominal wall is traced along rays from the body centre: walking in from the skin, the subcutaneous
    fat ends at the first run of non-fat tissue thicker than a septum; outliers (fascia gaps, vessels in the
    fat) are repaired by a median over neighbouring rays. Fat outside this line is SAT, inside it VAT;
 3. the muscle compartments are the wall ring (walked inwards from the wall line until visceral fat, gas or
    organ-bright tissue), which posteriorly also covers quadratus lumborum and the paraspinal muscles, plus
    the psoas components beside the vertebral body (located from bone > 200 HU). Contrast-enhanced organs are
-   told apart from muscle by their smoothed HU relative to this patient's own wall muscle;
-4. fat enclosed in muscle compartments is IMAT; the HU windows of conventions.HURanges decide every pixel.
+   told apart from muscle by their smoothed HU relative to this patient's own wall muscle, and tissue in
+   front of the vertebral body (vessels, crura) is excluded;
+4. fat enclosed by muscle (and the vertebral arch) is IMAT; fat among gas bubbles (stool) is not VAT;
+   the HU windows of conventions.HURanges decide every pixel.
 
 All sizes are millimetres, converted with the pixel spacing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -30,7 +34,6 @@ from sarcoscope.segmentation.refine import (
     bounding_box,
     close_mm,
     dilate_mm,
-    largest_component,
     muscle_compartments,
     open_mm,
     remove_small_islands,
@@ -39,7 +42,9 @@ from sarcoscope.segmentation.refine import (
 
 #: Bump when the algorithm changes in a way that changes its output.
 ALGORITHM_VERSION = 1
-IMAT_CLOSING_MM = 4.0
+#: HU windows for the geometry (where the wall is, what is fat or muscle-like). Fixed, so that a narrower
+#: reporting window (e.g. Slice-O-Matic VAT -150..-50) changes which pixels are counted, not the anatomy.
+_GEOMETRY = DEFAULT_HU_RANGES
 
 
 @dataclass(frozen=True)
@@ -51,13 +56,20 @@ class ThresholdParams:
     skin_max_mm: float = 6.0  # a first non-fat run longer than this means there is no SAT on that ray
     wall_gap_mm: float = 2.0  # fat runs up to this thickness inside the wall are intermuscular fat
     back_gap_mm: float = 3.0  # the same in the back muscles, whose fat pockets are larger
-    wall_max_mm: float = 40.0  # anterior/lateral wall thickness cap
+    wall_max_mm: float = 30.0  # anterior/lateral wall thickness cap
     back_max_mm: float = 110.0  # posterior (paraspinal) compartment depth cap
-    organ_margin_hu: float = 25.0
-    psoas_margin_hu: float = 20.0  # the same limit for the muscles found from the vertebra
+    organ_margin_hu: float = 25.0  # smoothed HU above the patient's muscle + this is organ, not wall muscle
+    psoas_margin_hu: float = 25.0  # the same limit for the muscles found from the vertebra
     psoas_reach_mm: float = 50.0  # how far from the vertebra those muscles may extend
     organ_step_hu: float = 16.0  # a >= 4 mm stretch this much brighter than muscle ends the wall
+    imat_closing_mm: float = 4.0  # fat enclosed by muscle after a closing of this radius is IMAT
     n_rays: int = 720
+
+
+def _digest(params: ThresholdParams) -> str:
+    """Short stable id of non-default parameters, so reports tell tuned runs apart."""
+    text = json.dumps(asdict(params), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,10 +122,11 @@ class ThresholdEngine:
         self.hu_ranges = hu_ranges
         self.params = params or ThresholdParams()
         r = hu_ranges
+        custom = "" if self.params == ThresholdParams() else f",params={_digest(self.params)}"
         self.model_id = (
             f"threshold-v{ALGORITHM_VERSION}"
             f"(muscle={r.muscle[0]:g}..{r.muscle[1]:g},sat={r.sat[0]:g}..{r.sat[1]:g},"
-            f"vat={r.vat[0]:g}..{r.vat[1]:g},imat={r.imat[0]:g}..{r.imat[1]:g})"
+            f"vat={r.vat[0]:g}..{r.vat[1]:g},imat={r.imat[0]:g}..{r.imat[1]:g}{custom})"
         )
 
     def segment(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
@@ -164,7 +177,7 @@ class ThresholdEngine:
         cavity = geo.star_mask(r_wall)
 
         muscle_ref = self._muscle_reference(geo, coarse, r_wall, wall_ok)
-        organ_hu = min(muscle_ref + p.organ_margin_hu, self.hu_ranges.muscle[1])
+        organ_hu = min(muscle_ref + p.organ_margin_hu, _GEOMETRY.muscle[1])
         r_inner = self._trace_wall_inner(geo, smooth, coarse, r_wall, posterior, organ_hu, muscle_ref)
         ring = cavity & ~geo.star_mask(r_inner)
 
@@ -190,7 +203,7 @@ class ThresholdEngine:
         # fat enclosed by muscle, or by muscle and the vertebral arch (the paraspinal pockets), is IMAT;
         # fat between the psoas and the vertebral body is not enclosed by muscle: VAT
         arch = vertebra & cavity & (ap > 5.0)
-        enclosed = muscle_compartments(muscle | arch, spacing, closing_mm=IMAT_CLOSING_MM)
+        enclosed = muscle_compartments(muscle | arch, spacing, closing_mm=p.imat_closing_mm)
         imat = masks["imat"] & inner & cavity & enclosed & ~vertebra
         vat = masks["vat"] & inner & cavity & ~imat & ~muscle & ~self._stool(hu, cavity, spacing)
         sat = masks["sat"] & inner & ~cavity
@@ -236,8 +249,6 @@ class ThresholdEngine:
                 best, best_size = i, sizes[i]
         if best_size * spacing[0] * spacing[1] < 200.0:  # < 2 cm²: not a vertebra
             return np.zeros_like(body)
-        # the posterior arch (lamina, processes) is often a separate component in the slice: add every
-        # bone piece within 15 mm of the vertebral body
         return lab == best
 
     @staticmethod
@@ -271,7 +282,7 @@ class ThresholdEngine:
         """Radius (mm) of the outer surface of the muscle wall on every ray, and which rays found it."""
         p = self.params
         prof = geo.sample(smooth)
-        lo, hi = self.hu_ranges.sat
+        lo, hi = _GEOMETRY.sat
         step = geo.step_mm
         septum = round(p.septum_max_mm / step)
         skin = round(p.skin_max_mm / step)
@@ -330,7 +341,7 @@ class ThresholdEngine:
         offs = np.arange(int(2.0 / geo.step_mm), int(6.0 / geo.step_mm) + 1)
         kk = np.clip(k[:, None] - offs[None, :], 0, prof.shape[1] - 1)
         vals = np.take_along_axis(prof, kk, axis=1)[ok]
-        lo, hi = self.hu_ranges.muscle
+        lo, hi = _GEOMETRY.muscle
         vals = vals[(vals >= lo) & (vals <= hi)]
         return float(np.percentile(vals, 75)) if vals.size else 45.0
 
@@ -349,15 +360,17 @@ class ThresholdEngine:
         prof = geo.sample(smooth)
         coarse = geo.sample(coarse_hu)
         step = geo.step_mm
-        lo = self.hu_ranges.muscle[0]
-        fat_lo = self.hu_ranges.imat[0]
+        lo = _GEOMETRY.muscle[0]
+        fat_lo = _GEOMETRY.imat[0]
         gap = round(p.wall_gap_mm / step)
         back_gap = round(p.back_gap_mm / step)
         sustained = round(4.0 / step)
         head_lo, head_hi = round(2.0 / step), round(5.0 / step)
         back = geo.angle_to(posterior) < np.deg2rad(70)
         thick = np.zeros(geo.n)
-        closed = np.zeros(geo.n, dtype=bool)  # the ray ended on a fat plane, gas or bright tissue
+        # the ray ended on the wall's inner surface (a fat plane, bowel gas, an organ's HU step), not on
+        # the thickness cap
+        closed = np.zeros(geo.n, dtype=bool)
         for j in range(geo.n):
             k0 = int(r_wall[j] / step)
             cap = int((p.back_max_mm if back[j] else p.wall_max_mm) / step)
@@ -370,8 +383,8 @@ class ThresholdEngine:
             gas = v < fat_lo
             starts, lengths, values = _runs(musc)
             # an organ lying on the wall (liver, spleen, enhanced bowel) is brighter than the patient's
-            # muscle even when both are inside the muscle window: stop at a sustained brighter stretch
-            # this ray's own wall HU (first 2-5 mm) when brighter than the patient's typical muscle
+            # muscle even when both are inside the muscle window: stop at a sustained brighter stretch,
+            # measured against this ray's own wall HU (first 2-5 mm) when that is the brighter
             head = vc[head_lo:head_hi]
             head = head[(head >= lo) & (head <= organ_hu)]
             base = max(muscle_ref, float(np.median(head))) if head.size else muscle_ref
@@ -395,7 +408,7 @@ class ThresholdEngine:
                     closed[j] = True
                     break
             thick[j] = end * step
-        # where an organ or bowel lies on the wall without a fat plane the ray runs on to the cap: take the
+        # where an organ or bowel lies on the wall without any plane the ray runs on to the cap: take the
         # thickness of the nearest rays that did find the wall's inner surface
         if closed.any() and not closed.all():
             idx = np.arange(geo.n)
@@ -428,11 +441,11 @@ class ThresholdEngine:
         # (behind the vertebral body, the back muscles are bounded by the wall instead)
         dist = ndi.distance_transform_edt(~vertebra, sampling=spacing)
         near = (dist <= p_reach_mm) | (ap > 20.0)
-        cand = region & near & (smooth >= -29.0) & (smooth <= organ_hu) & ~vertebra
+        cand = region & near & (smooth >= _GEOMETRY.muscle[0]) & (smooth <= organ_hu) & ~vertebra
         front = ap[spine].min()
         half_width = np.percentile(lateral[spine & (ap <= 0)], 98) if (spine & (ap <= 0)).any() else 0.0
-        cand &= (ap >= front - 10.0) & ~((ap < 0) & (lateral < 0.8 * half_width))
-        cand = open_mm(cand, 2.0, spacing)
+        cand &= (ap >= front - 5.0) & ~((ap < 0) & (lateral < 0.8 * half_width))
+        cand = open_mm(cand, 3.0, spacing)
         near_spine = dist <= 4.0
         lab, n = ndi.label(cand)
         if n == 0:
@@ -502,4 +515,4 @@ class _RayGeometry:
         return self.pixel_radius <= r
 
 
-__all__ = ["ALGORITHM_VERSION", "ThresholdEngine", "ThresholdParams", "largest_component"]
+__all__ = ["ALGORITHM_VERSION", "ThresholdEngine", "ThresholdParams"]
