@@ -19,10 +19,10 @@ from sarcoscope.validation.metrics import dice
 #: case -> Dice floors (muscle, SAT, VAT, IMAT)
 FLOORS: dict[str, tuple[float, float, float, float]] = {
     "EMC101": (0.93, 0.95, 0.95, 0.78),
-    "EMC100": (0.88, 0.95, 0.92, 0.64),
-    "EMC172": (0.93, 0.96, 0.93, 0.58),
-    "EMC052": (0.94, 0.96, 0.87, 0.62),
-    "EMC041": (0.83, 0.93, 0.66, 0.66),
+    "EMC100": (0.88, 0.95, 0.93, 0.71),
+    "EMC172": (0.93, 0.96, 0.93, 0.62),
+    "EMC052": (0.95, 0.96, 0.87, 0.64),
+    "EMC041": (0.86, 0.93, 0.71, 0.70),
 }
 
 

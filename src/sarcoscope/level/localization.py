@@ -104,12 +104,9 @@ class _Reading:
 
     @property
     def score(self) -> float:
-        both = self.sacrum is not None and self.last_rib is not None
-        agree = both and self.last_rib - self.sacrum - 1 == 5  # type: ignore[operator]
         anchors_found = (self.sacrum is not None) + (self.last_rib is not None)
-        inner = self.discs.prominence[1:-1]
-        bridged = int(np.sum(inner == 0))
-        return 4.0 * agree + 2.0 * anchors_found - 1.0 * bridged + float(self.discs.prominence.sum()) / 1e4
+        bridged = int(np.sum(self.discs.prominence[1:-1] == 0))
+        return 2.0 * anchors_found - 1.0 * bridged + float(self.discs.prominence.sum()) / 1e4
 
 
 def _read(grid: spine.WorkGrid, trace: spine.SpineTrace) -> _Reading | None:
@@ -130,10 +127,20 @@ def _read(grid: spine.WorkGrid, trace: spine.SpineTrace) -> _Reading | None:
     z_min = discs.z[sacrum] + period / dz if sacrum is not None else discs.z[0]
     ribs = anchors.find_ribs(grid, trace, z_min=z_min)
     rib_segs = sorted({_segment_of(r.z_medial + 0.15 * period / dz, discs.z) for r in ribs})
-    # The last rib is only a landmark when a rib-free vertebra is seen below it (else it may just be
-    # the lower edge of a chest CT).
-    last_rib = rib_segs[0] if rib_segs and rib_segs[0] >= 2 else None
-    return _Reading(trace, profile, discs, sacrum, rib_segs, last_rib)
+    return _Reading(trace, profile, discs, sacrum, rib_segs, _last_rib(rib_segs))
+
+
+def _last_rib(rib_segs: list[int]) -> int | None:
+    """Segment of the last rib-bearing vertebra (T12 normally).
+
+    Ribs come as a series from T1 down, so a lone rib-like piece below the series (a transverse process
+    or pelvic bone that passed the shape tests) is skipped when the series above it is seen. The last rib
+    is only a landmark when a rib-free vertebra is seen below it (else it may be the lower edge of a chest
+    CT).
+    """
+    series = [s for s in rib_segs if len(rib_segs) == 1 or any(0 < t - s <= 2 for t in rib_segs)]
+    last = min(series) if series else None
+    return last if last is not None and last >= 2 else None
 
 
 def locate_l3(volume: CTVolume) -> L3Localization:
@@ -146,9 +153,16 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     grid = spine.make_grid(volume)
     dz = grid.spacing[0]
     # Two ways of following the column (spine.trace_spine): close to the bodies, or wide and weighted
-    # backwards so that a contrast-filled aorta cannot capture it. Keep the reading that explains more:
-    # both anchors found and agreeing, then more anchors, then clearer discs.
-    readings = [r for r in (_read(grid, spine.trace_spine(grid, s, w)) for s, w in _TRACES) if r is not None]
+    # backwards so that a contrast-filled aorta cannot capture it. Where the close trace runs well in front
+    # of the wide one along the column, it is on the aorta (the column is the most posterior dense
+    # structure at the midline). Otherwise keep the reading that finds more anchors and clearer discs.
+    close, wide = (spine.trace_spine(grid, s, w) for s, w in _TRACES)
+    readings = [r for r in (_read(grid, close), _read(grid, wide)) if r is not None]
+    if len(readings) == 2:
+        lo, hi = int(readings[1].discs.z[0]), int(np.ceil(readings[1].discs.z[-1]))
+        ahead = (wide.body_y - close.body_y)[lo : hi + 1] * grid.spacing[1]
+        if np.mean(ahead > 12.0) > 0.1:
+            readings = readings[1:]
     if not readings:
         raise LevelError(
             "No vertebral column with intervertebral discs was found: the volume does not seem to contain "

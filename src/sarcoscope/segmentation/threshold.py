@@ -205,8 +205,9 @@ class ThresholdEngine:
         arch = vertebra & cavity & (ap > 5.0)
         enclosed = muscle_compartments(muscle | arch, spacing, closing_mm=p.imat_closing_mm)
         imat = masks["imat"] & inner & cavity & enclosed & ~vertebra
-        vat = masks["vat"] & inner & cavity & ~imat & ~muscle & ~self._stool(hu, cavity, spacing)
         sat = masks["sat"] & inner & ~cavity
+        fat = masks["vat"] & inner & cavity & ~imat & ~muscle
+        vat = fat & ~self._stool(hu, cavity, fat, sat, spacing)
 
         labels = np.zeros(hu.shape, dtype=np.uint8)
         labels[sat] = Label.SAT
@@ -216,10 +217,23 @@ class ThresholdEngine:
         return remove_small_islands(labels, spacing, {Label.MUSCLE: 20.0, Label.VAT: 5.0})
 
     @staticmethod
-    def _stool(hu: np.ndarray, cavity: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
-        """Bowel content: gas bubbles closed over by 7 mm. Fat-density stool between bubbles is not VAT."""
+    def _stool(
+        hu: np.ndarray, cavity: np.ndarray, fat: np.ndarray, sat: np.ndarray, spacing: tuple[float, float]
+    ) -> np.ndarray:
+        """Bowel content, whose fat-density stool is not VAT: gas bubbles closed over by 7 mm, grown up to
+        8 mm through fat that is far more heterogeneous than this scan's subcutaneous fat (stool is mottled,
+        mesenteric fat is as smooth as SAT)."""
         gas = (hu < -250.0) & cavity
-        return ndi.binary_fill_holes(close_mm(gas, 7.0, spacing))
+        core = ndi.binary_fill_holes(close_mm(gas, 7.0, spacing))
+        if not core.any():
+            return core
+        size = (max(3, round(4.0 / spacing[0])), max(3, round(4.0 / spacing[1])))
+        mean = ndi.uniform_filter(hu, size)
+        std = np.sqrt(np.maximum(ndi.uniform_filter(hu * hu, size) - mean * mean, 0.0))
+        noise = float(np.median(std[sat])) if sat.any() else 20.0
+        mottled = fat & cavity & (std > max(2.0 * noise, 30.0))
+        steps = max(1, round(8.0 / min(spacing)))
+        return ndi.binary_dilation(core, iterations=steps, mask=mottled | core)
 
     @staticmethod
     def _centre(body: np.ndarray) -> tuple[float, float]:
