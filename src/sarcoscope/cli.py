@@ -265,11 +265,10 @@ def locate(
 
     def body() -> None:
         loc = locate_l3(read_ct(ct_path, series_uid=series))
-        data = loc.as_dict()
         if as_json:
-            sys.stdout.write(json.dumps(data, indent=2) + "\n")
-            return
-        console.print_json(json.dumps(data))
+            sys.stdout.write(json.dumps(loc.as_dict(), indent=2) + "\n")
+        else:
+            console.print(loc.describe())
 
     _run(body)
 

@@ -63,6 +63,22 @@ def test_real_volume_matches_reference(real: CTVolume) -> None:
     assert loc.rib_vertebrae == ["T12"]
     assert loc.seconds < 5.0
     json.dumps(loc.as_dict())
+    assert loc.describe().startswith("L3: mid slice 74")
+
+
+def test_real_vertebra_label_points_lie_in_the_reference_vertebrae(real: CTVolume, shared_data: Path) -> None:
+    """row/col (for labels on the QC picture) fall inside the reference vertebra of the same name."""
+    import nibabel as nib
+
+    ref = nib.as_closest_canonical(
+        nib.load(shared_data / "real" / "volumes" / "ts_example" / "vertebrae_totalsegmentator.nii.gz")
+    )
+    labels = np.transpose(np.asarray(ref.dataobj)[::-1, ::-1, :], (2, 1, 0))  # to CTVolume's (z, y, x)
+    ids = {"L5": 27, "L4": 28, "L3": 29, "L2": 30, "L1": 31}
+    loc = locate_l3(real)
+    for name, vid in ids.items():
+        p = loc.vertebrae[name]
+        assert labels[p.center, p.row, p.col] == vid, name
 
 
 def test_real_volume_flipped_slice_order(real: CTVolume) -> None:
@@ -99,7 +115,7 @@ def test_real_l3_cut_by_the_field_of_view(real: CTVolume) -> None:
 
 
 def test_real_l3_outside_the_field_of_view(real: CTVolume) -> None:
-    loc = locate_l3(_crop(real, 90, real.n_slices))
+    loc = locate_l3(_crop(real, 80, real.n_slices))
     assert not loc.found and loc.has_flag(FLAG_NOT_IN_FOV)
     assert "below the scanned range" in next(f["reason"] for f in loc.flags if f["flag"] == FLAG_NOT_IN_FOV)
     with pytest.raises(LevelError, match="L3 cannot be located automatically"):
@@ -185,7 +201,14 @@ def test_selection_conventions() -> None:
     mid = selection_from_localization(loc, L3_MID)
     assert mid.indices == [44] and mid.mode == "auto" and mid.confidence == 0.42
     assert mid.flags == [{"flag": "low_confidence", "reason": "test"}]
-    assert mid.details["vertebrae"]["L3"] == {"first": 40, "last": 48, "center": 44, "complete": True}
+    assert mid.details["vertebrae"]["L3"] == {
+        "first": 40,
+        "last": 48,
+        "center": 44,
+        "complete": True,
+        "row": None,
+        "col": None,
+    }
     assert selection_from_localization(loc, L3_INFERIOR_ENDPLATE).indices == [40]
     assert selection_from_localization(loc, L3_RANGE).indices == list(range(40, 49))
     with pytest.raises(LevelError, match="Unknown L3 convention"):

@@ -28,6 +28,7 @@ def test_registered_and_implements_the_interface():
 
 def test_model_id_names_custom_hu_ranges_and_parameters():
     assert "vat=-150..-50" in ThresholdEngine(HURanges.slice_o_matic_vat()).model_id
+    assert "vat=-150..-50" in get_engine("threshold", hu_ranges=HURanges.slice_o_matic_vat()).model_id
     assert "params=" not in ThresholdEngine().model_id
     tuned = ThresholdEngine(params=ThresholdParams(n_rays=360)).model_id
     assert "params=" in tuned and tuned == ThresholdEngine(params=ThresholdParams(n_rays=360)).model_id

@@ -1,11 +1,13 @@
-"""L3 selection: manual slice/range and automatic localization."""
+"""L3 selection: manual slice/range and automatic localization.
 
-from sarcoscope.level.localization import (
-    L3Localization,
-    VertebraPosition,
-    locate_l3,
-    selection_from_localization,
-)
+The localizer (and scipy.signal behind it) is imported on first use, so that manual selection and the CLI
+start quickly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from sarcoscope.level.selection import (
     L3Selection,
     manual_range,
@@ -13,6 +15,16 @@ from sarcoscope.level.selection import (
     parse_range,
     single_slice_input,
 )
+
+if TYPE_CHECKING:
+    from sarcoscope.level.localization import (
+        L3Localization,
+        VertebraPosition,
+        locate_l3,
+        selection_from_localization,
+    )
+
+_LAZY = {"L3Localization", "VertebraPosition", "locate_l3", "selection_from_localization"}
 
 __all__ = [
     "L3Localization",
@@ -25,3 +37,11 @@ __all__ = [
     "selection_from_localization",
     "single_slice_input",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from sarcoscope.level import localization
+
+        return getattr(localization, name)
+    raise AttributeError(f"module 'sarcoscope.level' has no attribute {name!r}")

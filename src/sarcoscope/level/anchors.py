@@ -12,6 +12,8 @@ from sarcoscope.level.spine import BONE_HU, SpineTrace, WorkGrid
 #: The bone joined to the column is at least this wide (mm) on the sacrum (alae, sacroiliac joints);
 #: lumbar bodies with their transverse processes stay narrower on axial slices through the body.
 SACRUM_WIDTH_MM = 110.0
+#: Bone area beside the column (cm² per slice) that only the iliac wings reach.
+PELVIS_CM2 = 10.0
 #: Ribs are thin: on 5 mm slices partial volume leaves them near 150 HU, so they get a lower threshold.
 RIB_HU = 110.0
 #: A rib piece must start within this distance (mm) of the column's midline: rib necks start at the
@@ -34,6 +36,14 @@ def column_width(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
     return float((xs.max() - xs.min() + 1) * dx)
 
 
+def lateral_bone_cm2(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
+    """Bone area (cm²) more than 50 mm to the side of the column on working slice z: the iliac wings in
+    the pelvis, only thin rib sections higher up."""
+    dy, dx = grid.spacing[1], grid.spacing[2]
+    xs = np.abs(np.arange(grid.hu.shape[2]) - trace.cx[z]) * dx
+    return float((grid.hu[z][:, xs > 50.0] > BONE_HU).sum() * dy * dx / 100.0)
+
+
 def find_sacrum_disc(grid: WorkGrid, trace: SpineTrace, discs_z: np.ndarray, period_mm: float) -> int | None:
     """Index (into discs_z) of the L5/S1 disc: the lowest disc with sacrum-wide bone right below it
     and a narrow lumbar vertebra right above it.
@@ -43,21 +53,24 @@ def find_sacrum_disc(grid: WorkGrid, trace: SpineTrace, discs_z: np.ndarray, per
     dz = grid.spacing[0]
     nz = grid.hu.shape[0]
 
-    def wide_fraction(a: float, b: float) -> float | None:
+    def window(a: float, b: float) -> range | None:
         lo, hi = round(a), round(b)
-        if lo < 0 or hi >= nz or hi < lo:
-            return None
-        return float(np.mean([column_width(grid, trace, z) >= SACRUM_WIDTH_MM for z in range(lo, hi + 1)]))
+        return range(lo, hi + 1) if 0 <= lo <= hi < nz else None
 
     level = period_mm / dz
     for i, d in enumerate(discs_z):
         # Windows keep clear of the disc itself: the wedge-shaped L5/S1 disc lets the alae reach higher
         # at the sides than the body does at the midline.
-        below = wide_fraction(d - 0.65 * level, d - 0.2 * level)
-        above = wide_fraction(d + 0.2 * level, d + 0.65 * level)
-        # Wide below and narrow above: a bone ring (skull) or a wide table is wide on both sides.
-        # The lowest such disc: higher up, ribs joined to thoracic bodies can look wide too.
-        if below is not None and above is not None and below >= 0.5 and above <= 0.25:
+        below = window(d - 0.65 * level, d - 0.2 * level)
+        above = window(d + 0.2 * level, d + 0.65 * level)
+        if below is None or above is None:
+            continue
+        wide_below = np.mean([column_width(grid, trace, z) >= SACRUM_WIDTH_MM for z in below])
+        wide_above = np.mean([column_width(grid, trace, z) >= SACRUM_WIDTH_MM for z in above])
+        pelvis = np.median([lateral_bone_cm2(grid, trace, z) for z in below])
+        # Wide below, narrow above (a skull or a table is wide on both sides), iliac wings beside it
+        # (ribs joined to a thoracic body are wide too, but thin). The lowest such disc.
+        if wide_below >= 0.5 and wide_above <= 0.4 and pelvis >= PELVIS_CM2:
             return i
     return None
 

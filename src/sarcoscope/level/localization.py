@@ -46,6 +46,8 @@ class VertebraPosition:
     last: int
     center: int
     complete: bool  # False when a neighbouring disc is outside the volume and an end was estimated
+    row: int | None = None  # y (array row) of the body centre on the centre slice, for labels on pictures
+    col: int | None = None  # x (array column) of the body centre on the centre slice
 
 
 @dataclass
@@ -76,6 +78,29 @@ class L3Localization:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def describe(self) -> str:
+        """A few lines for a terminal or a report: where L3 is, how it was counted, every flag."""
+        if self.found:
+            lines = [
+                f"L3: mid slice {self.l3_mid}, body slices "
+                f"{self.l3_lower_endplate}..{self.l3_upper_endplate} "
+                f"(inferior endplate {self.l3_inferior_endplate}); "
+                f"confidence {self.confidence:.2f}, counted from {self.counted_from}."
+            ]
+        else:
+            lines = ["L3 was not located."]
+        if self.vertebrae:
+            lines.append(
+                "Vertebrae (centre slice): "
+                + ", ".join(f"{k} {v.center}" for k, v in reversed(list(self.vertebrae.items())))
+            )
+        if self.alternative_l3 is not None:
+            lines.append(
+                f"Counting from the ribs instead would put mid-L3 at slice {self.alternative_l3.center}."
+            )
+        lines += [f"[{f['flag']}] {f['reason']}" for f in self.flags]
+        return "\n".join(lines)
 
 
 def _flag(flags: list[dict[str, str]], name: str, reason: str) -> None:
@@ -170,7 +195,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
             "Use --slice/--range."
         )
     reading = max(readings, key=lambda r: r.score)
-    profile, discs, sacrum, last_rib = reading.profile, reading.discs, reading.sacrum, reading.last_rib
+    trace, profile, discs = reading.trace, reading.profile, reading.discs
+    sacrum, last_rib = reading.sacrum, reading.last_rib
     rib_segs = reading.rib_segs
     period = discs.period_mm
     # Segments: one below the lowest disc, one between each pair, one above the highest disc.
@@ -243,15 +269,23 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         else:
             lower, upper = lo + 0.15 * (hi - lo), hi - 0.15 * (hi - lo)
         idx = [grid.to_index(grid.z_mm[0] + z * dz) for z in (lower, upper, (lower + upper) / 2)]
+        k = int(np.clip(round((lower + upper) / 2), 0, len(trace.body_y) - 1))
+        row, col = grid.to_pixel(trace.body_y[k], trace.cx[k])
         return VertebraPosition(
-            first=min(idx[0], idx[1]), last=max(idx[0], idx[1]), center=idx[2], complete=complete
+            first=min(idx[0], idx[1]),
+            last=max(idx[0], idx[1]),
+            center=idx[2],
+            complete=complete,
+            row=row,
+            col=col,
         )
 
     top_mm = (grid.hu.shape[0] - 1) * dz
     vertebrae: dict[str, VertebraPosition] = {}
     for s in range(n_seg):
         centre_mm = 0.5 * (seg_lo[s] + seg_hi[s]) * dz
-        if names[s].startswith("?") or not (0 <= centre_mm <= top_mm):
+        # Sacral segments below S1 are fused (their "discs" are remnants): name nothing below S1.
+        if names[s].startswith("?") or (names[s] not in _ORDER) or not (0 <= centre_mm <= top_mm):
             continue
         vertebrae[names[s]] = position(s)
 

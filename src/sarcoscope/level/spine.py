@@ -37,9 +37,17 @@ class WorkGrid:
         """Original slice index whose position is nearest to `mm` (superior millimetres)."""
         return int(np.argmin(np.abs(self.slice_mm - mm)))
 
-    def to_work(self, mm: float) -> float:
-        """Fractional working-slice coordinate of a superior position."""
-        return (mm - self.z_mm[0]) / self.spacing[0]
+    #: In-plane block size and whether y / x were flipped, to map working pixels back to the caller's.
+    block: tuple[int, int] = (1, 1)
+    flipped: tuple[bool, bool] = (False, False)
+
+    def to_pixel(self, y: float, x: float) -> tuple[int, int]:
+        """Row and column in the caller's (unflipped, full-resolution) slice of a working pixel."""
+        out = []
+        for v, n, f, flip in zip((y, x), self.hu.shape[1:], self.block, self.flipped, strict=True):
+            v = (n - 1 - v) if flip else v
+            out.append(round(v * f + (f - 1) / 2))
+        return out[0], out[1]
 
 
 def _axis_signs(direction: np.ndarray) -> tuple[int, int, int]:
@@ -107,6 +115,8 @@ def make_grid(volume: CTVolume) -> WorkGrid:
         z_mm=z_mm,
         slice_mm=slice_mm,
         max_gap_mm=float(gaps.max()),
+        block=(fy, fx),
+        flipped=(sy < 0, sx < 0),
     )
 
 
@@ -273,11 +283,11 @@ class Discs:
 
 
 def _period(detrended: np.ndarray, dz: float) -> float:
-    """Typical level height from the autocorrelation of the profile (20-50 mm in adults)."""
+    """Typical level height from the autocorrelation of the profile (24-48 mm in adults)."""
     x = detrended - detrended.mean()
     ac = np.correlate(x, x, mode="full")[len(x) - 1 :]
     lags = np.arange(len(ac)) * dz
-    ok = (lags >= 20.0) & (lags <= 50.0)
+    ok = (lags >= 24.0) & (lags <= 48.0)
     if not ok.any() or ac[0] <= 0:
         return 33.0
     cand = np.nonzero(ok)[0]

@@ -240,6 +240,8 @@ class Section:
 
     cls: np.ndarray
     vid: np.ndarray | None
+    #: body-frame mm: posterior vertebral-body wall, paraspinal (erector spinae) centre and lateral edge
+    landmarks: dict[str, float] | None = None
 
 
 def body_box(anat: Anatomy, zs: np.ndarray) -> tuple[float, float, float, float]:
@@ -342,6 +344,7 @@ def render_section(
     mf_a, mf_b = (7 * anat.ms + 3) * (0.6 + 0.4 * lumbar_w), es_b * 0.9
     sides = (-1, 1)
     es_shapes = []
+    para = np.zeros(grid.shape, bool)  # the paraspinal muscle bellies (multifidus, erector spinae)
     if not legs:
         for sgn in sides:
             mfx = sgn * (5 + mf_a)
@@ -356,7 +359,8 @@ def render_section(
             ca, sa = np.cos(ang), np.sin(ang)
             u = ((Xw - ex) * ca + (Yw - ey) * sa) / ea
             v = (-(Xw - ex) * sa + (Yw - ey) * ca) / eb
-            fascia[sy, sx] |= u * u + v * v < 1
+            para[sy, sx] |= u * u + v * v < 1
+    fascia |= para
     ld_px = ld_t[ti]
     fascia |= (depth > -ld_px) & (ld_px > 0)
 
@@ -478,6 +482,20 @@ def render_section(
         for sgn in sides:
             r = 2.0 + 5.0 * hab.myosteatosis * rng.random() + 2.5 * hab.adiposity
             p.ellipse(sgn * (vw * 0.22 + 4), yc + vd / 2 + 14, r, r * 1.3, IMAT, _lut((MUS_ES, VAT)))
+    landmarks = None
+    if not legs:
+        # Behind the vertebral body, inside the thoracolumbar fascia, the fat between the paraspinals, the
+        # posterior arch and psoas is intermuscular (IMAT), not visceral: done before kidneys and bowel,
+        # which are painted over VAT only, so they stay in front of this compartment.
+        y_wall, (esx, ey) = yc + vd / 2, es_shapes[1][:2]
+        lateral = _posterior_compartment(para, X, Y, y_wall, abs(esx), ey)
+        cls[lateral & (cls == VAT)] = IMAT
+        landmarks = {
+            "vertebral_body_posterior_y": y_wall,
+            "paraspinal_centre_x": abs(esx),
+            "paraspinal_centre_y": ey,
+            "paraspinal_lateral_x": float(np.abs(X)[:, para.any(axis=0)].max(initial=abs(esx))),
+        }
     _imat(p, anat, rng, es_shapes)
 
     # ---- kidneys ------------------------------------------------------------------------------------
@@ -580,7 +598,7 @@ def render_section(
             )
 
     # ---- spine, ribs, pelvis -----------------------------------------------------------------------
-    _paint_spine(p, anat, z, yc, slope)
+    _paint_spine(p, anat, z, yc, slope, float(ro[(3 * N_THETA) // 4]))
     _paint_ribs(p, anat, z, ro, tw, yc)
     _paint_pelvis(p, anat, z, yc, fw, fda)
 
@@ -599,7 +617,24 @@ def render_section(
         sy, sx, Xw, Yw = w
         tab = np.abs(Yw - (yy - (Xw * Xw) / (2 * R))) < tt / 2
         out.put(sy, sx, tab, TABLE, _lut((AIR,)))
-    return Section(cls=out.cls, vid=out.vid)
+    return Section(cls=out.cls, vid=out.vid, landmarks=landmarks)
+
+
+def _posterior_compartment(
+    para: np.ndarray, X: np.ndarray, Y: np.ndarray, y_wall: float, x_centre: float, y_centre: float
+) -> np.ndarray:
+    """Pixels behind the posterior vertebral-body wall and medial to the paraspinals' lateral edge.
+
+    Row by row the limit is the lateral edge of the muscle bellies; in front of the erector spinae centre it
+    is at least the centre (the fat around pedicles, transverse processes and psoas); behind it, the widest
+    extent (fat the bellies leave toward the posterolateral wall is inside the thoracolumbar fascia too).
+    Retroperitoneal fat lateral to psoas and quadratus, anterior to the erector spinae, stays outside.
+    """
+    ax = np.abs(X)
+    edge = np.where(para, ax, 0.0).max(axis=1)
+    widest = float(edge.max(initial=x_centre))
+    lim = np.where(Y[:, 0] < y_centre, np.maximum(edge, x_centre), widest)
+    return (Y > y_wall) & (ax <= lim[:, None])
 
 
 def _distance_outside(region: np.ndarray, grid: Grid) -> np.ndarray:
@@ -701,7 +736,9 @@ def _body_shape(
     p.put(sy, sx, m, cls, over, vid)
 
 
-def _paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float) -> None:
+def _paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float, notch_y: float) -> None:
+    """Bodies, discs and posterior arch; `notch_y` (mm) is the floor of the midline notch of the back,
+    where the spinous processes end under the subcutaneous fat."""
     g = p.g
     verts = anat.vertebrae
     u_rows = z + slope * (g.y - yc)  # position along the column of each row (endplates tilt with the curve)
@@ -740,7 +777,18 @@ def _paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float) -
     u_post = z + slope * (vd / 2 + 15)
     cy0 = yc + vd / 2
     canal_a, canal_b = vw * 0.22 + 2, vd * 0.25 + 1
-    p.ellipse(0, cy0 + canal_b + 1, canal_a, canal_b, CANAL, _lut((VAT, MUS_ES, MUS_PS, IMAT, SAT, LUNG)))
+    notch = 0.45 * 0.42 * vw / 2 + 1.0  # the canal fills the concave posterior wall of the body
+    p.ellipse(0, cy0 + canal_b + 1 - notch / 2, canal_a, canal_b + notch / 2, CANAL,
+              _lut((VAT, MUS_ES, MUS_PS, IMAT, SAT, LUNG)))  # fmt: skip
+    sp_top = cy0 + 2 * canal_b + 3
+    sp_len = max(min(anat.es_size[1] * 1.5 + 2, notch_y - 3.0 - sp_top), 6.0)
+    if v_near.kind != "S":  # ligamenta flava and the interspinous ligament close the arch between laminae
+        soft = _lut((VAT, IMAT))
+        for sgn in (-1, 1):
+            p.segment((sgn * (canal_a + 3), cy0 + 6), (0, cy0 + 2 * canal_b + 2), 3.5, FASC, soft)
+        p.segment((0, sp_top - 2), (0, sp_top + sp_len + 3), 2.5, FASC, soft)
+        # supraspinous ligament / thoracolumbar raphe: the notch fat behind it is subcutaneous
+        p.segment((-7.0, notch_y), (7.0, notch_y), 1.5, FASC, _lut((VAT, IMAT, SAT)))
     for v in verts:
         f = (u_post - v.z_lo) / v.height
         if f < -1.0 or f > 1.4:
@@ -772,10 +820,9 @@ def _paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float) -
                 p.bone_bar((sgn * (canal_a + 3), cy0 + 8), (0, cy0 + 2 * canal_b + 4), 6, vid)
         sp = (-0.25, 0.55) if not thor else (-1.0, 0.3)
         if sp[0] <= f <= sp[1]:
-            length = (anat.es_size[1] * 1.5 + 2) if not thor else 26
-            top = cy0 + 2 * canal_b + 3
-            p.bone_bar((0, top), (0, top + length), 7 if not thor else 6, vid)
-            p.bone_ellipse(0, top + length, 4.5, 5, vid=vid)
+            length = sp_len if not thor else 26
+            p.bone_bar((0, sp_top), (0, sp_top + length), 7 if not thor else 6, vid)
+            p.bone_ellipse(0, sp_top + length, 4.5, 5, vid=vid)
         if 0.8 <= f <= 1.3:  # superior articular processes (reaching up beside the disc above)
             for sgn in (-1, 1):
                 p.bone_ellipse(sgn * (canal_a + 6), cy0 + 14, 5.5, 8, vid=vid, ang=sgn * 0.5)

@@ -141,7 +141,34 @@ def make_slice(
     ps = (grid.psy, grid.psx)
     truth = slice_truth(hu, labels, cls_geo, ps, mean, anat)
     truth.update(level="L3", z_mm=round(z, 2), l3_fraction=round(frac, 3), seed=seed)
+    truth["landmarks_px"] = landmarks_px(sec.landmarks, grid)
     return PhantomSlice(hu=hu, labels=labels, pixel_spacing=ps, truth=truth, habitus=anat.habitus)
+
+
+def landmarks_px(landmarks: dict[str, float] | None, grid: Grid) -> dict[str, Any]:
+    """Spine and paraspinal landmarks in (fractional) pixel rows/columns of the image.
+
+    The posterior compartment (behind the vertebral body, inside the thoracolumbar fascia) spans, from
+    `vertebral_body_posterior_row`, the columns between the erector spinae centres down to
+    `paraspinal_centre_row`, then between their lateral edges: no VAT lies there (reference convention).
+    """
+    if landmarks is None:
+        return {}
+
+    def col(x: float) -> float:
+        return round((x - float(grid.x[0])) / grid.psx, 2)
+
+    def row(y: float) -> float:
+        return round((y - float(grid.y[0])) / grid.psy, 2)
+
+    cx, lx = landmarks["paraspinal_centre_x"], landmarks["paraspinal_lateral_x"]
+    return {
+        "midline_col": col(0.0),
+        "vertebral_body_posterior_row": row(landmarks["vertebral_body_posterior_y"]),
+        "paraspinal_centre_row": row(landmarks["paraspinal_centre_y"]),
+        "paraspinal_centre_cols": [col(-cx), col(cx)],
+        "paraspinal_lateral_cols": [col(-lx), col(lx)],
+    }
 
 
 def slice_truth(

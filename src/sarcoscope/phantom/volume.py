@@ -12,7 +12,7 @@ from sarcoscope.imaging.volume import CTMetadata, CTVolume
 from sarcoscope.phantom.anatomy import VARIANTS, VERTEBRA_IDS, Anatomy, add_bowel, build_anatomy
 from sarcoscope.phantom.habitus import Exam, Habitus
 from sarcoscope.phantom.render import Grid, body_box, hu_table, make_labels, render_section, synthesize_fields
-from sarcoscope.phantom.slice import LABEL_DEFINITION, _spacing, area_and_means, body_extent
+from sarcoscope.phantom.slice import LABEL_DEFINITION, _spacing, area_and_means, body_extent, landmarks_px
 
 COVERAGES = ("abdomen", "chest-pelvis", "upper-abdomen", "lower", "l3-only")
 
@@ -136,9 +136,13 @@ def make_volume(
     labels = np.empty((n, shape_xy, shape_xy), np.uint8)
     vlab = np.empty((n, shape_xy, shape_xy), np.uint8)
     crop = grid.crop(*body_box(anat, np.linspace(zs[0], zs[-1], 24)))
+    mid = round((anat.l3.z_mid - float(zs[0])) / thk)
+    l3_landmarks: dict[str, Any] = {}
     for k, z in enumerate(zs):
         srng = np.random.default_rng([seed, 7, k])
         sec = render_section(anat, float(z), grid, srng, with_vid=True, crop=crop)
+        if k == mid:
+            l3_landmarks = landmarks_px(sec.landmarks, grid)
         h = bank.hu(sec.cls, mean, tex, srng)
         hu[k] = np.rint(h)
         labels[k] = make_labels(h, sec.cls)
@@ -147,6 +151,8 @@ def make_volume(
     origin = (float(grid.x[0]), float(grid.y[0]), float(zs[0]))
     truth = _volume_truth(anat, zs, thk, vlab, hu, labels, (psy, psx))
     truth.update(seed=seed, coverage=coverage, exam=exam.as_dict(), habitus=anat.habitus.as_dict())
+    if truth["l3_in_volume"]:
+        truth["l3_mid_landmarks_px"] = l3_landmarks
     return PhantomVolume(hu, labels, vlab, spacing, origin, truth, anat.habitus)
 
 

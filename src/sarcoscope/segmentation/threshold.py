@@ -220,9 +220,11 @@ class ThresholdEngine:
     def _stool(
         hu: np.ndarray, cavity: np.ndarray, fat: np.ndarray, sat: np.ndarray, spacing: tuple[float, float]
     ) -> np.ndarray:
-        """Bowel content, whose fat-density stool is not VAT: gas bubbles closed over by 7 mm, grown up to
-        8 mm through fat that is far more heterogeneous than this scan's subcutaneous fat (stool is mottled,
-        mesenteric fat is as smooth as SAT)."""
+        """Bowel content, whose fat-density stool is not VAT.
+
+        Gas bubbles closed over by 7 mm, grown up to 8 mm through fat far more heterogeneous (local SD over
+        3x) than this scan's subcutaneous fat: stool is mottled, mesenteric fat is as smooth as SAT.
+        """
         gas = (hu < -250.0) & cavity
         core = ndi.binary_fill_holes(close_mm(gas, 7.0, spacing))
         if not core.any():
@@ -231,7 +233,7 @@ class ThresholdEngine:
         mean = ndi.uniform_filter(hu, size)
         std = np.sqrt(np.maximum(ndi.uniform_filter(hu * hu, size) - mean * mean, 0.0))
         noise = float(np.median(std[sat])) if sat.any() else 20.0
-        mottled = fat & cavity & (std > max(2.0 * noise, 30.0))
+        mottled = fat & cavity & (std > max(3.0 * noise, 40.0))
         steps = max(1, round(8.0 / min(spacing)))
         return ndi.binary_dilation(core, iterations=steps, mask=mottled | core)
 
