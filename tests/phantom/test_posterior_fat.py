@@ -29,16 +29,18 @@ def posterior_compartment(shape: tuple[int, int], lm: dict) -> np.ndarray:
     return (rows > lm["vertebral_body_posterior_row"] + 1) & (cols >= left) & (cols <= right)
 
 
-def midline_notch_is_sat(labels: np.ndarray, lm: dict) -> bool:
-    """Walking up the midline from the skin, the first fat reached (the notch) is SAT."""
+def midline_notch_label(labels: np.ndarray, lm: dict) -> int | None:
+    """Walking up the midline from the skin, the label of the first fat reached (None: no notch fat)."""
     col = labels[:, round(lm["midline_col"])]
     start = int(np.ceil(lm["vertebral_body_posterior_row"]))
     fat = np.flatnonzero(np.isin(col[start:], (Label.SAT, Label.VAT, Label.IMAT)))
-    return fat.size > 0 and col[start + fat[-1]] == Label.SAT
+    return int(col[start + fat[-1]]) if fat.size else None
 
 
 THIN = Habitus("M", 1.75, adiposity=0.03, visceral_share=0.6, muscularity=0.3, myosteatosis=0.2, age_years=70)
-OBESE = Habitus("F", 1.62, adiposity=0.95, visceral_share=0.4, muscularity=0.5, myosteatosis=0.6, age_years=55)
+OBESE = Habitus(
+    "F", 1.62, adiposity=0.95, visceral_share=0.4, muscularity=0.5, myosteatosis=0.6, age_years=55
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +64,9 @@ def test_no_vat_behind_the_spine_between_the_paraspinals(slices) -> None:
 
 
 def test_midline_notch_fat_is_subcutaneous(slices) -> None:
-    for sl in slices:
-        assert midline_notch_is_sat(sl.labels, sl.truth["landmarks_px"]), sl.truth["seed"]
+    notch = [midline_notch_label(sl.labels, sl.truth["landmarks_px"]) for sl in slices]
+    assert all(lab == Label.SAT for lab in notch if lab is not None), notch
+    assert sum(lab is not None for lab in notch) >= 5  # only the thinnest backs have no notch fat
 
 
 def test_volume_l3_follows_the_same_convention() -> None:
@@ -73,4 +76,4 @@ def test_volume_l3_follows_the_same_convention() -> None:
     region = posterior_compartment(labels.shape, lm)
     assert region.any() and not np.any(labels[region] == Label.VAT)
     assert np.any(labels[region] == Label.IMAT)
-    assert midline_notch_is_sat(labels, lm)
+    assert midline_notch_label(labels, lm) in (Label.SAT, None)

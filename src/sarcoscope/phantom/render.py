@@ -21,7 +21,8 @@ from sarcoscope.phantom.habitus import Exam
 (AIR, SAT, SKIN, MUS, MUS_PS, MUS_ES, IMAT, VAT, FASC, BWALL, GAS, FLUID, OCON, STOOL, SFAT, COLLAPSED,
  KCOR, KMED, URINE, LIVER, SPLEEN, AORTA, IVC, VESSEL, CALC, CORT, CANC, CANAL, DISC, TABLE, LUNG,
  BLOOD) = range(32)  # fmt: skip
-N_CLASSES = 32
+EPIDURAL = 32  # fat inside the spinal canal: fat HU, but in no labelled compartment
+N_CLASSES = 33
 MUSCLES = (MUS, MUS_PS, MUS_ES)
 
 
@@ -71,6 +72,7 @@ def hu_table(anat: Anatomy, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     }  # fmt: skip
     for k, v in vals.items():
         mean[k] = v
+    mean[EPIDURAL] = mean[VAT]
     for k, v in {
         MUS: 9,
         MUS_PS: 8,
@@ -93,6 +95,7 @@ def hu_table(anat: Anatomy, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         CORT: 80,
     }.items():
         tex[k] = v
+    tex[EPIDURAL] = tex[VAT]
     return mean, tex
 
 
@@ -488,8 +491,8 @@ def render_section(
         # posterior arch and psoas is intermuscular (IMAT), not visceral: done before kidneys and bowel,
         # which are painted over VAT only, so they stay in front of this compartment.
         y_wall, (esx, ey) = yc + vd / 2, es_shapes[1][:2]
-        lateral = _posterior_compartment(para, X, Y, y_wall, abs(esx), ey)
-        cls[lateral & (cls == VAT)] = IMAT
+        behind = _posterior_compartment(para, X, Y, y_wall, abs(esx), ey)
+        cls[behind & (cls == VAT)] = IMAT
         landmarks = {
             "vertebral_body_posterior_y": y_wall,
             "paraspinal_centre_x": abs(esx),
@@ -634,7 +637,7 @@ def _posterior_compartment(
     edge = np.where(para, ax, 0.0).max(axis=1)
     widest = float(edge.max(initial=x_centre))
     lim = np.where(Y[:, 0] < y_centre, np.maximum(edge, x_centre), widest)
-    return (Y > y_wall) & (ax <= lim[:, None])
+    return (Y > y_wall) & (ax <= lim[:, None])  # noqa: SIM300 (Y is the row-coordinate array)
 
 
 def _distance_outside(region: np.ndarray, grid: Grid) -> np.ndarray:
@@ -777,9 +780,9 @@ def _paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float, n
     u_post = z + slope * (vd / 2 + 15)
     cy0 = yc + vd / 2
     canal_a, canal_b = vw * 0.22 + 2, vd * 0.25 + 1
-    notch = 0.45 * 0.42 * vw / 2 + 1.0  # the canal fills the concave posterior wall of the body
-    p.ellipse(0, cy0 + canal_b + 1 - notch / 2, canal_a, canal_b + notch / 2, CANAL,
-              _lut((VAT, MUS_ES, MUS_PS, IMAT, SAT, LUNG)))  # fmt: skip
+    p.ellipse(0, cy0 + canal_b + 1, canal_a, canal_b, CANAL, _lut((VAT, MUS_ES, MUS_PS, IMAT, SAT, LUNG)))
+    notch = 0.45 * 0.42 * vw / 2 + 1.0  # anterior epidural fat in the concave posterior wall of the body
+    p.ellipse(0, cy0 + canal_b + 1 - notch / 2, canal_a, canal_b + notch / 2, EPIDURAL, _lut((VAT, IMAT)))
     sp_top = cy0 + 2 * canal_b + 3
     sp_len = max(min(anat.es_size[1] * 1.5 + 2, notch_y - 3.0 - sp_top), 6.0)
     if v_near.kind != "S":  # ligamenta flava and the interspinous ligament close the arch between laminae
