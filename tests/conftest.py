@@ -1,4 +1,4 @@
-"""Shared test fixtures. Real CT data lives in ../shared/data beside the repository (absent on users' machines)."""
+"""Shared test fixtures. Real CT data lives in ../shared/data beside the repository (absent for users)."""
 
 from __future__ import annotations
 

@@ -95,7 +95,9 @@ def test_slice_without_body(tmp_path: Path) -> None:
 def test_range_outside_volume(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     folder, vol = phantom_series
     n = vol.hu.shape[0]
-    _assert_user_error(_invoke("analyze", folder, "-o", tmp_path / "out", "--range", f"{n - 2}:{n + 5}"), "range")
+    _assert_user_error(
+        _invoke("analyze", folder, "-o", tmp_path / "out", "--range", f"{n - 2}:{n + 5}"), "range"
+    )
 
 
 def test_slice_and_range_together(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:

@@ -9,7 +9,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -32,18 +32,18 @@ _state = {"debug": False}
 T = TypeVar("T")
 
 
-class Sex(str, Enum):
+class Sex(StrEnum):
     M = "M"
     F = "F"
 
 
-class Convention(str, Enum):
+class Convention(StrEnum):
     mid = "mid"
     inferior_endplate = "inferior-endplate"
 
 
 def _run(action: Callable[[], T]) -> T:
-    """Run a command body: user errors become one message and exit 1, bugs exit 70 (traceback with --debug)."""
+    """Run a command body: user errors print one message and exit 1; bugs exit 70 (--debug: traceback)."""
     try:
         return action()
     except (typer.Exit, typer.Abort):
@@ -104,7 +104,9 @@ def _print_summary(result: Any) -> None:
     console.print(table)
     a = result.assessment
     if a.smi.computed:
-        console.print(f"SMI: [bold]{a.smi.value:.1f}[/] cm²/m²" + (f", BMI {a.bmi.value:.1f}" if a.bmi.computed else ""))
+        console.print(
+            f"SMI: [bold]{a.smi.value:.1f}[/] cm²/m²" + (f", BMI {a.bmi.value:.1f}" if a.bmi.computed else "")
+        )
     else:
         console.print(f"SMI: not computed ({a.smi.reason})")
     for kind, results in (("sarcopenia", a.sarcopenia), ("myosteatosis", a.myosteatosis)):
@@ -112,15 +114,17 @@ def _print_summary(result: Any) -> None:
             if not c.computed:
                 verdict = f"not computed ({c.reason})"
             else:
-                verdict = f"{'[red]below[/]' if c.flagged else 'not below'} cutoff {c.cutoff:g} {c.set.unit} ({c.rule})"
+                below = "[red]below[/]" if c.flagged else "not below"
+                verdict = f"{below} cutoff {c.cutoff:g} {c.set.unit} ({c.rule})"
             mark = " [bold](selected)[/]" if c.selected else ""
             console.print(f"  {kind} · {c.set.title}{mark}: {verdict}")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     if result.outputs:
-        console.print(f"Outputs in [bold]{result.outputs['report'].parent}[/]: " + ", ".join(
-            p.name for p in result.outputs.values()
-        ))
+        console.print(
+            f"Outputs in [bold]{result.outputs['report'].parent}[/]: "
+            + ", ".join(p.name for p in result.outputs.values())
+        )
 
 
 def _fmt_indices(indices: list[int]) -> str:
@@ -130,7 +134,9 @@ def _fmt_indices(indices: list[int]) -> str:
 @app.command()
 def analyze(
     ct_path: Annotated[Path, typer.Argument(help="DICOM folder, .zip of DICOM, single DICOM file or NIfTI.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json, metrics.csv, overlay.png...")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for report.json, metrics.csv, overlay.png...")
+    ],
     slice_index: Annotated[
         int | None, typer.Option("--slice", help="Analyse this axial slice index (0 = most inferior).")
     ] = None,
@@ -226,7 +232,10 @@ def cutoffs() -> None:
     for col in ("id", "kind", "rules", "population", "source"):
         table.add_column(col)
     cutoffs_table = load_cutoffs()
-    for kind, sets in (("sarcopenia", cutoffs_table.sarcopenia), ("myosteatosis", cutoffs_table.myosteatosis)):
+    for kind, sets in (
+        ("sarcopenia", cutoffs_table.sarcopenia),
+        ("myosteatosis", cutoffs_table.myosteatosis),
+    ):
         for set_id, cs in sets.items():
             default = " (default)" if set_id == cutoffs_table.default_sarcopenia else ""
             rules = "; ".join(f"{r.describe()}: {cs.metric} < {r.cutoff:g}" for r in cs.rules)
@@ -246,8 +255,14 @@ def series(
         for col in ("SeriesInstanceUID", "description", "modality", "orientation", "slices", "note"):
             table.add_column(col)
         for s in list_series(ct_path):
-            table.add_row(s.series_uid, s.description or "", s.modality or "", s.orientation or "",
-                          str(s.n_slices), s.note or "")
+            table.add_row(
+                s.series_uid,
+                s.description or "",
+                s.modality or "",
+                s.orientation or "",
+                str(s.n_slices),
+                s.note or "",
+            )
         console.print(table)
 
     _run(body)
@@ -305,8 +320,14 @@ def batch(
                     bar.console.print(f"[red]failed[/] {outcome.case_id}: {outcome.error}")
 
             summary = run_batch(
-                cases, out, engine=engine, cutoff_set=cutoffs, workers=workers, scheduler=scheduler,
-                force=force, on_outcome=done,
+                cases,
+                out,
+                engine=engine,
+                cutoff_set=cutoffs,
+                workers=workers,
+                scheduler=scheduler,
+                force=force,
+                on_outcome=done,
             )
         console.print(
             f"{summary.count('done')} analysed, {summary.count('skipped')} already done, "
@@ -356,20 +377,30 @@ def validate(
     alpha: Annotated[float, typer.Option(help="Significance level of the per-site comparison.")] = 0.05,
     keep_predictions: Annotated[bool, typer.Option(help="Save --engine predictions in the report.")] = True,
 ) -> None:
-    """Validate segmentations (and L3 choices) like the paper: IoU bins, per-site tables, Dice, Bland–Altman."""
+    """Validate segmentations (and L3 choices) like the paper: IoU bins, site tables, Dice, Bland–Altman."""
     from sarcoscope.validation import run_validation
     from sarcoscope.validation.io import DEFAULT_STRIP_PREFIXES, DEFAULT_STRIP_SUFFIXES, parse_pixel_spacing
 
     def body() -> None:
         with console.status("validating…"):
             report = run_validation(
-                pred, ref, out, sites_csv=sites, ref_mapping=ref_labels, pred_mapping=pred_labels,
-                images_dir=images, engine=engine, ref_l3_csv=ref_l3, pred_l3_csv=pred_l3,
+                pred,
+                ref,
+                out,
+                sites_csv=sites,
+                ref_mapping=ref_labels,
+                pred_mapping=pred_labels,
+                images_dir=images,
+                engine=engine,
+                ref_l3_csv=ref_l3,
+                pred_l3_csv=pred_l3,
                 patients_csv=patients,
                 pixel_spacing=parse_pixel_spacing(pixel_spacing) if pixel_spacing else None,
                 strip_prefixes=tuple(strip_prefix) if strip_prefix else DEFAULT_STRIP_PREFIXES,
                 strip_suffixes=tuple(strip_suffix) if strip_suffix else DEFAULT_STRIP_SUFFIXES,
-                allow_unmatched=allow_unmatched, gallery_size=gallery, alpha=alpha,
+                allow_unmatched=allow_unmatched,
+                gallery_size=gallery,
+                alpha=alpha,
                 keep_predictions=keep_predictions,
             )
         if report.dice_summary:
@@ -377,8 +408,13 @@ def validate(
             for col in ("tissue", "mean", "SD", "median", "worst (case)"):
                 table.add_column(col)
             for tissue, sm in report.dice_summary.items():
-                table.add_row(tissue, f"{sm.mean:.3f}", f"{sm.sd:.3f}", f"{sm.median:.3f}",
-                              f"{sm.worst:.3f} ({sm.worst_case})")
+                table.add_row(
+                    tissue,
+                    f"{sm.mean:.3f}",
+                    f"{sm.sd:.3f}",
+                    f"{sm.median:.3f}",
+                    f"{sm.worst:.3f} ({sm.worst_case})",
+                )
             console.print(table)
         for site, reasons in report.flagged_sites.items():
             console.print(f"[yellow]site {site} differs from the others:[/] {'; '.join(reasons)}")
@@ -412,18 +448,23 @@ def serve(
 
     _run(
         lambda: run_server(
-            host=host, port=port, data_dir=data_dir, database_url=database_url, token=token,
-            max_upload_mb=max_upload_mb, engine=engine,
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            database_url=database_url,
+            token=token,
+            max_upload_mb=max_upload_mb,
+            engine=engine,
         )
     )
 
 
-class PhantomKind(str, Enum):
+class PhantomKind(StrEnum):
     volume = "volume"
     slice = "slice"
 
 
-class PhantomFormat(str, Enum):
+class PhantomFormat(StrEnum):
     dicom = "dicom"
     nifti = "nifti"
     both = "both"
@@ -462,7 +503,9 @@ def phantom(
             if kind is PhantomKind.volume
             else {"size": size}
         )
-        info = write_phantom(out, kind=kind.value, fmt=fmt.value, seed=seed, out_of_field=out_of_field, **options)
+        info = write_phantom(
+            out, kind=kind.value, fmt=fmt.value, seed=seed, out_of_field=out_of_field, **options
+        )
         console.print(f"Phantom {kind.value} (seed {seed}) written to [bold]{out}[/]:")
         for name, path in info["paths"].items():
             console.print(f"  {name}: {path}")
@@ -477,5 +520,3 @@ def main() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-

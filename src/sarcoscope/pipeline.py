@@ -111,7 +111,9 @@ def analyze(
 
     t = time.perf_counter()
     stage("measure")
-    per_slice = [measure_slice(h, lab, volume.pixel_spacing) for h, lab in zip(hu_slices, labels, strict=True)]
+    per_slice = [
+        measure_slice(h, lab, volume.pixel_spacing) for h, lab in zip(hu_slices, labels, strict=True)
+    ]
     average = average_compositions(per_slice)
     md = volume.metadata
     patient = PatientInfo.from_metadata(md, height_cm=height_cm, weight_kg=weight_kg, sex=sex)

@@ -78,7 +78,9 @@ def analyze_case(
     out = out_root / "cases" / case.case_id
     report_path = out / REPORT
     if report_path.is_file() and not force:
-        return CaseOutcome(case.case_id, "skipped", row=summary_row(case, json.loads(report_path.read_text())))
+        return CaseOutcome(
+            case.case_id, "skipped", row=summary_row(case, json.loads(report_path.read_text()))
+        )
     start = time.perf_counter()
     try:
         analyze(
@@ -131,8 +133,10 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
         except OSError as exc:
             raise SarcoscopeError(f"Cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     try:
-        futures = [client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}", pure=False, **kw)
-                   for case in cases]
+        futures = [
+            client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}", pure=False, **kw)
+            for case in cases
+        ]
         for fut in dask_as_completed(futures):
             yield fut.result()
     finally:
