@@ -161,3 +161,35 @@ def test_cutoffs_lists_every_set() -> None:
     assert result.exit_code == 0
     for name in ("Prado", "Martin", "Derstine", "Yoon"):
         assert name in result.output
+
+
+def test_train_command_writes_model_and_card(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("monai")
+    out = tmp_path / "model"
+    result = _invoke(
+        "train",
+        "-o",
+        out,
+        "--phantoms",
+        "6",
+        "--epochs",
+        "2",
+        "--input-size",
+        "64",
+        "--pixel-spacing",
+        "6",
+        "--channels",
+        "8,16,32",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["recipe"]["max_epochs"] == 2
+    assert (out / "model.onnx").stat().st_size > 10_000
+
+
+def test_train_command_bad_config(tmp_path: Path) -> None:
+    bad = tmp_path / "cfg.yaml"
+    bad.write_text("not_a_setting: 3\n")
+    _assert_user_error(_invoke("train", "-o", tmp_path / "m", "--config", bad), "not_a_setting")

@@ -425,6 +425,105 @@ def validate(
     _run(body)
 
 
+def _csv_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+@app.command()
+def train(
+    data: Annotated[
+        list[Path] | None, typer.Argument(help="Folders with images/ and labels/ (see the README).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (model.onnx, card...).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of training settings.")] = None,
+    phantoms: Annotated[
+        int | None, typer.Option(help="Synthetic phantom slices generated on the fly.")
+    ] = None,
+    cases: Annotated[
+        str | None, typer.Option(help="Only these case ids from DATA (comma-separated).")
+    ] = None,
+    val_cases: Annotated[
+        str | None, typer.Option(help="Case ids kept for validation (comma-separated).")
+    ] = None,
+    label_mapping: Annotated[
+        str | None, typer.Option(help="Label mapping of DATA: built-in name or YAML file.")
+    ] = None,
+    data_repeat: Annotated[int | None, typer.Option(help="Times each DATA slice is shown per epoch.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (paper: 50).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (paper: 4).")] = None,
+    lr: Annotated[float | None, typer.Option(help="RMSProp learning rate (paper: 2e-4).")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience (paper: 10).")] = None,
+    input_size: Annotated[int | None, typer.Option(help="Network input size in pixels (paper: 512).")] = None,
+    pixel_spacing: Annotated[float | None, typer.Option(help="Model pixel size in mm.")] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="U-Net channels per level, e.g. 16,32,64,128,256.")
+    ] = None,
+    val_fraction: Annotated[float | None, typer.Option(help="Fraction of patients for validation.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    augment: Annotated[bool | None, typer.Option(help="Geometric and noise augmentation.")] = None,
+    window_augmentation: Annotated[
+        bool | None, typer.Option(help="Windowing augmentation (off: the paper found it harmful).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    progress: Annotated[
+        bool, typer.Option(help="Progress bar with ETA (train.log is written either way).")
+    ] = True,
+    epochs_this_run: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs (resume later).")
+    ] = None,
+) -> None:
+    """Train the U-Net with the paper's recipe and export it to ONNX with a model card (needs [train])."""
+
+    def body() -> None:
+        try:
+            from sarcoscope.training import load_config
+            from sarcoscope.training import train as run_training
+        except ImportError as exc:
+            raise SarcoscopeError(
+                f"Training needs the [train] extra ({exc.name} is missing): "
+                "pip install torch==2.13.0 'sarcoscope[train]'"
+            ) from None
+        chans = [int(c) for c in _csv_list(channels) or []] or None
+        cfg = load_config(
+            config,
+            data_dirs=[str(d) for d in data] if data else None,
+            output_dir=str(out) if out else None,
+            phantoms=phantoms,
+            cases=_csv_list(cases),
+            val_cases=_csv_list(val_cases),
+            label_mapping=label_mapping,
+            data_repeat=data_repeat,
+            max_epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            patience=patience,
+            input_size=input_size,
+            pixel_spacing_mm=pixel_spacing,
+            channels=chans,
+            strides=[2] * (len(chans) - 1) if chans else None,
+            val_fraction=val_fraction,
+            seed=seed,
+            num_threads=threads,
+            augment=augment,
+            window_augmentation=window_augmentation,
+            resume=resume or None,
+            epochs_this_run=epochs_this_run,
+            progress=progress,
+        )
+        result = run_training(cfg)
+        console.print(
+            f"{'finished' if result.finished else 'paused'} after {result.epochs_run} epoch(s)"
+            f"{' (early stop)' if result.stopped_early else ''}; best epoch {result.best_epoch}: "
+            f"val_loss {result.best_val_loss:.4f}, val_accuracy {result.best_val_accuracy:.4f}."
+        )
+        console.print(f"Model: [bold]{result.onnx_path}[/]; model card: [bold]{result.card_path}[/]")
+
+    _run(body)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs a token.")] = (

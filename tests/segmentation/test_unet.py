@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sarcoscope.conventions import HURanges
 from sarcoscope.errors import SegmentationError
 from sarcoscope.segmentation import get_engine
 from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, UNetEngine, load_model_card
@@ -67,6 +68,8 @@ def test_registered_engine_reports_model_id(engine: UNetEngine) -> None:
     assert registered.name == "unet" and registered.model_id == engine.model_id
     assert engine.model_id == json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())["model_id"]
     assert UNetEngine(refine=False).model_id.endswith("+raw")
+    options = get_engine("unet", hu_ranges=HURanges.slice_o_matic_vat(), refine=False)
+    assert options.hu_ranges.vat == (-150.0, -50.0) and not options.refine
 
 
 @pytest.mark.parametrize(("size", "spacing"), [(512, 0.75), (384, 0.95)])
@@ -76,7 +79,8 @@ def test_phantom_segmentation_reaches_stated_dice(engine: UNetEngine, size: int,
     ph = phantom.make_slice(777, size=size, pixel_spacing=spacing)
     pred = engine.segment(np.asarray(ph.hu)[None], ph.pixel_spacing)[0]
     assert pred.shape == (size, size)
-    for label, minimum in ((1, 0.90), (2, 0.90), (3, 0.85)):
+    # shipped model on seed 777: muscle 0.92, SAT 0.94, VAT 0.94 (both grids); margin for generator changes
+    for label, minimum in ((1, 0.85), (2, 0.88), (3, 0.88)):
         assert dice(pred, np.asarray(ph.labels), label) >= minimum, label
 
 
@@ -94,12 +98,12 @@ def test_other_grid_sizes_and_spacings(engine: UNetEngine, shared_data: Path) ->
     assert small.shape == (1, 256, 256) and small.dtype == np.uint8
     assert dice(small[0], small_ref, 1) >= d_full - 0.06
 
-    crop = (slice(60, 460), slice(30, 480))  # 400×450, keeps the whole body
-    fine_hu = resize(hu[crop], (560, 630), order=1, preserve_range=True)  # 0.5 mm-ish pixels
-    fine_spacing = (spacing[0] * 400 / 560, spacing[1] * 450 / 630)
+    crop = (slice(40, 480), slice(10, 500))  # 440×490: body and most of the table
+    fine_hu = resize(hu[crop], (616, 686), order=1, preserve_range=True)  # 0.45 mm pixels
+    fine_spacing = (spacing[0] * 440 / 616, spacing[1] * 490 / 686)
     fine = engine.segment(fine_hu[None], fine_spacing)[0]
-    assert fine.shape == (560, 630)
-    back = resize(fine, (400, 450), order=0, preserve_range=True).astype(np.uint8)
+    assert fine.shape == (616, 686)
+    back = resize(fine, (440, 490), order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
     assert dice(back, ref[crop], 1) >= d_full - 0.03
 
 
@@ -111,9 +115,10 @@ def test_held_out_real_slices(
     refined = engine.segment(hu[None], spacing)[0]
     raw = raw_engine.segment(hu[None], spacing)[0]
     assert refined.shape == ref.shape
-    for label in (1, 2, 3):
-        assert dice(refined, ref, label) >= 0.80, label
-        assert dice(refined, ref, label) >= dice(raw, ref, label) - 0.02  # refinement must not hurt
+    # shipped model: EMC100 0.875 / 0.961 / 0.917, EMC172 0.939 / 0.967 / 0.951 (muscle / SAT / VAT)
+    for label, minimum in ((1, 0.82), (2, 0.93), (3, 0.89)):
+        assert dice(refined, ref, label) >= minimum, label
+        assert dice(refined, ref, label) >= dice(raw, ref, label)  # HU refinement helps every tissue
 
 
 def test_bad_input_and_missing_model(tmp_path: Path, engine: UNetEngine) -> None:
@@ -123,3 +128,24 @@ def test_bad_input_and_missing_model(tmp_path: Path, engine: UNetEngine) -> None
         engine.segment(np.zeros((1, 32, 32)), (0.0, 1.0))
     with pytest.raises(SegmentationError, match="model card"):
         UNetEngine(tmp_path)
+
+
+def test_output_does_not_depend_on_surrounding_air(raw_engine: UNetEngine) -> None:
+    """The body is placed on the training canvas, so a wider field of view (more air) changes nothing."""
+    phantom = pytest.importorskip("sarcoscope.phantom")
+    ph = phantom.make_slice(778, size=384, pixel_spacing=0.9)
+    hu = np.asarray(ph.hu, np.float32)
+    wide = np.pad(hu, ((40, 100), (90, 30)), constant_values=-1024.0)
+    a = raw_engine.segment(hu[None], ph.pixel_spacing)[0]
+    b = raw_engine.segment(wide[None], ph.pixel_spacing)[0][40:-100, 90:-30]
+    assert np.mean(a == b) > 0.995
+
+
+def test_score_resampling_matches_skimage() -> None:
+    from skimage.transform import resize
+
+    from sarcoscope.segmentation.unet import _resize_scores
+
+    scores = np.random.default_rng(0).random((2, 5, 60, 37)).astype(np.float32)
+    want = resize(scores, (2, 5, 128, 90), order=1, mode="edge", anti_aliasing=False)
+    assert np.abs(_resize_scores(scores, 128, 90) - want).max() < 1e-5

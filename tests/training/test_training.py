@@ -130,11 +130,13 @@ def test_split_is_by_patient(tmp_path: Path) -> None:
 
 
 def test_short_run_reduces_loss_exports_card_and_resumes(tmp_path: Path) -> None:
+    pytest.importorskip("sarcoscope.phantom")
     data = write_dataset(tmp_path / "d", n=6)
     out = tmp_path / "run"
-    first = train(tiny_config(data, out, max_epochs=8, epochs_this_run=4))
+    # 6 folder cases + 3 tiny phantoms (generated on the fly)
+    first = train(tiny_config(data, out, max_epochs=8, epochs_this_run=4, phantoms=3, phantom_size=96))
     assert not first.finished and first.epochs_run == 4
-    result = train(tiny_config(data, out, max_epochs=8, resume=True))
+    result = train(tiny_config(data, out, resume=True))  # the stored recipe is used
     hist = result.history
     assert [r["epoch"] for r in hist] == list(range(1, 9))
     assert hist[:4] == first.history  # resumed, not restarted
@@ -166,7 +168,9 @@ def test_short_run_reduces_loss_exports_card_and_resumes(tmp_path: Path) -> None
         assert key in card, key
     assert card["labels"] == {"0": "background", "1": "muscle", "2": "sat", "3": "vat", "4": "imat"}
     assert card["input"]["pixel_spacing_mm"] == 3.0 and card["input"]["size_multiple"] == 4
-    assert card["training_data"]["train"]["slices"] + card["training_data"]["validation"]["slices"] == 6
+    counts = card["training_data"]
+    assert counts["train"]["slices"] + counts["validation"]["slices"] == 9
+    assert counts["train"]["phantom_slices"] + counts["validation"]["phantom_slices"] == 3
     assert card["recipe"]["learning_rate"] == 5e-3 and card["recipe"]["batch_size"] == 2
     assert card["validation"]["best_epoch"] == result.best_epoch
     assert card["software"]["onnx_opset"] == 17

@@ -21,10 +21,10 @@ def _threshold_engine(**options: Any) -> SegmentationEngine:
 register_engine("threshold", _threshold_engine)
 
 
-def _unet_engine() -> SegmentationEngine:
+def _unet_engine(**options: Any) -> SegmentationEngine:
     from sarcoscope.segmentation.unet import UNetEngine
 
-    return UNetEngine()
+    return UNetEngine(**options)
 
 
 register_engine("unet", _unet_engine)

@@ -18,7 +18,7 @@ from skimage.transform import resize
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges
 from sarcoscope.errors import SegmentationError
-from sarcoscope.segmentation.refine import refine_labels
+from sarcoscope.segmentation.refine import BODY_THRESHOLD_HU, refine_labels
 
 #: The model shipped with the package (trained by `sarcoscope train`, see its MODEL_CARD.md).
 DEFAULT_MODEL_DIR = Path(__file__).with_name("models")
@@ -37,6 +37,10 @@ class InputSpec:
     pixel_spacing_mm: float = 1.5
     hu_window: tuple[float, float] = (-250.0, 350.0)
     size_multiple: int = 16
+    #: Side (model pixels) of the square canvas the network was trained on, the body centred in it. Instance
+    #: normalisation makes the output depend on how much air surrounds the body, so inference uses the same
+    #: canvas (larger only when the body does not fit). None = the whole image, padded to `size_multiple`.
+    canvas: int | None = None
 
     def normalise(self, hu: np.ndarray) -> np.ndarray:
         """Clip to the HU window and scale to 0..1 (air and padding are both 0)."""
@@ -79,13 +83,17 @@ class InputSpec:
             labels, out_shape, order=0, mode="edge", anti_aliasing=False, preserve_range=True
         ).astype(np.uint8)
 
-    def pad_amounts(self, shape: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Centred zero padding making (y, x) a multiple of `size_multiple` (the U-Net's down-sampling)."""
-        pads = []
-        for n in shape:
-            extra = (-n) % self.size_multiple
-            pads.append((extra // 2, extra - extra // 2))
-        return pads[0], pads[1]
+    def canvas_shape(self, grid: np.ndarray) -> tuple[int, int]:
+        """Canvas (y, x) for model-grid slices (m, y, x): the training canvas, grown to fit every body."""
+        need = [self.canvas or grid.shape[1], self.canvas or grid.shape[2]]
+        for hu in grid:
+            body = hu > BODY_THRESHOLD_HU
+            for axis in (0, 1):
+                occupied = np.flatnonzero(body.any(axis=1 - axis))
+                if occupied.size:
+                    need[axis] = max(need[axis], int(occupied[-1] - occupied[0] + 1))
+        m = self.size_multiple
+        return (-(-need[0] // m) * m, -(-need[1] // m) * m)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
@@ -93,6 +101,7 @@ class InputSpec:
             pixel_spacing_mm=float(data["pixel_spacing_mm"]),
             hu_window=(float(data["hu_window"][0]), float(data["hu_window"][1])),
             size_multiple=int(data["size_multiple"]),
+            canvas=int(data["canvas"]) if data.get("canvas") else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -100,6 +109,24 @@ class InputSpec:
         d["hu_window"] = list(self.hu_window)
         d["normalisation"] = "x = (clip(HU, lo, hi) - lo) / (hi - lo); outside the image (padding) x = 0"
         return d
+
+
+def body_window(hu: np.ndarray, size: tuple[int, int]) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """(source, destination) slices that place a (y, x) slice on a canvas of `size`, centred on the body.
+
+    Training crops and inference canvases are placed the same way, so the network sees what it learnt on.
+    """
+    body = hu > BODY_THRESHOLD_HU
+    src, dst = [], []
+    for axis in (0, 1):
+        n = hu.shape[axis]
+        occupied = np.flatnonzero(body.any(axis=1 - axis))
+        centre = (occupied[0] + occupied[-1]) / 2 if occupied.size else (n - 1) / 2
+        start = round(centre - (size[axis] - 1) / 2)  # canvas row/column 0 in source coordinates
+        s0, s1 = max(start, 0), min(start + size[axis], n)
+        src.append(slice(s0, s1))
+        dst.append(slice(s0 - start, s1 - start))
+    return (src[0], src[1]), (dst[0], dst[1])
 
 
 def resolve_model_dir(model_path: str | Path | None) -> Path:
@@ -136,19 +163,29 @@ def _providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def _resize_linear(a: np.ndarray, axis: int, n_out: int) -> np.ndarray:
-    """Linear resampling along one axis, pixel centres aligned like skimage's resize (edge mode).
-
-    Two gathers per axis: much faster than a general n-D interpolation of (n, 5, y, x) class scores.
-    """
-    n_in = a.shape[axis]
+def _linear_index(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neighbour indices and weights of linear resampling, pixel centres aligned like skimage (edge mode)."""
     src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
     lo = np.floor(src).astype(np.intp)
-    hi = np.minimum(lo + 1, n_in - 1)
-    shape = [1] * a.ndim
-    shape[axis] = n_out
-    frac = (src - lo).astype(a.dtype).reshape(shape)
-    return np.take(a, lo, axis=axis) * (1 - frac) + np.take(a, hi, axis=axis) * frac
+    return lo, np.minimum(lo + 1, n_in - 1), (src - lo).astype(np.float32)
+
+
+def _resize_scores(scores: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Linear resampling of class scores (n, c, y, x) to (n, c, h, w), one slice at a time.
+
+    Separable gathers per slice keep the working set in cache: several times faster than a general n-D
+    interpolation, which matters because this runs at the CT's full resolution.
+    """
+    ly, hy, fy = _linear_index(scores.shape[2], h)
+    lx, hx, fx = _linear_index(scores.shape[3], w)
+    out = np.empty((*scores.shape[:2], h, w), dtype=np.float32)
+    for i, a in enumerate(scores):
+        rows = a[:, ly, :]
+        rows += (a[:, hy, :] - rows) * fy[:, None]
+        cols = rows[:, :, lx]
+        cols += (rows[:, :, hx] - cols) * fx
+        out[i] = cols
+    return out
 
 
 def _softmax(logits: np.ndarray, axis: int) -> np.ndarray:
@@ -205,14 +242,19 @@ class UNetEngine:
         n, h, w = slices.shape
         out: np.ndarray | None = None
         for start in range(0, n, self.batch_size):
-            batch = self.spec.to_model_grid(slices[start : start + self.batch_size], spacing)
-            (py, px) = self.spec.pad_amounts(batch.shape[-2:])
-            x = np.pad(self.spec.normalise(batch), ((0, 0), py, px))[:, None]
-            logits = self._session.run(None, {self._input_name: x})[0]
-            logits = logits[:, :, py[0] : logits.shape[2] - py[1], px[0] : logits.shape[3] - px[1]]
-            probs = _softmax(logits.astype(np.float32), axis=1)
+            grid = self.spec.to_model_grid(slices[start : start + self.batch_size], spacing)
+            canvas = self.spec.canvas_shape(grid)
+            x = np.zeros((len(grid), 1, *canvas), dtype=np.float32)  # 0 = air after normalisation
+            windows = [body_window(g, canvas) for g in grid]
+            for i, (src, dst) in enumerate(windows):
+                x[i, 0][dst] = self.spec.normalise(grid[i][src])
+            scores = _softmax(self._session.run(None, {self._input_name: x})[0].astype(np.float32), axis=1)
+            probs = np.zeros((len(grid), scores.shape[1], *grid.shape[1:]), dtype=np.float32)
+            probs[:, 0] = 1.0  # outside the canvas: background
+            for i, (src, dst) in enumerate(windows):
+                probs[i][(slice(None), *src)] = scores[i][(slice(None), *dst)]
             if probs.shape[-2:] != (h, w):
-                probs = _resize_linear(_resize_linear(probs, 2, h), 3, w)
+                probs = _resize_scores(probs, h, w)
             if out is None:
                 out = np.empty((n, probs.shape[1], h, w), dtype=np.float32)
             out[start : start + len(probs)] = probs

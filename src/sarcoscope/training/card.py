@@ -27,8 +27,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- Pixel size {i['pixel_spacing_mm']} mm (the engine resamples other spacings and maps the output "
         "back to the CT's own grid).",
         f"- HU window {i['hu_window']}: {i['normalisation']}.",
-        f"- Height and width: any multiple of {i['size_multiple']} (the engine pads); trained on "
-        f"{i['training_crop'][0]}×{i['training_crop'][1]} crops centred on the body.",
+        f"- Canvas: {i['canvas']}×{i['canvas']} model pixels with the body centred (as in training; larger "
+        f"only when a body does not fit), any multiple of {i['size_multiple']} accepted by the ONNX model.",
         f"- Output: {card['output']}. Labels: "
         + ", ".join(f"{k} {name}" for k, name in card["labels"].items())
         + ".",

@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from sarcoscope.errors import InputError, SarcoscopeError
-from sarcoscope.segmentation.refine import BODY_THRESHOLD_HU
-from sarcoscope.segmentation.unet import InputSpec
+from sarcoscope.segmentation.unet import InputSpec, body_window
 from sarcoscope.training.config import TrainConfig
 
 IMAGE_SUFFIXES = (".dcm", ".nii.gz", ".nii", ".npy")
@@ -164,21 +163,12 @@ def read_labels(path: Path, mapping_spec: str | None) -> np.ndarray:
 
 
 def fit_to_size(hu: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crop or pad a model-grid slice to size×size, centred on the body, so no anatomy is cut needlessly."""
-    body = hu > BODY_THRESHOLD_HU
+    """Crop or pad a model-grid slice to size×size centred on the body (as the engine places its input)."""
     out_hu = np.full((size, size), PAD_HU, dtype=np.float32)
     out_lab = np.zeros((size, size), dtype=np.uint8)
-    src, dst = [], []
-    for axis in (0, 1):
-        n = hu.shape[axis]
-        occupied = np.flatnonzero(body.any(axis=1 - axis))
-        centre = (occupied[0] + occupied[-1]) / 2 if occupied.size else (n - 1) / 2
-        start = round(centre - (size - 1) / 2)  # first source index shown in the output
-        s0, s1 = max(start, 0), min(start + size, n)
-        src.append(slice(s0, s1))
-        dst.append(slice(s0 - start, s1 - start))
-    out_hu[dst[0], dst[1]] = hu[src[0], src[1]]
-    out_lab[dst[0], dst[1]] = labels[src[0], src[1]]
+    src, dst = body_window(hu, (size, size))
+    out_hu[dst] = hu[src]
+    out_lab[dst] = labels[src]
     return out_hu, out_lab
 
 
@@ -214,7 +204,7 @@ def load_folder(data_dir: str | Path, config: TrainConfig, spec: InputSpec) -> l
 
 
 def make_phantoms(config: TrainConfig, spec: InputSpec) -> list[Sample]:
-    """`config.phantoms` phantom slices, 512×512, seeded so runs are reproducible."""
+    """`config.phantoms` phantom slices, seeded so runs are reproducible."""
     from sarcoscope.phantom import make_slice
 
     rng = np.random.default_rng(config.phantom_seed)
@@ -224,7 +214,7 @@ def make_phantoms(config: TrainConfig, spec: InputSpec) -> list[Sample]:
         spacing = None
         if config.phantom_spacing_mm is not None:
             spacing = float(rng.uniform(*config.phantom_spacing_mm))
-        ph = make_slice(seed, size=512, pixel_spacing=spacing)
+        ph = make_slice(seed, size=config.phantom_size, pixel_spacing=spacing)
         g_hu, g_lab = prepare_slice(
             np.asarray(ph.hu, np.float32),
             np.asarray(ph.labels),

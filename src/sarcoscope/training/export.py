@@ -115,7 +115,6 @@ def build_card(
         "input": {
             **spec.as_dict(),
             "layout": "(n, 1, height, width) float32; rows anterior->posterior, columns patient right->left",
-            "training_crop": [config.input_size, config.input_size],
         },
         "output": "logits (n, 5, height, width); arg-max over axis 1 is the label id",
         "labels": {str(int(lab)): lab.name.lower() for lab in Label},

@@ -59,7 +59,12 @@ class TrainingResult:
 
 
 def input_spec(config: TrainConfig) -> InputSpec:
-    return InputSpec(config.pixel_spacing_mm, tuple(config.hu_window), config.size_multiple)  # type: ignore[arg-type]
+    return InputSpec(
+        config.pixel_spacing_mm,
+        tuple(config.hu_window),  # type: ignore[arg-type]
+        config.size_multiple,
+        canvas=config.input_size,
+    )
 
 
 def build_network(config: TrainConfig) -> UNet:
