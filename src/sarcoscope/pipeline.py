@@ -122,11 +122,11 @@ def analyze(
 
     warnings = list(volume.warnings)
     warnings += [f"{f['flag']}: {f['reason']}" for f in selection.flags]
-    warnings += [f"{name}: {why}" for name, why in patient.reasons.items() if "DICOM" in why]
+    warnings += list(patient.reasons.values())  # DICOM patient facts that were unusable, and why
     if md.contrast_agent:
         warnings.append(
-            f"Contrast-enhanced CT ({md.contrast_agent}): muscle attenuation and myosteatosis cutoffs "
-            "were derived mostly on portal-venous scans; interpret HU-based results with the phase in mind."
+            f"Contrast-enhanced CT ({md.contrast_agent}): contrast raises muscle attenuation, and "
+            "myosteatosis cutoffs depend on contrast phase and kVp; interpret HU-based results accordingly."
         )
     result = AnalysisResult(
         volume=volume,
