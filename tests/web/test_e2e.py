@@ -245,7 +245,9 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     # An earlier version can be viewed read-only and restored (as a new version on top).
     page.click("#versions li:has-text('v1 ·') button")
     page.wait_for_selector("#readonly-banner:not([hidden])")
-    assert "version 1" in page.locator("#analysis-version").inner_text()
+    page.wait_for_function(  # the analysis panel refreshes asynchronously after the version loads
+        "() => document.getElementById('analysis-version').textContent.includes('version 1')"
+    )
     assert _muscle_area(page) == pytest.approx(before)
     page.click("#restore-version")
     _wait_text(page, "study-message", "Restored as version 4")
