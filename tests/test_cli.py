@@ -174,6 +174,8 @@ def test_train_command_writes_model_and_card(tmp_path: Path) -> None:
         "--phantoms",
         "6",
         "--epochs",
+        "3",
+        "--epochs-this-run",
         "2",
         "--input-size",
         "64",
@@ -184,8 +186,12 @@ def test_train_command_writes_model_and_card(tmp_path: Path) -> None:
         "--no-progress",
     )
     assert result.exit_code == 0, result.output
+    assert "paused after 2 epoch(s)" in result.output
+    # resuming needs only the folder: the recipe is stored with the run
+    result = _invoke("train", "-o", out, "--resume", "--no-progress")
+    assert result.exit_code == 0, result.output
     card = json.loads((out / "model_card.json").read_text())
-    assert card["recipe"]["max_epochs"] == 2
+    assert card["recipe"]["max_epochs"] == 3 and card["validation"]["epochs_run"] == 3
     assert (out / "model.onnx").stat().st_size > 10_000
 
 

@@ -20,6 +20,7 @@ from rich.table import Table
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_INFERIOR_ENDPLATE, L3_MID, TISSUE_TITLES, HURanges
 from sarcoscope.errors import SarcoscopeError
+from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 app = typer.Typer(
     add_completion=False,
@@ -144,7 +145,7 @@ def analyze(
         str | None, typer.Option("--range", help="Analyse slices Z0:Z1 (inclusive) and average them.")
     ] = None,
     series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to analyse.")] = None,
-    engine: Annotated[str, typer.Option(help="Segmentation engine.")] = "threshold",
+    engine: Annotated[str, typer.Option(help="Segmentation engine.")] = DEFAULT_ENGINE,
     height_cm: Annotated[float | None, typer.Option("--height-cm", help="Patient height (for SMI).")] = None,
     weight_kg: Annotated[float | None, typer.Option("--weight-kg", help="Patient weight (for BMI).")] = None,
     sex: Annotated[Sex | None, typer.Option("--sex", help="Patient sex (for cutoffs).")] = None,
@@ -294,7 +295,7 @@ def batch(
         Path, typer.Argument(help="Folder of studies (one sub-folder/zip/NIfTI per case) or a CSV manifest.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (cases/<id>/, cohort.csv).")],
-    engine: Annotated[str, typer.Option(help="Segmentation engine.")] = "threshold",
+    engine: Annotated[str, typer.Option(help="Segmentation engine.")] = DEFAULT_ENGINE,
     cutoffs: Annotated[str | None, typer.Option("--cutoffs", help="Default cutoff set.")] = None,
     workers: Annotated[int, typer.Option(help="Parallel worker processes (or Dask workers).")] = 1,
     scheduler: Annotated[
@@ -447,6 +448,9 @@ def train(
     val_cases: Annotated[
         str | None, typer.Option(help="Case ids kept for validation (comma-separated).")
     ] = None,
+    val_from: Annotated[
+        str | None, typer.Option(help="Validation patients from: all, phantoms or data.")
+    ] = None,
     label_mapping: Annotated[
         str | None, typer.Option(help="Label mapping of DATA: built-in name or YAML file.")
     ] = None,
@@ -458,12 +462,19 @@ def train(
     input_size: Annotated[int | None, typer.Option(help="Network input size in pixels (paper: 512).")] = None,
     pixel_spacing: Annotated[float | None, typer.Option(help="Model pixel size in mm.")] = None,
     channels: Annotated[
-        str | None, typer.Option(help="U-Net channels per level, e.g. 16,32,64,128,256.")
+        str | None, typer.Option(help="U-Net channels per level, e.g. 8,16,32,64,128,256.")
     ] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Fraction of patients for validation.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option(help="Fine-tune a trained model: its folder, or 'default' for the shipped one."),
+    ] = None,
     augment: Annotated[bool | None, typer.Option(help="Geometric and noise augmentation.")] = None,
+    elastic: Annotated[
+        bool | None, typer.Option(help="Elastic deformation on top of the affine one.")
+    ] = None,
     window_augmentation: Annotated[
         bool | None, typer.Option(help="Windowing augmentation (off: the paper found it harmful).")
     ] = None,
@@ -475,7 +486,7 @@ def train(
         int | None, typer.Option(help="Stop after this many epochs (resume later).")
     ] = None,
 ) -> None:
-    """Train the U-Net with the paper's recipe and export it to ONNX with a model card (needs [train])."""
+    """Train the U-Net with the paper's recipe; export ONNX and a model card (needs the train extra)."""
 
     def body() -> None:
         try:
@@ -494,6 +505,7 @@ def train(
             phantoms=phantoms,
             cases=_csv_list(cases),
             val_cases=_csv_list(val_cases),
+            val_from=val_from,
             label_mapping=label_mapping,
             data_repeat=data_repeat,
             max_epochs=epochs,
@@ -507,7 +519,9 @@ def train(
             val_fraction=val_fraction,
             seed=seed,
             num_threads=threads,
+            init_from=init_from,
             augment=augment,
+            elastic=elastic,
             window_augmentation=window_augmentation,
             resume=resume or None,
             epochs_this_run=epochs_this_run,
@@ -540,7 +554,7 @@ def serve(
         str | None, typer.Option(envvar="SARCOSCOPE_TOKEN", help="Access token required to log in.")
     ] = None,
     max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload.")] = 4096,
-    engine: Annotated[str, typer.Option(help="Segmentation engine for 'Segment selected'.")] = "threshold",
+    engine: Annotated[str, typer.Option(help="Segmentation engine for 'Segment selected'.")] = DEFAULT_ENGINE,
 ) -> None:
     """Run the web labeling application (browser UI and API) at http://HOST:PORT/."""
     from sarcoscope.web import serve as run_server

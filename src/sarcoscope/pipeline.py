@@ -14,6 +14,7 @@ from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, HURanges
 from sarcoscope.imaging.volume import CTVolume
 from sarcoscope.level.selection import L3Selection, manual_range, manual_slice, single_slice_input
+from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 if TYPE_CHECKING:
     from sarcoscope.composition import Assessment, SliceComposition
@@ -69,7 +70,7 @@ def analyze(
     slice_index: int | None = None,
     slice_range: tuple[int, int] | None = None,
     series_uid: str | None = None,
-    engine: str = "threshold",
+    engine: str = DEFAULT_ENGINE,
     height_cm: float | None = None,
     weight_kg: float | None = None,
     sex: str | None = None,

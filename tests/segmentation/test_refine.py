@@ -8,15 +8,13 @@ from sarcoscope.conventions import HURanges, Label
 from sarcoscope.segmentation.refine import (
     body_mask,
     close_mm,
-    constrain_to_hu,
     dilate_mm,
     erode_mm,
-    fat_in_muscle_to_imat,
     in_convex_hull,
     muscle_compartments,
     open_mm,
-    refine_labels,
     remove_small_islands,
+    tissues_from_compartments,
 )
 
 M, S, V, IM = Label.MUSCLE, Label.SAT, Label.VAT, Label.IMAT
@@ -54,35 +52,71 @@ def test_in_convex_hull():
     assert not in_convex_hull(single, np.array([[2, 2]])).any()
 
 
-def test_constrain_to_hu():
-    hu = np.array([[50.0, -100.0, 50.0, -100.0, 500.0, -100.0, -100.0]])
-    labels = np.array([[M, M, S, S, M, V, IM]], dtype=np.uint8)
-    out = constrain_to_hu(labels, hu)
-    np.testing.assert_array_equal(out, [[M, 0, 0, S, 0, V, IM]])
-    narrow = constrain_to_hu(
-        np.array([[V, V]], np.uint8), np.array([[-170.0, -100.0]]), HURanges.slice_o_matic_vat()
-    )
-    np.testing.assert_array_equal(narrow, [[0, V]])
-
-
-def test_fat_inside_muscle_becomes_imat_but_not_the_cavity():
+def test_muscle_compartments_hold_pockets_but_not_the_cavity():
     spacing = (1.0, 1.0)
-    hu = np.full((100, 100), -100.0)
-    labels = np.zeros((100, 100), np.uint8)
-    labels[5:25, 5:25] = M  # a muscle block with a 4x4 mm fat pocket that a model labelled VAT
-    hu[5:25, 5:25] = 50.0
-    hu[12:16, 12:16] = -90.0
-    labels[12:16, 12:16] = V
-    labels[30:98, 30:98] = M  # a muscle ring enclosing a 60x60 mm "abdominal cavity" of VAT
-    hu[30:98, 30:98] = 50.0
-    labels[34:94, 34:94] = V
-    hu[34:94, 34:94] = -100.0
-    out = fat_in_muscle_to_imat(labels, hu, spacing)
-    assert (out[12:16, 12:16] == IM).all()
-    assert (out[36:92, 36:92] == V).all()  # 36 cm² is a cavity, not an intermuscular pocket
-    assert (out[labels == M] == M).all()
-    comp = muscle_compartments(labels == M, spacing, closing_mm=1.0, max_hole_cm2=0.1)
-    assert not comp[14, 14]  # 0.16 cm² pocket above the given limit
+    muscle = np.zeros((100, 100), bool)
+    muscle[5:25, 5:25] = True
+    muscle[12:16, 12:16] = False  # a 4x4 mm fat pocket in a muscle block
+    muscle[30:98, 30:98] = True
+    muscle[34:94, 34:94] = False  # a muscle ring around a 60x60 mm "abdominal cavity"
+    comp = muscle_compartments(muscle, spacing)
+    assert comp[12:16, 12:16].all()
+    assert not comp[36:92, 36:92].any()  # 36 cm² is a cavity, not an intermuscular pocket
+    assert comp[muscle].all()
+    assert not muscle_compartments(muscle, spacing, closing_mm=1.0, max_hole_cm2=0.1)[14, 14]
+
+
+def _one_hot(classes: np.ndarray) -> np.ndarray:
+    return (classes[None] == np.arange(5)[:, None, None]).astype(np.float32)
+
+
+def test_tissues_from_compartments_follow_the_hu_windows():
+    """Compartment first, then HU: the reference protocol on a hand-made 1 mm slice with known answers."""
+    hu = np.full((60, 60), -1024.0)
+    hu[5:55, 5:55] = 40.0  # the body
+    comp = np.zeros((60, 60), np.uint8)
+    comp[10:20, 10:50] = M  # a muscle compartment ...
+    hu[12:15, 12:15] = -80.0  # ... with a fat pocket -> IMAT
+    hu[12:15, 40:43] = 300.0  # ... and bone-dense pixels -> 0
+    comp[25:35, 10:50] = S  # subcutaneous compartment: fat, with a septum of muscle density -> 0
+    hu[25:35, 10:50] = -100.0
+    hu[30, 10:50] = 30.0
+    comp[40:50, 10:50] = V  # visceral compartment: fat at -170 HU and at -100 HU
+    hu[40:50, 10:30] = -170.0
+    hu[40:50, 30:50] = -100.0
+    comp[0:3, 0:3] = S  # outside the body
+    probs = _one_hot(comp)
+    out = tissues_from_compartments(probs, hu, (1.0, 1.0))
+    assert (out[16:20, 10:50] == M).all() and (out[12:15, 12:15] == IM).all()
+    assert not out[12:15, 40:43].any() and not out[0:3, 0:3].any()
+    assert (out[25:30, 10:50] == S).all() and not out[30, 10:50].any()
+    assert (out[40:50, 10:50] == V).all()
+    narrow = tissues_from_compartments(probs, hu, (1.0, 1.0), HURanges.slice_o_matic_vat())
+    assert not narrow[40:50, 10:30].any() and (narrow[40:50, 30:50] == V).all()
+    # the network's IMAT class belongs to the muscle compartment: fat density there is IMAT, never VAT
+    probs_imat = _one_hot(np.where(comp == M, IM, comp).astype(np.uint8))
+    out_imat = tissues_from_compartments(probs_imat, hu, (1.0, 1.0))
+    assert (out_imat[16:20, 10:50] == M).all() and (out_imat[12:15, 12:15] == IM).all()
+
+
+def test_compartment_scores_are_pooled_before_the_arg_max():
+    hu = np.full((20, 20), 40.0)
+    probs = np.zeros((5, 20, 20), np.float32)
+    probs[0], probs[1], probs[4] = 0.4, 0.35, 0.25  # background is the top class, the muscle compartment wins
+    out = tissues_from_compartments(probs, hu, (1.0, 1.0))
+    assert (out == M).all()
+    probs[0], probs[1], probs[4] = 0.6, 0.2, 0.2
+    assert not tissues_from_compartments(probs, hu, (1.0, 1.0)).any()
+
+
+def test_muscle_speckle_is_removed_but_fat_pockets_stay():
+    hu = np.full((40, 40), -100.0)
+    comp = np.full((40, 40), V, np.uint8)
+    comp[5:8, 5:8] = M  # 9 mm² of "muscle" in the visceral fat: speckle
+    hu[5:8, 5:8] = 40.0
+    comp[20:22, 20:22] = S  # a 4 mm² SAT island is real fat, kept
+    out = tissues_from_compartments(_one_hot(comp), hu, (1.0, 1.0), body=np.ones((40, 40), bool))
+    assert not out[5:8, 5:8].any() and (out[20:22, 20:22] == S).all()
 
 
 def test_remove_small_islands():
@@ -112,15 +146,17 @@ def test_body_mask_removes_table_and_fills_gas():
     assert not body_mask(np.full((50, 50), -1024.0), (1.0, 1.0)).any()
 
 
-def test_refine_labels_on_a_stack():
-    hu = np.full((2, 60, 60), -1024.0)
-    labels = np.zeros((2, 60, 60), np.uint8)
-    hu[:, 10:50, 10:50] = 50.0
-    labels[:, 10:50, 10:50] = M
-    hu[:, 25:28, 25:28] = -80.0  # fat inside muscle labelled muscle -> IMAT
-    labels[0, 0:3, 0:3] = S  # a label outside the body -> cleared
-    out = refine_labels(labels, hu, (1.0, 1.0))
-    assert out.shape == labels.shape and out.dtype == np.uint8
-    assert (out[:, 25:28, 25:28] == IM).all()
-    assert not out[0, 0:3, 0:3].any()
-    assert (out[:, 12, 12] == M).all()
+def test_fat_on_the_body_outline_takes_the_tissue_below_it():
+    """Resampled network scores blur into the air at the skin: there "other" is no candidate, fat is SAT."""
+    hu = np.full((40, 40), -1024.0)
+    hu[4:36, 4:36] = -100.0  # a fat body ...
+    hu[10:30, 10:30] = 40.0  # ... around muscle
+    comp = np.full((40, 40), S, np.uint8)
+    comp[:6, :] = comp[:, :6] = 0  # the network calls the outermost 2 mm "other" (the air's class)
+    comp[10:30, 10:30] = M
+    comp[14:26, 14:26] = 0  # deep inside the body "other" stays other (an organ)
+    probs = _one_hot(comp)
+    probs[S][comp == 0] = 0.1  # with some SAT score
+    out = tissues_from_compartments(probs, hu, (1.0, 1.0))
+    assert (out[4:6, 10:30] == S).all() and (out[10:30, 4:6] == S).all()  # (the body mask rounds corners)
+    assert not out[14:26, 14:26].any() and not out[:4].any()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from sarcoscope.errors import InputError  # noqa: E402
 from sarcoscope.segmentation.unet import InputSpec, UNetEngine  # noqa: E402
 from sarcoscope.training import load_config, train  # noqa: E402
 from sarcoscope.training.data import find_pairs, load_folder, read_labels, split_by_patient  # noqa: E402
-from sarcoscope.training.export import export_onnx, onnx_max_difference  # noqa: E402
+from sarcoscope.training.export import export_onnx, load_onnx_weights, onnx_max_difference  # noqa: E402
 from sarcoscope.training.trainer import build_loss, build_network  # noqa: E402
 
 SPACING = 1.5  # mm of the synthetic slices
@@ -99,7 +100,7 @@ def test_config_from_yaml_with_flag_overrides(tmp_path: Path) -> None:
     assert not config.window_augmentation
     with pytest.raises(InputError, match="Unknown training setting"):
         load_config(None, phantoms=1, learnig_rate=1)
-    with pytest.raises(InputError, match="multiple of 16"):
+    with pytest.raises(InputError, match="multiple of 32"):
         load_config(None, phantoms=1, input_size=250)
 
 
@@ -127,6 +128,14 @@ def test_split_is_by_patient(tmp_path: Path) -> None:
     assert "case5" in {s.case for s in val_s}
     assert not {s.patient for s in train_s} & {s.patient for s in val_s}
     assert len(train_s) + len(val_s) == 6
+    # a few real cases all train when validation is drawn from the phantoms
+    phantoms = [replace(s, case=f"p{i}", patient=f"p{i}", source="phantom") for i, s in enumerate(samples)]
+    config = tiny_config(data, tmp_path / "o", val_from="phantoms", val_fraction=0.5)
+    train_s, val_s = split_by_patient(samples + phantoms, config)
+    assert {s.source for s in val_s} == {"phantom"} and len(val_s) == 3
+    assert {s.case for s in samples} <= {s.case for s in train_s}
+    with pytest.raises(InputError, match="No phantom patients"):
+        split_by_patient(samples, config)
 
 
 def test_short_run_reduces_loss_exports_card_and_resumes(tmp_path: Path) -> None:
@@ -193,3 +202,44 @@ def test_onnx_matches_pytorch(tmp_path: Path) -> None:
     export_onnx(model, tmp_path / "m.onnx", torch.rand(1, 1, 64, 64))
     # other batch size and a non-square size than the export example: the axes are dynamic
     assert onnx_max_difference(model, tmp_path / "m.onnx", torch.rand(3, 1, 48, 80)) < 1e-4
+
+
+def test_onnx_weights_load_back_into_the_network(tmp_path: Path) -> None:
+    """Fine-tuning starts from an exported model: its ONNX weights rebuild the same network exactly."""
+    config = load_config(None, phantoms=1, channels=[4, 8, 16, 32], strides=[2, 2, 2])
+    torch.manual_seed(0)
+    trained = build_network(config)
+    with torch.no_grad():  # PReLU slopes away from their 0.25 default, so a mix-up would show
+        for name, param in trained.named_parameters():
+            if name.endswith("adn.A.weight"):
+                param.uniform_(0.0, 0.5)
+    export_onnx(trained, tmp_path / "m.onnx", torch.rand(1, 1, 64, 64))
+    torch.manual_seed(1)
+    fresh = build_network(config)
+    load_onnx_weights(fresh, tmp_path / "m.onnx")
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    other = build_network(load_config(None, phantoms=1, channels=[4, 8, 16], strides=[2, 2]))
+    with pytest.raises(InputError, match="does not match"):
+        load_onnx_weights(other, tmp_path / "m.onnx")
+
+
+def test_fine_tuning_starts_from_the_given_model(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "d", n=6)
+    base = train(tiny_config(data, tmp_path / "base", max_epochs=6))
+    # other network settings on the command line are overridden by the starting model's card
+    tuned = train(
+        tiny_config(
+            data, tmp_path / "tuned", max_epochs=2, init_from=str(tmp_path / "base"),
+            channels=[8, 16, 32], augment=True, elastic=True,
+        )
+    )  # fmt: skip
+    assert tuned.history[0]["train_loss"] < 0.9 * base.history[0]["train_loss"]
+    card = json.loads((tmp_path / "tuned" / "model_card.json").read_text())
+    base_id = json.loads((tmp_path / "base" / "model_card.json").read_text())["model_id"]
+    assert card["architecture"]["channels"] == [4, 8, 16]
+    assert card["training_data"]["initialised_from"] == base_id
+    markdown = (tmp_path / "tuned" / "MODEL_CARD.md").read_text()
+    assert f"Fine-tuned from `{base_id}`" in markdown and "elastic deformation" in markdown
+    with pytest.raises(InputError, match="Cannot fine-tune"):
+        train(tiny_config(data, tmp_path / "x", init_from=str(tmp_path / "nothing")))

@@ -20,6 +20,7 @@ from typing import Any
 
 from sarcoscope.batch.cases import Case
 from sarcoscope.errors import SarcoscopeError
+from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 REPORT = "report.json"
 
@@ -158,7 +159,7 @@ def run_batch(
     cases: list[Case],
     out_root: Path,
     *,
-    engine: str = "threshold",
+    engine: str = DEFAULT_ENGINE,
     cutoff_set: str | None = None,
     workers: int = 1,
     scheduler: str | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sarcoscope.segmentation.base import (
+    DEFAULT_ENGINE,
     SegmentationEngine,
     available_engines,
     get_engine,
@@ -29,4 +30,4 @@ def _unet_engine(**options: Any) -> SegmentationEngine:
 
 register_engine("unet", _unet_engine)
 
-__all__ = ["SegmentationEngine", "available_engines", "get_engine", "register_engine"]
+__all__ = ["DEFAULT_ENGINE", "SegmentationEngine", "available_engines", "get_engine", "register_engine"]

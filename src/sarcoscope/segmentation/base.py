@@ -29,6 +29,9 @@ class SegmentationEngine(Protocol):
 
 _ENGINES: dict[str, Callable[..., SegmentationEngine]] = {}
 
+#: The engine `analyze`, `batch` and the web app use unless told otherwise (README, "Accuracy", says why).
+DEFAULT_ENGINE = "threshold"
+
 
 def register_engine(name: str, factory: Callable[..., SegmentationEngine]) -> None:
     """Make an engine available by name; `factory(**options)` builds it (options e.g. hu_ranges)."""

@@ -1,4 +1,4 @@
-"""Post-processing shared by every engine: body mask, HU refinement, IMAT split and island removal.
+"""Post-processing shared by the engines: body mask, morphology in mm, HU windows, compartments to tissues.
 
 The reference protocol (Alberta / Slice-O-Matic) defines each tissue as "pixels inside a compartment whose HU
 lies in the tissue window". Engines that predict compartments (the U-Net, the threshold baseline) therefore
@@ -18,6 +18,9 @@ from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 #: Pixels above this HU are "something" (body, table, clothes); air and out-of-field padding are below it.
 BODY_THRESHOLD_HU = -500.0
 
+
+#: Band along the body outline (mm) whose pixels always take a tissue compartment (tissues_from_compartments).
+OUTLINE_MM = 2.0
 
 #: Up to this radius (pixels) a structuring element is faster than a distance transform.
 _SMALL_RADIUS_PX = 4.0
@@ -143,25 +146,6 @@ def tissue_masks(hu: np.ndarray, hu_ranges: HURanges = DEFAULT_HU_RANGES) -> dic
     return out
 
 
-def constrain_to_hu(
-    labels: np.ndarray, hu: np.ndarray, hu_ranges: HURanges = DEFAULT_HU_RANGES
-) -> np.ndarray:
-    """Set every tissue pixel whose HU is outside its tissue window to 0 (the Slice-O-Matic rule).
-
-    Works on one slice (y, x) or a stack (n, y, x); returns a new uint8 array.
-    """
-    out = np.asarray(labels, dtype=np.uint8).copy()
-    masks = tissue_masks(hu, hu_ranges)
-    for tissue, label in (
-        ("muscle", Label.MUSCLE),
-        ("sat", Label.SAT),
-        ("vat", Label.VAT),
-        ("imat", Label.IMAT),
-    ):
-        out[(out == label) & ~masks[tissue]] = Label.BACKGROUND
-    return out
-
-
 def muscle_compartments(
     muscle: np.ndarray,
     pixel_spacing: tuple[float, float],
@@ -183,25 +167,6 @@ def muscle_compartments(
         small[0] = False
         closed |= small[lab]
     return closed
-
-
-def fat_in_muscle_to_imat(
-    labels: np.ndarray,
-    hu: np.ndarray,
-    pixel_spacing: tuple[float, float],
-    hu_ranges: HURanges = DEFAULT_HU_RANGES,
-    closing_mm: float = 2.0,
-) -> np.ndarray:
-    """Relabel adipose-HU pixels enclosed by muscle compartments as IMAT (one slice, (y, x)).
-
-    Engines label compartments; the fat inside them (marbling, the pockets beside the spinous process) is
-    IMAT whatever the engine guessed, and muscle-labelled pixels with adipose HU become IMAT too.
-    """
-    out = np.asarray(labels, dtype=np.uint8).copy()
-    comp = muscle_compartments(out == Label.MUSCLE, pixel_spacing, closing_mm)
-    fat = tissue_masks(hu, hu_ranges)["imat"]
-    out[comp & fat & (out != Label.SAT)] = Label.IMAT
-    return out
 
 
 def remove_small_islands(
@@ -231,31 +196,37 @@ def remove_small_islands(
     return out
 
 
-def refine_labels(
-    labels: np.ndarray,
+def tissues_from_compartments(
+    probs: np.ndarray,
     hu: np.ndarray,
     pixel_spacing: tuple[float, float],
     hu_ranges: HURanges = DEFAULT_HU_RANGES,
     body: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The full shared post-processing of one slice (y, x) or a stack (n, y, x).
+    """Label map of one slice from a network's class probabilities (5, y, x), by the reference protocol.
 
-    Order matters: labels outside the body are cleared, fat enclosed by muscle becomes IMAT (before the HU
-    rule would erase fat-density pixels labelled muscle), then the HU windows are applied and speckle removed.
+    The five class scores are pooled into four compartments (other; muscle = muscle + IMAT, since IMAT is the
+    fat of a muscle compartment; SAT; VAT). Each pixel takes its most probable compartment and then the
+    tissue of that compartment whose HU window holds the pixel: muscle or IMAT in a muscle compartment, SAT
+    in the subcutaneous and VAT in the visceral one; a pixel outside every window is 0. So the network only
+    has to place the compartments, while the tissue boundaries follow the HU thresholds at the CT's own
+    resolution, as in manual Slice-O-Matic labelling. Labels outside the body and muscle speckle are cleared.
+
+    Within `OUTLINE_MM` of the body outline "other" is not a candidate: there it stands for the air outside,
+    which the body mask already removes, and the network's scores, resampled from its coarser grid, blur
+    into that air. The skin line's partial-volume fat is SAT in the reference protocol, and without this rule
+    a thin patient would lose a large share of the SAT.
     """
-    labels = np.asarray(labels)
-    if labels.ndim == 3:
-        return np.stack(
-            [
-                refine_labels(lab, h, pixel_spacing, hu_ranges, None if body is None else b)
-                for lab, h, b in zip(
-                    labels, hu, body if body is not None else [None] * len(labels), strict=True
-                )
-            ]
-        )
-    out = np.asarray(labels, dtype=np.uint8).copy()
     inside = body if body is not None else body_mask(hu, pixel_spacing)
+    p = probs
+    other = np.where(inside & ~erode_mm(inside, OUTLINE_MM, pixel_spacing), 0.0, p[Label.BACKGROUND])
+    pooled = (other, p[Label.MUSCLE] + p[Label.IMAT], p[Label.SAT], p[Label.VAT])
+    compartment = np.argmax(np.stack(pooled), axis=0)
+    windows = tissue_masks(hu, hu_ranges)
+    out = np.zeros(hu.shape, dtype=np.uint8)
+    out[(compartment == 1) & windows["muscle"]] = Label.MUSCLE
+    out[(compartment == 1) & windows["imat"]] = Label.IMAT
+    out[(compartment == 2) & windows["sat"]] = Label.SAT
+    out[(compartment == 3) & windows["vat"]] = Label.VAT
     out[~inside] = Label.BACKGROUND
-    out = fat_in_muscle_to_imat(out, hu, pixel_spacing, hu_ranges)
-    out = constrain_to_hu(out, hu, hu_ranges)
-    return remove_small_islands(out, pixel_spacing)
+    return remove_small_islands(out, pixel_spacing, {Label.MUSCLE: 10.0})

@@ -37,6 +37,11 @@ def card_markdown(card: dict[str, Any]) -> str:
         "## Training data",
         t["description"] or "(no description given)",
         "",
+        *(
+            [f"- Fine-tuned from `{t['initialised_from']}` (its weights were the starting point)."]
+            if t.get("initialised_from")
+            else []
+        ),
         f"- Phantom slices: {t['phantoms']}; data folders: {t['data_dirs'] or 'none'} "
         f"(label mapping `{t['label_mapping']}`).",
         f"- Train: {t['train']['slices']} slices ({t['train']['phantom_slices']} phantom, "
@@ -53,6 +58,12 @@ def card_markdown(card: dict[str, Any]) -> str:
         + (
             f"rotation ±{r['rotate_deg']}°, scale ±{r['scale_range']}, shift ±{r['translate_mm']} mm, "
             f"left-right flip {r['flip_lr']}, Gaussian noise up to {r['noise_hu']} HU"
+            + (
+                f", elastic deformation (control points {r['elastic_spacing_mm']} mm apart, up to "
+                f"{r['elastic_magnitude_mm']} mm)"
+                if r.get("elastic")
+                else ""
+            )
             if r["augment"]
             else "none"
         )

@@ -227,7 +227,10 @@ def make_phantoms(config: TrainConfig, spec: InputSpec) -> list[Sample]:
 
 
 def split_by_patient(samples: list[Sample], config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
-    """Train/validation split over patients (never slices), with `val_cases` forced into validation."""
+    """Train/validation split over patients (never slices), with `val_cases` forced into validation.
+
+    The random share is `val_fraction` of the patients of the `val_from` kind (phantoms, data or all).
+    """
     patients = sorted({s.patient for s in samples})
     if len(patients) < 2:
         raise InputError("Training needs at least 2 patients (one for validation); add data or phantoms.")
@@ -237,9 +240,14 @@ def split_by_patient(samples: list[Sample], config: TrainConfig) -> tuple[list[S
     missing = set(config.val_cases) - {s.case for s in samples} - {s.patient for s in samples}
     if missing:
         raise InputError(f"val_cases not found in the training data: {', '.join(sorted(missing))}.")
-    rest = [p for p in patients if p not in forced]
+    source = {s.patient: s.source for s in samples}
+    wanted = {"all": ("data", "phantom"), "phantoms": ("phantom",), "data": ("data",)}[config.val_from]
+    rest = [p for p in patients if p not in forced and source[p] in wanted]
     order = np.random.default_rng(config.seed).permutation(len(rest))
-    n_val = max(0, max(1, round(config.val_fraction * len(patients))) - len(forced))
+    pool = [p for p in patients if source[p] in wanted]
+    n_val = max(0, max(1, round(config.val_fraction * len(pool))) - len(forced))
+    if not rest and n_val:
+        raise InputError(f"No {' or '.join(wanted)} patients to validate on (val_from: {config.val_from}).")
     val_patients = forced | {rest[i] for i in order[:n_val]}
     if len(val_patients) == len(patients):
         raise InputError("Validation would take every patient; lower val_fraction or list fewer val_cases.")

@@ -6,7 +6,6 @@ sarcoscope.validation.metrics so the numbers match `sarcoscope validate`.
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,7 @@ from sarcoscope.conventions import TISSUES
 from sarcoscope.segmentation.base import SegmentationEngine
 from sarcoscope.training.data import find_pairs, read_image, read_labels
 from sarcoscope.validation.metrics import case_metrics
-
-#: The paper's IoU bins for the pooled M+S+V score (lower edges, last bin open).
-IOU_BINS = (0.0, 0.8, 0.85, 0.9, 0.95)
+from sarcoscope.validation.stats import iou_bin
 
 
 def evaluate(
@@ -42,15 +39,6 @@ def evaluate(
     return rows
 
 
-def iou_bin(value: float) -> str:
-    """The paper's bin label of an IoU value, e.g. '0.90-0.95'."""
-    edges = (*IOU_BINS, 1.0001)
-    for lo, hi in itertools.pairwise(edges):
-        if lo <= value < hi:
-            return f"{lo:.2f}-{min(hi, 1.0):.2f}" if lo > 0 else f"<{hi:.2f}"
-    return "?"
-
-
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """Per case and engine: Dice / IoU per tissue and pooled M+S+V with its IoU bin; each engine's mean."""
     head = (
@@ -63,7 +51,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     def fmt(r: dict[str, Any]) -> str:
         cells = [f"{r[f'{t}_dice']:.3f} / {r[f'{t}_iou']:.3f}" for t in TISSUES]
         cells.append(f"{r['msv_dice']:.3f} / {r['msv_iou']:.3f}")
-        return " | ".join(cells) + f" | {iou_bin(r['msv_iou'])} |"
+        return " | ".join(cells) + f" | {iou_bin(r['msv_iou']) or '-'} |"
 
     for r in rows:
         lines.append(f"| {r['case']} | {r['engine']} | " + fmt(r))

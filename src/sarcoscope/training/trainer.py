@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
-from monai.transforms import Compose, RandAffined, RandFlipd, RandGaussianNoised
+from monai.transforms import Compose, Rand2DElasticd, RandAffined, RandFlipd, RandGaussianNoised
 from torch.utils.data import DataLoader, Dataset
 
 from sarcoscope.conventions import TISSUES, Label
@@ -99,19 +99,23 @@ class SliceDataset(Dataset):
         lo, hi = spec.hu_window
         transforms = []
         if self.augment:
-            rad = math.radians(config.rotate_deg)
-            shift = config.translate_mm / spec.pixel_spacing_mm
-            transforms.append(
-                RandAffined(
-                    keys=("image", "label"),
-                    prob=0.8,
-                    rotate_range=(rad,),
-                    scale_range=(config.scale_range, config.scale_range),
-                    translate_range=(shift, shift),
-                    mode=("bilinear", "nearest"),
-                    padding_mode="zeros",
+            affine = {
+                "keys": ("image", "label"),
+                "prob": 0.8,
+                "rotate_range": (math.radians(config.rotate_deg),),
+                "scale_range": (config.scale_range, config.scale_range),
+                "translate_range": (config.translate_mm / spec.pixel_spacing_mm,) * 2,
+                "mode": ("bilinear", "nearest"),
+                "padding_mode": "zeros",
+            }
+            if config.elastic:
+                grid = config.elastic_spacing_mm / spec.pixel_spacing_mm
+                magnitude = config.elastic_magnitude_mm / spec.pixel_spacing_mm
+                transforms.append(
+                    Rand2DElasticd(spacing=(grid, grid), magnitude_range=(0.0, magnitude), **affine)
                 )
-            )
+            else:
+                transforms.append(RandAffined(**affine))
             if config.flip_lr:
                 transforms.append(RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=1))
             if config.noise_hu > 0:
@@ -240,6 +244,12 @@ def train(config: TrainConfig) -> TrainingResult:
         raise InputError(
             f"{out} already holds a training run; use --resume to continue it or another -o folder."
         )
+    init = None
+    if config.init_from and state is None:
+        init = starting_model(config.init_from)
+        config = replace(config, **init.settings)
+        config.validate()
+    initialised_from = state.get("initialised_from") if state else init.model_id if init else None
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
 
@@ -281,6 +291,10 @@ def train(config: TrainConfig) -> TrainingResult:
         start_epoch, seconds = state["epoch"] + 1, state["seconds"]
         torch.set_rng_state(state["torch_rng"])
         train_loader.generator.set_state(state["loader_rng"])
+    elif init is not None:
+        from sarcoscope.training.export import load_onnx_weights
+
+        load_onnx_weights(model, init.onnx_path)
 
     stopped_early = bad_epochs >= config.patience
     end_epoch = config.max_epochs
@@ -329,6 +343,7 @@ def train(config: TrainConfig) -> TrainingResult:
                     "bad_epochs": bad_epochs,
                     "seconds": time.monotonic() - t_start,
                     "torch_rng": torch.get_rng_state(),
+                    "initialised_from": initialised_from,
                     "loader_rng": train_loader.generator.get_state(),
                 },
                 last_path,
@@ -373,6 +388,7 @@ def train(config: TrainConfig) -> TrainingResult:
             "finished": finished,
             "seconds": round(seconds, 1),
             "best": best,
+            "initialised_from": initialised_from,
         },
     )
     return TrainingResult(
@@ -388,6 +404,42 @@ def train(config: TrainConfig) -> TrainingResult:
         seconds=seconds,
         history=history,
     )
+
+
+@dataclass
+class StartingModel:
+    """A trained model to fine-tune: its ONNX weights, its id, and the settings its network was built with."""
+
+    onnx_path: Path
+    model_id: str
+    settings: dict[str, Any]
+
+
+def starting_model(spec: str) -> StartingModel:
+    """The model named by `init_from` ("default" = the shipped one) with the settings its card fixes."""
+    from sarcoscope.errors import SegmentationError
+    from sarcoscope.segmentation.unet import MODEL_FILE, load_model_card, resolve_model_dir
+
+    folder = resolve_model_dir(None if spec == "default" else spec)
+    try:
+        card = load_model_card(folder)
+    except SegmentationError as exc:
+        raise InputError(f"Cannot fine-tune from {spec}: {exc}") from None
+    onnx_path = folder / card.get("files", {}).get("onnx", MODEL_FILE)
+    if not onnx_path.is_file():
+        raise InputError(f"Cannot fine-tune from {spec}: {onnx_path} is missing.")
+    a, i = card["architecture"], card["input"]
+    settings = {
+        "channels": tuple(a["channels"]),
+        "strides": tuple(a["strides"]),
+        "num_res_units": int(a["num_res_units"]),
+        "dropout": float(a["dropout"]),
+        "pixel_spacing_mm": float(i["pixel_spacing_mm"]),
+        "hu_window": tuple(float(v) for v in i["hu_window"]),
+    }
+    if i.get("canvas"):
+        settings["input_size"] = int(i["canvas"])
+    return StartingModel(onnx_path, str(card["model_id"]), settings)
 
 
 def _data_counts(train: list[Sample], val: list[Sample]) -> dict[str, Any]:

@@ -21,6 +21,11 @@ from sarcoscope.errors import SarcoscopeError
 from sarcoscope.validation.runner import ValidationReport, run_validation
 
 REAL_SUBDIR = Path("real") / "l3_slices"
+#: Name ending of the leave-one-patient-out report folders that scripts/train_default_model.py writes.
+CV_SUFFIX = "-cv"
+PEER_SUBDIR = Path("real") / "peer_outputs" / "totalsegmentator_tissue_types"
+#: TotalSegmentator tissue_types mask files -> the project's id they are compared with (torso_fat ~ VAT+IMAT).
+PEER_MASKS = {"skeletal_muscle": 1, "subcutaneous_fat": 2, "torso_fat": 3}
 REAL_VOLUME = Path("real") / "volumes" / "ts_example"
 L3_VERTEBRA_ID = 29  # TotalSegmentator's vertebrae_L3
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -103,13 +108,60 @@ def validate_localizer(
         )
 
 
+def peer_agreement(shared_data: str | Path, engines: Sequence[str]) -> dict[str, dict[str, float] | str]:
+    """Dice of each engine against TotalSegmentator's tissue_types masks on its example CT (a peer model).
+
+    The 30 slices (3 mm pixels, T11-L2) are scored as one volume: muscle vs skeletal_muscle, SAT vs
+    subcutaneous_fat, and VAT+IMAT vs torso_fat (all fat inside the torso wall, close to VAT plus IMAT).
+    Returns {engine: {"muscle": d, "sat": d, "vat": d}, or the reason it could not run}.
+    """
+    from sarcoscope.imaging.nifti import read_nifti
+    from sarcoscope.segmentation import get_engine
+    from sarcoscope.validation.mappings import load_mapping
+    from sarcoscope.validation.metrics import dice
+
+    folder = Path(shared_data) / PEER_SUBDIR
+    ct = read_nifti(folder / "example_ct_sm.nii.gz")
+    ref = np.zeros(ct.hu.shape, np.uint8)
+    for name, label in PEER_MASKS.items():
+        ref[read_nifti(folder / f"{name}.nii.gz").hu > 0] = label
+    merge = load_mapping("sarcoscope-imat-as-vat")
+    out: dict[str, dict[str, float] | str] = {}
+    for engine in engines:
+        try:
+            pred = merge.apply(get_engine(engine).segment(ct.hu, ct.spacing[1:]), engine)
+        except SarcoscopeError as exc:
+            out[engine] = str(exc)
+            continue
+        out[engine] = {t: dice(pred, ref, label) for t, label in (("muscle", 1), ("sat", 2), ("vat", 3))}
+    return out
+
+
+SUMMARY_COLUMNS = ("muscle", "sat", "vat", "imat", "msv")
+
+
 def _summary_line(name: str, rep: ValidationReport) -> list[str]:
     cells = [name, str(rep.n_cases)]
-    for col in ("muscle", "sat", "vat", "imat", "msv"):
+    for col in SUMMARY_COLUMNS:
         s = rep.dice_summary.get(col)
         cells.append("–" if s is None or math.isnan(s.mean) else f"{s.mean:.3f} ({s.worst:.3f})")
     cells.append(", ".join(rep.flagged_sites) or "none")
     return cells
+
+
+def _saved_summary_line(folder: Path) -> list[str] | None:
+    """The index row of a report written earlier (its dice_summary.csv), e.g. a leave-one-out report."""
+    path = folder / "dice_summary.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as fh:
+        rows = {r["column"]: r for r in csv.DictReader(fh) if r["group"] == "all"}
+    n = next(iter(rows.values()))["n"] if rows else "0"
+    cells = [f"[{folder.name}]({folder.name}/report.md)", n]
+    for col in SUMMARY_COLUMNS:
+        r = rows.get(col)
+        cells.append(f"{float(r['mean']):.3f} ({float(r['worst']):.3f})" if r else "–")
+    return [*cells, "–"]
 
 
 def validate_engines(
@@ -149,7 +201,8 @@ def validate_engines(
                         images_dir=real / "images",
                         gallery_size=0,
                         keep_predictions=False,
-                        title=f"Engine '{engine}' on the real L3 reference slices",
+                        title=f"Engine '{engine}' on the real L3 reference slices"
+                        + (" (seen in training: a fit, not a test)" if engine == "unet" else ""),
                     )
                 except SarcoscopeError as exc:
                     results[name] = str(exc)
@@ -180,12 +233,19 @@ def validate_engines(
             )
         except SarcoscopeError as exc:
             results["l3-localizer"] = str(exc)
-    _write_index(out_dir, results, n_phantoms, seed)
+    peer = None
+    if shared_data is not None and (Path(shared_data) / PEER_SUBDIR).is_dir():
+        peer = peer_agreement(shared_data, engines)
+    _write_index(out_dir, results, n_phantoms, seed, peer)
     return results
 
 
 def _write_index(
-    out_dir: Path, results: dict[str, ValidationReport | str], n_phantoms: int, seed: int
+    out_dir: Path,
+    results: dict[str, ValidationReport | str],
+    n_phantoms: int,
+    seed: int,
+    peer: dict[str, dict[str, float] | str] | None = None,
 ) -> None:
     lines = [
         "# Validation of the sarcoscope engines",
@@ -213,6 +273,16 @@ def _write_index(
             continue
         cells = _summary_line(f"[{name}]({name}/report.md)", rep)
         lines.append("| " + " | ".join(cells) + " |")
+    for folder in sorted(out_dir.glob(f"real-*{CV_SUFFIX}")):
+        cells = _saved_summary_line(folder)
+        if cells:
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"`*{CV_SUFFIX}` reports: leave-one-patient-out predictions of `scripts/train_default_model.py` "
+        "(each real slice segmented by a U-Net fine-tuned without it); they are the U-Net's test on real "
+        "CT. The shipped U-Net was fine-tuned on all real slices: its `real-unet` row is a fit, not a test.",
+    ]
     if l3 is not None and not isinstance(l3, str) and l3.l3_summary:
         s = l3.l3_summary
         lines += [
@@ -222,6 +292,21 @@ def _write_index(
             f"{int(s['not_found'])}, median |error| {s.get('median_abs_error_mm', math.nan):.1f} mm, within "
             f"10 mm {100 * s.get('within_10mm', math.nan):.0f} % of all volumes.",
         ]
+    if peer:
+        lines += [
+            "",
+            "Agreement with a peer, TotalSegmentator tissue_types on its 30-slice example CT (3 mm pixels, "
+            "T11-L2, not L3; a model's output, not ground truth), Dice over the volume:",
+            "",
+            "| engine | muscle vs skeletal_muscle | SAT vs subcutaneous_fat | VAT+IMAT vs torso_fat |",
+            "|---|---|---|---|",
+        ]
+        for engine, scores in peer.items():
+            if isinstance(scores, str):
+                skipped.append(f"- peer agreement of `{engine}`: not run — {scores}")
+                continue
+            cells = " | ".join(f"{scores[t]:.3f}" for t in ("muscle", "sat", "vat"))
+            lines.append(f"| {engine} | {cells} |")
     if skipped:
         lines += ["", "Not available on this machine:", "", *skipped]
     text = "\n".join(lines) + "\n"

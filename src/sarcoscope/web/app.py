@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sarcoscope import __version__
 from sarcoscope.errors import SarcoscopeError
+from sarcoscope.segmentation.base import DEFAULT_ENGINE
 from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, Store
 from sarcoscope.web.analysis import AnalysisCache
 from sarcoscope.web.api import router
@@ -188,7 +189,7 @@ def serve(
     database_url: str | None = None,
     token: str | None = None,
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_BYTES // 1024**2,
-    engine: str = "threshold",
+    engine: str = DEFAULT_ENGINE,
     log_level: str = "info",
 ) -> None:
     """Run the web app until interrupted. Off-loopback addresses always require an access token:

@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from sarcoscope.segmentation.base import DEFAULT_ENGINE
+
 #: 4 GiB: a 1000-slice 512x512 study is about 0.5 GiB uncompressed.
 DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024**3
 
@@ -32,7 +34,7 @@ class WebSettings:
     database_url: str | None = None
     token: str | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    default_engine: str = "threshold"
+    default_engine: str = DEFAULT_ENGINE
     #: Decoded volumes kept in memory (each 300-slice 512x512 study is about 150 MB as int16).
     volume_cache_size: int = 3
     #: Host names the server answers to (None: any). `serve` on a loopback address allows only the

@@ -1,0 +1,75 @@
+"""Benchmark the segmentation engines per 512×512 slice: U-Net network, its HU refinement, threshold engine.
+
+Segments a batch of phantom L3 slices (512×512, ≈0.7 mm pixels, as scanners write them) and reports the
+median time per slice over several repeats, split into the network part of the "unet" engine (resampling,
+ONNX Runtime, resampling back) and its HU refinement, next to the "threshold" engine on the same slices.
+Run it on an idle machine to compare with the goal of ≤ 100 ms per slice on 2 cores; on a shared machine
+compare the ratios, which noise affects less than the seconds.
+
+    python scripts/benchmark_segmentation.py [--slices 8] [--repeats 5] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from sarcoscope.phantom import make_slice
+from sarcoscope.segmentation import get_engine
+from sarcoscope.segmentation.refine import tissues_from_compartments
+from sarcoscope.segmentation.unet import UNetEngine
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--slices", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    phantoms = [make_slice(100 + i, size=512, pixel_spacing=0.7) for i in range(args.slices)]
+    hu = np.stack([np.asarray(p.hu, np.float32) for p in phantoms])
+    spacing = phantoms[0].pixel_spacing
+    unet = UNetEngine(threads=args.threads, batch_size=args.slices)
+    threshold = get_engine("threshold")
+    n = len(hu)
+
+    unet.predict_proba(hu, spacing)  # warm-up: ONNX Runtime plans its kernels on the first call
+    probs = unet.predict_proba(hu, spacing)
+    network = _median_seconds(lambda: unet.predict_proba(hu, spacing), args.repeats) / n
+    refine = (
+        _median_seconds(
+            lambda: [tissues_from_compartments(p, h, spacing) for p, h in zip(probs, hu, strict=True)],
+            args.repeats,
+        )
+        / n
+    )
+    whole = _median_seconds(lambda: unet.segment(hu, spacing), args.repeats) / n
+    thresh = _median_seconds(lambda: threshold.segment(hu, spacing), max(1, args.repeats // 2)) / n
+
+    print(f"model {unet.model_id}; {n} slices of 512×512, {spacing[0]:.2f} mm; {args.threads} threads")
+    print("| engine | ms per slice |")
+    print("|---|---|")
+    print(f"| unet: network (resample, ONNX Runtime, resample back) | {1000 * network:.0f} |")
+    print(f"| unet: HU refinement (compartments to tissues) | {1000 * refine:.0f} |")
+    print(f"| **unet** (segment) | **{1000 * whole:.0f}** |")
+    print(f"| threshold | {1000 * thresh:.0f} |")
+    print(f"ratio threshold / unet: {thresh / whole:.2f}")
+
+
+if __name__ == "__main__":
+    main()
