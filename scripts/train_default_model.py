@@ -8,6 +8,7 @@
    held-out slice with it. Each slice is thus predicted by a model that never saw it; these predictions are
    the accuracy reported for the recipe (README, model card, docs/validation/real-unet-cv/).
 3. **Final model**: the same fine-tuning on every real slice; this is the model that ships.
+   Overlays of every case, worst first, go to WORK/real-unet-cv-gallery/ (real CT stays out of the repo).
 4. `--install` copies the final model (ONNX, model card, history plot) into the package
    (src/sarcoscope/segmentation/models/).
 
@@ -18,6 +19,7 @@ last checkpoint. On 2 CPU cores the whole run takes about 2 hours.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -56,10 +58,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "default-unet")
     parser.add_argument("--install", action="store_true", help="copy the final model into the package")
     args = parser.parse_args()
-    real = args.shared / "real" / "l3_slices"
+    # paths relative to the repository, so the model cards do not record this machine's folders
+    real = Path(os.path.relpath(args.shared.resolve() / "real" / "l3_slices", REPO))
+    work = Path(os.path.relpath(args.work.resolve(), REPO))
+    os.chdir(REPO)
     pairs = find_pairs(real)
     cases = [case for case, _, _ in pairs]
-    work = args.work.resolve()
 
     pretrained = _train(MODELS / "pretrain.yaml", work / "pretrain")
     finetune = {"data_dirs": [str(real)], "init_from": str(pretrained)}
@@ -103,6 +107,15 @@ def main() -> None:
             gallery_size=0,
             title=f"Engine '{name}' on the real L3 slices, leave-one-patient-out (train_default_model.py)",
         )
+    # the worst cases as overlays, for people to look at: real CT stays out of the repository, so in --work
+    run_validation(
+        predictions / "unet",
+        real / "labels",
+        work / f"real-unet{CV_SUFFIX}-gallery",
+        images_dir=real / "images",
+        gallery_size=len(cases),
+        title="Engine 'unet' on the real L3 slices, leave-one-patient-out, with overlays",
+    )
     if args.install:
         for name in (MODEL_FILE, CARD_FILE, CARD_MD_FILE, "history.png"):
             shutil.copy2(final / name, MODELS / name)

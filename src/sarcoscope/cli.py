@@ -28,6 +28,7 @@ app = typer.Typer(
     help="sarcoscope: L3 body composition (muscle, SAT, VAT, IMAT) and sarcopenia assessment from CT.",
 )
 console = Console()
+ENGINE_HELP = "Segmentation engine: threshold, unet (the shipped model) or unet:MODEL_DIR (a trained one)."
 err_console = Console(stderr=True)
 _state = {"debug": False}
 T = TypeVar("T")
@@ -145,7 +146,7 @@ def analyze(
         str | None, typer.Option("--range", help="Analyse slices Z0:Z1 (inclusive) and average them.")
     ] = None,
     series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to analyse.")] = None,
-    engine: Annotated[str, typer.Option(help="Segmentation engine.")] = DEFAULT_ENGINE,
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = DEFAULT_ENGINE,
     height_cm: Annotated[float | None, typer.Option("--height-cm", help="Patient height (for SMI).")] = None,
     weight_kg: Annotated[float | None, typer.Option("--weight-kg", help="Patient weight (for BMI).")] = None,
     sex: Annotated[Sex | None, typer.Option("--sex", help="Patient sex (for cutoffs).")] = None,
@@ -295,7 +296,7 @@ def batch(
         Path, typer.Argument(help="Folder of studies (one sub-folder/zip/NIfTI per case) or a CSV manifest.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (cases/<id>/, cohort.csv).")],
-    engine: Annotated[str, typer.Option(help="Segmentation engine.")] = DEFAULT_ENGINE,
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = DEFAULT_ENGINE,
     cutoffs: Annotated[str | None, typer.Option("--cutoffs", help="Default cutoff set.")] = None,
     workers: Annotated[int, typer.Option(help="Parallel worker processes (or Dask workers).")] = 1,
     scheduler: Annotated[

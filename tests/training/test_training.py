@@ -12,7 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
-from sarcoscope.errors import InputError  # noqa: E402
+from sarcoscope.errors import InputError, SegmentationError  # noqa: E402
+from sarcoscope.segmentation import get_engine  # noqa: E402
 from sarcoscope.segmentation.unet import InputSpec, UNetEngine  # noqa: E402
 from sarcoscope.training import load_config, train  # noqa: E402
 from sarcoscope.training.data import find_pairs, load_folder, read_labels, split_by_patient  # noqa: E402
@@ -189,6 +190,10 @@ def test_short_run_reduces_loss_exports_card_and_resumes(tmp_path: Path) -> None
     hu, _ = synthetic_slice(0, size=144)
     seg = UNetEngine(out, refine=False).segment(hu[None], (1.0, 1.0))
     assert seg.shape == (1, 144, 144) and seg.dtype == np.uint8
+    # ... and by name wherever an engine name goes ("unet:PATH")
+    assert get_engine(f"unet:{out}").model_id == card["model_id"]
+    with pytest.raises(SegmentationError, match="no trained model"):
+        get_engine(f"threshold:{out}")
 
     with pytest.raises(InputError, match="already holds"):
         train(tiny_config(data, out))

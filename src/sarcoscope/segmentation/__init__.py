@@ -28,6 +28,6 @@ def _unet_engine(**options: Any) -> SegmentationEngine:
     return UNetEngine(**options)
 
 
-register_engine("unet", _unet_engine)
+register_engine("unet", _unet_engine, takes_model=True)
 
 __all__ = ["DEFAULT_ENGINE", "SegmentationEngine", "available_engines", "get_engine", "register_engine"]

@@ -28,14 +28,22 @@ class SegmentationEngine(Protocol):
 
 
 _ENGINES: dict[str, Callable[..., SegmentationEngine]] = {}
+_TAKES_MODEL: set[str] = set()
 
 #: The engine `analyze`, `batch` and the web app use unless told otherwise (README, "Accuracy", says why).
 DEFAULT_ENGINE = "threshold"
 
 
-def register_engine(name: str, factory: Callable[..., SegmentationEngine]) -> None:
-    """Make an engine available by name; `factory(**options)` builds it (options e.g. hu_ranges)."""
+def register_engine(
+    name: str, factory: Callable[..., SegmentationEngine], *, takes_model: bool = False
+) -> None:
+    """Make an engine available by name; `factory(**options)` builds it (options e.g. hu_ranges).
+
+    `takes_model`: the factory accepts `model_path`, chosen with the name "NAME:PATH" (see get_engine).
+    """
     _ENGINES[name] = factory
+    if takes_model:
+        _TAKES_MODEL.add(name)
 
 
 def available_engines() -> list[str]:
@@ -43,9 +51,18 @@ def available_engines() -> list[str]:
 
 
 def get_engine(name: str, **options: Any) -> SegmentationEngine:
-    """Instantiate the engine registered under `name` with engine options (e.g. hu_ranges=HURanges())."""
+    """Instantiate the engine registered under `name` with engine options (e.g. hu_ranges=HURanges()).
+
+    `name` may name a trained model too, "unet:PATH" (a folder written by `sarcoscope train`), so that every
+    place an engine name goes (the CLI, a batch run, the web app) can use one without further options.
+    """
+    name, has_model, model = name.partition(":")
     if name not in _ENGINES:
         raise SegmentationError(
             f"Unknown segmentation engine '{name}'. Available: {', '.join(available_engines()) or 'none'}."
         )
+    if has_model:
+        if name not in _TAKES_MODEL:
+            raise SegmentationError(f"The '{name}' engine has no trained model to choose ('{name}:{model}').")
+        options["model_path"] = model
     return _ENGINES[name](**options)
