@@ -28,7 +28,10 @@ app = typer.Typer(
     help="sarcoscope: L3 body composition (muscle, SAT, VAT, IMAT) and sarcopenia assessment from CT.",
 )
 console = Console()
-ENGINE_HELP = "Segmentation engine: threshold, unet (the shipped model) or unet:MODEL_DIR (a trained one)."
+ENGINE_HELP = (
+    "Segmentation engine: threshold, unet (the shipped model), unet-raw (its output without HU refinement);"
+    " unet:MODEL_DIR or unet-raw:MODEL_DIR for a model made by `sarcoscope train`."
+)
 err_console = Console(stderr=True)
 _state = {"debug": False}
 T = TypeVar("T")

@@ -69,6 +69,8 @@ def test_registered_engine_reports_model_id(engine: UNetEngine) -> None:
     assert registered.name == "unet" and registered.model_id == engine.model_id
     assert engine.model_id == json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())["model_id"]
     assert UNetEngine(refine=False).model_id.endswith("+raw")
+    raw = get_engine(f"unet-raw:{DEFAULT_MODEL_DIR}")
+    assert not raw.refine and raw.model_id == engine.model_id + "+raw"
     options = get_engine("unet", hu_ranges=HURanges.slice_o_matic_vat(), refine=False)
     assert options.hu_ranges.vat == (-150.0, -50.0) and not options.refine
 

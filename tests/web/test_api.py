@@ -333,6 +333,9 @@ def test_openapi_and_config(client: TestClient) -> None:
     assert "/api/studies/{study_id}/labels" in spec["paths"] and "/api/studies" in spec["paths"]
     cfg = client.get("/api/config").json()
     assert cfg["auth_required"] is False and cfg["user"] == "local" and "threshold" in cfg["engines"]
+    # engines are chosen from that list: a client cannot make the server load a model from a path it names
+    r = client.post("/api/studies/any/segment", json={"engine": "unet:/etc"})
+    assert r.status_code == 422 and "Unknown engine 'unet:/etc'" in r.json()["detail"]
     page = client.get("/")
     assert page.status_code == 200 and "sarcoscope" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
@@ -372,8 +375,21 @@ def test_serve_rules() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1")
     with pytest.raises(SarcoscopeError, match="at least 12"):
         serve(token="short")
-    with pytest.raises(SarcoscopeError, match="Unknown engine"):
+    with pytest.raises(SarcoscopeError, match="Unknown segmentation engine"):
         serve(engine="nope")
+    with pytest.raises(SarcoscopeError, match="model card"):
+        serve(engine="unet:/nonexistent-model-folder")
+
+
+def test_a_server_started_with_a_trained_model_offers_it(tmp_path: Path) -> None:
+    from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR
+
+    engine = f"unet:{DEFAULT_MODEL_DIR}"
+    app = create_app(WebSettings(data_dir=tmp_path / "d", default_engine=engine))
+    with TestClient(app) as c:
+        cfg = c.get("/api/config").json()
+        assert cfg["default_engine"] == engine and {engine, "threshold", "unet"} <= set(cfg["engines"])
+    app.state.ctx.store.close()
 
 
 def test_exports_of_an_edited_version(client: TestClient, series: list[Path]) -> None:

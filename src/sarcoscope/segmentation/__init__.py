@@ -28,6 +28,14 @@ def _unet_engine(**options: Any) -> SegmentationEngine:
     return UNetEngine(**options)
 
 
+def _unet_raw_engine(**options: Any) -> SegmentationEngine:
+    """The U-Net's own arg-max, without HU refinement: to see (and validate) what the refinement changes."""
+    from sarcoscope.segmentation.unet import UNetEngine
+
+    return UNetEngine(refine=False, **options)
+
+
 register_engine("unet", _unet_engine, takes_model=True)
+register_engine("unet-raw", _unet_raw_engine, takes_model=True)
 
 __all__ = ["DEFAULT_ENGINE", "SegmentationEngine", "available_engines", "get_engine", "register_engine"]

@@ -56,7 +56,7 @@ class SelectionIn(BaseModel):
 
 
 class SegmentIn(BaseModel):
-    engine: str | None = Field(default=None, max_length=32)
+    engine: str | None = Field(default=None, max_length=1024, description="One of /api/config's engines.")
     base_version: int | None = Field(default=None, ge=1, description="Latest label version you have seen.")
 
 
@@ -132,7 +132,6 @@ def health() -> dict[str, str]:
 def config(request: Request, ctx: Ctx) -> dict[str, Any]:
     """What the UI needs before login: whether a login is required, and who is logged in."""
     from sarcoscope.composition import available_cutoff_sets, default_cutoff_set
-    from sarcoscope.segmentation import available_engines
 
     try:
         user: str | None = ctx.auth.user(request)
@@ -142,7 +141,7 @@ def config(request: Request, ctx: Ctx) -> dict[str, Any]:
         "version": __version__,
         "auth_required": ctx.settings.auth_required,
         "user": user,
-        "engines": available_engines(),
+        "engines": ctx.settings.engines,
         "default_engine": ctx.settings.default_engine,
         "cutoff_sets": available_cutoff_sets(),
         "default_cutoff_set": default_cutoff_set(),
@@ -398,10 +397,13 @@ def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: Us
     """Segment the selected slice(s) with an engine and save the result as a new label version."""
     from sarcoscope.segmentation import get_engine
 
+    name = body.engine or ctx.settings.default_engine
+    if name not in ctx.settings.engines:
+        raise HTTPException(422, f"Unknown engine '{name}'. Available: {', '.join(ctx.settings.engines)}.")
     study = ctx.store.get_study(study_id)
     indices = selected_indices(study)
     volume = ctx.volumes.get(study)
-    engine = get_engine(body.engine or ctx.settings.default_engine)
+    engine = get_engine(name)
     labels = np.ascontiguousarray(
         engine.segment(np.asarray(volume.hu[indices]), volume.pixel_spacing), np.uint8
     )

@@ -203,10 +203,9 @@ def serve(
         raise SarcoscopeError("The access token must be at least 12 characters long.")
     if max_upload_mb < 1:
         raise SarcoscopeError("--max-upload-mb must be at least 1.")
-    from sarcoscope.segmentation import available_engines
+    from sarcoscope.segmentation import get_engine
 
-    if engine not in available_engines():
-        raise SarcoscopeError(f"Unknown engine '{engine}'. Available: {', '.join(available_engines())}.")
+    get_engine(engine)  # an unknown engine or a model that does not load fails here, not at the first use
     settings = WebSettings(
         data_dir=Path(data_dir),
         database_url=database_url,

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from sarcoscope.segmentation.base import DEFAULT_ENGINE
+from sarcoscope.segmentation.base import DEFAULT_ENGINE, available_engines
 
 #: 4 GiB: a 1000-slice 512x512 study is about 0.5 GiB uncompressed.
 DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024**3
@@ -44,3 +44,10 @@ class WebSettings:
     @property
     def auth_required(self) -> bool:
         return self.token is not None
+
+    @property
+    def engines(self) -> list[str]:
+        """The engines the UI offers: the registered ones and the default, which may name a trained model
+        ("unet:PATH", chosen by whoever started the server; a client cannot name a path of its own)."""
+        names = available_engines()
+        return names if self.default_engine in names else [*names, self.default_engine]
