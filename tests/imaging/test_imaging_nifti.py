@@ -87,6 +87,16 @@ def test_float_and_scaled_nifti(tmp_path: Path) -> None:
     assert vol.hu.dtype == np.float32 and vol.hu.max() == 500.5
 
 
+def test_nan_voxels_become_air_with_a_warning(tmp_path: Path) -> None:
+    data = _ras_reference().astype(np.float32)
+    data[:2, :, :] = np.nan  # e.g. outside the field of view after resampling
+    data[2, 0, 0] = np.inf
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "nan.nii.gz")
+    vol = read_ct(tmp_path / "nan.nii.gz")
+    assert np.isfinite(vol.hu).all() and vol.hu[:, :, -2:].max() == -1024  # left side (x toward left)
+    assert any(f"{2 * 12 * 8 + 1} voxels without a value" in w for w in vol.warnings)
+
+
 def test_bad_nifti(tmp_path: Path) -> None:
     (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(InputError, match=r"broken\.nii\.gz"):

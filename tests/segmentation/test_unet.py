@@ -150,6 +150,8 @@ def test_bad_input_and_missing_model(tmp_path: Path, engine: UNetEngine) -> None
         engine.segment(np.zeros((2, 3, 4, 5)), (1.0, 1.0))
     with pytest.raises(SegmentationError, match="positive"):
         engine.segment(np.zeros((1, 32, 32)), (0.0, 1.0))
+    with pytest.raises(SegmentationError, match="NaN"):
+        engine.segment(np.full((1, 32, 32), np.nan, np.float32), (1.0, 1.0))
     with pytest.raises(SegmentationError, match="model card"):
         UNetEngine(tmp_path)
 

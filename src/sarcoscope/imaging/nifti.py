@@ -59,6 +59,11 @@ def read_nifti(path: Path) -> CTVolume:
     direction = lps[:3, :3] / zooms
     origin = lps[:3, 3]
     warnings: list[str] = []
+    if hu.dtype.kind == "f":  # resampling tools write NaN outside the field of view
+        missing = ~np.isfinite(hu)
+        if missing.any():
+            hu[missing] = AIR_HU
+            warnings.append(f"{int(missing.sum())} voxels without a value (NaN, infinite) set to {AIR_HU} HU")
     n_low = int(np.count_nonzero(hu < AIR_HU))
     if n_low:
         np.maximum(hu, AIR_HU, out=hu)

@@ -303,4 +303,6 @@ def _check_slices(slices: np.ndarray) -> np.ndarray:
         raise SegmentationError(f"Expected HU slices of shape (n, y, x), got an array of shape {arr.shape}.")
     if not np.issubdtype(arr.dtype, np.number):
         raise SegmentationError(f"Expected numeric HU slices, got dtype {arr.dtype}.")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise SegmentationError("The HU slices hold NaN or infinite values; set them to air (-1024) first.")
     return arr
