@@ -157,6 +157,14 @@ def load_model_card(model_dir: str | Path) -> dict[str, Any]:
     return card
 
 
+def model_onnx_path(model_dir: Path, card: dict[str, Any]) -> Path:
+    """The ONNX file a model card names in its folder, raising SegmentationError when it is missing."""
+    path = model_dir / card.get("files", {}).get("onnx", MODEL_FILE)
+    if not path.is_file():
+        raise SegmentationError(f"U-Net model file {path} is missing.")
+    return path
+
+
 def _providers() -> list[str]:
     """CUDA when this onnxruntime build has it, CPU always as the fallback."""
     import onnxruntime as ort
@@ -224,9 +232,7 @@ class UNetEngine:
 
         self.model_dir = resolve_model_dir(model_path)
         self.card = load_model_card(self.model_dir)
-        onnx_path = self.model_dir / self.card.get("files", {}).get("onnx", MODEL_FILE)
-        if not onnx_path.is_file():
-            raise SegmentationError(f"U-Net model file {onnx_path} is missing.")
+        onnx_path = model_onnx_path(self.model_dir, self.card)
         self.model_id: str = (
             str(self.card["model_id"]) + ("" if refine else "+raw") + ("+mirror" if mirror else "")
         )
@@ -248,10 +254,9 @@ class UNetEngine:
 
     def predict_proba(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
         """Class probabilities (n, 5, y, x) on the input grid, before any HU refinement."""
-        slices = _check_slices(slices)
-        spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
-        if min(spacing) <= 0:
-            raise SegmentationError(f"Pixel spacing must be positive, got {pixel_spacing}.")
+        return self._probabilities(*_check_input(slices, pixel_spacing))
+
+    def _probabilities(self, slices: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
         n, h, w = slices.shape
         out: np.ndarray | None = None
         for start in range(0, n, self.batch_size):
@@ -280,22 +285,22 @@ class UNetEngine:
 
     def segment(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
         """Label maps (n, y, x) uint8 with the project's ids, on the input grid."""
-        slices = _check_slices(slices)
-        probs = self.predict_proba(slices, pixel_spacing)
+        slices, spacing = _check_input(slices, pixel_spacing)
+        probs = self._probabilities(slices, spacing)
         if not self.refine:
             return probs.argmax(axis=1).astype(np.uint8)
 
         def refine(i: int) -> np.ndarray:
-            return tissues_from_compartments(probs[i], slices[i], pixel_spacing, self.hu_ranges)
+            return tissues_from_compartments(probs[i], slices[i], spacing, self.hu_ranges)
 
-        workers = min(self._refine_threads, len(slices))
-        if workers == 1:
-            return np.stack([refine(i) for i in range(len(slices))])
-        with ThreadPoolExecutor(workers) as pool:
+        with ThreadPoolExecutor(min(self._refine_threads, len(slices))) as pool:
             return np.stack(list(pool.map(refine, range(len(slices)))))
 
 
-def _check_slices(slices: np.ndarray) -> np.ndarray:
+def _check_input(
+    slices: np.ndarray, pixel_spacing: tuple[float, float]
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """HU slices as (n, y, x) and the spacing as floats, or a SegmentationError saying what is wrong."""
     arr = np.asarray(slices)
     if arr.ndim == 2:
         arr = arr[None]
@@ -305,4 +310,7 @@ def _check_slices(slices: np.ndarray) -> np.ndarray:
         raise SegmentationError(f"Expected numeric HU slices, got dtype {arr.dtype}.")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise SegmentationError("The HU slices hold NaN or infinite values; set them to air (-1024) first.")
-    return arr
+    spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
+    if min(spacing) <= 0:
+        raise SegmentationError(f"Pixel spacing must be positive, got {pixel_spacing}.")
+    return arr, spacing

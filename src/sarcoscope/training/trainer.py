@@ -418,16 +418,14 @@ class StartingModel:
 def starting_model(spec: str) -> StartingModel:
     """The model named by `init_from` ("default" = the shipped one) with the settings its card fixes."""
     from sarcoscope.errors import SegmentationError
-    from sarcoscope.segmentation.unet import MODEL_FILE, load_model_card, resolve_model_dir
+    from sarcoscope.segmentation.unet import load_model_card, model_onnx_path, resolve_model_dir
 
     folder = resolve_model_dir(None if spec == "default" else spec)
     try:
         card = load_model_card(folder)
+        onnx_path = model_onnx_path(folder, card)
     except SegmentationError as exc:
         raise InputError(f"Cannot fine-tune from {spec}: {exc}") from None
-    onnx_path = folder / card.get("files", {}).get("onnx", MODEL_FILE)
-    if not onnx_path.is_file():
-        raise InputError(f"Cannot fine-tune from {spec}: {onnx_path} is missing.")
     a, i = card["architecture"], card["input"]
     settings = {
         "channels": tuple(a["channels"]),

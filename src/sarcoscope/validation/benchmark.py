@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from sarcoscope import __version__
+from sarcoscope.conventions import Label
 from sarcoscope.errors import SarcoscopeError
 from sarcoscope.validation.runner import ValidationReport, run_validation
 
@@ -24,8 +25,12 @@ REAL_SUBDIR = Path("real") / "l3_slices"
 #: Name ending of the leave-one-patient-out report folders that scripts/train_default_model.py writes.
 CV_SUFFIX = "-cv"
 PEER_SUBDIR = Path("real") / "peer_outputs" / "totalsegmentator_tissue_types"
-#: TotalSegmentator tissue_types mask files -> the project's id they are compared with (torso_fat ~ VAT+IMAT).
-PEER_MASKS = {"skeletal_muscle": 1, "subcutaneous_fat": 2, "torso_fat": 3}
+#: TotalSegmentator tissue_types mask -> (tissue, project id) it is compared with; torso_fat ~ VAT + IMAT.
+PEER_MASKS = {
+    "skeletal_muscle": ("muscle", Label.MUSCLE),
+    "subcutaneous_fat": ("sat", Label.SAT),
+    "torso_fat": ("vat", Label.VAT),
+}
 REAL_VOLUME = Path("real") / "volumes" / "ts_example"
 L3_VERTEBRA_ID = 29  # TotalSegmentator's vertebrae_L3
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -123,7 +128,7 @@ def peer_agreement(shared_data: str | Path, engines: Sequence[str]) -> dict[str,
     folder = Path(shared_data) / PEER_SUBDIR
     ct = read_nifti(folder / "example_ct_sm.nii.gz")
     ref = np.zeros(ct.hu.shape, np.uint8)
-    for name, label in PEER_MASKS.items():
+    for name, (_, label) in PEER_MASKS.items():
         ref[read_nifti(folder / f"{name}.nii.gz").hu > 0] = label
     merge = load_mapping("sarcoscope-imat-as-vat")
     out: dict[str, dict[str, float] | str] = {}
@@ -133,18 +138,22 @@ def peer_agreement(shared_data: str | Path, engines: Sequence[str]) -> dict[str,
         except SarcoscopeError as exc:
             out[engine] = str(exc)
             continue
-        out[engine] = {t: dice(pred, ref, label) for t, label in (("muscle", 1), ("sat", 2), ("vat", 3))}
+        out[engine] = {tissue: dice(pred, ref, label) for tissue, label in PEER_MASKS.values()}
     return out
 
 
 SUMMARY_COLUMNS = ("muscle", "sat", "vat", "imat", "msv")
 
 
+def _dice_cell(mean: float, worst: float) -> str:
+    return "–" if math.isnan(mean) else f"{mean:.3f} ({worst:.3f})"
+
+
 def _summary_line(name: str, rep: ValidationReport) -> list[str]:
     cells = [name, str(rep.n_cases)]
     for col in SUMMARY_COLUMNS:
         s = rep.dice_summary.get(col)
-        cells.append("–" if s is None or math.isnan(s.mean) else f"{s.mean:.3f} ({s.worst:.3f})")
+        cells.append(_dice_cell(s.mean, s.worst) if s else "–")
     cells.append(", ".join(rep.flagged_sites) or "none")
     return cells
 
@@ -160,7 +169,7 @@ def _saved_summary_line(folder: Path) -> list[str] | None:
     cells = [f"[{folder.name}]({folder.name}/report.md)", n]
     for col in SUMMARY_COLUMNS:
         r = rows.get(col)
-        cells.append(f"{float(r['mean']):.3f} ({float(r['worst']):.3f})" if r else "–")
+        cells.append(_dice_cell(float(r["mean"]), float(r["worst"])) if r else "–")
     return [*cells, "–"]
 
 
@@ -305,7 +314,7 @@ def _write_index(
             if isinstance(scores, str):
                 skipped.append(f"- peer agreement of `{engine}`: not run — {scores}")
                 continue
-            cells = " | ".join(f"{scores[t]:.3f}" for t in ("muscle", "sat", "vat"))
+            cells = " | ".join(f"{scores[tissue]:.3f}" for tissue, _ in PEER_MASKS.values())
             lines.append(f"| {engine} | {cells} |")
     if skipped:
         lines += ["", "Not available on this machine:", "", *skipped]
