@@ -8,13 +8,16 @@ from sarcoscope.conventions import HURanges, Label
 from sarcoscope.segmentation.refine import (
     body_mask,
     close_mm,
+    compartment_scores,
     dilate_mm,
+    distance_mm,
     erode_mm,
     in_convex_hull,
     muscle_compartments,
     open_mm,
     remove_small_islands,
     tissues_from_compartments,
+    tissues_from_scores,
 )
 
 M, S, V, IM = Label.MUSCLE, Label.SAT, Label.VAT, Label.IMAT
@@ -28,6 +31,19 @@ def test_morphology_radius_is_in_millimetres():
     assert (rows[0], rows[-1]) == (15, 25)
     assert (cols[0], cols[-1]) == (10, 30)
     assert not dilate_mm(np.zeros((5, 5), bool), 3.0, (1.0, 1.0)).any()
+
+
+def test_distance_mm_is_the_euclidean_distance_in_millimetres():
+    from scipy import ndimage as ndi
+
+    mask = np.ones((30, 50), bool)
+    mask[12, 7] = False
+    d = distance_mm(mask, (0.5, 1.25))
+    assert d[12, 7] == 0.0
+    assert np.isclose(d[16, 10], np.hypot(4 * 0.5, 3 * 1.25))
+    blobs = ndi.gaussian_filter(np.random.default_rng(1).random((80, 60)), 3) > 0.5
+    want = ndi.distance_transform_edt(blobs, sampling=(0.7, 1.1))  # the border is not background
+    np.testing.assert_allclose(distance_mm(blobs, (0.7, 1.1)), want, atol=1e-4)
 
 
 def test_erode_open_close():
@@ -107,6 +123,24 @@ def test_compartment_scores_are_pooled_before_the_arg_max():
     assert (out == M).all()
     probs[0], probs[1], probs[4] = 0.6, 0.2, 0.2
     assert not tissues_from_compartments(probs, hu, (1.0, 1.0)).any()
+
+
+def test_resampled_compartment_scores_decide_like_resampled_probabilities():
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(3)
+    logits = resize(rng.normal(0, 2, (5, 12, 12)), (5, 24, 24), order=1)  # smooth, like a network's output
+    probs = np.exp(logits) / np.exp(logits).sum(axis=0)
+    hu = rng.uniform(-200, 160, (48, 48))
+    body = np.ones((48, 48), bool)
+
+    def up(a: np.ndarray) -> np.ndarray:
+        return resize(a, (a.shape[0], 48, 48), order=1, mode="edge")
+
+    via_probs = tissues_from_compartments(up(probs), hu, (1.0, 1.0), body=body)
+    via_scores = tissues_from_scores(up(compartment_scores(probs)), hu, (1.0, 1.0), body=body)
+    np.testing.assert_array_equal(via_scores, via_probs)
+    assert len(np.unique(via_probs)) == 5
 
 
 def test_muscle_speckle_is_removed_but_fat_pockets_stay():

@@ -11,7 +11,7 @@ import pytest
 from sarcoscope.conventions import HURanges
 from sarcoscope.errors import SegmentationError
 from sarcoscope.segmentation import get_engine
-from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, UNetEngine, load_model_card
+from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, InputSpec, UNetEngine, load_model_card
 from sarcoscope.validation.metrics import dice
 
 #: The real reference slices: the shipped model was fine-tuned on all of them (its test is the leave-one-out
@@ -182,8 +182,19 @@ def test_mirror_averaging_makes_the_engine_left_right_symmetric(engine: UNetEngi
 def test_score_resampling_matches_skimage() -> None:
     from skimage.transform import resize
 
-    from sarcoscope.segmentation.unet import _resize_scores
+    from sarcoscope.segmentation.unet import _resize_linear
 
     scores = np.random.default_rng(0).random((2, 5, 60, 37)).astype(np.float32)
     want = resize(scores, (2, 5, 128, 90), order=1, mode="edge", anti_aliasing=False)
-    assert np.abs(_resize_scores(scores, 128, 90) - want).max() < 1e-5
+    assert np.abs(_resize_linear(scores, 128, 90) - want).max() < 1e-5
+
+
+def test_enlarging_to_the_model_grid_matches_skimage() -> None:
+    from skimage.transform import resize
+
+    spec = InputSpec(pixel_spacing_mm=0.75)
+    hu = np.random.default_rng(1).uniform(-1000, 400, (2, 70, 64)).astype(np.float32)
+    grid = spec.to_model_grid(hu, (0.8, 0.8))  # coarser CT: the model grid has more pixels
+    assert grid.shape == (2, 75, 68)
+    want = resize(hu, (2, 75, 68), order=1, mode="edge", anti_aliasing=False, preserve_range=True)
+    assert np.abs(grid - want).max() < 1e-3

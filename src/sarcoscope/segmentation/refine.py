@@ -9,6 +9,7 @@ scanner's field of view.
 
 from __future__ import annotations
 
+import edt
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
@@ -24,6 +25,17 @@ OUTLINE_MM = 2.0
 
 #: Up to this radius (pixels) a structuring element is faster than a distance transform.
 _SMALL_RADIUS_PX = 4.0
+
+
+def distance_mm(mask: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Euclidean distance (mm, float32) of every True pixel to the nearest False one; the border is not False.
+
+    The `edt` package computes the same distances as scipy.ndimage.distance_transform_edt four to five times
+    faster; the body mask alone needs four of them per slice.
+    """
+    return edt.edt(
+        np.ascontiguousarray(mask, dtype=bool), anisotropy=pixel_spacing, black_border=False, parallel=1
+    )
 
 
 def _disk(radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray | None:
@@ -43,7 +55,7 @@ def dilate_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, fl
     se = _disk(radius_mm, pixel_spacing)
     if se is not None:
         return ndi.binary_dilation(mask, structure=se)
-    return ndi.distance_transform_edt(~mask, sampling=pixel_spacing) <= radius_mm
+    return distance_mm(~mask, pixel_spacing) <= radius_mm
 
 
 def erode_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
@@ -53,7 +65,7 @@ def erode_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, flo
     se = _disk(radius_mm, pixel_spacing)
     if se is not None:
         return ndi.binary_erosion(mask, structure=se, border_value=1)
-    return ndi.distance_transform_edt(mask, sampling=pixel_spacing) > radius_mm
+    return distance_mm(mask, pixel_spacing) > radius_mm
 
 
 def open_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
@@ -196,6 +208,23 @@ def remove_small_islands(
     return out
 
 
+def compartment_scores(probs: np.ndarray) -> np.ndarray:
+    """A network's class probabilities (..., 5, y, x) as compartment scores (..., 3, y, x) against "other".
+
+    The five classes pool into four compartments (other; muscle = muscle + IMAT, since IMAT is the fat of a
+    muscle compartment; SAT; VAT); the scores are muscle, SAT and VAT minus other. They are linear in the
+    probabilities, so resampling them to the CT's grid and then deciding gives the same compartments as
+    resampling all five probabilities, at three fifths of the cost.
+    """
+    p = np.asarray(probs, dtype=np.float32)
+    other = p[..., Label.BACKGROUND, :, :]
+
+    def score(*classes: Label) -> np.ndarray:
+        return sum(p[..., c, :, :] for c in classes) - other
+
+    return np.stack((score(Label.MUSCLE, Label.IMAT), score(Label.SAT), score(Label.VAT)), axis=-3)
+
+
 def tissues_from_compartments(
     probs: np.ndarray,
     hu: np.ndarray,
@@ -205,12 +234,25 @@ def tissues_from_compartments(
 ) -> np.ndarray:
     """Label map of one slice from a network's class probabilities (5, y, x), by the reference protocol.
 
-    The five class scores are pooled into four compartments (other; muscle = muscle + IMAT, since IMAT is the
-    fat of a muscle compartment; SAT; VAT). Each pixel takes its most probable compartment and then the
-    tissue of that compartment whose HU window holds the pixel: muscle or IMAT in a muscle compartment, SAT
-    in the subcutaneous and VAT in the visceral one; a pixel outside every window is 0. So the network only
-    has to place the compartments, while the tissue boundaries follow the HU thresholds at the CT's own
-    resolution, as in manual Slice-O-Matic labelling. Labels outside the body and muscle speckle are cleared.
+    Each pixel takes its most probable compartment (`compartment_scores`); see `tissues_from_scores`.
+    """
+    return tissues_from_scores(compartment_scores(probs), hu, pixel_spacing, hu_ranges, body)
+
+
+def tissues_from_scores(
+    scores: np.ndarray,
+    hu: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    hu_ranges: HURanges = DEFAULT_HU_RANGES,
+    body: np.ndarray | None = None,
+) -> np.ndarray:
+    """Label map of one slice from compartment scores (3, y, x) (`compartment_scores`), by the protocol.
+
+    Each pixel takes its best compartment (other when no score is above 0) and then the tissue of that
+    compartment whose HU window holds the pixel: muscle or IMAT in a muscle compartment, SAT in the
+    subcutaneous and VAT in the visceral one; a pixel outside every window is 0. So the network only has to
+    place the compartments, while the tissue boundaries follow the HU thresholds at the CT's own resolution,
+    as in manual Slice-O-Matic labelling. Labels outside the body and muscle speckle are cleared.
 
     Within `OUTLINE_MM` of the body outline "other" is not a candidate: there it stands for the air outside,
     which the body mask already removes, and the network's scores, resampled from its coarser grid, blur
@@ -218,10 +260,9 @@ def tissues_from_compartments(
     a thin patient would lose a large share of the SAT.
     """
     inside = body if body is not None else body_mask(hu, pixel_spacing)
-    p = probs
-    other = np.where(inside & ~erode_mm(inside, OUTLINE_MM, pixel_spacing), 0.0, p[Label.BACKGROUND])
-    pooled = (other, p[Label.MUSCLE] + p[Label.IMAT], p[Label.SAT], p[Label.VAT])
-    compartment = np.argmax(np.stack(pooled), axis=0)
+    outline = inside & ~erode_mm(inside, OUTLINE_MM, pixel_spacing)
+    best = np.argmax(scores, axis=0) + 1
+    compartment = np.where(outline | (np.max(scores, axis=0) > 0), best, 0)
     windows = tissue_masks(hu, hu_ranges)
     out = np.zeros(hu.shape, dtype=np.uint8)
     out[(compartment == 1) & windows["muscle"]] = Label.MUSCLE

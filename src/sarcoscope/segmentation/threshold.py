@@ -34,6 +34,7 @@ from sarcoscope.segmentation.refine import (
     bounding_box,
     close_mm,
     dilate_mm,
+    distance_mm,
     muscle_compartments,
     open_mm,
     remove_small_islands,
@@ -41,7 +42,7 @@ from sarcoscope.segmentation.refine import (
 )
 
 #: Bump when the algorithm changes in a way that changes its output.
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 #: HU windows for the geometry (where the wall is, what is fat or muscle-like). Fixed, so that a narrower
 #: reporting window (e.g. Slice-O-Matic VAT -150..-50) changes which pixels are counted, not the anatomy.
 _GEOMETRY = DEFAULT_HU_RANGES
@@ -242,7 +243,7 @@ class ThresholdEngine:
         cy, cx = ndi.center_of_mass(body)
         if body[round(cy), round(cx)]:
             return float(cy), float(cx)
-        dist = ndi.distance_transform_edt(body)
+        dist = distance_mm(body, (1.0, 1.0))
         iy, ix = np.unravel_index(int(np.argmax(dist)), dist.shape)
         return float(iy), float(ix)
 
@@ -455,7 +456,7 @@ class ThresholdEngine:
             return np.zeros_like(region)
         # stricter than the wall's organ limit: these components must not leak into liver or kidney
         # (behind the vertebral body, the back muscles are bounded by the wall instead)
-        dist = ndi.distance_transform_edt(~vertebra, sampling=spacing)
+        dist = distance_mm(~vertebra, spacing)
         near = (dist <= p_reach_mm) | (ap > 20.0)
         cand = region & near & (smooth >= _GEOMETRY.muscle[0]) & (smooth <= organ_hu) & ~vertebra
         front = ap[spine].min()
