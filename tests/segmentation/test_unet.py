@@ -189,12 +189,14 @@ def test_score_resampling_matches_skimage() -> None:
     assert np.abs(_resize_linear(scores, 128, 90) - want).max() < 1e-5
 
 
-def test_enlarging_to_the_model_grid_matches_skimage() -> None:
+def test_resampling_to_the_model_grid_matches_skimage() -> None:
     from skimage.transform import resize
 
     spec = InputSpec(pixel_spacing_mm=0.75)
     hu = np.random.default_rng(1).uniform(-1000, 400, (2, 70, 64)).astype(np.float32)
-    grid = spec.to_model_grid(hu, (0.8, 0.8))  # coarser CT: the model grid has more pixels
-    assert grid.shape == (2, 75, 68)
-    want = resize(hu, (2, 75, 68), order=1, mode="edge", anti_aliasing=False, preserve_range=True)
-    assert np.abs(grid - want).max() < 1e-3
+    # coarser CT (more model pixels), finer CT (fewer: anti-aliased), and a mix of both
+    for spacing, shape in (((0.8, 0.8), (75, 68)), ((0.5, 0.5), (47, 43)), ((0.9, 0.5), (84, 43))):
+        grid = spec.to_model_grid(hu, spacing)
+        assert grid.shape == (2, *shape)
+        want = resize(hu, grid.shape, order=1, mode="edge", anti_aliasing=shape[0] < 70, preserve_range=True)
+        assert np.abs(grid - want).max() < 1e-3

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
 from skimage.transform import resize
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges
@@ -64,16 +65,20 @@ class InputSpec:
         return any(abs(s - target) > _SPACING_TOLERANCE * target for s in pixel_spacing)
 
     def to_model_grid(self, hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
-        """Resample HU slices (n, y, x) to the model's pixel size (linear, anti-aliased when shrinking)."""
+        """Resample HU slices (n, y, x) to the model's pixel size (linear, anti-aliased when shrinking).
+
+        The result equals skimage.transform.resize(order=1, mode="edge", anti_aliasing when shrinking).
+        """
         out_shape = self.model_shape(hu.shape[-2:], pixel_spacing)
         hu = hu.astype(np.float32, copy=False)
         if out_shape == tuple(hu.shape[-2:]):
             return hu
-        if out_shape[0] >= hu.shape[-2]:  # enlarging: plain linear interpolation, as skimage's, but faster
-            return _resize_linear(hu[:, None], *out_shape)[:, 0]
-        return resize(
-            hu, (hu.shape[0], *out_shape), order=1, mode="edge", anti_aliasing=True, preserve_range=True
-        ).astype(np.float32)
+        if out_shape[0] < hu.shape[-2]:  # shrinking: skimage's anti-aliasing filter first
+            factors = np.asarray(hu.shape[-2:]) / np.asarray(out_shape)
+            sigma = np.maximum(0.0, (factors - 1) / 2)
+            hu = ndi.gaussian_filter(hu, (0.0, *sigma), mode="nearest")
+        # then linear interpolation as skimage.transform.resize does it, several times faster
+        return _resize_linear(hu[:, None], *out_shape)[:, 0]
 
     def labels_to_model_grid(self, labels: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
         """Resample a label map (y, x) to the model's pixel size (nearest neighbour)."""
