@@ -109,6 +109,11 @@ class Anatomy:
     iliac_crest: float
     es_size: tuple[float, float]  # erector spinae half axes at L3 (mm)
     superficial_fascia: float  # depth of Scarpa's fascia as a fraction of the SAT thickness
+    # psoas below L1: forward shift of its centre (fraction of its AP half axis) and AP elongation; real
+    # psoas at L3 ranges from round, beside the vertebral body, to a teardrop reaching the body's front edge
+    # (varied by make_slice; volumes keep the round default)
+    psoas_shape: tuple[float, float] = (0.0, 1.0)
+    liver_wall: bool = False  # the liver tip lies against the right wall, with no fat plane between
     blobs: list[Blob] = field(default_factory=list)
     seed: int = 0
 
@@ -264,6 +269,9 @@ def build_anatomy(seed: int, habitus: Habitus | None, exam: Exam, variant: str) 
         superficial_fascia=_ranged(rng, 0.35, 0.65),
         seed=seed,
     )
+    # drawn from their own stream, so every other parameter of a seed stays what it was
+    extra = np.random.default_rng([seed, 6])
+    anat.liver_wall = bool(extra.random() < 0.5)
     return anat
 
 

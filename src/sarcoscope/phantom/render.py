@@ -448,6 +448,8 @@ def render_section(
     if liver_s > 0 and not legs:
         lx = -fw * (0.32 + 0.38 * (1 - liver_s) ** 1.5)
         la, lb = fw * 0.6 * liver_s**0.7 + 8, (fda + fdp) * 0.42 * liver_s**0.6 + 8
+        if anat.liver_wall:  # the tip reaches the wall; painted over the cavity only, so it stops there
+            lx, la = lx - 10 * (1 - liver_s), la + 25 * (1 - liver_s)
         p.ellipse(lx, -fda * 0.1 + 15 * (1 - liver_s), la, lb,
                   LIVER, OVER_CAVITY, ang=-0.3 * (1 - liver_s))  # fmt: skip
         if liver_s > 0.55:  # left lobe, anterior, crossing the midline
@@ -465,14 +467,16 @@ def render_section(
     psoas_s = float(np.clip((l1.z_hi - z) / 70, 0, 1.0)) * (1 + 0.25 * np.clip((zl3 - z) / 60, 0, 1))
     if z < -10:
         psoas_s *= float(np.clip(1 + (z + 10) / 200, 0.4, 1))
-    ps_a, ps_b = (11 * anat.ms + 6) * psoas_s, (14 * anat.ms + 7) * psoas_s
+    w = float(np.clip((l1.z_lo - z) / 30, 0, 1))  # the patient's psoas shape develops below L1
+    ps_fwd, ps_long = w * anat.psoas_shape[0], 1 + w * (anat.psoas_shape[1] - 1)
+    ps_a, ps_b = (11 * anat.ms + 6) * psoas_s / ps_long**0.5, (14 * anat.ms + 7) * psoas_s * ps_long
     ql_s = float(np.clip((l1.z_hi + 10 - z) / 40, 0, 1) * np.clip((z - anat.iliac_crest) / 25, 0, 1))
     tp_len = 18 + 6 * max(1 - abs(z - zl3) / 60, 0)
     for sgn in sides:
         if psoas_s > 0.05 and not legs:
             pxc = sgn * (vw / 2 + ps_a * 0.85 + (0 if z > -20 else (-20 - z) * 0.25))
-            pyc = yc + 4 + ps_b * 0.25 - (0 if z > -20 else (-20 - z) * 0.3)
-            p.ellipse(pxc, pyc, ps_a, ps_b, MUS_PS, OVER_CAVITY, ang=sgn * 0.45)
+            pyc = yc + 4 + ps_b * (0.25 - ps_fwd) - (0 if z > -20 else (-20 - z) * 0.3)
+            p.ellipse(pxc, pyc, ps_a, ps_b, MUS_PS, _lut((VAT, LIVER)), ang=sgn * 0.45)  # retroperitoneal
         if ql_s > 0.05 and not thorax:
             qa, qb = (11 * anat.ms + 5) * ql_s, (4 * anat.ms + 3) * ql_s
             qx = sgn * (vw / 2 + tp_len + qa * 0.35)

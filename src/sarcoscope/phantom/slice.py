@@ -131,6 +131,12 @@ def make_slice(
     rng = np.random.default_rng([seed, 2])
     exam = Exam.sample(np.random.default_rng([seed, 3]), noise_hu=noise_hu).with_contrast(contrast)
     anat = build_anatomy(seed, habitus, exam, "normal")
+    # variants of the L3 anatomy that real slices show; volumes keep the defaults, so the phantom volumes
+    # the L3 localizer was validated on stay as they were
+    shape_rng = np.random.default_rng([seed, 7])
+    anat.psoas_shape = (float(shape_rng.uniform(-0.1, 0.6)), float(shape_rng.uniform(0.9, 1.35)))
+    if shape_rng.random() < 0.35:  # a low-lying or large liver filling the right abdomen (Riedel's lobe)
+        anat.liver_bottom -= float(shape_rng.uniform(30, 80))
     l3 = anat.l3
     frac = float(rng.uniform(-0.3, 0.3)) if z_offset is None else float(z_offset)
     z = l3.z_mid + frac * l3.height
