@@ -1,7 +1,7 @@
 """Synthetic CT with exact labels: L3 slices and abdominal volumes with a labelled spine.
 
 Used by the demo, the tests, the L3 localizer tests and as U-Net training data, so the slices imitate
-clinical L3 CT (contrast phases, bowel, kidneys, the liver's tip or a large lobe against the wall, psoas
+clinical L3 CT (contrast phases, bowel, kidneys, the liver's tip, in some against the wall, psoas
 shapes from round to teardrop, table, correlated noise, partial volume).
 
 Label definition (same as the real reference labels: "HU thresholds inside compartments"): the painted,

@@ -476,7 +476,7 @@ def render_section(
         if psoas_s > 0.05 and not legs:
             pxc = sgn * (vw / 2 + ps_a * 0.85 + (0 if z > -20 else (-20 - z) * 0.25))
             pyc = yc + 4 + ps_b * (0.25 - ps_fwd) - (0 if z > -20 else (-20 - z) * 0.3)
-            p.ellipse(pxc, pyc, ps_a, ps_b, MUS_PS, _lut((VAT, LIVER)), ang=sgn * 0.45)  # retroperitoneal
+            p.ellipse(pxc, pyc, ps_a, ps_b, MUS_PS, OVER_CAVITY, ang=sgn * 0.45)
         if ql_s > 0.05 and not thorax:
             qa, qb = (11 * anat.ms + 5) * ql_s, (4 * anat.ms + 3) * ql_s
             qx = sgn * (vw / 2 + tp_len + qa * 0.35)

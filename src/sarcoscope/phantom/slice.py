@@ -135,8 +135,6 @@ def make_slice(
     # the L3 localizer was validated on stay as they were
     shape_rng = np.random.default_rng([seed, 7])
     anat.psoas_shape = (float(shape_rng.uniform(-0.1, 0.6)), float(shape_rng.uniform(0.9, 1.35)))
-    if shape_rng.random() < 0.35:  # a low-lying or large liver filling the right abdomen (Riedel's lobe)
-        anat.liver_bottom -= float(shape_rng.uniform(30, 80))
     l3 = anat.l3
     frac = float(rng.uniform(-0.3, 0.3)) if z_offset is None else float(z_offset)
     z = l3.z_mid + frac * l3.height
