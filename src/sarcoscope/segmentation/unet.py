@@ -245,7 +245,7 @@ class UNetEngine:
         self.refine = refine
         self.hu_ranges = hu_ranges
         self.batch_size = max(1, int(batch_size))
-        # the refinement of a range runs slices in parallel: scipy.ndimage releases the GIL
+        # the refinement of a range runs slices in parallel: scipy.ndimage releases the GIL (edt does not)
         self._refine_threads = int(threads) if threads else (os.cpu_count() or 1)
         options = ort.SessionOptions()
         if threads:
