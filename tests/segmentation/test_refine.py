@@ -16,11 +16,15 @@ from sarcoscope.segmentation.refine import (
     muscle_compartments,
     open_mm,
     remove_small_islands,
-    tissues_from_compartments,
     tissues_from_scores,
 )
 
 M, S, V, IM = Label.MUSCLE, Label.SAT, Label.VAT, Label.IMAT
+
+
+def tissues_from_compartments(probs: np.ndarray, hu: np.ndarray, spacing, *args, **kwargs) -> np.ndarray:
+    """The refinement from class probabilities (5, y, x), as the U-Net engine runs it."""
+    return tissues_from_scores(compartment_scores(probs), hu, spacing, *args, **kwargs)
 
 
 def test_morphology_radius_is_in_millimetres():

@@ -20,7 +20,7 @@ from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 BODY_THRESHOLD_HU = -500.0
 
 
-#: Band along the body outline (mm) whose pixels always take a tissue compartment (tissues_from_compartments).
+#: Band along the body outline (mm) whose pixels always take a tissue compartment (tissues_from_scores).
 OUTLINE_MM = 2.0
 
 #: Up to this radius (pixels) a structuring element is faster than a distance transform.
@@ -223,20 +223,6 @@ def compartment_scores(probs: np.ndarray) -> np.ndarray:
         return sum(p[..., c, :, :] for c in classes) - other
 
     return np.stack((score(Label.MUSCLE, Label.IMAT), score(Label.SAT), score(Label.VAT)), axis=-3)
-
-
-def tissues_from_compartments(
-    probs: np.ndarray,
-    hu: np.ndarray,
-    pixel_spacing: tuple[float, float],
-    hu_ranges: HURanges = DEFAULT_HU_RANGES,
-    body: np.ndarray | None = None,
-) -> np.ndarray:
-    """Label map of one slice from a network's class probabilities (5, y, x), by the reference protocol.
-
-    Each pixel takes its most probable compartment (`compartment_scores`); see `tissues_from_scores`.
-    """
-    return tissues_from_scores(compartment_scores(probs), hu, pixel_spacing, hu_ranges, body)
 
 
 def tissues_from_scores(

@@ -214,7 +214,8 @@ class UNetEngine:
 
     `refine=True` (default) reads the network's class probabilities as compartments and lets the HU windows
     decide the tissue of every pixel at the CT's own resolution: each tissue stays inside its HU range, fat
-    in a muscle compartment is IMAT, muscle speckle is removed (refine.tissues_from_compartments).
+    in a muscle compartment is IMAT, muscle speckle is removed (refine.compartment_scores, resampled to the
+    CT's grid, then refine.tissues_from_scores).
     `refine=False` returns the raw network labels (arg-max), so the refinement's effect can be measured.
     `mirror=True` averages the probabilities of the slice and of its left-right mirror image (test-time
     augmentation; the network was trained with random flips). Off by default: it doubles the network time
