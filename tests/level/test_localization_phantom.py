@@ -30,12 +30,17 @@ def _mid_error_mm(seed: int, **kw: object) -> tuple[float, int, int]:
     return abs(loc.l3_mid_mm - ref_mm), loc.l3_mid, truth["l3_mid_index"]
 
 
-@pytest.mark.parametrize(("seed", "thickness"), [(1, 3.0), (8, 5.0)])
-def test_normal_anatomy_exact_mid_l3(seed: int, thickness: float) -> None:
+# On 5 mm slices the short T12 rib is flat (one or two slices) and fails the rib shape test: the count then
+# rests on the sacrum alone (a CT-table piece behind the back used to pass for that rib).
+@pytest.mark.parametrize(
+    ("seed", "thickness", "counted_from"),
+    [(1, 3.0, "sacrum+ribs"), (8, 5.0, "sacrum"), (9, 1.5, "sacrum+ribs")],
+)
+def test_normal_anatomy_exact_mid_l3(seed: int, thickness: float, counted_from: str) -> None:
     err_mm, pred, ref = _mid_error_mm(seed, thickness=thickness)
     assert abs(pred - ref) <= 1 and err_mm <= 5.0
     loc = locate_l3(_phantom(seed, thickness=thickness).to_ctvolume())
-    assert loc.counted_from == "sacrum+ribs" and not loc.has_flag(FLAG_COUNTING)
+    assert loc.counted_from == counted_from and not loc.has_flag(FLAG_COUNTING)
     truth = _phantom(seed, thickness=thickness).truth
     # Every named vertebra has its centre inside the true body (indices, 0 = most inferior slice).
     for name in ("L5", "L4", "L3", "L2", "L1"):

@@ -19,6 +19,12 @@ RIB_HU = 110.0
 #: A rib piece must start within this distance (mm) of the column's midline: rib necks start at the
 #: transverse process; on thick slices the neck may vanish and the shaft start a little further out.
 RIB_REACH_MM = 60.0
+#: A rib head lies beside the vertebra: its medial end is at most this many vertebral-body depths behind
+#: the body's centre (the costotransverse joint is about one). Bone further back is the CT table.
+RIB_HEAD_BEHIND_DEPTHS = 2.5
+#: A rib's medial end (its head and neck) spans at most this height (mm); a table rail or a muscle edge
+#: that passes the threshold is as near the column over far more slices.
+RIB_HEAD_HEIGHT_MM = 50.0
 
 
 def column_width(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
@@ -88,7 +94,8 @@ def find_ribs(grid: WorkGrid, trace: SpineTrace, z_min: float = 0.0) -> list[Rib
     """Ribs: separate bones that start beside the column and run laterally and downwards.
 
     Transverse processes also sit beside the column but run horizontally and stay short; iliac wings
-    rise laterally; both are rejected by the shape tests.
+    rise laterally; both are rejected by the shape tests. The table's rails, long and beside the column
+    too, lie behind the back.
     """
     dz, dy, dx = grid.spacing
     nx = grid.hu.shape[2]
@@ -119,14 +126,19 @@ def find_ribs(grid: WorkGrid, trace: SpineTrace, z_min: float = 0.0) -> list[Rib
         if dmin > RIB_REACH_MM or dmax - dmin < 30.0:
             continue
         med = d < dmin + 8.0
+        if np.ptp(zz[med]) * dz > RIB_HEAD_HEIGHT_MM:
+            continue
         lat = d > dmax - 10.0
         z_med = float(zz[med].mean()) + z0
         z_lat = float(zz[lat].mean()) + z0
         y_med = float(yy[med].mean())
         if (z_med - z_lat) * dz < 8.0:  # does not run downwards: transverse process or pelvis
             continue
-        if y_med < trace.body_y[round(z_med)] - 0.3 * trace.body_depth_mm / dy:
+        behind = (y_med - trace.body_y[round(z_med)]) * dy / trace.body_depth_mm
+        if behind < -0.3:
             continue  # starts in front of the column: not a rib head
+        if behind > RIB_HEAD_BEHIND_DEPTHS:
+            continue  # starts behind the back: a piece of the table
         side = "left" if float(np.median(xs - trace.cx[z0 + zz])) > 0 else "right"
         ribs.append(Rib(side=side, z_medial=z_med, length_mm=float(dmax - dmin)))
     return ribs
