@@ -12,6 +12,7 @@ from sarcoscope.segmentation.refine import (
     dilate_mm,
     distance_mm,
     erode_mm,
+    fill_holes,
     in_convex_hull,
     muscle_compartments,
     open_mm,
@@ -60,6 +61,24 @@ def test_erode_open_close():
     gapped = square.copy()
     gapped[:, 19:21] = False  # a 2 px slit is closed (away from its open ends)
     assert close_mm(gapped, 2.0, (1.0, 1.0))[13:27, 10:30].all()
+
+
+def test_fill_holes_is_scipys():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(5)
+    for sigma in (1.5, 3.0):
+        smooth = ndi.gaussian_filter(rng.random((90, 70)), sigma)
+        blobs = smooth > np.quantile(smooth, 0.4)  # holes inside and pieces of background at the edges
+        want = ndi.binary_fill_holes(blobs)
+        assert (want & ~blobs).any()
+        np.testing.assert_array_equal(fill_holes(blobs), want)
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7] = True
+    ring[4, 4] = False
+    channel = ring.copy()
+    channel[4, :4] = False  # the centre now reaches the edge: not a hole
+    assert fill_holes(ring)[4, 4] and not fill_holes(channel)[4, 4]
 
 
 def test_in_convex_hull():
@@ -117,6 +136,29 @@ def test_tissues_from_compartments_follow_the_hu_windows():
     probs_imat = _one_hot(np.where(comp == M, IM, comp).astype(np.uint8))
     out_imat = tissues_from_compartments(probs_imat, hu, (1.0, 1.0))
     assert (out_imat[16:20, 10:50] == M).all() and (out_imat[12:15, 12:15] == IM).all()
+
+
+def test_fat_on_the_edge_of_a_muscle_compartment_joins_the_nearer_fat_compartment():
+    """IMAT is fat that muscle (and bone) enclose; fat the blurred muscle compartment only borders is SAT or
+    VAT."""
+    hu = np.full((60, 60), -100.0)
+    hu[20:40, 10:50] = 50.0  # a 20 mm thick muscle belly in fat
+    hu[28:31, 28:31] = -80.0  # a 3 mm pocket inside it
+    hu[22:38, 50:54] = 400.0  # bone against the belly's end ...
+    hu[24:36, 46:50] = -80.0  # ... and a 12 mm pocket between muscle and bone, open towards the bone only
+    comp = np.full((60, 60), S, np.uint8)
+    comp[30:, :] = V  # SAT above the muscle, VAT below
+    comp[17:43, 7:53] = M  # the muscle compartment reaches 3 mm beyond the muscle, into both fats
+    scores = compartment_scores(_one_hot(comp))
+    scores[1, :30] += 0.5  # above the belly's middle the SAT score is the higher of the two fats
+    scores[2, 30:] += 0.5
+    out = tissues_from_scores(scores, hu, (1.0, 1.0), body=np.ones((60, 60), bool))
+    assert (out[28:31, 28:31] == IM).all() and (out[24:36, 46:50] == IM).all()
+    assert (out[20:40, 10:50][hu[20:40, 10:50] > 0] == M).all()
+    assert (out[17:20, 10:50] == S).all() and (out[40:43, 10:50] == V).all()
+    assert (out[20:30, 7:10] == S).all() and (out[30:40, 7:10] == V).all()
+    imat = out == IM  # nowhere else than in the belly and the corners it makes with the bone
+    assert imat[20:40, 10:54].sum() == imat.sum() < 9 + 48 + 12
 
 
 def test_compartment_scores_are_pooled_before_the_arg_max():

@@ -11,6 +11,7 @@ import pytest
 from sarcoscope.conventions import HURanges
 from sarcoscope.errors import SegmentationError
 from sarcoscope.segmentation import get_engine
+from sarcoscope.segmentation.refine import REFINEMENT_VERSION
 from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, InputSpec, UNetEngine, load_model_card
 from sarcoscope.validation.metrics import dice
 
@@ -67,10 +68,10 @@ def test_shipped_model_card_is_complete() -> None:
 def test_registered_engine_reports_model_id(engine: UNetEngine) -> None:
     registered = get_engine("unet")
     assert registered.name == "unet" and registered.model_id == engine.model_id
-    assert engine.model_id == json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())["model_id"]
-    assert UNetEngine(refine=False).model_id.endswith("+raw")
+    card_id = json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())["model_id"]
+    assert engine.model_id == f"{card_id}+refine-v{REFINEMENT_VERSION}"
     raw = get_engine(f"unet-raw:{DEFAULT_MODEL_DIR}")
-    assert not raw.refine and raw.model_id == engine.model_id + "+raw"
+    assert not raw.refine and raw.model_id == card_id + "+raw"
     options = get_engine("unet", hu_ranges=HURanges.slice_o_matic_vat(), refine=False)
     assert options.hu_ranges.vat == (-150.0, -50.0) and not options.refine
 

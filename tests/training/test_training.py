@@ -191,7 +191,7 @@ def test_short_run_reduces_loss_exports_card_and_resumes(tmp_path: Path) -> None
     seg = UNetEngine(out, refine=False).segment(hu[None], (1.0, 1.0))
     assert seg.shape == (1, 144, 144) and seg.dtype == np.uint8
     # ... and by name wherever an engine name goes ("unet:PATH")
-    assert get_engine(f"unet:{out}").model_id == card["model_id"]
+    assert get_engine(f"unet:{out}").model_id.startswith(card["model_id"] + "+refine-v")
     with pytest.raises(SegmentationError, match="no trained model"):
         get_engine(f"threshold:{out}")
 

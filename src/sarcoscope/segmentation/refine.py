@@ -23,6 +23,12 @@ BODY_THRESHOLD_HU = -500.0
 #: Band along the body outline (mm) whose pixels always take a tissue compartment (tissues_from_scores).
 OUTLINE_MM = 2.0
 
+#: Fat enclosed by muscle after a closing of this radius (mm) is intermuscular (IMAT); both engines use it.
+IMAT_CLOSING_MM = 4.0
+
+#: Bump when tissues_from_scores changes its output (2: IMAT only where muscle and bone enclose the fat).
+REFINEMENT_VERSION = 2
+
 #: Up to this radius (pixels) a structuring element is faster than a distance transform.
 _SMALL_RADIUS_PX = 4.0
 
@@ -126,7 +132,7 @@ def body_mask(
         )
         share[0] = 0.0
         body |= (share >= 0.9)[lab]
-    return ndi.binary_fill_holes(largest_component(body))
+    return fill_holes(largest_component(body))
 
 
 def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
@@ -158,6 +164,25 @@ def tissue_masks(hu: np.ndarray, hu_ranges: HURanges = DEFAULT_HU_RANGES) -> dic
     return out
 
 
+def _holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pieces of a 2-D mask's background (labels) and which of them are holes (do not reach the edge).
+
+    binary_fill_holes' definition (4-connected background), with one labelling instead of its iterated
+    dilation, which is several times slower on a 512² slice.
+    """
+    lab, n = ndi.label(~mask)
+    hole = np.ones(n + 1, dtype=bool)
+    hole[0] = False
+    hole[np.concatenate((lab[0], lab[-1], lab[:, 0], lab[:, -1]))] = False
+    return lab, hole
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """A 2-D mask with its holes filled (as scipy's binary_fill_holes, faster)."""
+    lab, hole = _holes(mask)
+    return mask | hole[lab]
+
+
 def muscle_compartments(
     muscle: np.ndarray,
     pixel_spacing: tuple[float, float],
@@ -171,14 +196,9 @@ def muscle_compartments(
     abdominal cavity it encloses is not a muscle compartment.
     """
     closed = close_mm(muscle, closing_mm, pixel_spacing) | muscle
-    holes = ndi.binary_fill_holes(closed) & ~closed
-    lab, n = ndi.label(holes)
-    if n:
-        sizes = np.bincount(lab.ravel()) * pixel_spacing[0] * pixel_spacing[1]
-        small = sizes <= max_hole_cm2 * 100.0
-        small[0] = False
-        closed |= small[lab]
-    return closed
+    lab, hole = _holes(closed)
+    sizes = np.bincount(lab.ravel(), minlength=hole.size) * pixel_spacing[0] * pixel_spacing[1]
+    return closed | (hole & (sizes <= max_hole_cm2 * 100.0))[lab]
 
 
 def remove_small_islands(
@@ -236,9 +256,10 @@ def tissues_from_scores(
 
     Each pixel takes its best compartment (other when no score is above 0) and then the tissue of that
     compartment whose HU window holds the pixel: muscle or IMAT in a muscle compartment, SAT in the
-    subcutaneous and VAT in the visceral one; a pixel outside every window is 0. So the network only has to
-    place the compartments, while the tissue boundaries follow the HU thresholds at the CT's own resolution,
-    as in manual Slice-O-Matic labelling. Labels outside the body and muscle speckle are cleared.
+    subcutaneous and VAT in the visceral one; a pixel outside every window is 0. IMAT is only fat that
+    muscle (and bone) enclose, by the same rule as the threshold engine (`IMAT_CLOSING_MM`). So the network
+    only has to place the compartments, while the tissue boundaries follow the HU thresholds at the CT's own
+    resolution, as in manual Slice-O-Matic labelling. Labels outside the body and muscle speckle are cleared.
 
     Within `OUTLINE_MM` of the body outline "other" is not a candidate: there it stands for the air outside,
     which the body mask already removes, and the network's scores, resampled from its coarser grid, blur
@@ -250,8 +271,20 @@ def tissues_from_scores(
     best = np.argmax(scores, axis=0) + 1
     compartment = np.where(outline | (np.max(scores, axis=0) > 0), best, 0)
     windows = tissue_masks(hu, hu_ranges)
+    muscle = (compartment == 1) & windows["muscle"]
+    # IMAT is fat enclosed by muscle, or by muscle and bone (the paraspinal pockets against the vertebral
+    # arch). Other fat the muscle compartment holds lies on its edge, which the network's coarser grid
+    # blurs: it joins the better of the two fat compartments there.
+    if muscle.any():
+        # within reach of the closing around the muscle compartment, which is all that it decides
+        reach = 2 * int(np.ceil(IMAT_CLOSING_MM / min(pixel_spacing))) + 2
+        box = bounding_box(compartment == 1, margin=reach)
+        enclosing = muscle[box] | (hu[box] > hu_ranges.muscle[1])
+        enclosed = muscle_compartments(enclosing, pixel_spacing, closing_mm=IMAT_CLOSING_MM)
+        loose = (compartment[box] == 1) & ~enclosed
+        compartment[box][loose] = np.where(scores[1][box][loose] >= scores[2][box][loose], 2, 3)
     out = np.zeros(hu.shape, dtype=np.uint8)
-    out[(compartment == 1) & windows["muscle"]] = Label.MUSCLE
+    out[muscle] = Label.MUSCLE
     out[(compartment == 1) & windows["imat"]] = Label.IMAT
     out[(compartment == 2) & windows["sat"]] = Label.SAT
     out[(compartment == 3) & windows["vat"]] = Label.VAT

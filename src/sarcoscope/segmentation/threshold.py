@@ -30,11 +30,13 @@ from scipy import ndimage as ndi
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
 from sarcoscope.segmentation.refine import (
+    IMAT_CLOSING_MM,
     body_mask,
     bounding_box,
     close_mm,
     dilate_mm,
     distance_mm,
+    fill_holes,
     muscle_compartments,
     open_mm,
     remove_small_islands,
@@ -63,7 +65,7 @@ class ThresholdParams:
     psoas_margin_hu: float = 25.0  # the same limit for the muscles found from the vertebra
     psoas_reach_mm: float = 50.0  # how far from the vertebra those muscles may extend
     organ_step_hu: float = 16.0  # a >= 4 mm stretch this much brighter than muscle ends the wall
-    imat_closing_mm: float = 4.0  # fat enclosed by muscle after a closing of this radius is IMAT
+    imat_closing_mm: float = IMAT_CLOSING_MM  # fat enclosed by muscle after a closing of this radius is IMAT
     n_rays: int = 720
 
 
@@ -227,7 +229,7 @@ class ThresholdEngine:
         3x) than this scan's subcutaneous fat: stool is mottled, mesenteric fat is as smooth as SAT.
         """
         gas = (hu < -250.0) & cavity
-        core = ndi.binary_fill_holes(close_mm(gas, 7.0, spacing))
+        core = fill_holes(close_mm(gas, 7.0, spacing))
         if not core.any():
             return core
         size = (max(3, round(4.0 / spacing[0])), max(3, round(4.0 / spacing[1])))
@@ -279,7 +281,7 @@ class ThresholdEngine:
         near = dilate_mm(spine, 20.0, spacing)
         keep = np.unique(lab[near & bone])
         vertebra = np.isin(lab, keep[keep > 0]) & near
-        return ndi.binary_fill_holes(close_mm(vertebra, 8.0, spacing) | vertebra)
+        return fill_holes(close_mm(vertebra, 8.0, spacing) | vertebra)
 
     @staticmethod
     def _posterior_direction(

@@ -22,7 +22,12 @@ from skimage.transform import resize
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges
 from sarcoscope.errors import SegmentationError
-from sarcoscope.segmentation.refine import BODY_THRESHOLD_HU, compartment_scores, tissues_from_scores
+from sarcoscope.segmentation.refine import (
+    BODY_THRESHOLD_HU,
+    REFINEMENT_VERSION,
+    compartment_scores,
+    tissues_from_scores,
+)
 
 #: The model shipped with the package (trained by `sarcoscope train`, see its MODEL_CARD.md).
 DEFAULT_MODEL_DIR = Path(__file__).with_name("models")
@@ -214,8 +219,8 @@ class UNetEngine:
 
     `refine=True` (default) reads the network's class probabilities as compartments and lets the HU windows
     decide the tissue of every pixel at the CT's own resolution: each tissue stays inside its HU range, fat
-    in a muscle compartment is IMAT, muscle speckle is removed (refine.compartment_scores, resampled to the
-    CT's grid, then refine.tissues_from_scores).
+    that muscle (and bone) enclose in a muscle compartment is IMAT, muscle speckle is removed
+    (refine.compartment_scores, resampled to the CT's grid, then refine.tissues_from_scores).
     `refine=False` returns the raw network labels (arg-max), so the refinement's effect can be measured.
     `mirror=True` averages the probabilities of the slice and of its left-right mirror image (test-time
     augmentation; the network was trained with random flips). Off by default: it doubles the network time
@@ -238,9 +243,9 @@ class UNetEngine:
         self.model_dir = resolve_model_dir(model_path)
         self.card = load_model_card(self.model_dir)
         onnx_path = model_onnx_path(self.model_dir, self.card)
-        self.model_id: str = (
-            str(self.card["model_id"]) + ("" if refine else "+raw") + ("+mirror" if mirror else "")
-        )
+        # the refinement's version is part of the id: it changes the labels a given network gives
+        post = f"+refine-v{REFINEMENT_VERSION}" if refine else "+raw"
+        self.model_id: str = str(self.card["model_id"]) + post + ("+mirror" if mirror else "")
         self.mirror = mirror
         self.spec = InputSpec.from_dict(self.card["input"])
         self.refine = refine
