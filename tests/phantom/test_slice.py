@@ -48,6 +48,18 @@ def test_labels_follow_the_hu_thresholds(slices) -> None:
             assert fat.size == 0 or (fat.min() >= r.sat[0] and fat.max() <= r.sat[1])
 
 
+def test_skin_reading_as_fat_is_sat(slices) -> None:
+    """As in the real reference labels, the skin line's fat-HU pixels (skin blurred into air) are SAT."""
+    r = DEFAULT_HU_RANGES
+    for sl in (*slices, make_slice(2)):  # seed 2: a thin patient with a long skin line of fat HU
+        body = ndi.binary_fill_holes(sl.hu > -500)
+        rim = body & ~ndi.binary_erosion(body, structure=np.ones((3, 3), bool))
+        rim &= ndi.binary_dilation(sl.labels == Label.SAT, iterations=4)  # the body's skin, not the table
+        fat = rim & (sl.hu >= r.sat[0]) & (sl.hu <= r.sat[1])
+        # (a few rim pixels are the table where it touches the body: never labelled)
+        assert fat.sum() > 500 and (sl.labels[fat] == Label.SAT).mean() > 0.99
+
+
 def test_truth_areas_match_labels_and_geometry(slices) -> None:
     for sl in slices:
         px_cm2 = sl.pixel_spacing[0] * sl.pixel_spacing[1] / 100

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from sarcoscope.conventions import HURanges, Label
 from sarcoscope.errors import SegmentationError
@@ -46,9 +47,21 @@ def test_synthetic_slice_labels_and_tissues(engine, abdomen):
     assert dice(labels, truth, Label.MUSCLE) > 0.97
     pocket = truth == Label.IMAT
     assert (labels[pocket] == Label.IMAT).mean() > 0.8
-    # nothing outside the body: not the table, not the skin line
+    # nothing outside the body, the table included
     assert not labels[masks["table"]].any()
     assert not labels[~masks["body"]].any()
+
+
+def test_skin_line_reading_as_fat_is_sat(engine, abdomen):
+    """The reference labels' thresholds decide partial volume, at the skin too: fat-HU skin is SAT."""
+    hu, truth, masks = abdomen()
+    body = masks["body"]
+    rim = body & ~ndi.binary_erosion(body, structure=np.ones((3, 3), bool))  # the outermost pixel ring
+    hu = hu.copy()
+    hu[rim] = -120.0  # the skin blurred into the air outside
+    labels = engine.segment(hu[None], (0.75, 0.75))[0]
+    assert (labels[rim] == Label.SAT).mean() > 0.99
+    assert dice(labels, truth, Label.MUSCLE) > 0.97
 
 
 def test_table_touching_the_body_is_not_body(engine, abdomen):

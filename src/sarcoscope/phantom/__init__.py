@@ -9,7 +9,8 @@ exact tissue compartments decide *where* a tissue may be, the final noisy HU dec
 labelled -- muscle (1) for HU -29..150 inside a muscle compartment, SAT (2) / VAT (3) / IMAT (4) for HU
 -190..-30 in the subcutaneous, visceral or intramuscular fat (fat behind the vertebral body, inside the
 thoracolumbar fascia, is intramuscular; the midline notch behind the spinous processes is subcutaneous).
-Partial-volume edge pixels of soft tissue that read as fat take the label of the fat within 2 px. So a
+Partial-volume edge pixels of soft tissue that read as fat take the label of the fat within 2 px; skin pixels
+that read as fat (blurred into the air outside) are SAT, as in the real reference labels. So a
 perfect segmenter of real reference labels also scores ~1 here. `truth["geometric_area_cm2"]` holds the
 exact pre-blur areas for comparison; `truth["landmarks_px"]` the spine and paraspinal landmarks.
 """

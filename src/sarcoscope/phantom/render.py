@@ -989,6 +989,9 @@ def make_labels(hu: np.ndarray, cls: np.ndarray) -> np.ndarray:
     if edge.any():
         near = ndi.maximum_filter(fl, size=5)
         lab[edge] = near[edge]
+    # the skin lies in the subcutaneous compartment of the real reference labels (body outline to fascia):
+    # where it reads as fat (blurred into the air outside, noise) it is SAT there
+    lab[fat & (cls == SKIN) & (lab == 0)] = Label.SAT
     mc = MUSCLE_COMPARTMENT[cls]
     lab[fat & mc & (lab == 0)] = Label.IMAT
     muscle_px = OVER_MUSCLE[cls]

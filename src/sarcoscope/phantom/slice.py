@@ -29,11 +29,11 @@ LABEL_DEFINITION = (
     "HU thresholds inside compartments on the final (blurred + noisy) image: muscle = muscle compartment "
     "(incl. its fat pockets, plus fat pixels touching muscle) with HU in the muscle range; SAT/VAT/IMAT = "
     "pixels with HU in the adipose range taking the compartment of the fat they belong to (edge pixels of "
-    "soft tissue take the fat within 2 px; muscle pixels with fat HU and no fat nearby are IMAT). Fat behind "
-    "the vertebral body inside the thoracolumbar fascia (around the posterior arch, between psoas and the "
-    "paraspinals) is IMAT, the midline notch fat behind the supraspinous ligament SAT. Bowel contents, "
-    "organs, vessels, bone, the spinal canal (incl. epidural fat), skin, fascia (linea alba/semilunaris) and "
-    "the table are never labelled."
+    "soft tissue take the fat within 2 px, skin pixels reading as fat are SAT; muscle pixels with fat HU "
+    "and no fat nearby are IMAT). Fat behind the vertebral body inside the thoracolumbar fascia (around the "
+    "posterior arch, between psoas and the paraspinals) is IMAT, the midline notch fat behind the "
+    "supraspinous ligament SAT. Bowel contents, organs, vessels, bone, the spinal canal (incl. epidural "
+    "fat), skin (unless it reads as fat), fascia (linea alba/semilunaris) and the table are never labelled."
 )
 
 _GEOMETRIC = {"muscle": (MUS, MUS_PS, MUS_ES), "sat": (SAT,), "vat": (VAT,), "imat": (IMAT,)}

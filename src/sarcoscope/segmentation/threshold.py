@@ -44,7 +44,7 @@ from sarcoscope.segmentation.refine import (
 )
 
 #: Bump when the algorithm changes in a way that changes its output.
-ALGORITHM_VERSION = 2
+ALGORITHM_VERSION = 3
 #: HU windows for the geometry (where the wall is, what is fat or muscle-like). Fixed, so that a narrower
 #: reporting window (e.g. Slice-O-Matic VAT -150..-50) changes which pixels are counted, not the anatomy.
 _GEOMETRY = DEFAULT_HU_RANGES
@@ -167,7 +167,8 @@ class ThresholdEngine:
         # heavier smoothing to tell enhanced organs from muscle by mean HU despite noise
         coarse = ndi.gaussian_filter(hu, sigma=(1.5 / spacing[0], 1.5 / spacing[1]))
         masks = tissue_masks(hu, self.hu_ranges)
-        # the outermost pixel ring is skin partial volume, never tissue in the reference protocol
+        # the outermost pixel ring is skin partial volume: SAT where it reads as fat (the reference labels'
+        # thresholds decide partial volume), never any other tissue
         inner = ndi.binary_erosion(body, structure=np.ones((3, 3), bool))
 
         spine = self._spine(smooth, body, spacing)
@@ -208,7 +209,7 @@ class ThresholdEngine:
         arch = vertebra & cavity & (ap > 5.0)
         enclosed = muscle_compartments(muscle | arch, spacing, closing_mm=p.imat_closing_mm)
         imat = masks["imat"] & inner & cavity & enclosed & ~vertebra
-        sat = masks["sat"] & inner & ~cavity
+        sat = masks["sat"] & body & ~cavity
         fat = masks["vat"] & inner & cavity & ~imat & ~muscle
         vat = fat & ~self._stool(hu, cavity, fat, sat, spacing)
 
