@@ -50,6 +50,16 @@ def test_normal_anatomy_exact_mid_l3(seed: int, thickness: float, counted_from: 
     assert sel.indices == [pred] and sel.mode == "auto"
 
 
+def test_shoulder_girdle_is_not_taken_for_the_sacrum() -> None:
+    # chest to pelvis at 2.2 mm pixels: the trace that reaches the shoulders misses the real sacrum, and
+    # the shoulder girdle passes the sacrum test; the ribs below it show the thorax: counted from the ribs
+    pv = _phantom(10, coverage="chest-pelvis", thickness=5.0)
+    loc = locate_l3(pv.to_ctvolume())
+    assert loc.found and not loc.has_flag(FLAG_NOT_IN_FOV)
+    assert loc.counted_from == "ribs" and loc.has_flag(FLAG_COUNTING)
+    assert abs(loc.l3_mid - pv.truth["l3_mid_index"]) <= 8  # one vertebra (5 mm slices) off, and flagged
+
+
 def test_pelvis_only_reports_l3_above_the_field_of_view() -> None:
     loc = locate_l3(_phantom(12, coverage="lower").to_ctvolume())
     assert not loc.found and loc.has_flag(FLAG_NOT_IN_FOV)

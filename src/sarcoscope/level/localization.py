@@ -114,6 +114,8 @@ def _names_up(first: str, count: int) -> list[str]:
 
 
 _TRACES = ((8.0, False), (16.0, True))
+#: Consecutive rib-bearing vertebrae that only the thorax has.
+_THORAX_SEGMENTS = 3
 
 
 @dataclass
@@ -148,6 +150,14 @@ def _read(grid: spine.WorkGrid, trace: spine.SpineTrace) -> _Reading | None:
         return None
     period = discs.period_mm
     sacrum = anchors.find_sacrum_disc(grid, trace, discs.z, period)
+    if sacrum is not None and sacrum >= _THORAX_SEGMENTS:
+        # The shoulder girdle, too, is wide bone below a disc with bone beside it; but ribs below it, vertebra
+        # after vertebra, show the thorax. (Only checked for a "sacrum" with several discs below it.)
+        below = anchors.find_ribs(grid, trace, z_min=discs.z[0])
+        segs = {_segment_of(r.z_medial + 0.15 * period / dz, discs.z) for r in below}
+        segs = {seg for seg in segs if seg <= sacrum}
+        if any(all(seg + k in segs for k in range(_THORAX_SEGMENTS)) for seg in segs):
+            sacrum = None
     # Ribs sit above the pelvis: start the search one level above L5/S1 when the sacrum is known.
     z_min = discs.z[sacrum] + period / dz if sacrum is not None else discs.z[0]
     ribs = anchors.find_ribs(grid, trace, z_min=z_min)
