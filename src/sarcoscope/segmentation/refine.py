@@ -267,9 +267,30 @@ def tissues_from_scores(
     a thin patient would lose a large share of the SAT.
     """
     inside = body if body is not None else body_mask(hu, pixel_spacing)
+    out = np.zeros(hu.shape, dtype=np.uint8)
+    if inside.any():
+        # every label lies in the body's bounding box (plus a margin of air): same result, less work
+        box = bounding_box(inside, margin=2)
+        sub = scores[:, box[0], box[1]]
+        out[box] = _tissues_in_body(sub, hu[box], inside[box], pixel_spacing, hu_ranges)
+    return out
+
+
+def _tissues_in_body(
+    scores: np.ndarray,
+    hu: np.ndarray,
+    inside: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    hu_ranges: HURanges,
+) -> np.ndarray:
+    """tissues_from_scores on a box around the body."""
     outline = inside & ~erode_mm(inside, OUTLINE_MM, pixel_spacing)
-    best = np.argmax(scores, axis=0) + 1
-    compartment = np.where(outline | (np.max(scores, axis=0) > 0), best, 0)
+    # the best compartment (1 muscle, 2 SAT, 3 VAT) and its score, first one on ties (as np.argmax)
+    best = np.where(scores[1] > scores[0], 2, 1)
+    top = np.maximum(scores[0], scores[1])
+    best[scores[2] > top] = 3
+    top = np.maximum(top, scores[2])
+    compartment = np.where(outline | (top > 0), best, 0)
     windows = tissue_masks(hu, hu_ranges)
     muscle = (compartment == 1) & windows["muscle"]
     # IMAT is fat enclosed by muscle, or by muscle and bone (the paraspinal pockets against the vertebral
