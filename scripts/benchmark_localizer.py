@@ -28,7 +28,7 @@ PHANTOMS: list[tuple] = [
     (8, 5.0, "abdomen", "normal"),
     (9, 1.5, "abdomen", "normal"),
     (10, 5.0, "chest-pelvis", "normal"),
-    (10, 5.0, "chest-pelvis", "normal", 512),  # the same body at a scanner's resolution (0.9 mm pixels)
+    (10, 5.0, "chest-pelvis", "normal", 512),  # the same body at a scanner's resolution (0.8 mm pixels)
     (11, 3.0, "upper-abdomen", "normal"),
     (12, 3.0, "lower", "normal"),
     *[

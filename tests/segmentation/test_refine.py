@@ -138,9 +138,8 @@ def test_tissues_from_compartments_follow_the_hu_windows():
     assert (out_imat[16:20, 10:50] == M).all() and (out_imat[12:15, 12:15] == IM).all()
 
 
-def test_fat_on_the_edge_of_a_muscle_compartment_joins_the_nearer_fat_compartment():
-    """IMAT is fat that muscle (and bone) enclose; fat the blurred muscle compartment only borders is SAT or
-    VAT."""
+def test_fat_on_the_edge_of_a_muscle_compartment_joins_a_fat_compartment():
+    """IMAT is fat that muscle (and bone) enclose; fat the muscle compartment only borders is SAT or VAT."""
     hu = np.full((60, 60), -100.0)
     hu[20:40, 10:50] = 50.0  # a 20 mm thick muscle belly in fat
     hu[28:31, 28:31] = -80.0  # a 3 mm pocket inside it

@@ -149,19 +149,21 @@ def _read(grid: spine.WorkGrid, trace: spine.SpineTrace) -> _Reading | None:
     if not BODY_HU[0] <= body_hu <= BODY_HU[1]:
         return None
     period = discs.period_mm
+
+    def rib_segments(z_min: float) -> set[int]:
+        """Segments carrying a rib found above z_min (a rib head sits just above its vertebra's middle)."""
+        ribs = anchors.find_ribs(grid, trace, z_min=z_min)
+        return {_segment_of(r.z_medial + 0.15 * period / dz, discs.z) for r in ribs}
+
     sacrum = anchors.find_sacrum_disc(grid, trace, discs.z, period)
     if sacrum is not None and sacrum >= _THORAX_SEGMENTS:
         # The shoulder girdle, too, is wide bone below a disc with bone beside it; but ribs below it, vertebra
         # after vertebra, show the thorax. (Only checked for a "sacrum" with several discs below it.)
-        below = anchors.find_ribs(grid, trace, z_min=discs.z[0])
-        segs = {_segment_of(r.z_medial + 0.15 * period / dz, discs.z) for r in below}
-        segs = {seg for seg in segs if seg <= sacrum}
-        if any(all(seg + k in segs for k in range(_THORAX_SEGMENTS)) for seg in segs):
+        below = {seg for seg in rib_segments(discs.z[0]) if seg <= sacrum}
+        if any(all(seg + k in below for k in range(_THORAX_SEGMENTS)) for seg in below):
             sacrum = None
     # Ribs sit above the pelvis: start the search one level above L5/S1 when the sacrum is known.
-    z_min = discs.z[sacrum] + period / dz if sacrum is not None else discs.z[0]
-    ribs = anchors.find_ribs(grid, trace, z_min=z_min)
-    rib_segs = sorted({_segment_of(r.z_medial + 0.15 * period / dz, discs.z) for r in ribs})
+    rib_segs = sorted(rib_segments(discs.z[sacrum] + period / dz if sacrum is not None else discs.z[0]))
     return _Reading(trace, profile, discs, sacrum, rib_segs, _last_rib(rib_segs))
 
 
