@@ -21,7 +21,9 @@ from sarcoscope.imaging.volume import CTVolume
 from sarcoscope.level import anchors, spine
 from sarcoscope.level.selection import L3Selection
 
-METHOD = "disc-count-v1"
+#: Recorded with every result; bump when the output changes (v2: the CT table is no rib, the shoulder girdle
+#: no sacrum).
+METHOD = "disc-count-v2"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
