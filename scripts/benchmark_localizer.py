@@ -17,7 +17,7 @@ from sarcoscope.imaging.read import read_ct
 from sarcoscope.imaging.volume import CTVolume
 from sarcoscope.level import locate_l3
 from sarcoscope.phantom import make_volume
-from sarcoscope.validation.benchmark import L3_VERTEBRA_ID, REAL_VOLUME
+from sarcoscope.validation.benchmark import REAL_VOLUME, real_l3_centroid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,18 +37,6 @@ PHANTOMS: list[tuple] = [
         for seed in (21, 22)
     ],
 ]
-
-
-def _real_reference(folder: Path) -> tuple[CTVolume, float] | None:
-    """The real example volume and its reference mid-L3 (centroid slice of TotalSegmentator's L3 label)."""
-    import nibabel as nib
-    import numpy as np
-
-    ct, labels = folder / "example_ct.nii.gz", folder / "vertebrae_totalsegmentator.nii.gz"
-    if not (ct.is_file() and labels.is_file()):
-        return None
-    lab = np.asarray(nib.load(str(labels)).dataobj) == L3_VERTEBRA_ID
-    return read_ct(ct), float(np.nonzero(lab)[2].mean())
 
 
 def _row(name: str, volume: CTVolume, ref: float | None, ref_mm: float | None) -> str:
@@ -76,9 +64,9 @@ def main() -> None:
     args = parser.parse_args()
     print("| volume | reference mid-L3 | predicted | error | confidence | flags | time |")
     print("|---|---|---|---|---|---|---|")
-    real = _real_reference(args.shared / REAL_VOLUME)
-    if real is not None:
-        volume, ref = real
+    real = args.shared / REAL_VOLUME
+    if (real / "example_ct.nii.gz").is_file():
+        volume, ref = read_ct(real / "example_ct.nii.gz"), real_l3_centroid(real)
         print(_row("real `ts_example`, 3 mm", volume, round(ref, 2), ref * volume.spacing[0]))
     for seed, thickness, coverage, variant, *size in PHANTOMS:
         shape = size[0] if size else args.size

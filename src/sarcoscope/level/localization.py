@@ -158,14 +158,19 @@ def _read(grid: spine.WorkGrid, trace: spine.SpineTrace) -> _Reading | None:
         return {_segment_of(r.z_medial + 0.15 * period / dz, discs.z) for r in ribs}
 
     sacrum = anchors.find_sacrum_disc(grid, trace, discs.z, period)
+    everywhere: set[int] | None = None  # rib segments over the whole column, when they were needed
     if sacrum is not None and sacrum >= _THORAX_SEGMENTS:
         # The shoulder girdle, too, is wide bone below a disc with bone beside it; but ribs below it, vertebra
         # after vertebra, show the thorax. (Only checked for a "sacrum" with several discs below it.)
-        below = {seg for seg in rib_segments(discs.z[0]) if seg <= sacrum}
+        everywhere = rib_segments(discs.z[0])
+        below = {seg for seg in everywhere if seg <= sacrum}
         if any(all(seg + k in below for k in range(_THORAX_SEGMENTS)) for seg in below):
             sacrum = None
     # Ribs sit above the pelvis: start the search one level above L5/S1 when the sacrum is known.
-    rib_segs = sorted(rib_segments(discs.z[sacrum] + period / dz if sacrum is not None else discs.z[0]))
+    if sacrum is not None:
+        rib_segs = sorted(rib_segments(discs.z[sacrum] + period / dz))
+    else:
+        rib_segs = sorted(everywhere if everywhere is not None else rib_segments(discs.z[0]))
     return _Reading(trace, profile, discs, sacrum, rib_segs, _last_rib(rib_segs))
 
 

@@ -63,11 +63,11 @@ def write_phantom_cohort(folder: Path, n: int, *, seed: int = 0, size: int = 512
         csv.writer(fh).writerows([("case_id", "height_m"), *heights])
 
 
-def _real_l3_reference(folder: Path) -> int:
-    """Mid-L3 slice of the TotalSegmentator example: the rounded z-centroid of its L3 vertebra label."""
+def real_l3_centroid(folder: Path) -> float:
+    """Mid-L3 of the TotalSegmentator example (slice index): the z-centroid of its L3 vertebra label."""
     img = nib.as_closest_canonical(nib.load(str(folder / "vertebrae_totalsegmentator.nii.gz")))
     z = np.nonzero(np.asarray(img.dataobj) == L3_VERTEBRA_ID)[2]
-    return round(float(z.mean()))
+    return float(z.mean())
 
 
 def validate_localizer(
@@ -85,7 +85,7 @@ def validate_localizer(
     cases = []  # (case id, volume, reference mid-L3 slice)
     real = Path(shared_data) / REAL_VOLUME if shared_data is not None else None
     if real is not None and (real / "example_ct.nii.gz").is_file():
-        cases.append(("ts_example", read_ct(real / "example_ct.nii.gz"), _real_l3_reference(real)))
+        cases.append(("ts_example", read_ct(real / "example_ct.nii.gz"), round(real_l3_centroid(real))))
     for i in range(n_volumes):
         ph = make_volume(seed + i, shape_xy=size)
         cases.append((f"phantomvol{i:03d}", ph.to_ctvolume(), int(ph.truth["l3_mid_index"])))
