@@ -239,3 +239,45 @@ def test_fat_on_the_body_outline_takes_the_tissue_below_it():
     out = tissues_from_compartments(probs, hu, (1.0, 1.0))
     assert (out[4:6, 10:30] == S).all() and (out[10:30, 4:6] == S).all()  # (the body mask rounds corners)
     assert not out[14:26, 14:26].any() and not out[:4].any()
+
+
+def _with_arm(hu: np.ndarray, spacing: tuple[float, float], side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The slice with a forearm lying against the trunk's side (skin, fat, muscle, bone), and the arm's mask.
+
+    The arm is an ellipse 70 x 60 mm whose edge overlaps the trunk's by 6 mm: a neck of skin about 35 mm
+    long, as when a patient's arms rest beside the body.
+    """
+    rows, cols = np.indices(hu.shape)
+    body = body_mask(hu, spacing)  # the trunk, without the table
+    mid = int(np.flatnonzero(body.any(axis=1)).mean())
+    edge_cols = np.flatnonzero(body[mid])
+    edge = edge_cols[-1] if side > 0 else edge_cols[0]
+    ry, rx = 35.0 / spacing[0], 30.0 / spacing[1]
+    cx = edge + side * (rx - 6.0 / spacing[1])
+    r = np.hypot((rows - mid) / ry, (cols - cx) / rx)
+    arm = r <= 1.0
+    out = hu.copy()
+    out[arm] = 40.0  # skin
+    out[r <= 0.93] = -100.0  # subcutaneous fat of the arm
+    out[r <= 0.75] = 50.0  # its muscle
+    out[np.hypot((rows - mid) * spacing[0], (cols - cx) * spacing[1]) <= 9.0] = 700.0  # radius/ulna
+    return out, arm & ~body
+
+
+def test_an_arm_against_the_trunk_is_not_body():
+    from sarcoscope.phantom import make_slice
+    from sarcoscope.segmentation.refine import limbs
+
+    for seed, side in ((3, 1), (8, -1)):
+        ph = make_slice(seed, size=384, pixel_spacing=1.3)  # room beside the trunk for the arm
+        spacing = ph.pixel_spacing
+        hu, arm = _with_arm(ph.hu, spacing, side)
+        body = body_mask(hu, spacing)
+        without = body_mask(ph.hu, spacing)
+        assert not limbs(without, ph.hu, spacing).any()  # the trunk alone has no limb
+        # nothing of the arm is body (but the skin where it presses on the trunk), all of the trunk is
+        assert np.count_nonzero(body & arm) <= 0.02 * np.count_nonzero(arm)
+        assert np.count_nonzero(without & ~body) <= 0.005 * np.count_nonzero(without)
+        # and a fat fold of the same shape (no bone) stays body: only a piece with bone is a limb
+        fold = np.where(hu == 700.0, 50.0, hu)
+        assert np.count_nonzero(body_mask(fold, spacing) & arm) > 0.9 * np.count_nonzero(arm)

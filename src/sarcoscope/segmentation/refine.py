@@ -26,8 +26,18 @@ OUTLINE_MM = 2.0
 #: Fat enclosed by muscle after a closing of this radius (mm) is intermuscular (IMAT); both engines use it.
 IMAT_CLOSING_MM = 4.0
 
-#: Bump when tissues_from_scores changes its output (2: IMAT only where muscle and bone enclose the fat).
-REFINEMENT_VERSION = 2
+#: Bump when tissues_from_scores changes its output (2: IMAT only where muscle and bone enclose the fat;
+#: 3: arms beside the trunk are not body).
+REFINEMENT_VERSION = 3
+
+#: An arm touching the trunk meets it through a neck of skin; eroding the body by one of these depths (mm)
+#: cuts the neck while the arm, thicker than twice the depth, keeps a core of its own. Shallow first (thin
+#: forearms, narrow contacts), deeper for an arm pressed broadly against the side.
+LIMB_NECK_MM = (12.0, 18.0, 24.0)
+#: A piece cut off at such a neck is a limb when it holds bone (its own humerus, radius or ulna): a fold of
+#: the abdominal fat has none. Bone here is this many HU and at least `LIMB_BONE_MM2` of it.
+LIMB_BONE_HU = 300.0
+LIMB_BONE_MM2 = 50.0
 
 #: Up to this radius (pixels) a structuring element is faster than a distance transform.
 _SMALL_RADIUS_PX = 4.0
@@ -137,7 +147,62 @@ def body_mask(
         )
         share[0] = 0.0
         body |= (share >= 0.9)[lab]
-    out[frame] = fill_holes(largest_component(body))
+    trunk = fill_holes(largest_component(body))
+    arms = limbs(trunk, hu[frame], pixel_spacing)
+    out[frame] = largest_component(trunk & ~arms) if arms.any() else trunk
+    return out
+
+
+def limbs(body: np.ndarray, hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Arms lying against the trunk in an axial slice (arms are not trunk: none of their tissue counts).
+
+    An arm that touches the trunk joins it through a neck. Eroding the body by a depth of `LIMB_NECK_MM`
+    cuts that neck while the trunk and the arm, both thicker, survive as separate cores; a core other than
+    the trunk's that holds bone is a limb, and the limb is the body within that depth of its core and nearer
+    to it than to the trunk's core. An arm that does not touch the body is not part of the body's largest
+    component in the first place.
+    """
+    depth = distance_mm(body, pixel_spacing)
+    bone = body & (hu > LIMB_BONE_HU)
+    min_bone_px = LIMB_BONE_MM2 / (pixel_spacing[0] * pixel_spacing[1])
+    out = np.zeros(body.shape, dtype=bool)
+    for neck in LIMB_NECK_MM:
+        cores, n = ndi.label(depth > neck)
+        if n < 2:
+            continue
+        sizes = np.bincount(cores.ravel())
+        sizes[0] = 0
+        trunk = int(np.argmax(sizes))
+        reach_trunk: np.ndarray | None = None
+        for piece in range(1, n + 1):
+            if piece == trunk:
+                continue
+            reach = distance_mm(cores != piece, pixel_spacing)
+            near = body & (reach <= neck)
+            if np.count_nonzero(near & bone) < min_bone_px:
+                continue
+            if reach_trunk is None:
+                reach_trunk = distance_mm(cores != trunk, pixel_spacing)
+            out |= near & (reach < reach_trunk)
+        if out.any():
+            break
+    return out
+    sizes = np.bincount(cores.ravel())
+    sizes[0] = 0
+    trunk = int(np.argmax(sizes))
+    bone = body & (hu > LIMB_BONE_HU)
+    min_bone_px = LIMB_BONE_MM2 / (pixel_spacing[0] * pixel_spacing[1])
+    reach_trunk: np.ndarray | None = None
+    for piece in range(1, n + 1):
+        if piece == trunk:
+            continue
+        reach = distance_mm(cores != piece, pixel_spacing)
+        near = body & (reach <= LIMB_NECK_MM)
+        if np.count_nonzero(near & bone) < min_bone_px:
+            continue
+        if reach_trunk is None:
+            reach_trunk = distance_mm(cores != trunk, pixel_spacing)
+        out |= near & (reach < reach_trunk)
     return out
 
 
