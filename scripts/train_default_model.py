@@ -1,41 +1,54 @@
-"""Train the shipped default U-Net and measure it honestly: phantom pretraining, leave-one-out, final model.
+"""Train the shipped default U-Net, measure it honestly, choose the default engine, regenerate the docs.
 
     python scripts/train_default_model.py [--shared ../shared/data] [--work runs/default-unet] [--install]
 
 1. **Pretrain** on synthetic phantoms only (`models/pretrain.yaml`).
 2. **Leave one patient out**: for each real reference slice of `../shared/data/real/l3_slices`, fine-tune the
    pretrained model on the other real slices (plus fresh phantoms; `models/finetune.yaml`) and segment the
-   held-out slice with it. Each slice is thus predicted by a model that never saw it; these predictions are
-   the accuracy reported for the recipe (README, model card, docs/validation/real-unet-cv/).
+   held-out slice with it, raw, refined and refined with mirror averaging; the threshold engine segments it
+   too. Each slice is thus predicted by a model that never saw it: these predictions are the accuracy reported
+   for the recipe (README, model card, docs/validation/real-*-cv/) and the evidence that chooses the default
+   engine (sarcoscope.validation.evidence).
 3. **Final model**: the same fine-tuning on every real slice; this is the model that ships.
    Overlays of every case, worst first, go to WORK/real-unet-cv-gallery/ (real CT stays out of the repo).
 4. `--install` copies the final model (ONNX, model card, history plot) into the package
-   (src/sarcoscope/segmentation/models/).
+   (src/sarcoscope/segmentation/models/), writes the default-engine decision there
+   (`default_engine.json`), rewrites the README's leave-one-out table and regenerates docs/validation/
+   (scripts/make_validation_docs.py's reports) with the installed model.
 
 Every step resumes: a finished step (its model.onnx exists) is skipped, an interrupted one continues from its
-last checkpoint. On 2 CPU cores the whole run takes about 2 hours.
+last checkpoint; rerunning after a code change to the engines only re-scores and rewrites. On 2 CPU cores
+the whole run takes about 4 hours.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from sarcoscope.segmentation import get_engine
+from sarcoscope.segmentation.base import DEFAULT_ENGINE_FILE
 from sarcoscope.segmentation.unet import CARD_FILE, CARD_MD_FILE, MODEL_FILE, UNetEngine
 from sarcoscope.training import load_config, train
 from sarcoscope.training.data import find_pairs, read_image, read_labels
-from sarcoscope.training.evaluate import attach_evaluation, markdown_table
-from sarcoscope.validation.benchmark import CV_SUFFIX
+from sarcoscope.training.evaluate import attach_evaluation
+from sarcoscope.training.io import atomic_write_text
+from sarcoscope.validation.benchmark import CV_SUFFIX, validate_engines
+from sarcoscope.validation.evidence import RULE, choose_default, loo_markdown, summarise
 from sarcoscope.validation.metrics import case_metrics
 from sarcoscope.validation.runner import run_validation
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "src" / "sarcoscope" / "segmentation" / "models"
+README_TABLE = re.compile(r"(<!-- loo-table:begin[^>]*-->\n).*?(\n<!-- loo-table:end -->)", re.S)
+#: The engines that compete for the default; the other rows show what refinement and mirroring add.
+CANDIDATES = ("threshold", "unet")
 
 
 def _train(config_file: Path, out: Path, **settings: object) -> Path:
@@ -50,13 +63,26 @@ def _train(config_file: Path, out: Path, **settings: object) -> Path:
     return out
 
 
+def _write_readme_table(table: str) -> None:
+    """Replace the leave-one-out table between the README's loo-table markers."""
+    readme = REPO / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    if not README_TABLE.search(text):
+        raise SystemExit("README.md has no '<!-- loo-table:begin -->' ... '<!-- loo-table:end -->' markers")
+    atomic_write_text(readme, README_TABLE.sub(lambda m: m.group(1) + table + m.group(2), text))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "default-unet")
-    parser.add_argument("--install", action="store_true", help="copy the final model into the package")
+    parser.add_argument(
+        "--install",
+        action="store_true",
+        help="install the final model and the default-engine decision; rewrite README table and docs",
+    )
     args = parser.parse_args()
     # paths relative to the repository, so the model cards do not record this machine's folders
     real = Path(os.path.relpath(args.shared.resolve() / "real" / "l3_slices", REPO))
@@ -77,17 +103,21 @@ def main() -> None:
         hu, spacing, _ = read_image(image_path)
         ref = read_labels(label_path, None)
         engines = {
-            "unet": UNetEngine(fold),
-            "unet-raw": UNetEngine(fold, refine=False),
             "threshold": threshold,
+            "unet": UNetEngine(fold),
+            "unet-mirror": UNetEngine(fold, mirror=True),
+            "unet-raw": UNetEngine(fold, refine=False),
         }
         for name, engine in engines.items():
             pred = engine.segment(hu, spacing)
             (predictions / name).mkdir(parents=True, exist_ok=True)
             np.save(predictions / name / f"{case}.npy", pred[0])
             rows.append({"case": case, "engine": name, **case_metrics(pred, ref, pixel_spacing=spacing)})
-    table = markdown_table(sorted(rows, key=lambda r: (r["case"], r["engine"])))
+    summaries = summarise(rows)
+    choice = choose_default(summaries, CANDIDATES)
+    table = loo_markdown(rows, summaries)
     print(table)
+    print(f"default engine: {choice.engine} ({choice.reason})")
 
     final = _train(MODELS / "finetune.yaml", work / "final", cases=cases, **finetune)
     attach_evaluation(
@@ -95,10 +125,13 @@ def main() -> None:
         "Leave-one-patient-out on the real L3 slices with reference labels (../shared/data/real/l3_slices): "
         "each row is a slice segmented by a model fine-tuned exactly like this one but **without that "
         "slice** (the shipped model itself has seen all of them, so its own scores on them would not be a "
-        'test). "unet" = HU refinement on (default), "unet-raw" = the network\'s arg-max, "threshold" = the '
-        "classical baseline engine, all on the slices' own grids.\n\n" + table,
+        'test). "unet" = HU refinement on (default), "unet-mirror" = the same with mirror averaging, '
+        '"unet-raw" = the network\'s arg-max, "threshold" = the classical baseline engine, all on the '
+        "slices' own grids; muscle area error = 100·(predicted − reference)/reference.\n\n"
+        + table
+        + f"\n\nDefault engine by the rule ({RULE}): **{choice.engine}** — {choice.reason}.",
     )
-    for name in ("unet", "unet-raw"):
+    for name in ("unet", "unet-raw"):  # the threshold engine is not trained: docs/validation/real-threshold
         run_validation(
             predictions / name,
             real / "labels",
@@ -119,7 +152,13 @@ def main() -> None:
     if args.install:
         for name in (MODEL_FILE, CARD_FILE, CARD_MD_FILE, "history.png"):
             shutil.copy2(final / name, MODELS / name)
-        print(f"installed {final} into {MODELS}")
+        decision = {**choice.as_dict(), "decided_by": "scripts/train_default_model.py", "cases": cases}
+        atomic_write_text(DEFAULT_ENGINE_FILE, json.dumps(decision, indent=2) + "\n")
+        _write_readme_table(table)
+        print(f"installed {final} into {MODELS}; default engine {choice.engine}")
+        shared = args.shared if (args.shared / "real").is_dir() else None
+        for name, outcome in validate_engines(REPO / "docs" / "validation", shared_data=shared).items():
+            print(f"{name}: {outcome if isinstance(outcome, str) else 'written'}")
 
 
 if __name__ == "__main__":

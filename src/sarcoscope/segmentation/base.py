@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -30,8 +32,11 @@ class SegmentationEngine(Protocol):
 _ENGINES: dict[str, Callable[..., SegmentationEngine]] = {}
 _TAKES_MODEL: set[str] = set()
 
-#: The engine `analyze`, `batch` and the web app use unless told otherwise (README, "Accuracy", says why).
-DEFAULT_ENGINE = "threshold"
+#: Where scripts/train_default_model.py writes which engine is the default, with the leave-one-patient-out
+#: evidence and the rule that chose it (sarcoscope.validation.evidence; README, "Accuracy").
+DEFAULT_ENGINE_FILE = Path(__file__).with_name("models") / "default_engine.json"
+#: The engine `analyze`, `batch` and the web app use unless told otherwise.
+DEFAULT_ENGINE: str = json.loads(DEFAULT_ENGINE_FILE.read_text(encoding="utf-8"))["engine"]
 
 
 def register_engine(
