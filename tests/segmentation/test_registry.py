@@ -101,7 +101,7 @@ def test_add_then_select_by_id_or_path(registry: ModelRegistry, tmp_path: Path) 
     assert get_engine(f"unet-raw:{source}").model_id == "site-model-1+raw"
     with pytest.raises(RegistryError, match="already installed"):
         registry.add(source)
-    with pytest.raises(RegistryError, match="neither a model folder nor an installed model id"):
+    with pytest.raises(RegistryError, match="nor an installed model id"):
         get_engine("unet:no-such-model")
 
 

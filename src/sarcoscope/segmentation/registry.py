@@ -284,8 +284,8 @@ class ModelRegistry:
         folder = path.parent if path.suffix == ".onnx" else path
         if not folder.exists():
             raise RegistryError(
-                f"'{text}' is neither a model folder nor an installed model id "
-                f"(`sarcoscope models list` shows the installed ones)."
+                f"'{text}' is neither a model folder (model.onnx and its model card) nor an installed model "
+                "id (`sarcoscope models list` shows the installed ones)."
             )
         return folder
 
