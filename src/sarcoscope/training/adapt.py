@@ -21,16 +21,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sarcoscope.errors import InputError
 from sarcoscope.fileio import atomic_write_text
 from sarcoscope.segmentation.refine import REFINEMENT_VERSION
 from sarcoscope.segmentation.registry import InstalledModel, ModelRegistry, build_comparison
 from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, UNetEngine, load_model_card
-from sarcoscope.training import TrainingResult, load_config, train
+from sarcoscope.training import load_config, train
 from sarcoscope.training.data import EXPORT_MANIFEST, case_patients, choose_patients
 from sarcoscope.training.evaluate import evaluate, update_card
+
+if TYPE_CHECKING:  # importing the trainer imports torch; `train` says what to install when it is missing
+    from sarcoscope.training.trainer import TrainingResult
 
 ADAPT_RECIPE = DEFAULT_MODEL_DIR / "adapt.yaml"
 SPLIT_FILE = "split.json"
