@@ -161,7 +161,7 @@ def test_train_from_store_compares_with_the_default_and_registers(
     )
 
 
-def test_train_on_an_export_zip_pauses_and_resumes(
+def test_train_on_an_export_zip_resumes_after_an_interruption_and_a_pause(
     registry: ModelRegistry, store_dir: Path, tmp_path: Path
 ) -> None:
     baseline = registry.default_id()
@@ -176,12 +176,23 @@ def test_train_on_an_export_zip_pauses_and_resumes(
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE.replace("max_epochs: 1", "max_epochs: 2"))
     out = tmp_path / "run"
-    paused = run_cli(str(zipped), "-o", str(out), "--config", str(recipe), "--epochs-this-run", "1")
+
+    def interrupted(config: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C during the first epoch: no checkpoint yet
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sarcoscope.training.adapt.train", interrupted)
+        assert invoke(str(zipped), "-o", str(out), "--config", str(recipe))[0] == 130
+    # --resume starts the training again on the same data and split
+    split = json.loads((out / "split.json").read_text())
+    paused = run_cli(
+        str(zipped), "-o", str(out), "--config", str(recipe), "--epochs-this-run", "1", "--resume"
+    )
     assert "paused after 1 epoch" in paused and "--resume" in paused
     assert [m.model_id for m in registry.models()][-1] == baseline  # nothing registered yet
     run_cli(str(zipped), "-o", str(out), "--resume")
     card = check_comparison(out, registry, baseline)
-    assert card["validation"]["epochs_run"] == 2
+    assert card["validation"]["epochs_run"] == 2 and card["comparison"]["split"] == split["split"]
 
 
 def test_the_loop_needs_two_patients_and_refuses_settings_it_decides(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from sarcoscope.segmentation.refine import REFINEMENT_VERSION
 from sarcoscope.segmentation.registry import InstalledModel, ModelRegistry, build_comparison
 from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, UNetEngine, load_model_card
 from sarcoscope.training import load_config, train
+from sarcoscope.training.config import LAST
 from sarcoscope.training.data import EXPORT_MANIFEST, case_patients, choose_patients
 from sarcoscope.training.evaluate import evaluate, update_card
 
@@ -126,7 +127,6 @@ def adapt(
         seed = overrides.get("seed")
         split = split_patients(case_patients(data_dir), holdout, 0 if seed is None else int(seed))
         run = {"baseline": baseline.model_id, "baseline_path": str(baseline.path), "split": split}
-        atomic_write_text(split_path, json.dumps(run, indent=2) + "\n")
     split = run["split"]
     config = load_config(
         config_file or ADAPT_RECIPE,
@@ -136,10 +136,13 @@ def adapt(
         init_from=run["baseline_path"],
         val_from="phantoms",
         output_dir=str(out),
-        resume=resume or None,
+        # a run stopped before its first epoch ended has no checkpoint: it starts again, same split
+        resume=(resume and (out / LAST).is_file()) or None,
     )
     if not config.data_description:
         config.data_description = _description(data_dir, split, run["baseline"], config.phantoms)
+    if not resume:
+        atomic_write_text(split_path, json.dumps(run, indent=2) + "\n")
     result = train(config)
     if not result.finished:  # paused by epochs_this_run: compared and registered when resumed to the end
         return AdaptResult(training=result)

@@ -20,6 +20,10 @@ import yaml
 
 from sarcoscope.errors import InputError
 
+#: Checkpoints in a run's output folder: the last epoch (what `resume` continues) and the best one.
+LAST = "checkpoints/last.pt"
+BEST = "checkpoints/best.pt"
+
 
 @dataclass
 class TrainConfig:

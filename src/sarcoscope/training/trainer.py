@@ -31,12 +31,10 @@ from sarcoscope.conventions import TISSUES, Label
 from sarcoscope.errors import InputError
 from sarcoscope.fileio import atomic_write, atomic_write_text
 from sarcoscope.segmentation.unet import InputSpec
-from sarcoscope.training.config import TrainConfig, save_config
+from sarcoscope.training.config import BEST, LAST, TrainConfig, save_config
 from sarcoscope.training.data import Sample, load_folder, make_phantoms, split_by_patient
 
 N_CLASSES = len(Label)
-LAST = "checkpoints/last.pt"
-BEST = "checkpoints/best.pt"
 #: Settings that only affect how this invocation runs; a resumed run takes them from the new command.
 RUNTIME_FIELDS = ("resume", "epochs_this_run", "progress", "num_threads")
 
