@@ -16,3 +16,13 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "real").is_dir():
         pytest.skip("needs ../shared/data (real CT data), absent on this machine")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _empty_model_registry(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test starts from an empty model registry, not the developer's (whose default may differ)."""
+    import os
+
+    from sarcoscope.segmentation.registry import MODELS_DIR_ENV
+
+    os.environ[MODELS_DIR_ENV] = str(tmp_path_factory.mktemp("registry"))

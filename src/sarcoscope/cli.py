@@ -29,8 +29,9 @@ app = typer.Typer(
 )
 console = Console()
 ENGINE_HELP = (
-    "Segmentation engine: threshold, unet (the shipped model), unet-raw (its output without HU refinement);"
-    " unet:MODEL_DIR or unet-raw:MODEL_DIR for a model made by `sarcoscope train`."
+    "Segmentation engine: threshold, unet (the site's default model), unet-raw (its output without HU"
+    " refinement); unet:ID for an installed model (`sarcoscope models list`), unet:MODEL_DIR for a model"
+    " folder made by `sarcoscope train`."
 )
 err_console = Console(stderr=True)
 _state = {"debug": False}
@@ -437,11 +438,31 @@ def _csv_list(text: str | None) -> list[str] | None:
 @app.command()
 def train(
     data: Annotated[
-        list[Path] | None, typer.Argument(help="Folders with images/ and labels/ (see the README).")
+        list[Path] | None,
+        typer.Argument(
+            help="Folders with images/ and labels/ (see the README); or one training-data export of the "
+            "web app (zip or folder), which runs the learning loop like --from-store."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder (model.onnx, card...).")
     ] = None,
+    from_store: Annotated[
+        Path | None,
+        typer.Option(
+            help="Learning loop: fine-tune the site's default model on the slices corrected in the web app "
+            "(its data folder, or its training-data export), compare on held-out patients, register."
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SARCOSCOPE_DATABASE_URL", help="The web app's database URL (with --from-store)."
+        ),
+    ] = None,
+    holdout: Annotated[
+        float, typer.Option(help="Learning loop: fraction of patients held out for the comparison.")
+    ] = 0.2,
     config: Annotated[Path | None, typer.Option(help="YAML file of training settings.")] = None,
     phantoms: Annotated[
         int | None, typer.Option(help="Synthetic phantom slices generated on the fly.")
@@ -473,7 +494,9 @@ def train(
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
     init_from: Annotated[
         str | None,
-        typer.Option(help="Fine-tune a trained model: its folder, or 'default' for the shipped one."),
+        typer.Option(
+            help="Fine-tune a trained model: its folder, an installed id, or 'default' (the site's)."
+        ),
     ] = None,
     augment: Annotated[bool | None, typer.Option(help="Geometric and noise augmentation.")] = None,
     elastic: Annotated[
@@ -496,48 +519,212 @@ def train(
         try:
             from sarcoscope.training import load_config
             from sarcoscope.training import train as run_training
+            from sarcoscope.training.data import EXPORT_MANIFEST
         except ImportError as exc:
             raise SarcoscopeError(
                 f"Training needs the [train] extra ({exc.name} is missing): "
                 "pip install torch==2.13.0 'sarcoscope[train]'"
             ) from None
         chans = [int(c) for c in _csv_list(channels) or []] or None
+        settings: dict[str, Any] = {
+            "phantoms": phantoms,
+            "label_mapping": label_mapping,
+            "data_repeat": data_repeat,
+            "max_epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": lr,
+            "patience": patience,
+            "input_size": input_size,
+            "pixel_spacing_mm": pixel_spacing,
+            "channels": chans,
+            "strides": [2] * (len(chans) - 1) if chans else None,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "num_threads": threads,
+            "augment": augment,
+            "elastic": elastic,
+            "window_augmentation": window_augmentation,
+            "epochs_this_run": epochs_this_run,
+            "progress": progress,
+        }
+        loop = {
+            "cases": _csv_list(cases),
+            "val_cases": _csv_list(val_cases),
+            "val_from": val_from,
+            "init_from": init_from,
+        }
+        source = from_store
+        one = data[0] if data and len(data) == 1 else None
+        if source is None and one and (one.suffix.lower() == ".zip" or (one / EXPORT_MANIFEST).is_file()):
+            source = one
+        if source is not None:
+            if data and data != [source]:
+                raise SarcoscopeError("The learning loop trains on the web app's slices only; drop DATA.")
+            _learning_loop(source, out, database_url, holdout, config, resume, settings | loop)
+            return
         cfg = load_config(
             config,
             data_dirs=[str(d) for d in data] if data else None,
             output_dir=str(out) if out else None,
-            phantoms=phantoms,
-            cases=_csv_list(cases),
-            val_cases=_csv_list(val_cases),
-            val_from=val_from,
-            label_mapping=label_mapping,
-            data_repeat=data_repeat,
-            max_epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=lr,
-            patience=patience,
-            input_size=input_size,
-            pixel_spacing_mm=pixel_spacing,
-            channels=chans,
-            strides=[2] * (len(chans) - 1) if chans else None,
-            val_fraction=val_fraction,
-            seed=seed,
-            num_threads=threads,
-            init_from=init_from,
-            augment=augment,
-            elastic=elastic,
-            window_augmentation=window_augmentation,
             resume=resume or None,
-            epochs_this_run=epochs_this_run,
-            progress=progress,
+            **settings,
+            **loop,
         )
         result = run_training(cfg)
-        console.print(
-            f"{'finished' if result.finished else 'paused'} after {result.epochs_run} epoch(s)"
-            f"{' (early stop)' if result.stopped_early else ''}; best epoch {result.best_epoch}: "
-            f"val_loss {result.best_val_loss:.4f}, val_accuracy {result.best_val_accuracy:.4f}."
-        )
+        _print_training(result)
         console.print(f"Model: [bold]{result.onnx_path}[/]; model card: [bold]{result.card_path}[/]")
+
+    _run(body)
+
+
+def _print_training(result: Any) -> None:
+    console.print(
+        f"{'finished' if result.finished else 'paused'} after {result.epochs_run} epoch(s)"
+        f"{' (early stop)' if result.stopped_early else ''}; best epoch {result.best_epoch}: "
+        f"val_loss {result.best_val_loss:.4f}, val_accuracy {result.best_val_accuracy:.4f}."
+    )
+
+
+def _learning_loop(
+    source: Path,
+    out: Path | None,
+    database_url: str | None,
+    holdout: float,
+    config: Path | None,
+    resume: bool,
+    settings: dict[str, Any],
+) -> None:
+    """`train --from-store`: the corrected slices into OUT/data (web.training_data), then training.adapt."""
+    import getpass
+
+    from sarcoscope.training.adapt import adapt, check_overrides
+    from sarcoscope.web.training_data import collect_training_data
+
+    if out is None:
+        raise SarcoscopeError("The learning loop needs an output folder: -o OUT.")
+    check_overrides(settings)
+    data_dir = out / "data"
+    if not resume:
+        if data_dir.exists():
+            raise SarcoscopeError(
+                f"{out} already holds a learning-loop run; use --resume or another -o folder."
+            )
+        manifest = collect_training_data(source, data_dir, f"cli:{getpass.getuser()}", database_url)
+        console.print(
+            f"{len(manifest['cases'])} corrected case(s) from {source} in [bold]{data_dir}[/]"
+            + (
+                f"; {len(manifest['skipped'])} study(ies) skipped (see the manifest)"
+                if manifest["skipped"]
+                else ""
+            )
+        )
+    result = adapt(data_dir, out, holdout=holdout, config_file=config, resume=resume, **settings)
+    _print_training(result.training)
+    if result.model is None or result.comparison is None:
+        console.print(f"Continue with: sarcoscope train --from-store {source} -o {out} --resume")
+        return
+    verdict = "better" if result.comparison["better"] else "[yellow]not better[/]"
+    console.print(
+        f"Model [bold]{result.model.model_id}[/] registered. Against the previous default "
+        f"{result.comparison['baseline']} on the held-out patients it is {verdict}: "
+        + "; ".join(result.comparison["reasons"])
+        + "."
+    )
+    console.print(f"Model card: [bold]{out / 'MODEL_CARD.md'}[/]")
+    if result.comparison["better"]:
+        console.print(f"Make it the default with: sarcoscope models use {result.model.model_id}")
+
+
+models_app = typer.Typer(
+    no_args_is_help=True,
+    help="The model registry: installed U-Net models and the site default (`--engine unet` uses it).",
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the installed models: id, created, training data, measured validation, and the default."""
+    from sarcoscope.segmentation.registry import ModelRegistry
+
+    def body() -> None:
+        registry = ModelRegistry()
+        default = registry.default_id()
+        table = Table(title=f"Installed models ({registry.root}; * = the site default)")
+        table.add_column("")
+        table.add_column("id", no_wrap=True)  # ids are typed into `models use`: never cut
+        for col in ("created", "training data", "measured validation"):
+            table.add_column(col)
+        for m in registry.models():
+            name = m.model_id + (" (shipped)" if m.shipped else "")
+            table.add_row(
+                "*" if m.model_id == default else "", name, m.created, m.training_summary(), m.measured()
+            )
+        console.print(table)
+
+    _run(body)
+
+
+@models_app.command("add")
+def models_add(
+    path: Annotated[Path, typer.Argument(help="A model folder written by `sarcoscope train`.")],
+) -> None:
+    """Install a trained model into the registry (it does not become the default)."""
+    from sarcoscope.segmentation.registry import ModelRegistry
+
+    def body() -> None:
+        model = ModelRegistry().add(path)
+        console.print(f"Installed [bold]{model.model_id}[/] in {model.path}.")
+
+    _run(body)
+
+
+@models_app.command("use")
+def models_use(
+    model_id: Annotated[str, typer.Argument(help="Installed model id (`sarcoscope models list`).")],
+    force: Annotated[bool, typer.Option(help="Switch even if it is not measured better.")] = False,
+) -> None:
+    """Make a model the site default, only if its card shows it better than the current default."""
+    from sarcoscope.segmentation.registry import ModelRegistry
+
+    def body() -> None:
+        verdict = ModelRegistry().use(model_id, force=force)
+        how = "" if verdict.better else " [yellow](forced: not measured better)[/]"
+        console.print(f"The site default is now [bold]{model_id}[/]{how}: {'; '.join(verdict.reasons)}.")
+
+    _run(body)
+
+
+@models_app.command("remove")
+def models_remove(
+    model_id: Annotated[str, typer.Argument(help="Installed model id.")],
+) -> None:
+    """Delete an installed model (not the shipped model, not the current default)."""
+    from sarcoscope.segmentation.registry import ModelRegistry
+
+    def body() -> None:
+        ModelRegistry().remove(model_id)
+        console.print(f"Removed {model_id}.")
+
+    _run(body)
+
+
+@models_app.command("show")
+def models_show(
+    model_id: Annotated[str, typer.Argument(help="Installed model id.")],
+) -> None:
+    """Print a model's card: what it learnt from, its validation, its comparison with the previous one."""
+    from sarcoscope.segmentation.registry import ModelRegistry
+    from sarcoscope.segmentation.unet import CARD_MD_FILE
+    from sarcoscope.training.card import card_markdown
+
+    def body() -> None:
+        model = ModelRegistry().get(model_id)
+        card_md = model.path / CARD_MD_FILE
+        console.print(f"{model.path}\n")
+        sys.stdout.write(
+            card_md.read_text(encoding="utf-8") if card_md.is_file() else card_markdown(model.card)
+        )
 
     _run(body)
 

@@ -294,3 +294,40 @@ def test_login_with_access_token(tmp_path: Path) -> None:
         page.click("#user-box button")  # sign out
         page.wait_for_selector("#view-login:not([hidden])")
         browser.close()
+
+
+def test_model_choice_is_offered_for_unet_and_recorded(
+    page: object, server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The segmentation step offers the installed models (the site default preselected) for the U-Net only,
+    and the label version records the model the user chose."""
+    import json
+    import shutil
+
+    from sarcoscope.segmentation.registry import MODELS_DIR_ENV, ModelRegistry
+    from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, load_model_card
+
+    shipped = load_model_card(DEFAULT_MODEL_DIR)["model_id"]
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "registry"))
+    copy = tmp_path / "site-model"  # the shipped network under another id: a second installed model
+    shutil.copytree(DEFAULT_MODEL_DIR, copy)
+    card = json.loads((copy / "model_card.json").read_text()) | {"model_id": "site-model"}
+    (copy / "model_card.json").write_text(json.dumps(card))
+    ModelRegistry().add(copy)
+
+    phantom = write_phantom(tmp_path / "phantom", seed=1, shape_xy=192, slice_thickness_mm=5.0)
+    page.set_input_files("#pick-files", [str(f) for f in sorted(Path(phantom["paths"]["dicom"]).iterdir())])
+    page.wait_for_url("**/#/study/*", timeout=30000)
+    study_id = page.url.rsplit("/", 1)[-1]
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=30000)
+    page.select_option("#engine", "threshold")
+    assert page.locator("#model-choice").is_hidden()
+    page.select_option("#engine", "unet")
+    assert page.locator("#model-choice").is_visible()
+    assert page.locator("#model").input_value() == shipped
+    assert page.locator("#model option").all_inner_texts() == [f"{shipped} (default)", "site-model"]
+    page.select_option("#model", "site-model")
+    page.click("#segment")
+    page.wait_for_url("**/label", timeout=60000)
+    versions = page.request.get(f"{server}/api/studies/{study_id}/versions").json()
+    assert versions[0]["engine"] == "unet" and versions[0]["model_id"].startswith("site-model+refine-v")

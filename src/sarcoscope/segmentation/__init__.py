@@ -10,6 +10,7 @@ from sarcoscope.segmentation.base import (
     available_engines,
     get_engine,
     register_engine,
+    takes_model,
 )
 
 
@@ -38,4 +39,11 @@ def _unet_raw_engine(**options: Any) -> SegmentationEngine:
 register_engine("unet", _unet_engine, takes_model=True)
 register_engine("unet-raw", _unet_raw_engine, takes_model=True)
 
-__all__ = ["DEFAULT_ENGINE", "SegmentationEngine", "available_engines", "get_engine", "register_engine"]
+__all__ = [
+    "DEFAULT_ENGINE",
+    "SegmentationEngine",
+    "available_engines",
+    "get_engine",
+    "register_engine",
+    "takes_model",
+]

@@ -55,11 +55,17 @@ def available_engines() -> list[str]:
     return sorted(_ENGINES)
 
 
+def takes_model(name: str) -> bool:
+    """Whether the engine `name` segments with a trained model that "NAME:ID" or "NAME:PATH" can choose."""
+    return name in _TAKES_MODEL
+
+
 def get_engine(name: str, **options: Any) -> SegmentationEngine:
     """Instantiate the engine registered under `name` with engine options (e.g. hu_ranges=HURanges()).
 
-    `name` may name a trained model too, "unet:PATH" (a folder written by `sarcoscope train`), so that every
-    place an engine name goes (the CLI, a batch run, the web app) can use one without further options.
+    `name` may name a trained model too, "unet:ID" (a model of the registry, segmentation.registry) or
+    "unet:PATH" (a folder written by `sarcoscope train`), so that every place an engine name goes (the CLI,
+    a batch run, the web app) can use one without further options; plain "unet" uses the site default.
     """
     name, has_model, model = name.partition(":")
     if name not in _ENGINES:

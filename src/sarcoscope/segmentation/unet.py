@@ -141,11 +141,11 @@ def body_window(hu: np.ndarray, size: tuple[int, int]) -> tuple[tuple[slice, sli
 
 
 def resolve_model_dir(model_path: str | Path | None) -> Path:
-    """The folder holding model.onnx and model_card.json (a model folder or its .onnx file may be given)."""
-    if model_path is None:
-        return DEFAULT_MODEL_DIR
-    path = Path(model_path)
-    return path.parent if path.suffix == ".onnx" else path
+    """The folder holding model.onnx and model_card.json: None = the site default of the model registry,
+    an installed model id, or a model folder (or its .onnx file)."""
+    from sarcoscope.segmentation.registry import ModelRegistry  # it reads model cards with this module
+
+    return ModelRegistry().resolve(model_path)
 
 
 def load_model_card(model_dir: str | Path) -> dict[str, Any]:

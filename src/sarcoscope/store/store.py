@@ -206,7 +206,8 @@ class Store:
             raise NotFoundError(f"No study with id '{study_id}'.")
         return study
 
-    def list_studies(self, query: str | None = None, limit: int = 500) -> list[Study]:
+    def list_studies(self, query: str | None = None, limit: int | None = 500) -> list[Study]:
+        """Newest first; `limit` None = every study."""
         with self.session() as s:
             q = select(Study).order_by(Study.created_at.desc()).limit(limit)
             if query:

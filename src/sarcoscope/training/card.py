@@ -84,6 +84,44 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         f"Raw network output on the validation crops, before HU refinement; {v['note']}.",
     ]
+    if card.get("comparison"):
+        lines += ["", *comparison_markdown(card["comparison"])]
     if card.get("evaluation"):
         lines += ["", "## Evaluation", card["evaluation"]]
     return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(comparison: dict[str, Any]) -> list[str]:
+    """The comparison with the previous default (segmentation.registry.build_comparison) as a table."""
+    split, new, old = comparison["split"], comparison["candidate"], comparison["baseline"]
+    means = comparison["means"]
+
+    def cells(values: dict[str, Any]) -> str:
+        keys = ("muscle_dice", "sat_dice", "vat_dice", "imat_dice", "msv_dice")
+        dice = " | ".join("-" if values[k] is None else f"{values[k]:.3f}" for k in keys)
+        err, absolute = values["muscle_area_err_pct"], values.get("muscle_abs_area_err_pct")
+        text = "-" if err is None else f"{err:+.2f}"
+        if absolute is not None:  # the means: the rule compares the mean of absolute errors
+            text += f" (mean of absolutes {absolute:.2f})"
+        return f"{dice} | {text} |"
+
+    lines = [
+        "## Comparison with the previous default",
+        f"This model (`{new}`) and the default it was fine-tuned from (`{old}`) segmented the same "
+        f"{len(split['validation_cases'])} validation case(s) of {len(split['validation_patients'])} "
+        f"patient(s), held out by patient (seed {split['seed']}, fraction {split['fraction']}; never trained "
+        f"on, not used for early stopping), with the engine `{split['engine']}`. {comparison['rule']}",
+        "",
+        f"**Verdict: {'better' if comparison['better'] else 'not better'}** "
+        f"({'; '.join(comparison['reasons'])}).",
+        "",
+        "| case | patient | model | muscle Dice | SAT Dice | VAT Dice | IMAT Dice | M+S+V Dice "
+        "| muscle area error % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in comparison["cases"]:
+        role = "new" if r["model"] == new else "previous"
+        lines.append(f"| {r['case']} | {r['patient'] or '-'} | {role} | {cells(r)}")
+    for model, role in ((new, "new"), (old, "previous")):
+        lines.append(f"| **mean** | | {role} | {cells(means[model])}")
+    return lines

@@ -20,6 +20,10 @@ import yaml
 
 from sarcoscope.errors import InputError
 
+#: Checkpoints in a run's output folder: the last epoch (what `resume` continues) and the best one.
+LAST = "checkpoints/last.pt"
+BEST = "checkpoints/best.pt"
+
 
 @dataclass
 class TrainConfig:
@@ -47,8 +51,9 @@ class TrainConfig:
     data_description: str = ""
     #: Start from a trained model's weights instead of random ones (fine-tuning, e.g. the shipped model on a
     #: hospital's own labelled slices): a folder with model.onnx + model_card.json from `sarcoscope train`,
-    #: or "default" for the shipped model. Its card fixes the network and input settings (they override
-    #: the ones given here).
+    #: an installed model id (`sarcoscope models list`), or "default" for the site default (the shipped
+    #: model unless `sarcoscope models use` chose another). Its card fixes the network and input settings
+    #: (they override the ones given here).
     init_from: str | None = None
 
     # network (MONAI UNet)
@@ -178,6 +183,6 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the config as YAML (atomically), so a run can be repeated or resumed with the same recipe."""
-    from sarcoscope.training.io import atomic_write_text
+    from sarcoscope.fileio import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(config.as_dict(), sort_keys=False))

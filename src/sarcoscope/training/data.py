@@ -5,7 +5,7 @@ Dataset folder layout (one folder per `sarcoscope train DATA` argument)::
     DATA/
       images/<case>.dcm | <case>.nii.gz | <case>.nii | <case>.npy
       labels/<case>.npy | <case>.nii.gz | <case>.nii
-      images/<case>.json          # only for .npy images: {"pixel_spacing": [y_mm, x_mm]}
+      images/<case>.json          # only for .npy images: {"pixel_spacing": [y_mm, x_mm], "patient": "..."}
 
 - An image and a label map pair up by file stem; an image named `<prefix>_<case>` also pairs with label
   `<case>` (e.g. images/L3_EMC101.dcm with labels/EMC101.npy).
@@ -16,8 +16,9 @@ Dataset folder layout (one folder per `sarcoscope train DATA` argument)::
   reoriented to the project's layout (rows anterior->posterior, columns patient right->left) and their label
   maps must be NIfTI on the same grid. A 3-D image (NIfTI or .npy (z, y, x)) contributes every slice whose
   label map holds tissue.
-- The patient of a case is its DICOM PatientID when present, else the case id; the train/validation split is
-  by patient, so slices of one patient never sit on both sides.
+- The patient of a case is its DICOM PatientID (or the "patient" of a .npy image's sidecar) when present,
+  else the case id; the train/validation split is by patient, so slices of one patient never sit on both
+  sides. (The web app's export, sarcoscope.web.training_data, writes pseudonyms there.)
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from sarcoscope.segmentation.unet import InputSpec, body_window
 from sarcoscope.training.config import TrainConfig
 
 IMAGE_SUFFIXES = (".dcm", ".nii.gz", ".nii", ".npy")
+#: Written beside images/ and labels/ by the web app's export of corrected slices (web.training_data).
+EXPORT_MANIFEST = "sarcoscope-training-export.json"
 LABEL_SUFFIXES = (".npy", ".nii.gz", ".nii")
 #: Value of pixels outside the image when a slice is padded (air).
 PAD_HU = -1024.0
@@ -109,7 +112,8 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
 
 
 def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]:
-    """HU array (z, y, x) float32, pixel spacing (y, x) mm and the DICOM PatientID (None if not DICOM)."""
+    """HU array (z, y, x) float32, pixel spacing (y, x) mm and the patient (DICOM PatientID or the .npy
+    sidecar's "patient"; None when the file names none)."""
     name = path.name
     if name.endswith(".dcm"):
         import pydicom
@@ -132,8 +136,8 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]
         hu = np.load(path).astype(np.float32)
         sidecar = path.with_suffix(".json")
         try:
-            spacing_list = json.loads(sidecar.read_text(encoding="utf-8"))["pixel_spacing"]
-            spacing = (float(spacing_list[0]), float(spacing_list[1]))
+            info = json.loads(sidecar.read_text(encoding="utf-8"))
+            spacing = (float(info["pixel_spacing"][0]), float(info["pixel_spacing"][1]))
         except (OSError, KeyError, TypeError, ValueError, IndexError):
             raise InputError(
                 f'NumPy image {path} needs a sidecar {sidecar.name} with {{"pixel_spacing": [y_mm, x_mm]}}.'
@@ -142,8 +146,13 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]
             hu = hu[None]
         if hu.ndim != 3:
             raise InputError(f"NumPy image {path} must be (y, x) or (z, y, x), got shape {hu.shape}.")
-        return hu, spacing, None
+        return hu, spacing, str(info.get("patient") or "").strip() or None
     raise InputError(f"Unsupported image file {path} (use {', '.join(IMAGE_SUFFIXES)}).")
+
+
+def case_patients(data_dir: str | Path) -> dict[str, str]:
+    """The patient of every case of a dataset folder (its PatientID or pseudonym, else the case id)."""
+    return {case: read_image(image)[2] or case for case, image, _ in find_pairs(data_dir)}
 
 
 def read_labels(path: Path, mapping_spec: str | None) -> np.ndarray:
@@ -243,14 +252,19 @@ def split_by_patient(samples: list[Sample], config: TrainConfig) -> tuple[list[S
     source = {s.patient: s.source for s in samples}
     wanted = {"all": ("data", "phantom"), "phantoms": ("phantom",), "data": ("data",)}[config.val_from]
     rest = [p for p in patients if p not in forced and source[p] in wanted]
-    order = np.random.default_rng(config.seed).permutation(len(rest))
     pool = [p for p in patients if source[p] in wanted]
     n_val = max(0, max(1, round(config.val_fraction * len(pool))) - len(forced))
     if not rest and n_val:
         raise InputError(f"No {' or '.join(wanted)} patients to validate on (val_from: {config.val_from}).")
-    val_patients = forced | {rest[i] for i in order[:n_val]}
+    val_patients = forced | choose_patients(rest, n_val, config.seed)
     if len(val_patients) == len(patients):
         raise InputError("Validation would take every patient; lower val_fraction or list fewer val_cases.")
     train = [s for s in samples if s.patient not in val_patients]
     val = [s for s in samples if s.patient in val_patients]
     return train, val
+
+
+def choose_patients(patients: list[str], n: int, seed: int) -> set[str]:
+    """`n` of the (sorted) `patients`, drawn reproducibly with `seed`: the validation side of a split."""
+    order = np.random.default_rng(seed).permutation(len(patients))
+    return {patients[i] for i in order[:n]}

@@ -64,16 +64,21 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def attach_evaluation(model_dir: str | Path, markdown: str) -> None:
-    """Put an evaluation text (e.g. a `markdown_table` of held-out cases) into the model card (JSON and MD).
+    """Put an evaluation text (e.g. a `markdown_table` of held-out cases) into the model card."""
+    update_card(model_dir, evaluation=markdown)
+
+
+def update_card(model_dir: str | Path, **fields: Any) -> dict[str, Any]:
+    """Add or replace top-level fields of a model card (JSON and MD); returns the new card.
 
     The model id is a hash of the ONNX file, so documenting a model's test results does not change its id.
     """
+    from sarcoscope.fileio import atomic_write_text
     from sarcoscope.segmentation.unet import CARD_FILE, CARD_MD_FILE, load_model_card
     from sarcoscope.training.card import card_markdown
-    from sarcoscope.training.io import atomic_write_text
 
     folder = Path(model_dir)
-    card = load_model_card(folder)
-    card["evaluation"] = markdown
+    card = load_model_card(folder) | fields
     atomic_write_text(folder / CARD_FILE, json.dumps(card, indent=2) + "\n")
     atomic_write_text(folder / CARD_MD_FILE, card_markdown(card))
+    return card

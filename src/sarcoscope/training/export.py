@@ -15,10 +15,10 @@ import torch
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, TISSUES, Label
+from sarcoscope.fileio import atomic_write, atomic_write_text
 from sarcoscope.segmentation.unet import CARD_FILE, CARD_MD_FILE, MODEL_FILE, InputSpec
 from sarcoscope.training.card import card_markdown
 from sarcoscope.training.config import TrainConfig
-from sarcoscope.training.io import atomic_write, atomic_write_text
 
 OPSET = 17
 #: Largest |ONNX − PyTorch| class-probability difference accepted after export. Probabilities, not logits:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sarcoscope.training.io import atomic_write
+from sarcoscope.fileio import atomic_write
 
 
 def plot_history(history: list[dict[str, float]], path: Path) -> None:

@@ -29,14 +29,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from sarcoscope.conventions import TISSUES, Label
 from sarcoscope.errors import InputError
+from sarcoscope.fileio import atomic_write, atomic_write_text
 from sarcoscope.segmentation.unet import InputSpec
-from sarcoscope.training.config import TrainConfig, save_config
+from sarcoscope.training.config import BEST, LAST, TrainConfig, save_config
 from sarcoscope.training.data import Sample, load_folder, make_phantoms, split_by_patient
-from sarcoscope.training.io import atomic_write, atomic_write_text
 
 N_CLASSES = len(Label)
-LAST = "checkpoints/last.pt"
-BEST = "checkpoints/best.pt"
 #: Settings that only affect how this invocation runs; a resumed run takes them from the new command.
 RUNTIME_FIELDS = ("resume", "epochs_this_run", "progress", "num_threads")
 
@@ -416,12 +414,13 @@ class StartingModel:
 
 
 def starting_model(spec: str) -> StartingModel:
-    """The model named by `init_from` ("default" = the shipped one) with the settings its card fixes."""
+    """The model named by `init_from` with the settings its card fixes: "default" = the site default (the
+    shipped model unless `sarcoscope models use` chose another), an installed model id, or a model folder."""
     from sarcoscope.errors import SegmentationError
     from sarcoscope.segmentation.unet import load_model_card, model_onnx_path, resolve_model_dir
 
-    folder = resolve_model_dir(None if spec == "default" else spec)
     try:
+        folder = resolve_model_dir(None if spec == "default" else spec)
         card = load_model_card(folder)
         onnx_path = model_onnx_path(folder, card)
     except SegmentationError as exc:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, LABEL_COLORS, TISSUE_TITLES, TISSUES
+from sarcoscope.segmentation.base import takes_model
 from sarcoscope.store import LabelVersion, Study
 from sarcoscope.web import analysis, render
 from sarcoscope.web.auth import COOKIE, valid_user_name
@@ -57,6 +58,11 @@ class SelectionIn(BaseModel):
 
 class SegmentIn(BaseModel):
     engine: str | None = Field(default=None, max_length=1024, description="One of /api/config's engines.")
+    model: str | None = Field(
+        default=None,
+        max_length=128,
+        description="An installed model id (/api/models) for an engine that takes one (default: the site's).",
+    )
     base_version: int | None = Field(default=None, ge=1, description="Latest label version you have seen.")
 
 
@@ -143,6 +149,7 @@ def config(request: Request, ctx: Ctx) -> dict[str, Any]:
         "user": user,
         "engines": ctx.settings.engines,
         "default_engine": ctx.settings.default_engine,
+        "model_engines": [e for e in ctx.settings.engines if takes_model(e)],
         "cutoff_sets": available_cutoff_sets(),
         "default_cutoff_set": default_cutoff_set(),
         "presets": render.preset_names(),
@@ -396,10 +403,16 @@ def _iter_file(f: Any, chunk: int = 1 << 20) -> Any:
 def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Segment the selected slice(s) with an engine and save the result as a new label version."""
     from sarcoscope.segmentation import get_engine
+    from sarcoscope.segmentation.registry import ModelRegistry
 
     name = body.engine or ctx.settings.default_engine
     if name not in ctx.settings.engines:
         raise HTTPException(422, f"Unknown engine '{name}'. Available: {', '.join(ctx.settings.engines)}.")
+    if body.model is not None:
+        if not takes_model(name):
+            raise HTTPException(422, f"The engine '{name}' takes no model.")
+        ModelRegistry().get(body.model)  # only installed models, never a path a client names
+        name = f"{name}:{body.model}"
     study = ctx.store.get_study(study_id)
     indices = selected_indices(study)
     volume = ctx.volumes.get(study)
@@ -563,6 +576,57 @@ def export(
     if fmt == "html":  # self-contained page: its own inline style and embedded picture only
         headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
     return Response(data, media_type=media_type, headers=headers)
+
+
+# -- models and training data ---------------------------------------------------------------------------
+@router.get("/models", tags=["models"])
+def models(ctx: Ctx, user: User) -> dict[str, Any]:
+    """The installed U-Net models (as `sarcoscope models list`), the default, their measured validation."""
+    from sarcoscope.segmentation.registry import ModelRegistry
+
+    registry = ModelRegistry()
+    default = registry.default_id()
+    return {
+        "default": default,
+        "models": [
+            {
+                "id": m.model_id,
+                "created": m.created,
+                "shipped": m.shipped,
+                "default": m.model_id == default,
+                "training_data": m.training_summary(),
+                "validation": m.measured(),
+                "comparison": {
+                    k: m.card["comparison"][k] for k in ("baseline", "means", "better", "reasons", "rule")
+                }
+                if m.card.get("comparison")
+                else None,
+            }
+            for m in registry.models()
+        ],
+    }
+
+
+@router.get("/training-data", tags=["models"], response_class=StreamingResponse)
+def training_data(request: Request, ctx: Ctx, user: User) -> StreamingResponse:
+    """A zip of every study's corrected slices and labels in the `sarcoscope train` DATA folder layout, for
+    training on another machine (`sarcoscope train EXPORT.zip`); which versions count: training_data."""
+    from sarcoscope.web.training_data import export_training_data, zip_folder
+
+    work = ctx.store.new_tmp_dir()
+    try:
+        export_training_data(ctx.store, ctx.volumes, work / "data", user, client_of(request))
+        buffer = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (closed by _iter_file)
+        zip_folder(work / "data", buffer)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    buffer.seek(0)
+    filename = f"sarcoscope-training-data-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}.zip"
+    return StreamingResponse(
+        _iter_file(buffer),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 # -- audit -----------------------------------------------------------------------------------------------

@@ -341,6 +341,7 @@ async function showL3() {
   const s = state.study;
   $("l3-preset").value = state.preset;
   drawAll();
+  loadModels();
   if (!s.localization) {
     message("Locating L3…");
     try {
@@ -479,7 +480,30 @@ function drawVertebrae(ctx, g) {
   ctx.textAlign = "left";
 }
 
+// ------------------------------------------------------------------------------- model choice --
+// The installed U-Net models (GET /api/models) for engines that take one; the site default is preselected.
+async function loadModels() {
+  try {
+    const {models} = await getJSON("/api/models");
+    $("model").replaceChildren(...models.map((m) => {
+      const option = new Option(`${m.id}${m.default ? " (default)" : ""}`, m.id, m.default, m.default);
+      option.title = m.validation;
+      return option;
+    }));
+  } catch (err) { message(err.message, true); }
+  showModelChoice();
+}
+
+function showModelChoice() {
+  $("model-choice").hidden = !state.config.model_engines.includes($("engine").value);
+}
+
+function chosenModel() {
+  return $("model-choice").hidden ? null : $("model").value || null;
+}
+
 function bindL3() {
+  $("engine").addEventListener("change", showModelChoice);
   $("mode-range").addEventListener("click", () => setMode("range"));
   $("mode-slice").addEventListener("click", () => setMode("slice"));
   $("l3-preset").addEventListener("change", (e) => { state.preset = e.target.value; drawAll(); });
@@ -598,7 +622,7 @@ async function segmentSelected() {
   try {
     await saveSelection();
     await sendJSON(`/api/studies/${state.study.id}/segment`, "POST",
-      {engine: $("engine").value, base_version: state.study.latest_version});
+      {engine: $("engine").value, base_version: state.study.latest_version, model: chosenModel()});
     state.study = await getJSON(`/api/studies/${state.study.id}`);
     state.labels = null;
     location.hash = `#/study/${state.study.id}/label`;
@@ -996,7 +1020,7 @@ async function refreshSide() {
     li.value = v.version;
     li.classList.toggle("current", v.version === shown);
     const when = localTime(v.created_at);
-    li.textContent = `v${v.version} · ${v.source}${v.engine && v.source === "segment" ? ` (${v.engine})` : ""} · ` +
+    li.textContent = `v${v.version} · ${v.source}${v.engine && v.source === "segment" ? ` (${v.model_id || v.engine})` : ""} · ` +
       `${v.author} · ${when} `;
     if (v.version !== shown) {
       const view = document.createElement("button");

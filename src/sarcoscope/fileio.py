@@ -1,4 +1,4 @@
-"""Atomic file writes: an interrupted run never leaves a half-written checkpoint, model or card behind."""
+"""Atomic file writes: an interrupted run never leaves a half-written checkpoint, model, card or pointer."""
 
 from __future__ import annotations
 

@@ -1,0 +1,197 @@
+"""The web app's corrected slices as training data: a `sarcoscope train` DATA folder (and its zip).
+
+Which labels count as a person's: for each study, the newest label version that was **saved from the
+editor or restored** (source "edit" or "restore") **and whose label maps differ from every automatic
+segmentation of that study** (source "segment", compared by the stored checksum). Every version records an
+author (whoever pressed the button), so the author alone cannot tell; the source and the content can. Thus a
+save without any change, or a restore of an automatic result, is not training data: it would only teach the
+model its own output, and would favour the model that made it in the comparison after training.
+
+Each such version becomes one case (its slices, the CT from the study's cache) in the folder layout of
+sarcoscope.training.data: `images/<case>.npy` (HU, (n, y, x)) with `images/<case>.json` (pixel spacing and
+the patient), `labels/<case>.npy` (uint8, project ids). The case id is the start of the study id; the
+patient is a pseudonym of the DICOM PatientID (an HMAC with this installation's secret: stable across
+exports, not reversible without the data folder), or the study when the series has no PatientID. The
+manifest (EXPORT_MANIFEST) lists every case with its study, label version, author and time, and the studies
+skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from sarcoscope import __version__
+from sarcoscope.errors import InputError, SarcoscopeError
+from sarcoscope.store import LabelVersion, Store, Study
+from sarcoscope.training.data import EXPORT_MANIFEST
+from sarcoscope.web.auth import load_secret
+from sarcoscope.web.volumes import VolumeCache
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = "sarcoscope.training-export/1"
+#: Version sources saved by a person in the web app (the automatic segmentation's source is "segment").
+PERSON_SOURCES = ("edit", "restore")
+PERSON_RULE = (
+    "newest label version saved from the editor or restored (source edit/restore) whose label maps differ "
+    "from every automatic segmentation (source segment) of the study"
+)
+
+
+def person_version(versions: list[LabelVersion]) -> LabelVersion | None:
+    """The newest version a person made that is not an automatic segmentation's labels (see PERSON_RULE)."""
+    automatic = {v.sha256 for v in versions if v.source == "segment"}
+    person = [v for v in versions if v.source in PERSON_SOURCES and v.sha256 not in automatic]
+    return max(person, key=lambda v: v.version, default=None)
+
+
+def _pseudonym(secret: bytes, study: Study) -> str:
+    if not study.patient_id:
+        return f"study-{study.id[:12]}"
+    digest = hmac.new(secret, study.patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"patient-{digest[:12]}"
+
+
+def _iso(when: dt.datetime | None) -> str | None:
+    if when is None:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).isoformat(timespec="seconds")
+
+
+def export_training_data(
+    store: Store, volumes: VolumeCache, dest: Path, actor: str, client: str | None = None
+) -> dict[str, Any]:
+    """Write every study's corrected slices into the new folder `dest` (atomically); returns the manifest.
+
+    Raises InputError when no study has corrected labels (nothing to train on).
+    """
+    dest = Path(dest)
+    if dest.exists():
+        raise InputError(f"{dest} already exists; the training data export needs a new folder.")
+    secret = load_secret(store.data_dir)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    (tmp / "labels").mkdir()
+    cases: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    try:
+        for study in sorted(store.list_studies(limit=None), key=lambda s: s.id):
+            version = person_version(store.list_versions(study.id))
+            if version is None:
+                continue
+            try:
+                cases.append(_write_case(store, volumes, study, version, _pseudonym(secret, study), tmp))
+            except SarcoscopeError as exc:
+                log.warning("Study %s left out of the training data: %s", study.id, exc)
+                skipped.append({"study_id": study.id, "reason": str(exc)})
+        if not cases:
+            raise InputError(
+                f"No study in {store.data_dir} has labels a person corrected and saved in the web app "
+                f"({PERSON_RULE}); there is nothing to train on."
+            )
+        manifest = {
+            "format": EXPORT_FORMAT,
+            "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "sarcoscope": __version__,
+            "rule": PERSON_RULE,
+            "cases": cases,
+            "skipped": skipped,
+        }
+        (tmp / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    store.audit(actor, "export-training-data", None, {"cases": len(cases), "skipped": len(skipped)}, client)
+    return manifest
+
+
+def _write_case(
+    store: Store, volumes: VolumeCache, study: Study, version: LabelVersion, patient: str, folder: Path
+) -> dict[str, Any]:
+    stack = store.load_labels(study.id, version.version)
+    volume = volumes.get(study)
+    hu = np.asarray(volume.hu[stack.indices])
+    if hu.shape != stack.labels.shape:
+        raise InputError(
+            f"label version {version.version} has shape {stack.labels.shape} but its CT slices {hu.shape}"
+        )
+    case = study.id[:12]
+    np.save(folder / "images" / f"{case}.npy", hu)
+    sidecar = {"pixel_spacing": [float(s) for s in volume.pixel_spacing], "patient": patient}
+    (folder / "images" / f"{case}.json").write_text(json.dumps(sidecar), encoding="utf-8")
+    np.save(folder / "labels" / f"{case}.npy", stack.labels)
+    return {
+        "case": case,
+        "patient": patient,
+        "study_id": study.id,
+        "label_version": version.version,
+        "source": version.source,
+        "author": version.author,
+        "saved_utc": _iso(version.created_at),
+        "segmented_with": version.model_id,
+        "slices": stack.indices,
+    }
+
+
+def zip_folder(folder: Path, out: BinaryIO) -> None:
+    """Zip `folder`'s files (paths relative to it) into `out`: the layout `sarcoscope train` reads back."""
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            zf.write(path, path.relative_to(folder).as_posix())
+
+
+def collect_training_data(
+    source: Path, dest: Path, actor: str, database_url: str | None = None
+) -> dict[str, Any]:
+    """Put the corrected slices of `source` into the new folder `dest`; returns the export manifest.
+
+    `source`: the web app's data folder (read through the store; PostgreSQL with `database_url`), or an
+    export made by the web app (GET /api/training-data), zipped or unzipped. A copy is kept in `dest`, so a
+    training run keeps its data and split even when the store changes meanwhile.
+    """
+    from sarcoscope.imaging.archive import extract_zip
+
+    source, dest = Path(source), Path(dest)
+    if dest.exists():
+        raise InputError(f"{dest} already exists; the training data needs a new folder.")
+    if source.is_dir() and (database_url or (source / "sarcoscope.db").is_file()):
+        store = Store(source, database_url)
+        try:
+            return export_training_data(store, VolumeCache(store, 1), dest, actor)
+        finally:
+            store.close()
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        if source.is_file() and source.suffix.lower() == ".zip":
+            tmp.mkdir(parents=True)
+            extract_zip(source, tmp)
+        elif source.is_dir() and (source / EXPORT_MANIFEST).is_file():
+            shutil.copytree(source, tmp)
+        else:
+            raise InputError(
+                f"{source} is neither a web app data folder (with sarcoscope.db, or give --database-url) "
+                f"nor a training-data export of the web app (a zip or folder with {EXPORT_MANIFEST})."
+            )
+        try:
+            manifest = json.loads((tmp / EXPORT_MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{source} is not a training-data export of the web app: {exc}") from None
+        if manifest.get("format") != EXPORT_FORMAT:
+            raise InputError(f"{source} is an export of unknown format {manifest.get('format')!r}.")
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest

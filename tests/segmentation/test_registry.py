@@ -1,0 +1,228 @@
+"""Model registry: installed models by id, the site default, and `use` only for a model measured better.
+
+Models here are copies of the shipped model with edited cards (ids, comparisons), so the rule is tested on
+exactly known numbers; tests/training/test_adapt.py makes the comparison by training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sarcoscope.cli import app
+from sarcoscope.segmentation import get_engine
+from sarcoscope.segmentation.refine import REFINEMENT_VERSION
+from sarcoscope.segmentation.registry import (
+    DEFAULT_POINTER,
+    MODELS_DIR_ENV,
+    ModelRegistry,
+    RegistryError,
+    build_comparison,
+    judge,
+)
+from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, load_model_card
+
+SHIPPED = load_model_card(DEFAULT_MODEL_DIR)["model_id"]
+REFINED = f"+refine-v{REFINEMENT_VERSION}"
+SPLIT = {"by": "patient", "seed": 0, "fraction": 0.2, "validation_cases": ["a", "b"]}
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "registry"))
+    return ModelRegistry()
+
+
+def rows(model: str, muscle_dice: tuple[float, float], area_err: tuple[float, float]) -> list[dict]:
+    """Two validation cases scored for `model`: muscle Dice and signed muscle-area error (%) per case."""
+    return [
+        {
+            "case": case,
+            "patient": f"p-{case}",
+            "model": model,
+            "muscle_dice": d,
+            "sat_dice": 0.9,
+            "vat_dice": 0.9,
+            "imat_dice": 0.5,
+            "msv_dice": 0.9,
+            "muscle_area_err_pct": e,
+        }
+        for case, d, e in zip(("a", "b"), muscle_dice, area_err, strict=True)
+    ]
+
+
+def comparison(model: str, baseline: str, mine: list[dict], theirs: list[dict]) -> dict:
+    return build_comparison(model, baseline, mine + theirs, SPLIT)
+
+
+def model_copy(root: Path, model_id: str, comparison: dict | None = None) -> Path:
+    """The shipped model's files under another id (and optionally a comparison in its card)."""
+    folder = root / f"src-{model_id}"
+    shutil.copytree(DEFAULT_MODEL_DIR, folder, ignore=shutil.ignore_patterns("*.yaml"))
+    card = json.loads((folder / "model_card.json").read_text())
+    card["model_id"] = model_id
+    card["created_utc"] = "2027-01-01T00:00:00+00:00"
+    card.pop("comparison", None)
+    if comparison is not None:
+        card["comparison"] = comparison
+    (folder / "model_card.json").write_text(json.dumps(card))
+    return folder
+
+
+BETTER = ((0.95, 0.93), (-2.0, 3.0))  # mean muscle Dice 0.94, mean |area error| 2.5 %
+BASE = ((0.93, 0.92), (4.0, -1.0))  # mean muscle Dice 0.925, mean |area error| 2.5 %
+
+
+def test_empty_registry_lists_the_shipped_model_as_the_default(registry: ModelRegistry) -> None:
+    assert [m.model_id for m in registry.models()] == [SHIPPED]
+    assert registry.models()[0].shipped and registry.default_id() == SHIPPED
+    assert not registry.root.exists()  # reading never creates the folder
+    assert get_engine("unet").model_id == SHIPPED + REFINED
+
+
+def test_add_then_select_by_id_or_path(registry: ModelRegistry, tmp_path: Path) -> None:
+    source = model_copy(tmp_path, "site-model-1")
+    model = registry.add(source)
+    assert model.path == registry.root / "site-model-1" and not model.shipped
+    assert sorted(p.name for p in model.path.iterdir()) == [
+        "MODEL_CARD.md",
+        "history.png",
+        "model.onnx",
+        "model_card.json",
+    ]
+    assert [m.model_id for m in registry.models()] == [SHIPPED, "site-model-1"]
+    assert registry.default_id() == SHIPPED  # adding never changes the default
+    assert get_engine("unet:site-model-1").model_id == f"site-model-1{REFINED}"
+    assert get_engine(f"unet-raw:{source}").model_id == "site-model-1+raw"
+    with pytest.raises(RegistryError, match="already installed"):
+        registry.add(source)
+    with pytest.raises(RegistryError, match="nor an installed model id"):
+        get_engine("unet:no-such-model")
+
+
+def test_add_refuses_a_model_whose_onnx_does_not_match_its_card(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    source = model_copy(tmp_path, "tampered")
+    with open(source / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(RegistryError, match="checksum"):
+        registry.add(source)
+    assert [m.model_id for m in registry.models()] == [SHIPPED]
+    assert not registry.root.exists()  # refused before anything was copied
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "baseline", "reason"),
+    [
+        (None, None, SHIPPED, "records no comparison"),
+        (rows("new", *BETTER), rows("other", *BASE), "other", "compared with other"),
+        (rows("new", (0.92, 0.92), (1.0, 1.0)), rows(SHIPPED, *BASE), SHIPPED, "muscle Dice 0.920 vs 0.925"),
+        (rows("new", (0.95, 0.93), (4.0, 3.0)), rows(SHIPPED, *BASE), SHIPPED, "3.50% vs 2.50%"),
+        (rows("new", *BETTER)[:1], rows(SHIPPED, *BASE), SHIPPED, "same validation cases"),
+    ],
+    ids=["no-comparison", "other-baseline", "lower-dice", "larger-area-error", "other-cases"],
+)
+def test_use_refuses_a_model_not_measured_better_than_the_default(
+    registry: ModelRegistry,
+    tmp_path: Path,
+    mine: list | None,
+    theirs: list | None,
+    baseline: str,
+    reason: str,
+) -> None:
+    comp = None if mine is None else comparison("new", baseline, mine, theirs or [])
+    registry.add(model_copy(tmp_path, "new", comp))
+    with pytest.raises(RegistryError, match="Not switching") as err:
+        registry.use("new")
+    assert reason in str(err.value) and "--force" in str(err.value)
+    assert registry.default_id() == SHIPPED and not (registry.root / DEFAULT_POINTER).exists()
+
+
+def test_use_accepts_a_better_model_and_the_unet_engine_follows(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    # equal mean |area error| (2.5 %) with a higher muscle Dice is better by the rule
+    registry.add(
+        model_copy(
+            tmp_path, "better", comparison("better", SHIPPED, rows("better", *BETTER), rows(SHIPPED, *BASE))
+        )
+    )
+    verdict = registry.use("better")
+    assert verdict.better and "mean muscle Dice 0.940 vs 0.925" in verdict.reasons
+    pointer = json.loads((registry.root / DEFAULT_POINTER).read_text())
+    assert pointer["model_id"] == "better" and pointer["previous"] == SHIPPED and not pointer["forced"]
+    assert get_engine("unet").model_id == f"better{REFINED}"  # reports record the exact model
+    # a second model compared with the shipped one is no longer compared with the default
+    registry.add(
+        model_copy(
+            tmp_path, "later", comparison("later", SHIPPED, rows("later", *BETTER), rows(SHIPPED, *BASE))
+        )
+    )
+    with pytest.raises(RegistryError, match="current default is better"):
+        registry.use("later")
+
+
+def test_force_switches_with_a_warning(
+    registry: ModelRegistry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.add(model_copy(tmp_path, "unmeasured"))
+    with caplog.at_level(logging.WARNING, logger="sarcoscope.segmentation.registry"):
+        verdict = registry.use("unmeasured", force=True)
+    assert not verdict.better and registry.default_id() == "unmeasured"
+    assert "Forced: unmeasured becomes the default" in caplog.text
+    assert json.loads((registry.root / DEFAULT_POINTER).read_text())["forced"] is True
+
+
+def test_remove_refuses_the_shipped_model_and_the_default(registry: ModelRegistry, tmp_path: Path) -> None:
+    registry.add(model_copy(tmp_path, "one"))
+    registry.add(model_copy(tmp_path, "two"))
+    registry.use("one", force=True)
+    with pytest.raises(RegistryError, match="shipped model"):
+        registry.remove(SHIPPED)
+    with pytest.raises(RegistryError, match="is the site default"):
+        registry.remove("one")
+    registry.remove("two")
+    assert [m.model_id for m in registry.models()] == [SHIPPED, "one"]
+    assert sorted(p.name for p in registry.root.iterdir()) == [DEFAULT_POINTER, "one"]
+    # a default removed behind the registry's back is an error that says what to do
+    shutil.rmtree(registry.root / "one")
+    with pytest.raises(RegistryError, match="not installed; choose another"):
+        get_engine("unet")
+
+
+def test_judge_recomputes_the_verdict_from_the_cases() -> None:
+    comp = comparison("new", SHIPPED, rows("new", *BETTER), rows(SHIPPED, *BASE))
+    assert comp["better"] and comp["means"]["new"]["muscle_dice"] == pytest.approx(0.94)
+    comp["cases"][0]["muscle_dice"] = 0.5  # a card edited by hand cannot claim what its numbers do not show
+    assert comp["better"] and not judge(comp, "new", SHIPPED).better
+    assert not judge(comp, "someone-else").better
+
+
+def test_cli_models_commands(registry: ModelRegistry, tmp_path: Path) -> None:
+    runner = CliRunner()
+    source = model_copy(tmp_path, "cli-model")
+    result = runner.invoke(app, ["models", "add", str(source)])
+    assert result.exit_code == 0 and "Installed cli-model" in result.output
+    listed = runner.invoke(app, ["models", "list"], env={"COLUMNS": "250"})
+    assert listed.exit_code == 0 and SHIPPED in listed.output and "cli-model" in listed.output
+    refused = runner.invoke(app, ["models", "use", "cli-model"])
+    assert refused.exit_code == 1 and "Not switching" in refused.output
+    assert "Traceback" not in refused.output
+    forced = runner.invoke(app, ["models", "use", "cli-model", "--force"])
+    assert forced.exit_code == 0 and "forced: not measured better" in forced.output
+    shown = runner.invoke(app, ["models", "show", "cli-model"])
+    assert shown.exit_code == 0 and "# Model card: " in shown.output
+    for args, message in (
+        (["models", "remove", "cli-model"], "is the site default"),
+        (["models", "remove", SHIPPED], "shipped model"),
+        (["models", "show", "nothing"], "No installed model 'nothing'"),
+        (["models", "add", str(tmp_path / "missing")], "No U-Net model card"),
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and message in result.output, (args, result.output)

@@ -1,0 +1,134 @@
+"""The learning loop's web side: which label versions are a person's, the training-data export, the models
+API and the model choice recorded with a segmentation."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from test_api import get_labels, segmented
+from web_synth import SPACING, synthetic_hu, write_series
+
+from sarcoscope.segmentation.refine import REFINEMENT_VERSION
+from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, load_model_card
+from sarcoscope.training.data import EXPORT_MANIFEST, find_pairs, read_image, read_labels
+from sarcoscope.web.training_data import collect_training_data
+
+SHIPPED = load_model_card(DEFAULT_MODEL_DIR)["model_id"]
+
+
+def save(client: TestClient, sid: str, labels: np.ndarray, base: int) -> int:
+    r = client.post(f"/api/studies/{sid}/labels", params={"base_version": base}, content=labels.tobytes())
+    assert r.status_code == 201, r.text
+    return r.json()["version"]
+
+
+def corrected_store(client: TestClient, tmp_path: Path) -> dict[str, np.ndarray]:
+    """Four studies, three patients; returns the labels a person corrected, by study id.
+
+    A: segmented, corrected (v2)                        -> v2
+    B: same patient as A, corrected (v2), segmented again (v3), the automatic v1 restored (v4) -> v2
+    C: segmented, saved without a change (v2)           -> nothing (identical to the automatic labels)
+    D: only segmented                                   -> nothing
+    """
+    corrected = {}
+    for name, seed, patient in (("A", 1, "PAT-1"), ("B", 2, "PAT-1"), ("C", 3, "PAT-2"), ("D", 4, "PAT-3")):
+        sid, _ = segmented(client, write_series(tmp_path / name, seed=seed, patient_id=patient), 4, 6)
+        labels, version, _ = get_labels(client, sid)
+        if name in "AB":
+            labels[:, 10:20, 10:20] = 1  # a person paints muscle
+            corrected[sid] = labels.copy()
+            save(client, sid, labels, version)
+        if name == "B":
+            assert client.post(f"/api/studies/{sid}/segment", json={"base_version": 2}).is_success
+            r = client.post(f"/api/studies/{sid}/versions/1/restore", json={"base_version": 3})
+            assert r.status_code == 201, r.text
+        if name == "C":
+            save(client, sid, labels, version)
+    return corrected
+
+
+def test_export_holds_the_latest_person_corrected_version_per_study(
+    client: TestClient, tmp_path: Path
+) -> None:
+    corrected = corrected_store(client, tmp_path)
+    r = client.get("/api/training-data")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    data = tmp_path / "export"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        zf.extractall(data)
+    manifest = json.loads((data / EXPORT_MANIFEST).read_text())
+    assert {c["study_id"]: c["label_version"] for c in manifest["cases"]} == dict.fromkeys(corrected, 2)
+    assert {c["source"] for c in manifest["cases"]} == {"edit"} and manifest["skipped"] == []
+
+    # the DATA layout `sarcoscope train` reads: HU of the labelled slices, the corrected labels, the patient
+    pairs = find_pairs(data)
+    assert len(pairs) == 2
+    patients = set()
+    for case, image, label in pairs:
+        entry = next(c for c in manifest["cases"] if c["case"] == case)
+        hu, spacing, patient = read_image(image)
+        assert spacing == SPACING[1:] and entry["slices"] == [4, 5, 6]
+        np.testing.assert_array_equal(read_labels(label, None), corrected[entry["study_id"]])
+        seed = 1 if np.array_equal(hu, synthetic_hu(1)[4:7]) else 2
+        np.testing.assert_array_equal(hu, synthetic_hu(seed)[4:7])
+        patients.add(patient)
+    # both studies are of PAT-1: one pseudonym, which is not the PatientID itself
+    assert len(patients) == 1 and "PAT-1" not in next(iter(patients))
+    assert "PAT-1" not in json.dumps(manifest)
+    audit = [e["action"] for e in client.get("/api/audit").json()]
+    assert "export-training-data" in audit
+
+
+def test_collect_reads_the_store_or_an_export_and_refuses_other_folders(
+    client: TestClient, tmp_path: Path
+) -> None:
+    corrected_store(client, tmp_path)
+    data_dir = client.app.state.ctx.store.data_dir
+    manifest = collect_training_data(data_dir, tmp_path / "from-store", "tester")
+    assert len(manifest["cases"]) == 2
+    zipped = tmp_path / "export.zip"
+    zipped.write_bytes(client.get("/api/training-data").content)
+    assert collect_training_data(zipped, tmp_path / "from-zip", "tester")["cases"] == manifest["cases"]
+    copied = collect_training_data(tmp_path / "from-zip", tmp_path / "from-folder", "tester")
+    assert copied["cases"] == manifest["cases"]
+    with pytest.raises(Exception, match="already exists"):
+        collect_training_data(data_dir, tmp_path / "from-zip", "tester")
+    with pytest.raises(Exception, match="neither a web app data folder"):
+        collect_training_data(tmp_path / "A", tmp_path / "other", "tester")
+    assert not (tmp_path / "other").exists()
+
+
+def test_export_without_corrections_is_a_clear_422(client: TestClient, series: list[Path]) -> None:
+    segmented(client, series)
+    r = client.get("/api/training-data")
+    assert r.status_code == 422 and "nothing to train on" in r.json()["detail"]
+
+
+def test_models_api_and_the_chosen_model_is_recorded(client: TestClient, series: list[Path]) -> None:
+    body = client.get("/api/models").json()
+    assert body["default"] == SHIPPED
+    assert [(m["id"], m["default"], m["shipped"]) for m in body["models"]] == [(SHIPPED, True, True)]
+    assert "Dice" in body["models"][0]["validation"]
+    assert set(client.get("/api/config").json()["model_engines"]) == {"unet", "unet-raw"}
+
+    sid, _ = segmented(client, series)
+    r = client.post(
+        f"/api/studies/{sid}/segment", json={"engine": "unet", "model": SHIPPED, "base_version": 1}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["model_id"] == f"{SHIPPED}+refine-v{REFINEMENT_VERSION}"
+    versions = client.get(f"/api/studies/{sid}/versions").json()
+    assert versions[0]["model_id"] == r.json()["model_id"]
+    for payload, message in (
+        ({"engine": "unet", "model": "not-installed"}, "No installed model 'not-installed'"),
+        ({"engine": "unet", "model": "/etc"}, "No installed model"),
+        ({"engine": "threshold", "model": SHIPPED}, "takes no model"),
+    ):
+        r = client.post(f"/api/studies/{sid}/segment", json={**payload, "base_version": 2})
+        assert r.status_code == 422 and message in r.json()["detail"], r.text
