@@ -32,13 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from sarcoscope.fileio import atomic_write_text
 from sarcoscope.segmentation import get_engine
 from sarcoscope.segmentation.base import DEFAULT_ENGINE_FILE
 from sarcoscope.segmentation.unet import CARD_FILE, CARD_MD_FILE, MODEL_FILE, UNetEngine
 from sarcoscope.training import load_config, train
 from sarcoscope.training.data import find_pairs, read_image, read_labels
 from sarcoscope.training.evaluate import attach_evaluation
-from sarcoscope.training.io import atomic_write_text
 from sarcoscope.validation.benchmark import CV_SUFFIX, validate_engines
 from sarcoscope.validation.evidence import RULE, choose_default, loo_markdown, summarise
 from sarcoscope.validation.metrics import case_metrics

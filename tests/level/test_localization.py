@@ -61,7 +61,6 @@ def test_real_volume_matches_reference(real: CTVolume) -> None:
     # Reference centres of L4 / L2 along the column (from the same labels): 61.5 and 85.
     assert abs(loc.vertebrae["L4"].center - 61.5) <= 1.5 and abs(loc.vertebrae["L2"].center - 85) <= 1.5
     assert loc.rib_vertebrae == ["T12"]
-    assert loc.seconds < 5.0
     json.dumps(loc.as_dict())
     assert loc.describe().startswith("L3: mid slice 74")
 

@@ -29,7 +29,7 @@ def real(shared_data: Path) -> list[dict[str, float]]:
         hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
         labels = np.load(folder / "labels" / f"{path.stem[3:]}.npy")
         out.append(_stats(hu, labels))
-    assert len(out) == 5
+    assert len(out) >= 5  # the development set (nine slices since 2026-12-03)
     return out
 
 
