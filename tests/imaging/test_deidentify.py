@@ -16,186 +16,33 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
-from pydicom.datadict import DicomDictionary, dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
 from pydicom.uid import SecondaryCaptureImageStorage
 
-from sarcoscope.imaging import read_ct, write_dicom_series
+from phi_dicom import (
+    ISSUE_16_LEAKS,
+    PATIENT_ID,
+    POLICY,
+    SECRET,
+    SURNAME,
+    TABLE,
+    kept_values,
+    table_values,
+    text_of,
+    walk,
+    write_phi_study,
+)
+from sarcoscope.errors import OutputError, SarcoscopeError
+from sarcoscope.imaging import read_ct
 from sarcoscope.imaging.deidentify import (
     SECRET_FILE_ENV,
-    TABLE_EDITION,
     DeidentificationError,
     DeidentificationPolicy,
     deidentify_dataset,
     deidentify_tree,
     load_policy,
 )
-from sarcoscope.imaging.volume import CTMetadata
 from sarcoscope.secret import load_or_create_secret
-
-SECRET = bytes(range(32))
-POLICY = DeidentificationPolicy(secret=SECRET)
-#: The library's table: tag -> its category (D_TAGS, X_TAGS, U_TAGS, X_Z_D_TAGS...).
-TABLE: dict[Tag, str] = {
-    Tag(*entry): category
-    for category, entries in dicom_anonymization_database_selector(TABLE_EDITION).items()
-    if category != "ALL_TAGS"
-    for entry in entries
-    if len(entry) == 2
-}
-#: Groups that cannot sit in an image data set (command, file meta, directory, signatures, padding).
-_NOT_IN_DATASET = (0x0000, 0x0002, 0x0004, 0xFFFA, 0xFFFC)
-SURNAME, PATIENT_ID, BIRTH_DATE = "Jansen", "12345678", "19470316"
-
-
-def _phi_value(tag: Tag, vr: str) -> Any:
-    """A value that names its tag, valid for the VR (so a kept value is recognisable)."""
-    mark = f"PHI{int(tag):08X}"
-    values: dict[str, Any] = {
-        "AE": mark,
-        "AS": "042Y",
-        "CS": mark,
-        "DA": "19991231",
-        "DT": "19991231235959",
-        "TM": "235959",
-        "DS": "4242",
-        "IS": "4242",
-        "LO": mark,
-        "LT": mark,
-        "SH": mark,
-        "ST": mark,
-        "UC": mark,
-        "UT": mark,
-        "PN": f"{mark}^{SURNAME}",
-        "UR": f"http://phi.invalid/{mark}",
-        "UI": f"1.2.826.0.1.3680043.10.999.{int(tag)}",
-        "FL": 42.5,
-        "FD": 42.5,
-        "SL": 4242,
-        "SS": 4242,
-        "UL": 4242,
-        "US": 4242,
-        "SV": 4242,
-        "UV": 4242,
-        "AT": 0x00100010,
-        "OB": b"PHI!",
-        "OW": b"PHI!",
-        "OD": b"PHI!PHI!",
-        "OF": b"PHI!",
-        "OL": b"PHI!",
-        "OV": b"PHI!PHI!",
-        "UN": b"PHI!",
-    }
-    if vr == "SQ":
-        item = Dataset()
-        item.PatientName = f"{SURNAME}^InSequence"
-        item.add_new(0x00091010, "LO", "private in sequence")
-        return [item]
-    return values.get(vr)
-
-
-def fill_table(ds: Dataset) -> None:
-    """Every attribute of the table that `ds` does not carry yet, with a recognisable value."""
-    for tag in TABLE:
-        if tag.group in _NOT_IN_DATASET or tag in ds or tag not in DicomDictionary:
-            continue  # (a few table entries are newer than pydicom's dictionary)
-        vr = dictionary_VR(tag).split(" or ")[0]
-        value = _phi_value(tag, vr)
-        if value is not None:
-            ds.add_new(tag, vr, value)
-
-
-def _item(**values: str) -> list[Dataset]:
-    item = Dataset()
-    for keyword, value in values.items():
-        setattr(item, keyword, value)
-    return [item]
-
-
-def _original_attributes() -> list[Dataset]:
-    modified = _item(PatientName=f"{SURNAME}^Orig", StudyDate="20230505", InstitutionName="Erasmus MC")
-    return _item(AttributeModificationDateTime="20230505120000", ModifiedAttributesSequence=modified)
-
-
-#: What issue #16 found in "de-identified" downloads: attribute -> (value, the strings that leaked).
-ISSUE_16_LEAKS: dict[str, tuple[Any, tuple[str, ...]]] = {
-    "ReferencedPatientSequence": (
-        lambda: _item(PatientName=f"{SURNAME}^RefPat", PatientID="RP-7788"),
-        (f"{SURNAME}^RefPat", "RP-7788"),
-    ),
-    "OriginalAttributesSequence": (_original_attributes, (f"{SURNAME}^Orig", "20230505", "Erasmus MC")),
-    "InstanceCreationDate": (lambda: "20240105", ("20240105",)),
-    "InstanceCreationTime": (lambda: "101500", ("101500",)),
-    "ProtocolName": (lambda: f"Abdomen {SURNAME}-Prot", (f"{SURNAME}-Prot",)),
-    "SeriesDescription": (lambda: f"CT {SURNAME}-Series", (f"{SURNAME}-Series",)),
-    "ReasonForStudy": (lambda: f"weight loss {SURNAME}-Reason", (f"{SURNAME}-Reason",)),
-    "CurrentPatientLocation": (lambda: "Ward 7 bed 3", ("Ward 7",)),
-    "PatientInstitutionResidence": (lambda: "Rotterdam home", ("Rotterdam",)),
-    "DateOfLastCalibration": (lambda: "20220909", ("20220909",)),
-    "ContrastBolusStartTime": (lambda: "101200", ("101200",)),
-    "ProcedureCodeSequence": (
-        lambda: _item(CodeValue="CTABD", CodingSchemeDesignator="99HOSP", CodeMeaning=f"CT {SURNAME}-Code"),
-        (f"{SURNAME}-Code",),
-    ),
-}
-
-
-def add_issue_leaks(ds: Dataset) -> None:
-    for keyword, (value, _) in ISSUE_16_LEAKS.items():
-        setattr(ds, keyword, value())
-    ds.RequestAttributesSequence = _item(RequestedProcedureDescription=SURNAME, RequestedProcedureID="R1")
-    ds.BurnedInAnnotation = "NO"
-    ds.add_new(0x00291010, "LO", f"private {SURNAME}")
-
-
-def write_phi_study(
-    folder: Path,
-    *,
-    patient_id: str = PATIENT_ID,
-    study_uid: str | None = None,
-    n: int = 3,
-    full_table: bool = True,
-    seed: int = 1,
-) -> list[Path]:
-    """CT headers with PHI everywhere; slice k references slice k-1 (by ReferencedImageSequence)."""
-    hu = np.full((n, 24, 20), -1000, np.int16)
-    hu[:, 4:20, 3:17] = np.arange(n, dtype=np.int16)[:, None, None] * 10 + 40
-    meta = CTMetadata(patient_id=patient_id, study_instance_uid=study_uid, patient_sex="F")
-    paths = write_dicom_series(hu, (2.5, 0.8, 0.8), folder, metadata=meta, seed=seed)
-    previous = None
-    for path in paths:
-        ds = pydicom.dcmread(path)
-        ds.PatientName = f"{SURNAME}^Piet"
-        ds.PatientBirthDate = BIRTH_DATE
-        ds.PatientAge, ds.PatientSize, ds.PatientWeight = "077Y", "1.72", "61"
-        ds.StudyDate, ds.SeriesDate, ds.AcquisitionDate = "20240102", "20240102", "20240103"
-        add_issue_leaks(ds)
-        if previous is not None:
-            ds.ReferencedImageSequence = _item(
-                ReferencedSOPClassUID=previous.SOPClassUID, ReferencedSOPInstanceUID=previous.SOPInstanceUID
-            )
-        if full_table:
-            fill_table(ds)
-            nested = Dataset()
-            fill_table(nested)
-            deeper = Dataset()
-            fill_table(deeper)
-            nested.AnatomicRegionSequence = [deeper]
-            ds.ProcedureCodeSequence[0].AnatomicRegionSequence = [nested]
-        ds.save_as(path, enforce_file_format=True)
-        previous = ds
-    return paths
-
-
-def walk(ds: Dataset, depth: int = 0):
-    """(depth, element) for every element of `ds` and of its sequences' items."""
-    for elem in ds:
-        yield depth, elem
-        if elem.VR == "SQ":
-            for item in elem.value:
-                yield from walk(item, depth + 1)
 
 
 @pytest.fixture
@@ -213,23 +60,14 @@ def test_every_table_attribute_loses_its_original_value_at_every_depth(phi_files
     original = pydicom.dcmread(phi_files[1])
     assert sum(1 for _, e in walk(original) if e.tag in TABLE) > 3 * 500  # the table, three times over
     ds = deidentified(phi_files[1])
-    originals: dict[Tag, list[Any]] = {}
-    for _, e in walk(original):
-        if e.tag in TABLE and e.VR != "SQ":
-            originals.setdefault(e.tag, []).append(e.value)
-    checked = 0
-    for depth, elem in walk(ds):
-        if elem.tag not in TABLE or elem.VR == "SQ" or elem.tag not in originals or elem.is_empty:
-            continue
-        category = TABLE[elem.tag]
-        assert elem.value not in originals[elem.tag], f"{elem.keyword} ({category}) kept at depth {depth}"
-        if category == "U_TAGS":
-            assert elem.value in [POLICY.uid(str(v)) for v in originals[elem.tag]]
-        checked += 1
-    assert checked > 20
-    deepest = {depth for depth, elem in walk(ds)}
-    assert max(deepest) >= 3  # the kept sequences were walked, not dropped
-    text = "\n".join(str(e.value) for _, e in walk(ds) if e.VR != "SQ")
+    originals = table_values([original])
+    assert kept_values(ds, originals) == []
+    remapped = [e for _, e in walk(ds) if e.tag in originals and TABLE[e.tag] == "U_TAGS" and not e.is_empty]
+    assert len(remapped) > 20
+    for elem in remapped:
+        assert elem.value in [POLICY.uid(str(v)) for v in originals[elem.tag]], elem.keyword
+    assert max(depth for depth, _ in walk(ds)) >= 3  # the kept sequences were walked, not dropped
+    text = text_of(ds)
     assert "PHI" not in text and SURNAME not in text and PATIENT_ID not in text
 
 
@@ -249,7 +87,7 @@ def test_sequences_follow_their_action(phi_files: list[Path]) -> None:
 def test_issue_16_leaks_are_gone(tmp_path: Path, keyword: str) -> None:
     path = write_phi_study(tmp_path / "s", n=1, full_table=False)[0]
     ds = deidentified(path)
-    text = "\n".join(str(e.value) for _, e in walk(ds) if e.VR != "SQ")
+    text = text_of(ds)
     for leaked in ISSUE_16_LEAKS[keyword][1]:
         assert leaked not in text
 
@@ -405,8 +243,6 @@ def test_tree_reads_zip_and_refuses_a_non_empty_output(phi_files: list[Path], tm
         for p in phi_files:
             zf.write(p, f"{SURNAME}/{p.name}")
     assert deidentify_tree(archive, tmp_path / "out", POLICY).written == 3
-    from sarcoscope.errors import OutputError
-
     with pytest.raises(OutputError, match="not empty"):
         deidentify_tree(archive, tmp_path / "out", POLICY)
     (tmp_path / "empty").mkdir()
@@ -436,7 +272,5 @@ def test_secret_file_created_private_reused_and_overridable(tmp_path: Path, monk
     short = tmp_path / "short.key"
     short.write_bytes(b"abc")
     os.chmod(short, 0o600)
-    from sarcoscope.errors import SarcoscopeError
-
     with pytest.raises(SarcoscopeError, match="holds 3 bytes"):
         load_policy(short)

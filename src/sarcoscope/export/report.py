@@ -16,7 +16,9 @@ import csv
 import datetime as _dt
 import io
 import json
+import re
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -121,9 +123,8 @@ def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: Deident
         for key, assessed in _PATIENT_METADATA.items():
             reported[key] = None
             report["assessment"]["patient"][assessed] = None
-    replacements = [(volume.source_path, "<input>"), (md.contrast_agent, "ANONYMIZED")]
     for where in (report, summary):
-        where["warnings"] = [_replace_all(w, replacements) for w in where["warnings"]]
+        where["warnings"] = [_scrub(w, volume.source_path, md.contrast_agent) for w in where["warnings"]]
     key = patient_key(md.patient_id, md.study_instance_uid)
     report["deidentification"] = {
         "method": policy.method_text,
@@ -132,11 +133,12 @@ def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: Deident
     }
 
 
-def _replace_all(text: str, replacements: list[tuple[str | None, str]]) -> str:
-    for old, new in replacements:
-        if old:
-            text = text.replace(old, new)
-    return text
+def _scrub(text: str, source_path: str | None, contrast_agent: str | None) -> str:
+    """A warning without the input's paths (folder and file names may name the patient) or agent name."""
+    if source_path:  # the full path and anything below it, then the bare name (a zip is named so)
+        text = re.sub(re.escape(source_path) + r"[^\s,;:]*", "<input>", text)
+        text = text.replace(Path(source_path).name, "<input>")
+    return text.replace(contrast_agent, "ANONYMIZED") if contrast_agent else text
 
 
 def build_report(
