@@ -274,3 +274,20 @@ def test_secret_file_created_private_reused_and_overridable(tmp_path: Path, monk
     os.chmod(short, 0o600)
     with pytest.raises(SarcoscopeError, match="holds 3 bytes"):
         load_policy(short)
+
+
+@pytest.mark.parametrize("name", ["ts_thoracoabdominal_j2k", "dcmqi_ct3slice"])
+def test_real_series_deidentified_reads_the_same(shared_data: Path, tmp_path: Path, name: str) -> None:
+    src = shared_data / "real" / "dicom_series" / name
+    summary = deidentify_tree(src, tmp_path / "out", POLICY)
+    before, after = read_ct(src), read_ct(tmp_path / "out")
+    np.testing.assert_array_equal(before.hu, after.hu)
+    np.testing.assert_allclose(before.slice_positions, after.slice_positions)
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in src.iterdir() if p.suffix != ".nrrd"]
+    originals = table_values(headers)
+    assert len(headers) == before.n_slices and originals
+    for path in (tmp_path / "out").rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert kept_values(ds, originals) == [] and ds.PatientIdentityRemoved == "YES"
+        assert not any(e.tag.is_private for _, e in walk(ds))
+    assert summary.written == before.n_slices
