@@ -45,6 +45,7 @@ import io
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -297,15 +298,13 @@ def burned_in_problem(ds: Dataset) -> str | None:
 def refuse_burned_in(headers: list[Dataset], policy: DeidentificationPolicy) -> None:
     """Raise DeidentificationError when an image of a series may show text in its pixels and the policy
     does not accept that (outputs that show CT pixels, like a QC picture, check the series first)."""
-    for ds in headers:
-        problem = burned_in_problem(ds)
-        if problem is not None and not policy.accept_burned_in:
-            raise _burned_in_error(ds, problem, "")
-        if problem is not None:
-            logger.warning(
-                "image %s: %s; its pixels are shown unchanged", ds.get("SOPInstanceUID", "?"), problem
-            )
-            return
+    found = next(((ds, p) for ds in headers if (p := burned_in_problem(ds)) is not None), None)
+    if found is None:
+        return
+    ds, problem = found
+    if not policy.accept_burned_in:
+        raise _burned_in_error(ds, problem, "")
+    logger.warning("image %s: %s; its pixels are shown unchanged", ds.get("SOPInstanceUID", "?"), problem)
 
 
 def _burned_in_error(ds: Dataset, problem: str, source: str) -> DeidentificationError:
@@ -505,8 +504,8 @@ def _deidentify_files(
     summary = DeidentifySummary(out_dir=out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.partial"
-        tmp.mkdir()
+        # mkdtemp: the folder is private (0700) until its owner decides to share it
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
     try:
