@@ -177,12 +177,12 @@ def export_file(
 
     row = ctx.store.get_version(study.id, version)
     stack = ctx.store.load_labels(study.id, row.version)
-    headers_needed = fmt == "dicom-seg" or (deidentification is not None and study.source_kind == "dicom")
-    volume = ctx.volumes.with_headers(study) if headers_needed else ctx.volumes.get(study)
+    shows_pixels = deidentification is not None and fmt in ("overlay", "html")
+    volume = ctx.volumes.with_headers(study) if fmt == "dicom-seg" or shows_pixels else ctx.volumes.get(study)
     result = build_result(study, row, stack.labels, volume)
     suffix, media = EXPORTS[fmt]
     name = f"sarcoscope-{study.id[:8]}-v{row.version}{'-deid' if deidentification else ''}{suffix}"
-    if deidentification is not None and fmt in ("overlay", "html"):
+    if shows_pixels:
         refuse_burned_in(volume.dicom_headers or [], deidentification)
     if fmt == "csv":
         return metrics_csv(result).encode(), name, media
