@@ -139,6 +139,8 @@ def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object
     seg = pydicom.dcmread(out / "labels.seg.dcm")
     assert seg.PatientID == pseudonym and seg.PatientIdentityRemoved == "YES"
     assert seg.StudyInstanceUID == report["input"]["metadata"]["study_instance_uid"]
+    without = _invoke("analyze", folder, "-o", tmp_path / "o2", "--keep-dates-shifted")
+    _assert_user_error(without, "need --deidentify")
 
 
 def test_deidentify_command(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:

@@ -158,13 +158,19 @@ AcceptBurnedInOption = Annotated[
 
 
 def _deid_policy(
+    deidentify: bool,
     secret_file: Path | None,
     keep_dates_shifted: bool,
     keep_patient_characteristics: bool,
     accept_burned_in: bool,
 ) -> Any:
+    """The de-identification policy the options ask for (None without --deidentify)."""
     from sarcoscope.imaging.deidentify import load_policy
 
+    if not deidentify:
+        if secret_file or keep_dates_shifted or keep_patient_characteristics or accept_burned_in:
+            raise SarcoscopeError("The de-identification options need --deidentify.")
+        return None
     return load_policy(
         secret_file,
         keep_dates_shifted=keep_dates_shifted,
@@ -222,10 +228,8 @@ def analyze(
             raise SarcoscopeError("Give either --slice or --range, not both.")
         rng = parse_range(slice_range) if slice_range is not None else None
         hu_ranges = HURanges.slice_o_matic_vat() if vat_narrow else DEFAULT_HU_RANGES
-        policy = (
-            _deid_policy(secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in)
-            if deidentify
-            else None
+        policy = _deid_policy(
+            deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
         with console.status("reading CT…") as status:
             result = run_analysis(
@@ -380,10 +384,8 @@ def batch(
 
     def body() -> None:
         cases = read_manifest(cohort) if cohort.suffix.lower() == ".csv" else discover_cases(cohort)
-        policy = (
-            _deid_policy(secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in)
-            if deidentify
-            else None
+        policy = _deid_policy(
+            deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console) as bar:
@@ -431,7 +433,9 @@ def deidentify(
     from sarcoscope.imaging.deidentify import deidentify_tree
 
     def body() -> None:
-        policy = _deid_policy(secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in)
+        policy = _deid_policy(
+            True, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
+        )
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("de-identifying", total=None)
