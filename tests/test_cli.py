@@ -122,6 +122,47 @@ def test_analyze_auto_l3_writes_complete_report(tmp_path: Path, phantom_series: 
     )
 
 
+def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
+    from sarcoscope.imaging import CTMetadata
+    from sarcoscope.imaging.deidentify import load_policy
+
+    _, vol = phantom_series
+    folder = tmp_path / "Jansen_12345678"
+    write_dicom_series(vol.hu, vol.spacing, folder, metadata=CTMetadata(patient_id="12345678"))
+    out, key = tmp_path / "out", tmp_path / "deid.key"
+    result = _invoke("analyze", folder, "-o", out, "--deidentify", "--secret-file", key, "--height-cm", "170")
+    assert result.exit_code == 0, result.output
+    pseudonym = load_policy(key).pseudonym("12345678")
+    report = json.loads((out / "report.json").read_text())
+    assert report["deidentification"]["patient_pseudonym"] == pseudonym
+    assert "12345678" not in json.dumps(report) and "Jansen" not in json.dumps(report)
+    seg = pydicom.dcmread(out / "labels.seg.dcm")
+    assert seg.PatientID == pseudonym and seg.PatientIdentityRemoved == "YES"
+    assert seg.StudyInstanceUID == report["input"]["metadata"]["study_instance_uid"]
+    without = _invoke("analyze", folder, "-o", tmp_path / "o2", "--keep-dates-shifted")
+    _assert_user_error(without, "need --deidentify")
+
+
+def test_deidentify_command(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
+    folder, vol = phantom_series
+    key = tmp_path / "deid.key"
+    result = _invoke("deidentify", folder, tmp_path / "out", "--secret-file", key)
+    assert result.exit_code == 0, result.output
+    assert f"{vol.hu.shape[0]} file(s) de-identified for 1 patient(s)" in " ".join(result.output.split())
+    _assert_user_error(_invoke("deidentify", folder, tmp_path / "out", "--secret-file", key), "not empty")
+    burned = pydicom.dcmread(next(folder.glob("*.dcm")))
+    burned.BurnedInAnnotation = "YES"
+    burned.save_as(tmp_path / "burned.dcm")
+    _assert_user_error(
+        _invoke("deidentify", tmp_path / "burned.dcm", tmp_path / "b", "--secret-file", key), "burned"
+    )
+    assert not (tmp_path / "b").exists()
+    accepted = _invoke(
+        "deidentify", tmp_path / "burned.dcm", tmp_path / "b", "--secret-file", key, "--accept-burned-in"
+    )
+    assert accepted.exit_code == 0 and "pixels unchanged" in " ".join(accepted.output.split())
+
+
 def test_analyze_range_is_averaged(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     folder, _ = phantom_series
     out = tmp_path / "out"

@@ -133,6 +133,53 @@ def _print_summary(result: Any) -> None:
         )
 
 
+SecretFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--secret-file",
+        help="De-identification key (created 0600 on first use). Default: $SARCOSCOPE_DEID_SECRET_FILE, "
+        "else ~/.config/sarcoscope/deidentification.key. The same key gives the same pseudonyms.",
+    ),
+]
+KeepDatesOption = Annotated[
+    bool,
+    typer.Option("--keep-dates-shifted", help="Keep dates, moved by a per-patient offset (intervals kept)."),
+]
+KeepCharacteristicsOption = Annotated[
+    bool,
+    typer.Option("--keep-patient-characteristics", help="Keep sex, age, height and weight."),
+]
+AcceptBurnedInOption = Annotated[
+    bool,
+    typer.Option(
+        "--accept-burned-in",
+        help="Export images with burned-in annotation anyway (pixels unchanged; marked not de-identified).",
+    ),
+]
+
+
+def _deid_policy(
+    deidentify: bool,
+    secret_file: Path | None,
+    keep_dates_shifted: bool,
+    keep_patient_characteristics: bool,
+    accept_burned_in: bool,
+) -> Any:
+    """The de-identification policy the options ask for (None without --deidentify)."""
+    from sarcoscope.imaging.deidentify import load_policy
+
+    if not deidentify:
+        if secret_file or keep_dates_shifted or keep_patient_characteristics or accept_burned_in:
+            raise SarcoscopeError("The de-identification options need --deidentify.")
+        return None
+    return load_policy(
+        secret_file,
+        keep_dates_shifted=keep_dates_shifted,
+        keep_patient_characteristics=keep_patient_characteristics,
+        accept_burned_in=accept_burned_in,
+    )
+
+
 def _fmt_indices(indices: list[int]) -> str:
     return str(indices[0]) if len(indices) == 1 else f"{indices[0]}–{indices[-1]} ({len(indices)} slices)"
 
@@ -164,6 +211,14 @@ def analyze(
         bool, typer.Option("--vat-narrow", help="Use the Slice-O-Matic VAT window −150..−50 HU.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
+    deidentify: Annotated[
+        bool,
+        typer.Option("--deidentify", help="De-identify every written file (DICOM PS3.15 basic profile)."),
+    ] = False,
+    secret_file: SecretFileOption = None,
+    keep_dates_shifted: KeepDatesOption = False,
+    keep_patient_characteristics: KeepCharacteristicsOption = False,
+    accept_burned_in: AcceptBurnedInOption = False,
 ) -> None:
     """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
     from sarcoscope.level import parse_range
@@ -174,6 +229,9 @@ def analyze(
             raise SarcoscopeError("Give either --slice or --range, not both.")
         rng = parse_range(slice_range) if slice_range is not None else None
         hu_ranges = HURanges.slice_o_matic_vat() if vat_narrow else DEFAULT_HU_RANGES
+        policy = _deid_policy(
+            deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
+        )
         with console.status("reading CT…") as status:
             result = run_analysis(
                 ct_path,
@@ -189,6 +247,7 @@ def analyze(
                 convention=L3_MID if convention is Convention.mid else L3_INFERIOR_ENDPLATE,
                 hu_ranges=hu_ranges,
                 progress=lambda s: status.update(f"{s}…"),
+                deidentification=policy,
             )
         if as_json:
             sys.stdout.write(result.outputs["report"].read_text())
@@ -308,6 +367,16 @@ def batch(
         typer.Option(help="Dask scheduler address (tcp://host:8786), or 'local' for a local Dask cluster."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Re-analyse cases that already have a report.")] = False,
+    deidentify: Annotated[
+        bool,
+        typer.Option(
+            "--deidentify", help="De-identify every written file; case folders and ids become keyed codes."
+        ),
+    ] = False,
+    secret_file: SecretFileOption = None,
+    keep_dates_shifted: KeepDatesOption = False,
+    keep_patient_characteristics: KeepCharacteristicsOption = False,
+    accept_burned_in: AcceptBurnedInOption = False,
 ) -> None:
     """Analyse a cohort; resumable (finished cases are skipped), failures listed in failures.csv."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -316,6 +385,9 @@ def batch(
 
     def body() -> None:
         cases = read_manifest(cohort) if cohort.suffix.lower() == ".csv" else discover_cases(cohort)
+        policy = _deid_policy(
+            deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
+        )
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("analysing", total=len(cases))
@@ -334,6 +406,7 @@ def batch(
                 scheduler=scheduler,
                 force=force,
                 on_outcome=done,
+                deidentification=policy,
             )
         console.print(
             f"{summary.count('done')} analysed, {summary.count('skipped')} already done, "
@@ -342,6 +415,52 @@ def batch(
         if summary.count("failed"):
             console.print(f"Failures and reasons: [bold]{summary.failures_csv}[/]")
             raise typer.Exit(3)
+
+    _run(body)
+
+
+@app.command()
+def deidentify(
+    src: Annotated[Path, typer.Argument(help="A DICOM file, a folder of DICOM (any nesting) or a .zip.")],
+    out: Annotated[Path, typer.Argument(help="New (or empty) folder for the de-identified files.")],
+    secret_file: SecretFileOption = None,
+    keep_dates_shifted: KeepDatesOption = False,
+    keep_patient_characteristics: KeepCharacteristicsOption = False,
+    accept_burned_in: AcceptBurnedInOption = False,
+) -> None:
+    """De-identify DICOM by the PS3.15 basic profile: keyed pseudonyms, remapped UIDs, no private tags."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from sarcoscope.imaging.deidentify import deidentify_tree
+
+    def body() -> None:
+        policy = _deid_policy(
+            True, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
+        )
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("de-identifying", total=None)
+            summary = deidentify_tree(
+                src, out, policy, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+        console.print(
+            f"{summary.written} file(s) de-identified for {len(summary.patients)} patient(s) into "
+            f"[bold]{summary.out_dir}[/]; {summary.non_dicom} non-DICOM file(s) skipped"
+            + (f", {summary.duplicates} duplicate instance(s) skipped" if summary.duplicates else "")
+            + "."
+        )
+        if summary.burned_in_refused:
+            err_console.print(
+                f"[bold red]{len(summary.burned_in_refused)} image(s) with burned-in annotation left out[/] "
+                f"(their pixels may show the patient's name; --accept-burned-in exports them): "
+                + ", ".join(summary.burned_in_refused[:10])
+                + (" …" if len(summary.burned_in_refused) > 10 else "")
+            )
+        if summary.burned_in_accepted:
+            err_console.print(
+                f"[bold yellow]warning:[/] {summary.burned_in_accepted} image(s) with burned-in annotation "
+                "exported with their pixels unchanged (marked PatientIdentityRemoved NO)."
+            )
 
     _run(body)
 

@@ -18,6 +18,7 @@ from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 if TYPE_CHECKING:
     from sarcoscope.composition import Assessment, SliceComposition
+    from sarcoscope.imaging.deidentify import DeidentificationPolicy
 
 #: Called with a stage name ("read", "localize", "segment", "measure", "write") as each stage starts.
 ProgressCallback = Callable[[str], None]
@@ -78,11 +79,13 @@ def analyze(
     convention: str = L3_MID,
     hu_ranges: HURanges = DEFAULT_HU_RANGES,
     progress: ProgressCallback | None = None,
+    deidentification: DeidentificationPolicy | None = None,
 ) -> AnalysisResult:
     """Analyse one CT at L3 and, when `out_dir` is given, write the report files there atomically.
 
     `ct` is a DICOM folder / zip / single file, a NIfTI file, or an already loaded CTVolume. Patient facts
     given here override those found in the DICOM header; missing ones leave dependent values "not computed".
+    With `deidentification`, every written file is de-identified by that policy (see export.write_outputs).
     """
     from sarcoscope.composition import PatientInfo, assess, average_compositions, measure_slice
     from sarcoscope.imaging import read_ct
@@ -148,6 +151,6 @@ def analyze(
 
         t = time.perf_counter()
         stage("write")
-        result.outputs = write_outputs(result, Path(out_dir))
+        result.outputs = write_outputs(result, Path(out_dir), deidentification)
         timings["write"] = time.perf_counter() - t
     return result

@@ -70,3 +70,21 @@ def test_batch_cli_exit_code_on_failures(cohort: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["batch", str(cohort), "-o", str(tmp_path / "o")])
     assert result.exit_code == 3, result.output
     assert "3 analysed" in result.output and "1 failed" in result.output
+
+
+def test_deidentified_batch_codes_case_ids(cohort: Path, tmp_path: Path) -> None:
+    from sarcoscope.imaging.deidentify import load_policy
+
+    key = tmp_path / "deid.key"
+    args = ["batch", str(cohort), "-o", str(tmp_path / "o"), "--deidentify", "--secret-file", str(key)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3, result.output
+    policy = load_policy(key)
+    rows = _rows(tmp_path / "o" / "cohort.csv")
+    expected = sorted(f"case-{policy.pseudonymise_text('case', f'patient{seed}')}" for seed in (1, 2, 3))
+    assert [r["case_id"] for r in rows] == expected
+    assert {r["patient"] for r in rows} == {policy.pseudonym("ANONYMOUS")}  # the phantoms' PatientID
+    assert sorted(p.name for p in (tmp_path / "o" / "cases").iterdir()) == expected
+    (failure,) = _rows(tmp_path / "o" / "failures.csv")
+    assert failure["case_id"].startswith("case-") and str(cohort) not in failure["error"]
+    assert "broken" not in (tmp_path / "o" / "failures.csv").read_text()

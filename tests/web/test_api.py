@@ -305,6 +305,59 @@ def test_dicom_download_original_and_deidentified(client: TestClient, series: li
     assert actions.count("download-dicom") == 2
 
 
+def test_deidentified_download_and_exports_agree(client: TestClient, series: list[Path]) -> None:
+    sid, _ = segmented(client, series, 4, 6)
+    deid = {"deidentify": True}
+    r = client.get(f"/api/studies/{sid}/dicom", params=deid)
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        cts = [pydicom.dcmread(io.BytesIO(zf.read(name))) for name in zf.namelist()]
+    pseudonym = cts[0].PatientID
+    assert pseudonym.startswith("ANON-") and {str(c.PatientName) for c in cts} == {pseudonym}
+    originals = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in series}
+    assert not {c.SOPInstanceUID for c in cts} & originals  # remapped
+
+    r = client.get(f"/api/studies/{sid}/export/dicom-seg", params=deid)
+    assert r.headers["content-disposition"].endswith('-deid.seg.dcm"')
+    seg = pydicom.dcmread(io.BytesIO(r.content))
+    referenced = {
+        str(ref.ReferencedSOPInstanceUID)
+        for item in seg.ReferencedSeriesSequence
+        for ref in item.ReferencedInstanceSequence
+    }
+    assert referenced == {c.SOPInstanceUID for c in cts}
+    assert (seg.PatientID, seg.StudyInstanceUID) == (pseudonym, cts[0].StudyInstanceUID)
+    assert seg.PatientIdentityRemoved == "YES" and "PAT-001" not in str(seg)
+
+    report = client.get(f"/api/studies/{sid}/export/json", params=deid).json()
+    assert report["deidentification"]["patient_pseudonym"] == pseudonym
+    assert "PAT-001" not in json.dumps(report)
+    assert report["input"]["series_instance_uid"] == cts[0].SeriesInstanceUID
+    assert report["input"]["metadata"]["patient_sex"] is None
+    kept = {**deid, "keep_patient_characteristics": True}
+    kept_report = client.get(f"/api/studies/{sid}/export/json", params=kept).json()
+    assert kept_report["input"]["metadata"]["patient_sex"] == "F"
+    page = client.get(f"/api/studies/{sid}/export/html", params=deid).text
+    assert pseudonym in page and "synthetic" not in page  # the series description is gone
+    audit = [e["details"] for e in client.get(f"/api/studies/{sid}/audit").json() if e["action"] == "export"]
+    assert all(d["deidentified"] for d in audit)
+    key = client.app.state.ctx.store.data_dir / "deidentification.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_burned_in_series_is_not_exported_deidentified(client: TestClient, series: list[Path]) -> None:
+    for path in series:
+        ds = pydicom.dcmread(path)
+        ds.BurnedInAnnotation = "YES"
+        ds.save_as(path)
+    sid, _ = segmented(client, series, 4, 5)
+    r = client.get(f"/api/studies/{sid}/dicom", params={"deidentify": True})
+    assert r.status_code == 422 and "BurnedInAnnotation is YES" in r.json()["detail"]
+    for fmt in ("overlay", "html", "dicom-seg"):
+        r = client.get(f"/api/studies/{sid}/export/{fmt}", params={"deidentify": True})
+        assert r.status_code == 422 and "burned" in r.json()["detail"].lower(), fmt
+    assert client.get(f"/api/studies/{sid}/dicom").status_code == 200  # the originals, for who may see them
+
+
 def test_delete_study_removes_files_keeps_audit(client: TestClient, series: list[Path]) -> None:
     sid, _ = segmented(client, series)
     data_dir = client.app.state.ctx.store.data_dir

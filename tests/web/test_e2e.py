@@ -260,11 +260,16 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     )
     assert _muscle_area(page) == pytest.approx(after)
 
-    # Export DICOM SEG of the edited version.
+    # Export DICOM SEG of the edited version: de-identified by default, like the DICOM download.
     with page.expect_download() as info:
         page.click("#export-dicom-seg")
     seg = pydicom.dcmread(info.value.path())
-    assert seg.Modality == "SEG" and info.value.suggested_filename.endswith("-v5.seg.dcm")
+    assert seg.Modality == "SEG" and info.value.suggested_filename.endswith("-v5-deid.seg.dcm")
+    assert seg.PatientID == ds.PatientID and seg.PatientIdentityRemoved == "YES"
+    page.uncheck("#deidentify-exports")
+    with page.expect_download() as info:
+        page.click("#export-dicom-seg")
+    assert info.value.suggested_filename.endswith("-v5.seg.dcm")
 
     page.goto(server)
     page.wait_for_selector("#study-rows tr")

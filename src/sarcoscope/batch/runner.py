@@ -14,12 +14,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sarcoscope.batch.cases import Case
 from sarcoscope.errors import SarcoscopeError
+from sarcoscope.imaging.deidentify import DeidentificationPolicy
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 REPORT = "report.json"
@@ -66,12 +67,25 @@ def summary_row(case: Case, report: dict[str, Any]) -> dict[str, Any]:
     row["sarcopenia_cutoff_set"] = chosen["set"]
     row["sarcopenia"] = chosen["flagged"] if chosen["status"] == "computed" else "not computed"
     row["warnings"] = len(report.get("warnings", []))
+    if "deidentification" in report:
+        row["patient"] = report["deidentification"]["patient_pseudonym"]
     row.update(case.extra)
     return row
 
 
+def deidentified_case(case: Case, policy: DeidentificationPolicy) -> Case:
+    """The case under a keyed code instead of its id (ids are often folder names: a name or patient ID)."""
+    return replace(case, case_id=f"case-{policy.pseudonymise_text('case', case.case_id)}")
+
+
 def analyze_case(
-    case: Case, out_root: Path, *, engine: str, cutoff_set: str | None, force: bool
+    case: Case,
+    out_root: Path,
+    *,
+    engine: str,
+    cutoff_set: str | None,
+    force: bool,
+    deidentification: DeidentificationPolicy | None = None,
 ) -> CaseOutcome:
     """Analyse one case into out_root/cases/<case_id>/ (runs inside a worker; returns a small outcome)."""
     from sarcoscope.pipeline import analyze
@@ -94,13 +108,14 @@ def analyze_case(
             weight_kg=case.weight_kg,
             sex=case.sex,
             cutoff_set=cutoff_set,
+            deidentification=deidentification,
         )
         row = summary_row(case, json.loads(report_path.read_text()))
         return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
-    except SarcoscopeError as exc:
-        return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, error=str(exc))
     except Exception as exc:  # one broken study must not stop a cohort of thousands
-        msg = f"internal error {type(exc).__name__}: {exc}"
+        msg = str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
+        if deidentification is not None:  # the input's path may name the patient
+            msg = msg.replace(str(case.path), "<input>")
         return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, error=msg)
 
 
@@ -165,15 +180,28 @@ def run_batch(
     scheduler: str | None = None,
     force: bool = False,
     on_outcome: Callable[[CaseOutcome], None] | None = None,
+    deidentification: DeidentificationPolicy | None = None,
 ) -> BatchSummary:
     """Analyse every case; write cohort.csv (one row per analysed case) and failures.csv into out_root.
+
+    `deidentification`: every case's files are de-identified, and case ids (folder names, often a name or
+    patient ID) become keyed codes `case-<hex>` in the output folders, cohort.csv and failures.csv, with a
+    `patient` column holding the pseudonym; the manifest's own extra columns are copied as they are.
 
     `scheduler`: None runs locally (`workers` processes), "local" starts a Dask LocalCluster with `workers`
     workers, any other value is the address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); with a
     cluster, out_root and the inputs must be on storage every worker can reach.
     """
     out_root.mkdir(parents=True, exist_ok=True)
-    kw: dict[str, Any] = {"out_root": out_root, "engine": engine, "cutoff_set": cutoff_set, "force": force}
+    if deidentification is not None:
+        cases = [deidentified_case(case, deidentification) for case in cases]
+    kw: dict[str, Any] = {
+        "out_root": out_root,
+        "engine": engine,
+        "cutoff_set": cutoff_set,
+        "force": force,
+        "deidentification": deidentification,
+    }
     stream = _dask(cases, scheduler, workers, **kw) if scheduler else _local(cases, workers, **kw)
     outcomes: list[CaseOutcome] = []
     for outcome in stream:

@@ -3,6 +3,11 @@
 The report states everything needed to reproduce or question a number: software and model, HU ranges, how
 the L3 slice(s) were chosen, the input's geometry and acquisition facts, per-slice and averaged results,
 the assessment with every cutoff set, and warnings. Its layout is described by report.schema.json.
+
+A de-identified report (`deidentification` given) names no file path, carries the remapped UIDs (the same as
+the de-identified DICOM and SEG), no series description or contrast agent name, the patient's sex, age,
+height and weight only under the Retain Patient Characteristics option, and a `deidentification` block
+with the method and the patient's pseudonym. metrics.csv never identifies the patient.
 """
 
 from __future__ import annotations
@@ -11,13 +16,16 @@ import csv
 import datetime as _dt
 import io
 import json
+import re
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, patient_key
 
 if TYPE_CHECKING:
     from sarcoscope.composition import SliceComposition
@@ -87,10 +95,61 @@ def _input_summary(volume: CTVolume) -> dict[str, Any]:
     }
 
 
+#: Reported metadata that identify the study (remapped) or may hold free text (removed when de-identified).
+_UID_METADATA = ("study_instance_uid", "series_instance_uid", "frame_of_reference_uid")
+_PATIENT_METADATA = {
+    "patient_sex": "sex",
+    "patient_age_years": "age_years",
+    "patient_height_m": "height_m",
+    "patient_weight_kg": "weight_kg",
+}
+
+
+def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: DeidentificationPolicy) -> None:
+    """Remove or pseudonymise the report's identifying fields in place (see the module docstring)."""
+    md = volume.metadata
+    summary = report["input"]
+    summary["source_path"] = None
+    if summary["series_instance_uid"]:
+        summary["series_instance_uid"] = policy.uid(summary["series_instance_uid"])
+    reported = summary["metadata"]
+    for key in _UID_METADATA:
+        if reported[key]:
+            reported[key] = policy.uid(reported[key])
+    reported["series_description"] = None
+    if reported["contrast_agent"]:
+        reported["contrast_agent"] = "ANONYMIZED"
+    if not policy.keep_patient_characteristics:
+        for key, assessed in _PATIENT_METADATA.items():
+            reported[key] = None
+            report["assessment"]["patient"][assessed] = None
+    for where in (report, summary):
+        where["warnings"] = [_scrub(w, volume.source_path, md.contrast_agent) for w in where["warnings"]]
+    key = patient_key(md.patient_id, md.study_instance_uid)
+    report["deidentification"] = {
+        "method": policy.method_text,
+        "codes": [item.CodeValue for item in policy.method_codes],
+        "patient_pseudonym": policy.pseudonym(key) if key else None,
+    }
+
+
+def _scrub(text: str, source_path: str | None, contrast_agent: str | None) -> str:
+    """A warning without the input's paths (folder and file names may name the patient) or agent name."""
+    if source_path:  # the full path and anything below it, then the bare name (a zip is named so)
+        text = re.sub(re.escape(source_path) + r"[^\s,;:]*", "<input>", text)
+        text = text.replace(Path(source_path).name, "<input>")
+    return text.replace(contrast_agent, "ANONYMIZED") if contrast_agent else text
+
+
 def build_report(
-    result: AnalysisResult, *, outputs: dict[str, str] | None = None, extra_warnings: list[str] | None = None
+    result: AnalysisResult,
+    *,
+    outputs: dict[str, str] | None = None,
+    extra_warnings: list[str] | None = None,
+    deidentification: DeidentificationPolicy | None = None,
 ) -> dict[str, Any]:
-    """The report as a JSON-ready dict. `outputs` names the files written beside it (kind -> file name)."""
+    """The report as a JSON-ready dict. `outputs` names the files written beside it (kind -> file name);
+    `deidentification` removes or pseudonymises what identifies the patient."""
     sel = result.selection
     positions = slice_positions_mm(result.volume)
     report: dict[str, Any] = {
@@ -124,6 +183,8 @@ def build_report(
         "timings_s": dict(getattr(result, "timings", {}) or {}),
         "outputs": dict(outputs or {}),
     }
+    if deidentification is not None:
+        _deidentify_report(report, result.volume, deidentification)
     # Round-trip through JSON so the dict holds only plain types (NumPy scalars in `details` etc.).
     return json.loads(report_json(report))
 

@@ -17,6 +17,11 @@ De-identified inputs often lack Type 2 patient/study attributes (PatientBirthDat
 "present, possibly empty", so absent ones are added EMPTY on copies of the headers: that fabricates nothing.
 A source without FrameOfReferenceUID (mandatory for CT) or without image geometry cannot be referenced
 faithfully; then no SEG is written and the reason is returned for the report.
+
+De-identified (a `DeidentificationPolicy`): the copies of the source headers are de-identified first, so the
+SEG takes the pseudonym (no name, ID or birth date) and references the remapped UIDs, the same ones as the
+de-identified CT files; its own dates (made now, by highdicom) are replaced by the sources' de-identified
+study date and time, so that it tells nothing about when the patient was scanned.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, deidentify_dataset, mark_deidentified
 
 if TYPE_CHECKING:
     from pydicom.sr.coding import Code
@@ -74,13 +80,25 @@ REQUIRED = (
 )
 
 
-def _prepared_sources(headers: list[Dataset]) -> tuple[list[Dataset] | None, str | None]:
+#: The SEG's own dates and times (highdicom writes the time it was made).
+OWN_DATES = (
+    ("SeriesDate", "SeriesTime"),
+    ("ContentDate", "ContentTime"),
+    ("InstanceCreationDate", "InstanceCreationTime"),
+)
+
+
+def _prepared_sources(
+    headers: list[Dataset], deidentification: DeidentificationPolicy | None
+) -> tuple[list[Dataset] | None, str | None]:
     out = []
     for ds in headers:
         missing = [k for k in REQUIRED if k not in ds or ds.get(k) in (None, "")]
         if missing:
             return None, f"source CT image {ds.get('SOPInstanceUID', '?')} lacks {', '.join(missing)}"
         src = copy.deepcopy(ds)
+        if deidentification is not None:
+            deidentify_dataset(src, deidentification)
         for keyword in TYPE2_FILL:
             if keyword not in src:
                 setattr(src, keyword, "")
@@ -90,13 +108,19 @@ def _prepared_sources(headers: list[Dataset]) -> tuple[list[Dataset] | None, str
     return out, None
 
 
-def build_dicom_seg(result: AnalysisResult) -> tuple[hd.seg.Segmentation | None, str | None]:
-    """The SEG for `result`, or (None, reason) when the input was not DICOM or cannot be referenced."""
+def build_dicom_seg(
+    result: AnalysisResult, deidentification: DeidentificationPolicy | None = None
+) -> tuple[hd.seg.Segmentation | None, str | None]:
+    """The SEG for `result`, or (None, reason) when the input was not DICOM or cannot be referenced.
+
+    With `deidentification`, built from de-identified copies of the source headers (see module docstring);
+    a source with burned-in annotation the policy refuses raises DeidentificationError.
+    """
     headers = result.volume.dicom_headers
     if not headers:
         return None, "DICOM SEG not written: the input was not DICOM (see labels.nii.gz)"
     indices = [int(i) for i in result.selection.indices]
-    sources, problem = _prepared_sources([headers[i] for i in indices])
+    sources, problem = _prepared_sources([headers[i] for i in indices], deidentification)
     if sources is None:
         return None, f"DICOM SEG not written: {problem} (see labels.nii.gz)"
     labels = np.asarray(result.labels)
@@ -156,12 +180,20 @@ def build_dicom_seg(result: AnalysisResult) -> tuple[hd.seg.Segmentation | None,
             None,
             f"DICOM SEG not written: highdicom refused the source headers ({type(exc).__name__}: {exc})",
         )
+    if deidentification is not None:
+        for date, time in OWN_DATES:
+            setattr(seg, date, sources[0].StudyDate)
+            setattr(seg, time, sources[0].StudyTime)
+        mark_deidentified(seg, deidentification)
     return seg, None
 
 
-def write_dicom_seg(result: AnalysisResult, path: Path) -> str | None:
-    """Write the SEG to `path`; return a warning instead when it cannot be made (never raises for that)."""
-    seg, problem = build_dicom_seg(result)
+def write_dicom_seg(
+    result: AnalysisResult, path: Path, deidentification: DeidentificationPolicy | None = None
+) -> str | None:
+    """Write the SEG to `path`; return a warning instead when it cannot be made (never raises for that,
+    except DeidentificationError when a de-identified SEG is asked of sources with burned-in text)."""
+    seg, problem = build_dicom_seg(result, deidentification)
     if seg is None:
         return problem
     seg.save_as(path)

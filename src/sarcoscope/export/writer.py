@@ -7,6 +7,10 @@ All files are first written into a fresh temporary folder beside `out_dir` (same
   in LAST.
 report.json is therefore the commit marker: whenever it exists, every file beside it belongs to the same run;
 a run that fails part-way leaves no report.json (and its temporary folder is removed).
+
+De-identified (`deidentification` given): the SEG and report.json are de-identified consistently (one
+pseudonym, the same remapped UIDs); overlay.png shows CT pixels, so a series with burned-in annotation is
+refused before anything is written unless the policy accepts it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sarcoscope.export.nifti import label_nifti
 from sarcoscope.export.overlay import render_overlay
 from sarcoscope.export.report import build_report, metrics_csv, report_json
 from sarcoscope.export.seg import write_dicom_seg
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 
 if TYPE_CHECKING:
     from sarcoscope.pipeline import AnalysisResult
@@ -39,7 +44,9 @@ OUTPUT_FILES: dict[str, str] = {
 }
 
 
-def _write_all(result: AnalysisResult, tmp: Path) -> dict[str, str]:
+def _write_all(
+    result: AnalysisResult, tmp: Path, deidentification: DeidentificationPolicy | None
+) -> dict[str, str]:
     written: dict[str, str] = {}
     warnings: list[str] = []
     (tmp / OUTPUT_FILES["metrics"]).write_text(metrics_csv(result), encoding="utf-8")
@@ -48,24 +55,29 @@ def _write_all(result: AnalysisResult, tmp: Path) -> dict[str, str]:
     written["overlay"] = OUTPUT_FILES["overlay"]
     nib.save(label_nifti(result), tmp / OUTPUT_FILES["labels_nifti"])
     written["labels_nifti"] = OUTPUT_FILES["labels_nifti"]
-    problem = write_dicom_seg(result, tmp / OUTPUT_FILES["dicom_seg"])
+    problem = write_dicom_seg(result, tmp / OUTPUT_FILES["dicom_seg"], deidentification)
     if problem is None:
         written["dicom_seg"] = OUTPUT_FILES["dicom_seg"]
     else:
         warnings.append(problem)
     written["report"] = OUTPUT_FILES["report"]
-    report = build_report(result, outputs=written, extra_warnings=warnings)
+    report = build_report(result, outputs=written, extra_warnings=warnings, deidentification=deidentification)
     (tmp / OUTPUT_FILES["report"]).write_text(report_json(report), encoding="utf-8")
     return written
 
 
-def write_outputs(result: AnalysisResult, out_dir: Path) -> dict[str, Path]:
-    """Write report.json, metrics.csv, overlay.png, labels.nii.gz and (DICOM input) labels.seg.dcm.
+def write_outputs(
+    result: AnalysisResult, out_dir: Path, deidentification: DeidentificationPolicy | None = None
+) -> dict[str, Path]:
+    """Write report.json, metrics.csv, overlay.png, labels.nii.gz and (DICOM input) labels.seg.dcm,
+    de-identified with `deidentification` when given.
 
     Returns the written files by kind. A DICOM SEG that cannot be made is skipped with a warning in the
     report; any other failure raises and leaves `out_dir` without a (new or mixed) report.
     """
     out_dir = Path(out_dir)
+    if deidentification is not None:
+        refuse_burned_in(result.volume.dicom_headers or [], deidentification)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"Output path {out_dir} exists and is not a folder.")
     try:
@@ -76,7 +88,7 @@ def write_outputs(result: AnalysisResult, out_dir: Path) -> dict[str, Path]:
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
     try:
-        written = _write_all(result, tmp)
+        written = _write_all(result, tmp, deidentification)
         if not out_dir.exists():
             os.replace(tmp, out_dir)
         else:

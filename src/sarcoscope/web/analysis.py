@@ -17,6 +17,7 @@ import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, L3_RANGE
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 from sarcoscope.level.selection import L3Selection
 from sarcoscope.pipeline import AnalysisResult
 from sarcoscope.store import LabelVersion, Study
@@ -156,8 +157,17 @@ EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 
-def export_file(ctx: AppContext, study: Study, version: int | None, fmt: str) -> tuple[bytes, str, str]:
-    """One output of a label version, written by the `export` stage; returns (bytes, file name, type)."""
+def export_file(
+    ctx: AppContext,
+    study: Study,
+    version: int | None,
+    fmt: str,
+    deidentification: DeidentificationPolicy | None = None,
+) -> tuple[bytes, str, str]:
+    """One output of a label version, written by the `export` stage; returns (bytes, file name, type).
+
+    De-identified: the SEG and the reports as `export.write_outputs` makes them, and the overlay (and the
+    HTML report that shows it) refused for a series with burned-in annotation."""
     import nibabel as nib
     from fastapi import HTTPException
 
@@ -167,24 +177,28 @@ def export_file(ctx: AppContext, study: Study, version: int | None, fmt: str) ->
 
     row = ctx.store.get_version(study.id, version)
     stack = ctx.store.load_labels(study.id, row.version)
-    volume = ctx.volumes.with_headers(study) if fmt == "dicom-seg" else ctx.volumes.get(study)
+    shows_pixels = deidentification is not None and fmt in ("overlay", "html")
+    volume = ctx.volumes.with_headers(study) if fmt == "dicom-seg" or shows_pixels else ctx.volumes.get(study)
     result = build_result(study, row, stack.labels, volume)
     suffix, media = EXPORTS[fmt]
-    name = f"sarcoscope-{study.id[:8]}-v{row.version}{suffix}"
+    name = f"sarcoscope-{study.id[:8]}-v{row.version}{'-deid' if deidentification else ''}{suffix}"
+    if shows_pixels:
+        refuse_burned_in(volume.dicom_headers or [], deidentification)
     if fmt == "csv":
         return metrics_csv(result).encode(), name, media
     if fmt == "json":
-        return report_json(build_report(result)).encode(), name, media
+        return report_json(build_report(result, deidentification=deidentification)).encode(), name, media
     with tempfile.TemporaryDirectory(dir=ctx.store.data_dir / "tmp") as tmp:
         path = Path(tmp) / f"out{suffix}"
         if fmt == "html":
             from sarcoscope.web.report_html import report_html
 
             render_overlay(result, Path(tmp) / "overlay.png")
-            page = report_html(build_report(result), (Path(tmp) / "overlay.png").read_bytes(), name)
+            report = build_report(result, deidentification=deidentification)
+            page = report_html(report, (Path(tmp) / "overlay.png").read_bytes(), name)
             return page.encode(), name, media
         if fmt == "dicom-seg":
-            problem = write_dicom_seg(result, path)
+            problem = write_dicom_seg(result, path, deidentification)
             if problem is not None:
                 raise HTTPException(409, f"No DICOM SEG can be made for this study: {problem}")
         elif fmt == "nifti":

@@ -21,12 +21,12 @@ from pydantic import BaseModel, Field
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, LABEL_COLORS, TISSUE_TITLES, TISSUES
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, deidentify_file
 from sarcoscope.segmentation.base import takes_model
 from sarcoscope.store import LabelVersion, Study
 from sarcoscope.web import analysis, render
 from sarcoscope.web.auth import COOKIE, valid_user_name
 from sarcoscope.web.context import AppContext, get_context
-from sarcoscope.web.deidentify import deidentify
 from sarcoscope.web.volumes import UploadedPart, ingest, remove_study_files
 
 router = APIRouter(prefix="/api")
@@ -119,6 +119,26 @@ def version_json(row: LabelVersion) -> dict[str, Any]:
         "shape": row.shape,
         "note": row.note,
     }
+
+
+class DeidentifyQuery(BaseModel):
+    """How a download is de-identified (DICOM PS3.15 basic profile, keyed by the installation's key)."""
+
+    deidentify: bool = Field(default=False, description="De-identify the downloaded files.")
+    keep_dates_shifted: bool = Field(default=False, description="Keep dates, moved by a per-patient offset.")
+    keep_patient_characteristics: bool = Field(default=False, description="Keep sex, age, height, weight.")
+
+    def policy(self, ctx: AppContext) -> DeidentificationPolicy | None:
+        if not self.deidentify:
+            return None
+        return DeidentificationPolicy(
+            secret=ctx.deidentification_key,
+            keep_dates_shifted=self.keep_dates_shifted,
+            keep_patient_characteristics=self.keep_patient_characteristics,
+        )
+
+
+Deidentify = Annotated[DeidentifyQuery, Query()]
 
 
 def selected_indices(study: Study) -> list[int]:
@@ -347,11 +367,12 @@ def download_dicom(
     request: Request,
     ctx: Ctx,
     user: User,
+    deid: Deidentify,
     first: Annotated[int | None, Query(ge=0)] = None,
     last: Annotated[int | None, Query(ge=0)] = None,
-    deidentify_files: Annotated[bool, Query(alias="deidentify")] = False,
 ) -> StreamingResponse:
-    """A zip of the original DICOM files of slices first..last (default: the current selection)."""
+    """A zip of the original DICOM files of slices first..last (default: the current selection), or of
+    de-identified copies (`deidentify=true`): an image with burned-in annotation is refused (422)."""
     study = ctx.store.get_study(study_id)
     if study.source_kind != "dicom":
         raise HTTPException(409, "This study was uploaded as NIfTI: there are no original DICOM files.")
@@ -365,23 +386,28 @@ def download_dicom(
         indices = list(range(lo, hi + 1))
     uids = ctx.volumes.sop_uids(study)
     folder = ctx.store.series_dir(study)
+    policy = deid.policy(ctx)
     buffer = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (closed by _iter_file)
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for i in indices:
-            name = f"slice{i:04d}.dcm"
-            if deidentify_files:
-                zf.writestr(name, deidentify(folder / f"{uids[i]}.dcm"))
-            else:
-                zf.write(folder / f"{uids[i]}.dcm", name)
+    try:
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for i in indices:
+                name = f"slice{i:04d}.dcm"
+                if policy is not None:
+                    zf.writestr(name, deidentify_file(folder / f"{uids[i]}.dcm", policy))
+                else:
+                    zf.write(folder / f"{uids[i]}.dcm", name)
+    except Exception:
+        buffer.close()
+        raise
     buffer.seek(0)
     ctx.store.audit(
         user,
         "download-dicom",
         study_id,
-        {"indices": [indices[0], indices[-1]], "deidentified": deidentify_files},
+        {"indices": [indices[0], indices[-1]], "deidentified": policy is not None},
         client_of(request),
     )
-    tag = "deid" if deidentify_files else "orig"
+    tag = "deid" if policy is not None else "orig"
     filename = f"sarcoscope-{study_id[:8]}-slices{indices[0]}-{indices[-1]}-{tag}.zip"
     return StreamingResponse(
         _iter_file(buffer),
@@ -564,14 +590,18 @@ def export(
     request: Request,
     ctx: Ctx,
     user: User,
+    deid: Deidentify,
     version: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
-    """Download the label map (DICOM SEG, NIfTI), metrics (CSV), report (JSON, printable HTML) or overlay."""
+    """Download the label map (DICOM SEG, NIfTI), metrics (CSV), report (JSON, printable HTML) or overlay;
+    `deidentify=true` de-identifies the SEG and reports like the DICOM download (same pseudonym and UIDs)."""
     if fmt not in analysis.EXPORTS:
         raise HTTPException(404, f"Unknown export format '{fmt}'. Available: {', '.join(analysis.EXPORTS)}.")
     study = ctx.store.get_study(study_id)
-    data, filename, media_type = analysis.export_file(ctx, study, version, fmt)
-    ctx.store.audit(user, "export", study_id, {"format": fmt, "version": version}, client_of(request))
+    policy = deid.policy(ctx)
+    data, filename, media_type = analysis.export_file(ctx, study, version, fmt, policy)
+    details = {"format": fmt, "version": version, "deidentified": policy is not None}
+    ctx.store.audit(user, "export", study_id, details, client_of(request))
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if fmt == "html":  # self-contained page: its own inline style and embedded picture only
         headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"

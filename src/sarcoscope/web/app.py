@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sarcoscope import __version__
 from sarcoscope.errors import SarcoscopeError
+from sarcoscope.imaging.deidentify import SECRET_FILE_NAME
+from sarcoscope.imaging.deidentify import load_secret as load_deidentification_key
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, Store
 from sarcoscope.web.analysis import AnalysisCache
@@ -151,6 +153,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         auth=Authenticator(load_secret(store.data_dir), settings.token),
         volumes=volumes,
         analyses=AnalysisCache(store, volumes),
+        deidentification_key=load_deidentification_key(default_file=store.data_dir / SECRET_FILE_NAME),
     )
     app = FastAPI(
         title="sarcoscope",

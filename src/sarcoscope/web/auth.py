@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
-import secrets
 from pathlib import Path
 
 from fastapi import HTTPException, Request
+
+from sarcoscope.secret import load_or_create_secret
 
 COOKIE = "sarcoscope_session"
 _USER_RE = re.compile(r"^[\w .@+-]{1,64}$")
@@ -28,14 +28,7 @@ def valid_user_name(name: str) -> bool:
 
 def load_secret(data_dir: Path) -> bytes:
     """A per-installation secret (created once, readable by the owner only) that signs session cookies."""
-    path = data_dir / "session.key"
-    if not path.exists():
-        tmp = data_dir / f".session.key.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-        os.replace(tmp, path)
-    return path.read_bytes()
+    return load_or_create_secret(data_dir / "session.key")
 
 
 class Authenticator:

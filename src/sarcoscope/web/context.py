@@ -20,6 +20,8 @@ class AppContext:
     auth: Authenticator
     volumes: VolumeCache
     analyses: AnalysisCache
+    #: Keys the pseudonyms and UIDs of de-identified downloads (data folder, or $SARCOSCOPE_DEID_SECRET_FILE).
+    deidentification_key: bytes
 
 
 def get_context(request: Request) -> AppContext:

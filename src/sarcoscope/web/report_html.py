@@ -1,7 +1,8 @@
 """A printable, self-contained HTML report (overlay picture embedded) made from the export stage's report.
 
 Everything shown comes from `export.build_report` (the same numbers as report.json); like it, the page
-leaves out the patient id and study date. Print it from the browser ("Save as PDF") for a PDF.
+leaves out the patient id and study date, and a de-identified report shows the pseudonym instead of the
+series description and patient facts. Print it from the browser ("Save as PDF") for a PDF.
 """
 
 from __future__ import annotations
@@ -92,11 +93,14 @@ def report_html(report: dict[str, Any], overlay_png: bytes, title: str) -> str:
     hu = ", ".join(f"{_e(k)} {v[0]:g}..{v[1]:g}" for k, v in report["hu_ranges"].items())
     picture = base64.b64encode(overlay_png).decode()
     confidence = "" if l3["confidence"] is None else f", localization confidence {l3['confidence']:.2f}"
+    deid = report.get("deidentification")
+    pseudonym = f"de-identified · patient {_e(deid['patient_pseudonym'])}<br>\n" if deid else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{_STYLE}</style></head>
 <body>
 <h1>L3 body composition report</h1>
-<p class="muted">{_e(md.get("series_description"))} · series {_e(report["input"]["series_instance_uid"])}<br>
+<p class="muted">{pseudonym}
+{_e(md.get("series_description"))} · series {_e(report["input"]["series_instance_uid"])}<br>
 sex {_e(md.get("patient_sex"))} · age {_e(md.get("patient_age_years"))} · kVp {_e(md.get("kvp"))} ·
 contrast {_e(md.get("contrast_agent") or "not recorded")} · created {_e(report["created_utc"])}</p>
 <h2>Level</h2>

@@ -570,6 +570,7 @@ function bindL3() {
     a.remove();
   });
   $("segment").addEventListener("click", segmentSelected);
+  $("deidentify-exports").addEventListener("change", setExportDeidentification);
 }
 
 const clampZ = (z) => Math.max(0, Math.min(state.study.n_slices - 1, z));
@@ -997,6 +998,14 @@ async function savePatient(e) {
 }
 
 // ---------------------------------------------------------------------------------- analysis panel --
+function setExportDeidentification() {
+  for (const a of $("exports").querySelectorAll("a")) {
+    const url = new URL(a.href);
+    url.searchParams.set("deidentify", $("deidentify-exports").checked);
+    a.href = url.pathname + url.search;
+  }
+}
+
 async function refreshSide() {
   const s = state.study;
   const shown = state.viewing ?? state.version;
@@ -1013,6 +1022,7 @@ async function refreshSide() {
   exports.innerHTML = formats.map(([f, title]) =>
     `<a class="button" id="export-${f}" href="/api/studies/${s.id}/export/${f}?version=${shown}" download>${title}</a>`)
     .join("");
+  setExportDeidentification();
   const list = await getJSON(`/api/studies/${s.id}/versions`);
   versions.innerHTML = "";
   for (const v of list) {

@@ -1,0 +1,557 @@
+"""De-identification of DICOM by the PS3.15 Annex E Basic Application Level Confidentiality Profile.
+
+Every DICOM object sarcoscope hands out de-identified goes through `deidentify_dataset`: the web app's
+"Download selected DICOM", `sarcoscope deidentify`, and the source headers a de-identified DICOM SEG (or SR)
+is built from, so that derived objects carry the pseudonym and reference the remapped UIDs.
+
+Which library: the attribute table comes from **dicom-anonymizer** (KitwareMedical), which ships the
+standard's Table E.1-1 per DICOM edition as data (tag -> action code D, Z, X, U, Z/D, X/Z, X/D, X/Z/D,
+X/Z/U*; ~650 attributes including the 50xx/60xx repeating groups). The other candidates apply less of it:
+*dicognito* replaces names, IDs, UIDs, dates and addresses with fake values from its own list (descriptors
+such as ProtocolName, SeriesDescription or ReasonForStudy are kept), and *deid* (pydicom) applies a recipe
+that its user writes (its default recipe removes ~70 attributes), so the table would be ours to maintain.
+dicom-anonymizer's own engine is not used as is: it applies the table to the top-level data set only (a
+kept sequence is not cleaned inside), replaces UIDs with random UIDs from a process-wide dict (not
+reproducible, grows forever in a server) and dates with 00010101. So this module walks the data set itself
+and applies the library's table at every nesting level, with the library's VR-conforming dummy values for
+D, and with our keyed replacements:
+
+- PatientID and PatientName become one pseudonym, and every UID with action U becomes `2.25.<int>`, both by
+  HMAC-SHA256 keyed with the installation's secret: the same patient gets the same pseudonym in every
+  study, the same UID always maps to the same UID (a SEG still references its CT), and nothing can be
+  reversed or brute-forced without the key (an unsalted hash of an 8-digit ID can).
+- Options (`DeidentificationPolicy`): Retain Longitudinal Temporal Information with Modified Dates (every
+  date in the table moved by a per-patient offset of whole days, derived from the key; times of day kept),
+  Retain Patient Characteristics (age, sex, size, weight: SMI and BMI need them).
+- Sequences: X removes; Z empties; D keeps one empty item (a dummy: the content may be identifying);
+  X/Z/U* and sequences outside the table are kept and cleaned inside. Private attributes are removed.
+- Code Meaning is outside the table, but free text in a local coding scheme can name a patient: a meaning
+  whose scheme is not a standard one (pydicom's code dictionary, plus legacy SRT) is replaced by its code.
+- Pixel data is never changed: an image with burned-in annotation (BurnedInAnnotation YES, or missing on a
+  secondary capture / screen save) is refused unless the policy accepts it, and then it is marked
+  PatientIdentityRemoved NO with a loud warning.
+
+Every result carries PatientIdentityRemoved, DeidentificationMethod (text) and
+DeidentificationMethodCodeSequence (CID 7050: 113100 and the option codes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import hmac
+import io
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
+from dicomanonymizer.simpledicomanonymizer import replace_element
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.sr.codedict import codes
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import (
+    MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    MultiFrameSingleBitSecondaryCaptureImageStorage,
+    MultiFrameTrueColorSecondaryCaptureImageStorage,
+    SecondaryCaptureImageStorage,
+)
+
+from sarcoscope import __version__
+from sarcoscope.errors import InputError, OutputError
+from sarcoscope.imaging.dicom_reader import _iter_files, _read_header
+from sarcoscope.imaging.read import _existing, _extracted
+from sarcoscope.secret import MIN_SECRET_BYTES, load_or_create_secret
+
+logger = logging.getLogger(__name__)
+
+#: Edition of Table E.1-1 in dicom-anonymizer's database.
+TABLE_EDITION = "dicomfields_2026c"
+#: Environment variable naming the key file (overridden by an explicit --secret-file).
+SECRET_FILE_ENV = "SARCOSCOPE_DEID_SECRET_FILE"
+SECRET_FILE_NAME = "deidentification.key"
+PSEUDONYM_PREFIX = "ANON-"
+
+_CATEGORY_CODES = {
+    "D_TAGS": "D",
+    "Z_TAGS": "Z",
+    "X_TAGS": "X",
+    "U_TAGS": "U",
+    "Z_D_TAGS": "Z/D",
+    "X_Z_TAGS": "X/Z",
+    "X_D_TAGS": "X/D",
+    "X_Z_D_TAGS": "X/Z/D",
+    "X_Z_U_STAR_TAGS": "X/Z/U*",
+}
+#: Where the table allows a choice, the library's choice: the value IODs need (D before Z before X).
+_REPLACE = {"D", "Z/D", "X/D", "X/Z/D"}
+_EMPTY = {"Z", "X/Z"}
+
+_PATIENT_ID = Tag("PatientID")
+_PATIENT_NAME = Tag("PatientName")
+#: Kept by the Retain Patient Characteristics Option (K in the standard's "Rtn. Pat. Chars. Opt." column).
+PATIENT_CHARACTERISTICS = frozenset(
+    Tag(k)
+    for k in (
+        "PatientAge",
+        "PatientSex",
+        "PatientSexNeutered",
+        "PatientSize",
+        "PatientWeight",
+        "PregnancyStatus",
+    )
+)
+#: Dates the Modified Dates option does not cover (the standard's column has no entry for them).
+_NEVER_SHIFTED = frozenset(Tag(k) for k in ("PatientBirthDate", "PatientBirthTime"))
+_DATE_VRS = ("DA", "DT", "TM")
+#: Coding schemes whose meanings are published vocabulary; other schemes' meanings may be free text.
+STANDARD_CODING_SCHEMES = frozenset(codes.schemes()) | {"SRT"}
+_SECONDARY_CAPTURE = frozenset(
+    {
+        SecondaryCaptureImageStorage,
+        MultiFrameSingleBitSecondaryCaptureImageStorage,
+        MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+        MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+        MultiFrameTrueColorSecondaryCaptureImageStorage,
+    }
+)
+#: Per-patient date offsets: between 1 and 10 years into the past, whole days.
+_SHIFT_MIN_DAYS, _SHIFT_MAX_DAYS = 366, 3652
+
+
+class DeidentificationError(InputError):
+    """An object cannot be de-identified as asked (burned-in annotation, no usable key)."""
+
+
+@functools.cache
+def _table() -> tuple[dict[BaseTag, str], tuple[tuple[int, int, int, int, str], ...]]:
+    """The library's Table E.1-1: exact tags -> action, and (group, element, masks, action) for 50xx/60xx."""
+    database = dicom_anonymization_database_selector(TABLE_EDITION)
+    exact: dict[BaseTag, str] = {}
+    masked: list[tuple[int, int, int, int, str]] = []
+    for category, code in _CATEGORY_CODES.items():
+        for entry in database[category]:
+            if len(entry) == 2:
+                exact[Tag(*entry)] = code
+            else:
+                masked.append((*entry, code))
+    return exact, tuple(masked)
+
+
+def profile_action(tag: BaseTag) -> str | None:
+    """The basic profile's action code for a public attribute, None when the table does not list it."""
+    exact, masked = _table()
+    if tag in exact:
+        return exact[tag]
+    for group, element, group_mask, element_mask, code in masked:
+        same_group = tag.group & group_mask == group & group_mask
+        if same_group and tag.element & element_mask == element & element_mask:
+            return code
+    return None
+
+
+@dataclass(frozen=True)
+class DeidentificationPolicy:
+    """How objects are de-identified; built once and shared by every export of a run.
+
+    `secret` keys the pseudonyms, UIDs and date offsets (the installation's key: see `load_policy`).
+    """
+
+    secret: bytes = field(repr=False)
+    keep_dates_shifted: bool = False
+    keep_patient_characteristics: bool = False
+    accept_burned_in: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.secret, bytes) or len(self.secret) < MIN_SECRET_BYTES:
+            raise DeidentificationError(
+                f"A de-identification key needs at least {MIN_SECRET_BYTES} random bytes "
+                "(a short or guessable key would let pseudonyms be reversed)."
+            )
+        for name in ("keep_dates_shifted", "keep_patient_characteristics", "accept_burned_in"):
+            if not isinstance(getattr(self, name), bool):
+                raise DeidentificationError(f"DeidentificationPolicy.{name} must be True or False.")
+
+    def _digest(self, purpose: str, value: str) -> bytes:
+        return hmac.new(self.secret, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest()
+
+    def pseudonym(self, patient_key: str) -> str:
+        """PatientID and PatientName of a patient: the same in every study of that patient."""
+        return PSEUDONYM_PREFIX + self._digest("patient", patient_key)[:8].hex().upper()
+
+    def uid(self, uid: str) -> str:
+        """The replacement of a UID: `2.25.` and 128 bits of the keyed digest (at most 44 characters)."""
+        return "2.25." + str(int.from_bytes(self._digest("uid", uid.strip())[:16], "big"))
+
+    def date_offset_days(self, patient_key: str) -> int:
+        """Days every date of this patient moves (negative: into the past) under the dates option."""
+        span = _SHIFT_MAX_DAYS - _SHIFT_MIN_DAYS + 1
+        return -(_SHIFT_MIN_DAYS + int.from_bytes(self._digest("date-offset", patient_key)[:8], "big") % span)
+
+    def pseudonymise_text(self, purpose: str, text: str) -> str:
+        """A short keyed code for a free identifier outside DICOM (a batch case id from a folder name)."""
+        return self._digest(purpose, text)[:6].hex()
+
+    @property
+    def method_codes(self) -> list[Dataset]:
+        """DeidentificationMethodCodeSequence items (CID 7050): the basic profile and the options used."""
+        used = [codes.DCM.BasicApplicationConfidentialityProfile]
+        if self.keep_dates_shifted:
+            used.append(codes.DCM.RetainLongitudinalTemporalInformationModifiedDatesOption)
+        if self.keep_patient_characteristics:
+            used.append(codes.DCM.RetainPatientCharacteristicsOption)
+        items = []
+        for code in used:
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = (
+                code.value,
+                code.scheme_designator,
+                code.meaning,
+            )
+            items.append(item)
+        return items
+
+    @property
+    def method_text(self) -> list[str]:
+        """DeidentificationMethod values (LO, at most 64 characters each)."""
+        text = [
+            "DICOM PS3.15 Basic Application Confidentiality Profile",
+            f"Table E.1-1 of dicom-anonymizer {TABLE_EDITION}",
+            "Pseudonym and UIDs: HMAC-SHA256 with the installation key",
+        ]
+        if self.keep_dates_shifted:
+            text.append("Dates shifted per patient (Modified Dates Option)")
+        if self.keep_patient_characteristics:
+            text.append("Retain Patient Characteristics Option")
+        text.append(f"sarcoscope {__version__}"[:64])
+        return text
+
+
+def default_secret_file() -> Path:
+    """Where the command line keeps its key when neither --secret-file nor the environment names one."""
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "sarcoscope" / SECRET_FILE_NAME
+
+
+def load_secret(secret_file: Path | None = None, *, default_file: Path | None = None) -> bytes:
+    """The installation's key: `secret_file`, else $SARCOSCOPE_DEID_SECRET_FILE, else `default_file` (the web
+    app's data folder), else `default_secret_file()`; created (0600, random) on first use, with a warning."""
+    env = os.environ.get(SECRET_FILE_ENV)
+    path = Path(secret_file or env or default_file or default_secret_file()).expanduser()
+    created = not path.exists()
+    secret = load_or_create_secret(path)
+    if created:
+        logger.warning("new de-identification key %s: keep it (and a backup); pseudonyms depend on it", path)
+    return secret
+
+
+def load_policy(
+    secret_file: Path | None = None,
+    *,
+    keep_dates_shifted: bool = False,
+    keep_patient_characteristics: bool = False,
+    accept_burned_in: bool = False,
+) -> DeidentificationPolicy:
+    """A policy keyed by the installation's key (see `load_secret`)."""
+    return DeidentificationPolicy(
+        secret=load_secret(secret_file),
+        keep_dates_shifted=keep_dates_shifted,
+        keep_patient_characteristics=keep_patient_characteristics,
+        accept_burned_in=accept_burned_in,
+    )
+
+
+def patient_key(patient_id: str | None, study_uid: str | None) -> str | None:
+    """What identifies the patient for pseudonyms and date offsets: PatientID; without one, the study
+    (each such study then gets its own pseudonym: no patient is merged with another); None without both."""
+    if patient_id and patient_id.strip():
+        return patient_id.strip()
+    if study_uid and study_uid.strip():
+        return f"study:{study_uid.strip()}"
+    return None
+
+
+def burned_in_problem(ds: Dataset) -> str | None:
+    """Why the pixels of this image may show identifying text, or None (non-images have no pixels)."""
+    if "Rows" not in ds and "PixelData" not in ds:
+        return None
+    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if flag == "YES":
+        return "BurnedInAnnotation is YES"
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if flag != "NO" and (ds.get("SOPClassUID") in _SECONDARY_CAPTURE or "SCREEN SAVE" in image_type):
+        return "a secondary capture / screen save without BurnedInAnnotation NO"
+    return None
+
+
+def refuse_burned_in(headers: list[Dataset], policy: DeidentificationPolicy) -> None:
+    """Raise DeidentificationError when an image of a series may show text in its pixels and the policy
+    does not accept that (outputs that show CT pixels, like a QC picture, check the series first)."""
+    found = next(((ds, p) for ds in headers if (p := burned_in_problem(ds)) is not None), None)
+    if found is None:
+        return
+    ds, problem = found
+    if not policy.accept_burned_in:
+        raise _burned_in_error(ds, problem, "")
+    logger.warning("image %s: %s; its pixels are shown unchanged", ds.get("SOPInstanceUID", "?"), problem)
+
+
+def _burned_in_error(ds: Dataset, problem: str, source: str) -> DeidentificationError:
+    return DeidentificationError(
+        f"{source or 'image ' + str(ds.get('SOPInstanceUID', '?'))}: {problem}; its pixels may show the "
+        "patient's name, so it is not exported de-identified (accepting burned-in annotation, "
+        "--accept-burned-in, exports it anyway, marked PatientIdentityRemoved NO)"
+    )
+
+
+@dataclass
+class _Context:
+    policy: DeidentificationPolicy
+    pseudonym: str
+    offset_days: int
+
+
+def _shift_one(value: str, vr: str, days: int) -> str | None:
+    """A DA/DT value moved by `days` (time of day and zone kept); TM unchanged; None when unparseable."""
+    if vr == "TM":
+        return value
+    if len(value) < 8 or (vr == "DA" and len(value) != 8):
+        return None
+    try:
+        day = dt.datetime.strptime(value[:8], "%Y%m%d") + dt.timedelta(days=days)
+    except ValueError:
+        return None
+    return day.strftime("%Y%m%d") + value[8:]
+
+
+def _shift(elem: DataElement, days: int) -> bool:
+    values = list(elem.value) if isinstance(elem.value, MultiValue) else [elem.value]
+    shifted = [_shift_one(str(v), elem.VR, days) for v in values if v not in ("", None)]
+    if any(s is None for s in shifted):
+        return False
+    elem.value = shifted if len(shifted) > 1 else (shifted[0] if shifted else elem.value)
+    return True
+
+
+def _remap_uids(elem: DataElement, policy: DeidentificationPolicy) -> None:
+    if isinstance(elem.value, MultiValue):
+        elem.value = [policy.uid(str(v)) for v in elem.value if str(v).strip()]
+    elif elem.value:
+        elem.value = policy.uid(str(elem.value))
+
+
+def _apply(ds: Dataset, elem: DataElement, code: str, ctx: _Context) -> None:
+    """One attribute under its table action (after the options and pseudonyms took precedence)."""
+    tag, vr = elem.tag, elem.VR
+    if ctx.policy.keep_patient_characteristics and tag in PATIENT_CHARACTERISTICS:
+        return
+    if tag in (_PATIENT_ID, _PATIENT_NAME):
+        elem.value = ctx.pseudonym
+        return
+    if (
+        vr in _DATE_VRS
+        and ctx.policy.keep_dates_shifted
+        and tag not in _NEVER_SHIFTED
+        and _shift(elem, ctx.offset_days)
+    ):
+        return
+    if code == "X":
+        del ds[tag]
+    elif vr == "UI" and code in (*_REPLACE, "U", "X/Z/U*"):
+        _remap_uids(elem, ctx.policy)
+    elif vr == "SQ" and code == "X/Z/U*":
+        for item in elem.value:
+            _clean(item, ctx)
+    elif vr == "SQ" and code in _REPLACE:
+        elem.value = Sequence([Dataset()])
+    elif code in _REPLACE:
+        try:
+            replace_element(elem)
+        except NotImplementedError:  # a VR without a dummy value in the library (OW, OF, AT...)
+            del ds[tag]
+    else:  # Z, X/Z, and U or X/Z/U* on a non-UID value
+        elem.value = elem.empty_value
+
+
+def _clean_code_meaning(ds: Dataset) -> None:
+    if "CodeMeaning" not in ds or str(ds.get("CodingSchemeDesignator", "")) in STANDARD_CODING_SCHEMES:
+        return
+    code = ds.get("CodeValue") or ds.get("LongCodeValue") or ds.get("URNCodeValue") or "code"
+    ds.CodeMeaning = str(code)[:64]
+
+
+def _clean(ds: Dataset, ctx: _Context) -> None:
+    """Apply the table to every attribute of `ds` and, recursively, of the sequences that stay."""
+    for tag in list(ds.keys()):
+        if tag.is_private:
+            del ds[tag]
+            continue
+        elem = ds[tag]
+        code = profile_action(tag)
+        if code is not None:
+            _apply(ds, elem, code, ctx)
+        elif elem.VR == "SQ":
+            for item in elem.value:
+                _clean(item, ctx)
+    _clean_code_meaning(ds)
+
+
+def mark_deidentified(ds: Dataset, policy: DeidentificationPolicy, *, burned_in: bool = False) -> None:
+    """Record on `ds` that (and how) it was de-identified; `burned_in`: its pixels may still show text."""
+    ds.PatientIdentityRemoved = "NO" if burned_in else "YES"
+    method = policy.method_text
+    if burned_in:
+        method.insert(0, "Burned-in annotation NOT removed from pixel data")
+    ds.DeidentificationMethod = method
+    ds.DeidentificationMethodCodeSequence = Sequence(policy.method_codes)
+    ds.LongitudinalTemporalInformationModified = "MODIFIED" if policy.keep_dates_shifted else "REMOVED"
+
+
+def deidentify_dataset(ds: Dataset, policy: DeidentificationPolicy, *, source: str = "") -> None:
+    """De-identify `ds` in place (file meta included) by the basic profile and the policy's options.
+
+    Raises DeidentificationError for an image with burned-in annotation unless the policy accepts it;
+    `source` names the object in that message. Export writers (SEG, SR) call this on copies of their source
+    headers before building, so that the new object carries the pseudonym and the remapped references.
+    """
+    problem = burned_in_problem(ds)
+    if problem is not None and not policy.accept_burned_in:
+        raise _burned_in_error(ds, problem, source)
+    if problem is not None:
+        logger.warning(
+            "%s: %s; exported with its pixels unchanged and marked PatientIdentityRemoved NO",
+            source or ds.get("SOPInstanceUID", "image"),
+            problem,
+        )
+    key = patient_key(str(ds.get("PatientID", "") or ""), str(ds.get("StudyInstanceUID", "") or ""))
+    key = key or f"instance:{ds.get('SOPInstanceUID', '')}"
+    ctx = _Context(policy, policy.pseudonym(key), policy.date_offset_days(key))
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is not None:
+        _clean(file_meta, ctx)
+    _clean(ds, ctx)
+    if "PatientID" not in ds:
+        ds.PatientID = ctx.pseudonym
+    mark_deidentified(ds, policy, burned_in=problem is not None)
+
+
+def deidentify_file(path: Path, policy: DeidentificationPolicy) -> bytes:
+    """The DICOM file at `path`, de-identified, as bytes (the file itself is not changed)."""
+    ds = pydicom.dcmread(path)
+    deidentify_dataset(ds, policy, source=str(path))
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@dataclass
+class DeidentifySummary:
+    """What `deidentify_tree` did; `burned_in_refused` names the images left out for burned-in text."""
+
+    out_dir: Path
+    written: int = 0
+    non_dicom: int = 0
+    duplicates: int = 0
+    burned_in_refused: list[str] = field(default_factory=list)
+    burned_in_accepted: int = 0
+    patients: set[str] = field(default_factory=set)
+
+
+def deidentify_tree(
+    src: Path,
+    out_dir: Path,
+    policy: DeidentificationPolicy,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> DeidentifySummary:
+    """De-identify every DICOM file of a file, folder or zip into the new folder `out_dir`.
+
+    Files are written as `<pseudonym>/<study UID>/<series UID>/<SOP instance UID>.dcm` (remapped values: the
+    input's file names may carry names); non-DICOM files are counted and skipped. Images with burned-in
+    annotation are left out (listed in the summary) unless the policy accepts them; a single input file
+    with burned-in annotation is refused. Everything is written into a temporary folder beside `out_dir`
+    and renamed at the end: a failed run leaves no `out_dir`.
+    """
+    src = _existing(src)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise OutputError(f"Output folder {out_dir} exists and is not empty; give a new or empty folder.")
+    if src.is_file() and src.suffix.lower() == ".zip":
+        with _extracted(src) as tmp:
+            return _deidentify_files(_iter_files(tmp), out_dir, policy, progress, single=False)
+    return _deidentify_files(_iter_files(src), out_dir, policy, progress, single=src.is_file())
+
+
+def _deidentify_files(
+    files: list[Path],
+    out_dir: Path,
+    policy: DeidentificationPolicy,
+    progress: Callable[[int, int], None] | None,
+    *,
+    single: bool,
+) -> DeidentifySummary:
+    summary = DeidentifySummary(out_dir=out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        # mkdtemp: the folder is private (0700) until its owner decides to share it
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    except OSError as exc:
+        raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
+    try:
+        for done, path in enumerate(files, start=1):
+            _deidentify_one(path, policy, tmp, summary, single=single)
+            if progress is not None:
+                progress(done, len(files))
+        if summary.written == 0:
+            raise DeidentificationError(
+                f"No DICOM file could be de-identified ({summary.non_dicom} non-DICOM file(s), "
+                f"{len(summary.burned_in_refused)} refused for burned-in annotation)."
+            )
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above); replaced by the finished folder
+        os.replace(tmp, out_dir)
+    except OSError as exc:
+        raise OutputError(f"Cannot write the de-identified files into {out_dir}: {exc}") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _deidentify_one(
+    path: Path, policy: DeidentificationPolicy, tmp: Path, summary: DeidentifySummary, *, single: bool
+) -> None:
+    ds = _read_header(path)  # large values (pixel data) are read from the file when written
+    if ds is None:
+        summary.non_dicom += 1
+        return
+    problem = burned_in_problem(ds)
+    if problem is not None and not policy.accept_burned_in and not single:
+        summary.burned_in_refused.append(f"{path.name} ({problem})")
+        return
+    deidentify_dataset(ds, policy, source=str(path))
+    summary.burned_in_accepted += problem is not None
+    names = (str(ds.PatientID), ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"))
+    instance = ds.get("SOPInstanceUID") or uuid.uuid4().hex
+    target = tmp.joinpath(*(str(n or "unknown") for n in names), f"{instance}.dcm")
+    if target.exists():
+        summary.duplicates += 1
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        ds.save_as(target, enforce_file_format=True)
+    except (ValueError, AttributeError) as exc:
+        raise InputError(f"{path}: cannot be written as a DICOM file after de-identification: {exc}") from exc
+    summary.written += 1
+    summary.patients.add(str(ds.PatientID))

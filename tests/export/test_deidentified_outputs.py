@@ -1,0 +1,101 @@
+"""De-identified outputs of one analysis: the SEG, report.json and metrics.csv name nobody and agree with
+the de-identified CT (same pseudonym, same remapped UIDs); burned-in annotation stops the whole run."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import highdicom as hd
+import jsonschema
+import numpy as np
+import pydicom
+import pytest
+
+from phi_dicom import POLICY, SECRET, SURNAME, add_phi, kept_values, table_values, text_of
+from sarcoscope.export import report_schema, write_outputs
+from sarcoscope.export.report import build_report, metrics_csv
+from sarcoscope.imaging.deidentify import DeidentificationError, DeidentificationPolicy, deidentify_dataset
+
+
+@pytest.fixture
+def phi_result(make_result):
+    """A two-slice DICOM result whose CT headers carry PHI everywhere (PatientID P1)."""
+    result = make_result((4, 5), dicom=True)
+    for ds in result.volume.dicom_headers:
+        add_phi(ds)
+        ds.BurnedInAnnotation = "NO"
+    result.volume.metadata.patient_id = "P1"
+    result.volume.metadata.study_instance_uid = result.volume.dicom_headers[0].StudyInstanceUID
+    result.volume.metadata.series_instance_uid = result.volume.dicom_headers[0].SeriesInstanceUID
+    result.volume.metadata.series_description = f"CT {SURNAME}"
+    result.volume.metadata.contrast_agent = f"Omnipaque for {SURNAME}"
+    result.warnings.append(f"Contrast-enhanced CT (Omnipaque for {SURNAME})")
+    result.volume.warnings.append(f"{result.volume.source_path}/{SURNAME}/CT1.dcm lacks ImagePositionPatient")
+    return result
+
+
+def test_outputs_are_deidentified_consistently(phi_result, tmp_path: Path) -> None:
+    headers = phi_result.volume.dicom_headers
+    originals = table_values(headers)
+    written = write_outputs(phi_result, tmp_path / "out", POLICY)
+
+    seg = pydicom.dcmread(written["dicom_seg"])
+    assert kept_values(seg, originals) == []
+    text = text_of(seg)
+    assert SURNAME not in text and "PHI" not in text and "P1" not in text.split()
+    assert seg.PatientID == str(seg.PatientName) == POLICY.pseudonym("P1")
+    assert seg.PatientBirthDate == "" and seg.PatientIdentityRemoved == "YES"
+    assert seg.ContentDate == seg.StudyDate == ""  # no date of the scan, nor of the analysis
+    # the SEG references the CT files exactly as the DICOM download de-identifies them
+    downloaded = []
+    for i in (4, 5):
+        downloaded.append(copy.deepcopy(headers[i]))
+        deidentify_dataset(downloaded[-1], POLICY)
+    assert seg.StudyInstanceUID == downloaded[0].StudyInstanceUID == POLICY.uid(headers[4].StudyInstanceUID)
+    assert seg.FrameOfReferenceUID == downloaded[0].FrameOfReferenceUID
+    referenced = {uid for _, _, uid in hd.seg.segread(written["dicom_seg"]).get_source_image_uids()}
+    assert referenced == {d.SOPInstanceUID for d in downloaded}
+
+    report = json.loads(written["report"].read_text())
+    jsonschema.validate(report, report_schema())
+    dumped = json.dumps(report)
+    assert SURNAME not in dumped and "/data/case1" not in dumped and "P1" not in dumped
+    assert report["input"]["source_path"] is None
+    assert report["input"]["metadata"]["study_instance_uid"] == seg.StudyInstanceUID
+    assert report["input"]["series_instance_uid"] == downloaded[0].SeriesInstanceUID
+    assert report["deidentification"]["patient_pseudonym"] == seg.PatientID
+    assert report["deidentification"]["codes"] == ["113100"]
+    assert report["input"]["metadata"]["patient_sex"] is report["assessment"]["patient"]["sex"] is None
+    assert report["assessment"]["smi"]["status"] == "computed"  # the results stay
+
+    assert written["metrics"].read_text() == metrics_csv(phi_result)  # no patient field to remove
+
+
+def test_report_keeps_patient_characteristics_with_the_option(phi_result) -> None:
+    keeping = DeidentificationPolicy(secret=SECRET, keep_patient_characteristics=True)
+    report = build_report(phi_result, deidentification=keeping)
+    assert report["input"]["metadata"]["patient_sex"] == "M"
+    assert report["assessment"]["patient"]["height_m"] == pytest.approx(1.7)
+    assert report["deidentification"]["codes"] == ["113100", "113108"]
+    plain = build_report(phi_result)
+    assert "deidentification" not in plain and plain["input"]["source_path"] == "/data/case1"
+
+
+def test_burned_in_annotation_stops_a_deidentified_run(phi_result, tmp_path: Path) -> None:
+    phi_result.volume.dicom_headers[0].BurnedInAnnotation = "YES"  # not even an analysed slice
+    with pytest.raises(DeidentificationError, match="BurnedInAnnotation is YES"):
+        write_outputs(phi_result, tmp_path / "out", POLICY)
+    assert not (tmp_path / "out").exists()
+    accepting = DeidentificationPolicy(secret=SECRET, accept_burned_in=True)
+    written = write_outputs(phi_result, tmp_path / "out", accepting)
+    assert pydicom.dcmread(written["dicom_seg"]).PatientID == POLICY.pseudonym("P1")
+
+
+def test_deidentified_seg_still_reads_back_the_labels(phi_result, tmp_path: Path) -> None:
+    written = write_outputs(phi_result, tmp_path / "out", POLICY)
+    seg = hd.seg.segread(written["dicom_seg"])
+    uids = [POLICY.uid(phi_result.volume.dicom_headers[i].SOPInstanceUID) for i in (4, 5)]
+    masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1])
+    np.testing.assert_array_equal(masks[..., 0] > 0, phi_result.labels == 1)

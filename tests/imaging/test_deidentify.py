@@ -1,0 +1,293 @@
+"""De-identification checked against PS3.15 Table E.1-1 as dicom-anonymizer ships it (no list written here).
+
+The PHI-laden study carries every attribute of the table (top level and nested two levels deep in a kept
+sequence), the attributes issue #16 found leaking, private tags, and references between files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import SecondaryCaptureImageStorage
+
+from phi_dicom import (
+    ISSUE_16_LEAKS,
+    PATIENT_ID,
+    POLICY,
+    SECRET,
+    SURNAME,
+    TABLE,
+    kept_values,
+    table_values,
+    text_of,
+    walk,
+    write_phi_study,
+)
+from sarcoscope.errors import OutputError, SarcoscopeError
+from sarcoscope.imaging import read_ct
+from sarcoscope.imaging.deidentify import (
+    SECRET_FILE_ENV,
+    DeidentificationError,
+    DeidentificationPolicy,
+    deidentify_dataset,
+    deidentify_tree,
+    load_policy,
+)
+from sarcoscope.secret import load_or_create_secret
+
+
+@pytest.fixture
+def phi_files(tmp_path: Path) -> list[Path]:
+    return write_phi_study(tmp_path / "phi")
+
+
+def deidentified(path: Path, policy: DeidentificationPolicy = POLICY) -> Dataset:
+    ds = pydicom.dcmread(path)
+    deidentify_dataset(ds, policy)
+    return ds
+
+
+def test_every_table_attribute_loses_its_original_value_at_every_depth(phi_files: list[Path]) -> None:
+    original = pydicom.dcmread(phi_files[1])
+    assert sum(1 for _, e in walk(original) if e.tag in TABLE) > 3 * 500  # the table, three times over
+    ds = deidentified(phi_files[1])
+    originals = table_values([original])
+    assert kept_values(ds, originals) == []
+    remapped = [e for _, e in walk(ds) if e.tag in originals and TABLE[e.tag] == "U_TAGS" and not e.is_empty]
+    assert len(remapped) > 20
+    for elem in remapped:
+        assert elem.value in [POLICY.uid(str(v)) for v in originals[elem.tag]], elem.keyword
+    assert max(depth for depth, _ in walk(ds)) >= 3  # the kept sequences were walked, not dropped
+    text = text_of(ds)
+    assert "PHI" not in text and SURNAME not in text and PATIENT_ID not in text
+
+
+def test_sequences_follow_their_action(phi_files: list[Path]) -> None:
+    ds = deidentified(phi_files[1])
+    for keyword in ("ReferencedPatientSequence", "OriginalAttributesSequence", "RequestAttributesSequence"):
+        assert keyword not in ds  # X
+    assert len(ds.ReferencedStudySequence) == 0  # X/Z: emptied
+    assert [len(item) for item in ds.ContentSequence] == [0]  # D: one dummy (empty) item
+    kept = ds.ProcedureCodeSequence[0].AnatomicRegionSequence[0]
+    assert kept.InstitutionName == "ANONYMIZED" and kept.PatientName == ds.PatientID  # cleaned inside
+    assert not any(e.tag.is_private for _, e in walk(ds))
+    assert not any(e.tag.is_private for _, e in walk(ds.file_meta))
+
+
+@pytest.mark.parametrize("keyword", list(ISSUE_16_LEAKS))
+def test_issue_16_leaks_are_gone(tmp_path: Path, keyword: str) -> None:
+    path = write_phi_study(tmp_path / "s", n=1, full_table=False)[0]
+    ds = deidentified(path)
+    text = text_of(ds)
+    for leaked in ISSUE_16_LEAKS[keyword][1]:
+        assert leaked not in text
+
+
+def test_free_text_code_meaning_of_a_local_scheme_is_replaced(tmp_path: Path) -> None:
+    path = write_phi_study(tmp_path / "s", n=1, full_table=False)[0]
+    ds = pydicom.dcmread(path)
+    standard = Dataset()
+    standard.CodeValue, standard.CodingSchemeDesignator, standard.CodeMeaning = "818981001", "SCT", "Abdomen"
+    ds.AnatomicRegionSequence = [standard]
+    deidentify_dataset(ds, POLICY)
+    assert ds.ProcedureCodeSequence[0].CodeMeaning == "CTABD"  # scheme 99HOSP: free text replaced
+    assert ds.AnatomicRegionSequence[0].CodeMeaning == "Abdomen"  # SNOMED CT: published meaning kept
+
+
+def test_uids_are_remapped_consistently_across_files(phi_files: list[Path]) -> None:
+    before = [pydicom.dcmread(p) for p in phi_files]
+    after = [deidentified(p) for p in phi_files]
+    for old, new in zip(before, after, strict=True):
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
+            assert new[keyword].value == POLICY.uid(old[keyword].value) != old[keyword].value
+            assert new[keyword].value.startswith("2.25.") and len(new[keyword].value) <= 64
+        assert new.file_meta.MediaStorageSOPInstanceUID == new.SOPInstanceUID
+        assert new.SOPClassUID == old.SOPClassUID  # not an instance UID: kept
+    assert len({ds.StudyInstanceUID for ds in after}) == 1
+    assert len({ds.SOPInstanceUID for ds in after}) == len(after)
+    assert after[2].ReferencedImageSequence[0].ReferencedSOPInstanceUID == after[1].SOPInstanceUID
+
+
+def test_pseudonym_same_patient_across_studies_other_patient_or_key_differs(tmp_path: Path) -> None:
+    first = deidentified(write_phi_study(tmp_path / "a", n=1, full_table=False)[0])
+    second = deidentified(write_phi_study(tmp_path / "b", n=1, full_table=False, seed=2)[0])
+    other = deidentified(write_phi_study(tmp_path / "c", n=1, full_table=False, patient_id="12345679")[0])
+    assert first.StudyInstanceUID != second.StudyInstanceUID
+    assert first.PatientID == second.PatientID == str(first.PatientName) == POLICY.pseudonym(PATIENT_ID)
+    assert other.PatientID != first.PatientID
+    rekeyed = DeidentificationPolicy(secret=bytes(reversed(range(32))))
+    assert deidentified(write_phi_study(tmp_path / "d", n=1, full_table=False)[0], rekeyed).PatientID not in (
+        first.PatientID,
+        "ANON-" + hashlib.sha256(f"sarcoscope:{PATIENT_ID}".encode()).hexdigest()[:12].upper(),
+    )
+
+
+def test_burned_in_annotation_is_refused_unless_accepted(tmp_path: Path, caplog) -> None:
+    path = write_phi_study(tmp_path / "s", n=1, full_table=False)[0]
+    ds = pydicom.dcmread(path)
+    ds.BurnedInAnnotation = "YES"
+    with pytest.raises(DeidentificationError, match="BurnedInAnnotation is YES"):
+        deidentify_dataset(ds.copy(), POLICY)
+    capture = pydicom.dcmread(path)
+    del capture.BurnedInAnnotation
+    capture.SOPClassUID = SecondaryCaptureImageStorage
+    with pytest.raises(DeidentificationError, match="secondary capture"):
+        deidentify_dataset(capture, POLICY)
+    accepting = DeidentificationPolicy(secret=SECRET, accept_burned_in=True)
+    with caplog.at_level("WARNING"):
+        deidentify_dataset(ds, accepting)
+    assert "pixels unchanged" in caplog.text
+    assert ds.PatientIdentityRemoved == "NO" and ds.BurnedInAnnotation == "YES"
+    assert "Burned-in annotation NOT removed" in ds.DeidentificationMethod[0]
+
+
+def test_marks_profile_and_options(tmp_path: Path) -> None:
+    path = write_phi_study(tmp_path / "s", n=1, full_table=False)[0]
+    ds = deidentified(path)
+    assert ds.PatientIdentityRemoved == "YES" and ds.LongitudinalTemporalInformationModified == "REMOVED"
+    assert [c.CodeValue for c in ds.DeidentificationMethodCodeSequence] == ["113100"]
+    assert all(len(v) <= 64 for v in ds.DeidentificationMethod)
+    both = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=True, keep_patient_characteristics=True)
+    ds = deidentified(path, both)
+    codes = [(c.CodingSchemeDesignator, c.CodeValue) for c in ds.DeidentificationMethodCodeSequence]
+    assert codes == [("DCM", "113100"), ("DCM", "113107"), ("DCM", "113108")]
+    assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
+
+
+def test_dates_shifted_keep_intervals_per_patient(tmp_path: Path) -> None:
+    shifting = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=True)
+    one = pydicom.dcmread(write_phi_study(tmp_path / "a", n=1, full_table=False)[0])
+    two = pydicom.dcmread(write_phi_study(tmp_path / "b", n=1, full_table=False, seed=2)[0])
+    two.StudyDate = "20240401"
+    for ds in (one, two):
+        deidentify_dataset(ds, shifting)
+    offset = shifting.date_offset_days(PATIENT_ID)
+    assert -3652 <= offset <= -366
+    day = np.datetime64
+    assert day(f"{one.StudyDate[:4]}-{one.StudyDate[4:6]}-{one.StudyDate[6:]}") == day("2024-01-02") + offset
+    assert int(one.AcquisitionDate) != 20240103 and one.AcquisitionDate > one.StudyDate  # one day later
+    gap = day(f"{two.StudyDate[:4]}-{two.StudyDate[4:6]}-{two.StudyDate[6:]}") - day(
+        f"{one.StudyDate[:4]}-{one.StudyDate[4:6]}-{one.StudyDate[6:]}"
+    )
+    assert gap == np.timedelta64(90, "D")  # 2024-01-02 -> 2024-04-01, the interval survives
+    assert one.PatientBirthDate == ""  # not covered by the option
+    plain = deidentified(write_phi_study(tmp_path / "c", n=1, full_table=False)[0])
+    assert plain.StudyDate == plain.AcquisitionDate == ""
+
+
+def test_patient_characteristics_kept_only_with_the_option(tmp_path: Path) -> None:
+    path = write_phi_study(tmp_path / "s", n=1, full_table=False)[0]
+    plain = deidentified(path)
+    assert plain.PatientSex == "" and not {"PatientAge", "PatientSize", "PatientWeight"} & set(plain.dir())
+    keeping = DeidentificationPolicy(secret=SECRET, keep_patient_characteristics=True)
+    kept = deidentified(path, keeping)
+    assert (kept.PatientSex, kept.PatientAge, kept.PatientSize, kept.PatientWeight) == ("F", "077Y", 1.72, 61)
+    assert kept.PatientBirthDate == ""
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"secret": b"short"},
+        {"secret": "a text, not bytes" * 4},
+        {"secret": SECRET, "keep_dates_shifted": "yes"},
+    ],
+)
+def test_policy_refuses_bad_state(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(DeidentificationError):
+        DeidentificationPolicy(**kwargs)
+
+
+def test_deidentified_series_reads_with_the_same_hu(phi_files: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    summary = deidentify_tree(phi_files[0].parent, out, POLICY)
+    assert summary.written == 3 and summary.patients == {POLICY.pseudonym(PATIENT_ID)}
+    before, after = read_ct(phi_files[0].parent), read_ct(out)
+    np.testing.assert_array_equal(before.hu, after.hu)
+    assert after.metadata.patient_id == POLICY.pseudonym(PATIENT_ID)
+    assert after.metadata.series_instance_uid == POLICY.uid(before.metadata.series_instance_uid)
+
+
+def test_tree_skips_non_dicom_refuses_burned_in_and_names_files_by_pseudonym(tmp_path: Path) -> None:
+    src = tmp_path / f"{SURNAME}_{PATIENT_ID}"
+    paths = write_phi_study(src, n=3, full_table=False)
+    (src / "notes.txt").write_text("not DICOM")
+    burned = pydicom.dcmread(paths[2])
+    burned.BurnedInAnnotation = "YES"
+    burned.save_as(paths[2])
+    summary = deidentify_tree(src, tmp_path / "out", POLICY)
+    assert (summary.written, summary.non_dicom, len(summary.burned_in_refused)) == (2, 1, 1)
+    written = [p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*.dcm")]
+    assert len(written) == 2
+    assert all(SURNAME not in str(p) and PATIENT_ID not in str(p) for p in written)
+    assert {p.parts[0] for p in written} == {POLICY.pseudonym(PATIENT_ID)}
+    with pytest.raises(DeidentificationError, match="BurnedInAnnotation"):
+        deidentify_tree(paths[2], tmp_path / "single", POLICY)  # one file: refused outright
+    assert not (tmp_path / "single").exists()
+    accepting = DeidentificationPolicy(secret=SECRET, accept_burned_in=True)
+    assert deidentify_tree(src, tmp_path / "all", accepting).burned_in_accepted == 1
+
+
+def test_tree_reads_zip_and_refuses_a_non_empty_output(phi_files: list[Path], tmp_path: Path) -> None:
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in phi_files:
+            zf.write(p, f"{SURNAME}/{p.name}")
+    assert deidentify_tree(archive, tmp_path / "out", POLICY).written == 3
+    with pytest.raises(OutputError, match="not empty"):
+        deidentify_tree(archive, tmp_path / "out", POLICY)
+    (tmp_path / "empty").mkdir()
+    assert deidentify_tree(archive, tmp_path / "empty", POLICY).written == 3
+
+
+def test_tree_with_nothing_to_write_leaves_no_output(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("x")
+    with pytest.raises(DeidentificationError, match="No DICOM file"):
+        deidentify_tree(tmp_path / "in", tmp_path / "out", POLICY)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_secret_file_created_private_reused_and_overridable(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "keys" / "deid.key"
+    first = load_or_create_secret(path)
+    assert len(first) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_secret(path) == first
+    monkeypatch.setenv(SECRET_FILE_ENV, str(path))
+    assert load_policy().secret == first
+    other = tmp_path / "other.key"
+    assert load_policy(other).secret == other.read_bytes() != first  # --secret-file wins
+    monkeypatch.delenv(SECRET_FILE_ENV)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert load_policy().secret == (tmp_path / "config" / "sarcoscope" / "deidentification.key").read_bytes()
+    short = tmp_path / "short.key"
+    short.write_bytes(b"abc")
+    os.chmod(short, 0o600)
+    with pytest.raises(SarcoscopeError, match="holds 3 bytes"):
+        load_policy(short)
+
+
+@pytest.mark.parametrize("name", ["ts_thoracoabdominal_j2k", "dcmqi_ct3slice"])
+def test_real_series_deidentified_reads_the_same(shared_data: Path, tmp_path: Path, name: str) -> None:
+    src = shared_data / "real" / "dicom_series" / name
+    summary = deidentify_tree(src, tmp_path / "out", POLICY)
+    before, after = read_ct(src), read_ct(tmp_path / "out")
+    np.testing.assert_array_equal(before.hu, after.hu)
+    np.testing.assert_allclose(before.slice_positions, after.slice_positions)
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in src.iterdir() if p.suffix != ".nrrd"]
+    originals = table_values(headers)
+    assert len(headers) == before.n_slices and originals
+    for path in (tmp_path / "out").rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert kept_values(ds, originals) == [] and ds.PatientIdentityRemoved == "YES"
+        assert not any(e.tag.is_private for _, e in walk(ds))
+    assert summary.written == before.n_slices

@@ -1,0 +1,211 @@
+"""A PHI-laden DICOM study for de-identification tests: every attribute of PS3.15 Table E.1-1 as
+dicom-anonymizer ships it (top level and nested in a kept sequence), the attributes issue #16 found
+leaking, private tags, and references between the slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
+from pydicom.datadict import DicomDictionary, dictionary_VR
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from sarcoscope.imaging import write_dicom_series
+from sarcoscope.imaging.deidentify import TABLE_EDITION, DeidentificationPolicy
+from sarcoscope.imaging.volume import CTMetadata
+
+SECRET = bytes(range(32))
+POLICY = DeidentificationPolicy(secret=SECRET)
+#: The library's table: tag -> its category (D_TAGS, X_TAGS, U_TAGS, X_Z_D_TAGS...).
+TABLE: dict[Tag, str] = {
+    Tag(*entry): category
+    for category, entries in dicom_anonymization_database_selector(TABLE_EDITION).items()
+    if category != "ALL_TAGS"
+    for entry in entries
+    if len(entry) == 2
+}
+#: Groups that cannot sit in an image data set (command, file meta, directory, signatures, padding).
+_NOT_IN_DATASET = (0x0000, 0x0002, 0x0004, 0xFFFA, 0xFFFC)
+SURNAME, PATIENT_ID, BIRTH_DATE = "Jansen", "12345678", "19470316"
+
+
+def _phi_value(tag: Tag, vr: str) -> Any:
+    """A value that names its tag, valid for the VR (so a kept value is recognisable)."""
+    mark = f"PHI{int(tag):08X}"
+    values: dict[str, Any] = {
+        "AE": mark,
+        "AS": "042Y",
+        "CS": mark,
+        "DA": "19991231",
+        "DT": "19991231235959",
+        "TM": "235959",
+        "DS": "4242",
+        "IS": "4242",
+        "LO": mark,
+        "LT": mark,
+        "SH": mark,
+        "ST": mark,
+        "UC": mark,
+        "UT": mark,
+        "PN": f"{mark}^{SURNAME}",
+        "UR": f"http://phi.invalid/{mark}",
+        "UI": f"1.2.826.0.1.3680043.10.999.{int(tag)}",
+        "FL": 42.5,
+        "FD": 42.5,
+        "SL": 4242,
+        "SS": 4242,
+        "UL": 4242,
+        "US": 4242,
+        "SV": 4242,
+        "UV": 4242,
+        "AT": 0x00100010,
+        "OB": b"PHI!",
+        "OW": b"PHI!",
+        "OD": b"PHI!PHI!",
+        "OF": b"PHI!",
+        "OL": b"PHI!",
+        "OV": b"PHI!PHI!",
+        "UN": b"PHI!",
+    }
+    if vr == "SQ":
+        item = Dataset()
+        item.PatientName = f"{SURNAME}^InSequence"
+        item.add_new(0x00091010, "LO", "private in sequence")
+        return [item]
+    return values.get(vr)
+
+
+def fill_table(ds: Dataset) -> None:
+    """Every attribute of the table that `ds` does not carry yet, with a recognisable value."""
+    for tag in TABLE:
+        if tag.group in _NOT_IN_DATASET or tag in ds or tag not in DicomDictionary:
+            continue  # (a few table entries are newer than pydicom's dictionary)
+        vr = dictionary_VR(tag).split(" or ")[0]
+        value = _phi_value(tag, vr)
+        if value is not None:
+            ds.add_new(tag, vr, value)
+
+
+def _item(**values: str) -> list[Dataset]:
+    item = Dataset()
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return [item]
+
+
+def _original_attributes() -> list[Dataset]:
+    modified = _item(PatientName=f"{SURNAME}^Orig", StudyDate="20230505", InstitutionName="Erasmus MC")
+    return _item(AttributeModificationDateTime="20230505120000", ModifiedAttributesSequence=modified)
+
+
+#: What issue #16 found in "de-identified" downloads: attribute -> (value, the strings that leaked).
+ISSUE_16_LEAKS: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "ReferencedPatientSequence": (
+        lambda: _item(PatientName=f"{SURNAME}^RefPat", PatientID="RP-7788"),
+        (f"{SURNAME}^RefPat", "RP-7788"),
+    ),
+    "OriginalAttributesSequence": (_original_attributes, (f"{SURNAME}^Orig", "20230505", "Erasmus MC")),
+    "InstanceCreationDate": (lambda: "20240105", ("20240105",)),
+    "InstanceCreationTime": (lambda: "101500", ("101500",)),
+    "ProtocolName": (lambda: f"Abdomen {SURNAME}-Prot", (f"{SURNAME}-Prot",)),
+    "SeriesDescription": (lambda: f"CT {SURNAME}-Series", (f"{SURNAME}-Series",)),
+    "ReasonForStudy": (lambda: f"weight loss {SURNAME}-Reason", (f"{SURNAME}-Reason",)),
+    "CurrentPatientLocation": (lambda: "Ward 7 bed 3", ("Ward 7",)),
+    "PatientInstitutionResidence": (lambda: "Rotterdam home", ("Rotterdam",)),
+    "DateOfLastCalibration": (lambda: "20220909", ("20220909",)),
+    "ContrastBolusStartTime": (lambda: "101200", ("101200",)),
+    "ProcedureCodeSequence": (
+        lambda: _item(CodeValue="CTABD", CodingSchemeDesignator="99HOSP", CodeMeaning=f"CT {SURNAME}-Code"),
+        (f"{SURNAME}-Code",),
+    ),
+}
+
+
+def add_issue_leaks(ds: Dataset) -> None:
+    for keyword, (value, _) in ISSUE_16_LEAKS.items():
+        setattr(ds, keyword, value())
+    ds.RequestAttributesSequence = _item(RequestedProcedureDescription=SURNAME, RequestedProcedureID="R1")
+    ds.BurnedInAnnotation = "NO"
+    ds.add_new(0x00291010, "LO", f"private {SURNAME}")
+
+
+def write_phi_study(
+    folder: Path,
+    *,
+    patient_id: str = PATIENT_ID,
+    study_uid: str | None = None,
+    n: int = 3,
+    full_table: bool = True,
+    seed: int = 1,
+) -> list[Path]:
+    """CT headers with PHI everywhere; slice k references slice k-1 (by ReferencedImageSequence)."""
+    hu = np.full((n, 24, 20), -1000, np.int16)
+    hu[:, 4:20, 3:17] = np.arange(n, dtype=np.int16)[:, None, None] * 10 + 40
+    meta = CTMetadata(patient_id=patient_id, study_instance_uid=study_uid, patient_sex="F")
+    paths = write_dicom_series(hu, (2.5, 0.8, 0.8), folder, metadata=meta, seed=seed)
+    previous = None
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        add_phi(ds, full_table=full_table)
+        if previous is not None:
+            ds.ReferencedImageSequence = _item(
+                ReferencedSOPClassUID=previous.SOPClassUID, ReferencedSOPInstanceUID=previous.SOPInstanceUID
+            )
+        ds.save_as(path, enforce_file_format=True)
+        previous = ds
+    return paths
+
+
+def add_phi(ds: Dataset, *, full_table: bool = True) -> None:
+    """Name, birth date, characteristics, dates, the issue's leaks and (`full_table`) the whole table three
+    levels deep (top level, and nested in a kept sequence's item and that item's item)."""
+    ds.PatientName = f"{SURNAME}^Piet"
+    ds.PatientBirthDate = BIRTH_DATE
+    ds.PatientAge, ds.PatientSize, ds.PatientWeight = "077Y", "1.72", "61"
+    ds.StudyDate, ds.SeriesDate, ds.AcquisitionDate = "20240102", "20240102", "20240103"
+    add_issue_leaks(ds)
+    if full_table:
+        fill_table(ds)
+        nested = Dataset()
+        fill_table(nested)
+        deeper = Dataset()
+        fill_table(deeper)
+        nested.AnatomicRegionSequence = [deeper]
+        ds.ProcedureCodeSequence[0].AnatomicRegionSequence = [nested]
+
+
+def walk(ds: Dataset, depth: int = 0):
+    """(depth, element) for every element of `ds` and of its sequences' items."""
+    for elem in ds:
+        yield depth, elem
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from walk(item, depth + 1)
+
+
+def table_values(datasets: list[Dataset]) -> dict[Tag, list[Any]]:
+    """The original non-empty values of every table attribute, anywhere in `datasets`."""
+    values: dict[Tag, list[Any]] = {}
+    for ds in datasets:
+        for _, elem in walk(ds):
+            if elem.tag in TABLE and elem.VR != "SQ" and not elem.is_empty:
+                values.setdefault(elem.tag, []).append(elem.value)
+    return values
+
+
+def kept_values(ds: Dataset, originals: dict[Tag, list[Any]]) -> list[str]:
+    """Table attributes of `ds` (at any depth) that still hold an original value: what must not exist."""
+    return [
+        f"{elem.keyword or elem.tag} ({TABLE[elem.tag]}) at depth {depth}"
+        for depth, elem in walk(ds)
+        if elem.VR != "SQ" and not elem.is_empty and elem.value in originals.get(elem.tag, ())
+    ]
+
+
+def text_of(ds: Dataset) -> str:
+    """Every value of `ds` and its sequences as text (to search for names and markers)."""
+    return "\n".join(str(e.value) for _, e in walk(ds) if e.VR != "SQ")
