@@ -47,9 +47,10 @@ MAX_INT = 2**31 - 1
 
 # -- models -----------------------------------------------------------------------------------------------
 class Body(BaseModel):
-    """A JSON request body: unknown fields, NaN and Infinity are refused (422), never stored."""
+    """A JSON request body: unknown fields, values of the wrong type (no "5" for 5), NaN and Infinity
+    are refused (422), never stored."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class SessionIn(Body):
