@@ -105,7 +105,9 @@ def test_corrupt_and_malformed_uploads(client: TestClient, series: list[Path]) -
     r = client.post(
         "/api/studies", data={"note": "no files"}, files=[("other", ("a.txt", b"a", "text/plain"))]
     )
-    assert r.status_code == 422 and "No files" in r.json()["detail"]
+    assert r.status_code == 422 and "in the field 'files', not 'other'" in r.json()["detail"]
+    r = client.post("/api/studies", data={"note": "no files"}, files=[])
+    assert r.status_code in (415, 422) and "'files'" in r.json()["detail"]
     mixed = [*multipart(series[:2]), ("files", ("a.zip", zip_bytes(series[:1]), "application/zip"))]
     r = client.post("/api/studies", files=mixed)
     assert r.status_code == 422 and "exactly one .zip" in r.json()["detail"]

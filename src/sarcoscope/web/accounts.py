@@ -6,6 +6,7 @@ made with weaker parameters than the current defaults is replaced at the next su
 
 from __future__ import annotations
 
+import functools
 import getpass
 import re
 import threading
@@ -23,8 +24,12 @@ _hasher = PasswordHasher()
 #: Each verification takes 64 MiB for a fraction of a second: a burst of logins must not take the
 #: server's memory, so at most two run at once.
 _verifying = threading.BoundedSemaphore(2)
-#: Verified against when the user name is unknown, so that the answer takes as long as for a real user.
-_DUMMY_HASH = _hasher.hash("sarcoscope: no such user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user name is unknown, so that the answer takes as long as for a real user."""
+    return _hasher.hash("sarcoscope: no such user")
 
 
 def valid_user_name(name: str) -> bool:
@@ -56,7 +61,7 @@ def verify_password(user: User | None, password: str) -> tuple[bool, str | None]
     """
     try:
         with _verifying:
-            _hasher.verify(_DUMMY_HASH if user is None else user.password_hash, password)
+            _hasher.verify(_dummy_hash() if user is None else user.password_hash, password)
     except (VerificationError, InvalidHashError):
         return False, None
     if user is None:

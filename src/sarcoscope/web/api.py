@@ -11,7 +11,6 @@ import gzip
 import shutil
 import tempfile
 import zipfile
-from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -23,12 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, LABEL_COLORS, TISSUE_TITLES, TISSUES
 from sarcoscope.store import LabelVersion, Study
-from sarcoscope.store.files import open_private
 from sarcoscope.web import analysis, render
 from sarcoscope.web.auth import COOKIE, client_of
 from sarcoscope.web.context import AppContext, get_context
 from sarcoscope.web.deidentify import deidentify
-from sarcoscope.web.volumes import UploadedPart, ingest
+from sarcoscope.web.upload import receive_upload
+from sarcoscope.web.volumes import ingest
 
 router = APIRouter(prefix="/api")
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -221,7 +220,7 @@ async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]
 
     work = ctx.store.new_tmp_dir()
     try:
-        parts, series_uid = await _receive_parts(request, work)
+        parts, series_uid = await receive_upload(request, work)
         study, volume = await run_in_threadpool(
             ingest, ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
         )
@@ -229,44 +228,6 @@ async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]
         return study_json(ctx, study)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-async def _receive_parts(request: Request, work: Path) -> tuple[list[UploadedPart], str | None]:
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise HTTPException(415, "Send the files as multipart/form-data (field 'files').")
-    form = await request.form(max_files=20000, max_fields=20)
-    parts: list[UploadedPart] = []
-    series_uid = form.get("series_uid")
-    try:
-        for i, item in enumerate(form.getlist("files")):
-            if isinstance(item, str):
-                raise HTTPException(422, "Field 'files' must carry files, not text.")
-            name = item.filename or ""
-            lower = name.lower()
-            suffix = (
-                ".zip"
-                if lower.endswith(".zip")
-                else ".nii.gz"
-                if lower.endswith(".nii.gz")
-                else (".nii" if lower.endswith(".nii") else ".dcm")
-            )
-            path = work / f"part{i:06d}{suffix}"
-            size = 0
-            with open_private(path) as f:
-                while chunk := await item.read(1 << 20):
-                    size += len(chunk)
-                    f.write(chunk)
-            # The client's base name is kept for messages and the suffix only, never for a path.
-            client_name = PurePosixPath(name.replace("\\", "/")).name[:255]
-            parts.append(UploadedPart(client_name=client_name, path=path, size=size))
-    finally:
-        await form.close()
-    if not parts:
-        raise HTTPException(422, "No files received: send them in the multipart field 'files'.")
-    if series_uid is not None and not isinstance(series_uid, str):
-        raise HTTPException(422, "Field 'series_uid' must be text.")
-    return parts, series_uid
 
 
 @router.get("/studies/{study_id}", tags=["studies"])
