@@ -275,30 +275,41 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     page.wait_for_selector("#no-studies:not([hidden])")
 
 
-def test_login_with_access_token(tmp_path: Path) -> None:
+@contextmanager
+def _login_page(settings: WebSettings) -> Iterator[tuple[object, str]]:
+    """A browser page on a server started with `settings`, showing the login form; yields (page, URL)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
-    settings = WebSettings(data_dir=tmp_path / "data", token="a-long-access-token", token_user="dr.alice")
     with _running(settings) as url, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         page = browser.new_page()
         page.goto(url)
         page.wait_for_selector("#view-login:not([hidden])")
+        yield page, url
+        browser.close()
+
+
+def _submit_login(page: object, secret: str, user: str | None = None) -> None:
+    if user is not None:
+        page.fill("#login-user", user)
+    page.fill("#login-token", secret)
+    page.click("#login-form button[type=submit]")
+
+
+def test_login_with_access_token(tmp_path: Path) -> None:
+    settings = WebSettings(data_dir=tmp_path / "data", token="a-long-access-token", token_user="dr.alice")
+    with _login_page(settings) as (page, _):
         assert page.locator("#login-user-field").is_hidden()  # one user, named by the server
         assert page.locator("#login-secret-name").inner_text() == "Access token"
-        page.fill("#login-token", "wrong-token")
-        page.click("#login-form button[type=submit]")
+        _submit_login(page, "wrong-token")
         page.wait_for_selector("#login-error:has-text('access token is wrong')")
-        page.fill("#login-token", "a-long-access-token")
-        page.click("#login-form button[type=submit]")
+        _submit_login(page, "a-long-access-token")
         page.wait_for_selector("#view-studies:not([hidden])")
         assert page.locator("#user-box").inner_text().startswith("Signed in as dr.alice")
         page.click("#user-box button")  # sign out
         page.wait_for_selector("#view-login:not([hidden])")
-        browser.close()
 
 
 def test_login_with_an_account_and_sign_out(tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
     from sarcoscope.store import Store
     from sarcoscope.web.accounts import add_user
 
@@ -306,18 +317,11 @@ def test_login_with_an_account_and_sign_out(tmp_path: Path) -> None:
     store.migrate()
     add_user(store, "dr. bob", "bobs-password-1")
     store.close()
-    with _running(WebSettings(data_dir=tmp_path / "data")) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page()
-        page.goto(url)
-        page.wait_for_selector("#view-login:not([hidden])")
+    with _login_page(WebSettings(data_dir=tmp_path / "data")) as (page, url):
         assert page.locator("#login-secret-name").inner_text() == "Password"
-        page.fill("#login-user", "dr. bob")
-        page.fill("#login-token", "not-his-password")
-        page.click("#login-form button[type=submit]")
+        _submit_login(page, "not-his-password", "dr. bob")
         page.wait_for_selector("#login-error:has-text('Wrong user name or password')")
-        page.fill("#login-token", "bobs-password-1")
-        page.click("#login-form button[type=submit]")
+        _submit_login(page, "bobs-password-1")
         page.wait_for_selector("#view-studies:not([hidden])")
         assert page.locator("#user-box").inner_text().startswith("Signed in as dr. bob")
         cookie = next(c for c in page.context.cookies() if c["name"] == "sarcoscope_session")
@@ -330,4 +334,3 @@ def test_login_with_an_account_and_sign_out(tmp_path: Path) -> None:
         assert stale.status == 401
         page.reload()
         page.wait_for_selector("#view-login:not([hidden])")
-        browser.close()

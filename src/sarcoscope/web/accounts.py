@@ -13,6 +13,7 @@ import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.low_level import Type, hash_secret_raw
 
 from sarcoscope.errors import SarcoscopeError
 from sarcoscope.store import Store, User
@@ -67,6 +68,21 @@ def verify_password(user: User | None, password: str) -> tuple[bool, str | None]
     if user is None:
         return False, None
     return True, _hasher.hash(password) if _hasher.check_needs_rehash(user.password_hash) else None
+
+
+def token_fingerprint(token: str) -> str:
+    """A stable digest of the access token that names its sessions' realm in the database; Argon2id, so
+    that a copy of the database does not let anyone test guesses of the token quickly."""
+    raw = hash_secret_raw(
+        token.encode(),
+        b"sarcoscope-token-realm",
+        time_cost=3,
+        memory_cost=65536,
+        parallelism=4,
+        hash_len=16,
+        type=Type.ID,
+    )
+    return raw.hex()
 
 
 def cli_actor() -> str:

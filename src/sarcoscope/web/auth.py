@@ -23,7 +23,7 @@ from typing import Literal
 from fastapi import HTTPException, Request
 
 from sarcoscope.store import Store, as_utc
-from sarcoscope.web.accounts import valid_user_name, verify_password
+from sarcoscope.web.accounts import token_fingerprint, valid_user_name, verify_password
 from sarcoscope.web.settings import WebSettings
 
 COOKIE = "sarcoscope_session"
@@ -57,7 +57,7 @@ class Authenticator:
         # Sessions are only honoured in the realm that granted them: a new token or the first account
         # ends every session granted before.
         self.realm = (
-            f"token:{_digest('sarcoscope-token:' + settings.token)[:32]}"
+            f"token:{token_fingerprint(settings.token)}"
             if self.mode == "token" and settings.token
             else self.mode
         )
