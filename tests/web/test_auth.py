@@ -254,3 +254,26 @@ def test_one_server_per_data_folder(tmp_path: Path) -> None:
         create_app(WebSettings(data_dir=tmp_path / "d"))
     app.state.ctx.store.close()
     create_app(WebSettings(data_dir=tmp_path / "d")).state.ctx.store.close()
+
+
+def test_forwarded_headers_count_only_from_a_trusted_proxy(tmp_path: Path) -> None:
+    """As `serve` runs it: uvicorn's proxy-header middleware trusting 127.0.0.1."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    _with_accounts(tmp_path / "data")
+    app = create_app(WebSettings(data_dir=tmp_path / "data"))
+    behind_tls = ProxyHeadersMiddleware(app, trusted_hosts="127.0.0.1")
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    wrong = {"user": "alice", "password": "wrong-password"}
+    with TestClient(behind_tls, client=("127.0.0.1", 40000)) as proxy:
+        r = proxy.post("/api/session", json={"user": "alice", "password": ALICE[1]}, headers=forwarded)
+        assert "Secure" in r.headers["set-cookie"]
+        assert proxy.post("/api/session", json=wrong, headers=forwarded).status_code == 401
+    with TestClient(behind_tls, client=("198.51.100.7", 40000)) as direct:  # not the proxy: not believed
+        r = direct.post("/api/session", json={"user": "alice", "password": ALICE[1]}, headers=forwarded)
+        assert "Secure" not in r.headers["set-cookie"]
+        assert direct.post("/api/session", json=wrong, headers=forwarded).status_code == 401
+    with app.state.ctx.store.session() as s:
+        keys = set(s.scalars(select(LoginFailure.key)))
+    assert keys == {"user:alice", "client:203.0.113.9", "client:198.51.100.7"}
+    app.state.ctx.store.close()

@@ -178,6 +178,10 @@ def test_orphans_of_an_interrupted_upload_are_removed_at_start(tmp_path: Path, s
     for path in orphans:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"PHI")
+    outside = tmp_path / "elsewhere"
+    (outside / "9.8").mkdir(parents=True)
+    (outside / "9.8" / "keep.txt").write_text("not the server's")
+    (data / "ct" / "9.7").symlink_to(outside)  # a link is removed, never followed
     app = create_app(WebSettings(data_dir=data))
     with TestClient(app) as c:
         assert c.get(f"/api/studies/{study['id']}/image/axial/3").status_code == 200
@@ -187,6 +191,7 @@ def test_orphans_of_an_interrupted_upload_are_removed_at_start(tmp_path: Path, s
     orphans[4].unlink()
     assert sorted(p for p in remaining if p != orphans[4]) == kept
     assert not (data / "ct" / "1.2.3").exists() and not (data / "cache" / ("ab" * 16)).exists()
+    assert not (data / "ct" / "9.7").is_symlink() and (outside / "9.8" / "keep.txt").exists()
 
 
 def test_deleting_a_study_deletes_every_file_of_it(

@@ -227,7 +227,7 @@ class Store:
             ids = set(s.scalars(select(Study.id)))
         removed = list((self.data_dir / "tmp").iterdir())
         for study_dir in (self.data_dir / "ct").iterdir():
-            if not study_dir.is_dir():
+            if study_dir.is_symlink() or not study_dir.is_dir():  # never followed out of the folder
                 removed.append(study_dir)
                 continue
             removed += [p for p in study_dir.iterdir() if (study_dir.name, p.name) not in series]
