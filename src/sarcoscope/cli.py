@@ -850,7 +850,7 @@ def models_show(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs a token.")] = (
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs a login.")] = (
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
@@ -860,26 +860,164 @@ def serve(
     database_url: Annotated[
         str | None, typer.Option(envvar="SARCOSCOPE_DATABASE_URL", help="SQLAlchemy URL (default: SQLite).")
     ] = None,
-    token: Annotated[
-        str | None, typer.Option(envvar="SARCOSCOPE_TOKEN", help="Access token required to log in.")
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the access token of a single-user server (or set SARCOSCOPE_TOKEN)."),
     ] = None,
+    token_user: Annotated[
+        str | None,
+        typer.Option(envvar="SARCOSCOPE_TOKEN_USER", help="Name the audit log gives the token's holder."),
+    ] = None,
+    token: Annotated[str | None, typer.Option(hidden=True)] = None,
     max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload.")] = 4096,
     engine: Annotated[str, typer.Option(help="Segmentation engine for 'Segment selected'.")] = DEFAULT_ENGINE,
+    session_hours: Annotated[float, typer.Option(help="A login lasts this many hours.")] = 12.0,
+    secure_cookies: Annotated[
+        bool, typer.Option(help="Mark the session cookie Secure even for requests seen as plain HTTP.")
+    ] = False,
+    trusted_proxy: Annotated[
+        str,
+        typer.Option(help="Comma-separated addresses of reverse proxies whose X-Forwarded-* headers count."),
+    ] = "127.0.0.1",
 ) -> None:
     """Run the web labeling application (browser UI and API) at http://HOST:PORT/."""
     from sarcoscope.web import serve as run_server
+    from sarcoscope.web.settings import load_token
 
-    _run(
-        lambda: run_server(
+    def body() -> None:
+        if token is not None:
+            raise SarcoscopeError(
+                "--token is not accepted: a token on the command line is visible to every user of this "
+                "machine. Put it in a file readable only by you (--token-file) or in SARCOSCOPE_TOKEN."
+            )
+        run_server(
             host=host,
             port=port,
             data_dir=data_dir,
             database_url=database_url,
-            token=token,
+            token=load_token(token_file),
+            token_user=token_user,
             max_upload_mb=max_upload_mb,
             engine=engine,
+            session_hours=session_hours,
+            secure_cookies=secure_cookies,
+            trusted_proxies=trusted_proxy,
         )
-    )
+
+    _run(body)
+
+
+users_app = typer.Typer(
+    no_args_is_help=True,
+    help="User accounts of the web application (passwords are read from a prompt or stdin, never argv).",
+)
+app.add_typer(users_app, name="users")
+DataDirOption = Annotated[Path, typer.Option(help="The server's data folder.")]
+DatabaseOption = Annotated[
+    str | None, typer.Option(envvar="SARCOSCOPE_DATABASE_URL", help="SQLAlchemy URL (default: SQLite).")
+]
+PasswordStdinOption = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+]
+
+
+def _with_accounts(data_dir: Path, database_url: str | None, action: Callable[[Any], None]) -> None:
+    """Run `action(store)` on the server's database (migrated to the newest schema first)."""
+    from sarcoscope.store import Store
+
+    def body() -> None:
+        store = Store(data_dir, database_url)
+        try:
+            store.migrate()
+            action(store)
+        finally:
+            store.close()
+
+    _run(body)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name (recorded in the audit log).")],
+    data_dir: DataDirOption = Path("sarcoscope-data"),
+    database_url: DatabaseOption = None,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Create an account; the server requires logins from its next start on."""
+    from sarcoscope.web import accounts
+
+    def action(store: Any) -> None:
+        first = not store.has_users()
+        accounts.add_user(store, name, _read_password(password_stdin))
+        console.print(f"User [bold]{name}[/] added.")
+        if first:
+            console.print("This is the first account: restart `sarcoscope serve` so that it requires logins.")
+
+    _with_accounts(data_dir, database_url, action)
+
+
+@users_app.command("passwd")
+def users_passwd(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    data_dir: DataDirOption = Path("sarcoscope-data"),
+    database_url: DatabaseOption = None,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Set a new password; the user's open sessions end."""
+    from sarcoscope.web import accounts
+
+    def action(store: Any) -> None:
+        if store.get_user(name) is None:  # before asking for a password
+            raise SarcoscopeError(f"No user '{name}'.")
+        accounts.change_password(store, name, _read_password(password_stdin))
+        console.print(f"Password of [bold]{name}[/] changed; their sessions have ended.")
+
+    _with_accounts(data_dir, database_url, action)
+
+
+@users_app.command("remove")
+def users_remove(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    data_dir: DataDirOption = Path("sarcoscope-data"),
+    database_url: DatabaseOption = None,
+) -> None:
+    """Delete an account and end its sessions (its name stays in the audit log and label history)."""
+    from sarcoscope.web import accounts
+
+    def action(store: Any) -> None:
+        accounts.remove_user(store, name)
+        console.print(f"User [bold]{name}[/] removed.")
+
+    _with_accounts(data_dir, database_url, action)
+
+
+@users_app.command("list")
+def users_list(
+    data_dir: DataDirOption = Path("sarcoscope-data"), database_url: DatabaseOption = None
+) -> None:
+    """List the accounts with their last login and failed logins since."""
+
+    def action(store: Any) -> None:
+        if not store.has_users():
+            console.print("No accounts: the server runs with an access token, or open on loopback only.")
+            return
+        table = Table("user", "created", "last login", "failed logins since")
+        for user in store.list_users():
+            table.add_row(
+                user.name,
+                f"{user.created_at:%Y-%m-%d %H:%M}",
+                f"{user.last_login_at:%Y-%m-%d %H:%M}" if user.last_login_at else "never",
+                str(user.failed_logins),
+            )
+        console.print(table)
+
+    _with_accounts(data_dir, database_url, action)
 
 
 class PhantomKind(StrEnum):

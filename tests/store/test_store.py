@@ -13,7 +13,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
-from sarcoscope.store import NotFoundError, StaleVersionError, Store, Study, new_study_id
+import sarcoscope.store.store as store_module
+from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, Store, Study, new_study_id
 from sarcoscope.store.models import Base
 
 
@@ -59,12 +60,53 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def test_migrations_create_exactly_the_model_schema(store: Store) -> None:
-    assert store.schema_revision() == "0001"
+    assert store.schema_revision() == "0002"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
     store.migrate()  # idempotent
+    assert store.schema_revision() == "0002"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store whose database has no tables yet."""
+    if request.param == "postgresql":
+        if not POSTGRES_URL:
+            pytest.skip("set SARCOSCOPE_TEST_DATABASE_URL to a scratch PostgreSQL database to test it")
+        engine = create_engine(POSTGRES_URL)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+    s = Store(tmp_path / "data", POSTGRES_URL if request.param == "postgresql" else None)
+    yield s
+    s.close()
+
+
+def test_accounts_migration_keeps_the_data_and_downgrades(empty_database: Store) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    store = empty_database
+    store.migrate("0001")
+    study = store.add_study(_study(), actor="alice")
+    labels = np.ones((1, 4, 5), np.uint8)
+    store.save_version(study.id, base_version=None, labels=labels, indices=[2], author="a", source="segment")
+    store.migrate()
+    assert store.schema_revision() == "0002"
+    assert store.get_study(study.id).created_by == "alice"
+    np.testing.assert_array_equal(store.load_labels(study.id).labels, labels)
+    store.add_user("bob", "hash", actor="cli")
+    assert store.has_users()
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(store_module.__file__).parent / "migrations"))
+    with store.engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "0001")
     assert store.schema_revision() == "0001"
+    assert store.get_study(study.id).n_slices == 10
 
 
 def test_versions_are_append_only_and_stale_saves_are_refused(store: Store) -> None:
@@ -152,3 +194,56 @@ def test_search_update_delete(store: Store) -> None:
     with pytest.raises(NotFoundError):
         store.get_study(a.id)
     assert store.audit_events(a.id)[0].action == "delete-study"
+
+
+def test_search_matches_wildcards_literally(store: Store) -> None:
+    plain = store.add_study(_study("1.2.3.4"), actor="alice")
+    special = _study("1.2.3.5")
+    special.series_description = "50%_dose \\ low"
+    store.add_study(special, actor="alice")
+    assert {s.id for s in store.list_studies("")} == {plain.id, special.id}
+    assert [s.id for s in store.list_studies("%")] == [special.id]
+    assert [s.id for s in store.list_studies("_")] == [special.id]
+    assert [s.id for s in store.list_studies("\\")] == [special.id]
+    assert [s.id for s in store.list_studies("0%_d")] == [special.id]
+    assert store.list_studies("5_%") == []  # would match "50%" if "_" were a wildcard
+
+
+def test_accounts_sessions_and_failure_counters(store: Store) -> None:
+    import datetime as dt
+
+    store.add_user("alice", "h1", actor="cli:root")
+    with pytest.raises(ConflictError, match="already exists"):
+        store.add_user("alice", "h2", actor="cli:root")
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    store.add_session("a" * 64, "alice", "account", later, "127.0.0.1")
+    store.add_session("b" * 64, "bob", "open", later, None)
+    store.add_session("c" * 64, "alice", "account", later - dt.timedelta(hours=2), None)  # expired
+    store.add_session("d" * 64, "carol", "account", later, None)  # prunes the expired one
+    assert store.get_session("c" * 64) is None
+    session = store.get_session("a" * 64)
+    assert session is not None and session.user_name == "alice" and session.realm == "account"
+
+    store.set_password("alice", "h3", actor="cli:root")  # ends alice's sessions only
+    assert store.get_session("a" * 64) is None and store.get_session("b" * 64) is not None
+    assert store.get_user("alice").password_hash == "h3"
+    store.add_session("e" * 64, "alice", "account", later, None)
+    store.remove_user("alice", actor="cli:root")
+    assert store.get_user("alice") is None and store.get_session("e" * 64) is None
+    with pytest.raises(NotFoundError):
+        store.remove_user("alice", actor="cli:root")
+    assert [e.action for e in reversed(store.audit_events())] == ["user-add", "user-passwd", "user-remove"]
+
+    now = dt.datetime.now(dt.UTC)
+    window = now - dt.timedelta(minutes=15)
+    keys = ["user:x", "client:10.0.0.1"]
+    for _ in range(3):
+        counts = store.add_login_failure(keys, window)
+    assert counts == {"user:x": 3, "client:10.0.0.1": 3}
+    assert {k: c for k, (c, _) in store.login_failures(keys, window).items()} == counts
+    # A window that ended counts as none, and is deleted with the next failure of any key.
+    assert store.login_failures(keys, now + dt.timedelta(seconds=5)) == {}
+    store.add_login_failure(["user:y"], now + dt.timedelta(seconds=5))
+    assert store.login_failures(keys, window) == {}
+    store.clear_login_failures("user:y")
+    assert store.login_failures(["user:y"], window) == {}

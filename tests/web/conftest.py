@@ -34,6 +34,12 @@ def _fresh_database() -> str | None:
     return POSTGRES_URL
 
 
+@pytest.fixture(scope="module")
+def module_database_url() -> str | None:
+    """A fresh database for the tests of one module that share a server (None: SQLite)."""
+    return _fresh_database()
+
+
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = WebSettings(

@@ -105,7 +105,9 @@ def test_corrupt_and_malformed_uploads(client: TestClient, series: list[Path]) -
     r = client.post(
         "/api/studies", data={"note": "no files"}, files=[("other", ("a.txt", b"a", "text/plain"))]
     )
-    assert r.status_code == 422 and "No files" in r.json()["detail"]
+    assert r.status_code == 422 and "in the field 'files', not 'other'" in r.json()["detail"]
+    r = client.post("/api/studies", data={"note": "no files"}, files=[])
+    assert r.status_code in (415, 422) and "'files'" in r.json()["detail"]
     mixed = [*multipart(series[:2]), ("files", ("a.zip", zip_bytes(series[:1]), "application/zip"))]
     r = client.post("/api/studies", files=mixed)
     assert r.status_code == 422 and "exactly one .zip" in r.json()["detail"]
@@ -394,28 +396,34 @@ def test_openapi_and_config(client: TestClient) -> None:
     assert "default-src 'self'" in page.headers["content-security-policy"]
 
 
-def test_token_required_when_configured(tmp_path: Path, series: list[Path]) -> None:
+def test_token_mode_is_one_user_named_in_the_settings(tmp_path: Path, series: list[Path]) -> None:
     token = "correct-horse-battery"
-    app = create_app(WebSettings(data_dir=tmp_path / "d", token=token))
+    app = create_app(WebSettings(data_dir=tmp_path / "d", token=token, token_user="dr.bob"))
     with TestClient(app) as c:
         r = c.get("/api/studies")
         assert r.status_code == 401 and "Login required" in r.json()["detail"]
-        assert c.get("/api/config").json() | {} and c.get("/api/health").status_code == 200
+        cfg = c.get("/api/config").json()
+        assert cfg["auth_mode"] == "token" and cfg["user"] is None and c.get("/api/health").status_code == 200
         assert c.post("/api/studies", files=multipart(series)).status_code == 401
-        assert c.post("/api/session", json={"user": "alice", "token": "wrong"}).status_code == 401
+        assert c.post("/api/session", json={"token": "wrong"}).status_code == 401
         assert c.get("/api/studies", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert c.get("/api/studies", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-        assert c.post("/api/session", json={"user": "bad/name", "token": token}).status_code == 422
-        assert c.post("/api/session", json={"user": "alice", "token": token}).status_code == 200
-        study = c.post("/api/studies", files=multipart(series)).json()
-        assert study["created_by"] == "alice"
+        # A script with the token is the settings' user; the name it claims is not believed.
+        bearer = {"Authorization": f"Bearer {token}", "X-Sarcoscope-User": "mallory"}
+        assert c.get("/api/studies", headers=bearer).status_code == 200
+        r = c.post("/api/session", json={"user": "alice", "token": token})
+        assert r.status_code == 422 and "'dr.bob'" in r.json()["detail"]
+        r = c.post("/api/session", json={"token": token})
+        assert r.status_code == 200 and r.json()["user"] == "dr.bob"
+        claimed = {"X-Sarcoscope-User": "mallory"}
+        study = c.post("/api/studies", files=multipart(series), headers=claimed).json()
+        assert study["created_by"] == "dr.bob"
         assert c.delete("/api/session").status_code == 200  # logout clears the cookie
         assert c.get("/api/studies").status_code == 401
-        c.post("/api/session", json={"user": "alice", "token": token})
-        c.cookies.set("sarcoscope_session", "YWxpY2U.forged")
+        c.cookies.set("sarcoscope_session", "forged-session-token")
         assert c.get("/api/studies").status_code == 401
-        events = c.get("/api/audit", headers={"Authorization": f"Bearer {token}"}).json()
-        assert {"login-failed", "login", "upload"} <= {e["action"] for e in events}
+        events = c.get("/api/audit", headers=bearer).json()
+        assert {e["actor"] for e in events} == {"dr.bob"}
+        assert [e["action"] for e in reversed(events)] == ["login", "upload", "logout"]
     app.state.ctx.store.close()
 
 

@@ -280,25 +280,38 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     page.wait_for_selector("#no-studies:not([hidden])")
 
 
-def test_login_with_access_token(tmp_path: Path) -> None:
+@contextmanager
+def _login_page(settings: WebSettings) -> Iterator[tuple[object, str]]:
+    """A browser page on a server started with `settings`, showing the login form; yields (page, URL)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
-    settings = WebSettings(data_dir=tmp_path / "data", token="a-long-access-token")
     with _running(settings) as url, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         page = browser.new_page()
         page.goto(url)
         page.wait_for_selector("#view-login:not([hidden])")
-        page.fill("#login-user", "dr.alice")
-        page.fill("#login-token", "wrong-token")
-        page.click("#login-form button[type=submit]")
+        yield page, url
+        browser.close()
+
+
+def _submit_login(page: object, secret: str, user: str | None = None) -> None:
+    if user is not None:
+        page.fill("#login-user", user)
+    page.fill("#login-token", secret)
+    page.click("#login-form button[type=submit]")
+
+
+def test_login_with_access_token(tmp_path: Path) -> None:
+    settings = WebSettings(data_dir=tmp_path / "data", token="a-long-access-token", token_user="dr.alice")
+    with _login_page(settings) as (page, _):
+        assert page.locator("#login-user-field").is_hidden()  # one user, named by the server
+        assert page.locator("#login-secret-name").inner_text() == "Access token"
+        _submit_login(page, "wrong-token")
         page.wait_for_selector("#login-error:has-text('access token is wrong')")
-        page.fill("#login-token", "a-long-access-token")
-        page.click("#login-form button[type=submit]")
+        _submit_login(page, "a-long-access-token")
         page.wait_for_selector("#view-studies:not([hidden])")
         assert page.locator("#user-box").inner_text().startswith("Signed in as dr.alice")
         page.click("#user-box button")  # sign out
         page.wait_for_selector("#view-login:not([hidden])")
-        browser.close()
 
 
 def test_model_choice_is_offered_for_unet_and_recorded(
@@ -336,3 +349,30 @@ def test_model_choice_is_offered_for_unet_and_recorded(
     page.wait_for_url("**/label", timeout=60000)
     versions = page.request.get(f"{server}/api/studies/{study_id}/versions").json()
     assert versions[0]["engine"] == "unet" and versions[0]["model_id"].startswith("site-model+refine-v")
+
+
+def test_login_with_an_account_and_sign_out(tmp_path: Path) -> None:
+    from sarcoscope.store import Store
+    from sarcoscope.web.accounts import add_user
+
+    store = Store(tmp_path / "data")
+    store.migrate()
+    add_user(store, "dr. bob", "bobs-password-1")
+    store.close()
+    with _login_page(WebSettings(data_dir=tmp_path / "data")) as (page, url):
+        assert page.locator("#login-secret-name").inner_text() == "Password"
+        _submit_login(page, "not-his-password", "dr. bob")
+        page.wait_for_selector("#login-error:has-text('Wrong user name or password')")
+        _submit_login(page, "bobs-password-1")
+        page.wait_for_selector("#view-studies:not([hidden])")
+        assert page.locator("#user-box").inner_text().startswith("Signed in as dr. bob")
+        cookie = next(c for c in page.context.cookies() if c["name"] == "sarcoscope_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        page.click("#user-box button")  # sign out: the session ends on the server too
+        page.wait_for_selector("#view-login:not([hidden])")
+        stale = page.request.get(
+            f"{url}/api/studies", headers={"Cookie": f"sarcoscope_session={cookie['value']}"}
+        )
+        assert stale.status == 401
+        page.reload()
+        page.wait_for_selector("#view-login:not([hidden])")

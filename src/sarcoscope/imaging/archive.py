@@ -54,6 +54,11 @@ def extract_zip(archive: Path, dest: Path) -> int:
             rel = _safe_member_path(member.filename, archive)
             if rel is None or member.is_dir():
                 continue
+            if member.flag_bits & 0x1:  # zipfile would raise RuntimeError asking for a password
+                raise InputError(
+                    f"zip entry {member.filename} in {archive} is encrypted (password-protected); "
+                    "extract it first or upload an unencrypted zip"
+                )
             if stat.S_ISLNK(member.external_attr >> 16):
                 raise InputError(f"zip file {archive} contains a symbolic link ({member.filename}); refused")
             ratio = member.file_size / max(member.compress_size, 1)

@@ -1,6 +1,6 @@
 """Persistence for the web app: SQLAlchemy database (SQLite default, PostgreSQL by URL), CT files by UID."""
 
-from sarcoscope.store.models import AuditEvent, LabelVersion, Study
+from sarcoscope.store.models import AuditEvent, LabelVersion, LoginSession, Study, User
 from sarcoscope.store.store import (
     ConflictError,
     LabelStack,
@@ -8,6 +8,7 @@ from sarcoscope.store.store import (
     StaleVersionError,
     Store,
     StoreError,
+    as_utc,
     is_dicom_uid,
     new_study_id,
 )
@@ -17,11 +18,14 @@ __all__ = [
     "ConflictError",
     "LabelStack",
     "LabelVersion",
+    "LoginSession",
     "NotFoundError",
     "StaleVersionError",
     "Store",
     "StoreError",
     "Study",
+    "User",
+    "as_utc",
     "is_dicom_uid",
     "new_study_id",
 ]

@@ -1,4 +1,5 @@
-"""Database tables of the web app: studies, append-only label versions, and the audit log.
+"""Database tables of the web app: studies, append-only label versions, the audit log, user accounts,
+login sessions and failed-login counters.
 
 The schema is created and upgraded only by the Alembic migrations in `store/migrations` (never by
 `create_all`), so a PostgreSQL deployment and a SQLite data folder evolve the same way.
@@ -93,3 +94,48 @@ class AuditEvent(Base):
     study_id: Mapped[str | None] = mapped_column(String(32), index=True)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     client: Mapped[str | None] = mapped_column(String(64))
+
+
+class User(Base):
+    """An account of the web app; the password is stored only as an Argon2 hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    password_changed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Failed logins since the last successful one (counted here, not one audit event each).
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginSession(Base):
+    """A login: the browser holds a random token, the database only its SHA-256 (`id`).
+
+    Logging out deletes the row, so a copied cookie stops working at once. `realm` is the way the
+    session was granted ("account", "open", or "token:" plus a digest of the access token): a session
+    is only honoured by a server running in the same realm, so changing the token or adding accounts
+    ends the sessions granted before.
+    """
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(64), index=True)
+    realm: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    client: Mapped[str | None] = mapped_column(String(64))
+
+
+class LoginFailure(Base):
+    """Failed logins of one user name or one client address in the current throttling window."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)  # "user:<name>" or "client:<address>"
+    count: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)

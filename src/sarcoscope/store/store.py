@@ -7,9 +7,15 @@ Every change goes through a method here that also writes an audit event in the s
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
+import logging
+import os
 import re
+import shutil
+import stat
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -19,12 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, event, func, or_, select
+from sqlalchemy import Engine, create_engine, delete, event, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sarcoscope.errors import SarcoscopeError
-from sarcoscope.store.models import AuditEvent, LabelVersion, Study
+from sarcoscope.store.files import make_private, open_private, private_dir
+from sarcoscope.store.models import AuditEvent, LabelVersion, LoginFailure, LoginSession, Study, User
+
+log = logging.getLogger(__name__)
 
 #: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters. Only such strings become folder names.
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -49,6 +58,17 @@ class StaleVersionError(ConflictError):
     def __init__(self, message: str, latest: int | None) -> None:
         super().__init__(message)
         self.latest = latest
+
+
+def as_utc(when: dt.datetime) -> dt.datetime:
+    """A stored time as an aware UTC datetime (SQLite returns the stored UTC times without a zone)."""
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def like_pattern(text: str) -> str:
+    """`%text%` for LIKE ... ESCAPE '\\', with the wildcards in `text` matched literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def is_dicom_uid(text: str) -> bool:
@@ -92,21 +112,39 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Store:
-    """The data folder (`ct/<StudyUID>/<SeriesUID>/` files) and the database (default: `sarcoscope.db`)."""
+    """The data folder and the database (default: `sarcoscope.db` in the folder).
+
+    Layout: `ct/<StudyUID>/<SeriesUID>/` the original files, `cache/<study id>/` the decoded images,
+    `tmp/` uploads and exports in progress. Everything in it is owner-only (0700 / 0600).
+    """
 
     def __init__(self, data_dir: str | Path, database_url: str | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "tmp").mkdir(exist_ok=True)
-        url = database_url or f"sqlite:///{self.data_dir / 'sarcoscope.db'}"
-        self.engine: Engine = create_engine(url, future=True)
+        if self.data_dir.is_dir() and stat.S_IMODE(self.data_dir.stat().st_mode) & 0o077:
+            log.warning("Data folder %s was readable by other users; it is now owner-only.", self.data_dir)
+            make_private(self.data_dir)
+        private_dir(self.data_dir)
+        for folder in ("tmp", "ct", "cache"):
+            private_dir(self.data_dir / folder)
+            make_private(self.data_dir / folder)
+        if database_url is None:
+            # SQLite creates the -wal and -shm files with the database file's permissions.
+            db = self.data_dir / "sarcoscope.db"
+            if db.exists():
+                make_private(db)
+            else:
+                open_private(db).close()
+            database_url = f"sqlite:///{db}"
+        self.engine: Engine = create_engine(database_url, future=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._lock_fd: int | None = None
 
     # -- schema -------------------------------------------------------------------------------------
-    def migrate(self) -> None:
-        """Bring the database schema to the newest version shipped with this release (Alembic)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the database schema to the newest version shipped with this release (Alembic); tests
+        name an older `revision` to check an upgrade with data in place."""
         from alembic import command
         from alembic.config import Config
 
@@ -114,7 +152,7 @@ class Store:
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         with self.engine.begin() as connection:
             cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
 
     def schema_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
@@ -124,6 +162,30 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+    def lock(self) -> None:
+        """Claim the data folder for this process (until `close` or the process ends, even by a kill).
+
+        Only one server may use a data folder: at start it deletes files that no database row owns,
+        which would be another server's upload in progress.
+        """
+        path = self.data_dir / "server.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(
+                f"Another sarcoscope server (process {holder}) is using the data folder {self.data_dir}; "
+                "stop it first, or give this one its own --data-dir."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -137,10 +199,52 @@ class Store:
             raise StoreError(f"Study {study.id} has invalid UIDs; refusing to build a path from them.")
         return self.data_dir / "ct" / study.study_uid / study.series_uid
 
+    def cache_dir(self, study_id: str) -> Path:
+        """The study's decoded images (HU array, geometry), so that opening it needs no DICOM decoding."""
+        if not _STUDY_ID_RE.match(study_id):
+            raise StoreError(f"Invalid study id {study_id!r}; refusing to build a path from it.")
+        return self.data_dir / "cache" / study_id
+
     def new_tmp_dir(self) -> Path:
         path = self.data_dir / "tmp" / uuid.uuid4().hex
-        path.mkdir()
+        private_dir(path)
         return path
+
+    def remove_study_files(self, study: Study) -> None:
+        """Delete every file of a study: its CT files, its decoded images, an emptied StudyUID folder."""
+        series = self.series_dir(study)
+        shutil.rmtree(series, ignore_errors=True)
+        shutil.rmtree(self.cache_dir(study.id), ignore_errors=True)
+        with contextlib.suppress(OSError):  # only when no other series of the study is left
+            series.parent.rmdir()
+
+    def remove_orphan_files(self) -> list[Path]:
+        """Delete what a killed process left behind: everything in `tmp/`, and CT series and image
+        caches that no study row owns (an upload stopped before its row was committed, or a deletion
+        stopped after it). Call with the data folder locked (`lock`). Returns what was deleted."""
+        with self.session() as s:
+            series = {(a, b) for a, b in s.execute(select(Study.study_uid, Study.series_uid))}
+            ids = set(s.scalars(select(Study.id)))
+        removed = list((self.data_dir / "tmp").iterdir())
+        for study_dir in (self.data_dir / "ct").iterdir():
+            if study_dir.is_symlink() or not study_dir.is_dir():  # never followed out of the folder
+                removed.append(study_dir)
+                continue
+            removed += [p for p in study_dir.iterdir() if (study_dir.name, p.name) not in series]
+        removed += [p for p in (self.data_dir / "cache").iterdir() if p.name not in ids]
+        for path in removed:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        for study_dir in (self.data_dir / "ct").iterdir():
+            if not any(study_dir.iterdir()):
+                study_dir.rmdir()
+        if removed:
+            log.warning(
+                "Removed %d files or folders left by an interrupted upload or deletion.", len(removed)
+            )
+        return removed
 
     # -- audit --------------------------------------------------------------------------------------
     @staticmethod
@@ -210,17 +314,16 @@ class Store:
         """Newest first; `limit` None = every study."""
         with self.session() as s:
             q = select(Study).order_by(Study.created_at.desc()).limit(limit)
-            if query:
-                like = f"%{query.strip()}%"
-                q = q.where(
-                    or_(
-                        Study.patient_id.ilike(like),
-                        Study.series_description.ilike(like),
-                        Study.study_date.ilike(like),
-                        Study.id.ilike(like),
-                        Study.series_uid.ilike(like),
-                    )
+            if query and query.strip():
+                like = like_pattern(query.strip())
+                columns = (
+                    Study.patient_id,
+                    Study.series_description,
+                    Study.study_date,
+                    Study.id,
+                    Study.series_uid,
                 )
+                q = q.where(or_(*(c.ilike(like, escape="\\") for c in columns)))
             return list(s.scalars(q))
 
     def update_study(
@@ -242,7 +345,8 @@ class Store:
         return study
 
     def delete_study(self, study_id: str, actor: str, client: str | None = None) -> Study:
-        """Remove the study's rows (label versions cascade); the caller removes its files."""
+        """Remove the study's rows, then all its files (a kill in between leaves files that
+        `remove_orphan_files` deletes at the next start)."""
         with self.session() as s:
             study = s.get(Study, study_id)
             if study is None:
@@ -251,7 +355,132 @@ class Store:
                 s.delete(row)
             s.delete(study)
             self._audit(s, actor, "delete-study", study_id, {"series_uid": study.series_uid}, client)
+        self.remove_study_files(study)
         return study
+
+    # -- accounts -----------------------------------------------------------------------------------
+    def has_users(self) -> bool:
+        with self.session() as s:
+            return s.scalar(select(User.id).limit(1)) is not None
+
+    def get_user(self, name: str) -> User | None:
+        with self.session() as s:
+            return s.scalar(select(User).where(User.name == name))
+
+    def list_users(self) -> list[User]:
+        with self.session() as s:
+            return list(s.scalars(select(User).order_by(User.name)))
+
+    def add_user(self, name: str, password_hash: str, actor: str) -> User:
+        with self.session() as s:
+            if s.scalar(select(User.id).where(User.name == name)) is not None:
+                raise ConflictError(f"User '{name}' already exists.")
+            user = User(name=name, password_hash=password_hash, failed_logins=0)
+            s.add(user)
+            self._audit(s, actor, "user-add", None, {"user": name})
+        return user
+
+    def remove_user(self, name: str, actor: str) -> None:
+        """Delete the account and end its sessions; its name stays in the audit log and label history."""
+        with self.session() as s:
+            user = s.scalar(select(User).where(User.name == name))
+            if user is None:
+                raise NotFoundError(f"No user '{name}'.")
+            s.delete(user)
+            s.execute(delete(LoginSession).where(LoginSession.user_name == name))
+            self._audit(s, actor, "user-remove", None, {"user": name})
+
+    def set_password(self, name: str, password_hash: str, actor: str) -> None:
+        """Replace the password hash; the user's sessions end (whoever knew the old password is out)."""
+        with self.session() as s:
+            user = s.scalar(select(User).where(User.name == name))
+            if user is None:
+                raise NotFoundError(f"No user '{name}'.")
+            user.password_hash = password_hash
+            user.password_changed_at = dt.datetime.now(dt.UTC)
+            user.failed_logins = 0
+            s.execute(delete(LoginSession).where(LoginSession.user_name == name))
+            self._audit(s, actor, "user-passwd", None, {"user": name})
+
+    def record_login(self, name: str, ok: bool, client: str | None, new_hash: str | None = None) -> None:
+        """Count a login on the account (a success is audited and resets the failure count; failures
+        are only counted); `new_hash` replaces a hash made with older Argon2 parameters."""
+        now = dt.datetime.now(dt.UTC)
+        with self.session() as s:
+            user = s.scalar(select(User).where(User.name == name))
+            if user is None:
+                return
+            if ok:
+                user.last_login_at, user.failed_logins = now, 0
+                if new_hash is not None:
+                    user.password_hash = new_hash
+                self._audit(s, name, "login", None, None, client)
+            else:
+                user.failed_logins, user.last_failed_login_at = user.failed_logins + 1, now
+
+    # -- login sessions -------------------------------------------------------------------------------
+    def add_session(
+        self, session_id: str, user_name: str, realm: str, expires_at: dt.datetime, client: str | None
+    ) -> None:
+        """Store a new session (by the digest of its token); expired sessions are deleted on the way."""
+        now = dt.datetime.now(dt.UTC)
+        with self.session() as s:
+            s.execute(delete(LoginSession).where(LoginSession.expires_at < now))
+            s.add(
+                LoginSession(
+                    id=session_id,
+                    user_name=user_name,
+                    realm=realm,
+                    created_at=now,
+                    expires_at=expires_at,
+                    client=client,
+                )
+            )
+
+    def get_session(self, session_id: str) -> LoginSession | None:
+        with self.session() as s:
+            return s.get(LoginSession, session_id)
+
+    def delete_session(self, session_id: str) -> LoginSession | None:
+        with self.session() as s:
+            row = s.get(LoginSession, session_id)
+            if row is not None:
+                s.delete(row)
+            return row
+
+    # -- login throttling -----------------------------------------------------------------------------
+    def login_failures(self, keys: list[str], since: dt.datetime) -> dict[str, tuple[int, dt.datetime]]:
+        """Failures per key counted since `since` (older windows count as none): (count, window start)."""
+        with self.session() as s:
+            rows = s.scalars(select(LoginFailure).where(LoginFailure.key.in_(keys)))
+            return {r.key: (r.count, as_utc(r.window_start)) for r in rows if as_utc(r.window_start) >= since}
+
+    def add_login_failure(self, keys: list[str], since: dt.datetime) -> dict[str, int]:
+        """Count one failure for each key (a window older than `since` starts again); returns the
+        new counts. Windows older than `since` are deleted, so the table holds at most one row per
+        key that failed recently."""
+        try:
+            return self._count_failure(keys, since)
+        except IntegrityError:  # a concurrent failure inserted the same key first: count on its row
+            return self._count_failure(keys, since)
+
+    def _count_failure(self, keys: list[str], since: dt.datetime) -> dict[str, int]:
+        now = dt.datetime.now(dt.UTC)
+        counts = {}
+        with self.session() as s:
+            s.execute(delete(LoginFailure).where(LoginFailure.window_start < since))
+            for key in keys:
+                row = s.get(LoginFailure, key)
+                if row is None:
+                    row = LoginFailure(key=key, count=0, window_start=now)
+                    s.add(row)
+                row.count += 1
+                counts[key] = row.count
+        return counts
+
+    def clear_login_failures(self, key: str) -> None:
+        with self.session() as s:
+            s.execute(delete(LoginFailure).where(LoginFailure.key == key))
 
     # -- label versions -----------------------------------------------------------------------------
     def latest_version(self, study_id: str) -> int | None:

@@ -11,13 +11,13 @@ import gzip
 import shutil
 import tempfile
 import zipfile
-from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, LABEL_COLORS, TISSUE_TITLES, TISSUES
@@ -25,9 +25,10 @@ from sarcoscope.imaging.deidentify import DeidentificationPolicy, deidentify_fil
 from sarcoscope.segmentation.base import takes_model
 from sarcoscope.store import LabelVersion, Study
 from sarcoscope.web import analysis, render
-from sarcoscope.web.auth import COOKIE, valid_user_name
+from sarcoscope.web.auth import COOKIE, client_of
 from sarcoscope.web.context import AppContext, get_context
-from sarcoscope.web.volumes import UploadedPart, ingest, remove_study_files
+from sarcoscope.web.upload import receive_upload
+from sarcoscope.web.volumes import ingest
 
 router = APIRouter(prefix="/api")
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -40,37 +41,49 @@ def current_user(request: Request, ctx: Ctx) -> str:
 User = Annotated[str, Depends(current_user)]
 
 
-def client_of(request: Request) -> str | None:
-    return request.client.host if request.client else None
+#: Version numbers and slice indices are stored as 32-bit integers; larger ones cannot exist.
+MAX_INT = 2**31 - 1
 
 
 # -- models -----------------------------------------------------------------------------------------------
-class SessionIn(BaseModel):
-    user: str = Field(min_length=1, max_length=64, description="Name recorded in the audit log.")
-    token: str | None = Field(default=None, max_length=256)
+class Body(BaseModel):
+    """A JSON request body: unknown fields, values of the wrong type (no "5" for 5), NaN and Infinity
+    are refused (422), never stored."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
-class SelectionIn(BaseModel):
+class SessionIn(Body):
+    user: str | None = Field(default=None, min_length=1, max_length=64, description="Account name.")
+    password: str | None = Field(default=None, max_length=1024, description="Account password.")
+    token: str | None = Field(default=None, max_length=1024, description="Access token (token mode).")
+
+
+class SelectionIn(Body):
     mode: Literal["range", "slice"]
-    first: int = Field(ge=0, description="First (most inferior) slice index; the slice itself in Slice mode.")
-    last: int | None = Field(default=None, ge=0, description="Last slice index (Range mode).")
+    first: int = Field(
+        ge=0, le=MAX_INT, description="First (most inferior) slice index; the slice itself in Slice mode."
+    )
+    last: int | None = Field(default=None, ge=0, le=MAX_INT, description="Last slice index (Range mode).")
 
 
-class SegmentIn(BaseModel):
+class SegmentIn(Body):
     engine: str | None = Field(default=None, max_length=1024, description="One of /api/config's engines.")
     model: str | None = Field(
         default=None,
         max_length=128,
         description="An installed model id (/api/models) for an engine that takes one (default: the site's).",
     )
-    base_version: int | None = Field(default=None, ge=1, description="Latest label version you have seen.")
+    base_version: int | None = Field(
+        default=None, ge=1, le=MAX_INT, description="Latest label version you have seen."
+    )
 
 
-class RestoreIn(BaseModel):
-    base_version: int = Field(ge=1)
+class RestoreIn(Body):
+    base_version: int = Field(ge=1, le=MAX_INT)
 
 
-class PatientIn(BaseModel):
+class PatientIn(Body):
     height_cm: float | None = Field(default=None, gt=50, lt=260)
     weight_kg: float | None = Field(default=None, gt=2, lt=500)
     sex: Literal["M", "F"] | None = None
@@ -156,7 +169,7 @@ def health() -> dict[str, str]:
 
 @router.get("/config", tags=["server"])
 def config(request: Request, ctx: Ctx) -> dict[str, Any]:
-    """What the UI needs before login: whether a login is required, and who is logged in."""
+    """What the UI needs before login: how to log in, and who is logged in."""
     from sarcoscope.composition import available_cutoff_sets, default_cutoff_set
 
     try:
@@ -165,7 +178,8 @@ def config(request: Request, ctx: Ctx) -> dict[str, Any]:
         user = None
     return {
         "version": __version__,
-        "auth_required": ctx.settings.auth_required,
+        "auth_required": ctx.auth.login_required,
+        "auth_mode": ctx.auth.mode,
         "user": user,
         "engines": ctx.settings.engines,
         "default_engine": ctx.settings.default_engine,
@@ -182,24 +196,36 @@ def config(request: Request, ctx: Ctx) -> dict[str, Any]:
     }
 
 
+def _secure(request: Request, ctx: AppContext) -> bool:
+    """Secure cookies over HTTPS (seen directly, or by X-Forwarded-Proto from a trusted proxy)."""
+    return ctx.settings.secure_cookies or request.url.scheme == "https"
+
+
 @router.post("/session", tags=["server"])
-def login(body: SessionIn, request: Request, response: Response, ctx: Ctx) -> dict[str, str]:
-    """Log in with a user name (and the access token when the server requires one); sets a session cookie."""
-    if not valid_user_name(body.user):
-        raise HTTPException(422, "User names are 1-64 letters, digits, spaces or . @ + - _")
-    if ctx.settings.auth_required and not ctx.auth.check_token(body.token or ""):
-        ctx.store.audit(body.user, "login-failed", client=client_of(request))
-        raise HTTPException(401, "The access token is wrong.")
+def login(body: SessionIn, request: Request, response: Response, ctx: Ctx) -> dict[str, str | None]:
+    """Log in: name and password (accounts), the access token (token mode), or just a name (open mode).
+
+    Sets an HttpOnly, SameSite=Strict session cookie that expires with the session. Wrong credentials:
+    401; too many failures for the name or the client address: 429 with Retry-After.
+    """
+    secret = body.password if body.password is not None else body.token
+    granted = ctx.auth.login(body.user, secret, client_of(request))
     response.set_cookie(
-        COOKIE, ctx.auth.cookie_for(body.user), httponly=True, samesite="strict", max_age=12 * 3600
+        COOKIE,
+        granted.token,
+        max_age=int((granted.expires_at - dt.datetime.now(dt.UTC)).total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request, ctx),
     )
-    ctx.store.audit(body.user, "login", client=client_of(request))
-    return {"user": body.user}
+    return {"user": granted.user, "expires_at": iso_utc(granted.expires_at)}
 
 
 @router.delete("/session", tags=["server"])
-def logout(response: Response) -> dict[str, str]:
-    response.delete_cookie(COOKIE)
+def logout(request: Request, response: Response, ctx: Ctx) -> dict[str, str]:
+    """End the session on the server (the cookie no longer works anywhere) and clear the cookie."""
+    ctx.auth.logout(request.cookies.get(COOKIE), client_of(request))
+    response.delete_cookie(COOKIE, httponly=True, samesite="strict", secure=_secure(request, ctx))
     return {"status": "logged out"}
 
 
@@ -221,7 +247,7 @@ async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]
 
     work = ctx.store.new_tmp_dir()
     try:
-        parts, series_uid = await _receive_parts(request, work)
+        parts, series_uid = await receive_upload(request, work)
         study, volume = await run_in_threadpool(
             ingest, ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
         )
@@ -231,44 +257,6 @@ async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]
         shutil.rmtree(work, ignore_errors=True)
 
 
-async def _receive_parts(request: Request, work: Path) -> tuple[list[UploadedPart], str | None]:
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise HTTPException(415, "Send the files as multipart/form-data (field 'files').")
-    form = await request.form(max_files=20000, max_fields=20)
-    parts: list[UploadedPart] = []
-    series_uid = form.get("series_uid")
-    try:
-        for i, item in enumerate(form.getlist("files")):
-            if isinstance(item, str):
-                raise HTTPException(422, "Field 'files' must carry files, not text.")
-            name = item.filename or ""
-            lower = name.lower()
-            suffix = (
-                ".zip"
-                if lower.endswith(".zip")
-                else ".nii.gz"
-                if lower.endswith(".nii.gz")
-                else (".nii" if lower.endswith(".nii") else ".dcm")
-            )
-            path = work / f"part{i:06d}{suffix}"
-            size = 0
-            with open(path, "wb") as f:
-                while chunk := await item.read(1 << 20):
-                    size += len(chunk)
-                    f.write(chunk)
-            # The client's base name is kept for messages and the suffix only, never for a path.
-            client_name = PurePosixPath(name.replace("\\", "/")).name[:255]
-            parts.append(UploadedPart(client_name=client_name, path=path, size=size))
-    finally:
-        await form.close()
-    if not parts:
-        raise HTTPException(422, "No files received: send them in the multipart field 'files'.")
-    if series_uid is not None and not isinstance(series_uid, str):
-        raise HTTPException(422, "Field 'series_uid' must be text.")
-    return parts, series_uid
-
-
 @router.get("/studies/{study_id}", tags=["studies"])
 def get_study(study_id: str, ctx: Ctx, user: User) -> dict[str, Any]:
     return study_json(ctx, ctx.store.get_study(study_id))
@@ -276,10 +264,9 @@ def get_study(study_id: str, ctx: Ctx, user: User) -> dict[str, Any]:
 
 @router.delete("/studies/{study_id}", tags=["studies"])
 def delete_study(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, str]:
-    """Delete the study's images, labels and stored files (the audit log keeps the deletion)."""
-    study = ctx.store.delete_study(study_id, user, client_of(request))
+    """Delete the study's rows and every file of it (the audit log keeps the deletion)."""
+    ctx.store.delete_study(study_id, user, client_of(request))
     ctx.volumes.drop(study_id)
-    remove_study_files(ctx.store, study)
     return {"status": "deleted", "id": study_id}
 
 
@@ -472,7 +459,7 @@ def list_versions(study_id: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def get_labels(
-    study_id: str, ctx: Ctx, user: User, version: Annotated[int | None, Query(ge=1)] = None
+    study_id: str, ctx: Ctx, user: User, version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
 ) -> Response:
     """The label maps of a version (default: latest) as raw uint8 bytes, C order (n, y, x).
 
@@ -500,7 +487,7 @@ async def save_labels(
     request: Request,
     ctx: Ctx,
     user: User,
-    base_version: Annotated[int, Query(ge=1, description="The version the edit started from.")],
+    base_version: Annotated[int, Query(ge=1, le=MAX_INT, description="The version the edit started from.")],
     note: Annotated[str | None, Query(max_length=500)] = None,
 ) -> dict[str, Any]:
     """Save edited label maps as a new version. Body: raw uint8 (n, y, x) of the base version's slices.
@@ -509,14 +496,12 @@ async def save_labels(
     """
     from starlette.concurrency import run_in_threadpool
 
+    content_type = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
+    if content_type != "application/octet-stream":
+        raise HTTPException(415, f"Send the labels as application/octet-stream, not {content_type[:64]}.")
     base = ctx.store.get_version(study_id, base_version)
     n, ny, nx = (int(s) for s in base.shape)
-    expected = n * ny * nx
-    body = await request.body()
-    if len(body) != expected:
-        raise HTTPException(
-            422, f"Expected {expected} bytes of uint8 labels for shape ({n}, {ny}, {nx}), got {len(body)}."
-        )
+    body = await _read_exact(request, n * ny * nx, f"uint8 labels for shape ({n}, {ny}, {nx})")
     labels = np.frombuffer(body, dtype=np.uint8).reshape(n, ny, nx)
     if int(labels.max(initial=0)) > max(int(v) for v in TISSUES.values()):
         raise HTTPException(422, f"Unknown label id {int(labels.max())}: allowed are 0-4 (0 = background).")
@@ -537,9 +522,33 @@ async def save_labels(
     return version_json(row)
 
 
+async def _read_exact(request: Request, expected: int, what: str) -> bytearray:
+    """The request body, which must be exactly `expected` bytes. A longer body is refused with 413 as
+    soon as its Content-Length or its streamed size shows it, before more than `expected` bytes are held."""
+    declared = request.headers.get("content-length")
+    if declared is not None and int(declared) != expected:  # BodySizeLimit let only digits through
+        status = 413 if int(declared) > expected else 422
+        raise HTTPException(status, f"Expected {expected} bytes of {what}, got {declared}.")
+    buffer = bytearray(expected)
+    size = 0
+    async for chunk in request.stream():
+        if size + len(chunk) > expected:
+            raise HTTPException(413, f"Expected {expected} bytes of {what}; the body is longer.")
+        buffer[size : size + len(chunk)] = chunk
+        size += len(chunk)
+    if size != expected:
+        raise HTTPException(422, f"Expected {expected} bytes of {what}, got {size}.")
+    return buffer
+
+
 @router.post("/studies/{study_id}/versions/{version}/restore", tags=["labels"], status_code=201)
 def restore_version(
-    study_id: str, version: int, body: RestoreIn, request: Request, ctx: Ctx, user: User
+    study_id: str,
+    version: Annotated[int, PathParam(ge=1, le=MAX_INT)],
+    body: RestoreIn,
+    request: Request,
+    ctx: Ctx,
+    user: User,
 ) -> dict[str, Any]:
     """Make an earlier version the latest again, by appending a copy of it (history is never rewritten)."""
     old = ctx.store.get_version(study_id, version)
@@ -576,7 +585,7 @@ def set_patient(study_id: str, body: PatientIn, request: Request, ctx: Ctx, user
 
 @router.get("/studies/{study_id}/analysis", tags=["analysis"])
 def get_analysis(
-    study_id: str, ctx: Ctx, user: User, version: Annotated[int | None, Query(ge=1)] = None
+    study_id: str, ctx: Ctx, user: User, version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
 ) -> dict[str, Any]:
     """Areas, HU statistics, ratios, SMI and classification for a label version (default: latest)."""
     study = ctx.store.get_study(study_id)
@@ -591,7 +600,7 @@ def export(
     ctx: Ctx,
     user: User,
     deid: Deidentify,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> Response:
     """Download the label map (DICOM SEG, NIfTI), metrics (CSV), report (JSON, printable HTML) or overlay;
     `deidentify=true` de-identifies the SEG and reports like the DICOM download (same pseudonym and UIDs)."""

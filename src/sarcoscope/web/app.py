@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import secrets
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,46 +22,54 @@ from sarcoscope.imaging.deidentify import SECRET_FILE_NAME
 from sarcoscope.imaging.deidentify import load_secret as load_deidentification_key
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, Store
+from sarcoscope.web.accounts import check_user_name
 from sarcoscope.web.analysis import AnalysisCache
 from sarcoscope.web.api import router
-from sarcoscope.web.auth import Authenticator, load_secret
+from sarcoscope.web.auth import Authenticator
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.settings import DEFAULT_MAX_UPLOAD_BYTES, WebSettings, is_loopback
 from sarcoscope.web.volumes import VolumeCache
 
 STATIC_DIR = Path(__file__).parent / "static"
-#: Request bodies other than uploads (label saves) are bounded too: 512 slices of 1024x1024.
-MAX_BODY_BYTES = 512 * 1024 * 1024
-
-
-class _BodyTooLarge(Exception):
-    pass
+#: Label saves: 512 slices of 1024x1024 (the route itself accepts exactly its base version's size).
+MAX_LABEL_BYTES = 512 * 1024 * 1024
+#: Every other body is a small JSON object.
+MAX_JSON_BYTES = 64 * 1024
+_LABELS_PATH = re.compile(r"^/api/studies/[^/]+/labels/?$")
+log = logging.getLogger(__name__)
 
 
 class BodySizeLimit:
-    """Refuses request bodies above the limit with 413, by Content-Length and while streaming."""
+    """Refuses request bodies above the route's limit with 413 and a JSON reason: by Content-Length
+    before anything is read, and by counting while a (chunked) body streams in, so that a body over
+    the limit is never held in memory or on disk."""
 
-    def __init__(self, app: ASGIApp, upload_limit: int, other_limit: int) -> None:
+    def __init__(self, app: ASGIApp, upload_limit: int) -> None:
         self.app = app
         self.upload_limit = upload_limit
-        self.other_limit = other_limit
+
+    def _limit(self, method: str, path: str) -> tuple[int, str]:
+        if method == "POST" and path.rstrip("/") == "/api/studies":
+            return self.upload_limit, "ask the administrator to raise --max-upload-mb"
+        if method == "POST" and _LABELS_PATH.match(path):
+            return MAX_LABEL_BYTES, "save fewer slices at a time"
+        return MAX_JSON_BYTES, "this endpoint takes a small JSON object"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        is_upload = scope["method"] == "POST" and scope["path"].rstrip("/") == "/api/studies"
-        limit = self.upload_limit if is_upload else min(self.other_limit, self.upload_limit)
+        limit, advice = self._limit(scope["method"], scope["path"])
         message = (
-            f"The upload is larger than this server accepts ({limit / 1024**2:.0f} MiB); "
-            "ask the administrator to raise --max-upload-mb."
+            f"The request body is larger than this server accepts here ({limit / 1024**2:.2f} MiB); {advice}."
         )
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
-                return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            reason = message if declared.isdigit() else f"Invalid Content-Length {declared[:32]!r}."
+            status = 413 if declared.isdigit() else 400
+            await JSONResponse({"detail": reason}, status_code=status)(scope, receive, send)
+            return
         received = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -67,23 +77,20 @@ class BodySizeLimit:
             if msg["type"] == "http.request":
                 received += len(msg.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge
+                    raise HTTPException(413, message)  # raised into the handler that is reading
             return msg
 
-        async def tracking_send(msg: Message) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
+        await self.app(scope, limited_receive, send)
 
 
 _UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+}
 
 
 def _same_origin(origin: str, host: str) -> bool:
@@ -91,28 +98,37 @@ def _same_origin(origin: str, host: str) -> bool:
     return bool(parsed.netloc) and parsed.netloc.lower() == host.lower()
 
 
-def _security_headers(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def add_headers(request: Request, call_next: Any) -> Any:
+class SecurityHeaders:
+    """Refuses cross-site changes and adds the security headers to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
         # Browsers send Origin with cross-site requests: another site must not change data here
-        # (the loopback mode has no login that SameSite cookies could protect).
-        origin = request.headers.get("origin")
+        # (the open mode has no login that SameSite cookies could protect).
         if (
-            request.method in _UNSAFE_METHODS
+            scope["method"] in _UNSAFE_METHODS
             and origin is not None
-            and not _same_origin(origin, request.headers.get("host", ""))
+            and not _same_origin(origin, headers.get("host", ""))
         ):
-            return JSONResponse({"detail": f"Cross-site request from {origin} refused."}, status_code=403)
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-            "connect-src 'self'; frame-ancestors 'none'",
-        )
-        return response
+            refusal = JSONResponse({"detail": f"Cross-site request from {origin} refused."}, status_code=403)
+            await refusal(scope, receive, send)
+            return
+
+        async def send_with_headers(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                response_headers = MutableHeaders(scope=msg)
+                for name, value in _SECURITY_HEADERS.items():
+                    response_headers.setdefault(name, value)
+            await send(msg)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _error_handlers(app: FastAPI) -> None:
@@ -132,25 +148,59 @@ def _error_handlers(app: FastAPI) -> None:
     async def user_error(_: Request, exc: SarcoscopeError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        # The server log has the traceback (uvicorn logs it); the client gets no internals.
+        return JSONResponse(
+            {"detail": f"Internal server error ({type(exc).__name__}); the server log has the details."},
+            status_code=500,
+        )
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
-        )
-        return JSONResponse(
-            {"detail": f"Invalid request: {problems}", "errors": exc.errors()}, status_code=422
-        )
+        # The offending input is not echoed: it may be large, not JSON (NaN), or patient data.
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg")), "type": str(e.get("type"))}
+            for e in exc.errors()
+        ]
+        problems = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse({"detail": f"Invalid request: {problems}", "errors": errors}, status_code=422)
 
 
-def create_app(settings: WebSettings) -> FastAPI:
-    """The application for `settings`: migrates the database, then serves the API and the UI."""
+def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
+    """The application for `settings`: claims the data folder, migrates the database, deletes what an
+    interrupted upload or deletion left behind, then serves the API and the UI.
+
+    `require_login` (a server reachable from the network): without accounts and without a token, a
+    random access token is made for this run and logged.
+    """
     store = Store(settings.data_dir, settings.database_url)
-    store.migrate()
+    try:
+        store.lock()
+        store.migrate()
+        store.remove_orphan_files()
+        if require_login and not settings.token and not store.has_users():
+            settings.token = secrets.token_urlsafe(18)
+            log.warning(
+                "No user accounts: access token for this run (user %s): %s",
+                settings.token_user,
+                settings.token,
+            )
+        auth = Authenticator(store, settings)
+        if auth.mode == "accounts" and settings.token:
+            raise SarcoscopeError(
+                "This data folder has user accounts: users log in with their own passwords. The shared "
+                "access token (SARCOSCOPE_TOKEN or --token-file) is for single-user servers; unset it."
+            )
+        check_user_name(settings.token_user)
+    except BaseException:
+        store.close()
+        raise
     volumes = VolumeCache(store, settings.volume_cache_size)
     ctx = AppContext(
         settings=settings,
         store=store,
-        auth=Authenticator(load_secret(store.data_dir), settings.token),
+        auth=auth,
         volumes=volumes,
         analyses=AnalysisCache(store, volumes),
         deidentification_key=load_deidentification_key(default_file=store.data_dir / SECRET_FILE_NAME),
@@ -166,8 +216,8 @@ def create_app(settings: WebSettings) -> FastAPI:
     app.state.ctx = ctx
     app.include_router(router)
     _error_handlers(app)
-    _security_headers(app)
-    app.add_middleware(BodySizeLimit, upload_limit=settings.max_upload_bytes, other_limit=MAX_BODY_BYTES)
+    app.add_middleware(BodySizeLimit, upload_limit=settings.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)
     if settings.allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
 
@@ -191,21 +241,27 @@ def serve(
     data_dir: str | Path = "sarcoscope-data",
     database_url: str | None = None,
     token: str | None = None,
+    token_user: str | None = None,
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_BYTES // 1024**2,
     engine: str = DEFAULT_ENGINE,
+    session_hours: float = 12.0,
+    secure_cookies: bool = False,
+    trusted_proxies: str = "127.0.0.1",
     log_level: str = "info",
 ) -> None:
-    """Run the web app until interrupted. Off-loopback addresses always require an access token:
-    when none is given, a random one is generated and printed."""
+    """Run the web app until interrupted. Off-loopback addresses always require a login: accounts,
+    the given token, or a random token made for the run.
+
+    `trusted_proxies`: addresses whose X-Forwarded-Proto / X-Forwarded-For uvicorn believes (an HTTPS
+    proxy in front: the cookie is then marked Secure and login throttling sees the real client)."""
     import uvicorn
 
-    if not is_loopback(host) and not token:
-        token = secrets.token_urlsafe(18)
-        print(f"sarcoscope: {host} is reachable from the network; access token for this run: {token}")
     if token is not None and len(token) < 12:
         raise SarcoscopeError("The access token must be at least 12 characters long.")
     if max_upload_mb < 1:
         raise SarcoscopeError("--max-upload-mb must be at least 1.")
+    if not 0 < session_hours <= 24 * 30:
+        raise SarcoscopeError("--session-hours must be more than 0 and at most 720 (30 days).")
     from sarcoscope.segmentation import get_engine
 
     get_engine(engine)  # an unknown engine or a model that does not load fails here, not at the first use
@@ -215,9 +271,32 @@ def serve(
         token=token,
         max_upload_bytes=max_upload_mb * 1024**2,
         default_engine=engine,
+        session_hours=session_hours,
+        secure_cookies=secure_cookies,
         allowed_hosts=["localhost", "127.0.0.1", "::1", "[::1]", host] if is_loopback(host) else None,
     )
-    app = create_app(settings)
+    if token_user is not None:
+        settings.token_user = token_user
+    if not logging.getLogger("sarcoscope").handlers:
+        logging.basicConfig(level=logging.INFO, format="sarcoscope: %(message)s")
+    app = create_app(settings, require_login=not is_loopback(host))
     shown = f"[{host}]" if ":" in host else host
-    print(f"sarcoscope {__version__}: open http://{shown}:{port}/ (data in {settings.data_dir.resolve()})")
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    log.info(
+        "sarcoscope %s: open http://%s:%d/ (data in %s; logins: %s)",
+        __version__,
+        shown,
+        port,
+        settings.data_dir.resolve(),
+        app.state.ctx.auth.mode,
+    )
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            proxy_headers=True,
+            forwarded_allow_ips=trusted_proxies,
+        )
+    finally:
+        app.state.ctx.store.close()

@@ -1,77 +1,194 @@
-"""Login by shared access token, signed session cookies, and the user name recorded in the audit log.
+"""Who is calling, for the audit log: logins, server-side sessions with expiry, and login throttling.
 
-Without a token (loopback only), everyone who can reach the port is trusted and may name themselves.
-With a token, a request must carry `Authorization: Bearer <token>` or the session cookie that
-`POST /api/session` sets after checking the token.
+Three modes, fixed when the server starts:
+- "accounts" (the data folder has user accounts, `sarcoscope users add`): log in with name and password;
+- "token" (no accounts, an access token is set): one user, named in the settings, logs in with the token
+  (or sends `Authorization: Bearer <token>`);
+- "open" (neither; loopback only): everyone who can reach the port is trusted and may name themselves.
+
+A login sets a cookie holding a random session token; the database keeps only its SHA-256 and the expiry,
+so a logout ends the session on the server too. Failed logins are counted per user name and per client
+address; past the limit, logins are refused with 429 until the window ends.
 """
 
 from __future__ import annotations
 
-import base64
+import datetime as dt
 import hashlib
 import hmac
-import re
-from pathlib import Path
+import secrets
+from dataclasses import dataclass
+from typing import Literal
 
 from fastapi import HTTPException, Request
 
-from sarcoscope.secret import load_or_create_secret
+from sarcoscope.store import Store, as_utc
+from sarcoscope.web.accounts import token_fingerprint, valid_user_name, verify_password
+from sarcoscope.web.settings import WebSettings
 
 COOKIE = "sarcoscope_session"
-_USER_RE = re.compile(r"^[\w .@+-]{1,64}$")
 ANONYMOUS = "local"
+AuthMode = Literal["open", "token", "accounts"]
 
 
-def valid_user_name(name: str) -> bool:
-    return bool(_USER_RE.match(name)) and name.strip() == name
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_secret(data_dir: Path) -> bytes:
-    """A per-installation secret (created once, readable by the owner only) that signs session cookies."""
-    return load_or_create_secret(data_dir / "session.key")
+def client_of(request: Request) -> str | None:
+    """The client's address (the proxy's X-Forwarded-For when uvicorn trusts that proxy)."""
+    return request.client.host if request.client else None
+
+
+@dataclass(frozen=True)
+class Login:
+    """A granted session: the cookie's value, whose it is, until when."""
+
+    token: str
+    user: str
+    expires_at: dt.datetime
 
 
 class Authenticator:
-    def __init__(self, secret: bytes, token: str | None) -> None:
-        self.token = token
-        # Changing the token invalidates every session issued under the old one.
-        self._key = hmac.new(secret, (token or "").encode(), hashlib.sha256).digest()
+    def __init__(self, store: Store, settings: WebSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self.mode: AuthMode = "accounts" if store.has_users() else "token" if settings.token else "open"
+        # Sessions are only honoured in the realm that granted them: a new token or the first account
+        # ends every session granted before.
+        self.realm = (
+            f"token:{token_fingerprint(settings.token)}"
+            if self.mode == "token" and settings.token
+            else self.mode
+        )
 
-    def check_token(self, token: str) -> bool:
-        return self.token is not None and hmac.compare_digest(token.encode(), self.token.encode())
+    @property
+    def login_required(self) -> bool:
+        return self.mode != "open"
 
-    def cookie_for(self, user: str) -> str:
-        payload = base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
-        sig = hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()
-        return f"{payload}.{sig}"
-
-    def user_from_cookie(self, value: str | None) -> str | None:
-        if not value or value.count(".") != 1:
-            return None
-        payload, sig = value.split(".")
-        expected = hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(sig, expected):
-            return None
-        try:
-            user = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return user if valid_user_name(user) else None
-
+    # -- requests --------------------------------------------------------------------------------------
     def user(self, request: Request) -> str:
         """The authenticated user name, or HTTP 401 with the reason."""
-        cookie_user = self.user_from_cookie(request.cookies.get(COOKIE))
-        if cookie_user is not None:
-            return cookie_user
+        session_user = self._session_user(request.cookies.get(COOKIE))
+        if session_user is not None:
+            return session_user
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
-            if self.check_token(header[7:].strip()):
-                named = request.headers.get("x-sarcoscope-user", "api")
-                return named if valid_user_name(named) else "api"
-            raise HTTPException(401, "The access token is wrong.")
-        if self.token is None:
+            return self._bearer_user(header[7:].strip(), client_of(request))
+        if self.mode == "open":
             return ANONYMOUS
-        raise HTTPException(
-            401,
-            "Login required: this server is reachable from the network; enter your name and access token.",
-        )
+        what = "your user name and password" if self.mode == "accounts" else "the access token"
+        raise HTTPException(401, f"Login required: sign in with {what}.")
+
+    def _session_user(self, token: str | None) -> str | None:
+        if not token or len(token) > 128:
+            return None
+        row = self.store.get_session(_digest(token))
+        if row is None or row.realm != self.realm:
+            return None
+        if as_utc(row.expires_at) <= dt.datetime.now(dt.UTC):
+            self.store.delete_session(row.id)
+            return None
+        return row.user_name
+
+    def _bearer_user(self, token: str, client: str | None) -> str:
+        """Scripts in token mode send the token with each request; failures count as failed logins."""
+        if self.mode != "token":
+            raise HTTPException(
+                401, "This server does not take access tokens: log in with POST /api/session."
+            )
+        keys = [f"client:{client}"]
+        self._refuse_if_throttled(keys)
+        if not self._token_matches(token):
+            self._count_failure(keys, None, client)
+            raise HTTPException(401, "The access token is wrong.")
+        return self.settings.token_user
+
+    def _token_matches(self, token: str) -> bool:
+        expected = self.settings.token or ""
+        return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
+
+    # -- login and logout ------------------------------------------------------------------------------
+    def login(self, user: str | None, secret: str | None, client: str | None) -> Login:
+        """Check the credentials of the server's mode and start a session (401 / 429 / 422 otherwise)."""
+        if self.mode == "open":
+            if user is None or not valid_user_name(user):
+                raise HTTPException(422, "User names are 1-64 letters, digits, spaces or . @ + - _")
+            self.store.audit(user, "login", client=client)
+            return self._start_session(user, client)
+        if self.mode == "token":
+            if user is not None and user != self.settings.token_user:
+                raise HTTPException(
+                    422,
+                    f"This is a single-user server: the audit log names its user "
+                    f"'{self.settings.token_user}'. Send only the access token.",
+                )
+            user = self.settings.token_user
+        elif user is None or not valid_user_name(user):
+            raise HTTPException(422, "Enter your user name (1-64 letters, digits, spaces or . @ + - _).")
+        keys = [f"client:{client}", f"user:{user}"]
+        self._refuse_if_throttled(keys)
+        if self.mode == "token":
+            if not self._token_matches(secret or ""):
+                self._count_failure(keys, None, client)
+                raise HTTPException(401, "The access token is wrong.")
+            self.store.audit(user, "login", client=client)
+        else:
+            ok, new_hash = verify_password(self.store.get_user(user), secret or "")
+            if not ok:
+                self._count_failure(keys, user, client)
+                raise HTTPException(401, "Wrong user name or password.")
+            self.store.record_login(user, True, client, new_hash)
+        self.store.clear_login_failures(f"user:{user}")
+        return self._start_session(user, client)
+
+    def _start_session(self, user: str, client: str | None) -> Login:
+        token = secrets.token_urlsafe(32)
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=self.settings.session_hours)
+        self.store.add_session(_digest(token), user, self.realm, expires, client)
+        return Login(token=token, user=user, expires_at=expires)
+
+    def logout(self, token: str | None, client: str | None) -> None:
+        """End the session on the server: its cookie no longer logs anyone in, even if copied."""
+        if not token or len(token) > 128:
+            return
+        row = self.store.delete_session(_digest(token))
+        if row is not None:
+            self.store.audit(row.user_name, "logout", client=client)
+
+    # -- throttling ------------------------------------------------------------------------------------
+    def _limit(self, key: str) -> int:
+        s = self.settings
+        return s.max_failed_logins_per_user if key.startswith("user:") else s.max_failed_logins_per_client
+
+    def _window(self) -> tuple[dt.datetime, dt.timedelta]:
+        window = dt.timedelta(minutes=self.settings.login_throttle_minutes)
+        return dt.datetime.now(dt.UTC) - window, window
+
+    def _refuse_if_throttled(self, keys: list[str]) -> None:
+        since, window = self._window()
+        for key, (count, start) in self.store.login_failures(keys, since).items():
+            if count >= self._limit(key):
+                wait = max(1, int((start + window - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
+                who = "this user name" if key.startswith("user:") else "your address"
+                raise HTTPException(
+                    429,
+                    f"Too many failed logins for {who}; try again in {wait // 60} min {wait % 60} s.",
+                    headers={"Retry-After": str(wait)},
+                )
+
+    def _count_failure(self, keys: list[str], account: str | None, client: str | None) -> None:
+        """Count the failure (one row per key, not one audit event per attempt); the audit log records
+        only that a key reached its limit."""
+        since, _ = self._window()
+        counts = self.store.add_login_failure(keys, since)
+        if account is not None:
+            self.store.record_login(account, False, None)
+        for key, count in counts.items():
+            if count == self._limit(key):
+                self.store.audit(
+                    "unauthenticated",
+                    "login-throttled",
+                    details={"key": key, "failures": count},
+                    client=client,
+                )

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
-from dataclasses import dataclass
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from sarcoscope.errors import SarcoscopeError
 from sarcoscope.segmentation.base import DEFAULT_ENGINE, available_engines
+
+log = logging.getLogger(__name__)
 
 #: 4 GiB: a 1000-slice 512x512 study is about 0.5 GiB uncompressed.
 DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024**3
@@ -22,17 +29,58 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def load_token(token_file: Path | None) -> str | None:
+    """The access token from `token_file` or the SARCOSCOPE_TOKEN environment variable (never argv, where
+    every user of the machine could read it); None when neither is given."""
+    from_env = os.environ.get("SARCOSCOPE_TOKEN") or None
+    if token_file is None:
+        return from_env
+    if from_env is not None:
+        raise SarcoscopeError(
+            "Give the access token either in SARCOSCOPE_TOKEN or with --token-file, not both."
+        )
+    try:
+        text = token_file.read_text()
+        mode = stat.S_IMODE(token_file.stat().st_mode)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SarcoscopeError(f"Cannot read the token file {token_file}: {exc}") from None
+    token = text.strip()
+    if not token or "\n" in token:
+        raise SarcoscopeError(f"The token file {token_file} must hold the token on one line.")
+    if mode & 0o077:
+        log.warning("The token file %s is readable by other users (chmod 600 it).", token_file)
+    return token
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container without a passwd entry)
+        return "token-user"
+
+
 @dataclass
 class WebSettings:
     """Where data lives and who may use the app.
 
-    `token`: the shared access token; when set, every API call needs a login (cookie) or
-    `Authorization: Bearer <token>`. `serve` sets one whenever the host is not a loopback address.
+    `token`: the shared access token of a single-user server (no accounts in the database); every API
+    call then needs a login (cookie) or `Authorization: Bearer <token>`, and the audit log names
+    `token_user`. `serve` sets one whenever the host is not a loopback address and there are no accounts.
     """
 
     data_dir: Path
     database_url: str | None = None
     token: str | None = None
+    token_user: str = field(default_factory=_login_name)
+    #: A session ends this many hours after the login.
+    session_hours: float = 12.0
+    #: Mark the session cookie Secure even when the request arrived over plain HTTP (a TLS-terminating
+    #: proxy that does not send X-Forwarded-Proto). Requests seen as HTTPS always get a Secure cookie.
+    secure_cookies: bool = False
+    #: Failed logins allowed per user name and per client address within `login_throttle_minutes`.
+    max_failed_logins_per_user: int = 5
+    max_failed_logins_per_client: int = 20
+    login_throttle_minutes: float = 15.0
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     default_engine: str = DEFAULT_ENGINE
     #: Decoded volumes kept in memory (each 300-slice 512x512 study is about 150 MB as int16).
@@ -40,10 +88,6 @@ class WebSettings:
     #: Host names the server answers to (None: any). `serve` on a loopback address allows only the
     #: loopback names, so that a web page cannot reach the app through DNS rebinding.
     allowed_hosts: list[str] | None = None
-
-    @property
-    def auth_required(self) -> bool:
-        return self.token is not None
 
     @property
     def engines(self) -> list[str]:

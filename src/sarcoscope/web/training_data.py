@@ -19,8 +19,6 @@ skipped with the reason.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -33,9 +31,9 @@ import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.errors import InputError, SarcoscopeError
+from sarcoscope.imaging.deidentify import SECRET_FILE_NAME, DeidentificationPolicy, load_secret
 from sarcoscope.store import LabelVersion, Store, Study
 from sarcoscope.training.data import EXPORT_MANIFEST
-from sarcoscope.web.auth import load_secret
 from sarcoscope.web.volumes import VolumeCache
 
 log = logging.getLogger(__name__)
@@ -56,11 +54,11 @@ def person_version(versions: list[LabelVersion]) -> LabelVersion | None:
     return max(person, key=lambda v: v.version, default=None)
 
 
-def _pseudonym(secret: bytes, study: Study) -> str:
+def _pseudonym(policy: DeidentificationPolicy, study: Study) -> str:
+    """The patient's pseudonym of every de-identified export (the same keyed HMAC), or the study's own."""
     if not study.patient_id:
         return f"study-{study.id[:12]}"
-    digest = hmac.new(secret, study.patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
-    return f"patient-{digest[:12]}"
+    return policy.pseudonym(study.patient_id)
 
 
 def _iso(when: dt.datetime | None) -> str | None:
@@ -79,7 +77,7 @@ def export_training_data(
     dest = Path(dest)
     if dest.exists():
         raise InputError(f"{dest} already exists; the training data export needs a new folder.")
-    secret = load_secret(store.data_dir)
+    policy = DeidentificationPolicy(load_secret(default_file=store.data_dir / SECRET_FILE_NAME))
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "images").mkdir(parents=True)
@@ -92,7 +90,7 @@ def export_training_data(
             if version is None:
                 continue
             try:
-                cases.append(_write_case(store, volumes, study, version, _pseudonym(secret, study), tmp))
+                cases.append(_write_case(store, volumes, study, version, _pseudonym(policy, study), tmp))
             except SarcoscopeError as exc:
                 log.warning("Study %s left out of the training data: %s", study.id, exc)
                 skipped.append({"study_id": study.id, "reason": str(exc)})

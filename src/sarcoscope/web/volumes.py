@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import threading
 from collections import OrderedDict
@@ -26,6 +25,7 @@ from pydicom.uid import generate_uid
 from sarcoscope.errors import InputError, SarcoscopeError
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
 from sarcoscope.store import Store, Study, is_dicom_uid, new_study_id
+from sarcoscope.store.files import atomic_private_file, make_private, private_dir
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -46,23 +46,6 @@ def _kind(name: str) -> str:
     if lower.endswith(NIFTI_SUFFIXES):
         return "nifti"
     return "dicom"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
-
-
-def cache_dir(store: Store, study_id: str) -> Path:
-    return store.data_dir / "cache" / study_id
 
 
 def _hu_for_cache(hu: np.ndarray) -> np.ndarray:
@@ -174,8 +157,7 @@ def _ingest(
             "cutoff_set": None,
         },
     )
-    dest = store.series_dir(study)
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = private_dir(store.series_dir(study))
     try:
         sop_uids: list[str] = []
         if volume.source_kind == "dicom":
@@ -183,10 +165,11 @@ def _ingest(
         else:
             suffix = ".nii.gz" if parts[0].client_name.lower().endswith(".gz") else ".nii"
             shutil.move(parts[0].path, dest / f"volume{suffix}")
+            make_private(dest / f"volume{suffix}")
         _write_cache(store, study.id, volume, sop_uids)
         store.add_study(study, actor=actor, client=client)
     except BaseException:
-        shutil.rmtree(cache_dir(store, study.id), ignore_errors=True)
+        shutil.rmtree(store.cache_dir(study.id), ignore_errors=True)
         if store.find_series(series) is None:  # not owned by a study uploaded at the same time
             shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -208,6 +191,7 @@ def _store_dicom_files(source: Path, volume: CTVolume, dest: Path) -> list[str]:
         uid = str(ds.get("SOPInstanceUID", ""))
         if uid in remaining:
             shutil.move(path, dest / f"{uid}.dcm")
+            make_private(dest / f"{uid}.dcm")  # a file extracted from a zip has the umask's mode
             remaining.discard(uid)
     if remaining:
         raise InputError(f"{len(remaining)} slices of the series could not be matched to uploaded files.")
@@ -215,9 +199,9 @@ def _store_dicom_files(source: Path, volume: CTVolume, dest: Path) -> list[str]:
 
 
 def _write_cache(store: Store, study_id: str, volume: CTVolume, sop_uids: list[str]) -> None:
-    folder = cache_dir(store, study_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    _save_npy_atomic(folder / "hu.npy", _hu_for_cache(np.asarray(volume.hu)))
+    folder = private_dir(store.cache_dir(study_id))
+    with atomic_private_file(folder / "hu.npy") as f:
+        np.save(f, _hu_for_cache(np.asarray(volume.hu)))
     geometry = {
         "spacing": [float(s) for s in volume.spacing],
         "origin": [float(s) for s in volume.origin],
@@ -230,12 +214,8 @@ def _write_cache(store: Store, study_id: str, volume: CTVolume, sop_uids: list[s
         "sop_uids": sop_uids,
         "warnings": list(volume.warnings),
     }
-    _write_atomic(folder / "volume.json", json.dumps(geometry).encode())
-
-
-def remove_study_files(store: Store, study: Study) -> None:
-    shutil.rmtree(store.series_dir(study), ignore_errors=True)
-    shutil.rmtree(cache_dir(store, study.id), ignore_errors=True)
+    with atomic_private_file(folder / "volume.json") as f:
+        f.write(json.dumps(geometry).encode())
 
 
 class VolumeCache:
@@ -269,7 +249,7 @@ class VolumeCache:
         return volume
 
     def _load(self, study: Study) -> CTVolume:
-        folder = cache_dir(self.store, study.id)
+        folder = self.store.cache_dir(study.id)
         try:
             info: dict[str, Any] = json.loads((folder / "volume.json").read_text())
             hu = np.load(folder / "hu.npy", allow_pickle=False)
@@ -289,7 +269,7 @@ class VolumeCache:
         )
 
     def sop_uids(self, study: Study) -> list[str]:
-        info = json.loads((cache_dir(self.store, study.id) / "volume.json").read_text())
+        info = json.loads((self.store.cache_dir(study.id) / "volume.json").read_text())
         return list(info.get("sop_uids") or [])
 
     def with_headers(self, study: Study) -> CTVolume:

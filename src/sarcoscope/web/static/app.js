@@ -127,10 +127,18 @@ function renderUser() {
 function showLogin() {
   for (const v of document.querySelectorAll(".view")) v.hidden = true;
   $("view-login").hidden = false;
+  const tokenMode = state.config.auth_mode === "token";  // one user, named by the server
+  $("login-user-field").hidden = tokenMode;
+  $("login-user").required = !tokenMode;
+  $("login-secret-name").textContent = tokenMode ? "Access token" : "Password";
   $("login-form").onsubmit = async (e) => {
     e.preventDefault();
+    const secret = $("login-token").value;
     try {
-      await sendJSON("/api/session", "POST", {user: $("login-user").value.trim(), token: $("login-token").value});
+      await sendJSON("/api/session", "POST",
+        tokenMode ? {token: secret} : {user: $("login-user").value.trim(), password: secret});
+      $("login-token").value = "";
+      $("login-error").textContent = "";
       state.config = await getJSON("/api/config");
       renderUser();
       route();

@@ -1,0 +1,279 @@
+"""Accounts, sessions and login throttling of `sarcoscope serve`: whom the audit names, when logins end."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+from web_synth import multipart
+
+from sarcoscope.errors import SarcoscopeError
+from sarcoscope.store import Store
+from sarcoscope.store.models import LoginFailure, LoginSession, User
+from sarcoscope.web import WebSettings, create_app
+from sarcoscope.web.accounts import add_user, change_password, remove_user
+
+ALICE, BOB = ("alice", "alice-password-1"), ("dr. bob", "bob-password-22")
+
+
+def _with_accounts(data_dir: Path) -> None:
+    store = Store(data_dir)
+    store.migrate()
+    for name, password in (ALICE, BOB):
+        add_user(store, name, password)
+    store.close()
+
+
+@pytest.fixture
+def accounts_app(tmp_path: Path) -> Iterator[TestClient]:
+    _with_accounts(tmp_path / "data")
+    app = create_app(WebSettings(data_dir=tmp_path / "data"))
+    with TestClient(app) as c:
+        yield c
+    app.state.ctx.store.close()
+
+
+def _login(c: TestClient, user: str, password: str) -> int:
+    return c.post("/api/session", json={"user": user, "password": password}).status_code
+
+
+def _count(c: TestClient, model: type) -> int:
+    with c.app.state.ctx.store.session() as s:
+        return int(s.scalar(select(func.count()).select_from(model)))
+
+
+def test_accounts_log_in_with_password_and_the_audit_names_the_account(
+    accounts_app: TestClient, series: list[Path]
+) -> None:
+    c = accounts_app
+    cfg = c.get("/api/config").json()
+    assert cfg["auth_mode"] == "accounts" and cfg["auth_required"] is True and cfg["user"] is None
+    r = c.get("/api/studies")
+    assert r.status_code == 401 and "user name and password" in r.json()["detail"]
+    r = c.post("/api/session", json={"user": "alice", "password": "wrong-password"})
+    assert r.status_code == 401 and r.json()["detail"] == "Wrong user name or password."
+    r = c.post("/api/session", json={"user": "nobody", "password": ALICE[1]})
+    assert r.status_code == 401 and r.json()["detail"] == "Wrong user name or password."
+    assert c.post("/api/session", json={"password": ALICE[1]}).status_code == 422
+    assert c.get("/api/studies", headers={"Authorization": f"Bearer {ALICE[1]}"}).status_code == 401
+
+    r = c.post("/api/session", json={"user": "alice", "password": ALICE[1]})
+    assert r.status_code == 200 and r.json()["user"] == "alice"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie
+    assert "Max-Age=43199" in cookie or "Max-Age=43200" in cookie  # 12 hours by default
+    assert c.get("/api/config").json()["user"] == "alice"
+    study = c.post("/api/studies", files=multipart(series), headers={"X-Sarcoscope-User": "mallory"}).json()
+    assert study["created_by"] == "alice"
+    events = c.get(f"/api/studies/{study['id']}/audit").json()
+    assert [(e["actor"], e["action"]) for e in events] == [("alice", "upload")]
+    # The stored hash is Argon2id; the password itself is nowhere in the database.
+    user = c.app.state.ctx.store.get_user("alice")
+    assert user.password_hash.startswith("$argon2id$") and ALICE[1] not in user.password_hash
+    assert user.last_login_at is not None and user.failed_logins == 0  # reset by the successful login
+
+
+def test_logout_revokes_the_session_on_the_server(accounts_app: TestClient) -> None:
+    c = accounts_app
+    assert _login(c, *ALICE) == 200
+    stolen = c.cookies.get("sarcoscope_session")
+    assert c.delete("/api/session").status_code == 200
+    c.cookies.clear()
+    c.cookies.set("sarcoscope_session", stolen)  # a copy of the cookie taken before the logout
+    r = c.get("/api/studies")
+    assert r.status_code == 401 and "Login required" in r.json()["detail"]
+    assert _count(c, LoginSession) == 0
+    actions = [e.action for e in c.app.state.ctx.store.audit_events()]
+    assert actions[:2] == ["logout", "login"]
+
+
+def test_sessions_expire(accounts_app: TestClient) -> None:
+    c = accounts_app
+    assert _login(c, *ALICE) == 200
+    assert c.get("/api/studies").status_code == 200
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    with c.app.state.ctx.store.session() as s:
+        s.execute(update(LoginSession).values(expires_at=past))
+    assert c.get("/api/studies").status_code == 401
+    assert _count(c, LoginSession) == 0  # the expired session is deleted when it is presented
+
+
+def test_session_length_is_configurable_and_cookies_are_secure_over_https(tmp_path: Path) -> None:
+    _with_accounts(tmp_path / "data")
+    app = create_app(WebSettings(data_dir=tmp_path / "data", session_hours=0.5))
+    with TestClient(app, base_url="https://sarcoscope.example") as c:
+        r = c.post("/api/session", json={"user": "alice", "password": ALICE[1]})
+        assert "Secure" in r.headers["set-cookie"] and "Max-Age=179" in r.headers["set-cookie"]
+        expires = dt.datetime.fromisoformat(r.json()["expires_at"])
+        assert dt.timedelta(minutes=29) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(minutes=30)
+        assert "Secure" in c.delete("/api/session").headers["set-cookie"]
+    app.state.ctx.store.close()
+    # Behind a proxy that terminates TLS without saying so, the setting marks cookies Secure.
+    app = create_app(WebSettings(data_dir=tmp_path / "data", secure_cookies=True))
+    with TestClient(app) as c:
+        r = c.post("/api/session", json={"user": "alice", "password": ALICE[1]})
+        assert "Secure" in r.headers["set-cookie"]
+    app.state.ctx.store.close()
+
+
+def test_password_change_and_removal_end_the_users_sessions(accounts_app: TestClient) -> None:
+    c = accounts_app
+    store = c.app.state.ctx.store
+    assert _login(c, *ALICE) == 200
+    change_password(store, "alice", "a-new-password-3")
+    assert c.get("/api/studies").status_code == 401
+    assert _login(c, *ALICE) == 401
+    assert _login(c, "alice", "a-new-password-3") == 200
+    remove_user(store, "alice")
+    assert c.get("/api/studies").status_code == 401
+    assert _login(c, "alice", "a-new-password-3") == 401
+    with pytest.raises(SarcoscopeError, match="10-1024 characters"):
+        change_password(store, "dr. bob", "short")
+    with pytest.raises(SarcoscopeError, match="Invalid user name"):
+        add_user(store, " padded", "long-enough-password")
+
+
+def test_an_outdated_hash_is_replaced_at_login(accounts_app: TestClient) -> None:
+    c = accounts_app
+    weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(ALICE[1])
+    with c.app.state.ctx.store.session() as s:
+        s.execute(update(User).where(User.name == "alice").values(password_hash=weak))
+    assert _login(c, *ALICE) == 200
+    stored = c.app.state.ctx.store.get_user("alice").password_hash
+    assert stored != weak and not PasswordHasher().check_needs_rehash(stored)
+
+
+def test_failed_logins_are_throttled_per_user_with_retry_after(accounts_app: TestClient) -> None:
+    c = accounts_app
+    for _ in range(5):
+        assert _login(c, "alice", "wrong-password") == 401
+    r = c.post("/api/session", json={"user": "alice", "password": ALICE[1]})  # right, but locked now
+    assert r.status_code == 429 and "Too many failed logins for this user name" in r.json()["detail"]
+    assert 14 * 60 < int(r.headers["retry-after"]) <= 15 * 60 + 1
+    assert _login(c, *BOB) == 200  # another account from the same client is not locked
+    # Failures are counted, not written to the audit log one by one: one event when the limit is hit.
+    events = c.app.state.ctx.store.audit_events()
+    assert [e.action for e in events].count("login-throttled") == 1
+    assert not any(e.action == "login-failed" for e in events)
+    assert c.app.state.ctx.store.get_user("alice").failed_logins == 5
+    # When the window has passed, alice can log in again.
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=16)
+    with c.app.state.ctx.store.session() as s:
+        s.execute(update(LoginFailure).values(window_start=past))
+    assert _login(c, *ALICE) == 200
+
+
+def test_failed_logins_are_throttled_per_client_and_stay_bounded(tmp_path: Path) -> None:
+    _with_accounts(tmp_path / "data")
+    app = create_app(WebSettings(data_dir=tmp_path / "data", max_failed_logins_per_client=8))
+    c = TestClient(app)
+    for i in range(8):  # four (unknown) names, each below the per-user limit: the client limit catches it
+        assert _login(c, f"guess{i % 4}", "wrong-password") == 401
+    r = c.post("/api/session", json={"user": "dr. bob", "password": BOB[1]})
+    assert r.status_code == 429 and "your address" in r.json()["detail"] and r.headers["retry-after"]
+    for _ in range(30):
+        assert _login(c, "guess0", "wrong-password") == 429  # refused before any password check
+    # 38 failed logins: one counter row per user name and client, and one audit event for the client
+    # reaching its limit (besides the two accounts being added).
+    assert _count(c, LoginFailure) == 5
+    actions = [e.action for e in c.app.state.ctx.store.audit_events()]
+    assert sorted(actions) == ["login-throttled", "user-add", "user-add"]
+    app.state.ctx.store.close()
+
+
+def test_sessions_of_another_mode_or_token_are_not_honoured(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))  # open mode: people name themselves
+    with TestClient(app) as c:
+        assert c.post("/api/session", json={"user": "alice"}).status_code == 200
+        assert c.get("/api/config").json()["user"] == "alice"
+        open_cookie = c.cookies.get("sarcoscope_session")
+    app.state.ctx.store.close()
+
+    app = create_app(WebSettings(data_dir=data, token="first-token-123"))
+    with TestClient(app) as c:
+        c.cookies.clear()
+        c.cookies.set("sarcoscope_session", open_cookie)
+        assert c.get("/api/studies").status_code == 401  # a self-named session is no login
+        r = c.post("/api/session", json={"token": "first-token-123"})
+        assert r.status_code == 200
+        token_cookie = r.cookies["sarcoscope_session"]
+    app.state.ctx.store.close()
+
+    app = create_app(WebSettings(data_dir=data, token="second-token-456"))
+    with TestClient(app) as c:
+        c.cookies.clear()
+        c.cookies.set("sarcoscope_session", token_cookie)
+        assert c.get("/api/studies").status_code == 401  # a new token ends the old token's sessions
+    app.state.ctx.store.close()
+
+    _with_accounts(data)
+    with pytest.raises(SarcoscopeError, match="has user accounts"):
+        create_app(WebSettings(data_dir=data, token="second-token-456"))
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as c:
+        for cookie in (open_cookie, token_cookie):
+            c.cookies.clear()
+            c.cookies.set("sarcoscope_session", cookie)
+            assert c.get("/api/studies").status_code == 401
+    app.state.ctx.store.close()
+
+
+def test_wrong_bearer_tokens_are_throttled(tmp_path: Path) -> None:
+    app = create_app(WebSettings(data_dir=tmp_path / "d", token="the-right-token"))
+    with TestClient(app) as c:
+        for _ in range(20):
+            assert c.get("/api/studies", headers={"Authorization": "Bearer guess"}).status_code == 401
+        r = c.get("/api/studies", headers={"Authorization": "Bearer the-right-token"})
+        assert r.status_code == 429 and r.headers["retry-after"]
+    app.state.ctx.store.close()
+
+
+def test_a_network_server_without_accounts_gets_a_token(tmp_path: Path) -> None:
+    settings = WebSettings(data_dir=tmp_path / "d")
+    app = create_app(settings, require_login=True)
+    with TestClient(app) as c:
+        assert c.get("/api/config").json()["auth_mode"] == "token" and len(settings.token or "") >= 20
+        assert c.get("/api/studies").status_code == 401
+    app.state.ctx.store.close()
+    _with_accounts(tmp_path / "d2")
+    settings = WebSettings(data_dir=tmp_path / "d2")
+    app = create_app(settings, require_login=True)
+    assert app.state.ctx.auth.mode == "accounts" and settings.token is None
+    app.state.ctx.store.close()
+
+
+def test_one_server_per_data_folder(tmp_path: Path) -> None:
+    app = create_app(WebSettings(data_dir=tmp_path / "d"))
+    with pytest.raises(SarcoscopeError, match="Another sarcoscope server"):
+        create_app(WebSettings(data_dir=tmp_path / "d"))
+    app.state.ctx.store.close()
+    create_app(WebSettings(data_dir=tmp_path / "d")).state.ctx.store.close()
+
+
+def test_forwarded_headers_count_only_from_a_trusted_proxy(tmp_path: Path) -> None:
+    """As `serve` runs it: uvicorn's proxy-header middleware trusting 127.0.0.1."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    _with_accounts(tmp_path / "data")
+    app = create_app(WebSettings(data_dir=tmp_path / "data"))
+    behind_tls = ProxyHeadersMiddleware(app, trusted_hosts="127.0.0.1")
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    wrong = {"user": "alice", "password": "wrong-password"}
+    with TestClient(behind_tls, client=("127.0.0.1", 40000)) as proxy:
+        r = proxy.post("/api/session", json={"user": "alice", "password": ALICE[1]}, headers=forwarded)
+        assert "Secure" in r.headers["set-cookie"]
+        assert proxy.post("/api/session", json=wrong, headers=forwarded).status_code == 401
+    with TestClient(behind_tls, client=("198.51.100.7", 40000)) as direct:  # not the proxy: not believed
+        r = direct.post("/api/session", json={"user": "alice", "password": ALICE[1]}, headers=forwarded)
+        assert "Secure" not in r.headers["set-cookie"]
+        assert direct.post("/api/session", json=wrong, headers=forwarded).status_code == 401
+    with app.state.ctx.store.session() as s:
+        keys = set(s.scalars(select(LoginFailure.key)))
+    assert keys == {"user:alice", "client:203.0.113.9", "client:198.51.100.7"}
+    app.state.ctx.store.close()

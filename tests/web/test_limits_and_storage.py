@@ -1,0 +1,250 @@
+"""Request body limits enforced while streaming, owner-only data at rest, and no files without an owner."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+import os
+import stat
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from test_api import segmented, upload
+from web_synth import write_series, zip_bytes
+
+from sarcoscope.web import WebSettings, create_app
+
+CHUNK = 64 * 1024
+
+
+def _asgi_request(
+    app: FastAPI, method: str, path: str, chunks: Iterable[bytes], headers: dict[str, str], query: str = ""
+) -> tuple[int, dict, int]:
+    """Send a request body chunk by chunk straight to the app, as a server does with a chunked upload.
+
+    Returns (status, JSON body, number of chunks the app read): unlike TestClient, nothing is read
+    ahead, so the count shows where the app stopped reading.
+    """
+    source = iter(chunks)
+    consumed = 0
+    response: dict = {"status": None, "body": b""}
+
+    async def receive() -> dict:
+        nonlocal consumed
+        chunk = next(source, None)
+        if chunk is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        consumed += 1
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            response["status"] = message["status"]
+        elif message["type"] == "http.response.body":
+            response["body"] += message.get("body", b"")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query.encode(),
+        "headers": [(b"host", b"testserver"), *((k.encode(), v.encode()) for k, v in headers.items())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    return response["status"], json.loads(response["body"]), consumed
+
+
+def _endless(first: bytes = b"") -> Iterator[bytes]:
+    """A body that never ends (a client streaming forever): the server must stop reading it."""
+    return itertools.chain([first] if first else [], itertools.repeat(b"\0" * CHUNK))
+
+
+def test_a_chunked_label_save_over_its_size_is_refused_while_streaming(
+    client: TestClient, series: list[Path]
+) -> None:
+    sid, v1 = segmented(client, series)
+    expected = 3 * 96 * 96  # the base version's (n, y, x)
+    app = client.app
+    path = f"/api/studies/{sid}/labels"
+    octets = {"content-type": "application/octet-stream"}
+    status, body, consumed = _asgi_request(app, "POST", path, _endless(), octets, "base_version=1")
+    assert status == 413 and "the body is longer" in body["detail"]
+    assert consumed <= expected // CHUNK + 2  # stopped within a chunk of the expected size
+    # A declared Content-Length over the size is refused before a single byte is read.
+    declared = {**octets, "content-length": str(expected + 1)}
+    status, body, consumed = _asgi_request(app, "POST", path, _endless(), declared, "base_version=1")
+    assert status == 413 and consumed == 0 and f"Expected {expected} bytes" in body["detail"]
+    huge = {**octets, "content-length": str(600 * 1024**2)}  # over any label save: the middleware answers
+    status, body, consumed = _asgi_request(app, "POST", path, _endless(), huge, "base_version=1")
+    assert status == 413 and consumed == 0 and "larger than this server accepts" in body["detail"]
+    assert [v["version"] for v in client.get(f"/api/studies/{sid}/versions").json()] == [v1["version"]]
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_while_streaming(client: TestClient) -> None:
+    limit = client.app.state.ctx.settings.max_upload_bytes  # 8 MiB in the fixture
+    head = (
+        b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.dcm"\r\n'
+        b"Content-Type: application/dicom\r\n\r\n"
+    )
+    headers = {"content-type": "multipart/form-data; boundary=b"}
+    status, body, consumed = _asgi_request(client.app, "POST", "/api/studies", _endless(head), headers)
+    assert status == 413 and "--max-upload-mb" in body["detail"]
+    assert consumed <= limit // CHUNK + 2
+    data_dir = client.app.state.ctx.store.data_dir
+    assert list((data_dir / "tmp").iterdir()) == [] and client.get("/api/studies").json() == []
+
+
+def test_json_bodies_are_small(client: TestClient, series: list[Path]) -> None:
+    sid = upload(client, series)["id"]
+    headers = {"content-type": "application/json"}
+    path = f"/api/studies/{sid}/selection"
+    status, body, consumed = _asgi_request(client.app, "PUT", path, _endless(b'{"mode": "'), headers)
+    assert status == 413 and "small JSON object" in body["detail"] and consumed <= 64 * 1024 // CHUNK + 2
+    assert client.get(f"/api/studies/{sid}").json()["selection"] is None
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+
+
+def test_data_at_rest_is_owner_only_whatever_the_umask(tmp_path: Path, series: list[Path]) -> None:
+    old_umask = os.umask(0o002)  # as permissive as a shared group setup
+    try:
+        app = create_app(WebSettings(data_dir=tmp_path / "data"))
+        with TestClient(app) as c:
+            zipped = [("files", ("study.zip", zip_bytes(series), "application/zip"))]
+            sid = c.post("/api/studies", files=zipped).json()["id"]  # extracted files come from the zip
+            c.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
+            assert c.post(f"/api/studies/{sid}/segment", json={}).status_code == 200
+            assert c.get(f"/api/studies/{sid}/export/nifti").status_code == 200
+            modes = _modes(tmp_path / "data")  # while the database's -wal and -shm files exist
+        app.state.ctx.store.close()
+    finally:
+        os.umask(old_umask)
+    names = set(modes)
+    assert {"sarcoscope.db", "sarcoscope.db-wal", "ct", "cache", "tmp", f"cache/{sid}/hu.npy"} <= names
+    assert sum(name.endswith(".dcm") for name in names) == len(series)
+    loose = {name: oct(mode) for name, mode in modes.items() if mode not in (0o700, 0o600)}
+    assert loose == {}
+    folders = {name for name in names if (tmp_path / "data" / name).is_dir()}
+    assert all(modes[name] == 0o700 for name in folders) and all(
+        modes[name] == 0o600 for name in names - folders
+    )
+
+
+def test_an_existing_world_readable_data_folder_is_tightened(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "ct").mkdir(parents=True)
+    data.chmod(0o755)
+    (data / "ct").chmod(0o755)
+    (data / "sarcoscope.db").touch(mode=0o644)
+    create_app(WebSettings(data_dir=data)).state.ctx.store.close()
+    assert {name: oct(m) for name, m in _modes(data).items() if name in (".", "ct", "sarcoscope.db")} == {
+        ".": "0o700",
+        "ct": "0o700",
+        "sarcoscope.db": "0o600",
+    }
+
+
+def test_orphans_of_an_interrupted_upload_are_removed_at_start(tmp_path: Path, series: list[Path]) -> None:
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as c:
+        study = upload(c, series)
+    app.state.ctx.store.close()
+    kept = sorted(p for p in data.rglob("*") if p.is_file() and p.parent.name != "data")
+    study_uid = next(p.parent.name for p in (data / "ct").glob(f"*/{study['series_uid']}"))
+    orphans = [
+        data / "tmp" / "0f" / "part000001.dcm",  # an upload killed while it was received
+        data / "ct" / "1.2.3" / "1.2.3.4" / "1.2.3.4.5.dcm",  # files moved in, row never committed
+        data / "ct" / study_uid / "9.9" / "9.9.1.dcm",  # another series of a stored study, no row
+        data / "cache" / ("ab" * 16) / "hu.npy",
+        data / "cache" / study["id"] / ".hu.npy.123.tmp",  # inside a stored study's cache: kept
+    ]
+    for path in orphans:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"PHI")
+    outside = tmp_path / "elsewhere"
+    (outside / "9.8").mkdir(parents=True)
+    (outside / "9.8" / "keep.txt").write_text("not the server's")
+    (data / "ct" / "9.7").symlink_to(outside)  # a link is removed, never followed
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as c:
+        assert c.get(f"/api/studies/{study['id']}/image/axial/3").status_code == 200
+    app.state.ctx.store.close()
+    remaining = sorted(p for p in data.rglob("*") if p.is_file() and p.parent.name != "data")
+    assert [p for p in orphans if p.exists()] == [orphans[4]]  # inside a study's own cache: not an orphan
+    orphans[4].unlink()
+    assert sorted(p for p in remaining if p != orphans[4]) == kept
+    assert not (data / "ct" / "1.2.3").exists() and not (data / "cache" / ("ab" * 16)).exists()
+    assert not (data / "ct" / "9.7").is_symlink() and (outside / "9.8" / "keep.txt").exists()
+
+
+def test_deleting_a_study_deletes_every_file_of_it(
+    client: TestClient, series: list[Path], tmp_path: Path
+) -> None:
+    sid, _ = segmented(client, series)
+    other = upload(client, write_series(tmp_path / "other", seed=5, patient_id="PAT-002"))
+    data_dir = client.app.state.ctx.store.data_dir
+    assert len(list((data_dir / "ct").iterdir())) == 2
+    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    assert [p.name for p in (data_dir / "cache").iterdir()] == [other["id"]]
+    (left,) = (data_dir / "ct").iterdir()  # the deleted study's StudyUID folder went with its series
+    assert [p.name for p in left.iterdir()] == [other["series_uid"]]
+    assert list((data_dir / "tmp").iterdir()) == []
+
+
+def test_an_encrypted_zip_is_refused_with_a_reason(client: TestClient, series: list[Path]) -> None:
+    data = bytearray(zip_bytes(series[:2]))
+    # Mark every entry encrypted (general-purpose flag bit 0) in its local and central headers, as a
+    # password-protected zip has them.
+    for signature, flag_offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (start := data.find(signature, start)) >= 0:
+            data[start + flag_offset] |= 0x01
+            start += 4
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+        assert all(info.flag_bits & 0x1 for info in zf.infolist())
+    r = client.post("/api/studies", files=[("files", ("locked.zip", bytes(data), "application/zip"))])
+    assert r.status_code == 422 and "encrypted" in r.json()["detail"] and "locked.zip" in r.json()["detail"]
+    assert client.get("/api/studies").json() == []
+
+
+@pytest.mark.parametrize("query", ["%", "_", "%%", "\\"])
+def test_search_wildcards_do_not_list_every_study(client: TestClient, series: list[Path], query: str) -> None:
+    upload(client, series)
+    r = client.get("/api/studies", params={"q": query})
+    assert r.status_code == 200 and r.json() == []
+
+
+def test_label_saves_keep_exact_bytes(client: TestClient, series: list[Path]) -> None:
+    """The streamed save stores exactly the bytes sent, whatever their chunking."""
+    sid, _ = segmented(client, series)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, size=(3, 96, 96), dtype=np.uint8)
+    pieces = [labels.tobytes()[i : i + 1000] for i in range(0, labels.size, 1000)]
+    status, body, _ = _asgi_request(
+        client.app,
+        "POST",
+        f"/api/studies/{sid}/labels",
+        pieces,
+        {"content-type": "application/octet-stream"},
+        "base_version=1",
+    )
+    assert status == 201 and body["version"] == 2
+    stored = client.app.state.ctx.store.load_labels(sid, 2).labels
+    np.testing.assert_array_equal(stored, labels)
