@@ -16,7 +16,8 @@ def test_reference_against_itself_on_real_slices(shared_data: Path, tmp_path: Pa
         shutil.copy(f, pred / f"{f.stem}_pred.npy")
     rep = run_validation(pred, real / "labels", tmp_path / "out", images_dir=real / "images", gallery_size=1)
     # "L3_EMC101.dcm", "EMC101.npy" and "EMC101_pred.npy" are one case.
-    assert sorted(r["case_id"] for r in rep.per_case) == ["EMC041", "EMC052", "EMC100", "EMC101", "EMC172"]
+    cases = sorted(f.stem for f in (real / "labels").glob("*.npy"))
+    assert len(cases) >= 5 and sorted(r["case_id"] for r in rep.per_case) == cases
     for row in rep.per_case:
         assert row["msv_dice"] == row["muscle_dice"] == row["imat_dice"] == 1.0
         assert row["muscle_area_err_cm2"] == 0.0 and row["muscle_hu_diff"] == 0.0
