@@ -1,12 +1,10 @@
-"""Reading the side inputs of a validation: the sites file, the patients' heights and the CT images."""
+"""Reading the side inputs of a validation: the sites file and the patients' heights."""
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from sarcoscope.errors import ValidationInputError
 
@@ -66,11 +64,3 @@ def read_heights(path: Path) -> dict[str, float]:
             raise ValidationInputError(f"{path} line {i}: height {h:.2f} m is implausible (check the unit).")
         out[(row["case_id"] or "").strip()] = h
     return out
-
-
-def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
-    """HU array (z, y, x) and in-plane pixel spacing (y, x) mm of one CT image (file or DICOM folder)."""
-    from sarcoscope.imaging import read_ct
-
-    volume = read_ct(path)
-    return np.asarray(volume.hu), volume.pixel_spacing

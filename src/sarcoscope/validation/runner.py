@@ -19,11 +19,11 @@ from typing import Any
 from sarcoscope import __version__
 from sarcoscope.conventions import TISSUES
 from sarcoscope.errors import ValidationInputError
+from sarcoscope.imaging.labelmaps import LabelMapping, load_mapping
 from sarcoscope.segmentation.base import SegmentationEngine
 from sarcoscope.validation import document as d
 from sarcoscope.validation.inputs import read_sites
 from sarcoscope.validation.io import DEFAULT_STRIP_PREFIXES, DEFAULT_STRIP_SUFFIXES
-from sarcoscope.validation.mappings import LabelMapping, load_mapping
 from sarcoscope.validation.report_folder import ReportFolder
 from sarcoscope.validation.scoring import ScoredCase, score_cases
 from sarcoscope.validation.sections import agreement, gallery, iou_bins, l3, overlap, sites

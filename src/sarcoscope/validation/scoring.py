@@ -13,18 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from sarcoscope.conventions import TISSUE_TITLES, TISSUES
-from sarcoscope.errors import SarcoscopeError, ValidationInputError
+from sarcoscope.errors import LabelMapError, SarcoscopeError, ValidationInputError
+from sarcoscope.imaging import read_ct
+from sarcoscope.imaging.labelmaps import LABEL_EXTENSIONS, LabelGrid, LabelMapping, read_label_map
 from sarcoscope.segmentation.base import SegmentationEngine
-from sarcoscope.validation.inputs import read_heights, read_image
-from sarcoscope.validation.io import (
-    IMAGE_EXTENSIONS,
-    LABEL_EXTENSIONS,
-    index_folder,
-    match_cases,
-    read_label_map,
-    resolve_spacing,
-)
-from sarcoscope.validation.mappings import LabelMapping
+from sarcoscope.validation.inputs import read_heights
+from sarcoscope.validation.io import IMAGE_EXTENSIONS, index_folder, match_cases, resolve_spacing
 from sarcoscope.validation.metrics import case_metrics, confusion_matrix
 
 #: The pooled columns scored besides the tissues: M+S+V as one foreground, and the mean of the three.
@@ -107,15 +101,18 @@ def score_cases(
     cases: list[ScoredCase] = []
     no_spacing: list[str] = []
     for case in case_ids:
-        ref = read_label_map(refs[case], ref_map, case)
-        image, img_spacing = (None, None)
+        image, img_spacing, grid = None, None, None
         if images:
-            image, img_spacing = read_image(images[case])
-            if image is not None and image.shape != ref.labels.shape:
-                raise ValidationInputError(
-                    f"Case {case}: image {images[case].name} has shape {image.shape} but the label maps have "
-                    f"{ref.labels.shape}; give images on the label maps' grid (e.g. the L3 slices)."
-                )
+            volume = read_ct(images[case])
+            image, img_spacing, grid = (
+                np.asarray(volume.hu),
+                volume.pixel_spacing,
+                LabelGrid.of_volume(volume),
+            )
+        try:
+            ref = read_label_map(refs[case], ref_map, grid)
+        except LabelMapError as exc:
+            raise LabelMapError(f"Case {case}: {exc}") from None
         if engine is not None:
             assert image is not None and img_spacing is not None
             try:
@@ -126,7 +123,10 @@ def score_cases(
             np.save(preds[case], pred_labels)
             pred_spacing = img_spacing
         else:
-            pm = read_label_map(preds[case], pred_map, case)
+            try:
+                pm = read_label_map(preds[case], pred_map, grid)
+            except LabelMapError as exc:
+                raise LabelMapError(f"Case {case}: {exc}") from None
             pred_labels, pred_spacing = pm.labels, pm.pixel_spacing
         if pred_labels.shape != ref.labels.shape:
             raise ValidationInputError(

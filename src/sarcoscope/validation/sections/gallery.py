@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from sarcoscope.imaging import read_ct
+from sarcoscope.imaging.labelmaps import LabelGrid, LabelMapping, read_label_map
 from sarcoscope.segmentation.base import SegmentationEngine
 from sarcoscope.validation import document as d
 from sarcoscope.validation import plots
-from sarcoscope.validation.inputs import read_image
-from sarcoscope.validation.io import read_label_map
-from sarcoscope.validation.mappings import LabelMapping
 from sarcoscope.validation.report_folder import ReportFolder
 from sarcoscope.validation.scoring import ScoredCase
 
@@ -35,9 +34,13 @@ def add_gallery(
         )
     )
     for c in worst:
-        ref = read_label_map(c.ref_path, ref_map, c.case_id).labels
-        pred = np.load(c.pred_path) if engine is not None else read_label_map(c.pred_path, pred_map).labels
-        image = read_image(c.image_path)[0] if c.image_path is not None else None
+        volume = read_ct(c.image_path) if c.image_path is not None else None
+        grid = LabelGrid.of_volume(volume) if volume is not None else None
+        ref = read_label_map(c.ref_path, ref_map, grid).labels
+        pred = (
+            np.load(c.pred_path) if engine is not None else read_label_map(c.pred_path, pred_map, grid).labels
+        )
+        image = np.asarray(volume.hu) if volume is not None else None
         k = int(np.argmax((pred != ref).reshape(pred.shape[0], -1).sum(axis=1)))
         path = plots.gallery_figure(
             c.case_id,

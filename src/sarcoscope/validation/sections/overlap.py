@@ -9,10 +9,10 @@ import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.conventions import TISSUES
+from sarcoscope.imaging.labelmaps import LabelMapping
 from sarcoscope.segmentation.base import SegmentationEngine
 from sarcoscope.validation import document as d
 from sarcoscope.validation import plots
-from sarcoscope.validation.mappings import LabelMapping
 from sarcoscope.validation.metrics import N_LABELS
 from sarcoscope.validation.report_folder import ReportFolder
 from sarcoscope.validation.scoring import ScoredCase, column_titles
