@@ -24,15 +24,7 @@ TAGS = np.array([[0, 1, 1, 7], [5, 2, 0, 7], [1, 1, 5, 0]], dtype=np.uint8)
 PROJECT = np.vectorize(lambda t: int(TAG_TO_PROJECT[int(t)]))(TAGS).astype(np.uint8)
 
 
-def write_tag(path: Path, tags: np.ndarray, header: str | None = None) -> Path:
-    """A TAG file as Slice-O-Matic writes it: ASCII header lines (CR LF), a form feed, one byte per pixel."""
-    if header is None:
-        header = f"x:{tags.shape[-1]} y:{tags.shape[-2]} z:1 type:BYTE\r\n"
-    path.write_bytes(header.encode("ascii") + b"\x0c" + np.ascontiguousarray(tags, np.uint8).tobytes())
-    return path
-
-
-def test_tag_file_reads_back_exactly(tmp_path: Path) -> None:
+def test_tag_file_reads_back_exactly(tmp_path: Path, write_tag) -> None:
     lm = read_label_map(write_tag(tmp_path / "a.tag", TAGS), ALBERTA)
     assert lm.labels.dtype == np.uint8 and lm.labels.shape == (1, 3, 4)
     np.testing.assert_array_equal(lm.labels[0], PROJECT)
@@ -55,13 +47,13 @@ def test_tag_file_reads_back_exactly(tmp_path: Path) -> None:
         "",  # no header at all: the size comes from the image
     ],
 )
-def test_tag_header_variants(tmp_path: Path, header: str) -> None:
+def test_tag_header_variants(tmp_path: Path, header: str, write_tag) -> None:
     path = write_tag(tmp_path / "v.tag", TAGS, header)
     grid = LabelGrid((1, 3, 4))
     np.testing.assert_array_equal(read_label_map(path, ALBERTA, grid).labels[0], PROJECT)
 
 
-def test_tag_files_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+def test_tag_files_that_do_not_fit_are_refused(tmp_path: Path, write_tag) -> None:
     grid = LabelGrid((1, 3, 4), name="image a.dcm")
     path = write_tag(tmp_path / "short.tag", TAGS.ravel()[:-1], "x:4 y:3\r\n")
     with pytest.raises(LabelMapError, match=r"short.tag: 11 bytes of tags .* need 12"):
@@ -93,7 +85,7 @@ def test_tag_files_that_do_not_fit_are_refused(tmp_path: Path) -> None:
     assert issubclass(LabelMapError, InputError) and issubclass(LabelMapError, ValidationInputError)
 
 
-def test_other_tag_conventions_through_a_yaml_mapping(tmp_path: Path) -> None:
+def test_other_tag_conventions_through_a_yaml_mapping(tmp_path: Path, write_tag) -> None:
     mapping = tmp_path / "site.yaml"
     mapping.write_text("name: site-x\nlabels: {0: background, 1: muscle, 2: imat, 5: vat, 7: sat, 12: 0}\n")
     other = TAGS.copy()
@@ -187,13 +179,14 @@ def _seg_of(dicom: Path, labels: np.ndarray, path: Path, label_text: dict[int, s
     return path
 
 
-def test_real_slice_in_every_format_reads_back_identical(shared_data: Path, tmp_path: Path) -> None:
+def test_real_slice_in_every_format_reads_back_identical(
+    shared_data: Path, tmp_path: Path, write_tag, alberta_tags
+) -> None:
     dicom, reference = _real_case(shared_data)
     volume = read_ct(dicom)
     grid = LabelGrid.of_volume(volume)
     assert grid.shape == (1, *reference.shape) and grid.sop_uids and grid.name == f"image {dicom.name}"
-    to_tag = {int(v): k for k, v in TAG_TO_PROJECT.items()}
-    tags = np.vectorize(to_tag.__getitem__)(reference).astype(np.uint8)
+    tags = alberta_tags(reference)
     files = {
         "tag": (write_tag(tmp_path / "a.tag", tags), ALBERTA),
         "tag without size": (write_tag(tmp_path / "b.tag", tags, "type:BYTE\r\n"), ALBERTA),
@@ -223,7 +216,7 @@ def test_real_slice_in_every_format_reads_back_identical(shared_data: Path, tmp_
     assert seg_spacing == pytest.approx(volume.pixel_spacing)
 
 
-def test_real_slice_refused_on_another_image(shared_data: Path, tmp_path: Path) -> None:
+def test_real_slice_refused_on_another_image(shared_data: Path, tmp_path: Path, write_tag) -> None:
     dicom, reference = _real_case(shared_data)
     other = read_ct(_real_case(shared_data, "EMC100")[0])
     seg = _seg_of(dicom, reference, tmp_path / "a_seg.dcm")
