@@ -15,8 +15,8 @@ Dataset folder layout (one folder per `sarcoscope train DATA` argument)::
   or a YAML file); an id the mapping does not list is an error. One mapping per DATA folder.
 - DICOM images are single axial slices; their label map is on the `pixel_array` grid. NIfTI images are
   reoriented to the project's layout (rows anterior->posterior, columns patient right->left) and their label
-  maps must be NIfTI on the same grid. A 3-D image (NIfTI or .npy (z, y, x)) contributes every slice whose
-  label map holds tissue.
+  maps must be on the same grid (NIfTI label maps are reoriented alike). A 3-D image (NIfTI or .npy
+  (z, y, x)) contributes every slice whose label map holds tissue.
 - The patient of a case is its DICOM PatientID when present, else the case id; the train/validation split is
   by patient, so slices of one patient never sit on both sides.
 """
