@@ -54,12 +54,12 @@ def test_validate_reads_tag_references_and_png_predictions(
     # Without the mapping, tags would be read as project ids: refused, the file named, no report written.
     result = CliRunner().invoke(app, [str(a) for a in [*args[:-4], "-o", tmp_path / "r2"]])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "EMC041.tag is a Slice-O-Matic TAG file" in result.output.replace("\n", "")
+    assert "EMC041.tagisaSlice-O-MaticTAGfile" in "".join(result.output.split())  # however rich wraps it
     assert not (tmp_path / "r2").exists()
 
     # A TAG file made for another image is refused with its case, file and image named.
     write_tag(ref / "EMC100.tag", np.zeros((256, 256), np.uint8))
     result = CliRunner().invoke(app, [str(a) for a in [*args, "--ref-labels", "slice-o-matic-alberta"]])
-    text = " ".join(result.output.split())
     assert result.exit_code == 1, result.output
-    assert "Case EMC100: image L3_EMC100.dcm has shape (1, 512, 512) but label map EMC100.tag" in text
+    expected = "Case EMC100: image L3_EMC100.dcm has shape (1, 512, 512) but label map EMC100.tag"
+    assert "".join(expected.split()) in "".join(result.output.split())
