@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,3 +28,27 @@ def _empty_model_registry(tmp_path_factory: pytest.TempPathFactory) -> None:
     from sarcoscope.segmentation.registry import MODELS_DIR_ENV
 
     os.environ[MODELS_DIR_ENV] = str(tmp_path_factory.mktemp("registry"))
+
+
+def _write_tag(path: Path, tags: np.ndarray, header: str | None = None) -> Path:
+    if header is None:
+        header = f"x:{tags.shape[-1]} y:{tags.shape[-2]} z:1 type:BYTE\r\n"
+    path.write_bytes(header.encode("ascii") + b"\x0c" + np.ascontiguousarray(tags, np.uint8).tobytes())
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_tag() -> Callable[..., Path]:
+    """write_tag(path, tags, header=None): a Slice-O-Matic TAG file with a known layout, as Slice-O-Matic
+    writes it: ASCII header lines (CR LF; default: the size), a form feed, then one byte per pixel."""
+    return _write_tag
+
+
+#: Project label id -> Slice-O-Matic Alberta tag (the inverse of the built-in `slice-o-matic-alberta`).
+ALBERTA_TAG = np.array([0, 1, 7, 5, 2], dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def alberta_tags() -> Callable[[np.ndarray], np.ndarray]:
+    """Project label ids -> the Alberta-protocol tags Slice-O-Matic would store for them."""
+    return lambda labels: ALBERTA_TAG[labels]

@@ -468,8 +468,12 @@ def deidentify(
 @app.command()
 def validate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.md, report.html, CSVs).")],
-    pred: Annotated[Path | None, typer.Option(help="Folder of predicted label maps.")] = None,
-    ref: Annotated[Path | None, typer.Option(help="Folder of reference label maps.")] = None,
+    pred: Annotated[
+        Path | None, typer.Option(help="Folder of predicted label maps (.npy .nii.gz .tag .png .dcm SEG).")
+    ] = None,
+    ref: Annotated[
+        Path | None, typer.Option(help="Folder of reference label maps (.npy .nii.gz .tag .png .dcm SEG).")
+    ] = None,
     images: Annotated[
         Path | None, typer.Option(help="Folder of CT slices (HU statistics; or input of --engine).")
     ] = None,
@@ -479,7 +483,8 @@ def validate(
     sites: Annotated[Path | None, typer.Option(help="CSV case_id,site for the external tables.")] = None,
     patients: Annotated[Path | None, typer.Option(help="CSV case_id,height_cm|height_m (for SMI).")] = None,
     ref_labels: Annotated[
-        str | None, typer.Option(help="Reference label mapping: built-in name or YAML file.")
+        str | None,
+        typer.Option(help="Reference label mapping: built-in name (slice-o-matic-alberta...) or YAML file."),
     ] = None,
     pred_labels: Annotated[
         str | None, typer.Option(help="Prediction label mapping: built-in name or YAML file.")
@@ -596,7 +601,8 @@ def train(
         str | None, typer.Option(help="Validation patients from: all, phantoms or data.")
     ] = None,
     label_mapping: Annotated[
-        str | None, typer.Option(help="Label mapping of DATA: built-in name or YAML file.")
+        str | None,
+        typer.Option(help="Label mapping of DATA: built-in name (slice-o-matic-alberta...) or YAML file."),
     ] = None,
     data_repeat: Annotated[int | None, typer.Option(help="Times each DATA slice is shown per epoch.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs (paper: 50).")] = None,

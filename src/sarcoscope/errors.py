@@ -25,6 +25,13 @@ class ValidationInputError(SarcoscopeError):
     """Validation inputs do not match (unmatched case ids, shape/spacing mismatch, unknown label ids)."""
 
 
+class LabelMapError(InputError, ValidationInputError):
+    """A label file cannot be read, does not fit its image's pixel grid, or holds ids its mapping lacks.
+
+    Both an input error (training, the web import) and a validation input error, so each caller's handling
+    of its own inputs covers label maps too."""
+
+
 class CompositionError(SarcoscopeError):
     """Body composition cannot be measured or assessed (label map does not fit the image, implausible
     height/weight/age, unknown cutoff set)."""

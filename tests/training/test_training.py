@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -118,6 +119,43 @@ def test_dataset_pairs_by_stem_or_suffix_and_maps_labels(tmp_path: Path) -> None
     with pytest.raises(InputError, match="unknown label id"):
         np.save(tmp_path / "bad.npy", np.array([[7]], np.uint8))
         read_labels(tmp_path / "bad.npy", None)
+
+
+def test_manual_labels_from_slice_o_matic_and_pngs_train(
+    shared_data: Path, tmp_path: Path, write_tag, alberta_tags
+) -> None:
+    """Real slices labelled as a TAG file and as tissue PNGs load exactly like their .npy references,
+    and a one-epoch run (with two phantoms) trains on them."""
+    from PIL import Image
+
+    real = shared_data / "real" / "l3_slices"
+    tagged, plain = tmp_path / "tagged", tmp_path / "plain"
+    for root in (tagged, plain):
+        (root / "images").mkdir(parents=True)
+        (root / "labels").mkdir()
+    for case in ("EMC101", "EMC100"):
+        for root in (tagged, plain):
+            shutil.copy(real / "images" / f"L3_{case}.dcm", root / "images")
+        shutil.copy(real / "labels" / f"{case}.npy", plain / "labels")
+    labels = np.load(real / "labels" / "EMC101.npy")
+    write_tag(tagged / "labels" / "EMC101.tag", alberta_tags(labels))
+    (tagged / "labels" / "EMC100").mkdir()
+    reference = np.load(real / "labels" / "EMC100.npy")
+    for name, label in (("muscle", 1), ("sat", 2), ("vat", 3), ("imat", 4)):
+        mask = ((reference == label) * 255).astype(np.uint8)
+        Image.fromarray(mask).save(tagged / "labels" / "EMC100" / f"{name}.png")
+    spec = InputSpec(3.0, (-250, 350), 4)
+    config = tiny_config(tagged, tmp_path / "o", label_mapping="slice-o-matic-alberta")
+    got = load_folder(tagged, config, spec)
+    expected = load_folder(plain, tiny_config(plain, tmp_path / "o"), spec)
+    assert [s.case for s in got] == [s.case for s in expected] == ["EMC100", "EMC101"]
+    for a, b in zip(got, expected, strict=True):
+        assert np.array_equal(a.labels, b.labels) and np.array_equal(a.hu, b.hu)
+        assert set(np.unique(a.labels)) == {0, 1, 2, 3, 4}
+    result = train(replace(config, max_epochs=1, phantoms=2, phantom_size=96, val_from="phantoms"))
+    assert result.epochs_run == 1 and (tmp_path / "o" / "model.onnx").is_file()
+    with pytest.raises(InputError, match=r"EMC101\.tag is a Slice-O-Matic TAG file"):
+        load_folder(tagged, tiny_config(tagged, tmp_path / "o2"), spec)
 
 
 def test_split_is_by_patient(tmp_path: Path) -> None:

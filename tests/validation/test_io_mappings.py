@@ -11,15 +11,14 @@ from PIL import Image
 
 from sarcoscope.conventions import LABEL_COLORS, Label
 from sarcoscope.errors import ValidationInputError
+from sarcoscope.imaging.labelmaps import builtin_mappings, load_mapping, read_label_map
 from sarcoscope.validation.io import (
     case_id_from_name,
     index_folder,
     match_cases,
     parse_pixel_spacing,
-    read_label_map,
     resolve_spacing,
 )
-from sarcoscope.validation.mappings import builtin_mappings, load_mapping
 
 LABELS = np.array([[0, 1, 1, 2], [3, 4, 0, 2], [1, 1, 3, 0]], dtype=np.uint8)
 SARCO = load_mapping(None)

@@ -11,7 +11,8 @@ dictionary (category "Tissue" 85756007 for all):
 | IMAT   | Adipose tissue / Fat (55603005)    | Skeletal muscle structure (127954009)   |
 
 SNOMED has no pre-coordinated "visceral fat" or "intermuscular fat" concept in the DICOM code dictionary, so
-the three adipose compartments share the type and differ by anatomic region (and by segment label).
+the three adipose compartments share the type and differ by anatomic region (and by segment label). The
+table (SEGMENT_CODES) lives with the SEG reader, imaging/labelmaps/seg.py, which maps these codes back.
 
 De-identified inputs often lack Type 2 patient/study attributes (PatientBirthDate, StudyID...). Type 2 means
 "present, possibly empty", so absent ones are added EMPTY on copies of the headers: that fabricates nothing.
@@ -39,19 +40,10 @@ from pydicom.uid import generate_uid
 
 from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, deidentify_dataset, mark_deidentified
+from sarcoscope.imaging.labelmaps.seg import SEGMENT_CODES
 
 if TYPE_CHECKING:
-    from pydicom.sr.coding import Code
-
     from sarcoscope.pipeline import AnalysisResult
-
-#: tissue -> (segmented property type, anatomic region)
-SEGMENT_CODES: dict[str, tuple[Code, Code]] = {
-    "muscle": (codes.SCT.SkeletalMuscle, codes.SCT.Abdomen),
-    "sat": (codes.SCT.AdiposeTissue, codes.SCT.SubcutaneousTissue),
-    "vat": (codes.SCT.AdiposeTissue, codes.SCT.AbdominalCavityStructure),
-    "imat": (codes.SCT.AdiposeTissue, codes.SCT.SkeletalMuscleStructure),
-}
 
 #: Type 2 attributes highdicom reads from the source; added empty when a de-identified source lacks them.
 TYPE2_FILL = (

@@ -30,6 +30,31 @@ def _hu_array(data: np.ndarray) -> np.ndarray:
     return data
 
 
+def ras_to_layout(data: np.ndarray) -> np.ndarray:
+    """Canonical RAS (i, j, k) array -> (z, y, x) with x toward the patient's left and y toward posterior."""
+    return np.ascontiguousarray(data[::-1, ::-1, ...].transpose(2, 1, 0))
+
+
+def read_nifti_array(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
+    """A 2-D or 3-D NIfTI file's values in the CTVolume layout (z, y, x), and its (y, x) pixel spacing in mm.
+
+    For label maps and training images: they need the pixel grid, not the geometry `read_nifti` records.
+    """
+    try:
+        img = nib.as_closest_canonical(nib.load(str(path)))  # axes point to R, A, S
+        data = np.asarray(img.dataobj)
+    except Exception as exc:  # nibabel and gzip raise many types for broken files
+        raise InputError(f"Cannot read NIfTI file {path}: {exc}") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[..., np.newaxis]
+    if data.ndim != 3:
+        raise InputError(f"NIfTI file {path} must be 2-D or 3-D, got shape {data.shape}.")
+    zooms = img.header.get_zooms()
+    return ras_to_layout(data), (float(zooms[1]), float(zooms[0]))
+
+
 def read_nifti(path: Path) -> CTVolume:
     """Read a 3D NIfTI CT (values taken as HU) into the CTVolume layout; record LPS direction and origin."""
     try:
@@ -49,8 +74,7 @@ def read_nifti(path: Path) -> CTVolume:
     if data.dtype.kind not in "iuf":
         raise InputError(f"{path} holds {data.dtype} values, not CT numbers")
     ni, nj, _ = data.shape
-    # RAS (i, j, k) -> our (z, y, x) with x toward left and y toward posterior: flip i and j, reverse axes.
-    hu = np.ascontiguousarray(_hu_array(data[::-1, ::-1, :]).transpose(2, 1, 0))
+    hu = ras_to_layout(_hu_array(data))
     flip = np.array([[-1.0, 0, 0, ni - 1], [0, -1.0, 0, nj - 1], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ canonical.affine @ flip
     zooms = np.linalg.norm(lps[:3, :3], axis=0)

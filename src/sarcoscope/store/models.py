@@ -72,7 +72,7 @@ class LabelVersion(Base):
     parent_version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     author: Mapped[str] = mapped_column(String(128))
-    source: Mapped[str] = mapped_column(String(64))  # "segment", "edit", "restore"
+    source: Mapped[str] = mapped_column(String(64))  # "segment", "edit", "restore", "import"
     engine: Mapped[str | None] = mapped_column(String(64))
     model_id: Mapped[str | None] = mapped_column(String(256))
     indices: Mapped[list[int]] = mapped_column(JSON)

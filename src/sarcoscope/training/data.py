@@ -4,18 +4,19 @@ Dataset folder layout (one folder per `sarcoscope train DATA` argument)::
 
     DATA/
       images/<case>.dcm | <case>.nii.gz | <case>.nii | <case>.npy
-      labels/<case>.npy | <case>.nii.gz | <case>.nii
+      labels/<case>.npy | .nii.gz | .nii | .tag | .png | .dcm (DICOM SEG) | <case>/ (one PNG per tissue)
       images/<case>.json          # only for .npy images: {"pixel_spacing": [y_mm, x_mm], "patient": "..."}
 
 - An image and a label map pair up by file stem; an image named `<prefix>_<case>` also pairs with label
   `<case>` (e.g. images/L3_EMC101.dcm with labels/EMC101.npy).
-- Label maps use the project's ids (0 other, 1 muscle, 2 SAT, 3 VAT, 4 IMAT) unless a mapping is given
-  (`label_mapping`: a built-in name such as `totalsegmentator-tissue-types` or a YAML file, see
-  sarcoscope.validation.mappings); an id the mapping does not list is an error.
+- Label maps are read by sarcoscope.imaging.labelmaps onto their image's pixel grid (a file that does not
+  fit is refused). They use the project's ids (0 other, 1 muscle, 2 SAT, 3 VAT, 4 IMAT) unless a mapping
+  is given (`label_mapping`: a built-in name such as `slice-o-matic-alberta` for Slice-O-Matic .tag files,
+  or a YAML file); an id the mapping does not list is an error. One mapping per DATA folder.
 - DICOM images are single axial slices; their label map is on the `pixel_array` grid. NIfTI images are
   reoriented to the project's layout (rows anterior->posterior, columns patient right->left) and their label
-  maps must be NIfTI on the same grid. A 3-D image (NIfTI or .npy (z, y, x)) contributes every slice whose
-  label map holds tissue.
+  maps must be on the same grid (NIfTI label maps are reoriented alike). A 3-D image (NIfTI or .npy
+  (z, y, x)) contributes every slice whose label map holds tissue.
 - The patient of a case is its DICOM PatientID (or the "patient" of a .npy image's sidecar) when present,
   else the case id; the train/validation split is by patient, so slices of one patient never sit on both
   sides. (The web app's export, sarcoscope.web.training_data, writes pseudonyms there.)
@@ -29,14 +30,21 @@ from pathlib import Path
 
 import numpy as np
 
-from sarcoscope.errors import InputError, SarcoscopeError
+from sarcoscope.errors import InputError
+from sarcoscope.imaging.labelmaps import (
+    LABEL_EXTENSIONS,
+    LabelGrid,
+    label_extension,
+    load_mapping,
+    read_label_map,
+)
+from sarcoscope.imaging.nifti import read_nifti_array
 from sarcoscope.segmentation.unet import InputSpec, body_window
 from sarcoscope.training.config import TrainConfig
 
 IMAGE_SUFFIXES = (".dcm", ".nii.gz", ".nii", ".npy")
 #: Written beside images/ and labels/ by the web app's export of corrected slices (web.training_data).
 EXPORT_MANIFEST = "sarcoscope-training-export.json"
-LABEL_SUFFIXES = (".npy", ".nii.gz", ".nii")
 #: Value of pixels outside the image when a slice is padded (air).
 PAD_HU = -1024.0
 
@@ -53,11 +61,12 @@ class Sample:
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in IMAGE_SUFFIXES + LABEL_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    """The file name without its image or label-map extension (a folder of tissue PNGs: its name)."""
+    low = path.name.lower()
+    for suffix in (*IMAGE_SUFFIXES, *LABEL_EXTENSIONS):
+        if low.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.name
 
 
 def find_pairs(data_dir: str | Path) -> list[tuple[str, Path, Path]]:
@@ -69,7 +78,7 @@ def find_pairs(data_dir: str | Path) -> list[tuple[str, Path, Path]]:
     images = {_stem(p): p for p in sorted(images_dir.iterdir()) if p.name.endswith(IMAGE_SUFFIXES)}
     pairs = []
     for label in sorted(labels_dir.iterdir()):
-        if not label.name.endswith(LABEL_SUFFIXES):
+        if label.name.startswith(".") or label_extension(label) is None:
             continue
         case = _stem(label)
         image = images.get(case)
@@ -86,29 +95,10 @@ def find_pairs(data_dir: str | Path) -> list[tuple[str, Path, Path]]:
             )
         pairs.append((case, image, label))
     if not pairs:
-        raise InputError(f"No label maps ({', '.join(LABEL_SUFFIXES)}) in {labels_dir}.")
+        raise InputError(
+            f"No label maps ({', '.join(LABEL_EXTENSIONS)}, tissue PNG folders) in {labels_dir}."
+        )
     return pairs
-
-
-def _nifti_to_layout(data: np.ndarray) -> np.ndarray:
-    """Canonical RAS (x, y, z) array -> (z, y, x) with rows anterior->posterior and columns right->left."""
-    return np.ascontiguousarray(np.transpose(data[::-1, ::-1, ...], (2, 1, 0)))
-
-
-def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
-    import nibabel as nib
-
-    try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
-        data = np.asarray(img.dataobj)
-    except Exception as exc:  # nibabel raises several types for corrupt files
-        raise InputError(f"Cannot read NIfTI file {path}: {exc}") from None
-    if data.ndim == 2:
-        data = data[..., None]
-    if data.ndim != 3:
-        raise InputError(f"NIfTI file {path} must be 2-D or 3-D, got shape {data.shape}.")
-    zooms = img.header.get_zooms()
-    return _nifti_to_layout(data), (float(zooms[1]), float(zooms[0]))
 
 
 def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]:
@@ -130,7 +120,7 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]
         patient = str(ds.get("PatientID", "") or "").strip() or None
         return hu[None], spacing, patient
     if name.endswith((".nii", ".nii.gz")):
-        hu, spacing = _read_nifti(path)
+        hu, spacing = read_nifti_array(path)
         return hu.astype(np.float32), spacing, None
     if name.endswith(".npy"):
         hu = np.load(path).astype(np.float32)
@@ -155,20 +145,21 @@ def case_patients(data_dir: str | Path) -> dict[str, str]:
     return {case: read_image(image)[2] or case for case, image, _ in find_pairs(data_dir)}
 
 
-def read_labels(path: Path, mapping_spec: str | None) -> np.ndarray:
-    """Label map (z, y, x) uint8 in the project's ids."""
-    from sarcoscope.validation.mappings import load_mapping
+def image_grid(path: Path, shape: tuple[int, int, int]) -> LabelGrid:
+    """The pixel grid of a training image; a DICOM slice also names its SOP Instance UID (for DICOM SEG)."""
+    uids = None
+    if path.name.endswith(".dcm"):
+        import pydicom
 
-    if path.name.endswith(".npy"):
-        labels = np.load(path)
-        if labels.ndim == 2:
-            labels = labels[None]
-    else:
-        labels, _ = _read_nifti(path)
-    try:
-        return load_mapping(mapping_spec).apply(labels, str(path))
-    except SarcoscopeError as exc:
-        raise InputError(str(exc)) from None
+        uid = pydicom.dcmread(path, stop_before_pixels=True).get("SOPInstanceUID")
+        uids = (str(uid),) if uid else None
+    return LabelGrid(shape, uids, f"image {path.name}")
+
+
+def read_labels(path: Path, mapping_spec: str | None, grid: LabelGrid | None = None) -> np.ndarray:
+    """Label map (z, y, x) uint8 in the project's ids, on `grid` when given (a file that does not fit it
+    raises InputError naming the file)."""
+    return read_label_map(path, load_mapping(mapping_spec), grid).labels
 
 
 def fit_to_size(hu: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -198,11 +189,7 @@ def load_folder(data_dir: str | Path, config: TrainConfig, spec: InputSpec) -> l
         if wanted is not None and case not in wanted:
             continue
         hu, spacing, patient = read_image(image_path)
-        labels = read_labels(label_path, config.label_mapping)
-        if labels.shape != hu.shape:
-            raise InputError(
-                f"Label map {label_path} has shape {labels.shape} but image {image_path} has {hu.shape}."
-            )
+        labels = read_labels(label_path, config.label_mapping, image_grid(image_path, hu.shape))
         for z in range(hu.shape[0]):
             if hu.shape[0] > 1 and not labels[z].any():
                 continue

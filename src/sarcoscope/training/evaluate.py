@@ -14,7 +14,7 @@ import numpy as np
 
 from sarcoscope.conventions import TISSUES
 from sarcoscope.segmentation.base import SegmentationEngine
-from sarcoscope.training.data import find_pairs, read_image, read_labels
+from sarcoscope.training.data import find_pairs, image_grid, read_image, read_labels
 from sarcoscope.validation.metrics import case_metrics
 from sarcoscope.validation.stats import iou_bin
 
@@ -31,7 +31,7 @@ def evaluate(
         if cases is not None and case not in cases:
             continue
         hu, spacing, _ = read_image(image_path)
-        ref = read_labels(label_path, label_mapping)
+        ref = read_labels(label_path, label_mapping, image_grid(image_path, hu.shape))
         for name, engine in engines.items():
             pred = engine.segment(hu, spacing)
             metrics = case_metrics(pred, ref, pixel_spacing=spacing)

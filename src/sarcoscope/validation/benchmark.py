@@ -120,9 +120,9 @@ def peer_agreement(shared_data: str | Path, engines: Sequence[str]) -> dict[str,
     subcutaneous_fat, and VAT+IMAT vs torso_fat (all fat inside the torso wall, close to VAT plus IMAT).
     Returns {engine: {"muscle": d, "sat": d, "vat": d}, or the reason it could not run}.
     """
+    from sarcoscope.imaging.labelmaps import load_mapping
     from sarcoscope.imaging.nifti import read_nifti
     from sarcoscope.segmentation import get_engine
-    from sarcoscope.validation.mappings import load_mapping
     from sarcoscope.validation.metrics import dice
 
     folder = Path(shared_data) / PEER_SUBDIR

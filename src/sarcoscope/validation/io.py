@@ -1,41 +1,26 @@
-"""Reading label maps (NIfTI, .npy, PNG, DICOM SEG) and pairing files of two folders by case id.
+"""Pairing the files of two folders by case id (label maps are read by `sarcoscope.imaging.labelmaps`).
 
 Case-id rule (explicit, so a mismatch is never silent): the id of a file is its name without the extension
-(.nii.gz, .nii, .npy, .png, .dcm), then ONE leading prefix from `strip_prefixes` (default "L3_") and ONE
-trailing suffix from `strip_suffixes` (default "_seg", "_labels", "_label", "_mask", "_pred") are removed,
-comparing case-sensitively. A sub-folder (a DICOM series, images only) takes the folder name. Two files
-with the same id in one folder, or an id present on one side only, are errors.
-
-All label maps become (n, y, x) uint8 arrays with project ids. NIfTI is reoriented to the layout CTVolume
-uses for DICOM (x to the patient's left, y to posterior, z to superior), so it lines up with DICOM pixel
-arrays and .npy maps saved from them.
+(.nii.gz, .nii, .npy, .png, .dcm, .tag), then ONE leading prefix from `strip_prefixes` (default "L3_") and
+ONE trailing suffix from `strip_suffixes` (default "_seg", "_labels", "_label", "_mask", "_pred") are
+removed, comparing case-sensitively. A sub-folder (a DICOM series among images; a folder of tissue PNGs
+among label maps) takes the folder name. Two files with the same id in one folder, or an id present on one
+side only, are errors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sarcoscope.errors import ValidationInputError
-from sarcoscope.validation.mappings import LabelMapping
+from sarcoscope.imaging.labelmaps import LABEL_EXTENSIONS, is_tissue_png_folder
 
-LABEL_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".npy", ".png", ".dcm")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".dcm", ".zip")
 DEFAULT_STRIP_PREFIXES: tuple[str, ...] = ("L3_",)
 DEFAULT_STRIP_SUFFIXES: tuple[str, ...] = ("_seg", "_labels", "_label", "_mask", "_pred")
-
-
-@dataclass
-class LabelMap:
-    """One case's label map in project ids, with the in-plane spacing its file states (None if it cannot)."""
-
-    case_id: str
-    path: Path
-    labels: np.ndarray  # (n, y, x) uint8
-    pixel_spacing: tuple[float, float] | None  # (y, x) mm
 
 
 def _split_ext(name: str, extensions: Sequence[str]) -> tuple[str, str] | None:
@@ -71,7 +56,11 @@ def index_folder(
     strip_prefixes: Sequence[str] = DEFAULT_STRIP_PREFIXES,
     strip_suffixes: Sequence[str] = DEFAULT_STRIP_SUFFIXES,
 ) -> dict[str, Path]:
-    """Case id -> file for every recognised file in `folder` (not recursive; hidden files ignored)."""
+    """Case id -> file for every recognised file in `folder` (not recursive; hidden files ignored).
+
+    Sub-folders count with `include_dirs` (DICOM series among images) or when they hold PNG files (one
+    binary mask per tissue among label maps).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValidationInputError(f"Folder not found: {folder}")
@@ -80,7 +69,7 @@ def index_folder(
         if path.name.startswith("."):
             continue
         if path.is_dir():
-            if not include_dirs:
+            if not (include_dirs or is_tissue_png_folder(path)):
                 continue
             stem = path.name
         else:
@@ -122,121 +111,6 @@ def match_cases(pred: dict[str, Path], ref: dict[str, Path], *, allow_unmatched:
 
 def _show(ids: Sequence[str], n: int = 8) -> str:
     return ", ".join(ids[:n]) + (f" ... (+{len(ids) - n})" if len(ids) > n else "")
-
-
-def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
-    import nibabel as nib
-
-    try:
-        img = nib.as_closest_canonical(nib.load(str(path)))  # RAS
-        data = np.asarray(img.dataobj)
-    except Exception as exc:  # nibabel raises several unrelated types for corrupt files
-        raise ValidationInputError(f"Cannot read NIfTI label map {path}: {exc}") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim == 2:
-        data = data[..., np.newaxis]
-    if data.ndim != 3:
-        raise ValidationInputError(f"{path}: expected a 2-D or 3-D label map, got shape {data.shape}.")
-    zooms = img.header.get_zooms()
-    # RAS (x, y, z) -> LPS-like (z, y, x): flip x (R->L) and y (A->P), then transpose.
-    data = np.transpose(data[::-1, ::-1, :], (2, 1, 0))
-    return np.ascontiguousarray(data), (float(zooms[1]), float(zooms[0]))
-
-
-def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    from sarcoscope.conventions import LABEL_COLORS
-
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("P", "L", "I", "I;16", "1"):
-                return np.asarray(im).astype(np.int64)[np.newaxis]
-            rgb = np.asarray(im.convert("RGB")).astype(np.int64)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise ValidationInputError(f"Cannot read PNG label map {path}: {exc}") from None
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-        return rgb[..., 0][np.newaxis]
-    # A colour mask: decode the project's label colours exactly; anything else is not a label map.
-    out = np.zeros(rgb.shape[:2], dtype=np.int64)
-    known = np.all(rgb == 0, axis=-1)
-    for label, colour in LABEL_COLORS.items():
-        hit = np.all(rgb == np.array(colour), axis=-1)
-        out[hit] = int(label)
-        known |= hit
-    if not known.all():
-        bad = tuple(int(c) for c in rgb[~known][0])
-        raise ValidationInputError(
-            f"{path}: colour {bad} is not a label colour; save label maps as grey-level PNG (pixel = id)."
-        )
-    return out[np.newaxis]
-
-
-def _read_dicom_seg(path: Path, mapping: LabelMapping) -> tuple[np.ndarray, tuple[float, float] | None]:
-    import highdicom as hd
-    import pydicom
-
-    try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as exc:  # pydicom raises InvalidDicomError, OSError, ValueError...
-        raise ValidationInputError(f"Cannot read DICOM file {path}: {exc}") from None
-    if getattr(header, "Modality", None) != "SEG":
-        raise ValidationInputError(
-            f"{path} is a DICOM {getattr(header, 'Modality', 'file without Modality')}, not a DICOM SEG; "
-            "label folders hold label maps (images go to --images)."
-        )
-    try:
-        seg = hd.seg.segread(path)
-        volume = seg.get_volume(combine_segments=True, relabel=False, dtype=np.int64)
-    except Exception as exc:  # highdicom raises ValueError/RuntimeError for irregular geometry
-        raise ValidationInputError(f"Cannot read DICOM SEG {path} as a label map: {exc}") from None
-    numbers = seg.get_segment_numbers()
-    lut = np.zeros(max(numbers, default=0) + 1, dtype=np.uint8)
-    unknown = []
-    for number in numbers:
-        desc = seg.get_segment_description(number)
-        prop = getattr(desc.segmented_property_type, "meaning", "")
-        target = mapping.segment_id(number, desc.segment_label, prop)
-        if target is None:
-            unknown.append(f"{number} '{desc.segment_label}' ({prop})")
-        else:
-            lut[number] = target
-    if unknown:
-        raise ValidationInputError(
-            f"{path}: unknown DICOM SEG segment(s) {'; '.join(unknown)}. Add them to a mapping YAML under "
-            "segment_labels or segment_numbers."
-        )
-    labels = lut[volume.array]
-    spacing = volume.spacing  # (slice, row, column) mm
-    return labels, (float(spacing[1]), float(spacing[2]))
-
-
-def read_label_map(path: Path, mapping: LabelMapping, case_id: str | None = None) -> LabelMap:
-    """Read one label map and convert it to project ids through `mapping` (unknown ids raise)."""
-    path = Path(path)
-    split = _split_ext(path.name, LABEL_EXTENSIONS)
-    if split is None:
-        raise ValidationInputError(f"{path}: not a label map (expected {', '.join(LABEL_EXTENSIONS)}).")
-    ext = split[1]
-    spacing: tuple[float, float] | None = None
-    if ext in (".nii", ".nii.gz"):
-        raw, spacing = _read_nifti(path)
-    elif ext == ".npy":
-        try:
-            raw = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValidationInputError(f"Cannot read {path}: {exc}") from None
-    elif ext == ".png":
-        raw = _read_png(path)
-    else:
-        labels, spacing = _read_dicom_seg(path, mapping)
-        return LabelMap(case_id or split[0], path, labels.astype(np.uint8), spacing)
-    if raw.ndim == 2:
-        raw = raw[np.newaxis]
-    if raw.ndim != 3:
-        raise ValidationInputError(f"{path}: expected a 2-D or 3-D label map, got shape {raw.shape}.")
-    return LabelMap(case_id or split[0], path, mapping.apply(raw, str(path)), spacing)
 
 
 def resolve_spacing(

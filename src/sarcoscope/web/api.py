@@ -27,6 +27,7 @@ from sarcoscope.store import LabelVersion, Study
 from sarcoscope.web import analysis, render
 from sarcoscope.web.auth import COOKIE, client_of
 from sarcoscope.web.context import AppContext, get_context
+from sarcoscope.web.label_import import import_label_file, receive_label_upload
 from sarcoscope.web.upload import receive_upload
 from sarcoscope.web.volumes import ingest
 
@@ -171,6 +172,7 @@ def health() -> dict[str, str]:
 def config(request: Request, ctx: Ctx) -> dict[str, Any]:
     """What the UI needs before login: how to log in, and who is logged in."""
     from sarcoscope.composition import available_cutoff_sets, default_cutoff_set
+    from sarcoscope.imaging.labelmaps import builtin_mappings
 
     try:
         user: str | None = ctx.auth.user(request)
@@ -188,6 +190,7 @@ def config(request: Request, ctx: Ctx) -> dict[str, Any]:
         "default_cutoff_set": default_cutoff_set(),
         "presets": render.preset_names(),
         "hu_ranges": DEFAULT_HU_RANGES.as_dict(),
+        "label_mappings": builtin_mappings(),
         "max_upload_bytes": ctx.settings.max_upload_bytes,
         "tissues": [
             {"name": name, "label": int(label), "title": TISSUE_TITLES[name], "color": LABEL_COLORS[label]}
@@ -539,6 +542,46 @@ async def _read_exact(request: Request, expected: int, what: str) -> bytearray:
     if size != expected:
         raise HTTPException(422, f"Expected {expected} bytes of {what}, got {size}.")
     return buffer
+
+
+@router.post("/studies/{study_id}/labels/import", tags=["labels"], status_code=201)
+async def import_labels(
+    study_id: str,
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    mapping: Annotated[
+        str | None, Query(max_length=64, description="Built-in label mapping (default: the project's ids).")
+    ] = None,
+    base_version: Annotated[
+        int | None, Query(ge=1, description="The latest version you have seen (none: the study has none).")
+    ] = None,
+) -> dict[str, Any]:
+    """Import a label file (Slice-O-Matic .tag, DICOM SEG, NIfTI, PNG, .npy; or one PNG per tissue, field
+    `files`) for the selected slice(s) as a new label version. A file that does not fit the study: 422."""
+    from starlette.concurrency import run_in_threadpool
+
+    study = ctx.store.get_study(study_id)
+    indices = selected_indices(study)
+    work = ctx.store.new_tmp_dir()
+    try:
+        path, shown_name = await receive_label_upload(request, work)
+        row = await run_in_threadpool(
+            lambda: import_label_file(
+                ctx,
+                study,
+                path,
+                shown_name,
+                indices=indices,
+                mapping_name=mapping,
+                base_version=base_version,
+                author=user,
+                client=client_of(request),
+            )
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return version_json(row)
 
 
 @router.post("/studies/{study_id}/versions/{version}/restore", tags=["labels"], status_code=201)

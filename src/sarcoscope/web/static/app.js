@@ -90,6 +90,7 @@ async function init() {
   bindUpload();
   bindL3();
   bindEditor();
+  bindImport();
   window.addEventListener("hashchange", route);
   window.addEventListener("beforeunload", (e) => { if (state.dirty) { e.preventDefault(); e.returnValue = ""; } });
   renderUser();
@@ -1005,6 +1006,40 @@ async function savePatient(e) {
   } catch (err) { message(err.message, true); }
 }
 
+// ------------------------------------------------------------------------------------ label import --
+// A label file made elsewhere (Slice-O-Matic .tag, DICOM SEG, NIfTI, PNG) becomes a new version of the
+// selected slice(s); the server refuses, with the reason, a file that does not fit the study.
+function bindImport() {
+  const select = $("import-mapping");
+  select.innerHTML = state.config.label_mappings.map((m) => `<option value="${m}">${m}</option>`).join("");
+  select.value = "sarcoscope";
+  $("import-files").addEventListener("change", () => {
+    const tag = [...$("import-files").files].some((f) => f.name.toLowerCase().endsWith(".tag"));
+    select.value = tag ? "slice-o-matic-alberta" : "sarcoscope";
+  });
+  $("import-form").addEventListener("submit", importLabels);
+}
+
+async function importLabels(e) {
+  e.preventDefault();
+  const files = $("import-files").files;
+  if (!files.length) { message("Choose a label file first.", true); return; }
+  if (state.dirty && !confirm("Discard your unsaved edit?")) return;
+  const body = new FormData();
+  for (const f of files) body.append("files", f);
+  const q = new URLSearchParams({mapping: $("import-mapping").value});
+  if (state.study.latest_version) q.set("base_version", state.study.latest_version);
+  message("Importing…");
+  try {
+    const saved = await (await api(`/api/studies/${state.study.id}/labels/import?${q}`,
+      {method: "POST", body})).json();
+    state.study = await getJSON(`/api/studies/${state.study.id}`);
+    state.labels = null;
+    await showLabeling();
+    message(`Imported as version ${saved.version}: ${saved.note}.`);
+  } catch (err) { message(err.message, true); }
+}
+
 // ---------------------------------------------------------------------------------- analysis panel --
 function setExportDeidentification() {
   for (const a of $("exports").querySelectorAll("a")) {
@@ -1040,6 +1075,7 @@ async function refreshSide() {
     const when = localTime(v.created_at);
     li.textContent = `v${v.version} · ${v.source}${v.engine && v.source === "segment" ? ` (${v.model_id || v.engine})` : ""} · ` +
       `${v.author} · ${when} `;
+    li.title = v.note || "";
     if (v.version !== shown) {
       const view = document.createElement("button");
       view.textContent = "view";

@@ -1,6 +1,6 @@
 """Explicit label-id mappings, so label maps from another convention are compared only after conversion.
 
-A mapping is a small YAML file (see the built-ins in `validation/mappings/`)::
+A mapping is a small YAML file (see the built-ins in `imaging/labelmaps/mappings/`)::
 
     name: my-hospital
     description: why the mapping is what it is
@@ -8,6 +8,9 @@ A mapping is a small YAML file (see the built-ins in `validation/mappings/`)::
     tissues: [muscle, sat, vat]                           # tissues this convention can express
     segment_labels: {skeletal muscle: muscle}             # optional, DICOM SEG segment label -> tissue
     segment_numbers: {1: muscle}                          # optional, DICOM SEG segment number -> tissue
+
+`segment_labels` also names the files of a per-tissue PNG folder (`skeletal muscle.png`, ...); the
+project's tissue names and the usual English names are understood without it (DEFAULT_SEGMENT_LABELS).
 
 A source id absent from `labels` is an error (never silently background): that is how a different
 convention is caught before it distorts the results.
@@ -24,9 +27,11 @@ import numpy as np
 import yaml
 
 from sarcoscope.conventions import TISSUE_TITLES, TISSUES, Label
-from sarcoscope.errors import ValidationInputError
+from sarcoscope.errors import LabelMapError
 
 BUILTIN_DIR = Path(__file__).with_name("mappings")
+#: The mapping of the project's own ids, used when none is given.
+PROJECT_MAPPING = "sarcoscope"
 _NAMES: dict[str, int] = {"background": int(Label.BACKGROUND), **{k: int(v) for k, v in TISSUES.items()}}
 
 
@@ -57,14 +62,14 @@ DEFAULT_SEGMENT_LABELS: dict[str, int] = {
 
 def _target_id(value: Any, where: str) -> int:
     if isinstance(value, bool):
-        raise ValidationInputError(f"{where}: '{value}' is not a tissue name or label id.")
+        raise LabelMapError(f"{where}: '{value}' is not a tissue name or label id.")
     if isinstance(value, int):
         if value not in _NAMES.values():
-            raise ValidationInputError(f"{where}: label id {value} is not one of the project's ids 0..4.")
+            raise LabelMapError(f"{where}: label id {value} is not one of the project's ids 0..4.")
         return value
     name = str(value).strip().lower()
     if name not in _NAMES:
-        raise ValidationInputError(
+        raise LabelMapError(
             f"{where}: unknown tissue '{value}' (use one of: {', '.join(_NAMES)} or an id 0..4)."
         )
     return _NAMES[name]
@@ -84,15 +89,13 @@ class LabelMapping:
     @classmethod
     def from_dict(cls, data: Any, source: str) -> LabelMapping:
         if not isinstance(data, dict) or not isinstance(data.get("labels"), dict):
-            raise ValidationInputError(
-                f"Label mapping {source}: needs a 'labels' table (source id -> tissue)."
-            )
+            raise LabelMapError(f"Label mapping {source}: needs a 'labels' table (source id -> tissue).")
         ids: dict[int, int] = {}
         for key, value in data["labels"].items():
             try:
                 src = int(key)
             except (TypeError, ValueError):
-                raise ValidationInputError(
+                raise LabelMapError(
                     f"Label mapping {source}: source label '{key}' is not an integer id."
                 ) from None
             ids[src] = _target_id(value, f"Label mapping {source}, label {src}")
@@ -101,7 +104,7 @@ class LabelMapping:
             tissues = [t for t, lab in TISSUES.items() if int(lab) in ids.values()]
         unknown = [t for t in tissues if t not in TISSUES]
         if unknown:
-            raise ValidationInputError(f"Label mapping {source}: unknown tissues {unknown}.")
+            raise LabelMapError(f"Label mapping {source}: unknown tissues {unknown}.")
         seg_labels = {
             normalize_segment_label(str(k)): _target_id(v, f"Label mapping {source}, segment '{k}'")
             for k, v in (data.get("segment_labels") or {}).items()
@@ -120,19 +123,19 @@ class LabelMapping:
         )
 
     def apply(self, labels: np.ndarray, source: str) -> np.ndarray:
-        """Convert to project ids; an id the mapping does not list raises ValidationInputError."""
+        """Convert to project ids; an id the mapping does not list raises LabelMapError."""
         if labels.dtype.kind not in "iub":
             rounded = np.rint(labels)
             if not np.array_equal(rounded, labels):
-                raise ValidationInputError(f"{source}: label map holds non-integer values; is it an image?")
+                raise LabelMapError(f"{source}: label map holds non-integer values; is it an image?")
             labels = rounded
         values = np.unique(labels).astype(np.int64)
         if values.size and values.min() < 0:
-            raise ValidationInputError(f"{source}: negative values ({values.min()}) are not label ids.")
+            raise LabelMapError(f"{source}: negative values ({values.min()}) are not label ids.")
         unknown = [int(v) for v in values if int(v) not in self.ids]
         if unknown:
             shown = ", ".join(str(v) for v in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-            raise ValidationInputError(
+            raise LabelMapError(
                 f"{source}: unknown label id(s) {shown} for mapping '{self.name}' "
                 f"(known: {sorted(self.ids)}). Pass the right --ref-labels/--pred-labels mapping."
             )
@@ -142,16 +145,25 @@ class LabelMapping:
                 lut[src] = dst
         return lut[labels.astype(np.int64)]
 
-    def segment_id(self, number: int, label: str, property_meaning: str) -> int | None:
-        """Project id for a DICOM SEG segment: by number, then label, then property type; None if unknown."""
+    def tissue_id(self, name: str) -> int | None:
+        """Project id for a tissue named in words (segment label, file name); None if unknown."""
+        key = normalize_segment_label(name)
+        return self.segment_labels.get(key, DEFAULT_SEGMENT_LABELS.get(key))
+
+    def segment_id(
+        self, number: int, label: str, property_meaning: str, coded_as: int | None = None
+    ) -> int | None:
+        """Project id for a DICOM SEG segment: by number, label, SNOMED codes (`coded_as`), property type."""
         if number in self.segment_numbers:
             return self.segment_numbers[number]
+        if normalize_segment_label(label) in self.segment_labels:
+            return self.segment_labels[normalize_segment_label(label)]
+        if coded_as is not None:
+            return coded_as
         for text in (label, property_meaning):
-            key = normalize_segment_label(text)
-            if key in self.segment_labels:
-                return self.segment_labels[key]
-            if key in DEFAULT_SEGMENT_LABELS:
-                return DEFAULT_SEGMENT_LABELS[key]
+            found = self.tissue_id(text)
+            if found is not None:
+                return found
         return None
 
 
@@ -164,12 +176,12 @@ def load_mapping(spec: str | Path | LabelMapping | None) -> LabelMapping:
     if isinstance(spec, LabelMapping):
         return spec
     if spec is None:
-        spec = "sarcoscope"
+        spec = PROJECT_MAPPING
     path = Path(spec)
     if not path.is_file():
         builtin = BUILTIN_DIR / f"{spec}.yaml"
         if not builtin.is_file():
-            raise ValidationInputError(
+            raise LabelMapError(
                 f"Label mapping '{spec}' is neither a file nor a built-in mapping "
                 f"({', '.join(builtin_mappings())})."
             )
@@ -177,5 +189,5 @@ def load_mapping(spec: str | Path | LabelMapping | None) -> LabelMapping:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ValidationInputError(f"Cannot read label mapping {path}: {exc}") from None
+        raise LabelMapError(f"Cannot read label mapping {path}: {exc}") from None
     return LabelMapping.from_dict(data, str(path))
