@@ -36,6 +36,7 @@ MAX_LABEL_BYTES = 512 * 1024 * 1024
 #: Every other body is a small JSON object.
 MAX_JSON_BYTES = 64 * 1024
 _LABELS_PATH = re.compile(r"^/api/studies/[^/]+/labels/?$")
+_IMPORT_PATH = re.compile(r"^/api/studies/[^/]+/labels/import/?$")
 log = logging.getLogger(__name__)
 
 
@@ -49,7 +50,7 @@ class BodySizeLimit:
         self.upload_limit = upload_limit
 
     def _limit(self, method: str, path: str) -> tuple[int, str]:
-        if method == "POST" and path.rstrip("/") == "/api/studies":
+        if method == "POST" and (path.rstrip("/") == "/api/studies" or _IMPORT_PATH.match(path)):
             return self.upload_limit, "ask the administrator to raise --max-upload-mb"
         if method == "POST" and _LABELS_PATH.match(path):
             return MAX_LABEL_BYTES, "save fewer slices at a time"

@@ -24,9 +24,12 @@ from sarcoscope.imaging.labelmaps import (
 )
 from sarcoscope.store import LabelVersion, Study
 from sarcoscope.web.context import AppContext
+from sarcoscope.web.upload import receive_upload
 
 #: An uploaded name becomes a file name on the server: letters, digits, space, dot, dash, underscore.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}")
+#: One PNG per tissue at most (muscle, SAT, VAT, IMAT and a spare name).
+MAX_TISSUE_FILES = 8
 
 
 def _client_name(name: str | None) -> str:
@@ -36,42 +39,34 @@ def _client_name(name: str | None) -> str:
 async def receive_label_upload(request: Request, work: Path) -> tuple[Path, str]:
     """Save the uploaded label file(s) in `work`: one label file, or one binary PNG per tissue.
 
-    Returns the path to read and how to name it in the version note.
+    The body streams to disk as a CT upload does (web.upload); the files are then given their base names,
+    which carry the format and, for tissue PNGs, the tissue. Returns the path to read and how to name it in
+    the version note.
     """
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise HTTPException(415, "Send the label file as multipart/form-data (field 'files').")
-    form = await request.form(max_files=8, max_fields=4)
-    try:
-        items = form.getlist("files")
-        if not items or any(isinstance(i, str) for i in items):
-            raise HTTPException(422, "No label file received: send it in the multipart field 'files'.")
-        names = [_client_name(i.filename) for i in items]  # type: ignore[union-attr]
-        unsafe = [n for n in names if not SAFE_NAME.fullmatch(n)]
-        if unsafe:
+    parts, _ = await receive_upload(request, work)
+    names = [_client_name(part.client_name) for part in parts]
+    unsafe = [n for n in names if not SAFE_NAME.fullmatch(n)]
+    if unsafe:
+        raise HTTPException(
+            422, f"File name '{unsafe[0]}' not accepted: use letters, digits, spaces, '.', '-', '_'."
+        )
+    if len(parts) == 1:
+        if label_extension(Path(names[0])) is None:
+            raise HTTPException(422, f"{names[0]} is not a label file ({', '.join(LABEL_EXTENSIONS)}).")
+        target = work / names[0]
+        destinations = [target]
+    else:
+        if len(parts) > MAX_TISSUE_FILES or not all(n.lower().endswith(".png") for n in names):
             raise HTTPException(
-                422, f"File name '{unsafe[0]}' not accepted: use letters, digits, spaces, '.', '-', '_'."
+                422, "Several files must be PNG masks named by their tissue (muscle.png ...)."
             )
-        if len(items) == 1:
-            if label_extension(Path(names[0])) is None:
-                raise HTTPException(422, f"{names[0]} is not a label file ({', '.join(LABEL_EXTENSIONS)}).")
-            target = work / names[0]
-            destinations = [target]
-        else:
-            if not all(n.lower().endswith(".png") for n in names):
-                raise HTTPException(
-                    422, "Several files must be PNG masks named by their tissue (muscle.png ...)."
-                )
-            if len({n.lower() for n in names}) != len(names):
-                raise HTTPException(422, "Two of the PNG masks have the same name.")
-            target = work / "tissue masks"
-            target.mkdir()
-            destinations = [target / n for n in names]
-        for item, dest in zip(items, destinations, strict=True):
-            with dest.open("wb") as fh:
-                while chunk := await item.read(1 << 20):  # type: ignore[union-attr]
-                    fh.write(chunk)
-    finally:
-        await form.close()
+        if len({n.lower() for n in names}) != len(names):
+            raise HTTPException(422, "Two of the PNG masks have the same name.")
+        target = work / "tissue masks"
+        target.mkdir()
+        destinations = [target / n for n in names]
+    for part, dest in zip(parts, destinations, strict=True):
+        part.path.rename(dest)
     return target, names[0] if len(names) == 1 else " + ".join(names)
 
 
