@@ -89,8 +89,11 @@ def test_collect_reads_the_store_or_an_export_and_refuses_other_folders(
     client: TestClient, tmp_path: Path
 ) -> None:
     corrected_store(client, tmp_path)
-    data_dir = client.app.state.ctx.store.data_dir
-    manifest = collect_training_data(data_dir, tmp_path / "from-store", "tester")
+    store = client.app.state.ctx.store
+    data_dir = store.data_dir
+    # the store's own database: SQLite in the data folder, or the PostgreSQL the tests run on
+    url = None if store.engine.dialect.name == "sqlite" else store.engine.url.render_as_string(False)
+    manifest = collect_training_data(data_dir, tmp_path / "from-store", "tester", database_url=url)
     assert len(manifest["cases"]) == 2
     zipped = tmp_path / "export.zip"
     zipped.write_bytes(client.get("/api/training-data").content)
