@@ -124,6 +124,10 @@ def _print_summary(result: Any) -> None:
                 verdict = f"{below} cutoff {c.cutoff:g} {c.set.unit} ({c.rule})"
             mark = " [bold](selected)[/]" if c.selected else ""
             console.print(f"  {kind} · {c.set.title}{mark}: {verdict}")
+    q = result.quality
+    if q is not None and q.score is not None:
+        verdict = "[bold red]review the segmentation[/]" if q.flagged else "ok"
+        console.print(f"Segmentation quality: [bold]{q.score:.2f}[/] ({verdict}; {', '.join(q.used)})")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     if result.outputs:
@@ -219,6 +223,10 @@ def analyze(
     keep_dates_shifted: KeepDatesOption = False,
     keep_patient_characteristics: KeepCharacteristicsOption = False,
     accept_burned_in: AcceptBurnedInOption = False,
+    quality: Annotated[
+        bool,
+        typer.Option(help="Score each slice's segmentation (runs a second engine; flags slices to review)."),
+    ] = True,
 ) -> None:
     """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
     from sarcoscope.level import parse_range
@@ -248,6 +256,7 @@ def analyze(
                 hu_ranges=hu_ranges,
                 progress=lambda s: status.update(f"{s}…"),
                 deidentification=policy,
+                quality=quality,
             )
         if as_json:
             sys.stdout.write(result.outputs["report"].read_text())

@@ -19,6 +19,7 @@ from sarcoscope.segmentation.base import DEFAULT_ENGINE
 if TYPE_CHECKING:
     from sarcoscope.composition import Assessment, SliceComposition
     from sarcoscope.imaging.deidentify import DeidentificationPolicy
+    from sarcoscope.segmentation.quality import QualityAssessment
 
 #: Called with a stage name ("read", "localize", "segment", "measure", "write") as each stage starts.
 ProgressCallback = Callable[[str], None]
@@ -43,6 +44,8 @@ class AnalysisResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: Files written by `analyze(out_dir=...)`, by kind ("report", "metrics", "overlay", ...).
     outputs: dict[str, Path] = field(default_factory=dict)
+    #: Per-slice segmentation quality (segmentation.quality); None when not computed.
+    quality: QualityAssessment | None = None
 
 
 def select_l3(
@@ -80,12 +83,14 @@ def analyze(
     hu_ranges: HURanges = DEFAULT_HU_RANGES,
     progress: ProgressCallback | None = None,
     deidentification: DeidentificationPolicy | None = None,
+    quality: bool = True,
 ) -> AnalysisResult:
     """Analyse one CT at L3 and, when `out_dir` is given, write the report files there atomically.
 
     `ct` is a DICOM folder / zip / single file, a NIfTI file, or an already loaded CTVolume. Patient facts
     given here override those found in the DICOM header; missing ones leave dependent values "not computed".
     With `deidentification`, every written file is de-identified by that policy (see export.write_outputs).
+    `quality` scores every analysed slice's segmentation (segmentation.quality; it runs a second engine).
     """
     from sarcoscope.composition import PatientInfo, assess, average_compositions, measure_slice
     from sarcoscope.imaging import read_ct
@@ -110,7 +115,15 @@ def analyze(
     stage("segment")
     seg_engine = get_engine(engine, hu_ranges=hu_ranges)
     hu_slices = volume.hu[selection.indices]
-    labels = seg_engine.segment(hu_slices, volume.pixel_spacing)
+    slice_quality: QualityAssessment | None = None
+    if quality:
+        from sarcoscope.segmentation.quality import segment_with_quality
+
+        labels, slice_quality = segment_with_quality(
+            seg_engine, hu_slices, volume.pixel_spacing, hu_ranges=hu_ranges
+        )
+    else:
+        labels = seg_engine.segment(hu_slices, volume.pixel_spacing)
     timings["segment"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -132,6 +145,9 @@ def analyze(
             f"Contrast-enhanced CT ({md.contrast_agent}): contrast raises muscle attenuation, and "
             "myosteatosis cutoffs depend on contrast phase and kVp; interpret HU-based results accordingly."
         )
+    review = slice_quality.warning(selection.indices) if slice_quality is not None else None
+    if review:
+        warnings.append(review)
     result = AnalysisResult(
         volume=volume,
         selection=selection,
@@ -145,6 +161,7 @@ def analyze(
         software_version=__version__,
         warnings=warnings,
         timings=timings,
+        quality=slice_quality,
     )
     if out_dir is not None:
         from sarcoscope.export import write_outputs

@@ -66,6 +66,10 @@ def summary_row(case: Case, report: dict[str, Any]) -> dict[str, Any]:
     (chosen,) = [c for c in assessment["sarcopenia"] if c["selected"]]
     row["sarcopenia_cutoff_set"] = chosen["set"]
     row["sarcopenia"] = chosen["flagged"] if chosen["status"] == "computed" else "not computed"
+    quality = report.get("quality", {})
+    computed = quality.get("status") == "computed" and quality["score"] is not None
+    row["quality"] = quality["score"] if computed else ""
+    row["quality_flag"] = ("review" if quality["flagged"] else "ok") if computed else ""
     row["warnings"] = len(report.get("warnings", []))
     if "deidentification" in report:
         row["patient"] = report["deidentification"]["patient_pseudonym"]

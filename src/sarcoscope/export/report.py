@@ -178,6 +178,7 @@ def build_report(
             for idx, comp in zip(sel.indices, result.slices, strict=True)
         ],
         "average": result.average.as_dict(),
+        "quality": _quality(result),
         "assessment": result.assessment.as_dict(),
         "warnings": [*result.warnings, *(extra_warnings or [])],
         "timings_s": dict(getattr(result, "timings", {}) or {}),
@@ -189,13 +190,24 @@ def build_report(
     return json.loads(report_json(report))
 
 
+def _quality(result: AnalysisResult) -> dict[str, Any]:
+    """The segmentation quality block (segmentation.quality), or why there is none."""
+    if result.quality is None:
+        return {"status": "not computed", "reason": "the segmentation quality score was not requested"}
+    return result.quality.as_dict(result.selection.indices)
+
+
 def report_json(report: dict[str, Any]) -> str:
     """Serialise a report; NaN/Infinity are refused because they are not JSON."""
     return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False, default=_jsonable) + "\n"
 
 
 def _metrics_row(
-    kind: str, index: int | None, position: float | None, comp: SliceComposition
+    kind: str,
+    index: int | None,
+    position: float | None,
+    comp: SliceComposition,
+    quality: tuple[float | None, bool] | None,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "row": kind,
@@ -213,17 +225,27 @@ def _metrics_row(
     for name in RATIOS:
         q = comp.ratios[name]
         row[name] = "" if q.value is None else round(q.value, 6)
+    score, flagged = quality if quality is not None else (None, False)
+    row["quality"] = "" if score is None else round(score, 4)
+    row["quality_flag"] = "" if score is None else ("review" if flagged else "ok")
     return row
 
 
 def metrics_csv(result: AnalysisResult) -> str:
-    """One row per analysed slice plus an "average" row; empty cells mean "not computed" (see report)."""
+    """One row per analysed slice plus an "average" row; empty cells mean "not computed" (see report).
+
+    `quality` is the slice's segmentation quality score (the average row: the worst slice's), `quality_flag`
+    "review" below the threshold (segmentation.quality.REVIEW_THRESHOLD), else "ok".
+    """
     positions = slice_positions_mm(result.volume)
+    quality = result.quality
+    per_slice = [(s.score, s.flagged) for s in quality.slices] if quality else [None] * len(result.slices)
     rows = [
-        _metrics_row("slice", int(i), None if positions is None else positions[i], comp)
-        for i, comp in zip(result.selection.indices, result.slices, strict=True)
+        _metrics_row("slice", int(i), None if positions is None else positions[i], comp, q)
+        for i, comp, q in zip(result.selection.indices, result.slices, per_slice, strict=True)
     ]
-    rows.append(_metrics_row("average", None, None, result.average))
+    overall = (quality.score, quality.flagged) if quality else None
+    rows.append(_metrics_row("average", None, None, result.average, overall))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()

@@ -35,6 +35,10 @@ MODEL_FILE = "model.onnx"
 CARD_FILE = "model_card.json"
 CARD_MD_FILE = "MODEL_CARD.md"
 
+#: Sees one batch of both network passes: (index of its first slice, canvas inputs (m, H, W), probabilities
+#: (m, 5, H, W) of the plain pass, of the mirrored pass flipped back).
+PassObserver = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
+
 #: Relative spacing difference below which a slice is used on its own grid (resampling would only blur it).
 _SPACING_TOLERANCE = 0.01
 
@@ -271,10 +275,13 @@ class UNetEngine:
         slices: np.ndarray,
         spacing: tuple[float, float],
         reduce: Callable[[np.ndarray], np.ndarray] | None,
+        observe: PassObserver | None = None,
     ) -> np.ndarray:
         """The network's probabilities (n, 5, ...), optionally `reduce`d on the model grid, on the input grid.
 
         Reducing before the resampling (to the refinement's three compartment scores) saves most of its cost.
+        `observe` sees both passes of every batch on the model's canvas (the mirrored pass runs for it even
+        without `mirror`), so the quality score reuses this inference instead of running its own.
         """
         n, h, w = slices.shape
         out: np.ndarray | None = None
@@ -286,10 +293,14 @@ class UNetEngine:
             for i, (src, dst) in enumerate(windows):
                 x[i, 0][dst] = self.spec.normalise(grid[i][src])
             # with `mirror`, the network also sees the mirror image (it learnt both orientations)
-            inputs = np.concatenate([x, x[..., ::-1]]) if self.mirror else x
+            both = self.mirror or observe is not None
+            inputs = np.concatenate([x, x[..., ::-1]]) if both else x
             scores = _softmax(self._session.run(None, {self._input_name: inputs})[0].astype(np.float32), 1)
-            if self.mirror:
-                scores = 0.5 * (scores[: len(x)] + scores[len(x) :, ..., ::-1])
+            if both:
+                plain, mirrored = scores[: len(x)], scores[len(x) :, ..., ::-1]
+                if observe is not None:
+                    observe(start, x[:, 0], plain, mirrored)
+                scores = 0.5 * (plain + mirrored) if self.mirror else plain
             probs = np.zeros((len(grid), scores.shape[1], *grid.shape[1:]), dtype=np.float32)
             probs[:, 0] = 1.0  # outside the canvas: background
             for i, (src, dst) in enumerate(windows):
@@ -303,12 +314,20 @@ class UNetEngine:
         assert out is not None
         return out
 
-    def segment(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
-        """Label maps (n, y, x) uint8 with the project's ids, on the input grid."""
+    def segment(
+        self, slices: np.ndarray, pixel_spacing: tuple[float, float], observe: PassObserver | None = None
+    ) -> np.ndarray:
+        """Label maps (n, y, x) uint8 with the project's ids, on the input grid.
+
+        `observe(first_index, inputs, plain, mirrored)` is called per batch with the network's canvas inputs
+        (m, H, W) and the class probabilities (m, 5, H, W) of the plain and the mirrored pass (flipped back);
+        segmentation.quality reads its per-slice signals from them.
+        """
         slices, spacing = _check_input(slices, pixel_spacing)
         if not self.refine:
-            return self._on_input_grid(slices, spacing, reduce=None).argmax(axis=1).astype(np.uint8)
-        scores = self._on_input_grid(slices, spacing, reduce=compartment_scores)
+            probs = self._on_input_grid(slices, spacing, reduce=None, observe=observe)
+            return probs.argmax(axis=1).astype(np.uint8)
+        scores = self._on_input_grid(slices, spacing, reduce=compartment_scores, observe=observe)
 
         def refine(i: int) -> np.ndarray:
             return tissues_from_scores(scores[i], slices[i], spacing, self.hu_ranges)

@@ -1,0 +1,253 @@
+"""Per-slice segmentation quality score: which slices need a human look before their numbers are used.
+
+No reference labels exist at analysis time, so the score reads signals that a bad segmentation leaves behind,
+all on skeletal muscle (the tissue SMI and sarcopenia depend on):
+
+- ``expected_muscle_dice``: the muscle Dice the network itself expects, 2·Σ p·m / (Σ p + Σ m) with p its
+  (mirror-averaged) muscle probability and m its arg-max muscle mask: exactly the expected Dice if the
+  probabilities were calibrated. Low when much of the muscle is a guess.
+- ``mirror_muscle_dice``: muscle Dice between the arg-max maps of the plain and the left-right mirrored pass
+  (the network learnt both orientations, so they should agree). Pixels where they differ are coin flips.
+- ``engine_muscle_dice`` and ``engine_muscle_area_diff``: agreement of the U-Net and the threshold engine
+  (two methods that fail differently) on the muscle mask, and their muscle areas' difference relative to
+  the two areas' mean.
+
+Each signal maps linearly to 0..1 (`Ramp`), 0.5 at an anchor derived from the published accuracy bar, NOT
+fitted to the real slices (there are nine; other hospitals' slices will test it):
+- a good slice has muscle IoU >= 0.9 with the truth (Dice >= 0.947, the seed paper's bar): expected Dice
+  0.947;
+- two maps that both meet it overlap with IoU >= 0.8 (the Jaccard distance is a metric), Dice >= 0.89, and
+  the coin-flip reading of mirror disagreement gives the same bound (error >= half of it): agreement 0.89;
+- areas each within the published 5 % of the truth differ by at most 10 %: area difference 0.10.
+The score is the minimum over the signals available — the worst one decides and is named — and a slice
+scoring below REVIEW_THRESHOLD (0.5, some signal past its anchor) is flagged "review".
+
+Cost: the network signals come from the inference the U-Net engine runs anyway plus its mirrored pass; the
+engine signals need the other engine (the threshold engine for the U-Net, the site's U-Net for the others).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
+from sarcoscope.errors import SegmentationError
+from sarcoscope.segmentation.base import SegmentationEngine
+
+#: Bump when a signal or an anchor changes (scores of different versions are not comparable).
+QUALITY_VERSION = 1
+#: Slices scoring below this are flagged for review.
+REVIEW_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """Linear map of a signal to 0..1: 0.5 at `anchor`, 0 and 1 at `anchor` ∓ `half_width` (in the bad and
+    the good direction; `higher_is_better` says which is which)."""
+
+    anchor: float
+    half_width: float
+    higher_is_better: bool
+    why: str
+
+    def score(self, value: float) -> float:
+        step = (value - self.anchor) / self.half_width
+        return float(np.clip(0.5 + 0.5 * (step if self.higher_is_better else -step), 0.0, 1.0))
+
+
+#: The signals and their anchors (see the module docstring for where each anchor comes from).
+SIGNALS: dict[str, Ramp] = {
+    "expected_muscle_dice": Ramp(0.947, 0.05, True, "the network's own expected Dice vs the bar IoU 0.9"),
+    "mirror_muscle_dice": Ramp(0.89, 0.05, True, "plain vs mirrored pass; both good implies Dice >= 0.89"),
+    "engine_muscle_dice": Ramp(0.89, 0.05, True, "U-Net vs threshold engine; both good implies Dice >= 0.89"),
+    "engine_muscle_area_diff": Ramp(0.10, 0.10, False, "areas each within 5 % differ by at most 10 %"),
+}
+NETWORK_SIGNALS = ("expected_muscle_dice", "mirror_muscle_dice")
+ENGINE_SIGNALS = ("engine_muscle_dice", "engine_muscle_area_diff")
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two masks; two empty masks agree perfectly."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def network_signals(plain: np.ndarray, mirrored: np.ndarray) -> dict[str, float]:
+    """The network signals of one slice from the class probabilities (5, y, x) of its two passes."""
+    mean = 0.5 * (plain + mirrored)
+    muscle = mean.argmax(axis=0) == Label.MUSCLE
+    p = mean[Label.MUSCLE]
+    denominator = float(p.sum()) + int(muscle.sum())
+    expected = 1.0 if denominator == 0 else 2.0 * float(p[muscle].sum()) / denominator
+    mirror = _dice(plain.argmax(axis=0) == Label.MUSCLE, mirrored.argmax(axis=0) == Label.MUSCLE)
+    return {"expected_muscle_dice": expected, "mirror_muscle_dice": mirror}
+
+
+def engine_signals(labels: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """The engine-agreement signals of one slice: its label map (y, x) against a second engine's."""
+    a, b = labels == Label.MUSCLE, other == Label.MUSCLE
+    na, nb = int(a.sum()), int(b.sum())
+    return {
+        "engine_muscle_dice": _dice(a, b),
+        "engine_muscle_area_diff": 0.0 if na + nb == 0 else abs(na - nb) / ((na + nb) / 2),
+    }
+
+
+@dataclass(frozen=True)
+class SliceQuality:
+    """The quality of one analysed slice: its signals, their 0..1 scores and the overall score."""
+
+    signals: dict[str, float]
+
+    @property
+    def signal_scores(self) -> dict[str, float]:
+        return {name: SIGNALS[name].score(value) for name, value in self.signals.items()}
+
+    @property
+    def score(self) -> float | None:
+        """The worst signal's score; None when no signal could be computed."""
+        scores = self.signal_scores
+        return min(scores.values()) if scores else None
+
+    @property
+    def limiting(self) -> str | None:
+        """The signal that set the score."""
+        scores = self.signal_scores
+        return min(scores, key=lambda k: scores[k]) if scores else None
+
+    @property
+    def flagged(self) -> bool:
+        score = self.score
+        return score is not None and score < REVIEW_THRESHOLD
+
+    def as_dict(self) -> dict[str, Any]:
+        score = self.score
+        return {
+            "score": None if score is None else round(score, 4),
+            "flagged": self.flagged,
+            "limiting_signal": self.limiting,
+            "signals": {k: round(v, 5) for k, v in self.signals.items()},
+            "signal_scores": {k: round(v, 4) for k, v in self.signal_scores.items()},
+        }
+
+
+@dataclass(frozen=True)
+class QualityAssessment:
+    """The per-slice quality of one analysis, with which signals were used and why others were not."""
+
+    slices: list[SliceQuality]
+    #: Signal name -> why it was not computed (e.g. no U-Net model installed).
+    unavailable: dict[str, str] = field(default_factory=dict)
+    #: Model id of the engine the analysed one was compared with, if any.
+    second_opinion: str | None = None
+
+    @property
+    def used(self) -> list[str]:
+        return [name for name in SIGNALS if self.slices and name in self.slices[0].signals]
+
+    @property
+    def score(self) -> float | None:
+        """The worst slice's score (what a cohort table shows for the case)."""
+        scores = [s.score for s in self.slices if s.score is not None]
+        return min(scores) if scores else None
+
+    @property
+    def flagged(self) -> bool:
+        return any(s.flagged for s in self.slices)
+
+    def warning(self, indices: Sequence[int]) -> str | None:
+        """The report warning naming the flagged slices (CT slice `indices`), None when none is flagged."""
+        flagged = [(i, s) for i, s in zip(indices, self.slices, strict=True) if s.flagged]
+        if not flagged:
+            return None
+        parts = [
+            f"slice {i}: {s.score:.2f} ({s.limiting} {s.signals[s.limiting or '']:.3f})"
+            for i, s in flagged
+            if s.score is not None
+        ]
+        return (
+            f"Segmentation quality below {REVIEW_THRESHOLD} (review the segmentation before using the "
+            f"numbers): {'; '.join(parts)}."
+        )
+
+    def as_dict(self, indices: Sequence[int]) -> dict[str, Any]:
+        score = self.score
+        return {
+            "status": "computed",
+            "version": QUALITY_VERSION,
+            "threshold": REVIEW_THRESHOLD,
+            "score": None if score is None else round(score, 4),
+            "flagged": self.flagged,
+            "signals_used": self.used,
+            "unavailable": dict(self.unavailable),
+            "second_opinion": self.second_opinion,
+            "anchors": {
+                name: {"anchor": r.anchor, "half_width": r.half_width, "higher_is_better": r.higher_is_better}
+                for name, r in SIGNALS.items()
+            },
+            "slices": [
+                {"slice_index": int(i), **s.as_dict()} for i, s in zip(indices, self.slices, strict=True)
+            ],
+        }
+
+
+def _default_second_opinion(engine: SegmentationEngine, hu_ranges: HURanges) -> SegmentationEngine:
+    """The threshold engine for a U-Net, the site's default U-Net for any other engine."""
+    from sarcoscope.segmentation.threshold import ThresholdEngine
+    from sarcoscope.segmentation.unet import UNetEngine
+
+    if isinstance(engine, UNetEngine):
+        return ThresholdEngine(hu_ranges=hu_ranges)
+    return UNetEngine(hu_ranges=hu_ranges)
+
+
+def segment_with_quality(
+    engine: SegmentationEngine,
+    slices: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    *,
+    hu_ranges: HURanges = DEFAULT_HU_RANGES,
+    second_opinion: SegmentationEngine | None = None,
+) -> tuple[np.ndarray, QualityAssessment]:
+    """Segment HU slices (n, y, x) with `engine` and score every slice's segmentation.
+
+    A U-Net engine gives the network signals from its own inference (plus the mirrored pass); the engine
+    signals compare with `second_opinion` (default: see _default_second_opinion). A second opinion that
+    cannot be had (no U-Net model installed, a slice it refuses) leaves those signals out, with the reason.
+    """
+    from sarcoscope.segmentation.unet import UNetEngine
+
+    stack = np.asarray(slices)
+    if stack.ndim == 2:
+        stack = stack[None]
+    signals: list[dict[str, float]] = [{} for _ in range(len(stack))]
+    unavailable: dict[str, str] = {}
+    if isinstance(engine, UNetEngine):
+
+        def observe(start: int, inputs: np.ndarray, plain: np.ndarray, mirrored: np.ndarray) -> None:
+            for k in range(len(inputs)):
+                signals[start + k].update(network_signals(plain[k], mirrored[k]))
+
+        labels = engine.segment(stack, pixel_spacing, observe=observe)
+    else:
+        labels = engine.segment(stack, pixel_spacing)
+        for name in NETWORK_SIGNALS:
+            unavailable[name] = f"the '{engine.name}' engine has no network probabilities"
+    model_id: str | None = None
+    try:
+        other = second_opinion or _default_second_opinion(engine, hu_ranges)
+        model_id = other.model_id
+        other_labels = other.segment(stack, pixel_spacing)
+    except SegmentationError as exc:
+        for name in ENGINE_SIGNALS:
+            unavailable[name] = f"no second engine to compare with: {exc}"
+    else:
+        for k in range(len(stack)):
+            signals[k].update(engine_signals(labels[k], other_labels[k]))
+    return labels, QualityAssessment(
+        slices=[SliceQuality(s) for s in signals], unavailable=unavailable, second_opinion=model_id
+    )
