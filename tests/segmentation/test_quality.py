@@ -21,7 +21,7 @@ from sarcoscope.segmentation.quality import (
     network_signals,
     segment_with_quality,
 )
-from sarcoscope.segmentation.refine import largest_component
+from sarcoscope.segmentation.refine import body_mask
 from sarcoscope.segmentation.threshold import ThresholdEngine
 from sarcoscope.segmentation.unet import UNetEngine
 from sarcoscope.validation.metrics import dice
@@ -126,17 +126,18 @@ def test_degraded_labels_score_below_the_clean_ones() -> None:
 
 
 def _with_arms(hu: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
-    """Both arms (muscle around a humerus, in a fat rim) resting against the trunk at mid-height."""
+    """Both arms (muscle around a humerus, in a fat rim) pressed against the trunk at mid-height; the trunk
+    itself is unchanged, so the reference labels still hold."""
     out = hu.copy()
     yy, xx = np.indices(hu.shape)
-    body = largest_component(hu > -500)  # without the CT table
+    body = body_mask(hu, spacing)  # without the CT table
     cols = np.flatnonzero(body.any(axis=0))
     rows = np.flatnonzero(body.any(axis=1))
     cy, r = (rows[0] + rows[-1]) / 2 - 10 / spacing[0], 45 / spacing[0]
-    for cx in (cols[-1] + 0.75 * r, cols[0] - 0.75 * r):
+    for cx in (cols[-1] + 0.55 * r, cols[0] - 0.55 * r):
         d = ((yy - cy) / r) ** 2 + ((xx - cx) / (0.8 * r)) ** 2
         out[(d <= 1) & ~body] = -100.0
-        out[d <= 0.7] = 55.0
+        out[(d <= 0.7) & ~body] = 55.0
         out[d <= 0.08] = 700.0
     return out
 

@@ -215,7 +215,14 @@ def test_segment_edit_save_stale_restore(client: TestClient, series: list[Path])
     assert labels.shape == (3, 96, 96) and version == 1 and indices == [4, 5, 6]
     assert set(np.unique(labels)) <= {0, 1, 2, 3, 4} and (labels == 1).any()
 
-    before = client.get(f"/api/studies/{sid}/analysis").json()["average"]["tissues"]["muscle"]
+    first = client.get(f"/api/studies/{sid}/analysis").json()
+    before = first["average"]["tissues"]["muscle"]
+    # the threshold engine's segmentation is scored by its agreement with the U-Net (segmentation.quality)
+    quality = first["quality"]
+    assert quality["status"] == "computed" and quality["second_opinion"].startswith("sarcoscope-unet")
+    assert quality["signals_used"] == ["engine_muscle_dice", "engine_muscle_area_diff"]
+    assert [q["slice_index"] for q in quality["slices"]] == [4, 5, 6]
+    assert quality["flagged"] == any(q["score"] < 0.5 for q in quality["slices"])
     edited = labels.copy()
     block = (slice(0, 1), slice(0, 10), slice(0, 10))  # air corner: 100 new muscle pixels on slice 4
     assert not (edited[block] == 1).any()
@@ -228,6 +235,7 @@ def test_segment_edit_save_stale_restore(client: TestClient, series: list[Path])
     after = client.get(f"/api/studies/{sid}/analysis").json()
     pixel_cm2 = SPACING[1] * SPACING[2] / 100.0
     assert after["version"] == 2
+    assert after["quality"]["status"] == "not computed" and "'edit'" in after["quality"]["reason"]
     assert after["average"]["tissues"]["muscle"]["pixels"] == before["pixels"] + 100
     v1_slice = client.get(f"/api/studies/{sid}/analysis", params={"version": 1}).json()["per_slice"][0]
     assert after["per_slice"][0]["tissues"]["muscle"]["area_cm2"] == pytest.approx(

@@ -2,6 +2,8 @@
 
 The analysis panel asks for the latest version after every save; results are cached per
 (study, version, patient facts), which are immutable, so repeated views cost nothing.
+The segmentation quality score (segmentation.quality) of a version is computed when the server segments
+it and kept in memory beside this cache; it rates an engine's output, so hand-edited versions have none.
 """
 
 from __future__ import annotations
@@ -111,12 +113,38 @@ def build_result(study: Study, version: LabelVersion, labels: np.ndarray, volume
 class AnalysisCache:
     """JSON analyses keyed by (study, version, patient facts); a small LRU, thread-safe."""
 
+    #: Quality blocks kept (of the most recently segmented versions).
+    QUALITY_SIZE = 4096
+
     def __init__(self, store: Any, volumes: VolumeCache, size: int = 64) -> None:
         self.store = store
         self.volumes = volumes
         self.size = size
         self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._quality: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def remember_quality(self, study_id: str, version: int, quality: dict[str, Any]) -> None:
+        """Keep the quality block (QualityAssessment.as_dict) of a version the server just segmented."""
+        with self._lock:
+            self._quality[(study_id, version)] = quality
+            while len(self._quality) > self.QUALITY_SIZE:
+                self._quality.popitem(last=False)
+
+    def quality(self, study_id: str, row: LabelVersion) -> dict[str, Any]:
+        """The quality block of a label version, or why there is none."""
+        if row.source != "segment":
+            return {
+                "status": "not computed",
+                "reason": f"label version {row.version} comes from '{row.source}', not from an engine: the "
+                "score rates an engine's segmentation",
+            }
+        with self._lock:
+            known = self._quality.get((study_id, row.version))
+        return known or {
+            "status": "not computed",
+            "reason": "scored only when this server process segments (not kept in the database)",
+        }
 
     def get(self, study: Study, version: int | None) -> dict[str, Any]:
         row = self.store.get_version(study.id, version)
@@ -138,6 +166,7 @@ class AnalysisCache:
             "warnings": result.warnings,
             "engine": result.engine,
             "model_id": result.model_id,
+            "quality": self.quality(study.id, row),
         }
         with self._lock:
             self._items[key] = payload

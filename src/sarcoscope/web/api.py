@@ -419,6 +419,7 @@ def _iter_file(f: Any, chunk: int = 1 << 20) -> Any:
 def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Segment the selected slice(s) with an engine and save the result as a new label version."""
     from sarcoscope.segmentation import get_engine
+    from sarcoscope.segmentation.quality import segment_with_quality
     from sarcoscope.segmentation.registry import ModelRegistry
 
     name = body.engine or ctx.settings.default_engine
@@ -433,9 +434,8 @@ def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: Us
     indices = selected_indices(study)
     volume = ctx.volumes.get(study)
     engine = get_engine(name)
-    labels = np.ascontiguousarray(
-        engine.segment(np.asarray(volume.hu[indices]), volume.pixel_spacing), np.uint8
-    )
+    labels, quality = segment_with_quality(engine, np.asarray(volume.hu[indices]), volume.pixel_spacing)
+    labels = np.ascontiguousarray(labels, np.uint8)
     row = ctx.store.save_version(
         study_id,
         base_version=body.base_version,
@@ -447,6 +447,7 @@ def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: Us
         model_id=engine.model_id,
         client=client_of(request),
     )
+    ctx.analyses.remember_quality(study_id, row.version, quality.as_dict(indices))
     return version_json(row)
 
 

@@ -1133,6 +1133,9 @@ function renderAnalysis(a) {
     `<div class="result"><div>SMI: <b id="smi">${quantity(as.smi)}</b> · BMI: ${quantity(as.bmi)}</div>` +
     `<div>Sarcopenia (${escapeHtml(selected ? selected.title : as.cutoff_set)}): ${classification(selected)}</div>` +
     `<div class="small">Myosteatosis: ${myo}</div>` +
+    (a.quality && a.quality.status === "computed" && a.quality.score !== null
+      ? `<div id="quality">Segmentation quality: <b>${fmt(a.quality.score, 2)}</b>` +
+        (a.quality.flagged ? ` <span class="flag">review</span>` : "") + `</div>` : "") +
     (a.warnings.length ? `<div class="small muted">${a.warnings.map(escapeHtml).join("<br>")}</div>` : "") +
     `</div>`;
 }
