@@ -93,3 +93,31 @@ def test_metrics_csv_rows(make_result) -> None:
         for m in ("pixels", "area_cm2", "mean_hu", "sd_hu")
     }
     assert expected_cols <= set(rows[0])
+
+
+def test_quality_in_report_and_metrics(make_result) -> None:
+    from sarcoscope.segmentation.quality import QualityAssessment, SliceQuality
+
+    result = make_result((4, 5, 6), dicom=True)
+    assert build_report(result)["quality"]["status"] == "not computed"
+    assert {r["quality"] for r in csv.DictReader(io.StringIO(metrics_csv(result)))} == {""}
+    signals = [
+        {"engine_muscle_dice": 0.95, "engine_muscle_area_diff": 0.02},
+        {"engine_muscle_dice": 0.87, "engine_muscle_area_diff": 0.02},  # score 0.3: review
+        {"engine_muscle_dice": 0.915, "engine_muscle_area_diff": 0.0},  # score 0.75
+    ]
+    result.quality = QualityAssessment(
+        [SliceQuality(s) for s in signals],
+        unavailable={"mirror_muscle_dice": "no network"},
+        second_opinion="u1",
+    )
+    report = build_report(result)
+    _validate(report)
+    q = report["quality"]
+    assert (q["score"], q["flagged"], q["threshold"], q["second_opinion"]) == (0.3, True, 0.5, "u1")
+    assert [s["slice_index"] for s in q["slices"]] == [4, 5, 6]
+    assert [s["score"] for s in q["slices"]] == [0.9, 0.3, 0.75]  # slice 4: area difference 0.02 -> 0.9
+    assert q["slices"][1]["limiting_signal"] == "engine_muscle_dice"
+    rows = list(csv.DictReader(io.StringIO(metrics_csv(result))))
+    assert [r["quality"] for r in rows] == ["0.9", "0.3", "0.75", "0.3"]
+    assert [r["quality_flag"] for r in rows] == ["ok", "review", "ok", "review"]
