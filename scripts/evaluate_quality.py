@@ -5,13 +5,15 @@ holding `cv-<CASE>/model.onnx + model_card.json`: a model that never saw that ca
 with one model for all (`--model`, default: the shipped one; the report says which cases it saw), and with
 the threshold engine. Prints per case each engine's quality score, its limiting signal and its true muscle
 Dice and area error against the reference labels; then, per engine, Spearman's rank correlation of score and
-true Dice and where the worst slice ranks. `--out` writes the same as Markdown.
+true Dice and where the worst slice ranks. With `--phantoms N`, also N phantom slices and their injected
+failures (sarcoscope.phantom.artefacts: arms against the trunk, heavy noise, upside down), where every
+failure should score below its clean slice. `--out` writes the same as Markdown.
 
 The threshold engine's score uses the engine-agreement signals only (it has no probabilities); they are
 symmetric, so they are read off the U-Net's run instead of segmenting twice.
 
-    python scripts/evaluate_quality.py --folds runs/default-unet --out docs/validation/quality.md
-    python scripts/evaluate_quality.py --out docs/validation/quality.md          # the shipped model
+    python scripts/evaluate_quality.py --folds runs/default-unet --phantoms 4 --out docs/validation/quality.md
+    python scripts/evaluate_quality.py --phantoms 4 --out docs/validation/quality.md    # the shipped model
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from scipy.stats import spearmanr
 
 from sarcoscope.conventions import Label
 from sarcoscope.fileio import atomic_write_text
+from sarcoscope.phantom import make_slice
+from sarcoscope.phantom.artefacts import injected_failures
 from sarcoscope.segmentation.quality import (
     ENGINE_SIGNALS,
     REVIEW_THRESHOLD,
@@ -109,6 +113,30 @@ def evaluate(folder: Path, folds: Path | None, model: str | None) -> list[Row]:
     return rows
 
 
+def phantom_failures(n: int, model: str | None) -> list[str]:
+    """Markdown rows: the U-Net's score on phantoms (384 px of 1.15 mm: room for arms) and their failures."""
+    unet, threshold = UNetEngine(model_path=model), ThresholdEngine()
+    lines = [
+        "| seed | clean | arms | noise | flipped | every failure below clean |",
+        "|---|---|---|---|---|---|",
+    ]
+    for seed in range(1, n + 1):
+        ph = make_slice(seed, size=384, pixel_spacing=1.15)
+        variants = injected_failures(ph.hu, ph.pixel_spacing, seed)
+        _, qa = segment_with_quality(
+            unet, np.stack(list(variants.values())), ph.pixel_spacing, second_opinion=threshold
+        )
+        scores = dict(zip(variants, (q.score or 0.0 for q in qa.slices), strict=True))
+        below = all(scores[k] < scores["clean"] for k in variants if k != "clean")
+        cells = " | ".join(
+            f"{scores[k]:.3f}{' **review**' if q.flagged else ''}"
+            for k, q in zip(variants, qa.slices, strict=True)
+        )
+        lines.append(f"| {seed} | {cells} | {'yes' if below else 'no'} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def summary(rows: list[Row], engine: str) -> str:
     sel = [r for r in rows if r.engine == engine]
     scores = np.array([r.quality.score for r in sel])
@@ -127,7 +155,7 @@ def summary(rows: list[Row], engine: str) -> str:
     )
 
 
-def markdown(rows: list[Row], source: str) -> str:
+def markdown(rows: list[Row], source: str, phantoms: list[str]) -> str:
     lines = [
         "# Segmentation quality score: does it rank the worst slices first?",
         "",
@@ -156,6 +184,16 @@ def markdown(rows: list[Row], source: str) -> str:
             f"| {100 * r.area_error:+.1f} % |"
         )
     lines += ["", "## Ranking", "", summary(rows, "unet"), summary(rows, "threshold"), ""]
+    if phantoms:
+        lines += [
+            "## Phantoms with injected failures",
+            "",
+            "U-Net score (shipped or `--model`) on a clean phantom slice and on the same slice with each "
+            "failure of `sarcoscope.phantom.artefacts` (the trunk's labels unchanged):",
+            "",
+            *phantoms,
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -166,9 +204,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder with images/ and labels/")
     parser.add_argument("--folds", type=Path, help="folder of leave-one-out fold models cv-<CASE>/")
     parser.add_argument("--model", help="one U-Net model for every case (default: the site default)")
+    parser.add_argument("--phantoms", type=int, default=0, help="phantom seeds with injected failures")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     args = parser.parse_args()
     rows = evaluate(args.data, args.folds, args.model)
+    phantoms = phantom_failures(args.phantoms, args.model) if args.phantoms else []
     if args.folds is not None:
         source = f"Leave-one-out: each case segmented by its fold model in `{args.folds}` (never saw it)."
     else:
@@ -177,7 +217,7 @@ def main() -> None:
             f"One model for every case ({rows[0].model if rows else '?'}); it was trained on {len(seen)} of "
             f"them ({', '.join(seen)}), so its rows for those are not a test of the model, only of the score."
         )
-    text = markdown(rows, source)
+    text = markdown(rows, source, phantoms)
     print(text)
     if args.out is not None:
         atomic_write_text(args.out, text)
