@@ -120,6 +120,9 @@ def test_analyze_auto_l3_writes_complete_report(tmp_path: Path, phantom_series: 
     assert report["assessment"]["smi"]["value"] == pytest.approx(
         report["average"]["tissues"]["muscle"]["area_cm2"] / 1.70**2, rel=1e-6
     )
+    quality = report["quality"]  # the threshold engine, scored by agreement with the shipped U-Net
+    assert quality["signals_used"] == ["engine_muscle_dice", "engine_muscle_area_diff"]
+    assert f"Segmentation quality: {quality['score']:.2f}" in result.output
 
 
 def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
@@ -166,7 +169,7 @@ def test_deidentify_command(tmp_path: Path, phantom_series: tuple[Path, object])
 def test_analyze_range_is_averaged(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     folder, _ = phantom_series
     out = tmp_path / "out"
-    result = _invoke("analyze", folder, "-o", out, "--range", "20:22", "--json")
+    result = _invoke("analyze", folder, "-o", out, "--range", "20:22", "--json", "--no-quality")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     areas = [s["composition"]["tissues"]["muscle"]["area_cm2"] for s in report["slices"]]
@@ -174,6 +177,7 @@ def test_analyze_range_is_averaged(tmp_path: Path, phantom_series: tuple[Path, o
     assert report["average"]["tissues"]["muscle"]["area_cm2"] == pytest.approx(np.mean(areas), rel=1e-6)
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3 + 1  # header, three slices, the average
+    assert report["quality"]["status"] == "not computed"
 
 
 def test_single_slice_zip(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,10 @@ def test_batch_records_failures_and_resumes(cohort: Path, tmp_path: Path) -> Non
     rows = _rows(summary.cohort_csv)
     assert [r["case_id"] for r in rows] == ["patient1", "patient2", "patient3"]
     assert all(float(r["muscle_area_cm2"]) > 20 for r in rows)
+    for row in rows:  # the case's segmentation quality, as its report.json has it
+        quality = json.loads((out / "cases" / row["case_id"] / "report.json").read_text())["quality"]
+        assert float(row["quality"]) == quality["score"]
+        assert row["quality_flag"] == ("review" if quality["flagged"] else "ok")
     (failure,) = _rows(summary.failures_csv)
     assert failure["case_id"] == "broken" and failure["error"]
     again = run_batch(discover_cases(cohort), out)
