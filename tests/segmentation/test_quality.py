@@ -168,7 +168,7 @@ def real_scores(shared_data: Path) -> dict[str, tuple[SliceQuality, float, float
     out = {}
     for case in REAL_CASES:
         hu, spacing, ref = real_slice(shared_data, case)
-        thr = threshold.segment(hu, spacing)
+        thr = threshold.segment(hu[None], spacing)
         labels, qa = segment_with_quality(net, hu, spacing, second_opinion=Fixed(thr))
         out[case] = (qa.slices[0], dice(labels[0], ref, Label.MUSCLE), dice(thr[0], ref, Label.MUSCLE))
     return out
