@@ -166,6 +166,10 @@ def markdown(rows: list[Row], source: str, phantoms: list[str]) -> str:
         "from the published accuracy bar, not from these slices. The threshold engine's score uses only the "
         "engine-agreement signals (it has no probabilities). True values are against the reference labels.",
         "",
+        "Regenerate with the leave-one-out fold models (each case scored by the model that never saw it): "
+        "`python scripts/evaluate_quality.py --folds runs/default-unet --phantoms 5 --out "
+        "docs/validation/quality.md`; without `--folds` it uses the shipped model.",
+        "",
         "| case | engine | model saw it | score | limiting signal | expected Dice | mirror Dice "
         "| engine Dice | area diff | true muscle Dice | muscle area error |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -189,7 +193,9 @@ def markdown(rows: list[Row], source: str, phantoms: list[str]) -> str:
             "## Phantoms with injected failures",
             "",
             "U-Net score (shipped or `--model`) on a clean phantom slice and on the same slice with each "
-            "failure of `sarcoscope.phantom.artefacts` (the trunk's labels unchanged):",
+            "failure of `sarcoscope.phantom.artefacts` (the trunk's labels unchanged). A clean phantom "
+            "below 0.5 is a false alarm of the engine agreement (the engines disagree more on phantoms than "
+            "on real slices); what should hold is the last column:",
             "",
             *phantoms,
             "",
