@@ -14,12 +14,16 @@ symmetric, so they are read off the U-Net's run instead of segmenting twice.
 
     python scripts/evaluate_quality.py --folds runs/default-unet --phantoms 4 --out docs/validation/quality.md
     python scripts/evaluate_quality.py --phantoms 4 --out docs/validation/quality.md    # the shipped model
+
+`--wait S` waits up to S seconds for each fold model (to run beside the training that writes them).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +41,7 @@ from sarcoscope.segmentation.quality import (
     segment_with_quality,
 )
 from sarcoscope.segmentation.threshold import ThresholdEngine
-from sarcoscope.segmentation.unet import UNetEngine, load_model_card
+from sarcoscope.segmentation.unet import CARD_FILE, UNetEngine, load_model_card
 from sarcoscope.validation.metrics import dice
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "l3_slices"
@@ -85,13 +89,36 @@ def truth(labels: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return dice(labels, ref, Label.MUSCLE), (area - ref_area) / max(ref_area, 1)
 
 
-def evaluate(folder: Path, folds: Path | None, model: str | None) -> list[Row]:
-    cases = sorted(p.stem for p in (folder / "labels").glob("*.npy"))
+def cases_of(folder: Path) -> list[str]:
+    return sorted(p.stem for p in (folder / "labels").glob("*.npy"))
+
+
+def _fold_ready(model_dir: Path, wait_s: float) -> bool:
+    """Whether the fold model is there, waiting up to `wait_s` for training to write it."""
+    deadline = time.monotonic() + wait_s
+    if (model_dir / CARD_FILE).is_file():
+        return True
+    while not (model_dir / CARD_FILE).is_file():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(15)
+    time.sleep(10)  # the card is written last but one (MODEL_CARD.md follows)
+    return True
+
+
+def evaluate(
+    folder: Path,
+    folds: Path | None,
+    model: str | None,
+    wait_s: float = 0.0,
+    on_rows: Callable[[list[Row]], None] | None = None,
+) -> list[Row]:
+    """Rows of every case (two per case: unet, threshold); `on_rows` sees them after each case."""
     rows: list[Row] = []
     threshold = ThresholdEngine()
-    for case in cases:
+    for case in cases_of(folder):
         model_dir = folds / f"cv-{case}" if folds is not None else model
-        if folds is not None and not (model_dir / "model.onnx").is_file():
+        if folds is not None and not _fold_ready(model_dir, wait_s):
             print(f"{case}: no fold model in {model_dir}, skipped")
             continue
         unet = UNetEngine(model_path=model_dir)
@@ -110,6 +137,8 @@ def evaluate(folder: Path, folds: Path | None, model: str | None) -> list[Row]:
             f"  threshold {agreement.score:.3f} (true Dice {rows[-1].true_dice:.3f})",
             flush=True,
         )
+        if on_rows is not None:
+            on_rows(rows)
     return rows
 
 
@@ -211,19 +240,32 @@ def main() -> None:
     parser.add_argument("--folds", type=Path, help="folder of leave-one-out fold models cv-<CASE>/")
     parser.add_argument("--model", help="one U-Net model for every case (default: the site default)")
     parser.add_argument("--phantoms", type=int, default=0, help="phantom seeds with injected failures")
-    parser.add_argument("--out", type=Path, help="write the Markdown report here")
+    parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for each fold model")
+    parser.add_argument("--out", type=Path, help="write the Markdown report here (again after each case)")
     args = parser.parse_args()
-    rows = evaluate(args.data, args.folds, args.model)
+
+    def document(rows: list[Row], phantoms: list[str]) -> str:
+        if args.folds is not None:
+            missing = sorted(set(cases_of(args.data)) - {r.case for r in rows})
+            source = f"Leave-one-out: each case segmented by its fold model in `{args.folds}` (never saw it)."
+            if missing:
+                source += f" No fold model (yet) for {', '.join(missing)}."
+        else:
+            seen = sorted({r.case for r in rows if r.seen})
+            source = (
+                f"One model for every case ({rows[0].model if rows else '?'}); it was trained on {len(seen)} "
+                f"of them ({', '.join(seen)}), so its rows for those are not a test of the model, only of "
+                "the score."
+            )
+        return markdown(rows, source, phantoms)
+
+    def write(rows: list[Row]) -> None:
+        if args.out is not None:
+            atomic_write_text(args.out, document(rows, []))
+
+    rows = evaluate(args.data, args.folds, args.model, args.wait, write)
     phantoms = phantom_failures(args.phantoms, args.model) if args.phantoms else []
-    if args.folds is not None:
-        source = f"Leave-one-out: each case segmented by its fold model in `{args.folds}` (never saw it)."
-    else:
-        seen = sorted({r.case for r in rows if r.seen})
-        source = (
-            f"One model for every case ({rows[0].model if rows else '?'}); it was trained on {len(seen)} of "
-            f"them ({', '.join(seen)}), so its rows for those are not a test of the model, only of the score."
-        )
-    text = markdown(rows, source, phantoms)
+    text = document(rows, phantoms)
     print(text)
     if args.out is not None:
         atomic_write_text(args.out, text)
