@@ -28,6 +28,7 @@ engine signals need the other engine (the threshold engine for the U-Net, the si
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ import numpy as np
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
 from sarcoscope.segmentation.base import SegmentationEngine
+
+logger = logging.getLogger(__name__)
 
 #: Bump when a signal or an anchor changes (scores of different versions are not comparable).
 QUALITY_VERSION = 1
@@ -243,6 +246,7 @@ def segment_with_quality(
         model_id = other.model_id
         other_labels = other.segment(stack, pixel_spacing)
     except SegmentationError as exc:
+        logger.warning("Quality score without engine agreement: %s", exc)
         for name in ENGINE_SIGNALS:
             unavailable[name] = f"no second engine to compare with: {exc}"
     else:
