@@ -12,7 +12,7 @@ import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, HURanges
-from sarcoscope.imaging.volume import CTVolume
+from sarcoscope.imaging.volume import CTVolume, index_ranges
 from sarcoscope.level.selection import L3Selection, manual_range, manual_slice, single_slice_input
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
@@ -64,6 +64,28 @@ def select_l3(
     return selection_from_localization(locate_l3(volume), convention=convention)
 
 
+def require_body(volume: CTVolume, indices: list[int]) -> None:
+    """Refuse slices without a body before any engine sees them: an engine may label an empty slice as
+    "no tissue" (zero areas, a silent wrong result), and an engine's message counts the slices it was
+    given, not the volume's."""
+    from sarcoscope.errors import SegmentationError
+    from sarcoscope.segmentation.refine import BODY_THRESHOLD_HU, body_mask
+    from sarcoscope.segmentation.threshold import ThresholdParams
+
+    min_cm2 = ThresholdParams().min_body_area_cm2
+    pixel_cm2 = volume.pixel_spacing[0] * volume.pixel_spacing[1] / 100.0
+    empty = [i for i in indices if body_mask(volume.hu[i], volume.pixel_spacing).sum() * pixel_cm2 < min_cm2]
+    if not empty:
+        return
+    which = f"slice {empty[0]}" if len(empty) == 1 else f"slices {index_ranges(empty)}"
+    message = (
+        f"no body found in {which} (of 0-{volume.n_slices - 1}): no object above {BODY_THRESHOLD_HU:g} HU "
+        f"larger than {min_cm2:g} cm²"
+    )
+    missing = [w for w in volume.warnings if "without a value (NaN" in w]
+    raise SegmentationError(message + (f"; note: {missing[0]}" if missing else ""))
+
+
 def analyze(
     ct: str | Path | CTVolume,
     *,
@@ -71,6 +93,7 @@ def analyze(
     slice_index: int | None = None,
     slice_range: tuple[int, int] | None = None,
     series_uid: str | None = None,
+    pixel_spacing: tuple[float, float] | None = None,
     engine: str = DEFAULT_ENGINE,
     height_cm: float | None = None,
     weight_kg: float | None = None,
@@ -86,6 +109,7 @@ def analyze(
     `ct` is a DICOM folder / zip / single file, a NIfTI file, or an already loaded CTVolume. Patient facts
     given here override those found in the DICOM header; missing ones leave dependent values "not computed".
     With `deidentification`, every written file is de-identified by that policy (see export.write_outputs).
+    `pixel_spacing` (rows, columns in mm) is for a NIfTI file without a spatial transform (see read_ct).
     """
     from sarcoscope.composition import PatientInfo, assess, average_compositions, measure_slice
     from sarcoscope.imaging import read_ct
@@ -98,7 +122,9 @@ def analyze(
     timings: dict[str, float] = {}
     t = time.perf_counter()
     stage("read")
-    volume = ct if isinstance(ct, CTVolume) else read_ct(ct, series_uid=series_uid)
+    volume = (
+        ct if isinstance(ct, CTVolume) else read_ct(ct, series_uid=series_uid, pixel_spacing=pixel_spacing)
+    )
     timings["read"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -109,6 +135,7 @@ def analyze(
     t = time.perf_counter()
     stage("segment")
     seg_engine = get_engine(engine, hu_ranges=hu_ranges)
+    require_body(volume, selection.indices)
     hu_slices = volume.hu[selection.indices]
     labels = seg_engine.segment(hu_slices, volume.pixel_spacing)
     timings["segment"] = time.perf_counter() - t

@@ -428,6 +428,20 @@ def _transfer_syntax(ds: Dataset) -> UID:
     return ImplicitVRLittleEndian if ds.is_implicit_VR in (True, None) else ExplicitVRLittleEndian
 
 
+def _check_native_length(f: _File, n_bytes: int, bits_allocated: int) -> None:
+    """Refuse uncompressed pixel data whose length is not what Rows x Columns say: read anyway, a wrong
+    Rows or Columns tag gives a plausible-looking but wrong image (and wrong areas)."""
+    rows, cols = int(f.ds.Rows), int(f.ds.Columns)
+    expected = rows * cols * max(bits_allocated // 8, 1)
+    if n_bytes < expected:
+        raise InputError(f"truncated pixel data in {f.path}: {n_bytes} bytes for {rows}x{cols} pixels")
+    if n_bytes > expected + expected % 2:  # one padding byte keeps an odd length even
+        raise InputError(
+            f"{f.path}: Rows x Columns ({rows}x{cols}) do not match the pixel data ({n_bytes} bytes, "
+            f"{n_bytes // max(bits_allocated // 8, 1)} pixels); the header is wrong or the file is damaged"
+        )
+
+
 def _decode(f: _File, fast: bool) -> np.ndarray:
     """Stored pixel values of one image, (rows, columns)."""
     ds = f.ds
@@ -437,10 +451,15 @@ def _decode(f: _File, fast: bool) -> np.ndarray:
             data = ds.PixelData  # deferred: read from the file now
         except (OSError, ValueError, EOFError) as exc:
             raise InputError(f"cannot read the pixel data of {f.path}: {exc}") from exc
-        if len(data) < rows * cols * 2:
-            raise InputError(f"truncated pixel data in {f.path}: {len(data)} bytes for {rows}x{cols} pixels")
+        _check_native_length(f, len(data), 16)
         dtype = "<i2" if int(ds.PixelRepresentation) == 1 else "<u2"
         return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    if not _transfer_syntax(ds).is_compressed:
+        try:
+            n_bytes = len(ds.PixelData)
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(f"cannot read the pixel data of {f.path}: {exc}") from exc
+        _check_native_length(f, n_bytes, int(ds.get("BitsAllocated", 16)))
     try:
         arr = ds.pixel_array
     except Exception as exc:
@@ -453,6 +472,13 @@ def _decode(f: _File, fast: bool) -> np.ndarray:
 
 
 def _check_decodable(files: list[_File]) -> None:
+    for f in files:
+        ts = _transfer_syntax(f.ds)
+        if not ts.is_transfer_syntax:
+            raise InputError(
+                f"{f.path} declares the transfer syntax {ts}, which is not a DICOM transfer syntax this "
+                "reader knows (a private or damaged TransferSyntaxUID); export the series uncompressed"
+            )
     for ts in {_transfer_syntax(f.ds) for f in files}:
         if not ts.is_compressed:
             continue
