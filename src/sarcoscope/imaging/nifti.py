@@ -129,7 +129,8 @@ def read_nifti(path: Path, pixel_spacing: tuple[float, float] | None = None) -> 
             hu[missing] = AIR_HU
             where = index_ranges(np.flatnonzero(missing.any(axis=(1, 2))))
             warnings.append(
-                f"{int(missing.sum())} voxels without a value (NaN, infinite) set to {AIR_HU} HU, in slice(s) {where}"
+                f"{int(missing.sum())} voxels without a value (NaN, infinite) in slice(s) {where} set to "
+                f"{AIR_HU} HU"
             )
     n_low = int(np.count_nonzero(hu < AIR_HU))
     if n_low:
