@@ -12,6 +12,7 @@ import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, HURanges
+from sarcoscope.fileio import check_output_folder
 from sarcoscope.imaging.volume import CTVolume, index_ranges
 from sarcoscope.level.selection import L3Selection, manual_range, manual_slice, single_slice_input
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
@@ -119,6 +120,8 @@ def analyze(
         if progress is not None:
             progress(name)
 
+    if out_dir is not None:  # before the work: an analysis can take minutes
+        check_output_folder(Path(out_dir))
     timings: dict[str, float] = {}
     t = time.perf_counter()
     stage("read")
