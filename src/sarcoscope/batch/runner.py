@@ -1,6 +1,6 @@
 """Run `analyze` over a cohort: in this process, in local worker processes, or on a Dask cluster.
 
-Resumable by construction: each case writes its own folder atomically (report.json last), and a case whose
+Resumable by construction: each case writes its own folder atomically (export.writer), and a case whose
 report.json already exists is skipped unless `force`. A failing case is recorded with its message and never
 stops the others. Workers return only a small summary row, never images, so the cluster's memory stays low.
 """

@@ -345,7 +345,14 @@ def _order_slices(files: list[_File], warnings: list[str]) -> tuple[list[_File],
             raise InputError(f"{files[0].path} has no ImageOrientationPatient; cannot order the slices")
         warnings.append(f"{files[0].path} has no ImageOrientationPatient; assumed a standard axial slice")
         iop = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    row, col = _unit(np.array(iop[:3])), _unit(np.array(iop[3:]))
+    row_raw, col_raw = np.array(iop[:3]), np.array(iop[3:])
+    norms = (float(np.linalg.norm(row_raw)), float(np.linalg.norm(col_raw)))
+    if not all(0.5 < n < 1.5 for n in norms) or abs(float(row_raw @ col_raw)) > 0.1 * norms[0] * norms[1]:
+        raise InputError(
+            f"{files[0].path} has an invalid ImageOrientationPatient {iop}: the row and column directions "
+            "must be perpendicular unit vectors"
+        )
+    row, col = _unit(row_raw), _unit(col_raw)
     normal = _unit(np.cross(row, col))
     direction = np.column_stack([row, col, normal])
 
@@ -502,6 +509,12 @@ def _to_hu(files: list[_File], warnings: list[str]) -> np.ndarray:
     present = [p for _, _, p in rescales]
     if not all(present) and any(present):
         raise InputError(f"some images of the series in {files[0].path.parent} lack RescaleSlope/Intercept")
+    for f, (slope, intercept, _) in zip(files, rescales, strict=True):
+        if not (math.isfinite(slope) and math.isfinite(intercept) and slope != 0):
+            raise InputError(
+                f"{f.path} has an unusable RescaleSlope/RescaleIntercept ({slope:g}, {intercept:g}); "
+                "the stored values cannot be turned into Hounsfield units"
+            )
     integral = all(float(s).is_integer() and float(i).is_integer() for s, i, _ in rescales)
     bits_allocated = int(first.get("BitsAllocated", 16))
     bits_stored = int(first.get("BitsStored", bits_allocated))
@@ -650,7 +663,32 @@ def metadata_from_header(ds: Dataset, warnings: list[str] | None = None) -> CTMe
     )
 
 
+def _check_uniform(files: list[_File]) -> None:
+    """Refuse a series whose images differ in pixel size or pixel encoding: it is read with the first
+    image's values, which would silently misread (or mismeasure) the others."""
+    first = files[0]
+    spacing = _float_list(first.ds, "PixelSpacing")
+    for f in files[1:]:
+        other = _float_list(f.ds, "PixelSpacing")
+        if (
+            spacing
+            and other
+            and (len(other) != len(spacing) or np.max(np.abs(np.subtract(other, spacing))) > 1e-3)
+        ):
+            raise InputError(
+                f"the images of one series have different PixelSpacing ({spacing} in {first.path}, "
+                f"{other} in {f.path}); areas would be wrong"
+            )
+        for keyword in ("PixelRepresentation", "BitsAllocated", "BitsStored"):
+            if f.ds.get(keyword) != first.ds.get(keyword):
+                raise InputError(
+                    f"the images of one series differ in {keyword} ({first.ds.get(keyword)} in {first.path}, "
+                    f"{f.ds.get(keyword)} in {f.path}); their pixel values cannot be read alike"
+                )
+
+
 def _read_series(files: list[_File], warnings: list[str]) -> CTVolume:
+    _check_uniform(files)
     files, points, direction = _order_slices(files, warnings)
     first = files[0].ds
     normal = direction[:, 2]
