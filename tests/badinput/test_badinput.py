@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from badinput_corpus import CORPUS, BadInput, Base
+from badinput_corpus import CORPUS, NO_BODY, BadInput, Base
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from sarcoscope.cli import app
@@ -47,3 +49,36 @@ def test_bad_input(case: BadInput, base: Base, tmp_path: Path) -> None:
     assert re.search(case.match, text), text
     assert not list(tmp_path.rglob("report.json")), "a report was written for a refused input"
     assert not list(tmp_path.rglob("*.partial")), "a temporary output folder was left behind"
+
+
+#: Corpus entries that are one unreadable input file: uploaded to the web app, they must be refused too
+#: (slices without a body are refused by the analysis, not the upload; --pixel-spacing is a CLI option).
+UPLOADS = [
+    case
+    for case in CORPUS
+    if case.id.split("-")[0] in ("dicom", "zip", "nifti")
+    and not case.match.startswith(NO_BODY)
+    and "pixel-spacing" not in case.id
+]
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    from sarcoscope.web import WebSettings, create_app
+
+    app = create_app(WebSettings(data_dir=tmp_path_factory.mktemp("web") / "data", max_upload_bytes=8 << 20))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+    app.state.ctx.store.close()
+
+
+@pytest.mark.parametrize("case", UPLOADS, ids=lambda case: case.id)
+def test_bad_upload(case: BadInput, base: Base, web: TestClient, tmp_path: Path, monkeypatch) -> None:
+    upload = Path(case.build(base, tmp_path)[1])
+    for name, value in case.env:
+        monkeypatch.setenv(name, value)
+    files = [("files", (upload.name, upload.read_bytes(), "application/octet-stream"))]
+    response = web.post("/api/studies", files=files)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["detail"]
+    assert web.get("/api/studies").json() == []  # nothing stored

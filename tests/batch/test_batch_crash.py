@@ -78,7 +78,10 @@ def test_killed_dask_worker_is_a_failed_row(studies: list[Case], tmp_path: Path)
     import dask
 
     killer = _KillerCase(case_id="killer", path=tmp_path / "nothing")
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    # no retry of the killer; one task per worker thread, so the other case is not on the dying worker
+    with dask.config.set(
+        {"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0}
+    ):
         summary = run_batch(
             [killer, studies[0]], tmp_path / "dask", engine="threshold", scheduler="local", workers=1
         )

@@ -2,7 +2,9 @@
 
 Resumable by construction: each case writes its own folder atomically (export.writer), and a case whose
 report.json already exists is skipped unless `force`. A failing case is recorded with its message and never
-stops the others. Workers return only a small summary row, never images, so the cluster's memory stays low.
+stops the others, nor does a case whose worker process dies (kill -9, out of memory): it becomes a failed row.
+cohort.csv and failures.csv are rewritten as each case finishes, so an interrupted run keeps every finished
+row. Workers return only a small summary row, never images, so the cluster's memory stays low.
 """
 
 from __future__ import annotations
