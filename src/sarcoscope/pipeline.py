@@ -112,7 +112,14 @@ def analyze(
     With `deidentification`, every written file is de-identified by that policy (see export.write_outputs).
     `pixel_spacing` (rows, columns in mm) is for a NIfTI file without a spatial transform (see read_ct).
     """
-    from sarcoscope.composition import PatientInfo, assess, average_compositions, measure_slice
+    from sarcoscope.composition import (
+        PatientInfo,
+        assess,
+        available_cutoff_sets,
+        average_compositions,
+        measure_slice,
+    )
+    from sarcoscope.errors import CompositionError
     from sarcoscope.imaging import read_ct
     from sarcoscope.segmentation import get_engine
 
@@ -120,8 +127,15 @@ def analyze(
         if progress is not None:
             progress(name)
 
-    if out_dir is not None:  # before the work: an analysis can take minutes
+    # what the user gave is checked before the work (an analysis can take minutes)
+    if out_dir is not None:
         check_output_folder(Path(out_dir))
+    PatientInfo(height_m=None if height_cm is None else height_cm / 100.0, weight_kg=weight_kg, sex=sex)
+    if cutoff_set is not None and cutoff_set not in available_cutoff_sets():
+        raise CompositionError(
+            f"Unknown cutoff set '{cutoff_set}'. Available: {', '.join(available_cutoff_sets())}."
+        )
+    seg_engine = get_engine(engine, hu_ranges=hu_ranges)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     stage("read")
@@ -137,7 +151,6 @@ def analyze(
 
     t = time.perf_counter()
     stage("segment")
-    seg_engine = get_engine(engine, hu_ranges=hu_ranges)
     require_body(volume, selection.indices)
     hu_slices = volume.hu[selection.indices]
     labels = seg_engine.segment(hu_slices, volume.pixel_spacing)

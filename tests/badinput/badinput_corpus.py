@@ -17,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
+from pydicom.encaps import encapsulate
 
 from sarcoscope.imaging import write_dicom_series
 from sarcoscope.imaging.nifti import ras_to_layout
@@ -138,7 +139,7 @@ bad("dicom-bits-allocated-8", MISMATCH)(_tags(_set(BitsAllocated=8, BitsStored=8
 bad("dicom-bits-allocated-32", MISMATCH)(_tags(_set(BitsAllocated=32, BitsStored=32, HighBit=31)))
 SPACING = r"PixelSpacing|pixel spacing"
 bad("dicom-no-pixel-spacing", SPACING)(_tags(_set(PixelSpacing=None)))
-for _ps in ("0\\0", "-1\\-1", "0.001\\0.001", "500\\500", "abc\\def", "1", "nan\\nan", "inf\\inf", "0.7\\0"):
+for _ps in ("0\\0", "-1\\-1", "0.001\\0.001", "500\\500", "1", "nan\\nan", "inf\\inf", "0.7\\0"):
     bad(f"dicom-pixel-spacing-{_ps.replace(chr(92), '_')}", SPACING)(_tags(_set(PixelSpacing=_ps)))
 NOT_CT = r"not a readable CT image"
 bad("dicom-modality-mr", NOT_CT)(_tags(_set(Modality="MR")))
@@ -160,24 +161,28 @@ bad("dicom-not-hu-without-rescale", r"do not look like Hounsfield")(
 bad("dicom-frames-2", r"multi-frame")(_tags(_set(NumberOfFrames="2")))
 
 
-def _transfer_syntax(uid: str) -> Callable[[pydicom.Dataset], None]:
+def _transfer_syntax(uid: str, compressed: bool) -> Callable[[pydicom.Dataset], None]:
     def mutate(ds: pydicom.Dataset) -> None:
+        if compressed:  # a damaged compressed image: one fragment of garbage
+            ds.PixelData = encapsulate([b"\xff\xd8\xff" + bytes(range(256)) * 4])
         ds.file_meta.TransferSyntaxUID = uid
 
     return mutate
 
 
-TS = r"transfer syntax|cannot decode|corrupt"
-for _ts in (
-    "1.2.3.4.5",
-    "1.2.840.10008.1.2.4.50",  # JPEG baseline, but the pixels are native
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000
-    "1.2.840.10008.1.2.5",  # RLE
-    "1.2.840.10008.1.2.4.100",  # MPEG2 video
-    "1.2.840.10008.1.2.2",  # big endian: bytes swapped
-    "1.2.840.10008.1.2.1.99",  # deflated, but not deflated
+TS = r"transfer syntax|cannot decode|cannot be decoded"
+for _ts, _compressed in (
+    ("1.2.3.4.5", False),
+    ("2.25.1234", False),
+    ("1.2.840.10008.1.2.4.999", False),
+    ("1.2.840.10008.1.2.4.50", True),  # JPEG baseline
+    ("1.2.840.10008.1.2.4.70", True),  # JPEG lossless
+    ("1.2.840.10008.1.2.4.90", True),  # JPEG 2000
+    ("1.2.840.10008.1.2.4.80", True),  # JPEG-LS
+    ("1.2.840.10008.1.2.5", True),  # RLE
+    ("1.2.840.10008.1.2.4.100", True),  # MPEG2 video
 ):
-    bad(f"dicom-transfer-syntax-{_ts}", TS)(_tags(_transfer_syntax(_ts)))
+    bad(f"dicom-transfer-syntax-{_ts}", TS)(_tags(_transfer_syntax(_ts, _compressed)))
 
 
 # --- DICOM: series (3 slices) with one or all files wrong -----------------------------------------------
@@ -216,24 +221,6 @@ bad("series-slice-truncated", r"damaged|truncated")(_series(_set(PixelData=None)
 bad("series-all-mr", r"no CT image series")(_series(_set(Modality="MR"), (0, 1, 2)))
 
 
-def _series_plus(extra: Callable[[Base, Path], None]) -> Builder:
-    def build(base: Base, d: Path) -> list[str]:
-        for path in base.series.iterdir():
-            (d / path.name).write_bytes(path.read_bytes())
-        extra(base, d)
-        return analyze(d, "--slice", "1")
-
-    return build
-
-
-def _cut_copy(base: Base, d: Path) -> None:
-    data = base.one.read_bytes()
-    (d / "extra.dcm").write_bytes(data[: len(data) // 2])
-
-
-bad("series-plus-truncated-copy", r"damaged|truncated|corrupt")(_series_plus(_cut_copy))
-
-
 # --- ZIP ------------------------------------------------------------------------------------------------
 
 
@@ -254,10 +241,17 @@ def _raw(content: bytes, name: str) -> Builder:
     return build
 
 
-def _encrypted(base: Base, zf: zipfile.ZipFile) -> None:
-    info = zipfile.ZipInfo("ct/one.dcm")
-    info.flag_bits |= 0x1  # what `zip -e` sets; the content does not matter, the reader must refuse
-    zf.writestr(info, base.one.read_bytes())
+def _encrypted(base: Base, d: Path) -> list[str]:
+    """A zip whose entry is marked encrypted (what `zip -e` sets; zipfile cannot write encrypted entries,
+    and the reader must refuse on the flag alone)."""
+    with zipfile.ZipFile(d / "in.zip", "w") as zf:
+        zf.writestr("ct/one.dcm", base.one.read_bytes())
+    data = bytearray((d / "in.zip").read_bytes())
+    local, central = data.find(b"PK\x03\x04"), data.find(b"PK\x01\x02")
+    data[local + 6] |= 0x1
+    data[central + 8] |= 0x1
+    (d / "in.zip").write_bytes(bytes(data))
+    return analyze(d / "in.zip")
 
 
 def _symlink(base: Base, zf: zipfile.ZipFile) -> None:
@@ -274,7 +268,7 @@ bad("zip-empty-file", r"is empty|not a readable zip")(_raw(b"", "in.zip"))
 bad("zip-garbage", r"not a readable zip")(_raw(b"this is not a zip file" * 10, "in.zip"))
 bad("zip-broken-header", r"not a readable zip")(_raw(b"PK\x03\x04broken", "in.zip"))
 bad("zip-no-entries", r"is empty")(_zip(lambda base, zf: None))
-bad("zip-encrypted", r"encrypted \(password-protected\)")(_zip(_encrypted))
+bad("zip-encrypted", r"encrypted \(password-protected\)")(_encrypted)
 bad("zip-symlink", r"symbolic link")(_zip(_symlink))
 bad("zip-parent-traversal", r"unsafe path")(_zip(_named("../escape.dcm")))
 bad("zip-absolute-path", r"unsafe path")(_zip(_named("/tmp/escape.dcm")))
@@ -399,7 +393,6 @@ bad("nifti-rgb", r"not CT numbers|cannot read")(
         "1",
     )
 )
-bad("nifti-degenerate-affine", r"degenerate affine")(_nifti(_affine((0.0, 1.0, 3.0)), "--slice", "1"))
 bad("nifti-tiny-pixels", r"not plausible")(_nifti(_affine((0.001, 0.001, 3.0)), "--slice", "1"))
 bad("nifti-huge-pixels", r"not plausible")(_nifti(_affine((300.0, 300.0, 3.0)), "--slice", "1"))
 bad("nifti-all-nan", NO_BODY + r" 1 .*NaN")(_nifti(_with_values(lambda a: a.fill(np.nan)), "--slice", "1"))
@@ -428,7 +421,6 @@ def _args(*extra: str, source: str = "series") -> Builder:
 bad("arg-slice-negative", r"slice")(_args("--slice", "-1"))
 bad("arg-slice-past-end", r"slice")(_args("--slice", "3"))
 bad("arg-slice-huge", r"slice")(_args("--slice", "100000"))
-bad("arg-range-reversed", r"range")(_args("--range", "2:1"))
 bad("arg-range-past-end", r"range")(_args("--range", "0:99"))
 bad("arg-range-text", r"range")(_args("--range", "a:b"))
 bad("arg-range-one-number", r"range")(_args("--range", "5"))

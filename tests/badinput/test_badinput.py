@@ -28,7 +28,8 @@ def test_the_base_inputs_are_good(base: Base, tmp_path: Path) -> None:
     """The corpus starts from inputs that analyse fine: each entry fails because of what it changed."""
     for source in (base.one, base.series, base.nifti):
         out = tmp_path / source.name
-        result = CliRunner().invoke(app, ["analyze", str(source), "--engine", "threshold", "-o", str(out)])
+        args = ["analyze", str(source), "--engine", "threshold", "--slice", "1", "-o", str(out)]
+        result = CliRunner().invoke(app, args[:4] + args[6:] if source == base.one else args)
         assert result.exit_code == 0, result.output
         assert (out / "report.json").is_file()
 
@@ -46,7 +47,7 @@ def test_bad_input(case: BadInput, base: Base, tmp_path: Path) -> None:
     assert result.exit_code == 1, text
     assert "Traceback" not in result.output and "internal error" not in text
     assert text.count("error:") == 1, text
-    assert re.search(case.match, text), text
+    assert re.search(case.match, text, re.IGNORECASE), text
     assert not list(tmp_path.rglob("report.json")), "a report was written for a refused input"
     assert not list(tmp_path.rglob("*.partial")), "a temporary output folder was left behind"
 

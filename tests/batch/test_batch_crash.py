@@ -78,12 +78,12 @@ def test_killed_dask_worker_is_a_failed_row(studies: list[Case], tmp_path: Path)
     import dask
 
     killer = _KillerCase(case_id="killer", path=tmp_path / "nothing")
-    # no retry of the killer; one task per worker thread, so the other case is not on the dying worker
+    # no retry of the killer; one task per worker, so the other case does not run on the dying worker
     with dask.config.set(
         {"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0}
     ):
         summary = run_batch(
-            [killer, studies[0]], tmp_path / "dask", engine="threshold", scheduler="local", workers=1
+            [killer, studies[0]], tmp_path / "dask", engine="threshold", scheduler="local", workers=2
         )
     assert (summary.count("done"), summary.count("failed")) == (1, 1)
     assert _rows(summary.failures_csv) == [{"case_id": "killer", "error": WORKER_DIED}]

@@ -92,7 +92,7 @@ def _decode(f: DicomFile, fast: bool) -> np.ndarray:
     rows, cols = int(ds.Rows), int(ds.Columns)
     if fast:
         try:
-            data = ds.PixelData  # deferred: read from the file now
+            data = ds.PixelData or b""  # deferred: read from the file now (None when empty)
         except (OSError, ValueError, EOFError) as exc:
             raise InputError(f"cannot read the pixel data of {f.path}: {exc}") from exc
         _check_native_length(f, len(data), 16)
@@ -100,7 +100,7 @@ def _decode(f: DicomFile, fast: bool) -> np.ndarray:
         return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
     if not _transfer_syntax(ds).is_compressed:
         try:
-            n_bytes = len(ds.PixelData)
+            n_bytes = len(ds.PixelData or b"")
         except (OSError, ValueError, EOFError) as exc:
             raise InputError(f"cannot read the pixel data of {f.path}: {exc}") from exc
         _check_native_length(f, n_bytes, int(ds.get("BitsAllocated", 16)))
