@@ -45,7 +45,7 @@ def test_nifti_without_transform_is_measured_with_the_users_spacing(tmp_path: Pa
     # the same pixels with the spacing in the header: the same area (read as 1 mm pixels: ~1/7 of it)
     nib.save(nib.Nifti1Image(to_ras(hu[None]), np.diag([col, row, 3.0, 1.0])), tmp_path / "ref.nii.gz")
     reference, _ = _muscle(["analyze", str(tmp_path / "ref.nii.gz")], tmp_path / "c")
-    assert muscle == pytest.approx(reference, rel=1e-9)
+    assert muscle == pytest.approx(reference, rel=1e-6)  # float32 header
     assert abs(reference - sl.truth["area_cm2"]["muscle"]) < 0.25 * sl.truth["area_cm2"]["muscle"]
 
 

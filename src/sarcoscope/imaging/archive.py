@@ -74,7 +74,7 @@ def extract_zip(archive: Path, dest: Path, max_bytes: int | None = None) -> int:
         with zf:
             return _extract_members(zf, archive, dest, limit, why)
     except BaseException:
-        for entry in dest.iterdir():  # nothing partial stays behind
+        for entry in dest.iterdir() if dest.is_dir() else ():  # nothing partial stays behind
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
