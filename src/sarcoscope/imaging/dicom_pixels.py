@@ -108,7 +108,8 @@ def _decode(f: DicomFile, fast: bool) -> np.ndarray:
         arr = ds.pixel_array
     except Exception as exc:
         raise InputError(
-            f"cannot decode pixel data of {f.path} ({_transfer_syntax(ds).name}): {exc}"
+            f"cannot decode pixel data of {f.path} ({_transfer_syntax(ds).name}): "
+            + " ".join(str(exc).split())  # one line per failed decoder plugin
         ) from exc
     if arr.shape != (rows, cols):
         raise InputError(f"unexpected pixel array shape {arr.shape} in {f.path}")

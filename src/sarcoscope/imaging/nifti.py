@@ -111,7 +111,8 @@ def read_nifti(path: Path, pixel_spacing: tuple[float, float] | None = None) -> 
     except InputError:
         raise
     except Exception as exc:  # nibabel and gzip raise many types for broken files
-        raise InputError(f"cannot read NIfTI file {path}: {exc}") from exc
+        reason = " ".join(str(exc).split())  # nibabel's messages span lines
+        raise InputError(f"cannot read NIfTI file {path}: {reason}") from exc
     if data.dtype.kind not in "iuf":
         raise InputError(f"{path} holds {data.dtype} values, not CT numbers")
     ni, nj, _ = data.shape
