@@ -20,6 +20,7 @@ from rich.table import Table
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_INFERIOR_ENDPLATE, L3_MID, TISSUE_TITLES, HURanges
 from sarcoscope.errors import SarcoscopeError
+from sarcoscope.fileio import check_output_folder
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 app = typer.Typer(
@@ -137,6 +138,15 @@ def _print_summary(result: Any) -> None:
         )
 
 
+PixelSpacingOption = Annotated[
+    tuple[float, float] | None,
+    typer.Option(
+        "--pixel-spacing",
+        metavar="ROW COL",
+        help="Pixel spacing in mm, for NIfTI files without a spatial transform (qform and sform codes 0), "
+        "which are refused without it; the report says that it was given by you.",
+    ),
+]
 SecretFileOption = Annotated[
     Path | None,
     typer.Option(
@@ -201,6 +211,7 @@ def analyze(
         str | None, typer.Option("--range", help="Analyse slices Z0:Z1 (inclusive) and average them.")
     ] = None,
     series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to analyse.")] = None,
+    pixel_spacing: PixelSpacingOption = None,
     engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = DEFAULT_ENGINE,
     height_cm: Annotated[float | None, typer.Option("--height-cm", help="Patient height (for SMI).")] = None,
     weight_kg: Annotated[float | None, typer.Option("--weight-kg", help="Patient weight (for BMI).")] = None,
@@ -240,6 +251,7 @@ def analyze(
         policy = _deid_policy(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
+        check_output_folder(out)
         with console.status("reading CT…") as status:
             result = run_analysis(
                 ct_path,
@@ -247,6 +259,7 @@ def analyze(
                 slice_index=slice_index,
                 slice_range=rng,
                 series_uid=series,
+                pixel_spacing=pixel_spacing,
                 engine=engine,
                 height_cm=height_cm,
                 weight_kg=weight_kg,
@@ -376,6 +389,7 @@ def batch(
         typer.Option(help="Dask scheduler address (tcp://host:8786), or 'local' for a local Dask cluster."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Re-analyse cases that already have a report.")] = False,
+    pixel_spacing: PixelSpacingOption = None,
     deidentify: Annotated[
         bool,
         typer.Option(
@@ -393,6 +407,7 @@ def batch(
     from sarcoscope.batch import discover_cases, read_manifest, run_batch
 
     def body() -> None:
+        check_output_folder(out)
         cases = read_manifest(cohort) if cohort.suffix.lower() == ".csv" else discover_cases(cohort)
         policy = _deid_policy(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
@@ -414,6 +429,7 @@ def batch(
                 workers=workers,
                 scheduler=scheduler,
                 force=force,
+                pixel_spacing=pixel_spacing,
                 on_outcome=done,
                 deidentification=policy,
             )

@@ -1,4 +1,5 @@
-"""Atomic file writes: an interrupted run never leaves a half-written checkpoint, model, card or pointer."""
+"""Atomic file writes: an interrupted run never leaves a half-written checkpoint, model, card or pointer;
+and output folders checked before the work that fills them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from sarcoscope.errors import OutputError
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -30,3 +33,20 @@ def _umask() -> int:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Refuse an output folder that cannot be written, before any work (an analysis can take minutes)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"Output path {out_dir} exists and is not a folder.")
+    parent = out_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"Cannot create the output folder {out_dir}: {parent} is not a folder.")
+    # the outputs are written beside out_dir and swapped in: its parent (or first existing ancestor) must
+    # take new entries
+    for folder in (parent, out_dir) if out_dir.is_dir() else (parent,):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"Cannot write the outputs into {out_dir}: {folder} is not writable.")

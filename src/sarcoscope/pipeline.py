@@ -12,7 +12,8 @@ import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, HURanges
-from sarcoscope.imaging.volume import CTVolume
+from sarcoscope.fileio import check_output_folder
+from sarcoscope.imaging.volume import CTVolume, index_ranges
 from sarcoscope.level.selection import L3Selection, manual_range, manual_slice, single_slice_input
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
@@ -67,6 +68,28 @@ def select_l3(
     return selection_from_localization(locate_l3(volume), convention=convention)
 
 
+def require_body(volume: CTVolume, indices: list[int]) -> None:
+    """Refuse slices without a body before any engine sees them: an engine may label an empty slice as
+    "no tissue" (zero areas, a silent wrong result), and an engine's message counts the slices it was
+    given, not the volume's."""
+    from sarcoscope.errors import SegmentationError
+    from sarcoscope.segmentation.refine import BODY_THRESHOLD_HU, body_mask
+    from sarcoscope.segmentation.threshold import ThresholdParams
+
+    min_cm2 = ThresholdParams().min_body_area_cm2
+    pixel_cm2 = volume.pixel_spacing[0] * volume.pixel_spacing[1] / 100.0
+    empty = [i for i in indices if body_mask(volume.hu[i], volume.pixel_spacing).sum() * pixel_cm2 < min_cm2]
+    if not empty:
+        return
+    which = f"slice {empty[0]}" if len(empty) == 1 else f"slices {index_ranges(empty)}"
+    message = (
+        f"no body found in {which} (of 0-{volume.n_slices - 1}): no object above {BODY_THRESHOLD_HU:g} HU "
+        f"larger than {min_cm2:g} cm²"
+    )
+    missing = [w for w in volume.warnings if "without a value (NaN" in w]
+    raise SegmentationError(message + (f"; note: {missing[0]}" if missing else ""))
+
+
 def analyze(
     ct: str | Path | CTVolume,
     *,
@@ -74,6 +97,7 @@ def analyze(
     slice_index: int | None = None,
     slice_range: tuple[int, int] | None = None,
     series_uid: str | None = None,
+    pixel_spacing: tuple[float, float] | None = None,
     engine: str = DEFAULT_ENGINE,
     height_cm: float | None = None,
     weight_kg: float | None = None,
@@ -91,8 +115,16 @@ def analyze(
     given here override those found in the DICOM header; missing ones leave dependent values "not computed".
     With `deidentification`, every written file is de-identified by that policy (see export.write_outputs).
     `quality` scores every analysed slice's segmentation (segmentation.quality; it runs a second engine).
+    `pixel_spacing` (rows, columns in mm) is for a NIfTI file without a spatial transform (see read_ct).
     """
-    from sarcoscope.composition import PatientInfo, assess, average_compositions, measure_slice
+    from sarcoscope.composition import (
+        PatientInfo,
+        assess,
+        available_cutoff_sets,
+        average_compositions,
+        measure_slice,
+    )
+    from sarcoscope.errors import CompositionError
     from sarcoscope.imaging import read_ct
     from sarcoscope.segmentation import get_engine
 
@@ -100,10 +132,21 @@ def analyze(
         if progress is not None:
             progress(name)
 
+    # what the user gave is checked before the work (an analysis can take minutes)
+    if out_dir is not None:
+        check_output_folder(Path(out_dir))
+    PatientInfo(height_m=None if height_cm is None else height_cm / 100.0, weight_kg=weight_kg, sex=sex)
+    if cutoff_set is not None and cutoff_set not in available_cutoff_sets():
+        raise CompositionError(
+            f"Unknown cutoff set '{cutoff_set}'. Available: {', '.join(available_cutoff_sets())}."
+        )
+    seg_engine = get_engine(engine, hu_ranges=hu_ranges)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     stage("read")
-    volume = ct if isinstance(ct, CTVolume) else read_ct(ct, series_uid=series_uid)
+    volume = (
+        ct if isinstance(ct, CTVolume) else read_ct(ct, series_uid=series_uid, pixel_spacing=pixel_spacing)
+    )
     timings["read"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -113,7 +156,7 @@ def analyze(
 
     t = time.perf_counter()
     stage("segment")
-    seg_engine = get_engine(engine, hu_ranges=hu_ranges)
+    require_body(volume, selection.indices)
     hu_slices = volume.hu[selection.indices]
     slice_quality: QualityAssessment | None = None
     if quality:

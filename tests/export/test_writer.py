@@ -11,6 +11,7 @@ import pytest
 from sarcoscope.errors import OutputError
 from sarcoscope.export import OUTPUT_FILES, report_schema, write_outputs
 from sarcoscope.export import writer as writer_module
+from sarcoscope.fileio import check_output_folder
 
 
 def _leftovers(parent):
@@ -67,21 +68,55 @@ def test_failure_leaves_previous_run_intact(make_result, tmp_path, monkeypatch) 
     assert not (tmp_path / "new").exists()
 
 
-def test_failure_while_swapping_leaves_no_report(make_result, tmp_path, monkeypatch) -> None:
+def test_failure_while_swapping_leaves_previous_set(make_result, tmp_path, monkeypatch) -> None:
     out = tmp_path / "out"
     write_outputs(make_result((5,)), out)
-    real_replace = writer_module.os.replace
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def flaky(src, dst):
-        if str(dst).endswith("overlay.png"):
-            raise OSError("no space left on device")
-        return real_replace(src, dst)
+    def failing(a, b):
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(writer_module.os, "replace", flaky)
-    with pytest.raises(OutputError, match="no space left"):
+    monkeypatch.setattr(writer_module, "_exchange", failing)
+    with pytest.raises(OutputError, match="No space left"):
         write_outputs(make_result((4, 5)), out)
-    assert not (out / "report.json").exists()  # never an old report beside new files
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old set, whole
     assert _leftovers(tmp_path) == []
+
+
+def test_fallback_swap_without_exchange(make_result, tmp_path, monkeypatch) -> None:
+    """Without renameat2 the old folder is renamed aside, then the new one in: same result."""
+    out = tmp_path / "out"
+    write_outputs(make_result((5,), dicom=True), out)
+    (out / "notes.txt").write_text("user file")
+    monkeypatch.setattr(writer_module, "_exchange", lambda a, b: False)
+    write_outputs(make_result((4, 5)), out)
+    assert json.loads((out / "report.json").read_text())["l3"]["slice_indices"] == [4, 5]
+    assert not (out / OUTPUT_FILES["dicom_seg"]).exists()
+    assert (out / "notes.txt").read_text() == "user file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_old_set_left_aside_by_a_killed_fallback_swap_is_restored(make_result, tmp_path) -> None:
+    """Killed between the fallback's two renames: the next write puts the old set back before anything."""
+    out = tmp_path / "out"
+    write_outputs(make_result((5,)), out)
+    aside = tmp_path / ".out.0123456789ab.old"
+    out.rename(aside)
+    (tmp_path / ".out.ba9876543210.partial").mkdir()  # the killed run's new set, maybe incomplete
+    writer_module._recover(out)
+    assert json.loads((out / "report.json").read_text())["l3"]["slice_indices"] == [5]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_output_folder_checked_before_work(tmp_path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        check_output_folder(blocker)
+    with pytest.raises(OutputError, match=r"file\.txt is not a folder"):
+        check_output_folder(blocker / "sub" / "out")
+    check_output_folder(tmp_path / "new" / "out")  # creatable: fine
+    assert not (tmp_path / "new").exists()  # and nothing created by the check
 
 
 def test_output_path_that_is_a_file(make_result, tmp_path) -> None:

@@ -65,15 +65,59 @@ def test_symlink_entry_refused(tmp_path: Path) -> None:
         read_ct(tmp_path / "link.zip")
 
 
-def test_zip_bomb_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("zeros.dcm", b"\x00" * (4 << 20))  # compresses about 1000:1
-    monkeypatch.setattr(archive, "RATIO_CHECK_BYTES", 1 << 20)
+def _bomb(path: Path, entries: int = 1, mib: int = 4) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for k in range(entries):
+            zf.writestr(f"zeros{k}.dcm", b"\x00" * (mib << 20))  # compresses about 1000:1
+    return path
+
+
+def test_zip_bomb_refused_by_ratio_of_the_whole_archive(tmp_path: Path, monkeypatch) -> None:
+    """Small entries (formerly never ratio-checked) add up: the archive's total ratio is what counts."""
+    bomb = _bomb(tmp_path / "bomb.zip", entries=3, mib=1)
+    monkeypatch.setattr(archive, "RATIO_ALLOWANCE_BYTES", 1 << 20)
     with pytest.raises(InputError, match="zip bomb"):
-        read_ct(tmp_path / "bomb.zip")
-    monkeypatch.setattr(archive, "MAX_TOTAL_BYTES", 1 << 20)
-    with pytest.raises(InputError, match="would expand to"):
-        read_ct(tmp_path / "bomb.zip")
+        read_ct(bomb)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    monkeypatch.setattr(archive, "RATIO_ALLOWANCE_BYTES", (2 << 20) + 1000)  # stops in the 3rd entry
+    with pytest.raises(InputError, match="zip bomb"):
+        archive.extract_zip(bomb, dest)
+    assert list(dest.iterdir()) == []  # nothing left behind
+
+
+def test_zip_size_cap_is_configurable(tmp_path: Path, monkeypatch) -> None:
+    bomb = _bomb(tmp_path / "bomb.zip")
+    monkeypatch.setenv(archive.MAX_BYTES_ENV, "1")
+    with pytest.raises(InputError, match="beyond 1 MiB \\(the size limit\\)"):
+        read_ct(bomb)
+    monkeypatch.setenv(archive.MAX_BYTES_ENV, "lots")
+    with pytest.raises(InputError, match="positive number of MiB"):
+        read_ct(bomb)
+    monkeypatch.setenv(archive.MAX_BYTES_ENV, "8")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert archive.extract_zip(bomb, dest) == 1 and (dest / "zeros0.dcm").stat().st_size == 4 << 20
+
+
+def test_zip_with_lying_sizes_stops_while_extracting(tmp_path: Path, monkeypatch) -> None:
+    """Sizes declared smaller than the data: refused while extracting, and nothing is left behind."""
+    bomb = _bomb(tmp_path / "bomb.zip", entries=2)
+    monkeypatch.setattr(archive, "_extract_members", _with_small_declared_sizes(archive._extract_members))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(InputError, match=r"cannot extract zeros0\.dcm"):
+        archive.extract_zip(bomb, dest, max_bytes=1 << 30)
+    assert list(dest.iterdir()) == []
+
+
+def _with_small_declared_sizes(extract):
+    def lying(zf, *args):
+        for member in zf.infolist():
+            member.file_size = 1000
+        return extract(zf, *args)
+
+    return lying
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,10 @@
 """Run `analyze` over a cohort: in this process, in local worker processes, or on a Dask cluster.
 
-Resumable by construction: each case writes its own folder atomically (report.json last), and a case whose
+Resumable by construction: each case writes its own folder atomically (export.writer), and a case whose
 report.json already exists is skipped unless `force`. A failing case is recorded with its message and never
-stops the others. Workers return only a small summary row, never images, so the cluster's memory stays low.
+stops the others, nor does a case whose worker process dies (kill -9, out of memory): it becomes a failed row.
+cohort.csv and failures.csv are rewritten as each case finishes, so an interrupted run keeps every finished
+row. Workers return only a small summary row, never images, so the cluster's memory stays low.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sarcoscope.batch.cases import Case
-from sarcoscope.errors import SarcoscopeError
+from sarcoscope.errors import OutputError, SarcoscopeError
+from sarcoscope.fileio import check_output_folder
 from sarcoscope.imaging.deidentify import DeidentificationPolicy
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
@@ -45,6 +50,21 @@ class BatchSummary:
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
+
+    def write(self, *, failures: bool = True) -> None:
+        """(Re)write cohort.csv (and failures.csv) from the outcomes so far, sorted by case id, atomically.
+
+        Called after every case: O(cases) each time, negligible beside a case's analysis even for
+        thousands of cases, and a run killed at any moment leaves complete tables of what it finished."""
+        outcomes = sorted(self.outcomes, key=lambda o: o.case_id)
+        rows = [o.row for o in outcomes if o.row]
+        columns: list[str] = []
+        for row in rows:
+            columns += [c for c in row if c not in columns]
+        _write_csv_atomic(self.cohort_csv, rows, columns or ["case_id"])
+        if failures:
+            failed = [{"case_id": o.case_id, "error": o.error} for o in outcomes if o.status == "failed"]
+            _write_csv_atomic(self.failures_csv, failed, ["case_id", "error"])
 
 
 def summary_row(case: Case, report: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +110,7 @@ def analyze_case(
     cutoff_set: str | None,
     force: bool,
     deidentification: DeidentificationPolicy | None = None,
+    pixel_spacing: tuple[float, float] | None = None,
 ) -> CaseOutcome:
     """Analyse one case into out_root/cases/<case_id>/ (runs inside a worker; returns a small outcome)."""
     from sarcoscope.pipeline import analyze
@@ -107,6 +128,7 @@ def analyze_case(
             out_dir=out,
             slice_index=case.slice_index,
             slice_range=case.slice_range,
+            pixel_spacing=pixel_spacing,
             engine=engine,
             height_cm=case.height_cm,
             weight_kg=case.weight_kg,
@@ -123,21 +145,78 @@ def analyze_case(
         return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, error=msg)
 
 
+#: The failure recorded for a case whose worker process died under it.
+WORKER_DIED = (
+    "the worker process analysing this case died (killed, e.g. by the out-of-memory killer, or crashed); "
+    "no report was written"
+)
+
+
+def _died(case: Case) -> CaseOutcome:
+    return CaseOutcome(case.case_id, "failed", error=WORKER_DIED)
+
+
 def _local(cases: list[Case], workers: int, **kw: Any) -> Iterator[CaseOutcome]:
+    """Run the cases in `workers` processes; a case whose worker dies becomes a failed row.
+
+    At most `workers` cases are in flight, so when a worker dies (the pool then breaks) the suspects are
+    those few: one alone is the culprit; several are re-run one by one in a fresh process, and the one
+    that kills that process too is the culprit. The other cases go on in a new pool.
+    """
     if workers <= 1:
         for case in cases:
             yield analyze_case(case, **kw)
         return
+    queue = deque(cases)
+    while queue:
+        suspects = yield from _pool_run(queue, workers, kw)
+        if len(suspects) == 1:
+            yield _died(suspects[0])
+            continue
+        for case in suspects:
+            if (yield from _pool_run(deque([case]), 1, kw)):
+                yield _died(case)
+
+
+def _pool_run(
+    queue: deque[Case], workers: int, kw: dict[str, Any]
+) -> Generator[CaseOutcome, None, list[Case]]:
+    """Run queued cases in one pool until the queue is empty (returns []) or the pool breaks (returns the
+    cases that were in flight, none of which finished)."""
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(analyze_case, case, **kw) for case in cases]
-        for fut in as_completed(futures):
-            yield fut.result()
+        running: dict[Future[CaseOutcome], Case] = {}
+        while queue or running:
+            while queue and len(running) < workers:
+                case = queue.popleft()
+                try:
+                    running[pool.submit(analyze_case, case, **kw)] = case
+                except BrokenProcessPool:
+                    queue.appendleft(case)
+                    return list(running.values())
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                if isinstance(fut.exception(), BrokenProcessPool):
+                    broken = True
+                    continue
+                yield fut.result()
+                del running[fut]
+            if broken:
+                finished = [f for f in running if f.done() and f.exception() is None]
+                for fut in finished:
+                    yield fut.result()
+                    del running[fut]
+                return list(running.values())
+    return []
 
 
 def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterator[CaseOutcome]:
-    """Submit one task per case to a Dask cluster ("local" starts a LocalCluster on this machine)."""
+    """Submit one task per case to a Dask cluster ("local" starts a LocalCluster on this machine).
+
+    A case whose worker dies every time the scheduler retries it (KilledWorker) becomes a failed row.
+    """
     try:
-        from dask.distributed import Client, LocalCluster
+        from dask.distributed import Client, KilledWorker, LocalCluster
         from dask.distributed import as_completed as dask_as_completed
     except ImportError:
         raise SarcoscopeError(
@@ -153,12 +232,15 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
         except OSError as exc:
             raise SarcoscopeError(f"Cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     try:
-        futures = [
-            client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}", pure=False, **kw)
+        futures = {
+            client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}", pure=False, **kw): case
             for case in cases
-        ]
+        }
         for fut in dask_as_completed(futures):
-            yield fut.result()
+            try:
+                yield fut.result()
+            except KilledWorker:
+                yield _died(futures[fut])
     finally:
         client.close()
         if cluster is not None:
@@ -185,6 +267,7 @@ def run_batch(
     force: bool = False,
     on_outcome: Callable[[CaseOutcome], None] | None = None,
     deidentification: DeidentificationPolicy | None = None,
+    pixel_spacing: tuple[float, float] | None = None,
 ) -> BatchSummary:
     """Analyse every case; write cohort.csv (one row per analysed case) and failures.csv into out_root.
 
@@ -196,7 +279,11 @@ def run_batch(
     workers, any other value is the address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); with a
     cluster, out_root and the inputs must be on storage every worker can reach.
     """
-    out_root.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out_root)
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot create the output folder {out_root}: {exc}") from exc
     if deidentification is not None:
         cases = [deidentified_case(case, deidentification) for case in cases]
     kw: dict[str, Any] = {
@@ -205,21 +292,18 @@ def run_batch(
         "cutoff_set": cutoff_set,
         "force": force,
         "deidentification": deidentification,
+        "pixel_spacing": pixel_spacing,
     }
     stream = _dask(cases, scheduler, workers, **kw) if scheduler else _local(cases, workers, **kw)
     outcomes: list[CaseOutcome] = []
-    for outcome in stream:
-        outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
-    outcomes.sort(key=lambda o: o.case_id)
-    rows = [o.row for o in outcomes if o.row]
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    cohort_csv = out_root / "cohort.csv"
-    failures_csv = out_root / "failures.csv"
-    _write_csv_atomic(cohort_csv, rows, columns or ["case_id"])
-    failed = [{"case_id": o.case_id, "error": o.error} for o in outcomes if o.status == "failed"]
-    _write_csv_atomic(failures_csv, failed, ["case_id", "error"])
-    return BatchSummary(outcomes, cohort_csv, failures_csv)
+    summary = BatchSummary(outcomes, out_root / "cohort.csv", out_root / "failures.csv")
+    summary.write()
+    try:
+        for outcome in stream:
+            outcomes.append(outcome)
+            summary.write(failures=outcome.status == "failed")  # an interrupted run keeps every finished row
+            if on_outcome is not None:
+                on_outcome(outcome)
+    finally:
+        summary.write()
+    return summary

@@ -2,11 +2,12 @@
 
 All files are first written into a fresh temporary folder beside `out_dir` (same file system). Then:
 - if `out_dir` does not exist, the temporary folder is renamed to it (one atomic step);
-- otherwise the previous report.json is removed first, the new files are moved in one by one with
-  os.replace, outputs of the previous run that this run did not produce are removed, and report.json is moved
-  in LAST.
-report.json is therefore the commit marker: whenever it exists, every file beside it belongs to the same run;
-a run that fails part-way leaves no report.json (and its temporary folder is removed).
+- otherwise files in `out_dir` that are not outputs (the user's notes...) are hard-linked into the new
+  folder, and the two folders are exchanged in one atomic step (Linux renameat2 RENAME_EXCHANGE); the old
+  set is then deleted. Where the exchange is not available, the old folder is renamed aside and the new one
+  into place, and a write that finds the aside folder without `out_dir` puts it back first.
+A crash or kill -9 at any point leaves `out_dir` holding either the complete old set or the complete new set,
+never a mix and never neither (Linux); a failed run leaves the old set and removes its temporary folder.
 
 De-identified (`deidentification` given): the SEG and report.json are de-identified consistently (one
 pseudonym, the same remapped UIDs); overlay.png shows CT pixels, so a series with burned-in annotation is
@@ -15,9 +16,12 @@ refused before anything is written unless the policy accepts it.
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
+import errno
+import glob
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +33,7 @@ from sarcoscope.export.nifti import label_nifti
 from sarcoscope.export.overlay import render_overlay
 from sarcoscope.export.report import build_report, metrics_csv, report_json
 from sarcoscope.export.seg import write_dicom_seg
+from sarcoscope.fileio import check_output_folder
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 
 if TYPE_CHECKING:
@@ -73,17 +78,17 @@ def write_outputs(
     de-identified with `deidentification` when given.
 
     Returns the written files by kind. A DICOM SEG that cannot be made is skipped with a warning in the
-    report; any other failure raises and leaves `out_dir` without a (new or mixed) report.
+    report; any other failure raises and leaves `out_dir` as it was.
     """
     out_dir = Path(out_dir)
     if deidentification is not None:
         refuse_burned_in(result.volume.dicom_headers or [], deidentification)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"Output path {out_dir} exists and is not a folder.")
+    check_output_folder(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        _recover(out_dir)
         # mkdir (not mkdtemp, which is private 0700) so the final folder gets the user's usual permissions
-        tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.partial"
+        tmp = _sibling(out_dir, "partial")
         tmp.mkdir()
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
@@ -92,7 +97,7 @@ def write_outputs(
         if not out_dir.exists():
             os.replace(tmp, out_dir)
         else:
-            _swap_into(tmp, out_dir, written)
+            _swap_into(tmp, out_dir)
     except OSError as exc:
         raise OutputError(f"Cannot write the outputs into {out_dir}: {exc}") from exc
     finally:
@@ -101,15 +106,66 @@ def write_outputs(
     return {kind: out_dir / name for kind, name in written.items()}
 
 
-def _swap_into(tmp: Path, out_dir: Path, written: dict[str, str]) -> None:
-    report = out_dir / OUTPUT_FILES["report"]
-    with contextlib.suppress(FileNotFoundError):
-        report.unlink()  # from here on, the folder has no report until the new one is complete
-    for kind, name in written.items():
-        if kind != "report":
-            os.replace(tmp / name, out_dir / name)
-    for kind, name in OUTPUT_FILES.items():
-        if kind not in written:
-            with contextlib.suppress(FileNotFoundError):
-                (out_dir / name).unlink()  # stale output of a previous run
-    os.replace(tmp / OUTPUT_FILES["report"], report)
+def _sibling(out_dir: Path, kind: str) -> Path:
+    return out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.{kind}"
+
+
+def _recover(out_dir: Path) -> None:
+    """Undo what a killed run left: its old set renamed aside (fallback swap) and temporary folders."""
+    leftovers = sorted(out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.*"))
+    aside = [p for p in leftovers if p.suffix == ".old" and (p / OUTPUT_FILES["report"]).is_file()]
+    if aside and not out_dir.exists():
+        os.replace(aside[-1], out_dir)
+    for path in leftovers:
+        if path.suffix in (".old", ".partial") and path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _link_foreign(out_dir: Path, tmp: Path) -> None:
+    """Hard-link entries of `out_dir` that are not outputs into the new set, so the swap keeps them."""
+    ours = set(OUTPUT_FILES.values())
+    for entry in out_dir.iterdir():
+        if entry.name in ours:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, tmp / entry.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, tmp / entry.name)
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    if Path(src).is_symlink():
+        os.symlink(os.readlink(src), dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:  # file systems without hard links
+        shutil.copy2(src, dst)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux renameat2 RENAME_EXCHANGE); False where not available."""
+    if sys.platform != "linux":
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_into(tmp: Path, out_dir: Path) -> None:
+    _link_foreign(out_dir, tmp)
+    if _exchange(tmp, out_dir):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old set
+        return
+    aside = _sibling(out_dir, "old")
+    os.replace(out_dir, aside)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(aside, ignore_errors=True)

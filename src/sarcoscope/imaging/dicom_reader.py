@@ -20,12 +20,12 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import get_decoder
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MediaStorageDirectoryStorage
+from pydicom.uid import MediaStorageDirectoryStorage
 
 from sarcoscope.errors import InputError
+from sarcoscope.imaging.dicom_pixels import DicomFile, float_list, raw_text, to_hu
 from sarcoscope.imaging.multiframe import frame_count, orientation_cosines, read_multiframe
-from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume, plane_of_normal
+from sarcoscope.imaging.volume import CTMetadata, CTVolume, plane_of_normal
 
 #: Values larger than this (the pixel data) are read from the file only when decoded: each file is parsed
 #: once, and the pixel bytes of series that are not read never enter memory.
@@ -49,12 +49,6 @@ class SeriesInfo:
     rows: int | None = None
     columns: int | None = None
     note: str = ""  # what is special about it (not axial, NIfTI...)
-
-
-@dataclass
-class _File:
-    path: Path
-    ds: Dataset  # parsed with the pixel data deferred (read from the file when decoded)
 
 
 def _is_dicom_candidate(path: Path) -> bool:
@@ -86,38 +80,19 @@ def _read_header(path: Path) -> Dataset | None:
         raise InputError(f"corrupt or truncated DICOM file {path}: {exc}") from exc
 
 
-def _raw_text(ds: Dataset, keyword: str) -> str | None:
-    """A string-VR value without pydicom's value conversion (the scan reads ~10 tags of every file, and
-    conversion costs more than parsing the file). Multiple values stay joined by backslashes."""
-    try:
-        elem = ds.get_item(keyword)
-    except KeyError:
-        return None
-    if elem is None or elem.value is None:
-        return None
-    value = elem.value
-    if isinstance(value, bytes):
-        text = value.decode("latin-1")
-    elif isinstance(value, list | tuple | pydicom.multival.MultiValue):
-        text = "\\".join(str(v) for v in value)
-    else:
-        text = str(value)
-    return text.strip(" \x00") or None
-
-
 def _frames(ds: Dataset) -> int:
     try:
-        return int(float(_raw_text(ds, "NumberOfFrames") or 1))
+        return int(float(raw_text(ds, "NumberOfFrames") or 1))
     except ValueError:
         return 1
 
 
 def _skip_reason(ds: Dataset) -> str | None:
     """Why this DICOM object is not an axial-CT-series candidate (None = candidate)."""
-    sop = _raw_text(ds, "SOPClassUID") or ""
+    sop = raw_text(ds, "SOPClassUID") or ""
     if sop == MediaStorageDirectoryStorage:
         return "DICOMDIR"
-    modality = (_raw_text(ds, "Modality") or "").upper()
+    modality = (raw_text(ds, "Modality") or "").upper()
     if not modality and not sop:
         return _TRUNCATED_HEADER
     if modality != "CT" and not (modality == "" and sop in _CT_SOP_CLASSES):
@@ -126,10 +101,10 @@ def _skip_reason(ds: Dataset) -> str | None:
         # A CT image (by SOP class, or without one) that lacks them was cut short; other CT objects
         # (raw data, private classes) simply carry no image.
         return _TRUNCATED_IMAGE if sop in _CT_SOP_CLASSES or not sop else "CT object without image"
-    image_type = (_raw_text(ds, "ImageType") or "").upper().split("\\")
+    image_type = (raw_text(ds, "ImageType") or "").upper().split("\\")
     if "LOCALIZER" in (v.strip() for v in image_type):
         return "localizer"
-    photometric = _raw_text(ds, "PhotometricInterpretation") or ""
+    photometric = raw_text(ds, "PhotometricInterpretation") or ""
     if int(ds.get("SamplesPerPixel", 1)) != 1 or not photometric.startswith("MONOCHROME"):
         return "colour (RGB) image"
     if _frames(ds) > 1:
@@ -143,25 +118,15 @@ def _summary(counter: Counter[str]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in counter.most_common())
 
 
-def _float_list(ds: Dataset, keyword: str) -> list[float] | None:
-    text = _raw_text(ds, keyword)
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split("\\")]
-    except ValueError:
-        return None
-
-
 def _orientation_key(ds: Dataset) -> tuple[float, ...]:
-    iop = _float_list(ds, "ImageOrientationPatient")
+    iop = float_list(ds, "ImageOrientationPatient")
     return tuple(round(v, 2) for v in iop) if iop and len(iop) == 6 else ()
 
 
 @dataclass
 class _Series:
     uid: str
-    files: list[_File]
+    files: list[DicomFile]
     multiframe: bool = False  # one enhanced CT file holds all slices
 
     @property
@@ -203,17 +168,17 @@ class _Scan:
             if reason is not None:
                 self.skipped[reason] += 1
                 if reason in (_TRUNCATED_HEADER, _TRUNCATED_IMAGE):
-                    self.damaged.append((path, reason, _raw_text(ds, "SeriesInstanceUID")))
+                    self.damaged.append((path, reason, raw_text(ds, "SeriesInstanceUID")))
                 continue
-            uid = _raw_text(ds, "SeriesInstanceUID") or ""
+            uid = raw_text(ds, "SeriesInstanceUID") or ""
             if _frames(ds) > 1:
                 # each multi-frame file is a volume of its own
-                key = uid if uid not in self.series else f"{uid}#{_raw_text(ds, 'SOPInstanceUID')}"
-                self.series[key] = _Series(key, [_File(path, ds)], multiframe=True)
+                key = uid if uid not in self.series else f"{uid}#{raw_text(ds, 'SOPInstanceUID')}"
+                self.series[key] = _Series(key, [DicomFile(path, ds)], multiframe=True)
                 continue
             if uid in self.series and self.series[uid].multiframe:
                 uid = f"{uid}#single-frame"
-            self.series.setdefault(uid, _Series(uid, [])).files.append(_File(path, ds))
+            self.series.setdefault(uid, _Series(uid, [])).files.append(DicomFile(path, ds))
         for series in self.series.values():
             if not series.multiframe:
                 self._keep_majority_geometry(series)
@@ -221,7 +186,7 @@ class _Scan:
     def _keep_majority_geometry(self, series: _Series) -> None:
         """Drop images whose orientation or size differs from most of the series (scouts mixed in)."""
 
-        def key(f: _File) -> tuple:
+        def key(f: DicomFile) -> tuple:
             return (_orientation_key(f.ds), int(f.ds.get("Rows", 0)), int(f.ds.get("Columns", 0)))
 
         counts = Counter(key(f) for f in series.files)
@@ -328,30 +293,31 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _rescale_of(ds: Dataset) -> tuple[float, float, bool]:
-    """(slope, intercept, present) of one image."""
-    slope, intercept = _float_list(ds, "RescaleSlope"), _float_list(ds, "RescaleIntercept")
-    if slope is None and intercept is None:
-        return 1.0, 0.0, False
-    return (slope or [1.0])[0], (intercept or [0.0])[0], True
-
-
-def _order_slices(files: list[_File], warnings: list[str]) -> tuple[list[_File], np.ndarray, np.ndarray]:
+def _order_slices(
+    files: list[DicomFile], warnings: list[str]
+) -> tuple[list[DicomFile], np.ndarray, np.ndarray]:
     """Sort by position along the slice normal; drop duplicates. Returns files, positions, direction."""
     first = files[0].ds
-    iop = _float_list(first, "ImageOrientationPatient")
+    iop = float_list(first, "ImageOrientationPatient")
     if iop is None or len(iop) != 6:
         if len(files) > 1:
             raise InputError(f"{files[0].path} has no ImageOrientationPatient; cannot order the slices")
         warnings.append(f"{files[0].path} has no ImageOrientationPatient; assumed a standard axial slice")
         iop = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    row, col = _unit(np.array(iop[:3])), _unit(np.array(iop[3:]))
+    row_raw, col_raw = np.array(iop[:3]), np.array(iop[3:])
+    norms = (float(np.linalg.norm(row_raw)), float(np.linalg.norm(col_raw)))
+    if not all(0.5 < n < 1.5 for n in norms) or abs(float(row_raw @ col_raw)) > 0.1 * norms[0] * norms[1]:
+        raise InputError(
+            f"{files[0].path} has an invalid ImageOrientationPatient {iop}: the row and column directions "
+            "must be perpendicular unit vectors"
+        )
+    row, col = _unit(row_raw), _unit(col_raw)
     normal = _unit(np.cross(row, col))
     direction = np.column_stack([row, col, normal])
 
     ipps = []
     for f in files:
-        ipp = _float_list(f.ds, "ImagePositionPatient")
+        ipp = float_list(f.ds, "ImagePositionPatient")
         if ipp is None or len(ipp) != 3:
             if len(files) > 1:
                 raise InputError(f"{f.path} has no ImagePositionPatient; cannot order the slices by position")
@@ -401,8 +367,8 @@ def _check_spacing(proj: np.ndarray, warnings: list[str]) -> float:
     return dz
 
 
-def _check_tilt(files: list[_File], points: np.ndarray, normal: np.ndarray, warnings: list[str]) -> None:
-    tilts = {(_float_list(f.ds, "GantryDetectorTilt") or [0.0])[0] for f in files}
+def _check_tilt(files: list[DicomFile], points: np.ndarray, normal: np.ndarray, warnings: list[str]) -> None:
+    tilts = {(float_list(f.ds, "GantryDetectorTilt") or [0.0])[0] for f in files}
     tilts.discard(0.0)
     angle = 0.0
     if len(points) > 1:
@@ -417,141 +383,6 @@ def _check_tilt(files: list[_File], points: np.ndarray, normal: np.ndarray, warn
             f"gantry tilt: {detail}; slices are sheared, not resampled (areas per slice are unaffected, "
             "3D geometry is approximate)"
         )
-
-
-def _transfer_syntax(ds: Dataset) -> UID:
-    """The file's transfer syntax; files without file meta are native little endian."""
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    if ts is not None:
-        return UID(ts)
-    return ImplicitVRLittleEndian if ds.is_implicit_VR in (True, None) else ExplicitVRLittleEndian
-
-
-def _decode(f: _File, fast: bool) -> np.ndarray:
-    """Stored pixel values of one image, (rows, columns)."""
-    ds = f.ds
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    if fast:
-        try:
-            data = ds.PixelData  # deferred: read from the file now
-        except (OSError, ValueError, EOFError) as exc:
-            raise InputError(f"cannot read the pixel data of {f.path}: {exc}") from exc
-        if len(data) < rows * cols * 2:
-            raise InputError(f"truncated pixel data in {f.path}: {len(data)} bytes for {rows}x{cols} pixels")
-        dtype = "<i2" if int(ds.PixelRepresentation) == 1 else "<u2"
-        return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:
-        raise InputError(
-            f"cannot decode pixel data of {f.path} ({_transfer_syntax(ds).name}): {exc}"
-        ) from exc
-    if arr.shape != (rows, cols):
-        raise InputError(f"unexpected pixel array shape {arr.shape} in {f.path}")
-    return arr
-
-
-def _check_decodable(files: list[_File]) -> None:
-    for ts in {_transfer_syntax(f.ds) for f in files}:
-        if not ts.is_compressed:
-            continue
-        example = next(f.path for f in files if _transfer_syntax(f.ds) == ts)
-        try:
-            available = get_decoder(ts).is_available
-        except NotImplementedError:
-            available = False
-        if not available:
-            raise InputError(
-                f"{example} uses the compressed transfer syntax {ts.name} ({ts}), which cannot be "
-                "decoded here (supported: JPEG 2000, JPEG lossless/baseline, JPEG-LS, RLE)"
-            )
-
-
-def _to_hu(files: list[_File], warnings: list[str]) -> np.ndarray:
-    """Decode every image once into a preallocated (z, y, x) array and rescale it to HU in place."""
-    first = files[0].ds
-    rows, cols = int(first.Rows), int(first.Columns)
-    rescales = [_rescale_of(f.ds) for f in files]
-    present = [p for _, _, p in rescales]
-    if not all(present) and any(present):
-        raise InputError(f"some images of the series in {files[0].path.parent} lack RescaleSlope/Intercept")
-    integral = all(float(s).is_integer() and float(i).is_integer() for s, i, _ in rescales)
-    bits_allocated = int(first.get("BitsAllocated", 16))
-    bits_stored = int(first.get("BitsStored", bits_allocated))
-    signed = int(first.get("PixelRepresentation", 0)) == 1
-    _check_decodable(files)
-
-    hu = np.empty((len(files), rows, cols), dtype=np.int16 if integral else np.float32)
-    n_padding = n_low = 0
-    for k, (f, (slope, intercept, _)) in enumerate(zip(files, rescales, strict=True)):
-        ts = _transfer_syntax(f.ds)
-        fast = not ts.is_compressed and ts.is_little_endian and bits_allocated == 16
-        stored = _decode(f, fast)
-        pad = f.ds.get("PixelPaddingValue")
-        out = hu[k]
-        if integral and slope == 1 and (signed or bits_stored <= 15) and stored.dtype.itemsize <= 2:
-            # Fast path (nearly every CT): int16 in place while the slice is in cache.
-            out[...] = stored
-            if fast and bits_stored < 16:
-                shift = 16 - bits_stored
-                if signed:
-                    np.left_shift(out, shift, out=out)
-                    np.right_shift(out, shift, out=out)
-                else:
-                    np.bitwise_and(out, (1 << bits_stored) - 1, out=out)
-            low = AIR_HU - int(intercept)
-            if pad is not None:
-                mask = out == int(pad)
-                n_padding += int(np.count_nonzero(mask))
-                out[mask] = low
-            if out.min() < low:
-                n_low += int(np.count_nonzero(out < low))
-                np.maximum(out, low, out=out)
-            if intercept > 0:
-                np.minimum(out, 32767 - int(intercept), out=out)
-            out += int(intercept)
-        else:
-            if fast and bits_stored < 16:
-                raw = stored.astype(np.int64) & ((1 << bits_stored) - 1)
-                if signed:
-                    raw[raw >= 1 << (bits_stored - 1)] -= 1 << bits_stored
-                values = raw.astype(np.float64)
-            else:
-                values = stored.astype(np.float64)
-            values = values * slope + intercept
-            if pad is not None:
-                mask = stored == int(pad)
-                n_padding += int(np.count_nonzero(mask))
-                values[mask] = AIR_HU
-            n_low += int(np.count_nonzero(values < AIR_HU))
-            np.maximum(values, AIR_HU, out=values)
-            out[...] = np.minimum(np.rint(values), 32767) if integral else values
-        if "PixelData" in f.ds:
-            del f.ds.PixelData  # headers are kept; pixel bytes are not needed any more
-
-    if not all(present):
-        _accept_missing_rescale(hu, files[0].path.parent, warnings)
-    if n_padding:
-        warnings.append(f"{n_padding} padding pixels (PixelPaddingValue) set to {AIR_HU} HU (air)")
-    if n_low > 0.001 * hu.size:
-        warnings.append(
-            f"{n_low} pixels below {AIR_HU} HU (outside the scanner's field of view) set to {AIR_HU}"
-        )
-    return hu
-
-
-def _accept_missing_rescale(hu: np.ndarray, where: Path, warnings: list[str]) -> None:
-    """Without rescale tags, accept the values as HU only when air (about -1000) is clearly present."""
-    air = np.count_nonzero((hu >= -1100) & (hu <= -900))
-    if air < 0.001 * hu.size:
-        raise InputError(
-            f"the images in {where} have no RescaleSlope/RescaleIntercept and their values "
-            f"({hu.min()}..{hu.max()}) do not look like Hounsfield units (no air near -1000)"
-        )
-    warnings.append(
-        "no RescaleSlope/RescaleIntercept in the files; values look like HU (air present), used as is"
-    )
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -624,7 +455,32 @@ def metadata_from_header(ds: Dataset, warnings: list[str] | None = None) -> CTMe
     )
 
 
-def _read_series(files: list[_File], warnings: list[str]) -> CTVolume:
+def _check_uniform(files: list[DicomFile]) -> None:
+    """Refuse a series whose images differ in pixel size or pixel encoding: it is read with the first
+    image's values, which would silently misread (or mismeasure) the others."""
+    first = files[0]
+    spacing = float_list(first.ds, "PixelSpacing")
+    for f in files[1:]:
+        other = float_list(f.ds, "PixelSpacing")
+        if (
+            spacing
+            and other
+            and (len(other) != len(spacing) or np.max(np.abs(np.subtract(other, spacing))) > 1e-3)
+        ):
+            raise InputError(
+                f"the images of one series have different PixelSpacing ({spacing} in {first.path}, "
+                f"{other} in {f.path}); areas would be wrong"
+            )
+        for keyword in ("PixelRepresentation", "BitsAllocated", "BitsStored"):
+            if f.ds.get(keyword) != first.ds.get(keyword):
+                raise InputError(
+                    f"the images of one series differ in {keyword} ({first.ds.get(keyword)} in {first.path}, "
+                    f"{f.ds.get(keyword)} in {f.path}); their pixel values cannot be read alike"
+                )
+
+
+def _read_series(files: list[DicomFile], warnings: list[str]) -> CTVolume:
+    _check_uniform(files)
     files, points, direction = _order_slices(files, warnings)
     first = files[0].ds
     normal = direction[:, 2]
@@ -634,7 +490,7 @@ def _read_series(files: list[_File], warnings: list[str]) -> CTVolume:
         _check_tilt(files, points, normal, warnings)
     else:
         dz = _number(first, "SpacingBetweenSlices") or _number(first, "SliceThickness") or 1.0
-    spacing_yx = _float_list(first, "PixelSpacing")
+    spacing_yx = float_list(first, "PixelSpacing")
     if spacing_yx is None or len(spacing_yx) != 2 or min(spacing_yx) <= 0:
         raise InputError(f"{files[0].path} has no valid PixelSpacing; areas cannot be measured")
     plane = plane_of_normal(normal)
@@ -648,7 +504,7 @@ def _read_series(files: list[_File], warnings: list[str]) -> CTVolume:
             "axial images are not in the standard orientation (rows toward patient left, columns toward "
             "posterior); the array is kept as stored"
         )
-    hu = _to_hu(files, warnings)
+    hu = to_hu(files, warnings)
     return CTVolume(
         hu=hu,
         spacing=(dz, spacing_yx[0], spacing_yx[1]),

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume
+from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume, index_ranges
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -55,10 +55,51 @@ def read_nifti_array(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
     return ras_to_layout(data), (float(zooms[1]), float(zooms[0]))
 
 
-def read_nifti(path: Path) -> CTVolume:
-    """Read a 3D NIfTI CT (values taken as HU) into the CTVolume layout; record LPS direction and origin."""
+def _without_transform(
+    img: nib.Nifti1Image, path: Path, pixel_spacing: tuple[float, float] | None, warnings: list[str]
+) -> nib.Nifti1Image:
+    """Check the header's spatial transform; an image without one gets the user's pixel spacing.
+
+    With qform_code and sform_code both 0 the header defines no geometry and nibabel falls back to pixdim,
+    which tools that drop the transform often leave at 1 mm: refused rather than measured at a guessed
+    scale, unless the user gives the spacing.
+    """
+    header = img.header
+    has_transform = int(header.get("qform_code", 0)) > 0 or int(header.get("sform_code", 0)) > 0
+    if not isinstance(header, nib.Nifti1Header) or has_transform:
+        if pixel_spacing is not None:
+            zooms = header.get_zooms()
+            raise InputError(
+                f"{path} defines its own pixel spacing ({float(zooms[1]):g} x {float(zooms[0]):g} mm); "
+                "--pixel-spacing is only for NIfTI files without a spatial transform"
+            )
+        return img
+    pixdim = header["pixdim"]
+    if pixel_spacing is None:
+        raise InputError(
+            f"{path} has no spatial transform (qform_code and sform_code are 0), so its pixel size is "
+            f"unknown (pixdim says {float(pixdim[2]):g} x {float(pixdim[1]):g} mm, often a placeholder); "
+            "give the true spacing with --pixel-spacing ROW COL (mm)"
+        )
+    row, col = pixel_spacing
+    dz = float(pixdim[3]) if np.isfinite(pixdim[3]) and pixdim[3] > 0 else 1.0
+    warnings.append(
+        f"pixel spacing {row:g} x {col:g} mm (rows x columns) given by the user: {path.name} has no spatial "
+        f"transform; slice spacing {dz:g} mm and orientation taken from the header without verification"
+    )
+    affine = np.diag([-col, row, dz, 1.0])  # nibabel's convention for images without a transform
+    return nib.Nifti1Image(np.asanyarray(img.dataobj), affine)
+
+
+def read_nifti(path: Path, pixel_spacing: tuple[float, float] | None = None) -> CTVolume:
+    """Read a 3D NIfTI CT (values taken as HU) into the CTVolume layout; record LPS direction and origin.
+
+    `pixel_spacing` (rows, columns in mm) is required for, and only accepted for, a file whose header has
+    no spatial transform; the report then says that the spacing was given by the user.
+    """
+    warnings: list[str] = []
     try:
-        img = nib.load(str(path))
+        img = _without_transform(nib.load(str(path)), path, pixel_spacing, warnings)
         if len(img.shape) == 4 and img.shape[3] == 1:
             img = img.slicer[..., 0]
         if len(img.shape) == 2:
@@ -70,7 +111,8 @@ def read_nifti(path: Path) -> CTVolume:
     except InputError:
         raise
     except Exception as exc:  # nibabel and gzip raise many types for broken files
-        raise InputError(f"cannot read NIfTI file {path}: {exc}") from exc
+        reason = " ".join(str(exc).split())  # nibabel's messages span lines
+        raise InputError(f"cannot read NIfTI file {path}: {reason}") from exc
     if data.dtype.kind not in "iuf":
         raise InputError(f"{path} holds {data.dtype} values, not CT numbers")
     ni, nj, _ = data.shape
@@ -82,12 +124,15 @@ def read_nifti(path: Path) -> CTVolume:
         raise InputError(f"{path} has a degenerate affine (zero voxel size)")
     direction = lps[:3, :3] / zooms
     origin = lps[:3, 3]
-    warnings: list[str] = []
     if hu.dtype.kind == "f":  # resampling tools write NaN outside the field of view
         missing = ~np.isfinite(hu)
         if missing.any():
             hu[missing] = AIR_HU
-            warnings.append(f"{int(missing.sum())} voxels without a value (NaN, infinite) set to {AIR_HU} HU")
+            where = index_ranges(np.flatnonzero(missing.any(axis=(1, 2))))
+            warnings.append(
+                f"{int(missing.sum())} voxels without a value (NaN, infinite) in slice(s) {where} set to "
+                f"{AIR_HU} HU"
+            )
     n_low = int(np.count_nonzero(hu < AIR_HU))
     if n_low:
         np.maximum(hu, AIR_HU, out=hu)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from sarcoscope.errors import InputError
 from sarcoscope.imaging.archive import extract_zip
 from sarcoscope.imaging.dicom_reader import SeriesInfo, list_dicom_series, read_dicom
 from sarcoscope.imaging.nifti import is_nifti, read_nifti
-from sarcoscope.imaging.volume import CTVolume
+from sarcoscope.imaging.volume import PIXEL_SPACING_RANGE_MM, CTVolume
 
 
 def _existing(path: str | Path) -> Path:
@@ -32,20 +33,46 @@ def _extracted(archive: Path) -> Iterator[Path]:
             raise InputError(str(exc).replace(tmp, f"zip {archive}")) from exc
 
 
-def read_ct(path: str | Path, series_uid: str | None = None) -> CTVolume:
+def check_pixel_spacing(spacing: tuple[float, float], where: str) -> None:
+    """Refuse a pixel spacing no CT has: every area would be wrong by its square."""
+    lo, hi = PIXEL_SPACING_RANGE_MM
+    if not all(math.isfinite(v) and lo <= v <= hi for v in spacing):
+        raise InputError(
+            f"{where}: pixel spacing {spacing[0]:g} x {spacing[1]:g} mm is not plausible for CT "
+            f"(expected {lo:g} to {hi:g} mm)"
+        )
+
+
+def read_ct(
+    path: str | Path, series_uid: str | None = None, pixel_spacing: tuple[float, float] | None = None
+) -> CTVolume:
     """Read a CT as HU (z, y, x); oddities go into `volume.warnings`, unusable input raises InputError.
 
     Accepts a folder of DICOM files (searched recursively; the axial CT series with most slices is read
     unless `series_uid` is given), one DICOM file, a .zip of DICOM files, or a .nii/.nii.gz file.
+    `pixel_spacing` (rows, columns in mm) is for a NIfTI file without a spatial transform only.
     """
     p = _existing(path)
+    if pixel_spacing is not None:
+        check_pixel_spacing(pixel_spacing, "--pixel-spacing")
+    volume = _read(p, series_uid, pixel_spacing)
+    if pixel_spacing is not None and volume.source_kind != "nifti":
+        raise InputError(
+            f"{p} is DICOM, which defines its own pixel spacing; --pixel-spacing is only for NIfTI files "
+            "without a spatial transform"
+        )
+    check_pixel_spacing(volume.pixel_spacing, str(p))
+    return volume
+
+
+def _read(p: Path, series_uid: str | None, pixel_spacing: tuple[float, float] | None) -> CTVolume:
     if p.is_file() and is_nifti(p):
-        return read_nifti(p)
+        return read_nifti(p, pixel_spacing)
     if p.is_file() and p.suffix.lower() == ".zip":
         with _extracted(p) as tmp:
             niftis = [f for f in tmp.rglob("*") if f.is_file() and is_nifti(f)]
             if len(niftis) == 1 and not list_dicom_series(tmp):
-                volume = read_nifti(niftis[0])
+                volume = read_nifti(niftis[0], pixel_spacing)
             else:
                 volume = read_dicom(tmp, series_uid, detach=True)
             volume.source_path = str(p)

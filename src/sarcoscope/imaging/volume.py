@@ -9,6 +9,19 @@ import numpy as np
 
 #: HU given to voxels outside the scanner's field of view and to padding (air).
 AIR_HU = -1024
+#: Plausible in-plane pixel spacing of a CT (mm); outside it the header (or the user) is wrong.
+PIXEL_SPACING_RANGE_MM = (0.05, 10.0)
+
+
+def index_ranges(indices: Any) -> str:
+    """Slice indices as compact text for messages: [3, 4, 5, 9] -> "3-5, 9"."""
+    runs: list[list[int]] = []
+    for value in sorted({int(i) for i in indices}):
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
 @dataclass

@@ -1,0 +1,89 @@
+"""A case that kills its worker process becomes a failed row; the cohort goes on and keeps every row."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sarcoscope.batch import Case, run_batch
+from sarcoscope.batch.runner import WORKER_DIED, CaseOutcome
+from sarcoscope.imaging import write_dicom_series
+from sarcoscope.phantom import make_slice
+
+
+@dataclass(frozen=True)
+class _KillerCase(Case):
+    """A case whose worker is killed with SIGKILL (as by the OOM killer) when it starts on it. Only worker
+    processes die: they import this module (fork; Dask's spawned workers get the test's sys.path)."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "path" and multiprocessing.parent_process() is not None:
+            signal.raise_signal(signal.SIGKILL)
+        return super().__getattribute__(name)
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:
+    root = tmp_path_factory.mktemp("crash-cohort")
+    cases = []
+    for seed in (1, 2, 3):
+        sl = make_slice(seed, size=128)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), root / f"p{seed}")
+        cases.append(Case(case_id=f"p{seed}", path=root / f"p{seed}"))
+    return cases
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _check_written_so_far(out: Path, seen: list[CaseOutcome]):
+    """on_outcome: when a case is reported, the tables on disk already hold it and every earlier one."""
+
+    def check(outcome: CaseOutcome) -> None:
+        seen.append(outcome)
+        analysed = {r["case_id"] for r in _rows(out / "cohort.csv")}
+        failed = {r["case_id"] for r in _rows(out / "failures.csv")}
+        assert analysed == {o.case_id for o in seen if o.status == "done"}
+        assert failed == {o.case_id for o in seen if o.status == "failed"}
+
+    return check
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="worker start method is not fork")
+def test_killed_worker_is_a_failed_row_and_the_run_goes_on(studies: list[Case], tmp_path: Path) -> None:
+    killer = _KillerCase(case_id="killer", path=tmp_path / "nothing")
+    out = tmp_path / "run"
+    seen: list[CaseOutcome] = []
+    summary = run_batch(
+        [killer, *studies], out, engine="threshold", workers=2, on_outcome=_check_written_so_far(out, seen)
+    )
+    assert (summary.count("done"), summary.count("failed")) == (3, 1)
+    assert [r["case_id"] for r in _rows(summary.cohort_csv)] == ["p1", "p2", "p3"]
+    assert _rows(summary.failures_csv) == [{"case_id": "killer", "error": WORKER_DIED}]
+    assert len(seen) == 4
+    assert not (out / "cases" / "killer").exists()
+
+
+@pytest.mark.slow
+def test_killed_dask_worker_is_a_failed_row(studies: list[Case], tmp_path: Path) -> None:
+    pytest.importorskip("dask.distributed")
+    import dask
+
+    killer = _KillerCase(case_id="killer", path=tmp_path / "nothing")
+    # no retry of the killer; one task per worker, so the other case does not run on the dying worker
+    with dask.config.set(
+        {"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0}
+    ):
+        summary = run_batch(
+            [killer, studies[0]], tmp_path / "dask", engine="threshold", scheduler="local", workers=2
+        )
+    assert (summary.count("done"), summary.count("failed")) == (1, 1)
+    assert _rows(summary.failures_csv) == [{"case_id": "killer", "error": WORKER_DIED}]
