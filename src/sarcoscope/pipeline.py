@@ -4,45 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, HURanges
 from sarcoscope.imaging.volume import CTVolume
 from sarcoscope.level.selection import L3Selection, manual_range, manual_slice, single_slice_input
+from sarcoscope.results import AnalysisResult
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 if TYPE_CHECKING:
-    from sarcoscope.composition import Assessment, SliceComposition
     from sarcoscope.imaging.deidentify import DeidentificationPolicy
 
 #: Called with a stage name ("read", "localize", "segment", "measure", "write") as each stage starts.
 ProgressCallback = Callable[[str], None]
-
-
-@dataclass
-class AnalysisResult:
-    """Everything one analysis produced; `export.write_outputs` turns it into files."""
-
-    volume: CTVolume
-    selection: L3Selection
-    engine: str
-    model_id: str
-    labels: np.ndarray  # uint8 (len(selection.indices), y, x), one label map per analysed slice
-    slices: list[SliceComposition]  # one per analysed slice, same order as selection.indices
-    average: SliceComposition  # mean over the analysed slices (== slices[0] for one slice)
-    assessment: Assessment
-    hu_ranges: HURanges
-    software_version: str
-    warnings: list[str] = field(default_factory=list)
-    #: Wall-clock seconds per stage, for benchmarks and the batch runner's logs.
-    timings: dict[str, float] = field(default_factory=dict)
-    #: Files written by `analyze(out_dir=...)`, by kind ("report", "metrics", "overlay", ...).
-    outputs: dict[str, Path] = field(default_factory=dict)
 
 
 def select_l3(

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 
 if TYPE_CHECKING:
-    from sarcoscope.pipeline import AnalysisResult
+    from sarcoscope.results import AnalysisResult
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

@@ -43,7 +43,7 @@ from sarcoscope.imaging.deidentify import DeidentificationPolicy, deidentify_dat
 from sarcoscope.imaging.labelmaps.seg import SEGMENT_CODES
 
 if TYPE_CHECKING:
-    from sarcoscope.pipeline import AnalysisResult
+    from sarcoscope.results import AnalysisResult
 
 #: Type 2 attributes highdicom reads from the source; added empty when a de-identified source lacks them.
 TYPE2_FILL = (

@@ -32,7 +32,7 @@ from sarcoscope.export.seg import write_dicom_seg
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 
 if TYPE_CHECKING:
-    from sarcoscope.pipeline import AnalysisResult
+    from sarcoscope.results import AnalysisResult
 
 #: Output kind -> file name. Every name any run may write, so stale files of a previous run can be removed.
 OUTPUT_FILES: dict[str, str] = {

@@ -19,7 +19,7 @@ from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, L3_RANGE
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 from sarcoscope.level.selection import L3Selection
-from sarcoscope.pipeline import AnalysisResult
+from sarcoscope.results import AnalysisResult
 from sarcoscope.store import LabelVersion, Study
 
 if TYPE_CHECKING:
