@@ -80,9 +80,11 @@ OWN_DATES = (
 )
 
 
-def _prepared_sources(
+def prepared_sources(
     headers: list[Dataset], deidentification: DeidentificationPolicy | None
 ) -> tuple[list[Dataset] | None, str | None]:
+    """Copies of the source CT headers a derived object (SEG, SR, secondary capture) can reference,
+    de-identified when asked; (None, reason) when one lacks what referencing it needs."""
     out = []
     for ds in headers:
         missing = [k for k in REQUIRED if k not in ds or ds.get(k) in (None, "")]
@@ -100,6 +102,15 @@ def _prepared_sources(
     return out, None
 
 
+def hide_creation_time(ds: Dataset, source: Dataset, deidentification: DeidentificationPolicy) -> None:
+    """Give a derived object made now the de-identified source's study date and time, and mark it
+    de-identified, so it tells nothing about when the patient was scanned."""
+    for date, time in OWN_DATES:
+        setattr(ds, date, source.StudyDate)
+        setattr(ds, time, source.StudyTime)
+    mark_deidentified(ds, deidentification)
+
+
 def build_dicom_seg(
     result: AnalysisResult, deidentification: DeidentificationPolicy | None = None
 ) -> tuple[hd.seg.Segmentation | None, str | None]:
@@ -112,7 +123,7 @@ def build_dicom_seg(
     if not headers:
         return None, "DICOM SEG not written: the input was not DICOM (see labels.nii.gz)"
     indices = [int(i) for i in result.selection.indices]
-    sources, problem = _prepared_sources([headers[i] for i in indices], deidentification)
+    sources, problem = prepared_sources([headers[i] for i in indices], deidentification)
     if sources is None:
         return None, f"DICOM SEG not written: {problem} (see labels.nii.gz)"
     labels = np.asarray(result.labels)
@@ -173,10 +184,7 @@ def build_dicom_seg(
             f"DICOM SEG not written: highdicom refused the source headers ({type(exc).__name__}: {exc})",
         )
     if deidentification is not None:
-        for date, time in OWN_DATES:
-            setattr(seg, date, sources[0].StudyDate)
-            setattr(seg, time, sources[0].StudyTime)
-        mark_deidentified(seg, deidentification)
+        hide_creation_time(seg, sources[0], deidentification)
     return seg, None
 
 

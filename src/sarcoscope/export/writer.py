@@ -8,9 +8,9 @@ All files are first written into a fresh temporary folder beside `out_dir` (same
 report.json is therefore the commit marker: whenever it exists, every file beside it belongs to the same run;
 a run that fails part-way leaves no report.json (and its temporary folder is removed).
 
-De-identified (`deidentification` given): the SEG and report.json are de-identified consistently (one
-pseudonym, the same remapped UIDs); overlay.png shows CT pixels, so a series with burned-in annotation is
-refused before anything is written unless the policy accepts it.
+De-identified (`deidentification` given): the SEG, SR, QC capture and report.json are de-identified
+consistently (one pseudonym, the same remapped UIDs); overlay.png shows CT pixels, so a series with burned-in
+annotation is refused before anything is written unless the policy accepts it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from sarcoscope.errors import OutputError
 from sarcoscope.export.nifti import label_nifti
 from sarcoscope.export.overlay import render_overlay
 from sarcoscope.export.report import build_report, metrics_csv, report_json
-from sarcoscope.export.seg import write_dicom_seg
+from sarcoscope.export.sc import write_qc_capture
+from sarcoscope.export.seg import build_dicom_seg
+from sarcoscope.export.sr import write_dicom_sr
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ OUTPUT_FILES: dict[str, str] = {
     "overlay": "overlay.png",
     "labels_nifti": "labels.nii.gz",
     "dicom_seg": "labels.seg.dcm",
+    "dicom_sr": "report.sr.dcm",
+    "qc_capture": "report.qc.dcm",
     "report": "report.json",
 }
 
@@ -55,11 +59,26 @@ def _write_all(
     written["overlay"] = OUTPUT_FILES["overlay"]
     nib.save(label_nifti(result), tmp / OUTPUT_FILES["labels_nifti"])
     written["labels_nifti"] = OUTPUT_FILES["labels_nifti"]
-    problem = write_dicom_seg(result, tmp / OUTPUT_FILES["dicom_seg"], deidentification)
-    if problem is None:
-        written["dicom_seg"] = OUTPUT_FILES["dicom_seg"]
+    seg, problem = build_dicom_seg(result, deidentification)
+    if seg is None:
+        warnings.append(str(problem))
     else:
-        warnings.append(problem)
+        seg.save_as(tmp / OUTPUT_FILES["dicom_seg"])
+        written["dicom_seg"] = OUTPUT_FILES["dicom_seg"]
+    if result.volume.dicom_headers:  # the SR and the QC capture belong in the source's DICOM study
+        for kind, problem in (
+            ("dicom_sr", write_dicom_sr(result, seg, tmp / OUTPUT_FILES["dicom_sr"], deidentification)),
+            (
+                "qc_capture",
+                write_qc_capture(
+                    result, tmp / OUTPUT_FILES["overlay"], tmp / OUTPUT_FILES["qc_capture"], deidentification
+                ),
+            ),
+        ):
+            if problem is None:
+                written[kind] = OUTPUT_FILES[kind]
+            else:
+                warnings.append(problem)
     written["report"] = OUTPUT_FILES["report"]
     report = build_report(result, outputs=written, extra_warnings=warnings, deidentification=deidentification)
     (tmp / OUTPUT_FILES["report"]).write_text(report_json(report), encoding="utf-8")
@@ -69,10 +88,10 @@ def _write_all(
 def write_outputs(
     result: AnalysisResult, out_dir: Path, deidentification: DeidentificationPolicy | None = None
 ) -> dict[str, Path]:
-    """Write report.json, metrics.csv, overlay.png, labels.nii.gz and (DICOM input) labels.seg.dcm,
-    de-identified with `deidentification` when given.
+    """Write report.json, metrics.csv, overlay.png, labels.nii.gz and, for DICOM input, labels.seg.dcm,
+    report.sr.dcm and report.qc.dcm, de-identified with `deidentification` when given.
 
-    Returns the written files by kind. A DICOM SEG that cannot be made is skipped with a warning in the
+    Returns the written files by kind. A DICOM object that cannot be made is skipped with a warning in the
     report; any other failure raises and leaves `out_dir` without a (new or mixed) report.
     """
     out_dir = Path(out_dir)
