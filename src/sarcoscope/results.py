@@ -31,6 +31,9 @@ class AnalysisResult:
     hu_ranges: HURanges
     software_version: str
     warnings: list[str] = field(default_factory=list)
+    #: Who edited the labels by hand after the engine made them (None: the engine's labels as they are);
+    #: the DICOM SEG then says SEMIAUTOMATIC and names the editor.
+    editor: str | None = None
     #: Wall-clock seconds per stage, for benchmarks and the batch runner's logs.
     timings: dict[str, float] = field(default_factory=dict)
     #: Files written by `analyze(out_dir=...)`, by kind ("report", "metrics", "overlay", ...).
