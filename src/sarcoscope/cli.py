@@ -43,6 +43,11 @@ class Sex(StrEnum):
     F = "F"
 
 
+class LabelOrder(StrEnum):
+    sarcoscope = "sarcoscope"
+    totalsegmentator = "totalsegmentator"
+
+
 class Convention(StrEnum):
     mid = "mid"
     inferior_endplate = "inferior-endplate"
@@ -211,6 +216,15 @@ def analyze(
         bool, typer.Option("--vat-narrow", help="Use the Slice-O-Matic VAT window −150..−50 HU.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
+    label_order: Annotated[
+        LabelOrder,
+        typer.Option(
+            "--label-order",
+            help="Label ids in labels.nii.gz: sarcoscope (1 muscle, 2 SAT, 3 VAT, 4 IMAT) or "
+            "totalsegmentator "
+            "(tissue_4_types: 1 subcutaneous, 2 torso fat, 3 muscle, 4 intermuscular).",
+        ),
+    ] = LabelOrder.sarcoscope,
     deidentify: Annotated[
         bool,
         typer.Option("--deidentify", help="De-identify every written file (DICOM PS3.15 basic profile)."),
@@ -248,6 +262,7 @@ def analyze(
                 hu_ranges=hu_ranges,
                 progress=lambda s: status.update(f"{s}…"),
                 deidentification=policy,
+                label_order=label_order.value,
             )
         if as_json:
             sys.stdout.write(result.outputs["report"].read_text())

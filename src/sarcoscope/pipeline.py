@@ -56,12 +56,14 @@ def analyze(
     hu_ranges: HURanges = DEFAULT_HU_RANGES,
     progress: ProgressCallback | None = None,
     deidentification: DeidentificationPolicy | None = None,
+    label_order: str = "sarcoscope",
 ) -> AnalysisResult:
     """Analyse one CT at L3 and, when `out_dir` is given, write the report files there atomically.
 
     `ct` is a DICOM folder / zip / single file, a NIfTI file, or an already loaded CTVolume. Patient facts
     given here override those found in the DICOM header; missing ones leave dependent values "not computed".
-    With `deidentification`, every written file is de-identified by that policy (see export.write_outputs).
+    With `deidentification`, every written file is de-identified by that policy (see export.write_outputs);
+    `label_order` chooses the label ids of labels.nii.gz (export.label_tables.LABEL_ORDERS).
     """
     from sarcoscope.composition import PatientInfo, assess, average_compositions, measure_slice
     from sarcoscope.imaging import read_ct
@@ -127,6 +129,6 @@ def analyze(
 
         t = time.perf_counter()
         stage("write")
-        result.outputs = write_outputs(result, Path(out_dir), deidentification)
+        result.outputs = write_outputs(result, Path(out_dir), deidentification, label_order)
         timings["write"] = time.perf_counter() - t
     return result

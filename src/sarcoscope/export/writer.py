@@ -25,6 +25,12 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 
 from sarcoscope.errors import OutputError
+from sarcoscope.export.label_tables import (
+    SARCOSCOPE,
+    check_order,
+    itksnap_label_description,
+    slicer_color_table,
+)
 from sarcoscope.export.nifti import label_nifti
 from sarcoscope.export.overlay import render_overlay
 from sarcoscope.export.report import build_report, metrics_csv, report_json
@@ -41,6 +47,8 @@ OUTPUT_FILES: dict[str, str] = {
     "metrics": "metrics.csv",
     "overlay": "overlay.png",
     "labels_nifti": "labels.nii.gz",
+    "slicer_colors": "labels.ctbl",
+    "itksnap_labels": "labels.itksnap.txt",
     "dicom_seg": "labels.seg.dcm",
     "dicom_sr": "report.sr.dcm",
     "qc_capture": "report.qc.dcm",
@@ -49,7 +57,7 @@ OUTPUT_FILES: dict[str, str] = {
 
 
 def _write_all(
-    result: AnalysisResult, tmp: Path, deidentification: DeidentificationPolicy | None
+    result: AnalysisResult, tmp: Path, deidentification: DeidentificationPolicy | None, label_order: str
 ) -> dict[str, str]:
     written: dict[str, str] = {}
     warnings: list[str] = []
@@ -57,8 +65,14 @@ def _write_all(
     written["metrics"] = OUTPUT_FILES["metrics"]
     render_overlay(result, tmp / OUTPUT_FILES["overlay"])
     written["overlay"] = OUTPUT_FILES["overlay"]
-    nib.save(label_nifti(result), tmp / OUTPUT_FILES["labels_nifti"])
+    nib.save(label_nifti(result, label_order), tmp / OUTPUT_FILES["labels_nifti"])
     written["labels_nifti"] = OUTPUT_FILES["labels_nifti"]
+    for kind, text in (
+        ("slicer_colors", slicer_color_table(label_order)),
+        ("itksnap_labels", itksnap_label_description(label_order)),
+    ):
+        (tmp / OUTPUT_FILES[kind]).write_text(text, encoding="utf-8")
+        written[kind] = OUTPUT_FILES[kind]
     seg, problem = build_dicom_seg(result, deidentification)
     if seg is None:
         warnings.append(str(problem))
@@ -86,7 +100,10 @@ def _write_all(
 
 
 def write_outputs(
-    result: AnalysisResult, out_dir: Path, deidentification: DeidentificationPolicy | None = None
+    result: AnalysisResult,
+    out_dir: Path,
+    deidentification: DeidentificationPolicy | None = None,
+    label_order: str = SARCOSCOPE,
 ) -> dict[str, Path]:
     """Write report.json, metrics.csv, overlay.png, labels.nii.gz and, for DICOM input, labels.seg.dcm,
     report.sr.dcm and report.qc.dcm, de-identified with `deidentification` when given.
@@ -95,6 +112,7 @@ def write_outputs(
     report; any other failure raises and leaves `out_dir` without a (new or mixed) report.
     """
     out_dir = Path(out_dir)
+    check_order(label_order)
     if deidentification is not None:
         refuse_burned_in(result.volume.dicom_headers or [], deidentification)
     if out_dir.exists() and not out_dir.is_dir():
@@ -107,7 +125,7 @@ def write_outputs(
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
     try:
-        written = _write_all(result, tmp, deidentification)
+        written = _write_all(result, tmp, deidentification, label_order)
         if not out_dir.exists():
             os.replace(tmp, out_dir)
         else:
