@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import highdicom as hd
 import pytest
 from typer.testing import CliRunner
 
@@ -50,6 +51,13 @@ def test_batch_records_failures_and_resumes(cohort: Path, tmp_path: Path) -> Non
     rows = _rows(summary.cohort_csv)
     assert [r["case_id"] for r in rows] == ["patient1", "patient2", "patient3"]
     assert all(float(r["muscle_area_cm2"]) > 20 for r in rows)
+    for r in rows:  # each DICOM case has its measurement report, with the cohort table's numbers
+        sr = hd.sr.srread(out / "cases" / r["case_id"] / "report.sr.dcm")
+        (muscle,) = [
+            g for g in sr.content.get_planar_roi_measurement_groups() if "muscle" in g.tracking_identifier
+        ]
+        area = next(m.value for m in muscle.get_measurements() if m.name.meaning == "Area")
+        assert area == pytest.approx(float(r["muscle_area_cm2"]), abs=1e-3)
     (failure,) = _rows(summary.failures_csv)
     assert failure["case_id"] == "broken" and failure["error"]
     again = run_batch(discover_cases(cohort), out)
