@@ -5,8 +5,10 @@ User errors (SarcoscopeError) print one clear message and exit 1; `--debug` show
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 from enum import StrEnum
@@ -191,7 +193,14 @@ def _fmt_indices(indices: list[int]) -> str:
 
 @app.command()
 def analyze(
-    ct_path: Annotated[Path, typer.Argument(help="DICOM folder, .zip of DICOM, single DICOM file or NIfTI.")],
+    ct_path: Annotated[
+        str,
+        typer.Argument(
+            help="DICOM folder, .zip of DICOM, single DICOM file, NIfTI, or a DICOMweb study/series: "
+            "dicomweb+http://host:port/prefix/studies/<UID>[/series/<UID>].",
+            show_default=False,
+        ),
+    ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for report.json, metrics.csv, overlay.png...")
     ],
@@ -235,6 +244,8 @@ def analyze(
     accept_burned_in: AcceptBurnedInOption = False,
 ) -> None:
     """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
+    from sarcoscope.imaging import CTVolume, read_ct
+    from sarcoscope.imaging.dicomweb import fetch_series, is_dicomweb
     from sarcoscope.level import parse_range
     from sarcoscope.pipeline import analyze as run_analysis
 
@@ -246,9 +257,15 @@ def analyze(
         policy = _deid_policy(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
-        with console.status("reading CT…") as status:
+        with contextlib.ExitStack() as stack, console.status("reading CT…") as status:
+            source: Path | CTVolume = Path(ct_path)
+            if is_dicomweb(ct_path):  # retrieved into a temporary folder; the report names the address
+                status.update("retrieving the series from the DICOMweb server…")
+                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-")))
+                source = read_ct(fetch_series(ct_path, folder, series), series_uid=series)
+                source.source_path = ct_path
             result = run_analysis(
-                ct_path,
+                source,
                 out_dir=out,
                 slice_index=slice_index,
                 slice_range=rng,
