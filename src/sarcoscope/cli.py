@@ -234,6 +234,12 @@ def analyze(
             "(tissue_4_types: 1 subcutaneous, 2 torso fat, 3 muscle, 4 intermuscular).",
         ),
     ] = LabelOrder.sarcoscope,
+    push: Annotated[
+        bool,
+        typer.Option(
+            "--push", help="DICOMweb input: store the SEG, SR and QC capture back into the study (STOW-RS)."
+        ),
+    ] = False,
     deidentify: Annotated[
         bool,
         typer.Option("--deidentify", help="De-identify every written file (DICOM PS3.15 basic profile)."),
@@ -245,13 +251,21 @@ def analyze(
 ) -> None:
     """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
     from sarcoscope.imaging import CTVolume, read_ct
-    from sarcoscope.imaging.dicomweb import fetch_series, is_dicomweb
+    from sarcoscope.imaging.dicomweb import fetch_series, is_dicomweb, store_results
     from sarcoscope.level import parse_range
     from sarcoscope.pipeline import analyze as run_analysis
 
     def body() -> None:
         if slice_index is not None and slice_range is not None:
             raise SarcoscopeError("Give either --slice or --range, not both.")
+        if push and not is_dicomweb(ct_path):
+            raise SarcoscopeError(
+                "--push stores results back to a DICOMweb server: give a dicomweb+http:// input."
+            )
+        if push and deidentify:
+            raise SarcoscopeError(
+                "--push stores results in the source study; it cannot be combined with --deidentify."
+            )
         rng = parse_range(slice_range) if slice_range is not None else None
         hu_ranges = HURanges.slice_o_matic_vat() if vat_narrow else DEFAULT_HU_RANGES
         policy = _deid_policy(
@@ -280,6 +294,12 @@ def analyze(
                 progress=lambda s: status.update(f"{s}…"),
                 deidentification=policy,
                 label_order=label_order.value,
+            )
+        if push:
+            kinds = [k for k in ("dicom_seg", "dicom_sr", "qc_capture") if k in result.outputs]
+            stored = store_results(ct_path, [result.outputs[k] for k in kinds])
+            console.print(
+                f"Stored {stored} result object(s) in the study on the DICOMweb server.", style="dim"
             )
         if as_json:
             sys.stdout.write(result.outputs["report"].read_text())

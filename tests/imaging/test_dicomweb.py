@@ -111,11 +111,44 @@ def test_analyze_a_study_from_orthanc(orthanc: str, uploaded: tuple[str, list[Pa
     assert referenced <= {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
 
 
+def test_push_stores_seg_sr_and_capture_in_the_study(
+    orthanc: str, uploaded: tuple[str, list[Path]], tmp_path: Path
+) -> None:
+    study, files = uploaded
+    url = f"dicomweb+{orthanc}/dicom-web/studies/{study}"
+    args = ["analyze", url, "-o", str(tmp_path / "out"), "--slice", "1", "--engine", "threshold", "--push"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    series = requests.get(f"{orthanc}/dicom-web/studies/{study}/series", timeout=30).json()
+    modalities = sorted(s["00080060"]["Value"][0] for s in series)
+    assert modalities == ["CT", "OT", "SEG", "SR"]
+    written = {
+        pydicom.dcmread(tmp_path / "out" / n).SOPInstanceUID for n in ("labels.seg.dcm", "report.sr.dcm")
+    }
+    stored = set()
+    for s in series:
+        uid = s["0020000E"]["Value"][0]
+        listing = requests.get(
+            f"{orthanc}/dicom-web/studies/{study}/series/{uid}/instances", timeout=30
+        ).json()
+        stored |= {i["00080018"]["Value"][0] for i in listing}
+    assert written <= stored
+    refused = runner.invoke(app, [*args[:-1], "--push", "--deidentify", "--secret-file", str(tmp_path / "k")])
+    assert refused.exit_code == 1 and "cannot be combined with --deidentify" in " ".join(
+        refused.output.split()
+    )
+    local = runner.invoke(app, ["analyze", str(files[0].parent), "-o", str(tmp_path / "o2"), "--push"])
+    assert local.exit_code == 1 and "give a dicomweb+http:// input" in " ".join(local.output.split())
+
+
 def test_unknown_study_and_unreachable_server_are_clear_errors(orthanc: str, tmp_path: Path) -> None:
     unknown = runner.invoke(
         app, ["analyze", f"dicomweb+{orthanc}/dicom-web/studies/1.2.3.4", "-o", str(tmp_path)]
     )
-    assert unknown.exit_code == 1 and "no CT series" in unknown.output and "Traceback" not in unknown.output
+    text = " ".join(unknown.output.split())
+    assert unknown.exit_code == 1 and "no CT series" in text and "Traceback" not in text
     closed = f"dicomweb+http://127.0.0.1:{_free_port()}/dicom-web/studies/1.2.3/series/4.5"
     unreachable = runner.invoke(app, ["analyze", closed, "-o", str(tmp_path / "o")])
-    assert unreachable.exit_code == 1 and "Cannot reach the DICOMweb server" in unreachable.output
+    assert unreachable.exit_code == 1 and "Cannot reach the DICOMweb server" in " ".join(
+        unreachable.output.split()
+    )

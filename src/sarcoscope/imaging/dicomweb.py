@@ -3,7 +3,8 @@
 An input `dicomweb+http://host:port/prefix/studies/<StudyUID>[/series/<SeriesUID>]` (or `dicomweb+https`)
 names the server's DICOMweb root (`http://host:port/prefix`) and a study, optionally one series. Without a
 series, the study's CT series is looked up with QIDO-RS; a study with several CT series needs `--series`.
-The instances are written into a local folder, which is then read like any DICOM folder.
+The instances are written into a local folder, which is then read like any DICOM folder. The results (SEG,
+SR, QC capture) can be stored back into the same study with STOW-RS (`store_results`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
 
@@ -72,6 +74,35 @@ def _choose_series(client: DICOMwebClient, target: DICOMwebTarget, series_uid: s
     return ct[0]
 
 
+def _client_call_errors(target: DICOMwebTarget, exc: requests.RequestException, what: str) -> InputError:
+    if isinstance(exc, requests.HTTPError):
+        status = exc.response.status_code if exc.response is not None else "?"
+        return InputError(f"The DICOMweb server {target.base_url} refused {what} (HTTP {status}).")
+    return InputError(f"Cannot reach the DICOMweb server {target.base_url}: {exc}")
+
+
+def store_results(text: str, paths: list[Path], timeout: float = 60.0) -> int:
+    """Store the DICOM files `paths` (results of the study `text` names) with STOW-RS; return how many.
+
+    They must belong to that study: results of a de-identified run (another study UID) are refused."""
+    target = parse_dicomweb_url(text)
+    datasets = [pydicom.dcmread(p) for p in paths]
+    foreign = [
+        p.name for p, ds in zip(paths, datasets, strict=True) if ds.StudyInstanceUID != target.study_uid
+    ]
+    if foreign:
+        raise InputError(
+            f"Not storing {', '.join(foreign)} on {target.base_url}: not in study {target.study_uid} "
+            "(de-identified results are not pushed back to the source)."
+        )
+    client = DICOMwebClient(url=target.base_url, timeout=timeout)
+    try:
+        client.store_instances(datasets=datasets, study_instance_uid=target.study_uid)
+    except requests.RequestException as exc:
+        raise _client_call_errors(target, exc, f"storing the results into study {target.study_uid}") from exc
+    return len(datasets)
+
+
 def fetch_series(text: str, folder: Path, series_uid: str | None = None, timeout: float = 60.0) -> Path:
     """Retrieve the CT series that `text` names into `folder` (one file per instance); return the folder.
 
@@ -81,14 +112,8 @@ def fetch_series(text: str, folder: Path, series_uid: str | None = None, timeout
     try:
         uid = _choose_series(client, target, series_uid)
         instances = client.retrieve_series(target.study_uid, uid)
-    except requests.HTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise InputError(
-            f"The DICOMweb server {target.base_url} refused the request (HTTP {status}) for study "
-            f"{target.study_uid}: check the study and series UIDs."
-        ) from exc
     except requests.RequestException as exc:
-        raise InputError(f"Cannot reach the DICOMweb server {target.base_url}: {exc}") from exc
+        raise _client_call_errors(target, exc, f"the request for study {target.study_uid}") from exc
     if not instances:
         raise InputError(f"The DICOMweb server {target.base_url} returned no instances of series {uid}.")
     folder.mkdir(parents=True, exist_ok=True)
