@@ -6,6 +6,8 @@ import json
 import zipfile
 from pathlib import Path
 
+import highdicom as hd
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -115,7 +117,14 @@ def test_analyze_auto_l3_writes_complete_report(tmp_path: Path, phantom_series: 
     truth = vol.truth
     assert truth["l3_first_index"] <= mid <= truth["l3_last_index"]
     assert abs(mid - truth["l3_mid_index"]) <= 1
-    for name in ("metrics.csv", "overlay.png", "labels.nii.gz", "labels.seg.dcm"):
+    for name in (
+        "metrics.csv",
+        "overlay.png",
+        "labels.nii.gz",
+        "labels.seg.dcm",
+        "report.sr.dcm",
+        "report.qc.dcm",
+    ):
         assert (out / name).is_file(), name
     assert report["assessment"]["smi"]["value"] == pytest.approx(
         report["average"]["tissues"]["muscle"]["area_cm2"] / 1.70**2, rel=1e-6
@@ -123,6 +132,10 @@ def test_analyze_auto_l3_writes_complete_report(tmp_path: Path, phantom_series: 
     quality = report["quality"]  # the threshold engine, scored by agreement with the shipped U-Net
     assert quality["signals_used"] == ["engine_muscle_dice", "engine_muscle_area_diff"]
     assert f"Segmentation quality: {quality['score']:.2f}" in result.output
+    sr = hd.sr.srread(out / "report.sr.dcm")
+    (summary,) = sr.content.get_image_measurement_groups()
+    smi = next(m for m in summary.get_measurements() if m.name.value == "SMI")
+    assert smi.value == pytest.approx(report["assessment"]["smi"]["value"], rel=1e-9)
 
 
 def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
@@ -133,7 +146,19 @@ def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object
     folder = tmp_path / "Jansen_12345678"
     write_dicom_series(vol.hu, vol.spacing, folder, metadata=CTMetadata(patient_id="12345678"))
     out, key = tmp_path / "out", tmp_path / "deid.key"
-    result = _invoke("analyze", folder, "-o", out, "--deidentify", "--secret-file", key, "--height-cm", "170")
+    result = _invoke(
+        "analyze",
+        folder,
+        "-o",
+        out,
+        "--deidentify",
+        "--secret-file",
+        key,
+        "--height-cm",
+        "170",
+        "--label-order",
+        "totalsegmentator",
+    )
     assert result.exit_code == 0, result.output
     pseudonym = load_policy(key).pseudonym("12345678")
     report = json.loads((out / "report.json").read_text())
@@ -142,6 +167,12 @@ def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object
     seg = pydicom.dcmread(out / "labels.seg.dcm")
     assert seg.PatientID == pseudonym and seg.PatientIdentityRemoved == "YES"
     assert seg.StudyInstanceUID == report["input"]["metadata"]["study_instance_uid"]
+    for name in ("report.sr.dcm", "report.qc.dcm"):
+        other = pydicom.dcmread(out / name)
+        assert (other.PatientID, other.StudyInstanceUID) == (seg.PatientID, seg.StudyInstanceUID), name
+    labels = np.asarray(nib.load(out / "labels.nii.gz").dataobj)
+    assert int((labels == 3).sum()) == report["average"]["tissues"]["muscle"]["pixels"]  # tissue_4_types ids
+    assert "3 skeletal_muscle" in (out / "labels.ctbl").read_text()
     without = _invoke("analyze", folder, "-o", tmp_path / "o2", "--keep-dates-shifted")
     _assert_user_error(without, "need --deidentify")
 

@@ -11,7 +11,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+unknown"
 
 if TYPE_CHECKING:
-    from sarcoscope.pipeline import AnalysisResult
+    from sarcoscope.results import AnalysisResult
 
 __all__ = ["__version__", "analyze"]
 

@@ -5,8 +5,10 @@ User errors (SarcoscopeError) print one clear message and exit 1; `--debug` show
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 from enum import StrEnum
@@ -42,6 +44,11 @@ T = TypeVar("T")
 class Sex(StrEnum):
     M = "M"
     F = "F"
+
+
+class LabelOrder(StrEnum):
+    sarcoscope = "sarcoscope"
+    totalsegmentator = "totalsegmentator"
 
 
 class Convention(StrEnum):
@@ -200,7 +207,14 @@ def _fmt_indices(indices: list[int]) -> str:
 
 @app.command()
 def analyze(
-    ct_path: Annotated[Path, typer.Argument(help="DICOM folder, .zip of DICOM, single DICOM file or NIfTI.")],
+    ct_path: Annotated[
+        str,
+        typer.Argument(
+            help="DICOM folder, .zip of DICOM, single DICOM file, NIfTI, or a DICOMweb study/series: "
+            "dicomweb+http://host:port/prefix/studies/<UID>[/series/<UID>].",
+            show_default=False,
+        ),
+    ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for report.json, metrics.csv, overlay.png...")
     ],
@@ -226,6 +240,21 @@ def analyze(
         bool, typer.Option("--vat-narrow", help="Use the Slice-O-Matic VAT window −150..−50 HU.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
+    label_order: Annotated[
+        LabelOrder,
+        typer.Option(
+            "--label-order",
+            help="Label ids in labels.nii.gz: sarcoscope (1 muscle, 2 SAT, 3 VAT, 4 IMAT) or "
+            "totalsegmentator "
+            "(tissue_4_types: 1 subcutaneous, 2 torso fat, 3 muscle, 4 intermuscular).",
+        ),
+    ] = LabelOrder.sarcoscope,
+    push: Annotated[
+        bool,
+        typer.Option(
+            "--push", help="DICOMweb input: store the SEG, SR and QC capture back into the study (STOW-RS)."
+        ),
+    ] = False,
     deidentify: Annotated[
         bool,
         typer.Option("--deidentify", help="De-identify every written file (DICOM PS3.15 basic profile)."),
@@ -240,21 +269,37 @@ def analyze(
     ] = True,
 ) -> None:
     """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
+    from sarcoscope.imaging import CTVolume, read_ct
+    from sarcoscope.imaging.dicomweb import fetch_series, is_dicomweb, store_results
     from sarcoscope.level import parse_range
     from sarcoscope.pipeline import analyze as run_analysis
 
     def body() -> None:
         if slice_index is not None and slice_range is not None:
             raise SarcoscopeError("Give either --slice or --range, not both.")
+        if push and not is_dicomweb(ct_path):
+            raise SarcoscopeError(
+                "--push stores results back to a DICOMweb server: give a dicomweb+http:// input."
+            )
+        if push and deidentify:
+            raise SarcoscopeError(
+                "--push stores results in the source study; it cannot be combined with --deidentify."
+            )
         rng = parse_range(slice_range) if slice_range is not None else None
         hu_ranges = HURanges.slice_o_matic_vat() if vat_narrow else DEFAULT_HU_RANGES
         policy = _deid_policy(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
         check_output_folder(out)
-        with console.status("reading CT…") as status:
+        with contextlib.ExitStack() as stack, console.status("reading CT…") as status:
+            source: Path | CTVolume = Path(ct_path)
+            if is_dicomweb(ct_path):  # retrieved into a temporary folder; the report names the address
+                status.update("retrieving the series from the DICOMweb server…")
+                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-")))
+                source = read_ct(fetch_series(ct_path, folder, series), series_uid=series)
+                source.source_path = ct_path
             result = run_analysis(
-                ct_path,
+                source,
                 out_dir=out,
                 slice_index=slice_index,
                 slice_range=rng,
@@ -270,6 +315,13 @@ def analyze(
                 progress=lambda s: status.update(f"{s}…"),
                 deidentification=policy,
                 quality=quality,
+                label_order=label_order.value,
+            )
+        if push:
+            kinds = [k for k in ("dicom_seg", "dicom_sr", "qc_capture") if k in result.outputs]
+            stored = store_results(ct_path, [result.outputs[k] for k in kinds])
+            console.print(
+                f"Stored {stored} result object(s) in the study on the DICOMweb server.", style="dim"
             )
         if as_json:
             sys.stdout.write(result.outputs["report"].read_text())

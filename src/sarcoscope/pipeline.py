@@ -4,49 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, HURanges
 from sarcoscope.fileio import check_output_folder
 from sarcoscope.imaging.volume import CTVolume, index_ranges
 from sarcoscope.level.selection import L3Selection, manual_range, manual_slice, single_slice_input
+from sarcoscope.results import AnalysisResult
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 if TYPE_CHECKING:
-    from sarcoscope.composition import Assessment, SliceComposition
     from sarcoscope.imaging.deidentify import DeidentificationPolicy
     from sarcoscope.segmentation.quality import QualityAssessment
 
 #: Called with a stage name ("read", "localize", "segment", "measure", "write") as each stage starts.
 ProgressCallback = Callable[[str], None]
-
-
-@dataclass
-class AnalysisResult:
-    """Everything one analysis produced; `export.write_outputs` turns it into files."""
-
-    volume: CTVolume
-    selection: L3Selection
-    engine: str
-    model_id: str
-    labels: np.ndarray  # uint8 (len(selection.indices), y, x), one label map per analysed slice
-    slices: list[SliceComposition]  # one per analysed slice, same order as selection.indices
-    average: SliceComposition  # mean over the analysed slices (== slices[0] for one slice)
-    assessment: Assessment
-    hu_ranges: HURanges
-    software_version: str
-    warnings: list[str] = field(default_factory=list)
-    #: Wall-clock seconds per stage, for benchmarks and the batch runner's logs.
-    timings: dict[str, float] = field(default_factory=dict)
-    #: Files written by `analyze(out_dir=...)`, by kind ("report", "metrics", "overlay", ...).
-    outputs: dict[str, Path] = field(default_factory=dict)
-    #: Per-slice segmentation quality (segmentation.quality); None when not computed.
-    quality: QualityAssessment | None = None
 
 
 def select_l3(
@@ -108,12 +82,14 @@ def analyze(
     progress: ProgressCallback | None = None,
     deidentification: DeidentificationPolicy | None = None,
     quality: bool = True,
+    label_order: str = "sarcoscope",
 ) -> AnalysisResult:
     """Analyse one CT at L3 and, when `out_dir` is given, write the report files there atomically.
 
     `ct` is a DICOM folder / zip / single file, a NIfTI file, or an already loaded CTVolume. Patient facts
     given here override those found in the DICOM header; missing ones leave dependent values "not computed".
-    With `deidentification`, every written file is de-identified by that policy (see export.write_outputs).
+    With `deidentification`, every written file is de-identified by that policy (see export.write_outputs);
+    `label_order` chooses the label ids of labels.nii.gz (export.label_tables.LABEL_ORDERS).
     `quality` scores every analysed slice's segmentation (segmentation.quality; it runs a second engine).
     `pixel_spacing` (rows, columns in mm) is for a NIfTI file without a spatial transform (see read_ct).
     """
@@ -211,6 +187,6 @@ def analyze(
 
         t = time.perf_counter()
         stage("write")
-        result.outputs = write_outputs(result, Path(out_dir), deidentification)
+        result.outputs = write_outputs(result, Path(out_dir), deidentification, label_order)
         timings["write"] = time.perf_counter() - t
     return result

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import highdicom as hd
 import pytest
 from typer.testing import CliRunner
 
@@ -55,6 +56,13 @@ def test_batch_records_failures_and_resumes(cohort: Path, tmp_path: Path) -> Non
         quality = json.loads((out / "cases" / row["case_id"] / "report.json").read_text())["quality"]
         assert float(row["quality"]) == quality["score"]
         assert row["quality_flag"] == ("review" if quality["flagged"] else "ok")
+    for r in rows:  # each DICOM case has its measurement report, with the cohort table's numbers
+        sr = hd.sr.srread(out / "cases" / r["case_id"] / "report.sr.dcm")
+        (muscle,) = [
+            g for g in sr.content.get_planar_roi_measurement_groups() if "muscle" in g.tracking_identifier
+        ]
+        area = next(m.value for m in muscle.get_measurements() if m.name.meaning == "Area")
+        assert area == pytest.approx(float(r["muscle_area_cm2"]), abs=1e-3)
     (failure,) = _rows(summary.failures_csv)
     assert failure["case_id"] == "broken" and failure["error"]
     again = run_batch(discover_cases(cohort), out)

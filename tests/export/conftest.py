@@ -15,7 +15,7 @@ from sarcoscope.composition import PatientInfo, assess, average_compositions, me
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, L3_RANGE, Label
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
 from sarcoscope.level.selection import L3Selection
-from sarcoscope.pipeline import AnalysisResult
+from sarcoscope.results import AnalysisResult
 
 SPACING = (2.5, 0.8, 0.7)  # z, y, x mm
 SHAPE = (12, 64, 80)

@@ -58,6 +58,18 @@ def test_outputs_are_deidentified_consistently(phi_result, tmp_path: Path) -> No
     referenced = {uid for _, _, uid in hd.seg.segread(written["dicom_seg"]).get_source_image_uids()}
     assert referenced == {d.SOPInstanceUID for d in downloaded}
 
+    # the SR and the QC capture: same pseudonym and study, nothing of the original left, no real dates
+    for kind in ("dicom_sr", "qc_capture"):
+        other = pydicom.dcmread(written[kind])
+        assert kept_values(other, originals) == [], kind
+        assert SURNAME not in text_of(other) and "PHI" not in text_of(other)
+        assert other.PatientID == seg.PatientID and other.StudyInstanceUID == seg.StudyInstanceUID
+        assert other.ContentDate == other.StudyDate == "" and other.PatientIdentityRemoved == "YES"
+    sr = hd.sr.srread(written["dicom_sr"])
+    segment = sr.content.get_planar_roi_measurement_groups()[0].referenced_segmentation_frame
+    assert segment.referenced_sop_instance_uid == seg.SOPInstanceUID
+    assert segment.source_image_for_segmentation.referenced_sop_instance_uid == downloaded[0].SOPInstanceUID
+
     report = json.loads(written["report"].read_text())
     jsonschema.validate(report, report_schema())
     dumped = json.dumps(report)

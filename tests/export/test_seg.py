@@ -122,3 +122,30 @@ def test_highdicom_refusal_becomes_a_reason(make_result) -> None:
     result.volume.dicom_headers[5].SeriesInstanceUID = "1.2.3.4"  # slices of two series cannot share a SEG
     seg, reason = build_dicom_seg(result)
     assert seg is None and reason.startswith("DICOM SEG not written: highdicom refused the source headers")
+
+
+def test_edited_labels_make_a_semiautomatic_seg_naming_the_editor(make_result) -> None:
+    from phi_dicom import POLICY
+
+    result = make_result((4, 5), dicom=True)
+    seg, _ = build_dicom_seg(result)
+    assert {s.SegmentAlgorithmType for s in seg.SegmentSequence} == {"AUTOMATIC"}
+    result.editor = "Doe^Jane"
+    seg, _ = build_dicom_seg(result)
+    assert {s.SegmentAlgorithmType for s in seg.SegmentSequence} == {"SEMIAUTOMATIC"}
+    assert str(seg.ContentCreatorName) == "Doe^Jane"
+    assert seg.ContentDescription == "L3 tissues; edited by Doe^Jane; model threshold-test"
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmVersion == "0.1.0" and "threshold-test" in algorithm.AlgorithmParameters
+    anonymous, _ = build_dicom_seg(result, POLICY)
+    assert {s.SegmentAlgorithmType for s in anonymous.SegmentSequence} == {"SEMIAUTOMATIC"}
+    assert "Jane" not in str(anonymous.get("ContentCreatorName", "")) + anonymous.ContentDescription
+
+
+def test_seeded_seg_uids_repeat(make_result) -> None:
+    result = make_result((5,), dicom=True)
+    one, _ = build_dicom_seg(result, uid_seed="study-1/v2")
+    two, _ = build_dicom_seg(result, uid_seed="study-1/v2")
+    other, _ = build_dicom_seg(result, uid_seed="study-1/v3")
+    assert (one.SOPInstanceUID, one.SeriesInstanceUID) == (two.SOPInstanceUID, two.SeriesInstanceUID)
+    assert other.SOPInstanceUID != one.SOPInstanceUID and other.SeriesInstanceUID != one.SeriesInstanceUID

@@ -362,7 +362,7 @@ def test_burned_in_series_is_not_exported_deidentified(client: TestClient, serie
     sid, _ = segmented(client, series, 4, 5)
     r = client.get(f"/api/studies/{sid}/dicom", params={"deidentify": True})
     assert r.status_code == 422 and "BurnedInAnnotation is YES" in r.json()["detail"]
-    for fmt in ("overlay", "html", "dicom-seg"):
+    for fmt in ("overlay", "html", "dicom-seg", "dicom-sr", "dicom-qc"):
         r = client.get(f"/api/studies/{sid}/export/{fmt}", params={"deidentify": True})
         assert r.status_code == 422 and "burned" in r.json()["detail"].lower(), fmt
     assert client.get(f"/api/studies/{sid}/dicom").status_code == 200  # the originals, for who may see them
@@ -514,3 +514,50 @@ def test_cross_site_requests_and_foreign_hosts_are_refused(tmp_path: Path, serie
         # DNS rebinding: a page on attacker.example resolving to 127.0.0.1 sends its own Host header.
         assert c.get("/api/studies", headers={"Host": "attacker.example:8000"}).status_code == 400
     app.state.ctx.store.close()
+
+
+def test_dicom_sr_and_qc_exports_and_edited_seg_provenance(client: TestClient, series: list[Path]) -> None:
+    import highdicom as hd
+
+    sid, _ = segmented(client, series, 5, 6)
+    seg1 = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{sid}/export/dicom-seg").content))
+    assert {s.SegmentAlgorithmType for s in seg1.SegmentSequence} == {"AUTOMATIC"}
+    assert "ContentCreatorName" not in seg1 or not seg1.ContentCreatorName
+    labels, _, _ = get_labels(client, sid)
+    labels[1, :8, :8] = 1
+    client.post(f"/api/studies/{sid}/labels", params={"base_version": 1}, content=labels.tobytes())
+    author = client.get(f"/api/studies/{sid}/versions").json()[0]["author"]
+
+    seg = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{sid}/export/dicom-seg").content))
+    assert {s.SegmentAlgorithmType for s in seg.SegmentSequence} == {"SEMIAUTOMATIC"}
+    assert str(seg.ContentCreatorName) == author and f"edited by {author}" in seg.ContentDescription
+    assert "model " in seg.ContentDescription
+    r = client.get(f"/api/studies/{sid}/export/dicom-sr")
+    assert r.status_code == 200 and r.headers["content-disposition"].endswith('-v2.sr.dcm"')
+    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(io.BytesIO(r.content)))
+    groups = sr.content.get_planar_roi_measurement_groups()
+    assert {g.referenced_segmentation_frame.referenced_sop_instance_uid for g in groups} == {
+        seg.SOPInstanceUID
+    }
+    analysis = client.get(f"/api/studies/{sid}/analysis").json()
+    muscle = [g for g in groups if g.tracking_identifier == "Skeletal muscle, slice 6"]
+    area = next(m.value for m in muscle[0].get_measurements() if m.name.meaning == "Area")
+    assert area == pytest.approx(analysis["per_slice"][1]["tissues"]["muscle"]["area_cm2"], rel=1e-9)
+
+    deid = {"deidentify": True}
+    seg_d = pydicom.dcmread(
+        io.BytesIO(client.get(f"/api/studies/{sid}/export/dicom-seg", params=deid).content)
+    )
+    sr_d = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{sid}/export/dicom-sr", params=deid).content))
+    assert sr_d.PatientID == seg_d.PatientID != "PAT-001" and author not in str(
+        seg_d.get("ContentCreatorName", "")
+    )
+    referenced = hd.sr.Comprehensive3DSR.from_dataset(sr_d).content.get_planar_roi_measurement_groups()[0]
+    assert referenced.referenced_segmentation_frame.referenced_sop_instance_uid == seg_d.SOPInstanceUID
+    assert "PAT-001" not in str(sr_d)
+
+    qc = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{sid}/export/dicom-qc").content))
+    source = pydicom.dcmread(series[5], stop_before_pixels=True)
+    assert qc.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
+    assert (qc.PatientID, qc.StudyInstanceUID) == (source.PatientID, source.StudyInstanceUID)
+    assert qc.SeriesInstanceUID != source.SeriesInstanceUID and qc.pixel_array.shape[-1] == 3

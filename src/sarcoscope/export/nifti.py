@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
+from sarcoscope.export.label_tables import SARCOSCOPE, check_order, relabel
+
 if TYPE_CHECKING:
-    from sarcoscope.pipeline import AnalysisResult
+    from sarcoscope.results import AnalysisResult
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -37,13 +39,17 @@ def label_affine_ras(result: AnalysisResult, first_slice: int) -> np.ndarray:
     return LPS_TO_RAS @ affine
 
 
-def label_nifti(result: AnalysisResult) -> nib.Nifti1Image:
-    """NIfTI-1 image of the analysed label map, uint8 with conventions.Label ids, aligned with the CT."""
+def label_nifti(result: AnalysisResult, order: str = SARCOSCOPE) -> nib.Nifti1Image:
+    """NIfTI-1 image of the analysed label map, aligned with the CT, uint8 with the ids of label order
+    `order` (conventions.Label ids by default; see export.label_tables)."""
+    table = check_order(order)
     sub, first = label_subvolume(result)
+    sub = relabel(sub, order)
     affine = label_affine_ras(result, first)
     img = nib.Nifti1Image(np.ascontiguousarray(sub.transpose(2, 1, 0)), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units(xyz="mm")
-    img.header["descrip"] = b"sarcoscope labels 1=muscle 2=SAT 3=VAT 4=IMAT"
+    ids = " ".join(f"{i}={name}" for i, name in sorted(table.values()))
+    img.header["descrip"] = ids.encode()[:80]
     return img

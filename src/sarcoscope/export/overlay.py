@@ -20,7 +20,7 @@ from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
 from sarcoscope.imaging.views import body_centre, coronal, display_extent, sagittal, window
 
 if TYPE_CHECKING:
-    from sarcoscope.pipeline import AnalysisResult
+    from sarcoscope.results import AnalysisResult
 
 OVERLAY_ALPHA = 0.45
 

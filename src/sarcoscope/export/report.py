@@ -30,7 +30,7 @@ from sarcoscope.imaging.deidentify import DeidentificationPolicy, patient_key
 if TYPE_CHECKING:
     from sarcoscope.composition import SliceComposition
     from sarcoscope.imaging.volume import CTVolume
-    from sarcoscope.pipeline import AnalysisResult
+    from sarcoscope.results import AnalysisResult
 
 REPORT_SCHEMA = "sarcoscope.report/1"
 SCHEMA_FILE = "report.schema.json"

@@ -14,6 +14,11 @@ SNOMED has no pre-coordinated "visceral fat" or "intermuscular fat" concept in t
 the three adipose compartments share the type and differ by anatomic region (and by segment label). The
 table (SEGMENT_CODES) lives with the SEG reader, imaging/labelmaps/seg.py, which maps these codes back.
 
+Provenance: segments are AUTOMATIC as the engine made them and SEMIAUTOMATIC once a person edited them
+(`AnalysisResult.editor`, set by the web app); the algorithm identification carries the software version
+and the full model id, ContentCreatorName and the content description name the editor (not when
+de-identified: PS3.15 removes the content creator's name).
+
 De-identified inputs often lack Type 2 patient/study attributes (PatientBirthDate, StudyID...). Type 2 means
 "present, possibly empty", so absent ones are added EMPTY on copies of the headers: that fabricates nothing.
 A source without FrameOfReferenceUID (mandatory for CT) or without image geometry cannot be referenced
@@ -43,7 +48,7 @@ from sarcoscope.imaging.deidentify import DeidentificationPolicy, deidentify_dat
 from sarcoscope.imaging.labelmaps.seg import SEGMENT_CODES
 
 if TYPE_CHECKING:
-    from sarcoscope.pipeline import AnalysisResult
+    from sarcoscope.results import AnalysisResult
 
 #: Type 2 attributes highdicom reads from the source; added empty when a de-identified source lacks them.
 TYPE2_FILL = (
@@ -80,9 +85,11 @@ OWN_DATES = (
 )
 
 
-def _prepared_sources(
+def prepared_sources(
     headers: list[Dataset], deidentification: DeidentificationPolicy | None
 ) -> tuple[list[Dataset] | None, str | None]:
+    """Copies of the source CT headers a derived object (SEG, SR, secondary capture) can reference,
+    de-identified when asked; (None, reason) when one lacks what referencing it needs."""
     out = []
     for ds in headers:
         missing = [k for k in REQUIRED if k not in ds or ds.get(k) in (None, "")]
@@ -100,19 +107,45 @@ def _prepared_sources(
     return out, None
 
 
+def hide_creation_time(ds: Dataset, source: Dataset, deidentification: DeidentificationPolicy) -> None:
+    """Give a derived object made now the de-identified source's study date and time, and mark it
+    de-identified, so it tells nothing about when the patient was scanned."""
+    for date, time in OWN_DATES:
+        setattr(ds, date, source.StudyDate)
+        setattr(ds, time, source.StudyTime)
+    mark_deidentified(ds, deidentification)
+
+
+def _uid(seed: str | None, purpose: str) -> str:
+    return generate_uid() if seed is None else generate_uid(entropy_srcs=[seed, purpose])
+
+
+def _content_description(result: AnalysisResult, editor: str | None) -> str:
+    """What the SEG holds and how it was made: engine model, and whether (and by whom) it was edited."""
+    parts = ["L3 tissues"]
+    if result.editor is not None:
+        parts.append(f"edited by {editor}" if editor else "edited by hand")
+    parts.append(f"model {result.model_id}")  # in full in the algorithm parameters
+    return "; ".join(parts)[:64]  # LO
+
+
 def build_dicom_seg(
-    result: AnalysisResult, deidentification: DeidentificationPolicy | None = None
+    result: AnalysisResult,
+    deidentification: DeidentificationPolicy | None = None,
+    uid_seed: str | None = None,
 ) -> tuple[hd.seg.Segmentation | None, str | None]:
     """The SEG for `result`, or (None, reason) when the input was not DICOM or cannot be referenced.
 
     With `deidentification`, built from de-identified copies of the source headers (see module docstring);
-    a source with burned-in annotation the policy refuses raises DeidentificationError.
+    a source with burned-in annotation the policy refuses raises DeidentificationError. `uid_seed` makes
+    the SEG's series and instance UIDs a function of it, so that an SR exported separately later references
+    the same SEG instance (the web app seeds with study, label version and de-identification).
     """
     headers = result.volume.dicom_headers
     if not headers:
         return None, "DICOM SEG not written: the input was not DICOM (see labels.nii.gz)"
     indices = [int(i) for i in result.selection.indices]
-    sources, problem = _prepared_sources([headers[i] for i in indices], deidentification)
+    sources, problem = prepared_sources([headers[i] for i in indices], deidentification)
     if sources is None:
         return None, f"DICOM SEG not written: {problem} (see labels.nii.gz)"
     labels = np.asarray(result.labels)
@@ -120,6 +153,8 @@ def build_dicom_seg(
     if not present:
         return None, "DICOM SEG not written: no tissue was segmented in the analysed slice(s)"
 
+    edited = result.editor is not None
+    named_editor = result.editor if edited and deidentification is None else None  # PS3.15 removes it
     algorithm = hd.AlgorithmIdentificationSequence(
         name=f"sarcoscope {result.engine}",
         family=codes.DCM.ArtificialIntelligence if result.engine == "unet" else codes.DCM.ImageProcessing,
@@ -138,7 +173,11 @@ def build_dicom_seg(
                 segmented_property_category=codes.SCT.Tissue,
                 segmented_property_type=prop_type,
                 anatomic_regions=[region],
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_type=(
+                    hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+                    if edited
+                    else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+                ),
                 algorithm_identification=algorithm,
                 tracking_id=f"sarcoscope-{name}",
                 tracking_uid=generate_uid(),
@@ -154,9 +193,9 @@ def build_dicom_seg(
                 pixel_array=segment_map[labels],
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
                 segment_descriptions=descriptions,
-                series_instance_uid=generate_uid(),
+                series_instance_uid=_uid(uid_seed, "seg-series"),
                 series_number=9901,
-                sop_instance_uid=generate_uid(),
+                sop_instance_uid=_uid(uid_seed, "seg-instance"),
                 instance_number=1,
                 manufacturer="sarcoscope",
                 manufacturer_model_name=f"sarcoscope {result.engine}",
@@ -164,7 +203,8 @@ def build_dicom_seg(
                 device_serial_number="none",
                 series_description=f"sarcoscope L3 body composition ({result.engine})",
                 content_label="L3_TISSUES",
-                content_description="L3 skeletal muscle, SAT, VAT and IMAT",
+                content_description=_content_description(result, named_editor),
+                content_creator_name=named_editor,
                 omit_empty_frames=False,
             )
     except Exception as exc:  # an optional output: any refusal becomes a report warning, never a failed run
@@ -173,10 +213,7 @@ def build_dicom_seg(
             f"DICOM SEG not written: highdicom refused the source headers ({type(exc).__name__}: {exc})",
         )
     if deidentification is not None:
-        for date, time in OWN_DATES:
-            setattr(seg, date, sources[0].StudyDate)
-            setattr(seg, time, sources[0].StudyTime)
-        mark_deidentified(seg, deidentification)
+        hide_creation_time(seg, sources[0], deidentification)
     return seg, None
 
 

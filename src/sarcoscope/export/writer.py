@@ -9,9 +9,9 @@ All files are first written into a fresh temporary folder beside `out_dir` (same
 A crash or kill -9 at any point leaves `out_dir` holding either the complete old set or the complete new set,
 never a mix and never neither (Linux); a failed run leaves the old set and removes its temporary folder.
 
-De-identified (`deidentification` given): the SEG and report.json are de-identified consistently (one
-pseudonym, the same remapped UIDs); overlay.png shows CT pixels, so a series with burned-in annotation is
-refused before anything is written unless the policy accepts it.
+De-identified (`deidentification` given): the SEG, SR, QC capture and report.json are de-identified
+consistently (one pseudonym, the same remapped UIDs); overlay.png shows CT pixels, so a series with burned-in
+annotation is refused before anything is written unless the policy accepts it.
 """
 
 from __future__ import annotations
@@ -29,28 +29,40 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 
 from sarcoscope.errors import OutputError
+from sarcoscope.export.label_tables import (
+    SARCOSCOPE,
+    check_order,
+    itksnap_label_description,
+    slicer_color_table,
+)
 from sarcoscope.export.nifti import label_nifti
 from sarcoscope.export.overlay import render_overlay
 from sarcoscope.export.report import build_report, metrics_csv, report_json
-from sarcoscope.export.seg import write_dicom_seg
+from sarcoscope.export.sc import write_qc_capture
+from sarcoscope.export.seg import build_dicom_seg
+from sarcoscope.export.sr import write_dicom_sr
 from sarcoscope.fileio import check_output_folder
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 
 if TYPE_CHECKING:
-    from sarcoscope.pipeline import AnalysisResult
+    from sarcoscope.results import AnalysisResult
 
 #: Output kind -> file name. Every name any run may write, so stale files of a previous run can be removed.
 OUTPUT_FILES: dict[str, str] = {
     "metrics": "metrics.csv",
     "overlay": "overlay.png",
     "labels_nifti": "labels.nii.gz",
+    "slicer_colors": "labels.ctbl",
+    "itksnap_labels": "labels.itksnap.txt",
     "dicom_seg": "labels.seg.dcm",
+    "dicom_sr": "report.sr.dcm",
+    "qc_capture": "report.qc.dcm",
     "report": "report.json",
 }
 
 
 def _write_all(
-    result: AnalysisResult, tmp: Path, deidentification: DeidentificationPolicy | None
+    result: AnalysisResult, tmp: Path, deidentification: DeidentificationPolicy | None, label_order: str
 ) -> dict[str, str]:
     written: dict[str, str] = {}
     warnings: list[str] = []
@@ -58,13 +70,34 @@ def _write_all(
     written["metrics"] = OUTPUT_FILES["metrics"]
     render_overlay(result, tmp / OUTPUT_FILES["overlay"])
     written["overlay"] = OUTPUT_FILES["overlay"]
-    nib.save(label_nifti(result), tmp / OUTPUT_FILES["labels_nifti"])
+    nib.save(label_nifti(result, label_order), tmp / OUTPUT_FILES["labels_nifti"])
     written["labels_nifti"] = OUTPUT_FILES["labels_nifti"]
-    problem = write_dicom_seg(result, tmp / OUTPUT_FILES["dicom_seg"], deidentification)
-    if problem is None:
-        written["dicom_seg"] = OUTPUT_FILES["dicom_seg"]
+    for kind, text in (
+        ("slicer_colors", slicer_color_table(label_order)),
+        ("itksnap_labels", itksnap_label_description(label_order)),
+    ):
+        (tmp / OUTPUT_FILES[kind]).write_text(text, encoding="utf-8")
+        written[kind] = OUTPUT_FILES[kind]
+    seg, problem = build_dicom_seg(result, deidentification)
+    if seg is None:
+        warnings.append(str(problem))
     else:
-        warnings.append(problem)
+        seg.save_as(tmp / OUTPUT_FILES["dicom_seg"])
+        written["dicom_seg"] = OUTPUT_FILES["dicom_seg"]
+    if result.volume.dicom_headers:  # the SR and the QC capture belong in the source's DICOM study
+        for kind, problem in (
+            ("dicom_sr", write_dicom_sr(result, seg, tmp / OUTPUT_FILES["dicom_sr"], deidentification)),
+            (
+                "qc_capture",
+                write_qc_capture(
+                    result, tmp / OUTPUT_FILES["overlay"], tmp / OUTPUT_FILES["qc_capture"], deidentification
+                ),
+            ),
+        ):
+            if problem is None:
+                written[kind] = OUTPUT_FILES[kind]
+            else:
+                warnings.append(problem)
     written["report"] = OUTPUT_FILES["report"]
     report = build_report(result, outputs=written, extra_warnings=warnings, deidentification=deidentification)
     (tmp / OUTPUT_FILES["report"]).write_text(report_json(report), encoding="utf-8")
@@ -72,15 +105,19 @@ def _write_all(
 
 
 def write_outputs(
-    result: AnalysisResult, out_dir: Path, deidentification: DeidentificationPolicy | None = None
+    result: AnalysisResult,
+    out_dir: Path,
+    deidentification: DeidentificationPolicy | None = None,
+    label_order: str = SARCOSCOPE,
 ) -> dict[str, Path]:
-    """Write report.json, metrics.csv, overlay.png, labels.nii.gz and (DICOM input) labels.seg.dcm,
-    de-identified with `deidentification` when given.
+    """Write report.json, metrics.csv, overlay.png, labels.nii.gz and, for DICOM input, labels.seg.dcm,
+    report.sr.dcm and report.qc.dcm, de-identified with `deidentification` when given.
 
-    Returns the written files by kind. A DICOM SEG that cannot be made is skipped with a warning in the
+    Returns the written files by kind. A DICOM object that cannot be made is skipped with a warning in the
     report; any other failure raises and leaves `out_dir` as it was.
     """
     out_dir = Path(out_dir)
+    check_order(label_order)
     if deidentification is not None:
         refuse_burned_in(result.volume.dicom_headers or [], deidentification)
     check_output_folder(out_dir)
@@ -93,7 +130,7 @@ def write_outputs(
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
     try:
-        written = _write_all(result, tmp, deidentification)
+        written = _write_all(result, tmp, deidentification, label_order)
         if not out_dir.exists():
             os.replace(tmp, out_dir)
         else:

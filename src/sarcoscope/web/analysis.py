@@ -21,7 +21,7 @@ from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, L3_RANGE
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 from sarcoscope.level.selection import L3Selection
-from sarcoscope.pipeline import AnalysisResult
+from sarcoscope.results import AnalysisResult
 from sarcoscope.store import LabelVersion, Study
 
 if TYPE_CHECKING:
@@ -107,6 +107,7 @@ def build_result(study: Study, version: LabelVersion, labels: np.ndarray, volume
         hu_ranges=DEFAULT_HU_RANGES,
         software_version=__version__,
         warnings=warnings,
+        editor=version.author if version.source != "segment" else None,
     )
 
 
@@ -178,6 +179,8 @@ class AnalysisCache:
 #: Export format -> (file suffix, media type).
 EXPORTS: dict[str, tuple[str, str]] = {
     "dicom-seg": (".seg.dcm", "application/dicom"),
+    "dicom-sr": (".sr.dcm", "application/dicom"),
+    "dicom-qc": (".qc.dcm", "application/dicom"),
     "nifti": (".nii.gz", "application/gzip"),
     "csv": (".csv", "text/csv"),
     "json": (".json", "application/json"),
@@ -195,19 +198,23 @@ def export_file(
 ) -> tuple[bytes, str, str]:
     """One output of a label version, written by the `export` stage; returns (bytes, file name, type).
 
-    De-identified: the SEG and the reports as `export.write_outputs` makes them, and the overlay (and the
-    HTML report that shows it) refused for a series with burned-in annotation."""
+    De-identified: the SEG, SR and reports as `export.write_outputs` makes them, and the overlay (and the
+    HTML report and QC capture that show it) refused for a series with burned-in annotation. The SEG's UIDs
+    are seeded by study, version and de-identification, so a separately exported SR references that SEG."""
     import nibabel as nib
     from fastapi import HTTPException
 
     from sarcoscope.export import build_report, label_nifti, metrics_csv, render_overlay
     from sarcoscope.export.report import report_json
-    from sarcoscope.export.seg import write_dicom_seg
+    from sarcoscope.export.sc import write_qc_capture
+    from sarcoscope.export.seg import build_dicom_seg
+    from sarcoscope.export.sr import write_dicom_sr
 
     row = ctx.store.get_version(study.id, version)
     stack = ctx.store.load_labels(study.id, row.version)
-    shows_pixels = deidentification is not None and fmt in ("overlay", "html")
-    volume = ctx.volumes.with_headers(study) if fmt == "dicom-seg" or shows_pixels else ctx.volumes.get(study)
+    shows_pixels = deidentification is not None and fmt in ("overlay", "html", "dicom-qc")
+    dicom = fmt.startswith("dicom-")
+    volume = ctx.volumes.with_headers(study) if dicom or shows_pixels else ctx.volumes.get(study)
     result = build_result(study, row, stack.labels, volume)
     suffix, media = EXPORTS[fmt]
     name = f"sarcoscope-{study.id[:8]}-v{row.version}{'-deid' if deidentification else ''}{suffix}"
@@ -226,10 +233,20 @@ def export_file(
             report = build_report(result, deidentification=deidentification)
             page = report_html(report, (Path(tmp) / "overlay.png").read_bytes(), name)
             return page.encode(), name, media
-        if fmt == "dicom-seg":
-            problem = write_dicom_seg(result, path, deidentification)
+        if fmt in ("dicom-seg", "dicom-sr"):
+            seed = f"sarcoscope-web/{study.id}/{row.version}/{'deid' if deidentification else 'plain'}"
+            seg, problem = build_dicom_seg(result, deidentification, uid_seed=seed)
+            if seg is not None and fmt == "dicom-seg":
+                seg.save_as(path)
+            elif seg is not None:
+                problem = write_dicom_sr(result, seg, path, deidentification)
             if problem is not None:
-                raise HTTPException(409, f"No DICOM SEG can be made for this study: {problem}")
+                raise HTTPException(409, f"No {fmt.upper()} can be made for this study: {problem}")
+        elif fmt == "dicom-qc":
+            render_overlay(result, Path(tmp) / "overlay.png")
+            problem = write_qc_capture(result, Path(tmp) / "overlay.png", path, deidentification)
+            if problem is not None:
+                raise HTTPException(409, f"No QC secondary capture can be made for this study: {problem}")
         elif fmt == "nifti":
             nib.save(label_nifti(result), path)
         else:

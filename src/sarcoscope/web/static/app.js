@@ -1060,7 +1060,8 @@ async function refreshSide() {
     versions.innerHTML = "";
     return;
   }
-  const formats = [["dicom-seg", "DICOM SEG"], ["nifti", "NIfTI"], ["csv", "Metrics CSV"], ["json", "Report JSON"],
+  const formats = [["dicom-seg", "DICOM SEG"], ["dicom-sr", "DICOM SR"], ["dicom-qc", "QC capture (DICOM)"],
+    ["nifti", "NIfTI"], ["csv", "Metrics CSV"], ["json", "Report JSON"],
     ["overlay", "Overlay PNG"], ["html", "Printable report"]];
   exports.innerHTML = formats.map(([f, title]) =>
     `<a class="button" id="export-${f}" href="/api/studies/${s.id}/export/${f}?version=${shown}" download>${title}</a>`)

@@ -1,0 +1,97 @@
+"""The QC picture (overlay.png) as a DICOM secondary capture in the source study, so a radiologist sees it
+in any PACS viewer next to the CT (highdicom's SCImage).
+
+Patient and study attributes are copied from the analysed CT's header (de-identified the SEG's way when
+asked), never filled with placeholders: a source without them gives no secondary capture and a warning. The
+image gets its own new series and SOP instance UIDs; it is an RGB picture made by a workstation (conversion
+type WSD), with the date and time it was made (the de-identified study date and time when de-identified).
+PatientOrientation describes the left panel, the axial slice in radiological view (patient left towards
+the picture's right, posterior down), which is the one a reader checks first.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import highdicom as hd
+import numpy as np
+from PIL import Image
+from pydicom.uid import generate_uid
+
+from sarcoscope.export.seg import hide_creation_time, prepared_sources
+from sarcoscope.imaging.deidentify import DeidentificationPolicy
+
+if TYPE_CHECKING:
+    from sarcoscope.results import AnalysisResult
+
+SC_SERIES_NUMBER = 9903
+#: Without these the picture would not land in the patient's study; they are copied, never invented.
+PATIENT_STUDY = ("PatientID", "StudyInstanceUID")
+
+
+def build_qc_capture(
+    result: AnalysisResult, overlay_png: Path, deidentification: DeidentificationPolicy | None = None
+) -> tuple[hd.sc.SCImage | None, str | None]:
+    """The secondary capture of `overlay_png` for `result`'s study, or (None, reason)."""
+    headers = result.volume.dicom_headers
+    if not headers:
+        return None, "QC secondary capture not written: the input was not DICOM"
+    shown = int(result.selection.indices[len(result.selection.indices) // 2])
+    sources, problem = prepared_sources([headers[shown]], deidentification)
+    if sources is None:
+        return None, f"QC secondary capture not written: {problem}"
+    source = sources[0]
+    missing = [k for k in PATIENT_STUDY if not str(source.get(k) or "").strip()]
+    if missing:
+        return None, f"QC secondary capture not written: the source CT lacks {', '.join(missing)}"
+    with Image.open(overlay_png) as picture:
+        pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+            sc = hd.sc.SCImage.from_ref_dataset(
+                ref_dataset=source,
+                pixel_array=pixels,
+                photometric_interpretation="RGB",
+                bits_allocated=8,
+                coordinate_system="PATIENT",
+                series_instance_uid=generate_uid(),
+                series_number=SC_SERIES_NUMBER,
+                sop_instance_uid=generate_uid(),
+                instance_number=1,
+                manufacturer="sarcoscope",
+                patient_orientation=("L", "P"),
+                transfer_syntax_uid="1.2.840.10008.1.2.1",
+            )
+    except Exception as exc:  # an optional output: any refusal becomes a report warning, never a failed run
+        return None, f"QC secondary capture not written: highdicom refused it ({type(exc).__name__}: {exc})"
+    sc.ConversionType = "WSD"
+    sc.Modality = "OT"
+    sc.SeriesDescription = f"sarcoscope L3 QC picture ({result.engine})"
+    sc.ImageComments = "L3 tissue overlay made by sarcoscope; not for primary diagnosis"
+    sc.BurnedInAnnotation = "YES"  # areas, slice numbers and software version are drawn into the picture
+    now = _dt.datetime.now()
+    for date, time in (("SeriesDate", "SeriesTime"), ("ContentDate", "ContentTime")):
+        setattr(sc, date, now.strftime("%Y%m%d"))
+        setattr(sc, time, now.strftime("%H%M%S"))
+    if deidentification is not None:
+        hide_creation_time(sc, source, deidentification)
+        sc.DateOfSecondaryCapture, sc.TimeOfSecondaryCapture = source.StudyDate, source.StudyTime
+    return sc, None
+
+
+def write_qc_capture(
+    result: AnalysisResult,
+    overlay_png: Path,
+    path: Path,
+    deidentification: DeidentificationPolicy | None = None,
+) -> str | None:
+    """Write the secondary capture to `path`; return a warning instead when it cannot be made."""
+    sc, problem = build_qc_capture(result, overlay_png, deidentification)
+    if sc is None:
+        return problem
+    sc.save_as(path)
+    return None

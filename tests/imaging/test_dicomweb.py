@@ -1,0 +1,154 @@
+"""`sarcoscope analyze dicomweb+http://…`: a real series uploaded to a real Orthanc (DICOMweb plugin) on
+127.0.0.1 is retrieved, analysed, and its DICOM outputs stay in the source study. Skips without Orthanc."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import pytest
+import requests
+from typer.testing import CliRunner
+
+from sarcoscope.cli import app
+from sarcoscope.errors import InputError
+from sarcoscope.imaging.dicomweb import parse_dicomweb_url
+
+PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+runner = CliRunner()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throw-away Orthanc with DICOMweb on 127.0.0.1; yields its DICOMweb root URL."""
+    binary = shutil.which("Orthanc")
+    if binary is None or not PLUGIN.is_file():
+        pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian: orthanc orthanc-dicomweb)")
+    root = tmp_path_factory.mktemp("orthanc")
+    port = _free_port()
+    config = {
+        "Name": "sarcoscope-test",
+        "StorageDirectory": str(root / "db"),
+        "IndexDirectory": str(root / "db"),
+        "HttpPort": port,
+        "DicomPort": _free_port(),
+        "DicomServerEnabled": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [str(PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+    (root / "orthanc.json").write_text(json.dumps(config))
+    log = (root / "orthanc.log").open("w")
+    process = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if requests.get(f"{base}/system", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            pytest.skip(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-500:]}")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def uploaded(orthanc: str, shared_data: Path) -> tuple[str, list[Path]]:
+    """The real three-slice CT series stored in Orthanc; returns its StudyInstanceUID and files."""
+    files = sorted((shared_data / "real/dicom_series/dcmqi_ct3slice").glob("*.dcm"))
+    for f in files:
+        requests.post(f"{orthanc}/instances", data=f.read_bytes(), timeout=30).raise_for_status()
+    return str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID), files
+
+
+def test_parse_dicomweb_url() -> None:
+    target = parse_dicomweb_url("dicomweb+https://pacs.example.org:8042/dicom-web/studies/1.2.3/series/4.5")
+    assert (target.base_url, target.study_uid, target.series_uid) == (
+        "https://pacs.example.org:8042/dicom-web",
+        "1.2.3",
+        "4.5",
+    )
+    assert parse_dicomweb_url("dicomweb+http://h/studies/1.2").base_url == "http://h"
+    with pytest.raises(InputError, match="expected dicomweb"):
+        parse_dicomweb_url("dicomweb+http://h/patients/7")
+
+
+def test_analyze_a_study_from_orthanc(orthanc: str, uploaded: tuple[str, list[Path]], tmp_path: Path) -> None:
+    study, files = uploaded
+    url = f"dicomweb+{orthanc}/dicom-web/studies/{study}"
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["analyze", url, "-o", str(out), "--slice", "1", "--engine", "threshold"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["input"]["source_path"] == url and report["input"]["shape_zyx"][0] == len(files)
+    source = pydicom.dcmread(files[0], stop_before_pixels=True)
+    assert report["input"]["series_instance_uid"] == source.SeriesInstanceUID
+    sr = hd.sr.srread(out / "report.sr.dcm")
+    assert sr.StudyInstanceUID == study and sr.PatientID == source.PatientID
+    referenced = {
+        g.referenced_segmentation_frame.source_image_for_segmentation.referenced_sop_instance_uid
+        for g in sr.content.get_planar_roi_measurement_groups()
+    }
+    assert referenced <= {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+
+
+def test_push_stores_seg_sr_and_capture_in_the_study(
+    orthanc: str, uploaded: tuple[str, list[Path]], tmp_path: Path
+) -> None:
+    study, files = uploaded
+    url = f"dicomweb+{orthanc}/dicom-web/studies/{study}"
+    args = ["analyze", url, "-o", str(tmp_path / "out"), "--slice", "1", "--engine", "threshold", "--push"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    series = requests.get(f"{orthanc}/dicom-web/studies/{study}/series", timeout=30).json()
+    modalities = sorted(s["00080060"]["Value"][0] for s in series)
+    assert modalities == ["CT", "OT", "SEG", "SR"]
+    written = {
+        pydicom.dcmread(tmp_path / "out" / n).SOPInstanceUID for n in ("labels.seg.dcm", "report.sr.dcm")
+    }
+    stored = set()
+    for s in series:
+        uid = s["0020000E"]["Value"][0]
+        listing = requests.get(
+            f"{orthanc}/dicom-web/studies/{study}/series/{uid}/instances", timeout=30
+        ).json()
+        stored |= {i["00080018"]["Value"][0] for i in listing}
+    assert written <= stored
+    refused = runner.invoke(app, [*args[:-1], "--push", "--deidentify", "--secret-file", str(tmp_path / "k")])
+    assert refused.exit_code == 1 and "cannot be combined with --deidentify" in " ".join(
+        refused.output.split()
+    )
+    local = runner.invoke(app, ["analyze", str(files[0].parent), "-o", str(tmp_path / "o2"), "--push"])
+    assert local.exit_code == 1 and "give a dicomweb+http:// input" in " ".join(local.output.split())
+
+
+def test_unknown_study_and_unreachable_server_are_clear_errors(orthanc: str, tmp_path: Path) -> None:
+    unknown = runner.invoke(
+        app, ["analyze", f"dicomweb+{orthanc}/dicom-web/studies/1.2.3.4", "-o", str(tmp_path)]
+    )
+    text = " ".join(unknown.output.split())
+    assert unknown.exit_code == 1 and "no CT series" in text and "Traceback" not in text
+    closed = f"dicomweb+http://127.0.0.1:{_free_port()}/dicom-web/studies/1.2.3/series/4.5"
+    unreachable = runner.invoke(app, ["analyze", closed, "-o", str(tmp_path / "o")])
+    assert unreachable.exit_code == 1 and "Cannot reach the DICOMweb server" in " ".join(
+        unreachable.output.split()
+    )
