@@ -255,7 +255,7 @@ async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]
             ingest, ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
         )
         ctx.volumes.put(study.id, volume)
-        return study_json(ctx, study)
+        return {**study_json(ctx, study), "warnings": list(volume.warnings)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
