@@ -95,8 +95,13 @@ def _print_summary(result: Any) -> None:
     how = f"{sel.mode} ({sel.method})"
     if sel.confidence is not None:
         how += f", confidence {sel.confidence:.2f}"
+    n = len(sel.indices)
+    mode = f"single slice {sel.indices[0]}"
+    if n > 1:
+        mode = f"average of {n} slices ({_fmt_indices(sel.indices)})"
+    console.print(f"[bold]Mode: {mode}[/]")
     console.print(f"[bold]L3[/]: slice(s) {_fmt_indices(sel.indices)} — {how}; engine {result.model_id}")
-    table = Table(title="L3 body composition (average over analysed slices)")
+    table = Table(title=f"L3 body composition ({mode})")
     for col in ("tissue", "area cm²", "mean HU", "SD HU"):
         table.add_column(col, justify="right" if col != "tissue" else "left")
     for key, title in TISSUE_TITLES.items():
@@ -115,10 +120,12 @@ def _print_summary(result: Any) -> None:
         )
     else:
         console.print(f"SMI: not computed ({a.smi.reason})")
+    said = {a.smi.reason}  # each reason once: the cutoff sets that need the same fact only refer to it
     for kind, results in (("sarcopenia", a.sarcopenia), ("myosteatosis", a.myosteatosis)):
         for c in results.values():
             if not c.computed:
-                verdict = f"not computed ({c.reason})"
+                verdict = "not computed" + ("" if c.reason in said else f" ({c.reason})")
+                said.add(c.reason)
             else:
                 below = "[red]below[/]" if c.flagged else "not below"
                 verdict = f"{below} cutoff {c.cutoff:g} {c.set.unit} ({c.rule})"

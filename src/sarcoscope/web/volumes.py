@@ -137,7 +137,8 @@ def _ingest(
         series_uid=series,
         patient_id=md.patient_id,
         study_date=md.study_date,
-        series_description=md.series_description,
+        # A NIfTI file has no description; its name is what the user knows it by.
+        series_description=md.series_description or (parts[0].client_name if kind == "nifti" else None),
         source_kind=volume.source_kind,
         n_slices=volume.n_slices,
         rows=int(volume.shape[1]),
