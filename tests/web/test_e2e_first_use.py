@@ -35,6 +35,7 @@ def _segment(page: object, server: str, study_id: str, first: int) -> None:
     r = page.request.post(f"{server}/api/studies/{study_id}/segment", data={"engine": "threshold"})
     assert r.status == 200, r.text()
     page.goto(f"{server}/#/study/{study_id}/label")
+    page.reload()  # the page holds the study as it was before the API calls
     page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=120000)
 
 
@@ -52,7 +53,9 @@ def _pixel_under(box: dict, x: float, y: float, nx: int, ny: int) -> tuple[float
     return ((x - box["x"]) * nx / box["width"], (y - box["y"]) * ny / box["height"])
 
 
-def test_zoom_around_the_cursor_pan_reset_and_the_panel_stays(page: object, server: str, tmp_path: Path) -> None:
+def test_zoom_around_the_cursor_pan_reset_and_the_panel_stays(
+    page: object, server: str, tmp_path: Path
+) -> None:
     study_id = _upload(page, write_series(tmp_path / "series"))
     page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
     canvas, box = page.locator("#axial-canvas"), page.locator("#axial-box").bounding_box()

@@ -1,8 +1,9 @@
 // sarcoscope browser UI: study list and upload, L3 selection, label editing, analysis and exports.
 // Plain JavaScript ES modules (no build step); talks only to this server's /api. api.js: the API client and
-// messages; viewport.js: zoom and pan; analysis.js: the analysis panel.
+// messages; viewport.js: zoom and pan; brush.js: the painting tools; analysis.js: the analysis panel.
 import {$, api, download, escapeHtml, getJSON, message, sendJSON, setUnauthorizedHandler, toast} from "./api.js";
 import {renderAnalysis} from "./analysis.js";
+import {fillRegion, paintDisc} from "./brush.js";
 import {Viewport} from "./viewport.js";
 
 const state = {
@@ -736,45 +737,14 @@ function pushUndo() {
 
 function paintAt(cx, cy, hu) {
   const [, ny, nx] = state.shape;
-  const labels = sliceView();
-  const r = state.brush / 2;
   const value = state.tool === "eraser" ? 0 : state.paintLabel;
-  const x0 = Math.max(0, Math.floor(cx - r));
-  const x1 = Math.min(nx - 1, Math.ceil(cx + r));
-  const y0 = Math.max(0, Math.floor(cy - r));
-  const y1 = Math.min(ny - 1, Math.ceil(cy + r));
-  for (let y = y0; y <= y1; y++) {
-    for (let x = x0; x <= x1; x++) {
-      const dx = x + 0.5 - cx;
-      const dy = y + 0.5 - cy;
-      if (dx * dx + dy * dy > r * r && !(r < 1 && x === Math.floor(cx) && y === Math.floor(cy))) continue;
-      const i = y * nx + x;
-      if (value && !huAllows(hu, i, value)) continue;
-      labels[i] = value;
-    }
-  }
+  paintDisc(sliceView(), nx, ny, cx, cy, state.brush, value, (i) => !value || huAllows(hu, i, value));
 }
 
 function floodFill(cx, cy, hu) {
   const [, ny, nx] = state.shape;
-  const labels = sliceView();
-  const start = cy * nx + cx;
-  const from = labels[start];
   const value = state.paintLabel;
-  if (from === value) return;
-  const stack = [start];
-  const seen = new Uint8Array(labels.length);
-  seen[start] = 1;
-  while (stack.length) {
-    const i = stack.pop();
-    if (huAllows(hu, i, value)) labels[i] = value;
-    const x = i % nx;
-    const y = (i - x) / nx;
-    const next = [x > 0 ? i - 1 : -1, x < nx - 1 ? i + 1 : -1, y > 0 ? i - nx : -1, y < ny - 1 ? i + nx : -1];
-    for (const j of next) {
-      if (j >= 0 && !seen[j] && labels[j] === from) { seen[j] = 1; stack.push(j); }
-    }
-  }
+  fillRegion(sliceView(), nx, ny, cx, cy, value, (i) => huAllows(hu, i, value));
 }
 
 function editorPoint(e) {
