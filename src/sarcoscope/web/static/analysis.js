@@ -9,10 +9,16 @@ const fmt = (v, d = 1) => (v === null || v === undefined ? "—" : Number(v).toF
 class Reasons {
   constructor() { this.list = []; }
   mark(reason) {
+    // A reason may join several ("sex unknown: …; BMI unknown (height unknown: …; weight unknown: …)"):
+    // each missing fact is listed once and referred to by its number.
     const text = reason || "not computed";
-    let n = this.list.indexOf(text);
-    if (n < 0) { this.list.push(text); n = this.list.length - 1; }
-    return `<span class="muted not-computed" title="${escapeHtml(text)}">not computed<sup>${n + 1}</sup></span>`;
+    const parts = text.replace(/BMI unknown \((.*)\)/, "$1").split("; ").filter(Boolean);
+    const numbers = parts.map((part) => {
+      if (!this.list.includes(part)) this.list.push(part);
+      return this.list.indexOf(part) + 1;
+    });
+    return `<span class="muted not-computed" title="${escapeHtml(text)}">not computed` +
+      `<sup>${numbers.join(",")}</sup></span>`;
   }
   html() {
     if (!this.list.length) return "";
