@@ -90,6 +90,7 @@ def _main(
 
 def _print_summary(result: Any) -> None:
     from sarcoscope.composition import TissueStats
+    from sarcoscope.composition.assessment import reason_parts
 
     sel = result.selection
     how = f"{sel.mode} ({sel.method})"
@@ -118,14 +119,19 @@ def _print_summary(result: Any) -> None:
         console.print(
             f"SMI: [bold]{a.smi.value:.1f}[/] cm²/m²" + (f", BMI {a.bmi.value:.1f}" if a.bmi.computed else "")
         )
-    else:
-        console.print(f"SMI: not computed ({a.smi.reason})")
-    said = {a.smi.reason}  # each reason once: the cutoff sets that need the same fact only refer to it
+    said: list[str] = []  # each missing fact once, however many values it stops
+
+    def not_computed(reason: str | None) -> str:
+        new = [p for p in reason_parts(reason or "") if p not in said]
+        said.extend(new)
+        return "not computed" + (f" ({'; '.join(new)})" if new else " (see above)")
+
+    if not a.smi.computed:
+        console.print(f"SMI: {not_computed(a.smi.reason)}")
     for kind, results in (("sarcopenia", a.sarcopenia), ("myosteatosis", a.myosteatosis)):
         for c in results.values():
             if not c.computed:
-                verdict = "not computed" + ("" if c.reason in said else f" ({c.reason})")
-                said.add(c.reason)
+                verdict = not_computed(c.reason)
             else:
                 below = "[red]below[/]" if c.flagged else "not below"
                 verdict = f"{below} cutoff {c.cutoff:g} {c.set.unit} ({c.rule})"
