@@ -65,8 +65,8 @@ def test_zoom_around_the_cursor_pan_reset_and_the_panel_stays(
     before = _pixel_under(fitted, x, y, 96, 96)
     _ctrl_wheel(page, x, y, 6)
     zoomed = canvas.bounding_box()
-    assert zoomed["width"] > 3 * fitted["width"]
     assert _pixel_under(zoomed, x, y, 96, 96) == pytest.approx(before, abs=0.6)
+    assert zoomed["width"] > 2 * fitted["width"]
     # The left edge of the zoomed image can be reached: a middle-button drag to the right pans to it.
     page.mouse.move(box["x"] + 50, box["y"] + 50)
     page.mouse.down(button="middle")
