@@ -270,8 +270,8 @@ async function openStudy(id, pane) {
     state.axialZ = Math.floor(s.n_slices / 2);
     state.crossY = Math.floor(s.rows / 2);
     state.crossX = Math.floor(s.cols / 2);
-    axialView.zoom = 1; axialView.panX = 0; axialView.panY = 0;
-    editView.zoom = 1; editView.panX = 0; editView.panY = 0;
+    axialView.reset(false);
+    editView.reset(false);
     if (s.selection) applySelection(s.selection);
     else state.lines = [state.axialZ, state.axialZ];
     const p = s.patient || {};

@@ -27,11 +27,12 @@ export class Viewport {
     this.bind();
   }
 
-  reset() {
+  /** Fit the image again; `redraw` false when the caller draws anyway (e.g. opening another study). */
+  reset(redraw = true) {
     this.zoom = 1;
     this.panX = 0;
     this.panY = 0;
-    this.onChange();
+    if (redraw) this.onChange();
   }
 
   /** Place the target: an image of `w` x `h` physical units, fitted into the box, then zoomed and panned. */
