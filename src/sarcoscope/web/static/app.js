@@ -240,6 +240,7 @@ function uploadFiles(files) {
     let body = {};
     try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
     if (xhr.status === 201) {
+      if ((body.warnings || []).length) toast(body.warnings.join(" "), "info"); // e.g. generated UIDs
       location.hash = `#/study/${body.id}`;
     } else {
       $("upload-error").textContent = body.detail || `Upload failed (${xhr.status}).`;
