@@ -223,6 +223,9 @@ def test_single_slice_zip(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["l3"]["mode"] == "single-slice-input"
     assert "not computed" in json.dumps(report["assessment"]["smi"])  # no height given anywhere
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert "Mode: single slice 0" in text
+    assert text.count("height unknown") == 1  # said once, not again for every cutoff set that needs it
 
 
 def test_demo(tmp_path: Path) -> None:

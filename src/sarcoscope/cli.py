@@ -98,13 +98,19 @@ def _main(
 
 def _print_summary(result: Any) -> None:
     from sarcoscope.composition import TissueStats
+    from sarcoscope.composition.assessment import reason_parts
 
     sel = result.selection
     how = f"{sel.mode} ({sel.method})"
     if sel.confidence is not None:
         how += f", confidence {sel.confidence:.2f}"
+    n = len(sel.indices)
+    mode = f"single slice {sel.indices[0]}"
+    if n > 1:
+        mode = f"average of {n} slices ({_fmt_indices(sel.indices)})"
+    console.print(f"[bold]Mode: {mode}[/]")
     console.print(f"[bold]L3[/]: slice(s) {_fmt_indices(sel.indices)} — {how}; engine {result.model_id}")
-    table = Table(title="L3 body composition (average over analysed slices)")
+    table = Table(title=f"L3 body composition ({mode})")
     for col in ("tissue", "area cm²", "mean HU", "SD HU"):
         table.add_column(col, justify="right" if col != "tissue" else "left")
     for key, title in TISSUE_TITLES.items():
@@ -121,12 +127,19 @@ def _print_summary(result: Any) -> None:
         console.print(
             f"SMI: [bold]{a.smi.value:.1f}[/] cm²/m²" + (f", BMI {a.bmi.value:.1f}" if a.bmi.computed else "")
         )
-    else:
-        console.print(f"SMI: not computed ({a.smi.reason})")
+    said: list[str] = []  # each missing fact once, however many values it stops
+
+    def not_computed(reason: str | None) -> str:
+        new = [p for p in reason_parts(reason or "") if p not in said]
+        said.extend(new)
+        return "not computed" + (f" ({'; '.join(new)})" if new else " (see above)")
+
+    if not a.smi.computed:
+        console.print(f"SMI: {not_computed(a.smi.reason)}")
     for kind, results in (("sarcopenia", a.sarcopenia), ("myosteatosis", a.myosteatosis)):
         for c in results.values():
             if not c.computed:
-                verdict = f"not computed ({c.reason})"
+                verdict = not_computed(c.reason)
             else:
                 below = "[red]below[/]" if c.flagged else "not below"
                 verdict = f"{below} cutoff {c.cutoff:g} {c.set.unit} ({c.rule})"

@@ -200,7 +200,7 @@ def test_localize_stores_result_or_reason(client: TestClient, series: list[Path]
     assert isinstance(loc, dict) and loc
     if "error" not in loc:
         sel = study["selection"]
-        assert sel["mode"] == "range" and 0 <= sel["first"] <= sel["last"] < SHAPE[0]
+        assert sel["mode"] == "slice" and sel["first"] == sel["last"] == loc["l3_mid"]
 
 
 def test_segment_edit_save_stale_restore(client: TestClient, series: list[Path]) -> None:

@@ -7,6 +7,7 @@ and what the user can do about it.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,13 @@ UNKNOWN_REASONS = {
     "weight_kg": "weight unknown: pass --weight-kg or PatientWeight in DICOM",
     "sex": "sex unknown: pass --sex M|F or PatientSex in DICOM",
 }
+
+
+def reason_parts(reason: str) -> list[str]:
+    """The single missing facts in a joined reason ("sex unknown: …; BMI unknown (height unknown: …)"), so
+    that a report can state each once however many values it stops."""
+    flat = re.sub(r"BMI unknown \((.*)\)", r"\1", reason)
+    return [part for part in flat.split("; ") if part]
 
 
 def _check_range(name: str, value: float | None, lo: float, hi: float, unit: str, hint: str = "") -> None:

@@ -49,6 +49,12 @@ def _vertebra_marks(details: dict[str, Any]) -> list[tuple[str, float]]:
     return marks
 
 
+def legend_labels(result: AnalysisResult) -> list[str]:
+    """Legend text per tissue: the areas the report gives (for a range, the mean over its slices)."""
+    areas = result.average if len(result.selection.indices) > 1 else result.slices[0]
+    return [f"{TISSUE_TITLES[name]}: {_area_text(areas.tissues[name].area_cm2)}" for name in TISSUES]
+
+
 def render_overlay(result: AnalysisResult, path: Path) -> Path:
     """Draw the QC picture of `result` into `path` (PNG)."""
     vol = result.volume
@@ -57,7 +63,6 @@ def render_overlay(result: AnalysisResult, path: Path) -> Path:
     z_shown = indices[shown]
     dz, dy, dx = (float(s) for s in vol.spacing)
     nz, ny, nx = vol.shape
-    comp = result.slices[shown]
     has_sagittal = nz > 1
 
     # Equal panel heights: widths follow each panel's physical aspect (axial x/y, sagittal y/z, coronal x/z).
@@ -88,14 +93,19 @@ def render_overlay(result: AnalysisResult, path: Path) -> Path:
         where += f" (middle of {indices[0]}–{indices[-1]}; report gives the average)"
     ax.set_title(f"{where} · {result.engine}", fontsize=9)
     handles = [
-        Patch(
-            facecolor=np.array(LABEL_COLORS[label]) / 255.0,
-            alpha=0.8,
-            label=f"{TISSUE_TITLES[name]}: {_area_text(comp.tissues[name].area_cm2)}",
-        )
-        for name, label in TISSUES.items()
+        Patch(facecolor=np.array(LABEL_COLORS[label]) / 255.0, alpha=0.8, label=text)
+        for label, text in zip(TISSUES.values(), legend_labels(result), strict=True)
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    legend_title = f"mean area over the {len(indices)} slices" if len(indices) > 1 else None
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+        title=legend_title,
+        title_fontsize=8,
+    )
 
     if has_sagittal:
         centre_y, centre_x = body_centre(vol)

@@ -23,6 +23,7 @@ from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_
 from sarcoscope.level.selection import L3Selection
 from sarcoscope.results import AnalysisResult
 from sarcoscope.store import LabelVersion, Study
+from sarcoscope.web.wording import for_ui
 
 if TYPE_CHECKING:
     from sarcoscope.imaging.volume import CTVolume
@@ -31,13 +32,53 @@ if TYPE_CHECKING:
 
 
 def selection_from_localization(loc: dict[str, Any], n_slices: int) -> dict[str, Any] | None:
-    """The Range the localizer proposes (the L3 body, endplate to endplate); None when L3 was not found."""
-    lower, upper = loc.get("l3_lower_endplate"), loc.get("l3_upper_endplate")
-    if lower is None or upper is None:
+    """The single mid-L3 slice the localizer proposes, as `sarcoscope analyze` measures by default (the
+    published cutoffs are for one L3 slice; averaging the L3 range is the user's explicit choice).
+    None when L3 was not found."""
+    mid = loc.get("l3_mid")
+    if mid is None or not 0 <= int(mid) < n_slices:
         return None
-    lo = max(0, min(int(lower), int(upper)))
-    hi = min(n_slices - 1, max(int(lower), int(upper)))
-    return {"mode": "range", "first": lo, "last": hi} if lo <= hi else None
+    return {"mode": "slice", "first": int(mid), "last": int(mid)}
+
+
+def level_of(loc: dict[str, Any] | None, index: int) -> str | None:
+    """The vertebra the localizer puts slice `index` in (None: not localized, or between vertebrae)."""
+    for name, v in ((loc or {}).get("vertebrae") or {}).items():
+        if int(v["first"]) <= index <= int(v["last"]):
+            return str(name)
+    return None
+
+
+def level_warning(loc: dict[str, Any] | None, indices: list[int]) -> str | None:
+    """A caveat when the localizer puts any analysed slice outside L3 (the cutoffs are L3 values)."""
+    if not (loc or {}).get("vertebrae"):
+        return None
+    outside = {i: level_of(loc, i) for i in indices}
+    outside = {i: name for i, name in outside.items() if name != "L3"}
+    if not outside:
+        return None
+    where = ", ".join(
+        f"slice {i} in {name}" if name else f"slice {i} between vertebrae" for i, name in outside.items()
+    )
+    return (
+        f"Not L3 according to the automatic localizer ({where}): the sarcopenia and myosteatosis cutoffs "
+        "were derived at L3, so interpret the classification with care."
+    )
+
+
+def mode_text(indices: list[int]) -> str:
+    """How the numbers were made, in words shown beside them (single slice or an average over a range)."""
+    if len(indices) == 1:
+        return f"single slice {indices[0]}"
+    return f"average of {len(indices)} slices ({indices[0]}–{indices[-1]})"
+
+
+#: Why a patient fact is unknown, naming the web app's controls (see wording.for_ui).
+_UNKNOWN = {
+    "height_m": "height unknown: enter Height (cm) in the Patient card",
+    "weight_kg": "weight unknown: enter Weight (kg) in the Patient card",
+    "sex": "sex unknown: choose Sex in the Patient card",
+}
 
 
 def _patient_info(study: Study, volume: CTVolume) -> Any:
@@ -62,6 +103,7 @@ def _patient_info(study: Study, volume: CTVolume) -> Any:
         sex=p.get("sex") or md.patient_sex,
         age_years=md.patient_age_years,
         sources=sources,
+        reasons=dict(_UNKNOWN),
     )
 
 
@@ -89,7 +131,10 @@ def build_result(study: Study, version: LabelVersion, labels: np.ndarray, volume
     model_id = version.model_id or "manual"
     if version.source != "segment":
         model_id = f"{model_id} + manual edits (label version {version.version} by {version.author})"
-    warnings = list(volume.warnings)
+    warnings = [for_ui(w) for w in volume.warnings]
+    off_level = level_warning(study.localization, indices)
+    if off_level is not None:
+        warnings.insert(0, off_level)
     if volume.metadata.contrast_agent:
         warnings.append(
             f"Contrast-enhanced CT ({volume.metadata.contrast_agent}): interpret HU-based results with the "
@@ -165,6 +210,8 @@ class AnalysisCache:
             ],
             "assessment": result.assessment.as_dict(),
             "warnings": result.warnings,
+            "mode": mode_text(list(row.indices)),
+            "levels": {str(i): level_of(study.localization, i) for i in row.indices},
             "engine": result.engine,
             "model_id": result.model_id,
             "quality": self.quality(study.id, row),

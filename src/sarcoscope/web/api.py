@@ -30,6 +30,7 @@ from sarcoscope.web.context import AppContext, get_context
 from sarcoscope.web.label_import import import_label_file, receive_label_upload
 from sarcoscope.web.upload import receive_upload
 from sarcoscope.web.volumes import ingest
+from sarcoscope.web.wording import for_ui
 
 router = APIRouter(prefix="/api")
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -255,7 +256,7 @@ async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]
             ingest, ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
         )
         ctx.volumes.put(study.id, volume)
-        return study_json(ctx, study)
+        return {**study_json(ctx, study), "warnings": list(volume.warnings)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -328,7 +329,9 @@ def localize(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str,
     try:
         result: dict[str, Any] = locate_l3(volume).as_dict()
     except SarcoscopeError as exc:
-        result = {"error": str(exc)}
+        result = {"error": for_ui(str(exc))}
+    for flag in result.get("flags") or []:
+        flag["reason"] = for_ui(str(flag.get("reason", "")))
     fields: dict[str, Any] = {"localization": result}
     proposal = analysis.selection_from_localization(result, volume.n_slices)
     if study.selection is None and proposal is not None:

@@ -19,7 +19,8 @@ body { padding: 0 16px; } h1 { font-size: 20px; margin: 0 0 4px; }
 h2 { font-size: 15px; margin: 18px 0 6px; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; width: 100%; }
 th, td { padding: 3px 6px; border-bottom: 1px solid #e3e3e3; }
-th { text-align: left; background: #f4f4f4; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+th { text-align: left; background: #f4f4f4; } .n { text-align: right; font-variant-numeric: tabular-nums; }
+.mode { font-size: 15px; font-weight: 600; }
 .muted { color: #666; } .flag { color: #b00020; font-weight: 600; } .ok { color: #16703a; font-weight: 600; }
 img { max-width: 100%; border: 1px solid #ccc; } .warn { background: #fff6d6; padding: 6px 8px; }
 @media print { body { margin: 0; } h2 { break-after: avoid; } img { max-height: 45vh; } }
@@ -78,7 +79,7 @@ def report_html(report: dict[str, Any], overlay_png: bytes, title: str) -> str:
             + "</tr>"
             for s in report["slices"]
         )
-        heads = "".join(f"<th>{_e(t.upper())} cm²</th>" for t in avg["tissues"])
+        heads = "".join(f"<th class=n>{_e(TISSUE_TITLES.get(t, t))} (cm²)</th>" for t in avg["tissues"])
         per_slice = f"<h2>Per slice</h2><table><tr><th>Slice</th>{heads}</tr>{rows}</table>"
     sarcopenia = "".join(
         f"<tr><td>{_e(c['title'])}{' (selected)' if c.get('selected') else ''}</td>"
@@ -93,6 +94,22 @@ def report_html(report: dict[str, Any], overlay_png: bytes, title: str) -> str:
     hu = ", ".join(f"{_e(k)} {v[0]:g}..{v[1]:g}" for k, v in report["hu_ranges"].items())
     picture = base64.b64encode(overlay_png).decode()
     confidence = "" if l3["confidence"] is None else f", localization confidence {l3['confidence']:.2f}"
+    patient = assessment["patient"]
+    sources = patient.get("sources") or {}
+
+    def fact(key: str, value: str) -> str:
+        source = sources.get(key)
+        return f"{value} ({_e(source)})" if source and value != "—" else value
+
+    height = fact("height_m", "—" if patient["height_m"] is None else f"{patient['height_m'] * 100:.1f} cm")
+    weight = fact("weight_kg", "—" if patient["weight_kg"] is None else f"{patient['weight_kg']:.1f} kg")
+    sex = fact("sex", _e(patient["sex"]))
+    indices = l3["slice_indices"]
+    mode = (
+        f"Single slice {indices[0]}"
+        if len(indices) == 1
+        else f"Average of {len(indices)} slices ({indices[0]}–{indices[-1]})"
+    )
     deid = report.get("deidentification")
     pseudonym = f"de-identified · patient {_e(deid['patient_pseudonym'])}<br>\n" if deid else ""
     return f"""<!doctype html>
@@ -101,14 +118,16 @@ def report_html(report: dict[str, Any], overlay_png: bytes, title: str) -> str:
 <h1>L3 body composition report</h1>
 <p class="muted">{pseudonym}
 {_e(md.get("series_description"))} · series {_e(report["input"]["series_instance_uid"])}<br>
-sex {_e(md.get("patient_sex"))} · age {_e(md.get("patient_age_years"))} · kVp {_e(md.get("kvp"))} ·
+sex {sex} · height {height} · weight {weight} · age {_e(patient.get("age_years"))} · kVp {_e(md.get("kvp"))} ·
 contrast {_e(md.get("contrast_agent") or "not recorded")} · created {_e(report["created_utc"])}</p>
 <h2>Level</h2>
+<p class="mode">{mode}</p>
 <p>{_e(l3["mode"])} ({_e(l3["convention"])}), slices {_e(", ".join(str(i) for i in l3["slice_indices"]))};
 {_e(l3["method"])}{_e(confidence)}</p>{f"<ul>{flags}</ul>" if flags else ""}
 <img alt="Segmentation overlay" src="data:image/png;base64,{picture}">
 <h2>Body composition{" (mean over the slices)" if avg["n_slices"] > 1 else ""}</h2>
-<table><tr><th>Tissue</th><th>Area (cm²)</th><th>Mean HU</th><th>SD HU</th></tr>{_tissue_rows(avg)}
+<table><tr><th>Tissue</th><th class=n>Area (cm²)</th><th class=n>Mean HU</th><th class=n>SD HU</th></tr>
+{_tissue_rows(avg)}
 <tr><td>Total adipose (SAT+VAT+IMAT)</td><td class=n>{_num(avg["total_adipose_cm2"], 2)}</td>
 <td></td><td></td></tr>
 {ratios}</table>

@@ -120,11 +120,7 @@ def _ingest(
 
     md = volume.metadata
     if volume.source_kind == "dicom":
-        study_uid, series = md.study_instance_uid or "", md.series_instance_uid or ""
-        if not (is_dicom_uid(study_uid) and is_dicom_uid(series)):
-            raise InputError(
-                f"The series has malformed Study/Series Instance UIDs ({study_uid!r}, {series!r})."
-            )
+        study_uid, series = _dicom_uids(volume)
     else:
         digest = hashlib.sha256(parts[0].path.read_bytes()).hexdigest()
         study_uid = str(generate_uid(entropy_srcs=["sarcoscope-nifti-study", digest]))
@@ -141,7 +137,8 @@ def _ingest(
         series_uid=series,
         patient_id=md.patient_id,
         study_date=md.study_date,
-        series_description=md.series_description,
+        # A NIfTI file has no description; its name is what the user knows it by.
+        series_description=md.series_description or (parts[0].client_name if kind == "nifti" else None),
         source_kind=volume.source_kind,
         n_slices=volume.n_slices,
         rows=int(volume.shape[1]),
@@ -174,6 +171,33 @@ def _ingest(
             shutil.rmtree(dest, ignore_errors=True)
         raise
     return study, volume
+
+
+def _dicom_uids(volume: CTVolume) -> tuple[str, str]:
+    """The series' Study and Series Instance UIDs; stable stand-ins (with a warning) when they are not UIDs.
+
+    `sarcoscope analyze` reads such series, so the web app does too: the stand-ins are derived from the
+    slices' SOP Instance UIDs, so the same series uploaded again is recognised as a duplicate.
+    """
+    md = volume.metadata
+    study_uid, series = md.study_instance_uid or "", md.series_instance_uid or ""
+    if is_dicom_uid(study_uid) and is_dicom_uid(series):
+        return study_uid, series
+    sops = sorted(str(h.get("SOPInstanceUID", "")) for h in volume.dicom_headers or [])
+    digest = hashlib.sha256("\\".join(sops).encode()).hexdigest()
+    replaced = []
+    if not is_dicom_uid(study_uid):
+        replaced.append(f"Study Instance UID {study_uid!r}")
+        study_uid = str(generate_uid(entropy_srcs=["sarcoscope-dicom-study", digest]))
+    if not is_dicom_uid(series):
+        replaced.append(f"Series Instance UID {series!r}")
+        series = str(generate_uid(entropy_srcs=["sarcoscope-dicom-series", digest]))
+    volume.warnings.append(
+        f"The series' {' and '.join(replaced)} {'is' if len(replaced) == 1 else 'are'} empty or not a "
+        f"valid UID; sarcoscope uses generated UIDs instead (study {study_uid}, series {series}) for "
+        "storage and exports."
+    )
+    return study_uid, series
 
 
 def _store_dicom_files(source: Path, volume: CTVolume, dest: Path) -> list[str]:
@@ -280,6 +304,11 @@ class VolumeCache:
             return base
         folder = self.store.series_dir(study)
         headers = [pydicom.dcmread(folder / f"{uid}.dcm", stop_before_pixels=True) for uid in uids]
+        for ds in headers:  # a series stored with generated UIDs (see _dicom_uids) is exported with them
+            if not is_dicom_uid(str(ds.get("StudyInstanceUID", ""))):
+                ds.StudyInstanceUID = study.study_uid
+            if not is_dicom_uid(str(ds.get("SeriesInstanceUID", ""))):
+                ds.SeriesInstanceUID = study.series_uid
         return CTVolume(
             hu=base.hu,
             spacing=base.spacing,

@@ -1,8 +1,11 @@
 // sarcoscope browser UI: study list and upload, L3 selection, label editing, analysis and exports.
-// Plain JavaScript (no build step); talks only to this server's /api.
-"use strict";
+// Plain JavaScript ES modules (no build step); talks only to this server's /api. api.js: the API client and
+// messages; viewport.js: zoom and pan; brush.js: the painting tools; analysis.js: the analysis panel.
+import {$, api, download, escapeHtml, getJSON, message, sendJSON, setUnauthorizedHandler, toast} from "./api.js";
+import {renderAnalysis} from "./analysis.js";
+import {fillRegion, paintDisc} from "./brush.js";
+import {Viewport} from "./viewport.js";
 
-const $ = (id) => document.getElementById(id);
 const state = {
   config: null,
   study: null,
@@ -14,7 +17,6 @@ const state = {
   axialZ: 0,
   crossY: 0,
   crossX: 0,
-  axialZoom: 1,
   images: new Map(),
   // labeling
   version: null, // latest label version metadata being edited
@@ -32,49 +34,15 @@ const state = {
   undo: [],
   redo: [],
   dirty: false,
-  editZoom: 1,
   lastHash: "#/",
 };
 
-// ---------------------------------------------------------------------------------------------- API --
-async function api(path, options = {}) {
-  const response = await fetch(path, {credentials: "same-origin", ...options});
-  if (!response.ok) {
-    let detail = `${response.status} ${response.statusText}`;
-    let body = null;
-    try {
-      body = await response.json();
-      if (body && body.detail) detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-    } catch (_) { /* not JSON */ }
-    const error = new Error(detail);
-    error.status = response.status;
-    error.body = body;
-    if (response.status === 401 && state.config && state.config.auth_required) showLogin();
-    throw error;
-  }
-  return response;
-}
-const getJSON = async (path) => (await api(path)).json();
-const sendJSON = async (path, method, body) =>
-  (await api(path, {method, headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})).json();
-
-function toast(text, kind = "error") {
-  const el = $("toast");
-  el.textContent = text;
-  el.className = `toast ${kind}`;
-  el.hidden = false;
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => { el.hidden = true; }, kind === "error" ? 8000 : 3000);
-}
-
-function message(text, isError = false) {
-  const el = $("study-message");
-  el.textContent = text;
-  el.className = isError ? "message error" : "message";
-}
-
 // -------------------------------------------------------------------------------------------- setup --
+let axialView = null; // Viewport of the L3 view's axial image
+let editView = null; // Viewport of the label editor
+
 async function init() {
+  setUnauthorizedHandler(() => { if (state.config && state.config.auth_required) showLogin(); });
   state.config = await getJSON("/api/config");
   for (const id of ["l3-preset", "label-preset"]) {
     $(id).innerHTML = state.config.presets.map((p) => `<option value="${p}">${p}</option>`).join("");
@@ -272,6 +240,7 @@ function uploadFiles(files) {
     let body = {};
     try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
     if (xhr.status === 201) {
+      if ((body.warnings || []).length) toast(body.warnings.join(" "), "info"); // e.g. generated UIDs
       location.hash = `#/study/${body.id}`;
     } else {
       $("upload-error").textContent = body.detail || `Upload failed (${xhr.status}).`;
@@ -302,8 +271,8 @@ async function openStudy(id, pane) {
     state.axialZ = Math.floor(s.n_slices / 2);
     state.crossY = Math.floor(s.rows / 2);
     state.crossX = Math.floor(s.cols / 2);
-    state.axialZoom = 1;
-    state.editZoom = 1;
+    axialView.reset(false);
+    editView.reset(false);
     if (s.selection) applySelection(s.selection);
     else state.lines = [state.axialZ, state.axialZ];
     const p = s.patient || {};
@@ -313,6 +282,9 @@ async function openStudy(id, pane) {
     $("cutoff-set").value = p.cutoff_set || state.config.default_cutoff_set;
   }
   const s = state.study;
+  const dicom = s.source_kind === "dicom"; // NIfTI: no original DICOM files to download
+  $("download-dicom").hidden = !dicom;
+  $("deidentify").parentElement.hidden = !dicom;
   $("study-title").textContent = `${s.patient_id || "(no patient id)"} · ${formatDate(s.study_date)} · ` +
     `${s.series_description || ""} · ${s.n_slices} slices`;
   $("tab-l3").href = `#/study/${id}`;
@@ -387,10 +359,34 @@ function selectionText() {
   return state.mode === "slice" ? `Slice ${state.lines[0]}` : `Range ${lo}–${hi} (${hi - lo + 1} slices)`;
 }
 
+/** The vertebra the automatic localizer puts slice z in (null: not localized or between vertebrae). */
+function levelOf(z) {
+  const vertebrae = (state.study.localization || {}).vertebrae || {};
+  const hit = Object.entries(vertebrae).find(([, v]) => v.first <= z && z <= v.last);
+  return hit ? hit[0] : null;
+}
+
+/** Says where the localizer puts the chosen slice(s); a warning when that is not L3 (cutoffs are L3's). */
+function renderLevel() {
+  const el = $("l3-level");
+  if (!Object.keys((state.study.localization || {}).vertebrae || {}).length) {
+    el.textContent = "";
+    el.className = "level";
+    return;
+  }
+  const [lo, hi] = [Math.min(...state.lines), Math.max(...state.lines)];
+  const zs = state.mode === "slice" ? [state.lines[0]] : Array.from({length: hi - lo + 1}, (_, i) => lo + i);
+  const levels = [...new Set(zs.map((z) => levelOf(z) || "between vertebrae"))];
+  const atL3 = levels.length === 1 && levels[0] === "L3";
+  el.textContent = `localizer: ${levels.join(", ")}` + (atL3 ? "" : " — not L3: the cutoffs are for L3");
+  el.className = atL3 ? "level" : "level warn";
+}
+
 function drawAll() {
   $("mode-range").classList.toggle("active", state.mode === "range");
   $("mode-slice").classList.toggle("active", state.mode === "slice");
   $("l3-selection-text").textContent = selectionText();
+  renderLevel();
   drawAxial();
   drawRecon("coronal");
   drawRecon("sagittal");
@@ -406,10 +402,7 @@ async function drawAxial() {
   if (z !== state.axialZ) return;
   canvas.width = s.cols;
   canvas.height = s.rows;
-  const box = $("axial-box");
-  const fit = Math.min(box.clientWidth / s.cols, box.clientHeight / (s.rows * s.spacing[1] / s.spacing[2]));
-  canvas.style.width = `${s.cols * fit * state.axialZoom}px`;
-  canvas.style.height = `${s.rows * (s.spacing[1] / s.spacing[2]) * fit * state.axialZoom}px`;
+  axialView.layout(s.cols * s.spacing[2], s.rows * s.spacing[1]);
   const ctx = canvas.getContext("2d");
   ctx.drawImage(img, 0, 0);
   ctx.strokeStyle = "rgba(255,255,255,0.35)";
@@ -516,19 +509,15 @@ function bindL3() {
   $("mode-range").addEventListener("click", () => setMode("range"));
   $("mode-slice").addEventListener("click", () => setMode("slice"));
   $("l3-preset").addEventListener("change", (e) => { state.preset = e.target.value; drawAll(); });
+  axialView = new Viewport($("axial-box"), $("axial-canvas"), () => drawAxial());
+  $("axial-reset").addEventListener("click", () => axialView.reset());
   $("axial-box").addEventListener("wheel", (e) => {
     e.preventDefault();
-    if (e.ctrlKey) {
-      state.axialZoom = Math.max(1, Math.min(8, state.axialZoom * (e.deltaY < 0 ? 1.2 : 1 / 1.2)));
-    } else {
-      state.axialZ = clampZ(state.axialZ + (e.deltaY < 0 ? 1 : -1));
-    }
+    state.axialZ = clampZ(state.axialZ + (e.deltaY < 0 ? 1 : -1));
     drawAll();
   }, {passive: false});
   $("axial-canvas").addEventListener("click", (e) => {
-    const c = e.currentTarget;
-    state.crossX = Math.floor((e.offsetX * c.width) / c.clientWidth);
-    state.crossY = Math.floor((e.offsetY * c.height) / c.clientHeight);
+    [state.crossX, state.crossY] = canvasPoint(e.currentTarget, e).map(Math.floor);
     drawAll();
   });
   for (const plane of ["coronal", "sagittal"]) {
@@ -570,16 +559,20 @@ function bindL3() {
       drawAll();
     }, {passive: false});
   }
-  $("download-dicom").addEventListener("click", () => {
-    const a = document.createElement("a");
-    a.href = `/api/studies/${state.study.id}/dicom?deidentify=${$("deidentify").checked}`;
-    a.download = "";
-    document.body.append(a);
-    a.click();
-    a.remove();
-  });
+  $("download-dicom").addEventListener("click", () =>
+    download(`/api/studies/${state.study.id}/dicom?deidentify=${$("deidentify").checked}`));
   $("segment").addEventListener("click", segmentSelected);
   $("deidentify-exports").addEventListener("change", setExportDeidentification);
+  $("exports").addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-href]");
+    if (button) download(button.dataset.href);
+  });
+}
+
+/** The image pixel (x, y) under a pointer event, whatever the canvas' zoom and pan. */
+function canvasPoint(canvas, e) {
+  const r = canvas.getBoundingClientRect();
+  return [((e.clientX - r.left) * canvas.width) / r.width, ((e.clientY - r.top) * canvas.height) / r.height];
 }
 
 const clampZ = (z) => Math.max(0, Math.min(state.study.n_slices - 1, z));
@@ -694,15 +687,11 @@ async function drawEditor() {
   const img = image("axial", z, state.preset);
   try { await img.ready; } catch (_) { return; }
   const s = state.study;
-  const box = $("editor-box");
-  const aspect = s.spacing[1] / s.spacing[2];
-  const fit = Math.min(box.clientWidth / nx, box.clientHeight / (ny * aspect)) * state.editZoom;
   for (const id of ["edit-base", "edit-overlay", "edit-cursor"]) {
     const c = $(id);
     if (c.width !== nx || c.height !== ny) { c.width = nx; c.height = ny; }
-    c.style.width = `${nx * fit}px`;
-    c.style.height = `${ny * aspect * fit}px`;
   }
+  editView.layout(nx * s.spacing[2], ny * s.spacing[1]);
   $("edit-base").getContext("2d").drawImage(img, 0, 0);
   drawOverlay();
 }
@@ -749,50 +738,18 @@ function pushUndo() {
 
 function paintAt(cx, cy, hu) {
   const [, ny, nx] = state.shape;
-  const labels = sliceView();
-  const r = state.brush / 2;
   const value = state.tool === "eraser" ? 0 : state.paintLabel;
-  const x0 = Math.max(0, Math.floor(cx - r));
-  const x1 = Math.min(nx - 1, Math.ceil(cx + r));
-  const y0 = Math.max(0, Math.floor(cy - r));
-  const y1 = Math.min(ny - 1, Math.ceil(cy + r));
-  for (let y = y0; y <= y1; y++) {
-    for (let x = x0; x <= x1; x++) {
-      const dx = x + 0.5 - cx;
-      const dy = y + 0.5 - cy;
-      if (dx * dx + dy * dy > r * r && !(r < 1 && x === Math.floor(cx) && y === Math.floor(cy))) continue;
-      const i = y * nx + x;
-      if (value && !huAllows(hu, i, value)) continue;
-      labels[i] = value;
-    }
-  }
+  paintDisc(sliceView(), nx, ny, cx, cy, state.brush, value, (i) => !value || huAllows(hu, i, value));
 }
 
 function floodFill(cx, cy, hu) {
   const [, ny, nx] = state.shape;
-  const labels = sliceView();
-  const start = cy * nx + cx;
-  const from = labels[start];
   const value = state.paintLabel;
-  if (from === value) return;
-  const stack = [start];
-  const seen = new Uint8Array(labels.length);
-  seen[start] = 1;
-  while (stack.length) {
-    const i = stack.pop();
-    if (huAllows(hu, i, value)) labels[i] = value;
-    const x = i % nx;
-    const y = (i - x) / nx;
-    const next = [x > 0 ? i - 1 : -1, x < nx - 1 ? i + 1 : -1, y > 0 ? i - nx : -1, y < ny - 1 ? i + nx : -1];
-    for (const j of next) {
-      if (j >= 0 && !seen[j] && labels[j] === from) { seen[j] = 1; stack.push(j); }
-    }
-  }
+  fillRegion(sliceView(), nx, ny, cx, cy, value, (i) => huAllows(hu, i, value));
 }
 
 function editorPoint(e) {
-  const c = $("edit-cursor");
-  return [(e.offsetX * c.width) / c.clientWidth, (e.offsetY * c.height) / c.clientHeight];
+  return canvasPoint($("edit-cursor"), e);
 }
 
 function drawCursor(e) {
@@ -815,7 +772,7 @@ function bindEditor() {
   let last = null;
   let hu = null;
   cursor.addEventListener("pointerdown", async (e) => {
-    if (!state.labels || state.viewing !== null) return;
+    if (!state.labels || state.viewing !== null || e.button !== 0) return;
     cursor.setPointerCapture(e.pointerId);
     hu = $("hu-constrain").checked ? await huSlice(state.indices[state.current]) : null;
     pushUndo();
@@ -848,10 +805,13 @@ function bindEditor() {
   cursor.addEventListener("pointerup", stop);
   cursor.addEventListener("pointercancel", stop);
   cursor.addEventListener("pointerleave", () => drawCursor(null));
+  editView = new Viewport($("editor-box"), $("editor-stack"), () => {
+    if (state.shape) editView.layout(state.shape[2] * state.study.spacing[2], state.shape[1] * state.study.spacing[1]);
+  });
+  $("edit-reset").addEventListener("click", () => editView.reset());
   $("editor-box").addEventListener("wheel", (e) => {
     e.preventDefault();
-    if (e.ctrlKey) state.editZoom = Math.max(1, Math.min(8, state.editZoom * (e.deltaY < 0 ? 1.2 : 1 / 1.2)));
-    else stepSlice(e.deltaY < 0 ? 1 : -1);
+    stepSlice(e.deltaY < 0 ? 1 : -1);
     drawEditor();
   }, {passive: false});
 
@@ -1042,11 +1002,19 @@ async function importLabels(e) {
 
 // ---------------------------------------------------------------------------------- analysis panel --
 function setExportDeidentification() {
-  for (const a of $("exports").querySelectorAll("a")) {
-    const url = new URL(a.href);
+  for (const button of $("exports").querySelectorAll("button")) {
+    const url = new URL(button.dataset.href, location.href);
     url.searchParams.set("deidentify", $("deidentify-exports").checked);
-    a.href = url.pathname + url.search;
+    button.dataset.href = url.pathname + url.search;
   }
+}
+
+/** The exports this study supports: DICOM SEG, SR and capture reference the CT's DICOM images, so not for NIfTI. */
+function exportFormats(study) {
+  const all = [["dicom-seg", "DICOM SEG"], ["dicom-sr", "DICOM SR"], ["dicom-qc", "QC capture (DICOM)"],
+    ["nifti", "NIfTI"], ["csv", "Metrics CSV"], ["json", "Report JSON"],
+    ["overlay", "Overlay PNG"], ["html", "Printable report"]];
+  return study.source_kind === "dicom" ? all : all.filter(([f]) => !f.startsWith("dicom-"));
 }
 
 async function refreshSide() {
@@ -1060,12 +1028,9 @@ async function refreshSide() {
     versions.innerHTML = "";
     return;
   }
-  const formats = [["dicom-seg", "DICOM SEG"], ["dicom-sr", "DICOM SR"], ["dicom-qc", "QC capture (DICOM)"],
-    ["nifti", "NIfTI"], ["csv", "Metrics CSV"], ["json", "Report JSON"],
-    ["overlay", "Overlay PNG"], ["html", "Printable report"]];
-  exports.innerHTML = formats.map(([f, title]) =>
-    `<a class="button" id="export-${f}" href="/api/studies/${s.id}/export/${f}?version=${shown}" download>${title}</a>`)
-    .join("");
+  exports.innerHTML = exportFormats(s).map(([f, title]) =>
+    `<button type="button" id="export-${f}" data-href="/api/studies/${s.id}/export/${f}?version=${shown}">` +
+    `${title}</button>`).join("");
   setExportDeidentification();
   const list = await getJSON(`/api/studies/${s.id}/versions`);
   versions.innerHTML = "";
@@ -1092,53 +1057,8 @@ async function refreshSide() {
     versions.append(li);
   }
   try {
-    renderAnalysis(await getJSON(`/api/studies/${s.id}/analysis?version=${shown}`));
+    renderAnalysis(await getJSON(`/api/studies/${s.id}/analysis?version=${shown}`), state.config.tissues);
   } catch (err) { $("analysis").innerHTML = `<p class="error">${escapeHtml(err.message)}</p>`; }
-}
-
-const escapeHtml = (t) => String(t).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-const fmt = (v, d = 1) => (v === null || v === undefined ? "—" : Number(v).toFixed(d));
-
-function quantity(q, d = 1) {
-  if (!q) return "—";
-  return q.status === "computed" ? `${fmt(q.value, d)} ${escapeHtml(q.unit || "")}`
-    : `<span class="muted" title="${escapeHtml(q.reason || "")}">not computed</span>`;
-}
-
-function classification(c) {
-  if (!c) return "";
-  if (c.status !== "computed") {
-    return `<span class="muted" title="${escapeHtml(c.reason || "")}">not computed: ${escapeHtml(c.reason || "")}</span>`;
-  }
-  const cls = c.flagged ? "flag" : "noflag";
-  return `<span class="${cls}">${c.flagged ? "below cutoff" : "not below cutoff"}</span> ` +
-    `(${fmt(c.value)} vs ${fmt(c.cutoff)} ${escapeHtml(c.unit || "")}, ${escapeHtml(c.rule || "")})`;
-}
-
-function renderAnalysis(a) {
-  $("analysis-version").textContent = `· version ${a.version} · ${a.indices.length} slice(s)`;
-  const titles = {};
-  for (const t of state.config.tissues) titles[t.name] = t.name.toUpperCase();
-  const rows = Object.entries(a.average.tissues).map(([name, t]) =>
-    `<tr data-tissue="${name}"><td>${titles[name] || name}</td><td class="area">${fmt(t.area_cm2, 2)}</td>` +
-    `<td>${fmt(t.mean_hu)}</td><td>${fmt(t.sd_hu)}</td></tr>`).join("");
-  const ratios = Object.values(a.average.ratios).map((r) =>
-    `<tr><td>${escapeHtml(r.title)}</td><td colspan="3">${quantity(r, 2)}</td></tr>`).join("");
-  const as = a.assessment;
-  const selected = as.sarcopenia.find((c) => c.selected);
-  const myo = as.myosteatosis.map((c) => `<div>${escapeHtml(c.title)}: ${classification(c)}</div>`).join("");
-  $("analysis").innerHTML =
-    `<table class="metrics" id="metrics"><thead><tr><th>Tissue</th><th>cm²</th><th>HU</th><th>SD</th></tr></thead>` +
-    `<tbody>${rows}<tr><td>Total adipose</td><td>${fmt(a.average.total_adipose_cm2, 2)}</td><td></td><td></td></tr>` +
-    `${ratios}</tbody></table>` +
-    `<div class="result"><div>SMI: <b id="smi">${quantity(as.smi)}</b> · BMI: ${quantity(as.bmi)}</div>` +
-    `<div>Sarcopenia (${escapeHtml(selected ? selected.title : as.cutoff_set)}): ${classification(selected)}</div>` +
-    `<div class="small">Myosteatosis: ${myo}</div>` +
-    (a.quality && a.quality.status === "computed" && a.quality.score !== null
-      ? `<div id="quality">Segmentation quality: <b>${fmt(a.quality.score, 2)}</b>` +
-        (a.quality.flagged ? ` <span class="flag">review</span>` : "") + `</div>` : "") +
-    (a.warnings.length ? `<div class="small muted">${a.warnings.map(escapeHtml).join("<br>")}</div>` : "") +
-    `</div>`;
 }
 
 init().catch((err) => toast(err.message));

@@ -1,0 +1,77 @@
+// The analysis panel: areas, HU, ratios, SMI and the cutoff classifications of one label version.
+// What the numbers are (one slice or an average over a range) is said first; a reason a value could not
+// be computed (e.g. the height is unknown) is said once, however many values it affects.
+import {$, escapeHtml} from "./api.js";
+
+const fmt = (v, d = 1) => (v === null || v === undefined ? "—" : Number(v).toFixed(d));
+
+/** Collects the distinct "not computed" reasons of one rendering, numbered in order of appearance. */
+class Reasons {
+  constructor() { this.list = []; }
+  mark(reason) {
+    // A reason may join several ("sex unknown: …; BMI unknown (height unknown: …; weight unknown: …)"):
+    // each missing fact is listed once and referred to by its number.
+    const text = reason || "not computed";
+    const parts = text.replace(/BMI unknown \((.*)\)/, "$1").split("; ").filter(Boolean);
+    const numbers = parts.map((part) => {
+      if (!this.list.includes(part)) this.list.push(part);
+      return this.list.indexOf(part) + 1;
+    });
+    return `<span class="muted not-computed" title="${escapeHtml(text)}">not computed` +
+      `<sup>${numbers.join(",")}</sup></span>`;
+  }
+  html() {
+    if (!this.list.length) return "";
+    return `<ol class="reasons small" id="analysis-reasons">` +
+      this.list.map((r) => `<li>${escapeHtml(r)}</li>`).join("") + "</ol>";
+  }
+}
+
+function quantity(q, reasons, d = 1) {
+  if (!q) return "—";
+  return q.status === "computed" ? `${fmt(q.value, d)} ${escapeHtml(q.unit || "")}` : reasons.mark(q.reason);
+}
+
+function classification(c, reasons) {
+  if (!c) return "";
+  if (c.status !== "computed") return reasons.mark(c.reason);
+  const cls = c.flagged ? "flag" : "noflag";
+  return `<span class="${cls}">${c.flagged ? "below cutoff" : "not below cutoff"}</span> ` +
+    `(${fmt(c.value)} vs ${fmt(c.cutoff)} ${escapeHtml(c.unit || "")}, ${escapeHtml(c.rule || "")})`;
+}
+
+export function renderAnalysis(a, tissues) {
+  $("analysis-version").textContent = `· version ${a.version}`;
+  const reasons = new Reasons();
+  const titles = {};
+  for (const t of tissues) titles[t.name] = t.name.toUpperCase();
+  const rows = Object.entries(a.average.tissues).map(([name, t]) =>
+    `<tr data-tissue="${name}"><td>${titles[name] || name}</td><td class="area">${fmt(t.area_cm2, 2)}</td>` +
+    `<td>${fmt(t.mean_hu)}</td><td>${fmt(t.sd_hu)}</td></tr>`).join("");
+  const ratios = Object.values(a.average.ratios).map((r) =>
+    `<tr><td>${escapeHtml(r.title)}</td><td colspan="3">${quantity(r, reasons, 2)}</td></tr>`).join("");
+  const as = a.assessment;
+  const selected = as.sarcopenia.find((c) => c.selected);
+  const smi = quantity(as.smi, reasons);
+  const bmi = quantity(as.bmi, reasons);
+  const sarcopenia = classification(selected, reasons);
+  const myo = as.myosteatosis.map((c) => `<div>${escapeHtml(c.title)}: ${classification(c, reasons)}</div>`).join("");
+  const single = a.indices.length === 1;
+  $("analysis").innerHTML =
+    `<div class="mode ${single ? "single" : "range"}" id="analysis-mode">` +
+    `${single ? "Single L3 slice" : "L3 range average"}: ${escapeHtml(a.mode)}</div>` +
+    (a.warnings.length
+      ? `<ul class="warn small" id="analysis-warnings">${a.warnings.map((w) => `<li>${escapeHtml(w)}</li>`).join("")}</ul>`
+      : "") +
+    `<table class="metrics" id="metrics"><thead><tr><th>Tissue</th><th>cm²</th><th>HU</th><th>SD</th></tr></thead>` +
+    `<tbody>${rows}<tr><td>Total adipose</td><td>${fmt(a.average.total_adipose_cm2, 2)}</td><td></td><td></td></tr>` +
+    `${ratios}</tbody></table>` +
+    `<div class="result"><div>SMI: <b id="smi">${smi}</b> · BMI: ${bmi}</div>` +
+    `<div>Sarcopenia (${escapeHtml(selected ? selected.title : as.cutoff_set)}): ${sarcopenia}</div>` +
+    `<div class="small">Myosteatosis: ${myo}</div>` +
+    (a.quality && a.quality.status === "computed" && a.quality.score !== null
+      ? `<div id="quality">Segmentation quality: <b>${fmt(a.quality.score, 2)}</b>` +
+        (a.quality.flagged ? ` <span class="flag">review</span>` : "") + `</div>` : "") +
+    `</div>` +
+    reasons.html();
+}

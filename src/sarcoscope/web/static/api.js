@@ -1,0 +1,68 @@
+// The server's /api as the UI uses it, and the two places the UI reports to: the status line and the toast.
+// A refused request (4xx/5xx) becomes an Error carrying the server's JSON reason, so the UI can show it.
+
+export const $ = (id) => document.getElementById(id);
+
+let onUnauthorized = () => {};
+/** Called on 401 (e.g. a session that expired): the app shows its sign-in form. */
+export function setUnauthorizedHandler(handler) { onUnauthorized = handler; }
+
+export async function api(path, options = {}) {
+  const response = await fetch(path, {credentials: "same-origin", ...options});
+  if (!response.ok) {
+    let detail = `${response.status} ${response.statusText}`;
+    let body = null;
+    try {
+      body = await response.json();
+      if (body && body.detail) detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    } catch (_) { /* not JSON */ }
+    const error = new Error(detail);
+    error.status = response.status;
+    error.body = body;
+    if (response.status === 401) onUnauthorized();
+    throw error;
+  }
+  return response;
+}
+
+export const getJSON = async (path) => (await api(path)).json();
+export const sendJSON = async (path, method, body) =>
+  (await api(path, {method, headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})).json();
+
+export function toast(text, kind = "error") {
+  const el = $("toast");
+  el.textContent = text;
+  el.className = `toast ${kind}`;
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.hidden = true; }, kind === "error" ? 8000 : 3000);
+}
+
+export function message(text, isError = false) {
+  const el = $("study-message");
+  el.textContent = text;
+  el.className = isError ? "message error" : "message";
+}
+
+/** Fetch a file and save it under the server's name. A plain link would turn a refusal (e.g. 409: no DICOM
+ * SEG for a NIfTI study) into a silently cancelled download; here the reason is shown instead. */
+export async function download(url) {
+  try {
+    const response = await api(url);
+    const disposition = response.headers.get("Content-Disposition") || "";
+    const name = (/filename="([^"]+)"/.exec(disposition) || [])[1] || "download";
+    const href = URL.createObjectURL(await response.blob());
+    const a = document.createElement("a");
+    a.href = href;
+    a.download = name;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(href), 60000);
+  } catch (err) {
+    message(`Download refused: ${err.message}`, true);
+    toast(`Download refused: ${err.message}`);
+  }
+}
+
+export const escapeHtml = (t) => String(t).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

@@ -1,0 +1,40 @@
+// The label editor's painting tools on one slice's labels (a Uint8Array, row-major nx * ny).
+// `allows(i)` says whether pixel i may take the new value (the "HU range only" constraint).
+
+/** A round brush of diameter `size` centred at (cx, cy) in pixel coordinates (a pixel's centre is +0.5). */
+export function paintDisc(labels, nx, ny, cx, cy, size, value, allows) {
+  const r = size / 2;
+  const x0 = Math.max(0, Math.floor(cx - r));
+  const x1 = Math.min(nx - 1, Math.ceil(cx + r));
+  const y0 = Math.max(0, Math.floor(cy - r));
+  const y1 = Math.min(ny - 1, Math.ceil(cy + r));
+  for (let y = y0; y <= y1; y++) {
+    for (let x = x0; x <= x1; x++) {
+      const dx = x + 0.5 - cx;
+      const dy = y + 0.5 - cy;
+      if (dx * dx + dy * dy > r * r && !(r < 1 && x === Math.floor(cx) && y === Math.floor(cy))) continue;
+      const i = y * nx + x;
+      if (allows(i)) labels[i] = value;
+    }
+  }
+}
+
+/** Give `value` to the 4-connected region of equal labels around pixel (x, y). */
+export function fillRegion(labels, nx, ny, x, y, value, allows) {
+  const start = y * nx + x;
+  const from = labels[start];
+  if (from === value) return;
+  const stack = [start];
+  const seen = new Uint8Array(labels.length);
+  seen[start] = 1;
+  while (stack.length) {
+    const i = stack.pop();
+    if (allows(i)) labels[i] = value;
+    const px = i % nx;
+    const py = (i - px) / nx;
+    const next = [px > 0 ? i - 1 : -1, px < nx - 1 ? i + 1 : -1, py > 0 ? i - nx : -1, py < ny - 1 ? i + nx : -1];
+    for (const j of next) {
+      if (j >= 0 && !seen[j] && labels[j] === from) { seen[j] = 1; stack.push(j); }
+    }
+  }
+}

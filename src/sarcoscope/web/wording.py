@@ -1,0 +1,41 @@
+"""Messages from the pipeline reworded for the web app, which has controls where the CLI has options.
+
+The analysis stages explain what a user can do in CLI terms ("Use --slice/--range", "pass --height-cm");
+in the browser those words mean nothing, so every message the web app shows passes through `for_ui`.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: CLI advice -> the UI control that does the same (longest first, so a phrase wins over its parts).
+_REPLACEMENTS: tuple[tuple[str, str], ...] = (
+    (
+        "choose the level with --slice/--range",
+        "place the Slice or Range lines by hand (L3 selection tab)",
+    ),
+    (
+        "Choose the level with --slice/--range",
+        "Place the Slice or Range lines by hand (L3 selection tab)",
+    ),
+    ("Use --slice/--range", "Place the Slice or Range lines by hand (L3 selection tab)"),
+    ("pass --height-cm or PatientSize in DICOM", "enter Height (cm) in the Patient card"),
+    ("pass --weight-kg or PatientWeight in DICOM", "enter Weight (kg) in the Patient card"),
+    ("pass --sex M|F or PatientSex in DICOM", "choose Sex in the Patient card"),
+    ("pass --height-cm", "enter Height (cm) in the Patient card"),
+    ("pass --weight-kg", "enter Weight (kg) in the Patient card"),
+    ("pass --sex M|F", "choose Sex in the Patient card"),
+)
+_LEFTOVER_OPTION = re.compile(r"--[a-z][a-z-]+")
+
+
+def for_ui(text: str) -> str:
+    """`text` with CLI options replaced by the web app's controls."""
+    for cli, ui in _REPLACEMENTS:
+        text = text.replace(cli, ui)
+    return text
+
+
+def has_cli_words(text: str) -> bool:
+    """True when `text` still names a command-line option (what the tests check against)."""
+    return bool(_LEFTOVER_OPTION.search(text))

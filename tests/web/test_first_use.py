@@ -1,0 +1,134 @@
+"""Defects a new user hit in the web app (issue #15), at the API level: each test failed before its fix."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pydicom
+from fastapi.testclient import TestClient
+from web_synth import multipart
+
+from sarcoscope.conventions import TISSUE_TITLES
+from sarcoscope.export.overlay import legend_labels
+from sarcoscope.store import is_dicom_uid
+from sarcoscope.web.analysis import build_result, mode_text, selection_from_localization
+from sarcoscope.web.wording import has_cli_words
+
+
+def _blank_uids(files: list[Path]) -> None:
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.StudyInstanceUID = ""
+        ds.SeriesInstanceUID = ""
+        ds.save_as(f)
+
+
+def test_series_with_empty_uids_is_accepted_with_stable_generated_uids(
+    client: TestClient, series: list[Path]
+) -> None:
+    _blank_uids(series)
+    r = client.post("/api/studies", files=multipart(series))
+    assert r.status_code == 201, r.text
+    study = r.json()
+    assert is_dicom_uid(study["series_uid"])
+    assert any("generated UIDs" in w and study["series_uid"] in w for w in study["warnings"])
+    again = client.post("/api/studies", files=multipart(series))
+    assert again.status_code == 409 and study["series_uid"] in again.json()["detail"]  # same UID again
+    sid = study["id"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
+    assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+    analysis = client.get(f"/api/studies/{sid}/analysis").json()
+    assert any("generated UIDs" in w for w in analysis["warnings"])
+    seg = client.get(f"/api/studies/{sid}/export/dicom-seg")
+    assert seg.status_code == 200, seg.text
+    ds = pydicom.dcmread(io.BytesIO(seg.content))
+    assert is_dicom_uid(ds.StudyInstanceUID) and ds.StudyInstanceUID in " ".join(study["warnings"])
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == study["series_uid"]
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _segmented(client: TestClient, series: list[Path], selection: dict) -> str:
+    sid = client.post("/api/studies", files=multipart(series)).json()["id"]
+    assert client.put(f"/api/studies/{sid}/selection", json=selection).is_success
+    assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+    return sid
+
+
+def test_messages_name_ui_controls_not_cli_options(client: TestClient, series: list[Path]) -> None:
+    sid = _segmented(client, series, {"mode": "slice", "first": 5})
+    localized = client.post(f"/api/studies/{sid}/localize").json()["localization"]
+    assert "error" in localized  # a 12-slice synthetic block has no spine to count
+    assert not has_cli_words(localized["error"]) and "L3 selection tab" in localized["error"]
+    texts = _strings(client.get(f"/api/studies/{sid}/analysis").json())
+    assert texts and not [t for t in texts if has_cli_words(t)]
+    assert any("enter Height (cm) in the Patient card" in t for t in texts)
+    html = client.get(f"/api/studies/{sid}/export/html").text
+    assert not has_cli_words(html.split("<style>")[0] + html.split("</style>")[1])
+
+
+def test_a_hand_chosen_slice_outside_l3_carries_its_level_and_a_warning(
+    client: TestClient, series: list[Path]
+) -> None:
+    sid = _segmented(client, series, {"mode": "slice", "first": 2})
+    vertebrae = {
+        "T12": {"first": 0, "last": 3, "center": 2, "complete": False},
+        "L1": {"first": 4, "last": 7, "center": 5, "complete": True},
+        "L3": {"first": 8, "last": 11, "center": 9, "complete": False},
+    }
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    ctx.store.update_study(sid, "test", "localize", None, localization={"vertebrae": vertebrae, "l3_mid": 9})
+    analysis = client.get(f"/api/studies/{sid}/analysis").json()
+    assert analysis["levels"] == {"2": "T12"}
+    assert analysis["warnings"][0].startswith("Not L3 according to the automatic localizer (slice 2 in T12)")
+    assert "slice 2 in T12" in client.get(f"/api/studies/{sid}/export/html").text
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 9})
+    client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold", "base_version": 1})
+    at_l3 = client.get(f"/api/studies/{sid}/analysis").json()
+    assert at_l3["levels"] == {"9": "L3"} and not any("Not L3" in w for w in at_l3["warnings"])
+
+
+def test_the_proposed_selection_is_the_single_mid_l3_slice_like_the_cli() -> None:
+    loc = {"l3_mid": 41, "l3_lower_endplate": 37, "l3_upper_endplate": 45}
+    assert selection_from_localization(loc, 80) == {"mode": "slice", "first": 41, "last": 41}
+    assert selection_from_localization({"l3_mid": None}, 80) is None
+    assert mode_text([41]) == "single slice 41" and mode_text([37, 38, 39]) == "average of 3 slices (37–39)"
+
+
+def test_printable_report_states_what_it_used(client: TestClient, series: list[Path]) -> None:
+    sid = _segmented(client, series, {"mode": "range", "first": 4, "last": 6})
+    client.put(f"/api/studies/{sid}/patient", json={"height_cm": 172, "weight_kg": 68.5, "sex": "M"})
+    html = client.get(f"/api/studies/{sid}/export/html").text
+    assert "sex M (user) · height 172.0 cm (user) · weight 68.5 kg (user)" in html
+    assert "Average of 3 slices (4–6)" in html
+    head = re.search(r"<h2>Per slice</h2><table><tr>(.*?)</tr>", html)
+    assert head is not None
+    cells = re.findall(r"<th[^>]*>", head.group(1))
+    assert cells[0] == "<th>" and set(cells[1:]) == {"<th class=n>"}  # numbers and headings both right
+    first_row = re.search(r"</tr><tr><td>4</td>(.*?)</tr>", html.split("<h2>Per slice</h2>")[1])
+    assert first_row is not None and len(re.findall("<td", first_row.group(1))) == len(cells) - 1
+
+
+def test_overlay_legend_gives_the_range_average_the_report_gives(
+    client: TestClient, series: list[Path]
+) -> None:
+    sid = _segmented(client, series, {"mode": "range", "first": 3, "last": 7})
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    study = ctx.store.get_study(sid)
+    row = ctx.store.get_version(sid, None)
+    labels = ctx.store.load_labels(sid, row.version).labels.copy()
+    labels[0][labels[0] == 2] = 1  # the first slice's SAT painted as muscle: the slices now differ
+    result = build_result(study, row, labels, ctx.volumes.get(study))
+    muscle = result.average.tissues["muscle"].area_cm2
+    assert muscle != result.slices[2].tissues["muscle"].area_cm2
+    assert legend_labels(result)[0] == f"{TISSUE_TITLES['muscle']}: {muscle:.1f} cm²"
