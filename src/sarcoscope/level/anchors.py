@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +89,37 @@ class Rib:
     side: str  # "right" | "left" (patient), assuming the canonical x right -> left
     z_medial: float  # working-slice z where the rib is nearest the column (its vertebral attachment)
     length_mm: float  # lateral reach from its medial end
+
+
+@dataclass
+class VertebraRibs:
+    """Whether one vertebra bears a rib on each side (patient right/left), with the ribs' lateral reach (mm)
+    as evidence; 0 where no rib was found."""
+
+    segment: int  # 0 = below the lowest disc
+    right_mm: float = 0.0
+    left_mm: float = 0.0
+    vertebra: str = ""  # named once the column is labelled
+
+    @property
+    def right(self) -> bool:
+        return self.right_mm > 0
+
+    @property
+    def left(self) -> bool:
+        return self.left_mm > 0
+
+
+def ribs_by_vertebra(ribs: list[Rib], segment_of: Callable[[float], int]) -> list[VertebraRibs]:
+    """Group ribs by the vertebra (segment) their medial end belongs to, inferior to superior."""
+    out: dict[int, VertebraRibs] = {}
+    for r in ribs:
+        v = out.setdefault(segment_of(r.z_medial), VertebraRibs(segment_of(r.z_medial)))
+        if r.side == "right":
+            v.right_mm = max(v.right_mm, round(r.length_mm, 1))
+        else:
+            v.left_mm = max(v.left_mm, round(r.length_mm, 1))
+    return [out[k] for k in sorted(out)]
 
 
 def find_ribs(grid: WorkGrid, trace: SpineTrace, z_min: float = 0.0) -> list[Rib]:
