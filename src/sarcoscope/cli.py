@@ -96,6 +96,8 @@ def _print_summary(result: Any) -> None:
     if sel.confidence is not None:
         how += f", confidence {sel.confidence:.2f}"
     console.print(f"[bold]L3[/]: slice(s) {_fmt_indices(sel.indices)} — {how}; engine {result.model_id}")
+    if uncertain := (sel.details or {}).get("uncertainty"):
+        console.print(f"[bold yellow]{uncertain}[/]", highlight=False, soft_wrap=True)
     table = Table(title="L3 body composition (average over analysed slices)")
     for col in ("tissue", "area cm²", "mean HU", "SD HU"):
         table.add_column(col, justify="right" if col != "tissue" else "left")
