@@ -17,6 +17,8 @@ SACRUM_WIDTH_MM = 110.0
 PELVIS_CM2 = 10.0
 #: Ribs are thin: on 5 mm slices partial volume leaves them near 150 HU, so they get a lower threshold.
 RIB_HU = 110.0
+#: Slices at least this thick (mm) dim the ribs to RIB_HU.
+THICK_SLICE_MM = 4.0
 #: A rib piece must start within this distance (mm) of the column's midline: rib necks start at the
 #: transverse process; on thick slices the neck may vanish and the shaft start a little further out.
 RIB_REACH_MM = 60.0
@@ -26,6 +28,14 @@ RIB_HEAD_BEHIND_DEPTHS = 2.5
 #: A rib's medial end (its head and neck) spans at most this height (mm); a table rail or a muscle edge
 #: that passes the threshold is as near the column over far more slices.
 RIB_HEAD_HEIGHT_MM = 50.0
+
+
+def rib_threshold(grid: WorkGrid) -> float:
+    """HU above which a voxel may be rib: RIB_HU on thick slices, where partial volume dims the ribs; on
+    thinner slices BONE_HU, above contrast-enhanced liver, spleen and kidney, which a rib touching them
+    would otherwise merge with (and be rejected as too big)."""
+    thickness = float(np.median(np.diff(np.sort(grid.slice_mm))))
+    return RIB_HU if thickness >= THICK_SLICE_MM else BONE_HU
 
 
 def column_width(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
@@ -133,7 +143,7 @@ def find_ribs(grid: WorkGrid, trace: SpineTrace, z_min: float = 0.0) -> list[Rib
     nx = grid.hu.shape[2]
     z0 = max(0, int(np.floor(z_min)))
     # A light blur keeps thin ribs in one piece on noisy low-dose scans.
-    bone = ndi.gaussian_filter(grid.hu[z0:], (0.0, 0.6, 0.6)) > RIB_HU
+    bone = ndi.gaussian_filter(grid.hu[z0:], (0.0, 0.6, 0.6)) > rib_threshold(grid)
     xx = np.arange(nx)[None, None, :]
     dist = np.abs(xx - trace.cx[z0:, None, None]) * dx
     bone &= dist > 22.0
