@@ -389,7 +389,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     loc.l3_mid_mm = round(float(mid_mm - grid.slice_mm[0]), 2)
 
     loc.candidates = _candidates(
-        s3, alternative_seg, sacrum is not None, last_rib is not None, n_seg, position
+        s3, loc.l3_mid, alternative_seg, sacrum is not None, last_rib is not None, n_seg, position
     )
     if loc.candidates:
         for f in flags:
@@ -437,6 +437,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
 
 def _candidates(
     s3: int,
+    l3_mid: int,
     alternative_seg: int | None,
     has_sacrum: bool,
     has_ribs: bool,
@@ -468,7 +469,7 @@ def _candidates(
     else:
         return []
     return [
-        L3Candidate(position(s3).center, round(p, 2), chosen_how),
+        L3Candidate(l3_mid, round(p, 2), chosen_how),
         L3Candidate(position(other).center, round(1 - p, 2), how),
     ]
 
