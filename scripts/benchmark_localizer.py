@@ -3,8 +3,9 @@
     python scripts/benchmark_localizer.py [--shared ../shared/data] [--size 192]
 
 Prints one markdown row per volume: reference and predicted mid-L3 slice, the error in mm, confidence, flags,
-and the rib count's alternative when the counts disagree. These rows are the README's L3 table. Phantom
-volumes use 192-pixel slices (~2 mm pixels, as the tests do), which keeps ribs and discs resolvable.
+and the two candidate L3s with their probabilities when the count is uncertain. These rows are the README's
+L3 table. Phantom volumes use 192-pixel slices (~2 mm pixels, as the tests do), which keeps ribs and discs
+resolvable.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
+from sarcoscope.errors import LevelError
 from sarcoscope.imaging.read import read_ct
 from sarcoscope.imaging.volume import CTVolume
 from sarcoscope.level import locate_l3
@@ -36,16 +38,30 @@ PHANTOMS: list[tuple] = [
         for variant in ("11-ribs", "13-ribs", "six-lumbar", "sacralised-L5")
         for seed in (21, 22)
     ],
+    (31, 3.0, "abdomen", "long-steep-12th-ribs"),
+    (32, 3.0, "no-sacrum", "long-steep-12th-ribs"),
+    (33, 3.0, "no-sacrum", "one-sided-12th-rib"),
+    (34, 3.0, "no-sacrum", "normal"),
+    (36, 3.0, "no-sacrum", "11-ribs"),
+    (37, 3.0, "no-sacrum", "13-ribs"),
+    (35, 3.0, "no-ribs", "normal"),
 ]
 
 
 def _row(name: str, volume: CTVolume, ref: float | None, ref_mm: float | None) -> str:
     """One table row; the error is that of the mid-L3 position (mm above slice 0), as the tests measure it."""
     t0 = time.perf_counter()
-    loc = locate_l3(volume)
+    try:
+        loc = locate_l3(volume)
+    except LevelError:
+        seconds = time.perf_counter() - t0
+        ref_s = "–" if ref is None else f"{ref:g}"
+        return f"| {name} | {ref_s} | refused (cannot count) | – | – | – | {seconds:.1f} s |"
     seconds = time.perf_counter() - t0
     flags = ", ".join(f"`{f['flag']}`" for f in loc.flags) or "–"
     alt = f" (alternative {loc.alternative_l3.center})" if loc.alternative_l3 is not None else ""
+    if loc.candidates:
+        alt = " (" + " or ".join(f"{c.l3_mid} p={c.probability:.2f}" for c in loc.candidates) + ")"
     if ref is None or ref_mm is None:
         ref_s, err = "–", "–"
     else:

@@ -278,3 +278,25 @@ def test_train_command_bad_config(tmp_path: Path) -> None:
     bad = tmp_path / "cfg.yaml"
     bad.write_text("not_a_setting: 3\n")
     _assert_user_error(_invoke("train", "-o", tmp_path / "m", "--config", bad), "not_a_setting")
+
+
+def test_analyze_says_when_l3_is_uncertain(tmp_path: Path, shared_data: Path) -> None:
+    """Real CT cropped above the sacrum: counted from the ribs only, so the console, report.json and the
+    flag in the report name both candidate L3s with their probabilities."""
+    import nibabel as nib
+
+    src = nib.load(shared_data / "real" / "volumes" / "ts_example" / "example_ct.nii.gz")
+    cropped = tmp_path / "no_sacrum.nii.gz"
+    nib.save(src.slicer[:, :, 55:], cropped)
+    out = tmp_path / "out"
+    result = _invoke("analyze", cropped, "-o", out, "--engine", "threshold")
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("L3 uncertain:")]
+    assert len(lines) == 1
+    assert "(p=0.70, counted from the last rib) or at slice" in lines[0]
+    assert "(p=0.30, if the lowest rib pair was missed)" in lines[0]
+    l3 = json.loads((out / "report.json").read_text())["l3"]
+    assert l3["details"]["uncertainty"] == lines[0]
+    (counting,) = [f for f in l3["flags"] if f["flag"] == "counting_uncertain"]
+    assert lines[0] in counting["reason"]
+    assert l3["slice_indices"] == [l3["details"]["candidates"][0]["l3_mid"]]

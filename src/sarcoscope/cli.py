@@ -110,6 +110,8 @@ def _print_summary(result: Any) -> None:
         mode = f"average of {n} slices ({_fmt_indices(sel.indices)})"
     console.print(f"[bold]Mode: {mode}[/]")
     console.print(f"[bold]L3[/]: slice(s) {_fmt_indices(sel.indices)} — {how}; engine {result.model_id}")
+    if uncertain := (sel.details or {}).get("uncertainty"):
+        console.print(f"[bold yellow]{uncertain}[/]", highlight=False, soft_wrap=True)
     table = Table(title=f"L3 body composition ({mode})")
     for col in ("tissue", "area cm²", "mean HU", "SD HU"):
         table.add_column(col, justify="right" if col != "tissue" else "left")

@@ -25,6 +25,7 @@ from sarcoscope.level.localization import (
     FLAG_MISSING_SLICES,
     FLAG_NOT_IN_FOV,
     FLAG_PARTIAL,
+    RIB_COUNT_P,
 )
 
 # Reference from the data README: TotalSegmentator L3 label z 65-79, centroid z 73.45 (3 mm slices).
@@ -98,11 +99,27 @@ def test_real_without_sacrum_counts_from_ribs_and_says_so(real: CTVolume) -> Non
     assert loc.counted_from == "ribs" and loc.has_flag(FLAG_COUNTING)
     assert _mid_error_mm(loc, REF_MID, 55) <= 3.0
     assert "sacrum was not identified" in loc.flags[0]["reason"]
+    # Two candidates: the rib count's L3, and the one below it should the lowest rib pair have been missed.
+    first, second = loc.candidates
+    assert (first.l3_mid, first.probability) == (loc.l3_mid, RIB_COUNT_P)
+    assert second.probability == pytest.approx(1 - RIB_COUNT_P)
+    assert abs((loc.l3_mid - second.l3_mid) * SLICE_MM - 40.0) <= 10.0  # one vertebra lower
+    assert loc.uncertainty().startswith(f"L3 uncertain: L3 at slice {loc.l3_mid} (p=0.70")
+    assert loc.uncertainty() in loc.flags[0]["reason"]
+    # The evidence for the count: T12 bears ribs on both sides, no lumbar vertebra does.
+    ribs = {r.vertebra: r for r in loc.ribs}
+    assert ribs["T12"].right and ribs["T12"].left
+    assert not any(name.startswith("L") for name in ribs)
+    details = json.loads(json.dumps(loc.as_dict()))
+    assert details["uncertainty"] == loc.uncertainty()
+    assert details["candidates"][1]["l3_mid"] == second.l3_mid
+    assert {"vertebra": "T12", "segment": ribs["T12"].segment}.items() <= details["ribs"][0].items()
 
 
 def test_real_without_ribs_counts_from_sacrum(real: CTVolume) -> None:
     loc = locate_l3(_crop(real, 0, 86))
     assert loc.counted_from == "sacrum" and not loc.flags
+    assert loc.candidates == [] and loc.uncertainty() == "" and loc.ribs == []
     assert _mid_error_mm(loc, REF_MID) <= 3.0
     assert 0.6 < loc.confidence < 0.9  # one anchor only
 
@@ -176,6 +193,11 @@ def test_real_spliced_six_lumbar_is_flagged(real: CTVolume) -> None:
     assert "6 rib-free vertebrae" in loc.flags[0]["reason"]
     assert loc.alternative_l3 is not None  # the rib count's L3, one level higher
     assert loc.alternative_l3.center > loc.l3_mid
+    # Exactly one of two independent counts is right: 0.8 x 0.3 against 0.7 x 0.2.
+    (a, b) = loc.candidates
+    assert (a.l3_mid, b.l3_mid) == (loc.l3_mid, loc.alternative_l3.center)
+    assert (a.probability, b.probability) == (0.63, 0.37)
+    assert "from the sacrum" in a.counted_from and "from the last rib" in b.counted_from
 
 
 def test_real_spliced_four_lumbar_is_flagged(real: CTVolume) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,8 @@ SACRUM_WIDTH_MM = 110.0
 PELVIS_CM2 = 10.0
 #: Ribs are thin: on 5 mm slices partial volume leaves them near 150 HU, so they get a lower threshold.
 RIB_HU = 110.0
+#: Slices at least this thick (mm) dim the ribs to RIB_HU.
+THICK_SLICE_MM = 4.0
 #: A rib piece must start within this distance (mm) of the column's midline: rib necks start at the
 #: transverse process; on thick slices the neck may vanish and the shaft start a little further out.
 RIB_REACH_MM = 60.0
@@ -25,6 +28,14 @@ RIB_HEAD_BEHIND_DEPTHS = 2.5
 #: A rib's medial end (its head and neck) spans at most this height (mm); a table rail or a muscle edge
 #: that passes the threshold is as near the column over far more slices.
 RIB_HEAD_HEIGHT_MM = 50.0
+
+
+def rib_threshold(grid: WorkGrid) -> float:
+    """HU above which a voxel may be rib: RIB_HU on thick slices, where partial volume dims the ribs; on
+    thinner slices BONE_HU, above contrast-enhanced liver, spleen and kidney, which a rib touching them
+    would otherwise merge with (and be rejected as too big)."""
+    thickness = float(np.median(np.diff(np.sort(grid.slice_mm))))
+    return RIB_HU if thickness >= THICK_SLICE_MM else BONE_HU
 
 
 def column_width(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
@@ -90,6 +101,37 @@ class Rib:
     length_mm: float  # lateral reach from its medial end
 
 
+@dataclass
+class VertebraRibs:
+    """Whether one vertebra bears a rib on each side (patient right/left), with the ribs' lateral reach (mm)
+    as evidence; 0 where no rib was found."""
+
+    segment: int  # 0 = below the lowest disc
+    right_mm: float = 0.0
+    left_mm: float = 0.0
+    vertebra: str = ""  # named once the column is labelled
+
+    @property
+    def right(self) -> bool:
+        return self.right_mm > 0
+
+    @property
+    def left(self) -> bool:
+        return self.left_mm > 0
+
+
+def ribs_by_vertebra(ribs: list[Rib], segment_of: Callable[[float], int]) -> list[VertebraRibs]:
+    """Group ribs by the vertebra (segment) their medial end belongs to, inferior to superior."""
+    out: dict[int, VertebraRibs] = {}
+    for r in ribs:
+        v = out.setdefault(segment_of(r.z_medial), VertebraRibs(segment_of(r.z_medial)))
+        if r.side == "right":
+            v.right_mm = max(v.right_mm, round(r.length_mm, 1))
+        else:
+            v.left_mm = max(v.left_mm, round(r.length_mm, 1))
+    return [out[k] for k in sorted(out)]
+
+
 def find_ribs(grid: WorkGrid, trace: SpineTrace, z_min: float = 0.0) -> list[Rib]:
     """Ribs: separate bones that start beside the column and run laterally and downwards.
 
@@ -101,7 +143,7 @@ def find_ribs(grid: WorkGrid, trace: SpineTrace, z_min: float = 0.0) -> list[Rib
     nx = grid.hu.shape[2]
     z0 = max(0, int(np.floor(z_min)))
     # A light blur keeps thin ribs in one piece on noisy low-dose scans.
-    bone = ndi.gaussian_filter(grid.hu[z0:], (0.0, 0.6, 0.6)) > RIB_HU
+    bone = ndi.gaussian_filter(grid.hu[z0:], (0.0, 0.6, 0.6)) > rib_threshold(grid)
     xx = np.arange(nx)[None, None, :]
     dist = np.abs(xx - trace.cx[z0:, None, None]) * dx
     bone &= dist > 22.0

@@ -10,7 +10,8 @@ flagged rather than silently trusted. Every flag carries a reason a reader can c
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,8 @@ from sarcoscope.level import anchors, spine
 from sarcoscope.level.selection import L3Selection
 
 #: Recorded with every result; bump when the output changes (v2: the CT table is no rib, the shoulder girdle
-#: no sacrum).
-METHOD = "disc-count-v2"
+#: no sacrum; v3: rib evidence per vertebra and side, candidate probabilities).
+METHOD = "disc-count-v3"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
@@ -36,6 +37,12 @@ BODY_HU = (60.0, 450.0)
 
 #: Confidence below which the result is flagged for a human check.
 LOW_CONFIDENCE = 0.5
+
+#: How often a count from one end alone names the vertebrae right (prior, not yet calibrated on data): the
+#: sacrum count fails with transitional lumbosacral anatomy, the rib count with 11 or 13 rib pairs or a
+#: missed lowest rib. They weigh the two candidates when the counts disagree or only the ribs are seen.
+SACRUM_COUNT_P = 0.8
+RIB_COUNT_P = 0.7
 
 _ORDER = [f"T{i}" for i in range(1, 13)] + ["L1", "L2", "L3", "L4", "L5", "S1"]
 
@@ -50,6 +57,15 @@ class VertebraPosition:
     complete: bool  # False when a neighbouring disc is outside the volume and an end was estimated
     row: int | None = None  # y (array row) of the body centre on the centre slice, for labels on pictures
     col: int | None = None  # x (array column) of the body centre on the centre slice
+
+
+@dataclass
+class L3Candidate:
+    """One of the two places L3 may be when the count is uncertain, with its probability."""
+
+    l3_mid: int  # slice through the centre of this candidate's L3 body
+    probability: float
+    counted_from: str  # which count (or which failure of it) puts L3 here
 
 
 @dataclass
@@ -68,6 +84,10 @@ class L3Localization:
     alternative_l3: VertebraPosition | None = None
     l3_mid_mm: float | None = None  # superior position (mm) of mid-L3 relative to slice 0
     rib_vertebrae: list[str] = field(default_factory=list)  # vertebrae seen carrying ribs
+    #: Per vertebra searched (inferior to superior): rib on each side, with reach and drop as measured.
+    ribs: list[anchors.VertebraRibs] = field(default_factory=list)
+    #: The two candidate L3s (more probable first) when counting is uncertain, else empty.
+    candidates: list[L3Candidate] = field(default_factory=list)
     method: str = METHOD
     seconds: float = 0.0
 
@@ -79,7 +99,17 @@ class L3Localization:
         return any(f["flag"] == name for f in self.flags)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "uncertainty": self.uncertainty()}
+
+    def uncertainty(self) -> str:
+        """One line naming both candidate L3s with their probabilities; empty when the count is sure."""
+        if len(self.candidates) < 2:
+            return ""
+        a, b = self.candidates[:2]
+        return (
+            f"L3 uncertain: L3 at slice {a.l3_mid} (p={a.probability:.2f}, {a.counted_from}) or at slice "
+            f"{b.l3_mid} (p={b.probability:.2f}, {b.counted_from})"
+        )
 
     def describe(self) -> str:
         """A few lines for a terminal or a report: where L3 is, how it was counted, every flag."""
@@ -101,6 +131,8 @@ class L3Localization:
             lines.append(
                 f"Counting from the ribs instead would put mid-L3 at slice {self.alternative_l3.center}."
             )
+        if self.candidates:
+            lines.append(self.uncertainty() + ".")
         lines += [f"[{f['flag']}] {f['reason']}" for f in self.flags]
         return "\n".join(lines)
 
@@ -130,6 +162,7 @@ class _Reading:
     sacrum: int | None  # index of the L5/S1 disc in discs.z
     rib_segs: list[int]  # segments (0 = below the lowest disc) carrying ribs
     last_rib: int | None  # segment taken as T12
+    ribs: list[anchors.VertebraRibs]  # rib evidence per segment searched
 
     @property
     def score(self) -> float:
@@ -152,26 +185,29 @@ def _read(grid: spine.WorkGrid, trace: spine.SpineTrace) -> _Reading | None:
         return None
     period = discs.period_mm
 
-    def rib_segments(z_min: float) -> set[int]:
-        """Segments carrying a rib found above z_min (a rib head sits just above its vertebra's middle)."""
-        ribs = anchors.find_ribs(grid, trace, z_min=z_min)
-        return {_segment_of(r.z_medial + 0.15 * period / dz, discs.z) for r in ribs}
+    def rib_vertebrae(z_min: float) -> list[anchors.VertebraRibs]:
+        """Vertebrae carrying a rib found above z_min (a rib head sits just above its vertebra's middle)."""
+        return anchors.ribs_by_vertebra(
+            anchors.find_ribs(grid, trace, z_min=z_min),
+            lambda z: _segment_of(z + 0.15 * period / dz, discs.z),
+        )
 
     sacrum = anchors.find_sacrum_disc(grid, trace, discs.z, period)
-    everywhere: set[int] | None = None  # rib segments over the whole column, when they were needed
+    everywhere: list[anchors.VertebraRibs] | None = None  # over the whole column, when they were needed
     if sacrum is not None and sacrum >= _THORAX_SEGMENTS:
         # The shoulder girdle, too, is wide bone below a disc with bone beside it; but ribs below it, vertebra
         # after vertebra, show the thorax. (Only checked for a "sacrum" with several discs below it.)
-        everywhere = rib_segments(discs.z[0])
-        below = {seg for seg in everywhere if seg <= sacrum}
+        everywhere = rib_vertebrae(discs.z[0])
+        below = {r.segment for r in everywhere if r.segment <= sacrum}
         if any(all(seg + k in below for k in range(_THORAX_SEGMENTS)) for seg in below):
             sacrum = None
     # Ribs sit above the pelvis: start the search one level above L5/S1 when the sacrum is known.
     if sacrum is not None:
-        rib_segs = sorted(rib_segments(discs.z[sacrum] + period / dz))
+        ribs = rib_vertebrae(discs.z[sacrum] + period / dz)
     else:
-        rib_segs = sorted(everywhere if everywhere is not None else rib_segments(discs.z[0]))
-    return _Reading(trace, profile, discs, sacrum, rib_segs, _last_rib(rib_segs))
+        ribs = everywhere if everywhere is not None else rib_vertebrae(discs.z[0])
+    rib_segs = [r.segment for r in ribs]
+    return _Reading(trace, profile, discs, sacrum, rib_segs, _last_rib(rib_segs), ribs)
 
 
 def _last_rib(rib_segs: list[int]) -> int | None:
@@ -250,7 +286,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         return names_top[seg]
 
     use_bottom = names_bottom is not None
-    anchor_factor = 0.8 if use_bottom else 0.7
+    anchor_factor = SACRUM_COUNT_P if use_bottom else RIB_COUNT_P
     counted_from = "sacrum" if use_bottom else "ribs"
     alternative_seg: int | None = None
     if sacrum is not None and last_rib is not None:
@@ -319,6 +355,11 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         counted_from=counted_from,
         alternative_l3=position(alternative_seg) if alternative_seg is not None else None,
         rib_vertebrae=[names[s] for s in rib_segs if 0 <= s < n_seg],
+        ribs=[
+            replace(r, vertebra=names[r.segment])
+            for r in reading.ribs
+            if 0 <= r.segment < n_seg and names[r.segment] in _ORDER
+        ],
     )
     l3 = [s for s in range(n_seg) if names[s] == "L3" and names[s] in vertebrae]
     if not l3:
@@ -346,6 +387,14 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     loc.l3_inferior_endplate = loc.l3_lower_endplate
     loc.l3_mid = to_idx(mid_mm)
     loc.l3_mid_mm = round(float(mid_mm - grid.slice_mm[0]), 2)
+
+    loc.candidates = _candidates(
+        s3, loc.l3_mid, alternative_seg, sacrum is not None, last_rib is not None, n_seg, position
+    )
+    if loc.candidates:
+        for f in flags:
+            if f["flag"] == FLAG_COUNTING:
+                f["reason"] += f" {loc.uncertainty()}."
 
     # Confidence: which anchors agreed, how clear L3's two discs are, how regular its height is.
     proms = discs.prominence[[i for i in (s3 - 1, s3) if 0 <= i < len(discs.z)]]
@@ -384,6 +433,45 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         )
     loc.seconds = time.perf_counter() - t0
     return loc
+
+
+def _candidates(
+    s3: int,
+    l3_mid: int,
+    alternative_seg: int | None,
+    has_sacrum: bool,
+    has_ribs: bool,
+    n_seg: int,
+    position: Callable[[int], VertebraPosition],
+) -> list[L3Candidate]:
+    """The chosen L3 and the other candidate, with probabilities, when the count is uncertain.
+
+    Counts disagree: exactly one of two independent counts is right, so each is weighted by its own
+    reliability times the other's failure rate. Ribs only: the usual failure is a missed short lowest rib
+    (T11 taken for T12), which puts the true L3 one vertebra lower; with none lower in view, one higher.
+    """
+    if has_sacrum and has_ribs:
+        if alternative_seg is None or alternative_seg == s3:
+            return []
+        w_sacrum, w_ribs = SACRUM_COUNT_P * (1 - RIB_COUNT_P), RIB_COUNT_P * (1 - SACRUM_COUNT_P)
+        p = w_sacrum / (w_sacrum + w_ribs)
+        other, how = alternative_seg, "counted from the last rib"
+        chosen_how = "counted from the sacrum"
+    elif has_ribs:
+        p = RIB_COUNT_P
+        chosen_how = "counted from the last rib"
+        if s3 - 1 >= 0:
+            other, how = s3 - 1, "if the lowest rib pair was missed"
+        elif s3 + 1 < n_seg:
+            other, how = s3 + 1, "if a transverse process was taken for a rib"
+        else:
+            return []
+    else:
+        return []
+    return [
+        L3Candidate(l3_mid, round(p, 2), chosen_how),
+        L3Candidate(position(other).center, round(1 - p, 2), how),
+    ]
 
 
 def _segment_of(z: float, discs_z: np.ndarray) -> int:

@@ -28,7 +28,15 @@ VERTEBRA_IDS: dict[str, int] = {
     "L6": 60,
 }
 
-VARIANTS = ("normal", "six-lumbar", "sacralised-L5", "11-ribs", "13-ribs")
+VARIANTS = (
+    "normal",
+    "six-lumbar",
+    "sacralised-L5",
+    "11-ribs",
+    "13-ribs",
+    "long-steep-12th-ribs",
+    "one-sided-12th-rib",
+)
 
 
 @dataclass
@@ -44,6 +52,11 @@ class Vertebra:
     depth: float  # antero-posterior diameter of the body (mm)
     rib: bool = False
     fused_below: bool = False  # the disc below is bone (sacrum, sacralised L5)
+    #: Sides carrying a rib (-1 = patient right, +1 = left, as x points left); empty when `rib` is False.
+    rib_sides: tuple[int, ...] = ()
+    #: Rib length as a fraction of half the body's circumference, and its descent (mm per mm of arc).
+    rib_length: float = 0.0
+    rib_slope: float = 0.0
 
     @property
     def z_mid(self) -> float:
@@ -192,7 +205,24 @@ def _build_spine(hab: Habitus, variant: str, rng: np.random.Generator) -> list[V
             )
         )  # fmt: skip
         z = z + gap + h
+    _shape_ribs(verts, variant)
     return verts
+
+
+def _shape_ribs(verts: list[Vertebra], variant: str) -> None:
+    """Length, descent and sides of every rib: floating ribs are short and flat unless the variant says
+    otherwise (a long steeply descending lowest pair, or a lowest rib on one side only)."""
+    for v in verts:
+        if not v.rib:
+            continue
+        t = int(v.name[1:]) if v.kind == "T" else 13
+        v.rib_sides = (-1, 1)
+        v.rib_length = {11: 0.42, 12: 0.28, 13: 0.2}.get(t, 1.0 if t <= 7 else 0.78)
+        v.rib_slope = 0.28 + 0.012 * t
+        if v.name == "T12" and variant == "long-steep-12th-ribs":
+            v.rib_length, v.rib_slope = 0.4, 0.65
+        if v.name == "T12" and variant == "one-sided-12th-rib":
+            v.rib_sides = (-1,)
 
 
 def build_anatomy(seed: int, habitus: Habitus | None, exam: Exam, variant: str) -> Anatomy:

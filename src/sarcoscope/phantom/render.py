@@ -848,9 +848,8 @@ def _paint_ribs(p: Painter, anat: Anatomy, z: float, ro: np.ndarray, tw: np.ndar
         z_head = v.z_lo + 0.7 * v.height
         if z > z_head + 10 or z < z_head - 260:
             continue
-        frac_len = {11: 0.42, 12: 0.28, 13: 0.2}.get(t_idx, 1.0 if t_idx <= 7 else 0.78)
-        rib_slope = 0.28 + 0.012 * t_idx
-        for sgn in (-1, 1):
+        frac_len, rib_slope = v.rib_length, v.rib_slope
+        for sgn in v.rib_sides:
             # neck: from the body to the transverse process tip, at the head level
             tip = (sgn * (v.width / 2 + 14), yc + v.depth / 2 + 20)
             if abs(z - z_head) < 5:

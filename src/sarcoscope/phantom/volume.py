@@ -14,7 +14,7 @@ from sarcoscope.phantom.habitus import Exam, Habitus
 from sarcoscope.phantom.render import Grid, body_box, hu_table, make_labels, render_section, synthesize_fields
 from sarcoscope.phantom.slice import LABEL_DEFINITION, _spacing, area_and_means, body_extent, landmarks_px
 
-COVERAGES = ("abdomen", "chest-pelvis", "upper-abdomen", "lower", "l3-only")
+COVERAGES = ("abdomen", "chest-pelvis", "upper-abdomen", "lower", "l3-only", "no-sacrum", "no-ribs")
 
 
 @dataclass
@@ -68,6 +68,10 @@ def coverage_range(anat: Anatomy, coverage: str) -> tuple[float, float]:
         "upper-abdomen": (v("L2").z_mid, v("T9").z_mid),
         "lower": (-150.0, v("L4").z_mid),
         "l3-only": (v("L3").z_lo - 15, v("L3").z_hi + 15),
+        # liver dome to L4 (a liver protocol): the sacrum is cropped away
+        "no-sacrum": (v("L4").z_mid, v("T9").z_mid),
+        # pubis to the middle of L1: no rib head in view
+        "no-ribs": (-150.0, v("L1").z_mid),
     }
     if coverage not in ranges:
         raise ValueError(f"unknown coverage {coverage!r}; choose one of {', '.join(COVERAGES)}")
@@ -90,9 +94,11 @@ def make_volume(
     """A synthetic CT volume, deterministic for `seed`.
 
     `coverage`: "abdomen" (T10 to the pubis), "chest-pelvis" (T1 to the pubis), "upper-abdomen" (T9..L2,
-    no L3), "lower" (L4 to the pubis, no L3) or "l3-only". `n_slices` overrides the length: the volume keeps
-    the coverage's top and extends (or stops) downward, into the thighs if needed. `variant` is one of
-    VARIANTS ("normal", "six-lumbar", "sacralised-L5", "11-ribs", "13-ribs"). Slices are contiguous
+    no L3), "lower" (L4 to the pubis, no L3), "l3-only", "no-sacrum" (T9..L4) or "no-ribs" (pubis..L1).
+    `n_slices` overrides the length: the volume keeps the coverage's top and extends (or stops) downward,
+    into the thighs if needed. `variant` is one of
+    VARIANTS ("normal", "six-lumbar", "sacralised-L5", "11-ribs", "13-ribs", "long-steep-12th-ribs",
+    "one-sided-12th-rib"). Slices are contiguous
     (spacing = thickness).
     """
     if variant not in VARIANTS:
@@ -188,6 +194,7 @@ def _volume_truth(
             "label_first_index": int(in_labels[0]) if in_labels.size else None,
             "label_last_index": int(in_labels[-1]) if in_labels.size else None,
             "rib": v.rib,
+            "rib_sides": ["right" if sg < 0 else "left" for sg in v.rib_sides],
         }
     l3 = anat.l3
     l3_range = index_range(l3.z_lo, l3.z_hi)
