@@ -12,7 +12,8 @@
 3. **Final model**: the same fine-tuning on every real slice; this is the model that ships.
    Overlays of every case, worst first, go to WORK/real-unet-cv-gallery/ (real CT stays out of the repo).
 4. `--install` copies the final model (ONNX, model card, history plot) into the package
-   (src/sarcoscope/segmentation/models/), writes the default-engine decision there
+   (src/sarcoscope/segmentation/models/; not with `--keep-model`, for when the shipped model measured better
+   on the slices it never saw than this recipe's leave-one-out models), writes the default-engine decision there
    (`default_engine.json`), rewrites the README's leave-one-out table and regenerates docs/validation/
    (scripts/make_validation_docs.py's reports) with the installed model.
 
@@ -83,6 +84,12 @@ def main() -> None:
         action="store_true",
         help="install the final model and the default-engine decision; rewrite README table and docs",
     )
+    parser.add_argument(
+        "--keep-model",
+        action="store_true",
+        help="with --install: keep the shipped model (when it measured better on the slices it never saw "
+        "than this recipe's leave-one-out models); install the decision, README table and docs",
+    )
     args = parser.parse_args()
     # paths relative to the repository, so the model cards do not record this machine's folders
     real = Path(os.path.relpath(args.shared.resolve() / "real" / "l3_slices", REPO))
@@ -150,12 +157,14 @@ def main() -> None:
         title="Engine 'unet' on the real L3 slices, leave-one-patient-out, with overlays",
     )
     if args.install:
-        for name in (MODEL_FILE, CARD_FILE, CARD_MD_FILE, "history.png"):
-            shutil.copy2(final / name, MODELS / name)
+        if not args.keep_model:
+            for name in (MODEL_FILE, CARD_FILE, CARD_MD_FILE, "history.png"):
+                shutil.copy2(final / name, MODELS / name)
         decision = {**choice.as_dict(), "decided_by": "scripts/train_default_model.py", "cases": cases}
         atomic_write_text(DEFAULT_ENGINE_FILE, json.dumps(decision, indent=2) + "\n")
         _write_readme_table(table)
-        print(f"installed {final} into {MODELS}; default engine {choice.engine}")
+        kept = "kept the shipped model" if args.keep_model else f"installed {final} into {MODELS}"
+        print(f"{kept}; default engine {choice.engine}")
         shared = args.shared if (args.shared / "real").is_dir() else None
         for name, outcome in validate_engines(REPO / "docs" / "validation", shared_data=shared).items():
             print(f"{name}: {outcome if isinstance(outcome, str) else 'written'}")
