@@ -555,6 +555,11 @@ def test_dicom_sr_and_qc_exports_and_edited_seg_provenance(client: TestClient, s
     referenced = hd.sr.Comprehensive3DSR.from_dataset(sr_d).content.get_planar_roi_measurement_groups()[0]
     assert referenced.referenced_segmentation_frame.referenced_sop_instance_uid == seg_d.SOPInstanceUID
     assert "PAT-001" not in str(sr_d)
+    # the editor's name is in no de-identified object, anywhere (algorithm parameters included)
+    texts = [
+        str(e.value) for ds in (seg_d, sr_d) for e in ds.iterall() if e.VR in ("LO", "LT", "ST", "UT", "PN")
+    ]
+    assert not [v for v in texts if author in v]
 
     qc = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{sid}/export/dicom-qc").content))
     source = pydicom.dcmread(series[5], stop_before_pixels=True)

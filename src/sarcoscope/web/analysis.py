@@ -130,7 +130,9 @@ def build_result(study: Study, version: LabelVersion, labels: np.ndarray, volume
     )
     model_id = version.model_id or "manual"
     if version.source != "segment":
-        model_id = f"{model_id} + manual edits (label version {version.version} by {version.author})"
+        # the editor goes in `editor` (named in the SEG unless de-identified), never in the model id, which
+        # every export carries as it is
+        model_id = f"{model_id} + manual edits (label version {version.version})"
     warnings = [for_ui(w) for w in volume.warnings]
     off_level = level_warning(study.localization, indices)
     if off_level is not None:
