@@ -12,10 +12,10 @@
 3. **Final model**: the same fine-tuning on every real slice; this is the model that ships.
    Overlays of every case, worst first, go to WORK/real-unet-cv-gallery/ (real CT stays out of the repo).
 4. `--install` copies the final model (ONNX, model card, history plot) into the package
-   (src/sarcoscope/segmentation/models/; not with `--keep-model`, for when the shipped model measured better
-   on the slices it never saw than this recipe's leave-one-out models), writes the default-engine decision there
-   (`default_engine.json`), rewrites the README's leave-one-out table and regenerates docs/validation/
-   (scripts/make_validation_docs.py's reports) with the installed model.
+   (src/sarcoscope/segmentation/models/; not with `--keep-model`, for when the shipped model measured
+   better on the slices it never saw than this recipe's leave-one-out models), writes the default-engine
+   decision there (`default_engine.json`), rewrites the README's leave-one-out table and regenerates
+   docs/validation/ (scripts/make_validation_docs.py's reports) with the installed model.
 
 Every step resumes: a finished step (its model.onnx exists) is skipped, an interrupted one continues from its
 last checkpoint; rerunning after a code change to the engines only re-scores and rewrites. On 2 CPU cores

@@ -129,8 +129,13 @@ def test_analyze_auto_l3_writes_complete_report(tmp_path: Path, phantom_series: 
     assert report["assessment"]["smi"]["value"] == pytest.approx(
         report["average"]["tissues"]["muscle"]["area_cm2"] / 1.70**2, rel=1e-6
     )
-    quality = report["quality"]  # the threshold engine, scored by agreement with the shipped U-Net
-    assert quality["signals_used"] == ["engine_muscle_dice", "engine_muscle_area_diff"]
+    quality = report["quality"]  # the default U-Net: its own signals and agreement with the threshold engine
+    assert report["segmentation"]["engine"] == "unet" and quality["signals_used"] == [
+        "expected_muscle_dice",
+        "mirror_muscle_dice",
+        "engine_muscle_dice",
+        "engine_muscle_area_diff",
+    ]
     assert f"Segmentation quality: {quality['score']:.2f}" in result.output
     sr = hd.sr.srread(out / "report.sr.dcm")
     (summary,) = sr.content.get_image_measurement_groups()
