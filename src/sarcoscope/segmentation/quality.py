@@ -231,8 +231,8 @@ def segment_with_quality(
     unavailable: dict[str, str] = {}
     if isinstance(engine, UNetEngine):
 
-        def observe(start: int, inputs: np.ndarray, plain: np.ndarray, mirrored: np.ndarray) -> None:
-            for k in range(len(inputs)):
+        def observe(start: int, plain: np.ndarray, mirrored: np.ndarray) -> None:
+            for k in range(len(plain)):
                 signals[start + k].update(network_signals(plain[k], mirrored[k]))
 
         labels = engine.segment(stack, pixel_spacing, observe=observe)

@@ -35,9 +35,9 @@ MODEL_FILE = "model.onnx"
 CARD_FILE = "model_card.json"
 CARD_MD_FILE = "MODEL_CARD.md"
 
-#: Sees one batch of both network passes: (index of its first slice, canvas inputs (m, H, W), probabilities
-#: (m, 5, H, W) of the plain pass, of the mirrored pass flipped back).
-PassObserver = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
+#: Sees one batch of both network passes: (index of its first slice, probabilities (m, 5, H, W) of the plain
+#: pass, of the mirrored pass flipped back).
+PassObserver = Callable[[int, np.ndarray, np.ndarray], None]
 
 #: Relative spacing difference below which a slice is used on its own grid (resampling would only blur it).
 _SPACING_TOLERANCE = 0.01
@@ -299,7 +299,7 @@ class UNetEngine:
             if both:
                 plain, mirrored = scores[: len(x)], scores[len(x) :, ..., ::-1]
                 if observe is not None:
-                    observe(start, x[:, 0], plain, mirrored)
+                    observe(start, plain, mirrored)
                 scores = 0.5 * (plain + mirrored) if self.mirror else plain
             probs = np.zeros((len(grid), scores.shape[1], *grid.shape[1:]), dtype=np.float32)
             probs[:, 0] = 1.0  # outside the canvas: background
@@ -319,9 +319,9 @@ class UNetEngine:
     ) -> np.ndarray:
         """Label maps (n, y, x) uint8 with the project's ids, on the input grid.
 
-        `observe(first_index, inputs, plain, mirrored)` is called per batch with the network's canvas inputs
-        (m, H, W) and the class probabilities (m, 5, H, W) of the plain and the mirrored pass (flipped back);
-        segmentation.quality reads its per-slice signals from them.
+        `observe(first_index, plain, mirrored)` is called per batch with the class probabilities (m, 5, H, W)
+        on the network's canvas of the plain and the mirrored pass (flipped back); segmentation.quality reads
+        its per-slice signals from them.
         """
         slices, spacing = _check_input(slices, pixel_spacing)
         if not self.refine:
