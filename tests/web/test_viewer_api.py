@@ -44,7 +44,7 @@ def test_volume_nifti_is_the_hu_volume_without_patient_data(client: TestClient, 
     assert gone.status_code == 409 and "not available" in gone.json()["detail"]
 
 
-def test_volume_and_body_need_the_same_login_as_other_study_routes(tmp_path: Path, series: list[Path]) -> None:
+def test_volume_and_body_need_the_login_of_other_study_routes(tmp_path: Path, series: list[Path]) -> None:
     token = "correct-horse-battery"
     app = create_app(WebSettings(data_dir=tmp_path / "d", token=token, token_user="dr.bob"))
     bearer = {"Authorization": f"Bearer {token}"}
