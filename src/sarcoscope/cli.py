@@ -977,6 +977,17 @@ def serve(
         str,
         typer.Option(help="Comma-separated addresses of reverse proxies whose X-Forwarded-* headers count."),
     ] = "127.0.0.1",
+    dicomweb_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SARCOSCOPE_DICOMWEB_URL",
+            help="DICOMweb root of a PACS (e.g. http://pacs:8042/dicom-web): search, import, push results.",
+        ),
+    ] = None,
+    public_host: Annotated[
+        str | None,
+        typer.Option(help="Address users open behind a reverse proxy (host name or URL); printed at start."),
+    ] = None,
 ) -> None:
     """Run the web labeling application (browser UI and API) at http://HOST:PORT/."""
     from sarcoscope.web import serve as run_server
@@ -1000,6 +1011,8 @@ def serve(
             session_hours=session_hours,
             secure_cookies=secure_cookies,
             trusted_proxies=trusted_proxy,
+            dicomweb_url=dicomweb_url,
+            public_host=public_host,
         )
 
     _run(body)
