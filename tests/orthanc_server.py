@@ -78,6 +78,7 @@ def start_orthanc(root: Path, aet: str = "ORTHANC", modalities: dict | None = No
     binary = shutil.which("Orthanc")
     if binary is None or not PLUGIN.is_file():
         pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian: orthanc orthanc-dicomweb)")
+    root.mkdir(parents=True, exist_ok=True)
     port, dicom_port = free_port(), free_port()
     config = {
         "Name": "sarcoscope-test",
