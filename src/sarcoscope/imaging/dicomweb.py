@@ -9,8 +9,9 @@ SR, QC capture) can be stored back into the same study with STOW-RS (`store_resu
 `DICOMwebServer` is the one client the CLI, `batch` and the web app share. Searches are sent with their
 wildcards (`*`, `?`) unencoded: Orthanc's DICOMweb plugin treats a percent-encoded `*` as a literal
 (dicomweb-client encodes it), and RFC 3986 allows both characters in a query. Paging never trusts the
-server to honour `offset` or `limit` (Orthanc caps results with LimitFindResults), and a study's
-modalities are checked on the results, since some servers ignore a ModalitiesInStudy filter.
+server to honour `offset` or `limit` (Orthanc caps results with LimitFindResults). A ModalitiesInStudy
+filter is never sent: Orthanc 1.10 applies it after limit/offset, so pages came back short and studies
+were lost (measured in tests/batch/test_batch_dicomweb.py); the modalities are checked on the results.
 """
 
 from __future__ import annotations
@@ -292,6 +293,9 @@ class DICOMwebServer:
     def _study_page(self, filters: dict[str, str], limit: int, offset: int) -> list[StudySummary]:
         """One page of studies as the server sent it (modalities not yet checked)."""
         params: dict[str, str | int] = dict(check_query(filters))
+        # Orthanc applies limit/offset before a ModalitiesInStudy filter, so pages silently lose studies:
+        # the modality is checked on the results instead (`_wanted`).
+        params.pop("ModalitiesInStudy", None)
         params.update({"includefield": ",".join(_STUDY_FIELDS), "limit": limit, "offset": offset})
         return [_study(i) for i in self._qido("/studies", params, "the study search")]
 
