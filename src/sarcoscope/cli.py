@@ -445,7 +445,12 @@ def locate(
 @app.command()
 def batch(
     cohort: Annotated[
-        Path, typer.Argument(help="Folder of studies (one sub-folder/zip/NIfTI per case) or a CSV manifest.")
+        str,
+        typer.Argument(
+            help="Folder of studies (one sub-folder/zip/NIfTI per case), a CSV manifest, or a DICOMweb "
+            "server dicomweb+http://host:port/prefix searched with --query (one case per CT series).",
+            show_default=False,
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (cases/<id>/, cohort.csv).")],
     engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = DEFAULT_ENGINE,
@@ -467,15 +472,42 @@ def batch(
     keep_dates_shifted: KeepDatesOption = False,
     keep_patient_characteristics: KeepCharacteristicsOption = False,
     accept_burned_in: AcceptBurnedInOption = False,
+    query: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--query",
+            help="DICOMweb cohort: a study search KEY=VALUE (PatientName, PatientID, AccessionNumber, "
+            "StudyDate=YYYYMMDD-YYYYMMDD, StudyDescription, StudyInstanceUID); repeat for more.",
+        ),
+    ] = None,
+    modality: Annotated[
+        str, typer.Option(help="DICOMweb cohort: the modality of the series analysed.")
+    ] = "CT",
+    push: Annotated[
+        bool,
+        typer.Option(
+            "--push", help="DICOMweb cohort: store each case's SEG, SR and QC capture in its study."
+        ),
+    ] = False,
 ) -> None:
     """Analyse a cohort; resumable (finished cases are skipped), failures listed in failures.csv."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from sarcoscope.batch import discover_cases, read_manifest, run_batch
+    from sarcoscope.batch import dicomweb_cases, discover_cases, read_manifest, run_batch
+    from sarcoscope.imaging.dicomweb import is_dicomweb, parse_query
 
     def body() -> None:
         check_output_folder(out)
-        cases = read_manifest(cohort) if cohort.suffix.lower() == ".csv" else discover_cases(cohort)
+        if is_dicomweb(cohort):
+            cases = dicomweb_cases(cohort, parse_query(query or []), modality)
+        elif query or push:
+            raise SarcoscopeError(
+                "--query and --push need a DICOMweb cohort: dicomweb+http://host:port/prefix."
+            )
+        elif cohort.lower().endswith(".csv"):
+            cases = read_manifest(Path(cohort))
+        else:
+            cases = discover_cases(Path(cohort))
         policy = _deid_policy(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
@@ -499,6 +531,7 @@ def batch(
                 pixel_spacing=pixel_spacing,
                 on_outcome=done,
                 deidentification=policy,
+                push=push,
             )
         console.print(
             f"{summary.count('done')} analysed, {summary.count('skipped')} already done, "
@@ -977,6 +1010,17 @@ def serve(
         str,
         typer.Option(help="Comma-separated addresses of reverse proxies whose X-Forwarded-* headers count."),
     ] = "127.0.0.1",
+    dicomweb_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SARCOSCOPE_DICOMWEB_URL",
+            help="DICOMweb root of a PACS (e.g. http://pacs:8042/dicom-web): search, import, push results.",
+        ),
+    ] = None,
+    public_host: Annotated[
+        str | None,
+        typer.Option(help="Address users open behind a reverse proxy (host name or URL); printed at start."),
+    ] = None,
 ) -> None:
     """Run the web labeling application (browser UI and API) at http://HOST:PORT/."""
     from sarcoscope.web import serve as run_server
@@ -1000,6 +1044,8 @@ def serve(
             session_hours=session_hours,
             secure_cookies=secure_cookies,
             trusted_proxies=trusted_proxy,
+            dicomweb_url=dicomweb_url,
+            public_host=public_host,
         )
 
     _run(body)

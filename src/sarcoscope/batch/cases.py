@@ -1,4 +1,4 @@
-"""What a cohort is: the cases to analyse, from a folder of studies or a CSV manifest."""
+"""What a cohort is: the cases to analyse, from a folder of studies, a CSV manifest, or a DICOMweb query."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sarcoscope.errors import InputError
+from sarcoscope.imaging.dicomweb import is_dicomweb
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
@@ -18,7 +19,9 @@ class Case:
     """One CT to analyse, with the optional patient facts and manual L3 choice of the manifest."""
 
     case_id: str
-    path: Path
+    #: A folder, zip, NIfTI or DICOM file; or a DICOMweb series `dicomweb+http://…/studies/S/series/X`,
+    #: retrieved when the case is analysed.
+    path: Path | str
     site: str | None = None
     height_cm: float | None = None
     weight_kg: float | None = None
@@ -73,7 +76,8 @@ def _float(row: dict[str, str], key: str, where: str) -> float | None:
 
 
 def read_manifest(csv_path: Path) -> list[Case]:
-    """Read a CSV manifest: columns `case_id`, `path` (relative to the CSV) and optionally `site`,
+    """Read a CSV manifest: columns `case_id`, `path` (relative to the CSV, or a dicomweb+http:// series)
+    and optionally `site`,
     `height_cm`, `weight_kg`, `sex`, `slice`, `range` (Z0:Z1). Other columns are carried into the summary."""
     from sarcoscope.level import parse_range
 
@@ -93,10 +97,11 @@ def read_manifest(csv_path: Path) -> list[Case]:
                 raise InputError(f"{where}: sex must be M or F, got '{row['sex']}'.")
             slice_text = (row.get("slice") or "").strip()
             range_text = (row.get("range") or "").strip()
+            given = row["path"].strip()
             cases.append(
                 Case(
                     case_id=safe_case_id(row["case_id"].strip()),
-                    path=(csv_path.parent / row["path"].strip()).resolve(),
+                    path=given if is_dicomweb(given) else (csv_path.parent / given).resolve(),
                     site=(row.get("site") or "").strip() or None,
                     height_cm=_float(row, "height_cm", where),
                     weight_kg=_float(row, "weight_kg", where),
@@ -111,7 +116,33 @@ def read_manifest(csv_path: Path) -> list[Case]:
     return _unique(cases, csv_path)
 
 
-def _unique(cases: list[Case], source: Path) -> list[Case]:
+def dicomweb_cases(root: str, filters: dict[str, str], modality: str = "CT", page: int = 100) -> list[Case]:
+    """One case per `modality` series of every study the DICOMweb server at `root` finds for `filters`
+    (QIDO-RS); the case id is the SeriesInstanceUID. At least one filter is needed: a whole archive is
+    never analysed by accident. The server's answers are checked here, not trusted: studies whose listed
+    modalities lack `modality` are dropped and paging stops when the server repeats itself."""
+    from sarcoscope.imaging.dicomweb import DICOMwebServer, check_query, parse_dicomweb_root
+
+    base = parse_dicomweb_root(root)
+    if not check_query(filters):
+        raise InputError(
+            "A DICOMweb cohort needs at least one --query KEY=VALUE (e.g. StudyDate=20240101-20241231, "
+            "PatientID=…, AccessionNumber=…): the whole archive is never analysed by accident."
+        )
+    server = DICOMwebServer(base)
+    wanted = modality.strip().upper()
+    cases = []
+    for study in server.iter_studies({"ModalitiesInStudy": wanted, **filters}, page=page):
+        for series in server.series(study.study_uid):
+            if (series.modality or "").upper() == wanted:
+                url = f"dicomweb+{base}/studies/{study.study_uid}/series/{series.series_uid}"
+                cases.append(Case(case_id=safe_case_id(series.series_uid), path=url))
+    if not cases:
+        raise InputError(f"No {wanted} series on the DICOMweb server {server.shown} match the query.")
+    return _unique(cases, server.shown)
+
+
+def _unique(cases: list[Case], source: Path | str) -> list[Case]:
     seen: set[str] = set()
     for c in cases:
         if c.case_id in seen:

@@ -111,38 +111,84 @@ def analyze_case(
     force: bool,
     deidentification: DeidentificationPolicy | None = None,
     pixel_spacing: tuple[float, float] | None = None,
+    push: bool = False,
 ) -> CaseOutcome:
-    """Analyse one case into out_root/cases/<case_id>/ (runs inside a worker; returns a small outcome)."""
+    """Analyse one case into out_root/cases/<case_id>/ (runs inside a worker; returns a small outcome).
+
+    A DICOMweb case is retrieved into a temporary folder first; with `push` its SEG, SR and QC capture
+    are stored back into its study, and pushed.json records that, so a rerun pushes what a failed push
+    left behind without analysing the case again."""
     from sarcoscope.pipeline import analyze
 
     out = out_root / "cases" / case.case_id
     report_path = out / REPORT
-    if report_path.is_file() and not force:
-        return CaseOutcome(
-            case.case_id, "skipped", row=summary_row(case, json.loads(report_path.read_text()))
-        )
     start = time.perf_counter()
     try:
-        analyze(
-            case.path,
-            out_dir=out,
-            slice_index=case.slice_index,
-            slice_range=case.slice_range,
-            pixel_spacing=pixel_spacing,
-            engine=engine,
-            height_cm=case.height_cm,
-            weight_kg=case.weight_kg,
-            sex=case.sex,
-            cutoff_set=cutoff_set,
-            deidentification=deidentification,
-        )
+        if report_path.is_file() and not force:
+            row = summary_row(case, json.loads(report_path.read_text()))
+            if push and not (out / PUSHED).is_file():
+                _push(case, out)
+                return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
+            return CaseOutcome(case.case_id, "skipped", row=row)
+        with tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-") as tmp:
+            analyze(
+                _source(case, Path(tmp)),
+                out_dir=out,
+                slice_index=case.slice_index,
+                slice_range=case.slice_range,
+                pixel_spacing=pixel_spacing,
+                engine=engine,
+                height_cm=case.height_cm,
+                weight_kg=case.weight_kg,
+                sex=case.sex,
+                cutoff_set=cutoff_set,
+                deidentification=deidentification,
+            )
         row = summary_row(case, json.loads(report_path.read_text()))
+        if push:
+            (out / PUSHED).unlink(missing_ok=True)  # a forced rerun pushes its new results
+            _push(case, out)
         return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
     except Exception as exc:  # one broken study must not stop a cohort of thousands
         msg = str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
         if deidentification is not None:  # the input's path may name the patient
             msg = msg.replace(str(case.path), "<input>")
         return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, error=msg)
+
+
+#: Written into a case's folder once its results are stored on the DICOMweb server.
+PUSHED = "pushed.json"
+
+
+def _source(case: Case, tmp: Path) -> Path | Any:
+    """What `analyze` reads: the case's path, or its DICOMweb series retrieved into `tmp`."""
+    from sarcoscope.imaging import read_ct
+    from sarcoscope.imaging.dicomweb import fetch_series, is_dicomweb
+
+    if isinstance(case.path, str) and is_dicomweb(case.path):
+        volume = read_ct(fetch_series(case.path, tmp))
+        volume.source_path = case.path  # the report names the address, not the temporary folder
+        return volume
+    return Path(case.path)
+
+
+def _push(case: Case, out: Path) -> None:
+    """Store the case's SEG, SR and QC capture into its DICOMweb study; record it in pushed.json."""
+    from sarcoscope.export.writer import OUTPUT_FILES
+    from sarcoscope.imaging.dicomweb import is_dicomweb, store_results
+
+    if not (isinstance(case.path, str) and is_dicomweb(case.path)):
+        raise SarcoscopeError("--push stores results back to a DICOMweb server; this case is not from one.")
+    files = [out / OUTPUT_FILES[k] for k in ("dicom_seg", "dicom_sr", "qc_capture")]
+    files = [f for f in files if f.is_file()]
+    try:
+        stored = store_results(case.path, files)
+    except SarcoscopeError as exc:
+        raise SarcoscopeError(f"analysed, but the results were not stored: {exc}") from None
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{PUSHED}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"stored": stored, "files": [f.name for f in files]}, fh)
+    os.replace(tmp, out / PUSHED)
 
 
 #: The failure recorded for a case whose worker process died under it.
@@ -268,6 +314,7 @@ def run_batch(
     on_outcome: Callable[[CaseOutcome], None] | None = None,
     deidentification: DeidentificationPolicy | None = None,
     pixel_spacing: tuple[float, float] | None = None,
+    push: bool = False,
 ) -> BatchSummary:
     """Analyse every case; write cohort.csv (one row per analysed case) and failures.csv into out_root.
 
@@ -278,7 +325,14 @@ def run_batch(
     `scheduler`: None runs locally (`workers` processes), "local" starts a Dask LocalCluster with `workers`
     workers, any other value is the address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); with a
     cluster, out_root and the inputs must be on storage every worker can reach.
+
+    `push`: every case read from a DICOMweb server gets its SEG, SR and QC capture stored back into its
+    study (STOW-RS); not with `deidentification` (the results would belong to another patient and study).
     """
+    if push and deidentification is not None:
+        raise SarcoscopeError(
+            "--push stores results in the source studies; it cannot be combined with --deidentify."
+        )
     check_output_folder(out_root)
     try:
         out_root.mkdir(parents=True, exist_ok=True)
@@ -293,6 +347,7 @@ def run_batch(
         "force": force,
         "deidentification": deidentification,
         "pixel_spacing": pixel_spacing,
+        "push": push,
     }
     stream = _dask(cases, scheduler, workers, **kw) if scheduler else _local(cases, workers, **kw)
     outcomes: list[CaseOutcome] = []

@@ -1,17 +1,28 @@
-"""CT series from a DICOMweb server (QIDO-RS to find the series, WADO-RS to retrieve it; dicomweb-client).
+"""CT series from a DICOMweb server (QIDO-RS to find, WADO-RS to retrieve, STOW-RS to store results).
 
 An input `dicomweb+http://host:port/prefix/studies/<StudyUID>[/series/<SeriesUID>]` (or `dicomweb+https`)
 names the server's DICOMweb root (`http://host:port/prefix`) and a study, optionally one series. Without a
 series, the study's CT series is looked up with QIDO-RS; a study with several CT series needs `--series`.
 The instances are written into a local folder, which is then read like any DICOM folder. The results (SEG,
 SR, QC capture) can be stored back into the same study with STOW-RS (`store_results`).
+
+`DICOMwebServer` is the one client the CLI, `batch` and the web app share. Searches are sent with their
+wildcards (`*`, `?`) unencoded: Orthanc's DICOMweb plugin treats a percent-encoded `*` as a literal
+(dicomweb-client encodes it), and RFC 3986 allows both characters in a query. Paging never trusts the
+server to honour `offset` or `limit` (Orthanc caps results with LimitFindResults). A ModalitiesInStudy
+filter is never sent: Orthanc 1.10 applies it after limit/offset, so pages came back short and studies
+were lost (measured in tests/batch/test_batch_dicomweb.py); the modalities are checked on the results.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pydicom
 import requests
@@ -24,8 +35,40 @@ _URL = re.compile(
     r"^dicomweb\+(?P<base>https?://[^/?#]+(?:/[^?#]*?)?)/studies/(?P<study>[0-9.]+)"
     r"(?:/series/(?P<series>[0-9.]+))?/?$"
 )
+_ROOT = re.compile(r"^(?:dicomweb\+)?(?P<base>https?://[^/?#\s]+(?:/[^?#\s]*?)?)/?$")
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_DATE_RANGE = re.compile(r"^(\d{8})?-?(\d{8})?$")
 SERIES_UID_TAG = "0020000E"
 MODALITY_TAG = "00080060"
+#: Study attributes a search may filter on (QIDO-RS keywords), and the ones every result carries.
+QUERY_KEYS = (
+    "PatientName",
+    "PatientID",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyInstanceUID",
+    "StudyDescription",
+    "ModalitiesInStudy",
+)
+_STUDY_FIELDS = (
+    "ModalitiesInStudy",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+    "StudyDescription",
+)
+_SERIES_FIELDS = ("SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances", "Modality")
+# dicomweb-client logs every request's study UID at INFO level; identifiers stay out of the server's log.
+logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
+
+
+class DICOMwebServerError(InputError):
+    """The DICOMweb server could not be reached or refused a request.
+
+    `status` is the server's HTTP status (None: no answer), so the web app can answer 404 or 502."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -35,6 +78,38 @@ class DICOMwebTarget:
     base_url: str
     study_uid: str
     series_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One study a QIDO-RS search found (the values the server returned; None where it returned none)."""
+
+    study_uid: str
+    patient_name: str | None
+    patient_id: str | None
+    study_date: str | None
+    accession_number: str | None
+    description: str | None
+    modalities: list[str]
+    n_series: int | None
+    n_instances: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    """One series of a study."""
+
+    series_uid: str
+    modality: str | None
+    description: str | None
+    number: int | None
+    n_instances: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def is_dicomweb(text: str) -> bool:
@@ -52,33 +127,257 @@ def parse_dicomweb_url(text: str) -> DICOMwebTarget:
     return DICOMwebTarget(match["base"], match["study"], match["series"])
 
 
-def _value(item: dict, tag: str) -> str | None:
-    values = item.get(tag, {}).get("Value") or []
-    return str(values[0]) if values else None
-
-
-def _choose_series(client: DICOMwebClient, target: DICOMwebTarget, series_uid: str | None) -> str:
-    chosen = series_uid or target.series_uid
-    if chosen is not None:
-        return chosen
-    found = client.search_for_series(study_instance_uid=target.study_uid)
-    ct = [_value(s, SERIES_UID_TAG) for s in found if _value(s, MODALITY_TAG) == "CT"]
-    ct = [uid for uid in ct if uid]
-    if not ct:
-        raise InputError(f"Study {target.study_uid} on {target.base_url} has no CT series.")
-    if len(ct) > 1:
+def parse_dicomweb_root(text: str) -> str:
+    """The server root of `[dicomweb+]http(s)://host:port/prefix` (no /studies/…); InputError otherwise."""
+    match = _ROOT.match(text.strip())
+    if match is None or "/studies" in match["base"].split("://", 1)[1]:
         raise InputError(
-            f"Study {target.study_uid} on {target.base_url} has {len(ct)} CT series; choose one with "
-            f"--series: {', '.join(ct)}."
+            f"Cannot read the DICOMweb server address '{shown_url(text)}': expected "
+            "http(s)://host:port/prefix (the DICOMweb root, e.g. http://pacs:8042/dicom-web)."
         )
-    return ct[0]
+    return match["base"]
 
 
-def _client_call_errors(target: DICOMwebTarget, exc: requests.RequestException, what: str) -> InputError:
-    if isinstance(exc, requests.HTTPError):
-        status = exc.response.status_code if exc.response is not None else "?"
-        return InputError(f"The DICOMweb server {target.base_url} refused {what} (HTTP {status}).")
-    return InputError(f"Cannot reach the DICOMweb server {target.base_url}: {exc}")
+def shown_url(url: str) -> str:
+    """`url` without a password (a server address may carry user:password@ for HTTP basic auth)."""
+    parts = urlsplit(url.removeprefix(SCHEME))
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_uid(uid: str, what: str) -> str:
+    """`uid` if it is a DICOM UID (digits and dots, at most 64 characters); InputError otherwise."""
+    if len(uid) > 64 or not _UID.match(uid):
+        raise InputError(f"'{uid[:80]}' is not a valid {what} (digits and dots, at most 64 characters).")
+    return uid
+
+
+def check_query(filters: dict[str, str]) -> dict[str, str]:
+    """The search filters, checked: known keys, short single values, dates as YYYYMMDD[-YYYYMMDD]."""
+    checked: dict[str, str] = {}
+    for key, raw in filters.items():
+        if key not in QUERY_KEYS:
+            raise InputError(f"Cannot search by '{key[:64]}': use one of {', '.join(QUERY_KEYS)}.")
+        value = raw.strip()
+        if not value:
+            continue
+        if len(value) > 64 or "\\" in value or any(ord(c) < 32 for c in value):
+            raise InputError(f"The {key} filter must be one value of at most 64 characters.")
+        if key == "StudyDate":
+            value = value.replace("/", "").replace(".", "")
+            match = _DATE_RANGE.match(value)
+            if match is None or not (match[1] or match[2]) or (match[1] and match[2] and "-" not in value):
+                raise InputError(
+                    f"StudyDate '{raw[:32]}' is not a date or range: use YYYYMMDD, YYYYMMDD-YYYYMMDD, "
+                    "YYYYMMDD- or -YYYYMMDD."
+                )
+            if match[1] and match[2] and match[1] > match[2]:
+                raise InputError(f"StudyDate range {value} ends before it starts.")
+        if key == "StudyInstanceUID":
+            check_uid(value, "StudyInstanceUID")
+        checked[key] = value
+    return checked
+
+
+def parse_query(pairs: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` command-line filters as a checked search (see `check_query`)."""
+    filters: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InputError(f"--query '{pair[:64]}' is not KEY=VALUE (e.g. StudyDate=20240101-20241231).")
+        filters[key.strip()] = value
+    return check_query(filters)
+
+
+def _values(item: dict, tag: str) -> list[Any]:
+    return list(item.get(tag, {}).get("Value") or [])
+
+
+def _value(item: dict, tag: str) -> str | None:
+    values = _values(item, tag)
+    if not values:
+        return None
+    value = values[0]
+    if isinstance(value, dict):  # a person name: {"Alphabetic": "..."}
+        return str(value.get("Alphabetic")) if value.get("Alphabetic") else None
+    return str(value)
+
+
+def _int(item: dict, tag: str) -> int | None:
+    value = _value(item, tag)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _study(item: dict) -> StudySummary:
+    return StudySummary(
+        study_uid=_value(item, "0020000D") or "",
+        patient_name=_value(item, "00100010"),
+        patient_id=_value(item, "00100020"),
+        study_date=_value(item, "00080020"),
+        accession_number=_value(item, "00080050"),
+        description=_value(item, "00081030"),
+        modalities=[str(m) for m in _values(item, "00080061")],
+        n_series=_int(item, "00201206"),
+        n_instances=_int(item, "00201208"),
+    )
+
+
+def _series(item: dict) -> SeriesSummary:
+    return SeriesSummary(
+        series_uid=_value(item, SERIES_UID_TAG) or "",
+        modality=_value(item, MODALITY_TAG),
+        description=_value(item, "0008103E"),
+        number=_int(item, "00200011"),
+        n_instances=_int(item, "00201209"),
+    )
+
+
+def _wanted(study: StudySummary, filters: dict[str, str]) -> bool:
+    """Whether a found study has the modality the filters ask for (a server may have ignored the filter;
+    a study whose modalities the server did not list is kept, its series are checked later)."""
+    wanted = filters.get("ModalitiesInStudy", "").strip().upper()
+    return bool(study.study_uid) and (not wanted or not study.modalities or wanted in study.modalities)
+
+
+class DICOMwebServer:
+    """A DICOMweb server: search (QIDO-RS), retrieve (WADO-RS) and store (STOW-RS).
+
+    Every failure is a DICOMwebServerError naming the server (without its password), never a traceback."""
+
+    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.shown = shown_url(self.base_url)
+        self._session = requests.Session()
+        self._client = DICOMwebClient(url=self.base_url, session=self._session, timeout=timeout)
+
+    def _error(self, exc: Exception, what: str) -> DICOMwebServerError:
+        if isinstance(exc, requests.HTTPError) and exc.response is not None:
+            status = exc.response.status_code
+            return DICOMwebServerError(
+                f"The DICOMweb server {self.shown} refused {what} (HTTP {status}).", status
+            )
+        if isinstance(exc, requests.RequestException):
+            return DICOMwebServerError(
+                f"Cannot reach the DICOMweb server {self.shown}: {type(exc).__name__}."
+            )
+        return DICOMwebServerError(f"The DICOMweb server {self.shown} sent an unreadable answer to {what}.")
+
+    def _qido(self, path: str, params: dict[str, str | int], what: str) -> list[dict]:
+        # `*` and `?` stay literal: Orthanc does not match a percent-encoded wildcard.
+        query = "&".join(f"{quote(str(k), safe='')}={quote(str(v), safe='*?')}" for k, v in params.items())
+        try:
+            response = self._session.get(
+                f"{self.base_url}{path}?{query}",
+                headers={"Accept": "application/dicom+json, application/json"},
+                timeout=self.timeout,
+            )
+            response.raise_for_status()
+            found = response.json() if response.content else []
+        except (requests.RequestException, ValueError) as exc:
+            raise self._error(exc, what) from None
+        if isinstance(found, dict):
+            found = [found]
+        if not isinstance(found, list) or not all(isinstance(i, dict) for i in found):
+            raise DICOMwebServerError(
+                f"The DICOMweb server {self.shown} sent an unreadable answer to {what}."
+            )
+        return found
+
+    def _study_page(self, filters: dict[str, str], limit: int, offset: int) -> list[StudySummary]:
+        """One page of studies as the server sent it (modalities not yet checked)."""
+        params: dict[str, str | int] = dict(check_query(filters))
+        # Orthanc applies limit/offset before a ModalitiesInStudy filter, so pages silently lose studies:
+        # the modality is checked on the results instead (`_wanted`).
+        params.pop("ModalitiesInStudy", None)
+        params.update({"includefield": ",".join(_STUDY_FIELDS), "limit": limit, "offset": offset})
+        return [_study(i) for i in self._qido("/studies", params, "the study search")]
+
+    def search_studies(
+        self, filters: dict[str, str], limit: int = 100, offset: int = 0
+    ) -> list[StudySummary]:
+        """One page of the studies matching the filters."""
+        return [s for s in self._study_page(filters, limit, offset) if _wanted(s, filters)]
+
+    def iter_studies(self, filters: dict[str, str], page: int = 100) -> Iterator[StudySummary]:
+        """Every matching study, page by page, each once. Stops at a short page or one that brings nothing
+        new (a server that ignores `offset` would otherwise repeat its first page forever)."""
+        seen: set[str] = set()
+        offset = 0
+        while True:
+            studies = self._study_page(filters, page, offset)
+            new = [s for s in studies if s.study_uid not in seen]
+            seen.update(s.study_uid for s in new)
+            yield from (s for s in new if _wanted(s, filters))
+            if len(studies) < page or not new:
+                return
+            offset += len(studies)
+
+    def series(self, study_uid: str) -> list[SeriesSummary]:
+        """The series of a study (empty: the server has no such study)."""
+        check_uid(study_uid, "StudyInstanceUID")
+        params: dict[str, str | int] = {"includefield": ",".join(_SERIES_FIELDS)}
+        found = self._qido(f"/studies/{study_uid}/series", params, f"the series search of study {study_uid}")
+        return sorted((_series(i) for i in found if _value(i, SERIES_UID_TAG)), key=lambda s: s.number or 0)
+
+    def ct_series_uid(self, study_uid: str) -> str:
+        """The study's only CT series; InputError when it has none or several."""
+        ct = [s.series_uid for s in self.series(study_uid) if s.modality == "CT"]
+        if not ct:
+            raise InputError(f"Study {study_uid} on {self.shown} has no CT series.")
+        if len(ct) > 1:
+            raise InputError(
+                f"Study {study_uid} on {self.shown} has {len(ct)} CT series; choose one with --series: "
+                f"{', '.join(ct)}."
+            )
+        return ct[0]
+
+    def retrieve_series(self, study_uid: str, series_uid: str, folder: Path) -> int:
+        """Write the instances of a series into `folder` as they arrive (one file each); return how many."""
+        check_uid(study_uid, "StudyInstanceUID")
+        check_uid(series_uid, "SeriesInstanceUID")
+        folder.mkdir(parents=True, exist_ok=True)
+        count = 0
+        try:
+            for count, ds in enumerate(self._client.iter_series(study_uid, series_uid), start=1):
+                ds.save_as(folder / f"{count:05d}.dcm", enforce_file_format=True)
+        except (requests.RequestException, ValueError) as exc:
+            raise self._error(exc, f"the retrieval of series {series_uid}") from None
+        if count == 0:
+            raise DICOMwebServerError(
+                f"The DICOMweb server {self.shown} returned no instances of series {series_uid}.", 404
+            )
+        return count
+
+    def store(self, study_uid: str, datasets: list[pydicom.Dataset]) -> int:
+        """Store `datasets` (all of study `study_uid`) with STOW-RS; return how many were stored.
+
+        A dataset of another study is refused before anything is sent; a partial failure is an error."""
+        foreign = [str(ds.SOPInstanceUID) for ds in datasets if ds.StudyInstanceUID != study_uid]
+        if foreign:
+            raise InputError(
+                f"Not storing {len(foreign)} object(s) on {self.shown}: not in study {study_uid} "
+                "(de-identified results are not pushed back to the source)."
+            )
+        try:
+            response = self._client.store_instances(datasets=datasets, study_instance_uid=study_uid)
+            answer = response.json() if getattr(response, "content", b"") else {}
+        except (requests.RequestException, ValueError) as exc:
+            raise self._error(exc, f"storing the results into study {study_uid}") from None
+        failed = _values(answer, "00081198") if isinstance(answer, dict) else []
+        if failed:
+            raise DICOMwebServerError(
+                f"The DICOMweb server {self.shown} refused {len(failed)} of {len(datasets)} object(s) "
+                f"of study {study_uid}.",
+                409,
+            )
+        return len(datasets)
 
 
 def store_results(text: str, paths: list[Path], timeout: float = 60.0) -> int:
@@ -86,21 +385,9 @@ def store_results(text: str, paths: list[Path], timeout: float = 60.0) -> int:
 
     They must belong to that study: results of a de-identified run (another study UID) are refused."""
     target = parse_dicomweb_url(text)
-    datasets = [pydicom.dcmread(p) for p in paths]
-    foreign = [
-        p.name for p, ds in zip(paths, datasets, strict=True) if ds.StudyInstanceUID != target.study_uid
-    ]
-    if foreign:
-        raise InputError(
-            f"Not storing {', '.join(foreign)} on {target.base_url}: not in study {target.study_uid} "
-            "(de-identified results are not pushed back to the source)."
-        )
-    client = DICOMwebClient(url=target.base_url, timeout=timeout)
-    try:
-        client.store_instances(datasets=datasets, study_instance_uid=target.study_uid)
-    except requests.RequestException as exc:
-        raise _client_call_errors(target, exc, f"storing the results into study {target.study_uid}") from exc
-    return len(datasets)
+    return DICOMwebServer(target.base_url, timeout).store(
+        target.study_uid, [pydicom.dcmread(p) for p in paths]
+    )
 
 
 def fetch_series(text: str, folder: Path, series_uid: str | None = None, timeout: float = 60.0) -> Path:
@@ -108,15 +395,7 @@ def fetch_series(text: str, folder: Path, series_uid: str | None = None, timeout
 
     Network and server failures become InputError naming the server, never a traceback."""
     target = parse_dicomweb_url(text)
-    client = DICOMwebClient(url=target.base_url, timeout=timeout)
-    try:
-        uid = _choose_series(client, target, series_uid)
-        instances = client.retrieve_series(target.study_uid, uid)
-    except requests.RequestException as exc:
-        raise _client_call_errors(target, exc, f"the request for study {target.study_uid}") from exc
-    if not instances:
-        raise InputError(f"The DICOMweb server {target.base_url} returned no instances of series {uid}.")
-    folder.mkdir(parents=True, exist_ok=True)
-    for number, ds in enumerate(instances, start=1):
-        ds.save_as(folder / f"{number:05d}.dcm", enforce_file_format=True)
+    server = DICOMwebServer(target.base_url, timeout)
+    uid = series_uid or target.series_uid or server.ct_series_uid(target.study_uid)
+    server.retrieve_series(target.study_uid, uid, folder)
     return folder

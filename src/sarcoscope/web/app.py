@@ -27,6 +27,7 @@ from sarcoscope.web.analysis import AnalysisCache
 from sarcoscope.web.api import router
 from sarcoscope.web.auth import Authenticator
 from sarcoscope.web.context import AppContext
+from sarcoscope.web.dicomweb import install as install_pacs
 from sarcoscope.web.settings import DEFAULT_MAX_UPLOAD_BYTES, WebSettings, is_loopback
 from sarcoscope.web.volumes import VolumeCache
 
@@ -216,6 +217,7 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
     )
     app.state.ctx = ctx
     app.include_router(router)
+    install_pacs(app)
     _error_handlers(app)
     app.add_middleware(BodySizeLimit, upload_limit=settings.max_upload_bytes)
     app.add_middleware(SecurityHeaders)
@@ -236,6 +238,18 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
     return app
 
 
+def public_url(host: str, port: int, public_host: str | None = None) -> str:
+    """The address users open: `public_host` behind a reverse proxy (a full URL, or a host name served
+    over HTTPS on the default port), else http://HOST:PORT/."""
+    if public_host:
+        url = public_host if "://" in public_host else f"https://{public_host}"
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise SarcoscopeError(f"--public-host '{public_host}' is not a host name or an http(s) URL.")
+        return url.rstrip("/") + "/"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -249,13 +263,19 @@ def serve(
     secure_cookies: bool = False,
     trusted_proxies: str = "127.0.0.1",
     log_level: str = "info",
+    dicomweb_url: str | None = None,
+    public_host: str | None = None,
 ) -> None:
     """Run the web app until interrupted. Off-loopback addresses always require a login: accounts,
     the given token, or a random token made for the run.
 
     `trusted_proxies`: addresses whose X-Forwarded-Proto / X-Forwarded-For uvicorn believes (an HTTPS
-    proxy in front: the cookie is then marked Secure and login throttling sees the real client)."""
+    proxy in front: the cookie is then marked Secure and login throttling sees the real client).
+    `dicomweb_url`: the PACS's DICOMweb root for the PACS panel. `public_host`: the address users open
+    behind a reverse proxy (a host name, meaning https://HOST/, or a URL), printed instead of HOST:PORT."""
     import uvicorn
+
+    from sarcoscope.imaging.dicomweb import parse_dicomweb_root, shown_url
 
     if token is not None and len(token) < 12:
         raise SarcoscopeError("The access token must be at least 12 characters long.")
@@ -275,21 +295,23 @@ def serve(
         session_hours=session_hours,
         secure_cookies=secure_cookies,
         allowed_hosts=["localhost", "127.0.0.1", "::1", "[::1]", host] if is_loopback(host) else None,
+        dicomweb_url=parse_dicomweb_root(dicomweb_url) if dicomweb_url else None,
     )
     if token_user is not None:
         settings.token_user = token_user
     if not logging.getLogger("sarcoscope").handlers:
         logging.basicConfig(level=logging.INFO, format="sarcoscope: %(message)s")
+    address = public_url(host, port, public_host)
     app = create_app(settings, require_login=not is_loopback(host))
-    shown = f"[{host}]" if ":" in host else host
     log.info(
-        "sarcoscope %s: open http://%s:%d/ (data in %s; logins: %s)",
+        "sarcoscope %s: open %s (data in %s; logins: %s)",
         __version__,
-        shown,
-        port,
+        address,
         settings.data_dir.resolve(),
         app.state.ctx.auth.mode,
     )
+    if settings.dicomweb_url:
+        log.info("PACS panel: DICOMweb server %s", shown_url(settings.dicomweb_url))
     try:
         uvicorn.run(
             app,

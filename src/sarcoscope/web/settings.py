@@ -88,6 +88,8 @@ class WebSettings:
     #: Host names the server answers to (None: any). `serve` on a loopback address allows only the
     #: loopback names, so that a web page cannot reach the app through DNS rebinding.
     allowed_hosts: list[str] | None = None
+    #: The DICOMweb root of the PACS to search, import from and push results to (None: no PACS panel).
+    dicomweb_url: str | None = None
 
     @property
     def engines(self) -> list[str]:

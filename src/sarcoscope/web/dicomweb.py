@@ -1,0 +1,204 @@
+"""The web app's PACS routes: search a DICOMweb server (QIDO-RS), import a CT series from it (WADO-RS)
+through the same ingest as an upload, and push a label version's SEG, SR and QC capture back (STOW-RS).
+
+The server is the one `serve --dicomweb-url` (or SARCOSCOPE_DICOMWEB_URL) names; a client never names one.
+Without it every route but GET /api/pacs answers 409. A server that fails answers 502, one that does not
+know the study 404; bad search criteria are 422. Search criteria and results never reach the server log:
+the audit log records which criteria were used (not their values) and what was imported or pushed.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from typing import Annotated, Any
+
+import pydicom
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+
+from sarcoscope.imaging.dicomweb import DICOMwebServer, DICOMwebServerError, check_uid
+from sarcoscope.web import analysis
+from sarcoscope.web.api import MAX_INT, Ctx, User, study_json
+from sarcoscope.web.auth import client_of
+from sarcoscope.web.context import AppContext
+from sarcoscope.web.volumes import UploadedPart, ingest
+
+router = APIRouter(prefix="/api", tags=["pacs"])
+#: What is pushed back, in this order: the SEG first, since the SR references it.
+PUSHED = ("dicom-seg", "dicom-sr", "dicom-qc")
+_SEARCH_KEYS = {
+    "patient_name": "PatientName",
+    "patient_id": "PatientID",
+    "accession_number": "AccessionNumber",
+}
+
+
+def server_of(ctx: AppContext) -> DICOMwebServer:
+    """The configured DICOMweb server; 409 when there is none."""
+    if not ctx.settings.dicomweb_url:
+        raise HTTPException(
+            409,
+            "No DICOMweb server is configured: start the server with --dicomweb-url URL "
+            "(or set SARCOSCOPE_DICOMWEB_URL).",
+        )
+    return DICOMwebServer(ctx.settings.dicomweb_url)
+
+
+def _date(text: str | None, name: str) -> str:
+    """YYYY-MM-DD (a browser's date field) or YYYYMMDD as YYYYMMDD; 422 otherwise."""
+    if not text:
+        return ""
+    digits = text.replace("-", "")
+    if len(digits) != 8 or not digits.isdigit():
+        raise HTTPException(422, f"{name} must be a date YYYY-MM-DD, not '{text[:32]}'.")
+    return digits
+
+
+@router.get("/pacs")
+def pacs_config(ctx: Ctx) -> dict[str, Any]:
+    """Whether a DICOMweb server is configured (asked before login, so it says nothing more)."""
+    return {"configured": bool(ctx.settings.dicomweb_url)}
+
+
+@router.get("/pacs/studies")
+def search_studies(
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    patient_name: Annotated[
+        str | None, Query(max_length=64, description="Wildcards * and ? allowed.")
+    ] = None,
+    patient_id: Annotated[str | None, Query(max_length=64)] = None,
+    accession_number: Annotated[str | None, Query(max_length=64)] = None,
+    date_from: Annotated[str | None, Query(max_length=10, description="YYYY-MM-DD")] = None,
+    date_to: Annotated[str | None, Query(max_length=10, description="YYYY-MM-DD")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+) -> dict[str, Any]:
+    """Studies on the PACS by patient name or ID, accession number and study date range (QIDO-RS).
+
+    At least one criterion is needed: a whole archive is never listed. `more` says a next page exists."""
+    server = server_of(ctx)
+    given = {"patient_name": patient_name, "patient_id": patient_id, "accession_number": accession_number}
+    filters = {_SEARCH_KEYS[k]: v.strip() for k, v in given.items() if v and v.strip()}
+    first, last = _date(date_from, "date_from"), _date(date_to, "date_to")
+    if first or last:
+        filters["StudyDate"] = first if first == last else f"{first}-{last}"
+    if not filters:
+        raise HTTPException(
+            422, "Give at least one search criterion: patient name or ID, accession or a date."
+        )
+    found = server.search_studies(filters, limit=limit + 1, offset=offset)
+    ctx.store.audit(
+        user, "pacs-search", None, {"criteria": sorted(filters), "results": len(found)}, client_of(request)
+    )
+    studies = sorted(found[:limit], key=lambda s: s.study_date or "", reverse=True)
+    return {
+        "studies": [s.as_dict() for s in studies],
+        "limit": limit,
+        "offset": offset,
+        "more": len(found) > limit,
+    }
+
+
+@router.get("/pacs/studies/{study_uid}/series")
+def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+    """The series of a PACS study; `imported_as` names the local study of a series imported before."""
+    server = server_of(ctx)
+    check_uid(study_uid, "StudyInstanceUID")
+    series = server.series(study_uid)
+    if not series:
+        raise HTTPException(404, f"The DICOMweb server has no study {study_uid}.")
+    out = []
+    for s in series:
+        local = ctx.store.find_series(s.series_uid)
+        out.append({**s.as_dict(), "imported_as": local.id if local is not None else None})
+    return out
+
+
+@router.post("/pacs/studies/{study_uid}/series/{series_uid}/import", status_code=201)
+def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
+    """Retrieve a CT series (WADO-RS) and add it as a study, exactly as if its files had been uploaded."""
+    server = server_of(ctx)
+    check_uid(study_uid, "StudyInstanceUID")
+    check_uid(series_uid, "SeriesInstanceUID")
+    known = {s.series_uid: s for s in server.series(study_uid)}
+    if series_uid not in known:
+        raise HTTPException(404, f"The DICOMweb server has no series {series_uid} in study {study_uid}.")
+    if known[series_uid].modality != "CT":
+        raise HTTPException(
+            422, f"Series {series_uid} is {known[series_uid].modality or 'not CT'}; import a CT series."
+        )
+    local = ctx.store.find_series(series_uid)
+    if local is not None:
+        raise HTTPException(
+            409, f"Series {series_uid} was already imported (study {local.id}); open it instead."
+        )
+    work = ctx.store.new_tmp_dir()
+    try:
+        server.retrieve_series(study_uid, series_uid, work)
+        parts = [UploadedPart(p.name, p, p.stat().st_size) for p in sorted(work.glob("*.dcm"))]
+        study, volume = ingest(
+            ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ctx.volumes.put(study.id, volume)
+    ctx.store.audit(user, "pacs-import", study.id, {"series_uid": series_uid}, client_of(request))
+    return {**study_json(ctx, study), "warnings": list(volume.warnings)}
+
+
+@router.post("/studies/{study_id}/pacs/push")
+def push_results(
+    study_id: str,
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+) -> dict[str, Any]:
+    """Store the DICOM SEG, SR and QC secondary capture of a label version (default: the latest) into the
+    study on the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds."""
+    server = server_of(ctx)
+    study = ctx.store.get_study(study_id)
+    if study.source_kind != "dicom":
+        raise HTTPException(409, "This study was uploaded as NIfTI: it has no DICOM study to push into.")
+    if not server.series(study.study_uid):
+        raise HTTPException(
+            409,
+            f"The DICOMweb server has no study {study.study_uid}: results are pushed only into the study "
+            "they were measured on.",
+        )
+    row = ctx.store.get_version(study_id, version)
+    datasets = []
+    for fmt in PUSHED:
+        data, _, _ = analysis.export_file(ctx, study, row.version, fmt, None)
+        datasets.append(pydicom.dcmread(io.BytesIO(data)))
+    stored = server.store(study.study_uid, datasets)
+    objects = [
+        {
+            "modality": str(ds.Modality),
+            "sop_class_uid": str(ds.SOPClassUID),
+            "sop_instance_uid": str(ds.SOPInstanceUID),
+            "series_instance_uid": str(ds.SeriesInstanceUID),
+        }
+        for ds in datasets
+    ]
+    ctx.store.audit(
+        user,
+        "pacs-push",
+        study_id,
+        {"version": row.version, "sop_instance_uids": [o["sop_instance_uid"] for o in objects]},
+        client_of(request),
+    )
+    return {"stored": stored, "version": row.version, "study_uid": study.study_uid, "objects": objects}
+
+
+def install(app: FastAPI) -> None:
+    """Add the PACS routes to `app`, with the DICOMweb server's failures answered as 404 or 502."""
+
+    @app.exception_handler(DICOMwebServerError)
+    async def server_failed(_: Request, exc: DICOMwebServerError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404 if exc.status == 404 else 502)
+
+    app.include_router(router)

@@ -1,0 +1,139 @@
+"""`sarcoscope batch dicomweb+http://… --query …`: a cohort found on a real Orthanc (QIDO-RS), analysed, its
+results pushed back into each study, and resumed; paging that survives a server ignoring `offset`.
+
+The cohort: each slice of the real three-slice CT series as its own single-slice study (new UIDs, its own
+patient ID and date), plus an MR study that the CT query must not pick up. Skips without Orthanc."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+from pydicom.uid import generate_uid
+from typer.testing import CliRunner
+
+from orthanc_server import Orthanc, ct_files, start_orthanc
+from sarcoscope.batch import dicomweb_cases
+from sarcoscope.cli import app
+from sarcoscope.errors import InputError
+from sarcoscope.imaging.dicomweb import DICOMwebServer
+
+runner = CliRunner()
+
+
+def _study(source: Path, n: int, modality: str = "CT") -> pydicom.Dataset:
+    ds = pydicom.dcmread(source)
+    seed = f"sarcoscope-test-batch-{n}-{modality}"
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[seed, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[seed, "series"])
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[seed, "sop"])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID, ds.StudyDate, ds.Modality = f"SARC{n}", f"2024010{n}", modality
+    return ds
+
+
+@pytest.fixture(scope="module")
+def cohort(
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+) -> Iterator[tuple[Orthanc, list[str]]]:
+    """Orthanc holding three single-slice CT studies and one MR study; yields it and the CT study UIDs."""
+    with start_orthanc(tmp_path_factory.mktemp("orthanc")) as orthanc:
+        files = ct_files(shared_data)
+        studies = [_study(f, n) for n, f in enumerate(files, start=1)] + [_study(files[0], 9, "MR")]
+        for ds in studies:
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            requests.post(f"{orthanc.base}/instances", data=buffer.getvalue(), timeout=30).raise_for_status()
+        yield orthanc, [str(ds.StudyInstanceUID) for ds in studies[:3]]
+
+
+def test_query_pages_and_keeps_only_ct(cohort: tuple[Orthanc, list[str]]) -> None:
+    orthanc, ct_studies = cohort
+    url = f"dicomweb+{orthanc.dicomweb}"
+    cases = dicomweb_cases(url, {"StudyDate": "20240101-20241231"}, page=2)  # two pages of two
+    assert sorted(str(c.path).split("/studies/")[1].split("/")[0] for c in cases) == sorted(ct_studies)
+    assert all(str(c.path).startswith(f"{url}/studies/") for c in cases)
+    (one,) = dicomweb_cases(orthanc.dicomweb, {"PatientID": "SARC2"})
+    assert f"/studies/{ct_studies[1]}/series/" in str(one.path)
+    with pytest.raises(InputError, match="at least one --query"):
+        dicomweb_cases(url, {})
+    with pytest.raises(InputError, match="No CT series"):
+        dicomweb_cases(url, {"PatientID": "SARC9"})  # the MR study
+
+
+def test_batch_pushes_and_resumes(cohort: tuple[Orthanc, list[str]], tmp_path: Path) -> None:
+    orthanc, ct_studies = cohort
+    out = tmp_path / "run"
+    args = ["batch", f"dicomweb+{orthanc.dicomweb}", "--query", "StudyDate=20240101-20241231", "-o", str(out)]
+    args += ["--engine", "threshold", "--push"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    with (out / "cohort.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3 and all(float(r["muscle_area_cm2"]) > 20 for r in rows)
+    for study in ct_studies:
+        modalities = sorted(s["00080060"]["Value"][0] for s in orthanc.series_of(study))
+        assert modalities == ["CT", "OT", "SEG", "SR"]
+    for row in rows:
+        report = json.loads((out / "cases" / row["case_id"] / "report.json").read_text())
+        assert report["input"]["source_path"].startswith("dicomweb+http://127.0.0.1:")
+        assert report["input"]["series_instance_uid"] == row["case_id"]
+    # a rerun skips every case; a case whose push was lost is pushed again, not analysed again
+    lost = out / "cases" / rows[0]["case_id"] / "pushed.json"
+    lost.unlink()
+    report_before = (lost.parent / "report.json").stat().st_mtime_ns
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "1 analysed, 2 already done, 0 failed" in " ".join(again.output.split())
+    assert lost.is_file() and (lost.parent / "report.json").stat().st_mtime_ns == report_before
+
+
+def test_bad_batch_queries_are_clear_errors(cohort: tuple[Orthanc, list[str]], tmp_path: Path) -> None:
+    orthanc, _ = cohort
+    base = ["batch", f"dicomweb+{orthanc.dicomweb}", "-o", str(tmp_path / "o")]
+    for extra, message in (
+        ([], "at least one --query"),
+        (["--query", "Color=red"], "Cannot search by 'Color'"),
+        (["--query", "StudyDate=yesterday"], "is not a date or range"),
+        (["--query", "PatientID"], "is not KEY=VALUE"),
+    ):
+        result = runner.invoke(app, base + extra)
+        assert result.exit_code == 1 and message in " ".join(result.output.split()), result.output
+    local = runner.invoke(app, ["batch", str(tmp_path), "-o", str(tmp_path / "o2"), "--push"])
+    assert local.exit_code == 1 and "need a DICOMweb cohort" in " ".join(local.output.split())
+
+
+class _IgnoresOffset(BaseHTTPRequestHandler):
+    """A QIDO-RS server that always answers with the same two studies, whatever offset it is asked for."""
+
+    def do_GET(self) -> None:
+        studies = [{"0020000D": {"vr": "UI", "Value": [f"1.2.3.{n}"]}} for n in (1, 2)]
+        body = json.dumps(studies).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_paging_stops_when_the_server_ignores_offset() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _IgnoresOffset)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = DICOMwebServer(f"http://127.0.0.1:{server.server_address[1]}")
+        found = [s.study_uid for s in client.iter_studies({"PatientID": "x"}, page=2)]
+    finally:
+        server.shutdown()
+    assert found == ["1.2.3.1", "1.2.3.2"]
