@@ -226,7 +226,7 @@ def analyze(
         str,
         typer.Argument(
             help="DICOM folder, .zip of DICOM, single DICOM file, NIfTI, or a DICOMweb study/series: "
-            "dicomweb+http://host:port/prefix/studies/<UID>[/series/<UID>].",
+            "dicomweb+http://host:port/prefix/studies/<UID>\\[/series/<UID>].",
             show_default=False,
         ),
     ],
