@@ -23,6 +23,7 @@ def __getattr__(name: str) -> Any:
     globals()["__version__"] = value
     return value
 
+
 __all__ = ["__version__", "analyze"]
 
 
