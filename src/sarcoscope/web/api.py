@@ -699,7 +699,7 @@ def export(
         raise HTTPException(404, f"Unknown export format '{fmt}'. Available: {', '.join(analysis.EXPORTS)}.")
     study = ctx.store.get_study(study_id)
     policy = deid.policy(ctx)
-    data, filename, media_type = analysis.export_file(ctx, study, version, fmt, policy)
+    data, filename, media_type = analysis.export_file(ctx.store, ctx.volumes, study, version, fmt, policy)
     details = {"format": fmt, "version": version, "deidentified": policy is not None}
     ctx.store.audit(user, "export", study_id, details, client_of(request))
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
