@@ -1,16 +1,19 @@
 """Grow the shipped U-Net with newly labelled real slices, and replace it only when that measures better.
 
-    python scripts/continue_default_model.py [--shared ../shared/data] [--work runs/continue] [--install]
+    python scripts/continue_default_model.py [--shared ../shared/data] [--work runs/continue]
+        [--holdout 2] [--max-epochs N] [--install]
 
 train_default_model.py retrains from phantoms (about 4 hours on 2 CPU cores for its full schedule). When new
 reference slices arrive, this script continues from the shipped model instead (the learning loop's way, as
 `sarcoscope train --from-store` does for a hospital), and measures it honestly:
 
 1. **Baseline**: a copy of the shipped model; the slices it was trained on are in its model card.
-2. **Held-out folds**: for each real slice the baseline has *not* seen, fine-tune the baseline on every
-   other real slice (models/finetune.yaml) and segment the held-out slice with it; the baseline segments
-   it too. Both are then tested on slices they never saw: the evidence (sarcoscope.segmentation.registry's
-   COMPARISON_RULE: higher mean muscle Dice, mean absolute muscle-area error not higher).
+2. **Held-out folds**: the real slices the baseline has *not* seen, in groups of `--holdout` (2 by
+   default: half the trainings of leave-one-out, for CPU time, and a stricter test); for each group,
+   fine-tune the baseline on every other real slice (models/finetune.yaml, `--max-epochs` to shorten it)
+   and segment the held-out slices with it; the baseline segments them too. Both are then tested on
+   slices they never saw: the evidence (sarcoscope.segmentation.registry's COMPARISON_RULE: higher mean
+   muscle Dice, mean absolute muscle-area error not higher).
 3. **Final**: the same fine-tuning on every real slice.
 4. `--install` copies the final model into the package only when the evidence says it is better; its
    model card carries the comparison (per case) either way, in WORK/final.
@@ -41,7 +44,8 @@ def _comparison_text(comparison: dict, rows: list[dict]) -> str:
     baseline = comparison["baseline"]
     lines = [
         "Slices the previous model never saw, each segmented by it and by a model continued exactly like "
-        "this one but **without that slice** (HU refinement on, as the product runs it):",
+        "this one but **without that slice** (nor the other slice of its held-out fold; HU refinement on, "
+        "as the product runs it):",
         "",
         markdown_table(rows),
         "",
@@ -65,6 +69,8 @@ def main() -> None:
     )
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "continue")
+    parser.add_argument("--holdout", type=int, default=2, help="unseen slices held out per fold")
+    parser.add_argument("--max-epochs", type=int, help="epochs per training (default: finetune.yaml's)")
     parser.add_argument("--install", action="store_true", help="install the final model when it is better")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -94,14 +100,17 @@ def main() -> None:
         "data_dirs": [str(real)],
         "init_from": str(baseline),
         "data_description": description,
+        "max_epochs": args.max_epochs,
     }
 
     rows = []
-    for case in unseen:
-        others = [c for c in cases if c != case]
-        fold = train_or_resume(MODELS / "finetune.yaml", work / f"fold-{case}", cases=others, **settings)
+    for start in range(0, len(unseen), args.holdout):
+        held_out = unseen[start : start + args.holdout]
+        others = [c for c in cases if c not in held_out]
+        out = work / f"fold-{'-'.join(held_out)}"
+        fold = train_or_resume(MODELS / "finetune.yaml", out, cases=others, **settings)
         engines = {CANDIDATE: UNetEngine(fold), card["model_id"]: UNetEngine(baseline)}
-        rows += [r | {"model": r["engine"]} for r in evaluate(engines, real, cases=[case])]
+        rows += [r | {"model": r["engine"]} for r in evaluate(engines, real, cases=held_out)]
     split = {"validation_cases": unseen, "train_cases": sorted(seen)}
     comparison = build_comparison(CANDIDATE, card["model_id"], rows, split)
     text = _comparison_text(comparison, rows)
