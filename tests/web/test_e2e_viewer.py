@@ -192,3 +192,51 @@ def test_without_webgl_the_view_falls_back_to_server_images(server: str, tmp_pat
         test_e2e._wait_text(page, "study-message", "Saved selection")
         assert errors == []
         browser.close()
+
+
+def test_fill_stays_in_the_body_and_the_labels_hu_range(page: object, server: str, tmp_path: Path) -> None:
+    """Defect 8: a fill used to take every connected pixel of the clicked label (air, organs, fat)."""
+    from test_e2e_first_use import _segment
+
+    from sarcoscope.conventions import DEFAULT_HU_RANGES
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 5)
+    api = f"{server}/api/studies/{study_id}"
+    # An empty label map as version 2: everything is one connected unlabelled region.
+    r = page.request.post(
+        f"{api}/labels?base_version=1",
+        data=bytes(96 * 96),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert r.status == 201
+    page.reload()
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=60000)
+    page.keyboard.press("f")
+    page.keyboard.press("1")  # muscle
+    box = page.locator("#edit-cursor").bounding_box()
+
+    def click(x: int, y: int) -> None:
+        page.mouse.click(box["x"] + box["width"] * (x + 0.5) / 96, box["y"] + box["height"] * (y + 0.5) / 96)
+
+    click(3, 3)  # air, outside the body: nothing
+    test_e2e._wait_text(page, "study-message", "Nothing filled")
+    assert page.locator("#save-labels").inner_text() == "Save"
+    click(82, 48)  # the muscle wall
+    page.wait_for_function("document.getElementById('save-labels').textContent === 'Save *'")
+    page.keyboard.press("Control+s")
+    test_e2e._wait_text(page, "study-message", "Saved as version 3")
+    labels = np.frombuffer(page.request.get(f"{api}/labels").body(), np.uint8).reshape(96, 96)
+    hu = synthetic_hu(0)[5]
+    lo, hi = DEFAULT_HU_RANGES.as_dict()["muscle"]
+    filled = labels == 1
+    wall = (hu >= 40) & (hu <= 60)
+    yy, xx = np.mgrid[:96, :96]
+    organs = np.sqrt(((yy - 42) / 14.0) ** 2 + ((xx - 48) / 22.0) ** 2) < 1.0
+    assert set(np.unique(labels)) == {0, 1}
+    assert ((hu[filled] >= lo) & (hu[filled] <= hi)).all()  # no fat, no air, no bone
+    assert not filled[organs].any()  # not through the fat into the organs (same HU as muscle)
+    assert filled[wall & ~organs].mean() > 0.95  # the whole wall
+    page.keyboard.press("Control+z")
+    assert page.locator("#save-labels").inner_text() == "Save *"

@@ -67,6 +67,7 @@ async function openStudy(id, pane) {
     state.study = await getJSON(`/api/studies/${id}`);
     state.images.clear();
     state.hu.clear();
+    state.body.clear();
     state.labels = null;
     state.version = null;
     state.viewing = null;

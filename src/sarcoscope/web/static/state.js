@@ -20,6 +20,7 @@ export const state = {
   indices: [],
   current: 0, // index into indices
   hu: new Map(), // slice index -> Int16Array
+  body: new Map(), // slice index -> Uint8Array (1: body), for fill
   tool: "brush",
   paintLabel: 1,
   brush: 6,
