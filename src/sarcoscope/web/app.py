@@ -236,6 +236,17 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
     return app
 
 
+def browser_urls(host: str, port: int) -> list[str]:
+    """Addresses to type in a browser. A wildcard host (0.0.0.0, ::) is not one: this machine's name is,
+    and, on this machine, localhost."""
+    if host in ("0.0.0.0", "::", ""):
+        import socket
+
+        return [f"http://{socket.getfqdn()}:{port}/", f"http://localhost:{port}/ (on this machine)"]
+    shown = f"[{host}]" if ":" in host else host
+    return [f"http://{shown}:{port}/"]
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -281,12 +292,10 @@ def serve(
     if not logging.getLogger("sarcoscope").handlers:
         logging.basicConfig(level=logging.INFO, format="sarcoscope: %(message)s")
     app = create_app(settings, require_login=not is_loopback(host))
-    shown = f"[{host}]" if ":" in host else host
     log.info(
-        "sarcoscope %s: open http://%s:%d/ (data in %s; logins: %s)",
+        "sarcoscope %s: open %s (data in %s; logins: %s)",
         __version__,
-        shown,
-        port,
+        " or ".join(browser_urls(host, port)),
         settings.data_dir.resolve(),
         app.state.ctx.auth.mode,
     )
