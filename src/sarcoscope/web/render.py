@@ -40,9 +40,7 @@ def plane_image(volume: CTVolume, plane: str, index: int) -> np.ndarray:
 def plane_png(volume: CTVolume, plane: str, index: int, preset: str) -> bytes:
     name = preset_name(preset)
     if name not in WINDOW_PRESETS:
-        raise HTTPException(
-            422, f"Unknown window preset '{preset}'. Available: {', '.join(WINDOW_PRESETS)}."
-        )
+        raise HTTPException(422, f"Unknown window preset '{preset}'. Available: {', '.join(WINDOW_PRESETS)}.")
     image = Image.fromarray(window(plane_image(volume, plane, index), name), mode="L")
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=1)
