@@ -56,3 +56,22 @@ def test_overlay_volume_has_two_panels_and_tissue_colours(make_result, tmp_path)
     # the single-slice picture has no sagittal panel, so it is narrower at the same height
     assert png1.shape[1] < png.shape[1]
     assert png1.shape[0] == png.shape[0]
+
+
+def test_overlay_legend_fits_and_short_series_are_not_strips(make_result) -> None:
+    """Defect 9 (issue #15): the single-slice legend was clipped; a short series' views were thin strips."""
+    from sarcoscope.export.overlay import overlay_figure, z_stretch
+
+    single = overlay_figure(make_result((0,), shape=(1, 64, 80)))
+    renderer = single.canvas.get_renderer()
+    single.draw(renderer)
+    page = single.bbox
+    legend = single.legends[0].get_window_extent(renderer)
+    assert page.x0 <= legend.x0 and legend.x1 <= page.x1
+    short = overlay_figure(make_result((2,), shape=(4, 64, 80)))  # 4 slices of SPACING[0] mm
+    short.draw(short.canvas.get_renderer())
+    for ax in short.axes[1:]:
+        box = ax.get_window_extent()
+        assert box.height >= 0.45 * box.width, ax.get_title()
+        assert "height ×" in ax.get_title()
+    assert z_stretch(300.0, 400.0) == 1.0 and z_stretch(300.0, 30.0) == 5.0

@@ -143,13 +143,13 @@ def test_images_are_windowed_planes_with_superior_at_top(client: TestClient, ser
     sid = upload(client, series)["id"]
     hu = synthetic_hu(0).astype(np.float32)
 
-    def png(plane: str, index: int, preset: str = "soft-tissue") -> np.ndarray:
+    def png(plane: str, index: int, preset: str = "soft_tissue") -> np.ndarray:
         r = client.get(f"/api/studies/{sid}/image/{plane}/{index}", params={"preset": preset})
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
         return np.asarray(Image.open(io.BytesIO(r.content)))
 
     def soft(a: np.ndarray) -> np.ndarray:
-        return np.clip((a + 160.0) * 255.0 / 400.0, 0, 255).astype(np.uint8)
+        return np.clip(np.rint((a + 160.0) * 255.0 / 400.0), 0, 255).astype(np.uint8)
 
     np.testing.assert_array_equal(png("axial", 5), soft(hu[5]))
     np.testing.assert_array_equal(png("coronal", 40), soft(hu[::-1, 40, :]))

@@ -149,22 +149,22 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     assert sel == {"mode": "slice", "first": loc["l3_mid"], "last": loc["l3_mid"]}
     assert abs(sel["first"] - truth["l3_mid_index"]) <= 2
     assert "auto L3 confidence" in page.locator("#l3-confidence").inner_text()
-    lines = page.locator("#coronal-canvas").get_attribute("data-lines")
+    lines = page.locator("#l3-viewer").get_attribute("data-lines")
     assert lines == str(sel["first"])
 
     # L3 lines: Range shows two lines on the reconstructions, Slice one.
     page.click("#mode-range")
-    page.wait_for_function("document.getElementById('coronal-canvas').dataset.lines.split(',').length === 2")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines.split(',').length === 2")
     assert page.locator("#l3-selection-text").inner_text().startswith("Range")
     _shot(page, "l3-selection")
     page.click("#mode-slice")
-    page.wait_for_function("document.getElementById('sagittal-canvas').dataset.lines.split(',').length === 1")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines.split(',').length === 1")
     assert page.locator("#l3-selection-text").inner_text() == f"Slice {loc['l3_mid']}"
     _wait_text(page, "study-message", "Saved selection")
     page.click("#mode-range")
-    page.wait_for_function("document.getElementById('coronal-canvas').dataset.lines.split(',').length === 2")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines.split(',').length === 2")
     # keyboard: move the first line up by two slices
-    page.focus("#coronal-canvas")
+    page.focus("#l3-viewer")
     page.keyboard.press("ArrowUp")
     page.keyboard.press("ArrowUp")
     page.wait_for_timeout(700)

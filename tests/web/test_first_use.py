@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import zipfile
 from pathlib import Path
 
 import pydicom
@@ -46,6 +47,40 @@ def test_series_with_empty_uids_is_accepted_with_stable_generated_uids(
     ds = pydicom.dcmread(io.BytesIO(seg.content))
     assert is_dicom_uid(ds.StudyInstanceUID) and ds.StudyInstanceUID in " ".join(study["warnings"])
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == study["series_uid"]
+
+
+def test_series_with_empty_sop_instance_uids_is_stored_with_generated_ones(
+    client: TestClient, series: list[Path]
+) -> None:
+    """The JPEG 2000 real series has empty SOP Instance UIDs: it was refused ("malformed") although
+    `sarcoscope analyze` reads it. Each slice gets its file meta's UID or one made from its bytes."""
+    for k, f in enumerate(series):
+        ds = pydicom.dcmread(f)
+        ds.SOPInstanceUID = ""
+        ds.StudyInstanceUID = ""
+        if k % 2:  # half without a usable file meta UID either
+            ds.file_meta.MediaStorageSOPInstanceUID = ""
+        ds.save_as(f)
+    r = client.post("/api/studies", files=multipart(series))
+    assert r.status_code == 201, r.text
+    study = r.json()
+    warning = " ".join(study["warnings"])
+    assert f"SOP Instance UID of {len(series)} of {len(series)} slices" in warning
+    again = client.post("/api/studies", files=multipart(series))
+    assert again.status_code == 409  # the generated UIDs are stable: a duplicate is recognised
+    sid = study["id"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "range", "first": 0, "last": len(series) - 1})
+    r = client.get(f"/api/studies/{sid}/dicom", params={"deidentify": "false"})
+    assert r.status_code == 200, r.text
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        stored = [pydicom.dcmread(io.BytesIO(zf.read(n))) for n in zf.namelist()]
+    sops = [ds.SOPInstanceUID for ds in stored]
+    assert all(is_dicom_uid(u) for u in sops) and len(set(sops)) == len(series)
+    assert all(ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID for ds in stored)
+    assert len({ds.StudyInstanceUID for ds in stored}) == 1 and stored[0].StudyInstanceUID in warning
+    assert {ds.SeriesInstanceUID for ds in stored} == {study["series_uid"]}
+    assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+    assert client.get(f"/api/studies/{sid}/export/dicom-seg").status_code == 200
 
 
 def _strings(value: object) -> list[str]:

@@ -66,3 +66,17 @@ def test_body_mask_of_a_slice(client: TestClient, series: list[Path]) -> None:
     assert mask[48, 48] and mask[48, 10] and not mask[2, 2] and not mask[48, 1]
     assert abs(int(mask.sum()) - int((hu > -500).sum())) <= 0.02 * mask.sum()
     assert client.get(f"/api/studies/{sid}/body/12").status_code == 404
+
+
+def test_serve_prints_urls_a_browser_can_open() -> None:
+    """`serve --host 0.0.0.0` printed http://0.0.0.0:8000/, which no browser opens (defect 9)."""
+    import socket
+
+    from sarcoscope.web.app import browser_urls
+
+    assert browser_urls("127.0.0.1", 8000) == ["http://127.0.0.1:8000/"]
+    assert browser_urls("::1", 8000) == ["http://[::1]:8000/"]
+    for wildcard in ("0.0.0.0", "::"):
+        urls = browser_urls(wildcard, 8000)
+        assert urls[0] == f"http://{socket.getfqdn()}:8000/" and "localhost:8000" in urls[1]
+        assert not any("0.0.0.0" in u or "[::]" in u for u in urls)

@@ -3,7 +3,8 @@
 Left: the analysed axial slice in a soft-tissue window with the tissues coloured (conventions.LABEL_COLORS)
 and their areas in the legend. Right (volumes only): a sagittal reconstruction through the spine with the
 L3 line(s) (a range is shaded) and, when the localizer reported them, the vertebra labels. Both panels are
-drawn in millimetres, so anatomy keeps its physical proportions whatever the voxel spacing.
+drawn in millimetres, so anatomy keeps its physical proportions whatever the voxel spacing, except a short
+series, whose reconstructions are stretched in height (said in their titles) rather than drawn as thin strips.
 """
 
 from __future__ import annotations
@@ -55,8 +56,24 @@ def legend_labels(result: AnalysisResult) -> list[str]:
     return [f"{TISSUE_TITLES[name]}: {_area_text(areas.tissues[name].area_cm2)}" for name in TISSUES]
 
 
+#: A reconstruction is drawn at least this tall for its width (a short series would be a thin strip; its
+#: slices are then stretched, and the panel's title says by how much).
+MIN_RECON_HEIGHT_RATIO = 0.5
+
+
+def z_stretch(across_mm: float, height_mm: float) -> float:
+    """How much a reconstruction `across_mm` wide and `height_mm` tall is stretched vertically (>= 1)."""
+    return max(1.0, MIN_RECON_HEIGHT_RATIO * across_mm / max(height_mm, 1e-6))
+
+
 def render_overlay(result: AnalysisResult, path: Path) -> Path:
     """Draw the QC picture of `result` into `path` (PNG)."""
+    overlay_figure(result).savefig(path, format="png")
+    return path
+
+
+def overlay_figure(result: AnalysisResult) -> Figure:
+    """The QC picture of `result` as a matplotlib figure."""
     vol = result.volume
     indices = list(result.selection.indices)
     shown = len(indices) // 2  # middle slice of a range
@@ -70,7 +87,8 @@ def render_overlay(result: AnalysisResult, path: Path) -> Path:
     width_ratios = [1.0]
     if has_sagittal:
         for across in (ny * dy, nx * dx):
-            width_ratios.append(float(np.clip(across / (nz * dz) / axial_aspect, 0.25, 1.5)))
+            height = nz * dz * z_stretch(across, nz * dz)
+            width_ratios.append(float(np.clip(across / height / axial_aspect, 0.25, 1.5)))
     fig = Figure(figsize=(5.6 * sum(width_ratios) + 0.6, 7.0), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(width_ratios), gridspec_kw={"width_ratios": width_ratios}, squeeze=False)[0]
@@ -100,7 +118,7 @@ def render_overlay(result: AnalysisResult, path: Path) -> Path:
     fig.legend(
         handles=handles,
         loc="outside lower center",
-        ncol=4,
+        ncol=4 if has_sagittal else 2,  # one axial panel is too narrow for four entries in a row
         fontsize=8,
         frameon=False,
         title=legend_title,
@@ -116,8 +134,7 @@ def render_overlay(result: AnalysisResult, path: Path) -> Path:
         f"({result.selection.method})",
         fontsize=10,
     )
-    fig.savefig(path, format="png")
-    return path
+    return fig
 
 
 def _draw_reconstruction(ax: Any, result: AnalysisResult, plane: str, through: int, spine_at: int) -> None:
@@ -146,7 +163,8 @@ def _draw_reconstruction(ax: Any, result: AnalysisResult, plane: str, through: i
         origin="upper",
         interpolation="bilinear",
     )
-    ax.set_aspect("equal")
+    stretch = z_stretch(abs(extent[1] - extent[0]), nz * dz)
+    ax.set_aspect(stretch)
     indices = list(result.selection.indices)
     lines = sorted({z_mm(indices[0]), z_mm(indices[-1])})
     if len(indices) > 1:
@@ -167,6 +185,7 @@ def _draw_reconstruction(ax: Any, result: AnalysisResult, plane: str, through: i
             bbox={"facecolor": "black", "alpha": 0.55, "pad": 1, "lw": 0},
         )
     where = f"x = {through}" if plane == "sagittal" else f"y = {through}"
-    ax.set_title(f"{plane} ({where}, 15 mm MIP)", fontsize=9)
+    stretched = f", height ×{stretch:.1f}" if stretch > 1.0 else ""
+    ax.set_title(f"{plane} ({where}, 15 mm MIP{stretched})", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])

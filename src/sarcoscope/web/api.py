@@ -190,7 +190,8 @@ def config(request: Request, ctx: Ctx) -> dict[str, Any]:
         "model_engines": [e for e in ctx.settings.engines if takes_model(e)],
         "cutoff_sets": available_cutoff_sets(),
         "default_cutoff_set": default_cutoff_set(),
-        "presets": render.preset_names(),
+        "presets": list(render.presets()),
+        "windows": render.presets(),
         "hu_ranges": DEFAULT_HU_RANGES.as_dict(),
         "label_mappings": builtin_mappings(),
         "max_upload_bytes": ctx.settings.max_upload_bytes,
@@ -287,7 +288,7 @@ def image(
     index: int,
     ctx: Ctx,
     user: User,
-    preset: Annotated[str, Query(max_length=32)] = "soft-tissue",
+    preset: Annotated[str, Query(max_length=32)] = "soft_tissue",
 ) -> Response:
     """A windowed 8-bit PNG: axial slice `index` (z), coronal row `index` (y) or sagittal column (x).
 

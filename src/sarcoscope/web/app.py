@@ -238,16 +238,21 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
     return app
 
 
-def public_url(host: str, port: int, public_host: str | None = None) -> str:
-    """The address users open: `public_host` behind a reverse proxy (a full URL, or a host name served
-    over HTTPS on the default port), else http://HOST:PORT/."""
+def browser_urls(host: str, port: int, public_host: str | None = None) -> list[str]:
+    """Addresses to type in a browser: `public_host` behind a reverse proxy (a full URL, or a host name
+    served over HTTPS on the default port). A wildcard host (0.0.0.0, ::) is not one: this machine's name
+    is, and, on this machine, localhost."""
     if public_host:
         url = public_host if "://" in public_host else f"https://{public_host}"
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
             raise SarcoscopeError(f"--public-host '{public_host}' is not a host name or an http(s) URL.")
-        return url.rstrip("/") + "/"
+        return [url.rstrip("/") + "/"]
+    if host in ("0.0.0.0", "::", ""):
+        import socket
+
+        return [f"http://{socket.getfqdn()}:{port}/", f"http://localhost:{port}/ (on this machine)"]
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/"
+    return [f"http://{shown}:{port}/"]
 
 
 def serve(
@@ -301,12 +306,12 @@ def serve(
         settings.token_user = token_user
     if not logging.getLogger("sarcoscope").handlers:
         logging.basicConfig(level=logging.INFO, format="sarcoscope: %(message)s")
-    address = public_url(host, port, public_host)
+    addresses = browser_urls(host, port, public_host)
     app = create_app(settings, require_login=not is_loopback(host))
     log.info(
         "sarcoscope %s: open %s (data in %s; logins: %s)",
         __version__,
-        address,
+        " or ".join(addresses),
         settings.data_dir.resolve(),
         app.state.ctx.auth.mode,
     )

@@ -1,4 +1,6 @@
-"""Windowed 8-bit PNG images of axial slices and coronal/sagittal reconstructions, for the browser viewer."""
+"""Windowed 8-bit PNG images of axial slices and coronal/sagittal reconstructions, for the browser viewer's
+fallback (browsers without WebGL2) and the label editor. The window presets are imaging.views' (one home
+for the CLI's images and the web app's)."""
 
 from __future__ import annotations
 
@@ -8,25 +10,18 @@ import numpy as np
 from fastapi import HTTPException
 from PIL import Image
 
+from sarcoscope.imaging.views import WINDOW_PRESETS, window
 from sarcoscope.imaging.volume import CTVolume
 
-#: Window presets (level, width) in HU.
-PRESETS: dict[str, tuple[float, float]] = {
-    "soft-tissue": (40.0, 400.0),
-    "bone": (400.0, 1800.0),
-    "fat": (-100.0, 300.0),
-}
+
+def preset_name(preset: str) -> str:
+    """The preset's name in imaging.views ("soft-tissue" is accepted for "soft_tissue")."""
+    return preset.replace("-", "_")
 
 
-def preset_names() -> list[str]:
-    return list(PRESETS)
-
-
-def _window(hu: np.ndarray, preset: str) -> np.ndarray:
-    level, width = PRESETS[preset]
-    lo = level - width / 2.0
-    scaled = (np.asarray(hu, dtype=np.float32) - lo) * (255.0 / width)
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+def presets() -> dict[str, tuple[float, float]]:
+    """Window presets (level, width) in HU, by name, for the UI."""
+    return dict(WINDOW_PRESETS)
 
 
 def plane_image(volume: CTVolume, plane: str, index: int) -> np.ndarray:
@@ -43,9 +38,10 @@ def plane_image(volume: CTVolume, plane: str, index: int) -> np.ndarray:
 
 
 def plane_png(volume: CTVolume, plane: str, index: int, preset: str) -> bytes:
-    if preset not in PRESETS:
-        raise HTTPException(422, f"Unknown window preset '{preset}'. Available: {', '.join(PRESETS)}.")
-    image = Image.fromarray(_window(plane_image(volume, plane, index), preset), mode="L")
+    name = preset_name(preset)
+    if name not in WINDOW_PRESETS:
+        raise HTTPException(422, f"Unknown window preset '{preset}'. Available: {', '.join(WINDOW_PRESETS)}.")
+    image = Image.fromarray(window(plane_image(volume, plane, index), name), mode="L")
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=1)
     return out.getvalue()

@@ -119,8 +119,9 @@ def _ingest(
         raise InputError(f"The uploaded series is {volume.orientation}; L3 analysis needs an axial series.")
 
     md = volume.metadata
+    sops: list[str] = []
     if volume.source_kind == "dicom":
-        study_uid, series = _dicom_uids(volume)
+        study_uid, series, sops = _dicom_uids(volume)
     else:
         digest = hashlib.sha256(parts[0].path.read_bytes()).hexdigest()
         study_uid = str(generate_uid(entropy_srcs=["sarcoscope-nifti-study", digest]))
@@ -158,7 +159,7 @@ def _ingest(
     try:
         sop_uids: list[str] = []
         if volume.source_kind == "dicom":
-            sop_uids = _store_dicom_files(source, volume, dest)
+            sop_uids = _store_dicom_files(volume, dest, sops, study_uid, series)
         else:
             suffix = ".nii.gz" if parts[0].client_name.lower().endswith(".gz") else ".nii"
             shutil.move(parts[0].path, dest / f"volume{suffix}")
@@ -173,53 +174,87 @@ def _ingest(
     return study, volume
 
 
-def _dicom_uids(volume: CTVolume) -> tuple[str, str]:
-    """The series' Study and Series Instance UIDs; stable stand-ins (with a warning) when they are not UIDs.
+def _dicom_uids(volume: CTVolume) -> tuple[str, str, list[str]]:
+    """The series' Study and Series Instance UIDs and its slices' SOP Instance UIDs (in slice order);
+    stable stand-ins, with a warning, for any that are empty or not UIDs.
 
-    `sarcoscope analyze` reads such series, so the web app does too: the stand-ins are derived from the
-    slices' SOP Instance UIDs, so the same series uploaded again is recognised as a duplicate.
+    `sarcoscope analyze` reads such series, so the web app does too. A slice without a SOP Instance UID
+    gets its file meta's Media Storage SOP Instance UID when that is one, else a UID derived from the
+    file's bytes; the study and series stand-ins derive from the slices' UIDs, so the same series
+    uploaded again is recognised as a duplicate.
     """
     md = volume.metadata
+    headers = volume.dicom_headers or []
+    sops: list[str] = []
+    generated = 0
+    for h in headers:
+        uid = str(h.get("SOPInstanceUID", "") or "")
+        if not is_dicom_uid(uid):
+            meta = getattr(h, "file_meta", None)
+            uid = str(meta.get("MediaStorageSOPInstanceUID", "") or "") if meta is not None else ""
+            if not is_dicom_uid(uid) or uid in sops:
+                digest = hashlib.sha256(_header_file(h).read_bytes()).hexdigest()
+                uid = str(generate_uid(entropy_srcs=["sarcoscope-dicom-instance", digest]))
+            generated += 1
+        sops.append(uid)
     study_uid, series = md.study_instance_uid or "", md.series_instance_uid or ""
-    if is_dicom_uid(study_uid) and is_dicom_uid(series):
-        return study_uid, series
-    sops = sorted(str(h.get("SOPInstanceUID", "")) for h in volume.dicom_headers or [])
-    digest = hashlib.sha256("\\".join(sops).encode()).hexdigest()
+    digest = hashlib.sha256("\\".join(sorted(sops)).encode()).hexdigest()
     replaced = []
+    if generated:
+        replaced.append(f"SOP Instance UID of {generated} of {len(headers)} slices")
     if not is_dicom_uid(study_uid):
         replaced.append(f"Study Instance UID {study_uid!r}")
         study_uid = str(generate_uid(entropy_srcs=["sarcoscope-dicom-study", digest]))
     if not is_dicom_uid(series):
         replaced.append(f"Series Instance UID {series!r}")
         series = str(generate_uid(entropy_srcs=["sarcoscope-dicom-series", digest]))
-    volume.warnings.append(
-        f"The series' {' and '.join(replaced)} {'is' if len(replaced) == 1 else 'are'} empty or not a "
-        f"valid UID; sarcoscope uses generated UIDs instead (study {study_uid}, series {series}) for "
-        "storage and exports."
-    )
-    return study_uid, series
+    if replaced:
+        volume.warnings.append(
+            f"The series' {' and '.join(replaced)} {'is' if len(replaced) == 1 else 'are'} empty or not a "
+            f"valid UID; sarcoscope uses generated UIDs instead (study {study_uid}, series {series}), "
+            "written into its stored copy of the files, for storage and exports."
+        )
+    return study_uid, series, sops
 
 
-def _store_dicom_files(source: Path, volume: CTVolume, dest: Path) -> list[str]:
-    """Move the series' files to `dest/<SOPInstanceUID>.dcm`; return the SOP UIDs in slice order."""
+def _header_file(header: Any) -> Path:
+    name = getattr(header, "filename", None)
+    if not isinstance(name, str) or not Path(name).is_file():
+        raise InputError("A slice of the series cannot be matched to an uploaded file.")
+    return Path(name)
+
+
+def _store_dicom_files(
+    volume: CTVolume, dest: Path, sops: list[str], study_uid: str, series_uid: str
+) -> list[str]:
+    """Move the series' files to `dest/<SOPInstanceUID>.dcm`; return the SOP UIDs in slice order.
+
+    A file whose UIDs were replaced (see _dicom_uids) is stored with the replacements written in, so that
+    downloads and exports made from it reference the UIDs sarcoscope uses.
+    """
     headers = volume.dicom_headers or []
-    wanted = [str(h.SOPInstanceUID) for h in headers]
-    if len(wanted) != volume.n_slices or not all(is_dicom_uid(u) for u in wanted):
-        raise InputError("The series' SOP Instance UIDs are missing or malformed; cannot store its files.")
-    remaining = set(wanted)
-    for path in sorted(p for p in source.rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-        except Exception:  # not DICOM: the reader already skipped and reported it
+    if len(headers) != volume.n_slices or len(set(sops)) != len(sops):
+        raise InputError("The series' slices and files do not match one to one; cannot store its files.")
+    for header, uid in zip(headers, sops, strict=True):
+        path = _header_file(header)
+        target = dest / f"{uid}.dcm"
+        fixes = {
+            "SOPInstanceUID": uid,
+            "StudyInstanceUID": study_uid,
+            "SeriesInstanceUID": series_uid,
+        }
+        if all(str(header.get(k, "") or "") == v for k, v in fixes.items()):
+            shutil.move(path, target)
+            make_private(target)  # a file extracted from a zip has the umask's mode
             continue
-        uid = str(ds.get("SOPInstanceUID", ""))
-        if uid in remaining:
-            shutil.move(path, dest / f"{uid}.dcm")
-            make_private(dest / f"{uid}.dcm")  # a file extracted from a zip has the umask's mode
-            remaining.discard(uid)
-    if remaining:
-        raise InputError(f"{len(remaining)} slices of the series could not be matched to uploaded files.")
-    return wanted
+        ds = pydicom.dcmread(path)
+        for keyword, value in fixes.items():
+            setattr(ds, keyword, value)
+        ds.file_meta.MediaStorageSOPInstanceUID = uid
+        with atomic_private_file(target) as f:
+            ds.save_as(f, enforce_file_format=True)
+        path.unlink()
+    return sops
 
 
 def _write_cache(store: Store, study_id: str, volume: CTVolume, sop_uids: list[str]) -> None:

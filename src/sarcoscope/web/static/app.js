@@ -15,7 +15,7 @@ async function init() {
   setUnauthorizedHandler(() => { if (state.config && state.config.auth_required) showLogin(route); });
   state.config = await getJSON("/api/config");
   for (const id of ["l3-preset", "label-preset"]) {
-    $(id).innerHTML = state.config.presets.map((p) => `<option value="${p}">${p}</option>`).join("");
+    $(id).innerHTML = state.config.presets.map((p) => `<option value="${p}">${p.replace("_", " ")}</option>`).join("");
   }
   $("engine").innerHTML = state.config.engines
     .map((e) => `<option value="${e}" ${e === state.config.default_engine ? "selected" : ""}>${e}</option>`).join("");
@@ -67,6 +67,7 @@ async function openStudy(id, pane) {
     state.study = await getJSON(`/api/studies/${id}`);
     state.images.clear();
     state.hu.clear();
+    state.body.clear();
     state.labels = null;
     state.version = null;
     state.viewing = null;
@@ -77,7 +78,10 @@ async function openStudy(id, pane) {
     resetL3View();
     resetEditorView();
     if (s.selection) applySelection(s.selection);
-    else state.lines = [state.axialZ, state.axialZ];
+    else {
+      state.mode = "slice"; // the default, as the CLI: one slice (here the middle one until L3 is found)
+      state.lines = [state.axialZ, state.axialZ];
+    }
     const p = s.patient || {};
     $("height").value = p.height_cm ?? "";
     $("weight").value = p.weight_kg ?? "";

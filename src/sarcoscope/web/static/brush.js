@@ -19,22 +19,27 @@ export function paintDisc(labels, nx, ny, cx, cy, size, value, allows) {
   }
 }
 
-/** Give `value` to the 4-connected region of equal labels around pixel (x, y). */
+/** Give `value` to the 4-connected region of equal labels around pixel (x, y) that `allows`: the region
+ * grows only through allowed pixels, so it stops at the body's edge and at pixels outside the HU range
+ * (instead of flooding across them into air or an organ). */
 export function fillRegion(labels, nx, ny, x, y, value, allows) {
   const start = y * nx + x;
   const from = labels[start];
-  if (from === value) return;
+  if (from === value || !allows(start)) return 0;
   const stack = [start];
   const seen = new Uint8Array(labels.length);
   seen[start] = 1;
+  let filled = 0;
   while (stack.length) {
     const i = stack.pop();
-    if (allows(i)) labels[i] = value;
+    labels[i] = value;
+    filled += 1;
     const px = i % nx;
     const py = (i - px) / nx;
     const next = [px > 0 ? i - 1 : -1, px < nx - 1 ? i + 1 : -1, py > 0 ? i - nx : -1, py < ny - 1 ? i + nx : -1];
     for (const j of next) {
-      if (j >= 0 && !seen[j] && labels[j] === from) { seen[j] = 1; stack.push(j); }
+      if (j >= 0 && !seen[j] && labels[j] === from && allows(j)) { seen[j] = 1; stack.push(j); }
     }
   }
+  return filled;
 }

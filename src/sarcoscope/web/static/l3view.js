@@ -1,9 +1,14 @@
-// The L3 selection view: axial, coronal and sagittal images, the Slice or Range (inferior/superior) lines,
-// the localizer's result, the engine and model choice and "Segment selected".
+// The L3 selection view: the Slice or Range (inferior/superior) lines, the localizer's result, window
+// presets, the engine and model choice and "Segment selected". The images are NiiVue's (mpr.js) or, without
+// WebGL2, server PNGs (l3png.js); both call the hooks below and draw the lines this module owns.
 import {$, download, getJSON, message, sendJSON} from "./api.js";
-import {canvasPoint, image, state} from "./state.js";
-import {Viewport} from "./viewport.js";
+import {MPRView, webgl2Available} from "./mpr.js";
+import {PNGView} from "./l3png.js";
+import {state} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
+
+let view = null; // MPRView or PNGView
+let mpr = false; // true: NiiVue
 
 export function applySelection(sel) {
   state.mode = sel.mode;
@@ -11,17 +16,76 @@ export function applySelection(sel) {
   state.axialZ = sel.mode === "slice" ? sel.first : Math.round((sel.first + sel.last) / 2);
 }
 
+/** Fit the images again (opening another study). */
+export function resetL3View() { if (view) view.reset(false); }
 
-let axialView = null; // Viewport of the axial image
+const hooks = {
+  crosshair(x, y, z) {
+    const s = state.study;
+    state.crossX = Math.max(0, Math.min(s.cols - 1, x));
+    state.crossY = Math.max(0, Math.min(s.rows - 1, y));
+    state.axialZ = clampZ(z);
+    if (mpr) renderText(); // NiiVue already shows it
+    else drawAll();
+  },
+  lines,
+  vertebrae: () => (state.study.localization || {}).vertebrae || {},
+  lineAt(i) { state.activeLine = i; },
+  dragLine(i, z) { state.activeLine = i; moveLine(z); },
+  dropLine() { saveSelection(); },
+  window(level, width) { $("l3-window").textContent = `W ${width} · L ${level}`; },
+  key: lineKeys,
+  cursor(x, y, z, hu) {
+    $("l3-cursor").textContent = x === null ? "" : `x ${x} · y ${y} · slice ${z}: ${Math.round(hu)} HU`;
+  },
+};
 
-/** Fit the axial image again (opening another study). */
-export function resetL3View() { axialView.reset(false); }
+/** The lines to draw: one "L3" line (Slice) or the inferior and superior lines (Range). */
+function lines() {
+  const [a, b] = state.lines;
+  if (state.mode === "slice") return [{z: a, label: `L3 · ${a}`, color: "#ffd23f", active: true}];
+  return state.lines.map((z, i) => ({
+    z, // the lower slice index is the inferior line (slice indices grow from feet to head)
+    label: `${z < state.lines[1 - i] || (z === state.lines[1 - i] && i === 0) ? "inferior" : "superior"} · ${z}`,
+    color: i === 0 ? "#ffd23f" : "#3fe0ff",
+    active: i === state.activeLine,
+  }));
+}
+
+async function ensureView() {
+  if (view) return;
+  mpr = webgl2Available() && !new URLSearchParams(location.search).has("png");
+  if (mpr) {
+    try {
+      view = new MPRView($("mpr"), $("mpr-canvas"), $("mpr-overlay"), hooks);
+      await view.start();
+    } catch (err) {
+      message(`The WebGL viewer could not start (${err.message}): showing server images.`, true);
+      mpr = false;
+    }
+  }
+  if (!mpr) view = new PNGView(hooks);
+  $("mpr").hidden = !mpr;
+  $("l3-grid").hidden = mpr;
+  $("l3-window").hidden = !mpr;
+  $("l3-cursor").hidden = !mpr;
+  $("l3-hint").textContent = mpr
+    ? "right-drag: window/level · wheel: slices · ctrl+wheel: zoom · middle or shift+drag: pan · " +
+      "click: crosshair · drag a line, or ↑/↓ (Tab: other line)"
+    : "wheel: slices · ctrl+wheel: zoom · middle or space+drag: pan · drag the lines, or ↑/↓ (Tab: other line)";
+}
 
 export async function showL3() {
   const s = state.study;
+  await ensureView();
   $("l3-preset").value = state.preset;
   drawAll();
   loadModels();
+  if (mpr) {
+    try {
+      await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[state.preset]);
+    } catch (err) { message(`The volume could not be shown: ${err.message}`, true); }
+  }
   if (!s.localization) {
     message("Locating L3…");
     try {
@@ -55,12 +119,13 @@ function selectionText() {
   const [a, b] = state.lines;
   const lo = Math.min(a, b);
   const hi = Math.max(a, b);
-  return state.mode === "slice" ? `Slice ${state.lines[0]}` : `Range ${lo}–${hi} (${hi - lo + 1} slices)`;
+  if (state.mode === "slice") return `Slice ${a}`;
+  return lo === hi ? `Range: slice ${lo} only (1 slice)` : `Range ${lo}–${hi} (${hi - lo + 1} slices)`;
 }
 
 /** The vertebra the automatic localizer puts slice z in (null: not localized or between vertebrae). */
 function levelOf(z) {
-  const vertebrae = (state.study.localization || {}).vertebrae || {};
+  const vertebrae = hooks.vertebrae();
   const hit = Object.entries(vertebrae).find(([, v]) => v.first <= z && z <= v.last);
   return hit ? hit[0] : null;
 }
@@ -68,7 +133,7 @@ function levelOf(z) {
 /** Says where the localizer puts the chosen slice(s); a warning when that is not L3 (cutoffs are L3's). */
 function renderLevel() {
   const el = $("l3-level");
-  if (!Object.keys((state.study.localization || {}).vertebrae || {}).length) {
+  if (!Object.keys(hooks.vertebrae()).length) {
     el.textContent = "";
     el.className = "level";
     return;
@@ -81,104 +146,20 @@ function renderLevel() {
   el.className = atL3 ? "level" : "level warn";
 }
 
-function drawAll() {
+function renderText() {
   $("mode-range").classList.toggle("active", state.mode === "range");
   $("mode-slice").classList.toggle("active", state.mode === "slice");
   $("l3-selection-text").textContent = selectionText();
+  $("axial-index").textContent = `slice ${state.axialZ} / ${state.study.n_slices - 1}`;
+  $("l3-viewer").dataset.axial = state.axialZ;
+  $("l3-viewer").dataset.lines = lines().map((line) => line.z).join(",");
   renderLevel();
-  drawAxial();
-  drawRecon("coronal");
-  drawRecon("sagittal");
 }
 
-async function drawAxial() {
-  const s = state.study;
-  const canvas = $("axial-canvas");
-  const z = state.axialZ;
-  $("axial-index").textContent = `slice ${z} / ${s.n_slices - 1}`;
-  const img = image("axial", z);
-  try { await img.ready; } catch (_) { return; }
-  if (z !== state.axialZ) return;
-  canvas.width = s.cols;
-  canvas.height = s.rows;
-  axialView.layout(s.cols * s.spacing[2], s.rows * s.spacing[1]);
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(img, 0, 0);
-  ctx.strokeStyle = "rgba(255,255,255,0.35)";
-  ctx.lineWidth = 1;
-  ctx.beginPath();
-  ctx.moveTo(0, state.crossY + 0.5); ctx.lineTo(s.cols, state.crossY + 0.5);
-  ctx.moveTo(state.crossX + 0.5, 0); ctx.lineTo(state.crossX + 0.5, s.rows);
-  ctx.stroke();
-  for (const dz of [1, -1, 2, -2]) {
-    const n = z + dz;
-    if (n >= 0 && n < s.n_slices) image("axial", n); // prefetch neighbours
-  }
-}
-
-function reconGeometry(plane) {
-  const s = state.study;
-  const width = plane === "coronal" ? s.cols : s.rows;
-  const inPlane = plane === "coronal" ? s.spacing[2] : s.spacing[1];
-  const height = Math.max(1, Math.round((s.n_slices * s.spacing[0]) / inPlane));
-  return {width, height, rowPerSlice: height / s.n_slices};
-}
-
-const zToY = (g, z) => (state.study.n_slices - 1 - z + 0.5) * g.rowPerSlice;
-const yToZ = (g, y) => Math.max(0, Math.min(state.study.n_slices - 1,
-  state.study.n_slices - 1 - Math.floor(y / g.rowPerSlice)));
-
-async function drawRecon(plane) {
-  const canvas = $(`${plane}-canvas`);
-  const index = plane === "coronal" ? state.crossY : state.crossX;
-  const img = image(plane, index);
-  try { await img.ready; } catch (_) { return; }
-  const g = reconGeometry(plane);
-  canvas.width = g.width;
-  canvas.height = g.height;
-  const box = canvas.parentElement;
-  const fit = Math.min(box.clientWidth / g.width, box.clientHeight / g.height);
-  canvas.style.width = `${g.width * fit}px`;
-  canvas.style.height = `${g.height * fit}px`;
-  const ctx = canvas.getContext("2d");
-  ctx.imageSmoothingEnabled = true;
-  ctx.drawImage(img, 0, 0, g.width, g.height);
-  // current axial slice
-  ctx.strokeStyle = "rgba(255,255,255,0.4)";
-  ctx.setLineDash([4, 4]);
-  ctx.lineWidth = Math.max(1, g.width / 400);
-  ctx.beginPath();
-  ctx.moveTo(0, zToY(g, state.axialZ)); ctx.lineTo(g.width, zToY(g, state.axialZ));
-  ctx.stroke();
-  ctx.setLineDash([]);
-  if (plane === "sagittal") drawVertebrae(ctx, g);
-  const lines = state.mode === "slice" ? [state.lines[0]] : state.lines;
-  lines.forEach((z, i) => {
-    const y = zToY(g, z);
-    const color = i === 0 ? "#ffd23f" : "#3fe0ff";
-    ctx.strokeStyle = color;
-    ctx.lineWidth = Math.max(1.5, g.width / 200) * (i === state.activeLine ? 1.6 : 1);
-    ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(g.width, y); ctx.stroke();
-    ctx.fillStyle = color;
-    ctx.font = `${Math.max(10, Math.round(g.width / 28))}px system-ui`;
-    ctx.fillText(state.mode === "slice" ? `L3 · ${z}` : `${i === 0 ? "first" : "last"} · ${z}`, 4, y - 4);
-  });
-  canvas.dataset.lines = lines.join(",");
-}
-
-function drawVertebrae(ctx, g) {
-  // The localizer's vertebra bodies as ticks with names on the right edge of the sagittal view.
-  const vertebrae = (state.study.localization || {}).vertebrae || {};
-  ctx.font = `${Math.max(9, Math.round(g.width / 34))}px system-ui`;
-  ctx.textAlign = "right";
-  for (const [name, v] of Object.entries(vertebrae)) {
-    const top = zToY(g, v.last) - g.rowPerSlice / 2;
-    const bottom = zToY(g, v.first) + g.rowPerSlice / 2;
-    ctx.fillStyle = name === "L3" ? "rgba(255,210,63,0.9)" : "rgba(255,255,255,0.6)";
-    ctx.fillRect(g.width - 3, top + 1, 3, Math.max(1, bottom - top - 2));
-    ctx.fillText(name, g.width - 6, zToY(g, v.center) + 4);
-  }
-  ctx.textAlign = "left";
+function drawAll() {
+  renderText();
+  if (mpr) view.setCrosshair(state.crossX, state.crossY, state.axialZ);
+  else view.draw();
 }
 
 // ------------------------------------------------------------------------------- model choice --
@@ -207,57 +188,17 @@ export function bindL3() {
   $("engine").addEventListener("change", showModelChoice);
   $("mode-range").addEventListener("click", () => setMode("range"));
   $("mode-slice").addEventListener("click", () => setMode("slice"));
-  $("l3-preset").addEventListener("change", (e) => { state.preset = e.target.value; drawAll(); });
-  axialView = new Viewport($("axial-box"), $("axial-canvas"), () => drawAxial());
-  $("axial-reset").addEventListener("click", () => axialView.reset());
-  $("axial-box").addEventListener("wheel", (e) => {
-    e.preventDefault();
-    state.axialZ = clampZ(state.axialZ + (e.deltaY < 0 ? 1 : -1));
-    drawAll();
-  }, {passive: false});
-  $("axial-canvas").addEventListener("click", (e) => {
-    [state.crossX, state.crossY] = canvasPoint(e.currentTarget, e).map(Math.floor);
-    drawAll();
+  $("l3-preset").addEventListener("change", (e) => {
+    state.preset = e.target.value;
+    if (mpr) view.setWindow(...state.config.windows[state.preset]);
+    else drawAll();
   });
-  for (const plane of ["coronal", "sagittal"]) {
-    const canvas = $(`${plane}-canvas`);
-    let dragging = false;
-    const zAt = (e) => yToZ(reconGeometry(plane), (e.offsetY * canvas.height) / canvas.clientHeight);
-    canvas.addEventListener("pointerdown", (e) => {
-      canvas.focus();
-      const z = zAt(e);
-      if (state.mode === "range") {
-        const d0 = Math.abs(state.lines[0] - z);
-        const d1 = Math.abs(state.lines[1] - z);
-        state.activeLine = d1 < d0 ? 1 : 0;
-      } else state.activeLine = 0;
-      dragging = true;
-      canvas.setPointerCapture(e.pointerId);
-      moveLine(z);
-    });
-    canvas.addEventListener("pointermove", (e) => { if (dragging) moveLine(zAt(e)); });
-    canvas.addEventListener("pointerup", () => { if (dragging) { dragging = false; saveSelection(); } });
-    canvas.addEventListener("keydown", (e) => {
-      const steps = {ArrowUp: 1, ArrowDown: -1, PageUp: 5, PageDown: -5};
-      if (e.key in steps) {
-        e.preventDefault();
-        moveLine(state.lines[state.activeLine] + steps[e.key]);
-        clearTimeout(bindL3.timer);
-        bindL3.timer = setTimeout(saveSelection, 400);
-      } else if (e.key === "Tab" && state.mode === "range") {
-        e.preventDefault();
-        state.activeLine = 1 - state.activeLine;
-        drawAll();
-      }
-    });
-    canvas.addEventListener("wheel", (e) => {
-      e.preventDefault();
-      const s = state.study;
-      if (plane === "coronal") state.crossY = Math.max(0, Math.min(s.rows - 1, state.crossY + Math.sign(e.deltaY)));
-      else state.crossX = Math.max(0, Math.min(s.cols - 1, state.crossX + Math.sign(e.deltaY)));
-      drawAll();
-    }, {passive: false});
-  }
+  $("axial-reset").addEventListener("click", () => view.reset());
+  $("l3-reset").addEventListener("click", () => {
+    view.reset();
+    if (mpr) view.setWindow(...state.config.windows[state.preset]);
+  });
+  $("l3-viewer").addEventListener("keydown", lineKeys);
   $("download-dicom").addEventListener("click", () =>
     download(`/api/studies/${state.study.id}/dicom?deidentify=${$("deidentify").checked}`));
   $("segment").addEventListener("click", segmentSelected);
@@ -268,6 +209,20 @@ export function bindL3() {
   });
 }
 
+/** Keys on the focused viewer (or one of its canvases) move the active line; Tab switches it. */
+function lineKeys(e) {
+  const steps = {ArrowUp: 1, ArrowDown: -1, PageUp: 5, PageDown: -5};
+  if (e.key in steps) {
+    e.preventDefault();
+    moveLine(state.lines[state.activeLine] + steps[e.key]);
+    clearTimeout(lineKeys.timer);
+    lineKeys.timer = setTimeout(saveSelection, 400);
+  } else if (e.key === "Tab" && state.mode === "range") {
+    e.preventDefault();
+    state.activeLine = 1 - state.activeLine;
+    drawAll();
+  }
+}
 
 const clampZ = (z) => Math.max(0, Math.min(state.study.n_slices - 1, z));
 

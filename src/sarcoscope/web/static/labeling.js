@@ -97,6 +97,15 @@ async function huSlice(z) {
   return state.hu.get(z);
 }
 
+/** The body in slice z (GET .../body/z, uint8): fill stays inside it. */
+async function bodySlice(z) {
+  if (!state.body.has(z)) {
+    const response = await api(`/api/studies/${state.study.id}/body/${z}`);
+    state.body.set(z, new Uint8Array(await response.arrayBuffer()));
+  }
+  return state.body.get(z);
+}
+
 function huAllows(hu, i, label) {
   if (!hu || !label) return true;
   const name = state.config.tissues.find((t) => t.label === label).name;
@@ -104,8 +113,9 @@ function huAllows(hu, i, label) {
   return hu[i] >= lo && hu[i] <= hi;
 }
 
-function pushUndo() {
-  state.undo.push({slice: state.current, data: sliceView().slice()});
+/** Remember the current slice's labels (`data`: as they were before an edit already made) for Undo. */
+function pushUndo(data = sliceView().slice()) {
+  state.undo.push({slice: state.current, data});
   if (state.undo.length > 100) state.undo.shift();
   state.redo = [];
 }
@@ -116,10 +126,19 @@ function paintAt(cx, cy, hu) {
   paintDisc(sliceView(), nx, ny, cx, cy, state.brush, value, (i) => !value || huAllows(hu, i, value));
 }
 
-function floodFill(cx, cy, hu) {
+/** Fill from (cx, cy) with the painted label, inside the body and the label's HU range (always: a fill
+ * that ignored them would flood air or organs); says so when nothing could be filled. */
+async function floodFill(cx, cy) {
   const [, ny, nx] = state.shape;
   const value = state.paintLabel;
-  fillRegion(sliceView(), nx, ny, cx, cy, value, (i) => huAllows(hu, i, value));
+  const z = state.indices[state.current];
+  const [hu, body] = await Promise.all([huSlice(z), bodySlice(z)]);
+  const filled = fillRegion(sliceView(), nx, ny, cx, cy, value, (i) => body[i] && huAllows(hu, i, value));
+  if (!filled) {
+    const name = state.config.tissues.find((t) => t.label === value).name.toUpperCase();
+    message(`Nothing filled: the point is outside the body, outside ${name}'s HU range, or already ${name}.`);
+  }
+  return filled;
 }
 
 function editorPoint(e) {
@@ -148,15 +167,18 @@ export function bindEditor() {
   cursor.addEventListener("pointerdown", async (e) => {
     if (!state.labels || state.viewing !== null || e.button !== 0) return;
     cursor.setPointerCapture(e.pointerId);
-    hu = $("hu-constrain").checked ? await huSlice(state.indices[state.current]) : null;
-    pushUndo();
     const [x, y] = editorPoint(e);
     if (state.tool === "fill") {
-      floodFill(Math.floor(x), Math.floor(y), hu);
-      markDirty();
-      drawOverlay();
+      const before = sliceView().slice();
+      if (await floodFill(Math.floor(x), Math.floor(y))) {
+        pushUndo(before);
+        markDirty();
+        drawOverlay();
+      }
       return;
     }
+    hu = $("hu-constrain").checked ? await huSlice(state.indices[state.current]) : null;
+    pushUndo();
     painting = true;
     last = [x, y];
     paintAt(x, y, hu);

@@ -4,8 +4,8 @@ export const state = {
   config: null,
   study: null,
   // L3 view
-  preset: "soft-tissue",
-  mode: "range",
+  preset: "soft_tissue",
+  mode: "slice",
   lines: [0, 0], // [first, last] slice indices (z)
   activeLine: 0,
   axialZ: 0,
@@ -20,6 +20,7 @@ export const state = {
   indices: [],
   current: 0, // index into indices
   hu: new Map(), // slice index -> Int16Array
+  body: new Map(), // slice index -> Uint8Array (1: body), for fill
   tool: "brush",
   paintLabel: 1,
   brush: 6,
@@ -56,4 +57,15 @@ export function image(plane, index, preset = state.preset) {
 export function canvasPoint(canvas, e) {
   const r = canvas.getBoundingClientRect();
   return [((e.clientX - r.left) * canvas.width) / r.width, ((e.clientY - r.top) * canvas.height) / r.height];
+}
+
+/** A label on a dark backing box (readable over bone, small enough not to hide anatomy). */
+export function tag(ctx, text, x, y, color, align) {
+  const w = ctx.measureText(text).width + 6;
+  const x0 = align === "right" ? x - w : x;
+  ctx.fillStyle = "rgba(0,0,0,0.55)";
+  ctx.fillRect(x0, y - 7, w, 14);
+  ctx.fillStyle = color;
+  ctx.textAlign = "left";
+  ctx.fillText(text, x0 + 3, y);
 }

@@ -1,0 +1,152 @@
+// The L3 view's images without WebGL2: windowed 8-bit PNGs from the server (one per plane, slice and preset),
+// drawn on three canvases, with the Range/Slice lines and the localizer's vertebrae drawn over them. Used only
+// when NiiVue cannot run (mpr.js); window/level is then limited to the presets.
+import {$} from "./api.js";
+import {canvasPoint, image, state, tag} from "./state.js";
+import {Viewport} from "./viewport.js";
+
+export class PNGView {
+  /** hooks as for MPRView (mpr.js): crosshair, lines, vertebrae, lineAt, dragLine, dropLine. */
+  constructor(hooks) {
+    this.hooks = hooks;
+    this.axialView = new Viewport($("axial-box"), $("axial-canvas"), () => this.drawAxial());
+    this.bind();
+  }
+
+  reset(redraw = true) { this.axialView.reset(redraw); }
+
+  draw() {
+    this.drawAxial();
+    this.drawRecon("coronal");
+    this.drawRecon("sagittal");
+  }
+
+  async drawAxial() {
+    const s = state.study;
+    const canvas = $("axial-canvas");
+    const z = state.axialZ;
+    $("axial-index").textContent = `slice ${z} / ${s.n_slices - 1}`;
+    const img = image("axial", z);
+    try { await img.ready; } catch (_) { return; }
+    if (z !== state.axialZ) return;
+    canvas.width = s.cols;
+    canvas.height = s.rows;
+    this.axialView.layout(s.cols * s.spacing[2], s.rows * s.spacing[1]);
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(img, 0, 0);
+    ctx.strokeStyle = "rgba(255,255,255,0.35)";
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    ctx.moveTo(0, state.crossY + 0.5); ctx.lineTo(s.cols, state.crossY + 0.5);
+    ctx.moveTo(state.crossX + 0.5, 0); ctx.lineTo(state.crossX + 0.5, s.rows);
+    ctx.stroke();
+    for (const dz of [1, -1, 2, -2]) {
+      const n = z + dz;
+      if (n >= 0 && n < s.n_slices) image("axial", n); // prefetch neighbours
+    }
+  }
+
+  /** Reconstructions are shown at true proportions, but never thinner than a quarter of their width
+   * (a short series would otherwise be a strip); the canvas is drawn at the box's pixel size, so that
+   * lines and labels are sharp. */
+  geometry(plane) {
+    const s = state.study;
+    const canvas = $(`${plane}-canvas`);
+    const box = canvas.parentElement;
+    const width = plane === "coronal" ? s.cols * s.spacing[2] : s.rows * s.spacing[1];
+    const height = Math.max(width / 4, s.n_slices * s.spacing[0]);
+    const fit = Math.min(box.clientWidth / width, box.clientHeight / height);
+    return {w: Math.max(1, Math.round(width * fit)), h: Math.max(1, Math.round(height * fit))};
+  }
+
+  zToY(g, z) { return ((state.study.n_slices - 1 - z + 0.5) * g.h) / state.study.n_slices; }
+
+  yToZ(g, y) {
+    const n = state.study.n_slices;
+    return Math.max(0, Math.min(n - 1, n - 1 - Math.floor((y * n) / g.h)));
+  }
+
+  async drawRecon(plane) {
+    const canvas = $(`${plane}-canvas`);
+    const index = plane === "coronal" ? state.crossY : state.crossX;
+    const img = image(plane, index);
+    try { await img.ready; } catch (_) { return; }
+    const g = this.geometry(plane);
+    const dpr = window.devicePixelRatio || 1;
+    canvas.width = Math.round(g.w * dpr);
+    canvas.height = Math.round(g.h * dpr);
+    canvas.style.width = `${g.w}px`;
+    canvas.style.height = `${g.h}px`;
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(img, 0, 0, g.w, g.h);
+    ctx.strokeStyle = "rgba(255,255,255,0.4)"; // the axial slice shown
+    ctx.setLineDash([4, 4]);
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    ctx.moveTo(0, this.zToY(g, state.axialZ)); ctx.lineTo(g.w, this.zToY(g, state.axialZ));
+    ctx.stroke();
+    ctx.setLineDash([]);
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.textBaseline = "middle";
+    if (plane === "sagittal") this.drawVertebrae(ctx, g);
+    for (const line of this.hooks.lines()) {
+      const y = Math.round(this.zToY(g, line.z)) + 0.5;
+      ctx.strokeStyle = line.color;
+      ctx.lineWidth = line.active ? 2 : 1;
+      ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(g.w, y); ctx.stroke();
+      tag(ctx, line.label, 4, y - 9, line.color, "left");
+    }
+  }
+
+  drawVertebrae(ctx, g) {
+    for (const [name, v] of Object.entries(this.hooks.vertebrae())) {
+      const top = this.zToY(g, v.last) - g.h / state.study.n_slices / 2;
+      const bottom = this.zToY(g, v.first) + g.h / state.study.n_slices / 2;
+      const color = name === "L3" ? "rgba(255,210,63,0.95)" : "rgba(255,255,255,0.7)";
+      ctx.fillStyle = color;
+      ctx.fillRect(g.w - 3, top + 1, 3, Math.max(1, bottom - top - 2));
+      tag(ctx, name, g.w - 6, this.zToY(g, v.center), color, "right");
+    }
+  }
+
+  bind() {
+    $("axial-box").addEventListener("wheel", (e) => {
+      e.preventDefault();
+      this.hooks.crosshair(state.crossX, state.crossY, state.axialZ + (e.deltaY < 0 ? 1 : -1));
+    }, {passive: false});
+    $("axial-canvas").addEventListener("click", (e) => {
+      const [x, y] = canvasPoint(e.currentTarget, e).map(Math.floor);
+      this.hooks.crosshair(x, y, state.axialZ);
+    });
+    for (const plane of ["coronal", "sagittal"]) {
+      const canvas = $(`${plane}-canvas`);
+      let dragging = null;
+      const zAt = (e) => this.yToZ(this.geometry(plane), e.offsetY);
+      canvas.addEventListener("pointerdown", (e) => {
+        const z = zAt(e);
+        const lines = this.hooks.lines();
+        let nearest = 0;
+        lines.forEach((line, i) => { if (Math.abs(line.z - z) < Math.abs(lines[nearest].z - z)) nearest = i; });
+        dragging = nearest;
+        canvas.setPointerCapture(e.pointerId);
+        this.hooks.lineAt(nearest);
+        this.hooks.dragLine(nearest, z);
+      });
+      canvas.addEventListener("pointermove", (e) => { if (dragging !== null) this.hooks.dragLine(dragging, zAt(e)); });
+      canvas.addEventListener("pointerup", () => {
+        if (dragging === null) return;
+        this.hooks.dropLine(dragging);
+        dragging = null;
+      });
+      canvas.addEventListener("wheel", (e) => {
+        e.preventDefault();
+        const s = state.study;
+        const d = Math.sign(e.deltaY);
+        if (plane === "coronal") this.hooks.crosshair(state.crossX, Math.max(0, Math.min(s.rows - 1, state.crossY + d)), state.axialZ);
+        else this.hooks.crosshair(Math.max(0, Math.min(s.cols - 1, state.crossX + d)), state.crossY, state.axialZ);
+      }, {passive: false});
+    }
+  }
+}

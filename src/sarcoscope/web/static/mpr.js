@@ -1,0 +1,331 @@
+// The L3 view's images on NiiVue (vendor/niivue, WebGL2): axial, coronal and sagittal tiles of the study's
+// HU volume (GET /api/studies/{id}/volume.nii.gz) in one canvas. NiiVue draws the slices, the crosshair and
+// does window/level (right-drag, on the int16 HU data), pan (middle or shift+drag) and slice scrolling (wheel).
+// Own code here: ctrl+wheel zooms around the cursor (NiiVue zooms around the crosshair), the keyboard (NiiVue's
+// keys would change the layout), and the Range/Slice lines with their labels, drawn on a second canvas over
+// NiiVue's at the screen's pixel density so that text stays sharp (NiiVue's own text is a bitmap font in the
+// WebGL scene, scaled with the view). Indices are the API's: x column, y row, z slice (the file's voxel order).
+import {tag} from "./state.js";
+import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
+
+/** True when this browser can run NiiVue (WebGL2); the L3 view falls back to server PNGs otherwise. */
+export function webgl2Available() {
+  try {
+    return Boolean(document.createElement("canvas").getContext("webgl2"));
+  } catch (_) {
+    return false;
+  }
+}
+
+const LAYOUT = [
+  {sliceType: SLICE_TYPE.AXIAL, position: [0, 0, 0.42, 1]},
+  {sliceType: SLICE_TYPE.CORONAL, position: [0.42, 0, 0.29, 1]},
+  {sliceType: SLICE_TYPE.SAGITTAL, position: [0.71, 0, 0.29, 1]},
+];
+const LINE_GRAB_PX = 7; // a press this close to a line (CSS px) drags the line instead of the crosshair
+const MAX_ZOOM = 10;
+
+export class MPRView {
+  /** box: the element holding `canvas` (NiiVue's) and `overlay` (lines and labels, no pointer events).
+   * hooks: crosshair(x, y, z) after NiiVue moved it; lines() -> [{z, label, color, active}];
+   * vertebrae() -> {name: {first, last, center}}; lineAt(index) / dragLine(index, z) / dropLine(index);
+   * window(level, width) after window/level changed; cursor(x, y, z, hu) as the pointer moves;
+   * key(event) for a key pressed on the canvas. */
+  constructor(box, canvas, overlay, hooks) {
+    this.box = box;
+    this.canvas = canvas;
+    this.overlay = overlay;
+    this.hooks = hooks;
+    this.nv = null;
+    this.volume = null;
+    this.inverse = null;
+    this.studyId = null;
+    this.drag = null;
+  }
+
+  async start() {
+    this.nv = new Niivue({
+      isRadiologicalConvention: true, // patient left on screen right, as CT is read
+      backColor: [0, 0, 0, 1],
+      crosshairColor: [0.35, 0.9, 0.45, 0.7],
+      sagittalNoseLeft: true, // anterior on the left, as radiologists read a sagittal image
+      crosshairWidth: 1,
+      show3Dcrosshair: false,
+      isOrientationTextVisible: true,
+      dragAndDropEnabled: false,
+      multiplanarPadPixels: 4,
+      loadingText: "",
+      invertScrollDirection: true, // wheel up: a more superior slice, as in the label editor
+      logLevel: "warn",
+    });
+    await this.nv.attachToCanvas(this.canvas);
+    this.nv.setMouseEventConfig({
+      leftButton: {primary: DRAG_MODE.crosshair, withShift: DRAG_MODE.pan},
+      rightButton: DRAG_MODE.windowing,
+      centerButton: DRAG_MODE.pan,
+    });
+    this.nv.setCustomLayout(LAYOUT);
+    this.nv.onLocationChange = () => this.emitCrosshair();
+    const draw = this.nv.drawScene.bind(this.nv);
+    this.nv.drawScene = () => { // every redraw of NiiVue's (pan, zoom, W/L, crosshair) redraws the lines
+      const result = draw();
+      this.drawOverlay();
+      if (this.volume && this.shownWindow !== `${this.volume.cal_min},${this.volume.cal_max}`) this.emitWindow();
+      return result;
+    };
+    this.bind();
+  }
+
+  /** Load the study's volume (once per study) and put the crosshair at voxel (x, y, z). */
+  async open(study, [x, y, z], [level, width]) {
+    if (this.studyId !== study.id) {
+      this.studyId = study.id;
+      this.volume = null;
+      await this.nv.loadVolumes([{url: `/api/studies/${study.id}/volume.nii.gz`, colormap: "gray"}]);
+      this.volume = this.nv.volumes[0];
+      this.inverse = invert3x4(this.volume.hdr.affine);
+      this.setWindow(level, width, false);
+      this.reset(false);
+    }
+    this.setCrosshair(x, y, z);
+  }
+
+  fracOf([x, y, z]) {
+    const a = this.volume.hdr.affine;
+    const mm = [0, 1, 2].map((r) => a[r][0] * x + a[r][1] * y + a[r][2] * z + a[r][3]);
+    return this.nv.mm2frac(mm);
+  }
+
+  voxelOf(frac) {
+    const mm = this.nv.frac2mm(frac);
+    return this.inverse.map((row) => Math.round(row[0] * mm[0] + row[1] * mm[1] + row[2] * mm[2] + row[3]));
+  }
+
+  setCrosshair(x, y, z) {
+    if (!this.volume) return;
+    this.nv.scene.crosshairPos = this.fracOf([x, y, z]);
+    this.nv.drawScene();
+  }
+
+  /** Window/level in HU on the full data (NiiVue's calibrated range of the volume). */
+  setWindow(level, width, redraw = true) {
+    if (!this.volume) return;
+    this.volume.cal_min = level - width / 2;
+    this.volume.cal_max = level + width / 2;
+    if (redraw) this.nv.updateGLVolume();
+    this.emitWindow();
+  }
+
+  emitWindow() {
+    const {cal_min: lo, cal_max: hi} = this.volume;
+    this.shownWindow = `${lo},${hi}`;
+    this.box.dataset.window = `${Math.round((lo + hi) / 2)},${Math.round(hi - lo)}`;
+    this.hooks.window(Math.round((lo + hi) / 2), Math.round(hi - lo));
+  }
+
+  emitCrosshair() {
+    if (!this.volume) return;
+    const [x, y, z] = this.voxelOf(this.nv.scene.crosshairPos);
+    this.hooks.crosshair(x, y, z);
+  }
+
+  /** Fit the images again: no zoom, no pan. */
+  reset(redraw = true) {
+    this.nv.scene.pan2Dxyzmm = [0, 0, 0, 1];
+    if (redraw) this.nv.drawScene();
+  }
+
+  get dpr() { return this.nv.uiData.dpr || window.devicePixelRatio || 1; }
+
+  /** The tile (index into NiiVue's screenSlices) under CSS point (cx, cy) of the canvas, or -1. */
+  tileAt(cx, cy) {
+    return this.nv.tileIndex(cx * this.dpr, cy * this.dpr);
+  }
+
+  /** Canvas y (CSS px) of slice z in tile `tile` (a coronal or sagittal one). */
+  yOfSlice(tile, z) {
+    const s = this.nv.screenSlices[tile];
+    const frac = this.fracOf([0, 0, z]);
+    const centre = this.nv.scene.crosshairPos;
+    const hit = this.nv.frac2canvasPosWithTile([centre[0], centre[1], frac[2]], s.axCorSag);
+    return hit ? hit.pos[1] / this.dpr : null;
+  }
+
+  zoomAt(factor, cx, cy) {
+    const tile = this.tileAt(cx, cy);
+    if (tile < 0) return;
+    const pan = this.nv.scene.pan2Dxyzmm;
+    const mm = this.nv.frac2mm(this.nv.screenXY2TextureFrac(cx * this.dpr, cy * this.dpr, tile, false));
+    const next = Math.max(1, Math.min(MAX_ZOOM, pan[3] * factor));
+    // NiiVue draws a point at zoom * mm + pan: keeping `mm` in place needs pan += (old - new zoom) * mm
+    const change = pan[3] - next;
+    this.nv.scene.pan2Dxyzmm = [pan[0] + change * mm[0], pan[1] + change * mm[1], pan[2] + change * mm[2], next];
+    this.nv.drawScene();
+  }
+
+  /** The voxel and its HU under CSS point (cx, cy): shown to the user (and read by the browser tests). */
+  showCursor(cx, cy) {
+    const tile = this.tileAt(cx, cy);
+    const frac = tile < 0 ? null : this.nv.screenXY2TextureFrac(cx * this.dpr, cy * this.dpr, tile, false);
+    if (!frac || frac.some((f) => f < 0 || f > 1)) { // not over the image
+      this.box.dataset.cursor = "";
+      this.hooks.cursor(null);
+      return;
+    }
+    const [x, y, z] = this.voxelOf(frac);
+    const [, nx, ny, nz] = this.volume.hdr.dims;
+    if (x < 0 || y < 0 || z < 0 || x >= nx || y >= ny || z >= nz) return;
+    const hdr = this.volume.hdr;
+    const hu = this.volume.img[x + nx * (y + ny * z)] * (hdr.scl_slope || 1) + (hdr.scl_inter || 0);
+    this.box.dataset.cursor = `${x},${y},${z},${hu}`;
+    this.hooks.cursor(x, y, z, hu);
+  }
+
+  /** The line (index into hooks.lines()) within grabbing distance of CSS point (cx, cy), or -1. */
+  lineNear(cx, cy) {
+    const tile = this.tileAt(cx, cy);
+    if (tile < 0 || this.nv.screenSlices[tile].axCorSag === SLICE_TYPE.AXIAL) return -1;
+    let best = -1;
+    let bestDistance = LINE_GRAB_PX;
+    this.hooks.lines().forEach((line, i) => {
+      const y = this.yOfSlice(tile, line.z);
+      if (y !== null && Math.abs(y - cy) <= bestDistance) { best = i; bestDistance = Math.abs(y - cy); }
+    });
+    return best;
+  }
+
+  sliceAt(cx, cy, tile) {
+    const frac = this.nv.screenXY2TextureFrac(cx * this.dpr, cy * this.dpr, tile, true);
+    return this.voxelOf(frac)[2];
+  }
+
+  bind() {
+    const point = (e) => {
+      const r = this.canvas.getBoundingClientRect();
+      return [e.clientX - r.left, e.clientY - r.top];
+    };
+    this.box.addEventListener("wheel", (e) => {
+      if (!e.ctrlKey || !this.volume) return; // plain wheel: NiiVue scrolls the slices
+      e.preventDefault();
+      e.stopPropagation();
+      this.zoomAt(e.deltaY < 0 ? 1.25 : 1 / 1.25, ...point(e));
+    }, {passive: false, capture: true});
+    this.box.addEventListener("mousedown", (e) => {
+      if (e.button !== 0 || e.shiftKey || !this.volume) return;
+      const [cx, cy] = point(e);
+      const line = this.lineNear(cx, cy);
+      if (line < 0) return; // NiiVue moves the crosshair
+      e.stopPropagation();
+      e.preventDefault();
+      this.drag = {line, tile: this.tileAt(cx, cy)};
+      this.hooks.lineAt(line);
+      this.box.classList.add("dragging-line");
+    }, {capture: true});
+    window.addEventListener("mousemove", (e) => {
+      if (this.drag) {
+        e.stopPropagation();
+        const [cx, cy] = point(e);
+        this.hooks.dragLine(this.drag.line, this.sliceAt(cx, cy, this.drag.tile));
+        return;
+      }
+      if (!this.volume || !this.box.contains(e.target)) return;
+      const [cx, cy] = point(e);
+      this.showCursor(cx, cy);
+      if (!e.buttons) this.box.classList.toggle("over-line", this.lineNear(cx, cy) >= 0);
+    }, {capture: true});
+    window.addEventListener("mouseup", (e) => {
+      if (!this.drag) return;
+      e.stopPropagation();
+      const {line} = this.drag;
+      this.drag = null;
+      this.box.classList.remove("dragging-line");
+      this.hooks.dropLine(line);
+    }, {capture: true});
+    // The keys are the L3 view's (hooks.key); NiiVue's own keys (e.g. V: another layout) are kept out.
+    for (const type of ["keydown", "keyup"]) {
+      this.box.addEventListener(type, (e) => {
+        if (e.target !== this.canvas) return;
+        e.stopPropagation();
+        if (type === "keydown") this.hooks.key(e);
+      }, {capture: true});
+    }
+    new ResizeObserver(() => this.drawOverlay()).observe(this.box);
+  }
+
+  /** The lines (inferior/superior or L3), their labels and the localizer's vertebrae, sharp at any zoom. */
+  drawOverlay() {
+    const o = this.overlay;
+    const dpr = window.devicePixelRatio || 1;
+    const w = this.canvas.clientWidth;
+    const h = this.canvas.clientHeight;
+    if (o.width !== Math.round(w * dpr) || o.height !== Math.round(h * dpr)) {
+      o.width = Math.round(w * dpr);
+      o.height = Math.round(h * dpr);
+      o.style.width = `${w}px`;
+      o.style.height = `${h}px`;
+    }
+    const ctx = o.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    if (!this.volume || !this.nv.screenSlices) return;
+    const lines = this.hooks.lines();
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.textBaseline = "middle";
+    this.nv.screenSlices.forEach((s, tile) => {
+      const [l, t, tw, th] = s.leftTopWidthHeight.map((v) => v / this.nv.uiData.dpr);
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(l, t, tw, th);
+      ctx.clip();
+      ctx.fillStyle = "rgba(255,255,255,0.75)";
+      ctx.textAlign = "left";
+      let name = ["Axial", "Coronal", "Sagittal"][s.axCorSag];
+      if (s.axCorSag === SLICE_TYPE.AXIAL) {
+        name += ` · slice ${this.voxelOf(this.nv.scene.crosshairPos)[2]} / ${this.volume.hdr.dims[3] - 1}`;
+      }
+      ctx.fillText(name, l + 6, t + 10);
+      if (s.axCorSag !== SLICE_TYPE.AXIAL) {
+        if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw);
+        for (const line of lines) {
+          const y = this.yOfSlice(tile, line.z);
+          if (y === null) continue;
+          const yy = Math.round(y) + 0.5;
+          ctx.strokeStyle = line.color;
+          ctx.lineWidth = line.active ? 2 : 1;
+          ctx.beginPath();
+          ctx.moveTo(l, yy);
+          ctx.lineTo(l + tw, yy);
+          ctx.stroke();
+          tag(ctx, line.label, l + 4, yy - 9, line.color, "left");
+        }
+      }
+      ctx.restore();
+    });
+  }
+
+  drawVertebrae(ctx, tile, left, width) {
+    for (const [name, v] of Object.entries(this.hooks.vertebrae())) {
+      const top = this.yOfSlice(tile, v.last);
+      const bottom = this.yOfSlice(tile, v.first);
+      const centre = this.yOfSlice(tile, v.center);
+      if (top === null || bottom === null || centre === null) continue;
+      const color = name === "L3" ? "rgba(255,210,63,0.95)" : "rgba(255,255,255,0.7)";
+      ctx.fillStyle = color;
+      ctx.fillRect(left + width - 3, Math.min(top, bottom) + 1, 3, Math.max(1, Math.abs(bottom - top) - 2));
+      tag(ctx, name, left + width - 6, centre, color, "right");
+    }
+  }
+}
+
+/** Inverse of a 3x4 affine (rows of [a b c t]) as rows of [a' b' c' t']. */
+function invert3x4(a) {
+  const [[a00, a01, a02], [a10, a11, a12], [a20, a21, a22]] = a;
+  const det = a00 * (a11 * a22 - a12 * a21) - a01 * (a10 * a22 - a12 * a20) + a02 * (a10 * a21 - a11 * a20);
+  const m = [
+    [(a11 * a22 - a12 * a21) / det, (a02 * a21 - a01 * a22) / det, (a01 * a12 - a02 * a11) / det],
+    [(a12 * a20 - a10 * a22) / det, (a00 * a22 - a02 * a20) / det, (a02 * a10 - a00 * a12) / det],
+    [(a10 * a21 - a11 * a20) / det, (a01 * a20 - a00 * a21) / det, (a00 * a11 - a01 * a10) / det],
+  ];
+  const t = [a[0][3], a[1][3], a[2][3]];
+  return m.map((row) => [...row, -(row[0] * t[0] + row[1] * t[1] + row[2] * t[2])]);
+}

@@ -1,0 +1,242 @@
+"""End-to-end in headless chromium: the L3 viewer on NiiVue (WebGL2, SwiftShader here), its fallback on server
+PNGs when WebGL is off, and the label editor's fill (issue #15). See test_e2e.py for the set-up.
+
+The NiiVue view reports what it shows in data attributes of #mpr and #l3-viewer (the voxel and HU under the
+pointer, the window, the lines, the axial slice), which is what these tests read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import test_e2e
+from test_e2e_first_use import _ctrl_wheel, _upload
+from web_synth import synthetic_hu, write_series
+
+pytestmark = test_e2e.pytestmark
+server, page = test_e2e.server, test_e2e.page
+
+
+def _cursor(page: object, x: float, y: float) -> list[int]:
+    """Voxel (x, y, z) and HU under the pointer after moving it to (x, y)."""
+    page.mouse.move(x + 1, y)
+    page.mouse.move(x, y)
+    return [int(float(v)) for v in page.locator("#mpr").get_attribute("data-cursor").split(",")]
+
+
+def _y_of_slice(page: object, box: dict, fx: float, z: int) -> float:
+    """A canvas y (page px) at fraction fx of the width where the pointer is over slice z."""
+    x = box["x"] + box["width"] * fx
+    for y in np.linspace(box["y"] + 2, box["y"] + box["height"] - 2, 400):
+        page.mouse.move(x, y)
+        cursor = page.locator("#mpr").get_attribute("data-cursor")
+        if cursor and int(cursor.split(",")[2]) == z:
+            return float(y)
+    raise AssertionError(f"slice {z} is not under x = {x}")
+
+
+def _data(page: object, element: str, name: str) -> str:
+    return page.locator(element).get_attribute(f"data-{name}") or ""
+
+
+def _open_mpr(page: object, tmp_path: Path) -> tuple[str, dict]:
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_selector("#mpr:not([hidden])")
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    return study_id, page.locator("#mpr-canvas").bounding_box()
+
+
+def test_niivue_view_window_level_zoom_pan_crosshair_and_reset(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    _, box = _open_mpr(page, tmp_path)
+    assert page.locator("#l3-grid").is_hidden()  # WebGL2 works: no server PNGs
+    w, h = box["width"], box["height"]
+    ax = (box["x"] + w * 0.21, box["y"] + h * 0.5)  # middle of the axial tile
+    # The HU under the pointer is the volume's (the full int16 data, not an 8-bit image).
+    x, y, z, hu = _cursor(page, *ax)
+    assert hu == synthetic_hu(0)[z, y, x]
+
+    # Right-drag: window/level on the HU data (wider to the right, level down when dragged down).
+    page.mouse.move(*ax)
+    page.mouse.down(button="right")
+    page.mouse.move(ax[0] + 60, ax[1] + 30, steps=6)
+    page.mouse.up(button="right")
+    level, width = (int(v) for v in _data(page, "#mpr", "window").split(","))
+    assert width > 400 and (level, width) != (40, 400)
+    assert page.locator("#l3-window").inner_text() == f"W {width} · L {level}"
+
+    # ctrl+wheel zooms around the pointer: the voxel under it stays, its neighbours move apart.
+    p = (box["x"] + w * 0.12, box["y"] + h * 0.4)
+    before = _cursor(page, *p)
+    span = _cursor(page, p[0] + 40, p[1])[0] - before[0]
+    _ctrl_wheel(page, *p, 6)
+    assert _cursor(page, *p)[:3] == pytest.approx(before[:3], abs=1)
+    zoomed_span = _cursor(page, p[0] + 40, p[1])[0] - before[0]
+    assert abs(zoomed_span) * 2 < abs(span)
+    # Middle-drag pans (the image follows the pointer), so does shift+drag.
+    page.mouse.move(*p)
+    page.mouse.down(button="middle")
+    page.mouse.move(p[0] + 60, p[1], steps=5)
+    page.mouse.up(button="middle")
+    panned = _cursor(page, *p)
+    assert panned[0] != before[0] and abs(panned[1] - before[1]) <= 1
+    page.keyboard.down("Shift")
+    page.mouse.move(*p)
+    page.mouse.down()
+    page.mouse.move(p[0] - 60, p[1], steps=5)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    assert _cursor(page, *p)[0] == pytest.approx(before[0], abs=1)
+    # Reset: no zoom, no pan, the preset's window.
+    page.click("#l3-reset")
+    assert _cursor(page, *p)[:3] == pytest.approx(before[:3], abs=1)
+    assert _cursor(page, p[0] + 40, p[1])[0] - before[0] == pytest.approx(span, abs=1)
+    assert _data(page, "#mpr", "window") == "40,400"
+
+    # Wheel over the axial tile: the next slice up; a click on the coronal tile moves the axial slice.
+    z0 = int(_data(page, "#l3-viewer", "axial"))
+    page.mouse.move(*ax)
+    page.mouse.wheel(0, -100)
+    page.wait_for_function(f"document.getElementById('l3-viewer').dataset.axial === '{z0 + 1}'")
+    y9 = _y_of_slice(page, box, 0.56, 9)
+    page.mouse.click(box["x"] + w * 0.56, y9)
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.axial === '9'")
+    assert page.locator("#l3-selection-text").inner_text() == "Slice 6"  # the crosshair is not the line
+
+
+def test_l3_lines_by_mouse_and_keyboard_on_niivue(page: object, server: str, tmp_path: Path) -> None:
+    study_id, box = _open_mpr(page, tmp_path)
+    api = f"{server}/api/studies/{study_id}"
+    page.request.put(f"{api}/selection", data={"mode": "slice", "first": 5})
+    page.reload()
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    assert _data(page, "#l3-viewer", "lines") == "5"
+    # Find the Slice line on the sagittal tile (the pointer's slice is 5 there) and drag it up.
+    sx = box["x"] + box["width"] * 0.86
+    line_y = _y_of_slice(page, box, 0.86, 5)
+    above = _y_of_slice(page, box, 0.86, 8)
+    page.mouse.move(sx, line_y)
+    assert "over-line" in (page.locator("#mpr").get_attribute("class") or "")
+    page.mouse.down()
+    page.mouse.move(sx, above, steps=5)
+    page.mouse.up()
+    test_e2e._wait_text(page, "study-message", "Saved selection: Slice 8")
+    assert page.request.get(api).json()["selection"] == {"mode": "slice", "first": 8, "last": 8}
+    # Keyboard on the focused viewer: ↓ twice; Range: two lines named inferior and superior, Tab switches.
+    page.focus("#mpr-canvas")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    test_e2e._wait_text(page, "study-message", "Saved selection: Slice 6")
+    page.click("#mode-range")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines.split(',').length === 2")
+    lo, hi = (int(v) for v in _data(page, "#l3-viewer", "lines").split(","))
+    assert lo < hi
+    page.focus("#mpr-canvas")
+    page.keyboard.press("Tab")  # the superior line
+    page.keyboard.press("ArrowDown")
+    page.wait_for_timeout(700)
+    assert page.request.get(api).json()["selection"] == {"mode": "range", "first": lo, "last": hi - 1}
+    # Both lines on one slice: said as such, not "Range 10–10 (1 slices)".
+    page.keyboard.press("Tab")
+    for _ in range(hi - 1 - lo):
+        page.keyboard.press("ArrowUp")
+    assert page.locator("#l3-selection-text").inner_text() == f"Range: slice {hi - 1} only (1 slice)"
+
+
+def test_without_webgl_the_view_falls_back_to_server_images(server: str, tmp_path: Path) -> None:
+    """Chromium with WebGL off: the PNG view, with zoom around the cursor, pan, reset and the lines."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(test_e2e.CHROMIUM), args=[*test_e2e.ARGS, "--disable-3d-apis"]
+        )
+        page = browser.new_context(viewport={"width": 1360, "height": 840}, bypass_csp=True).new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server)
+        _upload(page, write_series(tmp_path / "series"))
+        page.wait_for_selector("#l3-grid:not([hidden])")
+        page.wait_for_function(
+            "document.getElementById('l3-confidence').textContent.length > 0", timeout=120000
+        )
+        assert page.locator("#mpr").is_hidden()
+        canvas, box = page.locator("#axial-canvas"), page.locator("#axial-box").bounding_box()
+        page.wait_for_function("document.getElementById('axial-canvas').width === 96")
+        fitted = canvas.bounding_box()
+        x, y = fitted["x"] + fitted["width"] * 0.3, fitted["y"] + fitted["height"] * 0.6
+
+        def pixel_under(b: dict) -> tuple[float, float]:
+            return ((x - b["x"]) * 96 / b["width"], (y - b["y"]) * 96 / b["height"])
+
+        before = pixel_under(fitted)
+        _ctrl_wheel(page, x, y, 6)
+        zoomed = canvas.bounding_box()
+        assert pixel_under(zoomed) == pytest.approx(before, abs=0.6)
+        assert zoomed["width"] > 2 * fitted["width"]
+        page.mouse.move(box["x"] + 50, box["y"] + 50)  # middle-drag to the left edge
+        page.mouse.down(button="middle")
+        page.mouse.move(box["x"] + 50 + zoomed["width"], box["y"] + 50, steps=5)
+        page.mouse.up(button="middle")
+        assert canvas.bounding_box()["x"] == pytest.approx(box["x"], abs=1)
+        page.click("#axial-reset")
+        assert canvas.bounding_box()["width"] == pytest.approx(fitted["width"], abs=1)
+        # The reconstruction of a 12-slice series is not a thin strip: at least a quarter as tall as wide.
+        recon = page.locator("#coronal-canvas").bounding_box()
+        assert recon["height"] >= recon["width"] / 4 - 1
+        page.focus("#coronal-canvas")
+        page.keyboard.press("ArrowUp")
+        test_e2e._wait_text(page, "study-message", "Saved selection")
+        assert errors == []
+        browser.close()
+
+
+def test_fill_stays_in_the_body_and_the_labels_hu_range(page: object, server: str, tmp_path: Path) -> None:
+    """Defect 8: a fill used to take every connected pixel of the clicked label (air, organs, fat)."""
+    from test_e2e_first_use import _segment
+
+    from sarcoscope.conventions import DEFAULT_HU_RANGES
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 5)
+    api = f"{server}/api/studies/{study_id}"
+    # An empty label map as version 2: everything is one connected unlabelled region.
+    r = page.request.post(
+        f"{api}/labels?base_version=1",
+        data=bytes(96 * 96),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert r.status == 201
+    page.reload()
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=60000)
+    page.keyboard.press("f")
+    page.keyboard.press("1")  # muscle
+    box = page.locator("#edit-cursor").bounding_box()
+
+    def click(x: int, y: int) -> None:
+        page.mouse.click(box["x"] + box["width"] * (x + 0.5) / 96, box["y"] + box["height"] * (y + 0.5) / 96)
+
+    click(3, 3)  # air, outside the body: nothing
+    test_e2e._wait_text(page, "study-message", "Nothing filled")
+    assert page.locator("#save-labels").inner_text() == "Save"
+    click(82, 48)  # the muscle wall
+    page.wait_for_function("document.getElementById('save-labels').textContent === 'Save *'")
+    page.keyboard.press("Control+s")
+    test_e2e._wait_text(page, "study-message", "Saved as version 3")
+    labels = np.frombuffer(page.request.get(f"{api}/labels").body(), np.uint8).reshape(96, 96)
+    hu = synthetic_hu(0)[5]
+    lo, hi = DEFAULT_HU_RANGES.as_dict()["muscle"]
+    filled = labels == 1
+    wall = (hu >= 40) & (hu <= 60)
+    yy, xx = np.mgrid[:96, :96]
+    organs = np.sqrt(((yy - 42) / 14.0) ** 2 + ((xx - 48) / 22.0) ** 2) < 1.0
+    assert set(np.unique(labels)) == {0, 1}
+    assert ((hu[filled] >= lo) & (hu[filled] <= hi)).all()  # no fat, no air, no bone
+    assert not filled[organs].any()  # not through the fat into the organs (same HU as muscle)
+    assert filled[wall & ~organs].mean() > 0.95  # the whole wall
+    page.keyboard.press("Control+z")
+    assert page.locator("#save-labels").inner_text() == "Save *"
