@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pydicom
 import requests
@@ -246,15 +246,22 @@ def _wanted(study: StudySummary, filters: dict[str, str]) -> bool:
 
 
 class DICOMwebServer:
-    """A DICOMweb server: search (QIDO-RS), retrieve (WADO-RS) and store (STOW-RS).
+    """A DICOMweb server: search (QIDO-RS), retrieve (WADO-RS) and store (STOW-RS). A server address
+    with `user:password@` logs in with HTTP basic auth (use HTTPS); messages never show the password.
 
     Every failure is a DICOMwebServerError naming the server (without its password), never a traceback."""
 
     def __init__(self, base_url: str, timeout: float = 60.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.shown = shown_url(self.base_url)
+        parts = urlsplit(base_url.rstrip("/"))
         self._session = requests.Session()
+        if parts.username is not None:  # user:password@ becomes HTTP basic auth, and leaves the URL
+            self._session.auth = (unquote(parts.username), unquote(parts.password or ""))
+            host = parts.hostname or ""
+            host = f"[{host}]" if ":" in host else host
+            parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
+        self.base_url = urlunsplit(parts)
+        self.timeout = timeout
+        self.shown = self.base_url
         self._client = DICOMwebClient(url=self.base_url, session=self._session, timeout=timeout)
 
     def _error(self, exc: Exception, what: str) -> DICOMwebServerError:
