@@ -170,6 +170,21 @@ def test_unknown_ids_not_ct_and_study_not_on_the_pacs(
     assert client.post("/api/studies/0123456789abcdef0123456789abcdef/pacs/push").status_code == 404
 
 
+def test_an_import_beyond_the_upload_limit_is_413(
+    tmp_path: Path, orthanc: Orthanc, source: pydicom.Dataset
+) -> None:
+    settings = WebSettings(
+        data_dir=tmp_path / "data", dicomweb_url=orthanc.dicomweb, max_upload_bytes=100_000
+    )
+    with TestClient(create_app(settings)) as c:
+        path = f"/api/pacs/studies/{source.StudyInstanceUID}/series/{source.SeriesInstanceUID}/import"
+        response = c.post(path)  # three slices of about 0.5 MB each
+        assert response.status_code == 413 and "--max-upload-mb" in response.json()["detail"]
+        assert c.get("/api/studies").json() == []
+        assert not any((tmp_path / "data" / "tmp").iterdir())  # the partial retrieval is gone
+        c.app.state.ctx.store.close()  # type: ignore[attr-defined]
+
+
 def test_no_server_is_409_and_a_failing_server_is_502(tmp_path: Path) -> None:
     with _client(tmp_path / "a", None) as c:
         assert c.get("/api/pacs").json() == {"configured": False}

@@ -71,6 +71,10 @@ class DICOMwebServerError(InputError):
         self.status = status
 
 
+class SeriesTooLarge(InputError):
+    """A retrieved series grew beyond the size the caller accepts."""
+
+
 @dataclass(frozen=True)
 class DICOMwebTarget:
     """Where a DICOMweb input points: the server root, the study, and maybe a series."""
@@ -345,15 +349,27 @@ class DICOMwebServer:
             )
         return ct[0]
 
-    def retrieve_series(self, study_uid: str, series_uid: str, folder: Path) -> int:
-        """Write the instances of a series into `folder` as they arrive (one file each); return how many."""
+    def retrieve_series(
+        self, study_uid: str, series_uid: str, folder: Path, max_bytes: int | None = None
+    ) -> int:
+        """Write the instances of a series into `folder` as they arrive (one file each); return how many.
+
+        `max_bytes`: stop with SeriesTooLarge once the files written exceed it (the web app's upload
+        limit)."""
         check_uid(study_uid, "StudyInstanceUID")
         check_uid(series_uid, "SeriesInstanceUID")
         folder.mkdir(parents=True, exist_ok=True)
-        count = 0
+        count = total = 0
         try:
             for count, ds in enumerate(self._client.iter_series(study_uid, series_uid), start=1):
-                ds.save_as(folder / f"{count:05d}.dcm", enforce_file_format=True)
+                path = folder / f"{count:05d}.dcm"
+                ds.save_as(path, enforce_file_format=True)
+                total += path.stat().st_size
+                if max_bytes is not None and total > max_bytes:
+                    raise SeriesTooLarge(
+                        f"Series {series_uid} is larger than this server accepts "
+                        f"({max_bytes / 1024**2:.2f} MiB); ask the administrator to raise --max-upload-mb."
+                    )
         except (requests.RequestException, ValueError) as exc:
             raise self._error(exc, f"the retrieval of series {series_uid}") from None
         if count == 0:

@@ -17,7 +17,7 @@ import pydicom
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
-from sarcoscope.imaging.dicomweb import DICOMwebServer, DICOMwebServerError, check_uid
+from sarcoscope.imaging.dicomweb import DICOMwebServer, DICOMwebServerError, SeriesTooLarge, check_uid
 from sarcoscope.web import analysis
 from sarcoscope.web.api import MAX_INT, Ctx, User, study_json
 from sarcoscope.web.auth import client_of
@@ -119,7 +119,8 @@ def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
 
 @router.post("/pacs/studies/{study_uid}/series/{series_uid}/import", status_code=201)
 def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
-    """Retrieve a CT series (WADO-RS) and add it as a study, exactly as if its files had been uploaded."""
+    """Retrieve a CT series (WADO-RS) and add it as a study, exactly as if its files had been uploaded
+    (and refused with 413 beyond the same size limit)."""
     server = server_of(ctx)
     check_uid(study_uid, "StudyInstanceUID")
     check_uid(series_uid, "SeriesInstanceUID")
@@ -137,7 +138,10 @@ def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, u
         )
     work = ctx.store.new_tmp_dir()
     try:
-        server.retrieve_series(study_uid, series_uid, work)
+        try:
+            server.retrieve_series(study_uid, series_uid, work, max_bytes=ctx.settings.max_upload_bytes)
+        except SeriesTooLarge as exc:
+            raise HTTPException(413, str(exc)) from None
         parts = [UploadedPart(p.name, p, p.stat().st_size) for p in sorted(work.glob("*.dcm"))]
         study, volume = ingest(
             ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
