@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,7 +38,7 @@ from sarcoscope.fileio import atomic_write_text
 from sarcoscope.segmentation import get_engine
 from sarcoscope.segmentation.base import DEFAULT_ENGINE_FILE
 from sarcoscope.segmentation.unet import CARD_FILE, CARD_MD_FILE, MODEL_FILE, UNetEngine
-from sarcoscope.training import load_config, train
+from sarcoscope.training import train_or_resume
 from sarcoscope.training.data import find_pairs, read_image, read_labels
 from sarcoscope.training.evaluate import attach_evaluation
 from sarcoscope.validation.benchmark import CV_SUFFIX, validate_engines
@@ -50,18 +51,6 @@ MODELS = REPO / "src" / "sarcoscope" / "segmentation" / "models"
 README_TABLE = re.compile(r"(<!-- loo-table:begin[^>]*-->\n).*?(\n<!-- loo-table:end -->)", re.S)
 #: The engines that compete for the default; the other rows show what refinement and mirroring add.
 CANDIDATES = ("threshold", "unet")
-
-
-def _train(config_file: Path, out: Path, **settings: object) -> Path:
-    """Run (or resume, or skip when finished) one training; returns its output folder."""
-    if (out / MODEL_FILE).is_file():
-        print(f"{out}: done before, skipped")
-        return out
-    resume = (out / "checkpoints" / "last.pt").is_file()
-    config = load_config(config_file, output_dir=str(out), resume=resume or None, **settings)
-    result = train(config)
-    print(f"{out}: best epoch {result.best_epoch}, val_loss {result.best_val_loss:.4f}")
-    return out
 
 
 def _write_readme_table(table: str) -> None:
@@ -91,6 +80,7 @@ def main() -> None:
         "than this recipe's leave-one-out models); install the decision, README table and docs",
     )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     # paths relative to the repository, so the model cards do not record this machine's folders
     real = Path(os.path.relpath(args.shared.resolve() / "real" / "l3_slices", REPO))
     work = Path(os.path.relpath(args.work.resolve(), REPO))
@@ -98,7 +88,7 @@ def main() -> None:
     pairs = find_pairs(real)
     cases = [case for case, _, _ in pairs]
 
-    pretrained = _train(MODELS / "pretrain.yaml", work / "pretrain")
+    pretrained = train_or_resume(MODELS / "pretrain.yaml", work / "pretrain")
     finetune = {"data_dirs": [str(real)], "init_from": str(pretrained)}
 
     predictions = work / "cv-predictions"
@@ -106,7 +96,7 @@ def main() -> None:
     rows = []
     for case, image_path, label_path in pairs:
         others = [c for c in cases if c != case]
-        fold = _train(MODELS / "finetune.yaml", work / f"cv-{case}", cases=others, **finetune)
+        fold = train_or_resume(MODELS / "finetune.yaml", work / f"cv-{case}", cases=others, **finetune)
         hu, spacing, _ = read_image(image_path)
         ref = read_labels(label_path, None)
         engines = {
@@ -126,7 +116,7 @@ def main() -> None:
     print(table)
     print(f"default engine: {choice.engine} ({choice.reason})")
 
-    final = _train(MODELS / "finetune.yaml", work / "final", cases=cases, **finetune)
+    final = train_or_resume(MODELS / "finetune.yaml", work / "final", cases=cases, **finetune)
     attach_evaluation(
         final,
         "Leave-one-patient-out on the real L3 slices with reference labels (../shared/data/real/l3_slices): "

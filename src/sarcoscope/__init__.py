@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
-
-try:
-    __version__ = version("sarcoscope")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
 
 if TYPE_CHECKING:
     from sarcoscope.results import AnalysisResult
+
+    __version__: str
+
+
+def __getattr__(name: str) -> Any:
+    """`__version__` on first use: importlib.metadata costs ≈0.1 s, which `sarcoscope --help` need not pay."""
+    if name != "__version__":
+        raise AttributeError(f"module 'sarcoscope' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("sarcoscope")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        value = "0.0.0+unknown"
+    globals()["__version__"] = value
+    return value
+
 
 __all__ = ["__version__", "analyze"]
 

@@ -19,7 +19,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_INFERIOR_ENDPLATE, L3_MID, TISSUE_TITLES, HURanges
 from sarcoscope.errors import SarcoscopeError
 from sarcoscope.fileio import check_output_folder
@@ -82,6 +81,8 @@ def _run(action: Callable[[], T]) -> T:
 
 def _version(value: bool) -> None:
     if value:
+        from sarcoscope import __version__
+
         console.print(f"sarcoscope {__version__}")
         raise typer.Exit()
 
@@ -226,7 +227,7 @@ def analyze(
         str,
         typer.Argument(
             help="DICOM folder, .zip of DICOM, single DICOM file, NIfTI, or a DICOMweb study/series: "
-            "dicomweb+http://host:port/prefix/studies/<UID>[/series/<UID>].",
+            "dicomweb+http://host:port/prefix/studies/<UID>\\[/series/<UID>].",
             show_default=False,
         ),
     ],

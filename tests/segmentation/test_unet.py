@@ -201,3 +201,12 @@ def test_resampling_to_the_model_grid_matches_skimage() -> None:
         assert grid.shape == (2, *shape)
         want = resize(hu, grid.shape, order=1, mode="edge", anti_aliasing=shape[0] < 70, preserve_range=True)
         assert np.abs(grid - want).max() < 1e-3
+
+
+def test_one_session_per_model_file_per_process() -> None:
+    """Issue 18: engines (web requests, batch cases, validate) share the session of a model file."""
+    from sarcoscope.segmentation.unet import UNetEngine
+
+    a, b = UNetEngine(), UNetEngine(refine=False)
+    assert a._session is b._session
+    assert UNetEngine(threads=1)._session is not a._session  # other session options, another session

@@ -16,7 +16,7 @@ pytest.importorskip("monai")
 from sarcoscope.errors import InputError, SegmentationError  # noqa: E402
 from sarcoscope.segmentation import get_engine  # noqa: E402
 from sarcoscope.segmentation.unet import InputSpec, UNetEngine  # noqa: E402
-from sarcoscope.training import load_config, train  # noqa: E402
+from sarcoscope.training import load_config, train, train_or_resume  # noqa: E402
 from sarcoscope.training.data import find_pairs, load_folder, read_labels, split_by_patient  # noqa: E402
 from sarcoscope.training.export import export_onnx, load_onnx_weights, onnx_max_difference  # noqa: E402
 from sarcoscope.training.trainer import build_loss, build_network  # noqa: E402
@@ -119,6 +119,20 @@ def test_dataset_pairs_by_stem_or_suffix_and_maps_labels(tmp_path: Path) -> None
     with pytest.raises(InputError, match="unknown label id"):
         np.save(tmp_path / "bad.npy", np.array([[7]], np.uint8))
         read_labels(tmp_path / "bad.npy", None)
+
+
+def test_train_or_resume_finishes_an_interrupted_run_then_skips_it(tmp_path: Path) -> None:
+    """A long recipe rerun after an interruption continues each step where it stopped and redoes none."""
+    data = write_dataset(tmp_path / "d", n=4)
+    out = tmp_path / "run"
+    first = train(tiny_config(data, out, max_epochs=3, epochs_this_run=1))  # "interrupted" after one epoch
+    assert not first.finished and (out / "model.onnx").exists()  # exported at the stop, but not done
+    assert train_or_resume(None, out, progress=False, num_threads=1) == out  # the stored recipe
+    history = (out / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 3  # header and epochs 1-3: resumed, not restarted
+    stamp = (out / "model.onnx").stat().st_mtime_ns
+    train_or_resume(None, out)
+    assert (out / "model.onnx").stat().st_mtime_ns == stamp
 
 
 def test_manual_labels_from_slice_o_matic_and_pngs_train(

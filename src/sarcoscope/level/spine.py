@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.signal import find_peaks
 
 from sarcoscope.errors import LevelError
 from sarcoscope.imaging.volume import CTVolume
+from sarcoscope.level.peaks import find_peaks
 
 #: HU above which a voxel counts as bone for tracking and anchors (cortical and dense trabecular bone).
 BONE_HU = 180.0
@@ -67,6 +67,32 @@ def _axis_signs(direction: np.ndarray) -> tuple[int, int, int]:
     return sz, sy, sx
 
 
+def _block_means(hu: np.ndarray, order: np.ndarray, ny: int, fy: int, nx: int, fx: int) -> np.ndarray:
+    """Mean of every fy×fx block of the slices `order`, as float32 (n, ny, nx).
+
+    Strided adds, a few slices at a time: ≈9× faster than `reshape(ny, fy, nx, fx).mean(axis=(1, 3))` and
+    bit-identical for integer HU (sums of a few int16 are exact in float32); float HU may differ in the
+    last bit (another summation order)."""
+    n = len(order)
+    small = np.empty((n, ny, nx), dtype=np.float32)
+    chunk = max(1, 2**21 // max(1, ny * nx * fy * fx))  # ≈ 4 MB of int16 per step
+    for k0 in range(0, n, chunk):
+        idx = order[k0 : k0 + chunk]
+        step = int(idx[-1] - idx[0]) // max(1, len(idx) - 1)
+        if abs(step) == 1 and (np.diff(idx) == step).all():  # a run of slices: a view, no copy
+            src = hu[idx[0] : idx[-1] + step if idx[-1] + step >= 0 else None : step, : ny * fy, : nx * fx]
+        else:
+            src = hu[idx][:, : ny * fy, : nx * fx]
+        acc = small[k0 : k0 + len(idx)]
+        np.copyto(acc, src[:, 0::fy, 0::fx], casting="unsafe")
+        for a in range(fy):
+            for b in range(fx):
+                if a or b:
+                    np.add(acc, src[:, a::fy, b::fx], out=acc, casting="unsafe")
+        acc /= np.float32(fy * fx)
+    return small
+
+
 def make_grid(volume: CTVolume) -> WorkGrid:
     """Resample to the working grid; raise LevelError for inputs that cannot contain a countable spine."""
     if volume.hu.ndim != 3 or volume.n_slices < 2:
@@ -95,11 +121,8 @@ def make_grid(volume: CTVolume) -> WorkGrid:
     fx = max(1, round(_INPLANE_MM / dx))
     ny, nx = volume.hu.shape[1] // fy, volume.hu.shape[2] // fx
     z_mm = np.arange(sorted_mm[0], sorted_mm[-1] + 1e-6, step)
-    # Block-average in plane (slice by slice keeps memory at one slice of float32) ...
-    small = np.empty((n, ny, nx), dtype=np.float32)
-    for k, i in enumerate(order):
-        sl = np.asarray(volume.hu[i, : ny * fy, : nx * fx], dtype=np.float32)
-        small[k] = sl.reshape(ny, fy, nx, fx).mean(axis=(1, 3))
+    # Block-average in plane ...
+    small = _block_means(volume.hu, order, ny, fy, nx, fx)
     # ... then interpolate linearly between the neighbouring original slices at each working position.
     hi = np.clip(np.searchsorted(sorted_mm, z_mm), 1, n - 1)
     lo = hi - 1
@@ -301,9 +324,9 @@ def find_discs(profile: np.ndarray, dz: float, strength: np.ndarray) -> Discs:
     # Where the trace runs on the column (bone within a level's height); discs themselves are not bone.
     valid = ndi.uniform_filter1d(strength, size=max(3, round(30.0 / dz))) > 0.15
     period = _period(np.where(valid, detr, 0.0), dz)
-    peaks, props = find_peaks(-detr, distance=max(1, int(0.45 * period / dz)), prominence=8.0)
+    peaks, prom = find_peaks(-detr, distance=max(1, int(0.45 * period / dz)), prominence=8.0)
     keep = valid[peaks]
-    peaks, prom = peaks[keep], props["prominences"][keep]
+    peaks, prom = peaks[keep], prom[keep]
     if len(peaks) < 2:
         return Discs(z=peaks.astype(float), prominence=prom, period_mm=period)
     chain = _best_chain(peaks, prom, dz, period)

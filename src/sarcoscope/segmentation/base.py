@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sarcoscope.errors import SegmentationError
+
+if TYPE_CHECKING:  # NumPy is not needed to name the default engine (`sarcoscope --help` stays fast)
+    import numpy as np
 
 
 @runtime_checkable

@@ -8,6 +8,7 @@ The same `InputSpec` functions prepare the training data (sarcoscope.training), 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -18,7 +19,6 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.transform import resize
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges
 from sarcoscope.errors import SegmentationError
@@ -94,6 +94,8 @@ class InputSpec:
         out_shape = self.model_shape(labels.shape, pixel_spacing)
         if out_shape == labels.shape:
             return labels.astype(np.uint8, copy=False)
+        from skimage.transform import resize  # training only; its import costs ≈0.3 s per process
+
         return resize(
             labels, out_shape, order=0, mode="edge", anti_aliasing=False, preserve_range=True
         ).astype(np.uint8)
@@ -186,6 +188,21 @@ def _providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+@functools.lru_cache(maxsize=8)
+def _session(path: str, mtime_ns: int, size: int, threads: int | None) -> Any:
+    """One ONNX Runtime session per model file (and thread setting) per process, built on first use.
+
+    Building one costs 0.1-0.15 s; the web app (per request), batch and Dask workers (per case) and
+    `validate` (per image) used to pay it every time. Sessions are thread-safe for `run`. The file's
+    modification time and size are part of the key, so a model file replaced in place is loaded again."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return ort.InferenceSession(path, options, providers=_providers())
+
+
 def _linear_index(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Neighbour indices and weights of linear resampling, pixel centres aligned like skimage (edge mode)."""
     src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
@@ -242,8 +259,6 @@ class UNetEngine:
         threads: int | None = None,
         mirror: bool = False,
     ) -> None:
-        import onnxruntime as ort
-
         self.model_dir = resolve_model_dir(model_path)
         self.card = load_model_card(self.model_dir)
         onnx_path = model_onnx_path(self.model_dir, self.card)
@@ -257,11 +272,9 @@ class UNetEngine:
         self.batch_size = max(1, int(batch_size))
         # the refinement of a range runs slices in parallel: scipy.ndimage releases the GIL (edt does not)
         self._refine_threads = int(threads) if threads else (os.cpu_count() or 1)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
+        stat = onnx_path.stat()
         try:
-            self._session = ort.InferenceSession(str(onnx_path), options, providers=_providers())
+            self._session = _session(str(onnx_path.resolve()), stat.st_mtime_ns, stat.st_size, threads)
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
             raise SegmentationError(f"Cannot load U-Net model {onnx_path}: {exc}") from None
         self._input_name = self._session.get_inputs()[0].name

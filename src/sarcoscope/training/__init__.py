@@ -6,14 +6,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sarcoscope.training.config import TrainConfig, load_config, save_config
+from sarcoscope.training.config import LAST, TrainConfig, load_config, save_config
 
 if TYPE_CHECKING:
     from sarcoscope.training.trainer import TrainingResult
 
-__all__ = ["TrainConfig", "TrainingResult", "load_config", "save_config", "train"]
+__all__ = ["TrainConfig", "TrainingResult", "load_config", "save_config", "train", "train_or_resume"]
+
+log = logging.getLogger(__name__)
 
 
 def train(config: TrainConfig) -> TrainingResult:
@@ -27,6 +31,21 @@ def train(config: TrainConfig) -> TrainingResult:
             f"Training needs PyTorch and MONAI ({exc.name} is missing): pip install 'sarcoscope[train]'."
         ) from None
     return _train(config)
+
+
+def train_or_resume(config_file: str | Path | None, out: str | Path, **settings: Any) -> Path:
+    """Run one training of a multi-step recipe, resume it from its last checkpoint, or skip it when it
+    finished, so a long script (scripts/train_default_model.py) can be rerun after an interruption."""
+    from sarcoscope.segmentation.unet import CARD_FILE, load_model_card
+
+    out = Path(out)
+    if (out / CARD_FILE).is_file() and load_model_card(out)["validation"].get("finished"):
+        log.info("%s: done before, skipped", out)
+        return out
+    resume = (out / LAST).is_file()
+    result = train(load_config(config_file, output_dir=str(out), resume=resume or None, **settings))
+    log.info("%s: best epoch %d, val_loss %.4f", out, result.best_epoch, result.best_val_loss)
+    return out
 
 
 def __getattr__(name: str) -> object:

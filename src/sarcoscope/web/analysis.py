@@ -22,12 +22,11 @@ from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, L3_RANGE
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 from sarcoscope.level.selection import L3Selection
 from sarcoscope.results import AnalysisResult
-from sarcoscope.store import LabelVersion, Study
+from sarcoscope.store import LabelVersion, Store, Study
 from sarcoscope.web.wording import for_ui
 
 if TYPE_CHECKING:
     from sarcoscope.imaging.volume import CTVolume
-    from sarcoscope.web.context import AppContext
     from sarcoscope.web.volumes import VolumeCache
 
 
@@ -239,7 +238,8 @@ EXPORTS: dict[str, tuple[str, str]] = {
 
 
 def export_file(
-    ctx: AppContext,
+    store: Store,
+    volumes: VolumeCache,
     study: Study,
     version: int | None,
     fmt: str,
@@ -259,11 +259,11 @@ def export_file(
     from sarcoscope.export.seg import build_dicom_seg
     from sarcoscope.export.sr import write_dicom_sr
 
-    row = ctx.store.get_version(study.id, version)
-    stack = ctx.store.load_labels(study.id, row.version)
+    row = store.get_version(study.id, version)
+    stack = store.load_labels(study.id, row.version)
     shows_pixels = deidentification is not None and fmt in ("overlay", "html", "dicom-qc")
     dicom = fmt.startswith("dicom-")
-    volume = ctx.volumes.with_headers(study) if dicom or shows_pixels else ctx.volumes.get(study)
+    volume = volumes.with_headers(study) if dicom or shows_pixels else volumes.get(study)
     result = build_result(study, row, stack.labels, volume)
     suffix, media = EXPORTS[fmt]
     name = f"sarcoscope-{study.id[:8]}-v{row.version}{'-deid' if deidentification else ''}{suffix}"
@@ -273,7 +273,7 @@ def export_file(
         return metrics_csv(result).encode(), name, media
     if fmt == "json":
         return report_json(build_report(result, deidentification=deidentification)).encode(), name, media
-    with tempfile.TemporaryDirectory(dir=ctx.store.data_dir / "tmp") as tmp:
+    with tempfile.TemporaryDirectory(dir=store.data_dir / "tmp") as tmp:
         path = Path(tmp) / f"out{suffix}"
         if fmt == "html":
             from sarcoscope.web.report_html import report_html

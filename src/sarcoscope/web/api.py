@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, LABEL_COLORS, TISSUE_TITLES, TISSUES
+from sarcoscope.errors import InputError
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, deidentify_file
 from sarcoscope.segmentation.base import takes_model
 from sarcoscope.store import LabelVersion, Study
@@ -29,7 +30,7 @@ from sarcoscope.web.auth import COOKIE, client_of
 from sarcoscope.web.context import AppContext, get_context
 from sarcoscope.web.label_import import import_label_file, receive_label_upload
 from sarcoscope.web.upload import receive_upload
-from sarcoscope.web.volumes import ingest
+from sarcoscope.web.volumes import ingest, viewer_nifti
 from sarcoscope.web.wording import for_ui
 
 router = APIRouter(prefix="/api")
@@ -315,6 +316,49 @@ def hu_slice(study_id: str, index: int, ctx: Ctx, user: User) -> Response:
         gzip.compress(data, compresslevel=1),
         media_type="application/octet-stream",
         headers={"Content-Encoding": "gzip", "X-Shape": f"{plane.shape[0]},{plane.shape[1]}"},
+    )
+
+
+@router.get(
+    "/studies/{study_id}/volume.nii.gz",
+    tags=["viewer"],
+    response_class=FileResponse,
+    responses={200: {"content": {"application/gzip": {}}}, 404: {}, 409: {}},
+)
+def volume_nifti(study_id: str, ctx: Ctx, user: User) -> FileResponse:
+    """The whole HU volume as int16 NIfTI (gzipped) for the viewer: window/level and zoom on the full HU
+    data. De-identified: the header holds geometry and units only; the file name is the study id."""
+    study = ctx.store.get_study(study_id)
+    try:
+        volume = ctx.volumes.get(study)
+        path = viewer_nifti(ctx.store, study, volume)
+    except (InputError, OSError) as exc:
+        raise HTTPException(409, f"The images of study {study_id} are not available: {exc}") from exc
+    return FileResponse(
+        path,
+        media_type="application/gzip",
+        filename=f"{study_id}.nii.gz",
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
+
+
+@router.get(
+    "/studies/{study_id}/body/{index}",
+    tags=["viewer"],
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def body_slice(study_id: str, index: int, ctx: Ctx, user: User) -> Response:
+    """The body in axial slice `index` as uint8 (y, x), 1 inside: the label editor's fill stays in it."""
+    from sarcoscope.segmentation.refine import body_mask
+
+    study = ctx.store.get_study(study_id)
+    volume = ctx.volumes.get(study)
+    mask = body_mask(np.asarray(render.plane_image(volume, "axial", index)), volume.pixel_spacing)
+    return Response(
+        gzip.compress(mask.astype(np.uint8).tobytes(), compresslevel=1),
+        media_type="application/octet-stream",
+        headers={"Content-Encoding": "gzip", "X-Shape": f"{mask.shape[0]},{mask.shape[1]}"},
     )
 
 
@@ -655,7 +699,7 @@ def export(
         raise HTTPException(404, f"Unknown export format '{fmt}'. Available: {', '.join(analysis.EXPORTS)}.")
     study = ctx.store.get_study(study_id)
     policy = deid.policy(ctx)
-    data, filename, media_type = analysis.export_file(ctx, study, version, fmt, policy)
+    data, filename, media_type = analysis.export_file(ctx.store, ctx.volumes, study, version, fmt, policy)
     details = {"format": fmt, "version": version, "deidentified": policy is not None}
     ctx.store.audit(user, "export", study_id, details, client_of(request))
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}

@@ -321,3 +321,38 @@ class VolumeCache:
             dicom_headers=headers,
             warnings=list(base.warnings),
         )
+
+
+#: The viewer's copy of a study's volume, in the study's cache folder (made on first request).
+VIEWER_NIFTI = "viewer.nii.gz"
+_viewer_lock = threading.Lock()  # one writer per file (the temporary name is per process, not per thread)
+
+
+def viewer_nifti(store: Store, study: Study, volume: CTVolume) -> Path:
+    """The study's HU volume as a gzipped int16 NIfTI-1 file for the browser viewer; made once, then reused.
+
+    Voxel (i, j, k) is the cache's (x, y, z) = (column, row, slice), so the viewer's voxel indices are the
+    API's slice indices. The header carries only geometry (RAS affine as qform and sform), the HU unit
+    and a fixed description: nothing from the patient or the DICOM headers.
+    """
+    path = store.cache_dir(study.id) / VIEWER_NIFTI
+    with _viewer_lock:
+        if not path.exists():
+            _write_viewer_nifti(path, volume)
+    return path
+
+
+def _write_viewer_nifti(path: Path, volume: CTVolume) -> None:
+    import gzip
+
+    import nibabel as nib
+
+    hu = np.clip(np.rint(np.asarray(volume.hu)), -32768, 32767).astype(np.int16)
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.affine_lps  # LPS -> RAS
+    img = nib.Nifti1Image(np.ascontiguousarray(hu.transpose(2, 1, 0)), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units(xyz="mm")
+    img.header["descrip"] = b"CT HU (sarcoscope viewer)"
+    with atomic_private_file(path) as f, gzip.GzipFile(fileobj=f, mode="wb", compresslevel=1, mtime=0) as gz:
+        gz.write(img.to_bytes())

@@ -1,0 +1,317 @@
+// The label editor: one selected slice at a time with brush, eraser and fill, undo/redo, and Save as a new
+// label version (refused, with the reason, when someone saved in between).
+import {$, api, message, toast} from "./api.js";
+import {fillRegion, paintDisc} from "./brush.js";
+import {canvasPoint, image, state} from "./state.js";
+import {Viewport} from "./viewport.js";
+import {refreshSide, restoreViewed, savePatient} from "./versions.js";
+
+
+let editView = null; // Viewport of the label editor
+
+/** Fit the editor's image again (opening another study). */
+export function resetEditorView() { editView.reset(false); }
+
+export async function showLabeling() {
+  const s = state.study;
+  $("label-preset").value = state.preset;
+  if (!s.latest_version) {
+    message("No labels yet: choose the L3 slice(s) and press “Segment selected”.", true);
+    $("editor-stack").hidden = true;
+    await refreshSide();
+    return;
+  }
+  $("editor-stack").hidden = false;
+  if (!state.labels || state.viewing !== null) await loadLabels(null);
+  await refreshSide();
+  drawEditor();
+}
+
+export async function loadLabels(version) {
+  const q = version ? `?version=${version}` : "";
+  const response = await api(`/api/studies/${state.study.id}/labels${q}`);
+  const buffer = await response.arrayBuffer();
+  state.shape = response.headers.get("X-Label-Shape").split(",").map(Number);
+  state.indices = response.headers.get("X-Label-Indices").split(",").map(Number);
+  state.labels = new Uint8Array(buffer);
+  const v = Number(response.headers.get("X-Label-Version"));
+  if (version) state.viewing = v;
+  else { state.viewing = null; state.version = v; }
+  state.undo = [];
+  state.redo = [];
+  state.dirty = false;
+  state.current = Math.min(state.current, state.indices.length - 1);
+  if (state.current < 0) state.current = 0;
+  $("readonly-banner").hidden = state.viewing === null;
+  $("readonly-version").textContent = state.viewing ?? "";
+  updateButtons();
+}
+
+function sliceArea() { return state.shape[1] * state.shape[2]; }
+function sliceView() {
+  const n = sliceArea();
+  return state.labels.subarray(state.current * n, (state.current + 1) * n);
+}
+
+export async function drawEditor() {
+  if (!state.labels) return;
+  const [, ny, nx] = state.shape;
+  const z = state.indices[state.current];
+  $("slice-text").textContent = `slice ${z} (${state.current + 1} of ${state.indices.length})`;
+  const img = image("axial", z, state.preset);
+  try { await img.ready; } catch (_) { return; }
+  const s = state.study;
+  for (const id of ["edit-base", "edit-overlay", "edit-cursor"]) {
+    const c = $(id);
+    if (c.width !== nx || c.height !== ny) { c.width = nx; c.height = ny; }
+  }
+  editView.layout(nx * s.spacing[2], ny * s.spacing[1]);
+  $("edit-base").getContext("2d").drawImage(img, 0, 0);
+  drawOverlay();
+}
+
+function drawOverlay() {
+  const [, ny, nx] = state.shape;
+  const ctx = $("edit-overlay").getContext("2d");
+  const out = ctx.createImageData(nx, ny);
+  const px = out.data;
+  const labels = sliceView();
+  const alpha = Math.round(state.opacity * 255);
+  const colors = {};
+  for (const t of state.config.tissues) colors[t.label] = t.color;
+  for (let i = 0; i < labels.length; i++) {
+    const l = labels[i];
+    if (l && state.visible[l]) {
+      const c = colors[l];
+      px[4 * i] = c[0]; px[4 * i + 1] = c[1]; px[4 * i + 2] = c[2]; px[4 * i + 3] = alpha;
+    }
+  }
+  ctx.putImageData(out, 0, 0);
+}
+
+async function huSlice(z) {
+  if (!state.hu.has(z)) {
+    const response = await api(`/api/studies/${state.study.id}/hu/${z}`);
+    state.hu.set(z, new Int16Array(await response.arrayBuffer()));
+  }
+  return state.hu.get(z);
+}
+
+function huAllows(hu, i, label) {
+  if (!hu || !label) return true;
+  const name = state.config.tissues.find((t) => t.label === label).name;
+  const [lo, hi] = state.config.hu_ranges[name];
+  return hu[i] >= lo && hu[i] <= hi;
+}
+
+function pushUndo() {
+  state.undo.push({slice: state.current, data: sliceView().slice()});
+  if (state.undo.length > 100) state.undo.shift();
+  state.redo = [];
+}
+
+function paintAt(cx, cy, hu) {
+  const [, ny, nx] = state.shape;
+  const value = state.tool === "eraser" ? 0 : state.paintLabel;
+  paintDisc(sliceView(), nx, ny, cx, cy, state.brush, value, (i) => !value || huAllows(hu, i, value));
+}
+
+function floodFill(cx, cy, hu) {
+  const [, ny, nx] = state.shape;
+  const value = state.paintLabel;
+  fillRegion(sliceView(), nx, ny, cx, cy, value, (i) => huAllows(hu, i, value));
+}
+
+function editorPoint(e) {
+  return canvasPoint($("edit-cursor"), e);
+}
+
+function drawCursor(e) {
+  const c = $("edit-cursor");
+  const ctx = c.getContext("2d");
+  ctx.clearRect(0, 0, c.width, c.height);
+  if (!e) return;
+  const [x, y] = editorPoint(e);
+  ctx.strokeStyle = state.tool === "eraser" ? "#fff" : "#ffd23f";
+  ctx.lineWidth = Math.max(0.5, c.width / 600);
+  ctx.beginPath();
+  if (state.tool === "fill") { ctx.moveTo(x - 4, y); ctx.lineTo(x + 4, y); ctx.moveTo(x, y - 4); ctx.lineTo(x, y + 4); }
+  else ctx.arc(x, y, Math.max(0.5, state.brush / 2), 0, 2 * Math.PI);
+  ctx.stroke();
+}
+
+export function bindEditor() {
+  const cursor = $("edit-cursor");
+  let painting = false;
+  let last = null;
+  let hu = null;
+  cursor.addEventListener("pointerdown", async (e) => {
+    if (!state.labels || state.viewing !== null || e.button !== 0) return;
+    cursor.setPointerCapture(e.pointerId);
+    hu = $("hu-constrain").checked ? await huSlice(state.indices[state.current]) : null;
+    pushUndo();
+    const [x, y] = editorPoint(e);
+    if (state.tool === "fill") {
+      floodFill(Math.floor(x), Math.floor(y), hu);
+      markDirty();
+      drawOverlay();
+      return;
+    }
+    painting = true;
+    last = [x, y];
+    paintAt(x, y, hu);
+    markDirty();
+    drawOverlay();
+  });
+  cursor.addEventListener("pointermove", (e) => {
+    drawCursor(e);
+    if (!painting) return;
+    const [x, y] = editorPoint(e);
+    const dist = Math.hypot(x - last[0], y - last[1]);
+    const steps = Math.max(1, Math.ceil(dist / Math.max(0.5, state.brush / 4)));
+    for (let k = 1; k <= steps; k++) {
+      paintAt(last[0] + ((x - last[0]) * k) / steps, last[1] + ((y - last[1]) * k) / steps, hu);
+    }
+    last = [x, y];
+    drawOverlay();
+  });
+  const stop = () => { painting = false; };
+  cursor.addEventListener("pointerup", stop);
+  cursor.addEventListener("pointercancel", stop);
+  cursor.addEventListener("pointerleave", () => drawCursor(null));
+  editView = new Viewport($("editor-box"), $("editor-stack"), () => {
+    if (state.shape) editView.layout(state.shape[2] * state.study.spacing[2], state.shape[1] * state.study.spacing[1]);
+  });
+  $("edit-reset").addEventListener("click", () => editView.reset());
+  $("editor-box").addEventListener("wheel", (e) => {
+    e.preventDefault();
+    stepSlice(e.deltaY < 0 ? 1 : -1);
+    drawEditor();
+  }, {passive: false});
+
+  for (const tool of ["brush", "eraser", "fill"]) $(`tool-${tool}`).addEventListener("click", () => setTool(tool));
+  $("brush-size").addEventListener("input", (e) => setBrush(Number(e.target.value)));
+  $("opacity").addEventListener("input", (e) => { state.opacity = Number(e.target.value) / 100; drawOverlay(); });
+  $("label-preset").addEventListener("change", (e) => { state.preset = e.target.value; drawEditor(); });
+  $("label-choice").addEventListener("click", (e) => {
+    const box = e.target.closest("input[data-visible]");
+    if (box) {
+      state.visible[Number(box.dataset.visible)] = box.checked;
+      drawOverlay();
+      return;
+    }
+    const button = e.target.closest("button[data-label]");
+    if (button) setPaintLabel(Number(button.dataset.label));
+  });
+  $("undo").addEventListener("click", undo);
+  $("redo").addEventListener("click", redo);
+  $("save-labels").addEventListener("click", saveLabels);
+  $("slice-prev").addEventListener("click", () => { stepSlice(-1); drawEditor(); });
+  $("slice-next").addEventListener("click", () => { stepSlice(1); drawEditor(); });
+  $("restore-version").addEventListener("click", restoreViewed);
+  $("back-to-latest").addEventListener("click", async () => { await loadLabels(null); await refreshSide(); drawEditor(); });
+  $("patient-form").addEventListener("submit", savePatient);
+  document.addEventListener("keydown", editorKeys);
+  setTool("brush");
+  setPaintLabel(1);
+}
+
+function editorKeys(e) {
+  if ($("pane-label").hidden || $("view-study").hidden) return;
+  if (e.target.matches("input[type=number], input[type=text], input[type=search], select")) return;
+  const ctrl = e.ctrlKey || e.metaKey;
+  if (ctrl && e.key.toLowerCase() === "z") { e.preventDefault(); (e.shiftKey ? redo : undo)(); }
+  else if (ctrl && e.key.toLowerCase() === "y") { e.preventDefault(); redo(); }
+  else if (ctrl && e.key.toLowerCase() === "s") { e.preventDefault(); saveLabels(); }
+  else if (ctrl) return;
+  else if (e.key === "b") setTool("brush");
+  else if (e.key === "e") setTool("eraser");
+  else if (e.key === "f") setTool("fill");
+  else if (["1", "2", "3", "4"].includes(e.key)) setPaintLabel(Number(e.key));
+  else if (e.key === "[") setBrush(state.brush - 1);
+  else if (e.key === "]") setBrush(state.brush + 1);
+  else if (e.key === "PageUp") { e.preventDefault(); stepSlice(1); drawEditor(); }
+  else if (e.key === "PageDown") { e.preventDefault(); stepSlice(-1); drawEditor(); }
+}
+
+function stepSlice(d) {
+  if (!state.indices.length) return;
+  state.current = Math.max(0, Math.min(state.indices.length - 1, state.current + d));
+}
+
+function setTool(tool) {
+  state.tool = tool;
+  for (const t of ["brush", "eraser", "fill"]) $(`tool-${t}`).classList.toggle("active", t === tool);
+}
+
+function setBrush(size) {
+  state.brush = Math.max(1, Math.min(40, size));
+  $("brush-size").value = state.brush;
+  $("brush-size-text").textContent = state.brush;
+}
+
+function setPaintLabel(label) {
+  state.paintLabel = label;
+  for (const b of document.querySelectorAll("#label-choice button")) {
+    b.classList.toggle("active", Number(b.dataset.label) === label);
+  }
+}
+
+function undo() {
+  const step = state.undo.pop();
+  if (!step) return;
+  const n = sliceArea();
+  const target = state.labels.subarray(step.slice * n, (step.slice + 1) * n);
+  state.redo.push({slice: step.slice, data: target.slice()});
+  target.set(step.data);
+  state.current = step.slice;
+  markDirty();
+  drawEditor();
+}
+
+function redo() {
+  const step = state.redo.pop();
+  if (!step) return;
+  const n = sliceArea();
+  const target = state.labels.subarray(step.slice * n, (step.slice + 1) * n);
+  state.undo.push({slice: step.slice, data: target.slice()});
+  target.set(step.data);
+  state.current = step.slice;
+  markDirty();
+  drawEditor();
+}
+
+function markDirty() {
+  state.dirty = true;
+  updateButtons();
+}
+
+function updateButtons() {
+  $("save-labels").disabled = !state.dirty || state.viewing !== null;
+  $("save-labels").textContent = state.dirty ? "Save *" : "Save";
+  $("undo").disabled = !state.undo.length;
+  $("redo").disabled = !state.redo.length;
+}
+
+async function saveLabels() {
+  if (!state.dirty || state.viewing !== null) return;
+  const button = $("save-labels");
+  button.disabled = true;
+  message("Saving…");
+  try {
+    const response = await api(
+      `/api/studies/${state.study.id}/labels?base_version=${state.version}`,
+      {method: "POST", headers: {"Content-Type": "application/octet-stream"}, body: state.labels});
+    const saved = await response.json();
+    state.version = saved.version;
+    state.study.latest_version = saved.version;
+    state.dirty = false;
+    message(`Saved as version ${saved.version}.`);
+    await refreshSide();
+  } catch (err) {
+    message(err.message, true);
+    if (err.status === 409) {
+      toast(`${err.message} Your unsaved edit is still on screen; reloading will discard it.`);
+    }
+  } finally { updateButtons(); }
+}

@@ -1,0 +1,115 @@
+// The study list (search, delete) and the upload of a DICOM folder, a .zip or a NIfTI file.
+import {$, api, getJSON, toast} from "./api.js";
+import {formatDate, localTime, state} from "./state.js";
+
+export async function loadStudies() {
+  const q = $("study-search").value.trim();
+  const studies = await getJSON("/api/studies" + (q ? `?q=${encodeURIComponent(q)}` : ""));
+  const rows = $("study-rows");
+  rows.innerHTML = "";
+  for (const s of studies) {
+    const tr = document.createElement("tr");
+    const cells = [s.patient_id || "—", formatDate(s.study_date), s.series_description || "—", s.n_slices,
+      null, localTime(s.created_at)];
+    cells.forEach((c, i) => {
+      const td = document.createElement("td");
+      if (i === 4) td.innerHTML = `<span class="status ${s.status}">${s.status}</span>`;
+      else td.textContent = c;
+      tr.append(td);
+    });
+    const actions = document.createElement("td");
+    const remove = document.createElement("button");
+    remove.textContent = "Delete";
+    remove.title = "Delete this study's images and labels (the audit log keeps the deletion)";
+    remove.addEventListener("click", async (e) => {
+      e.stopPropagation();
+      if (!confirm(`Delete study ${s.patient_id || s.id} with its images and all label versions?`)) return;
+      try {
+        await api(`/api/studies/${s.id}`, {method: "DELETE"});
+        await loadStudies();
+      } catch (err) { toast(err.message); }
+    });
+    actions.append(remove);
+    tr.append(actions);
+    tr.addEventListener("click", () => { location.hash = `#/study/${s.id}`; });
+    rows.append(tr);
+  }
+  $("no-studies").hidden = studies.length > 0;
+}
+
+
+export function bindUpload() {
+  let timer = null;
+  $("study-search").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(loadStudies, 250); });
+  $("pick-folder").addEventListener("change", (e) => uploadFiles([...e.target.files]));
+  $("pick-files").addEventListener("change", (e) => uploadFiles([...e.target.files]));
+  const zone = $("drop-zone");
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", async (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    const entries = [...e.dataTransfer.items].map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean);
+    const files = entries.length ? (await Promise.all(entries.map(readEntry))).flat() : [...e.dataTransfer.files];
+    uploadFiles(files);
+  });
+}
+
+function readEntry(entry) {
+  if (entry.isFile) return new Promise((resolve, reject) => entry.file((f) => resolve([f]), reject));
+  const reader = entry.createReader();
+  return new Promise((resolve, reject) => {
+    const all = [];
+    const next = () => reader.readEntries(async (batch) => {
+      if (!batch.length) { resolve((await Promise.all(all.map(readEntry))).flat()); return; }
+      all.push(...batch);
+      next();
+    }, reject);
+    next();
+  });
+}
+
+function uploadFiles(files) {
+  files = files.filter((f) => !f.name.startsWith("."));
+  if (!files.length) return;
+  const total = files.reduce((n, f) => n + f.size, 0);
+  $("upload-error").textContent = "";
+  if (total > state.config.max_upload_bytes) {
+    $("upload-error").textContent =
+      `The upload (${mb(total)}) is larger than this server accepts (${mb(state.config.max_upload_bytes)}).`;
+    return;
+  }
+  const form = new FormData();
+  for (const f of files) form.append("files", f, f.name);
+  const xhr = new XMLHttpRequest();
+  $("upload-status").hidden = false;
+  $("upload-text").textContent = `Uploading ${files.length} file(s), ${mb(total)}…`;
+  xhr.upload.onprogress = (e) => {
+    if (!e.lengthComputable) return;
+    const pct = Math.round((100 * e.loaded) / e.total);
+    $("upload-progress").value = pct;
+    $("upload-text").textContent = pct < 100 ? `Uploading… ${pct} %` : "Reading the series on the server…";
+  };
+  xhr.onload = () => {
+    $("upload-status").hidden = true;
+    $("upload-progress").value = 0;
+    let body = {};
+    try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
+    if (xhr.status === 201) {
+      if ((body.warnings || []).length) toast(body.warnings.join(" "), "info"); // e.g. generated UIDs
+      location.hash = `#/study/${body.id}`;
+    } else {
+      $("upload-error").textContent = body.detail || `Upload failed (${xhr.status}).`;
+    }
+    $("pick-folder").value = "";
+    $("pick-files").value = "";
+  };
+  xhr.onerror = () => {
+    $("upload-status").hidden = true;
+    $("upload-error").textContent = "The upload was interrupted (network error or the server refused it).";
+  };
+  xhr.open("POST", "/api/studies");
+  xhr.send(form);
+}
+
+const mb = (n) => `${(n / 1024 / 1024).toFixed(1)} MB`;

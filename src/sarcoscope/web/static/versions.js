@@ -1,0 +1,125 @@
+// The side panel of the labeling view: versions (view, restore), patient facts, exports, label import and
+// the analysis of the version shown.
+import {$, api, escapeHtml, getJSON, message, sendJSON} from "./api.js";
+import {renderAnalysis} from "./analysis.js";
+import {drawEditor, loadLabels, showLabeling} from "./labeling.js";
+import {localTime, state} from "./state.js";
+
+export async function restoreViewed() {
+  try {
+    await sendJSON(`/api/studies/${state.study.id}/versions/${state.viewing}/restore`, "POST",
+      {base_version: state.version});
+    await loadLabels(null);
+    await refreshSide();
+    drawEditor();
+    message(`Restored as version ${state.version}.`);
+  } catch (err) { message(err.message, true); }
+}
+
+export async function savePatient(e) {
+  e.preventDefault();
+  const num = (id) => ($(id).value === "" ? null : Number($(id).value));
+  try {
+    state.study = await sendJSON(`/api/studies/${state.study.id}/patient`, "PUT", {
+      height_cm: num("height"), weight_kg: num("weight"), sex: $("sex").value || null,
+      cutoff_set: $("cutoff-set").value || null,
+    });
+    await refreshSide();
+    message("Patient facts saved.");
+  } catch (err) { message(err.message, true); }
+}
+
+// ------------------------------------------------------------------------------------ label import --
+// A label file made elsewhere (Slice-O-Matic .tag, DICOM SEG, NIfTI, PNG) becomes a new version of the
+// selected slice(s); the server refuses, with the reason, a file that does not fit the study.
+export function bindImport() {
+  const select = $("import-mapping");
+  select.innerHTML = state.config.label_mappings.map((m) => `<option value="${m}">${m}</option>`).join("");
+  select.value = "sarcoscope";
+  $("import-files").addEventListener("change", () => {
+    const tag = [...$("import-files").files].some((f) => f.name.toLowerCase().endsWith(".tag"));
+    select.value = tag ? "slice-o-matic-alberta" : "sarcoscope";
+  });
+  $("import-form").addEventListener("submit", importLabels);
+}
+
+async function importLabels(e) {
+  e.preventDefault();
+  const files = $("import-files").files;
+  if (!files.length) { message("Choose a label file first.", true); return; }
+  if (state.dirty && !confirm("Discard your unsaved edit?")) return;
+  const body = new FormData();
+  for (const f of files) body.append("files", f);
+  const q = new URLSearchParams({mapping: $("import-mapping").value});
+  if (state.study.latest_version) q.set("base_version", state.study.latest_version);
+  message("Importing…");
+  try {
+    const saved = await (await api(`/api/studies/${state.study.id}/labels/import?${q}`,
+      {method: "POST", body})).json();
+    state.study = await getJSON(`/api/studies/${state.study.id}`);
+    state.labels = null;
+    await showLabeling();
+    message(`Imported as version ${saved.version}: ${saved.note}.`);
+  } catch (err) { message(err.message, true); }
+}
+
+// ---------------------------------------------------------------------------------- analysis panel --
+export function setExportDeidentification() {
+  for (const button of $("exports").querySelectorAll("button")) {
+    const url = new URL(button.dataset.href, location.href);
+    url.searchParams.set("deidentify", $("deidentify-exports").checked);
+    button.dataset.href = url.pathname + url.search;
+  }
+}
+
+/** The exports this study supports: DICOM SEG, SR and capture reference the CT's DICOM images, so not for NIfTI. */
+function exportFormats(study) {
+  const all = [["dicom-seg", "DICOM SEG"], ["dicom-sr", "DICOM SR"], ["dicom-qc", "QC capture (DICOM)"],
+    ["nifti", "NIfTI"], ["csv", "Metrics CSV"], ["json", "Report JSON"],
+    ["overlay", "Overlay PNG"], ["html", "Printable report"]];
+  return study.source_kind === "dicom" ? all : all.filter(([f]) => !f.startsWith("dicom-"));
+}
+
+export async function refreshSide() {
+  const s = state.study;
+  const shown = state.viewing ?? state.version;
+  const exports = $("exports");
+  const versions = $("versions");
+  if (!shown) {
+    $("analysis").innerHTML = '<p class="muted">No labels yet.</p>';
+    exports.innerHTML = "";
+    versions.innerHTML = "";
+    return;
+  }
+  exports.innerHTML = exportFormats(s).map(([f, title]) =>
+    `<button type="button" id="export-${f}" data-href="/api/studies/${s.id}/export/${f}?version=${shown}">` +
+    `${title}</button>`).join("");
+  setExportDeidentification();
+  const list = await getJSON(`/api/studies/${s.id}/versions`);
+  versions.innerHTML = "";
+  for (const v of list) {
+    const li = document.createElement("li");
+    li.value = v.version;
+    li.classList.toggle("current", v.version === shown);
+    const when = localTime(v.created_at);
+    li.textContent = `v${v.version} · ${v.source}${v.engine && v.source === "segment" ? ` (${v.model_id || v.engine})` : ""} · ` +
+      `${v.author} · ${when} `;
+    li.title = v.note || "";
+    if (v.version !== shown) {
+      const view = document.createElement("button");
+      view.textContent = "view";
+      view.addEventListener("click", async () => {
+        if (state.dirty && !confirm("Discard your unsaved edit?")) return;
+        if (v.version === list[0].version) await loadLabels(null);
+        else await loadLabels(v.version);
+        await refreshSide();
+        drawEditor();
+      });
+      li.append(view);
+    }
+    versions.append(li);
+  }
+  try {
+    renderAnalysis(await getJSON(`/api/studies/${s.id}/analysis?version=${shown}`), state.config.tissues);
+  } catch (err) { $("analysis").innerHTML = `<p class="error">${escapeHtml(err.message)}</p>`; }
+}

@@ -1,0 +1,68 @@
+"""The viewer's data routes: the whole HU volume as de-identified int16 NIfTI, and a slice's body mask."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from fastapi.testclient import TestClient
+from test_api import upload
+from web_synth import SHAPE, SPACING, multipart, synthetic_hu
+
+from sarcoscope.web import WebSettings, create_app
+
+
+def test_volume_nifti_is_the_hu_volume_without_patient_data(client: TestClient, series: list[Path]) -> None:
+    sid = upload(client, series)["id"]
+    r = client.get(f"/api/studies/{sid}/volume.nii.gz")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/gzip"
+    assert f'filename="{sid}.nii.gz"' in r.headers["content-disposition"]
+    raw = gzip.decompress(r.content)
+    img = nib.Nifti1Image.from_bytes(raw)
+    assert img.get_data_dtype() == np.int16
+    data = np.asanyarray(img.dataobj)
+    assert data.shape == (SHAPE[2], SHAPE[1], SHAPE[0])  # (x, y, z): voxel indices are the API's
+    np.testing.assert_array_equal(data.transpose(2, 1, 0), synthetic_hu(0))
+    assert np.allclose(np.abs(np.diag(img.affine))[:3], (SPACING[2], SPACING[1], SPACING[0]))
+    assert img.header["scl_slope"] in (0, 1) or np.isnan(img.header["scl_slope"])
+    # nothing of the patient: web_synth writes PAT-001, sex F, 2024-01-31, "synthetic"
+    for needle in (b"PAT-001", b"20240131", b"synthetic"):
+        assert needle not in raw
+    assert bytes(img.header["descrip"]).rstrip(b"\0") == b"CT HU (sarcoscope viewer)"
+    assert client.get(f"/api/studies/{sid}/volume.nii.gz").content == r.content  # the cached file
+    # unknown study: 404 with a reason; stored images gone: 409 with a reason
+    missing = client.get("/api/studies/" + "0" * 32 + "/volume.nii.gz")
+    assert missing.status_code == 404 and "No study" in missing.json()["detail"]
+    ctx = client.app.state.ctx
+    for name in ("hu.npy", "viewer.nii.gz"):
+        (ctx.store.cache_dir(sid) / name).unlink()
+    ctx.volumes.drop(sid)
+    gone = client.get(f"/api/studies/{sid}/volume.nii.gz")
+    assert gone.status_code == 409 and "not available" in gone.json()["detail"]
+
+
+def test_volume_and_body_need_the_login_of_other_study_routes(tmp_path: Path, series: list[Path]) -> None:
+    token = "correct-horse-battery"
+    app = create_app(WebSettings(data_dir=tmp_path / "d", token=token, token_user="dr.bob"))
+    bearer = {"Authorization": f"Bearer {token}"}
+    with TestClient(app) as c:
+        sid = c.post("/api/studies", files=multipart(series), headers=bearer).json()["id"]
+        for path in (f"/api/studies/{sid}/volume.nii.gz", f"/api/studies/{sid}/body/5"):
+            assert c.get(path).status_code == 401
+            assert c.get(path, headers=bearer).status_code == 200
+    app.state.ctx.store.close()
+
+
+def test_body_mask_of_a_slice(client: TestClient, series: list[Path]) -> None:
+    sid = upload(client, series)["id"]
+    r = client.get(f"/api/studies/{sid}/body/5")
+    assert r.status_code == 200 and r.headers["x-shape"] == "96,96"
+    mask = np.frombuffer(r.content, np.uint8).reshape(96, 96).astype(bool)
+    hu = synthetic_hu(0)[5]
+    # the ellipse (SAT outward) is the body, air around it is not
+    assert mask[48, 48] and mask[48, 10] and not mask[2, 2] and not mask[48, 1]
+    assert abs(int(mask.sum()) - int((hu > -500).sum())) <= 0.02 * mask.sum()
+    assert client.get(f"/api/studies/{sid}/body/12").status_code == 404
