@@ -176,7 +176,7 @@ def push_results(
     row = ctx.store.get_version(study_id, version)
     datasets = []
     for fmt in PUSHED:
-        data, _, _ = analysis.export_file(ctx, study, row.version, fmt, None)
+        data, _, _ = analysis.export_file(ctx.store, ctx.volumes, study, row.version, fmt, None)
         datasets.append(pydicom.dcmread(io.BytesIO(data)))
     stored = server.store(study.study_uid, datasets)
     objects = [
