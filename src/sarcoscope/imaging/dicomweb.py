@@ -9,7 +9,7 @@ SR, QC capture) can be stored back into the same study with STOW-RS (`store_resu
 `DICOMwebServer` is the one client the CLI, `batch` and the web app share. Searches are sent with their
 wildcards (`*`, `?`) unencoded: Orthanc's DICOMweb plugin treats a percent-encoded `*` as a literal
 (dicomweb-client encodes it), and RFC 3986 allows both characters in a query. Paging never trusts the
-server to honour `offset` or `limit` (Orthanc caps results with LimitFindResults). A ModalitiesInStudy
+server to honour `offset` or `limit` (a server may cap pages or ignore offset). A ModalitiesInStudy
 filter is never sent: Orthanc 1.10 applies it after limit/offset, so pages came back short and studies
 were lost (measured in tests/batch/test_batch_dicomweb.py); the modalities are checked on the results.
 """
@@ -317,8 +317,9 @@ class DICOMwebServer:
         return [s for s in self._study_page(filters, limit, offset) if _wanted(s, filters)]
 
     def iter_studies(self, filters: dict[str, str], page: int = 100) -> Iterator[StudySummary]:
-        """Every matching study, page by page, each once. Stops at a short page or one that brings nothing
-        new (a server that ignores `offset` would otherwise repeat its first page forever)."""
+        """Every matching study, page by page, each once. A short page is not taken as the last (servers
+        cap a page below the limit asked for, dcm4chee by its QIDO maximum): paging ends at a page that
+        brings nothing new, which also ends it on a server that ignores `offset` and repeats itself."""
         seen: set[str] = set()
         offset = 0
         while True:
@@ -326,7 +327,7 @@ class DICOMwebServer:
             new = [s for s in studies if s.study_uid not in seen]
             seen.update(s.study_uid for s in new)
             yield from (s for s in new if _wanted(s, filters))
-            if len(studies) < page or not new:
+            if not new:
                 return
             offset += len(studies)
 
