@@ -96,6 +96,7 @@ def test_received_series_are_analysed_and_results_sent_back(
     assert (node.incoming / whole[0].StudyInstanceUID / whole[0].SeriesInstanceUID).is_dir()  # kept
     assert not (node.incoming / single.StudyInstanceUID).exists()  # analysed: deleted
     assert (node.results / single.SeriesInstanceUID / "report.json").is_file()
+    assert node.settings.out.stat().st_mode & 0o777 == 0o700  # patient data: owner only
     # a node started again on the same folder analyses what was left in incoming/ (here: fails again)
     restarted = Node(ListenSettings(out=node.settings.out, port=free_port(), settle=0.5, engine="threshold"))
     restarted.start()

@@ -2,11 +2,12 @@
 analyses each series once no image of it has arrived for `settle` seconds, and sends the SEG, SR and QC
 capture back by C-STORE (`push_to`) or STOW-RS (`push_dicomweb`): the hands-free mode.
 
-Layout of the output folder: `incoming/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` (each file written
-atomically), `results/<SeriesUID>/` (the files `sarcoscope analyze` writes; `error.txt` when the series
-could not be analysed or its results not sent). A series' images are deleted after a successful analysis
-unless `keep_images`. Images arriving for a series already analysed make it analysed again; the series
-a stopped node left in incoming/ (not analysed, or failed) are analysed again when it starts.
+The output folder (owner-only) holds `incoming/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` (each file
+written atomically) and `results/<SeriesUID>/` (the files `sarcoscope analyze` writes; `error.txt` when
+the series could not be analysed or its results not sent). A series' images are deleted after a
+successful analysis unless `keep_images`. Images arriving for a series already analysed make it analysed
+again; the series a stopped node left in incoming/ (not analysed, or failed) are analysed again when it
+starts.
 The log names series by their UIDs, never a patient's name, ID or dates.
 """
 
@@ -143,8 +144,10 @@ class Node:
         from pynetdicom import AE, evt
         from pynetdicom.sop_class import CTImageStorage, Verification
 
-        self.incoming.mkdir(parents=True, exist_ok=True)
-        self.results.mkdir(parents=True, exist_ok=True)
+        self.settings.out.mkdir(parents=True, exist_ok=True)
+        self.settings.out.chmod(0o700)  # received images and results are patient data: owner only
+        self.incoming.mkdir(exist_ok=True)
+        self.results.mkdir(exist_ok=True)
         self._resume()
         ae = AE(ae_title=self.settings.aet)
         ae.add_supported_context(CTImageStorage, AllTransferSyntaxes)
