@@ -267,6 +267,9 @@ class DICOMwebServer:
         self.timeout = timeout
         self.shown = self.base_url
         self._client = DICOMwebClient(url=self.base_url, session=self._session, timeout=timeout)
+        # dicomweb-client retries every failure, an unreachable server too, 5 times with exponential waits
+        # (30 s before "cannot reach"); 3 attempts, 1 s and 2 s apart, still ride out a busy server (503).
+        self._client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=500)
 
     def _error(self, exc: Exception, what: str) -> DICOMwebServerError:
         if isinstance(exc, requests.HTTPError) and exc.response is not None:
