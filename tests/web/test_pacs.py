@@ -146,6 +146,9 @@ def test_import_segment_push_and_read_back(
     assert not_ct.status_code == 422 and "is SEG" in not_ct.json()["detail"]
     capture = back["OT"][0]
     assert capture.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage and capture.Rows > 0
+    twice = client.post(f"/api/studies/{sid}/pacs/push")
+    assert twice.status_code == 409 and "pushed to the PACS before" in twice.json()["detail"]
+    assert len(orthanc.series_of(study_uid)) == 4  # nothing more was stored
     events = [e for e in client.get(f"/api/studies/{sid}/audit").json() if e["action"] == "pacs-push"]
     assert events and events[0]["details"]["sop_instance_uids"] == [
         o["sop_instance_uid"] for o in body["objects"]

@@ -160,11 +160,27 @@ def push_results(
     ctx: Ctx,
     user: User,
     version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+    repeat: Annotated[bool, Query(description="Push a version that was pushed before again.")] = False,
 ) -> dict[str, Any]:
     """Store the DICOM SEG, SR and QC secondary capture of a label version (default: the latest) into the
-    study on the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds."""
+    study on the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds.
+
+    A version pushed before is refused (409) unless `repeat`: the SR and the capture get new UIDs at every
+    export, so a second push adds copies beside the first in the PACS."""
     server = server_of(ctx)
     study = ctx.store.get_study(study_id)
+    row = ctx.store.get_version(study_id, version)
+    before = [
+        e
+        for e in ctx.store.audit_events(study_id)
+        if e.action == "pacs-push" and (e.details or {}).get("version") == row.version
+    ]
+    if before and not repeat:
+        raise HTTPException(
+            409,
+            f"Label version {row.version} was pushed to the PACS before (by {before[0].actor}); pushing it "
+            "again adds a second SR and QC capture there (repeat=true does).",
+        )
     if study.source_kind != "dicom":
         raise HTTPException(409, "This study was uploaded as NIfTI: it has no DICOM study to push into.")
     if not server.series(study.study_uid):
@@ -173,7 +189,6 @@ def push_results(
             f"The DICOMweb server has no study {study.study_uid}: results are pushed only into the study "
             "they were measured on.",
         )
-    row = ctx.store.get_version(study_id, version)
     datasets = []
     for fmt in PUSHED:
         data, _, _ = analysis.export_file(ctx.store, ctx.volumes, study, row.version, fmt, None)
