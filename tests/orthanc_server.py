@@ -73,8 +73,9 @@ def ct_files(shared_data: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def start_orthanc(root: Path, aet: str = "ORTHANC", modalities: dict | None = None) -> Iterator[Orthanc]:
-    """Run Orthanc with its database in `root` until the block ends; `modalities`: its known DICOM peers."""
+def start_orthanc(root: Path, aet: str = "ORTHANC", users: dict[str, str] | None = None) -> Iterator[Orthanc]:
+    """Run Orthanc with its database in `root` until the block ends; `users` (name: password) turns on
+    HTTP basic authentication."""
     binary = shutil.which("Orthanc")
     if binary is None or not PLUGIN.is_file():
         pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian: orthanc orthanc-dicomweb)")
@@ -90,9 +91,9 @@ def start_orthanc(root: Path, aet: str = "ORTHANC", modalities: dict | None = No
         "DicomServerEnabled": True,
         "DicomCheckCalledAet": False,
         "DicomAlwaysAllowStore": True,
-        "DicomModalities": modalities or {},
         "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
+        "AuthenticationEnabled": bool(users),
+        "RegisteredUsers": users or {},
         "Plugins": [str(PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
@@ -103,7 +104,7 @@ def start_orthanc(root: Path, aet: str = "ORTHANC", modalities: dict | None = No
         try:
             for _ in range(120):
                 try:
-                    if requests.get(f"{base}/system", timeout=1).ok:
+                    if requests.get(f"{base}/system", timeout=1).status_code in (200, 401):
                         break
                 except requests.RequestException:
                     time.sleep(0.25)

@@ -1052,6 +1052,63 @@ def serve(
     _run(body)
 
 
+@app.command()
+def listen(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for received images and results.")],
+    port: Annotated[int, typer.Option(help="TCP port of the C-STORE receiver.")] = 11112,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0: every interface, for a scanner or PACS).")
+    ] = "127.0.0.1",
+    aet: Annotated[str, typer.Option(help="This node's AE title.")] = "SARCOSCOPE",
+    settle: Annotated[
+        float, typer.Option(help="Seconds without a new image after which a series is complete.")
+    ] = 30.0,
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = DEFAULT_ENGINE,
+    push_to: Annotated[
+        str | None, typer.Option(help="Send the SEG, SR and QC capture by C-STORE to AE_TITLE@host:port.")
+    ] = None,
+    push_dicomweb: Annotated[
+        str | None,
+        typer.Option(help="Store the SEG, SR and QC capture with STOW-RS on this DICOMweb root URL."),
+    ] = None,
+    allow_aet: Annotated[
+        list[str] | None, typer.Option("--allow-aet", help="Accept images only from this calling AE title.")
+    ] = None,
+    keep_images: Annotated[
+        bool, typer.Option(help="Keep the received images after a successful analysis.")
+    ] = False,
+) -> None:
+    """Receive CT series by DICOM C-STORE, analyse each complete series, send the results back."""
+    import logging
+
+    from sarcoscope.node import ListenSettings, Node, parse_peer
+
+    def body() -> None:
+        if port < 1 or port > 65535:
+            raise SarcoscopeError("--port must be 1 to 65535.")
+        check_output_folder(out)
+        node = Node(
+            ListenSettings(
+                out=out,
+                host=host,
+                port=port,
+                aet=aet,
+                settle=settle,
+                engine=engine,
+                push_to=parse_peer(push_to) if push_to else None,
+                push_dicomweb=push_dicomweb,
+                allowed_aets=list(allow_aet or []),
+                keep_images=keep_images,
+            )
+        )
+        if not logging.getLogger("sarcoscope").handlers:
+            logging.basicConfig(level=logging.INFO, format="sarcoscope: %(message)s")
+        node.start()
+        node.run()
+
+    _run(body)
+
+
 users_app = typer.Typer(
     no_args_is_help=True,
     help="User accounts of the web application (passwords are read from a prompt or stdin, never argv).",

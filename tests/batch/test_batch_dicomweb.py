@@ -1,5 +1,6 @@
 """`sarcoscope batch dicomweb+http://… --query …`: a cohort found on a real Orthanc (QIDO-RS), analysed, its
-results pushed back into each study, and resumed; paging that survives a server ignoring `offset`.
+results pushed back into each study, and resumed; paging that survives servers that ignore `offset` or
+cap their pages.
 
 The cohort: each slice of the real three-slice CT series as its own single-slice study (new UIDs, its own
 patient ID and date), plus an MR study that the CT query must not pick up. Skips without Orthanc."""
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pydicom
 import pytest
@@ -111,12 +113,17 @@ def test_bad_batch_queries_are_clear_errors(cohort: tuple[Orthanc, list[str]], t
     assert local.exit_code == 1 and "need a DICOMweb cohort" in " ".join(local.output.split())
 
 
-class _IgnoresOffset(BaseHTTPRequestHandler):
-    """A QIDO-RS server that always answers with the same two studies, whatever offset it is asked for."""
+class _FakeQido(BaseHTTPRequestHandler):
+    """A QIDO-RS server of five studies that either ignores `offset` (always its first two studies) or
+    honours it but caps every page at two studies, whatever `limit` asks for."""
+
+    ignores_offset = False
 
     def do_GET(self) -> None:
-        studies = [{"0020000D": {"vr": "UI", "Value": [f"1.2.3.{n}"]}} for n in (1, 2)]
-        body = json.dumps(studies).encode()
+        query = parse_qs(urlsplit(self.path).query)
+        offset = 0 if self.ignores_offset else int(query.get("offset", ["0"])[0])
+        uids = [f"1.2.3.{n}" for n in range(1, 6)][offset : offset + 2]
+        body = json.dumps([{"0020000D": {"vr": "UI", "Value": [uid]}} for uid in uids]).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/dicom+json")
         self.send_header("Content-Length", str(len(body)))
@@ -127,13 +134,22 @@ class _IgnoresOffset(BaseHTTPRequestHandler):
         pass
 
 
-def test_paging_stops_when_the_server_ignores_offset() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _IgnoresOffset)
+class _IgnoresOffset(_FakeQido):
+    ignores_offset = True
+
+
+@pytest.mark.parametrize(
+    ("handler", "expected"), [(_IgnoresOffset, 2), (_FakeQido, 5)], ids=["ignores-offset", "caps-pages"]
+)
+def test_paging_ends_on_servers_that_ignore_offset_or_cap_pages(
+    handler: type[_FakeQido], expected: int
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         client = DICOMwebServer(f"http://127.0.0.1:{server.server_address[1]}")
-        found = [s.study_uid for s in client.iter_studies({"PatientID": "x"}, page=2)]
+        found = [s.study_uid for s in client.iter_studies({"PatientID": "x"}, page=100)]
     finally:
         server.shutdown()
-    assert found == ["1.2.3.1", "1.2.3.2"]
+    assert found == [f"1.2.3.{n}" for n in range(1, expected + 1)]

@@ -4,10 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,64 +13,25 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
+from orthanc_server import ct_files, free_port, start_orthanc
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError
 from sarcoscope.imaging.dicomweb import parse_dicomweb_url
 
-PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 runner = CliRunner()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throw-away Orthanc with DICOMweb on 127.0.0.1; yields its DICOMweb root URL."""
-    binary = shutil.which("Orthanc")
-    if binary is None or not PLUGIN.is_file():
-        pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian: orthanc orthanc-dicomweb)")
-    root = tmp_path_factory.mktemp("orthanc")
-    port = _free_port()
-    config = {
-        "Name": "sarcoscope-test",
-        "StorageDirectory": str(root / "db"),
-        "IndexDirectory": str(root / "db"),
-        "HttpPort": port,
-        "DicomPort": _free_port(),
-        "DicomServerEnabled": False,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "Plugins": [str(PLUGIN)],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }
-    (root / "orthanc.json").write_text(json.dumps(config))
-    log = (root / "orthanc.log").open("w")
-    process = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if requests.get(f"{base}/system", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        else:
-            pytest.skip(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-500:]}")
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    """A throw-away Orthanc with DICOMweb on 127.0.0.1; yields its REST root URL."""
+    with start_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server.base
 
 
 @pytest.fixture(scope="module")
 def uploaded(orthanc: str, shared_data: Path) -> tuple[str, list[Path]]:
     """The real three-slice CT series stored in Orthanc; returns its StudyInstanceUID and files."""
-    files = sorted((shared_data / "real/dicom_series/dcmqi_ct3slice").glob("*.dcm"))
+    files = ct_files(shared_data)
     for f in files:
         requests.post(f"{orthanc}/instances", data=f.read_bytes(), timeout=30).raise_for_status()
     return str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID), files
@@ -147,7 +104,7 @@ def test_unknown_study_and_unreachable_server_are_clear_errors(orthanc: str, tmp
     )
     text = " ".join(unknown.output.split())
     assert unknown.exit_code == 1 and "no CT series" in text and "Traceback" not in text
-    closed = f"dicomweb+http://127.0.0.1:{_free_port()}/dicom-web/studies/1.2.3/series/4.5"
+    closed = f"dicomweb+http://127.0.0.1:{free_port()}/dicom-web/studies/1.2.3/series/4.5"
     unreachable = runner.invoke(app, ["analyze", closed, "-o", str(tmp_path / "o")])
     assert unreachable.exit_code == 1 and "Cannot reach the DICOMweb server" in " ".join(
         unreachable.output.split()

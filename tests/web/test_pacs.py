@@ -146,6 +146,9 @@ def test_import_segment_push_and_read_back(
     assert not_ct.status_code == 422 and "is SEG" in not_ct.json()["detail"]
     capture = back["OT"][0]
     assert capture.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage and capture.Rows > 0
+    twice = client.post(f"/api/studies/{sid}/pacs/push")
+    assert twice.status_code == 409 and "pushed to the PACS before" in twice.json()["detail"]
+    assert len(orthanc.series_of(study_uid)) == 4  # nothing more was stored
     events = [e for e in client.get(f"/api/studies/{sid}/audit").json() if e["action"] == "pacs-push"]
     assert events and events[0]["details"]["sop_instance_uids"] == [
         o["sop_instance_uid"] for o in body["objects"]
@@ -170,6 +173,21 @@ def test_unknown_ids_not_ct_and_study_not_on_the_pacs(
     assert client.post("/api/studies/0123456789abcdef0123456789abcdef/pacs/push").status_code == 404
 
 
+def test_an_import_beyond_the_upload_limit_is_413(
+    tmp_path: Path, orthanc: Orthanc, source: pydicom.Dataset
+) -> None:
+    settings = WebSettings(
+        data_dir=tmp_path / "data", dicomweb_url=orthanc.dicomweb, max_upload_bytes=100_000
+    )
+    with TestClient(create_app(settings)) as c:
+        path = f"/api/pacs/studies/{source.StudyInstanceUID}/series/{source.SeriesInstanceUID}/import"
+        response = c.post(path)  # three slices of about 0.5 MB each
+        assert response.status_code == 413 and "--max-upload-mb" in response.json()["detail"]
+        assert c.get("/api/studies").json() == []
+        assert not any((tmp_path / "data" / "tmp").iterdir())  # the partial retrieval is gone
+        c.app.state.ctx.store.close()  # type: ignore[attr-defined]
+
+
 def test_no_server_is_409_and_a_failing_server_is_502(tmp_path: Path) -> None:
     with _client(tmp_path / "a", None) as c:
         assert c.get("/api/pacs").json() == {"configured": False}
@@ -182,3 +200,15 @@ def test_no_server_is_409_and_a_failing_server_is_502(tmp_path: Path) -> None:
         assert response.status_code == 502 and "Cannot reach the DICOMweb server" in response.json()["detail"]
         assert c.post("/api/pacs/studies/1.2.3/series/4.5/import").status_code == 502
         c.app.state.ctx.store.close()  # type: ignore[attr-defined]
+
+
+def test_public_host_is_the_address_printed() -> None:
+    from sarcoscope.errors import SarcoscopeError
+    from sarcoscope.web.app import public_url
+
+    assert public_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/"
+    assert public_url("::1", 8000) == "http://[::1]:8000/"
+    assert public_url("127.0.0.1", 8000, "sarcoscope.example.org") == "https://sarcoscope.example.org/"
+    assert public_url("0.0.0.0", 8000, "http://ct.lan:8080/sarco/") == "http://ct.lan:8080/sarco/"
+    with pytest.raises(SarcoscopeError, match="--public-host"):
+        public_url("127.0.0.1", 8000, "ftp://x")

@@ -9,7 +9,7 @@ SR, QC capture) can be stored back into the same study with STOW-RS (`store_resu
 `DICOMwebServer` is the one client the CLI, `batch` and the web app share. Searches are sent with their
 wildcards (`*`, `?`) unencoded: Orthanc's DICOMweb plugin treats a percent-encoded `*` as a literal
 (dicomweb-client encodes it), and RFC 3986 allows both characters in a query. Paging never trusts the
-server to honour `offset` or `limit` (Orthanc caps results with LimitFindResults). A ModalitiesInStudy
+server to honour `offset` or `limit` (a server may cap pages or ignore offset). A ModalitiesInStudy
 filter is never sent: Orthanc 1.10 applies it after limit/offset, so pages came back short and studies
 were lost (measured in tests/batch/test_batch_dicomweb.py); the modalities are checked on the results.
 """
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pydicom
 import requests
@@ -69,6 +69,10 @@ class DICOMwebServerError(InputError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class SeriesTooLarge(InputError):
+    """A retrieved series grew beyond the size the caller accepts."""
 
 
 @dataclass(frozen=True)
@@ -246,16 +250,26 @@ def _wanted(study: StudySummary, filters: dict[str, str]) -> bool:
 
 
 class DICOMwebServer:
-    """A DICOMweb server: search (QIDO-RS), retrieve (WADO-RS) and store (STOW-RS).
+    """A DICOMweb server: search (QIDO-RS), retrieve (WADO-RS) and store (STOW-RS). A server address
+    with `user:password@` logs in with HTTP basic auth (use HTTPS); messages never show the password.
 
     Every failure is a DICOMwebServerError naming the server (without its password), never a traceback."""
 
     def __init__(self, base_url: str, timeout: float = 60.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.shown = shown_url(self.base_url)
+        parts = urlsplit(base_url.rstrip("/"))
         self._session = requests.Session()
+        if parts.username is not None:  # user:password@ becomes HTTP basic auth, and leaves the URL
+            self._session.auth = (unquote(parts.username), unquote(parts.password or ""))
+            host = parts.hostname or ""
+            host = f"[{host}]" if ":" in host else host
+            parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
+        self.base_url = urlunsplit(parts)
+        self.timeout = timeout
+        self.shown = self.base_url
         self._client = DICOMwebClient(url=self.base_url, session=self._session, timeout=timeout)
+        # dicomweb-client retries every failure, an unreachable server too, 5 times with exponential waits
+        # (30 s before "cannot reach"); 3 attempts, 1 s and 2 s apart, still ride out a busy server (503).
+        self._client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=500)
 
     def _error(self, exc: Exception, what: str) -> DICOMwebServerError:
         if isinstance(exc, requests.HTTPError) and exc.response is not None:
@@ -306,8 +320,9 @@ class DICOMwebServer:
         return [s for s in self._study_page(filters, limit, offset) if _wanted(s, filters)]
 
     def iter_studies(self, filters: dict[str, str], page: int = 100) -> Iterator[StudySummary]:
-        """Every matching study, page by page, each once. Stops at a short page or one that brings nothing
-        new (a server that ignores `offset` would otherwise repeat its first page forever)."""
+        """Every matching study, page by page, each once. A short page is not taken as the last (servers
+        cap a page below the limit asked for, dcm4chee by its QIDO maximum): paging ends at a page that
+        brings nothing new, which also ends it on a server that ignores `offset` and repeats itself."""
         seen: set[str] = set()
         offset = 0
         while True:
@@ -315,7 +330,7 @@ class DICOMwebServer:
             new = [s for s in studies if s.study_uid not in seen]
             seen.update(s.study_uid for s in new)
             yield from (s for s in new if _wanted(s, filters))
-            if len(studies) < page or not new:
+            if not new:
                 return
             offset += len(studies)
 
@@ -338,15 +353,27 @@ class DICOMwebServer:
             )
         return ct[0]
 
-    def retrieve_series(self, study_uid: str, series_uid: str, folder: Path) -> int:
-        """Write the instances of a series into `folder` as they arrive (one file each); return how many."""
+    def retrieve_series(
+        self, study_uid: str, series_uid: str, folder: Path, max_bytes: int | None = None
+    ) -> int:
+        """Write the instances of a series into `folder` as they arrive (one file each); return how many.
+
+        `max_bytes`: stop with SeriesTooLarge once the files written exceed it (the web app's upload
+        limit)."""
         check_uid(study_uid, "StudyInstanceUID")
         check_uid(series_uid, "SeriesInstanceUID")
         folder.mkdir(parents=True, exist_ok=True)
-        count = 0
+        count = total = 0
         try:
             for count, ds in enumerate(self._client.iter_series(study_uid, series_uid), start=1):
-                ds.save_as(folder / f"{count:05d}.dcm", enforce_file_format=True)
+                path = folder / f"{count:05d}.dcm"
+                ds.save_as(path, enforce_file_format=True)
+                total += path.stat().st_size
+                if max_bytes is not None and total > max_bytes:
+                    raise SeriesTooLarge(
+                        f"Series {series_uid} is larger than this server accepts "
+                        f"({max_bytes / 1024**2:.2f} MiB); ask the administrator to raise --max-upload-mb."
+                    )
         except (requests.RequestException, ValueError) as exc:
             raise self._error(exc, f"the retrieval of series {series_uid}") from None
         if count == 0:

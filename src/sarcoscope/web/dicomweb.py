@@ -17,7 +17,7 @@ import pydicom
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
-from sarcoscope.imaging.dicomweb import DICOMwebServer, DICOMwebServerError, check_uid
+from sarcoscope.imaging.dicomweb import DICOMwebServer, DICOMwebServerError, SeriesTooLarge, check_uid
 from sarcoscope.web import analysis
 from sarcoscope.web.api import MAX_INT, Ctx, User, study_json
 from sarcoscope.web.auth import client_of
@@ -119,7 +119,8 @@ def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
 
 @router.post("/pacs/studies/{study_uid}/series/{series_uid}/import", status_code=201)
 def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
-    """Retrieve a CT series (WADO-RS) and add it as a study, exactly as if its files had been uploaded."""
+    """Retrieve a CT series (WADO-RS) and add it as a study, exactly as if its files had been uploaded
+    (and refused with 413 beyond the same size limit)."""
     server = server_of(ctx)
     check_uid(study_uid, "StudyInstanceUID")
     check_uid(series_uid, "SeriesInstanceUID")
@@ -137,7 +138,10 @@ def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, u
         )
     work = ctx.store.new_tmp_dir()
     try:
-        server.retrieve_series(study_uid, series_uid, work)
+        try:
+            server.retrieve_series(study_uid, series_uid, work, max_bytes=ctx.settings.max_upload_bytes)
+        except SeriesTooLarge as exc:
+            raise HTTPException(413, str(exc)) from None
         parts = [UploadedPart(p.name, p, p.stat().st_size) for p in sorted(work.glob("*.dcm"))]
         study, volume = ingest(
             ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
@@ -156,11 +160,27 @@ def push_results(
     ctx: Ctx,
     user: User,
     version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+    repeat: Annotated[bool, Query(description="Push a version that was pushed before again.")] = False,
 ) -> dict[str, Any]:
     """Store the DICOM SEG, SR and QC secondary capture of a label version (default: the latest) into the
-    study on the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds."""
+    study on the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds.
+
+    A version pushed before is refused (409) unless `repeat`: the SR and the capture get new UIDs at every
+    export, so a second push adds copies beside the first in the PACS."""
     server = server_of(ctx)
     study = ctx.store.get_study(study_id)
+    row = ctx.store.get_version(study_id, version)
+    before = [
+        e
+        for e in ctx.store.audit_events(study_id)
+        if e.action == "pacs-push" and (e.details or {}).get("version") == row.version
+    ]
+    if before and not repeat:
+        raise HTTPException(
+            409,
+            f"Label version {row.version} was pushed to the PACS before (by {before[0].actor}); pushing it "
+            "again adds a second SR and QC capture there (repeat=true does).",
+        )
     if study.source_kind != "dicom":
         raise HTTPException(409, "This study was uploaded as NIfTI: it has no DICOM study to push into.")
     if not server.series(study.study_uid):
@@ -169,10 +189,9 @@ def push_results(
             f"The DICOMweb server has no study {study.study_uid}: results are pushed only into the study "
             "they were measured on.",
         )
-    row = ctx.store.get_version(study_id, version)
     datasets = []
     for fmt in PUSHED:
-        data, _, _ = analysis.export_file(ctx, study, row.version, fmt, None)
+        data, _, _ = analysis.export_file(ctx.store, ctx.volumes, study, row.version, fmt, None)
         datasets.append(pydicom.dcmread(io.BytesIO(data)))
     stored = server.store(study.study_uid, datasets)
     objects = [

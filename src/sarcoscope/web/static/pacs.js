@@ -111,19 +111,23 @@ function pushCard() {
     textContent: "Push SEG, SR and QC to the PACS",
     title: "Store the latest saved label version's results in this study on the PACS (a new series)"});
   const status = el("p", {id: "pacs-push-status", className: "muted small", role: "status"});
-  button.addEventListener("click", async () => {
+  const push = async (repeat) => {
     const id = location.hash.replace(/^#\/?/, "").split("/")[1];
     button.disabled = true;
     status.textContent = "Pushing…";
     try {
-      const done = await (await api(`/api/studies/${id}/pacs/push`, {method: "POST"})).json();
+      const done = await (await api(`/api/studies/${id}/pacs/push${repeat ? "?repeat=true" : ""}`,
+        {method: "POST"})).json();
       status.textContent = `Stored ${done.objects.map((o) => o.modality).join(", ")} of label version ` +
         `${done.version} in the study on the PACS.`;
     } catch (err) {
       status.textContent = "";
+      const again = err.status === 409 && /pushed to the PACS before/.test(err.message);
+      if (again && confirm(`${err.message}\n\nPush it again?`)) return await push(true);
       toast(`Push refused: ${err.message}`);
     } finally { button.disabled = false; }
-  });
+  };
+  button.addEventListener("click", () => push(false));
   return el("div", {className: "card", id: "pacs-push-card"}, [el("h3", {textContent: "PACS"}), button, status]);
 }
 

@@ -1,0 +1,278 @@
+"""`sarcoscope listen`: a DICOM node. A C-STORE SCP (pynetdicom) receives CT series from a scanner or PACS,
+analyses each series once no image of it has arrived for `settle` seconds, and sends the SEG, SR and QC
+capture back by C-STORE (`push_to`) or STOW-RS (`push_dicomweb`): the hands-free mode.
+
+The output folder (owner-only) holds `incoming/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` (each file
+written atomically) and `results/<SeriesUID>/` (the files `sarcoscope analyze` writes; `error.txt` when
+the series could not be analysed or its results not sent). A series' images are deleted after a
+successful analysis unless `keep_images`. Images arriving for a series already analysed make it analysed
+again; the series a stopped node left in incoming/ (not analysed, or failed) are analysed again when it
+starts.
+The log names series by their UIDs, never a patient's name, ID or dates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+from sarcoscope.errors import InputError, SarcoscopeError
+from sarcoscope.imaging.dicomweb import DICOMwebServer, check_uid, parse_dicomweb_root
+from sarcoscope.segmentation.base import DEFAULT_ENGINE
+
+log = logging.getLogger(__name__)
+# pynetdicom logs every association and the received datasets' elements at INFO/DEBUG
+logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+_PEER = re.compile(r"^(?P<aet>[^@\\]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
+#: What is sent back, in order (the SR references the SEG).
+RESULT_FILES = ("labels.seg.dcm", "report.sr.dcm", "report.qc.dcm")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A DICOM node to send to: its AE title, host and port (`AE@host:port`)."""
+
+    aet: str
+    host: str
+    port: int
+
+
+def parse_peer(text: str) -> Peer:
+    """`AE@host:port` as a Peer; InputError with the expected form otherwise."""
+    match = _PEER.match(text.strip())
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise InputError(
+            f"Cannot read the DICOM node '{text[:80]}': expected AE_TITLE@host:port (e.g. PACS@10.0.0.5:104)."
+        )
+    return Peer(match["aet"].strip(), match["host"], int(match["port"]))
+
+
+def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float = 60.0) -> int:
+    """Send DICOM files to `peer` by C-STORE in one association; return how many it accepted.
+
+    Any refusal (association, presentation context or a non-success status) is an InputError."""
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import AE
+
+    datasets = [pydicom.dcmread(p) for p in paths]
+    ae = AE(ae_title=calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
+        syntaxes = {
+            str(ds.file_meta.TransferSyntaxUID) for ds in datasets if str(ds.SOPClassUID) == sop_class
+        }
+        ae.add_requested_context(
+            sop_class, sorted(syntaxes | {ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+        )
+    where = f"{peer.aet}@{peer.host}:{peer.port}"
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet)
+    if not assoc.is_established:
+        raise InputError(f"The DICOM node {where} refused the association (or cannot be reached).")
+    sent = 0
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            code = int(getattr(status, "Status", -1)) if status else -1
+            if code not in (0x0000, 0xB000, 0xB006, 0xB007):  # success, or stored with a warning
+                raise InputError(
+                    f"The DICOM node {where} did not store {ds.Modality} (status 0x{code & 0xFFFF:04X})."
+                )
+            sent += 1
+    finally:
+        assoc.release()
+    return sent
+
+
+@dataclass
+class ListenSettings:
+    """What `sarcoscope listen` does with what it receives."""
+
+    out: Path
+    host: str = "127.0.0.1"
+    port: int = 11112
+    aet: str = "SARCOSCOPE"
+    #: Seconds without a new image after which a series counts as complete.
+    settle: float = 30.0
+    engine: str = DEFAULT_ENGINE
+    push_to: Peer | None = None
+    push_dicomweb: str | None = None
+    #: Calling AE titles allowed to send (empty: any).
+    allowed_aets: list[str] = field(default_factory=list)
+    keep_images: bool = False
+
+
+class Node:
+    """The C-STORE SCP plus the loop that analyses settled series. `start` listens (in pynetdicom's
+    threads); `run` analyses until `stop` is called; `process_settled` is one pass of that loop."""
+
+    def __init__(self, settings: ListenSettings) -> None:
+        if settings.settle < 0:
+            raise SarcoscopeError("--settle must be 0 seconds or more.")
+        if not 0 < len(settings.aet) <= 16:
+            raise SarcoscopeError("The AE title must be 1 to 16 characters long.")
+        from sarcoscope.segmentation import get_engine
+
+        get_engine(settings.engine)  # an unknown engine or a model that does not load fails now, not later
+        self.settings = settings
+        self.incoming = settings.out / "incoming"
+        self.results = settings.out / "results"
+        self.dicomweb = (
+            DICOMwebServer(parse_dicomweb_root(settings.push_dicomweb)) if settings.push_dicomweb else None
+        )
+        self._pending: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._server: Any = None
+        self.analysed: list[str] = []  # series UIDs whose results were written (and sent), in order
+        self.failed: list[str] = []
+
+    # -- receiving ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Listen for associations (non-blocking); refuses to start on a port already in use."""
+        from pydicom.uid import AllTransferSyntaxes
+        from pynetdicom import AE, evt
+        from pynetdicom.sop_class import CTImageStorage, Verification
+
+        self.settings.out.mkdir(parents=True, exist_ok=True)
+        self.settings.out.chmod(0o700)  # received images and results are patient data: owner only
+        self.incoming.mkdir(exist_ok=True)
+        self.results.mkdir(exist_ok=True)
+        self._resume()
+        ae = AE(ae_title=self.settings.aet)
+        ae.add_supported_context(CTImageStorage, AllTransferSyntaxes)
+        ae.add_supported_context(Verification)
+        if self.settings.allowed_aets:
+            ae.require_calling_aet = list(self.settings.allowed_aets)
+        try:
+            self._server = ae.start_server(
+                (self.settings.host, self.settings.port),
+                block=False,
+                evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+            )
+        except OSError as exc:
+            raise SarcoscopeError(
+                f"Cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror or exc}."
+            ) from None
+        log.info(
+            "listening as %s on %s:%d; series are analysed %g s after their last image",
+            self.settings.aet,
+            self.settings.host,
+            self.settings.port,
+            self.settings.settle,
+        )
+
+    def _resume(self) -> None:
+        """Queue the series a stopped node left in incoming/ (received, not yet analysed or failed)."""
+        now = time.monotonic()
+        with self._lock:
+            for folder in sorted(self.incoming.glob("*/*")):
+                if folder.is_dir() and any(folder.glob("*.dcm")):
+                    self._pending[(folder.parent.name, folder.name)] = now
+        if self._pending:
+            log.info("%d series received before a restart are queued again", len(self._pending))
+
+    def _on_store(self, event: Any) -> int:
+        """Write one received CT image into incoming/ (atomically) and note when its series last grew."""
+        try:
+            ds = event.dataset
+            study = check_uid(str(ds.StudyInstanceUID), "StudyInstanceUID")
+            series = check_uid(str(ds.SeriesInstanceUID), "SeriesInstanceUID")
+            sop = check_uid(str(ds.SOPInstanceUID), "SOPInstanceUID")
+        except (SarcoscopeError, AttributeError, ValueError) as exc:
+            log.warning("refused an image without valid UIDs: %s", exc)
+            return 0xA900  # dataset does not match SOP class
+        folder = self.incoming / study / series
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".recv-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(event.encoded_dataset(include_meta=True))
+            os.replace(tmp, folder / f"{sop}.dcm")
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            log.error("cannot store an image of series %s: %s", series, exc)
+            return 0xA700  # out of resources
+        with self._lock:
+            self._pending[(study, series)] = time.monotonic()
+        return 0x0000
+
+    # -- analysing ----------------------------------------------------------------------------------
+    def process_settled(self, now: float | None = None) -> int:
+        """Analyse (and send) every series that has been quiet for `settle` seconds; return how many."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            ready = [key for key, last in self._pending.items() if now - last >= self.settings.settle]
+            for key in ready:
+                del self._pending[key]
+        for study, series in ready:
+            self._analyse(study, series)
+        return len(ready)
+
+    def _analyse(self, study: str, series: str) -> None:
+        from sarcoscope.pipeline import analyze
+
+        images = self.incoming / study / series
+        out = self.results / series
+        error = out / "error.txt"
+        try:
+            count = len(list(images.glob("*.dcm")))
+            log.info("series %s: %d images received; analysing", series, count)
+            analyze(images, out_dir=out, engine=self.settings.engine)
+            error.unlink(missing_ok=True)
+            self._send(study, series, [out / name for name in RESULT_FILES if (out / name).is_file()])
+        except Exception as exc:  # one bad series must not stop the node
+            reason = (
+                str(exc)
+                if isinstance(exc, SarcoscopeError)
+                else f"internal error {type(exc).__name__}: {exc}"
+            )
+            reason = reason.replace(str(images), "the received series")
+            out.mkdir(parents=True, exist_ok=True)
+            error.write_text(reason + "\n", encoding="utf-8")
+            log.error("series %s not analysed or not sent: %s", series, reason)
+            self.failed.append(series)
+            return
+        self.analysed.append(series)
+        if not self.settings.keep_images:
+            shutil.rmtree(images, ignore_errors=True)
+            if images.parent.is_dir() and not any(images.parent.iterdir()):
+                images.parent.rmdir()
+
+    def _send(self, study: str, series: str, files: list[Path]) -> None:
+        if self.settings.push_to is not None:
+            sent = send_c_store(files, self.settings.push_to, self.settings.aet)
+            peer = self.settings.push_to
+            log.info(
+                "series %s: sent %d result objects to %s@%s:%d", series, sent, peer.aet, peer.host, peer.port
+            )
+        if self.dicomweb is not None:
+            stored = self.dicomweb.store(study, [pydicom.dcmread(f) for f in files])
+            log.info("series %s: stored %d result objects on %s", series, stored, self.dicomweb.shown)
+
+    # -- running ------------------------------------------------------------------------------------
+    def run(self, poll: float = 1.0) -> None:
+        """Analyse settled series until `stop` (or Ctrl+C); then stop listening."""
+        try:
+            while not self._stop.wait(min(poll, max(self.settings.settle, 0.05))):
+                self.process_settled()
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
