@@ -116,7 +116,8 @@ def render_overlay(result: AnalysisResult, path: Path) -> Path:
         f"({result.selection.method})",
         fontsize=10,
     )
-    fig.savefig(path, format="png")
+    # zlib level 3 instead of 6: the same pixels, ≈3 % larger, half the PNG encoding time (issue 18)
+    fig.savefig(path, format="png", pil_kwargs={"compress_level": 3})
     return path
 
 
