@@ -12,12 +12,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom
 import requests
-from dicomweb_client.api import DICOMwebClient
 
 from sarcoscope.errors import InputError
+
+if TYPE_CHECKING:
+    from dicomweb_client.api import DICOMwebClient
 
 SCHEME = "dicomweb+"
 _URL = re.compile(
@@ -95,6 +98,8 @@ def store_results(text: str, paths: list[Path], timeout: float = 60.0) -> int:
             f"Not storing {', '.join(foreign)} on {target.base_url}: not in study {target.study_uid} "
             "(de-identified results are not pushed back to the source)."
         )
+    from dicomweb_client.api import DICOMwebClient  # only for dicomweb+http inputs (≈40 ms to import)
+
     client = DICOMwebClient(url=target.base_url, timeout=timeout)
     try:
         client.store_instances(datasets=datasets, study_instance_uid=target.study_uid)
@@ -108,6 +113,8 @@ def fetch_series(text: str, folder: Path, series_uid: str | None = None, timeout
 
     Network and server failures become InputError naming the server, never a traceback."""
     target = parse_dicomweb_url(text)
+    from dicomweb_client.api import DICOMwebClient  # only for dicomweb+http inputs (≈40 ms to import)
+
     client = DICOMwebClient(url=target.base_url, timeout=timeout)
     try:
         uid = _choose_series(client, target, series_uid)
