@@ -35,7 +35,7 @@ CACHE = Path(tempfile.gettempdir()) / "sarcoscope-bench"
 BARE_READ = (
     "import sys, pathlib, pydicom\n"
     "for f in sorted(pathlib.Path(sys.argv[1]).iterdir()):\n"
-    "    if f.is_file() and f.suffix != '.nrrd':\n"
+    "    if f.is_file() and f.suffix != '.nrrd' and not f.name.startswith('.'):\n"
     "        pydicom.dcmread(f).pixel_array\n"
 )
 

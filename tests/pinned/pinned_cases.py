@@ -96,13 +96,14 @@ def _sha(array: Any) -> str:
 def _written(out_dir: Path) -> dict[str, Any]:
     """What the written files hold that must not move: SEG and NIfTI label content, metrics.csv."""
     import nibabel as nib
+    import numpy as np
     import pydicom
 
     seg = pydicom.dcmread(out_dir / "labels.seg.dcm")
     from PIL import Image
 
     with Image.open(out_dir / "overlay.png") as im:
-        overlay_size = list(im.size)
+        overlay = np.asarray(im)
     return {
         "seg_pixels_sha256": _sha(seg.pixel_array),
         "seg_segments": [s.SegmentLabel for s in seg.SegmentSequence],
@@ -110,7 +111,7 @@ def _written(out_dir: Path) -> dict[str, Any]:
         "metrics_csv": [
             line for line in (out_dir / "metrics.csv").read_text().splitlines() if "seconds" not in line
         ],
-        "overlay_size": overlay_size,
+        "overlay_pixels_sha256": _sha(overlay),  # the picture, not the PNG bytes (compression may change)
     }
 
 

@@ -224,12 +224,25 @@ def _local(cases: list[Case], workers: int, **kw: Any) -> Iterator[CaseOutcome]:
                 yield _died(case)
 
 
+def _worker_threads(workers: int) -> int:
+    """Each worker's share of this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _init_worker(threads: int) -> None:
+    """Set up a worker process: its engines use `threads` threads, not every core of the machine."""
+    from sarcoscope.segmentation.unet import set_process_threads
+
+    set_process_threads(threads)
+
+
 def _pool_run(
     queue: deque[Case], workers: int, kw: dict[str, Any]
 ) -> Generator[CaseOutcome, None, list[Case]]:
     """Run queued cases in one pool until the queue is empty (returns []) or the pool breaks (returns the
     cases that were in flight, none of which finished)."""
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    init = {"initializer": _init_worker, "initargs": (_worker_threads(workers),)}
+    with ProcessPoolExecutor(max_workers=workers, **init) as pool:
         running: dict[Future[CaseOutcome], Case] = {}
         while queue or running:
             while queue and len(running) < workers:
@@ -271,6 +284,7 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
     if scheduler == "local":
         cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True)
         client = Client(cluster)
+        client.run(_init_worker, _worker_threads(workers))  # this machine's cores, shared by its workers
     else:
         cluster = None
         try:

@@ -68,7 +68,8 @@ def z_stretch(across_mm: float, height_mm: float) -> float:
 
 def render_overlay(result: AnalysisResult, path: Path) -> Path:
     """Draw the QC picture of `result` into `path` (PNG)."""
-    overlay_figure(result).savefig(path, format="png")
+    # zlib level 3 instead of 6: the same pixels, ≈3 % larger, half the PNG encoding time (issue 18)
+    overlay_figure(result).savefig(path, format="png", pil_kwargs={"compress_level": 3})
     return path
 
 

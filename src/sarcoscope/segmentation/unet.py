@@ -188,6 +188,19 @@ def _providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+#: Threads an engine uses when not told (None: every core); see `set_process_threads`.
+_process_threads: int | None = None
+
+
+def set_process_threads(threads: int | None) -> None:
+    """Threads every U-Net engine of this process uses unless given its own (ONNX Runtime and refinement).
+
+    Batch and Dask workers share the machine: with every worker running one thread per core, 2 workers
+    on 2 cores ran 4+ busy threads and gained nothing over 1 (issue 18). Outputs do not depend on it."""
+    global _process_threads
+    _process_threads = int(threads) if threads else None
+
+
 @functools.lru_cache(maxsize=8)
 def _session(path: str, mtime_ns: int, size: int, threads: int | None) -> Any:
     """One ONNX Runtime session per model file (and thread setting) per process, built on first use.
@@ -270,6 +283,7 @@ class UNetEngine:
         self.refine = refine
         self.hu_ranges = hu_ranges
         self.batch_size = max(1, int(batch_size))
+        threads = threads or _process_threads
         # the refinement of a range runs slices in parallel: scipy.ndimage releases the GIL (edt does not)
         self._refine_threads = int(threads) if threads else (os.cpu_count() or 1)
         stat = onnx_path.stat()

@@ -1,0 +1,77 @@
+"""Cohort throughput of `sarcoscope batch` (issue 18): 1 vs 2 workers, process pool vs Dask LocalCluster.
+
+A cohort of `--cases` copies (symbolic links) of one synthetic 130-slice 512² DICOM series (the one
+benchmark_speed.py caches), analysed with the defaults (automatic L3, default engine, all outputs) by
+`python -m sarcoscope.cli batch COHORT -o OUT --force` in a fresh process per run; configurations alternate,
+medians of `--repeats` runs. Prints wall seconds, CTs per minute, CPU seconds per CT (the batch process and
+all its reaped workers), the speed-up of 2 workers over 1, the Dask/pool ratio, and an estimate for
+100,000 CTs on 20 one-core Dask workers from the measured time per CT of a busy worker.
+
+    python scripts/benchmark_batch.py [--cases 8] [--repeats 3] [--configs pool1 pool2 dask1 dask2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_speed import _child, _synthetic_series
+
+CONFIGS = {
+    "pool1": ["--workers", "1"],
+    "pool2": ["--workers", "2"],
+    "dask1": ["--workers", "1", "--scheduler", "local"],
+    "dask2": ["--workers", "2", "--scheduler", "local"],
+}
+
+
+def main() -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    args = parser.parse_args()
+
+    series = _synthetic_series(130, args.seed)
+    runs: dict[str, list[tuple[float, float, float]]] = {c: [] for c in args.configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        cohort = Path(tmp) / "cohort"
+        cohort.mkdir()
+        for i in range(args.cases):
+            (cohort / f"case{i:03d}").symlink_to(series, target_is_directory=True)
+        for r in range(args.repeats):
+            for c in args.configs:
+                out = Path(tmp) / f"out_{c}_{r}"
+                cmd = [sys.executable, "-m", "sarcoscope.cli", "batch", str(cohort), "-o", str(out)]
+                runs[c].append(_child([*cmd, "--force", *CONFIGS[c]]))
+                failed = (out / "failures.csv").read_text().strip().splitlines()[1:]
+                if failed:
+                    raise SystemExit(f"{c}: {len(failed)} case(s) failed: {failed[0]}")
+    load = os.getloadavg()[0]
+    print(f"{args.cases} CTs of 130 slices (512²) per run, medians of {args.repeats}; load {load:.1f}")
+    print("\n| configuration | wall s | CTs per minute | CPU s per CT |\n|---|---|---|---|")
+    wall = {c: statistics.median(x[0] for x in v) for c, v in runs.items()}
+    for c, v in runs.items():
+        cpu = statistics.median(x[1] for x in v) / args.cases
+        print(f"| {c} | {wall[c]:.1f} | {args.cases / wall[c] * 60:.1f} | {cpu:.2f} |")
+    for kind in ("pool", "dask"):
+        if f"{kind}1" in wall and f"{kind}2" in wall:
+            print(f"{kind}: 2 workers / 1 worker throughput: {wall[f'{kind}1'] / wall[f'{kind}2']:.2f}×")
+    for n in ("1", "2"):
+        if f"pool{n}" in wall and f"dask{n}" in wall:
+            print(f"{n} worker(s): Dask wall / pool wall: {wall[f'dask{n}'] / wall[f'pool{n}']:.2f}")
+    if "pool2" in wall:
+        per_ct = wall["pool2"] * 2 / args.cases  # seconds one busy one-core worker spends per CT
+        hours = 100_000 * per_ct / 20 / 3600
+        print(f"estimate: 100,000 CTs on 20 one-core Dask workers ≈ {hours:.1f} h ({per_ct:.1f} s/CT/worker)")
+
+
+if __name__ == "__main__":
+    main()
