@@ -204,11 +204,9 @@ def test_no_server_is_409_and_a_failing_server_is_502(tmp_path: Path) -> None:
 
 def test_public_host_is_the_address_printed() -> None:
     from sarcoscope.errors import SarcoscopeError
-    from sarcoscope.web.app import public_url
+    from sarcoscope.web.app import browser_urls
 
-    assert public_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/"
-    assert public_url("::1", 8000) == "http://[::1]:8000/"
-    assert public_url("127.0.0.1", 8000, "sarcoscope.example.org") == "https://sarcoscope.example.org/"
-    assert public_url("0.0.0.0", 8000, "http://ct.lan:8080/sarco/") == "http://ct.lan:8080/sarco/"
+    assert browser_urls("127.0.0.1", 8000, "sarcoscope.example.org") == ["https://sarcoscope.example.org/"]
+    assert browser_urls("0.0.0.0", 8000, "http://ct.lan:8080/sarco/") == ["http://ct.lan:8080/sarco/"]
     with pytest.raises(SarcoscopeError, match="--public-host"):
-        public_url("127.0.0.1", 8000, "ftp://x")
+        browser_urls("127.0.0.1", 8000, "ftp://x")
