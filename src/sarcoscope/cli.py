@@ -286,8 +286,8 @@ def analyze(
 ) -> None:
     """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
     from sarcoscope.imaging import CTVolume, read_ct
-    from sarcoscope.imaging.dicomweb import fetch_series, is_dicomweb, store_results
     from sarcoscope.level import parse_range
+    from sarcoscope.pacs.dicomweb import fetch_series, is_dicomweb, store_results
     from sarcoscope.pipeline import analyze as run_analysis
 
     def body() -> None:
@@ -495,7 +495,7 @@ def batch(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from sarcoscope.batch import dicomweb_cases, discover_cases, read_manifest, run_batch
-    from sarcoscope.imaging.dicomweb import is_dicomweb, parse_query
+    from sarcoscope.pacs.dicomweb import is_dicomweb, parse_query
 
     def body() -> None:
         check_output_folder(out)
@@ -1081,7 +1081,7 @@ def listen(
     """Receive CT series by DICOM C-STORE, analyse each complete series, send the results back."""
     import logging
 
-    from sarcoscope.node import ListenSettings, Node, parse_peer
+    from sarcoscope.pacs.node import ListenSettings, Node, parse_peer
 
     def body() -> None:
         if port < 1 or port > 65535:

@@ -26,7 +26,7 @@ from orthanc_server import Orthanc, ct_files, start_orthanc
 from sarcoscope.batch import dicomweb_cases
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.dicomweb import DICOMwebServer
+from sarcoscope.pacs.dicomweb import DICOMwebServer
 
 runner = CliRunner()
 

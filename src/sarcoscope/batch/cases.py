@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.dicomweb import is_dicomweb
+from sarcoscope.pacs.dicomweb import is_dicomweb
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
@@ -121,7 +121,7 @@ def dicomweb_cases(root: str, filters: dict[str, str], modality: str = "CT", pag
     (QIDO-RS); the case id is the SeriesInstanceUID. At least one filter is needed: a whole archive is
     never analysed by accident. The server's answers are checked here, not trusted: studies whose listed
     modalities lack `modality` are dropped and paging stops when the server repeats itself."""
-    from sarcoscope.imaging.dicomweb import DICOMwebServer, check_query, parse_dicomweb_root
+    from sarcoscope.pacs.dicomweb import DICOMwebServer, check_query, parse_dicomweb_root
 
     base = parse_dicomweb_root(root)
     if not check_query(filters):

@@ -163,7 +163,7 @@ PUSHED = "pushed.json"
 def _source(case: Case, tmp: Path) -> Path | Any:
     """What `analyze` reads: the case's path, or its DICOMweb series retrieved into `tmp`."""
     from sarcoscope.imaging import read_ct
-    from sarcoscope.imaging.dicomweb import fetch_series, is_dicomweb
+    from sarcoscope.pacs.dicomweb import fetch_series, is_dicomweb
 
     if isinstance(case.path, str) and is_dicomweb(case.path):
         volume = read_ct(fetch_series(case.path, tmp))
@@ -175,7 +175,7 @@ def _source(case: Case, tmp: Path) -> Path | Any:
 def _push(case: Case, out: Path) -> None:
     """Store the case's SEG, SR and QC capture into its DICOMweb study; record it in pushed.json."""
     from sarcoscope.export.writer import OUTPUT_FILES
-    from sarcoscope.imaging.dicomweb import is_dicomweb, store_results
+    from sarcoscope.pacs.dicomweb import is_dicomweb, store_results
 
     if not (isinstance(case.path, str) and is_dicomweb(case.path)):
         raise SarcoscopeError("--push stores results back to a DICOMweb server; this case is not from one.")

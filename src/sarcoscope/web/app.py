@@ -280,7 +280,7 @@ def serve(
     behind a reverse proxy (a host name, meaning https://HOST/, or a URL), printed instead of HOST:PORT."""
     import uvicorn
 
-    from sarcoscope.imaging.dicomweb import parse_dicomweb_root, shown_url
+    from sarcoscope.pacs.dicomweb import parse_dicomweb_root, shown_url
 
     if token is not None and len(token) < 12:
         raise SarcoscopeError("The access token must be at least 12 characters long.")

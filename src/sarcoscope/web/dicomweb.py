@@ -17,7 +17,7 @@ import pydicom
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
-from sarcoscope.imaging.dicomweb import DICOMwebServer, DICOMwebServerError, SeriesTooLarge, check_uid
+from sarcoscope.pacs.dicomweb import DICOMwebServer, DICOMwebServerError, SeriesTooLarge, check_uid
 from sarcoscope.web import analysis
 from sarcoscope.web.api import MAX_INT, Ctx, User, study_json
 from sarcoscope.web.auth import client_of

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from orthanc_server import Orthanc, ct_files, free_port, start_orthanc
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError
-from sarcoscope.node import ListenSettings, Node, Peer, parse_peer
+from sarcoscope.pacs.node import ListenSettings, Node, Peer, parse_peer
 
 runner = CliRunner()
 

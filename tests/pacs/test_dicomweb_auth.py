@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from orthanc_server import ct_files, start_orthanc
-from sarcoscope.imaging.dicomweb import DICOMwebServer, DICOMwebServerError
+from sarcoscope.pacs.dicomweb import DICOMwebServer, DICOMwebServerError
 
 
 def test_basic_auth_from_the_address(tmp_path: Path, shared_data: Path) -> None:

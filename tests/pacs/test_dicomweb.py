@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from orthanc_server import ct_files, free_port, start_orthanc
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.dicomweb import parse_dicomweb_url
+from sarcoscope.pacs.dicomweb import parse_dicomweb_url
 
 runner = CliRunner()
 

@@ -27,7 +27,7 @@ from typing import Any
 import pydicom
 
 from sarcoscope.errors import InputError, SarcoscopeError
-from sarcoscope.imaging.dicomweb import DICOMwebServer, check_uid, parse_dicomweb_root
+from sarcoscope.pacs.dicomweb import DICOMwebServer, check_uid, parse_dicomweb_root
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 log = logging.getLogger(__name__)
