@@ -58,8 +58,9 @@ def test_series_with_empty_sop_instance_uids_is_stored_with_generated_ones(
         ds = pydicom.dcmread(f)
         ds.SOPInstanceUID = ""
         ds.StudyInstanceUID = ""
-        if k % 2:  # half without a usable file meta UID either
+        if k % 2:  # half without a usable file meta UID either, and without a SOP Class UID
             ds.file_meta.MediaStorageSOPInstanceUID = ""
+            ds.SOPClassUID = ""
         ds.save_as(f)
     r = client.post("/api/studies", files=multipart(series))
     assert r.status_code == 201, r.text
@@ -77,6 +78,7 @@ def test_series_with_empty_sop_instance_uids_is_stored_with_generated_ones(
     sops = [ds.SOPInstanceUID for ds in stored]
     assert all(is_dicom_uid(u) for u in sops) and len(set(sops)) == len(series)
     assert all(ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID for ds in stored)
+    assert {ds.SOPClassUID for ds in stored} == {"1.2.840.10008.5.1.4.1.1.2"}  # CT Image Storage
     assert len({ds.StudyInstanceUID for ds in stored}) == 1 and stored[0].StudyInstanceUID in warning
     assert {ds.SeriesInstanceUID for ds in stored} == {study["series_uid"]}
     assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200

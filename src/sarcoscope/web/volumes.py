@@ -224,13 +224,24 @@ def _header_file(header: Any) -> Path:
     return Path(name)
 
 
+def _sop_class(header: Any) -> str:
+    """The slice's SOP Class UID, or its file meta's Media Storage SOP Class UID when it has none."""
+    uid = str(header.get("SOPClassUID", "") or "")
+    if is_dicom_uid(uid):
+        return uid
+    meta = getattr(header, "file_meta", None)
+    stored = str(meta.get("MediaStorageSOPClassUID", "") or "") if meta is not None else ""
+    return stored if is_dicom_uid(stored) else uid
+
+
 def _store_dicom_files(
     volume: CTVolume, dest: Path, sops: list[str], study_uid: str, series_uid: str
 ) -> list[str]:
     """Move the series' files to `dest/<SOPInstanceUID>.dcm`; return the SOP UIDs in slice order.
 
-    A file whose UIDs were replaced (see _dicom_uids) is stored with the replacements written in, so that
-    downloads and exports made from it reference the UIDs sarcoscope uses.
+    A file whose UIDs were replaced (see _dicom_uids), or without a SOP Class UID where its file meta has
+    one, is stored with these written in, so that downloads and exports (a DICOM SEG references its
+    source images by class and instance) use the UIDs sarcoscope uses.
     """
     headers = volume.dicom_headers or []
     if len(headers) != volume.n_slices or len(set(sops)) != len(sops):
@@ -242,6 +253,7 @@ def _store_dicom_files(
             "SOPInstanceUID": uid,
             "StudyInstanceUID": study_uid,
             "SeriesInstanceUID": series_uid,
+            "SOPClassUID": _sop_class(header),
         }
         if all(str(header.get(k, "") or "") == v for k, v in fixes.items()):
             shutil.move(path, target)
