@@ -106,20 +106,23 @@ def test_real_without_sacrum_counts_from_ribs_and_says_so(real: CTVolume) -> Non
     assert abs((loc.l3_mid - second.l3_mid) * SLICE_MM - 40.0) <= 10.0  # one vertebra lower
     assert loc.uncertainty().startswith(f"L3 uncertain: L3 at slice {loc.l3_mid} (p=0.70")
     assert loc.uncertainty() in loc.flags[0]["reason"]
-    # The evidence for the count: T12 bears ribs on both sides, no lumbar vertebra does.
+    # The evidence for the count: T12 bears ribs on both sides, no lumbar vertebra does (their transverse
+    # processes reach less than a rib).
     ribs = {r.vertebra: r for r in loc.ribs}
-    assert ribs["T12"].right and ribs["T12"].left
-    assert not any(name.startswith("L") for name in ribs)
+    assert ribs["T12"].right and ribs["T12"].left and ribs["T12"].right_reach_mm > 40
+    assert not any(r.any for name, r in ribs.items() if name.startswith("L"))
+    assert loc.rib_vertebrae[0] == "T12"
     details = json.loads(json.dumps(loc.as_dict()))
     assert details["uncertainty"] == loc.uncertainty()
     assert details["candidates"][1]["l3_mid"] == second.l3_mid
-    assert {"vertebra": "T12", "segment": ribs["T12"].segment}.items() <= details["ribs"][0].items()
+    t12 = next(r for r in details["ribs"] if r["vertebra"] == "T12")
+    assert t12["segment"] == ribs["T12"].segment and t12["right"] and t12["left"]
 
 
 def test_real_without_ribs_counts_from_sacrum(real: CTVolume) -> None:
     loc = locate_l3(_crop(real, 0, 86))
     assert loc.counted_from == "sacrum" and not loc.flags
-    assert loc.candidates == [] and loc.uncertainty() == "" and loc.ribs == []
+    assert loc.candidates == [] and loc.uncertainty() == "" and not any(r.any for r in loc.ribs)
     assert _mid_error_mm(loc, REF_MID) <= 3.0
     assert 0.6 < loc.confidence < 0.9  # one anchor only
 

@@ -20,6 +20,7 @@ from sarcoscope.conventions import L3_INFERIOR_ENDPLATE, L3_MID, L3_RANGE
 from sarcoscope.errors import LevelError
 from sarcoscope.imaging.volume import CTVolume
 from sarcoscope.level import anchors, spine
+from sarcoscope.level.ribs import VertebraRibs, joint_ribs
 from sarcoscope.level.selection import L3Selection
 
 #: Recorded with every result; bump when the output changes (v2: the CT table is no rib, the shoulder girdle
@@ -83,9 +84,9 @@ class L3Localization:
     #: L3 by the other count when sacrum and rib counts disagree (for the reader to compare), else None.
     alternative_l3: VertebraPosition | None = None
     l3_mid_mm: float | None = None  # superior position (mm) of mid-L3 relative to slice 0
-    rib_vertebrae: list[str] = field(default_factory=list)  # vertebrae seen carrying ribs
+    rib_vertebrae: list[str] = field(default_factory=list)  # the rib series counted from, lowest first
     #: Per vertebra searched (inferior to superior): rib on each side, with reach and drop as measured.
-    ribs: list[anchors.VertebraRibs] = field(default_factory=list)
+    ribs: list[VertebraRibs] = field(default_factory=list)
     #: The two candidate L3s (more probable first) when counting is uncertain, else empty.
     candidates: list[L3Candidate] = field(default_factory=list)
     method: str = METHOD
@@ -160,9 +161,9 @@ class _Reading:
     profile: np.ndarray
     discs: spine.Discs
     sacrum: int | None  # index of the L5/S1 disc in discs.z
-    rib_segs: list[int]  # segments (0 = below the lowest disc) carrying ribs
+    rib_segs: list[int]  # segments (0 = below the lowest disc) of the rib series, from the last rib up
     last_rib: int | None  # segment taken as T12
-    ribs: list[anchors.VertebraRibs]  # rib evidence per segment searched
+    ribs: list[VertebraRibs]  # rib evidence per segment searched
 
     @property
     def score(self) -> float:
@@ -171,8 +172,9 @@ class _Reading:
         return 2.0 * anchors_found - 1.0 * bridged + float(self.discs.prominence.sum()) / 1e4
 
 
-def _read(grid: spine.WorkGrid, trace: spine.SpineTrace) -> _Reading | None:
-    """Discs, sacrum and ribs along one trace; None when it shows no vertebral column."""
+def _read(grid: spine.WorkGrid, trace: spine.SpineTrace, rib_trace: spine.SpineTrace) -> _Reading | None:
+    """Discs and sacrum along one trace, ribs beside `rib_trace` (the posterior-weighted one, which an
+    enhanced aorta cannot pull off the column); None when the trace shows no vertebral column."""
     dz = grid.spacing[0]
     profile = spine.disc_profile(grid, trace)
     discs = spine.find_discs(profile, dz, trace.strength)
@@ -185,41 +187,53 @@ def _read(grid: spine.WorkGrid, trace: spine.SpineTrace) -> _Reading | None:
         return None
     period = discs.period_mm
 
-    def rib_vertebrae(z_min: float) -> list[anchors.VertebraRibs]:
-        """Vertebrae carrying a rib found above z_min (a rib head sits just above its vertebra's middle)."""
-        return anchors.ribs_by_vertebra(
-            anchors.find_ribs(grid, trace, z_min=z_min),
-            lambda z: _segment_of(z + 0.15 * period / dz, discs.z),
-        )
+    seg_lo = [discs.z[0] - period / dz, *list(discs.z)]
+    seg_hi = [*list(discs.z), discs.z[-1] + period / dz]
+
+    def rib_vertebrae(first_segment: int) -> list[VertebraRibs]:
+        """Rib evidence at the joints of every vertebra from `first_segment` up."""
+        return joint_ribs(grid, rib_trace, seg_lo, seg_hi, first_segment)
 
     sacrum = anchors.find_sacrum_disc(grid, trace, discs.z, period)
-    everywhere: list[anchors.VertebraRibs] | None = None  # over the whole column, when they were needed
+    everywhere: list[VertebraRibs] | None = None  # over the whole column, when they were needed
     if sacrum is not None and sacrum >= _THORAX_SEGMENTS:
         # The shoulder girdle, too, is wide bone below a disc with bone beside it; but ribs below it, vertebra
         # after vertebra, show the thorax. (Only checked for a "sacrum" with several discs below it.)
-        everywhere = rib_vertebrae(discs.z[0])
-        below = {r.segment for r in everywhere if r.segment <= sacrum}
+        everywhere = rib_vertebrae(0)
+        below = {r.segment for r in everywhere if r.bears_ribs and r.segment <= sacrum}
         if any(all(seg + k in below for k in range(_THORAX_SEGMENTS)) for seg in below):
             sacrum = None
-    # Ribs sit above the pelvis: start the search one level above L5/S1 when the sacrum is known.
+    # Ribs sit well above the pelvis (a 13th pair on L1 at the lowest): start the search at L3 when the sacrum
+    # is known, clear of the iliac crests beside L4 and L5.
     if sacrum is not None:
-        ribs = rib_vertebrae(discs.z[sacrum] + period / dz)
+        ribs = rib_vertebrae(sacrum + 3)
     else:
-        ribs = everywhere if everywhere is not None else rib_vertebrae(discs.z[0])
-    rib_segs = [r.segment for r in ribs]
-    return _Reading(trace, profile, discs, sacrum, rib_segs, _last_rib(rib_segs), ribs)
+        ribs = everywhere if everywhere is not None else rib_vertebrae(0)
+    rib_segs = [r.segment for r in ribs if r.bears_ribs]
+    last = _last_rib(rib_segs)
+    series = [s for s in rib_segs if last is not None and s >= last]
+    return _Reading(trace, profile, discs, sacrum, series, last, ribs)
 
 
 def _last_rib(rib_segs: list[int]) -> int | None:
     """Segment of the last rib-bearing vertebra (T12 normally).
 
-    Ribs come as a series from T1 down, so a lone rib-like piece below the series (a transverse process
-    or pelvic bone that passed the shape tests) is skipped when the series above it is seen. The last rib
-    is only a landmark when a rib-free vertebra is seen below it (else it may be the lower edge of a chest
-    CT).
+    Ribs come as a series from T1 down, vertebra after vertebra: the series is followed down from the
+    highest rib seen (bridging one vertebra whose ribs were both missed), so a rib-like piece below a
+    rib-free vertebra (a transverse process touching an enhanced kidney or pelvic bone) is skipped. The
+    last rib is only a landmark when a rib-free vertebra is seen below it (else it may be the lower edge
+    of a chest CT).
     """
-    series = [s for s in rib_segs if len(rib_segs) == 1 or any(0 < t - s <= 2 for t in rib_segs)]
-    last = min(series) if series else None
+    last = max(rib_segs, default=None)
+    # down the series from the highest rib, bridging one vertebra whose ribs were both missed when the
+    # series goes on for two vertebrae below it
+    while last is not None:
+        if last - 1 in rib_segs:
+            last -= 1
+        elif last - 2 in rib_segs and last - 3 in rib_segs:
+            last -= 2
+        else:
+            break
     return last if last is not None and last >= 2 else None
 
 
@@ -237,7 +251,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     # of the wide one along the column, it is on the aorta (the column is the most posterior dense
     # structure at the midline). Otherwise keep the reading that finds more anchors and clearer discs.
     close, wide = (spine.trace_spine(grid, s, w) for s, w in _TRACES)
-    readings = [r for r in (_read(grid, close), _read(grid, wide)) if r is not None]
+    readings = [r for r in (_read(grid, close, wide), _read(grid, wide, wide)) if r is not None]
     if len(readings) == 2:
         lo, hi = int(readings[1].discs.z[0]), int(np.ceil(readings[1].discs.z[-1]))
         ahead = (wide.body_y - close.body_y)[lo : hi + 1] * grid.spacing[1]
