@@ -56,3 +56,22 @@ def test_overlay_volume_has_two_panels_and_tissue_colours(make_result, tmp_path)
     # the single-slice picture has no sagittal panel, so it is narrower at the same height
     assert png1.shape[1] < png.shape[1]
     assert png1.shape[0] == png.shape[0]
+
+
+def test_overlay_shows_the_second_l3_candidate(make_result, tmp_path) -> None:
+    # counting uncertain: the other candidate is drawn as an orange dashed line labelled with its odds
+    details = {
+        "vertebrae": {"L3": 5, "L2": 9},
+        "candidates": [
+            {"l3_mid": 5, "probability": 0.7, "counted_from": "counted from the last rib"},
+            {"l3_mid": 2, "probability": 0.3, "counted_from": "if the lowest rib pair was missed"},
+        ],
+    }
+    orange = (255, 140, 26)
+    sure = mpimg.imread(
+        render_overlay(
+            make_result((4, 5, 6), details={"vertebrae": details["vertebrae"]}), tmp_path / "sure.png"
+        )
+    )
+    unsure = mpimg.imread(render_overlay(make_result((4, 5, 6), details=details), tmp_path / "unsure.png"))
+    assert _has_colour(unsure, orange) and not _has_colour(sure, orange)
