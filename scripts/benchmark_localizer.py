@@ -59,7 +59,7 @@ def _row(name: str, volume: CTVolume, ref: float | None, ref_mm: float | None) -
         return f"| {name} | {ref_s} | refused (cannot count) | – | – | – | {seconds:.1f} s |"
     seconds = time.perf_counter() - t0
     flags = ", ".join(f"`{f['flag']}`" for f in loc.flags) or "–"
-    alt = f" (alternative {loc.alternative_l3.center})" if loc.alternative_l3 is not None else ""
+    alt = ""
     if loc.candidates:
         alt = " (" + " or ".join(f"{c.l3_mid} p={c.probability:.2f}" for c in loc.candidates) + ")"
     if ref is None or ref_mm is None:

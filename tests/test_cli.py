@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -298,8 +299,11 @@ def test_analyze_says_when_l3_is_uncertain(tmp_path: Path, shared_data: Path) ->
     assert result.exit_code == 0, result.output
     lines = [ln for ln in result.output.splitlines() if ln.startswith("L3 uncertain:")]
     assert len(lines) == 1
-    assert "(p=0.70, counted from the last rib) or at slice" in lines[0]
-    assert "(p=0.30, if the lowest rib pair was missed)" in lines[0]
+    assert re.search(
+        r"\(p=0\.[89]\d, counted from the last rib\) or at slice \d+ \(p=0\.\d\d, if the lowest rib pair "
+        r"was missed or there are 11\)",
+        lines[0],
+    ), lines[0]
     l3 = json.loads((out / "report.json").read_text())["l3"]
     assert l3["details"]["uncertainty"] == lines[0]
     (counting,) = [f for f in l3["flags"] if f["flag"] == "counting_uncertain"]

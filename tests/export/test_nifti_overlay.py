@@ -75,3 +75,22 @@ def test_overlay_legend_fits_and_short_series_are_not_strips(make_result) -> Non
         assert box.height >= 0.45 * box.width, ax.get_title()
         assert "height ×" in ax.get_title()
     assert z_stretch(300.0, 400.0) == 1.0 and z_stretch(300.0, 30.0) == 5.0
+
+
+def test_overlay_shows_the_second_l3_candidate(make_result, tmp_path) -> None:
+    # counting uncertain: the other candidate is drawn as an orange dashed line labelled with its odds
+    details = {
+        "vertebrae": {"L3": 5, "L2": 9},
+        "candidates": [
+            {"l3_mid": 5, "probability": 0.7, "counted_from": "counted from the last rib"},
+            {"l3_mid": 2, "probability": 0.3, "counted_from": "if the lowest rib pair was missed"},
+        ],
+    }
+    orange = (255, 140, 26)
+    sure = mpimg.imread(
+        render_overlay(
+            make_result((4, 5, 6), details={"vertebrae": details["vertebrae"]}), tmp_path / "sure.png"
+        )
+    )
+    unsure = mpimg.imread(render_overlay(make_result((4, 5, 6), details=details), tmp_path / "unsure.png"))
+    assert _has_colour(unsure, orange) and not _has_colour(sure, orange)

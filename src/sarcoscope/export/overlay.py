@@ -50,6 +50,17 @@ def _vertebra_marks(details: dict[str, Any]) -> list[tuple[str, float]]:
     return marks
 
 
+def _other_l3(details: dict[str, Any]) -> list[tuple[float, float]]:
+    """(mid slice, probability) of the L3 candidates after the chosen one (details["candidates"], set when
+    the count is uncertain), so the picture shows where else L3 may be."""
+    out = []
+    for c in (details.get("candidates") or [])[1:]:
+        mid, p = (c.get("l3_mid"), c.get("probability")) if isinstance(c, dict) else (None, None)
+        if isinstance(mid, int) and isinstance(p, float):
+            out.append((float(mid), p))
+    return out
+
+
 def legend_labels(result: AnalysisResult) -> list[str]:
     """Legend text per tissue: the areas the report gives (for a range, the mean over its slices)."""
     areas = result.average if len(result.selection.indices) > 1 else result.slices[0]
@@ -185,6 +196,9 @@ def _draw_reconstruction(ax: Any, result: AnalysisResult, plane: str, through: i
             va="center",
             bbox={"facecolor": "black", "alpha": 0.55, "pad": 1, "lw": 0},
         )
+    for z_index, p in _other_l3(result.selection.details):  # the other candidate L3: dashed, with its odds
+        ax.axhline(z_mm(z_index), color="#ff8c1a", lw=1.0, ls="--")
+        ax.text(extent[0] + 3.0, z_mm(z_index), f"L3? p={p:.2f}", color="#ff8c1a", fontsize=7, va="bottom")
     where = f"x = {through}" if plane == "sagittal" else f"y = {through}"
     stretched = f", height ×{stretch:.1f}" if stretch > 1.0 else ""
     ax.set_title(f"{plane} ({where}, 15 mm MIP{stretched})", fontsize=9)

@@ -1,9 +1,6 @@
-"""The two ends the vertebral count starts from: the sacrum (from below) and the last rib (from above)."""
+"""The lower end the vertebral count starts from: the sacrum (the upper end, the ribs: `level.ribs`)."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -15,27 +12,6 @@ from sarcoscope.level.spine import BONE_HU, SpineTrace, WorkGrid
 SACRUM_WIDTH_MM = 110.0
 #: Bone area beside the column (cm² per slice) that only the iliac wings reach.
 PELVIS_CM2 = 10.0
-#: Ribs are thin: on 5 mm slices partial volume leaves them near 150 HU, so they get a lower threshold.
-RIB_HU = 110.0
-#: Slices at least this thick (mm) dim the ribs to RIB_HU.
-THICK_SLICE_MM = 4.0
-#: A rib piece must start within this distance (mm) of the column's midline: rib necks start at the
-#: transverse process; on thick slices the neck may vanish and the shaft start a little further out.
-RIB_REACH_MM = 60.0
-#: A rib head lies beside the vertebra: its medial end is at most this many vertebral-body depths behind
-#: the body's centre (the costotransverse joint is about one). Bone further back is the CT table.
-RIB_HEAD_BEHIND_DEPTHS = 2.5
-#: A rib's medial end (its head and neck) spans at most this height (mm); a table rail or a muscle edge
-#: that passes the threshold is as near the column over far more slices.
-RIB_HEAD_HEIGHT_MM = 50.0
-
-
-def rib_threshold(grid: WorkGrid) -> float:
-    """HU above which a voxel may be rib: RIB_HU on thick slices, where partial volume dims the ribs; on
-    thinner slices BONE_HU, above contrast-enhanced liver, spleen and kidney, which a rib touching them
-    would otherwise merge with (and be rejected as too big)."""
-    thickness = float(np.median(np.diff(np.sort(grid.slice_mm))))
-    return RIB_HU if thickness >= THICK_SLICE_MM else BONE_HU
 
 
 def column_width(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
@@ -90,97 +66,3 @@ def find_sacrum_disc(grid: WorkGrid, trace: SpineTrace, discs_z: np.ndarray, per
         if wide_below >= 0.5 and wide_above <= 0.4 and pelvis >= PELVIS_CM2:
             return i
     return None
-
-
-@dataclass
-class Rib:
-    """A rib found near the column: where it meets the spine and which side it is on."""
-
-    side: str  # "right" | "left" (patient), assuming the canonical x right -> left
-    z_medial: float  # working-slice z where the rib is nearest the column (its vertebral attachment)
-    length_mm: float  # lateral reach from its medial end
-
-
-@dataclass
-class VertebraRibs:
-    """Whether one vertebra bears a rib on each side (patient right/left), with the ribs' lateral reach (mm)
-    as evidence; 0 where no rib was found."""
-
-    segment: int  # 0 = below the lowest disc
-    right_mm: float = 0.0
-    left_mm: float = 0.0
-    vertebra: str = ""  # named once the column is labelled
-
-    @property
-    def right(self) -> bool:
-        return self.right_mm > 0
-
-    @property
-    def left(self) -> bool:
-        return self.left_mm > 0
-
-
-def ribs_by_vertebra(ribs: list[Rib], segment_of: Callable[[float], int]) -> list[VertebraRibs]:
-    """Group ribs by the vertebra (segment) their medial end belongs to, inferior to superior."""
-    out: dict[int, VertebraRibs] = {}
-    for r in ribs:
-        v = out.setdefault(segment_of(r.z_medial), VertebraRibs(segment_of(r.z_medial)))
-        if r.side == "right":
-            v.right_mm = max(v.right_mm, round(r.length_mm, 1))
-        else:
-            v.left_mm = max(v.left_mm, round(r.length_mm, 1))
-    return [out[k] for k in sorted(out)]
-
-
-def find_ribs(grid: WorkGrid, trace: SpineTrace, z_min: float = 0.0) -> list[Rib]:
-    """Ribs: separate bones that start beside the column and run laterally and downwards.
-
-    Transverse processes also sit beside the column but run horizontally and stay short; iliac wings
-    rise laterally; both are rejected by the shape tests. The table's rails, long and beside the column
-    too, lie behind the back.
-    """
-    dz, dy, dx = grid.spacing
-    nx = grid.hu.shape[2]
-    z0 = max(0, int(np.floor(z_min)))
-    # A light blur keeps thin ribs in one piece on noisy low-dose scans.
-    bone = ndi.gaussian_filter(grid.hu[z0:], (0.0, 0.6, 0.6)) > rib_threshold(grid)
-    xx = np.arange(nx)[None, None, :]
-    dist = np.abs(xx - trace.cx[z0:, None, None]) * dx
-    bone &= dist > 22.0
-    labels, n = ndi.label(bone, structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0:
-        return []
-    ribs: list[Rib] = []
-    objects = ndi.find_objects(labels)
-    for lab, sl in enumerate(objects, start=1):
-        if sl is None:
-            continue
-        sub = labels[sl] == lab
-        vol_cm3 = sub.sum() * dz * dy * dx / 1000.0
-        if vol_cm3 < 0.3 or vol_cm3 > 60.0:
-            continue
-        zz, yy, xs = np.nonzero(sub)
-        zz = zz + sl[0].start
-        yy = yy + sl[1].start
-        xs = xs + sl[2].start
-        d = np.abs(xs - trace.cx[z0 + zz]) * dx
-        dmin, dmax = d.min(), d.max()
-        if dmin > RIB_REACH_MM or dmax - dmin < 30.0:
-            continue
-        med = d < dmin + 8.0
-        if np.ptp(zz[med]) * dz > RIB_HEAD_HEIGHT_MM:
-            continue
-        lat = d > dmax - 10.0
-        z_med = float(zz[med].mean()) + z0
-        z_lat = float(zz[lat].mean()) + z0
-        y_med = float(yy[med].mean())
-        if (z_med - z_lat) * dz < 8.0:  # does not run downwards: transverse process or pelvis
-            continue
-        behind = (y_med - trace.body_y[round(z_med)]) * dy / trace.body_depth_mm
-        if behind < -0.3:
-            continue  # starts in front of the column: not a rib head
-        if behind > RIB_HEAD_BEHIND_DEPTHS:
-            continue  # starts behind the back: a piece of the table
-        side = "left" if float(np.median(xs - trace.cx[z0 + zz])) > 0 else "right"
-        ribs.append(Rib(side=side, z_medial=z_med, length_mm=float(dmax - dmin)))
-    return ribs

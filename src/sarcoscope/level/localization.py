@@ -19,7 +19,8 @@ import numpy as np
 from sarcoscope.conventions import L3_INFERIOR_ENDPLATE, L3_MID, L3_RANGE
 from sarcoscope.errors import LevelError
 from sarcoscope.imaging.volume import CTVolume
-from sarcoscope.level import anchors, spine
+from sarcoscope.level import anchors, labelling, spine
+from sarcoscope.level.ribs import VertebraRibs, joint_ribs
 from sarcoscope.level.selection import L3Selection
 
 #: Recorded with every result; bump when the output changes (v2: the CT table is no rib, the shoulder girdle
@@ -38,13 +39,13 @@ BODY_HU = (60.0, 450.0)
 #: Confidence below which the result is flagged for a human check.
 LOW_CONFIDENCE = 0.5
 
-#: How often a count from one end alone names the vertebrae right (prior, not yet calibrated on data): the
-#: sacrum count fails with transitional lumbosacral anatomy, the rib count with 11 or 13 rib pairs or a
-#: missed lowest rib. They weigh the two candidates when the counts disagree or only the ribs are seen.
-SACRUM_COUNT_P = 0.8
-RIB_COUNT_P = 0.7
+#: With the sacrum alone, the labelling is flagged when its probability falls below this (the
+#: transverse-process lengths disagree with the count).
+UNCERTAIN_P = 0.8
 
 _ORDER = [f"T{i}" for i in range(1, 13)] + ["L1", "L2", "L3", "L4", "L5", "S1"]
+#: Localization facts the L3Selection already holds in its own fields (left out of its `details`).
+_IN_SELECTION = {"confidence", "flags", "method", "l3_inferior_endplate"}
 
 
 @dataclass
@@ -80,14 +81,15 @@ class L3Localization:
     confidence: float  # 0..1
     flags: list[dict[str, str]] = field(default_factory=list)  # [{"flag": ..., "reason": ...}]
     counted_from: str = ""  # "sacrum+ribs" | "sacrum" | "ribs"
-    #: L3 by the other count when sacrum and rib counts disagree (for the reader to compare), else None.
-    alternative_l3: VertebraPosition | None = None
     l3_mid_mm: float | None = None  # superior position (mm) of mid-L3 relative to slice 0
-    rib_vertebrae: list[str] = field(default_factory=list)  # vertebrae seen carrying ribs
+    rib_vertebrae: list[str] = field(default_factory=list)  # the rib series counted from, lowest first
     #: Per vertebra searched (inferior to superior): rib on each side, with reach and drop as measured.
-    ribs: list[anchors.VertebraRibs] = field(default_factory=list)
+    ribs: list[VertebraRibs] = field(default_factory=list)
     #: The two candidate L3s (more probable first) when counting is uncertain, else empty.
     candidates: list[L3Candidate] = field(default_factory=list)
+    #: Probability that the vertebrae are named right (the labelling of the column from the sacrum, the ribs
+    #: and the transverse processes), before the disc and field-of-view terms of `confidence`.
+    labelling_probability: float = 0.0
     method: str = METHOD
     seconds: float = 0.0
 
@@ -127,10 +129,6 @@ class L3Localization:
                 "Vertebrae (centre slice): "
                 + ", ".join(f"{k} {v.center}" for k, v in reversed(list(self.vertebrae.items())))
             )
-        if self.alternative_l3 is not None:
-            lines.append(
-                f"Counting from the ribs instead would put mid-L3 at slice {self.alternative_l3.center}."
-            )
         if self.candidates:
             lines.append(self.uncertainty() + ".")
         lines += [f"[{f['flag']}] {f['reason']}" for f in self.flags]
@@ -139,12 +137,6 @@ class L3Localization:
 
 def _flag(flags: list[dict[str, str]], name: str, reason: str) -> None:
     flags.append({"flag": name, "reason": reason})
-
-
-def _names_up(first: str, count: int) -> list[str]:
-    """Names of `count` vertebrae going up from `first` ("S1" -> L5, L4, ...)."""
-    i = _ORDER.index(first)
-    return [_ORDER[i - k] if i - k >= 0 else f"?{k}" for k in range(count)]
 
 
 _TRACES = ((8.0, False), (16.0, True))
@@ -160,9 +152,9 @@ class _Reading:
     profile: np.ndarray
     discs: spine.Discs
     sacrum: int | None  # index of the L5/S1 disc in discs.z
-    rib_segs: list[int]  # segments (0 = below the lowest disc) carrying ribs
+    rib_segs: list[int]  # segments (0 = below the lowest disc) of the rib series, from the last rib up
     last_rib: int | None  # segment taken as T12
-    ribs: list[anchors.VertebraRibs]  # rib evidence per segment searched
+    ribs: list[VertebraRibs]  # rib evidence per segment searched
 
     @property
     def score(self) -> float:
@@ -171,8 +163,9 @@ class _Reading:
         return 2.0 * anchors_found - 1.0 * bridged + float(self.discs.prominence.sum()) / 1e4
 
 
-def _read(grid: spine.WorkGrid, trace: spine.SpineTrace) -> _Reading | None:
-    """Discs, sacrum and ribs along one trace; None when it shows no vertebral column."""
+def _read(grid: spine.WorkGrid, trace: spine.SpineTrace, rib_trace: spine.SpineTrace) -> _Reading | None:
+    """Discs and sacrum along one trace, ribs beside `rib_trace` (the posterior-weighted one, which an
+    enhanced aorta cannot pull off the column); None when the trace shows no vertebral column."""
     dz = grid.spacing[0]
     profile = spine.disc_profile(grid, trace)
     discs = spine.find_discs(profile, dz, trace.strength)
@@ -185,41 +178,53 @@ def _read(grid: spine.WorkGrid, trace: spine.SpineTrace) -> _Reading | None:
         return None
     period = discs.period_mm
 
-    def rib_vertebrae(z_min: float) -> list[anchors.VertebraRibs]:
-        """Vertebrae carrying a rib found above z_min (a rib head sits just above its vertebra's middle)."""
-        return anchors.ribs_by_vertebra(
-            anchors.find_ribs(grid, trace, z_min=z_min),
-            lambda z: _segment_of(z + 0.15 * period / dz, discs.z),
-        )
+    seg_lo = [discs.z[0] - period / dz, *list(discs.z)]
+    seg_hi = [*list(discs.z), discs.z[-1] + period / dz]
+
+    def rib_vertebrae(first_segment: int) -> list[VertebraRibs]:
+        """Rib evidence at the joints of every vertebra from `first_segment` up."""
+        return joint_ribs(grid, rib_trace, seg_lo, seg_hi, first_segment)
 
     sacrum = anchors.find_sacrum_disc(grid, trace, discs.z, period)
-    everywhere: list[anchors.VertebraRibs] | None = None  # over the whole column, when they were needed
+    everywhere: list[VertebraRibs] | None = None  # over the whole column, when they were needed
     if sacrum is not None and sacrum >= _THORAX_SEGMENTS:
         # The shoulder girdle, too, is wide bone below a disc with bone beside it; but ribs below it, vertebra
         # after vertebra, show the thorax. (Only checked for a "sacrum" with several discs below it.)
-        everywhere = rib_vertebrae(discs.z[0])
-        below = {r.segment for r in everywhere if r.segment <= sacrum}
+        everywhere = rib_vertebrae(0)
+        below = {r.segment for r in everywhere if r.bears_ribs and r.segment <= sacrum}
         if any(all(seg + k in below for k in range(_THORAX_SEGMENTS)) for seg in below):
             sacrum = None
-    # Ribs sit above the pelvis: start the search one level above L5/S1 when the sacrum is known.
+    # Ribs sit well above the pelvis (a 13th pair on L1 at the lowest): start the search at L3 when the sacrum
+    # is known, clear of the iliac crests beside L4 and L5.
     if sacrum is not None:
-        ribs = rib_vertebrae(discs.z[sacrum] + period / dz)
+        ribs = rib_vertebrae(sacrum + 3)
     else:
-        ribs = everywhere if everywhere is not None else rib_vertebrae(discs.z[0])
-    rib_segs = [r.segment for r in ribs]
-    return _Reading(trace, profile, discs, sacrum, rib_segs, _last_rib(rib_segs), ribs)
+        ribs = everywhere if everywhere is not None else rib_vertebrae(0)
+    rib_segs = [r.segment for r in ribs if r.bears_ribs]
+    last = _last_rib(rib_segs)
+    series = [s for s in rib_segs if last is not None and s >= last]
+    return _Reading(trace, profile, discs, sacrum, series, last, ribs)
 
 
 def _last_rib(rib_segs: list[int]) -> int | None:
     """Segment of the last rib-bearing vertebra (T12 normally).
 
-    Ribs come as a series from T1 down, so a lone rib-like piece below the series (a transverse process
-    or pelvic bone that passed the shape tests) is skipped when the series above it is seen. The last rib
-    is only a landmark when a rib-free vertebra is seen below it (else it may be the lower edge of a chest
-    CT).
+    Ribs come as a series from T1 down, vertebra after vertebra: the series is followed down from the
+    highest rib seen (bridging one vertebra whose ribs were both missed), so a rib-like piece below a
+    rib-free vertebra (a transverse process touching an enhanced kidney or pelvic bone) is skipped. The
+    last rib is only a landmark when a rib-free vertebra is seen below it (else it may be the lower edge
+    of a chest CT).
     """
-    series = [s for s in rib_segs if len(rib_segs) == 1 or any(0 < t - s <= 2 for t in rib_segs)]
-    last = min(series) if series else None
+    last = max(rib_segs, default=None)
+    # down the series from the highest rib, bridging one vertebra whose ribs were both missed when the
+    # series goes on for two vertebrae below it
+    while last is not None:
+        if last - 1 in rib_segs:
+            last -= 1
+        elif last - 2 in rib_segs and last - 3 in rib_segs:
+            last -= 2
+        else:
+            break
     return last if last is not None and last >= 2 else None
 
 
@@ -237,7 +242,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     # of the wide one along the column, it is on the aorta (the column is the most posterior dense
     # structure at the midline). Otherwise keep the reading that finds more anchors and clearer discs.
     close, wide = (spine.trace_spine(grid, s, w) for s, w in _TRACES)
-    readings = [r for r in (_read(grid, close), _read(grid, wide)) if r is not None]
+    readings = [r for r in (_read(grid, close, wide), _read(grid, wide, wide)) if r is not None]
     if len(readings) == 2:
         lo, hi = int(readings[1].discs.z[0]), int(np.ceil(readings[1].discs.z[-1]))
         ahead = (wide.body_y - close.body_y)[lo : hi + 1] * grid.spacing[1]
@@ -259,62 +264,51 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     seg_lo = [discs.z[0] - period / dz, *list(discs.z)]
     seg_hi = [*list(discs.z), discs.z[-1] + period / dz]
 
-    names_bottom = _names_up("S1", n_seg - sacrum) if sacrum is not None else None
-    names_top = None
-    if last_rib is not None:
-        # Segment last_rib is T12; count down to it from the segment index.
-        t12 = _ORDER.index("T12")
-        names_top = []
-        for s in range(n_seg):
-            k = t12 + (last_rib - s)
-            names_top.append(_ORDER[k] if 0 <= k < len(_ORDER) else "?")
-
     flags: list[dict[str, str]] = []
-    if names_bottom is None and names_top is None:
+    if sacrum is None and last_rib is None:
         raise LevelError(
             "The vertebrae cannot be counted: neither the sacrum nor the last rib-bearing vertebra with a "
             "rib-free vertebra below it is in the field of view, so L3 cannot be identified. "
             "Use --slice/--range."
         )
-
-    def label_of(seg: int, from_bottom: bool) -> str:
-        if from_bottom:
-            assert sacrum is not None and names_bottom is not None
-            k = seg - sacrum
-            return names_bottom[k] if k >= 0 else f"S{1 - k}"
-        assert names_top is not None
-        return names_top[seg]
-
-    use_bottom = names_bottom is not None
-    anchor_factor = SACRUM_COUNT_P if use_bottom else RIB_COUNT_P
-    counted_from = "sacrum" if use_bottom else "ribs"
-    alternative_seg: int | None = None
+    # Transverse-process lengths: the reach beside the body of the rib-free vertebrae.
+    tp_mm = {r.segment: max(r.right_reach_mm, r.left_reach_mm) for r in reading.ribs if not r.any}
+    lab = labelling.label_column(n_seg, sacrum, last_rib, tp_mm)
+    t12 = lab.best
+    counted_from = (
+        "sacrum+ribs"
+        if sacrum is not None and last_rib is not None
+        else "sacrum"
+        if sacrum is not None
+        else "ribs"
+    )
     if sacrum is not None and last_rib is not None:
         lumbar_between = last_rib - sacrum - 1
-        counted_from = "sacrum+ribs"
-        if lumbar_between == 5:
-            anchor_factor = 1.0
-        else:
-            anchor_factor = 0.4
+        if lumbar_between != 5:
             _flag(
                 flags,
                 FLAG_COUNTING,
                 f"Counting from the sacrum and from the last rib disagree: {lumbar_between} rib-free "
                 "vertebrae above the sacrum (5 expected). Possible transitional anatomy (six lumbar-type "
-                "vertebrae, lumbarised S1, sacralised L5) or 11/13 rib pairs. L3 was counted from the "
-                "sacrum; the rib count's L3 is given as the alternative.",
+                "vertebrae, lumbarised S1, sacralised L5) or 11/13 rib pairs. Both counts were weighed with "
+                "the transverse-process lengths.",
             )
-            l3_from_top = [s for s in range(n_seg) if label_of(s, False) == "L3"]
-            alternative_seg = l3_from_top[0] if l3_from_top else None
     elif sacrum is None:
         _flag(
             flags,
             FLAG_COUNTING,
             "The sacrum was not identified (outside the field of view or not recognisable): vertebrae were "
-            "counted from the last rib-bearing vertebra (taken as T12) only, which is wrong with 11 or 13 "
-            "rib pairs.",
+            "counted from the last rib-bearing vertebra, checked against the transverse-process lengths; "
+            "11 or 13 rib pairs cannot be told from a missed or extra rib.",
         )
-    names = [label_of(s, use_bottom) for s in range(n_seg)]
+    elif lab.probability < UNCERTAIN_P:
+        _flag(
+            flags,
+            FLAG_COUNTING,
+            "The transverse-process lengths do not fit the count from the sacrum (L3's are usually the "
+            "longest).",
+        )
+    names = [labelling.name_of(s, t12) or "?" for s in range(n_seg)]
 
     def position(seg: int) -> VertebraPosition:
         lo, hi = seg_lo[seg], seg_hi[seg]
@@ -353,7 +347,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         confidence=0.0,
         flags=flags,
         counted_from=counted_from,
-        alternative_l3=position(alternative_seg) if alternative_seg is not None else None,
+        labelling_probability=round(lab.probability, 3),
         rib_vertebrae=[names[s] for s in rib_segs if 0 <= s < n_seg],
         ribs=[
             replace(r, vertebra=names[r.segment])
@@ -388,12 +382,12 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     loc.l3_mid = to_idx(mid_mm)
     loc.l3_mid_mm = round(float(mid_mm - grid.slice_mm[0]), 2)
 
-    loc.candidates = _candidates(
-        s3, loc.l3_mid, alternative_seg, sacrum is not None, last_rib is not None, n_seg, position
-    )
-    if loc.candidates:
+    if loc.has_flag(FLAG_COUNTING):
+        loc.candidates = _candidates(lab, n_seg, sacrum, last_rib, position)
+        if loc.candidates and loc.candidates[0].l3_mid != loc.l3_mid:
+            loc.candidates[0] = replace(loc.candidates[0], l3_mid=loc.l3_mid)
         for f in flags:
-            if f["flag"] == FLAG_COUNTING:
+            if f["flag"] == FLAG_COUNTING and loc.candidates:
                 f["reason"] += f" {loc.uncertainty()}."
 
     # Confidence: which anchors agreed, how clear L3's two discs are, how regular its height is.
@@ -401,7 +395,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     disc_quality = float(np.clip(proms / 60.0, 0, 1).mean())
     height = (seg_hi[s3] - seg_lo[s3]) * dz
     regularity = float(np.clip(1 - 2 * abs(height / period - 1), 0, 1))
-    confidence = anchor_factor * (0.5 + 0.3 * disc_quality + 0.2 * regularity)
+    confidence = lab.probability * (0.5 + 0.3 * disc_quality + 0.2 * regularity)
     if not 0 < s3 < n_seg - 1:
         confidence *= 0.5
         _flag(
@@ -436,42 +430,35 @@ def locate_l3(volume: CTVolume) -> L3Localization:
 
 
 def _candidates(
-    s3: int,
-    l3_mid: int,
-    alternative_seg: int | None,
-    has_sacrum: bool,
-    has_ribs: bool,
+    lab: labelling.Labelling,
     n_seg: int,
+    sacrum: int | None,
+    last_rib: int | None,
     position: Callable[[int], VertebraPosition],
 ) -> list[L3Candidate]:
-    """The chosen L3 and the other candidate, with probabilities, when the count is uncertain.
-
-    Counts disagree: exactly one of two independent counts is right, so each is weighted by its own
-    reliability times the other's failure rate. Ribs only: the usual failure is a missed short lowest rib
-    (T11 taken for T12), which puts the true L3 one vertebra lower; with none lower in view, one higher.
-    """
-    if has_sacrum and has_ribs:
-        if alternative_seg is None or alternative_seg == s3:
-            return []
-        w_sacrum, w_ribs = SACRUM_COUNT_P * (1 - RIB_COUNT_P), RIB_COUNT_P * (1 - SACRUM_COUNT_P)
-        p = w_sacrum / (w_sacrum + w_ribs)
-        other, how = alternative_seg, "counted from the last rib"
-        chosen_how = "counted from the sacrum"
-    elif has_ribs:
-        p = RIB_COUNT_P
-        chosen_how = "counted from the last rib"
-        if s3 - 1 >= 0:
-            other, how = s3 - 1, "if the lowest rib pair was missed"
-        elif s3 + 1 < n_seg:
-            other, how = s3 + 1, "if a transverse process was taken for a rib"
-        else:
-            return []
-    else:
+    """The two most probable L3s in view with their probabilities and the evidence behind each."""
+    seen = [(s, p) for s, p in lab.l3_candidates() if 0 <= s < n_seg][:2]
+    if len(seen) < 2:
         return []
-    return [
-        L3Candidate(l3_mid, round(p, 2), chosen_how),
-        L3Candidate(position(other).center, round(1 - p, 2), how),
-    ]
+
+    reasons: dict[int, str] = {}  # T12's segment -> the evidence that puts it there (strongest last)
+    if last_rib is not None:
+        reasons[last_rib + 1] = "if the lowest rib pair was missed or there are 11"
+        reasons[last_rib - 1] = "if the last rib found is a 13th or no rib"
+    if sacrum is not None:
+        reasons[sacrum + 7] = "with six lumbar-type vertebrae"
+        reasons[sacrum + 5] = "with a sacralised L5"
+        reasons[sacrum + 6] = "counted from the sacrum"
+    if last_rib is not None:
+        both = sacrum is not None and last_rib == sacrum + 6
+        reasons[last_rib] = (
+            "counted from the sacrum and the last rib" if both else "counted from the last rib"
+        )
+
+    def why(l3: int) -> str:
+        return reasons.get(l3 + 3, "from the transverse-process lengths")
+
+    return [L3Candidate(position(s).center, round(p, 2), why(s)) for s, p in seen]
 
 
 def _segment_of(z: float, discs_z: np.ndarray) -> int:
@@ -500,7 +487,9 @@ def selection_from_localization(loc: L3Localization, convention: str = L3_MID) -
         raise LevelError(
             f"Unknown L3 convention '{convention}' (use {L3_MID}, {L3_INFERIOR_ENDPLATE} or {L3_RANGE})."
         )
-    details = loc.as_dict()
+    # one home per fact: confidence, flags and the method are the selection's own fields, and the inferior
+    # endplate is the lower endplate's slice under the name of another convention
+    details = {k: v for k, v in loc.as_dict().items() if k not in _IN_SELECTION}
     return L3Selection(
         indices=indices,
         mode="auto",

@@ -57,6 +57,8 @@ class Vertebra:
     #: Rib length as a fraction of half the body's circumference, and its descent (mm per mm of arc).
     rib_length: float = 0.0
     rib_slope: float = 0.0
+    #: Lumbar transverse process: how far its tip reaches beyond the body's side (mm); L3's are the longest.
+    tp_length: float = 22.0
 
     @property
     def z_mid(self) -> float:
@@ -181,6 +183,7 @@ def _build_spine(hab: Habitus, variant: str, rng: np.random.Generator) -> list[V
     discs = {"L6": 10.5, "L5": 10.5, "L4": 11.5, "L3": 11.0, "L2": 10.0, "L1": 9.0}
     widths = {"L6": 51, "L5": 51, "L4": 50, "L3": 48, "L2": 45, "L1": 43}
     depths = {"L6": 34, "L5": 34, "L4": 34, "L3": 33, "L2": 32, "L1": 30}
+    tps = {"L6": 17.0, "L5": 17.0, "L4": 19.0, "L3": 22.0, "L2": 18.0, "L1": 13.0}
     z = 0.0
     for name in lumbar:
         fused = variant == "sacralised-L5" and name == "L5"
@@ -190,7 +193,7 @@ def _build_spine(hab: Habitus, variant: str, rng: np.random.Generator) -> list[V
             Vertebra(
                 name, VERTEBRA_IDS[name], "L", z + gap, z + gap + h,
                 widths[name] * sex_w * float(rng.normal(1, 0.03)), depths[name] * sex_w,
-                rib=(variant == "13-ribs" and name == "L1"), fused_below=fused,
+                rib=(variant == "13-ribs" and name == "L1"), fused_below=fused, tp_length=tps[name],
             )
         )  # fmt: skip
         z = z + gap + h

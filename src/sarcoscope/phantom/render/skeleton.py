@@ -18,7 +18,6 @@ from sarcoscope.phantom.render.classes import (
     EPIDURAL,
     FASC,
     IMAT,
-    LIVER,
     LUNG,
     MUS,
     MUS_ES,
@@ -27,7 +26,6 @@ from sarcoscope.phantom.render.classes import (
     OVER_CAVITY,
     SAT,
     SKIN,
-    SPLEEN,
     TABLE,
     VAT,
     lut,
@@ -125,7 +123,7 @@ def paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float, no
                 p.bone_ellipse(sgn * (canal_a + 3.5), cy0 + 4, 4.5, 8, vid=vid)
         if (0.5 <= f <= 0.72) if not thor else (0.5 <= f <= 0.95):  # transverse processes
             for sgn in (-1, 1):
-                tip = (sgn * (vw / 2 + (22 if not thor else 14)), cy0 + (6 if not thor else 20))
+                tip = (sgn * (vw / 2 + (v.tp_length if not thor else 14)), cy0 + (6 if not thor else 20))
                 width = 7.0 if not (v.fused_below and not thor) else 16
                 p.bone_bar((sgn * (canal_a + 3), cy0 + 7), tip, width, vid)
         lam = (-0.15, 0.6) if not thor else (-0.3, 0.6)
@@ -146,8 +144,10 @@ def paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float, no
 
 
 def paint_ribs(p: Painter, anat: Anatomy, z: float, ro: np.ndarray, tw: np.ndarray, yc: float) -> None:
-    """Each rib runs from its transverse process around the wall, descending ~0.4 mm per mm of arc."""
-    over = lut((VAT, MUS, MUS_PS, MUS_ES, IMAT, LUNG, LIVER, SPLEEN, SAT, FASC))
+    """Each rib runs from its head at the vertebral body past the transverse process (neck, tubercle and
+    angle: one continuous bone) and around the wall, descending ~0.4 mm per mm of arc."""
+    # the ribs bound the cavity: bowel, kidney or spleen painted into the wall region give way to them
+    over = lut(tuple(c for c in range(N_CLASSES) if c not in (CORT, CANC, DISC, AIR, TABLE, SKIN)))
     for v in anat.vertebrae:
         if not v.rib:
             continue
@@ -158,13 +158,19 @@ def paint_ribs(p: Painter, anat: Anatomy, z: float, ro: np.ndarray, tw: np.ndarr
         frac_len, rib_slope = v.rib_length, v.rib_slope
         for sgn in v.rib_sides:
             # neck: from the body to the transverse process tip, at the head level
-            tip = (sgn * (v.width / 2 + 14), yc + v.depth / 2 + 20)
+            # (ribs stay inside the body where a thin patient's back is flattened on the table)
+            back = anat.y_table - 12.0
+            tip = (sgn * (v.width / 2 + 14), min(yc + v.depth / 2 + 20, back))
+            th0 = np.arctan2(tip[1], tip[0])
             if abs(z - z_head) < 5:
                 p.bone_bar((sgn * v.width / 2, yc), tip, 8, 0)
+                # the rib's angle: from the tubercle at the transverse process out to the shaft at the wall
+                k0 = int((th0 + np.pi) / (2 * np.pi) * N_THETA) % N_THETA
+                r0 = ro[k0] - max(tw[k0] * 0.5, 4.0) - 2.0
+                p.bone_bar(tip, (r0 * np.cos(th0), min(r0 * np.sin(th0), back)), 7, 0)
             arc = (z_head - z) / rib_slope
             if arc < 0:
                 continue
-            th0 = np.arctan2(tip[1], tip[0])
             r_mean = float(np.mean(ro))
             total = np.pi * 1.05 * frac_len * r_mean
             if arc > total:
@@ -173,7 +179,7 @@ def paint_ribs(p: Painter, anat: Anatomy, z: float, ro: np.ndarray, tw: np.ndarr
             theta = float(np.angle(np.exp(1j * theta)))
             k = int((theta + np.pi) / (2 * np.pi) * N_THETA) % N_THETA
             rr = ro[k] - max(tw[k] * 0.5, 4.0) - 2.0
-            cx, cy = rr * np.cos(theta), rr * np.sin(theta)
+            cx, cy = rr * np.cos(theta), min(rr * np.sin(theta), back)
             along = min(4.5 / rib_slope, 14.0) * (0.7 if t_idx >= 11 else 1.0)
             p.bone_ellipse(cx, cy, along, 4.2, ang=theta + np.pi / 2, rim=1.4, over=over)
 

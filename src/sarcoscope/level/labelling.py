@@ -1,0 +1,112 @@
+"""One labelling of the visible column from every piece of evidence, with a probability per level.
+
+The unknown is which segment (vertebra between two discs, 0 = below the lowest disc) is T12: once it is
+fixed, every vertebra is named, and L3 is three below it (the anatomical L3 counted from T1, whatever the
+ribs or the sacrum do). Each piece of evidence gives a likelihood over that one integer:
+
+- the sacrum (the L5/S1 disc): T12 is six segments above it, one more with a sixth lumbar-type vertebra,
+  one fewer with a sacralised L5 (transitional anatomy in ~5-10 % of people, each way);
+- the last rib-bearing vertebra: T12 normally, L1 with 13 rib pairs or a lumbar "rib" wrongly found,
+  T11's segment with 11 pairs or a missed lowest pair;
+- the lengths of the lumbar transverse processes: L3's are the longest, L1's short (`tp_profile`).
+
+A small share of every likelihood is spread evenly ("the evidence is wrong in some way not listed"), so no
+single cue can be certain. The posterior is normalised over the T12 positions the evidence allows, so its
+maximum is a probability that the whole labelling (and so L3) is right: the reliability table of
+scripts/l3_reliability.py measures how well that holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Where T12 lies relative to the L5/S1 disc's upper segment: offset (segments) -> probability.
+SACRUM_OFFSETS = {5: 0.88, 6: 0.05, 4: 0.05}
+#: Where T12 lies relative to the last rib-bearing segment found: offset -> probability (0: 12 pairs found;
+#: -1: the "last rib" is on L1, 13 pairs or a false lumbar rib; +1: 11 pairs or the lowest pair missed).
+RIB_OFFSETS = {0: 0.85, -1: 0.06, 1: 0.07}
+#: Share of each likelihood spread over every position (the cue misleads in a way not modelled).
+SPREAD = 0.02
+#: Relative length of the transverse processes (to the longest lumbar one seen) by vertebra, and its spread:
+#: L3's are the longest, L1's short; T12 has none or a short stump.
+TP_RELATIVE = {"T12": 0.5, "L1": 0.55, "L2": 0.8, "L3": 1.0, "L4": 0.9, "L5": 0.95}
+TP_SD = 0.2
+#: The transverse-process cue is one of several noisy measurements of the same kind: its log-likelihood
+#: is tempered by this factor.
+TP_WEIGHT = 0.5
+#: Below this length (mm) a transverse process was not measured (out of the slice range, or not seen).
+TP_MIN_MM = 5.0
+
+_NAMES_DOWN = [*(f"T{i}" for i in range(1, 13)), "L1", "L2", "L3", "L4", "L5", "S1"]
+
+
+def name_of(segment: int, t12: int) -> str | None:
+    """The vertebra `segment` is when `t12` is T12's segment (None outside T1..S1)."""
+    k = _NAMES_DOWN.index("T12") + (t12 - segment)
+    return _NAMES_DOWN[k] if 0 <= k < len(_NAMES_DOWN) else None
+
+
+def tp_profile(tp_mm: dict[int, float], t12: int) -> float:
+    """Log-likelihood of the transverse-process lengths (per rib-free segment, mm) if `t12` is T12's
+    segment: each length relative to the longest, against the expected relative length of the vertebra
+    it would be. Segments that would be sacral, thoracic above T12, or were not measured add nothing."""
+    seen = {s: v for s, v in tp_mm.items() if v >= TP_MIN_MM}
+    if len(seen) < 3:
+        return 0.0
+    longest = max(seen.values())
+    ll = 0.0
+    for s, v in seen.items():
+        name = name_of(s, t12)
+        if name in TP_RELATIVE:
+            ll -= 0.5 * ((v / longest - TP_RELATIVE[name]) / TP_SD) ** 2
+    return TP_WEIGHT * ll
+
+
+@dataclass
+class Labelling:
+    """The posterior over T12's segment and what follows from it."""
+
+    t12: dict[int, float]  # segment -> probability that it is T12 (sums to 1)
+
+    @property
+    def best(self) -> int:
+        return max(self.t12, key=lambda t: self.t12[t])
+
+    @property
+    def probability(self) -> float:
+        return self.t12[self.best]
+
+    def l3_candidates(self) -> list[tuple[int, float]]:
+        """(segment of L3, probability), most probable first."""
+        return sorted(((t - 3, p) for t, p in self.t12.items()), key=lambda c: -c[1])
+
+    def level_probability(self, segment: int, name: str) -> float:
+        """Probability that `segment` is the vertebra `name`."""
+        return float(sum(p for t, p in self.t12.items() if name_of(segment, t) == name))
+
+
+def label_column(
+    n_segments: int, sacrum_disc: int | None, last_rib: int | None, tp_mm: dict[int, float]
+) -> Labelling:
+    """Posterior over T12's segment from the sacrum (index of the L5/S1 disc), the last rib-bearing
+    segment and the transverse-process lengths. T12 may lie above the field of view (up to eight
+    segments: pelvis-only scans) or just below its lower edge (chest scans)."""
+    positions = np.arange(-3, n_segments + 9)
+    logp = np.zeros(len(positions))
+    if sacrum_disc is not None:
+        logp += np.log(_likelihood(positions, sacrum_disc + 1, SACRUM_OFFSETS))
+    if last_rib is not None:
+        logp += np.log(_likelihood(positions, last_rib, RIB_OFFSETS))
+    logp += np.array([tp_profile(tp_mm, int(t)) for t in positions])
+    p = np.exp(logp - logp.max())
+    p /= p.sum()
+    return Labelling({int(t): float(v) for t, v in zip(positions, p, strict=True) if v > 1e-4})
+
+
+def _likelihood(positions: np.ndarray, anchor: int, offsets: dict[int, float]) -> np.ndarray:
+    out = np.full(len(positions), SPREAD / len(positions))
+    for off, pr in offsets.items():
+        out[positions == anchor + off] += (1 - SPREAD) * pr
+    return out

@@ -1,0 +1,271 @@
+"""Which vertebrae bear ribs, decided at the costovertebral joint, side by side.
+
+A rib starts at its vertebra: its head and neck lie beside the body and run back to the transverse process
+(the joint window), and from there the bone goes on laterally and downwards, however long or steep it is.
+A transverse process starts in the same window but stops a few centimetres out. So every vertebra and side
+is probed in its own joint window, the bone found there is followed slice by slice downwards (never
+upwards, so a neighbouring rib that touches it further out cannot lead back up to another joint), and the
+lateral reach and the drop of what was followed are the evidence. Judging a rib where it starts, not where
+it ends laterally, finds a long steep lowest rib as well as a short flat one, and each side on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from sarcoscope.level.spine import BONE_HU, SpineTrace, WorkGrid
+
+#: HU above which a working-grid voxel may be rib on thick slices, where partial volume dims thin ribs.
+RIB_HU = 110.0
+#: Slices at least this thick (mm) dim the ribs to RIB_HU; thinner slices use BONE_HU, above contrast-
+#: enhanced liver, spleen and kidney.
+THICK_SLICE_MM = 4.0
+#: Bone followed from the joint that reaches this far (mm) beyond the side of the vertebral body is a rib:
+#: transverse processes (the longest, L3's, reach 20-30 mm) stop short of it, even a short 12th rib passes it.
+RIB_REACH_MM = 36.0
+#: A rib found on one side only counts when it reaches this far (mm).
+LONE_RIB_REACH_MM = 100.0
+#: ... or this far when it does not drop at all (a short horizontal rib is still longer than any process).
+FLAT_RIB_REACH_MM = 50.0
+#: A rib drops at least this much (mm) from its joint to its lateral end when it is shorter than
+#: FLAT_RIB_REACH_MM.
+RIB_DROP_MM = 5.0
+#: A piece of bone on one slice larger than this (cm²) is no rib section (an iliac wing); a rib running in
+#: the slice from its neck past its angle covers up to about 8 cm².
+MAX_SECTION_CM2 = 10.0
+#: Bone is followed from this far (mm) beyond the side of the body: closer in, the articular processes
+#: form a column of bone from level to level that would lead from one joint down to the next.
+SIDE_GAP_MM = 2.0
+#: Bone at one place (y, x) over more than this height (mm) is no rib.
+TALL_MM = 30.0
+#: Ribs are searched from a body depth in front of the vertebral body's centre to this far (mm) behind its
+#: back.
+BEHIND_MM = 80.0
+#: Behind FACET_FORWARD body depths from the body's centre, bone closer than FACET_MM beyond the body's
+#: side is the articular processes, which are stacked from level to level.
+FACET_MM = 6.0
+FACET_FORWARD = 0.3
+#: How far below its joint (in vertebral levels) a rib is followed.
+FOLLOW_LEVELS = 2.5
+
+
+@dataclass
+class VertebraRibs:
+    """Rib evidence for one vertebra: on each side (patient right/left) whether a rib starts at its joint,
+    how far (mm) the bone followed from the joint reaches beyond the body's side and how far it drops.
+    A transverse process shows as a short reach without a rib."""
+
+    segment: int  # 0 = below the lowest disc
+    right: bool = False
+    left: bool = False
+    right_reach_mm: float = 0.0
+    left_reach_mm: float = 0.0
+    right_drop_mm: float = 0.0
+    left_drop_mm: float = 0.0
+    vertebra: str = ""  # named once the column is labelled
+
+    @property
+    def any(self) -> bool:
+        return self.right or self.left
+
+    @property
+    def bears_ribs(self) -> bool:
+        """Counted as rib-bearing: ribs on both sides, or one long rib (LONE_RIB_REACH_MM). A lone shorter
+        "rib" is more often an enhanced kidney or liver tip met by a transverse process than a rib missing
+        on the other side."""
+        return (self.right and self.left) or max(self.right_reach_mm, self.left_reach_mm) >= LONE_RIB_REACH_MM
+
+
+def rib_threshold(grid: WorkGrid) -> float:
+    """HU above which a voxel may be rib: RIB_HU on thick slices, where partial volume dims the ribs; on
+    thinner slices BONE_HU, above contrast-enhanced liver, spleen and kidney."""
+    thickness = float(np.median(np.diff(np.sort(grid.slice_mm))))
+    return RIB_HU if thickness >= THICK_SLICE_MM else BONE_HU
+
+
+def body_extent(grid: WorkGrid, trace: SpineTrace, z_lo: float, z_hi: float) -> tuple[float, float]:
+    """Half the transverse width (mm) of the vertebral body between z_lo and z_hi (working slices), and
+    how far (mm, + to the image right) its middle lies from the traced midline.
+
+    Measured along the body's centre row on the lower half of the body (rib heads sit on the upper half
+    and would lengthen the run): the runs of voxels above 100 HU out from the traced midline to each side,
+    median over slices; the half width is bounded by the body's depth (bodies are 1.1-1.9 times as wide as
+    deep). A trace pulled sideways by the aorta is re-centred on the body this way.
+    """
+    dx = grid.spacing[2]
+    depth = trace.body_depth_mm
+    runs: dict[int, list[float]] = {-1: [], 1: []}
+    first = max(0, round(z_lo + 0.2 * (z_hi - z_lo)))
+    for z in range(first, min(grid.hu.shape[0], round(z_lo + 0.5 * (z_hi - z_lo)) + 1)):
+        y, x = round(trace.body_y[z]), round(trace.cx[z])
+        row = grid.hu[z, max(0, y - 1) : y + 2].mean(axis=0) > 100.0
+        for step in (-1, 1):
+            n, xi = 0, x
+            while 0 <= xi < row.size and row[xi]:
+                n, xi = n + 1, xi + step
+            runs[step].append(n * dx)
+    if not runs[1]:
+        return 0.7 * depth, 0.0
+    left, right = float(np.median(runs[-1])), float(np.median(runs[1]))
+    hw = float(np.clip((left + right) / 2, 0.55 * depth, 0.95 * depth))
+    return hw, float(np.clip((right - left) / 2, -hw / 2, hw / 2))
+
+
+def _outside_column(d: np.ndarray, forward: np.ndarray, hw_z: np.ndarray, depth: float) -> np.ndarray:
+    """Beside the vertebral body (more than SIDE_GAP_MM beyond its side) and clear of the articular
+    processes behind it (the column of facet joints that bone would otherwise be followed down)."""
+    hw = hw_z[:, None, None]
+    return (d > hw + SIDE_GAP_MM) & ((d > hw + FACET_MM) | (forward < FACET_FORWARD * depth))
+
+
+@dataclass
+class _Side:
+    """The bone pieces on one side of the column, slice by slice, and how they touch from slice to slice."""
+
+    sgn: float  # -1 patient right (image left), +1 patient left
+    labels: np.ndarray  # (z, y, x) per-slice piece labels, 0 = none (cropped to the side's band)
+    lateral: np.ndarray  # (z, 1, x) mm from the column's midline toward this side
+    forward: np.ndarray  # (z, y, 1) mm behind the vertebral body's centre
+    reach: list[np.ndarray]  # per slice: largest lateral distance (mm) of each piece (index = label)
+    below: list[dict[int, set[int]]]  # per slice: piece -> pieces on the slice below that it touches
+
+
+def _side(bone: np.ndarray, lateral: np.ndarray, forward: np.ndarray, sgn: float, max_px: int) -> _Side:
+    """Pieces of bone on one side (each slice labelled once; pieces too large for a rib section dropped)."""
+    cols = np.flatnonzero(bone.any(axis=(0, 1)))
+    rows = np.flatnonzero(bone.any(axis=(0, 2)))
+    if cols.size == 0:
+        cols = rows = np.array([0])
+    sy, sx = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    bone = bone[:, sy, sx]
+    lat = sgn * lateral[:, :, sx]
+    fwd = forward[:, sy, :]
+    labels = np.zeros(bone.shape, dtype=np.int32)
+    reach: list[np.ndarray] = []
+    for z in range(bone.shape[0]):
+        lab, n = ndi.label(bone[z], structure=np.ones((3, 3), dtype=bool))
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        lab[sizes[lab] > max_px] = 0
+        labels[z] = lab
+        far = np.zeros(n + 1)
+        if n:
+            d = np.broadcast_to(lat[z], lab.shape)
+            far = ndi.maximum(d, lab, index=np.arange(n + 1))
+            far = np.asarray(far, dtype=float)
+        reach.append(far)
+    below: list[dict[int, set[int]]] = [{} for _ in range(bone.shape[0])]
+    for z in range(1, bone.shape[0]):
+        lower = labels[z - 1]
+        # each pixel's neighbourhood holds at most two pieces in practice: the largest and smallest label
+        big = np.iinfo(np.int32).max
+        for grown in (
+            ndi.maximum_filter(labels[z], size=3),
+            ndi.minimum_filter(np.where(labels[z] > 0, labels[z], big), size=3),
+        ):
+            both = (grown > 0) & (grown < big) & (lower > 0)
+            for a, b in set(zip(grown[both].tolist(), lower[both].tolist(), strict=True)):
+                below[z].setdefault(a, set()).add(b)
+    return _Side(sgn, labels, lat, fwd, reach, below)
+
+
+def joint_ribs(
+    grid: WorkGrid, trace: SpineTrace, seg_lo: list[float], seg_hi: list[float], first_segment: int = 0
+) -> list[VertebraRibs]:
+    """Rib evidence for every segment from `first_segment` up (segment k spans working slices
+    seg_lo[k]..seg_hi[k], disc to disc), inferior to superior."""
+    dz, dy, dx = grid.spacing
+    nz, ny, nx = grid.hu.shape
+    depth = trace.body_depth_mm
+    # only the rows from a body depth in front of the column to BEHIND_MM behind it can hold a rib's start
+    y0 = max(0, int(np.floor(trace.body_y.min() - depth / dy)))
+    y1 = min(ny, int(np.ceil(trace.body_y.max() + (depth + BEHIND_MM) / dy)) + 1)
+    hu = grid.hu[:, y0:y1]
+    bone = (ndi.gaussian_filter(hu, (0.0, 0.6, 0.6)) > rib_threshold(grid)).view(np.uint8)
+    # A rib (or a transverse process) passes any one place within a rib's height; what stays in place over
+    # TALL_MM is no rib: the CT table, the wall of an enhanced kidney, an iliac wing (an opening along z).
+    run = max(2, round(TALL_MM / dz))
+    tall = ndi.maximum_filter1d(ndi.minimum_filter1d(bone, run, axis=0), run, axis=0)
+    bone = bone.astype(bool) & ~tall.astype(bool)
+    xs = np.arange(nx)[None, :]
+    ys = np.arange(y0, y1)[:, None]
+    level = float(np.median(np.subtract(seg_hi, seg_lo)))
+    out: list[VertebraRibs] = []
+    # one side at a time: the column and everything medial to the body's side is taken out, so each side's
+    # pieces are separate from the vertebra and from the other side
+    extents = np.array([body_extent(grid, trace, lo, hi) for lo, hi in zip(seg_lo, seg_hi, strict=True)])
+    hws = extents[:, 0]
+    seg_of = np.searchsorted(np.asarray(seg_hi), np.arange(nz), side="left").clip(0, len(seg_hi) - 1)
+    hw_z = hws[seg_of]
+    centre = trace.cx * dx + extents[seg_of, 1]  # the body's middle (mm) on every slice
+    lateral = xs[None] * dx - centre[:, None, None]  # signed, + to the image right (patient left)
+    forward = (ys[None] - trace.body_y[:, None, None]) * dy  # + posterior
+    band = (forward > -depth) & (forward < depth + BEHIND_MM)
+    max_px = round(MAX_SECTION_CM2 * 100.0 / (dy * dx))
+    sides = {
+        side: _side(
+            bone & band & _outside_column(sgn * lateral, forward, hw_z, depth), lateral, forward, sgn, max_px
+        )
+        for side, sgn in (("right", -1.0), ("left", 1.0))
+    }
+    for k in range(first_segment, len(seg_lo)):
+        lo, hi = seg_lo[k], seg_hi[k]
+        v = VertebraRibs(segment=k)
+        # the joint window: the upper half of the body, up to just below its upper disc, where the heads of
+        # the lowest ribs (T10-T12) articulate; the rib of the vertebra above has left the joint zone by then
+        z_top = min(nz - 1, int(np.floor(hi - 0.05 * (hi - lo))))
+        z_bot = max(0, int(np.ceil(lo + 0.4 * (hi - lo))))
+        if z_top < z_bot:
+            out.append(v)
+            continue
+        for side, pieces in sides.items():
+            reach, drop = _follow(pieces, hws[k], depth, (z_bot, z_top), level, dz)
+            found = (reach >= RIB_REACH_MM and drop >= RIB_DROP_MM) or reach >= FLAT_RIB_REACH_MM
+            setattr(v, side, bool(found))
+            setattr(v, f"{side}_reach_mm", round(reach, 1))
+            setattr(v, f"{side}_drop_mm", round(drop, 1))
+        out.append(v)
+    return out
+
+
+def _follow(
+    side: _Side, hw: float, depth: float, window_z: tuple[int, int], level: float, dz: float
+) -> tuple[float, float]:
+    """Follow the bone that starts in one joint window downwards; (reach beyond the body's side, drop), mm.
+
+    The drop is measured from the highest slice where the followed bone leaves the joint (reaches 10 mm
+    beyond the body) to the slices of its lateral end.
+    """
+    z_bot, z_top = window_z
+    z_end = max(0, int(np.floor(z_bot - FOLLOW_LEVELS * level)))
+    held: set[int] = set()  # pieces followed on the slice above
+    z_neck: int | None = None
+    trail: list[tuple[float, int]] = []  # (reach, slice) of what was followed
+    for z in range(z_top, z_end - 1, -1):
+        lab = side.labels[z]
+        ids: set[int] = set()
+        for a in held:
+            ids |= side.below[z + 1].get(a, set())
+        if z >= z_bot:
+            d = np.broadcast_to(side.lateral[z], lab.shape)
+            f = np.broadcast_to(side.forward[z], lab.shape)
+            window = (d > hw + SIDE_GAP_MM) & (d < hw + 18.0) & (f > -0.2 * depth) & (f < depth / 2 + 25.0)
+            ids.update(np.unique(lab[window & (lab > 0)]).tolist())
+        ids.discard(0)
+        if not ids:
+            if z < z_bot:
+                break
+            held = set()
+            continue
+        held = ids
+        reach = float(side.reach[z][list(ids)].max()) - hw
+        if z_neck is None and reach >= 10.0:
+            z_neck = z
+        trail.append((reach, z))
+    if not trail or z_neck is None:
+        return max([r for r, _ in trail], default=0.0), 0.0
+    best = max(r for r, _ in trail)
+    z_far = float(np.mean([z for r, z in trail if r >= best - 10.0]))
+    return best, max(0.0, (z_neck - z_far) * dz)

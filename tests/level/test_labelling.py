@@ -1,0 +1,51 @@
+"""The labelling of the column (level.labelling): known answers for each combination of evidence."""
+
+from __future__ import annotations
+
+import pytest
+
+from sarcoscope.level.labelling import label_column, name_of, tp_profile
+
+# A column of 8 segments (0 = lowest): with normal anatomy the L5/S1 disc is disc 1 (L5 = segment 2), so T12
+# is segment 7. Transverse processes as measured on a phantom (mm beyond the body): L5..L1.
+TP = {2: 17.0, 3: 19.0, 4: 22.0, 5: 18.0, 6: 13.0}
+
+
+def test_names_follow_t12() -> None:
+    assert [name_of(s, 7) for s in (7, 6, 4, 2, 1)] == ["T12", "L1", "L3", "L5", "S1"]
+    assert name_of(0, 7) is None  # below S1
+
+
+def test_agreeing_counts_are_near_certain() -> None:
+    lab = label_column(8, sacrum_disc=1, last_rib=7, tp_mm=TP)
+    assert lab.best == 7 and lab.probability > 0.99
+    assert lab.level_probability(4, "L3") == pytest.approx(lab.probability)
+
+
+def test_one_count_alone_is_not_certain() -> None:
+    ribs_only = label_column(8, sacrum_disc=None, last_rib=7, tp_mm={})
+    assert ribs_only.best == 7 and 0.8 < ribs_only.probability < 0.9
+    sacrum_only = label_column(8, sacrum_disc=1, last_rib=None, tp_mm={})
+    assert sacrum_only.best == 7 and 0.85 < sacrum_only.probability < 0.92
+
+
+def test_transverse_processes_raise_or_lower_a_single_count() -> None:
+    # the lengths fit T12 at 7 (L3's longest): more sure than the rib count alone ...
+    fits = label_column(8, sacrum_disc=None, last_rib=7, tp_mm=TP)
+    assert fits.best == 7 and fits.probability > label_column(8, None, 7, {}).probability
+    # ... and a rib count one too high (11 pairs: T11 taken for T12) is less sure, with the true T12 second
+    high = label_column(8, sacrum_disc=None, last_rib=8, tp_mm=TP)
+    (first, p1), (second, p2) = high.l3_candidates()[:2]
+    assert (first, second) == (5, 4) and p1 < 0.85 and p2 > 0.07
+
+
+def test_disagreeing_counts_name_both() -> None:
+    # six lumbar-type vertebrae: the rib count puts T12 one higher than the sacrum count
+    lab = label_column(9, sacrum_disc=1, last_rib=8, tp_mm={})
+    cands = dict(lab.l3_candidates()[:2])
+    assert set(cands) == {4, 5} and min(cands.values()) > 0.3 and max(cands.values()) < 0.7
+
+
+def test_tp_profile_prefers_l3_longest() -> None:
+    assert tp_profile(TP, 7) > tp_profile(TP, 8) and tp_profile(TP, 7) > tp_profile(TP, 6)
+    assert tp_profile({4: 20.0, 5: 10.0}, 7) == 0.0  # fewer than three lengths: no evidence

@@ -1,0 +1,95 @@
+"""Rib detection at the costovertebral joint (level.ribs.joint_ribs) on a hand-made working grid with known
+bones: six 30 mm vertebrae, 2 mm pixels, 3 mm slices."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sarcoscope.level.ribs import VertebraRibs, joint_ribs
+from sarcoscope.level.spine import SpineTrace, WorkGrid
+
+NZ, NY, NX = 60, 120, 140
+CX, BODY_Y, DEPTH_MM = 70, 40, 30.0  # column midline, vertebral-body centre (pixels), body depth (mm)
+HALF_WIDTH_PX = 11  # the body is 44 mm wide
+SEGMENTS = [(10.0 * k, 10.0 * (k + 1)) for k in range(6)]  # disc to disc, working slices
+
+
+def _bar(hu: np.ndarray, start: tuple[float, float, float], end: tuple[float, float, float]) -> None:
+    """A 4 mm thick bone bar from (z, y, x) to (z, y, x), drawn point by point."""
+    for t in np.linspace(0.0, 1.0, 300):
+        z, y, x = (a + t * (b - a) for a, b in zip(start, end, strict=True))
+        if 0 <= round(z) < NZ:
+            hu[round(z), round(y) - 1 : round(y) + 1, round(x) - 1 : round(x) + 1] = 500.0
+
+
+def _joint(segment: int, side: int) -> tuple[float, float, float]:
+    """Where a rib of `segment` leaves its vertebra on `side` (-1 patient right = image left)."""
+    lo, hi = SEGMENTS[segment]
+    return (lo + 0.7 * (hi - lo), BODY_Y + 6, CX + side * (HALF_WIDTH_PX + 2))
+
+
+def _rib(segment: int, side: int, reach_mm: float, drop_mm: float) -> tuple[tuple, tuple]:
+    z, y, x = _joint(segment, side)
+    return (z, y, x), (z - drop_mm / 3.0, y + 4, x + side * reach_mm / 2.0)
+
+
+def _evidence(*bars: tuple[tuple, tuple]) -> dict[int, VertebraRibs]:
+    hu = np.full((NZ, NY, NX), 40.0, dtype=np.float32)
+    yy, xx = np.mgrid[:NY, :NX]
+    body = ((xx - CX) / HALF_WIDTH_PX) ** 2 + ((yy - BODY_Y) / 7.5) ** 2 <= 1.0
+    hu[:, body] = 250.0
+    for start, end in bars:
+        _bar(hu, start, end)
+    grid = WorkGrid(
+        hu=hu, spacing=(3.0, 2.0, 2.0), z_mm=np.arange(NZ) * 3.0, slice_mm=np.arange(NZ) * 3.0, max_gap_mm=3.0
+    )
+    ones = np.ones(NZ)
+    trace = SpineTrace(
+        cy=ones * (BODY_Y + 10), cx=ones * CX, body_y=ones * BODY_Y, body_depth_mm=DEPTH_MM, strength=ones
+    )
+    lo, hi = zip(*SEGMENTS, strict=True)
+    return {v.segment: v for v in joint_ribs(grid, trace, list(lo), list(hi))}
+
+
+def test_a_long_steep_rib_is_found_from_its_joint() -> None:
+    ev = _evidence(_rib(3, -1, reach_mm=70, drop_mm=60), _rib(3, 1, reach_mm=70, drop_mm=60))
+    v = ev[3]
+    assert v.right and v.left
+    assert 60 <= v.right_reach_mm <= 80 and v.right_drop_mm >= 40
+    assert not any(ev[k].any for k in ev if k != 3)  # the rib is credited to its own vertebra only
+
+
+def test_a_short_horizontal_rib_is_found() -> None:
+    v = _evidence(_rib(3, -1, reach_mm=56, drop_mm=0), _rib(3, 1, reach_mm=56, drop_mm=0))[3]
+    assert v.right and v.left and v.right_drop_mm < 5
+
+
+def test_a_transverse_process_is_no_rib_but_its_length_is_the_evidence() -> None:
+    v = _evidence(_rib(2, -1, reach_mm=22, drop_mm=0), _rib(2, 1, reach_mm=22, drop_mm=0))[2]
+    assert not v.any
+    assert 15 <= v.right_reach_mm <= 30 and 15 <= v.left_reach_mm <= 30
+
+
+def test_one_side_only() -> None:
+    v = _evidence(_rib(3, -1, reach_mm=70, drop_mm=30), _rib(3, 1, reach_mm=22, drop_mm=0))[3]
+    assert v.right and not v.left
+
+
+def test_the_rib_from_the_vertebra_above_passing_laterally_is_not_this_vertebras() -> None:
+    # the rib of segment 4 runs steeply down past segment 3, 40 mm and more beside the body: segment 3's
+    # joint is empty (a transverse process only)
+    ev = _evidence(
+        _rib(4, -1, reach_mm=80, drop_mm=70),
+        _rib(3, -1, reach_mm=20, drop_mm=0),
+        _rib(3, 1, reach_mm=20, drop_mm=0),
+    )
+    assert ev[4].right and not ev[3].any
+
+
+def test_a_tall_plate_touching_a_transverse_process_is_no_rib() -> None:
+    # an enhanced kidney's wall (or an iliac wing) beside a transverse process: bone-dense over 60 mm in place
+    tp = _rib(2, 1, reach_mm=22, drop_mm=0)
+    z, y, x = tp[1]
+    plate = [((z + dz, y + 2, x + 1), (z + dz, y + 2, x + 25)) for dz in range(-10, 11)]
+    v = _evidence(tp, *plate)[2]
+    assert not v.left and v.left_reach_mm < 30
