@@ -128,7 +128,10 @@ def make_grid(volume: CTVolume) -> WorkGrid:
     hi = np.clip(np.searchsorted(sorted_mm, z_mm), 1, n - 1)
     lo = hi - 1
     w = ((z_mm - sorted_mm[lo]) / np.maximum(sorted_mm[hi] - sorted_mm[lo], 1e-6)).astype(np.float32)
-    hu = small[lo] * (1 - w)[:, None, None] + small[hi] * w[:, None, None]
+    hu = np.empty((len(z_mm), ny, nx), dtype=np.float32)
+    for k in range(0, len(z_mm), 16):  # a few slices at a time: no volume-sized temporaries (peak memory)
+        c = slice(k, k + 16)
+        hu[c] = small[lo[c]] * (1 - w[c])[:, None, None] + small[hi[c]] * w[c][:, None, None]
     if sy < 0:
         hu = hu[:, ::-1, :]
     if sx < 0:
