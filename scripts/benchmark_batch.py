@@ -37,10 +37,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument(
+        "--before", default=None, help="another sarcoscope src/ folder to run alternately (before/after)"
+    )
     args = parser.parse_args()
+    trees: dict[str, str | None] = {"": None} if not args.before else {" before": args.before, " after": None}
 
     series = _synthetic_series(130, args.seed)
-    runs: dict[str, list[tuple[float, float, float]]] = {c: [] for c in args.configs}
+    runs: dict[str, list[tuple[float, float, float]]] = {c + t: [] for c in args.configs for t in trees}
     with tempfile.TemporaryDirectory() as tmp:
         cohort = Path(tmp) / "cohort"
         cohort.mkdir()
@@ -48,12 +52,13 @@ def main() -> None:
             (cohort / f"case{i:03d}").symlink_to(series, target_is_directory=True)
         for r in range(args.repeats):
             for c in args.configs:
-                out = Path(tmp) / f"out_{c}_{r}"
-                cmd = [sys.executable, "-m", "sarcoscope.cli", "batch", str(cohort), "-o", str(out)]
-                runs[c].append(_child([*cmd, "--force", *CONFIGS[c]]))
-                failed = (out / "failures.csv").read_text().strip().splitlines()[1:]
-                if failed:
-                    raise SystemExit(f"{c}: {len(failed)} case(s) failed: {failed[0]}")
+                for t, src in trees.items():
+                    out = Path(tmp) / f"out_{c}_{r}_{t.strip()}"
+                    cmd = [sys.executable, "-m", "sarcoscope.cli", "batch", str(cohort), "-o", str(out)]
+                    runs[c + t].append(_child([*cmd, "--force", *CONFIGS[c]], src))
+                    failed = (out / "failures.csv").read_text().strip().splitlines()[1:]
+                    if failed:
+                        raise SystemExit(f"{c}{t}: {len(failed)} case(s) failed: {failed[0]}")
     load = os.getloadavg()[0]
     print(f"{args.cases} CTs of 130 slices (512²) per run, medians of {args.repeats}; load {load:.1f}")
     print("\n| configuration | wall s | CTs per minute | CPU s per CT |\n|---|---|---|---|")
@@ -61,14 +66,18 @@ def main() -> None:
     for c, v in runs.items():
         cpu = statistics.median(x[1] for x in v) / args.cases
         print(f"| {c} | {wall[c]:.1f} | {args.cases / wall[c] * 60:.1f} | {cpu:.2f} |")
-    for kind in ("pool", "dask"):
-        if f"{kind}1" in wall and f"{kind}2" in wall:
-            print(f"{kind}: 2 workers / 1 worker throughput: {wall[f'{kind}1'] / wall[f'{kind}2']:.2f}×")
-    for n in ("1", "2"):
-        if f"pool{n}" in wall and f"dask{n}" in wall:
-            print(f"{n} worker(s): Dask wall / pool wall: {wall[f'dask{n}'] / wall[f'pool{n}']:.2f}")
-    if "pool2" in wall:
-        per_ct = wall["pool2"] * 2 / args.cases  # seconds one busy one-core worker spends per CT
+    for t in trees:
+        for kind in ("pool", "dask"):
+            if f"{kind}1{t}" in wall and f"{kind}2{t}" in wall:
+                ratio = wall[f"{kind}1{t}"] / wall[f"{kind}2{t}"]
+                print(f"{kind}{t}: 2 workers / 1 worker throughput: {ratio:.2f}×")
+        for n in ("1", "2"):
+            if f"pool{n}{t}" in wall and f"dask{n}{t}" in wall:
+                ratio = wall[f"dask{n}{t}"] / wall[f"pool{n}{t}"]
+                print(f"{n} worker(s){t}: Dask wall / pool wall: {ratio:.2f}")
+    now = "pool2" + list(trees)[-1]
+    if now in wall:
+        per_ct = wall[now] * 2 / args.cases  # seconds one busy one-core worker spends per CT
         hours = 100_000 * per_ct / 20 / 3600
         print(f"estimate: 100,000 CTs on 20 one-core Dask workers ≈ {hours:.1f} h ({per_ct:.1f} s/CT/worker)")
 

@@ -27,3 +27,13 @@ def test_block_means_as_reshape_mean(order: list[int], fy: int, fx: int) -> None
         [floats[i, : ny * fy, : nx * fx].reshape(ny, fy, nx, fx).mean(axis=(1, 3)) for i in order]
     )
     np.testing.assert_allclose(_block_means(floats, np.array(order), ny, fy, nx, fx), want_f, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "order", [np.arange(12), np.arange(12)[::-1], np.array([3, 4, 5, 9, 8, 7, 0, 1, 2, 6, 11, 10])]
+)
+def test_block_means_across_chunks(order: np.ndarray) -> None:
+    """Slices are processed a few at a time (here 5, 5 and 2): runs as views, other orders as copies."""
+    hu = np.random.default_rng(3).integers(-1024, 2000, size=(12, 600, 600)).astype(np.int16)
+    want = np.stack([hu[i].astype(np.float32).reshape(200, 3, 200, 3).mean(axis=(1, 3)) for i in order])
+    np.testing.assert_array_equal(_block_means(hu, order, 200, 3, 200, 3), want)

@@ -70,7 +70,7 @@ def _axis_signs(direction: np.ndarray) -> tuple[int, int, int]:
 def _block_means(hu: np.ndarray, order: np.ndarray, ny: int, fy: int, nx: int, fx: int) -> np.ndarray:
     """Mean of every fy×fx block of the slices `order`, as float32 (n, ny, nx).
 
-    Strided adds, a few slices at a time: ≈9× faster than `reshape(ny, fy, nx, fx).mean(axis=(1, 3))` and
+    Strided adds, a few slices at a time: 6-8× faster than `reshape(ny, fy, nx, fx).mean(axis=(1, 3))` and
     bit-identical for integer HU (sums of a few int16 are exact in float32); float HU may differ in the
     last bit (another summation order)."""
     n = len(order)
@@ -78,9 +78,10 @@ def _block_means(hu: np.ndarray, order: np.ndarray, ny: int, fy: int, nx: int, f
     chunk = max(1, 2**21 // max(1, ny * nx * fy * fx))  # ≈ 4 MB of int16 per step
     for k0 in range(0, n, chunk):
         idx = order[k0 : k0 + chunk]
-        step = int(idx[-1] - idx[0]) // max(1, len(idx) - 1)
-        if abs(step) == 1 and (np.diff(idx) == step).all():  # a run of slices: a view, no copy
-            src = hu[idx[0] : idx[-1] + step if idx[-1] + step >= 0 else None : step, : ny * fy, : nx * fx]
+        step = np.diff(idx)
+        if len(idx) > 1 and abs(int(step[0])) == 1 and (step == step[0]).all():  # a run: a view, no copy
+            lo, hi = sorted((int(idx[0]), int(idx[-1])))
+            src = hu[lo : hi + 1, : ny * fy, : nx * fx][:: int(step[0])]
         else:
             src = hu[idx][:, : ny * fy, : nx * fx]
         acc = small[k0 : k0 + len(idx)]
@@ -127,7 +128,10 @@ def make_grid(volume: CTVolume) -> WorkGrid:
     hi = np.clip(np.searchsorted(sorted_mm, z_mm), 1, n - 1)
     lo = hi - 1
     w = ((z_mm - sorted_mm[lo]) / np.maximum(sorted_mm[hi] - sorted_mm[lo], 1e-6)).astype(np.float32)
-    hu = small[lo] * (1 - w)[:, None, None] + small[hi] * w[:, None, None]
+    hu = np.empty((len(z_mm), ny, nx), dtype=np.float32)
+    for k in range(0, len(z_mm), 16):  # a few slices at a time: no volume-sized temporaries (peak memory)
+        c = slice(k, k + 16)
+        hu[c] = small[lo[c]] * (1 - w[c])[:, None, None] + small[hi[c]] * w[c][:, None, None]
     if sy < 0:
         hu = hu[:, ::-1, :]
     if sx < 0:
