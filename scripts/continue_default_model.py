@@ -27,8 +27,9 @@ import os
 import shutil
 from pathlib import Path
 
+from sarcoscope.segmentation.model_files import CARD_FILE, CARD_MD_FILE, MODEL_FILE, load_model_card
 from sarcoscope.segmentation.registry import build_comparison, comparison_means
-from sarcoscope.segmentation.unet import CARD_FILE, CARD_MD_FILE, MODEL_FILE, UNetEngine, load_model_card
+from sarcoscope.segmentation.unet import UNetEngine
 from sarcoscope.training import train_or_resume
 from sarcoscope.training.data import find_pairs
 from sarcoscope.training.evaluate import evaluate, markdown_table, update_card

@@ -34,6 +34,7 @@ from sarcoscope.conventions import Label
 from sarcoscope.fileio import atomic_write_text
 from sarcoscope.phantom import make_slice
 from sarcoscope.phantom.artefacts import injected_failures
+from sarcoscope.segmentation.model_files import CARD_FILE, load_model_card
 from sarcoscope.segmentation.quality import (
     ENGINE_SIGNALS,
     REVIEW_THRESHOLD,
@@ -41,7 +42,7 @@ from sarcoscope.segmentation.quality import (
     segment_with_quality,
 )
 from sarcoscope.segmentation.threshold import ThresholdEngine
-from sarcoscope.segmentation.unet import CARD_FILE, UNetEngine, load_model_card
+from sarcoscope.segmentation.unet import UNetEngine
 from sarcoscope.validation.metrics import dice
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "l3_slices"

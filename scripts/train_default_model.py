@@ -37,7 +37,8 @@ import numpy as np
 from sarcoscope.fileio import atomic_write_text
 from sarcoscope.segmentation import get_engine
 from sarcoscope.segmentation.base import DEFAULT_ENGINE_FILE
-from sarcoscope.segmentation.unet import CARD_FILE, CARD_MD_FILE, MODEL_FILE, UNetEngine
+from sarcoscope.segmentation.model_files import CARD_FILE, CARD_MD_FILE, MODEL_FILE
+from sarcoscope.segmentation.unet import UNetEngine
 from sarcoscope.training import train_or_resume
 from sarcoscope.training.data import find_pairs, read_image, read_labels
 from sarcoscope.training.evaluate import attach_evaluation

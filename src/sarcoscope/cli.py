@@ -965,8 +965,8 @@ def models_show(
     model_id: Annotated[str, typer.Argument(help="Installed model id.")],
 ) -> None:
     """Print a model's card: what it learnt from, its validation, its comparison with the previous one."""
+    from sarcoscope.segmentation.model_files import CARD_MD_FILE
     from sarcoscope.segmentation.registry import ModelRegistry
-    from sarcoscope.segmentation.unet import CARD_MD_FILE
     from sarcoscope.training.card import card_markdown
 
     def body() -> None:

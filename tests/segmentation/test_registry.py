@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from sarcoscope.cli import app
 from sarcoscope.segmentation import get_engine
+from sarcoscope.segmentation.model_files import DEFAULT_MODEL_DIR, load_model_card
 from sarcoscope.segmentation.refine import REFINEMENT_VERSION
 from sarcoscope.segmentation.registry import (
     DEFAULT_POINTER,
@@ -25,7 +26,6 @@ from sarcoscope.segmentation.registry import (
     build_comparison,
     judge,
 )
-from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, load_model_card
 
 SHIPPED = load_model_card(DEFAULT_MODEL_DIR)["model_id"]
 REFINED = f"+refine-v{REFINEMENT_VERSION}"

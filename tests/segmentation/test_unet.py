@@ -11,8 +11,9 @@ import pytest
 from sarcoscope.conventions import HURanges
 from sarcoscope.errors import SegmentationError
 from sarcoscope.segmentation import get_engine
+from sarcoscope.segmentation.model_files import DEFAULT_MODEL_DIR, load_model_card
 from sarcoscope.segmentation.refine import REFINEMENT_VERSION
-from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, InputSpec, UNetEngine, load_model_card
+from sarcoscope.segmentation.unet import InputSpec, UNetEngine
 from sarcoscope.validation.metrics import dice
 
 #: The real reference slices: the shipped model was fine-tuned on all of them (its test is the leave-one-out

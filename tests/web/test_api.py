@@ -452,7 +452,7 @@ def test_serve_rules() -> None:
 
 
 def test_a_server_started_with_a_trained_model_offers_it(tmp_path: Path) -> None:
-    from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR
+    from sarcoscope.segmentation.model_files import DEFAULT_MODEL_DIR
 
     engine = f"unet:{DEFAULT_MODEL_DIR}"
     app = create_app(WebSettings(data_dir=tmp_path / "d", default_engine=engine))

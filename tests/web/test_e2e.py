@@ -324,8 +324,8 @@ def test_model_choice_is_offered_for_unet_and_recorded(
     import json
     import shutil
 
+    from sarcoscope.segmentation.model_files import DEFAULT_MODEL_DIR, load_model_card
     from sarcoscope.segmentation.registry import MODELS_DIR_ENV, ModelRegistry
-    from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, load_model_card
 
     shipped = load_model_card(DEFAULT_MODEL_DIR)["model_id"]
     monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "registry"))

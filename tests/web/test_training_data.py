@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from test_api import get_labels, segmented
 from web_synth import SPACING, synthetic_hu, write_series
 
+from sarcoscope.segmentation.model_files import DEFAULT_MODEL_DIR, load_model_card
 from sarcoscope.segmentation.refine import REFINEMENT_VERSION
-from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, load_model_card
 from sarcoscope.training.data import EXPORT_MANIFEST, find_pairs, read_image, read_labels
 from sarcoscope.web.training_data import collect_training_data
 

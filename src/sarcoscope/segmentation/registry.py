@@ -35,7 +35,7 @@ import numpy as np
 
 from sarcoscope.errors import SegmentationError
 from sarcoscope.fileio import atomic_write_text
-from sarcoscope.segmentation.unet import (
+from sarcoscope.segmentation.model_files import (
     CARD_FILE,
     CARD_MD_FILE,
     DEFAULT_MODEL_DIR,

@@ -9,7 +9,6 @@ The same `InputSpec` functions prepare the training data (sarcoscope.training), 
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,18 +21,17 @@ from scipy import ndimage as ndi
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges
 from sarcoscope.errors import SegmentationError
+from sarcoscope.segmentation.model_files import (
+    load_model_card,
+    model_onnx_path,
+)
 from sarcoscope.segmentation.refine import (
     BODY_THRESHOLD_HU,
     REFINEMENT_VERSION,
     compartment_scores,
     tissues_from_scores,
 )
-
-#: The model shipped with the package (trained by `sarcoscope train`, see its MODEL_CARD.md).
-DEFAULT_MODEL_DIR = Path(__file__).with_name("models")
-MODEL_FILE = "model.onnx"
-CARD_FILE = "model_card.json"
-CARD_MD_FILE = "MODEL_CARD.md"
+from sarcoscope.segmentation.registry import ModelRegistry
 
 #: Sees one batch of both network passes: (index of its first slice, probabilities (m, 5, H, W) of the plain
 #: pass, of the mirrored pass flipped back).
@@ -149,35 +147,7 @@ def body_window(hu: np.ndarray, size: tuple[int, int]) -> tuple[tuple[slice, sli
 def resolve_model_dir(model_path: str | Path | None) -> Path:
     """The folder holding model.onnx and model_card.json: None = the site default of the model registry,
     an installed model id, or a model folder (or its .onnx file)."""
-    from sarcoscope.segmentation.registry import ModelRegistry  # it reads model cards with this module
-
     return ModelRegistry().resolve(model_path)
-
-
-def load_model_card(model_dir: str | Path) -> dict[str, Any]:
-    """Read model_card.json, raising SegmentationError with the path when it is missing or unreadable."""
-    path = Path(model_dir) / CARD_FILE
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SegmentationError(
-            f"No U-Net model card at {path}: a model folder needs {MODEL_FILE} and {CARD_FILE} "
-            "(written by `sarcoscope train`)."
-        ) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SegmentationError(f"Cannot read the U-Net model card {path}: {exc}") from None
-    for key in ("model_id", "input", "labels"):
-        if key not in card:
-            raise SegmentationError(f"U-Net model card {path} lacks '{key}'.")
-    return card
-
-
-def model_onnx_path(model_dir: Path, card: dict[str, Any]) -> Path:
-    """The ONNX file a model card names in its folder, raising SegmentationError when it is missing."""
-    path = model_dir / card.get("files", {}).get("onnx", MODEL_FILE)
-    if not path.is_file():
-        raise SegmentationError(f"U-Net model file {path} is missing.")
-    return path
 
 
 def _providers() -> list[str]:

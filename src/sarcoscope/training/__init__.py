@@ -36,7 +36,7 @@ def train(config: TrainConfig) -> TrainingResult:
 def train_or_resume(config_file: str | Path | None, out: str | Path, **settings: Any) -> Path:
     """Run one training of a multi-step recipe, resume it from its last checkpoint, or skip it when it
     finished, so a long script (scripts/train_default_model.py) can be rerun after an interruption."""
-    from sarcoscope.segmentation.unet import CARD_FILE, load_model_card
+    from sarcoscope.segmentation.model_files import CARD_FILE, load_model_card
 
     out = Path(out)
     if (out / CARD_FILE).is_file() and load_model_card(out)["validation"].get("finished"):

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from sarcoscope.errors import InputError
 from sarcoscope.fileio import atomic_write_text
+from sarcoscope.segmentation.model_files import DEFAULT_MODEL_DIR, load_model_card
 from sarcoscope.segmentation.refine import REFINEMENT_VERSION
 from sarcoscope.segmentation.registry import InstalledModel, ModelRegistry, build_comparison
-from sarcoscope.segmentation.unet import DEFAULT_MODEL_DIR, UNetEngine, load_model_card
+from sarcoscope.segmentation.unet import UNetEngine
 from sarcoscope.training import load_config, train
 from sarcoscope.training.config import LAST
 from sarcoscope.training.data import EXPORT_MANIFEST, case_patients, choose_patients

@@ -74,7 +74,7 @@ def update_card(model_dir: str | Path, **fields: Any) -> dict[str, Any]:
     The model id is a hash of the ONNX file, so documenting a model's test results does not change its id.
     """
     from sarcoscope.fileio import atomic_write_text
-    from sarcoscope.segmentation.unet import CARD_FILE, CARD_MD_FILE, load_model_card
+    from sarcoscope.segmentation.model_files import CARD_FILE, CARD_MD_FILE, load_model_card
     from sarcoscope.training.card import card_markdown
 
     folder = Path(model_dir)

@@ -16,7 +16,8 @@ import torch
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, TISSUES, Label
 from sarcoscope.fileio import atomic_write, atomic_write_text
-from sarcoscope.segmentation.unet import CARD_FILE, CARD_MD_FILE, MODEL_FILE, InputSpec
+from sarcoscope.segmentation.model_files import CARD_FILE, CARD_MD_FILE, MODEL_FILE
+from sarcoscope.segmentation.unet import InputSpec
 from sarcoscope.training.card import card_markdown
 from sarcoscope.training.config import TrainConfig
 

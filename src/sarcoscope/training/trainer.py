@@ -417,7 +417,8 @@ def starting_model(spec: str) -> StartingModel:
     """The model named by `init_from` with the settings its card fixes: "default" = the site default (the
     shipped model unless `sarcoscope models use` chose another), an installed model id, or a model folder."""
     from sarcoscope.errors import SegmentationError
-    from sarcoscope.segmentation.unet import load_model_card, model_onnx_path, resolve_model_dir
+    from sarcoscope.segmentation.model_files import load_model_card, model_onnx_path
+    from sarcoscope.segmentation.unet import resolve_model_dir
 
     try:
         folder = resolve_model_dir(None if spec == "default" else spec)
