@@ -38,6 +38,14 @@ from sarcoscope.phantom import PhantomVolume, make_volume
 from sarcoscope.validation.benchmark import REAL_VOLUME, real_l3_centroid
 
 REPO = Path(__file__).resolve().parents[1]
+HEADER = """# L3 localization: accuracy per anatomical variant and reliability of the confidence
+
+Written by `python scripts/l3_reliability.py --write docs/validation/l3-reliability.md` (see its docstring for
+how each variant is made). Error = distance of the predicted mid-L3 position from the truth (phantoms: the
+exact anatomy; real `ts_example`: the centroid of TotalSegmentator's L3 label, a model output). "Either end
+visible" rows are all but the two with both ends cropped, which the localizer refuses (it cannot count).
+
+"""
 WARN_FLAGS = (FLAG_COUNTING, FLAG_LOW_CONFIDENCE)
 
 #: name, seed, variant, coverage, slice thickness (mm), alteration, whether either end of the column is seen
@@ -251,7 +259,7 @@ def main() -> None:
     text = report(rows(args.shared, args.size))
     print(text)
     if args.write:
-        args.write.write_text(text + "\n")
+        args.write.write_text(HEADER + text + "\n")
 
 
 if __name__ == "__main__":

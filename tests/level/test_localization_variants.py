@@ -83,8 +83,8 @@ def test_eleven_ribs_without_sacrum_is_flagged_with_the_true_l3_as_candidate() -
 
 @pytest.mark.xfail(
     strict=True,
-    reason="Known failure: with the column cut at mid-L1 the sacrum is missed or the disc chain skips a "
-    "level (37 mm off, unflagged, on this phantom); the count from the sacrum alone is not cross-checked.",
+    reason="Known failure: with the column cut at mid-L1 the disc chain gains a short extra level between L5 "
+    "and L3 (37 mm off, unflagged); the transverse-process lengths lower its probability only to 0.89.",
 )
 def test_no_ribs_in_view_counts_from_the_sacrum() -> None:
     pv, loc = _locate(35, "normal", "no-ribs")

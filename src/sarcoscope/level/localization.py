@@ -20,7 +20,7 @@ from sarcoscope.conventions import L3_INFERIOR_ENDPLATE, L3_MID, L3_RANGE
 from sarcoscope.errors import LevelError
 from sarcoscope.imaging.volume import CTVolume
 from sarcoscope.level import anchors, labelling, spine
-from sarcoscope.level.ribs import VertebraRibs, joint_ribs
+from sarcoscope.level.ribs import RibBone, VertebraRibs, joint_ribs, rib_bone
 from sarcoscope.level.selection import L3Selection
 
 #: Recorded with every result; bump when the output changes (v2: the CT table is no rib, the shoulder girdle
@@ -163,9 +163,12 @@ class _Reading:
         return 2.0 * anchors_found - 1.0 * bridged + float(self.discs.prominence.sum()) / 1e4
 
 
-def _read(grid: spine.WorkGrid, trace: spine.SpineTrace, rib_trace: spine.SpineTrace) -> _Reading | None:
+def _read(
+    grid: spine.WorkGrid, trace: spine.SpineTrace, rib_trace: spine.SpineTrace, bone: RibBone
+) -> _Reading | None:
     """Discs and sacrum along one trace, ribs beside `rib_trace` (the posterior-weighted one, which an
-    enhanced aorta cannot pull off the column); None when the trace shows no vertebral column."""
+    enhanced aorta cannot pull off the column; `bone` = rib_bone(grid, rib_trace)); None when the trace
+    shows no vertebral column."""
     dz = grid.spacing[0]
     profile = spine.disc_profile(grid, trace)
     discs = spine.find_discs(profile, dz, trace.strength)
@@ -183,7 +186,7 @@ def _read(grid: spine.WorkGrid, trace: spine.SpineTrace, rib_trace: spine.SpineT
 
     def rib_vertebrae(first_segment: int) -> list[VertebraRibs]:
         """Rib evidence at the joints of every vertebra from `first_segment` up."""
-        return joint_ribs(grid, rib_trace, seg_lo, seg_hi, first_segment)
+        return joint_ribs(grid, rib_trace, seg_lo, seg_hi, first_segment, bone)
 
     sacrum = anchors.find_sacrum_disc(grid, trace, discs.z, period)
     everywhere: list[VertebraRibs] | None = None  # over the whole column, when they were needed
@@ -196,7 +199,9 @@ def _read(grid: spine.WorkGrid, trace: spine.SpineTrace, rib_trace: spine.SpineT
             sacrum = None
     # Ribs sit well above the pelvis (a 13th pair on L1 at the lowest): start the search at L3 when the sacrum
     # is known, clear of the iliac crests beside L4 and L5.
-    if sacrum is not None:
+    if sacrum is not None and everywhere is not None:
+        ribs = [r for r in everywhere if r.segment >= sacrum + 3]
+    elif sacrum is not None:
         ribs = rib_vertebrae(sacrum + 3)
     else:
         ribs = everywhere if everywhere is not None else rib_vertebrae(0)
@@ -242,7 +247,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     # of the wide one along the column, it is on the aorta (the column is the most posterior dense
     # structure at the midline). Otherwise keep the reading that finds more anchors and clearer discs.
     close, wide = (spine.trace_spine(grid, s, w) for s, w in _TRACES)
-    readings = [r for r in (_read(grid, close, wide), _read(grid, wide, wide)) if r is not None]
+    bone = rib_bone(grid, wide)
+    readings = [r for r in (_read(grid, close, wide, bone), _read(grid, wide, wide, bone)) if r is not None]
     if len(readings) == 2:
         lo, hi = int(readings[1].discs.z[0]), int(np.ceil(readings[1].discs.z[-1]))
         ahead = (wide.body_y - close.body_y)[lo : hi + 1] * grid.spacing[1]

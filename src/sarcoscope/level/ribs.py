@@ -129,12 +129,13 @@ class _Side:
     labels: np.ndarray  # (z, y, x) per-slice piece labels, 0 = none (cropped to the side's band)
     lateral: np.ndarray  # (z, 1, x) mm from the column's midline toward this side
     forward: np.ndarray  # (z, y, 1) mm behind the vertebral body's centre
-    reach: list[np.ndarray]  # per slice: largest lateral distance (mm) of each piece (index = label)
-    below: list[dict[int, set[int]]]  # per slice: piece -> pieces on the slice below that it touches
+    reach: np.ndarray  # largest lateral distance (mm) of each piece (index = label)
+    below: dict[int, set[int]]  # piece -> pieces on the slice below that it touches
 
 
 def _side(bone: np.ndarray, lateral: np.ndarray, forward: np.ndarray, sgn: float, max_px: int) -> _Side:
-    """Pieces of bone on one side (each slice labelled once; pieces too large for a rib section dropped)."""
+    """Pieces of bone on one side, labelled slice by slice (ids unique over the volume); pieces too large
+    for a rib's section dropped."""
     cols = np.flatnonzero(bone.any(axis=(0, 1)))
     rows = np.flatnonzero(bone.any(axis=(0, 2)))
     if cols.size == 0:
@@ -143,52 +144,69 @@ def _side(bone: np.ndarray, lateral: np.ndarray, forward: np.ndarray, sgn: float
     bone = bone[:, sy, sx]
     lat = sgn * lateral[:, :, sx]
     fwd = forward[:, sy, :]
-    labels = np.zeros(bone.shape, dtype=np.int32)
-    reach: list[np.ndarray] = []
-    for z in range(bone.shape[0]):
-        lab, n = ndi.label(bone[z], structure=np.ones((3, 3), dtype=bool))
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)
-        lab[sizes[lab] > max_px] = 0
-        labels[z] = lab
-        far = np.zeros(n + 1)
-        if n:
-            d = np.broadcast_to(lat[z], lab.shape)
-            far = ndi.maximum(d, lab, index=np.arange(n + 1))
-            far = np.asarray(far, dtype=float)
-        reach.append(far)
-    below: list[dict[int, set[int]]] = [{} for _ in range(bone.shape[0])]
-    for z in range(1, bone.shape[0]):
-        lower = labels[z - 1]
-        # each pixel's neighbourhood holds at most two pieces in practice: the largest and smallest label
-        big = np.iinfo(np.int32).max
-        for grown in (
-            ndi.maximum_filter(labels[z], size=3),
-            ndi.minimum_filter(np.where(labels[z] > 0, labels[z], big), size=3),
-        ):
-            both = (grown > 0) & (grown < big) & (lower > 0)
-            for a, b in set(zip(grown[both].tolist(), lower[both].tolist(), strict=True)):
-                below[z].setdefault(a, set()).add(b)
+    in_slice = np.zeros((3, 3, 3), dtype=bool)
+    in_slice[1] = True
+    labels, n = ndi.label(bone, structure=in_slice)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    labels[sizes[labels] > max_px] = 0
+    reach = np.asarray(ndi.maximum(np.broadcast_to(lat, labels.shape), labels, index=np.arange(n + 1)), float)
+    # which pieces touch which on the slice below: each pixel's neighbourhood holds at most two pieces in
+    # practice, the largest and the smallest label
+    big = np.iinfo(labels.dtype).max
+    below: dict[int, set[int]] = {}
+    lower = labels[:-1]
+    for grown in (
+        ndi.maximum_filter(labels, size=(1, 3, 3)),
+        ndi.minimum_filter(np.where(labels > 0, labels, big), size=(1, 3, 3)),
+    ):
+        upper = grown[1:]
+        both = (upper > 0) & (upper < big) & (lower > 0)
+        pairs = np.unique(np.stack([upper[both], lower[both]]), axis=1)
+        for a, b in pairs.T.tolist():
+            below.setdefault(a, set()).add(b)
     return _Side(sgn, labels, lat, fwd, reach, below)
 
 
-def joint_ribs(
-    grid: WorkGrid, trace: SpineTrace, seg_lo: list[float], seg_hi: list[float], first_segment: int = 0
-) -> list[VertebraRibs]:
-    """Rib evidence for every segment from `first_segment` up (segment k spans working slices
-    seg_lo[k]..seg_hi[k], disc to disc), inferior to superior."""
-    dz, dy, dx = grid.spacing
-    nz, ny, nx = grid.hu.shape
+@dataclass
+class RibBone:
+    """Voxels that may be rib, in the rows from a body depth in front of the column to BEHIND_MM behind it
+    (the only rows that can hold a rib's start); computed once per CT, shared by every reading of it."""
+
+    mask: np.ndarray  # (z, y1 - y0, x) bool
+    y0: int
+
+
+def rib_bone(grid: WorkGrid, trace: SpineTrace) -> RibBone:
+    """Bone-dense voxels beside the column, without what stays in place over TALL_MM: a rib (or a
+    transverse process) passes any one place within a rib's height; the CT table, the wall of an enhanced
+    kidney and an iliac wing do not (an opening along z)."""
+    dz, dy, _ = grid.spacing
     depth = trace.body_depth_mm
-    # only the rows from a body depth in front of the column to BEHIND_MM behind it can hold a rib's start
     y0 = max(0, int(np.floor(trace.body_y.min() - depth / dy)))
-    y1 = min(ny, int(np.ceil(trace.body_y.max() + (depth + BEHIND_MM) / dy)) + 1)
-    hu = grid.hu[:, y0:y1]
-    bone = (ndi.gaussian_filter(hu, (0.0, 0.6, 0.6)) > rib_threshold(grid)).view(np.uint8)
-    # A rib (or a transverse process) passes any one place within a rib's height; what stays in place over
-    # TALL_MM is no rib: the CT table, the wall of an enhanced kidney, an iliac wing (an opening along z).
+    y1 = min(grid.hu.shape[1], int(np.ceil(trace.body_y.max() + (depth + BEHIND_MM) / dy)) + 1)
+    bone = (ndi.gaussian_filter(grid.hu[:, y0:y1], (0.0, 0.6, 0.6)) > rib_threshold(grid)).view(np.uint8)
     run = max(2, round(TALL_MM / dz))
     tall = ndi.maximum_filter1d(ndi.minimum_filter1d(bone, run, axis=0), run, axis=0)
-    bone = bone.astype(bool) & ~tall.astype(bool)
+    return RibBone(bone.astype(bool) & ~tall.astype(bool), y0)
+
+
+def joint_ribs(
+    grid: WorkGrid,
+    trace: SpineTrace,
+    seg_lo: list[float],
+    seg_hi: list[float],
+    first_segment: int = 0,
+    bone: RibBone | None = None,
+) -> list[VertebraRibs]:
+    """Rib evidence for every segment from `first_segment` up (segment k spans working slices
+    seg_lo[k]..seg_hi[k], disc to disc), inferior to superior. `bone`: `rib_bone(grid, trace)` if already
+    computed."""
+    dz, dy, dx = grid.spacing
+    nz, _, nx = grid.hu.shape
+    depth = trace.body_depth_mm
+    rb = bone if bone is not None else rib_bone(grid, trace)
+    y0, y1 = rb.y0, rb.y0 + rb.mask.shape[1]
+    bone_mask = rb.mask
     xs = np.arange(nx)[None, :]
     ys = np.arange(y0, y1)[:, None]
     level = float(np.median(np.subtract(seg_hi, seg_lo)))
@@ -206,7 +224,11 @@ def joint_ribs(
     max_px = round(MAX_SECTION_CM2 * 100.0 / (dy * dx))
     sides = {
         side: _side(
-            bone & band & _outside_column(sgn * lateral, forward, hw_z, depth), lateral, forward, sgn, max_px
+            bone_mask & band & _outside_column(sgn * lateral, forward, hw_z, depth),
+            lateral,
+            forward,
+            sgn,
+            max_px,
         )
         for side, sgn in (("right", -1.0), ("left", 1.0))
     }
@@ -247,7 +269,7 @@ def _follow(
         lab = side.labels[z]
         ids: set[int] = set()
         for a in held:
-            ids |= side.below[z + 1].get(a, set())
+            ids |= side.below.get(a, set())
         if z >= z_bot:
             d = np.broadcast_to(side.lateral[z], lab.shape)
             f = np.broadcast_to(side.forward[z], lab.shape)
@@ -260,7 +282,7 @@ def _follow(
             held = set()
             continue
         held = ids
-        reach = float(side.reach[z][list(ids)].max()) - hw
+        reach = float(side.reach[list(ids)].max()) - hw
         if z_neck is None and reach >= 10.0:
             z_neck = z
         trail.append((reach, z))
