@@ -30,7 +30,7 @@ from sarcoscope.web.auth import COOKIE, client_of
 from sarcoscope.web.context import AppContext, get_context
 from sarcoscope.web.label_import import import_label_file, receive_label_upload
 from sarcoscope.web.upload import receive_upload
-from sarcoscope.web.volumes import ingest, viewer_nifti
+from sarcoscope.web.volumes import ingest, prebuild_viewer_nifti, viewer_nifti
 from sarcoscope.web.wording import for_ui
 
 router = APIRouter(prefix="/api")
@@ -258,6 +258,8 @@ async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]
             ingest, ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
         )
         ctx.volumes.put(study.id, volume)
+        if ctx.settings.prerender:
+            prebuild_viewer_nifti(ctx.store, study, volume)
         return {**study_json(ctx, study), "warnings": list(volume.warnings)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -496,6 +498,7 @@ def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: Us
         client=client_of(request),
     )
     ctx.analyses.remember_quality(study_id, row.version, quality.as_dict(indices))
+    analysis.prerender_overlay(ctx, study_id, row.version)
     return version_json(row)
 
 
@@ -571,6 +574,7 @@ async def save_labels(
             client=client_of(request),
         )
     )
+    analysis.prerender_overlay(ctx, study_id, row.version)
     return version_json(row)
 
 
@@ -630,6 +634,7 @@ async def import_labels(
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    analysis.prerender_overlay(ctx, study_id, row.version)
     return version_json(row)
 
 
@@ -657,6 +662,7 @@ def restore_version(
         note=f"restored version {version}",
         client=client_of(request),
     )
+    analysis.prerender_overlay(ctx, study_id, row.version)
     return version_json(row)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import threading
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from sarcoscope.store import Store, Study, is_dicom_uid, new_study_id
 from sarcoscope.store.files import atomic_private_file, make_private, private_dir
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -372,7 +374,8 @@ class VolumeCache:
 
 #: The viewer's copy of a study's volume, in the study's cache folder (made on first request).
 VIEWER_NIFTI = "viewer.nii.gz"
-_viewer_lock = threading.Lock()  # one writer per file (the temporary name is per process, not per thread)
+#: One writer per file (the temporary name is per process, not per thread); striped by study.
+_VIEWER_LOCKS = [threading.Lock() for _ in range(32)]
 
 
 def viewer_nifti(store: Store, study: Study, volume: CTVolume) -> Path:
@@ -383,10 +386,22 @@ def viewer_nifti(store: Store, study: Study, volume: CTVolume) -> Path:
     and a fixed description: nothing from the patient or the DICOM headers.
     """
     path = store.cache_dir(study.id) / VIEWER_NIFTI
-    with _viewer_lock:
+    with _VIEWER_LOCKS[int(study.id[:8], 16) % len(_VIEWER_LOCKS)]:
         if not path.exists():
             _write_viewer_nifti(path, volume)
     return path
+
+
+def prebuild_viewer_nifti(store: Store, study: Study, volume: CTVolume) -> None:
+    """Make the viewer's file in a background thread right after an upload (the L3 view asks for it next)."""
+
+    def run() -> None:
+        try:
+            viewer_nifti(store, study, volume)
+        except Exception as exc:  # the study was deleted meanwhile, the server is stopping: made on request
+            log.debug("viewer volume of %s not prebuilt: %s", study.id, exc)
+
+    threading.Thread(target=run, name=f"viewer-{study.id[:8]}").start()  # not a daemon: see prerender_overlay
 
 
 def _write_viewer_nifti(path: Path, volume: CTVolume) -> None:
