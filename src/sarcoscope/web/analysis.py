@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import tempfile
 import threading
 from collections import OrderedDict
@@ -227,8 +226,6 @@ class AnalysisCache:
         return payload
 
 
-log = logging.getLogger(__name__)
-
 #: Locks for writing cached overlays (striped by file: one picture is rendered once, others in parallel).
 _OVERLAY_LOCKS = [threading.Lock() for _ in range(32)]
 
@@ -260,23 +257,17 @@ def overlay_png(store: Any, study_id: str, row: LabelVersion, result: AnalysisRe
 
 
 def prerender_overlay(ctx: AppContext, study_id: str, version: int) -> None:
-    """Render a new label version's overlay in a background thread (exports then find it made)."""
+    """Render a new label version's overlay in the background (exports then find it made)."""
     if not ctx.settings.prerender:
         return
 
     def run() -> None:
-        try:
-            study = ctx.store.get_study(study_id)
-            row = ctx.store.get_version(study_id, version)
-            stack = ctx.store.load_labels(study_id, version)
-            overlay_png(
-                ctx.store, study_id, row, build_result(study, row, stack.labels, ctx.volumes.get(study))
-            )
-        except Exception as exc:  # the study was deleted meanwhile, the server is stopping: made on request
-            log.debug("overlay of %s v%s not prerendered: %s", study_id, version, exc)
+        study = ctx.store.get_study(study_id)
+        row = ctx.store.get_version(study_id, version)
+        stack = ctx.store.load_labels(study_id, version)
+        overlay_png(ctx.store, study_id, row, build_result(study, row, stack.labels, ctx.volumes.get(study)))
 
-    # not a daemon: the interpreter waits for it at exit instead of killing it inside the PNG writer
-    threading.Thread(target=run, name=f"overlay-{study_id[:8]}-v{version}").start()
+    ctx.jobs.start(f"overlay of {study_id} v{version}", run)
 
 
 #: Export format -> (file suffix, media type).

@@ -30,7 +30,7 @@ from sarcoscope.web.auth import COOKIE, client_of
 from sarcoscope.web.context import AppContext, get_context
 from sarcoscope.web.label_import import import_label_file, receive_label_upload
 from sarcoscope.web.upload import receive_upload
-from sarcoscope.web.volumes import ingest, prebuild_viewer_nifti, viewer_nifti
+from sarcoscope.web.volumes import ingest, viewer_nifti
 from sarcoscope.web.wording import for_ui
 
 router = APIRouter(prefix="/api")
@@ -258,8 +258,8 @@ async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]
             ingest, ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
         )
         ctx.volumes.put(study.id, volume)
-        if ctx.settings.prerender:
-            prebuild_viewer_nifti(ctx.store, study, volume)
+        if ctx.settings.prerender:  # the viewer asks for it next
+            ctx.jobs.start(f"viewer volume of {study.id}", lambda: viewer_nifti(ctx.store, study, volume))
         return {**study_json(ctx, study), "warnings": list(volume.warnings)}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
 import threading
 from collections import OrderedDict
@@ -29,7 +28,6 @@ from sarcoscope.store import Store, Study, is_dicom_uid, new_study_id
 from sarcoscope.store.files import atomic_private_file, make_private, private_dir
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -390,18 +388,6 @@ def viewer_nifti(store: Store, study: Study, volume: CTVolume) -> Path:
         if not path.exists():
             _write_viewer_nifti(path, volume)
     return path
-
-
-def prebuild_viewer_nifti(store: Store, study: Study, volume: CTVolume) -> None:
-    """Make the viewer's file in a background thread right after an upload (the L3 view asks for it next)."""
-
-    def run() -> None:
-        try:
-            viewer_nifti(store, study, volume)
-        except Exception as exc:  # the study was deleted meanwhile, the server is stopping: made on request
-            log.debug("viewer volume of %s not prebuilt: %s", study.id, exc)
-
-    threading.Thread(target=run, name=f"viewer-{study.id[:8]}").start()  # not a daemon: see prerender_overlay
 
 
 def _write_viewer_nifti(path: Path, volume: CTVolume) -> None:
