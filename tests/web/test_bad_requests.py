@@ -41,6 +41,7 @@ def server(
 
 def _state(c: TestClient) -> tuple[Any, ...]:
     """Everything a request could have written: database rows and the data folder's files."""
+    c.app.state.ctx.jobs.wait()  # renders left by the set-up's requests (e.g. a segmentation's QC picture)
     store = c.app.state.ctx.store
     with store.session() as s:
         studies = [(x.id, x.status, x.selection, x.patient, x.localization) for x in s.scalars(select(Study))]

@@ -80,3 +80,26 @@ def test_serve_prints_urls_a_browser_can_open() -> None:
         urls = browser_urls(wildcard, 8000)
         assert urls[0] == f"http://{socket.getfqdn()}:8000/" and "localhost:8000" in urls[1]
         assert not any("0.0.0.0" in u or "[::]" in u for u in urls)
+
+
+def test_a_new_versions_overlay_is_rendered_once_in_the_background(
+    client: TestClient, series: list[Path]
+) -> None:
+    """Defect 10: every HTML export re-rendered the QC picture (5.5 s median with 8 users)."""
+    import time
+
+    sid = upload(client, series)["id"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
+    assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+    cache = client.app.state.ctx.store.cache_dir(sid)
+    deadline = time.monotonic() + 60
+    while not list(cache.glob("overlay-v1-*.png")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (made,) = cache.glob("overlay-v1-*.png")
+    stamp = made.stat().st_mtime_ns
+    png = client.get(f"/api/studies/{sid}/export/overlay")
+    html = client.get(f"/api/studies/{sid}/export/html")
+    assert png.status_code == html.status_code == 200
+    assert png.content == made.read_bytes() and made.stat().st_mtime_ns == stamp
+    assert list(cache.glob("overlay-*.png")) == [made]
+    assert (cache / "viewer.nii.gz").exists()  # made after the upload, before the viewer asked

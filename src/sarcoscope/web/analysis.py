@@ -8,6 +8,7 @@ it and kept in memory beside this cache; it rates an engine's output, so hand-ed
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import threading
@@ -224,6 +225,50 @@ class AnalysisCache:
         return payload
 
 
+#: Locks for writing cached overlays (striped by file: one picture is rendered once, others in parallel).
+_OVERLAY_LOCKS = [threading.Lock() for _ in range(32)]
+
+
+def overlay_png(store: Any, study_id: str, row: LabelVersion, result: AnalysisResult) -> bytes:
+    """The QC overlay of a label version as PNG bytes, rendered once and kept in the study's cache folder.
+
+    A version's labels never change; the key covers the rest the picture shows (slices, mode, engine,
+    localizer marks, software version), so a re-localized study gets a new picture."""
+    from sarcoscope.export.overlay import overlay_figure
+    from sarcoscope.store.files import atomic_private_file
+
+    sel = result.selection
+    shown = [
+        row.version,
+        list(sel.indices),
+        sel.method,
+        sel.convention,
+        result.engine,
+        result.software_version,
+    ]
+    key = hashlib.sha256(json.dumps([*shown, sel.details], sort_keys=True, default=str).encode()).hexdigest()
+    path = store.cache_dir(study_id) / f"overlay-v{row.version}-{key[:16]}.png"
+    with _OVERLAY_LOCKS[int(key[:8], 16) % len(_OVERLAY_LOCKS)]:
+        if not path.exists():
+            with atomic_private_file(path) as f:
+                overlay_figure(result).savefig(f, format="png")
+        return path.read_bytes()
+
+
+def prerender_overlay(ctx: AppContext, study_id: str, version: int) -> None:
+    """Render a new label version's overlay in the background (exports then find it made)."""
+    if not ctx.settings.prerender:
+        return
+
+    def run() -> None:
+        study = ctx.store.get_study(study_id)
+        row = ctx.store.get_version(study_id, version)
+        stack = ctx.store.load_labels(study_id, version)
+        overlay_png(ctx.store, study_id, row, build_result(study, row, stack.labels, ctx.volumes.get(study)))
+
+    ctx.jobs.start(f"overlay of {study_id} v{version}", run)
+
+
 #: Export format -> (file suffix, media type).
 EXPORTS: dict[str, tuple[str, str]] = {
     "dicom-seg": (".seg.dcm", "application/dicom"),
@@ -253,7 +298,7 @@ def export_file(
     import nibabel as nib
     from fastapi import HTTPException
 
-    from sarcoscope.export import build_report, label_nifti, metrics_csv, render_overlay
+    from sarcoscope.export import build_report, label_nifti, metrics_csv
     from sarcoscope.export.report import report_json
     from sarcoscope.export.sc import write_qc_capture
     from sarcoscope.export.seg import build_dicom_seg
@@ -275,13 +320,14 @@ def export_file(
         return report_json(build_report(result, deidentification=deidentification)).encode(), name, media
     with tempfile.TemporaryDirectory(dir=store.data_dir / "tmp") as tmp:
         path = Path(tmp) / f"out{suffix}"
-        if fmt == "html":
+        if fmt in ("html", "overlay"):
             from sarcoscope.web.report_html import report_html
 
-            render_overlay(result, Path(tmp) / "overlay.png")
+            png = overlay_png(ctx.store, study.id, row, result)
+            if fmt == "overlay":
+                return png, name, media
             report = build_report(result, deidentification=deidentification)
-            page = report_html(report, (Path(tmp) / "overlay.png").read_bytes(), name)
-            return page.encode(), name, media
+            return report_html(report, png, name).encode(), name, media
         if fmt in ("dicom-seg", "dicom-sr"):
             seed = f"sarcoscope-web/{study.id}/{row.version}/{'deid' if deidentification else 'plain'}"
             seg, problem = build_dicom_seg(result, deidentification, uid_seed=seed)
@@ -292,12 +338,10 @@ def export_file(
             if problem is not None:
                 raise HTTPException(409, f"No {fmt.upper()} can be made for this study: {problem}")
         elif fmt == "dicom-qc":
-            render_overlay(result, Path(tmp) / "overlay.png")
+            (Path(tmp) / "overlay.png").write_bytes(overlay_png(ctx.store, study.id, row, result))
             problem = write_qc_capture(result, Path(tmp) / "overlay.png", path, deidentification)
             if problem is not None:
                 raise HTTPException(409, f"No QC secondary capture can be made for this study: {problem}")
         elif fmt == "nifti":
             nib.save(label_nifti(result), path)
-        else:
-            render_overlay(result, path)
         return path.read_bytes(), name, media

@@ -258,6 +258,8 @@ async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]
             ingest, ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
         )
         ctx.volumes.put(study.id, volume)
+        if ctx.settings.prerender:  # the viewer asks for it next
+            ctx.jobs.start(f"viewer volume of {study.id}", lambda: viewer_nifti(ctx.store, study, volume))
         return {**study_json(ctx, study), "warnings": list(volume.warnings)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -496,6 +498,7 @@ def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: Us
         client=client_of(request),
     )
     ctx.analyses.remember_quality(study_id, row.version, quality.as_dict(indices))
+    analysis.prerender_overlay(ctx, study_id, row.version)
     return version_json(row)
 
 
@@ -571,6 +574,7 @@ async def save_labels(
             client=client_of(request),
         )
     )
+    analysis.prerender_overlay(ctx, study_id, row.version)
     return version_json(row)
 
 
@@ -630,6 +634,7 @@ async def import_labels(
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    analysis.prerender_overlay(ctx, study_id, row.version)
     return version_json(row)
 
 
@@ -657,6 +662,7 @@ def restore_version(
         note=f"restored version {version}",
         client=client_of(request),
     )
+    analysis.prerender_overlay(ctx, study_id, row.version)
     return version_json(row)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,6 +28,7 @@ from sarcoscope.web.accounts import check_user_name
 from sarcoscope.web.analysis import AnalysisCache
 from sarcoscope.web.api import router
 from sarcoscope.web.auth import Authenticator
+from sarcoscope.web.background import BackgroundJobs
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.dicomweb import install as install_pacs
 from sarcoscope.web.settings import DEFAULT_MAX_UPLOAD_BYTES, WebSettings, is_loopback
@@ -206,8 +209,16 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
         volumes=volumes,
         analyses=AnalysisCache(store, volumes),
         deidentification_key=load_deidentification_key(default_file=store.data_dir / SECRET_FILE_NAME),
+        jobs=BackgroundJobs(),
     )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.jobs.wait()  # a half-rendered picture would be left as a temporary file
+
     app = FastAPI(
+        lifespan=lifespan,
         title="sarcoscope",
         version=__version__,
         description="L3 selection, segmentation, manual correction and body-composition analysis of CT.",

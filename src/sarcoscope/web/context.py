@@ -9,6 +9,7 @@ from fastapi import Request
 from sarcoscope.store import Store
 from sarcoscope.web.analysis import AnalysisCache
 from sarcoscope.web.auth import Authenticator
+from sarcoscope.web.background import BackgroundJobs
 from sarcoscope.web.settings import WebSettings
 from sarcoscope.web.volumes import VolumeCache
 
@@ -22,6 +23,8 @@ class AppContext:
     analyses: AnalysisCache
     #: Keys the pseudonyms and UIDs of de-identified downloads (data folder, or $SARCOSCOPE_DEID_SECRET_FILE).
     deidentification_key: bytes
+    #: Renders that make later requests fast (settings.prerender), waited for when the app stops.
+    jobs: BackgroundJobs
 
 
 def get_context(request: Request) -> AppContext:

@@ -85,6 +85,9 @@ class WebSettings:
     default_engine: str = DEFAULT_ENGINE
     #: Decoded volumes kept in memory (each 300-slice 512x512 study is about 150 MB as int16).
     volume_cache_size: int = 3
+    #: Make a new label version's QC overlay, and a new study's viewer volume, in the background at once,
+    #: so that exports and the viewer do not wait for them (off: made on first request).
+    prerender: bool = True
     #: Host names the server answers to (None: any). `serve` on a loopback address allows only the
     #: loopback names, so that a web page cannot reach the app through DNS rebinding.
     allowed_hosts: list[str] | None = None

@@ -372,7 +372,8 @@ class VolumeCache:
 
 #: The viewer's copy of a study's volume, in the study's cache folder (made on first request).
 VIEWER_NIFTI = "viewer.nii.gz"
-_viewer_lock = threading.Lock()  # one writer per file (the temporary name is per process, not per thread)
+#: One writer per file (the temporary name is per process, not per thread); striped by study.
+_VIEWER_LOCKS = [threading.Lock() for _ in range(32)]
 
 
 def viewer_nifti(store: Store, study: Study, volume: CTVolume) -> Path:
@@ -383,7 +384,7 @@ def viewer_nifti(store: Store, study: Study, volume: CTVolume) -> Path:
     and a fixed description: nothing from the patient or the DICOM headers.
     """
     path = store.cache_dir(study.id) / VIEWER_NIFTI
-    with _viewer_lock:
+    with _VIEWER_LOCKS[int(study.id[:8], 16) % len(_VIEWER_LOCKS)]:
         if not path.exists():
             _write_viewer_nifti(path, volume)
     return path

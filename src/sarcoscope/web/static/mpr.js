@@ -84,7 +84,7 @@ export class MPRView {
       await this.nv.loadVolumes([{url: `/api/studies/${study.id}/volume.nii.gz`, colormap: "gray"}]);
       this.volume = this.nv.volumes[0];
       this.inverse = invert3x4(this.volume.hdr.affine);
-      this.setWindow(level, width, false);
+      this.setWindow(level, width);
       this.reset(false);
     }
     this.setCrosshair(x, y, z);
@@ -108,11 +108,11 @@ export class MPRView {
   }
 
   /** Window/level in HU on the full data (NiiVue's calibrated range of the volume). */
-  setWindow(level, width, redraw = true) {
+  setWindow(level, width) {
     if (!this.volume) return;
     this.volume.cal_min = level - width / 2;
     this.volume.cal_max = level + width / 2;
-    if (redraw) this.nv.updateGLVolume();
+    this.nv.updateGLVolume();
     this.emitWindow();
   }
 

@@ -1,0 +1,39 @@
+"""Work a request leaves behind so that later requests are fast (a new version's QC picture, a new study's
+viewer volume): run in threads, each failure logged (the work is then done on request), waited for when the
+app stops, so that nothing is cut off half-written."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundJobs:
+    def __init__(self) -> None:
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    def start(self, name: str, work: Callable[[], object]) -> None:
+        thread = threading.Thread(target=self._run, args=(name, work), name=name)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _run(self, name: str, work: Callable[[], object]) -> None:
+        try:
+            work()
+        except Exception as exc:  # the study was deleted meanwhile, the store closed: made on request
+            log.debug("%s not done in the background: %s", name, exc)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def wait(self, timeout: float = 120.0) -> None:
+        """Wait for every job started so far."""
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout)
