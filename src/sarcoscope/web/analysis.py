@@ -255,20 +255,6 @@ def overlay_png(store: Any, study_id: str, row: LabelVersion, result: AnalysisRe
         return path.read_bytes()
 
 
-def prerender_overlay(ctx: AppContext, study_id: str, version: int) -> None:
-    """Render a new label version's overlay in the background (exports then find it made)."""
-    if not ctx.settings.prerender:
-        return
-
-    def run() -> None:
-        study = ctx.store.get_study(study_id)
-        row = ctx.store.get_version(study_id, version)
-        stack = ctx.store.load_labels(study_id, version)
-        overlay_png(ctx.store, study_id, row, build_result(study, row, stack.labels, ctx.volumes.get(study)))
-
-    ctx.jobs.start(f"overlay of {study_id} v{version}", run)
-
-
 #: Export format -> (file suffix, media type).
 EXPORTS: dict[str, tuple[str, str]] = {
     "dicom-seg": (".seg.dcm", "application/dicom"),
@@ -323,7 +309,7 @@ def export_file(
         if fmt in ("html", "overlay"):
             from sarcoscope.web.report_html import report_html
 
-            png = overlay_png(ctx.store, study.id, row, result)
+            png = overlay_png(store, study.id, row, result)
             if fmt == "overlay":
                 return png, name, media
             report = build_report(result, deidentification=deidentification)
@@ -338,7 +324,7 @@ def export_file(
             if problem is not None:
                 raise HTTPException(409, f"No {fmt.upper()} can be made for this study: {problem}")
         elif fmt == "dicom-qc":
-            (Path(tmp) / "overlay.png").write_bytes(overlay_png(ctx.store, study.id, row, result))
+            (Path(tmp) / "overlay.png").write_bytes(overlay_png(store, study.id, row, result))
             problem = write_qc_capture(result, Path(tmp) / "overlay.png", path, deidentification)
             if problem is not None:
                 raise HTTPException(409, f"No QC secondary capture can be made for this study: {problem}")

@@ -498,7 +498,7 @@ def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: Us
         client=client_of(request),
     )
     ctx.analyses.remember_quality(study_id, row.version, quality.as_dict(indices))
-    analysis.prerender_overlay(ctx, study_id, row.version)
+    ctx.prerender_overlay(study_id, row.version)
     return version_json(row)
 
 
@@ -574,7 +574,7 @@ async def save_labels(
             client=client_of(request),
         )
     )
-    analysis.prerender_overlay(ctx, study_id, row.version)
+    ctx.prerender_overlay(study_id, row.version)
     return version_json(row)
 
 
@@ -634,7 +634,7 @@ async def import_labels(
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    analysis.prerender_overlay(ctx, study_id, row.version)
+    ctx.prerender_overlay(study_id, row.version)
     return version_json(row)
 
 
@@ -662,7 +662,7 @@ def restore_version(
         note=f"restored version {version}",
         client=client_of(request),
     )
-    analysis.prerender_overlay(ctx, study_id, row.version)
+    ctx.prerender_overlay(study_id, row.version)
     return version_json(row)
 
 
