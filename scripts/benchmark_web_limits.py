@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from web_server import call, start_server  # scripts/ is on sys.path when a script runs
 
 CHUNK = 1 << 20
 
@@ -31,33 +28,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc (Linux only)")
-
-
-def start_server(src: Path, data: Path) -> tuple[subprocess.Popen, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SARCOSCOPE_")}
-    env["PYTHONPATH"] = str(src)
-    command = [sys.executable, "-m", "sarcoscope.cli", "serve", "--data-dir", str(data), "--port", str(port)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while True:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/api/health")
-            if conn.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.2)
-
-
-def call(port: int, method: str, path: str, body: bytes | None = None, content_type: str = "") -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    conn.request(method, path, body=body, headers={"Content-Type": content_type} if content_type else {})
-    response = conn.getresponse()
-    data = response.read()
-    assert response.status < 300, (response.status, data[:300])
-    return json.loads(data)
 
 
 def labelled_study(port: int, folder: Path) -> str:
@@ -70,7 +40,9 @@ def labelled_study(port: int, folder: Path) -> str:
     head = 'Content-Disposition: form-data; name="files"; filename='
     parts = [f'--{boundary}\r\n{head}"{f.name}"\r\n\r\n'.encode() + f.read_bytes() + b"\r\n" for f in files]
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    sid = call(port, "POST", "/api/studies", body, f"multipart/form-data; boundary={boundary}")["id"]
+    sid = json.loads(call(port, "POST", "/api/studies", body, f"multipart/form-data; boundary={boundary}"))[
+        "id"
+    ]
     call(
         port,
         "PUT",
