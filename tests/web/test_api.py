@@ -349,10 +349,24 @@ def test_deidentified_download_and_exports_agree(client: TestClient, series: lis
     assert kept_report["input"]["metadata"]["patient_sex"] == "F"
     page = client.get(f"/api/studies/{sid}/export/html", params=deid).text
     assert pseudonym in page and "synthetic" not in page  # the series description is gone
+    deid_pdf = client.get(f"/api/studies/{sid}/export/pdf", params=deid)
+    assert deid_pdf.headers["content-type"] == "application/pdf" and deid_pdf.content.startswith(b"%PDF-")
+    text = pdf_text(deid_pdf.content)
+    assert pseudonym in text and "synthetic" not in text and "PAT-001" not in text
     audit = [e["details"] for e in client.get(f"/api/studies/{sid}/audit").json() if e["action"] == "export"]
     assert all(d["deidentified"] for d in audit)
+    plain_pdf = pdf_text(client.get(f"/api/studies/{sid}/export/pdf").content)
+    muscle = client.get(f"/api/studies/{sid}/export/json").json()["average"]["tissues"]["muscle"]
+    assert "synthetic" in plain_pdf and f"{muscle['area_cm2']:.2f}" in plain_pdf
     key = client.app.state.ctx.store.data_dir / "deidentification.key"
     assert key.stat().st_mode & 0o777 == 0o600
+
+
+def pdf_text(data: bytes) -> str:
+    """Every page's text of a PDF (pypdf reads what a PDF viewer would show)."""
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
 
 
 def test_burned_in_series_is_not_exported_deidentified(client: TestClient, series: list[Path]) -> None:

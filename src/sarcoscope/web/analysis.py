@@ -265,6 +265,7 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "json": (".json", "application/json"),
     "overlay": (".png", "image/png"),
     "html": (".html", "text/html"),
+    "pdf": (".pdf", "application/pdf"),
 }
 
 
@@ -292,7 +293,7 @@ def export_file(
 
     row = store.get_version(study.id, version)
     stack = store.load_labels(study.id, row.version)
-    shows_pixels = deidentification is not None and fmt in ("overlay", "html", "dicom-qc")
+    shows_pixels = deidentification is not None and fmt in ("overlay", "html", "pdf", "dicom-qc")
     dicom = fmt.startswith("dicom-")
     volume = volumes.with_headers(study) if dicom or shows_pixels else volumes.get(study)
     result = build_result(study, row, stack.labels, volume)
@@ -306,13 +307,16 @@ def export_file(
         return report_json(build_report(result, deidentification=deidentification)).encode(), name, media
     with tempfile.TemporaryDirectory(dir=store.data_dir / "tmp") as tmp:
         path = Path(tmp) / f"out{suffix}"
-        if fmt in ("html", "overlay"):
+        if fmt in ("html", "pdf", "overlay"):
+            from sarcoscope.export.report_pdf import report_pdf
             from sarcoscope.web.report_html import report_html
 
             png = overlay_png(store, study.id, row, result)
             if fmt == "overlay":
                 return png, name, media
             report = build_report(result, deidentification=deidentification)
+            if fmt == "pdf":
+                return report_pdf(report, png), name, media
             return report_html(report, png, name).encode(), name, media
         if fmt in ("dicom-seg", "dicom-sr"):
             seed = f"sarcoscope-web/{study.id}/{row.version}/{'deid' if deidentification else 'plain'}"

@@ -2,7 +2,7 @@
 
 Everything shown comes from `export.build_report` (the same numbers as report.json); like it, the page
 leaves out the patient id and study date, and a de-identified report shows the pseudonym instead of the
-series description and patient facts. Print it from the browser ("Save as PDF") for a PDF.
+series description and patient facts. The same report as a PDF: export/report_pdf.py.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ export function setExportDeidentification() {
 function exportFormats(study) {
   const all = [["dicom-seg", "DICOM SEG"], ["dicom-sr", "DICOM SR"], ["dicom-qc", "QC capture (DICOM)"],
     ["nifti", "NIfTI"], ["csv", "Metrics CSV"], ["json", "Report JSON"],
-    ["overlay", "Overlay PNG"], ["html", "Printable report"]];
+    ["overlay", "Overlay PNG"], ["html", "Printable report"], ["pdf", "Report PDF"]];
   return study.source_kind === "dicom" ? all : all.filter(([f]) => !f.startsWith("dicom-"));
 }
 
