@@ -356,11 +356,14 @@ def test_real_dicom_series_through_the_whole_viewer(page: object, server: str) -
         "json": ".json",
         "overlay": ".png",
         "html": ".html",
+        "pdf": ".pdf",
     }
     for fmt, suffix in suffixes.items():
         with page.expect_download(timeout=60000) as info:
             page.click(f"#export-{fmt}")
         assert info.value.suggested_filename.endswith(f"-v3-deid{suffix}"), fmt
+        if fmt == "pdf":
+            assert Path(info.value.path()).read_bytes().startswith(b"%PDF-")
         if fmt == "html":
             report = Path(info.value.path()).read_text()
             assert "Sarcopenia" in report or "SMI" in report
