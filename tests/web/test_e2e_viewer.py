@@ -161,6 +161,32 @@ def test_l3_lines_by_mouse_and_keyboard_on_niivue(page: object, server: str, tmp
     assert page.locator("#l3-selection-text").inner_text() == f"Range: slice {hi - 1} only (1 slice)"
 
 
+def test_uncertain_count_shows_the_other_l3_candidate(page: object, server: str, tmp_path: Path) -> None:
+    """Issue 14: without the sacrum the count is uncertain; the lines go to the more probable L3 and the
+    other candidate is drawn as a dashed orange mark with its probability (not a line the user drags)."""
+    from sarcoscope.imaging import write_dicom_series
+    from sarcoscope.phantom import make_volume
+
+    pv = make_volume(34, shape_xy=160, coverage="no-sacrum")
+    files = write_dicom_series(pv.hu, pv.spacing, tmp_path / "ct", origin=pv.origin, metadata=pv.metadata())
+    study_id = _upload(page, files)
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    loc = page.request.get(f"{server}/api/studies/{study_id}").json()["localization"]
+    first, other = loc["candidates"][:2]
+    assert first["probability"] > other["probability"]
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.marks !== undefined")
+    assert _data(page, "#l3-viewer", "marks") == str(other["l3_mid"])
+    assert _data(page, "#l3-viewer", "lines") == str(loc["l3_mid"]) == str(first["l3_mid"])
+    orange = page.evaluate(
+        """() => { const c = document.getElementById('mpr-overlay');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 0; i < d.length; i += 4)
+          if (d[i] > 230 && Math.abs(d[i + 1] - 140) < 25 && d[i + 2] < 60 && d[i + 3] > 200) n++;
+        return n; }"""
+    )
+    assert orange > 20
+
+
 def test_without_webgl_the_view_falls_back_to_server_images(server: str, tmp_path: Path) -> None:
     """Chromium with WebGL off: the PNG view, with zoom around the cursor, pan, reset and the lines."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")

@@ -91,11 +91,13 @@ export class PNGView {
     ctx.font = "11px system-ui, sans-serif";
     ctx.textBaseline = "middle";
     if (plane === "sagittal") this.drawVertebrae(ctx, g);
-    for (const line of this.hooks.lines()) {
+    for (const line of [...this.hooks.marks(), ...this.hooks.lines()]) {
       const y = Math.round(this.zToY(g, line.z)) + 0.5;
       ctx.strokeStyle = line.color;
       ctx.lineWidth = line.active ? 2 : 1;
+      ctx.setLineDash(line.active === undefined ? [6, 4] : []); // marks are dashed
       ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(g.w, y); ctx.stroke();
+      ctx.setLineDash([]);
       tag(ctx, line.label, 4, y - 9, line.color, "left");
     }
   }

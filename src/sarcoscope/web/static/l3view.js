@@ -29,6 +29,7 @@ const hooks = {
     else drawAll();
   },
   lines,
+  marks,
   vertebrae: () => (state.study.localization || {}).vertebrae || {},
   lineAt(i) { state.activeLine = i; },
   dragLine(i, z) { state.activeLine = i; moveLine(z); },
@@ -50,6 +51,15 @@ function lines() {
     color: i === 0 ? "#ffd23f" : "#3fe0ff",
     active: i === state.activeLine,
   }));
+}
+
+/** The other L3 the localizer found likely when its count is uncertain: a dashed mark, never dragged. */
+function marks() {
+  const candidates = (state.study.localization || {}).candidates || [];
+  if (candidates.length < 2) return [];
+  const other = candidates[1];
+  const z = other.l3_mid;
+  return [{z, label: `other L3? p=${other.probability.toFixed(2)} · ${z}`, color: "#ff8c1a"}];
 }
 
 async function ensureView() {
@@ -153,6 +163,7 @@ function renderText() {
   $("axial-index").textContent = `slice ${state.axialZ} / ${state.study.n_slices - 1}`;
   $("l3-viewer").dataset.axial = state.axialZ;
   $("l3-viewer").dataset.lines = lines().map((line) => line.z).join(",");
+  $("l3-viewer").dataset.marks = marks().map((mark) => mark.z).join(",");
   renderLevel();
 }
 

@@ -28,7 +28,8 @@ const MAX_ZOOM = 10;
 export class MPRView {
   /** box: the element holding `canvas` (NiiVue's) and `overlay` (lines and labels, no pointer events).
    * hooks: crosshair(x, y, z) after NiiVue moved it; lines() -> [{z, label, color, active}];
-   * vertebrae() -> {name: {first, last, center}}; lineAt(index) / dragLine(index, z) / dropLine(index);
+   * marks() -> [{z, label, color}] (drawn dashed, not draggable); vertebrae() -> {name: {first, last, center}};
+   * lineAt(index) / dragLine(index, z) / dropLine(index);
    * window(level, width) after window/level changed; cursor(x, y, z, hu) as the pointer moves;
    * key(event) for a key pressed on the canvas. */
   constructor(box, canvas, overlay, hooks) {
@@ -286,16 +287,18 @@ export class MPRView {
       ctx.fillText(name, l + 6, t + 10);
       if (s.axCorSag !== SLICE_TYPE.AXIAL) {
         if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw);
-        for (const line of lines) {
+        for (const line of [...this.hooks.marks(), ...lines]) {
           const y = this.yOfSlice(tile, line.z);
           if (y === null) continue;
           const yy = Math.round(y) + 0.5;
           ctx.strokeStyle = line.color;
           ctx.lineWidth = line.active ? 2 : 1;
+          ctx.setLineDash(line.active === undefined ? [6, 4] : []); // marks are dashed
           ctx.beginPath();
           ctx.moveTo(l, yy);
           ctx.lineTo(l + tw, yy);
           ctx.stroke();
+          ctx.setLineDash([]);
           tag(ctx, line.label, l + 4, yy - 9, line.color, "left");
         }
       }
