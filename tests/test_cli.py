@@ -48,6 +48,11 @@ def test_missing_path(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "report.json").exists()
 
 
+def test_error_text_in_square_brackets_is_printed_as_it_is(tmp_path: Path) -> None:
+    """Rich markup must not swallow a path or message part such as [bold] or [1]."""
+    _assert_user_error(_invoke("analyze", tmp_path / "scan [bold]", "-o", tmp_path / "out"), "scan [bold]")
+
+
 def test_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     _assert_user_error(_invoke("analyze", tmp_path / "empty", "-o", tmp_path / "out"), "empty")

@@ -1,0 +1,5 @@
+"""`python -m sarcoscope.cli`."""
+
+from sarcoscope.cli import main
+
+main()

@@ -1,0 +1,375 @@
+"""Analysing one CT: `analyze`, `demo`, `cutoffs`, `series`, `locate`, `phantom`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from sarcoscope.cli.common import (
+    ENGINE_HELP,
+    AcceptBurnedInOption,
+    Convention,
+    KeepCharacteristicsOption,
+    KeepDatesOption,
+    LabelOrder,
+    PixelSpacingOption,
+    SecretFileOption,
+    Sex,
+    app,
+    console,
+    deid_policy,
+    fmt_indices,
+    run,
+)
+from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_INFERIOR_ENDPLATE, L3_MID, TISSUE_TITLES, HURanges
+from sarcoscope.errors import SarcoscopeError
+from sarcoscope.fileio import check_output_folder
+from sarcoscope.segmentation.base import DEFAULT_ENGINE
+
+
+def _print_summary(result: Any) -> None:
+    from sarcoscope.composition import TissueStats
+    from sarcoscope.composition.assessment import reason_parts
+
+    sel = result.selection
+    how = f"{sel.mode} ({sel.method})"
+    if sel.confidence is not None:
+        how += f", confidence {sel.confidence:.2f}"
+    n = len(sel.indices)
+    mode = f"single slice {sel.indices[0]}"
+    if n > 1:
+        mode = f"average of {n} slices ({fmt_indices(sel.indices)})"
+    console.print(f"[bold]Mode: {mode}[/]")
+    console.print(f"[bold]L3[/]: slice(s) {fmt_indices(sel.indices)} — {how}; engine {result.model_id}")
+    if uncertain := (sel.details or {}).get("uncertainty"):
+        console.print(f"[bold yellow]{uncertain}[/]", highlight=False, soft_wrap=True)
+    table = Table(title=f"L3 body composition ({mode})")
+    for col in ("tissue", "area cm²", "mean HU", "SD HU"):
+        table.add_column(col, justify="right" if col != "tissue" else "left")
+    for key, title in TISSUE_TITLES.items():
+        ts: TissueStats = result.average.tissues[key]
+        table.add_row(
+            title,
+            f"{ts.area_cm2:.1f}",
+            "—" if ts.mean_hu is None else f"{ts.mean_hu:.1f}",
+            "—" if ts.sd_hu is None else f"{ts.sd_hu:.1f}",
+        )
+    console.print(table)
+    a = result.assessment
+    if a.smi.computed:
+        console.print(
+            f"SMI: [bold]{a.smi.value:.1f}[/] cm²/m²" + (f", BMI {a.bmi.value:.1f}" if a.bmi.computed else "")
+        )
+    said: list[str] = []  # each missing fact once, however many values it stops
+
+    def not_computed(reason: str | None) -> str:
+        new = [p for p in reason_parts(reason or "") if p not in said]
+        said.extend(new)
+        return "not computed" + (f" ({'; '.join(new)})" if new else " (see above)")
+
+    if not a.smi.computed:
+        console.print(f"SMI: {not_computed(a.smi.reason)}")
+    for kind, results in (("sarcopenia", a.sarcopenia), ("myosteatosis", a.myosteatosis)):
+        for c in results.values():
+            if not c.computed:
+                verdict = not_computed(c.reason)
+            else:
+                below = "[red]below[/]" if c.flagged else "not below"
+                verdict = f"{below} cutoff {c.cutoff:g} {c.set.unit} ({c.rule})"
+            mark = " [bold](selected)[/]" if c.selected else ""
+            console.print(f"  {kind} · {c.set.title}{mark}: {verdict}")
+    q = result.quality
+    if q is not None and q.score is not None:
+        verdict = "[bold red]review the segmentation[/]" if q.flagged else "ok"
+        console.print(f"Segmentation quality: [bold]{q.score:.2f}[/] ({verdict}; {', '.join(q.used)})")
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    if result.outputs:
+        console.print(
+            f"Outputs in [bold]{result.outputs['report'].parent}[/]: "
+            + ", ".join(p.name for p in result.outputs.values())
+        )
+
+
+class PhantomKind(StrEnum):
+    volume = "volume"
+    slice = "slice"
+
+
+class PhantomFormat(StrEnum):
+    dicom = "dicom"
+    nifti = "nifti"
+    both = "both"
+
+
+@app.command()
+def analyze(
+    ct_path: Annotated[
+        str,
+        typer.Argument(
+            help="DICOM folder, .zip of DICOM, single DICOM file, NIfTI, or a DICOMweb study/series: "
+            "dicomweb+http://host:port/prefix/studies/<UID>\\[/series/<UID>].",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for report.json, metrics.csv, overlay.png...")
+    ],
+    slice_index: Annotated[
+        int | None, typer.Option("--slice", help="Analyse this axial slice index (0 = most inferior).")
+    ] = None,
+    slice_range: Annotated[
+        str | None, typer.Option("--range", help="Analyse slices Z0:Z1 (inclusive) and average them.")
+    ] = None,
+    series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to analyse.")] = None,
+    pixel_spacing: PixelSpacingOption = None,
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = DEFAULT_ENGINE,
+    height_cm: Annotated[float | None, typer.Option("--height-cm", help="Patient height (for SMI).")] = None,
+    weight_kg: Annotated[float | None, typer.Option("--weight-kg", help="Patient weight (for BMI).")] = None,
+    sex: Annotated[Sex | None, typer.Option("--sex", help="Patient sex (for cutoffs).")] = None,
+    cutoffs: Annotated[
+        str | None, typer.Option("--cutoffs", help="Headline cutoff set (ids: `sarcoscope cutoffs`).")
+    ] = None,
+    convention: Annotated[
+        Convention, typer.Option(help="Automatic L3 slice: mid-vertebral body or inferior endplate.")
+    ] = Convention.mid,
+    vat_narrow: Annotated[
+        bool, typer.Option("--vat-narrow", help="Use the Slice-O-Matic VAT window −150..−50 HU.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
+    label_order: Annotated[
+        LabelOrder,
+        typer.Option(
+            "--label-order",
+            help="Label ids in labels.nii.gz: sarcoscope (1 muscle, 2 SAT, 3 VAT, 4 IMAT) or "
+            "totalsegmentator "
+            "(tissue_4_types: 1 subcutaneous, 2 torso fat, 3 muscle, 4 intermuscular).",
+        ),
+    ] = LabelOrder.sarcoscope,
+    push: Annotated[
+        bool,
+        typer.Option(
+            "--push", help="DICOMweb input: store the SEG, SR and QC capture back into the study (STOW-RS)."
+        ),
+    ] = False,
+    deidentify: Annotated[
+        bool,
+        typer.Option("--deidentify", help="De-identify every written file (DICOM PS3.15 basic profile)."),
+    ] = False,
+    secret_file: SecretFileOption = None,
+    keep_dates_shifted: KeepDatesOption = False,
+    keep_patient_characteristics: KeepCharacteristicsOption = False,
+    accept_burned_in: AcceptBurnedInOption = False,
+    quality: Annotated[
+        bool,
+        typer.Option(help="Score each slice's segmentation (runs a second engine; flags slices to review)."),
+    ] = True,
+) -> None:
+    """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
+    from sarcoscope.imaging import CTVolume, read_ct
+    from sarcoscope.level import parse_range
+    from sarcoscope.pacs.dicomweb import fetch_series, is_dicomweb, store_results
+    from sarcoscope.pipeline import analyze as run_analysis
+
+    def body() -> None:
+        if slice_index is not None and slice_range is not None:
+            raise SarcoscopeError("Give either --slice or --range, not both.")
+        if push and not is_dicomweb(ct_path):
+            raise SarcoscopeError(
+                "--push stores results back to a DICOMweb server: give a dicomweb+http:// input."
+            )
+        if push and deidentify:
+            raise SarcoscopeError(
+                "--push stores results in the source study; it cannot be combined with --deidentify."
+            )
+        rng = parse_range(slice_range) if slice_range is not None else None
+        hu_ranges = HURanges.slice_o_matic_vat() if vat_narrow else DEFAULT_HU_RANGES
+        policy = deid_policy(
+            deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
+        )
+        check_output_folder(out)
+        with contextlib.ExitStack() as stack, console.status("reading CT…") as status:
+            source: Path | CTVolume = Path(ct_path)
+            if is_dicomweb(ct_path):  # retrieved into a temporary folder; the report names the address
+                status.update("retrieving the series from the DICOMweb server…")
+                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-")))
+                source = read_ct(fetch_series(ct_path, folder, series), series_uid=series)
+                source.source_path = ct_path
+            result = run_analysis(
+                source,
+                out_dir=out,
+                slice_index=slice_index,
+                slice_range=rng,
+                series_uid=series,
+                pixel_spacing=pixel_spacing,
+                engine=engine,
+                height_cm=height_cm,
+                weight_kg=weight_kg,
+                sex=sex.value if sex else None,
+                cutoff_set=cutoffs,
+                convention=L3_MID if convention is Convention.mid else L3_INFERIOR_ENDPLATE,
+                hu_ranges=hu_ranges,
+                progress=lambda s: status.update(f"{s}…"),
+                deidentification=policy,
+                quality=quality,
+                label_order=label_order.value,
+            )
+        if push:
+            kinds = [k for k in ("dicom_seg", "dicom_sr", "qc_capture") if k in result.outputs]
+            stored = store_results(ct_path, [result.outputs[k] for k in kinds])
+            console.print(
+                f"Stored {stored} result object(s) in the study on the DICOMweb server.", style="dim"
+            )
+        if as_json:
+            sys.stdout.write(result.outputs["report"].read_text())
+        else:
+            _print_summary(result)
+
+    run(body)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo CT and its analysis.")] = Path(
+        "sarcoscope-demo"
+    ),
+    seed: Annotated[int, typer.Option(help="Phantom seed (same seed, same CT).")] = 7,
+) -> None:
+    """Generate a synthetic abdominal CT (DICOM) and run the whole analysis on it."""
+    from sarcoscope.phantom import write_phantom
+    from sarcoscope.pipeline import analyze as run_analysis
+
+    def body() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        with console.status("generating a synthetic CT…"):
+            info = write_phantom(out / "ct", kind="volume", fmt="dicom", seed=seed)
+        console.print(f"Synthetic CT written to [bold]{info['paths']['dicom']}[/] (seed {seed}).")
+        with console.status("analysing…") as status:
+            result = run_analysis(
+                info["paths"]["dicom"], out_dir=out / "analysis", progress=lambda s: status.update(f"{s}…")
+            )
+        _print_summary(result)
+        truth = info.get("truth", {})
+        if "l3_mid_index" in truth:
+            console.print(
+                f"Phantom truth: mid-L3 slice {truth['l3_mid_index']}; "
+                f"analysed slice(s) {fmt_indices(result.selection.indices)}."
+            )
+
+    run(body)
+
+
+@app.command()
+def cutoffs() -> None:
+    """List the shipped sarcopenia and myosteatosis cutoff sets with their sources."""
+    from sarcoscope.composition import load_cutoffs
+
+    table = Table(title="Shipped cutoff sets (flagged when the value is strictly below the cutoff)")
+    for col in ("id", "kind", "rules", "population", "source"):
+        table.add_column(col)
+    cutoffs_table = load_cutoffs()
+    for kind, sets in (
+        ("sarcopenia", cutoffs_table.sarcopenia),
+        ("myosteatosis", cutoffs_table.myosteatosis),
+    ):
+        for set_id, cs in sets.items():
+            default = " (default)" if set_id == cutoffs_table.default_sarcopenia else ""
+            rules = "; ".join(f"{r.describe()}: {cs.metric} < {r.cutoff:g}" for r in cs.rules)
+            table.add_row(set_id + default, kind, rules, cs.population, cs.citation)
+    console.print(table)
+
+
+@app.command()
+def series(
+    ct_path: Annotated[Path, typer.Argument(help="DICOM folder or .zip.")],
+) -> None:
+    """List the image series found in a folder or zip (choose one with `analyze --series UID`)."""
+    from sarcoscope.imaging import list_series
+
+    def body() -> None:
+        table = Table(title=f"Series in {ct_path} (the first is analysed by default)")
+        for col in ("SeriesInstanceUID", "description", "modality", "orientation", "slices", "note"):
+            table.add_column(col)
+        for s in list_series(ct_path):
+            table.add_row(
+                s.series_uid,
+                s.description or "",
+                s.modality or "",
+                s.orientation or "",
+                str(s.n_slices),
+                s.note or "",
+            )
+        console.print(table)
+
+    run(body)
+
+
+@app.command()
+def locate(
+    ct_path: Annotated[Path, typer.Argument(help="DICOM folder, .zip, or NIfTI volume.")],
+    series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the localization as JSON.")] = False,
+) -> None:
+    """Locate L3 automatically and print the vertebrae found, the confidence and any flags."""
+    from sarcoscope.imaging import read_ct
+    from sarcoscope.level import locate_l3
+
+    def body() -> None:
+        loc = locate_l3(read_ct(ct_path, series_uid=series))
+        if as_json:
+            sys.stdout.write(json.dumps(loc.as_dict(), indent=2) + "\n")
+        else:
+            console.print(loc.describe())
+
+    run(body)
+
+
+@app.command()
+def phantom(
+    out: Annotated[Path, typer.Argument(help="Output folder.")],
+    kind: Annotated[PhantomKind, typer.Option(help="A single L3 slice or an abdominal volume.")] = (
+        PhantomKind.volume
+    ),
+    fmt: Annotated[PhantomFormat, typer.Option("--format", help="File format.")] = PhantomFormat.dicom,
+    seed: Annotated[int, typer.Option(help="Random seed (deterministic).")] = 0,
+    size: Annotated[int, typer.Option(help="Matrix size in pixels (rows = columns).")] = 512,
+    thickness: Annotated[float, typer.Option(help="Volume slice thickness in mm.")] = 3.0,
+    coverage: Annotated[
+        str, typer.Option(help="Volume coverage: abdomen, chest-pelvis, upper-abdomen, lower, l3-only.")
+    ] = "abdomen",
+    variant: Annotated[
+        str, typer.Option(help="Spine: normal, six-lumbar, sacralised-L5, 11-ribs, 13-ribs.")
+    ] = "normal",
+    out_of_field: Annotated[
+        bool, typer.Option(help="Corners outside the scan field at -3024 HU (PixelPaddingValue).")
+    ] = False,
+) -> None:
+    """Write a synthetic CT with exact label maps and truth.json (for tests, demos and training)."""
+    from sarcoscope.phantom import COVERAGES, VARIANTS, write_phantom
+
+    def body() -> None:
+        if coverage not in COVERAGES:
+            raise SarcoscopeError(f"Unknown coverage '{coverage}'; choose one of {', '.join(COVERAGES)}.")
+        if variant not in VARIANTS:
+            raise SarcoscopeError(f"Unknown variant '{variant}'; choose one of {', '.join(VARIANTS)}.")
+        options: dict[str, Any] = (
+            {"shape_xy": size, "slice_thickness_mm": thickness, "coverage": coverage, "variant": variant}
+            if kind is PhantomKind.volume
+            else {"size": size}
+        )
+        info = write_phantom(
+            out, kind=kind.value, fmt=fmt.value, seed=seed, out_of_field=out_of_field, **options
+        )
+        console.print(f"Phantom {kind.value} (seed {seed}) written to [bold]{out}[/]:")
+        for name, path in info["paths"].items():
+            console.print(f"  {name}: {path}")
+
+    run(body)

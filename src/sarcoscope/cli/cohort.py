@@ -1,0 +1,264 @@
+"""Many CTs and their checks: `batch`, `deidentify`, `validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from sarcoscope.cli.common import (
+    ENGINE_HELP,
+    AcceptBurnedInOption,
+    KeepCharacteristicsOption,
+    KeepDatesOption,
+    PixelSpacingOption,
+    SecretFileOption,
+    app,
+    console,
+    deid_policy,
+    err_console,
+    run,
+)
+from sarcoscope.errors import SarcoscopeError
+from sarcoscope.fileio import check_output_folder
+from sarcoscope.segmentation.base import DEFAULT_ENGINE
+
+
+@app.command()
+def batch(
+    cohort: Annotated[
+        str,
+        typer.Argument(
+            help="Folder of studies (one sub-folder/zip/NIfTI per case), a CSV manifest, or a DICOMweb "
+            "server dicomweb+http://host:port/prefix searched with --query (one case per CT series).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (cases/<id>/, cohort.csv).")],
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = DEFAULT_ENGINE,
+    cutoffs: Annotated[str | None, typer.Option("--cutoffs", help="Default cutoff set.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel worker processes (or Dask workers).")] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:8786), or 'local' for a local Dask cluster."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Re-analyse cases that already have a report.")] = False,
+    pixel_spacing: PixelSpacingOption = None,
+    deidentify: Annotated[
+        bool,
+        typer.Option(
+            "--deidentify", help="De-identify every written file; case folders and ids become keyed codes."
+        ),
+    ] = False,
+    secret_file: SecretFileOption = None,
+    keep_dates_shifted: KeepDatesOption = False,
+    keep_patient_characteristics: KeepCharacteristicsOption = False,
+    accept_burned_in: AcceptBurnedInOption = False,
+    query: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--query",
+            help="DICOMweb cohort: a study search KEY=VALUE (PatientName, PatientID, AccessionNumber, "
+            "StudyDate=YYYYMMDD-YYYYMMDD, StudyDescription, StudyInstanceUID); repeat for more.",
+        ),
+    ] = None,
+    modality: Annotated[
+        str, typer.Option(help="DICOMweb cohort: the modality of the series analysed.")
+    ] = "CT",
+    push: Annotated[
+        bool,
+        typer.Option(
+            "--push", help="DICOMweb cohort: store each case's SEG, SR and QC capture in its study."
+        ),
+    ] = False,
+) -> None:
+    """Analyse a cohort; resumable (finished cases are skipped), failures listed in failures.csv."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from sarcoscope.batch import dicomweb_cases, discover_cases, read_manifest, run_batch
+    from sarcoscope.pacs.dicomweb import is_dicomweb, parse_query
+
+    def body() -> None:
+        check_output_folder(out)
+        if is_dicomweb(cohort):
+            cases = dicomweb_cases(cohort, parse_query(query or []), modality)
+        elif query or push:
+            raise SarcoscopeError(
+                "--query and --push need a DICOMweb cohort: dicomweb+http://host:port/prefix."
+            )
+        elif cohort.lower().endswith(".csv"):
+            cases = read_manifest(Path(cohort))
+        else:
+            cases = discover_cases(Path(cohort))
+        policy = deid_policy(
+            deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
+        )
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("analysing", total=len(cases))
+
+            def done(outcome: Any) -> None:
+                bar.advance(task)
+                if outcome.status == "failed":
+                    bar.console.print(f"[red]failed[/] {outcome.case_id}: {outcome.error}")
+
+            summary = run_batch(
+                cases,
+                out,
+                engine=engine,
+                cutoff_set=cutoffs,
+                workers=workers,
+                scheduler=scheduler,
+                force=force,
+                pixel_spacing=pixel_spacing,
+                on_outcome=done,
+                deidentification=policy,
+                push=push,
+            )
+        console.print(
+            f"{summary.count('done')} analysed, {summary.count('skipped')} already done, "
+            f"{summary.count('failed')} failed. Cohort table: [bold]{summary.cohort_csv}[/]"
+        )
+        if summary.count("failed"):
+            console.print(f"Failures and reasons: [bold]{summary.failures_csv}[/]")
+            raise typer.Exit(3)
+
+    run(body)
+
+
+@app.command()
+def deidentify(
+    src: Annotated[Path, typer.Argument(help="A DICOM file, a folder of DICOM (any nesting) or a .zip.")],
+    out: Annotated[Path, typer.Argument(help="New (or empty) folder for the de-identified files.")],
+    secret_file: SecretFileOption = None,
+    keep_dates_shifted: KeepDatesOption = False,
+    keep_patient_characteristics: KeepCharacteristicsOption = False,
+    accept_burned_in: AcceptBurnedInOption = False,
+) -> None:
+    """De-identify DICOM by the PS3.15 basic profile: keyed pseudonyms, remapped UIDs, no private tags."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from sarcoscope.imaging.deidentify import deidentify_tree
+
+    def body() -> None:
+        policy = deid_policy(
+            True, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
+        )
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("de-identifying", total=None)
+            summary = deidentify_tree(
+                src, out, policy, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+        console.print(
+            f"{summary.written} file(s) de-identified for {len(summary.patients)} patient(s) into "
+            f"[bold]{summary.out_dir}[/]; {summary.non_dicom} non-DICOM file(s) skipped"
+            + (f", {summary.duplicates} duplicate instance(s) skipped" if summary.duplicates else "")
+            + "."
+        )
+        if summary.burned_in_refused:
+            err_console.print(
+                f"[bold red]{len(summary.burned_in_refused)} image(s) with burned-in annotation left out[/] "
+                f"(their pixels may show the patient's name; --accept-burned-in exports them): "
+                + ", ".join(summary.burned_in_refused[:10])
+                + (" …" if len(summary.burned_in_refused) > 10 else "")
+            )
+        if summary.burned_in_accepted:
+            err_console.print(
+                f"[bold yellow]warning:[/] {summary.burned_in_accepted} image(s) with burned-in annotation "
+                "exported with their pixels unchanged (marked PatientIdentityRemoved NO)."
+            )
+
+    run(body)
+
+
+@app.command()
+def validate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.md, report.html, CSVs).")],
+    pred: Annotated[
+        Path | None, typer.Option(help="Folder of predicted label maps (.npy .nii.gz .tag .png .dcm SEG).")
+    ] = None,
+    ref: Annotated[
+        Path | None, typer.Option(help="Folder of reference label maps (.npy .nii.gz .tag .png .dcm SEG).")
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Folder of CT slices (HU statistics; or input of --engine).")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="Segment --images with this engine instead of reading --pred.")
+    ] = None,
+    sites: Annotated[Path | None, typer.Option(help="CSV case_id,site for the external tables.")] = None,
+    patients: Annotated[Path | None, typer.Option(help="CSV case_id,height_cm|height_m (for SMI).")] = None,
+    ref_labels: Annotated[
+        str | None,
+        typer.Option(help="Reference label mapping: built-in name (slice-o-matic-alberta...) or YAML file."),
+    ] = None,
+    pred_labels: Annotated[
+        str | None, typer.Option(help="Prediction label mapping: built-in name or YAML file.")
+    ] = None,
+    ref_l3: Annotated[Path | None, typer.Option(help="CSV of reference L3 slices.")] = None,
+    pred_l3: Annotated[Path | None, typer.Option(help="CSV of predicted L3 slices.")] = None,
+    pixel_spacing: Annotated[
+        str | None, typer.Option(help="Pixel spacing 'dy,dx' mm when the files carry none.")
+    ] = None,
+    strip_prefix: Annotated[
+        list[str] | None, typer.Option(help="Prefix removed from file names to get case ids (repeatable).")
+    ] = None,
+    strip_suffix: Annotated[
+        list[str] | None, typer.Option(help="Suffix removed from file names to get case ids (repeatable).")
+    ] = None,
+    allow_unmatched: Annotated[
+        bool, typer.Option(help="Skip cases present on one side only instead of failing.")
+    ] = False,
+    gallery: Annotated[int, typer.Option(help="Worst cases shown as overlays.")] = 6,
+    alpha: Annotated[float, typer.Option(help="Significance level of the per-site comparison.")] = 0.05,
+    keep_predictions: Annotated[bool, typer.Option(help="Save --engine predictions in the report.")] = True,
+) -> None:
+    """Validate segmentations (and L3 choices) like the paper: IoU bins, site tables, Dice, Bland–Altman."""
+    from sarcoscope.validation import run_validation
+    from sarcoscope.validation.io import DEFAULT_STRIP_PREFIXES, DEFAULT_STRIP_SUFFIXES, parse_pixel_spacing
+
+    def body() -> None:
+        with console.status("validating…"):
+            report = run_validation(
+                pred,
+                ref,
+                out,
+                sites_csv=sites,
+                ref_mapping=ref_labels,
+                pred_mapping=pred_labels,
+                images_dir=images,
+                engine=engine,
+                ref_l3_csv=ref_l3,
+                pred_l3_csv=pred_l3,
+                patients_csv=patients,
+                pixel_spacing=parse_pixel_spacing(pixel_spacing) if pixel_spacing else None,
+                strip_prefixes=tuple(strip_prefix) if strip_prefix else DEFAULT_STRIP_PREFIXES,
+                strip_suffixes=tuple(strip_suffix) if strip_suffix else DEFAULT_STRIP_SUFFIXES,
+                allow_unmatched=allow_unmatched,
+                gallery_size=gallery,
+                alpha=alpha,
+                keep_predictions=keep_predictions,
+            )
+        if report.dice_summary:
+            table = Table(title=f"Dice over {report.n_cases} case(s)")
+            for col in ("tissue", "mean", "SD", "median", "worst (case)"):
+                table.add_column(col)
+            for tissue, sm in report.dice_summary.items():
+                table.add_row(
+                    tissue,
+                    f"{sm.mean:.3f}",
+                    f"{sm.sd:.3f}",
+                    f"{sm.median:.3f}",
+                    f"{sm.worst:.3f} ({sm.worst_case})",
+                )
+            console.print(table)
+        for site, reasons in report.flagged_sites.items():
+            console.print(f"[yellow]site {site} differs from the others:[/] {'; '.join(reasons)}")
+        for w in report.warnings:
+            console.print(f"[yellow]warning:[/] {w}")
+        console.print(f"Report: [bold]{report.out_dir / 'report.html'}[/]")
+
+    run(body)

@@ -1,0 +1,152 @@
+"""The `sarcoscope` command's shared parts: the typer app, consoles, option types and the error handling
+every command runs in (user errors print one clear message and exit 1; `--debug` shows the traceback)."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from sarcoscope.errors import SarcoscopeError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="sarcoscope: L3 body composition (muscle, SAT, VAT, IMAT) and sarcopenia assessment from CT.",
+)
+console = Console()
+ENGINE_HELP = (
+    "Segmentation engine: threshold, unet (the site's default model), unet-raw (its output without HU"
+    " refinement); unet:ID for an installed model (`sarcoscope models list`), unet:MODEL_DIR for a model"
+    " folder made by `sarcoscope train`."
+)
+err_console = Console(stderr=True)
+_state = {"debug": False}
+T = TypeVar("T")
+
+
+class Sex(StrEnum):
+    M = "M"
+    F = "F"
+
+
+class LabelOrder(StrEnum):
+    sarcoscope = "sarcoscope"
+    totalsegmentator = "totalsegmentator"
+
+
+class Convention(StrEnum):
+    mid = "mid"
+    inferior_endplate = "inferior-endplate"
+
+
+def run(action: Callable[[], T]) -> T:
+    """Run a command body: user errors print one message and exit 1; bugs exit 70 (--debug: traceback)."""
+    try:
+        return action()
+    except (typer.Exit, typer.Abort):
+        raise
+    except SarcoscopeError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")  # a message's [brackets] are text
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
+            "This is a bug in sarcoscope; run again with --debug for the traceback and report it."
+        )
+        raise typer.Exit(70) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        from sarcoscope import __version__
+
+        console.print(f"sarcoscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+PixelSpacingOption = Annotated[
+    tuple[float, float] | None,
+    typer.Option(
+        "--pixel-spacing",
+        metavar="ROW COL",
+        help="Pixel spacing in mm, for NIfTI files without a spatial transform (qform and sform codes 0), "
+        "which are refused without it; the report says that it was given by you.",
+    ),
+]
+SecretFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--secret-file",
+        help="De-identification key (created 0600 on first use). Default: $SARCOSCOPE_DEID_SECRET_FILE, "
+        "else ~/.config/sarcoscope/deidentification.key. The same key gives the same pseudonyms.",
+    ),
+]
+KeepDatesOption = Annotated[
+    bool,
+    typer.Option("--keep-dates-shifted", help="Keep dates, moved by a per-patient offset (intervals kept)."),
+]
+KeepCharacteristicsOption = Annotated[
+    bool,
+    typer.Option("--keep-patient-characteristics", help="Keep sex, age, height and weight."),
+]
+AcceptBurnedInOption = Annotated[
+    bool,
+    typer.Option(
+        "--accept-burned-in",
+        help="Export images with burned-in annotation anyway (pixels unchanged; marked not de-identified).",
+    ),
+]
+
+
+def deid_policy(
+    deidentify: bool,
+    secret_file: Path | None,
+    keep_dates_shifted: bool,
+    keep_patient_characteristics: bool,
+    accept_burned_in: bool,
+) -> Any:
+    """The de-identification policy the options ask for (None without --deidentify)."""
+    from sarcoscope.imaging.deidentify import load_policy
+
+    if not deidentify:
+        if secret_file or keep_dates_shifted or keep_patient_characteristics or accept_burned_in:
+            raise SarcoscopeError("The de-identification options need --deidentify.")
+        return None
+    return load_policy(
+        secret_file,
+        keep_dates_shifted=keep_dates_shifted,
+        keep_patient_characteristics=keep_patient_characteristics,
+        accept_burned_in=accept_burned_in,
+    )
+
+
+def fmt_indices(indices: list[int]) -> str:
+    return str(indices[0]) if len(indices) == 1 else f"{indices[0]}–{indices[-1]} ({len(indices)} slices)"
+
+
+def csv_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None

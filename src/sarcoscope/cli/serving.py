@@ -1,0 +1,263 @@
+"""Long-running services: the web app (`serve`, `users`) and the DICOM node (`listen`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from sarcoscope.cli.common import (
+    ENGINE_HELP,
+    app,
+    console,
+    run,
+)
+from sarcoscope.errors import SarcoscopeError
+from sarcoscope.fileio import check_output_folder
+from sarcoscope.segmentation.base import DEFAULT_ENGINE
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs a login.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Folder for the database and stored CT files.")] = Path(
+        "sarcoscope-data"
+    ),
+    database_url: Annotated[
+        str | None, typer.Option(envvar="SARCOSCOPE_DATABASE_URL", help="SQLAlchemy URL (default: SQLite).")
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the access token of a single-user server (or set SARCOSCOPE_TOKEN)."),
+    ] = None,
+    token_user: Annotated[
+        str | None,
+        typer.Option(envvar="SARCOSCOPE_TOKEN_USER", help="Name the audit log gives the token's holder."),
+    ] = None,
+    token: Annotated[str | None, typer.Option(hidden=True)] = None,
+    max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload.")] = 4096,
+    engine: Annotated[str, typer.Option(help="Segmentation engine for 'Segment selected'.")] = DEFAULT_ENGINE,
+    session_hours: Annotated[float, typer.Option(help="A login lasts this many hours.")] = 12.0,
+    secure_cookies: Annotated[
+        bool, typer.Option(help="Mark the session cookie Secure even for requests seen as plain HTTP.")
+    ] = False,
+    trusted_proxy: Annotated[
+        str,
+        typer.Option(help="Comma-separated addresses of reverse proxies whose X-Forwarded-* headers count."),
+    ] = "127.0.0.1",
+    dicomweb_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SARCOSCOPE_DICOMWEB_URL",
+            help="DICOMweb root of a PACS (e.g. http://pacs:8042/dicom-web): search, import, push results.",
+        ),
+    ] = None,
+    public_host: Annotated[
+        str | None,
+        typer.Option(help="Address users open behind a reverse proxy (host name or URL); printed at start."),
+    ] = None,
+) -> None:
+    """Run the web labeling application (browser UI and API) at http://HOST:PORT/."""
+    from sarcoscope.web import serve as run_server
+    from sarcoscope.web.settings import load_token
+
+    def body() -> None:
+        if token is not None:
+            raise SarcoscopeError(
+                "--token is not accepted: a token on the command line is visible to every user of this "
+                "machine. Put it in a file readable only by you (--token-file) or in SARCOSCOPE_TOKEN."
+            )
+        run_server(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            database_url=database_url,
+            token=load_token(token_file),
+            token_user=token_user,
+            max_upload_mb=max_upload_mb,
+            engine=engine,
+            session_hours=session_hours,
+            secure_cookies=secure_cookies,
+            trusted_proxies=trusted_proxy,
+            dicomweb_url=dicomweb_url,
+            public_host=public_host,
+        )
+
+    run(body)
+
+
+@app.command()
+def listen(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for received images and results.")],
+    port: Annotated[int, typer.Option(help="TCP port of the C-STORE receiver.")] = 11112,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0: every interface, for a scanner or PACS).")
+    ] = "127.0.0.1",
+    aet: Annotated[str, typer.Option(help="This node's AE title.")] = "SARCOSCOPE",
+    settle: Annotated[
+        float, typer.Option(help="Seconds without a new image after which a series is complete.")
+    ] = 30.0,
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = DEFAULT_ENGINE,
+    push_to: Annotated[
+        str | None, typer.Option(help="Send the SEG, SR and QC capture by C-STORE to AE_TITLE@host:port.")
+    ] = None,
+    push_dicomweb: Annotated[
+        str | None,
+        typer.Option(help="Store the SEG, SR and QC capture with STOW-RS on this DICOMweb root URL."),
+    ] = None,
+    allow_aet: Annotated[
+        list[str] | None, typer.Option("--allow-aet", help="Accept images only from this calling AE title.")
+    ] = None,
+    keep_images: Annotated[
+        bool, typer.Option(help="Keep the received images after a successful analysis.")
+    ] = False,
+) -> None:
+    """Receive CT series by DICOM C-STORE, analyse each complete series, send the results back."""
+    import logging
+
+    from sarcoscope.pacs.node import ListenSettings, Node, parse_peer
+
+    def body() -> None:
+        if port < 1 or port > 65535:
+            raise SarcoscopeError("--port must be 1 to 65535.")
+        check_output_folder(out)
+        node = Node(
+            ListenSettings(
+                out=out,
+                host=host,
+                port=port,
+                aet=aet,
+                settle=settle,
+                engine=engine,
+                push_to=parse_peer(push_to) if push_to else None,
+                push_dicomweb=push_dicomweb,
+                allowed_aets=list(allow_aet or []),
+                keep_images=keep_images,
+            )
+        )
+        if not logging.getLogger("sarcoscope").handlers:
+            logging.basicConfig(level=logging.INFO, format="sarcoscope: %(message)s")
+        node.start()
+        node.run()
+
+    run(body)
+
+
+users_app = typer.Typer(
+    no_args_is_help=True,
+    help="User accounts of the web application (passwords are read from a prompt or stdin, never argv).",
+)
+app.add_typer(users_app, name="users")
+DataDirOption = Annotated[Path, typer.Option(help="The server's data folder.")]
+DatabaseOption = Annotated[
+    str | None, typer.Option(envvar="SARCOSCOPE_DATABASE_URL", help="SQLAlchemy URL (default: SQLite).")
+]
+PasswordStdinOption = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+]
+
+
+def _with_accounts(data_dir: Path, database_url: str | None, action: Callable[[Any], None]) -> None:
+    """Run `action(store)` on the server's database (migrated to the newest schema first)."""
+    from sarcoscope.store import Store
+
+    def body() -> None:
+        store = Store(data_dir, database_url)
+        try:
+            store.migrate()
+            action(store)
+        finally:
+            store.close()
+
+    run(body)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name (recorded in the audit log).")],
+    data_dir: DataDirOption = Path("sarcoscope-data"),
+    database_url: DatabaseOption = None,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Create an account; the server requires logins from its next start on."""
+    from sarcoscope.web import accounts
+
+    def action(store: Any) -> None:
+        first = not store.has_users()
+        accounts.add_user(store, name, _read_password(password_stdin))
+        console.print(f"User [bold]{name}[/] added.")
+        if first:
+            console.print("This is the first account: restart `sarcoscope serve` so that it requires logins.")
+
+    _with_accounts(data_dir, database_url, action)
+
+
+@users_app.command("passwd")
+def users_passwd(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    data_dir: DataDirOption = Path("sarcoscope-data"),
+    database_url: DatabaseOption = None,
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Set a new password; the user's open sessions end."""
+    from sarcoscope.web import accounts
+
+    def action(store: Any) -> None:
+        if store.get_user(name) is None:  # before asking for a password
+            raise SarcoscopeError(f"No user '{name}'.")
+        accounts.change_password(store, name, _read_password(password_stdin))
+        console.print(f"Password of [bold]{name}[/] changed; their sessions have ended.")
+
+    _with_accounts(data_dir, database_url, action)
+
+
+@users_app.command("remove")
+def users_remove(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    data_dir: DataDirOption = Path("sarcoscope-data"),
+    database_url: DatabaseOption = None,
+) -> None:
+    """Delete an account and end its sessions (its name stays in the audit log and label history)."""
+    from sarcoscope.web import accounts
+
+    def action(store: Any) -> None:
+        accounts.remove_user(store, name)
+        console.print(f"User [bold]{name}[/] removed.")
+
+    _with_accounts(data_dir, database_url, action)
+
+
+@users_app.command("list")
+def users_list(
+    data_dir: DataDirOption = Path("sarcoscope-data"), database_url: DatabaseOption = None
+) -> None:
+    """List the accounts with their last login and failed logins since."""
+
+    def action(store: Any) -> None:
+        if not store.has_users():
+            console.print("No accounts: the server runs with an access token, or open on loopback only.")
+            return
+        table = Table("user", "created", "last login", "failed logins since")
+        for user in store.list_users():
+            table.add_row(
+                user.name,
+                f"{user.created_at:%Y-%m-%d %H:%M}",
+                f"{user.last_login_at:%Y-%m-%d %H:%M}" if user.last_login_at else "never",
+                str(user.failed_logins),
+            )
+        console.print(table)
+
+    _with_accounts(data_dir, database_url, action)
