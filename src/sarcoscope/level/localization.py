@@ -24,8 +24,9 @@ from sarcoscope.level.ribs import RibBone, VertebraRibs, joint_ribs, rib_bone
 from sarcoscope.level.selection import L3Selection
 
 #: Recorded with every result; bump when the output changes (v2: the CT table is no rib, the shoulder girdle
-#: no sacrum; v3: rib evidence per vertebra and side, candidate probabilities).
-METHOD = "disc-count-v3"
+#: no sacrum; v3: rib evidence per vertebra and side, candidate probabilities; v4: ribs decided at the
+#: costovertebral joint, one labelling of the column with the transverse-process lengths).
+METHOD = "disc-count-v4"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
