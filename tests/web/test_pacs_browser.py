@@ -4,41 +4,18 @@ Skips without chromium, Playwright, Orthanc or the shared data."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import test_e2e
 
-from orthanc_server import ct_files, free_port, start_orthanc
-from sarcoscope.web import WebSettings, create_app
+from orthanc_server import ct_files, start_orthanc
+from sarcoscope.web import WebSettings
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
 )
-
-
-@contextmanager
-def _serve(settings: WebSettings) -> Iterator[str]:
-    import uvicorn
-
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        app.state.ctx.store.close()
 
 
 def test_search_import_and_push_from_the_panel(tmp_path: Path, shared_data: Path) -> None:
@@ -47,7 +24,7 @@ def test_search_import_and_push_from_the_panel(tmp_path: Path, shared_data: Path
     with start_orthanc(tmp_path / "orthanc") as orthanc:
         study_uid = orthanc.upload(files)
         settings = WebSettings(data_dir=tmp_path / "data", dicomweb_url=orthanc.dicomweb)
-        with _serve(settings) as url, sync_api.sync_playwright() as p:
+        with test_e2e._running(settings) as url, sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox"])
             # bypass_csp: Playwright's wait_for_function evaluates a string, which the CSP forbids
             page = browser.new_context(bypass_csp=True).new_page()
