@@ -39,17 +39,23 @@ def label_affine_ras(result: AnalysisResult, first_slice: int) -> np.ndarray:
     return LPS_TO_RAS @ affine
 
 
+def grid_nifti(array_zyx: np.ndarray, affine_ras: np.ndarray) -> nib.Nifti1Image:
+    """A (z, y, x) array as NIfTI-1 on the CT's grid: voxel (i, j, k) = (x, y, z), the RAS affine as qform
+    and sform (code 1, scanner), millimetres. Shared by the label map and the web viewer's volume."""
+    img = nib.Nifti1Image(np.ascontiguousarray(array_zyx.transpose(2, 1, 0)), affine_ras)
+    img.set_qform(affine_ras, code=1)
+    img.set_sform(affine_ras, code=1)
+    img.header.set_xyzt_units(xyz="mm")
+    return img
+
+
 def label_nifti(result: AnalysisResult, order: str = SARCOSCOPE) -> nib.Nifti1Image:
     """NIfTI-1 image of the analysed label map, aligned with the CT, uint8 with the ids of label order
     `order` (conventions.Label ids by default; see export.label_tables)."""
     table = check_order(order)
     sub, first = label_subvolume(result)
     sub = relabel(sub, order)
-    affine = label_affine_ras(result, first)
-    img = nib.Nifti1Image(np.ascontiguousarray(sub.transpose(2, 1, 0)), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units(xyz="mm")
+    img = grid_nifti(sub, label_affine_ras(result, first))
     ids = " ".join(f"{i}={name}" for i, name in sorted(table.values()))
     img.header["descrip"] = ids.encode()[:80]
     return img

@@ -197,6 +197,30 @@ def _quality(result: AnalysisResult) -> dict[str, Any]:
     return result.quality.as_dict(result.selection.indices)
 
 
+def mode_text(indices: list[int]) -> str:
+    """How the numbers were made, in words shown beside them (single slice or an average over a range)."""
+    if len(indices) == 1:
+        return f"single slice {indices[0]}"
+    return f"average of {len(indices)} slices ({indices[0]}–{indices[-1]})"
+
+
+def number_text(value: Any, digits: int = 1) -> str:
+    """A report number as shown to readers; "—" when unknown."""
+    return "—" if value is None else f"{float(value):.{digits}f}"
+
+
+def quantity_text(q: dict[str, Any], digits: int = 1) -> str:
+    """A report quantity ({status, value, unit, reason}) as text: its value and unit, or why it is missing."""
+    if q.get("status") != "computed":
+        return f"not computed: {q.get('reason')}"
+    return f"{number_text(q['value'], digits)} {q.get('unit', '')}"
+
+
+def comparison_text(c: dict[str, Any]) -> str:
+    """A computed classification's measured value against its cutoff and rule, e.g. "(43.6 vs 38.5 ...)"."""
+    return f"({number_text(c['value'])} vs {number_text(c['cutoff'])} {c.get('unit')}; {c.get('rule')})"
+
+
 def report_json(report: dict[str, Any]) -> str:
     """Serialise a report; NaN/Infinity are refused because they are not JSON."""
     return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False, default=_jsonable) + "\n"

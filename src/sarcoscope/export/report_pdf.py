@@ -1,6 +1,6 @@
 """The analysis report as a PDF, made on the server with matplotlib's PDF backend (already a dependency).
 
-The same facts as the printable HTML page (web/report_html.py), all taken from `export.build_report`: the
+The same facts as the printable HTML page (export/report_html.py), all taken from `export.build_report`: the
 level and how it was chosen, the QC picture, areas and HU per tissue, ratios, per-slice areas, SMI and the
 cutoff sets, the method and the warnings. Like the HTML page it leaves out the patient id and study date, and
 a de-identified report shows the pseudonym instead of the series description.
@@ -14,27 +14,18 @@ from typing import Any
 import numpy as np
 
 from sarcoscope.conventions import TISSUE_TITLES
+from sarcoscope.export.report import comparison_text, mode_text, number_text, quantity_text
 
 _A4 = (8.27, 11.69)  # inches
 _MARGIN = 0.07  # of the page width and height
 _LINE = 0.0165  # line height, as a fraction of the page height
 
 
-def _num(value: Any, digits: int = 1) -> str:
-    return "—" if value is None else f"{float(value):.{digits}f}"
-
-
-def _quantity(q: dict[str, Any], digits: int = 1) -> str:
-    if q.get("status") != "computed":
-        return f"not computed: {q.get('reason')}"
-    return f"{_num(q['value'], digits)} {q.get('unit', '')}".strip()
-
-
 def _classification(c: dict[str, Any]) -> str:
     if c.get("status") != "computed":
         return f"not computed: {c.get('reason')}"
     verdict = "BELOW CUTOFF" if c["flagged"] else "not below"
-    return f"{verdict} ({_num(c['value'])} vs {_num(c['cutoff'])} {c.get('unit')}; {c.get('rule')})"
+    return f"{verdict} {comparison_text(c)}"
 
 
 class _Pages:
@@ -119,12 +110,7 @@ def report_pdf(report: dict[str, Any], overlay_png: bytes) -> bytes:
 
         indices = l3["slice_indices"]
         pages.heading("Level")
-        mode = (
-            f"Single slice {indices[0]}"
-            if len(indices) == 1
-            else f"Average of {len(indices)} slices ({indices[0]}–{indices[-1]})"
-        )
-        pages.text(mode, size=11, weight="bold")
+        pages.text(mode_text(indices).capitalize(), size=11, weight="bold")
         confidence = "" if l3["confidence"] is None else f", localization confidence {l3['confidence']:.2f}"
         pages.text(f"{l3['mode']} ({l3['convention']}); {l3['method']}{confidence}")
         for flag in l3["flags"]:
@@ -133,19 +119,24 @@ def report_pdf(report: dict[str, Any], overlay_png: bytes) -> bytes:
 
         pages.heading("Body composition" + (" (mean over the slices)" if avg["n_slices"] > 1 else ""))
         rows = [
-            [TISSUE_TITLES.get(name, name), _num(t["area_cm2"], 2), _num(t["mean_hu"]), _num(t["sd_hu"])]
+            [
+                TISSUE_TITLES.get(name, name),
+                number_text(t["area_cm2"], 2),
+                number_text(t["mean_hu"]),
+                number_text(t["sd_hu"]),
+            ]
             for name, t in avg["tissues"].items()
         ]
-        rows.append(["Total adipose (SAT+VAT+IMAT)", _num(avg["total_adipose_cm2"], 2), "", ""])
+        rows.append(["Total adipose (SAT+VAT+IMAT)", number_text(avg["total_adipose_cm2"], 2), "", ""])
         pages.table(["Tissue", "Area (cm²)", "Mean HU", "SD HU"], rows, [0.36, 0.16, 0.14, 0.14])
         for ratio in avg["ratios"].values():
-            pages.text(f"{ratio['title']}: {_quantity(ratio, 2)}")
+            pages.text(f"{ratio['title']}: {quantity_text(ratio, 2)}")
         if len(report["slices"]) > 1:
             pages.heading("Per slice")
             tissues = list(avg["tissues"])
             per = [
                 [str(s["slice_index"])]
-                + [_num(s["composition"]["tissues"][t]["area_cm2"], 2) for t in tissues]
+                + [number_text(s["composition"]["tissues"][t]["area_cm2"], 2) for t in tissues]
                 for s in report["slices"]
             ]
             heads = ["Slice"] + [f"{TISSUE_TITLES.get(t, t)} (cm²)" for t in tissues]
@@ -153,8 +144,8 @@ def report_pdf(report: dict[str, Any], overlay_png: bytes) -> bytes:
 
         pages.heading("Assessment")
         pages.text(
-            f"SMI {_quantity(assessment['smi'])} · BMI {_quantity(assessment['bmi'])} · muscle attenuation "
-            f"{_quantity(assessment['muscle_mean_hu'])}"
+            f"SMI {quantity_text(assessment['smi'])} · BMI {quantity_text(assessment['bmi'])} · "
+            f"muscle attenuation {quantity_text(assessment['muscle_mean_hu'])}"
         )
         for c in assessment["sarcopenia"]:
             selected = " (selected)" if c.get("selected") else ""

@@ -20,6 +20,7 @@ import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, L3_RANGE
+from sarcoscope.export.report import mode_text
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 from sarcoscope.level.selection import L3Selection
 from sarcoscope.results import AnalysisResult
@@ -64,13 +65,6 @@ def level_warning(loc: dict[str, Any] | None, indices: list[int]) -> str | None:
         f"Not L3 according to the automatic localizer ({where}): the sarcopenia and myosteatosis cutoffs "
         "were derived at L3, so interpret the classification with care."
     )
-
-
-def mode_text(indices: list[int]) -> str:
-    """How the numbers were made, in words shown beside them (single slice or an average over a range)."""
-    if len(indices) == 1:
-        return f"single slice {indices[0]}"
-    return f"average of {len(indices)} slices ({indices[0]}–{indices[-1]})"
 
 
 #: Why a patient fact is unknown, naming the web app's controls (see wording.for_ui).
@@ -308,8 +302,8 @@ def export_file(
     with tempfile.TemporaryDirectory(dir=store.data_dir / "tmp") as tmp:
         path = Path(tmp) / f"out{suffix}"
         if fmt in ("html", "pdf", "overlay"):
+            from sarcoscope.export.report_html import report_html
             from sarcoscope.export.report_pdf import report_pdf
-            from sarcoscope.web.report_html import report_html
 
             png = overlay_png(store, study.id, row, result)
             if fmt == "overlay":

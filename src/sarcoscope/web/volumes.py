@@ -393,14 +393,10 @@ def viewer_nifti(store: Store, study: Study, volume: CTVolume) -> Path:
 def _write_viewer_nifti(path: Path, volume: CTVolume) -> None:
     import gzip
 
-    import nibabel as nib
+    from sarcoscope.export.nifti import LPS_TO_RAS, grid_nifti
 
     hu = np.clip(np.rint(np.asarray(volume.hu)), -32768, 32767).astype(np.int16)
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.affine_lps  # LPS -> RAS
-    img = nib.Nifti1Image(np.ascontiguousarray(hu.transpose(2, 1, 0)), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units(xyz="mm")
+    img = grid_nifti(hu, LPS_TO_RAS @ volume.affine_lps)
     img.header["descrip"] = b"CT HU (sarcoscope viewer)"
     with atomic_private_file(path) as f, gzip.GzipFile(fileobj=f, mode="wb", compresslevel=1, mtime=0) as gz:
         gz.write(img.to_bytes())

@@ -12,6 +12,7 @@ import html
 from typing import Any
 
 from sarcoscope.conventions import TISSUE_TITLES
+from sarcoscope.export.report import comparison_text, mode_text, number_text, quantity_text
 
 _STYLE = """
 body { font: 13px/1.45 system-ui, sans-serif; color: #111; max-width: 900px; margin: 24px auto; }
@@ -31,14 +32,9 @@ def _e(value: Any) -> str:
     return html.escape("—" if value is None else str(value))
 
 
-def _num(value: Any, digits: int = 1) -> str:
-    return "—" if value is None else f"{float(value):.{digits}f}"
-
-
 def _quantity(q: dict[str, Any], digits: int = 1) -> str:
-    if q.get("status") != "computed":
-        return f'<span class="muted">not computed: {_e(q.get("reason"))}</span>'
-    return f"{_num(q['value'], digits)} {_e(q.get('unit', ''))}"
+    text = _e(quantity_text(q, digits))
+    return text if q.get("status") == "computed" else f'<span class="muted">{text}</span>'
 
 
 def _classification(c: dict[str, Any]) -> str:
@@ -47,15 +43,16 @@ def _classification(c: dict[str, Any]) -> str:
     verdict = (
         '<span class="flag">below cutoff</span>' if c["flagged"] else '<span class="ok">not below</span>'
     )
-    return f"{verdict} ({_num(c['value'])} vs {_num(c['cutoff'])} {_e(c.get('unit'))}; {_e(c.get('rule'))})"
+    return f"{verdict} {_e(comparison_text(c))}"
 
 
 def _tissue_rows(composition: dict[str, Any]) -> str:
     rows = []
     for name, t in composition["tissues"].items():
         rows.append(
-            f"<tr><td>{_e(TISSUE_TITLES.get(name, name))}</td><td class=n>{_num(t['area_cm2'], 2)}</td>"
-            f"<td class=n>{_num(t['mean_hu'])}</td><td class=n>{_num(t['sd_hu'])}</td></tr>"
+            f"<tr><td>{_e(TISSUE_TITLES.get(name, name))}</td>"
+            f"<td class=n>{number_text(t['area_cm2'], 2)}</td>"
+            f"<td class=n>{number_text(t['mean_hu'])}</td><td class=n>{number_text(t['sd_hu'])}</td></tr>"
         )
     return "".join(rows)
 
@@ -73,7 +70,7 @@ def report_html(report: dict[str, Any], overlay_png: bytes, title: str) -> str:
         rows = "".join(
             f"<tr><td>{s['slice_index']}</td>"
             + "".join(
-                f"<td class=n>{_num(s['composition']['tissues'][t]['area_cm2'], 2)}</td>"
+                f"<td class=n>{number_text(s['composition']['tissues'][t]['area_cm2'], 2)}</td>"
                 for t in s["composition"]["tissues"]
             )
             + "</tr>"
@@ -105,11 +102,7 @@ def report_html(report: dict[str, Any], overlay_png: bytes, title: str) -> str:
     weight = fact("weight_kg", "—" if patient["weight_kg"] is None else f"{patient['weight_kg']:.1f} kg")
     sex = fact("sex", _e(patient["sex"]))
     indices = l3["slice_indices"]
-    mode = (
-        f"Single slice {indices[0]}"
-        if len(indices) == 1
-        else f"Average of {len(indices)} slices ({indices[0]}–{indices[-1]})"
-    )
+    mode = mode_text(indices).capitalize()
     deid = report.get("deidentification")
     pseudonym = f"de-identified · patient {_e(deid['patient_pseudonym'])}<br>\n" if deid else ""
     return f"""<!doctype html>
@@ -128,7 +121,7 @@ contrast {_e(md.get("contrast_agent") or "not recorded")} · created {_e(report[
 <h2>Body composition{" (mean over the slices)" if avg["n_slices"] > 1 else ""}</h2>
 <table><tr><th>Tissue</th><th class=n>Area (cm²)</th><th class=n>Mean HU</th><th class=n>SD HU</th></tr>
 {_tissue_rows(avg)}
-<tr><td>Total adipose (SAT+VAT+IMAT)</td><td class=n>{_num(avg["total_adipose_cm2"], 2)}</td>
+<tr><td>Total adipose (SAT+VAT+IMAT)</td><td class=n>{number_text(avg["total_adipose_cm2"], 2)}</td>
 <td></td><td></td></tr>
 {ratios}</table>
 {per_slice}
