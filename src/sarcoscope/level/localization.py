@@ -469,11 +469,6 @@ def _candidates(
     return [L3Candidate(position(s).center, round(p, 2), why(s)) for s, p in seen]
 
 
-def _segment_of(z: float, discs_z: np.ndarray) -> int:
-    """Index of the segment (0 = below the lowest disc) that contains working-slice z."""
-    return int(np.searchsorted(discs_z, z))
-
-
 def _below_l3(seen: list[str]) -> bool:
     """True when every vertebra seen is below L3 (so L3 is above the field of view)."""
     return bool(seen) and all(_ORDER.index(n) > _ORDER.index("L3") for n in seen if n in _ORDER)

@@ -187,23 +187,7 @@ def limbs(body: np.ndarray, hu: np.ndarray, pixel_spacing: tuple[float, float]) 
         if out.any():
             break
     return out
-    sizes = np.bincount(cores.ravel())
-    sizes[0] = 0
-    trunk = int(np.argmax(sizes))
-    bone = body & (hu > LIMB_BONE_HU)
-    min_bone_px = LIMB_BONE_MM2 / (pixel_spacing[0] * pixel_spacing[1])
-    reach_trunk: np.ndarray | None = None
-    for piece in range(1, n + 1):
-        if piece == trunk:
-            continue
-        reach = distance_mm(cores != piece, pixel_spacing)
-        near = body & (reach <= LIMB_NECK_MM)
-        if np.count_nonzero(near & bone) < min_bone_px:
-            continue
-        if reach_trunk is None:
-            reach_trunk = distance_mm(cores != trunk, pixel_spacing)
-        out |= near & (reach < reach_trunk)
-    return out
+
 
 
 def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
