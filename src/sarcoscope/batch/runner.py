@@ -174,13 +174,12 @@ def _source(case: Case, tmp: Path) -> Path | Any:
 
 def _push(case: Case, out: Path) -> None:
     """Store the case's SEG, SR and QC capture into its DICOMweb study; record it in pushed.json."""
-    from sarcoscope.export.writer import OUTPUT_FILES
+    from sarcoscope.export.writer import dicom_result_files
     from sarcoscope.pacs.dicomweb import is_dicomweb, store_results
 
     if not (isinstance(case.path, str) and is_dicomweb(case.path)):
         raise SarcoscopeError("--push stores results back to a DICOMweb server; this case is not from one.")
-    files = [out / OUTPUT_FILES[k] for k in ("dicom_seg", "dicom_sr", "qc_capture")]
-    files = [f for f in files if f.is_file()]
+    files = dicom_result_files(out)
     try:
         stored = store_results(case.path, files)
     except SarcoscopeError as exc:

@@ -223,7 +223,9 @@ def analyze(
                 label_order=label_order.value,
             )
         if push:
-            kinds = [k for k in ("dicom_seg", "dicom_sr", "qc_capture") if k in result.outputs]
+            from sarcoscope.export.writer import DICOM_RESULTS
+
+            kinds = [k for k in DICOM_RESULTS if k in result.outputs]
             stored = store_results(ct_path, [result.outputs[k] for k in kinds])
             console.print(
                 f"Stored {stored} result object(s) in the study on the DICOMweb server.", style="dim"

@@ -59,6 +59,14 @@ OUTPUT_FILES: dict[str, str] = {
     "qc_capture": "report.qc.dcm",
     "report": "report.json",
 }
+#: The outputs that are DICOM objects of the source study: what goes back to a PACS (DICOMweb or C-STORE),
+#: in sending order (the SR references the SEG).
+DICOM_RESULTS = ("dicom_seg", "dicom_sr", "qc_capture")
+
+
+def dicom_result_files(out_dir: Path) -> list[Path]:
+    """The DICOM result objects a finished run wrote into `out_dir` (none for NIfTI input)."""
+    return [out_dir / OUTPUT_FILES[k] for k in DICOM_RESULTS if (out_dir / OUTPUT_FILES[k]).is_file()]
 
 
 def _write_all(

@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 _PEER = re.compile(r"^(?P<aet>[^@\\]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
-#: What is sent back, in order (the SR references the SEG).
-RESULT_FILES = ("labels.seg.dcm", "report.sr.dcm", "report.qc.dcm")
 
 
 @dataclass(frozen=True)
@@ -220,6 +218,7 @@ class Node:
         return len(ready)
 
     def _analyse(self, study: str, series: str) -> None:
+        from sarcoscope.export.writer import dicom_result_files
         from sarcoscope.pipeline import analyze
 
         images = self.incoming / study / series
@@ -230,7 +229,7 @@ class Node:
             log.info("series %s: %d images received; analysing", series, count)
             analyze(images, out_dir=out, engine=self.settings.engine)
             error.unlink(missing_ok=True)
-            self._send(study, series, [out / name for name in RESULT_FILES if (out / name).is_file()])
+            self._send(study, series, dicom_result_files(out))
         except Exception as exc:  # one bad series must not stop the node
             reason = (
                 str(exc)
