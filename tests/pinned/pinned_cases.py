@@ -76,13 +76,19 @@ CASES: list[Case] = [
 ]
 
 
-def _canonical(value: Any) -> Any:
+def _canonical(value: Any, shared: Path | None = None) -> Any:
+    """Comparable everywhere: volatile keys dropped, floats rounded, the shared-data folder (which differs
+    between checkouts) written as <shared>."""
     if isinstance(value, dict):
-        return {k: _canonical(v) for k, v in value.items() if k not in VOLATILE and not k.endswith("_uid")}
+        return {
+            k: _canonical(v, shared) for k, v in value.items() if k not in VOLATILE and not k.endswith("_uid")
+        }
     if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
+        return [_canonical(v, shared) for v in value]
     if isinstance(value, float):
         return float(f"{value:.10g}")
+    if isinstance(value, str) and shared is not None:
+        return value.replace(str(shared), "<shared>")
     return value
 
 
@@ -126,10 +132,10 @@ def run_case(case: Case, engine: str, shared: Path | None, tmp: Path) -> dict[st
     pinned: dict[str, Any] = {
         "model_id": result.model_id,
         "labels_sha256": [_sha(lab) for lab in result.labels],
-        "report": _canonical(build_report(result)),
+        "report": _canonical(build_report(result), shared),
     }
     if out_dir is not None:
-        pinned["written"] = _canonical(_written(out_dir))
+        pinned["written"] = _canonical(_written(out_dir), shared)
     return pinned
 
 
