@@ -26,7 +26,7 @@ from sarcoscope.level.selection import L3Selection
 #: Recorded with every result; bump when the output changes (v2: the CT table is no rib, the shoulder girdle
 #: no sacrum; v3: rib evidence per vertebra and side, candidate probabilities; v4: ribs decided at the
 #: costovertebral joint, one labelling of the column with the transverse-process lengths).
-METHOD = "disc-count-v4"
+METHOD = "disc-count-v5"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
@@ -43,6 +43,10 @@ LOW_CONFIDENCE = 0.5
 #: With the sacrum alone, the labelling is flagged when its probability falls below this (the
 #: transverse-process lengths disagree with the count).
 UNCERTAIN_P = 0.8
+#: Discs of the two column traces farther apart than this share of the disc period disagree.
+DISC_SHIFT = 0.4
+#: A gap in a disc chain over this many disc periods holds a disc the chain missed.
+GAP_PERIODS = 1.6
 
 _ORDER = [f"T{i}" for i in range(1, 13)] + ["L1", "L2", "L3", "L4", "L5", "S1"]
 #: Localization facts the L3Selection already holds in its own fields (left out of its `details`).
@@ -137,6 +141,11 @@ class L3Localization:
 
 
 def _flag(flags: list[dict[str, str]], name: str, reason: str) -> None:
+    """Raise `name` with `reason`; a flag raised twice keeps one entry with both reasons."""
+    for f in flags:
+        if f["flag"] == name:
+            f["reason"] += " " + reason
+            return
     flags.append({"flag": name, "reason": reason})
 
 
@@ -263,6 +272,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
             "Use --slice/--range."
         )
     reading = max(readings, key=lambda r: r.score)
+    other = next((r for r in readings if r is not reading), None)
     trace, profile, discs = reading.trace, reading.profile, reading.discs
     sacrum, last_rib = reading.sacrum, reading.last_rib
     rib_segs = reading.rib_segs
@@ -390,6 +400,19 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     loc.l3_mid = to_idx(mid_mm)
     loc.l3_mid_mm = round(float(mid_mm - grid.slice_mm[0]), 2)
 
+    anchor_disc = sacrum if sacrum is not None else last_rib - 1 if last_rib is not None else s3
+    shift = _disc_shift(discs, other, min(anchor_disc, s3 - 1), max(anchor_disc, s3), dz)
+    if shift is not None and shift > DISC_SHIFT * period:
+        _flag(
+            flags,
+            FLAG_COUNTING,
+            f"The two traces of the column disagree on the discs between the {counted_from.split('+')[0]} "
+            f"and L3 (up to {shift:.0f} mm apart): a disc may have been missed or a false one counted.",
+        )
+        traces_disagree = True
+    else:
+        traces_disagree = False
+
     if loc.has_flag(FLAG_COUNTING):
         loc.candidates = _candidates(lab, n_seg, sacrum, last_rib, position)
         if loc.candidates and loc.candidates[0].l3_mid != loc.l3_mid:
@@ -404,6 +427,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     height = (seg_hi[s3] - seg_lo[s3]) * dz
     regularity = float(np.clip(1 - 2 * abs(height / period - 1), 0, 1))
     confidence = lab.probability * (0.5 + 0.3 * disc_quality + 0.2 * regularity)
+    if traces_disagree:
+        confidence *= 0.7
     if not 0 < s3 < n_seg - 1:
         confidence *= 0.5
         _flag(
@@ -435,6 +460,26 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         )
     loc.seconds = time.perf_counter() - t0
     return loc
+
+
+def _disc_shift(discs: spine.Discs, other: _Reading | None, first: int, last: int, dz: float) -> float | None:
+    """How far (mm) the discs `first`..`last` of one reading lie from the nearest disc the other trace of
+    the column found; None without another reading. On a clear column both traces see the same discs, so a
+    chain shifted against the other's is one that gained or lost a disc. A disc that falls in a gap of the
+    other chain (over `GAP_PERIODS` disc periods: a disc it missed) says nothing of a shift and is skipped."""
+    if other is None:
+        return None
+    ours = discs.z[max(first, 0) : min(last, len(discs.z) - 1) + 1]
+    theirs = other.discs.z
+    ours = ours[(ours > theirs[0]) & (ours < theirs[-1])]
+    if len(ours) == 0:
+        return None
+    above = np.searchsorted(theirs, ours)
+    gap = (theirs[above] - theirs[above - 1]) * dz
+    compared = ours[gap <= GAP_PERIODS * discs.period_mm]
+    if len(compared) == 0:
+        return None
+    return float(np.abs(compared[:, None] - theirs[None, :]).min(axis=1).max() * dz)
 
 
 def _candidates(
