@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import stat
+import time
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -206,6 +207,36 @@ def test_deleting_a_study_deletes_every_file_of_it(
     (left,) = (data_dir / "ct").iterdir()  # the deleted study's StudyUID folder went with its series
     assert [p.name for p in left.iterdir()] == [other["series_uid"]]
     assert list((data_dir / "tmp").iterdir()) == []
+
+
+def test_a_study_deleted_while_its_viewer_volume_is_written_leaves_no_file(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worst interleaving: the background job writes the viewer volume (the patient's whole CT) only after
+    # the study's rows and files were deleted, into a cache folder it recreates.
+    from sarcoscope.store.files import private_dir
+    from sarcoscope.store.store import NotFoundError
+    from sarcoscope.web import volumes
+
+    store = client.app.state.ctx.store
+    write = volumes._write_viewer_nifti
+
+    def late_write(path: Path, volume: object) -> None:
+        for _ in range(500):  # until the study is gone (at most 5 s)
+            try:
+                store.get_study(path.parent.name)
+            except NotFoundError:
+                break
+            time.sleep(0.01)
+        private_dir(path.parent)
+        write(path, volume)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(volumes, "_write_viewer_nifti", late_write)
+    sid = upload(client, series)["id"]
+    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    client.app.state.ctx.jobs.wait()
+    assert not (store.data_dir / "cache" / sid).exists()
+    assert [p for p in store.data_dir.rglob("*") if sid in str(p)] == []
 
 
 def test_an_encrypted_zip_is_refused_with_a_reason(client: TestClient, series: list[Path]) -> None:

@@ -259,7 +259,9 @@ async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]
         )
         ctx.volumes.put(study.id, volume)
         if ctx.settings.prerender:  # the viewer asks for it next
-            ctx.jobs.start(f"viewer volume of {study.id}", lambda: viewer_nifti(ctx.store, study, volume))
+            ctx.jobs.start(
+                f"viewer volume of {study.id}", lambda: viewer_nifti(ctx.store, study, volume), study.id
+            )
         return {**study_json(ctx, study), "warnings": list(volume.warnings)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -272,9 +274,16 @@ def get_study(study_id: str, ctx: Ctx, user: User) -> dict[str, Any]:
 
 @router.delete("/studies/{study_id}", tags=["studies"])
 def delete_study(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, str]:
-    """Delete the study's rows and every file of it (the audit log keeps the deletion)."""
-    ctx.store.delete_study(study_id, user, client_of(request))
+    """Delete the study's rows and every file of it (the audit log keeps the deletion).
+
+    Background work for the study (its viewer volume, a QC picture) may be writing: the rows go first, so
+    that work started from now on finds no study; the work already running is waited for, and what it
+    wrote is removed with the rest. When this returns, nothing of the study is on disk or still to come.
+    """
+    study = ctx.store.delete_study(study_id, user, client_of(request))
     ctx.volumes.drop(study_id)
+    ctx.jobs.wait(study_id)
+    ctx.store.remove_study_files(study)
     return {"status": "deleted", "id": study_id}
 
 
