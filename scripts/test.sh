@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[train,cluster,postgres,dev]"
 ruff check src tests scripts
+ruff format --check src tests scripts
 python -m pytest -q "$@"

@@ -28,7 +28,7 @@ def test_the_arm_against_the_trunk_of_the_jpeg2000_series_is_not_body(shared_dat
 
 @pytest.mark.parametrize("case", ["EMC040", "EMC041", "EMC051", "EMC101"])
 def test_no_limb_is_found_in_real_l3_slices_without_arms(shared_data: Path, case: str):
-    (_, image, _), = [p for p in find_pairs(shared_data / "real" / "l3_slices") if p[0] == case]
+    ((_, image, _),) = [p for p in find_pairs(shared_data / "real" / "l3_slices") if p[0] == case]
     hu, spacing, _ = read_image(image)
     body = body_mask(hu[0], spacing)
     assert not limbs(body, hu[0], spacing).any()

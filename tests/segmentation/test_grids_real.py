@@ -16,7 +16,7 @@ from sarcoscope.validation.metrics import dice
 
 @pytest.mark.parametrize("engine_name", ["threshold", "unet"])
 def test_non_square_pixels_give_the_same_muscle(shared_data: Path, engine_name: str):
-    (_, image, label), = [p for p in find_pairs(shared_data / "real" / "l3_slices") if p[0] == "EMC101"]
+    ((_, image, label),) = [p for p in find_pairs(shared_data / "real" / "l3_slices") if p[0] == "EMC101"]
     hu, spacing, _ = read_image(image)
     ref = read_labels(label, None)[0]
     engine = get_engine(engine_name)

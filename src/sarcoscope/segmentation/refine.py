@@ -189,7 +189,6 @@ def limbs(body: np.ndarray, hu: np.ndarray, pixel_spacing: tuple[float, float]) 
     return out
 
 
-
 def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
     """Index slices of the smallest box holding `mask` (grown by `margin` pixels, clipped to the image)."""
     ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
