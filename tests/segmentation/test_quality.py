@@ -14,10 +14,14 @@ from sarcoscope.errors import SegmentationError
 from sarcoscope.phantom import make_slice
 from sarcoscope.phantom.artefacts import injected_failures
 from sarcoscope.segmentation.quality import (
+    COARSE_PIXEL_MM,
+    COARSEST_OPINION,
+    NETWORK_SIGNALS,
     REVIEW_THRESHOLD,
     SIGNALS,
     QualityAssessment,
     SliceQuality,
+    coarse_pixel_warning,
     engine_signals,
     network_signals,
     segment_with_quality,
@@ -102,6 +106,29 @@ def test_no_second_engine_leaves_its_signals_out_with_the_reason() -> None:
     assert qa.score is None and not qa.flagged and qa.used == []
     assert qa.unavailable["engine_muscle_dice"] == "no second engine to compare with: no model here"
     assert "has no network probabilities" in qa.unavailable["expected_muscle_dice"]
+
+
+def test_on_coarse_pixels_the_unet_is_scored_without_the_threshold_engine() -> None:
+    # The threshold engine misses much of the muscle on coarse pixels (docs/validation/coarse-pixels.md):
+    # there its disagreement would flag good U-Net segmentations, so it is not asked.
+    net = UNetEngine()
+    ph = make_slice(2, size=160, pixel_spacing=2.4)
+    _, coarse = segment_with_quality(net, ph.hu[None], ph.pixel_spacing)
+    assert coarse.used == list(NETWORK_SIGNALS) and coarse.second_opinion is None
+    assert "no second opinion at pixels coarser than 2 mm" in coarse.unavailable["engine_muscle_dice"]
+    fine = make_slice(2, size=192, pixel_spacing=COARSEST_OPINION)
+    _, usual = segment_with_quality(net, fine.hu[None], fine.pixel_spacing)
+    assert usual.used == list(SIGNALS) and usual.second_opinion is not None and not usual.unavailable
+    # an explicit second opinion is always used
+    _, asked = segment_with_quality(net, ph.hu[None], ph.pixel_spacing, second_opinion=ThresholdEngine())
+    assert asked.used == list(SIGNALS)
+
+
+def test_coarse_pixels_are_warned_about() -> None:
+    assert coarse_pixel_warning((0.98, 0.98)) is None and coarse_pixel_warning((COARSE_PIXEL_MM,) * 2) is None
+    warning = coarse_pixel_warning((3.0, 3.0))
+    assert warning is not None and warning.startswith("Pixels of 3 x 3 mm are coarser")
+    assert coarse_pixel_warning((0.8, 1.6)) is not None  # the coarser direction decides
 
 
 def test_degraded_labels_score_below_the_clean_ones() -> None:

@@ -1,0 +1,110 @@
+"""How muscle measurement degrades with coarser pixels, per engine, and whether the threshold engine is still
+a fair second opinion for the quality score there.
+
+Diagnostic CT at L3 has 0.6-1.0 mm pixels; research copies are often resampled (TotalSegmentator's example
+CT has 3 mm). Each real L3 slice with reference labels is resampled (linear interpolation of the HU) to
+square pixels of each size and segmented by both engines; the muscle area is compared with the reference
+area at the slice's own pixels, and the two engines with each other (the quality score's engine signals).
+
+    python scripts/coarse_pixels.py [--shared ../shared/data] [--out docs/validation/coarse-pixels.md]
+
+The numbers back two constants of segmentation.quality: the pixel size above which the threshold engine is
+no longer used as the U-Net's second opinion, and the one above which analyses warn about coarse pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from sarcoscope.conventions import Label
+from sarcoscope.fileio import atomic_write_text
+from sarcoscope.segmentation import get_engine
+from sarcoscope.segmentation.quality import engine_signals
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES_MM = (None, 1.5, 2.0, 2.5, 3.0)  # None: the slice's own pixels
+
+
+def read_case(folder: Path, case: str) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
+    import pydicom
+    from pydicom.pixels import apply_rescale
+
+    ds = pydicom.dcmread(folder / "images" / f"L3_{case}.dcm")
+    hu = apply_rescale(ds.pixel_array, ds).astype(np.float32)
+    return (
+        hu,
+        (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
+        np.load(folder / "labels" / f"{case}.npy"),
+    )
+
+
+def resampled(hu: np.ndarray, spacing: tuple[float, float], size_mm: float | None):
+    """The slice at square pixels of `size_mm` (its own grid for None)."""
+    if size_mm is None:
+        return hu, spacing
+    factors = (spacing[0] / size_mm, spacing[1] / size_mm)
+    out = ndi.zoom(hu, factors, order=1)
+    return out, (spacing[0] * hu.shape[0] / out.shape[0], spacing[1] * hu.shape[1] / out.shape[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    folder = args.shared / "real" / "l3_slices"
+    cases = sorted(p.stem for p in (folder / "labels").glob("*.npy"))
+    unet, threshold = get_engine("unet"), get_engine("threshold")
+    lines = [
+        "| pixels | U-Net muscle-area error, mean (mean abs, worst) | threshold engine "
+        "| engine Dice, mean (lowest) | engine area difference, mean (largest) |",
+        "|---|---|---|---|---|",
+    ]
+    for size in SIZES_MM:
+        errors: dict[str, list[float]] = {"unet": [], "threshold": []}
+        agreement: list[dict[str, float]] = []
+        for case in cases:
+            hu, spacing, ref = read_case(folder, case)
+            ref_mm2 = float((ref == Label.MUSCLE).sum()) * spacing[0] * spacing[1]
+            img, sp = resampled(hu, spacing, size)
+            labels = {}
+            for name, engine in (("unet", unet), ("threshold", threshold)):
+                labels[name] = engine.segment(img[None], sp)[0]
+                mm2 = float((labels[name] == Label.MUSCLE).sum()) * sp[0] * sp[1]
+                errors[name].append(100.0 * (mm2 - ref_mm2) / ref_mm2)
+            agreement.append(engine_signals(labels["unet"], labels["threshold"]))
+
+        def err(values: list[float]) -> str:
+            a = np.array(values)
+            return f"{a.mean():+.1f} % ({np.abs(a).mean():.1f} %, {a[np.argmax(np.abs(a))]:+.1f} %)"
+
+        dices = np.array([a["engine_muscle_dice"] for a in agreement])
+        diffs = np.array([a["engine_muscle_area_diff"] for a in agreement])
+        label = "own (0.63–0.82 mm)" if size is None else f"{size:.1f} mm"
+        lines.append(
+            f"| {label} | {err(errors['unet'])} | {err(errors['threshold'])} | {dices.mean():.3f} "
+            f"({dices.min():.3f}) | {diffs.mean():.3f} ({diffs.max():.3f}) |"
+        )
+        print(lines[-1], flush=True)
+    table = "\n".join(lines)
+    if args.out:
+        head = (
+            "# Muscle measurement at coarser pixels\n\n"
+            f"Written by `python scripts/coarse_pixels.py --out {args.out}` on {dt.date.today()} with "
+            f"{unet.model_id} and {threshold.model_id}: the nine real L3 slices of "
+            "../shared/data/real/l3_slices (the shipped model saw five of them), each resampled to square "
+            "pixels of each size; the error is against the reference muscle area at the slice's own "
+            "pixels.\n\n"
+        )
+        atomic_write_text(args.out, head + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
