@@ -172,6 +172,35 @@ def test_manual_labels_from_slice_o_matic_and_pngs_train(
         load_folder(tagged, tiny_config(tagged, tmp_path / "o2"), spec)
 
 
+def test_patients_are_held_as_pseudonyms_never_as_their_ids(tmp_path: Path) -> None:
+    # Splits and model cards name the patients of a run, and cards travel with a model: a PatientID (DICOM or
+    # sidecar) becomes the installation's keyed pseudonym, the one de-identified exports use.
+    from sarcoscope.imaging.deidentify import PSEUDONYM_PREFIX
+    from sarcoscope.imaging.dicom_writer import write_dicom_series
+    from sarcoscope.imaging.volume import CTMetadata
+    from sarcoscope.training.adapt import split_patients
+    from sarcoscope.training.data import case_patients
+
+    data = write_dataset(tmp_path / "d", n=3)
+    for i, patient in enumerate(["MRN-0042", "MRN-0042", "MRN-0043"]):
+        sidecar = {"pixel_spacing": [SPACING, SPACING], "patient": patient}
+        (data / "images" / f"case{i}.json").write_text(json.dumps(sidecar))
+    hu, labels = synthetic_slice(3)
+    (dcm,) = write_dicom_series(
+        np.rint(hu)[None].astype(np.int16),
+        (3.0, SPACING, SPACING),
+        tmp_path / "dcm",
+        metadata=CTMetadata(patient_id="MRN-0043"),
+    )
+    shutil.copy(dcm, data / "images" / "case3.dcm")
+    np.save(data / "labels" / "case3.npy", labels)
+    patients = case_patients(data)
+    assert all(p.startswith(PSEUDONYM_PREFIX) for p in patients.values())
+    assert patients["case0"] == patients["case1"] != patients["case2"] == patients["case3"]
+    assert case_patients(data) == patients  # stable: the same key, the same pseudonyms
+    assert "MRN" not in json.dumps(split_patients(patients, 0.5, 0))
+
+
 def test_split_is_by_patient(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "d", n=6)
     config = tiny_config(data, tmp_path / "o", val_cases=["case5"])

@@ -19,18 +19,27 @@ Dataset folder layout (one folder per `sarcoscope train DATA` argument)::
   (z, y, x)) contributes every slice whose label map holds tissue.
 - The patient of a case is its DICOM PatientID (or the "patient" of a .npy image's sidecar) when present,
   else the case id; the train/validation split is by patient, so slices of one patient never sit on both
-  sides. (The web app's export, sarcoscope.web.training_data, writes pseudonyms there.)
+  sides. A PatientID is only ever held as the installation's pseudonym (the keyed HMAC that de-identified
+  exports name the patient with, `ANON-...`; the web app's export writes it in the sidecar already): the
+  patients of a split are written into run folders and model cards, which travel with a model.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from sarcoscope.errors import InputError
+from sarcoscope.imaging.deidentify import (
+    PSEUDONYM_PREFIX,
+    DeidentificationPolicy,
+    load_secret,
+    patient_key,
+)
 from sarcoscope.imaging.labelmaps import (
     LABEL_EXTENSIONS,
     LabelGrid,
@@ -102,8 +111,8 @@ def find_pairs(data_dir: str | Path) -> list[tuple[str, Path, Path]]:
 
 
 def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]:
-    """HU array (z, y, x) float32, pixel spacing (y, x) mm and the patient (DICOM PatientID or the .npy
-    sidecar's "patient"; None when the file names none)."""
+    """HU array (z, y, x) float32, pixel spacing (y, x) mm and the patient (the pseudonym of the DICOM
+    PatientID or of the .npy sidecar's "patient"; None when the file names none)."""
     name = path.name
     if name.endswith(".dcm"):
         import pydicom
@@ -117,8 +126,7 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]
             raise InputError(f"Cannot read DICOM slice {path}: {exc}") from None
         if hu.ndim != 2:
             raise InputError(f"DICOM image {path} must be a single axial slice, got shape {hu.shape}.")
-        patient = str(ds.get("PatientID", "") or "").strip() or None
-        return hu[None], spacing, patient
+        return hu[None], spacing, _pseudonym(str(ds.get("PatientID", "") or ""))
     if name.endswith((".nii", ".nii.gz")):
         hu, spacing = read_nifti_array(path)
         return hu.astype(np.float32), spacing, None
@@ -136,8 +144,21 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]
             hu = hu[None]
         if hu.ndim != 3:
             raise InputError(f"NumPy image {path} must be (y, x) or (z, y, x), got shape {hu.shape}.")
-        return hu, spacing, str(info.get("patient") or "").strip() or None
+        return hu, spacing, _pseudonym(str(info.get("patient") or ""))
     raise InputError(f"Unsupported image file {path} (use {', '.join(IMAGE_SUFFIXES)}).")
+
+
+@cache
+def _policy() -> DeidentificationPolicy:
+    return DeidentificationPolicy(secret=load_secret())
+
+
+def _pseudonym(patient_id: str) -> str | None:
+    """The installation's pseudonym of a patient id (None for none; a pseudonym stays as it is)."""
+    key = patient_key(patient_id, None)
+    if key is None or key.startswith(PSEUDONYM_PREFIX):
+        return key
+    return _policy().pseudonym(key)
 
 
 def case_patients(data_dir: str | Path) -> dict[str, str]:
