@@ -25,22 +25,15 @@ from sarcoscope.conventions import Label
 from sarcoscope.fileio import atomic_write_text
 from sarcoscope.segmentation import get_engine
 from sarcoscope.segmentation.quality import engine_signals
+from sarcoscope.training.data import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES_MM = (None, 1.5, 2.0, 2.5, 3.0)  # None: the slice's own pixels
 
 
 def read_case(folder: Path, case: str) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
-    import pydicom
-    from pydicom.pixels import apply_rescale
-
-    ds = pydicom.dcmread(folder / "images" / f"L3_{case}.dcm")
-    hu = apply_rescale(ds.pixel_array, ds).astype(np.float32)
-    return (
-        hu,
-        (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
-        np.load(folder / "labels" / f"{case}.npy"),
-    )
+    hu, spacing, _ = read_image(folder / "images" / f"L3_{case}.dcm")
+    return hu[0], spacing, np.load(folder / "labels" / f"{case}.npy")
 
 
 def resampled(hu: np.ndarray, spacing: tuple[float, float], size_mm: float | None):

@@ -173,8 +173,8 @@ def test_manual_labels_from_slice_o_matic_and_pngs_train(
 
 
 def test_patients_are_held_as_pseudonyms_never_as_their_ids(tmp_path: Path) -> None:
-    # Splits and model cards name the patients of a run, and cards travel with a model: a PatientID (DICOM or
-    # sidecar) becomes the installation's keyed pseudonym, the one de-identified exports use.
+    # The learning loop's split and model card name the patients of a run, and cards travel with a model: a
+    # PatientID (DICOM or sidecar) is the installation's keyed pseudonym there, as in de-identified exports.
     from sarcoscope.imaging.deidentify import PSEUDONYM_PREFIX
     from sarcoscope.imaging.dicom_writer import write_dicom_series
     from sarcoscope.imaging.volume import CTMetadata

@@ -75,7 +75,7 @@ class TrainConfig:
     max_epochs: int = 50
     patience: int = 10
     val_fraction: float = 0.2
-    #: Case ids (or patient pseudonyms, `ANON-...`) forced into validation; empty = random split by patient.
+    #: Case ids (patients) forced into validation; empty = random split by patient.
     val_cases: list[str] = field(default_factory=list)
     #: Where the random validation patients come from: "all", "phantoms" (every data case trains: for a
     #: handful of real slices) or "data" (phantoms only train).

@@ -19,9 +19,9 @@ Dataset folder layout (one folder per `sarcoscope train DATA` argument)::
   (z, y, x)) contributes every slice whose label map holds tissue.
 - The patient of a case is its DICOM PatientID (or the "patient" of a .npy image's sidecar) when present,
   else the case id; the train/validation split is by patient, so slices of one patient never sit on both
-  sides. A PatientID is only ever held as the installation's pseudonym (the keyed HMAC that de-identified
-  exports name the patient with, `ANON-...`; the web app's export writes it in the sidecar already): the
-  patients of a split are written into run folders and model cards, which travel with a model.
+  sides. The patients of the learning loop's split (`case_patients`) are written into run folders and
+  model cards, which travel with a model: there a PatientID is the installation's pseudonym (the keyed
+  HMAC de-identified exports name the patient with, `ANON-...`; the web app's export writes it already).
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ def find_pairs(data_dir: str | Path) -> list[tuple[str, Path, Path]]:
 
 
 def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]:
-    """HU array (z, y, x) float32, pixel spacing (y, x) mm and the patient (the pseudonym of the DICOM
-    PatientID or of the .npy sidecar's "patient"; None when the file names none)."""
+    """HU array (z, y, x) float32, pixel spacing (y, x) mm and the patient (DICOM PatientID or the .npy
+    sidecar's "patient"; None when the file names none)."""
     name = path.name
     if name.endswith(".dcm"):
         import pydicom
@@ -126,7 +126,7 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]
             raise InputError(f"Cannot read DICOM slice {path}: {exc}") from None
         if hu.ndim != 2:
             raise InputError(f"DICOM image {path} must be a single axial slice, got shape {hu.shape}.")
-        return hu[None], spacing, _pseudonym(str(ds.get("PatientID", "") or ""))
+        return hu[None], spacing, str(ds.get("PatientID", "") or "").strip() or None
     if name.endswith((".nii", ".nii.gz")):
         hu, spacing = read_nifti_array(path)
         return hu.astype(np.float32), spacing, None
@@ -144,7 +144,7 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]
             hu = hu[None]
         if hu.ndim != 3:
             raise InputError(f"NumPy image {path} must be (y, x) or (z, y, x), got shape {hu.shape}.")
-        return hu, spacing, _pseudonym(str(info.get("patient") or ""))
+        return hu, spacing, str(info.get("patient") or "").strip() or None
     raise InputError(f"Unsupported image file {path} (use {', '.join(IMAGE_SUFFIXES)}).")
 
 
@@ -153,7 +153,7 @@ def _policy() -> DeidentificationPolicy:
     return DeidentificationPolicy(secret=load_secret())
 
 
-def _pseudonym(patient_id: str) -> str | None:
+def _pseudonym(patient_id: str | None) -> str | None:
     """The installation's pseudonym of a patient id (None for none; a pseudonym stays as it is)."""
     key = patient_key(patient_id, None)
     if key is None or key.startswith(PSEUDONYM_PREFIX):
@@ -162,8 +162,9 @@ def _pseudonym(patient_id: str) -> str | None:
 
 
 def case_patients(data_dir: str | Path) -> dict[str, str]:
-    """The patient of every case of a dataset folder (its PatientID or pseudonym, else the case id)."""
-    return {case: read_image(image)[2] or case for case, image, _ in find_pairs(data_dir)}
+    """The patient of every case of a dataset folder, as it may be written (into a split file or a model
+    card): the pseudonym of its PatientID, else the case id."""
+    return {case: _pseudonym(read_image(image)[2]) or case for case, image, _ in find_pairs(data_dir)}
 
 
 def image_grid(path: Path, shape: tuple[int, int, int]) -> LabelGrid:
