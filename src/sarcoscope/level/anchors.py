@@ -14,19 +14,33 @@ SACRUM_WIDTH_MM = 110.0
 PELVIS_CM2 = 10.0
 
 
-def column_width(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
+class BoneSlices:
+    """The bone pieces of each working slice, labelled on first use and kept: every trace of the column
+    tests the same slices for the sacrum."""
+
+    def __init__(self, grid: WorkGrid) -> None:
+        self.grid = grid
+        self._labels: dict[int, np.ndarray] = {}
+
+    def labels(self, z: int) -> np.ndarray:
+        if z not in self._labels:
+            mask = ndi.binary_closing(self.grid.hu[z] > BONE_HU - 30.0, iterations=1)
+            self._labels[z] = ndi.label(mask)[0]
+        return self._labels[z]
+
+
+def column_width(bones: BoneSlices, trace: SpineTrace, z: int) -> float:
     """Left-right extent (mm) of the bone joined to the vertebral body on working slice z."""
-    dy, dx = grid.spacing[1], grid.spacing[2]
-    mask = ndi.binary_closing(grid.hu[z] > BONE_HU - 30.0, iterations=1)
-    labels, _ = ndi.label(mask)
+    dy, dx = bones.grid.spacing[1], bones.grid.spacing[2]
+    labels = bones.labels(z)
     y, x = round(trace.body_y[z]), round(trace.cx[z])
     r = max(1, round(6.0 / dy))
     patch = labels[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1]
     ids = np.unique(patch[patch > 0])
     if ids.size == 0:
         return 0.0
-    xs = np.nonzero(np.isin(labels, ids))[1]
-    return float((xs.max() - xs.min() + 1) * dx)
+    xs = np.flatnonzero(np.isin(labels, ids).any(axis=0))
+    return float((xs[-1] - xs[0] + 1) * dx)
 
 
 def lateral_bone_cm2(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
@@ -37,12 +51,15 @@ def lateral_bone_cm2(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
     return float((grid.hu[z][:, xs > 50.0] > BONE_HU).sum() * dy * dx / 100.0)
 
 
-def find_sacrum_disc(grid: WorkGrid, trace: SpineTrace, discs_z: np.ndarray, period_mm: float) -> int | None:
+def find_sacrum_disc(
+    bones: BoneSlices, trace: SpineTrace, discs_z: np.ndarray, period_mm: float
+) -> int | None:
     """Index (into discs_z) of the L5/S1 disc: the lowest disc with sacrum-wide bone right below it
     and a narrow lumbar vertebra right above it.
 
     None when no disc has the sacrum below it in the field of view.
     """
+    grid = bones.grid
     dz = grid.spacing[0]
     nz = grid.hu.shape[0]
 
@@ -58,8 +75,8 @@ def find_sacrum_disc(grid: WorkGrid, trace: SpineTrace, discs_z: np.ndarray, per
         above = window(d + 0.2 * level, d + 0.65 * level)
         if below is None or above is None:
             continue
-        wide_below = np.mean([column_width(grid, trace, z) >= SACRUM_WIDTH_MM for z in below])
-        wide_above = np.mean([column_width(grid, trace, z) >= SACRUM_WIDTH_MM for z in above])
+        wide_below = np.mean([column_width(bones, trace, z) >= SACRUM_WIDTH_MM for z in below])
+        wide_above = np.mean([column_width(bones, trace, z) >= SACRUM_WIDTH_MM for z in above])
         pelvis = np.median([lateral_bone_cm2(grid, trace, z) for z in below])
         # Wide below, narrow above (a skull or a table is wide on both sides), iliac wings beside it
         # (ribs joined to a thoracic body are wide too, but thin). The lowest such disc.

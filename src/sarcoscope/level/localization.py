@@ -175,11 +175,15 @@ class _Reading:
 
 
 def _read(
-    grid: spine.WorkGrid, trace: spine.SpineTrace, rib_trace: spine.SpineTrace, bone: RibBone
+    grid: spine.WorkGrid,
+    trace: spine.SpineTrace,
+    rib_trace: spine.SpineTrace,
+    bone: RibBone,
+    pieces: anchors.BoneSlices,
 ) -> _Reading | None:
     """Discs and sacrum along one trace, ribs beside `rib_trace` (the posterior-weighted one, which an
     enhanced aorta cannot pull off the column; `bone` = rib_bone(grid, rib_trace)); None when the trace
-    shows no vertebral column."""
+    shows no vertebral column. `bone` and `pieces` (the bone pieces per slice) serve both readings."""
     dz = grid.spacing[0]
     profile = spine.disc_profile(grid, trace)
     discs = spine.find_discs(profile, dz, trace.strength)
@@ -199,7 +203,7 @@ def _read(
         """Rib evidence at the joints of every vertebra from `first_segment` up."""
         return joint_ribs(grid, rib_trace, seg_lo, seg_hi, first_segment, bone)
 
-    sacrum = anchors.find_sacrum_disc(grid, trace, discs.z, period)
+    sacrum = anchors.find_sacrum_disc(pieces, trace, discs.z, period)
     everywhere: list[VertebraRibs] | None = None  # over the whole column, when they were needed
     if sacrum is not None and sacrum >= _THORAX_SEGMENTS:
         # The shoulder girdle, too, is wide bone below a disc with bone beside it; but ribs below it, vertebra
@@ -258,8 +262,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     # of the wide one along the column, it is on the aorta (the column is the most posterior dense
     # structure at the midline). Otherwise keep the reading that finds more anchors and clearer discs.
     close, wide = (spine.trace_spine(grid, s, w) for s, w in _TRACES)
-    bone = rib_bone(grid, wide)
-    readings = [r for r in (_read(grid, close, wide, bone), _read(grid, wide, wide, bone)) if r is not None]
+    bone, pieces = rib_bone(grid, wide), anchors.BoneSlices(grid)
+    readings = [r for r in (_read(grid, c, wide, bone, pieces) for c in (close, wide)) if r is not None]
     if len(readings) == 2:
         lo, hi = int(readings[1].discs.z[0]), int(np.ceil(readings[1].discs.z[-1]))
         ahead = (wide.body_y - close.body_y)[lo : hi + 1] * grid.spacing[1]

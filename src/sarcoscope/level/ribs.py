@@ -149,7 +149,7 @@ def _side(bone: np.ndarray, lateral: np.ndarray, forward: np.ndarray, sgn: float
     labels, n = ndi.label(bone, structure=in_slice)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     labels[sizes[labels] > max_px] = 0
-    reach = np.asarray(ndi.maximum(np.broadcast_to(lat, labels.shape), labels, index=np.arange(n + 1)), float)
+    reach = _label_maxima(np.broadcast_to(lat, labels.shape), labels, n)
     # which pieces touch which on the slice below: each pixel's neighbourhood holds at most two pieces in
     # practice, the largest and the smallest label
     big = np.iinfo(labels.dtype).max
@@ -165,6 +165,18 @@ def _side(bone: np.ndarray, lateral: np.ndarray, forward: np.ndarray, sgn: float
         for a, b in pairs.T.tolist():
             below.setdefault(a, set()).add(b)
     return _Side(sgn, labels, lat, fwd, reach, below)
+
+
+def _label_maxima(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Largest value per label 0..n, 0 for a label without pixels: ndimage.maximum's result, without its
+    sort of the whole volume (the pieces are a small share of it)."""
+    out = np.full(n + 1, -np.inf)
+    piece = labels > 0
+    np.maximum.at(out, labels[piece], values[piece].astype(float))
+    background = values[~piece]
+    out[0] = background.max() if background.size else -np.inf
+    out[np.isneginf(out)] = 0.0
+    return out
 
 
 @dataclass

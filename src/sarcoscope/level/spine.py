@@ -188,6 +188,17 @@ def _viterbi_2d(score: np.ndarray, penalty: float) -> np.ndarray:
     return path
 
 
+def _median_index(counts: np.ndarray) -> float:
+    """np.median of the indices of a mask's pixels, from their count per index (no list of every pixel)."""
+    cumulative = np.cumsum(counts)
+    n = int(cumulative[-1])
+
+    def kth(k: int) -> int:  # the index of the k-th pixel (from 0) in index order
+        return int(np.searchsorted(cumulative, k, side="right"))
+
+    return float(kth(n // 2)) if n % 2 else (kth(n // 2 - 1) + kth(n // 2)) / 2.0
+
+
 def trace_spine(grid: WorkGrid, sigma_mm: float = 8.0, posterior_weight: bool = False) -> SpineTrace:
     """Follow the vertebral column from the bottom to the top slice (dynamic programming on bone mass).
 
@@ -205,8 +216,7 @@ def trace_spine(grid: WorkGrid, sigma_mm: float = 8.0, posterior_weight: bool = 
             f"No bone is visible (almost no voxel above {BONE_HU:.0f} HU): this does not look like a CT "
             "with a spine in it, so L3 cannot be located. Use --slice/--range."
         )
-    xs = np.nonzero(body)[2]
-    mid_x = float(np.median(xs))
+    mid_x = _median_index(body.sum(axis=(0, 1)))
     half = round(55.0 / dx)
     x0 = max(0, int(mid_x) - half)
     x1 = min(hu.shape[2], int(mid_x) + half + 1)
