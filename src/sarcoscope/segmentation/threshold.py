@@ -387,47 +387,38 @@ class ThresholdEngine:
         sustained = round(4.0 / step)
         head_lo, head_hi = round(2.0 / step), round(5.0 / step)
         back = geo.angle_to(posterior) < np.deg2rad(70)
-        thick = np.zeros(geo.n)
-        # the ray ended on the wall's inner surface (a fat plane, bowel gas, an organ's HU step), not on
-        # the thickness cap
-        closed = np.zeros(geo.n, dtype=bool)
-        for j in range(geo.n):
-            k0 = int(r_wall[j] / step)
-            cap = int((p.back_max_mm if back[j] else p.wall_max_mm) / step)
-            stop = max(k0 - cap, 0)
-            v = prof[j, k0:stop:-1]
-            if v.size == 0:
-                continue
-            vc = coarse[j, k0:stop:-1]
-            musc = (v >= lo) & (vc <= organ_hu)
-            gas = v < fat_lo
-            starts, lengths, values = _runs(musc)
-            # an organ lying on the wall (liver, spleen, enhanced bowel) is brighter than the patient's
-            # muscle even when both are inside the muscle window: stop at a sustained brighter stretch,
-            # measured against this ray's own wall HU (first 2-5 mm) when that is the brighter
-            head = vc[head_lo:head_hi]
-            head = head[(head >= lo) & (head <= organ_hu)]
-            base = max(muscle_ref, float(np.median(head))) if head.size else muscle_ref
-            brighter = vc > base + p.organ_step_hu
-            b_starts, b_lengths, b_values = _runs(brighter)
-            long_bright = b_starts[b_values & (b_lengths >= sustained)] if not back[j] else b_starts[:0]
-            limit = int(long_bright[0]) if long_bright.size else v.size
-            # the edge is halfway up the HU step, before the bright stretch begins
-            while 0 < limit < v.size and vc[limit - 1] > base + p.organ_step_hu / 2:
-                limit -= 1
-            end = 0
-            for s, n_run, is_m in zip(starts, lengths, values, strict=True):
-                if s >= limit:
-                    closed[j] = True
-                    break
-                if is_m:
-                    end = min(s + n_run, limit)
-                    continue
-                # short fat (intermuscular) or bright (vessel) interruptions stay inside the wall
-                if n_run > (back_gap if back[j] else gap) or gas[s : s + n_run].any():
-                    closed[j] = True
-                    break
-            thick[j] = end * step
+        k0 = (r_wall / step).astype(int)
+        cap = np.where(back, int(p.back_max_mm / step), int(p.wall_max_mm / step))
+        walk = _InwardWalk(prof, coarse, k0, np.maximum(k0 - cap, 0))
+        musc = (walk.v >= lo) & (walk.vc <= organ_hu)
+        gas = walk.v < fat_lo
+        # an organ lying on the wall (liver, spleen, enhanced bowel) is brighter than the patient's muscle
+        # even when both are inside the muscle window: stop at a sustained brighter stretch, measured against
+        # this ray's own wall HU (first 2-5 mm) when that is the brighter
+        head = walk.vc[:, head_lo:head_hi]
+        head_ok = walk.valid[:, head_lo:head_hi] & (head >= lo) & (head <= organ_hu)
+        median = _row_medians(head, head_ok)
+        base = np.where(head_ok.any(axis=1), np.maximum(muscle_ref, median), muscle_ref)
+        # thresholds as float32, as a float32 profile compares with a Python float
+        brighter = walk.valid & (walk.vc > (base + p.organ_step_hu).astype(np.float32)[:, None])
+        limit = np.where(back, walk.length, walk.first_run_start(brighter, sustained, walk.length))
+        # the edge is halfway up the HU step, before the bright stretch begins
+        half = walk.vc > (base + p.organ_step_hu / 2).astype(np.float32)[:, None]
+        limit = np.where((limit > 0) & (limit < walk.length), walk.after_last(~half, limit), limit)
+        # runs of wall muscle; short fat (intermuscular) or bright (vessel) interruptions stay inside the wall
+        starts, run_end, run_gas = walk.runs(musc, gas)
+        gaps = np.where(back, back_gap, gap)[:, None]
+        at = walk.index[None, :]
+        stopping = starts & ~musc & (at < limit[:, None]) & ((run_end - at > gaps) | run_gas)
+        stop = np.where(stopping.any(axis=1), np.argmax(stopping, axis=1), walk.width)
+        # the ray ended on the wall's inner surface (a fat plane, bowel gas, an organ's HU step), not on the
+        # thickness cap
+        closed = stopping.any(axis=1) | (starts & (at >= limit[:, None])).any(axis=1)
+        last_muscle = starts & musc & (at < np.minimum(stop, limit)[:, None])
+        has = last_muscle.any(axis=1)
+        last = walk.width - 1 - np.argmax(last_muscle[:, ::-1], axis=1)
+        end = np.where(has, np.minimum(run_end[np.arange(geo.n), last], limit), 0)
+        thick = end * step
         # where an organ or bowel lies on the wall without any plane the ray runs on to the cap: take the
         # thickness of the nearest rays that did find the wall's inner surface
         if closed.any() and not closed.all():
@@ -476,6 +467,59 @@ class ThresholdEngine:
         keep[0] = False
         out = keep[lab]
         return muscle_compartments(out, spacing, closing_mm=2.0) | dilate_mm(out, 1.0, spacing)
+
+
+class _InwardWalk:
+    """The profile of every ray read inwards, from sample `start` down to just above `stop` (ray j has
+    `length[j]` samples, the rest of its row is padding): the per-ray loop of the wall tracing, as arrays."""
+
+    def __init__(self, prof: np.ndarray, coarse: np.ndarray, start: np.ndarray, stop: np.ndarray) -> None:
+        first = np.minimum(start, prof.shape[1] - 1)  # as a slice start beyond the row is clipped
+        self.length = np.maximum(first - stop, 0)
+        self.width = max(int(self.length.max(initial=0)), 1)
+        self.index = np.arange(self.width)
+        self.valid = self.index[None, :] < self.length[:, None]
+        at = np.clip(first[:, None] - self.index[None, :], 0, prof.shape[1] - 1)
+        rows = np.arange(prof.shape[0])[:, None]
+        self.v, self.vc = prof[rows, at], coarse[rows, at]
+
+    def first_run_start(self, mask: np.ndarray, min_length: int, default: np.ndarray) -> np.ndarray:
+        """Per ray, where the first run of `mask` at least `min_length` long starts (`default` if none)."""
+        padded = np.concatenate([np.zeros((len(mask), 1), bool), mask], axis=1)
+        count = np.concatenate([np.zeros((len(mask), 1), int), np.cumsum(mask, axis=1)], axis=1)
+        ends = np.minimum(self.index + min_length, self.width)
+        long = (count[:, ends] - count[:, self.index] >= min_length) & mask & ~padded[:, :-1]
+        return np.where(long.any(axis=1), np.argmax(long, axis=1), default)
+
+    def after_last(self, mask: np.ndarray, before: np.ndarray) -> np.ndarray:
+        """Per ray, 1 + the last sample below `before` where `mask` holds (0 if none)."""
+        hit = mask & (self.index[None, :] < before[:, None])
+        return np.where(hit.any(axis=1), self.width - np.argmax(hit[:, ::-1], axis=1), 0)
+
+    def runs(self, mask: np.ndarray, flag: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Runs of `mask` along each ray: where each starts, and at its start the sample after its end and
+        whether `flag` holds anywhere in it."""
+        change = np.ones_like(mask)
+        change[:, 1:] = mask[:, 1:] != mask[:, :-1]
+        starts = change & self.valid
+        run = np.cumsum(starts, axis=1) - 1 + (np.arange(len(mask)) * self.width)[:, None]
+        ids = run[self.valid]
+        n = len(mask) * self.width
+        size = np.bincount(ids, minlength=n)
+        flagged = np.bincount(ids, weights=flag[self.valid], minlength=n) > 0
+        run_end = np.where(starts, self.index[None, :] + size[run], 0)
+        return starts, run_end, np.where(starts, flagged[run], False)
+
+
+def _row_medians(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """np.median of each row's kept values, in the values' dtype (NaN for a row without any)."""
+    ordered = np.sort(np.where(keep, values, np.inf), axis=1)
+    n = keep.sum(axis=1)
+    rows = np.arange(len(values))
+    upper = ordered[rows, np.minimum(n // 2, values.shape[1] - 1)]
+    lower = ordered[rows, np.maximum(n // 2 - 1, 0)]
+    median = np.where(n % 2 == 1, upper, (lower + upper) / 2)
+    return np.where(n > 0, median, np.nan).astype(float)
 
 
 class _RayGeometry:
