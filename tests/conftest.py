@@ -30,16 +30,6 @@ def _empty_model_registry(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ[MODELS_DIR_ENV] = str(tmp_path_factory.mktemp("registry"))
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _test_deidentification_key(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Pseudonyms are keyed by a test key, never one created in the home folder of the machine."""
-    import os
-
-    from sarcoscope.imaging.deidentify import SECRET_FILE_ENV
-
-    os.environ[SECRET_FILE_ENV] = str(tmp_path_factory.mktemp("deid") / "deid.key")
-
-
 def _write_tag(path: Path, tags: np.ndarray, header: str | None = None) -> Path:
     if header is None:
         header = f"x:{tags.shape[-1]} y:{tags.shape[-2]} z:1 type:BYTE\r\n"

@@ -172,15 +172,18 @@ def test_manual_labels_from_slice_o_matic_and_pngs_train(
         load_folder(tagged, tiny_config(tagged, tmp_path / "o2"), spec)
 
 
-def test_patients_are_held_as_pseudonyms_never_as_their_ids(tmp_path: Path) -> None:
+def test_patients_are_held_as_pseudonyms_never_as_their_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The learning loop's split and model card name the patients of a run, and cards travel with a model: a
     # PatientID (DICOM or sidecar) is the installation's keyed pseudonym there, as in de-identified exports.
-    from sarcoscope.imaging.deidentify import PSEUDONYM_PREFIX
+    from sarcoscope.imaging.deidentify import PSEUDONYM_PREFIX, SECRET_FILE_ENV
     from sarcoscope.imaging.dicom_writer import write_dicom_series
     from sarcoscope.imaging.volume import CTMetadata
     from sarcoscope.training.adapt import split_patients
     from sarcoscope.training.data import case_patients
 
+    monkeypatch.setenv(SECRET_FILE_ENV, str(tmp_path / "deid.key"))  # not a key in the machine's home
     data = write_dataset(tmp_path / "d", n=3)
     for i, patient in enumerate(["MRN-0042", "MRN-0042", "MRN-0043"]):
         sidecar = {"pixel_spacing": [SPACING, SPACING], "patient": patient}

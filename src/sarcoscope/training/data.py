@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -148,23 +147,13 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]
     raise InputError(f"Unsupported image file {path} (use {', '.join(IMAGE_SUFFIXES)}).")
 
 
-@cache
-def _policy() -> DeidentificationPolicy:
-    return DeidentificationPolicy(secret=load_secret())
-
-
-def _pseudonym(patient_id: str | None) -> str | None:
-    """The installation's pseudonym of a patient id (None for none; a pseudonym stays as it is)."""
-    key = patient_key(patient_id, None)
-    if key is None or key.startswith(PSEUDONYM_PREFIX):
-        return key
-    return _policy().pseudonym(key)
-
-
 def case_patients(data_dir: str | Path) -> dict[str, str]:
     """The patient of every case of a dataset folder, as it may be written (into a split file or a model
     card): the pseudonym of its PatientID, else the case id."""
-    return {case: _pseudonym(read_image(image)[2]) or case for case, image, _ in find_pairs(data_dir)}
+    ids = {case: patient_key(read_image(image)[2], None) for case, image, _ in find_pairs(data_dir)}
+    raw = {k for k in ids.values() if k is not None and not k.startswith(PSEUDONYM_PREFIX)}
+    policy = DeidentificationPolicy(secret=load_secret()) if raw else None  # a key only when one is needed
+    return {case: (policy.pseudonym(k) if policy and k in raw else k) or case for case, k in ids.items()}
 
 
 def image_grid(path: Path, shape: tuple[int, int, int]) -> LabelGrid:
