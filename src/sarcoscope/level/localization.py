@@ -261,7 +261,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     # backwards so that a contrast-filled aorta cannot capture it. Where the close trace runs well in front
     # of the wide one along the column, it is on the aorta (the column is the most posterior dense
     # structure at the midline). Otherwise keep the reading that finds more anchors and clearer discs.
-    close, wide = (spine.trace_spine(grid, s, w) for s, w in _TRACES)
+    band = spine.column_band(grid)
+    close, wide = (spine.trace_spine(grid, band, s, w) for s, w in _TRACES)
     bone, pieces = rib_bone(grid, wide), anchors.BoneSlices(grid)
     readings = [r for r in (_read(grid, c, wide, bone, pieces) for c in (close, wide)) if r is not None]
     if len(readings) == 2:
@@ -404,18 +405,17 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     loc.l3_mid = to_idx(mid_mm)
     loc.l3_mid_mm = round(float(mid_mm - grid.slice_mm[0]), 2)
 
-    anchor_disc = sacrum if sacrum is not None else last_rib - 1 if last_rib is not None else s3
+    # the disc the count starts from: L5/S1, else the last rib-bearing vertebra's lower one (one is known)
+    anchor_disc = sacrum if sacrum is not None else int(last_rib or 0) - 1
     shift = _disc_shift(discs, other, min(anchor_disc, s3 - 1), max(anchor_disc, s3), dz)
-    if shift is not None and shift > DISC_SHIFT * period:
+    traces_disagree = shift is not None and shift > DISC_SHIFT * period
+    if traces_disagree:
         _flag(
             flags,
             FLAG_COUNTING,
             f"The two traces of the column disagree on the discs between the {counted_from.split('+')[0]} "
             f"and L3 (up to {shift:.0f} mm apart): a disc may have been missed or a false one counted.",
         )
-        traces_disagree = True
-    else:
-        traces_disagree = False
 
     if loc.has_flag(FLAG_COUNTING):
         loc.candidates = _candidates(lab, n_seg, sacrum, last_rib, position)

@@ -199,13 +199,19 @@ def _median_index(counts: np.ndarray) -> float:
     return float(kth(n // 2)) if n % 2 else (kth(n // 2 - 1) + kth(n // 2)) / 2.0
 
 
-def trace_spine(grid: WorkGrid, sigma_mm: float = 8.0, posterior_weight: bool = False) -> SpineTrace:
-    """Follow the vertebral column from the bottom to the top slice (dynamic programming on bone mass).
+@dataclass
+class ColumnBand:
+    """The bone of the midline band where the column lies (55 mm either side of the body's middle), and the
+    body mask: the same for every trace of the column, so made once."""
 
-    `sigma_mm` sets the size of the bone mass followed. A vertebra-sized 8 mm follows the bodies closely;
-    a wide 16 mm with `posterior_weight` (rows count more the further back they lie in the body) cannot be
-    captured by a contrast-filled aorta of bone-like density in front of the column.
-    """
+    bone: np.ndarray  # (z, y, x1 - x0) 0..1 bone score
+    body: np.ndarray  # (z, y, x) bool
+    x0: int
+    x1: int
+
+
+def column_band(grid: WorkGrid) -> ColumnBand:
+    """The midline band of the working grid; LevelError when the volume holds no body or no bone."""
     hu = grid.hu
     dz, dy, dx = grid.spacing
     body = hu > -400
@@ -220,7 +226,21 @@ def trace_spine(grid: WorkGrid, sigma_mm: float = 8.0, posterior_weight: bool = 
     half = round(55.0 / dx)
     x0 = max(0, int(mid_x) - half)
     x1 = min(hu.shape[2], int(mid_x) + half + 1)
-    bone = np.clip((hu[:, :, x0:x1] - 120.0) / 150.0, 0, 1)
+    return ColumnBand(np.clip((hu[:, :, x0:x1] - 120.0) / 150.0, 0, 1), body, x0, x1)
+
+
+def trace_spine(
+    grid: WorkGrid, band: ColumnBand, sigma_mm: float = 8.0, posterior_weight: bool = False
+) -> SpineTrace:
+    """Follow the vertebral column from the bottom to the top slice (dynamic programming on bone mass).
+
+    `sigma_mm` sets the size of the bone mass followed. A vertebra-sized 8 mm follows the bodies closely;
+    a wide 16 mm with `posterior_weight` (rows count more the further back they lie in the body) cannot be
+    captured by a contrast-filled aorta of bone-like density in front of the column.
+    """
+    hu = grid.hu
+    _, dy, dx = grid.spacing
+    bone, body, x0, x1 = band.bone, band.body, band.x0, band.x1
     score = ndi.gaussian_filter(bone, (0, sigma_mm / dy, sigma_mm / dx)).astype(np.float32)
     if posterior_weight:
         rows = body[:, :, x0:x1].any(axis=2)

@@ -125,7 +125,8 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]
             raise InputError(f"Cannot read DICOM slice {path}: {exc}") from None
         if hu.ndim != 2:
             raise InputError(f"DICOM image {path} must be a single axial slice, got shape {hu.shape}.")
-        return hu[None], spacing, str(ds.get("PatientID", "") or "").strip() or None
+        patient = str(ds.get("PatientID", "") or "").strip() or None
+        return hu[None], spacing, patient
     if name.endswith((".nii", ".nii.gz")):
         hu, spacing = read_nifti_array(path)
         return hu.astype(np.float32), spacing, None
