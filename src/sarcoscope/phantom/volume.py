@@ -14,6 +14,13 @@ from sarcoscope.phantom.habitus import Exam, Habitus
 from sarcoscope.phantom.render import Grid, body_box, hu_table, make_labels, render_section, synthesize_fields
 from sarcoscope.phantom.slice import LABEL_DEFINITION, _spacing, area_and_means, body_extent, landmarks_px
 
+#: Slices at least this thick (mm) are rendered as the mean of several thin sections across the slab, as a
+#: scanner reconstructs them: one thin section would show a vertebra's 1 mm endplate cortex at full density
+#: whenever it fell on it, a bright band that no 5 mm reconstruction shows.
+SLAB_MM = 4.0
+#: Spacing (mm) of the sections averaged into a thick slice, at most.
+SECTION_STEP_MM = 2.0
+
 COVERAGES = ("abdomen", "chest-pelvis", "upper-abdomen", "lower", "l3-only", "no-sacrum", "no-ribs")
 
 
@@ -99,7 +106,7 @@ def make_volume(
     into the thighs if needed. `variant` is one of
     VARIANTS ("normal", "six-lumbar", "sacralised-L5", "11-ribs", "13-ribs", "long-steep-12th-ribs",
     "one-sided-12th-rib"). Slices are contiguous
-    (spacing = thickness).
+    (spacing = thickness); slices of SLAB_MM or more average their slab (`slab_offsets`).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -144,12 +151,17 @@ def make_volume(
     crop = grid.crop(*body_box(anat, np.linspace(zs[0], zs[-1], 24)))
     mid = round((anat.l3.z_mid - float(zs[0])) / thk)
     l3_landmarks: dict[str, Any] = {}
+    offsets = slab_offsets(thk)
     for k, z in enumerate(zs):
         srng = np.random.default_rng([seed, 7, k])
         sec = render_section(anat, float(z), grid, srng, with_vid=True, crop=crop)
         if k == mid:
             l3_landmarks = landmarks_px(sec.landmarks, grid)
         h = bank.hu(sec.cls, mean, tex, srng)
+        if len(offsets) > 1:  # the slab's mean; labels and vertebra ids stay those of its centre
+            for dz in offsets[offsets != 0]:
+                h += bank.hu(render_section(anat, float(z + dz), grid, srng, crop=crop).cls, mean, tex, srng)
+            h /= len(offsets)
         hu[k] = np.rint(h)
         labels[k] = make_labels(h, sec.cls)
         vlab[k] = sec.vid
@@ -160,6 +172,16 @@ def make_volume(
     if truth["l3_in_volume"]:
         truth["l3_mid_landmarks_px"] = l3_landmarks
     return PhantomVolume(hu, labels, vlab, spacing, origin, truth, anat.habitus)
+
+
+def slab_offsets(thickness_mm: float) -> np.ndarray:
+    """Positions (mm from the slice centre) of the sections averaged into one slice: the centre alone below
+    SLAB_MM, else an odd number of sections at the centres of equal sub-slabs, at most SECTION_STEP_MM
+    apart."""
+    if thickness_mm < SLAB_MM:
+        return np.zeros(1)
+    n = 2 * math.ceil((thickness_mm / SECTION_STEP_MM - 1) / 2) + 1
+    return (np.arange(n) - (n - 1) / 2) * thickness_mm / n
 
 
 def _volume_truth(
