@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import highdicom as hd
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -101,3 +102,21 @@ def test_deidentified_batch_codes_case_ids(cohort: Path, tmp_path: Path) -> None
     (failure,) = _rows(tmp_path / "o" / "failures.csv")
     assert failure["case_id"].startswith("case-") and str(cohort) not in failure["error"]
     assert "broken" not in (tmp_path / "o" / "failures.csv").read_text()
+
+
+def test_deidentified_failures_name_no_patient_file(tmp_path: Path) -> None:
+    # a damaged file in a study whose folder and file names carry the patient's name
+    case = tmp_path / "cohort" / "Doe_John_87654321"
+    sl = make_slice(4, size=192)
+    write_dicom_series(np.stack([sl.hu, sl.hu]), (3.0, *sl.pixel_spacing), case)
+    first = sorted(case.iterdir())[0]
+    damaged = first.with_name("Doe_John_img1.dcm")
+    damaged.write_bytes(first.read_bytes()[:3000])
+    first.unlink()
+    out = tmp_path / "o"
+    args = ["batch", str(case.parent), "-o", str(out), "--deidentify", "--secret-file", str(tmp_path / "k")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3, result.output
+    (failure,) = _rows(out / "failures.csv")
+    assert "truncated" in failure["error"] and "<input>" in failure["error"]
+    assert "Doe" not in (out / "failures.csv").read_text() and "Doe" not in result.output

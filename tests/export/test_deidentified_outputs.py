@@ -33,6 +33,13 @@ def phi_result(make_result):
     result.volume.metadata.contrast_agent = f"Omnipaque for {SURNAME}"
     result.warnings.append(f"Contrast-enhanced CT (Omnipaque for {SURNAME})")
     result.volume.warnings.append(f"{result.volume.source_path}/{SURNAME}/CT1.dcm lacks ImagePositionPatient")
+    # as the DICOM reader words them: the series by UID and (quoted) description, a patient characteristic
+    series = result.volume.metadata.series_instance_uid
+    result.volume.warnings.append(
+        f"2 CT series found; read {series} ('Abdomen {SURNAME}', 84 axial slices); others: "
+        f'1.2.826.0.1.99.7 ("{SURNAME}\'s bones", 20 axial slices) (choose one with series_uid)'
+    )
+    result.volume.warnings.append("PatientSize 172 looks like centimetres; used 1.72 m")
     return result
 
 
@@ -81,6 +88,14 @@ def test_outputs_are_deidentified_consistently(phi_result, tmp_path: Path) -> No
     assert report["deidentification"]["codes"] == ["113100"]
     assert report["input"]["metadata"]["patient_sex"] is report["assessment"]["patient"]["sex"] is None
     assert report["assessment"]["smi"]["status"] == "computed"  # the results stay
+    # warnings: UIDs remapped as everywhere else, descriptions and the patient's height gone
+    (series_note,) = [w for w in report["input"]["warnings"] if "CT series found" in w]
+    assert headers[4].SeriesInstanceUID not in series_note and "1.2.826.0.1.99.7" not in series_note
+    assert series_note.startswith(f"2 CT series found; read {downloaded[0].SeriesInstanceUID} ('ANONYMIZED'")
+    assert POLICY.uid("1.2.826.0.1.99.7") in series_note and "bones" not in series_note
+    assert "1.72" not in dumped and "172" not in dumped
+    # nor in the SR: its body height is the PatientSize the DICOM headers lost
+    assert "Body height" not in text_of(pydicom.dcmread(written["dicom_sr"]))
 
     assert written["metrics"].read_text() == metrics_csv(phi_result)  # no patient field to remove
 
@@ -91,6 +106,7 @@ def test_report_keeps_patient_characteristics_with_the_option(phi_result) -> Non
     assert report["input"]["metadata"]["patient_sex"] == "M"
     assert report["assessment"]["patient"]["height_m"] == pytest.approx(1.7)
     assert report["deidentification"]["codes"] == ["113100", "113108"]
+    assert "PatientSize 172 looks like centimetres; used 1.72 m" in report["input"]["warnings"]
     plain = build_report(phi_result)
     assert "deidentification" not in plain and plain["input"]["source_path"] == "/data/case1"
 

@@ -375,23 +375,38 @@ def test_burned_in_series_is_not_exported_deidentified(client: TestClient, serie
         ds.BurnedInAnnotation = "YES"
         ds.save_as(path)
     sid, _ = segmented(client, series, 4, 5)
+    originals = [str(pydicom.dcmread(p).SOPInstanceUID) for p in series]
     r = client.get(f"/api/studies/{sid}/dicom", params={"deidentify": True})
-    assert r.status_code == 422 and "BurnedInAnnotation is YES" in r.json()["detail"]
+    detail = r.json()["detail"]
+    assert r.status_code == 422 and detail.startswith("slice 4: BurnedInAnnotation is YES")
+    assert str(client.app.state.ctx.store.data_dir) not in detail  # neither the server's folders
     for fmt in ("overlay", "html", "dicom-seg", "dicom-sr", "dicom-qc"):
         r = client.get(f"/api/studies/{sid}/export/{fmt}", params={"deidentify": True})
-        assert r.status_code == 422 and "burned" in r.json()["detail"].lower(), fmt
+        detail = r.json()["detail"]
+        assert r.status_code == 422 and "burned" in detail.lower(), fmt
+        assert not any(uid in detail for uid in originals), fmt  # nor the original UIDs
     assert client.get(f"/api/studies/{sid}/dicom").status_code == 200  # the originals, for who may see them
 
 
 def test_delete_study_removes_files_keeps_audit(client: TestClient, series: list[Path]) -> None:
     sid, _ = segmented(client, series)
+    series_uid = client.get(f"/api/studies/{sid}").json()["series_uid"]
+    facts = {"height_cm": 172.0, "weight_kg": 61.0, "sex": "M"}
+    assert client.put(f"/api/studies/{sid}/patient", json=facts).status_code == 200
     data_dir = client.app.state.ctx.store.data_dir
     assert any((data_dir / "ct").rglob("*.dcm"))
+    logged = json.dumps([e for e in client.get("/api/audit").json() if e["study_id"] == sid])
+    assert series_uid in logged and "172" in logged  # while the study is there, its audit says what changed
     assert client.delete(f"/api/studies/{sid}").json()["status"] == "deleted"
     assert client.get(f"/api/studies/{sid}").status_code == 404
     assert not any((data_dir / "ct").rglob("*.dcm"))
-    events = client.get("/api/audit").json()
-    assert next(e["action"] for e in events if e["study_id"] == sid) == "delete-study"
+    events = [e for e in client.get("/api/audit").json() if e["study_id"] == sid]
+    assert events[0]["action"] == "delete-study"
+    # who did what and when stays; what the events said about the patient leaves with the study
+    assert {"upload", "patient-info", "labels-segment"} <= {e["action"] for e in events}
+    logged = json.dumps(events)
+    assert series_uid not in logged and "172" not in logged and '"M"' not in logged
+    assert next(e for e in events if e["action"] == "upload")["details"]["n_slices"] == len(series)
 
 
 def test_audit_log_records_every_change(client: TestClient, series: list[Path]) -> None:

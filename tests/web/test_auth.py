@@ -277,3 +277,36 @@ def test_forwarded_headers_count_only_from_a_trusted_proxy(tmp_path: Path) -> No
         keys = set(s.scalars(select(LoginFailure.key)))
     assert keys == {"user:alice", "client:203.0.113.9", "client:198.51.100.7"}
     app.state.ctx.store.close()
+
+
+def test_the_access_log_holds_no_search_criteria_or_uids(tmp_path: Path) -> None:
+    """`serve` as a user runs it: the access log shows requests without query strings or DICOM UIDs."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "sarcoscope.cli", "serve", "--data-dir", str(tmp_path / "d")]
+    cmd += ["--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{base}/api/config", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        urllib.request.urlopen(f"{base}/api/studies?q=Jansen", timeout=5).close()
+        with pytest.raises(urllib.error.HTTPError):  # no PACS configured: 409, logged all the same
+            urllib.request.urlopen(f"{base}/api/pacs/studies/1.2.826.0.1.3680043.2.77/series", timeout=5)
+    finally:
+        proc.terminate()
+        log = proc.communicate(timeout=30)[0]
+    assert '"GET /api/studies HTTP/1.1" 200' in log and '"GET /api/pacs/studies/<uid>/series' in log
+    assert "Jansen" not in log and "1.2.826.0.1.3680043.2.77" not in log

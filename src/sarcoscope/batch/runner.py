@@ -25,7 +25,7 @@ from typing import Any
 from sarcoscope.batch.cases import Case
 from sarcoscope.errors import OutputError, SarcoscopeError
 from sarcoscope.fileio import check_output_folder
-from sarcoscope.imaging.deidentify import DeidentificationPolicy
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, scrub_message
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 REPORT = "report.json"
@@ -151,8 +151,8 @@ def analyze_case(
         return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
     except Exception as exc:  # one broken study must not stop a cohort of thousands
         msg = str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
-        if deidentification is not None:  # the input's path may name the patient
-            msg = msg.replace(str(case.path), "<input>")
+        if deidentification is not None:  # the input's paths, UIDs and descriptions may name the patient
+            msg = scrub_message(msg, deidentification, case.path) or "a patient characteristic is implausible"
         return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, error=msg)
 
 

@@ -5,8 +5,9 @@ the L3 slice(s) were chosen, the input's geometry and acquisition facts, per-sli
 the assessment with every cutoff set, and warnings. Its layout is described by report.schema.json.
 
 A de-identified report (`deidentification` given) names no file path, carries the remapped UIDs (the same as
-the de-identified DICOM and SEG), no series description or contrast agent name, the patient's sex, age,
-height and weight only under the Retain Patient Characteristics option, and a `deidentification` block
+the de-identified DICOM and SEG, in its warnings too), no series description (nor any quoted text in a
+warning) or contrast agent name, the patient's sex, age, height and weight (nor a warning about them) only
+under the Retain Patient Characteristics option, and a `deidentification` block
 with the method and the patient's pseudonym. metrics.csv never identifies the patient.
 """
 
@@ -16,16 +17,14 @@ import csv
 import datetime as _dt
 import io
 import json
-import re
 from importlib.resources import files
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, patient_key
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, patient_key, scrub_message
 
 if TYPE_CHECKING:
     from sarcoscope.composition import SliceComposition
@@ -124,21 +123,14 @@ def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: Deident
             reported[key] = None
             report["assessment"]["patient"][assessed] = None
     for where in (report, summary):
-        where["warnings"] = [_scrub(w, volume.source_path, md.contrast_agent) for w in where["warnings"]]
+        kept = (scrub_message(w, policy, volume.source_path, md.contrast_agent) for w in where["warnings"])
+        where["warnings"] = [w for w in kept if w is not None]
     key = patient_key(md.patient_id, md.study_instance_uid)
     report["deidentification"] = {
         "method": policy.method_text,
         "codes": [item.CodeValue for item in policy.method_codes],
         "patient_pseudonym": policy.pseudonym(key) if key else None,
     }
-
-
-def _scrub(text: str, source_path: str | None, contrast_agent: str | None) -> str:
-    """A warning without the input's paths (folder and file names may name the patient) or agent name."""
-    if source_path:  # the full path and anything below it, then the bare name (a zip is named so)
-        text = re.sub(re.escape(source_path) + r"[^\s,;:]*", "<input>", text)
-        text = text.replace(Path(source_path).name, "<input>")
-    return text.replace(contrast_agent, "ANONYMIZED") if contrast_agent else text
 
 
 def build_report(

@@ -159,9 +159,13 @@ def _tissue_groups(
 
 
 def _assessment_group(
-    result: AnalysisResult, sources: list[Dataset], algorithm: hd.sr.AlgorithmIdentification
+    result: AnalysisResult,
+    sources: list[Dataset],
+    algorithm: hd.sr.AlgorithmIdentification,
+    deidentification: DeidentificationPolicy | None,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """L3 selection, height used, SMI and the selected cutoff set's classification."""
+    """L3 selection, height used (not when de-identified without patient characteristics: it is one), SMI
+    and the selected cutoff set's classification."""
     assessment = result.assessment
     selection = result.selection
     measurements = []
@@ -174,7 +178,8 @@ def _assessment_group(
                 method=_method_code(selection.method),
             )
         )
-    if assessment.patient.height_m is not None:
+    keep_height = deidentification is None or deidentification.keep_patient_characteristics
+    if assessment.patient.height_m is not None and keep_height:
         measurements.append(hd.sr.Measurement(BODY_HEIGHT, float(assessment.patient.height_m), UNIT_M))
     if assessment.smi.value is not None:
         measurements.append(hd.sr.Measurement(PRIVATE_CODES["smi"], float(assessment.smi.value), UNIT_SMI))
@@ -235,7 +240,7 @@ def build_dicom_sr(
             procedure_reported=codes.LN.CTAbdomenReport,
             imaging_measurements=[
                 *_tissue_groups(result, seg, sources),
-                _assessment_group(result, sources, algorithm),
+                _assessment_group(result, sources, algorithm, deidentification),
             ],
         )
         with warnings.catch_warnings():

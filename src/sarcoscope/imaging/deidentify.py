@@ -44,6 +44,7 @@ import hmac
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -303,13 +304,22 @@ def refuse_burned_in(headers: list[Dataset], policy: DeidentificationPolicy) -> 
         return
     ds, problem = found
     if not policy.accept_burned_in:
-        raise _burned_in_error(ds, problem, "")
-    logger.warning("image %s: %s; its pixels are shown unchanged", ds.get("SOPInstanceUID", "?"), problem)
+        raise _burned_in_error(ds, problem, "", policy)
+    logger.warning("%s: %s; its pixels are shown unchanged", _image_name(ds, policy), problem)
 
 
-def _burned_in_error(ds: Dataset, problem: str, source: str) -> DeidentificationError:
+def _image_name(ds: Dataset, policy: DeidentificationPolicy) -> str:
+    """An image named in a message of the de-identification by its remapped UID (the original links back to
+    the patient's record; the remapped one is what the de-identified outputs carry)."""
+    uid = str(ds.get("SOPInstanceUID", "") or "")
+    return f"image {policy.uid(uid)}" if uid else "an image"
+
+
+def _burned_in_error(
+    ds: Dataset, problem: str, source: str, policy: DeidentificationPolicy
+) -> DeidentificationError:
     return DeidentificationError(
-        f"{source or 'image ' + str(ds.get('SOPInstanceUID', '?'))}: {problem}; its pixels may show the "
+        f"{source or _image_name(ds, policy)}: {problem}; its pixels may show the "
         "patient's name, so it is not exported de-identified (accepting burned-in annotation, "
         "--accept-burned-in, exports it anyway, marked PatientIdentityRemoved NO)"
     )
@@ -427,11 +437,11 @@ def deidentify_dataset(ds: Dataset, policy: DeidentificationPolicy, *, source: s
     """
     problem = burned_in_problem(ds)
     if problem is not None and not policy.accept_burned_in:
-        raise _burned_in_error(ds, problem, source)
+        raise _burned_in_error(ds, problem, source, policy)
     if problem is not None:
         logger.warning(
             "%s: %s; exported with its pixels unchanged and marked PatientIdentityRemoved NO",
-            source or ds.get("SOPInstanceUID", "image"),
+            source or _image_name(ds, policy),
             problem,
         )
     key = patient_key(str(ds.get("PatientID", "") or ""), str(ds.get("StudyInstanceUID", "") or ""))
@@ -446,10 +456,40 @@ def deidentify_dataset(ds: Dataset, policy: DeidentificationPolicy, *, source: s
     mark_deidentified(ds, policy, burned_in=problem is not None)
 
 
-def deidentify_file(path: Path, policy: DeidentificationPolicy) -> bytes:
-    """The DICOM file at `path`, de-identified, as bytes (the file itself is not changed)."""
+#: A DICOM UID in a message (four or more numeric components: no version number or decimal).
+_UID_TEXT = re.compile(r"\b\d+(?:\.\d+){3,}\b")
+#: A quoted value in a message (the DICOM reader quotes series descriptions, which may name the patient).
+_QUOTED_TEXT = re.compile(r"'[^']*'|\"[^\"]*\"")
+#: Messages about a patient characteristic quote its value.
+_CHARACTERISTIC_TEXT = re.compile(r"\bPatient(?:Size|Weight|Sex|Age)\b")
+
+
+def scrub_message(
+    text: str,
+    policy: DeidentificationPolicy,
+    source_path: str | Path | None = None,
+    contrast_agent: str | None = None,
+) -> str | None:
+    """A warning or error message fit for a de-identified output: without the input's path and anything
+    below it (folder and file names may name the patient), original UIDs (remapped, as in the outputs),
+    quoted descriptions or the contrast agent's name; None for a message about a patient characteristic
+    the policy removes."""
+    if not policy.keep_patient_characteristics and _CHARACTERISTIC_TEXT.search(text):
+        return None
+    if source_path:  # the full path and anything below it, then the bare name (a zip is named so)
+        text = re.sub(re.escape(str(source_path)) + r"[^\s,;:'\"]*", "<input>", text)
+        text = text.replace(Path(source_path).name, "<input>")
+    if contrast_agent:
+        text = text.replace(contrast_agent, "ANONYMIZED")
+    text = _UID_TEXT.sub(lambda m: policy.uid(m.group()), text)
+    return _QUOTED_TEXT.sub("'ANONYMIZED'", text)
+
+
+def deidentify_file(path: Path, policy: DeidentificationPolicy, source: str | None = None) -> bytes:
+    """The DICOM file at `path`, de-identified, as bytes (the file itself is not changed); `source` names it
+    in a refusal (default: the path, for the user's own files; the web app names the slice instead)."""
     ds = pydicom.dcmread(path)
-    deidentify_dataset(ds, policy, source=str(path))
+    deidentify_dataset(ds, policy, source=str(path) if source is None else source)
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()

@@ -38,6 +38,23 @@ log = logging.getLogger(__name__)
 #: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters. Only such strings become folder names.
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _STUDY_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+#: What a deleted study's audit events keep: who did what and when, and these technical details. The rest
+#: (series UID, the patient's height, weight and sex, notes naming imported files, pushed UIDs) is about the
+#: patient, and leaves with the study.
+_AUDIT_KEYS_AFTER_DELETE = frozenset(
+    {
+        "version",
+        "parent_version",
+        "engine",
+        "format",
+        "deidentified",
+        "indices",
+        "n_slices",
+        "bytes",
+        "status",
+        "selection",
+    }
+)
 
 
 class StoreError(SarcoscopeError):
@@ -345,8 +362,8 @@ class Store:
         return study
 
     def delete_study(self, study_id: str, actor: str, client: str | None = None) -> Study:
-        """Remove the study's rows, then all its files (a kill in between leaves files that
-        `remove_orphan_files` deletes at the next start)."""
+        """Remove the study's rows and what its audit events say about the patient, then all its files (a
+        kill in between leaves files that `remove_orphan_files` deletes at the next start)."""
         with self.session() as s:
             study = s.get(Study, study_id)
             if study is None:
@@ -354,7 +371,15 @@ class Store:
             for row in s.scalars(select(LabelVersion).where(LabelVersion.study_id == study_id)):
                 s.delete(row)
             s.delete(study)
-            self._audit(s, actor, "delete-study", study_id, {"series_uid": study.series_uid}, client)
+            for event_ in s.scalars(select(AuditEvent).where(AuditEvent.study_id == study_id)):
+                if event_.details:
+                    event_.details = {
+                        k: v for k, v in event_.details.items() if k in _AUDIT_KEYS_AFTER_DELETE
+                    }
+            self._audit(s, actor, "delete-study", study_id, None, client)
+        if self.engine.dialect.name == "sqlite":  # the write-ahead log still holds the deleted rows' pages
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         self.remove_study_files(study)
         return study
 

@@ -442,7 +442,7 @@ def download_dicom(
             for i in indices:
                 name = f"slice{i:04d}.dcm"
                 if policy is not None:
-                    zf.writestr(name, deidentify_file(folder / f"{uids[i]}.dcm", policy))
+                    zf.writestr(name, deidentify_file(folder / f"{uids[i]}.dcm", policy, f"slice {i}"))
                 else:
                     zf.write(folder / f"{uids[i]}.dcm", name)
     except Exception:

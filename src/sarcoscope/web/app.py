@@ -266,6 +266,22 @@ def browser_urls(host: str, port: int, public_host: str | None = None) -> list[s
     return [f"http://{shown}:{port}/"]
 
 
+#: A DICOM UID as a path segment (four or more numeric components).
+_UID_SEGMENT = re.compile(r"(?<=/)\d+(?:\.\d+){3,}(?=/|$)")
+
+
+class RedactedAccessLog(logging.Filter):
+    """uvicorn's access log without what may identify a patient: no query string (study and PACS search
+    criteria: names, IDs, accession numbers) and no DICOM UID in a path (PACS study and series routes)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):  # uvicorn's access record
+            path = _UID_SEGMENT.sub("<uid>", args[2].split("?", 1)[0])
+            record.args = (args[0], args[1], path, args[3], args[4])
+        return True
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -328,14 +344,16 @@ def serve(
     )
     if settings.dicomweb_url:
         log.info("PACS panel: DICOMweb server %s", shown_url(settings.dicomweb_url))
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=True,
+        forwarded_allow_ips=trusted_proxies,
+    )  # configures uvicorn's loggers: its access log is filtered after that
+    logging.getLogger("uvicorn.access").addFilter(RedactedAccessLog())
     try:
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level=log_level,
-            proxy_headers=True,
-            forwarded_allow_ips=trusted_proxies,
-        )
+        uvicorn.Server(config).run()
     finally:
         app.state.ctx.store.close()
