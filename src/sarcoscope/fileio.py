@@ -35,11 +35,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def check_output_folder(out_dir: Path) -> None:
-    """Refuse an output folder that cannot be written, before any work (an analysis can take minutes)."""
+def check_output_folder(out_dir: Path, *, replaced: bool = False) -> None:
+    """Refuse an output folder that cannot be written, before any work (an analysis can take minutes).
+
+    `replaced`: the folder is swapped for a new one holding the outputs (and the other files it held), as
+    `analyze` writes them; then it may not be the current folder or one above it (a process's working
+    folder cannot be swapped), the home folder or a file system's root."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"Output path {out_dir} exists and is not a folder.")
+    if replaced:
+        target, cwd = out_dir.resolve(), Path.cwd().resolve()
+        if target == cwd or target in cwd.parents or target == Path.home().resolve():
+            raise OutputError(
+                f"Output folder {out_dir} is the current folder, one above it or the home folder; the "
+                "outputs are written as a new folder swapped in for it. Give them a folder of their own, "
+                f"e.g. -o {out_dir / 'sarcoscope-out'}."
+            )
     parent = out_dir.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

@@ -111,7 +111,7 @@ def analyze(
 
     # what the user gave is checked before the work (an analysis can take minutes)
     if out_dir is not None:
-        check_output_folder(Path(out_dir))
+        check_output_folder(Path(out_dir), replaced=True)
     PatientInfo(height_m=None if height_cm is None else height_cm / 100.0, weight_kg=weight_kg, sex=sex)
     if cutoff_set is not None and cutoff_set not in available_cutoff_sets():
         raise CompositionError(

@@ -36,8 +36,7 @@ def load_or_create_secret(path: Path) -> bytes:
             with os.fdopen(fd, "wb") as f:
                 f.write(secrets.token_bytes(SECRET_BYTES))
             try:
-                os.link(tmp, path)
-                logger.info("created a new secret key in %s (keep it: it cannot be recreated)", path)
+                os.link(tmp, path)  # the caller says what the key is for and that it must be kept
             except FileExistsError:
                 pass  # another process was first: use its key
             finally:

@@ -120,3 +120,20 @@ def test_deidentified_failures_name_no_patient_file(tmp_path: Path) -> None:
     (failure,) = _rows(out / "failures.csv")
     assert "truncated" in failure["error"] and "<input>" in failure["error"]
     assert "Doe" not in (out / "failures.csv").read_text() and "Doe" not in result.output
+
+
+def test_a_second_cohort_adds_to_the_tables(tmp_path: Path) -> None:
+    for name, seed in (("first", 5), ("second", 6)):
+        sl = make_slice(seed, size=192)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / name / f"patient{seed}")
+    (tmp_path / "second" / "broken").mkdir()
+    (tmp_path / "second" / "broken" / "x.dcm").write_bytes(b"not dicom at all")
+    out = tmp_path / "runs"
+    assert CliRunner().invoke(app, ["batch", str(tmp_path / "first"), "-o", str(out)]).exit_code == 0
+    assert CliRunner().invoke(app, ["batch", str(tmp_path / "second"), "-o", str(out)]).exit_code == 3
+    assert [r["case_id"] for r in _rows(out / "cohort.csv")] == ["patient5", "patient6"]
+    assert [r["case_id"] for r in _rows(out / "failures.csv")] == ["broken"]
+    # a rerun of the first cohort keeps the second's rows and failures, and its own row once
+    assert CliRunner().invoke(app, ["batch", str(tmp_path / "first"), "-o", str(out)]).exit_code == 0
+    assert [r["case_id"] for r in _rows(out / "cohort.csv")] == ["patient5", "patient6"]
+    assert [r["case_id"] for r in _rows(out / "failures.csv")] == ["broken"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import stat
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -117,6 +119,30 @@ def test_output_folder_checked_before_work(tmp_path) -> None:
         check_output_folder(blocker / "sub" / "out")
     check_output_folder(tmp_path / "new" / "out")  # creatable: fine
     assert not (tmp_path / "new").exists()  # and nothing created by the check
+
+
+def test_a_rerun_keeps_the_folders_permissions_and_its_link(make_result, tmp_path) -> None:
+    out = tmp_path / "private"
+    out.mkdir(mode=0o700)
+    (out / "notes.txt").write_text("user file")
+    write_outputs(make_result((5,)), out)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700 and (out / "report.json").is_file()
+    write_outputs(make_result((5,)), out)  # a rerun swaps a new folder in: still private
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    write_outputs(make_result((4,)), link)  # into the folder the link names; the link stays a link
+    assert link.is_symlink() and json.loads((out / "report.json").read_text())["l3"]["slice_indices"] == [4]
+    assert (out / "notes.txt").read_text() == "user file" and _leftovers(tmp_path) == []
+
+
+def test_the_working_folder_is_refused_before_work(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for folder in (Path("."), tmp_path, tmp_path.parent, Path.home()):
+        with pytest.raises(OutputError, match="folder of their own"):
+            check_output_folder(folder, replaced=True)
+        check_output_folder(folder)  # a folder that only gets new entries (batch) may be any of them
+    check_output_folder(Path("results"), replaced=True)
 
 
 def test_output_path_that_is_a_file(make_result, tmp_path) -> None:

@@ -281,6 +281,23 @@ def test_short_run_reduces_loss_exports_card_and_resumes(tmp_path: Path) -> None
 
     with pytest.raises(InputError, match="already holds"):
         train(tiny_config(data, out))
+    # a trained model without its checkpoints (received, or cleaned up) is not overwritten either
+    received = tmp_path / "received"
+    received.mkdir()
+    for name in ("model.onnx", "model_card.json"):
+        (received / name).write_bytes((out / name).read_bytes())
+    with pytest.raises(InputError, match="already holds a trained model"):
+        train(tiny_config(data, received))
+    assert (received / "model.onnx").read_bytes() == (out / "model.onnx").read_bytes()
+
+
+def test_training_never_writes_into_the_model_registry(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SARCOSCOPE_MODELS_DIR", str(tmp_path / "models"))
+    data = write_dataset(tmp_path / "d", n=2)
+    for out in (tmp_path / "models", tmp_path / "models" / "new-model"):
+        with pytest.raises(InputError, match="inside the model registry"):
+            train(tiny_config(data, out, max_epochs=1))
+    assert not (tmp_path / "models").exists()
 
 
 def test_onnx_matches_pytorch(tmp_path: Path) -> None:

@@ -388,6 +388,23 @@ def test_burned_in_series_is_not_exported_deidentified(client: TestClient, serie
     assert client.get(f"/api/studies/{sid}/dicom").status_code == 200  # the originals, for who may see them
 
 
+def test_no_patient_data_stays_in_the_browser_cache(client: TestClient, series: list[Path]) -> None:
+    sid, _ = segmented(client, series, 4, 5)
+    for url in (
+        "/api/studies",
+        f"/api/studies/{sid}",
+        f"/api/studies/{sid}/image/axial/4",
+        f"/api/studies/{sid}/volume.nii.gz",
+        f"/api/studies/{sid}/labels",
+        f"/api/studies/{sid}/dicom",
+        f"/api/studies/{sid}/export/overlay",
+        "/api/studies/nope",  # an error too
+    ):
+        r = client.get(url)
+        assert r.headers["cache-control"] == "no-store", (url, r.status_code)
+    assert "no-store" not in client.get("/").headers.get("cache-control", "")  # the app's own files may be
+
+
 def test_delete_study_removes_files_keeps_audit(client: TestClient, series: list[Path]) -> None:
     sid, _ = segmented(client, series)
     series_uid = client.get(f"/api/studies/{sid}").json()["series_uid"]

@@ -195,7 +195,7 @@ def analyze(
         policy = deid_policy(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
-        check_output_folder(out)
+        check_output_folder(out, replaced=True)
         with contextlib.ExitStack() as stack, console.status("reading CT…") as status:
             source: Path | CTVolume = Path(ct_path)
             if is_dicomweb(ct_path):  # retrieved into a temporary folder; the report names the address

@@ -21,6 +21,7 @@ import errno
 import glob
 import os
 import shutil
+import stat
 import sys
 import uuid
 from pathlib import Path
@@ -125,10 +126,12 @@ def write_outputs(
     report; any other failure raises and leaves `out_dir` as it was.
     """
     out_dir = Path(out_dir)
+    if out_dir.is_symlink():  # the folder it points to gets the outputs; the link stays
+        out_dir = out_dir.resolve()
     check_order(label_order)
     if deidentification is not None:
         refuse_burned_in(result.volume.dicom_headers or [], deidentification)
-    check_output_folder(out_dir)
+    check_output_folder(out_dir, replaced=True)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         _recover(out_dir)
@@ -207,6 +210,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def _swap_into(tmp: Path, out_dir: Path) -> None:
     _link_foreign(out_dir, tmp)
+    tmp.chmod(stat.S_IMODE(out_dir.stat().st_mode))  # a private folder stays private
     if _exchange(tmp, out_dir):
         shutil.rmtree(tmp, ignore_errors=True)  # now the old set
         return

@@ -223,6 +223,27 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         raise InputError(f"Cannot read training checkpoint {path}: {exc}") from None
 
 
+def _refuse_to_overwrite_a_model(out: Path) -> None:
+    """A new run never writes over a trained model: one in the folder (received from elsewhere, or a run
+    whose checkpoints were removed) or any folder of the model registry, where models arrive only by
+    `sarcoscope models add` (a site's default among them)."""
+    from sarcoscope.segmentation.model_files import CARD_FILE, MODEL_FILE
+    from sarcoscope.segmentation.registry import models_dir
+
+    held = [name for name in (MODEL_FILE, CARD_FILE) if (out / name).exists()]
+    if held:
+        raise InputError(
+            f"{out} already holds a trained model ({', '.join(held)}); training would overwrite it. Choose "
+            "another -o folder."
+        )
+    registry = models_dir().resolve()
+    if out.resolve() == registry or registry in out.resolve().parents:
+        raise InputError(
+            f"{out} is inside the model registry ({registry}); train into another folder, then "
+            "`sarcoscope models add` the result."
+        )
+
+
 def train(config: TrainConfig) -> TrainingResult:
     """Train a U-Net with `config`, keep the best checkpoint, export ONNX + model card; resumable."""
     config.validate()
@@ -242,6 +263,8 @@ def train(config: TrainConfig) -> TrainingResult:
         raise InputError(
             f"{out} already holds a training run; use --resume to continue it or another -o folder."
         )
+    else:
+        _refuse_to_overwrite_a_model(out)
     init = None
     if config.init_from and state is None:
         init = starting_model(config.init_from)

@@ -309,7 +309,7 @@ def image(
     study = ctx.store.get_study(study_id)
     volume = ctx.volumes.get(study)
     png = render.plane_png(volume, plane, index, preset)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return Response(png, media_type="image/png")
 
 
 @router.get(
@@ -350,7 +350,6 @@ def volume_nifti(study_id: str, ctx: Ctx, user: User) -> FileResponse:
         path,
         media_type="application/gzip",
         filename=f"{study_id}.nii.gz",
-        headers={"Cache-Control": "private, max-age=3600"},
     )
 
 
@@ -540,7 +539,6 @@ def get_labels(
             "X-Label-Version": str(row.version),
             "X-Label-Shape": ",".join(str(n) for n in stack.labels.shape),
             "X-Label-Indices": ",".join(str(i) for i in stack.indices),
-            "Cache-Control": "no-store",
         },
     )
 

@@ -104,7 +104,9 @@ def _same_origin(origin: str, host: str) -> bool:
 
 
 class SecurityHeaders:
-    """Refuses cross-site changes and adds the security headers to every response."""
+    """Refuses cross-site changes and adds the security headers to every response; no API response (patient
+    lists, CT images, downloads) may be kept in the browser's cache, where the next user of a shared
+    workstation would find it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -131,6 +133,8 @@ class SecurityHeaders:
                 response_headers = MutableHeaders(scope=msg)
                 for name, value in _SECURITY_HEADERS.items():
                     response_headers.setdefault(name, value)
+                if scope["path"].startswith("/api/"):
+                    response_headers["Cache-Control"] = "no-store"
             await send(msg)
 
         await self.app(scope, receive, send_with_headers)
@@ -333,6 +337,7 @@ def serve(
         settings.token_user = token_user
     if not logging.getLogger("sarcoscope").handlers:
         logging.basicConfig(level=logging.INFO, format="sarcoscope: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin and migration chatter at each start
     addresses = browser_urls(host, port, public_host)
     app = create_app(settings, require_login=not is_loopback(host))
     log.info(
