@@ -239,6 +239,17 @@ def test_single_slice_zip(tmp_path: Path) -> None:
     assert text.count("height unknown") == 1  # said once, not again for every cutoff set that needs it
 
 
+def test_a_noisy_slice_is_warned_about(tmp_path: Path) -> None:
+    for name, noise in (("usual", 12.0), ("noisy", 45.0)):
+        sl = make_slice(5, size=256, noise_hu=noise)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / name)
+        result = _invoke("analyze", tmp_path / name, "-o", tmp_path / f"out-{name}", "--no-quality")
+        assert result.exit_code == 0, result.output
+        warnings = json.loads((tmp_path / f"out-{name}" / "report.json").read_text())["warnings"]
+        noted = [w for w in warnings if w.startswith("The image noise is high")]
+        assert len(noted) == (name == "noisy"), warnings
+
+
 def test_demo(tmp_path: Path) -> None:
     result = _invoke("demo", "-o", tmp_path / "demo")
     assert result.exit_code == 0, result.output

@@ -103,7 +103,7 @@ def analyze(
     from sarcoscope.errors import CompositionError
     from sarcoscope.imaging import read_ct
     from sarcoscope.segmentation import get_engine
-    from sarcoscope.segmentation.quality import coarse_pixel_warning
+    from sarcoscope.segmentation.quality import image_warnings
 
     def stage(name: str) -> None:
         if progress is not None:
@@ -165,9 +165,7 @@ def analyze(
             f"Contrast-enhanced CT ({md.contrast_agent}): contrast raises muscle attenuation, and "
             "myosteatosis cutoffs depend on contrast phase and kVp; interpret HU-based results accordingly."
         )
-    coarse = coarse_pixel_warning(volume.pixel_spacing)
-    if coarse:
-        warnings.append(coarse)
+    warnings += image_warnings(hu_slices, labels, volume.pixel_spacing)
     review = slice_quality.warning(selection.indices) if slice_quality is not None else None
     if review:
         warnings.append(review)

@@ -17,13 +17,17 @@ from sarcoscope.segmentation.quality import (
     COARSE_PIXEL_MM,
     COARSEST_OPINION,
     NETWORK_SIGNALS,
+    NOISY_HU,
     REVIEW_THRESHOLD,
     SIGNALS,
     QualityAssessment,
     SliceQuality,
     coarse_pixel_warning,
     engine_signals,
+    image_noise_hu,
+    image_warnings,
     network_signals,
+    noise_warning,
     segment_with_quality,
 )
 from sarcoscope.segmentation.threshold import ThresholdEngine
@@ -129,6 +133,33 @@ def test_coarse_pixels_are_warned_about() -> None:
     warning = coarse_pixel_warning((3.0, 3.0))
     assert warning is not None and warning.startswith("Pixels of 3 x 3 mm are coarser")
     assert coarse_pixel_warning((0.8, 1.6)) is not None  # the coarser direction decides
+
+
+def test_image_noise_is_measured_in_the_fat() -> None:
+    # a uniform fat ring with noise of a known spread, around muscle with another (the fat's is measured)
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:256, :256]
+    r = np.hypot(yy - 128, xx - 128)
+    labels = np.where(r < 80, Label.MUSCLE, np.where(r < 110, Label.SAT, 0)).astype(np.uint8)
+    hu = np.where(labels == Label.SAT, -100.0, 45.0) + rng.normal(0, 20.0, labels.shape)
+    hu[labels == Label.SAT] += rng.normal(0, np.sqrt(40.0**2 - 20.0**2), (labels == Label.SAT).sum())
+    assert image_noise_hu(hu, labels, (0.8, 0.8)) == pytest.approx(40.0, rel=0.05)
+    assert image_noise_hu(hu, np.zeros_like(labels), (0.8, 0.8)) is None  # no fat: not measured
+    assert noise_warning(None) is None and noise_warning(NOISY_HU) is None
+    assert noise_warning(42.4).startswith("The image noise is high (42 HU")
+    (warning,) = image_warnings([hu, hu], [labels, labels], (0.8, 0.8))
+    assert 38 <= int(warning.split("(")[1].split(" HU")[0]) <= 42
+    assert image_warnings([hu], [np.zeros_like(labels)], (0.8, 0.8)) == []
+
+
+def test_noise_of_a_real_slice_is_measured(shared_data: Path) -> None:
+    hu, spacing, ref = real_slice(shared_data, "EMC091")
+    own = image_noise_hu(hu, ref, spacing)
+    assert own is not None and 10.0 < own < 20.0  # a diagnostic portal-venous scan, 3 mm, I40f kernel
+    rng = np.random.default_rng(0)
+    noisy = hu + rng.normal(0, 40.0, hu.shape).astype(np.float32)
+    assert image_noise_hu(noisy, ref, spacing) == pytest.approx(np.hypot(own, 40.0), abs=2.0)
+    assert image_warnings([hu], [ref], spacing) == [] and len(image_warnings([noisy], [ref], spacing)) == 1
 
 
 def test_degraded_labels_score_below_the_clean_ones() -> None:

@@ -24,7 +24,7 @@ from sarcoscope.export.report import mode_text
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 from sarcoscope.level.selection import L3Selection
 from sarcoscope.results import AnalysisResult
-from sarcoscope.segmentation.quality import coarse_pixel_warning
+from sarcoscope.segmentation.quality import image_warnings
 from sarcoscope.store import LabelVersion, Store, Study
 from sarcoscope.web.wording import for_ui
 
@@ -137,9 +137,7 @@ def build_result(study: Study, version: LabelVersion, labels: np.ndarray, volume
             f"Contrast-enhanced CT ({volume.metadata.contrast_agent}): interpret HU-based results with the "
             "contrast phase in mind."
         )
-    coarse = coarse_pixel_warning(volume.pixel_spacing)
-    if coarse:
-        warnings.append(coarse)
+    warnings += image_warnings(hu, labels, volume.pixel_spacing)
     return AnalysisResult(
         volume=volume,
         selection=selection,
