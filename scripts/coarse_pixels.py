@@ -28,7 +28,17 @@ from sarcoscope.segmentation.quality import engine_signals
 from sarcoscope.training.data import read_image
 
 REPO = Path(__file__).resolve().parents[1]
-SIZES_MM = (None, 1.5, 2.0, 2.5, 3.0)  # None: the slice's own pixels
+#: None: the slice's own pixels; a number: square pixels of that size; (row, column): non-square pixels
+SIZES_MM: tuple[float | tuple[float, float] | None, ...] = (
+    None,
+    1.5,
+    2.0,
+    2.5,
+    3.0,
+    (0.7, 1.0),
+    (1.0, 0.7),
+    (0.7, 1.4),
+)
 
 
 def read_case(folder: Path, case: str) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
@@ -36,11 +46,12 @@ def read_case(folder: Path, case: str) -> tuple[np.ndarray, tuple[float, float],
     return hu[0], spacing, np.load(folder / "labels" / f"{case}.npy")
 
 
-def resampled(hu: np.ndarray, spacing: tuple[float, float], size_mm: float | None):
-    """The slice at square pixels of `size_mm` (its own grid for None)."""
+def resampled(hu: np.ndarray, spacing: tuple[float, float], size_mm: float | tuple[float, float] | None):
+    """The slice at pixels of `size_mm` (square for a number, (row, column) for a pair; its own for None)."""
     if size_mm is None:
         return hu, spacing
-    factors = (spacing[0] / size_mm, spacing[1] / size_mm)
+    rows, cols = size_mm if isinstance(size_mm, tuple) else (size_mm, size_mm)
+    factors = (spacing[0] / rows, spacing[1] / cols)
     out = ndi.zoom(hu, factors, order=1)
     return out, (spacing[0] * hu.shape[0] / out.shape[0], spacing[1] * hu.shape[1] / out.shape[1])
 
@@ -80,7 +91,12 @@ def main() -> None:
 
         dices = np.array([a["engine_muscle_dice"] for a in agreement])
         diffs = np.array([a["engine_muscle_area_diff"] for a in agreement])
-        label = "own (0.63–0.82 mm)" if size is None else f"{size:.1f} mm"
+        if size is None:
+            label = "own (0.63–0.82 mm)"
+        elif isinstance(size, tuple):
+            label = f"{size[0]:.1f} × {size[1]:.1f} mm (rows × columns)"
+        else:
+            label = f"{size:.1f} mm"
         lines.append(
             f"| {label} | {err(errors['unet'])} | {err(errors['threshold'])} | {dices.mean():.3f} "
             f"({dices.min():.3f}) | {diffs.mean():.3f} ({diffs.max():.3f}) |"
@@ -93,8 +109,8 @@ def main() -> None:
             f"Written by `python scripts/coarse_pixels.py --out {args.out}` on {dt.date.today()} with "
             f"{unet.model_id} and {threshold.model_id}: the nine real L3 slices of "
             "../shared/data/real/l3_slices (the shipped model saw five of them), each resampled to square "
-            "pixels of each size; the error is against the reference muscle area at the slice's own "
-            "pixels.\n\n"
+            "pixels of each size (and to three non-square ones); the error is against the reference muscle "
+            "area at the slice's own pixels.\n\n"
         )
         atomic_write_text(args.out, head + table + "\n")
 
