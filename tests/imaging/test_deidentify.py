@@ -41,6 +41,7 @@ from sarcoscope.imaging.deidentify import (
     deidentify_dataset,
     deidentify_tree,
     load_policy,
+    scrub_message,
 )
 from sarcoscope.secret import load_or_create_secret
 
@@ -291,3 +292,19 @@ def test_real_series_deidentified_reads_the_same(shared_data: Path, tmp_path: Pa
         assert kept_values(ds, originals) == [] and ds.PatientIdentityRemoved == "YES"
         assert not any(e.tag.is_private for _, e in walk(ds))
     assert summary.written == before.n_slices
+
+
+def test_messages_are_scrubbed_for_deidentified_outputs() -> None:
+    uid = "1.2.826.0.1.3680043.2.77"
+    text = f"read {uid} ('CT Jansen^Piet', 84 slices) from /data/Jansen/x.dcm; 1776 bytes, slice 1 of 1.5 mm"
+    scrubbed = scrub_message(text, POLICY, "/data/Jansen")
+    assert scrubbed == (
+        f"read {POLICY.uid(uid)} ('ANONYMIZED', 84 slices) from <input>; 1776 bytes, slice 1 of 1.5 mm"
+    )
+    # the bare folder name only as a word: a case folder named "1" leaves the numbers alone
+    assert scrub_message("case 1 failed at 192x192", POLICY, "/cohort/1") == "case <input> failed at 192x192"
+    assert scrub_message("PatientSize 172 looks like centimetres", POLICY) is None
+    keeping = DeidentificationPolicy(secret=POLICY.secret, keep_patient_characteristics=True)
+    assert scrub_message("PatientSize 172 looks like centimetres", keeping) == (
+        "PatientSize 172 looks like centimetres"
+    )

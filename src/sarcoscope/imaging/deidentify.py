@@ -476,9 +476,9 @@ def scrub_message(
     the policy removes."""
     if not policy.keep_patient_characteristics and _CHARACTERISTIC_TEXT.search(text):
         return None
-    if source_path:  # the full path and anything below it, then the bare name (a zip is named so)
+    if source_path:  # the full path and anything below it, then the bare name as a word (a zip is named so)
         text = re.sub(re.escape(str(source_path)) + r"[^\s,;:'\"]*", "<input>", text)
-        text = text.replace(Path(source_path).name, "<input>")
+        text = re.sub(rf"(?<![\w.-]){re.escape(Path(source_path).name)}(?![\w.-])", "<input>", text)
     if contrast_agent:
         text = text.replace(contrast_agent, "ANONYMIZED")
     text = _UID_TEXT.sub(lambda m: policy.uid(m.group()), text)
