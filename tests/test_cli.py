@@ -239,6 +239,16 @@ def test_single_slice_zip(tmp_path: Path) -> None:
     assert text.count("height unknown") == 1  # said once, not again for every cutoff set that needs it
 
 
+def test_square_brackets_in_paths_are_text(tmp_path: Path) -> None:
+    # rich reads [/x] as a closing tag: a path with one crashed the run after its outputs were written
+    sl = make_slice(5, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "scan [/CT]")
+    out = tmp_path / "out [/x]"
+    result = _invoke("analyze", tmp_path / "scan [/CT]", "-o", out, "--no-quality")
+    assert result.exit_code == 0, result.output
+    assert (out / "report.json").is_file() and "out [/x]" in " ".join(result.output.split())
+
+
 def test_a_noisy_slice_is_warned_about(tmp_path: Path) -> None:
     for name, noise in (("usual", 12.0), ("noisy", 45.0)):
         sl = make_slice(5, size=256, noise_hu=noise)

@@ -159,6 +159,11 @@ bad("dicom-not-hu-without-rescale", r"do not look like Hounsfield")(
     _tags(_set(RescaleSlope=None, RescaleIntercept=None))
 )
 bad("dicom-frames-2", r"multi-frame")(_tags(_set(NumberOfFrames="2")))
+# rescales that map the stored values far outside Hounsfield units: refused, not measured as all zero
+bad("dicom-zero-rows", r"image of 0 rows or columns")(_tags(_set(Rows=0, Columns=0)))
+bad("dicom-rescale-intercept-40000", r"do not look like Hounsfield")(_tags(_set(RescaleIntercept="40000")))
+bad("dicom-rescale-intercept-1e30", r"RescaleIntercept")(_tags(_set(RescaleIntercept="1e30")))
+bad("dicom-rescale-slope-1e30", r"RescaleSlope")(_tags(_set(RescaleSlope="1e30")))
 
 
 def _transfer_syntax(uid: str, compressed: bool) -> Callable[[pydicom.Dataset], None]:
@@ -200,6 +205,12 @@ def _series(mutate: Callable[[pydicom.Dataset], None], which: tuple[int, ...] = 
 
 
 bad("series-slice-without-position", r"ImagePositionPatient")(_series(_set(ImagePositionPatient=None)))
+bad("series-orientation-nan", r"invalid ImageOrientationPatient")(
+    _series(_set(ImageOrientationPatient=["nan"] * 6), which=(0, 1, 2))
+)
+bad("series-position-inf", r"unusable ImagePositionPatient")(
+    _series(_set(ImagePositionPatient=["0", "0", "inf"]))
+)
 bad("series-without-orientation", r"ImageOrientationPatient")(
     _series(_set(ImageOrientationPatient=None), (0, 1, 2))
 )
@@ -268,6 +279,14 @@ bad("zip-garbage", r"not a readable zip")(_raw(b"this is not a zip file" * 10, "
 bad("zip-broken-header", r"not a readable zip")(_raw(b"PK\x03\x04broken", "in.zip"))
 bad("zip-no-entries", r"is empty")(_zip(lambda base, zf: None))
 bad("zip-encrypted", r"encrypted \(password-protected\)")(_encrypted)
+
+
+def _file_and_folder(base: Base, zf: zipfile.ZipFile) -> None:
+    zf.writestr("ct", b"a file named like the folder below")
+    zf.writestr("ct/one.dcm", base.one.read_bytes())
+
+
+bad("zip-file-and-folder-of-one-name", r"cannot extract ct/one.dcm")(_zip(_file_and_folder))
 bad("zip-symlink", r"symbolic link")(_zip(_symlink))
 bad("zip-parent-traversal", r"unsafe path")(_zip(_named("../escape.dcm")))
 bad("zip-absolute-path", r"unsafe path")(_zip(_named("/tmp/escape.dcm")))
@@ -405,7 +424,20 @@ bad("nifti-nan-slices-in-range", NO_BODY + r"s 1-2 .*in slice\(s\) 1-2 ")(
 bad("nifti-all-air", NO_BODY + r" 1 ")(
     _nifti(_with_values(lambda a: a.fill(-1000), np.int16), "--slice", "1")
 )
-bad("nifti-one-voxel", NO_BODY + r" 0 ")(
+bad("nifti-zero-size", r"holds no voxels")(
+    _nifti(lambda b: nib.Nifti1Image(np.zeros((0, 96, 3), np.int16), np.eye(4)))
+)
+bad("nifti-sheared-affine", r"sheared or degenerate affine")(
+    _nifti(
+        lambda b: nib.Nifti1Image(
+            b.hu.T.copy(), np.array([[0.8, 0.4, 0, 0], [0, 0.8, 0, 0], [0, 0, 3, 0], [0, 0, 0, 1]])
+        )
+    )
+)
+bad("nifti-normalised-0-1", r"do not look like Hounsfield units")(
+    _nifti(lambda b: nifti_image(((b.hu + 1024.0) / 4095.0).astype(np.float32), b.spacing))
+)
+bad("nifti-one-voxel", r"do not look like Hounsfield units: no air")(
     _nifti(lambda b: nib.Nifti1Image(np.full((1, 1, 1), 40, np.int16), np.diag([0.8, 0.8, 3, 1])))
 )
 

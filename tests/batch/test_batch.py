@@ -44,6 +44,22 @@ def test_discover_and_manifest(cohort: Path, tmp_path: Path) -> None:
     manifest.write_text(f"case_id,path,sex\nA,{cohort / 'patient1'},X\n")
     with pytest.raises(InputError, match="sex"):
         read_manifest(manifest)
+    # each of these crashed or was silently taken for something else
+    for text, message in (
+        ("case_id,path\nA\n", "line 2: every row needs a case_id and a path"),
+        (
+            f"case_id,path,slice\nA,{cohort / 'patient1'},abc\n",
+            "line 2: column 'slice' must be a slice index",
+        ),
+        (f"case_id,path,slice\nA,{cohort / 'patient1'},1.5\n", "must be a slice index"),
+        (f"case_id,path,slice,range\nA,{cohort / 'patient1'},3,2:4\n", "a slice or a range, not both"),
+    ):
+        manifest.write_text(text)
+        with pytest.raises(InputError, match=message):
+            read_manifest(manifest)
+    manifest.write_bytes(f"case_id,path,site\nA,{cohort / 'patient1'},Hôpital\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_manifest(manifest)
 
 
 def test_batch_records_failures_and_resumes(cohort: Path, tmp_path: Path) -> None:
@@ -137,3 +153,12 @@ def test_a_second_cohort_adds_to_the_tables(tmp_path: Path) -> None:
     assert CliRunner().invoke(app, ["batch", str(tmp_path / "first"), "-o", str(out)]).exit_code == 0
     assert [r["case_id"] for r in _rows(out / "cohort.csv")] == ["patient5", "patient6"]
     assert [r["case_id"] for r in _rows(out / "failures.csv")] == ["broken"]
+
+
+def test_a_scheduler_address_that_is_not_one_is_a_clear_error(cohort: Path, tmp_path: Path) -> None:
+    pytest.importorskip("dask.distributed")
+    result = CliRunner().invoke(
+        app, ["batch", str(cohort), "-o", str(tmp_path / "o"), "--scheduler", "nonsense"]
+    )
+    assert result.exit_code == 1 and "Cannot reach the Dask scheduler at nonsense" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o" / "cohort.csv").exists()

@@ -134,6 +134,17 @@ def test_missing_rescale_refused_when_values_cannot_be_hu(tmp_path: Path, volume
         read_ct(tmp_path)
 
 
+def test_a_slice_whose_rescale_leaves_no_air_is_named(series_dir: Path) -> None:
+    files = sorted(series_dir.iterdir())
+    vol = read_ct(series_dir)
+    assert not any("hold no air" in w for w in vol.warnings)
+    _edit(files[2], lambda ds: setattr(ds, "RescaleIntercept", str(float(ds.RescaleIntercept) + 1000)))
+    vol = read_ct(series_dir)
+    (warning,) = [w for w in vol.warnings if "hold no air" in w]
+    airless = int(np.flatnonzero(~(vol.hu <= -900).any(axis=(1, 2)))[0])
+    assert warning.startswith(f"slice(s) {airless} hold no air")
+
+
 def test_several_series_pick_most_slices_or_requested(tmp_path: Path, volume_factory) -> None:
     thin = write_dicom_series(
         volume_factory(nz=8), (1.0, 1.0, 1.0), tmp_path / "a", series_description="thin"

@@ -206,6 +206,6 @@ def test_spacing_resolution():
 def test_parse_pixel_spacing():
     assert parse_pixel_spacing("0.7") == (0.7, 0.7)
     assert parse_pixel_spacing("0.7, 0.75") == (0.7, 0.75)
-    for bad in ("", "a", "0", "1,2,3", "-1"):
+    for bad in ("", "a", "0", "1,2,3", "-1", "nan,nan", "inf", "0.7,nan"):
         with pytest.raises(ValidationInputError, match="--pixel-spacing"):
             parse_pixel_spacing(bad)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 #: HU given to each label in the synthetic images (distinct, so a fake engine can decode them exactly).
-LABEL_HU = {0: 30.0, 1: 45.0, 2: -100.0, 3: -85.0, 4: -60.0}
+LABEL_HU = {0: -1000.0, 1: 45.0, 2: -100.0, 3: -85.0, 4: -60.0}
 
 
 def make_slice(
@@ -30,7 +30,7 @@ def make_slice(
 
 
 def image_of(labels: np.ndarray) -> np.ndarray:
-    """A HU image whose value identifies the label of each pixel (LABEL_HU)."""
+    """A HU image whose value identifies the label of each pixel (LABEL_HU; background is air, as in a CT)."""
     img = np.zeros(labels.shape, np.float32)
     for lab, hu in LABEL_HU.items():
         img[labels == lab] = hu

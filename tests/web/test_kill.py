@@ -109,8 +109,8 @@ def _multipart(files: list[Path]) -> tuple[bytes, str]:
 
 def _series(folder: Path, n_slices: int, seed: int) -> list[Path]:
     rng = np.random.default_rng(seed)
-    hu = rng.integers(-200, 200, size=(n_slices, 128, 128)).astype(np.int16)
-    hu[:, 20:108, 10:118] = 40  # a body, so that the threshold engine finds one
+    hu = rng.integers(-1000, -900, size=(n_slices, 128, 128)).astype(np.int16)  # air around...
+    hu[:, 20:108, 10:118] = 40  # ...a body, so that the threshold engine finds one
     meta = CTMetadata(patient_id=f"KILL-{seed}", series_description="kill test")
     return write_dicom_series(hu, (3.0, 2.0, 2.0), folder, metadata=meta, seed=seed)
 

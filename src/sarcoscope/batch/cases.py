@@ -79,10 +79,21 @@ def read_manifest(csv_path: Path) -> list[Case]:
     """Read a CSV manifest: columns `case_id`, `path` (relative to the CSV, or a dicomweb+http:// series)
     and optionally `site`,
     `height_cm`, `weight_kg`, `sex`, `slice`, `range` (Z0:Z1). Other columns are carried into the summary."""
-    from sarcoscope.level import parse_range
-
     if not csv_path.is_file():
         raise InputError(f"Manifest {csv_path} does not exist.")
+    try:
+        return _read_manifest(csv_path)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"Manifest {csv_path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV."
+        ) from None
+    except csv.Error as exc:
+        raise InputError(f"Manifest {csv_path} is not a readable CSV: {exc}.") from None
+
+
+def _read_manifest(csv_path: Path) -> list[Case]:
+    from sarcoscope.level import parse_range
+
     with csv_path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         missing = {"case_id", "path"} - set(reader.fieldnames or [])
@@ -97,6 +108,14 @@ def read_manifest(csv_path: Path) -> list[Case]:
                 raise InputError(f"{where}: sex must be M or F, got '{row['sex']}'.")
             slice_text = (row.get("slice") or "").strip()
             range_text = (row.get("range") or "").strip()
+            if not (row.get("case_id") or "").strip() or not (row.get("path") or "").strip():
+                raise InputError(f"{where}: every row needs a case_id and a path.")
+            if slice_text and not slice_text.isdigit():
+                raise InputError(
+                    f"{where}: column 'slice' must be a slice index (0, 1, ...), got '{slice_text}'."
+                )
+            if slice_text and range_text:
+                raise InputError(f"{where}: give a slice or a range, not both.")
             given = row["path"].strip()
             cases.append(
                 Case(
@@ -106,7 +125,7 @@ def read_manifest(csv_path: Path) -> list[Case]:
                     height_cm=_float(row, "height_cm", where),
                     weight_kg=_float(row, "weight_kg", where),
                     sex=sex,
-                    slice_index=int(slice_text) if slice_text.lstrip("-").isdigit() else None,
+                    slice_index=int(slice_text) if slice_text else None,
                     slice_range=parse_range(range_text) if range_text else None,
                     extra={k: v for k, v in row.items() if k not in known and k is not None},
                 )

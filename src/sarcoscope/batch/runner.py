@@ -306,8 +306,11 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
         cluster = None
         try:
             client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise SarcoscopeError(f"Cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        except (OSError, ValueError, TypeError) as exc:  # unreachable, or not an address (ValueError)
+            raise SarcoscopeError(
+                f"Cannot reach the Dask scheduler at {scheduler}: {exc} (give 'local' or an address like "
+                "tcp://host:8786)"
+            ) from None
     try:
         futures = {
             client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}", pure=False, **kw): case
@@ -391,5 +394,6 @@ def run_batch(
             if on_outcome is not None:
                 on_outcome(outcome)
     finally:
-        summary.write()
+        if outcomes:  # a run that failed before its first case leaves the tables as they were
+            summary.write()
     return summary

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape as esc
 from rich.table import Table
 
 from sarcoscope.cli.common import (
@@ -48,9 +49,11 @@ def _print_summary(result: Any) -> None:
     if n > 1:
         mode = f"average of {n} slices ({fmt_indices(sel.indices)})"
     console.print(f"[bold]Mode: {mode}[/]")
-    console.print(f"[bold]L3[/]: slice(s) {fmt_indices(sel.indices)} — {how}; engine {result.model_id}")
+    console.print(
+        f"[bold]L3[/]: slice(s) {fmt_indices(sel.indices)} — {esc(how)}; engine {esc(result.model_id)}"
+    )
     if uncertain := (sel.details or {}).get("uncertainty"):
-        console.print(f"[bold yellow]{uncertain}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[bold yellow]{esc(uncertain)}[/]", highlight=False, soft_wrap=True)
     table = Table(title=f"L3 body composition ({mode})")
     for col in ("tissue", "area cm²", "mean HU", "SD HU"):
         table.add_column(col, justify="right" if col != "tissue" else "left")
@@ -73,7 +76,7 @@ def _print_summary(result: Any) -> None:
     def not_computed(reason: str | None) -> str:
         new = [p for p in reason_parts(reason or "") if p not in said]
         said.extend(new)
-        return "not computed" + (f" ({'; '.join(new)})" if new else " (see above)")
+        return "not computed" + (f" ({esc('; '.join(new))})" if new else " (see above)")
 
     if not a.smi.computed:
         console.print(f"SMI: {not_computed(a.smi.reason)}")
@@ -83,19 +86,19 @@ def _print_summary(result: Any) -> None:
                 verdict = not_computed(c.reason)
             else:
                 below = "[red]below[/]" if c.flagged else "not below"
-                verdict = f"{below} cutoff {c.cutoff:g} {c.set.unit} ({c.rule})"
+                verdict = f"{below} cutoff {c.cutoff:g} {esc(c.set.unit)} ({esc(str(c.rule))})"
             mark = " [bold](selected)[/]" if c.selected else ""
-            console.print(f"  {kind} · {c.set.title}{mark}: {verdict}")
+            console.print(f"  {kind} · {esc(c.set.title)}{mark}: {verdict}")
     q = result.quality
     if q is not None and q.score is not None:
         verdict = "[bold red]review the segmentation[/]" if q.flagged else "ok"
         console.print(f"Segmentation quality: [bold]{q.score:.2f}[/] ({verdict}; {', '.join(q.used)})")
     for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(f"[yellow]warning:[/] {esc(w)}")
     if result.outputs:
         console.print(
-            f"Outputs in [bold]{result.outputs['report'].parent}[/]: "
-            + ", ".join(p.name for p in result.outputs.values())
+            f"Outputs in [bold]{esc(str(result.outputs['report'].parent))}[/]: "
+            + esc(", ".join(p.name for p in result.outputs.values()))
         )
 
 
@@ -253,7 +256,7 @@ def demo(
         out.mkdir(parents=True, exist_ok=True)
         with console.status("generating a synthetic CT…"):
             info = write_phantom(out / "ct", kind="volume", fmt="dicom", seed=seed)
-        console.print(f"Synthetic CT written to [bold]{info['paths']['dicom']}[/] (seed {seed}).")
+        console.print(f"Synthetic CT written to [bold]{esc(str(info['paths']['dicom']))}[/] (seed {seed}).")
         with console.status("analysing…") as status:
             result = run_analysis(
                 info["paths"]["dicom"], out_dir=out / "analysis", progress=lambda s: status.update(f"{s}…")
@@ -285,7 +288,7 @@ def cutoffs() -> None:
         for set_id, cs in sets.items():
             default = " (default)" if set_id == cutoffs_table.default_sarcopenia else ""
             rules = "; ".join(f"{r.describe()}: {cs.metric} < {r.cutoff:g}" for r in cs.rules)
-            table.add_row(set_id + default, kind, rules, cs.population, cs.citation)
+            table.add_row(esc(set_id) + default, kind, esc(rules), esc(cs.population), esc(cs.citation))
     console.print(table)
 
 
@@ -303,7 +306,7 @@ def series(
         for s in list_series(ct_path):
             table.add_row(
                 s.series_uid,
-                s.description or "",
+                esc(s.description or ""),
                 s.modality or "",
                 s.orientation or "",
                 str(s.n_slices),
@@ -370,8 +373,8 @@ def phantom(
         info = write_phantom(
             out, kind=kind.value, fmt=fmt.value, seed=seed, out_of_field=out_of_field, **options
         )
-        console.print(f"Phantom {kind.value} (seed {seed}) written to [bold]{out}[/]:")
+        console.print(f"Phantom {kind.value} (seed {seed}) written to [bold]{esc(str(out))}[/]:")
         for name, path in info["paths"].items():
-            console.print(f"  {name}: {path}")
+            console.print(f"  {name}: {esc(str(path))}")
 
     run(body)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape as esc
 from rich.table import Table
 
 from sarcoscope.cli.common import (
@@ -102,7 +103,7 @@ def batch(
             def done(outcome: Any) -> None:
                 bar.advance(task)
                 if outcome.status == "failed":
-                    bar.console.print(f"[red]failed[/] {outcome.case_id}: {outcome.error}")
+                    bar.console.print(f"[red]failed[/] {esc(outcome.case_id)}: {esc(str(outcome.error))}")
 
             summary = run_batch(
                 cases,
@@ -122,7 +123,7 @@ def batch(
             f"{summary.count('failed')} failed. Cohort table: [bold]{summary.cohort_csv}[/]"
         )
         if summary.count("failed"):
-            console.print(f"Failures and reasons: [bold]{summary.failures_csv}[/]")
+            console.print(f"Failures and reasons: [bold]{esc(str(summary.failures_csv))}[/]")
             raise typer.Exit(3)
 
     run(body)
@@ -252,13 +253,15 @@ def validate(
                     f"{sm.mean:.3f}",
                     f"{sm.sd:.3f}",
                     f"{sm.median:.3f}",
-                    f"{sm.worst:.3f} ({sm.worst_case})",
+                    f"{sm.worst:.3f} ({esc(str(sm.worst_case))})",
                 )
             console.print(table)
         for site, reasons in report.flagged_sites.items():
-            console.print(f"[yellow]site {site} differs from the others:[/] {'; '.join(reasons)}")
+            console.print(
+                f"[yellow]site {esc(str(site))} differs from the others:[/] {esc('; '.join(reasons))}"
+            )
         for w in report.warnings:
-            console.print(f"[yellow]warning:[/] {w}")
-        console.print(f"Report: [bold]{report.out_dir / 'report.html'}[/]")
+            console.print(f"[yellow]warning:[/] {esc(w)}")
+        console.print(f"Report: [bold]{esc(str(report.out_dir / 'report.html'))}[/]")
 
     run(body)

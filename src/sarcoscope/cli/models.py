@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape as esc
 from rich.table import Table
 
 from sarcoscope.cli.common import (
@@ -156,7 +157,9 @@ def train(
         )
         result = run_training(cfg)
         _print_training(result)
-        console.print(f"Model: [bold]{result.onnx_path}[/]; model card: [bold]{result.card_path}[/]")
+        console.print(
+            f"Model: [bold]{esc(str(result.onnx_path))}[/]; model card: [bold]{esc(str(result.card_path))}[/]"
+        )
 
     run(body)
 
@@ -205,7 +208,7 @@ def _learning_loop(
     result = adapt(data_dir, out, holdout=holdout, config_file=config, resume=resume, **settings)
     _print_training(result.training)
     if result.model is None or result.comparison is None:
-        console.print(f"Continue with: sarcoscope train --from-store {source} -o {out} --resume")
+        console.print(esc(f"Continue with: sarcoscope train --from-store {source} -o {out} --resume"))
         return
     verdict = "better" if result.comparison["better"] else "[yellow]not better[/]"
     console.print(
@@ -214,7 +217,7 @@ def _learning_loop(
         + "; ".join(result.comparison["reasons"])
         + "."
     )
-    console.print(f"Model card: [bold]{out / 'MODEL_CARD.md'}[/]")
+    console.print(f"Model card: [bold]{esc(str(out / 'MODEL_CARD.md'))}[/]")
     if result.comparison["better"]:
         console.print(f"Make it the default with: sarcoscope models use {result.model.model_id}")
 
@@ -242,7 +245,11 @@ def models_list() -> None:
         for m in registry.models():
             name = m.model_id + (" (shipped)" if m.shipped else "")
             table.add_row(
-                "*" if m.model_id == default else "", name, m.created, m.training_summary(), m.measured()
+                "*" if m.model_id == default else "",
+                esc(name),
+                m.created,
+                esc(m.training_summary()),
+                esc(m.measured()),
             )
         console.print(table)
 
@@ -258,7 +265,7 @@ def models_add(
 
     def body() -> None:
         model = ModelRegistry().add(path)
-        console.print(f"Installed [bold]{model.model_id}[/] in {model.path}.")
+        console.print(f"Installed [bold]{esc(model.model_id)}[/] in {esc(str(model.path))}.")
 
     run(body)
 
@@ -274,7 +281,9 @@ def models_use(
     def body() -> None:
         verdict = ModelRegistry().use(model_id, force=force)
         how = "" if verdict.better else " [yellow](forced: not measured better)[/]"
-        console.print(f"The site default is now [bold]{model_id}[/]{how}: {'; '.join(verdict.reasons)}.")
+        console.print(
+            f"The site default is now [bold]{esc(model_id)}[/]{esc(how)}: {esc('; '.join(verdict.reasons))}."
+        )
 
     run(body)
 
@@ -305,7 +314,7 @@ def models_show(
     def body() -> None:
         model = ModelRegistry().get(model_id)
         card_md = model.path / CARD_MD_FILE
-        console.print(f"{model.path}\n")
+        console.print(f"{esc(str(model.path))}\n")
         sys.stdout.write(
             card_md.read_text(encoding="utf-8") if card_md.is_file() else card_markdown(model.card)
         )

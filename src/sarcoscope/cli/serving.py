@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape as esc
 from rich.table import Table
 
 from sarcoscope.cli.common import (
@@ -198,7 +199,7 @@ def users_add(
     def action(store: Any) -> None:
         first = not store.has_users()
         accounts.add_user(store, name, _read_password(password_stdin))
-        console.print(f"User [bold]{name}[/] added.")
+        console.print(f"User [bold]{esc(name)}[/] added.")
         if first:
             console.print("This is the first account: restart `sarcoscope serve` so that it requires logins.")
 
@@ -219,7 +220,7 @@ def users_passwd(
         if store.get_user(name) is None:  # before asking for a password
             raise SarcoscopeError(f"No user '{name}'.")
         accounts.change_password(store, name, _read_password(password_stdin))
-        console.print(f"Password of [bold]{name}[/] changed; their sessions have ended.")
+        console.print(f"Password of [bold]{esc(name)}[/] changed; their sessions have ended.")
 
     _with_accounts(data_dir, database_url, action)
 
@@ -235,7 +236,7 @@ def users_remove(
 
     def action(store: Any) -> None:
         accounts.remove_user(store, name)
-        console.print(f"User [bold]{name}[/] removed.")
+        console.print(f"User [bold]{esc(name)}[/] removed.")
 
     _with_accounts(data_dir, database_url, action)
 
@@ -253,7 +254,7 @@ def users_list(
         table = Table("user", "created", "last login", "failed logins since")
         for user in store.list_users():
             table.add_row(
-                user.name,
+                esc(user.name),
                 f"{user.created_at:%Y-%m-%d %H:%M}",
                 f"{user.last_login_at:%Y-%m-%d %H:%M}" if user.last_login_at else "never",
                 str(user.failed_logins),

@@ -110,8 +110,8 @@ def _extract_members(zf: zipfile.ZipFile, archive: Path, dest: Path, limit: int,
         target = dest.joinpath(*rel.parts)
         if not target.resolve().is_relative_to(dest.resolve()):
             raise InputError(f"unsafe path {member.filename!r} in zip {archive}; refused")
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)  # fails where a file has a folder's name
             with zf.open(member) as src, open(target, "wb") as out:
                 size = 0
                 while chunk := src.read(_CHUNK):

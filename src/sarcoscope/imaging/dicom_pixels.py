@@ -17,7 +17,12 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.volume import AIR_HU
+from sarcoscope.imaging.volume import AIR_HU, check_hounsfield
+
+#: Beyond these a RescaleSlope/RescaleIntercept cannot map stored CT values to HU (unsigned 16-bit data
+#: stored with an intercept of -32768 is the widest use seen).
+MAX_SLOPE = 1000.0
+MAX_INTERCEPT = 40000.0
 
 
 @dataclass
@@ -148,7 +153,8 @@ def to_hu(files: list[DicomFile], warnings: list[str]) -> np.ndarray:
     if not all(present) and any(present):
         raise InputError(f"some images of the series in {files[0].path.parent} lack RescaleSlope/Intercept")
     for f, (slope, intercept, _) in zip(files, rescales, strict=True):
-        if not (math.isfinite(slope) and math.isfinite(intercept) and slope != 0):
+        usable = math.isfinite(slope) and math.isfinite(intercept) and slope != 0
+        if not (usable and abs(slope) <= MAX_SLOPE and abs(intercept) <= MAX_INTERCEPT):
             raise InputError(
                 f"{f.path} has an unusable RescaleSlope/RescaleIntercept ({slope:g}, {intercept:g}); "
                 "the stored values cannot be turned into Hounsfield units"
@@ -167,7 +173,14 @@ def to_hu(files: list[DicomFile], warnings: list[str]) -> np.ndarray:
         stored = _decode(f, fast)
         pad = f.ds.get("PixelPaddingValue")
         out = hu[k]
-        if integral and slope == 1 and (signed or bits_stored <= 15) and stored.dtype.itemsize <= 2:
+        in_range = -(2**15) <= AIR_HU - intercept < 2**15  # the int16 arithmetic below cannot overflow
+        if (
+            integral
+            and slope == 1
+            and in_range
+            and (signed or bits_stored <= 15)
+            and stored.dtype.itemsize <= 2
+        ):
             # Fast path (nearly every CT): int16 in place while the slice is in cache.
             out[...] = stored
             if fast and bits_stored < 16:
@@ -207,8 +220,11 @@ def to_hu(files: list[DicomFile], warnings: list[str]) -> np.ndarray:
         if "PixelData" in f.ds:
             del f.ds.PixelData  # headers are kept; pixel bytes are not needed any more
 
+    where = files[0].path.parent
     if not all(present):
-        _accept_missing_rescale(hu, files[0].path.parent, warnings)
+        _accept_missing_rescale(hu, where, warnings)
+    else:
+        check_hounsfield(hu, f"the images in {where}", warnings)
     if n_padding:
         warnings.append(f"{n_padding} padding pixels (PixelPaddingValue) set to {AIR_HU} HU (air)")
     if n_low > 0.001 * hu.size:

@@ -101,6 +101,8 @@ def _skip_reason(ds: Dataset) -> str | None:
         # A CT image (by SOP class, or without one) that lacks them was cut short; other CT objects
         # (raw data, private classes) simply carry no image.
         return _TRUNCATED_IMAGE if sop in _CT_SOP_CLASSES or not sop else "CT object without image"
+    if not int(ds.get("Rows") or 0) or not int(ds.get("Columns") or 0):
+        return "image of 0 rows or columns"
     image_type = (raw_text(ds, "ImageType") or "").upper().split("\\")
     if "LOCALIZER" in (v.strip() for v in image_type):
         return "localizer"
@@ -120,7 +122,8 @@ def _summary(counter: Counter[str]) -> str:
 
 def _orientation_key(ds: Dataset) -> tuple[float, ...]:
     iop = float_list(ds, "ImageOrientationPatient")
-    return tuple(round(v, 2) for v in iop) if iop and len(iop) == 6 else ()
+    # a NaN would make every image its own group (NaN != NaN): unusable values group as missing ones
+    return tuple(round(v, 2) for v in iop) if iop and len(iop) == 6 and all(map(math.isfinite, iop)) else ()
 
 
 @dataclass
@@ -323,6 +326,8 @@ def _order_slices(
                 raise InputError(f"{f.path} has no ImagePositionPatient; cannot order the slices by position")
             ipp = [0.0, 0.0, 0.0]
             warnings.append(f"{f.path} has no ImagePositionPatient; origin set to (0, 0, 0)")
+        if not all(map(math.isfinite, ipp)):
+            raise InputError(f"{f.path} has an unusable ImagePositionPatient {ipp}; cannot place the slice")
         ipps.append(ipp)
     points = np.asarray(ipps, dtype=float)
     proj = points @ normal

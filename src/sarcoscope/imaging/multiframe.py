@@ -12,7 +12,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume
+from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume, check_hounsfield
 
 
 def frame_count(ds: Dataset) -> int:
@@ -62,6 +62,7 @@ def read_multiframe(path: Path, metadata: CTMetadata, warnings: list[str]) -> CT
         warnings.append(
             f"{n_low} pixels below {AIR_HU} HU (outside the scanner's field of view) set to {AIR_HU}"
         )
+    check_hounsfield(array, f"the frames of {path.name}", warnings)
     if np.array_equal(array, np.rint(array)) and array.max(initial=0) <= 32767:
         hu = array.astype(np.int16)
     else:

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume, index_ranges
+from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume, check_hounsfield, index_ranges
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -106,6 +106,8 @@ def read_nifti(path: Path, pixel_spacing: tuple[float, float] | None = None) -> 
             img = nib.Nifti1Image(np.asanyarray(img.dataobj)[..., np.newaxis], img.affine, img.header)
         if len(img.shape) != 3:
             raise InputError(f"{path} is a {len(img.shape)}D NIfTI image; a 3D CT volume is needed")
+        if 0 in img.shape:
+            raise InputError(f"{path} holds no voxels (shape {tuple(img.shape)})")
         canonical = nib.as_closest_canonical(img)  # axes point to R, A, S
         data = np.asanyarray(canonical.dataobj)
     except InputError:
@@ -123,6 +125,11 @@ def read_nifti(path: Path, pixel_spacing: tuple[float, float] | None = None) -> 
     if np.any(zooms <= 0):
         raise InputError(f"{path} has a degenerate affine (zero voxel size)")
     direction = lps[:3, :3] / zooms
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-3):
+        raise InputError(
+            f"{path} has a sheared or degenerate affine (its axes are not perpendicular): the voxels are not "
+            "boxes, so areas cannot be measured; resample it to an orthogonal grid first"
+        )
     origin = lps[:3, 3]
     if hu.dtype.kind == "f":  # resampling tools write NaN outside the field of view
         missing = ~np.isfinite(hu)
@@ -138,8 +145,7 @@ def read_nifti(path: Path, pixel_spacing: tuple[float, float] | None = None) -> 
         np.maximum(hu, AIR_HU, out=hu)
         if n_low > 0.001 * hu.size:
             warnings.append(f"{n_low} voxels below {AIR_HU} HU (outside the field of view) set to {AIR_HU}")
-    if not np.any(hu <= -900):
-        warnings.append(f"{path.name}: no voxel at or below -900 HU (no air); check that the values are HU")
+    check_hounsfield(hu, f"the values of {path.name}", warnings)
     normal = direction[:, 2]
     positions = (origin @ normal) + np.arange(hu.shape[0]) * zooms[2]
     return CTVolume(

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from sarcoscope.errors import InputError
+
 #: HU given to voxels outside the scanner's field of view and to padding (air).
 AIR_HU = -1024
 #: Plausible in-plane pixel spacing of a CT (mm); outside it the header (or the user) is wrong.
@@ -22,6 +24,25 @@ def index_ranges(indices: Any) -> str:
         else:
             runs.append([value])
     return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def check_hounsfield(hu: np.ndarray, what: str, warnings: list[str]) -> None:
+    """Refuse values that are not Hounsfield units: a CT holds air (about -1000 HU) around the body, in the
+    lungs or the bowel, or as the scanner's padding. A normalised (0-1) image, a mask or a wrong rescale has
+    none, and analysing it would give numbers that look like results. Slices without any air, in a series
+    that has it, are named in a warning (one slice's rescale may be wrong)."""
+    air = (hu >= -1100) & (hu <= -900)
+    if np.count_nonzero(air) < 0.001 * hu.size:
+        raise InputError(
+            f"{what} do not look like Hounsfield units: no air near -1000 (values {float(hu.min()):g} to "
+            f"{float(hu.max()):g}); a normalised image, a mask or a wrong rescale cannot be measured"
+        )
+    airless = np.flatnonzero(~air.any(axis=(1, 2)))
+    if airless.size:
+        warnings.append(
+            f"slice(s) {index_ranges(airless)} hold no air (about -1000 HU) while the others do: their "
+            "values may not be Hounsfield units (check RescaleSlope/RescaleIntercept); do not measure them"
+        )
 
 
 @dataclass

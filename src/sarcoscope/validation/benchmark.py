@@ -121,7 +121,7 @@ def peer_agreement(shared_data: str | Path, engines: Sequence[str]) -> dict[str,
     Returns {engine: {"muscle": d, "sat": d, "vat": d}, or the reason it could not run}.
     """
     from sarcoscope.imaging.labelmaps import load_mapping
-    from sarcoscope.imaging.nifti import read_nifti
+    from sarcoscope.imaging.nifti import read_nifti, read_nifti_array
     from sarcoscope.segmentation import get_engine
     from sarcoscope.validation.metrics import dice
 
@@ -129,7 +129,7 @@ def peer_agreement(shared_data: str | Path, engines: Sequence[str]) -> dict[str,
     ct = read_nifti(folder / "example_ct_sm.nii.gz")
     ref = np.zeros(ct.hu.shape, np.uint8)
     for name, (_, label) in PEER_MASKS.items():
-        ref[read_nifti(folder / f"{name}.nii.gz").hu > 0] = label
+        ref[read_nifti_array(folder / f"{name}.nii.gz")[0] > 0] = label  # masks: values are not HU
     merge = load_mapping("sarcoscope-imat-as-vat")
     out: dict[str, dict[str, float] | str] = {}
     for engine in engines:

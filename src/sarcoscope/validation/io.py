@@ -10,6 +10,7 @@ side only, are errors.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def parse_pixel_spacing(text: str) -> tuple[float, float]:
         values = [float(p) for p in parts]
     except ValueError:
         values = []
-    if len(values) not in (1, 2) or min(values, default=0) <= 0:
+    if len(values) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in values):
         raise ValidationInputError(
             f"--pixel-spacing must be one or two positive numbers in mm (Y,X); got '{text}'."
         )
