@@ -162,3 +162,15 @@ def test_a_scheduler_address_that_is_not_one_is_a_clear_error(cohort: Path, tmp_
     )
     assert result.exit_code == 1 and "Cannot reach the Dask scheduler at nonsense" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "o" / "cohort.csv").exists()
+
+
+def test_a_bad_engine_or_cutoff_set_is_refused_once_before_any_case(cohort: Path, tmp_path: Path) -> None:
+    for option, value, message in (
+        ("--engine", "nope", "nope"),
+        ("--cutoffs", "nope", "Unknown cutoff set 'nope'"),
+    ):
+        result = CliRunner().invoke(app, ["batch", str(cohort), "-o", str(tmp_path / "o"), option, value])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not (tmp_path / "o" / "cases").exists()
+    result = CliRunner().invoke(app, ["batch", str(cohort), "-o", str(tmp_path / "o"), "--workers", "0"])
+    assert result.exit_code == 2 and "--workers" in result.output

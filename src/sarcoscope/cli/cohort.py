@@ -40,7 +40,7 @@ def batch(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (cases/<id>/, cohort.csv).")],
     engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = DEFAULT_ENGINE,
     cutoffs: Annotated[str | None, typer.Option("--cutoffs", help="Default cutoff set.")] = None,
-    workers: Annotated[int, typer.Option(help="Parallel worker processes (or Dask workers).")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes (or Dask workers).")] = 1,
     scheduler: Annotated[
         str | None,
         typer.Option(help="Dask scheduler address (tcp://host:8786), or 'local' for a local Dask cluster."),
@@ -79,10 +79,19 @@ def batch(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from sarcoscope.batch import dicomweb_cases, discover_cases, read_manifest, run_batch
+    from sarcoscope.composition import available_cutoff_sets
     from sarcoscope.pacs.dicomweb import is_dicomweb, parse_query
+    from sarcoscope.segmentation import get_engine
 
     def body() -> None:
         check_output_folder(out)
+        # an unknown engine, a model that does not load or an unknown cutoff set fails here, once, not in
+        # every case
+        get_engine(engine)
+        if cutoffs is not None and cutoffs not in available_cutoff_sets():
+            raise SarcoscopeError(
+                f"Unknown cutoff set '{cutoffs}'. Available: {', '.join(available_cutoff_sets())}."
+            )
         if is_dicomweb(cohort):
             cases = dicomweb_cases(cohort, parse_query(query or []), modality)
         elif query or push:
