@@ -205,6 +205,7 @@ def _series(mutate: Callable[[pydicom.Dataset], None], which: tuple[int, ...] = 
 
 
 bad("series-slice-without-position", r"ImagePositionPatient")(_series(_set(ImagePositionPatient=None)))
+bad("series-of-two-patients", r"belong to different patients")(_series(_set(PatientID="SOMEONE-ELSE")))
 bad("series-orientation-nan", r"invalid ImageOrientationPatient")(
     _series(_set(ImageOrientationPatient=["nan"] * 6), which=(0, 1, 2))
 )

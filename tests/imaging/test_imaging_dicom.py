@@ -145,6 +145,12 @@ def test_a_slice_whose_rescale_leaves_no_air_is_named(series_dir: Path) -> None:
     assert warning.startswith(f"slice(s) {airless} hold no air")
 
 
+def test_two_frames_of_reference_in_one_series_are_warned_about(series_dir: Path) -> None:
+    assert not any("frames of reference" in w for w in read_ct(series_dir).warnings)
+    _edit(sorted(series_dir.iterdir())[1], lambda ds: setattr(ds, "FrameOfReferenceUID", generate_uid()))
+    assert any("name 2 frames of reference" in w for w in read_ct(series_dir).warnings)
+
+
 def test_several_series_pick_most_slices_or_requested(tmp_path: Path, volume_factory) -> None:
     thin = write_dicom_series(
         volume_factory(nz=8), (1.0, 1.0, 1.0), tmp_path / "a", series_description="thin"

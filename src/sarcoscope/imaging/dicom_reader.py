@@ -484,8 +484,28 @@ def _check_uniform(files: list[DicomFile]) -> None:
                 )
 
 
+def _check_one_patient(files: list[DicomFile], warnings: list[str]) -> None:
+    """Refuse a series whose images name different patients (a mis-merged export: the L3 slice could be
+    another patient's); warn when they name different frames of reference (positions may not compare)."""
+    first = files[0]
+    patient = raw_text(first.ds, "PatientID")
+    other = next((f for f in files[1:] if (raw_text(f.ds, "PatientID") or patient) != patient), None)
+    if patient and other is not None:
+        raise InputError(
+            f"the images of one series belong to different patients (PatientID differs between {first.path} "
+            f"and {other.path}); separate the patients' images before analysing"
+        )
+    frames = {raw_text(f.ds, "FrameOfReferenceUID") for f in files} - {None}
+    if len(frames) > 1:
+        warnings.append(
+            f"the images of the series name {len(frames)} frames of reference: their positions may not be "
+            "comparable; check the slice order on the QC picture"
+        )
+
+
 def _read_series(files: list[DicomFile], warnings: list[str]) -> CTVolume:
     _check_uniform(files)
+    _check_one_patient(files, warnings)
     files, points, direction = _order_slices(files, warnings)
     first = files[0].ds
     normal = direction[:, 2]
