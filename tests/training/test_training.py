@@ -104,6 +104,9 @@ def test_config_from_yaml_with_flag_overrides(tmp_path: Path) -> None:
         load_config(None, phantoms=1, learnig_rate=1)
     with pytest.raises(InputError, match="multiple of 32"):
         load_config(None, phantoms=1, input_size=250)
+    for bad in (float("nan"), float("inf"), 0.0):  # a NaN passed every "<= 0" check
+        with pytest.raises(InputError, match="learning_rate must be positive"):
+            load_config(None, phantoms=1, learning_rate=bad)
 
 
 def test_dataset_pairs_by_stem_or_suffix_and_maps_labels(tmp_path: Path) -> None:

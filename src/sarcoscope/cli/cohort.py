@@ -222,8 +222,10 @@ def validate(
     allow_unmatched: Annotated[
         bool, typer.Option(help="Skip cases present on one side only instead of failing.")
     ] = False,
-    gallery: Annotated[int, typer.Option(help="Worst cases shown as overlays.")] = 6,
-    alpha: Annotated[float, typer.Option(help="Significance level of the per-site comparison.")] = 0.05,
+    gallery: Annotated[int, typer.Option(min=0, help="Worst cases shown as overlays.")] = 6,
+    alpha: Annotated[
+        float, typer.Option(min=0.0001, max=0.5, help="Significance level of the per-site comparison.")
+    ] = 0.05,
     keep_predictions: Annotated[bool, typer.Option(help="Save --engine predictions in the report.")] = True,
 ) -> None:
     """Validate segmentations (and L3 choices) like the paper: IoU bins, site tables, Dice, Bland–Altman."""

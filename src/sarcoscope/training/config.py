@@ -12,6 +12,7 @@ file (same keys as the fields) and overridden by flags.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -122,11 +123,11 @@ class TrainConfig:
             problems.append("val_fraction must be between 0 and 1")
         if self.val_from not in ("all", "phantoms", "data"):
             problems.append("val_from must be 'all', 'phantoms' or 'data'")
-        if self.hu_window[0] >= self.hu_window[1]:
+        if not self.hu_window[0] < self.hu_window[1]:  # written so that NaN fails too
             problems.append("hu_window must be (low, high) with low < high")
-        if self.pixel_spacing_mm <= 0 or self.learning_rate <= 0:
+        if not (self.pixel_spacing_mm > 0 and self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             problems.append("pixel_spacing_mm and learning_rate must be positive")
-        if self.elastic and (self.elastic_spacing_mm <= 0 or self.elastic_magnitude_mm < 0):
+        if self.elastic and not (self.elastic_spacing_mm > 0 and self.elastic_magnitude_mm >= 0):
             problems.append("elastic_spacing_mm must be positive and elastic_magnitude_mm >= 0")
         if not self.data_dirs and self.phantoms <= 0 and not self.resume:  # a resumed run has its own
             problems.append("no training data: give a data folder and/or phantoms > 0")
