@@ -263,8 +263,13 @@ def test_a_noisy_slice_is_warned_about(tmp_path: Path) -> None:
 def test_demo(tmp_path: Path) -> None:
     result = _invoke("demo", "-o", tmp_path / "demo")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "demo" / "analysis" / "report.json").is_file()
+    report = json.loads((tmp_path / "demo" / "analysis" / "report.json").read_text())
     assert "Skeletal muscle" in result.output
+    # the phantom's own truth beside the measured areas, the same numbers as the report's
+    text = " ".join(result.output.split())
+    truth = json.loads((tmp_path / "demo" / "ct" / "truth.json").read_text())["l3_mid_area_cm2"]
+    muscle = report["average"]["tissues"]["muscle"]["area_cm2"]
+    assert f"muscle {truth['muscle']:.1f} cm², measured {muscle:.1f}" in text
 
 
 def test_cutoffs_lists_every_set() -> None:

@@ -268,6 +268,17 @@ def demo(
                 f"Phantom truth: mid-L3 slice {truth['l3_mid_index']}; "
                 f"analysed slice(s) {fmt_indices(result.selection.indices)}."
             )
+        true_areas = truth.get("l3_mid_area_cm2") or {}
+        if result.selection.indices == [truth.get("l3_mid_index")] and true_areas:
+            # the demo knows the answer: how far each measured area is from it (the quality score cannot
+            # know it, and flags engine disagreement whichever engine is wrong)
+            parts = []
+            for tissue in ("muscle", "sat", "vat"):
+                true, measured = true_areas.get(tissue), result.average.tissues[tissue].area_cm2
+                if true:
+                    error = 100 * (measured / true - 1)
+                    parts.append(f"{tissue} {true:.1f} cm², measured {measured:.1f} ({error:+.1f} %)")
+            console.print("Phantom truth at that slice: " + "; ".join(parts) + ".")
 
     run(body)
 
