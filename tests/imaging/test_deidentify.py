@@ -164,6 +164,28 @@ def test_marks_profile_and_options(tmp_path: Path) -> None:
     assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
 
 
+def test_names_and_dates_the_table_does_not_list_are_not_kept(tmp_path: Path) -> None:
+    # SecondaryReviewerName, EvaluatorName and ExpiryDate are not in the table's edition: a name or a date is
+    # never kept as it is, listed or not (emptied; shifted with the dates under the option)
+    def with_unlisted() -> Dataset:
+        ds = pydicom.dcmread(write_phi_study(tmp_path / "s", n=1, full_table=False)[0])
+        ds.SecondaryReviewerName = "Jansen^Piet"
+        ds.ExpiryDate = "20240301"
+        item = Dataset()
+        item.EvaluatorName = "Jansen^Piet"
+        ds.AnatomicRegionSequence = [item]
+        return ds
+
+    ds = with_unlisted()
+    deidentify_dataset(ds, POLICY)
+    assert ds.SecondaryReviewerName == "" and ds.ExpiryDate == ""
+    assert ds.AnatomicRegionSequence[0].EvaluatorName == "" and "Jansen" not in text_of(ds)
+    shifting = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=True)
+    ds = with_unlisted()
+    deidentify_dataset(ds, shifting)
+    assert ds.ExpiryDate not in ("", "20240301") and ds.SecondaryReviewerName == ""
+
+
 def test_dates_shifted_keep_intervals_per_patient(tmp_path: Path) -> None:
     shifting = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=True)
     one = pydicom.dcmread(write_phi_study(tmp_path / "a", n=1, full_table=False)[0])

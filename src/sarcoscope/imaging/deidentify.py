@@ -394,6 +394,10 @@ def _apply(ds: Dataset, elem: DataElement, code: str, ctx: _Context) -> None:
         elem.value = elem.empty_value
 
 
+#: Value representations that hold a person's name or a date: never kept as they are, listed or not.
+_UNLISTED_PHI_VRS = frozenset({"PN", "DA", "DT"})
+
+
 def _clean_code_meaning(ds: Dataset) -> None:
     if "CodeMeaning" not in ds or str(ds.get("CodingSchemeDesignator", "")) in STANDARD_CODING_SCHEMES:
         return
@@ -402,7 +406,9 @@ def _clean_code_meaning(ds: Dataset) -> None:
 
 
 def _clean(ds: Dataset, ctx: _Context) -> None:
-    """Apply the table to every attribute of `ds` and, recursively, of the sequences that stay."""
+    """Apply the table to every attribute of `ds` and, recursively, of the sequences that stay. A person's
+    name or a date the table's edition does not list (16 in the standard's dictionary, SecondaryReviewerName
+    and ExpiryDate among them) is treated as the table treats its own: emptied, or shifted with the dates."""
     for tag in list(ds.keys()):
         if tag.is_private:
             del ds[tag]
@@ -411,6 +417,8 @@ def _clean(ds: Dataset, ctx: _Context) -> None:
         code = profile_action(tag)
         if code is not None:
             _apply(ds, elem, code, ctx)
+        elif elem.VR in _UNLISTED_PHI_VRS:
+            _apply(ds, elem, "Z", ctx)
         elif elem.VR == "SQ":
             for item in elem.value:
                 _clean(item, ctx)
