@@ -14,20 +14,17 @@ no longer used as the U-Net's second opinion, and the one above which analyses w
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
+from real_slices import error_summary, parse_args, read_case
 from scipy import ndimage as ndi
 
 from sarcoscope.conventions import Label
 from sarcoscope.fileio import atomic_write_text
 from sarcoscope.segmentation import get_engine
 from sarcoscope.segmentation.quality import engine_signals
-from sarcoscope.training.data import read_image
 
-REPO = Path(__file__).resolve().parents[1]
 #: None: the slice's own pixels; a number: square pixels of that size; (row, column): non-square pixels
 SIZES_MM: tuple[float | tuple[float, float] | None, ...] = (
     None,
@@ -41,11 +38,6 @@ SIZES_MM: tuple[float | tuple[float, float] | None, ...] = (
 )
 
 
-def read_case(folder: Path, case: str) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
-    hu, spacing, _ = read_image(folder / "images" / f"L3_{case}.dcm")
-    return hu[0], spacing, np.load(folder / "labels" / f"{case}.npy")
-
-
 def resampled(hu: np.ndarray, spacing: tuple[float, float], size_mm: float | tuple[float, float] | None):
     """The slice at pixels of `size_mm` (square for a number, (row, column) for a pair; its own for None)."""
     if size_mm is None:
@@ -57,14 +49,7 @@ def resampled(hu: np.ndarray, spacing: tuple[float, float], size_mm: float | tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    folder = args.shared / "real" / "l3_slices"
-    cases = sorted(p.stem for p in (folder / "labels").glob("*.npy"))
+    args, folder, cases = parse_args(__doc__)
     unet, threshold = get_engine("unet"), get_engine("threshold")
     lines = [
         "| pixels | U-Net muscle-area error, mean (mean abs, worst) | threshold engine "
@@ -85,10 +70,6 @@ def main() -> None:
                 errors[name].append(100.0 * (mm2 - ref_mm2) / ref_mm2)
             agreement.append(engine_signals(labels["unet"], labels["threshold"]))
 
-        def err(values: list[float]) -> str:
-            a = np.array(values)
-            return f"{a.mean():+.1f} % ({np.abs(a).mean():.1f} %, {a[np.argmax(np.abs(a))]:+.1f} %)"
-
         dices = np.array([a["engine_muscle_dice"] for a in agreement])
         diffs = np.array([a["engine_muscle_area_diff"] for a in agreement])
         if size is None:
@@ -98,8 +79,8 @@ def main() -> None:
         else:
             label = f"{size:.1f} mm"
         lines.append(
-            f"| {label} | {err(errors['unet'])} | {err(errors['threshold'])} | {dices.mean():.3f} "
-            f"({dices.min():.3f}) | {diffs.mean():.3f} ({diffs.max():.3f}) |"
+            f"| {label} | {error_summary(errors['unet'])} | {error_summary(errors['threshold'])} "
+            f"| {dices.mean():.3f} ({dices.min():.3f}) | {diffs.mean():.3f} ({diffs.max():.3f}) |"
         )
         print(lines[-1], flush=True)
     table = "\n".join(lines)

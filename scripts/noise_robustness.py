@@ -15,20 +15,17 @@ The numbers back segmentation.quality.NOISY_HU and the text of its warning.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
+from real_slices import error_summary, parse_args, read_case
 from scipy import ndimage as ndi
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, Label
 from sarcoscope.fileio import atomic_write_text
 from sarcoscope.segmentation import get_engine
 from sarcoscope.segmentation.quality import image_noise_hu
-from sarcoscope.training.data import read_image
 
-REPO = Path(__file__).resolve().parents[1]
 ADDED_HU = (0.0, 10.0, 20.0, 30.0, 40.0)
 
 
@@ -39,14 +36,7 @@ def noise(shape: tuple[int, ...], sd: float, rng: np.random.Generator) -> np.nda
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    folder = args.shared / "real" / "l3_slices"
-    cases = sorted(p.stem for p in (folder / "labels").glob("*.npy"))
+    args, folder, cases = parse_args(__doc__)
     engines = {"unet": get_engine("unet"), "threshold": get_engine("threshold")}
     lines = [
         "| noise added (HU) | noise measured, mean (range) | protocol itself: muscle-area error, mean "
@@ -59,9 +49,8 @@ def main() -> None:
         errors: dict[str, list[float]] = {name: [] for name in engines}
         measured, dices, protocol = [], [], []
         for case in cases:
-            hu, spacing, _ = read_image(folder / "images" / f"L3_{case}.dcm")
-            ref = np.load(folder / "labels" / f"{case}.npy")
-            img = hu[0] + noise(hu[0].shape, added, rng)
+            hu, spacing, ref = read_case(folder, case)
+            img = hu + noise(hu.shape, added, rng)
             measured.append(image_noise_hu(img, ref, spacing))
             ref_muscle = ref == Label.MUSCLE
             lo, hi = DEFAULT_HU_RANGES.muscle
@@ -73,15 +62,11 @@ def main() -> None:
                 if name == "unet":
                     dices.append(2.0 * (muscle & ref_muscle).sum() / (muscle.sum() + ref_muscle.sum()))
 
-        def err(values: list[float]) -> str:
-            a = np.array(values)
-            return f"{a.mean():+.1f} % ({np.abs(a).mean():.1f} %, {a[np.argmax(np.abs(a))]:+.1f} %)"
-
         m = np.array(measured, dtype=float)
         lines.append(
             f"| {added:.0f} | {m.mean():.1f} ({m.min():.1f}–{m.max():.1f}) | {np.mean(protocol):+.1f} % "
-            f"| {err(errors['unet'])} "
-            f"| {err(errors['threshold'])} | {np.mean(dices):.3f} ({np.min(dices):.3f}) |"
+            f"| {error_summary(errors['unet'])} "
+            f"| {error_summary(errors['threshold'])} | {np.mean(dices):.3f} ({np.min(dices):.3f}) |"
         )
         print(lines[-1], flush=True)
     table = "\n".join(lines)

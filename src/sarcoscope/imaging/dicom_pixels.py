@@ -221,10 +221,12 @@ def to_hu(files: list[DicomFile], warnings: list[str]) -> np.ndarray:
             del f.ds.PixelData  # headers are kept; pixel bytes are not needed any more
 
     where = files[0].path.parent
-    if not all(present):
-        _accept_missing_rescale(hu, where, warnings)
-    else:
-        check_hounsfield(hu, f"the images in {where}", warnings)
+    untagged = "" if all(present) else " (without RescaleSlope/RescaleIntercept)"
+    check_hounsfield(hu, f"the images in {where}{untagged}", warnings)
+    if untagged:
+        warnings.append(
+            "no RescaleSlope/RescaleIntercept in the files; values look like HU (air present), used as is"
+        )
     if n_padding:
         warnings.append(f"{n_padding} padding pixels (PixelPaddingValue) set to {AIR_HU} HU (air)")
     if n_low > 0.001 * hu.size:
@@ -232,16 +234,3 @@ def to_hu(files: list[DicomFile], warnings: list[str]) -> np.ndarray:
             f"{n_low} pixels below {AIR_HU} HU (outside the scanner's field of view) set to {AIR_HU}"
         )
     return hu
-
-
-def _accept_missing_rescale(hu: np.ndarray, where: Path, warnings: list[str]) -> None:
-    """Without rescale tags, accept the values as HU only when air (about -1000) is clearly present."""
-    air = np.count_nonzero((hu >= -1100) & (hu <= -900))
-    if air < 0.001 * hu.size:
-        raise InputError(
-            f"the images in {where} have no RescaleSlope/RescaleIntercept and their values "
-            f"({hu.min()}..{hu.max()}) do not look like Hounsfield units (no air near -1000)"
-        )
-    warnings.append(
-        "no RescaleSlope/RescaleIntercept in the files; values look like HU (air present), used as is"
-    )

@@ -31,7 +31,7 @@ def check_hounsfield(hu: np.ndarray, what: str, warnings: list[str]) -> None:
     lungs or the bowel, or as the scanner's padding. A normalised (0-1) image, a mask or a wrong rescale has
     none, and analysing it would give numbers that look like results. Slices without any air, in a series
     that has it, are named in a warning (one slice's rescale may be wrong)."""
-    air = (hu >= -1100) & (hu <= -900)
+    air = hu <= -900  # the readers have raised everything below AIR_HU (padding, out of field) to it
     if np.count_nonzero(air) < 0.001 * hu.size:
         raise InputError(
             f"{what} do not look like Hounsfield units: no air near -1000 (values {float(hu.min()):g} to "

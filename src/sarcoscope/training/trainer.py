@@ -237,7 +237,7 @@ def _refuse_to_overwrite_a_model(out: Path) -> None:
             "another -o folder."
         )
     registry = models_dir().resolve()
-    if out.resolve() == registry or registry in out.resolve().parents:
+    if out.resolve().is_relative_to(registry):
         raise InputError(
             f"{out} is inside the model registry ({registry}); train into another folder, then "
             "`sarcoscope models add` the result."

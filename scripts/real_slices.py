@@ -1,0 +1,36 @@
+"""What the scripts that degrade the real L3 slices share (scripts/coarse_pixels.py,
+scripts/noise_robustness.py): their command line, the slices with their reference labels, and the
+muscle-area error summary of their tables."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from sarcoscope.training.data import read_image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(doc: str | None) -> tuple[argparse.Namespace, Path, list[str]]:
+    """`--shared` and `--out`; the real L3 slice folder and its cases."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    folder = args.shared / "real" / "l3_slices"
+    return args, folder, sorted(p.stem for p in (folder / "labels").glob("*.npy"))
+
+
+def read_case(folder: Path, case: str) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
+    """One real slice (y, x) in HU, its pixel spacing and its reference labels."""
+    hu, spacing, _ = read_image(folder / "images" / f"L3_{case}.dcm")
+    return hu[0], spacing, np.load(folder / "labels" / f"{case}.npy")
+
+
+def error_summary(values: list[float]) -> str:
+    """Area errors (%) as "mean (mean absolute, worst)"."""
+    a = np.array(values)
+    return f"{a.mean():+.1f} % ({np.abs(a).mean():.1f} %, {a[np.argmax(np.abs(a))]:+.1f} %)"
