@@ -160,6 +160,31 @@ def test_fat_on_the_edge_of_a_muscle_compartment_joins_a_fat_compartment():
     assert imat[20:40, 10:54].sum() == imat.sum() < 9 + 48 + 12
 
 
+def test_the_muscle_rim_in_a_fat_compartment_is_muscle_but_not_an_organ_beside_it():
+    """The protocol's muscle edge is its HU threshold: muscle-HU pixels of a fat compartment within
+    MUSCLE_RIM_MM (at least one pixel) of the muscle are muscle; farther ones, and organ pixels of muscle HU
+    in the "other" compartment beside the muscle, are not."""
+    hu = np.full((40, 60), -100.0)
+    hu[10:30, 10:50] = 50.0  # muscle-HU band, rows 10-29 ...
+    comp = np.full((40, 60), S, np.uint8)
+    comp[13:27, 10:50] = M  # ... whose compartment stops three pixels inside it, on both sides
+    comp[27:, 30:] = 0  # below the right half: an organ ("other") of muscle HU
+    hu[27:30, 30:50] = 50.0
+    body = np.ones(hu.shape, bool)
+    # 0.7 mm pixels: the first pixel outside the compartment (0.7 mm) and the second (1.4 mm, beyond 1.2 mm)
+    out = tissues_from_compartments(_one_hot(comp), hu, (0.7, 0.7), body=body)
+    assert (out[13:27, 10:50] == M).all()
+    assert (out[12, 10:50] == M).all() and not out[10:12, 10:50].any()
+    assert (out[27, 10:30] == M).all() and not out[28:30, 10:30].any()
+    assert not out[27:30, 30:50].any()  # the organ of muscle HU stays other
+    # 2 mm pixels: one pixel, although it is farther than 1.2 mm
+    coarse = tissues_from_compartments(_one_hot(comp), hu, (2.0, 2.0), body=body)
+    assert (coarse[12, 10:50] == M).all() and not coarse[10:12, 10:50].any()
+    # without the rule, the compartment alone decides
+    none = tissues_from_compartments(_one_hot(comp), hu, (0.7, 0.7), body=body, muscle_rim_mm=0.0)
+    assert not none[10:13, 10:50].any() and (none[13:27, 10:50] == M).all()
+
+
 def test_compartment_scores_are_pooled_before_the_arg_max():
     hu = np.full((20, 20), 40.0)
     probs = np.zeros((5, 20, 20), np.float32)
