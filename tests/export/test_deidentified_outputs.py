@@ -88,6 +88,9 @@ def test_outputs_are_deidentified_consistently(phi_result, tmp_path: Path) -> No
     assert report["deidentification"]["codes"] == ["113100"]
     assert report["input"]["metadata"]["patient_sex"] is report["assessment"]["patient"]["sex"] is None
     assert report["assessment"]["smi"]["status"] == "computed"  # the results stay
+    # the BMI with the SMI and the muscle area would give the weight the headers lost
+    assert report["assessment"]["bmi"]["status"] == "not computed"
+    assert "value" not in report["assessment"]["bmi"]
     # warnings: UIDs remapped as everywhere else, descriptions and the patient's height gone
     (series_note,) = [w for w in report["input"]["warnings"] if "CT series found" in w]
     assert headers[4].SeriesInstanceUID not in series_note and "1.2.826.0.1.99.7" not in series_note
@@ -105,6 +108,7 @@ def test_report_keeps_patient_characteristics_with_the_option(phi_result) -> Non
     report = build_report(phi_result, deidentification=keeping)
     assert report["input"]["metadata"]["patient_sex"] == "M"
     assert report["assessment"]["patient"]["height_m"] == pytest.approx(1.7)
+    assert report["assessment"]["bmi"] == build_report(phi_result)["assessment"]["bmi"]
     assert report["deidentification"]["codes"] == ["113100", "113108"]
     assert "PatientSize 172 looks like centimetres; used 1.72 m" in report["input"]["warnings"]
     plain = build_report(phi_result)

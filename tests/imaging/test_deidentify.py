@@ -330,3 +330,55 @@ def test_messages_are_scrubbed_for_deidentified_outputs() -> None:
     assert scrub_message("PatientSize 172 looks like centimetres", keeping) == (
         "PatientSize 172 looks like centimetres"
     )
+
+
+def test_messages_lose_names_below_the_input_with_spaces_commas_and_both_quotes(tmp_path: Path) -> None:
+    """Folder and file names below the input may name the patient and hold spaces or commas: each one is
+    known (the folder walked, the zip listed), so the path ends where they end; a file's name alone goes
+    too."""
+    case = tmp_path / "case01"
+    (case / "Jansen, Piet (PID12345)").mkdir(parents=True)
+    (case / "Jansen, Piet (PID12345)" / "CT0060.dcm").write_bytes(b"")
+    text = f"truncated pixel data in {case}/Jansen, Piet (PID12345)/CT0060.dcm: 10 of 20 bytes"
+    assert scrub_message(text, POLICY, case) == "truncated pixel data in <input>: 10 of 20 bytes"
+    archive = tmp_path / "case7.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("Jansen Piet/CT0060.dcm", b"")
+        zf.writestr("Jansen_Piet_PID12345.nii.gz", b"")
+    assert (
+        scrub_message("in zip case7.zip/Jansen Piet/CT0060.dcm: bad", POLICY, archive)
+        == "in zip <input>: bad"
+    )
+    assert scrub_message("Jansen_Piet_PID12345.nii.gz has no spatial transform", POLICY, archive) == (
+        "<file> has no spatial transform"
+    )
+    # a description holding both kinds of quote, as Python's repr quotes it
+    description = 'Piet Jansen\'s "scout" PID12345'
+    both = f"read {description!r} (3 axial slices)"
+    assert scrub_message(both, POLICY) == "read 'ANONYMIZED' (3 axial slices)"
+
+
+def test_file_meta_keeps_only_what_reading_needs(phi_files: list[Path]) -> None:
+    """Group 0002 names the sending systems and may carry private information: only the elements reading
+    needs stay, naming the de-identified instance."""
+    ds = pydicom.dcmread(phi_files[0])
+    ds.file_meta.SourceApplicationEntityTitle = "JANSENAE"
+    ds.file_meta.SendingApplicationEntityTitle = "ELSEWHERE_CT"
+    ds.file_meta.SourcePresentationAddress = "http://elsewhere.example/jansen"
+    ds.file_meta.PrivateInformationCreatorUID = "1.2.3.4.555.77"
+    ds.file_meta.PrivateInformation = b"Jansen^Piet PID12345"
+    deidentify_dataset(ds, POLICY)
+    assert {e.keyword for e in ds.file_meta} <= {
+        "FileMetaInformationGroupLength",
+        "FileMetaInformationVersion",
+        "MediaStorageSOPClassUID",
+        "MediaStorageSOPInstanceUID",
+        "TransferSyntaxUID",
+        "ImplementationClassUID",
+        "ImplementationVersionName",
+    }
+    assert (
+        ds.file_meta.MediaStorageSOPInstanceUID
+        == ds.SOPInstanceUID
+        != pydicom.dcmread(phi_files[0]).SOPInstanceUID
+    )

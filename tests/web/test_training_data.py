@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from test_api import get_labels, segmented
@@ -83,6 +84,32 @@ def test_export_holds_the_latest_person_corrected_version_per_study(
     assert "PAT-1" not in json.dumps(manifest)
     audit = [e["action"] for e in client.get("/api/audit").json()]
     assert "export-training-data" in audit
+
+
+def test_export_leaves_out_a_series_whose_pixels_may_show_the_name(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """The export names patients by pseudonym only, so a series marked BurnedInAnnotation YES is left out
+    (named in the manifest's skipped list), as the de-identified downloads refuse it."""
+    files = write_series(tmp_path / "burned", seed=5, patient_id="PAT-9")
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.BurnedInAnnotation = "YES"
+        ds.save_as(f)
+    sid, _ = segmented(client, files, 4, 6)
+    labels, version, _ = get_labels(client, sid)
+    labels[:, 10:20, 10:20] = 1
+    save(client, sid, labels, version)
+    corrected = corrected_store(client, tmp_path)
+    r = client.get("/api/training-data")
+    assert r.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        manifest = json.loads(zf.read(EXPORT_MANIFEST))
+        names = zf.namelist()
+    assert {c["study_id"] for c in manifest["cases"]} == set(corrected)
+    (skipped,) = manifest["skipped"]
+    assert skipped["study_id"] == sid and "BurnedInAnnotation is YES" in skipped["reason"]
+    assert not any(sid[:12] in name for name in names)
 
 
 def test_collect_reads_the_store_or_an_export_and_refuses_other_folders(

@@ -181,11 +181,11 @@ PUSHED = "pushed.json"
 def _source(case: Case, tmp: Path) -> Path | Any:
     """What `analyze` reads: the case's path, or its DICOMweb series retrieved into `tmp`."""
     from sarcoscope.imaging import read_ct
-    from sarcoscope.pacs.dicomweb import fetch_series, is_dicomweb
+    from sarcoscope.pacs.dicomweb import fetch_series, is_dicomweb, shown_url
 
     if isinstance(case.path, str) and is_dicomweb(case.path):
         volume = read_ct(fetch_series(case.path, tmp))
-        volume.source_path = case.path  # the report names the address, not the temporary folder
+        volume.source_path = shown_url(case.path)  # the address (no password), not the temporary folder
         return volume
     return Path(case.path)
 

@@ -179,7 +179,7 @@ def analyze(
     """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
     from sarcoscope.imaging import CTVolume, read_ct
     from sarcoscope.level import parse_range
-    from sarcoscope.pacs.dicomweb import fetch_series, is_dicomweb, store_results
+    from sarcoscope.pacs.dicomweb import fetch_series, is_dicomweb, shown_url, store_results
     from sarcoscope.pipeline import analyze as run_analysis
 
     def body() -> None:
@@ -205,7 +205,7 @@ def analyze(
                 status.update("retrieving the series from the DICOMweb server…")
                 folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-")))
                 source = read_ct(fetch_series(ct_path, folder, series), series_uid=series)
-                source.source_path = ct_path
+                source.source_path = shown_url(ct_path)  # never the password
             result = run_analysis(
                 source,
                 out_dir=out,

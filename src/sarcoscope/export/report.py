@@ -96,6 +96,7 @@ def _input_summary(volume: CTVolume) -> dict[str, Any]:
 
 #: Reported metadata that identify the study (remapped) or may hold free text (removed when de-identified).
 _UID_METADATA = ("study_instance_uid", "series_instance_uid", "frame_of_reference_uid")
+_REMOVED_CHARACTERISTIC = "removed by de-identification (--keep-patient-characteristics keeps it)"
 _PATIENT_METADATA = {
     "patient_sex": "sex",
     "patient_age_years": "age_years",
@@ -122,6 +123,8 @@ def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: Deident
         for key, assessed in _PATIENT_METADATA.items():
             reported[key] = None
             report["assessment"]["patient"][assessed] = None
+        # BMI and the muscle area's SMI together give the weight: the BMI goes with it (SMI is the result)
+        report["assessment"]["bmi"] = {"status": "not computed", "reason": _REMOVED_CHARACTERISTIC}
     for where in (report, summary):
         kept = (scrub_message(w, policy, volume.source_path, md.contrast_agent) for w in where["warnings"])
         where["warnings"] = [w for w in kept if w is not None]

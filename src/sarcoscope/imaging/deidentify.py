@@ -48,6 +48,7 @@ import re
 import shutil
 import tempfile
 import uuid
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -436,6 +437,34 @@ def mark_deidentified(ds: Dataset, policy: DeidentificationPolicy, *, burned_in:
     ds.LongitudinalTemporalInformationModified = "MODIFIED" if policy.keep_dates_shifted else "REMOVED"
 
 
+#: File meta elements a de-identified file keeps: what reading it needs. The others name the sending and
+#: receiving systems (AE titles, a presentation address) or carry private information, patient text included.
+_FILE_META_KEPT = frozenset(
+    {
+        0x00020000,  # FileMetaInformationGroupLength
+        0x00020001,  # FileMetaInformationVersion
+        0x00020002,  # MediaStorageSOPClassUID
+        0x00020003,  # MediaStorageSOPInstanceUID
+        0x00020010,  # TransferSyntaxUID
+        0x00020012,  # ImplementationClassUID
+        0x00020013,  # ImplementationVersionName
+    }
+)
+
+
+def _clean_file_meta(file_meta: Dataset, ds: Dataset, policy: DeidentificationPolicy) -> None:
+    """Keep only the file meta elements reading needs, naming the (de-identified) instance: the dataset's
+    own SOP UIDs, or when it lacks them (some archives leave them empty) the file meta's, remapped."""
+    for tag in [elem.tag for elem in file_meta if int(elem.tag) not in _FILE_META_KEPT]:
+        del file_meta[tag]
+    instance = str(ds.get("SOPInstanceUID", "") or "")
+    stored = str(file_meta.get("MediaStorageSOPInstanceUID", "") or "")
+    if instance or stored:
+        file_meta.MediaStorageSOPInstanceUID = instance or policy.uid(stored)
+    if ds.get("SOPClassUID"):
+        file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+
+
 def deidentify_dataset(ds: Dataset, policy: DeidentificationPolicy, *, source: str = "") -> None:
     """De-identify `ds` in place (file meta included) by the basic profile and the policy's options.
 
@@ -455,10 +484,10 @@ def deidentify_dataset(ds: Dataset, policy: DeidentificationPolicy, *, source: s
     key = patient_key(str(ds.get("PatientID", "") or ""), str(ds.get("StudyInstanceUID", "") or ""))
     key = key or f"instance:{ds.get('SOPInstanceUID', '')}"
     ctx = _Context(policy, policy.pseudonym(key), policy.date_offset_days(key))
+    _clean(ds, ctx)
     file_meta = getattr(ds, "file_meta", None)
     if file_meta is not None:
-        _clean(file_meta, ctx)
-    _clean(ds, ctx)
+        _clean_file_meta(file_meta, ds, policy)
     if "PatientID" not in ds:
         ds.PatientID = ctx.pseudonym
     mark_deidentified(ds, policy, burned_in=problem is not None)
@@ -466,10 +495,36 @@ def deidentify_dataset(ds: Dataset, policy: DeidentificationPolicy, *, source: s
 
 #: A DICOM UID in a message (four or more numeric components: no version number or decimal).
 _UID_TEXT = re.compile(r"\b\d+(?:\.\d+){3,}\b")
-#: A quoted value in a message (the DICOM reader quotes series descriptions, which may name the patient).
-_QUOTED_TEXT = re.compile(r"'[^']*'|\"[^\"]*\"")
+#: A quoted value in a message (the DICOM reader quotes series descriptions, which may name the patient), as
+#: Python's repr quotes it: in single quotes with \\' escaped when it holds both kinds of quote.
+_QUOTED_TEXT = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 #: Messages about a patient characteristic quote its value.
 _CHARACTERISTIC_TEXT = re.compile(r"\bPatient(?:Size|Weight|Sex|Age)\b")
+
+
+#: At most this many names below an input are read for scrub_message (a case is one series; a cohort's root
+#: is not an input).
+_MAX_NAMES_BELOW = 100_000
+
+
+def _names_below(source_path: str) -> tuple[str, ...]:
+    """Every folder and file name below an input folder or inside an input zip, longest first (they may
+    hold spaces and commas, so a message's path cannot be told from its text alone)."""
+    names: set[str] = set()
+    path = Path(source_path)
+    try:
+        if path.is_dir():
+            for _, dirs, files in os.walk(path):
+                names.update(dirs, files)
+                if len(names) > _MAX_NAMES_BELOW:
+                    break
+        elif path.is_file() and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist()[:_MAX_NAMES_BELOW]:
+                    names.update(part for part in re.split(r"[/\\]", member) if part)
+    except (OSError, zipfile.BadZipFile):
+        pass
+    return tuple(sorted(names, key=len, reverse=True))
 
 
 def scrub_message(
@@ -484,9 +539,17 @@ def scrub_message(
     the policy removes."""
     if not policy.keep_patient_characteristics and _CHARACTERISTIC_TEXT.search(text):
         return None
-    if source_path:  # the full path and anything below it, then the bare name as a word (a zip is named so)
-        text = re.sub(re.escape(str(source_path)) + r"[^\s,;:'\"]*", "<input>", text)
-        text = re.sub(rf"(?<![\w.-]){re.escape(Path(source_path).name)}(?![\w.-])", "<input>", text)
+    if source_path:
+        # the path, or its bare name as a word (a zip is named so), and the names below it that follow it
+        below = _names_below(str(source_path))
+        chain = rf"(?:[/\\](?:{'|'.join(map(re.escape, below))}))*" if below else ""
+        rest = chain + r"[^\s,;:'\"]*"
+        text = re.sub(re.escape(str(source_path)) + rest, "<input>", text)
+        text = re.sub(rf"(?<![\w.-]){re.escape(Path(source_path).name)}(?![\w.-])" + rest, "<input>", text)
+        # a file's name on its own (a NIfTI extracted from a zip is named so)
+        files = [name for name in below if "." in name.strip(".") and len(name) >= 5]
+        if files:
+            text = re.sub(rf"(?<![\w.-])(?:{'|'.join(map(re.escape, files))})(?![\w.-])", "<file>", text)
     if contrast_agent:
         text = text.replace(contrast_agent, "ANONYMIZED")
     text = _UID_TEXT.sub(lambda m: policy.uid(m.group()), text)

@@ -31,7 +31,12 @@ import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.errors import InputError, SarcoscopeError
-from sarcoscope.imaging.deidentify import SECRET_FILE_NAME, DeidentificationPolicy, load_secret
+from sarcoscope.imaging.deidentify import (
+    SECRET_FILE_NAME,
+    DeidentificationPolicy,
+    load_secret,
+    refuse_burned_in,
+)
 from sarcoscope.store import LabelVersion, Store, Study
 from sarcoscope.training.data import EXPORT_MANIFEST
 from sarcoscope.web.volumes import VolumeCache
@@ -90,7 +95,7 @@ def export_training_data(
             if version is None:
                 continue
             try:
-                cases.append(_write_case(store, volumes, study, version, _pseudonym(policy, study), tmp))
+                cases.append(_write_case(store, volumes, study, version, policy, tmp))
             except SarcoscopeError as exc:
                 log.warning("Study %s left out of the training data: %s", study.id, exc)
                 skipped.append({"study_id": study.id, "reason": str(exc)})
@@ -116,10 +121,19 @@ def export_training_data(
 
 
 def _write_case(
-    store: Store, volumes: VolumeCache, study: Study, version: LabelVersion, patient: str, folder: Path
+    store: Store,
+    volumes: VolumeCache,
+    study: Study,
+    version: LabelVersion,
+    policy: DeidentificationPolicy,
+    folder: Path,
 ) -> dict[str, Any]:
+    """One study's corrected slices into the export; refused (InputError) when its pixels may show the
+    patient's name (burned-in annotation): the export names patients only by pseudonym."""
     stack = store.load_labels(study.id, version.version)
-    volume = volumes.get(study)
+    volume = volumes.with_headers(study)
+    refuse_burned_in(volume.dicom_headers or [], policy)
+    patient = _pseudonym(policy, study)
     hu = np.asarray(volume.hu[stack.indices])
     if hu.shape != stack.labels.shape:
         raise InputError(
