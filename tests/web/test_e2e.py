@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -47,11 +48,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _running(settings: WebSettings) -> Iterator[str]:
-    """The app on a free loopback port in a background thread; yields its base URL."""
+def _running(settings: WebSettings, app: Any = None) -> Iterator[str]:
+    """The app (made from `settings` unless given) on a free loopback port in a background thread; yields
+    its base URL."""
     import uvicorn
 
-    app = create_app(settings)
+    app = app if app is not None else create_app(settings)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)

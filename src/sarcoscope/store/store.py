@@ -152,7 +152,8 @@ class Store:
             else:
                 open_private(db).close()
             database_url = f"sqlite:///{db}"
-        self.engine: Engine = create_engine(database_url, future=True)
+        # hide_parameters: a failed statement's log line must not carry the values (patient facts, UIDs)
+        self.engine: Engine = create_engine(database_url, future=True, hide_parameters=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -344,17 +345,40 @@ class Store:
             return list(s.scalars(q))
 
     def update_study(
-        self, study_id: str, actor: str, action: str, client: str | None = None, **fields: Any
+        self,
+        study_id: str,
+        actor: str,
+        action: str,
+        client: str | None = None,
+        *,
+        proposed_selection: dict[str, Any] | None = None,
+        expected_patient: dict[str, Any] | None = None,
+        **fields: Any,
     ) -> Study:
-        """Change study fields (selection, localization, patient, status) and audit the new values."""
+        """Change study fields (selection, localization, patient, status) and audit the new values.
+
+        `proposed_selection` (the localizer's) becomes the selection only if the study has none when this
+        is written: a selection a person saved while the localizer ran is theirs and stays.
+        `expected_patient`: the patient facts the change was based on; ConflictError when the stored ones
+        differ (another tab or user saved meanwhile), as a stale label save is refused.
+        """
         allowed = {"selection", "localization", "patient", "status"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update study fields {sorted(unknown)}")
         with self.session() as s:
-            study = s.get(Study, study_id)
+            study = s.scalars(select(Study).where(Study.id == study_id).with_for_update()).one_or_none()
             if study is None:
                 raise NotFoundError(f"No study with id '{study_id}'.")
+            if expected_patient is not None:
+                stored = {key: (study.patient or {}).get(key) for key in expected_patient}
+                if stored != expected_patient:
+                    raise ConflictError(
+                        "The patient facts were changed (in another tab or by another user) since this "
+                        "page loaded them; reload the study to see them, then save again."
+                    )
+            if proposed_selection is not None and study.selection is None:
+                fields = {**fields, "selection": proposed_selection}
             for key, value in fields.items():
                 setattr(study, key, value)
             details = {k: v for k, v in fields.items() if k != "localization"}

@@ -192,7 +192,8 @@ class AnalysisCache:
 
     def get(self, study: Study, version: int | None) -> dict[str, Any]:
         row = self.store.get_version(study.id, version)
-        key = json.dumps([study.id, row.version, study.patient], sort_keys=True)
+        # the localizer's levels name the analysed slices ("Not L3"): a new localization is a new analysis
+        key = json.dumps([study.id, row.version, study.patient, study.localization], sort_keys=True)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)

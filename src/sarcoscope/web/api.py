@@ -86,11 +86,16 @@ class RestoreIn(Body):
     base_version: int = Field(ge=1, le=MAX_INT)
 
 
-class PatientIn(Body):
+class PatientFacts(Body):
     height_cm: float | None = Field(default=None, gt=50, lt=260)
     weight_kg: float | None = Field(default=None, gt=2, lt=500)
     sex: Literal["M", "F"] | None = None
     cutoff_set: str | None = Field(default=None, max_length=64)
+
+
+class PatientIn(PatientFacts):
+    #: the facts the form was loaded with: a save based on facts changed meanwhile is refused (409)
+    previous: PatientFacts | None = None
 
 
 def iso_utc(when: dt.datetime | None) -> str | None:
@@ -387,11 +392,10 @@ def localize(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str,
         result = {"error": for_ui(str(exc))}
     for flag in result.get("flags") or []:
         flag["reason"] = for_ui(str(flag.get("reason", "")))
-    fields: dict[str, Any] = {"localization": result}
     proposal = analysis.selection_from_localization(result, volume.n_slices)
-    if study.selection is None and proposal is not None:
-        fields["selection"] = proposal
-    study = ctx.store.update_study(study_id, user, "localize", client_of(request), **fields)
+    study = ctx.store.update_study(
+        study_id, user, "localize", client_of(request), localization=result, proposed_selection=proposal
+    )
     return study_json(ctx, study)
 
 
@@ -683,7 +687,12 @@ def set_patient(study_id: str, body: PatientIn, request: Request, ctx: Ctx, user
             422, f"Unknown cutoff set '{body.cutoff_set}'. Available: {', '.join(available_cutoff_sets())}."
         )
     study = ctx.store.update_study(
-        study_id, user, "patient-info", client_of(request), patient=body.model_dump()
+        study_id,
+        user,
+        "patient-info",
+        client_of(request),
+        patient=body.model_dump(exclude={"previous"}),
+        expected_patient=body.previous.model_dump() if body.previous is not None else None,
     )
     return study_json(ctx, study)
 

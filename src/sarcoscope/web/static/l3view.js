@@ -279,6 +279,7 @@ async function saveSelection() {
 }
 
 async function segmentSelected() {
+  if (state.dirty && !confirm("Segmenting makes a new version: discard your unsaved edit?")) return;
   const button = $("segment");
   button.disabled = true;
   message("Segmenting…");

@@ -305,6 +305,7 @@ function redo() {
 
 function markDirty() {
   state.dirty = true;
+  state.edits += 1;
   updateButtons();
 }
 
@@ -320,15 +321,18 @@ async function saveLabels() {
   const button = $("save-labels");
   button.disabled = true;
   message("Saving…");
+  // what is sent is the labels as they are now; strokes painted while the save runs are not in it
+  const sent = state.edits;
   try {
     const response = await api(
       `/api/studies/${state.study.id}/labels?base_version=${state.version}`,
-      {method: "POST", headers: {"Content-Type": "application/octet-stream"}, body: state.labels});
+      {method: "POST", headers: {"Content-Type": "application/octet-stream"}, body: state.labels.slice()});
     const saved = await response.json();
     state.version = saved.version;
     state.study.latest_version = saved.version;
-    state.dirty = false;
-    message(`Saved as version ${saved.version}.`);
+    state.dirty = state.edits !== sent;
+    message(state.dirty ? `Saved as version ${saved.version}; your newer strokes are not saved yet.`
+      : `Saved as version ${saved.version}.`);
     await refreshSide();
   } catch (err) {
     message(err.message, true);

@@ -29,6 +29,7 @@ export const state = {
   undo: [],
   redo: [],
   dirty: false,
+  edits: 0, // counts changes to the labels: a save clears `dirty` only if none came while it ran
   lastHash: "#/",
 };
 

@@ -19,10 +19,14 @@ export async function restoreViewed() {
 export async function savePatient(e) {
   e.preventDefault();
   const num = (id) => ($(id).value === "" ? null : Number($(id).value));
+  // the facts this form was loaded with: the server refuses the save (409) if they changed meanwhile
+  const was = state.study.patient || {};
+  const previous = {height_cm: was.height_cm ?? null, weight_kg: was.weight_kg ?? null,
+    sex: was.sex ?? null, cutoff_set: was.cutoff_set ?? null};
   try {
     state.study = await sendJSON(`/api/studies/${state.study.id}/patient`, "PUT", {
       height_cm: num("height"), weight_kg: num("weight"), sex: $("sex").value || null,
-      cutoff_set: $("cutoff-set").value || null,
+      cutoff_set: $("cutoff-set").value || null, previous,
     });
     await refreshSide();
     message("Patient facts saved.");

@@ -1,0 +1,103 @@
+"""Two people (or two tabs, or a person and the localizer) changing one study: what one saved is never
+silently replaced by the other, and what the app shows follows what is stored."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from test_api import segmented, upload
+from web_synth import write_series
+
+import sarcoscope.level.localization as localization
+
+
+class _Localized:
+    """What the localizer returns, as the web app reads it: L3 on slices 8-10, L4 on 3-7."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "l3_mid": 9,
+            "confidence": 0.9,
+            "flags": [],
+            "vertebrae": {"L4": {"first": 3, "last": 7}, "L3": {"first": 8, "last": 10}},
+        }
+
+
+def test_a_selection_saved_while_the_localizer_runs_is_kept(
+    client: TestClient, series: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow_locate(volume: Any) -> _Localized:  # a real localizer takes seconds on a real CT
+        started.set()
+        assert release.wait(10)
+        return _Localized()
+
+    monkeypatch.setattr(localization, "locate_l3", slow_locate)
+    sid = upload(client, series)["id"]
+    answer: dict[str, Any] = {}
+    worker = threading.Thread(
+        target=lambda: answer.update(r=client.post(f"/api/studies/{sid}/localize", json={}))
+    )
+    worker.start()  # the UI posts this when it opens a new study's L3 view
+    assert started.wait(10)
+    mine = {"mode": "range", "first": 2, "last": 4}
+    assert client.put(f"/api/studies/{sid}/selection", json=mine).json()["selection"] == mine
+    release.set()
+    worker.join(10)
+    assert answer["r"].status_code == 200 and answer["r"].json()["localization"]["l3_mid"] == 9
+    assert client.get(f"/api/studies/{sid}").json()["selection"] == mine
+    # a study nobody selected on takes the localizer's proposal
+    other = upload(client, write_series(tmp_path / "other", seed=7, patient_id="PAT-7"))["id"]
+    monkeypatch.setattr(localization, "locate_l3", lambda volume: _Localized())
+    client.post(f"/api/studies/{other}/localize", json={})
+    assert client.get(f"/api/studies/{other}").json()["selection"]["first"] >= 8
+
+
+def test_the_analysis_follows_a_new_localization(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The analysis names the analysed slices' levels ("Not L3 …"): localizing after segmenting changes it."""
+    sid, _ = segmented(client, series, first=4, last=6)
+    before = client.get(f"/api/studies/{sid}/analysis").json()
+    assert not any("Not L3" in w for w in before["warnings"])
+    monkeypatch.setattr(localization, "locate_l3", lambda volume: _Localized())
+    assert client.post(f"/api/studies/{sid}/localize", json={}).status_code == 200
+    after = client.get(f"/api/studies/{sid}/analysis").json()
+    assert set(after["levels"].values()) == {"L4"}
+    assert any("Not L3" in w for w in after["warnings"])
+
+
+def test_patient_facts_saved_from_a_stale_form_are_refused(client: TestClient, series: list[Path]) -> None:
+    """Tab A loaded the study, tab B saved height, weight and sex; tab A's save, based on the facts it
+    loaded, is refused (409) instead of erasing them. A save based on the current facts goes through."""
+    sid, _ = segmented(client, series)
+    loaded = client.get(f"/api/studies/{sid}").json()["patient"] or {}
+    empty = {key: loaded.get(key) for key in ("height_cm", "weight_kg", "sex", "cutoff_set")}
+    tab_b = {"height_cm": 172.0, "weight_kg": 81.0, "sex": "M", "cutoff_set": None}
+    assert client.put(f"/api/studies/{sid}/patient", json={**tab_b, "previous": empty}).status_code == 200
+    tab_a = {**empty, "cutoff_set": "martin2013", "previous": empty}
+    r = client.put(f"/api/studies/{sid}/patient", json=tab_a)
+    assert r.status_code == 409 and "reload the study" in r.json()["detail"]
+    assert client.get(f"/api/studies/{sid}").json()["patient"] == tab_b
+    r = client.put(
+        f"/api/studies/{sid}/patient", json={**tab_b, "cutoff_set": "martin2013", "previous": tab_b}
+    )
+    assert r.status_code == 200 and r.json()["patient"]["cutoff_set"] == "martin2013"
+
+
+def test_a_failed_statement_does_not_carry_its_values_into_the_log(client: TestClient) -> None:
+    """SQLAlchemy puts a failed statement's parameters into its error text, which the server logs: the
+    store's engine hides them (they can be a patient's facts or a series UID)."""
+    store = client.app.state.ctx.store
+    with store.engine.connect() as conn, pytest.raises(DBAPIError) as failed:
+        conn.execute(
+            text("SELECT no_such_column FROM studies WHERE patient_id = :pid"), {"pid": "Jansen^Piet"}
+        )
+    assert "Jansen" not in str(failed.value)

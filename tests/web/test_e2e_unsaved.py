@@ -1,0 +1,101 @@
+"""End-to-end: an edit on screen is never marked saved when it is not, and never discarded without asking
+(Debian's chromium, driven by Playwright, against a live server; see test_e2e)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from test_e2e import ARGS, CHROMIUM, _is_muscle_colour, _overlay_pixel, _running, _wait_text
+from web_synth import multipart
+
+from sarcoscope.web import WebSettings, create_app
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
+)
+
+
+@contextmanager
+def _label_view(tmp_path: Path, series: list[Path]) -> Iterator[tuple[Any, Any, str, str]]:
+    """(the app, a page on the label view of a segmented study, the server URL, the study id)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    app = create_app(WebSettings(data_dir=tmp_path / "data", default_engine="threshold", prerender=False))
+    with _running(app.state.ctx.settings, app) as url:
+        sid = httpx.post(f"{url}/api/studies", files=multipart(series), timeout=60).json()["id"]
+        httpx.put(f"{url}/api/studies/{sid}/selection", json={"mode": "slice", "first": 5}).raise_for_status()
+        httpx.post(
+            f"{url}/api/studies/{sid}/segment", json={"engine": "threshold"}, timeout=60
+        ).raise_for_status()
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            page = browser.new_context(viewport={"width": 1360, "height": 840}, bypass_csp=True).new_page()
+            page.goto(f"{url}/#/study/{sid}/label")
+            page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+            page.keyboard.press("1")  # paint muscle
+            page.fill("#brush-size", "8")
+            page.dispatch_event("#brush-size", "input")
+            yield app, page, url, sid
+            browser.close()
+
+
+def _stroke(page: Any, fx: float, fy: float) -> None:
+    """A horizontal brush stroke from (fx, fy), fractions of the editor's width and height."""
+    box = page.locator("#edit-cursor").bounding_box()
+    x0, y0 = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + box["width"] * 0.2, y0, steps=8)
+    page.mouse.up()
+
+
+def test_a_stroke_painted_while_a_save_runs_stays_unsaved(tmp_path: Path, series: list[Path]) -> None:
+    """The save sends the labels as they were when it started; a stroke painted meanwhile keeps the editor
+    "Save *" (and the leave-page warning) until it is saved itself."""
+    with _label_view(tmp_path, series) as (app, page, _, _sid):
+        store = app.state.ctx.store
+        save = store.save_version
+
+        def slow_save(*args: Any, **kwargs: Any) -> Any:  # a large stack or a busy disk
+            time.sleep(2.0)
+            return save(*args, **kwargs)
+
+        _stroke(page, 0.06, 0.08)  # stroke A
+        store.save_version = slow_save
+        page.keyboard.press("Control+s")
+        page.wait_for_timeout(300)
+        _stroke(page, 0.06, 0.92)  # stroke B, while "Saving…"
+        _wait_text(page, "study-message", "Saved as version 2; your newer strokes are not saved yet")
+        store.save_version = save
+        page.wait_for_function("document.getElementById('save-labels').textContent === 'Save *'")
+        assert page.locator("#save-labels").is_enabled()
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 3.")
+        page.reload()
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.92))
+
+
+def test_segmenting_asks_before_it_discards_an_unsaved_edit(tmp_path: Path, series: list[Path]) -> None:
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        _stroke(page, 0.06, 0.08)
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.click("#tab-l3")
+        page.wait_for_selector("#segment:visible")
+        page.click("#segment")
+        page.wait_for_timeout(500)
+        assert dialogs and "discard your unsaved edit" in dialogs[0]
+        # dismissed: nothing segmented, the edit still there to save
+        assert [v["source"] for v in httpx.get(f"{url}/api/studies/{sid}/versions").json()] == ["segment"]
+        page.click("#tab-label")
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
