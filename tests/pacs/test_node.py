@@ -63,6 +63,7 @@ def node(tmp_path: Path, orthanc: Orthanc) -> Iterator[Node]:
         push_to=Peer(orthanc.aet, "127.0.0.1", orthanc.dicom_port),
         push_dicomweb=orthanc.dicomweb,
         allowed_aets=["SENDER"],
+        late_window=0.0,  # analysed series' images are deleted at once (tests/pacs/test_node_late_images.py)
     )
     listening = Node(settings)
     listening.start()
@@ -94,7 +95,10 @@ def test_received_series_are_analysed_and_results_sent_back(
     error = (node.results / whole[0].SeriesInstanceUID / "error.txt").read_text()
     assert "Use --slice/--range" in error and str(node.incoming) not in error
     assert (node.incoming / whole[0].StudyInstanceUID / whole[0].SeriesInstanceUID).is_dir()  # kept
-    assert not (node.incoming / single.StudyInstanceUID).exists()  # analysed: deleted
+    deadline = time.monotonic() + 10
+    while (node.incoming / single.StudyInstanceUID).exists():  # analysed: deleted by the next pass
+        assert time.monotonic() < deadline, "the analysed series' images were not deleted"
+        time.sleep(0.1)
     assert (node.results / single.SeriesInstanceUID / "report.json").is_file()
     assert node.settings.out.stat().st_mode & 0o777 == 0o700  # patient data: owner only
     # a node started again on the same folder analyses what was left in incoming/ (here: fails again)

@@ -119,6 +119,13 @@ def listen(
     keep_images: Annotated[
         bool, typer.Option(help="Keep the received images after a successful analysis.")
     ] = False,
+    late_window: Annotated[
+        float,
+        typer.Option(
+            help="Seconds an analysed series' images are kept (unless --keep-images): images of it arriving "
+            "until then make the whole series analysed again."
+        ),
+    ] = 600.0,
 ) -> None:
     """Receive CT series by DICOM C-STORE, analyse each complete series, send the results back."""
     import logging
@@ -141,6 +148,7 @@ def listen(
                 push_dicomweb=push_dicomweb,
                 allowed_aets=list(allow_aet or []),
                 keep_images=keep_images,
+                late_window=late_window,
             )
         )
         if not logging.getLogger("sarcoscope").handlers:

@@ -355,14 +355,25 @@ class DICOMwebServer:
         return ct[0]
 
     def retrieve_series(
-        self, study_uid: str, series_uid: str, folder: Path, max_bytes: int | None = None
+        self,
+        study_uid: str,
+        series_uid: str,
+        folder: Path,
+        max_bytes: int | None = None,
+        expected: int | None = None,
     ) -> int:
         """Write the instances of a series into `folder` as they arrive (one file each); return how many.
 
         `max_bytes`: stop with SeriesTooLarge once the files written exceed it (the web app's upload
-        limit)."""
+        limit). `expected`: how many instances the server reports for the series (asked when not given);
+        fewer arriving is an error: a response that ends early (a dropped connection, a crashed worker)
+        holds whole instances that would otherwise pass for the complete series.
+        """
         check_uid(study_uid, "StudyInstanceUID")
         check_uid(series_uid, "SeriesInstanceUID")
+        if expected is None:
+            listed = (s.n_instances for s in self.series(study_uid) if s.series_uid == series_uid)
+            expected = next(listed, None)
         folder.mkdir(parents=True, exist_ok=True)
         count = total = 0
         try:
@@ -380,6 +391,12 @@ class DICOMwebServer:
         if count == 0:
             raise DICOMwebServerError(
                 f"The DICOMweb server {self.shown} returned no instances of series {series_uid}.", 404
+            )
+        if expected is not None and count < expected:
+            raise DICOMwebServerError(
+                f"The DICOMweb server {self.shown} sent {count} of the {expected} instances of series "
+                f"{series_uid} (the response ended early); nothing was kept, try again.",
+                502,
             )
         return count
 

@@ -4,15 +4,17 @@ capture back by C-STORE (`push_to`) or STOW-RS (`push_dicomweb`): the hands-free
 
 The output folder (owner-only) holds `incoming/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` (each file
 written atomically) and `results/<SeriesUID>/` (the files `sarcoscope analyze` writes; `error.txt` when
-the series could not be analysed or its results not sent). A series' images are deleted after a
-successful analysis unless `keep_images`. Images arriving for a series already analysed make it analysed
-again; the series a stopped node left in incoming/ (not analysed, or failed) are analysed again when it
-starts.
+the series could not be analysed or its results not sent). A series' images are deleted `late_window`
+seconds after a successful analysis (never with `keep_images`): images of it arriving until then make the
+whole series analysed again; images arriving later, fewer than it was analysed with, are refused (a
+fragment is not the series) and kept until the rest is sent again. The series a stopped node left in
+incoming/ (not analysed, or failed) are analysed again when it starts.
 The log names series by their UIDs, never a patient's name, ID or dates.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -92,6 +94,19 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
     return sent
 
 
+#: Written into a series' image folder once it is analysed (the number of images): a restarted node then
+#: waits for late images of it instead of analysing it again.
+ANALYSED_MARKER = ".analysed"
+
+
+def _slices_analysed(out: Path) -> int | None:
+    """How many slices the series' earlier analysis read (its report.json), None without one."""
+    try:
+        return int(json.loads((out / "report.json").read_text(encoding="utf-8"))["input"]["shape_zyx"][0])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
 @dataclass
 class ListenSettings:
     """What `sarcoscope listen` does with what it receives."""
@@ -108,6 +123,8 @@ class ListenSettings:
     #: Calling AE titles allowed to send (empty: any).
     allowed_aets: list[str] = field(default_factory=list)
     keep_images: bool = False
+    #: Seconds an analysed series' images are kept for late images of it (a scanner pausing mid-series).
+    late_window: float = 600.0
 
 
 class Node:
@@ -117,6 +134,8 @@ class Node:
     def __init__(self, settings: ListenSettings) -> None:
         if settings.settle < 0:
             raise SarcoscopeError("--settle must be 0 seconds or more.")
+        if settings.late_window < 0:
+            raise SarcoscopeError("--late-window must be 0 seconds or more.")
         if not 0 < len(settings.aet) <= 16:
             raise SarcoscopeError("The AE title must be 1 to 16 characters long.")
         from sarcoscope.segmentation import get_engine
@@ -129,6 +148,7 @@ class Node:
             DICOMwebServer(parse_dicomweb_root(settings.push_dicomweb)) if settings.push_dicomweb else None
         )
         self._pending: dict[tuple[str, str], float] = {}
+        self._analysed_at: dict[tuple[str, str], float] = {}  # images kept for late arrivals, since
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._server: Any = None
@@ -171,12 +191,22 @@ class Node:
         )
 
     def _resume(self) -> None:
-        """Queue the series a stopped node left in incoming/ (received, not yet analysed or failed)."""
+        """Queue the series a stopped node left in incoming/ (received, not yet analysed or failed); those
+        analysed with every image they hold wait for late images again, then are deleted."""
         now = time.monotonic()
         with self._lock:
             for folder in sorted(self.incoming.glob("*/*")):
-                if folder.is_dir() and any(folder.glob("*.dcm")):
-                    self._pending[(folder.parent.name, folder.name)] = now
+                if not (folder.is_dir() and any(folder.glob("*.dcm"))):
+                    continue
+                key = (folder.parent.name, folder.name)
+                marker = folder / ANALYSED_MARKER
+                done = marker.is_file() and all(
+                    f.stat().st_mtime <= marker.stat().st_mtime for f in folder.glob("*.dcm")
+                )
+                if done:
+                    self._analysed_at[key] = now
+                else:
+                    self._pending[key] = now
         if self._pending:
             log.info("%d series received before a restart are queued again", len(self._pending))
 
@@ -203,6 +233,7 @@ class Node:
             return 0xA700  # out of resources
         with self._lock:
             self._pending[(study, series)] = time.monotonic()
+            self._analysed_at.pop((study, series), None)  # analysed again, with these images
         return 0x0000
 
     # -- analysing ----------------------------------------------------------------------------------
@@ -213,19 +244,38 @@ class Node:
             ready = [key for key, last in self._pending.items() if now - last >= self.settings.settle]
             for key in ready:
                 del self._pending[key]
+            expired = [k for k, t in self._analysed_at.items() if now - t >= self.settings.late_window]
+            for key in expired:
+                del self._analysed_at[key]
         for study, series in ready:
-            self._analyse(study, series)
+            self._analyse(study, series, now)
+        for study, series in expired:
+            self._delete_images(self.incoming / study / series)
         return len(ready)
 
-    def _analyse(self, study: str, series: str) -> None:
+    def _delete_images(self, images: Path) -> None:
+        shutil.rmtree(images, ignore_errors=True)
+        if images.parent.is_dir() and not any(images.parent.iterdir()):
+            images.parent.rmdir()
+
+    def _analyse(self, study: str, series: str, now: float) -> None:
         from sarcoscope.export.writer import dicom_result_files
         from sarcoscope.pipeline import analyze
 
         images = self.incoming / study / series
         out = self.results / series
         error = out / "error.txt"
+        marker = images / ANALYSED_MARKER
         try:
             count = len(list(images.glob("*.dcm")))
+            earlier = _slices_analysed(out) if not marker.is_file() else None
+            if earlier is not None and count < earlier:
+                raise SarcoscopeError(
+                    f"{count} images of this series arrived after it was analysed with {earlier} and its "
+                    f"images were deleted ({self.settings.late_window:g} s later); a fragment is not the "
+                    "series, so the results here are still those of that analysis. Send the whole series "
+                    "again to analyse it with them."
+                )
             log.info("series %s: %d images received; analysing", series, count)
             analyze(images, out_dir=out, engine=self.settings.engine)
             error.unlink(missing_ok=True)
@@ -240,13 +290,14 @@ class Node:
             out.mkdir(parents=True, exist_ok=True)
             error.write_text(reason + "\n", encoding="utf-8")
             log.error("series %s not analysed or not sent: %s", series, reason)
+            marker.unlink(missing_ok=True)  # failed: kept, and analysed again at the next start
             self.failed.append(series)
             return
         self.analysed.append(series)
         if not self.settings.keep_images:
-            shutil.rmtree(images, ignore_errors=True)
-            if images.parent.is_dir() and not any(images.parent.iterdir()):
-                images.parent.rmdir()
+            marker.write_text(f"{count}\n", encoding="utf-8")
+            with self._lock:
+                self._analysed_at[(study, series)] = now
 
     def _send(self, study: str, series: str, files: list[Path]) -> None:
         if self.settings.push_to is not None:

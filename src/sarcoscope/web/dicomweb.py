@@ -139,7 +139,13 @@ def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, u
     work = ctx.store.new_tmp_dir()
     try:
         try:
-            server.retrieve_series(study_uid, series_uid, work, max_bytes=ctx.settings.max_upload_bytes)
+            server.retrieve_series(
+                study_uid,
+                series_uid,
+                work,
+                max_bytes=ctx.settings.max_upload_bytes,
+                expected=known[series_uid].n_instances,
+            )
         except SeriesTooLarge as exc:
             raise HTTPException(413, str(exc)) from None
         parts = [UploadedPart(p.name, p, p.stat().st_size) for p in sorted(work.glob("*.dcm"))]

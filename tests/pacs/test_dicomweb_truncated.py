@@ -1,0 +1,116 @@
+"""A WADO-RS response that ends early (a dropped proxy connection, a crashed PACS worker) holds whole
+instances that would pass for the complete series: the retrieval compares what arrived with the count the
+server reports and refuses a short series, on the command line and in the web app (nothing imported, so
+the complete series can be imported later). Orthanc cannot drop a response half way, so a small HTTP
+server does, without the closing multipart boundary and without Content-Length."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+
+from sarcoscope.errors import InputError
+from sarcoscope.imaging import CTMetadata, write_dicom_series
+from sarcoscope.pacs.dicomweb import fetch_series
+from sarcoscope.web import WebSettings, create_app
+
+BOUNDARY = "cutboundary"
+
+
+@pytest.fixture
+def series(tmp_path: Path) -> list[Path]:
+    """A 12-slice CT series of soft tissue in air (enough for the web app to import it)."""
+    hu = np.full((12, 64, 64), -1000, np.int16)
+    hu[:, 8:56, 8:56] = 40
+    return write_dicom_series(hu, (3.0, 4.0, 4.0), tmp_path / "series", metadata=CTMetadata(patient_id="P-1"))
+
+
+@contextmanager
+def _pacs(files: list[Path], send: list[int]) -> Iterator[str]:
+    """A DICOMweb server with one CT series of `files`; its n-th retrieval sends `send[n]` instances (the
+    last value from then on) and ends without the closing boundary unless all were sent. Yields its URL."""
+    heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    study, series = str(heads[0].StudyInstanceUID), str(heads[0].SeriesInstanceUID)
+    blobs = [f.read_bytes() for f in files]
+    served = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # no Content-Length: the transport cannot tell the body is short
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == f"/studies/{study}/series":
+                listing = [
+                    {
+                        "0020000E": {"vr": "UI", "Value": [series]},
+                        "00080060": {"vr": "CS", "Value": ["CT"]},
+                        "00201209": {"vr": "IS", "Value": [len(blobs)]},
+                    }
+                ]
+                self.send_response(200)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.end_headers()
+                self.wfile.write(json.dumps(listing).encode())
+            elif path == f"/studies/{study}/series/{series}":
+                n = send[min(len(served), len(send) - 1)]
+                served.append(n)
+                self.send_response(200)
+                self.send_header(
+                    "Content-Type", f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+                )
+                self.end_headers()
+                for blob in blobs[:n]:
+                    self.wfile.write(
+                        f"\r\n--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + blob
+                    )
+                if n == len(blobs):
+                    self.wfile.write(f"\r\n--{BOUNDARY}--\r\n".encode())
+            else:
+                self.send_response(404)
+                self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_a_short_retrieval_is_refused_on_the_command_line(series: list[Path], tmp_path: Path) -> None:
+    study = str(pydicom.dcmread(series[0], stop_before_pixels=True).StudyInstanceUID)
+    with _pacs(series, send=[8, len(series)]) as url:
+        with pytest.raises(InputError, match=f"sent 8 of the {len(series)} instances"):
+            fetch_series(f"dicomweb+{url}/studies/{study}", tmp_path / "short")
+        assert len(
+            list(fetch_series(f"dicomweb+{url}/studies/{study}", tmp_path / "whole").glob("*.dcm"))
+        ) == len(series)
+
+
+def test_a_short_retrieval_is_not_imported_and_the_whole_one_is(series: list[Path], tmp_path: Path) -> None:
+    study = str(pydicom.dcmread(series[0], stop_before_pixels=True).StudyInstanceUID)
+    with _pacs(series, send=[8, len(series)]) as url:
+        app = create_app(WebSettings(data_dir=tmp_path / "data", dicomweb_url=url))
+        try:
+            with TestClient(app) as client:
+                (listed,) = client.get(f"/api/pacs/studies/{study}/series").json()
+                route = f"/api/pacs/studies/{study}/series/{listed['series_uid']}/import"
+                short = client.post(route)
+                assert short.status_code == 502 and "ended early" in short.json()["detail"]
+                assert client.get("/api/studies").json() == []
+                whole = client.post(route)
+                assert whole.status_code == 201 and whole.json()["n_slices"] == len(series)
+        finally:
+            app.state.ctx.store.close()
