@@ -9,7 +9,8 @@
    too. Each slice is thus predicted by a model that never saw it: these predictions are the accuracy reported
    for the recipe (README, model card, docs/validation/real-*-cv/) and the evidence that chooses the default
    engine (sarcoscope.validation.evidence).
-3. **Final model**: the same fine-tuning on every real slice; this is the model that ships.
+3. **Final model**: the same fine-tuning on every real slice; this is the model that ships (not trained
+   with `--keep-model`).
    Overlays of every case, worst first, go to WORK/real-unet-cv-gallery/ (real CT stays out of the repo).
 4. `--install` copies the final model (ONNX, model card, history plot) into the package
    (src/sarcoscope/segmentation/models/; not with `--keep-model`, for when the shipped model measured
@@ -77,8 +78,9 @@ def main() -> None:
     parser.add_argument(
         "--keep-model",
         action="store_true",
-        help="with --install: keep the shipped model (when it measured better on the slices it never saw "
-        "than this recipe's leave-one-out models); install the decision, README table and docs",
+        help="keep the shipped model (when it measured better on the slices it never saw than this "
+        "recipe's leave-one-out models): the final model is not trained; with --install, install the "
+        "decision, README table and docs",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -117,18 +119,21 @@ def main() -> None:
     print(table)
     print(f"default engine: {choice.engine} ({choice.reason})")
 
-    final = train_or_resume(MODELS / "finetune.yaml", work / "final", cases=cases, **finetune)
-    attach_evaluation(
-        final,
-        "Leave-one-patient-out on the real L3 slices with reference labels (../shared/data/real/l3_slices): "
-        "each row is a slice segmented by a model fine-tuned exactly like this one but **without that "
-        "slice** (the shipped model itself has seen all of them, so its own scores on them would not be a "
-        'test). "unet" = HU refinement on (default), "unet-mirror" = the same with mirror averaging, '
-        '"unet-raw" = the network\'s arg-max, "threshold" = the classical baseline engine, all on the '
-        "slices' own grids; muscle area error = 100·(predicted − reference)/reference.\n\n"
-        + table
-        + f"\n\nDefault engine by the rule ({RULE}): **{choice.engine}** — {choice.reason}.",
-    )
+    final = None
+    if not args.keep_model:  # kept: the final model would not be installed, so it is not trained
+        final = train_or_resume(MODELS / "finetune.yaml", work / "final", cases=cases, **finetune)
+        attach_evaluation(
+            final,
+            "Leave-one-patient-out on the real L3 slices with reference labels "
+            "(../shared/data/real/l3_slices): each row is a slice segmented by a model fine-tuned exactly "
+            "like this one but **without that slice** (the shipped model itself has seen all of them, so its "
+            'own scores on them would not be a test). "unet" = HU refinement on (default), "unet-mirror" = '
+            "the same with mirror averaging, "
+            '"unet-raw" = the network\'s arg-max, "threshold" = the classical baseline engine, all on the '
+            "slices' own grids; muscle area error = 100·(predicted − reference)/reference.\n\n"
+            + table
+            + f"\n\nDefault engine by the rule ({RULE}): **{choice.engine}** — {choice.reason}.",
+        )
     for name in ("unet", "unet-raw"):  # the threshold engine is not trained: docs/validation/real-threshold
         run_validation(
             predictions / name,
@@ -148,7 +153,7 @@ def main() -> None:
         title="Engine 'unet' on the real L3 slices, leave-one-patient-out, with overlays",
     )
     if args.install:
-        if not args.keep_model:
+        if final is not None:
             for name in (MODEL_FILE, CARD_FILE, CARD_MD_FILE, "history.png"):
                 shutil.copy2(final / name, MODELS / name)
         decision = {**choice.as_dict(), "decided_by": "scripts/train_default_model.py", "cases": cases}
