@@ -272,6 +272,42 @@ def test_demo(tmp_path: Path) -> None:
     assert f"muscle {truth['muscle']:.1f} cm², measured {muscle:.1f}" in text
 
 
+def test_a_phantom_goes_into_a_new_or_empty_folder_and_bad_options_are_clear(tmp_path: Path) -> None:
+    """Two phantoms in one folder mixed their slices (one series UID, two geometries); options out of range
+    ended in tracebacks."""
+    out = tmp_path / "ph"
+    first = _invoke("phantom", out, "--kind", "slice", "--size", "64", "--format", "nifti")
+    assert first.exit_code == 0, first.output
+    before = sorted(p.name for p in out.iterdir())
+    again = _invoke("phantom", out, "--kind", "slice", "--size", "64", "--seed", "3", "--format", "nifti")
+    assert again.exit_code == 1 and "already holds files" in " ".join(again.output.split())
+    assert sorted(p.name for p in out.iterdir()) == before
+    (tmp_path / "file").write_text("x")
+    for args, message in (
+        (("phantom", tmp_path / "file"), "is a file"),
+        (("phantom", tmp_path / "n1", "--seed", "-1"), "--seed must be 0 or more"),
+        (("phantom", tmp_path / "n2", "--size", "32"), "--size must be 64 to 2048"),
+        (("phantom", tmp_path / "n3", "--thickness", "nan"), "--thickness must be more than 0"),
+        (("demo", "-o", tmp_path / "file"), "is a file, not a folder"),
+    ):
+        result = _invoke(*args)
+        assert result.exit_code == 1 and message in " ".join(result.output.split()), (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_a_path_that_is_not_utf8_is_refused_with_its_name(tmp_path: Path) -> None:
+    name = tmp_path / "M\udcfcller.nii.gz"  # 'Müller' in Latin-1, as Python names such a file
+    (tmp_path / "ph").mkdir()
+    assert (
+        _invoke("phantom", tmp_path / "ph", "--kind", "slice", "--size", "64", "--format", "nifti").exit_code
+        == 0
+    )
+    (tmp_path / "ph" / "ct.nii.gz").rename(name)
+    result = _invoke("analyze", name, "-o", tmp_path / "out", "--engine", "threshold", "--no-quality")
+    assert result.exit_code == 1 and "is not valid UTF-8" in result.output and "\\udcfc" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_cutoffs_lists_every_set() -> None:
     result = _invoke("cutoffs")
     assert result.exit_code == 0

@@ -12,8 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from sarcoscope.batch import discover_cases, read_manifest, run_batch
+from sarcoscope.batch.cases import RESULT_COLUMNS
 from sarcoscope.cli import app
-from sarcoscope.errors import InputError
+from sarcoscope.errors import InputError, OutputError
 from sarcoscope.imaging import write_dicom_series
 from sarcoscope.phantom import make_slice
 
@@ -174,3 +175,61 @@ def test_a_bad_engine_or_cutoff_set_is_refused_once_before_any_case(cohort: Path
         assert not (tmp_path / "o" / "cases").exists()
     result = CliRunner().invoke(app, ["batch", str(cohort), "-o", str(tmp_path / "o"), "--workers", "0"])
     assert result.exit_code == 2 and "--workers" in result.output
+
+
+def test_a_resumed_batch_analyses_again_what_other_settings_made(cohort: Path, tmp_path: Path) -> None:
+    """A case's earlier report made with another engine, cutoff set, patient facts or L3 choice is not this
+    run's result: the case is analysed again instead of being kept beside rows made the new way."""
+    out = tmp_path / "run"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"case_id,path,height_cm\nA,{cohort / 'patient1'},150\nB,{cohort / 'patient2'},150\n")
+    first = run_batch(read_manifest(manifest), out, engine="threshold", cutoff_set="martin2013")
+    assert first.count("done") == 2
+    same = run_batch(read_manifest(manifest), out, engine="threshold", cutoff_set="martin2013")
+    assert same.count("skipped") == 2
+    manifest.write_text(f"case_id,path,height_cm\nA,{cohort / 'patient1'},190\nB,{cohort / 'patient2'},150\n")
+    taller = run_batch(read_manifest(manifest), out, engine="threshold", cutoff_set="martin2013")
+    assert (taller.count("done"), taller.count("skipped")) == (1, 1)
+    other = run_batch(read_manifest(manifest), out, engine="threshold", cutoff_set="prado2008")
+    assert other.count("done") == 2
+    rows = _rows(other.cohort_csv)
+    assert {r["sarcopenia_cutoff_set"] for r in rows} == {"prado2008"}
+    smi = {r["case_id"]: float(r["smi_cm2_m2"]) for r in rows}
+    area = {r["case_id"]: float(r["muscle_area_cm2"]) for r in rows}
+    assert smi["A"] == pytest.approx(area["A"] / 1.9**2, abs=0.05)
+
+
+def test_tables_that_are_not_ours_and_a_manifest_in_their_place_are_refused(
+    cohort: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "study"
+    out.mkdir()
+    manifest = out / "cohort.csv"  # the manifest kept where the results table goes
+    manifest.write_text(f"case_id,path,height_cm\nA,{cohort / 'patient1'},170\n")
+    result = CliRunner().invoke(app, ["batch", str(manifest), "-o", str(out)])
+    assert result.exit_code == 1 and "is where the results table goes" in result.output
+    assert manifest.read_text().startswith("case_id,path,height_cm")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "cohort.csv").write_text("name,value\nx,1\n")  # somebody's own table
+    with pytest.raises(OutputError, match="has no case_id column"):
+        run_batch(discover_cases(cohort)[1:2], other)
+    assert (other / "cohort.csv").read_text() == "name,value\nx,1\n" and not (other / "cases").exists()
+    # an output folder inside the cohort folder would be taken for a study by the next run
+    result = CliRunner().invoke(app, ["batch", str(cohort), "-o", str(cohort / "results")])
+    assert result.exit_code == 1 and "inside the cohort folder" in result.output
+    assert not (cohort / "results").exists()
+
+
+def test_manifest_columns_that_results_fill_and_bad_ranges_are_refused(cohort: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"case_id,path,sarcopenia,smi_cm2_m2\nA,{cohort / 'patient1'},no,99\n")
+    with pytest.raises(InputError, match=r"sarcopenia, smi_cm2_m2, which cohort\.csv fills"):
+        read_manifest(manifest)
+    manifest.write_text(f"case_id,path,range\nA,{cohort / 'patient1'},3-5\n")
+    with pytest.raises(InputError, match=r"m\.csv line 2: column 'range' must look like Z0:Z1"):
+        read_manifest(manifest)
+    # every column summary_row fills is named in RESULT_COLUMNS
+    out = run_batch(discover_cases(cohort)[1:2], tmp_path / "o", engine="threshold")
+    known = {"case_id", "site"}
+    assert set(_rows(out.cohort_csv)[0]) - known <= RESULT_COLUMNS

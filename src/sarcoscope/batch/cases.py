@@ -11,6 +11,24 @@ from sarcoscope.errors import InputError
 from sarcoscope.pacs.dicomweb import is_dicomweb
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: The columns cohort.csv fills from each case's results (batch.runner.summary_row): a manifest column of
+#: one of these names would replace the measured value, so it is refused.
+RESULT_COLUMNS = frozenset(
+    {
+        "l3_mode",
+        "l3_slices",
+        "l3_confidence",
+        "engine",
+        *(f"{t}_{q}" for t in ("muscle", "sat", "vat", "imat") for q in ("area_cm2", "mean_hu")),
+        "smi_cm2_m2",
+        "sarcopenia_cutoff_set",
+        "sarcopenia",
+        "quality",
+        "quality_flag",
+        "warnings",
+        "patient",
+    }
+)
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -91,15 +109,32 @@ def read_manifest(csv_path: Path) -> list[Case]:
         raise InputError(f"Manifest {csv_path} is not a readable CSV: {exc}.") from None
 
 
-def _read_manifest(csv_path: Path) -> list[Case]:
+def _range(text: str, where: str) -> tuple[int, int]:
+    """A manifest's `range` (Z0:Z1), or an error naming the manifest's line."""
+    from sarcoscope.errors import LevelError
     from sarcoscope.level import parse_range
 
+    try:
+        return parse_range(text)
+    except LevelError:
+        raise InputError(
+            f"{where}: column 'range' must look like Z0:Z1 (two slice indices), got '{text}'."
+        ) from None
+
+
+def _read_manifest(csv_path: Path) -> list[Case]:
     with csv_path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         missing = {"case_id", "path"} - set(reader.fieldnames or [])
         if missing:
             raise InputError(f"Manifest {csv_path} lacks the column(s) {', '.join(sorted(missing))}.")
         known = {"case_id", "path", "site", "height_cm", "weight_kg", "sex", "slice", "range"}
+        clash = sorted(RESULT_COLUMNS.intersection(reader.fieldnames or []))
+        if clash:
+            raise InputError(
+                f"Manifest {csv_path} has column(s) {', '.join(clash)}, which cohort.csv fills with the "
+                "results; rename them (e.g. manual_sarcopenia) to carry them into the table."
+            )
         cases = []
         for line, row in enumerate(reader, start=2):
             where = f"{csv_path.name} line {line}"
@@ -126,7 +161,7 @@ def _read_manifest(csv_path: Path) -> list[Case]:
                     weight_kg=_float(row, "weight_kg", where),
                     sex=sex,
                     slice_index=int(slice_text) if slice_text else None,
-                    slice_range=parse_range(range_text) if range_text else None,
+                    slice_range=_range(range_text, where) if range_text else None,
                     extra={k: v for k, v in row.items() if k not in known and k is not None},
                 )
             )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import math
 import os
 import tempfile
 import time
@@ -29,6 +31,9 @@ from sarcoscope.imaging.deidentify import DeidentificationPolicy, scrub_message
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 REPORT = "report.json"
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -142,8 +147,13 @@ def analyze_case(
     report_path = out / REPORT
     start = time.perf_counter()
     try:
-        if report_path.is_file() and not force:
-            row = summary_row(case, json.loads(report_path.read_text()))
+        earlier = json.loads(report_path.read_text()) if report_path.is_file() and not force else None
+        deidentified = deidentification is not None
+        changed = _changed_since(earlier, case, engine, cutoff_set, deidentified) if earlier else None
+        if changed is not None:
+            logger.warning("case %s is analysed again: its earlier results were %s", case.case_id, changed)
+        elif earlier is not None:
+            row = summary_row(case, earlier)
             if push and not (out / PUSHED).is_file():
                 _push(case, out)
                 return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
@@ -176,6 +186,49 @@ def analyze_case(
 
 #: Written into a case's folder once its results are stored on the DICOMweb server.
 PUSHED = "pushed.json"
+
+
+def _changed_since(
+    report: dict[str, Any], case: Case, engine: str, cutoff_set: str | None, deidentified: bool
+) -> str | None:
+    """What makes a case's earlier report not this run's result (None: it is): another model or engine
+    version, cutoff set, patient facts or L3 choice, or de-identification. A resumed batch analyses such
+    a case again instead of mixing results made two ways in one table."""
+    from sarcoscope.composition import default_cutoff_set
+    from sarcoscope.segmentation import get_engine
+
+    model_id = get_engine(engine).model_id
+    if report["segmentation"]["model_id"] != model_id:
+        return f"made by {report['segmentation']['model_id']}, this run uses {model_id}"
+    chosen = next(c["set"] for c in report["assessment"]["sarcopenia"] if c["selected"])
+    wanted = cutoff_set or default_cutoff_set()
+    if chosen != wanted:
+        return f"classified with cutoff set {chosen}, this run uses {wanted}"
+    patient = report["assessment"]["patient"]
+    given = {
+        "height_m": case.height_cm / 100.0 if case.height_cm is not None else None,
+        "weight_kg": case.weight_kg,
+        "sex": case.sex,
+    }
+    for key, value in given.items():
+        stored = patient.get(key)
+        same = stored == value or (
+            isinstance(stored, float) and isinstance(value, float) and math.isclose(stored, value)
+        )
+        if value is not None and not same:
+            return f"made with {key} {stored}, the manifest gives {value}"
+    chosen_slices = report["l3"]["slice_indices"]
+    if case.slice_index is not None:
+        wanted_slices = [case.slice_index]
+    elif case.slice_range is not None:
+        wanted_slices = list(range(min(case.slice_range), max(case.slice_range) + 1))
+    else:
+        wanted_slices = chosen_slices
+    if chosen_slices != wanted_slices:
+        return f"of slice(s) {chosen_slices}, the manifest chooses {wanted_slices}"
+    if ("deidentification" in report) != deidentified:
+        return "not de-identified" if deidentified else "de-identified"
+    return None
 
 
 def _source(case: Case, tmp: Path) -> Path | Any:
@@ -327,6 +380,24 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
             cluster.close()
 
 
+def _check_tables(out_root: Path) -> None:
+    """Refuse an output folder whose cohort.csv or failures.csv is not a table of this tool (no case_id
+    column): its rows would be kept and mixed with ours, or the file replaced."""
+    for name in ("cohort.csv", "failures.csv"):
+        path = out_root / name
+        if not path.is_file():
+            continue
+        try:
+            with path.open(newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh), [])
+        except (OSError, UnicodeDecodeError, csv.Error):
+            header = []
+        if "case_id" not in header:
+            raise OutputError(
+                f"{path} is not a sarcoscope {name} (it has no case_id column); choose another output folder."
+            )
+
+
 def _write_csv_atomic(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
@@ -368,6 +439,11 @@ def run_batch(
             "--push stores results in the source studies; it cannot be combined with --deidentify."
         )
     check_output_folder(out_root)
+    _check_tables(out_root)
+    if pixel_spacing is not None:  # checked once here, not failed in every case
+        from sarcoscope.imaging.read import check_pixel_spacing
+
+        check_pixel_spacing(pixel_spacing, "--pixel-spacing")
     try:
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import shutil
 import sys
 import tempfile
 from enum import StrEnum
@@ -241,6 +243,22 @@ def analyze(
     run(body)
 
 
+def _check_phantom_folder(out: Path) -> None:
+    """A phantom goes into a new or empty folder: its files would mix with others (two series of one UID)."""
+    if out.exists() and not out.is_dir():
+        raise SarcoscopeError(f"{out} is a file; a phantom needs a new or empty folder.")
+    if out.is_dir() and any(out.iterdir()):
+        raise SarcoscopeError(
+            f"{out} already holds files; a phantom needs a new or empty folder (its files would mix with "
+            "them)."
+        )
+    for parent in out.parents:  # `demo -o FILE`: the phantom's folder would be below a file
+        if parent.exists():
+            if not parent.is_dir():
+                raise SarcoscopeError(f"{parent} is a file, not a folder.")
+            break
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo CT and its analysis.")] = Path(
@@ -253,9 +271,14 @@ def demo(
     from sarcoscope.pipeline import analyze as run_analysis
 
     def body() -> None:
-        out.mkdir(parents=True, exist_ok=True)
+        if seed < 0:
+            raise SarcoscopeError(f"--seed must be 0 or more, got {seed}.")
+        ct = out / "ct"
+        if (ct / "truth.json").is_file():  # an earlier demo's phantom: replaced, not mixed with the new one
+            shutil.rmtree(ct)
+        _check_phantom_folder(ct)
         with console.status("generating a synthetic CT…"):
-            info = write_phantom(out / "ct", kind="volume", fmt="dicom", seed=seed)
+            info = write_phantom(ct, kind="volume", fmt="dicom", seed=seed)
         console.print(f"Synthetic CT written to [bold]{esc(str(info['paths']['dicom']))}[/] (seed {seed}).")
         with console.status("analysing…") as status:
             result = run_analysis(
@@ -374,6 +397,13 @@ def phantom(
     def body() -> None:
         if coverage not in COVERAGES:
             raise SarcoscopeError(f"Unknown coverage '{coverage}'; choose one of {', '.join(COVERAGES)}.")
+        if seed < 0:
+            raise SarcoscopeError(f"--seed must be 0 or more, got {seed}.")
+        if not 64 <= size <= 2048:
+            raise SarcoscopeError(f"--size must be 64 to 2048 pixels, got {size}.")
+        if not (math.isfinite(thickness) and 0 < thickness <= 20):
+            raise SarcoscopeError(f"--thickness must be more than 0 and at most 20 mm, got {thickness:g}.")
+        _check_phantom_folder(out)
         if variant not in VARIANTS:
             raise SarcoscopeError(f"Unknown variant '{variant}'; choose one of {', '.join(VARIANTS)}.")
         options: dict[str, Any] = (

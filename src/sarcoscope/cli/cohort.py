@@ -99,8 +99,18 @@ def batch(
                 "--query and --push need a DICOMweb cohort: dicomweb+http://host:port/prefix."
             )
         elif cohort.lower().endswith(".csv"):
+            manifest = Path(cohort).resolve()
+            if manifest in {(out / name).resolve() for name in ("cohort.csv", "failures.csv")}:
+                raise SarcoscopeError(
+                    f"The manifest {cohort} is where the results table goes; move it or choose another -o."
+                )
             cases = read_manifest(Path(cohort))
         else:
+            if out.resolve().is_relative_to(Path(cohort).resolve()):
+                raise SarcoscopeError(
+                    f"The output folder {out} is inside the cohort folder {cohort}: a later run would take "
+                    "it for a study. Choose a folder outside it."
+                )
             cases = discover_cases(Path(cohort))
         policy = deid_policy(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in

@@ -19,6 +19,12 @@ def _existing(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise InputError(f"input not found: {p}")
+    try:
+        str(p).encode("utf-8")
+    except UnicodeEncodeError:  # a name in another encoding (shares, USB exports): no output could name it
+        raise InputError(
+            f"The path {str(p)!a} is not valid UTF-8 (a file name in another encoding); rename it."
+        ) from None
     return p
 
 
