@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 from sarcoscope.errors import ValidationInputError
 
 
-def read_table(path: Path, required: Sequence[str], what: str) -> list[dict[str, str]]:
-    """Rows of a CSV file that must have the `required` columns (`what` names the file in messages)."""
+def read_csv_rows(path: Path, what: str) -> list[dict[str, str]]:
+    """The rows of a UTF-8 CSV file (a byte-order mark allowed), as dicts by header.
+
+    A file that cannot be read, is not UTF-8 (Excel's "CSV" saves Windows-1252) or is not CSV is one
+    ValidationInputError naming the file (and the line of the first bad byte), not a crash.
+    """
     try:
-        with Path(path).open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ValidationInputError(f"Cannot read {what} file {path}: {exc}") from None
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ValidationInputError(
+            f"{what} file {path} line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as "
+            "UTF-8 (in Excel: CSV UTF-8)."
+        ) from None
+    try:
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise ValidationInputError(f"{what} file {path}: not a readable CSV file ({exc}).") from None
+
+
+def read_table(path: Path, required: Sequence[str], what: str) -> list[dict[str, str]]:
+    """Rows of a CSV file that must have the `required` columns (`what` names the file in messages)."""
+    rows = read_csv_rows(path, what)
     if not rows or not set(required) <= set(rows[0]):
         raise ValidationInputError(f"{what} file {path}: needs a header with columns {', '.join(required)}.")
     return rows
@@ -46,14 +69,27 @@ def read_sites(path: Path) -> tuple[dict[str, str], set[str]]:
 
 
 def read_heights(path: Path) -> dict[str, float]:
-    """case id -> height in metres, from a `height_m` or `height_cm` column (blank = unknown)."""
+    """case id -> height in metres, from a `height_m` or `height_cm` column (blank = unknown).
+
+    A case listed twice is refused (as in the sites file): which of two heights is right is not ours to
+    guess, and the SMI of that case depends on it.
+    """
     rows = read_table(path, ("case_id",), "Patients")
     col = "height_m" if "height_m" in rows[0] else "height_cm" if "height_cm" in rows[0] else None
     if col is None:
         raise ValidationInputError(f"Patients file {path}: needs a height_m or height_cm column.")
     out: dict[str, float] = {}
+    seen: set[str] = set()
     for i, row in enumerate(rows, start=2):
+        case = (row["case_id"] or "").strip()
         text = (row.get(col) or "").strip()
+        if not case:
+            if text:
+                raise ValidationInputError(f"{path} line {i}: empty case_id.")
+            continue
+        if case in seen:
+            raise ValidationInputError(f"{path} line {i}: case {case} appears twice.")
+        seen.add(case)
         if not text:
             continue
         try:
@@ -62,5 +98,5 @@ def read_heights(path: Path) -> dict[str, float]:
             raise ValidationInputError(f"{path} line {i}: height '{text}' is not a number.") from None
         if not 0.5 <= h <= 2.5:
             raise ValidationInputError(f"{path} line {i}: height {h:.2f} m is implausible (check the unit).")
-        out[(row["case_id"] or "").strip()] = h
+        out[case] = h
     return out

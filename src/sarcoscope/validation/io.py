@@ -4,13 +4,14 @@ Case-id rule (explicit, so a mismatch is never silent): the id of a file is its 
 (.nii.gz, .nii, .npy, .png, .dcm, .tag), then ONE leading prefix from `strip_prefixes` (default "L3_") and
 ONE trailing suffix from `strip_suffixes` (default "_seg", "_labels", "_label", "_mask", "_pred") are
 removed, comparing case-sensitively. A sub-folder (a DICOM series among images; a folder of tissue PNGs
-among label maps) takes the folder name. Two files with the same id in one folder, or an id present on one
-side only, are errors.
+among label maps) takes the folder name. Two files with the same id in one folder, an id present on one
+side only, or a name that is not UTF-8 (case ids are written into the report's UTF-8 CSV files), are errors.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def index_folder(
             if split is None:
                 continue
             stem = split[0]
+        _check_utf8_name(folder, path)
         case = case_id_from_name(stem, strip_prefixes, strip_suffixes)
         if case in found:
             raise ValidationInputError(
@@ -87,6 +89,23 @@ def index_folder(
     if not found:
         raise ValidationInputError(f"No files with extensions {', '.join(extensions)} in {folder}.")
     return found
+
+
+def shown(path: str | Path) -> str:
+    """A path as text that can always be printed or written (bytes that are not UTF-8 as \\xNN escapes)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _check_utf8_name(folder: Path, path: Path) -> None:
+    """Refuse a file name that is not UTF-8 (Python keeps its bytes as surrogates): its case id could not
+    be written into the report, which would fail only after every case was scored."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationInputError(
+            f"{shown(folder)} holds a file whose name is not UTF-8 text: {shown(path.name)}. Case ids come "
+            "from file names and go into the report; rename the files to UTF-8 names (convmv can do it)."
+        ) from None
 
 
 def match_cases(pred: dict[str, Path], ref: dict[str, Path], *, allow_unmatched: bool = False) -> list[str]:

@@ -12,7 +12,6 @@ error statistics are over the cases where L3 was found.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sarcoscope.errors import ValidationInputError
+from sarcoscope.validation.inputs import read_csv_rows
 from sarcoscope.validation.io import match_cases
 
 WITHIN_MM: tuple[float, ...] = (5.0, 10.0)
@@ -33,26 +33,35 @@ class L3Row:
     spacing_mm: float | None
 
 
-def _float(value: str | None, where: str) -> float | None:
+def _float(value: str | None, where: str, column: str) -> float | None:
+    """A finite number, or None for a blank cell; 'nan'/'inf' parse as floats but measure nothing."""
     if value is None or not value.strip():
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise ValidationInputError(f"{where}: '{value}' is not a number.") from None
+        raise ValidationInputError(f"{where}: {column} '{value}' is not a number.") from None
+    if not math.isfinite(number):
+        raise ValidationInputError(f"{where}: {column} '{value}' is not a finite number.")
+    return number
+
+
+def _spacing(value: str | None, where: str) -> float | None:
+    spacing = _float(value, where, "slice_spacing_mm")
+    if spacing is not None and spacing <= 0:
+        raise ValidationInputError(f"{where}: slice_spacing_mm {value} must be positive.")
+    return spacing
 
 
 def read_l3_csv(path: Path, *, allow_missing: bool = False) -> dict[str, L3Row]:
     """case id -> L3 row, with clear errors for missing columns, bad numbers and duplicate cases.
 
-    `allow_missing`: a blank l3_slice is "not found" (prediction files) instead of an error.
+    `allow_missing`: a blank l3_slice is "not found" (prediction files) instead of an error. Values that
+    are not finite, a negative or fractional slice index and a non-positive spacing are refused: they
+    would crash the comparison or silently count a found case as a miss.
     """
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise ValidationInputError(f"Cannot read L3 file {path}: {exc}") from None
+    rows = read_csv_rows(path, "L3")
     if not rows or not {"case_id", "l3_slice"} <= set(rows[0]):
         raise ValidationInputError(f"{path}: needs a header with columns case_id and l3_slice.")
     out: dict[str, L3Row] = {}
@@ -63,13 +72,16 @@ def read_l3_csv(path: Path, *, allow_missing: bool = False) -> dict[str, L3Row]:
             raise ValidationInputError(f"{where}: empty case_id.")
         if case in out:
             raise ValidationInputError(f"{where}: case {case} appears twice.")
-        s = _float(row.get("l3_slice"), where)
+        s = _float(row.get("l3_slice"), where, "l3_slice")
         if s is None and allow_missing:
-            out[case] = L3Row(None, None, _float(row.get("slice_spacing_mm"), where))
+            out[case] = L3Row(None, None, _spacing(row.get("slice_spacing_mm"), where))
             continue
-        if s is None or s != int(s):
-            raise ValidationInputError(f"{where}: l3_slice must be a whole slice index.")
-        out[case] = L3Row(int(s), _float(row.get("z_mm"), where), _float(row.get("slice_spacing_mm"), where))
+        if s is None or s != int(s) or s < 0:
+            raise ValidationInputError(
+                f"{where}: l3_slice must be a whole, non-negative slice index (0 = first slice)."
+            )
+        z_mm = _float(row.get("z_mm"), where, "z_mm")
+        out[case] = L3Row(int(s), z_mm, _spacing(row.get("slice_spacing_mm"), where))
     return out
 
 

@@ -1,14 +1,13 @@
 """`run_validation`: score predictions against references and write the report folder in one call.
 
-The folder is built beside `out_dir` and swapped in at the end, so an interrupted run never leaves a
-half-written report where the last good one was.
+The report is built in a staging folder beside `out_dir` and its outputs moved in at the end (see
+`placement`): a failed run never touches the last good report, and the other files of `out_dir` stay.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from sarcoscope.segmentation.base import SegmentationEngine
 from sarcoscope.validation import document as d
 from sarcoscope.validation.inputs import read_sites
 from sarcoscope.validation.io import DEFAULT_STRIP_PREFIXES, DEFAULT_STRIP_SUFFIXES
+from sarcoscope.validation.placement import check_report_folder, discard, new_staging, place_report
 from sarcoscope.validation.report_folder import ReportFolder
 from sarcoscope.validation.scoring import ScoredCase, score_cases
 from sarcoscope.validation.sections import agreement, gallery, iou_bins, l3, overlap, sites
@@ -80,9 +80,9 @@ def run_validation(
     Either `pred_dir` or `engine` + `images_dir` gives the predictions; `ref_dir` the references.
     With only `ref_l3_csv` + `pred_l3_csv` (no label maps) the report covers L3 localization alone.
     In engine mode the label maps are saved in `out_dir/predictions/` unless `keep_predictions` is False.
-    Raises ValidationInputError for unmatched ids, shape/spacing mismatches and unknown label ids.
+    Raises ValidationInputError for unmatched ids, shape/spacing mismatches and unknown label ids, and
+    OutputError (before any work) for an output folder the report cannot go to (`check_report_folder`).
     """
-    out_dir = Path(out_dir).resolve()
     segmentation = ref_dir is not None
     if segmentation and (pred_dir is None) == (engine is None):
         raise ValidationInputError("Give either a prediction folder or --engine with --images, not both.")
@@ -92,12 +92,15 @@ def run_validation(
         raise ValidationInputError("Nothing to validate: give a reference folder, or both L3 files.")
     if (ref_l3_csv is None) != (pred_l3_csv is None):
         raise ValidationInputError("L3 validation needs both --ref-l3 and --pred-l3.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    pred_store = (
-        staging / "predictions" if keep_predictions else Path(tempfile.mkdtemp(prefix="sarcoscope-pred-"))
-    )
+    folders = (pred_dir, ref_dir, images_dir)
+    side_files = (sites_csv, patients_csv, ref_l3_csv, pred_l3_csv)
+    out_dir = check_report_folder(out_dir, inputs=(*folders, *side_files), folders=folders)
+    staging = new_staging(out_dir)
+    pred_tmp: Path | None = None
     try:
+        if not keep_predictions:
+            pred_tmp = Path(tempfile.mkdtemp(prefix="sarcoscope-pred-"))
+        pred_store = staging / "predictions" if pred_tmp is None else pred_tmp
         report = _run(
             staging=staging,
             pred_store=pred_store,
@@ -118,19 +121,11 @@ def run_validation(
             alpha=alpha,
             title=title,
         )
-        backup = None
-        if out_dir.exists():
-            backup = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, backup)
-        os.replace(staging, out_dir)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        place_report(staging, out_dir)
     finally:
-        if not keep_predictions:
-            shutil.rmtree(pred_store, ignore_errors=True)
+        discard(staging)  # on success: what is left of it, the old outputs moved aside
+        if pred_tmp is not None:
+            shutil.rmtree(pred_tmp, ignore_errors=True)
     report.out_dir = out_dir
     return report
 
