@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sarcoscope.cli import app
+from sarcoscope.errors import SegmentationError
 from sarcoscope.segmentation import get_engine
 from sarcoscope.segmentation.model_files import DEFAULT_MODEL_DIR, load_model_card
 from sarcoscope.segmentation.refine import REFINEMENT_VERSION
@@ -226,3 +228,90 @@ def test_cli_models_commands(registry: ModelRegistry, tmp_path: Path) -> None:
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 1 and message in result.output, (args, result.output)
+
+
+def without_pixel_spacing(card: dict) -> dict:
+    """The card without the field the engine's and fine-tuning's input settings start from."""
+    del card["input"]["pixel_spacing_mm"]
+    return card
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda card: 5, "it holds int 5, not a JSON object"),
+        (lambda card: {k: v for k, v in card.items() if k != "architecture"}, "'architecture' is missing"),
+        (without_pixel_spacing, "'input.pixel_spacing_mm' is missing"),
+        (lambda card: card | {"input": card["input"] | {"hu_window": [350, -250]}}, "'input.hu_window' must"),
+        (
+            lambda card: card | {"input": card["input"] | {"size_multiple": "32"}},
+            "'input.size_multiple' must",
+        ),
+        (
+            lambda card: card | {"architecture": card["architecture"] | {"channels": ["8", "16"]}},
+            "'architecture.channels' must",
+        ),
+        (lambda card: card | {"files": "model.onnx"}, "'files' must be an object"),
+        (lambda card: card | {"model_id": 7}, "'model_id' must be a non-empty text"),
+    ],
+    ids=[
+        "number",
+        "no-architecture",
+        "no-pixel-spacing",
+        "hu-window",
+        "size-multiple",
+        "channels",
+        "files",
+        "id",
+    ],
+)
+def test_malformed_model_cards_are_named_not_crashes(
+    registry: ModelRegistry, tmp_path: Path, edit, problem: str
+) -> None:
+    folder = model_copy(tmp_path, "malformed")
+    card = json.loads((folder / "model_card.json").read_text())
+    (folder / "model_card.json").write_text(json.dumps(edit(card)))
+    with pytest.raises(SegmentationError, match="not a usable sarcoscope model card") as err:
+        load_model_card(folder)
+    assert str(folder / "model_card.json") in str(err.value) and problem in str(err.value)
+    with pytest.raises(SegmentationError, match=re.escape(problem)):
+        get_engine(f"unet:{folder}")
+    with pytest.raises(SegmentationError, match=re.escape(problem)):
+        registry.add(folder)
+    result = CliRunner().invoke(app, ["models", "add", str(folder)], env={"COLUMNS": "400"})
+    assert result.exit_code == 1 and problem in result.output, result.output
+    assert not registry.root.exists()
+
+
+def test_use_replaces_a_damaged_default_pointer(
+    registry: ModelRegistry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.add(model_copy(tmp_path, "one"))
+    registry.use("one", force=True)
+    pointer = registry.root / DEFAULT_POINTER
+    for damaged in ('{"model_id": "sarco', '{"model_id": 5}', "[]"):
+        pointer.write_text(damaged)
+        with pytest.raises(RegistryError, match="models use ID --force"):
+            registry.default_id()
+        # the command the error recommends repairs it: measured-better is unknowable, so --force is asked
+        with pytest.raises(RegistryError, match="not measured better than a known default"):
+            registry.use(SHIPPED)
+        with caplog.at_level(logging.WARNING, logger="sarcoscope.segmentation.registry"):
+            verdict = registry.use(SHIPPED, force=True)
+        assert "was damaged (the previous default is unknown)" in caplog.text
+        assert not verdict.better and "the previous default is unknown" in verdict.reasons
+        assert registry.default_id() == SHIPPED
+        saved = json.loads(pointer.read_text())
+        assert saved["previous"] is None and saved["forced"] is True
+    pointer.write_text('{"model_id": "sarco')
+    result = CliRunner().invoke(app, ["models", "use", "one", "--force"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0 and registry.default_id() == "one", result.output
+
+
+def test_cli_use_force_renders_its_note_instead_of_printing_markup(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    registry.add(model_copy(tmp_path, "forced-model"))
+    result = CliRunner().invoke(app, ["models", "use", "forced-model", "--force"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0 and "forced-model (forced: not measured better):" in result.output
+    assert "[yellow]" not in result.output and "[/]" not in result.output, result.output

@@ -110,7 +110,7 @@ def train(
                 f"Training needs the [train] extra ({exc.name} is missing): "
                 "pip install torch==2.13.0 'sarcoscope[train]'"
             ) from None
-        chans = [int(c) for c in csv_list(channels) or []] or None
+        chans = _channels(channels)
         settings: dict[str, Any] = {
             "phantoms": phantoms,
             "label_mapping": label_mapping,
@@ -164,7 +164,22 @@ def train(
     run(body)
 
 
+def _channels(text: str | None) -> list[int] | None:
+    """--channels as whole numbers; anything else is the user's typo, said as such (not a crash)."""
+    items = csv_list(text)
+    if not items:
+        return None
+    try:
+        return [int(c) for c in items]
+    except ValueError:
+        raise SarcoscopeError(
+            f"--channels must be whole numbers separated by commas, e.g. 8,16,32; got {text!r}."
+        ) from None
+
+
 def _print_training(result: Any) -> None:
+    for note in result.notes:
+        console.print(esc(f"resumed: {note}"))
     console.print(
         f"{'finished' if result.finished else 'paused'} after {result.epochs_run} epoch(s)"
         f"{' (early stop)' if result.stopped_early else ''}; best epoch {result.best_epoch}: "
@@ -280,9 +295,9 @@ def models_use(
 
     def body() -> None:
         verdict = ModelRegistry().use(model_id, force=force)
-        how = "" if verdict.better else " [yellow](forced: not measured better)[/]"
+        how = "" if verdict.better else " [yellow](forced: not measured better)[/]"  # markup: not escaped
         console.print(
-            f"The site default is now [bold]{esc(model_id)}[/]{esc(how)}: {esc('; '.join(verdict.reasons))}."
+            f"The site default is now [bold]{esc(model_id)}[/]{how}: {esc('; '.join(verdict.reasons))}."
         )
 
     run(body)

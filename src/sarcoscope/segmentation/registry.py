@@ -253,12 +253,18 @@ class ModelRegistry:
         if not pointer.is_file():
             return self.shipped().model_id
         try:
-            return str(json.loads(pointer.read_text(encoding="utf-8"))["model_id"])
+            model_id = json.loads(pointer.read_text(encoding="utf-8"))["model_id"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise RegistryError(
                 f"The site default pointer {pointer} is unreadable ({exc}); "
-                "set it again with `sarcoscope models use ID`."
+                "set it again with `sarcoscope models use ID --force`."
             ) from None
+        if not isinstance(model_id, str) or not _ID_RE.match(model_id):
+            raise RegistryError(
+                f"The site default pointer {pointer} names no model id ({model_id!r}); "
+                "set it again with `sarcoscope models use ID --force`."
+            )
+        return model_id
 
     def default(self) -> InstalledModel:
         model_id = self.default_id()
@@ -331,21 +337,34 @@ class ModelRegistry:
         Raises RegistryError with the reasons when it is not; returns the verdict otherwise.
         """
         model = self.get(model_id)
-        current = self.default_id()
+        damaged = False
+        try:
+            current: str | None = self.default_id()
+        except RegistryError:  # a damaged pointer: the one this call rewrites (its error sends users here)
+            current, damaged = None, True
         if model_id == current:
             return Verdict(True, [f"{model_id} is already the default"])
+        # a damaged pointer names no current default: the card's own comparison is all there is to judge
         verdict = judge(model.card.get("comparison"), model_id, current)
+        if damaged:
+            verdict = Verdict(verdict.better, [*verdict.reasons, "the previous default is unknown"])
         if not verdict.better and not force:
+            against = f"the current default {current}" if current else "a known default"
             raise RegistryError(
-                f"Not switching the default to {model_id}: it is not measured better than the current "
-                f"default {current} ({'; '.join(verdict.reasons)}). {COMPARISON_RULE} "
-                "Use --force to switch anyway."
+                f"Not switching the default to {model_id}: it is not measured better than {against} "
+                f"({'; '.join(verdict.reasons)}). {COMPARISON_RULE} Use --force to switch anyway."
+            )
+        if damaged:
+            log.warning(
+                "The site default pointer %s was damaged (the previous default is unknown); it now names %s.",
+                self.root / DEFAULT_POINTER,
+                model_id,
             )
         if not verdict.better:
             log.warning(
                 "Forced: %s becomes the default without being measured better than %s (%s).",
                 model_id,
-                current,
+                current or "the unknown previous default",
                 "; ".join(verdict.reasons),
             )
         self.root.mkdir(parents=True, exist_ok=True)

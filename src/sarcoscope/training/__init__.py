@@ -39,7 +39,7 @@ def train_or_resume(config_file: str | Path | None, out: str | Path, **settings:
     from sarcoscope.segmentation.model_files import CARD_FILE, load_model_card
 
     out = Path(out)
-    if (out / CARD_FILE).is_file() and load_model_card(out)["validation"].get("finished"):
+    if (out / CARD_FILE).is_file() and load_model_card(out).get("validation", {}).get("finished"):
         log.info("%s: done before, skipped", out)
         return out
     resume = (out / LAST).is_file()

@@ -129,8 +129,11 @@ def adapt(
         split = split_patients(case_patients(data_dir), holdout, 0 if seed is None else int(seed))
         run = {"baseline": baseline.model_id, "baseline_path": str(baseline.path), "split": split}
     split = run["split"]
+    # a run that has a checkpoint continues its stored recipe: only a recipe given again is checked against
+    # it (the default one may not be the one the run started with)
+    resuming = resume and (out / LAST).is_file()
     config = load_config(
-        config_file or ADAPT_RECIPE,
+        config_file if resuming else config_file or ADAPT_RECIPE,
         **overrides,
         data_dirs=[str(data_dir)],
         cases=split["train_cases"],
@@ -138,7 +141,7 @@ def adapt(
         val_from="phantoms",
         output_dir=str(out),
         # a run stopped before its first epoch ended has no checkpoint: it starts again, same split
-        resume=(resume and (out / LAST).is_file()) or None,
+        resume=resuming or None,
     )
     if not config.data_description:
         config.data_description = _description(data_dir, split, run["baseline"], config.phantoms)

@@ -11,6 +11,7 @@ file (same keys as the fields) and overridden by flags.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field, fields
@@ -105,20 +106,47 @@ class TrainConfig:
     #: Stop after this many epochs in this invocation (None = run to the end); resume continues later.
     epochs_this_run: int | None = None
     progress: bool = True
+    #: Not a setting (never saved): the names of the settings this config was given (recipe file or flags,
+    #: see load_config) rather than left at their defaults. A resumed run checks them against its recipe.
+    given: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        return {name: _plain(getattr(self, name)) for name in SETTINGS}
 
     def validate(self) -> None:
-        """Raise InputError for values no run could use."""
-        problems = []
+        """Raise InputError for values no run could use (wrong types first: a recipe file can hold any)."""
+        problems = _type_problems(self)
+        if problems:
+            raise InputError("Invalid training configuration: " + "; ".join(problems) + ".")
+        if len(self.channels) < 2 or min(self.channels) < 1:
+            problems.append("channels needs at least 2 levels (e.g. 8,16), each >= 1")
         if len(self.strides) != len(self.channels) - 1:
             problems.append("strides needs one entry fewer than channels")
-        multiple = _size_multiple(self.strides)
-        if self.input_size % multiple:
-            problems.append(f"input_size must be a multiple of {multiple} (product of the strides)")
+        elif self.strides and min(self.strides) < 1:
+            problems.append("strides must be >= 1")
+        multiple = _size_multiple(self.strides) if self.strides and min(self.strides) >= 1 else 1
+        if self.input_size < 1 or self.input_size % multiple:
+            problems.append(f"input_size must be a positive multiple of {multiple} (product of the strides)")
         if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
             problems.append("batch_size, max_epochs and patience must be >= 1")
+        if self.epochs_this_run is not None and self.epochs_this_run < 1:
+            problems.append("epochs_this_run must be >= 1 (leave it out to run to the end)")
+        if self.data_repeat < 1:  # 0 would leave every real slice out while the card lists them
+            problems.append("data_repeat must be >= 1")
+        if self.seed < 0 or self.phantom_seed < 0:
+            problems.append("seed and phantom_seed must be >= 0")
+        if self.phantoms < 0:
+            problems.append("phantoms must be >= 0")
+        if self.phantom_size < MIN_PHANTOM_SIZE:
+            problems.append(f"phantom_size must be >= {MIN_PHANTOM_SIZE}")
+        if self.phantom_spacing_mm is not None and not (
+            len(self.phantom_spacing_mm) == 2 and 0 < self.phantom_spacing_mm[0] <= self.phantom_spacing_mm[1]
+        ):
+            problems.append("phantom_spacing_mm must be (low, high) with 0 < low <= high")
+        if self.num_res_units < 0 or not 0 <= self.dropout < 1:
+            problems.append("num_res_units must be >= 0 and dropout in [0, 1)")
+        if not (self.lambda_dice >= 0 and self.lambda_ce >= 0 and self.lambda_dice + self.lambda_ce > 0):
+            problems.append("lambda_dice and lambda_ce must be >= 0, not both 0")
         if not 0 < self.val_fraction < 1:
             problems.append("val_fraction must be between 0 and 1")
         if self.val_from not in ("all", "phantoms", "data"):
@@ -139,6 +167,49 @@ class TrainConfig:
         return _size_multiple(self.strides)
 
 
+#: The phantom generator's smallest matrix (sarcoscope.phantom.make_slice).
+MIN_PHANTOM_SIZE = 64
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_type(value: Any, kind: str) -> str | None:
+    """What `value` should be for a field annotated `kind`, or None when it is that."""
+    if kind.endswith(" | None"):
+        return None if value is None else _check_type(value, kind[: -len(" | None")])
+    if kind == "int":
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if kind == "float":
+        return None if _is_number(value) else "a number"
+    if kind == "bool":
+        return None if isinstance(value, bool) else "true or false"
+    if kind == "str":
+        return None if isinstance(value, str) else "a text"
+    if kind == "list[str]":
+        ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        return None if ok else "a list of texts"
+    if kind == "tuple[int, ...]":
+        ok = isinstance(value, list | tuple) and all(_check_type(v, "int") is None for v in value)
+        return None if ok else "a list of whole numbers"
+    if kind == "tuple[float, float]":
+        ok = isinstance(value, list | tuple) and len(value) == 2 and all(_is_number(v) for v in value)
+        return None if ok else "two numbers"
+    return None
+
+
+def _type_problems(config: TrainConfig) -> list[str]:
+    """Settings of the wrong type (a recipe file's `batch_size: four`): named, instead of a crash later."""
+    problems = []
+    for f in fields(config):
+        if f.name in SETTINGS:
+            wanted = _check_type(getattr(config, f.name), str(f.type))
+            if wanted:
+                problems.append(f"{f.name} must be {wanted}, got {getattr(config, f.name)!r}")
+    return problems
+
+
 def _size_multiple(strides: tuple[int, ...]) -> int:
     m = 1
     for s in strides:
@@ -152,11 +223,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: The settings of a run (every field but `given`): what a recipe file, the flags and the card hold.
+SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name != "given")
 _TUPLE_FIELDS = {f.name for f in fields(TrainConfig) if str(f.type).startswith("tuple")}
+_FLOAT_FIELDS = {f.name for f in fields(TrainConfig) if str(f.type) == "float"}
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults, then the YAML file (if any), then `overrides` (flags; None values are ignored)."""
+    """Defaults, then the YAML file (if any), then `overrides` (flags; None values are ignored).
+
+    The names of the settings given either way are kept in `given`, so that a resumed run can refuse the ones
+    that differ from its stored recipe instead of silently ignoring them."""
     values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -168,16 +245,20 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
             raise InputError(f"Training config {p} must be a mapping of setting: value.")
         values.update(data)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(TrainConfig)}
+    known = set(SETTINGS)
     unknown = sorted(set(values) - known)
     if unknown:
         raise InputError(
             f"Unknown training setting(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
         )
     for name in _TUPLE_FIELDS & set(values):
-        if values[name] is not None:
+        if isinstance(values[name], list | tuple):
             values[name] = tuple(values[name])
-    config = dataclasses.replace(TrainConfig(), **values)
+    for name in _FLOAT_FIELDS & set(values):
+        if isinstance(values[name], str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+            with contextlib.suppress(ValueError):  # when not a number either, validate() names it
+                values[name] = float(values[name])
+    config = dataclasses.replace(TrainConfig(), **values, given=frozenset(values))
     config.validate()
     return config
 

@@ -26,6 +26,7 @@ Dataset folder layout (one folder per `sarcoscope train DATA` argument)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +210,43 @@ def load_folder(data_dir: str | Path, config: TrainConfig, spec: InputSpec) -> l
             name = case if hu.shape[0] == 1 else f"{case}#{z}"
             samples.append(Sample(name, patient or case, "data", g_hu, g_lab))
     return samples
+
+
+def _case_files(image: Path, label: Path) -> list[Path]:
+    """Every file one case is read from: image, its .npy sidecar, the label map (or its tissue PNGs)."""
+    files = [image]
+    if image.name.endswith(".npy") and image.with_suffix(".json").is_file():
+        files.append(image.with_suffix(".json"))
+    files += sorted(p for p in label.rglob("*") if p.is_file()) if label.is_dir() else [label]
+    return files
+
+
+def data_fingerprint(config: TrainConfig) -> dict[str, str]:
+    """SHA-256 of the files each case of the data folders is read from (`<folder>/<case>` -> hex digest),
+    and of the label-mapping file when one is named, so that a resumed run can tell that its data changed.
+
+    Checksums, not sizes and times: a folder copied or restored elsewhere is the same data. Reading the
+    files costs about what loading them for training does."""
+    wanted = set(config.cases) if config.cases is not None else None
+    out = {}
+    for folder in config.data_dirs:
+        for case, image, label in find_pairs(folder):
+            if wanted is not None and case not in wanted:
+                continue
+            digest = hashlib.sha256()
+            for path in _case_files(image, label):
+                digest.update(path.name.encode("utf-8", "surrogateescape") + b"\0")
+                try:
+                    with open(path, "rb") as f:
+                        while chunk := f.read(1 << 20):
+                            digest.update(chunk)
+                except OSError as exc:
+                    raise InputError(f"Cannot read training file {path}: {exc.strerror or exc}.") from None
+            out[f"{folder.rstrip('/')}/{case}"] = digest.hexdigest()
+    mapping = config.label_mapping
+    if mapping and Path(mapping).is_file():
+        out[f"label mapping {mapping}"] = hashlib.sha256(Path(mapping).read_bytes()).hexdigest()
+    return out
 
 
 def make_phantoms(config: TrainConfig, spec: InputSpec) -> list[Sample]:

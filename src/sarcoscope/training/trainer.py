@@ -32,11 +32,24 @@ from sarcoscope.errors import InputError
 from sarcoscope.fileio import atomic_write, atomic_write_text
 from sarcoscope.segmentation.unet import InputSpec
 from sarcoscope.training.config import BEST, LAST, TrainConfig, save_config
-from sarcoscope.training.data import Sample, load_folder, make_phantoms, split_by_patient
+from sarcoscope.training.data import Sample, data_fingerprint, load_folder, make_phantoms, split_by_patient
 
 N_CLASSES = len(Label)
 #: Settings that only affect how this invocation runs; a resumed run takes them from the new command.
-RUNTIME_FIELDS = ("resume", "epochs_this_run", "progress", "num_threads")
+RUNTIME_FIELDS = ("output_dir", "resume", "epochs_this_run", "progress", "num_threads")
+#: Settings a resumed run may take from the new command when they raise the stored value (more epochs).
+RAISABLE_ON_RESUME = ("max_epochs",)
+#: Command-line spelling of settings whose flag is not `--<name with dashes>` (for messages).
+_FLAGS = {
+    "data_dirs": "DATA",
+    "max_epochs": "--epochs",
+    "learning_rate": "--lr",
+    "pixel_spacing_mm": "--pixel-spacing",
+    "num_threads": "--threads",
+    "strides": "--channels",
+}
+#: Where a resumed run that cannot continue should go instead.
+_NEW_RUN = "start a new run with -o NEW"
 
 
 @dataclass
@@ -54,6 +67,8 @@ class TrainingResult:
     finished: bool
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    #: What a resumed run changed at the command's request (e.g. max_epochs raised), for the user.
+    notes: list[str] = field(default_factory=list)
 
 
 def input_spec(config: TrainConfig) -> InputSpec:
@@ -244,21 +259,103 @@ def _refuse_to_overwrite_a_model(out: Path) -> None:
         )
 
 
+def _setting(name: str) -> str:
+    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    return f"{name} ({flag})"
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """A setting's value as compared on resume: sequences as lists, folders resolved, id lists as sets."""
+    if name == "data_dirs":
+        return [str(Path(d).resolve()) for d in value]
+    if name in ("cases", "val_cases") and value is not None:
+        return sorted(value)
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def resumed_config(config: TrainConfig, stored_values: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
+    """The stored recipe of a run with this command's runtime settings, and notes on what it changed.
+
+    A setting the command was given (`config.given`) that differs from the recipe is refused, not ignored:
+    the run would silently train on another recipe than asked. Only RAISABLE_ON_RESUME may grow."""
+    stored = TrainConfig(**stored_values)
+    for name in ("channels", "strides", "hu_window", "phantom_spacing_mm"):
+        if getattr(stored, name) is not None:
+            setattr(stored, name, tuple(getattr(stored, name)))
+    changes: dict[str, Any] = {k: getattr(config, k) for k in RUNTIME_FIELDS}
+    conflicts, notes = [], []
+    for name in sorted(config.given - set(RUNTIME_FIELDS)):
+        old, new = getattr(stored, name), getattr(config, name)
+        if _comparable(name, new) == _comparable(name, old):
+            continue
+        if name in RAISABLE_ON_RESUME and new > old:
+            changes[name] = new
+            notes.append(f"{name} raised from {old} to {new}")
+            continue
+        conflicts.append(f"{_setting(name)}: the run has {_plain_text(old)}, given {_plain_text(new)}")
+    if conflicts:
+        raise InputError(
+            "--resume continues a run with the recipe it started with, but these settings differ from it: "
+            + "; ".join(conflicts)
+            + f". Leave them out (only {', '.join(RAISABLE_ON_RESUME)} may be raised), or {_NEW_RUN}."
+        )
+    return replace(stored, **changes), notes
+
+
+def _plain_text(value: Any) -> str:
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def _check_same_data(stored: dict[str, str] | None, now: dict[str, str]) -> None:
+    """Refuse to resume on other data than the run started with (a folder edited between the sessions)."""
+    if stored is None or stored == now:  # None: a checkpoint written before runs recorded their data
+        return
+    parts = []
+    for what, names in (
+        ("added", sorted(set(now) - set(stored))),
+        ("removed", sorted(set(stored) - set(now))),
+        ("changed", sorted(k for k in set(now) & set(stored) if now[k] != stored[k])),
+    ):
+        if names:
+            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+            parts.append(f"{what} {shown}")
+    raise InputError(f"DATA changed since this run started: {'; '.join(parts)}; {_NEW_RUN}.")
+
+
+def _check_same_split(stored: dict[str, list[str]] | None, now: dict[str, list[str]]) -> None:
+    """Refuse to resume with another train/validation split (validation cases would leak into training)."""
+    if stored is None or stored == now:
+        return
+    moved = [
+        f"now in {side}: {', '.join(sorted(set(now[side]) - set(stored.get(side, []))))}"
+        for side in ("train", "validation")
+        if set(now[side]) - set(stored.get(side, []))
+    ]
+    gone = sorted(
+        set(stored.get("train", []) + stored.get("validation", [])) - set(now["train"] + now["validation"])
+    )
+    if gone:
+        moved.append(f"gone: {', '.join(gone)}")
+    raise InputError(
+        "DATA changed since this run started: the train/validation split differs ("
+        + "; ".join(moved)
+        + f"); {_NEW_RUN}."
+    )
+
+
 def train(config: TrainConfig) -> TrainingResult:
     """Train a U-Net with `config`, keep the best checkpoint, export ONNX + model card; resumable."""
     config.validate()
     out = Path(config.output_dir)
     last_path = out / LAST
     state: dict[str, Any] | None = None
+    notes: list[str] = []
     if config.resume:
         if not last_path.is_file():
             raise InputError(f"Nothing to resume: {last_path} does not exist.")
         state = _load_checkpoint(last_path)
-        stored = TrainConfig(**{**state["config"], **{k: getattr(config, k) for k in RUNTIME_FIELDS}})
-        for name in ("channels", "strides", "hu_window", "phantom_spacing_mm"):
-            if getattr(stored, name) is not None:
-                setattr(stored, name, tuple(getattr(stored, name)))
-        config = stored
+        config, notes = resumed_config(config, state["config"])
+        config.validate()
     elif last_path.exists():
         raise InputError(
             f"{out} already holds a training run; use --resume to continue it or another -o folder."
@@ -271,6 +368,18 @@ def train(config: TrainConfig) -> TrainingResult:
         config = replace(config, **init.settings)
         config.validate()
     initialised_from = state.get("initialised_from") if state else init.model_id if init else None
+    # the data are checked before anything is written: a refused resume leaves the run as it was
+    try:
+        fingerprint = data_fingerprint(config)
+    except InputError as exc:
+        if state is None:
+            raise
+        raise InputError(
+            f"DATA changed since this run started: {str(exc).rstrip('.')}; {_NEW_RUN}."
+        ) from None
+    if state is not None:
+        _check_same_data(state.get("data"), fingerprint)
+
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
 
@@ -287,6 +396,12 @@ def train(config: TrainConfig) -> TrainingResult:
             raise InputError(f"Cases not found in {', '.join(config.data_dirs)}: {', '.join(missing)}.")
     samples += make_phantoms(config, spec) if config.phantoms > 0 else []
     train_samples, val_samples = split_by_patient(samples, config)
+    split = {
+        "train": sorted({s.case for s in train_samples}),
+        "validation": sorted({s.case for s in val_samples}),
+    }
+    if state is not None:
+        _check_same_split(state.get("split"), split)
     repeated = [s for s in train_samples for _ in range(config.data_repeat if s.source == "data" else 1)]
 
     train_loader = DataLoader(
@@ -326,6 +441,8 @@ def train(config: TrainConfig) -> TrainingResult:
     t_start = time.monotonic() - seconds
     if start_epoch == 1:
         _log(out, f"data: {json.dumps(counts)}", console)
+    for note in notes:
+        _log(out, f"resume: {note}", console)
     with progress if progress is not None else _Null():
         epochs_task = (
             progress.add_task("epochs", total=config.max_epochs, completed=start_epoch - 1)
@@ -366,6 +483,8 @@ def train(config: TrainConfig) -> TrainingResult:
                     "torch_rng": torch.get_rng_state(),
                     "initialised_from": initialised_from,
                     "loader_rng": train_loader.generator.get_state(),
+                    "data": fingerprint,
+                    "split": split,
                 },
                 last_path,
             )
@@ -424,6 +543,7 @@ def train(config: TrainConfig) -> TrainingResult:
         finished=finished,
         seconds=seconds,
         history=history,
+        notes=notes,
     )
 
 
