@@ -9,7 +9,8 @@ rule and with it, and scored against its reference labels.
         [--model DIR] [--loo WORK]
 
 `--model` scores one model on every slice (default: the shipped one); `--loo WORK` scores each slice with
-the model that never saw it, WORK/cv-<case> of scripts/train_default_model.py.
+the model that never saw it, WORK/cv-<case> of scripts/train_default_model.py (the slices whose model has
+finished training).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.shared / "real" / "l3_slices"
     cases = sorted(p.stem for p in (folder / "labels").glob("*.npy"))
+    if args.loo:
+        cases = [c for c in cases if (args.loo / f"cv-{c}" / "model.onnx").is_file()]
     shipped = UNetEngine(args.model)
     rims = {"without the rim": 0.0, f"with it ({MUSCLE_RIM_MM} mm)": MUSCLE_RIM_MM}
     lines = [
