@@ -16,6 +16,7 @@ from sarcoscope.batch.cases import RESULT_COLUMNS
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError, OutputError
 from sarcoscope.imaging import write_dicom_series
+from sarcoscope.imaging.deidentify import DeidentificationPolicy
 from sarcoscope.phantom import make_slice
 
 
@@ -197,6 +198,19 @@ def test_a_resumed_batch_analyses_again_what_other_settings_made(cohort: Path, t
     smi = {r["case_id"]: float(r["smi_cm2_m2"]) for r in rows}
     area = {r["case_id"]: float(r["muscle_area_cm2"]) for r in rows}
     assert smi["A"] == pytest.approx(area["A"] / 1.9**2, abs=0.05)
+    # de-identified reports lose the height, which their SMI still tells: the same run is resumed, a taller
+    # manifest is not
+    hidden = tmp_path / "deid"
+    policy = DeidentificationPolicy(secret=b"k" * 32)
+    assert (
+        run_batch(read_manifest(manifest), hidden, engine="threshold", deidentification=policy).count("done")
+        == 2
+    )
+    again = run_batch(read_manifest(manifest), hidden, engine="threshold", deidentification=policy)
+    assert again.count("skipped") == 2
+    manifest.write_text(f"case_id,path,height_cm\nA,{cohort / 'patient1'},180\nB,{cohort / 'patient2'},150\n")
+    taller = run_batch(read_manifest(manifest), hidden, engine="threshold", deidentification=policy)
+    assert (taller.count("done"), taller.count("skipped")) == (1, 1)
 
 
 def test_tables_that_are_not_ours_and_a_manifest_in_their_place_are_refused(

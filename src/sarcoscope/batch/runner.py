@@ -204,17 +204,22 @@ def _changed_since(
     wanted = cutoff_set or default_cutoff_set()
     if chosen != wanted:
         return f"classified with cutoff set {chosen}, this run uses {wanted}"
-    patient = report["assessment"]["patient"]
+    patient = dict(report["assessment"]["patient"])
     given = {
         "height_m": case.height_cm / 100.0 if case.height_cm is not None else None,
         "weight_kg": case.weight_kg,
         "sex": case.sex,
     }
+    if "deidentification" in report and patient.get("height_m") is None:
+        # de-identified without the patient's characteristics: only the height can be told, from the SMI
+        smi = report["assessment"]["smi"].get("value")
+        area = report["average"]["tissues"]["muscle"]["area_cm2"]
+        patient = {"height_m": math.sqrt(area / smi) if smi else None}
+        given = {"height_m": given["height_m"]}
     for key, value in given.items():
         stored = patient.get(key)
-        same = stored == value or (
-            isinstance(stored, float) and isinstance(value, float) and math.isclose(stored, value)
-        )
+        floats = isinstance(stored, float) and isinstance(value, float)
+        same = stored == value or (floats and math.isclose(stored, value, rel_tol=1e-4))
         if value is not None and not same:
             return f"made with {key} {stored}, the manifest gives {value}"
     chosen_slices = report["l3"]["slice_indices"]
