@@ -196,7 +196,12 @@ def deidentify(
 
 @app.command()
 def validate(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.md, report.html, CSVs).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Report folder (report.md, report.html, CSVs: replaced; other files kept)."
+        ),
+    ],
     pred: Annotated[
         Path | None, typer.Option(help="Folder of predicted label maps (.npy .nii.gz .tag .png .dcm SEG).")
     ] = None,
