@@ -20,7 +20,7 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
-from real_slices import REPO, error_summary, read_case
+from real_slices import error_summary, parse_args, read_case
 
 from sarcoscope.fileio import atomic_write_text
 from sarcoscope.segmentation.refine import MUSCLE_RIM_MM, compartment_scores, tissues_from_scores
@@ -28,17 +28,13 @@ from sarcoscope.segmentation.unet import UNetEngine
 from sarcoscope.validation.metrics import case_metrics
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path)
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path)
     parser.add_argument("--loo", type=Path)
-    args = parser.parse_args()
-    folder = args.shared / "real" / "l3_slices"
-    cases = sorted(p.stem for p in (folder / "labels").glob("*.npy"))
+
+
+def main() -> None:
+    args, folder, cases = parse_args(__doc__, _options)
     if args.loo:
         cases = [c for c in cases if (args.loo / f"cv-{c}" / "model.onnx").is_file()]
     shipped = UNetEngine(args.model)

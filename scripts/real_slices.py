@@ -5,6 +5,7 @@ muscle-area error summary of their tables."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,16 @@ from sarcoscope.training.data import read_image
 REPO = Path(__file__).resolve().parents[1]
 
 
-def parse_args(doc: str | None) -> tuple[argparse.Namespace, Path, list[str]]:
-    """`--shared` and `--out`; the real L3 slice folder and its cases."""
+def parse_args(
+    doc: str | None, more: Callable[[argparse.ArgumentParser], None] | None = None
+) -> tuple[argparse.Namespace, Path, list[str]]:
+    """`--shared`, `--out` and the script's own options (`more` adds them); the real L3 slice folder and
+    its cases."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path)
+    if more is not None:
+        more(parser)
     args = parser.parse_args()
     folder = args.shared / "real" / "l3_slices"
     return args, folder, sorted(p.stem for p in (folder / "labels").glob("*.npy"))

@@ -24,7 +24,7 @@ import numpy as np
 
 from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, patient_key, scrub_message
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, message_scrubber, patient_key
 
 if TYPE_CHECKING:
     from sarcoscope.composition import SliceComposition
@@ -125,8 +125,9 @@ def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: Deident
             report["assessment"]["patient"][assessed] = None
         # BMI and the muscle area's SMI together give the weight: the BMI goes with it (SMI is the result)
         report["assessment"]["bmi"] = {"status": "not computed", "reason": _REMOVED_CHARACTERISTIC}
+    scrub = message_scrubber(policy, volume.source_path, md.contrast_agent)
     for where in (report, summary):
-        kept = (scrub_message(w, policy, volume.source_path, md.contrast_agent) for w in where["warnings"])
+        kept = (scrub(w) for w in where["warnings"])
         where["warnings"] = [w for w in kept if w is not None]
     key = patient_key(md.patient_id, md.study_instance_uid)
     report["deidentification"] = {

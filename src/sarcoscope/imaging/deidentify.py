@@ -527,6 +527,42 @@ def _names_below(source_path: str) -> tuple[str, ...]:
     return tuple(sorted(names, key=len, reverse=True))
 
 
+def message_scrubber(
+    policy: DeidentificationPolicy,
+    source_path: str | Path | None = None,
+    contrast_agent: str | None = None,
+) -> Callable[[str], str | None]:
+    """`scrub_message` for many messages about one input: its tree is walked and its patterns built once."""
+    patterns: list[tuple[re.Pattern[str], str]] = []
+    if source_path:
+        # the path, or its bare name as a word (a zip is named so), and the names below it that follow it
+        below = _names_below(str(source_path))
+        chain = rf"(?:[/\\](?:{'|'.join(map(re.escape, below))}))*" if below else ""
+        rest = chain + r"[^\s,;:'\"]*"
+        name = re.escape(Path(source_path).name)
+        patterns += [
+            (re.compile(re.escape(str(source_path)) + rest), "<input>"),
+            (re.compile(rf"(?<![\w.-]){name}(?![\w.-])" + rest), "<input>"),
+        ]
+        # a file's name on its own (a NIfTI extracted from a zip is named so)
+        files = [n for n in below if "." in n.strip(".") and len(n) >= 5]
+        if files:
+            alone = rf"(?<![\w.-])(?:{'|'.join(map(re.escape, files))})(?![\w.-])"
+            patterns.append((re.compile(alone), "<file>"))
+
+    def scrub(text: str) -> str | None:
+        if not policy.keep_patient_characteristics and _CHARACTERISTIC_TEXT.search(text):
+            return None
+        for pattern, replacement in patterns:
+            text = pattern.sub(replacement, text)
+        if contrast_agent:
+            text = text.replace(contrast_agent, "ANONYMIZED")
+        text = _UID_TEXT.sub(lambda m: policy.uid(m.group()), text)
+        return _QUOTED_TEXT.sub("'ANONYMIZED'", text)
+
+    return scrub
+
+
 def scrub_message(
     text: str,
     policy: DeidentificationPolicy,
@@ -537,23 +573,7 @@ def scrub_message(
     below it (folder and file names may name the patient), original UIDs (remapped, as in the outputs),
     quoted descriptions or the contrast agent's name; None for a message about a patient characteristic
     the policy removes."""
-    if not policy.keep_patient_characteristics and _CHARACTERISTIC_TEXT.search(text):
-        return None
-    if source_path:
-        # the path, or its bare name as a word (a zip is named so), and the names below it that follow it
-        below = _names_below(str(source_path))
-        chain = rf"(?:[/\\](?:{'|'.join(map(re.escape, below))}))*" if below else ""
-        rest = chain + r"[^\s,;:'\"]*"
-        text = re.sub(re.escape(str(source_path)) + rest, "<input>", text)
-        text = re.sub(rf"(?<![\w.-]){re.escape(Path(source_path).name)}(?![\w.-])" + rest, "<input>", text)
-        # a file's name on its own (a NIfTI extracted from a zip is named so)
-        files = [name for name in below if "." in name.strip(".") and len(name) >= 5]
-        if files:
-            text = re.sub(rf"(?<![\w.-])(?:{'|'.join(map(re.escape, files))})(?![\w.-])", "<file>", text)
-    if contrast_agent:
-        text = text.replace(contrast_agent, "ANONYMIZED")
-    text = _UID_TEXT.sub(lambda m: policy.uid(m.group()), text)
-    return _QUOTED_TEXT.sub("'ANONYMIZED'", text)
+    return message_scrubber(policy, source_path, contrast_agent)(text)
 
 
 def deidentify_file(path: Path, policy: DeidentificationPolicy, source: str | None = None) -> bytes:

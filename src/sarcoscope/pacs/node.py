@@ -200,9 +200,9 @@ class Node:
                     continue
                 key = (folder.parent.name, folder.name)
                 marker = folder / ANALYSED_MARKER
-                done = marker.is_file() and all(
-                    f.stat().st_mtime <= marker.stat().st_mtime for f in folder.glob("*.dcm")
-                )
+                analysed = marker.stat().st_mtime if marker.is_file() else None
+                images = folder.glob("*.dcm")
+                done = analysed is not None and all(f.stat().st_mtime <= analysed for f in images)
                 if done:
                     self._analysed_at[key] = now
                 else:
