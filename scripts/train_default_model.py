@@ -5,7 +5,7 @@
 1. **Pretrain** on synthetic phantoms only (`models/pretrain.yaml`).
 2. **Leave one patient out**: for each real reference slice of `../shared/data/real/l3_slices`, fine-tune the
    pretrained model on the other real slices (plus fresh phantoms; `models/finetune.yaml`) and segment the
-   held-out slice with it, raw, refined and refined with mirror averaging; the threshold engine segments it
+   held-out slice with it, raw, refined and refined without mirror averaging; the threshold engine segments it
    too. Each slice is thus predicted by a model that never saw it: these predictions are the accuracy reported
    for the recipe (README, model card, docs/validation/real-*-cv/) and the evidence that chooses the default
    engine (sarcoscope.validation.evidence).
@@ -105,7 +105,7 @@ def main() -> None:
         engines = {
             "threshold": threshold,
             "unet": UNetEngine(fold),
-            "unet-mirror": UNetEngine(fold, mirror=True),
+            "unet-one-pass": UNetEngine(fold, mirror=False),
             "unet-raw": UNetEngine(fold, refine=False),
         }
         for name, engine in engines.items():
@@ -127,9 +127,9 @@ def main() -> None:
             "Leave-one-patient-out on the real L3 slices with reference labels "
             "(../shared/data/real/l3_slices): each row is a slice segmented by a model fine-tuned exactly "
             "like this one but **without that slice** (the shipped model itself has seen all of them, so its "
-            'own scores on them would not be a test). "unet" = HU refinement on (default), "unet-mirror" = '
-            "the same with mirror averaging, "
-            '"unet-raw" = the network\'s arg-max, "threshold" = the classical baseline engine, all on the '
+            'own scores on them would not be a test). "unet" = HU refinement and mirror averaging on '
+            '(default), "unet-one-pass" = the same without mirror averaging, "unet-raw" = the network\'s '
+            'mirror-averaged arg-max, "threshold" = the classical baseline engine, all on the '
             "slices' own grids; muscle area error = 100·(predicted − reference)/reference.\n\n"
             + table
             + f"\n\nDefault engine by the rule ({RULE}): **{choice.engine}** — {choice.reason}.",

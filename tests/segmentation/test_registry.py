@@ -30,7 +30,7 @@ from sarcoscope.segmentation.registry import (
 )
 
 SHIPPED = load_model_card(DEFAULT_MODEL_DIR)["model_id"]
-REFINED = f"+refine-v{REFINEMENT_VERSION}"
+REFINED = f"+refine-v{REFINEMENT_VERSION}+mirror"
 SPLIT = {"by": "patient", "seed": 0, "fraction": 0.2, "validation_cases": ["a", "b"]}
 
 
@@ -100,7 +100,7 @@ def test_add_then_select_by_id_or_path(registry: ModelRegistry, tmp_path: Path) 
     assert [m.model_id for m in registry.models()] == [SHIPPED, "site-model-1"]
     assert registry.default_id() == SHIPPED  # adding never changes the default
     assert get_engine("unet:site-model-1").model_id == f"site-model-1{REFINED}"
-    assert get_engine(f"unet-raw:{source}").model_id == "site-model-1+raw"
+    assert get_engine(f"unet-raw:{source}").model_id == "site-model-1+raw+mirror"
     with pytest.raises(RegistryError, match="already installed"):
         registry.add(source)
     with pytest.raises(RegistryError, match="nor an installed model id"):

@@ -152,7 +152,7 @@ def test_models_api_and_the_chosen_model_is_recorded(client: TestClient, series:
         f"/api/studies/{sid}/segment", json={"engine": "unet", "model": SHIPPED, "base_version": 1}
     )
     assert r.status_code == 200, r.text
-    assert r.json()["model_id"] == f"{SHIPPED}+refine-v{REFINEMENT_VERSION}"
+    assert r.json()["model_id"] == f"{SHIPPED}+refine-v{REFINEMENT_VERSION}+mirror"
     versions = client.get(f"/api/studies/{sid}/versions").json()
     assert versions[0]["model_id"] == r.json()["model_id"]
     for payload, message in (

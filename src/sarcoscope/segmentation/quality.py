@@ -25,7 +25,8 @@ scoring below REVIEW_THRESHOLD (0.5, some signal past its anchor) is flagged "re
 The engine signals assume that the second engine, too, meets the bar: the threshold engine does not on
 pixels coarser than COARSEST_OPINION, so a U-Net is scored on its network signals alone there.
 
-Cost: the network signals come from the inference the U-Net engine runs anyway plus its mirrored pass; the
+Cost: the network signals come from the inference the U-Net engine runs anyway (both passes; a U-Net
+built with `mirror=False` runs the mirrored one for them); the
 engine signals need the other engine (the threshold engine for the U-Net, the site's U-Net for the others).
 """
 
@@ -57,8 +58,8 @@ COARSEST_OPINION = 2.0
 COARSE_PIXEL_MM = 1.5
 #: Analyses of slices noisier than this (HU, `image_noise_hu`) carry a warning (`noise_warning`): where the
 #: HU window itself starts to cost the muscle area several percent (the reference's own compartments on the
-#: noisy HU: 25 HU -1.8 %, 34 HU -3.8 %, 43 HU -7.3 %; the U-Net with refinement v4: -1.0 % at the slices'
-#: own 13-16 HU, -1.6 %, -2.8 %, -5.5 %; docs/validation/noise.md); 6 % is allowed on a slice.
+#: noisy HU: 25 HU -1.8 %, 34 HU -3.8 %, 43 HU -7.3 %; the U-Net (refinement v4, mirror averaging): -0.8 % at
+#: the slices' own 13-16 HU, -1.5 %, -2.7 %, -5.3 %; docs/validation/noise.md); 6 % is allowed on a slice.
 NOISY_HU = 35.0
 
 
@@ -220,8 +221,8 @@ def coarse_pixel_warning(pixel_spacing: tuple[float, float]) -> str | None:
     return (
         f"Pixels of {pixel_spacing[0]:.2g} x {pixel_spacing[1]:.2g} mm are coarser than diagnostic CT's "
         "(0.6-1.0 mm): thin muscle (psoas, the wall) blurs into its neighbours, and the muscle area is "
-        "measured lower (on the real L3 slices resampled: U-Net -2.5 % at 2 mm and -3.5 % at 3 mm against "
-        "-1.0 % at their own pixels; the threshold engine -5.7 % and -10.0 %). Use the original images if "
+        "measured lower (on the real L3 slices resampled: U-Net -2.4 % at 2 mm and -3.4 % at 3 mm against "
+        "-0.8 % at their own pixels; the threshold engine -5.7 % and -10.0 %). Use the original images if "
         "you have them."
     )
 
@@ -249,7 +250,7 @@ def noise_warning(noise_hu: float | None) -> str | None:
         f"The image noise is high ({noise_hu:.0f} HU in the subcutaneous fat; diagnostic CT at L3 has "
         "10-25): the -29..150 HU muscle window cuts off the noise's tails, so the muscle area is measured "
         "lower and its mean HU shifts (the real L3 slices with noise added measured U-Net muscle areas -3 % "
-        "at 34 HU and -6 % at 43 HU, against -1 % at their own 13-16 HU; the threshold engine -8 % and "
+        "at 34 HU and -5 % at 43 HU, against -1 % at their own 13-16 HU; the threshold engine -8 % and "
         "-12 %). A softer kernel or thicker reconstruction of the same scan gives the more comparable number."
     )
 

@@ -226,9 +226,10 @@ class UNetEngine:
     that muscle (and bone) enclose in a muscle compartment is IMAT, muscle speckle is removed
     (refine.compartment_scores, resampled to the CT's grid, then refine.tissues_from_scores).
     `refine=False` returns the raw network labels (arg-max), so the refinement's effect can be measured.
-    `mirror=True` averages the probabilities of the slice and of its left-right mirror image (test-time
-    augmentation; the network was trained with random flips). Off by default: it doubles the network time
-    and gained only 0.001 mean Dice (0.010 for IMAT) on the real slices, leave-one-out (README, "Accuracy").
+    `mirror=True` (default) averages the probabilities of the slice and of its left-right mirror image
+    (test-time augmentation; the network was trained with random flips). It raised the muscle Dice of every
+    kind of model on the real slices it never saw (README, "Accuracy"), and costs nothing when the quality
+    score runs (the default), which needs the mirrored pass anyway; without it, the network time doubles.
     """
 
     name = "unet"
@@ -240,7 +241,7 @@ class UNetEngine:
         hu_ranges: HURanges = DEFAULT_HU_RANGES,
         batch_size: int = 8,
         threads: int | None = None,
-        mirror: bool = False,
+        mirror: bool = True,
     ) -> None:
         self.model_dir = resolve_model_dir(model_path)
         self.card = load_model_card(self.model_dir)
