@@ -4,6 +4,7 @@ the de-identified CT (same pseudonym, same remapped UIDs); burned-in annotation 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -14,10 +15,17 @@ import numpy as np
 import pydicom
 import pytest
 
-from phi_dicom import POLICY, SECRET, SURNAME, add_phi, kept_values, table_values, text_of
+from phi_dicom import POLICY, SECRET, SURNAME, add_phi, kept_values, table_values, text_of, walk
+from sarcoscope.conventions import Label
 from sarcoscope.export import report_schema, write_outputs
 from sarcoscope.export.report import build_report, metrics_csv
-from sarcoscope.imaging.deidentify import DeidentificationError, DeidentificationPolicy, deidentify_dataset
+from sarcoscope.export.writer import DICOM_RESULTS
+from sarcoscope.imaging.deidentify import (
+    DeidentificationError,
+    DeidentificationPolicy,
+    deidentify_dataset,
+    patient_key,
+)
 
 
 @pytest.fixture
@@ -133,3 +141,52 @@ def test_deidentified_seg_still_reads_back_the_labels(phi_result, tmp_path: Path
     uids = [POLICY.uid(phi_result.volume.dicom_headers[i].SOPInstanceUID) for i in (4, 5)]
     masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1])
     np.testing.assert_array_equal(masks[..., 0] > 0, phi_result.labels == 1)
+
+
+def _shifted_day(day: str, policy: DeidentificationPolicy, key: str) -> str:
+    """`day` (YYYYMMDD) moved by the patient's offset, as the de-identification moves the study's dates."""
+    moved = dt.datetime.strptime(day, "%Y%m%d") + dt.timedelta(days=policy.date_offset_days(key))
+    return moved.strftime("%Y%m%d")
+
+
+def _assert_dates_are_the_studys(written: dict[str, Path], date: str, time: str) -> None:
+    """Every DA, DT and TM of every written DICOM object (nested sequences included) is empty or the
+    de-identified study's date and time; report.json holds no date (metrics.csv has no date column)."""
+    allowed = {"DA": {"", date}, "TM": {"", time}, "DT": {"", date + time}}
+    for kind in DICOM_RESULTS:
+        ds = pydicom.dcmread(written[kind])
+        dates = [(e.keyword, e.VR, str(e.value or "")) for _, e in walk(ds) if e.VR in allowed]
+        assert [d for d in dates if d[2] not in allowed[d[1]]] == [], kind
+        assert (ds.StudyDate, ds.ContentDate, ds.ContentTime) == (date, date, time), kind
+    assert json.loads(written["report"].read_text())["created_utc"] is None
+    assert "date" not in written["metrics"].read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("shifted", [False, True], ids=["dates-removed", "dates-shifted"])
+def test_outputs_carry_no_real_date_of_the_analysis(phi_result, tmp_path: Path, shifted: bool) -> None:
+    # highdicom's ContributionDateTime (ContributingEquipmentSequence) and report.json's created_utc were the
+    # analysis' real time: next to the study's removed or shifted dates they tell the scan date or the shift
+    policy = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=shifted)
+    written = write_outputs(phi_result, tmp_path / "out", policy)
+    date = _shifted_day("20240102", policy, "P1") if shifted else ""
+    _assert_dates_are_the_studys(written, date, "120000" if shifted else "")
+    plain = write_outputs(phi_result, tmp_path / "plain")  # not de-identified: the real time stays
+    assert pydicom.dcmread(plain["dicom_seg"]).ContributingEquipmentSequence[-1].ContributionDateTime
+    assert json.loads(plain["report"].read_text())["created_utc"].endswith("Z")
+
+
+@pytest.mark.parametrize("shifted", [False, True], ids=["dates-removed", "dates-shifted"])
+def test_real_series_outputs_carry_no_real_date_of_the_analysis(
+    shared_data, tmp_path: Path, dicom_volume, result_for, shifted: bool
+) -> None:
+    volume = dicom_volume(sorted((shared_data / "real/dicom_series/dcmqi_ct3slice").glob("*.dcm")))
+    hu = volume.hu[[1]]
+    labels = np.where((hu > -29) & (hu < 150), Label.MUSCLE, np.where((hu > -190) & (hu < -30), Label.SAT, 0))
+    result = result_for(volume, [1], labels.astype(np.uint8))
+    policy = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=shifted)
+    written = write_outputs(result, tmp_path / "out", policy)
+    first = volume.dicom_headers[0]
+    key = patient_key(first.PatientID, first.StudyInstanceUID)
+    assert key is not None and first.StudyDate == "20030417"
+    date = _shifted_day(first.StudyDate, policy, key) if shifted else ""
+    _assert_dates_are_the_studys(written, date, first.StudyTime if shifted else "")

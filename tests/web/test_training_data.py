@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -12,11 +13,13 @@ import numpy as np
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 from test_api import get_labels, segmented
 from web_synth import SPACING, synthetic_hu, write_series
 
 from sarcoscope.segmentation.model_files import DEFAULT_MODEL_DIR, load_model_card
 from sarcoscope.segmentation.refine import REFINEMENT_VERSION
+from sarcoscope.store.models import LabelVersion
 from sarcoscope.training.data import EXPORT_MANIFEST, find_pairs, read_image, read_labels
 from sarcoscope.web.training_data import collect_training_data
 
@@ -84,6 +87,34 @@ def test_export_holds_the_latest_person_corrected_version_per_study(
     assert "PAT-1" not in json.dumps(manifest)
     audit = [e["action"] for e in client.get("/api/audit").json()]
     assert "export-training-data" in audit
+
+
+def test_export_names_label_authors_by_pseudonym_and_holds_no_save_time(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """The export is de-identified and made to leave the server: a staff member's user name is personal
+    data the training does not need (the store keeps it, found by study and label version), and a save
+    time would bound the study date the de-identification removes."""
+    corrected = corrected_store(client, tmp_path)  # A and B corrected by the same user
+    sid, _ = segmented(client, write_series(tmp_path / "E", seed=5, patient_id="PAT-4"), 4, 6)
+    labels, version, _ = get_labels(client, sid)
+    labels[:, 10:20, 10:20] = 1
+    save(client, sid, labels, version)
+    store = client.app.state.ctx.store
+    with store.session() as s:  # corrected by another member of staff
+        s.execute(update(LabelVersion).where(LabelVersion.study_id == sid).values(author="dr. Jansen"))
+
+    r = client.get("/api/training-data")
+    assert r.status_code == 200
+    manifest = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read(EXPORT_MANIFEST))
+    authors = {c["study_id"]: c["author"] for c in manifest["cases"]}
+    assert set(authors) == {*corrected, sid}
+    first, second = (authors[i] for i in corrected)
+    assert first == second and {first, authors[sid]} == {"annotator-1", "annotator-2"}
+    assert "Jansen" not in json.dumps(manifest) and "local" not in authors.values()
+    # no time of a case (the export's own time stays: it names no patient)
+    assert [k for c in manifest["cases"] for k in c if "utc" in k or "time" in k] == []
+    assert not any(re.search(r"\d{4}-\d\d-\d\dT", str(v)) for c in manifest["cases"] for v in c.values())
 
 
 def test_export_leaves_out_a_series_whose_pixels_may_show_the_name(

@@ -7,8 +7,10 @@ the assessment with every cutoff set, and warnings. Its layout is described by r
 A de-identified report (`deidentification` given) names no file path, carries the remapped UIDs (the same as
 the de-identified DICOM and SEG, in its warnings too), no series description (nor any quoted text in a
 warning) or contrast agent name, the patient's sex, age, height and weight (nor a warning about them) only
-under the Retain Patient Characteristics option, and a `deidentification` block
-with the method and the patient's pseudonym. metrics.csv never identifies the patient.
+under the Retain Patient Characteristics option, no date (`created_utc` is null: the time of an analysis,
+often the day of the scan, would bound the study date the de-identification removes or shifts, and the
+report holds no study date to shift it with), and a `deidentification` block
+with the method and the patient's pseudonym. metrics.csv never identifies the patient and holds no date.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ _PATIENT_METADATA = {
 def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: DeidentificationPolicy) -> None:
     """Remove or pseudonymise the report's identifying fields in place (see the module docstring)."""
     md = volume.metadata
+    report["created_utc"] = None
     summary = report["input"]
     summary["source_path"] = None
     if summary["series_instance_uid"]:

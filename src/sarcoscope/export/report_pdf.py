@@ -104,7 +104,7 @@ def report_pdf(report: dict[str, Any], overlay_png: bytes) -> bytes:
         pages.text(
             f"sex {patient['sex'] or '—'} · height {height} · weight {weight} · age "
             f"{patient.get('age_years') or '—'} · kVp {md.get('kvp') or '—'} · contrast "
-            f"{md.get('contrast_agent') or 'not recorded'} · created {report['created_utc']}",
+            f"{md.get('contrast_agent') or 'not recorded'} · created {report['created_utc'] or '—'}",
             color="#555",
         )
 

@@ -26,19 +26,24 @@ faithfully; then no SEG is written and the reason is returned for the report.
 
 De-identified (a `DeidentificationPolicy`): the copies of the source headers are de-identified first, so the
 SEG takes the pseudonym (no name, ID or birth date) and references the remapped UIDs, the same ones as the
-de-identified CT files; its own dates (made now, by highdicom) are replaced by the sources' de-identified
-study date and time, so that it tells nothing about when the patient was scanned.
+de-identified CT files; every date and time it carries (its own, made now by highdicom, nested ones such as
+the ContributionDateTime of ContributingEquipmentSequence included) becomes the sources' de-identified study
+date and time: empty when dates are removed, shifted with the study's under the Modified Dates option. The
+real time of the analysis would bound the scan date (often the same day) or reveal the shift; a shifted
+"now" would reveal the shift to whoever knows when the analysis ran.
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import highdicom as hd
 import numpy as np
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
@@ -77,14 +82,6 @@ REQUIRED = (
 )
 
 
-#: The SEG's own dates and times (highdicom writes the time it was made).
-OWN_DATES = (
-    ("SeriesDate", "SeriesTime"),
-    ("ContentDate", "ContentTime"),
-    ("InstanceCreationDate", "InstanceCreationTime"),
-)
-
-
 def prepared_sources(
     headers: list[Dataset], deidentification: DeidentificationPolicy | None
 ) -> tuple[list[Dataset] | None, str | None]:
@@ -107,12 +104,25 @@ def prepared_sources(
     return out, None
 
 
+def _date_elements(ds: Dataset) -> Iterator[DataElement]:
+    """Every DA, DT and TM element of `ds` and of its sequences' items."""
+    for elem in ds:
+        if elem.VR in ("DA", "DT", "TM"):
+            yield elem
+        elif elem.VR == "SQ":
+            for item in elem.value:
+                yield from _date_elements(item)
+
+
 def hide_creation_time(ds: Dataset, source: Dataset, deidentification: DeidentificationPolicy) -> None:
-    """Give a derived object made now the de-identified source's study date and time, and mark it
-    de-identified, so it tells nothing about when the patient was scanned."""
-    for date, time in OWN_DATES:
-        setattr(ds, date, source.StudyDate)
-        setattr(ds, time, source.StudyTime)
+    """Give every date and time of a derived object made now (at any depth: highdicom's ContributionDateTime
+    too) the de-identified source's study date and time, and mark it de-identified, so it tells nothing
+    about when the patient was scanned nor the date shift. Empty values (the birth date) stay empty."""
+    date, time = str(source.get("StudyDate") or ""), str(source.get("StudyTime") or "")
+    study = {"DA": date, "TM": time, "DT": date + time if date else ""}
+    for elem in _date_elements(ds):
+        if not elem.is_empty:
+            elem.value = study[elem.VR]
     mark_deidentified(ds, deidentification)
 
 

@@ -12,8 +12,15 @@ sarcoscope.training.data: `images/<case>.npy` (HU, (n, y, x)) with `images/<case
 the patient), `labels/<case>.npy` (uint8, project ids). The case id is the start of the study id; the
 patient is a pseudonym of the DICOM PatientID (an HMAC with this installation's secret: stable across
 exports, not reversible without the data folder), or the study when the series has no PatientID. The
-manifest (EXPORT_MANIFEST) lists every case with its study, label version, author and time, and the studies
+manifest (EXPORT_MANIFEST) lists every case with its study, label version and author, and the studies
 skipped with the reason.
+
+The export is de-identified (the basic profile, dates removed) and made to leave the server, so the author
+is a pseudonym, `annotator-<n>` numbered by first appearance and the same for one user within one export
+(a staff user name is personal data the training does not need; the store keeps it, found by study id and
+label version), and a case carries no time (when a label was saved bounds the study date, which the
+de-identification removes). The manifest's `created_utc`, the time of the export, stays: it concerns no
+patient, and the download's file name carries it anyway.
 """
 
 from __future__ import annotations
@@ -66,12 +73,6 @@ def _pseudonym(policy: DeidentificationPolicy, study: Study) -> str:
     return policy.pseudonym(study.patient_id)
 
 
-def _iso(when: dt.datetime | None) -> str | None:
-    if when is None:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).isoformat(timespec="seconds")
-
-
 def export_training_data(
     store: Store, volumes: VolumeCache, dest: Path, actor: str, client: str | None = None
 ) -> dict[str, Any]:
@@ -89,13 +90,16 @@ def export_training_data(
     (tmp / "labels").mkdir()
     cases: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
+    annotators: dict[str, str] = {}  # user name -> its pseudonym in this export
     try:
         for study in sorted(store.list_studies(limit=None), key=lambda s: s.id):
             version = person_version(store.list_versions(study.id))
             if version is None:
                 continue
             try:
-                cases.append(_write_case(store, volumes, study, version, policy, tmp))
+                case = _write_case(store, volumes, study, version, policy, tmp)
+                case["author"] = annotators.setdefault(version.author, f"annotator-{len(annotators) + 1}")
+                cases.append(case)
             except SarcoscopeError as exc:
                 log.warning("Study %s left out of the training data: %s", study.id, exc)
                 skipped.append({"study_id": study.id, "reason": str(exc)})
@@ -150,8 +154,6 @@ def _write_case(
         "study_id": study.id,
         "label_version": version.version,
         "source": version.source,
-        "author": version.author,
-        "saved_utc": _iso(version.created_at),
         "segmented_with": version.model_id,
         "slices": stack.indices,
     }
