@@ -89,6 +89,33 @@ def test_in_convex_hull():
     single = np.zeros((5, 5), bool)
     single[2, 2] = True
     assert not in_convex_hull(single, np.array([[2, 2]])).any()
+    line = np.zeros((9, 9), bool)
+    line[1:8, 4] = True
+    assert not in_convex_hull(line, np.array([[3, 4], [3, 5]])).any()
+
+
+def test_in_convex_hull_matches_qhull() -> None:
+    """The same answer as scipy.spatial's Qhull (boundary included) on blobs, sparse and diagonal masks."""
+    from scipy.spatial import ConvexHull
+
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:60, :70]
+    points = np.stack([yy.ravel(), xx.ravel()], 1)
+    for trial in range(60):
+        if trial % 3 == 0:
+            mask = rng.random((60, 70)) < 0.002 + 0.01 * rng.random()
+        elif trial % 3 == 1:
+            cy, cx, ry, rx = rng.uniform(10, 50), rng.uniform(10, 60), rng.uniform(2, 20), rng.uniform(2, 25)
+            mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+            mask &= rng.random(mask.shape) < 0.7
+        else:
+            mask = np.abs((yy - rng.integers(60)) - rng.choice([-1, 1]) * (xx - rng.integers(70))) < 1
+            mask[rng.integers(60), rng.integers(70)] = True
+        if mask.sum() < 3:
+            continue
+        hull = ConvexHull(np.argwhere(mask).astype(float))
+        want = np.all(points @ hull.equations[:, :2].T + hull.equations[:, 2] <= 1e-9, axis=1)
+        np.testing.assert_array_equal(in_convex_hull(mask, points), want, err_msg=f"trial {trial}")
 
 
 def test_muscle_compartments_hold_pockets_but_not_the_cavity():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import edt
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.spatial import ConvexHull, QhullError
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 
@@ -205,14 +204,44 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
 
 
 def in_convex_hull(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Which of `points` ((n, 2) pixel coordinates y, x) lie inside the convex hull of a 2-D mask."""
-    outline = mask & ~ndi.binary_erosion(mask)  # the hull of the outline is the hull of the mask
-    try:
-        hull = ConvexHull(np.argwhere(outline).astype(float))
-    except QhullError:  # fewer than 3 pixels or all on a line: nothing is strictly inside
+    """Which of `points` ((n, 2) pixel coordinates y, x) lie inside the convex hull of a 2-D mask (its
+    boundary included; nothing when the mask is fewer than 3 pixels or all on a line).
+
+    Integer arithmetic on the mask's row ends (the hull of a mask is the hull of each row's first and last
+    pixel), so the answer is exact; scipy.spatial's Qhull gave the same, at 0.2-0.4 s of import per process.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not rows.size:
         return np.zeros(len(points), dtype=bool)
-    pts = np.asarray(points, dtype=float)
-    return np.all(pts @ hull.equations[:, :2].T + hull.equations[:, 2] <= 1e-9, axis=1)
+    first = mask[rows].argmax(axis=1)
+    last = mask.shape[1] - 1 - mask[rows, ::-1].argmax(axis=1)
+    ends = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)]).astype(np.int64)
+    hull = _hull_vertices(np.unique(ends, axis=0))  # unique also sorts by (y, x), as the chain needs
+    if len(hull) < 3:
+        return np.zeros(len(points), dtype=bool)
+    start, edge = hull, np.roll(hull, -1, axis=0) - hull
+    rel = np.asarray(points, dtype=np.int64)[:, None, :] - start[None]
+    # the chain turns one way throughout: a point is inside when no edge has it on its outer side
+    return np.all(edge[None, :, 0] * rel[..., 1] - edge[None, :, 1] * rel[..., 0] >= 0, axis=1)
+
+
+def _hull_vertices(points: np.ndarray) -> np.ndarray:
+    """The convex hull's vertices of (n, 2) integer points sorted by (y, x), in order (Andrew's monotone
+    chain; collinear points dropped)."""
+
+    def chain(pts: np.ndarray) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for y, x in pts.tolist():
+            while len(out) >= 2:
+                (y1, x1), (y2, x2) = out[-2], out[-1]
+                if (y2 - y1) * (x - x1) - (x2 - x1) * (y - y1) > 0:
+                    break
+                out.pop()
+            out.append((y, x))
+        return out
+
+    lower, upper = chain(points), chain(points[::-1])
+    return np.array(lower[:-1] + upper[:-1], dtype=np.int64).reshape(-1, 2)
 
 
 def tissue_masks(hu: np.ndarray, hu_ranges: HURanges = DEFAULT_HU_RANGES) -> dict[str, np.ndarray]:
