@@ -12,7 +12,7 @@ and synthetic phantom series of 130, 300 and 600 slices of 512² (one 130-slice 
 in z to the other lengths; cached in $TMPDIR/sarcoscope-bench).
 
     python scripts/benchmark_speed.py [--sizes 130 300 600] [--repeats 5] [--no-real] [--no-help]
-        [--no-engines] [--engine unet]
+        [--no-engines] [--engine unet] [--before SRC [--after SRC]]
 """
 
 from __future__ import annotations
@@ -167,10 +167,13 @@ def main() -> None:
     parser.add_argument(
         "--before", default=None, help="another sarcoscope src/ folder to run alternately (before/after)"
     )
+    parser.add_argument(
+        "--after", default=None, help="with --before: the src/ folder of 'after' (default: this one)"
+    )
     args = parser.parse_args()
     trees: dict[str, str | None] = {"": None}
     if args.before:
-        trees = {" before": args.before, " after": None}
+        trees = {" before": args.before, " after": args.after}
 
     print(f"python {sys.executable}; sarcoscope from {_where()}; load {os.getloadavg()[0]:.1f}")
     print(f"medians of {args.repeats} alternating runs, fresh processes, imports included\n")
