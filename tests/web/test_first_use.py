@@ -13,8 +13,9 @@ from web_synth import multipart
 
 from sarcoscope.conventions import TISSUE_TITLES
 from sarcoscope.export.overlay import legend_labels
+from sarcoscope.export.report import mode_text
 from sarcoscope.store import is_dicom_uid
-from sarcoscope.web.analysis import build_result, mode_text, selection_from_localization
+from sarcoscope.web.analysis import build_result, selection_from_localization
 from sarcoscope.web.wording import has_cli_words
 
 

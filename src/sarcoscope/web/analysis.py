@@ -20,15 +20,14 @@ import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, L3_RANGE
-from sarcoscope.export.report import mode_text
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 from sarcoscope.level.selection import L3Selection
 from sarcoscope.results import AnalysisResult
 from sarcoscope.segmentation.quality import image_warnings
 from sarcoscope.store import LabelVersion, Store, Study
 from sarcoscope.web.wording import for_ui
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the export and imaging packages (highdicom, pydicom, nibabel) load on first use
+    from sarcoscope.imaging.deidentify import DeidentificationPolicy
     from sarcoscope.imaging.volume import CTVolume
     from sarcoscope.web.volumes import VolumeCache
 
@@ -191,6 +190,8 @@ class AnalysisCache:
         }
 
     def get(self, study: Study, version: int | None) -> dict[str, Any]:
+        from sarcoscope.export.report import mode_text
+
         row = self.store.get_version(study.id, version)
         # the localizer's levels name the analysed slices ("Not L3"): a new localization is a new analysis
         key = json.dumps([study.id, row.version, study.patient, study.localization], sort_keys=True)
@@ -287,6 +288,7 @@ def export_file(
     from sarcoscope.export.sc import write_qc_capture
     from sarcoscope.export.seg import build_dicom_seg
     from sarcoscope.export.sr import write_dicom_sr
+    from sarcoscope.imaging.deidentify import refuse_burned_in
 
     row = store.get_version(study.id, version)
     stack = store.load_labels(study.id, row.version)

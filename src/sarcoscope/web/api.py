@@ -11,7 +11,7 @@ import gzip
 import shutil
 import tempfile
 import zipfile
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, LABEL_COLORS, TISSUE_TITLES, TISSUES
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, deidentify_file
 from sarcoscope.segmentation.base import takes_model
 from sarcoscope.store import LabelVersion, Study
 from sarcoscope.web import analysis, render
@@ -32,6 +31,9 @@ from sarcoscope.web.label_import import import_label_file, receive_label_upload
 from sarcoscope.web.upload import receive_upload
 from sarcoscope.web.volumes import ingest, viewer_nifti
 from sarcoscope.web.wording import for_ui
+
+if TYPE_CHECKING:  # the imaging package (pydicom, nibabel) loads with the first request that needs it
+    from sarcoscope.imaging.deidentify import DeidentificationPolicy
 
 router = APIRouter(prefix="/api")
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -152,6 +154,8 @@ class DeidentifyQuery(BaseModel):
     def policy(self, ctx: AppContext) -> DeidentificationPolicy | None:
         if not self.deidentify:
             return None
+        from sarcoscope.imaging.deidentify import DeidentificationPolicy
+
         return DeidentificationPolicy(
             secret=ctx.deidentification_key,
             keep_dates_shifted=self.keep_dates_shifted,
@@ -384,6 +388,7 @@ def localize(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str,
     from sarcoscope.errors import SarcoscopeError
     from sarcoscope.level import locate_l3
 
+    ctx.prepare_engine()  # the L3 view is open: "Segment selected" is likely next
     study = ctx.store.get_study(study_id)
     volume = ctx.volumes.get(study)
     try:
@@ -425,6 +430,8 @@ def download_dicom(
 ) -> StreamingResponse:
     """A zip of the original DICOM files of slices first..last (default: the current selection), or of
     de-identified copies (`deidentify=true`): an image with burned-in annotation is refused (422)."""
+    from sarcoscope.imaging.deidentify import deidentify_file
+
     study = ctx.store.get_study(study_id)
     if study.source_kind != "dicom":
         raise HTTPException(409, "This study was uploaded as NIfTI: there are no original DICOM files.")
@@ -737,6 +744,7 @@ def models(ctx: Ctx, user: User) -> dict[str, Any]:
     """The installed U-Net models (as `sarcoscope models list`), the default, their measured validation."""
     from sarcoscope.segmentation.registry import ModelRegistry
 
+    ctx.prepare_engine()  # the L3 view asks for these when it opens: "Segment selected" is likely next
     registry = ModelRegistry()
     default = registry.default_id()
     return {

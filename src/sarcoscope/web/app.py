@@ -20,8 +20,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sarcoscope import __version__
 from sarcoscope.errors import SarcoscopeError
-from sarcoscope.imaging.deidentify import SECRET_FILE_NAME
-from sarcoscope.imaging.deidentify import load_secret as load_deidentification_key
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, Store
 from sarcoscope.web.accounts import check_user_name
@@ -31,7 +29,7 @@ from sarcoscope.web.auth import Authenticator
 from sarcoscope.web.background import BackgroundJobs
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.dicomweb import install as install_pacs
-from sarcoscope.web.settings import DEFAULT_MAX_UPLOAD_BYTES, WebSettings, is_loopback
+from sarcoscope.web.settings import DEFAULT_MAX_UPLOAD_BYTES, WebSettings, check_engine, is_loopback
 from sarcoscope.web.volumes import VolumeCache
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -212,7 +210,6 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
         auth=auth,
         volumes=volumes,
         analyses=AnalysisCache(store, volumes),
-        deidentification_key=load_deidentification_key(default_file=store.data_dir / SECRET_FILE_NAME),
         jobs=BackgroundJobs(),
     )
 
@@ -311,17 +308,18 @@ def serve(
     behind a reverse proxy (a host name, meaning https://HOST/, or a URL), printed instead of HOST:PORT."""
     import uvicorn
 
-    from sarcoscope.pacs.dicomweb import parse_dicomweb_root, shown_url
-
     if token is not None and len(token) < 12:
         raise SarcoscopeError("The access token must be at least 12 characters long.")
     if max_upload_mb < 1:
         raise SarcoscopeError("--max-upload-mb must be at least 1.")
     if not 0 < session_hours <= 24 * 30:
         raise SarcoscopeError("--session-hours must be more than 0 and at most 720 (30 days).")
-    from sarcoscope.segmentation import get_engine
+    check_engine(engine)  # an unknown engine or model fails here, not at the first use
+    pacs_url = None
+    if dicomweb_url:  # the DICOMweb client (pydicom, requests) only for a server that has a PACS
+        from sarcoscope.pacs.dicomweb import parse_dicomweb_root
 
-    get_engine(engine)  # an unknown engine or a model that does not load fails here, not at the first use
+        pacs_url = parse_dicomweb_root(dicomweb_url)
     settings = WebSettings(
         data_dir=Path(data_dir),
         database_url=database_url,
@@ -331,7 +329,7 @@ def serve(
         session_hours=session_hours,
         secure_cookies=secure_cookies,
         allowed_hosts=["localhost", "127.0.0.1", "::1", "[::1]", host] if is_loopback(host) else None,
-        dicomweb_url=parse_dicomweb_root(dicomweb_url) if dicomweb_url else None,
+        dicomweb_url=pacs_url,
     )
     if token_user is not None:
         settings.token_user = token_user
@@ -348,6 +346,8 @@ def serve(
         app.state.ctx.auth.mode,
     )
     if settings.dicomweb_url:
+        from sarcoscope.pacs.dicomweb import shown_url
+
         log.info("PACS panel: DICOMweb server %s", shown_url(settings.dicomweb_url))
     config = uvicorn.Config(
         app,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import threading
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -13,6 +15,8 @@ from sarcoscope.web.background import BackgroundJobs
 from sarcoscope.web.settings import WebSettings
 from sarcoscope.web.volumes import VolumeCache
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class AppContext:
@@ -21,10 +25,47 @@ class AppContext:
     auth: Authenticator
     volumes: VolumeCache
     analyses: AnalysisCache
-    #: Keys the pseudonyms and UIDs of de-identified downloads (data folder, or $SARCOSCOPE_DEID_SECRET_FILE).
-    deidentification_key: bytes
     #: Renders that make later requests fast (settings.prerender), waited for when the app stops.
     jobs: BackgroundJobs
+    #: The key and whether the engine is being prepared: made on first use (see below), under `_lock`.
+    _key: bytes | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _engine_prepared: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def deidentification_key(self) -> bytes:
+        """Keys the pseudonyms and UIDs of de-identified downloads (data folder, or
+        $SARCOSCOPE_DEID_SECRET_FILE). Read (or made) at the first de-identified download: reading it
+        imports the DICOM stack (pydicom and the imaging package, about 0.4 s), which the server's start
+        need not wait for."""
+        with self._lock:
+            if self._key is None:
+                from sarcoscope.imaging.deidentify import SECRET_FILE_NAME, load_secret
+
+                self._key = load_secret(default_file=self.store.data_dir / SECRET_FILE_NAME)
+            return self._key
+
+    def prepare_engine(self) -> None:
+        """Build the default segmentation engine in the background, once per process, when a segmentation
+        is likely soon (the L3 view opened). Its imports (scipy, ONNX Runtime) and the model's session take
+        0.3-0.5 s, which the server's start no longer pays; the engines of later requests reuse the session
+        (segmentation.unet keeps one per model file and process)."""
+        with self._lock:
+            if self._engine_prepared or not self.settings.prerender:
+                return
+            self._engine_prepared = True
+        name = self.settings.default_engine
+
+        def build() -> None:
+            from sarcoscope.errors import SegmentationError
+            from sarcoscope.segmentation import get_engine
+
+            try:
+                get_engine(name)
+            except SegmentationError as exc:  # the first segment request reports it to its user
+                log.warning("The segmentation engine %s cannot be built: %s", name, exc)
+
+        self.jobs.start(f"engine {name}", build)
 
     def prerender_overlay(self, study_id: str, version: int) -> None:
         """Render a new label version's overlay in the background (exports then find it made)."""

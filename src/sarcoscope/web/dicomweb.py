@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import io
 import shutil
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pydicom
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
-from sarcoscope.pacs.dicomweb import DICOMwebServer, DICOMwebServerError, SeriesTooLarge, check_uid
 from sarcoscope.web import analysis
 from sarcoscope.web.api import MAX_INT, Ctx, User, study_json
 from sarcoscope.web.auth import client_of
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.volumes import UploadedPart, ingest
+
+if TYPE_CHECKING:  # the DICOMweb client (pydicom, requests) is imported only when a PACS is configured
+    from sarcoscope.pacs.dicomweb import DICOMwebServer
 
 router = APIRouter(prefix="/api", tags=["pacs"])
 #: What is pushed back, in this order: the SEG first, since the SR references it.
@@ -42,6 +43,8 @@ def server_of(ctx: AppContext) -> DICOMwebServer:
             "No DICOMweb server is configured: start the server with --dicomweb-url URL "
             "(or set SARCOSCOPE_DICOMWEB_URL).",
         )
+    from sarcoscope.pacs.dicomweb import DICOMwebServer
+
     return DICOMwebServer(ctx.settings.dicomweb_url)
 
 
@@ -105,6 +108,8 @@ def search_studies(
 @router.get("/pacs/studies/{study_uid}/series")
 def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
     """The series of a PACS study; `imported_as` names the local study of a series imported before."""
+    from sarcoscope.pacs.dicomweb import check_uid
+
     server = server_of(ctx)
     check_uid(study_uid, "StudyInstanceUID")
     series = server.series(study_uid)
@@ -121,6 +126,8 @@ def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
 def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Retrieve a CT series (WADO-RS) and add it as a study, exactly as if its files had been uploaded
     (and refused with 413 beyond the same size limit)."""
+    from sarcoscope.pacs.dicomweb import SeriesTooLarge, check_uid
+
     server = server_of(ctx)
     check_uid(study_uid, "StudyInstanceUID")
     check_uid(series_uid, "SeriesInstanceUID")
@@ -173,6 +180,8 @@ def push_results(
 
     A version pushed before is refused (409) unless `repeat`: the SR and the capture get new UIDs at every
     export, so a second push adds copies beside the first in the PACS."""
+    import pydicom
+
     server = server_of(ctx)
     study = ctx.store.get_study(study_id)
     row = ctx.store.get_version(study_id, version)
@@ -220,10 +229,15 @@ def push_results(
 
 
 def install(app: FastAPI) -> None:
-    """Add the PACS routes to `app`, with the DICOMweb server's failures answered as 404 or 502."""
+    """Add the PACS routes to `app`, with the DICOMweb server's failures answered as 404 or 502.
 
-    @app.exception_handler(DICOMwebServerError)
-    async def server_failed(_: Request, exc: DICOMwebServerError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404 if exc.status == 404 else 502)
+    Without a configured server no such failure can happen (every route answers 409 first), and the
+    DICOMweb client is not imported: pydicom and requests would add 0.3 s to the server's start."""
+    if app.state.ctx.settings.dicomweb_url:
+        from sarcoscope.pacs.dicomweb import DICOMwebServerError
+
+        @app.exception_handler(DICOMwebServerError)
+        async def server_failed(_: Request, exc: DICOMwebServerError) -> JSONResponse:
+            return JSONResponse({"detail": str(exc)}, status_code=404 if exc.status == 404 else 502)
 
     app.include_router(router)

@@ -14,14 +14,6 @@ from pathlib import Path, PurePosixPath
 from fastapi import HTTPException, Request
 
 from sarcoscope.errors import LabelMapError
-from sarcoscope.imaging.labelmaps import (
-    LABEL_EXTENSIONS,
-    LabelGrid,
-    builtin_mappings,
-    label_extension,
-    load_mapping,
-    read_label_map,
-)
 from sarcoscope.store import LabelVersion, Study
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.upload import receive_upload
@@ -43,6 +35,8 @@ async def receive_label_upload(request: Request, work: Path) -> tuple[Path, str]
     which carry the format and, for tissue PNGs, the tissue. Returns the path to read and how to name it in
     the version note.
     """
+    from sarcoscope.imaging.labelmaps import LABEL_EXTENSIONS, label_extension  # not at the server's start
+
     parts, _ = await receive_upload(request, work)
     names = [_client_name(part.client_name) for part in parts]
     unsafe = [n for n in names if not SAFE_NAME.fullmatch(n)]
@@ -83,6 +77,8 @@ def import_label_file(
     client: str | None,
 ) -> LabelVersion:
     """Read `path` onto the study's selected slices through a built-in mapping; save it as a new version."""
+    from sarcoscope.imaging.labelmaps import LabelGrid, builtin_mappings, load_mapping, read_label_map
+
     if mapping_name is not None and mapping_name not in builtin_mappings():
         raise HTTPException(
             422, f"Unknown label mapping '{mapping_name}'. Available: {', '.join(builtin_mappings())}."

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sarcoscope.errors import SarcoscopeError
-from sarcoscope.segmentation.base import DEFAULT_ENGINE, available_engines
+from sarcoscope.segmentation.base import DEFAULT_ENGINE, available_engines, get_engine, takes_model
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,22 @@ def load_token(token_file: Path | None) -> str | None:
     return token
 
 
+def check_engine(name: str) -> None:
+    """Refuse at the start what `get_engine(name)` would refuse at the first segmentation: an unknown engine,
+    a model given to an engine that takes none, a model that is not installed, or a model folder without a
+    usable card and ONNX file. Building the engine (scipy, ONNX Runtime, the model's session: 0.3-0.5 s)
+    is left to the first request that needs it (AppContext.prepare_engine)."""
+    engine, has_model, model = name.partition(":")
+    if engine not in available_engines() or (has_model and not takes_model(engine)):
+        get_engine(name)  # raises its SegmentationError naming the problem before building anything
+    if takes_model(engine):
+        from sarcoscope.segmentation.model_files import load_model_card, model_onnx_path
+        from sarcoscope.segmentation.registry import ModelRegistry
+
+        folder = ModelRegistry().resolve(model if has_model else None)
+        model_onnx_path(folder, load_model_card(folder))
+
+
 def _login_name() -> str:
     try:
         return getpass.getuser()
@@ -86,7 +102,8 @@ class WebSettings:
     #: Decoded volumes kept in memory (each 300-slice 512x512 study is about 150 MB as int16).
     volume_cache_size: int = 3
     #: Make a new label version's QC overlay, and a new study's viewer volume, in the background at once,
-    #: so that exports and the viewer do not wait for them (off: made on first request).
+    #: so that exports and the viewer do not wait for them (off: made on first request); and build the
+    #: segmentation engine when the L3 view opens (off: at the first segmentation).
     prerender: bool = True
     #: Host names the server answers to (None: any). `serve` on a loopback address allows only the
     #: loopback names, so that a web page cannot reach the app through DNS rebinding.

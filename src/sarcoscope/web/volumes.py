@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.uid import generate_uid
 
 from sarcoscope.errors import InputError, SarcoscopeError
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
@@ -91,6 +89,8 @@ def _ingest(
     client: str | None,
     series_uid: str | None,
 ) -> tuple[Study, CTVolume]:
+    from pydicom.uid import generate_uid
+
     from sarcoscope.imaging import read_ct
 
     if not parts:
@@ -183,6 +183,8 @@ def _dicom_uids(volume: CTVolume) -> tuple[str, str, list[str]]:
     file's bytes; the study and series stand-ins derive from the slices' UIDs, so the same series
     uploaded again is recognised as a duplicate.
     """
+    from pydicom.uid import generate_uid
+
     md = volume.metadata
     headers = volume.dicom_headers or []
     sops: list[str] = []
@@ -243,6 +245,8 @@ def _store_dicom_files(
     one, is stored with these written in, so that downloads and exports (a DICOM SEG references its
     source images by class and instance) use the UIDs sarcoscope uses.
     """
+    import pydicom
+
     headers = volume.dicom_headers or []
     if len(headers) != volume.n_slices or len(set(sops)) != len(sops):
         raise InputError("The series' slices and files do not match one to one; cannot store its files.")
@@ -345,6 +349,8 @@ class VolumeCache:
 
     def with_headers(self, study: Study) -> CTVolume:
         """The volume plus its per-slice DICOM headers (read from the stored files), for DICOM exports."""
+        import pydicom
+
         base = self.get(study)
         uids = self.sop_uids(study)
         if not uids:
@@ -391,12 +397,16 @@ def viewer_nifti(store: Store, study: Study, volume: CTVolume) -> Path:
 
 
 def _write_viewer_nifti(path: Path, volume: CTVolume) -> None:
+    """The HU as NIfTI (export.nifti.grid_nifti), written right after the upload: DICOM's HU are int16
+    already, so they are not converted through float copies, and the image streams into the compressor."""
     import gzip
 
     from sarcoscope.export.nifti import LPS_TO_RAS, grid_nifti
 
-    hu = np.clip(np.rint(np.asarray(volume.hu)), -32768, 32767).astype(np.int16)
+    hu = np.asarray(volume.hu)
+    if hu.dtype != np.int16:
+        hu = np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
     img = grid_nifti(hu, LPS_TO_RAS @ volume.affine_lps)
     img.header["descrip"] = b"CT HU (sarcoscope viewer)"
     with atomic_private_file(path) as f, gzip.GzipFile(fileobj=f, mode="wb", compresslevel=1, mtime=0) as gz:
-        gz.write(img.to_bytes())
+        img.to_stream(gz)
