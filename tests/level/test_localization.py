@@ -130,6 +130,23 @@ def test_real_without_sacrum_counts_from_ribs_and_says_so(real: CTVolume) -> Non
         jsonschema.validate({**json.loads(json.dumps(sel.details)), "confidence": 0.5}, l3_schema)
 
 
+def test_real_traces_disagreeing_on_the_last_rib_lower_the_confidence(real: CTVolume) -> None:
+    """Without the sacrum and with the scan starting in T12, one trace of the column placed the T12/L1 disc
+    9 mm into T12 (the faint top of the profile moves with one more slice), so the joint window of L1 held
+    T12's rib: counted one vertebra low. The other trace saw the disc where it is; their last rib-bearing
+    vertebrae lie a level apart, which now lowers the confidence (0.84 before) and says why. One slice less
+    at the top, both traces agree and the count is right."""
+    wrong = locate_l3(_crop(real, 42, real.n_slices))
+    assert _mid_error_mm(wrong, REF_MID, 42) > 25.0  # one vertebra off: the failure this flags
+    reasons = " ".join(f["reason"] for f in wrong.flags if f["flag"] == FLAG_COUNTING)
+    assert "put the last rib-bearing vertebra" in reasons
+    assert wrong.confidence < 0.65
+    right = locate_l3(_crop(real, 42, real.n_slices - 1))
+    assert _mid_error_mm(right, REF_MID, 42) <= 3.0
+    assert "put the last rib-bearing vertebra" not in " ".join(f["reason"] for f in right.flags)
+    assert right.confidence > 0.8
+
+
 def test_real_without_ribs_counts_from_sacrum(real: CTVolume) -> None:
     loc = locate_l3(_crop(real, 0, 86))
     assert loc.counted_from == "sacrum" and not loc.flags

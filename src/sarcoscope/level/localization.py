@@ -45,6 +45,8 @@ LOW_CONFIDENCE = 0.5
 UNCERTAIN_P = 0.8
 #: Discs of the two column traces farther apart than this share of the disc period disagree.
 DISC_SHIFT = 0.4
+#: The two traces' last rib-bearing vertebrae farther apart than this share of the period disagree.
+RIB_SHIFT = 0.5
 #: A gap in a disc chain over this many disc periods holds a disc the chain missed.
 GAP_PERIODS = 1.6
 
@@ -416,6 +418,17 @@ def locate_l3(volume: CTVolume) -> L3Localization:
             f"The two traces of the column disagree on the discs between the {counted_from.split('+')[0]} "
             f"and L3 (up to {shift:.0f} mm apart): a disc may have been missed or a false one counted.",
         )
+    # the last rib matters where the count leans on it: no sacrum, or a sacrum whose count it contradicts
+    ribs_decide = sacrum is None or (last_rib is not None and last_rib - sacrum - 1 != 5)
+    rib_shift = _last_rib_shift(reading, other, dz) if ribs_decide else None
+    if rib_shift is not None and rib_shift > RIB_SHIFT * period:
+        traces_disagree = True
+        _flag(
+            flags,
+            FLAG_COUNTING,
+            f"The two traces of the column put the last rib-bearing vertebra {rib_shift:.0f} mm apart: the "
+            "discs bounding it differ, so its ribs may be a neighbour's.",
+        )
 
     if loc.has_flag(FLAG_COUNTING):
         loc.candidates = _candidates(lab, n_seg, sacrum, last_rib, position)
@@ -484,6 +497,22 @@ def _disc_shift(discs: spine.Discs, other: _Reading | None, first: int, last: in
     if len(compared) == 0:
         return None
     return float(np.abs(compared[:, None] - theirs[None, :]).min(axis=1).max() * dz)
+
+
+def _last_rib_shift(reading: _Reading, other: _Reading | None, dz: float) -> float | None:
+    """How far apart (mm) the two readings put the middle of the last rib-bearing vertebra; None unless
+    both found one. Where the column's discs near the ribs are faint, one trace may place the disc above a
+    vertebra a few millimetres into the next, and the joint window then holds the next vertebra's rib."""
+    if other is None or reading.last_rib is None or other.last_rib is None:
+        return None
+
+    def middle(r: _Reading) -> float:
+        z, k, level = r.discs.z, int(r.last_rib or 0), r.discs.period_mm / dz
+        lo = z[k - 1] if 0 < k <= len(z) else z[0] - level
+        hi = z[k] if k < len(z) else z[-1] + level
+        return 0.5 * (lo + hi)
+
+    return abs(middle(reading) - middle(other)) * dz
 
 
 def _candidates(
