@@ -12,8 +12,9 @@ TotalSegmentator's L3 label, the confidence and the flags; then the summary.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
+
+from l3_reliability import crop
 
 from sarcoscope.errors import LevelError
 from sarcoscope.imaging.read import read_ct
@@ -36,10 +37,8 @@ def main() -> None:
     print("slices\terror mm\tconfidence\tcounted from\tflags")
     for lo in range(0, 61, 3):
         for hi in (n, n - 1, 100, 95, 90):
-            pos = volume.slice_positions
-            crop = replace(volume, hu=volume.hu[lo:hi], slice_positions=None if pos is None else pos[lo:hi])
             try:
-                loc = locate_l3(crop)
+                loc = locate_l3(crop(volume, lo, hi))
             except LevelError:
                 refused += 1
                 print(f"{lo}-{hi - 1}\trefused")

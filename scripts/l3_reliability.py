@@ -92,7 +92,7 @@ class Row:
         return any(f in WARN_FLAGS for f in self.flags)
 
 
-def _crop(volume: CTVolume, lo: int, hi: int) -> CTVolume:
+def crop(volume: CTVolume, lo: int, hi: int) -> CTVolume:
     pos = volume.slice_positions
     return replace(volume, hu=volume.hu[lo:hi], slice_positions=None if pos is None else pos[lo:hi])
 
@@ -107,7 +107,7 @@ def _phantom_case(pv: PhantomVolume, alteration: str) -> tuple[CTVolume, float]:
     if alteration == "crop-both":
         lo = verts["L5"]["first_index"] + 2  # above the sacrum, below the ribs
         hi = verts["L1"]["last_index"] - 2
-        return _crop(vol, lo, hi), mid_mm - lo * dz
+        return crop(vol, lo, hi), mid_mm - lo * dz
     hu = vol.hu.astype(np.float32)
     if alteration == "scoliosis":
         n = len(hu)
@@ -181,11 +181,11 @@ def rows(shared: Path, size: int) -> list[Row]:
         out.append(_locate("real `ts_example` (3 mm)", vol, ref_mm, True))
         out.append(
             _locate(
-                "real, sacrum cropped (slices 55-111)", _crop(vol, 55, vol.n_slices), ref_mm - 55 * dz, True
+                "real, sacrum cropped (slices 55-111)", crop(vol, 55, vol.n_slices), ref_mm - 55 * dz, True
             )
         )
-        out.append(_locate("real, lower ribs cropped (slices 0-85)", _crop(vol, 0, 86), ref_mm, True))
-        out.append(_locate("real, both cropped (slices 55-85)", _crop(vol, 55, 86), ref_mm - 55 * dz, False))
+        out.append(_locate("real, lower ribs cropped (slices 0-85)", crop(vol, 0, 86), ref_mm, True))
+        out.append(_locate("real, both cropped (slices 55-85)", crop(vol, 55, 86), ref_mm - 55 * dz, False))
     for name, seed, variant, coverage, thk, alteration, ends in PHANTOMS:
         pv = make_volume(seed, shape_xy=size, variant=variant, coverage=coverage, slice_thickness_mm=thk)
         vol, mid_mm = _phantom_case(pv, alteration)

@@ -198,8 +198,7 @@ def _read(
         return None
     period = discs.period_mm
 
-    seg_lo = [discs.z[0] - period / dz, *list(discs.z)]
-    seg_hi = [*list(discs.z), discs.z[-1] + period / dz]
+    seg_lo, seg_hi = discs.segments(dz)
 
     def rib_vertebrae(first_segment: int) -> list[VertebraRibs]:
         """Rib evidence at the joints of every vertebra from `first_segment` up."""
@@ -286,8 +285,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     period = discs.period_mm
     # Segments: one below the lowest disc, one between each pair, one above the highest disc.
     n_seg = len(discs.z) + 1
-    seg_lo = [discs.z[0] - period / dz, *list(discs.z)]
-    seg_hi = [*list(discs.z), discs.z[-1] + period / dz]
+    seg_lo, seg_hi = discs.segments(dz)
 
     flags: list[dict[str, str]] = []
     if sacrum is None and last_rib is None:
@@ -507,10 +505,8 @@ def _last_rib_shift(reading: _Reading, other: _Reading | None, dz: float) -> flo
         return None
 
     def middle(r: _Reading) -> float:
-        z, k, level = r.discs.z, int(r.last_rib or 0), r.discs.period_mm / dz
-        lo = z[k - 1] if 0 < k <= len(z) else z[0] - level
-        hi = z[k] if k < len(z) else z[-1] + level
-        return 0.5 * (lo + hi)
+        lo, hi = r.discs.segments(dz)
+        return 0.5 * (lo[int(r.last_rib or 0)] + hi[int(r.last_rib or 0)])
 
     return abs(middle(reading) - middle(other)) * dz
 

@@ -338,6 +338,13 @@ class Discs:
     prominence: np.ndarray  # depth of the profile minimum (HU); 0 for discs inferred from spacing
     period_mm: float  # typical vertebral level height (body + disc)
 
+    def segments(self, dz: float) -> tuple[list[float], list[float]]:
+        """Lower and upper bound (working slice) of every segment: one below the lowest disc, one between
+        each pair, one above the highest disc (the outer two one period long)."""
+        z = [float(v) for v in self.z]
+        level = self.period_mm / dz
+        return [z[0] - level, *z], [*z, z[-1] + level]
+
 
 def _period(detrended: np.ndarray, dz: float) -> float:
     """Typical level height from the autocorrelation of the profile (24-48 mm in adults)."""
