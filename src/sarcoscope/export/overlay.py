@@ -30,7 +30,6 @@ PANEL_HEIGHT = 600
 MAX_RECON_WIDTH = 1.5
 L3_COLOUR = (255, 210, 60)  # #ffd23c
 OTHER_L3_COLOUR = (255, 140, 26)  # #ff8c1a
-BONE_WINDOW = (150.0, 900.0)  # level, width: the vertebrae stand out from soft tissue
 SLAB_MM = 15.0
 
 
@@ -156,7 +155,7 @@ def _reconstruction(
         width, height = max_width, max(1, round(max_width * height_mm / across))
     # A thin maximum-intensity slab shows the whole column even where the spine curves or rotates.
     image = (sagittal if plane == "sagittal" else coronal)(vol, through, slab_mm=SLAB_MM)
-    panel = Image.fromarray(window(image, BONE_WINDOW)).resize((width, height), Image.Resampling.BILINEAR)
+    panel = Image.fromarray(window(image, "spine")).resize((width, height), Image.Resampling.BILINEAR)
     panel = panel.convert("RGB")
     draw = ImageDraw.Draw(panel, "RGBA")
     superior_up = float(np.asarray(vol.direction)[2, 2]) > 0.0  # as imaging.views decides the flip

@@ -18,6 +18,7 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "soft_tissue": (40.0, 400.0),
     "abdomen": (50.0, 350.0),
     "bone": (400.0, 1800.0),
+    "spine": (150.0, 900.0),  # the vertebrae stand out from soft tissue in reconstructions (QC picture)
     "lung": (-600.0, 1500.0),
     "fat": (-110.0, 360.0),  # -290..70 HU: fat mid-grey, muscle near white, air black
     "muscle": (50.0, 250.0),
