@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sarcoscope.batch.cases import Case
+from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import OutputError, SarcoscopeError
 from sarcoscope.fileio import check_output_folder
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, scrub_message
@@ -299,24 +300,12 @@ def _local(cases: list[Case], workers: int, **kw: Any) -> Iterator[CaseOutcome]:
                 yield _died(case)
 
 
-def _worker_threads(workers: int) -> int:
-    """Each worker's share of this machine's cores."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-
-def _init_worker(threads: int) -> None:
-    """Set up a worker process: its engines use `threads` threads, not every core of the machine."""
-    from sarcoscope.segmentation.unet import set_process_threads
-
-    set_process_threads(threads)
-
-
 def _pool_run(
     queue: deque[Case], workers: int, kw: dict[str, Any]
 ) -> Generator[CaseOutcome, None, list[Case]]:
     """Run queued cases in one pool until the queue is empty (returns []) or the pool breaks (returns the
     cases that were in flight, none of which finished)."""
-    init = {"initializer": _init_worker, "initargs": (_worker_threads(workers),)}
+    init = {"initializer": init_worker, "initargs": (worker_threads(workers),)}
     with ProcessPoolExecutor(max_workers=workers, **init) as pool:
         running: dict[Future[CaseOutcome], Case] = {}
         while queue or running:
@@ -359,7 +348,7 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
     if scheduler == "local":
         cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True)
         client = Client(cluster)
-        client.run(_init_worker, _worker_threads(workers))  # this machine's cores, shared by its workers
+        client.run(init_worker, worker_threads(workers))  # this machine's cores, shared by its workers
     else:
         cluster = None
         try:
@@ -369,6 +358,8 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
                 f"Cannot reach the Dask scheduler at {scheduler}: {exc} (give 'local' or an address like "
                 "tcp://host:8786)"
             ) from None
+        # a worker without sarcoscope fails its cases with a clear row; this setup is only an optimisation
+        client.run(reuse_freed_memory, on_error="ignore")
     try:
         futures = {
             client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}", pure=False, **kw): case
