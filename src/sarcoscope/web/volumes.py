@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from sarcoscope.errors import InputError, SarcoscopeError
+from sarcoscope.fileio import write_gzip
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
 from sarcoscope.store import Store, Study, is_dicom_uid, new_study_id
 from sarcoscope.store.files import atomic_private_file, make_private, private_dir
@@ -398,9 +399,7 @@ def viewer_nifti(store: Store, study: Study, volume: CTVolume) -> Path:
 
 def _write_viewer_nifti(path: Path, volume: CTVolume) -> None:
     """The HU as NIfTI (export.nifti.grid_nifti), written right after the upload: DICOM's HU are int16
-    already, so they are not converted through float copies, and the image streams into the compressor."""
-    import gzip
-
+    already, so they are not converted through float copies, and the file is deflated on every core."""
     from sarcoscope.export.nifti import LPS_TO_RAS, grid_nifti
 
     hu = np.asarray(volume.hu)
@@ -408,5 +407,5 @@ def _write_viewer_nifti(path: Path, volume: CTVolume) -> None:
         hu = np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
     img = grid_nifti(hu, LPS_TO_RAS @ volume.affine_lps)
     img.header["descrip"] = b"CT HU (sarcoscope viewer)"
-    with atomic_private_file(path) as f, gzip.GzipFile(fileobj=f, mode="wb", compresslevel=1, mtime=0) as gz:
-        img.to_stream(gz)
+    with atomic_private_file(path) as f:
+        write_gzip(img.to_bytes(), f, level=1)
