@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from sarcoscope.errors import OutputError
+from sarcoscope.errors import OutputError, SarcoscopeError
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -63,6 +63,39 @@ def check_output_folder(out_dir: Path, *, replaced: bool = False) -> None:
     for folder in (parent, out_dir) if out_dir.is_dir() else (parent,):
         if not os.access(folder, os.W_OK | os.X_OK):
             raise OutputError(f"Cannot write the outputs into {out_dir}: {folder} is not writable.")
+
+
+def read_csv(
+    path: Path, what: str, error: type[SarcoscopeError] = SarcoscopeError
+) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows (dicts by header) of a UTF-8 CSV file that a user gave (a byte-order mark allowed).
+
+    A file that cannot be read, is not UTF-8 (Excel's "CSV" saves Windows-1252) or is not CSV is one `error`
+    naming the file (and the line of the first bad byte), not a crash; `what` names the file ("Manifest").
+    """
+    import codecs
+    import csv
+    import io
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise error(f"Cannot read {what} file {path}: {exc}") from None
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise error(
+            f"{what} file {path} line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as "
+            "UTF-8 (in Excel: CSV UTF-8)."
+        ) from None
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+    except csv.Error as exc:
+        raise error(f"{what} file {path}: not a readable CSV file ({exc}).") from None
+    return list(reader.fieldnames or []), rows
 
 
 #: Bytes deflated per task by `write_gzip`; each chunk after the first is primed with the 32 KiB before it.

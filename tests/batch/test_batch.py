@@ -60,8 +60,11 @@ def test_discover_and_manifest(cohort: Path, tmp_path: Path) -> None:
         with pytest.raises(InputError, match=message):
             read_manifest(manifest)
     manifest.write_bytes(f"case_id,path,site\nA,{cohort / 'patient1'},Hôpital\n".encode("latin-1"))
-    with pytest.raises(InputError, match="not UTF-8"):
+    with pytest.raises(InputError, match=r"line 2: not UTF-8 text \(byte 0xf4\)"):
         read_manifest(manifest)
+    # Excel's "CSV UTF-8" starts with a byte-order mark: the first column is still case_id
+    manifest.write_bytes(b"\xef\xbb\xbf" + f"case_id,path\nA,{cohort / 'patient1'}\n".encode())
+    assert [c.case_id for c in read_manifest(manifest)] == ["A"]
 
 
 def test_batch_records_failures_and_resumes(cohort: Path, tmp_path: Path) -> None:

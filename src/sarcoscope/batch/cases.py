@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sarcoscope.errors import InputError
+from sarcoscope.fileio import read_csv
 from sarcoscope.pacs.dicomweb import is_dicomweb
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -99,14 +99,7 @@ def read_manifest(csv_path: Path) -> list[Case]:
     `height_cm`, `weight_kg`, `sex`, `slice`, `range` (Z0:Z1). Other columns are carried into the summary."""
     if not csv_path.is_file():
         raise InputError(f"Manifest {csv_path} does not exist.")
-    try:
-        return _read_manifest(csv_path)
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"Manifest {csv_path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV."
-        ) from None
-    except csv.Error as exc:
-        raise InputError(f"Manifest {csv_path} is not a readable CSV: {exc}.") from None
+    return _read_manifest(csv_path)
 
 
 def _range(text: str, where: str) -> tuple[int, int]:
@@ -123,48 +116,47 @@ def _range(text: str, where: str) -> tuple[int, int]:
 
 
 def _read_manifest(csv_path: Path) -> list[Case]:
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"case_id", "path"} - set(reader.fieldnames or [])
-        if missing:
-            raise InputError(f"Manifest {csv_path} lacks the column(s) {', '.join(sorted(missing))}.")
-        known = {"case_id", "path", "site", "height_cm", "weight_kg", "sex", "slice", "range"}
-        clash = sorted(RESULT_COLUMNS.intersection(reader.fieldnames or []))
-        if clash:
+    fieldnames, rows = read_csv(csv_path, "Manifest", InputError)
+    missing = {"case_id", "path"} - set(fieldnames)
+    if missing:
+        raise InputError(f"Manifest {csv_path} lacks the column(s) {', '.join(sorted(missing))}.")
+    known = {"case_id", "path", "site", "height_cm", "weight_kg", "sex", "slice", "range"}
+    clash = sorted(RESULT_COLUMNS.intersection(fieldnames))
+    if clash:
+        raise InputError(
+            f"Manifest {csv_path} has column(s) {', '.join(clash)}, which cohort.csv fills with the "
+            "results; rename them (e.g. manual_sarcopenia) to carry them into the table."
+        )
+    cases = []
+    for line, row in enumerate(rows, start=2):
+        where = f"{csv_path.name} line {line}"
+        sex = (row.get("sex") or "").strip().upper() or None
+        if sex not in (None, "M", "F"):
+            raise InputError(f"{where}: sex must be M or F, got '{row['sex']}'.")
+        slice_text = (row.get("slice") or "").strip()
+        range_text = (row.get("range") or "").strip()
+        if not (row.get("case_id") or "").strip() or not (row.get("path") or "").strip():
+            raise InputError(f"{where}: every row needs a case_id and a path.")
+        if slice_text and not slice_text.isdigit():
             raise InputError(
-                f"Manifest {csv_path} has column(s) {', '.join(clash)}, which cohort.csv fills with the "
-                "results; rename them (e.g. manual_sarcopenia) to carry them into the table."
+                f"{where}: column 'slice' must be a slice index (0, 1, ...), got '{slice_text}'."
             )
-        cases = []
-        for line, row in enumerate(reader, start=2):
-            where = f"{csv_path.name} line {line}"
-            sex = (row.get("sex") or "").strip().upper() or None
-            if sex not in (None, "M", "F"):
-                raise InputError(f"{where}: sex must be M or F, got '{row['sex']}'.")
-            slice_text = (row.get("slice") or "").strip()
-            range_text = (row.get("range") or "").strip()
-            if not (row.get("case_id") or "").strip() or not (row.get("path") or "").strip():
-                raise InputError(f"{where}: every row needs a case_id and a path.")
-            if slice_text and not slice_text.isdigit():
-                raise InputError(
-                    f"{where}: column 'slice' must be a slice index (0, 1, ...), got '{slice_text}'."
-                )
-            if slice_text and range_text:
-                raise InputError(f"{where}: give a slice or a range, not both.")
-            given = row["path"].strip()
-            cases.append(
-                Case(
-                    case_id=safe_case_id(row["case_id"].strip()),
-                    path=given if is_dicomweb(given) else (csv_path.parent / given).resolve(),
-                    site=(row.get("site") or "").strip() or None,
-                    height_cm=_float(row, "height_cm", where),
-                    weight_kg=_float(row, "weight_kg", where),
-                    sex=sex,
-                    slice_index=int(slice_text) if slice_text else None,
-                    slice_range=_range(range_text, where) if range_text else None,
-                    extra={k: v for k, v in row.items() if k not in known and k is not None},
-                )
+        if slice_text and range_text:
+            raise InputError(f"{where}: give a slice or a range, not both.")
+        given = row["path"].strip()
+        cases.append(
+            Case(
+                case_id=safe_case_id(row["case_id"].strip()),
+                path=given if is_dicomweb(given) else (csv_path.parent / given).resolve(),
+                site=(row.get("site") or "").strip() or None,
+                height_cm=_float(row, "height_cm", where),
+                weight_kg=_float(row, "weight_kg", where),
+                sex=sex,
+                slice_index=int(slice_text) if slice_text else None,
+                slice_range=_range(range_text, where) if range_text else None,
+                extra={k: v for k, v in row.items() if k not in known and k is not None},
             )
+        )
     if not cases:
         raise InputError(f"Manifest {csv_path} lists no cases.")
     return _unique(cases, csv_path)

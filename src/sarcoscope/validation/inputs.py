@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 from sarcoscope.errors import ValidationInputError
+from sarcoscope.fileio import read_csv
 
 
 def read_csv_rows(path: Path, what: str) -> list[dict[str, str]]:
-    """The rows of a UTF-8 CSV file (a byte-order mark allowed), as dicts by header.
-
-    A file that cannot be read, is not UTF-8 (Excel's "CSV" saves Windows-1252) or is not CSV is one
-    ValidationInputError naming the file (and the line of the first bad byte), not a crash.
-    """
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ValidationInputError(f"Cannot read {what} file {path}: {exc}") from None
-    raw = raw.removeprefix(codecs.BOM_UTF8)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ValidationInputError(
-            f"{what} file {path} line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as "
-            "UTF-8 (in Excel: CSV UTF-8)."
-        ) from None
-    try:
-        return list(csv.DictReader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        raise ValidationInputError(f"{what} file {path}: not a readable CSV file ({exc}).") from None
+    """The rows of a UTF-8 CSV side file, as dicts by header; unreadable input is a ValidationInputError."""
+    return read_csv(path, what, ValidationInputError)[1]
 
 
 def read_table(path: Path, required: Sequence[str], what: str) -> list[dict[str, str]]:
