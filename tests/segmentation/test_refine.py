@@ -63,6 +63,28 @@ def test_erode_open_close():
     assert close_mm(gapped, 2.0, (1.0, 1.0))[13:27, 10:30].all()
 
 
+def test_large_radius_morphology_on_the_masks_box_is_the_whole_frames():
+    """dilate_mm/erode_mm run their distance transform on the mask's box (with the radius, or a ring of
+    background, around it): the same pixels as on the whole frame, masks touching the edges included."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(3)
+    checked = 0
+    for k in range(60):
+        shape = (int(rng.integers(30, 160)), int(rng.integers(30, 160)))
+        mask = ndi.gaussian_filter(rng.random(shape), rng.uniform(1, 6)) > rng.uniform(0.5, 0.56)
+        if k % 3 == 0:
+            mask[:, : k % 5 + 1] = True  # against the image's edge, where nothing erodes
+        if not mask.any() or mask.all():
+            continue
+        spacing = (float(rng.uniform(0.5, 2.5)), float(rng.uniform(0.5, 2.5)))
+        radius = float(rng.uniform(12.0, 25.0))  # over 4 pixels (_SMALL_RADIUS_PX): the distance transform
+        np.testing.assert_array_equal(dilate_mm(mask, radius, spacing), distance_mm(~mask, spacing) <= radius)
+        np.testing.assert_array_equal(erode_mm(mask, radius, spacing), distance_mm(mask, spacing) > radius)
+        checked += 1
+    assert checked > 40
+
+
 def test_fill_holes_is_scipys():
     from scipy import ndimage as ndi
 

@@ -76,7 +76,11 @@ def dilate_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, fl
     se = _disk(radius_mm, pixel_spacing)
     if se is not None:
         return ndi.binary_dilation(mask, structure=se)
-    return distance_mm(~mask, pixel_spacing) <= radius_mm
+    # only pixels within the radius of the mask's box can join: the transform runs on that box
+    box = _box(mask, [int(np.ceil(radius_mm / s)) + 1 for s in pixel_spacing])
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = distance_mm(~mask[box], pixel_spacing) <= radius_mm
+    return out
 
 
 def erode_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
@@ -86,7 +90,20 @@ def erode_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, flo
     se = _disk(radius_mm, pixel_spacing)
     if se is not None:
         return ndi.binary_erosion(mask, structure=se, border_value=1)
-    return distance_mm(mask, pixel_spacing) > radius_mm
+    # the mask's box and a ring of background around it (or the image's edge) give the same distances
+    box = _box(mask, [1, 1])
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = distance_mm(mask[box], pixel_spacing) > radius_mm
+    return out
+
+
+def _box(mask: np.ndarray, margin: list[int]) -> tuple[slice, ...]:
+    """The bounding box of a non-empty mask's True pixels grown by `margin` pixels per axis (clipped)."""
+    box = []
+    for axis, (m, n) in enumerate(zip(margin, mask.shape, strict=True)):
+        hit = np.flatnonzero(mask.any(axis=1 - axis))
+        box.append(slice(max(0, int(hit[0]) - m), min(n, int(hit[-1]) + 1 + m)))
+    return tuple(box)
 
 
 def open_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
