@@ -77,7 +77,7 @@ def dilate_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, fl
     if se is not None:
         return ndi.binary_dilation(mask, structure=se)
     # only pixels within the radius of the mask's box can join: the transform runs on that box
-    box = _box(mask, [int(np.ceil(radius_mm / s)) + 1 for s in pixel_spacing])
+    box = bounding_box(mask, margin=max(int(np.ceil(radius_mm / s)) + 1 for s in pixel_spacing))
     out = np.zeros(mask.shape, dtype=bool)
     out[box] = distance_mm(~mask[box], pixel_spacing) <= radius_mm
     return out
@@ -91,19 +91,10 @@ def erode_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, flo
     if se is not None:
         return ndi.binary_erosion(mask, structure=se, border_value=1)
     # the mask's box and a ring of background around it (or the image's edge) give the same distances
-    box = _box(mask, [1, 1])
+    box = bounding_box(mask, margin=1)
     out = np.zeros(mask.shape, dtype=bool)
     out[box] = distance_mm(mask[box], pixel_spacing) > radius_mm
     return out
-
-
-def _box(mask: np.ndarray, margin: list[int]) -> tuple[slice, ...]:
-    """The bounding box of a non-empty mask's True pixels grown by `margin` pixels per axis (clipped)."""
-    box = []
-    for axis, (m, n) in enumerate(zip(margin, mask.shape, strict=True)):
-        hit = np.flatnonzero(mask.any(axis=1 - axis))
-        box.append(slice(max(0, int(hit[0]) - m), min(n, int(hit[-1]) + 1 + m)))
-    return tuple(box)
 
 
 def open_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:

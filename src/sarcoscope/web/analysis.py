@@ -232,7 +232,7 @@ def overlay_png(store: Any, study_id: str, row: LabelVersion, result: AnalysisRe
 
     A version's labels never change; the key covers the rest the picture shows (slices, mode, engine,
     localizer marks, software version), so a re-localized study gets a new picture."""
-    from sarcoscope.export.overlay import overlay_image
+    from sarcoscope.export.overlay import render_overlay
     from sarcoscope.store.files import atomic_private_file
 
     sel = result.selection
@@ -249,7 +249,7 @@ def overlay_png(store: Any, study_id: str, row: LabelVersion, result: AnalysisRe
     with _OVERLAY_LOCKS[int(key[:8], 16) % len(_OVERLAY_LOCKS)]:
         if not path.exists():
             with atomic_private_file(path) as f:
-                overlay_image(result).save(f, format="PNG", compress_level=3)
+                render_overlay(result, f)
         return path.read_bytes()
 
 
