@@ -35,6 +35,7 @@ from sarcoscope.imaging.volume import CTVolume
 from sarcoscope.level import locate_l3
 from sarcoscope.level.localization import FLAG_COUNTING, FLAG_LOW_CONFIDENCE
 from sarcoscope.phantom import PhantomVolume, make_volume
+from sarcoscope.phantom.artefacts import add_pedicle_screws
 from sarcoscope.validation.benchmark import REAL_VOLUME, real_l3_centroid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +69,7 @@ PHANTOMS: list[tuple[str, int, str, str, float, str, bool]] = [
     ("scoliosis (25 mm sine)", 39, "normal", "abdomen", 3.0, "scoliosis", True),
     ("L1 compression fracture", 40, "normal", "abdomen", 3.0, "fracture", True),
     ("pedicle screws L4-L5", 41, "normal", "abdomen", 3.0, "metal", True),
+    ("pedicle screws L4-L5, no ribs", 42, "normal", "no-ribs", 3.0, "metal", True),
     ("chest to pelvis, 5 mm", 10, "normal", "chest-pelvis", 5.0, "", True),
 ]
 
@@ -126,23 +128,7 @@ def _phantom_case(pv: PhantomVolume, alteration: str) -> tuple[CTVolume, float]:
         keep = np.r_[0:start, start + cut : len(hu)]
         return replace(vol, hu=hu[keep], slice_positions=None), mid_mm  # L3 lies below the cut
     if alteration == "metal":
-        ids = t["vertebra_ids"]
-        for name in ("L4", "L5"):
-            v = verts[name]
-            for k in range(v["first_index"] + 1, v["last_index"]):
-                body = pv.vertebra_labels[k] == ids[name]
-                if not body.any():
-                    continue
-                ys, xs = np.nonzero(body)
-                cy, cx = ys.mean(), xs.mean()
-                for side in (-1, 1):  # screws from the pedicles forward into the body
-                    for f in np.linspace(0, 1, 40):
-                        y, x = round(cy + 12 - 18 * f), round(cx + side * (9 - 5 * f))
-                        hu[k, y - 1 : y + 2, x - 1 : x + 2] = 3000.0
-                yy, xx = np.mgrid[: hu.shape[1], : hu.shape[2]]
-                angle = np.arctan2(yy - cy, xx - cx)
-                hu[k] += 150.0 * np.cos(8 * angle) * np.exp(-np.hypot(yy - cy, xx - cx) / 60.0)
-        return replace(vol, hu=hu), mid_mm
+        return replace(vol, hu=add_pedicle_screws(pv)), mid_mm
     return vol, mid_mm
 
 

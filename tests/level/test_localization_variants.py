@@ -3,13 +3,16 @@ truth, or, where the evidence cannot decide, flagged with the true L3 among the 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 
 import pytest
 
+from sarcoscope.errors import LevelError
 from sarcoscope.level import L3Localization, locate_l3
 from sarcoscope.level.localization import FLAG_COUNTING
 from sarcoscope.phantom import PhantomVolume, make_volume
+from sarcoscope.phantom.artefacts import add_pedicle_screws
 
 pytestmark = pytest.mark.slow  # each phantom volume takes several seconds to render
 
@@ -89,3 +92,32 @@ def test_no_ribs_in_view_a_disc_chain_the_traces_disagree_on_is_flagged() -> Non
     reason = next(f["reason"] for f in loc.flags if f["flag"] == FLAG_COUNTING)
     assert "two traces of the column disagree" in reason and loc.confidence < 0.7
     assert [f["flag"] for f in loc.flags].count(FLAG_COUNTING) == 1
+
+
+def test_pedicle_screws_do_not_pass_for_the_sacrum() -> None:
+    # Screws in L4 and L5 cast streaks that join those vertebrae to the iliac wings, as wide as a sacrum:
+    # discs beside hardware are not tested for the sacrum, so the count comes from the ribs, flagged.
+    pv = _phantom(41, "normal", "abdomen")
+    loc = locate_l3(replace(pv.to_ctvolume(), hu=add_pedicle_screws(pv)))
+    assert _error_mm(pv, loc.l3_mid) <= 10.0
+    assert loc.counted_from == "ribs" and loc.has_flag(FLAG_COUNTING)
+    assert "spinal hardware" in next(f["reason"] for f in loc.flags if f["flag"] == FLAG_COUNTING)
+
+
+def test_hardware_on_the_counted_stretch_is_flagged() -> None:
+    # The sacrum is found below the screws, but the count from it passes L4 and L5, whose streaks can hide
+    # or add a disc: flagged, and the true L3 is one of the two candidates.
+    pv = _phantom(35, "normal", "no-ribs")
+    loc = locate_l3(replace(pv.to_ctvolume(), hu=add_pedicle_screws(pv)))
+    reasons = " ".join(f["reason"] for f in loc.flags if f["flag"] == FLAG_COUNTING)
+    assert "Spinal hardware lies beside the column between the sacrum and L3" in reasons
+    assert loc.confidence < 0.7
+    assert min(_error_mm(pv, c.l3_mid) for c in loc.candidates) <= 10.0
+
+
+def test_screws_without_ribs_in_view_are_refused_not_guessed() -> None:
+    # Streaks hide the sacrum and make "ribs" beside the pelvis, with rib-free vertebrae above them: no
+    # anchor is left, so the localizer refuses (naming the hardware) instead of guessing a level.
+    pv = _phantom(42, "normal", "no-ribs")
+    with pytest.raises(LevelError, match="spinal hardware"):
+        locate_l3(replace(pv.to_ctvolume(), hu=add_pedicle_screws(pv)))

@@ -12,6 +12,10 @@ from sarcoscope.level.spine import BONE_HU, SpineTrace, WorkGrid
 SACRUM_WIDTH_MM = 110.0
 #: Bone area beside the column (cm² per slice) that only the iliac wings reach.
 PELVIS_CM2 = 10.0
+#: Above any bone, even averaged over a working voxel: metal (pedicle screws, rods, a cage).
+METAL_HU = 2000.0
+#: Metal this close to the column (mm) is spinal hardware.
+HARDWARE_MM = 30.0
 
 
 class BoneSlices:
@@ -51,13 +55,23 @@ def lateral_bone_cm2(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
     return float((grid.hu[z][:, xs > 50.0] > BONE_HU).sum() * dy * dx / 100.0)
 
 
+def hardware_beside(grid: WorkGrid, trace: SpineTrace, z: int) -> bool:
+    """Whether metal lies within HARDWARE_MM of the vertebral body on working slice z."""
+    dy, dx = grid.spacing[1], grid.spacing[2]
+    y, x = round(trace.body_y[z]), round(trace.cx[z])
+    ry, rx = round(HARDWARE_MM / dy), round(HARDWARE_MM / dx)
+    patch = grid.hu[z, max(0, y - ry) : y + ry + 1, max(0, x - rx) : x + rx + 1]
+    return bool((patch > METAL_HU).any())
+
+
 def find_sacrum_disc(
     bones: BoneSlices, trace: SpineTrace, discs_z: np.ndarray, period_mm: float
 ) -> int | None:
     """Index (into discs_z) of the L5/S1 disc: the lowest disc with sacrum-wide bone right below it
     and a narrow lumbar vertebra right above it.
 
-    None when no disc has the sacrum below it in the field of view.
+    None when no disc has the sacrum below it in the field of view. A disc beside spinal hardware is not
+    tested: the streaks of screws and rods join any vertebra to the iliac wings, as wide as a sacrum.
     """
     grid = bones.grid
     dz = grid.spacing[0]
@@ -73,7 +87,7 @@ def find_sacrum_disc(
         # at the sides than the body does at the midline.
         below = window(d - 0.65 * level, d - 0.2 * level)
         above = window(d + 0.2 * level, d + 0.65 * level)
-        if below is None or above is None:
+        if below is None or above is None or any(hardware_beside(grid, trace, z) for z in (*below, *above)):
             continue
         wide_below = np.mean([column_width(bones, trace, z) >= SACRUM_WIDTH_MM for z in below])
         wide_above = np.mean([column_width(bones, trace, z) >= SACRUM_WIDTH_MM for z in above])

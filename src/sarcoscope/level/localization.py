@@ -223,8 +223,32 @@ def _read(
         ribs = everywhere if everywhere is not None else rib_vertebrae(0)
     rib_segs = [r.segment for r in ribs if r.bears_ribs]
     last = _last_rib(rib_segs)
+    # Ribs come as a series from T1 down, and only a whole thorax (neck in view) has rib-free vertebrae
+    # above its ribs: a short "rib" series with two whole rib-free vertebrae above it is bone beside the
+    # pelvis or metal's streaks.
+    if last is not None and max(rib_segs) - last < 6 and len(discs.z) - 1 - max(rib_segs) >= 2:
+        last = None
     series = [s for s in rib_segs if last is not None and s >= last]
     return _Reading(trace, profile, discs, sacrum, series, last, ribs)
+
+
+def _hardware_on(
+    grid: spine.WorkGrid, trace: spine.SpineTrace, discs: spine.Discs, anchor: int, l3: int
+) -> list[int]:
+    """Slice indices with metal beside the column on the counted stretch: from the anchor (the sacrum's
+    disc with the window below it where the sacrum was judged, or the last rib-bearing vertebra) to L3."""
+    dz = grid.spacing[0]
+
+    def at(i: int) -> float:
+        return float(discs.z[int(np.clip(i, 0, len(discs.z) - 1))])
+
+    if anchor < l3:  # L5/S1 below L3, whose upper disc is l3
+        lo, hi = at(anchor) - 0.65 * discs.period_mm / dz, at(l3)
+    else:  # the last rib-bearing vertebra above L3, between discs anchor and anchor + 1
+        lo, hi = at(l3 - 1), at(anchor + 1)
+    slices = range(max(0, round(lo)), min(grid.hu.shape[0] - 1, round(hi)) + 1)
+    metal = {grid.to_index(grid.z_mm[0] + k * dz) for k in slices if anchors.hardware_beside(grid, trace, k)}
+    return sorted(metal)
 
 
 def _last_rib(rib_segs: list[int]) -> int | None:
@@ -291,8 +315,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     if sacrum is None and last_rib is None:
         raise LevelError(
             "The vertebrae cannot be counted: neither the sacrum nor the last rib-bearing vertebra with a "
-            "rib-free vertebra below it is in the field of view, so L3 cannot be identified. "
-            "Use --slice/--range."
+            "rib-free vertebra below it is in the field of view (or the sacrum lies beside spinal hardware, "
+            "which is not trusted), so L3 cannot be identified. Use --slice/--range."
         )
     # Transverse-process lengths: the reach beside the body of the rib-free vertebrae.
     tp_mm = {r.segment: max(r.right_reach_mm, r.left_reach_mm) for r in reading.ribs if not r.any}
@@ -320,8 +344,9 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         _flag(
             flags,
             FLAG_COUNTING,
-            "The sacrum was not identified (outside the field of view or not recognisable): vertebrae were "
-            "counted from the last rib-bearing vertebra, checked against the transverse-process lengths; "
+            "The sacrum was not identified (outside the field of view, not recognisable or beside spinal "
+            "hardware): vertebrae were counted from the last rib-bearing vertebra, checked against the "
+            "transverse-process lengths; "
             "11 or 13 rib pairs cannot be told from a missed or extra rib.",
         )
     elif lab.probability < UNCERTAIN_P:
@@ -408,8 +433,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     # the disc the count starts from: L5/S1, else the last rib-bearing vertebra's lower one (one is known)
     anchor_disc = sacrum if sacrum is not None else int(last_rib or 0) - 1
     shift = _disc_shift(discs, other, min(anchor_disc, s3 - 1), max(anchor_disc, s3), dz)
-    traces_disagree = shift is not None and shift > DISC_SHIFT * period
-    if traces_disagree:
+    count_doubted = shift is not None and shift > DISC_SHIFT * period
+    if count_doubted:
         _flag(
             flags,
             FLAG_COUNTING,
@@ -420,12 +445,22 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     ribs_decide = sacrum is None or (last_rib is not None and last_rib - sacrum - 1 != 5)
     rib_shift = _last_rib_shift(reading, other, dz) if ribs_decide else None
     if rib_shift is not None and rib_shift > RIB_SHIFT * period:
-        traces_disagree = True
+        count_doubted = True
         _flag(
             flags,
             FLAG_COUNTING,
             f"The two traces of the column put the last rib-bearing vertebra {rib_shift:.0f} mm apart: the "
             "discs bounding it differ, so its ribs may be a neighbour's.",
+        )
+    metal = _hardware_on(grid, trace, discs, anchor_disc, s3)
+    if metal:
+        count_doubted = True
+        _flag(
+            flags,
+            FLAG_COUNTING,
+            f"Spinal hardware lies beside the column between the {counted_from.split('+')[0]} and L3 (slices "
+            f"{metal[0]}-{metal[-1]}): the streaks of metal can hide a disc or add bone, so the count may be "
+            "off by a vertebra.",
         )
 
     if loc.has_flag(FLAG_COUNTING):
@@ -442,7 +477,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     height = (seg_hi[s3] - seg_lo[s3]) * dz
     regularity = float(np.clip(1 - 2 * abs(height / period - 1), 0, 1))
     confidence = lab.probability * (0.5 + 0.3 * disc_quality + 0.2 * regularity)
-    if traces_disagree:
+    if count_doubted:
         confidence *= 0.7
     if not 0 < s3 < n_seg - 1:
         confidence *= 0.5

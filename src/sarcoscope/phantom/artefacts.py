@@ -1,14 +1,20 @@
-"""Failures injected into phantom slices, to test that the segmentation quality score notices them.
+"""Failures and hardware injected into phantoms, to test that the quality score and the L3 localizer
+notice them.
 
-Each returns a new HU slice; the trunk's reference labels still hold (what changed is outside the trunk or
-is the acquisition), so a segmentation that changes is a failure of the segmenter.
+Each returns new HU values; the reference labels still hold (what changed is outside the trunk, the
+acquisition or metal in the bone), so an output that changes is a failure of the method under test.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from sarcoscope.segmentation.refine import body_mask
+
+if TYPE_CHECKING:
+    from sarcoscope.phantom.volume import PhantomVolume
 
 
 def add_arms(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
@@ -38,3 +44,26 @@ def injected_failures(hu: np.ndarray, pixel_spacing: tuple[float, float], seed: 
         "noise": hu + noise,
         "flipped": hu[::-1].copy(),
     }
+
+
+def add_pedicle_screws(pv: PhantomVolume, vertebrae: tuple[str, ...] = ("L4", "L5")) -> np.ndarray:
+    """The phantom's HU volume with two 3000 HU pedicle screws in each named vertebra, and the radial
+    streaks (±150 HU, fading over 60 pixels) that metal casts through the slices it lies in: a spinal
+    fusion, whose streaks join the vertebra to the iliac wings."""
+    hu = pv.hu.astype(np.float32)
+    yy, xx = np.indices(hu.shape[1:])
+    for name in vertebrae:
+        v = pv.truth["vertebrae"][name]
+        for k in range(v["first_index"] + 1, v["last_index"]):
+            body = pv.vertebra_labels[k] == pv.truth["vertebra_ids"][name]
+            if not body.any():
+                continue
+            ys, xs = np.nonzero(body)
+            cy, cx = ys.mean(), xs.mean()
+            for side in (-1, 1):  # from the pedicles forward into the body
+                for f in np.linspace(0, 1, 40):
+                    y, x = round(cy + 12 - 18 * f), round(cx + side * (9 - 5 * f))
+                    hu[k, y - 1 : y + 2, x - 1 : x + 2] = 3000.0
+            angle = np.arctan2(yy - cy, xx - cx)
+            hu[k] += 150.0 * np.cos(8 * angle) * np.exp(-np.hypot(yy - cy, xx - cx) / 60.0)
+    return hu
