@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 class SarcoscopeError(Exception):
     """Base class: the message names the file or the problem in words a user understands."""
@@ -39,3 +41,25 @@ class CompositionError(SarcoscopeError):
 
 class OutputError(SarcoscopeError):
     """Output files cannot be written (the output path is not a folder, no permission, disk full)."""
+
+
+class Terminated(BaseException):
+    """A termination signal arrived (a cancelled cluster job, `kill`, a closed terminal). Not an Exception,
+    so that handlers of one failed case do not swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def stop_cleanly_on_signals() -> None:
+    """Turn SIGTERM and SIGHUP into an exception, as Ctrl-C is: the code being left then removes what it
+    was writing, so no partial output and no temporary copy of a patient's images (an extracted zip, a
+    staging folder) is left behind. Only SIGKILL cannot be cleaned up after. Main thread only."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _terminate)

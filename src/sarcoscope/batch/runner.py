@@ -305,7 +305,7 @@ def _pool_run(
 ) -> Generator[CaseOutcome, None, list[Case]]:
     """Run queued cases in one pool until the queue is empty (returns []) or the pool breaks (returns the
     cases that were in flight, none of which finished)."""
-    init = {"initializer": init_worker, "initargs": (worker_threads(workers),)}
+    init = {"initializer": init_worker, "initargs": (worker_threads(workers), True)}
     with ProcessPoolExecutor(max_workers=workers, **init) as pool:
         running: dict[Future[CaseOutcome], Case] = {}
         while queue or running:

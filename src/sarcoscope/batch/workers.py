@@ -29,13 +29,17 @@ def worker_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def init_worker(threads: int) -> None:
+def init_worker(threads: int, signals: bool = False) -> None:
     """Set up a worker process on this machine: its engines use `threads` threads, not every core, and
-    it keeps freed memory for the next case."""
+    it keeps freed memory for the next case. With `signals` (a process-pool worker, whose signals are its
+    own; a Dask nanny handles its worker's) a termination signal unwinds the case cleanly."""
+    from sarcoscope.errors import stop_cleanly_on_signals
     from sarcoscope.segmentation.unet import set_process_threads
 
     set_process_threads(threads)
     reuse_freed_memory()
+    if signals:
+        stop_cleanly_on_signals()
 
 
 def reuse_freed_memory() -> bool:

@@ -3,6 +3,7 @@ every command runs in (user errors print one clear message and exit 1; `--debug`
 
 from __future__ import annotations
 
+import signal
 import traceback
 from collections.abc import Callable
 from enum import StrEnum
@@ -13,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sarcoscope.errors import SarcoscopeError
+from sarcoscope.errors import SarcoscopeError, Terminated
 
 app = typer.Typer(
     add_completion=False,
@@ -60,6 +61,9 @@ def run(action: Callable[[], T]) -> T:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
+    except Terminated as exc:
+        err_console.print(f"[yellow]terminated[/] by {signal.Signals(exc.signum).name}")
+        raise typer.Exit(128 + exc.signum) from None
     except Exception as exc:
         if _state["debug"]:
             traceback.print_exc()
