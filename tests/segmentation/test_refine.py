@@ -14,7 +14,9 @@ from sarcoscope.segmentation.refine import (
     erode_mm,
     fill_holes,
     in_convex_hull,
+    largest_component,
     muscle_compartments,
+    near_mm,
     open_mm,
     remove_small_islands,
     tissues_from_scores,
@@ -83,6 +85,101 @@ def test_large_radius_morphology_on_the_masks_box_is_the_whole_frames():
         np.testing.assert_array_equal(erode_mm(mask, radius, spacing), distance_mm(mask, spacing) > radius)
         checked += 1
     assert checked > 40
+
+
+def _random_masks(seed: int, n: int):
+    """Random blobby masks (some against the image's edge) with random pixel spacings."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        shape = (int(rng.integers(30, 160)), int(rng.integers(30, 160)))
+        mask = ndi.gaussian_filter(rng.random(shape), rng.uniform(1, 6)) > rng.uniform(0.5, 0.56)
+        if k % 3 == 0:
+            mask[:, : k % 5 + 1] = True  # against the image's edge, where nothing erodes
+        yield mask, (float(rng.uniform(0.5, 2.5)), float(rng.uniform(0.5, 2.5))), rng
+
+
+def test_small_radius_morphology_on_the_masks_box_is_the_whole_frames():
+    """Up to 4 pixels a structuring element does the morphology, on the mask's box: the same pixels as
+    scipy's on the whole frame (whose border does not erode)."""
+    from scipy import ndimage as ndi
+
+    from sarcoscope.segmentation.refine import _disk
+
+    checked = 0
+    for mask, spacing, rng in _random_masks(4, 60):
+        radius = float(rng.uniform(0.5, 4.0)) * min(spacing)
+        se = _disk(radius, spacing)
+        if se is None or not mask.any() or mask.all():
+            continue
+        np.testing.assert_array_equal(dilate_mm(mask, radius, spacing), ndi.binary_dilation(mask, se))
+        want = ndi.binary_erosion(mask, se, border_value=1)
+        np.testing.assert_array_equal(erode_mm(mask, radius, spacing), want)
+        checked += 1
+    assert checked > 40
+
+
+def test_near_mm_is_the_distance_transforms_on_the_whole_frame():
+    for mask, spacing, rng in _random_masks(6, 30):
+        radius = float(rng.uniform(0.5, 25.0))
+        np.testing.assert_array_equal(near_mm(mask, radius, spacing), distance_mm(~mask, spacing) <= radius)
+    assert not near_mm(np.zeros((9, 9), bool), 5.0, (1.0, 1.0)).any()
+
+
+def test_morphology_of_an_empty_mask_is_empty():
+    empty = np.zeros((40, 30), bool)
+    for radius in (1.0, 10.0):  # a structuring element, a distance transform
+        for op in (dilate_mm, erode_mm, open_mm, close_mm):
+            assert not op(empty, radius, (0.7, 0.7)).any()
+    assert not muscle_compartments(empty, (0.7, 0.7), closing_mm=4.0).any()
+    assert not fill_holes(empty).any()
+
+
+def test_muscle_compartments_on_the_masks_box_are_the_whole_frames():
+    """The closing and the holes, worked out on the mask's box: as on the whole frame."""
+    from sarcoscope.segmentation.refine import _holes
+
+    for mask, spacing, rng in _random_masks(8, 40):
+        if not mask.any() or mask.all():
+            continue
+        closing, max_hole = float(rng.uniform(1.0, 6.0)), float(rng.uniform(0.05, 5.0))
+        closed = close_mm(mask, closing, spacing) | mask
+        lab, hole = _holes(closed)
+        sizes = np.bincount(lab.ravel(), minlength=hole.size) * spacing[0] * spacing[1]
+        want = closed | (hole & (sizes <= max_hole * 100.0))[lab]
+        got = muscle_compartments(mask, spacing, closing_mm=closing, max_hole_cm2=max_hole)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_largest_component_is_the_whole_frames_first_on_a_tie():
+    from scipy import ndimage as ndi
+
+    for mask, _, _ in _random_masks(10, 30):
+        lab, n = ndi.label(mask, structure=np.ones((3, 3), bool))
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        want = lab == int(np.argmax(sizes)) if n else np.zeros_like(mask)
+        np.testing.assert_array_equal(largest_component(mask), want)
+    tie = np.zeros((9, 12), bool)
+    tie[5:7, 1:3] = tie[1:3, 8:10] = True  # two equal squares: the upper one comes first
+    np.testing.assert_array_equal(largest_component(tie), np.pad(np.ones((2, 2), bool), ((1, 6), (8, 2))))
+
+
+def test_small_islands_are_those_of_the_whole_frame():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(9)
+    labels = rng.integers(0, 5, (70, 90)).astype(np.uint8)
+    labels[ndi.gaussian_filter(rng.random(labels.shape), 2) > 0.55] = M  # larger muscle islands too
+    want = labels.copy()
+    for label, area in {M: 10.0, V: 3.0}.items():
+        lab, _ = ndi.label(labels == label, structure=np.ones((3, 3), bool))
+        sizes = np.bincount(lab.ravel()) * 0.8
+        small = sizes < area
+        small[0] = False
+        want[small[lab]] = 0
+    np.testing.assert_array_equal(remove_small_islands(labels, (1.0, 0.8), {M: 10.0, V: 3.0}), want)
 
 
 def test_fill_holes_is_scipys():

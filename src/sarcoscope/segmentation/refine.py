@@ -69,17 +69,30 @@ def _disk(radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray | 
     return (yy * pixel_spacing[0]) ** 2 + (xx * pixel_spacing[1]) ** 2 <= radius_mm**2
 
 
+def _reach_px(radius_mm: float, pixel_spacing: tuple[float, float]) -> int:
+    """Pixels beyond a mask's box that a disk of `radius_mm` can reach, plus one."""
+    return max(int(np.ceil(radius_mm / s)) + 1 for s in pixel_spacing)
+
+
+def near_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Pixels at most `radius_mm` from `mask` (distance_mm(~mask) <= radius_mm), with the transform run on
+    the mask's box grown by the radius: no pixel beyond it is that near."""
+    out = np.zeros(mask.shape, dtype=bool)
+    if mask.any():
+        box = bounding_box(mask, margin=_reach_px(radius_mm, pixel_spacing))
+        out[box] = distance_mm(~mask[box], pixel_spacing) <= radius_mm
+    return out
+
+
 def dilate_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
     """Dilation by a Euclidean disk of `radius_mm` (a distance transform for large radii)."""
-    if not mask.any():
-        return np.zeros_like(mask, dtype=bool)
     se = _disk(radius_mm, pixel_spacing)
-    if se is not None:
-        return ndi.binary_dilation(mask, structure=se)
-    # only pixels within the radius of the mask's box can join: the transform runs on that box
-    box = bounding_box(mask, margin=max(int(np.ceil(radius_mm / s)) + 1 for s in pixel_spacing))
+    if se is None or not mask.any():
+        return near_mm(mask, radius_mm, pixel_spacing)
+    # only pixels within the disk's reach of the mask's box can join
+    box = bounding_box(mask, margin=_reach_px(radius_mm, pixel_spacing))
     out = np.zeros(mask.shape, dtype=bool)
-    out[box] = distance_mm(~mask[box], pixel_spacing) <= radius_mm
+    out[box] = ndi.binary_dilation(mask[box], structure=se)
     return out
 
 
@@ -87,13 +100,16 @@ def erode_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, flo
     """Erosion by a Euclidean disk of `radius_mm`; the image border does not erode (as if padded)."""
     if mask.all():
         return np.ones_like(mask, dtype=bool)
+    out = np.zeros(mask.shape, dtype=bool)
+    if not mask.any():
+        return out
+    # the mask's box and a ring of background around it (or the image's edge) erode as the whole frame
+    box = bounding_box(mask, margin=1)
     se = _disk(radius_mm, pixel_spacing)
     if se is not None:
-        return ndi.binary_erosion(mask, structure=se, border_value=1)
-    # the mask's box and a ring of background around it (or the image's edge) give the same distances
-    box = bounding_box(mask, margin=1)
-    out = np.zeros(mask.shape, dtype=bool)
-    out[box] = distance_mm(mask[box], pixel_spacing) > radius_mm
+        out[box] = ndi.binary_erosion(mask[box], structure=se, border_value=1)
+    else:
+        out[box] = distance_mm(mask[box], pixel_spacing) > radius_mm
     return out
 
 
@@ -108,13 +124,16 @@ def close_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, flo
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a 2-D mask (empty mask -> empty mask)."""
-    lab, n = ndi.label(mask, structure=np.ones((3, 3), bool))
-    if n == 0:
-        return np.zeros_like(mask, dtype=bool)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
+    """The largest 8-connected component of a 2-D mask (empty mask -> empty mask; on a tie the first in
+    raster order, which labelling the mask's box keeps)."""
+    out = np.zeros(mask.shape, dtype=bool)
+    if mask.any():
+        box = bounding_box(mask)
+        lab, _ = ndi.label(mask[box], structure=np.ones((3, 3), bool))
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        out[box] = lab == int(np.argmax(sizes))
+    return out
 
 
 def body_mask(
@@ -161,8 +180,11 @@ def body_mask(
         share[0] = 0.0
         body |= (share >= 0.9)[lab]
     trunk = fill_holes(largest_component(body))
-    arms = limbs(trunk, hu[frame], pixel_spacing)
-    out[frame] = largest_component(trunk & ~arms) if arms.any() else trunk
+    # the trunk's box and a ring of background around it give the same distances and pieces
+    box = bounding_box(trunk, margin=1)
+    trunk = trunk[box]
+    arms = limbs(trunk, hu[frame][box], pixel_spacing)
+    out[frame][box] = largest_component(trunk & ~arms) if arms.any() else trunk
     return out
 
 
@@ -276,8 +298,12 @@ def _holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """A 2-D mask with its holes filled (as scipy's binary_fill_holes, faster)."""
-    lab, hole = _holes(mask)
-    return mask | hole[lab]
+    out = mask.astype(bool)
+    if mask.any():
+        box = bounding_box(mask, margin=1)  # a ring of background around the mask holds no hole
+        lab, hole = _holes(mask[box])
+        out[box] |= hole[lab]
+    return out
 
 
 def muscle_compartments(
@@ -292,10 +318,16 @@ def muscle_compartments(
     Only holes up to `max_hole_cm2` are filled: when the wall, psoas and back muscles form a closed ring, the
     abdominal cavity it encloses is not a muscle compartment.
     """
-    closed = close_mm(muscle, closing_mm, pixel_spacing) | muscle
+    out = np.zeros(muscle.shape, dtype=bool)
+    if not muscle.any():
+        return out
+    # the closing's reach around the mask's box, and a ring of background beyond it that holds no hole
+    box = bounding_box(muscle, margin=_reach_px(closing_mm, pixel_spacing) + 1)
+    closed = close_mm(muscle[box], closing_mm, pixel_spacing) | muscle[box]
     lab, hole = _holes(closed)
     sizes = np.bincount(lab.ravel(), minlength=hole.size) * pixel_spacing[0] * pixel_spacing[1]
-    return closed | (hole & (sizes <= max_hole_cm2 * 100.0))[lab]
+    out[box] = closed | (hole & (sizes <= max_hole_cm2 * 100.0))[lab]
+    return out
 
 
 def remove_small_islands(
@@ -315,13 +347,15 @@ def remove_small_islands(
     out = np.asarray(labels, dtype=np.uint8).copy()
     eight = np.ones((3, 3), bool)
     for label, area in limits.items():
-        lab, n = ndi.label(out == label, structure=eight)
-        if n == 0:
+        mask = out == label
+        if not mask.any():
             continue
+        box = bounding_box(mask)  # every island of the label lies in its box
+        lab, _ = ndi.label(mask[box], structure=eight)
         sizes = np.bincount(lab.ravel()) * pixel_area
         small = sizes < area
         small[0] = False
-        out[small[lab]] = Label.BACKGROUND
+        out[box][small[lab]] = Label.BACKGROUND
     return out
 
 

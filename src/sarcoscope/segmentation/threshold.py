@@ -38,6 +38,7 @@ from sarcoscope.segmentation.refine import (
     distance_mm,
     fill_holes,
     muscle_compartments,
+    near_mm,
     open_mm,
     remove_small_islands,
     tissue_masks,
@@ -75,15 +76,6 @@ def _digest(params: ThresholdParams) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run-length encoding of a 1-D boolean array: (starts, lengths, values)."""
-    n = mask.size
-    change = np.flatnonzero(mask[1:] != mask[:-1]) + 1
-    starts = np.concatenate(([0], change))
-    lengths = np.diff(np.concatenate((starts, [n])))
-    return starts, lengths, mask[starts]
-
-
 def _circular_median(values: np.ndarray, window: int) -> np.ndarray:
     return ndi.median_filter(values, size=max(3, window | 1), mode="wrap")
 
@@ -112,6 +104,25 @@ def _bridge_gaps(depth: np.ndarray, where: np.ndarray, jump: float, max_width: i
                 i = end
         i += 1
     return out
+
+
+def _wall_depth(walk: _InwardWalk, v: np.ndarray, septum: int, skin: int, skin_px: int) -> np.ndarray:
+    """Per ray, samples from the skin (where `walk` starts, `v` its samples) in to the wall (NaN where none
+    is found): the subcutaneous fat ends at its first non-fat run thicker than `septum` samples; a first
+    non-fat run longer than `skin` means no SAT, the wall starting `skin_px` under the skin."""
+    lo, hi = _GEOMETRY.sat
+    # skip the air/skin partial-volume samples at the boundary, which pass through fat HU
+    solid = walk.valid[:, :skin] & (v[:, :skin] > hi)
+    offset = np.where(solid.any(axis=1), np.argmax(solid, axis=1), 0)
+    fat_hu = (v >= lo) & (v <= hi)
+    read = walk.valid & (walk.index[None, :] >= offset[:, None])
+    fat = read & fat_hu
+    first_fat = np.where(fat.any(axis=1), np.argmax(fat, axis=1), walk.width)
+    no_sat = np.minimum(first_fat, walk.length) - offset > skin
+    # the non-fat runs after the first fat: the first one thicker than a septum is the wall
+    after_fat = read & ~fat_hu & (walk.index[None, :] > first_fat[:, None])
+    wall = walk.first_run_start(after_fat, septum + 1, np.full(len(v), -1))
+    return np.where(no_sat, offset + skin_px, np.where(wall >= 0, wall, np.nan))
 
 
 class ThresholdEngine:
@@ -169,14 +180,15 @@ class ThresholdEngine:
         masks = tissue_masks(hu, self.hu_ranges)
         # the outermost pixel ring is skin partial volume: SAT where it reads as fat (the reference labels'
         # thresholds decide partial volume), never any other tissue
-        inner = ndi.binary_erosion(body, structure=np.ones((3, 3), bool))
+        inner = ndi.minimum_filter(body, size=3, mode="constant")  # a 3x3 erosion, faster than binary_erosion
 
         spine = self._spine(smooth, body, spacing)
         centre = self._centre(body)
-        geo = _RayGeometry(centre, body.shape, spacing, p.n_rays)
-        posterior = self._posterior_direction(centre, spine, spacing)
+        spine_centre = ndi.center_of_mass(spine) if spine.any() else None
+        geo = _RayGeometry(centre, body, spacing, p.n_rays)
+        posterior = self._posterior_direction(centre, spine_centre, spacing)
 
-        r_skin = geo.skin_radius(body)
+        r_skin = geo.skin_mm
         r_wall, wall_ok = self._trace_wall(geo, smooth, r_skin, posterior)
         cavity = geo.star_mask(r_wall)
 
@@ -186,9 +198,9 @@ class ThresholdEngine:
         ring = cavity & ~geo.star_mask(r_inner)
 
         # anatomical frame from the vertebral body: ap (mm, + posterior) and lateral distance (mm)
-        yy, xx = np.indices(hu.shape)
-        sy, sx = ndi.center_of_mass(spine) if spine.any() else centre
-        dy, dx = (yy - sy) * spacing[0], (xx - sx) * spacing[1]
+        yy, xx = np.ogrid[: hu.shape[0], : hu.shape[1]]
+        sy, sx = spine_centre or centre
+        dy, dx = (yy - sy) * spacing[0], (xx - sx) * spacing[1]  # a column and a row: ap, lateral broadcast
         ap = dy * posterior[0] + dx * posterior[1]
         lateral = np.abs(dx * posterior[0] - dy * posterior[1])
         vertebra = self._vertebra(smooth, spine, spacing)
@@ -239,7 +251,11 @@ class ThresholdEngine:
         noise = float(np.median(std[sat])) if sat.any() else 20.0
         mottled = fat & cavity & (std > max(3.0 * noise, 40.0))
         steps = max(1, round(8.0 / min(spacing)))
-        return ndi.binary_dilation(core, iterations=steps, mask=mottled | core)
+        grow = mottled | core
+        box = bounding_box(grow, margin=1)  # the growth stays in the mask
+        out = np.zeros_like(core)
+        out[box] = ndi.binary_dilation(core[box], iterations=steps, mask=grow[box])
+        return out
 
     @staticmethod
     def _centre(body: np.ndarray) -> tuple[float, float]:
@@ -260,12 +276,14 @@ class ThresholdEngine:
         xs = np.flatnonzero(body.any(axis=0))
         x0, x1 = xs[0], xs[-1]
         width = x1 - x0
-        sizes = np.bincount(lab.ravel())
-        sizes[0] = 0
-        centroids = ndi.center_of_mass(bone, lab, range(1, n + 1))
+        # each component's size and centroid column (center_of_mass's sums, in its order, without the rows)
+        rows, cols = np.nonzero(bone)
+        pieces = lab[rows, cols]
+        sizes = np.bincount(pieces, minlength=n + 1)
+        centroid_x = np.bincount(pieces, weights=cols.astype(float), minlength=n + 1) / np.maximum(sizes, 1)
         best, best_size = 0, 0.0
-        for i, (_, cx) in enumerate(centroids, start=1):
-            if abs(cx - (x0 + x1) / 2) < width / 6 and sizes[i] > best_size:
+        for i in range(1, n + 1):
+            if abs(centroid_x[i] - (x0 + x1) / 2) < width / 6 and sizes[i] > best_size:
                 best, best_size = i, sizes[i]
         if best_size * spacing[0] * spacing[1] < 200.0:  # < 2 cm²: not a vertebra
             return np.zeros_like(body)
@@ -277,20 +295,16 @@ class ThresholdEngine:
         bone piece in the slice) closed over 8 mm and filled. Marrow and CSF can have muscle HU."""
         if not spine.any():
             return spine
-        bone = smooth > 200.0
-        lab, _ = ndi.label(bone, structure=np.ones((3, 3), bool))
-        near = dilate_mm(spine, 20.0, spacing)
-        keep = np.unique(lab[near & bone])
-        vertebra = np.isin(lab, keep[keep > 0]) & near
+        vertebra = (smooth > 200.0) & dilate_mm(spine, 20.0, spacing)  # the bone within 20 mm
         return fill_holes(close_mm(vertebra, 8.0, spacing) | vertebra)
 
     @staticmethod
     def _posterior_direction(
-        centre: tuple[float, float], spine: np.ndarray, spacing: tuple[float, float]
+        centre: tuple[float, float], spine_centre: tuple[float, float] | None, spacing: tuple[float, float]
     ) -> np.ndarray:
-        """Unit vector (y, x) in mm space from the body centre to the vertebra; +y if no vertebra."""
-        if spine.any():
-            sy, sx = ndi.center_of_mass(spine)
+        """Unit vector (y, x) in mm space from the body centre to the vertebra's centre; +y if no vertebra."""
+        if spine_centre is not None:
+            sy, sx = spine_centre
             v = np.array([(sy - centre[0]) * spacing[0], (sx - centre[1]) * spacing[1]])
             if np.linalg.norm(v) > 5.0:
                 return v / np.linalg.norm(v)
@@ -301,32 +315,23 @@ class ThresholdEngine:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Radius (mm) of the outer surface of the muscle wall on every ray, and which rays found it."""
         p = self.params
-        prof = geo.sample(smooth)
-        lo, hi = _GEOMETRY.sat
         step = geo.step_mm
-        septum = round(p.septum_max_mm / step)
-        skin = round(p.skin_max_mm / step)
-        skin_px = round(2.0 / step)  # typical skin thickness
-        depth = np.full(geo.n, np.nan)
-        for j in range(geo.n):
-            k_skin = int(r_skin[j] / step)
-            if k_skin < 4:
-                continue
-            v = prof[j, k_skin::-1]  # from the skin inwards
-            # skip the air/skin partial-volume samples at the boundary, which pass through fat HU
-            solid = np.flatnonzero(v[:skin] > hi)
-            offset = int(solid[0]) if solid.size else 0
-            fat = (v[offset:] >= lo) & (v[offset:] <= hi)
-            starts, lengths, values = _runs(fat)
-            if not values[0] and lengths[0] > skin:
-                depth[j] = (offset + skin_px) * step  # no SAT: the wall starts under the skin
-                continue
-            for s, n_run, is_fat in zip(starts, lengths, values, strict=True):
-                if s == 0 or is_fat:
-                    continue
-                if n_run > septum:
-                    depth[j] = (offset + s) * step
-                    break
+        runs = {
+            "septum": round(p.septum_max_mm / step),
+            "skin": round(p.skin_max_mm / step),
+            "skin_px": round(2.0 / step),  # typical skin thickness
+        }
+        k_skin = (r_skin / step).astype(int)
+        # the wall lies within 64 mm of the skin on nearly every ray: each ray is read that far in first, and
+        # on to the centre only where that found neither the wall nor the lack of SAT
+        window = round(64.0 / step)
+        walk = _InwardWalk(k_skin, np.maximum(k_skin - window, -1), len(geo.radii))
+        depth = _wall_depth(walk, walk.sample(geo, smooth), **runs)
+        deeper = np.flatnonzero(np.isnan(depth) & (k_skin - window > -1))
+        if deeper.size:
+            walk = _InwardWalk(k_skin[deeper], np.full(deeper.size, -1), len(geo.radii), rays=deeper)
+            depth[deeper] = _wall_depth(walk, walk.sample(geo, smooth), **runs)
+        depth = np.where(k_skin < 4, np.nan, depth * step)
         ok = np.isfinite(depth)
         if not ok.any():
             return r_skin - 2.0, ok
@@ -356,11 +361,10 @@ class ThresholdEngine:
 
         The upper quartile, because the thin wall muscles are diluted by partial volume with fat.
         """
-        prof = geo.sample(smooth)
         k = (r_wall / geo.step_mm).astype(int)
         offs = np.arange(int(2.0 / geo.step_mm), int(6.0 / geo.step_mm) + 1)
-        kk = np.clip(k[:, None] - offs[None, :], 0, prof.shape[1] - 1)
-        vals = np.take_along_axis(prof, kk, axis=1)[ok]
+        kk = np.clip(k[:, None] - offs[None, :], 0, len(geo.radii) - 1)[ok]
+        vals = geo.read(smooth, geo.sample_number(np.flatnonzero(ok)[:, None], kk))
         lo, hi = _GEOMETRY.muscle
         vals = vals[(vals >= lo) & (vals <= hi)]
         return float(np.percentile(vals, 75)) if vals.size else 45.0
@@ -376,48 +380,18 @@ class ThresholdEngine:
         muscle_ref: float,
     ) -> np.ndarray:
         """Radius (mm) of the inner surface of the wall/back muscle compartment on every ray."""
-        p = self.params
-        prof = geo.sample(smooth)
-        coarse = geo.sample(coarse_hu)
         step = geo.step_mm
-        lo = _GEOMETRY.muscle[0]
-        fat_lo = _GEOMETRY.imat[0]
-        gap = round(p.wall_gap_mm / step)
-        back_gap = round(p.back_gap_mm / step)
-        sustained = round(4.0 / step)
-        head_lo, head_hi = round(2.0 / step), round(5.0 / step)
         back = geo.angle_to(posterior) < np.deg2rad(70)
         k0 = (r_wall / step).astype(int)
-        cap = np.where(back, int(p.back_max_mm / step), int(p.wall_max_mm / step))
-        walk = _InwardWalk(prof, coarse, k0, np.maximum(k0 - cap, 0))
-        musc = (walk.v >= lo) & (walk.vc <= organ_hu)
-        gas = walk.v < fat_lo
-        # an organ lying on the wall (liver, spleen, enhanced bowel) is brighter than the patient's muscle
-        # even when both are inside the muscle window: stop at a sustained brighter stretch, measured against
-        # this ray's own wall HU (first 2-5 mm) when that is the brighter
-        head = walk.vc[:, head_lo:head_hi]
-        head_ok = walk.valid[:, head_lo:head_hi] & (head >= lo) & (head <= organ_hu)
-        median = _row_medians(head, head_ok)
-        base = np.where(head_ok.any(axis=1), np.maximum(muscle_ref, median), muscle_ref)
-        # thresholds as float32, as a float32 profile compares with a Python float
-        brighter = walk.valid & (walk.vc > (base + p.organ_step_hu).astype(np.float32)[:, None])
-        limit = np.where(back, walk.length, walk.first_run_start(brighter, sustained, walk.length))
-        # the edge is halfway up the HU step, before the bright stretch begins
-        half = walk.vc > (base + p.organ_step_hu / 2).astype(np.float32)[:, None]
-        limit = np.where((limit > 0) & (limit < walk.length), walk.after_last(~half, limit), limit)
-        # runs of wall muscle; short fat (intermuscular) or bright (vessel) interruptions stay inside the wall
-        starts, run_end, run_gas = walk.runs(musc, gas)
-        gaps = np.where(back, back_gap, gap)[:, None]
-        at = walk.index[None, :]
-        stopping = starts & ~musc & (at < limit[:, None]) & ((run_end - at > gaps) | run_gas)
-        stop = np.where(stopping.any(axis=1), np.argmax(stopping, axis=1), walk.width)
-        # the ray ended on the wall's inner surface (a fat plane, bowel gas, an organ's HU step), not on the
-        # thickness cap
-        closed = stopping.any(axis=1) | (starts & (at >= limit[:, None])).any(axis=1)
-        last_muscle = starts & musc & (at < np.minimum(stop, limit)[:, None])
-        has = last_muscle.any(axis=1)
-        last = walk.width - 1 - np.argmax(last_muscle[:, ::-1], axis=1)
-        end = np.where(has, np.minimum(run_end[np.arange(geo.n), last], limit), 0)
+        end = np.zeros(geo.n, dtype=int)
+        closed = np.zeros(geo.n, dtype=bool)
+        # the back and the wall are walked apart: the back's walks are longer, and no organ ends them
+        for side in (True, False):
+            rays = np.flatnonzero(back == side)
+            if rays.size:
+                end[rays], closed[rays] = self._walk_muscle(
+                    geo, smooth, coarse_hu, rays, k0[rays], side, organ_hu, muscle_ref
+                )
         thick = end * step
         # where an organ or bowel lies on the wall without any plane the ray runs on to the cap: take the
         # thickness of the nearest rays that did find the wall's inner surface
@@ -429,6 +403,55 @@ class ThresholdEngine:
         med = _circular_median(thick, int(geo.n * 10 / 360))
         thick = np.where(back, thick, np.minimum(thick, med + 5.0))
         return r_wall - thick
+
+    def _walk_muscle(
+        self,
+        geo: _RayGeometry,
+        smooth: np.ndarray,
+        coarse_hu: np.ndarray,
+        rays: np.ndarray,
+        k0: np.ndarray,
+        back: bool,
+        organ_hu: float,
+        muscle_ref: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Walking rays `rays` of the back (or of the wall) inwards from the wall line (sample `k0`): how many
+        samples of wall/back muscle, and whether the walk ended on the muscle's inner surface (a fat plane,
+        bowel gas, an organ's HU step), not on the thickness cap."""
+        p = self.params
+        step = geo.step_mm
+        lo = _GEOMETRY.muscle[0]
+        cap = int((p.back_max_mm if back else p.wall_max_mm) / step)
+        walk = _InwardWalk(k0, np.maximum(k0 - cap, 0), len(geo.radii), rays=rays)
+        v, vc = walk.sample(geo, smooth), walk.sample(geo, coarse_hu)
+        musc = (v >= lo) & (vc <= organ_hu)
+        gas = v < _GEOMETRY.imat[0]
+        limit = walk.length
+        if not back:
+            # an organ lying on the wall (liver, spleen, enhanced bowel) is brighter than the patient's
+            # muscle even when both are inside the muscle window: stop at a sustained brighter stretch,
+            # measured against this ray's own wall HU (first 2-5 mm) when that is the brighter
+            head = vc[:, round(2.0 / step) : round(5.0 / step)]
+            head_ok = walk.valid[:, round(2.0 / step) : round(5.0 / step)] & (head >= lo) & (head <= organ_hu)
+            median = _row_medians(head, head_ok)
+            base = np.where(head_ok.any(axis=1), np.maximum(muscle_ref, median), muscle_ref)
+            # thresholds as float32, as a float32 profile compares with a Python float
+            brighter = walk.valid & (vc > (base + p.organ_step_hu).astype(np.float32)[:, None])
+            limit = walk.first_run_start(brighter, round(4.0 / step), walk.length)
+            # the edge is halfway up the HU step, before the bright stretch begins
+            half = vc > (base + p.organ_step_hu / 2).astype(np.float32)[:, None]
+            limit = np.where((limit > 0) & (limit < walk.length), walk.after_last(~half, limit), limit)
+        # runs of wall muscle; short fat (intermuscular) or bright (vessel) interruptions stay inside the wall
+        starts, run_end, run_gas = walk.runs(musc, gas)
+        gap = round((p.back_gap_mm if back else p.wall_gap_mm) / step)
+        at = walk.index[None, :]
+        stopping = starts & ~musc & (at < limit[:, None]) & ((run_end - at > gap) | run_gas)
+        stop = np.where(stopping.any(axis=1), np.argmax(stopping, axis=1), walk.width)
+        closed = stopping.any(axis=1) | (starts & (at >= limit[:, None])).any(axis=1)
+        last_muscle = starts & musc & (at < np.minimum(stop, limit)[:, None])
+        has = last_muscle.any(axis=1)
+        last = walk.width - 1 - np.argmax(last_muscle[:, ::-1], axis=1)
+        return np.where(has, np.minimum(run_end[np.arange(len(rays)), last], limit), 0), closed
 
     @staticmethod
     def _psoas(
@@ -450,45 +473,60 @@ class ThresholdEngine:
             return np.zeros_like(region)
         # stricter than the wall's organ limit: these components must not leak into liver or kidney
         # (behind the vertebral body, the back muscles are bounded by the wall instead)
-        dist = distance_mm(~vertebra, spacing)
-        near = (dist <= p_reach_mm) | (ap > 20.0)
+        near = near_mm(vertebra, p_reach_mm, spacing) | (ap > 20.0)
         cand = region & near & (smooth >= _GEOMETRY.muscle[0]) & (smooth <= organ_hu) & ~vertebra
         front = ap[spine].min()
         half_width = np.percentile(lateral[spine & (ap <= 0)], 98) if (spine & (ap <= 0)).any() else 0.0
         cand &= (ap >= front - 5.0) & ~((ap < 0) & (lateral < 0.8 * half_width))
         cand = open_mm(cand, 3.0, spacing)
-        near_spine = dist <= 4.0
-        lab, n = ndi.label(cand)
-        if n == 0:
+        if not cand.any():
             return cand
-        touching = np.unique(lab[near_spine & cand])
+        near_spine = near_mm(vertebra, 4.0, spacing)
+        box = bounding_box(cand)  # the components, labelled in their box
+        lab, n = ndi.label(cand[box])
         keep = np.zeros(n + 1, bool)
-        keep[touching] = True
+        keep[lab[near_spine[box]]] = True
         keep[0] = False
-        out = keep[lab]
+        out = np.zeros_like(cand)
+        out[box] = keep[lab]
         return muscle_compartments(out, spacing, closing_mm=2.0) | dilate_mm(out, 1.0, spacing)
 
 
 class _InwardWalk:
-    """The profile of every ray read inwards, from sample `start` down to just above `stop` (ray j has
-    `length[j]` samples, the rest of its row is padding): the per-ray loop of the wall tracing, as arrays."""
+    """Rays of `samples` samples read inwards, from sample `start` down to just above `stop` (rays `rays`,
+    all by default; ray j has `length[j]` samples, the rest of its row is padding): the per-ray loops of the
+    wall tracing, as arrays. `at` is the sample each position reads."""
 
-    def __init__(self, prof: np.ndarray, coarse: np.ndarray, start: np.ndarray, stop: np.ndarray) -> None:
-        first = np.minimum(start, prof.shape[1] - 1)  # as a slice start beyond the row is clipped
+    def __init__(
+        self, start: np.ndarray, stop: np.ndarray, samples: int, rays: np.ndarray | None = None
+    ) -> None:
+        first = np.minimum(start, samples - 1)  # as a slice start beyond the row is clipped
+        self.rays = np.arange(len(start)) if rays is None else rays
         self.length = np.maximum(first - stop, 0)
         self.width = max(int(self.length.max(initial=0)), 1)
         self.index = np.arange(self.width)
         self.valid = self.index[None, :] < self.length[:, None]
-        at = np.clip(first[:, None] - self.index[None, :], 0, prof.shape[1] - 1)
-        rows = np.arange(prof.shape[0])[:, None]
-        self.v, self.vc = prof[rows, at], coarse[rows, at]
+        self.at = np.clip(first[:, None] - self.index[None, :], 0, samples - 1)
+
+    def sample(self, geo: _RayGeometry, image: np.ndarray) -> np.ndarray:
+        """The walk's samples of an image (NaN on the padding)."""
+        keep = np.flatnonzero(self.valid)
+        out = np.full(self.valid.shape, np.nan, dtype=np.float32)
+        np.put(
+            out,
+            keep,
+            geo.read(image, geo.sample_number(self.rays[keep // self.width], self.at.ravel()[keep])),
+        )
+        return out
 
     def first_run_start(self, mask: np.ndarray, min_length: int, default: np.ndarray) -> np.ndarray:
         """Per ray, where the first run of `mask` at least `min_length` long starts (`default` if none)."""
-        padded = np.concatenate([np.zeros((len(mask), 1), bool), mask], axis=1)
-        count = np.concatenate([np.zeros((len(mask), 1), int), np.cumsum(mask, axis=1)], axis=1)
-        ends = np.minimum(self.index + min_length, self.width)
-        long = (count[:, ends] - count[:, self.index] >= min_length) & mask & ~padded[:, :-1]
+        long = mask.copy()
+        long[:, 1:] &= ~mask[:, :-1]  # where a run starts
+        width = mask.shape[1]
+        for k in range(1, min_length):  # and goes on for k more samples
+            long[:, : max(width - k, 0)] &= mask[:, k:]
+            long[:, max(width - k, 0) :] = False
         return np.where(long.any(axis=1), np.argmax(long, axis=1), default)
 
     def after_last(self, mask: np.ndarray, before: np.ndarray) -> np.ndarray:
@@ -522,17 +560,23 @@ def _row_medians(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.where(n > 0, median, np.nan).astype(float)
 
 
+def _pseudo_angle(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A cheap stand-in for the angle of (y, x) in [0, 2 pi): in [0, 4), one per quadrant, and monotone."""
+    d = np.abs(x) + np.abs(y)
+    q = y / np.where(d > 0, d, 1)
+    return np.where(x >= 0, np.where(y >= 0, q, 4 + q), 2 - q)
+
+
 class _RayGeometry:
-    """Rays from a centre point, sampled every `step_mm` (mm), for radial profiles and star-shaped masks."""
+    """Rays from a centre point in a body, sampled every `step_mm` (mm), for radial profiles and star-shaped
+    masks; `skin_mm` is each ray's distance to its first exit from the body."""
 
     step_mm = 0.5
 
     def __init__(
-        self, centre: tuple[float, float], shape: tuple[int, int], spacing: tuple[float, float], n: int
+        self, centre: tuple[float, float], body: np.ndarray, spacing: tuple[float, float], n: int
     ) -> None:
-        self.centre = centre
-        self.shape = shape
-        self.spacing = spacing
+        shape = body.shape
         self.n = n
         self.theta = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
         extent = (
@@ -546,27 +590,62 @@ class _RayGeometry:
         dy = np.sin(self.theta)[:, None] * self.radii[None, :] / spacing[0]
         dx = np.cos(self.theta)[:, None] * self.radii[None, :] / spacing[1]
         self.coords = np.stack([centre[0] + dy, centre[1] + dx])
-        self._cache: dict[int, np.ndarray] = {}
-        yy, xx = np.indices(shape, dtype=np.float32)
-        py = (yy - centre[0]) * spacing[0]
-        px = (xx - centre[1]) * spacing[1]
-        self.pixel_radius = np.hypot(py, px)
-        self.pixel_theta = np.mod(np.arctan2(py, px), 2 * np.pi)
+        # each pixel's offset (mm) from the centre: a column of rows and a row of columns, broadcast
+        self._py = ((np.arange(shape[0], dtype=np.float32) - centre[0]) * spacing[0])[:, None]
+        self._px = ((np.arange(shape[1], dtype=np.float32) - centre[1]) * spacing[1])[None, :]
+        self.pixel_radius = np.hypot(self._py, self._px)
 
-    def sample(self, image: np.ndarray) -> np.ndarray:
-        key = id(image)
-        if key not in self._cache:
-            self._cache[key] = ndi.map_coordinates(
-                image.astype(np.float32), self.coords, order=1, mode="constant", cval=-1024.0
-            )
-        return self._cache[key]
-
-    def skin_radius(self, body: np.ndarray) -> np.ndarray:
-        """Distance (mm) from the centre to the first exit from the body on every ray."""
-        inside = ndi.map_coordinates(body.astype(np.float32), self.coords, order=0, mode="constant") > 0.5
+        # samples nearer the centre than any background pixel and the image's edge are in the body, those
+        # farther than any body pixel are not, by more than the half pixel diagonal that rounding to the
+        # nearest pixel can move them: only the samples in between are read off the body
+        rounding = 0.5 * np.hypot(*spacing) + 1e-3
+        clear = min(
+            np.min(self.pixel_radius, where=~body, initial=np.inf),
+            centre[0] * spacing[0],
+            (shape[0] - 1 - centre[0]) * spacing[0],
+            centre[1] * spacing[1],
+            (shape[1] - 1 - centre[1]) * spacing[1],
+        )
+        k0 = max(int((clear - rounding) / self.step_mm), 0)
+        k1 = int((np.max(self.pixel_radius, where=body, initial=0.0) + rounding) / self.step_mm) + 1
+        inside = np.zeros(self.coords.shape[1:], dtype=bool)
+        inside[:, :k0] = True
+        mask = body.astype(np.float32)
+        inside[:, k0:k1] = ndi.map_coordinates(mask, self.coords[:, :, k0:k1], order=0, mode="constant") > 0.5
         first_out = np.argmin(inside, axis=1)
         first_out[inside.all(axis=1)] = inside.shape[1]
-        return np.maximum(first_out - 1, 0) * self.step_mm
+        self.skin_mm = np.maximum(first_out - 1, 0) * self.step_mm
+        self._read: dict[int, np.ndarray] = {}
+
+        # each pixel's sector of the plane by a cheap stand-in for its angle, and the rays that can hold its
+        # angle (those in the sector, and two more either side for rounding): star masks then need the
+        # exact angle only of pixels near their outline
+        sectors = 256
+        self._sector = np.minimum(_pseudo_angle(self._py, self._px) * (sectors / 4), sectors - 1).astype(int)
+        ray_angle = _pseudo_angle(np.sin(self.theta), np.cos(self.theta))
+        first = np.searchsorted(ray_angle, np.arange(sectors + 1) * (4 / sectors))
+        span = np.arange(-3, int(np.diff(first).max()) + 3)
+        self._sector_rays = (first[:-1, None] + np.minimum(span[None, :], np.diff(first)[:, None] + 2)) % n
+
+    def sample_number(self, ray: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Numbers of the samples `index` of rays `ray`, in ray-major order (as `read` takes them)."""
+        return ray * len(self.radii) + index
+
+    def read(self, image: np.ndarray, number: np.ndarray) -> np.ndarray:
+        """`image` (bilinear, -1024 outside) at the samples numbered `number` (any shape). Each sample of an
+        image is interpolated once, when first read: the tracing reads only parts of the rays."""
+        if id(image) not in self._read:
+            self._read[id(image)] = np.full(self.coords[0].size, np.nan, dtype=np.float32)
+        known = self._read[id(image)]
+        values = known[number]
+        new = np.isnan(values)
+        if new.any():
+            at = np.take(self.coords.reshape(2, -1), number[new], axis=1)
+            values[new] = ndi.map_coordinates(
+                np.asarray(image, dtype=np.float32), at, order=1, mode="constant", cval=-1024.0
+            )
+            known[number[new]] = values[new]
+        return values
 
     def angle_to(self, direction: np.ndarray) -> np.ndarray:
         """Angle (rad) between each ray and a unit direction (y, x) in mm space."""
@@ -575,8 +654,18 @@ class _RayGeometry:
 
     def star_mask(self, radius_mm: np.ndarray) -> np.ndarray:
         """Pixels inside the star-shaped outline with radius `radius_mm[j]` on ray j (linear in between)."""
-        r = np.interp(self.pixel_theta, self.theta, np.maximum(radius_mm, 0.0), period=2 * np.pi)
-        return self.pixel_radius <= r
+        radius = np.maximum(radius_mm, 0.0)
+        # within its sector's smallest radius a pixel is inside, beyond the largest outside (with a margin
+        # far above rounding); the others are decided by their angle
+        near = radius[self._sector_rays]
+        low, high = (near.min(axis=1) - 1e-3)[self._sector], (near.max(axis=1) + 1e-3)[self._sector]
+        out = self.pixel_radius <= low
+        unsure = np.flatnonzero(~out & (self.pixel_radius <= high))
+        rows, cols = np.divmod(unsure, out.shape[1])
+        theta = np.mod(np.arctan2(self._py[rows, 0], self._px[0, cols]), 2 * np.pi)
+        r = np.interp(theta, self.theta, radius, period=2 * np.pi)
+        np.put(out, unsure, self.pixel_radius.ravel()[unsure] <= r)
+        return out
 
 
 __all__ = ["ALGORITHM_VERSION", "ThresholdEngine", "ThresholdParams"]
