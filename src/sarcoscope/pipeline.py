@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, HURanges
+from sarcoscope.errors import LevelError
 from sarcoscope.fileio import check_output_folder
 from sarcoscope.imaging.volume import CTVolume, index_ranges
 from sarcoscope.level.selection import L3Selection, manual_range, manual_slice, single_slice_input
@@ -30,7 +31,16 @@ def select_l3(
     slice_range: tuple[int, int] | None = None,
     convention: str = L3_MID,
 ) -> L3Selection:
-    """Manual slice or range when given; a one-slice input as is; otherwise the automatic localizer."""
+    """Manual slice or range when given; a one-slice input as is; otherwise the automatic localizer.
+
+    Only axial slices are measured: a sagittal or coronal image has no L3 cross-section, whatever is
+    chosen."""
+    if not volume.is_axial:
+        raise LevelError(
+            f"The series is {volume.orientation}, not axial: muscle and fat are measured on axial slices "
+            "through L3, which this series does not have. Choose the axial series (--series; "
+            "`sarcoscope series` lists them) or reconstruct axial slices."
+        )
     if slice_index is not None:
         return manual_slice(slice_index, volume.n_slices)
     if slice_range is not None:

@@ -46,7 +46,8 @@ def phi_result(make_result):
     series = result.volume.metadata.series_instance_uid
     result.volume.warnings.append(
         f"2 CT series found; read {series} ('Abdomen {SURNAME}', 84 axial slices); others: "
-        f'1.2.826.0.1.99.7 ("{SURNAME}\'s bones", 20 axial slices) (choose one with series_uid)'
+        f'1.2.826.0.1.99.7 ("{SURNAME}\'s bones", 20 axial slices) '
+        "(choose one with --series, or series_uid= in Python)"
     )
     result.volume.warnings.append("PatientSize 172 looks like centimetres; used 1.72 m")
     return result

@@ -14,8 +14,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from sarcoscope.errors import InputError
+from sarcoscope.errors import InputError, LevelError
 from sarcoscope.imaging import CTMetadata, list_series, read_ct, write_dicom_series
+from sarcoscope.pipeline import select_l3
 
 
 def _edit(path: Path, change: Callable[[Dataset], None]) -> None:
@@ -183,6 +184,37 @@ def test_sagittal_series_read_with_note(tmp_path: Path, volume_hu: np.ndarray) -
     vol = read_ct(tmp_path)
     assert not vol.is_axial and vol.orientation == "sagittal"
     assert any("not axial" in w for w in vol.warnings)
+
+
+def test_sagittal_series_is_not_measured_even_at_a_chosen_slice(
+    tmp_path: Path, volume_hu: np.ndarray
+) -> None:
+    sag = np.column_stack([[0.0, 1, 0], [0.0, 0, -1], [-1.0, 0, 0]])
+    write_dicom_series(volume_hu, (1.0, 1.0, 1.0), tmp_path, direction=sag)
+    with pytest.raises(LevelError, match="sagittal, not axial"):
+        select_l3(read_ct(tmp_path), slice_index=1)
+
+
+def test_slices_all_at_one_position_are_refused(tmp_path: Path, volume_hu: np.ndarray) -> None:
+    # Different images, one ImagePositionPatient: no order exists, so no slice may pass for L3.
+    paths = write_dicom_series(volume_hu, (1.0, 1.0, 1.0), tmp_path)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.ImagePositionPatient = [0.0, 0.0, 0.0]
+        ds.save_as(p)
+    with pytest.raises(InputError, match="distinct position"):
+        read_ct(tmp_path)
+    # a series exported twice into one folder (every position twice) still reads, with a note
+    for p in paths:
+        shutil.copy(p, tmp_path / f"copy-{Path(p).name}")
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.ImagePositionPatient = [0.0, 0.0, float(paths.index(p))]
+        ds.save_as(p)
+        ds.SOPInstanceUID = generate_uid()
+        ds.save_as(tmp_path / f"copy-{Path(p).name}")
+    vol = read_ct(tmp_path)
+    assert vol.n_slices == len(paths) and any("duplicate the position" in w for w in vol.warnings)
 
 
 def test_skips_scout_non_ct_dicomdir_and_junk(tmp_path: Path, volume_hu: np.ndarray) -> None:

@@ -274,7 +274,8 @@ def read_dicom(
         )
         warnings.append(
             f"{len(infos)} CT series found; read {pick.series_uid} ({pick.description!r}, {pick.n_slices} "
-            f"{pick.orientation} slices); others: {listed} (choose one with series_uid)"
+            f"{pick.orientation} slices); others: {listed} "
+            "(choose one with --series, or series_uid= in Python)"
         )
     series = scan.series[chosen]
     if series.multiframe:
@@ -337,6 +338,13 @@ def _order_slices(
 
     if len(files) > 1:
         keep = np.concatenate([[True], np.diff(proj) > 1e-3])
+        if 2 * keep.sum() < len(keep):  # not a doubled export: the positions do not describe one volume
+            raise InputError(
+                f"{len(keep)} slices of the series {files[0].path.parent} lie at only {int(keep.sum())} "
+                "distinct position(s) along the slice normal: their ImagePositionPatient cannot order them "
+                "into one volume (a mis-exported series, or images of other planes). Give one file to "
+                "analyse a single image."
+            )
         if not keep.all():
             dup = sorted({round(float(p), 3) for p in proj[~keep]})
             warnings.append(
