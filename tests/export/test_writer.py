@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -134,6 +135,34 @@ def test_a_rerun_keeps_the_folders_permissions_and_its_link(make_result, tmp_pat
     write_outputs(make_result((4,)), link)  # into the folder the link names; the link stays a link
     assert link.is_symlink() and json.loads((out / "report.json").read_text())["l3"]["slice_indices"] == [4]
     assert (out / "notes.txt").read_text() == "user file" and _leftovers(tmp_path) == []
+
+
+def test_a_rerun_keeps_the_folders_group(make_result, tmp_path) -> None:
+    out = tmp_path / "shared"
+    out.mkdir()
+    other = next((g for g in os.getgroups() if g != out.stat().st_gid), None)
+    try:
+        os.chown(out, -1, other if other is not None else 65534)
+    except OSError:
+        pytest.skip("this user cannot give a folder another group")
+    out.chmod(0o2770)  # setgid: new files get the folder's group
+    group = out.stat().st_gid
+    write_outputs(make_result((5,)), out)
+    write_outputs(make_result((5,)), out)  # a rerun swaps a new folder in: the colleagues' group stays
+    assert out.stat().st_gid == group and stat.S_IMODE(out.stat().st_mode) == 0o2770
+
+
+def test_a_mount_point_inside_the_folder_is_refused(make_result, tmp_path, monkeypatch) -> None:
+    # The folder is replaced as a whole: a mounted drive inside it would have its files moved and deleted.
+    out = tmp_path / "out"
+    write_outputs(make_result((5,)), out)
+    (out / "drive").mkdir()
+    (out / "drive" / "data.txt").write_text("on another file system")
+    monkeypatch.setattr(writer_module.os.path, "ismount", lambda p: Path(p).name == "drive")
+    with pytest.raises(OutputError, match="mount point"):
+        write_outputs(make_result((4,)), out)
+    assert (out / "drive" / "data.txt").is_file() and _leftovers(tmp_path) == []
+    assert json.loads((out / "report.json").read_text())["l3"]["slice_indices"] == [5]
 
 
 def test_the_working_folder_is_refused_before_work(tmp_path, monkeypatch) -> None:

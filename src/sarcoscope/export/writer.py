@@ -16,6 +16,7 @@ annotation is refused before anything is written unless the policy accepts it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import glob
@@ -132,6 +133,7 @@ def write_outputs(
     if deidentification is not None:
         refuse_burned_in(result.volume.dicom_headers or [], deidentification)
     check_output_folder(out_dir, replaced=True)
+    _refuse_mount_points(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         _recover(out_dir)
@@ -208,9 +210,27 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _refuse_mount_points(out_dir: Path) -> None:
+    """The folder is replaced as a whole on every run: a file system mounted inside it would have its files
+    copied out and deleted. Refuse before writing anything."""
+    if not out_dir.is_dir():
+        return
+    for root, dirs, _ in os.walk(out_dir):
+        for name in dirs:
+            if os.path.ismount(Path(root, name)):
+                raise OutputError(
+                    f"{Path(root, name)} is a mount point inside the output folder {out_dir}, which is "
+                    "replaced as a whole on every run: give the outputs a folder of their own."
+                )
+
+
 def _swap_into(tmp: Path, out_dir: Path) -> None:
     _link_foreign(out_dir, tmp)
-    tmp.chmod(stat.S_IMODE(out_dir.stat().st_mode))  # a private folder stays private
+    st = out_dir.stat()
+    if tmp.stat().st_gid != st.st_gid:
+        with contextlib.suppress(OSError):  # a group the user is not in: the folder keeps the user's own
+            os.chown(tmp, -1, st.st_gid)  # a group-shared folder stays shared
+    tmp.chmod(stat.S_IMODE(st.st_mode))  # a private folder stays private
     if _exchange(tmp, out_dir):
         shutil.rmtree(tmp, ignore_errors=True)  # now the old set
         return
