@@ -95,27 +95,10 @@ def _float(row: dict[str, str], key: str, where: str) -> float | None:
 
 def read_manifest(csv_path: Path) -> list[Case]:
     """Read a CSV manifest: columns `case_id`, `path` (relative to the CSV, or a dicomweb+http:// series)
-    and optionally `site`,
-    `height_cm`, `weight_kg`, `sex`, `slice`, `range` (Z0:Z1). Other columns are carried into the summary."""
+    and optionally `site`, `height_cm`, `weight_kg`, `sex`, `slice`, `range` (Z0:Z1). Other columns are
+    carried into the summary."""
     if not csv_path.is_file():
         raise InputError(f"Manifest {csv_path} does not exist.")
-    return _read_manifest(csv_path)
-
-
-def _range(text: str, where: str) -> tuple[int, int]:
-    """A manifest's `range` (Z0:Z1), or an error naming the manifest's line."""
-    from sarcoscope.errors import LevelError
-    from sarcoscope.level import parse_range
-
-    try:
-        return parse_range(text)
-    except LevelError:
-        raise InputError(
-            f"{where}: column 'range' must look like Z0:Z1 (two slice indices), got '{text}'."
-        ) from None
-
-
-def _read_manifest(csv_path: Path) -> list[Case]:
     fieldnames, rows = read_csv(csv_path, "Manifest", InputError)
     missing = {"case_id", "path"} - set(fieldnames)
     if missing:
@@ -160,6 +143,19 @@ def _read_manifest(csv_path: Path) -> list[Case]:
     if not cases:
         raise InputError(f"Manifest {csv_path} lists no cases.")
     return _unique(cases, csv_path)
+
+
+def _range(text: str, where: str) -> tuple[int, int]:
+    """A manifest's `range` (Z0:Z1), or an error naming the manifest's line."""
+    from sarcoscope.errors import LevelError
+    from sarcoscope.level import parse_range
+
+    try:
+        return parse_range(text)
+    except LevelError:
+        raise InputError(
+            f"{where}: column 'range' must look like Z0:Z1 (two slice indices), got '{text}'."
+        ) from None
 
 
 def dicomweb_cases(root: str, filters: dict[str, str], modality: str = "CT", page: int = 100) -> list[Case]:

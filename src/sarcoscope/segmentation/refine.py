@@ -9,6 +9,8 @@ scanner's field of view.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import edt
 import numpy as np
 from scipy import ndimage as ndi
@@ -74,43 +76,41 @@ def _reach_px(radius_mm: float, pixel_spacing: tuple[float, float]) -> int:
     return max(int(np.ceil(radius_mm / s)) + 1 for s in pixel_spacing)
 
 
-def near_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
-    """Pixels at most `radius_mm` from `mask` (distance_mm(~mask) <= radius_mm), with the transform run on
-    the mask's box grown by the radius: no pixel beyond it is that near."""
+def on_box(mask: np.ndarray, margin: int, op: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """`op` of a 2-D mask run on the mask's box grown by `margin` pixels, False beyond it (all False for an
+    empty mask): the whole frame's result, for an operation that reaches no farther, on a fraction of the
+    pixels."""
     out = np.zeros(mask.shape, dtype=bool)
     if mask.any():
-        box = bounding_box(mask, margin=_reach_px(radius_mm, pixel_spacing))
-        out[box] = distance_mm(~mask[box], pixel_spacing) <= radius_mm
+        box = bounding_box(mask, margin=margin)
+        out[box] = op(mask[box])
     return out
+
+
+def near_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Pixels at most `radius_mm` from `mask` (distance_mm(~mask) <= radius_mm)."""
+    reach = _reach_px(radius_mm, pixel_spacing)
+    return on_box(mask, reach, lambda m: distance_mm(~m, pixel_spacing) <= radius_mm)
 
 
 def dilate_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
     """Dilation by a Euclidean disk of `radius_mm` (a distance transform for large radii)."""
     se = _disk(radius_mm, pixel_spacing)
-    if se is None or not mask.any():
+    if se is None:
         return near_mm(mask, radius_mm, pixel_spacing)
-    # only pixels within the disk's reach of the mask's box can join
-    box = bounding_box(mask, margin=_reach_px(radius_mm, pixel_spacing))
-    out = np.zeros(mask.shape, dtype=bool)
-    out[box] = ndi.binary_dilation(mask[box], structure=se)
-    return out
+    reach = _reach_px(radius_mm, pixel_spacing)
+    return on_box(mask, reach, lambda m: ndi.binary_dilation(m, structure=se))
 
 
 def erode_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
     """Erosion by a Euclidean disk of `radius_mm`; the image border does not erode (as if padded)."""
     if mask.all():
         return np.ones_like(mask, dtype=bool)
-    out = np.zeros(mask.shape, dtype=bool)
-    if not mask.any():
-        return out
-    # the mask's box and a ring of background around it (or the image's edge) erode as the whole frame
-    box = bounding_box(mask, margin=1)
     se = _disk(radius_mm, pixel_spacing)
+    # the mask's box and a ring of background around it (or the image's edge) erode as the whole frame
     if se is not None:
-        out[box] = ndi.binary_erosion(mask[box], structure=se, border_value=1)
-    else:
-        out[box] = distance_mm(mask[box], pixel_spacing) > radius_mm
-    return out
+        return on_box(mask, 1, lambda m: ndi.binary_erosion(m, structure=se, border_value=1))
+    return on_box(mask, 1, lambda m: distance_mm(m, pixel_spacing) > radius_mm)
 
 
 def open_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
@@ -126,14 +126,14 @@ def close_mm(mask: np.ndarray, radius_mm: float, pixel_spacing: tuple[float, flo
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 8-connected component of a 2-D mask (empty mask -> empty mask; on a tie the first in
     raster order, which labelling the mask's box keeps)."""
-    out = np.zeros(mask.shape, dtype=bool)
-    if mask.any():
-        box = bounding_box(mask)
-        lab, _ = ndi.label(mask[box], structure=np.ones((3, 3), bool))
+
+    def largest(m: np.ndarray) -> np.ndarray:
+        lab, _ = ndi.label(m, structure=np.ones((3, 3), bool))
         sizes = np.bincount(lab.ravel())
         sizes[0] = 0
-        out[box] = lab == int(np.argmax(sizes))
-    return out
+        return lab == int(np.argmax(sizes))
+
+    return on_box(mask, 0, largest)
 
 
 def body_mask(
@@ -298,12 +298,12 @@ def _holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """A 2-D mask with its holes filled (as scipy's binary_fill_holes, faster)."""
-    out = mask.astype(bool)
-    if mask.any():
-        box = bounding_box(mask, margin=1)  # a ring of background around the mask holds no hole
-        lab, hole = _holes(mask[box])
-        out[box] |= hole[lab]
-    return out
+
+    def filled(m: np.ndarray) -> np.ndarray:
+        lab, hole = _holes(m)
+        return m | hole[lab]
+
+    return on_box(mask, 1, filled)  # a ring of background around the mask holds no hole
 
 
 def muscle_compartments(
@@ -318,16 +318,15 @@ def muscle_compartments(
     Only holes up to `max_hole_cm2` are filled: when the wall, psoas and back muscles form a closed ring, the
     abdominal cavity it encloses is not a muscle compartment.
     """
-    out = np.zeros(muscle.shape, dtype=bool)
-    if not muscle.any():
-        return out
+
+    def compartments(m: np.ndarray) -> np.ndarray:
+        closed = close_mm(m, closing_mm, pixel_spacing) | m
+        lab, hole = _holes(closed)
+        sizes = np.bincount(lab.ravel(), minlength=hole.size) * pixel_spacing[0] * pixel_spacing[1]
+        return closed | (hole & (sizes <= max_hole_cm2 * 100.0))[lab]
+
     # the closing's reach around the mask's box, and a ring of background beyond it that holds no hole
-    box = bounding_box(muscle, margin=_reach_px(closing_mm, pixel_spacing) + 1)
-    closed = close_mm(muscle[box], closing_mm, pixel_spacing) | muscle[box]
-    lab, hole = _holes(closed)
-    sizes = np.bincount(lab.ravel(), minlength=hole.size) * pixel_spacing[0] * pixel_spacing[1]
-    out[box] = closed | (hole & (sizes <= max_hole_cm2 * 100.0))[lab]
-    return out
+    return on_box(muscle, _reach_px(closing_mm, pixel_spacing) + 1, compartments)
 
 
 def remove_small_islands(
