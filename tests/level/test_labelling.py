@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sarcoscope.level.labelling import label_column, name_of, tp_profile
+from sarcoscope.level.labelling import label_column, name_of, pooled, tp_profile
 
 # A column of 8 segments (0 = lowest): with normal anatomy the L5/S1 disc is disc 1 (L5 = segment 2), so T12
 # is segment 7. Transverse processes as measured on a phantom (mm beyond the body): L5..L1.
@@ -49,3 +49,21 @@ def test_disagreeing_counts_name_both() -> None:
 def test_tp_profile_prefers_l3_longest() -> None:
     assert tp_profile(TP, 7) > tp_profile(TP, 8) and tp_profile(TP, 7) > tp_profile(TP, 6)
     assert tp_profile({4: 20.0, 5: 10.0}, 7) == 0.0  # fewer than three lengths: no evidence
+
+
+def test_pooling_agreeing_readings_changes_nothing() -> None:
+    lab = label_column(8, sacrum_disc=1, last_rib=7, tp_mm=TP)
+    same = pooled(lab, label_column(8, 1, 7, TP), lambda t: t, share=0.5)
+    assert same.best == lab.best and same.probability == pytest.approx(lab.probability, abs=1e-4)
+
+
+def test_pooling_readings_wrong_in_different_counts_picks_the_count_both_support() -> None:
+    # One trace missed the L5/S1 disc (its sacrum count puts T12 at 8, its ribs at 7); the other missed a
+    # disc near T12 (sacrum: 7, ribs: 6). At the same heights (identity map), both support T12 at 7.
+    own, other = label_column(9, 2, 7, {}), label_column(8, 1, 6, {})
+    assert {own.best, other.best} != {7}  # each alone is split between its two counts
+    both = pooled(own, other, lambda t: t, share=0.5)
+    assert both.best == 7 and 0.4 < both.probability < 0.7  # right, and not sure
+    # positions the other reading cannot place carry none of its weight
+    alone = pooled(own, other, lambda t: None, share=0.5)
+    assert alone.t12 == pytest.approx(own.t12, abs=1e-3)

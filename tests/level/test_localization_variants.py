@@ -121,3 +121,12 @@ def test_screws_without_ribs_in_view_are_refused_not_guessed() -> None:
     pv = _phantom(42, "normal", "no-ribs")
     with pytest.raises(LevelError, match="spinal hardware"):
         locate_l3(replace(pv.to_ctvolume(), hu=add_pedicle_screws(pv)))
+
+
+def test_two_traces_each_missing_a_different_disc() -> None:
+    # Seed 3 at 192 px: the close trace misses the L5/S1 disc (its sacrum count is a level high), the wide
+    # one misses a disc near T12 (its rib count is a level low); pooled, the count both support wins.
+    pv = make_volume(3, shape_xy=SHAPE, slice_thickness_mm=3.0)
+    loc = locate_l3(pv.to_ctvolume())
+    assert _error_mm(pv, loc.l3_mid) <= 10.0
+    assert loc.has_flag(FLAG_COUNTING) and loc.candidates[0].probability < 0.7  # and says it was split

@@ -18,6 +18,7 @@ scripts/l3_reliability.py measures how well that holds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +104,22 @@ def label_column(
     p = np.exp(logp - logp.max())
     p /= p.sum()
     return Labelling({int(t): float(v) for t, v in zip(positions, p, strict=True) if v > 1e-4})
+
+
+def pooled(own: Labelling, other: Labelling, match: Callable[[int], int | None], share: float) -> Labelling:
+    """`own` pooled with the labelling of another reading of the same column (a second trace, whose
+    discs may differ by one missed or added disc): `match` maps each of the other's T12 positions to the
+    position of `own` that names the same vertebra L3, or None; `share` is the other's weight. Where the
+    two readings agree nothing changes; where each has one count right and one wrong (a disc missed by
+    one, another by the other), the count both support wins, with a probability that says how split
+    the evidence is."""
+    t12 = {t: (1 - share) * p for t, p in own.t12.items()}
+    for t, p in other.t12.items():
+        m = match(t)
+        if m is not None:
+            t12[m] = t12.get(m, 0.0) + share * p
+    total = sum(t12.values())
+    return Labelling({t: p / total for t, p in t12.items() if p / total > 1e-4})
 
 
 def _likelihood(positions: np.ndarray, anchor: int, offsets: dict[int, float]) -> np.ndarray:

@@ -318,9 +318,13 @@ def locate_l3(volume: CTVolume) -> L3Localization:
             "rib-free vertebra below it is in the field of view (or the sacrum lies beside spinal hardware, "
             "which is not trusted), so L3 cannot be identified. Use --slice/--range."
         )
-    # Transverse-process lengths: the reach beside the body of the rib-free vertebrae.
-    tp_mm = {r.segment: max(r.right_reach_mm, r.left_reach_mm) for r in reading.ribs if not r.any}
-    lab = labelling.label_column(n_seg, sacrum, last_rib, tp_mm)
+    lab = _labelling(reading)
+    # the other trace's count weighs in (its disagreement is then in the probability, not a penalty)
+    pooled = other is not None and (other.sacrum is not None or other.last_rib is not None)
+    if pooled:
+        lab = labelling.pooled(
+            lab, _labelling(other), _same_l3(other, reading, dz), _share(other.score, reading.score)
+        )
     t12 = lab.best
     counted_from = (
         "sacrum+ribs"
@@ -433,8 +437,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     # the disc the count starts from: L5/S1, else the last rib-bearing vertebra's lower one (one is known)
     anchor_disc = sacrum if sacrum is not None else int(last_rib or 0) - 1
     shift = _disc_shift(discs, other, min(anchor_disc, s3 - 1), max(anchor_disc, s3), dz)
-    count_doubted = shift is not None and shift > DISC_SHIFT * period
-    if count_doubted:
+    traces_differ = shift is not None and shift > DISC_SHIFT * period
+    if traces_differ:
         _flag(
             flags,
             FLAG_COUNTING,
@@ -445,13 +449,14 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     ribs_decide = sacrum is None or (last_rib is not None and last_rib - sacrum - 1 != 5)
     rib_shift = _last_rib_shift(reading, other, dz) if ribs_decide else None
     if rib_shift is not None and rib_shift > RIB_SHIFT * period:
-        count_doubted = True
+        traces_differ = True
         _flag(
             flags,
             FLAG_COUNTING,
             f"The two traces of the column put the last rib-bearing vertebra {rib_shift:.0f} mm apart: the "
             "discs bounding it differ, so its ribs may be a neighbour's.",
         )
+    count_doubted = traces_differ and not pooled
     metal = _hardware_on(grid, trace, discs, anchor_disc, s3)
     if metal:
         count_doubted = True
@@ -510,6 +515,34 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         )
     loc.seconds = time.perf_counter() - t0
     return loc
+
+
+def _labelling(reading: _Reading) -> labelling.Labelling:
+    """The posterior over T12 from one reading's anchors and transverse-process lengths (the reach beside
+    the body of its rib-free vertebrae)."""
+    tp_mm = {r.segment: max(r.right_reach_mm, r.left_reach_mm) for r in reading.ribs if not r.any}
+    return labelling.label_column(len(reading.discs.z) + 1, reading.sacrum, reading.last_rib, tp_mm)
+
+
+def _same_l3(other: _Reading, own: _Reading, dz: float) -> Callable[[int], int | None]:
+    """Maps a T12 position of `other` to the one of `own` whose L3 lies at the same height (within half a
+    level), or None."""
+    period = own.discs.period_mm / dz
+    lo, hi = -12, len(own.discs.z) + 12
+    centres = np.array([own.discs.centre(s, dz) for s in range(lo, hi)])
+
+    def match(t12: int) -> int | None:
+        k = int(np.argmin(np.abs(centres - other.discs.centre(t12 - 3, dz))))
+        near = abs(centres[k] - other.discs.centre(t12 - 3, dz)) <= 0.5 * period
+        return lo + k + 3 if near else None
+
+    return match
+
+
+def _share(other_score: float, own_score: float) -> float:
+    """The other reading's weight when the two are pooled: equal when they found as much, small when it
+    found one anchor fewer (the score counts 2 per anchor)."""
+    return float(1.0 / (1.0 + np.exp(own_score - other_score)))
 
 
 def _disc_shift(discs: spine.Discs, other: _Reading | None, first: int, last: int, dz: float) -> float | None:

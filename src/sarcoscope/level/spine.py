@@ -345,6 +345,18 @@ class Discs:
         level = self.period_mm / dz
         return [z[0] - level, *z], [*z, z[-1] + level]
 
+    def centre(self, segment: int, dz: float) -> float:
+        """Centre (working slice) of any segment, those beyond the outer discs one period apart: where a
+        vertebra the count names lies, in view or not."""
+        level, last = self.period_mm / dz, len(self.z) - 1
+
+        def disc(i: int) -> float:
+            if i < 0:
+                return float(self.z[0]) + i * level
+            return float(self.z[min(i, last)]) + max(i - last, 0) * level
+
+        return 0.5 * (disc(segment - 1) + disc(segment))
+
 
 def _period(detrended: np.ndarray, dz: float) -> float:
     """Typical level height from the autocorrelation of the profile (24-48 mm in adults)."""
