@@ -1,6 +1,6 @@
 """How right the L3 localizer is, and whether its confidence means what it says.
 
-    python scripts/l3_reliability.py [--shared ../shared/data] [--size 192] \
+    python scripts/l3_reliability.py [--shared ../shared/data] [--size 192] [--more] \
         [--write docs/validation/l3-reliability.md]
 
 Rows: phantom volumes with exact anatomy for each anatomical and field-of-view variant (steep long 12th
@@ -72,6 +72,19 @@ PHANTOMS: list[tuple[str, int, str, str, float, str, bool]] = [
     ("pedicle screws L4-L5, no ribs", 42, "normal", "no-ribs", 3.0, "metal", True),
     ("chest to pelvis, 5 mm", 10, "normal", "chest-pelvis", 5.0, "", True),
 ]
+
+#: `--more`: variant, coverage, slice thickness, seeds (none of them in PHANTOMS)
+MORE: list[tuple[str, str, float, range]] = [
+    ("normal", "abdomen", 3.0, range(4, 20)),
+    ("normal", "no-sacrum", 3.0, range(50, 58)),
+    ("normal", "no-ribs", 3.0, range(60, 68)),
+    ("normal", "chest-pelvis", 5.0, range(70, 74)),
+    ("long-steep-12th-ribs", "no-sacrum", 3.0, range(80, 84)),
+]
+MORE_TEXT = (
+    "16 normal abdomens, 8 without the sacrum, 8 without the ribs, 4 chest to pelvis at 5 mm and 4 with long "
+    "steep 12th ribs and no sacrum"
+)
 
 
 @dataclass
@@ -203,20 +216,9 @@ def report(all_rows: list[Row]) -> str:
         "",
         "Reliability (rows where L3 was predicted and the truth is known):",
         "",
-        "| confidence | rows | mean confidence | within 10 mm |",
-        "|---|---|---|---|",
+        *reliability(all_rows),
     ]
     scored = [r for r in all_rows if r.error_mm is not None]
-    for lo, hi in ((0.0, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01)):
-        b = [r for r in scored if lo <= r.confidence < hi]
-        if b:
-            ok = sum(r.error_mm <= 10.0 for r in b)  # type: ignore[operator]
-            mean = statistics.mean(r.confidence for r in b)
-            lines.append(
-                f"| {lo:.1f}–{min(hi, 1.0):.1f} | {len(b)} | {mean:.2f} | {ok}/{len(b)} ({ok / len(b):.0%}) |"
-            )
-        else:
-            lines.append(f"| {lo:.1f}–{min(hi, 1.0):.1f} | 0 | – | – |")
     visible = [r for r in all_rows if r.ends_visible and r.truth is not None]
     within = [r for r in visible if r.error_mm is not None and r.error_mm <= 10.0]
     errors = [r.error_mm / r.slice_mm for r in scored]  # type: ignore[operator]
@@ -234,6 +236,58 @@ def report(all_rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def reliability(all_rows: list[Row]) -> list[str]:
+    """The reliability table: confidence bins against the share of rows within 10 mm."""
+    lines = ["| confidence | rows | mean confidence | within 10 mm |", "|---|---|---|---|"]
+    scored = [r for r in all_rows if r.error_mm is not None]
+    for lo, hi in ((0.0, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01)):
+        b = [r for r in scored if lo <= r.confidence < hi]
+        if b:
+            ok = sum(r.error_mm <= 10.0 for r in b)  # type: ignore[operator]
+            mean = statistics.mean(r.confidence for r in b)
+            lines.append(
+                f"| {lo:.1f}–{min(hi, 1.0):.1f} | {len(b)} | {mean:.2f} | {ok}/{len(b)} ({ok / len(b):.0%}) |"
+            )
+        else:
+            lines.append(f"| {lo:.1f}–{min(hi, 1.0):.1f} | 0 | – | – |")
+    return lines
+
+
+def more_rows(size: int) -> list[Row]:
+    """Normal anatomy at many more seeds and fields of view, for the reliability table alone."""
+    out = []
+    for variant, coverage, thk, seeds in MORE:
+        for seed in seeds:
+            pv = make_volume(seed, shape_xy=size, variant=variant, coverage=coverage, slice_thickness_mm=thk)
+            vol, mid_mm = _phantom_case(pv, "")
+            truth = mid_mm if pv.truth["l3_in_volume"] else None
+            out.append(_locate(f"{variant}, {coverage}, seed {seed}", vol, truth, True))
+    return out
+
+
+def more_report(extra: list[Row]) -> str:
+    scored = [r for r in extra if r.error_mm is not None]
+    big = [r for r in scored if r.error_mm > 10.0]  # type: ignore[operator]
+    return "\n".join(
+        [
+            f"Reliability over {len(extra)} more phantoms (`--more`: {MORE_TEXT}):",
+            "",
+            *reliability(extra),
+            "",
+            f"- Within 10 mm: {len(scored) - len(big)}/{len(extra)}; refused: "
+            f"{sum(bool(r.refused) for r in extra)}; errors over 10 mm: "
+            + (
+                ", ".join(
+                    f"{r.name} ({r.error_mm:.0f} mm, {r.confidence:.2f}, "
+                    f"{'flagged' if r.warned else 'NOT flagged'})"
+                    for r in big
+                )
+                or "none"
+            ),
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -241,8 +295,11 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--size", type=int, default=192, help="phantom slice size in pixels")
     parser.add_argument("--write", type=Path, help="also write the tables into this markdown file")
+    parser.add_argument("--more", action="store_true", help=f"also a reliability table over {MORE_TEXT}")
     args = parser.parse_args()
     text = report(rows(args.shared, args.size))
+    if args.more:
+        text += "\n\n" + more_report(more_rows(args.size))
     print(text)
     if args.write:
         args.write.write_text(HEADER + text + "\n")

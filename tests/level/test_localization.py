@@ -303,3 +303,19 @@ def test_head_ct_is_refused() -> None:
     hu[(r >= 72) & (r < 80)] = 1200.0  # skull
     with pytest.raises(LevelError, match=r"cannot be located|cannot be counted"):
         locate_l3(_synthetic(hu.astype(np.int16)))
+
+
+def test_rib_free_t11_and_t12_below_ribs_contradict_the_count() -> None:
+    from sarcoscope.level.localization import _bare_thoracic
+    from sarcoscope.level.ribs import VertebraRibs
+
+    names = ["L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9"]
+
+    def ribs(bearing: set[int]) -> list[VertebraRibs]:
+        return [VertebraRibs(s, right=s in bearing, left=s in bearing) for s in range(3, 9)]
+
+    assert _bare_thoracic(ribs({5, 6, 7, 8}), names) == []  # 12 pairs, counted right
+    assert _bare_thoracic(ribs({6, 7, 8}), names) == []  # T12 rib-free alone: 11 pairs or a missed pair
+    assert _bare_thoracic(ribs({7, 8}), names) == ["T11", "T12"]  # two below the ribs: the count is off
+    assert _bare_thoracic(ribs(set()), names) == []  # no ribs in view above them: nothing contradicts
+    assert _bare_thoracic(ribs({7, 8})[:2], names) == []  # T11/T12 not searched

@@ -130,3 +130,14 @@ def test_two_traces_each_missing_a_different_disc() -> None:
     loc = locate_l3(pv.to_ctvolume())
     assert _error_mm(pv, loc.l3_mid) <= 10.0
     assert loc.has_flag(FLAG_COUNTING) and loc.candidates[0].probability < 0.7  # and says it was split
+
+
+def test_ribs_contradicting_the_count_flag_it() -> None:
+    # Chest to pelvis at 5 mm, seed 71: a 24 mm rhythm of false discs in the lumbar spine (the thoracic
+    # levels' height) puts the count from the sacrum a level off. The vertebrae it names T11 and T12 bear no
+    # ribs while those above do: that contradiction is said, where the error used to pass unflagged (0.81).
+    pv = make_volume(71, shape_xy=SHAPE, coverage="chest-pelvis", slice_thickness_mm=5.0)
+    loc = locate_l3(pv.to_ctvolume())
+    assert _error_mm(pv, loc.l3_mid) > 10.0  # the failure this flags
+    reasons = " ".join(f["reason"] for f in loc.flags if f["flag"] == FLAG_COUNTING)
+    assert "counted as T11 and T12 bear no ribs" in reasons and loc.confidence < 0.6

@@ -457,6 +457,15 @@ def locate_l3(volume: CTVolume) -> L3Localization:
             "discs bounding it differ, so its ribs may be a neighbour's.",
         )
     count_doubted = traces_differ and not pooled
+    bare = _bare_thoracic(reading.ribs, names)
+    if bare:
+        count_doubted = True
+        _flag(
+            flags,
+            FLAG_COUNTING,
+            f"The vertebrae counted as {' and '.join(bare)} bear no ribs while vertebrae above them do: a "
+            "false or missed disc may have shifted the count.",
+        )
     metal = _hardware_on(grid, trace, discs, anchor_disc, s3)
     if metal:
         count_doubted = True
@@ -515,6 +524,19 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         )
     loc.seconds = time.perf_counter() - t0
     return loc
+
+
+def _bare_thoracic(ribs: list[VertebraRibs], names: list[str]) -> list[str]:
+    """T11 and T12 when the labelling names both rib-free while a vertebra above them bears ribs (none
+    otherwise). One rib-free T12 is 11 rib pairs or a missed short pair; two in a row below ribs are a count
+    the ribs contradict."""
+    searched = {r.segment: r.bears_ribs for r in ribs if 0 <= r.segment < len(names)}
+    by_name = {names[s]: s for s in searched}
+    low = [by_name.get(n) for n in ("T12", "T11")]
+    if None in low or any(searched[s] for s in low if s is not None):
+        return []
+    top = max(s for s in low if s is not None)
+    return ["T11", "T12"] if any(bears for s, bears in searched.items() if s > top) else []
 
 
 def _labelling(reading: _Reading) -> labelling.Labelling:
