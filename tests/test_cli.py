@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sarcoscope.cli import app
-from sarcoscope.imaging import write_dicom_series
+from sarcoscope.imaging import CTMetadata, list_series, write_dicom_series
 from sarcoscope.phantom import make_slice, make_volume
 
 runner = CliRunner()
@@ -247,6 +247,27 @@ def test_square_brackets_in_paths_are_text(tmp_path: Path) -> None:
     result = _invoke("analyze", tmp_path / "scan [/CT]", "-o", out, "--no-quality")
     assert result.exit_code == 0, result.output
     assert (out / "report.json").is_file() and "out [/x]" in " ".join(result.output.split())
+
+
+def test_a_folder_of_two_patients_is_analysed_only_with_series(tmp_path: Path) -> None:
+    sl = make_slice(5, size=128)
+    for patient in ("P1", "P2"):
+        meta = CTMetadata(patient_id=patient)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "in" / patient, metadata=meta)
+    refused = _invoke("analyze", tmp_path / "in", "-o", tmp_path / "a", "--no-quality")
+    text = " ".join(refused.output.split())  # rich wraps long lines
+    assert refused.exit_code == 1 and text.startswith("error: ") and "Traceback" not in text
+    assert "holds the CT series of 2 patients" in text and "--series UID (`sarcoscope series` lists" in text
+    assert not (tmp_path / "a").exists()
+    listed = _invoke("series", tmp_path / "in")
+    assert listed.exit_code == 0 and "P1" in listed.output and "P2" in listed.output
+    (chosen,) = [s for s in list_series(tmp_path / "in") if s.patient_id == "P2"]
+    result = _invoke(
+        "analyze", tmp_path / "in", "-o", tmp_path / "b", "--series", chosen.series_uid, "--no-quality"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["input"]["series_instance_uid"] == chosen.series_uid
 
 
 def test_a_noisy_slice_is_warned_about(tmp_path: Path) -> None:

@@ -232,6 +232,22 @@ bad("series-slice-truncated", r"damaged|truncated")(_series(_set(PixelData=None)
 bad("series-all-mr", r"no CT image series")(_series(_set(Modality="MR"), (0, 1, 2)))
 
 
+def _two_patients(base: Base, d: Path) -> list[str]:
+    """The base series and a copy of it as another patient's series, in one folder."""
+    for k, path in enumerate(sorted(base.series.iterdir())):
+        ds = pydicom.dcmread(path)
+        ds.save_as(d / path.name, enforce_file_format=False)
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "SOMEONE-ELSE", "2.25.1", "2.25.2"
+        ds.SOPInstanceUID = f"2.25.3{k}"
+        ds.save_as(d / f"other-{path.name}", enforce_file_format=False)
+    return analyze(d, "--slice", "1")
+
+
+bad("folder-of-two-patients", r"holds the CT series of 2 patients .*--series UID \(`sarcoscope series`")(
+    _two_patients
+)
+
+
 # --- ZIP ------------------------------------------------------------------------------------------------
 
 

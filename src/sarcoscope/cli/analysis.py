@@ -334,12 +334,23 @@ def series(
     from sarcoscope.imaging import list_series
 
     def body() -> None:
-        table = Table(title=f"Series in {ct_path} (the first is analysed by default)")
-        for col in ("SeriesInstanceUID", "description", "modality", "orientation", "slices", "note"):
-            table.add_column(col)
+        table = Table(
+            title=f"Series in {ct_path} (the first is analysed by default when all are one patient's)"
+        )
+        for col in (
+            "SeriesInstanceUID",
+            "patient",
+            "description",
+            "modality",
+            "orientation",
+            "slices",
+            "note",
+        ):
+            table.add_column(col, overflow="fold")  # a UID cut short cannot be given to --series
         for s in list_series(ct_path):
             table.add_row(
                 s.series_uid,
+                esc(s.patient_id),
                 esc(s.description or ""),
                 s.modality or "",
                 s.orientation or "",

@@ -26,7 +26,8 @@ import numpy as np
 
 from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, message_scrubber, patient_key
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, message_scrubber
+from sarcoscope.imaging.dicom_reader import patient_key
 
 if TYPE_CHECKING:
     from sarcoscope.composition import SliceComposition

@@ -72,7 +72,7 @@ from pydicom.uid import (
 
 from sarcoscope import __version__
 from sarcoscope.errors import InputError, OutputError
-from sarcoscope.imaging.dicom_reader import _iter_files, _read_header
+from sarcoscope.imaging.dicom_reader import _iter_files, _read_header, patient_key
 from sarcoscope.imaging.read import _existing, _extracted
 from sarcoscope.secret import MIN_SECRET_BYTES, load_or_create_secret
 
@@ -272,16 +272,6 @@ def load_policy(
         keep_patient_characteristics=keep_patient_characteristics,
         accept_burned_in=accept_burned_in,
     )
-
-
-def patient_key(patient_id: str | None, study_uid: str | None) -> str | None:
-    """What identifies the patient for pseudonyms and date offsets: PatientID; without one, the study
-    (each such study then gets its own pseudonym: no patient is merged with another); None without both."""
-    if patient_id and patient_id.strip():
-        return patient_id.strip()
-    if study_uid and study_uid.strip():
-        return f"study:{study_uid.strip()}"
-    return None
 
 
 def burned_in_problem(ds: Dataset) -> str | None:

@@ -34,12 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.deidentify import (
-    PSEUDONYM_PREFIX,
-    DeidentificationPolicy,
-    load_secret,
-    patient_key,
-)
+from sarcoscope.imaging.deidentify import PSEUDONYM_PREFIX, DeidentificationPolicy, load_secret
+from sarcoscope.imaging.dicom_reader import patient_key
 from sarcoscope.imaging.labelmaps import (
     LABEL_EXTENSIONS,
     LabelGrid,
