@@ -17,7 +17,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.encaps import encapsulate
+from pydicom.tag import Tag
 
 from sarcoscope.imaging import write_dicom_series
 from sarcoscope.imaging.nifti import ras_to_layout
@@ -129,6 +132,17 @@ def _set(**tags: object) -> Callable[[pydicom.Dataset], None]:
     return mutate
 
 
+def _stored(keyword: str, text: str) -> Callable[[pydicom.Dataset], None]:
+    """`keyword` holding `text` as its stored bytes: pydicom refuses to set a number (DS) that is not one."""
+
+    def mutate(ds: pydicom.Dataset) -> None:
+        tag = Tag(keyword)
+        value = (text + " " * (len(text) % 2)).encode("ascii")
+        ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
+
+    return mutate
+
+
 MISMATCH = r"do not match the pixel data|truncated pixel data"
 for _rows in (1, 16, SIZE // 2, SIZE - 1, SIZE + 1, 2 * SIZE):
     bad(f"dicom-rows-{_rows}", MISMATCH)(_tags(_set(Rows=_rows)))
@@ -164,6 +178,18 @@ bad("dicom-zero-rows", r"image of 0 rows or columns")(_tags(_set(Rows=0, Columns
 bad("dicom-rescale-intercept-40000", r"do not look like Hounsfield")(_tags(_set(RescaleIntercept="40000")))
 bad("dicom-rescale-intercept-1e30", r"RescaleIntercept")(_tags(_set(RescaleIntercept="1e30")))
 bad("dicom-rescale-slope-1e30", r"RescaleSlope")(_tags(_set(RescaleSlope="1e30")))
+# unreadable rescale values were read as 1 and 0: a wrong slope gave wrong HU without a word
+NOT_HU = r"; the stored values cannot be turned into Hounsfield units$"
+bad("dicom-rescale-slope-text", r"x\.dcm has RescaleSlope 'abc', not a number" + NOT_HU)(
+    _tags(_stored("RescaleSlope", "abc"))
+)
+bad("dicom-rescale-slope-empty", r"x\.dcm has an empty RescaleSlope" + NOT_HU)(_tags(_set(RescaleSlope="")))
+bad("dicom-rescale-intercept-text", r"x\.dcm has RescaleIntercept '-1024 HU', not a number" + NOT_HU)(
+    _tags(_stored("RescaleIntercept", "-1024 HU"))
+)
+bad("dicom-rescale-intercept-empty", r"x\.dcm has an empty RescaleIntercept" + NOT_HU)(
+    _tags(_set(RescaleIntercept=""))
+)
 
 
 def _transfer_syntax(uid: str, compressed: bool) -> Callable[[pydicom.Dataset], None]:
