@@ -208,6 +208,46 @@ def test_deidentify_command(tmp_path: Path, phantom_series: tuple[Path, object])
     assert accepted.exit_code == 0 and "pixels unchanged" in " ".join(accepted.output.split())
 
 
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (
+            "padded",
+            "130072 bytes of pixel data where its Rows, Columns, frames, samples and bits need 131072",
+        ),
+        ("cut", "126072 bytes of pixel data where its Rows, Columns, frames, samples and bits need 131072"),
+        ("missing", "an image header (Rows, Columns) without pixel data"),
+    ],
+    ids=["padded", "cut", "missing"],
+)
+def test_deidentify_refuses_a_file_whose_pixel_data_is_not_whole(
+    tmp_path: Path, phantom_series: tuple[Path, object], damage: str, reason: str
+) -> None:
+    """Such a file was copied as it was, and the run said every file was de-identified."""
+    folder, _ = phantom_series
+    files = sorted(folder.iterdir())
+    (tmp_path / "in").mkdir()
+    for path in files:
+        (tmp_path / "in" / path.name).write_bytes(path.read_bytes())
+    damaged = tmp_path / "in" / files[3].name
+    if damage == "cut":  # the file ends inside its pixel data
+        damaged.write_bytes(damaged.read_bytes()[:-5000])
+    else:
+        ds = pydicom.dcmread(damaged)
+        if damage == "padded":  # cut to an odd length, padded by one byte to an even one
+            ds.PixelData = ds.PixelData[:-1001] + b"\0"
+        else:
+            del ds.PixelData
+        ds.save_as(damaged)
+    result = _invoke("deidentify", tmp_path / "in", tmp_path / "out", "--secret-file", tmp_path / "key")
+    assert result.exit_code == 1, result.output
+    assert " ".join(result.output.split()) == (
+        f"error: damaged DICOM file {damaged}: {reason}{' (truncated)' if damage != 'missing' else ''}; "
+        "nothing was written (the copy would not be complete): replace or remove the file, then run again"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "key"]  # no output, no temporary folder
+
+
 def test_analyze_range_is_averaged(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     folder, _ = phantom_series
     out = tmp_path / "out"
