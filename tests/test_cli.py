@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import zipfile
@@ -246,6 +247,35 @@ def test_deidentify_refuses_a_file_whose_pixel_data_is_not_whole(
         "nothing was written (the copy would not be complete): replace or remove the file, then run again"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "key"]  # no output, no temporary folder
+
+
+def test_deidentify_and_batch_refuse_outputs_inside_the_input_folder(
+    tmp_path: Path, phantom_series: tuple[Path, object]
+) -> None:
+    """The next run would read them as input: de-identified copies as another patient's series, a case's
+    SEG, SR and QC capture as more series of its CT."""
+    folder, _ = phantom_series
+    (tmp_path / "in").mkdir()
+    for path in folder.iterdir():
+        (tmp_path / "in" / path.name).write_bytes(path.read_bytes())
+    before = sorted((tmp_path / "in").iterdir())
+    result = _invoke(
+        "deidentify", tmp_path / "in", tmp_path / "in" / "deid", "--secret-file", tmp_path / "key"
+    )
+    assert result.exit_code == 1, result.output
+    assert " ".join(result.output.split()) == (
+        f"error: The output folder {tmp_path / 'in' / 'deid'} is inside the input folder {tmp_path / 'in'}: "
+        "a later run would read the outputs as input. Choose a folder outside it."
+    )
+    (tmp_path / "m.csv").write_text(f"case_id,path\nA,{tmp_path / 'in'}\n")
+    result = _invoke("batch", tmp_path / "m.csv", "-o", tmp_path / "in" / "runs", "--engine", "threshold")
+    assert result.exit_code == 3, result.output
+    (failure,) = csv.DictReader((tmp_path / "in" / "runs" / "failures.csv").open())
+    assert failure["error"] == (
+        f"The output folder {tmp_path / 'in' / 'runs' / 'cases' / 'A'} is inside the input folder "
+        f"{tmp_path / 'in'}: a later run would read the outputs as input. Choose a folder outside it."
+    )
+    assert sorted((tmp_path / "in").iterdir()) == [*before, tmp_path / "in" / "runs"]
 
 
 def test_analyze_range_is_averaged(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:

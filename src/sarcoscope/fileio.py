@@ -65,6 +65,20 @@ def check_output_folder(out_dir: Path, *, replaced: bool = False) -> None:
             raise OutputError(f"Cannot write the outputs into {out_dir}: {folder} is not writable.")
 
 
+def check_outside_input(out_dir: Path, source: Path, what: str = "input folder") -> None:
+    """Refuse an output folder that is the input folder or one inside it: a later run would read what was
+    written there as input (the SEG, SR and QC capture as more series, de-identified copies as another
+    patient's, a case's outputs as another study)."""
+    if not Path(source).is_dir():
+        return
+    out, inside = Path(out_dir).resolve(), Path(source).resolve()
+    if out == inside or inside in out.parents:
+        raise OutputError(
+            f"The output folder {out_dir} is {'the' if out == inside else 'inside the'} {what} {source}: a "
+            "later run would read the outputs as input. Choose a folder outside it."
+        )
+
+
 def read_csv(
     path: Path, what: str, error: type[SarcoscopeError] = SarcoscopeError
 ) -> tuple[list[str], list[dict[str, str]]]:

@@ -539,6 +539,27 @@ bad("out-is-a-file", r"not a folder")(_out_is("file"))
 bad("out-under-a-file", r"not a folder")(_out_is("under"))
 
 
+def _out_in_input(sub: str) -> Builder:
+    """-o is the input folder or a folder in it: the next run would read the SEG, SR and QC capture there as
+    more series of the CT."""
+
+    def build(base: Base, d: Path) -> list[str]:
+        for path in base.series.iterdir():
+            (d / path.name).write_bytes(path.read_bytes())
+        return ["analyze", str(d), *ENGINE, "--slice", "1", "-o", str(d / sub)]
+
+    return build
+
+
+IN_INPUT = (
+    r"^error: The output folder .* is {} input folder .*: a later run would read the outputs as input\. "
+)
+bad("out-is-the-input-folder", IN_INPUT.format("the") + r"Choose a folder outside it\.$")(_out_in_input("."))
+bad("out-inside-the-input-folder", IN_INPUT.format("inside the") + r"Choose a folder outside it\.$")(
+    _out_in_input("results/run1")
+)
+
+
 # --- batch ----------------------------------------------------------------------------------------------
 
 

@@ -73,6 +73,7 @@ from pydicom.uid import (
 
 from sarcoscope import __version__
 from sarcoscope.errors import InputError, OutputError
+from sarcoscope.fileio import check_outside_input
 from sarcoscope.imaging.dicom_pixels import _transfer_syntax
 from sarcoscope.imaging.dicom_reader import _iter_files, _read_header, patient_key
 from sarcoscope.imaging.read import _existing, _extracted
@@ -608,6 +609,7 @@ def deidentify_tree(
     """
     src = _existing(src)
     out_dir = Path(out_dir)
+    check_outside_input(out_dir, src)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise OutputError(f"Output folder {out_dir} exists and is not empty; give a new or empty folder.")
     if src.is_file() and src.suffix.lower() == ".zip":
