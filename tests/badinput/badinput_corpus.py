@@ -439,6 +439,9 @@ for _ps in (("0", "0"), ("-1", "1"), ("50", "50"), ("nan", "nan"), ("0.001", "0.
 bad("nifti-own-transform-and-pixel-spacing", r"only for NIfTI files without")(
     _nifti(lambda b: nifti_image(b.hu, b.spacing), "--slice", "1", "--pixel-spacing", "1", "1")
 )
+bad("nifti-series-option", r"x\.nii\.gz is NIfTI, which holds one series; --series is only for DICOM input$")(
+    _nifti(lambda b: nifti_image(b.hu, b.spacing), "--slice", "1", "--series", "1.2.3")
+)
 bad("nifti-4d", r"4D NIfTI")(
     _nifti(lambda b: nib.Nifti1Image(np.stack([to_ras(b.hu)] * 2, axis=-1), np.eye(4)), "--slice", "1")
 )
