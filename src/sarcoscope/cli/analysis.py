@@ -41,6 +41,7 @@ from sarcoscope.segmentation.base import DEFAULT_ENGINE
 def _print_summary(result: Any) -> None:
     from sarcoscope.composition import TissueStats
     from sarcoscope.composition.assessment import reason_parts
+    from sarcoscope.segmentation.quality import score_text
 
     sel = result.selection
     how = f"{sel.mode} ({sel.method})"
@@ -94,7 +95,9 @@ def _print_summary(result: Any) -> None:
     q = result.quality
     if q is not None and q.score is not None:
         verdict = "[bold red]review the segmentation[/]" if q.flagged else "ok"
-        console.print(f"Segmentation quality: [bold]{q.score:.2f}[/] ({verdict}; {', '.join(q.used)})")
+        console.print(
+            f"Segmentation quality: [bold]{score_text(q.score)}[/] ({verdict}; {', '.join(q.used)})"
+        )
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {esc(w)}")
     if result.outputs:
