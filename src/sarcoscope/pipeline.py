@@ -110,6 +110,7 @@ def analyze(
         average_compositions,
         measure_slice,
     )
+    from sarcoscope.composition.assessment import height_m_from_cm
     from sarcoscope.errors import CompositionError
     from sarcoscope.imaging import read_ct
     from sarcoscope.segmentation import get_engine
@@ -124,7 +125,7 @@ def analyze(
         check_output_folder(Path(out_dir), replaced=True)
         if not isinstance(ct, CTVolume):
             check_outside_input(Path(out_dir), Path(ct))
-    PatientInfo(height_m=None if height_cm is None else height_cm / 100.0, weight_kg=weight_kg, sex=sex)
+    PatientInfo(height_m=height_m_from_cm(height_cm), weight_kg=weight_kg, sex=sex)
     if cutoff_set is not None and cutoff_set not in available_cutoff_sets():
         raise CompositionError(
             f"Unknown cutoff set '{cutoff_set}'. Available: {', '.join(available_cutoff_sets())}."

@@ -506,6 +506,11 @@ bad("arg-height-negative", r"height")(_args("--slice", "1", "--height-cm", "-170
 bad("arg-height-zero", r"height")(_args("--slice", "1", "--height-cm", "0"))
 bad("arg-height-huge", r"height")(_args("--slice", "1", "--height-cm", "5000"))
 bad("arg-height-nan", r"height")(_args("--slice", "1", "--height-cm", "nan"))
+bad(
+    "arg-height-in-metres",
+    r"^error: Height 1\.75 cm is outside the plausible range 100-250 cm; the height is in centimetres "
+    r"\(1\.75 m is 175 cm\)\.$",
+)(_args("--slice", "1", "--height-cm", "1.75"))
 bad("arg-weight-negative", r"weight")(_args("--slice", "1", "--weight-kg", "-1"))
 bad("arg-weight-huge", r"weight")(_args("--slice", "1", "--weight-kg", "10000"))
 bad("arg-unknown-cutoffs", r"cutoff")(_args("--slice", "1", "--cutoffs", "no-such-set"))

@@ -140,7 +140,9 @@ def analyze(
     series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to analyse.")] = None,
     pixel_spacing: PixelSpacingOption = None,
     engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = DEFAULT_ENGINE,
-    height_cm: Annotated[float | None, typer.Option("--height-cm", help="Patient height (for SMI).")] = None,
+    height_cm: Annotated[
+        float | None, typer.Option("--height-cm", help="Patient height in centimetres (for SMI).")
+    ] = None,
     weight_kg: Annotated[float | None, typer.Option("--weight-kg", help="Patient weight (for BMI).")] = None,
     sex: Annotated[Sex | None, typer.Option("--sex", help="Patient sex (for cutoffs).")] = None,
     cutoffs: Annotated[
