@@ -480,6 +480,24 @@ bad("nifti-sheared-affine", r"sheared or degenerate affine")(
         )
     )
 )
+
+
+def _affine_not_finite(value: float) -> Callable[[Base], nib.Nifti1Image]:
+    """An sform holding `value` (nibabel's constructor decomposes an affine, which fails on it)."""
+
+    def make(base: Base) -> nib.Nifti1Image:
+        header = nib.Nifti1Header()
+        header.set_sform(np.diag([value, base.spacing[0], 3.0, 1.0]), code=2)
+        return nib.Nifti1Image(to_ras(base.hu), None, header)
+
+    return make
+
+
+NOT_FINITE = r"x\.nii\.gz has a spatial transform with values that are not numbers \(NaN or infinite\)"
+for _bad in ("nan", "inf"):  # nibabel's reorientation failed with "SVD did not converge"
+    bad(f"nifti-affine-{_bad}", NOT_FINITE + r": its voxels cannot be placed or measured$")(
+        _nifti(_affine_not_finite(float(_bad)), "--slice", "1")
+    )
 bad("nifti-normalised-0-1", r"do not look like Hounsfield units")(
     _nifti(lambda b: nifti_image(((b.hu + 1024.0) / 4095.0).astype(np.float32), b.spacing))
 )
