@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -36,6 +35,7 @@ class _HeaderFixes(logging.Handler):
 
 
 nib.imageglobals.logger.handlers[:] = [_HeaderFixes()]
+nib.imageglobals.logger.propagate = False  # said once, by the handler
 
 
 def is_nifti(path: Path) -> bool:
@@ -60,7 +60,7 @@ def ras_to_layout(data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(data[::-1, ::-1, ...].transpose(2, 1, 0))
 
 
-def _load(path: Path, warnings: list[str]) -> Any:
+def _load(path: Path, warnings: list[str]) -> nib.Nifti1Image:
     """nib.load, with the header values nibabel fixed in `warnings`; refuses a transform that cannot place
     the voxels: one that is not finite (nibabel's reorientation failed with "SVD did not converge"), or a
     qform scaled by zero voxel sizes, which nibabel sets to 1 mm (a guessed pixel size)."""
@@ -91,16 +91,16 @@ def read_nifti_array(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
 
     For label maps and training images: they need the pixel grid, not the geometry `read_nifti` records.
     """
-    fixes: list[str] = []
+    notes: list[str] = []
     try:
-        img = nib.as_closest_canonical(_load(path, fixes))  # axes point to R, A, S
+        img = nib.as_closest_canonical(_load(path, notes))  # axes point to R, A, S
         data = np.asarray(img.dataobj)
     except InputError:
         raise
     except Exception as exc:  # nibabel and gzip raise many types for broken files
         raise InputError(f"Cannot read NIfTI file {path}: {exc}") from None
-    for fix in fixes:
-        logger.warning("%s", fix)
+    for note in notes:
+        logger.warning("%s", note)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 2:
