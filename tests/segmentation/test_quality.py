@@ -116,13 +116,16 @@ def test_a_score_near_the_threshold_is_printed_on_its_side_of_it() -> None:
         "slice 7: 0.4996 (engine_muscle_area_diff 0.100); slice 8: 0.497 (engine_muscle_area_diff 0.101); "
         "slice 9: 0.49 (engine_muscle_area_diff 0.102)."
     )
-    assert [score_text(v) for v in (0.4996, 0.497, 0.5, 0.504, 0.505, 0.2)] == [
+    assert [score_text(v) for v in (0.4996, 0.497, 0.495, 0.4949, 0.5, 0.504, 0.505, 0.2, 0.0)] == [
         "0.4996",
         "0.497",
+        "0.495",
+        "0.49",
         "0.50",
         "0.50",
         "0.51",
         "0.20",
+        "0.00",
     ]
 
 

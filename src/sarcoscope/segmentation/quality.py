@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import numpy as np
@@ -117,13 +118,15 @@ def engine_signals(labels: np.ndarray, other: np.ndarray) -> dict[str, float]:
 
 
 def score_text(score: float) -> str:
-    """A score as printed: two decimals, or three or four where fewer would round it across REVIEW_THRESHOLD
-    (a flagged 0.4996 is not "0.50" beside "below 0.5"). Scores have 4 decimals: those always show it."""
+    """A score as printed: two decimals, or three or four where fewer would round it (half up, as a reader
+    does) across REVIEW_THRESHOLD: a flagged 0.495 is not "0.50" beside "below 0.5". Scores have 4 decimals,
+    which always show it."""
+    exact, threshold = Decimal(f"{score:.4f}"), Decimal(str(REVIEW_THRESHOLD))
     for digits in (2, 3):
-        text = f"{score:.{digits}f}"
-        if (float(text) < REVIEW_THRESHOLD) == (score < REVIEW_THRESHOLD):
-            return text
-    return f"{score:.4f}"
+        shown = exact.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP)
+        if (shown < threshold) == (exact < threshold):
+            return str(shown)
+    return str(exact)
 
 
 @dataclass(frozen=True)
