@@ -59,9 +59,11 @@ def run(action: Callable[[], T]) -> T:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")  # a message's [brackets] are text
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        raise typer.Exit(stopped(signal.SIGINT)) from None
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
     except Terminated as exc:
-        raise typer.Exit(stopped(exc.signum)) from None
+        err_console.print(f"[yellow]terminated[/] by {signal.Signals(exc.signum).name}")
+        raise typer.Exit(128 + exc.signum) from None
     except Exception as exc:
         if _state["debug"]:
             traceback.print_exc()
@@ -70,15 +72,6 @@ def run(action: Callable[[], T]) -> T:
             "This is a bug in sarcoscope; run again with --debug for the traceback and report it."
         )
         raise typer.Exit(70) from None
-
-
-def stopped(signum: int) -> int:
-    """Say that the run was stopped by a signal (Ctrl-C: "interrupted"); its exit status, 128 + the signal."""
-    if signum == signal.SIGINT:
-        err_console.print("[yellow]interrupted[/]")
-    else:
-        err_console.print(f"[yellow]terminated[/] by {signal.Signals(signum).name}")
-    return 128 + signum
 
 
 def _version(value: bool) -> None:
