@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import zipfile
@@ -15,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sarcoscope.cli import app
-from sarcoscope.imaging import write_dicom_series
+from sarcoscope.imaging import CTMetadata, list_series, write_dicom_series
 from sarcoscope.phantom import make_slice, make_volume
 
 runner = CliRunner()
@@ -208,6 +209,75 @@ def test_deidentify_command(tmp_path: Path, phantom_series: tuple[Path, object])
     assert accepted.exit_code == 0 and "pixels unchanged" in " ".join(accepted.output.split())
 
 
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (
+            "padded",
+            "130072 bytes of pixel data where its Rows, Columns, frames, samples and bits need 131072",
+        ),
+        ("cut", "126072 bytes of pixel data where its Rows, Columns, frames, samples and bits need 131072"),
+        ("missing", "an image header (Rows, Columns) without pixel data"),
+    ],
+    ids=["padded", "cut", "missing"],
+)
+def test_deidentify_refuses_a_file_whose_pixel_data_is_not_whole(
+    tmp_path: Path, phantom_series: tuple[Path, object], damage: str, reason: str
+) -> None:
+    """Such a file was copied as it was, and the run said every file was de-identified."""
+    folder, _ = phantom_series
+    files = sorted(folder.iterdir())
+    (tmp_path / "in").mkdir()
+    for path in files:
+        (tmp_path / "in" / path.name).write_bytes(path.read_bytes())
+    damaged = tmp_path / "in" / files[3].name
+    if damage == "cut":  # the file ends inside its pixel data
+        damaged.write_bytes(damaged.read_bytes()[:-5000])
+    else:
+        ds = pydicom.dcmread(damaged)
+        if damage == "padded":  # cut to an odd length, padded by one byte to an even one
+            ds.PixelData = ds.PixelData[:-1001] + b"\0"
+        else:
+            del ds.PixelData
+        ds.save_as(damaged)
+    result = _invoke("deidentify", tmp_path / "in", tmp_path / "out", "--secret-file", tmp_path / "key")
+    assert result.exit_code == 1, result.output
+    assert " ".join(result.output.split()) == (
+        f"error: damaged DICOM file {damaged}: {reason}{' (truncated)' if damage != 'missing' else ''}; "
+        "nothing was written (the copy would not be complete): replace or remove the file, then run again"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "key"]  # no output, no temporary folder
+
+
+def test_deidentify_and_batch_refuse_outputs_inside_the_input_folder(
+    tmp_path: Path, phantom_series: tuple[Path, object]
+) -> None:
+    """The next run would read them as input: de-identified copies as another patient's series, a case's
+    SEG, SR and QC capture as more series of its CT."""
+    folder, _ = phantom_series
+    (tmp_path / "in").mkdir()
+    for path in folder.iterdir():
+        (tmp_path / "in" / path.name).write_bytes(path.read_bytes())
+    before = sorted((tmp_path / "in").iterdir())
+    result = _invoke(
+        "deidentify", tmp_path / "in", tmp_path / "in" / "deid", "--secret-file", tmp_path / "key"
+    )
+    assert result.exit_code == 1, result.output
+    assert " ".join(result.output.split()) == (
+        f"error: The output folder {tmp_path / 'in' / 'deid'} is inside the input folder {tmp_path / 'in'}: "
+        "a later run would read the outputs as input. Choose a folder outside it."
+    )
+    (tmp_path / "m.csv").write_text(f"case_id,path\nA,{tmp_path / 'in'}\n")
+    result = _invoke("batch", tmp_path / "m.csv", "-o", tmp_path / "in" / "runs", "--engine", "threshold")
+    assert result.exit_code == 3, result.output
+    (failure,) = csv.DictReader((tmp_path / "in" / "runs" / "failures.csv").open())
+    assert failure["error"] == (
+        f"The output folder {tmp_path / 'in' / 'runs' / 'cases' / 'A'} is inside the input folder "
+        f"{tmp_path / 'in'}: a later run would read the outputs as input. Choose a folder outside it."
+    )
+    assert sorted((tmp_path / "in").iterdir()) == [*before, tmp_path / "in" / "runs"]
+
+
 def test_analyze_range_is_averaged(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     folder, _ = phantom_series
     out = tmp_path / "out"
@@ -247,6 +317,27 @@ def test_square_brackets_in_paths_are_text(tmp_path: Path) -> None:
     result = _invoke("analyze", tmp_path / "scan [/CT]", "-o", out, "--no-quality")
     assert result.exit_code == 0, result.output
     assert (out / "report.json").is_file() and "out [/x]" in " ".join(result.output.split())
+
+
+def test_a_folder_of_two_patients_is_analysed_only_with_series(tmp_path: Path) -> None:
+    sl = make_slice(5, size=128)
+    for patient in ("P1", "P2"):
+        meta = CTMetadata(patient_id=patient)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "in" / patient, metadata=meta)
+    refused = _invoke("analyze", tmp_path / "in", "-o", tmp_path / "a", "--no-quality")
+    text = " ".join(refused.output.split())  # rich wraps long lines
+    assert refused.exit_code == 1 and text.startswith("error: ") and "Traceback" not in text
+    assert "holds the CT series of 2 patients" in text and "--series UID (`sarcoscope series` lists" in text
+    assert not (tmp_path / "a").exists()
+    listed = _invoke("series", tmp_path / "in")
+    assert listed.exit_code == 0 and "P1" in listed.output and "P2" in listed.output
+    (chosen,) = [s for s in list_series(tmp_path / "in") if s.patient_id == "P2"]
+    result = _invoke(
+        "analyze", tmp_path / "in", "-o", tmp_path / "b", "--series", chosen.series_uid, "--no-quality"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["input"]["series_instance_uid"] == chosen.series_uid
 
 
 def test_a_noisy_slice_is_warned_about(tmp_path: Path) -> None:

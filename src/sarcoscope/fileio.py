@@ -7,9 +7,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from sarcoscope.errors import OutputError, SarcoscopeError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -65,6 +68,20 @@ def check_output_folder(out_dir: Path, *, replaced: bool = False) -> None:
             raise OutputError(f"Cannot write the outputs into {out_dir}: {folder} is not writable.")
 
 
+def check_outside_input(out_dir: Path, source: Path, what: str = "input folder") -> None:
+    """Refuse an output folder that is the input folder or one inside it: a later run would read what was
+    written there as input (the SEG, SR and QC capture as more series, de-identified copies as another
+    patient's, a case's outputs as another study)."""
+    if not Path(source).is_dir():
+        return
+    out, inside = Path(out_dir).resolve(), Path(source).resolve()
+    if out == inside or inside in out.parents:
+        raise OutputError(
+            f"The output folder {out_dir} is {'the' if out == inside else 'inside the'} {what} {source}: a "
+            "later run would read the outputs as input. Choose a folder outside it."
+        )
+
+
 def read_csv(
     path: Path, what: str, error: type[SarcoscopeError] = SarcoscopeError
 ) -> tuple[list[str], list[dict[str, str]]]:
@@ -96,6 +113,20 @@ def read_csv(
     except csv.Error as exc:
         raise error(f"{what} file {path}: not a readable CSV file ({exc}).") from None
     return list(reader.fieldnames or []), rows
+
+
+def read_npy(path: Path, error: type[SarcoscopeError] = SarcoscopeError) -> np.ndarray:
+    """The array of a .npy file that a user gave; a file that is not one is one `error` naming it (numpy
+    takes a file without the .npy header for a pickle, and its message advises loading it unsafely)."""
+    import numpy as np
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                raise error(f"{path} is not a NumPy array file (a .npy file starts with \\x93NUMPY).")
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise error(f"Cannot read {path}: {exc}") from None
 
 
 #: Bytes deflated per task by `write_gzip`; each chunk after the first is primed with the 32 KiB before it.

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, HURanges
 from sarcoscope.errors import LevelError
-from sarcoscope.fileio import check_output_folder
+from sarcoscope.fileio import check_output_folder, check_outside_input
 from sarcoscope.imaging.volume import CTVolume, index_ranges
 from sarcoscope.level.selection import L3Selection, manual_range, manual_slice, single_slice_input
 from sarcoscope.results import AnalysisResult
@@ -110,6 +110,7 @@ def analyze(
         average_compositions,
         measure_slice,
     )
+    from sarcoscope.composition.assessment import height_m_from_cm
     from sarcoscope.errors import CompositionError
     from sarcoscope.imaging import read_ct
     from sarcoscope.segmentation import get_engine
@@ -122,7 +123,9 @@ def analyze(
     # what the user gave is checked before the work (an analysis can take minutes)
     if out_dir is not None:
         check_output_folder(Path(out_dir), replaced=True)
-    PatientInfo(height_m=None if height_cm is None else height_cm / 100.0, weight_kg=weight_kg, sex=sex)
+        if not isinstance(ct, CTVolume):
+            check_outside_input(Path(out_dir), Path(ct))
+    PatientInfo(height_m=height_m_from_cm(height_cm), weight_kg=weight_kg, sex=sex)
     if cutoff_set is not None and cutoff_set not in available_cutoff_sets():
         raise CompositionError(
             f"Unknown cutoff set '{cutoff_set}'. Available: {', '.join(available_cutoff_sets())}."

@@ -17,7 +17,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.encaps import encapsulate
+from pydicom.tag import Tag
 
 from sarcoscope.imaging import write_dicom_series
 from sarcoscope.imaging.nifti import ras_to_layout
@@ -129,6 +132,17 @@ def _set(**tags: object) -> Callable[[pydicom.Dataset], None]:
     return mutate
 
 
+def _stored(keyword: str, text: str) -> Callable[[pydicom.Dataset], None]:
+    """`keyword` holding `text` as its stored bytes: pydicom refuses to set a number (DS) that is not one."""
+
+    def mutate(ds: pydicom.Dataset) -> None:
+        tag = Tag(keyword)
+        value = (text + " " * (len(text) % 2)).encode("ascii")
+        ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
+
+    return mutate
+
+
 MISMATCH = r"do not match the pixel data|truncated pixel data"
 for _rows in (1, 16, SIZE // 2, SIZE - 1, SIZE + 1, 2 * SIZE):
     bad(f"dicom-rows-{_rows}", MISMATCH)(_tags(_set(Rows=_rows)))
@@ -164,6 +178,18 @@ bad("dicom-zero-rows", r"image of 0 rows or columns")(_tags(_set(Rows=0, Columns
 bad("dicom-rescale-intercept-40000", r"do not look like Hounsfield")(_tags(_set(RescaleIntercept="40000")))
 bad("dicom-rescale-intercept-1e30", r"RescaleIntercept")(_tags(_set(RescaleIntercept="1e30")))
 bad("dicom-rescale-slope-1e30", r"RescaleSlope")(_tags(_set(RescaleSlope="1e30")))
+# unreadable rescale values were read as 1 and 0: a wrong slope gave wrong HU without a word
+NOT_HU = r"; the stored values cannot be turned into Hounsfield units$"
+bad("dicom-rescale-slope-text", r"x\.dcm has RescaleSlope 'abc', not a number" + NOT_HU)(
+    _tags(_stored("RescaleSlope", "abc"))
+)
+bad("dicom-rescale-slope-empty", r"x\.dcm has an empty RescaleSlope" + NOT_HU)(_tags(_set(RescaleSlope="")))
+bad("dicom-rescale-intercept-text", r"x\.dcm has RescaleIntercept '-1024 HU', not a number" + NOT_HU)(
+    _tags(_stored("RescaleIntercept", "-1024 HU"))
+)
+bad("dicom-rescale-intercept-empty", r"x\.dcm has an empty RescaleIntercept" + NOT_HU)(
+    _tags(_set(RescaleIntercept=""))
+)
 
 
 def _transfer_syntax(uid: str, compressed: bool) -> Callable[[pydicom.Dataset], None]:
@@ -230,6 +256,22 @@ bad("series-mixed-pixel-representation", r"PixelRepresentation|BitsStored")(
 )
 bad("series-slice-truncated", r"damaged|truncated")(_series(_set(PixelData=None)))
 bad("series-all-mr", r"no CT image series")(_series(_set(Modality="MR"), (0, 1, 2)))
+
+
+def _two_patients(base: Base, d: Path) -> list[str]:
+    """The base series and a copy of it as another patient's series, in one folder."""
+    for k, path in enumerate(sorted(base.series.iterdir())):
+        ds = pydicom.dcmread(path)
+        ds.save_as(d / path.name, enforce_file_format=False)
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "SOMEONE-ELSE", "2.25.1", "2.25.2"
+        ds.SOPInstanceUID = f"2.25.3{k}"
+        ds.save_as(d / f"other-{path.name}", enforce_file_format=False)
+    return analyze(d, "--slice", "1")
+
+
+bad("folder-of-two-patients", r"holds the CT series of 2 patients .*--series UID \(`sarcoscope series`")(
+    _two_patients
+)
 
 
 # --- ZIP ------------------------------------------------------------------------------------------------
@@ -397,6 +439,9 @@ for _ps in (("0", "0"), ("-1", "1"), ("50", "50"), ("nan", "nan"), ("0.001", "0.
 bad("nifti-own-transform-and-pixel-spacing", r"only for NIfTI files without")(
     _nifti(lambda b: nifti_image(b.hu, b.spacing), "--slice", "1", "--pixel-spacing", "1", "1")
 )
+bad("nifti-series-option", r"x\.nii\.gz is NIfTI, which holds one series; --series is only for DICOM input$")(
+    _nifti(lambda b: nifti_image(b.hu, b.spacing), "--slice", "1", "--series", "1.2.3")
+)
 bad("nifti-4d", r"4D NIfTI")(
     _nifti(lambda b: nib.Nifti1Image(np.stack([to_ras(b.hu)] * 2, axis=-1), np.eye(4)), "--slice", "1")
 )
@@ -435,6 +480,24 @@ bad("nifti-sheared-affine", r"sheared or degenerate affine")(
         )
     )
 )
+
+
+def _affine_not_finite(value: float) -> Callable[[Base], nib.Nifti1Image]:
+    """An sform holding `value` (nibabel's constructor decomposes an affine, which fails on it)."""
+
+    def make(base: Base) -> nib.Nifti1Image:
+        header = nib.Nifti1Header()
+        header.set_sform(np.diag([value, base.spacing[0], 3.0, 1.0]), code=2)
+        return nib.Nifti1Image(to_ras(base.hu), None, header)
+
+    return make
+
+
+NOT_FINITE = r"x\.nii\.gz has a spatial transform with values that are not numbers \(NaN or infinite\)"
+for _bad in ("nan", "inf"):  # nibabel's reorientation failed with "SVD did not converge"
+    bad(f"nifti-affine-{_bad}", NOT_FINITE + r": its voxels cannot be placed or measured$")(
+        _nifti(_affine_not_finite(float(_bad)), "--slice", "1")
+    )
 bad("nifti-normalised-0-1", r"do not look like Hounsfield units")(
     _nifti(lambda b: nifti_image(((b.hu + 1024.0) / 4095.0).astype(np.float32), b.spacing))
 )
@@ -461,6 +524,11 @@ bad("arg-height-negative", r"height")(_args("--slice", "1", "--height-cm", "-170
 bad("arg-height-zero", r"height")(_args("--slice", "1", "--height-cm", "0"))
 bad("arg-height-huge", r"height")(_args("--slice", "1", "--height-cm", "5000"))
 bad("arg-height-nan", r"height")(_args("--slice", "1", "--height-cm", "nan"))
+bad(
+    "arg-height-in-metres",
+    r"^error: Height 1\.75 cm is outside the plausible range 100-250 cm; the height is in centimetres "
+    r"\(1\.75 m is 175 cm\)\.$",
+)(_args("--slice", "1", "--height-cm", "1.75"))
 bad("arg-weight-negative", r"weight")(_args("--slice", "1", "--weight-kg", "-1"))
 bad("arg-weight-huge", r"weight")(_args("--slice", "1", "--weight-kg", "10000"))
 bad("arg-unknown-cutoffs", r"cutoff")(_args("--slice", "1", "--cutoffs", "no-such-set"))
@@ -495,6 +563,27 @@ def _out_is(kind: str) -> Builder:
 
 bad("out-is-a-file", r"not a folder")(_out_is("file"))
 bad("out-under-a-file", r"not a folder")(_out_is("under"))
+
+
+def _out_in_input(sub: str) -> Builder:
+    """-o is the input folder or a folder in it: the next run would read the SEG, SR and QC capture there as
+    more series of the CT."""
+
+    def build(base: Base, d: Path) -> list[str]:
+        for path in base.series.iterdir():
+            (d / path.name).write_bytes(path.read_bytes())
+        return ["analyze", str(d), *ENGINE, "--slice", "1", "-o", str(d / sub)]
+
+    return build
+
+
+IN_INPUT = (
+    r"^error: The output folder .* is {} input folder .*: a later run would read the outputs as input\. "
+)
+bad("out-is-the-input-folder", IN_INPUT.format("the") + r"Choose a folder outside it\.$")(_out_in_input("."))
+bad("out-inside-the-input-folder", IN_INPUT.format("inside the") + r"Choose a folder outside it\.$")(
+    _out_in_input("results/run1")
+)
 
 
 # --- batch ----------------------------------------------------------------------------------------------

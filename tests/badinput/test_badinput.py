@@ -53,13 +53,14 @@ def test_bad_input(case: BadInput, base: Base, tmp_path: Path) -> None:
 
 
 #: Corpus entries that are one unreadable input file: uploaded to the web app, they must be refused too
-#: (slices without a body are refused by the analysis, not the upload; --pixel-spacing is a CLI option).
+#: (slices without a body are refused by the analysis, not the upload; --pixel-spacing and --series are CLI
+#: options).
 UPLOADS = [
     case
     for case in CORPUS
     if case.id.split("-")[0] in ("dicom", "zip", "nifti")
     and not case.match.startswith(NO_BODY)
-    and "pixel-spacing" not in case.id
+    and not any(option in case.id for option in ("pixel-spacing", "series-option"))
 ]
 
 

@@ -15,7 +15,7 @@ from sarcoscope.batch import discover_cases, read_manifest, run_batch
 from sarcoscope.batch.cases import RESULT_COLUMNS
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError, OutputError
-from sarcoscope.imaging import write_dicom_series
+from sarcoscope.imaging import CTMetadata, write_dicom_series
 from sarcoscope.imaging.deidentify import DeidentificationPolicy
 from sarcoscope.phantom import make_slice
 
@@ -158,6 +158,18 @@ def test_a_second_cohort_adds_to_the_tables(tmp_path: Path) -> None:
     assert CliRunner().invoke(app, ["batch", str(tmp_path / "first"), "-o", str(out)]).exit_code == 0
     assert [r["case_id"] for r in _rows(out / "cohort.csv")] == ["patient5", "patient6"]
     assert [r["case_id"] for r in _rows(out / "failures.csv")] == ["broken"]
+
+
+def test_a_case_folder_of_two_patients_fails_that_case(tmp_path: Path) -> None:
+    sl = make_slice(7, size=128)
+    for folder, patient in (("mixed/a", "P1"), ("mixed/b", "P2"), ("alone", "P3")):
+        meta = CTMetadata(patient_id=patient)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / folder, metadata=meta)
+    summary = run_batch(discover_cases(tmp_path / "cohort"), tmp_path / "o")
+    assert [r["case_id"] for r in _rows(summary.cohort_csv)] == ["alone"]
+    (failure,) = _rows(summary.failures_csv)
+    assert failure["case_id"] == "mixed" and "holds the CT series of 2 patients" in failure["error"]
+    assert not (tmp_path / "o" / "cases" / "mixed" / "report.json").exists()
 
 
 def test_a_scheduler_address_that_is_not_one_is_a_clear_error(cohort: Path, tmp_path: Path) -> None:

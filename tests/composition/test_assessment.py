@@ -143,6 +143,27 @@ def test_patient_sanity_checks(kwargs: dict, message: str) -> None:
         PatientInfo(**kwargs)
 
 
+CM_RANGE = "cm is outside the plausible range 100-250 cm; the height is in centimetres"
+
+
+@pytest.mark.parametrize(
+    ("height_cm", "message"),
+    [
+        (1.75, f"Height 1.75 {CM_RANGE} (1.75 m is 175 cm)."),
+        (99.0, f"Height 99 {CM_RANGE}."),
+        (1750.0, f"Height 1750 {CM_RANGE}."),
+        (float("nan"), f"Height nan {CM_RANGE}."),
+    ],
+    ids=["metres", "short", "tall", "nan"],
+)
+def test_a_height_given_in_centimetres_is_checked_in_centimetres(height_cm: float, message: str) -> None:
+    """--height-cm 1.75 (metres) said "Height 0.0175 m is outside the plausible range 1-2.5 m"."""
+    with pytest.raises(CompositionError) as refused:
+        PatientInfo.from_metadata(None, height_cm=height_cm)
+    assert str(refused.value) == message
+    assert PatientInfo.from_metadata(None, height_cm=100.0).height_m == 1.0
+
+
 def test_patient_limits_inclusive_and_sex_normalised() -> None:
     p = PatientInfo(height_m=1.0, weight_kg=400.0, sex=" f ")
     assert p.sex == "F" and p.bmi == 400.0

@@ -20,12 +20,8 @@ from sarcoscope.conventions import Label
 from sarcoscope.export import report_schema, write_outputs
 from sarcoscope.export.report import build_report, metrics_csv
 from sarcoscope.export.writer import DICOM_RESULTS
-from sarcoscope.imaging.deidentify import (
-    DeidentificationError,
-    DeidentificationPolicy,
-    deidentify_dataset,
-    patient_key,
-)
+from sarcoscope.imaging.deidentify import DeidentificationError, DeidentificationPolicy, deidentify_dataset
+from sarcoscope.imaging.dicom_reader import patient_key
 
 
 @pytest.fixture

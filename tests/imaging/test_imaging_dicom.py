@@ -178,6 +178,39 @@ def test_several_series_pick_most_slices_or_requested(tmp_path: Path, volume_fac
     assert pydicom.dcmread(thin[0]).SeriesInstanceUID == infos[0].series_uid
 
 
+SEVERAL_PATIENTS = (
+    r"holds the CT series of 2 patients .*one analysis is one patient's: choose a series with --series UID "
+    r"\(`sarcoscope series` lists them with their patient\)"
+)
+
+
+def test_series_of_several_patients_are_not_picked_from(tmp_path: Path, volume_factory) -> None:
+    # the series with most slices was read, with a warning, whichever patient it belonged to
+    write_dicom_series(
+        volume_factory(nz=8), (1.0, 1.0, 1.0), tmp_path / "a", metadata=CTMetadata(patient_id="P1")
+    )
+    write_dicom_series(
+        volume_factory(nz=3), (3.0, 1.0, 1.0), tmp_path / "b", metadata=CTMetadata(patient_id="P2")
+    )
+    with pytest.raises(InputError, match=SEVERAL_PATIENTS):
+        read_ct(tmp_path)
+    infos = list_series(tmp_path)
+    assert [(i.patient_id, i.n_slices) for i in infos] == [("P1", 8), ("P2", 3)]
+    chosen = read_ct(tmp_path, series_uid=infos[1].series_uid)
+    assert (chosen.metadata.patient_id, chosen.n_slices) == ("P2", 3)
+    assert any("2 CT series found" in w for w in chosen.warnings)
+    # without PatientID, each study is a patient of its own: two studies are not taken for one patient
+    _edit_all(tmp_path / "a", lambda ds: delattr(ds, "PatientID"))
+    _edit_all(tmp_path / "b", lambda ds: delattr(ds, "PatientID"))
+    with pytest.raises(InputError, match=SEVERAL_PATIENTS):
+        read_ct(tmp_path)
+    # two studies of one patient: one is picked, as before, with the warning naming --series
+    _edit_all(tmp_path / "a", lambda ds: setattr(ds, "PatientID", "P1"))
+    _edit_all(tmp_path / "b", lambda ds: setattr(ds, "PatientID", "P1"))
+    vol = read_ct(tmp_path)
+    assert vol.n_slices == 8 and any("choose one with --series" in w for w in vol.warnings)
+
+
 def test_sagittal_series_read_with_note(tmp_path: Path, volume_hu: np.ndarray) -> None:
     sag = np.column_stack([[0.0, 1, 0], [0.0, 0, -1], [-1.0, 0, 0]])
     write_dicom_series(volume_hu, (1.0, 1.0, 1.0), tmp_path, direction=sag)

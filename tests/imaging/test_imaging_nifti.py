@@ -104,3 +104,34 @@ def test_bad_nifti(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.int16), np.eye(4)), tmp_path / "4d.nii")
     with pytest.raises(InputError, match="4D"):
         read_ct(tmp_path / "4d.nii")
+
+
+def _zero_voxel_sizes(path: Path, qform_only: bool) -> Path:
+    """_ras_reference as an uncompressed NIfTI whose header stores pixdim[1..3] as 0 (nibabel sets them to 1
+    as it loads the header, and would not write them)."""
+    img = nib.Nifti1Image(_ras_reference(), np.diag([*ZOOMS, 1.0]))
+    if qform_only:
+        img.set_qform(img.affine, code=1)
+        img.set_sform(None, code=0)
+    nib.save(img, path)
+    data = bytearray(path.read_bytes())
+    data[80:92] = bytes(12)  # pixdim[1], [2], [3]: float32 at byte 76 + 4 i
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_nibabels_header_fixes_are_warnings_or_refusals_not_stray_lines(tmp_path: Path, capfd) -> None:
+    """nibabel printed "pixdim[1,2,3] should be non-zero; setting 0 dims to 1" to stderr itself; with a
+    qform, which pixdim scales, the CT was then measured with 1 mm pixels."""
+    vol = read_ct(_zero_voxel_sizes(tmp_path / "sform.nii", qform_only=False))  # the sform sets the size
+    assert vol.spacing == pytest.approx((2.5, 0.9, 0.8))
+    assert "sform.nii: nibabel fixed its header: pixdim[1,2,3] should be non-zero; setting 0 dims to 1" in (
+        vol.warnings
+    )
+    with pytest.raises(InputError) as refused:
+        read_ct(_zero_voxel_sizes(tmp_path / "qform.nii", qform_only=True))
+    assert str(refused.value) == (
+        f"{tmp_path / 'qform.nii'} has voxel sizes (pixdim) of 0, and its spatial transform (qform) is "
+        "scaled by them: the pixel size is unknown"
+    )
+    assert capfd.readouterr() == ("", "")

@@ -28,6 +28,7 @@ from sarcoscope.segmentation.quality import (
     image_warnings,
     network_signals,
     noise_warning,
+    score_text,
     segment_with_quality,
 )
 from sarcoscope.segmentation.threshold import ThresholdEngine
@@ -101,6 +102,31 @@ def test_the_worst_signal_sets_the_score_and_names_itself() -> None:
     assert block["signals_used"] == ["expected_muscle_dice", "engine_muscle_dice", "engine_muscle_area_diff"]
     assert QualityAssessment([SliceQuality({})]).score is None
     assert QualityAssessment([SliceQuality({"engine_muscle_dice": 0.95})]).warning([3]) is None
+
+
+def test_a_score_near_the_threshold_is_printed_on_its_side_of_it() -> None:
+    """A flagged 0.4996 was printed "0.50" beside "below 0.5"; the flag is the reported value's."""
+    assessment = QualityAssessment(
+        [SliceQuality({"engine_muscle_area_diff": diff}) for diff in (0.10008, 0.1006, 0.102, 0.1000009)]
+    )
+    assert [s.score for s in assessment.slices] == [0.4996, 0.497, 0.49, 0.5]
+    assert [s.flagged for s in assessment.slices] == [True, True, True, False]
+    assert assessment.warning([7, 8, 9, 10]) == (
+        "Segmentation quality below 0.5 (review the segmentation before using the numbers): "
+        "slice 7: 0.4996 (engine_muscle_area_diff 0.100); slice 8: 0.497 (engine_muscle_area_diff 0.101); "
+        "slice 9: 0.49 (engine_muscle_area_diff 0.102)."
+    )
+    assert [score_text(v) for v in (0.4996, 0.497, 0.495, 0.4949, 0.5, 0.504, 0.505, 0.2, 0.0)] == [
+        "0.4996",
+        "0.497",
+        "0.495",
+        "0.49",
+        "0.50",
+        "0.50",
+        "0.51",
+        "0.20",
+        "0.00",
+    ]
 
 
 def test_no_second_engine_leaves_its_signals_out_with_the_reason() -> None:

@@ -17,7 +17,13 @@ from sarcoscope.errors import InputError, SegmentationError  # noqa: E402
 from sarcoscope.segmentation import get_engine  # noqa: E402
 from sarcoscope.segmentation.unet import InputSpec, UNetEngine  # noqa: E402
 from sarcoscope.training import load_config, train, train_or_resume  # noqa: E402
-from sarcoscope.training.data import find_pairs, load_folder, read_labels, split_by_patient  # noqa: E402
+from sarcoscope.training.data import (  # noqa: E402
+    find_pairs,
+    load_folder,
+    read_image,
+    read_labels,
+    split_by_patient,
+)
 from sarcoscope.training.export import export_onnx, load_onnx_weights, onnx_max_difference  # noqa: E402
 from sarcoscope.training.trainer import build_loss, build_network  # noqa: E402
 
@@ -115,6 +121,9 @@ def test_dataset_pairs_by_stem_or_suffix_and_maps_labels(tmp_path: Path) -> None
     (data / "images" / "L3_case0.json").unlink()
     with pytest.raises(InputError, match="sidecar"):
         load_folder(data, tiny_config(data, tmp_path / "o"), InputSpec())
+    (tmp_path / "text.npy").write_text("not an array")  # was numpy's ValueError: an internal error
+    with pytest.raises(InputError, match=r"text\.npy is not a NumPy array file"):
+        read_image(tmp_path / "text.npy")
     # TotalSegmentator tissue ids (1 SAT, 2 torso fat, 3 muscle) through the built-in mapping
     np.save(tmp_path / "ts.npy", np.array([[0, 1, 2, 3]], np.uint8))
     mapped = read_labels(tmp_path / "ts.npy", "totalsegmentator-tissue-types")

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 from validation_synth import make_slice
 
+from sarcoscope.cli import app
 from sarcoscope.errors import ValidationInputError
 from sarcoscope.validation import run_validation
 
@@ -44,6 +46,30 @@ def test_side_files_that_are_not_utf8_name_the_file_and_line(tmp_path: Path, map
     bom.write_bytes(b"\xef\xbb\xbfcase_id,l3_slice,slice_spacing_mm\nc1,41,3\n")
     rep = run_validation(None, None, tmp_path / "out", ref_l3_csv=ok, pred_l3_csv=bom)
     assert rep.l3_summary is not None and rep.l3_summary["mean_abs_error_mm"] == 3.0
+
+
+def test_a_text_file_named_npy_and_a_sites_file_without_rows_say_so(tmp_path: Path, maps: tuple[Path, Path]):
+    """They were "contains pickled (object) data ... load it unsafely" and "needs a header"."""
+    pred, ref = maps
+    args = ["validate", "--pred", str(pred), "--ref", str(ref), "-o", str(tmp_path / "out")]
+    (pred / "c2_pred.npy").write_text("case,muscle\nc2,12\n")
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "10000"})
+    assert (result.exit_code, result.output) == (
+        1,
+        f"error: Case c2: {pred / 'c2_pred.npy'} is not a NumPy array file (a .npy file starts with "
+        "\\x93NUMPY).\n",
+    )
+    np.save(pred / "c2_pred.npy", make_slice())
+    sites = tmp_path / "sites.csv"
+    sites.write_text("case_id,site\n")
+    result = CliRunner().invoke(app, [*args, "--sites", str(sites)], env={"COLUMNS": "10000"})
+    assert (result.exit_code, result.output) == (1, f"error: Sites file {sites}: has a header but no rows.\n")
+    sites.write_text("case,centre\nc1,A\n")
+    with pytest.raises(
+        ValidationInputError, match=r"sites.csv: needs a header with the columns case_id and site"
+    ):
+        run_validation(pred, ref, tmp_path / "out", sites_csv=sites)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

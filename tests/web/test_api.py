@@ -284,6 +284,9 @@ def test_patient_facts_drive_smi(client: TestClient, series: list[Path]) -> None
     area = analysis["average"]["tissues"]["muscle"]["area_cm2"]
     assert analysis["assessment"]["smi"]["value"] == pytest.approx(area / 1.7**2)
     assert client.put(f"/api/studies/{sid}/patient", json={"height_cm": 1.7}).status_code == 422
+    # what the analysis refuses is refused when saved (60 cm and 10 kg were saved, then failed the analysis)
+    assert client.put(f"/api/studies/{sid}/patient", json={"height_cm": 60}).status_code == 422
+    assert client.put(f"/api/studies/{sid}/patient", json={"weight_kg": 10}).status_code == 422
     assert client.put(f"/api/studies/{sid}/patient", json={"sex": "X"}).status_code == 422
     r = client.put(f"/api/studies/{sid}/patient", json={"cutoff_set": "made-up"})
     assert r.status_code == 422 and "Unknown cutoff set" in r.json()["detail"]

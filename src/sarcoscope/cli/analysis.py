@@ -41,6 +41,7 @@ from sarcoscope.segmentation.base import DEFAULT_ENGINE
 def _print_summary(result: Any) -> None:
     from sarcoscope.composition import TissueStats
     from sarcoscope.composition.assessment import reason_parts
+    from sarcoscope.segmentation.quality import score_text
 
     sel = result.selection
     how = f"{sel.mode} ({sel.method})"
@@ -94,7 +95,9 @@ def _print_summary(result: Any) -> None:
     q = result.quality
     if q is not None and q.score is not None:
         verdict = "[bold red]review the segmentation[/]" if q.flagged else "ok"
-        console.print(f"Segmentation quality: [bold]{q.score:.2f}[/] ({verdict}; {', '.join(q.used)})")
+        console.print(
+            f"Segmentation quality: [bold]{score_text(q.score)}[/] ({verdict}; {', '.join(q.used)})"
+        )
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {esc(w)}")
     if result.outputs:
@@ -137,7 +140,9 @@ def analyze(
     series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to analyse.")] = None,
     pixel_spacing: PixelSpacingOption = None,
     engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = DEFAULT_ENGINE,
-    height_cm: Annotated[float | None, typer.Option("--height-cm", help="Patient height (for SMI).")] = None,
+    height_cm: Annotated[
+        float | None, typer.Option("--height-cm", help="Patient height in centimetres (for SMI).")
+    ] = None,
     weight_kg: Annotated[float | None, typer.Option("--weight-kg", help="Patient weight (for BMI).")] = None,
     sex: Annotated[Sex | None, typer.Option("--sex", help="Patient sex (for cutoffs).")] = None,
     cutoffs: Annotated[
@@ -334,12 +339,23 @@ def series(
     from sarcoscope.imaging import list_series
 
     def body() -> None:
-        table = Table(title=f"Series in {ct_path} (the first is analysed by default)")
-        for col in ("SeriesInstanceUID", "description", "modality", "orientation", "slices", "note"):
-            table.add_column(col)
+        table = Table(
+            title=f"Series in {ct_path} (the first is analysed by default when all are one patient's)"
+        )
+        for col in (
+            "SeriesInstanceUID",
+            "patient",
+            "description",
+            "modality",
+            "orientation",
+            "slices",
+            "note",
+        ):
+            table.add_column(col, overflow="fold")  # a UID cut short cannot be given to --series
         for s in list_series(ct_path):
             table.add_row(
                 s.series_uid,
+                esc(s.patient_id),
                 esc(s.description or ""),
                 s.modality or "",
                 s.orientation or "",

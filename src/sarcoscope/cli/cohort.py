@@ -23,7 +23,7 @@ from sarcoscope.cli.common import (
     run,
 )
 from sarcoscope.errors import SarcoscopeError
-from sarcoscope.fileio import check_output_folder
+from sarcoscope.fileio import check_output_folder, check_outside_input
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 
@@ -106,11 +106,7 @@ def batch(
                 )
             cases = read_manifest(Path(cohort))
         else:
-            if out.resolve().is_relative_to(Path(cohort).resolve()):
-                raise SarcoscopeError(
-                    f"The output folder {out} is inside the cohort folder {cohort}: a later run would take "
-                    "it for a study. Choose a folder outside it."
-                )
+            check_outside_input(out, Path(cohort), "cohort folder")
             cases = discover_cases(Path(cohort))
         policy = deid_policy(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in

@@ -43,6 +43,21 @@ def _check_range(name: str, value: float | None, lo: float, hi: float, unit: str
         )
 
 
+def height_m_from_cm(height_cm: float | None) -> float | None:
+    """A height the user gave in centimetres (--height-cm, a manifest's height_cm) in metres, refused outside
+    HEIGHT_RANGE_M in the user's unit: a height in metres (1.75) said "0.0175 m is outside 1-2.5 m"."""
+    if height_cm is None:
+        return None
+    lo, hi = (100 * v for v in HEIGHT_RANGE_M)
+    if not math.isfinite(height_cm) or not lo <= height_cm <= hi:
+        metres = HEIGHT_RANGE_M[0] <= height_cm <= HEIGHT_RANGE_M[1]
+        raise CompositionError(
+            f"Height {height_cm:g} cm is outside the plausible range {lo:g}-{hi:g} cm; the height is in "
+            f"centimetres{f' ({height_cm:g} m is {100 * height_cm:g} cm)' if metres else ''}."
+        )
+    return height_cm / 100.0
+
+
 def _normalize_sex(sex: str | None) -> str | None:
     if sex is None:
         return None
@@ -102,7 +117,7 @@ class PatientInfo:
         reasons: dict[str, str] = {}
         values: dict[str, Any] = {}
         user = {
-            "height_m": None if height_cm is None else height_cm / 100.0,
+            "height_m": height_m_from_cm(height_cm),
             "weight_kg": weight_kg,
             "sex": sex,
             "age_years": age_years,

@@ -26,7 +26,8 @@ import numpy as np
 
 from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, message_scrubber, patient_key
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, message_scrubber
+from sarcoscope.imaging.dicom_reader import patient_key
 
 if TYPE_CHECKING:
     from sarcoscope.composition import SliceComposition
@@ -249,7 +250,7 @@ def _metrics_row(
         q = comp.ratios[name]
         row[name] = "" if q.value is None else round(q.value, 6)
     score, flagged = quality if quality is not None else (None, False)
-    row["quality"] = "" if score is None else round(score, 4)
+    row["quality"] = "" if score is None else score
     row["quality_flag"] = "" if score is None else ("review" if flagged else "ok")
     return row
 

@@ -59,6 +59,7 @@ from dicomanonymizer.simpledicomanonymizer import replace_element
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.pixels.utils import get_expected_length
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.tag import BaseTag, Tag
@@ -72,7 +73,9 @@ from pydicom.uid import (
 
 from sarcoscope import __version__
 from sarcoscope.errors import InputError, OutputError
-from sarcoscope.imaging.dicom_reader import _iter_files, _read_header
+from sarcoscope.fileio import check_outside_input
+from sarcoscope.imaging.dicom_pixels import _transfer_syntax
+from sarcoscope.imaging.dicom_reader import _iter_files, _read_header, patient_key
 from sarcoscope.imaging.read import _existing, _extracted
 from sarcoscope.secret import MIN_SECRET_BYTES, load_or_create_secret
 
@@ -272,16 +275,6 @@ def load_policy(
         keep_patient_characteristics=keep_patient_characteristics,
         accept_burned_in=accept_burned_in,
     )
-
-
-def patient_key(patient_id: str | None, study_uid: str | None) -> str | None:
-    """What identifies the patient for pseudonyms and date offsets: PatientID; without one, the study
-    (each such study then gets its own pseudonym: no patient is merged with another); None without both."""
-    if patient_id and patient_id.strip():
-        return patient_id.strip()
-    if study_uid and study_uid.strip():
-        return f"study:{study_uid.strip()}"
-    return None
 
 
 def burned_in_problem(ds: Dataset) -> str | None:
@@ -616,6 +609,7 @@ def deidentify_tree(
     """
     src = _existing(src)
     out_dir = Path(out_dir)
+    check_outside_input(out_dir, src)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise OutputError(f"Output folder {out_dir} exists and is not empty; give a new or empty folder.")
     if src.is_file() and src.suffix.lower() == ".zip":
@@ -660,6 +654,29 @@ def _deidentify_files(
     return summary
 
 
+def _pixel_data_damage(ds: Dataset) -> str | None:
+    """Why an image's pixel data is not whole (missing, or shorter than its header says: a file cut short),
+    or None. Its bytes are copied as they are, so a broken image would pass for a whole one. A cut
+    compressed image has no end of its fragments and is refused when parsed (_read_header)."""
+    if "Rows" not in ds or "Columns" not in ds or "PixelDataProviderURL" in ds:
+        return None  # not an image, or its pixels are elsewhere
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        return "an image header (Rows, Columns) without pixel data"
+    if "PixelData" not in ds or _transfer_syntax(ds).is_compressed:
+        return None
+    try:
+        expected = int(get_expected_length(ds, "bytes"))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None  # a header that does not say how long its pixels are: nothing to compare with
+    found = len(ds.PixelData or b"")
+    if found < expected:
+        return (
+            f"{found} bytes of pixel data where its Rows, Columns, frames, samples and bits need {expected} "
+            "(truncated)"
+        )
+    return None
+
+
 def _deidentify_one(
     path: Path, policy: DeidentificationPolicy, tmp: Path, summary: DeidentifySummary, *, single: bool
 ) -> None:
@@ -667,6 +684,12 @@ def _deidentify_one(
     if ds is None:
         summary.non_dicom += 1
         return
+    damage = _pixel_data_damage(ds)
+    if damage is not None:
+        raise InputError(
+            f"damaged DICOM file {path}: {damage}; nothing was written (the copy would not be complete): "
+            "replace or remove the file, then run again"
+        )
     problem = burned_in_problem(ds)
     if problem is not None and not policy.accept_burned_in and not single:
         summary.burned_in_refused.append(f"{path.name} ({problem})")

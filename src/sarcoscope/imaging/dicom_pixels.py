@@ -60,12 +60,27 @@ def float_list(ds: Dataset, keyword: str) -> list[float] | None:
         return None
 
 
-def _rescale_of(ds: Dataset) -> tuple[float, float, bool]:
+def _rescale_value(f: DicomFile, keyword: str) -> float | None:
+    """The first value of RescaleSlope or RescaleIntercept; None when the file has no such attribute. One
+    that is there but empty or not a number is refused: read as the default (1 or 0), HU would be wrong."""
+    if keyword not in f.ds:
+        return None
+    values = float_list(f.ds, keyword)
+    if not values:
+        text = raw_text(f.ds, keyword)
+        raise InputError(
+            f"{f.path} has {'an empty ' + keyword if text is None else f'{keyword} {text!r}, not a number'}; "
+            "the stored values cannot be turned into Hounsfield units"
+        )
+    return values[0]
+
+
+def _rescale_of(f: DicomFile) -> tuple[float, float, bool]:
     """(slope, intercept, present) of one image."""
-    slope, intercept = float_list(ds, "RescaleSlope"), float_list(ds, "RescaleIntercept")
+    slope, intercept = _rescale_value(f, "RescaleSlope"), _rescale_value(f, "RescaleIntercept")
     if slope is None and intercept is None:
         return 1.0, 0.0, False
-    return (slope or [1.0])[0], (intercept or [0.0])[0], True
+    return 1.0 if slope is None else slope, 0.0 if intercept is None else intercept, True
 
 
 def _transfer_syntax(ds: Dataset) -> UID:
@@ -148,7 +163,7 @@ def to_hu(files: list[DicomFile], warnings: list[str]) -> np.ndarray:
     """Decode every image once into a preallocated (z, y, x) array and rescale it to HU in place."""
     first = files[0].ds
     rows, cols = int(first.Rows), int(first.Columns)
-    rescales = [_rescale_of(f.ds) for f in files]
+    rescales = [_rescale_of(f) for f in files]
     present = [p for _, _, p in rescales]
     if not all(present) and any(present):
         raise InputError(f"some images of the series in {files[0].path.parent} lack RescaleSlope/Intercept")

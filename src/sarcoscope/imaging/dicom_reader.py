@@ -49,6 +49,18 @@ class SeriesInfo:
     rows: int | None = None
     columns: int | None = None
     note: str = ""  # what is special about it (not axial, NIfTI...)
+    patient_id: str = ""  # to tell apart the series of several patients in one folder
+
+
+def patient_key(patient_id: str | None, study_uid: str | None) -> str | None:
+    """What identifies the patient (for pseudonyms, date offsets, and telling the patients of one folder
+    apart): PatientID; without one, the study (each such study then counts as a patient of its own: no
+    patient is merged with another); None without both."""
+    if patient_id and patient_id.strip():
+        return patient_id.strip()
+    if study_uid and study_uid.strip():
+        return f"study:{study_uid.strip()}"
+    return None
 
 
 def _is_dicom_candidate(path: Path) -> bool:
@@ -151,6 +163,10 @@ class _Series:
     def description(self) -> str:
         return str(self.first.get("SeriesDescription", "") or "")
 
+    @property
+    def patient(self) -> str | None:
+        return patient_key(raw_text(self.first, "PatientID"), raw_text(self.first, "StudyInstanceUID"))
+
 
 class _Scan:
     """All files under a path, classified; candidate CT images grouped by series."""
@@ -217,6 +233,7 @@ class _Scan:
                     columns=int(s.first.Columns),
                     note=("multi-frame (enhanced) CT; " if s.multiframe else "")
                     + ("" if s.orientation == "axial" else "not axial: L3 analysis needs an axial series"),
+                    patient_id=raw_text(s.first, "PatientID") or "",
                 )
             )
         return sorted(infos, key=lambda i: (i.orientation != "axial", -i.n_slices, i.series_uid))
@@ -258,6 +275,7 @@ def read_dicom(
             raise InputError(f"series {series_uid} not found in {root}; CT series there: {listed}")
         chosen = series_uid
     else:
+        _refuse_several_patients(scan)
         chosen = infos[0].series_uid
     for path, reason, uid in scan.damaged:
         if uid is None or uid == chosen:
@@ -291,6 +309,19 @@ def read_dicom(
                 if isinstance(elem, RawDataElement) and elem.value is None:
                     header[tag]  # reads the deferred value now
     return volume
+
+
+def _refuse_several_patients(scan: _Scan) -> None:
+    """Refuse to pick a series among several patients' (a folder of mixed exports): the one picked, by
+    slice count, could be the wrong patient's, and its report would name that patient as if asked for."""
+    patients = {s.patient for s in scan.series.values()} - {None}
+    if len(patients) > 1:
+        raise InputError(
+            f"{scan.root} holds the CT series of {len(patients)} patients (different PatientID, or different "
+            "studies without one); one analysis is one patient's: choose a series with --series UID "
+            "(`sarcoscope series` lists them with their patient), or give each patient's images a folder of "
+            "their own."
+        )
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from contextvars import ContextVar
 from pathlib import Path
 
 import nibabel as nib
@@ -11,6 +13,29 @@ from sarcoscope.errors import InputError
 from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume, check_hounsfield, index_ranges
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: What nibabel says when it sets zero voxel sizes to 1 mm as it loads a header.
+_ZERO_PIXDIM = "pixdim[1,2,3] should be non-zero"
+
+logger = logging.getLogger(__name__)
+#: The header fixes nibabel reports while the file being loaded here is read (None: no file is).
+_header_fixes: ContextVar[list[str] | None] = ContextVar("nibabel_header_fixes", default=None)
+
+
+class _HeaderFixes(logging.Handler):
+    """nibabel reports the header values it fixes ("pixdim[1,2,3] should be non-zero; setting 0 dims to 1")
+    through a stderr handler of its own: a stray line beside our one message. This handler replaces it: a
+    fix becomes a warning (or the refusal) of the file being loaded, anything else goes to our log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fixes = _header_fixes.get()
+        if fixes is None:
+            logger.log(record.levelno, "nibabel: %s", record.getMessage())
+        else:
+            fixes.append(record.getMessage())
+
+
+nib.imageglobals.logger.handlers[:] = [_HeaderFixes()]
+nib.imageglobals.logger.propagate = False  # said once, by the handler
 
 
 def is_nifti(path: Path) -> bool:
@@ -35,16 +60,47 @@ def ras_to_layout(data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(data[::-1, ::-1, ...].transpose(2, 1, 0))
 
 
+def _load(path: Path, warnings: list[str]) -> nib.Nifti1Image:
+    """nib.load, with the header values nibabel fixed in `warnings`; refuses a transform that cannot place
+    the voxels: one that is not finite (nibabel's reorientation failed with "SVD did not converge"), or a
+    qform scaled by zero voxel sizes, which nibabel sets to 1 mm (a guessed pixel size)."""
+    fixes: list[str] = []
+    token = _header_fixes.set(fixes)
+    try:
+        img = nib.load(str(path))
+    finally:
+        _header_fixes.reset(token)
+    warnings.extend(f"{path.name}: nibabel fixed its header: {fix}" for fix in fixes)
+    header = img.header
+    sform, qform = int(header.get("sform_code", 0)), int(header.get("qform_code", 0))
+    if sform == 0 and qform > 0 and any(_ZERO_PIXDIM in fix for fix in fixes):
+        raise InputError(
+            f"{path} has voxel sizes (pixdim) of 0, and its spatial transform (qform) is scaled by them: the "
+            "pixel size is unknown"
+        )
+    if (sform > 0 or qform > 0) and not np.all(np.isfinite(img.affine)):
+        raise InputError(
+            f"{path} has a spatial transform with values that are not numbers (NaN or infinite): its voxels "
+            "cannot be placed or measured"
+        )
+    return img
+
+
 def read_nifti_array(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
     """A 2-D or 3-D NIfTI file's values in the CTVolume layout (z, y, x), and its (y, x) pixel spacing in mm.
 
     For label maps and training images: they need the pixel grid, not the geometry `read_nifti` records.
     """
+    notes: list[str] = []
     try:
-        img = nib.as_closest_canonical(nib.load(str(path)))  # axes point to R, A, S
+        img = nib.as_closest_canonical(_load(path, notes))  # axes point to R, A, S
         data = np.asarray(img.dataobj)
+    except InputError:
+        raise
     except Exception as exc:  # nibabel and gzip raise many types for broken files
         raise InputError(f"Cannot read NIfTI file {path}: {exc}") from None
+    for note in notes:
+        logger.warning("%s", note)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 2:
@@ -99,7 +155,7 @@ def read_nifti(path: Path, pixel_spacing: tuple[float, float] | None = None) -> 
     """
     warnings: list[str] = []
     try:
-        img = _without_transform(nib.load(str(path)), path, pixel_spacing, warnings)
+        img = _without_transform(_load(path, warnings), path, pixel_spacing, warnings)
         if len(img.shape) == 4 and img.shape[3] == 1:
             img = img.slicer[..., 0]
         if len(img.shape) == 2:

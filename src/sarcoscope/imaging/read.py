@@ -67,6 +67,8 @@ def read_ct(
             f"{p} is DICOM, which defines its own pixel spacing; --pixel-spacing is only for NIfTI files "
             "without a spatial transform"
         )
+    if series_uid is not None and volume.source_kind == "nifti":  # it would be ignored: not what was asked
+        raise InputError(f"{p} is NIfTI, which holds one series; --series is only for DICOM input")
     check_pixel_spacing(volume.pixel_spacing, str(p))
     return volume
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,18 @@ def engine_signals(labels: np.ndarray, other: np.ndarray) -> dict[str, float]:
     }
 
 
+def score_text(score: float) -> str:
+    """A score as printed: two decimals, or three or four where fewer would round it (half up, as a reader
+    does) across REVIEW_THRESHOLD: a flagged 0.495 is not "0.50" beside "below 0.5". Scores have 4 decimals,
+    which always show it."""
+    exact, threshold = Decimal(f"{score:.4f}"), Decimal(str(REVIEW_THRESHOLD))
+    for digits in (2, 3):
+        shown = exact.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP)
+        if (shown < threshold) == (exact < threshold):
+            return str(shown)
+    return str(exact)
+
+
 @dataclass(frozen=True)
 class SliceQuality:
     """The quality of one analysed slice: its signals, their 0..1 scores and the overall score."""
@@ -128,9 +141,10 @@ class SliceQuality:
 
     @property
     def score(self) -> float | None:
-        """The worst signal's score; None when no signal could be computed."""
+        """The worst signal's score, to the report's 4 decimals (the flag is the reported value's); None when
+        no signal could be computed."""
         scores = self.signal_scores
-        return min(scores.values()) if scores else None
+        return round(min(scores.values()), 4) if scores else None
 
     @property
     def limiting(self) -> str | None:
@@ -144,9 +158,8 @@ class SliceQuality:
         return score is not None and score < REVIEW_THRESHOLD
 
     def as_dict(self) -> dict[str, Any]:
-        score = self.score
         return {
-            "score": None if score is None else round(score, 4),
+            "score": self.score,
             "flagged": self.flagged,
             "limiting_signal": self.limiting,
             "signals": {k: round(v, 5) for k, v in self.signals.items()},
@@ -184,7 +197,7 @@ class QualityAssessment:
         if not flagged:
             return None
         parts = [
-            f"slice {i}: {s.score:.2f} ({s.limiting} {s.signals[s.limiting or '']:.3f})"
+            f"slice {i}: {score_text(s.score)} ({s.limiting} {s.signals[s.limiting or '']:.3f})"
             for i, s in flagged
             if s.score is not None
         ]
@@ -194,12 +207,11 @@ class QualityAssessment:
         )
 
     def as_dict(self, indices: Sequence[int]) -> dict[str, Any]:
-        score = self.score
         return {
             "status": "computed",
             "version": QUALITY_VERSION,
             "threshold": REVIEW_THRESHOLD,
-            "score": None if score is None else round(score, 4),
+            "score": self.score,
             "flagged": self.flagged,
             "signals_used": self.used,
             "unavailable": dict(self.unavailable),

@@ -34,12 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.deidentify import (
-    PSEUDONYM_PREFIX,
-    DeidentificationPolicy,
-    load_secret,
-    patient_key,
-)
+from sarcoscope.fileio import read_npy
+from sarcoscope.imaging.deidentify import PSEUDONYM_PREFIX, DeidentificationPolicy, load_secret
+from sarcoscope.imaging.dicom_reader import patient_key
 from sarcoscope.imaging.labelmaps import (
     LABEL_EXTENSIONS,
     LabelGrid,
@@ -132,7 +129,7 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]
         hu, spacing = read_nifti_array(path)
         return hu.astype(np.float32), spacing, None
     if name.endswith(".npy"):
-        hu = np.load(path).astype(np.float32)
+        hu = read_npy(path, InputError).astype(np.float32)
         sidecar = path.with_suffix(".json")
         try:
             info = json.loads(sidecar.read_text(encoding="utf-8"))

@@ -9,16 +9,16 @@ from sarcoscope.errors import ValidationInputError
 from sarcoscope.fileio import read_csv
 
 
-def read_csv_rows(path: Path, what: str) -> list[dict[str, str]]:
-    """The rows of a UTF-8 CSV side file, as dicts by header; unreadable input is a ValidationInputError."""
-    return read_csv(path, what, ValidationInputError)[1]
-
-
 def read_table(path: Path, required: Sequence[str], what: str) -> list[dict[str, str]]:
-    """Rows of a CSV file that must have the `required` columns (`what` names the file in messages)."""
-    rows = read_csv_rows(path, what)
-    if not rows or not set(required) <= set(rows[0]):
-        raise ValidationInputError(f"{what} file {path}: needs a header with columns {', '.join(required)}.")
+    """The rows of a CSV file with the `required` columns and at least one row (`what` names the file)."""
+    header, rows = read_csv(path, what, ValidationInputError)
+    if not set(required) <= set(header):
+        raise ValidationInputError(
+            f"{what} file {path}: needs a header with the column{'s' * (len(required) > 1)} "
+            f"{' and '.join(required)}."
+        )
+    if not rows:
+        raise ValidationInputError(f"{what} file {path}: has a header but no rows.")
     return rows
 
 

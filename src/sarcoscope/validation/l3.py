@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from sarcoscope.errors import ValidationInputError
-from sarcoscope.validation.inputs import read_csv_rows
+from sarcoscope.validation.inputs import read_table
 from sarcoscope.validation.io import match_cases
 
 WITHIN_MM: tuple[float, ...] = (5.0, 10.0)
@@ -61,9 +61,7 @@ def read_l3_csv(path: Path, *, allow_missing: bool = False) -> dict[str, L3Row]:
     would crash the comparison or silently count a found case as a miss.
     """
     path = Path(path)
-    rows = read_csv_rows(path, "L3")
-    if not rows or not {"case_id", "l3_slice"} <= set(rows[0]):
-        raise ValidationInputError(f"{path}: needs a header with columns case_id and l3_slice.")
+    rows = read_table(path, ("case_id", "l3_slice"), "L3")
     out: dict[str, L3Row] = {}
     for i, row in enumerate(rows, start=2):
         where = f"{path} line {i}"

@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from sarcoscope import __version__
+from sarcoscope.composition.assessment import HEIGHT_RANGE_M, WEIGHT_RANGE_KG
 from sarcoscope.conventions import DEFAULT_HU_RANGES, LABEL_COLORS, TISSUE_TITLES, TISSUES
 from sarcoscope.errors import InputError
 from sarcoscope.segmentation.base import takes_model
@@ -89,8 +90,9 @@ class RestoreIn(Body):
 
 
 class PatientFacts(Body):
-    height_cm: float | None = Field(default=None, gt=50, lt=260)
-    weight_kg: float | None = Field(default=None, gt=2, lt=500)
+    #: the analysis's bounds (composition.assessment), so that no saved value is refused when analysed
+    height_cm: float | None = Field(default=None, ge=100 * HEIGHT_RANGE_M[0], le=100 * HEIGHT_RANGE_M[1])
+    weight_kg: float | None = Field(default=None, ge=WEIGHT_RANGE_KG[0], le=WEIGHT_RANGE_KG[1])
     sex: Literal["M", "F"] | None = None
     cutoff_set: str | None = Field(default=None, max_length=64)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sarcoscope.errors import InputError, LabelMapError
+from sarcoscope.fileio import read_npy
 from sarcoscope.imaging.labelmaps.grid import LabelGrid, fit_to_grid
 from sarcoscope.imaging.labelmaps.mappings import PROJECT_MAPPING, LabelMapping
 from sarcoscope.imaging.labelmaps.png import is_tissue_png_folder, read_png, read_tissue_pngs
@@ -71,10 +72,7 @@ def read_label_map(
         except InputError as exc:
             raise LabelMapError(str(exc)) from None
     elif kind == ".npy":
-        try:
-            raw = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise LabelMapError(f"Cannot read {path}: {exc}") from None
+        raw = read_npy(path, LabelMapError)
     elif kind == ".png":
         raw = read_png(path)
     else:
