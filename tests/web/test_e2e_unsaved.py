@@ -22,13 +22,17 @@ pytestmark = pytest.mark.skipif(
 
 
 @contextmanager
-def _label_view(tmp_path: Path, series: list[Path]) -> Iterator[tuple[Any, Any, str, str]]:
-    """(the app, a page on the label view of a segmented study, the server URL, the study id)."""
+def _label_view(
+    tmp_path: Path, series: list[Path], selection: dict[str, Any] | None = None
+) -> Iterator[tuple[Any, Any, str, str]]:
+    """(the app, a page on the label view of a study segmented at `selection` (default: slice 5), the
+    server URL, the study id)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
     app = create_app(WebSettings(data_dir=tmp_path / "data", default_engine="threshold", prerender=False))
     with _running(app.state.ctx.settings, app) as url:
         sid = httpx.post(f"{url}/api/studies", files=multipart(series), timeout=60).json()["id"]
-        httpx.put(f"{url}/api/studies/{sid}/selection", json={"mode": "slice", "first": 5}).raise_for_status()
+        selection = selection or {"mode": "slice", "first": 5}
+        httpx.put(f"{url}/api/studies/{sid}/selection", json=selection).raise_for_status()
         httpx.post(
             f"{url}/api/studies/{sid}/segment", json={"engine": "threshold"}, timeout=60
         ).raise_for_status()
@@ -99,3 +103,18 @@ def test_segmenting_asks_before_it_discards_an_unsaved_edit(tmp_path: Path, seri
         page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
         assert page.locator("#save-labels").inner_text() == "Save *"
         assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+
+
+def test_discarded_edits_do_not_come_back(tmp_path: Path, series: list[Path]) -> None:
+    """Leaving the study and confirming "Discard" kept the strokes in memory: opening the study again
+    showed them under "Save *" (Save did nothing), and the next stroke made them savable."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        page.on("dialog", lambda d: d.accept())
+        _stroke(page, 0.06, 0.08)
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+        page.click("#nav-studies")
+        page.wait_for_selector("#study-rows tr")
+        page.goto(f"{url}/#/study/{sid}/label")
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+        page.wait_for_function("document.getElementById('save-labels').textContent === 'Save'")
+        assert _overlay_pixel(page, 0.1, 0.08)[3] == 0  # air, as saved
