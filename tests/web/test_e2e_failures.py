@@ -8,11 +8,25 @@ from typing import Any
 
 import pytest
 from test_e2e import CHROMIUM, _wait_text
-from test_e2e_unsaved import _label_view
+from test_e2e_unsaved import _label_view, _stroke
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
 )
+
+
+def test_a_save_without_answer_says_so_and_keeps_the_edit(tmp_path: Path, series: list[Path]) -> None:
+    """The status line said only "Failed to fetch" (the browser's words)."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        _stroke(page, 0.06, 0.08)
+        page.route("**/labels?base_version=*", lambda route: route.abort())  # the server is down
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Not saved: The server did not answer")
+        assert "Your edit is still on screen" in page.locator("#study-message").inner_text()
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.unroute("**/labels?base_version=*")
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
 
 
 def _base_shows(page: Any, url: str) -> bool:

@@ -350,9 +350,9 @@ async function saveLabels() {
       : `Saved as version ${saved.version}.`);
     await refreshSide();
   } catch (err) {
-    message(err.message, true);
     if (err.status === 409) {
+      message(err.message, true); // the server's reason says "Not saved" and who saved what
       toast(`${err.message} Your unsaved edit is still on screen; reloading will discard it.`);
-    }
+    } else message(`Not saved: ${err.message} Your edit is still on screen: press Save again.`, true);
   } finally { updateButtons(); }
 }
