@@ -118,3 +118,44 @@ def test_discarded_edits_do_not_come_back(tmp_path: Path, series: list[Path]) ->
         page.wait_for_selector("#metrics tr[data-tissue=muscle]")
         page.wait_for_function("document.getElementById('save-labels').textContent === 'Save'")
         assert _overlay_pixel(page, 0.1, 0.08)[3] == 0  # air, as saved
+
+
+def test_segmenting_over_corrected_labels_asks_and_says_it_is_working(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """ "Segment selected" made the uncorrected segmentation the latest version without a word, and while it
+    ran the status line said "Saved selection: …"."""
+    with _label_view(tmp_path, series) as (app, page, url, sid):
+        dialogs: list[str] = []
+
+        def answer(dialog: Any) -> None:  # no the first time, yes the second
+            dialogs.append(dialog.message)
+            if len(dialogs) > 1:
+                dialog.accept()
+            else:
+                dialog.dismiss()
+
+        page.on("dialog", answer)
+        _stroke(page, 0.06, 0.08)
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.click("#tab-l3")
+        page.wait_for_selector("#segment:visible")
+        page.click("#segment")
+        page.wait_for_function("document.getElementById('segment').disabled === false")
+        assert "version 2) were made or corrected by hand" in dialogs[0]
+        assert len(httpx.get(f"{url}/api/studies/{sid}/versions").json()) == 2  # declined: nothing made
+        store = app.state.ctx.store
+        save = store.save_version
+
+        def slow_save(*args: Any, **kwargs: Any) -> Any:  # a U-Net on a large range takes a while
+            time.sleep(1.5)
+            return save(*args, **kwargs)
+
+        store.save_version = slow_save
+        page.click("#segment")
+        _wait_text(page, "study-message", "Segmenting slice 5…")
+        page.wait_for_url("**/label", timeout=30000)
+        store.save_version = save
+        assert len(dialogs) == 2
+        assert httpx.get(f"{url}/api/studies/{sid}/versions").json()[0]["source"] == "segment"
