@@ -170,3 +170,21 @@ def test_overlay_legend_gives_the_range_average_the_report_gives(
     muscle = result.average.tissues["muscle"].area_cm2
     assert muscle != result.slices[2].tissues["muscle"].area_cm2
     assert legend_labels(result)[0] == f"{TISSUE_TITLES['muscle']}: {muscle:.1f} cm²"
+
+
+def test_a_level_nobody_checked_is_said_to_be_unchecked(client: TestClient, series: list[Path]) -> None:
+    """Without a localization (not run, or failed: a short series, a single slice) the analysed slice was
+    shown as "Single L3 slice" with cutoffs and no caveat, though it may be anywhere (the real 20-slice
+    series: a liver-level slice)."""
+    sid = _segmented(client, series, {"mode": "slice", "first": 5})
+    unchecked = "The level was not checked: the automatic L3 localization"
+    warnings = client.get(f"/api/studies/{sid}/analysis").json()["warnings"]
+    assert warnings[0].startswith(f"{unchecked} was not run.") and "that slice 5 is at L3" in warnings[0]
+    assert "error" in client.post(f"/api/studies/{sid}/localize").json()["localization"]  # no spine to count
+    warnings = client.get(f"/api/studies/{sid}/analysis").json()["warnings"]
+    assert warnings[0].startswith(f"{unchecked} failed.")
+    assert f"{unchecked} failed." in client.get(f"/api/studies/{sid}/export/html").text
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    l3 = {"L3": {"first": 3, "last": 8, "center": 5, "complete": True}}
+    ctx.store.update_study(sid, "test", "localize", None, localization={"vertebrae": l3, "l3_mid": 5})
+    assert not any("level" in w for w in client.get(f"/api/studies/{sid}/analysis").json()["warnings"])

@@ -51,8 +51,16 @@ def level_of(loc: dict[str, Any] | None, index: int) -> str | None:
 
 
 def level_warning(loc: dict[str, Any] | None, indices: list[int]) -> str | None:
-    """A caveat when the localizer puts any analysed slice outside L3 (the cutoffs are L3 values)."""
-    if not (loc or {}).get("vertebrae"):
+    """A caveat when the localizer puts any analysed slice outside L3, or could not say (not run, or
+    failed: a short series, a single slice), as the cutoffs are L3 values."""
+    if not loc or "error" in loc:
+        slices = f"slice {indices[0]} is" if len(indices) == 1 else f"slices {indices[0]}–{indices[-1]} are"
+        return (
+            f"The level was not checked: the automatic L3 localization {'failed' if loc else 'was not run'}. "
+            "The sarcopenia and myosteatosis cutoffs were derived at L3: make sure that "
+            f"{slices} at L3 before using them."
+        )
+    if not loc.get("vertebrae"):
         return None
     outside = {i: level_of(loc, i) for i in indices}
     outside = {i: name for i, name in outside.items() if name != "L3"}
