@@ -188,3 +188,21 @@ def test_a_level_nobody_checked_is_said_to_be_unchecked(client: TestClient, seri
     l3 = {"L3": {"first": 3, "last": 8, "center": 5, "complete": True}}
     ctx.store.update_study(sid, "test", "localize", None, localization={"vertebrae": l3, "l3_mid": 5})
     assert not any("level" in w for w in client.get(f"/api/studies/{sid}/analysis").json()["warnings"])
+
+
+def test_the_report_names_dicom_facts_as_dicom_not_as_entered(client: TestClient, series: list[Path]) -> None:
+    """The upload copies the header's facts into the Patient card; the report called them "(user)", as if
+    someone had entered (and checked) them."""
+    sid = _segmented(client, series, {"mode": "slice", "first": 5})  # the series' header: sex F, no height
+
+    def sources() -> dict[str, str]:
+        report = client.get(f"/api/studies/{sid}/export/json").json()
+        return report["assessment"]["patient"]["sources"]
+
+    assert sources() == {"sex": "DICOM"}
+    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 172.0, "sex": "F"})
+    assert r.status_code == 200
+    assert sources() == {"height_m": "user", "sex": "DICOM"}
+    assert "sex F (DICOM) · height 172.0 cm (user)" in client.get(f"/api/studies/{sid}/export/html").text
+    client.put(f"/api/studies/{sid}/patient", json={"height_cm": 172.0, "sex": "M"})
+    assert sources() == {"height_m": "user", "sex": "user"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 import threading
 from collections import OrderedDict
@@ -83,6 +84,16 @@ _UNKNOWN = {
 }
 
 
+def _source(given: float | str | None, dicom: float | str | None) -> str | None:
+    """Where a patient fact came from, for the report. The upload copies the DICOM header's facts into the
+    study's (the Patient card shows them), so a fact equal to the header's is the header's, not the user's."""
+    if given is None:
+        return None if dicom is None else "DICOM"
+    if isinstance(given, str) or isinstance(dicom, str) or dicom is None:
+        return "DICOM" if given == dicom else "user"
+    return "DICOM" if math.isclose(given, dicom, rel_tol=1e-6) else "user"
+
+
 def _patient_info(study: Study, volume: CTVolume) -> Any:
     from sarcoscope.composition import PatientInfo
 
@@ -91,14 +102,12 @@ def _patient_info(study: Study, volume: CTVolume) -> Any:
     height_cm = p.get("height_cm")
     sources = {}
     for key, given, dicom in (
-        ("height_m", height_cm, md.patient_height_m),
+        ("height_m", height_cm, None if md.patient_height_m is None else md.patient_height_m * 100.0),
         ("weight_kg", p.get("weight_kg"), md.patient_weight_kg),
         ("sex", p.get("sex"), md.patient_sex),
     ):
-        if given is not None:
-            sources[key] = "user"
-        elif dicom is not None:
-            sources[key] = "DICOM"
+        if (source := _source(given, dicom)) is not None:
+            sources[key] = source
     return PatientInfo(
         height_m=height_cm / 100.0 if height_cm is not None else md.patient_height_m,
         weight_kg=p.get("weight_kg") if p.get("weight_kg") is not None else md.patient_weight_kg,
