@@ -7,9 +7,11 @@ import re
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pydicom
 from fastapi.testclient import TestClient
-from web_synth import multipart
+from web_synth import multipart, synthetic_hu, write_series
 
 from sarcoscope.conventions import TISSUE_TITLES
 from sarcoscope.export.overlay import legend_labels
@@ -206,3 +208,29 @@ def test_the_report_names_dicom_facts_as_dicom_not_as_entered(client: TestClient
     assert "sex F (DICOM) · height 172.0 cm (user)" in client.get(f"/api/studies/{sid}/export/html").text
     client.put(f"/api/studies/{sid}/patient", json={"height_cm": 172.0, "sex": "M"})
     assert sources() == {"height_m": "user", "sex": "user"}
+
+
+def test_upload_messages_name_no_cli_options(client: TestClient, tmp_path: Path) -> None:
+    """Two series in one zip: the warning said "choose one with --series, or series_uid= in Python"; a
+    NIfTI file without a spatial transform was refused with "--pixel-spacing ROW COL"."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, seed in (("a", 4), ("b", 5)):
+            for f in write_series(tmp_path / name, seed=seed):
+                zf.write(f, f"{name}/{f.name}")
+    r = client.post("/api/studies", files=[("files", ("two.zip", buffer.getvalue(), "application/zip"))])
+    assert r.status_code == 201, r.text
+    warning = next(w for w in r.json()["warnings"] if "2 CT series found" in w)
+    assert not has_cli_words(warning) and "upload its files alone" in warning
+    sid = r.json()["id"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
+    assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+    assert not [w for w in client.get(f"/api/studies/{sid}/analysis").json()["warnings"] if has_cli_words(w)]
+    image = nib.Nifti1Image(np.transpose(synthetic_hu(6), (2, 1, 0)), np.eye(4))
+    image.set_qform(None, code=0)
+    image.set_sform(None, code=0)
+    nib.save(image, tmp_path / "no-transform.nii.gz")
+    upload = ("no-transform.nii.gz", (tmp_path / "no-transform.nii.gz").read_bytes(), "application/gzip")
+    r = client.post("/api/studies", files=[("files", upload)])
+    assert r.status_code == 422 and "no spatial transform" in r.json()["detail"]
+    assert not has_cli_words(r.json()["detail"])
