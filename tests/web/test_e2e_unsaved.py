@@ -159,3 +159,23 @@ def test_segmenting_over_corrected_labels_asks_and_says_it_is_working(
         store.save_version = save
         assert len(dialogs) == 2
         assert httpx.get(f"{url}/api/studies/{sid}/versions").json()[0]["source"] == "segment"
+
+
+def test_the_panel_and_a_read_only_version_say_what_they_omit(tmp_path: Path, series: list[Path]) -> None:
+    """The analysis beside an unsaved edit gave the saved version's numbers without a word; "view" on an
+    earlier version (far down the side panel) left its read-only banner scrolled away, and strokes on it
+    did nothing, silently."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        assert page.locator("#analysis-unsaved").is_hidden()
+        _stroke(page, 0.06, 0.08)
+        assert page.locator("#analysis-unsaved").is_visible()
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.wait_for_selector("#analysis-unsaved", state="hidden")
+        page.click("#versions li:has-text('v1 ·') button")
+        page.wait_for_selector("#readonly-banner:not([hidden])")
+        banner = page.locator("#readonly-banner").bounding_box()
+        assert banner["y"] >= 0 and banner["y"] + banner["height"] <= 840  # in the window
+        _stroke(page, 0.06, 0.08)  # where version 2 has the stroke
+        _wait_text(page, "study-message", "Version 1 is read-only")
+        assert _overlay_pixel(page, 0.1, 0.08)[3] == 0  # nothing painted

@@ -44,6 +44,7 @@ export async function loadLabels(version) {
   if (state.current < 0) state.current = 0;
   $("readonly-banner").hidden = state.viewing === null;
   $("readonly-version").textContent = state.viewing ?? "";
+  if (version) $("readonly-banner").scrollIntoView({block: "nearest"}); // "view" is far down the side panel
   updateButtons();
 }
 
@@ -180,7 +181,12 @@ export function bindEditor() {
   let last = null;
   let hu = null;
   cursor.addEventListener("pointerdown", async (e) => {
-    if (!state.labels || state.viewing !== null || e.button !== 0) return;
+    if (!state.labels || e.button !== 0) return;
+    if (state.viewing !== null) { // nothing is painted: say why, and where to go on
+      message(`Version ${state.viewing} is read-only: “Restore this version” or “Back to latest” to edit.`, true);
+      $("readonly-banner").scrollIntoView({block: "nearest"});
+      return;
+    }
     cursor.setPointerCapture(e.pointerId);
     const [x, y] = editorPoint(e);
     if (state.tool === "fill") {
@@ -327,6 +333,7 @@ function markDirty() {
 function updateButtons() {
   $("save-labels").disabled = !state.dirty || state.viewing !== null;
   $("save-labels").textContent = state.dirty ? "Save *" : "Save";
+  $("analysis-unsaved").hidden = !state.dirty;
   $("undo").disabled = !state.undo.length;
   $("redo").disabled = !state.redo.length;
 }
