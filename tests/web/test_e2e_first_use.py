@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import test_e2e
+from test_first_use import _blank_uids
 from web_synth import SPACING, synthetic_hu, write_series
 
 from sarcoscope.phantom.io import write_phantom
@@ -101,6 +102,14 @@ def test_messages_name_ui_controls_say_a_reason_once_and_show_the_mode(
     panel = page.locator("#analysis").inner_text()
     assert "--" not in panel
     assert panel.count("height unknown") == 1 and "enter Height (cm) in the Patient card" in panel
+    # A man's Martin 2013 cutoff needs height and BMI, and BMI height again: each reason is referred to
+    # once per value (was "1,1,2").
+    page.select_option("#sex", "M")
+    page.click("#patient-form button[type=submit]")
+    _wait_text(page, "study-message", "Patient facts saved")
+    page.wait_for_function("document.getElementById('analysis').textContent.includes(', men)')")
+    notes = [n.split(",") for n in page.locator("#analysis sup").all_inner_texts()]
+    assert ["1", "2"] in notes and all(len(set(n)) == len(n) for n in notes)
     assert page.locator("#analysis-mode").inner_text() == "Single L3 slice: single slice 5"
 
 
@@ -125,3 +134,14 @@ def test_a_hand_chosen_slice_outside_l3_shows_its_level(page: object, server: st
     page.wait_for_selector("#analysis-warnings", timeout=60000)
     warning = page.locator("#analysis-warnings").inner_text()
     assert re.search(rf"slice {z} in {above}\)", warning)
+
+
+def test_long_uids_in_a_warning_stay_inside_the_panel(page: object, server: str, tmp_path: Path) -> None:
+    """The generated-UID warning ran out of the analysis card (a UID has no place to break)."""
+    series = write_series(tmp_path / "series")
+    _blank_uids(series)
+    study_id = _upload(page, series)
+    _segment(page, server, study_id, 5)
+    assert "generated UIDs" in page.locator("#analysis-warnings").inner_text()
+    card = page.locator("#analysis").locator("xpath=..")
+    assert card.evaluate("(el) => el.scrollWidth <= el.clientWidth")

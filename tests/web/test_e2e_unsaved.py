@@ -22,13 +22,17 @@ pytestmark = pytest.mark.skipif(
 
 
 @contextmanager
-def _label_view(tmp_path: Path, series: list[Path]) -> Iterator[tuple[Any, Any, str, str]]:
-    """(the app, a page on the label view of a segmented study, the server URL, the study id)."""
+def _label_view(
+    tmp_path: Path, series: list[Path], selection: dict[str, Any] | None = None
+) -> Iterator[tuple[Any, Any, str, str]]:
+    """(the app, a page on the label view of a study segmented at `selection` (default: slice 5), the
+    server URL, the study id)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
     app = create_app(WebSettings(data_dir=tmp_path / "data", default_engine="threshold", prerender=False))
     with _running(app.state.ctx.settings, app) as url:
         sid = httpx.post(f"{url}/api/studies", files=multipart(series), timeout=60).json()["id"]
-        httpx.put(f"{url}/api/studies/{sid}/selection", json={"mode": "slice", "first": 5}).raise_for_status()
+        selection = selection or {"mode": "slice", "first": 5}
+        httpx.put(f"{url}/api/studies/{sid}/selection", json=selection).raise_for_status()
         httpx.post(
             f"{url}/api/studies/{sid}/segment", json={"engine": "threshold"}, timeout=60
         ).raise_for_status()
@@ -99,3 +103,79 @@ def test_segmenting_asks_before_it_discards_an_unsaved_edit(tmp_path: Path, seri
         page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
         assert page.locator("#save-labels").inner_text() == "Save *"
         assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+
+
+def test_discarded_edits_do_not_come_back(tmp_path: Path, series: list[Path]) -> None:
+    """Leaving the study and confirming "Discard" kept the strokes in memory: opening the study again
+    showed them under "Save *" (Save did nothing), and the next stroke made them savable."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        page.on("dialog", lambda d: d.accept())
+        _stroke(page, 0.06, 0.08)
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+        page.click("#nav-studies")
+        page.wait_for_selector("#study-rows tr")
+        page.goto(f"{url}/#/study/{sid}/label")
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+        page.wait_for_function("document.getElementById('save-labels').textContent === 'Save'")
+        assert _overlay_pixel(page, 0.1, 0.08)[3] == 0  # air, as saved
+
+
+def test_segmenting_over_corrected_labels_asks_and_says_it_is_working(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """ "Segment selected" made the uncorrected segmentation the latest version without a word, and while it
+    ran the status line said "Saved selection: …"."""
+    with _label_view(tmp_path, series) as (app, page, url, sid):
+        dialogs: list[str] = []
+
+        def answer(dialog: Any) -> None:  # no the first time, yes the second
+            dialogs.append(dialog.message)
+            if len(dialogs) > 1:
+                dialog.accept()
+            else:
+                dialog.dismiss()
+
+        page.on("dialog", answer)
+        _stroke(page, 0.06, 0.08)
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.click("#tab-l3")
+        page.wait_for_selector("#segment:visible")
+        page.click("#segment")
+        page.wait_for_function("document.getElementById('segment').disabled === false")
+        assert "version 2) were made or corrected by hand" in dialogs[0]
+        assert len(httpx.get(f"{url}/api/studies/{sid}/versions").json()) == 2  # declined: nothing made
+        store = app.state.ctx.store
+        save = store.save_version
+
+        def slow_save(*args: Any, **kwargs: Any) -> Any:  # a U-Net on a large range takes a while
+            time.sleep(1.5)
+            return save(*args, **kwargs)
+
+        store.save_version = slow_save
+        page.click("#segment")
+        _wait_text(page, "study-message", "Segmenting slice 5…")
+        page.wait_for_url("**/label", timeout=30000)
+        store.save_version = save
+        assert len(dialogs) == 2
+        assert httpx.get(f"{url}/api/studies/{sid}/versions").json()[0]["source"] == "segment"
+
+
+def test_the_panel_and_a_read_only_version_say_what_they_omit(tmp_path: Path, series: list[Path]) -> None:
+    """The analysis beside an unsaved edit gave the saved version's numbers without a word; "view" on an
+    earlier version (far down the side panel) left its read-only banner scrolled away, and strokes on it
+    did nothing, silently."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        assert page.locator("#analysis-unsaved").is_hidden()
+        _stroke(page, 0.06, 0.08)
+        assert page.locator("#analysis-unsaved").is_visible()
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.wait_for_selector("#analysis-unsaved", state="hidden")
+        page.click("#versions li:has-text('v1 ·') button")
+        page.wait_for_selector("#readonly-banner:not([hidden])")
+        banner = page.locator("#readonly-banner").bounding_box()
+        assert banner["y"] >= 0 and banner["y"] + banner["height"] <= 840  # in the window
+        _stroke(page, 0.06, 0.08)  # where version 2 has the stroke
+        _wait_text(page, "study-message", "Version 1 is read-only")
+        assert _overlay_pixel(page, 0.1, 0.08)[3] == 0  # nothing painted

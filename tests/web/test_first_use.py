@@ -7,9 +7,11 @@ import re
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pydicom
 from fastapi.testclient import TestClient
-from web_synth import multipart
+from web_synth import multipart, synthetic_hu, write_series
 
 from sarcoscope.conventions import TISSUE_TITLES
 from sarcoscope.export.overlay import legend_labels
@@ -170,3 +172,65 @@ def test_overlay_legend_gives_the_range_average_the_report_gives(
     muscle = result.average.tissues["muscle"].area_cm2
     assert muscle != result.slices[2].tissues["muscle"].area_cm2
     assert legend_labels(result)[0] == f"{TISSUE_TITLES['muscle']}: {muscle:.1f} cm²"
+
+
+def test_a_level_nobody_checked_is_said_to_be_unchecked(client: TestClient, series: list[Path]) -> None:
+    """Without a localization (not run, or failed: a short series, a single slice) the analysed slice was
+    shown as "Single L3 slice" with cutoffs and no caveat, though it may be anywhere (the real 20-slice
+    series: a liver-level slice)."""
+    sid = _segmented(client, series, {"mode": "slice", "first": 5})
+    unchecked = "The level was not checked: the automatic L3 localization"
+    warnings = client.get(f"/api/studies/{sid}/analysis").json()["warnings"]
+    assert warnings[0].startswith(f"{unchecked} was not run.") and "that slice 5 is at L3" in warnings[0]
+    assert "error" in client.post(f"/api/studies/{sid}/localize").json()["localization"]  # no spine to count
+    warnings = client.get(f"/api/studies/{sid}/analysis").json()["warnings"]
+    assert warnings[0].startswith(f"{unchecked} failed.")
+    assert f"{unchecked} failed." in client.get(f"/api/studies/{sid}/export/html").text
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    l3 = {"L3": {"first": 3, "last": 8, "center": 5, "complete": True}}
+    ctx.store.update_study(sid, "test", "localize", None, localization={"vertebrae": l3, "l3_mid": 5})
+    assert not any("level" in w for w in client.get(f"/api/studies/{sid}/analysis").json()["warnings"])
+
+
+def test_the_report_names_dicom_facts_as_dicom_not_as_entered(client: TestClient, series: list[Path]) -> None:
+    """The upload copies the header's facts into the Patient card; the report called them "(user)", as if
+    someone had entered (and checked) them."""
+    sid = _segmented(client, series, {"mode": "slice", "first": 5})  # the series' header: sex F, no height
+
+    def sources() -> dict[str, str]:
+        report = client.get(f"/api/studies/{sid}/export/json").json()
+        return report["assessment"]["patient"]["sources"]
+
+    assert sources() == {"sex": "DICOM"}
+    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 172.0, "sex": "F"})
+    assert r.status_code == 200
+    assert sources() == {"height_m": "user", "sex": "DICOM"}
+    assert "sex F (DICOM) · height 172.0 cm (user)" in client.get(f"/api/studies/{sid}/export/html").text
+    client.put(f"/api/studies/{sid}/patient", json={"height_cm": 172.0, "sex": "M"})
+    assert sources() == {"height_m": "user", "sex": "user"}
+
+
+def test_upload_messages_name_no_cli_options(client: TestClient, tmp_path: Path) -> None:
+    """Two series in one zip: the warning said "choose one with --series, or series_uid= in Python"; a
+    NIfTI file without a spatial transform was refused with "--pixel-spacing ROW COL"."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, seed in (("a", 4), ("b", 5)):
+            for f in write_series(tmp_path / name, seed=seed):
+                zf.write(f, f"{name}/{f.name}")
+    r = client.post("/api/studies", files=[("files", ("two.zip", buffer.getvalue(), "application/zip"))])
+    assert r.status_code == 201, r.text
+    warning = next(w for w in r.json()["warnings"] if "2 CT series found" in w)
+    assert not has_cli_words(warning) and "upload its files alone" in warning
+    sid = r.json()["id"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
+    assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+    assert not [w for w in client.get(f"/api/studies/{sid}/analysis").json()["warnings"] if has_cli_words(w)]
+    image = nib.Nifti1Image(np.transpose(synthetic_hu(6), (2, 1, 0)), np.eye(4))
+    image.set_qform(None, code=0)
+    image.set_sform(None, code=0)
+    nib.save(image, tmp_path / "no-transform.nii.gz")
+    upload = ("no-transform.nii.gz", (tmp_path / "no-transform.nii.gz").read_bytes(), "application/gzip")
+    r = client.post("/api/studies", files=[("files", upload)])
+    assert r.status_code == 422 and "no spatial transform" in r.json()["detail"]
+    assert not has_cli_words(r.json()["detail"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 import threading
 from collections import OrderedDict
@@ -51,8 +52,16 @@ def level_of(loc: dict[str, Any] | None, index: int) -> str | None:
 
 
 def level_warning(loc: dict[str, Any] | None, indices: list[int]) -> str | None:
-    """A caveat when the localizer puts any analysed slice outside L3 (the cutoffs are L3 values)."""
-    if not (loc or {}).get("vertebrae"):
+    """A caveat when the localizer puts any analysed slice outside L3, or could not say (not run, or
+    failed: a short series, a single slice), as the cutoffs are L3 values."""
+    if not loc or "error" in loc:
+        slices = f"slice {indices[0]} is" if len(indices) == 1 else f"slices {indices[0]}–{indices[-1]} are"
+        return (
+            f"The level was not checked: the automatic L3 localization {'failed' if loc else 'was not run'}. "
+            "The sarcopenia and myosteatosis cutoffs were derived at L3: make sure that "
+            f"{slices} at L3 before using them."
+        )
+    if not loc.get("vertebrae"):
         return None
     outside = {i: level_of(loc, i) for i in indices}
     outside = {i: name for i, name in outside.items() if name != "L3"}
@@ -75,6 +84,16 @@ _UNKNOWN = {
 }
 
 
+def _source(given: float | str | None, dicom: float | str | None) -> str | None:
+    """Where a patient fact came from, for the report. The upload copies the DICOM header's facts into the
+    study's (the Patient card shows them), so a fact equal to the header's is the header's, not the user's."""
+    if given is None:
+        return None if dicom is None else "DICOM"
+    if isinstance(given, str) or isinstance(dicom, str) or dicom is None:
+        return "DICOM" if given == dicom else "user"
+    return "DICOM" if math.isclose(given, dicom, rel_tol=1e-6) else "user"
+
+
 def _patient_info(study: Study, volume: CTVolume) -> Any:
     from sarcoscope.composition import PatientInfo
 
@@ -83,14 +102,12 @@ def _patient_info(study: Study, volume: CTVolume) -> Any:
     height_cm = p.get("height_cm")
     sources = {}
     for key, given, dicom in (
-        ("height_m", height_cm, md.patient_height_m),
+        ("height_m", height_cm, None if md.patient_height_m is None else md.patient_height_m * 100.0),
         ("weight_kg", p.get("weight_kg"), md.patient_weight_kg),
         ("sex", p.get("sex"), md.patient_sex),
     ):
-        if given is not None:
-            sources[key] = "user"
-        elif dicom is not None:
-            sources[key] = "DICOM"
+        if (source := _source(given, dicom)) is not None:
+            sources[key] = source
     return PatientInfo(
         height_m=height_cm / 100.0 if height_cm is not None else md.patient_height_m,
         weight_kg=p.get("weight_kg") if p.get("weight_kg") is not None else md.patient_weight_kg,

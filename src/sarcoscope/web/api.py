@@ -273,7 +273,7 @@ async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]
             ctx.jobs.start(
                 f"viewer volume of {study.id}", lambda: viewer_nifti(ctx.store, study, volume), study.id
             )
-        return {**study_json(ctx, study), "warnings": list(volume.warnings)}
+        return {**study_json(ctx, study), "warnings": [for_ui(w) for w in volume.warnings]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -31,6 +31,7 @@ from sarcoscope.web.context import AppContext
 from sarcoscope.web.dicomweb import install as install_pacs
 from sarcoscope.web.settings import DEFAULT_MAX_UPLOAD_BYTES, WebSettings, check_engine, is_loopback
 from sarcoscope.web.volumes import VolumeCache
+from sarcoscope.web.wording import for_ui
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: Label saves: 512 slices of 1024x1024 (the route itself accepts exactly its base version's size).
@@ -153,7 +154,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SarcoscopeError)
     async def user_error(_: Request, exc: SarcoscopeError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": for_ui(str(exc))}, status_code=422)
 
     @app.exception_handler(Exception)
     async def internal(_: Request, exc: Exception) -> JSONResponse:

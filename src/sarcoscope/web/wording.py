@@ -25,6 +25,12 @@ _REPLACEMENTS: tuple[tuple[str, str], ...] = (
     ("pass --height-cm", "enter Height (cm) in the Patient card"),
     ("pass --weight-kg", "enter Weight (kg) in the Patient card"),
     ("pass --sex M|F", "choose Sex in the Patient card"),
+    ("(choose one with --series, or series_uid= in Python)", "(to analyse another, upload its files alone)"),
+    (
+        "give the true spacing with --pixel-spacing ROW COL (mm)",
+        "save it again with its spatial transform, or analyse it with the sarcoscope command line, which "
+        "can be given the pixel spacing",
+    ),
 )
 _LEFTOVER_OPTION = re.compile(r"--[a-z][a-z-]+")
 

@@ -13,10 +13,10 @@ class Reasons {
     // each missing fact is listed once and referred to by its number.
     const text = reason || "not computed";
     const parts = text.replace(/BMI unknown \((.*)\)/, "$1").split("; ").filter(Boolean);
-    const numbers = parts.map((part) => {
+    const numbers = [...new Set(parts.map((part) => { // "height unknown" can come twice (SMI and BMI)
       if (!this.list.includes(part)) this.list.push(part);
       return this.list.indexOf(part) + 1;
-    });
+    }))];
     return `<span class="muted not-computed" title="${escapeHtml(text)}">not computed` +
       `<sup>${numbers.join(",")}</sup></span>`;
   }

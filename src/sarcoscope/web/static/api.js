@@ -7,8 +7,18 @@ let onUnauthorized = () => {};
 /** Called on 401 (e.g. a session that expired): the app shows its sign-in form. */
 export function setUnauthorizedHandler(handler) { onUnauthorized = handler; }
 
+/** Why a request got no answer at all (fetch rejects only then; the browser's own text is "Failed to fetch"). */
+export const NO_ANSWER = "The server did not answer (it may be stopped, or the network is down).";
+
 export async function api(path, options = {}) {
-  const response = await fetch(path, {credentials: "same-origin", ...options});
+  let response;
+  try {
+    response = await fetch(path, {credentials: "same-origin", ...options});
+  } catch (_) {
+    const error = new Error(NO_ANSWER);
+    error.status = 0;
+    throw error;
+  }
   if (!response.ok) {
     let detail = `${response.status} ${response.statusText}`;
     let body = null;
@@ -60,8 +70,9 @@ export async function download(url) {
     a.remove();
     setTimeout(() => URL.revokeObjectURL(href), 60000);
   } catch (err) {
-    message(`Download refused: ${err.message}`, true);
-    toast(`Download refused: ${err.message}`);
+    const text = `${err.status ? "Download refused" : "Download failed"}: ${err.message}`;
+    message(text, true);
+    toast(text);
   }
 }
 

@@ -47,6 +47,7 @@ async function route() {
       return;
     }
     state.dirty = false;
+    state.labels = null; // discarded: opening the study again loads its saved labels, not these
   }
   state.lastHash = location.hash || "#/";
   for (const v of document.querySelectorAll(".view")) v.hidden = true;

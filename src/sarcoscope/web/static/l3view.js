@@ -92,8 +92,10 @@ export async function showL3() {
   drawAll();
   loadModels();
   if (mpr) {
+    message("Loading the images…");
     try {
       await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[state.preset]);
+      message("");
     } catch (err) { message(`The volume could not be shown: ${err.message}`, true); }
   }
   if (!s.localization) {
@@ -282,9 +284,14 @@ async function segmentSelected() {
   if (state.dirty && !confirm("Segmenting makes a new version: discard your unsaved edit?")) return;
   const button = $("segment");
   button.disabled = true;
-  message("Segmenting…");
   try {
-    await saveSelection();
+    await saveSelection(); // also brings the study's status up to date
+    const latest = state.study.latest_version;
+    if (state.study.status === "edited" && !confirm(
+      `The latest labels (version ${latest}) were made or corrected by hand. Segmenting makes a new ` +
+      `version from scratch, which the analysis then shows (version ${latest} stays in Versions and can ` +
+      "be restored). Segment anyway?")) return;
+    message(`Segmenting ${selectionText().toLowerCase()}…`);
     await sendJSON(`/api/studies/${state.study.id}/segment`, "POST",
       {engine: $("engine").value, base_version: state.study.latest_version, model: chosenModel()});
     state.study = await getJSON(`/api/studies/${state.study.id}`);

@@ -44,6 +44,7 @@ export async function loadLabels(version) {
   if (state.current < 0) state.current = 0;
   $("readonly-banner").hidden = state.viewing === null;
   $("readonly-version").textContent = state.viewing ?? "";
+  if (version) $("readonly-banner").scrollIntoView({block: "nearest"}); // "view" is far down the side panel
   updateButtons();
 }
 
@@ -53,21 +54,36 @@ function sliceView() {
   return state.labels.subarray(state.current * n, (state.current + 1) * n);
 }
 
+let draws = 0; // drawEditor calls so far: an image that arrives after a newer call is not drawn
+let missing = ""; // the message that a slice's image could not be loaded, cleared once one is
+
+/** The current slice's image with its labels. The labels are never shown over another slice's image: an
+ * image that arrives late (a newer slice was chosen meanwhile) is dropped, one that fails leaves the image
+ * blank and says so. */
 export async function drawEditor() {
   if (!state.labels) return;
+  const call = ++draws;
   const [, ny, nx] = state.shape;
   const z = state.indices[state.current];
   $("slice-text").textContent = `slice ${z} (${state.current + 1} of ${state.indices.length})`;
-  const img = image("axial", z, state.preset);
-  try { await img.ready; } catch (_) { return; }
   const s = state.study;
   for (const id of ["edit-base", "edit-overlay", "edit-cursor"]) {
     const c = $(id);
     if (c.width !== nx || c.height !== ny) { c.width = nx; c.height = ny; }
   }
   editView.layout(nx * s.spacing[2], ny * s.spacing[1]);
-  $("edit-base").getContext("2d").drawImage(img, 0, 0);
+  const base = $("edit-base").getContext("2d");
+  const img = image("axial", z, state.preset);
+  let loaded = true;
+  try { await img.ready; } catch (_) { loaded = false; }
+  if (call !== draws) return;
+  base.clearRect(0, 0, nx, ny);
+  if (loaded) base.drawImage(img, 0, 0);
   drawOverlay();
+  if (!loaded) {
+    missing = `The image of slice ${z} could not be loaded from the server: go to the slice again (◀ ▶) to retry.`;
+    message(missing, true);
+  } else if (missing && $("study-message").textContent === missing) message("");
 }
 
 function drawOverlay() {
@@ -165,7 +181,12 @@ export function bindEditor() {
   let last = null;
   let hu = null;
   cursor.addEventListener("pointerdown", async (e) => {
-    if (!state.labels || state.viewing !== null || e.button !== 0) return;
+    if (!state.labels || e.button !== 0) return;
+    if (state.viewing !== null) { // nothing is painted: say why, and where to go on
+      message(`Version ${state.viewing} is read-only: “Restore this version” or “Back to latest” to edit.`, true);
+      $("readonly-banner").scrollIntoView({block: "nearest"});
+      return;
+    }
     cursor.setPointerCapture(e.pointerId);
     const [x, y] = editorPoint(e);
     if (state.tool === "fill") {
@@ -312,6 +333,7 @@ function markDirty() {
 function updateButtons() {
   $("save-labels").disabled = !state.dirty || state.viewing !== null;
   $("save-labels").textContent = state.dirty ? "Save *" : "Save";
+  $("analysis-unsaved").hidden = !state.dirty;
   $("undo").disabled = !state.undo.length;
   $("redo").disabled = !state.redo.length;
 }
@@ -335,9 +357,9 @@ async function saveLabels() {
       : `Saved as version ${saved.version}.`);
     await refreshSide();
   } catch (err) {
-    message(err.message, true);
     if (err.status === 409) {
+      message(err.message, true); // the server's reason says "Not saved" and who saved what
       toast(`${err.message} Your unsaved edit is still on screen; reloading will discard it.`);
-    }
+    } else message(`Not saved: ${err.message} Your edit is still on screen: press Save again.`, true);
   } finally { updateButtons(); }
 }

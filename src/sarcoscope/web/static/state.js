@@ -47,7 +47,13 @@ export function image(plane, index, preset = state.preset) {
     const img = new Image();
     img.decoding = "async";
     img.src = `/api/studies/${state.study.id}/image/${plane}/${index}?preset=${preset}`;
-    img.ready = new Promise((resolve, reject) => { img.onload = resolve; img.onerror = reject; });
+    img.ready = new Promise((resolve, reject) => {
+      img.onload = resolve;
+      img.onerror = (e) => { // not kept: the next request for this image tries the server again
+        if (state.images.get(key) === img) state.images.delete(key);
+        reject(e);
+      };
+    });
     state.images.set(key, img);
     if (state.images.size > 400) state.images.delete(state.images.keys().next().value);
   }

@@ -1,0 +1,72 @@
+"""End-to-end: what the label editor says and shows when the server does not answer (Debian's chromium,
+driven by Playwright, against a live server; see test_e2e)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_e2e import CHROMIUM, _wait_text
+from test_e2e_unsaved import _label_view, _stroke
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
+)
+
+
+def test_a_save_without_answer_says_so_and_keeps_the_edit(tmp_path: Path, series: list[Path]) -> None:
+    """The status line said only "Failed to fetch" (the browser's words)."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        _stroke(page, 0.06, 0.08)
+        page.route("**/labels?base_version=*", lambda route: route.abort())  # the server is down
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Not saved: The server did not answer")
+        assert "Your edit is still on screen" in page.locator("#study-message").inner_text()
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.unroute("**/labels?base_version=*")
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+
+
+def _base_shows(page: Any, url: str) -> bool:
+    """True when the editor's image is exactly the PNG at `url` (as the browser decodes it)."""
+    return bool(
+        page.evaluate(
+            """async (src) => {
+                const bitmap = await createImageBitmap(await (await fetch(src)).blob());
+                const c = new OffscreenCanvas(bitmap.width, bitmap.height);
+                c.getContext('2d').drawImage(bitmap, 0, 0);
+                const want = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                const base = document.getElementById('edit-base');
+                const got = base.getContext('2d').getImageData(0, 0, base.width, base.height).data;
+                return want.length === got.length && want.every((v, i) => v === got[i]);
+            }""",
+            url,
+        )
+    )
+
+
+def test_a_slice_whose_image_fails_is_blank_and_loads_when_asked_again(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """An image that failed left the previous slice's image under this slice's labels (strokes were made
+    against the wrong anatomy), and the failure was kept: the slice never loaded until a reload."""
+    selection = {"mode": "range", "first": 3, "last": 5}
+    with _label_view(tmp_path, series, selection) as (_, page, url, sid):
+        image = f"{url}/api/studies/{sid}/image/axial/4?preset=soft_tissue"
+        assert _base_shows(page, image.replace("/4?", "/3?"))
+        page.route("**/image/axial/4?*", lambda route: route.abort())
+        page.click("#slice-next")
+        _wait_text(page, "study-message", "The image of slice 4 could not be loaded")
+        assert page.locator("#slice-text").inner_text().startswith("slice 4 ")
+        assert page.evaluate(  # no image under the labels: every pixel transparent
+            """() => { const c = document.getElementById('edit-base');
+                       return c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+                           .every((v, i) => i % 4 !== 3 || v === 0); }"""
+        )
+        page.unroute("**/image/axial/4?*")
+        page.click("#slice-prev")
+        page.click("#slice-next")
+        page.wait_for_function("document.getElementById('study-message').textContent === ''")
+        assert _base_shows(page, image)
