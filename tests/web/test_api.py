@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from web_synth import SHAPE, SPACING, multipart, synthetic_hu, write_series, zip_bytes
 
+from sarcoscope.segmentation.quality import score_text
 from sarcoscope.web import WebSettings, create_app
 
 
@@ -225,6 +226,7 @@ def test_segment_edit_save_stale_restore(client: TestClient, series: list[Path])
     assert quality["signals_used"] == ["engine_muscle_dice", "engine_muscle_area_diff"]
     assert [q["slice_index"] for q in quality["slices"]] == [4, 5, 6]
     assert quality["flagged"] == any(q["score"] < 0.5 for q in quality["slices"])
+    assert quality["score_text"] == score_text(quality["score"])  # the page shows it as the CLI prints it
     edited = labels.copy()
     block = (slice(0, 1), slice(0, 10), slice(0, 10))  # air corner: 100 new muscle pixels on slice 4
     assert not (edited[block] == 1).any()
@@ -449,6 +451,8 @@ def test_openapi_and_config(client: TestClient) -> None:
     assert "/api/studies/{study_id}/labels" in spec["paths"] and "/api/studies" in spec["paths"]
     cfg = client.get("/api/config").json()
     assert cfg["auth_required"] is False and cfg["user"] == "local" and "threshold" in cfg["engines"]
+    # the Patient card offers what the server accepts (it offered 50-260 cm against the server's 100-250)
+    assert cfg["patient_ranges"] == {"height_cm": [100.0, 250.0], "weight_kg": [20.0, 400.0]}
     # engines are chosen from that list: a client cannot make the server load a model from a path it names
     r = client.post("/api/studies/any/segment", json={"engine": "unet:/etc"})
     assert r.status_code == 422 and "Unknown engine 'unet:/etc'" in r.json()["detail"]

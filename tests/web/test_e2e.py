@@ -188,6 +188,8 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     page.wait_for_url("**/label", timeout=30000)
     page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
     assert page.locator("#slice-text").inner_text().endswith(f"of {n_selected})")
+    # the form offers the server's bounds (it offered 50-260 cm where the server takes 100-250)
+    assert [page.get_attribute("#height", k) for k in ("min", "max")] == ["100", "250"]
     page.fill("#height", "172")
     page.click("#patient-form button[type=submit]")
     page.wait_for_function("document.getElementById('smi').textContent.includes('cm²/m²')")

@@ -234,3 +234,14 @@ def test_upload_messages_name_no_cli_options(client: TestClient, tmp_path: Path)
     r = client.post("/api/studies", files=[("files", upload)])
     assert r.status_code == 422 and "no spatial transform" in r.json()["detail"]
     assert not has_cli_words(r.json()["detail"])
+    # two patients' series in one upload are refused (one would have been picked), in the page's words
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, seed, patient in (("a", 4, "PAT-A"), ("b", 5, "PAT-B")):
+            for f in write_series(tmp_path / f"p-{name}", seed=seed, patient_id=patient):
+                zf.write(f, f"{name}/{f.name}")
+    upload = ("two-patients.zip", buffer.getvalue(), "application/zip")
+    r = client.post("/api/studies", files=[("files", upload)])
+    detail = r.json()["detail"]
+    assert r.status_code == 422 and "CT series of 2 patients" in detail, detail
+    assert not has_cli_words(detail) and "upload each patient's images on their own" in detail

@@ -23,7 +23,7 @@ from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, L3_RANGE
 from sarcoscope.level.selection import L3Selection
 from sarcoscope.results import AnalysisResult
-from sarcoscope.segmentation.quality import image_warnings
+from sarcoscope.segmentation.quality import image_warnings, score_text
 from sarcoscope.store import LabelVersion, Store, Study
 from sarcoscope.web.wording import for_ui
 
@@ -201,6 +201,8 @@ class AnalysisCache:
             }
         with self._lock:
             known = self._quality.get((study_id, row.version))
+        if known and known.get("score") is not None:
+            return {**known, "score_text": score_text(known["score"])}  # as the CLI and reports print it
         return known or {
             "status": "not computed",
             "reason": "scored only when this server process segments (not kept in the database)",

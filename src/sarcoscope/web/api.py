@@ -206,6 +206,10 @@ def config(request: Request, ctx: Ctx) -> dict[str, Any]:
         "hu_ranges": DEFAULT_HU_RANGES.as_dict(),
         "label_mappings": builtin_mappings(),
         "max_upload_bytes": ctx.settings.max_upload_bytes,
+        "patient_ranges": {
+            "height_cm": [100 * v for v in HEIGHT_RANGE_M],
+            "weight_kg": list(WEIGHT_RANGE_KG),
+        },
         "tissues": [
             {"name": name, "label": int(label), "title": TISSUE_TITLES[name], "color": LABEL_COLORS[label]}
             for name, label in TISSUES.items()

@@ -27,6 +27,11 @@ _REPLACEMENTS: tuple[tuple[str, str], ...] = (
     ("pass --sex M|F", "choose Sex in the Patient card"),
     ("(choose one with --series, or series_uid= in Python)", "(to analyse another, upload its files alone)"),
     (
+        "choose a series with --series UID (`sarcoscope series` lists them with their patient), or give each "
+        "patient's images a folder of their own",
+        "upload each patient's images on their own",
+    ),
+    (
         "give the true spacing with --pixel-spacing ROW COL (mm)",
         "save it again with its spatial transform, or analyse it with the sarcoscope command line, which "
         "can be given the pixel spacing",

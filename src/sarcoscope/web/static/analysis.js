@@ -70,8 +70,8 @@ export function renderAnalysis(a, tissues) {
     `<div>Sarcopenia (${escapeHtml(selected ? selected.title : as.cutoff_set)}): ${sarcopenia}</div>` +
     `<div class="small">Myosteatosis: ${myo}</div>` +
     (a.quality && a.quality.status === "computed" && a.quality.score !== null
-      ? `<div id="quality">Segmentation quality: <b>${fmt(a.quality.score, 2)}</b>` +
-        (a.quality.flagged ? ` <span class="flag">review</span>` : "") + `</div>` : "") +
+      ? `<div id="quality">Segmentation quality: <b>${escapeHtml(a.quality.score_text)}</b>` +
+        (a.quality.flagged ? ` <span class="flag" title="Below ${a.quality.threshold}: the engines disagree or the network is unsure; check the labels slice by slice before using the numbers">review</span>` : "") + `</div>` : "") +
     `</div>` +
     reasons.html();
 }

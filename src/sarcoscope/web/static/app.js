@@ -20,6 +20,8 @@ async function init() {
   $("engine").innerHTML = state.config.engines
     .map((e) => `<option value="${e}" ${e === state.config.default_engine ? "selected" : ""}>${e}</option>`).join("");
   $("cutoff-set").innerHTML = state.config.cutoff_sets.map((c) => `<option value="${c}">${c}</option>`).join("");
+  const ranges = state.config.patient_ranges;  // the server's bounds, so the form cannot offer what it refuses
+  for (const [id, [lo, hi]] of [["height", ranges.height_cm], ["weight", ranges.weight_kg]]) Object.assign($(id), {min: lo, max: hi});
   $("label-choice").innerHTML = state.config.tissues.map((t) =>
     `<button type="button" data-label="${t.label}" title="${t.title} (${t.label})">` +
     `<input type="checkbox" data-visible="${t.label}" checked title="show/hide ${t.title}" aria-label="show ${t.name}">` +
