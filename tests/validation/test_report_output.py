@@ -89,6 +89,9 @@ def test_risky_output_folders_are_refused_before_any_work(tmp_path: Path, monkey
         run_validation(pred, ref, results)
     with pytest.raises(OutputError, match="is an input folder"):
         run_validation(pred, ref, ref)
+    with pytest.raises(OutputError, match="is inside an input folder"):  # its report a case of the next run
+        run_validation(pred, ref, ref / "report")
+    assert not (ref / "report").exists()
     assert results.read_text() == "important"
     assert sorted(p.name for p in work.iterdir()) == ["data.txt", "sub"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "pred", "ref", "results.csv", "work"]

@@ -122,3 +122,14 @@ def test_file_names_that_are_not_utf8_are_refused_up_front(tmp_path: Path, maps:
     with pytest.raises(ValidationInputError, match=r"ref holds a file whose name is not UTF-8.*: M\\xfcller"):
         run_validation(pred, ref, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_patient_heights_are_checked_against_the_one_plausible_range(tmp_path: Path):
+    from sarcoscope.validation.inputs import read_heights
+
+    patients = tmp_path / "patients.csv"
+    patients.write_text("case_id,height_cm\nc1,150\nc2,80\n")  # 80 cm: the analysis itself refuses it
+    with pytest.raises(ValidationInputError, match=r"line 3: height 80 cm is outside the plausible"):
+        read_heights(patients)
+    patients.write_text("case_id,height_m\nc1,1.5\nc2,2.4\n")
+    assert read_heights(patients) == {"c1": 1.5, "c2": 2.4}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from sarcoscope.composition.assessment import HEIGHT_RANGE_M
 from sarcoscope.errors import ValidationInputError
 from sarcoscope.fileio import read_csv
 
@@ -74,7 +75,10 @@ def read_heights(path: Path) -> dict[str, float]:
             h = float(text) / (100.0 if col == "height_cm" else 1.0)
         except ValueError:
             raise ValidationInputError(f"{path} line {i}: height '{text}' is not a number.") from None
-        if not 0.5 <= h <= 2.5:
-            raise ValidationInputError(f"{path} line {i}: height {h:.2f} m is implausible (check the unit).")
+        if not HEIGHT_RANGE_M[0] <= h <= HEIGHT_RANGE_M[1]:
+            raise ValidationInputError(
+                f"{path} line {i}: height {text} {'cm' if col == 'height_cm' else 'm'} is outside the "
+                f"plausible range {HEIGHT_RANGE_M[0]:g}-{HEIGHT_RANGE_M[1]:g} m (check the unit)."
+            )
         out[case] = h
     return out

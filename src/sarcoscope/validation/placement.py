@@ -35,18 +35,22 @@ def check_report_folder(
     """The resolved report folder, or OutputError before any work when the report cannot go there.
 
     Refused: what `analyze` refuses (fileio.check_output_folder: a file, the current folder, one above it or
-    the home folder, a folder that cannot be written); one of the input `folders` (a later run would take
-    the report for cases); a folder where one of the `inputs` (files or folders) lies inside an output of the
-    report (it would be replaced); a staging place that cannot be written.
+    the home folder, a folder that cannot be written); one of the input `folders` or a folder inside one (a
+    later run would take the report for cases); a folder where one of the `inputs` (files or folders) lies
+    inside an output of the report (it would be replaced); a staging place that cannot be written.
     """
     given = Path(out_dir)
     out = given.resolve()
     check_output_folder(given, replaced=True)  # a file, the working or home folder, not writable: as analyze
     for folder in folders:
-        if folder is not None and Path(folder).resolve() == out:
+        if folder is None:
+            continue
+        source = Path(folder).resolve()
+        if source == out or source in out.parents:  # inside one, a later run would read it as a case
+            mine = out.name + "-validation" if source == out else "validation-report"
             raise OutputError(
-                f"Output folder {shown(given)} is an input folder; give the report a folder of its own, "
-                f"e.g. -o {shown(given.parent / (out.name + '-validation'))}."
+                f"Output folder {shown(given)} is {'an' if source == out else 'inside an'} input folder; "
+                f"give the report a folder of its own, e.g. -o {shown(source.parent / mine)}."
             )
     for item in inputs:
         if item is None:
