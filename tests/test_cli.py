@@ -457,9 +457,10 @@ def test_analyze_says_when_l3_is_uncertain(tmp_path: Path, shared_data: Path) ->
     assert result.exit_code == 0, result.output
     lines = [ln for ln in result.output.splitlines() if ln.startswith("L3 uncertain:")]
     assert len(lines) == 1
+    # the other candidate is a level off either way (since both traces of the column count, one below)
     assert re.search(
-        r"\(p=0\.[89]\d, counted from the last rib\) or at slice \d+ \(p=0\.\d\d, if the lowest rib pair "
-        r"was missed or there are 11\)",
+        r"\(p=0\.[89]\d, counted from the last rib\) or at slice \d+ \(p=0\.\d\d, if (the lowest rib pair "
+        r"was missed or there are 11|the last rib found is a 13th or no rib)\)",
         lines[0],
     ), lines[0]
     l3 = json.loads((out / "report.json").read_text())["l3"]
