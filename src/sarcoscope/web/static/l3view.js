@@ -9,6 +9,8 @@ import {setExportDeidentification} from "./versions.js";
 
 let view = null; // MPRView or PNGView
 let mpr = false; // true: NiiVue
+let locating = null; // the study whose L3 the localizer is looking for: its lines are about to move
+let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
 
 export function applySelection(sel) {
   state.mode = sel.mode;
@@ -16,8 +18,11 @@ export function applySelection(sel) {
   state.axialZ = sel.mode === "slice" ? sel.first : Math.round((sel.first + sel.last) / 2);
 }
 
-/** Fit the images again (opening another study). */
-export function resetL3View() { if (view) view.reset(false); }
+/** Fit the images again and forget the lines placed by hand (opening another study). */
+export function resetL3View() {
+  byHand = false;
+  if (view) view.reset(false);
+}
 
 const hooks = {
   crosshair(x, y, z) {
@@ -100,11 +105,18 @@ export async function showL3() {
   }
   if (!s.localization) {
     message("Locating L3…");
+    locating = s.id;
+    updateSegment();
     try {
-      state.study = await sendJSON(`/api/studies/${s.id}/localize`, "POST", {});
-      if (state.study.selection) applySelection(state.study.selection);
+      const study = await sendJSON(`/api/studies/${s.id}/localize`, "POST", {});
+      if (state.study.id !== s.id) return; // another study was opened meanwhile
+      state.study = study;
+      if (study.selection && !byHand) applySelection(study.selection);
       message("");
-    } catch (err) { message(err.message, true); }
+    } catch (err) { message(err.message, true); } finally {
+      if (locating === s.id) locating = null;
+      updateSegment();
+    }
   }
   renderLocalization();
   drawAll();
@@ -259,11 +271,23 @@ function setMode(mode) {
   }
   state.mode = mode;
   state.activeLine = 0;
+  byHand = true;
+  updateSegment();
   drawAll();
   saveSelection();
 }
 
+/** "Segment selected" waits for the localizer, which is about to move the lines the user sees, unless the
+ * user placed them. */
+function updateSegment() {
+  const wait = locating === state.study.id && !byHand;
+  $("segment").disabled = wait;
+  $("segment").title = wait ? "Locating L3…: wait for the lines, or place them by hand" : "";
+}
+
 function moveLine(z) {
+  byHand = true;
+  updateSegment();
   z = clampZ(z);
   state.lines[state.activeLine] = z;
   if (state.mode === "slice") state.lines[1] = z;

@@ -1,0 +1,85 @@
+"""End-to-end in headless chromium: the L3 view's selection while the localizer runs, when the mode changes
+and from the keyboard (see test_e2e.py for the set-up). The localizer is replaced by one that places L3 on
+slices 8-10 of the synthetic series and answers when the test lets it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import test_e2e
+from test_e2e_first_use import _upload
+from web_synth import write_series
+
+import sarcoscope.level.localization as localization
+
+pytestmark = test_e2e.pytestmark
+server, page = test_e2e.server, test_e2e.page
+_wait_text = test_e2e._wait_text
+
+
+class _Localized:
+    """What the localizer returns, as the web app reads it: L3 on slices 8-10 (middle 9), L4 on 3-7."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "l3_mid": 9,
+            "l3_lower_endplate": 8,
+            "l3_upper_endplate": 10,
+            "confidence": 0.9,
+            "flags": [],
+            "vertebrae": {
+                "L4": {"first": 3, "last": 7, "center": 5},
+                "L3": {"first": 8, "last": 10, "center": 9},
+            },
+        }
+
+
+@pytest.fixture
+def release(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Set it to let the localizer answer (it waits at most 30 s)."""
+    event = threading.Event()
+
+    def held(volume: Any) -> _Localized:  # a real localizer takes seconds on a real CT
+        event.wait(30)
+        return _Localized()
+
+    monkeypatch.setattr(localization, "locate_l3", held)
+    yield event
+    event.set()
+
+
+def _lines(page: Any) -> str:
+    return page.locator("#l3-viewer").get_attribute("data-lines") or ""
+
+
+def test_segment_waits_for_the_localizer_or_a_hand_placed_line(
+    page: Any, tmp_path: Path, release: threading.Event
+) -> None:
+    """ "Segment selected" was enabled while "Locating L3…" ran, and segmented the middle slice shown
+    before L3 was found."""
+    _upload(page, write_series(tmp_path / "a"))
+    _wait_text(page, "study-message", "Locating L3…")
+    assert _lines(page) == "6"  # the middle slice, until L3 is found
+    segment = page.locator("#segment")
+    assert segment.is_disabled() and "Locating L3" in (segment.get_attribute("title") or "")
+    release.set()
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    assert segment.is_enabled() and _lines(page) == "9"
+
+    # Lines placed by hand while the localizer runs: segmenting them is the user's choice, and they stay.
+    release.clear()
+    page.goto(page.url.split("#")[0])
+    _upload(page, write_series(tmp_path / "b", seed=3, patient_id="PAT-3"))
+    _wait_text(page, "study-message", "Locating L3…")
+    assert segment.is_disabled()
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")
+    _wait_text(page, "study-message", "Saved selection: Slice 7")
+    assert segment.is_enabled()
+    release.set()
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    assert _lines(page) == "7" and segment.is_enabled()
