@@ -83,3 +83,28 @@ def test_segment_waits_for_the_localizer_or_a_hand_placed_line(
     release.set()
     page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
     assert _lines(page) == "7" and segment.is_enabled()
+
+
+def test_changing_the_mode_keeps_the_lines_placed_by_hand(
+    page: Any, tmp_path: Path, release: threading.Event
+) -> None:
+    """Range → Slice → Range put back the localizer's range in place of the one the user had placed, and
+    Slice its middle slice in place of the user's."""
+    release.set()
+    _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    assert _lines(page) == "9"
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")
+    _wait_text(page, "study-message", "Saved selection: Slice 10")
+    page.click("#mode-range")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines === '8,10'")  # L3's body
+    page.focus("#l3-viewer")
+    for _ in range(3):  # the inferior line
+        page.keyboard.press("ArrowDown")
+    _wait_text(page, "study-message", "Saved selection: Range 5–10")
+    page.click("#mode-slice")
+    _wait_text(page, "study-message", "Saved selection: Slice 10")  # the user's slice, in the range
+    page.click("#mode-range")
+    _wait_text(page, "study-message", "Saved selection: Range 5–10")
+    assert _lines(page) == "5,10"

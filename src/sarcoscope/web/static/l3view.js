@@ -11,6 +11,7 @@ let view = null; // MPRView or PNGView
 let mpr = false; // true: NiiVue
 let locating = null; // the study whose L3 the localizer is looking for: its lines are about to move
 let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
+const kept = {slice: null, range: null}; // the lines each mode had when the user left it, for the way back
 
 export function applySelection(sel) {
   state.mode = sel.mode;
@@ -21,6 +22,7 @@ export function applySelection(sel) {
 /** Fit the images again and forget the lines placed by hand (opening another study). */
 export function resetL3View() {
   byHand = false;
+  kept.slice = kept.range = null;
   if (view) view.reset(false);
 }
 
@@ -249,25 +251,29 @@ function lineKeys(e) {
   }
 }
 
+/** True when slice z and both ends of range r are numbers, z between them. */
+const within = (z, r) =>
+  Boolean(r) && [z, ...r].every(Number.isFinite) && z >= Math.min(...r) && z <= Math.max(...r);
+
 const clampZ = (z) => Math.max(0, Math.min(state.study.n_slices - 1, z));
 
+/** Slice goes to the slice the user had, else the localizer's mid-L3, when it is in the range (else to its
+ * middle); Range goes back to the range the user had, else the localizer's L3 body, when it holds the slice
+ * (else to +-15 mm around it). */
 function setMode(mode) {
   if (mode === state.mode) return;
+  const loc = state.study.localization || {};
+  const [lo, hi] = [Math.min(...state.lines), Math.max(...state.lines)];
+  kept[state.mode] = [lo, hi];
   if (mode === "slice") {
-    const auto = (state.study.localization || {}).l3_mid;
-    const [lo, hi] = [Math.min(...state.lines), Math.max(...state.lines)];
-    const mid = typeof auto === "number" && auto >= lo && auto <= hi ? auto : Math.round((lo + hi) / 2);
-    state.lines = [mid, mid];
+    const mine = kept.slice && kept.slice[0];
+    const z = [mine, loc.l3_mid].find((c) => within(c, [lo, hi])) ?? Math.round((lo + hi) / 2);
+    state.lines = [z, z];
   } else {
-    const loc = state.study.localization || {};
-    const [lo, hi] = [loc.l3_lower_endplate, loc.l3_upper_endplate];
     const z = state.lines[0];
-    if (typeof lo === "number" && typeof hi === "number" && z >= Math.min(lo, hi) && z <= Math.max(lo, hi)) {
-      state.lines = [Math.min(lo, hi), Math.max(lo, hi)]; // back to the localizer's L3 body
-    } else {
-      const half = Math.max(1, Math.round(15 / state.study.spacing[0])); // +-15 mm around the slice
-      state.lines = [clampZ(z - half), clampZ(z + half)];
-    }
+    const range = [kept.range, [loc.l3_lower_endplate, loc.l3_upper_endplate]].find((r) => within(z, r));
+    const half = Math.max(1, Math.round(15 / state.study.spacing[0]));
+    state.lines = range ? [Math.min(...range), Math.max(...range)] : [clampZ(z - half), clampZ(z + half)];
   }
   state.mode = mode;
   state.activeLine = 0;
