@@ -108,3 +108,24 @@ def test_changing_the_mode_keeps_the_lines_placed_by_hand(
     page.click("#mode-range")
     _wait_text(page, "study-message", "Saved selection: Range 5–10")
     assert _lines(page) == "5,10"
+
+
+def test_arrow_keys_move_the_lines_after_a_click_on_a_control(
+    page: Any, tmp_path: Path, release: threading.Event
+) -> None:
+    """After a click on Slice or Range (the focus on the button), ↑/↓ did nothing: the hint offers them."""
+    release.set()
+    _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    page.click("#mode-range")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines === '8,10'")
+    page.keyboard.press("ArrowDown")  # the inferior line
+    _wait_text(page, "study-message", "Saved selection: Range 7–10")
+    page.click("#mode-slice")
+    _wait_text(page, "study-message", "Saved selection: Slice 9")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")
+    _wait_text(page, "study-message", "Saved selection: Slice 11")
+    page.click("#deidentify")
+    page.keyboard.press("ArrowDown")
+    _wait_text(page, "study-message", "Saved selection: Slice 10")

@@ -4,7 +4,7 @@
 import {$, download, getJSON, message, sendJSON} from "./api.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
-import {state} from "./state.js";
+import {ownsKeys, state} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
 let view = null; // MPRView or PNGView
@@ -225,7 +225,10 @@ export function bindL3() {
     view.reset();
     if (mpr) view.setWindow(...state.config.windows[state.preset]);
   });
-  $("l3-viewer").addEventListener("keydown", lineKeys);
+  document.addEventListener("keydown", (e) => { // ↑/↓ as the hint says, whatever control was clicked last
+    if ($("pane-l3").hidden || $("view-study").hidden || ownsKeys(e.target)) return;
+    if (e.key !== "Tab" || $("l3-viewer").contains(e.target)) lineKeys(e); // elsewhere Tab moves the focus
+  });
   $("download-dicom").addEventListener("click", () =>
     download(`/api/studies/${state.study.id}/dicom?deidentify=${$("deidentify").checked}`));
   $("segment").addEventListener("click", segmentSelected);
@@ -236,7 +239,7 @@ export function bindL3() {
   });
 }
 
-/** Keys on the focused viewer (or one of its canvases) move the active line; Tab switches it. */
+/** ↑/↓ and PgUp/PgDn move the active line; Tab (in the viewer) switches it. */
 function lineKeys(e) {
   const steps = {ArrowUp: 1, ArrowDown: -1, PageUp: 5, PageDown: -5};
   if (e.key in steps) {
