@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import test_e2e
 from test_e2e_first_use import _upload
-from web_synth import write_series
+from web_synth import synthetic_hu, write_series
 
 import sarcoscope.level.localization as localization
 
@@ -129,3 +129,29 @@ def test_arrow_keys_move_the_lines_after_a_click_on_a_control(
     page.click("#deidentify")
     page.keyboard.press("ArrowDown")
     _wait_text(page, "study-message", "Saved selection: Slice 10")
+
+
+def test_one_slice_or_a_few_are_not_a_failure_and_one_has_no_reconstructions(
+    page: Any, server: str, tmp_path: Path
+) -> None:
+    """A single slice or a short series (the synthetic one: 33 mm) said "Automatic localization failed" in
+    red for what is normal there (the user picks the slices), and a single slice showed coronal and sagittal
+    tiles one pixel high."""
+    confidence, flags = page.locator("#l3-confidence"), page.locator("#l3-flags")
+    _upload(page, write_series(tmp_path / "short"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    assert confidence.inner_text().startswith("too few slices to locate L3 automatically")
+    assert "covers only 33 mm" in flags.inner_text()
+    assert "low" not in confidence.get_attribute("class") and "note" in flags.get_attribute("class")
+    assert page.locator("#mpr").get_attribute("data-planes") == "axial,coronal,sagittal"
+
+    page.goto(server)
+    study_id = _upload(page, write_series(tmp_path / "one", 5, "PAT-5", synthetic_hu()[5:6]))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    assert confidence.inner_text() == "single slice: analysed as given"
+    assert "low" not in confidence.get_attribute("class") and "note" in flags.get_attribute("class")
+    page.wait_for_function("document.getElementById('mpr').dataset.planes === 'axial'")
+    assert "no coronal or sagittal" in flags.inner_text()
+    page.goto(f"{server}/?png#/study/{study_id}")  # the server's images (no WebGL2): the axial one alone
+    page.wait_for_function("document.getElementById('axial-canvas').width === 96")
+    assert page.locator("#coronal-canvas").is_hidden() and page.locator("#sagittal-canvas").is_hidden()

@@ -86,16 +86,23 @@ async function ensureView() {
   $("l3-grid").hidden = mpr;
   $("l3-window").hidden = !mpr;
   $("l3-cursor").hidden = !mpr;
-  $("l3-hint").textContent = mpr
+}
+
+/** What the mouse and keys do (one slice has no lines to move). */
+function renderHint() {
+  const mouse = mpr
     ? "right-drag: window/level · wheel: slices · ctrl+wheel: zoom · middle or shift+drag: pan · " +
-      "click: crosshair · drag a line, or ↑/↓ (Tab: other line)"
-    : "wheel: slices · ctrl+wheel: zoom · middle or space+drag: pan · drag the lines, or ↑/↓ (Tab: other line)";
+      "click: crosshair"
+    : "wheel: slices · ctrl+wheel: zoom · middle or space+drag: pan";
+  const lines = state.study.n_slices > 1 ? " · drag the lines, or ↑/↓ (Tab: other line)" : "";
+  $("l3-hint").textContent = mouse + lines;
 }
 
 export async function showL3() {
   const s = state.study;
   await ensureView();
   $("l3-preset").value = state.preset;
+  renderHint();
   drawAll();
   loadModels();
   if (mpr) {
@@ -128,6 +135,18 @@ function renderLocalization() {
   const loc = state.study.localization || {};
   const conf = $("l3-confidence");
   const flags = $("l3-flags");
+  flags.classList.toggle("note", Boolean(loc.too_short));
+  if (loc.too_short) { // not a failure: the user chose these slices, too few to count vertebrae on
+    const one = state.study.n_slices === 1;
+    conf.textContent = one ? "single slice: analysed as given"
+      : "too few slices to locate L3 automatically: place the lines on L3 by hand";
+    conf.className = "confidence";
+    flags.textContent = one
+      ? "Its level is not checked (make sure it is L3: the cutoffs are for L3); one slice has no coronal or " +
+        "sagittal views."
+      : loc.error;
+    return;
+  }
   if (loc.error) {
     conf.textContent = "Automatic localization failed: place the lines by hand.";
     conf.className = "confidence low";
