@@ -391,20 +391,18 @@ def body_slice(study_id: str, index: int, ctx: Ctx, user: User) -> Response:
 @router.post("/studies/{study_id}/localize", tags=["l3"])
 def localize(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Run the automatic L3 localization; pre-places the selection if none was made yet."""
-    from sarcoscope.errors import SarcoscopeError
+    from sarcoscope.errors import SarcoscopeError, TooFewSlicesError
     from sarcoscope.level import locate_l3
-    from sarcoscope.level.spine import MIN_COVERAGE_MM
 
     ctx.prepare_engine()  # the L3 view is open: "Segment selected" is likely next
     study = ctx.store.get_study(study_id)
     volume = ctx.volumes.get(study)
     try:
         result: dict[str, Any] = locate_l3(volume).as_dict()
+    except TooFewSlicesError as exc:  # normal for one slice or a few, whose level the user chose
+        result = {"error": for_ui(str(exc)), "too_short": True}
     except SarcoscopeError as exc:
         result = {"error": for_ui(str(exc))}
-        # too few slices to count vertebrae on: normal for one slice or a few, whose level the user chose
-        if (volume.n_slices - 1) * volume.spacing[0] < MIN_COVERAGE_MM:
-            result["too_short"] = True
     for flag in result.get("flags") or []:
         flag["reason"] = for_ui(str(flag.get("reason", "")))
     proposal = analysis.selection_from_localization(result, volume.n_slices)
