@@ -19,6 +19,11 @@ class LevelError(SarcoscopeError):
     """L3 cannot be selected or located (outside the field of view, range outside the volume...)."""
 
 
+class TooFewSlicesError(LevelError):
+    """The series is too short to count vertebrae on (one slice, or a few): normal when the user chose the
+    level, not a failure of the localizer."""
+
+
 class SegmentationError(SarcoscopeError):
     """A slice cannot be segmented (no body in the slice, unknown engine, missing model...)."""
 

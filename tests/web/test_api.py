@@ -206,6 +206,21 @@ def test_localize_stores_result_or_reason(client: TestClient, series: list[Path]
         assert sel["mode"] == "slice" and sel["first"] == sel["last"] == loc["l3_mid"]
 
 
+def test_localize_tells_a_too_short_series_from_a_failure(client: TestClient, tmp_path: Path) -> None:
+    """One slice, or a few, cannot be localized: the user picks the level, which the L3 view says without
+    calling it a failure."""
+    for seed, (name, hu) in enumerate(
+        [
+            ("one", synthetic_hu()[5:6]),
+            ("short", synthetic_hu()),
+            ("tall", np.tile(synthetic_hu(), (3, 1, 1))),
+        ]
+    ):
+        sid = upload(client, write_series(tmp_path / name, seed, f"PAT-{seed}", hu))["id"]
+        loc = client.post(f"/api/studies/{sid}/localize").json()["localization"]
+        assert "error" in loc and loc.get("too_short", False) == (name != "tall"), (name, loc)
+
+
 def test_segment_edit_save_stale_restore(client: TestClient, series: list[Path]) -> None:
     sid = upload(client, series)["id"]
     r = client.post(f"/api/studies/{sid}/segment", json={})

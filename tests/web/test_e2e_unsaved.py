@@ -179,3 +179,26 @@ def test_the_panel_and_a_read_only_version_say_what_they_omit(tmp_path: Path, se
         _stroke(page, 0.06, 0.08)  # where version 2 has the stroke
         _wait_text(page, "study-message", "Version 1 is read-only")
         assert _overlay_pixel(page, 0.1, 0.08)[3] == 0  # nothing painted
+
+
+def test_ctrl_s_saves_from_any_control_and_never_opens_the_browsers_save_dialog(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """Ctrl+S with the focus in Height (cm) opened the browser's "Save page" dialog, the labels unsaved."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        page.evaluate(  # after the app's own listener, before any view's
+            "window.addEventListener('keydown', (e) => { if (e.key === 's') window.browserSave = "
+            "!e.defaultPrevented; }, {capture: true})"
+        )
+        _stroke(page, 0.06, 0.08)
+        page.click("#height")
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        assert page.evaluate("window.browserSave") is False
+        page.click("#tab-l3")  # nothing to save there, and no dialog either
+        page.wait_for_selector("#segment:visible")
+        for control in ("#l3-preset", "#mpr-canvas"):  # NiiVue's canvas keeps its keys to itself
+            page.focus(control)
+            page.evaluate("window.browserSave = undefined")
+            page.keyboard.press("Control+s")
+            assert page.evaluate("window.browserSave") is False

@@ -31,11 +31,15 @@ def synthetic_hu(seed: int = 0) -> np.ndarray:
     return (hu[None] + noise).astype(np.int16)
 
 
-def write_series(out: Path, seed: int = 0, patient_id: str = "PAT-001") -> list[Path]:
+def write_series(
+    out: Path, seed: int = 0, patient_id: str = "PAT-001", hu: np.ndarray | None = None
+) -> list[Path]:
+    """The synthetic series (or `hu`, e.g. one of its slices) as DICOM files in `out`."""
     meta = CTMetadata(
         patient_id=patient_id, patient_sex="F", study_date="20240131", series_description="synthetic"
     )
-    return write_dicom_series(synthetic_hu(seed), SPACING, out, metadata=meta, seed=seed)
+    hu = synthetic_hu(seed) if hu is None else hu
+    return write_dicom_series(hu, SPACING, out, metadata=meta, seed=seed)
 
 
 def zip_bytes(files: list[Path]) -> bytes:

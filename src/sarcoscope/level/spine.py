@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from sarcoscope.errors import LevelError
+from sarcoscope.errors import LevelError, TooFewSlicesError
 from sarcoscope.imaging.volume import CTVolume
 from sarcoscope.level.peaks import find_peaks
 
@@ -97,7 +97,7 @@ def _block_means(hu: np.ndarray, order: np.ndarray, ny: int, fy: int, nx: int, f
 def make_grid(volume: CTVolume) -> WorkGrid:
     """Resample to the working grid; raise LevelError for inputs that cannot contain a countable spine."""
     if volume.hu.ndim != 3 or volume.n_slices < 2:
-        raise LevelError(
+        raise TooFewSlicesError(
             "The input is a single slice: automatic L3 localization needs a volume that covers the lumbar "
             "spine. Analyse the slice as given or choose the level with --slice/--range."
         )
@@ -112,7 +112,7 @@ def make_grid(volume: CTVolume) -> WorkGrid:
     sorted_mm = slice_mm[order]
     coverage = float(sorted_mm[-1] - sorted_mm[0])
     if coverage < MIN_COVERAGE_MM:
-        raise LevelError(
+        raise TooFewSlicesError(
             f"The volume covers only {coverage:.0f} mm along the body ({n} slices); at least "
             f"{MIN_COVERAGE_MM:.0f} mm around L3 are needed to count vertebrae. Use --slice/--range."
         )

@@ -391,7 +391,7 @@ def body_slice(study_id: str, index: int, ctx: Ctx, user: User) -> Response:
 @router.post("/studies/{study_id}/localize", tags=["l3"])
 def localize(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Run the automatic L3 localization; pre-places the selection if none was made yet."""
-    from sarcoscope.errors import SarcoscopeError
+    from sarcoscope.errors import SarcoscopeError, TooFewSlicesError
     from sarcoscope.level import locate_l3
 
     ctx.prepare_engine()  # the L3 view is open: "Segment selected" is likely next
@@ -399,6 +399,8 @@ def localize(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str,
     volume = ctx.volumes.get(study)
     try:
         result: dict[str, Any] = locate_l3(volume).as_dict()
+    except TooFewSlicesError as exc:  # normal for one slice or a few, whose level the user chose
+        result = {"error": for_ui(str(exc)), "too_short": True}
     except SarcoscopeError as exc:
         result = {"error": for_ui(str(exc))}
     for flag in result.get("flags") or []:

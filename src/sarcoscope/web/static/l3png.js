@@ -17,8 +17,12 @@ export class PNGView {
 
   draw() {
     this.drawAxial();
-    this.drawRecon("coronal");
-    this.drawRecon("sagittal");
+    const one = state.study.n_slices === 1; // no height: its reconstructions would be strips a pixel high
+    $("l3-grid").classList.toggle("single", one);
+    for (const plane of ["coronal", "sagittal"]) {
+      $(`${plane}-canvas`).closest("figure").hidden = one;
+      if (!one) this.drawRecon(plane);
+    }
   }
 
   async drawAxial() {

@@ -4,11 +4,14 @@
 import {$, download, getJSON, message, sendJSON} from "./api.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
-import {state} from "./state.js";
+import {ownsKeys, state} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
 let view = null; // MPRView or PNGView
 let mpr = false; // true: NiiVue
+let locating = null; // the study whose L3 the localizer is looking for: its lines are about to move
+let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
+const kept = {slice: null, range: null}; // the lines each mode had when the user left it, for the way back
 
 export function applySelection(sel) {
   state.mode = sel.mode;
@@ -16,8 +19,12 @@ export function applySelection(sel) {
   state.axialZ = sel.mode === "slice" ? sel.first : Math.round((sel.first + sel.last) / 2);
 }
 
-/** Fit the images again (opening another study). */
-export function resetL3View() { if (view) view.reset(false); }
+/** Fit the images again and forget the lines placed by hand (opening another study). */
+export function resetL3View() {
+  byHand = false;
+  kept.slice = kept.range = null;
+  if (view) view.reset(false);
+}
 
 const hooks = {
   crosshair(x, y, z) {
@@ -79,16 +86,23 @@ async function ensureView() {
   $("l3-grid").hidden = mpr;
   $("l3-window").hidden = !mpr;
   $("l3-cursor").hidden = !mpr;
-  $("l3-hint").textContent = mpr
+}
+
+/** What the mouse and keys do (one slice has no lines to move). */
+function renderHint() {
+  const mouse = mpr
     ? "right-drag: window/level · wheel: slices · ctrl+wheel: zoom · middle or shift+drag: pan · " +
-      "click: crosshair · drag a line, or ↑/↓ (Tab: other line)"
-    : "wheel: slices · ctrl+wheel: zoom · middle or space+drag: pan · drag the lines, or ↑/↓ (Tab: other line)";
+      "click: crosshair"
+    : "wheel: slices · ctrl+wheel: zoom · middle or space+drag: pan";
+  const lines = state.study.n_slices > 1 ? " · drag the lines, or ↑/↓ (Tab: other line)" : "";
+  $("l3-hint").textContent = mouse + lines;
 }
 
 export async function showL3() {
   const s = state.study;
   await ensureView();
   $("l3-preset").value = state.preset;
+  renderHint();
   drawAll();
   loadModels();
   if (mpr) {
@@ -100,11 +114,18 @@ export async function showL3() {
   }
   if (!s.localization) {
     message("Locating L3…");
+    locating = s.id;
+    updateSegment();
     try {
-      state.study = await sendJSON(`/api/studies/${s.id}/localize`, "POST", {});
-      if (state.study.selection) applySelection(state.study.selection);
+      const study = await sendJSON(`/api/studies/${s.id}/localize`, "POST", {});
+      if (state.study.id !== s.id) return; // another study was opened meanwhile
+      state.study = study;
+      if (study.selection && !byHand) applySelection(study.selection);
       message("");
-    } catch (err) { message(err.message, true); }
+    } catch (err) { message(err.message, true); } finally {
+      if (locating === s.id) locating = null;
+      updateSegment();
+    }
   }
   renderLocalization();
   drawAll();
@@ -114,6 +135,18 @@ function renderLocalization() {
   const loc = state.study.localization || {};
   const conf = $("l3-confidence");
   const flags = $("l3-flags");
+  flags.classList.toggle("note", Boolean(loc.too_short));
+  if (loc.too_short) { // not a failure: the user chose these slices, too few to count vertebrae on
+    const one = state.study.n_slices === 1;
+    conf.textContent = one ? "single slice: analysed as given"
+      : "too few slices to locate L3 automatically: place the lines on L3 by hand";
+    conf.className = "confidence";
+    flags.textContent = one
+      ? "Its level is not checked (make sure it is L3: the cutoffs are for L3); one slice has no coronal or " +
+        "sagittal views."
+      : loc.error;
+    return;
+  }
   if (loc.error) {
     conf.textContent = "Automatic localization failed: place the lines by hand.";
     conf.className = "confidence low";
@@ -211,7 +244,10 @@ export function bindL3() {
     view.reset();
     if (mpr) view.setWindow(...state.config.windows[state.preset]);
   });
-  $("l3-viewer").addEventListener("keydown", lineKeys);
+  document.addEventListener("keydown", (e) => { // ↑/↓ as the hint says, whatever control was clicked last
+    if ($("pane-l3").hidden || $("view-study").hidden || ownsKeys(e.target)) return;
+    if (e.key !== "Tab" || $("l3-viewer").contains(e.target)) lineKeys(e); // elsewhere Tab moves the focus
+  });
   $("download-dicom").addEventListener("click", () =>
     download(`/api/studies/${state.study.id}/dicom?deidentify=${$("deidentify").checked}`));
   $("segment").addEventListener("click", segmentSelected);
@@ -222,7 +258,7 @@ export function bindL3() {
   });
 }
 
-/** Keys on the focused viewer (or one of its canvases) move the active line; Tab switches it. */
+/** ↑/↓ and PgUp/PgDn move the active line; Tab (in the viewer) switches it. */
 function lineKeys(e) {
   const steps = {ArrowUp: 1, ArrowDown: -1, PageUp: 5, PageDown: -5};
   if (e.key in steps) {
@@ -237,33 +273,49 @@ function lineKeys(e) {
   }
 }
 
+/** True when slice z and both ends of range r are numbers, z between them. */
+const within = (z, r) =>
+  Boolean(r) && [z, ...r].every(Number.isFinite) && z >= Math.min(...r) && z <= Math.max(...r);
+
 const clampZ = (z) => Math.max(0, Math.min(state.study.n_slices - 1, z));
 
+/** Slice goes to the slice the user had, else the localizer's mid-L3, when it is in the range (else to its
+ * middle); Range goes back to the range the user had, else the localizer's L3 body, when it holds the slice
+ * (else to +-15 mm around it). */
 function setMode(mode) {
   if (mode === state.mode) return;
+  const loc = state.study.localization || {};
+  const [lo, hi] = [Math.min(...state.lines), Math.max(...state.lines)];
+  kept[state.mode] = [lo, hi];
   if (mode === "slice") {
-    const auto = (state.study.localization || {}).l3_mid;
-    const [lo, hi] = [Math.min(...state.lines), Math.max(...state.lines)];
-    const mid = typeof auto === "number" && auto >= lo && auto <= hi ? auto : Math.round((lo + hi) / 2);
-    state.lines = [mid, mid];
+    const mine = kept.slice && kept.slice[0];
+    const z = [mine, loc.l3_mid].find((c) => within(c, [lo, hi])) ?? Math.round((lo + hi) / 2);
+    state.lines = [z, z];
   } else {
-    const loc = state.study.localization || {};
-    const [lo, hi] = [loc.l3_lower_endplate, loc.l3_upper_endplate];
     const z = state.lines[0];
-    if (typeof lo === "number" && typeof hi === "number" && z >= Math.min(lo, hi) && z <= Math.max(lo, hi)) {
-      state.lines = [Math.min(lo, hi), Math.max(lo, hi)]; // back to the localizer's L3 body
-    } else {
-      const half = Math.max(1, Math.round(15 / state.study.spacing[0])); // +-15 mm around the slice
-      state.lines = [clampZ(z - half), clampZ(z + half)];
-    }
+    const range = [kept.range, [loc.l3_lower_endplate, loc.l3_upper_endplate]].find((r) => within(z, r));
+    const half = Math.max(1, Math.round(15 / state.study.spacing[0]));
+    state.lines = range ? [Math.min(...range), Math.max(...range)] : [clampZ(z - half), clampZ(z + half)];
   }
   state.mode = mode;
   state.activeLine = 0;
+  byHand = true;
+  updateSegment();
   drawAll();
   saveSelection();
 }
 
+/** "Segment selected" waits for the localizer, which is about to move the lines the user sees, unless the
+ * user placed them. */
+function updateSegment() {
+  const wait = locating === state.study.id && !byHand;
+  $("segment").disabled = wait;
+  $("segment").title = wait ? "Locating L3…: wait for the lines, or place them by hand" : "";
+}
+
 function moveLine(z) {
+  byHand = true;
+  updateSegment();
   z = clampZ(z);
   state.lines[state.activeLine] = z;
   if (state.mode === "slice") state.lines[1] = z;

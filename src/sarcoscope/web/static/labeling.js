@@ -2,7 +2,7 @@
 // label version (refused, with the reason, when someone saved in between).
 import {$, api, message, toast} from "./api.js";
 import {fillRegion, paintDisc} from "./brush.js";
-import {canvasPoint, image, state} from "./state.js";
+import {canvasPoint, image, ownsKeys, state} from "./state.js";
 import {Viewport} from "./viewport.js";
 import {refreshSide, restoreViewed, savePatient} from "./versions.js";
 
@@ -255,17 +255,22 @@ export function bindEditor() {
   $("back-to-latest").addEventListener("click", async () => { await loadLabels(null); await refreshSide(); drawEditor(); });
   $("patient-form").addEventListener("submit", savePatient);
   document.addEventListener("keydown", editorKeys);
+  // Ctrl+S saves from any control (Height too) and never opens the browser's "Save page": caught before
+  // any view's own keys (NiiVue's canvas keeps its keys to itself)
+  window.addEventListener("keydown", (e) => {
+    if (!(e.ctrlKey || e.metaKey) || e.key.toLowerCase() !== "s") return;
+    e.preventDefault();
+    if (!$("pane-label").hidden && !$("view-study").hidden) saveLabels();
+  }, {capture: true});
   setTool("brush");
   setPaintLabel(1);
 }
 
 function editorKeys(e) {
-  if ($("pane-label").hidden || $("view-study").hidden) return;
-  if (e.target.matches("input[type=number], input[type=text], input[type=search], select")) return;
+  if ($("pane-label").hidden || $("view-study").hidden || ownsKeys(e.target)) return;
   const ctrl = e.ctrlKey || e.metaKey;
   if (ctrl && e.key.toLowerCase() === "z") { e.preventDefault(); (e.shiftKey ? redo : undo)(); }
   else if (ctrl && e.key.toLowerCase() === "y") { e.preventDefault(); redo(); }
-  else if (ctrl && e.key.toLowerCase() === "s") { e.preventDefault(); saveLabels(); }
   else if (ctrl) return;
   else if (e.key === "b") setTool("brush");
   else if (e.key === "e") setTool("eraser");

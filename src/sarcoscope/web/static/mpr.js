@@ -22,6 +22,8 @@ const LAYOUT = [
   {sliceType: SLICE_TYPE.CORONAL, position: [0.42, 0, 0.29, 1]},
   {sliceType: SLICE_TYPE.SAGITTAL, position: [0.71, 0, 0.29, 1]},
 ];
+const AXIAL_ONLY = [{sliceType: SLICE_TYPE.AXIAL, position: [0, 0, 1, 1]}];
+const PLANES = ["Axial", "Coronal", "Sagittal"]; // by SLICE_TYPE
 const LINE_GRAB_PX = 7; // a press this close to a line (CSS px) drags the line instead of the crosshair
 const MAX_ZOOM = 10;
 
@@ -82,6 +84,10 @@ export class MPRView {
     if (this.studyId !== study.id) {
       this.studyId = study.id;
       this.volume = null;
+      // one slice has no height: its coronal and sagittal tiles would be strips a pixel high
+      const layout = study.n_slices > 1 ? LAYOUT : AXIAL_ONLY;
+      this.nv.setCustomLayout(layout);
+      this.box.dataset.planes = layout.map((tile) => PLANES[tile.sliceType].toLowerCase()).join(",");
       await this.nv.loadVolumes([{url: `/api/studies/${study.id}/volume.nii.gz`, colormap: "gray"}]);
       this.volume = this.nv.volumes[0];
       this.inverse = invert3x4(this.volume.hdr.affine);
@@ -280,7 +286,7 @@ export class MPRView {
       ctx.clip();
       ctx.fillStyle = "rgba(255,255,255,0.75)";
       ctx.textAlign = "left";
-      let name = ["Axial", "Coronal", "Sagittal"][s.axCorSag];
+      let name = PLANES[s.axCorSag];
       if (s.axCorSag === SLICE_TYPE.AXIAL) {
         name += ` · slice ${this.voxelOf(this.nv.scene.crosshairPos)[2]} / ${this.volume.hdr.dims[3] - 1}`;
       }

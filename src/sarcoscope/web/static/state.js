@@ -60,6 +60,11 @@ export function image(plane, index, preset = state.preset) {
   return state.images.get(key);
 }
 
+/** True for a control whose keys are its own (a text or number field, a list): shortcuts leave them alone. */
+export function ownsKeys(el) {
+  return el.matches("input[type=number], input[type=text], input[type=search], select");
+}
+
 /** The image pixel (x, y) under a pointer event, whatever the canvas' zoom and pan. */
 export function canvasPoint(canvas, e) {
   const r = canvas.getBoundingClientRect();

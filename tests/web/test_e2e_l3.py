@@ -1,0 +1,157 @@
+"""End-to-end in headless chromium: the L3 view's selection while the localizer runs, when the mode changes
+and from the keyboard (see test_e2e.py for the set-up). The localizer is replaced by one that places L3 on
+slices 8-10 of the synthetic series and answers when the test lets it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import test_e2e
+from test_e2e_first_use import _upload
+from web_synth import synthetic_hu, write_series
+
+import sarcoscope.level.localization as localization
+
+pytestmark = test_e2e.pytestmark
+server, page = test_e2e.server, test_e2e.page
+_wait_text = test_e2e._wait_text
+
+
+class _Localized:
+    """What the localizer returns, as the web app reads it: L3 on slices 8-10 (middle 9), L4 on 3-7."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "l3_mid": 9,
+            "l3_lower_endplate": 8,
+            "l3_upper_endplate": 10,
+            "confidence": 0.9,
+            "flags": [],
+            "vertebrae": {
+                "L4": {"first": 3, "last": 7, "center": 5},
+                "L3": {"first": 8, "last": 10, "center": 9},
+            },
+        }
+
+
+@pytest.fixture
+def release(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Set it to let the localizer answer (it waits at most 30 s)."""
+    event = threading.Event()
+
+    def held(volume: Any) -> _Localized:  # a real localizer takes seconds on a real CT
+        event.wait(30)
+        return _Localized()
+
+    monkeypatch.setattr(localization, "locate_l3", held)
+    yield event
+    event.set()
+
+
+def _lines(page: Any) -> str:
+    return page.locator("#l3-viewer").get_attribute("data-lines") or ""
+
+
+def test_segment_waits_for_the_localizer_or_a_hand_placed_line(
+    page: Any, tmp_path: Path, release: threading.Event
+) -> None:
+    """ "Segment selected" was enabled while "Locating L3…" ran, and segmented the middle slice shown
+    before L3 was found."""
+    _upload(page, write_series(tmp_path / "a"))
+    _wait_text(page, "study-message", "Locating L3…")
+    assert _lines(page) == "6"  # the middle slice, until L3 is found
+    segment = page.locator("#segment")
+    assert segment.is_disabled() and "Locating L3" in (segment.get_attribute("title") or "")
+    release.set()
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    assert segment.is_enabled() and _lines(page) == "9"
+
+    # Lines placed by hand while the localizer runs: segmenting them is the user's choice, and they stay.
+    release.clear()
+    page.goto(page.url.split("#")[0])
+    _upload(page, write_series(tmp_path / "b", seed=3, patient_id="PAT-3"))
+    _wait_text(page, "study-message", "Locating L3…")
+    assert segment.is_disabled()
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")
+    _wait_text(page, "study-message", "Saved selection: Slice 7")
+    assert segment.is_enabled()
+    release.set()
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    assert _lines(page) == "7" and segment.is_enabled()
+
+
+def test_changing_the_mode_keeps_the_lines_placed_by_hand(
+    page: Any, tmp_path: Path, release: threading.Event
+) -> None:
+    """Range → Slice → Range put back the localizer's range in place of the one the user had placed, and
+    Slice its middle slice in place of the user's."""
+    release.set()
+    _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    assert _lines(page) == "9"
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")
+    _wait_text(page, "study-message", "Saved selection: Slice 10")
+    page.click("#mode-range")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines === '8,10'")  # L3's body
+    page.focus("#l3-viewer")
+    for _ in range(3):  # the inferior line
+        page.keyboard.press("ArrowDown")
+    _wait_text(page, "study-message", "Saved selection: Range 5–10")
+    page.click("#mode-slice")
+    _wait_text(page, "study-message", "Saved selection: Slice 10")  # the user's slice, in the range
+    page.click("#mode-range")
+    _wait_text(page, "study-message", "Saved selection: Range 5–10")
+    assert _lines(page) == "5,10"
+
+
+def test_arrow_keys_move_the_lines_after_a_click_on_a_control(
+    page: Any, tmp_path: Path, release: threading.Event
+) -> None:
+    """After a click on Slice or Range (the focus on the button), ↑/↓ did nothing: the hint offers them."""
+    release.set()
+    _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    page.click("#mode-range")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines === '8,10'")
+    page.keyboard.press("ArrowDown")  # the inferior line
+    _wait_text(page, "study-message", "Saved selection: Range 7–10")
+    page.click("#mode-slice")
+    _wait_text(page, "study-message", "Saved selection: Slice 9")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")
+    _wait_text(page, "study-message", "Saved selection: Slice 11")
+    page.click("#deidentify")
+    page.keyboard.press("ArrowDown")
+    _wait_text(page, "study-message", "Saved selection: Slice 10")
+
+
+def test_one_slice_or_a_few_are_not_a_failure_and_one_has_no_reconstructions(
+    page: Any, server: str, tmp_path: Path
+) -> None:
+    """A single slice or a short series (the synthetic one: 33 mm) said "Automatic localization failed" in
+    red for what is normal there (the user picks the slices), and a single slice showed coronal and sagittal
+    tiles one pixel high."""
+    confidence, flags = page.locator("#l3-confidence"), page.locator("#l3-flags")
+    _upload(page, write_series(tmp_path / "short"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    assert confidence.inner_text().startswith("too few slices to locate L3 automatically")
+    assert "covers only 33 mm" in flags.inner_text()
+    assert "low" not in confidence.get_attribute("class") and "note" in flags.get_attribute("class")
+    assert page.locator("#mpr").get_attribute("data-planes") == "axial,coronal,sagittal"
+
+    page.goto(server)
+    study_id = _upload(page, write_series(tmp_path / "one", 5, "PAT-5", synthetic_hu()[5:6]))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    assert confidence.inner_text() == "single slice: analysed as given"
+    assert "low" not in confidence.get_attribute("class") and "note" in flags.get_attribute("class")
+    page.wait_for_function("document.getElementById('mpr').dataset.planes === 'axial'")
+    assert "no coronal or sagittal" in flags.inner_text()
+    page.goto(f"{server}/?png#/study/{study_id}")  # the server's images (no WebGL2): the axial one alone
+    page.wait_for_function("document.getElementById('axial-canvas').width === 96")
+    assert page.locator("#coronal-canvas").is_hidden() and page.locator("#sagittal-canvas").is_hidden()
