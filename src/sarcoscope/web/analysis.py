@@ -56,8 +56,9 @@ def level_warning(loc: dict[str, Any] | None, indices: list[int]) -> str | None:
     failed: a short series, a single slice), as the cutoffs are L3 values."""
     if not loc or "error" in loc:
         slices = f"slice {indices[0]} is" if len(indices) == 1 else f"slices {indices[0]}–{indices[-1]} are"
+        why = "was not run" if not loc else "needs more slices" if loc.get("too_short") else "failed"
         return (
-            f"The level was not checked: the automatic L3 localization {'failed' if loc else 'was not run'}. "
+            f"The level was not checked: the automatic L3 localization {why}. "
             "The sarcopenia and myosteatosis cutoffs were derived at L3: make sure that "
             f"{slices} at L3 before using them."
         )
