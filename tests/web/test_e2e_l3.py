@@ -64,11 +64,12 @@ def test_segment_waits_for_the_localizer_or_a_hand_placed_line(
     _upload(page, write_series(tmp_path / "a"))
     _wait_text(page, "study-message", "Locating L3…")
     assert _lines(page) == "6"  # the middle slice, until L3 is found
-    segment = page.locator("#segment")
+    segment, download = page.locator("#segment"), page.locator("#download-dicom")
     assert segment.is_disabled() and "Locating L3" in (segment.get_attribute("title") or "")
+    assert download.is_disabled()  # it downloaded the middle slice shown before L3 was found
     release.set()
     page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
-    assert segment.is_enabled() and _lines(page) == "9"
+    assert segment.is_enabled() and download.is_enabled() and _lines(page) == "9"
 
     # Lines placed by hand while the localizer runs: segmenting them is the user's choice, and they stay.
     release.clear()

@@ -305,12 +305,14 @@ function setMode(mode) {
   saveSelection();
 }
 
-/** "Segment selected" waits for the localizer, which is about to move the lines the user sees, unless the
- * user placed them. */
+/** "Segment selected" and "Download selected DICOM" wait for the localizer, which is about to move the lines
+ * the user sees, unless the user placed them. */
 function updateSegment() {
   const wait = locating === state.study.id && !byHand;
-  $("segment").disabled = wait;
-  $("segment").title = wait ? "Locating L3…: wait for the lines, or place them by hand" : "";
+  for (const id of ["segment", "download-dicom"]) {
+    $(id).disabled = wait;
+    $(id).title = wait ? "Locating L3…: wait for the lines, or place them by hand" : "";
+  }
 }
 
 function moveLine(z) {
