@@ -530,13 +530,13 @@ def _bare_thoracic(ribs: list[VertebraRibs], names: list[str]) -> list[str]:
     """T11 and T12 when the labelling names both rib-free while a vertebra above them bears ribs (none
     otherwise). One rib-free T12 is 11 rib pairs or a missed short pair; two in a row below ribs are a count
     the ribs contradict."""
-    searched = {r.segment: r.bears_ribs for r in ribs if 0 <= r.segment < len(names)}
-    by_name = {names[s]: s for s in searched}
-    low = [by_name.get(n) for n in ("T12", "T11")]
-    if None in low or any(searched[s] for s in low if s is not None):
+    if "T12" not in names:
         return []
-    top = max(s for s in low if s is not None)
-    return ["T11", "T12"] if any(bears for s, bears in searched.items() if s > top) else []
+    t12 = names.index("T12")  # T11 is the segment above it
+    bears = {r.segment: r.bears_ribs for r in ribs}
+    if bears.get(t12, True) or bears.get(t12 + 1, True):  # not searched, or ribs found
+        return []
+    return ["T11", "T12"] if any(b for s, b in bears.items() if s > t12 + 1) else []
 
 
 def _labelling(reading: _Reading) -> labelling.Labelling:
@@ -554,9 +554,9 @@ def _same_l3(other: _Reading, own: _Reading, dz: float) -> Callable[[int], int |
     centres = np.array([own.discs.centre(s, dz) for s in range(lo, hi)])
 
     def match(t12: int) -> int | None:
-        k = int(np.argmin(np.abs(centres - other.discs.centre(t12 - 3, dz))))
-        near = abs(centres[k] - other.discs.centre(t12 - 3, dz)) <= 0.5 * period
-        return lo + k + 3 if near else None
+        gaps = np.abs(centres - other.discs.centre(t12 - 3, dz))
+        k = int(np.argmin(gaps))
+        return lo + k + 3 if gaps[k] <= 0.5 * period else None
 
     return match
 

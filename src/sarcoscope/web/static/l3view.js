@@ -115,7 +115,7 @@ export async function showL3() {
   if (!s.localization) {
     message("Locating L3…");
     locating = s.id;
-    updateSegment();
+    updateWaiting();
     try {
       const study = await sendJSON(`/api/studies/${s.id}/localize`, "POST", {});
       if (state.study.id !== s.id) return; // another study was opened meanwhile
@@ -124,7 +124,7 @@ export async function showL3() {
       message("");
     } catch (err) { message(err.message, true); } finally {
       if (locating === s.id) locating = null;
-      updateSegment();
+      updateWaiting();
     }
   }
   renderLocalization();
@@ -300,14 +300,14 @@ function setMode(mode) {
   state.mode = mode;
   state.activeLine = 0;
   byHand = true;
-  updateSegment();
+  updateWaiting();
   drawAll();
   saveSelection();
 }
 
 /** "Segment selected" and "Download selected DICOM" wait for the localizer, which is about to move the lines
  * the user sees, unless the user placed them. */
-function updateSegment() {
+function updateWaiting() {
   const wait = locating === state.study.id && !byHand;
   for (const id of ["segment", "download-dicom"]) {
     $(id).disabled = wait;
@@ -317,7 +317,7 @@ function updateSegment() {
 
 function moveLine(z) {
   byHand = true;
-  updateSegment();
+  updateWaiting();
   z = clampZ(z);
   state.lines[state.activeLine] = z;
   if (state.mode === "slice") state.lines[1] = z;
