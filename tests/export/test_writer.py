@@ -39,6 +39,26 @@ def test_non_dicom_input_skips_seg_with_warning(make_result, tmp_path) -> None:
     assert any("DICOM SEG not written: the input was not DICOM" in w for w in report["warnings"])
 
 
+def test_skipped_dicom_objects_are_said_in_the_result_once(make_result, tmp_path) -> None:
+    """The console prints result.warnings: a SEG, SR and capture that could not be made must be there, as in
+    the report, and not twice when the result is written again."""
+    result = make_result((5,), dicom=True)
+    del result.volume.dicom_headers[5].SOPInstanceUID
+    before = list(result.warnings)
+    write_outputs(result, tmp_path / "out")
+    added = result.warnings[len(before) :]
+    assert [w.split(":")[0] for w in added] == [
+        "DICOM SEG not written",
+        "DICOM SR not written",
+        "QC secondary capture not written",
+    ]
+    assert "source CT image number 6 lacks SOPInstanceUID" in added[0]  # named by its InstanceNumber
+    paths = write_outputs(result, tmp_path / "again")
+    assert result.warnings[len(before) :] == added
+    report = json.loads(paths["report"].read_text(encoding="utf-8"))
+    assert report["warnings"] == result.warnings
+
+
 def test_rerun_replaces_previous_outputs_without_mixing(make_result, tmp_path) -> None:
     out = tmp_path / "out"
     write_outputs(make_result((5,), dicom=True), out)

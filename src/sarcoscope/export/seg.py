@@ -91,7 +91,8 @@ def prepared_sources(
     for ds in headers:
         missing = [k for k in REQUIRED if k not in ds or ds.get(k) in (None, "")]
         if missing:
-            return None, f"source CT image {ds.get('SOPInstanceUID', '?')} lacks {', '.join(missing)}"
+            name = ds.get("SOPInstanceUID") or f"number {ds.get('InstanceNumber', '?')}"
+            return None, f"source CT image {name} lacks {', '.join(missing)}"
         src = copy.deepcopy(ds)
         if deidentification is not None:
             deidentify_dataset(src, deidentification)

@@ -73,7 +73,7 @@ def dicom_result_files(out_dir: Path) -> list[Path]:
 
 def _write_all(
     result: AnalysisResult, tmp: Path, deidentification: DeidentificationPolicy | None, label_order: str
-) -> dict[str, str]:
+) -> tuple[dict[str, str], list[str]]:
     written: dict[str, str] = {}
     warnings: list[str] = []
     (tmp / OUTPUT_FILES["metrics"]).write_text(metrics_csv(result), encoding="utf-8")
@@ -109,9 +109,10 @@ def _write_all(
             else:
                 warnings.append(problem)
     written["report"] = OUTPUT_FILES["report"]
-    report = build_report(result, outputs=written, extra_warnings=warnings, deidentification=deidentification)
+    new = [w for w in warnings if w not in result.warnings]
+    report = build_report(result, outputs=written, extra_warnings=new, deidentification=deidentification)
     (tmp / OUTPUT_FILES["report"]).write_text(report_json(report), encoding="utf-8")
-    return written
+    return written, warnings
 
 
 def write_outputs(
@@ -124,7 +125,8 @@ def write_outputs(
     report.sr.dcm and report.qc.dcm, de-identified with `deidentification` when given.
 
     Returns the written files by kind. A DICOM object that cannot be made is skipped with a warning in the
-    report; any other failure raises and leaves `out_dir` as it was.
+    report and in `result.warnings` (so the console says it too); any other failure raises and leaves
+    `out_dir` as it was.
     """
     out_dir = Path(out_dir)
     if out_dir.is_symlink():  # the folder it points to gets the outputs; the link stays
@@ -143,7 +145,7 @@ def write_outputs(
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
     try:
-        written = _write_all(result, tmp, deidentification, label_order)
+        written, warnings = _write_all(result, tmp, deidentification, label_order)
         if not out_dir.exists():
             os.replace(tmp, out_dir)
         else:
@@ -153,6 +155,7 @@ def write_outputs(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    result.warnings.extend(w for w in warnings if w not in result.warnings)
     return {kind: out_dir / name for kind, name in written.items()}
 
 
