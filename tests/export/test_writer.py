@@ -33,8 +33,10 @@ def test_writes_everything_for_dicom_input(make_result, tmp_path) -> None:
 
 
 def test_non_dicom_input_skips_seg_with_warning(make_result, tmp_path) -> None:
-    paths = write_outputs(make_result((5,)), tmp_path / "out")
+    result = make_result((5,))
+    paths = write_outputs(result, tmp_path / "out")
     assert "dicom_seg" not in paths
+    assert not any("DICOM SEG" in w for w in result.warnings)  # no news on the console for NIfTI input
     report = json.loads(paths["report"].read_text(encoding="utf-8"))
     assert any("DICOM SEG not written: the input was not DICOM" in w for w in report["warnings"])
 

@@ -125,8 +125,8 @@ def write_outputs(
     report.sr.dcm and report.qc.dcm, de-identified with `deidentification` when given.
 
     Returns the written files by kind. A DICOM object that cannot be made is skipped with a warning in the
-    report and in `result.warnings` (so the console says it too); any other failure raises and leaves
-    `out_dir` as it was.
+    report and, for DICOM input, in `result.warnings` (so the console says it too); any other failure raises
+    and leaves `out_dir` as it was.
     """
     out_dir = Path(out_dir)
     if out_dir.is_symlink():  # the folder it points to gets the outputs; the link stays
@@ -155,7 +155,8 @@ def write_outputs(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    result.warnings.extend(w for w in warnings if w not in result.warnings)
+    if result.volume.dicom_headers:  # for other input the report's "not DICOM" note is no news to say
+        result.warnings.extend(w for w in warnings if w not in result.warnings)
     return {kind: out_dir / name for kind, name in written.items()}
 
 
