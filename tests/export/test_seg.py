@@ -9,6 +9,7 @@ import pytest
 from sarcoscope.conventions import TISSUES, Label
 from sarcoscope.export import build_dicom_seg
 from sarcoscope.export.seg import write_dicom_seg
+from sarcoscope.imaging.labelmaps import LabelGrid, load_mapping, read_label_map
 
 
 def _read_back_labels(path, result) -> np.ndarray:
@@ -149,3 +150,16 @@ def test_seeded_seg_uids_repeat(make_result) -> None:
     other, _ = build_dicom_seg(result, uid_seed="study-1/v3")
     assert (one.SOPInstanceUID, one.SeriesInstanceUID) == (two.SOPInstanceUID, two.SeriesInstanceUID)
     assert other.SOPInstanceUID != one.SOPInstanceUID and other.SeriesInstanceUID != one.SeriesInstanceUID
+
+
+def test_seg_frames_keep_the_files_layout_of_turned_images(make_result, tmp_path) -> None:
+    """Images read turned (a prone patient's, CTVolume.stored_flip) get SEG frames laid out as their files
+    are, which a PACS viewer overlays on them; reading the SEG back for that volume turns them again."""
+    result = make_result((4, 5), dicom=True)
+    result.volume.stored_flip = (True, True)
+    path = tmp_path / "seg.dcm"
+    assert write_dicom_seg(result, path) is None
+    np.testing.assert_array_equal(_read_back_labels(path, result), result.labels[:, ::-1, ::-1])
+    grid = LabelGrid.of_volume(result.volume)
+    back = read_label_map(path, load_mapping(None), grid, result.selection.indices).labels
+    np.testing.assert_array_equal(back, result.labels)

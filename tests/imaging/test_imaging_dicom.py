@@ -66,13 +66,51 @@ def test_order_by_position_not_name_or_instance_number(tmp_path: Path, volume_hu
 
 
 def test_feet_first_order_along_normal(tmp_path: Path, volume_hu: np.ndarray) -> None:
-    """Slice normal pointing inferior: the array still follows the normal, and positions ascend along it."""
+    """Slice normal pointing inferior: the array still follows the normal, and positions ascend along it.
+    Its columns run anterior, so the images are turned upside down into the standard layout."""
     direction = np.diag([1.0, -1.0, -1.0])  # rows to the left, columns anterior, normal inferior
     write_dicom_series(volume_hu, (2.0, 1.0, 1.0), tmp_path, direction=direction, shuffle_names=True, seed=2)
     vol = read_ct(tmp_path)
-    np.testing.assert_array_equal(vol.hu, volume_hu)
-    np.testing.assert_allclose(vol.direction, direction)
-    assert any("standard orientation" in w for w in vol.warnings)
+    np.testing.assert_array_equal(vol.hu, volume_hu[:, ::-1, :])
+    np.testing.assert_allclose(vol.direction, np.diag([1.0, 1.0, -1.0]))
+    assert vol.stored_flip == (True, False)
+    assert any("stored upside down" in w for w in vol.warnings)
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "flip"),
+    [
+        (
+            (-1.0, 0.0, 0.0),
+            (0.0, -1.0, 0.0),
+            (True, True),
+        ),  # prone, as scanners store it: the back at the top
+        ((-1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (False, True)),  # rows toward the patient's right
+    ],
+)
+def test_turned_to_the_standard_layout_at_the_same_place(
+    tmp_path: Path, volume_hu: np.ndarray, row: tuple, column: tuple, flip: tuple[bool, bool]
+) -> None:
+    """The same anatomy stored turned reads as the standard series does: the same HU at the same LPS
+    point, in the standard layout; `stored_layout` gives the files' pixels back."""
+    spacing, origin = (2.0, 0.7, 0.8), np.array([-30.0, -20.0, 100.0])
+    write_dicom_series(volume_hu, spacing, tmp_path / "standard", origin=origin)
+    standard = read_ct(tmp_path / "standard")
+    stored = volume_hu[:, :: -1 if flip[0] else 1, :: -1 if flip[1] else 1]
+    ny, nx = volume_hu.shape[1:]
+    first = origin + np.array([(nx - 1) * 0.8 if flip[1] else 0, (ny - 1) * 0.7 if flip[0] else 0, 0])
+    axes = np.column_stack([row, column, (0.0, 0.0, 1.0)])  # slice positions still run superior
+    write_dicom_series(stored, spacing, tmp_path / "turned", origin=first, direction=axes)
+    turned = read_ct(tmp_path / "turned")
+    assert turned.stored_flip == flip
+    assert turned.direction[0, 0] > 0.9 and turned.direction[1, 1] > 0.9
+    # every voxel of the turned volume, taken to the standard volume's indices through both affines
+    idx = np.indices(turned.shape)[::-1].reshape(3, -1)  # (x, y, z) per voxel
+    points = turned.affine_lps @ np.vstack([idx, np.ones(idx.shape[1])])
+    back = np.rint(np.linalg.inv(standard.affine_lps) @ points)[:3].astype(int)
+    np.testing.assert_array_equal(turned.hu.reshape(-1), standard.hu[back[2], back[1], back[0]])
+    order = slice(None, None, -1) if turned.direction[2, 2] < 0 else slice(None)
+    np.testing.assert_array_equal(turned.stored_layout(turned.hu), stored[order])
 
 
 @pytest.mark.parametrize(

@@ -201,7 +201,7 @@ def build_dicom_seg(
             warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
             seg = hd.seg.Segmentation(
                 source_images=sources,
-                pixel_array=segment_map[labels],
+                pixel_array=result.volume.stored_layout(segment_map[labels]),  # the frames' own layout
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
                 segment_descriptions=descriptions,
                 series_instance_uid=_uid(uid_seed, "seg-series"),

@@ -25,7 +25,7 @@ from pydicom.uid import MediaStorageDirectoryStorage
 from sarcoscope.errors import InputError
 from sarcoscope.imaging.dicom_pixels import DicomFile, float_list, raw_text, to_hu
 from sarcoscope.imaging.multiframe import frame_count, orientation_cosines, read_multiframe
-from sarcoscope.imaging.volume import CTMetadata, CTVolume, plane_of_normal
+from sarcoscope.imaging.volume import CTMetadata, CTVolume, plane_of_normal, turn_axial_to_standard
 
 #: Values larger than this (the pixel data) are read from the file only when decoded: each file is parsed
 #: once, and the pixel bytes of series that are not read never enter memory.
@@ -557,26 +557,26 @@ def _read_series(files: list[DicomFile], warnings: list[str]) -> CTVolume:
     spacing_yx = float_list(first, "PixelSpacing")
     if spacing_yx is None or len(spacing_yx) != 2 or min(spacing_yx) <= 0:
         raise InputError(f"{files[0].path} has no valid PixelSpacing; areas cannot be measured")
+    hu = to_hu(files, warnings)
+    origin = np.asarray(points[0], dtype=float)
+    flip = (False, False)
     plane = plane_of_normal(normal)
     if plane != "axial":
         warnings.append(
             f"the series is {plane}, not axial: it was read as acquired (slices are {plane} planes); "
             "L3 analysis needs an axial series"
         )
-    elif not (direction[0, 0] > 0.9 and direction[1, 1] > 0.9):
-        warnings.append(
-            "axial images are not in the standard orientation (rows toward patient left, columns toward "
-            "posterior); the array is kept as stored"
-        )
-    hu = to_hu(files, warnings)
+    else:
+        direction, origin, flip = turn_axial_to_standard(hu, direction, origin, spacing_yx, warnings)
     return CTVolume(
         hu=hu,
         spacing=(dz, spacing_yx[0], spacing_yx[1]),
-        origin=tuple(float(v) for v in points[0]),
+        origin=tuple(float(v) for v in origin),
         direction=direction,
         metadata=metadata_from_header(first, warnings),
         source_kind="dicom",
         slice_positions=proj,
         dicom_headers=[f.ds for f in files],
         warnings=warnings,
+        stored_flip=flip,
     )

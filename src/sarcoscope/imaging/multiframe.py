@@ -12,7 +12,14 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume, check_hounsfield
+from sarcoscope.imaging.volume import (
+    AIR_HU,
+    CTMetadata,
+    CTVolume,
+    check_hounsfield,
+    plane_of_normal,
+    turn_axial_to_standard,
+)
 
 
 def frame_count(ds: Dataset) -> int:
@@ -67,14 +74,19 @@ def read_multiframe(path: Path, metadata: CTMetadata, warnings: list[str]) -> CT
         hu = array.astype(np.int16)
     else:
         hu = np.ascontiguousarray(array)
+    direction = np.column_stack([x_dir, y_dir, normal])
+    flip = (False, False)
+    if plane_of_normal(normal) == "axial":
+        direction, origin, flip = turn_axial_to_standard(hu, direction, origin, (dy, dx), warnings)
     return CTVolume(
         hu=hu,
         spacing=(dz, dy, dx),
         origin=(float(origin[0]), float(origin[1]), float(origin[2])),
-        direction=np.column_stack([x_dir, y_dir, normal]),
+        direction=direction,
         metadata=metadata,
         source_kind="dicom",
         source_path=str(path),
         slice_positions=float(origin @ normal) + dz * np.arange(hu.shape[0]),
         warnings=warnings,
+        stored_flip=flip,
     )

@@ -30,6 +30,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,7 @@ from sarcoscope.imaging.labelmaps import (
     read_label_map,
 )
 from sarcoscope.imaging.nifti import read_nifti_array
+from sarcoscope.imaging.volume import stored_flip_of
 from sarcoscope.segmentation.unet import InputSpec, body_window
 from sarcoscope.training.config import TrainConfig
 
@@ -124,7 +126,12 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]
         if hu.ndim != 2:
             raise InputError(f"DICOM image {path} must be a single axial slice, got shape {hu.shape}.")
         patient = str(ds.get("PatientID", "") or "").strip() or None
-        return hu[None], spacing, patient
+        flip_y, flip_x = _stored_flip(ds)  # a prone patient's slice is turned as read_ct turns it
+        return (
+            np.ascontiguousarray(hu[None, :: -1 if flip_y else 1, :: -1 if flip_x else 1]),
+            spacing,
+            patient,
+        )
     if name.endswith((".nii", ".nii.gz")):
         hu, spacing = read_nifti_array(path)
         return hu.astype(np.float32), spacing, None
@@ -155,15 +162,25 @@ def case_patients(data_dir: str | Path) -> dict[str, str]:
     return {case: (policy.pseudonym(k) if policy and k in raw else k) or case for case, k in ids.items()}
 
 
+def _stored_flip(ds: Any) -> tuple[bool, bool]:
+    """How a DICOM slice's pixel array is turned to the standard layout (CTVolume.stored_flip)."""
+    iop = [float(v) for v in ds.get("ImageOrientationPatient", None) or []]
+    return stored_flip_of(iop[:3], iop[3:]) if len(iop) == 6 else (False, False)
+
+
 def image_grid(path: Path, shape: tuple[int, int, int]) -> LabelGrid:
-    """The pixel grid of a training image; a DICOM slice also names its SOP Instance UID (for DICOM SEG)."""
+    """The pixel grid of a training image; a DICOM slice also names its SOP Instance UID (for DICOM SEG)
+    and how it was turned when read (label files hold the file's own layout)."""
     uids = None
+    flip = (False, False)
     if path.name.endswith(".dcm"):
         import pydicom
 
-        uid = pydicom.dcmread(path, stop_before_pixels=True).get("SOPInstanceUID")
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        uid = ds.get("SOPInstanceUID")
         uids = (str(uid),) if uid else None
-    return LabelGrid(shape, uids, f"image {path.name}")
+        flip = _stored_flip(ds)
+    return LabelGrid(shape, uids, f"image {path.name}", flip)
 
 
 def read_labels(path: Path, mapping_spec: str | None, grid: LabelGrid | None = None) -> np.ndarray:

@@ -86,7 +86,7 @@ def import_label_file(
     mapping = load_mapping(mapping_name)
     volume = ctx.volumes.get(study)
     uids = ctx.volumes.sop_uids(study)
-    grid = LabelGrid(volume.shape, tuple(uids) if uids else None, "the study's CT")
+    grid = LabelGrid(volume.shape, tuple(uids) if uids else None, "the study's CT", volume.stored_flip)
     try:
         labels = read_label_map(path, mapping, grid, indices).labels
     except LabelMapError as exc:  # name the file as the user knows it, not where the server keeps it

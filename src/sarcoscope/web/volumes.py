@@ -289,6 +289,7 @@ def _write_cache(store: Store, study_id: str, volume: CTVolume, sop_uids: list[s
         else np.asarray(volume.slice_positions).tolist(),
         "sop_uids": sop_uids,
         "warnings": list(volume.warnings),
+        "stored_flip": list(volume.stored_flip),
     }
     with atomic_private_file(folder / "volume.json") as f:
         f.write(json.dumps(geometry).encode())
@@ -342,6 +343,7 @@ class VolumeCache:
             source_path=None,
             slice_positions=None if positions is None else np.asarray(positions),
             warnings=list(info.get("warnings", [])),
+            stored_flip=tuple(bool(f) for f in info.get("stored_flip", (False, False))),  # type: ignore[arg-type]
         )
 
     def sop_uids(self, study: Study) -> list[str]:
@@ -374,6 +376,7 @@ class VolumeCache:
             slice_positions=base.slice_positions,
             dicom_headers=headers,
             warnings=list(base.warnings),
+            stored_flip=base.stored_flip,
         )
 
 

@@ -26,6 +26,8 @@ class LabelGrid:
     shape: tuple[int, int, int]
     sop_uids: tuple[str, ...] | None = None
     name: str = "the image"  # how messages name the image
+    #: (rows, columns) of the image reversed against its files' pixel arrays (CTVolume.stored_flip)
+    stored_flip: tuple[bool, bool] = (False, False)
 
     def __post_init__(self) -> None:
         if len(self.shape) != 3 or any(int(n) < 1 for n in self.shape):
@@ -42,7 +44,8 @@ class LabelGrid:
         """The grid of a CT read by `read_ct` (with SOP UIDs when it was read from DICOM)."""
         headers = volume.dicom_headers
         uids = tuple(str(h.SOPInstanceUID) for h in headers) if headers else None
-        return cls(volume.shape, uids, name or f"image {Path(volume.source_path or '?').name}")
+        name = name or f"image {Path(volume.source_path or '?').name}"
+        return cls(volume.shape, uids, name, volume.stored_flip)
 
     def wanted(self, slices: Sequence[int] | None) -> list[int]:
         """The slice indices asked for (all when None), checked against the grid."""
@@ -56,15 +59,24 @@ class LabelGrid:
 
 
 def fit_to_grid(
-    labels: np.ndarray, grid: LabelGrid | None, slices: Sequence[int] | None, path: Path
+    labels: np.ndarray,
+    grid: LabelGrid | None,
+    slices: Sequence[int] | None,
+    path: Path,
+    files_layout: bool = True,
 ) -> np.ndarray:
     """`labels` (n, y, x) on the asked slices of `grid`; refused with the file named when they do not fit.
 
     A label file holds either every slice of the image (the asked ones are taken) or exactly the asked
-    slices, in order; its rows and columns must be the image's.
+    slices, in order; its rows and columns must be the image's. With `files_layout` its pixels are laid out
+    as in the image's DICOM files (a SEG's frames, TAG, PNG, .npy), and are turned as the image was when
+    read; a NIfTI label map is already in the image's layout.
     """
     if grid is None:
         return labels
+    if files_layout:
+        flip_y, flip_x = grid.stored_flip
+        labels = labels[:, :: -1 if flip_y else 1, :: -1 if flip_x else 1]
     wanted = grid.wanted(slices)
     if labels.shape[1:] != grid.shape[1:]:
         raise LabelMapError(

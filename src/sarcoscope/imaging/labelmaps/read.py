@@ -62,10 +62,12 @@ def read_label_map(
         )
     if kind == ".dcm":
         labels, spacing = read_dicom_seg(path, mapping, grid, slices)
-        return LabelMap(path, fit_to_grid(labels.astype(np.uint8), grid, slices, path), spacing)
+        return LabelMap(
+            path, np.ascontiguousarray(fit_to_grid(labels.astype(np.uint8), grid, slices, path)), spacing
+        )
     if kind == "folder":
         labels = read_tissue_pngs(path, mapping).astype(np.uint8)
-        return LabelMap(path, fit_to_grid(labels, grid, slices, path), None)
+        return LabelMap(path, np.ascontiguousarray(fit_to_grid(labels, grid, slices, path)), None)
     if kind in (".nii", ".nii.gz"):
         try:
             raw, spacing = read_nifti_array(path)
@@ -86,5 +88,6 @@ def read_label_map(
         raw = raw[np.newaxis]
     if raw.ndim != 3:
         raise LabelMapError(f"{path}: expected a 2-D or 3-D label map, got shape {raw.shape}.")
-    labels = fit_to_grid(mapping.apply(raw, str(path)), grid, slices, path)
-    return LabelMap(path, labels, spacing)
+    nifti = kind in (".nii", ".nii.gz")
+    labels = fit_to_grid(mapping.apply(raw, str(path)), grid, slices, path, files_layout=not nifti)
+    return LabelMap(path, np.ascontiguousarray(labels), spacing)
