@@ -23,6 +23,7 @@ from sarcoscope.segmentation.quality import (
     QualityAssessment,
     SliceQuality,
     coarse_pixel_warning,
+    cut_off_warning,
     engine_signals,
     image_noise_hu,
     image_warnings,
@@ -159,6 +160,24 @@ def test_coarse_pixels_are_warned_about() -> None:
     warning = coarse_pixel_warning((3.0, 3.0))
     assert warning is not None and warning.startswith("Pixels of 3 x 3 mm are coarser")
     assert coarse_pixel_warning((0.8, 1.6)) is not None  # the coarser direction decides
+
+
+def test_a_body_cut_off_by_the_image_edge_is_warned_about() -> None:
+    """The phantom's exact labels: whole, cut through the fat on one side, cut through the muscle."""
+    ph = make_slice(1, size=256)
+    lab, sp = ph.labels, ph.pixel_spacing
+    assert cut_off_warning([lab], sp) is None
+    body_cols = np.flatnonzero(lab.any(axis=0))
+    muscle_cols = np.flatnonzero((lab == Label.MUSCLE).any(axis=0))
+    in_fat = (body_cols[0] + muscle_cols[0]) // 2  # between the skin and the wall on the patient's right
+    warning = cut_off_warning([lab[:, in_fat:]], sp)
+    assert warning is not None and warning.startswith("The body runs into the image's edge (right side)")
+    through_muscle = muscle_cols[-1] - round(15 / sp[1])  # 15 mm into the wall on the left
+    warning = cut_off_warning([lab, lab[:, in_fat:through_muscle]], sp)  # any slice of a range
+    assert warning is not None and warning.startswith(
+        "Muscle runs into the image's edge (left side)"
+    )
+    assert warning in image_warnings([ph.hu[:, in_fat:through_muscle]], [lab[:, in_fat:through_muscle]], sp)
 
 
 def test_image_noise_is_measured_in_the_fat() -> None:

@@ -226,6 +226,10 @@ class QualityAssessment:
         }
 
 
+#: Tissue along this much (mm) of an image edge means the body was cut off by the field of view.
+CUT_OFF_MM = 10.0
+
+
 def coarse_pixel_warning(pixel_spacing: tuple[float, float]) -> str | None:
     """The warning for slices whose pixels are coarser than diagnostic CT's; None for usual pixels."""
     if max(pixel_spacing) <= COARSE_PIXEL_MM:
@@ -267,12 +271,49 @@ def noise_warning(noise_hu: float | None) -> str | None:
     )
 
 
+def cut_off_warning(labels: Sequence[np.ndarray], pixel_spacing: tuple[float, float]) -> str | None:
+    """The warning for slices whose tissues run into the image's edge (the body wider than the field of
+    view, common in obese patients): what lies beyond was not imaged, so its area is missing. None when every
+    tissue ends inside the image (less than CUT_OFF_MM of any edge)."""
+    dy, dx = pixel_spacing
+    cut: dict[str, set[str]] = {"muscle": set(), "body": set()}
+    for lab in labels:
+        # array layout: columns run from the patient's right to the left, rows from the front to the back
+        edges = (
+            ("right", lab[:, 0], dy),
+            ("left", lab[:, -1], dy),
+            ("front", lab[0], dx),
+            ("back", lab[-1], dx),
+        )
+        for side, line, step in edges:
+            if np.count_nonzero(line == Label.MUSCLE) * step >= CUT_OFF_MM:
+                cut["muscle"].add(side)
+            if np.count_nonzero(line > 0) * step >= CUT_OFF_MM:
+                cut["body"].add(side)
+    order = ("right", "left", "front", "back")
+    if cut["muscle"]:
+        sides = " and ".join(s for s in order if s in cut["muscle"])
+        return (
+            f"Muscle runs into the image's edge ({sides} side): part of the body lies outside the field of "
+            "view, so the muscle area and SMI are too low (and SAT too). Reconstruct the scan with a larger "
+            "field of view to measure it."
+        )
+    if cut["body"]:
+        sides = " and ".join(s for s in order if s in cut["body"])
+        return (
+            f"The body runs into the image's edge ({sides} side): subcutaneous fat outside the field of view "
+            "is not measured, so SAT is too low and the VAT/SAT ratio too high; the muscle lies inside the "
+            "image."
+        )
+    return None
+
+
 def image_warnings(
     hu_slices: Sequence[np.ndarray], labels: Sequence[np.ndarray], pixel_spacing: tuple[float, float]
 ) -> list[str]:
-    """What about the analysed slices' images makes their muscle measure lower than on diagnostic CT:
-    coarse pixels, high noise (the mean over the slices where it can be measured)."""
-    found = [coarse_pixel_warning(pixel_spacing)]
+    """What about the analysed slices' images makes their measures lower than on diagnostic CT: coarse
+    pixels, high noise (the mean over the slices where it can be measured), a body cut off by the edge."""
+    found = [coarse_pixel_warning(pixel_spacing), cut_off_warning(labels, pixel_spacing)]
     noise = [
         n for h, lab in zip(hu_slices, labels, strict=True) if (n := image_noise_hu(h, lab, pixel_spacing))
     ]
