@@ -4,6 +4,7 @@
 import {$, download, getJSON, message, sendJSON} from "./api.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
+import {showSeries} from "./series.js";
 import {ownsKeys, state} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
@@ -105,6 +106,7 @@ export async function showL3() {
   renderHint();
   drawAll();
   loadModels();
+  showSeries();
   if (mpr) {
     message("Loading the images…");
     try {
