@@ -78,6 +78,28 @@ def test_another_series_opens_without_uploading_again(client: TestClient, tmp_pa
     assert missing.status_code == 404 and "not in this study's upload" in missing.json()["detail"]
 
 
+def test_a_failed_opening_leaves_the_series_to_open_again(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its files were moved into the study's folder before the study was added; a failure then (a full
+    disk, a database error) deleted them with the half-made study."""
+    study, _ = _upload_exam(client, tmp_path)
+    store = client.app.state.ctx.store
+    arterial = {"series_uid": study["series"][1]["series_uid"]}
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "add_study", broken)
+        failed = TestClient(client.app, raise_server_exceptions=False)
+        assert failed.post(f"/api/studies/{study['id']}/series", json=arterial).status_code == 500
+    r = client.post(f"/api/studies/{study['id']}/series", json=arterial)
+    assert r.status_code == 201 and r.json()["n_slices"] == 6
+    (kept,) = (store.data_dir / "uploads").iterdir()
+    assert len(list(kept.rglob("*.dcm"))) == 4  # the arterial files left the kept upload with its study
+
+
 def test_kept_series_live_and_go_with_the_uploads_studies(client: TestClient, tmp_path: Path) -> None:
     """The other series stay through a restart's clean-up, and leave with the upload's last study."""
     study, _ = _upload_exam(client, tmp_path)

@@ -150,16 +150,21 @@ def open_series(
 def _add_from_upload(
     store: Store, upload_id: str, series_uid: str, *, actor: str, client: str | None
 ) -> tuple[Study, CTVolume]:
-    """Read one series from the kept files and add its study (its files move to `ct/`)."""
+    """Read one series from the kept files and add its study (its files move to `ct/`: copied, then
+    deleted here once the study is added, so that a failure leaves the series to be opened again)."""
     from sarcoscope.imaging import read_ct
     from sarcoscope.web.volumes import add_study
 
     files = store.upload_dir(upload_id) / "files"
     try:
         volume = read_ct(files, series_uid=series_uid)
-        size = sum(Path(h.filename).stat().st_size for h in volume.dicom_headers or [])
-        return add_study(store, volume, size, actor=actor, client=client, upload_id=upload_id)
+        paths = [Path(h.filename) for h in volume.dicom_headers or []]
+        size = sum(p.stat().st_size for p in paths)
     except SarcoscopeError as exc:  # messages name the server's folder; the user knows their upload
         raise type(exc)(str(exc).replace(str(files), "the upload")) from None
     except OSError as exc:
         raise InputError(f"The series could not be read from the stored upload: {exc.strerror}") from None
+    added = add_study(store, volume, size, actor=actor, client=client, upload_id=upload_id)
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return added

@@ -135,7 +135,8 @@ def add_study(
     """Store a series read from an upload (its DICOM files, or the NIfTI file `nifti`) and add its study.
 
     `kept`: the upload's other series, moved to the data folder to be opened later; `upload_id`: the
-    kept upload this series comes from. ConflictError for a series uploaded before.
+    kept upload this series comes from, whose files are copied (the caller deletes them once the study is
+    added: a failure must not lose them). ConflictError for a series uploaded before.
     """
     from pydicom.uid import generate_uid
 
@@ -184,7 +185,7 @@ def add_study(
     try:
         sop_uids: list[str] = []
         if volume.source_kind == "dicom":
-            sop_uids = _store_dicom_files(volume, dest, sops, study_uid, series)
+            sop_uids = _store_dicom_files(volume, dest, sops, study_uid, series, copy=upload_id is not None)
         else:
             assert nifti is not None
             suffix = ".nii.gz" if nifti.client_name.lower().endswith(".gz") else ".nii"
@@ -267,9 +268,9 @@ def _sop_class(header: Any) -> str:
 
 
 def _store_dicom_files(
-    volume: CTVolume, dest: Path, sops: list[str], study_uid: str, series_uid: str
+    volume: CTVolume, dest: Path, sops: list[str], study_uid: str, series_uid: str, *, copy: bool = False
 ) -> list[str]:
-    """Move the series' files to `dest/<SOPInstanceUID>.dcm`; return the SOP UIDs in slice order.
+    """Move (or `copy`) the series' files to `dest/<SOPInstanceUID>.dcm`; return the SOP UIDs in slice order.
 
     A file whose UIDs were replaced (see _dicom_uids), or without a SOP Class UID where its file meta has
     one, is stored with these written in, so that downloads and exports (a DICOM SEG references its
@@ -290,7 +291,7 @@ def _store_dicom_files(
             "SOPClassUID": _sop_class(header),
         }
         if all(str(header.get(k, "") or "") == v for k, v in fixes.items()):
-            shutil.move(path, target)
+            (shutil.copyfile if copy else shutil.move)(path, target)
             make_private(target)  # a file extracted from a zip has the umask's mode
             continue
         ds = pydicom.dcmread(path)
@@ -299,7 +300,8 @@ def _store_dicom_files(
         ds.file_meta.MediaStorageSOPInstanceUID = uid
         with atomic_private_file(target) as f:
             ds.save_as(f, enforce_file_format=True)
-        path.unlink()
+        if not copy:
+            path.unlink()
     return sops
 
 
