@@ -50,6 +50,10 @@ def test_the_upload_lists_its_series_and_opens_the_clis_default(
     assert client.get(f"/api/studies/{study['id']}/series").json() == series
     several = next(w for w in study["warnings"] if "3 CT series found" in w)
     assert not has_cli_words(several) and "Series" in several
+    skipped = next(w for w in study["warnings"] if "skipped 1 file" in w)  # the localizer
+    assert skipped.startswith(f"skipped 1 file in {'the zip' if as_zip else 'the upload'}: 1 localizer")
+    data_dir = str(client.app.state.ctx.store.data_dir)
+    assert not any(data_dir in w for w in study["warnings"])  # the server's folders are no user's words
 
 
 def test_another_series_opens_without_uploading_again(client: TestClient, tmp_path: Path) -> None:
@@ -67,6 +71,8 @@ def test_another_series_opens_without_uploading_again(client: TestClient, tmp_pa
     assert [s["current"] for s in other["series"]] == [False, True, False]
     assert [s["study_id"] for s in other["series"]] == [study["id"], other["id"], None]
     assert client.get(f"/api/studies/{other['id']}/hu/5").status_code == 200  # its own images
+    data_dir = str(client.app.state.ctx.store.data_dir)
+    assert other["warnings"] and not any(data_dir in w for w in other["warnings"])
     # Chosen again (from either study): the same study, not a second one.
     for base in (study["id"], other["id"]):
         again = client.post(f"/api/studies/{base}/series", json={"series_uid": arterial["series_uid"]})

@@ -158,6 +158,7 @@ def _add_from_upload(
     files = store.upload_dir(upload_id) / "files"
     try:
         volume = read_ct(files, series_uid=series_uid)
+        volume.warnings = [w.replace(str(files), "the upload") for w in volume.warnings]
         paths = [Path(h.filename) for h in volume.dicom_headers or []]
         size = sum(p.stat().st_size for p in paths)
     except SarcoscopeError as exc:  # messages name the server's folder; the user knows their upload

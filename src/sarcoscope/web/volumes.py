@@ -76,12 +76,14 @@ def ingest(
     try:
         return _ingest(store, parts, work_dir, actor=actor, client=client, series_uid=series_uid)
     except SarcoscopeError as exc:
-        # Messages name server folders; the user only knows their upload.
-        text = str(exc)
-        for part in parts:
-            text = text.replace(str(part.path), part.client_name or "an uploaded file")
-        text = text.replace(str(work_dir / "extracted"), "the zip").replace(str(work_dir), "the upload")
-        raise type(exc)(text) from None
+        raise type(exc)(_client_words(str(exc), parts, work_dir)) from None
+
+
+def _client_words(text: str, parts: list[UploadedPart], work_dir: Path) -> str:
+    """`text` with the server's folders and file names replaced by what the user knows: their upload."""
+    for part in parts:
+        text = text.replace(str(part.path), part.client_name or "an uploaded file")
+    return text.replace(str(work_dir / "extracted"), "the zip").replace(str(work_dir), "the upload")
 
 
 def _ingest(
@@ -117,6 +119,7 @@ def _ingest(
     else:
         source = parts[0].path.parent
     volume = read_ct(source, series_uid=series_uid)
+    volume.warnings = [_client_words(w, parts, work_dir) for w in volume.warnings]  # shown and reported
     kept = KeptUpload.of(source, series_uid)  # None: the upload held this series only
     return add_study(store, volume, total, actor=actor, client=client, kept=kept)
 
