@@ -170,7 +170,8 @@ def test_a_single_slice_offers_slice_but_not_range(page: Any, server: str, tmp_p
     mode_range = page.locator("#mode-range")
     assert mode_range.is_disabled()
     assert mode_range.get_attribute("title") == "A single slice has no range: Slice measures it"
-    assert "a single slice has no range" in page.locator("#l3-hint").inner_text()
+    assert "a single slice has no range: Slice measures it" in page.locator("#l3-hint").inner_text()
+    assert page.locator("#study-title").inner_text().endswith("· 1 slice")
     mode_range.click(force=True)  # a click on the unavailable control changes nothing
     assert page.locator("#l3-selection-text").inner_text() == "Slice 0"
     page.click("#mode-slice")

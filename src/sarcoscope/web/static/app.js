@@ -99,7 +99,7 @@ async function openStudy(id, pane) {
   $("download-dicom").hidden = !dicom;
   $("deidentify").parentElement.hidden = !dicom;
   $("study-title").textContent = `${s.patient_id || "(no patient id)"} · ${formatDate(s.study_date)} · ` +
-    `${s.series_description || ""} · ${s.n_slices} slices`;
+    `${s.series_description || ""} · ${s.n_slices} slice${s.n_slices === 1 ? "" : "s"}`;
   $("tab-l3").href = `#/study/${id}`;
   $("tab-label").href = `#/study/${id}/label`;
   $("tab-l3").classList.toggle("active", pane === "l3");

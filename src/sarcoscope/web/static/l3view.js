@@ -96,7 +96,7 @@ function renderHint() {
       "click: crosshair"
     : "wheel: slices · ctrl+wheel: zoom · middle or space+drag: pan";
   const lines = state.study.n_slices > 1 ? " · drag the lines, or ↑/↓ (Tab: other line)"
-    : ` · ${NO_RANGE.toLowerCase()}`;
+    : ` · ${NO_RANGE[0].toLowerCase()}${NO_RANGE.slice(1)}`; // "Slice" names the control
   $("l3-hint").textContent = mouse + lines;
 }
 
