@@ -268,7 +268,9 @@ def list_studies(
 async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Upload one CT series: DICOM files (field `files`, repeated), one .zip, or one NIfTI file.
 
-    The optional form field `series_uid` picks a series when the upload holds several.
+    The optional form field `series_uid` picks a series when the upload holds several (default: the one
+    `sarcoscope analyze` reads); the others of the same patient are kept, listed in the answer's `series`,
+    and opened with POST /api/studies/{id}/series.
     """
     from starlette.concurrency import run_in_threadpool
 
