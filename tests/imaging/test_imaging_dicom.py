@@ -16,6 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from sarcoscope.errors import InputError, LevelError
 from sarcoscope.imaging import CTMetadata, list_series, read_ct, write_dicom_series
+from sarcoscope.imaging.dicom_reader import contrast_phase
 from sarcoscope.pipeline import select_l3
 
 
@@ -190,6 +191,27 @@ def test_two_frames_of_reference_in_one_series_are_warned_about(series_dir: Path
     assert any("name 2 frames of reference" in w for w in read_ct(series_dir).warnings)
 
 
+@pytest.mark.parametrize(
+    ("description", "agent", "phase"),
+    [
+        ("Abdomen PV 1.0 B30f", "Omnipaque", "portal-venous"),
+        ("ABD VENOUS 3mm", None, "portal-venous"),
+        ("Arterial 0.625", "Iomeron", "arterial"),
+        ("ART 1.0", None, "arterial"),
+        ("Nativ 5.0 B31f", None, "non-contrast"),
+        ("non-contrast abdomen", "Omnipaque", "non-contrast"),
+        ("Delayed 3 min", None, "delayed"),
+        ("Abdomen 3.0 B30f", "Omnipaque", "contrast"),  # enhanced, the phase not stated
+        ("Abdomen 3.0 B30f", None, None),
+        ("Partial abdomen 2.0", None, None),  # "art" inside a word is not "arterial"
+    ],
+)
+def test_contrast_phase_is_read_from_the_series_description(
+    description: str, agent: str | None, phase: str | None
+) -> None:
+    assert contrast_phase(description, agent) == phase
+
+
 def test_several_series_pick_most_slices_or_requested(tmp_path: Path, volume_factory) -> None:
     thin = write_dicom_series(
         volume_factory(nz=8), (1.0, 1.0, 1.0), tmp_path / "a", series_description="thin"
@@ -206,6 +228,7 @@ def test_several_series_pick_most_slices_or_requested(tmp_path: Path, volume_fac
         ("thick", 3, "axial"),
         ("sarcoscope CT", 12, "sagittal"),
     ]
+    assert [(i.slice_thickness_mm, i.phase) for i in infos] == [(1.0, None), (3.0, None), (1.0, None)]
     vol = read_ct(tmp_path)
     assert vol.n_slices == 8 and vol.metadata.series_description == "thin"
     assert any("3 CT series found" in w and "thick" in w for w in vol.warnings)

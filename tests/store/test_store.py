@@ -60,12 +60,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def test_migrations_create_exactly_the_model_schema(store: Store) -> None:
-    assert store.schema_revision() == "0002"
+    assert store.schema_revision() == "0003"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
     store.migrate()  # idempotent
-    assert store.schema_revision() == "0002"
+    assert store.schema_revision() == "0003"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -84,29 +84,36 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     s.close()
 
 
-def test_accounts_migration_keeps_the_data_and_downgrades(empty_database: Store) -> None:
+def test_migrations_keep_the_data_and_downgrade(empty_database: Store) -> None:
+    """0002 adds accounts, 0003 the upload a study came from; a study and its labels stay through a
+    downgrade to 0001 and the upgrade back (the model reads the current schema only, so the rows are made
+    at the head)."""
     from alembic import command
     from alembic.config import Config
 
     store = empty_database
-    store.migrate("0001")
+    store.migrate()
+    assert store.schema_revision() == "0003"
     study = store.add_study(_study(), actor="alice")
     labels = np.ones((1, 4, 5), np.uint8)
     store.save_version(study.id, base_version=None, labels=labels, indices=[2], author="a", source="segment")
-    store.migrate()
-    assert store.schema_revision() == "0002"
-    assert store.get_study(study.id).created_by == "alice"
-    np.testing.assert_array_equal(store.load_labels(study.id).labels, labels)
     store.add_user("bob", "hash", actor="cli")
     assert store.has_users()
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(store_module.__file__).parent / "migrations"))
-    with store.engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.downgrade(cfg, "0001")
-    assert store.schema_revision() == "0001"
-    assert store.get_study(study.id).n_slices == 10
+    for revision in ("0002", "0001"):
+        with store.engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.downgrade(cfg, revision)
+        assert store.schema_revision() == revision
+        with store.engine.connect() as connection:
+            query = text("SELECT n_slices FROM studies WHERE id = :id")
+            assert connection.execute(query, {"id": study.id}).scalar() == 10
+    store.migrate()
+    assert store.get_study(study.id).created_by == "alice"
+    assert store.get_study(study.id).upload_id is None
+    np.testing.assert_array_equal(store.load_labels(study.id).labels, labels)
 
 
 def test_versions_are_append_only_and_stale_saves_are_refused(store: Store) -> None:

@@ -156,3 +156,26 @@ def test_one_slice_or_a_few_are_not_a_failure_and_one_has_no_reconstructions(
     page.goto(f"{server}/?png#/study/{study_id}")  # the server's images (no WebGL2): the axial one alone
     page.wait_for_function("document.getElementById('axial-canvas').width === 96")
     assert page.locator("#coronal-canvas").is_hidden() and page.locator("#sagittal-canvas").is_hidden()
+
+
+def test_a_single_slice_offers_slice_but_not_range(page: Any, server: str, tmp_path: Path) -> None:
+    """Range (two lines) was offered on a single slice, which has no range to place."""
+    _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    assert page.locator("#mode-range").is_enabled()
+
+    page.goto(server)
+    _upload(page, write_series(tmp_path / "one", 5, "PAT-5", synthetic_hu()[5:6]))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    mode_range = page.locator("#mode-range")
+    assert mode_range.is_disabled()
+    assert mode_range.get_attribute("title") == "A single slice has no range: Slice measures it"
+    assert "a single slice has no range: Slice measures it" in page.locator("#l3-hint").inner_text()
+    assert page.locator("#study-title").inner_text().endswith("· 1 slice")
+    mode_range.click(force=True)  # a click on the unavailable control changes nothing
+    assert page.locator("#l3-selection-text").inner_text() == "Slice 0"
+    page.click("#mode-slice")
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")  # one slice: the line stays on it, and is saved
+    _wait_text(page, "study-message", "Saved selection: Slice 0")
+    assert page.locator("#l3-viewer").get_attribute("data-lines") == "0"

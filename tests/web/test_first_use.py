@@ -224,7 +224,7 @@ def test_upload_messages_name_no_cli_options(client: TestClient, tmp_path: Path)
     r = client.post("/api/studies", files=[("files", ("two.zip", buffer.getvalue(), "application/zip"))])
     assert r.status_code == 201, r.text
     warning = next(w for w in r.json()["warnings"] if "2 CT series found" in w)
-    assert not has_cli_words(warning) and "upload its files alone" in warning
+    assert not has_cli_words(warning) and "choose it in Series" in warning
     sid = r.json()["id"]
     client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
     assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200

@@ -42,11 +42,54 @@ def write_series(
     return write_dicom_series(hu, SPACING, out, metadata=meta, seed=seed)
 
 
-def zip_bytes(files: list[Path]) -> bytes:
+#: The series of `write_exam`: description, slice step (of the synthetic series' 12 slices), thickness (mm)
+#: and contrast agent.
+EXAM = (
+    ("Abdomen PV 3.0", 1, 3.0, "Omnipaque"),  # the most slices: the CLI's (and the web app's) default
+    ("Abdomen ART 6.0", 2, 6.0, "Omnipaque"),
+    ("Abdomen 9.0", 3, 9.0, None),  # no phase word, no agent: the phase is unknown
+)
+
+
+def write_exam(out: Path, patient_id: str = "PAT-EXAM") -> dict[str, list[Path]]:
+    """One patient's exam as a PACS export holds it: a localizer image, then the axial series of EXAM
+    (portal-venous thin, arterial thick, a reconstruction without phase) in one study, folder per series."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    study = str(generate_uid(entropy_srcs=["web-synth-exam", patient_id]))
+    hu = synthetic_hu(7)
+    files: dict[str, list[Path]] = {}
+    for n, (description, step, thickness, agent) in enumerate(EXAM):
+        meta = CTMetadata(
+            patient_id=patient_id,
+            patient_sex="M",
+            study_date="20240131",
+            study_instance_uid=study,
+            series_description=description,
+            slice_thickness_mm=thickness,
+            contrast_agent=agent,
+        )
+        spacing = (SPACING[0] * step, *SPACING[1:])
+        files[description] = write_dicom_series(
+            hu[::step], spacing, out / f"series{n}", metadata=meta, seed=100 + n
+        )
+    scout_meta = CTMetadata(patient_id=patient_id, study_instance_uid=study, series_description="Topogram")
+    (scout,) = write_dicom_series(hu[:1], SPACING, out / "scout", metadata=scout_meta, seed=99)
+    ds = pydicom.dcmread(scout)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    ds.save_as(scout)
+    files["Topogram"] = [scout]
+    return files
+
+
+def zip_bytes(files: list[Path], root: Path | None = None) -> bytes:
+    """The files in a zip, under `series/`, or by their path below `root` (several series of one name)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for f in files:
-            zf.write(f, f"series/{f.name}")
+            zf.write(f, f"series/{f.name}" if root is None else str(f.relative_to(root)))
     return buf.getvalue()
 
 

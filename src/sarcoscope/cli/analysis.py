@@ -349,6 +349,8 @@ def series(
             "modality",
             "orientation",
             "slices",
+            "thickness (mm)",
+            "phase",
             "note",
         ):
             table.add_column(col, overflow="fold")  # a UID cut short cannot be given to --series
@@ -360,6 +362,8 @@ def series(
                 s.modality or "",
                 s.orientation or "",
                 str(s.n_slices),
+                f"{s.slice_thickness_mm:g}" if s.slice_thickness_mm else "",
+                s.phase or "",
                 s.note or "",
             )
         console.print(table)

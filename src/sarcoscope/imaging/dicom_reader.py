@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,6 +51,32 @@ class SeriesInfo:
     columns: int | None = None
     note: str = ""  # what is special about it (not axial, NIfTI...)
     patient_id: str = ""  # to tell apart the series of several patients in one folder
+    slice_thickness_mm: float | None = None  # SliceThickness of its first image
+    phase: str | None = None  # contrast phase when the headers tell it (see contrast_phase)
+
+
+#: Words of series descriptions that name a contrast phase, tried in this order ("non-contrast" before the
+#: agent; "portal venous" is one phase, as is "venous" alone on an abdominal CT).
+_PHASE_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "non-contrast",
+        re.compile(r"\b(non[- ]?contrast|nativ|native|unenhanced|plain|w/o|without contrast)\b"),
+    ),
+    ("arterial", re.compile(r"\b(arterial|arteriell|art|angio)\b")),
+    ("portal-venous", re.compile(r"\b(portal|porto ?venous|pv|venous|ven[oö]s)\b")),
+    ("delayed", re.compile(r"\b(delayed|late|equilibrium)\b")),
+)
+
+
+def contrast_phase(description: str | None, contrast_agent: str | None) -> str | None:
+    """The contrast phase as the series' headers tell it, to help the user pick a series: from words of its
+    description, else "contrast" when a contrast agent is recorded; None when they do not say (muscle
+    attenuation depends on the phase, so a guess would mislead)."""
+    text = (description or "").lower()
+    for phase, words in _PHASE_WORDS:
+        if words.search(text):
+            return phase
+    return "contrast" if contrast_agent and contrast_agent.strip() else None
 
 
 def patient_key(patient_id: str | None, study_uid: str | None) -> str | None:
@@ -234,6 +261,8 @@ class _Scan:
                     note=("multi-frame (enhanced) CT; " if s.multiframe else "")
                     + ("" if s.orientation == "axial" else "not axial: L3 analysis needs an axial series"),
                     patient_id=raw_text(s.first, "PatientID") or "",
+                    slice_thickness_mm=_number(s.first, "SliceThickness"),
+                    phase=contrast_phase(s.description, raw_text(s.first, "ContrastBolusAgent")),
                 )
             )
         return sorted(infos, key=lambda i: (i.orientation != "axial", -i.n_slices, i.series_uid))
@@ -254,6 +283,15 @@ class _Scan:
 def list_dicom_series(root: Path) -> list[SeriesInfo]:
     """CT image series under `root` (a folder or one file), axial with most slices first."""
     return _Scan(root).infos()
+
+
+def survey_dicom(root: Path) -> tuple[list[SeriesInfo], list[Path]]:
+    """The CT image series under `root` (as list_dicom_series) and the files that reading any of them
+    needs: their images and the damaged files that would refuse them. Everything else there (reports,
+    localizers, other files) is no part of a series to read."""
+    scan = _Scan(root)
+    files = [f.path for s in scan.series.values() for f in s.files] + [path for path, _, _ in scan.damaged]
+    return scan.infos(), files
 
 
 def read_dicom(

@@ -58,6 +58,9 @@ class Study(Base):
     localization: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: {"height_cm", "weight_kg", "sex", "cutoff_set"}; values may be None.
     patient: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: The upload whose other series are kept (`uploads/<id>/`) to be opened as studies of their own; None
+    #: when the upload held this series only.
+    upload_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
 
 class LabelVersion(Base):

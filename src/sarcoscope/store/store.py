@@ -132,7 +132,8 @@ class Store:
     """The data folder and the database (default: `sarcoscope.db` in the folder).
 
     Layout: `ct/<StudyUID>/<SeriesUID>/` the original files, `cache/<study id>/` the decoded images,
-    `tmp/` uploads and exports in progress. Everything in it is owner-only (0700 / 0600).
+    `uploads/<upload id>/` the other series of an upload that held several (until their last study is
+    deleted), `tmp/` uploads and exports in progress. Everything in it is owner-only (0700 / 0600).
     """
 
     def __init__(self, data_dir: str | Path, database_url: str | None = None) -> None:
@@ -141,7 +142,7 @@ class Store:
             log.warning("Data folder %s was readable by other users; it is now owner-only.", self.data_dir)
             make_private(self.data_dir)
         private_dir(self.data_dir)
-        for folder in ("tmp", "ct", "cache"):
+        for folder in ("tmp", "ct", "cache", "uploads"):
             private_dir(self.data_dir / folder)
             make_private(self.data_dir / folder)
         if database_url is None:
@@ -223,26 +224,42 @@ class Store:
             raise StoreError(f"Invalid study id {study_id!r}; refusing to build a path from it.")
         return self.data_dir / "cache" / study_id
 
+    def upload_dir(self, upload_id: str) -> Path:
+        """Where the other series of an upload wait to be opened (see Study.upload_id)."""
+        if not _STUDY_ID_RE.match(upload_id):
+            raise StoreError(f"Invalid upload id {upload_id!r}; refusing to build a path from it.")
+        return self.data_dir / "uploads" / upload_id
+
+    def studies_of_upload(self, upload_id: str) -> list[Study]:
+        """The studies opened from one upload, oldest first."""
+        with self.session() as s:
+            q = select(Study).where(Study.upload_id == upload_id).order_by(Study.created_at)
+            return list(s.scalars(q))
+
     def new_tmp_dir(self) -> Path:
         path = self.data_dir / "tmp" / uuid.uuid4().hex
         private_dir(path)
         return path
 
     def remove_study_files(self, study: Study) -> None:
-        """Delete every file of a study: its CT files, its decoded images, an emptied StudyUID folder."""
+        """Delete every file of a study: its CT files, its decoded images, an emptied StudyUID folder, and
+        its upload's other series when no study of that upload is left (they are the same patient's)."""
         series = self.series_dir(study)
         shutil.rmtree(series, ignore_errors=True)
         shutil.rmtree(self.cache_dir(study.id), ignore_errors=True)
+        if study.upload_id and not self.studies_of_upload(study.upload_id):
+            shutil.rmtree(self.upload_dir(study.upload_id), ignore_errors=True)
         with contextlib.suppress(OSError):  # only when no other series of the study is left
             series.parent.rmdir()
 
     def remove_orphan_files(self) -> list[Path]:
-        """Delete what a killed process left behind: everything in `tmp/`, and CT series and image
-        caches that no study row owns (an upload stopped before its row was committed, or a deletion
-        stopped after it). Call with the data folder locked (`lock`). Returns what was deleted."""
+        """Delete what a killed process left behind: everything in `tmp/`, and CT series, image caches
+        and kept uploads that no study row owns (an upload stopped before its row was committed, or a
+        deletion stopped after it). Call with the data folder locked (`lock`). Returns what was deleted."""
         with self.session() as s:
             series = {(a, b) for a, b in s.execute(select(Study.study_uid, Study.series_uid))}
             ids = set(s.scalars(select(Study.id)))
+            uploads = set(s.scalars(select(Study.upload_id).where(Study.upload_id.is_not(None))))
         removed = list((self.data_dir / "tmp").iterdir())
         for study_dir in (self.data_dir / "ct").iterdir():
             if study_dir.is_symlink() or not study_dir.is_dir():  # never followed out of the folder
@@ -250,6 +267,7 @@ class Store:
                 continue
             removed += [p for p in study_dir.iterdir() if (study_dir.name, p.name) not in series]
         removed += [p for p in (self.data_dir / "cache").iterdir() if p.name not in ids]
+        removed += [p for p in (self.data_dir / "uploads").iterdir() if p.name not in uploads]
         for path in removed:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)

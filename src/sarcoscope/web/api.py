@@ -30,11 +30,13 @@ from sarcoscope.web.auth import COOKIE, client_of
 from sarcoscope.web.context import AppContext, get_context
 from sarcoscope.web.label_import import import_label_file, receive_label_upload
 from sarcoscope.web.upload import receive_upload
+from sarcoscope.web.uploads import open_series, upload_series
 from sarcoscope.web.volumes import ingest, viewer_nifti
 from sarcoscope.web.wording import for_ui
 
 if TYPE_CHECKING:  # the imaging package (pydicom, nibabel) loads with the first request that needs it
     from sarcoscope.imaging.deidentify import DeidentificationPolicy
+    from sarcoscope.imaging.volume import CTVolume
 
 router = APIRouter(prefix="/api")
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -83,6 +85,10 @@ class SegmentIn(Body):
     base_version: int | None = Field(
         default=None, ge=1, le=MAX_INT, description="Latest label version you have seen."
     )
+
+
+class SeriesChoiceIn(Body):
+    series_uid: str = Field(max_length=256, description="A series of GET /api/studies/{id}/series.")
 
 
 class RestoreIn(Body):
@@ -262,7 +268,9 @@ def list_studies(
 async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Upload one CT series: DICOM files (field `files`, repeated), one .zip, or one NIfTI file.
 
-    The optional form field `series_uid` picks a series when the upload holds several.
+    The optional form field `series_uid` picks a series when the upload holds several (default: the one
+    `sarcoscope analyze` reads); the others of the same patient are kept, listed in the answer's `series`,
+    and opened with POST /api/studies/{id}/series.
     """
     from starlette.concurrency import run_in_threadpool
 
@@ -272,14 +280,46 @@ async def upload_study(request: Request, ctx: Ctx, user: User) -> dict[str, Any]
         study, volume = await run_in_threadpool(
             ingest, ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
         )
-        ctx.volumes.put(study.id, volume)
-        if ctx.settings.prerender:  # the viewer asks for it next
-            ctx.jobs.start(
-                f"viewer volume of {study.id}", lambda: viewer_nifti(ctx.store, study, volume), study.id
-            )
-        return {**study_json(ctx, study), "warnings": [for_ui(w) for w in volume.warnings]}
+        return await run_in_threadpool(_opened, ctx, study, volume)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _opened(ctx: AppContext, study: Study, volume: CTVolume) -> dict[str, Any]:
+    """A study just read: its volume kept in memory and prepared for the viewer, which asks for it next;
+    the answer lists the upload's series (a choice to offer) and what was odd in reading it."""
+    ctx.volumes.put(study.id, volume)
+    if ctx.settings.prerender:
+        ctx.jobs.start(
+            f"viewer volume of {study.id}", lambda: viewer_nifti(ctx.store, study, volume), study.id
+        )
+    return {
+        **study_json(ctx, study),
+        "series": upload_series(ctx.store, study),
+        "warnings": [for_ui(w) for w in volume.warnings],
+    }
+
+
+@router.get("/studies/{study_id}/series", tags=["studies"])
+def study_series(study_id: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+    """The series of the upload the study came from, in the order the reader ranks them (the first,
+    `default`, is the one `sarcoscope analyze` reads): description, slices, slice thickness, contrast
+    phase when the headers tell it, and the study each was opened as. Empty: the upload held one series."""
+    return upload_series(ctx.store, ctx.store.get_study(study_id))
+
+
+@router.post("/studies/{study_id}/series", tags=["studies"])
+def open_upload_series(
+    study_id: str, body: SeriesChoiceIn, request: Request, response: Response, ctx: Ctx, user: User
+) -> dict[str, Any]:
+    """Open another series of the study's upload as a study of its own, without uploading again: the
+    study it was opened as before (200), or a new one read from the stored upload (201)."""
+    study = ctx.store.get_study(study_id)
+    other, volume = open_series(ctx.store, study, body.series_uid, actor=user, client=client_of(request))
+    if volume is None:
+        return {**study_json(ctx, other), "series": upload_series(ctx.store, other), "warnings": []}
+    response.status_code = 201
+    return _opened(ctx, other, volume)
 
 
 @router.get("/studies/{study_id}", tags=["studies"])

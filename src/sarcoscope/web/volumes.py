@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from sarcoscope.fileio import write_gzip
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
 from sarcoscope.store import Store, Study, is_dicom_uid, new_study_id
 from sarcoscope.store.files import atomic_private_file, make_private, private_dir
+
+if TYPE_CHECKING:
+    from sarcoscope.web.uploads import KeptUpload
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -73,12 +76,14 @@ def ingest(
     try:
         return _ingest(store, parts, work_dir, actor=actor, client=client, series_uid=series_uid)
     except SarcoscopeError as exc:
-        # Messages name server folders; the user only knows their upload.
-        text = str(exc)
-        for part in parts:
-            text = text.replace(str(part.path), part.client_name or "an uploaded file")
-        text = text.replace(str(work_dir / "extracted"), "the zip").replace(str(work_dir), "the upload")
-        raise type(exc)(text) from None
+        raise type(exc)(_client_words(str(exc), parts, work_dir)) from None
+
+
+def _client_words(text: str, parts: list[UploadedPart], work_dir: Path) -> str:
+    """`text` with the server's folders and file names replaced by what the user knows: their upload."""
+    for part in parts:
+        text = text.replace(str(part.path), part.client_name or "an uploaded file")
+    return text.replace(str(work_dir / "extracted"), "the zip").replace(str(work_dir), "the upload")
 
 
 def _ingest(
@@ -90,9 +95,8 @@ def _ingest(
     client: str | None,
     series_uid: str | None,
 ) -> tuple[Study, CTVolume]:
-    from pydicom.uid import generate_uid
-
     from sarcoscope.imaging import read_ct
+    from sarcoscope.web.uploads import KeptUpload
 
     if not parts:
         raise InputError("The upload contained no files.")
@@ -104,27 +108,50 @@ def _ingest(
         )
     kind = kinds.pop()
     total = sum(p.size for p in parts)
+    if kind == "nifti":
+        volume = read_ct(parts[0].path)
+        return add_study(store, volume, total, actor=actor, client=client, nifti=parts[0])
     if kind == "zip":
         from sarcoscope.imaging.archive import extract_zip
 
         source = work_dir / "extracted"
         extract_zip(parts[0].path, source)
-        volume = read_ct(source, series_uid=series_uid)
-    elif kind == "nifti":
-        source = parts[0].path
-        volume = read_ct(source)
     else:
         source = parts[0].path.parent
-        volume = read_ct(source, series_uid=series_uid)
+    volume = read_ct(source, series_uid=series_uid)
+    volume.warnings = [_client_words(w, parts, work_dir) for w in volume.warnings]  # shown and reported
+    kept = KeptUpload.of(source, series_uid)  # None: the upload held this series only
+    return add_study(store, volume, total, actor=actor, client=client, kept=kept)
+
+
+def add_study(
+    store: Store,
+    volume: CTVolume,
+    upload_bytes: int,
+    *,
+    actor: str,
+    client: str | None,
+    nifti: UploadedPart | None = None,
+    kept: KeptUpload | None = None,
+    upload_id: str | None = None,
+) -> tuple[Study, CTVolume]:
+    """Store a series read from an upload (its DICOM files, or the NIfTI file `nifti`) and add its study.
+
+    `kept`: the upload's other series, moved to the data folder to be opened later; `upload_id`: the
+    kept upload this series comes from, whose files are copied (the caller deletes them once the study is
+    added: a failure must not lose them). ConflictError for a series uploaded before.
+    """
+    from pydicom.uid import generate_uid
+
     if not volume.is_axial:
         raise InputError(f"The uploaded series is {volume.orientation}; L3 analysis needs an axial series.")
-
     md = volume.metadata
     sops: list[str] = []
     if volume.source_kind == "dicom":
         study_uid, series, sops = _dicom_uids(volume)
     else:
-        digest = hashlib.sha256(parts[0].path.read_bytes()).hexdigest()
+        assert nifti is not None
+        digest = hashlib.sha256(nifti.path.read_bytes()).hexdigest()
         study_uid = str(generate_uid(entropy_srcs=["sarcoscope-nifti-study", digest]))
         series = str(generate_uid(entropy_srcs=["sarcoscope-nifti-series", digest]))
     existing = store.find_series(series)
@@ -140,13 +167,13 @@ def _ingest(
         patient_id=md.patient_id,
         study_date=md.study_date,
         # A NIfTI file has no description; its name is what the user knows it by.
-        series_description=md.series_description or (parts[0].client_name if kind == "nifti" else None),
+        series_description=md.series_description or (nifti.client_name if nifti else None),
         source_kind=volume.source_kind,
         n_slices=volume.n_slices,
         rows=int(volume.shape[1]),
         cols=int(volume.shape[2]),
         spacing=[float(s) for s in volume.spacing],
-        upload_bytes=int(total),
+        upload_bytes=int(upload_bytes),
         status="uploaded",
         created_by=actor,
         patient={
@@ -155,20 +182,26 @@ def _ingest(
             "sex": md.patient_sex,
             "cutoff_set": None,
         },
+        upload_id=kept.upload_id if kept is not None else upload_id,
     )
     dest = private_dir(store.series_dir(study))
     try:
         sop_uids: list[str] = []
         if volume.source_kind == "dicom":
-            sop_uids = _store_dicom_files(volume, dest, sops, study_uid, series)
+            sop_uids = _store_dicom_files(volume, dest, sops, study_uid, series, copy=upload_id is not None)
         else:
-            suffix = ".nii.gz" if parts[0].client_name.lower().endswith(".gz") else ".nii"
-            shutil.move(parts[0].path, dest / f"volume{suffix}")
+            assert nifti is not None
+            suffix = ".nii.gz" if nifti.client_name.lower().endswith(".gz") else ".nii"
+            shutil.move(nifti.path, dest / f"volume{suffix}")
             make_private(dest / f"volume{suffix}")
         _write_cache(store, study.id, volume, sop_uids)
+        if kept is not None:
+            kept.store(store, study.id)
         store.add_study(study, actor=actor, client=client)
     except BaseException:
         shutil.rmtree(store.cache_dir(study.id), ignore_errors=True)
+        if kept is not None:
+            shutil.rmtree(store.upload_dir(kept.upload_id), ignore_errors=True)
         if store.find_series(series) is None:  # not owned by a study uploaded at the same time
             shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -238,9 +271,9 @@ def _sop_class(header: Any) -> str:
 
 
 def _store_dicom_files(
-    volume: CTVolume, dest: Path, sops: list[str], study_uid: str, series_uid: str
+    volume: CTVolume, dest: Path, sops: list[str], study_uid: str, series_uid: str, *, copy: bool = False
 ) -> list[str]:
-    """Move the series' files to `dest/<SOPInstanceUID>.dcm`; return the SOP UIDs in slice order.
+    """Move (or `copy`) the series' files to `dest/<SOPInstanceUID>.dcm`; return the SOP UIDs in slice order.
 
     A file whose UIDs were replaced (see _dicom_uids), or without a SOP Class UID where its file meta has
     one, is stored with these written in, so that downloads and exports (a DICOM SEG references its
@@ -261,7 +294,7 @@ def _store_dicom_files(
             "SOPClassUID": _sop_class(header),
         }
         if all(str(header.get(k, "") or "") == v for k, v in fixes.items()):
-            shutil.move(path, target)
+            (shutil.copyfile if copy else shutil.move)(path, target)
             make_private(target)  # a file extracted from a zip has the umask's mode
             continue
         ds = pydicom.dcmread(path)
@@ -270,7 +303,8 @@ def _store_dicom_files(
         ds.file_meta.MediaStorageSOPInstanceUID = uid
         with atomic_private_file(target) as f:
             ds.save_as(f, enforce_file_format=True)
-        path.unlink()
+        if not copy:
+            path.unlink()
     return sops
 
 

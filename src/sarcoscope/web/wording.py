@@ -25,7 +25,10 @@ _REPLACEMENTS: tuple[tuple[str, str], ...] = (
     ("pass --height-cm", "enter Height (cm) in the Patient card"),
     ("pass --weight-kg", "enter Weight (kg) in the Patient card"),
     ("pass --sex M|F", "choose Sex in the Patient card"),
-    ("(choose one with --series, or series_uid= in Python)", "(to analyse another, upload its files alone)"),
+    (
+        "(choose one with --series, or series_uid= in Python)",
+        "(to analyse another, choose it in Series on the L3 selection tab)",
+    ),
     (
         "choose a series with --series UID (`sarcoscope series` lists them with their patient), or give each "
         "patient's images a folder of their own",

@@ -1,11 +1,13 @@
 // sarcoscope browser UI: study list and upload, L3 selection, label editing, analysis and exports.
 // Plain JavaScript ES modules (no build step); talks only to this server's /api. This module starts the UI
 // and routes between the views; api.js: the API client and messages; state.js: shared state; session.js:
-// sign-in; studies.js: list and upload; l3view.js: L3 selection; labeling.js: the label editor; brush.js:
-// its painting tools; versions.js and analysis.js: the side panel; viewport.js: zoom and pan.
+// sign-in; studies.js: list and upload; series.js: the series of an upload; l3view.js: L3 selection;
+// labeling.js: the label editor; brush.js: its painting tools; versions.js and analysis.js: the side panel;
+// viewport.js: zoom and pan.
 import {$, getJSON, message, setUnauthorizedHandler, toast} from "./api.js";
 import {applySelection, bindL3, resetL3View, showL3} from "./l3view.js";
 import {bindEditor, resetEditorView, showLabeling} from "./labeling.js";
+import {bindSeries} from "./series.js";
 import {renderUser, showLogin} from "./session.js";
 import {formatDate, state} from "./state.js";
 import {bindUpload, loadStudies} from "./studies.js";
@@ -28,6 +30,7 @@ async function init() {
     `<span class="swatch" data-color="${t.color.join(",")}"></span>${t.name.toUpperCase()}</button>`).join("");
   for (const el of document.querySelectorAll(".swatch")) el.style.background = `rgb(${el.dataset.color})`;
   bindUpload();
+  bindSeries();
   bindL3();
   bindEditor();
   bindImport();
@@ -96,7 +99,7 @@ async function openStudy(id, pane) {
   $("download-dicom").hidden = !dicom;
   $("deidentify").parentElement.hidden = !dicom;
   $("study-title").textContent = `${s.patient_id || "(no patient id)"} · ${formatDate(s.study_date)} · ` +
-    `${s.series_description || ""} · ${s.n_slices} slices`;
+    `${s.series_description || ""} · ${s.n_slices} slice${s.n_slices === 1 ? "" : "s"}`;
   $("tab-l3").href = `#/study/${id}`;
   $("tab-label").href = `#/study/${id}/label`;
   $("tab-l3").classList.toggle("active", pane === "l3");

@@ -4,6 +4,7 @@
 import {$, download, getJSON, message, sendJSON} from "./api.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
+import {showSeries} from "./series.js";
 import {ownsKeys, state} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
@@ -94,8 +95,19 @@ function renderHint() {
     ? "right-drag: window/level · wheel: slices · ctrl+wheel: zoom · middle or shift+drag: pan · " +
       "click: crosshair"
     : "wheel: slices · ctrl+wheel: zoom · middle or space+drag: pan";
-  const lines = state.study.n_slices > 1 ? " · drag the lines, or ↑/↓ (Tab: other line)" : "";
+  const lines = state.study.n_slices > 1 ? " · drag the lines, or ↑/↓ (Tab: other line)"
+    : ` · ${NO_RANGE[0].toLowerCase()}${NO_RANGE.slice(1)}`; // "Slice" names the control
   $("l3-hint").textContent = mouse + lines;
+}
+
+const NO_RANGE = "A single slice has no range: Slice measures it";
+
+/** A single slice has no range: Range is unavailable, and says why (here and in the hint). */
+function renderModes() {
+  const one = state.study.n_slices === 1;
+  const range = $("mode-range");
+  range.disabled = one;
+  range.title = one ? NO_RANGE : "Average the measurements over a range of slices";
 }
 
 export async function showL3() {
@@ -103,8 +115,10 @@ export async function showL3() {
   await ensureView();
   $("l3-preset").value = state.preset;
   renderHint();
+  renderModes();
   drawAll();
   loadModels();
+  showSeries();
   if (mpr) {
     message("Loading the images…");
     try {
@@ -283,7 +297,7 @@ const clampZ = (z) => Math.max(0, Math.min(state.study.n_slices - 1, z));
  * middle); Range goes back to the range the user had, else the localizer's L3 body, when it holds the slice
  * (else to +-15 mm around it). */
 function setMode(mode) {
-  if (mode === state.mode) return;
+  if (mode === state.mode || (mode === "range" && state.study.n_slices === 1)) return;
   const loc = state.study.localization || {};
   const [lo, hi] = [Math.min(...state.lines), Math.max(...state.lines)];
   kept[state.mode] = [lo, hi];

@@ -1,0 +1,53 @@
+// The series of the upload a study came from (an exam export holds arterial and portal-venous, thin and thick
+// series): the Series list of the L3 view shows what tells them apart, and choosing one opens it as a study
+// of its own (its own L3 selection and labels), read from the stored upload: nothing is uploaded again.
+import {$, getJSON, message, sendJSON} from "./api.js";
+import {state} from "./state.js";
+
+/** One series as the list names it: description, slices, slice thickness, contrast phase. */
+function describe(s) {
+  const parts = [s.description || "(no description)", `${s.n_slices} slice${s.n_slices === 1 ? "" : "s"}`];
+  parts.push(s.slice_thickness_mm ? `${+s.slice_thickness_mm.toFixed(2)} mm` : "thickness not stated");
+  parts.push(s.phase || "phase not stated");
+  if (s.default) parts.push("default");
+  return parts.join(" · ") + (s.reason ? ` — ${s.reason}` : "");
+}
+
+/** Show the Series list when the study's upload held several series (hidden otherwise). */
+export async function showSeries() {
+  const study = state.study;
+  let series = [];
+  try {
+    series = await getJSON(`/api/studies/${study.id}/series`);
+  } catch (err) { message(err.message, true); }
+  if (!state.study || state.study.id !== study.id) return; // another study was opened meanwhile
+  $("series-bar").hidden = series.length < 2;
+  $("series").replaceChildren(...series.map((s) => {
+    const option = new Option(describe(s), s.series_uid, false, s.current);
+    option.disabled = Boolean(s.reason);
+    return option;
+  }));
+  $("series-note").textContent = series.length < 2 ? "" :
+    `${series.length} series in this upload; "default" is the one with the most slices. ` +
+    "Another series opens as a study of its own, with its own L3 selection and labels.";
+}
+
+/** Open the chosen series (the study it was opened as, or a new one from the stored upload). */
+async function openChosen() {
+  const select = $("series");
+  const from = state.study.id;
+  select.disabled = true;
+  message("Opening the series…");
+  try {
+    const study = await sendJSON(`/api/studies/${from}/series`, "POST", {series_uid: select.value});
+    message("");
+    location.hash = `#/study/${study.id}`;
+  } catch (err) {
+    message(err.message, true);
+    showSeries(); // back to the series shown
+  } finally { select.disabled = false; }
+}
+
+export function bindSeries() {
+  $("series").addEventListener("change", openChosen);
+}

@@ -1,0 +1,171 @@
+"""An upload that held several series of one patient (an exam export: arterial and portal-venous, thin and
+thick reconstructions): the series not analysed are kept, listed with what tells them apart, and opened as
+studies of their own without uploading again. A study stays one series (labels live on its pixel grid).
+
+On disk, `uploads/<upload id>/files/` holds the other series' files (their images and any damaged file that
+would refuse one; nothing else of the upload: reports, localizers), and `series.json` lists the series found
+in the upload in the reader's order (the first is the default, the one `sarcoscope analyze` reads), each
+with the study it was opened as. Both go with the upload's last study.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sarcoscope.errors import InputError, SarcoscopeError
+from sarcoscope.store import ConflictError, NotFoundError, Store, Study, new_study_id
+from sarcoscope.store.files import atomic_private_file, make_private, private_dir
+
+if TYPE_CHECKING:  # pydicom loads with the first request that reads DICOM
+    from sarcoscope.imaging.dicom_reader import SeriesInfo
+    from sarcoscope.imaging.volume import CTVolume
+
+LISTING = "series.json"
+#: One opening at a time per upload: two users choosing the same series must get one study.
+_LOCKS = [threading.Lock() for _ in range(32)]
+
+
+def _lock(upload_id: str) -> threading.Lock:
+    return _LOCKS[int(upload_id[:8], 16) % len(_LOCKS)]
+
+
+def _entry(info: SeriesInfo, default: bool) -> dict[str, Any]:
+    """What the Series list shows of one series (the reader's key chooses it again)."""
+    return {
+        "series_uid": info.series_uid,
+        "description": info.description,
+        "n_slices": info.n_slices,
+        "slice_thickness_mm": info.slice_thickness_mm,
+        "phase": info.phase,
+        "orientation": info.orientation,
+        "note": info.note,
+        "default": default,
+        "study_id": None,
+    }
+
+
+@dataclass
+class KeptUpload:
+    """The series of an upload that holds several, before its chosen series' study is added."""
+
+    upload_id: str
+    source: Path
+    chosen: str
+    series: list[dict[str, Any]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # of every series, the chosen one's moved on by then
+
+    @classmethod
+    def of(cls, source: Path, chosen: str | None) -> KeptUpload | None:
+        """The series under `source` when there are several of one patient; None otherwise (another
+        patient's series are never kept with this one's, nor offered beside it)."""
+        from sarcoscope.imaging.dicom_reader import survey_dicom
+
+        infos, files = survey_dicom(source)
+        if len(infos) < 2 or len({i.patient_id for i in infos}) > 1:
+            return None
+        entries = [_entry(info, n == 0) for n, info in enumerate(infos)]
+        chosen = infos[0].series_uid if chosen is None else chosen
+        return cls(new_study_id(), source, chosen, entries, files)
+
+    def store(self, store: Store, study_id: str) -> None:
+        """Move the other series' files (the chosen series' are stored already) into the data folder."""
+        folder = private_dir(store.upload_dir(self.upload_id))
+        for path in self.files:
+            if path.exists():
+                target = folder / "files" / path.relative_to(self.source)
+                private_dir(target.parent)
+                shutil.move(path, target)
+                make_private(target)  # a zip's files have the umask's mode
+        for entry in self.series:
+            if entry["series_uid"] == self.chosen:
+                entry["study_id"] = study_id
+        _write_listing(folder, self.series)
+
+
+def _write_listing(folder: Path, series: list[dict[str, Any]]) -> None:
+    with atomic_private_file(folder / LISTING) as f:
+        f.write(json.dumps(series).encode())
+
+
+def _read_listing(store: Store, upload_id: str) -> list[dict[str, Any]] | None:
+    """The upload's series.json; None when it is gone (removed by hand, or a damaged data folder)."""
+    try:
+        return list(json.loads((store.upload_dir(upload_id) / LISTING).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def upload_series(store: Store, study: Study) -> list[dict[str, Any]]:
+    """The series of the study's upload, for choosing which to analyse: each with the study it was opened
+    as, whether it can be opened and why not. Empty when the upload held this series only."""
+    series = None if study.upload_id is None else _read_listing(store, study.upload_id)
+    listed: list[dict[str, Any]] = []
+    for entry in series or []:
+        reason = None if entry["orientation"] == "axial" else "not axial: L3 analysis needs an axial series"
+        opened = entry.pop("study_id")
+        if opened is not None and not _exists(store, opened):
+            reason, opened = "its study was deleted, with its files", None
+        listed.append({**entry, "study_id": opened, "current": opened == study.id, "reason": reason})
+    return listed
+
+
+def _exists(store: Store, study_id: str) -> bool:
+    try:
+        store.get_study(study_id)
+    except NotFoundError:
+        return False
+    return True
+
+
+def open_series(
+    store: Store, study: Study, series_uid: str, *, actor: str, client: str | None
+) -> tuple[Study, CTVolume | None]:
+    """The study of another series of `study`'s upload: the one it was opened as before, else a new one
+    read from the kept files (then with its volume). NotFoundError for a series not in the upload."""
+    if study.upload_id is None:
+        raise NotFoundError("This study's upload held one series only; there is no other to open.")
+    upload_id = study.upload_id
+    with _lock(upload_id):
+        series = _read_listing(store, upload_id)
+        if series is None:
+            raise ConflictError("The other series of this upload are no longer stored; upload them again.")
+        entry = next((e for e in series if e["series_uid"] == series_uid), None)
+        if entry is None:
+            raise NotFoundError("That series is not in this study's upload.")
+        if entry["study_id"] is not None:
+            if not _exists(store, entry["study_id"]):
+                raise ConflictError("That series' study was deleted, with its files: upload them again.")
+            return store.get_study(entry["study_id"]), None
+        new, volume = _add_from_upload(store, upload_id, series_uid, actor=actor, client=client)
+        entry["study_id"] = new.id
+        _write_listing(store.upload_dir(upload_id), series)
+    return new, volume
+
+
+def _add_from_upload(
+    store: Store, upload_id: str, series_uid: str, *, actor: str, client: str | None
+) -> tuple[Study, CTVolume]:
+    """Read one series from the kept files and add its study (its files move to `ct/`: copied, then
+    deleted here once the study is added, so that a failure leaves the series to be opened again)."""
+    from sarcoscope.imaging import read_ct
+    from sarcoscope.web.volumes import add_study
+
+    files = store.upload_dir(upload_id) / "files"
+    try:
+        volume = read_ct(files, series_uid=series_uid)
+        volume.warnings = [w.replace(str(files), "the upload") for w in volume.warnings]
+        paths = [Path(h.filename) for h in volume.dicom_headers or []]
+        size = sum(p.stat().st_size for p in paths)
+    except SarcoscopeError as exc:  # messages name the server's folder; the user knows their upload
+        raise type(exc)(str(exc).replace(str(files), "the upload")) from None
+    except OSError as exc:
+        raise InputError(f"The series could not be read from the stored upload: {exc.strerror}") from None
+    added = add_study(store, volume, size, actor=actor, client=client, upload_id=upload_id)
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return added

@@ -1,0 +1,164 @@
+"""An upload of several series of one patient (an exam export): the series are listed, the CLI's default is
+opened, and another series opens as a study of its own without uploading again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from web_synth import multipart, synthetic_hu, write_exam, write_series, zip_bytes
+
+from sarcoscope.imaging import CTMetadata, list_series, write_dicom_series
+from sarcoscope.web.wording import has_cli_words
+
+
+def _all(files: dict[str, list[Path]]) -> list[Path]:
+    return [f for paths in files.values() for f in paths]
+
+
+def _upload_exam(client: TestClient, tmp_path: Path, as_zip: bool = True) -> tuple[dict, Path]:
+    folder = tmp_path / "exam"
+    files = _all(write_exam(folder))
+    body = (
+        [("files", ("exam.zip", zip_bytes(files, folder), "application/zip"))] if as_zip else multipart(files)
+    )
+    r = client.post("/api/studies", files=body)
+    assert r.status_code == 201, r.text
+    return r.json(), folder
+
+
+@pytest.mark.parametrize("as_zip", [True, False])
+def test_the_upload_lists_its_series_and_opens_the_clis_default(
+    client: TestClient, tmp_path: Path, as_zip: bool
+) -> None:
+    """The web app read the series with most slices and said only 'upload its files alone' of the others."""
+    study, folder = _upload_exam(client, tmp_path, as_zip)
+    default = list_series(folder)[0]  # what `sarcoscope analyze` reads
+    assert study["series_uid"] == default.series_uid and study["series_description"] == "Abdomen PV 3.0"
+    series = study["series"]
+    assert [(s["description"], s["n_slices"], s["slice_thickness_mm"], s["phase"]) for s in series] == [
+        ("Abdomen PV 3.0", 12, 3.0, "portal-venous"),
+        ("Abdomen ART 6.0", 6, 6.0, "arterial"),
+        ("Abdomen 9.0", 4, 9.0, None),  # the localizer image is no series to choose
+    ]
+    assert [s["default"] for s in series] == [True, False, False]
+    assert [s["current"] for s in series] == [True, False, False]
+    assert series[0]["study_id"] == study["id"] and series[1]["study_id"] is None
+    assert all(s["reason"] is None for s in series)
+    assert client.get(f"/api/studies/{study['id']}/series").json() == series
+    several = next(w for w in study["warnings"] if "3 CT series found" in w)
+    assert not has_cli_words(several) and "Series" in several
+    skipped = next(w for w in study["warnings"] if "skipped 1 file" in w)  # the localizer
+    assert skipped.startswith(f"skipped 1 file in {'the zip' if as_zip else 'the upload'}: 1 localizer")
+    data_dir = str(client.app.state.ctx.store.data_dir)
+    assert not any(data_dir in w for w in study["warnings"])  # the server's folders are no user's words
+
+
+def test_another_series_opens_without_uploading_again(client: TestClient, tmp_path: Path) -> None:
+    study, _ = _upload_exam(client, tmp_path)
+    arterial = study["series"][1]
+    r = client.post(f"/api/studies/{study['id']}/series", json={"series_uid": arterial["series_uid"]})
+    assert r.status_code == 201, r.text
+    other = r.json()
+    assert other["id"] != study["id"] and other["series_uid"] == arterial["series_uid"]
+    assert (other["series_description"], other["n_slices"], other["spacing"][0]) == (
+        "Abdomen ART 6.0",
+        6,
+        6.0,
+    )
+    assert [s["current"] for s in other["series"]] == [False, True, False]
+    assert [s["study_id"] for s in other["series"]] == [study["id"], other["id"], None]
+    assert client.get(f"/api/studies/{other['id']}/hu/5").status_code == 200  # its own images
+    data_dir = str(client.app.state.ctx.store.data_dir)
+    assert other["warnings"] and not any(data_dir in w for w in other["warnings"])
+    # Chosen again (from either study): the same study, not a second one.
+    for base in (study["id"], other["id"]):
+        again = client.post(f"/api/studies/{base}/series", json={"series_uid": arterial["series_uid"]})
+        assert again.status_code == 200 and again.json()["id"] == other["id"]
+    back = client.post(f"/api/studies/{other['id']}/series", json={"series_uid": study["series_uid"]})
+    assert back.status_code == 200 and back.json()["id"] == study["id"]
+    assert len(client.get("/api/studies").json()) == 2
+    missing = client.post(f"/api/studies/{study['id']}/series", json={"series_uid": "1.2.3"})
+    assert missing.status_code == 404 and "not in this study's upload" in missing.json()["detail"]
+
+
+def test_a_failed_opening_leaves_the_series_to_open_again(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its files were moved into the study's folder before the study was added; a failure then (a full
+    disk, a database error) deleted them with the half-made study."""
+    study, _ = _upload_exam(client, tmp_path)
+    store = client.app.state.ctx.store
+    arterial = {"series_uid": study["series"][1]["series_uid"]}
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "add_study", broken)
+        failed = TestClient(client.app, raise_server_exceptions=False)
+        assert failed.post(f"/api/studies/{study['id']}/series", json=arterial).status_code == 500
+    r = client.post(f"/api/studies/{study['id']}/series", json=arterial)
+    assert r.status_code == 201 and r.json()["n_slices"] == 6
+    (kept,) = (store.data_dir / "uploads").iterdir()
+    assert len(list(kept.rglob("*.dcm"))) == 4  # the arterial files left the kept upload with its study
+
+
+def test_kept_series_live_and_go_with_the_uploads_studies(client: TestClient, tmp_path: Path) -> None:
+    """The other series stay through a restart's clean-up, and leave with the upload's last study."""
+    study, _ = _upload_exam(client, tmp_path)
+    store = client.app.state.ctx.store
+    kept = list((store.data_dir / "uploads").iterdir())
+    assert len(kept) == 1
+    stored = [p for p in (kept[0] / "files").rglob("*") if p.is_file()]
+    assert len(stored) == 6 + 4  # the arterial and 9 mm series' images: not the localizer, nor the PV series
+    assert all(p.stat().st_mode & 0o077 == 0 for p in stored)
+    assert store.remove_orphan_files() == [] and kept[0].is_dir()
+    other = client.post(
+        f"/api/studies/{study['id']}/series", json={"series_uid": study["series"][2]["series_uid"]}
+    ).json()
+    assert client.delete(f"/api/studies/{other['id']}").status_code == 200
+    assert kept[0].is_dir()  # the first study still offers the arterial series
+    listed = client.get(f"/api/studies/{study['id']}/series").json()
+    assert listed[2]["study_id"] is None and "deleted" in listed[2]["reason"]
+    gone = client.post(f"/api/studies/{study['id']}/series", json={"series_uid": listed[2]["series_uid"]})
+    assert gone.status_code == 409 and "upload them again" in gone.json()["detail"]
+    assert client.delete(f"/api/studies/{study['id']}").status_code == 200
+    assert list((store.data_dir / "uploads").iterdir()) == []
+
+
+def test_a_series_that_is_not_axial_is_listed_but_not_opened(client: TestClient, tmp_path: Path) -> None:
+    files = _all(write_exam(tmp_path / "exam"))
+    sagittal = np.column_stack([[0.0, 1, 0], [0.0, 0, -1], [-1.0, 0, 0]])  # rows -> P, columns -> I
+    meta = CTMetadata(patient_id="PAT-EXAM", series_description="Sagittal MPR")
+    files += write_dicom_series(
+        synthetic_hu(1), (4.0, 3.0, 4.0), tmp_path / "sag", direction=sagittal, metadata=meta
+    )
+    study = client.post("/api/studies", files=multipart(files)).json()
+    (listed,) = [s for s in study["series"] if s["description"] == "Sagittal MPR"]
+    assert listed["orientation"] == "sagittal" and "needs an axial series" in listed["reason"]
+    r = client.post(f"/api/studies/{study['id']}/series", json={"series_uid": listed["series_uid"]})
+    assert r.status_code == 422 and "needs an axial series" in r.json()["detail"]
+    assert len(client.get("/api/studies").json()) == 1
+
+
+def test_a_single_series_upload_offers_no_other(client: TestClient, series: list[Path]) -> None:
+    study = client.post("/api/studies", files=multipart(series)).json()
+    assert study["series"] == [] and client.get(f"/api/studies/{study['id']}/series").json() == []
+    r = client.post(f"/api/studies/{study['id']}/series", json={"series_uid": study["series_uid"]})
+    assert r.status_code == 404
+    assert list((client.app.state.ctx.store.data_dir / "uploads").iterdir()) == []
+
+
+def test_another_patients_series_are_not_kept_with_the_chosen_one(client: TestClient, tmp_path: Path) -> None:
+    files = write_series(tmp_path / "a", seed=1, patient_id="PAT-A") + write_series(
+        tmp_path / "b", seed=2, patient_id="PAT-B"
+    )
+    chosen = list_series(tmp_path / "a")[0].series_uid
+    r = client.post("/api/studies", files=multipart(files), data={"series_uid": chosen})
+    assert r.status_code == 201, r.text
+    assert (
+        r.json()["series"] == [] and list((client.app.state.ctx.store.data_dir / "uploads").iterdir()) == []
+    )
