@@ -174,9 +174,7 @@ def test_a_body_cut_off_by_the_image_edge_is_warned_about() -> None:
     assert warning is not None and warning.startswith("The body runs into the image's edge (right side)")
     through_muscle = muscle_cols[-1] - round(15 / sp[1])  # 15 mm into the wall on the left
     warning = cut_off_warning([lab, lab[:, in_fat:through_muscle]], sp)  # any slice of a range
-    assert warning is not None and warning.startswith(
-        "Muscle runs into the image's edge (left side)"
-    )
+    assert warning is not None and warning.startswith("Muscle runs into the image's edge (left side)")
     assert warning in image_warnings([ph.hu[:, in_fat:through_muscle]], [lab[:, in_fat:through_muscle]], sp)
 
 
