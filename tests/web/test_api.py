@@ -390,6 +390,33 @@ def pdf_text(data: bytes) -> str:
     return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
 
 
+def test_a_zips_folder_names_stay_out_of_the_warnings_and_deidentified_reports(
+    client: TestClient, series: list[Path]
+) -> None:
+    # PACS exports name folders by the patient; a single slice without ImageOrientationPatient is read
+    # with a warning that named the file by its path on the server, below which were those folders
+    ds = pydicom.dcmread(series[5])
+    del ds.ImageOrientationPatient
+    ds.save_as(series[5])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.write(series[5], f"Jansen Piet 12345678/CT abdomen/{series[5].name}")
+    r = client.post("/api/studies", files=[("files", ("export.zip", buffer.getvalue(), "application/zip"))])
+    assert r.status_code == 201, r.text
+    study = r.json()
+    data_dir = str(client.app.state.ctx.store.data_dir)
+    (warning,) = [w for w in study["warnings"] if "ImageOrientationPatient" in w]
+    assert warning.startswith("an uploaded file has no ImageOrientationPatient") and data_dir not in warning
+    sid = study["id"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 0})
+    assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+    for fmt in ("json", "html", "pdf"):
+        r = client.get(f"/api/studies/{sid}/export/{fmt}", params={"deidentify": True})
+        text = pdf_text(r.content) if fmt == "pdf" else r.text
+        assert r.status_code == 200 and "ImageOrientationPatient" in text, fmt
+        assert "Jansen" not in text and "12345678" not in text and data_dir not in text, fmt
+
+
 def test_burned_in_series_is_not_exported_deidentified(client: TestClient, series: list[Path]) -> None:
     for path in series:
         ds = pydicom.dcmread(path)

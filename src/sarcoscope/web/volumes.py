@@ -118,6 +118,7 @@ def _ingest(
         volume = read_ct(source, series_uid=series_uid)
     if not volume.is_axial:
         raise InputError(f"The uploaded series is {volume.orientation}; L3 analysis needs an axial series.")
+    volume.warnings[:] = _without_upload_paths(volume.warnings, work_dir)
 
     md = volume.metadata
     sops: list[str] = []
@@ -173,6 +174,24 @@ def _ingest(
             shutil.rmtree(dest, ignore_errors=True)
         raise
     return study, volume
+
+
+def _without_upload_paths(warnings: list[str], work_dir: Path) -> list[str]:
+    """The reader's warnings naming no file or folder of the upload. They are stored with the study and go
+    into every report, de-identified ones too; below the server's folder a path holds the client's names (a
+    zip's folders are often named by the patient: "Jansen Piet 12345678/CT abdomen/IM0001"), which no
+    de-identification can tell from the text once the upload is gone."""
+    if not any(str(work_dir) in w for w in warnings):
+        return list(warnings)
+    paths = sorted([work_dir, *work_dir.rglob("*")], key=lambda p: len(str(p)), reverse=True)
+    shown = [(str(p), "an uploaded file" if p.is_file() else "the upload") for p in paths]
+    out = []
+    for text in warnings:
+        for path, name in shown:
+            if path in text:
+                text = text.replace(path, name)
+        out.append(text)
+    return out
 
 
 def _dicom_uids(volume: CTVolume) -> tuple[str, str, list[str]]:
