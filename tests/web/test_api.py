@@ -19,6 +19,7 @@ from web_synth import SHAPE, SPACING, multipart, synthetic_hu, write_series, zip
 
 from sarcoscope.segmentation.quality import score_text
 from sarcoscope.web import WebSettings, create_app
+from sarcoscope.web.wording import has_cli_words
 
 
 def upload(client: TestClient, files: list[Path]) -> dict:
@@ -428,11 +429,13 @@ def test_burned_in_series_is_not_exported_deidentified(client: TestClient, serie
     detail = r.json()["detail"]
     assert r.status_code == 422 and detail.startswith("slice 4: BurnedInAnnotation is YES")
     assert str(client.app.state.ctx.store.data_dir) not in detail  # neither the server's folders
+    assert not has_cli_words(detail) and "with de-identify unticked" in detail  # nor the command line's
     for fmt in ("overlay", "html", "dicom-seg", "dicom-sr", "dicom-qc"):
         r = client.get(f"/api/studies/{sid}/export/{fmt}", params={"deidentify": True})
         detail = r.json()["detail"]
         assert r.status_code == 422 and "burned" in detail.lower(), fmt
         assert not any(uid in detail for uid in originals), fmt  # nor the original UIDs
+        assert not has_cli_words(detail), fmt
     assert client.get(f"/api/studies/{sid}/dicom").status_code == 200  # the originals, for who may see them
 
 

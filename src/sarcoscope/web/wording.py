@@ -34,6 +34,13 @@ _REPLACEMENTS: tuple[tuple[str, str], ...] = (
     ),
     ("(--keep-patient-characteristics keeps it)", "(an export with de-identify unticked keeps it)"),
     (
+        "(accepting burned-in annotation, --accept-burned-in, exports it anyway, marked "
+        "PatientIdentityRemoved NO)",
+        "(with de-identify unticked it is downloaded as it is)",
+    ),
+    ("Pass the right --ref-labels/--pred-labels mapping.", "Choose the file's Mapping under Import labels."),
+    ("label folders hold label maps (images go to --images)", "import a label map here, not an image"),
+    (
         "give the true spacing with --pixel-spacing ROW COL (mm)",
         "save it again with its spatial transform, or analyse it with the sarcoscope command line, which "
         "can be given the pixel spacing",
