@@ -375,9 +375,12 @@ def test_deidentified_download_and_exports_agree(client: TestClient, series: lis
     assert deid_pdf.headers["content-type"] == "application/pdf" and deid_pdf.content.startswith(b"%PDF-")
     text = pdf_text(deid_pdf.content)
     assert pseudonym in text and "synthetic" not in text and "PAT-001" not in text
+    assert "/CreationDate" not in pdf_info(deid_pdf.content)  # nor when the report was made, as the JSON
     audit = [e["details"] for e in client.get(f"/api/studies/{sid}/audit").json() if e["action"] == "export"]
     assert all(d["deidentified"] for d in audit)
-    plain_pdf = pdf_text(client.get(f"/api/studies/{sid}/export/pdf").content)
+    plain = client.get(f"/api/studies/{sid}/export/pdf").content
+    assert "/CreationDate" in pdf_info(plain)
+    plain_pdf = pdf_text(plain)
     muscle = client.get(f"/api/studies/{sid}/export/json").json()["average"]["tissues"]["muscle"]
     assert "synthetic" in plain_pdf and f"{muscle['area_cm2']:.2f}" in plain_pdf
     key = client.app.state.ctx.store.data_dir / "deidentification.key"
@@ -416,6 +419,13 @@ def test_a_zips_folder_names_stay_out_of_the_warnings_and_deidentified_reports(
         text = pdf_text(r.content) if fmt == "pdf" else r.text
         assert r.status_code == 200 and "ImageOrientationPatient" in text, fmt
         assert "Jansen" not in text and "12345678" not in text and data_dir not in text, fmt
+
+
+def pdf_info(data: bytes) -> dict[str, str]:
+    """The PDF's document information (Title, Creator, CreationDate...)."""
+    from pypdf import PdfReader
+
+    return dict(PdfReader(io.BytesIO(data)).metadata or {})
 
 
 def test_burned_in_series_is_not_exported_deidentified(client: TestClient, series: list[Path]) -> None:
