@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 from test_api import segmented, upload
 from web_synth import write_series, zip_bytes
 
@@ -207,6 +208,27 @@ def test_deleting_a_study_deletes_every_file_of_it(
     (left,) = (data_dir / "ct").iterdir()  # the deleted study's StudyUID folder went with its series
     assert [p.name for p in left.iterdir()] == [other["series_uid"]]
     assert list((data_dir / "tmp").iterdir()) == []
+
+
+def test_a_deleted_study_leaves_nothing_readable_in_the_database_file(
+    client: TestClient, tmp_path: Path
+) -> None:
+    store = client.app.state.ctx.store
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("the database file is SQLite's")
+
+    def default_off(connection: object, _record: object) -> None:  # as most SQLite builds are
+        connection.execute("PRAGMA secure_delete=OFF")  # type: ignore[attr-defined]
+
+    event.listen(store.engine, "connect", default_off, insert=True)  # before the store's own settings
+    store.engine.dispose()
+    files = write_series(tmp_path / "s", patient_id="PATXYZ-4711")
+    sid, _ = segmented(client, files)
+    client.put(f"/api/studies/{sid}/patient", json={"height_cm": 181.5, "weight_kg": 77.0, "sex": "M"})
+    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    database = b"".join(p.read_bytes() for p in store.data_dir.glob("sarcoscope.db*"))
+    for text in (b"PATXYZ-4711", b"synthetic", b"181.5", b"20240131"):  # ID, description, height, date
+        assert database.count(text) == 0, text
 
 
 def test_a_study_deleted_while_its_viewer_volume_is_written_leaves_no_file(
