@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
-from test_api import segmented, upload
+from test_api import get_labels, segmented, upload
 from web_synth import write_series, zip_bytes
 
 from sarcoscope.web import WebSettings, create_app
@@ -229,6 +229,34 @@ def test_a_deleted_study_leaves_nothing_readable_in_the_database_file(
     database = b"".join(p.read_bytes() for p in store.data_dir.glob("sarcoscope.db*"))
     for text in (b"PATXYZ-4711", b"synthetic", b"181.5", b"20240131"):  # ID, description, height, date
         assert database.count(text) == 0, text
+
+
+def test_downloads_too_large_for_memory_are_built_in_the_data_folder(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    folders: list[object] = []
+    temporary_file, spooled_file = tempfile.TemporaryFile, tempfile.SpooledTemporaryFile
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        folders.append(kwargs.get("dir"))
+        return temporary_file(*args, **kwargs)  # type: ignore[call-overload]
+
+    def spills(*args: object, **kwargs: object) -> object:  # every download spills out of memory
+        return spooled_file(*args, **{**kwargs, "max_size": 1})  # type: ignore[call-overload]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", spills)
+    sid, _ = segmented(client, series)
+    labels, version, _ = get_labels(client, sid)
+    labels[0, :4, :4] = 1  # a correction: training data
+    r = client.post(f"/api/studies/{sid}/labels", params={"base_version": version}, content=labels.tobytes())
+    assert r.status_code == 201, r.text
+    assert client.get(f"/api/studies/{sid}/dicom").status_code == 200
+    assert client.get("/api/training-data").status_code == 200
+    tmp = client.app.state.ctx.store.data_dir / "tmp"
+    assert len(folders) == 2 and all(Path(str(f)) == tmp for f in folders), folders
 
 
 def test_a_study_deleted_while_its_viewer_volume_is_written_leaves_no_file(
