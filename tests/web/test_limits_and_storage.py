@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 from test_api import get_labels, segmented, upload
-from web_synth import write_series, zip_bytes
+from web_synth import multipart, write_series, zip_bytes
 
 from sarcoscope.web import WebSettings, create_app
 
@@ -194,6 +194,27 @@ def test_orphans_of_an_interrupted_upload_are_removed_at_start(tmp_path: Path, s
     assert sorted(p for p in remaining if p != orphans[4]) == kept
     assert not (data / "ct" / "1.2.3").exists() and not (data / "cache" / ("ab" * 16)).exists()
     assert not (data / "ct" / "9.7").is_symlink() and (outside / "9.8" / "keep.txt").exists()
+
+
+def test_an_upload_that_fails_half_way_leaves_nothing(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from sarcoscope.web import volumes
+
+    def disk_full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(volumes, "_write_cache", disk_full)  # after the CT files were moved in
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.post("/api/studies", files=multipart(series)).status_code == 500
+        assert c.get("/api/studies").json() == []
+    app.state.ctx.store.close()
+    # not even an empty folder named by the Study Instance UID
+    assert [p for d in ("ct", "cache", "tmp") for p in (data / d).iterdir()] == []
 
 
 def test_deleting_a_study_deletes_every_file_of_it(

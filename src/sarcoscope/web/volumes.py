@@ -9,6 +9,7 @@ images without decoding the DICOM again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -172,6 +173,8 @@ def _ingest(
         shutil.rmtree(store.cache_dir(study.id), ignore_errors=True)
         if store.find_series(series) is None:  # not owned by a study uploaded at the same time
             shutil.rmtree(dest, ignore_errors=True)
+            with contextlib.suppress(OSError):  # its StudyUID folder, unless another series is in it
+                dest.parent.rmdir()
         raise
     return study, volume
 
