@@ -49,7 +49,15 @@ export function showLogin(onSignedIn) {
         tokenMode ? {token: secret} : {user: $("login-user").value.trim(), password: secret});
       $("login-token").value = "";
       $("login-error").textContent = "";
+      const before = state.config.user;  // whose session ended (expired, or signed out elsewhere)
       state.config = await getJSON("/api/config");
+      if (before && before !== state.config.user) {
+        // someone else: the page starts again from the saved data, so that nothing they save (an unsaved
+        // edit on screen) is recorded under their name for another's work
+        state.dirty = false;
+        location.reload();
+        return;
+      }
       renderUser();
       onSignedIn();
     } catch (err) { $("login-error").textContent = err.message; }
