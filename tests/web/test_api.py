@@ -428,6 +428,31 @@ def pdf_info(data: bytes) -> dict[str, str]:
     return dict(PdfReader(io.BytesIO(data)).metadata or {})
 
 
+def test_upload_paths_in_warnings_stored_by_an_older_version_are_not_shown(
+    client: TestClient, series: list[Path]
+) -> None:
+    sid = upload(client, series)["id"]
+    ctx = client.app.state.ctx
+    upload_dir = ctx.store.data_dir / "tmp" / ("ab" * 16)
+    legacy = [
+        f"{upload_dir}/extracted/Jansen Piet 12345678/CT abdomen/CT0006.dcm has no ImageOrientationPatient; "
+        "assumed a standard axial slice",
+        f"skipped 2 files in {upload_dir}/extracted: 2 not DICOM",
+    ]
+    info_file = ctx.store.cache_dir(sid) / "volume.json"
+    info = json.loads(info_file.read_text())
+    info_file.write_text(json.dumps({**info, "warnings": legacy}))
+    ctx.volumes.drop(sid)  # as after a restart
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
+    assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+    report = client.get(f"/api/studies/{sid}/export/json", params={"deidentify": True})
+    assert "Jansen" not in report.text and "12345678" not in report.text
+    assert report.json()["input"]["warnings"] == [
+        "an uploaded file has no ImageOrientationPatient; assumed a standard axial slice",
+        "skipped 2 files in the upload: 2 not DICOM",
+    ]
+
+
 def test_burned_in_series_is_not_exported_deidentified(client: TestClient, series: list[Path]) -> None:
     for path in series:
         ds = pydicom.dcmread(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 import threading
 from collections import OrderedDict
@@ -197,6 +198,15 @@ def _without_upload_paths(warnings: list[str], work_dir: Path) -> list[str]:
     return out
 
 
+def _without_stored_upload_path(text: str, store: Store) -> str:
+    """A warning stored before `_without_upload_paths` was applied at upload (sarcoscope 0.1.0 until
+    2026-12-05), without the upload's path: the readers' warnings end a file's path with " has no " and a
+    folder's with ": "."""
+    tmp = re.escape(str(store.data_dir / "tmp"))
+    text = re.sub(tmp + r"/[0-9a-f]{32}/.*?(?= has no )", "an uploaded file", text)
+    return re.sub(tmp + r"/[0-9a-f]{32}(?:/.*?)?(?=: |$)", "the upload", text)
+
+
 def _dicom_uids(volume: CTVolume) -> tuple[str, str, list[str]]:
     """The series' Study and Series Instance UIDs and its slices' SOP Instance UIDs (in slice order);
     stable stand-ins, with a warning, for any that are empty or not UIDs.
@@ -363,7 +373,7 @@ class VolumeCache:
             source_kind=info["source_kind"],
             source_path=None,
             slice_positions=None if positions is None else np.asarray(positions),
-            warnings=list(info.get("warnings", [])),
+            warnings=[_without_stored_upload_path(w, self.store) for w in info.get("warnings", [])],
         )
 
     def sop_uids(self, study: Study) -> list[str]:
