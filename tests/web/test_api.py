@@ -19,6 +19,7 @@ from web_synth import SHAPE, SPACING, multipart, synthetic_hu, write_series, zip
 
 from sarcoscope.segmentation.quality import score_text
 from sarcoscope.web import WebSettings, create_app
+from sarcoscope.web.wording import has_cli_words
 
 
 def upload(client: TestClient, files: list[Path]) -> dict:
@@ -374,9 +375,12 @@ def test_deidentified_download_and_exports_agree(client: TestClient, series: lis
     assert deid_pdf.headers["content-type"] == "application/pdf" and deid_pdf.content.startswith(b"%PDF-")
     text = pdf_text(deid_pdf.content)
     assert pseudonym in text and "synthetic" not in text and "PAT-001" not in text
+    assert "/CreationDate" not in pdf_info(deid_pdf.content)  # nor when the report was made, as the JSON
     audit = [e["details"] for e in client.get(f"/api/studies/{sid}/audit").json() if e["action"] == "export"]
     assert all(d["deidentified"] for d in audit)
-    plain_pdf = pdf_text(client.get(f"/api/studies/{sid}/export/pdf").content)
+    plain = client.get(f"/api/studies/{sid}/export/pdf").content
+    assert "/CreationDate" in pdf_info(plain)
+    plain_pdf = pdf_text(plain)
     muscle = client.get(f"/api/studies/{sid}/export/json").json()["average"]["tissues"]["muscle"]
     assert "synthetic" in plain_pdf and f"{muscle['area_cm2']:.2f}" in plain_pdf
     key = client.app.state.ctx.store.data_dir / "deidentification.key"
@@ -390,6 +394,65 @@ def pdf_text(data: bytes) -> str:
     return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
 
 
+def test_a_zips_folder_names_stay_out_of_the_warnings_and_deidentified_reports(
+    client: TestClient, series: list[Path]
+) -> None:
+    # PACS exports name folders by the patient; a single slice without ImageOrientationPatient is read
+    # with a warning that named the file by its path on the server, below which were those folders
+    ds = pydicom.dcmread(series[5])
+    del ds.ImageOrientationPatient
+    ds.save_as(series[5])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.write(series[5], f"Jansen Piet 12345678/CT abdomen/{series[5].name}")
+    r = client.post("/api/studies", files=[("files", ("export.zip", buffer.getvalue(), "application/zip"))])
+    assert r.status_code == 201, r.text
+    study = r.json()
+    data_dir = str(client.app.state.ctx.store.data_dir)
+    (warning,) = [w for w in study["warnings"] if "ImageOrientationPatient" in w]
+    assert warning.startswith("an uploaded file has no ImageOrientationPatient") and data_dir not in warning
+    sid = study["id"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 0})
+    assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+    for fmt in ("json", "html", "pdf"):
+        r = client.get(f"/api/studies/{sid}/export/{fmt}", params={"deidentify": True})
+        text = pdf_text(r.content) if fmt == "pdf" else r.text
+        assert r.status_code == 200 and "ImageOrientationPatient" in text, fmt
+        assert "Jansen" not in text and "12345678" not in text and data_dir not in text, fmt
+
+
+def pdf_info(data: bytes) -> dict[str, str]:
+    """The PDF's document information (Title, Creator, CreationDate...)."""
+    from pypdf import PdfReader
+
+    return dict(PdfReader(io.BytesIO(data)).metadata or {})
+
+
+def test_upload_paths_in_warnings_stored_by_an_older_version_are_not_shown(
+    client: TestClient, series: list[Path]
+) -> None:
+    sid = upload(client, series)["id"]
+    ctx = client.app.state.ctx
+    upload_dir = ctx.store.data_dir / "tmp" / ("ab" * 16)
+    legacy = [
+        f"{upload_dir}/extracted/Jansen Piet 12345678/CT abdomen/CT0006.dcm has no ImageOrientationPatient; "
+        "assumed a standard axial slice",
+        f"skipped 2 files in {upload_dir}/extracted: 2 not DICOM",
+    ]
+    info_file = ctx.store.cache_dir(sid) / "volume.json"
+    info = json.loads(info_file.read_text())
+    info_file.write_text(json.dumps({**info, "warnings": legacy}))
+    ctx.volumes.drop(sid)  # as after a restart
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
+    assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+    report = client.get(f"/api/studies/{sid}/export/json", params={"deidentify": True})
+    assert "Jansen" not in report.text and "12345678" not in report.text
+    assert report.json()["input"]["warnings"] == [
+        "an uploaded file has no ImageOrientationPatient; assumed a standard axial slice",
+        "skipped 2 files in the upload: 2 not DICOM",
+    ]
+
+
 def test_burned_in_series_is_not_exported_deidentified(client: TestClient, series: list[Path]) -> None:
     for path in series:
         ds = pydicom.dcmread(path)
@@ -401,11 +464,13 @@ def test_burned_in_series_is_not_exported_deidentified(client: TestClient, serie
     detail = r.json()["detail"]
     assert r.status_code == 422 and detail.startswith("slice 4: BurnedInAnnotation is YES")
     assert str(client.app.state.ctx.store.data_dir) not in detail  # neither the server's folders
+    assert not has_cli_words(detail) and "with de-identify unticked" in detail  # nor the command line's
     for fmt in ("overlay", "html", "dicom-seg", "dicom-sr", "dicom-qc"):
         r = client.get(f"/api/studies/{sid}/export/{fmt}", params={"deidentify": True})
         detail = r.json()["detail"]
         assert r.status_code == 422 and "burned" in detail.lower(), fmt
         assert not any(uid in detail for uid in originals), fmt  # nor the original UIDs
+        assert not has_cli_words(detail), fmt
     assert client.get(f"/api/studies/{sid}/dicom").status_code == 200  # the originals, for who may see them
 
 

@@ -279,14 +279,20 @@ def test_forwarded_headers_count_only_from_a_trusted_proxy(tmp_path: Path) -> No
     app.state.ctx.store.close()
 
 
-def test_the_access_log_holds_no_search_criteria_or_uids(tmp_path: Path) -> None:
-    """`serve` as a user runs it: the access log shows requests without query strings or DICOM UIDs."""
+def test_the_server_log_holds_no_search_criteria_or_uids(tmp_path: Path, series: list[Path]) -> None:
+    """`serve` as a user runs it: the access log shows requests without query strings or DICOM UIDs, and
+    no library logs the UIDs of the images a SEG or SR is made from."""
     import socket
     import subprocess
     import sys
     import time
     import urllib.error
     import urllib.request
+
+    import httpx
+    import pydicom
+
+    uids = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in series}
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -305,8 +311,16 @@ def test_the_access_log_holds_no_search_criteria_or_uids(tmp_path: Path) -> None
         urllib.request.urlopen(f"{base}/api/studies?q=Jansen", timeout=5).close()
         with pytest.raises(urllib.error.HTTPError):  # no PACS configured: 409, logged all the same
             urllib.request.urlopen(f"{base}/api/pacs/studies/1.2.826.0.1.3680043.2.77/series", timeout=5)
+        with httpx.Client(base_url=base, timeout=60) as c:
+            sid = c.post("/api/studies", files=multipart(series)).json()["id"]
+            c.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
+            assert c.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+            for fmt in ("dicom-seg", "dicom-sr"):
+                assert c.get(f"/api/studies/{sid}/export/{fmt}").status_code == 200
     finally:
         proc.terminate()
         log = proc.communicate(timeout=30)[0]
     assert '"GET /api/studies HTTP/1.1" 200' in log and '"GET /api/pacs/studies/<uid>/series' in log
+    assert '"GET /api/studies/' in log and '/export/dicom-sr HTTP/1.1" 200' in log
     assert "Jansen" not in log and "1.2.826.0.1.3680043.2.77" not in log
+    assert not [uid for uid in uids if uid in log], log

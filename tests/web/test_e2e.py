@@ -320,6 +320,39 @@ def test_login_with_access_token(tmp_path: Path) -> None:
         page.wait_for_selector("#view-login:not([hidden])")
 
 
+def test_signing_out_leaves_no_patient_data_in_the_page(tmp_path: Path) -> None:
+    """On a shared workstation the next person at the browser finds the sign-in form and nothing else: no
+    study list (patient IDs) hidden in the page, and they sign in once."""
+    from web_synth import write_series, zip_bytes
+
+    from sarcoscope.store import Store
+    from sarcoscope.web.accounts import add_user
+
+    store = Store(tmp_path / "data")
+    store.migrate()
+    add_user(store, "dr. alice", "alices-password-1")
+    add_user(store, "dr. bob", "bobs-password-1")
+    store.close()
+    upload = {
+        "name": "ct.zip",
+        "mimeType": "application/zip",
+        "buffer": zip_bytes(write_series(tmp_path / "s")),
+    }
+    with _login_page(WebSettings(data_dir=tmp_path / "data")) as (page, url):
+        _submit_login(page, "alices-password-1", "dr. alice")
+        page.wait_for_selector("#view-studies:not([hidden])")
+        assert page.request.post(f"{url}/api/studies", multipart={"files": upload}).status == 201
+        page.goto(f"{url}/#/")
+        page.wait_for_selector("#view-studies:not([hidden]) :text('PAT-001')")
+        page.click("#user-box button")  # sign out
+        page.wait_for_selector("#view-login:not([hidden])")
+        assert "PAT-001" not in page.content()
+        _submit_login(page, "bobs-password-1", "dr. bob")
+        page.wait_for_selector("#view-studies:not([hidden]) :text('PAT-001')")
+        assert page.locator("#view-login").is_hidden()
+        assert page.locator("#user-box").inner_text().startswith("Signed in as dr. bob")
+
+
 def test_model_choice_is_offered_for_unet_and_recorded(
     page: object, server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

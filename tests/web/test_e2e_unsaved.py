@@ -11,7 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
-from test_e2e import ARGS, CHROMIUM, _is_muscle_colour, _overlay_pixel, _running, _wait_text
+from test_e2e import (
+    ARGS,
+    CHROMIUM,
+    _is_muscle_colour,
+    _overlay_pixel,
+    _running,
+    _submit_login,
+    _wait_text,
+)
 from web_synth import multipart
 
 from sarcoscope.web import WebSettings, create_app
@@ -202,3 +210,63 @@ def test_ctrl_s_saves_from_any_control_and_never_opens_the_browsers_save_dialog(
             page.evaluate("window.browserSave = undefined")
             page.keyboard.press("Control+s")
             assert page.evaluate("window.browserSave") is False
+
+
+def test_unsaved_edits_are_not_saved_under_the_next_users_name(tmp_path: Path, series: list[Path]) -> None:
+    """A session that ends while an edit is unsaved shows the sign-in form; whoever signs in next with
+    another account starts from the saved labels, so the audit never names them for someone else's strokes
+    (the same user signing in again keeps the edit)."""
+    from sqlalchemy import delete
+
+    from sarcoscope.store import Store
+    from sarcoscope.store.models import LoginSession
+    from sarcoscope.web.accounts import add_user
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    store = Store(tmp_path / "data")
+    store.migrate()
+    for name in ("dr. alice", "dr. bob"):
+        add_user(store, name, f"{name[4:]}s-password-1")
+    store.close()
+    app = create_app(WebSettings(data_dir=tmp_path / "data", default_engine="threshold", prerender=False))
+    with _running(app.state.ctx.settings, app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        c.post("/api/session", json={"user": "dr. alice", "password": "alices-password-1"}).raise_for_status()
+        sid = c.post("/api/studies", files=multipart(series)).json()["id"]
+        c.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5}).raise_for_status()
+        c.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).raise_for_status()
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            page = browser.new_context(viewport={"width": 1360, "height": 840}, bypass_csp=True).new_page()
+            page.goto(f"{url}/#/study/{sid}/label")
+            _submit_login(page, "alices-password-1", "dr. alice")
+            page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+            page.keyboard.press("1")
+            _stroke(page, 0.06, 0.08)
+            assert page.locator("#save-labels").inner_text() == "Save *"
+
+            def sessions_end() -> None:  # every session ends (expired, signed out elsewhere)
+                with app.state.ctx.store.session() as s:
+                    s.execute(delete(LoginSession))
+                page.keyboard.press("Control+s")
+                page.wait_for_selector("#view-login:not([hidden])")
+
+            sessions_end()
+            _submit_login(page, "alices-password-1", "dr. alice")  # the same user: the edit stays
+            page.wait_for_selector("#view-study:not([hidden])")
+            assert page.locator("#save-labels").inner_text() == "Save *"
+            sessions_end()
+            _submit_login(page, "bobs-password-1", "dr. bob")
+            page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+            page.wait_for_function("document.getElementById('user-box').textContent.includes('dr. bob')")
+            assert (
+                page.locator("#save-labels").inner_text() == "Save"
+                and page.locator("#save-labels").is_disabled()
+            )
+            page.keyboard.press("Control+s")
+            page.wait_for_timeout(500)
+            browser.close()
+        versions = c.get(f"/api/studies/{sid}/versions")
+    assert versions.status_code == 401  # alice's session went too
+    assert [v.author for v in app.state.ctx.store.list_versions(sid)] == [
+        "dr. alice"
+    ]  # the segmentation only

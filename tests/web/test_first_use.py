@@ -117,6 +117,24 @@ def test_messages_name_ui_controls_not_cli_options(client: TestClient, series: l
     assert not has_cli_words(html.split("<style>")[0] + html.split("</style>")[1])
 
 
+def test_deidentified_reports_name_the_pages_controls_not_cli_options(
+    client: TestClient, series: list[Path]
+) -> None:
+    from pypdf import PdfReader
+
+    sid = _segmented(client, series, {"mode": "slice", "first": 5})
+    deid = {"deidentify": True}
+    report = client.get(f"/api/studies/{sid}/export/json", params=deid).json()
+    assert not [t for t in _strings(report) if has_cli_words(t)]
+    assert report["assessment"]["bmi"]["reason"].endswith("(an export with de-identify unticked keeps it)")
+    html = client.get(f"/api/studies/{sid}/export/html", params=deid).text
+    assert not has_cli_words(html.split("<style>")[0] + html.split("</style>")[1])
+    assert "de-identify unticked" in html
+    pdf = client.get(f"/api/studies/{sid}/export/pdf", params=deid).content
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    assert not has_cli_words(text) and "de-identify unticked" in text
+
+
 def test_a_hand_chosen_slice_outside_l3_carries_its_level_and_a_warning(
     client: TestClient, series: list[Path]
 ) -> None:

@@ -13,6 +13,8 @@ from PIL import Image
 from test_api import get_labels, segmented, upload
 from web_synth import SHAPE
 
+from sarcoscope.web.wording import has_cli_words
+
 
 def _import(client: TestClient, sid: str, files: list[tuple[str, bytes]], **params: object):
     parts = [("files", (name, data, "application/octet-stream")) for name, data in files]
@@ -101,6 +103,15 @@ def test_files_that_do_not_fit_the_study_are_refused(
     r = _import(client, sid, [("liver.png", b"1"), ("sat.png", b"2")])
     assert r.status_code == 422 and "'liver' is not a tissue name" in r.json()["detail"]
     assert "/tmp" not in r.json()["detail"] and "data" not in r.json()["detail"]
+    # the reasons name the page's controls, not the command line's options
+    odd = write_tag(tmp_path / "odd.tag", np.full(SHAPE[1:], 77, np.uint8)).read_bytes()
+    r = _import(client, sid, [("odd.tag", odd)], mapping="slice-o-matic-alberta")
+    detail = r.json()["detail"]
+    assert r.status_code == 422 and "unknown label id(s) 77" in detail and not has_cli_words(detail)
+    assert detail.endswith("Choose the file's Mapping under Import labels.")
+    r = _import(client, sid, [("ct.dcm", series[5].read_bytes())])
+    detail = r.json()["detail"]
+    assert r.status_code == 422 and "not a DICOM SEG" in detail and not has_cli_words(detail)
     assert client.get(f"/api/studies/{sid}/versions").json() == []  # nothing was saved
     assert _import(client, sid, [("a.tag", tag)], mapping="slice-o-matic-alberta").status_code == 201
     r = _import(client, sid, [("a.tag", tag)], mapping="slice-o-matic-alberta")  # based on no version

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from test_api import segmented, upload
-from web_synth import write_series, zip_bytes
+from sqlalchemy import event
+from test_api import get_labels, segmented, upload
+from web_synth import multipart, write_series, zip_bytes
 
 from sarcoscope.web import WebSettings, create_app
 
@@ -195,6 +196,27 @@ def test_orphans_of_an_interrupted_upload_are_removed_at_start(tmp_path: Path, s
     assert not (data / "ct" / "9.7").is_symlink() and (outside / "9.8" / "keep.txt").exists()
 
 
+def test_an_upload_that_fails_half_way_leaves_nothing(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from sarcoscope.web import volumes
+
+    def disk_full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(volumes, "_write_cache", disk_full)  # after the CT files were moved in
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.post("/api/studies", files=multipart(series)).status_code == 500
+        assert c.get("/api/studies").json() == []
+    app.state.ctx.store.close()
+    # not even an empty folder named by the Study Instance UID
+    assert [p for d in ("ct", "cache", "tmp") for p in (data / d).iterdir()] == []
+
+
 def test_deleting_a_study_deletes_every_file_of_it(
     client: TestClient, series: list[Path], tmp_path: Path
 ) -> None:
@@ -207,6 +229,55 @@ def test_deleting_a_study_deletes_every_file_of_it(
     (left,) = (data_dir / "ct").iterdir()  # the deleted study's StudyUID folder went with its series
     assert [p.name for p in left.iterdir()] == [other["series_uid"]]
     assert list((data_dir / "tmp").iterdir()) == []
+
+
+def test_a_deleted_study_leaves_nothing_readable_in_the_database_file(
+    client: TestClient, tmp_path: Path
+) -> None:
+    store = client.app.state.ctx.store
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("the database file is SQLite's")
+
+    def default_off(connection: object, _record: object) -> None:  # as most SQLite builds are
+        connection.execute("PRAGMA secure_delete=OFF")  # type: ignore[attr-defined]
+
+    event.listen(store.engine, "connect", default_off, insert=True)  # before the store's own settings
+    store.engine.dispose()
+    files = write_series(tmp_path / "s", patient_id="PATXYZ-4711")
+    sid, _ = segmented(client, files)
+    client.put(f"/api/studies/{sid}/patient", json={"height_cm": 181.5, "weight_kg": 77.0, "sex": "M"})
+    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    database = b"".join(p.read_bytes() for p in store.data_dir.glob("sarcoscope.db*"))
+    for text in (b"PATXYZ-4711", b"synthetic", b"181.5", b"20240131"):  # ID, description, height, date
+        assert database.count(text) == 0, text
+
+
+def test_downloads_too_large_for_memory_are_built_in_the_data_folder(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    folders: list[object] = []
+    temporary_file, spooled_file = tempfile.TemporaryFile, tempfile.SpooledTemporaryFile
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        folders.append(kwargs.get("dir"))
+        return temporary_file(*args, **kwargs)  # type: ignore[call-overload]
+
+    def spills(*args: object, **kwargs: object) -> object:  # every download spills out of memory
+        return spooled_file(*args, **{**kwargs, "max_size": 1})  # type: ignore[call-overload]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", spills)
+    sid, _ = segmented(client, series)
+    labels, version, _ = get_labels(client, sid)
+    labels[0, :4, :4] = 1  # a correction: training data
+    r = client.post(f"/api/studies/{sid}/labels", params={"base_version": version}, content=labels.tobytes())
+    assert r.status_code == 201, r.text
+    assert client.get(f"/api/studies/{sid}/dicom").status_code == 200
+    assert client.get("/api/training-data").status_code == 200
+    tmp = client.app.state.ctx.store.data_dir / "tmp"
+    assert len(folders) == 2 and all(Path(str(f)) == tmp for f in folders), folders
 
 
 def test_a_study_deleted_while_its_viewer_volume_is_written_leaves_no_file(

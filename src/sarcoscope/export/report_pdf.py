@@ -91,7 +91,10 @@ def report_pdf(report: dict[str, Any], overlay_png: bytes) -> bytes:
     md, patient = report["input"]["metadata"], assessment["patient"]
     deid = report.get("deidentification")
     buffer = io.BytesIO()
-    with PdfPages(buffer, metadata={"Title": "L3 body composition report", "Creator": "sarcoscope"}) as pdf:
+    metadata: dict[str, Any] = {"Title": "L3 body composition report", "Creator": "sarcoscope"}
+    if report["created_utc"] is None:  # de-identified: the time it was made would bound the study date
+        metadata["CreationDate"] = None
+    with PdfPages(buffer, metadata=metadata) as pdf:
         pages = _Pages(pdf)
         pages.text("L3 body composition report", size=16, weight="bold")
         if deid:

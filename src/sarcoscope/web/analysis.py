@@ -25,7 +25,7 @@ from sarcoscope.level.selection import L3Selection
 from sarcoscope.results import AnalysisResult
 from sarcoscope.segmentation.quality import image_warnings, score_text
 from sarcoscope.store import LabelVersion, Store, Study
-from sarcoscope.web.wording import for_ui
+from sarcoscope.web.wording import for_ui, report_for_ui
 
 if TYPE_CHECKING:  # the export and imaging packages (highdicom, pydicom, nibabel) load on first use
     from sarcoscope.imaging.deidentify import DeidentificationPolicy
@@ -323,7 +323,8 @@ def export_file(
     if fmt == "csv":
         return metrics_csv(result).encode(), name, media
     if fmt == "json":
-        return report_json(build_report(result, deidentification=deidentification)).encode(), name, media
+        report = report_for_ui(build_report(result, deidentification=deidentification))
+        return report_json(report).encode(), name, media
     with tempfile.TemporaryDirectory(dir=store.data_dir / "tmp") as tmp:
         path = Path(tmp) / f"out{suffix}"
         if fmt in ("html", "pdf", "overlay"):
@@ -333,7 +334,7 @@ def export_file(
             png = overlay_png(store, study.id, row, result)
             if fmt == "overlay":
                 return png, name, media
-            report = build_report(result, deidentification=deidentification)
+            report = report_for_ui(build_report(result, deidentification=deidentification))
             if fmt == "pdf":
                 return report_pdf(report, png), name, media
             return report_html(report, png, name).encode(), name, media

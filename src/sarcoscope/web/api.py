@@ -494,7 +494,7 @@ def download_dicom(
     uids = ctx.volumes.sop_uids(study)
     folder = ctx.store.series_dir(study)
     policy = deid.policy(ctx)
-    buffer = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (closed by _iter_file)
+    buffer = _download_buffer(ctx)
     try:
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             for i in indices:
@@ -521,6 +521,16 @@ def download_dicom(
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+#: A download (a zip of DICOM files or of training data) is built in memory up to this size, and beyond it
+#: in the data folder's tmp/: never in the system's temporary folder, outside the data folder's protection.
+SPOOL_BYTES = 64 << 20
+
+
+def _download_buffer(ctx: AppContext) -> Any:
+    """A file to build a download in; the caller closes it (`_iter_file` does)."""
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, dir=ctx.store.data_dir / "tmp")
 
 
 def _iter_file(f: Any, chunk: int = 1 << 20) -> Any:
@@ -825,7 +835,7 @@ def training_data(request: Request, ctx: Ctx, user: User) -> StreamingResponse:
     work = ctx.store.new_tmp_dir()
     try:
         export_training_data(ctx.store, ctx.volumes, work / "data", user, client_of(request))
-        buffer = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (closed by _iter_file)
+        buffer = _download_buffer(ctx)
         zip_folder(work / "data", buffer)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -337,6 +337,9 @@ def serve(
     if not logging.getLogger("sarcoscope").handlers:
         logging.basicConfig(level=logging.INFO, format="sarcoscope: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin and migration chatter at each start
+    # highdicom names each source image's SOP Instance UID at INFO whenever a SEG or SR is made: the server
+    # log keeps DICOM UIDs out (as the access log's paths do)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
     addresses = browser_urls(host, port, public_host)
     app = create_app(settings, require_login=not is_loopback(host))
     log.info(

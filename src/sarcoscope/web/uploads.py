@@ -153,12 +153,12 @@ def _add_from_upload(
     """Read one series from the kept files and add its study (its files move to `ct/`: copied, then
     deleted here once the study is added, so that a failure leaves the series to be opened again)."""
     from sarcoscope.imaging import read_ct
-    from sarcoscope.web.volumes import add_study
+    from sarcoscope.web.volumes import add_study, without_upload_paths
 
     files = store.upload_dir(upload_id) / "files"
     try:
         volume = read_ct(files, series_uid=series_uid)
-        volume.warnings = [w.replace(str(files), "the upload") for w in volume.warnings]
+        volume.warnings = without_upload_paths(volume.warnings, files)
         paths = [Path(h.filename) for h in volume.dicom_headers or []]
         size = sum(p.stat().st_size for p in paths)
     except SarcoscopeError as exc:  # messages name the server's folder; the user knows their upload

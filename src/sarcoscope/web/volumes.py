@@ -9,8 +9,10 @@ images without decoding the DICOM again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import re
 import shutil
 import threading
 from collections import OrderedDict
@@ -110,6 +112,7 @@ def _ingest(
     total = sum(p.size for p in parts)
     if kind == "nifti":
         volume = read_ct(parts[0].path)
+        volume.warnings = without_upload_paths(volume.warnings, work_dir)
         return add_study(store, volume, total, actor=actor, client=client, nifti=parts[0])
     if kind == "zip":
         from sarcoscope.imaging.archive import extract_zip
@@ -119,7 +122,7 @@ def _ingest(
     else:
         source = parts[0].path.parent
     volume = read_ct(source, series_uid=series_uid)
-    volume.warnings = [_client_words(w, parts, work_dir) for w in volume.warnings]  # shown and reported
+    volume.warnings = without_upload_paths(volume.warnings, work_dir)  # shown and reported
     kept = KeptUpload.of(source, series_uid)  # None: the upload held this series only
     return add_study(store, volume, total, actor=actor, client=client, kept=kept)
 
@@ -204,8 +207,37 @@ def add_study(
             shutil.rmtree(store.upload_dir(kept.upload_id), ignore_errors=True)
         if store.find_series(series) is None:  # not owned by a study uploaded at the same time
             shutil.rmtree(dest, ignore_errors=True)
+            with contextlib.suppress(OSError):  # its StudyUID folder, unless another series is in it
+                dest.parent.rmdir()
         raise
     return study, volume
+
+
+def without_upload_paths(warnings: list[str], work_dir: Path) -> list[str]:
+    """The reader's warnings naming no file or folder of the upload. They are stored with the study and go
+    into every report, de-identified ones too; below the server's folder a path holds the client's names (a
+    zip's folders are often named by the patient: "Jansen Piet 12345678/CT abdomen/IM0001"), which no
+    de-identification can tell from the text once the upload is gone."""
+    if not any(str(work_dir) in w for w in warnings):
+        return list(warnings)
+    paths = sorted([work_dir, *work_dir.rglob("*")], key=lambda p: len(str(p)), reverse=True)
+    shown = [(str(p), "an uploaded file" if p.is_file() else "the upload") for p in paths]
+    out = []
+    for text in warnings:
+        for path, name in shown:
+            if path in text:
+                text = text.replace(path, name)
+        out.append(text)
+    return out
+
+
+def _without_stored_upload_path(text: str, store: Store) -> str:
+    """A warning stored before `without_upload_paths` was applied at upload (sarcoscope 0.1.0 until
+    2026-12-05), without the upload's path: the readers' warnings end a file's path with " has no " and a
+    folder's with ": "."""
+    tmp = re.escape(str(store.data_dir / "tmp"))
+    text = re.sub(tmp + r"/[0-9a-f]{32}/.*?(?= has no )", "an uploaded file", text)
+    return re.sub(tmp + r"/[0-9a-f]{32}(?:/.*?)?(?=: |$)", "the upload", text)
 
 
 def _dicom_uids(volume: CTVolume) -> tuple[str, str, list[str]]:
@@ -376,7 +408,7 @@ class VolumeCache:
             source_kind=info["source_kind"],
             source_path=None,
             slice_positions=None if positions is None else np.asarray(positions),
-            warnings=list(info.get("warnings", [])),
+            warnings=[_without_stored_upload_path(w, self.store) for w in info.get("warnings", [])],
             stored_flip=tuple(bool(f) for f in info.get("stored_flip", (False, False))),  # type: ignore[arg-type]
         )
 

@@ -7,6 +7,7 @@ in the browser those words mean nothing, so every message the web app shows pass
 from __future__ import annotations
 
 import re
+from typing import Any
 
 #: CLI advice -> the UI control that does the same (longest first, so a phrase wins over its parts).
 _REPLACEMENTS: tuple[tuple[str, str], ...] = (
@@ -34,6 +35,14 @@ _REPLACEMENTS: tuple[tuple[str, str], ...] = (
         "patient's images a folder of their own",
         "upload each patient's images on their own",
     ),
+    ("(--keep-patient-characteristics keeps it)", "(an export with de-identify unticked keeps it)"),
+    (
+        "(accepting burned-in annotation, --accept-burned-in, exports it anyway, marked "
+        "PatientIdentityRemoved NO)",
+        "(with de-identify unticked it is downloaded as it is)",
+    ),
+    ("Pass the right --ref-labels/--pred-labels mapping.", "Choose the file's Mapping under Import labels."),
+    ("label folders hold label maps (images go to --images)", "import a label map here, not an image"),
     (
         "give the true spacing with --pixel-spacing ROW COL (mm)",
         "save it again with its spatial transform, or analyse it with the sarcoscope command line, which "
@@ -48,6 +57,17 @@ def for_ui(text: str) -> str:
     for cli, ui in _REPLACEMENTS:
         text = text.replace(cli, ui)
     return text
+
+
+def report_for_ui(value: Any) -> Any:
+    """A report (export.build_report) with `for_ui` applied to every string in it."""
+    if isinstance(value, str):
+        return for_ui(value)
+    if isinstance(value, list):
+        return [report_for_ui(v) for v in value]
+    if isinstance(value, dict):
+        return {k: report_for_ui(v) for k, v in value.items()}
+    return value
 
 
 def has_cli_words(text: str) -> bool:

@@ -36,7 +36,7 @@ async function init() {
   bindImport();
   window.addEventListener("hashchange", route);
   window.addEventListener("beforeunload", (e) => { if (state.dirty) { e.preventDefault(); e.returnValue = ""; } });
-  renderUser(() => showLogin(route));
+  renderUser();
   if (state.config.auth_required && !state.config.user) showLogin(route);
   else route();
 }

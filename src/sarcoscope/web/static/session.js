@@ -2,11 +2,8 @@
 import {$, api, getJSON, sendJSON, toast} from "./api.js";
 import {state} from "./state.js";
 
-let onSignedOut = () => {};
-
 /** The signed-in user's name with Sign out (accounts) or Change name (open mode). */
-export function renderUser(afterSignOut = onSignedOut) {
-  onSignedOut = afterSignOut;
+export function renderUser() {
   const box = $("user-box");
   const user = state.config.user;
   box.innerHTML = "";
@@ -17,9 +14,12 @@ export function renderUser(afterSignOut = onSignedOut) {
   change.textContent = state.config.auth_required ? "Sign out" : "Change name";
   change.addEventListener("click", async () => {
     if (state.config.auth_required) {
+      if (state.dirty && !confirm("Discard your unsaved label edits and sign out?")) return;
       await api("/api/session", {method: "DELETE"});
-      state.config.user = null;
-      showLogin(onSignedOut);
+      // The page starts again, empty: the next person at this browser finds the sign-in form, not the
+      // patients' data of the page (the study list, images, unsaved edits they would save as their own).
+      state.dirty = false;
+      location.replace(location.pathname);
       return;
     }
     const next = prompt("Your name (recorded with every change):", user);
@@ -49,7 +49,15 @@ export function showLogin(onSignedIn) {
         tokenMode ? {token: secret} : {user: $("login-user").value.trim(), password: secret});
       $("login-token").value = "";
       $("login-error").textContent = "";
+      const before = state.config.user;  // whose session ended (expired, or signed out elsewhere)
       state.config = await getJSON("/api/config");
+      if (before && before !== state.config.user) {
+        // someone else: the page starts again from the saved data, so that nothing they save (an unsaved
+        // edit on screen) is recorded under their name for another's work
+        state.dirty = false;
+        location.reload();
+        return;
+      }
       renderUser();
       onSignedIn();
     } catch (err) { $("login-error").textContent = err.message; }
