@@ -34,6 +34,10 @@ export async function loadLabels(version) {
   state.shape = response.headers.get("X-Label-Shape").split(",").map(Number);
   state.indices = response.headers.get("X-Label-Indices").split(",").map(Number);
   state.labels = new Uint8Array(buffer);
+  // the overlay still shows the labels drawn before (an edit just discarded, another version): blank until
+  // drawEditor draws these over their slice's image
+  const overlay = $("edit-overlay");
+  overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
   const v = Number(response.headers.get("X-Label-Version"));
   if (version) state.viewing = v;
   else { state.viewing = null; state.version = v; }
