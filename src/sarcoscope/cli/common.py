@@ -56,7 +56,8 @@ def run(action: Callable[[], T]) -> T:
     except SarcoscopeError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")  # a message's [brackets] are text
+        # a message's [brackets] are text; soft_wrap: one line, a path in it unbroken (the terminal wraps it)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
@@ -69,7 +70,8 @@ def run(action: Callable[[], T]) -> T:
             traceback.print_exc()
         err_console.print(
             f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
-            "This is a bug in sarcoscope; run again with --debug for the traceback and report it."
+            "This is a bug in sarcoscope; run again with --debug for the traceback and report it.",
+            soft_wrap=True,
         )
         raise typer.Exit(70) from None
 
