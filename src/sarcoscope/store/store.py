@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import stat
+import threading
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -162,6 +163,7 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock_fd: int | None = None
+        self._ct_locks = [threading.Lock() for _ in range(32)]
 
     # -- schema -------------------------------------------------------------------------------------
     def migrate(self, revision: str = "head") -> None:
@@ -227,6 +229,12 @@ class Store:
             raise StoreError(f"Invalid study id {study_id!r}; refusing to build a path from it.")
         return self.data_dir / "cache" / study_id
 
+    def ct_lock(self, study_uid: str) -> threading.Lock:
+        """Held by whoever adds or removes files in `ct/<StudyUID>/`, deciding by the study rows read under
+        it: a series' folder is filled only when no study has it, and removed only when none has it.
+        One server per data folder (`lock`), so the locks of this process are enough."""
+        return self._ct_locks[zlib.crc32(study_uid.encode()) % len(self._ct_locks)]
+
     def upload_dir(self, upload_id: str) -> Path:
         """Where the other series of an upload wait to be opened (see Study.upload_id)."""
         if not _STUDY_ID_RE.match(upload_id):
@@ -248,12 +256,14 @@ class Store:
         """Delete every file of a study: its CT files, its decoded images, an emptied StudyUID folder, and
         its upload's other series when no study of that upload is left (they are the same patient's)."""
         series = self.series_dir(study)
-        shutil.rmtree(series, ignore_errors=True)
+        with self.ct_lock(study.study_uid):
+            if self.find_series(study.series_uid) is None:  # not a study of the series uploaded again
+                shutil.rmtree(series, ignore_errors=True)
+            with contextlib.suppress(OSError):  # only when no other series of the study is left
+                series.parent.rmdir()
         shutil.rmtree(self.cache_dir(study.id), ignore_errors=True)
         if study.upload_id and not self.studies_of_upload(study.upload_id):
             shutil.rmtree(self.upload_dir(study.upload_id), ignore_errors=True)
-        with contextlib.suppress(OSError):  # only when no other series of the study is left
-            series.parent.rmdir()
 
     def remove_orphan_files(self) -> list[Path]:
         """Delete what a killed process left behind: everything in `tmp/`, and CT series, image caches

@@ -25,7 +25,7 @@ import numpy as np
 from sarcoscope.errors import InputError, SarcoscopeError
 from sarcoscope.fileio import write_gzip
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
-from sarcoscope.store import Store, Study, is_dicom_uid, new_study_id
+from sarcoscope.store import ConflictError, Store, Study, is_dicom_uid, new_study_id
 from sarcoscope.store.files import atomic_private_file, make_private, private_dir
 
 if TYPE_CHECKING:
@@ -157,12 +157,6 @@ def add_study(
         digest = hashlib.sha256(nifti.path.read_bytes()).hexdigest()
         study_uid = str(generate_uid(entropy_srcs=["sarcoscope-nifti-study", digest]))
         series = str(generate_uid(entropy_srcs=["sarcoscope-nifti-series", digest]))
-    existing = store.find_series(series)
-    if existing is not None:
-        from sarcoscope.store import ConflictError
-
-        raise ConflictError(f"Series {series} was already uploaded (study {existing.id}); open it instead.")
-
     study = Study(
         id=new_study_id(),
         study_uid=study_uid,
@@ -187,29 +181,43 @@ def add_study(
         },
         upload_id=kept.upload_id if kept is not None else upload_id,
     )
-    dest = private_dir(store.series_dir(study))
-    try:
-        sop_uids: list[str] = []
-        if volume.source_kind == "dicom":
-            sop_uids = _store_dicom_files(volume, dest, sops, study_uid, series, copy=upload_id is not None)
-        else:
-            assert nifti is not None
-            suffix = ".nii.gz" if nifti.client_name.lower().endswith(".gz") else ".nii"
-            shutil.move(nifti.path, dest / f"volume{suffix}")
-            make_private(dest / f"volume{suffix}")
-        _write_cache(store, study.id, volume, sop_uids)
-        if kept is not None:
-            kept.store(store, study.id)
-        store.add_study(study, actor=actor, client=client)
-    except BaseException:
-        shutil.rmtree(store.cache_dir(study.id), ignore_errors=True)
-        if kept is not None:
-            shutil.rmtree(store.upload_dir(kept.upload_id), ignore_errors=True)
-        if store.find_series(series) is None:  # not owned by a study uploaded at the same time
-            shutil.rmtree(dest, ignore_errors=True)
-            with contextlib.suppress(OSError):  # its StudyUID folder, unless another series is in it
-                dest.parent.rmdir()
-        raise
+    dest = store.series_dir(study)
+    with store.ct_lock(study_uid):  # until the study is added, or its files removed again
+        existing = store.find_series(series)
+        if existing is not None:
+            raise ConflictError(
+                f"Series {series} was already uploaded (study {existing.id}); open it instead."
+            )
+        if dest.exists():
+            raise ConflictError(
+                f"The files of a deleted study of series {series} are still being removed; upload it again "
+                "in a moment."
+            )
+        private_dir(dest)
+        try:
+            sop_uids: list[str] = []
+            if volume.source_kind == "dicom":
+                sop_uids = _store_dicom_files(
+                    volume, dest, sops, study_uid, series, copy=upload_id is not None
+                )
+            else:
+                assert nifti is not None
+                suffix = ".nii.gz" if nifti.client_name.lower().endswith(".gz") else ".nii"
+                shutil.move(nifti.path, dest / f"volume{suffix}")
+                make_private(dest / f"volume{suffix}")
+            _write_cache(store, study.id, volume, sop_uids)
+            if kept is not None:
+                kept.store(store, study.id)
+            store.add_study(study, actor=actor, client=client)
+        except BaseException:
+            shutil.rmtree(store.cache_dir(study.id), ignore_errors=True)
+            if kept is not None:
+                shutil.rmtree(store.upload_dir(kept.upload_id), ignore_errors=True)
+            if store.find_series(series) is None:  # unless the failure came after the study was added
+                shutil.rmtree(dest, ignore_errors=True)
+                with contextlib.suppress(OSError):  # its StudyUID folder, unless another series is in it
+                    dest.parent.rmdir()
+            raise
     return study, volume
 
 
