@@ -164,6 +164,7 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock_fd: int | None = None
         self._ct_locks = [threading.Lock() for _ in range(32)]
+        self._upload_locks = [threading.Lock() for _ in range(32)]
 
     # -- schema -------------------------------------------------------------------------------------
     def migrate(self, revision: str = "head") -> None:
@@ -235,6 +236,11 @@ class Store:
         One server per data folder (`lock`), so the locks of this process are enough."""
         return self._ct_locks[zlib.crc32(study_uid.encode()) % len(self._ct_locks)]
 
+    def upload_lock(self, upload_id: str) -> threading.Lock:
+        """Held while a study of a kept upload is added or the upload removed, so that its last study's
+        deletion and the opening of another of its series agree; taken before a `ct_lock`, never after."""
+        return self._upload_locks[zlib.crc32(upload_id.encode()) % len(self._upload_locks)]
+
     def upload_dir(self, upload_id: str) -> Path:
         """Where the other series of an upload wait to be opened (see Study.upload_id)."""
         if not _STUDY_ID_RE.match(upload_id):
@@ -262,8 +268,10 @@ class Store:
             with contextlib.suppress(OSError):  # only when no other series of the study is left
                 series.parent.rmdir()
         shutil.rmtree(self.cache_dir(study.id), ignore_errors=True)
-        if study.upload_id and not self.studies_of_upload(study.upload_id):
-            shutil.rmtree(self.upload_dir(study.upload_id), ignore_errors=True)
+        if study.upload_id:
+            with self.upload_lock(study.upload_id):
+                if not self.studies_of_upload(study.upload_id):
+                    shutil.rmtree(self.upload_dir(study.upload_id), ignore_errors=True)
 
     def remove_orphan_files(self) -> list[Path]:
         """Delete what a killed process left behind: everything in `tmp/`, and CT series, image caches

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,12 +25,6 @@ if TYPE_CHECKING:  # pydicom loads with the first request that reads DICOM
     from sarcoscope.imaging.volume import CTVolume
 
 LISTING = "series.json"
-#: One opening at a time per upload: two users choosing the same series must get one study.
-_LOCKS = [threading.Lock() for _ in range(32)]
-
-
-def _lock(upload_id: str) -> threading.Lock:
-    return _LOCKS[int(upload_id[:8], 16) % len(_LOCKS)]
 
 
 def _entry(info: SeriesInfo, default: bool) -> dict[str, Any]:
@@ -130,7 +123,7 @@ def open_series(
     if study.upload_id is None:
         raise NotFoundError("This study's upload held one series only; there is no other to open.")
     upload_id = study.upload_id
-    with _lock(upload_id):
+    with store.upload_lock(upload_id):  # two users choosing the same series get one study
         series = _read_listing(store, upload_id)
         if series is None:
             raise ConflictError("The other series of this upload are no longer stored; upload them again.")
