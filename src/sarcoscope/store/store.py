@@ -19,6 +19,7 @@ import stat
 import threading
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -165,6 +166,8 @@ class Store:
         self._lock_fd: int | None = None
         self._ct_locks = [threading.Lock() for _ in range(32)]
         self._upload_locks = [threading.Lock() for _ in range(32)]
+        self._in_use: Counter[str] = Counter()  # study id -> work on its files now (using_files)
+        self._in_use_changed = threading.Condition()
 
     # -- schema -------------------------------------------------------------------------------------
     def migrate(self, revision: str = "head") -> None:
@@ -252,6 +255,22 @@ class Store:
         with self.session() as s:
             q = select(Study).where(Study.upload_id == upload_id).order_by(Study.created_at)
             return list(s.scalars(q))
+
+    @contextmanager
+    def using_files(self, study_id: str) -> Iterator[Study]:
+        """The study, for work on its files (reading its images, writing into its cache folder); its
+        deletion removes them only once such work has ended, so that nothing written here outlives the
+        study and nothing read is half removed. NotFoundError when the study is gone."""
+        with self._in_use_changed:
+            self._in_use[study_id] += 1
+        try:
+            yield self.get_study(study_id)
+        finally:
+            with self._in_use_changed:
+                self._in_use[study_id] -= 1
+                if not self._in_use[study_id]:
+                    del self._in_use[study_id]
+                    self._in_use_changed.notify_all()
 
     def new_tmp_dir(self) -> Path:
         path = self.data_dir / "tmp" / uuid.uuid4().hex
@@ -425,8 +444,9 @@ class Store:
         return study
 
     def delete_study(self, study_id: str, actor: str, client: str | None = None) -> Study:
-        """Remove the study's rows and what its audit events say about the patient, then all its files (a
-        kill in between leaves files that `remove_orphan_files` deletes at the next start)."""
+        """Remove the study's rows and what its audit events say about the patient, then, once the work on
+        its files that found it before has ended (`using_files`; later work finds no study), all its files
+        (a kill in between leaves files that `remove_orphan_files` deletes at the next start)."""
         with self.session() as s:
             study = s.get(Study, study_id)
             if study is None:
@@ -443,6 +463,8 @@ class Store:
         if self.engine.dialect.name == "sqlite":  # the write-ahead log still holds the deleted rows' pages
             with self.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._in_use_changed:
+            self._in_use_changed.wait_for(lambda: not self._in_use[study_id])
         self.remove_study_files(study)
         return study
 

@@ -266,7 +266,7 @@ def overlay_png(store: Any, study_id: str, row: LabelVersion, result: AnalysisRe
     ]
     key = hashlib.sha256(json.dumps([*shown, sel.details], sort_keys=True, default=str).encode()).hexdigest()
     path = store.cache_dir(study_id) / f"overlay-v{row.version}-{key[:16]}.png"
-    with _OVERLAY_LOCKS[int(key[:8], 16) % len(_OVERLAY_LOCKS)]:
+    with store.using_files(study_id), _OVERLAY_LOCKS[int(key[:8], 16) % len(_OVERLAY_LOCKS)]:
         if not path.exists():
             with atomic_private_file(path) as f:
                 render_overlay(result, f)

@@ -395,8 +395,9 @@ class VolumeCache:
             if study.id in self._items:
                 self._items.move_to_end(study.id)
                 return self._items[study.id]
-        volume = self._load(study)
-        self.put(study.id, volume)
+        with self.store.using_files(study.id):  # kept before its deletion drops it, not after
+            volume = self._load(study)
+            self.put(study.id, volume)
         return volume
 
     def _load(self, study: Study) -> CTVolume:
@@ -428,12 +429,13 @@ class VolumeCache:
         """The volume plus its per-slice DICOM headers (read from the stored files), for DICOM exports."""
         import pydicom
 
-        base = self.get(study)
-        uids = self.sop_uids(study)
-        if not uids:
-            return base
-        folder = self.store.series_dir(study)
-        headers = [pydicom.dcmread(folder / f"{uid}.dcm", stop_before_pixels=True) for uid in uids]
+        with self.store.using_files(study.id):
+            base = self.get(study)
+            uids = self.sop_uids(study)
+            if not uids:
+                return base
+            folder = self.store.series_dir(study)
+            headers = [pydicom.dcmread(folder / f"{uid}.dcm", stop_before_pixels=True) for uid in uids]
         for ds in headers:  # a series stored with generated UIDs (see _dicom_uids) is exported with them
             if not is_dicom_uid(str(ds.get("StudyInstanceUID", ""))):
                 ds.StudyInstanceUID = study.study_uid
@@ -468,7 +470,7 @@ def viewer_nifti(store: Store, study: Study, volume: CTVolume) -> Path:
     and a fixed description: nothing from the patient or the DICOM headers.
     """
     path = store.cache_dir(study.id) / VIEWER_NIFTI
-    with _VIEWER_LOCKS[int(study.id[:8], 16) % len(_VIEWER_LOCKS)]:
+    with store.using_files(study.id), _VIEWER_LOCKS[int(study.id[:8], 16) % len(_VIEWER_LOCKS)]:
         if not path.exists():
             _write_viewer_nifti(path, volume)
     return path
