@@ -182,6 +182,6 @@ def test_a_series_uploaded_while_its_study_is_deleted_is_not_left_without_files(
     assert refused.status_code == 409 and "still being removed" in refused.json()["detail"]
     again = client.post("/api/studies", files=multipart(series))  # once they are
     assert again.status_code == 201, again.text
-    remove(deleted)  # a late removal of the deleted study's files (the deletion removes twice)
+    remove(deleted)  # removing the deleted study's files again, late, leaves the new study's
     assert len(_stored_files(client, again.json())) == len(series)
     assert [s["id"] for s in client.get("/api/studies").json()] == [again.json()["id"]]
