@@ -788,18 +788,21 @@ def export(
     version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> Response:
     """Download the label map (DICOM SEG, NIfTI), metrics (CSV), report (JSON, printable HTML) or overlay;
-    `deidentify=true` de-identifies the SEG and reports like the DICOM download (same pseudonym and UIDs)."""
+    `deidentify=true` de-identifies the SEG and reports like the DICOM download (same pseudonym and UIDs).
+    A DICOM object that leaves a malformed source value empty says so in the header X-Sarcoscope-Warning."""
     if fmt not in analysis.EXPORTS:
         raise HTTPException(404, f"Unknown export format '{fmt}'. Available: {', '.join(analysis.EXPORTS)}.")
     study = ctx.store.get_study(study_id)
     policy = deid.policy(ctx)
-    data, filename, media_type = analysis.export_file(ctx.store, ctx.volumes, study, version, fmt, policy)
+    out = analysis.export_file(ctx.store, ctx.volumes, study, version, fmt, policy)
     details = {"format": fmt, "version": version, "deidentified": policy is not None}
     ctx.store.audit(user, "export", study_id, details, client_of(request))
-    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    headers = {"Content-Disposition": f'attachment; filename="{out.filename}"'}
     if fmt == "html":  # self-contained page: its own inline style and embedded picture only
         headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-    return Response(data, media_type=media_type, headers=headers)
+    if out.warning is not None:  # the page shows it beside the download
+        headers["X-Sarcoscope-Warning"] = out.warning
+    return Response(out.data, media_type=out.media_type, headers=headers)
 
 
 # -- models and training data ---------------------------------------------------------------------------
