@@ -53,12 +53,12 @@ class KeptUpload:
     files: list[Path] = field(default_factory=list)  # of every series, the chosen one's moved on by then
 
     @classmethod
-    def of(cls, source: Path, chosen: str | None) -> KeptUpload | None:
-        """The series under `source` when there are several of one patient; None otherwise (another
-        patient's series are never kept with this one's, nor offered beside it)."""
-        from sarcoscope.imaging.dicom_reader import survey_dicom
-
-        infos, files = survey_dicom(source)
+    def of(
+        cls, source: Path, chosen: str | None, infos: list[SeriesInfo], files: list[Path]
+    ) -> KeptUpload | None:
+        """The series under `source` (`infos`, their `files`: imaging.read_ct_surveyed) when there are
+        several of one patient; None otherwise (another patient's series are never kept with this one's,
+        nor offered beside it)."""
         if len(infos) < 2 or len({i.patient_id for i in infos}) > 1:
             return None
         entries = [_entry(info, n == 0) for n, info in enumerate(infos)]

@@ -98,6 +98,7 @@ def _ingest(
     series_uid: str | None,
 ) -> tuple[Study, CTVolume]:
     from sarcoscope.imaging import read_ct
+    from sarcoscope.imaging.read import read_ct_surveyed
     from sarcoscope.web.uploads import KeptUpload
 
     if not parts:
@@ -121,9 +122,9 @@ def _ingest(
         extract_zip(parts[0].path, source)
     else:
         source = parts[0].path.parent
-    volume = read_ct(source, series_uid=series_uid)
+    volume, infos, files = read_ct_surveyed(source, series_uid=series_uid)
     volume.warnings = without_upload_paths(volume.warnings, work_dir)  # shown and reported
-    kept = KeptUpload.of(source, series_uid)  # None: the upload held this series only
+    kept = KeptUpload.of(source, series_uid, infos, files)  # None: the upload held this series only
     return add_study(store, volume, total, actor=actor, client=client, kept=kept)
 
 
