@@ -143,7 +143,8 @@ def add_study(
 
     `kept`: the upload's other series, moved to the data folder to be opened later; `upload_id`: the
     kept upload this series comes from, whose files are copied (the caller deletes them once the study is
-    added: a failure must not lose them). ConflictError for a series uploaded before.
+    added: a failure must not lose them). ConflictError for a series uploaded before, or whose deleted
+    study's files are still being removed (all under Store.ct_lock: see there).
     """
     from pydicom.uid import generate_uid
 
