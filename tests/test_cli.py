@@ -150,6 +150,31 @@ def test_analyze_auto_l3_writes_complete_report(tmp_path: Path, phantom_series: 
     assert smi.value == pytest.approx(report["assessment"]["smi"]["value"], rel=1e-9)
 
 
+def test_analyze_writes_the_dicom_outputs_of_a_series_with_a_malformed_birth_date(
+    tmp_path: Path, phantom_series: tuple[Path, object]
+) -> None:
+    """highdicom refused the series' headers: no SEG, SR or QC capture, for a Type 2 value that may be
+    empty. It is left empty, and the report and console say so."""
+    _, vol = phantom_series
+    folder = tmp_path / "series"
+    write_dicom_series(vol.hu, vol.spacing, folder, metadata=CTMetadata(patient_id="12345678"))
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.PatientBirthDate = "19XX0101"
+        ds.save_as(path)
+    out = tmp_path / "out"
+    result = _invoke("analyze", folder, "-o", out, "--slice", "5", "--engine", "threshold")
+    assert result.exit_code == 0, result.output
+    for name in ("labels.seg.dcm", "report.sr.dcm", "report.qc.dcm"):
+        written = pydicom.dcmread(out / name)
+        assert written.PatientBirthDate == "" and written.PatientID == "12345678", name
+    (note,) = [
+        w for w in json.loads((out / "report.json").read_text())["warnings"] if "PatientBirthDate" in w
+    ]
+    assert "leave the source CT's PatientBirthDate empty" in note and "19XX" not in note
+    assert "PatientBirthDate empty" in " ".join(result.output.split())
+
+
 def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     from sarcoscope.imaging import CTMetadata
     from sarcoscope.imaging.deidentify import load_policy

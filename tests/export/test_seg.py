@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import highdicom as hd
 import numpy as np
+import pydicom
 import pytest
 
 from sarcoscope.conventions import TISSUES, Label
@@ -66,6 +67,43 @@ def test_deidentified_headers_still_give_a_seg(make_result, tmp_path) -> None:
     seg = hd.seg.segread(path)
     assert seg.PatientBirthDate == "" and seg.PatientID == ""
     np.testing.assert_array_equal(_read_back_labels(path, result), result.labels)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "form"),
+    [
+        ("PatientBirthDate", "19XX0101", "a date, YYYYMMDD"),  # as real archives hold them
+        ("PatientBirthDate", "1950-01-01", "a date, YYYYMMDD"),
+        ("StudyTime", "12:00:00", "a time, HHMMSS"),
+        ("PatientSex", "U", "M, F or O"),
+    ],
+)
+def test_an_unreadable_type2_value_is_left_empty_and_said(
+    make_result, tmp_path, keyword, value, form
+) -> None:
+    """highdicom reads these values and refused the source headers: no SEG, SR or QC capture at all for an
+    identified export, for a value DICOM lets be empty."""
+    from sarcoscope.export.overlay import render_overlay
+    from sarcoscope.export.sc import write_qc_capture
+    from sarcoscope.export.sr import write_dicom_sr
+
+    result = make_result((4, 5), dicom=True)
+    for header in result.volume.dicom_headers:
+        setattr(header, keyword, value)
+    seg, note = build_dicom_seg(result)
+    assert seg is not None, note
+    assert note == (
+        f"The DICOM SEG, SR and QC capture leave the source CT's {keyword} empty: its value is not valid "
+        f"DICOM ({form})."
+    )  # not the value: a birth date is the patient's
+    assert seg.get(keyword) == "" and seg.PatientName == "Test^Case" and seg.PatientID == "P1"
+    assert result.volume.dicom_headers[5].get(keyword) == value  # the source headers are not modified
+    assert write_dicom_sr(result, seg, tmp_path / "sr.dcm") == note
+    render_overlay(result, tmp_path / "overlay.png")
+    assert write_qc_capture(result, tmp_path / "overlay.png", tmp_path / "qc.dcm") == note
+    for name in ("sr.dcm", "qc.dcm"):
+        written = pydicom.dcmread(tmp_path / name)
+        assert written.get(keyword) == "" and written.PatientName == "Test^Case", name
 
 
 def test_seg_skipped_with_reason(make_result) -> None:

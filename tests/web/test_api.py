@@ -387,6 +387,24 @@ def test_deidentified_download_and_exports_agree(client: TestClient, series: lis
     assert key.stat().st_mode & 0o777 == 0o600
 
 
+def test_dicom_exports_of_a_series_with_a_malformed_birth_date(client: TestClient, tmp_path: Path) -> None:
+    """Real archives hold birth dates such as 19XX0101: the identified SEG, SR and QC capture were refused
+    (409, highdicom could not read the value); they are made with it empty, and the download says so."""
+    files = write_series(tmp_path / "s")
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.PatientBirthDate = "19XX0101"
+        ds.save_as(path)
+    sid, _ = segmented(client, files)
+    for fmt in ("dicom-seg", "dicom-sr", "dicom-qc"):
+        r = client.get(f"/api/studies/{sid}/export/{fmt}")
+        assert r.status_code == 200, r.text
+        assert "PatientBirthDate empty" in r.headers["x-sarcoscope-warning"]
+        written = pydicom.dcmread(io.BytesIO(r.content))
+        assert written.PatientBirthDate == "" and written.PatientID == "PAT-001", fmt
+    assert "x-sarcoscope-warning" not in client.get(f"/api/studies/{sid}/export/csv").headers
+
+
 def pdf_text(data: bytes) -> str:
     """Every page's text of a PDF (pypdf reads what a PDF viewer would show)."""
     from pypdf import PdfReader

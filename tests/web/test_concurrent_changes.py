@@ -3,7 +3,9 @@ silently replaced by the other, and what the app shows follows what is stored.""
 
 from __future__ import annotations
 
+import errno
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from test_api import segmented, upload
-from web_synth import write_series
+from web_synth import multipart, write_series
 
 import sarcoscope.level.localization as localization
+from sarcoscope.web import volumes
 
 
 class _Localized:
@@ -101,3 +104,84 @@ def test_a_failed_statement_does_not_carry_its_values_into_the_log(client: TestC
             text("SELECT no_such_column FROM studies WHERE patient_id = :pid"), {"pid": "Jansen^Piet"}
         )
     assert "Jansen" not in str(failed.value)
+
+
+def _stored_files(client: TestClient, study: dict) -> list[Path]:
+    store = client.app.state.ctx.store
+    folder = store.series_dir(store.get_study(study["id"]))
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def test_a_failed_upload_leaves_the_files_of_the_same_series_uploaded_meanwhile(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both uploads found the series new and moved its files into ct/<study>/<series>/; the second then
+    failed (a full disk while caching its images) and removed that folder, the first one's files in it, just
+    before the first one's study was added: a study without its CT files."""
+    store = client.app.state.ctx.store
+    add, write_cache = store.add_study, volumes._write_cache
+    first_adds, second_done = threading.Event(), threading.Event()
+    caches: list[str] = []
+
+    def add_late(*args: Any, **kwargs: Any) -> Any:
+        first_adds.set()
+        second_done.wait(2)  # (unless the second waits for this one)
+        return add(*args, **kwargs)
+
+    def cache(*args: Any) -> None:
+        caches.append(args[1])
+        if len(caches) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_cache(*args)
+
+    monkeypatch.setattr(store, "add_study", add_late)
+    monkeypatch.setattr(volumes, "_write_cache", cache)
+    answer: dict[str, Any] = {}
+    first = threading.Thread(
+        target=lambda: answer.update(r=client.post("/api/studies", files=multipart(series)))
+    )
+    first.start()
+    assert first_adds.wait(10)
+    second = TestClient(client.app, raise_server_exceptions=False).post(
+        "/api/studies", files=multipart(series)
+    )
+    second_done.set()
+    first.join(10)
+    assert answer["r"].status_code == 201, answer["r"].text
+    assert second.status_code == 409 and "already uploaded" in second.json()["detail"]
+    study = answer["r"].json()
+    assert len(_stored_files(client, study)) == len(series)
+    assert client.get(f"/api/studies/{study['id']}/dicom", params={"first": 0, "last": 11}).status_code == 200
+
+
+def test_a_series_uploaded_while_its_study_is_deleted_is_not_left_without_files(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deletion removes the study's rows, then its files: an upload of the same series in between found
+    no study, moved its files into the folder being removed and was added with them gone. It is refused
+    until they are removed."""
+    store = client.app.state.ctx.store
+    old = upload(client, series)
+    deleted = store.get_study(old["id"])
+    remove, uploaded = store.remove_study_files, threading.Event()
+
+    def remove_late(study: Any) -> None:  # after the rows, as a deletion waiting for a download does
+        uploaded.wait(5)
+        remove(study)
+
+    monkeypatch.setattr(store, "remove_study_files", remove_late)
+    deletion = threading.Thread(target=lambda: client.delete(f"/api/studies/{old['id']}"))
+    deletion.start()
+    for _ in range(500):  # until the rows are gone (at most 5 s)
+        if client.get(f"/api/studies/{old['id']}").status_code == 404:
+            break
+        time.sleep(0.01)
+    refused = client.post("/api/studies", files=multipart(series))
+    uploaded.set()
+    deletion.join(10)
+    assert refused.status_code == 409 and "still being removed" in refused.json()["detail"]
+    again = client.post("/api/studies", files=multipart(series))  # once they are
+    assert again.status_code == 201, again.text
+    remove(deleted)  # removing the deleted study's files again, late, leaves the new study's
+    assert len(_stored_files(client, again.json())) == len(series)
+    assert [s["id"] for s in client.get("/api/studies").json()] == [again.json()["id"]]

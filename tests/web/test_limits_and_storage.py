@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import itertools
 import json
 import os
 import stat
+import threading
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -307,6 +310,86 @@ def test_a_study_deleted_while_its_viewer_volume_is_written_leaves_no_file(
     assert client.delete(f"/api/studies/{sid}").status_code == 200
     client.app.state.ctx.jobs.wait()
     assert not (store.data_dir / "cache" / sid).exists()
+    assert [p for p in store.data_dir.rglob("*") if sid in str(p)] == []
+
+
+def test_a_study_deleted_while_a_request_writes_its_viewer_volume_leaves_no_file(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As above, but the viewer's own request writes the volume (the one made after the upload was not kept):
+    # the deletion waited for background work only, so the request's file, finished after the study's
+    # folder was emptied, stayed until the server's next start.
+    from sarcoscope.store.files import private_dir
+    from sarcoscope.store.store import NotFoundError
+    from sarcoscope.web import volumes
+
+    store, ctx = client.app.state.ctx.store, client.app.state.ctx
+    sid = upload(client, series)["id"]
+    ctx.jobs.wait()
+    (store.cache_dir(sid) / volumes.VIEWER_NIFTI).unlink()
+    write, writing = volumes._write_viewer_nifti, threading.Event()
+
+    def late_write(path: Path, volume: object) -> None:
+        writing.set()
+        for _ in range(500):  # until the study's rows are gone (at most 5 s)
+            try:
+                store.get_study(sid)
+            except NotFoundError:
+                break
+            time.sleep(0.01)
+        for _ in range(100):  # and its folder (unless the deletion waits for this write)
+            if not path.parent.exists():
+                break
+            time.sleep(0.01)
+        private_dir(path.parent)  # as a write that ends after the folder was emptied, before it is removed
+        write(path, volume)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(volumes, "_write_viewer_nifti", late_write)
+    answer: dict[str, Any] = {}
+    viewer = TestClient(client.app, raise_server_exceptions=False)
+    request = threading.Thread(
+        target=lambda: answer.update(r=viewer.get(f"/api/studies/{sid}/volume.nii.gz"))
+    )
+    request.start()
+    assert writing.wait(10)
+    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    request.join(10)
+    assert answer["r"].status_code == 200  # asked before the deletion: the volume it asked for
+    assert len(gzip.decompress(answer["r"].content)) > 0
+    assert [p for p in store.data_dir.rglob("*") if sid in str(p)] == []
+
+
+@pytest.mark.parametrize("path", ["image/axial/5", "hu/5", "body/5", "volume.nii.gz", "dicom?first=0&last=2"])
+def test_a_request_whose_study_is_deleted_meanwhile_answers_404(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The study is deleted right after the request looked it up, before it reads the study's files: not
+    a 409, 422 or 500 about missing files, but the 404 of a study that is gone; and nothing of it is left."""
+    from sarcoscope.store.store import NotFoundError
+
+    store, ctx = client.app.state.ctx.store, client.app.state.ctx
+    sid = upload(client, series)["id"]
+    ctx.jobs.wait()
+    ctx.volumes.drop(sid)  # as after a restart: read from its folder
+    get = store.get_study
+    deletion = threading.Thread(target=lambda: store.delete_study(sid, "someone else"))
+
+    def deleted_after_this(study_id: str) -> object:
+        study = get(study_id)
+        monkeypatch.setattr(store, "get_study", get)
+        deletion.start()
+        for _ in range(500):  # until its rows are gone (at most 5 s)
+            try:
+                get(study_id)
+            except NotFoundError:
+                break
+            time.sleep(0.01)
+        return study
+
+    monkeypatch.setattr(store, "get_study", deleted_after_this)
+    r = TestClient(client.app, raise_server_exceptions=False).get(f"/api/studies/{sid}/{path}")
+    deletion.join(10)
+    assert r.status_code == 404 and "No study" in r.json()["detail"], r.text
     assert [p for p in store.data_dir.rglob("*") if sid in str(p)] == []
 
 

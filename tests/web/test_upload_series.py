@@ -3,7 +3,11 @@ opened, and another series opens as a study of its own without uploading again."
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,6 +60,26 @@ def test_the_upload_lists_its_series_and_opens_the_clis_default(
     assert not any(data_dir in w for w in study["warnings"])  # the server's folders are no user's words
 
 
+@pytest.mark.parametrize("as_zip", [True, False])
+def test_an_upload_parses_each_files_header_once(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_zip: bool
+) -> None:
+    """Reading the chosen series and then listing the upload's series parsed every file twice (about 1 s
+    per 600 files); what the upload lists and keeps is the same (the tests above)."""
+    from sarcoscope.imaging import dicom_reader
+
+    read, parsed = dicom_reader._read_header, Counter[str]()
+
+    def counted(path: Path) -> object:
+        parsed[str(path)] += 1
+        return read(path)
+
+    monkeypatch.setattr(dicom_reader, "_read_header", counted)
+    study, _ = _upload_exam(client, tmp_path, as_zip)
+    assert len(study["series"]) == 3
+    assert len(parsed) == 12 + 6 + 4 + 1 and set(parsed.values()) == {1}  # three series and the localizer
+
+
 def test_another_series_opens_without_uploading_again(client: TestClient, tmp_path: Path) -> None:
     study, _ = _upload_exam(client, tmp_path)
     arterial = study["series"][1]
@@ -104,6 +128,60 @@ def test_a_failed_opening_leaves_the_series_to_open_again(
     assert r.status_code == 201 and r.json()["n_slices"] == 6
     (kept,) = (store.data_dir / "uploads").iterdir()
     assert len(list(kept.rglob("*.dcm"))) == 4  # the arterial files left the kept upload with its study
+
+
+def test_an_upload_whose_last_study_is_deleted_while_another_series_opens_keeps_its_series(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleting the upload's only study found no other study of it and removed its kept series, while
+    the arterial series (here of the patient's other study in the export) was being opened from them: its
+    study was added pointing at an upload gone (its other series lost, its Series list empty), and the
+    opening answered 500 writing the upload's list."""
+    import pydicom
+
+    folder = tmp_path / "exam"
+    files = write_exam(folder)
+    for path in files["Abdomen ART 6.0"]:
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.4711"
+        ds.save_as(path)
+    r = client.post(
+        "/api/studies", files=[("files", ("exam.zip", zip_bytes(_all(files), folder), "application/zip"))]
+    )
+    assert r.status_code == 201, r.text
+    study = r.json()
+    store = client.app.state.ctx.store
+    pv_study = store.get_study(study["id"]).study_uid
+    assert store.ct_lock(pv_study) is not store.ct_lock("1.2.826.0.1.3680043.8.498.4711")  # no wait there
+    (kept,) = (store.data_dir / "uploads").iterdir()
+    add, adding = store.add_study, threading.Event()
+
+    def add_late(*args: Any, **kwargs: Any) -> Any:
+        adding.set()
+        for _ in range(200):  # until the deletion removed the kept upload (unless it waits for this)
+            if not kept.exists():
+                break
+            time.sleep(0.01)
+        return add(*args, **kwargs)
+
+    monkeypatch.setattr(store, "add_study", add_late)
+    arterial = study["series"][1]["series_uid"]
+    opener = TestClient(client.app, raise_server_exceptions=False)
+    answer: dict[str, Any] = {}
+    opening = threading.Thread(
+        target=lambda: answer.update(
+            r=opener.post(f"/api/studies/{study['id']}/series", json={"series_uid": arterial})
+        )
+    )
+    opening.start()
+    assert adding.wait(10)
+    assert client.delete(f"/api/studies/{study['id']}").status_code == 200
+    opening.join(10)
+    assert answer["r"].status_code == 201, answer["r"].text
+    other = answer["r"].json()["id"]
+    listed = client.get(f"/api/studies/{other}/series").json()
+    assert [s["current"] for s in listed] == [False, True, False] and listed[1]["series_uid"] == arterial
+    assert len(list(kept.rglob("*.dcm"))) == 4  # the 9 mm series, still to be opened
 
 
 def test_kept_series_live_and_go_with_the_uploads_studies(client: TestClient, tmp_path: Path) -> None:

@@ -35,14 +35,15 @@ PATIENT_STUDY = ("PatientID", "StudyInstanceUID")
 def build_qc_capture(
     result: AnalysisResult, overlay_png: Path, deidentification: DeidentificationPolicy | None = None
 ) -> tuple[hd.sc.SCImage | None, str | None]:
-    """The secondary capture of `overlay_png` for `result`'s study, or (None, reason)."""
+    """The secondary capture of `overlay_png` for `result`'s study and None, or a note on what it left
+    empty (see seg.prepared_sources); (None, reason) when it cannot be made."""
     headers = result.volume.dicom_headers
     if not headers:
         return None, "QC secondary capture not written: the input was not DICOM"
     shown = int(result.selection.indices[len(result.selection.indices) // 2])
-    sources, problem = prepared_sources([headers[shown]], deidentification)
+    sources, message = prepared_sources([headers[shown]], deidentification)
     if sources is None:
-        return None, f"QC secondary capture not written: {problem}"
+        return None, f"QC secondary capture not written: {message}"
     source = sources[0]
     missing = [k for k in PATIENT_STUDY if not str(source.get(k) or "").strip()]
     if missing:
@@ -80,7 +81,7 @@ def build_qc_capture(
     if deidentification is not None:
         hide_creation_time(sc, source, deidentification)
         sc.DateOfSecondaryCapture, sc.TimeOfSecondaryCapture = source.StudyDate, source.StudyTime
-    return sc, None
+    return sc, message
 
 
 def write_qc_capture(
@@ -89,9 +90,9 @@ def write_qc_capture(
     path: Path,
     deidentification: DeidentificationPolicy | None = None,
 ) -> str | None:
-    """Write the secondary capture to `path`; return a warning instead when it cannot be made."""
-    sc, problem = build_qc_capture(result, overlay_png, deidentification)
-    if sc is None:
-        return problem
-    sc.save_as(path)
-    return None
+    """Write the secondary capture to `path` when it can be made; return a warning: why not, or what it
+    left empty."""
+    sc, message = build_qc_capture(result, overlay_png, deidentification)
+    if sc is not None:
+        sc.save_as(path)
+    return message

@@ -21,6 +21,8 @@ de-identified: PS3.15 removes the content creator's name).
 
 De-identified inputs often lack Type 2 patient/study attributes (PatientBirthDate, StudyID...). Type 2 means
 "present, possibly empty", so absent ones are added EMPTY on copies of the headers: that fabricates nothing.
+A value highdicom cannot read (real archives hold birth dates such as "19XX0101" or "1950-01-01") is left
+empty the same way, and the caller gets a note saying so for the report: the DICOM objects are still made.
 A source without FrameOfReferenceUID (mandatory for CT) or without image geometry cannot be referenced
 faithfully; then no SEG is written and the reason is returned for the report.
 
@@ -37,7 +39,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +49,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
+from pydicom.valuerep import DA, TM
 
 from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, deidentify_dataset, mark_deidentified
@@ -67,6 +70,13 @@ TYPE2_FILL = (
     "StudyTime",
     "ReferringPhysicianName",
 )
+#: The Type 2 values highdicom reads (not only copies), how it reads them, and what a valid one looks like.
+TYPE2_READ = {
+    "PatientBirthDate": (DA, "a date, YYYYMMDD"),
+    "StudyDate": (DA, "a date, YYYYMMDD"),
+    "StudyTime": (TM, "a time, HHMMSS"),
+    "PatientSex": (hd.PatientSexValues, "M, F or O"),
+}
 #: Without these the SEG cannot be tied to the CT's pixels; nothing sensible can be filled in.
 REQUIRED = (
     "StudyInstanceUID",
@@ -82,12 +92,33 @@ REQUIRED = (
 )
 
 
+def _unreadable(value: object, read: Callable[[str], object]) -> bool:
+    try:
+        read(str(value))
+    except ValueError:
+        return True
+    return False
+
+
+def _left_empty_note(keywords: list[str]) -> str | None:
+    if not keywords:
+        return None
+    forms = "; ".join(TYPE2_READ[k][1] for k in keywords)
+    values = "its value is" if len(keywords) == 1 else "their values are"
+    return (
+        f"The DICOM SEG, SR and QC capture leave the source CT's {' and '.join(keywords)} empty: {values} "
+        f"not valid DICOM ({forms})."
+    )
+
+
 def prepared_sources(
     headers: list[Dataset], deidentification: DeidentificationPolicy | None
 ) -> tuple[list[Dataset] | None, str | None]:
     """Copies of the source CT headers a derived object (SEG, SR, secondary capture) can reference,
-    de-identified when asked; (None, reason) when one lacks what referencing it needs."""
+    de-identified when asked, with a note when a value was left empty as unreadable (else None);
+    (None, reason) when one lacks what referencing it needs."""
     out = []
+    emptied: set[str] = set()
     for ds in headers:
         missing = [k for k in REQUIRED if k not in ds or ds.get(k) in (None, "")]
         if missing:
@@ -99,10 +130,14 @@ def prepared_sources(
         for keyword in TYPE2_FILL:
             if keyword not in src:
                 setattr(src, keyword, "")
+        for keyword, (read, _) in TYPE2_READ.items():
+            if src.get(keyword) not in (None, "") and _unreadable(src.get(keyword), read):
+                setattr(src, keyword, "")
+                emptied.add(keyword)
         if "SpecificCharacterSet" in src and not src.SpecificCharacterSet:
             del src.SpecificCharacterSet  # empty and absent both mean the default repertoire
         out.append(src)
-    return out, None
+    return out, _left_empty_note([k for k in TYPE2_READ if k in emptied])
 
 
 def _date_elements(ds: Dataset) -> Iterator[DataElement]:
@@ -145,7 +180,8 @@ def build_dicom_seg(
     deidentification: DeidentificationPolicy | None = None,
     uid_seed: str | None = None,
 ) -> tuple[hd.seg.Segmentation | None, str | None]:
-    """The SEG for `result`, or (None, reason) when the input was not DICOM or cannot be referenced.
+    """The SEG for `result` and None, or a note on what it left empty (see prepared_sources); (None, reason)
+    when the input was not DICOM or cannot be referenced.
 
     With `deidentification`, built from de-identified copies of the source headers (see module docstring);
     a source with burned-in annotation the policy refuses raises DeidentificationError. `uid_seed` makes
@@ -156,9 +192,9 @@ def build_dicom_seg(
     if not headers:
         return None, "DICOM SEG not written: the input was not DICOM (see labels.nii.gz)"
     indices = [int(i) for i in result.selection.indices]
-    sources, problem = prepared_sources([headers[i] for i in indices], deidentification)
+    sources, message = prepared_sources([headers[i] for i in indices], deidentification)
     if sources is None:
-        return None, f"DICOM SEG not written: {problem} (see labels.nii.gz)"
+        return None, f"DICOM SEG not written: {message} (see labels.nii.gz)"
     labels = np.asarray(result.labels)
     present = [name for name, lab in TISSUES.items() if np.any(labels == lab)]
     if not present:
@@ -225,16 +261,16 @@ def build_dicom_seg(
         )
     if deidentification is not None:
         hide_creation_time(seg, sources[0], deidentification)
-    return seg, None
+    return seg, message
 
 
 def write_dicom_seg(
     result: AnalysisResult, path: Path, deidentification: DeidentificationPolicy | None = None
 ) -> str | None:
-    """Write the SEG to `path`; return a warning instead when it cannot be made (never raises for that,
-    except DeidentificationError when a de-identified SEG is asked of sources with burned-in text)."""
-    seg, problem = build_dicom_seg(result, deidentification)
-    if seg is None:
-        return problem
-    seg.save_as(path)
-    return None
+    """Write the SEG to `path` when it can be made; return a warning: why not, or what it left empty (never
+    raises for that, except DeidentificationError when a de-identified SEG is asked of sources with
+    burned-in text)."""
+    seg, message = build_dicom_seg(result, deidentification)
+    if seg is not None:
+        seg.save_as(path)
+    return message

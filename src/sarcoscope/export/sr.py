@@ -213,13 +213,14 @@ def build_dicom_sr(
     result: AnalysisResult, seg: Dataset | None, deidentification: DeidentificationPolicy | None = None
 ) -> tuple[hd.sr.Comprehensive3DSR | None, str | None]:
     """The measurement report for `result` whose segments are in `seg` (built with the same
-    `deidentification`), or (None, reason) when there is no SEG to reference or highdicom refuses."""
+    `deidentification`) and None, or a note on what it left empty (see seg.prepared_sources); (None,
+    reason) when there is no SEG to reference or highdicom refuses."""
     if seg is None:
         return None, "DICOM SR not written: it references the DICOM SEG, which was not written"
     headers = result.volume.dicom_headers or []
-    sources, problem = prepared_sources([headers[int(i)] for i in result.selection.indices], deidentification)
+    sources, message = prepared_sources([headers[int(i)] for i in result.selection.indices], deidentification)
     if sources is None:
-        return None, f"DICOM SR not written: {problem}"
+        return None, f"DICOM SR not written: {message}"
     algorithm = hd.sr.AlgorithmIdentification(
         name=f"sarcoscope {result.engine}",
         version=result.software_version[:64],
@@ -260,7 +261,7 @@ def build_dicom_sr(
         return None, f"DICOM SR not written: highdicom refused it ({type(exc).__name__}: {exc})"
     if deidentification is not None:
         hide_creation_time(sr, sources[0], deidentification)
-    return sr, None
+    return sr, message
 
 
 def write_dicom_sr(
@@ -269,9 +270,8 @@ def write_dicom_sr(
     path: Path,
     deidentification: DeidentificationPolicy | None = None,
 ) -> str | None:
-    """Write the SR to `path`; return a warning instead when it cannot be made."""
-    sr, problem = build_dicom_sr(result, seg, deidentification)
-    if sr is None:
-        return problem
-    sr.save_as(path)
-    return None
+    """Write the SR to `path` when it can be made; return a warning: why not, or what it left empty."""
+    sr, message = build_dicom_sr(result, seg, deidentification)
+    if sr is not None:
+        sr.save_as(path)
+    return message

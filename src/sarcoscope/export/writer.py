@@ -88,14 +88,14 @@ def _write_all(
     ):
         (tmp / OUTPUT_FILES[kind]).write_text(text, encoding="utf-8")
         written[kind] = OUTPUT_FILES[kind]
-    seg, problem = build_dicom_seg(result, deidentification)
-    if seg is None:
-        warnings.append(str(problem))
-    else:
+    seg, message = build_dicom_seg(result, deidentification)
+    if message is not None:  # why it was not written, or what it left empty
+        warnings.append(message)
+    if seg is not None:
         seg.save_as(tmp / OUTPUT_FILES["dicom_seg"])
         written["dicom_seg"] = OUTPUT_FILES["dicom_seg"]
     if result.volume.dicom_headers:  # the SR and the QC capture belong in the source's DICOM study
-        for kind, problem in (
+        for kind, message in (
             ("dicom_sr", write_dicom_sr(result, seg, tmp / OUTPUT_FILES["dicom_sr"], deidentification)),
             (
                 "qc_capture",
@@ -104,10 +104,10 @@ def _write_all(
                 ),
             ),
         ):
-            if problem is None:
+            if (tmp / OUTPUT_FILES[kind]).is_file():
                 written[kind] = OUTPUT_FILES[kind]
-            else:
-                warnings.append(problem)
+            if message is not None and message not in warnings:  # the SEG's note is theirs too
+                warnings.append(message)
     written["report"] = OUTPUT_FILES["report"]
     new = [w for w in warnings if w not in result.warnings]
     report = build_report(result, outputs=written, extra_warnings=new, deidentification=deidentification)
@@ -125,8 +125,8 @@ def write_outputs(
     report.sr.dcm and report.qc.dcm, de-identified with `deidentification` when given.
 
     Returns the written files by kind. A DICOM object that cannot be made is skipped with a warning in the
-    report and, for DICOM input, in `result.warnings` (so the console says it too); any other failure raises
-    and leaves `out_dir` as it was.
+    report and, for DICOM input, in `result.warnings` (so the console says it too), as is a source value
+    the DICOM objects leave empty; any other failure raises and leaves `out_dir` as it was.
     """
     out_dir = Path(out_dir)
     if out_dir.is_symlink():  # the folder it points to gets the outputs; the link stays

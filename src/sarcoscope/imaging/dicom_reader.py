@@ -285,13 +285,17 @@ def list_dicom_series(root: Path) -> list[SeriesInfo]:
     return _Scan(root).infos()
 
 
-def survey_dicom(root: Path) -> tuple[list[SeriesInfo], list[Path]]:
-    """The CT image series under `root` (as list_dicom_series) and the files that reading any of them
-    needs: their images and the damaged files that would refuse them. Everything else there (reports,
-    localizers, other files) is no part of a series to read."""
+def read_dicom_surveyed(
+    root: Path, series_uid: str | None = None
+) -> tuple[CTVolume, list[SeriesInfo], list[Path]]:
+    """`read_dicom`, with the CT image series under `root` (as list_dicom_series) and the files that reading
+    any of them needs: their images and the damaged files that would refuse them (everything else there,
+    reports, localizers, other files, is no part of a series to read). One reading of the headers for both:
+    an upload reads one series and keeps the others."""
     scan = _Scan(root)
+    infos = scan.infos()  # before reading one series changes its headers
     files = [f.path for s in scan.series.values() for f in s.files] + [path for path, _, _ in scan.damaged]
-    return scan.infos(), files
+    return _read_scan(scan, series_uid, None, detach=False), infos, files
 
 
 def read_dicom(
@@ -303,7 +307,11 @@ def read_dicom(
     (extracted archives); otherwise values above DEFER_BYTES other than the pixel data (rare large private
     elements) are read from the file when first accessed.
     """
-    scan = _Scan(root)
+    return _read_scan(_Scan(root), series_uid, source_path, detach=detach)
+
+
+def _read_scan(scan: _Scan, series_uid: str | None, source_path: str | None, *, detach: bool) -> CTVolume:
+    root = scan.root
     if not scan.series:
         raise scan.nothing_usable()
     infos = scan.infos()

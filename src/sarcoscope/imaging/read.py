@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sarcoscope.errors import InputError
 from sarcoscope.imaging.archive import extract_zip
-from sarcoscope.imaging.dicom_reader import SeriesInfo, list_dicom_series, read_dicom
+from sarcoscope.imaging.dicom_reader import SeriesInfo, list_dicom_series, read_dicom, read_dicom_surveyed
 from sarcoscope.imaging.nifti import is_nifti, read_nifti
 from sarcoscope.imaging.volume import PIXEL_SPACING_RANGE_MM, CTVolume
 
@@ -91,6 +91,17 @@ def _read(p: Path, series_uid: str | None, pixel_spacing: tuple[float, float] | 
     if p.is_file() and p.stat().st_size == 0:
         raise InputError(f"file {p} is empty")
     return read_dicom(p, series_uid)
+
+
+def read_ct_surveyed(
+    folder: Path, series_uid: str | None = None
+) -> tuple[CTVolume, list[SeriesInfo], list[Path]]:
+    """`read_ct` of a folder of DICOM files, with every CT series there and the files that reading any of
+    them needs, from one reading of the headers (see dicom_reader.read_dicom_surveyed)."""
+    p = _existing(folder)
+    volume, infos, files = read_dicom_surveyed(p, series_uid)
+    check_pixel_spacing(volume.pixel_spacing, str(p))
+    return volume, infos, files
 
 
 def list_series(path: str | Path) -> list[SeriesInfo]:

@@ -16,8 +16,10 @@ import os
 import re
 import shutil
 import stat
+import threading
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -162,6 +164,10 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock_fd: int | None = None
+        self._ct_locks = [threading.Lock() for _ in range(32)]
+        self._upload_locks = [threading.Lock() for _ in range(32)]
+        self._in_use: Counter[str] = Counter()  # study id -> work on its files now (using_files)
+        self._in_use_changed = threading.Condition()
 
     # -- schema -------------------------------------------------------------------------------------
     def migrate(self, revision: str = "head") -> None:
@@ -227,6 +233,17 @@ class Store:
             raise StoreError(f"Invalid study id {study_id!r}; refusing to build a path from it.")
         return self.data_dir / "cache" / study_id
 
+    def ct_lock(self, study_uid: str) -> threading.Lock:
+        """Held by whoever adds or removes files in `ct/<StudyUID>/`, deciding by the study rows read under
+        it: a series' folder is filled only when no study has it, and removed only when none has it.
+        One server per data folder (`lock`), so the locks of this process are enough."""
+        return self._ct_locks[zlib.crc32(study_uid.encode()) % len(self._ct_locks)]
+
+    def upload_lock(self, upload_id: str) -> threading.Lock:
+        """Held while a study of a kept upload is added or the upload removed, so that its last study's
+        deletion and the opening of another of its series agree; taken before a `ct_lock`, never after."""
+        return self._upload_locks[zlib.crc32(upload_id.encode()) % len(self._upload_locks)]
+
     def upload_dir(self, upload_id: str) -> Path:
         """Where the other series of an upload wait to be opened (see Study.upload_id)."""
         if not _STUDY_ID_RE.match(upload_id):
@@ -239,6 +256,22 @@ class Store:
             q = select(Study).where(Study.upload_id == upload_id).order_by(Study.created_at)
             return list(s.scalars(q))
 
+    @contextmanager
+    def using_files(self, study_id: str) -> Iterator[Study]:
+        """The study, for work on its files (reading its images, writing into its cache folder); its
+        deletion removes them only once such work has ended, so that nothing written here outlives the
+        study and nothing read is half removed. NotFoundError when the study is gone."""
+        with self._in_use_changed:
+            self._in_use[study_id] += 1
+        try:
+            yield self.get_study(study_id)
+        finally:
+            with self._in_use_changed:
+                self._in_use[study_id] -= 1
+                if not self._in_use[study_id]:
+                    del self._in_use[study_id]
+                    self._in_use_changed.notify_all()
+
     def new_tmp_dir(self) -> Path:
         path = self.data_dir / "tmp" / uuid.uuid4().hex
         private_dir(path)
@@ -248,12 +281,16 @@ class Store:
         """Delete every file of a study: its CT files, its decoded images, an emptied StudyUID folder, and
         its upload's other series when no study of that upload is left (they are the same patient's)."""
         series = self.series_dir(study)
-        shutil.rmtree(series, ignore_errors=True)
+        with self.ct_lock(study.study_uid):
+            if self.find_series(study.series_uid) is None:  # not a study of the series uploaded again
+                shutil.rmtree(series, ignore_errors=True)
+            with contextlib.suppress(OSError):  # only when no other series of the study is left
+                series.parent.rmdir()
         shutil.rmtree(self.cache_dir(study.id), ignore_errors=True)
-        if study.upload_id and not self.studies_of_upload(study.upload_id):
-            shutil.rmtree(self.upload_dir(study.upload_id), ignore_errors=True)
-        with contextlib.suppress(OSError):  # only when no other series of the study is left
-            series.parent.rmdir()
+        if study.upload_id:
+            with self.upload_lock(study.upload_id):
+                if not self.studies_of_upload(study.upload_id):
+                    shutil.rmtree(self.upload_dir(study.upload_id), ignore_errors=True)
 
     def remove_orphan_files(self) -> list[Path]:
         """Delete what a killed process left behind: everything in `tmp/`, and CT series, image caches
@@ -407,8 +444,9 @@ class Store:
         return study
 
     def delete_study(self, study_id: str, actor: str, client: str | None = None) -> Study:
-        """Remove the study's rows and what its audit events say about the patient, then all its files (a
-        kill in between leaves files that `remove_orphan_files` deletes at the next start)."""
+        """Remove the study's rows and what its audit events say about the patient, then, once the work on
+        its files that found it before has ended (`using_files`; later work finds no study), all its files
+        (a kill in between leaves files that `remove_orphan_files` deletes at the next start)."""
         with self.session() as s:
             study = s.get(Study, study_id)
             if study is None:
@@ -425,6 +463,8 @@ class Store:
         if self.engine.dialect.name == "sqlite":  # the write-ahead log still holds the deleted rows' pages
             with self.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._in_use_changed:
+            self._in_use_changed.wait_for(lambda: not self._in_use[study_id])
         self.remove_study_files(study)
         return study
 

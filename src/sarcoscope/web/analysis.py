@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -266,7 +266,7 @@ def overlay_png(store: Any, study_id: str, row: LabelVersion, result: AnalysisRe
     ]
     key = hashlib.sha256(json.dumps([*shown, sel.details], sort_keys=True, default=str).encode()).hexdigest()
     path = store.cache_dir(study_id) / f"overlay-v{row.version}-{key[:16]}.png"
-    with _OVERLAY_LOCKS[int(key[:8], 16) % len(_OVERLAY_LOCKS)]:
+    with store.using_files(study_id), _OVERLAY_LOCKS[int(key[:8], 16) % len(_OVERLAY_LOCKS)]:
         if not path.exists():
             with atomic_private_file(path) as f:
                 render_overlay(result, f)
@@ -287,6 +287,14 @@ EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 
+class ExportFile(NamedTuple):
+    data: bytes
+    filename: str
+    media_type: str
+    #: a value of the source the DICOM object leaves empty, as unreadable (export.seg.prepared_sources)
+    warning: str | None = None
+
+
 def export_file(
     store: Store,
     volumes: VolumeCache,
@@ -294,8 +302,8 @@ def export_file(
     version: int | None,
     fmt: str,
     deidentification: DeidentificationPolicy | None = None,
-) -> tuple[bytes, str, str]:
-    """One output of a label version, written by the `export` stage; returns (bytes, file name, type).
+) -> ExportFile:
+    """One output of a label version, written by the `export` stage.
 
     De-identified: the SEG, SR and reports as `export.write_outputs` makes them, and the overlay (and the
     HTML report and QC capture that show it) refused for a series with burned-in annotation. The SEG's UIDs
@@ -321,37 +329,38 @@ def export_file(
     if shows_pixels:
         refuse_burned_in(volume.dicom_headers or [], deidentification)
     if fmt == "csv":
-        return metrics_csv(result).encode(), name, media
+        return ExportFile(metrics_csv(result).encode(), name, media)
     if fmt == "json":
         report = report_for_ui(build_report(result, deidentification=deidentification))
-        return report_json(report).encode(), name, media
+        return ExportFile(report_json(report).encode(), name, media)
     with tempfile.TemporaryDirectory(dir=store.data_dir / "tmp") as tmp:
         path = Path(tmp) / f"out{suffix}"
+        warning = None
         if fmt in ("html", "pdf", "overlay"):
             from sarcoscope.export.report_html import report_html
             from sarcoscope.export.report_pdf import report_pdf
 
             png = overlay_png(store, study.id, row, result)
             if fmt == "overlay":
-                return png, name, media
+                return ExportFile(png, name, media)
             report = report_for_ui(build_report(result, deidentification=deidentification))
             if fmt == "pdf":
-                return report_pdf(report, png), name, media
-            return report_html(report, png, name).encode(), name, media
+                return ExportFile(report_pdf(report, png), name, media)
+            return ExportFile(report_html(report, png, name).encode(), name, media)
         if fmt in ("dicom-seg", "dicom-sr"):
             seed = f"sarcoscope-web/{study.id}/{row.version}/{'deid' if deidentification else 'plain'}"
-            seg, problem = build_dicom_seg(result, deidentification, uid_seed=seed)
+            seg, warning = build_dicom_seg(result, deidentification, uid_seed=seed)
             if seg is not None and fmt == "dicom-seg":
                 seg.save_as(path)
             elif seg is not None:
-                problem = write_dicom_sr(result, seg, path, deidentification)
-            if problem is not None:
-                raise HTTPException(409, f"No {fmt.upper()} can be made for this study: {problem}")
+                warning = write_dicom_sr(result, seg, path, deidentification)
+            if not path.exists():
+                raise HTTPException(409, f"No {fmt.upper()} can be made for this study: {warning}")
         elif fmt == "dicom-qc":
             (Path(tmp) / "overlay.png").write_bytes(overlay_png(store, study.id, row, result))
-            problem = write_qc_capture(result, Path(tmp) / "overlay.png", path, deidentification)
-            if problem is not None:
-                raise HTTPException(409, f"No QC secondary capture can be made for this study: {problem}")
+            warning = write_qc_capture(result, Path(tmp) / "overlay.png", path, deidentification)
+            if not path.exists():
+                raise HTTPException(409, f"No QC secondary capture can be made for this study: {warning}")
         elif fmt == "nifti":
             nib.save(label_nifti(result), path)
-        return path.read_bytes(), name, media
+        return ExportFile(path.read_bytes(), name, media, warning)

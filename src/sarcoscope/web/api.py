@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import os
 import shutil
 import tempfile
 import zipfile
@@ -290,9 +291,7 @@ def _opened(ctx: AppContext, study: Study, volume: CTVolume) -> dict[str, Any]:
     the answer lists the upload's series (a choice to offer) and what was odd in reading it."""
     ctx.volumes.put(study.id, volume)
     if ctx.settings.prerender:
-        ctx.jobs.start(
-            f"viewer volume of {study.id}", lambda: viewer_nifti(ctx.store, study, volume), study.id
-        )
+        ctx.jobs.start(f"viewer volume of {study.id}", lambda: viewer_nifti(ctx.store, study, volume))
     return {
         **study_json(ctx, study),
         "series": upload_series(ctx.store, study),
@@ -331,14 +330,13 @@ def get_study(study_id: str, ctx: Ctx, user: User) -> dict[str, Any]:
 def delete_study(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, str]:
     """Delete the study's rows and every file of it (the audit log keeps the deletion).
 
-    Background work for the study (its viewer volume, a QC picture) may be writing: the rows go first, so
-    that work started from now on finds no study; the work already running is waited for, and what it
-    wrote is removed with the rest. When this returns, nothing of the study is on disk or still to come.
+    Requests and background work may be using its files (writing its viewer volume or a QC picture,
+    reading its images): the rows go first, so that work from now on finds no study (404), and the files
+    go once the work already on them has ended (Store.using_files). When this returns, nothing of the
+    study is on disk or still to come.
     """
-    study = ctx.store.delete_study(study_id, user, client_of(request))
+    ctx.store.delete_study(study_id, user, client_of(request))
     ctx.volumes.drop(study_id)
-    ctx.jobs.wait(study_id)
-    ctx.store.remove_study_files(study)
     return {"status": "deleted", "id": study_id}
 
 
@@ -389,22 +387,27 @@ def hu_slice(study_id: str, index: int, ctx: Ctx, user: User) -> Response:
 @router.get(
     "/studies/{study_id}/volume.nii.gz",
     tags=["viewer"],
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={200: {"content": {"application/gzip": {}}}, 404: {}, 409: {}},
 )
-def volume_nifti(study_id: str, ctx: Ctx, user: User) -> FileResponse:
+def volume_nifti(study_id: str, ctx: Ctx, user: User) -> StreamingResponse:
     """The whole HU volume as int16 NIfTI (gzipped) for the viewer: window/level and zoom on the full HU
-    data. De-identified: the header holds geometry and units only; the file name is the study id."""
-    study = ctx.store.get_study(study_id)
+    data. De-identified: the header holds geometry and units only; the file name is the study id.
+
+    The file is opened before the study's deletion may remove it, and sent from the open file."""
     try:
-        volume = ctx.volumes.get(study)
-        path = viewer_nifti(ctx.store, study, volume)
+        with ctx.store.using_files(study_id) as study:
+            path = viewer_nifti(ctx.store, study, ctx.volumes.get(study))
+            file = path.open("rb")
     except (InputError, OSError) as exc:
         raise HTTPException(409, f"The images of study {study_id} are not available: {exc}") from exc
-    return FileResponse(
-        path,
+    return StreamingResponse(
+        _iter_file(file),
         media_type="application/gzip",
-        filename=f"{study_id}.nii.gz",
+        headers={
+            "Content-Length": str(os.fstat(file.fileno()).st_size),
+            "Content-Disposition": f'attachment; filename="{study_id}.nii.gz"',
+        },
     )
 
 
@@ -491,12 +494,15 @@ def download_dicom(
         if hi >= study.n_slices:
             raise HTTPException(422, f"Slice {hi} is outside the volume (valid: 0..{study.n_slices - 1}).")
         indices = list(range(lo, hi + 1))
-    uids = ctx.volumes.sop_uids(study)
     folder = ctx.store.series_dir(study)
     policy = deid.policy(ctx)
     buffer = _download_buffer(ctx)
     try:
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with (
+            ctx.store.using_files(study_id),
+            zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
+        ):
+            uids = ctx.volumes.sop_uids(study)
             for i in indices:
                 name = f"slice{i:04d}.dcm"
                 if policy is not None:
@@ -782,18 +788,21 @@ def export(
     version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> Response:
     """Download the label map (DICOM SEG, NIfTI), metrics (CSV), report (JSON, printable HTML) or overlay;
-    `deidentify=true` de-identifies the SEG and reports like the DICOM download (same pseudonym and UIDs)."""
+    `deidentify=true` de-identifies the SEG and reports like the DICOM download (same pseudonym and UIDs).
+    A DICOM object that leaves a malformed source value empty says so in the header X-Sarcoscope-Warning."""
     if fmt not in analysis.EXPORTS:
         raise HTTPException(404, f"Unknown export format '{fmt}'. Available: {', '.join(analysis.EXPORTS)}.")
     study = ctx.store.get_study(study_id)
     policy = deid.policy(ctx)
-    data, filename, media_type = analysis.export_file(ctx.store, ctx.volumes, study, version, fmt, policy)
+    out = analysis.export_file(ctx.store, ctx.volumes, study, version, fmt, policy)
     details = {"format": fmt, "version": version, "deidentified": policy is not None}
     ctx.store.audit(user, "export", study_id, details, client_of(request))
-    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    headers = {"Content-Disposition": f'attachment; filename="{out.filename}"'}
     if fmt == "html":  # self-contained page: its own inline style and embedded picture only
         headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-    return Response(data, media_type=media_type, headers=headers)
+    if out.warning is not None:  # the page shows it beside the download
+        headers["X-Sarcoscope-Warning"] = out.warning
+    return Response(out.data, media_type=out.media_type, headers=headers)
 
 
 # -- models and training data ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Work a request leaves behind so that later requests are fast (a new version's QC picture, a new study's
 viewer volume): run in threads, each failure logged (the work is then done on request), waited for when the
-app stops, so that nothing is cut off half-written. Each job may name the study it works for: deleting the
-study waits for them, so that nothing of it is written after it is gone."""
+app stops, so that nothing is cut off half-written. What a job writes for a study goes through
+Store.using_files, which the study's deletion waits for: nothing of it is written after it is gone."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ log = logging.getLogger(__name__)
 
 class BackgroundJobs:
     def __init__(self) -> None:
-        self._threads: dict[threading.Thread, str | None] = {}  # running job -> the study it works for
+        self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
 
-    def start(self, name: str, work: Callable[[], object], study_id: str | None = None) -> None:
+    def start(self, name: str, work: Callable[[], object]) -> None:
         thread = threading.Thread(target=self._run, args=(name, work), name=name)
         with self._lock:
-            self._threads[thread] = study_id
+            self._threads.add(thread)
         thread.start()
 
     def _run(self, name: str, work: Callable[[], object]) -> None:
@@ -30,11 +30,11 @@ class BackgroundJobs:
             log.debug("%s not done in the background: %s", name, exc)
         finally:
             with self._lock:
-                self._threads.pop(threading.current_thread(), None)
+                self._threads.discard(threading.current_thread())
 
-    def wait(self, study_id: str | None = None, timeout: float = 120.0) -> None:
-        """Wait for every job started so far (for `study_id`: every job for that study)."""
+    def wait(self, timeout: float = 120.0) -> None:
+        """Wait for every job started so far."""
         with self._lock:
-            threads = [t for t, s in self._threads.items() if study_id is None or s == study_id]
+            threads = list(self._threads)
         for thread in threads:
             thread.join(timeout)

@@ -78,7 +78,7 @@ class AppContext:
             labels = self.store.load_labels(study_id, version).labels
             overlay_png(self.store, study_id, row, build_result(study, row, labels, self.volumes.get(study)))
 
-        self.jobs.start(f"overlay of {study_id} v{version}", run, study_id)
+        self.jobs.start(f"overlay of {study_id} v{version}", run)
 
 
 def get_context(request: Request) -> AppContext:

@@ -206,8 +206,8 @@ def push_results(
         )
     datasets = []
     for fmt in PUSHED:
-        data, _, _ = analysis.export_file(ctx.store, ctx.volumes, study, row.version, fmt, None)
-        datasets.append(pydicom.dcmread(io.BytesIO(data)))
+        out = analysis.export_file(ctx.store, ctx.volumes, study, row.version, fmt, None)
+        datasets.append(pydicom.dcmread(io.BytesIO(out.data)))
     stored = server.store(study.study_uid, datasets)
     objects = [
         {

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,12 +25,6 @@ if TYPE_CHECKING:  # pydicom loads with the first request that reads DICOM
     from sarcoscope.imaging.volume import CTVolume
 
 LISTING = "series.json"
-#: One opening at a time per upload: two users choosing the same series must get one study.
-_LOCKS = [threading.Lock() for _ in range(32)]
-
-
-def _lock(upload_id: str) -> threading.Lock:
-    return _LOCKS[int(upload_id[:8], 16) % len(_LOCKS)]
 
 
 def _entry(info: SeriesInfo, default: bool) -> dict[str, Any]:
@@ -60,12 +53,12 @@ class KeptUpload:
     files: list[Path] = field(default_factory=list)  # of every series, the chosen one's moved on by then
 
     @classmethod
-    def of(cls, source: Path, chosen: str | None) -> KeptUpload | None:
-        """The series under `source` when there are several of one patient; None otherwise (another
-        patient's series are never kept with this one's, nor offered beside it)."""
-        from sarcoscope.imaging.dicom_reader import survey_dicom
-
-        infos, files = survey_dicom(source)
+    def of(
+        cls, source: Path, chosen: str | None, infos: list[SeriesInfo], files: list[Path]
+    ) -> KeptUpload | None:
+        """The series under `source` (`infos`, their `files`: imaging.read_ct_surveyed) when there are
+        several of one patient; None otherwise (another patient's series are never kept with this one's,
+        nor offered beside it)."""
         if len(infos) < 2 or len({i.patient_id for i in infos}) > 1:
             return None
         entries = [_entry(info, n == 0) for n, info in enumerate(infos)]
@@ -130,7 +123,7 @@ def open_series(
     if study.upload_id is None:
         raise NotFoundError("This study's upload held one series only; there is no other to open.")
     upload_id = study.upload_id
-    with _lock(upload_id):
+    with store.upload_lock(upload_id):  # two users choosing the same series get one study
         series = _read_listing(store, upload_id)
         if series is None:
             raise ConflictError("The other series of this upload are no longer stored; upload them again.")

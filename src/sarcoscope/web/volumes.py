@@ -25,7 +25,7 @@ import numpy as np
 from sarcoscope.errors import InputError, SarcoscopeError
 from sarcoscope.fileio import write_gzip
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
-from sarcoscope.store import Store, Study, is_dicom_uid, new_study_id
+from sarcoscope.store import ConflictError, Store, Study, is_dicom_uid, new_study_id
 from sarcoscope.store.files import atomic_private_file, make_private, private_dir
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ def _ingest(
     series_uid: str | None,
 ) -> tuple[Study, CTVolume]:
     from sarcoscope.imaging import read_ct
+    from sarcoscope.imaging.read import read_ct_surveyed
     from sarcoscope.web.uploads import KeptUpload
 
     if not parts:
@@ -121,9 +122,9 @@ def _ingest(
         extract_zip(parts[0].path, source)
     else:
         source = parts[0].path.parent
-    volume = read_ct(source, series_uid=series_uid)
+    volume, infos, files = read_ct_surveyed(source, series_uid=series_uid)
     volume.warnings = without_upload_paths(volume.warnings, work_dir)  # shown and reported
-    kept = KeptUpload.of(source, series_uid)  # None: the upload held this series only
+    kept = KeptUpload.of(source, series_uid, infos, files)  # None: the upload held this series only
     return add_study(store, volume, total, actor=actor, client=client, kept=kept)
 
 
@@ -142,7 +143,8 @@ def add_study(
 
     `kept`: the upload's other series, moved to the data folder to be opened later; `upload_id`: the
     kept upload this series comes from, whose files are copied (the caller deletes them once the study is
-    added: a failure must not lose them). ConflictError for a series uploaded before.
+    added: a failure must not lose them). ConflictError for a series uploaded before, or whose deleted
+    study's files are still being removed (all under Store.ct_lock: see there).
     """
     from pydicom.uid import generate_uid
 
@@ -157,12 +159,6 @@ def add_study(
         digest = hashlib.sha256(nifti.path.read_bytes()).hexdigest()
         study_uid = str(generate_uid(entropy_srcs=["sarcoscope-nifti-study", digest]))
         series = str(generate_uid(entropy_srcs=["sarcoscope-nifti-series", digest]))
-    existing = store.find_series(series)
-    if existing is not None:
-        from sarcoscope.store import ConflictError
-
-        raise ConflictError(f"Series {series} was already uploaded (study {existing.id}); open it instead.")
-
     study = Study(
         id=new_study_id(),
         study_uid=study_uid,
@@ -187,29 +183,43 @@ def add_study(
         },
         upload_id=kept.upload_id if kept is not None else upload_id,
     )
-    dest = private_dir(store.series_dir(study))
-    try:
-        sop_uids: list[str] = []
-        if volume.source_kind == "dicom":
-            sop_uids = _store_dicom_files(volume, dest, sops, study_uid, series, copy=upload_id is not None)
-        else:
-            assert nifti is not None
-            suffix = ".nii.gz" if nifti.client_name.lower().endswith(".gz") else ".nii"
-            shutil.move(nifti.path, dest / f"volume{suffix}")
-            make_private(dest / f"volume{suffix}")
-        _write_cache(store, study.id, volume, sop_uids)
-        if kept is not None:
-            kept.store(store, study.id)
-        store.add_study(study, actor=actor, client=client)
-    except BaseException:
-        shutil.rmtree(store.cache_dir(study.id), ignore_errors=True)
-        if kept is not None:
-            shutil.rmtree(store.upload_dir(kept.upload_id), ignore_errors=True)
-        if store.find_series(series) is None:  # not owned by a study uploaded at the same time
-            shutil.rmtree(dest, ignore_errors=True)
-            with contextlib.suppress(OSError):  # its StudyUID folder, unless another series is in it
-                dest.parent.rmdir()
-        raise
+    dest = store.series_dir(study)
+    with store.ct_lock(study_uid):  # until the study is added, or its files removed again
+        existing = store.find_series(series)
+        if existing is not None:
+            raise ConflictError(
+                f"Series {series} was already uploaded (study {existing.id}); open it instead."
+            )
+        if dest.exists():
+            raise ConflictError(
+                f"The files of a deleted study of series {series} are still being removed; upload it again "
+                "in a moment."
+            )
+        private_dir(dest)
+        try:
+            sop_uids: list[str] = []
+            if volume.source_kind == "dicom":
+                sop_uids = _store_dicom_files(
+                    volume, dest, sops, study_uid, series, copy=upload_id is not None
+                )
+            else:
+                assert nifti is not None
+                suffix = ".nii.gz" if nifti.client_name.lower().endswith(".gz") else ".nii"
+                shutil.move(nifti.path, dest / f"volume{suffix}")
+                make_private(dest / f"volume{suffix}")
+            _write_cache(store, study.id, volume, sop_uids)
+            if kept is not None:
+                kept.store(store, study.id)
+            store.add_study(study, actor=actor, client=client)
+        except BaseException:
+            shutil.rmtree(store.cache_dir(study.id), ignore_errors=True)
+            if kept is not None:
+                shutil.rmtree(store.upload_dir(kept.upload_id), ignore_errors=True)
+            if store.find_series(series) is None:  # unless the failure came after the study was added
+                shutil.rmtree(dest, ignore_errors=True)
+                with contextlib.suppress(OSError):  # its StudyUID folder, unless another series is in it
+                    dest.parent.rmdir()
+            raise
     return study, volume
 
 
@@ -387,8 +397,9 @@ class VolumeCache:
             if study.id in self._items:
                 self._items.move_to_end(study.id)
                 return self._items[study.id]
-        volume = self._load(study)
-        self.put(study.id, volume)
+        with self.store.using_files(study.id):  # kept before its deletion drops it, not after
+            volume = self._load(study)
+            self.put(study.id, volume)
         return volume
 
     def _load(self, study: Study) -> CTVolume:
@@ -420,12 +431,13 @@ class VolumeCache:
         """The volume plus its per-slice DICOM headers (read from the stored files), for DICOM exports."""
         import pydicom
 
-        base = self.get(study)
-        uids = self.sop_uids(study)
-        if not uids:
-            return base
-        folder = self.store.series_dir(study)
-        headers = [pydicom.dcmread(folder / f"{uid}.dcm", stop_before_pixels=True) for uid in uids]
+        with self.store.using_files(study.id):
+            base = self.get(study)
+            uids = self.sop_uids(study)
+            if not uids:
+                return base
+            folder = self.store.series_dir(study)
+            headers = [pydicom.dcmread(folder / f"{uid}.dcm", stop_before_pixels=True) for uid in uids]
         for ds in headers:  # a series stored with generated UIDs (see _dicom_uids) is exported with them
             if not is_dicom_uid(str(ds.get("StudyInstanceUID", ""))):
                 ds.StudyInstanceUID = study.study_uid
@@ -460,7 +472,7 @@ def viewer_nifti(store: Store, study: Study, volume: CTVolume) -> Path:
     and a fixed description: nothing from the patient or the DICOM headers.
     """
     path = store.cache_dir(study.id) / VIEWER_NIFTI
-    with _VIEWER_LOCKS[int(study.id[:8], 16) % len(_VIEWER_LOCKS)]:
+    with store.using_files(study.id), _VIEWER_LOCKS[int(study.id[:8], 16) % len(_VIEWER_LOCKS)]:
         if not path.exists():
             _write_viewer_nifti(path, volume)
     return path

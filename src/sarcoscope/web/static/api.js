@@ -59,6 +59,8 @@ export function message(text, isError = false) {
 export async function download(url) {
   try {
     const response = await api(url);
+    const warning = response.headers.get("X-Sarcoscope-Warning");
+    if (warning) message(warning);
     const disposition = response.headers.get("Content-Disposition") || "";
     const name = (/filename="([^"]+)"/.exec(disposition) || [])[1] || "download";
     const href = URL.createObjectURL(await response.blob());
