@@ -110,7 +110,7 @@ def test_import_segment_push_and_read_back(
     pushed = client.post(f"/api/studies/{sid}/pacs/push")
     assert pushed.status_code == 200, pushed.text
     body = pushed.json()
-    assert body["stored"] == 3 and body["study_uid"] == study_uid
+    assert body["stored"] == 3 and body["study_uid"] == study_uid and body["warnings"] == []
     kinds = {o["modality"]: o for o in body["objects"]}
     assert set(kinds) == {"SEG", "SR", "OT"}
 
@@ -153,6 +153,35 @@ def test_import_segment_push_and_read_back(
     assert events and events[0]["details"]["sop_instance_uids"] == [
         o["sop_instance_uid"] for o in body["objects"]
     ]
+
+
+def test_a_push_says_what_a_malformed_source_value_left_empty(
+    client: TestClient, orthanc: Orthanc, shared_data: Path, tmp_path: Path
+) -> None:
+    """Archives hold birth dates such as 19XX0101: the SEG, SR and capture are pushed with it left empty, and
+    the answer says so (the web export's X-Sarcoscope-Warning, here in `warnings`)."""
+    study_uid, series_uid = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    copies = []
+    for i, f in enumerate(ct_files(shared_data)):
+        ds = pydicom.dcmread(f)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.PatientBirthDate = "19XX0101"
+        copies.append(tmp_path / f"{i}.dcm")
+        ds.save_as(copies[-1])
+    orthanc.upload(copies)
+    sid = client.post(f"/api/pacs/studies/{study_uid}/series/{series_uid}/import").json()["id"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 1})
+    assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+    pushed = client.post(f"/api/studies/{sid}/pacs/push")
+    assert pushed.status_code == 200, pushed.text
+    body = pushed.json()
+    assert body["stored"] == 3
+    (warning,) = body["warnings"]  # one note for the three objects
+    assert "PatientBirthDate" in warning and "19XX" not in warning
+    seg = next(o for o in body["objects"] if o["modality"] == "SEG")
+    (ds,) = orthanc.instances_of(study_uid, seg["series_instance_uid"])
+    assert ds.PatientBirthDate == "" and ds.PatientID
 
 
 def test_unknown_ids_not_ct_and_study_not_on_the_pacs(

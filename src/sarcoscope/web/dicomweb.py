@@ -179,7 +179,8 @@ def push_results(
     study on the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds.
 
     A version pushed before is refused (409) unless `repeat`: the SR and the capture get new UIDs at every
-    export, so a second push adds copies beside the first in the PACS."""
+    export, so a second push adds copies beside the first in the PACS. `warnings`: what the objects left
+    out of the source's header (a malformed value, see export.seg.prepared_sources)."""
     import pydicom
 
     server = server_of(ctx)
@@ -204,10 +205,12 @@ def push_results(
             f"The DICOMweb server has no study {study.study_uid}: results are pushed only into the study "
             "they were measured on.",
         )
-    datasets = []
+    datasets, warnings = [], []
     for fmt in PUSHED:
         out = analysis.export_file(ctx.store, ctx.volumes, study, row.version, fmt, None)
         datasets.append(pydicom.dcmread(io.BytesIO(out.data)))
+        if out.warning is not None and out.warning not in warnings:  # the same note for each object
+            warnings.append(out.warning)
     stored = server.store(study.study_uid, datasets)
     objects = [
         {
@@ -225,7 +228,13 @@ def push_results(
         {"version": row.version, "sop_instance_uids": [o["sop_instance_uid"] for o in objects]},
         client_of(request),
     )
-    return {"stored": stored, "version": row.version, "study_uid": study.study_uid, "objects": objects}
+    return {
+        "stored": stored,
+        "version": row.version,
+        "study_uid": study.study_uid,
+        "objects": objects,
+        "warnings": warnings,
+    }
 
 
 def install(app: FastAPI) -> None:

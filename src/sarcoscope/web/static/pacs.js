@@ -120,6 +120,7 @@ function pushCard() {
         {method: "POST"})).json();
       status.textContent = `Stored ${done.objects.map((o) => o.modality).join(", ")} of label version ` +
         `${done.version} in the study on the PACS.`;
+      for (const warning of done.warnings) toast(warning);
     } catch (err) {
       status.textContent = "";
       const again = err.status === 409 && /pushed to the PACS before/.test(err.message);
