@@ -143,6 +143,31 @@ def test_export_leaves_out_a_series_whose_pixels_may_show_the_name(
     assert not any(sid[:12] in name for name in names)
 
 
+def test_a_study_deleted_during_the_export_is_left_out(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export lists the studies, then reads each: one deleted in between is left out (not even its id
+    in the skipped list), not the whole export answered 404."""
+    corrected = corrected_store(client, tmp_path)
+    gone = sorted(corrected)[0]
+    store = client.app.state.ctx.store  # type: ignore[attr-defined]
+    list_versions = store.list_versions
+
+    def deleted_first(study_id: str) -> list[LabelVersion]:
+        if study_id == gone:
+            store.delete_study(study_id, "someone else")
+        return list_versions(study_id)
+
+    monkeypatch.setattr(store, "list_versions", deleted_first)
+    r = client.get("/api/training-data")
+    assert r.status_code == 200, r.text
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        manifest = json.loads(zf.read(EXPORT_MANIFEST))
+        names = zf.namelist()
+    assert {c["study_id"] for c in manifest["cases"]} == set(corrected) - {gone}
+    assert manifest["skipped"] == [] and not any(gone[:12] in name for name in names)
+
+
 def test_collect_reads_the_store_or_an_export_and_refuses_other_folders(
     client: TestClient, tmp_path: Path
 ) -> None:

@@ -44,7 +44,7 @@ from sarcoscope.imaging.deidentify import (
     load_secret,
     refuse_burned_in,
 )
-from sarcoscope.store import LabelVersion, Store, Study
+from sarcoscope.store import LabelVersion, NotFoundError, Store, Study
 from sarcoscope.training.data import EXPORT_MANIFEST
 from sarcoscope.web.volumes import VolumeCache
 
@@ -93,13 +93,15 @@ def export_training_data(
     annotators: dict[str, str] = {}  # user name -> its pseudonym in this export
     try:
         for study in sorted(store.list_studies(limit=None), key=lambda s: s.id):
-            version = person_version(store.list_versions(study.id))
-            if version is None:
-                continue
             try:
+                version = person_version(store.list_versions(study.id))
+                if version is None:
+                    continue
                 case = _write_case(store, volumes, study, version, policy, tmp)
                 case["author"] = annotators.setdefault(version.author, f"annotator-{len(annotators) + 1}")
                 cases.append(case)
+            except NotFoundError:  # deleted since the list was read: not in the export, nor its id
+                continue
             except SarcoscopeError as exc:
                 log.warning("Study %s left out of the training data: %s", study.id, exc)
                 skipped.append({"study_id": study.id, "reason": str(exc)})
