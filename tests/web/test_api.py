@@ -520,8 +520,13 @@ def test_delete_study_removes_files_keeps_audit(client: TestClient, series: list
     height = re.compile(r"(?<![\d.])172(\.0)?(?![\d])")  # the number, not digits of a time stamp or UID
     # while the study is there, its audit says what changed
     assert series_uid in logged and height.search(logged)
+    assert client.get(f"/api/studies/{sid}/analysis").status_code == 200
+    analyses = client.app.state.ctx.analyses
+    assert any(k[0] == sid for k in analyses._items) and any(k[0] == sid for k in analyses._quality)
     assert client.delete(f"/api/studies/{sid}").json()["status"] == "deleted"
     assert client.get(f"/api/studies/{sid}").status_code == 404
+    # nor kept in memory: the analyses held its measurements and, in their keys, the height
+    assert not any(k[0] == sid for k in analyses._items) and not any(k[0] == sid for k in analyses._quality)
     assert not any((data_dir / "ct").rglob("*.dcm"))
     events = [e for e in client.get("/api/audit").json() if e["study_id"] == sid]
     assert events[0]["action"] == "delete-study"

@@ -181,7 +181,7 @@ class AnalysisCache:
         self.store = store
         self.volumes = volumes
         self.size = size
-        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()  # (study id, rest of key)
         self._quality: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -209,12 +209,21 @@ class AnalysisCache:
             "reason": "scored only when this server process segments (not kept in the database)",
         }
 
+    def drop(self, study_id: str) -> None:
+        """Forget a deleted study's analyses and quality blocks (they hold its measurements and, in the
+        keys, the patient's height, weight and sex)."""
+        with self._lock:
+            for key in [k for k in self._items if k[0] == study_id]:
+                del self._items[key]
+            for qkey in [k for k in self._quality if k[0] == study_id]:
+                del self._quality[qkey]
+
     def get(self, study: Study, version: int | None) -> dict[str, Any]:
         from sarcoscope.export.report import mode_text
 
         row = self.store.get_version(study.id, version)
         # the localizer's levels name the analysed slices ("Not L3"): a new localization is a new analysis
-        key = json.dumps([study.id, row.version, study.patient, study.localization], sort_keys=True)
+        key = (study.id, json.dumps([row.version, study.patient, study.localization], sort_keys=True))
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)

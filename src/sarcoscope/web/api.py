@@ -337,6 +337,7 @@ def delete_study(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[
     """
     ctx.store.delete_study(study_id, user, client_of(request))
     ctx.volumes.drop(study_id)
+    ctx.analyses.drop(study_id)
     return {"status": "deleted", "id": study_id}
 
 
