@@ -389,8 +389,9 @@ def remove_small_islands(
     return out
 
 
-def compartment_scores(probs: np.ndarray) -> np.ndarray:
-    """A network's class probabilities (..., 5, y, x) as compartment scores (..., 3, y, x) against "other".
+def compartment_scores(probs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """A network's class probabilities (..., 5, y, x) as compartment scores (..., 3, y, x) against "other"
+    (written into `out` when given: the U-Net writes them straight onto its model grid).
 
     The five classes pool into four compartments (other; muscle = muscle + IMAT, since IMAT is the fat of a
     muscle compartment; SAT; VAT); the scores are muscle, SAT and VAT minus other. They are linear in the
@@ -398,12 +399,14 @@ def compartment_scores(probs: np.ndarray) -> np.ndarray:
     resampling all five probabilities, at three fifths of the cost.
     """
     p = np.asarray(probs, dtype=np.float32)
+    if out is None:
+        out = np.empty((*p.shape[:-3], 3, *p.shape[-2:]), dtype=np.float32)
     other = p[..., Label.BACKGROUND, :, :]
-
-    def score(*classes: Label) -> np.ndarray:
-        return sum(p[..., c, :, :] for c in classes) - other
-
-    return np.stack((score(Label.MUSCLE, Label.IMAT), score(Label.SAT), score(Label.VAT)), axis=-3)
+    muscle = np.add(p[..., Label.MUSCLE, :, :], p[..., Label.IMAT, :, :], out=out[..., 0, :, :])
+    np.subtract(muscle, other, out=muscle)
+    np.subtract(p[..., Label.SAT, :, :], other, out=out[..., 1, :, :])
+    np.subtract(p[..., Label.VAT, :, :], other, out=out[..., 2, :, :])
+    return out
 
 
 def tissues_from_scores(

@@ -294,14 +294,15 @@ class UNetEngine:
         spacing: tuple[float, float],
         start: int,
         observe: PassObserver | None,
-        reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+        reduce: Callable[..., np.ndarray] | None = None,
     ) -> np.ndarray:
         """The network's probabilities (m, 5, ...) of a batch of slices on the model grid, or their `reduce`.
 
-        `reduce` works pixel by pixel (the refinement's three compartment scores): it runs on the canvas's
-        part of the grid only, and once for the background beyond it. `observe` sees both passes of the
-        batch (its first slice is number `start`) on the model's canvas (the mirrored pass runs for it even
-        without `mirror`), so the quality score reuses this inference instead of running its own.
+        `reduce(probs, out=)` works pixel by pixel (the refinement's three compartment scores): it runs on
+        the canvas's part of the grid only, writing into the result, and once for the background beyond it.
+        `observe` sees both passes of the batch (its first slice is number `start`) on the model's canvas
+        (the mirrored pass runs for it even without `mirror`), so the quality score reuses this inference
+        instead of running its own.
         """
         grid = self.spec.to_model_grid(batch, spacing)
         canvas = self.spec.canvas_shape(grid)
@@ -329,7 +330,10 @@ class UNetEngine:
             if self.mirror:
                 probs = probs + mirrored[i][window]
                 probs *= 0.5
-            out[i][(slice(None), *src)] = reduce(probs) if reduce is not None else probs
+            if reduce is not None:
+                reduce(probs, out=out[i][(slice(None), *src)])
+            else:
+                out[i][(slice(None), *src)] = probs
         return out
 
     def segment(
