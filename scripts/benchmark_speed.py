@@ -4,8 +4,9 @@ Every measurement is a fresh process (imports included), run alternately with it
 noise hits both alike; medians of `--repeats` runs. Printed per series: wall seconds and CPU seconds
 (user+sys) of the bare read (`pydicom.dcmread(f).pixel_array` over the files) and of
 `python -m sarcoscope.cli analyze SERIES -o OUT` with the default engine and options, their ratios, and
-the peak RSS of each. Then `sarcoscope --help` (against `python -c pass`) and the in-process time per 512²
-slice of the threshold and U-Net engines on the real L3 slices (ONNX Runtime session build reported apart).
+the peak RSS of each. Then `sarcoscope --help` (against `python -c pass`) and the time per 512² slice of
+the threshold and U-Net engines on the real L3 slices, each in fresh processes alternating between the
+source trees (ONNX Runtime session build reported apart).
 
 Series: the real JPEG 2000 series in ../shared/data (20 slices, no L3 in it, so analysed with `--slice 10`)
 and synthetic phantom series of 130, 300 and 600 slices of 512² (one 130-slice phantom at 3 mm, resampled
@@ -18,6 +19,7 @@ in z to the other lengths; cached in $TMPDIR/sarcoscope-bench).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -121,36 +123,54 @@ def _help(repeats: int, trees: dict) -> None:
         )
 
 
-def _engines(repeats: int) -> None:
-    """Milliseconds per 512² slice, in process, on the real L3 slices (each engine on all slices at once)."""
-    import numpy as np
+#: One engine timed in a fresh process on the real 512² slices: ms per slice (median of 3 passes), one
+#: slice per call and all slices in one call, and the first call (engine and session build included).
+ENGINE_TIMING = """
+import json, statistics, sys, time
+from pathlib import Path
+import numpy as np
+from sarcoscope.imaging import read_ct
+from sarcoscope.segmentation import get_engine
+vols = [read_ct(p) for p in sorted(Path(sys.argv[2]).glob("*.dcm"))]
+vols = [v for v in vols if v.hu.shape[1:] == (512, 512)]
+t = time.perf_counter()
+engine = get_engine(sys.argv[1])
+engine.segment(vols[0].hu[:1], vols[0].pixel_spacing)
+first = time.perf_counter() - t
+stack = np.concatenate([v.hu for v in vols])
+one, many = [], []
+for _ in range(3):
+    t = time.perf_counter()
+    for v in vols:
+        engine.segment(v.hu, v.pixel_spacing)
+    one.append((time.perf_counter() - t) / len(vols) * 1000)
+    t = time.perf_counter()
+    engine.segment(stack, vols[0].pixel_spacing)
+    many.append((time.perf_counter() - t) / len(vols) * 1000)
+print(json.dumps([statistics.median(one), statistics.median(many), first * 1000, len(vols)]))
+"""
 
-    from sarcoscope.imaging import read_ct
-    from sarcoscope.segmentation import get_engine
 
-    vols = [read_ct(p) for p in sorted(REAL_SLICES.glob("*.dcm"))]
-    vols = [v for v in vols if v.hu.shape[1:] == (512, 512)]
-    print(f"\n{len(vols)} real 512² L3 slices, median of {repeats} passes\n")
-    print(
-        "| engine | ms per slice, one slice per call | ms per slice, all slices in one call |\n|---|---|---|"
-    )
+def _engines(repeats: int, trees: dict) -> None:
+    """Milliseconds per 512² slice on the real L3 slices: each engine in `repeats` fresh processes per source
+    tree, the trees alternating; medians."""
+    runs: dict[tuple[str, str], list[list[float]]] = {}
     for name in ("threshold", "unet"):
-        t = time.perf_counter()
-        engine = get_engine(name)
-        engine.segment(vols[0].hu[:1], vols[0].pixel_spacing)  # builds any session
-        first = time.perf_counter() - t
-        one, many = [], []
-        stack = np.concatenate([v.hu for v in vols])
-        for _ in range(repeats):
-            t = time.perf_counter()
-            for v in vols:
-                engine.segment(v.hu, v.pixel_spacing)
-            one.append((time.perf_counter() - t) / len(vols) * 1000)
-            t = time.perf_counter()
-            engine.segment(stack, vols[0].pixel_spacing)
-            many.append((time.perf_counter() - t) / len(vols) * 1000)
-        print(f"| {name} | {statistics.median(one):.0f} | {statistics.median(many):.0f} |")
-        print(f"|   (first call incl. engine/session build: {first * 1000:.0f} ms) | | |")
+        for r in range(repeats):
+            for k in list(trees) if r % 2 == 0 else list(trees)[::-1]:
+                env = dict(os.environ, PYTHONPATH=trees[k]) if trees[k] else None
+                cmd = [sys.executable, "-c", ENGINE_TIMING, name, str(REAL_SLICES)]
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+                runs.setdefault((name, k), []).append(json.loads(done.stdout))
+    n = int(next(iter(runs.values()))[0][3])
+    print(f"\n{n} real 512² L3 slices, medians of {repeats} alternating processes (3 passes each)\n")
+    print(
+        "| engine | ms per slice, one slice per call | ms per slice, all slices in one call | first call ms |"
+        "\n|---|---|---|---|"
+    )
+    for (name, k), v in runs.items():
+        one, many, first = (statistics.median(x[i] for x in v) for i in range(3))
+        print(f"| {name}{k} | {one:.0f} | {many:.0f} | {first:.0f} |")
 
 
 def main() -> None:
@@ -188,7 +208,7 @@ def main() -> None:
     if not args.no_help:
         _help(args.repeats, trees)
     if not args.no_engines and REAL_SLICES.is_dir():
-        _engines(args.repeats)
+        _engines(args.repeats, trees)
 
 
 def _where() -> str:

@@ -120,6 +120,22 @@ def test_small_radius_morphology_on_the_masks_box_is_the_whole_frames():
     assert checked > 40
 
 
+def test_shifted_copies_erode_and_dilate_as_scipy_also_with_elements_beyond_the_image():
+    from scipy import ndimage as ndi
+
+    from sarcoscope.segmentation.refine import _disk, _shifted
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        mask = rng.random((int(rng.integers(1, 12)), int(rng.integers(1, 12)))) < rng.uniform(0.2, 0.9)
+        spacing = (float(rng.uniform(0.3, 2.0)), float(rng.uniform(0.3, 2.0)))
+        se = _disk(float(rng.uniform(0.1, 4.0)) * min(spacing), spacing)
+        assert se is not None
+        eroded = ndi.binary_erosion(mask, se, border_value=1)
+        np.testing.assert_array_equal(_shifted(mask, se, erode=True), eroded)
+        np.testing.assert_array_equal(_shifted(mask, se, erode=False), ndi.binary_dilation(mask, se))
+
+
 def test_near_mm_is_the_distance_transforms_on_the_whole_frame():
     for mask, spacing, rng in _random_masks(6, 30):
         radius = float(rng.uniform(0.5, 25.0))

@@ -561,10 +561,16 @@ def _row_medians(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 
 def _pseudo_angle(y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """A cheap stand-in for the angle of (y, x) in [0, 2 pi): in [0, 4), one per quadrant, and monotone."""
-    d = np.abs(x) + np.abs(y)
-    q = y / np.where(d > 0, d, 1)
-    return np.where(x >= 0, np.where(y >= 0, q, 4 + q), 2 - q)
+    """A cheap stand-in for the angle of (y, x) in [0, 2 pi): in [0, 4), one per quadrant, and monotone.
+
+    In place in one array (it runs on every pixel of the body's box): y / (|x| + |y|) (0 at the origin),
+    4 + that for x >= 0 > y, 2 - that for x < 0."""
+    q = np.abs(x) + np.abs(y)
+    q[~(q > 0)] = 1
+    np.divide(y, q, out=q)
+    np.add(q, 4, out=q, where=(x >= 0) & (y < 0))
+    np.subtract(2, q, out=q, where=x < 0)
+    return q
 
 
 class _RayGeometry:
@@ -587,9 +593,13 @@ class _RayGeometry:
             + 1.0
         )
         self.radii = np.arange(0.0, extent, self.step_mm)
-        dy = np.sin(self.theta)[:, None] * self.radii[None, :] / spacing[0]
-        dx = np.cos(self.theta)[:, None] * self.radii[None, :] / spacing[1]
-        self.coords = np.stack([centre[0] + dy, centre[1] + dx])
+        # every sample's pixel coordinates (y, x), centre + (sin, cos) * radius / spacing, computed in place:
+        # temporaries and a stacked copy of these 2 x 720 x ~1000 float64 cost more than the arithmetic
+        self.coords = np.empty((2, n, len(self.radii)))
+        for axis, unit in enumerate((np.sin(self.theta), np.cos(self.theta))):
+            np.multiply(unit[:, None], self.radii[None, :], out=self.coords[axis])
+            self.coords[axis] /= spacing[axis]
+            self.coords[axis] += centre[axis]
         # each pixel's offset (mm) from the centre: a column of rows and a row of columns, broadcast
         self._py = ((np.arange(shape[0], dtype=np.float32) - centre[0]) * spacing[0])[:, None]
         self._px = ((np.arange(shape[1], dtype=np.float32) - centre[1]) * spacing[1])[None, :]
@@ -621,7 +631,9 @@ class _RayGeometry:
         # angle (those in the sector, and two more either side for rounding): star masks then need the
         # exact angle only of pixels near their outline
         sectors = 256
-        self._sector = np.minimum(_pseudo_angle(self._py, self._px) * (sectors / 4), sectors - 1).astype(int)
+        angle = _pseudo_angle(self._py, self._px)
+        angle *= sectors / 4
+        self._sector = np.minimum(angle, sectors - 1, out=angle).astype(int)
         ray_angle = _pseudo_angle(np.sin(self.theta), np.cos(self.theta))
         first = np.searchsorted(ray_angle, np.arange(sectors + 1) * (4 / sectors))
         span = np.arange(-3, int(np.diff(first).max()) + 3)
