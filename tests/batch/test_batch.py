@@ -143,6 +143,25 @@ def test_deidentified_failures_name_no_patient_file(tmp_path: Path) -> None:
     assert "Doe" not in (out / "failures.csv").read_text() and "Doe" not in result.output
 
 
+def test_identified_and_deidentified_results_are_not_mixed_in_one_folder(tmp_path: Path) -> None:
+    # one table holding a patient's row under the folder name and under the pseudonym, with the same
+    # measurements, links the two: a de-identified run needs a folder of its own, and so does the reverse
+    sl = make_slice(5, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / "Doe_John")
+    cohort, key = str(tmp_path / "cohort"), ["--secret-file", str(tmp_path / "k")]
+    named, coded = tmp_path / "named", tmp_path / "coded"
+    for out, deid in ((named, []), (coded, ["--deidentify", *key])):
+        assert CliRunner().invoke(app, ["batch", cohort, "-o", str(out), *deid]).exit_code == 0
+    tables = {out: (out / "cohort.csv").read_bytes() for out in (named, coded)}
+    for out, deid, said in (
+        (named, ["--deidentify", *key], "holds results that are not de-identified"),
+        (coded, [], "holds de-identified results"),
+    ):
+        result = CliRunner().invoke(app, ["batch", cohort, "-o", str(out), *deid])
+        assert result.exit_code == 1 and said in " ".join(result.output.split()), result.output
+        assert (out / "cohort.csv").read_bytes() == tables[out] and len(list((out / "cases").iterdir())) == 1
+
+
 def test_a_second_cohort_adds_to_the_tables(tmp_path: Path) -> None:
     for name, seed in (("first", 5), ("second", 6)):
         sl = make_slice(seed, size=192)

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from collections import deque
@@ -124,6 +125,28 @@ def summary_row(case: Case, report: dict[str, Any]) -> dict[str, Any]:
 def deidentified_case(case: Case, policy: DeidentificationPolicy) -> Case:
     """The case under a keyed code instead of its id (ids are often folder names: a name or patient ID)."""
     return replace(case, case_id=f"case-{policy.pseudonymise_text('case', case.case_id)}")
+
+
+#: A case id `deidentified_case` makes.
+DEIDENTIFIED_CASE_ID = re.compile(r"case-[0-9a-f]{12}")
+
+
+def _check_same_kind(out_root: Path, case_ids: set[str], deidentified: bool) -> None:
+    """Refuse a folder holding other cases' results of the other kind (de-identified or not): one table
+    listing a patient under the folder name and under the pseudonym, with the same measurements, links
+    the two."""
+    kept = [
+        r.get("case_id") or "" for name in ("cohort.csv", "failures.csv") for r in _read_csv(out_root / name)
+    ]
+    cases = out_root / "cases"
+    kept += [p.name for p in cases.iterdir() if not p.name.startswith(".")] if cases.is_dir() else []
+    other = {c for c in kept if c not in case_ids and bool(DEIDENTIFIED_CASE_ID.fullmatch(c)) != deidentified}
+    if other:
+        held = "results that are not de-identified" if deidentified else "de-identified results"
+        raise OutputError(
+            f"{out_root} holds {held} ({len(other)} case(s)); give this run a folder of its own: one table "
+            "with both would list a patient under the name and the pseudonym, linking the two."
+        )
 
 
 def analyze_case(
@@ -446,6 +469,7 @@ def run_batch(
         raise OutputError(f"Cannot create the output folder {out_root}: {exc}") from exc
     if deidentification is not None:
         cases = [deidentified_case(case, deidentification) for case in cases]
+    _check_same_kind(out_root, {case.case_id for case in cases}, deidentification is not None)
     kw: dict[str, Any] = {
         "out_root": out_root,
         "engine": engine,
