@@ -162,6 +162,20 @@ def test_identified_and_deidentified_results_are_not_mixed_in_one_folder(tmp_pat
         assert (out / "cohort.csv").read_bytes() == tables[out] and len(list((out / "cases").iterdir())) == 1
 
 
+def test_a_table_write_stopped_midway_leaves_no_copy_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sarcoscope.batch import runner
+
+    def stopped(self: csv.DictWriter, rows: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while cohort.csv is rewritten after a case
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        runner._write_csv_atomic(tmp_path / "cohort.csv", [{"case_id": "Doe_John"}], ["case_id"])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_second_cohort_adds_to_the_tables(tmp_path: Path) -> None:
     for name, seed in (("first", 5), ("second", 6)):
         sl = make_slice(seed, size=192)

@@ -418,12 +418,17 @@ def _check_tables(out_root: Path) -> None:
 
 
 def _write_csv_atomic(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Write the table beside `path` and move it over; a write stopped midway (Ctrl-C, a full disk) leaves
+    no partial copy of the cohort's rows behind."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def run_batch(
