@@ -94,11 +94,21 @@ def test_batch_records_failures_and_resumes(cohort: Path, tmp_path: Path) -> Non
 
 def test_batch_on_local_dask_cluster_matches_local_run(cohort: Path, tmp_path: Path) -> None:
     pytest.importorskip("dask.distributed")
+    psutil = pytest.importorskip("psutil")  # a dependency of dask.distributed
     cases = [c for c in discover_cases(cohort) if c.case_id != "broken"]
     local = run_batch(cases, tmp_path / "local")
-    dask = run_batch(cases, tmp_path / "dask", scheduler="local", workers=2)
+    listening: set[str] = set()
+
+    def look(outcome: object) -> None:  # while the cluster runs: the addresses it listens on
+        found = psutil.Process().net_connections("inet")
+        listening.update(c.laddr.ip for c in found if c.status == psutil.CONN_LISTEN)
+
+    dask = run_batch(cases, tmp_path / "dask", scheduler="local", workers=2, on_outcome=look)
     assert dask.count("done") == 3
     assert _rows(dask.cohort_csv) == _rows(local.cohort_csv)
+    # only the scheduler, for this machine: Dask's dashboard, on every interface by default, showed anyone
+    # on the network the case ids (folder names, often the patient's name) and the workers' logs
+    assert listening == {"127.0.0.1"}
 
 
 def test_batch_cli_exit_code_on_failures(cohort: Path, tmp_path: Path) -> None:

@@ -369,7 +369,11 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
             "Dask is not installed: pip install 'sarcoscope[cluster]' to run on a Dask cluster."
         ) from None
     if scheduler == "local":
-        cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True)
+        # no dashboard: Dask serves it on every interface, without a login, and its pages show the case ids
+        # (folder names, often the patient's name) and the workers' logs
+        cluster = LocalCluster(
+            n_workers=max(1, workers), threads_per_worker=1, processes=True, dashboard_address=None
+        )
         client = Client(cluster)
         client.run(init_worker, worker_threads(workers))  # this machine's cores, shared by its workers
     else:
