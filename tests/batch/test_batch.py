@@ -94,11 +94,21 @@ def test_batch_records_failures_and_resumes(cohort: Path, tmp_path: Path) -> Non
 
 def test_batch_on_local_dask_cluster_matches_local_run(cohort: Path, tmp_path: Path) -> None:
     pytest.importorskip("dask.distributed")
+    psutil = pytest.importorskip("psutil")  # a dependency of dask.distributed
     cases = [c for c in discover_cases(cohort) if c.case_id != "broken"]
     local = run_batch(cases, tmp_path / "local")
-    dask = run_batch(cases, tmp_path / "dask", scheduler="local", workers=2)
+    listening: set[str] = set()
+
+    def look(outcome: object) -> None:  # while the cluster runs: the addresses it listens on
+        found = psutil.Process().net_connections("inet")
+        listening.update(c.laddr.ip for c in found if c.status == psutil.CONN_LISTEN)
+
+    dask = run_batch(cases, tmp_path / "dask", scheduler="local", workers=2, on_outcome=look)
     assert dask.count("done") == 3
     assert _rows(dask.cohort_csv) == _rows(local.cohort_csv)
+    # only the scheduler, for this machine: Dask's dashboard, on every interface by default, showed anyone
+    # on the network the case ids (folder names, often the patient's name) and the workers' logs
+    assert listening == {"127.0.0.1"}
 
 
 def test_batch_cli_exit_code_on_failures(cohort: Path, tmp_path: Path) -> None:
@@ -141,6 +151,39 @@ def test_deidentified_failures_name_no_patient_file(tmp_path: Path) -> None:
     (failure,) = _rows(out / "failures.csv")
     assert "truncated" in failure["error"] and "<input>" in failure["error"]
     assert "Doe" not in (out / "failures.csv").read_text() and "Doe" not in result.output
+
+
+def test_identified_and_deidentified_results_are_not_mixed_in_one_folder(tmp_path: Path) -> None:
+    # one table holding a patient's row under the folder name and under the pseudonym, with the same
+    # measurements, links the two: a de-identified run needs a folder of its own, and so does the reverse
+    sl = make_slice(5, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / "Doe_John")
+    cohort, key = str(tmp_path / "cohort"), ["--secret-file", str(tmp_path / "k")]
+    named, coded = tmp_path / "named", tmp_path / "coded"
+    for out, deid in ((named, []), (coded, ["--deidentify", *key])):
+        assert CliRunner().invoke(app, ["batch", cohort, "-o", str(out), *deid]).exit_code == 0
+    tables = {out: (out / "cohort.csv").read_bytes() for out in (named, coded)}
+    for out, deid, said in (
+        (named, ["--deidentify", *key], "holds results that are not de-identified"),
+        (coded, [], "holds de-identified results"),
+    ):
+        result = CliRunner().invoke(app, ["batch", cohort, "-o", str(out), *deid])
+        assert result.exit_code == 1 and said in " ".join(result.output.split()), result.output
+        assert (out / "cohort.csv").read_bytes() == tables[out] and len(list((out / "cases").iterdir())) == 1
+
+
+def test_a_table_write_stopped_midway_leaves_no_copy_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sarcoscope.batch import runner
+
+    def stopped(self: csv.DictWriter, rows: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while cohort.csv is rewritten after a case
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        runner._write_csv_atomic(tmp_path / "cohort.csv", [{"case_id": "Doe_John"}], ["case_id"])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_second_cohort_adds_to_the_tables(tmp_path: Path) -> None:

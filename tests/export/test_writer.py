@@ -159,6 +159,29 @@ def test_a_rerun_keeps_the_folders_permissions_and_its_link(make_result, tmp_pat
     assert (out / "notes.txt").read_text() == "user file" and _leftovers(tmp_path) == []
 
 
+def test_a_private_folders_new_set_is_private_while_it_is_written(make_result, tmp_path, monkeypatch) -> None:
+    # the new set is written beside the folder, in its parent (often readable by others), and swapped in:
+    # while it is written, and after a kill -9 until the next run, it must be as private as the folder
+    out = tmp_path / "private"
+    out.mkdir(mode=0o700)
+    modes = []
+    write_all = writer_module._write_all
+
+    def spy(result, tmp, *args):
+        modes.append(stat.S_IMODE(tmp.stat().st_mode))
+        return write_all(result, tmp, *args)
+
+    monkeypatch.setattr(writer_module, "_write_all", spy)
+    umask = os.umask(0o022)
+    try:
+        write_outputs(make_result((5,)), out)
+        write_outputs(make_result((5,)), tmp_path / "new")
+    finally:
+        os.umask(umask)
+    assert modes[0] == 0o700 and stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o755  # a new folder: the usual permissions
+
+
 def test_a_rerun_keeps_the_folders_group(make_result, tmp_path) -> None:
     out = tmp_path / "shared"
     out.mkdir()

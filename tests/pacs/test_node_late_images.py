@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -94,3 +95,32 @@ def test_a_fragment_after_the_window_does_not_replace_the_results(series: list[P
         node._on_store(_Received(f))
     node.process_settled(now=3e6)
     assert node.analysed == [uid, uid] and _slices(out) == len(series)
+
+
+def test_images_arriving_during_the_analysis_are_analysed_after_a_restart(
+    series: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sarcoscope.pipeline
+
+    node = _node(tmp_path / "node", late_window=600.0)
+    for f in series[:-20]:
+        node._on_store(_Received(f))
+    analyze = sarcoscope.pipeline.analyze
+
+    def analyze_while_the_scanner_sends(*args: Any, **kwargs: Any) -> Any:
+        result = analyze(*args, **kwargs)
+        for f in series[-20:]:  # they arrive after the analysis read the folder
+            assert node._on_store(_Received(f)) == 0
+        return result
+
+    monkeypatch.setattr(sarcoscope.pipeline, "analyze", analyze_while_the_scanner_sends)
+    node.process_settled(now=1e6)
+    monkeypatch.undo()
+    uid = node.analysed[0]
+    assert _slices(node.results / uid) == len(series) - 20
+    # the node stops before it analyses the series again: started again, it analyses the whole series
+    # instead of keeping results of a part of it and deleting the rest
+    restarted = _node(tmp_path / "node", late_window=600.0)
+    restarted._resume()
+    assert restarted.process_settled(now=time.monotonic() + 1) == 1
+    assert restarted.analysed == [uid] and _slices(restarted.results / uid) == len(series)

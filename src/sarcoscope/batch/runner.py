@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from collections import deque
@@ -124,6 +125,28 @@ def summary_row(case: Case, report: dict[str, Any]) -> dict[str, Any]:
 def deidentified_case(case: Case, policy: DeidentificationPolicy) -> Case:
     """The case under a keyed code instead of its id (ids are often folder names: a name or patient ID)."""
     return replace(case, case_id=f"case-{policy.pseudonymise_text('case', case.case_id)}")
+
+
+#: A case id `deidentified_case` makes.
+DEIDENTIFIED_CASE_ID = re.compile(r"case-[0-9a-f]{12}")
+
+
+def _check_same_kind(out_root: Path, case_ids: set[str], deidentified: bool) -> None:
+    """Refuse a folder holding other cases' results of the other kind (de-identified or not): one table
+    listing a patient under the folder name and under the pseudonym, with the same measurements, links
+    the two."""
+    kept = [
+        r.get("case_id") or "" for name in ("cohort.csv", "failures.csv") for r in _read_csv(out_root / name)
+    ]
+    cases = out_root / "cases"
+    kept += [p.name for p in cases.iterdir() if not p.name.startswith(".")] if cases.is_dir() else []
+    other = {c for c in kept if c not in case_ids and bool(DEIDENTIFIED_CASE_ID.fullmatch(c)) != deidentified}
+    if other:
+        held = "results that are not de-identified" if deidentified else "de-identified results"
+        raise OutputError(
+            f"{out_root} holds {held} ({len(other)} case(s)); give this run a folder of its own: one table "
+            "with both would list a patient under the name and the pseudonym, linking the two."
+        )
 
 
 def analyze_case(
@@ -346,7 +369,11 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
             "Dask is not installed: pip install 'sarcoscope[cluster]' to run on a Dask cluster."
         ) from None
     if scheduler == "local":
-        cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True)
+        # no dashboard: Dask serves it on every interface, without a login, and its pages show the case ids
+        # (folder names, often the patient's name) and the workers' logs
+        cluster = LocalCluster(
+            n_workers=max(1, workers), threads_per_worker=1, processes=True, dashboard_address=None
+        )
         client = Client(cluster)
         client.run(init_worker, worker_threads(workers))  # this machine's cores, shared by its workers
     else:
@@ -395,12 +422,17 @@ def _check_tables(out_root: Path) -> None:
 
 
 def _write_csv_atomic(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Write the table beside `path` and move it over; a write stopped midway (Ctrl-C, a full disk) leaves
+    no partial copy of the cohort's rows behind."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def run_batch(
@@ -446,6 +478,7 @@ def run_batch(
         raise OutputError(f"Cannot create the output folder {out_root}: {exc}") from exc
     if deidentification is not None:
         cases = [deidentified_case(case, deidentification) for case in cases]
+    _check_same_kind(out_root, {case.case_id for case in cases}, deidentification is not None)
     kw: dict[str, Any] = {
         "out_root": out_root,
         "engine": engine,

@@ -139,9 +139,10 @@ def write_outputs(
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         _recover(out_dir)
-        # mkdir (not mkdtemp, which is private 0700) so the final folder gets the user's usual permissions
+        # in the parent, often readable by others: private while written when it replaces a folder (which
+        # gives it its mode at the swap); a new folder gets the user's usual permissions (not mkdtemp's 0700)
         tmp = _sibling(out_dir, "partial")
-        tmp.mkdir()
+        tmp.mkdir(mode=0o700 if out_dir.exists() else 0o777)
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
     try:

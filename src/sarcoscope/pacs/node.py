@@ -8,7 +8,7 @@ the series could not be analysed or its results not sent). A series' images are 
 seconds after a successful analysis (never with `keep_images`): images of it arriving until then make the
 whole series analysed again; images arriving later, fewer than it was analysed with, are refused (a
 fragment is not the series) and kept until the rest is sent again. The series a stopped node left in
-incoming/ (not analysed, or failed) are analysed again when it starts.
+incoming/ (not analysed, failed, or grown while it was analysed) are analysed again when it starts.
 The log names series by their UIDs, never a patient's name, ID or dates.
 """
 
@@ -94,8 +94,8 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
     return sent
 
 
-#: Written into a series' image folder once it is analysed (the number of images): a restarted node then
-#: waits for late images of it instead of analysing it again.
+#: Written into a series' image folder once it is analysed (the number of images it held when the analysis
+#: started): a restarted node then waits for late images of it instead of analysing it again.
 ANALYSED_MARKER = ".analysed"
 
 
@@ -104,6 +104,14 @@ def _slices_analysed(out: Path) -> int | None:
     try:
         return int(json.loads((out / "report.json").read_text(encoding="utf-8"))["input"]["shape_zyx"][0])
     except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _images_marked(marker: Path) -> int | None:
+    """How many images the series held when its analysis started (the marker's count), None if unreadable."""
+    try:
+        return int(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
 
 
@@ -201,8 +209,14 @@ class Node:
                 key = (folder.parent.name, folder.name)
                 marker = folder / ANALYSED_MARKER
                 analysed = marker.stat().st_mtime if marker.is_file() else None
-                images = folder.glob("*.dcm")
-                done = analysed is not None and all(f.stat().st_mtime <= analysed for f in images)
+                images = list(folder.glob("*.dcm"))
+                # analysed with all its images: none arrived during the analysis (the marker counts those
+                # before it) or since (newer than the marker)
+                done = (
+                    analysed is not None
+                    and _images_marked(marker) == len(images)
+                    and all(f.stat().st_mtime <= analysed for f in images)
+                )
                 if done:
                     self._analysed_at[key] = now
                 else:
