@@ -5,6 +5,7 @@ Skips without Orthanc or the shared data."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -82,8 +83,9 @@ def _wait(node: Node, n: int) -> None:
 
 
 def test_received_series_are_analysed_and_results_sent_back(
-    node: Node, orthanc: Orthanc, shared_data: Path
+    node: Node, orthanc: Orthanc, shared_data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     files = ct_files(shared_data)
     single = _single_slice_study(files[1], "sarcoscope-test-node")
     whole = [pydicom.dcmread(f) for f in files]  # 3 slices, 2 mm: too short to find L3, and no --slice
@@ -101,6 +103,8 @@ def test_received_series_are_analysed_and_results_sent_back(
         time.sleep(0.1)
     assert (node.results / single.SeriesInstanceUID / "report.json").is_file()
     assert node.settings.out.stat().st_mode & 0o777 == 0o700  # patient data: owner only
+    # the log names series, not every image (highdicom names each source image making the SEG and SR)
+    assert single.SOPInstanceUID not in caplog.text and single.SeriesInstanceUID in caplog.text
     # a node started again on the same folder analyses what was left in incoming/ (here: fails again)
     restarted = Node(ListenSettings(out=node.settings.out, port=free_port(), settle=0.5, engine="threshold"))
     restarted.start()

@@ -33,8 +33,10 @@ from sarcoscope.pacs.dicomweb import DICOMwebServer, check_uid, parse_dicomweb_r
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 log = logging.getLogger(__name__)
-# pynetdicom logs every association and the received datasets' elements at INFO/DEBUG
+# pynetdicom logs every association and the received datasets' elements at INFO/DEBUG; highdicom names every
+# source image's SOP Instance UID at INFO whenever a SEG or SR is made (the node's log names series only)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 _PEER = re.compile(r"^(?P<aet>[^@\\]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
 
