@@ -182,6 +182,7 @@ def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object
     _, vol = phantom_series
     folder = tmp_path / "Jansen_12345678"
     write_dicom_series(vol.hu, vol.spacing, folder, metadata=CTMetadata(patient_id="12345678"))
+    (folder / "notes.txt").write_text("not DICOM")  # a warning that names the input folder
     out, key = tmp_path / "out", tmp_path / "deid.key"
     result = _invoke(
         "analyze",
@@ -201,6 +202,9 @@ def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object
     report = json.loads((out / "report.json").read_text())
     assert report["deidentification"]["patient_pseudonym"] == pseudonym
     assert "12345678" not in json.dumps(report) and "Jansen" not in json.dumps(report)
+    # nor on the console, often kept in a log: its warnings are the report's
+    assert "skipped 1 file in <input>" in report["warnings"][0]
+    assert "Jansen" not in result.output and "skipped 1 file in <input>" in " ".join(result.output.split())
     seg = pydicom.dcmread(out / "labels.seg.dcm")
     assert seg.PatientID == pseudonym and seg.PatientIdentityRemoved == "YES"
     assert seg.StudyInstanceUID == report["input"]["metadata"]["study_instance_uid"]

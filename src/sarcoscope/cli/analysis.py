@@ -38,7 +38,7 @@ from sarcoscope.fileio import check_output_folder
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 
-def _print_summary(result: Any) -> None:
+def _print_summary(result: Any, warnings: list[str]) -> None:
     from sarcoscope.composition import TissueStats
     from sarcoscope.composition.assessment import reason_parts
     from sarcoscope.segmentation.quality import score_text
@@ -98,7 +98,7 @@ def _print_summary(result: Any) -> None:
         console.print(
             f"Segmentation quality: [bold]{score_text(q.score)}[/] ({verdict}; {', '.join(q.used)})"
         )
-    for w in result.warnings:
+    for w in warnings:
         console.print(f"[yellow]warning:[/] {esc(w)}")
     if result.outputs:
         console.print(
@@ -243,7 +243,10 @@ def analyze(
         if as_json:
             sys.stdout.write(result.outputs["report"].read_text())
         else:
-            _print_summary(result)
+            # de-identified: the warnings as the report has them (no input path, series description...),
+            # since a console is often kept in a log
+            report = json.loads(result.outputs["report"].read_text()) if policy is not None else None
+            _print_summary(result, report["warnings"] if report is not None else result.warnings)
 
     run(body)
 
@@ -289,7 +292,7 @@ def demo(
             result = run_analysis(
                 info["paths"]["dicom"], out_dir=out / "analysis", progress=lambda s: status.update(f"{s}…")
             )
-        _print_summary(result)
+        _print_summary(result, result.warnings)
         truth = info.get("truth", {})
         if "l3_mid_index" in truth:
             console.print(
