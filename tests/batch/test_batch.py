@@ -236,7 +236,9 @@ def test_a_bad_engine_or_cutoff_set_is_refused_once_before_any_case(cohort: Path
     assert result.exit_code == 2 and "--workers" in result.output
 
 
-def test_a_resumed_batch_analyses_again_what_other_settings_made(cohort: Path, tmp_path: Path) -> None:
+def test_a_resumed_batch_analyses_again_what_other_settings_made(
+    cohort: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A case's earlier report made with another engine, cutoff set, patient facts or L3 choice is not this
     run's result: the case is analysed again instead of being kept beside rows made the new way."""
     out = tmp_path / "run"
@@ -267,8 +269,12 @@ def test_a_resumed_batch_analyses_again_what_other_settings_made(cohort: Path, t
     again = run_batch(read_manifest(manifest), hidden, engine="threshold", deidentification=policy)
     assert again.count("skipped") == 2
     manifest.write_text(f"case_id,path,height_cm\nA,{cohort / 'patient1'},180\nB,{cohort / 'patient2'},150\n")
+    caplog.clear()
     taller = run_batch(read_manifest(manifest), hidden, engine="threshold", deidentification=policy)
     assert (taller.count("done"), taller.count("skipped")) == (1, 1)
+    # why, without the patient's height (de-identified: kept out of logs, Dask workers' too)
+    assert "made with another height_m than the manifest gives" in caplog.text
+    assert "1.8" not in caplog.text and "1.9" not in caplog.text
 
 
 def test_tables_that_are_not_ours_and_a_manifest_in_their_place_are_refused(
