@@ -43,3 +43,35 @@ def test_a_large_file_is_one_gzip_member_whatever_the_threads(threads: int) -> N
     # as small as gzip's own at the same level (the primed window keeps matches across chunk borders)
     plain = gzip.compress(data, compresslevel=1, mtime=0)
     assert len(raw) <= len(plain) * 1.01
+
+
+@pytest.mark.parametrize("proc", [True, False], ids=["linux", "without-proc"])
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_write_never_opens_the_umask_to_other_threads(
+    tmp_path, monkeypatch, umask: int, proc: bool
+) -> None:
+    """Reading the umask must not set it to 0 even for a moment: a file another thread of the web server
+    creates then (an upload, a label version) would be writable by everyone."""
+    import os
+
+    from sarcoscope import fileio
+
+    real_umask = os.umask
+    old = real_umask(umask)
+    seen: list[int] = []
+
+    def spy(mask: int) -> int:
+        seen.append(mask)
+        return real_umask(mask)
+
+    monkeypatch.setattr(fileio.os, "umask", spy)
+    if not proc:
+        monkeypatch.setattr(fileio, "_PROC_STATUS", tmp_path / "no-proc")
+    try:
+        fileio.atomic_write_text(tmp_path / "a.txt", "x")
+        mode = (tmp_path / "a.txt").stat().st_mode & 0o777
+    finally:
+        real_umask(old)
+    assert mode == 0o666 & ~umask
+    # every mask set on the way keeps at least the bits of the user's own
+    assert all(mask & umask == umask for mask in seen), [oct(m) for m in seen]

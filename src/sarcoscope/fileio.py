@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -30,9 +31,23 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+    """The process's umask, read without changing it where the system can tell (Linux): setting it to 0 and
+    back, the only portable way, opens a moment in which a file another thread creates (the web server's
+    uploads, label versions) gets mode 0666, writable by everyone."""
+    try:
+        for line in _PROC_STATUS.read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)  # the moment's files are private, not open to everyone
+        os.umask(mask)
     return mask
+
+
+_UMASK_LOCK = threading.Lock()
+_PROC_STATUS = Path("/proc/self/status")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
