@@ -288,7 +288,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     # structure at the midline). Otherwise keep the reading that finds more anchors and clearer discs.
     band = spine.column_band(grid)
     close, wide = (spine.trace_spine(grid, band, s, w) for s, w in _TRACES)
-    bone, pieces = rib_bone(grid, wide), anchors.BoneSlices(grid)
+    bone, pieces = rib_bone(grid, wide), anchors.BoneSlices(grid, anchors.sacrum_bone_hu(grid, close))
     readings = [r for r in (_read(grid, c, wide, bone, pieces) for c in (close, wide)) if r is not None]
     if len(readings) == 2:
         lo, hi = int(readings[1].discs.z[0]), int(np.ceil(readings[1].discs.z[-1]))

@@ -1,0 +1,68 @@
+"""The sacrum's width test on exact geometry: an osteoporotic sacrum (cancellous bone under 150 HU) is as
+wide as a dense one once the bone threshold follows the column's own density."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sarcoscope.level.anchors import (
+    FLOOR_HU,
+    SACRUM_BONE_HU,
+    SACRUM_WIDTH_MM,
+    BoneSlices,
+    column_width,
+    sacrum_bone_hu,
+)
+from sarcoscope.level.spine import SpineTrace, WorkGrid
+
+MM = 2.0  # working-grid pixel (mm)
+
+
+def _sacrum_column(bone_hu: float, n: int = 5) -> tuple[WorkGrid, SpineTrace]:
+    """`n` working slices through a sacrum: a body (40 mm wide) joined to two alae (45 mm each), all of
+    cancellous bone at `bone_hu` in soft tissue at 40 HU; the trace runs through the body's centre."""
+    ny, nx = 80, 120
+    hu = np.full((n, ny, nx), 40.0, dtype=np.float32)
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    cy, cx = 40, 60
+    body = ((xx - cx) / 10.0) ** 2 + ((yy - cy) / 8.0) ** 2 <= 1.0
+    alae = (np.abs(xx - cx) <= 32) & (np.abs(yy - cy - 2) <= 5)
+    hu[:, body | alae] = bone_hu
+    grid = WorkGrid(
+        hu=hu,
+        spacing=(3.0, MM, MM),
+        z_mm=3.0 * np.arange(n),
+        slice_mm=3.0 * np.arange(n),
+        max_gap_mm=3.0,
+    )
+    trace = SpineTrace(
+        cy=np.full(n, cy + 12.0),
+        cx=np.full(n, float(cx)),
+        body_y=np.full(n, float(cy)),
+        body_depth_mm=32.0,
+        strength=np.ones(n),
+    )
+    return grid, trace
+
+
+@pytest.mark.parametrize(
+    ("bone_hu", "threshold"),
+    [(260.0, SACRUM_BONE_HU), (130.0, 0.85 * 130.0), (90.0, FLOOR_HU)],
+    ids=["dense", "osteoporotic", "floor"],
+)
+def test_the_threshold_follows_the_columns_density(bone_hu: float, threshold: float) -> None:
+    grid, trace = _sacrum_column(bone_hu)
+    assert sacrum_bone_hu(grid, trace) == pytest.approx(threshold)
+
+
+def test_an_osteoporotic_sacrum_is_as_wide_as_a_dense_one() -> None:
+    dense_grid, dense_trace = _sacrum_column(260.0)
+    thin_grid, thin_trace = _sacrum_column(130.0)
+    width = 2 * 32 * MM + MM  # the alae's extent
+    dense = column_width(BoneSlices(dense_grid, sacrum_bone_hu(dense_grid, dense_trace)), dense_trace, 2)
+    assert dense == pytest.approx(width) and dense >= SACRUM_WIDTH_MM
+    # at a fixed 150 HU the osteoporotic sacrum is no bone at all
+    assert column_width(BoneSlices(thin_grid), thin_trace, 2) == 0.0
+    thin = column_width(BoneSlices(thin_grid, sacrum_bone_hu(thin_grid, thin_trace)), thin_trace, 2)
+    assert thin == pytest.approx(width)
