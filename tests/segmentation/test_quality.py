@@ -159,6 +159,7 @@ def test_coarse_pixels_are_warned_about() -> None:
     assert coarse_pixel_warning((0.98, 0.98)) is None and coarse_pixel_warning((COARSE_PIXEL_MM,) * 2) is None
     warning = coarse_pixel_warning((3.0, 3.0))
     assert warning is not None and warning.startswith("Pixels of 3 x 3 mm are coarser")
+    assert "mean HU" in warning and "myosteatosis" in warning  # the muscle's HU is measured lower too
     assert coarse_pixel_warning((0.8, 1.6)) is not None  # the coarser direction decides
 
 
