@@ -411,11 +411,11 @@ class DICOMwebServer:
                 "(de-identified results are not pushed back to the source)."
             )
         try:
-            response = self._client.store_instances(datasets=datasets, study_instance_uid=study_uid)
-            answer = response.json() if getattr(response, "content", b"") else {}
+            # the server's answer as a Dataset; 202 Accepted names what it refused in its Failed SOP Sequence
+            answer = self._client.store_instances(datasets=datasets, study_instance_uid=study_uid)
         except (requests.RequestException, ValueError) as exc:
             raise self._error(exc, f"storing the results into study {study_uid}") from None
-        failed = _values(answer, "00081198") if isinstance(answer, dict) else []
+        failed = list(answer.get("FailedSOPSequence") or []) if isinstance(answer, pydicom.Dataset) else []
         if failed:
             raise DICOMwebServerError(
                 f"The DICOMweb server {self.shown} refused {len(failed)} of {len(datasets)} object(s) "
