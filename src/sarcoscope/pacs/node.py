@@ -219,8 +219,9 @@ class Node:
                     and _images_marked(marker) == len(images)
                     and all(f.stat().st_mtime <= analysed for f in images)
                 )
-                if done:
-                    self._analysed_at[key] = now
+                if done:  # kept for late images, then deleted (or kept for good with keep_images)
+                    if not self.settings.keep_images:
+                        self._analysed_at[key] = now
                 else:
                     self._pending[key] = now
         if self._pending:
@@ -310,8 +311,8 @@ class Node:
             self.failed.append(series)
             return
         self.analysed.append(series)
+        marker.write_text(f"{count}\n", encoding="utf-8")  # a restart does not analyse (and send) it again
         if not self.settings.keep_images:
-            marker.write_text(f"{count}\n", encoding="utf-8")
             with self._lock:
                 self._analysed_at[(study, series)] = now
 
