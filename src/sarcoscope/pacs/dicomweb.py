@@ -122,9 +122,9 @@ def is_dicomweb(text: str) -> bool:
 def parse_dicomweb_url(text: str) -> DICOMwebTarget:
     """Split a `dicomweb+http(s)://…/studies/UID[/series/UID]` input; InputError with the form otherwise."""
     match = _URL.match(text)
-    if match is None:
+    if match is None or not _port_readable(match["base"]):
         raise InputError(
-            f"Cannot read the DICOMweb address '{text}': expected "
+            f"Cannot read the DICOMweb address '{shown_url(text)}': expected "
             "dicomweb+http://host:port/prefix/studies/<StudyInstanceUID>[/series/<SeriesInstanceUID>]."
         )
     return DICOMwebTarget(match["base"], match["study"], match["series"])
@@ -133,7 +133,7 @@ def parse_dicomweb_url(text: str) -> DICOMwebTarget:
 def parse_dicomweb_root(text: str) -> str:
     """The server root of `[dicomweb+]http(s)://host:port/prefix` (no /studies/…); InputError otherwise."""
     match = _ROOT.match(text.strip())
-    if match is None or "/studies" in match["base"].split("://", 1)[1]:
+    if match is None or "/studies" in match["base"].split("://", 1)[1] or not _port_readable(match["base"]):
         raise InputError(
             f"Cannot read the DICOMweb server address '{shown_url(text)}': expected "
             "http(s)://host:port/prefix (the DICOMweb root, e.g. http://pacs:8042/dicom-web)."
@@ -141,13 +141,27 @@ def parse_dicomweb_root(text: str) -> str:
     return match["base"]
 
 
+def _port_readable(base: str) -> bool:
+    """Whether the server address has no port or a number for one (urllib raises ValueError otherwise)."""
+    try:
+        _ = urlsplit(base).port
+    except ValueError:
+        return False
+    return True
+
+
 def shown_url(url: str) -> str:
-    """`url` without a password (a server address may carry user:password@ for HTTP basic auth)."""
-    parts = urlsplit(url.removeprefix(SCHEME))
-    if parts.password is None:
+    """`url` without a password (a server address may carry user:password@ for HTTP basic auth); also an
+    address that cannot be read (an error message names it)."""
+    try:
+        parts = urlsplit(url.removeprefix(SCHEME))
+    except ValueError:
+        return "(an unreadable address)"
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return (SCHEME if is_dicomweb(url) else "") + urlunsplit(parts._replace(netloc=netloc))
 
 
 def check_uid(uid: str, what: str) -> str:
