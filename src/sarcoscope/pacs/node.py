@@ -8,7 +8,9 @@ the series could not be analysed or its results not sent). A series' images are 
 seconds after a successful analysis (never with `keep_images`): images of it arriving until then make the
 whole series analysed again; images arriving later, fewer than it was analysed with, are refused (a
 fragment is not the series) and kept until the rest is sent again. The series a stopped node left in
-incoming/ (not analysed, failed, or grown while it was analysed) are analysed again when it starts.
+incoming/ (not analysed, failed, or grown while it was analysed) are analysed again when it starts. A series
+whose images came in an association that was aborted (the sender stopped, the connection dropped) may have
+arrived in part: it is not analysed until it is sent again in an association that ends normally.
 The log names series by their UIDs, never a patient's name, ID or dates.
 """
 
@@ -99,6 +101,10 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
 #: Written into a series' image folder once it is analysed (the number of images it held when the analysis
 #: started): a restarted node then waits for late images of it instead of analysing it again.
 ANALYSED_MARKER = ".analysed"
+#: Written into a series' image folder when an association that sent images of it was aborted (the sender
+#: stopped, the connection dropped): what arrived may be a part of the series, which is not analysed until an
+#: association sending images of it ends normally (the series sent again).
+INTERRUPTED_MARKER = ".interrupted"
 
 
 def _slices_analysed(out: Path) -> int | None:
@@ -159,6 +165,7 @@ class Node:
         )
         self._pending: dict[tuple[str, str], float] = {}
         self._analysed_at: dict[tuple[str, str], float] = {}  # images kept for late arrivals, since
+        self._sending: dict[Any, set[tuple[str, str]]] = {}  # the series each open association sent images of
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._server: Any = None
@@ -186,7 +193,11 @@ class Node:
             self._server = ae.start_server(
                 (self.settings.host, self.settings.port),
                 block=False,
-                evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+                evt_handlers=[
+                    (evt.EVT_C_STORE, self._on_store),
+                    (evt.EVT_RELEASED, self._on_released),
+                    (evt.EVT_ABORTED, self._on_aborted),
+                ],
             )
         except OSError as exc:
             raise SarcoscopeError(
@@ -251,7 +262,35 @@ class Node:
         with self._lock:
             self._pending[(study, series)] = time.monotonic()
             self._analysed_at.pop((study, series), None)  # analysed again, with these images
+            if getattr(event, "assoc", None) is not None:
+                self._sending.setdefault(event.assoc, set()).add((study, series))
         return 0x0000
+
+    def _on_released(self, event: Any) -> None:
+        """An association ended normally: the series it sent images of are whole again (sent again after an
+        aborted association), and analysed once they settle."""
+        with self._lock:
+            sent = self._sending.pop(event.assoc, set())
+            for study, series in sent:
+                interrupted = self.incoming / study / series / INTERRUPTED_MARKER
+                if interrupted.is_file():
+                    interrupted.unlink(missing_ok=True)
+                    self._pending[(study, series)] = time.monotonic()
+
+    def _on_aborted(self, event: Any) -> None:
+        """An association was aborted: the series it sent images of may have arrived in part; they are not
+        analysed until they are sent again."""
+        with self._lock:
+            sent = self._sending.pop(event.assoc, set())
+        for study, series in sorted(sent):
+            try:
+                (self.incoming / study / series / INTERRUPTED_MARKER).touch()
+            except OSError as exc:
+                log.error("cannot mark series %s as received in part: %s", series, exc)
+            log.warning(
+                "series %s: the association sending it was aborted; it is analysed when it is sent again",
+                series,
+            )
 
     # -- analysing ----------------------------------------------------------------------------------
     def process_settled(self, now: float | None = None) -> int:
@@ -285,6 +324,12 @@ class Node:
         marker = images / ANALYSED_MARKER
         try:
             count = len(list(images.glob("*.dcm")))
+            if (images / INTERRUPTED_MARKER).is_file():
+                raise SarcoscopeError(
+                    f"The association sending this series was aborted (the sender stopped or the connection "
+                    f"dropped) after {count} images, which may be a part of it: it is not analysed. Send the "
+                    "series again; it is analysed once that transfer ends normally."
+                )
             earlier = _slices_analysed(out) if not marker.is_file() else None
             if earlier is not None and count < earlier:
                 raise SarcoscopeError(
