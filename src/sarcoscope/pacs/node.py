@@ -349,14 +349,20 @@ class Node:
                 else f"internal error {type(exc).__name__}: {exc}"
             )
             reason = reason.replace(str(images), "the received series")
-            out.mkdir(parents=True, exist_ok=True)
-            error.write_text(reason + "\n", encoding="utf-8")
             log.error("series %s not analysed or not sent: %s", series, reason)
-            marker.unlink(missing_ok=True)  # failed: kept, and analysed again at the next start
             self.failed.append(series)
+            try:  # a full disk or an unwritable folder fails this series, it does not stop the node
+                marker.unlink(missing_ok=True)  # failed: kept, and analysed again at the next start
+                out.mkdir(parents=True, exist_ok=True)
+                error.write_text(reason + "\n", encoding="utf-8")
+            except OSError as why:
+                log.error("series %s: cannot write its error.txt: %s", series, why.strerror or why)
             return
         self.analysed.append(series)
-        marker.write_text(f"{count}\n", encoding="utf-8")  # a restart does not analyse (and send) it again
+        try:
+            marker.write_text(f"{count}\n", encoding="utf-8")  # a restart does not analyse (send) it again
+        except OSError as why:
+            log.error("series %s: cannot mark it analysed (%s); a restart analyses it again", series, why)
         if not self.settings.keep_images:
             with self._lock:
                 self._analysed_at[(study, series)] = now
