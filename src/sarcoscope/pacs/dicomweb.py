@@ -287,6 +287,11 @@ class DICOMwebServer:
         self._client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=500)
 
     def _error(self, exc: Exception, what: str) -> DICOMwebServerError:
+        # dicomweb-client gives up retrying a busy server (429, 503, 504) with retrying's RetryError, whose
+        # last attempt holds the server's last answer
+        last = getattr(getattr(exc, "last_attempt", None), "value", None)
+        if isinstance(last, requests.Response):
+            exc = requests.HTTPError(response=last)
         if isinstance(exc, requests.HTTPError) and exc.response is not None:
             status = exc.response.status_code
             return DICOMwebServerError(
@@ -388,6 +393,8 @@ class DICOMwebServer:
         if expected is None:
             listed = (s.n_instances for s in self.series(study_uid) if s.series_uid == series_uid)
             expected = next(listed, None)
+        from retrying import RetryError  # dicomweb-client's retries (imported with it)
+
         folder.mkdir(parents=True, exist_ok=True)
         count = total = 0
         try:
@@ -400,7 +407,7 @@ class DICOMwebServer:
                         f"Series {series_uid} is larger than this server accepts "
                         f"({max_bytes / 1024**2:.2f} MiB); ask the administrator to raise --max-upload-mb."
                     )
-        except (requests.RequestException, ValueError) as exc:
+        except (requests.RequestException, ValueError, RetryError) as exc:
             raise self._error(exc, f"the retrieval of series {series_uid}") from None
         if count == 0:
             raise DICOMwebServerError(
@@ -424,10 +431,12 @@ class DICOMwebServer:
                 f"Not storing {len(foreign)} object(s) on {self.shown}: not in study {study_uid} "
                 "(de-identified results are not pushed back to the source)."
             )
+        from retrying import RetryError  # dicomweb-client's retries (imported with it)
+
         try:
             # the server's answer as a Dataset; 202 Accepted names what it refused in its Failed SOP Sequence
             answer = self._client.store_instances(datasets=datasets, study_instance_uid=study_uid)
-        except (requests.RequestException, ValueError) as exc:
+        except (requests.RequestException, ValueError, RetryError) as exc:
             raise self._error(exc, f"storing the results into study {study_uid}") from None
         failed = list(answer.get("FailedSOPSequence") or []) if isinstance(answer, pydicom.Dataset) else []
         if failed:
