@@ -44,7 +44,7 @@ def _reference(ds: pydicom.Dataset, failure: int | None = None) -> dict:
 
 
 @contextmanager
-def _stow(status: int, answer: dict) -> Iterator[str]:
+def _stow(status: int, answer: object) -> Iterator[str]:
     """A STOW-RS endpoint that reads the request and sends `answer` (DICOM JSON) with `status`."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -83,3 +83,9 @@ def test_a_store_accepted_whole_counts_every_object() -> None:
     seg, sr = _dataset(1), _dataset(2)
     with _stow(200, {"00081199": {"vr": "SQ", "Value": [_reference(seg), _reference(sr)]}}) as url:
         assert DICOMwebServer(url).store(STUDY, [seg, sr]) == 2
+
+
+@pytest.mark.parametrize("answer", [[], {"00081198": {"vr": "SQ", "Value": "none"}}, {"stored": 2}])
+def test_an_answer_that_is_not_dicom_json_is_a_clear_error(answer: object) -> None:
+    with _stow(200, answer) as url, pytest.raises(DICOMwebServerError, match="unreadable answer to storing"):
+        DICOMwebServer(url).store(STUDY, [_dataset(1)])

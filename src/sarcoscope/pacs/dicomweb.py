@@ -436,7 +436,8 @@ class DICOMwebServer:
         try:
             # the server's answer as a Dataset; 202 Accepted names what it refused in its Failed SOP Sequence
             answer = self._client.store_instances(datasets=datasets, study_instance_uid=study_uid)
-        except (requests.RequestException, ValueError, RetryError) as exc:
+        except (requests.RequestException, ValueError, RetryError, TypeError, AttributeError) as exc:
+            # TypeError, AttributeError: pydicom reading an answer that is JSON but not DICOM JSON
             raise self._error(exc, f"storing the results into study {study_uid}") from None
         failed = list(answer.get("FailedSOPSequence") or []) if isinstance(answer, pydicom.Dataset) else []
         if failed:
