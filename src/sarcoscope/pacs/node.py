@@ -10,7 +10,9 @@ whole series analysed again; images arriving later, fewer than it was analysed w
 fragment is not the series) and kept until the rest is sent again. The series a stopped node left in
 incoming/ (not analysed, failed, or grown while it was analysed) are analysed again when it starts. A series
 whose images came in an association that was aborted (the sender stopped, the connection dropped) may have
-arrived in part: it is not analysed until it is sent again in an association that ends normally.
+arrived in part: it is not analysed until it is sent again in an association that ends normally. Results
+that could not be sent (the PACS down or refusing) are kept and sent again, as they are, `retry_send`
+seconds later and when the node starts.
 The log names series by their UIDs, never a patient's name, ID or dates.
 """
 
@@ -105,6 +107,10 @@ ANALYSED_MARKER = ".analysed"
 #: stopped, the connection dropped): what arrived may be a part of the series, which is not analysed until an
 #: association sending images of it ends normally (the series sent again).
 INTERRUPTED_MARKER = ".interrupted"
+#: Written into a series' image folder when its results could not be sent (the number of images analysed):
+#: they are sent again, as they are, every `retry_send` seconds and by a restarted node; a series made anew
+#: would get new UIDs, and the objects the PACS took before would be there twice.
+UNSENT_MARKER = ".unsent"
 
 
 def _slices_analysed(out: Path) -> int | None:
@@ -121,6 +127,15 @@ def _images_marked(marker: Path) -> int | None:
         return int(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _unchanged_since(marker: Path, images: list[Path]) -> bool:
+    """Whether the series' images are those `marker` counted: none arrived during the analysis (the marker
+    counts those before it) or since (newer than the marker)."""
+    if not marker.is_file():
+        return False
+    written = marker.stat().st_mtime
+    return _images_marked(marker) == len(images) and all(f.stat().st_mtime <= written for f in images)
 
 
 @dataclass
@@ -141,6 +156,8 @@ class ListenSettings:
     keep_images: bool = False
     #: Seconds an analysed series' images are kept for late images of it (a scanner pausing mid-series).
     late_window: float = 600.0
+    #: Seconds after which results that could not be sent (the PACS down or refusing) are sent again.
+    retry_send: float = 300.0
 
 
 class Node:
@@ -166,6 +183,7 @@ class Node:
         self._pending: dict[tuple[str, str], float] = {}
         self._analysed_at: dict[tuple[str, str], float] = {}  # images kept for late arrivals, since
         self._sending: dict[Any, set[tuple[str, str]]] = {}  # the series each open association sent images of
+        self._unsent: dict[tuple[str, str], tuple[float, int]] = {}  # not sent: since, images analysed
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._server: Any = None
@@ -213,30 +231,30 @@ class Node:
 
     def _resume(self) -> None:
         """Queue the series a stopped node left in incoming/ (received, not yet analysed or failed); those
-        analysed with every image they hold wait for late images again, then are deleted."""
+        analysed with every image they hold wait for late images again, then are deleted; results that were
+        not sent are sent again."""
+        from sarcoscope.export.writer import dicom_result_files
+
         now = time.monotonic()
         with self._lock:
             for folder in sorted(self.incoming.glob("*/*")):
                 if not (folder.is_dir() and any(folder.glob("*.dcm"))):
                     continue
                 key = (folder.parent.name, folder.name)
-                marker = folder / ANALYSED_MARKER
-                analysed = marker.stat().st_mtime if marker.is_file() else None
                 images = list(folder.glob("*.dcm"))
-                # analysed with all its images: none arrived during the analysis (the marker counts those
-                # before it) or since (newer than the marker)
-                done = (
-                    analysed is not None
-                    and _images_marked(marker) == len(images)
-                    and all(f.stat().st_mtime <= analysed for f in images)
-                )
-                if done:  # kept for late images, then deleted (or kept for good with keep_images)
+                unsent = folder / UNSENT_MARKER
+                if _unchanged_since(unsent, images) and dicom_result_files(self.results / folder.name):
+                    self._unsent[key] = (now - self.settings.retry_send, len(images))  # sent at once
+                elif _unchanged_since(folder / ANALYSED_MARKER, images):
+                    # analysed with all its images: kept for late images, then deleted (or kept for good)
                     if not self.settings.keep_images:
                         self._analysed_at[key] = now
                 else:
                     self._pending[key] = now
         if self._pending:
             log.info("%d series received before a restart are queued again", len(self._pending))
+        if self._unsent:
+            log.info("%d series' results not sent before a restart are sent again", len(self._unsent))
 
     def _on_store(self, event: Any) -> int:
         """Write one received CT image into incoming/ (atomically) and note when its series last grew."""
@@ -262,6 +280,7 @@ class Node:
         with self._lock:
             self._pending[(study, series)] = time.monotonic()
             self._analysed_at.pop((study, series), None)  # analysed again, with these images
+            self._unsent.pop((study, series), None)  # and its new results sent
             if getattr(event, "assoc", None) is not None:
                 self._sending.setdefault(event.assoc, set()).add((study, series))
         return 0x0000
@@ -303,8 +322,13 @@ class Node:
             expired = [k for k, t in self._analysed_at.items() if now - t >= self.settings.late_window]
             for key in expired:
                 del self._analysed_at[key]
+            unsent = [(k, n) for k, (t, n) in self._unsent.items() if now - t >= self.settings.retry_send]
+            for key, _ in unsent:
+                del self._unsent[key]
         for study, series in ready:
             self._analyse(study, series, now)
+        for (study, series), count in unsent:
+            self._deliver(study, series, count, now)
         for study, series in expired:
             self._delete_images(self.incoming / study / series)
         return len(ready)
@@ -315,7 +339,6 @@ class Node:
             images.parent.rmdir()
 
     def _analyse(self, study: str, series: str, now: float) -> None:
-        from sarcoscope.export.writer import dicom_result_files
         from sarcoscope.pipeline import analyze
 
         images = self.incoming / study / series
@@ -323,6 +346,7 @@ class Node:
         error = out / "error.txt"
         marker = images / ANALYSED_MARKER
         try:
+            (images / UNSENT_MARKER).unlink(missing_ok=True)  # results made anew replace those not sent
             count = len(list(images.glob("*.dcm")))
             if (images / INTERRUPTED_MARKER).is_file():
                 raise SarcoscopeError(
@@ -341,23 +365,55 @@ class Node:
             log.info("series %s: %d images received; analysing", series, count)
             analyze(images, out_dir=out, engine=self.settings.engine)
             error.unlink(missing_ok=True)
-            self._send(study, series, dicom_result_files(out))
         except Exception as exc:  # one bad series must not stop the node
-            reason = (
-                str(exc)
-                if isinstance(exc, SarcoscopeError)
-                else f"internal error {type(exc).__name__}: {exc}"
-            )
-            reason = reason.replace(str(images), "the received series")
-            log.error("series %s not analysed or not sent: %s", series, reason)
-            self.failed.append(series)
-            try:  # a full disk or an unwritable folder fails this series, it does not stop the node
-                marker.unlink(missing_ok=True)  # failed: kept, and analysed again at the next start
-                out.mkdir(parents=True, exist_ok=True)
-                error.write_text(reason + "\n", encoding="utf-8")
-            except OSError as why:
-                log.error("series %s: cannot write its error.txt: %s", series, why.strerror or why)
+            self._failed(study, series, exc)
             return
+        self._deliver(study, series, count, now)
+
+    def _failed(self, study: str, series: str, exc: Exception, then: str = "") -> None:
+        """Log why a series was not analysed or sent, and write it into its error.txt."""
+        images = self.incoming / study / series
+        reason = (
+            str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
+        )
+        reason = reason.replace(str(images), "the received series") + then
+        log.error("series %s not analysed or not sent: %s", series, reason)
+        self.failed.append(series)
+        out = self.results / series
+        try:  # a full disk or an unwritable folder fails this series, it does not stop the node
+            (images / ANALYSED_MARKER).unlink(missing_ok=True)  # failed: kept, and analysed again at start
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "error.txt").write_text(reason + "\n", encoding="utf-8")
+        except OSError as why:
+            log.error("series %s: cannot write its error.txt: %s", series, why.strerror or why)
+
+    def _deliver(self, study: str, series: str, count: int, now: float) -> None:
+        """Send the series' results (analysed with `count` images). Those that cannot be sent are kept and
+        sent again, as they are, `retry_send` seconds later (a restarted node sends them at once)."""
+        from sarcoscope.export.writer import dicom_result_files
+
+        images = self.incoming / study / series
+        out = self.results / series
+        unsent = images / UNSENT_MARKER
+        marker = images / ANALYSED_MARKER
+        try:
+            self._send(study, series, dicom_result_files(out))
+        except Exception as exc:
+            again = f" The results are sent again in {self.settings.retry_send:g} s."
+            self._failed(study, series, exc, again)
+            try:
+                unsent.write_text(f"{count}\n", encoding="utf-8")
+            except OSError as why:
+                log.error("series %s: cannot mark its results as not sent: %s", series, why.strerror or why)
+            with self._lock:
+                if (study, series) not in self._pending:  # new images: analysed again instead
+                    self._unsent[(study, series)] = (now, count)
+            return
+        try:
+            unsent.unlink(missing_ok=True)
+            (out / "error.txt").unlink(missing_ok=True)
+        except OSError as why:
+            log.error("series %s: %s", series, why)
         self.analysed.append(series)
         try:
             marker.write_text(f"{count}\n", encoding="utf-8")  # a restart does not analyse (send) it again
