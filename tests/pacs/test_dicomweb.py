@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import highdicom as hd
@@ -109,3 +109,45 @@ def test_unknown_study_and_unreachable_server_are_clear_errors(orthanc: str, tmp
     assert unreachable.exit_code == 1 and "Cannot reach the DICOMweb server" in " ".join(
         unreachable.output.split()
     )
+
+
+def test_a_full_disk_during_the_retrieval_is_a_clear_error(
+    orthanc: str,
+    uploaded: tuple[str, list[Path]],
+    tmp_path: Path,
+    small_disk: Path,
+    fill_disk: Callable[[Path], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tempfile
+
+    study, _ = uploaded
+    monkeypatch.setattr(tempfile, "tempdir", str(small_disk))  # analyze retrieves into a temporary folder
+    fill_disk(small_disk)
+    url = f"dicomweb+{orthanc}/dicom-web/studies/{study}"
+    result = runner.invoke(app, ["analyze", url, "-o", str(tmp_path / "out"), "--engine", "threshold"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "internal error" not in text
+    assert "Cannot write the series retrieved from the DICOMweb server" in text and "No space left" in text
+
+
+def test_a_full_disk_during_an_import_in_the_web_app_is_a_clear_error(
+    orthanc: str, uploaded: tuple[str, list[Path]], small_disk: Path, fill_disk: Callable[[Path], Path]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from sarcoscope.web import WebSettings, create_app
+
+    study, _ = uploaded
+    app = create_app(WebSettings(data_dir=small_disk / "data", dicomweb_url=f"{orthanc}/dicom-web"))
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            (listed,) = [
+                s for s in client.get(f"/api/pacs/studies/{study}/series").json() if s["modality"] == "CT"
+            ]
+            fill_disk(small_disk)
+            got = client.post(f"/api/pacs/studies/{study}/series/{listed['series_uid']}/import")
+            assert got.status_code == 507 and "No space left" in got.json()["detail"]
+            assert str(small_disk) not in got.json()["detail"]  # not the server's folders
+    finally:
+        app.state.ctx.store.close()

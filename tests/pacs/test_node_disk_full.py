@@ -6,9 +6,8 @@ cannot be mounted (not root)."""
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -29,34 +28,8 @@ class _Received:
         return self._raw
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True, check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
-
-
-def _fill(disk: Path) -> Path:
-    with (disk / "filler").open("wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError:
-            pass
-    return disk / "filler"
-
-
 def test_a_full_disk_fails_the_series_and_the_node_goes_on(
-    small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    small_disk: Path, fill_disk: Callable[[Path], Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     write_phantom(tmp_path / "phantom", seed=2, shape_xy=96, slice_thickness_mm=5.0)
@@ -67,7 +40,7 @@ def test_a_full_disk_fails_the_series_and_the_node_goes_on(
     for f in files:
         assert node._on_store(_Received(f)) == 0
     uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
-    filler = _fill(small_disk)
+    filler = fill_disk(small_disk)
     other = _Received(files[0])
     other.dataset.StudyInstanceUID = other.dataset.SeriesInstanceUID = "1.2.3.4"  # its folder cannot be made
     assert node._on_store(other) == 0xA700  # out of resources: the sender keeps it and tries again later

@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import pydicom
 import requests
 
-from sarcoscope.errors import InputError
+from sarcoscope.errors import InputError, OutputError
 
 SCHEME = "dicomweb+"
 _URL = re.compile(
@@ -409,6 +409,11 @@ class DICOMwebServer:
                     )
         except (requests.RequestException, ValueError, RetryError) as exc:
             raise self._error(exc, f"the retrieval of series {series_uid}") from None
+        except OSError as exc:  # the folder is on a full disk, or not writable
+            raise OutputError(
+                f"Cannot write the series retrieved from the DICOMweb server {self.shown} into {folder}: "
+                f"{exc.strerror or exc}."
+            ) from None
         if count == 0:
             raise DICOMwebServerError(
                 f"The DICOMweb server {self.shown} returned no instances of series {series_uid}.", 404
