@@ -68,7 +68,7 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
     """Send DICOM files to `peer` by C-STORE in one association; return how many it accepted.
 
     Any refusal (association, presentation context or a non-success status) is an InputError."""
-    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import AE
 
     datasets = [pydicom.dcmread(p) for p in paths]
@@ -87,6 +87,13 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
         raise InputError(f"The DICOM node {where} refused the association (or cannot be reached).")
     sent = 0
     try:
+        # a set is sent whole or not at all: a peer that does not take one of its objects (many PACS take
+        # no SEG) is told before anything goes out
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        refused = sorted({str(ds.SOPClassUID) for ds in datasets} - accepted)
+        if refused:
+            names = ", ".join(UID(uid).name for uid in refused)
+            raise InputError(f"The DICOM node {where} does not accept {names}; nothing was sent.")
         for ds in datasets:
             status = assoc.send_c_store(ds)
             code = int(getattr(status, "Status", -1)) if status else -1
