@@ -6,8 +6,9 @@ The output folder (owner-only) holds `incoming/<StudyUID>/<SeriesUID>/<SOPInstan
 written atomically) and `results/<SeriesUID>/` (the files `sarcoscope analyze` writes; `error.txt` when
 the series could not be analysed or its results not sent). A series' images are deleted `late_window`
 seconds after a successful analysis (never with `keep_images`): images of it arriving until then make the
-whole series analysed again; images arriving later, fewer than it was analysed with, are refused (a
-fragment is not the series) and kept until the rest is sent again. The series a stopped node left in
+whole series analysed again (the same images sent again, then or later, leave results that were sent as
+they are); images arriving later, fewer than it was analysed with, are refused (a fragment is not the
+series) and kept until the rest is sent again. The series a stopped node left in
 incoming/ (not analysed, failed, or grown while it was analysed) are analysed again when it starts. A series
 whose images came in an association that was aborted (the sender stopped, the connection dropped) may have
 arrived in part: it is not analysed until it is sent again in an association that ends normally. Results
@@ -18,6 +19,7 @@ The log names series by their UIDs, never a patient's name, ID or dates.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -118,6 +120,10 @@ INTERRUPTED_MARKER = ".interrupted"
 #: they are sent again, as they are, every `retry_send` seconds and by a restarted node; a series made anew
 #: would get new UIDs, and the objects the PACS took before would be there twice.
 UNSENT_MARKER = ".unsent"
+#: Written into a series' results folder once they are sent: which images (their SOP Instance UIDs, digested)
+#: they were made from (`.sources-unsent` until then). The same images sent again (a routing rule firing
+#: twice, a resend) leave the results as they are, instead of sending a second set (new UIDs) into the PACS.
+SOURCES = ".sources"
 
 
 def _slices_analysed(out: Path) -> int | None:
@@ -134,6 +140,12 @@ def _images_marked(marker: Path) -> int | None:
         return int(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _sources(images: Path) -> str:
+    """A digest of the images a series' folder holds (their file names are their SOP Instance UIDs)."""
+    names = sorted(p.name for p in images.glob("*.dcm"))
+    return f"{hashlib.sha256(chr(10).join(names).encode()).hexdigest()} {len(names)}\n"
 
 
 def _unchanged_since(marker: Path, images: list[Path]) -> bool:
@@ -352,9 +364,16 @@ class Node:
         out = self.results / series
         error = out / "error.txt"
         marker = images / ANALYSED_MARKER
+        sources, unsent_sources = out / SOURCES, out / f"{SOURCES}-unsent"
         try:
+            count, made_from = len(list(images.glob("*.dcm"))), _sources(images)
+            if sources.is_file() and sources.read_text(encoding="utf-8") == made_from:
+                log.info("series %s: the %d images its results were made from and sent, again", series, count)
+                self._analysed_again(study, series, count, now)
+                return
+            sources.unlink(missing_ok=True)
+            unsent_sources.unlink(missing_ok=True)
             (images / UNSENT_MARKER).unlink(missing_ok=True)  # results made anew replace those not sent
-            count = len(list(images.glob("*.dcm")))
             if (images / INTERRUPTED_MARKER).is_file():
                 raise SarcoscopeError(
                     f"The association sending this series was aborted (the sender stopped or the connection "
@@ -372,6 +391,7 @@ class Node:
             log.info("series %s: %d images received; analysing", series, count)
             analyze(images, out_dir=out, engine=self.settings.engine)
             error.unlink(missing_ok=True)
+            unsent_sources.write_text(made_from, encoding="utf-8")  # SOURCES once they are sent
         except Exception as exc:  # one bad series must not stop the node
             self._failed(study, series, exc)
             return
@@ -402,7 +422,6 @@ class Node:
         images = self.incoming / study / series
         out = self.results / series
         unsent = images / UNSENT_MARKER
-        marker = images / ANALYSED_MARKER
         try:
             self._send(study, series, dicom_result_files(out))
         except Exception as exc:
@@ -419,11 +438,18 @@ class Node:
         try:
             unsent.unlink(missing_ok=True)
             (out / "error.txt").unlink(missing_ok=True)
+            if (out / f"{SOURCES}-unsent").is_file():
+                os.replace(out / f"{SOURCES}-unsent", out / SOURCES)
         except OSError as why:
             log.error("series %s: %s", series, why)
         self.analysed.append(series)
+        self._analysed_again(study, series, count, now)
+
+    def _analysed_again(self, study: str, series: str, count: int, now: float) -> None:
+        """Mark the series' images as analysed: kept `late_window` seconds for late images, not analysed
+        (nor sent) again by a restarted node."""
         try:
-            marker.write_text(f"{count}\n", encoding="utf-8")  # a restart does not analyse (send) it again
+            (self.incoming / study / series / ANALYSED_MARKER).write_text(f"{count}\n", encoding="utf-8")
         except OSError as why:
             log.error("series %s: cannot mark it analysed (%s); a restart analyses it again", series, why)
         if not self.settings.keep_images:
