@@ -73,3 +73,25 @@ def test_a_series_from_an_aborted_association_is_not_analysed_until_sent_again(
     assert node.analysed == [uid] and not (node.results / uid / "error.txt").exists()
     report = json.loads((node.results / uid / "report.json").read_text())
     assert report["input"]["shape_zyx"][0] == len(series)
+
+
+def test_a_study_resumed_after_an_abort_is_analysed_whole(
+    node: Node, series: list[pydicom.Dataset], tmp_path: Path
+) -> None:
+    """A PACS sends a study's series in one association and, after an abort in the second, resumes where it
+    stopped (Orthanc's retried store job): the first series, complete before the abort and not sent again,
+    is analysed too, once the study's transfer ends normally."""
+    write_phantom(tmp_path / "second", seed=1, shape_xy=96, slice_thickness_mm=5.0)
+    second = [pydicom.dcmread(f) for f in sorted((tmp_path / "second" / "dicom").glob("*.dcm"))]
+    for ds in second:  # the same patient's study
+        ds.StudyInstanceUID, ds.PatientID = series[0].StudyInstanceUID, series[0].PatientID
+    first_uid, second_uid = str(series[0].SeriesInstanceUID), str(second[0].SeriesInstanceUID)
+    half = len(second) // 2
+    _send(node, [*series, *second[:half]], abort=True)
+    node.process_settled(now=time.monotonic() + 1)
+    assert node.analysed == [] and sorted(node.failed) == sorted([first_uid, second_uid])
+    _send(node, second[half:], abort=False)  # the rest of the study
+    node.process_settled(now=time.monotonic() + 1)
+    assert sorted(node.analysed) == sorted([first_uid, second_uid])
+    report = json.loads((node.results / second_uid / "report.json").read_text())
+    assert report["input"]["shape_zyx"][0] == len(second)

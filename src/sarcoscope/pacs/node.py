@@ -11,9 +11,9 @@ they are); images arriving later, fewer than it was analysed with, are refused (
 series) and kept until the rest is sent again. The series a stopped node left in
 incoming/ (not analysed, failed, or grown while it was analysed) are analysed again when it starts. A series
 whose images came in an association that was aborted (the sender stopped, the connection dropped) may have
-arrived in part: it is not analysed until it is sent again in an association that ends normally. Results
-that could not be sent (the PACS down or refusing) are kept and sent again, as they are, `retry_send`
-seconds later and when the node starts.
+arrived in part: it is not analysed until images of its study are sent again in an association that ends
+normally. Results that could not be sent (the PACS down or refusing) are kept and sent again, as they are,
+`retry_send` seconds later and when the node starts.
 The log names series by their UIDs, never a patient's name, ID or dates.
 """
 
@@ -114,7 +114,7 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
 ANALYSED_MARKER = ".analysed"
 #: Written into a series' image folder when an association that sent images of it was aborted (the sender
 #: stopped, the connection dropped): what arrived may be a part of the series, which is not analysed until an
-#: association sending images of it ends normally (the series sent again).
+#: association sending images of its study ends normally (the study sent again, or resumed).
 INTERRUPTED_MARKER = ".interrupted"
 #: Written into a series' image folder when its results could not be sent (the number of images analysed):
 #: they are sent again, as they are, every `retry_send` seconds and by a restarted node; a series made anew
@@ -305,15 +305,15 @@ class Node:
         return 0x0000
 
     def _on_released(self, event: Any) -> None:
-        """An association ended normally: the series it sent images of are whole again (sent again after an
-        aborted association), and analysed once they settle."""
+        """An association ended normally: the studies it sent images of are whole again (sent again, or
+        resumed where an aborted association stopped, as Orthanc's retried jobs do: the series complete
+        before the abort are not sent again), and their series are analysed once they settle."""
         with self._lock:
             sent = self._sending.pop(event.assoc, set())
-            for study, series in sent:
-                interrupted = self.incoming / study / series / INTERRUPTED_MARKER
-                if interrupted.is_file():
+            for study in {study for study, _ in sent}:
+                for interrupted in (self.incoming / study).glob(f"*/{INTERRUPTED_MARKER}"):
                     interrupted.unlink(missing_ok=True)
-                    self._pending[(study, series)] = time.monotonic()
+                    self._pending[(study, interrupted.parent.name)] = time.monotonic()
 
     def _on_aborted(self, event: Any) -> None:
         """An association was aborted: the series it sent images of may have arrived in part; they are not
@@ -378,7 +378,7 @@ class Node:
                 raise SarcoscopeError(
                     f"The association sending this series was aborted (the sender stopped or the connection "
                     f"dropped) after {count} images, which may be a part of it: it is not analysed. Send the "
-                    "series again; it is analysed once that transfer ends normally."
+                    "series again; it is analysed once a transfer of its study ends normally."
                 )
             earlier = _slices_analysed(out) if not marker.is_file() else None
             if earlier is not None and count < earlier:
