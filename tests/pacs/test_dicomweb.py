@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from orthanc_server import ct_files, free_port, start_orthanc
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError
-from sarcoscope.pacs.dicomweb import parse_dicomweb_url
+from sarcoscope.pacs.dicomweb import fetch_series, parse_dicomweb_url
 
 runner = CliRunner()
 
@@ -151,3 +151,30 @@ def test_a_full_disk_during_an_import_in_the_web_app_is_a_clear_error(
             assert str(small_disk) not in got.json()["detail"]  # not the server's folders
     finally:
         app.state.ctx.store.close()
+
+
+def test_a_jpeg_2000_series_is_retrieved_as_stored(orthanc: str, shared_data: Path, tmp_path: Path) -> None:
+    """Orthanc without its GDCM plugin cannot transcode JPEG 2000: asked for Explicit VR Little Endian, it
+    answered the retrieval with HTTP 500. The series is asked for as stored (transfer-syntax=*), and read
+    here. The real JPEG 2000 series, with the UIDs its anonymisation removed, stored in Orthanc."""
+    from pydicom.uid import JPEG2000Lossless, generate_uid
+
+    study, series = generate_uid(entropy_srcs=["j2k", "study"]), generate_uid(entropy_srcs=["j2k", "series"])
+    source = sorted((shared_data / "real" / "dicom_series" / "ts_thoracoabdominal_j2k").iterdir())
+    for i, f in enumerate(source):
+        ds = pydicom.dcmread(f)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=["j2k", str(i)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        buffer = pydicom.filebase.DicomBytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        requests.post(f"{orthanc}/instances", data=buffer.getvalue(), timeout=30).raise_for_status()
+    got = tmp_path / "got"
+    fetch_series(f"dicomweb+{orthanc}/dicom-web/studies/{study}/series/{series}", got)
+    retrieved = [pydicom.dcmread(f) for f in sorted(got.glob("*.dcm"))]
+    assert len(retrieved) == len(source)
+    assert {str(ds.file_meta.TransferSyntaxUID) for ds in retrieved} == {JPEG2000Lossless}
+    url = f"dicomweb+{orthanc}/dicom-web/studies/{study}"
+    args = ["analyze", url, "-o", str(tmp_path / "out"), "--slice", "10", "--engine", "threshold"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output

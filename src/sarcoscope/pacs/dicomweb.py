@@ -398,7 +398,12 @@ class DICOMwebServer:
         folder.mkdir(parents=True, exist_ok=True)
         count = total = 0
         try:
-            for count, ds in enumerate(self._client.iter_series(study_uid, series_uid), start=1):
+            # as stored (transfer-syntax=*): dicomweb-client asks for Explicit VR Little Endian, which the
+            # server must transcode to, and Orthanc without its GDCM plugin cannot transcode JPEG 2000 (HTTP
+            # 500); the reader decodes what CT is stored as
+            as_stored = (("application/dicom", "*"),)
+            instances = self._client.iter_series(study_uid, series_uid, media_types=as_stored)
+            for count, ds in enumerate(instances, start=1):
                 path = folder / f"{count:05d}.dcm"
                 ds.save_as(path, enforce_file_format=True)
                 total += path.stat().st_size
