@@ -73,14 +73,16 @@ def ct_files(shared_data: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def start_orthanc(root: Path, aet: str = "ORTHANC", users: dict[str, str] | None = None) -> Iterator[Orthanc]:
+def start_orthanc(
+    root: Path, aet: str = "ORTHANC", users: dict[str, str] | None = None, dicom_port: int | None = None
+) -> Iterator[Orthanc]:
     """Run Orthanc with its database in `root` until the block ends; `users` (name: password) turns on
-    HTTP basic authentication."""
+    HTTP basic authentication; `dicom_port`: its C-STORE port (a free one by default)."""
     binary = shutil.which("Orthanc")
     if binary is None or not PLUGIN.is_file():
         pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian: orthanc orthanc-dicomweb)")
     root.mkdir(parents=True, exist_ok=True)
-    port, dicom_port = free_port(), free_port()
+    port, dicom_port = free_port(), dicom_port or free_port()
     config = {
         "Name": "sarcoscope-test",
         "StorageDirectory": str(root / "db"),

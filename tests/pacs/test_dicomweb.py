@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import highdicom as hd
@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from orthanc_server import ct_files, free_port, start_orthanc
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError
-from sarcoscope.pacs.dicomweb import parse_dicomweb_url
+from sarcoscope.pacs.dicomweb import fetch_series, parse_dicomweb_url
 
 runner = CliRunner()
 
@@ -109,3 +109,72 @@ def test_unknown_study_and_unreachable_server_are_clear_errors(orthanc: str, tmp
     assert unreachable.exit_code == 1 and "Cannot reach the DICOMweb server" in " ".join(
         unreachable.output.split()
     )
+
+
+def test_a_full_disk_during_the_retrieval_is_a_clear_error(
+    orthanc: str,
+    uploaded: tuple[str, list[Path]],
+    tmp_path: Path,
+    small_disk: Path,
+    fill_disk: Callable[[Path], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tempfile
+
+    study, _ = uploaded
+    monkeypatch.setattr(tempfile, "tempdir", str(small_disk))  # analyze retrieves into a temporary folder
+    fill_disk(small_disk)
+    url = f"dicomweb+{orthanc}/dicom-web/studies/{study}"
+    result = runner.invoke(app, ["analyze", url, "-o", str(tmp_path / "out"), "--engine", "threshold"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "internal error" not in text
+    assert "Cannot write the series retrieved from the DICOMweb server" in text and "No space left" in text
+
+
+def test_a_full_disk_during_an_import_in_the_web_app_is_a_clear_error(
+    orthanc: str, uploaded: tuple[str, list[Path]], small_disk: Path, fill_disk: Callable[[Path], Path]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from sarcoscope.web import WebSettings, create_app
+
+    study, _ = uploaded
+    app = create_app(WebSettings(data_dir=small_disk / "data", dicomweb_url=f"{orthanc}/dicom-web"))
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            (listed,) = [
+                s for s in client.get(f"/api/pacs/studies/{study}/series").json() if s["modality"] == "CT"
+            ]
+            fill_disk(small_disk)
+            got = client.post(f"/api/pacs/studies/{study}/series/{listed['series_uid']}/import")
+            assert got.status_code == 507 and "No space left" in got.json()["detail"]
+            assert str(small_disk) not in got.json()["detail"]  # not the server's folders
+    finally:
+        app.state.ctx.store.close()
+
+
+def test_a_jpeg_2000_series_is_retrieved_as_stored(orthanc: str, shared_data: Path, tmp_path: Path) -> None:
+    """Orthanc without its GDCM plugin cannot transcode JPEG 2000: asked for Explicit VR Little Endian, it
+    answered the retrieval with HTTP 500. The series is asked for as stored (transfer-syntax=*), and read
+    here. The real JPEG 2000 series, with the UIDs its anonymisation removed, stored in Orthanc."""
+    from pydicom.uid import JPEG2000Lossless, generate_uid
+
+    study, series = generate_uid(entropy_srcs=["j2k", "study"]), generate_uid(entropy_srcs=["j2k", "series"])
+    source = sorted((shared_data / "real" / "dicom_series" / "ts_thoracoabdominal_j2k").iterdir())
+    for i, f in enumerate(source):
+        ds = pydicom.dcmread(f)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=["j2k", str(i)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        buffer = pydicom.filebase.DicomBytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        requests.post(f"{orthanc}/instances", data=buffer.getvalue(), timeout=30).raise_for_status()
+    got = tmp_path / "got"
+    fetch_series(f"dicomweb+{orthanc}/dicom-web/studies/{study}/series/{series}", got)
+    retrieved = [pydicom.dcmread(f) for f in sorted(got.glob("*.dcm"))]
+    assert len(retrieved) == len(source)
+    assert {str(ds.file_meta.TransferSyntaxUID) for ds in retrieved} == {JPEG2000Lossless}
+    url = f"dicomweb+{orthanc}/dicom-web/studies/{study}"
+    args = ["analyze", url, "-o", str(tmp_path / "out"), "--slice", "10", "--engine", "threshold"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output

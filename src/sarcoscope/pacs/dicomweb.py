@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import pydicom
 import requests
 
-from sarcoscope.errors import InputError
+from sarcoscope.errors import InputError, OutputError
 
 SCHEME = "dicomweb+"
 _URL = re.compile(
@@ -122,9 +122,9 @@ def is_dicomweb(text: str) -> bool:
 def parse_dicomweb_url(text: str) -> DICOMwebTarget:
     """Split a `dicomweb+http(s)://…/studies/UID[/series/UID]` input; InputError with the form otherwise."""
     match = _URL.match(text)
-    if match is None:
+    if match is None or not _port_readable(match["base"]):
         raise InputError(
-            f"Cannot read the DICOMweb address '{text}': expected "
+            f"Cannot read the DICOMweb address '{shown_url(text)}': expected "
             "dicomweb+http://host:port/prefix/studies/<StudyInstanceUID>[/series/<SeriesInstanceUID>]."
         )
     return DICOMwebTarget(match["base"], match["study"], match["series"])
@@ -133,7 +133,7 @@ def parse_dicomweb_url(text: str) -> DICOMwebTarget:
 def parse_dicomweb_root(text: str) -> str:
     """The server root of `[dicomweb+]http(s)://host:port/prefix` (no /studies/…); InputError otherwise."""
     match = _ROOT.match(text.strip())
-    if match is None or "/studies" in match["base"].split("://", 1)[1]:
+    if match is None or "/studies" in match["base"].split("://", 1)[1] or not _port_readable(match["base"]):
         raise InputError(
             f"Cannot read the DICOMweb server address '{shown_url(text)}': expected "
             "http(s)://host:port/prefix (the DICOMweb root, e.g. http://pacs:8042/dicom-web)."
@@ -141,13 +141,27 @@ def parse_dicomweb_root(text: str) -> str:
     return match["base"]
 
 
+def _port_readable(base: str) -> bool:
+    """Whether the server address has no port or a number for one (urllib raises ValueError otherwise)."""
+    try:
+        _ = urlsplit(base).port
+    except ValueError:
+        return False
+    return True
+
+
 def shown_url(url: str) -> str:
-    """`url` without a password (a server address may carry user:password@ for HTTP basic auth)."""
-    parts = urlsplit(url.removeprefix(SCHEME))
-    if parts.password is None:
+    """`url` without a password (a server address may carry user:password@ for HTTP basic auth); also an
+    address that cannot be read (an error message names it)."""
+    try:
+        parts = urlsplit(url.removeprefix(SCHEME))
+    except ValueError:
+        return "(an unreadable address)"
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return (SCHEME if is_dicomweb(url) else "") + urlunsplit(parts._replace(netloc=netloc))
 
 
 def check_uid(uid: str, what: str) -> str:
@@ -273,6 +287,11 @@ class DICOMwebServer:
         self._client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=500)
 
     def _error(self, exc: Exception, what: str) -> DICOMwebServerError:
+        # dicomweb-client gives up retrying a busy server (429, 503, 504) with retrying's RetryError, whose
+        # last attempt holds the server's last answer
+        last = getattr(getattr(exc, "last_attempt", None), "value", None)
+        if isinstance(last, requests.Response):
+            exc = requests.HTTPError(response=last)
         if isinstance(exc, requests.HTTPError) and exc.response is not None:
             status = exc.response.status_code
             return DICOMwebServerError(
@@ -374,10 +393,17 @@ class DICOMwebServer:
         if expected is None:
             listed = (s.n_instances for s in self.series(study_uid) if s.series_uid == series_uid)
             expected = next(listed, None)
+        from retrying import RetryError  # dicomweb-client's retries (imported with it)
+
         folder.mkdir(parents=True, exist_ok=True)
         count = total = 0
         try:
-            for count, ds in enumerate(self._client.iter_series(study_uid, series_uid), start=1):
+            # as stored (transfer-syntax=*): dicomweb-client asks for Explicit VR Little Endian, which the
+            # server must transcode to, and Orthanc without its GDCM plugin cannot transcode JPEG 2000 (HTTP
+            # 500); the reader decodes what CT is stored as
+            as_stored = (("application/dicom", "*"),)
+            instances = self._client.iter_series(study_uid, series_uid, media_types=as_stored)
+            for count, ds in enumerate(instances, start=1):
                 path = folder / f"{count:05d}.dcm"
                 ds.save_as(path, enforce_file_format=True)
                 total += path.stat().st_size
@@ -386,8 +412,13 @@ class DICOMwebServer:
                         f"Series {series_uid} is larger than this server accepts "
                         f"({max_bytes / 1024**2:.2f} MiB); ask the administrator to raise --max-upload-mb."
                     )
-        except (requests.RequestException, ValueError) as exc:
+        except (requests.RequestException, ValueError, RetryError) as exc:
             raise self._error(exc, f"the retrieval of series {series_uid}") from None
+        except OSError as exc:  # the folder is on a full disk, or not writable
+            raise OutputError(
+                f"Cannot write the series retrieved from the DICOMweb server {self.shown} into {folder}: "
+                f"{exc.strerror or exc}."
+            ) from None
         if count == 0:
             raise DICOMwebServerError(
                 f"The DICOMweb server {self.shown} returned no instances of series {series_uid}.", 404
@@ -410,12 +441,15 @@ class DICOMwebServer:
                 f"Not storing {len(foreign)} object(s) on {self.shown}: not in study {study_uid} "
                 "(de-identified results are not pushed back to the source)."
             )
+        from retrying import RetryError  # dicomweb-client's retries (imported with it)
+
         try:
-            response = self._client.store_instances(datasets=datasets, study_instance_uid=study_uid)
-            answer = response.json() if getattr(response, "content", b"") else {}
-        except (requests.RequestException, ValueError) as exc:
+            # the server's answer as a Dataset; 202 Accepted names what it refused in its Failed SOP Sequence
+            answer = self._client.store_instances(datasets=datasets, study_instance_uid=study_uid)
+        except (requests.RequestException, ValueError, RetryError, TypeError, AttributeError) as exc:
+            # TypeError, AttributeError: pydicom reading an answer that is JSON but not DICOM JSON
             raise self._error(exc, f"storing the results into study {study_uid}") from None
-        failed = _values(answer, "00081198") if isinstance(answer, dict) else []
+        failed = list(answer.get("FailedSOPSequence") or []) if isinstance(answer, pydicom.Dataset) else []
         if failed:
             raise DICOMwebServerError(
                 f"The DICOMweb server {self.shown} refused {len(failed)} of {len(datasets)} object(s) "

@@ -6,14 +6,20 @@ The output folder (owner-only) holds `incoming/<StudyUID>/<SeriesUID>/<SOPInstan
 written atomically) and `results/<SeriesUID>/` (the files `sarcoscope analyze` writes; `error.txt` when
 the series could not be analysed or its results not sent). A series' images are deleted `late_window`
 seconds after a successful analysis (never with `keep_images`): images of it arriving until then make the
-whole series analysed again; images arriving later, fewer than it was analysed with, are refused (a
-fragment is not the series) and kept until the rest is sent again. The series a stopped node left in
-incoming/ (not analysed, failed, or grown while it was analysed) are analysed again when it starts.
+whole series analysed again (the same images sent again, then or later, leave results that were sent as
+they are); images arriving later, fewer than it was analysed with, are refused (a fragment is not the
+series) and kept until the rest is sent again. The series a stopped node left in
+incoming/ (not analysed, failed, or grown while it was analysed) are analysed again when it starts. A series
+whose images came in an association that was aborted (the sender stopped, the connection dropped) may have
+arrived in part: it is not analysed until images of its study are sent again in an association that ends
+normally. Results that could not be sent (the PACS down or refusing) are kept and sent again, as they are,
+`retry_send` seconds later and when the node starts.
 The log names series by their UIDs, never a patient's name, ID or dates.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -64,7 +70,7 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
     """Send DICOM files to `peer` by C-STORE in one association; return how many it accepted.
 
     Any refusal (association, presentation context or a non-success status) is an InputError."""
-    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import AE
 
     datasets = [pydicom.dcmread(p) for p in paths]
@@ -83,6 +89,13 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
         raise InputError(f"The DICOM node {where} refused the association (or cannot be reached).")
     sent = 0
     try:
+        # a set is sent whole or not at all: a peer that does not take one of its objects (many PACS take
+        # no SEG) is told before anything goes out
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        refused = sorted({str(ds.SOPClassUID) for ds in datasets} - accepted)
+        if refused:
+            names = ", ".join(UID(uid).name for uid in refused)
+            raise InputError(f"The DICOM node {where} does not accept {names}; nothing was sent.")
         for ds in datasets:
             status = assoc.send_c_store(ds)
             code = int(getattr(status, "Status", -1)) if status else -1
@@ -99,6 +112,18 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
 #: Written into a series' image folder once it is analysed (the number of images it held when the analysis
 #: started): a restarted node then waits for late images of it instead of analysing it again.
 ANALYSED_MARKER = ".analysed"
+#: Written into a series' image folder when an association that sent images of it was aborted (the sender
+#: stopped, the connection dropped): what arrived may be a part of the series, which is not analysed until an
+#: association sending images of its study ends normally (the study sent again, or resumed).
+INTERRUPTED_MARKER = ".interrupted"
+#: Written into a series' image folder when its results could not be sent (the number of images analysed):
+#: they are sent again, as they are, every `retry_send` seconds and by a restarted node; a series made anew
+#: would get new UIDs, and the objects the PACS took before would be there twice.
+UNSENT_MARKER = ".unsent"
+#: Written into a series' results folder once they are sent: which images (their SOP Instance UIDs, digested)
+#: they were made from (`.sources-unsent` until then). The same images sent again (a routing rule firing
+#: twice, a resend) leave the results as they are, instead of sending a second set (new UIDs) into the PACS.
+SOURCES = ".sources"
 
 
 def _slices_analysed(out: Path) -> int | None:
@@ -115,6 +140,21 @@ def _images_marked(marker: Path) -> int | None:
         return int(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _sources(images: Path) -> str:
+    """A digest of the images a series' folder holds (their file names are their SOP Instance UIDs)."""
+    names = sorted(p.name for p in images.glob("*.dcm"))
+    return f"{hashlib.sha256(chr(10).join(names).encode()).hexdigest()} {len(names)}\n"
+
+
+def _unchanged_since(marker: Path, images: list[Path]) -> bool:
+    """Whether the series' images are those `marker` counted: none arrived during the analysis (the marker
+    counts those before it) or since (newer than the marker)."""
+    if not marker.is_file():
+        return False
+    written = marker.stat().st_mtime
+    return _images_marked(marker) == len(images) and all(f.stat().st_mtime <= written for f in images)
 
 
 @dataclass
@@ -135,6 +175,8 @@ class ListenSettings:
     keep_images: bool = False
     #: Seconds an analysed series' images are kept for late images of it (a scanner pausing mid-series).
     late_window: float = 600.0
+    #: Seconds after which results that could not be sent (the PACS down or refusing) are sent again.
+    retry_send: float = 300.0
 
 
 class Node:
@@ -159,6 +201,8 @@ class Node:
         )
         self._pending: dict[tuple[str, str], float] = {}
         self._analysed_at: dict[tuple[str, str], float] = {}  # images kept for late arrivals, since
+        self._sending: dict[Any, set[tuple[str, str]]] = {}  # the series each open association sent images of
+        self._unsent: dict[tuple[str, str], tuple[float, int]] = {}  # not sent: since, images analysed
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._server: Any = None
@@ -186,7 +230,11 @@ class Node:
             self._server = ae.start_server(
                 (self.settings.host, self.settings.port),
                 block=False,
-                evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+                evt_handlers=[
+                    (evt.EVT_C_STORE, self._on_store),
+                    (evt.EVT_RELEASED, self._on_released),
+                    (evt.EVT_ABORTED, self._on_aborted),
+                ],
             )
         except OSError as exc:
             raise SarcoscopeError(
@@ -202,29 +250,30 @@ class Node:
 
     def _resume(self) -> None:
         """Queue the series a stopped node left in incoming/ (received, not yet analysed or failed); those
-        analysed with every image they hold wait for late images again, then are deleted."""
+        analysed with every image they hold wait for late images again, then are deleted; results that were
+        not sent are sent again."""
+        from sarcoscope.export.writer import dicom_result_files
+
         now = time.monotonic()
         with self._lock:
             for folder in sorted(self.incoming.glob("*/*")):
                 if not (folder.is_dir() and any(folder.glob("*.dcm"))):
                     continue
                 key = (folder.parent.name, folder.name)
-                marker = folder / ANALYSED_MARKER
-                analysed = marker.stat().st_mtime if marker.is_file() else None
                 images = list(folder.glob("*.dcm"))
-                # analysed with all its images: none arrived during the analysis (the marker counts those
-                # before it) or since (newer than the marker)
-                done = (
-                    analysed is not None
-                    and _images_marked(marker) == len(images)
-                    and all(f.stat().st_mtime <= analysed for f in images)
-                )
-                if done:
-                    self._analysed_at[key] = now
+                unsent = folder / UNSENT_MARKER
+                if _unchanged_since(unsent, images) and dicom_result_files(self.results / folder.name):
+                    self._unsent[key] = (now - self.settings.retry_send, len(images))  # sent at once
+                elif _unchanged_since(folder / ANALYSED_MARKER, images):
+                    # analysed with all its images: kept for late images, then deleted (or kept for good)
+                    if not self.settings.keep_images:
+                        self._analysed_at[key] = now
                 else:
                     self._pending[key] = now
         if self._pending:
             log.info("%d series received before a restart are queued again", len(self._pending))
+        if self._unsent:
+            log.info("%d series' results not sent before a restart are sent again", len(self._unsent))
 
     def _on_store(self, event: Any) -> int:
         """Write one received CT image into incoming/ (atomically) and note when its series last grew."""
@@ -250,7 +299,36 @@ class Node:
         with self._lock:
             self._pending[(study, series)] = time.monotonic()
             self._analysed_at.pop((study, series), None)  # analysed again, with these images
+            self._unsent.pop((study, series), None)  # and its new results sent
+            if getattr(event, "assoc", None) is not None:
+                self._sending.setdefault(event.assoc, set()).add((study, series))
         return 0x0000
+
+    def _on_released(self, event: Any) -> None:
+        """An association ended normally: the studies it sent images of are whole again (sent again, or
+        resumed where an aborted association stopped, as Orthanc's retried jobs do: the series complete
+        before the abort are not sent again), and their series are analysed once they settle."""
+        with self._lock:
+            sent = self._sending.pop(event.assoc, set())
+            for study in {study for study, _ in sent}:
+                for interrupted in (self.incoming / study).glob(f"*/{INTERRUPTED_MARKER}"):
+                    interrupted.unlink(missing_ok=True)
+                    self._pending[(study, interrupted.parent.name)] = time.monotonic()
+
+    def _on_aborted(self, event: Any) -> None:
+        """An association was aborted: the series it sent images of may have arrived in part; they are not
+        analysed until they are sent again."""
+        with self._lock:
+            sent = self._sending.pop(event.assoc, set())
+        for study, series in sorted(sent):
+            try:
+                (self.incoming / study / series / INTERRUPTED_MARKER).touch()
+            except OSError as exc:
+                log.error("cannot mark series %s as received in part: %s", series, exc)
+            log.warning(
+                "series %s: the association sending it was aborted; it is analysed when it is sent again",
+                series,
+            )
 
     # -- analysing ----------------------------------------------------------------------------------
     def process_settled(self, now: float | None = None) -> int:
@@ -263,8 +341,13 @@ class Node:
             expired = [k for k, t in self._analysed_at.items() if now - t >= self.settings.late_window]
             for key in expired:
                 del self._analysed_at[key]
+            unsent = [(k, n) for k, (t, n) in self._unsent.items() if now - t >= self.settings.retry_send]
+            for key, _ in unsent:
+                del self._unsent[key]
         for study, series in ready:
             self._analyse(study, series, now)
+        for (study, series), count in unsent:
+            self._deliver(study, series, count, now)
         for study, series in expired:
             self._delete_images(self.incoming / study / series)
         return len(ready)
@@ -275,15 +358,28 @@ class Node:
             images.parent.rmdir()
 
     def _analyse(self, study: str, series: str, now: float) -> None:
-        from sarcoscope.export.writer import dicom_result_files
         from sarcoscope.pipeline import analyze
 
         images = self.incoming / study / series
         out = self.results / series
         error = out / "error.txt"
         marker = images / ANALYSED_MARKER
+        sources, unsent_sources = out / SOURCES, out / f"{SOURCES}-unsent"
         try:
-            count = len(list(images.glob("*.dcm")))
+            count, made_from = len(list(images.glob("*.dcm"))), _sources(images)
+            if sources.is_file() and sources.read_text(encoding="utf-8") == made_from:
+                log.info("series %s: the %d images its results were made from and sent, again", series, count)
+                self._analysed_again(study, series, count, now)
+                return
+            sources.unlink(missing_ok=True)
+            unsent_sources.unlink(missing_ok=True)
+            (images / UNSENT_MARKER).unlink(missing_ok=True)  # results made anew replace those not sent
+            if (images / INTERRUPTED_MARKER).is_file():
+                raise SarcoscopeError(
+                    f"The association sending this series was aborted (the sender stopped or the connection "
+                    f"dropped) after {count} images, which may be a part of it: it is not analysed. Send the "
+                    "series again; it is analysed once a transfer of its study ends normally."
+                )
             earlier = _slices_analysed(out) if not marker.is_file() else None
             if earlier is not None and count < earlier:
                 raise SarcoscopeError(
@@ -295,23 +391,68 @@ class Node:
             log.info("series %s: %d images received; analysing", series, count)
             analyze(images, out_dir=out, engine=self.settings.engine)
             error.unlink(missing_ok=True)
-            self._send(study, series, dicom_result_files(out))
+            unsent_sources.write_text(made_from, encoding="utf-8")  # SOURCES once they are sent
         except Exception as exc:  # one bad series must not stop the node
-            reason = (
-                str(exc)
-                if isinstance(exc, SarcoscopeError)
-                else f"internal error {type(exc).__name__}: {exc}"
-            )
-            reason = reason.replace(str(images), "the received series")
-            out.mkdir(parents=True, exist_ok=True)
-            error.write_text(reason + "\n", encoding="utf-8")
-            log.error("series %s not analysed or not sent: %s", series, reason)
-            marker.unlink(missing_ok=True)  # failed: kept, and analysed again at the next start
-            self.failed.append(series)
+            self._failed(study, series, exc)
             return
+        self._deliver(study, series, count, now)
+
+    def _failed(self, study: str, series: str, exc: Exception, then: str = "") -> None:
+        """Log why a series was not analysed or sent, and write it into its error.txt."""
+        images = self.incoming / study / series
+        reason = (
+            str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
+        )
+        reason = reason.replace(str(images), "the received series") + then
+        log.error("series %s not analysed or not sent: %s", series, reason)
+        self.failed.append(series)
+        out = self.results / series
+        try:  # a full disk or an unwritable folder fails this series, it does not stop the node
+            (images / ANALYSED_MARKER).unlink(missing_ok=True)  # failed: kept, and analysed again at start
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "error.txt").write_text(reason + "\n", encoding="utf-8")
+        except OSError as why:
+            log.error("series %s: cannot write its error.txt: %s", series, why.strerror or why)
+
+    def _deliver(self, study: str, series: str, count: int, now: float) -> None:
+        """Send the series' results (analysed with `count` images). Those that cannot be sent are kept and
+        sent again, as they are, `retry_send` seconds later (a restarted node sends them at once)."""
+        from sarcoscope.export.writer import dicom_result_files
+
+        images = self.incoming / study / series
+        out = self.results / series
+        unsent = images / UNSENT_MARKER
+        try:
+            self._send(study, series, dicom_result_files(out))
+        except Exception as exc:
+            again = f" The results are sent again in {self.settings.retry_send:g} s."
+            self._failed(study, series, exc, again)
+            try:
+                unsent.write_text(f"{count}\n", encoding="utf-8")
+            except OSError as why:
+                log.error("series %s: cannot mark its results as not sent: %s", series, why.strerror or why)
+            with self._lock:
+                if (study, series) not in self._pending:  # new images: analysed again instead
+                    self._unsent[(study, series)] = (now, count)
+            return
+        try:
+            unsent.unlink(missing_ok=True)
+            (out / "error.txt").unlink(missing_ok=True)
+            if (out / f"{SOURCES}-unsent").is_file():
+                os.replace(out / f"{SOURCES}-unsent", out / SOURCES)
+        except OSError as why:
+            log.error("series %s: %s", series, why)
         self.analysed.append(series)
+        self._analysed_again(study, series, count, now)
+
+    def _analysed_again(self, study: str, series: str, count: int, now: float) -> None:
+        """Mark the series' images as analysed: kept `late_window` seconds for late images, not analysed
+        (nor sent) again by a restarted node."""
+        try:
+            (self.incoming / study / series / ANALYSED_MARKER).write_text(f"{count}\n", encoding="utf-8")
+        except OSError as why:
+            log.error("series %s: cannot mark it analysed (%s); a restart analyses it again", series, why)
         if not self.settings.keep_images:
-            marker.write_text(f"{count}\n", encoding="utf-8")
             with self._lock:
                 self._analysed_at[(study, series)] = now
 

@@ -3,8 +3,9 @@ through the same ingest as an upload, and push a label version's SEG, SR and QC 
 
 The server is the one `serve --dicomweb-url` (or SARCOSCOPE_DICOMWEB_URL) names; a client never names one.
 Without it every route but GET /api/pacs answers 409. A server that fails answers 502, one that does not
-know the study 404; bad search criteria are 422. Search criteria and results never reach the server log:
-the audit log records which criteria were used (not their values) and what was imported or pushed.
+know the study 404; bad search criteria are 422; a full disk during an import 507. Search criteria and
+results never reach the server log: the audit log records which criteria were used (not their values) and
+what was imported or pushed.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
 def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Retrieve a CT series (WADO-RS) and add it as a study, exactly as if its files had been uploaded
     (and refused with 413 beyond the same size limit)."""
+    from sarcoscope.errors import OutputError
     from sarcoscope.pacs.dicomweb import SeriesTooLarge, check_uid
 
     server = server_of(ctx)
@@ -155,6 +157,8 @@ def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, u
             )
         except SeriesTooLarge as exc:
             raise HTTPException(413, str(exc)) from None
+        except OutputError as exc:  # the server's disk is full: said, without the server's folders
+            raise HTTPException(507, str(exc).replace(f" into {work}", "")) from None
         parts = [UploadedPart(p.name, p, p.stat().st_size) for p in sorted(work.glob("*.dcm"))]
         study, volume = ingest(
             ctx.store, parts, work, actor=user, client=client_of(request), series_uid=series_uid
