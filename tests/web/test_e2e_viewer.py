@@ -282,6 +282,54 @@ def test_fill_stays_in_the_body_and_the_labels_hu_range(page: object, server: st
     assert page.locator("#save-labels").inner_text() == "Save *"
 
 
+def test_hu_brush_paints_the_stroke_drawn_and_stops_at_release(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """With "HU range only" the brush started only once the slice's HU had come from the server: the part of
+    the stroke drawn meanwhile was lost, and a stroke released before they came went on painting wherever
+    the pointer moved afterwards, with the button up."""
+    from test_e2e_first_use import _segment
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 5)
+    api = f"{server}/api/studies/{study_id}"
+    empty = bytes(96 * 96)  # version 2: no labels, so every painted pixel shows
+    r = page.request.post(
+        f"{api}/labels?base_version=1", data=empty, headers={"Content-Type": "application/octet-stream"}
+    )
+    assert r.status == 201
+    page.reload()
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=60000)
+    held: list[object] = []  # the slice's HU are held back until the stroke has ended
+    page.route("**/hu/*", lambda route: held.append(route))
+    page.check("#hu-constrain")
+    page.keyboard.press("1")  # muscle
+    box = page.locator("#edit-cursor").bounding_box()
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + box["width"] * (x + 0.5) / 96, box["y"] + box["height"] * (y + 0.5) / 96
+
+    # A stroke down the right muscle wall, drawn and released while the HU are on their way.
+    page.mouse.move(*at(82, 40))
+    with page.expect_request("**/hu/5"):
+        page.mouse.down()
+    page.mouse.move(*at(82, 56), steps=8)
+    page.mouse.up()
+    page.mouse.move(*at(14, 40), steps=4)  # button up: over the left wall
+    while not held:
+        page.wait_for_timeout(20)
+    held[0].continue_()
+    page.wait_for_function("document.getElementById('save-labels').textContent === 'Save *'")
+    page.mouse.move(*at(14, 56), steps=8)  # button up, the HU here: along the left wall
+    page.mouse.move(*at(48, 21), steps=8)  # and to the top
+    page.keyboard.press("Control+s")
+    test_e2e._wait_text(page, "study-message", "Saved as version 3")
+    labels = np.frombuffer(page.request.get(f"{api}/labels").body(), np.uint8).reshape(96, 96)
+    assert (labels[40:57, 82] == 1).all()  # the whole stroke
+    assert not labels[:, :60].any() and not labels[:30].any()  # nothing where the button was up
+
+
 REAL_J2K = Path("/work/shared/data/real/dicom_series/ts_thoracoabdominal_j2k")
 
 

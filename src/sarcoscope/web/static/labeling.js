@@ -181,9 +181,17 @@ function drawCursor(e) {
 
 export function bindEditor() {
   const cursor = $("edit-cursor");
-  let painting = false;
-  let last = null;
-  let hu = null;
+  // The brush stroke while the button is down (null once it is up): {slice, last, hu, waiting}.
+  // With "HU range only" the slice's HU may still be on their way from the server: the points drawn
+  // meanwhile wait in `waiting` and are painted when they come (the stroke ends at release all the same).
+  let stroke = null;
+  const strokeTo = (s, [x, y]) => {
+    const [lx, ly] = s.last || [x, y];
+    const dist = Math.hypot(x - lx, y - ly);
+    const steps = s.last ? Math.max(1, Math.ceil(dist / Math.max(0.5, state.brush / 4))) : 1;
+    for (let k = 1; k <= steps; k++) paintAt(lx + ((x - lx) * k) / steps, ly + ((y - ly) * k) / steps, s.hu);
+    s.last = [x, y];
+  };
   cursor.addEventListener("pointerdown", async (e) => {
     if (!state.labels || e.button !== 0) return;
     if (state.viewing !== null) { // nothing is painted: say why, and where to go on
@@ -202,27 +210,34 @@ export function bindEditor() {
       }
       return;
     }
-    hu = $("hu-constrain").checked ? await huSlice(state.indices[state.current]) : null;
+    const s = {slice: state.current, last: null, hu: null, waiting: [[x, y]]};
+    stroke = s;
+    if ($("hu-constrain").checked) {
+      const z = state.indices[s.slice];
+      try { s.hu = await huSlice(z); } catch (err) {
+        if (stroke === s) stroke = null;
+        message(`Nothing painted: the HU of slice ${z} could not be loaded (${err.message}).`, true);
+        return;
+      }
+    }
+    if (state.current !== s.slice) { // another slice was chosen meanwhile: the stroke was on this one
+      if (stroke === s) stroke = null;
+      return;
+    }
     pushUndo();
-    painting = true;
-    last = [x, y];
-    paintAt(x, y, hu);
+    for (const point of s.waiting) strokeTo(s, point);
+    s.waiting = null;
     markDirty();
     drawOverlay();
   });
   cursor.addEventListener("pointermove", (e) => {
     drawCursor(e);
-    if (!painting) return;
-    const [x, y] = editorPoint(e);
-    const dist = Math.hypot(x - last[0], y - last[1]);
-    const steps = Math.max(1, Math.ceil(dist / Math.max(0.5, state.brush / 4)));
-    for (let k = 1; k <= steps; k++) {
-      paintAt(last[0] + ((x - last[0]) * k) / steps, last[1] + ((y - last[1]) * k) / steps, hu);
-    }
-    last = [x, y];
+    if (!stroke) return;
+    if (stroke.waiting) { stroke.waiting.push(editorPoint(e)); return; }
+    strokeTo(stroke, editorPoint(e));
     drawOverlay();
   });
-  const stop = () => { painting = false; };
+  const stop = () => { stroke = null; };
   cursor.addEventListener("pointerup", stop);
   cursor.addEventListener("pointercancel", stop);
   cursor.addEventListener("pointerleave", () => drawCursor(null));
