@@ -330,6 +330,29 @@ def test_hu_brush_paints_the_stroke_drawn_and_stops_at_release(
     assert not labels[:, :60].any() and not labels[:30].any()  # nothing where the button was up
 
 
+def test_label_editor_fits_its_image_again_when_the_window_is_resized(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """The editor's image kept the size it had when drawn: after the window was made smaller (1280x720) the
+    slice was cut off at the box's edges, and in a larger one it stayed small, until a slice change or
+    "Reset view"."""
+    from test_e2e_first_use import _segment
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 5)
+    for width, height in ((1280, 720), (1920, 1200)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+        box = page.locator("#editor-box").bounding_box()
+        image = page.locator("#editor-stack").bounding_box()
+        assert image["x"] >= box["x"] - 0.5 and image["y"] >= box["y"] - 0.5  # all of it in the box
+        assert image["x"] + image["width"] <= box["x"] + box["width"] + 0.5
+        assert image["y"] + image["height"] <= box["y"] + box["height"] + 0.5
+        # fitted: as wide or as high as the box (the slice is square)
+        assert min(box["width"], box["height"]) == pytest.approx(image["width"], abs=1)
+
+
 REAL_J2K = Path("/work/shared/data/real/dicom_series/ts_thoracoabdominal_j2k")
 
 

@@ -121,5 +121,7 @@ export class Viewport {
     this.box.addEventListener("pointercancel", end, {capture: true});
     this.box.addEventListener("auxclick", (e) => { if (e.button === 1) e.preventDefault(); });
     this.box.addEventListener("mousedown", (e) => { if (e.button === 1) e.preventDefault(); }); // no autoscroll
+    // the box follows the window (CSS sizes): fit the image to the box's new size
+    new ResizeObserver(() => this.onChange()).observe(this.box);
   }
 }
