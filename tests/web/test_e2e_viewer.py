@@ -161,6 +161,34 @@ def test_l3_lines_by_mouse_and_keyboard_on_niivue(page: object, server: str, tmp
     assert page.locator("#l3-selection-text").inner_text() == f"Range: slice {hi - 1} only (1 slice)"
 
 
+def test_a_window_chosen_in_the_label_editor_is_the_l3_views_too(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """The Window list is one for both views: chosen in the label editor, the L3 view's list said it when
+    the user came back, while its images kept the window they had (bone named, soft tissue shown)."""
+    _open_mpr(page, tmp_path)
+    page.click("#tab-label")
+    page.select_option("#label-preset", "bone")
+    page.click("#tab-l3")
+    assert page.locator("#l3-preset").input_value() == "bone"
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '400,1800'", timeout=10000)
+    assert page.locator("#l3-window").inner_text() == "W 1800 · L 400"
+    # A window set by hand (right-drag) stays when the preset was not changed meanwhile.
+    box = page.locator("#mpr-canvas").bounding_box()
+    ax = (box["x"] + box["width"] * 0.21, box["y"] + box["height"] * 0.5)
+    page.mouse.move(*ax)
+    page.mouse.down(button="right")
+    page.mouse.move(ax[0] + 40, ax[1] + 20, steps=4)
+    page.mouse.up(button="right")
+    dragged = _data(page, "#mpr", "window")
+    assert dragged != "400,1800"
+    page.click("#tab-label")
+    page.click("#tab-l3")
+    page.wait_for_function("document.getElementById('tab-l3').classList.contains('active')")
+    page.wait_for_function("document.getElementById('study-message').textContent === ''")
+    assert _data(page, "#mpr", "window") == dragged
+
+
 def test_uncertain_count_shows_the_other_l3_candidate(page: object, server: str, tmp_path: Path) -> None:
     """Issue 14: without the sacrum the count is uncertain; the lines go to the more probable L3 and the
     other candidate is drawn as a dashed orange mark with its probability (not a line the user drags)."""
