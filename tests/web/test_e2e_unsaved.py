@@ -189,6 +189,24 @@ def test_the_panel_and_a_read_only_version_say_what_they_omit(tmp_path: Path, se
         assert _overlay_pixel(page, 0.1, 0.08)[3] == 0  # nothing painted
 
 
+def test_back_to_latest_no_longer_says_read_only(tmp_path: Path, series: list[Path]) -> None:
+    """After "Back to latest" the status line still said "Version 1 is read-only: ... to edit" (from a stroke
+    tried on version 1) over the latest version, editable again."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        _stroke(page, 0.06, 0.08)
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.click("#versions li:has-text('v1 ·') button")
+        page.wait_for_selector("#readonly-banner:not([hidden])")
+        _stroke(page, 0.06, 0.3)
+        _wait_text(page, "study-message", "Version 1 is read-only")
+        page.click("#back-to-latest")
+        page.wait_for_selector("#readonly-banner", state="hidden")
+        assert "read-only" not in page.locator("#study-message").inner_text()
+        _stroke(page, 0.06, 0.3)  # and it is editable
+        assert page.locator("#save-labels").inner_text() == "Save *"
+
+
 def test_ctrl_s_saves_from_any_control_and_never_opens_the_browsers_save_dialog(
     tmp_path: Path, series: list[Path]
 ) -> None:

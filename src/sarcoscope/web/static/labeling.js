@@ -8,6 +8,7 @@ import {refreshSide, restoreViewed, savePatient} from "./versions.js";
 
 
 let editView = null; // Viewport of the label editor
+let readOnly = ""; // the message that the version shown is read-only, cleared when another one is shown
 
 /** Fit the editor's image again (opening another study). */
 export function resetEditorView() { editView.reset(false); }
@@ -48,6 +49,7 @@ export async function loadLabels(version) {
   if (state.current < 0) state.current = 0;
   $("readonly-banner").hidden = state.viewing === null;
   $("readonly-version").textContent = state.viewing ?? "";
+  if (readOnly && $("study-message").textContent === readOnly) message("");
   if (version) $("readonly-banner").scrollIntoView({block: "nearest"}); // "view" is far down the side panel
   updateButtons();
 }
@@ -195,7 +197,8 @@ export function bindEditor() {
   cursor.addEventListener("pointerdown", async (e) => {
     if (!state.labels || e.button !== 0) return;
     if (state.viewing !== null) { // nothing is painted: say why, and where to go on
-      message(`Version ${state.viewing} is read-only: “Restore this version” or “Back to latest” to edit.`, true);
+      readOnly = `Version ${state.viewing} is read-only: “Restore this version” or “Back to latest” to edit.`;
+      message(readOnly, true);
       $("readonly-banner").scrollIntoView({block: "nearest"});
       return;
     }
