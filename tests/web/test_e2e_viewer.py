@@ -263,7 +263,8 @@ def test_without_webgl_the_view_falls_back_to_server_images(server: str, tmp_pat
 
 
 def test_fill_stays_in_the_body_and_the_labels_hu_range(page: object, server: str, tmp_path: Path) -> None:
-    """Defect 8: a fill used to take every connected pixel of the clicked label (air, organs, fat)."""
+    """Defect 8: a fill used to take every connected pixel of the clicked label (air, organs, fat). And a fill
+    that worked left the "Nothing filled" of the one before in the status line."""
     from test_e2e_first_use import _segment
 
     from sarcoscope.conventions import DEFAULT_HU_RANGES
@@ -293,6 +294,7 @@ def test_fill_stays_in_the_body_and_the_labels_hu_range(page: object, server: st
     assert page.locator("#save-labels").inner_text() == "Save"
     click(82, 48)  # the muscle wall
     page.wait_for_function("document.getElementById('save-labels').textContent === 'Save *'")
+    assert page.locator("#study-message").inner_text() == ""  # no "Nothing filled" left over that fill
     page.keyboard.press("Control+s")
     test_e2e._wait_text(page, "study-message", "Saved as version 3")
     labels = np.frombuffer(page.request.get(f"{api}/labels").body(), np.uint8).reshape(96, 96)

@@ -9,6 +9,7 @@ import {refreshSide, restoreViewed, savePatient} from "./versions.js";
 
 let editView = null; // Viewport of the label editor
 let readOnly = ""; // the message that the version shown is read-only, cleared when another one is shown
+let nothingFilled = ""; // the message that a fill found nothing to fill, cleared by one that fills
 
 /** Fit the editor's image again (opening another study). */
 export function resetEditorView() { editView.reset(false); }
@@ -158,8 +159,9 @@ async function floodFill(cx, cy) {
   const filled = fillRegion(sliceView(), nx, ny, cx, cy, value, (i) => body[i] && huAllows(hu, i, value));
   if (!filled) {
     const name = state.config.tissues.find((t) => t.label === value).name.toUpperCase();
-    message(`Nothing filled: the point is outside the body, outside ${name}'s HU range, or already ${name}.`);
-  }
+    nothingFilled = `Nothing filled: the point is outside the body, outside ${name}'s HU range, or already ${name}.`;
+    message(nothingFilled);
+  } else if (nothingFilled && $("study-message").textContent === nothingFilled) message(""); // this one did
   return filled;
 }
 
