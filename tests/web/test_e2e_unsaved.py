@@ -207,6 +207,33 @@ def test_back_to_latest_no_longer_says_read_only(tmp_path: Path, series: list[Pa
         assert page.locator("#save-labels").inner_text() == "Save *"
 
 
+def test_an_export_beside_an_unsaved_edit_says_the_edit_is_not_in_it(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """An export (report PDF, SEG ...) clicked with an edit unsaved downloaded the saved version without a
+    word: the report for the patient's record lacked the correction just made. Now it asks first."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        asked: list[str] = []
+
+        def answer(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if len(asked) > 1 else dialog.dismiss()
+
+        page.on("dialog", answer)
+        with page.expect_download() as info:  # nothing unsaved: no question
+            page.click("#export-csv")
+        assert info.value.suggested_filename.endswith("-v1-deid.csv") and asked == []
+        page.evaluate("window.scrollTo(0, 0)")  # up from the exports, far down the side panel
+        _stroke(page, 0.06, 0.08)
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.click("#export-csv")  # cancelled
+        assert len(asked) == 1 and "not in this export" in asked[0] and "version 1" in asked[0]
+        with page.expect_download() as info:  # asked again, and exported as saved
+            page.click("#export-csv")
+        assert len(asked) == 2 and info.value.suggested_filename.endswith("-v1-deid.csv")
+        assert page.locator("#save-labels").inner_text() == "Save *"  # the edit is still there
+
+
 def test_ctrl_s_saves_from_any_control_and_never_opens_the_browsers_save_dialog(
     tmp_path: Path, series: list[Path]
 ) -> None:

@@ -272,7 +272,12 @@ export function bindL3() {
   $("deidentify-exports").addEventListener("change", setExportDeidentification);
   $("exports").addEventListener("click", (e) => {
     const button = e.target.closest("button[data-href]");
-    if (button) download(button.dataset.href);
+    if (!button) return;
+    // an export is of a saved version: one made beside an unsaved edit would lack it without a word
+    if (state.dirty && !confirm(`Your unsaved edit is not in this export: it is made from version ` +
+      `${state.version}, as saved. Export version ${state.version} anyway? (Cancel, then Save, to export ` +
+      "your edit.)")) return;
+    download(button.dataset.href);
   });
 }
 
