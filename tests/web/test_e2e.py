@@ -228,6 +228,9 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     stroke(0.06, 0.2, 0.0)
     page.keyboard.press("Control+z")
     assert page.locator("#redo").is_enabled()
+    assert page.locator("#save-labels").inner_text() == "Save"  # back to version 2: nothing unsaved
+    page.keyboard.press("Control+y")
+    assert page.locator("#save-labels").inner_text() == "Save *"
 
     # Meanwhile someone else saves version 3: this page's next save is refused, not merged or overwritten.
     saved = page.request.get(f"{server}/api/studies/{study_id}/labels").body()

@@ -234,6 +234,27 @@ def test_an_export_beside_an_unsaved_edit_says_the_edit_is_not_in_it(
         assert page.locator("#save-labels").inner_text() == "Save *"  # the edit is still there
 
 
+def test_undoing_every_edit_leaves_nothing_unsaved(tmp_path: Path, series: list[Path]) -> None:
+    """Undo back to the saved labels still said "Save *" and that the analysis lacked an unsaved edit, asked
+    before leaving, and Save made a version identical to the one before it, marked as edited by hand."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        _stroke(page, 0.06, 0.08)
+        _stroke(page, 0.06, 0.3)
+        page.keyboard.press("Control+z")
+        assert page.locator("#save-labels").inner_text() == "Save *"  # one stroke left
+        page.keyboard.press("Control+z")
+        assert page.locator("#save-labels").inner_text() == "Save"
+        assert page.locator("#save-labels").is_disabled() and page.locator("#analysis-unsaved").is_hidden()
+        page.keyboard.press("Control+y")
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.keyboard.press("Control+z")  # back to version 1: unsaved against version 2
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.keyboard.press("Control+y")
+        assert page.locator("#save-labels").inner_text() == "Save"
+
+
 def test_ctrl_s_saves_from_any_control_and_never_opens_the_browsers_save_dialog(
     tmp_path: Path, series: list[Path]
 ) -> None:

@@ -36,6 +36,7 @@ export async function loadLabels(version) {
   state.shape = response.headers.get("X-Label-Shape").split(",").map(Number);
   state.indices = response.headers.get("X-Label-Indices").split(",").map(Number);
   state.labels = new Uint8Array(buffer);
+  state.saved = state.labels.slice();
   // the overlay still shows the labels drawn before (an edit just discarded, another version): blank until
   // drawEditor draws these over their slice's image
   const overlay = $("edit-overlay");
@@ -337,7 +338,7 @@ function undo() {
   state.redo.push({slice: step.slice, data: target.slice()});
   target.set(step.data);
   state.current = step.slice;
-  markDirty();
+  markDirty(true);
   drawEditor();
 }
 
@@ -349,14 +350,21 @@ function redo() {
   state.undo.push({slice: step.slice, data: target.slice()});
   target.set(step.data);
   state.current = step.slice;
-  markDirty();
+  markDirty(true);
   drawEditor();
 }
 
-function markDirty() {
-  state.dirty = true;
+/** The labels changed; `check`: they may be the saved ones again (undo, redo), then nothing is unsaved. */
+function markDirty(check = false) {
+  state.dirty = !check || !sameLabels(state.labels, state.saved);
   state.edits += 1;
   updateButtons();
+}
+
+function sameLabels(a, b) {
+  if (!a || !b || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function updateButtons() {
@@ -374,14 +382,16 @@ async function saveLabels() {
   message("Saving…");
   // what is sent is the labels as they are now; strokes painted while the save runs are not in it
   const sent = state.edits;
+  const body = state.labels.slice();
   try {
     const response = await api(
       `/api/studies/${state.study.id}/labels?base_version=${state.version}`,
-      {method: "POST", headers: {"Content-Type": "application/octet-stream"}, body: state.labels.slice()});
+      {method: "POST", headers: {"Content-Type": "application/octet-stream"}, body});
     const saved = await response.json();
+    state.saved = body;
     state.version = saved.version;
     state.study.latest_version = saved.version;
-    state.dirty = state.edits !== sent;
+    state.dirty = state.edits !== sent && !sameLabels(state.labels, body);
     message(state.dirty ? `Saved as version ${saved.version}; your newer strokes are not saved yet.`
       : `Saved as version ${saved.version}.`);
     await refreshSide();
