@@ -383,6 +383,55 @@ def test_label_editor_fits_its_image_again_when_the_window_is_resized(
         assert min(box["width"], box["height"]) == pytest.approx(image["width"], abs=1)
 
 
+def test_space_drag_pans_the_editor_after_a_toolbar_control_was_clicked(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """Space+drag pans, as the hint says; but after a click on a toolbar control (Undo, a tool, "HU range
+    only"), which keeps the focus, Space was that control's: the drag painted a stroke instead of panning,
+    and Space pressed the control again (one more Undo, the checkbox toggled)."""
+    from test_e2e_first_use import _segment
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 5)
+    box = page.locator("#edit-cursor").bounding_box()
+    mid = (box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+
+    def drag(dx: float, space: bool) -> None:
+        page.mouse.move(*mid)
+        if space:
+            page.keyboard.down(" ")
+        page.mouse.down()
+        page.mouse.move(mid[0] + dx, mid[1], steps=5)
+        page.mouse.up()
+        if space:
+            page.keyboard.up(" ")
+
+    page.keyboard.press("1")
+    drag(60, space=False)
+    drag(-60, space=False)
+    page.click("#undo")  # the second stroke undone; the focus stays on Undo
+    _ctrl_wheel(page, *mid, 4)
+    overlay = page.evaluate("document.getElementById('edit-overlay').toDataURL()")
+    for control in ("#undo", "#hu-constrain"):
+        if control == "#hu-constrain":
+            page.click(control)  # checked; the focus stays on it
+        checked = page.is_checked("#hu-constrain")
+        before = page.locator("#editor-stack").bounding_box()
+        drag(-80 if control == "#undo" else 80, space=True)
+        after = page.locator("#editor-stack").bounding_box()
+        assert after["x"] != pytest.approx(before["x"], abs=5), control  # panned
+        assert page.evaluate("document.getElementById('edit-overlay').toDataURL()") == overlay, control
+        assert page.locator("#redo").is_enabled(), control  # no new stroke, and Undo not pressed again
+        assert page.locator("#undo").is_enabled(), control
+        assert page.is_checked("#hu-constrain") == checked, control
+    # Away from the image Space presses the focused button, as always.
+    page.mouse.move(5, 5)
+    page.focus("#redo")
+    page.keyboard.press(" ")
+    assert page.locator("#redo").is_disabled()  # the undone stroke is back
+
+
 REAL_J2K = Path("/work/shared/data/real/dicom_series/ts_thoracoabdominal_j2k")
 
 
