@@ -189,6 +189,31 @@ def test_a_window_chosen_in_the_label_editor_is_the_l3_views_too(
     assert _data(page, "#mpr", "window") == dragged
 
 
+def test_tab_after_dragging_a_line_switches_to_the_other_line(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """The hint says "drag the lines, or ↑/↓ (Tab: other line)"; but the drag kept the focus off the viewer,
+    so Tab right after it moved the focus away and ↑ moved the dragged line again, not the other one."""
+    study_id, box = _open_mpr(page, tmp_path)
+    api = f"{server}/api/studies/{study_id}"
+    page.request.put(f"{api}/selection", data={"mode": "range", "first": 4, "last": 7})
+    page.reload()
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    assert _data(page, "#l3-viewer", "lines") == "4,7"
+    sx = box["x"] + box["width"] * 0.86
+    inferior, below = _y_of_slice(page, box, 0.86, 4), _y_of_slice(page, box, 0.86, 3)
+    page.mouse.move(sx, inferior)
+    page.mouse.down()
+    page.mouse.move(sx, below, steps=4)
+    page.mouse.up()
+    test_e2e._wait_text(page, "study-message", "Saved selection: Range 3–7")
+    page.keyboard.press("Tab")  # the superior line
+    page.keyboard.press("ArrowUp")
+    page.wait_for_function("!document.getElementById('study-message').textContent.includes('Range 3–7')")
+    assert page.locator("#study-message").inner_text().startswith("Saved selection: Range 3–8")
+    assert page.request.get(api).json()["selection"] == {"mode": "range", "first": 3, "last": 8}
+
+
 def test_uncertain_count_shows_the_other_l3_candidate(page: object, server: str, tmp_path: Path) -> None:
     """Issue 14: without the sacrum the count is uncertain; the lines go to the more probable L3 and the
     other candidate is drawn as a dashed orange mark with its probability (not a line the user drags)."""
