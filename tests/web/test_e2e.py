@@ -228,6 +228,9 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     stroke(0.06, 0.2, 0.0)
     page.keyboard.press("Control+z")
     assert page.locator("#redo").is_enabled()
+    assert page.locator("#save-labels").inner_text() == "Save"  # back to version 2: nothing unsaved
+    page.keyboard.press("Control+y")
+    assert page.locator("#save-labels").inner_text() == "Save *"
 
     # Meanwhile someone else saves version 3: this page's next save is refused, not merged or overwritten.
     saved = page.request.get(f"{server}/api/studies/{study_id}/labels").body()
@@ -284,6 +287,38 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     page.on("dialog", lambda dialog: dialog.accept())
     page.click("#study-rows button:has-text('Delete')")
     page.wait_for_selector("#no-studies:not([hidden])")
+
+
+def test_a_deleted_study_is_not_shown_from_the_pages_memory(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """Back to a study after deleting it in the list showed its patient, images and lines from the page's
+    memory (with "No study with id ..." in a corner of the status line); a link to a study that is gone
+    showed an empty page (the error only in the browser's console)."""
+    from test_e2e_first_use import _upload
+    from web_synth import write_series
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    page.click("#nav-studies")
+    page.wait_for_selector("#study-rows tr")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("#study-rows button:has-text('Delete')")
+    page.wait_for_selector("#no-studies:not([hidden])")
+    gone = f"No study with id '{study_id}'"
+    said = "(gone) => [document.getElementById('toast'), document.getElementById('study-message')]"
+    said += ".some((el) => el.textContent.startsWith(gone) && el.checkVisibility())"
+    for reach in ("back", "link"):
+        if reach == "back":
+            page.go_back()
+        else:
+            page.goto(f"{server}/#/study/{study_id}")
+            page.reload()
+        page.wait_for_function(said, arg=gone)
+        assert page.locator("#view-study").is_hidden(), reach
+        assert page.locator("#study-title").inner_text() == "", reach
+        page.wait_for_selector("#no-studies:not([hidden])")  # the study list, where it is not
+        assert page.url == f"{server}/#/", reach
 
 
 @contextmanager

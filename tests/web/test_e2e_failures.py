@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_e2e
 from test_e2e import CHROMIUM, _wait_text
 from test_e2e_unsaved import _label_view, _stroke
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
 )
+server, page = test_e2e.server, test_e2e.page
 
 
 def test_a_save_without_answer_says_so_and_keeps_the_edit(tmp_path: Path, series: list[Path]) -> None:
@@ -27,6 +29,22 @@ def test_a_save_without_answer_says_so_and_keeps_the_edit(tmp_path: Path, series
         page.unroute("**/labels?base_version=*")
         page.keyboard.press("Control+s")
         _wait_text(page, "study-message", "Saved as version 2.")
+
+
+def test_an_upload_without_answer_can_be_chosen_again(page: Any, server: str, series: list[Path]) -> None:
+    """After an upload the server did not answer (stopped, the network down), the file chooser kept the
+    files: choosing the same ones again once the server was back was no change to the browser, and
+    nothing happened (a refused upload did clear it)."""
+    page.route(
+        "**/api/studies", lambda route: route.abort() if route.request.method == "POST" else route.fallback()
+    )
+    page.set_input_files("#pick-files", [str(f) for f in series])
+    _wait_text(page, "upload-error", "The upload was interrupted")
+    assert page.evaluate("document.getElementById('pick-files').files.length") == 0
+    page.unroute("**/api/studies")
+    page.set_input_files("#pick-files", [str(f) for f in series])
+    page.wait_for_url("**/#/study/*", timeout=60000)
+    assert page.locator("#upload-error").inner_text() == ""
 
 
 def _base_shows(page: Any, url: str) -> bool:

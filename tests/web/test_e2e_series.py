@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import test_e2e
-from test_e2e_first_use import _upload
+from test_e2e_first_use import _segment, _upload
 from web_synth import write_exam
 
 pytestmark = test_e2e.pytestmark
@@ -50,3 +50,33 @@ def test_the_series_of_an_upload_are_listed_and_another_opens_without_uploading(
     page.goto(page.url.split("#")[0] + "#/")
     page.wait_for_selector("#study-rows tr")
     assert page.locator("#study-rows tr").count() == 2 and second != first
+
+
+def test_another_series_chosen_beside_an_unsaved_edit_asks_first(
+    page: Any, server: str, tmp_path: Path
+) -> None:
+    """Another series chosen with a label edit unsaved opened it as a new study on the server before asking
+    to discard the edit; Cancel kept the edit, but the Series list went on naming the other series (and
+    choosing the shown one again did nothing)."""
+    files = [f for paths in write_exam(tmp_path / "exam").values() for f in paths]
+    first = _upload(page, files)
+    page.wait_for_selector("#series-bar:not([hidden])")
+    _segment(page, server, first, 5)
+    box = page.locator("#edit-cursor").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.1, steps=5)
+    page.mouse.up()
+    assert page.locator("#save-labels").inner_text() == "Save *"
+    page.click("#tab-l3")
+    page.wait_for_selector("#series-bar:not([hidden])")
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.select_option("#series", label="Abdomen ART 6.0 · 6 slices · 6 mm · arterial")
+    assert asked == ["Discard your unsaved label edits?"]
+    assert _chosen(page).startswith("Abdomen PV 3.0")  # the series shown
+    assert len(page.request.get(f"{server}/api/studies").json()) == 1  # none opened
+    assert page.url.endswith(first)
+    page.click("#tab-label")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+    assert page.locator("#save-labels").inner_text() == "Save *"  # the edit kept

@@ -189,6 +189,72 @@ def test_the_panel_and_a_read_only_version_say_what_they_omit(tmp_path: Path, se
         assert _overlay_pixel(page, 0.1, 0.08)[3] == 0  # nothing painted
 
 
+def test_back_to_latest_no_longer_says_read_only(tmp_path: Path, series: list[Path]) -> None:
+    """After "Back to latest" the status line still said "Version 1 is read-only: ... to edit" (from a stroke
+    tried on version 1) over the latest version, editable again."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        _stroke(page, 0.06, 0.08)
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.click("#versions li:has-text('v1 ·') button")
+        page.wait_for_selector("#readonly-banner:not([hidden])")
+        _stroke(page, 0.06, 0.3)
+        _wait_text(page, "study-message", "Version 1 is read-only")
+        page.click("#back-to-latest")
+        page.wait_for_selector("#readonly-banner", state="hidden")
+        assert "read-only" not in page.locator("#study-message").inner_text()
+        _stroke(page, 0.06, 0.3)  # and it is editable
+        assert page.locator("#save-labels").inner_text() == "Save *"
+
+
+def test_an_export_beside_an_unsaved_edit_says_the_edit_is_not_in_it(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """An export (report PDF, SEG ...) clicked with an edit unsaved downloaded the saved version without a
+    word: the report for the patient's record lacked the correction just made. Now it asks first."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        asked: list[str] = []
+
+        def answer(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if len(asked) > 1 else dialog.dismiss()
+
+        page.on("dialog", answer)
+        with page.expect_download() as info:  # nothing unsaved: no question
+            page.click("#export-csv")
+        assert info.value.suggested_filename.endswith("-v1-deid.csv") and asked == []
+        page.evaluate("window.scrollTo(0, 0)")  # up from the exports, far down the side panel
+        _stroke(page, 0.06, 0.08)
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.click("#export-csv")  # cancelled
+        assert len(asked) == 1 and "not in this export" in asked[0] and "version 1" in asked[0]
+        with page.expect_download() as info:  # asked again, and exported as saved
+            page.click("#export-csv")
+        assert len(asked) == 2 and info.value.suggested_filename.endswith("-v1-deid.csv")
+        assert page.locator("#save-labels").inner_text() == "Save *"  # the edit is still there
+
+
+def test_undoing_every_edit_leaves_nothing_unsaved(tmp_path: Path, series: list[Path]) -> None:
+    """Undo back to the saved labels still said "Save *" and that the analysis lacked an unsaved edit, asked
+    before leaving, and Save made a version identical to the one before it, marked as edited by hand."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        _stroke(page, 0.06, 0.08)
+        _stroke(page, 0.06, 0.3)
+        page.keyboard.press("Control+z")
+        assert page.locator("#save-labels").inner_text() == "Save *"  # one stroke left
+        page.keyboard.press("Control+z")
+        assert page.locator("#save-labels").inner_text() == "Save"
+        assert page.locator("#save-labels").is_disabled() and page.locator("#analysis-unsaved").is_hidden()
+        page.keyboard.press("Control+y")
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.keyboard.press("Control+z")  # back to version 1: unsaved against version 2
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.keyboard.press("Control+y")
+        assert page.locator("#save-labels").inner_text() == "Save"
+
+
 def test_ctrl_s_saves_from_any_control_and_never_opens_the_browsers_save_dialog(
     tmp_path: Path, series: list[Path]
 ) -> None:

@@ -161,6 +161,59 @@ def test_l3_lines_by_mouse_and_keyboard_on_niivue(page: object, server: str, tmp
     assert page.locator("#l3-selection-text").inner_text() == f"Range: slice {hi - 1} only (1 slice)"
 
 
+def test_a_window_chosen_in_the_label_editor_is_the_l3_views_too(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """The Window list is one for both views: chosen in the label editor, the L3 view's list said it when
+    the user came back, while its images kept the window they had (bone named, soft tissue shown)."""
+    _open_mpr(page, tmp_path)
+    page.click("#tab-label")
+    page.select_option("#label-preset", "bone")
+    page.click("#tab-l3")
+    assert page.locator("#l3-preset").input_value() == "bone"
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '400,1800'", timeout=10000)
+    assert page.locator("#l3-window").inner_text() == "W 1800 · L 400"
+    # A window set by hand (right-drag) stays when the preset was not changed meanwhile.
+    box = page.locator("#mpr-canvas").bounding_box()
+    ax = (box["x"] + box["width"] * 0.21, box["y"] + box["height"] * 0.5)
+    page.mouse.move(*ax)
+    page.mouse.down(button="right")
+    page.mouse.move(ax[0] + 40, ax[1] + 20, steps=4)
+    page.mouse.up(button="right")
+    dragged = _data(page, "#mpr", "window")
+    assert dragged != "400,1800"
+    page.click("#tab-label")
+    page.click("#tab-l3")
+    page.wait_for_function("document.getElementById('tab-l3').classList.contains('active')")
+    page.wait_for_function("document.getElementById('study-message').textContent === ''")
+    assert _data(page, "#mpr", "window") == dragged
+
+
+def test_tab_after_dragging_a_line_switches_to_the_other_line(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """The hint says "drag the lines, or ↑/↓ (Tab: other line)"; but the drag kept the focus off the viewer,
+    so Tab right after it moved the focus away and ↑ moved the dragged line again, not the other one."""
+    study_id, box = _open_mpr(page, tmp_path)
+    api = f"{server}/api/studies/{study_id}"
+    page.request.put(f"{api}/selection", data={"mode": "range", "first": 4, "last": 7})
+    page.reload()
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    assert _data(page, "#l3-viewer", "lines") == "4,7"
+    sx = box["x"] + box["width"] * 0.86
+    inferior, below = _y_of_slice(page, box, 0.86, 4), _y_of_slice(page, box, 0.86, 3)
+    page.mouse.move(sx, inferior)
+    page.mouse.down()
+    page.mouse.move(sx, below, steps=4)
+    page.mouse.up()
+    test_e2e._wait_text(page, "study-message", "Saved selection: Range 3–7")
+    page.keyboard.press("Tab")  # the superior line
+    page.keyboard.press("ArrowUp")
+    page.wait_for_function("!document.getElementById('study-message').textContent.includes('Range 3–7')")
+    assert page.locator("#study-message").inner_text().startswith("Saved selection: Range 3–8")
+    assert page.request.get(api).json()["selection"] == {"mode": "range", "first": 3, "last": 8}
+
+
 def test_uncertain_count_shows_the_other_l3_candidate(page: object, server: str, tmp_path: Path) -> None:
     """Issue 14: without the sacrum the count is uncertain; the lines go to the more probable L3 and the
     other candidate is drawn as a dashed orange mark with its probability (not a line the user drags)."""
@@ -235,7 +288,8 @@ def test_without_webgl_the_view_falls_back_to_server_images(server: str, tmp_pat
 
 
 def test_fill_stays_in_the_body_and_the_labels_hu_range(page: object, server: str, tmp_path: Path) -> None:
-    """Defect 8: a fill used to take every connected pixel of the clicked label (air, organs, fat)."""
+    """Defect 8: a fill used to take every connected pixel of the clicked label (air, organs, fat). And a fill
+    that worked left the "Nothing filled" of the one before in the status line."""
     from test_e2e_first_use import _segment
 
     from sarcoscope.conventions import DEFAULT_HU_RANGES
@@ -265,6 +319,7 @@ def test_fill_stays_in_the_body_and_the_labels_hu_range(page: object, server: st
     assert page.locator("#save-labels").inner_text() == "Save"
     click(82, 48)  # the muscle wall
     page.wait_for_function("document.getElementById('save-labels').textContent === 'Save *'")
+    assert page.locator("#study-message").inner_text() == ""  # no "Nothing filled" left over that fill
     page.keyboard.press("Control+s")
     test_e2e._wait_text(page, "study-message", "Saved as version 3")
     labels = np.frombuffer(page.request.get(f"{api}/labels").body(), np.uint8).reshape(96, 96)
@@ -280,6 +335,126 @@ def test_fill_stays_in_the_body_and_the_labels_hu_range(page: object, server: st
     assert filled[wall & ~organs].mean() > 0.95  # the whole wall
     page.keyboard.press("Control+z")
     assert page.locator("#save-labels").inner_text() == "Save *"
+
+
+def test_hu_brush_paints_the_stroke_drawn_and_stops_at_release(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """With "HU range only" the brush started only once the slice's HU had come from the server: the part of
+    the stroke drawn meanwhile was lost, and a stroke released before they came went on painting wherever
+    the pointer moved afterwards, with the button up."""
+    from test_e2e_first_use import _segment
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 5)
+    api = f"{server}/api/studies/{study_id}"
+    empty = bytes(96 * 96)  # version 2: no labels, so every painted pixel shows
+    r = page.request.post(
+        f"{api}/labels?base_version=1", data=empty, headers={"Content-Type": "application/octet-stream"}
+    )
+    assert r.status == 201
+    page.reload()
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=60000)
+    held: list[object] = []  # the slice's HU are held back until the stroke has ended
+    page.route("**/hu/*", lambda route: held.append(route))
+    page.check("#hu-constrain")
+    page.keyboard.press("1")  # muscle
+    box = page.locator("#edit-cursor").bounding_box()
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + box["width"] * (x + 0.5) / 96, box["y"] + box["height"] * (y + 0.5) / 96
+
+    # A stroke down the right muscle wall, drawn and released while the HU are on their way.
+    page.mouse.move(*at(82, 40))
+    with page.expect_request("**/hu/5"):
+        page.mouse.down()
+    page.mouse.move(*at(82, 56), steps=8)
+    page.mouse.up()
+    page.mouse.move(*at(14, 40), steps=4)  # button up: over the left wall
+    while not held:
+        page.wait_for_timeout(20)
+    held[0].continue_()
+    page.wait_for_function("document.getElementById('save-labels').textContent === 'Save *'")
+    page.mouse.move(*at(14, 56), steps=8)  # button up, the HU here: along the left wall
+    page.mouse.move(*at(48, 21), steps=8)  # and to the top
+    page.keyboard.press("Control+s")
+    test_e2e._wait_text(page, "study-message", "Saved as version 3")
+    labels = np.frombuffer(page.request.get(f"{api}/labels").body(), np.uint8).reshape(96, 96)
+    assert (labels[40:57, 82] == 1).all()  # the whole stroke
+    assert not labels[:, :60].any() and not labels[:30].any()  # nothing where the button was up
+
+
+def test_label_editor_fits_its_image_again_when_the_window_is_resized(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """The editor's image kept the size it had when drawn: after the window was made smaller (1280x720) the
+    slice was cut off at the box's edges, and in a larger one it stayed small, until a slice change or
+    "Reset view"."""
+    from test_e2e_first_use import _segment
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 5)
+    for width, height in ((1280, 720), (1920, 1200)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+        box = page.locator("#editor-box").bounding_box()
+        image = page.locator("#editor-stack").bounding_box()
+        assert image["x"] >= box["x"] - 0.5 and image["y"] >= box["y"] - 0.5  # all of it in the box
+        assert image["x"] + image["width"] <= box["x"] + box["width"] + 0.5
+        assert image["y"] + image["height"] <= box["y"] + box["height"] + 0.5
+        # fitted: as wide or as high as the box (the slice is square)
+        assert min(box["width"], box["height"]) == pytest.approx(image["width"], abs=1)
+
+
+def test_space_drag_pans_the_editor_after_a_toolbar_control_was_clicked(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """Space+drag pans, as the hint says; but after a click on a toolbar control (Undo, a tool, "HU range
+    only"), which keeps the focus, Space was that control's: the drag painted a stroke instead of panning,
+    and Space pressed the control again (one more Undo, the checkbox toggled)."""
+    from test_e2e_first_use import _segment
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 5)
+    box = page.locator("#edit-cursor").bounding_box()
+    mid = (box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+
+    def drag(dx: float, space: bool) -> None:
+        page.mouse.move(*mid)
+        if space:
+            page.keyboard.down(" ")
+        page.mouse.down()
+        page.mouse.move(mid[0] + dx, mid[1], steps=5)
+        page.mouse.up()
+        if space:
+            page.keyboard.up(" ")
+
+    page.keyboard.press("1")
+    drag(60, space=False)
+    drag(-60, space=False)
+    page.click("#undo")  # the second stroke undone; the focus stays on Undo
+    _ctrl_wheel(page, *mid, 4)
+    overlay = page.evaluate("document.getElementById('edit-overlay').toDataURL()")
+    for control in ("#undo", "#hu-constrain"):
+        if control == "#hu-constrain":
+            page.click(control)  # checked; the focus stays on it
+        checked = page.is_checked("#hu-constrain")
+        before = page.locator("#editor-stack").bounding_box()
+        drag(-80 if control == "#undo" else 80, space=True)
+        after = page.locator("#editor-stack").bounding_box()
+        assert after["x"] != pytest.approx(before["x"], abs=5), control  # panned
+        assert page.evaluate("document.getElementById('edit-overlay').toDataURL()") == overlay, control
+        assert page.locator("#redo").is_enabled(), control  # no new stroke, and Undo not pressed again
+        assert page.locator("#undo").is_enabled(), control
+        assert page.is_checked("#hu-constrain") == checked, control
+    # Away from the image Space presses the focused button, as always.
+    page.mouse.move(5, 5)
+    page.focus("#redo")
+    page.keyboard.press(" ")
+    assert page.locator("#redo").is_disabled()  # the undone stroke is back
 
 
 REAL_J2K = Path("/work/shared/data/real/dicom_series/ts_thoracoabdominal_j2k")

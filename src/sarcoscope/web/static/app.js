@@ -54,11 +54,14 @@ async function route() {
     state.dirty = false;
     state.labels = null; // discarded: opening the study again loads its saved labels, not these
   }
+  const was = state.lastHash.replace(/^#\/?/, "").split("/");
   state.lastHash = location.hash || "#/";
   for (const v of document.querySelectorAll(".view")) v.hidden = true;
   if (parts[0] === "study" && parts[1]) {
-    $("view-study").hidden = false;
-    await openStudy(parts[1], parts[2] === "label" ? "label" : "l3");
+    // the page's copy of a study serves while it stays open (its two tabs, a sign-in again); opened anew
+    // (from the list, Back, a link) it is read from the server, which may have deleted or changed it
+    const reopened = was[0] !== "study" || was[1] !== parts[1];
+    await openStudy(parts[1], parts[2] === "label" ? "label" : "l3", reopened);
   } else {
     $("study-title").textContent = "";
     $("view-studies").hidden = false;
@@ -68,9 +71,21 @@ async function route() {
 
 
 // ------------------------------------------------------------------------------------------- one study --
-async function openStudy(id, pane) {
-  if (!state.study || state.study.id !== id) {
-    state.study = await getJSON(`/api/studies/${id}`);
+async function openStudy(id, pane, reopened) {
+  if (reopened || !state.study || state.study.id !== id) {
+    let study;
+    try {
+      study = await getJSON(`/api/studies/${id}`);
+    } catch (err) {
+      if (err.status === 401) { // the sign-in form is shown; signed in, the study is read then
+        state.lastHash = "#/";
+        return;
+      }
+      toast(err.message); // deleted (here, in another tab, by another user) or a wrong link
+      location.replace("#/");
+      return;
+    }
+    state.study = study;
     state.images.clear();
     state.hu.clear();
     state.body.clear();
@@ -94,6 +109,7 @@ async function openStudy(id, pane) {
     $("sex").value = p.sex ?? "";
     $("cutoff-set").value = p.cutoff_set || state.config.default_cutoff_set;
   }
+  $("view-study").hidden = false;
   const s = state.study;
   const dicom = s.source_kind === "dicom"; // NIfTI: no original DICOM files to download
   $("download-dicom").hidden = !dicom;

@@ -13,6 +13,7 @@ let mpr = false; // true: NiiVue
 let locating = null; // the study whose L3 the localizer is looking for: its lines are about to move
 let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
 const kept = {slice: null, range: null}; // the lines each mode had when the user left it, for the way back
+let shownPreset = null; // the Window preset NiiVue was last set to (the label editor's list changes it too)
 
 export function applySelection(sel) {
   state.mode = sel.mode;
@@ -123,6 +124,8 @@ export async function showL3() {
     message("Loading the images…");
     try {
       await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[state.preset]);
+      if (shownPreset !== state.preset) view.setWindow(...state.config.windows[state.preset]);
+      shownPreset = state.preset;
       message("");
     } catch (err) { message(`The volume could not be shown: ${err.message}`, true); }
   }
@@ -250,6 +253,7 @@ export function bindL3() {
   $("mode-slice").addEventListener("click", () => setMode("slice"));
   $("l3-preset").addEventListener("change", (e) => {
     state.preset = e.target.value;
+    shownPreset = state.preset;
     if (mpr) view.setWindow(...state.config.windows[state.preset]);
     else drawAll();
   });
@@ -268,7 +272,12 @@ export function bindL3() {
   $("deidentify-exports").addEventListener("change", setExportDeidentification);
   $("exports").addEventListener("click", (e) => {
     const button = e.target.closest("button[data-href]");
-    if (button) download(button.dataset.href);
+    if (!button) return;
+    // an export is of a saved version: one made beside an unsaved edit would lack it without a word
+    if (state.dirty && !confirm(`Your unsaved edit is not in this export: it is made from version ` +
+      `${state.version}, as saved. Export version ${state.version} anyway? (Cancel, then Save, to export ` +
+      "your edit.)")) return;
+    download(button.dataset.href);
   });
 }
 

@@ -8,6 +8,8 @@ import {refreshSide, restoreViewed, savePatient} from "./versions.js";
 
 
 let editView = null; // Viewport of the label editor
+let readOnly = ""; // the message that the version shown is read-only, cleared when another one is shown
+let nothingFilled = ""; // the message that a fill found nothing to fill, cleared by one that fills
 
 /** Fit the editor's image again (opening another study). */
 export function resetEditorView() { editView.reset(false); }
@@ -34,6 +36,7 @@ export async function loadLabels(version) {
   state.shape = response.headers.get("X-Label-Shape").split(",").map(Number);
   state.indices = response.headers.get("X-Label-Indices").split(",").map(Number);
   state.labels = new Uint8Array(buffer);
+  state.saved = state.labels.slice();
   // the overlay still shows the labels drawn before (an edit just discarded, another version): blank until
   // drawEditor draws these over their slice's image
   const overlay = $("edit-overlay");
@@ -48,6 +51,7 @@ export async function loadLabels(version) {
   if (state.current < 0) state.current = 0;
   $("readonly-banner").hidden = state.viewing === null;
   $("readonly-version").textContent = state.viewing ?? "";
+  if (readOnly && $("study-message").textContent === readOnly) message("");
   if (version) $("readonly-banner").scrollIntoView({block: "nearest"}); // "view" is far down the side panel
   updateButtons();
 }
@@ -156,8 +160,9 @@ async function floodFill(cx, cy) {
   const filled = fillRegion(sliceView(), nx, ny, cx, cy, value, (i) => body[i] && huAllows(hu, i, value));
   if (!filled) {
     const name = state.config.tissues.find((t) => t.label === value).name.toUpperCase();
-    message(`Nothing filled: the point is outside the body, outside ${name}'s HU range, or already ${name}.`);
-  }
+    nothingFilled = `Nothing filled: the point is outside the body, outside ${name}'s HU range, or already ${name}.`;
+    message(nothingFilled);
+  } else if (nothingFilled && $("study-message").textContent === nothingFilled) message(""); // this one did
   return filled;
 }
 
@@ -181,13 +186,22 @@ function drawCursor(e) {
 
 export function bindEditor() {
   const cursor = $("edit-cursor");
-  let painting = false;
-  let last = null;
-  let hu = null;
+  // The brush stroke while the button is down (null once it is up): {slice, last, hu, waiting}.
+  // With "HU range only" the slice's HU may still be on their way from the server: the points drawn
+  // meanwhile wait in `waiting` and are painted when they come (the stroke ends at release all the same).
+  let stroke = null;
+  const strokeTo = (s, [x, y]) => {
+    const [lx, ly] = s.last || [x, y];
+    const dist = Math.hypot(x - lx, y - ly);
+    const steps = s.last ? Math.max(1, Math.ceil(dist / Math.max(0.5, state.brush / 4))) : 1;
+    for (let k = 1; k <= steps; k++) paintAt(lx + ((x - lx) * k) / steps, ly + ((y - ly) * k) / steps, s.hu);
+    s.last = [x, y];
+  };
   cursor.addEventListener("pointerdown", async (e) => {
     if (!state.labels || e.button !== 0) return;
     if (state.viewing !== null) { // nothing is painted: say why, and where to go on
-      message(`Version ${state.viewing} is read-only: “Restore this version” or “Back to latest” to edit.`, true);
+      readOnly = `Version ${state.viewing} is read-only: “Restore this version” or “Back to latest” to edit.`;
+      message(readOnly, true);
       $("readonly-banner").scrollIntoView({block: "nearest"});
       return;
     }
@@ -202,27 +216,34 @@ export function bindEditor() {
       }
       return;
     }
-    hu = $("hu-constrain").checked ? await huSlice(state.indices[state.current]) : null;
+    const s = {slice: state.current, last: null, hu: null, waiting: [[x, y]]};
+    stroke = s;
+    if ($("hu-constrain").checked) {
+      const z = state.indices[s.slice];
+      try { s.hu = await huSlice(z); } catch (err) {
+        if (stroke === s) stroke = null;
+        message(`Nothing painted: the HU of slice ${z} could not be loaded (${err.message}).`, true);
+        return;
+      }
+    }
+    if (state.current !== s.slice) { // another slice was chosen meanwhile: the stroke was on this one
+      if (stroke === s) stroke = null;
+      return;
+    }
     pushUndo();
-    painting = true;
-    last = [x, y];
-    paintAt(x, y, hu);
+    for (const point of s.waiting) strokeTo(s, point);
+    s.waiting = null;
     markDirty();
     drawOverlay();
   });
   cursor.addEventListener("pointermove", (e) => {
     drawCursor(e);
-    if (!painting) return;
-    const [x, y] = editorPoint(e);
-    const dist = Math.hypot(x - last[0], y - last[1]);
-    const steps = Math.max(1, Math.ceil(dist / Math.max(0.5, state.brush / 4)));
-    for (let k = 1; k <= steps; k++) {
-      paintAt(last[0] + ((x - last[0]) * k) / steps, last[1] + ((y - last[1]) * k) / steps, hu);
-    }
-    last = [x, y];
+    if (!stroke) return;
+    if (stroke.waiting) { stroke.waiting.push(editorPoint(e)); return; }
+    strokeTo(stroke, editorPoint(e));
     drawOverlay();
   });
-  const stop = () => { painting = false; };
+  const stop = () => { stroke = null; };
   cursor.addEventListener("pointerup", stop);
   cursor.addEventListener("pointercancel", stop);
   cursor.addEventListener("pointerleave", () => drawCursor(null));
@@ -317,7 +338,7 @@ function undo() {
   state.redo.push({slice: step.slice, data: target.slice()});
   target.set(step.data);
   state.current = step.slice;
-  markDirty();
+  markDirty(true);
   drawEditor();
 }
 
@@ -329,14 +350,21 @@ function redo() {
   state.undo.push({slice: step.slice, data: target.slice()});
   target.set(step.data);
   state.current = step.slice;
-  markDirty();
+  markDirty(true);
   drawEditor();
 }
 
-function markDirty() {
-  state.dirty = true;
+/** The labels changed; `check`: they may be the saved ones again (undo, redo), then nothing is unsaved. */
+function markDirty(check = false) {
+  state.dirty = !check || !sameLabels(state.labels, state.saved);
   state.edits += 1;
   updateButtons();
+}
+
+function sameLabels(a, b) {
+  if (!a || !b || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function updateButtons() {
@@ -354,14 +382,16 @@ async function saveLabels() {
   message("Saving…");
   // what is sent is the labels as they are now; strokes painted while the save runs are not in it
   const sent = state.edits;
+  const body = state.labels.slice();
   try {
     const response = await api(
       `/api/studies/${state.study.id}/labels?base_version=${state.version}`,
-      {method: "POST", headers: {"Content-Type": "application/octet-stream"}, body: state.labels.slice()});
+      {method: "POST", headers: {"Content-Type": "application/octet-stream"}, body});
     const saved = await response.json();
+    state.saved = body;
     state.version = saved.version;
     state.study.latest_version = saved.version;
-    state.dirty = state.edits !== sent;
+    state.dirty = state.edits !== sent && !sameLabels(state.labels, body);
     message(state.dirty ? `Saved as version ${saved.version}; your newer strokes are not saved yet.`
       : `Saved as version ${saved.version}.`);
     await refreshSide();

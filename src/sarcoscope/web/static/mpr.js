@@ -223,7 +223,8 @@ export class MPRView {
       const line = this.lineNear(cx, cy);
       if (line < 0) return; // NiiVue moves the crosshair
       e.stopPropagation();
-      e.preventDefault();
+      e.preventDefault(); // (which keeps the focus where it was: the viewer's keys, Tab too, need it here)
+      this.canvas.focus({preventScroll: true});
       this.drag = {line, tile: this.tileAt(cx, cy)};
       this.hooks.lineAt(line);
       this.box.classList.add("dragging-line");

@@ -27,6 +27,7 @@ export async function showSeries() {
     option.disabled = Boolean(s.reason);
     return option;
   }));
+  $("series").dataset.shown = $("series").value; // the study's own series, back to it when cancelled
   $("series-note").textContent = series.length < 2 ? "" :
     `${series.length} series in this upload; "default" is the one with the most slices. ` +
     "Another series opens as a study of its own, with its own L3 selection and labels.";
@@ -36,11 +37,20 @@ export async function showSeries() {
 async function openChosen() {
   const select = $("series");
   const from = state.study.id;
+  // asked before the series is opened (a study of its own on the server), as leaving the study would ask
+  if (state.dirty && !confirm("Discard your unsaved label edits?")) {
+    select.value = select.dataset.shown;
+    return;
+  }
   select.disabled = true;
   message("Opening the series…");
   try {
     const study = await sendJSON(`/api/studies/${from}/series`, "POST", {series_uid: select.value});
     message("");
+    if (study.id !== from) { // discarded, as agreed: opening this study again loads its saved labels
+      state.dirty = false;
+      state.labels = null;
+    }
     location.hash = `#/study/${study.id}`;
   } catch (err) {
     message(err.message, true);

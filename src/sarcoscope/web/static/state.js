@@ -16,6 +16,7 @@ export const state = {
   version: null, // latest label version metadata being edited
   viewing: null, // version number when viewing an older version read-only
   labels: null, // Uint8Array (n*y*x)
+  saved: null, // the labels as loaded or last saved: undone back to them, nothing is unsaved
   shape: null, // [n, y, x]
   indices: [],
   current: 0, // index into indices

@@ -90,9 +90,15 @@ function uploadFiles(files) {
     $("upload-progress").value = pct;
     $("upload-text").textContent = pct < 100 ? `Uploading… ${pct} %` : "Reading the series on the server…";
   };
-  xhr.onload = () => {
+  // the choosers are emptied whatever the outcome: choosing the same files again must be a change
+  const done = () => {
     $("upload-status").hidden = true;
     $("upload-progress").value = 0;
+    $("pick-folder").value = "";
+    $("pick-files").value = "";
+  };
+  xhr.onload = () => {
+    done();
     let body = {};
     try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
     if (xhr.status === 201) {
@@ -101,11 +107,9 @@ function uploadFiles(files) {
     } else {
       $("upload-error").textContent = body.detail || `Upload failed (${xhr.status}).`;
     }
-    $("pick-folder").value = "";
-    $("pick-files").value = "";
   };
   xhr.onerror = () => {
-    $("upload-status").hidden = true;
+    done();
     $("upload-error").textContent = "The upload was interrupted (network error or the server refused it).";
   };
   xhr.open("POST", "/api/studies");

@@ -4,13 +4,24 @@
 
 const MAX_ZOOM = 8;
 let spaceHeld = false;
+let hovered = null; // the view's box under the pointer
+// Space held pans, except in a field that types it or a list. On a button or checkbox (the focus stays on
+// the one clicked last: Undo, a tool, "HU range only") it pans while the pointer is over a view, and the
+// control is not pressed; elsewhere Space presses it, as always.
+const TYPES = "input[type=text], input[type=number], input[type=search], input[type=password], input:not([type])";
+const CONTROL = "button, input";
 window.addEventListener("keydown", (e) => {
-  if (e.code === "Space" && !e.target.matches("input, select, textarea, button")) {
-    spaceHeld = true;
-    if (e.target === document.body || e.target.matches("canvas")) e.preventDefault(); // no page scroll
-  }
+  if (e.code !== "Space" || e.target.matches(`${TYPES}, select, textarea`)) return;
+  const control = e.target.matches(CONTROL);
+  if (control && !hovered) return;
+  spaceHeld = true;
+  if (control || e.target === document.body || e.target.matches("canvas")) e.preventDefault(); // no scroll
 });
-window.addEventListener("keyup", (e) => { if (e.code === "Space") spaceHeld = false; });
+window.addEventListener("keyup", (e) => {
+  if (e.code !== "Space") return;
+  if (spaceHeld && e.target.matches(CONTROL)) e.preventDefault();
+  spaceHeld = false;
+});
 window.addEventListener("blur", () => { spaceHeld = false; });
 
 export class Viewport {
@@ -121,5 +132,9 @@ export class Viewport {
     this.box.addEventListener("pointercancel", end, {capture: true});
     this.box.addEventListener("auxclick", (e) => { if (e.button === 1) e.preventDefault(); });
     this.box.addEventListener("mousedown", (e) => { if (e.button === 1) e.preventDefault(); }); // no autoscroll
+    this.box.addEventListener("pointerenter", () => { hovered = this.box; });
+    this.box.addEventListener("pointerleave", () => { if (hovered === this.box) hovered = null; });
+    // the box follows the window (CSS sizes): fit the image to the box's new size
+    new ResizeObserver(() => this.onChange()).observe(this.box);
   }
 }
