@@ -90,11 +90,7 @@ def test_no_ribs_in_view_an_osteoporotic_sacrum_is_found() -> None:
     # and the count from a false disc in mid-S1 put L3 37 mm low. The threshold now follows the column's
     # density, and the sacrum is found.
     pv, loc = _locate(35, "normal", "no-ribs")
-    assert loc.counted_from == "sacrum" and _error_mm(pv, loc.l3_mid) <= 10.0
-    # The two traces of the column still see different discs between the sacrum and L3: that is said
-    reason = next(f["reason"] for f in loc.flags if f["flag"] == FLAG_COUNTING)
-    assert "two traces of the column disagree" in reason
-    assert [f["flag"] for f in loc.flags].count(FLAG_COUNTING) == 1
+    assert loc.counted_from == "sacrum" and _error_mm(pv, loc.l3_mid) <= 10.0 and loc.confidence > 0.7
 
 
 def test_pedicle_screws_do_not_pass_for_the_sacrum() -> None:

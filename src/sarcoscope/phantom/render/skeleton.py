@@ -108,12 +108,15 @@ def paint_spine(p: Painter, anat: Anatomy, z: float, yc: float, slope: float, no
         vid = v.vid
         thor = v.kind == "T"
         if v.kind == "S":
-            if 0.0 <= f <= 1.0:
+            # the alae spread from the sides of the body, at the body's own level (not the arch's)
+            f_ala = (z + slope * 4 - v.z_lo) / v.height
+            if 0.0 <= f_ala <= 1.0:
                 k = 1.0 if v.name == "S1" else 0.7
                 for sgn in (-1, 1):
                     p.bone_ellipse(
                         sgn * (v.width / 2 + 18 * k), yc + 4, 24 * k, 15 * k, vid=vid, ang=sgn * 0.3
                     )
+            if 0.0 <= f <= 1.0:
                 p.bone_bar((0, cy0 + 2 * canal_b + 2), (0, cy0 + 2 * canal_b + 14), 6, vid)
                 for sgn in (-1, 1):
                     p.bone_bar((sgn * canal_a, cy0 + 2), (sgn * (canal_a + 4), cy0 + 2 * canal_b + 4), 7, vid)
