@@ -236,12 +236,12 @@ def coarse_pixel_warning(pixel_spacing: tuple[float, float]) -> str | None:
         return None
     return (
         f"Pixels of {pixel_spacing[0]:.2g} x {pixel_spacing[1]:.2g} mm are coarser than diagnostic CT's "
-        "(0.6-1.0 mm): thin muscle (psoas, the wall) blurs into its neighbours and into fat, so the muscle "
-        "area and the muscle's mean HU are measured lower (the real L3 slices made coarser: U-Net area -2.4 % "
-        "at 2 mm and -3.4 % at 3 mm against -0.8 % at their own pixels, the threshold engine -5.7 % and "
-        "-10.0 %; mean muscle HU 3 HU lower at 2 mm and 5 HU at 3 mm, up to 8, when each pixel averages its "
-        "area as a reconstruction's does), and a muscle HU a few HU below a myosteatosis cutoff is not a "
-        "finding. Use the original images if you have them."
+        "(0.6-1.0 mm): thin muscle (psoas, the wall) blurs into its neighbours and into fat, so the "
+        "muscle area and the muscle's mean HU are measured lower (the real L3 slices made coarser: U-Net "
+        "area -2.4 % at 2 mm and -3.4 % at 3 mm against -0.8 % at their own pixels, the threshold engine "
+        "-5.7 % and -10.0 %; mean muscle HU 3 HU lower at 2 mm and 5 HU at 3 mm, up to 8, when each pixel "
+        "averages its area as a reconstruction's does), and a muscle HU a few HU below a myosteatosis "
+        "cutoff is not a finding. Use the original images if you have them."
     )
 
 
