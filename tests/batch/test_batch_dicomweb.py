@@ -98,6 +98,38 @@ def test_batch_pushes_and_resumes(cohort: tuple[Orthanc, list[str]], tmp_path: P
     assert lost.is_file() and (lost.parent / "report.json").stat().st_mtime_ns == report_before
 
 
+def test_one_case_per_study_its_series_with_the_most_images(
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+) -> None:
+    """A study with a one-image scout and a two-image CT series is one case, the latter (analysed alone,
+    its results pushed once); --every-series gives both."""
+    files = ct_files(shared_data)
+    study_uid = generate_uid(entropy_srcs=["sarcoscope-test-batch-series", "study"])
+    series = {}
+    for name, members in (("scout", files[:1]), ("axial", files[1:])):
+        uid = generate_uid(entropy_srcs=["sarcoscope-test-batch-series", name])
+        series[name] = str(uid)
+        for k, f in enumerate(members):
+            ds = pydicom.dcmread(f)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesNumber = study_uid, uid, 1 + len(series)
+            ds.SOPInstanceUID = generate_uid(entropy_srcs=["sarcoscope-test-batch-series", name, str(k)])
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.PatientID, ds.StudyDate = "SARC-SERIES", "20240301"
+            series.setdefault(f"{name}-files", []).append(ds)
+    with start_orthanc(tmp_path_factory.mktemp("orthanc-series")) as orthanc:
+        for name in ("scout", "axial"):
+            for ds in series[f"{name}-files"]:
+                buffer = io.BytesIO()
+                ds.save_as(buffer, enforce_file_format=True)
+                requests.post(
+                    f"{orthanc.base}/instances", data=buffer.getvalue(), timeout=30
+                ).raise_for_status()
+        (case,) = dicomweb_cases(orthanc.dicomweb, {"PatientID": "SARC-SERIES"})
+        assert case.case_id == series["axial"]
+        every = dicomweb_cases(orthanc.dicomweb, {"PatientID": "SARC-SERIES"}, every_series=True)
+        assert sorted(c.case_id for c in every) == sorted([series["scout"], series["axial"]])
+
+
 def test_bad_batch_queries_are_clear_errors(cohort: tuple[Orthanc, list[str]], tmp_path: Path) -> None:
     orthanc, _ = cohort
     base = ["batch", f"dicomweb+{orthanc.dicomweb}", "-o", str(tmp_path / "o")]
@@ -110,6 +142,8 @@ def test_bad_batch_queries_are_clear_errors(cohort: tuple[Orthanc, list[str]], t
         result = runner.invoke(app, base + extra)
         assert result.exit_code == 1 and message in " ".join(result.output.split()), result.output
     local = runner.invoke(app, ["batch", str(tmp_path), "-o", str(tmp_path / "o2"), "--push"])
+    assert local.exit_code == 1 and "need a DICOMweb cohort" in " ".join(local.output.split())
+    local = runner.invoke(app, ["batch", str(tmp_path), "-o", str(tmp_path / "o3"), "--every-series"])
     assert local.exit_code == 1 and "need a DICOMweb cohort" in " ".join(local.output.split())
 
 

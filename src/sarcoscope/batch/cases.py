@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 from sarcoscope.errors import InputError
 from sarcoscope.fileio import read_csv
 from sarcoscope.pacs.dicomweb import is_dicomweb
+
+log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: The columns cohort.csv fills from each case's results (batch.runner.summary_row): a manifest column of
@@ -158,11 +161,19 @@ def _range(text: str, where: str) -> tuple[int, int]:
         ) from None
 
 
-def dicomweb_cases(root: str, filters: dict[str, str], modality: str = "CT", page: int = 100) -> list[Case]:
-    """One case per `modality` series of every study the DICOMweb server at `root` finds for `filters`
-    (QIDO-RS); the case id is the SeriesInstanceUID. At least one filter is needed: a whole archive is
-    never analysed by accident. The server's answers are checked here, not trusted: studies whose listed
-    modalities lack `modality` are dropped and paging stops when the server repeats itself."""
+def dicomweb_cases(
+    root: str, filters: dict[str, str], modality: str = "CT", page: int = 100, every_series: bool = False
+) -> list[Case]:
+    """One case per study the DICOMweb server at `root` finds for `filters` (QIDO-RS): its `modality` series
+    with the most images, or every such series with `every_series`; the case id is the SeriesInstanceUID.
+
+    A CT study usually holds a scout, the axial series and often more reconstructions (thin and thick, soft
+    tissue and bone kernels) or phases: analysed one by one they cost as many analyses, and with --push each
+    puts another result set into the study. The series with the most images is the one `analyze` reads from
+    a folder by default (the axial CT series with most slices); ties go to the lower series number. At least
+    one filter is needed: a whole archive is never analysed by accident. The server's answers are checked
+    here, not trusted: studies whose listed modalities lack `modality` are dropped and paging stops when the
+    server repeats itself."""
     from sarcoscope.pacs.dicomweb import DICOMwebServer, check_query, parse_dicomweb_root
 
     base = parse_dicomweb_root(root)
@@ -173,14 +184,27 @@ def dicomweb_cases(root: str, filters: dict[str, str], modality: str = "CT", pag
         )
     server = DICOMwebServer(base)
     wanted = modality.strip().upper()
-    cases = []
+    cases, passed_over = [], 0
     for study in server.iter_studies({"ModalitiesInStudy": wanted, **filters}, page=page):
-        for series in server.series(study.study_uid):
-            if (series.modality or "").upper() == wanted:
-                url = f"dicomweb+{base}/studies/{study.study_uid}/series/{series.series_uid}"
-                cases.append(Case(case_id=safe_case_id(series.series_uid), path=url))
+        found = [s for s in server.series(study.study_uid) if (s.modality or "").upper() == wanted]
+        if found and not every_series:
+            first = min(
+                found, key=lambda s: (-(s.n_instances or 0), s.number is None, s.number or 0, s.series_uid)
+            )
+            passed_over += len(found) - 1
+            found = [first]
+        for series in found:
+            url = f"dicomweb+{base}/studies/{study.study_uid}/series/{series.series_uid}"
+            cases.append(Case(case_id=safe_case_id(series.series_uid), path=url))
     if not cases:
         raise InputError(f"No {wanted} series on the DICOMweb server {server.shown} match the query.")
+    if passed_over:
+        log.info(
+            "%d other %s series of these studies (scouts, other reconstructions or phases) are not analysed: "
+            "each study's series with the most images is (--every-series analyses them all).",
+            passed_over,
+            wanted,
+        )
     return _unique(cases, server.shown)
 
 

@@ -33,7 +33,8 @@ def batch(
         str,
         typer.Argument(
             help="Folder of studies (one sub-folder/zip/NIfTI per case), a CSV manifest, or a DICOMweb "
-            "server dicomweb+http://host:port/prefix searched with --query (one case per CT series).",
+            "server dicomweb+http://host:port/prefix searched with --query (one case per study: its CT "
+            "series with the most images).",
             show_default=False,
         ),
     ],
@@ -74,6 +75,14 @@ def batch(
             "--push", help="DICOMweb cohort: store each case's SEG, SR and QC capture in its study."
         ),
     ] = False,
+    every_series: Annotated[
+        bool,
+        typer.Option(
+            "--every-series",
+            help="DICOMweb cohort: analyse every series of the modality in a study (scouts, every "
+            "reconstruction and phase), not only the one with the most images.",
+        ),
+    ] = False,
 ) -> None:
     """Analyse a cohort; resumable (finished cases are skipped), failures listed in failures.csv."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -93,10 +102,10 @@ def batch(
                 f"Unknown cutoff set '{cutoffs}'. Available: {', '.join(available_cutoff_sets())}."
             )
         if is_dicomweb(cohort):
-            cases = dicomweb_cases(cohort, parse_query(query or []), modality)
-        elif query or push:
+            cases = dicomweb_cases(cohort, parse_query(query or []), modality, every_series=every_series)
+        elif query or push or every_series:
             raise SarcoscopeError(
-                "--query and --push need a DICOMweb cohort: dicomweb+http://host:port/prefix."
+                "--query, --push and --every-series need a DICOMweb cohort: dicomweb+http://host:port/prefix."
             )
         elif cohort.lower().endswith(".csv"):
             manifest = Path(cohort).resolve()
