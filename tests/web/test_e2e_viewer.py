@@ -460,6 +460,48 @@ def test_space_drag_pans_the_editor_after_a_toolbar_control_was_clicked(
 REAL_J2K = Path("/work/shared/data/real/dicom_series/ts_thoracoabdominal_j2k")
 
 
+def test_editor_slice_buttons_shortcuts_and_brush_outline(page: object, server: str, tmp_path: Path) -> None:
+    """◀ and ▶ are disabled where they would do nothing (first and last slice); the tool shortcuts work with
+    Caps Lock (or Shift); the brush outline follows [ and ] without a mouse move."""
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    page.request.put(
+        f"{server}/api/studies/{study_id}/selection", data={"mode": "range", "first": 4, "last": 6}
+    )
+    r = page.request.post(f"{server}/api/studies/{study_id}/segment", data={"engine": "threshold"})
+    assert r.status == 200, r.text()
+    page.goto(f"{server}/#/study/{study_id}/label")
+    page.reload()
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=120000)
+    page.wait_for_function("document.getElementById('slice-text').textContent.includes('1 of 3')")
+    assert page.locator("#slice-prev").is_disabled() and page.locator("#slice-next").is_enabled()
+    page.click("#slice-next")
+    page.wait_for_function("document.getElementById('slice-text').textContent.includes('2 of 3')")
+    assert page.locator("#slice-prev").is_enabled() and page.locator("#slice-next").is_enabled()
+    page.click("#slice-next")
+    page.wait_for_function("document.getElementById('slice-text').textContent.includes('3 of 3')")
+    assert page.locator("#slice-next").is_disabled() and page.locator("#slice-prev").is_enabled()
+
+    for key, tool in (("Shift+E", "eraser"), ("Shift+F", "fill"), ("Shift+B", "brush")):
+        page.keyboard.press(key)
+        assert "active" in (page.get_attribute(f"#tool-{tool}", "class") or ""), key
+
+    box = page.locator("#edit-cursor").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    outline = (
+        "(() => { const c = document.getElementById('edit-cursor');"
+        " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        " let n = 0, x0 = c.width, x1 = -1;"
+        " for (let i = 3; i < d.length; i += 4) if (d[i]) { const x = ((i - 3) / 4) % c.width;"
+        " n++; x0 = Math.min(x0, x); x1 = Math.max(x1, x); }"
+        " return x1 - x0; })()"
+    )
+    small = page.evaluate(outline)
+    for _ in range(10):
+        page.keyboard.press("]")
+    assert page.evaluate(outline) > small + 5  # the circle grew, the mouse did not move
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_J2K.is_dir(), reason=f"needs the real JPEG 2000 series at {REAL_J2K}")
 def test_real_dicom_series_through_the_whole_viewer(page: object, server: str) -> None:

@@ -87,6 +87,9 @@ export async function drawEditor() {
   if (call !== draws) return;
   base.clearRect(0, 0, nx, ny);
   if (loaded) base.drawImage(img, 0, 0);
+  // at an end its button does nothing, so it says so; after a failed image both stay on, to load it again
+  $("slice-prev").disabled = loaded && state.current === 0;
+  $("slice-next").disabled = loaded && state.current === state.indices.length - 1;
   drawOverlay();
   if (!loaded) {
     missing = `The image of slice ${z} could not be loaded from the server: go to the slice again (◀ ▶) to retry.`;
@@ -170,7 +173,10 @@ function editorPoint(e) {
   return canvasPoint($("edit-cursor"), e);
 }
 
+let pointer = null; // the last pointer event over the image (null: elsewhere), to redraw the outline
+
 function drawCursor(e) {
+  pointer = e;
   const c = $("edit-cursor");
   const ctx = c.getContext("2d");
   ctx.clearRect(0, 0, c.width, c.height);
@@ -297,9 +303,9 @@ function editorKeys(e) {
   if (ctrl && e.key.toLowerCase() === "z") { e.preventDefault(); (e.shiftKey ? redo : undo)(); }
   else if (ctrl && e.key.toLowerCase() === "y") { e.preventDefault(); redo(); }
   else if (ctrl) return;
-  else if (e.key === "b") setTool("brush");
-  else if (e.key === "e") setTool("eraser");
-  else if (e.key === "f") setTool("fill");
+  else if (e.key.toLowerCase() === "b") setTool("brush");
+  else if (e.key.toLowerCase() === "e") setTool("eraser");
+  else if (e.key.toLowerCase() === "f") setTool("fill");
   else if (["1", "2", "3", "4"].includes(e.key)) setPaintLabel(Number(e.key));
   else if (e.key === "[") setBrush(state.brush - 1);
   else if (e.key === "]") setBrush(state.brush + 1);
@@ -315,12 +321,14 @@ function stepSlice(d) {
 function setTool(tool) {
   state.tool = tool;
   for (const t of ["brush", "eraser", "fill"]) $(`tool-${t}`).classList.toggle("active", t === tool);
+  drawCursor(pointer);
 }
 
 function setBrush(size) {
   state.brush = Math.max(1, Math.min(40, size));
   $("brush-size").value = state.brush;
   $("brush-size-text").textContent = state.brush;
+  drawCursor(pointer);
 }
 
 function setPaintLabel(label) {
