@@ -234,6 +234,21 @@ def test_an_export_beside_an_unsaved_edit_says_the_edit_is_not_in_it(
         assert page.locator("#save-labels").inner_text() == "Save *"  # the edit is still there
 
 
+def test_ctrl_s_on_the_l3_tab_saves_an_unsaved_label_edit(tmp_path: Path, series: list[Path]) -> None:
+    """Ctrl+S on the L3 tab did nothing and said nothing (the browser's "Save page" is kept away): an edit
+    made in the label editor stayed unsaved. Now it is saved; with nothing to save the page says why."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _stroke(page, 0.06, 0.08)
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.click("#tab-l3")
+        page.keyboard.press("Control+s")
+        page.wait_for_function("document.getElementById('save-labels').textContent === 'Save'")
+        versions = page.request.get(f"{url}/api/studies/{sid}/versions").json()
+        assert max(v["version"] for v in versions) == 2
+        page.keyboard.press("Control+s")
+        assert "Nothing to save" in page.inner_text("#study-message")
+
+
 def test_undoing_every_edit_leaves_nothing_unsaved(tmp_path: Path, series: list[Path]) -> None:
     """Undo back to the saved labels still said "Save *" and that the analysis lacked an unsaved edit, asked
     before leaving, and Save made a version identical to the one before it, marked as edited by hand."""

@@ -291,7 +291,10 @@ export function bindEditor() {
   window.addEventListener("keydown", (e) => {
     if (!(e.ctrlKey || e.metaKey) || e.key.toLowerCase() !== "s") return;
     e.preventDefault();
-    if (!$("pane-label").hidden && !$("view-study").hidden) saveLabels();
+    if ($("view-study").hidden) return;
+    // on the L3 tab an unsaved label edit is saved too; the L3 lines save themselves as they move
+    if (!$("pane-label").hidden || state.dirty) saveLabels();
+    else message("Nothing to save: the L3 selection is saved as the lines move.");
   }, {capture: true});
   setTool("brush");
   setPaintLabel(1);
