@@ -99,7 +99,7 @@ def test_batch_pushes_and_resumes(cohort: tuple[Orthanc, list[str]], tmp_path: P
 
 
 def test_one_case_per_study_its_series_with_the_most_images(
-    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A study with a one-image scout and a two-image CT series is one case, the latter (analysed alone,
     its results pushed once); --every-series gives both."""
@@ -124,8 +124,10 @@ def test_one_case_per_study_its_series_with_the_most_images(
                 requests.post(
                     f"{orthanc.base}/instances", data=buffer.getvalue(), timeout=30
                 ).raise_for_status()
-        (case,) = dicomweb_cases(orthanc.dicomweb, {"PatientID": "SARC-SERIES"})
+        with caplog.at_level("WARNING", logger="sarcoscope.batch"):
+            (case,) = dicomweb_cases(orthanc.dicomweb, {"PatientID": "SARC-SERIES"})
         assert case.case_id == series["axial"]
+        assert "1 other CT series" in caplog.text  # said, not silently left out
         every = dicomweb_cases(orthanc.dicomweb, {"PatientID": "SARC-SERIES"}, every_series=True)
         assert sorted(c.case_id for c in every) == sorted([series["scout"], series["axial"]])
 

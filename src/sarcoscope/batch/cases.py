@@ -199,7 +199,7 @@ def dicomweb_cases(
     if not cases:
         raise InputError(f"No {wanted} series on the DICOMweb server {server.shown} match the query.")
     if passed_over:
-        log.info(
+        log.warning(
             "%d other %s series of these studies (scouts, other reconstructions or phases) are not analysed: "
             "each study's series with the most images is (--every-series analyses them all).",
             passed_over,
