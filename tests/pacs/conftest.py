@@ -1,5 +1,6 @@
-"""A small disk for the PACS tests' full-disk cases: a tmpfs mounted in the test's folder (skips where one
-cannot be mounted, i.e. not as root), and a way to fill it."""
+"""The PACS tests' shared fixtures: a throw-away Orthanc per test module, a small CT series, and a small disk
+for the full-disk cases (a tmpfs mounted in the test's folder; skips where one cannot be mounted, i.e. not
+as root) with a way to fill it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,26 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from orthanc_server import Orthanc, start_orthanc
+from sarcoscope.imaging import CTMetadata, write_dicom_series
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """A throw-away Orthanc (with DICOMweb) for the module's tests."""
+    with start_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server
+
+
+@pytest.fixture
+def series(tmp_path: Path) -> list[Path]:
+    """A 12-slice CT series of soft tissue in air (enough for the web app to import it)."""
+    hu = np.full((12, 64, 64), -1000, np.int16)
+    hu[:, 8:56, 8:56] = 40
+    return write_dicom_series(hu, (3.0, 4.0, 4.0), tmp_path / "series", metadata=CTMetadata(patient_id="P-1"))
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ refused, not a success. Orthanc never answers 202, so a small HTTP server does."
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pydicom
 import pytest
+from local_http import serve
 from pydicom.uid import generate_uid
 
 from sarcoscope.pacs.dicomweb import DICOMwebServer, DICOMwebServerError
@@ -60,12 +60,8 @@ def _stow(status: int, answer: object) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    with serve(Handler) as url:
+        yield url
 
 
 def test_a_store_accepted_in_part_is_an_error() -> None:

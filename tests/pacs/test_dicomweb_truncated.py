@@ -7,31 +7,21 @@ server does, without the closing multipart boundary and without Content-Length."
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from local_http import serve
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging import CTMetadata, write_dicom_series
 from sarcoscope.pacs.dicomweb import fetch_series
 from sarcoscope.web import WebSettings, create_app
 
 BOUNDARY = "cutboundary"
-
-
-@pytest.fixture
-def series(tmp_path: Path) -> list[Path]:
-    """A 12-slice CT series of soft tissue in air (enough for the web app to import it)."""
-    hu = np.full((12, 64, 64), -1000, np.int16)
-    hu[:, 8:56, 8:56] = 40
-    return write_dicom_series(hu, (3.0, 4.0, 4.0), tmp_path / "series", metadata=CTMetadata(patient_id="P-1"))
 
 
 @contextmanager
@@ -81,12 +71,8 @@ def _pacs(files: list[Path], send: list[int]) -> Iterator[str]:
                 self.send_response(404)
                 self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    with serve(Handler) as url:
+        yield url
 
 
 def test_a_short_retrieval_is_refused_on_the_command_line(series: list[Path], tmp_path: Path) -> None:

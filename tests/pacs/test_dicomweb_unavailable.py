@@ -7,28 +7,19 @@ it lists one CT series, and answers every retrieval and store with `status`."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from local_http import serve
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging import CTMetadata, write_dicom_series
 from sarcoscope.pacs.dicomweb import DICOMwebServer, DICOMwebServerError, fetch_series
 from sarcoscope.web import WebSettings, create_app
-
-
-@pytest.fixture
-def series(tmp_path: Path) -> list[Path]:
-    hu = np.full((12, 64, 64), -1000, np.int16)
-    hu[:, 8:56, 8:56] = 40
-    return write_dicom_series(hu, (3.0, 4.0, 4.0), tmp_path / "series", metadata=CTMetadata(patient_id="P-1"))
 
 
 @contextmanager
@@ -64,12 +55,8 @@ def _busy(files: list[Path], status: int) -> Iterator[str]:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             self._answer(status)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    with serve(Handler) as url:
+        yield url
 
 
 @pytest.mark.parametrize("status", [503, 504])

@@ -16,7 +16,7 @@ import pytest
 from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
-from orthanc_server import Orthanc, ct_files, free_port, start_orthanc
+from orthanc_server import Orthanc, ct_files, free_port
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError
 from sarcoscope.pacs.node import ListenSettings, Node, Peer, parse_peer
@@ -46,12 +46,6 @@ def _send(datasets: list[pydicom.Dataset], port: int, calling: str = "SENDER") -
         return [int(assoc.send_c_store(ds).Status) for ds in datasets]
     finally:
         assoc.release()
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    with start_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
-        yield server
 
 
 @pytest.fixture

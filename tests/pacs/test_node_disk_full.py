@@ -12,20 +12,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from received import Received
 
 from sarcoscope.pacs.node import ListenSettings, Node
 from sarcoscope.phantom.io import write_phantom
-
-
-class _Received:
-    """What pynetdicom hands the C-STORE handler for one file."""
-
-    def __init__(self, path: Path) -> None:
-        self.dataset = pydicom.dcmread(path)
-        self._raw = path.read_bytes()
-
-    def encoded_dataset(self, include_meta: bool = True) -> bytes:
-        return self._raw
 
 
 def test_a_full_disk_fails_the_series_and_the_node_goes_on(
@@ -38,10 +28,10 @@ def test_a_full_disk_fails_the_series_and_the_node_goes_on(
     node.incoming.mkdir(parents=True)
     node.results.mkdir()
     for f in files:
-        assert node._on_store(_Received(f)) == 0
+        assert node._on_store(Received(f)) == 0
     uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
     filler = fill_disk(small_disk)
-    other = _Received(files[0])
+    other = Received(files[0])
     other.dataset.StudyInstanceUID = other.dataset.SeriesInstanceUID = "1.2.3.4"  # its folder cannot be made
     assert node._on_store(other) == 0xA700  # out of resources: the sender keeps it and tries again later
     assert node.process_settled(now=time.monotonic() + 1) == 1
@@ -49,6 +39,6 @@ def test_a_full_disk_fails_the_series_and_the_node_goes_on(
     assert f"series {uid} not analysed or not sent" in caplog.text and "No space left" in caplog.text
     assert next(node.incoming.glob(f"*/{uid}")).is_dir()  # kept, analysed again at the next start
     filler.unlink()  # room again: the node still works
-    assert node._on_store(_Received(files[0])) == 0
+    assert node._on_store(Received(files[0])) == 0
     assert node.process_settled(now=time.monotonic() + 1) == 1
     assert node.analysed == [uid] and (node.results / uid / "report.json").is_file()

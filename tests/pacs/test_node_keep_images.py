@@ -6,32 +6,14 @@ Skips without Orthanc."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
-import pytest
+from received import Received
 
-from orthanc_server import Orthanc, start_orthanc
+from orthanc_server import Orthanc
 from sarcoscope.pacs.node import ListenSettings, Node
 from sarcoscope.phantom.io import write_phantom
-
-
-class _Received:
-    """What pynetdicom hands the C-STORE handler for one file."""
-
-    def __init__(self, path: Path) -> None:
-        self.dataset = pydicom.dcmread(path)
-        self._raw = path.read_bytes()
-
-    def encoded_dataset(self, include_meta: bool = True) -> bytes:
-        return self._raw
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    with start_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
-        yield server
 
 
 def _node(out: Path, orthanc: Orthanc) -> Node:
@@ -51,7 +33,7 @@ def test_a_restart_does_not_analyse_and_send_kept_series_again(tmp_path: Path, o
     study = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
     node = _node(tmp_path / "node", orthanc)
     for f in files:
-        assert node._on_store(_Received(f)) == 0
+        assert node._on_store(Received(f)) == 0
     assert node.process_settled(now=time.monotonic() + 1) == 1
     (uid,) = node.analysed
     assert len(list(next(node.incoming.glob(f"*/{uid}")).glob("*.dcm"))) == len(files)  # kept

@@ -12,20 +12,10 @@ from typing import Any
 
 import pydicom
 import pytest
+from received import Received
 
 from sarcoscope.pacs.node import ANALYSED_MARKER, ListenSettings, Node
 from sarcoscope.phantom.io import write_phantom
-
-
-class _Received:
-    """What pynetdicom hands the C-STORE handler for one file."""
-
-    def __init__(self, path: Path) -> None:
-        self.dataset = pydicom.dcmread(path)
-        self._raw = path.read_bytes()
-
-    def encoded_dataset(self, include_meta: bool = True) -> bytes:
-        return self._raw
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +45,7 @@ def test_late_images_within_the_window_make_the_whole_series_analysed_again(
 ) -> None:
     node = _node(tmp_path / "node", late_window=600.0)
     for f in series[:-20]:
-        assert node._on_store(_Received(f)) == 0
+        assert node._on_store(Received(f)) == 0
     assert node.process_settled(now=1e6) == 1
     uid = node.analysed[0]
     out = node.results / uid
@@ -66,7 +56,7 @@ def test_late_images_within_the_window_make_the_whole_series_analysed_again(
     restarted._resume()
     assert restarted.process_settled(now=time.monotonic()) == 0 and folder.is_dir()
     for f in series[-20:]:  # the scanner sends the rest
-        assert node._on_store(_Received(f)) == 0
+        assert node._on_store(Received(f)) == 0
     assert node.process_settled(now=2e6) == 1
     assert node.analysed == [uid, uid] and _slices(out) == len(series)
     assert not (out / "error.txt").exists()
@@ -77,7 +67,7 @@ def test_late_images_within_the_window_make_the_whole_series_analysed_again(
 def test_a_fragment_after_the_window_does_not_replace_the_results(series: list[Path], tmp_path: Path) -> None:
     node = _node(tmp_path / "node", late_window=0.0)
     for f in series[:-20]:
-        node._on_store(_Received(f))
+        node._on_store(Received(f))
     node.process_settled(now=1e6)
     node.process_settled(now=1e6)  # the window (0 s) passed: deleted
     uid = node.analysed[0]
@@ -85,14 +75,14 @@ def test_a_fragment_after_the_window_does_not_replace_the_results(series: list[P
     report = (out / "report.json").read_bytes()
     assert not any(node.incoming.glob(f"*/{uid}"))
     for f in series[-20:]:
-        node._on_store(_Received(f))
+        node._on_store(Received(f))
     node.process_settled(now=2e6)
     assert node.failed == [uid] and (out / "report.json").read_bytes() == report
     assert "20 images of this series arrived after it was analysed with" in (out / "error.txt").read_text()
     fragment = next(node.incoming.glob(f"*/{uid}"))
     assert len(list(fragment.glob("*.dcm"))) == 20  # kept: the whole series sent again joins them
     for f in series:
-        node._on_store(_Received(f))
+        node._on_store(Received(f))
     node.process_settled(now=3e6)
     assert node.analysed == [uid, uid] and _slices(out) == len(series)
 
@@ -104,13 +94,13 @@ def test_images_arriving_during_the_analysis_are_analysed_after_a_restart(
 
     node = _node(tmp_path / "node", late_window=600.0)
     for f in series[:-20]:
-        node._on_store(_Received(f))
+        node._on_store(Received(f))
     analyze = sarcoscope.pipeline.analyze
 
     def analyze_while_the_scanner_sends(*args: Any, **kwargs: Any) -> Any:
         result = analyze(*args, **kwargs)
         for f in series[-20:]:  # they arrive after the analysis read the folder
-            assert node._on_store(_Received(f)) == 0
+            assert node._on_store(Received(f)) == 0
         return result
 
     monkeypatch.setattr(sarcoscope.pipeline, "analyze", analyze_while_the_scanner_sends)

@@ -6,32 +6,14 @@ for late ones nor after they were deleted. Results are stored in a real Orthanc.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
-import pytest
+from received import Received
 
-from orthanc_server import Orthanc, start_orthanc
+from orthanc_server import Orthanc
 from sarcoscope.pacs.node import ListenSettings, Node
 from sarcoscope.phantom.io import write_phantom
-
-
-class _Received:
-    """What pynetdicom hands the C-STORE handler for one file."""
-
-    def __init__(self, path: Path) -> None:
-        self.dataset = pydicom.dcmread(path)
-        self._raw = path.read_bytes()
-
-    def encoded_dataset(self, include_meta: bool = True) -> bytes:
-        return self._raw
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    with start_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
-        yield server
 
 
 def test_the_same_images_sent_again_leave_the_results_as_they_are(tmp_path: Path, orthanc: Orthanc) -> None:
@@ -46,7 +28,7 @@ def test_the_same_images_sent_again_leave_the_results_as_they_are(tmp_path: Path
 
     def send_all() -> None:
         for f in files:
-            assert node._on_store(_Received(f)) == 0
+            assert node._on_store(Received(f)) == 0
 
     def results_in_orthanc() -> list[str]:
         return sorted(s["00080060"]["Value"][0] for s in orthanc.series_of(study))

@@ -10,21 +10,11 @@ import time
 from pathlib import Path
 
 import pydicom
+from received import Received
 
 from orthanc_server import free_port, start_orthanc
 from sarcoscope.pacs.node import ListenSettings, Node, Peer
 from sarcoscope.phantom.io import write_phantom
-
-
-class _Received:
-    """What pynetdicom hands the C-STORE handler for one file."""
-
-    def __init__(self, path: Path) -> None:
-        self.dataset = pydicom.dcmread(path)
-        self._raw = path.read_bytes()
-
-    def encoded_dataset(self, include_meta: bool = True) -> bytes:
-        return self._raw
 
 
 def _node(out: Path, port: int) -> Node:
@@ -44,7 +34,7 @@ def test_results_not_sent_are_sent_again_once_the_pacs_is_back(tmp_path: Path) -
     port = free_port()
     node = _node(tmp_path / "node", port)
     for f in files:
-        assert node._on_store(_Received(f)) == 0
+        assert node._on_store(Received(f)) == 0
     start = time.monotonic()
     assert node.process_settled(now=start) == 1  # the PACS is down
     (uid,) = node.failed
