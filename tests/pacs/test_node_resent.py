@@ -42,7 +42,7 @@ def test_the_same_images_sent_again_leave_the_results_as_they_are(tmp_path: Path
     now = time.monotonic()
     node.process_settled(now=now)
     assert node.analysed == [uid] and results_in_orthanc() == ["OT", "SEG", "SR"]
-    node.process_settled(now=now + 600)  # the window passes: the images are deleted
+    node.process_settled(now=now + 601)  # the window passes (now + 600 - now can round below 600): deleted
     assert not any(node.incoming.glob(f"*/{uid}"))
     send_all()  # later: the whole series again
     node.process_settled(now=time.monotonic())
