@@ -150,6 +150,14 @@ def _port_readable(base: str) -> bool:
     return True
 
 
+def _client_errors() -> tuple[type[Exception], ...]:
+    """What dicomweb-client raises for a server that fails: HTTP and connection errors, an unreadable answer,
+    and retrying's RetryError when it gives up on a busy server (its retries; imported with it)."""
+    from retrying import RetryError
+
+    return (requests.RequestException, ValueError, RetryError)
+
+
 def shown_url(url: str) -> str:
     """`url` without a password (a server address may carry user:password@ for HTTP basic auth); also an
     address that cannot be read (an error message names it)."""
@@ -393,8 +401,6 @@ class DICOMwebServer:
         if expected is None:
             listed = (s.n_instances for s in self.series(study_uid) if s.series_uid == series_uid)
             expected = next(listed, None)
-        from retrying import RetryError  # dicomweb-client's retries (imported with it)
-
         folder.mkdir(parents=True, exist_ok=True)
         count = total = 0
         try:
@@ -412,7 +418,7 @@ class DICOMwebServer:
                         f"Series {series_uid} is larger than this server accepts "
                         f"({max_bytes / 1024**2:.2f} MiB); ask the administrator to raise --max-upload-mb."
                     )
-        except (requests.RequestException, ValueError, RetryError) as exc:
+        except _client_errors() as exc:
             raise self._error(exc, f"the retrieval of series {series_uid}") from None
         except OSError as exc:  # the folder is on a full disk, or not writable
             raise OutputError(
@@ -441,12 +447,10 @@ class DICOMwebServer:
                 f"Not storing {len(foreign)} object(s) on {self.shown}: not in study {study_uid} "
                 "(de-identified results are not pushed back to the source)."
             )
-        from retrying import RetryError  # dicomweb-client's retries (imported with it)
-
         try:
             # the server's answer as a Dataset; 202 Accepted names what it refused in its Failed SOP Sequence
             answer = self._client.store_instances(datasets=datasets, study_instance_uid=study_uid)
-        except (requests.RequestException, ValueError, RetryError, TypeError, AttributeError) as exc:
+        except (*_client_errors(), TypeError, AttributeError) as exc:
             # TypeError, AttributeError: pydicom reading an answer that is JSON but not DICOM JSON
             raise self._error(exc, f"storing the results into study {study_uid}") from None
         failed = list(answer.get("FailedSOPSequence") or []) if isinstance(answer, pydicom.Dataset) else []

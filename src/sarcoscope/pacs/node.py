@@ -124,6 +124,7 @@ UNSENT_MARKER = ".unsent"
 #: they were made from (`.sources-unsent` until then). The same images sent again (a routing rule firing
 #: twice, a resend) leave the results as they are, instead of sending a second set (new UIDs) into the PACS.
 SOURCES = ".sources"
+SOURCES_UNSENT = ".sources-unsent"
 
 
 def _slices_analysed(out: Path) -> int | None:
@@ -142,10 +143,9 @@ def _images_marked(marker: Path) -> int | None:
         return None
 
 
-def _sources(images: Path) -> str:
-    """A digest of the images a series' folder holds (their file names are their SOP Instance UIDs)."""
-    names = sorted(p.name for p in images.glob("*.dcm"))
-    return f"{hashlib.sha256(chr(10).join(names).encode()).hexdigest()} {len(names)}\n"
+def _sources(names: list[str]) -> str:
+    """A digest of the images a series' folder holds (`names`: their file names, their SOP Instance UIDs)."""
+    return f"{hashlib.sha256(chr(10).join(sorted(names)).encode()).hexdigest()} {len(names)}\n"
 
 
 def _unchanged_since(marker: Path, images: list[Path]) -> bool:
@@ -364,12 +364,13 @@ class Node:
         out = self.results / series
         error = out / "error.txt"
         marker = images / ANALYSED_MARKER
-        sources, unsent_sources = out / SOURCES, out / f"{SOURCES}-unsent"
+        sources, unsent_sources = out / SOURCES, out / SOURCES_UNSENT
         try:
-            count, made_from = len(list(images.glob("*.dcm"))), _sources(images)
+            names = [p.name for p in images.glob("*.dcm")]
+            count, made_from = len(names), _sources(names)
             if sources.is_file() and sources.read_text(encoding="utf-8") == made_from:
                 log.info("series %s: the %d images its results were made from and sent, again", series, count)
-                self._analysed_again(study, series, count, now)
+                self._mark_analysed(study, series, count, now)
                 return
             sources.unlink(missing_ok=True)
             unsent_sources.unlink(missing_ok=True)
@@ -438,14 +439,14 @@ class Node:
         try:
             unsent.unlink(missing_ok=True)
             (out / "error.txt").unlink(missing_ok=True)
-            if (out / f"{SOURCES}-unsent").is_file():
-                os.replace(out / f"{SOURCES}-unsent", out / SOURCES)
+            if (out / SOURCES_UNSENT).is_file():
+                os.replace(out / SOURCES_UNSENT, out / SOURCES)
         except OSError as why:
             log.error("series %s: %s", series, why)
         self.analysed.append(series)
-        self._analysed_again(study, series, count, now)
+        self._mark_analysed(study, series, count, now)
 
-    def _analysed_again(self, study: str, series: str, count: int, now: float) -> None:
+    def _mark_analysed(self, study: str, series: str, count: int, now: float) -> None:
         """Mark the series' images as analysed: kept `late_window` seconds for late images, not analysed
         (nor sent) again by a restarted node."""
         try:

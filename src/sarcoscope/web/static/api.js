@@ -54,6 +54,11 @@ export function message(text, isError = false) {
   el.className = isError ? "message error" : "message";
 }
 
+/** Clear the status line if it still says `text` (a message that no longer holds), not a newer one. */
+export function unsay(text) {
+  if (text && $("study-message").textContent === text) message("");
+}
+
 /** Fetch a file and save it under the server's name. A plain link would turn a refusal (e.g. 409: no DICOM
  * SEG for a NIfTI study) into a silently cancelled download; here the reason is shown instead. */
 export async function download(url) {

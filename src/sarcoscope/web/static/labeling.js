@@ -1,6 +1,6 @@
 // The label editor: one selected slice at a time with brush, eraser and fill, undo/redo, and Save as a new
 // label version (refused, with the reason, when someone saved in between).
-import {$, api, message, toast} from "./api.js";
+import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, paintDisc} from "./brush.js";
 import {canvasPoint, image, ownsKeys, state} from "./state.js";
 import {Viewport} from "./viewport.js";
@@ -51,7 +51,7 @@ export async function loadLabels(version) {
   if (state.current < 0) state.current = 0;
   $("readonly-banner").hidden = state.viewing === null;
   $("readonly-version").textContent = state.viewing ?? "";
-  if (readOnly && $("study-message").textContent === readOnly) message("");
+  unsay(readOnly);
   if (version) $("readonly-banner").scrollIntoView({block: "nearest"}); // "view" is far down the side panel
   updateButtons();
 }
@@ -94,7 +94,7 @@ export async function drawEditor() {
   if (!loaded) {
     missing = `The image of slice ${z} could not be loaded from the server: go to the slice again (◀ ▶) to retry.`;
     message(missing, true);
-  } else if (missing && $("study-message").textContent === missing) message("");
+  } else unsay(missing);
 }
 
 function drawOverlay() {
@@ -165,7 +165,7 @@ async function floodFill(cx, cy) {
     const name = state.config.tissues.find((t) => t.label === value).name.toUpperCase();
     nothingFilled = `Nothing filled: the point is outside the body, outside ${name}'s HU range, or already ${name}.`;
     message(nothingFilled);
-  } else if (nothingFilled && $("study-message").textContent === nothingFilled) message(""); // this one did
+  } else unsay(nothingFilled); // this one did
   return filled;
 }
 
@@ -300,15 +300,16 @@ export function bindEditor() {
   setPaintLabel(1);
 }
 
+const TOOL_KEYS = {b: "brush", e: "eraser", f: "fill"};
+
 function editorKeys(e) {
   if ($("pane-label").hidden || $("view-study").hidden || ownsKeys(e.target)) return;
   const ctrl = e.ctrlKey || e.metaKey;
-  if (ctrl && e.key.toLowerCase() === "z") { e.preventDefault(); (e.shiftKey ? redo : undo)(); }
-  else if (ctrl && e.key.toLowerCase() === "y") { e.preventDefault(); redo(); }
+  const key = e.key.toLowerCase(); // letters whatever Caps Lock and Shift say
+  if (ctrl && key === "z") { e.preventDefault(); (e.shiftKey ? redo : undo)(); }
+  else if (ctrl && key === "y") { e.preventDefault(); redo(); }
   else if (ctrl) return;
-  else if (e.key.toLowerCase() === "b") setTool("brush");
-  else if (e.key.toLowerCase() === "e") setTool("eraser");
-  else if (e.key.toLowerCase() === "f") setTool("fill");
+  else if (TOOL_KEYS[key]) setTool(TOOL_KEYS[key]);
   else if (["1", "2", "3", "4"].includes(e.key)) setPaintLabel(Number(e.key));
   else if (e.key === "[") setBrush(state.brush - 1);
   else if (e.key === "]") setBrush(state.brush + 1);
