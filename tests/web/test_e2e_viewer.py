@@ -473,14 +473,17 @@ def test_editor_slice_buttons_shortcuts_and_brush_outline(page: object, server: 
     page.goto(f"{server}/#/study/{study_id}/label")
     page.reload()
     page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=120000)
+    # the buttons are set once the slice's image is drawn, after its position is shown: wait for them
+    buttons = "([p, n]) => document.getElementById('slice-prev').disabled === p"
+    buttons += " && document.getElementById('slice-next').disabled === n"
     page.wait_for_function("document.getElementById('slice-text').textContent.includes('1 of 3')")
-    assert page.locator("#slice-prev").is_disabled() and page.locator("#slice-next").is_enabled()
+    page.wait_for_function(buttons, arg=[True, False])
     page.click("#slice-next")
     page.wait_for_function("document.getElementById('slice-text').textContent.includes('2 of 3')")
-    assert page.locator("#slice-prev").is_enabled() and page.locator("#slice-next").is_enabled()
+    page.wait_for_function(buttons, arg=[False, False])
     page.click("#slice-next")
     page.wait_for_function("document.getElementById('slice-text').textContent.includes('3 of 3')")
-    assert page.locator("#slice-next").is_disabled() and page.locator("#slice-prev").is_enabled()
+    page.wait_for_function(buttons, arg=[False, True])
 
     for key, tool in (("Shift+E", "eraser"), ("Shift+F", "fill"), ("Shift+B", "brush")):
         page.keyboard.press(key)
