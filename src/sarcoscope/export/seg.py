@@ -52,7 +52,12 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
 from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, deidentify_dataset, mark_deidentified
+from sarcoscope.imaging.deidentify import (
+    DeidentificationPolicy,
+    deidentify_dataset,
+    image_name,
+    mark_deidentified,
+)
 from sarcoscope.imaging.labelmaps.seg import SEGMENT_CODES
 
 if TYPE_CHECKING:
@@ -122,8 +127,7 @@ def prepared_sources(
     for ds in headers:
         missing = [k for k in REQUIRED if k not in ds or ds.get(k) in (None, "")]
         if missing:
-            name = ds.get("SOPInstanceUID") or f"number {ds.get('InstanceNumber', '?')}"
-            return None, f"source CT image {name} lacks {', '.join(missing)}"
+            return None, f"source CT {image_name(ds, deidentification)} lacks {', '.join(missing)}"
         src = copy.deepcopy(ds)
         if deidentification is not None:
             deidentify_dataset(src, deidentification)
