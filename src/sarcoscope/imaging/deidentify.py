@@ -492,8 +492,10 @@ def deidentify_dataset(ds: Dataset, policy: DeidentificationPolicy, *, source: s
 #: A DICOM UID in a message (four or more numeric components: no version number or decimal).
 _UID_TEXT = re.compile(r"\b\d+(?:\.\d+){3,}\b")
 #: A quoted value in a message (the DICOM reader quotes series descriptions, which may name the patient), as
-#: Python's repr quotes it: in single quotes with \\' escaped when it holds both kinds of quote.
-_QUOTED_TEXT = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+#: Python's repr quotes it: in single quotes with \\' escaped when it holds both kinds of quote. A quote
+#: opens after no letter or digit: the apostrophe of "the patient's" is none (paired with the next quote,
+#: it mangled the text between them and left a quoted value after it whole).
+_QUOTED_TEXT = re.compile(r"(?<!\w)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
 #: Messages about a patient characteristic quote its value.
 _CHARACTERISTIC_TEXT = re.compile(r"\bPatient(?:Size|Weight|Sex|Age)\b")
 
