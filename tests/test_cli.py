@@ -218,6 +218,24 @@ def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object
     _assert_user_error(without, "need --deidentify")
 
 
+def test_a_deidentified_console_holds_no_bmi(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
+    # report.json leaves out the BMI with the weight (with the SMI and muscle area it gives the weight); the
+    # console, often kept in a log, printed it
+    _, vol = phantom_series
+    folder = tmp_path / "ct"
+    facts = CTMetadata(patient_id="12345678", patient_sex="F", patient_height_m=1.64, patient_weight_kg=61.0)
+    write_dicom_series(vol.hu, vol.spacing, folder, metadata=facts)
+    common = ("analyze", folder, "--engine", "threshold", "--no-quality")
+    plain = _invoke(*common, "-o", tmp_path / "plain")
+    assert plain.exit_code == 0 and "BMI 22.7" in plain.output, plain.output
+    deid = _invoke(*common, "-o", tmp_path / "deid", "--deidentify", "--secret-file", tmp_path / "key")
+    assert deid.exit_code == 0, deid.output
+    report = json.loads((tmp_path / "deid" / "report.json").read_text())
+    assert report["assessment"]["smi"]["status"] == "computed"
+    assert report["assessment"]["bmi"]["status"] == "not computed"
+    assert "SMI:" in deid.output and "22.7" not in deid.output
+
+
 def test_deidentify_command(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     folder, vol = phantom_series
     key = tmp_path / "deid.key"
