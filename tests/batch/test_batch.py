@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import highdicom as hd
+import nibabel as nib
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -311,3 +312,26 @@ def test_manifest_columns_that_results_fill_and_bad_ranges_are_refused(cohort: P
     out = run_batch(discover_cases(cohort)[1:2], tmp_path / "o", engine="threshold")
     known = {"case_id", "site"}
     assert set(_rows(out.cohort_csv)[0]) - known <= RESULT_COLUMNS
+
+
+def test_a_resumed_batch_analyses_again_what_another_pixel_spacing_measured(tmp_path: Path) -> None:
+    """A NIfTI case without a spatial transform is measured at the --pixel-spacing given: a rerun with
+    another spacing skipped it, and cohort.csv kept the areas of the old one as this run's."""
+    sl = make_slice(2, size=128)
+    img = nib.Nifti1Image(np.rint(sl.hu).astype(np.int16).T[:, :, None], np.eye(4))
+    img.set_qform(None, code=0)
+    img.set_sform(None, code=0)
+    (tmp_path / "cohort").mkdir()
+    nib.save(img, tmp_path / "cohort" / "case1.nii.gz")
+    cases = discover_cases(tmp_path / "cohort")
+    first = run_batch(cases, tmp_path / "run", engine="threshold", pixel_spacing=sl.pixel_spacing)
+    assert first.count("done") == 1
+    area = float(_rows(first.cohort_csv)[0]["muscle_area_cm2"])
+    same = run_batch(cases, tmp_path / "run", engine="threshold", pixel_spacing=sl.pixel_spacing)
+    assert same.count("skipped") == 1
+    coarser = (2 * sl.pixel_spacing[0], 2 * sl.pixel_spacing[1])
+    other = run_batch(cases, tmp_path / "run", engine="threshold", pixel_spacing=coarser)
+    assert other.count("done") == 1
+    report = json.loads((tmp_path / "run" / "cases" / "case1" / "report.json").read_text())
+    assert report["input"]["spacing_mm_zyx"][1:] == pytest.approx(coarser)
+    assert float(_rows(other.cohort_csv)[0]["muscle_area_cm2"]) > 2 * area

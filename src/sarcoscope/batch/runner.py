@@ -173,7 +173,11 @@ def analyze_case(
     try:
         earlier = json.loads(report_path.read_text()) if report_path.is_file() and not force else None
         deidentified = deidentification is not None
-        changed = _changed_since(earlier, case, engine, cutoff_set, deidentified) if earlier else None
+        changed = (
+            _changed_since(earlier, case, engine, cutoff_set, deidentified, pixel_spacing)
+            if earlier
+            else None
+        )
         if changed is not None:
             logger.warning("case %s is analysed again: its earlier results were %s", case.case_id, changed)
         elif earlier is not None:
@@ -213,11 +217,16 @@ PUSHED = "pushed.json"
 
 
 def _changed_since(
-    report: dict[str, Any], case: Case, engine: str, cutoff_set: str | None, deidentified: bool
+    report: dict[str, Any],
+    case: Case,
+    engine: str,
+    cutoff_set: str | None,
+    deidentified: bool,
+    pixel_spacing: tuple[float, float] | None = None,
 ) -> str | None:
     """What makes a case's earlier report not this run's result (None: it is): another model or engine
-    version, cutoff set, patient facts or L3 choice, or de-identification. A resumed batch analyses such
-    a case again instead of mixing results made two ways in one table."""
+    version, cutoff set, patient facts, L3 choice, user-given pixel spacing, or de-identification. A
+    resumed batch analyses such a case again instead of mixing results made two ways in one table."""
     from sarcoscope.composition import default_cutoff_set
     from sarcoscope.segmentation import get_engine
 
@@ -257,6 +266,12 @@ def _changed_since(
         wanted_slices = chosen_slices
     if chosen_slices != wanted_slices:
         return f"of slice(s) {chosen_slices}, the manifest chooses {wanted_slices}"
+    measured = report["input"]["spacing_mm_zyx"][1:]
+    if pixel_spacing is not None and not all(
+        math.isclose(a, b, rel_tol=1e-4) for a, b in zip(measured, pixel_spacing, strict=True)
+    ):
+        was, now = (" x ".join(f"{v:g}" for v in spacing) for spacing in (measured, pixel_spacing))
+        return f"measured at pixel spacing {was} mm, this run gives {now} mm"
     if ("deidentification" in report) != deidentified:
         return "not de-identified" if deidentified else "de-identified"
     return None
