@@ -335,3 +335,29 @@ def test_a_resumed_batch_analyses_again_what_another_pixel_spacing_measured(tmp_
     report = json.loads((tmp_path / "run" / "cases" / "case1" / "report.json").read_text())
     assert report["input"]["spacing_mm_zyx"][1:] == pytest.approx(coarser)
     assert float(_rows(other.cohort_csv)[0]["muscle_area_cm2"]) > 2 * area
+
+
+def test_a_resumed_deidentified_batch_keeps_no_result_made_with_more_of_the_patient(tmp_path: Path) -> None:
+    """A rerun without --keep-patient-characteristics (or --keep-dates-shifted) skipped the cases an earlier
+    run had made with it: their reports and DICOM objects kept the sex, age, height, weight (and shifted
+    dates) that this run's de-identification removes."""
+    sl = make_slice(5, size=192)
+    facts = CTMetadata(patient_id="P7", patient_sex="F", patient_height_m=1.64, patient_weight_kg=61.0)
+    write_dicom_series(
+        sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / "Doe_John", metadata=facts
+    )
+    cases, out = discover_cases(tmp_path / "cohort"), tmp_path / "run"
+    keeping = DeidentificationPolicy(secret=b"k" * 32, keep_patient_characteristics=True)
+    assert run_batch(cases, out, engine="threshold", deidentification=keeping).count("done") == 1
+    (report_path,) = (out / "cases").glob("*/report.json")
+    assert json.loads(report_path.read_text())["assessment"]["patient"]["sex"] == "F"
+    removing = DeidentificationPolicy(secret=b"k" * 32)
+    assert run_batch(cases, out, engine="threshold", deidentification=removing).count("done") == 1
+    report = json.loads(report_path.read_text())
+    assert report["assessment"]["patient"] == {
+        **report["assessment"]["patient"],
+        "sex": None,
+        "height_m": None,
+    }
+    assert report["deidentification"]["codes"] == ["113100"]
+    assert run_batch(cases, out, engine="threshold", deidentification=removing).count("skipped") == 1

@@ -172,9 +172,8 @@ def analyze_case(
     start = time.perf_counter()
     try:
         earlier = json.loads(report_path.read_text()) if report_path.is_file() and not force else None
-        deidentified = deidentification is not None
         changed = (
-            _changed_since(earlier, case, engine, cutoff_set, deidentified, pixel_spacing)
+            _changed_since(earlier, case, engine, cutoff_set, deidentification, pixel_spacing)
             if earlier
             else None
         )
@@ -221,12 +220,14 @@ def _changed_since(
     case: Case,
     engine: str,
     cutoff_set: str | None,
-    deidentified: bool,
+    deidentification: DeidentificationPolicy | None,
     pixel_spacing: tuple[float, float] | None = None,
 ) -> str | None:
     """What makes a case's earlier report not this run's result (None: it is): another model or engine
-    version, cutoff set, patient facts, L3 choice, user-given pixel spacing, or de-identification. A
-    resumed batch analyses such a case again instead of mixing results made two ways in one table."""
+    version, cutoff set, patient facts, L3 choice, user-given pixel spacing, or de-identification (or
+    its options: a case kept from a run that retained the patient's characteristics or shifted dates
+    would keep them in a folder this run de-identifies without). A resumed batch analyses such a case
+    again instead of mixing results made two ways in one table."""
     from sarcoscope.composition import default_cutoff_set
     from sarcoscope.segmentation import get_engine
 
@@ -254,7 +255,9 @@ def _changed_since(
         floats = isinstance(stored, float) and isinstance(value, float)
         same = stored == value or (floats and math.isclose(stored, value, rel_tol=1e-4))
         if value is not None and not same:
-            if deidentified:  # the patient's characteristics stay out of the log (and Dask workers' logs)
+            if (
+                deidentification is not None
+            ):  # the patient's characteristics stay out of the log (and Dask workers' logs)
                 return f"made with another {key} than the manifest gives"
             return f"made with {key} {stored}, the manifest gives {value}"
     chosen_slices = report["l3"]["slice_indices"]
@@ -272,8 +275,12 @@ def _changed_since(
     ):
         was, now = (" x ".join(f"{v:g}" for v in spacing) for spacing in (measured, pixel_spacing))
         return f"measured at pixel spacing {was} mm, this run gives {now} mm"
-    if ("deidentification" in report) != deidentified:
-        return "not de-identified" if deidentified else "de-identified"
+    made = report["deidentification"]["codes"] if "deidentification" in report else None
+    wanted_codes = deidentification.method_code_values if deidentification is not None else None
+    if made != wanted_codes:
+        if made is None or wanted_codes is None:
+            return "not de-identified" if made is None else "de-identified"
+        return f"de-identified with method codes {made}, this run uses {wanted_codes}"
     return None
 
 

@@ -228,6 +228,11 @@ class DeidentificationPolicy:
         return items
 
     @property
+    def method_code_values(self) -> list[str]:
+        """The code values of `method_codes`, as report.json lists them (they tell the options used)."""
+        return [item.CodeValue for item in self.method_codes]
+
+    @property
     def method_text(self) -> list[str]:
         """DeidentificationMethod values (LO, at most 64 characters each)."""
         text = [
