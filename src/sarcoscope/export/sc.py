@@ -41,7 +41,7 @@ def build_qc_capture(
     if not headers:
         return None, "QC secondary capture not written: the input was not DICOM"
     shown = int(result.selection.indices[len(result.selection.indices) // 2])
-    sources, message = prepared_sources([headers[shown]], deidentification)
+    sources, message = prepared_sources(headers, [shown], deidentification)
     if sources is None:
         return None, f"QC secondary capture not written: {message}"
     source = sources[0]
