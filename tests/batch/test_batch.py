@@ -361,3 +361,26 @@ def test_a_resumed_deidentified_batch_keeps_no_result_made_with_more_of_the_pati
     }
     assert report["deidentification"]["codes"] == ["113100"]
     assert run_batch(cases, out, engine="threshold", deidentification=removing).count("skipped") == 1
+
+
+def test_a_second_batch_into_a_folder_being_written_is_refused(cohort: Path, tmp_path: Path) -> None:
+    """Two runs into one folder rewrote cohort.csv in turn, each from the rows it had read when it started:
+    the first run's last write dropped every row the second had finished meanwhile (and the reverse)."""
+    sl = make_slice(9, size=256)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "other" / "patient9")
+    out, said = tmp_path / "run", []
+    first = [c for c in discover_cases(cohort) if c.case_id in ("patient1", "patient2")]
+
+    def second_run(_: object) -> None:
+        if not said:
+            try:
+                run_batch(discover_cases(tmp_path / "other"), out, engine="threshold")
+            except OutputError as exc:
+                said.append(str(exc))
+            else:
+                said.append("analysed")
+
+    run_batch(first, out, engine="threshold", on_outcome=second_run)
+    assert "another batch run" in said[0] and str(out) in said[0]
+    assert run_batch(discover_cases(tmp_path / "other"), out, engine="threshold").count("done") == 1
+    assert [r["case_id"] for r in _rows(out / "cohort.csv")] == ["patient1", "patient2", "patient9"]

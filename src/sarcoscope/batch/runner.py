@@ -28,11 +28,14 @@ from typing import Any
 from sarcoscope.batch.cases import Case
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import OutputError, SarcoscopeError
-from sarcoscope.fileio import check_output_folder
+from sarcoscope.fileio import LockHeld, check_output_folder, claim_lock
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, scrub_message
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 REPORT = "report.json"
+#: Held in the output folder by the run writing into it (see fileio.claim_lock): a second run would rewrite
+#: cohort.csv from the rows it knows, dropping the first's.
+BATCH_LOCK = ".batch.lock"
 
 
 logger = logging.getLogger(__name__)
@@ -498,31 +501,41 @@ def run_batch(
         check_pixel_spacing(pixel_spacing, "--pixel-spacing")
     try:
         out_root.mkdir(parents=True, exist_ok=True)
+        lock = claim_lock(out_root / BATCH_LOCK)
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_root}: {exc}") from exc
-    if deidentification is not None:
-        cases = [deidentified_case(case, deidentification) for case in cases]
-    _check_same_kind(out_root, {case.case_id for case in cases}, deidentification is not None)
-    kw: dict[str, Any] = {
-        "out_root": out_root,
-        "engine": engine,
-        "cutoff_set": cutoff_set,
-        "force": force,
-        "deidentification": deidentification,
-        "pixel_spacing": pixel_spacing,
-        "push": push,
-    }
-    stream = _dask(cases, scheduler, workers, **kw) if scheduler else _local(cases, workers, **kw)
-    outcomes: list[CaseOutcome] = []
-    summary = BatchSummary(outcomes, out_root / "cohort.csv", out_root / "failures.csv")
-    summary.keep_earlier_rows({case.case_id for case in cases})
+    except LockHeld as held:
+        raise OutputError(
+            f"another batch run (process {held.holder}) is writing into {out_root}; wait for it to end, or "
+            "give this run a folder of its own (each run rewrites cohort.csv from the rows it knows, "
+            "dropping the other's)."
+        ) from None
     try:
-        for outcome in stream:
-            outcomes.append(outcome)
-            summary.write(failures=outcome.status == "failed")  # an interrupted run keeps every finished row
-            if on_outcome is not None:
-                on_outcome(outcome)
+        if deidentification is not None:
+            cases = [deidentified_case(case, deidentification) for case in cases]
+        _check_same_kind(out_root, {case.case_id for case in cases}, deidentification is not None)
+        kw: dict[str, Any] = {
+            "out_root": out_root,
+            "engine": engine,
+            "cutoff_set": cutoff_set,
+            "force": force,
+            "deidentification": deidentification,
+            "pixel_spacing": pixel_spacing,
+            "push": push,
+        }
+        stream = _dask(cases, scheduler, workers, **kw) if scheduler else _local(cases, workers, **kw)
+        outcomes: list[CaseOutcome] = []
+        summary = BatchSummary(outcomes, out_root / "cohort.csv", out_root / "failures.csv")
+        summary.keep_earlier_rows({case.case_id for case in cases})
+        try:
+            for outcome in stream:
+                outcomes.append(outcome)
+                summary.write(failures=outcome.status == "failed")  # an interrupted run keeps every row
+                if on_outcome is not None:
+                    on_outcome(outcome)
+        finally:
+            if outcomes:  # a run that failed before its first case leaves the tables as they were
+                summary.write()
+        return summary
     finally:
-        if outcomes:  # a run that failed before its first case leaves the tables as they were
-            summary.write()
-    return summary
+        os.close(lock)  # releases the lock
