@@ -162,16 +162,19 @@ def _date_elements(ds: Dataset) -> Iterator[DataElement]:
                 yield from _date_elements(item)
 
 
-def hide_creation_time(ds: Dataset, source: Dataset, deidentification: DeidentificationPolicy) -> None:
+def hide_creation_time(
+    ds: Dataset, source: Dataset, deidentification: DeidentificationPolicy, *, burned_in: bool = False
+) -> None:
     """Give every date and time of a derived object made now (at any depth: highdicom's ContributionDateTime
     too) the de-identified source's study date and time, and mark it de-identified, so it tells nothing
-    about when the patient was scanned nor the date shift. Empty values (the birth date) stay empty."""
+    about when the patient was scanned nor the date shift. Empty values (the birth date) stay empty.
+    `burned_in`: its pixels show source pixels with burned-in text (accepted by the policy)."""
     date, time = str(source.get("StudyDate") or ""), str(source.get("StudyTime") or "")
     study = {"DA": date, "TM": time, "DT": date + time if date else ""}
     for elem in _date_elements(ds):
         if not elem.is_empty:
             elem.value = study[elem.VR]
-    mark_deidentified(ds, deidentification)
+    mark_deidentified(ds, deidentification, burned_in=burned_in)
 
 
 def _uid(seed: str | None, purpose: str) -> str:
