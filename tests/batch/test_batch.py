@@ -384,3 +384,19 @@ def test_a_second_batch_into_a_folder_being_written_is_refused(cohort: Path, tmp
     assert "another batch run" in said[0] and str(out) in said[0]
     assert run_batch(discover_cases(tmp_path / "other"), out, engine="threshold").count("done") == 1
     assert [r["case_id"] for r in _rows(out / "cohort.csv")] == ["patient1", "patient2", "patient9"]
+
+
+def test_a_deidentified_batch_with_another_key_is_refused(cohort: Path, tmp_path: Path) -> None:
+    """Case ids and pseudonyms depend on the key: a rerun with another key analysed every case again under
+    new codes beside the old rows, so cohort.csv listed each patient under both keys' pseudonyms with the
+    same measurements, linking two pseudonym sets that the keys exist to keep apart."""
+    cases = [c for c in discover_cases(cohort) if c.case_id == "patient1"]
+    out = tmp_path / "run"
+    first = DeidentificationPolicy(secret=b"a" * 32)
+    assert run_batch(cases, out, engine="threshold", deidentification=first).count("done") == 1
+    table = (out / "cohort.csv").read_bytes()
+    other = DeidentificationPolicy(secret=b"b" * 32)
+    with pytest.raises(OutputError, match="another de-identification key"):
+        run_batch(cases, out, engine="threshold", deidentification=other)
+    assert (out / "cohort.csv").read_bytes() == table and len(list((out / "cases").iterdir())) == 1
+    assert run_batch(cases, out, engine="threshold", deidentification=first).count("skipped") == 1

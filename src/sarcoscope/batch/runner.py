@@ -28,7 +28,7 @@ from typing import Any
 from sarcoscope.batch.cases import Case
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import OutputError, SarcoscopeError
-from sarcoscope.fileio import LockHeld, check_output_folder, claim_lock
+from sarcoscope.fileio import LockHeld, atomic_write_text, check_output_folder, claim_lock
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, scrub_message
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
@@ -149,6 +149,27 @@ def _check_same_kind(out_root: Path, case_ids: set[str], deidentified: bool) -> 
         raise OutputError(
             f"{out_root} holds {held} ({len(other)} case(s)); give this run a folder of its own: one table "
             "with both would list a patient under the name and the pseudonym, linking the two."
+        )
+
+
+#: In a de-identified run's output folder: a keyed digest naming the key its case codes and pseudonyms were
+#: made with (nothing of a patient), so that a run with another key is refused.
+KEY_MARKER = ".deidentification-key-id"
+
+
+def _check_same_key(out_root: Path, policy: DeidentificationPolicy) -> None:
+    """Refuse a folder of results de-identified with another key (each patient's rows would be in the tables
+    under both keys' codes and pseudonyms, with the same measurements, linking them); mark the folder with
+    this key's digest otherwise."""
+    key_id = policy.pseudonymise_text("key-id", "batch")
+    marker = out_root / KEY_MARKER
+    if not marker.is_file():
+        atomic_write_text(marker, key_id + "\n")
+    elif marker.read_text(encoding="utf-8").strip() != key_id:
+        raise OutputError(
+            f"{out_root} holds results made with another de-identification key; give this run a folder of "
+            "its own, or the key those were made with: one table with both would list a patient under two "
+            "pseudonyms, linking them."
         )
 
 
@@ -514,6 +535,8 @@ def run_batch(
         if deidentification is not None:
             cases = [deidentified_case(case, deidentification) for case in cases]
         _check_same_kind(out_root, {case.case_id for case in cases}, deidentification is not None)
+        if deidentification is not None:
+            _check_same_key(out_root, deidentification)
         kw: dict[str, Any] = {
             "out_root": out_root,
             "engine": engine,
