@@ -325,6 +325,18 @@ def test_deidentify_and_batch_refuse_outputs_inside_the_input_folder(
     assert sorted((tmp_path / "in").iterdir()) == [*before, tmp_path / "in" / "runs"]
 
 
+def test_analyze_into_the_phantoms_folder_keeps_its_true_labels(tmp_path: Path) -> None:
+    # `phantom --format nifti` writes ct.nii.gz beside its true labels.nii.gz; analysing it into the same
+    # folder replaced the truth with the analysis's labels, before any refusal
+    folder = tmp_path / "phantom"
+    assert _invoke("phantom", folder, "--kind", "slice", "--format", "nifti", "--size", "192").exit_code == 0
+    truth = (folder / "labels.nii.gz").read_bytes()
+    result = _invoke("analyze", folder / "ct.nii.gz", "-o", folder, "--engine", "threshold", "--no-quality")
+    _assert_user_error(result, "labels.nii.gz that no analysis wrote")
+    assert (folder / "labels.nii.gz").read_bytes() == truth and not (folder / "report.json").exists()
+    assert _invoke("analyze", folder / "ct.nii.gz", "-o", folder / "analysis").exit_code == 0
+
+
 def test_analyze_range_is_averaged(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     folder, _ = phantom_series
     out = tmp_path / "out"
