@@ -400,3 +400,19 @@ def test_a_deidentified_batch_with_another_key_is_refused(cohort: Path, tmp_path
         run_batch(cases, out, engine="threshold", deidentification=other)
     assert (out / "cohort.csv").read_bytes() == table and len(list((out / "cases").iterdir())) == 1
     assert run_batch(cases, out, engine="threshold", deidentification=first).count("skipped") == 1
+
+
+def test_a_second_cohort_whose_case_ids_name_the_first_ones_results_is_refused(tmp_path: Path) -> None:
+    """Cohorts name their cases alike (patient1...): a second cohort into the same folder found the first
+    one's patient1 done and listed that patient's results as its own patient1's (or, with other settings,
+    analysed its patient1 over them). The run is refused before any case; the tables stay as they were."""
+    for cohort, seed in (("A", 1), ("B", 5)):
+        sl = make_slice(seed, size=256)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / cohort / "patient1")
+    out = tmp_path / "run"
+    assert run_batch(discover_cases(tmp_path / "A"), out, engine="threshold").count("done") == 1
+    table = (out / "cohort.csv").read_bytes()
+    with pytest.raises(OutputError, match=r"patient1 \(.*A/patient1\)"):
+        run_batch(discover_cases(tmp_path / "B"), out, engine="threshold")
+    assert (out / "cohort.csv").read_bytes() == table
+    assert run_batch(discover_cases(tmp_path / "A"), out, engine="threshold").count("skipped") == 1

@@ -152,6 +152,31 @@ def _check_same_kind(out_root: Path, case_ids: set[str], deidentified: bool) -> 
         )
 
 
+def _check_same_inputs(out_root: Path, cases: list[Case]) -> None:
+    """Refuse a run whose case ids name, in `out_root`, the results of other inputs that still exist (a
+    second cohort whose folders are named like the first's: patient1...): such a case would be skipped as
+    done, listing another patient's results as its own, or analysed over them. De-identified reports name
+    no input; a DICOMweb case's id is its series."""
+    clashes = []
+    for case in cases:
+        if not isinstance(case.path, Path):
+            continue
+        try:
+            report = json.loads((out_root / "cases" / case.case_id / REPORT).read_text(encoding="utf-8"))
+            recorded = report["input"]["source_path"]
+            other = bool(recorded) and Path(recorded).exists() and not os.path.samefile(recorded, case.path)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if other:
+            clashes.append(f"{case.case_id} ({recorded})")
+    if clashes:
+        shown = ", ".join(clashes[:5]) + (f" and {len(clashes) - 5} more" if len(clashes) > 5 else "")
+        raise OutputError(
+            f"{out_root} holds the results of other inputs under case ids of this run: {shown}. Give this "
+            "cohort a folder of its own, or give its cases other ids (a manifest's case_id column)."
+        )
+
+
 #: In a de-identified run's output folder: a keyed digest naming the key its case codes and pseudonyms were
 #: made with (nothing of a patient), so that a run with another key is refused.
 KEY_MARKER = ".deidentification-key-id"
@@ -537,6 +562,7 @@ def run_batch(
         _check_same_kind(out_root, {case.case_id for case in cases}, deidentification is not None)
         if deidentification is not None:
             _check_same_key(out_root, deidentification)
+        _check_same_inputs(out_root, cases)
         kw: dict[str, Any] = {
             "out_root": out_root,
             "engine": engine,
