@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sarcoscope.batch import discover_cases, read_manifest, run_batch
+from sarcoscope.batch import runner as runner_module
 from sarcoscope.batch.cases import RESULT_COLUMNS
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError, OutputError
@@ -416,3 +418,16 @@ def test_a_second_cohort_whose_case_ids_name_the_first_ones_results_is_refused(t
         run_batch(discover_cases(tmp_path / "B"), out, engine="threshold")
     assert (out / "cohort.csv").read_bytes() == table
     assert run_batch(discover_cases(tmp_path / "A"), out, engine="threshold").count("skipped") == 1
+
+
+def test_a_folder_that_cannot_be_locked_is_written_unguarded_with_a_warning(
+    cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # an NFS share mounted without locks answers flock with ENOLCK: the run goes on, as before the lock
+    def no_locks(path: Path) -> int:
+        raise OSError(errno.ENOLCK, "No locks available", str(path))
+
+    monkeypatch.setattr(runner_module, "claim_lock", no_locks)
+    cases = [c for c in discover_cases(cohort) if c.case_id == "patient1"]
+    assert run_batch(cases, tmp_path / "run", engine="threshold").count("done") == 1
+    assert "cannot lock" in caplog.text and "No locks available" in caplog.text

@@ -152,6 +152,24 @@ def _check_same_kind(out_root: Path, case_ids: set[str], deidentified: bool) -> 
         )
 
 
+def _claim_folder(out_root: Path) -> int | None:
+    """The output folder's lock for this run (see BATCH_LOCK); None on a file system without locks (an NFS
+    share mounted without them), where the run goes on unguarded, as before there was a lock."""
+    try:
+        return claim_lock(out_root / BATCH_LOCK)
+    except LockHeld as held:
+        raise OutputError(
+            f"another batch run (process {held.holder}) is writing into {out_root}; wait for it to end, or "
+            "give this run a folder of its own (each run rewrites cohort.csv from the rows it knows, "
+            "dropping the other's)."
+        ) from None
+    except OSError as exc:
+        logger.warning(
+            "cannot lock %s (%s): make sure no other batch run writes into it", out_root, exc.strerror or exc
+        )
+        return None
+
+
 def _check_same_inputs(out_root: Path, cases: list[Case]) -> None:
     """Refuse a run whose case ids name, in `out_root`, the results of other inputs that still exist (a
     second cohort whose folders are named like the first's: patient1...): such a case would be skipped as
@@ -547,15 +565,9 @@ def run_batch(
         check_pixel_spacing(pixel_spacing, "--pixel-spacing")
     try:
         out_root.mkdir(parents=True, exist_ok=True)
-        lock = claim_lock(out_root / BATCH_LOCK)
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_root}: {exc}") from exc
-    except LockHeld as held:
-        raise OutputError(
-            f"another batch run (process {held.holder}) is writing into {out_root}; wait for it to end, or "
-            "give this run a folder of its own (each run rewrites cohort.csv from the rows it knows, "
-            "dropping the other's)."
-        ) from None
+    lock = _claim_folder(out_root)
     try:
         if deidentification is not None:
             cases = [deidentified_case(case, deidentification) for case in cases]
@@ -587,4 +599,5 @@ def run_batch(
                 summary.write()
         return summary
     finally:
-        os.close(lock)  # releases the lock
+        if lock is not None:
+            os.close(lock)  # releases the lock
