@@ -322,9 +322,8 @@ def _changed_since(
         floats = isinstance(stored, float) and isinstance(value, float)
         same = stored == value or (floats and math.isclose(stored, value, rel_tol=1e-4))
         if value is not None and not same:
-            if (
-                deidentification is not None
-            ):  # the patient's characteristics stay out of the log (and Dask workers' logs)
+            # de-identified: the patient's characteristics stay out of the log (and Dask workers' logs)
+            if deidentification is not None:
                 return f"made with another {key} than the manifest gives"
             return f"made with {key} {stored}, the manifest gives {value}"
     chosen_slices = report["l3"]["slice_indices"]
