@@ -218,6 +218,24 @@ def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object
     _assert_user_error(without, "need --deidentify")
 
 
+def test_a_deidentified_console_holds_no_bmi(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
+    # report.json leaves out the BMI with the weight (with the SMI and muscle area it gives the weight); the
+    # console, often kept in a log, printed it
+    _, vol = phantom_series
+    folder = tmp_path / "ct"
+    facts = CTMetadata(patient_id="12345678", patient_sex="F", patient_height_m=1.64, patient_weight_kg=61.0)
+    write_dicom_series(vol.hu, vol.spacing, folder, metadata=facts)
+    common = ("analyze", folder, "--engine", "threshold", "--no-quality")
+    plain = _invoke(*common, "-o", tmp_path / "plain")
+    assert plain.exit_code == 0 and "BMI 22.7" in plain.output, plain.output
+    deid = _invoke(*common, "-o", tmp_path / "deid", "--deidentify", "--secret-file", tmp_path / "key")
+    assert deid.exit_code == 0, deid.output
+    report = json.loads((tmp_path / "deid" / "report.json").read_text())
+    assert report["assessment"]["smi"]["status"] == "computed"
+    assert report["assessment"]["bmi"]["status"] == "not computed"
+    assert "SMI:" in deid.output and "22.7" not in deid.output
+
+
 def test_deidentify_command(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     folder, vol = phantom_series
     key = tmp_path / "deid.key"
@@ -305,6 +323,18 @@ def test_deidentify_and_batch_refuse_outputs_inside_the_input_folder(
         f"{tmp_path / 'in'}: a later run would read the outputs as input. Choose a folder outside it."
     )
     assert sorted((tmp_path / "in").iterdir()) == [*before, tmp_path / "in" / "runs"]
+
+
+def test_analyze_into_the_phantoms_folder_keeps_its_true_labels(tmp_path: Path) -> None:
+    # `phantom --format nifti` writes ct.nii.gz beside its true labels.nii.gz; analysing it into the same
+    # folder replaced the truth with the analysis's labels, before any refusal
+    folder = tmp_path / "phantom"
+    assert _invoke("phantom", folder, "--kind", "slice", "--format", "nifti", "--size", "192").exit_code == 0
+    truth = (folder / "labels.nii.gz").read_bytes()
+    result = _invoke("analyze", folder / "ct.nii.gz", "-o", folder, "--engine", "threshold", "--no-quality")
+    _assert_user_error(result, "labels.nii.gz that no analysis wrote")
+    assert (folder / "labels.nii.gz").read_bytes() == truth and not (folder / "report.json").exists()
+    assert _invoke("analyze", folder / "ct.nii.gz", "-o", folder / "analysis").exit_code == 0
 
 
 def test_analyze_range_is_averaged(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:

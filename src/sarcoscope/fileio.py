@@ -3,6 +3,7 @@ and output folders checked before the work that fills them."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 import threading
@@ -48,6 +49,30 @@ def _umask() -> int:
 
 _UMASK_LOCK = threading.Lock()
 _PROC_STATUS = Path("/proc/self/status")
+
+
+class LockHeld(Exception):
+    """Another process holds the lock `claim_lock` asked for; `holder` is its process id, as it wrote it."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def claim_lock(path: Path) -> int:
+    """Claim the lock file `path` (created 0600) for this process: an open descriptor holding an exclusive
+    lock until it is closed or the process ends, even by a kill, so no stale lock outlives a crash.
+    Raises LockHeld when another process (or another claim of this one) holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise LockHeld(holder) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -122,7 +122,10 @@ def analyze(
 
     # what the user gave is checked before the work (an analysis can take minutes)
     if out_dir is not None:
+        from sarcoscope.export.writer import check_replaceable
+
         check_output_folder(Path(out_dir), replaced=True)
+        check_replaceable(Path(out_dir))
         if not isinstance(ct, CTVolume):
             check_outside_input(Path(out_dir), Path(ct))
     PatientInfo(height_m=height_m_from_cm(height_cm), weight_kg=weight_kg, sex=sex)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 from pathlib import Path
 
 import highdicom as hd
+import nibabel as nib
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from sarcoscope.batch import discover_cases, read_manifest, run_batch
+from sarcoscope.batch import runner as runner_module
 from sarcoscope.batch.cases import RESULT_COLUMNS
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError, OutputError
@@ -311,3 +314,120 @@ def test_manifest_columns_that_results_fill_and_bad_ranges_are_refused(cohort: P
     out = run_batch(discover_cases(cohort)[1:2], tmp_path / "o", engine="threshold")
     known = {"case_id", "site"}
     assert set(_rows(out.cohort_csv)[0]) - known <= RESULT_COLUMNS
+
+
+def test_a_resumed_batch_analyses_again_what_another_pixel_spacing_measured(tmp_path: Path) -> None:
+    """A NIfTI case without a spatial transform is measured at the --pixel-spacing given: a rerun with
+    another spacing skipped it, and cohort.csv kept the areas of the old one as this run's."""
+    sl = make_slice(2, size=128)
+    img = nib.Nifti1Image(np.rint(sl.hu).astype(np.int16).T[:, :, None], np.eye(4))
+    img.set_qform(None, code=0)
+    img.set_sform(None, code=0)
+    (tmp_path / "cohort").mkdir()
+    nib.save(img, tmp_path / "cohort" / "case1.nii.gz")
+    cases = discover_cases(tmp_path / "cohort")
+    first = run_batch(cases, tmp_path / "run", engine="threshold", pixel_spacing=sl.pixel_spacing)
+    assert first.count("done") == 1
+    area = float(_rows(first.cohort_csv)[0]["muscle_area_cm2"])
+    same = run_batch(cases, tmp_path / "run", engine="threshold", pixel_spacing=sl.pixel_spacing)
+    assert same.count("skipped") == 1
+    coarser = (2 * sl.pixel_spacing[0], 2 * sl.pixel_spacing[1])
+    other = run_batch(cases, tmp_path / "run", engine="threshold", pixel_spacing=coarser)
+    assert other.count("done") == 1
+    report = json.loads((tmp_path / "run" / "cases" / "case1" / "report.json").read_text())
+    assert report["input"]["spacing_mm_zyx"][1:] == pytest.approx(coarser)
+    assert float(_rows(other.cohort_csv)[0]["muscle_area_cm2"]) > 2 * area
+
+
+def test_a_resumed_deidentified_batch_keeps_no_result_made_with_more_of_the_patient(tmp_path: Path) -> None:
+    """A rerun without --keep-patient-characteristics (or --keep-dates-shifted) skipped the cases an earlier
+    run had made with it: their reports and DICOM objects kept the sex, age, height, weight (and shifted
+    dates) that this run's de-identification removes."""
+    sl = make_slice(5, size=192)
+    facts = CTMetadata(patient_id="P7", patient_sex="F", patient_height_m=1.64, patient_weight_kg=61.0)
+    write_dicom_series(
+        sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / "Doe_John", metadata=facts
+    )
+    cases, out = discover_cases(tmp_path / "cohort"), tmp_path / "run"
+    keeping = DeidentificationPolicy(secret=b"k" * 32, keep_patient_characteristics=True)
+    assert run_batch(cases, out, engine="threshold", deidentification=keeping).count("done") == 1
+    (report_path,) = (out / "cases").glob("*/report.json")
+    assert json.loads(report_path.read_text())["assessment"]["patient"]["sex"] == "F"
+    removing = DeidentificationPolicy(secret=b"k" * 32)
+    assert run_batch(cases, out, engine="threshold", deidentification=removing).count("done") == 1
+    report = json.loads(report_path.read_text())
+    assert report["assessment"]["patient"] == {
+        **report["assessment"]["patient"],
+        "sex": None,
+        "height_m": None,
+    }
+    assert report["deidentification"]["codes"] == ["113100"]
+    assert run_batch(cases, out, engine="threshold", deidentification=removing).count("skipped") == 1
+
+
+def test_a_second_batch_into_a_folder_being_written_is_refused(cohort: Path, tmp_path: Path) -> None:
+    """Two runs into one folder rewrote cohort.csv in turn, each from the rows it had read when it started:
+    the first run's last write dropped every row the second had finished meanwhile (and the reverse)."""
+    sl = make_slice(9, size=256)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "other" / "patient9")
+    out, said = tmp_path / "run", []
+    first = [c for c in discover_cases(cohort) if c.case_id in ("patient1", "patient2")]
+
+    def second_run(_: object) -> None:
+        if not said:
+            try:
+                run_batch(discover_cases(tmp_path / "other"), out, engine="threshold")
+            except OutputError as exc:
+                said.append(str(exc))
+            else:
+                said.append("analysed")
+
+    run_batch(first, out, engine="threshold", on_outcome=second_run)
+    assert "another batch run" in said[0] and str(out) in said[0]
+    assert run_batch(discover_cases(tmp_path / "other"), out, engine="threshold").count("done") == 1
+    assert [r["case_id"] for r in _rows(out / "cohort.csv")] == ["patient1", "patient2", "patient9"]
+
+
+def test_a_deidentified_batch_with_another_key_is_refused(cohort: Path, tmp_path: Path) -> None:
+    """Case ids and pseudonyms depend on the key: a rerun with another key analysed every case again under
+    new codes beside the old rows, so cohort.csv listed each patient under both keys' pseudonyms with the
+    same measurements, linking two pseudonym sets that the keys exist to keep apart."""
+    cases = [c for c in discover_cases(cohort) if c.case_id == "patient1"]
+    out = tmp_path / "run"
+    first = DeidentificationPolicy(secret=b"a" * 32)
+    assert run_batch(cases, out, engine="threshold", deidentification=first).count("done") == 1
+    table = (out / "cohort.csv").read_bytes()
+    other = DeidentificationPolicy(secret=b"b" * 32)
+    with pytest.raises(OutputError, match="another de-identification key"):
+        run_batch(cases, out, engine="threshold", deidentification=other)
+    assert (out / "cohort.csv").read_bytes() == table and len(list((out / "cases").iterdir())) == 1
+    assert run_batch(cases, out, engine="threshold", deidentification=first).count("skipped") == 1
+
+
+def test_a_second_cohort_whose_case_ids_name_the_first_ones_results_is_refused(tmp_path: Path) -> None:
+    """Cohorts name their cases alike (patient1...): a second cohort into the same folder found the first
+    one's patient1 done and listed that patient's results as its own patient1's (or, with other settings,
+    analysed its patient1 over them). The run is refused before any case; the tables stay as they were."""
+    for cohort, seed in (("A", 1), ("B", 5)):
+        sl = make_slice(seed, size=256)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / cohort / "patient1")
+    out = tmp_path / "run"
+    assert run_batch(discover_cases(tmp_path / "A"), out, engine="threshold").count("done") == 1
+    table = (out / "cohort.csv").read_bytes()
+    with pytest.raises(OutputError, match=r"patient1 \(.*A/patient1\)"):
+        run_batch(discover_cases(tmp_path / "B"), out, engine="threshold")
+    assert (out / "cohort.csv").read_bytes() == table
+    assert run_batch(discover_cases(tmp_path / "A"), out, engine="threshold").count("skipped") == 1
+
+
+def test_a_folder_that_cannot_be_locked_is_written_unguarded_with_a_warning(
+    cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # an NFS share mounted without locks answers flock with ENOLCK: the run goes on, as before the lock
+    def no_locks(path: Path) -> int:
+        raise OSError(errno.ENOLCK, "No locks available", str(path))
+
+    monkeypatch.setattr(runner_module, "claim_lock", no_locks)
+    cases = [c for c in discover_cases(cohort) if c.case_id == "patient1"]
+    assert run_batch(cases, tmp_path / "run", engine="threshold").count("done") == 1
+    assert "cannot lock" in caplog.text and "No locks available" in caplog.text

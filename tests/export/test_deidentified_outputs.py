@@ -130,6 +130,13 @@ def test_burned_in_annotation_stops_a_deidentified_run(phi_result, tmp_path: Pat
     accepting = DeidentificationPolicy(secret=SECRET, accept_burned_in=True)
     written = write_outputs(phi_result, tmp_path / "out", accepting)
     assert pydicom.dcmread(written["dicom_seg"]).PatientID == POLICY.pseudonym("P1")
+    # the QC capture shows the series' pixels (the slice, and the reconstructions through every slice), the
+    # text burned into them included: it was marked PatientIdentityRemoved YES; the SEG and SR show none
+    capture = pydicom.dcmread(written["qc_capture"])
+    assert capture.PatientIdentityRemoved == "NO"
+    assert "Burned-in annotation NOT removed from pixel data" in capture.DeidentificationMethod
+    for kind in ("dicom_seg", "dicom_sr"):
+        assert pydicom.dcmread(written[kind]).PatientIdentityRemoved == "YES", kind
 
 
 def test_deidentified_seg_still_reads_back_the_labels(phi_result, tmp_path: Path) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 
+from phi_dicom import POLICY
 from sarcoscope.conventions import TISSUES, Label
 from sarcoscope.export import build_dicom_seg
+from sarcoscope.export.overlay import render_overlay
+from sarcoscope.export.sc import write_qc_capture
 from sarcoscope.export.seg import write_dicom_seg
 from sarcoscope.imaging.labelmaps import LabelGrid, load_mapping, read_label_map
 
@@ -83,8 +88,6 @@ def test_an_unreadable_type2_value_is_left_empty_and_said(
 ) -> None:
     """highdicom reads these values and refused the source headers: no SEG, SR or QC capture at all for an
     identified export, for a value DICOM lets be empty."""
-    from sarcoscope.export.overlay import render_overlay
-    from sarcoscope.export.sc import write_qc_capture
     from sarcoscope.export.sr import write_dicom_sr
 
     result = make_result((4, 5), dicom=True)
@@ -117,6 +120,24 @@ def test_seg_skipped_with_reason(make_result) -> None:
     result.labels[:] = 0
     seg, reason = build_dicom_seg(result)
     assert seg is None and "no tissue" in reason
+
+
+def test_slices_sharing_a_sop_instance_uid_get_no_dicom_objects(make_result, tmp_path: Path) -> None:
+    # two images of one series with one SOPInstanceUID (a broken export): the SEG's frames referenced the
+    # same image at two positions, which a reader cannot place (highdicom warned of duplicate references)
+    result = make_result((4, 5, 6), dicom=True)
+    headers = result.volume.dicom_headers
+    headers[5].SOPInstanceUID = headers[4].SOPInstanceUID
+    seg, reason = build_dicom_seg(result)
+    assert seg is None and "share the SOPInstanceUID" in reason and headers[4].SOPInstanceUID in reason
+    seg, reason = build_dicom_seg(result, POLICY)
+    assert seg is None and POLICY.uid(headers[4].SOPInstanceUID) in reason
+    assert headers[4].SOPInstanceUID not in reason
+    render_overlay(result, tmp_path / "overlay.png")
+    assert "share the SOPInstanceUID" in write_qc_capture(
+        result, tmp_path / "overlay.png", tmp_path / "qc.dcm"
+    )
+    assert build_dicom_seg(make_result((4, 6), dicom=True))[0] is not None
 
 
 def test_seg_on_real_deidentified_l3_slice(shared_data, tmp_path, dicom_volume, result_for) -> None:

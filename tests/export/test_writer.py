@@ -75,6 +75,24 @@ def test_rerun_replaces_previous_outputs_without_mixing(make_result, tmp_path) -
     assert _leftovers(tmp_path) == []
 
 
+def test_files_named_like_outputs_that_no_analysis_wrote_are_refused_not_replaced(
+    make_result, tmp_path
+) -> None:
+    # a case folder's own label map (reference labels beside ct.nii.gz) was replaced by the analysis's
+    out = tmp_path / "case"
+    out.mkdir()
+    (out / "labels.nii.gz").write_bytes(b"reference labels")
+    (out / "metrics.csv").write_text("my metrics")
+    with pytest.raises(OutputError, match=r"holds labels\.nii\.gz, metrics\.csv that no analysis wrote"):
+        write_outputs(make_result((5,)), out)
+    assert (out / "labels.nii.gz").read_bytes() == b"reference labels"
+    assert (out / "metrics.csv").read_text() == "my metrics"
+    assert _leftovers(tmp_path) == [] and sorted(p.name for p in out.iterdir()) == [
+        "labels.nii.gz",
+        "metrics.csv",
+    ]
+
+
 def test_failure_leaves_previous_run_intact(make_result, tmp_path, monkeypatch) -> None:
     out = tmp_path / "out"
     write_outputs(make_result((5,)), out)

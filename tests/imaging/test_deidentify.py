@@ -44,6 +44,7 @@ from sarcoscope.imaging.deidentify import (
     scrub_message,
 )
 from sarcoscope.secret import load_or_create_secret
+from sarcoscope.segmentation.quality import coarse_pixel_warning
 
 
 @pytest.fixture
@@ -356,6 +357,19 @@ def test_messages_lose_names_below_the_input_with_spaces_commas_and_both_quotes(
     description = 'Piet Jansen\'s "scout" PID12345'
     both = f"read {description!r} (3 axial slices)"
     assert scrub_message(both, POLICY) == "read 'ANONYMIZED' (3 axial slices)"
+
+
+def test_an_apostrophe_is_no_quote() -> None:
+    """A possessive's apostrophe opened a quote: the coarse-pixel warning of every de-identified report lost
+    its middle ("diagnostic CT'ANONYMIZED's mean HU"), and a quoted description after a possessive was
+    left whole, its quotes paired with the apostrophe and the next quoted value."""
+    warning = coarse_pixel_warning((1.6, 1.6))
+    assert warning is not None and warning.count("'") >= 2
+    assert scrub_message(warning, POLICY) == warning
+    text = "stored mirrored (rows toward the patient's right); read 'CT Jansen' and 'Piet' (3 slices)"
+    assert scrub_message(text, POLICY) == (
+        "stored mirrored (rows toward the patient's right); read 'ANONYMIZED' and 'ANONYMIZED' (3 slices)"
+    )
 
 
 def test_file_meta_keeps_only_what_reading_needs(phi_files: list[Path]) -> None:

@@ -119,6 +119,20 @@ def test_add_refuses_a_model_whose_onnx_does_not_match_its_card(
     assert not registry.root.exists()  # refused before anything was copied
 
 
+def test_add_refuses_a_model_whose_folder_holds_something_else(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    # a folder of the model's id that is no model (its card missing or naming another id) ended `models add`
+    # with "internal error: OSError: Directory not empty"
+    taken = registry.root / "m-taken"
+    taken.mkdir(parents=True)
+    (taken / "notes.txt").write_text("mine")
+    with pytest.raises(RegistryError, match=r"m-taken exists and is not that model"):
+        registry.add(model_copy(tmp_path, "m-taken"))
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in registry.root.iterdir()) == ["m-taken"]  # no copy left behind
+
+
 @pytest.mark.parametrize(
     ("mine", "theirs", "baseline", "reason"),
     [

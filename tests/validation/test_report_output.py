@@ -55,6 +55,22 @@ def test_report_replaces_only_its_own_outputs(tmp_path: Path):
     assert _hidden(out) == [] and _hidden(tmp_path) == []
 
 
+def test_files_named_like_outputs_that_no_report_wrote_are_refused_not_replaced(tmp_path: Path):
+    """A study folder's own figures/, report.md or settings.json (common names) were taken for an earlier
+    report's outputs: replaced, or removed when the report wrote none, with the figures in them."""
+    pred, ref = _labels(tmp_path / "pred", suffix="_pred"), _labels(tmp_path / "ref")
+    out = tmp_path / "study"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "fig1.png").write_bytes(b"my figure")
+    (out / "report.md").write_text("my notes")
+    with pytest.raises(OutputError, match=r"figures, report.md .*no validation report"):
+        run_validation(pred, ref, out, gallery_size=0)
+    assert (out / "figures" / "fig1.png").read_bytes() == b"my figure"
+    assert (out / "report.md").read_text() == "my notes"
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "report.md"]
+    assert _hidden(tmp_path) == []
+
+
 def test_every_output_of_a_full_report_is_a_known_output(tmp_path: Path):
     pred, ref = _labels(tmp_path / "pred", suffix="_pred"), _labels(tmp_path / "ref")
     sites, patients, l3 = tmp_path / "sites.csv", tmp_path / "patients.csv", tmp_path / "l3.csv"

@@ -492,6 +492,27 @@ def test_burned_in_series_is_not_exported_deidentified(client: TestClient, serie
     assert client.get(f"/api/studies/{sid}/dicom").status_code == 200  # the originals, for who may see them
 
 
+def test_a_refused_deidentified_dicom_export_names_no_original_uid(
+    client: TestClient, tmp_path: Path
+) -> None:
+    # a CT without FrameOfReferenceUID cannot be referenced by a SEG: the 409 named the source image by its
+    # original SOPInstanceUID, which the de-identified outputs remap (it links back to the patient's record)
+    files = write_series(tmp_path / "s")
+    for path in files:
+        ds = pydicom.dcmread(path)
+        del ds.FrameOfReferenceUID
+        ds.save_as(path)
+    originals = [str(pydicom.dcmread(p).SOPInstanceUID) for p in files]
+    sid, _ = segmented(client, files, 4, 5)
+    for fmt in ("dicom-seg", "dicom-sr", "dicom-qc"):
+        r = client.get(f"/api/studies/{sid}/export/{fmt}", params={"deidentify": True})
+        detail = r.json()["detail"]
+        assert r.status_code == 409 and "lacks FrameOfReferenceUID" in detail, fmt
+        assert not any(uid in detail for uid in originals), fmt
+    r = client.get(f"/api/studies/{sid}/export/dicom-seg")  # the identified export names the image as it is
+    assert r.status_code == 409 and any(uid in r.json()["detail"] for uid in originals)
+
+
 def test_no_patient_data_stays_in_the_browser_cache(client: TestClient, series: list[Path]) -> None:
     sid, _ = segmented(client, series, 4, 5)
     for url in (

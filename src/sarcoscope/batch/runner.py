@@ -28,11 +28,14 @@ from typing import Any
 from sarcoscope.batch.cases import Case
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import OutputError, SarcoscopeError
-from sarcoscope.fileio import check_output_folder
+from sarcoscope.fileio import LockHeld, atomic_write_text, check_output_folder, claim_lock
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, scrub_message
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 REPORT = "report.json"
+#: Held in the output folder by the run writing into it (see fileio.claim_lock): a second run would rewrite
+#: cohort.csv from the rows it knows, dropping the first's.
+BATCH_LOCK = ".batch.lock"
 
 
 logger = logging.getLogger(__name__)
@@ -149,6 +152,70 @@ def _check_same_kind(out_root: Path, case_ids: set[str], deidentified: bool) -> 
         )
 
 
+def _claim_folder(out_root: Path) -> int | None:
+    """The output folder's lock for this run (see BATCH_LOCK); None on a file system without locks (an NFS
+    share mounted without them), where the run goes on unguarded, as before there was a lock."""
+    try:
+        return claim_lock(out_root / BATCH_LOCK)
+    except LockHeld as held:
+        raise OutputError(
+            f"another batch run (process {held.holder}) is writing into {out_root}; wait for it to end, or "
+            "give this run a folder of its own (each run rewrites cohort.csv from the rows it knows, "
+            "dropping the other's)."
+        ) from None
+    except OSError as exc:
+        logger.warning(
+            "cannot lock %s (%s): make sure no other batch run writes into it", out_root, exc.strerror or exc
+        )
+        return None
+
+
+def _check_same_inputs(out_root: Path, cases: list[Case]) -> None:
+    """Refuse a run whose case ids name, in `out_root`, the results of other inputs that still exist (a
+    second cohort whose folders are named like the first's: patient1...): such a case would be skipped as
+    done, listing another patient's results as its own, or analysed over them. De-identified reports name
+    no input; a DICOMweb case's id is its series."""
+    clashes = []
+    for case in cases:
+        if not isinstance(case.path, Path):
+            continue
+        try:
+            report = json.loads((out_root / "cases" / case.case_id / REPORT).read_text(encoding="utf-8"))
+            recorded = report["input"]["source_path"]
+            other = bool(recorded) and Path(recorded).exists() and not os.path.samefile(recorded, case.path)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if other:
+            clashes.append(f"{case.case_id} ({recorded})")
+    if clashes:
+        shown = ", ".join(clashes[:5]) + (f" and {len(clashes) - 5} more" if len(clashes) > 5 else "")
+        raise OutputError(
+            f"{out_root} holds the results of other inputs under case ids of this run: {shown}. Give this "
+            "cohort a folder of its own, or give its cases other ids (a manifest's case_id column)."
+        )
+
+
+#: In a de-identified run's output folder: a keyed digest naming the key its case codes and pseudonyms were
+#: made with (nothing of a patient), so that a run with another key is refused.
+KEY_MARKER = ".deidentification-key-id"
+
+
+def _check_same_key(out_root: Path, policy: DeidentificationPolicy) -> None:
+    """Refuse a folder of results de-identified with another key (each patient's rows would be in the tables
+    under both keys' codes and pseudonyms, with the same measurements, linking them); mark the folder with
+    this key's digest otherwise."""
+    key_id = policy.pseudonymise_text("key-id", "batch")
+    marker = out_root / KEY_MARKER
+    if not marker.is_file():
+        atomic_write_text(marker, key_id + "\n")
+    elif marker.read_text(encoding="utf-8").strip() != key_id:
+        raise OutputError(
+            f"{out_root} holds results made with another de-identification key; give this run a folder of "
+            "its own, or the key those were made with: one table with both would list a patient under two "
+            "pseudonyms, linking them."
+        )
+
+
 def analyze_case(
     case: Case,
     out_root: Path,
@@ -172,8 +239,11 @@ def analyze_case(
     start = time.perf_counter()
     try:
         earlier = json.loads(report_path.read_text()) if report_path.is_file() and not force else None
-        deidentified = deidentification is not None
-        changed = _changed_since(earlier, case, engine, cutoff_set, deidentified) if earlier else None
+        changed = (
+            _changed_since(earlier, case, engine, cutoff_set, deidentification, pixel_spacing)
+            if earlier
+            else None
+        )
         if changed is not None:
             logger.warning("case %s is analysed again: its earlier results were %s", case.case_id, changed)
         elif earlier is not None:
@@ -213,11 +283,18 @@ PUSHED = "pushed.json"
 
 
 def _changed_since(
-    report: dict[str, Any], case: Case, engine: str, cutoff_set: str | None, deidentified: bool
+    report: dict[str, Any],
+    case: Case,
+    engine: str,
+    cutoff_set: str | None,
+    deidentification: DeidentificationPolicy | None,
+    pixel_spacing: tuple[float, float] | None = None,
 ) -> str | None:
     """What makes a case's earlier report not this run's result (None: it is): another model or engine
-    version, cutoff set, patient facts or L3 choice, or de-identification. A resumed batch analyses such
-    a case again instead of mixing results made two ways in one table."""
+    version, cutoff set, patient facts, L3 choice, user-given pixel spacing, or de-identification (or
+    its options: a case kept from a run that retained the patient's characteristics or shifted dates
+    would keep them in a folder this run de-identifies without). A resumed batch analyses such a case
+    again instead of mixing results made two ways in one table."""
     from sarcoscope.composition import default_cutoff_set
     from sarcoscope.segmentation import get_engine
 
@@ -245,7 +322,8 @@ def _changed_since(
         floats = isinstance(stored, float) and isinstance(value, float)
         same = stored == value or (floats and math.isclose(stored, value, rel_tol=1e-4))
         if value is not None and not same:
-            if deidentified:  # the patient's characteristics stay out of the log (and Dask workers' logs)
+            # de-identified: the patient's characteristics stay out of the log (and Dask workers' logs)
+            if deidentification is not None:
                 return f"made with another {key} than the manifest gives"
             return f"made with {key} {stored}, the manifest gives {value}"
     chosen_slices = report["l3"]["slice_indices"]
@@ -257,8 +335,18 @@ def _changed_since(
         wanted_slices = chosen_slices
     if chosen_slices != wanted_slices:
         return f"of slice(s) {chosen_slices}, the manifest chooses {wanted_slices}"
-    if ("deidentification" in report) != deidentified:
-        return "not de-identified" if deidentified else "de-identified"
+    measured = report["input"]["spacing_mm_zyx"][1:]
+    if pixel_spacing is not None and not all(
+        math.isclose(a, b, rel_tol=1e-4) for a, b in zip(measured, pixel_spacing, strict=True)
+    ):
+        was, now = (" x ".join(f"{v:g}" for v in spacing) for spacing in (measured, pixel_spacing))
+        return f"measured at pixel spacing {was} mm, this run gives {now} mm"
+    made = report["deidentification"]["codes"] if "deidentification" in report else None
+    wanted_codes = deidentification.method_code_values if deidentification is not None else None
+    if made != wanted_codes:
+        if made is None or wanted_codes is None:
+            return "not de-identified" if made is None else "de-identified"
+        return f"de-identified with method codes {made}, this run uses {wanted_codes}"
     return None
 
 
@@ -478,29 +566,37 @@ def run_batch(
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_root}: {exc}") from exc
-    if deidentification is not None:
-        cases = [deidentified_case(case, deidentification) for case in cases]
-    _check_same_kind(out_root, {case.case_id for case in cases}, deidentification is not None)
-    kw: dict[str, Any] = {
-        "out_root": out_root,
-        "engine": engine,
-        "cutoff_set": cutoff_set,
-        "force": force,
-        "deidentification": deidentification,
-        "pixel_spacing": pixel_spacing,
-        "push": push,
-    }
-    stream = _dask(cases, scheduler, workers, **kw) if scheduler else _local(cases, workers, **kw)
-    outcomes: list[CaseOutcome] = []
-    summary = BatchSummary(outcomes, out_root / "cohort.csv", out_root / "failures.csv")
-    summary.keep_earlier_rows({case.case_id for case in cases})
+    lock = _claim_folder(out_root)
     try:
-        for outcome in stream:
-            outcomes.append(outcome)
-            summary.write(failures=outcome.status == "failed")  # an interrupted run keeps every finished row
-            if on_outcome is not None:
-                on_outcome(outcome)
+        if deidentification is not None:
+            cases = [deidentified_case(case, deidentification) for case in cases]
+        _check_same_kind(out_root, {case.case_id for case in cases}, deidentification is not None)
+        if deidentification is not None:
+            _check_same_key(out_root, deidentification)
+        _check_same_inputs(out_root, cases)
+        kw: dict[str, Any] = {
+            "out_root": out_root,
+            "engine": engine,
+            "cutoff_set": cutoff_set,
+            "force": force,
+            "deidentification": deidentification,
+            "pixel_spacing": pixel_spacing,
+            "push": push,
+        }
+        stream = _dask(cases, scheduler, workers, **kw) if scheduler else _local(cases, workers, **kw)
+        outcomes: list[CaseOutcome] = []
+        summary = BatchSummary(outcomes, out_root / "cohort.csv", out_root / "failures.csv")
+        summary.keep_earlier_rows({case.case_id for case in cases})
+        try:
+            for outcome in stream:
+                outcomes.append(outcome)
+                summary.write(failures=outcome.status == "failed")  # an interrupted run keeps every row
+                if on_outcome is not None:
+                    on_outcome(outcome)
+        finally:
+            if outcomes:  # a run that failed before its first case leaves the tables as they were
+                summary.write()
+        return summary
     finally:
-        if outcomes:  # a run that failed before its first case leaves the tables as they were
-            summary.write()
-    return summary
+        if lock is not None:
+            os.close(lock)  # releases the lock

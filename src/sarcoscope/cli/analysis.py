@@ -38,7 +38,10 @@ from sarcoscope.fileio import check_output_folder
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 
-def _print_summary(result: Any, warnings: list[str]) -> None:
+def _print_summary(result: Any, deidentified_report: dict[str, Any] | None = None) -> None:
+    """The analysis on the console; de-identified, with the report's warnings (no input path, series
+    description...) and without what the report leaves out (the BMI), since a console is often kept in a
+    log."""
     from sarcoscope.composition import TissueStats
     from sarcoscope.composition.assessment import reason_parts
     from sarcoscope.segmentation.quality import score_text
@@ -70,9 +73,14 @@ def _print_summary(result: Any, warnings: list[str]) -> None:
         )
     console.print(table)
     a = result.assessment
+    bmi = a.bmi.value if a.bmi.computed else None
+    warnings = result.warnings
+    if deidentified_report is not None:
+        bmi = deidentified_report["assessment"]["bmi"].get("value")
+        warnings = deidentified_report["warnings"]
     if a.smi.computed:
         console.print(
-            f"SMI: [bold]{a.smi.value:.1f}[/] cm²/m²" + (f", BMI {a.bmi.value:.1f}" if a.bmi.computed else "")
+            f"SMI: [bold]{a.smi.value:.1f}[/] cm²/m²" + (f", BMI {bmi:.1f}" if bmi is not None else "")
         )
     said: list[str] = []  # each missing fact once, however many values it stops
 
@@ -243,10 +251,8 @@ def analyze(
         if as_json:
             sys.stdout.write(result.outputs["report"].read_text())
         else:
-            # de-identified: the warnings as the report has them (no input path, series description...),
-            # since a console is often kept in a log
             report = json.loads(result.outputs["report"].read_text()) if policy is not None else None
-            _print_summary(result, report["warnings"] if report is not None else result.warnings)
+            _print_summary(result, report)
 
     run(body)
 
@@ -292,7 +298,7 @@ def demo(
             result = run_analysis(
                 info["paths"]["dicom"], out_dir=out / "analysis", progress=lambda s: status.update(f"{s}…")
             )
-        _print_summary(result, result.warnings)
+        _print_summary(result)
         truth = info.get("truth", {})
         if "l3_mid_index" in truth:
             console.print(

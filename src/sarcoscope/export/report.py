@@ -136,7 +136,7 @@ def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: Deident
     key = patient_key(md.patient_id, md.study_instance_uid)
     report["deidentification"] = {
         "method": policy.method_text,
-        "codes": [item.CodeValue for item in policy.method_codes],
+        "codes": policy.method_code_values,
         "patient_pseudonym": policy.pseudonym(key) if key else None,
     }
 

@@ -22,7 +22,7 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from sarcoscope.export.seg import hide_creation_time, prepared_sources
-from sarcoscope.imaging.deidentify import DeidentificationPolicy
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, burned_in_problem
 
 if TYPE_CHECKING:
     from sarcoscope.results import AnalysisResult
@@ -41,7 +41,7 @@ def build_qc_capture(
     if not headers:
         return None, "QC secondary capture not written: the input was not DICOM"
     shown = int(result.selection.indices[len(result.selection.indices) // 2])
-    sources, message = prepared_sources([headers[shown]], deidentification)
+    sources, message = prepared_sources(headers, [shown], deidentification)
     if sources is None:
         return None, f"QC secondary capture not written: {message}"
     source = sources[0]
@@ -78,8 +78,9 @@ def build_qc_capture(
     for date, time in (("SeriesDate", "SeriesTime"), ("ContentDate", "ContentTime")):
         setattr(sc, date, now.strftime("%Y%m%d"))
         setattr(sc, time, now.strftime("%H%M%S"))
-    if deidentification is not None:
-        hide_creation_time(sc, source, deidentification)
+    if deidentification is not None:  # the picture shows the series' pixels, any text burned into them too
+        shown_text = any(burned_in_problem(h) is not None for h in headers)
+        hide_creation_time(sc, source, deidentification, burned_in=shown_text)
         sc.DateOfSecondaryCapture, sc.TimeOfSecondaryCapture = source.StudyDate, source.StudyTime
     return sc, message
 

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,7 +53,12 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
 from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, deidentify_dataset, mark_deidentified
+from sarcoscope.imaging.deidentify import (
+    DeidentificationPolicy,
+    deidentify_dataset,
+    image_name,
+    mark_deidentified,
+)
 from sarcoscope.imaging.labelmaps.seg import SEGMENT_CODES
 
 if TYPE_CHECKING:
@@ -112,18 +118,24 @@ def _left_empty_note(keywords: list[str]) -> str | None:
 
 
 def prepared_sources(
-    headers: list[Dataset], deidentification: DeidentificationPolicy | None
+    series: list[Dataset], indices: Sequence[int], deidentification: DeidentificationPolicy | None
 ) -> tuple[list[Dataset] | None, str | None]:
-    """Copies of the source CT headers a derived object (SEG, SR, secondary capture) can reference,
-    de-identified when asked, with a note when a value was left empty as unreadable (else None);
-    (None, reason) when one lacks what referencing it needs."""
+    """Copies of the source CT headers of slices `indices` of `series` that a derived object (SEG, SR,
+    secondary capture) references, de-identified when asked, with a note when a value was left empty as
+    unreadable (else None); (None, reason) when one lacks what referencing it needs, or shares its
+    SOPInstanceUID with another image of the series (a broken export: a reference cannot tell which)."""
+    shared = Counter(str(ds.get("SOPInstanceUID") or "") for ds in series)
     out = []
     emptied: set[str] = set()
-    for ds in headers:
+    for ds in (series[int(i)] for i in indices):
         missing = [k for k in REQUIRED if k not in ds or ds.get(k) in (None, "")]
         if missing:
-            name = ds.get("SOPInstanceUID") or f"number {ds.get('InstanceNumber', '?')}"
-            return None, f"source CT image {name} lacks {', '.join(missing)}"
+            return None, f"source CT {image_name(ds, deidentification)} lacks {', '.join(missing)}"
+        if shared[str(ds.SOPInstanceUID)] > 1:
+            return None, (
+                f"source CT {image_name(ds, deidentification)} and another image of the series share the "
+                "SOPInstanceUID, so a reference to it cannot tell them apart"
+            )
         src = copy.deepcopy(ds)
         if deidentification is not None:
             deidentify_dataset(src, deidentification)
@@ -150,16 +162,19 @@ def _date_elements(ds: Dataset) -> Iterator[DataElement]:
                 yield from _date_elements(item)
 
 
-def hide_creation_time(ds: Dataset, source: Dataset, deidentification: DeidentificationPolicy) -> None:
+def hide_creation_time(
+    ds: Dataset, source: Dataset, deidentification: DeidentificationPolicy, *, burned_in: bool = False
+) -> None:
     """Give every date and time of a derived object made now (at any depth: highdicom's ContributionDateTime
     too) the de-identified source's study date and time, and mark it de-identified, so it tells nothing
-    about when the patient was scanned nor the date shift. Empty values (the birth date) stay empty."""
+    about when the patient was scanned nor the date shift. Empty values (the birth date) stay empty.
+    `burned_in`: its pixels show source pixels with burned-in text (accepted by the policy)."""
     date, time = str(source.get("StudyDate") or ""), str(source.get("StudyTime") or "")
     study = {"DA": date, "TM": time, "DT": date + time if date else ""}
     for elem in _date_elements(ds):
         if not elem.is_empty:
             elem.value = study[elem.VR]
-    mark_deidentified(ds, deidentification)
+    mark_deidentified(ds, deidentification, burned_in=burned_in)
 
 
 def _uid(seed: str | None, purpose: str) -> str:
@@ -191,8 +206,7 @@ def build_dicom_seg(
     headers = result.volume.dicom_headers
     if not headers:
         return None, "DICOM SEG not written: the input was not DICOM (see labels.nii.gz)"
-    indices = [int(i) for i in result.selection.indices]
-    sources, message = prepared_sources([headers[i] for i in indices], deidentification)
+    sources, message = prepared_sources(headers, result.selection.indices, deidentification)
     if sources is None:
         return None, f"DICOM SEG not written: {message} (see labels.nii.gz)"
     labels = np.asarray(result.labels)

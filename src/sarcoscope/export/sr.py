@@ -218,7 +218,7 @@ def build_dicom_sr(
     if seg is None:
         return None, "DICOM SR not written: it references the DICOM SEG, which was not written"
     headers = result.volume.dicom_headers or []
-    sources, message = prepared_sources([headers[int(i)] for i in result.selection.indices], deidentification)
+    sources, message = prepared_sources(headers, result.selection.indices, deidentification)
     if sources is None:
         return None, f"DICOM SR not written: {message}"
     algorithm = hd.sr.AlgorithmIdentification(

@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import errno
 import glob
+import json
 import os
 import shutil
 import stat
@@ -64,6 +65,27 @@ OUTPUT_FILES: dict[str, str] = {
 #: The outputs that are DICOM objects of the source study: what goes back to a PACS (DICOMweb or C-STORE),
 #: in sending order (the SR references the SEG).
 DICOM_RESULTS = ("dicom_seg", "dicom_sr", "qc_capture")
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """Refuse, before any work, a folder holding files of the outputs' names that no analysis wrote there
+    (it has no report.json of one): they are the user's, such as the reference labels.nii.gz beside a
+    ct.nii.gz, not an earlier set of outputs that a new one replaces."""
+    taken = sorted(name for name in OUTPUT_FILES.values() if os.path.lexists(Path(out_dir) / name))
+    if taken and not _holds_an_analysis(Path(out_dir)):
+        raise OutputError(
+            f"{out_dir} holds {', '.join(taken)} that no analysis wrote there (it has no report.json of "
+            "one): the outputs would replace them. Give the outputs a folder of their own, e.g. -o "
+            f"{Path(out_dir) / 'sarcoscope-out'}."
+        )
+
+
+def _holds_an_analysis(out_dir: Path) -> bool:
+    try:
+        report = json.loads((out_dir / OUTPUT_FILES["report"]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and str(report.get("schema", "")).startswith("sarcoscope.report/")
 
 
 def dicom_result_files(out_dir: Path) -> list[Path]:
@@ -135,6 +157,7 @@ def write_outputs(
     if deidentification is not None:
         refuse_burned_in(result.volume.dicom_headers or [], deidentification)
     check_output_folder(out_dir, replaced=True)
+    check_replaceable(out_dir)
     _refuse_mount_points(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -228,6 +228,11 @@ class DeidentificationPolicy:
         return items
 
     @property
+    def method_code_values(self) -> list[str]:
+        """The code values of `method_codes`, as report.json lists them (they tell the options used)."""
+        return [item.CodeValue for item in self.method_codes]
+
+    @property
     def method_text(self) -> list[str]:
         """DeidentificationMethod values (LO, at most 64 characters each)."""
         text = [
@@ -299,21 +304,24 @@ def refuse_burned_in(headers: list[Dataset], policy: DeidentificationPolicy) -> 
     ds, problem = found
     if not policy.accept_burned_in:
         raise _burned_in_error(ds, problem, "", policy)
-    logger.warning("%s: %s; its pixels are shown unchanged", _image_name(ds, policy), problem)
+    logger.warning("%s: %s; its pixels are shown unchanged", image_name(ds, policy), problem)
 
 
-def _image_name(ds: Dataset, policy: DeidentificationPolicy) -> str:
-    """An image named in a message of the de-identification by its remapped UID (the original links back to
-    the patient's record; the remapped one is what the de-identified outputs carry)."""
+def image_name(ds: Dataset, policy: DeidentificationPolicy | None) -> str:
+    """An image named in a message by its SOPInstanceUID, remapped when de-identified (the original links
+    back to the patient's record; the remapped one is what the de-identified outputs carry), or by its
+    InstanceNumber."""
     uid = str(ds.get("SOPInstanceUID", "") or "")
-    return f"image {policy.uid(uid)}" if uid else "an image"
+    if not uid:
+        return f"image number {ds.get('InstanceNumber', '?')}"
+    return f"image {policy.uid(uid) if policy is not None else uid}"
 
 
 def _burned_in_error(
     ds: Dataset, problem: str, source: str, policy: DeidentificationPolicy
 ) -> DeidentificationError:
     return DeidentificationError(
-        f"{source or _image_name(ds, policy)}: {problem}; its pixels may show the "
+        f"{source or image_name(ds, policy)}: {problem}; its pixels may show the "
         "patient's name, so it is not exported de-identified (accepting burned-in annotation, "
         "--accept-burned-in, exports it anyway, marked PatientIdentityRemoved NO)"
     )
@@ -471,7 +479,7 @@ def deidentify_dataset(ds: Dataset, policy: DeidentificationPolicy, *, source: s
     if problem is not None:
         logger.warning(
             "%s: %s; exported with its pixels unchanged and marked PatientIdentityRemoved NO",
-            source or _image_name(ds, policy),
+            source or image_name(ds, policy),
             problem,
         )
     key = patient_key(str(ds.get("PatientID", "") or ""), str(ds.get("StudyInstanceUID", "") or ""))
@@ -489,8 +497,10 @@ def deidentify_dataset(ds: Dataset, policy: DeidentificationPolicy, *, source: s
 #: A DICOM UID in a message (four or more numeric components: no version number or decimal).
 _UID_TEXT = re.compile(r"\b\d+(?:\.\d+){3,}\b")
 #: A quoted value in a message (the DICOM reader quotes series descriptions, which may name the patient), as
-#: Python's repr quotes it: in single quotes with \\' escaped when it holds both kinds of quote.
-_QUOTED_TEXT = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+#: Python's repr quotes it: in single quotes with \\' escaped when it holds both kinds of quote. A quote
+#: opens after no letter or digit: the apostrophe of "the patient's" is none (paired with the next quote,
+#: it mangled the text between them and left a quoted value after it whole).
+_QUOTED_TEXT = re.compile(r"(?<!\w)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
 #: Messages about a patient characteristic quote its value.
 _CHARACTERISTIC_TEXT = re.compile(r"\bPatient(?:Size|Weight|Sex|Age)\b")
 

@@ -312,6 +312,11 @@ class ModelRegistry:
             raise RegistryError(f"Model id '{model_id}' in {folder / CARD_FILE} is not a usable name.")
         if any(m.model_id == model_id for m in self.models()):
             raise RegistryError(f"A model with id {model_id} is already installed.")
+        if os.path.lexists(self.root / model_id):  # listed above if it held a model of that id
+            raise RegistryError(
+                f"{self.root / model_id} exists and is not that model (no model card of id {model_id}); "
+                "move or remove it, then add the model again."
+            )
         onnx = model_onnx_path(folder, card)
         expected = card.get("files", {}).get("sha256")
         if expected and hashlib.sha256(onnx.read_bytes()).hexdigest() != expected:

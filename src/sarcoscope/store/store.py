@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import logging
 import os
@@ -32,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sarcoscope.errors import SarcoscopeError
+from sarcoscope.fileio import LockHeld, claim_lock
 from sarcoscope.store.files import make_private, open_private, private_dir
 from sarcoscope.store.models import AuditEvent, LabelVersion, LoginFailure, LoginSession, Study, User
 
@@ -200,20 +200,13 @@ class Store:
         Only one server may use a data folder: at start it deletes files that no database row owns,
         which would be another server's upload in progress.
         """
-        path = self.data_dir / "server.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+            self._lock_fd = claim_lock(self.data_dir / "server.lock")
+        except LockHeld as held:
             raise StoreError(
-                f"Another sarcoscope server (process {holder}) is using the data folder {self.data_dir}; "
-                "stop it first, or give this one its own --data-dir."
+                f"Another sarcoscope server (process {held.holder}) is using the data folder "
+                f"{self.data_dir}; stop it first, or give this one its own --data-dir."
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
@@ -63,12 +64,33 @@ def check_report_folder(
                     f"The input {shown(item)} is in {shown(given / name)}, an output of the report that a "
                     "new report replaces; move the input or give another output folder."
                 )
+    taken = sorted(name for name in REPORT_OUTPUTS if os.path.lexists(out / name))
+    if taken and not _holds_a_report(out):
+        raise OutputError(
+            f"{shown(given)} holds {', '.join(taken)} that no validation report wrote there (it has no "
+            "report's settings.json): a report would replace them. Give the report a folder of its own, or "
+            "move them."
+        )
     staging_parent = _staging_parent(out)
     if out.is_dir() and not os.access(staging_parent, os.W_OK | os.X_OK):
         raise OutputError(
             f"Cannot write the report into {shown(given)}: {shown(staging_parent)} is not writable."
         )
     return out
+
+
+#: Keys of the settings.json a validation report writes (runner._settings): an earlier report's mark.
+_REPORT_SETTINGS = ("reference_mapping", "prediction_mapping", "iou_bins")
+
+
+def _holds_a_report(out: Path) -> bool:
+    """Whether `out` holds an earlier validation report (its settings.json), whose outputs a new report may
+    replace or remove: files of those names that no report wrote are the user's (a study's figures/)."""
+    try:
+        settings = json.loads((out / "settings.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and all(key in settings for key in _REPORT_SETTINGS)
 
 
 def _staging_parent(out: Path) -> Path:
