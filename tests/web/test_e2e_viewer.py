@@ -39,8 +39,13 @@ def _y_of_slice(page: object, box: dict, fx: float, z: int) -> float:
     ys = np.linspace(box["y"] + 2, box["y"] + box["height"] - 2, 40)
     hits = [(y, s) for y in ys if (s := slice_at(y)) is not None]
     assert hits, f"no image under x = {x}"
+    step = ys[1] - ys[0]
+    on_z = [y for y, s in hits if s == z]
+    if on_z:  # slice z is a band taller than a sample step (few slices, stretched): its middle
+        top = next((y for y in np.arange(on_z[0] - step, on_z[0], 1.0) if slice_at(y) == z), on_z[0])
+        bottom = next((y for y in np.arange(on_z[-1] + step, on_z[-1], -1.0) if slice_at(y) == z), on_z[-1])
+        return float((top + bottom) / 2)
     if len({s for _, s in hits}) < 4:  # a short series: a strip a few pixels per slice high
-        step = ys[1] - ys[0]
         fine = np.arange(hits[0][0] - step, hits[-1][0] + step, 1.0)
         hits = [(y, s) for y in fine if (s := slice_at(y)) is not None]
     slope, intercept = np.polyfit([s for _, s in hits], [y for y, _ in hits], 1)
@@ -159,6 +164,42 @@ def test_l3_lines_by_mouse_and_keyboard_on_niivue(page: object, server: str, tmp
     for _ in range(hi - 1 - lo):
         page.keyboard.press("ArrowUp")
     assert page.locator("#l3-selection-text").inner_text() == f"Range: slice {hi - 1} only (1 slice)"
+
+
+def test_a_short_series_reconstructions_are_tall_enough_to_place_the_lines(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """Four 3 mm slices 384 mm wide: drawn to scale, NiiVue's coronal and sagittal tiles were strips 12 px
+    high, 3 px a slice, where the lines could hardly be seen or grabbed. Stretched along z (at least a quarter
+    of their width high), each slice is a band the lines are dragged across."""
+    study_id = _upload(page, write_series(tmp_path / "series", hu=synthetic_hu(0)[:4]))
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    box = page.locator("#mpr-canvas").bounding_box()
+    for fx in (0.56, 0.86):  # coronal, sagittal
+        slice_px = (_y_of_slice(page, box, fx, 0) - _y_of_slice(page, box, fx, 3)) / 3
+        assert slice_px >= 0.29 * box["width"] / 4 / 4 - 2, fx  # a quarter of the tile's width, 4 slices
+    assert _data(page, "#l3-viewer", "lines") == "2"
+    cx = box["x"] + box["width"] * 0.56
+    y = {z: _y_of_slice(page, box, 0.56, z) for z in range(4)}
+
+    def drag(z0: int, z1: int) -> None:
+        page.mouse.move(cx, y[z0])
+        page.mouse.down()
+        page.mouse.move(cx, y[z1], steps=4)
+        page.mouse.up()
+
+    drag(2, 0)
+    test_e2e._wait_text(page, "study-message", "Saved selection: Slice 0")
+    page.click("#mode-range")
+    test_e2e._wait_text(page, "study-message", "Saved selection: Range 0–3")
+    drag(3, 1)
+    test_e2e._wait_text(page, "study-message", "Saved selection: Range 0–1")
+    assert page.request.get(f"{server}/api/studies/{study_id}").json()["selection"] == {
+        "mode": "range",
+        "first": 0,
+        "last": 1,
+    }
 
 
 def test_a_window_chosen_in_the_label_editor_is_the_l3_views_too(

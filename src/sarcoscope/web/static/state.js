@@ -72,6 +72,14 @@ export function canvasPoint(canvas, e) {
   return [((e.clientX - r.left) * canvas.width) / r.width, ((e.clientY - r.top) * canvas.height) / r.height];
 }
 
+/** How much a coronal or sagittal reconstruction `width` by `height` mm is stretched along z: 1 (true
+ * proportions) unless it would be thinner than a quarter of its width, as a short series is (a strip whose
+ * lines cannot be seen or dragged). */
+export const reconStretch = (width, height) => Math.max(1, width / 4 / height);
+
+/** The caption's note on a stretched reconstruction (none at true proportions). */
+export const stretchNote = (stretch) => (stretch > 1 ? ` · not to scale: height ×${stretch.toFixed(1)}` : "");
+
 /** A label on a dark backing box (readable over bone, small enough not to hide anatomy). */
 export function tag(ctx, text, x, y, color, align) {
   const w = ctx.measureText(text).width + 6;
