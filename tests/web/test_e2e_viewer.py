@@ -449,6 +449,31 @@ def test_label_editor_fits_its_image_again_when_the_window_is_resized(
         assert min(box["width"], box["height"]) == pytest.approx(image["width"], abs=1)
 
 
+def test_the_label_editor_fits_the_window(page: object, server: str, tmp_path: Path) -> None:
+    """At 1280x720 the editor's box (72 % of the window's height under toolbars of three rows) reached 23 px
+    below the window: the page scrolled, and the image's bottom, or the toolbars once scrolled down, were cut
+    off. Now the box takes the height the toolbars leave, and the side panel scrolls on its own."""
+    from test_e2e_first_use import _segment
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 5)
+    for width, height in ((1280, 720), (1366, 768), (1920, 1080)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+        size = (width, height)
+        for part in ("#tool-brush", "#save-labels", "#slice-next", "#editor-box", ".label-main > p"):
+            b = page.locator(part).bounding_box()
+            assert b["y"] >= 0 and b["y"] + b["height"] <= height, (size, part)
+        assert page.evaluate("document.scrollingElement.scrollHeight") <= height, size
+        box = page.locator("#editor-box").bounding_box()
+        assert box["height"] > height / 2, size
+        page.locator("#versions").scroll_into_view_if_needed()  # far down the side panel
+        assert page.locator("#versions").bounding_box()["y"] < height, size
+        assert page.locator("#editor-box").bounding_box() == box, size
+        page.locator("#analysis").scroll_into_view_if_needed()
+
+
 def test_space_drag_pans_the_editor_after_a_toolbar_control_was_clicked(
     page: object, server: str, tmp_path: Path
 ) -> None:
