@@ -96,7 +96,12 @@ export class MPRView {
       const layout = study.n_slices > 1 ? LAYOUT : AXIAL_ONLY;
       this.nv.setCustomLayout(layout);
       this.box.dataset.planes = layout.map((tile) => PLANES[tile.sliceType].toLowerCase()).join(",");
-      await this.nv.loadVolumes([{url: `/api/studies/${study.id}/volume.nii.gz`, colormap: "gray"}]);
+      const url = `/api/studies/${study.id}/volume.nii.gz`;
+      await this.nv.loadVolumes([{url, colormap: "gray"}]);
+      if (this.studyId !== study.id) { // another study was opened while this one loaded: not shown over it
+        this.nv.removeVolume(this.nv.getMediaByUrl(url));
+        return;
+      }
       this.volume = this.nv.volumes[0];
       this.inverse = invert3x4(this.volume.hdr.affine);
       this.setWindow(level, width);
