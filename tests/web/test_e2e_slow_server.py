@@ -65,6 +65,23 @@ def studies(page: object, server: str, tmp_path: Path) -> tuple[str, str]:
     return ids
 
 
+def test_a_study_read_after_the_user_went_back_to_the_list_is_not_shown(
+    page: object, studies: tuple[str, str]
+) -> None:
+    """A study is read from the server before it is shown; an answer that came after the user had gone back
+    to the study list showed the study under the list (both views at once, the address the list's)."""
+    a, _ = studies
+    held = _held(page, f"**/api/studies/{a}")
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _wait_held(page, held)
+    page.click("#nav-studies")
+    page.wait_for_selector("#view-studies:not([hidden])")
+    held[0].continue_()
+    _settle(page)
+    assert page.locator("#view-study").is_hidden()
+    assert page.locator("#study-title").inner_text() == ""
+
+
 def test_a_volume_arriving_after_another_study_was_opened_is_not_drawn_over_it(
     page: object, studies: tuple[str, str]
 ) -> None:
@@ -84,3 +101,87 @@ def test_a_volume_arriving_after_another_study_was_opened_is_not_drawn_over_it(
     _settle(page)
     _shown(page, "PAT-B")
     assert page.locator("#mpr-canvas").screenshot() == before
+
+
+def test_a_segmentation_ending_after_another_study_was_opened_leaves_the_user_there(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """ "Segment selected" went on, when the server answered, to the label view of the study open *then*: a
+    user who had gone on to patient B was taken to B's label view (where an unsaved edit would have been
+    dropped). Now the user stays, told that A's segmentation is done."""
+    a, b = studies
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _shown(page, "PAT-A")
+    page.select_option("#engine", "threshold")
+    held = _held(page, f"**/api/studies/{a}/segment")
+    page.click("#segment")
+    _wait_held(page, held)
+    _open_from_list(page, "PAT-B")
+    _shown(page, "PAT-B")
+    held[0].continue_()
+    test_e2e._wait_text(page, "toast", "The segmentation of PAT-A is done")
+    _settle(page)
+    assert page.evaluate("location.hash") == f"#/study/{b}"
+    assert page.locator("#pane-l3").is_visible() and page.locator("#pane-label").is_hidden()
+    assert httpx.get(f"{server}/api/studies/{a}").json()["latest_version"] == 1
+
+
+def test_a_selection_saved_after_another_study_was_opened_does_not_make_it_the_one_edited(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """Moving an L3 line saves the selection, and the study the server returns was kept as the page's: one
+    answered after the user had gone on to patient B made patient A the page's study again, so B's next line
+    move was saved as A's selection."""
+    a, b = studies
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _shown(page, "PAT-A")
+    held = _held(page, f"**/api/studies/{a}/selection")
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")  # slice 6 -> 7, saved 0.4 s later
+    _wait_held(page, held)
+    _open_from_list(page, "PAT-B")
+    _shown(page, "PAT-B")
+    held[0].continue_()
+    page.unroute(f"**/api/studies/{a}/selection")
+    _settle(page)
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowDown")  # B: slice 6 -> 5
+    test_e2e._wait_text(page, "study-message", "Saved selection: Slice 5")
+    assert httpx.get(f"{server}/api/studies/{a}").json()["selection"]["first"] == 7
+    assert httpx.get(f"{server}/api/studies/{b}").json()["selection"]["first"] == 5
+
+
+def test_labels_arriving_after_another_study_was_opened_are_not_shown_on_it(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """A label view reads its labels as it opens: A's, arriving after the user had gone on to B's label view,
+    replaced B's on screen, and Save would have stored them as B's next version."""
+    a, b = studies
+    for sid in studies:
+        httpx.put(
+            f"{server}/api/studies/{sid}/selection", json={"mode": "slice", "first": 5}
+        ).raise_for_status()
+        httpx.post(
+            f"{server}/api/studies/{sid}/segment", json={"engine": "threshold"}, timeout=60
+        ).raise_for_status()
+    r = httpx.post(  # B's version 2: no labels
+        f"{server}/api/studies/{b}/labels?base_version=1",
+        content=bytes(96 * 96),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 201, r.text
+    held = _held(page, f"**/api/studies/{a}/labels")
+    page.goto(f"{server}/#/study/{a}/label")
+    _wait_held(page, held)
+    page.goto(f"{server}/#/study/{b}/label")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=60000)
+    held[0].continue_()
+    _settle(page)
+    _shown(page, "PAT-B")
+    painted = page.evaluate(
+        """() => { const c = document.getElementById('edit-overlay');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+    )
+    assert painted == 0
+    assert page.locator("#save-labels").inner_text() == "Save"

@@ -34,6 +34,10 @@ export const state = {
   lastHash: "#/",
 };
 
+/** True while study `id` is the one open. An answer that comes after the user opened another study (a slow
+ * server) is not applied to the page, whose state is the open study's. */
+export const stillOpen = (id) => Boolean(state.study) && state.study.id === id;
+
 export function localTime(iso) {
   return iso ? new Date(iso).toLocaleString([], {dateStyle: "short", timeStyle: "short"}) : "—";
 }

@@ -3,12 +3,13 @@
 import {$, api, escapeHtml, getJSON, message, sendJSON} from "./api.js";
 import {renderAnalysis} from "./analysis.js";
 import {drawEditor, loadLabels, showLabeling} from "./labeling.js";
-import {localTime, state} from "./state.js";
+import {localTime, state, stillOpen} from "./state.js";
 
 export async function restoreViewed() {
+  const id = state.study.id;
   try {
-    await sendJSON(`/api/studies/${state.study.id}/versions/${state.viewing}/restore`, "POST",
-      {base_version: state.version});
+    await sendJSON(`/api/studies/${id}/versions/${state.viewing}/restore`, "POST", {base_version: state.version});
+    if (!stillOpen(id)) return;
     await loadLabels(null);
     await refreshSide();
     drawEditor();
@@ -23,11 +24,14 @@ export async function savePatient(e) {
   const was = state.study.patient || {};
   const previous = {height_cm: was.height_cm ?? null, weight_kg: was.weight_kg ?? null,
     sex: was.sex ?? null, cutoff_set: was.cutoff_set ?? null};
+  const id = state.study.id;
   try {
-    state.study = await sendJSON(`/api/studies/${state.study.id}/patient`, "PUT", {
+    const study = await sendJSON(`/api/studies/${id}/patient`, "PUT", {
       height_cm: num("height"), weight_kg: num("weight"), sex: $("sex").value || null,
       cutoff_set: $("cutoff-set").value || null, previous,
     });
+    if (!stillOpen(id)) return;
+    state.study = study;
     await refreshSide();
     message("Patient facts saved.");
   } catch (err) { message(err.message, true); }
@@ -57,10 +61,12 @@ async function importLabels(e) {
   const q = new URLSearchParams({mapping: $("import-mapping").value});
   if (state.study.latest_version) q.set("base_version", state.study.latest_version);
   message("Importing…");
+  const id = state.study.id;
   try {
-    const saved = await (await api(`/api/studies/${state.study.id}/labels/import?${q}`,
-      {method: "POST", body})).json();
-    state.study = await getJSON(`/api/studies/${state.study.id}`);
+    const saved = await (await api(`/api/studies/${id}/labels/import?${q}`, {method: "POST", body})).json();
+    const study = await getJSON(`/api/studies/${id}`);
+    if (!stillOpen(id)) return;
+    state.study = study;
     state.labels = null;
     await showLabeling();
     message(`Imported as version ${saved.version}: ${saved.note}.`);
@@ -100,6 +106,7 @@ export async function refreshSide() {
     `${title}</button>`).join("");
   setExportDeidentification();
   const list = await getJSON(`/api/studies/${s.id}/versions`);
+  if (!stillOpen(s.id)) return;
   versions.innerHTML = "";
   for (const v of list) {
     const li = document.createElement("li");
@@ -123,7 +130,8 @@ export async function refreshSide() {
     }
     versions.append(li);
   }
-  try {
-    renderAnalysis(await getJSON(`/api/studies/${s.id}/analysis?version=${shown}`), state.config.tissues);
-  } catch (err) { $("analysis").innerHTML = `<p class="error">${escapeHtml(err.message)}</p>`; }
+  const analysis = await getJSON(`/api/studies/${s.id}/analysis?version=${shown}`).catch((err) => err);
+  if (!stillOpen(s.id)) return;
+  if (analysis instanceof Error) $("analysis").innerHTML = `<p class="error">${escapeHtml(analysis.message)}</p>`;
+  else renderAnalysis(analysis, state.config.tissues);
 }
