@@ -120,6 +120,7 @@ export async function showL3() {
   drawAll();
   loadModels();
   showSeries();
+  let failed = ""; // the volume's failure, said again once the localizer is done
   if (mpr) {
     message("Loading the images…");
     try {
@@ -129,7 +130,9 @@ export async function showL3() {
       shownPreset = state.preset;
       message("");
     } catch (err) {
-      if (stillOpen(s.id)) message(`The volume could not be shown: ${err.message}`, true);
+      if (!stillOpen(s.id)) return;
+      failed = `The volume could not be shown (${err.message}): open the study again to retry.`;
+      message(failed, true);
     }
   }
   if (!s.localization) {
@@ -141,7 +144,7 @@ export async function showL3() {
       if (!stillOpen(s.id)) return;
       state.study = study;
       if (study.selection && !byHand) applySelection(study.selection);
-      message("");
+      message(failed, Boolean(failed));
     } catch (err) {
       if (stillOpen(s.id)) message(err.message, true);
     } finally {

@@ -97,7 +97,12 @@ export class MPRView {
       this.nv.setCustomLayout(layout);
       this.box.dataset.planes = layout.map((tile) => PLANES[tile.sliceType].toLowerCase()).join(",");
       const url = `/api/studies/${study.id}/volume.nii.gz`;
-      await this.nv.loadVolumes([{url, colormap: "gray"}]);
+      try {
+        await this.nv.loadVolumes([{url, colormap: "gray"}]);
+      } catch (err) {
+        if (this.studyId === study.id) this.studyId = null; // opened again, it is loaded again
+        throw err;
+      }
       if (this.studyId !== study.id) { // another study was opened while this one loaded: not shown over it
         this.nv.removeVolume(this.nv.getMediaByUrl(url));
         return;
