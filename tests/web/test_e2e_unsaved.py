@@ -128,6 +128,32 @@ def test_discarded_edits_do_not_come_back(tmp_path: Path, series: list[Path]) ->
         assert _overlay_pixel(page, 0.1, 0.08)[3] == 0  # air, as saved
 
 
+def test_back_after_keeping_an_edit_still_leads_to_the_study_list(tmp_path: Path, series: list[Path]) -> None:
+    """Back from a study with an unsaved edit asks first; kept ("Cancel"), the study list's entry in the
+    browser's history was replaced by the study's, so the next Back (after a save, say) skipped the list and
+    went to an older page, or left the app."""
+    with _label_view(tmp_path, series) as (_, page, _url, sid):
+        page.click("#nav-studies")
+        page.click("#study-rows tr")
+        page.click("#tab-label")
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+        asked: list[str] = []
+        page.on("dialog", lambda d: (asked.append(d.message), d.dismiss() if len(asked) == 1 else d.accept()))
+        _stroke(page, 0.06, 0.08)
+        page.evaluate("history.back()")  # the L3 tab: the same study, nothing asked
+        page.wait_for_selector("#pane-l3:not([hidden])")
+        page.evaluate("history.back()")  # the list: asked, and kept
+        while not asked:
+            page.wait_for_timeout(20)
+        page.wait_for_function(f"location.hash === '#/study/{sid}'")
+        assert asked == ["Discard your unsaved label edits?"]
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.evaluate("history.back()")  # asked again, discarded: the list
+        page.wait_for_selector("#view-studies:not([hidden])")
+        assert asked == ["Discard your unsaved label edits?"] * 2
+        assert page.evaluate("location.hash") == "#/"
+
+
 def test_segmenting_over_corrected_labels_asks_and_says_it_is_working(
     tmp_path: Path, series: list[Path]
 ) -> None:

@@ -51,7 +51,8 @@ async function route() {
   const leavingEdits = state.dirty && state.study && (parts[0] !== "study" || parts[1] !== state.study.id);
   if (leavingEdits) {
     if (!confirm("Discard your unsaved label edits?")) {
-      history.replaceState(null, "", state.lastHash);
+      // back on the study as a new entry: the one left (the list, after Back) stays one Back away
+      history.pushState(null, "", state.lastHash);
       return;
     }
     state.dirty = false;
