@@ -185,3 +185,32 @@ def test_labels_arriving_after_another_study_was_opened_are_not_shown_on_it(
     )
     assert painted == 0
     assert page.locator("#save-labels").inner_text() == "Save"
+
+
+def test_server_images_arriving_after_another_study_was_opened_are_not_drawn_on_it(
+    server: str, tmp_path: Path
+) -> None:
+    """Without WebGL the L3 view draws server PNGs as they come: patient A's coronal image, arriving after the
+    user had gone on to patient B, was drawn in B's coronal view."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    a, _ = _two_studies(server, tmp_path)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(test_e2e.CHROMIUM), args=[*test_e2e.ARGS, "--disable-3d-apis"]
+        )
+        page = browser.new_context(viewport={"width": 1360, "height": 840}, bypass_csp=True).new_page()
+        page.goto(server)
+        held = _held(page, f"**/api/studies/{a}/image/coronal/*")
+        page.click("#study-rows tr:has-text('PAT-A')")
+        _wait_held(page, held)
+        _open_from_list(page, "PAT-B")
+        _shown(page, "PAT-B")
+        page.wait_for_selector("#l3-grid:not([hidden])")
+        page.wait_for_timeout(1500)  # B's images drawn (not "network idle": A's coronal image is held)
+        coronal = "document.getElementById('coronal-canvas').toDataURL()"
+        before = page.evaluate(coronal)
+        held[0].continue_()
+        _settle(page)
+        _shown(page, "PAT-B")
+        assert page.evaluate(coronal) == before
+        browser.close()

@@ -2,7 +2,7 @@
 // drawn on three canvases, with the Range/Slice lines and the localizer's vertebrae drawn over them. Used only
 // when NiiVue cannot run (mpr.js); window/level is then limited to the presets.
 import {$} from "./api.js";
-import {canvasPoint, image, reconStretch, state, stretchNote, tag} from "./state.js";
+import {canvasPoint, image, reconStretch, state, stillOpen, stretchNote, tag} from "./state.js";
 import {Viewport} from "./viewport.js";
 
 export class PNGView {
@@ -32,7 +32,7 @@ export class PNGView {
     $("axial-index").textContent = `slice ${z} / ${s.n_slices - 1}`;
     const img = image("axial", z);
     try { await img.ready; } catch (_) { return; }
-    if (z !== state.axialZ) return;
+    if (z !== state.axialZ || !stillOpen(s.id)) return; // another slice or study is shown now
     canvas.width = s.cols;
     canvas.height = s.rows;
     this.axialView.layout(s.cols * s.spacing[2], s.rows * s.spacing[1]);
@@ -72,9 +72,12 @@ export class PNGView {
 
   async drawRecon(plane) {
     const canvas = $(`${plane}-canvas`);
-    const index = plane === "coronal" ? state.crossY : state.crossX;
+    const id = state.study.id;
+    const shown = () => (plane === "coronal" ? state.crossY : state.crossX);
+    const index = shown();
     const img = image(plane, index);
     try { await img.ready; } catch (_) { return; }
+    if (index !== shown() || !stillOpen(id)) return; // another plane or study is shown now
     const g = this.geometry(plane);
     $(`${plane}-note`).textContent = stretchNote(g.stretch);
     const dpr = window.devicePixelRatio || 1;
