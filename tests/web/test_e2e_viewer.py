@@ -202,6 +202,23 @@ def test_a_short_series_reconstructions_are_tall_enough_to_place_the_lines(
     }
 
 
+def test_a_line_dragged_past_the_image_stops_at_its_end(page: object, server: str, tmp_path: Path) -> None:
+    """A line dragged above the image of a coronal or sagittal tile, where NiiVue has no voxel, went to
+    slice 0, the lowest: a superior line pulled a little too far up dropped to the bottom of the series."""
+    study_id, box = _open_mpr(page, tmp_path)
+    assert _data(page, "#l3-viewer", "lines") == "6"
+    sx = box["x"] + box["width"] * 0.86
+    line, top = _y_of_slice(page, box, 0.86, 6), _y_of_slice(page, box, 0.86, 11)
+    for y, z in ((top - 60, 11), (box["y"] + box["height"] + 40, 0)):  # above the image, below the canvas
+        page.mouse.move(sx, line)
+        page.mouse.down()
+        page.mouse.move(sx, y, steps=5)
+        page.mouse.up()
+        test_e2e._wait_text(page, "study-message", f"Saved selection: Slice {z}")
+        assert page.request.get(f"{server}/api/studies/{study_id}").json()["selection"]["first"] == z
+        line = _y_of_slice(page, box, 0.86, z)
+
+
 def test_a_window_chosen_in_the_label_editor_is_the_l3_views_too(
     page: object, server: str, tmp_path: Path
 ) -> None:

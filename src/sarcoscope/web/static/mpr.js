@@ -219,9 +219,12 @@ export class MPRView {
     return best;
   }
 
-  sliceAt(cx, cy, tile) {
-    const frac = this.nv.screenXY2TextureFrac(cx * this.dpr, cy * this.dpr, tile, true);
-    return this.voxelOf(frac)[2];
+  /** The slice at CSS height cy on tile `tile` (a coronal or sagittal one); beyond the tile, the slice at
+   * its nearer edge (NiiVue has no voxel there: a line dragged past the top would drop to slice 0). */
+  sliceAt(cy, tile) {
+    const [l, t, w, h] = this.nv.screenSlices[tile].leftTopWidthHeight;
+    const y = Math.min(Math.max(cy * this.dpr, t), t + h);
+    return this.voxelOf(this.nv.screenXY2TextureFrac(l + w / 2, y, tile, false))[2];
   }
 
   bind() {
@@ -250,8 +253,7 @@ export class MPRView {
     window.addEventListener("mousemove", (e) => {
       if (this.drag) {
         e.stopPropagation();
-        const [cx, cy] = point(e);
-        this.hooks.dragLine(this.drag.line, this.sliceAt(cx, cy, this.drag.tile));
+        this.hooks.dragLine(this.drag.line, this.sliceAt(point(e)[1], this.drag.tile));
         return;
       }
       if (!this.volume || !this.box.contains(e.target)) return;
