@@ -54,6 +54,14 @@ def _shown(page: object, patient: str) -> None:
     )
 
 
+def _segment(server: str, studies: tuple[str, str]) -> None:
+    """Version 1 of each study: slice 5 by the threshold engine."""
+    for sid in studies:
+        api = f"{server}/api/studies/{sid}"
+        httpx.put(f"{api}/selection", json={"mode": "slice", "first": 5}).raise_for_status()
+        httpx.post(f"{api}/segment", json={"engine": "threshold"}, timeout=60).raise_for_status()
+
+
 @pytest.fixture
 def studies(page: object, server: str, tmp_path: Path) -> tuple[str, str]:
     """Studies A and B, located (too few slices: lines by hand), the page on the study list."""
@@ -157,13 +165,7 @@ def test_labels_arriving_after_another_study_was_opened_are_not_shown_on_it(
     """A label view reads its labels as it opens: A's, arriving after the user had gone on to B's label view,
     replaced B's on screen, and Save would have stored them as B's next version."""
     a, b = studies
-    for sid in studies:
-        httpx.put(
-            f"{server}/api/studies/{sid}/selection", json={"mode": "slice", "first": 5}
-        ).raise_for_status()
-        httpx.post(
-            f"{server}/api/studies/{sid}/segment", json={"engine": "threshold"}, timeout=60
-        ).raise_for_status()
+    _segment(server, studies)
     r = httpx.post(  # B's version 2: no labels
         f"{server}/api/studies/{b}/labels?base_version=1",
         content=bytes(96 * 96),
@@ -185,6 +187,34 @@ def test_labels_arriving_after_another_study_was_opened_are_not_shown_on_it(
     )
     assert painted == 0
     assert page.locator("#save-labels").inner_text() == "Save"
+
+
+def test_a_save_answered_after_another_study_was_opened_leaves_that_one_editable(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """A label save answered after the user had gone on (edits discarded, as asked) set its version as the
+    page's: B's next save was sent as based on A's new version, and refused."""
+    from test_e2e_unsaved import _stroke
+
+    a, b = studies
+    _segment(server, studies)
+    page.goto(f"{server}/#/study/{a}/label")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=60000)
+    page.on("dialog", lambda dialog: dialog.accept())
+    _stroke(page, 0.06, 0.08)
+    held = _held(page, f"**/api/studies/{a}/labels?base_version=*")
+    page.keyboard.press("Control+s")
+    _wait_held(page, held)
+    page.goto(f"{server}/#/study/{b}/label")  # "Discard your unsaved label edits?": yes
+    _shown(page, "PAT-B")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=60000)
+    held[0].continue_()
+    _settle(page)
+    _stroke(page, 0.06, 0.08)
+    page.keyboard.press("Control+s")
+    test_e2e._wait_text(page, "study-message", "Saved as version 2.")
+    for sid in studies:
+        assert [v["version"] for v in httpx.get(f"{server}/api/studies/{sid}/versions").json()] == [2, 1]
 
 
 def test_server_images_arriving_after_another_study_was_opened_are_not_drawn_on_it(

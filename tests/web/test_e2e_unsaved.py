@@ -94,6 +94,30 @@ def test_a_stroke_painted_while_a_save_runs_stays_unsaved(tmp_path: Path, series
         assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.92))
 
 
+def test_ctrl_s_pressed_again_while_saving_is_not_a_conflict(tmp_path: Path, series: list[Path]) -> None:
+    """Ctrl+S pressed again while a slow save ran sent the labels a second time on the same base version: the
+    server refused it as a conflict, and the page said "Not saved: ... version 2 was saved by <you> ... Reload
+    to see their changes", of an edit that had been saved."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _stroke(page, 0.06, 0.08)
+        held: list[Any] = []
+        page.route("**/labels?base_version=*", lambda route: held.append(route))
+        page.keyboard.press("Control+s")
+        while not held:
+            page.wait_for_timeout(20)
+        page.keyboard.press("Control+s")
+        page.wait_for_timeout(300)
+        for route in held:
+            route.continue_()
+        page.unroute("**/labels?base_version=*")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.wait_for_load_state("networkidle")
+        assert len(held) == 1
+        assert page.locator("#study-message").inner_text() == "Saved as version 2."
+        assert page.locator("#toast").is_hidden()
+        assert [v["version"] for v in httpx.get(f"{url}/api/studies/{sid}/versions").json()] == [2, 1]
+
+
 def test_segmenting_asks_before_it_discards_an_unsaved_edit(tmp_path: Path, series: list[Path]) -> None:
     with _label_view(tmp_path, series) as (_, page, url, sid):
         dialogs: list[str] = []

@@ -391,19 +391,24 @@ function updateButtons() {
   $("redo").disabled = !state.redo.length;
 }
 
+let saving = false; // a save is on its way: another (Ctrl+S pressed again) would be refused as a conflict
+
 async function saveLabels() {
-  if (!state.dirty || state.viewing !== null) return;
+  if (!state.dirty || state.viewing !== null || saving) return;
   const button = $("save-labels");
   button.disabled = true;
+  saving = true;
   message("Saving…");
   // what is sent is the labels as they are now; strokes painted while the save runs are not in it
   const sent = state.edits;
   const body = state.labels.slice();
+  const id = state.study.id;
   try {
     const response = await api(
-      `/api/studies/${state.study.id}/labels?base_version=${state.version}`,
+      `/api/studies/${id}/labels?base_version=${state.version}`,
       {method: "POST", headers: {"Content-Type": "application/octet-stream"}, body});
     const saved = await response.json();
+    if (!stillOpen(id)) return; // saved; the user went on to another study (and discarded what followed)
     state.saved = body;
     state.version = saved.version;
     state.study.latest_version = saved.version;
@@ -412,9 +417,13 @@ async function saveLabels() {
       : `Saved as version ${saved.version}.`);
     await refreshSide();
   } catch (err) {
-    if (err.status === 409) {
+    if (!stillOpen(id)) toast(`The labels of the study left were not saved: ${err.message}`);
+    else if (err.status === 409) {
       message(err.message, true); // the server's reason says "Not saved" and who saved what
       toast(`${err.message} Your unsaved edit is still on screen; reloading will discard it.`);
     } else message(`Not saved: ${err.message} Your edit is still on screen: press Save again.`, true);
-  } finally { updateButtons(); }
+  } finally {
+    saving = false;
+    updateButtons();
+  }
 }
