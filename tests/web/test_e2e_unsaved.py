@@ -118,6 +118,34 @@ def test_ctrl_s_pressed_again_while_saving_is_not_a_conflict(tmp_path: Path, ser
         assert [v["version"] for v in httpx.get(f"{url}/api/studies/{sid}/versions").json()] == [2, 1]
 
 
+def test_patient_facts_applied_twice_while_saving_are_not_a_conflict(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """Apply pressed again (or Enter) while a slow save of the patient facts ran sent them again as changed
+    from the facts the form was loaded with: refused, the page said they "were changed (in another tab or
+    by another user)", of facts it had just saved."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        page.fill("#height", "171")
+        page.fill("#weight", "66")
+        held: list[Any] = []
+        page.route("**/patient", lambda route: held.append(route))
+        page.click("#patient-form button[type=submit]")
+        while not held:
+            page.wait_for_timeout(20)
+        page.focus("#weight")
+        page.keyboard.press("Enter")  # submits the form, unless its button is disabled
+        page.wait_for_timeout(300)
+        for route in held:
+            route.continue_()
+        page.unroute("**/patient")
+        _wait_text(page, "study-message", "Patient facts saved.")
+        page.wait_for_load_state("networkidle")
+        assert len(held) == 1
+        assert page.locator("#study-message").inner_text() == "Patient facts saved."
+        patient = httpx.get(f"{url}/api/studies/{sid}").json()["patient"]
+        assert (patient["height_cm"], patient["weight_kg"]) == (171, 66)
+
+
 def test_segmenting_asks_before_it_discards_an_unsaved_edit(tmp_path: Path, series: list[Path]) -> None:
     with _label_view(tmp_path, series) as (_, page, url, sid):
         dialogs: list[str] = []

@@ -25,6 +25,9 @@ export async function savePatient(e) {
   const previous = {height_cm: was.height_cm ?? null, weight_kg: was.weight_kg ?? null,
     sex: was.sex ?? null, cutoff_set: was.cutoff_set ?? null};
   const id = state.study.id;
+  // one save at a time (a double click, Enter twice): a second, on the same `previous`, would be refused
+  const apply = e.target.querySelector("button[type=submit]");
+  apply.disabled = true;
   try {
     const study = await sendJSON(`/api/studies/${id}/patient`, "PUT", {
       height_cm: num("height"), weight_kg: num("weight"), sex: $("sex").value || null,
@@ -34,7 +37,7 @@ export async function savePatient(e) {
     state.study = study;
     await refreshSide();
     message("Patient facts saved.");
-  } catch (err) { message(err.message, true); }
+  } catch (err) { message(err.message, true); } finally { apply.disabled = false; }
 }
 
 // ------------------------------------------------------------------------------------ label import --
