@@ -34,8 +34,11 @@ def _held(page: object, pattern: str) -> list:
 
 
 def _wait_held(page: object, held: list) -> None:
-    while not held:
+    for _ in range(1500):
+        if held:
+            return
         page.wait_for_timeout(20)
+    raise AssertionError("no request was made")
 
 
 def _open_from_list(page: object, patient: str) -> None:

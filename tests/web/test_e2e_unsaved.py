@@ -66,6 +66,19 @@ def _stroke(page: Any, fx: float, fy: float) -> None:
     page.mouse.up()
 
 
+def _holding(held: list[Any]) -> Any:
+    """A route handler that holds the requests back in `held` (answered with their continue_())."""
+    return lambda route: held.append(route)
+
+
+def _wait_held(page: Any, held: list[Any]) -> None:
+    for _ in range(1500):
+        if held:
+            return
+        page.wait_for_timeout(20)
+    raise AssertionError("no request was made")
+
+
 def test_a_stroke_painted_while_a_save_runs_stays_unsaved(tmp_path: Path, series: list[Path]) -> None:
     """The save sends the labels as they were when it started; a stroke painted meanwhile keeps the editor
     "Save *" (and the leave-page warning) until it is saved itself."""
@@ -103,8 +116,7 @@ def test_ctrl_s_pressed_again_while_saving_is_not_a_conflict(tmp_path: Path, ser
         held: list[Any] = []
         page.route("**/labels?base_version=*", lambda route: held.append(route))
         page.keyboard.press("Control+s")
-        while not held:
-            page.wait_for_timeout(20)
+        _wait_held(page, held)
         page.keyboard.press("Control+s")
         page.wait_for_timeout(300)
         for route in held:
@@ -130,8 +142,7 @@ def test_patient_facts_applied_twice_while_saving_are_not_a_conflict(
         held: list[Any] = []
         page.route("**/patient", lambda route: held.append(route))
         page.click("#patient-form button[type=submit]")
-        while not held:
-            page.wait_for_timeout(20)
+        _wait_held(page, held)
         page.focus("#weight")
         page.keyboard.press("Enter")  # submits the form, unless its button is disabled
         page.wait_for_timeout(300)
@@ -144,6 +155,41 @@ def test_patient_facts_applied_twice_while_saving_are_not_a_conflict(
         assert page.locator("#study-message").inner_text() == "Patient facts saved."
         patient = httpx.get(f"{url}/api/studies/{sid}").json()["patient"]
         assert (patient["height_cm"], patient["weight_kg"]) == (171, 66)
+
+
+def test_restore_and_import_pressed_twice_make_one_version(tmp_path: Path, series: list[Path]) -> None:
+    """'Restore this version' double-clicked, or 'Import as new version' pressed twice, while the server was
+    slow sent the request twice on the same base version: the second was refused as a conflict, and the page
+    said the labels had been changed by someone else."""
+    import numpy as np
+
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        npy = tmp_path / "slice5.npy"
+        np.save(npy, np.ones((96, 96), np.uint8))
+        page.set_input_files("#import-files", str(npy))
+        for button, pattern, said in (
+            ("#import-form button[type=submit]", "**/labels/import?*", "Imported as version 2"),
+            ("#restore-version", "**/restore", "Restored as version 3."),
+        ):
+            if button == "#restore-version":
+                page.click("#versions li:has-text('v1 ·') button")
+                page.wait_for_selector("#readonly-banner:not([hidden])")
+            held: list[Any] = []
+            page.route(pattern, _holding(held))
+            page.locator(button).scroll_into_view_if_needed()
+            box = page.locator(button).bounding_box()
+            page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            _wait_held(page, held)
+            page.wait_for_timeout(300)
+            for route in held:
+                route.continue_()
+            page.unroute(pattern)
+            _wait_text(page, "study-message", said)
+            page.wait_for_load_state("networkidle")
+            assert len(held) == 1, button
+            assert page.locator("#study-message").inner_text().startswith(said), button
+        versions = httpx.get(f"{url}/api/studies/{sid}/versions").json()
+        assert [v["version"] for v in versions] == [3, 2, 1]
 
 
 def test_segmenting_asks_before_it_discards_an_unsaved_edit(tmp_path: Path, series: list[Path]) -> None:
@@ -195,8 +241,7 @@ def test_back_after_keeping_an_edit_still_leads_to_the_study_list(tmp_path: Path
         page.evaluate("history.back()")  # the L3 tab: the same study, nothing asked
         page.wait_for_selector("#pane-l3:not([hidden])")
         page.evaluate("history.back()")  # the list: asked, and kept
-        while not asked:
-            page.wait_for_timeout(20)
+        _wait_held(page, asked)
         page.wait_for_function(f"location.hash === '#/study/{sid}'")
         assert asked == ["Discard your unsaved label edits?"]
         assert page.locator("#save-labels").inner_text() == "Save *"

@@ -1,20 +1,22 @@
 // The side panel of the labeling view: versions (view, restore), patient facts, exports, label import and
 // the analysis of the version shown.
-import {$, api, escapeHtml, getJSON, message, sendJSON} from "./api.js";
+import {$, api, escapeHtml, getJSON, message, oneAtATime, sendJSON} from "./api.js";
 import {renderAnalysis} from "./analysis.js";
 import {drawEditor, loadLabels, showLabeling} from "./labeling.js";
 import {localTime, state, stillOpen} from "./state.js";
 
 export async function restoreViewed() {
   const id = state.study.id;
-  try {
-    await sendJSON(`/api/studies/${id}/versions/${state.viewing}/restore`, "POST", {base_version: state.version});
-    if (!stillOpen(id)) return;
-    await loadLabels(null);
-    await refreshSide();
-    drawEditor();
-    message(`Restored as version ${state.version}.`);
-  } catch (err) { message(err.message, true); }
+  await oneAtATime($("restore-version"), async () => {
+    try {
+      await sendJSON(`/api/studies/${id}/versions/${state.viewing}/restore`, "POST", {base_version: state.version});
+      if (!stillOpen(id)) return;
+      await loadLabels(null);
+      await refreshSide();
+      drawEditor();
+      message(`Restored as version ${state.version}.`);
+    } catch (err) { message(err.message, true); }
+  });
 }
 
 export async function savePatient(e) {
@@ -25,19 +27,18 @@ export async function savePatient(e) {
   const previous = {height_cm: was.height_cm ?? null, weight_kg: was.weight_kg ?? null,
     sex: was.sex ?? null, cutoff_set: was.cutoff_set ?? null};
   const id = state.study.id;
-  // one save at a time (a double click, Enter twice): a second, on the same `previous`, would be refused
-  const apply = e.target.querySelector("button[type=submit]");
-  apply.disabled = true;
-  try {
-    const study = await sendJSON(`/api/studies/${id}/patient`, "PUT", {
-      height_cm: num("height"), weight_kg: num("weight"), sex: $("sex").value || null,
-      cutoff_set: $("cutoff-set").value || null, previous,
-    });
-    if (!stillOpen(id)) return;
-    state.study = study;
-    await refreshSide();
-    message("Patient facts saved.");
-  } catch (err) { message(err.message, true); } finally { apply.disabled = false; }
+  await oneAtATime(e.target.querySelector("button[type=submit]"), async () => { // (disabled: Enter too)
+    try {
+      const study = await sendJSON(`/api/studies/${id}/patient`, "PUT", {
+        height_cm: num("height"), weight_kg: num("weight"), sex: $("sex").value || null,
+        cutoff_set: $("cutoff-set").value || null, previous,
+      });
+      if (!stillOpen(id)) return;
+      state.study = study;
+      await refreshSide();
+      message("Patient facts saved.");
+    } catch (err) { message(err.message, true); }
+  });
 }
 
 // ------------------------------------------------------------------------------------ label import --
@@ -65,15 +66,17 @@ async function importLabels(e) {
   if (state.study.latest_version) q.set("base_version", state.study.latest_version);
   message("Importing…");
   const id = state.study.id;
-  try {
-    const saved = await (await api(`/api/studies/${id}/labels/import?${q}`, {method: "POST", body})).json();
-    const study = await getJSON(`/api/studies/${id}`);
-    if (!stillOpen(id)) return;
-    state.study = study;
-    state.labels = null;
-    await showLabeling();
-    message(`Imported as version ${saved.version}: ${saved.note}.`);
-  } catch (err) { message(err.message, true); }
+  await oneAtATime(e.target.querySelector("button[type=submit]"), async () => {
+    try {
+      const saved = await (await api(`/api/studies/${id}/labels/import?${q}`, {method: "POST", body})).json();
+      const study = await getJSON(`/api/studies/${id}`);
+      if (!stillOpen(id)) return;
+      state.study = study;
+      state.labels = null;
+      await showLabeling();
+      message(`Imported as version ${saved.version}: ${saved.note}.`);
+    } catch (err) { message(err.message, true); }
+  });
 }
 
 // ---------------------------------------------------------------------------------- analysis panel --
