@@ -192,6 +192,30 @@ def test_restore_and_import_pressed_twice_make_one_version(tmp_path: Path, serie
         assert [v["version"] for v in versions] == [3, 2, 1]
 
 
+def test_an_import_after_a_restore_builds_on_the_restored_version(tmp_path: Path, series: list[Path]) -> None:
+    """After "Restore this version" the page still took the version before the restore as the latest: an
+    import then was refused as a conflict ("version 3 was saved by <you> ... Reload to see their changes")."""
+    import numpy as np
+
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _stroke(page, 0.06, 0.08)
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.click("#versions li:has-text('v1 ·') button")
+        page.click("#restore-version")
+        _wait_text(page, "study-message", "Restored as version 3.")
+        npy = tmp_path / "slice5.npy"
+        np.save(npy, np.ones((96, 96), np.uint8))
+        page.set_input_files("#import-files", str(npy))
+        page.click("#import-form button[type=submit]")
+        _wait_text(page, "study-message", "Import")
+        page.wait_for_function(
+            "!document.getElementById('study-message').textContent.startsWith('Importing')"
+        )
+        assert page.locator("#study-message").inner_text().startswith("Imported as version 4")
+        assert [v["version"] for v in httpx.get(f"{url}/api/studies/{sid}/versions").json()] == [4, 3, 2, 1]
+
+
 def test_segmenting_asks_before_it_discards_an_unsaved_edit(tmp_path: Path, series: list[Path]) -> None:
     with _label_view(tmp_path, series) as (_, page, url, sid):
         dialogs: list[str] = []

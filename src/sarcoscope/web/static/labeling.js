@@ -45,7 +45,11 @@ export async function loadLabels(version) {
   overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
   const v = Number(response.headers.get("X-Label-Version"));
   if (version) state.viewing = v;
-  else { state.viewing = null; state.version = v; }
+  else { // the latest: Import and Segment send it as the version they build on
+    state.viewing = null;
+    state.version = v;
+    state.study.latest_version = v;
+  }
   state.undo = [];
   state.redo = [];
   state.dirty = false;
