@@ -88,3 +88,22 @@ def test_a_slice_whose_image_fails_is_blank_and_loads_when_asked_again(
         page.click("#slice-next")
         page.wait_for_function("document.getElementById('study-message').textContent === ''")
         assert _base_shows(page, image)
+
+
+def test_a_volume_that_failed_to_load_loads_when_the_study_is_opened_again(
+    page: Any, server: str, series: list[Path]
+) -> None:
+    """A volume that failed to load (a server error, the network down) left a black viewer whose message the
+    localizer's "Locating L3…" then wiped; and the view kept the study's id as loaded, so opening the study
+    again showed the black viewer without a word, until another study was opened."""
+    from test_e2e_first_use import _upload
+
+    page.route("**/volume.nii.gz", lambda route: route.fulfill(status=503, body="busy"))
+    _upload(page, series)
+    _wait_text(page, "study-message", "The volume could not be shown (")
+    assert "open the study again to retry" in page.locator("#study-message").inner_text()
+    page.unroute("**/volume.nii.gz")
+    page.click("#nav-studies")
+    page.click("#study-rows tr:has-text('PAT-001')")
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    assert page.locator("#study-message").inner_text() in ("", "Locating L3…")

@@ -66,6 +66,19 @@ def _stroke(page: Any, fx: float, fy: float) -> None:
     page.mouse.up()
 
 
+def _holding(held: list[Any]) -> Any:
+    """A route handler that holds the requests back in `held` (answered with their continue_())."""
+    return lambda route: held.append(route)
+
+
+def _wait_held(page: Any, held: list[Any]) -> None:
+    for _ in range(1500):
+        if held:
+            return
+        page.wait_for_timeout(20)
+    raise AssertionError("no request was made")
+
+
 def test_a_stroke_painted_while_a_save_runs_stays_unsaved(tmp_path: Path, series: list[Path]) -> None:
     """The save sends the labels as they were when it started; a stroke painted meanwhile keeps the editor
     "Save *" (and the leave-page warning) until it is saved itself."""
@@ -92,6 +105,115 @@ def test_a_stroke_painted_while_a_save_runs_stays_unsaved(tmp_path: Path, series
         page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
         assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
         assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.92))
+
+
+def test_ctrl_s_pressed_again_while_saving_is_not_a_conflict(tmp_path: Path, series: list[Path]) -> None:
+    """Ctrl+S pressed again while a slow save ran sent the labels a second time on the same base version: the
+    server refused it as a conflict, and the page said "Not saved: ... version 2 was saved by <you> ... Reload
+    to see their changes", of an edit that had been saved."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _stroke(page, 0.06, 0.08)
+        held: list[Any] = []
+        page.route("**/labels?base_version=*", lambda route: held.append(route))
+        page.keyboard.press("Control+s")
+        _wait_held(page, held)
+        page.keyboard.press("Control+s")
+        page.wait_for_timeout(300)
+        for route in held:
+            route.continue_()
+        page.unroute("**/labels?base_version=*")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.wait_for_load_state("networkidle")
+        assert len(held) == 1
+        assert page.locator("#study-message").inner_text() == "Saved as version 2."
+        assert page.locator("#toast").is_hidden()
+        assert [v["version"] for v in httpx.get(f"{url}/api/studies/{sid}/versions").json()] == [2, 1]
+
+
+def test_patient_facts_applied_twice_while_saving_are_not_a_conflict(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """Apply pressed again (or Enter) while a slow save of the patient facts ran sent them again as changed
+    from the facts the form was loaded with: refused, the page said they "were changed (in another tab or
+    by another user)", of facts it had just saved."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        page.fill("#height", "171")
+        page.fill("#weight", "66")
+        held: list[Any] = []
+        page.route("**/patient", lambda route: held.append(route))
+        page.click("#patient-form button[type=submit]")
+        _wait_held(page, held)
+        page.focus("#weight")
+        page.keyboard.press("Enter")  # submits the form, unless its button is disabled
+        page.wait_for_timeout(300)
+        for route in held:
+            route.continue_()
+        page.unroute("**/patient")
+        _wait_text(page, "study-message", "Patient facts saved.")
+        page.wait_for_load_state("networkidle")
+        assert len(held) == 1
+        assert page.locator("#study-message").inner_text() == "Patient facts saved."
+        patient = httpx.get(f"{url}/api/studies/{sid}").json()["patient"]
+        assert (patient["height_cm"], patient["weight_kg"]) == (171, 66)
+
+
+def test_restore_and_import_pressed_twice_make_one_version(tmp_path: Path, series: list[Path]) -> None:
+    """'Restore this version' double-clicked, or 'Import as new version' pressed twice, while the server was
+    slow sent the request twice on the same base version: the second was refused as a conflict, and the page
+    said the labels had been changed by someone else."""
+    import numpy as np
+
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        npy = tmp_path / "slice5.npy"
+        np.save(npy, np.ones((96, 96), np.uint8))
+        page.set_input_files("#import-files", str(npy))
+        for button, pattern, said in (
+            ("#import-form button[type=submit]", "**/labels/import?*", "Imported as version 2"),
+            ("#restore-version", "**/restore", "Restored as version 3."),
+        ):
+            if button == "#restore-version":
+                page.click("#versions li:has-text('v1 ·') button")
+                page.wait_for_selector("#readonly-banner:not([hidden])")
+            held: list[Any] = []
+            page.route(pattern, _holding(held))
+            page.locator(button).scroll_into_view_if_needed()
+            box = page.locator(button).bounding_box()
+            page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            _wait_held(page, held)
+            page.wait_for_timeout(300)
+            for route in held:
+                route.continue_()
+            page.unroute(pattern)
+            _wait_text(page, "study-message", said)
+            page.wait_for_load_state("networkidle")
+            assert len(held) == 1, button
+            assert page.locator("#study-message").inner_text().startswith(said), button
+        versions = httpx.get(f"{url}/api/studies/{sid}/versions").json()
+        assert [v["version"] for v in versions] == [3, 2, 1]
+
+
+def test_an_import_after_a_restore_builds_on_the_restored_version(tmp_path: Path, series: list[Path]) -> None:
+    """After "Restore this version" the page still took the version before the restore as the latest: an
+    import then was refused as a conflict ("version 3 was saved by <you> ... Reload to see their changes")."""
+    import numpy as np
+
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _stroke(page, 0.06, 0.08)
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.click("#versions li:has-text('v1 ·') button")
+        page.click("#restore-version")
+        _wait_text(page, "study-message", "Restored as version 3.")
+        npy = tmp_path / "slice5.npy"
+        np.save(npy, np.ones((96, 96), np.uint8))
+        page.set_input_files("#import-files", str(npy))
+        page.click("#import-form button[type=submit]")
+        _wait_text(page, "study-message", "Import")
+        page.wait_for_function(
+            "!document.getElementById('study-message').textContent.startsWith('Importing')"
+        )
+        assert page.locator("#study-message").inner_text().startswith("Imported as version 4")
+        assert [v["version"] for v in httpx.get(f"{url}/api/studies/{sid}/versions").json()] == [4, 3, 2, 1]
 
 
 def test_segmenting_asks_before_it_discards_an_unsaved_edit(tmp_path: Path, series: list[Path]) -> None:
@@ -126,6 +248,31 @@ def test_discarded_edits_do_not_come_back(tmp_path: Path, series: list[Path]) ->
         page.wait_for_selector("#metrics tr[data-tissue=muscle]")
         page.wait_for_function("document.getElementById('save-labels').textContent === 'Save'")
         assert _overlay_pixel(page, 0.1, 0.08)[3] == 0  # air, as saved
+
+
+def test_back_after_keeping_an_edit_still_leads_to_the_study_list(tmp_path: Path, series: list[Path]) -> None:
+    """Back from a study with an unsaved edit asks first; kept ("Cancel"), the study list's entry in the
+    browser's history was replaced by the study's, so the next Back (after a save, say) skipped the list and
+    went to an older page, or left the app."""
+    with _label_view(tmp_path, series) as (_, page, _url, sid):
+        page.click("#nav-studies")
+        page.click("#study-rows tr")
+        page.click("#tab-label")
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+        asked: list[str] = []
+        page.on("dialog", lambda d: (asked.append(d.message), d.dismiss() if len(asked) == 1 else d.accept()))
+        _stroke(page, 0.06, 0.08)
+        page.evaluate("history.back()")  # the L3 tab: the same study, nothing asked
+        page.wait_for_selector("#pane-l3:not([hidden])")
+        page.evaluate("history.back()")  # the list: asked, and kept
+        _wait_held(page, asked)
+        page.wait_for_function(f"location.hash === '#/study/{sid}'")
+        assert asked == ["Discard your unsaved label edits?"]
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.evaluate("history.back()")  # asked again, discarded: the list
+        page.wait_for_selector("#view-studies:not([hidden])")
+        assert asked == ["Discard your unsaved label edits?"] * 2
+        assert page.evaluate("location.hash") == "#/"
 
 
 def test_segmenting_over_corrected_labels_asks_and_says_it_is_working(

@@ -39,8 +39,13 @@ def _y_of_slice(page: object, box: dict, fx: float, z: int) -> float:
     ys = np.linspace(box["y"] + 2, box["y"] + box["height"] - 2, 40)
     hits = [(y, s) for y in ys if (s := slice_at(y)) is not None]
     assert hits, f"no image under x = {x}"
+    step = ys[1] - ys[0]
+    on_z = [y for y, s in hits if s == z]
+    if on_z:  # slice z is a band taller than a sample step (few slices, stretched): its middle
+        top = next((y for y in np.arange(on_z[0] - step, on_z[0], 1.0) if slice_at(y) == z), on_z[0])
+        bottom = next((y for y in np.arange(on_z[-1] + step, on_z[-1], -1.0) if slice_at(y) == z), on_z[-1])
+        return float((top + bottom) / 2)
     if len({s for _, s in hits}) < 4:  # a short series: a strip a few pixels per slice high
-        step = ys[1] - ys[0]
         fine = np.arange(hits[0][0] - step, hits[-1][0] + step, 1.0)
         hits = [(y, s) for y in fine if (s := slice_at(y)) is not None]
     slope, intercept = np.polyfit([s for _, s in hits], [y for y, _ in hits], 1)
@@ -159,6 +164,59 @@ def test_l3_lines_by_mouse_and_keyboard_on_niivue(page: object, server: str, tmp
     for _ in range(hi - 1 - lo):
         page.keyboard.press("ArrowUp")
     assert page.locator("#l3-selection-text").inner_text() == f"Range: slice {hi - 1} only (1 slice)"
+
+
+def test_a_short_series_reconstructions_are_tall_enough_to_place_the_lines(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """Four 3 mm slices 384 mm wide: drawn to scale, NiiVue's coronal and sagittal tiles were strips 12 px
+    high, 3 px a slice, where the lines could hardly be seen or grabbed. Stretched along z (at least a quarter
+    of their width high), each slice is a band the lines are dragged across."""
+    study_id = _upload(page, write_series(tmp_path / "series", hu=synthetic_hu(0)[:4]))
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    box = page.locator("#mpr-canvas").bounding_box()
+    for fx in (0.56, 0.86):  # coronal, sagittal
+        slice_px = (_y_of_slice(page, box, fx, 0) - _y_of_slice(page, box, fx, 3)) / 3
+        assert slice_px >= 0.29 * box["width"] / 4 / 4 - 2, fx  # a quarter of the tile's width, 4 slices
+    assert _data(page, "#l3-viewer", "lines") == "2"
+    cx = box["x"] + box["width"] * 0.56
+    y = {z: _y_of_slice(page, box, 0.56, z) for z in range(4)}
+
+    def drag(z0: int, z1: int) -> None:
+        page.mouse.move(cx, y[z0])
+        page.mouse.down()
+        page.mouse.move(cx, y[z1], steps=4)
+        page.mouse.up()
+
+    drag(2, 0)
+    test_e2e._wait_text(page, "study-message", "Saved selection: Slice 0")
+    page.click("#mode-range")
+    test_e2e._wait_text(page, "study-message", "Saved selection: Range 0–3")
+    drag(3, 1)
+    test_e2e._wait_text(page, "study-message", "Saved selection: Range 0–1")
+    assert page.request.get(f"{server}/api/studies/{study_id}").json()["selection"] == {
+        "mode": "range",
+        "first": 0,
+        "last": 1,
+    }
+
+
+def test_a_line_dragged_past_the_image_stops_at_its_end(page: object, server: str, tmp_path: Path) -> None:
+    """A line dragged above the image of a coronal or sagittal tile, where NiiVue has no voxel, went to
+    slice 0, the lowest: a superior line pulled a little too far up dropped to the bottom of the series."""
+    study_id, box = _open_mpr(page, tmp_path)
+    assert _data(page, "#l3-viewer", "lines") == "6"
+    sx = box["x"] + box["width"] * 0.86
+    line, top = _y_of_slice(page, box, 0.86, 6), _y_of_slice(page, box, 0.86, 11)
+    for y, z in ((top - 60, 11), (box["y"] + box["height"] + 40, 0)):  # above the image, below the canvas
+        page.mouse.move(sx, line)
+        page.mouse.down()
+        page.mouse.move(sx, y, steps=5)
+        page.mouse.up()
+        test_e2e._wait_text(page, "study-message", f"Saved selection: Slice {z}")
+        assert page.request.get(f"{server}/api/studies/{study_id}").json()["selection"]["first"] == z
+        line = _y_of_slice(page, box, 0.86, z)
 
 
 def test_a_window_chosen_in_the_label_editor_is_the_l3_views_too(
@@ -406,6 +464,31 @@ def test_label_editor_fits_its_image_again_when_the_window_is_resized(
         assert image["y"] + image["height"] <= box["y"] + box["height"] + 0.5
         # fitted: as wide or as high as the box (the slice is square)
         assert min(box["width"], box["height"]) == pytest.approx(image["width"], abs=1)
+
+
+def test_the_label_editor_fits_the_window(page: object, server: str, tmp_path: Path) -> None:
+    """At 1280x720 the editor's box (72 % of the window's height under toolbars of three rows) reached 23 px
+    below the window: the page scrolled, and the image's bottom, or the toolbars once scrolled down, were cut
+    off. Now the box takes the height the toolbars leave, and the side panel scrolls on its own."""
+    from test_e2e_first_use import _segment
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 5)
+    for width, height in ((1280, 720), (1366, 768), (1920, 1080)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+        size = (width, height)
+        for part in ("#tool-brush", "#save-labels", "#slice-next", "#editor-box", ".label-main > p"):
+            b = page.locator(part).bounding_box()
+            assert b["y"] >= 0 and b["y"] + b["height"] <= height, (size, part)
+        assert page.evaluate("document.scrollingElement.scrollHeight") <= height, size
+        box = page.locator("#editor-box").bounding_box()
+        assert box["height"] > height / 2, size
+        page.locator("#versions").scroll_into_view_if_needed()  # far down the side panel
+        assert page.locator("#versions").bounding_box()["y"] < height, size
+        assert page.locator("#editor-box").bounding_box() == box, size
+        page.locator("#analysis").scroll_into_view_if_needed()
 
 
 def test_space_drag_pans_the_editor_after_a_toolbar_control_was_clicked(

@@ -83,4 +83,11 @@ export async function download(url) {
   }
 }
 
+/** Run `work` with `button` disabled: one request at a time (a double click, Enter twice). A second one,
+ * made on the same version or facts as the first, would be refused as a conflict with the first. */
+export async function oneAtATime(button, work) {
+  button.disabled = true;
+  try { return await work(); } finally { button.disabled = false; }
+}
+
 export const escapeHtml = (t) => String(t).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

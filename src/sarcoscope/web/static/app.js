@@ -9,7 +9,7 @@ import {applySelection, bindL3, resetL3View, showL3} from "./l3view.js";
 import {bindEditor, resetEditorView, showLabeling} from "./labeling.js";
 import {bindSeries} from "./series.js";
 import {renderUser, showLogin} from "./session.js";
-import {formatDate, state} from "./state.js";
+import {formatDate, state, stillOpen} from "./state.js";
 import {bindUpload, loadStudies} from "./studies.js";
 import {bindImport} from "./versions.js";
 
@@ -43,12 +43,16 @@ async function init() {
 
 
 // ---------------------------------------------------------------------------------------------- routing --
+let routes = 0; // route() calls so far: a study read from a slow server after the user went on is not shown
+
 async function route() {
+  const call = ++routes;
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   const leavingEdits = state.dirty && state.study && (parts[0] !== "study" || parts[1] !== state.study.id);
   if (leavingEdits) {
     if (!confirm("Discard your unsaved label edits?")) {
-      history.replaceState(null, "", state.lastHash);
+      // back on the study as a new entry: the one left (the list, after Back) stays one Back away
+      history.pushState(null, "", state.lastHash);
       return;
     }
     state.dirty = false;
@@ -61,7 +65,7 @@ async function route() {
     // the page's copy of a study serves while it stays open (its two tabs, a sign-in again); opened anew
     // (from the list, Back, a link) it is read from the server, which may have deleted or changed it
     const reopened = was[0] !== "study" || was[1] !== parts[1];
-    await openStudy(parts[1], parts[2] === "label" ? "label" : "l3", reopened);
+    await openStudy(parts[1], parts[2] === "label" ? "label" : "l3", reopened, () => call === routes);
   } else {
     $("study-title").textContent = "";
     $("view-studies").hidden = false;
@@ -71,17 +75,17 @@ async function route() {
 
 
 // ------------------------------------------------------------------------------------------- one study --
-async function openStudy(id, pane, reopened) {
-  if (reopened || !state.study || state.study.id !== id) {
-    let study;
-    try {
-      study = await getJSON(`/api/studies/${id}`);
-    } catch (err) {
-      if (err.status === 401) { // the sign-in form is shown; signed in, the study is read then
+/** `current()` is false once the user went elsewhere while the study was read. */
+async function openStudy(id, pane, reopened, current) {
+  if (reopened || !stillOpen(id)) {
+    const study = await getJSON(`/api/studies/${id}`).catch((err) => err);
+    if (!current()) return;
+    if (study instanceof Error) {
+      if (study.status === 401) { // the sign-in form is shown; signed in, the study is read then
         state.lastHash = "#/";
         return;
       }
-      toast(err.message); // deleted (here, in another tab, by another user) or a wrong link
+      toast(study.message); // deleted (here, in another tab, by another user) or a wrong link
       location.replace("#/");
       return;
     }

@@ -2,7 +2,7 @@
 // drawn on three canvases, with the Range/Slice lines and the localizer's vertebrae drawn over them. Used only
 // when NiiVue cannot run (mpr.js); window/level is then limited to the presets.
 import {$} from "./api.js";
-import {canvasPoint, image, state, tag} from "./state.js";
+import {canvasPoint, image, reconStretch, state, stillOpen, stretchNote, tag} from "./state.js";
 import {Viewport} from "./viewport.js";
 
 export class PNGView {
@@ -32,7 +32,7 @@ export class PNGView {
     $("axial-index").textContent = `slice ${z} / ${s.n_slices - 1}`;
     const img = image("axial", z);
     try { await img.ready; } catch (_) { return; }
-    if (z !== state.axialZ) return;
+    if (z !== state.axialZ || !stillOpen(s.id)) return; // another slice or study is shown now
     canvas.width = s.cols;
     canvas.height = s.rows;
     this.axialView.layout(s.cols * s.spacing[2], s.rows * s.spacing[1]);
@@ -50,17 +50,17 @@ export class PNGView {
     }
   }
 
-  /** Reconstructions are shown at true proportions, but never thinner than a quarter of their width
-   * (a short series would otherwise be a strip); the canvas is drawn at the box's pixel size, so that
-   * lines and labels are sharp. */
+  /** Reconstructions are shown at true proportions unless stretched (reconStretch); the canvas is drawn at
+   * the box's pixel size, so that lines and labels are sharp. */
   geometry(plane) {
     const s = state.study;
     const canvas = $(`${plane}-canvas`);
     const box = canvas.parentElement;
     const width = plane === "coronal" ? s.cols * s.spacing[2] : s.rows * s.spacing[1];
-    const height = Math.max(width / 4, s.n_slices * s.spacing[0]);
+    const stretch = reconStretch(width, s.n_slices * s.spacing[0]);
+    const height = s.n_slices * s.spacing[0] * stretch;
     const fit = Math.min(box.clientWidth / width, box.clientHeight / height);
-    return {w: Math.max(1, Math.round(width * fit)), h: Math.max(1, Math.round(height * fit))};
+    return {w: Math.max(1, Math.round(width * fit)), h: Math.max(1, Math.round(height * fit)), stretch};
   }
 
   zToY(g, z) { return ((state.study.n_slices - 1 - z + 0.5) * g.h) / state.study.n_slices; }
@@ -72,10 +72,14 @@ export class PNGView {
 
   async drawRecon(plane) {
     const canvas = $(`${plane}-canvas`);
-    const index = plane === "coronal" ? state.crossY : state.crossX;
+    const id = state.study.id;
+    const shown = () => (plane === "coronal" ? state.crossY : state.crossX);
+    const index = shown();
     const img = image(plane, index);
     try { await img.ready; } catch (_) { return; }
+    if (index !== shown() || !stillOpen(id)) return; // another plane or study is shown now
     const g = this.geometry(plane);
+    $(`${plane}-note`).textContent = stretchNote(g.stretch);
     const dpr = window.devicePixelRatio || 1;
     canvas.width = Math.round(g.w * dpr);
     canvas.height = Math.round(g.h * dpr);

@@ -1,11 +1,11 @@
 // The L3 selection view: the Slice or Range (inferior/superior) lines, the localizer's result, window
 // presets, the engine and model choice and "Segment selected". The images are NiiVue's (mpr.js) or, without
 // WebGL2, server PNGs (l3png.js); both call the hooks below and draw the lines this module owns.
-import {$, download, getJSON, message, sendJSON} from "./api.js";
+import {$, download, getJSON, message, sendJSON, toast} from "./api.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
 import {showSeries} from "./series.js";
-import {ownsKeys, state} from "./state.js";
+import {ownsKeys, state, stillOpen} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
 let view = null; // MPRView or PNGView
@@ -120,14 +120,20 @@ export async function showL3() {
   drawAll();
   loadModels();
   showSeries();
+  let failed = ""; // the volume's failure, said again once the localizer is done
   if (mpr) {
     message("Loading the images…");
     try {
       await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[state.preset]);
+      if (!stillOpen(s.id)) return;
       if (shownPreset !== state.preset) view.setWindow(...state.config.windows[state.preset]);
       shownPreset = state.preset;
       message("");
-    } catch (err) { message(`The volume could not be shown: ${err.message}`, true); }
+    } catch (err) {
+      if (!stillOpen(s.id)) return;
+      failed = `The volume could not be shown (${err.message}): open the study again to retry.`;
+      message(failed, true);
+    }
   }
   if (!s.localization) {
     message("Locating L3…");
@@ -135,11 +141,13 @@ export async function showL3() {
     updateWaiting();
     try {
       const study = await sendJSON(`/api/studies/${s.id}/localize`, "POST", {});
-      if (state.study.id !== s.id) return; // another study was opened meanwhile
+      if (!stillOpen(s.id)) return;
       state.study = study;
       if (study.selection && !byHand) applySelection(study.selection);
-      message("");
-    } catch (err) { message(err.message, true); } finally {
+      message(failed, Boolean(failed));
+    } catch (err) {
+      if (stillOpen(s.id)) message(err.message, true);
+    } finally {
       if (locating === s.id) locating = null;
       updateWaiting();
     }
@@ -349,35 +357,52 @@ function moveLine(z) {
 }
 
 async function saveSelection() {
+  const id = state.study.id;
   const [a, b] = state.lines;
   try {
-    state.study = await sendJSON(`/api/studies/${state.study.id}/selection`, "PUT",
+    const study = await sendJSON(`/api/studies/${id}/selection`, "PUT",
       {mode: state.mode, first: Math.min(a, b), last: Math.max(a, b)});
+    if (!stillOpen(id)) return;
+    state.study = study;
     message(`Saved selection: ${selectionText()}`);
-  } catch (err) { message(err.message, true); }
+  } catch (err) {
+    if (stillOpen(id)) message(err.message, true);
+    else toast(`The L3 selection of the study left was not saved: ${err.message}`);
+  }
 }
 
 async function segmentSelected() {
   if (state.dirty && !confirm("Segmenting makes a new version: discard your unsaved edit?")) return;
   const button = $("segment");
   button.disabled = true;
+  const id = state.study.id; // the user may open another study while this one is segmented
+  const name = state.study.patient_id || id;
   try {
     await saveSelection(); // also brings the study's status up to date
+    if (!stillOpen(id)) return;
     const latest = state.study.latest_version;
     if (state.study.status === "edited" && !confirm(
       `The latest labels (version ${latest}) were made or corrected by hand. Segmenting makes a new ` +
       `version from scratch, which the analysis then shows (version ${latest} stays in Versions and can ` +
       "be restored). Segment anyway?")) return;
     message(`Segmenting ${selectionText().toLowerCase()}…`);
-    await sendJSON(`/api/studies/${state.study.id}/segment`, "POST",
+    await sendJSON(`/api/studies/${id}/segment`, "POST",
       {engine: $("engine").value, base_version: state.study.latest_version, model: chosenModel()});
-    state.study = await getJSON(`/api/studies/${state.study.id}`);
+    const study = await getJSON(`/api/studies/${id}`);
+    if (!stillOpen(id)) {
+      toast(`The segmentation of ${name} is done: open it from the study list.`, "info");
+      return;
+    }
+    state.study = study;
     state.labels = null;
-    location.hash = `#/study/${state.study.id}/label`;
+    location.hash = `#/study/${id}/label`;
   } catch (err) {
-    message(err.message, true);
-    if (err.status === 409 && err.body && err.body.latest_version) {
-      state.study = await getJSON(`/api/studies/${state.study.id}`);
+    if (!stillOpen(id)) toast(`The segmentation of ${name} failed: ${err.message}`);
+    else {
+      message(err.message, true);
+      if (err.status === 409 && err.body && err.body.latest_version) {
+        state.study = await getJSON(`/api/studies/${id}`);
+      }
     }
   } finally { button.disabled = false; }
 }

@@ -2,7 +2,7 @@
 // label version (refused, with the reason, when someone saved in between).
 import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, paintDisc} from "./brush.js";
-import {canvasPoint, image, ownsKeys, state} from "./state.js";
+import {canvasPoint, image, ownsKeys, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
 import {refreshSide, restoreViewed, savePatient} from "./versions.js";
 
@@ -30,9 +30,11 @@ export async function showLabeling() {
 }
 
 export async function loadLabels(version) {
+  const id = state.study.id;
   const q = version ? `?version=${version}` : "";
-  const response = await api(`/api/studies/${state.study.id}/labels${q}`);
+  const response = await api(`/api/studies/${id}/labels${q}`);
   const buffer = await response.arrayBuffer();
+  if (!stillOpen(id)) return;
   state.shape = response.headers.get("X-Label-Shape").split(",").map(Number);
   state.indices = response.headers.get("X-Label-Indices").split(",").map(Number);
   state.labels = new Uint8Array(buffer);
@@ -43,7 +45,11 @@ export async function loadLabels(version) {
   overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
   const v = Number(response.headers.get("X-Label-Version"));
   if (version) state.viewing = v;
-  else { state.viewing = null; state.version = v; }
+  else { // the latest: Import and Segment send it as the version they build on
+    state.viewing = null;
+    state.version = v;
+    state.study.latest_version = v;
+  }
   state.undo = [];
   state.redo = [];
   state.dirty = false;
@@ -116,22 +122,22 @@ function drawOverlay() {
   ctx.putImageData(out, 0, 0);
 }
 
-async function huSlice(z) {
-  if (!state.hu.has(z)) {
-    const response = await api(`/api/studies/${state.study.id}/hu/${z}`);
-    state.hu.set(z, new Int16Array(await response.arrayBuffer()));
+/** Slice z's HU (`kind` "hu": GET .../hu/z, int16) or body ("body": GET .../body/z, uint8, 1 inside: fill
+ * stays in it), kept while its study is open (not for another opened meanwhile). */
+async function sliceData(kind, z) {
+  const id = state.study.id;
+  if (!state[kind].has(z)) {
+    const response = await api(`/api/studies/${id}/${kind}/${z}`);
+    const data = new (kind === "hu" ? Int16Array : Uint8Array)(await response.arrayBuffer());
+    if (!stillOpen(id)) return data;
+    state[kind].set(z, data);
   }
-  return state.hu.get(z);
+  return state[kind].get(z);
 }
 
-/** The body in slice z (GET .../body/z, uint8): fill stays inside it. */
-async function bodySlice(z) {
-  if (!state.body.has(z)) {
-    const response = await api(`/api/studies/${state.study.id}/body/${z}`);
-    state.body.set(z, new Uint8Array(await response.arrayBuffer()));
-  }
-  return state.body.get(z);
-}
+/** True while the labels being edited are those of slice `slice` of study `id` (what a slow answer was
+ * asked for): strokes and fills are not applied to another slice or study chosen meanwhile. */
+const stillEditing = (id, slice) => stillOpen(id) && state.current === slice;
 
 function huAllows(hu, i, label) {
   if (!hu || !label) return true;
@@ -158,8 +164,10 @@ function paintAt(cx, cy, hu) {
 async function floodFill(cx, cy) {
   const [, ny, nx] = state.shape;
   const value = state.paintLabel;
-  const z = state.indices[state.current];
-  const [hu, body] = await Promise.all([huSlice(z), bodySlice(z)]);
+  const [id, slice] = [state.study.id, state.current];
+  const z = state.indices[slice];
+  const [hu, body] = await Promise.all([sliceData("hu", z), sliceData("body", z)]);
+  if (!stillEditing(id, slice)) return false;
   const filled = fillRegion(sliceView(), nx, ny, cx, cy, value, (i) => body[i] && huAllows(hu, i, value));
   if (!filled) {
     const name = state.config.tissues.find((t) => t.label === value).name.toUpperCase();
@@ -192,7 +200,7 @@ function drawCursor(e) {
 
 export function bindEditor() {
   const cursor = $("edit-cursor");
-  // The brush stroke while the button is down (null once it is up): {slice, last, hu, waiting}.
+  // The brush stroke while the button is down (null once it is up): {study, slice, last, hu, waiting}.
   // With "HU range only" the slice's HU may still be on their way from the server: the points drawn
   // meanwhile wait in `waiting` and are painted when they come (the stroke ends at release all the same).
   let stroke = null;
@@ -222,17 +230,17 @@ export function bindEditor() {
       }
       return;
     }
-    const s = {slice: state.current, last: null, hu: null, waiting: [[x, y]]};
+    const s = {study: state.study.id, slice: state.current, last: null, hu: null, waiting: [[x, y]]};
     stroke = s;
     if ($("hu-constrain").checked) {
       const z = state.indices[s.slice];
-      try { s.hu = await huSlice(z); } catch (err) {
+      try { s.hu = await sliceData("hu", z); } catch (err) {
         if (stroke === s) stroke = null;
         message(`Nothing painted: the HU of slice ${z} could not be loaded (${err.message}).`, true);
         return;
       }
     }
-    if (state.current !== s.slice) { // another slice was chosen meanwhile: the stroke was on this one
+    if (!stillEditing(s.study, s.slice)) { // the stroke was on the slice shown when it began
       if (stroke === s) stroke = null;
       return;
     }
@@ -387,19 +395,24 @@ function updateButtons() {
   $("redo").disabled = !state.redo.length;
 }
 
+let saving = false; // a save is on its way: another (Ctrl+S pressed again) would be refused as a conflict
+
 async function saveLabels() {
-  if (!state.dirty || state.viewing !== null) return;
+  if (!state.dirty || state.viewing !== null || saving) return;
   const button = $("save-labels");
   button.disabled = true;
+  saving = true;
   message("Saving…");
   // what is sent is the labels as they are now; strokes painted while the save runs are not in it
   const sent = state.edits;
   const body = state.labels.slice();
+  const id = state.study.id;
   try {
     const response = await api(
-      `/api/studies/${state.study.id}/labels?base_version=${state.version}`,
+      `/api/studies/${id}/labels?base_version=${state.version}`,
       {method: "POST", headers: {"Content-Type": "application/octet-stream"}, body});
     const saved = await response.json();
+    if (!stillOpen(id)) return; // saved; the user went on to another study (and discarded what followed)
     state.saved = body;
     state.version = saved.version;
     state.study.latest_version = saved.version;
@@ -408,9 +421,13 @@ async function saveLabels() {
       : `Saved as version ${saved.version}.`);
     await refreshSide();
   } catch (err) {
-    if (err.status === 409) {
+    if (!stillOpen(id)) toast(`The labels of the study left were not saved: ${err.message}`);
+    else if (err.status === 409) {
       message(err.message, true); // the server's reason says "Not saved" and who saved what
       toast(`${err.message} Your unsaved edit is still on screen; reloading will discard it.`);
     } else message(`Not saved: ${err.message} Your edit is still on screen: press Save again.`, true);
-  } finally { updateButtons(); }
+  } finally {
+    saving = false;
+    updateButtons();
+  }
 }

@@ -1,11 +1,12 @@
 // The L3 view's images on NiiVue (vendor/niivue, WebGL2): axial, coronal and sagittal tiles of the study's
-// HU volume (GET /api/studies/{id}/volume.nii.gz) in one canvas. NiiVue draws the slices, the crosshair and
-// does window/level (right-drag, on the int16 HU data), pan (middle or shift+drag) and slice scrolling (wheel).
+// HU volume (GET /api/studies/{id}/volume.nii.gz) in one canvas. NiiVue draws the slices and does
+// window/level (right-drag, on the int16 HU data), pan (middle or shift+drag) and slice scrolling (wheel).
 // Own code here: ctrl+wheel zooms around the cursor (NiiVue zooms around the crosshair), the keyboard (NiiVue's
-// keys would change the layout), and the Range/Slice lines with their labels, drawn on a second canvas over
-// NiiVue's at the screen's pixel density so that text stays sharp (NiiVue's own text is a bitmap font in the
-// WebGL scene, scaled with the view). Indices are the API's: x column, y row, z slice (the file's voxel order).
-import {tag} from "./state.js";
+// keys would change the layout), a short series' stretched reconstructions, and the crosshair and the
+// Range/Slice lines with their labels, drawn on a second canvas over NiiVue's at the screen's pixel density
+// so that text stays sharp (NiiVue's own text is a bitmap font in the WebGL scene, scaled with the view).
+// Indices are the API's: x column, y row, z slice (the file's voxel order).
+import {reconStretch, stretchNote, tag} from "./state.js";
 import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
 
 /** True when this browser can run NiiVue (WebGL2); the L3 view falls back to server PNGs otherwise. */
@@ -26,6 +27,9 @@ const AXIAL_ONLY = [{sliceType: SLICE_TYPE.AXIAL, position: [0, 0, 1, 1]}];
 const PLANES = ["Axial", "Coronal", "Sagittal"]; // by SLICE_TYPE
 const LINE_GRAB_PX = 7; // a press this close to a line (CSS px) drags the line instead of the crosshair
 const MAX_ZOOM = 10;
+
+/** The z stretch of a coronal or sagittal tile, from NiiVue's field of view [x, y, z] (any unit). */
+const stretchOf = (type, [x, y, z]) => reconStretch(type === SLICE_TYPE.CORONAL ? x : y, z);
 
 export class MPRView {
   /** box: the element holding `canvas` (NiiVue's) and `overlay` (lines and labels, no pointer events).
@@ -50,9 +54,8 @@ export class MPRView {
     this.nv = new Niivue({
       isRadiologicalConvention: true, // patient left on screen right, as CT is read
       backColor: [0, 0, 0, 1],
-      crosshairColor: [0.35, 0.9, 0.45, 0.7],
       sagittalNoseLeft: true, // anterior on the left, as radiologists read a sagittal image
-      crosshairWidth: 1,
+      crosshairWidth: 0, // drawOverlay's: NiiVue's is a voxel thick, a band on a stretched tile
       show3Dcrosshair: false,
       isOrientationTextVisible: true,
       dragAndDropEnabled: false,
@@ -62,6 +65,11 @@ export class MPRView {
       logLevel: "warn",
     });
     await this.nv.attachToCanvas(this.canvas);
+    // A short series' coronal and sagittal tiles are stretched along z (NiiVue maps a tile's mm to its
+    // pixels axis by axis, so the crosshair, the pointer's voxel and the lines stay right).
+    const fit = this.nv.calculateWidthHeight.bind(this.nv);
+    this.nv.calculateWidthHeight = (type, scale, w, h) => fit(type, type === SLICE_TYPE.AXIAL ? scale
+      : [scale[0], scale[1], scale[2] * stretchOf(type, scale)], w, h);
     this.nv.setMouseEventConfig({
       leftButton: {primary: DRAG_MODE.crosshair, withShift: DRAG_MODE.pan},
       rightButton: DRAG_MODE.windowing,
@@ -88,7 +96,17 @@ export class MPRView {
       const layout = study.n_slices > 1 ? LAYOUT : AXIAL_ONLY;
       this.nv.setCustomLayout(layout);
       this.box.dataset.planes = layout.map((tile) => PLANES[tile.sliceType].toLowerCase()).join(",");
-      await this.nv.loadVolumes([{url: `/api/studies/${study.id}/volume.nii.gz`, colormap: "gray"}]);
+      const url = `/api/studies/${study.id}/volume.nii.gz`;
+      try {
+        await this.nv.loadVolumes([{url, colormap: "gray"}]);
+      } catch (err) {
+        if (this.studyId === study.id) this.studyId = null; // opened again, it is loaded again
+        throw err;
+      }
+      if (this.studyId !== study.id) { // another study was opened while this one loaded: not shown over it
+        this.nv.removeVolume(this.nv.getMediaByUrl(url));
+        return;
+      }
       this.volume = this.nv.volumes[0];
       this.inverse = invert3x4(this.volume.hdr.affine);
       this.setWindow(level, width);
@@ -201,9 +219,12 @@ export class MPRView {
     return best;
   }
 
-  sliceAt(cx, cy, tile) {
-    const frac = this.nv.screenXY2TextureFrac(cx * this.dpr, cy * this.dpr, tile, true);
-    return this.voxelOf(frac)[2];
+  /** The slice at CSS height cy on tile `tile` (a coronal or sagittal one); beyond the tile, the slice at
+   * its nearer edge (NiiVue has no voxel there: a line dragged past the top would drop to slice 0). */
+  sliceAt(cy, tile) {
+    const [l, t, w, h] = this.nv.screenSlices[tile].leftTopWidthHeight;
+    const y = Math.min(Math.max(cy * this.dpr, t), t + h);
+    return this.voxelOf(this.nv.screenXY2TextureFrac(l + w / 2, y, tile, false))[2];
   }
 
   bind() {
@@ -232,8 +253,7 @@ export class MPRView {
     window.addEventListener("mousemove", (e) => {
       if (this.drag) {
         e.stopPropagation();
-        const [cx, cy] = point(e);
-        this.hooks.dragLine(this.drag.line, this.sliceAt(cx, cy, this.drag.tile));
+        this.hooks.dragLine(this.drag.line, this.sliceAt(point(e)[1], this.drag.tile));
         return;
       }
       if (!this.volume || !this.box.contains(e.target)) return;
@@ -290,7 +310,8 @@ export class MPRView {
       let name = PLANES[s.axCorSag];
       if (s.axCorSag === SLICE_TYPE.AXIAL) {
         name += ` · slice ${this.voxelOf(this.nv.scene.crosshairPos)[2]} / ${this.volume.hdr.dims[3] - 1}`;
-      }
+      } else name += stretchNote(stretchOf(s.axCorSag, this.nv.sliceScale().volScale));
+      this.drawCrosshair(ctx, s, l, t, tw, th);
       ctx.fillText(name, l + 6, t + 10);
       if (s.axCorSag !== SLICE_TYPE.AXIAL) {
         if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw);
@@ -311,6 +332,21 @@ export class MPRView {
       }
       ctx.restore();
     });
+  }
+
+  /** The crosshair on tile `s` (its image at left, top, width, height): one CSS pixel, whatever the zoom. */
+  drawCrosshair(ctx, s, left, top, width, height) {
+    const hit = this.nv.frac2canvasPosWithTile(this.nv.scene.crosshairPos, s.axCorSag);
+    if (!hit) return;
+    const [x, y] = hit.pos.map((v) => Math.round(v / this.nv.uiData.dpr) + 0.5);
+    ctx.strokeStyle = "rgba(89,230,115,0.7)";
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    ctx.moveTo(left, y);
+    ctx.lineTo(left + width, y);
+    ctx.moveTo(x, top);
+    ctx.lineTo(x, top + height);
+    ctx.stroke();
   }
 
   drawVertebrae(ctx, tile, left, width) {

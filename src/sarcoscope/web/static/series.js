@@ -2,7 +2,7 @@
 // series): the Series list of the L3 view shows what tells them apart, and choosing one opens it as a study
 // of its own (its own L3 selection and labels), read from the stored upload: nothing is uploaded again.
 import {$, getJSON, message, sendJSON} from "./api.js";
-import {state} from "./state.js";
+import {state, stillOpen} from "./state.js";
 
 /** One series as the list names it: description, slices, slice thickness, contrast phase. */
 function describe(s) {
@@ -20,7 +20,7 @@ export async function showSeries() {
   try {
     series = await getJSON(`/api/studies/${study.id}/series`);
   } catch (err) { message(err.message, true); }
-  if (!state.study || state.study.id !== study.id) return; // another study was opened meanwhile
+  if (!stillOpen(study.id)) return;
   $("series-bar").hidden = series.length < 2;
   $("series").replaceChildren(...series.map((s) => {
     const option = new Option(describe(s), s.series_uid, false, s.current);

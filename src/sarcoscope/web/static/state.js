@@ -34,6 +34,10 @@ export const state = {
   lastHash: "#/",
 };
 
+/** True while study `id` is the one open. An answer that comes after the user opened another study (a slow
+ * server) is not applied to the page, whose state is the open study's. */
+export const stillOpen = (id) => Boolean(state.study) && state.study.id === id;
+
 export function localTime(iso) {
   return iso ? new Date(iso).toLocaleString([], {dateStyle: "short", timeStyle: "short"}) : "—";
 }
@@ -71,6 +75,14 @@ export function canvasPoint(canvas, e) {
   const r = canvas.getBoundingClientRect();
   return [((e.clientX - r.left) * canvas.width) / r.width, ((e.clientY - r.top) * canvas.height) / r.height];
 }
+
+/** How much a coronal or sagittal reconstruction `width` by `height` mm is stretched along z: 1 (true
+ * proportions) unless it would be thinner than a quarter of its width, as a short series is (a strip whose
+ * lines cannot be seen or dragged). */
+export const reconStretch = (width, height) => Math.max(1, width / 4 / height);
+
+/** The caption's note on a stretched reconstruction (none at true proportions). */
+export const stretchNote = (stretch) => (stretch > 1 ? ` · not to scale: height ×${stretch.toFixed(1)}` : "");
 
 /** A label on a dark backing box (readable over bone, small enough not to hide anatomy). */
 export function tag(ctx, text, x, y, color, align) {

@@ -1,19 +1,22 @@
 // The side panel of the labeling view: versions (view, restore), patient facts, exports, label import and
 // the analysis of the version shown.
-import {$, api, escapeHtml, getJSON, message, sendJSON} from "./api.js";
+import {$, api, escapeHtml, getJSON, message, oneAtATime, sendJSON} from "./api.js";
 import {renderAnalysis} from "./analysis.js";
 import {drawEditor, loadLabels, showLabeling} from "./labeling.js";
-import {localTime, state} from "./state.js";
+import {localTime, state, stillOpen} from "./state.js";
 
 export async function restoreViewed() {
-  try {
-    await sendJSON(`/api/studies/${state.study.id}/versions/${state.viewing}/restore`, "POST",
-      {base_version: state.version});
-    await loadLabels(null);
-    await refreshSide();
-    drawEditor();
-    message(`Restored as version ${state.version}.`);
-  } catch (err) { message(err.message, true); }
+  const id = state.study.id;
+  await oneAtATime($("restore-version"), async () => {
+    try {
+      await sendJSON(`/api/studies/${id}/versions/${state.viewing}/restore`, "POST", {base_version: state.version});
+      if (!stillOpen(id)) return;
+      await loadLabels(null);
+      await refreshSide();
+      drawEditor();
+      message(`Restored as version ${state.version}.`);
+    } catch (err) { message(err.message, true); }
+  });
 }
 
 export async function savePatient(e) {
@@ -23,14 +26,19 @@ export async function savePatient(e) {
   const was = state.study.patient || {};
   const previous = {height_cm: was.height_cm ?? null, weight_kg: was.weight_kg ?? null,
     sex: was.sex ?? null, cutoff_set: was.cutoff_set ?? null};
-  try {
-    state.study = await sendJSON(`/api/studies/${state.study.id}/patient`, "PUT", {
-      height_cm: num("height"), weight_kg: num("weight"), sex: $("sex").value || null,
-      cutoff_set: $("cutoff-set").value || null, previous,
-    });
-    await refreshSide();
-    message("Patient facts saved.");
-  } catch (err) { message(err.message, true); }
+  const id = state.study.id;
+  await oneAtATime(e.target.querySelector("button[type=submit]"), async () => { // (disabled: Enter too)
+    try {
+      const study = await sendJSON(`/api/studies/${id}/patient`, "PUT", {
+        height_cm: num("height"), weight_kg: num("weight"), sex: $("sex").value || null,
+        cutoff_set: $("cutoff-set").value || null, previous,
+      });
+      if (!stillOpen(id)) return;
+      state.study = study;
+      await refreshSide();
+      message("Patient facts saved.");
+    } catch (err) { message(err.message, true); }
+  });
 }
 
 // ------------------------------------------------------------------------------------ label import --
@@ -57,14 +65,18 @@ async function importLabels(e) {
   const q = new URLSearchParams({mapping: $("import-mapping").value});
   if (state.study.latest_version) q.set("base_version", state.study.latest_version);
   message("Importing…");
-  try {
-    const saved = await (await api(`/api/studies/${state.study.id}/labels/import?${q}`,
-      {method: "POST", body})).json();
-    state.study = await getJSON(`/api/studies/${state.study.id}`);
-    state.labels = null;
-    await showLabeling();
-    message(`Imported as version ${saved.version}: ${saved.note}.`);
-  } catch (err) { message(err.message, true); }
+  const id = state.study.id;
+  await oneAtATime(e.target.querySelector("button[type=submit]"), async () => {
+    try {
+      const saved = await (await api(`/api/studies/${id}/labels/import?${q}`, {method: "POST", body})).json();
+      const study = await getJSON(`/api/studies/${id}`);
+      if (!stillOpen(id)) return;
+      state.study = study;
+      state.labels = null;
+      await showLabeling();
+      message(`Imported as version ${saved.version}: ${saved.note}.`);
+    } catch (err) { message(err.message, true); }
+  });
 }
 
 // ---------------------------------------------------------------------------------- analysis panel --
@@ -100,6 +112,7 @@ export async function refreshSide() {
     `${title}</button>`).join("");
   setExportDeidentification();
   const list = await getJSON(`/api/studies/${s.id}/versions`);
+  if (!stillOpen(s.id)) return;
   versions.innerHTML = "";
   for (const v of list) {
     const li = document.createElement("li");
@@ -123,7 +136,8 @@ export async function refreshSide() {
     }
     versions.append(li);
   }
-  try {
-    renderAnalysis(await getJSON(`/api/studies/${s.id}/analysis?version=${shown}`), state.config.tissues);
-  } catch (err) { $("analysis").innerHTML = `<p class="error">${escapeHtml(err.message)}</p>`; }
+  const analysis = await getJSON(`/api/studies/${s.id}/analysis?version=${shown}`).catch((err) => err);
+  if (!stillOpen(s.id)) return;
+  if (analysis instanceof Error) $("analysis").innerHTML = `<p class="error">${escapeHtml(analysis.message)}</p>`;
+  else renderAnalysis(analysis, state.config.tissues);
 }
