@@ -28,40 +28,16 @@ import shutil
 from pathlib import Path
 
 from sarcoscope.segmentation.model_files import CARD_FILE, CARD_MD_FILE, MODEL_FILE, load_model_card
-from sarcoscope.segmentation.registry import build_comparison, comparison_means
+from sarcoscope.segmentation.registry import build_comparison
 from sarcoscope.segmentation.unet import UNetEngine
 from sarcoscope.training import train_or_resume
 from sarcoscope.training.data import find_pairs
-from sarcoscope.training.evaluate import evaluate, markdown_table, update_card
+from sarcoscope.training.evaluate import comparison_text, evaluate, update_card
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "src" / "sarcoscope" / "segmentation" / "models"
 #: The rows of the continued recipe are its held-out folds' (one model per held-out slice), not one model's.
 CANDIDATE = "continued (held-out folds)"
-
-
-def _comparison_text(comparison: dict, rows: list[dict]) -> str:
-    """The card's evaluation: per case Dice table, both models' means and the verdict."""
-    baseline = comparison["baseline"]
-    lines = [
-        "Slices the previous model never saw, each segmented by it and by a model continued exactly like "
-        "this one but **without that slice** (nor the other slice of its held-out fold; HU refinement on, "
-        "as the product runs it):",
-        "",
-        markdown_table(rows),
-        "",
-        "| model | muscle Dice | SAT Dice | VAT Dice | mean abs muscle-area error (%) |",
-        "|---|---|---|---|---|",
-    ]
-    for model in (CANDIDATE, baseline):
-        m = comparison_means(comparison, model)
-        lines.append(
-            f"| {model} | {m['muscle_dice']:.3f} | {m['sat_dice']:.3f} | {m['vat_dice']:.3f} | "
-            f"{m['muscle_abs_area_err_pct']:.1f} |"
-        )
-    verdict = "better" if comparison["better"] else "not better"
-    lines += ["", f"Verdict ({comparison['rule']}): **{verdict}** — {'; '.join(comparison['reasons'])}."]
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -114,7 +90,13 @@ def main() -> None:
         rows += [r | {"model": r["engine"]} for r in evaluate(engines, real, cases=held_out)]
     split = {"validation_cases": unseen, "train_cases": sorted(seen)}
     comparison = build_comparison(CANDIDATE, card["model_id"], rows, split)
-    text = _comparison_text(comparison, rows)
+    text = comparison_text(
+        comparison,
+        rows,
+        "Slices the previous model never saw, each segmented by it and by a model continued exactly like "
+        "this one but **without that slice** (nor the other slice of its held-out fold; HU refinement on, "
+        "as the product runs it):",
+    )
     print(text)
 
     final = train_or_resume(MODELS / "finetune.yaml", work / "final", cases=cases, **settings)

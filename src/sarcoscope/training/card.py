@@ -9,30 +9,18 @@ from sarcoscope.conventions import TISSUES
 
 def card_markdown(card: dict[str, Any]) -> str:
     """The card for people: what the model is, what it saw, how it did, how to reproduce it."""
-    a, i, t, v = card["architecture"], card["input"], card["training_data"], card["validation"]
+    if "members" in card:
+        return _ensemble_markdown(card)
+    a, t, v = card["architecture"], card["training_data"], card["validation"]
     r = card["recipe"]
     lines = [
-        f"# Model card: {card['model_id']}",
-        "",
-        f"Created {card['created_utc']} with sarcoscope {card['software']['sarcoscope']} "
-        f"(torch {card['software']['torch']}, MONAI {card['software']['monai']}, ONNX opset "
-        f"{card['software']['onnx_opset']}). File `{card['files']['onnx']}`, "
-        f"sha256 `{card['files']['sha256']}`.",
+        *_heading(card),
         "",
         "## Architecture",
         f"{a['name']}; 2-D, channels {a['channels']}, strides {a['strides']}, {a['num_res_units']} residual "
         f"units per level, dropout {a['dropout']}; {a['parameters']:,} parameters.",
         "",
-        "## Input and output",
-        f"- Pixel size {i['pixel_spacing_mm']} mm (the engine resamples other spacings and maps the output "
-        "back to the CT's own grid).",
-        f"- HU window {i['hu_window']}: {i['normalisation']}.",
-        f"- Canvas: {i['canvas']}×{i['canvas']} model pixels with the body centred (as in training; larger "
-        f"only when a body does not fit), any multiple of {i['size_multiple']} accepted by the ONNX model.",
-        f"- Output: {card['output']}. Labels: "
-        + ", ".join(f"{k} {name}" for k, name in card["labels"].items())
-        + ".",
-        f"- HU ranges of the engine's refinement: {card['hu_ranges']}.",
+        *_input_output(card),
         "",
         "## Training data",
         t["description"] or "(no description given)",
@@ -88,6 +76,62 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines += ["", *comparison_markdown(card["comparison"])]
     if card.get("evaluation"):
         lines += ["", "## Evaluation", card["evaluation"]]
+    return "\n".join(lines) + "\n"
+
+
+def _heading(card: dict[str, Any]) -> list[str]:
+    software = card["software"]
+    return [
+        f"# Model card: {card['model_id']}",
+        "",
+        f"Created {card['created_utc']} with sarcoscope {software['sarcoscope']} (torch {software['torch']}, "
+        f"MONAI {software['monai']}, ONNX opset {software['onnx_opset']}). File `{card['files']['onnx']}`, "
+        f"sha256 `{card['files']['sha256']}`.",
+    ]
+
+
+def _input_output(card: dict[str, Any]) -> list[str]:
+    i = card["input"]
+    return [
+        "## Input and output",
+        f"- Pixel size {i['pixel_spacing_mm']} mm (the engine resamples other spacings and maps the output "
+        "back to the CT's own grid).",
+        f"- HU window {i['hu_window']}: {i['normalisation']}.",
+        f"- Canvas: {i['canvas']}×{i['canvas']} model pixels with the body centred (as in training; larger "
+        f"only when a body does not fit), any multiple of {i['size_multiple']} accepted by the ONNX model.",
+        f"- Output: {card['output']}. Labels: "
+        + ", ".join(f"{k} {name}" for k, name in card["labels"].items())
+        + ".",
+        f"- HU ranges of the engine's refinement: {card['hu_ranges']}.",
+    ]
+
+
+def _ensemble_markdown(card: dict[str, Any]) -> str:
+    """An ensemble's card (training.ensemble): what it is, then each member's own card in full."""
+    a, t, members = card["architecture"], card["training_data"], card["members"]
+    lines = [
+        *_heading(card),
+        "",
+        "## Architecture",
+        f"{a['name']}; {a['parameters']:,} parameters in all. Members: "
+        + ", ".join(f"{n} `{m['model_id']}`" for n, m in enumerate(members))
+        + f". The learning loop (`sarcoscope train --from-store`) fine-tunes member {a['fine_tune_member']}.",
+        "",
+        *_input_output(card),
+        "",
+        "## Training data",
+        t["description"],
+        "",
+        f"- Real slices seen by at least one member: {t['train']['data_slices']} "
+        f"({', '.join(t['train']['data_cases']) or '-'}).",
+    ]
+    if card.get("comparison"):
+        lines += ["", *comparison_markdown(card["comparison"])]
+    if card.get("evaluation"):
+        lines += ["", "## Evaluation", card["evaluation"]]
+    for n, member in enumerate(members):
+        own = card_markdown(member).replace("\n#", "\n##").removeprefix("# Model card: ")
+        lines += ["", f"## Member {n}: {own}"]
     return "\n".join(lines) + "\n"
 
 

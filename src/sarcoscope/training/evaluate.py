@@ -63,6 +63,30 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def comparison_text(comparison: dict[str, Any], rows: list[dict[str, Any]], intro: str) -> str:
+    """A model card's evaluation against the previous default (segmentation.registry.build_comparison of
+    `rows`): `intro`, the per-case Dice table, both models' means and the registry's verdict."""
+    from sarcoscope.segmentation.registry import comparison_means
+
+    lines = [
+        intro,
+        "",
+        markdown_table(rows),
+        "",
+        "| model | muscle Dice | SAT Dice | VAT Dice | mean abs muscle-area error (%) |",
+        "|---|---|---|---|---|",
+    ]
+    for model in (comparison["candidate"], comparison["baseline"]):
+        m = comparison_means(comparison, model)
+        lines.append(
+            f"| {model} | {m['muscle_dice']:.3f} | {m['sat_dice']:.3f} | {m['vat_dice']:.3f} | "
+            f"{m['muscle_abs_area_err_pct']:.1f} |"
+        )
+    verdict = "better" if comparison["better"] else "not better"
+    lines += ["", f"Verdict ({comparison['rule']}): **{verdict}** — {'; '.join(comparison['reasons'])}."]
+    return "\n".join(lines)
+
+
 def attach_evaluation(model_dir: str | Path, markdown: str) -> None:
     """Put an evaluation text (e.g. a `markdown_table` of held-out cases) into the model card."""
     update_card(model_dir, evaluation=markdown)

@@ -50,11 +50,13 @@ def export_onnx(model: torch.nn.Module, path: Path, example: torch.Tensor) -> No
     atomic_write(path, write)
 
 
-def onnx_max_difference(model: torch.nn.Module, path: Path, example: torch.Tensor) -> float:
-    """Largest absolute class-probability (softmax) difference of ONNX Runtime and PyTorch on `example`."""
+def onnx_max_difference(model: torch.nn.Module, path: Path | bytes, example: torch.Tensor) -> float:
+    """Largest absolute class-probability (softmax) difference of ONNX Runtime and PyTorch on `example`
+    (`path`: an ONNX file, or a serialised model)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    source = path if isinstance(path, bytes) else str(path)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {"image": example.numpy()})[0])
     model.eval()
     with torch.no_grad():
@@ -62,8 +64,9 @@ def onnx_max_difference(model: torch.nn.Module, path: Path, example: torch.Tenso
     return float((got.softmax(dim=1) - want.softmax(dim=1)).abs().max())
 
 
-def load_onnx_weights(model: torch.nn.Module, path: Path) -> None:
-    """Put the weights of an ONNX file exported by `export_onnx` back into `model` (same architecture).
+def load_onnx_weights(model: torch.nn.Module, path: Path, member: int | None = None) -> None:
+    """Put the weights of an ONNX file exported by `export_onnx` back into `model` (same architecture); with
+    `member`, those of that member of an ensemble (training.ensemble).
 
     The exporter keeps parameter names except for PReLU slopes, which it renames; those are matched in graph
     order, which for MONAI's U-Net is the order of its modules. The result is checked against ONNX Runtime on
@@ -73,11 +76,15 @@ def load_onnx_weights(model: torch.nn.Module, path: Path) -> None:
     from onnx import numpy_helper
 
     from sarcoscope.errors import InputError
+    from sarcoscope.training.ensemble import member_graph
 
     try:
-        graph = onnx.load(str(path)).graph
+        proto = onnx.load(str(path))
     except Exception as exc:  # onnx raises protobuf errors of several types for corrupt files
         raise InputError(f"Cannot read ONNX model {path}: {exc}") from None
+    if member is not None:
+        proto = member_graph(proto, member)
+    graph = proto.graph
     stored = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     slopes = [stored[node.input[1]] for node in graph.node if node.op_type == "PRelu"]
     state = model.state_dict()
@@ -92,7 +99,7 @@ def load_onnx_weights(model: torch.nn.Module, path: Path) -> None:
     except RuntimeError as exc:
         raise InputError(f"The network in {path} does not match the configured architecture: {exc}") from None
     example = torch.rand(1, 1, 128, 128, generator=torch.Generator().manual_seed(0))
-    if onnx_max_difference(model, path, example) > EXPORT_TOLERANCE:
+    if onnx_max_difference(model, proto.SerializeToString(), example) > EXPORT_TOLERANCE:
         raise InputError(f"The weights read from {path} do not reproduce its output.")
 
 

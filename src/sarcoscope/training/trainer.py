@@ -430,7 +430,7 @@ def train(config: TrainConfig) -> TrainingResult:
     elif init is not None:
         from sarcoscope.training.export import load_onnx_weights
 
-        load_onnx_weights(model, init.onnx_path)
+        load_onnx_weights(model, init.onnx_path, init.member)
 
     stopped_early = bad_epochs >= config.patience
     end_epoch = config.max_epochs
@@ -549,11 +549,13 @@ def train(config: TrainConfig) -> TrainingResult:
 
 @dataclass
 class StartingModel:
-    """A trained model to fine-tune: its ONNX weights, its id, and the settings its network was built with."""
+    """A trained model to fine-tune: its ONNX weights, its id, and the settings its network was built with;
+    `member`: of an ensemble, the member whose weights are the start (training.ensemble)."""
 
     onnx_path: Path
     model_id: str
     settings: dict[str, Any]
+    member: int | None = None
 
 
 def starting_model(spec: str) -> StartingModel:
@@ -580,7 +582,9 @@ def starting_model(spec: str) -> StartingModel:
     }
     if i.get("canvas"):
         settings["input_size"] = int(i["canvas"])
-    return StartingModel(onnx_path, str(card["model_id"]), settings)
+    member = a.get("fine_tune_member") if "members" in card else None
+    model_id = str(card["model_id"]) + (f" (member {member})" if member is not None else "")
+    return StartingModel(onnx_path, model_id, settings, member)
 
 
 def _data_counts(train: list[Sample], val: list[Sample]) -> dict[str, Any]:
