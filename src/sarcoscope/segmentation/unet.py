@@ -324,8 +324,13 @@ class UNetEngine:
         # with `mirror`, the network also sees the mirror image (it learnt both orientations)
         both = self.mirror or observe is not None
         inputs = np.concatenate([x, x[..., ::-1]]) if both else x
-        logits = self._session.run(None, {self._input_name: inputs})[0]
-        plain = _softmax(np.asarray(logits, dtype=np.float32))
+        # an ensemble (training.ensemble) has one output per network: the mean of their probabilities
+        logits = self._session.run(None, {self._input_name: inputs})
+        plain = _softmax(np.asarray(logits[0], dtype=np.float32))
+        for more in logits[1:]:
+            plain += _softmax(np.asarray(more, dtype=np.float32))
+        if len(logits) > 1:
+            plain /= len(logits)
         mirrored = plain[len(x) :, ..., ::-1]
         plain = plain[: len(x)]
         if observe is not None:

@@ -1,11 +1,12 @@
-"""Several trained U-Nets as one model: one ONNX graph that outputs the log of their mean class probabilities.
+"""Several trained U-Nets as one model: one ONNX file that runs them all on the same input, one output each.
 
 Why: with a handful of real training slices, two trainings of the same recipe differ on a slice by as much as
 two more patients add (docs/validation/continuation.md); the mean of two networks' probabilities cancels part
-of that variance. As one ONNX file with the usual input and a "logits" output (the engine's softmax of a
-log-probability gives the probability back), the engine, the model registry and the model card's input
-contract stay as they are. Each member keeps its own weights under a name prefix, so a member can be taken
-out again (`member_graph`) to be fine-tuned by the learning loop or compared on its own.
+of that variance. The engine averages the softmax of every output (segmentation.unet), so the registry, the
+model card's input contract and every caller stay as they are. (The average is not in the graph: ONNX
+Runtime's Softmax over the class axis of NCHW tensors took longer than both networks together.) Each member
+keeps its own weights under a name prefix, so a member can be taken out again (`member_graph`) to be
+fine-tuned by the learning loop or compared on its own.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from sarcoscope.training.card import card_markdown
 
 #: The card fields every member must share: the engine prepares one input and reads one output for all.
 SHARED_FIELDS = ("input", "labels", "hu_ranges", "output")
-#: Smallest mean probability written before the log (float32 softmax can underflow to exactly 0).
-_FLOOR = 1e-30
 
 
 def member_prefix(index: int) -> str:
@@ -44,7 +43,7 @@ def combine_models(members: list[Path], out: Path, description: str) -> Path:
     The members must share their input, labels, HU ranges and network architecture (the learning loop
     fine-tunes a member with the architecture the card states); the last member is the one fine-tuned."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     if len(members) < 2:
         raise InputError("An ensemble needs at least two models.")
@@ -57,7 +56,7 @@ def combine_models(members: list[Path], out: Path, description: str) -> Path:
             if _comparable(card, field) != first:
                 raise InputError(f"Cannot combine {members[0]} and {path}: their '{field}' differ.")
     protos = [onnx.load(str(model_onnx_path(m, c))) for m, c in zip(members, cards, strict=True)]
-    nodes, initializers, probabilities = [], [], []
+    nodes, initializers, outputs = [], [], []
     for index, proto in enumerate(protos):
         graph = onnx.compose.add_prefix(proto, member_prefix(index)).graph
         prefixed_input = graph.input[0].name
@@ -65,22 +64,9 @@ def combine_models(members: list[Path], out: Path, description: str) -> Path:
             node.input[:] = [proto.graph.input[0].name if n == prefixed_input else n for n in node.input]
         nodes += graph.node
         initializers += graph.initializer
-        probabilities.append(f"{member_prefix(index)}probabilities")
-        nodes.append(helper.make_node("Softmax", [graph.output[0].name], [probabilities[-1]], axis=1))
-    weight = helper.make_tensor("ensemble/weight", TensorProto.FLOAT, [], [1.0 / len(protos)])
-    floor = helper.make_tensor("ensemble/floor", TensorProto.FLOAT, [], [_FLOOR])
-    nodes += [
-        helper.make_node("Sum", probabilities, ["ensemble/sum"]),
-        helper.make_node("Mul", ["ensemble/sum", "ensemble/weight"], ["ensemble/mean"]),
-        helper.make_node("Max", ["ensemble/mean", "ensemble/floor"], ["ensemble/clipped"]),
-        helper.make_node("Log", ["ensemble/clipped"], [protos[0].graph.output[0].name]),
-    ]
+        outputs += graph.output
     graph = helper.make_graph(
-        nodes,
-        "sarcoscope-unet-ensemble",
-        list(protos[0].graph.input),
-        list(protos[0].graph.output),
-        initializer=[*initializers, weight, floor],
+        nodes, "sarcoscope-unet-ensemble", list(protos[0].graph.input), outputs, initializer=initializers
     )
     model = helper.make_model(graph, opset_imports=list(protos[0].opset_import))
     model.ir_version = protos[0].ir_version
@@ -119,8 +105,8 @@ def ensemble_card(
             "fine_tune_member": len(cards) - 1,
         },
         **{field: cards[0][field] for field in SHARED_FIELDS},
-        "output": "log of the members' mean class probabilities (n, 5, height, width), read as logits; "
-        "arg-max over axis 1 is the label id",
+        "output": "one output per member, its logits (n, 5, height, width); the engine averages their "
+        "softmax probabilities, and the arg-max over axis 1 of that mean is the label id",
         "training_data": {
             "description": description,
             "initialised_from": None,
@@ -160,9 +146,9 @@ def member_graph(proto: Any, index: int) -> Any:
     initializers = [t for t in graph.initializer if t.name.startswith(prefix)]
     for tensor in initializers:
         tensor.name = strip(tensor.name)
-    member = helper.make_graph(
-        nodes, f"member{index}", list(graph.input), list(graph.output), initializer=initializers
-    )
+    output = next(o for o in graph.output if o.name.startswith(prefix))
+    output.name = strip(output.name)
+    member = helper.make_graph(nodes, f"member{index}", list(graph.input), [output], initializer=initializers)
     model = helper.make_model(member, opset_imports=list(proto.opset_import))
     model.ir_version = proto.ir_version
     return model
