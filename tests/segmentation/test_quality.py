@@ -285,23 +285,17 @@ def real_scores(shared_data: Path) -> dict[str, tuple[SliceQuality, float, float
 
 
 @pytest.mark.slow
-def test_real_slices_the_model_gets_right_score_above_the_threshold(real_scores: dict) -> None:
-    """Measured with the shipped model (it saw EMC041, 052, 100, 101, 172): muscle Dice >= 0.95 on all but
-    EMC051 (0.932). The score passes every good slice but those where the second engine is the one that
-    fails the bar (EMC041: threshold Dice 0.890; EMC040: threshold muscle area -10.6 %, while the U-Net's
-    is -1.1 %): those score at the threshold (EMC040 0.495, flagged; EMC041 0.523), limited by engine
-    disagreement, which cannot say which engine is wrong."""
-    good = {case for case, (_, true, _, _) in real_scores.items() if true >= 0.95}
-    assert good == set(REAL_CASES) - {"EMC051"}
-    second_fails = {case for case, (_, _, d, err) in real_scores.items() if d < 0.9 or abs(err) > 10.0}
-    assert second_fails & good == {"EMC040", "EMC041"}
-    for case in good - second_fails:
-        assert real_scores[case][0].score > REVIEW_THRESHOLD + 0.03, case
-    own = [real_scores[c][0].signal_scores["expected_muscle_dice"] for c in good]
-    assert min(own) > REVIEW_THRESHOLD + 0.05
-    for case in second_fails & good:
-        assert real_scores[case][0].score < REVIEW_THRESHOLD + 0.03, case
-        assert real_scores[case][0].limiting.startswith("engine_"), case
-    # the model's worst slice scores lowest of all nine, and its own uncertainty says so
-    worst = min(real_scores, key=lambda c: real_scores[c][0].score)
-    assert worst == "EMC051" and real_scores["EMC051"][0].limiting == "expected_muscle_dice"
+def test_real_slices_where_both_engines_agree_pass(real_scores: dict) -> None:
+    """The shipped ensemble has seen all nine slices (its second member was fine-tuned on them): muscle Dice
+    >= 0.96 on every one, so any flag here is a false alarm, and the score must not raise one where nothing
+    disagrees: where the threshold engine gets the muscle right too (Dice >= 0.95, area within 5 %), it passes
+    with a margin. Elsewhere it may not (measured 2026-12-05): EMC040 and EMC100 sit just under the threshold,
+    limited by the threshold engine's -10.6 and -8.5 % muscle area, and EMC051 at 0.32 by the model's own
+    uncertainty (its first member never saw it, and its mirrored passes still disagree). How well the score
+    ranks real failures is measured where the models never saw the slices: docs/validation/quality.md
+    (leave-one-out) and the phantoms with injected failures above."""
+    assert all(true >= 0.96 for _, true, _, _ in real_scores.values())
+    agree = {case for case, (_, _, d, err) in real_scores.items() if d >= 0.95 and abs(err) <= 5.0}
+    assert agree == {"EMC052", "EMC091", "EMC158", "EMC172"}
+    for case in agree:
+        assert real_scores[case][0].score > REVIEW_THRESHOLD + 0.05, case

@@ -294,9 +294,10 @@ def _write_index(
         "",
         f"`*{CV_SUFFIX}` reports: leave-one-patient-out predictions of `scripts/train_default_model.py` "
         "(each real slice segmented by a U-Net fine-tuned without it); they are the U-Net's test on real "
-        f"CT. The shipped U-Net was fine-tuned on {len(seen)} of the real slices ({', '.join(seen)}): its "
-        "`real-unet` row is partly a fit, not a test; [continuation.md](continuation.md) tests it on the "
-        "others.",
+        f"CT. The shipped U-Net has seen {len(seen)} of the real slices ({', '.join(seen)}) in training: its "
+        "`real-unet` row is a fit there, not a test. Its test, on slices held out from its training in "
+        "folds, is in its [model card](../../src/sarcoscope/segmentation/models/MODEL_CARD.md) (and "
+        "[continuation.md](continuation.md) for the models it was measured against).",
     ]
     if l3 is not None and not isinstance(l3, str) and l3.l3_summary:
         s = l3.l3_summary
