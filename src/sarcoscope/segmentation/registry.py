@@ -100,10 +100,11 @@ class InstalledModel:
         return text
 
     def measured(self) -> str:
-        """Its measured validation: the comparison with the previous default when the card has one."""
-        comparison = self.card.get("comparison")
+        """Its measured validation: the comparison with the previous default when the card has one (an
+        ensemble's, training.ensemble, compares its held-out folds with the network it was built on)."""
+        comparison = self.card.get("comparison") or self.card.get("ensemble_comparison")
         if comparison:
-            mine = comparison_means(comparison, self.model_id)
+            mine = comparison_means(comparison, comparison["candidate"])
             base = comparison_means(comparison, comparison["baseline"])
             n = len(comparison["split"]["validation_cases"])
             return (
