@@ -388,7 +388,7 @@ function sameLabels(a, b) {
 }
 
 function updateButtons() {
-  $("save-labels").disabled = !state.dirty || state.viewing !== null;
+  $("save-labels").disabled = !state.dirty || state.viewing !== null || saving;
   $("save-labels").textContent = state.dirty ? "Save *" : "Save";
   $("analysis-unsaved").hidden = !state.dirty;
   $("undo").disabled = !state.undo.length;
@@ -412,6 +412,7 @@ async function saveLabels() {
       `/api/studies/${id}/labels?base_version=${state.version}`,
       {method: "POST", headers: {"Content-Type": "application/octet-stream"}, body});
     const saved = await response.json();
+    saving = false; // answered: a next save goes on the version this one made
     if (!stillOpen(id)) return; // saved; the user went on to another study (and discarded what followed)
     state.saved = body;
     state.version = saved.version;
@@ -419,6 +420,7 @@ async function saveLabels() {
     state.dirty = state.edits !== sent && !sameLabels(state.labels, body);
     message(state.dirty ? `Saved as version ${saved.version}; your newer strokes are not saved yet.`
       : `Saved as version ${saved.version}.`);
+    updateButtons(); // Save is pressable again as soon as the page says it saved
     await refreshSide();
   } catch (err) {
     if (!stillOpen(id)) toast(`The labels of the study left were not saved: ${err.message}`);
