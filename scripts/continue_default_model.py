@@ -28,11 +28,9 @@ import shutil
 from pathlib import Path
 
 from sarcoscope.segmentation.model_files import CARD_FILE, CARD_MD_FILE, MODEL_FILE, load_model_card
-from sarcoscope.segmentation.registry import build_comparison
-from sarcoscope.segmentation.unet import UNetEngine
 from sarcoscope.training import train_or_resume
 from sarcoscope.training.data import find_pairs
-from sarcoscope.training.evaluate import comparison_text, evaluate, update_card
+from sarcoscope.training.evaluate import held_out_comparison, update_card
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "src" / "sarcoscope" / "segmentation" / "models"
@@ -80,19 +78,20 @@ def main() -> None:
         "max_epochs": args.max_epochs,
     }
 
-    rows = []
-    for start in range(0, len(unseen), args.holdout):
-        held_out = unseen[start : start + args.holdout]
+    def candidate_for(held_out: list[str]) -> Path:
         others = [c for c in cases if c not in held_out]
         out = work / f"fold-{'-'.join(held_out)}"
-        fold = train_or_resume(MODELS / "finetune.yaml", out, cases=others, **settings)
-        engines = {CANDIDATE: UNetEngine(fold), card["model_id"]: UNetEngine(baseline)}
-        rows += [r | {"model": r["engine"]} for r in evaluate(engines, real, cases=held_out)]
-    split = {"validation_cases": unseen, "train_cases": sorted(seen)}
-    comparison = build_comparison(CANDIDATE, card["model_id"], rows, split)
-    text = comparison_text(
-        comparison,
-        rows,
+        return train_or_resume(MODELS / "finetune.yaml", out, cases=others, **settings)
+
+    comparison, text = held_out_comparison(
+        real,
+        unseen,
+        seen,
+        args.holdout,
+        CANDIDATE,
+        candidate_for,
+        card["model_id"],
+        baseline,
         "Slices the previous model never saw, each segmented by it and by a model continued exactly like "
         "this one but **without that slice** (nor the other slice of its held-out fold; HU refinement on, "
         "as the product runs it):",

@@ -28,12 +28,10 @@ import shutil
 from pathlib import Path
 
 from sarcoscope.segmentation.model_files import CARD_FILE, CARD_MD_FILE, MODEL_FILE, load_model_card
-from sarcoscope.segmentation.registry import build_comparison
-from sarcoscope.segmentation.unet import UNetEngine
 from sarcoscope.training import train_or_resume
 from sarcoscope.training.data import find_pairs
 from sarcoscope.training.ensemble import combine_models, write_member
-from sarcoscope.training.evaluate import comparison_text, evaluate, update_card
+from sarcoscope.training.evaluate import held_out_comparison, update_card
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "src" / "sarcoscope" / "segmentation" / "models"
@@ -78,21 +76,21 @@ def main() -> None:
     settings = {"data_dirs": [str(real)], "init_from": str(pretrained)}
     member = MODELS / "ensemble_member.yaml"
 
-    rows = []
-    for start in range(0, len(unseen), 2):
-        held_out = unseen[start : start + 2]
+    def candidate_for(held_out: list[str]) -> Path:
         name = "-".join(held_out)
-        fold = train_or_resume(
-            member, work / f"fold-{name}", cases=[c for c in cases if c not in held_out], **settings
-        )
-        ensemble = combine_models([first, fold], work / f"ensemble-{name}", "held-out fold")
-        engines = {CANDIDATE: UNetEngine(ensemble), card["model_id"]: UNetEngine(first)}
-        rows += [r | {"model": r["engine"]} for r in evaluate(engines, real, cases=held_out)]
-    split = {"validation_cases": unseen, "train_cases": sorted(seen)}
-    comparison = build_comparison(CANDIDATE, card["model_id"], rows, split)
-    text = comparison_text(
-        comparison,
-        rows,
+        others = [c for c in cases if c not in held_out]
+        fold = train_or_resume(member, work / f"fold-{name}", cases=others, **settings)
+        return combine_models([first, fold], work / f"ensemble-{name}", "held-out fold")
+
+    comparison, text = held_out_comparison(
+        real,
+        unseen,
+        seen,
+        2,
+        CANDIDATE,
+        candidate_for,
+        card["model_id"],
+        first,
         "Slices the first member never saw, each segmented by it alone and by its ensemble with a second "
         "network fine-tuned exactly like the shipped one but **without that slice** (nor the other slice of "
         "its held-out pair); HU refinement and mirror averaging on, as the product runs them:",

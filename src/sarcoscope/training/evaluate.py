@@ -63,6 +63,33 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def held_out_comparison(
+    data_dir: str | Path,
+    held_out: list[str],
+    trained: list[str],
+    group: int,
+    candidate: str,
+    candidate_for: Any,
+    baseline_id: str,
+    baseline_dir: Path,
+    intro: str,
+) -> tuple[dict[str, Any], str]:
+    """Compare a recipe with the current default on the slices `held_out` from it, in groups of `group`:
+    `candidate_for(group_cases)` gives the model made without those cases; it and the default (never
+    trained on them either) segment them. Returns the registry's comparison and its card text."""
+    from sarcoscope.segmentation.registry import build_comparison
+    from sarcoscope.segmentation.unet import UNetEngine
+
+    rows = []
+    for start in range(0, len(held_out), group):
+        cases = held_out[start : start + group]
+        engines = {candidate: UNetEngine(candidate_for(cases)), baseline_id: UNetEngine(baseline_dir)}
+        rows += [r | {"model": r["engine"]} for r in evaluate(engines, data_dir, cases=cases)]
+    split = {"validation_cases": held_out, "train_cases": sorted(trained)}
+    comparison = build_comparison(candidate, baseline_id, rows, split)
+    return comparison, comparison_text(comparison, rows, intro)
+
+
 def comparison_text(comparison: dict[str, Any], rows: list[dict[str, Any]], intro: str) -> str:
     """A model card's evaluation against the previous default (segmentation.registry.build_comparison of
     `rows`): `intro`, the per-case Dice table, both models' means and the registry's verdict."""
