@@ -122,6 +122,7 @@ def test_cli_resume_names_the_options_it_cannot_take(tmp_path: Path) -> None:
         ({"batch_size": "four"}, "batch_size must be a whole number, got 'four'"),
         ({"channels": "8,16"}, "channels must be a list of whole numbers"),
         ({"dropout": 1.0}, "dropout in"),
+        ({"blur_mm": -0.5}, "blur_mm must be >= 0"),
     ],
 )
 def test_config_refuses_values_no_run_can_use(setting: dict, message: str) -> None:
@@ -169,3 +170,10 @@ def test_fine_tuning_from_a_malformed_card_is_a_user_error(tmp_path: Path) -> No
         train(tiny_config(data, tmp_path / "out", init_from=str(model)))
     code, output = cli(str(data), "-o", str(tmp_path / "o2"), "--init-from", str(model), "--no-progress")
     assert code == 1 and "input.pixel_spacing_mm" in output and "internal error" not in output, output
+
+
+@pytest.mark.parametrize("recipe", sorted(DEFAULT_MODEL_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_are_runnable_configs(recipe: Path) -> None:
+    """A misspelt key or a value no run can use in a shipped recipe fails here, not after an hour of training."""
+    config = load_config(recipe)
+    assert config.given and config.given <= set(config.as_dict())

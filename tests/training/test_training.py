@@ -97,6 +97,28 @@ def test_loss_is_half_dice_plus_half_cross_entropy() -> None:
     assert got == pytest.approx(0.5 * dice.mean() + 0.5 * ce, rel=1e-5)
 
 
+def test_blur_augmentation_softens_edges_and_leaves_labels_alone(tmp_path: Path) -> None:
+    """blur_mm: half the slices come out smoothed (a softer kernel), never sharper; labels untouched."""
+    from sarcoscope.training.trainer import SliceDataset, input_spec
+
+    data = write_dataset(tmp_path / "d", n=1)
+    still = {"augment": True, "rotate_deg": 0.0, "scale_range": 0.0, "translate_mm": 0.0}
+    still |= {"flip_lr": False, "noise_hu": 0.0}
+    config = tiny_config(data, tmp_path / "out", blur_mm=6.0, **still)
+    spec = input_spec(config)
+    samples = load_folder(data, config, spec)
+
+    def roughness(image: torch.Tensor) -> float:
+        return float(image.diff(dim=-1).abs().mean())
+
+    plain = SliceDataset(samples, spec, replace(config, blur_mm=0.0), augment=True, seed=0)[0]
+    draws = [SliceDataset(samples, spec, config, augment=True, seed=s)[0] for s in range(12)]
+    ratios = [roughness(d["image"]) / roughness(plain["image"]) for d in draws]
+    assert all(r <= 1.0 + 1e-6 for r in ratios), ratios
+    assert 2 <= sum(r < 0.95 for r in ratios) <= 10, ratios  # about half are blurred
+    assert all(torch.equal(d["label"], plain["label"]) for d in draws)
+
+
 def test_config_from_yaml_with_flag_overrides(tmp_path: Path) -> None:
     path = tmp_path / "recipe.yaml"
     path.write_text(
@@ -349,7 +371,7 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path: Path) -> None:
     tuned = train(
         tiny_config(
             data, tmp_path / "tuned", max_epochs=2, init_from=str(tmp_path / "base"),
-            channels=[8, 16, 32], augment=True, elastic=True,
+            channels=[8, 16, 32], augment=True, elastic=True, blur_mm=1.0,
         )
     )  # fmt: skip
     assert tuned.history[0]["train_loss"] < 0.9 * base.history[0]["train_loss"]
@@ -359,5 +381,6 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path: Path) -> None:
     assert card["training_data"]["initialised_from"] == base_id
     markdown = (tmp_path / "tuned" / "MODEL_CARD.md").read_text()
     assert f"Fine-tuned from `{base_id}`" in markdown and "elastic deformation" in markdown
+    assert "Gaussian blur up to 1.0 mm" in markdown
     with pytest.raises(InputError, match="Cannot fine-tune"):
         train(tiny_config(data, tmp_path / "x", init_from=str(tmp_path / "nothing")))

@@ -46,6 +46,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         + (
             f"rotation ±{r['rotate_deg']}°, scale ±{r['scale_range']}, shift ±{r['translate_mm']} mm, "
             f"left-right flip {r['flip_lr']}, Gaussian noise up to {r['noise_hu']} HU"
+            + (f", Gaussian blur up to {r['blur_mm']} mm" if r.get("blur_mm") else "")
             + (
                 f", elastic deformation (control points {r['elastic_spacing_mm']} mm apart, up to "
                 f"{r['elastic_magnitude_mm']} mm)"

@@ -91,6 +91,9 @@ class TrainConfig:
     translate_mm: float = 15.0
     flip_lr: bool = True
     noise_hu: float = 8.0
+    #: Gaussian blur of half the slices, its standard deviation drawn per axis up to this many mm (0 = off):
+    #: the softer reconstruction kernels and coarser pixels of other scanners, which the real slices lack.
+    blur_mm: float = 0.0
     #: Smooth elastic deformation on top of the affine one (anatomy varies more than rotation and scale):
     #: random offsets on a control grid `elastic_spacing_mm` apart, up to `elastic_magnitude_mm`.
     elastic: bool = False
@@ -155,6 +158,8 @@ class TrainConfig:
             problems.append("hu_window must be (low, high) with low < high")
         if not (self.pixel_spacing_mm > 0 and self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             problems.append("pixel_spacing_mm and learning_rate must be positive")
+        if self.blur_mm < 0:
+            problems.append("blur_mm must be >= 0 (0 = no blur)")
         if self.elastic and not (self.elastic_spacing_mm > 0 and self.elastic_magnitude_mm >= 0):
             problems.append("elastic_spacing_mm must be positive and elastic_magnitude_mm >= 0")
         if not self.data_dirs and self.phantoms <= 0 and not self.resume:  # a resumed run has its own

@@ -24,7 +24,14 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
-from monai.transforms import Compose, Rand2DElasticd, RandAffined, RandFlipd, RandGaussianNoised
+from monai.transforms import (
+    Compose,
+    Rand2DElasticd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+)
 from torch.utils.data import DataLoader, Dataset
 
 from sarcoscope.conventions import TISSUES, Label
@@ -131,6 +138,11 @@ class SliceDataset(Dataset):
                 transforms.append(RandAffined(**affine))
             if config.flip_lr:
                 transforms.append(RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=1))
+            if config.blur_mm > 0:  # before the noise: a soft kernel smooths the anatomy, not the noise added
+                sigma = (0.0, config.blur_mm / spec.pixel_spacing_mm)
+                transforms.append(
+                    RandGaussianSmoothd(keys=("image",), prob=0.5, sigma_x=sigma, sigma_y=sigma)
+                )
             if config.noise_hu > 0:
                 transforms.append(
                     RandGaussianNoised(keys=("image",), prob=0.5, std=config.noise_hu / (hi - lo))
