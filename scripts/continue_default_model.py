@@ -91,7 +91,7 @@ def main() -> None:
         CANDIDATE,
         candidate_for,
         card["model_id"],
-        lambda _: baseline,
+        baseline,
         "Slices the previous model never saw, each segmented by it and by a model continued exactly like "
         "this one but **without that slice** (nor the other slice of its held-out fold; HU refinement on, "
         "as the product runs it):",

@@ -7,7 +7,6 @@ sarcoscope.validation.metrics so the numbers match `sarcoscope validate`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,25 +69,21 @@ def held_out_comparison(
     trained: list[str],
     group: int,
     candidate: str,
-    candidate_for: Callable[[list[str]], Path],
+    candidate_for: Any,
     baseline_id: str,
-    baseline_for: Callable[[list[str]], Path],
+    baseline_dir: Path,
     intro: str,
 ) -> tuple[dict[str, Any], str]:
     """Compare a recipe with the current default on the slices `held_out` from it, in groups of `group`:
-    `candidate_for(group_cases)` gives the model made without those cases, `baseline_for(group_cases)` the
-    default (or the default's recipe made without them); both segment them. Returns the registry's
-    comparison and its card text."""
+    `candidate_for(group_cases)` gives the model made without those cases; it and the default (never
+    trained on them either) segment them. Returns the registry's comparison and its card text."""
     from sarcoscope.segmentation.registry import build_comparison
     from sarcoscope.segmentation.unet import UNetEngine
 
     rows = []
     for start in range(0, len(held_out), group):
         cases = held_out[start : start + group]
-        engines = {
-            candidate: UNetEngine(candidate_for(cases)),
-            baseline_id: UNetEngine(baseline_for(cases)),
-        }
+        engines = {candidate: UNetEngine(candidate_for(cases)), baseline_id: UNetEngine(baseline_dir)}
         rows += [r | {"model": r["engine"]} for r in evaluate(engines, data_dir, cases=cases)]
     split = {"validation_cases": held_out, "train_cases": sorted(trained)}
     comparison = build_comparison(candidate, baseline_id, rows, split)
