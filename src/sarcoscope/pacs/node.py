@@ -117,12 +117,12 @@ ANALYSED_MARKER = ".analysed"
 #: association sending images of its study ends normally (the study sent again, or resumed).
 INTERRUPTED_MARKER = ".interrupted"
 #: Written into a series' image folder when its results could not be sent (the number of images analysed):
-#: they are sent again, as they are, every `retry_send` seconds and by a restarted node; a series made anew
-#: would get new UIDs, and the objects the PACS took before would be there twice.
+#: they are sent again, as they are, every `retry_send` seconds and by a restarted node (not made anew: the
+#: same objects, whatever part of them the PACS took before).
 UNSENT_MARKER = ".unsent"
 #: Written into a series' results folder once they are sent: which images (their SOP Instance UIDs, digested)
 #: they were made from (`.sources-unsent` until then). The same images sent again (a routing rule firing
-#: twice, a resend) leave the results as they are, instead of sending a second set (new UIDs) into the PACS.
+#: twice, a resend) leave the results as they are, instead of analysing and sending them again.
 SOURCES = ".sources"
 SOURCES_UNSENT = ".sources-unsent"
 
@@ -466,7 +466,13 @@ class Node:
             )
         if self.dicomweb is not None:
             stored = self.dicomweb.store(study, [pydicom.dcmread(f) for f in files])
-            log.info("series %s: stored %d result objects on %s", series, stored, self.dicomweb.shown)
+            log.info(
+                "series %s: stored %d result objects on %s (%d held there already)",
+                series,
+                stored.sent,
+                self.dicomweb.shown,
+                stored.held,
+            )
 
     # -- running ------------------------------------------------------------------------------------
     def run(self, poll: float = 1.0) -> None:
