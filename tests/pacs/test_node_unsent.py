@@ -39,7 +39,7 @@ def test_results_not_sent_are_sent_again_once_the_pacs_is_back(tmp_path: Path) -
     assert node.process_settled(now=start) == 1  # the PACS is down
     (uid,) = node.failed
     out = node.results / uid
-    assert "refused the association" in (out / "error.txt").read_text()
+    assert "refused the connection" in (out / "error.txt").read_text()
     made = {p.name: pydicom.dcmread(p).SOPInstanceUID for p in out.glob("*.dcm")}
     assert len(made) == 3
     report = (out / "report.json").stat().st_mtime_ns

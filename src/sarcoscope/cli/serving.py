@@ -113,6 +113,16 @@ def listen(
         str | None,
         typer.Option(help="Store the SEG, SR and QC capture with STOW-RS on this DICOMweb root URL."),
     ] = None,
+    push_connect_timeout: Annotated[
+        float,
+        typer.Option(help="--push-to: seconds to wait for the PACS to take the connection (then: not sent)."),
+    ] = 10.0,
+    push_timeout: Annotated[
+        float,
+        typer.Option(
+            help="--push-to: seconds to wait for each answer of the PACS (the association, each store)."
+        ),
+    ] = 60.0,
     allow_aet: Annotated[
         list[str] | None, typer.Option("--allow-aet", help="Accept images only from this calling AE title.")
     ] = None,
@@ -146,6 +156,8 @@ def listen(
                 engine=engine,
                 push_to=parse_peer(push_to) if push_to else None,
                 push_dicomweb=push_dicomweb,
+                push_connect_timeout=push_connect_timeout,
+                push_timeout=push_timeout,
                 allowed_aets=list(allow_aet or []),
                 keep_images=keep_images,
                 late_window=late_window,

@@ -66,15 +66,22 @@ def parse_peer(text: str) -> Peer:
     return Peer(match["aet"].strip(), match["host"], int(match["port"]))
 
 
-def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float = 60.0) -> int:
+def send_c_store(
+    paths: list[Path], peer: Peer, calling_aet: str, connect_timeout: float = 10.0, timeout: float = 60.0
+) -> int:
     """Send DICOM files to `peer` by C-STORE in one association; return how many it accepted.
 
-    Any refusal (association, presentation context or a non-success status) is an InputError."""
+    Each wait has a bound, so a peer that does not answer fails the send instead of holding the node:
+    `connect_timeout` seconds for the TCP connection (a host that drops it would hold it for minutes),
+    `timeout` for each answer (the association's acceptance, each store's status) and for a silent link.
+    Any refusal (connection, association, presentation context or a non-success status) or a wait that
+    runs out is an InputError saying which."""
     from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
 
     datasets = [pydicom.dcmread(p) for p in paths]
     ae = AE(ae_title=calling_aet)
+    ae.connection_timeout = connect_timeout
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         syntaxes = {
@@ -84,9 +91,27 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
             sop_class, sorted(syntaxes | {ExplicitVRLittleEndian, ImplicitVRLittleEndian})
         )
     where = f"{peer.aet}@{peer.host}:{peer.port}"
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet)
-    if not assoc.is_established:
-        raise InputError(f"The DICOM node {where} refused the association (or cannot be reached).")
+    connected = threading.Event()
+    started = time.monotonic()
+    assoc = ae.associate(
+        peer.host, peer.port, ae_title=peer.aet, evt_handlers=[(evt.EVT_CONN_OPEN, lambda _: connected.set())]
+    )
+    if not assoc.is_established:  # which wait ran out, or who refused what
+        if connected.is_set() and assoc.is_rejected:
+            why = (
+                f"rejected the association (does it know this node's AE title {calling_aet}, and is "
+                f"{peer.aet} its AE title?)"
+            )
+        elif connected.is_set():
+            why = f"did not answer the association request within {timeout:g} s (or aborted it)"
+        elif time.monotonic() - started >= connect_timeout:
+            why = (
+                f"did not answer the connection within {connect_timeout:g} s (a wrong host or port, a "
+                "firewall, or the host is down)"
+            )
+        else:
+            why = "refused the connection or cannot be reached (is the PACS running, on this port?)"
+        raise InputError(f"The DICOM node {where} {why}; nothing was sent.")
     sent = 0
     try:
         # a set is sent whole or not at all: a peer that does not take one of its objects (many PACS take
@@ -98,7 +123,12 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
             raise InputError(f"The DICOM node {where} does not accept {names}; nothing was sent.")
         for ds in datasets:
             status = assoc.send_c_store(ds)
-            code = int(getattr(status, "Status", -1)) if status else -1
+            if not status:  # no answer: pynetdicom aborted the association
+                raise InputError(
+                    f"The DICOM node {where} did not answer the store of {ds.Modality} within {timeout:g} s "
+                    f"(or dropped the connection); {sent} of {len(datasets)} object(s) were sent."
+                )
+            code = int(getattr(status, "Status", -1))
             if code not in (0x0000, 0xB000, 0xB006, 0xB007):  # success, or stored with a warning
                 raise InputError(
                     f"The DICOM node {where} did not store {ds.Modality} (status 0x{code & 0xFFFF:04X})."
@@ -177,6 +207,9 @@ class ListenSettings:
     late_window: float = 600.0
     #: Seconds after which results that could not be sent (the PACS down or refusing) are sent again.
     retry_send: float = 300.0
+    #: C-STORE (`push_to`): seconds to wait for the TCP connection, and for each answer of the peer.
+    push_connect_timeout: float = 10.0
+    push_timeout: float = 60.0
 
 
 class Node:
@@ -188,6 +221,8 @@ class Node:
             raise SarcoscopeError("--settle must be 0 seconds or more.")
         if settings.late_window < 0:
             raise SarcoscopeError("--late-window must be 0 seconds or more.")
+        if settings.push_connect_timeout <= 0 or settings.push_timeout <= 0:
+            raise SarcoscopeError("--push-connect-timeout and --push-timeout must be more than 0 seconds.")
         if not 0 < len(settings.aet) <= 16:
             raise SarcoscopeError("The AE title must be 1 to 16 characters long.")
         from sarcoscope.segmentation import get_engine
@@ -459,8 +494,9 @@ class Node:
 
     def _send(self, study: str, series: str, files: list[Path]) -> None:
         if self.settings.push_to is not None:
-            sent = send_c_store(files, self.settings.push_to, self.settings.aet)
             peer = self.settings.push_to
+            waits = self.settings.push_connect_timeout, self.settings.push_timeout
+            sent = send_c_store(files, peer, self.settings.aet, *waits)
             log.info(
                 "series %s: sent %d result objects to %s@%s:%d", series, sent, peer.aet, peer.host, peer.port
             )
