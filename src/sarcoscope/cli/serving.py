@@ -123,6 +123,13 @@ def listen(
             help="--push-to: seconds to wait for each answer of the PACS (the association, each store)."
         ),
     ] = 60.0,
+    send_attempts: Annotated[
+        int,
+        typer.Option(
+            help="Attempts to send a series' results (5 minutes apart) before giving up on them; they are "
+            "kept, and a restart tries once more."
+        ),
+    ] = 288,
     allow_aet: Annotated[
         list[str] | None, typer.Option("--allow-aet", help="Accept images only from this calling AE title.")
     ] = None,
@@ -158,6 +165,7 @@ def listen(
                 push_dicomweb=push_dicomweb,
                 push_connect_timeout=push_connect_timeout,
                 push_timeout=push_timeout,
+                send_attempts=send_attempts,
                 allowed_aets=list(allow_aet or []),
                 keep_images=keep_images,
                 late_window=late_window,

@@ -13,7 +13,8 @@ incoming/ (not analysed, failed, or grown while it was analysed) are analysed ag
 whose images came in an association that was aborted (the sender stopped, the connection dropped) may have
 arrived in part: it is not analysed until images of its study are sent again in an association that ends
 normally. Results that could not be sent (the PACS down or refusing) are kept and sent again, as they are,
-`retry_send` seconds later and when the node starts.
+`retry_send` seconds later and when the node starts, up to `send_attempts` times; then the node gives up
+(error.txt says so and how to send them: a restart, or the series sent again, tries once more).
 The log names series by their UIDs, never a patient's name, ID or dates.
 """
 
@@ -146,9 +147,9 @@ ANALYSED_MARKER = ".analysed"
 #: stopped, the connection dropped): what arrived may be a part of the series, which is not analysed until an
 #: association sending images of its study ends normally (the study sent again, or resumed).
 INTERRUPTED_MARKER = ".interrupted"
-#: Written into a series' image folder when its results could not be sent (the number of images analysed):
-#: they are sent again, as they are, every `retry_send` seconds and by a restarted node (not made anew: the
-#: same objects, whatever part of them the PACS took before).
+#: Written into a series' image folder when its results could not be sent (the number of images analysed,
+#: then of attempts made): they are sent again, as they are, every `retry_send` seconds and by a restarted
+#: node (not made anew: the same objects, whatever part of them the PACS took before), up to `send_attempts`.
 UNSENT_MARKER = ".unsent"
 #: Written into a series' results folder once they are sent: which images (their SOP Instance UIDs, digested)
 #: they were made from (`.sources-unsent` until then). The same images sent again (a routing rule firing
@@ -165,12 +166,18 @@ def _slices_analysed(out: Path) -> int | None:
         return None
 
 
+def _marked(marker: Path) -> list[int]:
+    """The numbers a marker holds: the images the series held when its analysis started, then (UNSENT_MARKER)
+    the attempts to send its results; [] if unreadable."""
+    try:
+        return [int(n) for n in marker.read_text(encoding="utf-8").split()]
+    except (OSError, ValueError):
+        return []
+
+
 def _images_marked(marker: Path) -> int | None:
     """How many images the series held when its analysis started (the marker's count), None if unreadable."""
-    try:
-        return int(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return next(iter(_marked(marker)), None)
 
 
 def _sources(names: list[str]) -> str:
@@ -207,6 +214,8 @@ class ListenSettings:
     late_window: float = 600.0
     #: Seconds after which results that could not be sent (the PACS down or refusing) are sent again.
     retry_send: float = 300.0
+    #: Attempts to send a series' results before the node gives up on them (288: a day, 5 minutes apart).
+    send_attempts: int = 288
     #: C-STORE (`push_to`): seconds to wait for the TCP connection, and for each answer of the peer.
     push_connect_timeout: float = 10.0
     push_timeout: float = 60.0
@@ -221,6 +230,8 @@ class Node:
             raise SarcoscopeError("--settle must be 0 seconds or more.")
         if settings.late_window < 0:
             raise SarcoscopeError("--late-window must be 0 seconds or more.")
+        if settings.send_attempts < 1:
+            raise SarcoscopeError("--send-attempts must be 1 or more.")
         if settings.push_connect_timeout <= 0 or settings.push_timeout <= 0:
             raise SarcoscopeError("--push-connect-timeout and --push-timeout must be more than 0 seconds.")
         if not 0 < len(settings.aet) <= 16:
@@ -237,7 +248,7 @@ class Node:
         self._pending: dict[tuple[str, str], float] = {}
         self._analysed_at: dict[tuple[str, str], float] = {}  # images kept for late arrivals, since
         self._sending: dict[Any, set[tuple[str, str]]] = {}  # the series each open association sent images of
-        self._unsent: dict[tuple[str, str], tuple[float, int]] = {}  # not sent: since, images analysed
+        self._unsent: dict[tuple[str, str], tuple[float, int, int]] = {}  # not sent: since, images, attempts
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._server: Any = None
@@ -298,7 +309,9 @@ class Node:
                 images = list(folder.glob("*.dcm"))
                 unsent = folder / UNSENT_MARKER
                 if _unchanged_since(unsent, images) and dicom_result_files(self.results / folder.name):
-                    self._unsent[key] = (now - self.settings.retry_send, len(images))  # sent at once
+                    made = _marked(unsent)[1:2] or [1]  # attempts before the restart (an older node's: one)
+                    # sent at once, given up or not: a restart is how error.txt says to send them again
+                    self._unsent[key] = (now - self.settings.retry_send, len(images), made[0])
                 elif _unchanged_since(folder / ANALYSED_MARKER, images):
                     # analysed with all its images: kept for late images, then deleted (or kept for good)
                     if not self.settings.keep_images:
@@ -376,13 +389,15 @@ class Node:
             expired = [k for k, t in self._analysed_at.items() if now - t >= self.settings.late_window]
             for key in expired:
                 del self._analysed_at[key]
-            unsent = [(k, n) for k, (t, n) in self._unsent.items() if now - t >= self.settings.retry_send]
-            for key, _ in unsent:
+            unsent = [
+                (k, n, a) for k, (t, n, a) in self._unsent.items() if now - t >= self.settings.retry_send
+            ]
+            for key, _, _ in unsent:
                 del self._unsent[key]
         for study, series in ready:
             self._analyse(study, series, now)
-        for (study, series), count in unsent:
-            self._deliver(study, series, count, now)
+        for (study, series), count, attempts in unsent:
+            self._deliver(study, series, count, now, attempts)
         for study, series in expired:
             self._delete_images(self.incoming / study / series)
         return len(ready)
@@ -450,9 +465,11 @@ class Node:
         except OSError as why:
             log.error("series %s: cannot write its error.txt: %s", series, why.strerror or why)
 
-    def _deliver(self, study: str, series: str, count: int, now: float) -> None:
-        """Send the series' results (analysed with `count` images). Those that cannot be sent are kept and
-        sent again, as they are, `retry_send` seconds later (a restarted node sends them at once)."""
+    def _deliver(self, study: str, series: str, count: int, now: float, attempts: int = 0) -> None:
+        """Send the series' results (analysed with `count` images; `attempts` made before). Those that cannot
+        be sent are kept and sent again, as they are, `retry_send` seconds later (a restarted node sends them
+        at once), until `send_attempts` were made: then error.txt says they were given up, and how to send
+        them."""
         from sarcoscope.export.writer import dicom_result_files
 
         images = self.incoming / study / series
@@ -461,15 +478,25 @@ class Node:
         try:
             self._send(study, series, dicom_result_files(out))
         except Exception as exc:
-            again = f" The results are sent again in {self.settings.retry_send:g} s."
-            self._failed(study, series, exc, again)
+            attempts += 1
+            most = self.settings.send_attempts
+            if attempts < most:
+                retry = self.settings.retry_send
+                then = f" The results are sent again in {retry:g} s (attempt {attempts} of {most})."
+            else:
+                then = (
+                    f" Not sent after {attempts} attempts: no more are made. The results stay in "
+                    f"results/{series}/; to send them, restart the node (it tries once more) or send the "
+                    "series to it again."
+                )
+            self._failed(study, series, exc, then)
             try:
-                unsent.write_text(f"{count}\n", encoding="utf-8")
+                unsent.write_text(f"{count} {attempts}\n", encoding="utf-8")
             except OSError as why:
                 log.error("series %s: cannot mark its results as not sent: %s", series, why.strerror or why)
             with self._lock:
-                if (study, series) not in self._pending:  # new images: analysed again instead
-                    self._unsent[(study, series)] = (now, count)
+                if attempts < most and (study, series) not in self._pending:  # new images: analysed again
+                    self._unsent[(study, series)] = (now, count, attempts)
             return
         try:
             unsent.unlink(missing_ok=True)
