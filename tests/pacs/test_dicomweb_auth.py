@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from orthanc_server import ct_files, start_orthanc
-from sarcoscope.pacs.dicomweb import DICOMwebServer, DICOMwebServerError
+from sarcoscope.pacs.dicomweb import DICOMwebServer, DICOMwebServerError, Stored
 
 
 def test_basic_auth_from_the_address(tmp_path: Path, shared_data: Path) -> None:
@@ -19,7 +19,7 @@ def test_basic_auth_from_the_address(tmp_path: Path, shared_data: Path) -> None:
         host = orthanc.dicomweb.removeprefix("http://")
         server = DICOMwebServer(f"http://radiology:s3cret-pass@{host}")
         assert server.shown == orthanc.dicomweb  # no password in what messages show
-        assert server.store(str(source.StudyInstanceUID), [source]) == 1  # STOW-RS
+        assert server.store(str(source.StudyInstanceUID), [source]) == Stored(1, 0)  # STOW-RS
         (study,) = server.search_studies({"PatientID": str(source.PatientID)})  # QIDO-RS
         assert study.study_uid == source.StudyInstanceUID
         assert server.retrieve_series(study.study_uid, str(source.SeriesInstanceUID), tmp_path / "got") == 1

@@ -14,7 +14,7 @@ import pytest
 from local_http import serve
 from pydicom.uid import generate_uid
 
-from sarcoscope.pacs.dicomweb import DICOMwebServer, DICOMwebServerError
+from sarcoscope.pacs.dicomweb import DICOMwebServer, DICOMwebServerError, Stored
 
 STUDY = generate_uid(entropy_srcs=["sarcoscope-test-stow", "study"])
 
@@ -51,6 +51,13 @@ def _stow(status: int, answer: object) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
+        def do_GET(self) -> None:  # the search for objects stored before: none
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             body = json.dumps(answer).encode()
@@ -78,7 +85,7 @@ def test_a_store_accepted_in_part_is_an_error() -> None:
 def test_a_store_accepted_whole_counts_every_object() -> None:
     seg, sr = _dataset(1), _dataset(2)
     with _stow(200, {"00081199": {"vr": "SQ", "Value": [_reference(seg), _reference(sr)]}}) as url:
-        assert DICOMwebServer(url).store(STUDY, [seg, sr]) == 2
+        assert DICOMwebServer(url).store(STUDY, [seg, sr]) == Stored(2, 0)
 
 
 @pytest.mark.parametrize("answer", [[], {"00081198": {"vr": "SQ", "Value": "none"}}, {"stored": 2}])

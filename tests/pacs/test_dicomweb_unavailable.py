@@ -2,7 +2,8 @@
 every attempt at a retrieval or a store: one clear error naming the server and its status, on the command
 line and in the web app (502), not "internal error: RetryError" (dicomweb-client's retries give up with an
 exception of the retrying package). Orthanc does not answer 503 on demand, so a small HTTP server does:
-it lists one CT series, and answers every retrieval and store with `status`."""
+it lists one CT series (and no results stored before), and answers every retrieval and store with
+`status`."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def _busy(files: list[Path], status: int) -> Iterator[str]:
                     }
                 ]
                 self._answer(200, json.dumps(listing).encode())
+            elif self.path.split("?", 1)[0] == f"/studies/{study}/instances":  # results stored before: none
+                self._answer(200, b"[]")
             else:
                 self._answer(status)
 

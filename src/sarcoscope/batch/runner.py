@@ -376,7 +376,8 @@ def _push(case: Case, out: Path) -> None:
         raise SarcoscopeError(f"analysed, but the results were not stored: {exc}") from None
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{PUSHED}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"stored": stored, "files": [f.name for f in files]}, fh)
+        record = {"stored": stored.sent, "already_stored": stored.held, "files": [f.name for f in files]}
+        json.dump(record, fh)
     os.replace(tmp, out / PUSHED)
 
 

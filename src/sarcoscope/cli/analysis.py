@@ -245,9 +245,16 @@ def analyze(
 
             kinds = [k for k in DICOM_RESULTS if k in result.outputs]
             stored = store_results(ct_path, [result.outputs[k] for k in kinds])
-            console.print(
-                f"Stored {stored} result object(s) in the study on the DICOMweb server.", style="dim"
-            )
+            if stored.sent:
+                console.print(
+                    f"Stored {stored.sent} result object(s) in the study on the DICOMweb server.", style="dim"
+                )
+            if stored.held:  # the same result (the same UIDs), pushed before
+                console.print(
+                    f"{stored.held} result object(s) were already in the study on the DICOMweb server (this "
+                    "result was pushed before): not sent again.",
+                    style="dim",
+                )
         if as_json:
             sys.stdout.write(result.outputs["report"].read_text())
         else:

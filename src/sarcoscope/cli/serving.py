@@ -113,6 +113,23 @@ def listen(
         str | None,
         typer.Option(help="Store the SEG, SR and QC capture with STOW-RS on this DICOMweb root URL."),
     ] = None,
+    push_connect_timeout: Annotated[
+        float,
+        typer.Option(help="--push-to: seconds to wait for the PACS to take the connection (then: not sent)."),
+    ] = 10.0,
+    push_timeout: Annotated[
+        float,
+        typer.Option(
+            help="--push-to: seconds to wait for each answer of the PACS (the association, each store)."
+        ),
+    ] = 60.0,
+    send_attempts: Annotated[
+        int,
+        typer.Option(
+            help="Attempts to send a series' results (5 minutes apart) before giving up on them; they are "
+            "kept, and a restart tries once more."
+        ),
+    ] = 288,
     allow_aet: Annotated[
         list[str] | None, typer.Option("--allow-aet", help="Accept images only from this calling AE title.")
     ] = None,
@@ -146,6 +163,9 @@ def listen(
                 engine=engine,
                 push_to=parse_peer(push_to) if push_to else None,
                 push_dicomweb=push_dicomweb,
+                push_connect_timeout=push_connect_timeout,
+                push_timeout=push_timeout,
+                send_attempts=send_attempts,
                 allowed_aets=list(allow_aet or []),
                 keep_images=keep_images,
                 late_window=late_window,

@@ -3,8 +3,9 @@ in any PACS viewer next to the CT (highdicom's SCImage).
 
 Patient and study attributes are copied from the analysed CT's header (de-identified the SEG's way when
 asked), never filled with placeholders: a source without them gives no secondary capture and a warning. The
-image gets its own new series and SOP instance UIDs; it is an RGB picture made by a workstation (conversion
-type WSD), with the date and time it was made (the de-identified study date and time when de-identified).
+image gets its own series and SOP instance UIDs (new, or derived from `uid_seed`); it is an RGB picture made
+by a workstation (conversion type WSD), with the date and time it was made (the de-identified study date
+and time when de-identified).
 PatientOrientation describes the left panel, the axial slice in radiological view (patient left towards
 the picture's right, posterior down), which is the one a reader checks first.
 """
@@ -19,9 +20,8 @@ from typing import TYPE_CHECKING
 import highdicom as hd
 import numpy as np
 from PIL import Image
-from pydicom.uid import generate_uid
 
-from sarcoscope.export.seg import hide_creation_time, prepared_sources
+from sarcoscope.export.seg import derived_uid, hide_creation_time, prepared_sources
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, burned_in_problem
 
 if TYPE_CHECKING:
@@ -33,10 +33,14 @@ PATIENT_STUDY = ("PatientID", "StudyInstanceUID")
 
 
 def build_qc_capture(
-    result: AnalysisResult, overlay_png: Path, deidentification: DeidentificationPolicy | None = None
+    result: AnalysisResult,
+    overlay_png: Path,
+    deidentification: DeidentificationPolicy | None = None,
+    uid_seed: str | None = None,
 ) -> tuple[hd.sc.SCImage | None, str | None]:
     """The secondary capture of `overlay_png` for `result`'s study and None, or a note on what it left
-    empty (see seg.prepared_sources); (None, reason) when it cannot be made."""
+    empty (see seg.prepared_sources); (None, reason) when it cannot be made. `uid_seed`: see
+    seg.derived_uid."""
     headers = result.volume.dicom_headers
     if not headers:
         return None, "QC secondary capture not written: the input was not DICOM"
@@ -59,9 +63,9 @@ def build_qc_capture(
                 photometric_interpretation="RGB",
                 bits_allocated=8,
                 coordinate_system="PATIENT",
-                series_instance_uid=generate_uid(),
+                series_instance_uid=derived_uid(uid_seed, "sc-series"),
                 series_number=SC_SERIES_NUMBER,
-                sop_instance_uid=generate_uid(),
+                sop_instance_uid=derived_uid(uid_seed, "sc-instance"),
                 instance_number=1,
                 manufacturer="sarcoscope",
                 patient_orientation=("L", "P"),
@@ -90,10 +94,11 @@ def write_qc_capture(
     overlay_png: Path,
     path: Path,
     deidentification: DeidentificationPolicy | None = None,
+    uid_seed: str | None = None,
 ) -> str | None:
     """Write the secondary capture to `path` when it can be made; return a warning: why not, or what it
     left empty."""
-    sc, message = build_qc_capture(result, overlay_png, deidentification)
+    sc, message = build_qc_capture(result, overlay_png, deidentification, uid_seed)
     if sc is not None:
         sc.save_as(path)
     return message

@@ -177,7 +177,9 @@ def hide_creation_time(
     mark_deidentified(ds, deidentification, burned_in=burned_in)
 
 
-def _uid(seed: str | None, purpose: str) -> str:
+def derived_uid(seed: str | None, purpose: str) -> str:
+    """A new UID, or with `seed` the same UID for the same seed and purpose (an object made again of the same
+    result keeps its identity, so a PACS it is sent to again holds it once)."""
     return generate_uid() if seed is None else generate_uid(entropy_srcs=[seed, purpose])
 
 
@@ -254,9 +256,9 @@ def build_dicom_seg(
                 pixel_array=result.volume.stored_layout(segment_map[labels]),  # the frames' own layout
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
                 segment_descriptions=descriptions,
-                series_instance_uid=_uid(uid_seed, "seg-series"),
+                series_instance_uid=derived_uid(uid_seed, "seg-series"),
                 series_number=9901,
-                sop_instance_uid=_uid(uid_seed, "seg-instance"),
+                sop_instance_uid=derived_uid(uid_seed, "seg-instance"),
                 instance_number=1,
                 manufacturer="sarcoscope",
                 manufacturer_model_name=f"sarcoscope {result.engine}",

@@ -31,7 +31,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from sarcoscope.conventions import TISSUE_TITLES, TISSUES
-from sarcoscope.export.seg import hide_creation_time, prepared_sources
+from sarcoscope.export.seg import derived_uid, hide_creation_time, prepared_sources
 from sarcoscope.imaging.deidentify import DeidentificationPolicy
 from sarcoscope.imaging.labelmaps.seg import SEGMENT_CODES
 
@@ -210,11 +210,14 @@ def _assessment_group(
 
 
 def build_dicom_sr(
-    result: AnalysisResult, seg: Dataset | None, deidentification: DeidentificationPolicy | None = None
+    result: AnalysisResult,
+    seg: Dataset | None,
+    deidentification: DeidentificationPolicy | None = None,
+    uid_seed: str | None = None,
 ) -> tuple[hd.sr.Comprehensive3DSR | None, str | None]:
     """The measurement report for `result` whose segments are in `seg` (built with the same
     `deidentification`) and None, or a note on what it left empty (see seg.prepared_sources); (None,
-    reason) when there is no SEG to reference or highdicom refuses."""
+    reason) when there is no SEG to reference or highdicom refuses. `uid_seed`: see seg.derived_uid."""
     if seg is None:
         return None, "DICOM SR not written: it references the DICOM SEG, which was not written"
     headers = result.volume.dicom_headers or []
@@ -249,9 +252,9 @@ def build_dicom_sr(
             sr = hd.sr.Comprehensive3DSR(
                 evidence=[*sources, seg],
                 content=report,
-                series_instance_uid=generate_uid(),
+                series_instance_uid=derived_uid(uid_seed, "sr-series"),
                 series_number=SR_SERIES_NUMBER,
-                sop_instance_uid=generate_uid(),
+                sop_instance_uid=derived_uid(uid_seed, "sr-instance"),
                 instance_number=1,
                 manufacturer="sarcoscope",
                 is_complete=True,
@@ -269,9 +272,10 @@ def write_dicom_sr(
     seg: Dataset | None,
     path: Path,
     deidentification: DeidentificationPolicy | None = None,
+    uid_seed: str | None = None,
 ) -> str | None:
     """Write the SR to `path` when it can be made; return a warning: why not, or what it left empty."""
-    sr, message = build_dicom_sr(result, seg, deidentification)
+    sr, message = build_dicom_sr(result, seg, deidentification, uid_seed)
     if sr is not None:
         sr.save_as(path)
     return message

@@ -9,6 +9,9 @@ All files are first written into a fresh temporary folder beside `out_dir` (same
 A crash or kill -9 at any point leaves `out_dir` holding either the complete old set or the complete new set,
 never a mix and never neither (Linux); a failed run leaves the old set and removes its temporary folder.
 
+The SEG, SR and QC capture of the same result (the same report, label map and source images; not when or
+where it ran) get the same UIDs, so one sent to a PACS again is the same object there, not a second copy.
+
 De-identified (`deidentification` given): the SEG, SR, QC capture and report.json are de-identified
 consistently (one pseudonym, the same remapped UIDs); overlay.png shows CT pixels, so a series with burned-in
 annotation is refused before anything is written unless the policy accepts it.
@@ -20,6 +23,7 @@ import contextlib
 import ctypes
 import errno
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import nibabel as nib
+import numpy as np
 
 from sarcoscope.errors import OutputError
 from sarcoscope.export.label_tables import (
@@ -93,6 +98,25 @@ def dicom_result_files(out_dir: Path) -> list[Path]:
     return [out_dir / OUTPUT_FILES[k] for k in DICOM_RESULTS if (out_dir / OUTPUT_FILES[k]).is_file()]
 
 
+#: What differs between two runs of the same analysis: left out of its fingerprint.
+_RUN_FIELDS = ("created_utc", "timings_s", "outputs")
+
+
+def result_fingerprint(result: AnalysisResult) -> str:
+    """A digest of everything the DICOM objects of `result` show: its report (not when it ran, how long it
+    took or where the series was read from), label map and source images. It seeds their UIDs, so the same
+    result sent again is the same object to a PACS, and any other result is a new one."""
+    report = build_report(result)
+    for key in _RUN_FIELDS:
+        report.pop(key)
+    report["input"].pop("source_path")
+    digest = hashlib.sha256(json.dumps(report, sort_keys=True).encode())
+    digest.update(np.ascontiguousarray(result.labels).tobytes())
+    for header in result.volume.dicom_headers or []:
+        digest.update(str(header.get("SOPInstanceUID", "")).encode() + b"\n")
+    return digest.hexdigest()
+
+
 def _write_all(
     result: AnalysisResult, tmp: Path, deidentification: DeidentificationPolicy | None, label_order: str
 ) -> tuple[dict[str, str], list[str]]:
@@ -110,7 +134,9 @@ def _write_all(
     ):
         (tmp / OUTPUT_FILES[kind]).write_text(text, encoding="utf-8")
         written[kind] = OUTPUT_FILES[kind]
-    seg, message = build_dicom_seg(result, deidentification)
+    # de-identified objects get new UIDs: ones derived from the source could be made again from it
+    seed = None if deidentification is not None else result_fingerprint(result)
+    seg, message = build_dicom_seg(result, deidentification, uid_seed=seed)
     if message is not None:  # why it was not written, or what it left empty
         warnings.append(message)
     if seg is not None:
@@ -118,11 +144,15 @@ def _write_all(
         written["dicom_seg"] = OUTPUT_FILES["dicom_seg"]
     if result.volume.dicom_headers:  # the SR and the QC capture belong in the source's DICOM study
         for kind, message in (
-            ("dicom_sr", write_dicom_sr(result, seg, tmp / OUTPUT_FILES["dicom_sr"], deidentification)),
+            ("dicom_sr", write_dicom_sr(result, seg, tmp / OUTPUT_FILES["dicom_sr"], deidentification, seed)),
             (
                 "qc_capture",
                 write_qc_capture(
-                    result, tmp / OUTPUT_FILES["overlay"], tmp / OUTPUT_FILES["qc_capture"], deidentification
+                    result,
+                    tmp / OUTPUT_FILES["overlay"],
+                    tmp / OUTPUT_FILES["qc_capture"],
+                    deidentification,
+                    seed,
                 ),
             ),
         ):

@@ -4,7 +4,8 @@ An input `dicomweb+http://host:port/prefix/studies/<StudyUID>[/series/<SeriesUID
 names the server's DICOMweb root (`http://host:port/prefix`) and a study, optionally one series. Without a
 series, the study's CT series is looked up with QIDO-RS; a study with several CT series needs `--series`.
 The instances are written into a local folder, which is then read like any DICOM folder. The results (SEG,
-SR, QC capture) can be stored back into the same study with STOW-RS (`store_results`).
+SR, QC capture) can be stored back into the same study with STOW-RS (`store_results`); those the study
+already holds (the same SOP Instance UIDs: the same result, stored before) are not sent again.
 
 `DICOMwebServer` is the one client the CLI, `batch` and the web app share. Searches are sent with their
 wildcards (`*`, `?`) unencoded: Orthanc's DICOMweb plugin treats a percent-encoded `*` as a literal
@@ -68,6 +69,15 @@ class DICOMwebServerError(InputError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a store did: how many objects it sent (and the server stored), and how many the study held
+    already (the same result stored before), which were not sent again."""
+
+    sent: int
+    held: int
 
 
 class SeriesTooLarge(InputError):
@@ -437,8 +447,21 @@ class DICOMwebServer:
             )
         return count
 
-    def store(self, study_uid: str, datasets: list[pydicom.Dataset]) -> int:
-        """Store `datasets` (all of study `study_uid`) with STOW-RS; return how many were stored.
+    def _held(self, study_uid: str, datasets: list[pydicom.Dataset]) -> set[str]:
+        """The SOP Instance UIDs of `datasets` that study `study_uid` already holds (one search each: a UID
+        list is not matched by every server)."""
+        check_uid(study_uid, "StudyInstanceUID")
+        found: set[str] = set()
+        for ds in datasets:
+            uid = check_uid(str(ds.SOPInstanceUID), "SOPInstanceUID")
+            params: dict[str, str | int] = {"SOPInstanceUID": uid}
+            items = self._qido(f"/studies/{study_uid}/instances", params, f"the search of study {study_uid}")
+            if any(_value(i, "00080018") == uid for i in items):  # a server may ignore the filter
+                found.add(uid)
+        return found
+
+    def store(self, study_uid: str, datasets: list[pydicom.Dataset]) -> Stored:
+        """Store `datasets` (all of study `study_uid`) with STOW-RS, except those the study already holds.
 
         A dataset of another study is refused before anything is sent; a partial failure is an error."""
         foreign = [str(ds.SOPInstanceUID) for ds in datasets if ds.StudyInstanceUID != study_uid]
@@ -447,24 +470,29 @@ class DICOMwebServer:
                 f"Not storing {len(foreign)} object(s) on {self.shown}: not in study {study_uid} "
                 "(de-identified results are not pushed back to the source)."
             )
+        held = self._held(study_uid, datasets)
+        new = [ds for ds in datasets if str(ds.SOPInstanceUID) not in held]
+        if not new:
+            return Stored(0, len(held))
         try:
             # the server's answer as a Dataset; 202 Accepted names what it refused in its Failed SOP Sequence
-            answer = self._client.store_instances(datasets=datasets, study_instance_uid=study_uid)
+            answer = self._client.store_instances(datasets=new, study_instance_uid=study_uid)
         except (*_client_errors(), TypeError, AttributeError) as exc:
             # TypeError, AttributeError: pydicom reading an answer that is JSON but not DICOM JSON
             raise self._error(exc, f"storing the results into study {study_uid}") from None
         failed = list(answer.get("FailedSOPSequence") or []) if isinstance(answer, pydicom.Dataset) else []
         if failed:
             raise DICOMwebServerError(
-                f"The DICOMweb server {self.shown} refused {len(failed)} of {len(datasets)} object(s) "
+                f"The DICOMweb server {self.shown} refused {len(failed)} of {len(new)} object(s) "
                 f"of study {study_uid}.",
                 409,
             )
-        return len(datasets)
+        return Stored(len(new), len(held))
 
 
-def store_results(text: str, paths: list[Path], timeout: float = 60.0) -> int:
-    """Store the DICOM files `paths` (results of the study `text` names) with STOW-RS; return how many.
+def store_results(text: str, paths: list[Path], timeout: float = 60.0) -> Stored:
+    """Store the DICOM files `paths` (results of the study `text` names) with STOW-RS (see
+    DICOMwebServer.store).
 
     They must belong to that study: results of a de-identified run (another study UID) are refused."""
     target = parse_dicomweb_url(text)

@@ -13,7 +13,8 @@ incoming/ (not analysed, failed, or grown while it was analysed) are analysed ag
 whose images came in an association that was aborted (the sender stopped, the connection dropped) may have
 arrived in part: it is not analysed until images of its study are sent again in an association that ends
 normally. Results that could not be sent (the PACS down or refusing) are kept and sent again, as they are,
-`retry_send` seconds later and when the node starts.
+`retry_send` seconds later and when the node starts, up to `send_attempts` times; then the node gives up
+(error.txt says so and how to send them: a restart, or the series sent again, tries once more).
 The log names series by their UIDs, never a patient's name, ID or dates.
 """
 
@@ -66,15 +67,22 @@ def parse_peer(text: str) -> Peer:
     return Peer(match["aet"].strip(), match["host"], int(match["port"]))
 
 
-def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float = 60.0) -> int:
+def send_c_store(
+    paths: list[Path], peer: Peer, calling_aet: str, connect_timeout: float = 10.0, timeout: float = 60.0
+) -> int:
     """Send DICOM files to `peer` by C-STORE in one association; return how many it accepted.
 
-    Any refusal (association, presentation context or a non-success status) is an InputError."""
+    Each wait has a bound, so a peer that does not answer fails the send instead of holding the node:
+    `connect_timeout` seconds for the TCP connection (a host that drops it would hold it for minutes),
+    `timeout` for each answer (the association's acceptance, each store's status) and for a silent link.
+    Any refusal (connection, association, presentation context or a non-success status) or a wait that
+    runs out is an InputError saying which."""
     from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
 
     datasets = [pydicom.dcmread(p) for p in paths]
     ae = AE(ae_title=calling_aet)
+    ae.connection_timeout = connect_timeout
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         syntaxes = {
@@ -84,9 +92,27 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
             sop_class, sorted(syntaxes | {ExplicitVRLittleEndian, ImplicitVRLittleEndian})
         )
     where = f"{peer.aet}@{peer.host}:{peer.port}"
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet)
-    if not assoc.is_established:
-        raise InputError(f"The DICOM node {where} refused the association (or cannot be reached).")
+    connected = threading.Event()
+    started = time.monotonic()
+    assoc = ae.associate(
+        peer.host, peer.port, ae_title=peer.aet, evt_handlers=[(evt.EVT_CONN_OPEN, lambda _: connected.set())]
+    )
+    if not assoc.is_established:  # which wait ran out, or who refused what
+        if connected.is_set() and assoc.is_rejected:
+            why = (
+                f"rejected the association (does it know this node's AE title {calling_aet}, and is "
+                f"{peer.aet} its AE title?)"
+            )
+        elif connected.is_set():
+            why = f"did not answer the association request within {timeout:g} s (or aborted it)"
+        elif time.monotonic() - started >= connect_timeout:
+            why = (
+                f"did not answer the connection within {connect_timeout:g} s (a wrong host or port, a "
+                "firewall, or the host is down)"
+            )
+        else:
+            why = "refused the connection or cannot be reached (is the PACS running, on this port?)"
+        raise InputError(f"The DICOM node {where} {why}; nothing was sent.")
     sent = 0
     try:
         # a set is sent whole or not at all: a peer that does not take one of its objects (many PACS take
@@ -98,7 +124,12 @@ def send_c_store(paths: list[Path], peer: Peer, calling_aet: str, timeout: float
             raise InputError(f"The DICOM node {where} does not accept {names}; nothing was sent.")
         for ds in datasets:
             status = assoc.send_c_store(ds)
-            code = int(getattr(status, "Status", -1)) if status else -1
+            if not status:  # no answer: pynetdicom aborted the association
+                raise InputError(
+                    f"The DICOM node {where} did not answer the store of {ds.Modality} within {timeout:g} s "
+                    f"(or dropped the connection); {sent} of {len(datasets)} object(s) were sent."
+                )
+            code = int(getattr(status, "Status", -1))
             if code not in (0x0000, 0xB000, 0xB006, 0xB007):  # success, or stored with a warning
                 raise InputError(
                     f"The DICOM node {where} did not store {ds.Modality} (status 0x{code & 0xFFFF:04X})."
@@ -116,13 +147,13 @@ ANALYSED_MARKER = ".analysed"
 #: stopped, the connection dropped): what arrived may be a part of the series, which is not analysed until an
 #: association sending images of its study ends normally (the study sent again, or resumed).
 INTERRUPTED_MARKER = ".interrupted"
-#: Written into a series' image folder when its results could not be sent (the number of images analysed):
-#: they are sent again, as they are, every `retry_send` seconds and by a restarted node; a series made anew
-#: would get new UIDs, and the objects the PACS took before would be there twice.
+#: Written into a series' image folder when its results could not be sent (the number of images analysed,
+#: then of attempts made): they are sent again, as they are, every `retry_send` seconds and by a restarted
+#: node (not made anew: the same objects, whatever part of them the PACS took before), up to `send_attempts`.
 UNSENT_MARKER = ".unsent"
 #: Written into a series' results folder once they are sent: which images (their SOP Instance UIDs, digested)
 #: they were made from (`.sources-unsent` until then). The same images sent again (a routing rule firing
-#: twice, a resend) leave the results as they are, instead of sending a second set (new UIDs) into the PACS.
+#: twice, a resend) leave the results as they are, instead of analysing and sending them again.
 SOURCES = ".sources"
 SOURCES_UNSENT = ".sources-unsent"
 
@@ -135,12 +166,18 @@ def _slices_analysed(out: Path) -> int | None:
         return None
 
 
+def _marked(marker: Path) -> list[int]:
+    """The numbers a marker holds: the images the series held when its analysis started, then (UNSENT_MARKER)
+    the attempts to send its results; [] if unreadable."""
+    try:
+        return [int(n) for n in marker.read_text(encoding="utf-8").split()]
+    except (OSError, ValueError):
+        return []
+
+
 def _images_marked(marker: Path) -> int | None:
     """How many images the series held when its analysis started (the marker's count), None if unreadable."""
-    try:
-        return int(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return next(iter(_marked(marker)), None)
 
 
 def _sources(names: list[str]) -> str:
@@ -177,6 +214,11 @@ class ListenSettings:
     late_window: float = 600.0
     #: Seconds after which results that could not be sent (the PACS down or refusing) are sent again.
     retry_send: float = 300.0
+    #: Attempts to send a series' results before the node gives up on them (288: a day, 5 minutes apart).
+    send_attempts: int = 288
+    #: C-STORE (`push_to`): seconds to wait for the TCP connection, and for each answer of the peer.
+    push_connect_timeout: float = 10.0
+    push_timeout: float = 60.0
 
 
 class Node:
@@ -188,6 +230,10 @@ class Node:
             raise SarcoscopeError("--settle must be 0 seconds or more.")
         if settings.late_window < 0:
             raise SarcoscopeError("--late-window must be 0 seconds or more.")
+        if settings.send_attempts < 1:
+            raise SarcoscopeError("--send-attempts must be 1 or more.")
+        if settings.push_connect_timeout <= 0 or settings.push_timeout <= 0:
+            raise SarcoscopeError("--push-connect-timeout and --push-timeout must be more than 0 seconds.")
         if not 0 < len(settings.aet) <= 16:
             raise SarcoscopeError("The AE title must be 1 to 16 characters long.")
         from sarcoscope.segmentation import get_engine
@@ -202,7 +248,7 @@ class Node:
         self._pending: dict[tuple[str, str], float] = {}
         self._analysed_at: dict[tuple[str, str], float] = {}  # images kept for late arrivals, since
         self._sending: dict[Any, set[tuple[str, str]]] = {}  # the series each open association sent images of
-        self._unsent: dict[tuple[str, str], tuple[float, int]] = {}  # not sent: since, images analysed
+        self._unsent: dict[tuple[str, str], tuple[float, int, int]] = {}  # not sent: since, images, attempts
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._server: Any = None
@@ -263,7 +309,9 @@ class Node:
                 images = list(folder.glob("*.dcm"))
                 unsent = folder / UNSENT_MARKER
                 if _unchanged_since(unsent, images) and dicom_result_files(self.results / folder.name):
-                    self._unsent[key] = (now - self.settings.retry_send, len(images))  # sent at once
+                    made = _marked(unsent)[1:2] or [1]  # attempts before the restart (an older node's: one)
+                    # sent at once, given up or not: a restart is how error.txt says to send them again
+                    self._unsent[key] = (now - self.settings.retry_send, len(images), made[0])
                 elif _unchanged_since(folder / ANALYSED_MARKER, images):
                     # analysed with all its images: kept for late images, then deleted (or kept for good)
                     if not self.settings.keep_images:
@@ -341,13 +389,15 @@ class Node:
             expired = [k for k, t in self._analysed_at.items() if now - t >= self.settings.late_window]
             for key in expired:
                 del self._analysed_at[key]
-            unsent = [(k, n) for k, (t, n) in self._unsent.items() if now - t >= self.settings.retry_send]
-            for key, _ in unsent:
+            unsent = [
+                (k, n, a) for k, (t, n, a) in self._unsent.items() if now - t >= self.settings.retry_send
+            ]
+            for key, _, _ in unsent:
                 del self._unsent[key]
         for study, series in ready:
             self._analyse(study, series, now)
-        for (study, series), count in unsent:
-            self._deliver(study, series, count, now)
+        for (study, series), count, attempts in unsent:
+            self._deliver(study, series, count, now, attempts)
         for study, series in expired:
             self._delete_images(self.incoming / study / series)
         return len(ready)
@@ -415,9 +465,11 @@ class Node:
         except OSError as why:
             log.error("series %s: cannot write its error.txt: %s", series, why.strerror or why)
 
-    def _deliver(self, study: str, series: str, count: int, now: float) -> None:
-        """Send the series' results (analysed with `count` images). Those that cannot be sent are kept and
-        sent again, as they are, `retry_send` seconds later (a restarted node sends them at once)."""
+    def _deliver(self, study: str, series: str, count: int, now: float, attempts: int = 0) -> None:
+        """Send the series' results (analysed with `count` images; `attempts` made before). Those that cannot
+        be sent are kept and sent again, as they are, `retry_send` seconds later (a restarted node sends them
+        at once), until `send_attempts` were made: then error.txt says they were given up, and how to send
+        them."""
         from sarcoscope.export.writer import dicom_result_files
 
         images = self.incoming / study / series
@@ -426,15 +478,25 @@ class Node:
         try:
             self._send(study, series, dicom_result_files(out))
         except Exception as exc:
-            again = f" The results are sent again in {self.settings.retry_send:g} s."
-            self._failed(study, series, exc, again)
+            attempts += 1
+            most = self.settings.send_attempts
+            if attempts < most:
+                retry = self.settings.retry_send
+                then = f" The results are sent again in {retry:g} s (attempt {attempts} of {most})."
+            else:
+                then = (
+                    f" Not sent after {attempts} attempts: no more are made. The results stay in "
+                    f"results/{series}/; to send them, restart the node (it tries once more) or send the "
+                    "series to it again."
+                )
+            self._failed(study, series, exc, then)
             try:
-                unsent.write_text(f"{count}\n", encoding="utf-8")
+                unsent.write_text(f"{count} {attempts}\n", encoding="utf-8")
             except OSError as why:
                 log.error("series %s: cannot mark its results as not sent: %s", series, why.strerror or why)
             with self._lock:
-                if (study, series) not in self._pending:  # new images: analysed again instead
-                    self._unsent[(study, series)] = (now, count)
+                if attempts < most and (study, series) not in self._pending:  # new images: analysed again
+                    self._unsent[(study, series)] = (now, count, attempts)
             return
         try:
             unsent.unlink(missing_ok=True)
@@ -459,14 +521,21 @@ class Node:
 
     def _send(self, study: str, series: str, files: list[Path]) -> None:
         if self.settings.push_to is not None:
-            sent = send_c_store(files, self.settings.push_to, self.settings.aet)
             peer = self.settings.push_to
+            waits = self.settings.push_connect_timeout, self.settings.push_timeout
+            sent = send_c_store(files, peer, self.settings.aet, *waits)
             log.info(
                 "series %s: sent %d result objects to %s@%s:%d", series, sent, peer.aet, peer.host, peer.port
             )
         if self.dicomweb is not None:
             stored = self.dicomweb.store(study, [pydicom.dcmread(f) for f in files])
-            log.info("series %s: stored %d result objects on %s", series, stored, self.dicomweb.shown)
+            log.info(
+                "series %s: stored %d result objects on %s (%d held there already)",
+                series,
+                stored.sent,
+                self.dicomweb.shown,
+                stored.held,
+            )
 
     # -- running ------------------------------------------------------------------------------------
     def run(self, poll: float = 1.0) -> None:

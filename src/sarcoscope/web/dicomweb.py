@@ -183,7 +183,8 @@ def push_results(
     study on the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds.
 
     A version pushed before is refused (409) unless `repeat`: the SR and the capture get new UIDs at every
-    export, so a second push adds copies beside the first in the PACS. `warnings`: what the objects left
+    export, so a second push adds copies beside the first in the PACS (`already_stored`: objects the study
+    held already, not sent again: the SEG, whose UIDs the version fixes). `warnings`: what the objects left
     out of the source's header (a malformed value, see export.seg.prepared_sources)."""
     import pydicom
 
@@ -233,7 +234,8 @@ def push_results(
         client_of(request),
     )
     return {
-        "stored": stored,
+        "stored": stored.sent,
+        "already_stored": stored.held,
         "version": row.version,
         "study_uid": study.study_uid,
         "objects": objects,
