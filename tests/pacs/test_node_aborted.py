@@ -38,6 +38,9 @@ def _send(node: Node, datasets: list[pydicom.Dataset], abort: bool) -> None:
     from pynetdicom.sop_class import CTImageStorage
 
     ae = AE(ae_title="SCANNER")
+    # pynetdicom's 30 s defaults: on a loaded CI machine a store answered later was taken for a lost one
+    # ("Received unexpected C-STORE service message") and the test failed on its own sender
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120
     ae.add_requested_context(CTImageStorage, str(datasets[0].file_meta.TransferSyntaxUID))
     assoc = ae.associate("127.0.0.1", node.settings.port, ae_title=node.settings.aet)
     assert assoc.is_established
