@@ -132,7 +132,10 @@ def test_deidentified_batch_codes_case_ids(cohort: Path, tmp_path: Path) -> None
     expected = sorted(f"case-{policy.pseudonymise_text('case', f'patient{seed}')}" for seed in (1, 2, 3))
     assert [r["case_id"] for r in rows] == expected
     assert {r["patient"] for r in rows} == {policy.pseudonym("ANONYMOUS")}  # the phantoms' PatientID
-    assert sorted(p.name for p in (tmp_path / "o" / "cases").iterdir()) == expected
+    assert sorted(p.parent.name for p in (tmp_path / "o" / "cases").glob("*/report.json")) == expected
+    # every case folder, the failed case's too, holds its input's keyed code, no path
+    assert all(str(cohort) not in p.read_text() for p in (tmp_path / "o" / "cases").glob("*/.input-code"))
+    assert len(list((tmp_path / "o" / "cases").glob("*/.input-code"))) == 4
     (failure,) = _rows(tmp_path / "o" / "failures.csv")
     assert failure["case_id"].startswith("case-") and str(cohort) not in failure["error"]
     assert "broken" not in (tmp_path / "o" / "failures.csv").read_text()
@@ -431,3 +434,27 @@ def test_a_folder_that_cannot_be_locked_is_written_unguarded_with_a_warning(
     cases = [c for c in discover_cases(cohort) if c.case_id == "patient1"]
     assert run_batch(cases, tmp_path / "run", engine="threshold").count("done") == 1
     assert "cannot lock" in caplog.text and "No locks available" in caplog.text
+
+
+def test_a_second_deidentified_cohort_with_the_first_ones_case_ids_is_refused(tmp_path: Path) -> None:
+    """De-identified reports name no input, so a second cohort's patient1 got the first one's case code and
+    was skipped as done: cohort.csv listed the first cohort's patient under the second's patient1. The run is
+    refused before any case, naming neither the folders nor the case ids."""
+    for cohort, seed in (("A", 1), ("B", 5)):
+        sl = make_slice(seed, size=256)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / cohort / "patient1")
+    out, policy = tmp_path / "run", DeidentificationPolicy(secret=b"k" * 32)
+    first = run_batch(discover_cases(tmp_path / "A"), out, engine="threshold", deidentification=policy)
+    assert first.count("done") == 1
+    table, (report,) = (out / "cohort.csv").read_bytes(), (out / "cases").glob("*/report.json")
+    before = report.read_bytes()
+    for force in (False, True):
+        with pytest.raises(OutputError, match="results of other inputs") as refused:
+            run_batch(
+                discover_cases(tmp_path / "B"), out, engine="threshold", deidentification=policy, force=force
+            )
+        said = str(refused.value)
+        assert "patient1" not in said and str(tmp_path / "A") not in said and str(tmp_path / "B") not in said
+        assert (out / "cohort.csv").read_bytes() == table and report.read_bytes() == before
+    again = run_batch(discover_cases(tmp_path / "A"), out, engine="threshold", deidentification=policy)
+    assert again.count("skipped") == 1

@@ -170,18 +170,26 @@ def _claim_folder(out_root: Path) -> int | None:
         return None
 
 
-def _check_same_inputs(out_root: Path, cases: list[Case]) -> None:
-    """Refuse a run whose case ids name, in `out_root`, the results of other inputs that still exist (a
-    second cohort whose folders are named like the first's: patient1...): such a case would be skipped as
-    done, listing another patient's results as its own, or analysed over them. De-identified reports name
-    no input; a DICOMweb case's id is its series."""
-    clashes = []
+def _check_same_inputs(out_root: Path, cases: list[Case], policy: DeidentificationPolicy | None) -> None:
+    """Refuse a run whose case ids name, in `out_root`, the results of other inputs (a second cohort whose
+    folders are named like the first's: patient1...): such a case would be skipped as done, listing another
+    patient's results as its own, or analysed over them. A report names its input when it still exists; a
+    de-identified case folder names it by a keyed code (INPUT_MARKER, written here for the cases that lack
+    it), and only the case code is shown. A DICOMweb case's id is its series."""
+    clashes, unmarked = [], []
     for case in cases:
         if not isinstance(case.path, Path):
             continue
+        folder = out_root / "cases" / case.case_id
+        if policy is not None:
+            code, recorded = _input_code(case, policy), _read_marker(folder / INPUT_MARKER)
+            if recorded is None:
+                unmarked.append((folder / INPUT_MARKER, code))
+            elif recorded != code:
+                clashes.append(case.case_id)
+            continue
         try:
-            report = json.loads((out_root / "cases" / case.case_id / REPORT).read_text(encoding="utf-8"))
-            recorded = report["input"]["source_path"]
+            recorded = json.loads((folder / REPORT).read_text(encoding="utf-8"))["input"]["source_path"]
             other = bool(recorded) and Path(recorded).exists() and not os.path.samefile(recorded, case.path)
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -193,6 +201,25 @@ def _check_same_inputs(out_root: Path, cases: list[Case]) -> None:
             f"{out_root} holds the results of other inputs under case ids of this run: {shown}. Give this "
             "cohort a folder of its own, or give its cases other ids (a manifest's case_id column)."
         )
+    for marker, code in unmarked:
+        atomic_write_text(marker, code + "\n")
+
+
+#: In a de-identified case's folder: a keyed code of the input it was analysed from (its real path), so that
+#: another cohort's case of the same id is told apart without the folder naming the input.
+INPUT_MARKER = ".input-code"
+
+
+def _input_code(case: Case, policy: DeidentificationPolicy) -> str:
+    """The keyed code INPUT_MARKER holds for a case read from a file or folder."""
+    return policy.pseudonymise_text("input", os.path.realpath(case.path))
+
+
+def _read_marker(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 #: In a de-identified run's output folder: a keyed digest naming the key its case codes and pseudonyms were
@@ -573,7 +600,7 @@ def run_batch(
         _check_same_kind(out_root, {case.case_id for case in cases}, deidentification is not None)
         if deidentification is not None:
             _check_same_key(out_root, deidentification)
-        _check_same_inputs(out_root, cases)
+        _check_same_inputs(out_root, cases, deidentification)
         kw: dict[str, Any] = {
             "out_root": out_root,
             "engine": engine,
