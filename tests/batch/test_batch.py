@@ -458,3 +458,48 @@ def test_a_second_deidentified_cohort_with_the_first_ones_case_ids_is_refused(tm
         assert (out / "cohort.csv").read_bytes() == table and report.read_bytes() == before
     again = run_batch(discover_cases(tmp_path / "A"), out, engine="threshold", deidentification=policy)
     assert again.count("skipped") == 1
+
+
+def test_a_resumed_deidentified_batch_keeps_no_burned_in_picture_it_does_not_accept(tmp_path: Path) -> None:
+    """A rerun without --accept-burned-in skipped the cases an earlier run had made with it: their overlay
+    and QC capture, showing pixels whose burned-in text may name the patient, stayed listed as this run's
+    de-identified results. The case is analysed again (and refused, as this run refuses such images)."""
+    import pydicom
+
+    sl = make_slice(6, size=192)
+    series = tmp_path / "cohort" / "Doe_John"
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), series)
+    for path in series.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.BurnedInAnnotation = "YES"
+        ds.save_as(path)
+    cases, out = discover_cases(tmp_path / "cohort"), tmp_path / "run"
+    accepting = DeidentificationPolicy(secret=b"k" * 32, accept_burned_in=True)
+    assert run_batch(cases, out, engine="threshold", deidentification=accepting).count("done") == 1
+    (report_path,) = (out / "cases").glob("*/report.json")
+    assert json.loads(report_path.read_text())["deidentification"]["burned_in_annotation_shown"] is True
+    assert pydicom.dcmread(report_path.parent / "report.qc.dcm").PatientIdentityRemoved == "NO"
+    refusing = DeidentificationPolicy(secret=b"k" * 32)
+    again = run_batch(cases, out, engine="threshold", deidentification=refusing)
+    (outcome,) = again.outcomes
+    assert outcome.status == "failed" and "BurnedInAnnotation is YES" in str(outcome.error)
+    assert _rows(out / "cohort.csv") == [] and len(_rows(out / "failures.csv")) == 1
+    assert run_batch(cases, out, engine="threshold", deidentification=accepting).count("skipped") == 1
+
+
+def test_a_resumed_deidentified_batch_analyses_again_a_report_that_does_not_say_what_it_shows(
+    tmp_path: Path,
+) -> None:
+    # reports made before they recorded whether they show burned-in annotation might: made again when this
+    # run does not accept it
+    sl = make_slice(6, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / "case1")
+    cases, out = discover_cases(tmp_path / "cohort"), tmp_path / "run"
+    policy = DeidentificationPolicy(secret=b"k" * 32)
+    assert run_batch(cases, out, engine="threshold", deidentification=policy).count("done") == 1
+    (report_path,) = (out / "cases").glob("*/report.json")
+    report = json.loads(report_path.read_text())
+    assert report["deidentification"].pop("burned_in_annotation_shown") is False
+    report_path.write_text(json.dumps(report))
+    assert run_batch(cases, out, engine="threshold", deidentification=policy).count("done") == 1
+    assert run_batch(cases, out, engine="threshold", deidentification=policy).count("skipped") == 1

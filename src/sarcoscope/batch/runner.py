@@ -319,9 +319,9 @@ def _changed_since(
 ) -> str | None:
     """What makes a case's earlier report not this run's result (None: it is): another model or engine
     version, cutoff set, patient facts, L3 choice, user-given pixel spacing, or de-identification (or
-    its options: a case kept from a run that retained the patient's characteristics or shifted dates
-    would keep them in a folder this run de-identifies without). A resumed batch analyses such a case
-    again instead of mixing results made two ways in one table."""
+    its options: a case kept from a run that retained the patient's characteristics or shifted dates, or
+    accepted burned-in annotation, would keep them in a folder this run de-identifies without). A resumed
+    batch analyses such a case again instead of mixing results made two ways in one table."""
     from sarcoscope.composition import default_cutoff_set
     from sarcoscope.segmentation import get_engine
 
@@ -369,6 +369,10 @@ def _changed_since(
         was, now = (" x ".join(f"{v:g}" for v in spacing) for spacing in (measured, pixel_spacing))
         return f"measured at pixel spacing {was} mm, this run gives {now} mm"
     made = report["deidentification"]["codes"] if "deidentification" in report else None
+    # a report that does not say whether it shows burned-in annotation was made before reports said it
+    shown = made is not None and report["deidentification"].get("burned_in_annotation_shown") is not False
+    if shown and deidentification is not None and not deidentification.accept_burned_in:
+        return "made showing images with burned-in annotation (or not saying), which this run refuses"
     wanted_codes = deidentification.method_code_values if deidentification is not None else None
     if made != wanted_codes:
         if made is None or wanted_codes is None:

@@ -295,6 +295,12 @@ def burned_in_problem(ds: Dataset) -> str | None:
     return None
 
 
+def shows_burned_in(headers: list[Dataset]) -> bool:
+    """Whether outputs showing this series' pixels (overlay.png, the QC capture) may show text burned into
+    them: such outputs are not de-identified unless the policy accepted it."""
+    return any(burned_in_problem(ds) is not None for ds in headers)
+
+
 def refuse_burned_in(headers: list[Dataset], policy: DeidentificationPolicy) -> None:
     """Raise DeidentificationError when an image of a series may show text in its pixels and the policy
     does not accept that (outputs that show CT pixels, like a QC picture, check the series first)."""
