@@ -337,6 +337,29 @@ def test_analyze_into_the_phantoms_folder_keeps_its_true_labels(tmp_path: Path) 
     assert _invoke("analyze", folder / "ct.nii.gz", "-o", folder / "analysis").exit_code == 0
 
 
+def test_a_second_analysis_into_a_folder_being_written_is_refused(tmp_path: Path) -> None:
+    """Two analyses into one -o folder ran unguarded: each wrote its set beside the folder and swapped it in,
+    and the second's clean-up of what a killed run leaves deleted the first's half-written set. The second
+    is refused at once; the first writes its set whole; the folder is free again after it."""
+    from sarcoscope.pipeline import analyze
+
+    sl = make_slice(3, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "ct")
+    out, said = tmp_path / "out", []
+
+    def second_run(stage: str) -> None:
+        if stage in ("read", "write"):  # before the first's analysis, and while it writes
+            args = ("analyze", tmp_path / "ct", "-o", out, "--engine", "threshold", "--no-quality")
+            said.append(_invoke(*args))
+
+    analyze(tmp_path / "ct", out_dir=out, engine="threshold", quality=False, progress=second_run)
+    for result in said:
+        _assert_user_error(result, "another analysis", "is writing into")
+    assert len(said) == 2 and json.loads((out / "report.json").read_text())["segmentation"]["engine"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "out"]  # nothing left beside it
+    assert _invoke("analyze", tmp_path / "ct", "-o", out, "--engine", "threshold").exit_code == 0
+
+
 def test_analyze_range_is_averaged(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     folder, _ = phantom_series
     out = tmp_path / "out"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from sarcoscope import fileio
 from sarcoscope.batch import discover_cases, read_manifest, run_batch
-from sarcoscope.batch import runner as runner_module
 from sarcoscope.batch.cases import RESULT_COLUMNS
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError, OutputError
@@ -430,7 +430,7 @@ def test_a_folder_that_cannot_be_locked_is_written_unguarded_with_a_warning(
     def no_locks(path: Path) -> int:
         raise OSError(errno.ENOLCK, "No locks available", str(path))
 
-    monkeypatch.setattr(runner_module, "claim_lock", no_locks)
+    monkeypatch.setattr(fileio, "claim_lock", no_locks)
     cases = [c for c in discover_cases(cohort) if c.case_id == "patient1"]
     assert run_batch(cases, tmp_path / "run", engine="threshold").count("done") == 1
     assert "cannot lock" in caplog.text and "No locks available" in caplog.text

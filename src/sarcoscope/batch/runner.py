@@ -28,7 +28,7 @@ from typing import Any
 from sarcoscope.batch.cases import Case
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import OutputError, SarcoscopeError
-from sarcoscope.fileio import LockHeld, atomic_write_text, check_output_folder, claim_lock
+from sarcoscope.fileio import atomic_write_text, check_output_folder, holding_lock
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, scrub_message
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
@@ -152,22 +152,11 @@ def _check_same_kind(out_root: Path, case_ids: set[str], deidentified: bool) -> 
         )
 
 
-def _claim_folder(out_root: Path) -> int | None:
-    """The output folder's lock for this run (see BATCH_LOCK); None on a file system without locks (an NFS
-    share mounted without them), where the run goes on unguarded, as before there was a lock."""
-    try:
-        return claim_lock(out_root / BATCH_LOCK)
-    except LockHeld as held:
-        raise OutputError(
-            f"another batch run (process {held.holder}) is writing into {out_root}; wait for it to end, or "
-            "give this run a folder of its own (each run rewrites cohort.csv from the rows it knows, "
-            "dropping the other's)."
-        ) from None
-    except OSError as exc:
-        logger.warning(
-            "cannot lock %s (%s): make sure no other batch run writes into it", out_root, exc.strerror or exc
-        )
-        return None
+def _busy(out_root: Path) -> Callable[[str], str]:
+    return lambda holder: (
+        f"another batch run (process {holder}) is writing into {out_root}; wait for it to end, or give this "
+        "run a folder of its own (each run rewrites cohort.csv from the rows it knows, dropping the other's)."
+    )
 
 
 def _check_same_inputs(out_root: Path, cases: list[Case], policy: DeidentificationPolicy | None) -> None:
@@ -597,8 +586,7 @@ def run_batch(
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_root}: {exc}") from exc
-    lock = _claim_folder(out_root)
-    try:
+    with holding_lock(out_root / BATCH_LOCK, _busy(out_root)):
         if deidentification is not None:
             cases = [deidentified_case(case, deidentification) for case in cases]
         _check_same_kind(out_root, {case.case_id for case in cases}, deidentification is not None)
@@ -628,6 +616,3 @@ def run_batch(
             if outcomes:  # a run that failed before its first case leaves the tables as they were
                 summary.write()
         return summary
-    finally:
-        if lock is not None:
-            os.close(lock)  # releases the lock

@@ -44,7 +44,7 @@ from sarcoscope.export.report import build_report, metrics_csv, report_json
 from sarcoscope.export.sc import write_qc_capture
 from sarcoscope.export.seg import build_dicom_seg
 from sarcoscope.export.sr import write_dicom_sr
-from sarcoscope.fileio import check_output_folder
+from sarcoscope.fileio import check_output_folder, holding_lock
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 
 if TYPE_CHECKING:
@@ -78,6 +78,26 @@ def check_replaceable(out_dir: Path) -> None:
             "one): the outputs would replace them. Give the outputs a folder of their own, e.g. -o "
             f"{Path(out_dir) / 'sarcoscope-out'}."
         )
+
+
+def output_lock(out_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Held by an analysis writing into `out_dir` from its checks to its swap (pipeline.analyze): a second
+    one at once is refused before its work, as each one's clean-up of what a killed run left would delete
+    the other's half-written set. The lock file is beside the folder (the folder is swapped) and goes with
+    the lock."""
+    out = Path(out_dir).resolve() if Path(out_dir).is_symlink() else Path(out_dir)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
+    return holding_lock(
+        out.parent / f".{out.name}.sarcoscope-lock",
+        lambda holder: (
+            f"another analysis (process {holder}) is writing into {out_dir}; wait for it to "
+            "end, or give this one another output folder."
+        ),
+        remove=True,
+    )
 
 
 def _holds_an_analysis(out_dir: Path) -> bool:
