@@ -447,6 +447,27 @@ def test_demo(tmp_path: Path) -> None:
     truth = json.loads((tmp_path / "demo" / "ct" / "truth.json").read_text())["l3_mid_area_cm2"]
     muscle = report["average"]["tissues"]["muscle"]["area_cm2"]
     assert f"muscle {truth['muscle']:.1f} cm², measured {muscle:.1f}" in text
+    # a rerun replaces the CT folder, proven the demo's own by its manifest (every entry, unchanged)
+    ct = tmp_path / "demo" / "ct"
+    again = _invoke("demo", "-o", tmp_path / "demo", "--seed", "8")
+    assert again.exit_code == 0 and json.loads((ct / "truth.json").read_text())["seed"] == 8, again.output
+    (ct / "dicom" / "notes.txt").write_text("mine")
+    _assert_user_error(_invoke("demo", "-o", tmp_path / "demo"), "no earlier demo wrote")
+    assert (ct / "dicom" / "notes.txt").read_text() == "mine"
+
+
+def test_demo_never_deletes_a_ct_folder_it_cannot_prove_its_own(tmp_path: Path) -> None:
+    """`demo -o X` deleted X/ct whenever it held a truth.json, taking it for an earlier demo's phantom: a
+    user's folder of CT and truth (a phantom of their own, their notes) was lost. Only a folder that is
+    exactly what an earlier demo wrote is replaced; anything else is refused and kept."""
+    ct = tmp_path / "demo" / "ct"
+    assert _invoke("phantom", ct, "--kind", "slice", "--size", "64", "--format", "nifti").exit_code == 0
+    (ct / "notes.txt").write_text("my reading of this CT")
+    before = {p.relative_to(ct): p.read_bytes() for p in ct.rglob("*") if p.is_file()}
+    result = _invoke("demo", "-o", tmp_path / "demo")
+    _assert_user_error(result, "no earlier demo wrote", "they are kept", "another folder")
+    assert {p.relative_to(ct): p.read_bytes() for p in ct.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "demo" / "analysis").exists()
 
 
 def test_a_phantom_goes_into_a_new_or_empty_folder_and_bad_options_are_clear(tmp_path: Path) -> None:

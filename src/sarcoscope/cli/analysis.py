@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
-import shutil
+import os
 import sys
 import tempfile
 from enum import StrEnum
@@ -34,7 +35,7 @@ from sarcoscope.cli.common import (
 )
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_INFERIOR_ENDPLATE, L3_MID, TISSUE_TITLES, HURanges
 from sarcoscope.errors import SarcoscopeError
-from sarcoscope.fileio import check_output_folder
+from sarcoscope.fileio import atomic_write_text, check_output_folder
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 
@@ -273,6 +274,55 @@ def _check_phantom_folder(out: Path) -> None:
             break
 
 
+#: In the demo's CT folder: every entry the demo wrote there (a file with its SHA-256, a folder), so that a
+#: later demo replaces the folder only while it is exactly that.
+DEMO_MANIFEST = ".sarcoscope-demo.json"
+
+
+def _demo_entries(folder: Path) -> dict[str, str]:
+    """Every entry below `folder` but the manifest: a file's SHA-256, "folder", or "link" (the demo writes
+    none)."""
+    found: dict[str, str] = {}
+    for root, dirs, names in os.walk(folder):
+        for name in [*dirs, *names]:
+            path = Path(root, name)
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                kind = "link"
+            elif path.is_dir():
+                kind = "folder"
+            else:
+                with path.open("rb") as fh:
+                    kind = hashlib.file_digest(fh, "sha256").hexdigest()
+            found[path.relative_to(folder).as_posix()] = kind
+    found.pop(DEMO_MANIFEST, None)
+    return found
+
+
+def _clear_earlier_demo(ct: Path) -> None:
+    """Empty the CT folder of an earlier demo, which a new one replaces; refuse any other non-empty folder.
+
+    Only what the earlier demo's manifest lists, unchanged, and nothing else there, proves the folder the
+    demo's own: a folder that merely looks like it (a phantom's truth.json) may be the user's, and is kept."""
+    if not ct.is_dir() or not any(ct.iterdir()):
+        return
+    try:
+        listed = json.loads((ct / DEMO_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        listed = None
+    if listed != _demo_entries(ct):
+        raise SarcoscopeError(
+            f"{ct} holds files that no earlier demo wrote there, or that changed since; they are kept. Give "
+            "the demo another folder (-o)."
+        )
+    for name in sorted(listed, key=lambda n: n.count("/"), reverse=True):  # a folder's files before it
+        path = ct / name
+        if listed[name] == "folder":
+            path.rmdir()
+        else:
+            path.unlink()
+    (ct / DEMO_MANIFEST).unlink()
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo CT and its analysis.")] = Path(
@@ -288,11 +338,11 @@ def demo(
         if seed < 0:
             raise SarcoscopeError(f"--seed must be 0 or more, got {seed}.")
         ct = out / "ct"
-        if (ct / "truth.json").is_file():  # an earlier demo's phantom: replaced, not mixed with the new one
-            shutil.rmtree(ct)
+        _clear_earlier_demo(ct)  # an earlier demo's phantom: replaced, not mixed with the new one
         _check_phantom_folder(ct)
         with console.status("generating a synthetic CT…"):
             info = write_phantom(ct, kind="volume", fmt="dicom", seed=seed)
+            atomic_write_text(ct / DEMO_MANIFEST, json.dumps(_demo_entries(ct), indent=1))
         console.print(f"Synthetic CT written to [bold]{esc(str(info['paths']['dicom']))}[/] (seed {seed}).")
         with console.status("analysing…") as status:
             result = run_analysis(
