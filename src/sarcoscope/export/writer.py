@@ -209,13 +209,15 @@ def _sibling(out_dir: Path, kind: str) -> Path:
 
 
 def _recover(out_dir: Path) -> None:
-    """Undo what a killed run left: its old set renamed aside (fallback swap) and temporary folders."""
-    leftovers = sorted(out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.*"))
-    aside = [p for p in leftovers if p.suffix == ".old" and (p / OUTPUT_FILES["report"]).is_file()]
+    """Undo what a killed run left: its old set renamed aside (fallback swap) and temporary folders. Only
+    this folder's, named exactly as `_sibling` names them: `.case.*.*` would take case.2's as well."""
+    named = f".{glob.escape(out_dir.name)}.{'[0-9a-f]' * 12}"
+    leftovers = {kind: sorted(out_dir.parent.glob(f"{named}.{kind}")) for kind in ("old", "partial")}
+    aside = [p for p in leftovers["old"] if (p / OUTPUT_FILES["report"]).is_file()]
     if aside and not out_dir.exists():
         os.replace(aside[-1], out_dir)
-    for path in leftovers:
-        if path.suffix in (".old", ".partial") and path.exists():
+    for path in [*leftovers["old"], *leftovers["partial"]]:
+        if path.exists():
             shutil.rmtree(path, ignore_errors=True)
 
 
