@@ -218,6 +218,35 @@ def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object
     _assert_user_error(without, "need --deidentify")
 
 
+def test_a_deidentified_analysis_names_no_patient_file_in_its_error(tmp_path: Path) -> None:
+    """A de-identified analysis says on the console only what its report would (the console is often kept in
+    a log), but its error named the input's folder and file, here the patient's name and ID, as batch
+    --deidentify does not."""
+    sl = make_slice(4, size=192)
+    folder = tmp_path / "Jansen_12345678"
+    write_dicom_series(np.stack([sl.hu, sl.hu]), (3.0, *sl.pixel_spacing), folder)
+    first = sorted(folder.iterdir())[0]
+    first.with_name("Jansen_img1.dcm").write_bytes(first.read_bytes()[:3000])
+    first.unlink()
+    common = ("analyze", folder, "--engine", "threshold", "--no-quality")
+    plain = _invoke(*common, "-o", tmp_path / "plain")
+    _assert_user_error(plain, "truncated", "Jansen_img1.dcm")
+    deid = _invoke(*common, "-o", tmp_path / "deid", "--deidentify", "--secret-file", tmp_path / "key")
+    _assert_user_error(deid, "truncated", "<input>")
+    assert "Jansen" not in deid.output and "12345678" not in deid.output
+    # a refusal that names an image names it by its de-identified UID, as the outputs would
+    from sarcoscope.imaging.deidentify import load_policy
+
+    first.with_name("Jansen_img1.dcm").unlink()
+    kept = next(folder.glob("*.dcm"))
+    burned = pydicom.dcmread(kept)
+    burned.BurnedInAnnotation = "YES"
+    burned.save_as(kept)
+    refused = _invoke(*common, "-o", tmp_path / "deid", "--deidentify", "--secret-file", tmp_path / "key")
+    uid = load_policy(tmp_path / "key").uid(burned.SOPInstanceUID)
+    _assert_user_error(refused, f"image {uid}: BurnedInAnnotation is YES")
+
+
 def test_a_deidentified_console_holds_no_bmi(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     # report.json leaves out the BMI with the weight (with the SMI and muscle area it gives the weight); the
     # console, often kept in a log, printed it

@@ -483,6 +483,9 @@ def test_a_resumed_deidentified_batch_keeps_no_burned_in_picture_it_does_not_acc
     again = run_batch(cases, out, engine="threshold", deidentification=refusing)
     (outcome,) = again.outcomes
     assert outcome.status == "failed" and "BurnedInAnnotation is YES" in str(outcome.error)
+    # the image by its de-identified UID, not that UID remapped again (which names no image)
+    original = pydicom.dcmread(next(series.glob("*.dcm"))).SOPInstanceUID
+    assert f"image {refusing.uid(original)}:" in str(outcome.error)
     assert _rows(out / "cohort.csv") == [] and len(_rows(out / "failures.csv")) == 1
     assert run_batch(cases, out, engine="threshold", deidentification=accepting).count("skipped") == 1
 

@@ -29,7 +29,7 @@ from sarcoscope.batch.cases import Case
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import OutputError, SarcoscopeError
 from sarcoscope.fileio import atomic_write_text, check_output_folder, holding_lock
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, scrub_message
+from sarcoscope.imaging.deidentify import DeidentificationError, DeidentificationPolicy, scrub_error
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 REPORT = "report.json"
@@ -289,8 +289,9 @@ def analyze_case(
         return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
     except Exception as exc:  # one broken study must not stop a cohort of thousands
         msg = str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
-        if deidentification is not None:  # the input's paths, UIDs and descriptions may name the patient
-            msg = scrub_message(msg, deidentification, case.path) or "a patient characteristic is implausible"
+        # the input's paths, UIDs and descriptions may name the patient
+        if deidentification is not None and not isinstance(exc, DeidentificationError):
+            msg = scrub_error(msg, deidentification, case.path)
         return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, error=msg)
 
 

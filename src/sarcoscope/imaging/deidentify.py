@@ -585,6 +585,14 @@ def scrub_message(
     return message_scrubber(policy, source_path, contrast_agent)(text)
 
 
+def scrub_error(text: str, policy: DeidentificationPolicy, source_path: str | Path | None = None) -> str:
+    """An error message fit for a de-identified run's console or failures table (see scrub_message); one
+    about a patient characteristic the policy removes says only that one is implausible. Not for a
+    DeidentificationError's, which names images by their remapped UIDs already (they would be remapped
+    again, naming no image)."""
+    return scrub_message(text, policy, source_path) or "a patient characteristic is implausible"
+
+
 def deidentify_file(path: Path, policy: DeidentificationPolicy, source: str | None = None) -> bytes:
     """The DICOM file at `path`, de-identified, as bytes (the file itself is not changed); `source` names it
     in a refusal (default: the path, for the user's own files; the web app names the slice instead)."""
