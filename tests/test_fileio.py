@@ -117,3 +117,23 @@ def test_a_held_lock_refuses_a_second_holder_and_leaves_no_file(tmp_path: Path) 
             pass
         assert path.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_claimed_on_a_full_disk_holds_and_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its holder's process id could not be written: the claim failed while keeping the file locked, and the
+    next analysis in that process (the DICOM node's) was refused as 'another analysis' for ever."""
+    import errno
+
+    path = tmp_path / "out.lock"
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with holding_lock(path, str, remove=True), pytest.raises(LockHeld, match="unknown"):
+        claim_lock(path)
+    monkeypatch.undo()
+    with holding_lock(path, lambda holder: f"busy {holder}", remove=True):
+        assert path.read_text() == str(os.getpid())

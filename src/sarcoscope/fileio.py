@@ -75,6 +75,9 @@ def claim_lock(path: Path) -> int:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise LockHeld(holder) from None
+        except OSError:  # no locks on this file system
+            os.close(fd)
+            raise
         try:
             current = os.stat(path)
         except FileNotFoundError:
@@ -82,8 +85,9 @@ def claim_lock(path: Path) -> int:
         if current is not None and os.path.samestat(os.fstat(fd), current):
             break
         os.close(fd)  # its holder removed the file as it let go (holding_lock's `remove`): claim the new one
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    with contextlib.suppress(OSError):  # a full disk: the lock holds, its holder unnamed
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
     return fd
 
 
