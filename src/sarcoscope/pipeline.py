@@ -95,7 +95,8 @@ def analyze(
     quality: bool = True,
     label_order: str = "sarcoscope",
 ) -> AnalysisResult:
-    """Analyse one CT at L3 and, when `out_dir` is given, write the report files there atomically.
+    """Analyse one CT at L3 and, when `out_dir` is given, write the report files there atomically (an
+    analysis into an `out_dir` another one is writing raises OutputError before any work).
 
     `ct` is a DICOM folder / zip / single file, a NIfTI file, or an already loaded CTVolume. Patient facts
     given here override those found in the DICOM header; missing ones leave dependent values "not computed".
