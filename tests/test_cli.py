@@ -218,6 +218,35 @@ def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object
     _assert_user_error(without, "need --deidentify")
 
 
+def test_a_deidentified_analysis_names_no_patient_file_in_its_error(tmp_path: Path) -> None:
+    """A de-identified analysis says on the console only what its report would (the console is often kept in
+    a log), but its error named the input's folder and file, here the patient's name and ID, as batch
+    --deidentify does not."""
+    sl = make_slice(4, size=192)
+    folder = tmp_path / "Jansen_12345678"
+    write_dicom_series(np.stack([sl.hu, sl.hu]), (3.0, *sl.pixel_spacing), folder)
+    first = sorted(folder.iterdir())[0]
+    first.with_name("Jansen_img1.dcm").write_bytes(first.read_bytes()[:3000])
+    first.unlink()
+    common = ("analyze", folder, "--engine", "threshold", "--no-quality")
+    plain = _invoke(*common, "-o", tmp_path / "plain")
+    _assert_user_error(plain, "truncated", "Jansen_img1.dcm")
+    deid = _invoke(*common, "-o", tmp_path / "deid", "--deidentify", "--secret-file", tmp_path / "key")
+    _assert_user_error(deid, "truncated", "<input>")
+    assert "Jansen" not in deid.output and "12345678" not in deid.output
+    # a refusal that names an image names it by its de-identified UID, as the outputs would
+    from sarcoscope.imaging.deidentify import load_policy
+
+    first.with_name("Jansen_img1.dcm").unlink()
+    kept = next(folder.glob("*.dcm"))
+    burned = pydicom.dcmread(kept)
+    burned.BurnedInAnnotation = "YES"
+    burned.save_as(kept)
+    refused = _invoke(*common, "-o", tmp_path / "deid", "--deidentify", "--secret-file", tmp_path / "key")
+    uid = load_policy(tmp_path / "key").uid(burned.SOPInstanceUID)
+    _assert_user_error(refused, f"image {uid}: BurnedInAnnotation is YES")
+
+
 def test_a_deidentified_console_holds_no_bmi(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     # report.json leaves out the BMI with the weight (with the SMI and muscle area it gives the weight); the
     # console, often kept in a log, printed it
@@ -337,6 +366,29 @@ def test_analyze_into_the_phantoms_folder_keeps_its_true_labels(tmp_path: Path) 
     assert _invoke("analyze", folder / "ct.nii.gz", "-o", folder / "analysis").exit_code == 0
 
 
+def test_a_second_analysis_into_a_folder_being_written_is_refused(tmp_path: Path) -> None:
+    """Two analyses into one -o folder ran unguarded: each wrote its set beside the folder and swapped it in,
+    and the second's clean-up of what a killed run leaves deleted the first's half-written set. The second
+    is refused at once; the first writes its set whole; the folder is free again after it."""
+    from sarcoscope.pipeline import analyze
+
+    sl = make_slice(3, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "ct")
+    out, said = tmp_path / "out", []
+
+    def second_run(stage: str) -> None:
+        if stage in ("read", "write"):  # before the first's analysis, and while it writes
+            args = ("analyze", tmp_path / "ct", "-o", out, "--engine", "threshold", "--no-quality")
+            said.append(_invoke(*args))
+
+    analyze(tmp_path / "ct", out_dir=out, engine="threshold", quality=False, progress=second_run)
+    for result in said:
+        _assert_user_error(result, "another analysis", "is writing into")
+    assert len(said) == 2 and json.loads((out / "report.json").read_text())["segmentation"]["engine"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "out"]  # nothing left beside it
+    assert _invoke("analyze", tmp_path / "ct", "-o", out, "--engine", "threshold").exit_code == 0
+
+
 def test_analyze_range_is_averaged(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     folder, _ = phantom_series
     out = tmp_path / "out"
@@ -424,6 +476,27 @@ def test_demo(tmp_path: Path) -> None:
     truth = json.loads((tmp_path / "demo" / "ct" / "truth.json").read_text())["l3_mid_area_cm2"]
     muscle = report["average"]["tissues"]["muscle"]["area_cm2"]
     assert f"muscle {truth['muscle']:.1f} cm², measured {muscle:.1f}" in text
+    # a rerun replaces the CT folder, proven the demo's own by its manifest (every entry, unchanged)
+    ct = tmp_path / "demo" / "ct"
+    again = _invoke("demo", "-o", tmp_path / "demo", "--seed", "8")
+    assert again.exit_code == 0 and json.loads((ct / "truth.json").read_text())["seed"] == 8, again.output
+    (ct / "dicom" / "notes.txt").write_text("mine")
+    _assert_user_error(_invoke("demo", "-o", tmp_path / "demo"), "no earlier demo wrote")
+    assert (ct / "dicom" / "notes.txt").read_text() == "mine"
+
+
+def test_demo_never_deletes_a_ct_folder_it_cannot_prove_its_own(tmp_path: Path) -> None:
+    """`demo -o X` deleted X/ct whenever it held a truth.json, taking it for an earlier demo's phantom: a
+    user's folder of CT and truth (a phantom of their own, their notes) was lost. Only a folder that is
+    exactly what an earlier demo wrote is replaced; anything else is refused and kept."""
+    ct = tmp_path / "demo" / "ct"
+    assert _invoke("phantom", ct, "--kind", "slice", "--size", "64", "--format", "nifti").exit_code == 0
+    (ct / "notes.txt").write_text("my reading of this CT")
+    before = {p.relative_to(ct): p.read_bytes() for p in ct.rglob("*") if p.is_file()}
+    result = _invoke("demo", "-o", tmp_path / "demo")
+    _assert_user_error(result, "no earlier demo wrote", "they are kept", "another folder")
+    assert {p.relative_to(ct): p.read_bytes() for p in ct.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "demo" / "analysis").exists()
 
 
 def test_a_phantom_goes_into_a_new_or_empty_folder_and_bad_options_are_clear(tmp_path: Path) -> None:

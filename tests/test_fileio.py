@@ -1,15 +1,19 @@
-"""write_gzip: one ordinary gzip member from chunks deflated in parallel."""
+"""write_gzip: one ordinary gzip member from chunks deflated in parallel. Lock files: one holder at a time."""
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import io
+import os
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sarcoscope.fileio import GZIP_CHUNK, write_gzip
+from sarcoscope.errors import OutputError
+from sarcoscope.fileio import GZIP_CHUNK, LockHeld, claim_lock, holding_lock, write_gzip
 
 
 def _ct_like_bytes() -> bytes:
@@ -75,3 +79,61 @@ def test_atomic_write_never_opens_the_umask_to_other_threads(
     assert mode == 0o666 & ~umask
     # every mask set on the way keeps at least the bits of the user's own
     assert all(mask & umask == umask for mask in seen), [oct(m) for m in seen]
+
+
+def test_a_lock_file_removed_as_it_is_claimed_is_claimed_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock that removes its file as it lets go: a claim that opened the old file just before would hold a
+    lock nobody else can see, beside a second claimant of the new file. It claims the new file instead."""
+    path = tmp_path / "out.lock"
+    holder = claim_lock(path)
+    real_flock, calls = fcntl.flock, []
+
+    def holder_lets_go_first(fd: int, operation: int) -> None:
+        if not calls:  # the claim has opened the file; its holder lets go as holding_lock(remove=True) does
+            calls.append(fd)
+            path.unlink()
+            os.close(holder)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", holder_lets_go_first)
+    fd = claim_lock(path)
+    monkeypatch.undo()
+    assert os.path.samestat(os.fstat(fd), os.stat(path))
+    with pytest.raises(LockHeld, match=str(os.getpid())):
+        claim_lock(path)
+    os.close(fd)
+
+
+def test_a_held_lock_refuses_a_second_holder_and_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.lock"
+
+    def busy(holder: str) -> str:
+        return f"busy {holder}"
+
+    with holding_lock(path, busy, remove=True):
+        with pytest.raises(OutputError, match=busy(str(os.getpid()))), holding_lock(path, busy, remove=True):
+            pass
+        assert path.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_claimed_on_a_full_disk_holds_and_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its holder's process id could not be written: the claim failed while keeping the file locked, and the
+    next analysis in that process (the DICOM node's) was refused as 'another analysis' for ever."""
+    import errno
+
+    path = tmp_path / "out.lock"
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with holding_lock(path, str, remove=True), pytest.raises(LockHeld, match="unknown"):
+        claim_lock(path)
+    monkeypatch.undo()
+    with holding_lock(path, lambda holder: f"busy {holder}", remove=True):
+        assert path.read_text() == str(os.getpid())

@@ -3,11 +3,13 @@ and output folders checked before the work that fills them."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -15,6 +17,8 @@ from sarcoscope.errors import OutputError, SarcoscopeError
 
 if TYPE_CHECKING:
     import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -63,16 +67,53 @@ def claim_lock(path: Path) -> int:
     """Claim the lock file `path` (created 0600) for this process: an open descriptor holding an exclusive
     lock until it is closed or the process ends, even by a kill, so no stale lock outlives a crash.
     Raises LockHeld when another process (or another claim of this one) holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise LockHeld(holder) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockHeld(holder) from None
+        except OSError:  # no locks on this file system
+            os.close(fd)
+            raise
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)  # its holder removed the file as it let go (holding_lock's `remove`): claim the new one
+    with contextlib.suppress(OSError):  # a full disk: the lock holds, its holder unnamed
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+@contextlib.contextmanager
+def holding_lock(path: Path, busy: Callable[[str], str], *, remove: bool = False) -> Iterator[None]:
+    """Hold the lock file `path` (claim_lock) while the block runs, so that two runs never write one output
+    at once. Held by another process: OutputError(busy(its process id)). On a file system without locks (an
+    NFS share mounted without them) the block runs unguarded, with a warning, as before there were locks.
+    `remove`: the file is deleted as the lock is let go (a lock beside the user's folders leaves nothing)."""
+    try:
+        fd: int | None = claim_lock(path)
+    except LockHeld as held:
+        raise OutputError(busy(held.holder)) from None
+    except OSError as exc:
+        logger.warning(
+            "cannot lock %s (%s): make sure no other run writes there", path.parent, exc.strerror or exc
+        )
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            if remove:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

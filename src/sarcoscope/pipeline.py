@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,7 +95,8 @@ def analyze(
     quality: bool = True,
     label_order: str = "sarcoscope",
 ) -> AnalysisResult:
-    """Analyse one CT at L3 and, when `out_dir` is given, write the report files there atomically.
+    """Analyse one CT at L3 and, when `out_dir` is given, write the report files there atomically (an
+    analysis into an `out_dir` another one is writing raises OutputError before any work).
 
     `ct` is a DICOM folder / zip / single file, a NIfTI file, or an already loaded CTVolume. Patient facts
     given here override those found in the DICOM header; missing ones leave dependent values "not computed".
@@ -120,91 +122,98 @@ def analyze(
         if progress is not None:
             progress(name)
 
-    # what the user gave is checked before the work (an analysis can take minutes)
+    # what the user gave is checked before the work (an analysis can take minutes), and the output folder
+    # is held until its outputs are in (a second analysis into it at once is refused before its work)
+    held = contextlib.ExitStack()
     if out_dir is not None:
-        from sarcoscope.export.writer import check_replaceable
+        from sarcoscope.export.writer import check_replaceable, output_lock
 
         check_output_folder(Path(out_dir), replaced=True)
         check_replaceable(Path(out_dir))
         if not isinstance(ct, CTVolume):
             check_outside_input(Path(out_dir), Path(ct))
-    PatientInfo(height_m=height_m_from_cm(height_cm), weight_kg=weight_kg, sex=sex)
-    if cutoff_set is not None and cutoff_set not in available_cutoff_sets():
-        raise CompositionError(
-            f"Unknown cutoff set '{cutoff_set}'. Available: {', '.join(available_cutoff_sets())}."
+        held.enter_context(output_lock(Path(out_dir)))
+    with held:
+        PatientInfo(height_m=height_m_from_cm(height_cm), weight_kg=weight_kg, sex=sex)
+        if cutoff_set is not None and cutoff_set not in available_cutoff_sets():
+            raise CompositionError(
+                f"Unknown cutoff set '{cutoff_set}'. Available: {', '.join(available_cutoff_sets())}."
+            )
+        seg_engine = get_engine(engine, hu_ranges=hu_ranges)
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        stage("read")
+        volume = (
+            ct
+            if isinstance(ct, CTVolume)
+            else read_ct(ct, series_uid=series_uid, pixel_spacing=pixel_spacing)
         )
-    seg_engine = get_engine(engine, hu_ranges=hu_ranges)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    stage("read")
-    volume = (
-        ct if isinstance(ct, CTVolume) else read_ct(ct, series_uid=series_uid, pixel_spacing=pixel_spacing)
-    )
-    timings["read"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    stage("localize")
-    selection = select_l3(volume, slice_index=slice_index, slice_range=slice_range, convention=convention)
-    timings["localize"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    stage("segment")
-    require_body(volume, selection.indices)
-    hu_slices = volume.hu[selection.indices]
-    slice_quality: QualityAssessment | None = None
-    if quality:
-        from sarcoscope.segmentation.quality import segment_with_quality
-
-        labels, slice_quality = segment_with_quality(
-            seg_engine, hu_slices, volume.pixel_spacing, hu_ranges=hu_ranges
-        )
-    else:
-        labels = seg_engine.segment(hu_slices, volume.pixel_spacing)
-    timings["segment"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    stage("measure")
-    per_slice = [
-        measure_slice(h, lab, volume.pixel_spacing) for h, lab in zip(hu_slices, labels, strict=True)
-    ]
-    average = average_compositions(per_slice)
-    md = volume.metadata
-    patient = PatientInfo.from_metadata(md, height_cm=height_cm, weight_kg=weight_kg, sex=sex)
-    assessment = assess(average, patient, cutoff_set)
-    timings["measure"] = time.perf_counter() - t
-
-    warnings = list(volume.warnings)
-    warnings += [f"{f['flag']}: {f['reason']}" for f in selection.flags]
-    warnings += list(patient.reasons.values())  # DICOM patient facts that were unusable, and why
-    if md.contrast_agent:
-        warnings.append(
-            f"Contrast-enhanced CT ({md.contrast_agent}): contrast raises muscle attenuation, and "
-            "myosteatosis cutoffs depend on contrast phase and kVp; interpret HU-based results accordingly."
-        )
-    warnings += image_warnings(hu_slices, labels, volume.pixel_spacing)
-    review = slice_quality.warning(selection.indices) if slice_quality is not None else None
-    if review:
-        warnings.append(review)
-    result = AnalysisResult(
-        volume=volume,
-        selection=selection,
-        engine=seg_engine.name,
-        model_id=seg_engine.model_id,
-        labels=labels,
-        slices=per_slice,
-        average=average,
-        assessment=assessment,
-        hu_ranges=hu_ranges,
-        software_version=__version__,
-        warnings=warnings,
-        timings=timings,
-        quality=slice_quality,
-    )
-    if out_dir is not None:
-        from sarcoscope.export import write_outputs
+        timings["read"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        stage("write")
-        result.outputs = write_outputs(result, Path(out_dir), deidentification, label_order)
-        timings["write"] = time.perf_counter() - t
-    return result
+        stage("localize")
+        selection = select_l3(volume, slice_index=slice_index, slice_range=slice_range, convention=convention)
+        timings["localize"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        stage("segment")
+        require_body(volume, selection.indices)
+        hu_slices = volume.hu[selection.indices]
+        slice_quality: QualityAssessment | None = None
+        if quality:
+            from sarcoscope.segmentation.quality import segment_with_quality
+
+            labels, slice_quality = segment_with_quality(
+                seg_engine, hu_slices, volume.pixel_spacing, hu_ranges=hu_ranges
+            )
+        else:
+            labels = seg_engine.segment(hu_slices, volume.pixel_spacing)
+        timings["segment"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        stage("measure")
+        per_slice = [
+            measure_slice(h, lab, volume.pixel_spacing) for h, lab in zip(hu_slices, labels, strict=True)
+        ]
+        average = average_compositions(per_slice)
+        md = volume.metadata
+        patient = PatientInfo.from_metadata(md, height_cm=height_cm, weight_kg=weight_kg, sex=sex)
+        assessment = assess(average, patient, cutoff_set)
+        timings["measure"] = time.perf_counter() - t
+
+        warnings = list(volume.warnings)
+        warnings += [f"{f['flag']}: {f['reason']}" for f in selection.flags]
+        warnings += list(patient.reasons.values())  # DICOM patient facts that were unusable, and why
+        if md.contrast_agent:
+            warnings.append(
+                f"Contrast-enhanced CT ({md.contrast_agent}): contrast raises muscle attenuation, and "
+                "myosteatosis cutoffs depend on contrast phase and kVp; interpret HU-based results "
+                "accordingly."
+            )
+        warnings += image_warnings(hu_slices, labels, volume.pixel_spacing)
+        review = slice_quality.warning(selection.indices) if slice_quality is not None else None
+        if review:
+            warnings.append(review)
+        result = AnalysisResult(
+            volume=volume,
+            selection=selection,
+            engine=seg_engine.name,
+            model_id=seg_engine.model_id,
+            labels=labels,
+            slices=per_slice,
+            average=average,
+            assessment=assessment,
+            hu_ranges=hu_ranges,
+            software_version=__version__,
+            warnings=warnings,
+            timings=timings,
+            quality=slice_quality,
+        )
+        if out_dir is not None:
+            from sarcoscope.export import write_outputs
+
+            t = time.perf_counter()
+            stage("write")
+            result.outputs = write_outputs(result, Path(out_dir), deidentification, label_order)
+            timings["write"] = time.perf_counter() - t
+        return result

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from sarcoscope import fileio
 from sarcoscope.batch import discover_cases, read_manifest, run_batch
-from sarcoscope.batch import runner as runner_module
 from sarcoscope.batch.cases import RESULT_COLUMNS
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError, OutputError
@@ -132,7 +132,10 @@ def test_deidentified_batch_codes_case_ids(cohort: Path, tmp_path: Path) -> None
     expected = sorted(f"case-{policy.pseudonymise_text('case', f'patient{seed}')}" for seed in (1, 2, 3))
     assert [r["case_id"] for r in rows] == expected
     assert {r["patient"] for r in rows} == {policy.pseudonym("ANONYMOUS")}  # the phantoms' PatientID
-    assert sorted(p.name for p in (tmp_path / "o" / "cases").iterdir()) == expected
+    assert sorted(p.parent.name for p in (tmp_path / "o" / "cases").glob("*/report.json")) == expected
+    # every case folder, the failed case's too, holds its input's keyed code, no path
+    assert all(str(cohort) not in p.read_text() for p in (tmp_path / "o" / "cases").glob("*/.input-code"))
+    assert len(list((tmp_path / "o" / "cases").glob("*/.input-code"))) == 4
     (failure,) = _rows(tmp_path / "o" / "failures.csv")
     assert failure["case_id"].startswith("case-") and str(cohort) not in failure["error"]
     assert "broken" not in (tmp_path / "o" / "failures.csv").read_text()
@@ -427,7 +430,79 @@ def test_a_folder_that_cannot_be_locked_is_written_unguarded_with_a_warning(
     def no_locks(path: Path) -> int:
         raise OSError(errno.ENOLCK, "No locks available", str(path))
 
-    monkeypatch.setattr(runner_module, "claim_lock", no_locks)
+    monkeypatch.setattr(fileio, "claim_lock", no_locks)
     cases = [c for c in discover_cases(cohort) if c.case_id == "patient1"]
     assert run_batch(cases, tmp_path / "run", engine="threshold").count("done") == 1
     assert "cannot lock" in caplog.text and "No locks available" in caplog.text
+
+
+def test_a_second_deidentified_cohort_with_the_first_ones_case_ids_is_refused(tmp_path: Path) -> None:
+    """De-identified reports name no input, so a second cohort's patient1 got the first one's case code and
+    was skipped as done: cohort.csv listed the first cohort's patient under the second's patient1. The run is
+    refused before any case, naming neither the folders nor the case ids."""
+    for cohort, seed in (("A", 1), ("B", 5)):
+        sl = make_slice(seed, size=256)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / cohort / "patient1")
+    out, policy = tmp_path / "run", DeidentificationPolicy(secret=b"k" * 32)
+    first = run_batch(discover_cases(tmp_path / "A"), out, engine="threshold", deidentification=policy)
+    assert first.count("done") == 1
+    table, (report,) = (out / "cohort.csv").read_bytes(), (out / "cases").glob("*/report.json")
+    before = report.read_bytes()
+    for force in (False, True):
+        with pytest.raises(OutputError, match="results of other inputs") as refused:
+            run_batch(
+                discover_cases(tmp_path / "B"), out, engine="threshold", deidentification=policy, force=force
+            )
+        said = str(refused.value)
+        assert "patient1" not in said and str(tmp_path / "A") not in said and str(tmp_path / "B") not in said
+        assert (out / "cohort.csv").read_bytes() == table and report.read_bytes() == before
+    again = run_batch(discover_cases(tmp_path / "A"), out, engine="threshold", deidentification=policy)
+    assert again.count("skipped") == 1
+
+
+def test_a_resumed_deidentified_batch_keeps_no_burned_in_picture_it_does_not_accept(tmp_path: Path) -> None:
+    """A rerun without --accept-burned-in skipped the cases an earlier run had made with it: their overlay
+    and QC capture, showing pixels whose burned-in text may name the patient, stayed listed as this run's
+    de-identified results. The case is analysed again (and refused, as this run refuses such images)."""
+    import pydicom
+
+    sl = make_slice(6, size=192)
+    series = tmp_path / "cohort" / "Doe_John"
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), series)
+    for path in series.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.BurnedInAnnotation = "YES"
+        ds.save_as(path)
+    cases, out = discover_cases(tmp_path / "cohort"), tmp_path / "run"
+    accepting = DeidentificationPolicy(secret=b"k" * 32, accept_burned_in=True)
+    assert run_batch(cases, out, engine="threshold", deidentification=accepting).count("done") == 1
+    (report_path,) = (out / "cases").glob("*/report.json")
+    assert json.loads(report_path.read_text())["deidentification"]["burned_in_annotation_shown"] is True
+    assert pydicom.dcmread(report_path.parent / "report.qc.dcm").PatientIdentityRemoved == "NO"
+    refusing = DeidentificationPolicy(secret=b"k" * 32)
+    again = run_batch(cases, out, engine="threshold", deidentification=refusing)
+    (outcome,) = again.outcomes
+    assert outcome.status == "failed" and "BurnedInAnnotation is YES" in str(outcome.error)
+    # the image by its de-identified UID, not that UID remapped again (which names no image)
+    original = pydicom.dcmread(next(series.glob("*.dcm"))).SOPInstanceUID
+    assert f"image {refusing.uid(original)}:" in str(outcome.error)
+    assert _rows(out / "cohort.csv") == [] and len(_rows(out / "failures.csv")) == 1
+    assert run_batch(cases, out, engine="threshold", deidentification=accepting).count("skipped") == 1
+
+
+def test_a_resumed_deidentified_batch_analyses_again_a_report_that_does_not_say_what_it_shows(
+    tmp_path: Path,
+) -> None:
+    # reports made before they recorded whether they show burned-in annotation might: made again when this
+    # run does not accept it
+    sl = make_slice(6, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / "case1")
+    cases, out = discover_cases(tmp_path / "cohort"), tmp_path / "run"
+    policy = DeidentificationPolicy(secret=b"k" * 32)
+    assert run_batch(cases, out, engine="threshold", deidentification=policy).count("done") == 1
+    (report_path,) = (out / "cases").glob("*/report.json")
+    report = json.loads(report_path.read_text())
+    assert report["deidentification"].pop("burned_in_annotation_shown") is False
+    report_path.write_text(json.dumps(report))
+    assert run_batch(cases, out, engine="threshold", deidentification=policy).count("done") == 1
+    assert run_batch(cases, out, engine="threshold", deidentification=policy).count("skipped") == 1

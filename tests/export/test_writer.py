@@ -151,6 +151,26 @@ def test_old_set_left_aside_by_a_killed_fallback_swap_is_restored(make_result, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_what_a_killed_run_left_beside_another_folder_is_not_taken(make_result, tmp_path) -> None:
+    """The clean-up matched `.case.*.*`, so a write into `case` took what a killed write into `case.2` left
+    beside it: that case's old set was moved in as this one's (two patients' results mixed) and its new
+    set, half-written by a run still going, deleted. Only this folder's own leftovers are touched."""
+    write_outputs(make_result((5,)), tmp_path / "case.2")
+    (tmp_path / "case.2" / "notes.txt").write_text("case.2's notes")
+    aside = tmp_path / ".case.2.0123456789ab.old"
+    (tmp_path / "case.2").rename(aside)
+    partial = tmp_path / ".case.2.ba9876543210.partial"
+    partial.mkdir()
+    write_outputs(make_result((4, 5)), tmp_path / "case")
+    assert sorted(p.name for p in (tmp_path / "case").iterdir()) == sorted(
+        set(OUTPUT_FILES.values()) - {"labels.seg.dcm", "report.sr.dcm", "report.qc.dcm"}
+    )
+    assert aside.is_dir() and partial.is_dir()
+    write_outputs(make_result((6,)), tmp_path / "case.2")  # its own next write puts its old set back first
+    assert (tmp_path / "case.2" / "notes.txt").read_text() == "case.2's notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case", "case.2"]
+
+
 def test_output_folder_checked_before_work(tmp_path) -> None:
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")

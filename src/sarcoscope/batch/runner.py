@@ -28,8 +28,8 @@ from typing import Any
 from sarcoscope.batch.cases import Case
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import OutputError, SarcoscopeError
-from sarcoscope.fileio import LockHeld, atomic_write_text, check_output_folder, claim_lock
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, scrub_message
+from sarcoscope.fileio import atomic_write_text, check_output_folder, holding_lock
+from sarcoscope.imaging.deidentify import DeidentificationError, DeidentificationPolicy, scrub_error
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 REPORT = "report.json"
@@ -152,36 +152,33 @@ def _check_same_kind(out_root: Path, case_ids: set[str], deidentified: bool) -> 
         )
 
 
-def _claim_folder(out_root: Path) -> int | None:
-    """The output folder's lock for this run (see BATCH_LOCK); None on a file system without locks (an NFS
-    share mounted without them), where the run goes on unguarded, as before there was a lock."""
-    try:
-        return claim_lock(out_root / BATCH_LOCK)
-    except LockHeld as held:
-        raise OutputError(
-            f"another batch run (process {held.holder}) is writing into {out_root}; wait for it to end, or "
-            "give this run a folder of its own (each run rewrites cohort.csv from the rows it knows, "
-            "dropping the other's)."
-        ) from None
-    except OSError as exc:
-        logger.warning(
-            "cannot lock %s (%s): make sure no other batch run writes into it", out_root, exc.strerror or exc
-        )
-        return None
+def _busy(out_root: Path) -> Callable[[str], str]:
+    return lambda holder: (
+        f"another batch run (process {holder}) is writing into {out_root}; wait for it to end, or give this "
+        "run a folder of its own (each run rewrites cohort.csv from the rows it knows, dropping the other's)."
+    )
 
 
-def _check_same_inputs(out_root: Path, cases: list[Case]) -> None:
-    """Refuse a run whose case ids name, in `out_root`, the results of other inputs that still exist (a
-    second cohort whose folders are named like the first's: patient1...): such a case would be skipped as
-    done, listing another patient's results as its own, or analysed over them. De-identified reports name
-    no input; a DICOMweb case's id is its series."""
-    clashes = []
+def _check_same_inputs(out_root: Path, cases: list[Case], policy: DeidentificationPolicy | None) -> None:
+    """Refuse a run whose case ids name, in `out_root`, the results of other inputs (a second cohort whose
+    folders are named like the first's: patient1...): such a case would be skipped as done, listing another
+    patient's results as its own, or analysed over them. A report names its input when it still exists; a
+    de-identified case folder names it by a keyed code (INPUT_MARKER, written here for the cases that lack
+    it), and only the case code is shown. A DICOMweb case's id is its series."""
+    clashes, unmarked = [], []
     for case in cases:
         if not isinstance(case.path, Path):
             continue
+        folder = out_root / "cases" / case.case_id
+        if policy is not None:
+            code, recorded = _input_code(case, policy), _read_marker(folder / INPUT_MARKER)
+            if recorded is None:
+                unmarked.append((folder / INPUT_MARKER, code))
+            elif recorded != code:
+                clashes.append(case.case_id)
+            continue
         try:
-            report = json.loads((out_root / "cases" / case.case_id / REPORT).read_text(encoding="utf-8"))
-            recorded = report["input"]["source_path"]
+            recorded = json.loads((folder / REPORT).read_text(encoding="utf-8"))["input"]["source_path"]
             other = bool(recorded) and Path(recorded).exists() and not os.path.samefile(recorded, case.path)
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -193,6 +190,25 @@ def _check_same_inputs(out_root: Path, cases: list[Case]) -> None:
             f"{out_root} holds the results of other inputs under case ids of this run: {shown}. Give this "
             "cohort a folder of its own, or give its cases other ids (a manifest's case_id column)."
         )
+    for marker, code in unmarked:
+        atomic_write_text(marker, code + "\n")
+
+
+#: In a de-identified case's folder: a keyed code of the input it was analysed from (its real path), so that
+#: another cohort's case of the same id is told apart without the folder naming the input.
+INPUT_MARKER = ".input-code"
+
+
+def _input_code(case: Case, policy: DeidentificationPolicy) -> str:
+    """The keyed code INPUT_MARKER holds for a case read from a file or folder."""
+    return policy.pseudonymise_text("input", os.path.realpath(case.path))
+
+
+def _read_marker(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 #: In a de-identified run's output folder: a keyed digest naming the key its case codes and pseudonyms were
@@ -273,8 +289,9 @@ def analyze_case(
         return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
     except Exception as exc:  # one broken study must not stop a cohort of thousands
         msg = str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
-        if deidentification is not None:  # the input's paths, UIDs and descriptions may name the patient
-            msg = scrub_message(msg, deidentification, case.path) or "a patient characteristic is implausible"
+        # the input's paths, UIDs and descriptions may name the patient
+        if deidentification is not None and not isinstance(exc, DeidentificationError):
+            msg = scrub_error(msg, deidentification, case.path)
         return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, error=msg)
 
 
@@ -292,9 +309,9 @@ def _changed_since(
 ) -> str | None:
     """What makes a case's earlier report not this run's result (None: it is): another model or engine
     version, cutoff set, patient facts, L3 choice, user-given pixel spacing, or de-identification (or
-    its options: a case kept from a run that retained the patient's characteristics or shifted dates
-    would keep them in a folder this run de-identifies without). A resumed batch analyses such a case
-    again instead of mixing results made two ways in one table."""
+    its options: a case kept from a run that retained the patient's characteristics or shifted dates, or
+    accepted burned-in annotation, would keep them in a folder this run de-identifies without). A resumed
+    batch analyses such a case again instead of mixing results made two ways in one table."""
     from sarcoscope.composition import default_cutoff_set
     from sarcoscope.segmentation import get_engine
 
@@ -342,6 +359,10 @@ def _changed_since(
         was, now = (" x ".join(f"{v:g}" for v in spacing) for spacing in (measured, pixel_spacing))
         return f"measured at pixel spacing {was} mm, this run gives {now} mm"
     made = report["deidentification"]["codes"] if "deidentification" in report else None
+    # a report that does not say whether it shows burned-in annotation was made before reports said it
+    shown = made is not None and report["deidentification"].get("burned_in_annotation_shown") is not False
+    if shown and deidentification is not None and not deidentification.accept_burned_in:
+        return "made showing images with burned-in annotation (or not saying), which this run refuses"
     wanted_codes = deidentification.method_code_values if deidentification is not None else None
     if made != wanted_codes:
         if made is None or wanted_codes is None:
@@ -567,14 +588,13 @@ def run_batch(
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_root}: {exc}") from exc
-    lock = _claim_folder(out_root)
-    try:
+    with holding_lock(out_root / BATCH_LOCK, _busy(out_root)):
         if deidentification is not None:
             cases = [deidentified_case(case, deidentification) for case in cases]
         _check_same_kind(out_root, {case.case_id for case in cases}, deidentification is not None)
         if deidentification is not None:
             _check_same_key(out_root, deidentification)
-        _check_same_inputs(out_root, cases)
+        _check_same_inputs(out_root, cases, deidentification)
         kw: dict[str, Any] = {
             "out_root": out_root,
             "engine": engine,
@@ -598,6 +618,3 @@ def run_batch(
             if outcomes:  # a run that failed before its first case leaves the tables as they were
                 summary.write()
         return summary
-    finally:
-        if lock is not None:
-            os.close(lock)  # releases the lock

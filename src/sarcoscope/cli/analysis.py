@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
-import shutil
+import os
 import sys
 import tempfile
 from enum import StrEnum
@@ -34,7 +35,7 @@ from sarcoscope.cli.common import (
 )
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_INFERIOR_ENDPLATE, L3_MID, TISSUE_TITLES, HURanges
 from sarcoscope.errors import SarcoscopeError
-from sarcoscope.fileio import check_output_folder
+from sarcoscope.fileio import atomic_write_text, check_output_folder
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 
@@ -193,6 +194,7 @@ def analyze(
 ) -> None:
     """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
     from sarcoscope.imaging import CTVolume, read_ct
+    from sarcoscope.imaging.deidentify import DeidentificationError, scrub_error
     from sarcoscope.level import parse_range
     from sarcoscope.pacs.dicomweb import fetch_series, is_dicomweb, shown_url, store_results
     from sarcoscope.pipeline import analyze as run_analysis
@@ -214,32 +216,40 @@ def analyze(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
         check_output_folder(out, replaced=True)
-        with contextlib.ExitStack() as stack, console.status("reading CT…") as status:
-            source: Path | CTVolume = Path(ct_path)
-            if is_dicomweb(ct_path):  # retrieved into a temporary folder; the report names the address
-                status.update("retrieving the series from the DICOMweb server…")
-                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-")))
-                source = read_ct(fetch_series(ct_path, folder, series), series_uid=series)
-                source.source_path = shown_url(ct_path)  # never the password
-            result = run_analysis(
-                source,
-                out_dir=out,
-                slice_index=slice_index,
-                slice_range=rng,
-                series_uid=series,
-                pixel_spacing=pixel_spacing,
-                engine=engine,
-                height_cm=height_cm,
-                weight_kg=weight_kg,
-                sex=sex.value if sex else None,
-                cutoff_set=cutoffs,
-                convention=L3_MID if convention is Convention.mid else L3_INFERIOR_ENDPLATE,
-                hu_ranges=hu_ranges,
-                progress=lambda s: status.update(f"{s}…"),
-                deidentification=policy,
-                quality=quality,
-                label_order=label_order.value,
-            )
+        try:
+            with contextlib.ExitStack() as stack, console.status("reading CT…") as status:
+                source: Path | CTVolume = Path(ct_path)
+                if is_dicomweb(ct_path):  # retrieved into a temporary folder; the report names the address
+                    status.update("retrieving the series from the DICOMweb server…")
+                    folder = Path(
+                        stack.enter_context(tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-"))
+                    )
+                    source = read_ct(fetch_series(ct_path, folder, series), series_uid=series)
+                    source.source_path = shown_url(ct_path)  # never the password
+                result = run_analysis(
+                    source,
+                    out_dir=out,
+                    slice_index=slice_index,
+                    slice_range=rng,
+                    series_uid=series,
+                    pixel_spacing=pixel_spacing,
+                    engine=engine,
+                    height_cm=height_cm,
+                    weight_kg=weight_kg,
+                    sex=sex.value if sex else None,
+                    cutoff_set=cutoffs,
+                    convention=L3_MID if convention is Convention.mid else L3_INFERIOR_ENDPLATE,
+                    hu_ranges=hu_ranges,
+                    progress=lambda s: status.update(f"{s}…"),
+                    deidentification=policy,
+                    quality=quality,
+                    label_order=label_order.value,
+                )
+        except SarcoscopeError as exc:
+            # its console, often kept in a log, says no more than its report
+            if policy is not None and not isinstance(exc, DeidentificationError):
+                exc.args = (scrub_error(str(exc), policy, ct_path),)
+            raise
         if push:
             from sarcoscope.export.writer import DICOM_RESULTS
 
@@ -280,6 +290,55 @@ def _check_phantom_folder(out: Path) -> None:
             break
 
 
+#: In the demo's CT folder: every entry the demo wrote there (a file with its SHA-256, a folder), so that a
+#: later demo replaces the folder only while it is exactly that.
+DEMO_MANIFEST = ".sarcoscope-demo.json"
+
+
+def _demo_entries(folder: Path) -> dict[str, str]:
+    """Every entry below `folder` but the manifest: a file's SHA-256, "folder", or "link" (the demo writes
+    none)."""
+    found: dict[str, str] = {}
+    for root, dirs, names in os.walk(folder):
+        for name in [*dirs, *names]:
+            path = Path(root, name)
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                kind = "link"
+            elif path.is_dir():
+                kind = "folder"
+            else:
+                with path.open("rb") as fh:
+                    kind = hashlib.file_digest(fh, "sha256").hexdigest()
+            found[path.relative_to(folder).as_posix()] = kind
+    found.pop(DEMO_MANIFEST, None)
+    return found
+
+
+def _clear_earlier_demo(ct: Path) -> None:
+    """Empty the CT folder of an earlier demo, which a new one replaces; refuse any other non-empty folder.
+
+    Only what the earlier demo's manifest lists, unchanged, and nothing else there, proves the folder the
+    demo's own: a folder that merely looks like it (a phantom's truth.json) may be the user's, and is kept."""
+    if not ct.is_dir() or not any(ct.iterdir()):
+        return
+    try:
+        listed = json.loads((ct / DEMO_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        listed = None
+    if listed != _demo_entries(ct):
+        raise SarcoscopeError(
+            f"{ct} holds files that no earlier demo wrote there, or that changed since; they are kept. Give "
+            "the demo another folder (-o)."
+        )
+    for name in sorted(listed, key=lambda n: n.count("/"), reverse=True):  # a folder's files before it
+        path = ct / name
+        if listed[name] == "folder":
+            path.rmdir()
+        else:
+            path.unlink()
+    (ct / DEMO_MANIFEST).unlink()
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo CT and its analysis.")] = Path(
@@ -295,11 +354,11 @@ def demo(
         if seed < 0:
             raise SarcoscopeError(f"--seed must be 0 or more, got {seed}.")
         ct = out / "ct"
-        if (ct / "truth.json").is_file():  # an earlier demo's phantom: replaced, not mixed with the new one
-            shutil.rmtree(ct)
+        _clear_earlier_demo(ct)  # an earlier demo's phantom: replaced, not mixed with the new one
         _check_phantom_folder(ct)
         with console.status("generating a synthetic CT…"):
             info = write_phantom(ct, kind="volume", fmt="dicom", seed=seed)
+            atomic_write_text(ct / DEMO_MANIFEST, json.dumps(_demo_entries(ct), indent=1))
         console.print(f"Synthetic CT written to [bold]{esc(str(info['paths']['dicom']))}[/] (seed {seed}).")
         with console.status("analysing…") as status:
             result = run_analysis(

@@ -26,7 +26,7 @@ import numpy as np
 
 from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, message_scrubber
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, message_scrubber, shows_burned_in
 from sarcoscope.imaging.dicom_reader import patient_key
 
 if TYPE_CHECKING:
@@ -138,6 +138,8 @@ def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: Deident
         "method": policy.method_text,
         "codes": policy.method_code_values,
         "patient_pseudonym": policy.pseudonym(key) if key else None,
+        # the overlay and QC capture show the series' pixels, accepted with their burned-in text
+        "burned_in_annotation_shown": shows_burned_in(volume.dicom_headers or []),
     }
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from sarcoscope.export.seg import derived_uid, hide_creation_time, prepared_sources
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, burned_in_problem
+from sarcoscope.imaging.deidentify import DeidentificationPolicy, shows_burned_in
 
 if TYPE_CHECKING:
     from sarcoscope.results import AnalysisResult
@@ -83,8 +83,7 @@ def build_qc_capture(
         setattr(sc, date, now.strftime("%Y%m%d"))
         setattr(sc, time, now.strftime("%H%M%S"))
     if deidentification is not None:  # the picture shows the series' pixels, any text burned into them too
-        shown_text = any(burned_in_problem(h) is not None for h in headers)
-        hide_creation_time(sc, source, deidentification, burned_in=shown_text)
+        hide_creation_time(sc, source, deidentification, burned_in=shows_burned_in(headers))
         sc.DateOfSecondaryCapture, sc.TimeOfSecondaryCapture = source.StudyDate, source.StudyTime
     return sc, message
 

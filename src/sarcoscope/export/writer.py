@@ -49,7 +49,7 @@ from sarcoscope.export.report import build_report, metrics_csv, report_json
 from sarcoscope.export.sc import write_qc_capture
 from sarcoscope.export.seg import build_dicom_seg
 from sarcoscope.export.sr import write_dicom_sr
-from sarcoscope.fileio import check_output_folder
+from sarcoscope.fileio import check_output_folder, holding_lock
 from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
 
 if TYPE_CHECKING:
@@ -83,6 +83,26 @@ def check_replaceable(out_dir: Path) -> None:
             "one): the outputs would replace them. Give the outputs a folder of their own, e.g. -o "
             f"{Path(out_dir) / 'sarcoscope-out'}."
         )
+
+
+def output_lock(out_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Held by an analysis writing into `out_dir` from its checks to its swap (pipeline.analyze): a second
+    one at once is refused before its work, as each one's clean-up of what a killed run left would delete
+    the other's half-written set. The lock file is beside the folder (the folder is swapped) and goes with
+    the lock."""
+    out = Path(out_dir).resolve() if Path(out_dir).is_symlink() else Path(out_dir)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
+    return holding_lock(
+        out.parent / f".{out.name}.sarcoscope-lock",
+        lambda holder: (
+            f"another analysis (process {holder}) is writing into {out_dir}; wait for it to "
+            "end, or give this one another output folder."
+        ),
+        remove=True,
+    )
 
 
 def _holds_an_analysis(out_dir: Path) -> bool:
@@ -219,13 +239,15 @@ def _sibling(out_dir: Path, kind: str) -> Path:
 
 
 def _recover(out_dir: Path) -> None:
-    """Undo what a killed run left: its old set renamed aside (fallback swap) and temporary folders."""
-    leftovers = sorted(out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.*"))
-    aside = [p for p in leftovers if p.suffix == ".old" and (p / OUTPUT_FILES["report"]).is_file()]
+    """Undo what a killed run left: its old set renamed aside (fallback swap) and temporary folders. Only
+    this folder's, named exactly as `_sibling` names them: `.case.*.*` would take case.2's as well."""
+    named = f".{glob.escape(out_dir.name)}.{'[0-9a-f]' * 12}"
+    leftovers = {kind: sorted(out_dir.parent.glob(f"{named}.{kind}")) for kind in ("old", "partial")}
+    aside = [p for p in leftovers["old"] if (p / OUTPUT_FILES["report"]).is_file()]
     if aside and not out_dir.exists():
         os.replace(aside[-1], out_dir)
-    for path in leftovers:
-        if path.suffix in (".old", ".partial") and path.exists():
+    for path in [*leftovers["old"], *leftovers["partial"]]:
+        if path.exists():
             shutil.rmtree(path, ignore_errors=True)
 
 

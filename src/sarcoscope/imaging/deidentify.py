@@ -295,6 +295,12 @@ def burned_in_problem(ds: Dataset) -> str | None:
     return None
 
 
+def shows_burned_in(headers: list[Dataset]) -> bool:
+    """Whether outputs showing this series' pixels (overlay.png, the QC capture) may show text burned into
+    them: such outputs are not de-identified unless the policy accepted it."""
+    return any(burned_in_problem(ds) is not None for ds in headers)
+
+
 def refuse_burned_in(headers: list[Dataset], policy: DeidentificationPolicy) -> None:
     """Raise DeidentificationError when an image of a series may show text in its pixels and the policy
     does not accept that (outputs that show CT pixels, like a QC picture, check the series first)."""
@@ -577,6 +583,14 @@ def scrub_message(
     quoted descriptions or the contrast agent's name; None for a message about a patient characteristic
     the policy removes."""
     return message_scrubber(policy, source_path, contrast_agent)(text)
+
+
+def scrub_error(text: str, policy: DeidentificationPolicy, source_path: str | Path | None = None) -> str:
+    """An error message fit for a de-identified run's console or failures table (see scrub_message); one
+    about a patient characteristic the policy removes says only that one is implausible. Not for a
+    DeidentificationError's, which names images by their remapped UIDs already (they would be remapped
+    again, naming no image)."""
+    return scrub_message(text, policy, source_path) or "a patient characteristic is implausible"
 
 
 def deidentify_file(path: Path, policy: DeidentificationPolicy, source: str | None = None) -> bytes:
