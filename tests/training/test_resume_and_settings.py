@@ -174,6 +174,7 @@ def test_fine_tuning_from_a_malformed_card_is_a_user_error(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("recipe", sorted(DEFAULT_MODEL_DIR.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_are_runnable_configs(recipe: Path) -> None:
-    """A misspelt key or a value no run can use in a shipped recipe fails here, not after an hour of training."""
+    """A misspelt key or a value no run can use in a shipped recipe fails here, not after an hour of training
+    on it."""
     config = load_config(recipe)
     assert config.given and config.given <= set(config.as_dict())
