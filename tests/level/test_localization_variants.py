@@ -8,7 +8,6 @@ from functools import cache
 
 import pytest
 
-from sarcoscope.errors import LevelError
 from sarcoscope.level import L3Localization, locate_l3
 from sarcoscope.level.localization import FLAG_COUNTING
 from sarcoscope.phantom import PhantomVolume, make_volume
@@ -94,13 +93,14 @@ def test_no_ribs_in_view_an_osteoporotic_sacrum_is_found() -> None:
 
 
 def test_pedicle_screws_do_not_pass_for_the_sacrum() -> None:
-    # Screws in L4 and L5 cast streaks that join those vertebrae to the iliac wings, as wide as a sacrum:
-    # discs beside hardware are not tested for the sacrum, so the count comes from the ribs, flagged.
+    # Screws in L4 and L5 cast streaks that join those vertebrae to the iliac wings, as wide as a sacrum;
+    # beside metal the streak lines are cut from the width test, so the sacrum is found at L5/S1, below the
+    # screws, and its count agrees with the ribs'.
     pv = _phantom(41, "normal", "abdomen")
     loc = locate_l3(replace(pv.to_ctvolume(), hu=add_pedicle_screws(pv)))
     assert _error_mm(pv, loc.l3_mid) <= 10.0
-    assert loc.counted_from == "ribs" and loc.has_flag(FLAG_COUNTING)
-    assert "spinal hardware" in next(f["reason"] for f in loc.flags if f["flag"] == FLAG_COUNTING)
+    assert loc.counted_from == "sacrum+ribs" and loc.vertebrae["T12"].center > loc.vertebrae["L1"].center
+    assert not any("disagree" in f["reason"] for f in loc.flags)
 
 
 def test_hardware_on_the_counted_stretch_is_flagged() -> None:
@@ -114,12 +114,19 @@ def test_hardware_on_the_counted_stretch_is_flagged() -> None:
     assert min(_error_mm(pv, c.l3_mid) for c in loc.candidates) <= 10.0
 
 
-def test_screws_without_ribs_in_view_are_refused_not_guessed() -> None:
-    # Streaks hide the sacrum and make "ribs" beside the pelvis, with rib-free vertebrae above them: no
-    # anchor is left, so the localizer refuses (naming the hardware) instead of guessing a level.
-    pv = _phantom(42, "normal", "no-ribs")
-    with pytest.raises(LevelError, match="spinal hardware"):
-        locate_l3(replace(pv.to_ctvolume(), hu=add_pedicle_screws(pv)))
+@pytest.mark.parametrize(
+    ("seed", "screwed"), [(42, ("L4", "L5")), (61, ("L5", "S1"))], ids=["L4-L5", "L5-S1"]
+)
+def test_screws_without_ribs_in_view_are_counted_from_the_sacrum(seed: int, screwed: tuple[str, ...]) -> None:
+    # Without ribs the sacrum is the only anchor. Discs beside hardware used to be left untested, so the
+    # L5/S1 disc beside screws in L5 was never found and these spines were refused ("The vertebrae cannot be
+    # counted"). Measured on bone cut free of the streaks, L5 is narrow and S1 wide, screws or not; the count
+    # passes the hardware, so it is flagged.
+    pv = _phantom(seed, "normal", "no-ribs")
+    loc = locate_l3(replace(pv.to_ctvolume(), hu=add_pedicle_screws(pv, screwed)))
+    assert loc.counted_from == "sacrum" and _error_mm(pv, loc.l3_mid) <= 10.0
+    reasons = " ".join(f["reason"] for f in loc.flags if f["flag"] == FLAG_COUNTING)
+    assert "Spinal hardware lies beside the column between the sacrum and L3" in reasons
 
 
 def test_two_traces_each_missing_a_different_disc() -> None:

@@ -288,7 +288,9 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     # structure at the midline). Otherwise keep the reading that finds more anchors and clearer discs.
     band = spine.column_band(grid)
     close, wide = (spine.trace_spine(grid, band, s, w) for s, w in _TRACES)
-    bone, pieces = rib_bone(grid, wide), anchors.BoneSlices(grid, anchors.sacrum_bone_hu(grid, close))
+    streaked = anchors.metal_slices(grid, close)
+    pieces = anchors.BoneSlices(grid, anchors.sacrum_bone_hu(grid, close), streaked)
+    bone = rib_bone(grid, wide)
     readings = [r for r in (_read(grid, c, wide, bone, pieces) for c in (close, wide)) if r is not None]
     if len(readings) == 2:
         lo, hi = int(readings[1].discs.z[0]), int(np.ceil(readings[1].discs.z[-1]))
@@ -315,8 +317,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     if sacrum is None and last_rib is None:
         raise LevelError(
             "The vertebrae cannot be counted: neither the sacrum nor the last rib-bearing vertebra with a "
-            "rib-free vertebra below it is in the field of view (or the sacrum lies beside spinal hardware, "
-            "which is not trusted), so L3 cannot be identified. Use --slice/--range."
+            "rib-free vertebra below it is in the field of view, so L3 cannot be identified. Use "
+            "--slice/--range."
         )
     lab = _labelling(reading)
     # the other trace's count weighs in (its disagreement is then in the probability, not a penalty)
@@ -348,9 +350,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         _flag(
             flags,
             FLAG_COUNTING,
-            "The sacrum was not identified (outside the field of view, not recognisable or beside spinal "
-            "hardware): vertebrae were counted from the last rib-bearing vertebra, checked against the "
-            "transverse-process lengths; "
+            "The sacrum was not identified (outside the field of view or not recognisable): vertebrae were "
+            "counted from the last rib-bearing vertebra, checked against the transverse-process lengths; "
             "11 or 13 rib pairs cannot be told from a missed or extra rib.",
         )
     elif lab.probability < UNCERTAIN_P:
