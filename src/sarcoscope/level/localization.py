@@ -468,6 +468,11 @@ def locate_l3(volume: CTVolume) -> L3Localization:
             "false or missed disc may have shifted the count.",
         )
     metal = _hardware_on(grid, trace, discs, anchor_disc, s3)
+    # a count from the sacrum through hardware that the count from the last rib, clear of it, agrees with
+    # has neither lost nor gained a disc there
+    agree = last_rib is not None and sacrum is not None and last_rib - sacrum - 1 == 5
+    if metal and agree and not _hardware_on(grid, trace, discs, int(last_rib or 0) - 1, s3):
+        metal = []
     if metal:
         count_doubted = True
         _flag(
