@@ -128,6 +128,15 @@ def test_screws_without_ribs_in_view_are_counted_from_the_sacrum(seed: int, scre
     assert "Spinal hardware lies beside the column between the sacrum and L3" in reasons
 
 
+def test_a_rib_bearing_t12_is_not_taken_for_the_sacrum() -> None:
+    # No sacrum in view, seed 53: T12 with its ribs joined to the body is as wide as a sacrum, with bone
+    # beside it, and above it T11 was narrow enough on most slices: the T11/T12 disc passed for L5/S1 and L3
+    # was reported above the scan. Ribs on the three vertebrae above a "sacrum" (lumbar vertebrae bear none)
+    # now show the thorax, and the count comes from the last rib.
+    pv, loc = _locate(53, "normal", "no-sacrum")
+    assert loc.counted_from == "ribs" and _error_mm(pv, loc.l3_mid) <= 10.0
+
+
 def test_two_traces_each_missing_a_different_disc() -> None:
     # Seed 3 at 192 px: the close trace misses the L5/S1 disc (its sacrum count is a level high), the wide
     # one misses a disc near T12 (its rib count is a level low); pooled, the count both support wins.

@@ -155,6 +155,10 @@ _TRACES = ((8.0, False), (16.0, True))
 #: Consecutive rib-bearing vertebrae that only the thorax has: the iliac wings beside S1-S3 can read as three
 #: (with 3, true sacra of normal phantoms were rejected as the shoulder girdle).
 _THORAX_SEGMENTS = 4
+#: Vertebrae right above the sacrum that bear no ribs, whatever the anatomy (L3-L5; L4-L6 with six lumbar-type
+#: vertebrae, L2-L4 with a sacralised L5). The iliac crest beside L5 read as a rib on the real volume, and
+#: beside L5 on one of 72 phantom readings, beside L4 on none.
+_LUMBAR_ABOVE = 3
 
 
 @dataclass
@@ -205,22 +209,25 @@ def _read(
         return joint_ribs(grid, rib_trace, seg_lo, seg_hi, first_segment, bone)
 
     sacrum = anchors.find_sacrum_disc(pieces, trace, discs.z, period)
-    everywhere: list[VertebraRibs] | None = None  # over the whole column, when they were needed
-    if sacrum is not None and sacrum >= _THORAX_SEGMENTS:
-        # The shoulder girdle, too, is wide bone below a disc with bone beside it; but ribs below it, vertebra
-        # after vertebra, show the thorax. (Only checked for a "sacrum" with several discs below it.)
-        everywhere = rib_vertebrae(0)
-        below = {r.segment for r in everywhere if r.bears_ribs and r.segment <= sacrum}
-        if any(all(seg + k in below for k in range(_THORAX_SEGMENTS)) for seg in below):
+    searched: list[VertebraRibs] = []  # rib evidence from `searched[0].segment` up, when it was needed
+    if sacrum is not None:
+        # The shoulder girdle, and T12 with its ribs joined to the body, are wide bone below a disc with bone
+        # beside it too; but ribs below it, vertebra after vertebra, or on the three vertebrae above it
+        # (lumbar vertebrae bear none; the iliac crest beside L5 can read as a rib), show the thorax. (Ribs
+        # below are only checked for a "sacrum" with several discs below it.)
+        searched = rib_vertebrae(0 if sacrum >= _THORAX_SEGMENTS else sacrum + 1)
+        bearing = {r.segment for r in searched if r.bears_ribs}
+        below = {seg for seg in bearing if seg <= sacrum}
+        if any(all(seg + k in below for k in range(_THORAX_SEGMENTS)) for seg in below) or all(
+            sacrum + k in bearing for k in range(1, _LUMBAR_ABOVE + 1)
+        ):
             sacrum = None
     # Ribs sit well above the pelvis (a 13th pair on L1 at the lowest): start the search at L3 when the sacrum
     # is known, clear of the iliac crests beside L4 and L5.
-    if sacrum is not None and everywhere is not None:
-        ribs = [r for r in everywhere if r.segment >= sacrum + 3]
-    elif sacrum is not None:
-        ribs = rib_vertebrae(sacrum + 3)
+    if sacrum is not None:
+        ribs = [r for r in searched if r.segment >= sacrum + 3]
     else:
-        ribs = everywhere if everywhere is not None else rib_vertebrae(0)
+        ribs = searched if searched and searched[0].segment == 0 else rib_vertebrae(0)
     rib_segs = [r.segment for r in ribs if r.bears_ribs]
     last = _last_rib(rib_segs)
     # Ribs come as a series from T1 down, and only a whole thorax (neck in view) has rib-free vertebrae
