@@ -137,6 +137,16 @@ def test_a_rib_bearing_t12_is_not_taken_for_the_sacrum() -> None:
     assert loc.counted_from == "ribs" and _error_mm(pv, loc.l3_mid) <= 10.0
 
 
+def test_a_trace_off_the_bone_shows_no_narrow_vertebra() -> None:
+    # Abdomen, seed 13 (aged 78): in the lowest slices the wide trace of the column leaves the sacrum for
+    # an iliac wing, so on most slices of S1 it meets no bone (0-10 mm wide), which read as a narrow
+    # vertebra above the S1/S2 remnant: that disc passed for L5/S1, and the count put L3 a vertebra low
+    # (34 mm). Slices without the vertebra's bone now show nothing, and the true L5/S1 is found.
+    pv = make_volume(13, shape_xy=SHAPE, slice_thickness_mm=3.0)
+    loc = locate_l3(pv.to_ctvolume())
+    assert loc.counted_from == "sacrum+ribs" and _error_mm(pv, loc.l3_mid) <= 10.0
+
+
 def test_two_traces_each_missing_a_different_disc() -> None:
     # Seed 3 at 192 px: the close trace misses the L5/S1 disc (its sacrum count is a level high), the wide
     # one misses a disc near T12 (its rib count is a level low); pooled, the count both support wins.

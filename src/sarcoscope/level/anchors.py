@@ -10,6 +10,9 @@ from sarcoscope.level.spine import BONE_HU, SpineTrace, WorkGrid
 #: The bone joined to the column is at least this wide (mm) on the sacrum (alae, sacroiliac joints);
 #: lumbar bodies with their transverse processes stay narrower on axial slices through the body.
 SACRUM_WIDTH_MM = 110.0
+#: Bone joined to the traced body narrower than this (mm) on a slice: the trace is off the vertebra (no
+#: vertebral body is so narrow), and the slice shows no vertebra, wide or narrow.
+ON_BONE_MM = 20.0
 #: Bone area beside the column (cm² per slice) that only the iliac wings reach.
 PELVIS_CM2 = 10.0
 #: Above any bone, even averaged over a working voxel: metal (pedicle screws, rods, a cage).
@@ -139,7 +142,10 @@ def find_sacrum_disc(
         if below is None or above is None:
             continue
         wide_below = np.mean([column_width(bones, trace, z) >= SACRUM_WIDTH_MM for z in below])
-        wide_above = np.mean([column_width(bones, trace, z) >= SACRUM_WIDTH_MM for z in above])
+        # narrow above is judged where the trace is on the vertebra's bone: a slice without it shows
+        # nothing narrow (a trace that left the sacrum for an iliac wing)
+        seen = [w for w in (column_width(bones, trace, z) for z in above) if w >= ON_BONE_MM]
+        wide_above = np.mean([w >= SACRUM_WIDTH_MM for w in seen]) if 2 * len(seen) >= len(above) else 1.0
         pelvis = np.median([lateral_bone_cm2(grid, trace, z) for z in below])
         # Wide below, narrow above (a skull or a table is wide on both sides), iliac wings beside it
         # (ribs joined to a thoracic body are wide too, but thin). The lowest such disc.
