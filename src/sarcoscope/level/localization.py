@@ -155,6 +155,10 @@ _TRACES = ((8.0, False), (16.0, True))
 #: Consecutive rib-bearing vertebrae that only the thorax has: the iliac wings beside S1-S3 can read as three
 #: (with 3, true sacra of normal phantoms were rejected as the shoulder girdle).
 _THORAX_SEGMENTS = 4
+#: Vertebrae right above the sacrum that bear no ribs, whatever the anatomy (L3-L5; L4-L6 with six lumbar-type
+#: vertebrae, L2-L4 with a sacralised L5). The iliac crest beside L5 read as a rib on the real volume, and
+#: beside L5 on one of 72 phantom readings, beside L4 on none.
+_LUMBAR_ABOVE = 3
 
 
 @dataclass
@@ -205,22 +209,25 @@ def _read(
         return joint_ribs(grid, rib_trace, seg_lo, seg_hi, first_segment, bone)
 
     sacrum = anchors.find_sacrum_disc(pieces, trace, discs.z, period)
-    everywhere: list[VertebraRibs] | None = None  # over the whole column, when they were needed
-    if sacrum is not None and sacrum >= _THORAX_SEGMENTS:
-        # The shoulder girdle, too, is wide bone below a disc with bone beside it; but ribs below it, vertebra
-        # after vertebra, show the thorax. (Only checked for a "sacrum" with several discs below it.)
-        everywhere = rib_vertebrae(0)
-        below = {r.segment for r in everywhere if r.bears_ribs and r.segment <= sacrum}
-        if any(all(seg + k in below for k in range(_THORAX_SEGMENTS)) for seg in below):
+    searched: list[VertebraRibs] = []  # rib evidence from `searched[0].segment` up, when it was needed
+    if sacrum is not None:
+        # The shoulder girdle, and T12 with its ribs joined to the body, are wide bone below a disc with bone
+        # beside it too; but ribs below it, vertebra after vertebra, or on the three vertebrae above it
+        # (lumbar vertebrae bear none; the iliac crest beside L5 can read as a rib), show the thorax. (Ribs
+        # below are only checked for a "sacrum" with several discs below it.)
+        searched = rib_vertebrae(0 if sacrum >= _THORAX_SEGMENTS else sacrum + 1)
+        bearing = {r.segment for r in searched if r.bears_ribs}
+        below = {seg for seg in bearing if seg <= sacrum}
+        if any(all(seg + k in below for k in range(_THORAX_SEGMENTS)) for seg in below) or all(
+            sacrum + k in bearing for k in range(1, _LUMBAR_ABOVE + 1)
+        ):
             sacrum = None
     # Ribs sit well above the pelvis (a 13th pair on L1 at the lowest): start the search at L3 when the sacrum
     # is known, clear of the iliac crests beside L4 and L5.
-    if sacrum is not None and everywhere is not None:
-        ribs = [r for r in everywhere if r.segment >= sacrum + 3]
-    elif sacrum is not None:
-        ribs = rib_vertebrae(sacrum + 3)
+    if sacrum is not None:
+        ribs = [r for r in searched if r.segment >= sacrum + 3]
     else:
-        ribs = everywhere if everywhere is not None else rib_vertebrae(0)
+        ribs = searched if searched and searched[0].segment == 0 else rib_vertebrae(0)
     rib_segs = [r.segment for r in ribs if r.bears_ribs]
     last = _last_rib(rib_segs)
     # Ribs come as a series from T1 down, and only a whole thorax (neck in view) has rib-free vertebrae
@@ -288,7 +295,9 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     # structure at the midline). Otherwise keep the reading that finds more anchors and clearer discs.
     band = spine.column_band(grid)
     close, wide = (spine.trace_spine(grid, band, s, w) for s, w in _TRACES)
-    bone, pieces = rib_bone(grid, wide), anchors.BoneSlices(grid, anchors.sacrum_bone_hu(grid, close))
+    streaked = anchors.metal_slices(grid, close)
+    pieces = anchors.BoneSlices(grid, anchors.sacrum_bone_hu(grid, close), streaked)
+    bone = rib_bone(grid, wide)
     readings = [r for r in (_read(grid, c, wide, bone, pieces) for c in (close, wide)) if r is not None]
     if len(readings) == 2:
         lo, hi = int(readings[1].discs.z[0]), int(np.ceil(readings[1].discs.z[-1]))
@@ -315,8 +324,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     if sacrum is None and last_rib is None:
         raise LevelError(
             "The vertebrae cannot be counted: neither the sacrum nor the last rib-bearing vertebra with a "
-            "rib-free vertebra below it is in the field of view (or the sacrum lies beside spinal hardware, "
-            "which is not trusted), so L3 cannot be identified. Use --slice/--range."
+            "rib-free vertebra below it is in the field of view, so L3 cannot be identified. Use "
+            "--slice/--range."
         )
     lab = _labelling(reading)
     # the other trace's count weighs in (its disagreement is then in the probability, not a penalty)
@@ -348,9 +357,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         _flag(
             flags,
             FLAG_COUNTING,
-            "The sacrum was not identified (outside the field of view, not recognisable or beside spinal "
-            "hardware): vertebrae were counted from the last rib-bearing vertebra, checked against the "
-            "transverse-process lengths; "
+            "The sacrum was not identified (outside the field of view or not recognisable): vertebrae were "
+            "counted from the last rib-bearing vertebra, checked against the transverse-process lengths; "
             "11 or 13 rib pairs cannot be told from a missed or extra rib.",
         )
     elif lab.probability < UNCERTAIN_P:
@@ -467,6 +475,11 @@ def locate_l3(volume: CTVolume) -> L3Localization:
             "false or missed disc may have shifted the count.",
         )
     metal = _hardware_on(grid, trace, discs, anchor_disc, s3)
+    # a count from the sacrum through hardware that the count from the last rib, clear of it, agrees with
+    # has neither lost nor gained a disc there
+    agree = last_rib is not None and sacrum is not None and last_rib - sacrum - 1 == 5
+    if metal and agree and not _hardware_on(grid, trace, discs, int(last_rib or 0) - 1, s3):
+        metal = []
     if metal:
         count_doubted = True
         _flag(
