@@ -515,6 +515,27 @@ def test_the_l3_view_fits_the_window(page: object, server: str, tmp_path: Path) 
             assert page.locator(viewer).bounding_box()["height"] > size[1] / 2, (viewer, size)
 
 
+def test_the_server_reconstructions_follow_the_window(page: object, server: str, tmp_path: Path) -> None:
+    """Without WebGL2 the coronal and sagittal images kept the size they were drawn at: after the window was
+    made smaller they ran out of their boxes (the lower part and the lines there behind a scroll bar of the
+    box), and in a larger window they stayed small, until the crosshair moved."""
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.goto(f"{server}/?png#/study/{study_id}")
+    page.wait_for_function("document.getElementById('coronal-canvas').width > 300")
+    for size in ((1280, 720), (1920, 1080)):
+        page.set_viewport_size({"width": size[0], "height": size[1]})
+        page.wait_for_timeout(500)  # the image is drawn again when it has come (it is cached)
+        for plane in ("coronal", "sagittal"):
+            image = page.locator(f"#{plane}-canvas").bounding_box()
+            box = page.locator(f"#{plane}-canvas").locator("..").bounding_box()
+            for at, extent in (("x", "width"), ("y", "height")):  # inside its box
+                assert box[at] - 0.5 <= image[at] <= image[at] + image[extent] <= box[at] + box[extent] + 0.5
+            assert image["width"] == pytest.approx(box["width"], abs=1) or image["height"] == pytest.approx(
+                box["height"], abs=1
+            ), (size, plane, image, box)
+
+
 def test_space_drag_pans_the_editor_after_a_toolbar_control_was_clicked(
     page: object, server: str, tmp_path: Path
 ) -> None:

@@ -157,6 +157,11 @@ export class PNGView {
         if (plane === "coronal") this.hooks.crosshair(state.crossX, Math.max(0, Math.min(s.rows - 1, state.crossY + d)), state.axialZ);
         else this.hooks.crosshair(Math.max(0, Math.min(s.cols - 1, state.crossX + d)), state.crossY, state.axialZ);
       }, {passive: false});
+      // the box follows the window (CSS sizes): the image is drawn again at the box's new size
+      new ResizeObserver(() => {
+        const box = canvas.parentElement;
+        if (state.study && state.study.n_slices > 1 && box.clientWidth && box.clientHeight) this.drawRecon(plane);
+      }).observe(canvas.parentElement);
     }
   }
 }
