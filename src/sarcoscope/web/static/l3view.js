@@ -14,6 +14,7 @@ let locating = null; // the study whose L3 the localizer is looking for: its lin
 let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
 const kept = {slice: null, range: null}; // the lines each mode had when the user left it, for the way back
 let shownPreset = null; // the Window preset NiiVue was last set to (the label editor's list changes it too)
+let segmenting = null; // the study "Segment selected" runs for: pressed again, it would be refused as a conflict
 
 export function applySelection(sel) {
   state.mode = sel.mode;
@@ -113,6 +114,7 @@ function renderModes() {
 
 export async function showL3() {
   const s = state.study;
+  updateWaiting(); // this study's: another one's segmentation neither holds nor frees its buttons
   await ensureView();
   $("l3-preset").value = state.preset;
   renderHint();
@@ -337,12 +339,16 @@ function setMode(mode) {
 }
 
 /** "Segment selected" and "Download selected DICOM" wait for the localizer, which is about to move the lines
- * the user sees, unless the user placed them. */
+ * the user sees, unless the user placed them; "Segment selected" waits for its own run too. */
 function updateWaiting() {
   const wait = locating === state.study.id && !byHand;
   for (const id of ["segment", "download-dicom"]) {
     $(id).disabled = wait;
     $(id).title = wait ? "Locating L3…: wait for the lines, or place them by hand" : "";
+  }
+  if (segmenting === state.study.id) {
+    $("segment").disabled = true;
+    $("segment").title = "Segmenting: this study's segmentation is running";
   }
 }
 
@@ -373,9 +379,9 @@ async function saveSelection() {
 
 async function segmentSelected() {
   if (state.dirty && !confirm("Segmenting makes a new version: discard your unsaved edit?")) return;
-  const button = $("segment");
-  button.disabled = true;
   const id = state.study.id; // the user may open another study while this one is segmented
+  segmenting = id;
+  updateWaiting();
   const name = state.study.patient_id || id;
   try {
     await saveSelection(); // also brings the study's status up to date
@@ -404,5 +410,8 @@ async function segmentSelected() {
         state.study = await getJSON(`/api/studies/${id}`);
       }
     }
-  } finally { button.disabled = false; }
+  } finally {
+    if (segmenting === id) segmenting = null;
+    updateWaiting(); // the study open now: it may be waiting for its localizer
+  }
 }

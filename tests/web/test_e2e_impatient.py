@@ -1,0 +1,76 @@
+"""End-to-end in headless chromium (see test_e2e.py): what a fast or impatient user does while the server is
+slow (a button pressed again, a line moved, another study opened, the window changed) leaves the page right.
+Each answer is held back with Playwright's routing (as in test_e2e_slow_server.py) until the user has acted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import test_e2e
+from test_e2e_slow_server import (
+    _held,
+    _open_from_list,
+    _segmenting,
+    _settle,
+    _shown,
+    _two_studies,
+    _wait_held,
+    studies,
+)
+
+pytestmark = test_e2e.pytestmark
+server, page = test_e2e.server, test_e2e.page
+_ = studies  # the fixture
+
+
+def test_segment_stays_off_while_its_segmentation_runs(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """ "Segment selected" came back on while its segmentation ran when a line was moved (↑/↓, a drag):
+    pressed again, it sent a second segmentation on the same version, refused as a conflict ("Not saved: ...
+    version 1 was saved by ..."). Another study opened meanwhile had its Segment off until the first ended."""
+    a, _ = studies
+    held = _segmenting(page, a, "PAT-A")
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")
+    test_e2e._wait_text(page, "study-message", "Saved selection: Slice 7")
+    assert page.locator("#segment").is_disabled()
+    page.locator("#segment").click(force=True)  # (a disabled button takes no click)
+    _open_from_list(page, "PAT-B")
+    _shown(page, "PAT-B")
+    page.wait_for_function("document.getElementById('segment').disabled === false")  # B is not segmenting
+    _open_from_list(page, "PAT-A")  # still segmenting
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#l3-confidence:not(:empty)")
+    assert page.locator("#segment").is_disabled()
+    assert len(held) == 1
+    held[0].continue_()
+    page.wait_for_url("**/label", timeout=30000)
+    _settle(page)
+    assert page.locator("#study-message").get_attribute("class") == "message"  # no error
+    assert [v["version"] for v in httpx.get(f"{server}/api/studies/{a}/versions").json()] == [1]
+
+
+def test_another_studys_segmentation_ending_does_not_free_segment_while_the_localizer_runs(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """A segmentation of patient A that ended while the user was on patient B, whose L3 was still being
+    located, turned B's "Segment selected" on: pressed, it segmented B's middle slice shown before L3 was
+    found (what waiting for the localizer is for)."""
+    a, b = _two_studies(server, tmp_path)
+    httpx.post(f"{server}/api/studies/{a}/localize", json={}, timeout=60).raise_for_status()
+    page.goto(server)
+    segment = _segmenting(page, a, "PAT-A")
+    locate = _held(page, f"**/api/studies/{b}/localize")
+    _open_from_list(page, "PAT-B")
+    _wait_held(page, locate)
+    test_e2e._wait_text(page, "study-message", "Locating L3…")
+    assert page.locator("#segment").is_disabled()
+    segment[0].continue_()
+    test_e2e._wait_text(page, "toast", "The segmentation of PAT-A is done")
+    assert page.locator("#segment").is_disabled()
+    assert "Locating L3" in page.locator("#segment").get_attribute("title")
+    locate[0].continue_()
+    page.wait_for_function("document.getElementById('segment').disabled === false", timeout=60000)
