@@ -74,3 +74,21 @@ def test_another_studys_segmentation_ending_does_not_free_segment_while_the_loca
     assert "Locating L3" in page.locator("#segment").get_attribute("title")
     locate[0].continue_()
     page.wait_for_function("document.getElementById('segment').disabled === false", timeout=60000)
+
+
+def test_a_window_chosen_while_the_images_load_is_the_one_shown(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """A Window preset chosen while "Loading the images…" (a large volume) was not applied: the list said
+    bone, NiiVue showed the soft-tissue window it was opened with, and choosing bone again did nothing."""
+    a, _ = studies
+    level, width = httpx.get(f"{server}/api/config").json()["windows"]["bone"]
+    held = _held(page, f"**/api/studies/{a}/volume.nii.gz")
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _wait_held(page, held)
+    page.select_option("#l3-preset", "bone")
+    held[0].continue_()
+    page.wait_for_function("document.getElementById('mpr').dataset.window", timeout=60000)
+    _settle(page)
+    assert page.locator("#mpr").get_attribute("data-window") == f"{round(level)},{round(width)}"
+    assert page.locator("#l3-window").inner_text() == f"W {round(width)} · L {round(level)}"

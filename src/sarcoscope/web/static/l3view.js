@@ -125,10 +125,14 @@ export async function showL3() {
   let failed = ""; // the volume's failure, said again once the localizer is done
   if (mpr) {
     message("Loading the images…");
+    const preset = state.preset; // the window the volume is shown with when it comes
     try {
-      await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[state.preset]);
+      await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[preset]);
       if (!stillOpen(s.id)) return;
-      if (shownPreset !== state.preset) view.setWindow(...state.config.windows[state.preset]);
+      // a preset chosen meanwhile: in the label editor, or here while the volume loaded (none to set it on)
+      if (shownPreset !== state.preset || preset !== state.preset) {
+        view.setWindow(...state.config.windows[state.preset]);
+      }
       shownPreset = state.preset;
       message("");
     } catch (err) {
