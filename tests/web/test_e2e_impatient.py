@@ -19,6 +19,7 @@ from test_e2e_slow_server import (
     _wait_held,
     studies,
 )
+from web_synth import multipart, write_exam
 
 pytestmark = test_e2e.pytestmark
 server, page = test_e2e.server, test_e2e.page
@@ -92,3 +93,34 @@ def test_a_window_chosen_while_the_images_load_is_the_one_shown(
     _settle(page)
     assert page.locator("#mpr").get_attribute("data-window") == f"{round(level)},{round(width)}"
     assert page.locator("#l3-window").inner_text() == f"W {round(width)} · L {round(level)}"
+
+
+def test_a_segmentation_or_series_ending_after_going_back_to_the_list_leaves_the_user_there(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """ "Segment selected", or another series chosen in the Series list, went on when the server answered to
+    the study's label view or the series' study, even when the user had gone back to the study list
+    meanwhile (to search it, upload, open another study): the list was replaced under their hands. Now the
+    user stays on the list, told what was done."""
+    files = [f for paths in write_exam(tmp_path / "exam").values() for f in paths]
+    r = httpx.post(f"{server}/api/studies", files=multipart(files), timeout=60)
+    assert r.status_code == 201, r.text
+    page.goto(server)
+
+    def back_to_the_list_before(answer: object, said: str) -> None:
+        page.click("#nav-studies")
+        page.wait_for_selector("#view-studies:not([hidden])")
+        answer.continue_()
+        _settle(page)
+        assert page.evaluate("location.hash") == "#/", said
+        assert page.locator("#view-studies").is_visible() and page.locator("#view-study").is_hidden()
+        assert page.locator("#toast").inner_text().startswith(said)
+
+    held = _segmenting(page, r.json()["id"], "PAT-EXAM")
+    back_to_the_list_before(held[0], "The segmentation of PAT-EXAM is done")
+    page.click("#study-rows tr:has-text('PAT-EXAM')")
+    page.wait_for_selector("#series-bar:not([hidden])")
+    held = _held(page, "**/series")
+    page.select_option("#series", index=1)
+    _wait_held(page, held)
+    back_to_the_list_before(held[0], "The series Abdomen ART 6.0")

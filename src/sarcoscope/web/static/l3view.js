@@ -5,7 +5,7 @@ import {$, download, getJSON, message, sendJSON, toast} from "./api.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
 import {showSeries} from "./series.js";
-import {ownsKeys, state, stillOpen} from "./state.js";
+import {ownsKeys, state, stillOpen, stillShown} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
 let view = null; // MPRView or PNGView
@@ -399,7 +399,7 @@ async function segmentSelected() {
     await sendJSON(`/api/studies/${id}/segment`, "POST",
       {engine: $("engine").value, base_version: state.study.latest_version, model: chosenModel()});
     const study = await getJSON(`/api/studies/${id}`);
-    if (!stillOpen(id)) {
+    if (!stillShown(id)) {
       toast(`The segmentation of ${name} is done: open it from the study list.`, "info");
       return;
     }
@@ -407,7 +407,7 @@ async function segmentSelected() {
     state.labels = null;
     location.hash = `#/study/${id}/label`;
   } catch (err) {
-    if (!stillOpen(id)) toast(`The segmentation of ${name} failed: ${err.message}`);
+    if (!stillShown(id)) toast(`The segmentation of ${name} failed: ${err.message}`);
     else {
       message(err.message, true);
       if (err.status === 409 && err.body && err.body.latest_version) {
