@@ -12,6 +12,7 @@ import test_e2e
 from test_e2e_slow_server import (
     _held,
     _open_from_list,
+    _segment,
     _segmenting,
     _settle,
     _shown,
@@ -124,3 +125,44 @@ def test_a_segmentation_or_series_ending_after_going_back_to_the_list_leaves_the
     page.select_option("#series", index=1)
     _wait_held(page, held)
     back_to_the_list_before(held[0], "The series Abdomen ART 6.0")
+
+
+class _LateAnswer:
+    """A request the server answers at once, its answer given to the page only by continue_(): a slow
+    network, or a server that took long for it (unlike a held request, the server sees it at once)."""
+
+    def __init__(self, route: object) -> None:
+        self.route, self.response = route, route.fetch()
+
+    def continue_(self) -> None:
+        self.route.fulfill(response=self.response)
+
+
+def _late_first(page: object, pattern: str) -> list:
+    """The first request matching `pattern` answered late (_LateAnswer); the others at once."""
+    late: list = []
+    page.route(pattern, lambda route: route.continue_() if late else late.append(_LateAnswer(route)))
+    return late
+
+
+def test_patient_facts_applied_while_the_analysis_loads_are_in_its_numbers(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """The analysis panel showed whichever analysis came last, not the one asked for last: facts applied
+    while the label view's first analysis was still coming (height, weight, sex typed at once) were shown
+    computed, then replaced by that first analysis, made without them: SMI "not computed (height unknown)"
+    beside a height of 171 cm."""
+    a, _ = studies
+    _segment(server, studies)
+    held = _late_first(page, f"**/api/studies/{a}/analysis?*")
+    page.goto(f"{server}/#/study/{a}/label")
+    _wait_held(page, held)
+    page.fill("#height", "171")
+    page.fill("#weight", "66")
+    page.select_option("#sex", "M")
+    page.click("#patient-form button[type=submit]")
+    test_e2e._wait_text(page, "study-message", "Patient facts saved.")
+    assert page.locator("#smi").inner_text().endswith("cm²/m²")
+    held[0].continue_()
+    _settle(page)
+    assert page.locator("#smi").inner_text().endswith("cm²/m²")
