@@ -127,6 +127,13 @@ def test_a_segmentation_or_series_ending_after_going_back_to_the_list_leaves_the
     back_to_the_list_before(held[0], "The series Abdomen ART 6.0")
 
 
+def _held_first(page: object, pattern: str) -> list:
+    """Hold back the first request matching `pattern` (sent on with its continue_()); the others go on."""
+    held: list = []
+    page.route(pattern, lambda route: route.continue_() if held else held.append(route))
+    return held
+
+
 class _LateAnswer:
     """A request the server answers at once, its answer given to the page only by continue_(): a slow
     network, or a server that took long for it (unlike a held request, the server sees it at once)."""
@@ -166,3 +173,25 @@ def test_patient_facts_applied_while_the_analysis_loads_are_in_its_numbers(
     held[0].continue_()
     _settle(page)
     assert page.locator("#smi").inner_text().endswith("cm²/m²")
+
+
+def test_the_selection_saved_is_the_last_one_shown(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """Each line move saves the selection; a second move while the first save was on its way was sent beside
+    it, and the server could store them in either order: here the first, slice 7, while the page showed 8
+    (opened again, the study came back with its line a slice off what the user had placed)."""
+    a, _ = studies
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _shown(page, "PAT-A")
+    first = _held_first(page, f"**/api/studies/{a}/selection")
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")  # slice 6 -> 7, saved 0.4 s later: held
+    _wait_held(page, first)
+    page.keyboard.press("ArrowUp")  # 7 -> 8, saved 0.4 s later
+    page.wait_for_timeout(1500)
+    first[0].continue_()
+    test_e2e._wait_text(page, "study-message", "Saved selection: Slice 8")
+    _settle(page)
+    assert page.locator("#l3-viewer").get_attribute("data-lines") == "8"
+    assert httpx.get(f"{server}/api/studies/{a}").json()["selection"]["first"] == 8

@@ -366,19 +366,29 @@ function moveLine(z) {
   drawAll();
 }
 
-async function saveSelection() {
+let saves = Promise.resolve(); // the selection saves, one after another
+let lastSave = 0; // saveSelection calls so far: only the last one's answer is the page's study
+
+/** Save the lines as they are now. The saves go one after another, so that the server keeps the last lines
+ * (two sent at once, a drag and ↑ right after it, could be stored in either order). */
+function saveSelection() {
+  const call = ++lastSave;
   const id = state.study.id;
   const [a, b] = state.lines;
-  try {
-    const study = await sendJSON(`/api/studies/${id}/selection`, "PUT",
-      {mode: state.mode, first: Math.min(a, b), last: Math.max(a, b)});
-    if (!stillOpen(id)) return;
-    state.study = study;
-    message(`Saved selection: ${selectionText()}`);
-  } catch (err) {
-    if (stillOpen(id)) message(err.message, true);
-    else toast(`The L3 selection of the study left was not saved: ${err.message}`);
-  }
+  const selection = {mode: state.mode, first: Math.min(a, b), last: Math.max(a, b)};
+  const text = selectionText();
+  saves = saves.then(async () => {
+    try {
+      const study = await sendJSON(`/api/studies/${id}/selection`, "PUT", selection);
+      if (!stillOpen(id) || call !== lastSave) return; // a later save's answer follows
+      state.study = study;
+      message(`Saved selection: ${text}`);
+    } catch (err) {
+      if (stillOpen(id)) message(err.message, true);
+      else toast(`The L3 selection of the study left was not saved: ${err.message}`);
+    }
+  });
+  return saves;
 }
 
 async function segmentSelected() {
