@@ -195,3 +195,31 @@ def test_the_selection_saved_is_the_last_one_shown(
     _settle(page)
     assert page.locator("#l3-viewer").get_attribute("data-lines") == "8"
     assert httpx.get(f"{server}/api/studies/{a}").json()["selection"]["first"] == 8
+
+
+def test_a_stroke_while_a_version_loads_is_refused_not_dropped(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """ "view" on an earlier version showed nothing until its labels came: a stroke painted meanwhile on the
+    labels still shown made them "Save *", and was dropped without a word when the version came."""
+    from test_e2e_unsaved import _stroke
+
+    a, _ = studies
+    _segment(server, studies)
+    r = httpx.post(  # version 2, to view version 1 from
+        f"{server}/api/studies/{a}/labels?base_version=1",
+        content=bytes(96 * 96),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 201, r.text
+    page.goto(f"{server}/#/study/{a}/label")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=60000)
+    held = _held(page, f"**/api/studies/{a}/labels?version=1")
+    page.click("#versions li:has-text('v1 ·') button")
+    _wait_held(page, held)
+    _stroke(page, 0.06, 0.08)
+    assert page.locator("#save-labels").inner_text() == "Save"
+    test_e2e._wait_text(page, "study-message", "Nothing painted: the labels are still loading")
+    held[0].continue_()
+    page.wait_for_selector("#readonly-banner:not([hidden])")
+    assert page.locator("#study-message").inner_text() == ""

@@ -10,6 +10,8 @@ import {refreshSide, restoreViewed, savePatient} from "./versions.js";
 let editView = null; // Viewport of the label editor
 let readOnly = ""; // the message that the version shown is read-only, cleared when another one is shown
 let nothingFilled = ""; // the message that a fill found nothing to fill, cleared by one that fills
+let loading = 0; // label loads on their way: the labels on screen are about to be replaced
+const STILL_LOADING = "Nothing painted: the labels are still loading. Paint once they are shown.";
 
 /** Fit the editor's image again (opening another study). */
 export function resetEditorView() { editView.reset(false); }
@@ -29,11 +31,17 @@ export async function showLabeling() {
   drawEditor();
 }
 
+/** Load the latest labels, or version `version` read-only. Strokes are refused until they are shown: one
+ * painted meanwhile on the labels shown before would be dropped without a word when these come. */
 export async function loadLabels(version) {
   const id = state.study.id;
   const q = version ? `?version=${version}` : "";
-  const response = await api(`/api/studies/${id}/labels${q}`);
-  const buffer = await response.arrayBuffer();
+  loading += 1;
+  let response, buffer;
+  try {
+    response = await api(`/api/studies/${id}/labels${q}`);
+    buffer = await response.arrayBuffer();
+  } finally { loading -= 1; }
   if (!stillOpen(id)) return;
   state.shape = response.headers.get("X-Label-Shape").split(",").map(Number);
   state.indices = response.headers.get("X-Label-Indices").split(",").map(Number);
@@ -58,6 +66,7 @@ export async function loadLabels(version) {
   $("readonly-banner").hidden = state.viewing === null;
   $("readonly-version").textContent = state.viewing ?? "";
   unsay(readOnly);
+  unsay(STILL_LOADING);
   if (version) $("readonly-banner").scrollIntoView({block: "nearest"}); // "view" is far down the side panel
   updateButtons();
 }
@@ -217,6 +226,10 @@ export function bindEditor() {
       readOnly = `Version ${state.viewing} is read-only: “Restore this version” or “Back to latest” to edit.`;
       message(readOnly, true);
       $("readonly-banner").scrollIntoView({block: "nearest"});
+      return;
+    }
+    if (loading) { // the labels shown are about to be replaced
+      message(STILL_LOADING, true);
       return;
     }
     cursor.setPointerCapture(e.pointerId);
