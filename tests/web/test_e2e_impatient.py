@@ -223,3 +223,26 @@ def test_a_stroke_while_a_version_loads_is_refused_not_dropped(
     held[0].continue_()
     page.wait_for_selector("#readonly-banner:not([hidden])")
     assert page.locator("#study-message").inner_text() == ""
+
+
+def test_a_line_moved_just_before_opening_another_study_is_saved_for_its_own(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """↑/↓ save the selection 0.4 s after the last key; another study opened within that time had the lines
+    it opened with (its middle slice) saved as its selection, as if placed by hand, so that its localizer's
+    L3, still to come, was not proposed; and the move was lost for the study it was made in."""
+    a, b = studies
+    api = f"{server}/api/studies"
+    assert httpx.get(f"{api}/{b}").json()["selection"] is None  # (too short for the localizer to propose)
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _shown(page, "PAT-A")
+    page.clock.install(time=10**12)  # the page's timers wait (B is opened within the 0.4 s) ...
+    page.clock.pause_at(10**12 + 1000)
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")  # slice 6 -> 7
+    page.evaluate(f"location.hash = '#/study/{b}'")  # (a link, Back)
+    _shown(page, "PAT-B")
+    page.clock.resume()  # ... until now
+    _settle(page)
+    selections = [httpx.get(f"{api}/{sid}").json()["selection"] for sid in (a, b)]
+    assert selections == [{"mode": "slice", "first": 7, "last": 7}, None]

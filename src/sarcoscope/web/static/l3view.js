@@ -302,7 +302,8 @@ function lineKeys(e) {
     e.preventDefault();
     moveLine(state.lines[state.activeLine] + steps[e.key]);
     clearTimeout(lineKeys.timer);
-    lineKeys.timer = setTimeout(saveSelection, 400);
+    const shown = shownSelection(); // saved 0.4 s later as this study's, whichever is open by then
+    lineKeys.timer = setTimeout(() => saveSelection(shown), 400);
   } else if (e.key === "Tab" && state.mode === "range") {
     e.preventDefault();
     state.activeLine = 1 - state.activeLine;
@@ -369,14 +370,17 @@ function moveLine(z) {
 let saves = Promise.resolve(); // the selection saves, one after another
 let lastSave = 0; // saveSelection calls so far: only the last one's answer is the page's study
 
-/** Save the lines as they are now. The saves go one after another, so that the server keeps the last lines
- * (two sent at once, a drag and ↑ right after it, could be stored in either order). */
-function saveSelection() {
-  const call = ++lastSave;
-  const id = state.study.id;
+/** The study open and the selection its lines show. */
+function shownSelection() {
   const [a, b] = state.lines;
   const selection = {mode: state.mode, first: Math.min(a, b), last: Math.max(a, b)};
-  const text = selectionText();
+  return {id: state.study.id, text: selectionText(), selection};
+}
+
+/** Save the lines (as they are now, unless given). The saves go one after another, so that the server keeps
+ * the last lines (two sent at once, a drag and ↑ right after it, could be stored in either order). */
+function saveSelection({id, text, selection} = shownSelection()) {
+  const call = ++lastSave;
   saves = saves.then(async () => {
     try {
       const study = await sendJSON(`/api/studies/${id}/selection`, "PUT", selection);
