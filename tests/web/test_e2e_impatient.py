@@ -246,3 +246,26 @@ def test_a_line_moved_just_before_opening_another_study_is_saved_for_its_own(
     _settle(page)
     selections = [httpx.get(f"{api}/{sid}").json()["selection"] for sid in (a, b)]
     assert selections == [{"mode": "slice", "first": 7, "last": 7}, None]
+
+
+def test_switching_tabs_while_l3_is_located_locates_it_once(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """Back on the L3 tab while its localizer ran (a few seconds on a real CT), the view asked for another
+    localization: the server ran the localizer twice, and the first to end said L3 was found (Segment on)
+    while the other still ran."""
+    a, _ = _two_studies(server, tmp_path)
+    page.goto(server)
+    held = _held(page, f"**/api/studies/{a}/localize")
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _wait_held(page, held)
+    page.click("#tab-label")
+    page.wait_for_selector("#pane-label:not([hidden])")
+    page.click("#tab-l3")
+    test_e2e._wait_text(page, "study-message", "Locating L3…")
+    page.wait_for_timeout(500)
+    assert len(held) == 1
+    held[0].continue_()
+    page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)
+    _settle(page)
+    assert page.locator("#study-message").inner_text() == "" and page.locator("#segment").is_enabled()

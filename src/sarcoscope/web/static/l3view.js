@@ -141,7 +141,9 @@ export async function showL3() {
       message(failed, true);
     }
   }
-  if (!s.localization) {
+  // asked already when the tab was shown before (left and shown again meanwhile): that answer is drawn
+  if (!s.localization && locating === s.id) message("Locating L3…");
+  else if (!s.localization) {
     message("Locating L3…");
     locating = s.id;
     updateWaiting();
