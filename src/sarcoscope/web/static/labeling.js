@@ -1,7 +1,7 @@
 // The label editor: one selected slice at a time with brush, eraser and fill, undo/redo, and Save as a new
 // label version (refused, with the reason, when someone saved in between).
 import {$, api, message, toast, unsay} from "./api.js";
-import {fillRegion, paintDisc} from "./brush.js";
+import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
 import {canvasPoint, image, ownsKeys, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
 import {refreshSide, restoreViewed, savePatient} from "./versions.js";
@@ -131,29 +131,10 @@ function drawOverlay() {
   ctx.putImageData(out, 0, 0);
 }
 
-/** Slice z's HU (`kind` "hu": GET .../hu/z, int16) or body ("body": GET .../body/z, uint8, 1 inside: fill
- * stays in it), kept while its study is open (not for another opened meanwhile). */
-async function sliceData(kind, z) {
-  const id = state.study.id;
-  if (!state[kind].has(z)) {
-    const response = await api(`/api/studies/${id}/${kind}/${z}`);
-    const data = new (kind === "hu" ? Int16Array : Uint8Array)(await response.arrayBuffer());
-    if (!stillOpen(id)) return data;
-    state[kind].set(z, data);
-  }
-  return state[kind].get(z);
-}
-
 /** True while the labels being edited are those of slice `slice` of study `id` (what a slow answer was
  * asked for): strokes and fills are not applied to another slice or study chosen meanwhile. */
 const stillEditing = (id, slice) => stillOpen(id) && state.current === slice;
 
-function huAllows(hu, i, label) {
-  if (!hu || !label) return true;
-  const name = state.config.tissues.find((t) => t.label === label).name;
-  const [lo, hi] = state.config.hu_ranges[name];
-  return hu[i] >= lo && hu[i] <= hi;
-}
 
 /** Remember the current slice's labels (`data`: as they were before an edit already made) for Undo. */
 function pushUndo(data = sliceView().slice()) {
