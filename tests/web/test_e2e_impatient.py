@@ -197,6 +197,22 @@ def test_the_selection_saved_is_the_last_one_shown(
     assert httpx.get(f"{server}/api/studies/{a}").json()["selection"]["first"] == 8
 
 
+def _label_view_of_versions(page: object, server: str, studies: tuple[str, str], n: int) -> None:
+    """Study A segmented (version 1), with versions up to `n` (empty labels) saved after it; the page on its
+    label view."""
+    a, _ = studies
+    _segment(server, studies)
+    for base in range(1, n):
+        r = httpx.post(
+            f"{server}/api/studies/{a}/labels?base_version={base}",
+            content=bytes(96 * 96),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert r.status_code == 201, r.text
+    page.goto(f"{server}/#/study/{a}/label")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=60000)
+
+
 def test_a_stroke_while_a_version_loads_is_refused_not_dropped(
     page: object, server: str, studies: tuple[str, str]
 ) -> None:
@@ -205,15 +221,7 @@ def test_a_stroke_while_a_version_loads_is_refused_not_dropped(
     from test_e2e_unsaved import _stroke
 
     a, _ = studies
-    _segment(server, studies)
-    r = httpx.post(  # version 2, to view version 1 from
-        f"{server}/api/studies/{a}/labels?base_version=1",
-        content=bytes(96 * 96),
-        headers={"Content-Type": "application/octet-stream"},
-    )
-    assert r.status_code == 201, r.text
-    page.goto(f"{server}/#/study/{a}/label")
-    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=60000)
+    _label_view_of_versions(page, server, studies, 2)
     held = _held(page, f"**/api/studies/{a}/labels?version=1")
     page.click("#versions li:has-text('v1 ·') button")
     _wait_held(page, held)
@@ -269,3 +277,22 @@ def test_switching_tabs_while_l3_is_located_locates_it_once(
     page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)
     _settle(page)
     assert page.locator("#study-message").inner_text() == "" and page.locator("#segment").is_enabled()
+
+
+def test_the_version_viewed_is_the_last_one_asked_for(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """ "view" on version 1, then on version 2 while version 1 was still coming: version 2 was shown, then
+    replaced by version 1 when it came, so that "Restore this version" restored another version than the one
+    the user had chosen last."""
+    a, _ = studies
+    _label_view_of_versions(page, server, studies, 3)
+    held = _held(page, f"**/api/studies/{a}/labels?version=1")
+    page.click("#versions li:has-text('v1 ·') button")
+    _wait_held(page, held)
+    page.click("#versions li:has-text('v2 ·') button")
+    test_e2e._wait_text(page, "readonly-version", "2")
+    held[0].continue_()
+    _settle(page)
+    assert page.locator("#readonly-version").inner_text() == "2"
+    assert page.locator("#analysis-version").inner_text() == "· version 2"

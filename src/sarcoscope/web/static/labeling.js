@@ -11,6 +11,7 @@ let editView = null; // Viewport of the label editor
 let readOnly = ""; // the message that the version shown is read-only, cleared when another one is shown
 let nothingFilled = ""; // the message that a fill found nothing to fill, cleared by one that fills
 let loading = 0; // label loads on their way: the labels on screen are about to be replaced
+let loads = 0; // loadLabels calls so far: only the last one's labels are shown (two "view" clicked at once)
 const STILL_LOADING = "Nothing painted: the labels are still loading. Paint once they are shown.";
 
 /** Fit the editor's image again (opening another study). */
@@ -36,13 +37,14 @@ export async function showLabeling() {
 export async function loadLabels(version) {
   const id = state.study.id;
   const q = version ? `?version=${version}` : "";
+  const call = ++loads;
   loading += 1;
   let response, buffer;
   try {
     response = await api(`/api/studies/${id}/labels${q}`);
     buffer = await response.arrayBuffer();
   } finally { loading -= 1; }
-  if (!stillOpen(id)) return;
+  if (!stillOpen(id) || call !== loads) return;
   state.shape = response.headers.get("X-Label-Shape").split(",").map(Number);
   state.indices = response.headers.get("X-Label-Indices").split(",").map(Number);
   state.labels = new Uint8Array(buffer);
