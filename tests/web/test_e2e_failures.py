@@ -65,6 +65,18 @@ def _base_shows(page: Any, url: str) -> bool:
     )
 
 
+def _transparent(page: Any, canvas: str) -> bool:
+    """True when no image is drawn on the canvas with id `canvas`: every pixel transparent."""
+    return bool(
+        page.evaluate(
+            """(id) => { const c = document.getElementById(id);
+                   return c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+                       .every((v, i) => i % 4 !== 3 || v === 0); }""",
+            canvas,
+        )
+    )
+
+
 def test_a_slice_whose_image_fails_is_blank_and_loads_when_asked_again(
     tmp_path: Path, series: list[Path]
 ) -> None:
@@ -78,11 +90,7 @@ def test_a_slice_whose_image_fails_is_blank_and_loads_when_asked_again(
         page.click("#slice-next")
         _wait_text(page, "study-message", "The image of slice 4 could not be loaded")
         assert page.locator("#slice-text").inner_text().startswith("slice 4 ")
-        assert page.evaluate(  # no image under the labels: every pixel transparent
-            """() => { const c = document.getElementById('edit-base');
-                       return c.getContext('2d').getImageData(0, 0, c.width, c.height).data
-                           .every((v, i) => i % 4 !== 3 || v === 0); }"""
-        )
+        assert _transparent(page, "edit-base")  # no image under the labels
         page.unroute("**/image/axial/4?*")
         page.click("#slice-prev")
         page.click("#slice-next")
@@ -107,3 +115,29 @@ def test_a_volume_that_failed_to_load_loads_when_the_study_is_opened_again(
     page.click("#study-rows tr:has-text('PAT-001')")
     page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
     assert page.locator("#study-message").inner_text() in ("", "Locating L3…")
+
+
+def test_an_l3_image_that_fails_without_webgl_is_blank_and_loads_when_asked_again(
+    page: Any, server: str, series: list[Path]
+) -> None:
+    """Without WebGL2 the L3 view draws the server's images: one that failed (the server busy, the network
+    down for a moment) left the previous slice's image under the new slice's caption, where the user looks
+    for L3, without a word."""
+    from test_e2e_first_use import _upload
+
+    study_id = _upload(page, series)
+    page.goto(f"{server}/?png#/study/{study_id}")
+    page.wait_for_function("document.getElementById('axial-index').textContent === 'slice 6 / 11'")
+    page.wait_for_function("document.getElementById('axial-canvas').width > 0")
+    page.wait_for_load_state("networkidle")
+    page.route("**/image/axial/11?*", lambda route: route.abort())
+    page.focus("#l3-viewer")
+    page.keyboard.press("PageUp")  # the line, and the axial image, to slice 11 (not one prefetched)
+    _wait_text(page, "study-message", "The axial image of slice 11 could not be loaded")
+    assert page.locator("#axial-index").inner_text() == "slice 11 / 11"
+    assert _transparent(page, "axial-canvas")  # no image under the caption
+    page.unroute("**/image/axial/11?*")
+    page.keyboard.press("PageDown")
+    page.keyboard.press("PageUp")
+    page.wait_for_function("!document.getElementById('study-message').textContent.includes('could not')")
+    assert not _transparent(page, "axial-canvas")

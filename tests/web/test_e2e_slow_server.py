@@ -114,6 +114,17 @@ def test_a_volume_arriving_after_another_study_was_opened_is_not_drawn_over_it(
     assert page.locator("#mpr-canvas").screenshot() == before
 
 
+def _segmenting(page: object, study_id: str, patient: str) -> list:
+    """Open the study from the list and press "Segment selected" (threshold); its request is held."""
+    page.click(f"#study-rows tr:has-text('{patient}')")
+    _shown(page, patient)
+    page.select_option("#engine", "threshold")
+    held = _held(page, f"**/api/studies/{study_id}/segment")
+    page.click("#segment")
+    _wait_held(page, held)
+    return held
+
+
 def test_a_segmentation_ending_after_another_study_was_opened_leaves_the_user_there(
     page: object, server: str, studies: tuple[str, str]
 ) -> None:
@@ -121,12 +132,7 @@ def test_a_segmentation_ending_after_another_study_was_opened_leaves_the_user_th
     user who had gone on to patient B was taken to B's label view (where an unsaved edit would have been
     dropped). Now the user stays, told that A's segmentation is done."""
     a, b = studies
-    page.click("#study-rows tr:has-text('PAT-A')")
-    _shown(page, "PAT-A")
-    page.select_option("#engine", "threshold")
-    held = _held(page, f"**/api/studies/{a}/segment")
-    page.click("#segment")
-    _wait_held(page, held)
+    held = _segmenting(page, a, "PAT-A")
     _open_from_list(page, "PAT-B")
     _shown(page, "PAT-B")
     held[0].continue_()

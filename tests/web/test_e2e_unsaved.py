@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,24 @@ def _wait_held(page: Any, held: list[Any]) -> None:
     raise AssertionError("no request was made")
 
 
+def _one_request_for_two_presses(page: Any, pattern: str, press: Any, again: Any, said: str) -> None:
+    """`press()`, then `again()` while the request it made (matching `pattern`) is held back, as on a slow
+    server; let through, that one request was all, and the page says `said` (no conflict)."""
+    held: list[Any] = []
+    page.route(pattern, _holding(held))
+    press()
+    _wait_held(page, held)
+    again()
+    page.wait_for_timeout(300)
+    for route in held:
+        route.continue_()
+    page.unroute(pattern)
+    _wait_text(page, "study-message", said)
+    page.wait_for_load_state("networkidle")
+    assert len(held) == 1, pattern
+    assert page.locator("#study-message").inner_text().startswith(said), pattern
+
+
 def test_a_stroke_painted_while_a_save_runs_stays_unsaved(tmp_path: Path, series: list[Path]) -> None:
     """The save sends the labels as they were when it started; a stroke painted meanwhile keeps the editor
     "Save *" (and the leave-page warning) until it is saved itself."""
@@ -115,18 +134,8 @@ def test_ctrl_s_pressed_again_while_saving_is_not_a_conflict(tmp_path: Path, ser
     to see their changes", of an edit that had been saved."""
     with _label_view(tmp_path, series) as (_, page, url, sid):
         _stroke(page, 0.06, 0.08)
-        held: list[Any] = []
-        page.route("**/labels?base_version=*", lambda route: held.append(route))
-        page.keyboard.press("Control+s")
-        _wait_held(page, held)
-        page.keyboard.press("Control+s")
-        page.wait_for_timeout(300)
-        for route in held:
-            route.continue_()
-        page.unroute("**/labels?base_version=*")
-        _wait_text(page, "study-message", "Saved as version 2.")
-        page.wait_for_load_state("networkidle")
-        assert len(held) == 1
+        save = partial(page.keyboard.press, "Control+s")
+        _one_request_for_two_presses(page, "**/labels?base_version=*", save, save, "Saved as version 2.")
         assert page.locator("#study-message").inner_text() == "Saved as version 2."
         assert page.locator("#toast").is_hidden()
         assert [v["version"] for v in httpx.get(f"{url}/api/studies/{sid}/versions").json()] == [2, 1]
@@ -141,19 +150,13 @@ def test_patient_facts_applied_twice_while_saving_are_not_a_conflict(
     with _label_view(tmp_path, series) as (_, page, url, sid):
         page.fill("#height", "171")
         page.fill("#weight", "66")
-        held: list[Any] = []
-        page.route("**/patient", lambda route: held.append(route))
-        page.click("#patient-form button[type=submit]")
-        _wait_held(page, held)
-        page.focus("#weight")
-        page.keyboard.press("Enter")  # submits the form, unless its button is disabled
-        page.wait_for_timeout(300)
-        for route in held:
-            route.continue_()
-        page.unroute("**/patient")
-        _wait_text(page, "study-message", "Patient facts saved.")
-        page.wait_for_load_state("networkidle")
-        assert len(held) == 1
+
+        def enter() -> None:  # submits the form, unless its button is disabled
+            page.focus("#weight")
+            page.keyboard.press("Enter")
+
+        apply = partial(page.click, "#patient-form button[type=submit]")
+        _one_request_for_two_presses(page, "**/patient", apply, enter, "Patient facts saved.")
         assert page.locator("#study-message").inner_text() == "Patient facts saved."
         patient = httpx.get(f"{url}/api/studies/{sid}").json()["patient"]
         assert (patient["height_cm"], patient["weight_kg"]) == (171, 66)
@@ -176,20 +179,12 @@ def test_restore_and_import_pressed_twice_make_one_version(tmp_path: Path, serie
             if button == "#restore-version":
                 page.click("#versions li:has-text('v1 ·') button")
                 page.wait_for_selector("#readonly-banner:not([hidden])")
-            held: list[Any] = []
-            page.route(pattern, _holding(held))
             page.locator(button).scroll_into_view_if_needed()
             box = page.locator(button).bounding_box()
-            page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            _wait_held(page, held)
-            page.wait_for_timeout(300)
-            for route in held:
-                route.continue_()
-            page.unroute(pattern)
-            _wait_text(page, "study-message", said)
-            page.wait_for_load_state("networkidle")
-            assert len(held) == 1, button
-            assert page.locator("#study-message").inner_text().startswith(said), button
+            double_click = partial(
+                page.mouse.dblclick, box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            )
+            _one_request_for_two_presses(page, pattern, double_click, lambda: None, said)
         versions = httpx.get(f"{url}/api/studies/{sid}/versions").json()
         assert [v["version"] for v in versions] == [3, 2, 1]
 

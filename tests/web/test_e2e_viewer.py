@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import test_e2e
 from test_e2e_first_use import _ctrl_wheel, _upload
-from web_synth import synthetic_hu, write_series
+from web_synth import synthetic_hu, write_exam, write_series
 
 pytestmark = test_e2e.pytestmark
 server, page = test_e2e.server, test_e2e.page
@@ -466,6 +466,18 @@ def test_label_editor_fits_its_image_again_when_the_window_is_resized(
         assert min(box["width"], box["height"]) == pytest.approx(image["width"], abs=1)
 
 
+def _fits(page: object, size: tuple[int, int], parts: tuple[str, ...]) -> None:
+    """At `size`, each of `parts` is inside the window and the page does not scroll (main, under the top
+    bar, holds the views)."""
+    page.set_viewport_size({"width": size[0], "height": size[1]})
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    for part in parts:
+        b = page.locator(part).bounding_box()
+        assert b["y"] >= 0 and b["y"] + b["height"] <= size[1], (size, part, b)
+    overflow = page.evaluate("(m => m.scrollHeight - m.clientHeight)(document.querySelector('main'))")
+    assert overflow <= 0 and page.evaluate("document.scrollingElement.scrollHeight") <= size[1], size
+
+
 def test_the_label_editor_fits_the_window(page: object, server: str, tmp_path: Path) -> None:
     """At 1280x720 the editor's box (72 % of the window's height under toolbars of three rows) reached 23 px
     below the window: the page scrolled, and the image's bottom, or the toolbars once scrolled down, were cut
@@ -475,20 +487,53 @@ def test_the_label_editor_fits_the_window(page: object, server: str, tmp_path: P
     study_id = _upload(page, write_series(tmp_path / "series"))
     page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
     _segment(page, server, study_id, 5)
-    for width, height in ((1280, 720), (1366, 768), (1920, 1080)):
-        page.set_viewport_size({"width": width, "height": height})
-        page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
-        size = (width, height)
-        for part in ("#tool-brush", "#save-labels", "#slice-next", "#editor-box", ".label-main > p"):
-            b = page.locator(part).bounding_box()
-            assert b["y"] >= 0 and b["y"] + b["height"] <= height, (size, part)
-        assert page.evaluate("document.scrollingElement.scrollHeight") <= height, size
+    for size in ((1280, 720), (1366, 768), (1920, 1080)):
+        _fits(page, size, ("#tool-brush", "#save-labels", "#slice-next", "#editor-box", ".label-main > p"))
         box = page.locator("#editor-box").bounding_box()
-        assert box["height"] > height / 2, size
+        assert box["height"] > size[1] / 2, size
         page.locator("#versions").scroll_into_view_if_needed()  # far down the side panel
-        assert page.locator("#versions").bounding_box()["y"] < height, size
+        assert page.locator("#versions").bounding_box()["y"] < size[1], size
         assert page.locator("#editor-box").bounding_box() == box, size
         page.locator("#analysis").scroll_into_view_if_needed()
+
+
+def test_the_l3_view_fits_the_window(page: object, server: str, tmp_path: Path) -> None:
+    """The L3 view's images were 70 % of the window's height under its toolbars: at 1280x720 (with the
+    Series list of an upload of several series) the bottom of the reconstructions was below the window, and
+    the localizer's note under them at 1366x768 too; the page scrolled. Now the images take the height the
+    toolbars, the hint and the note leave, on NiiVue and on the server's images alike."""
+    files = [f for paths in write_exam(tmp_path / "exam").values() for f in paths]
+    study_id = _upload(page, files)
+    for viewer in ("#mpr", "#l3-grid"):
+        if viewer == "#l3-grid":  # without WebGL2
+            page.goto(f"{server}/?png#/study/{study_id}")
+            page.wait_for_selector("#l3-grid:not([hidden])")
+        page.wait_for_selector("#series-bar:not([hidden])")
+        page.wait_for_function("document.getElementById('l3-flags').textContent.length > 0", timeout=120000)
+        for size in ((1280, 720), (1366, 768), (1920, 1080)):
+            _fits(page, size, ("#series", "#segment", "#l3-hint", viewer, "#l3-flags"))
+            assert page.locator(viewer).bounding_box()["height"] > size[1] / 2, (viewer, size)
+
+
+def test_the_server_reconstructions_follow_the_window(page: object, server: str, tmp_path: Path) -> None:
+    """Without WebGL2 the coronal and sagittal images kept the size they were drawn at: after the window was
+    made smaller they ran out of their boxes (the lower part and the lines there behind a scroll bar of the
+    box), and in a larger window they stayed small, until the crosshair moved."""
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.goto(f"{server}/?png#/study/{study_id}")
+    page.wait_for_function("document.getElementById('coronal-canvas').width > 300")
+    for size in ((1280, 720), (1920, 1080)):
+        page.set_viewport_size({"width": size[0], "height": size[1]})
+        page.wait_for_timeout(500)  # the image is drawn again when it has come (it is cached)
+        for plane in ("coronal", "sagittal"):
+            image = page.locator(f"#{plane}-canvas").bounding_box()
+            box = page.locator(f"#{plane}-canvas").locator("..").bounding_box()
+            for at, extent in (("x", "width"), ("y", "height")):  # inside its box
+                assert box[at] - 0.5 <= image[at] <= image[at] + image[extent] <= box[at] + box[extent] + 0.5
+            assert image["width"] == pytest.approx(box["width"], abs=1) or image["height"] == pytest.approx(
+                box["height"], abs=1
+            ), (size, plane, image, box)
 
 
 def test_space_drag_pans_the_editor_after_a_toolbar_control_was_clicked(

@@ -1,5 +1,8 @@
-// The label editor's painting tools on one slice's labels (a Uint8Array, row-major nx * ny).
-// `allows(i)` says whether pixel i may take the new value (the "HU range only" constraint).
+// The label editor's painting tools on one slice's labels (a Uint8Array, row-major nx * ny), and what they
+// stay within: the slice's HU and body from the server. `allows(i)` says whether pixel i may take the new
+// value (the "HU range only" constraint, the body for fill).
+import {api} from "./api.js";
+import {state, stillOpen} from "./state.js";
 
 /** A round brush of diameter `size` centred at (cx, cy) in pixel coordinates (a pixel's centre is +0.5). */
 export function paintDisc(labels, nx, ny, cx, cy, size, value, allows) {
@@ -42,4 +45,25 @@ export function fillRegion(labels, nx, ny, x, y, value, allows) {
     }
   }
   return filled;
+}
+
+/** Slice z's HU (`kind` "hu": GET .../hu/z, int16) or body ("body": GET .../body/z, uint8, 1 inside: fill
+ * stays in it), kept while its study is open (not for another opened meanwhile). */
+export async function sliceData(kind, z) {
+  const id = state.study.id;
+  if (!state[kind].has(z)) {
+    const response = await api(`/api/studies/${id}/${kind}/${z}`);
+    const data = new (kind === "hu" ? Int16Array : Uint8Array)(await response.arrayBuffer());
+    if (!stillOpen(id)) return data;
+    state[kind].set(z, data);
+  }
+  return state[kind].get(z);
+}
+
+/** True when pixel i of a slice whose HU are `hu` is in the HU range of tissue `label` (no HU: any). */
+export function huAllows(hu, i, label) {
+  if (!hu || !label) return true;
+  const name = state.config.tissues.find((t) => t.label === label).name;
+  const [lo, hi] = state.config.hu_ranges[name];
+  return hu[i] >= lo && hu[i] <= hi;
 }

@@ -1,7 +1,7 @@
 // The L3 view's images without WebGL2: windowed 8-bit PNGs from the server (one per plane, slice and preset),
 // drawn on three canvases, with the Range/Slice lines and the localizer's vertebrae drawn over them. Used only
 // when NiiVue cannot run (mpr.js); window/level is then limited to the presets.
-import {$} from "./api.js";
+import {$, message, unsay} from "./api.js";
 import {canvasPoint, image, reconStretch, state, stillOpen, stretchNote, tag} from "./state.js";
 import {Viewport} from "./viewport.js";
 
@@ -9,6 +9,7 @@ export class PNGView {
   /** hooks as for MPRView (mpr.js): crosshair, lines, vertebrae, lineAt, dragLine, dropLine. */
   constructor(hooks) {
     this.hooks = hooks;
+    this.said = new Map(); // canvas -> the message that its image could not be loaded, cleared once it is
     this.axialView = new Viewport($("axial-box"), $("axial-canvas"), () => this.drawAxial());
     this.bind();
   }
@@ -31,8 +32,9 @@ export class PNGView {
     const z = state.axialZ;
     $("axial-index").textContent = `slice ${z} / ${s.n_slices - 1}`;
     const img = image("axial", z);
-    try { await img.ready; } catch (_) { return; }
+    const loaded = await img.ready.then(() => true, () => false);
     if (z !== state.axialZ || !stillOpen(s.id)) return; // another slice or study is shown now
+    if (!this.shows(loaded, canvas, `The axial image of slice ${z}`)) return;
     canvas.width = s.cols;
     canvas.height = s.rows;
     this.axialView.layout(s.cols * s.spacing[2], s.rows * s.spacing[1]);
@@ -48,6 +50,23 @@ export class PNGView {
       const n = z + dz;
       if (n >= 0 && n < s.n_slices) image("axial", n); // prefetch neighbours
     }
+  }
+
+  /** False when the image `what` could not be loaded: `canvas` is blanked (never another slice's image under
+   * this one's caption and lines) and the status line says so; the server is asked again when it is shown
+   * again. */
+  shows(loaded, canvas, what) {
+    if (loaded) {
+      unsay(this.said.get(canvas));
+      return true;
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    const said = `${what} could not be loaded from the server: show it again (wheel, a line moved) to retry.`;
+    this.said.set(canvas, said);
+    message(said, true);
+    return false;
   }
 
   /** Reconstructions are shown at true proportions unless stretched (reconStretch); the canvas is drawn at
@@ -76,8 +95,9 @@ export class PNGView {
     const shown = () => (plane === "coronal" ? state.crossY : state.crossX);
     const index = shown();
     const img = image(plane, index);
-    try { await img.ready; } catch (_) { return; }
+    const loaded = await img.ready.then(() => true, () => false);
     if (index !== shown() || !stillOpen(id)) return; // another plane or study is shown now
+    if (!this.shows(loaded, canvas, `The ${plane} image`)) return;
     const g = this.geometry(plane);
     $(`${plane}-note`).textContent = stretchNote(g.stretch);
     const dpr = window.devicePixelRatio || 1;
@@ -157,6 +177,11 @@ export class PNGView {
         if (plane === "coronal") this.hooks.crosshair(state.crossX, Math.max(0, Math.min(s.rows - 1, state.crossY + d)), state.axialZ);
         else this.hooks.crosshair(Math.max(0, Math.min(s.cols - 1, state.crossX + d)), state.crossY, state.axialZ);
       }, {passive: false});
+      // the box follows the window (CSS sizes): the image is drawn again at the box's new size
+      new ResizeObserver(() => {
+        const box = canvas.parentElement;
+        if (state.study && state.study.n_slices > 1 && box.clientWidth && box.clientHeight) this.drawRecon(plane);
+      }).observe(canvas.parentElement);
     }
   }
 }

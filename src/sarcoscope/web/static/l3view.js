@@ -5,7 +5,7 @@ import {$, download, getJSON, message, sendJSON, toast} from "./api.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
 import {showSeries} from "./series.js";
-import {ownsKeys, state, stillOpen} from "./state.js";
+import {ownsKeys, state, stillOpen, stillShown} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
 let view = null; // MPRView or PNGView
@@ -14,6 +14,7 @@ let locating = null; // the study whose L3 the localizer is looking for: its lin
 let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
 const kept = {slice: null, range: null}; // the lines each mode had when the user left it, for the way back
 let shownPreset = null; // the Window preset NiiVue was last set to (the label editor's list changes it too)
+let segmenting = null; // the study "Segment selected" runs for: pressed again, it would be refused as a conflict
 
 export function applySelection(sel) {
   state.mode = sel.mode;
@@ -113,6 +114,7 @@ function renderModes() {
 
 export async function showL3() {
   const s = state.study;
+  updateWaiting(); // this study's: another one's segmentation neither holds nor frees its buttons
   await ensureView();
   $("l3-preset").value = state.preset;
   renderHint();
@@ -123,10 +125,14 @@ export async function showL3() {
   let failed = ""; // the volume's failure, said again once the localizer is done
   if (mpr) {
     message("Loading the images…");
+    const preset = state.preset; // the window the volume is shown with when it comes
     try {
-      await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[state.preset]);
+      await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[preset]);
       if (!stillOpen(s.id)) return;
-      if (shownPreset !== state.preset) view.setWindow(...state.config.windows[state.preset]);
+      // a preset chosen meanwhile: in the label editor, or here while the volume loaded (none to set it on)
+      if (shownPreset !== state.preset || preset !== state.preset) {
+        view.setWindow(...state.config.windows[state.preset]);
+      }
       shownPreset = state.preset;
       message("");
     } catch (err) {
@@ -135,7 +141,9 @@ export async function showL3() {
       message(failed, true);
     }
   }
-  if (!s.localization) {
+  // asked already when the tab was shown before (left and shown again meanwhile): that answer is drawn
+  if (!s.localization && locating === s.id) message("Locating L3…");
+  else if (!s.localization) {
     message("Locating L3…");
     locating = s.id;
     updateWaiting();
@@ -296,7 +304,8 @@ function lineKeys(e) {
     e.preventDefault();
     moveLine(state.lines[state.activeLine] + steps[e.key]);
     clearTimeout(lineKeys.timer);
-    lineKeys.timer = setTimeout(saveSelection, 400);
+    const shown = shownSelection(); // saved 0.4 s later as this study's, whichever is open by then
+    lineKeys.timer = setTimeout(() => saveSelection(shown), 400);
   } else if (e.key === "Tab" && state.mode === "range") {
     e.preventDefault();
     state.activeLine = 1 - state.activeLine;
@@ -337,12 +346,16 @@ function setMode(mode) {
 }
 
 /** "Segment selected" and "Download selected DICOM" wait for the localizer, which is about to move the lines
- * the user sees, unless the user placed them. */
+ * the user sees, unless the user placed them; "Segment selected" waits for its own run too. */
 function updateWaiting() {
   const wait = locating === state.study.id && !byHand;
   for (const id of ["segment", "download-dicom"]) {
     $(id).disabled = wait;
     $(id).title = wait ? "Locating L3…: wait for the lines, or place them by hand" : "";
+  }
+  if (segmenting === state.study.id) {
+    $("segment").disabled = true;
+    $("segment").title = "Segmenting: this study's segmentation is running";
   }
 }
 
@@ -356,26 +369,39 @@ function moveLine(z) {
   drawAll();
 }
 
-async function saveSelection() {
-  const id = state.study.id;
+let saves = Promise.resolve(); // the selection saves, one after another
+let lastSave = 0; // saveSelection calls so far: only the last one's answer is the page's study
+
+/** The study open and the selection its lines show. */
+function shownSelection() {
   const [a, b] = state.lines;
-  try {
-    const study = await sendJSON(`/api/studies/${id}/selection`, "PUT",
-      {mode: state.mode, first: Math.min(a, b), last: Math.max(a, b)});
-    if (!stillOpen(id)) return;
-    state.study = study;
-    message(`Saved selection: ${selectionText()}`);
-  } catch (err) {
-    if (stillOpen(id)) message(err.message, true);
-    else toast(`The L3 selection of the study left was not saved: ${err.message}`);
-  }
+  const selection = {mode: state.mode, first: Math.min(a, b), last: Math.max(a, b)};
+  return {id: state.study.id, text: selectionText(), selection};
+}
+
+/** Save the lines (as they are now, unless given). The saves go one after another, so that the server keeps
+ * the last lines (two sent at once, a drag and ↑ right after it, could be stored in either order). */
+function saveSelection({id, text, selection} = shownSelection()) {
+  const call = ++lastSave;
+  saves = saves.then(async () => {
+    try {
+      const study = await sendJSON(`/api/studies/${id}/selection`, "PUT", selection);
+      if (!stillOpen(id) || call !== lastSave) return; // a later save's answer follows
+      state.study = study;
+      message(`Saved selection: ${text}`);
+    } catch (err) {
+      if (stillOpen(id)) message(err.message, true);
+      else toast(`The L3 selection of the study left was not saved: ${err.message}`);
+    }
+  });
+  return saves;
 }
 
 async function segmentSelected() {
   if (state.dirty && !confirm("Segmenting makes a new version: discard your unsaved edit?")) return;
-  const button = $("segment");
-  button.disabled = true;
   const id = state.study.id; // the user may open another study while this one is segmented
+  segmenting = id;
+  updateWaiting();
   const name = state.study.patient_id || id;
   try {
     await saveSelection(); // also brings the study's status up to date
@@ -389,7 +415,7 @@ async function segmentSelected() {
     await sendJSON(`/api/studies/${id}/segment`, "POST",
       {engine: $("engine").value, base_version: state.study.latest_version, model: chosenModel()});
     const study = await getJSON(`/api/studies/${id}`);
-    if (!stillOpen(id)) {
+    if (!stillShown(id)) {
       toast(`The segmentation of ${name} is done: open it from the study list.`, "info");
       return;
     }
@@ -397,12 +423,15 @@ async function segmentSelected() {
     state.labels = null;
     location.hash = `#/study/${id}/label`;
   } catch (err) {
-    if (!stillOpen(id)) toast(`The segmentation of ${name} failed: ${err.message}`);
+    if (!stillShown(id)) toast(`The segmentation of ${name} failed: ${err.message}`);
     else {
       message(err.message, true);
       if (err.status === 409 && err.body && err.body.latest_version) {
         state.study = await getJSON(`/api/studies/${id}`);
       }
     }
-  } finally { button.disabled = false; }
+  } finally {
+    if (segmenting === id) segmenting = null;
+    updateWaiting(); // the study open now: it may be waiting for its localizer
+  }
 }

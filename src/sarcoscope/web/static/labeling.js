@@ -1,7 +1,7 @@
 // The label editor: one selected slice at a time with brush, eraser and fill, undo/redo, and Save as a new
 // label version (refused, with the reason, when someone saved in between).
 import {$, api, message, toast, unsay} from "./api.js";
-import {fillRegion, paintDisc} from "./brush.js";
+import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
 import {canvasPoint, image, ownsKeys, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
 import {refreshSide, restoreViewed, savePatient} from "./versions.js";
@@ -10,6 +10,9 @@ import {refreshSide, restoreViewed, savePatient} from "./versions.js";
 let editView = null; // Viewport of the label editor
 let readOnly = ""; // the message that the version shown is read-only, cleared when another one is shown
 let nothingFilled = ""; // the message that a fill found nothing to fill, cleared by one that fills
+let loading = 0; // label loads on their way: the labels on screen are about to be replaced
+let loads = 0; // loadLabels calls so far: only the last one's labels are shown (two "view" clicked at once)
+const STILL_LOADING = "Nothing painted: the labels are still loading. Paint once they are shown.";
 
 /** Fit the editor's image again (opening another study). */
 export function resetEditorView() { editView.reset(false); }
@@ -29,12 +32,19 @@ export async function showLabeling() {
   drawEditor();
 }
 
+/** Load the latest labels, or version `version` read-only. Strokes are refused until they are shown: one
+ * painted meanwhile on the labels shown before would be dropped without a word when these come. */
 export async function loadLabels(version) {
   const id = state.study.id;
   const q = version ? `?version=${version}` : "";
-  const response = await api(`/api/studies/${id}/labels${q}`);
-  const buffer = await response.arrayBuffer();
-  if (!stillOpen(id)) return;
+  const call = ++loads;
+  loading += 1;
+  let response, buffer;
+  try {
+    response = await api(`/api/studies/${id}/labels${q}`);
+    buffer = await response.arrayBuffer();
+  } finally { loading -= 1; }
+  if (!stillOpen(id) || call !== loads) return;
   state.shape = response.headers.get("X-Label-Shape").split(",").map(Number);
   state.indices = response.headers.get("X-Label-Indices").split(",").map(Number);
   state.labels = new Uint8Array(buffer);
@@ -58,6 +68,7 @@ export async function loadLabels(version) {
   $("readonly-banner").hidden = state.viewing === null;
   $("readonly-version").textContent = state.viewing ?? "";
   unsay(readOnly);
+  unsay(STILL_LOADING);
   if (version) $("readonly-banner").scrollIntoView({block: "nearest"}); // "view" is far down the side panel
   updateButtons();
 }
@@ -122,29 +133,10 @@ function drawOverlay() {
   ctx.putImageData(out, 0, 0);
 }
 
-/** Slice z's HU (`kind` "hu": GET .../hu/z, int16) or body ("body": GET .../body/z, uint8, 1 inside: fill
- * stays in it), kept while its study is open (not for another opened meanwhile). */
-async function sliceData(kind, z) {
-  const id = state.study.id;
-  if (!state[kind].has(z)) {
-    const response = await api(`/api/studies/${id}/${kind}/${z}`);
-    const data = new (kind === "hu" ? Int16Array : Uint8Array)(await response.arrayBuffer());
-    if (!stillOpen(id)) return data;
-    state[kind].set(z, data);
-  }
-  return state[kind].get(z);
-}
-
 /** True while the labels being edited are those of slice `slice` of study `id` (what a slow answer was
  * asked for): strokes and fills are not applied to another slice or study chosen meanwhile. */
 const stillEditing = (id, slice) => stillOpen(id) && state.current === slice;
 
-function huAllows(hu, i, label) {
-  if (!hu || !label) return true;
-  const name = state.config.tissues.find((t) => t.label === label).name;
-  const [lo, hi] = state.config.hu_ranges[name];
-  return hu[i] >= lo && hu[i] <= hi;
-}
 
 /** Remember the current slice's labels (`data`: as they were before an edit already made) for Undo. */
 function pushUndo(data = sliceView().slice()) {
@@ -217,6 +209,10 @@ export function bindEditor() {
       readOnly = `Version ${state.viewing} is read-only: “Restore this version” or “Back to latest” to edit.`;
       message(readOnly, true);
       $("readonly-banner").scrollIntoView({block: "nearest"});
+      return;
+    }
+    if (loading) { // the labels shown are about to be replaced
+      message(STILL_LOADING, true);
       return;
     }
     cursor.setPointerCapture(e.pointerId);

@@ -1,8 +1,8 @@
 // The series of the upload a study came from (an exam export holds arterial and portal-venous, thin and thick
 // series): the Series list of the L3 view shows what tells them apart, and choosing one opens it as a study
 // of its own (its own L3 selection and labels), read from the stored upload: nothing is uploaded again.
-import {$, getJSON, message, sendJSON} from "./api.js";
-import {state, stillOpen} from "./state.js";
+import {$, getJSON, message, sendJSON, toast} from "./api.js";
+import {state, stillOpen, stillShown} from "./state.js";
 
 /** One series as the list names it: description, slices, slice thickness, contrast phase. */
 function describe(s) {
@@ -37,6 +37,7 @@ export async function showSeries() {
 async function openChosen() {
   const select = $("series");
   const from = state.study.id;
+  const chosen = select.selectedOptions[0].textContent;
   // asked before the series is opened (a study of its own on the server), as leaving the study would ask
   if (state.dirty && !confirm("Discard your unsaved label edits?")) {
     select.value = select.dataset.shown;
@@ -46,6 +47,10 @@ async function openChosen() {
   message("Opening the series…");
   try {
     const study = await sendJSON(`/api/studies/${from}/series`, "POST", {series_uid: select.value});
+    if (!stillShown(from)) { // the user went elsewhere meanwhile: not taken away from there
+      toast(`The series ${chosen} is open as a study of its own: find it in the study list.`, "info");
+      return;
+    }
     message("");
     if (study.id !== from) { // discarded, as agreed: opening this study again loads its saved labels
       state.dirty = false;
@@ -53,8 +58,11 @@ async function openChosen() {
     }
     location.hash = `#/study/${study.id}`;
   } catch (err) {
-    message(err.message, true);
-    showSeries(); // back to the series shown
+    if (!stillShown(from)) toast(`The series ${chosen} could not be opened: ${err.message}`);
+    else {
+      message(err.message, true);
+      showSeries(); // back to the series shown
+    }
   } finally { select.disabled = false; }
 }
 

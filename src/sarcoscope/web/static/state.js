@@ -38,6 +38,11 @@ export const state = {
  * server) is not applied to the page, whose state is the open study's. */
 export const stillOpen = (id) => Boolean(state.study) && state.study.id === id;
 
+/** True while study `id` is open and on screen: not when the user went back to the study list, where the page
+ * keeps the study left. An action that ends by going somewhere (its label view, another series) leaves a
+ * user who went elsewhere meanwhile where they are. */
+export const stillShown = (id) => stillOpen(id) && !document.getElementById("view-study").hidden;
+
 export function localTime(iso) {
   return iso ? new Date(iso).toLocaleString([], {dateStyle: "short", timeStyle: "short"}) : "—";
 }

@@ -96,8 +96,14 @@ function exportFormats(study) {
   return study.source_kind === "dicom" ? all : all.filter(([f]) => !f.startsWith("dicom-"));
 }
 
+let sides = 0; // refreshSide calls so far: a slow answer to an earlier one is not shown over a later one's
+
+/** The side panel of the version shown: exports, versions and its analysis (with the patient facts as the
+ * server has them when it answers). */
 export async function refreshSide() {
+  const call = ++sides;
   const s = state.study;
+  const current = () => call === sides && stillOpen(s.id);
   const shown = state.viewing ?? state.version;
   const exports = $("exports");
   const versions = $("versions");
@@ -112,7 +118,7 @@ export async function refreshSide() {
     `${title}</button>`).join("");
   setExportDeidentification();
   const list = await getJSON(`/api/studies/${s.id}/versions`);
-  if (!stillOpen(s.id)) return;
+  if (!current()) return;
   versions.innerHTML = "";
   for (const v of list) {
     const li = document.createElement("li");
@@ -137,7 +143,7 @@ export async function refreshSide() {
     versions.append(li);
   }
   const analysis = await getJSON(`/api/studies/${s.id}/analysis?version=${shown}`).catch((err) => err);
-  if (!stillOpen(s.id)) return;
+  if (!current()) return;
   if (analysis instanceof Error) $("analysis").innerHTML = `<p class="error">${escapeHtml(analysis.message)}</p>`;
   else renderAnalysis(analysis, state.config.tissues);
 }

@@ -1,0 +1,298 @@
+"""End-to-end in headless chromium (see test_e2e.py): what a fast or impatient user does while the server is
+slow (a button pressed again, a line moved, another study opened, the window changed) leaves the page right.
+Each answer is held back with Playwright's routing (as in test_e2e_slow_server.py) until the user has acted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import test_e2e
+from test_e2e_slow_server import (
+    _held,
+    _open_from_list,
+    _segment,
+    _segmenting,
+    _settle,
+    _shown,
+    _two_studies,
+    _wait_held,
+    studies,
+)
+from web_synth import multipart, write_exam
+
+pytestmark = test_e2e.pytestmark
+server, page = test_e2e.server, test_e2e.page
+_ = studies  # the fixture
+
+
+def test_segment_stays_off_while_its_segmentation_runs(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """ "Segment selected" came back on while its segmentation ran when a line was moved (↑/↓, a drag):
+    pressed again, it sent a second segmentation on the same version, refused as a conflict ("Not saved: ...
+    version 1 was saved by ..."). Another study opened meanwhile had its Segment off until the first ended."""
+    a, _ = studies
+    held = _segmenting(page, a, "PAT-A")
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")
+    test_e2e._wait_text(page, "study-message", "Saved selection: Slice 7")
+    assert page.locator("#segment").is_disabled()
+    page.locator("#segment").click(force=True)  # (a disabled button takes no click)
+    _open_from_list(page, "PAT-B")
+    _shown(page, "PAT-B")
+    page.wait_for_function("document.getElementById('segment').disabled === false")  # B is not segmenting
+    _open_from_list(page, "PAT-A")  # still segmenting
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#l3-confidence:not(:empty)")
+    assert page.locator("#segment").is_disabled()
+    assert len(held) == 1
+    held[0].continue_()
+    page.wait_for_url("**/label", timeout=30000)
+    _settle(page)
+    assert page.locator("#study-message").get_attribute("class") == "message"  # no error
+    assert [v["version"] for v in httpx.get(f"{server}/api/studies/{a}/versions").json()] == [1]
+
+
+def test_another_studys_segmentation_ending_does_not_free_segment_while_the_localizer_runs(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """A segmentation of patient A that ended while the user was on patient B, whose L3 was still being
+    located, turned B's "Segment selected" on: pressed, it segmented B's middle slice shown before L3 was
+    found (what waiting for the localizer is for)."""
+    a, b = _two_studies(server, tmp_path)
+    httpx.post(f"{server}/api/studies/{a}/localize", json={}, timeout=60).raise_for_status()
+    page.goto(server)
+    segment = _segmenting(page, a, "PAT-A")
+    locate = _held(page, f"**/api/studies/{b}/localize")
+    _open_from_list(page, "PAT-B")
+    _wait_held(page, locate)
+    test_e2e._wait_text(page, "study-message", "Locating L3…")
+    assert page.locator("#segment").is_disabled()
+    segment[0].continue_()
+    test_e2e._wait_text(page, "toast", "The segmentation of PAT-A is done")
+    assert page.locator("#segment").is_disabled()
+    assert "Locating L3" in page.locator("#segment").get_attribute("title")
+    locate[0].continue_()
+    page.wait_for_function("document.getElementById('segment').disabled === false", timeout=60000)
+
+
+def test_a_window_chosen_while_the_images_load_is_the_one_shown(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """A Window preset chosen while "Loading the images…" (a large volume) was not applied: the list said
+    bone, NiiVue showed the soft-tissue window it was opened with, and choosing bone again did nothing."""
+    a, _ = studies
+    level, width = httpx.get(f"{server}/api/config").json()["windows"]["bone"]
+    held = _held(page, f"**/api/studies/{a}/volume.nii.gz")
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _wait_held(page, held)
+    page.select_option("#l3-preset", "bone")
+    held[0].continue_()
+    page.wait_for_function("document.getElementById('mpr').dataset.window", timeout=60000)
+    _settle(page)
+    assert page.locator("#mpr").get_attribute("data-window") == f"{round(level)},{round(width)}"
+    assert page.locator("#l3-window").inner_text() == f"W {round(width)} · L {round(level)}"
+
+
+def test_a_segmentation_or_series_ending_after_going_back_to_the_list_leaves_the_user_there(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """ "Segment selected", or another series chosen in the Series list, went on when the server answered to
+    the study's label view or the series' study, even when the user had gone back to the study list
+    meanwhile (to search it, upload, open another study): the list was replaced under their hands. Now the
+    user stays on the list, told what was done."""
+    files = [f for paths in write_exam(tmp_path / "exam").values() for f in paths]
+    r = httpx.post(f"{server}/api/studies", files=multipart(files), timeout=60)
+    assert r.status_code == 201, r.text
+    page.goto(server)
+
+    def back_to_the_list_before(answer: object, said: str) -> None:
+        page.click("#nav-studies")
+        page.wait_for_selector("#view-studies:not([hidden])")
+        answer.continue_()
+        _settle(page)
+        assert page.evaluate("location.hash") == "#/", said
+        assert page.locator("#view-studies").is_visible() and page.locator("#view-study").is_hidden()
+        assert page.locator("#toast").inner_text().startswith(said)
+
+    held = _segmenting(page, r.json()["id"], "PAT-EXAM")
+    back_to_the_list_before(held[0], "The segmentation of PAT-EXAM is done")
+    page.click("#study-rows tr:has-text('PAT-EXAM')")
+    page.wait_for_selector("#series-bar:not([hidden])")
+    held = _held(page, "**/series")
+    page.select_option("#series", index=1)
+    _wait_held(page, held)
+    back_to_the_list_before(held[0], "The series Abdomen ART 6.0")
+
+
+def _held_first(page: object, pattern: str) -> list:
+    """Hold back the first request matching `pattern` (sent on with its continue_()); the others go on."""
+    held: list = []
+    page.route(pattern, lambda route: route.continue_() if held else held.append(route))
+    return held
+
+
+class _LateAnswer:
+    """A request the server answers at once, its answer given to the page only by continue_(): a slow
+    network, or a server that took long for it (unlike a held request, the server sees it at once)."""
+
+    def __init__(self, route: object) -> None:
+        self.route, self.response = route, route.fetch()
+
+    def continue_(self) -> None:
+        self.route.fulfill(response=self.response)
+
+
+def _late_first(page: object, pattern: str) -> list:
+    """The first request matching `pattern` answered late (_LateAnswer); the others at once."""
+    late: list = []
+    page.route(pattern, lambda route: route.continue_() if late else late.append(_LateAnswer(route)))
+    return late
+
+
+def test_patient_facts_applied_while_the_analysis_loads_are_in_its_numbers(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """The analysis panel showed whichever analysis came last, not the one asked for last: facts applied
+    while the label view's first analysis was still coming (height, weight, sex typed at once) were shown
+    computed, then replaced by that first analysis, made without them: SMI "not computed (height unknown)"
+    beside a height of 171 cm."""
+    a, _ = studies
+    _segment(server, studies)
+    held = _late_first(page, f"**/api/studies/{a}/analysis?*")
+    page.goto(f"{server}/#/study/{a}/label")
+    _wait_held(page, held)
+    page.fill("#height", "171")
+    page.fill("#weight", "66")
+    page.select_option("#sex", "M")
+    page.click("#patient-form button[type=submit]")
+    test_e2e._wait_text(page, "study-message", "Patient facts saved.")
+    assert page.locator("#smi").inner_text().endswith("cm²/m²")
+    held[0].continue_()
+    _settle(page)
+    assert page.locator("#smi").inner_text().endswith("cm²/m²")
+
+
+def test_the_selection_saved_is_the_last_one_shown(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """Each line move saves the selection; a second move while the first save was on its way was sent beside
+    it, and the server could store them in either order: here the first, slice 7, while the page showed 8
+    (opened again, the study came back with its line a slice off what the user had placed)."""
+    a, _ = studies
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _shown(page, "PAT-A")
+    first = _held_first(page, f"**/api/studies/{a}/selection")
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")  # slice 6 -> 7, saved 0.4 s later: held
+    _wait_held(page, first)
+    page.keyboard.press("ArrowUp")  # 7 -> 8, saved 0.4 s later
+    page.wait_for_timeout(1500)
+    first[0].continue_()
+    test_e2e._wait_text(page, "study-message", "Saved selection: Slice 8")
+    _settle(page)
+    assert page.locator("#l3-viewer").get_attribute("data-lines") == "8"
+    assert httpx.get(f"{server}/api/studies/{a}").json()["selection"]["first"] == 8
+
+
+def _label_view_of_versions(page: object, server: str, studies: tuple[str, str], n: int) -> None:
+    """Study A segmented (version 1), with versions up to `n` (empty labels) saved after it; the page on its
+    label view."""
+    a, _ = studies
+    _segment(server, studies)
+    for base in range(1, n):
+        r = httpx.post(
+            f"{server}/api/studies/{a}/labels?base_version={base}",
+            content=bytes(96 * 96),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert r.status_code == 201, r.text
+    page.goto(f"{server}/#/study/{a}/label")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=60000)
+
+
+def test_a_stroke_while_a_version_loads_is_refused_not_dropped(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """ "view" on an earlier version showed nothing until its labels came: a stroke painted meanwhile on the
+    labels still shown made them "Save *", and was dropped without a word when the version came."""
+    from test_e2e_unsaved import _stroke
+
+    a, _ = studies
+    _label_view_of_versions(page, server, studies, 2)
+    held = _held(page, f"**/api/studies/{a}/labels?version=1")
+    page.click("#versions li:has-text('v1 ·') button")
+    _wait_held(page, held)
+    _stroke(page, 0.06, 0.08)
+    assert page.locator("#save-labels").inner_text() == "Save"
+    test_e2e._wait_text(page, "study-message", "Nothing painted: the labels are still loading")
+    held[0].continue_()
+    page.wait_for_selector("#readonly-banner:not([hidden])")
+    assert page.locator("#study-message").inner_text() == ""
+
+
+def test_a_line_moved_just_before_opening_another_study_is_saved_for_its_own(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """↑/↓ save the selection 0.4 s after the last key; another study opened within that time had the lines
+    it opened with (its middle slice) saved as its selection, as if placed by hand, so that its localizer's
+    L3, still to come, was not proposed; and the move was lost for the study it was made in."""
+    a, b = studies
+    api = f"{server}/api/studies"
+    assert httpx.get(f"{api}/{b}").json()["selection"] is None  # (too short for the localizer to propose)
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _shown(page, "PAT-A")
+    page.clock.install(time=10**12)  # the page's timers wait (B is opened within the 0.4 s) ...
+    page.clock.pause_at(10**12 + 1000)
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")  # slice 6 -> 7
+    page.evaluate(f"location.hash = '#/study/{b}'")  # (a link, Back)
+    _shown(page, "PAT-B")
+    page.clock.resume()  # ... until now
+    _settle(page)
+    selections = [httpx.get(f"{api}/{sid}").json()["selection"] for sid in (a, b)]
+    assert selections == [{"mode": "slice", "first": 7, "last": 7}, None]
+
+
+def test_switching_tabs_while_l3_is_located_locates_it_once(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """Back on the L3 tab while its localizer ran (a few seconds on a real CT), the view asked for another
+    localization: the server ran the localizer twice, and the first to end said L3 was found (Segment on)
+    while the other still ran."""
+    a, _ = _two_studies(server, tmp_path)
+    page.goto(server)
+    held = _held(page, f"**/api/studies/{a}/localize")
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _wait_held(page, held)
+    page.click("#tab-label")
+    page.wait_for_selector("#pane-label:not([hidden])")
+    page.click("#tab-l3")
+    test_e2e._wait_text(page, "study-message", "Locating L3…")
+    page.wait_for_timeout(500)
+    assert len(held) == 1
+    held[0].continue_()
+    page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)
+    _settle(page)
+    assert page.locator("#study-message").inner_text() == "" and page.locator("#segment").is_enabled()
+
+
+def test_the_version_viewed_is_the_last_one_asked_for(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """ "view" on version 1, then on version 2 while version 1 was still coming: version 2 was shown, then
+    replaced by version 1 when it came, so that "Restore this version" restored another version than the one
+    the user had chosen last."""
+    a, _ = studies
+    _label_view_of_versions(page, server, studies, 3)
+    held = _held(page, f"**/api/studies/{a}/labels?version=1")
+    page.click("#versions li:has-text('v1 ·') button")
+    _wait_held(page, held)
+    page.click("#versions li:has-text('v2 ·') button")
+    test_e2e._wait_text(page, "readonly-version", "2")
+    held[0].continue_()
+    _settle(page)
+    assert page.locator("#readonly-version").inner_text() == "2"
+    assert page.locator("#analysis-version").inner_text() == "· version 2"
