@@ -743,6 +743,17 @@ def test_dicom_sr_and_qc_exports_and_edited_seg_provenance(client: TestClient, s
     assert not [v for v in texts if author in v]
 
     qc = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{sid}/export/dicom-qc").content))
+    # exported again, the same objects keep their UIDs (a PACS they are pushed to again holds them once)
+    for fmt, first in (("dicom-sr", sr), ("dicom-qc", qc)):
+        again = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{sid}/export/{fmt}").content))
+        assert (again.SOPInstanceUID, again.SeriesInstanceUID) == (
+            first.SOPInstanceUID,
+            first.SeriesInstanceUID,
+        )
+    # another result (the patient's height applied: its SMI) is another SR, stored beside the first
+    assert client.put(f"/api/studies/{sid}/patient", json={"height_cm": 171}).status_code == 200
+    changed = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{sid}/export/dicom-sr").content))
+    assert changed.SOPInstanceUID != sr.SOPInstanceUID
     source = pydicom.dcmread(series[5], stop_before_pixels=True)
     assert qc.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
     assert (qc.PatientID, qc.StudyInstanceUID) == (source.PatientID, source.StudyInstanceUID)

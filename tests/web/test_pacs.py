@@ -149,6 +149,11 @@ def test_import_segment_push_and_read_back(
     twice = client.post(f"/api/studies/{sid}/pacs/push")
     assert twice.status_code == 409 and "pushed to the PACS before" in twice.json()["detail"]
     assert len(orthanc.series_of(study_uid)) == 4  # nothing more was stored
+    # pushed again on purpose, the same result: the same objects, which the study holds already
+    again = client.post(f"/api/studies/{sid}/pacs/push", params={"repeat": True}).json()
+    assert (again["stored"], again["already_stored"]) == (0, 3)
+    assert again["objects"] == body["objects"]
+    assert len(orthanc.series_of(study_uid)) == 4
     events = [e for e in client.get(f"/api/studies/{sid}/audit").json() if e["action"] == "pacs-push"]
     assert events and events[0]["details"]["sop_instance_uids"] == [
         o["sop_instance_uid"] for o in body["objects"]

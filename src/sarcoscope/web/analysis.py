@@ -325,6 +325,7 @@ def export_file(
     from sarcoscope.export.sc import write_qc_capture
     from sarcoscope.export.seg import build_dicom_seg
     from sarcoscope.export.sr import write_dicom_sr
+    from sarcoscope.export.writer import result_fingerprint
     from sarcoscope.imaging.deidentify import refuse_burned_in
 
     row = store.get_version(study.id, version)
@@ -356,18 +357,29 @@ def export_file(
             if fmt == "pdf":
                 return ExportFile(report_pdf(report, png), name, media)
             return ExportFile(report_html(report, png, name).encode(), name, media)
+        # the same object made again keeps its UIDs, so a PACS it is pushed to again holds it once: the SEG
+        # is the version's labels; the SR and the capture also show the patient's facts, hence the result's
+        # fingerprint (a height applied later makes a new SR). The study id is the server's own, so the
+        # de-identified UIDs cannot be recomputed from the original study.
+        seed = f"sarcoscope-web/{study.id}/{row.version}/{'deid' if deidentification else 'plain'}"
         if fmt in ("dicom-seg", "dicom-sr"):
-            seed = f"sarcoscope-web/{study.id}/{row.version}/{'deid' if deidentification else 'plain'}"
             seg, warning = build_dicom_seg(result, deidentification, uid_seed=seed)
             if seg is not None and fmt == "dicom-seg":
                 seg.save_as(path)
             elif seg is not None:
-                warning = write_dicom_sr(result, seg, path, deidentification)
+                sr_seed = f"{seed}/{result_fingerprint(result)}"
+                warning = write_dicom_sr(result, seg, path, deidentification, uid_seed=sr_seed)
             if not path.exists():
                 raise HTTPException(409, f"No {fmt.upper()} can be made for this study: {warning}")
         elif fmt == "dicom-qc":
             (Path(tmp) / "overlay.png").write_bytes(overlay_png(store, study.id, row, result))
-            warning = write_qc_capture(result, Path(tmp) / "overlay.png", path, deidentification)
+            warning = write_qc_capture(
+                result,
+                Path(tmp) / "overlay.png",
+                path,
+                deidentification,
+                uid_seed=f"{seed}/{result_fingerprint(result)}",
+            )
             if not path.exists():
                 raise HTTPException(409, f"No QC secondary capture can be made for this study: {warning}")
         elif fmt == "nifti":

@@ -182,9 +182,10 @@ def push_results(
     """Store the DICOM SEG, SR and QC secondary capture of a label version (default: the latest) into the
     study on the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds.
 
-    A version pushed before is refused (409) unless `repeat`: the SR and the capture get new UIDs at every
-    export, so a second push adds copies beside the first in the PACS (`already_stored`: objects the study
-    held already, not sent again: the SEG, whose UIDs the version fixes). `warnings`: what the objects left
+    A version pushed before is refused (409) unless `repeat`. The objects of the same result keep their UIDs
+    (analysis.export_file), so pushed again they are not sent (`already_stored`: objects the study held
+    already); the SR and capture of a result changed since (the patient's height applied) are new objects,
+    stored beside the first. `warnings`: what the objects left
     out of the source's header (a malformed value, see export.seg.prepared_sources)."""
     import pydicom
 
@@ -200,7 +201,7 @@ def push_results(
         raise HTTPException(
             409,
             f"Label version {row.version} was pushed to the PACS before (by {before[0].actor}); pushing it "
-            "again adds a second SR and QC capture there (repeat=true does).",
+            "again stores only what changed since, such as an SR with the patient's height (repeat=true).",
         )
     if study.source_kind != "dicom":
         raise HTTPException(409, "This study was uploaded as NIfTI: it has no DICOM study to push into.")

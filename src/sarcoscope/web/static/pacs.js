@@ -118,8 +118,10 @@ function pushCard() {
     try {
       const done = await (await api(`/api/studies/${id}/pacs/push${repeat ? "?repeat=true" : ""}`,
         {method: "POST"})).json();
+      const held = done.already_stored ? ` (${done.already_stored} of them were there already and not ` +
+        "sent again)" : "";
       status.textContent = `Stored ${done.objects.map((o) => o.modality).join(", ")} of label version ` +
-        `${done.version} in the study on the PACS.`;
+        `${done.version} in the study on the PACS${held}.`;
       for (const warning of done.warnings) toast(warning);
     } catch (err) {
       status.textContent = "";
