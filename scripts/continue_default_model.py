@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 from pathlib import Path
+
+from real_slices import run_from_the_repository
 
 from sarcoscope.segmentation.model_files import CARD_FILE, CARD_MD_FILE, MODEL_FILE, load_model_card
 from sarcoscope.training import train_or_resume
@@ -49,9 +50,7 @@ def main() -> None:
     parser.add_argument("--install", action="store_true", help="install the final model when it is better")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    real = Path(os.path.relpath(args.shared.resolve() / "real" / "l3_slices", REPO))
-    work = Path(os.path.relpath(args.work.resolve(), REPO))
-    os.chdir(REPO)
+    real, work = run_from_the_repository(args.shared, args.work)
     cases = [case for case, _, _ in find_pairs(real)]
 
     baseline = work / "baseline"

@@ -5,6 +5,7 @@ muscle-area error summary of their tables."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,15 @@ def parse_args(
     args = parser.parse_args()
     folder = args.shared / "real" / "l3_slices"
     return args, folder, sorted(p.stem for p in (folder / "labels").glob("*.npy"))
+
+
+def run_from_the_repository(shared: Path, work: Path) -> tuple[Path, Path]:
+    """The real L3 slice folder under `shared` and the folder `work`, relative to the repository, which
+    becomes the working folder: the model cards a training script writes record no folder of this machine."""
+    real = Path(os.path.relpath(shared.resolve() / "real" / "l3_slices", REPO))
+    work = Path(os.path.relpath(work.resolve(), REPO))
+    os.chdir(REPO)
+    return real, work
 
 
 def read_case(folder: Path, case: str) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:

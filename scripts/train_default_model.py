@@ -28,12 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
+from real_slices import run_from_the_repository
 
 from sarcoscope.fileio import atomic_write_text
 from sarcoscope.segmentation import get_engine
@@ -84,10 +84,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # paths relative to the repository, so the model cards do not record this machine's folders
-    real = Path(os.path.relpath(args.shared.resolve() / "real" / "l3_slices", REPO))
-    work = Path(os.path.relpath(args.work.resolve(), REPO))
-    os.chdir(REPO)
+    real, work = run_from_the_repository(args.shared, args.work)
     pairs = find_pairs(real)
     cases = [case for case, _, _ in pairs]
 
