@@ -21,6 +21,7 @@ from sarcoscope.cli.common import (
     deid_policy,
     err_console,
     run,
+    scrubbed_errors,
 )
 from sarcoscope.errors import SarcoscopeError
 from sarcoscope.fileio import check_output_folder, check_outside_input
@@ -172,7 +173,7 @@ def deidentify(
             True, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
+        with scrubbed_errors(policy, src), Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("de-identifying", total=None)
             summary = deidentify_tree(
                 src, out, policy, progress=lambda done, total: bar.update(task, completed=done, total=total)
@@ -186,8 +187,9 @@ def deidentify(
         if summary.burned_in_refused:
             err_console.print(
                 f"[bold red]{len(summary.burned_in_refused)} image(s) with burned-in annotation left out[/] "
-                f"(their pixels may show the patient's name; --accept-burned-in exports them): "
-                + ", ".join(summary.burned_in_refused[:10])
+                f"(their pixels may show the patient's name; --accept-burned-in exports them; named by "
+                "their de-identified UIDs): "
+                + ", ".join(esc(r) for r in summary.burned_in_refused[:10])
                 + (" …" if len(summary.burned_in_refused) > 10 else "")
             )
         if summary.burned_in_accepted:
