@@ -308,7 +308,8 @@ def _changed_since(
     pixel_spacing: tuple[float, float] | None = None,
 ) -> str | None:
     """What makes a case's earlier report not this run's result (None: it is): another model or engine
-    version, cutoff set, patient facts, L3 choice, user-given pixel spacing, or de-identification (or
+    version, cutoff set, patient facts, L3 choice, pixel spacing (given by the user, or another value, in
+    one run and not the other: one table would hold areas measured at both), or de-identification (or
     its options: a case kept from a run that retained the patient's characteristics or shifted dates, or
     accepted burned-in annotation, would keep them in a folder this run de-identifies without). A resumed
     batch analyses such a case again instead of mixing results made two ways in one table."""
@@ -353,10 +354,18 @@ def _changed_since(
     if chosen_slices != wanted_slices:
         return f"of slice(s) {chosen_slices}, the manifest chooses {wanted_slices}"
     measured = report["input"]["spacing_mm_zyx"][1:]
+    was = " x ".join(f"{v:g}" for v in measured)
+    given = report["input"].get("pixel_spacing_given")
+    if given is None:  # a report made before reports said it: the reader's warning says it
+        given = any("given by the user" in w for w in report["input"].get("warnings", []))
+    if given and pixel_spacing is None:
+        return f"measured at the pixel spacing {was} mm given by the user, this run gives none"
+    if not given and pixel_spacing is not None:
+        return f"measured at the file's own pixel spacing {was} mm, this run gives one (--pixel-spacing)"
     if pixel_spacing is not None and not all(
         math.isclose(a, b, rel_tol=1e-4) for a, b in zip(measured, pixel_spacing, strict=True)
     ):
-        was, now = (" x ".join(f"{v:g}" for v in spacing) for spacing in (measured, pixel_spacing))
+        now = " x ".join(f"{v:g}" for v in pixel_spacing)
         return f"measured at pixel spacing {was} mm, this run gives {now} mm"
     made = report["deidentification"]["codes"] if "deidentification" in report else None
     # a report that does not say whether it shows burned-in annotation was made before reports said it
