@@ -461,6 +461,27 @@ def test_a_second_cohort_whose_case_ids_name_the_first_ones_results_is_refused(t
     assert run_batch(discover_cases(tmp_path / "A"), out, engine="threshold").count("skipped") == 1
 
 
+def test_a_second_cohort_whose_case_id_names_the_first_ones_failure_is_refused(tmp_path: Path) -> None:
+    """A case that failed left no report naming its input: a second cohort's case of the same id was
+    analysed into the folder, and its row replaced the first cohort's failure in failures.csv (that patient's
+    failure was lost from the record). The case folder names its input from the first run on, so the run is
+    refused before any case, naming the case id and the other input."""
+    (tmp_path / "A" / "patient1").mkdir(parents=True)
+    (tmp_path / "A" / "patient1" / "x.dcm").write_bytes(b"not dicom at all")
+    sl = make_slice(5, size=256)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "B" / "patient1")
+    out = tmp_path / "run"
+    assert run_batch(discover_cases(tmp_path / "A"), out, engine="threshold").count("failed") == 1
+    failures = (out / "failures.csv").read_bytes()
+    for force in (False, True):
+        with pytest.raises(OutputError, match=r"patient1 \(.*A/patient1\)"):
+            run_batch(discover_cases(tmp_path / "B"), out, engine="threshold", force=force)
+        assert (out / "failures.csv").read_bytes() == failures
+    assert not (out / "cases" / "patient1" / "report.json").exists()
+    again = run_batch(discover_cases(tmp_path / "A"), out, engine="threshold")
+    assert again.count("failed") == 1 and len(_rows(out / "failures.csv")) == 1
+
+
 def test_a_folder_that_cannot_be_locked_is_written_unguarded_with_a_warning(
     cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
