@@ -318,6 +318,21 @@ def test_deidentify_names_no_input_file_on_the_console_or_in_the_log(
         assert "Jansen" not in text and "12345678" not in text
 
 
+def test_a_deidentified_batch_names_no_case_folder_in_an_error_before_its_cases(tmp_path: Path) -> None:
+    """Case folders are often named after the patient: a --deidentify batch refused before any case (two
+    folders making one case id) printed that folder name and the cohort's path on the console, which a
+    de-identified run keeps to its keyed codes (its case errors are scrubbed: so are these now)."""
+    sl = make_slice(1, size=128)
+    for folder in ("Jansen Piet", "Jansen_Piet"):
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / folder)
+    args = ("batch", tmp_path / "cohort", "-o", tmp_path / "run", "--engine", "threshold")
+    identified = _invoke(*args)
+    _assert_user_error(identified, "Case id 'Jansen_Piet' appears twice")
+    result = _invoke(*args, "--deidentify", "--secret-file", tmp_path / "key")
+    _assert_user_error(result, "Case id 'ANONYMIZED' appears twice in <input>")
+    assert "Jansen" not in result.output and str(tmp_path / "cohort") not in result.output
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [

@@ -102,6 +102,15 @@ def batch(
             raise SarcoscopeError(
                 f"Unknown cutoff set '{cutoffs}'. Available: {', '.join(available_cutoff_sets())}."
             )
+        policy = deid_policy(
+            deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
+        )
+        # de-identified, a refusal names no case folder (often the patient's name) nor the cohort's path (a
+        # DICOMweb cohort's address names no patient: its UIDs and quoted values are scrubbed all the same)
+        with scrubbed_errors(policy, None if is_dicomweb(cohort) else cohort):
+            analyse(policy)
+
+    def analyse(policy: Any) -> None:
         if is_dicomweb(cohort):
             cases = dicomweb_cases(cohort, parse_query(query or []), modality, every_series=every_series)
         elif query or push or every_series:
@@ -118,9 +127,6 @@ def batch(
         else:
             check_outside_input(out, Path(cohort), "cohort folder")
             cases = discover_cases(Path(cohort))
-        policy = deid_policy(
-            deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
-        )
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("analysing", total=len(cases))

@@ -152,7 +152,7 @@ def deid_policy(
 
 
 @contextlib.contextmanager
-def scrubbed_errors(policy: Any, source: str | Path) -> Iterator[None]:
+def scrubbed_errors(policy: Any, source: str | Path | None) -> Iterator[None]:
     """With a de-identification `policy`, a user error raised inside names nothing of the input `source`
     (its path and the names below it, UIDs, quoted descriptions: imaging.deidentify.scrub_error): a
     de-identified run's console, often kept in a log, says no more than its outputs. A
