@@ -240,3 +240,31 @@ def test_another_patients_series_are_not_kept_with_the_chosen_one(client: TestCl
     assert (
         r.json()["series"] == [] and list((client.app.state.ctx.store.data_dir / "uploads").iterdir()) == []
     )
+
+
+def test_series_of_two_patients_without_patient_ids_are_not_kept_together(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Without a PatientID the reader tells patients apart by their study (it refuses the upload unless a
+    series is chosen); the kept upload took all such series for one patient's: the other patient's series
+    was kept beside the chosen one, offered in its Series list (as the default) and opened as a study
+    linked to it."""
+    import pydicom
+
+    def without_patient_id(files: list[Path]) -> list[Path]:
+        for path in files:
+            ds = pydicom.dcmread(path)
+            del ds.PatientID
+            ds.save_as(path)
+        return files
+
+    files = without_patient_id(write_series(tmp_path / "a", seed=1)) + without_patient_id(
+        write_series(tmp_path / "b", seed=2)
+    )
+    refused = client.post("/api/studies", files=multipart(files))
+    assert refused.status_code == 422 and "2 patients" in refused.json()["detail"]
+    chosen = list_series(tmp_path / "a")[0].series_uid
+    r = client.post("/api/studies", files=multipart(files), data={"series_uid": chosen})
+    assert r.status_code == 201, r.text
+    assert r.json()["series"] == []
+    assert list((client.app.state.ctx.store.data_dir / "uploads").iterdir()) == []
