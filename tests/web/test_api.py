@@ -57,6 +57,10 @@ def test_upload_list_search_and_duplicate(client: TestClient, series: list[Path]
     assert study["patient_id"] == "PAT-001" and study["status"] == "uploaded"
     assert [s["id"] for s in client.get("/api/studies", params={"q": "pat-0"}).json()] == [study["id"]]
     assert client.get("/api/studies", params={"q": "nobody"}).json() == []
+    # the same search with the text in the body, out of the URL (the browser's way)
+    assert [s["id"] for s in client.post("/api/studies/search", json={"q": "pat-0"}).json()] == [study["id"]]
+    assert client.post("/api/studies/search", json={"q": "nobody"}).json() == []
+    assert client.post("/api/studies/search", json={"q": "x" * 129}).status_code == 422
     assert client.get(f"/api/studies/{study['id']}").json()["series_uid"] == study["series_uid"]
     again = client.post("/api/studies", files=multipart(series))
     assert again.status_code == 409 and "already uploaded" in again.json()["detail"]

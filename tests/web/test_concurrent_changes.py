@@ -185,3 +185,35 @@ def test_a_series_uploaded_while_its_study_is_deleted_is_not_left_without_files(
     remove(deleted)  # removing the deleted study's files again, late, leaves the new study's
     assert len(_stored_files(client, again.json())) == len(series)
     assert [s["id"] for s in client.get("/api/studies").json()] == [again.json()["id"]]
+
+
+def test_a_study_deleted_while_its_results_are_pushed_keeps_no_pushed_uids_in_the_audit(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deletion removes from the study's audit events what they say about the patient; a push to the PACS
+    (seconds over the network) that ended after the deletion then recorded the SOP Instance UIDs it stored
+    under the deleted study, where they stayed."""
+    from sarcoscope.pacs.dicomweb import Stored
+    from sarcoscope.web import WebSettings, create_app, dicomweb
+
+    app = create_app(WebSettings(data_dir=tmp_path / "data", dicomweb_url="http://127.0.0.1:9/dicom-web"))
+    store = app.state.ctx.store
+
+    class DeletedDuringTheStore:
+        def series(self, _study_uid: str) -> list[object]:
+            return [object()]
+
+        def store(self, _study_uid: str, datasets: list[Any]) -> Stored:
+            store.delete_study(sid, "another user")  # while the objects travel to the PACS
+            return Stored(sent=len(datasets), held=0)
+
+    monkeypatch.setattr(dicomweb, "server_of", lambda _ctx: DeletedDuringTheStore())
+    with TestClient(app) as client:
+        sid, _ = segmented(client, series)
+        pushed = client.post(f"/api/studies/{sid}/pacs/push")
+        assert pushed.status_code == 200, pushed.text
+        uids = [o["sop_instance_uid"] for o in pushed.json()["objects"]]
+        events = {e.action: e.details for e in store.audit_events(sid)}
+    store.close()
+    assert "delete-study" in events and events["pacs-push"] == {"version": 1}
+    assert not any(uid in str(events) for uid in uids)

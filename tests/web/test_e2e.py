@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pydicom
 import pytest
@@ -454,3 +455,31 @@ def test_login_with_an_account_and_sign_out(tmp_path: Path) -> None:
         assert stale.status == 401
         page.reload()
         page.wait_for_selector("#view-login:not([hidden])")
+
+
+def test_search_criteria_are_never_in_a_request_url(tmp_path: Path) -> None:
+    """The study list's search and the PACS panel's search sent their criteria (a patient's name or ID) in
+    the URL's query string: the server's own access log leaves it out, but a reverse proxy in front of it
+    logs the URL in its error log (nginx 'request: "GET /api/pacs/studies?patient_name=..."', Caddy's
+    http.log.error 'uri') whenever the server is restarting or slow. They now go in a POST body."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    nothing_there = (
+        f"http://127.0.0.1:{_free_port()}/dicom-web"  # the PACS search fails: its URL is what counts
+    )
+    settings = WebSettings(data_dir=tmp_path / "data", dicomweb_url=nothing_there)
+    with _running(settings) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_context(bypass_csp=True).new_page()
+        urls: list[str] = []
+        page.on("request", lambda r: urls.append(r.url))
+        page.goto(url)
+        page.wait_for_selector("#pacs-form")
+        listing = ("/api/studies", "/api/studies/search")
+        with page.expect_request(lambda r: urlsplit(r.url).path in listing, timeout=15000):
+            page.fill("#study-search", "Jansen")
+        page.fill("#pacs-patient_name", "Jansen*")
+        page.fill("#pacs-patient_id", "12345678")
+        page.click("#pacs-form button[type=submit]")
+        page.wait_for_function("document.getElementById('pacs-error').textContent.length > 0", timeout=30000)
+        browser.close()
+    assert not [u for u in urls if "Jansen" in u or "12345678" in u], urls

@@ -213,7 +213,8 @@ def test_an_upload_that_fails_half_way_leaves_nothing(
     data = tmp_path / "data"
     app = create_app(WebSettings(data_dir=data))
     with TestClient(app, raise_server_exceptions=False) as c:
-        assert c.post("/api/studies", files=multipart(series)).status_code == 500
+        refused = c.post("/api/studies", files=multipart(series))
+        assert refused.status_code == 507 and "No space left on device" in refused.json()["detail"]
         assert c.get("/api/studies").json() == []
     app.state.ctx.store.close()
     # not even an empty folder named by the Study Instance UID

@@ -227,11 +227,20 @@ def test_no_server_is_409_and_a_failing_server_is_502(tmp_path: Path) -> None:
         assert c.get("/api/pacs").json() == {"configured": False}
         response = c.get("/api/pacs/studies", params={"patient_id": "1"})
         assert response.status_code == 409 and "--dicomweb-url" in response.json()["detail"]
+        assert c.post("/api/pacs/search", json={"patient_id": "1"}).status_code == 409
         c.app.state.ctx.store.close()  # type: ignore[attr-defined]
     closed = f"http://127.0.0.1:{free_port()}/dicom-web"
     with _client(tmp_path / "b", closed) as c:
         response = c.get("/api/pacs/studies", params={"patient_id": "1"})
         assert response.status_code == 502 and "Cannot reach the DICOMweb server" in response.json()["detail"]
+        # the criteria in the body (the browser's way): checked the same, then the same failure
+        searched = c.post("/api/pacs/search", json={"patient_name": "DOE*", "date_from": "2003-01-01"})
+        assert searched.status_code == 502 and "Cannot reach the DICOMweb server" in searched.json()["detail"]
+        for bad, reason in (({}, "at least one"), ({"date_from": "17.04.2003"}, "must be a date")):
+            refused = c.post("/api/pacs/search", json=bad)
+            assert refused.status_code == 422 and reason in refused.json()["detail"]
+        assert c.post("/api/pacs/search", json={"patient_id": "1", "limit": 0}).status_code == 422
+        assert c.post("/api/pacs/search", json={"patient": "1"}).status_code == 422  # unknown field
         assert c.post("/api/pacs/studies/1.2.3/series/4.5/import").status_code == 502
         c.app.state.ctx.store.close()  # type: ignore[attr-defined]
 

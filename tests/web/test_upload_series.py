@@ -3,8 +3,11 @@ opened, and another series opens as a study of its own without uploading again."
 
 from __future__ import annotations
 
+import errno
+import io
 import threading
 import time
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -123,7 +126,7 @@ def test_a_failed_opening_leaves_the_series_to_open_again(
     with monkeypatch.context() as m:
         m.setattr(store, "add_study", broken)
         failed = TestClient(client.app, raise_server_exceptions=False)
-        assert failed.post(f"/api/studies/{study['id']}/series", json=arterial).status_code == 500
+        assert failed.post(f"/api/studies/{study['id']}/series", json=arterial).status_code == 507
     r = client.post(f"/api/studies/{study['id']}/series", json=arterial)
     assert r.status_code == 201 and r.json()["n_slices"] == 6
     (kept,) = (store.data_dir / "uploads").iterdir()
@@ -240,3 +243,63 @@ def test_another_patients_series_are_not_kept_with_the_chosen_one(client: TestCl
     assert (
         r.json()["series"] == [] and list((client.app.state.ctx.store.data_dir / "uploads").iterdir()) == []
     )
+
+
+def test_series_of_two_patients_without_patient_ids_are_not_kept_together(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Without a PatientID the reader tells patients apart by their study (it refuses the upload unless a
+    series is chosen); the kept upload took all such series for one patient's: the other patient's series
+    was kept beside the chosen one, offered in its Series list (as the default) and opened as a study
+    linked to it."""
+    import pydicom
+
+    def without_patient_id(files: list[Path]) -> list[Path]:
+        for path in files:
+            ds = pydicom.dcmread(path)
+            del ds.PatientID
+            ds.save_as(path)
+        return files
+
+    files = without_patient_id(write_series(tmp_path / "a", seed=1)) + without_patient_id(
+        write_series(tmp_path / "b", seed=2)
+    )
+    refused = client.post("/api/studies", files=multipart(files))
+    assert refused.status_code == 422 and "2 patients" in refused.json()["detail"]
+    chosen = list_series(tmp_path / "a")[0].series_uid
+    r = client.post("/api/studies", files=multipart(files), data={"series_uid": chosen})
+    assert r.status_code == 201, r.text
+    assert r.json()["series"] == []
+    assert list((client.app.state.ctx.store.data_dir / "uploads").iterdir()) == []
+
+
+def test_a_full_disk_while_keeping_an_uploads_series_is_507_naming_no_folder_of_the_zip(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The other series of an upload are kept under the zip's own folders, often named by the patient; a
+    full disk there raised OSError naming the folder ('No space left on device: .../files/Jansen Piet
+    12345678/series1') through the app: a 500 whose traceback, with that path, went into the server's log."""
+    from sarcoscope.web import uploads
+
+    folder = tmp_path / "exam"
+    files = _all(write_exam(folder))
+    patient_zip = io.BytesIO()
+    with zipfile.ZipFile(patient_zip, "w") as zf:
+        for f in files:
+            zf.write(f, f"Jansen Piet 12345678/{f.relative_to(folder)}")
+    made = uploads.private_dir
+
+    def disk_full(path: Path) -> Path:
+        if "Jansen" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return made(path)
+
+    monkeypatch.setattr(uploads, "private_dir", disk_full)
+    body = [("files", ("exam.zip", patient_zip.getvalue(), "application/zip"))]
+    r = client.post("/api/studies", files=body)  # the test client raises what would reach the server's log
+    assert r.status_code == 507, r.text
+    assert "No space left on device" in r.json()["detail"] and "Jansen" not in r.text
+    assert "Jansen" not in caplog.text
+    assert client.get("/api/studies").json() == []
+    data = client.app.state.ctx.store.data_dir
+    assert [p for d in ("ct", "cache", "tmp", "uploads") for p in (data / d).iterdir()] == []

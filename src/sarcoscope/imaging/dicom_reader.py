@@ -53,6 +53,13 @@ class SeriesInfo:
     patient_id: str = ""  # to tell apart the series of several patients in one folder
     slice_thickness_mm: float | None = None  # SliceThickness of its first image
     phase: str | None = None  # contrast phase when the headers tell it (see contrast_phase)
+    study_uid: str = ""  # StudyInstanceUID of its first image: the patient of a series without PatientID
+
+    @property
+    def patient(self) -> str | None:
+        """Whose series this is, as the reader tells patients apart (see patient_key): the PatientID, or
+        without one the study. Two series without PatientID are one patient's only within one study."""
+        return patient_key(self.patient_id, self.study_uid)
 
 
 #: Words of series descriptions that name a contrast phase, tried in this order ("non-contrast" before the
@@ -263,6 +270,7 @@ class _Scan:
                     patient_id=raw_text(s.first, "PatientID") or "",
                     slice_thickness_mm=_number(s.first, "SliceThickness"),
                     phase=contrast_phase(s.description, raw_text(s.first, "ContrastBolusAgent")),
+                    study_uid=raw_text(s.first, "StudyInstanceUID") or "",
                 )
             )
         return sorted(infos, key=lambda i: (i.orientation != "axial", -i.n_slices, i.series_uid))

@@ -71,6 +71,20 @@ class ConflictError(StoreError):
     """The request conflicts with what is stored (duplicate series, stale label version)."""
 
 
+class StorageError(StoreError):
+    """The data folder could not take a file (a full disk, a quota, an I/O error). The message gives the
+    system's reason only: the file's path may hold the client's names (a zip's folders, often the
+    patient's), and it goes to the client and the server's log."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    @classmethod
+    def of(cls, what: str, exc: OSError) -> StorageError:
+        return cls(f"The server could not store {what}: {exc.strerror or type(exc).__name__}.", exc.errno)
+
+
 class StaleVersionError(ConflictError):
     """A save based on a label version that is no longer the latest."""
 
@@ -335,9 +349,19 @@ class Store:
         details: dict[str, Any] | None = None,
         client: str | None = None,
     ) -> None:
-        """Record an event that changes nothing in the database (downloads, exports, logins)."""
+        """Record an event that changes nothing in the database (downloads, exports, logins).
+
+        An event about a study deleted meanwhile (a PACS push that ended after the deletion) keeps only
+        what the deletion leaves of its events: it is written first, then the study looked up (FOR SHARE:
+        a deletion in progress is waited for), so a deletion committed later finds and scrubs it."""
         with self.session() as s:
-            self._audit(s, actor, action, study_id, details, client)
+            event_ = AuditEvent(actor=actor, action=action, study_id=study_id, details=details, client=client)
+            s.add(event_)
+            if study_id is not None and details:
+                s.flush()
+                found = s.scalar(select(Study.id).where(Study.id == study_id).with_for_update(read=True))
+                if found is None:
+                    event_.details = _left_after_delete(details)
 
     def audit_events(self, study_id: str | None = None, limit: int = 500) -> list[AuditEvent]:
         with self.session() as s:
@@ -449,9 +473,7 @@ class Store:
             s.delete(study)
             for event_ in s.scalars(select(AuditEvent).where(AuditEvent.study_id == study_id)):
                 if event_.details:
-                    event_.details = {
-                        k: v for k, v in event_.details.items() if k in _AUDIT_KEYS_AFTER_DELETE
-                    }
+                    event_.details = _left_after_delete(event_.details)
             self._audit(s, actor, "delete-study", study_id, None, client)
         if self.engine.dialect.name == "sqlite":  # the write-ahead log still holds the deleted rows' pages
             with self.engine.connect() as connection:
@@ -688,6 +710,11 @@ class Store:
                 latest,
             ) from None
         return row
+
+
+def _left_after_delete(details: dict[str, Any]) -> dict[str, Any]:
+    """What an audit event of a deleted study keeps of its details (_AUDIT_KEYS_AFTER_DELETE)."""
+    return {k: v for k, v in details.items() if k in _AUDIT_KEYS_AFTER_DELETE}
 
 
 def _stale_message(base: int | None, latest: LabelVersion | None) -> str:

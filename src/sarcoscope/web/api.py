@@ -88,6 +88,12 @@ class SegmentIn(Body):
     )
 
 
+class StudySearchIn(Body):
+    q: str | None = Field(
+        default=None, max_length=128, description="Patient ID, series description, date, id or UID part."
+    )
+
+
 class SeriesChoiceIn(Body):
     series_uid: str = Field(max_length=256, description="A series of GET /api/studies/{id}/series.")
 
@@ -262,7 +268,16 @@ def logout(request: Request, response: Response, ctx: Ctx) -> dict[str, str]:
 def list_studies(
     ctx: Ctx, user: User, q: Annotated[str | None, Query(max_length=128)] = None
 ) -> list[dict[str, Any]]:
+    """The studies, newest first; `q` searches them. A search is better sent to POST /api/studies/search:
+    a URL's query string (a patient's name or ID) reaches the error log of a reverse proxy in front."""
     return [study_json(ctx, s) for s in ctx.store.list_studies(q)]
+
+
+@router.post("/studies/search", tags=["studies"])
+def search_studies(body: StudySearchIn, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+    """GET /api/studies?q=..., with the search text in the body, out of every URL (and so out of the logs
+    of the server and of any proxy in front of it)."""
+    return [study_json(ctx, s) for s in ctx.store.list_studies(body.q)]
 
 
 @router.post("/studies", status_code=201, tags=["studies"])

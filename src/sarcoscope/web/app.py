@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import secrets
@@ -21,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sarcoscope import __version__
 from sarcoscope.errors import SarcoscopeError
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
-from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, Store
+from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, StorageError, Store
 from sarcoscope.web.accounts import check_user_name
 from sarcoscope.web.analysis import AnalysisCache
 from sarcoscope.web.api import router
@@ -151,6 +152,13 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFoundError)
     async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(StorageError)
+    async def storage(_: Request, exc: StorageError) -> JSONResponse:
+        # the server's fault, not the request's: logged, by its reason only (no path, no client names)
+        log.error("%s", exc)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        return JSONResponse({"detail": str(exc)}, status_code=507 if full else 500)
 
     @app.exception_handler(SarcoscopeError)
     async def user_error(_: Request, exc: SarcoscopeError) -> JSONResponse:

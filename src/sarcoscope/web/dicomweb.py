@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from sarcoscope.web import analysis
-from sarcoscope.web.api import MAX_INT, Ctx, User, study_json
+from sarcoscope.web.api import MAX_INT, Body, Ctx, User, study_json
 from sarcoscope.web.auth import client_of
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.volumes import UploadedPart, ingest
@@ -65,28 +66,51 @@ def pacs_config(ctx: Ctx) -> dict[str, Any]:
     return {"configured": bool(ctx.settings.dicomweb_url)}
 
 
+class PacsSearch(BaseModel):
+    """Search criteria for studies on the PACS: patient name or ID, accession number, study date range."""
+
+    patient_name: str | None = Field(default=None, max_length=64, description="Wildcards * and ? allowed.")
+    patient_id: str | None = Field(default=None, max_length=64)
+    accession_number: str | None = Field(default=None, max_length=64)
+    date_from: str | None = Field(default=None, max_length=10, description="YYYY-MM-DD")
+    date_to: str | None = Field(default=None, max_length=10, description="YYYY-MM-DD")
+    limit: int = Field(default=50, ge=1, le=200)
+    offset: int = Field(default=0, ge=0, le=MAX_INT)
+
+
+class PacsSearchIn(PacsSearch, Body):
+    """The criteria as a JSON body (strict, unknown fields refused, as every body)."""
+
+
 @router.get("/pacs/studies")
 def search_studies(
-    request: Request,
-    ctx: Ctx,
-    user: User,
-    patient_name: Annotated[
-        str | None, Query(max_length=64, description="Wildcards * and ? allowed.")
-    ] = None,
-    patient_id: Annotated[str | None, Query(max_length=64)] = None,
-    accession_number: Annotated[str | None, Query(max_length=64)] = None,
-    date_from: Annotated[str | None, Query(max_length=10, description="YYYY-MM-DD")] = None,
-    date_to: Annotated[str | None, Query(max_length=10, description="YYYY-MM-DD")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+    criteria: Annotated[PacsSearch, Query()], request: Request, ctx: Ctx, user: User
 ) -> dict[str, Any]:
     """Studies on the PACS by patient name or ID, accession number and study date range (QIDO-RS).
 
-    At least one criterion is needed: a whole archive is never listed. `more` says a next page exists."""
+    At least one criterion is needed: a whole archive is never listed. `more` says a next page exists.
+    Better sent to POST /api/pacs/search: a URL's query string (a patient's name or ID) reaches the error
+    log of a reverse proxy in front."""
+    return _search(criteria, request, ctx, user)
+
+
+@router.post("/pacs/search")
+def search_pacs(body: PacsSearchIn, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
+    """GET /api/pacs/studies with the criteria in the body, out of every URL (and so out of the logs of
+    the server and of any proxy in front of it)."""
+    return _search(body, request, ctx, user)
+
+
+def _search(body: PacsSearch, request: Request, ctx: AppContext, user: str) -> dict[str, Any]:
     server = server_of(ctx)
-    given = {"patient_name": patient_name, "patient_id": patient_id, "accession_number": accession_number}
+    given = {
+        "patient_name": body.patient_name,
+        "patient_id": body.patient_id,
+        "accession_number": body.accession_number,
+    }
+    limit, offset = body.limit, body.offset
     filters = {_SEARCH_KEYS[k]: v.strip() for k, v in given.items() if v and v.strip()}
-    first, last = _date(date_from, "date_from"), _date(date_to, "date_to")
+    first, last = _date(body.date_from, "date_from"), _date(body.date_to, "date_to")
     if first or last:
         filters["StudyDate"] = first if first == last else f"{first}-{last}"
     if not filters:

@@ -58,8 +58,11 @@ class KeptUpload:
     ) -> KeptUpload | None:
         """The series under `source` (`infos`, their `files`: imaging.read_ct_surveyed) when there are
         several of one patient; None otherwise (another patient's series are never kept with this one's,
-        nor offered beside it)."""
-        if len(infos) < 2 or len({i.patient_id for i in infos}) > 1:
+        nor offered beside it). The patient is the reader's (SeriesInfo.patient): without a PatientID, the
+        series of two studies are two patients', as the reader refusing such an upload says; a series
+        with neither could be anyone's."""
+        patients = {i.patient for i in infos}
+        if len(infos) < 2 or len(patients) > 1 or None in patients:
             return None
         entries = [_entry(info, n == 0) for n, info in enumerate(infos)]
         chosen = infos[0].series_uid if chosen is None else chosen

@@ -25,7 +25,7 @@ import numpy as np
 from sarcoscope.errors import InputError, SarcoscopeError
 from sarcoscope.fileio import write_gzip
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
-from sarcoscope.store import ConflictError, Store, Study, is_dicom_uid, new_study_id
+from sarcoscope.store import ConflictError, StorageError, Store, Study, is_dicom_uid, new_study_id
 from sarcoscope.store.files import atomic_private_file, make_private, private_dir
 
 if TYPE_CHECKING:
@@ -77,6 +77,8 @@ def ingest(
     """
     try:
         return _ingest(store, parts, work_dir, actor=actor, client=client, series_uid=series_uid)
+    except StorageError:  # names no file
+        raise
     except SarcoscopeError as exc:
         raise type(exc)(_client_words(str(exc), parts, work_dir)) from None
 
@@ -211,7 +213,7 @@ def add_study(
             if kept is not None:
                 kept.store(store, study.id)
             store.add_study(study, actor=actor, client=client)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(store.cache_dir(study.id), ignore_errors=True)
             if kept is not None:
                 shutil.rmtree(store.upload_dir(kept.upload_id), ignore_errors=True)
@@ -219,6 +221,10 @@ def add_study(
                 shutil.rmtree(dest, ignore_errors=True)
                 with contextlib.suppress(OSError):  # its StudyUID folder, unless another series is in it
                     dest.parent.rmdir()
+            # a full disk, said without the file's path: the kept series' paths keep the zip's folder
+            # names (often the patient's), which an OSError would carry to the client and the server's log
+            if isinstance(exc, OSError):
+                raise StorageError.of("the series", exc) from None
             raise
     return study, volume
 

@@ -3,7 +3,7 @@
 // push the latest saved label version's SEG, SR and QC capture back into the study on the PACS.
 // Self-contained: it adds its own cards to the page, so app.js and index.html need only load it.
 
-import {$, api, getJSON, toast} from "./api.js";
+import {$, api, getJSON, sendJSON, toast} from "./api.js";
 
 const FIELDS = [
   ["patient_name", "Patient name", "text", "DOE^J* (wildcards * ?)"],
@@ -43,14 +43,15 @@ function searchCard() {
 }
 
 async function search() {
-  const params = new URLSearchParams();
+  const criteria = {};
   for (const [name] of FIELDS) {
     const value = $(`pacs-${name}`).value.trim();
-    if (value) params.set(name, value);
+    if (value) criteria[name] = value;
   }
   $("pacs-error").textContent = "";
   try {
-    const found = await getJSON(`/api/pacs/studies?${params}`);
+    // in the body: a URL's query string (the patient's name or ID) lands in proxies' logs
+    const found = await sendJSON("/api/pacs/search", "POST", criteria);
     const rows = $("pacs-rows");
     rows.innerHTML = "";
     for (const s of found.studies) {

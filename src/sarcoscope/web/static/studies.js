@@ -1,10 +1,11 @@
 // The study list (search, delete) and the upload of a DICOM folder, a .zip or a NIfTI file.
-import {$, api, getJSON, toast} from "./api.js";
+import {$, api, getJSON, sendJSON, toast} from "./api.js";
 import {formatDate, localTime, state} from "./state.js";
 
 export async function loadStudies() {
   const q = $("study-search").value.trim();
-  const studies = await getJSON("/api/studies" + (q ? `?q=${encodeURIComponent(q)}` : ""));
+  // the search text (a patient's name or ID) in the body: a URL's query string lands in proxies' logs
+  const studies = q ? await sendJSON("/api/studies/search", "POST", {q}) : await getJSON("/api/studies");
   const rows = $("study-rows");
   rows.innerHTML = "";
   for (const s of studies) {
