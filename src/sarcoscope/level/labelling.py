@@ -26,7 +26,8 @@ import numpy as np
 #: Where T12 lies relative to the L5/S1 disc's upper segment: offset (segments) -> probability.
 SACRUM_OFFSETS = {5: 0.88, 6: 0.05, 4: 0.05}
 #: Where T12 lies relative to the last rib-bearing segment found: offset -> probability (0: 12 pairs found;
-#: -1: the "last rib" is on L1, 13 pairs or a false lumbar rib; +1: 11 pairs or the lowest pair missed).
+#: +1, T12 above it: the "last rib" is on L1, 13 pairs or a false lumbar rib; -1, T12 below it: the "last
+#: rib" is on T11, 11 pairs or the lowest pair missed). Segments are numbered upwards.
 RIB_OFFSETS = {0: 0.85, -1: 0.06, 1: 0.07}
 #: Share of each likelihood spread over every position (the cue misleads in a way not modelled).
 SPREAD = 0.02

@@ -25,8 +25,9 @@ from sarcoscope.level.selection import L3Selection
 
 #: Recorded with every result; bump when the output changes (v2: the CT table is no rib, the shoulder girdle
 #: no sacrum; v3: rib evidence per vertebra and side, candidate probabilities; v4: ribs decided at the
-#: costovertebral joint, one labelling of the column with the transverse-process lengths).
-METHOD = "disc-count-v5"
+#: costovertebral joint, one labelling of the column with the transverse-process lengths; v6: a level up to
+#: 1.9 disc periods long is one level when its neighbours agree, and minima count as discs by their walls).
+METHOD = "disc-count-v6"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
@@ -628,8 +629,9 @@ def _candidates(
 
     reasons: dict[int, str] = {}  # T12's segment -> the evidence that puts it there (strongest last)
     if last_rib is not None:
-        reasons[last_rib + 1] = "if the lowest rib pair was missed or there are 11"
-        reasons[last_rib - 1] = "if the last rib found is a 13th or no rib"
+        # segments are numbered upwards: T12 below the last rib found makes that rib T11's, above it L1's
+        reasons[last_rib - 1] = "if the lowest rib pair was missed or there are 11"
+        reasons[last_rib + 1] = "if the last rib found is a 13th or no rib"
     if sacrum is not None:
         reasons[sacrum + 7] = "with six lumbar-type vertebrae"
         reasons[sacrum + 5] = "with a sacralised L5"

@@ -370,6 +370,18 @@ def _period(detrended: np.ndarray, dz: float) -> float:
     return float(lags[cand[np.argmax(ac[cand])]])
 
 
+#: Half-width (mm) of the window in which a disc's endplates lie (a lumbar disc is 8-12 mm high, and a
+#: thick slice spreads its endplates by a few mm more).
+WALL_MM = 9.0
+#: Longest single level (in periods): the column's period follows its most numerous levels, the thoracic
+#: ones on a chest-to-pelvis scan (about 24 mm), and lumbar levels are up to 1.6-1.8 times as high.
+LEVEL_MAX = 1.9
+#: ... and no single level is longer than this (mm; adult lumbar levels, body and disc, are 33-44 mm).
+LEVEL_MAX_MM = 46.0
+#: A minimum counts in the chain of discs with at most this multiple of the depth of its walls (`_walls`).
+WALL_WEIGHT = 2.0
+
+
 def find_discs(profile: np.ndarray, dz: float, strength: np.ndarray) -> Discs:
     """Pick the regular chain of profile minima that best explains the column (the discs)."""
     smooth = ndi.gaussian_filter1d(profile, 1.0 / dz)
@@ -382,13 +394,13 @@ def find_discs(profile: np.ndarray, dz: float, strength: np.ndarray) -> Discs:
     peaks, prom = peaks[keep], prom[keep]
     if len(peaks) < 2:
         return Discs(z=peaks.astype(float), prominence=prom, period_mm=period)
-    chain = _best_chain(peaks, prom, dz, period)
+    chain, skips = _best_chain(peaks, np.minimum(prom, WALL_WEIGHT * _walls(smooth, peaks, dz)), dz, period)
     zs: list[float] = []
     proms: list[float] = []
-    for a, b in zip(chain, [*chain[1:], None], strict=False):
+    for a, b, skipped in zip(chain, [*chain[1:], None], [*skips, False], strict=True):
         zs.append(float(peaks[a]))
         proms.append(float(prom[a]))
-        if b is not None and (peaks[b] - peaks[a]) * dz / period >= 1.7:
+        if b is not None and skipped:
             zs.append(float(peaks[a] + peaks[b]) / 2.0)  # a disc hidden by metal, noise or a gap
             proms.append(0.0)
     # Above the last clear disc the column often goes on with fainter (thoracic) discs: continue the
@@ -404,49 +416,70 @@ def find_discs(profile: np.ndarray, dz: float, strength: np.ndarray) -> Discs:
     return Discs(z=np.array(zs), prominence=np.array(proms), period_mm=period)
 
 
-def _level_gap(gap: float) -> tuple[float, bool] | None:
-    """Height of one level for a gap between two discs (in periods), and whether a disc was skipped."""
-    if 0.7 <= gap <= 1.45:
-        return gap, False
+def _walls(smooth: np.ndarray, peaks: np.ndarray, dz: float) -> np.ndarray:
+    """How deep (HU) each profile minimum lies below the lower of the brightest points within WALL_MM on
+    either side: a disc is a dip between two close endplates, a dip in the middle of a body (dense
+    endplates, a sparse middle, as in osteoporotic bone) has its walls a half body height away."""
+    k = max(1, round(WALL_MM / dz))
+    last = len(smooth) - 1
+    return np.array(
+        [
+            min(smooth[max(p - k, 0) : p + 1].max(), smooth[p : min(p + k, last) + 1].max()) - smooth[p]
+            for p in peaks
+        ],
+        dtype=float,
+    )
+
+
+def _level_gaps(gap: float, period: float) -> list[tuple[float, bool]]:
+    """The readings of a gap between two discs (in periods): the height of one level and whether a disc was
+    skipped. A gap of 1.7-LEVEL_MAX periods is either one long (lumbar) level or two short ones; the chain's
+    neighbouring levels decide."""
+    out = []
+    if 0.7 <= gap <= max(1.45, min(LEVEL_MAX, LEVEL_MAX_MM / period)):
+        out.append((gap, False))
     if 1.7 <= gap <= 2.4:
-        return gap / 2.0, True
-    return None
+        out.append((gap / 2.0, True))
+    return out
 
 
-def _best_chain(peaks: np.ndarray, prom: np.ndarray, dz: float, period: float) -> list[int]:
-    """Indices of the profile minima forming the best chain of discs.
+def _best_chain(
+    peaks: np.ndarray, prom: np.ndarray, dz: float, period: float
+) -> tuple[list[int], list[bool]]:
+    """Indices of the profile minima forming the best chain of discs, and for each step of the chain
+    whether it skipped a disc.
 
-    Scores the depth of each minimum; neighbouring levels must have similar heights (ratio 0.75-1.33),
-    since vertebral heights change gradually along the column; one missed disc may be bridged.
+    Scores the depth of each minimum (`prom`: find_discs limits it by its walls); neighbouring levels must
+    have similar heights (ratio 0.75-1.33), since vertebral heights change gradually along the column; one
+    missed disc may be bridged.
     """
     n = len(peaks)
-    score: dict[tuple[int, int], tuple[float, int]] = {}
+    # (i, j, skipped) -> (score, back-pointer (h, skipped at h->i) or None)
+    score: dict[tuple[int, int, bool], tuple[float, tuple[int, bool] | None]] = {}
     for j in range(n):
         for i in range(j):
-            lv = _level_gap((peaks[j] - peaks[i]) * dz / period)
-            if lv is None:
-                continue
-            step = prom[j] - 15.0 * abs(lv[0] - 1.0) - (60.0 if lv[1] else 0.0)
-            best, back = prom[i] + step, -1
-            for h in range(i):
-                if (h, i) not in score:
-                    continue
-                prev = _level_gap((peaks[i] - peaks[h]) * dz / period)
-                assert prev is not None
-                ratio = lv[0] / prev[0]
-                if 0.75 <= ratio <= 1.33:
-                    value = score[(h, i)][0] + step - 30.0 * abs(np.log(ratio))
-                    if value > best:
-                        best, back = value, h
-            score[(i, j)] = (best, back)
+            for lv in _level_gaps((peaks[j] - peaks[i]) * dz / period, period):
+                step = prom[j] - 15.0 * abs(lv[0] - 1.0) - (60.0 if lv[1] else 0.0)
+                best, back = prom[i] + step, None
+                for h in range(i):
+                    for prev in _level_gaps((peaks[i] - peaks[h]) * dz / period, period):
+                        if (h, i, prev[1]) not in score:
+                            continue
+                        ratio = lv[0] / prev[0]
+                        if 0.75 <= ratio <= 1.33:
+                            value = score[(h, i, prev[1])][0] + step - 30.0 * abs(np.log(ratio))
+                            if value > best:
+                                best, back = value, (h, prev[1])
+                score[(i, j, lv[1])] = (best, back)
     if not score:
-        return [int(np.argmax(prom))]
-    i, j = max(score, key=lambda k: score[k][0])
-    chain = [j, i]
-    while score[(i, j)][1] >= 0:
-        i, j = score[(i, j)][1], i
-        chain.append(i)
-    return chain[::-1]
+        return [int(np.argmax(prom))], []
+    key = max(score, key=lambda k: score[k][0])
+    chain, skips = [key[1], key[0]], [key[2]]
+    while (back := score[key][1]) is not None:
+        key = (back[0], key[0], back[1])
+        chain.append(key[0])
+        skips.append(key[2])
+    return chain[::-1], skips[::-1]
 
 
 def endplates(profile: np.ndarray, lower_disc: float, upper_disc: float, dz: float) -> tuple[float, float]:
