@@ -29,6 +29,7 @@ from pathlib import Path
 from real_slices import run_from_the_repository
 
 from sarcoscope.segmentation.model_files import CARD_FILE, CARD_MD_FILE, MODEL_FILE, load_model_card
+from sarcoscope.segmentation.refine import REFINEMENT_VERSION
 from sarcoscope.training import train_or_resume
 from sarcoscope.training.data import find_pairs
 from sarcoscope.training.ensemble import combine_models, write_member
@@ -91,7 +92,8 @@ def main() -> None:
         first,
         "Slices the first member never saw, each segmented by it alone and by its ensemble with a second "
         "network fine-tuned exactly like the shipped one but **without that slice** (nor the other slice of "
-        "its held-out pair); HU refinement and mirror averaging on, as the product runs them:",
+        f"its held-out pair); HU refinement (v{REFINEMENT_VERSION}) and mirror averaging on, as the product "
+        "runs them:",
     )
     print(text)
 

@@ -285,6 +285,54 @@ def test_deidentify_command(tmp_path: Path, phantom_series: tuple[Path, object])
     assert accepted.exit_code == 0 and "pixels unchanged" in " ".join(accepted.output.split())
 
 
+def test_deidentify_names_no_input_file_on_the_console_or_in_the_log(
+    tmp_path: Path, phantom_series: tuple[Path, object], caplog: pytest.LogCaptureFixture
+) -> None:
+    """File and folder names often carry the patient's name or MRN: the images left out for burned-in
+    annotation were listed by file name, and those accepted with --accept-burned-in logged by path. They are
+    counted and named by their de-identified UIDs (as `analyze --deidentify` and batch name them)."""
+    from sarcoscope.imaging.deidentify import load_policy
+
+    folder, _ = phantom_series
+    src = tmp_path / "Jansen_Piet_MRN12345678"
+    src.mkdir()
+    files = sorted(folder.iterdir())[:3]
+    for i, path in enumerate(files):
+        (src / f"Jansen_Piet_{i}.dcm").write_bytes(path.read_bytes())
+    burned = pydicom.dcmread(src / "Jansen_Piet_1.dcm")
+    burned.BurnedInAnnotation = "YES"
+    burned.save_as(src / "Jansen_Piet_1.dcm")
+    key = tmp_path / "key"
+    refused = _invoke("deidentify", src, tmp_path / "out", "--secret-file", key)
+    assert refused.exit_code == 0, refused.output
+    said = " ".join(refused.output.split())
+    shown = load_policy(key).uid(burned.SOPInstanceUID)
+    assert "1 image(s) with burned-in annotation left out" in said
+    assert f"image {shown} (BurnedInAnnotation is YES)" in said
+    accepted = _invoke("deidentify", src, tmp_path / "all", "--secret-file", key, "--accept-burned-in")
+    assert accepted.exit_code == 0, accepted.output
+    assert f"image {shown}: BurnedInAnnotation is YES" in caplog.text
+    single = _invoke("deidentify", src / "Jansen_Piet_1.dcm", tmp_path / "one", "--secret-file", key)
+    assert single.exit_code == 1 and f"image {shown}: BurnedInAnnotation is YES" in single.output
+    for text in (refused.output, accepted.output, single.output, caplog.text):
+        assert "Jansen" not in text and "12345678" not in text
+
+
+def test_a_deidentified_batch_names_no_case_folder_in_an_error_before_its_cases(tmp_path: Path) -> None:
+    """Case folders are often named after the patient: a --deidentify batch refused before any case (two
+    folders making one case id) printed that folder name and the cohort's path on the console, which a
+    de-identified run keeps to its keyed codes (its case errors are scrubbed: so are these now)."""
+    sl = make_slice(1, size=128)
+    for folder in ("Jansen Piet", "Jansen_Piet"):
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / folder)
+    args = ("batch", tmp_path / "cohort", "-o", tmp_path / "run", "--engine", "threshold")
+    identified = _invoke(*args)
+    _assert_user_error(identified, "Case id 'Jansen_Piet' appears twice")
+    result = _invoke(*args, "--deidentify", "--secret-file", tmp_path / "key")
+    _assert_user_error(result, "Case id 'ANONYMIZED' appears twice in <input>")
+    assert "Jansen" not in result.output and str(tmp_path / "cohort") not in result.output
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
@@ -318,9 +366,11 @@ def test_deidentify_refuses_a_file_whose_pixel_data_is_not_whole(
         ds.save_as(damaged)
     result = _invoke("deidentify", tmp_path / "in", tmp_path / "out", "--secret-file", tmp_path / "key")
     assert result.exit_code == 1, result.output
+    # named by its place, not its name (which may name the patient)
     assert " ".join(result.output.split()) == (
-        f"error: damaged DICOM file {damaged}: {reason}{' (truncated)' if damage != 'missing' else ''}; "
-        "nothing was written (the copy would not be complete): replace or remove the file, then run again"
+        f"error: damaged DICOM file <input> (file 4 of {len(files)}, sorted by path): "
+        f"{reason}{' (truncated)' if damage != 'missing' else ''}; nothing was written (the copy would "
+        "not be complete): replace or remove the file, then run again"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "key"]  # no output, no temporary folder
 
@@ -339,8 +389,8 @@ def test_deidentify_and_batch_refuse_outputs_inside_the_input_folder(
         "deidentify", tmp_path / "in", tmp_path / "in" / "deid", "--secret-file", tmp_path / "key"
     )
     assert result.exit_code == 1, result.output
-    assert " ".join(result.output.split()) == (
-        f"error: The output folder {tmp_path / 'in' / 'deid'} is inside the input folder {tmp_path / 'in'}: "
+    assert " ".join(result.output.split()) == (  # the input's path scrubbed, as de-identified runs do
+        "error: The output folder <input> is inside the input folder <input>: "
         "a later run would read the outputs as input. Choose a folder outside it."
     )
     (tmp_path / "m.csv").write_text(f"case_id,path\nA,{tmp_path / 'in'}\n")

@@ -342,6 +342,44 @@ def test_a_resumed_batch_analyses_again_what_another_pixel_spacing_measured(tmp_
     assert float(_rows(other.cohort_csv)[0]["muscle_area_cm2"]) > 2 * area
 
 
+@pytest.mark.parametrize("deidentified", [False, True], ids=["identified", "deidentified"])
+def test_a_resumed_batch_without_the_pixel_spacing_keeps_no_case_measured_at_the_users(
+    tmp_path: Path, deidentified: bool
+) -> None:
+    """A rerun without --pixel-spacing skipped as done the cases an earlier run had measured at the spacing
+    given, beside cases measured at their files' own: one table of areas at two kinds of scale, without
+    saying so. Such a case is analysed again (and refused: its file defines no spacing), and a case measured
+    at its file's spacing is analysed again by a run that gives one (and refused: its file has its own)."""
+    sl = make_slice(2, size=128)
+    (tmp_path / "cohort").mkdir()
+    for name, transform in (("bare", False), ("placed", True)):
+        voxels = np.rint(sl.hu).astype(np.int16).T[:, :, None]
+        img = nib.Nifti1Image(voxels, np.diag([*sl.pixel_spacing, 3, 1]))
+        if not transform:
+            img.set_qform(None, code=0)
+            img.set_sform(None, code=0)
+        nib.save(img, tmp_path / "cohort" / f"{name}.nii.gz")
+    bare, placed = discover_cases(tmp_path / "cohort")
+    policy = DeidentificationPolicy(secret=b"k" * 32) if deidentified else None
+    out, kw = tmp_path / "run", {"engine": "threshold", "deidentification": policy}
+    assert run_batch([bare], out, pixel_spacing=sl.pixel_spacing, **kw).count("done") == 1
+    assert run_batch([placed], out, **kw).count("done") == 1
+    if deidentified:  # reports made before they said it: told by the reader's warning (scrubbed)
+        for path in (out / "cases").glob("*/report.json"):
+            report = json.loads(path.read_text())
+            report["input"].pop("pixel_spacing_given")
+            path.write_text(json.dumps(report))
+    again = run_batch([bare, placed], out, **kw)
+    assert [o.status for o in again.outcomes] == ["failed", "skipped"]
+    assert "no spatial transform" in str(again.outcomes[0].error)
+    assert len(_rows(out / "cohort.csv")) == 1 and len(_rows(out / "failures.csv")) == 1
+    given = run_batch([bare, placed], out, pixel_spacing=sl.pixel_spacing, **kw)
+    # the refused case's folder kept its results, made as this run makes them
+    assert [o.status for o in given.outcomes] == ["skipped", "failed"]
+    assert "defines its own pixel spacing" in str(given.outcomes[1].error)
+    assert len(_rows(out / "cohort.csv")) == 1 and len(_rows(out / "failures.csv")) == 1
+
+
 def test_a_resumed_deidentified_batch_keeps_no_result_made_with_more_of_the_patient(tmp_path: Path) -> None:
     """A rerun without --keep-patient-characteristics (or --keep-dates-shifted) skipped the cases an earlier
     run had made with it: their reports and DICOM objects kept the sex, age, height, weight (and shifted
@@ -421,6 +459,27 @@ def test_a_second_cohort_whose_case_ids_name_the_first_ones_results_is_refused(t
         run_batch(discover_cases(tmp_path / "B"), out, engine="threshold")
     assert (out / "cohort.csv").read_bytes() == table
     assert run_batch(discover_cases(tmp_path / "A"), out, engine="threshold").count("skipped") == 1
+
+
+def test_a_second_cohort_whose_case_id_names_the_first_ones_failure_is_refused(tmp_path: Path) -> None:
+    """A case that failed left no report naming its input: a second cohort's case of the same id was
+    analysed into the folder, and its row replaced the first cohort's failure in failures.csv (that patient's
+    failure was lost from the record). The case folder names its input from the first run on, so the run is
+    refused before any case, naming the case id and the other input."""
+    (tmp_path / "A" / "patient1").mkdir(parents=True)
+    (tmp_path / "A" / "patient1" / "x.dcm").write_bytes(b"not dicom at all")
+    sl = make_slice(5, size=256)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "B" / "patient1")
+    out = tmp_path / "run"
+    assert run_batch(discover_cases(tmp_path / "A"), out, engine="threshold").count("failed") == 1
+    failures = (out / "failures.csv").read_bytes()
+    for force in (False, True):
+        with pytest.raises(OutputError, match=r"patient1 \(.*A/patient1\)"):
+            run_batch(discover_cases(tmp_path / "B"), out, engine="threshold", force=force)
+        assert (out / "failures.csv").read_bytes() == failures
+    assert not (out / "cases" / "patient1" / "report.json").exists()
+    again = run_batch(discover_cases(tmp_path / "A"), out, engine="threshold")
+    assert again.count("failed") == 1 and len(_rows(out / "failures.csv")) == 1
 
 
 def test_a_folder_that_cannot_be_locked_is_written_unguarded_with_a_warning(

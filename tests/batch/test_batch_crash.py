@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sarcoscope.batch import Case, run_batch
-from sarcoscope.batch.runner import WORKER_DIED, CaseOutcome
+from sarcoscope.batch.runner import INPUT_MARKER, WORKER_DIED, CaseOutcome
 from sarcoscope.imaging import write_dicom_series
 from sarcoscope.phantom import make_slice
 
@@ -69,7 +69,8 @@ def test_killed_worker_is_a_failed_row_and_the_run_goes_on(studies: list[Case], 
     assert [r["case_id"] for r in _rows(summary.cohort_csv)] == ["p1", "p2", "p3"]
     assert _rows(summary.failures_csv) == [{"case_id": "killer", "error": WORKER_DIED}]
     assert len(seen) == 4
-    assert not (out / "cases" / "killer").exists()
+    # nothing half-written: the folder holds only the name of its input (another cohort's "killer" is refused)
+    assert [p.name for p in (out / "cases" / "killer").iterdir()] == [INPUT_MARKER]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ as root) with a way to fill it."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from orthanc_server import Orthanc, start_orthanc
 from sarcoscope.imaging import CTMetadata, write_dicom_series
+from sarcoscope.pacs.node import Peer
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +62,14 @@ def _fill(disk: Path) -> Path:
 @pytest.fixture
 def fill_disk() -> Callable[[Path], Path]:
     return _fill
+
+
+@pytest.fixture
+def dropping() -> Iterator[Peer]:
+    """A port whose connection requests go unanswered: its listener's queue is full and never accepted (as
+    a firewall drops them)."""
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        filler.connect(listener.getsockname())  # takes the one place in the queue
+        yield Peer("PACS", "127.0.0.1", listener.getsockname()[1])

@@ -13,22 +13,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orthanc_server import free_port
 from sarcoscope.errors import InputError
 from sarcoscope.pacs.node import Peer, send_c_store
-
-
-@pytest.fixture
-def dropping() -> Iterator[Peer]:
-    """A port whose connection requests go unanswered: its listener's queue is full and never accepted."""
-    with socket.socket() as listener, socket.socket() as filler:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        filler.connect(listener.getsockname())  # takes the one place in the queue
-        yield Peer("PACS", "127.0.0.1", listener.getsockname()[1])
 
 
 @pytest.fixture
@@ -117,17 +108,15 @@ def test_a_rejected_association_names_the_ae_titles(strict: Peer, series: list[P
     assert "rejected the association" in message and "SARCOSCOPE" in message and "WRONGNAME" in message
 
 
-def test_the_node_sends_with_its_timeouts_and_says_which_ran_out(dropping: Peer, tmp_path: Path) -> None:
+def _send_failure(tmp_path: Path, **settings: Any) -> str:
+    """The error.txt of a phantom series that a node with `settings` analysed and could not send."""
     from received import Received
 
     from sarcoscope.pacs.node import ListenSettings, Node
     from sarcoscope.phantom.io import write_phantom
 
     write_phantom(tmp_path / "phantom", seed=2, shape_xy=96, slice_thickness_mm=5.0)
-    settings = ListenSettings(
-        out=tmp_path / "node", settle=0.0, engine="threshold", push_to=dropping, push_connect_timeout=1.0
-    )
-    node = Node(settings)
+    node = Node(ListenSettings(out=tmp_path / "node", settle=0.0, engine="threshold", **settings))
     node.incoming.mkdir(parents=True)
     node.results.mkdir()
     for f in sorted((tmp_path / "phantom" / "dicom").glob("*.dcm")):
@@ -135,9 +124,21 @@ def test_the_node_sends_with_its_timeouts_and_says_which_ran_out(dropping: Peer,
     start = time.monotonic()
     node.process_settled(now=start)
     (uid,) = node.failed
-    assert time.monotonic() - start < 60  # the analysis, and 1 s for the connection
-    error = " ".join((node.results / uid / "error.txt").read_text().split())
+    assert time.monotonic() - start < 60  # the analysis, and about a second for the connection
+    return " ".join((node.results / uid / "error.txt").read_text().split())
+
+
+def test_the_node_sends_with_its_timeouts_and_says_which_ran_out(dropping: Peer, tmp_path: Path) -> None:
+    error = _send_failure(tmp_path, push_to=dropping, push_connect_timeout=1.0)
     assert "did not answer the connection within 1 s" in error and "sent again in 300 s" in error
+
+
+def test_the_node_pushes_to_dicomweb_with_the_same_timeouts(dropping: Peer, tmp_path: Path) -> None:
+    # the DICOMweb push waited 60 s for the connection, whatever --push-connect-timeout said
+    error = _send_failure(
+        tmp_path, push_dicomweb=f"http://127.0.0.1:{dropping.port}", push_connect_timeout=0.5
+    )
+    assert "did not take the connection within 0.5 s" in error and "sent again in 300 s" in error
 
 
 def test_listen_refuses_a_timeout_of_zero(tmp_path: Path) -> None:

@@ -347,6 +347,32 @@ def test_the_muscle_rim_in_a_fat_compartment_is_muscle_but_not_an_organ_beside_i
     assert not none[10:13, 10:50].any() and (none[13:27, 10:50] == M).all()
 
 
+def test_the_vat_rim_against_an_organ_is_vat_but_not_stool_beyond_it_nor_fat_beside_sat():
+    """The protocol's VAT reaches the organs' HU edge: fat-HU pixels of the "other" compartment within
+    VAT_RIM_MM (at least one pixel) of the visceral fat are VAT; farther ones (fat-density bowel content),
+    organ pixels of soft-tissue HU, and fat-HU "other" pixels beside SAT only, are not."""
+    hu = np.full((40, 60), -100.0)  # fat everywhere ...
+    hu[17:, 10:30] = 40.0  # ... but an organ of soft-tissue HU below the VAT's left part
+    comp = np.full((40, 60), S, np.uint8)
+    comp[10:17, :] = V  # visceral fat, rows 10-16 ...
+    comp[17:, :] = 0  # ... and "other" below it: the organ and fat-HU bowel content
+    comp[3:9, 50:] = 0  # fat-HU "other" against SAT, kept from the VAT by a row of SAT (row 9)
+    body = np.ones(hu.shape, bool)
+    # 0.7 mm pixels: the first "other" row (0.7 mm from the VAT) and the second (1.4 mm, beyond 1.2 mm)
+    out = tissues_from_compartments(_one_hot(comp), hu, (0.7, 0.7), body=body)
+    assert (out[10:17] == V).all()
+    assert (out[17, :10] == V).all() and (out[17, 30:] == V).all()  # one fat row ...
+    assert not out[18:].any()  # ... the content beyond it stays other
+    assert not out[17:, 10:30].any()  # the organ's HU is not fat
+    assert not out[3:9, 50:].any()  # fat-HU "other" beside SAT stays other
+    # 2 mm pixels: one pixel, although it is farther than 1.2 mm
+    coarse = tissues_from_compartments(_one_hot(comp), hu, (2.0, 2.0), body=body)
+    assert (coarse[17, 30:] == V).all() and not coarse[18:].any()
+    # without the rule, the compartment alone decides
+    none = tissues_from_compartments(_one_hot(comp), hu, (0.7, 0.7), body=body, vat_rim_mm=0.0)
+    assert not none[17:].any() and (none[10:17] == V).all()
+
+
 def test_compartment_scores_are_pooled_before_the_arg_max():
     hu = np.full((20, 20), 40.0)
     probs = np.zeros((5, 20, 20), np.float32)

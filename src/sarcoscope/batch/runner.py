@@ -162,27 +162,25 @@ def _busy(out_root: Path) -> Callable[[str], str]:
 def _check_same_inputs(out_root: Path, cases: list[Case], policy: DeidentificationPolicy | None) -> None:
     """Refuse a run whose case ids name, in `out_root`, the results of other inputs (a second cohort whose
     folders are named like the first's: patient1...): such a case would be skipped as done, listing another
-    patient's results as its own, or analysed over them. A report names its input when it still exists; a
-    de-identified case folder names it by a keyed code (INPUT_MARKER, written here for the cases that lack
-    it), and only the case code is shown. A DICOMweb case's id is its series."""
+    patient's results as its own, or analysed over them, its row replacing the other's in cohort.csv or
+    failures.csv. Every case folder names its input in INPUT_MARKER, written here for the cases that lack it
+    before any case runs (so a case that fails, leaving no report, names it too): its real path, or in a
+    de-identified folder a keyed code of it, and only the case code is shown. A folder made before the marker
+    names it by its report. A DICOMweb case's id is its series."""
     clashes, unmarked = [], []
     for case in cases:
         if not isinstance(case.path, Path):
             continue
         folder = out_root / "cases" / case.case_id
+        code, recorded = _input_code(case, policy), _read_marker(folder / INPUT_MARKER)
+        if recorded is None:
+            unmarked.append((folder / INPUT_MARKER, code))
+            recorded = _reported_input(folder) if policy is None else None
+        if recorded is None or recorded == code:
+            continue
         if policy is not None:
-            code, recorded = _input_code(case, policy), _read_marker(folder / INPUT_MARKER)
-            if recorded is None:
-                unmarked.append((folder / INPUT_MARKER, code))
-            elif recorded != code:
-                clashes.append(case.case_id)
-            continue
-        try:
-            recorded = json.loads((folder / REPORT).read_text(encoding="utf-8"))["input"]["source_path"]
-            other = bool(recorded) and Path(recorded).exists() and not os.path.samefile(recorded, case.path)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if other:
+            clashes.append(case.case_id)
+        elif Path(recorded).exists() and not os.path.samefile(recorded, case.path):  # not a moved cohort
             clashes.append(f"{case.case_id} ({recorded})")
     if clashes:
         shown = ", ".join(clashes[:5]) + (f" and {len(clashes) - 5} more" if len(clashes) > 5 else "")
@@ -194,14 +192,23 @@ def _check_same_inputs(out_root: Path, cases: list[Case], policy: Deidentificati
         atomic_write_text(marker, code + "\n")
 
 
-#: In a de-identified case's folder: a keyed code of the input it was analysed from (its real path), so that
-#: another cohort's case of the same id is told apart without the folder naming the input.
+def _reported_input(folder: Path) -> str | None:
+    """The input a case folder's report names (None: no report, or one naming none)."""
+    try:
+        return json.loads((folder / REPORT).read_text(encoding="utf-8"))["input"]["source_path"] or None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+#: In a case's folder: the input it was analysed from (its real path; in a de-identified folder a keyed code
+#: of it, so that the folder names no input), so that another cohort's case of the same id is told apart.
 INPUT_MARKER = ".input-code"
 
 
-def _input_code(case: Case, policy: DeidentificationPolicy) -> str:
-    """The keyed code INPUT_MARKER holds for a case read from a file or folder."""
-    return policy.pseudonymise_text("input", os.path.realpath(case.path))
+def _input_code(case: Case, policy: DeidentificationPolicy | None) -> str:
+    """What INPUT_MARKER holds for a case read from a file or folder."""
+    path = os.path.realpath(case.path)
+    return path if policy is None else policy.pseudonymise_text("input", path)
 
 
 def _read_marker(path: Path) -> str | None:
@@ -308,7 +315,8 @@ def _changed_since(
     pixel_spacing: tuple[float, float] | None = None,
 ) -> str | None:
     """What makes a case's earlier report not this run's result (None: it is): another model or engine
-    version, cutoff set, patient facts, L3 choice, user-given pixel spacing, or de-identification (or
+    version, cutoff set, patient facts, L3 choice, pixel spacing (given by the user, or another value, in
+    one run and not the other: one table would hold areas measured at both), or de-identification (or
     its options: a case kept from a run that retained the patient's characteristics or shifted dates, or
     accepted burned-in annotation, would keep them in a folder this run de-identifies without). A resumed
     batch analyses such a case again instead of mixing results made two ways in one table."""
@@ -353,10 +361,18 @@ def _changed_since(
     if chosen_slices != wanted_slices:
         return f"of slice(s) {chosen_slices}, the manifest chooses {wanted_slices}"
     measured = report["input"]["spacing_mm_zyx"][1:]
+    was = " x ".join(f"{v:g}" for v in measured)
+    given = report["input"].get("pixel_spacing_given")
+    if given is None:  # a report made before reports said it: the reader's warning says it
+        given = any("given by the user" in w for w in report["input"].get("warnings", []))
+    if given and pixel_spacing is None:
+        return f"measured at the pixel spacing {was} mm given by the user, this run gives none"
+    if not given and pixel_spacing is not None:
+        return f"measured at the file's own pixel spacing {was} mm, this run gives one (--pixel-spacing)"
     if pixel_spacing is not None and not all(
         math.isclose(a, b, rel_tol=1e-4) for a, b in zip(measured, pixel_spacing, strict=True)
     ):
-        was, now = (" x ".join(f"{v:g}" for v in spacing) for spacing in (measured, pixel_spacing))
+        now = " x ".join(f"{v:g}" for v in pixel_spacing)
         return f"measured at pixel spacing {was} mm, this run gives {now} mm"
     made = report["deidentification"]["codes"] if "deidentification" in report else None
     # a report that does not say whether it shows burned-in annotation was made before reports said it

@@ -32,6 +32,7 @@ from sarcoscope.cli.common import (
     deid_policy,
     fmt_indices,
     run,
+    scrubbed_errors,
 )
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_INFERIOR_ENDPLATE, L3_MID, TISSUE_TITLES, HURanges
 from sarcoscope.errors import SarcoscopeError
@@ -194,7 +195,6 @@ def analyze(
 ) -> None:
     """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
     from sarcoscope.imaging import CTVolume, read_ct
-    from sarcoscope.imaging.deidentify import DeidentificationError, scrub_error
     from sarcoscope.level import parse_range
     from sarcoscope.pacs.dicomweb import fetch_series, is_dicomweb, shown_url, store_results
     from sarcoscope.pipeline import analyze as run_analysis
@@ -216,40 +216,36 @@ def analyze(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
         check_output_folder(out, replaced=True)
-        try:
-            with contextlib.ExitStack() as stack, console.status("reading CT…") as status:
-                source: Path | CTVolume = Path(ct_path)
-                if is_dicomweb(ct_path):  # retrieved into a temporary folder; the report names the address
-                    status.update("retrieving the series from the DICOMweb server…")
-                    folder = Path(
-                        stack.enter_context(tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-"))
-                    )
-                    source = read_ct(fetch_series(ct_path, folder, series), series_uid=series)
-                    source.source_path = shown_url(ct_path)  # never the password
-                result = run_analysis(
-                    source,
-                    out_dir=out,
-                    slice_index=slice_index,
-                    slice_range=rng,
-                    series_uid=series,
-                    pixel_spacing=pixel_spacing,
-                    engine=engine,
-                    height_cm=height_cm,
-                    weight_kg=weight_kg,
-                    sex=sex.value if sex else None,
-                    cutoff_set=cutoffs,
-                    convention=L3_MID if convention is Convention.mid else L3_INFERIOR_ENDPLATE,
-                    hu_ranges=hu_ranges,
-                    progress=lambda s: status.update(f"{s}…"),
-                    deidentification=policy,
-                    quality=quality,
-                    label_order=label_order.value,
-                )
-        except SarcoscopeError as exc:
-            # its console, often kept in a log, says no more than its report
-            if policy is not None and not isinstance(exc, DeidentificationError):
-                exc.args = (scrub_error(str(exc), policy, ct_path),)
-            raise
+        with (
+            scrubbed_errors(policy, ct_path),
+            contextlib.ExitStack() as stack,
+            console.status("reading CT…") as status,
+        ):
+            source: Path | CTVolume = Path(ct_path)
+            if is_dicomweb(ct_path):  # retrieved into a temporary folder; the report names the address
+                status.update("retrieving the series from the DICOMweb server…")
+                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-")))
+                source = read_ct(fetch_series(ct_path, folder, series), series_uid=series)
+                source.source_path = shown_url(ct_path)  # never the password
+            result = run_analysis(
+                source,
+                out_dir=out,
+                slice_index=slice_index,
+                slice_range=rng,
+                series_uid=series,
+                pixel_spacing=pixel_spacing,
+                engine=engine,
+                height_cm=height_cm,
+                weight_kg=weight_kg,
+                sex=sex.value if sex else None,
+                cutoff_set=cutoffs,
+                convention=L3_MID if convention is Convention.mid else L3_INFERIOR_ENDPLATE,
+                hu_ranges=hu_ranges,
+                progress=lambda s: status.update(f"{s}…"),
+                deidentification=policy,
+                quality=quality,
+                label_order=label_order.value,
+            )
         if push:
             from sarcoscope.export.writer import DICOM_RESULTS
 

@@ -21,6 +21,7 @@ from sarcoscope.cli.common import (
     deid_policy,
     err_console,
     run,
+    scrubbed_errors,
 )
 from sarcoscope.errors import SarcoscopeError
 from sarcoscope.fileio import check_output_folder, check_outside_input
@@ -101,6 +102,15 @@ def batch(
             raise SarcoscopeError(
                 f"Unknown cutoff set '{cutoffs}'. Available: {', '.join(available_cutoff_sets())}."
             )
+        policy = deid_policy(
+            deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
+        )
+        # de-identified, a refusal names no case folder (often the patient's name) nor the cohort's path (a
+        # DICOMweb cohort's address names no patient: its UIDs and quoted values are scrubbed all the same)
+        with scrubbed_errors(policy, None if is_dicomweb(cohort) else cohort):
+            analyse(policy)
+
+    def analyse(policy: Any) -> None:
         if is_dicomweb(cohort):
             cases = dicomweb_cases(cohort, parse_query(query or []), modality, every_series=every_series)
         elif query or push or every_series:
@@ -117,9 +127,6 @@ def batch(
         else:
             check_outside_input(out, Path(cohort), "cohort folder")
             cases = discover_cases(Path(cohort))
-        policy = deid_policy(
-            deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
-        )
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("analysing", total=len(cases))
@@ -172,7 +179,7 @@ def deidentify(
             True, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
+        with scrubbed_errors(policy, src), Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("de-identifying", total=None)
             summary = deidentify_tree(
                 src, out, policy, progress=lambda done, total: bar.update(task, completed=done, total=total)
@@ -186,8 +193,9 @@ def deidentify(
         if summary.burned_in_refused:
             err_console.print(
                 f"[bold red]{len(summary.burned_in_refused)} image(s) with burned-in annotation left out[/] "
-                f"(their pixels may show the patient's name; --accept-burned-in exports them): "
-                + ", ".join(summary.burned_in_refused[:10])
+                f"(their pixels may show the patient's name; --accept-burned-in exports them; named by "
+                "their de-identified UIDs): "
+                + ", ".join(esc(r) for r in summary.burned_in_refused[:10])
                 + (" …" if len(summary.burned_in_refused) > 10 else "")
             )
         if summary.burned_in_accepted:

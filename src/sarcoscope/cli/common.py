@@ -3,9 +3,10 @@ every command runs in (user errors print one clear message and exit 1; `--debug`
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -148,6 +149,22 @@ def deid_policy(
         keep_patient_characteristics=keep_patient_characteristics,
         accept_burned_in=accept_burned_in,
     )
+
+
+@contextlib.contextmanager
+def scrubbed_errors(policy: Any, source: str | Path | None) -> Iterator[None]:
+    """With a de-identification `policy`, a user error raised inside names nothing of the input `source`
+    (its path and the names below it, UIDs, quoted descriptions: imaging.deidentify.scrub_error): a
+    de-identified run's console, often kept in a log, says no more than its outputs. A
+    DeidentificationError names images by their de-identified UIDs already."""
+    from sarcoscope.imaging.deidentify import DeidentificationError, scrub_error
+
+    try:
+        yield
+    except SarcoscopeError as exc:
+        if policy is not None and not isinstance(exc, DeidentificationError):
+            exc.args = (scrub_error(str(exc), policy, source),)
+        raise
 
 
 def fmt_indices(indices: list[int]) -> str:

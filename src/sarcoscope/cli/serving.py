@@ -115,12 +115,16 @@ def listen(
     ] = None,
     push_connect_timeout: Annotated[
         float,
-        typer.Option(help="--push-to: seconds to wait for the PACS to take the connection (then: not sent)."),
+        typer.Option(
+            help="--push-to, --push-dicomweb: seconds to wait for the PACS to take the connection (then: not "
+            "sent)."
+        ),
     ] = 10.0,
     push_timeout: Annotated[
         float,
         typer.Option(
-            help="--push-to: seconds to wait for each answer of the PACS (the association, each store)."
+            help="--push-to, --push-dicomweb: seconds to wait for each answer of the PACS (the association, "
+            "each store)."
         ),
     ] = 60.0,
     send_attempts: Annotated[

@@ -89,6 +89,7 @@ def _input_summary(volume: CTVolume) -> dict[str, Any]:
         "source_path": volume.source_path,
         "shape_zyx": list(volume.shape),
         "spacing_mm_zyx": [float(s) for s in volume.spacing],
+        "pixel_spacing_given": volume.pixel_spacing_given,
         "origin_lps_mm": [float(v) for v in volume.origin],
         "direction": np.asarray(volume.direction, dtype=float).tolist(),
         "series_instance_uid": md.series_instance_uid,

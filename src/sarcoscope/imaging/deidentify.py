@@ -605,7 +605,8 @@ def deidentify_file(path: Path, policy: DeidentificationPolicy, source: str | No
 
 @dataclass
 class DeidentifySummary:
-    """What `deidentify_tree` did; `burned_in_refused` names the images left out for burned-in text."""
+    """What `deidentify_tree` did; `burned_in_refused` names the images left out for burned-in text by
+    their de-identified UIDs (image_name), never by their files' names, which may name the patient."""
 
     out_dir: Path
     written: int = 0
@@ -659,7 +660,7 @@ def _deidentify_files(
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
     try:
         for done, path in enumerate(files, start=1):
-            _deidentify_one(path, policy, tmp, summary, single=single)
+            _deidentify_one(path, policy, tmp, summary, single=single, place=(done, len(files)))
             if progress is not None:
                 progress(done, len(files))
         if summary.written == 0:
@@ -702,8 +703,16 @@ def _pixel_data_damage(ds: Dataset) -> str | None:
 
 
 def _deidentify_one(
-    path: Path, policy: DeidentificationPolicy, tmp: Path, summary: DeidentifySummary, *, single: bool
+    path: Path,
+    policy: DeidentificationPolicy,
+    tmp: Path,
+    summary: DeidentifySummary,
+    *,
+    single: bool,
+    place: tuple[int, int] = (1, 1),
 ) -> None:
+    """De-identify one file into `tmp`; `place` (its number, of how many) names it in an error when its
+    path is scrubbed from the message (a de-identifying run's console shows no file name)."""
     ds = _read_header(path)  # large values (pixel data) are read from the file when written
     if ds is None:
         summary.non_dicom += 1
@@ -711,14 +720,15 @@ def _deidentify_one(
     damage = _pixel_data_damage(ds)
     if damage is not None:
         raise InputError(
-            f"damaged DICOM file {path}: {damage}; nothing was written (the copy would not be complete): "
-            "replace or remove the file, then run again"
+            f"damaged DICOM file {path} (file {place[0]} of {place[1]}, sorted by path): {damage}; nothing "
+            "was written (the copy would not be complete): replace or remove the file, then run again"
         )
     problem = burned_in_problem(ds)
     if problem is not None and not policy.accept_burned_in and not single:
-        summary.burned_in_refused.append(f"{path.name} ({problem})")
+        summary.burned_in_refused.append(f"{image_name(ds, policy)} ({problem})")
         return
-    deidentify_dataset(ds, policy, source=str(path))
+    # named by its de-identified UID: the file's name and folders may name the patient
+    deidentify_dataset(ds, policy)
     summary.burned_in_accepted += problem is not None
     names = (str(ds.PatientID), ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"))
     instance = ds.get("SOPInstanceUID") or uuid.uuid4().hex

@@ -214,4 +214,5 @@ def read_nifti(path: Path, pixel_spacing: tuple[float, float] | None = None) -> 
         source_path=str(path),
         slice_positions=positions,
         warnings=warnings,
+        pixel_spacing_given=pixel_spacing is not None,  # _without_transform refused it for any other file
     )

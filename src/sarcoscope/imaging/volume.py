@@ -97,6 +97,9 @@ class CTVolume:
     #: (rows, columns) reversed against the DICOM files' pixel arrays: axial images stored upside down or
     #: mirrored (a prone patient) are turned to the standard layout when read; see `stored_layout`.
     stored_flip: tuple[bool, bool] = (False, False)
+    #: The in-plane pixel spacing was given by the user (a NIfTI file without a spatial transform), not read
+    #: from the file; the report says so.
+    pixel_spacing_given: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pydicom
 import requests
+import urllib3
 
 from sarcoscope.errors import InputError, OutputError
 
@@ -284,9 +285,12 @@ class DICOMwebServer:
     """A DICOMweb server: search (QIDO-RS), retrieve (WADO-RS) and store (STOW-RS). A server address
     with `user:password@` logs in with HTTP basic auth (use HTTPS); messages never show the password.
 
-    Every failure is a DICOMwebServerError naming the server (without its password), never a traceback."""
+    Every failure is a DICOMwebServerError naming the server (without its password), never a traceback.
+    Each wait has a bound, as the C-STORE path's (node.send_c_store): `connect_timeout` seconds for the TCP
+    connection (a host that drops the request would hold it for minutes), `timeout` for each answer; the
+    error says which ran out."""
 
-    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 60.0, connect_timeout: float = 10.0) -> None:
         parts = urlsplit(base_url.rstrip("/"))
         self._session = requests.Session()
         if parts.username is not None:  # user:password@ becomes HTTP basic auth, and leaves the URL
@@ -295,11 +299,11 @@ class DICOMwebServer:
             host = f"[{host}]" if ":" in host else host
             parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
         self.base_url = urlunsplit(parts)
-        self.timeout = timeout
+        self.timeout = (connect_timeout, timeout)  # requests' (connect, read)
         self.shown = self.base_url
         from dicomweb_client.api import DICOMwebClient  # only for DICOMweb work (≈40 ms to import)
 
-        self._client = DICOMwebClient(url=self.base_url, session=self._session, timeout=timeout)
+        self._client = DICOMwebClient(url=self.base_url, session=self._session, timeout=self.timeout)
         # dicomweb-client retries every failure, an unreachable server too, 5 times with exponential waits
         # (30 s before "cannot reach"); 3 attempts, 1 s and 2 s apart, still ride out a busy server (503).
         self._client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=500)
@@ -316,10 +320,29 @@ class DICOMwebServer:
                 f"The DICOMweb server {self.shown} refused {what} (HTTP {status}).", status
             )
         if isinstance(exc, requests.RequestException):
-            return DICOMwebServerError(
-                f"Cannot reach the DICOMweb server {self.shown}: {type(exc).__name__}."
-            )
+            return DICOMwebServerError(f"{self._unreached(exc, what)}.")
         return DICOMwebServerError(f"The DICOMweb server {self.shown} sent an unreadable answer to {what}.")
+
+    def _unreached(self, exc: requests.RequestException, what: str) -> str:
+        """Why a request got no answer: which wait ran out, or that the connection was refused."""
+        connect, read = self.timeout
+        cause = exc.args[0] if exc.args else None  # a read timeout while the body streams comes wrapped
+        if isinstance(exc, requests.ConnectTimeout):
+            return (
+                f"Cannot reach the DICOMweb server {self.shown}: it did not take the connection within "
+                f"{connect:g} s (a wrong host or port, a firewall, or the host is down)"
+            )
+        if isinstance(exc, requests.ReadTimeout) or isinstance(cause, urllib3.exceptions.ReadTimeoutError):
+            return (
+                f"The DICOMweb server {self.shown} took the connection but did not answer {what} within "
+                f"{read:g} s"
+            )
+        if isinstance(exc, requests.ConnectionError):
+            return (
+                f"Cannot reach the DICOMweb server {self.shown}: it refused the connection or cannot be "
+                "reached (is it running, on this port?)"
+            )
+        return f"Cannot reach the DICOMweb server {self.shown}: {type(exc).__name__}"
 
     def _qido(self, path: str, params: dict[str, str | int], what: str) -> list[dict]:
         # `*` and `?` stay literal: Orthanc does not match a percent-encoded wildcard.
@@ -490,13 +513,15 @@ class DICOMwebServer:
         return Stored(len(new), len(held))
 
 
-def store_results(text: str, paths: list[Path], timeout: float = 60.0) -> Stored:
+def store_results(
+    text: str, paths: list[Path], timeout: float = 60.0, connect_timeout: float = 10.0
+) -> Stored:
     """Store the DICOM files `paths` (results of the study `text` names) with STOW-RS (see
-    DICOMwebServer.store).
+    DICOMwebServer.store, and its timeouts).
 
     They must belong to that study: results of a de-identified run (another study UID) are refused."""
     target = parse_dicomweb_url(text)
-    return DICOMwebServer(target.base_url, timeout).store(
+    return DICOMwebServer(target.base_url, timeout, connect_timeout).store(
         target.study_uid, [pydicom.dcmread(p) for p in paths]
     )
 

@@ -216,7 +216,8 @@ class ListenSettings:
     retry_send: float = 300.0
     #: Attempts to send a series' results before the node gives up on them (288: a day, 5 minutes apart).
     send_attempts: int = 288
-    #: C-STORE (`push_to`): seconds to wait for the TCP connection, and for each answer of the peer.
+    #: `push_to` (C-STORE) and `push_dicomweb` (STOW-RS): seconds to wait for the TCP connection, and for
+    #: each answer of the peer.
     push_connect_timeout: float = 10.0
     push_timeout: float = 60.0
 
@@ -242,8 +243,11 @@ class Node:
         self.settings = settings
         self.incoming = settings.out / "incoming"
         self.results = settings.out / "results"
+        waits = {"timeout": settings.push_timeout, "connect_timeout": settings.push_connect_timeout}
         self.dicomweb = (
-            DICOMwebServer(parse_dicomweb_root(settings.push_dicomweb)) if settings.push_dicomweb else None
+            DICOMwebServer(parse_dicomweb_root(settings.push_dicomweb), **waits)
+            if settings.push_dicomweb
+            else None
         )
         self._pending: dict[tuple[str, str], float] = {}
         self._analysed_at: dict[tuple[str, str], float] = {}  # images kept for late arrivals, since

@@ -28,14 +28,21 @@ OUTLINE_MM = 2.0
 IMAT_CLOSING_MM = 4.0
 
 #: Bump when tissues_from_scores changes its output (2: IMAT only where muscle and bone enclose the fat;
-#: 3: arms beside the trunk are not body; 4: the muscle's partial-volume rim in a fat compartment is muscle).
-REFINEMENT_VERSION = 4
+#: 3: arms beside the trunk are not body; 4: the muscle's partial-volume rim in a fat compartment is muscle;
+#: 5: the visceral fat's rim against organs and bowel is VAT).
+REFINEMENT_VERSION = 5
 
 #: A pixel of muscle HU in a fat compartment within this distance (mm; at least one pixel) of muscle is
 #: muscle: the protocol's muscle edge is its HU threshold, and the network's compartment boundary, resampled
 #: from its coarser grid, falls a pixel or two inside it (measured on the real slices: 0.8 mm gains little,
 #: beyond 1.6 mm nothing; docs/validation/muscle-rim.md).
 MUSCLE_RIM_MM = 1.2
+
+#: A pixel of fat HU in the "other" compartment (organs, bowel, vessels) within this distance (mm; at least
+#: one pixel) of visceral fat is visceral fat, for the muscle rim's reason: the protocol's VAT reaches the
+#: organs' HU edge, and the network's "other" compartment ends a pixel or two outside it
+#: (docs/validation/vat-rim.md).
+VAT_RIM_MM = 1.2
 
 #: An arm touching the trunk meets it through a neck of skin; eroding the body by one of these depths (mm)
 #: cuts the neck while the arm, thicker than twice the depth, keeps a core of its own. Shallow first (thin
@@ -416,6 +423,7 @@ def tissues_from_scores(
     hu_ranges: HURanges = DEFAULT_HU_RANGES,
     body: np.ndarray | None = None,
     muscle_rim_mm: float = MUSCLE_RIM_MM,
+    vat_rim_mm: float = VAT_RIM_MM,
 ) -> np.ndarray:
     """Label map of one slice from compartment scores (3, y, x) (`compartment_scores`), by the protocol.
 
@@ -430,7 +438,8 @@ def tissues_from_scores(
     which the body mask already removes, and the network's scores, resampled from its coarser grid, blur
     into that air. The skin line's partial-volume fat is SAT in the reference protocol, and without this rule
     a thin patient would lose a large share of the SAT. For the same reason a muscle-HU pixel of a fat
-    compartment within `muscle_rim_mm` (at least one pixel; 0: none) of the muscle is muscle.
+    compartment within `muscle_rim_mm` (at least one pixel; 0: none) of the muscle is muscle, and a fat-HU
+    pixel of the "other" compartment within `vat_rim_mm` of the visceral fat is visceral fat.
     """
     inside = body if body is not None else body_mask(hu, pixel_spacing)
     out = np.zeros(hu.shape, dtype=np.uint8)
@@ -438,7 +447,8 @@ def tissues_from_scores(
         # every label lies in the body's bounding box (plus a margin of air): same result, less work
         box = bounding_box(inside, margin=2)
         sub = scores[:, box[0], box[1]]
-        out[box] = _tissues_in_body(sub, hu[box], inside[box], pixel_spacing, hu_ranges, muscle_rim_mm)
+        rims = (muscle_rim_mm, vat_rim_mm)
+        out[box] = _tissues_in_body(sub, hu[box], inside[box], pixel_spacing, hu_ranges, rims)
     return out
 
 
@@ -448,9 +458,9 @@ def _tissues_in_body(
     inside: np.ndarray,
     pixel_spacing: tuple[float, float],
     hu_ranges: HURanges,
-    muscle_rim_mm: float,
+    rims: tuple[float, float],
 ) -> np.ndarray:
-    """tissues_from_scores on a box around the body."""
+    """tissues_from_scores on a box around the body; `rims` are its (muscle_rim_mm, vat_rim_mm)."""
     outline = inside & ~erode_mm(inside, OUTLINE_MM, pixel_spacing)
     # the best compartment (1 muscle, 2 SAT, 3 VAT) and its score, first one on ties (as np.argmax)
     best = np.where(scores[1] > scores[0], 2, 1)
@@ -471,6 +481,12 @@ def _tissues_in_body(
         enclosed = muscle_compartments(enclosing, pixel_spacing, closing_mm=IMAT_CLOSING_MM)
         loose = (compartment[box] == 1) & ~enclosed
         compartment[box][loose] = np.where(scores[1][box][loose] >= scores[2][box][loose], 2, 3)
+    muscle_rim_mm, vat_rim_mm = rims
+    # Fat-HU pixels of the "other" compartment would be nothing; beside the visceral fat they are its rim.
+    if vat_rim_mm > 0:
+        vat = (compartment == 3) & windows["vat"]
+        near = dilate_mm(vat, max(vat_rim_mm, min(pixel_spacing)), pixel_spacing)
+        compartment[(compartment == 0) & windows["vat"] & near] = 3
     # Muscle-HU pixels of a fat compartment would be nothing; beside the muscle they are its rim.
     if muscle_rim_mm > 0:
         near = dilate_mm(muscle, max(muscle_rim_mm, min(pixel_spacing)), pixel_spacing)
