@@ -183,12 +183,8 @@ def _session(path: str, mtime_ns: int, size: int, threads: int | None) -> Any:
 
     Building one costs 0.1-0.15 s; the web app (per request), batch and Dask workers (per case) and
     `validate` (per image) used to pay it every time. Sessions are thread-safe for `run`. The file's
-    modification time and size are part of the key, so a model file replaced in place is loaded again.
-    The graph ONNX Runtime gets has its single-slope PRelu as LeakyRelu (onnx_graph: the same outputs,
-    bit for bit; the shipped ensemble's network 1.4-1.8x faster); the file itself is not changed."""
+    modification time and size are part of the key, so a model file replaced in place is loaded again."""
     import onnxruntime as ort
-
-    from sarcoscope.segmentation.onnx_graph import prelu_as_leaky_relu
 
     options = ort.SessionOptions()
     if threads:
@@ -196,12 +192,6 @@ def _session(path: str, mtime_ns: int, size: int, threads: int | None) -> Any:
     # ONNX Runtime's threads busy-wait between operators by default: on cores shared with the refinement's
     # threads, other workers or other jobs that burnt CPU and slowed the network (same outputs)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        model, rewritten = prelu_as_leaky_relu(Path(path).read_bytes())
-        if rewritten:
-            return ort.InferenceSession(model, options, providers=_providers())
-    except Exception:  # not a model it can read, or weights in external files next to the path:
-        pass  # the file as it is, so that ONNX Runtime says what is wrong with it
     return ort.InferenceSession(path, options, providers=_providers())
 
 
