@@ -364,6 +364,77 @@ def test_onnx_weights_load_back_into_the_network(tmp_path: Path) -> None:
         load_onnx_weights(other, tmp_path / "m.onnx")
 
 
+def _prelu_export(model: torch.nn.Module, path: Path) -> None:
+    """The network exported as before 2026-12-05: torch's own ONNX, with its PRelu nodes."""
+    axes = {0: "n", 2: "height", 3: "width"}
+    torch.onnx.export(
+        model,
+        (torch.rand(1, 1, 64, 64),),
+        str(path),
+        opset_version=17,
+        dynamo=False,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": axes, "logits": axes},
+    )
+
+
+def test_single_slope_prelu_is_exported_as_leaky_relu_with_bit_identical_outputs(tmp_path: Path) -> None:
+    """ONNX Runtime's CPU PRelu broadcasts a slope element by element; LeakyRelu is the same function. The
+    export has none left, gives the PRelu export's outputs bit for bit, and older PRelu files still load."""
+    import onnx
+    import onnxruntime as ort
+
+    config = load_config(None, phantoms=1, channels=[4, 8, 16, 32], strides=[2, 2, 2])
+    torch.manual_seed(0)
+    trained = build_network(config)
+    with torch.no_grad():
+        for name, param in trained.named_parameters():
+            if name.endswith("adn.A.weight"):
+                param.uniform_(0.0, 0.5)
+    trained.eval()
+    _prelu_export(trained, tmp_path / "prelu.onnx")
+    export_onnx(trained, tmp_path / "m.onnx", torch.rand(1, 1, 64, 64))
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    old_ops = [n.op_type for n in onnx.load(str(tmp_path / "prelu.onnx")).graph.node]
+    assert "PRelu" not in ops and ops.count("LeakyRelu") == old_ops.count("PRelu") > 0
+    image = np.random.default_rng(0).normal(0, 1, (2, 1, 48, 80)).astype(np.float32)
+    got = [
+        ort.InferenceSession(str(tmp_path / f)).run(None, {"image": image})[0]
+        for f in ("m.onnx", "prelu.onnx")
+    ]
+    np.testing.assert_array_equal(got[0], got[1])
+    fresh = build_network(config)
+    load_onnx_weights(fresh, tmp_path / "prelu.onnx")
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_a_slope_used_elsewhere_stays_a_prelu() -> None:
+    from onnx import TensorProto, helper
+
+    from sarcoscope.training.export import prelu_as_leaky_relu
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    nodes = [
+        helper.make_node("PRelu", ["x", "a"], ["p"]),
+        helper.make_node("PRelu", ["p", "b"], ["q"]),
+        helper.make_node("Mul", ["q", "b"], ["r"]),  # b used again: it stays
+        helper.make_node("PRelu", ["r", "c"], ["y"]),  # c has two values: it stays
+    ]
+    inits = [
+        helper.make_tensor("a", TensorProto.FLOAT, [1], [0.1]),
+        helper.make_tensor("b", TensorProto.FLOAT, [1], [0.2]),
+        helper.make_tensor("c", TensorProto.FLOAT, [4], [0.1, 0.2, 0.3, 0.4]),
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=inits))
+    assert prelu_as_leaky_relu(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["LeakyRelu", "PRelu", "Mul", "PRelu"]
+    assert model.graph.node[0].attribute[0].f == np.float32(0.1)
+    assert sorted(t.name for t in model.graph.initializer) == ["b", "c"]
+
+
 def test_fine_tuning_starts_from_the_given_model(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "d", n=6)
     base = train(tiny_config(data, tmp_path / "base", max_epochs=6))

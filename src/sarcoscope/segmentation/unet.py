@@ -189,6 +189,9 @@ def _session(path: str, mtime_ns: int, size: int, threads: int | None) -> Any:
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = int(threads)
+    # ONNX Runtime's threads busy-wait between operators by default: on cores shared with the refinement's
+    # threads, other workers or other jobs that burnt CPU and slowed the network (same outputs)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path, options, providers=_providers())
 
 

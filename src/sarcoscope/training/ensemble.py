@@ -55,7 +55,11 @@ def combine_models(members: list[Path], out: Path, description: str) -> Path:
         for path, card in zip(members[1:], cards[1:], strict=True):
             if _comparable(card, field) != first:
                 raise InputError(f"Cannot combine {members[0]} and {path}: their '{field}' differ.")
+    from sarcoscope.training.export import prelu_as_leaky_relu
+
     protos = [onnx.load(str(model_onnx_path(m, c))) for m, c in zip(members, cards, strict=True)]
+    for proto in protos:  # members exported before export_onnx did it: the same outputs, faster
+        prelu_as_leaky_relu(proto)
     nodes, initializers, outputs = [], [], []
     for index, proto in enumerate(protos):
         graph = onnx.compose.add_prefix(proto, member_prefix(index)).graph
