@@ -296,3 +296,24 @@ def test_the_version_viewed_is_the_last_one_asked_for(
     _settle(page)
     assert page.locator("#readonly-version").inner_text() == "2"
     assert page.locator("#analysis-version").inner_text() == "· version 2"
+
+
+def _rows(page: object) -> list[str]:
+    """The patient of each row of the study list."""
+    return page.eval_on_selector_all("#study-rows tr", "rows => rows.map((r) => r.cells[0].textContent)")
+
+
+def test_the_study_list_shows_the_answer_to_the_last_search_typed(
+    page: object, studies: tuple[str, str]
+) -> None:
+    """Each search typed asks the server for the list; an answer that came after a newer one (a slow server)
+    replaced it: the list showed the studies of the search before, under the search the user typed last."""
+    held = _held(page, "**/api/studies?q=PAT-A")
+    page.fill("#study-search", "PAT-A")
+    _wait_held(page, held)
+    page.fill("#study-search", "PAT-B")
+    page.wait_for_function("document.querySelectorAll('#study-rows tr').length === 1")
+    assert _rows(page) == ["PAT-B"]
+    held[0].continue_()
+    _settle(page)
+    assert _rows(page) == ["PAT-B"]

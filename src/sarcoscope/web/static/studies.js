@@ -2,9 +2,13 @@
 import {$, api, getJSON, toast} from "./api.js";
 import {formatDate, localTime, state} from "./state.js";
 
+let lists = 0; // loadStudies calls so far: only the last one's answer is shown (an older search answered late)
+
 export async function loadStudies() {
+  const call = ++lists;
   const q = $("study-search").value.trim();
   const studies = await getJSON("/api/studies" + (q ? `?q=${encodeURIComponent(q)}` : ""));
+  if (call !== lists) return;
   const rows = $("study-rows");
   rows.innerHTML = "";
   for (const s of studies) {
