@@ -317,3 +317,33 @@ def test_the_study_list_shows_the_answer_to_the_last_search_typed(
     held[0].continue_()
     _settle(page)
     assert _rows(page) == ["PAT-B"]
+
+
+def test_undo_while_a_version_loads_is_refused_not_applied_to_the_labels_leaving(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """Undo (Ctrl+Z, or its button, still on) while "view" loaded an earlier version undid a step on the
+    labels about to be replaced: they showed "Save *" for an edit nobody made, and the undo was dropped
+    without a word when the version came (its history is its own). Now Undo and Redo are off until the
+    labels are shown, and the key says why nothing was undone."""
+    from test_e2e_unsaved import _stroke
+
+    a, _ = studies
+    _label_view_of_versions(page, server, studies, 2)
+    _stroke(page, 0.06, 0.08)
+    page.keyboard.press("Control+s")
+    test_e2e._wait_text(page, "study-message", "Saved as version 3.")
+    assert page.locator("#undo").is_enabled()
+    held = _held(page, f"**/api/studies/{a}/labels?version=1")
+    page.click("#versions li:has-text('v1 ·') button")
+    _wait_held(page, held)
+    assert page.locator("#undo").is_disabled() and page.locator("#redo").is_disabled()
+    page.keyboard.press("Control+z")
+    test_e2e._wait_text(page, "study-message", "Nothing undone: the labels are still loading")
+    assert page.locator("#save-labels").inner_text() == "Save"
+    held[0].continue_()
+    page.wait_for_selector("#readonly-banner:not([hidden])")
+    _settle(page)
+    assert page.locator("#study-message").inner_text() == ""
+    assert page.locator("#save-labels").inner_text() == "Save"
+    assert page.locator("#undo").is_disabled()

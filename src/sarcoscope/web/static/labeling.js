@@ -13,6 +13,8 @@ let nothingFilled = ""; // the message that a fill found nothing to fill, cleare
 let loading = 0; // label loads on their way: the labels on screen are about to be replaced
 let loads = 0; // loadLabels calls so far: only the last one's labels are shown (two "view" clicked at once)
 const STILL_LOADING = "Nothing painted: the labels are still loading. Paint once they are shown.";
+// Undo and Redo are of the labels on screen, which a load replaces (with a history of its own: none)
+const UNDO_LOADING = "Nothing undone: the labels are still loading. Undo and Redo are for the labels shown.";
 
 /** Fit the editor's image again (opening another study). */
 export function resetEditorView() { editView.reset(false); }
@@ -39,11 +41,15 @@ export async function loadLabels(version) {
   const q = version ? `?version=${version}` : "";
   const call = ++loads;
   loading += 1;
+  updateButtons(); // Undo and Redo are off until the labels are shown
   let response, buffer;
   try {
     response = await api(`/api/studies/${id}/labels${q}`);
     buffer = await response.arrayBuffer();
-  } finally { loading -= 1; }
+  } finally {
+    loading -= 1;
+    updateButtons();
+  }
   if (!stillOpen(id) || call !== loads) return;
   state.shape = response.headers.get("X-Label-Shape").split(",").map(Number);
   state.indices = response.headers.get("X-Label-Indices").split(",").map(Number);
@@ -69,6 +75,7 @@ export async function loadLabels(version) {
   $("readonly-version").textContent = state.viewing ?? "";
   unsay(readOnly);
   unsay(STILL_LOADING);
+  unsay(UNDO_LOADING);
   if (version) $("readonly-banner").scrollIntoView({block: "nearest"}); // "view" is far down the side panel
   updateButtons();
 }
@@ -346,7 +353,15 @@ function setPaintLabel(label) {
   }
 }
 
+/** False, saying why, while labels load: Undo and Redo wait for them (the load clears their history). */
+function undoable() {
+  if (!loading) return Boolean(state.labels);
+  message(UNDO_LOADING, true);
+  return false;
+}
+
 function undo() {
+  if (!undoable()) return;
   const step = state.undo.pop();
   if (!step) return;
   const n = sliceArea();
@@ -359,6 +374,7 @@ function undo() {
 }
 
 function redo() {
+  if (!undoable()) return;
   const step = state.redo.pop();
   if (!step) return;
   const n = sliceArea();
@@ -387,8 +403,8 @@ function updateButtons() {
   $("save-labels").disabled = !state.dirty || state.viewing !== null || saving;
   $("save-labels").textContent = state.dirty ? "Save *" : "Save";
   $("analysis-unsaved").hidden = !state.dirty;
-  $("undo").disabled = !state.undo.length;
-  $("redo").disabled = !state.redo.length;
+  $("undo").disabled = !state.undo.length || Boolean(loading);
+  $("redo").disabled = !state.redo.length || Boolean(loading);
 }
 
 let saving = false; // a save is on its way: another (Ctrl+S pressed again) would be refused as a conflict
