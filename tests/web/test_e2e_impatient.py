@@ -347,3 +347,36 @@ def test_undo_while_a_version_loads_is_refused_not_applied_to_the_labels_leaving
     assert page.locator("#study-message").inner_text() == ""
     assert page.locator("#save-labels").inner_text() == "Save"
     assert page.locator("#undo").is_disabled()
+
+
+def test_ctrl_s_while_a_version_loads_after_discarding_the_edit_saves_nothing(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """ "view" on an earlier version with an edit unsaved asks to discard it; agreed, the edit stayed
+    "Save *" until the version came, and Ctrl+S meanwhile saved it as a new version: the edit the user had
+    just discarded, made the latest labels (and "Back to latest" showed it)."""
+    from test_e2e_unsaved import _stroke
+
+    a, _ = studies
+    _label_view_of_versions(page, server, studies, 2)
+    _stroke(page, 0.06, 0.08)
+    assert page.locator("#save-labels").inner_text() == "Save *"
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    held = _held(page, f"**/api/studies/{a}/labels?version=1")
+    page.click("#versions li:has-text('v1 ·') button")
+    _wait_held(page, held)
+    assert asked == ["Discard your unsaved edit?"]
+    assert page.locator("#save-labels").inner_text() == "Save"
+    assert page.locator("#save-labels").is_disabled()
+    page.keyboard.press("Control+s")
+    page.locator("#save-labels").click(force=True)  # (a disabled button takes no click)
+    held[0].continue_()
+    page.wait_for_selector("#readonly-banner:not([hidden])")
+    _settle(page)
+    assert [v["version"] for v in httpx.get(f"{server}/api/studies/{a}/versions").json()] == [2, 1]
+    page.click("#back-to-latest")
+    page.wait_for_selector("#readonly-banner", state="hidden")
+    _settle(page)
+    assert page.locator("#save-labels").inner_text() == "Save"
+    assert test_e2e._overlay_pixel(page, 0.1, 0.08)[3] == 0  # version 2: no labels

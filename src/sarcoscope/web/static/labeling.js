@@ -15,6 +15,7 @@ let loads = 0; // loadLabels calls so far: only the last one's labels are shown 
 const STILL_LOADING = "Nothing painted: the labels are still loading. Paint once they are shown.";
 // Undo and Redo are of the labels on screen, which a load replaces (with a history of its own: none)
 const UNDO_LOADING = "Nothing undone: the labels are still loading. Undo and Redo are for the labels shown.";
+const SAVE_LOADING = "Nothing saved: the labels are still loading.";
 
 /** Fit the editor's image again (opening another study). */
 export function resetEditorView() { editView.reset(false); }
@@ -41,7 +42,7 @@ export async function loadLabels(version) {
   const q = version ? `?version=${version}` : "";
   const call = ++loads;
   loading += 1;
-  updateButtons(); // Undo and Redo are off until the labels are shown
+  updateButtons(); // Undo, Redo and Save are off until the labels are shown
   let response, buffer;
   try {
     response = await api(`/api/studies/${id}/labels${q}`);
@@ -76,6 +77,7 @@ export async function loadLabels(version) {
   unsay(readOnly);
   unsay(STILL_LOADING);
   unsay(UNDO_LOADING);
+  unsay(SAVE_LOADING);
   if (version) $("readonly-banner").scrollIntoView({block: "nearest"}); // "view" is far down the side panel
   updateButtons();
 }
@@ -400,7 +402,7 @@ function sameLabels(a, b) {
 }
 
 function updateButtons() {
-  $("save-labels").disabled = !state.dirty || state.viewing !== null || saving;
+  $("save-labels").disabled = !state.dirty || state.viewing !== null || saving || Boolean(loading);
   $("save-labels").textContent = state.dirty ? "Save *" : "Save";
   $("analysis-unsaved").hidden = !state.dirty;
   $("undo").disabled = !state.undo.length || Boolean(loading);
@@ -409,8 +411,25 @@ function updateButtons() {
 
 let saving = false; // a save is on its way: another (Ctrl+S pressed again) would be refused as a conflict
 
+/** Drop the unsaved edit, as the user agreed to (before another version is shown): the labels go back to
+ * those saved at once, so that nothing saves it while that version loads. */
+export function discardEdits() {
+  if (!state.dirty) return;
+  state.labels = state.saved.slice();
+  state.undo = [];
+  state.redo = [];
+  state.dirty = false;
+  state.edits += 1;
+  updateButtons();
+  drawOverlay();
+}
+
 async function saveLabels() {
   if (!state.dirty || state.viewing !== null || saving) return;
+  if (loading) { // what is on screen is about to be replaced: it is not what the user would save
+    message(SAVE_LOADING, true);
+    return;
+  }
   const button = $("save-labels");
   button.disabled = true;
   saving = true;
