@@ -380,3 +380,32 @@ def test_ctrl_s_while_a_version_loads_after_discarding_the_edit_saves_nothing(
     _settle(page)
     assert page.locator("#save-labels").inner_text() == "Save"
     assert test_e2e._overlay_pixel(page, 0.1, 0.08)[3] == 0  # version 2: no labels
+
+
+def test_delete_pressed_again_while_a_study_is_deleted_asks_once_and_deletes_once(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """A study's Delete pressed again while its deletion was on its way (a slow server; a double click)
+    asked "Delete study ...?" again and, agreed, sent a second deletion, refused: "Study ... not found"."""
+    a, _ = studies
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    held: list = []
+    page.route(
+        f"**/api/studies/{a}",
+        lambda route: held.append(route) if route.request.method == "DELETE" else route.continue_(),
+    )
+    delete = page.locator("#study-rows tr:has-text('PAT-A') button")
+    delete.click()
+    _wait_held(page, held)
+    delete.click(force=True)  # (a disabled button takes no click)
+    assert len(asked) == 1
+    assert page.locator("#study-rows tr:has-text('PAT-A') button").inner_text() == "Deleting…"
+    held[0].continue_()
+    # the list read again after the deletion (its answer unread, the DELETE never lets the network idle)
+    page.wait_for_selector("#study-rows tr:has-text('PAT-A')", state="detached")
+    assert len(asked) == 1 and len(held) == 1
+    assert page.locator("#toast").is_hidden()
+    assert page.evaluate("location.hash") in ("", "#/")
+    assert _rows(page) == ["PAT-B"]
+    assert httpx.get(f"{server}/api/studies/{a}").status_code == 404
