@@ -31,8 +31,8 @@ export async function showLabeling() {
   }
   $("editor-stack").hidden = false;
   if (!state.labels || state.viewing !== null) await loadLabels(null);
+  await drawEditor(); // the image first: strokes wait for it (the analysis beside it can wait)
   await refreshSide();
-  drawEditor();
 }
 
 /** Load the latest labels, or version `version` read-only. Strokes are refused until they are shown: one
@@ -89,6 +89,10 @@ function sliceView() {
 }
 
 let draws = 0; // drawEditor calls so far: an image that arrives after a newer call is not drawn
+let drawn = null; // "study/z" of the slice whose image is on screen (null: none yet)
+/** The key `drawn` has while the current slice's image is the one on screen. */
+const currentSlice = () => `${state.study.id}/${state.indices[state.current]}`;
+let imageLoading = ""; // the message that a stroke waits for its slice's image, cleared once it is drawn
 let missing = ""; // the message that a slice's image could not be loaded, cleared once one is
 
 /** The current slice's image with its labels. The labels are never shown over another slice's image: an
@@ -97,6 +101,7 @@ let missing = ""; // the message that a slice's image could not be loaded, clear
 export async function drawEditor() {
   if (!state.labels) return;
   const call = ++draws;
+  const slice = currentSlice();
   const [, ny, nx] = state.shape;
   const z = state.indices[state.current];
   $("slice-text").textContent = `slice ${z} (${state.current + 1} of ${state.indices.length})`;
@@ -111,6 +116,8 @@ export async function drawEditor() {
   let loaded = true;
   try { await img.ready; } catch (_) { loaded = false; }
   if (call !== draws) return;
+  drawn = slice;
+  unsay(imageLoading);
   base.clearRect(0, 0, nx, ny);
   if (loaded) base.drawImage(img, 0, 0);
   // at an end its button does nothing, so it says so; after a failed image both stay on, to load it again
@@ -123,7 +130,10 @@ export async function drawEditor() {
   } else unsay(missing);
 }
 
+/** The current slice's labels over its image; nothing while another slice's image is still shown (the
+ * current one's comes: drawEditor draws its labels then). */
 function drawOverlay() {
+  if (drawn !== currentSlice()) return;
   const [, ny, nx] = state.shape;
   const ctx = $("edit-overlay").getContext("2d");
   const out = ctx.createImageData(nx, ny);
@@ -222,6 +232,12 @@ export function bindEditor() {
     }
     if (loading) { // the labels shown are about to be replaced
       message(STILL_LOADING, true);
+      return;
+    }
+    if (drawn !== currentSlice()) { // the image on screen is another slice's: not the anatomy painted on
+      const z = state.indices[state.current];
+      imageLoading = `Nothing painted: the image of slice ${z} is still loading. Paint once it is shown.`;
+      message(imageLoading, true);
       return;
     }
     cursor.setPointerCapture(e.pointerId);
