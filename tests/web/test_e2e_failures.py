@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import test_e2e
-from test_e2e import CHROMIUM, _wait_text
-from test_e2e_unsaved import _label_view, _stroke
+from test_e2e import CHROMIUM, _is_muscle_colour, _overlay_pixel, _wait_text
+from test_e2e_unsaved import _label_view, _stroke, _wait_held
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)"
@@ -96,6 +96,34 @@ def test_a_slice_whose_image_fails_is_blank_and_loads_when_asked_again(
         page.click("#slice-next")
         page.wait_for_function("document.getElementById('study-message').textContent === ''")
         assert _base_shows(page, image)
+
+
+def test_a_stroke_before_the_slices_image_comes_is_refused_not_painted_blind(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """On to the next slice (▶, PgUp, the wheel) while the server was slow with its image, the editor still
+    showed the slice left, and a stroke made on it was painted into the new slice's labels: traced on the
+    wrong anatomy, and shown over it until the image came. Now the stroke waits for the image, as it waits
+    for the labels, and says so."""
+    selection = {"mode": "range", "first": 3, "last": 5}
+    with _label_view(tmp_path, series, selection) as (_, page, url, sid):
+        image = f"{url}/api/studies/{sid}/image/axial/4?preset=soft_tissue"
+        held: list[Any] = []
+        page.route("**/image/axial/4?*", lambda route: held.append(route))
+        page.click("#slice-next")
+        _wait_held(page, held)
+        assert page.locator("#slice-text").inner_text().startswith("slice 4 ")
+        _stroke(page, 0.06, 0.08)
+        _wait_text(page, "study-message", "Nothing painted: the image of slice 4 is still loading")
+        assert page.locator("#save-labels").inner_text() == "Save"
+        held[0].continue_()
+        page.unroute("**/image/axial/4?*")
+        page.wait_for_function("document.getElementById('study-message').textContent === ''")
+        assert _base_shows(page, image)
+        assert not _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+        _stroke(page, 0.06, 0.08)  # on the image shown: painted
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
 
 
 def test_a_volume_that_failed_to_load_loads_when_the_study_is_opened_again(

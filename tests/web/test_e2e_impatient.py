@@ -296,3 +296,116 @@ def test_the_version_viewed_is_the_last_one_asked_for(
     _settle(page)
     assert page.locator("#readonly-version").inner_text() == "2"
     assert page.locator("#analysis-version").inner_text() == "· version 2"
+
+
+def _rows(page: object) -> list[str]:
+    """The patient of each row of the study list."""
+    return page.eval_on_selector_all("#study-rows tr", "rows => rows.map((r) => r.cells[0].textContent)")
+
+
+def test_the_study_list_shows_the_answer_to_the_last_search_typed(
+    page: object, studies: tuple[str, str]
+) -> None:
+    """Each search typed asks the server for the list; an answer that came after a newer one (a slow server)
+    replaced it: the list showed the studies of the search before, under the search the user typed last."""
+    held = _held_first(page, "**/api/studies/search")  # the first search (PAT-A) held; PAT-B goes on
+    page.fill("#study-search", "PAT-A")
+    _wait_held(page, held)
+    page.fill("#study-search", "PAT-B")
+    page.wait_for_function("document.querySelectorAll('#study-rows tr').length === 1")
+    assert _rows(page) == ["PAT-B"]
+    held[0].continue_()
+    _settle(page)
+    assert _rows(page) == ["PAT-B"]
+
+
+def test_undo_while_a_version_loads_is_refused_not_applied_to_the_labels_leaving(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """Undo (Ctrl+Z, or its button, still on) while "view" loaded an earlier version undid a step on the
+    labels about to be replaced: they showed "Save *" for an edit nobody made, and the undo was dropped
+    without a word when the version came (its history is its own). Now Undo and Redo are off until the
+    labels are shown, and the key says why nothing was undone."""
+    from test_e2e_unsaved import _stroke
+
+    a, _ = studies
+    _label_view_of_versions(page, server, studies, 2)
+    _stroke(page, 0.06, 0.08)
+    page.keyboard.press("Control+s")
+    test_e2e._wait_text(page, "study-message", "Saved as version 3.")
+    assert page.locator("#undo").is_enabled()
+    held = _held(page, f"**/api/studies/{a}/labels?version=1")
+    page.click("#versions li:has-text('v1 ·') button")
+    _wait_held(page, held)
+    assert page.locator("#undo").is_disabled() and page.locator("#redo").is_disabled()
+    page.keyboard.press("Control+z")
+    test_e2e._wait_text(page, "study-message", "Nothing undone: the labels are still loading")
+    assert page.locator("#save-labels").inner_text() == "Save"
+    held[0].continue_()
+    page.wait_for_selector("#readonly-banner:not([hidden])")
+    _settle(page)
+    assert page.locator("#study-message").inner_text() == ""
+    assert page.locator("#save-labels").inner_text() == "Save"
+    assert page.locator("#undo").is_disabled()
+
+
+def test_ctrl_s_while_a_version_loads_after_discarding_the_edit_saves_nothing(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """ "view" on an earlier version with an edit unsaved asks to discard it; agreed, the edit stayed
+    "Save *" until the version came, and Ctrl+S meanwhile saved it as a new version: the edit the user had
+    just discarded, made the latest labels (and "Back to latest" showed it)."""
+    from test_e2e_unsaved import _stroke
+
+    a, _ = studies
+    _label_view_of_versions(page, server, studies, 2)
+    _stroke(page, 0.06, 0.08)
+    assert page.locator("#save-labels").inner_text() == "Save *"
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    held = _held(page, f"**/api/studies/{a}/labels?version=1")
+    page.click("#versions li:has-text('v1 ·') button")
+    _wait_held(page, held)
+    assert asked == ["Discard your unsaved edit?"]
+    assert page.locator("#save-labels").inner_text() == "Save"
+    assert page.locator("#save-labels").is_disabled()
+    page.keyboard.press("Control+s")
+    page.locator("#save-labels").click(force=True)  # (a disabled button takes no click)
+    held[0].continue_()
+    page.wait_for_selector("#readonly-banner:not([hidden])")
+    _settle(page)
+    assert [v["version"] for v in httpx.get(f"{server}/api/studies/{a}/versions").json()] == [2, 1]
+    page.click("#back-to-latest")
+    page.wait_for_selector("#readonly-banner", state="hidden")
+    _settle(page)
+    assert page.locator("#save-labels").inner_text() == "Save"
+    assert test_e2e._overlay_pixel(page, 0.1, 0.08)[3] == 0  # version 2: no labels
+
+
+def test_delete_pressed_again_while_a_study_is_deleted_asks_once_and_deletes_once(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """A study's Delete pressed again while its deletion was on its way (a slow server; a double click)
+    asked "Delete study ...?" again and, agreed, sent a second deletion, refused: "Study ... not found"."""
+    a, _ = studies
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    held: list = []
+    page.route(
+        f"**/api/studies/{a}",
+        lambda route: held.append(route) if route.request.method == "DELETE" else route.continue_(),
+    )
+    delete = page.locator("#study-rows tr:has-text('PAT-A') button")
+    delete.click()
+    _wait_held(page, held)
+    delete.click(force=True)  # (a disabled button takes no click)
+    assert len(asked) == 1
+    assert page.locator("#study-rows tr:has-text('PAT-A') button").inner_text() == "Deleting…"
+    held[0].continue_()
+    # the list read again after the deletion (its answer unread, the DELETE never lets the network idle)
+    page.wait_for_selector("#study-rows tr:has-text('PAT-A')", state="detached")
+    assert len(asked) == 1 and len(held) == 1
+    assert page.locator("#toast").is_hidden()
+    assert page.evaluate("location.hash") in ("", "#/")
+    assert _rows(page) == ["PAT-B"]
+    assert httpx.get(f"{server}/api/studies/{a}").status_code == 404

@@ -13,6 +13,9 @@ let nothingFilled = ""; // the message that a fill found nothing to fill, cleare
 let loading = 0; // label loads on their way: the labels on screen are about to be replaced
 let loads = 0; // loadLabels calls so far: only the last one's labels are shown (two "view" clicked at once)
 const STILL_LOADING = "Nothing painted: the labels are still loading. Paint once they are shown.";
+// Undo and Redo are of the labels on screen, which a load replaces (with a history of its own: none)
+const UNDO_LOADING = "Nothing undone: the labels are still loading. Undo and Redo are for the labels shown.";
+const SAVE_LOADING = "Nothing saved: the labels are still loading.";
 
 /** Fit the editor's image again (opening another study). */
 export function resetEditorView() { editView.reset(false); }
@@ -28,8 +31,8 @@ export async function showLabeling() {
   }
   $("editor-stack").hidden = false;
   if (!state.labels || state.viewing !== null) await loadLabels(null);
+  await drawEditor(); // the image first: strokes wait for it (the analysis beside it can wait)
   await refreshSide();
-  drawEditor();
 }
 
 /** Load the latest labels, or version `version` read-only. Strokes are refused until they are shown: one
@@ -39,11 +42,15 @@ export async function loadLabels(version) {
   const q = version ? `?version=${version}` : "";
   const call = ++loads;
   loading += 1;
+  updateButtons(); // Undo, Redo and Save are off until the labels are shown
   let response, buffer;
   try {
     response = await api(`/api/studies/${id}/labels${q}`);
     buffer = await response.arrayBuffer();
-  } finally { loading -= 1; }
+  } finally {
+    loading -= 1;
+    updateButtons();
+  }
   if (!stillOpen(id) || call !== loads) return;
   state.shape = response.headers.get("X-Label-Shape").split(",").map(Number);
   state.indices = response.headers.get("X-Label-Indices").split(",").map(Number);
@@ -69,6 +76,8 @@ export async function loadLabels(version) {
   $("readonly-version").textContent = state.viewing ?? "";
   unsay(readOnly);
   unsay(STILL_LOADING);
+  unsay(UNDO_LOADING);
+  unsay(SAVE_LOADING);
   if (version) $("readonly-banner").scrollIntoView({block: "nearest"}); // "view" is far down the side panel
   updateButtons();
 }
@@ -80,6 +89,10 @@ function sliceView() {
 }
 
 let draws = 0; // drawEditor calls so far: an image that arrives after a newer call is not drawn
+let drawn = null; // "study/z" of the slice whose image is on screen (null: none yet)
+/** The key `drawn` has while the current slice's image is the one on screen. */
+const currentSlice = () => `${state.study.id}/${state.indices[state.current]}`;
+let imageLoading = ""; // the message that a stroke waits for its slice's image, cleared once it is drawn
 let missing = ""; // the message that a slice's image could not be loaded, cleared once one is
 
 /** The current slice's image with its labels. The labels are never shown over another slice's image: an
@@ -88,6 +101,7 @@ let missing = ""; // the message that a slice's image could not be loaded, clear
 export async function drawEditor() {
   if (!state.labels) return;
   const call = ++draws;
+  const slice = currentSlice();
   const [, ny, nx] = state.shape;
   const z = state.indices[state.current];
   $("slice-text").textContent = `slice ${z} (${state.current + 1} of ${state.indices.length})`;
@@ -102,6 +116,8 @@ export async function drawEditor() {
   let loaded = true;
   try { await img.ready; } catch (_) { loaded = false; }
   if (call !== draws) return;
+  drawn = slice;
+  unsay(imageLoading);
   base.clearRect(0, 0, nx, ny);
   if (loaded) base.drawImage(img, 0, 0);
   // at an end its button does nothing, so it says so; after a failed image both stay on, to load it again
@@ -114,7 +130,10 @@ export async function drawEditor() {
   } else unsay(missing);
 }
 
+/** The current slice's labels over its image; nothing while another slice's image is still shown (the
+ * current one's comes: drawEditor draws its labels then). */
 function drawOverlay() {
+  if (drawn !== currentSlice()) return;
   const [, ny, nx] = state.shape;
   const ctx = $("edit-overlay").getContext("2d");
   const out = ctx.createImageData(nx, ny);
@@ -213,6 +232,12 @@ export function bindEditor() {
     }
     if (loading) { // the labels shown are about to be replaced
       message(STILL_LOADING, true);
+      return;
+    }
+    if (drawn !== currentSlice()) { // the image on screen is another slice's: not the anatomy painted on
+      const z = state.indices[state.current];
+      imageLoading = `Nothing painted: the image of slice ${z} is still loading. Paint once it is shown.`;
+      message(imageLoading, true);
       return;
     }
     cursor.setPointerCapture(e.pointerId);
@@ -346,7 +371,15 @@ function setPaintLabel(label) {
   }
 }
 
+/** False, saying why, while labels load: Undo and Redo wait for them (the load clears their history). */
+function undoable() {
+  if (!loading) return Boolean(state.labels);
+  message(UNDO_LOADING, true);
+  return false;
+}
+
 function undo() {
+  if (!undoable()) return;
   const step = state.undo.pop();
   if (!step) return;
   const n = sliceArea();
@@ -359,6 +392,7 @@ function undo() {
 }
 
 function redo() {
+  if (!undoable()) return;
   const step = state.redo.pop();
   if (!step) return;
   const n = sliceArea();
@@ -384,17 +418,34 @@ function sameLabels(a, b) {
 }
 
 function updateButtons() {
-  $("save-labels").disabled = !state.dirty || state.viewing !== null || saving;
+  $("save-labels").disabled = !state.dirty || state.viewing !== null || saving || Boolean(loading);
   $("save-labels").textContent = state.dirty ? "Save *" : "Save";
   $("analysis-unsaved").hidden = !state.dirty;
-  $("undo").disabled = !state.undo.length;
-  $("redo").disabled = !state.redo.length;
+  $("undo").disabled = !state.undo.length || Boolean(loading);
+  $("redo").disabled = !state.redo.length || Boolean(loading);
 }
 
 let saving = false; // a save is on its way: another (Ctrl+S pressed again) would be refused as a conflict
 
+/** Drop the unsaved edit, as the user agreed to (before another version is shown): the labels go back to
+ * those saved at once, so that nothing saves it while that version loads. */
+export function discardEdits() {
+  if (!state.dirty) return;
+  state.labels = state.saved.slice();
+  state.undo = [];
+  state.redo = [];
+  state.dirty = false;
+  state.edits += 1;
+  updateButtons();
+  drawOverlay();
+}
+
 async function saveLabels() {
   if (!state.dirty || state.viewing !== null || saving) return;
+  if (loading) { // what is on screen is about to be replaced: it is not what the user would save
+    message(SAVE_LOADING, true);
+    return;
+  }
   const button = $("save-labels");
   button.disabled = true;
   saving = true;

@@ -2,10 +2,14 @@
 import {$, api, getJSON, sendJSON, toast} from "./api.js";
 import {formatDate, localTime, state} from "./state.js";
 
+let lists = 0; // loadStudies calls so far: only the last one's answer is shown (an older search answered late)
+
 export async function loadStudies() {
+  const call = ++lists;
   const q = $("study-search").value.trim();
   // the search text (a patient's name or ID) in the body: a URL's query string lands in proxies' logs
   const studies = q ? await sendJSON("/api/studies/search", "POST", {q}) : await getJSON("/api/studies");
+  if (call !== lists) return;
   const rows = $("study-rows");
   rows.innerHTML = "";
   for (const s of studies) {
@@ -22,22 +26,40 @@ export async function loadStudies() {
     const remove = document.createElement("button");
     remove.textContent = "Delete";
     remove.title = "Delete this study's images and labels (the audit log keeps the deletion)";
+    showDeleting(remove, deleting.has(s.id));
     remove.addEventListener("click", async (e) => {
       e.stopPropagation();
+      if (deleting.has(s.id)) return;
       if (!confirm(`Delete study ${s.patient_id || s.id} with its images and all label versions?`)) return;
+      deleting.add(s.id);
+      showDeleting(remove, true);
       try {
         await api(`/api/studies/${s.id}`, {method: "DELETE"});
-        await loadStudies();
-      } catch (err) { toast(err.message); }
+      } catch (err) { // not deleted (or already, elsewhere: the list read again says so)
+        toast(err.message);
+        deleting.delete(s.id);
+        showDeleting(remove, false);
+      }
+      await loadStudies().catch((err) => toast(err.message));
     });
     actions.append(remove);
     tr.append(actions);
-    tr.addEventListener("click", () => { location.hash = `#/study/${s.id}`; });
+    // a study being deleted is not opened (its images and labels are going)
+    tr.addEventListener("click", () => { if (!deleting.has(s.id)) location.hash = `#/study/${s.id}`; });
     rows.append(tr);
   }
   $("no-studies").hidden = studies.length > 0;
 }
 
+
+/** The studies whose deletion is on its way: their Delete is off, so that a second press (a slow server)
+ * neither asks again nor sends a second deletion, refused as "not found". */
+const deleting = new Set();
+
+function showDeleting(button, on) {
+  button.disabled = on;
+  button.textContent = on ? "Deleting…" : "Delete";
+}
 
 export function bindUpload() {
   let timer = null;

@@ -2,7 +2,7 @@
 // the analysis of the version shown.
 import {$, api, escapeHtml, getJSON, message, oneAtATime, sendJSON} from "./api.js";
 import {renderAnalysis} from "./analysis.js";
-import {drawEditor, loadLabels, showLabeling} from "./labeling.js";
+import {discardEdits, drawEditor, loadLabels, showLabeling} from "./labeling.js";
 import {localTime, state, stillOpen} from "./state.js";
 
 export async function restoreViewed() {
@@ -133,6 +133,7 @@ export async function refreshSide() {
       view.textContent = "view";
       view.addEventListener("click", async () => {
         if (state.dirty && !confirm("Discard your unsaved edit?")) return;
+        discardEdits(); // now: Save (Ctrl+S) while the version loads would save what was discarded
         if (v.version === list[0].version) await loadLabels(null);
         else await loadLabels(v.version);
         await refreshSide();
