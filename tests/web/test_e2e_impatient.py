@@ -96,6 +96,23 @@ def test_a_window_chosen_while_the_images_load_is_the_one_shown(
     assert page.locator("#l3-window").inner_text() == f"W {round(width)} · L {round(level)}"
 
 
+def test_a_message_said_while_the_images_load_stays_when_they_come(
+    page: object, studies: tuple[str, str]
+) -> None:
+    """The images coming cleared the status line whatever it said then: Ctrl+S's "Nothing to save" (or
+    "Saved as version 2.") vanished when the volume finished loading, so the user saw no answer."""
+    a, _ = studies
+    held = _held(page, f"**/api/studies/{a}/volume.nii.gz")
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _wait_held(page, held)
+    page.keyboard.press("Control+s")
+    page.wait_for_function("document.getElementById('study-message').textContent.includes('Nothing to save')")
+    held[0].continue_()
+    page.wait_for_function("document.getElementById('mpr').dataset.window", timeout=60000)
+    _settle(page)
+    assert "Nothing to save" in page.inner_text("#study-message")
+
+
 def test_a_segmentation_or_series_ending_after_going_back_to_the_list_leaves_the_user_there(
     page: object, server: str, tmp_path: Path
 ) -> None:

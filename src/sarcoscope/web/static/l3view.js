@@ -1,7 +1,7 @@
 // The L3 selection view: the Slice or Range (inferior/superior) lines, the localizer's result, window
 // presets, the engine and model choice and "Segment selected". The images are NiiVue's (mpr.js) or, without
 // WebGL2, server PNGs (l3png.js); both call the hooks below and draw the lines this module owns.
-import {$, download, getJSON, message, sendJSON, toast} from "./api.js";
+import {$, download, getJSON, message, sendJSON, toast, unsay} from "./api.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
 import {showSeries} from "./series.js";
@@ -134,7 +134,7 @@ export async function showL3() {
         view.setWindow(...state.config.windows[state.preset]);
       }
       shownPreset = state.preset;
-      message("");
+      unsay("Loading the images…"); // not a message said meanwhile ("Saved as version 2.", "Nothing to save")
     } catch (err) {
       if (!stillOpen(s.id)) return;
       failed = `The volume could not be shown (${err.message}): open the study again to retry.`;
@@ -152,7 +152,8 @@ export async function showL3() {
       if (!stillOpen(s.id)) return;
       state.study = study;
       if (study.selection && !byHand) applySelection(study.selection);
-      message(failed, Boolean(failed));
+      if (failed) message(failed, true);
+      else unsay("Locating L3…");
     } catch (err) {
       if (stillOpen(s.id)) message(err.message, true);
     } finally {
