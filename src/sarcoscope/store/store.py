@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, delete, event, func, or_, select
+from sqlalchemy import Engine, Text, cast, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -445,17 +446,13 @@ class Store:
             study = s.scalars(select(Study).where(Study.id == study_id).with_for_update()).one_or_none()
             if study is None:
                 raise NotFoundError(f"No study with id '{study_id}'.")
-            if expected_patient is not None:
-                stored = {key: (study.patient or {}).get(key) for key in expected_patient}
-                if stored != expected_patient:
-                    raise ConflictError(
-                        "The patient facts were changed (in another tab or by another user) since this "
-                        "page loaded them; reload the study to see them, then save again."
-                    )
             if proposed_selection is not None and study.selection is None:
                 fields = {**fields, "selection": proposed_selection}
-            for key, value in fields.items():
-                setattr(study, key, value)
+            if expected_patient is None:
+                for key, value in fields.items():
+                    setattr(study, key, value)
+            else:
+                _update_if_patient_is(s, study, expected_patient, fields)
             details = {k: v for k, v in fields.items() if k != "localization"}
             self._audit(s, actor, action, study_id, details or None, client)
         return study
@@ -710,6 +707,35 @@ class Store:
                 latest,
             ) from None
         return row
+
+
+_PATIENT_CHANGED = (
+    "The patient facts were changed (in another tab or by another user) since this page loaded them; "
+    "reload the study to see them, then save again."
+)
+
+
+def _update_if_patient_is(s: Session, study: Study, expected: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Write `fields` to `study` only if its stored patient facts are `expected` (ConflictError otherwise),
+    checked and written in one statement: UPDATE ... WHERE the facts are still the ones read. SQLite
+    ignores the row lock (FOR UPDATE) and its reads run before the write transaction begins, so two saves
+    based on the same facts both passed a check made on the read, and the later silently replaced the
+    earlier; the conditional UPDATE of the second finds no row once the first has committed."""
+    stored_text = s.scalar(select(cast(Study.patient, Text)).where(Study.id == study.id))
+    stored = json.loads(stored_text) if stored_text is not None else None
+    if {key: (stored or {}).get(key) for key in expected} != expected:
+        raise ConflictError(_PATIENT_CHANGED)
+    written = s.execute(
+        update(Study)
+        .where(Study.id == study.id, cast(Study.patient, Text).is_not_distinct_from(stored_text))
+        .values(**fields)
+        .execution_options(synchronize_session=False)
+    )
+    if written.rowcount != 1:
+        if s.scalar(select(Study.id).where(Study.id == study.id)) is None:  # deleted meanwhile
+            raise NotFoundError(f"No study with id '{study.id}'.")
+        raise ConflictError(_PATIENT_CHANGED)
+    s.refresh(study)
 
 
 def _left_after_delete(details: dict[str, Any]) -> dict[str, Any]:
