@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
-from test_api import segmented, upload
+from test_api import get_labels, segmented, upload
 from web_synth import multipart, write_series
 
 import sarcoscope.level.localization as localization
@@ -138,6 +138,35 @@ def test_two_saves_of_the_facts_racing_from_the_same_form_do_not_both_pass_the_c
     assert "reload the study" in answers[loser].json()["detail"]
     winner = next(tab for tab, code in codes.items() if code == 200)
     assert client.get(f"/api/studies/{sid}").json()["patient"] == tabs[winner]
+
+
+def test_a_label_save_racing_the_deletion_of_its_study_answers_not_found(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The study is deleted after the save found it and before its version is written: the insert fails
+    on the deleted study (foreign key), which was taken for another save of the same version: 409 "now at
+    version None". It is 404 (the study is gone), and nothing of it is left."""
+    sid, _ = segmented(client, series)
+    labels, _version, _indices = get_labels(client, sid)
+    store = client.app.state.ctx.store
+    audit = store._audit
+    deleted: dict[str, Any] = {}
+
+    def deleted_meanwhile(session: Any, actor: str, action: str, *args: Any, **kwargs: Any) -> None:
+        if action.startswith("labels-") and not deleted:  # the save found the study and adds its version
+            deletion = threading.Thread(target=lambda: deleted.update(r=client.delete(f"/api/studies/{sid}")))
+            deletion.start()
+            deletion.join(30)
+        audit(session, actor, action, *args, **kwargs)
+
+    monkeypatch.setattr(store, "_audit", deleted_meanwhile)
+    r = client.post(f"/api/studies/{sid}/labels", params={"base_version": 1}, content=labels.tobytes())
+    assert deleted["r"].status_code == 200, deleted["r"].text
+    assert r.status_code == 404, r.text
+    assert r.json()["detail"] == f"No study with id '{sid}'."
+    assert client.get(f"/api/studies/{sid}").status_code == 404
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM label_versions")).scalar() == 0
 
 
 def test_a_failed_statement_does_not_carry_its_values_into_the_log(client: TestClient) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 from sqlalchemy import Engine, Text, cast, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from sarcoscope.errors import SarcoscopeError
 from sarcoscope.fileio import LockHeld, claim_lock
@@ -699,7 +700,14 @@ class Store:
                     {"version": row.version, "parent_version": base_version, "engine": engine, "note": note},
                     client,
                 )
-        except IntegrityError:
+        except (IntegrityError, StaleDataError) as exc:
+            # the study deleted after it was found: the version's insert fails on its foreign key (or
+            # the status update finds no row), which is no other save committing the same version
+            with self.session() as s:
+                if s.get(Study, study_id) is None:
+                    raise NotFoundError(f"No study with id '{study_id}'.") from None
+            if not isinstance(exc, IntegrityError):
+                raise
             latest = self.latest_version(study_id)
             raise StaleVersionError(
                 f"Another save of study {study_id} committed at the same moment (now at version {latest}); "
