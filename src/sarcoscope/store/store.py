@@ -378,9 +378,7 @@ class Store:
         with self.session() as s:
             existing = s.scalar(select(Study).where(Study.series_uid == study.series_uid))
             if existing is not None:
-                raise ConflictError(
-                    f"Series {study.series_uid} was already uploaded (study {existing.id}); open it instead."
-                )
+                raise series_stored_already(existing, study)
             s.add(study)
             self._audit(
                 s,
@@ -715,6 +713,24 @@ class Store:
                 latest,
             ) from None
         return row
+
+
+def series_stored_already(existing: Study, study: Study) -> ConflictError:
+    """The refusal of `study`, whose series `existing` holds already. The same patient's is offered ("open
+    it"); another patient's (a copied or badly de-identified export reusing the UID: another PatientID, or
+    another study without one) is refused naming neither that study nor its patient, which would link
+    this upload's patient to another's."""
+    from sarcoscope.imaging.dicom_reader import patient_key
+
+    if patient_key(existing.patient_id, existing.study_uid) != patient_key(study.patient_id, study.study_uid):
+        return ConflictError(
+            f"Series {study.series_uid} is already stored as another patient's series: one Series Instance "
+            "UID cannot hold two patients' images, so these files are refused. Check where they come from "
+            "(a copy of another patient's export, or de-identification that kept the UIDs)."
+        )
+    return ConflictError(
+        f"Series {study.series_uid} was already uploaded (study {existing.id}); open it instead."
+    )
 
 
 _PATIENT_CHANGED = (
