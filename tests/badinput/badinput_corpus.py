@@ -159,6 +159,24 @@ NOT_CT = r"not a readable CT image"
 bad("dicom-modality-mr", NOT_CT)(_tags(_set(Modality="MR")))
 bad("dicom-modality-sr", NOT_CT)(_tags(_set(Modality="SR")))
 bad("dicom-no-modality-no-sop-class", r"truncated\?")(_tags(_set(Modality=None, SOPClassUID=None)))
+
+
+def _no_sop_class(*, blank_study_uid: bool) -> Callable[[pydicom.Dataset], None]:
+    """No SOP Class UID in the image nor its file meta; `blank_study_uid`: a UID the web app replaces too
+    (it writes its stand-ins into its stored copy, whose file meta needs the class: a 500 before)."""
+
+    def mutate(ds: pydicom.Dataset) -> None:
+        del ds.SOPClassUID
+        del ds.file_meta.MediaStorageSOPClassUID
+        if blank_study_uid:
+            ds.StudyInstanceUID = ""
+
+    return mutate
+
+
+NO_SOP_CLASS = r"x\.dcm has no SOP Class UID \(nor one in the file meta\)"
+bad("dicom-no-sop-class", NO_SOP_CLASS)(_tags(_no_sop_class(blank_study_uid=False)))
+bad("dicom-no-sop-class-uids-replaced", NO_SOP_CLASS)(_tags(_no_sop_class(blank_study_uid=True)))
 bad("dicom-rgb", NOT_CT)(_tags(_set(PhotometricInterpretation="RGB", SamplesPerPixel=3)))
 bad("dicom-localizer", NOT_CT)(_tags(_set(ImageType="ORIGINAL\\PRIMARY\\LOCALIZER")))
 bad("dicom-no-pixel-data", r"without pixel data")(_tags(_set(PixelData=None)))

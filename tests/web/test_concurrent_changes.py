@@ -3,6 +3,7 @@ silently replaced by the other, and what the app shows follows what is stored.""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import threading
 import time
@@ -11,9 +12,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
-from test_api import segmented, upload
+from test_api import get_labels, segmented, upload
 from web_synth import multipart, write_series
 
 import sarcoscope.level.localization as localization
@@ -93,6 +94,79 @@ def test_patient_facts_saved_from_a_stale_form_are_refused(client: TestClient, s
         f"/api/studies/{sid}/patient", json={**tab_b, "cutoff_set": "martin2013", "previous": tab_b}
     )
     assert r.status_code == 200 and r.json()["patient"]["cutoff_set"] == "martin2013"
+
+
+def test_two_saves_of_the_facts_racing_from_the_same_form_do_not_both_pass_the_check(
+    client: TestClient, series: list[Path]
+) -> None:
+    """Tabs A and B loaded the same facts and save different ones at the same moment: both read the stored
+    facts before either writes (a barrier holds each save at its UPDATE). On SQLite the row lock is
+    ignored, so both passed the check and the later write silently replaced the earlier: one is refused
+    (409) now, and the stored facts are the accepted save's."""
+    sid = upload(client, series)["id"]
+    loaded = client.get(f"/api/studies/{sid}").json()["patient"] or {}
+    empty = {key: loaded.get(key) for key in ("height_cm", "weight_kg", "sex", "cutoff_set")}
+    tabs = {
+        "a": {**empty, "height_cm": 172.0, "weight_kg": 81.0},
+        "b": {**empty, "height_cm": 158.0, "weight_kg": 55.0},
+    }
+    store = client.app.state.ctx.store
+    both_checked = threading.Barrier(2, timeout=5)
+
+    def at_update(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE STUDIES"):
+            with contextlib.suppress(threading.BrokenBarrierError):  # PostgreSQL: the row lock waits
+                both_checked.wait()
+
+    answers: dict[str, Any] = {}
+
+    def save(tab: str) -> None:
+        answers[tab] = client.put(f"/api/studies/{sid}/patient", json={**tabs[tab], "previous": empty})
+
+    event.listen(store.engine, "before_cursor_execute", at_update)
+    try:
+        threads = [threading.Thread(target=save, args=(tab,)) for tab in tabs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", at_update)
+    codes = {tab: r.status_code for tab, r in answers.items()}
+    assert sorted(codes.values()) == [200, 409], {tab: r.text for tab, r in answers.items()}
+    loser = next(tab for tab, code in codes.items() if code == 409)
+    assert "reload the study" in answers[loser].json()["detail"]
+    winner = next(tab for tab, code in codes.items() if code == 200)
+    assert client.get(f"/api/studies/{sid}").json()["patient"] == tabs[winner]
+
+
+def test_a_label_save_racing_the_deletion_of_its_study_answers_not_found(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The study is deleted after the save found it and before its version is written: the insert fails
+    on the deleted study (foreign key), which was taken for another save of the same version: 409 "now at
+    version None". It is 404 (the study is gone), and nothing of it is left."""
+    sid, _ = segmented(client, series)
+    labels, _version, _indices = get_labels(client, sid)
+    store = client.app.state.ctx.store
+    audit = store._audit
+    deleted: dict[str, Any] = {}
+
+    def deleted_meanwhile(session: Any, actor: str, action: str, *args: Any, **kwargs: Any) -> None:
+        if action.startswith("labels-") and not deleted:  # the save found the study and adds its version
+            deletion = threading.Thread(target=lambda: deleted.update(r=client.delete(f"/api/studies/{sid}")))
+            deletion.start()
+            deletion.join(30)
+        audit(session, actor, action, *args, **kwargs)
+
+    monkeypatch.setattr(store, "_audit", deleted_meanwhile)
+    r = client.post(f"/api/studies/{sid}/labels", params={"base_version": 1}, content=labels.tobytes())
+    assert deleted["r"].status_code == 200, deleted["r"].text
+    assert r.status_code == 404, r.text
+    assert r.json()["detail"] == f"No study with id '{sid}'."
+    assert client.get(f"/api/studies/{sid}").status_code == 404
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM label_versions")).scalar() == 0
 
 
 def test_a_failed_statement_does_not_carry_its_values_into_the_log(client: TestClient) -> None:

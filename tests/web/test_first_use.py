@@ -266,3 +266,21 @@ def test_upload_messages_name_no_cli_options(client: TestClient, tmp_path: Path)
     detail = r.json()["detail"]
     assert r.status_code == 422 and "CT series of 2 patients" in detail, detail
     assert not has_cli_words(detail) and "upload each patient's images on their own" in detail
+
+
+def test_series_without_sop_class_is_refused_with_its_reason_not_a_server_error(
+    client: TestClient, series: list[Path]
+) -> None:
+    """No SOP Class UID in the images nor their file meta, and UIDs the upload replaces: storing the copy
+    with the stand-ins written in failed in pydicom (500, AttributeError). The reader refuses the series."""
+    for f in series:
+        ds = pydicom.dcmread(f)
+        del ds.SOPClassUID
+        del ds.file_meta.MediaStorageSOPClassUID
+        ds.StudyInstanceUID = ""
+        ds.save_as(f, enforce_file_format=False)
+    r = client.post("/api/studies", files=multipart(series))
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert "no SOP Class UID" in detail and any(f.name in detail for f in series) and "/" not in detail
+    assert client.get("/api/studies").json() == []

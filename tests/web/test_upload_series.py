@@ -303,3 +303,31 @@ def test_a_full_disk_while_keeping_an_uploads_series_is_507_naming_no_folder_of_
     assert client.get("/api/studies").json() == []
     data = client.app.state.ctx.store.data_dir
     assert [p for d in ("ct", "cache", "tmp", "uploads") for p in (data / d).iterdir()] == []
+
+
+def test_another_patients_series_with_a_stored_series_uid_is_refused_without_naming_that_study(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """A series of patient B that reuses the SeriesInstanceUID of patient A's stored series (a copied or
+    badly anonymised export) was answered 409 "already uploaded (study <A's>); open it instead": a link
+    from B's files to A's study. It is refused, naming neither A's study nor A, and A's study is unchanged."""
+    import pydicom
+
+    first = client.post("/api/studies", files=multipart(write_series(tmp_path / "a", patient_id="PAT-A-1")))
+    assert first.status_code == 201, first.text
+    stored = first.json()
+    other = write_series(tmp_path / "b", seed=5, patient_id="PAT-B-2")
+    for f in other:
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = stored["series_uid"]
+        ds.save_as(f)
+    r = client.post("/api/studies", files=multipart(other))
+    assert r.status_code == 409, r.text
+    detail = r.json()["detail"]
+    assert "another patient" in detail and "open it" not in detail
+    assert stored["id"] not in detail and "PAT-A-1" not in detail
+    assert [s["id"] for s in client.get("/api/studies").json()] == [stored["id"]]
+    assert client.get(f"/api/studies/{stored['id']}").json()["patient_id"] == "PAT-A-1"
+    # the same patient's series uploaded again is still offered
+    again = client.post("/api/studies", files=multipart(write_series(tmp_path / "a2", patient_id="PAT-A-1")))
+    assert again.status_code == 409 and stored["id"] in again.json()["detail"]

@@ -334,6 +334,7 @@ def _read_scan(scan: _Scan, series_uid: str | None, source_path: str | None, *, 
     for path, reason, uid in scan.damaged:
         if uid is None or uid == chosen:
             raise InputError(f"damaged DICOM file {path}: {reason}")
+    _refuse_without_sop_class(scan.series[chosen])
     warnings: list[str] = []
     if scan.skipped:
         n = sum(scan.skipped.values())
@@ -363,6 +364,29 @@ def _read_scan(scan: _Scan, series_uid: str | None, source_path: str | None, *, 
                 if isinstance(elem, RawDataElement) and elem.value is None:
                     header[tag]  # reads the deferred value now
     return volume
+
+
+def _sop_class(ds: Dataset) -> str:
+    """The image's SOP Class UID, or its file meta's Media Storage SOP Class UID when it has none."""
+    meta = getattr(ds, "file_meta", None)
+    stored = raw_text(meta, "MediaStorageSOPClassUID") if meta is not None else None
+    return (raw_text(ds, "SOPClassUID") or stored or "").strip()
+
+
+def _refuse_without_sop_class(series: _Series) -> None:
+    """Refuse a series with an image that says nowhere what kind of object it is (no SOP Class UID, none in
+    its file meta either; DICOM requires one): such a file is incomplete, cannot be stored with UIDs
+    written in (its file meta needs the class) nor referenced by a DICOM SEG or SR, so every entry point
+    refuses it here, naming the file, instead of failing later in one of them."""
+    lacking = [f for f in series.files if not _sop_class(f.ds)]
+    if lacking:
+        n = len(lacking)
+        raise InputError(
+            f"{lacking[0].path}{f' and {n - 1} other image(s) of its series' if n > 1 else ''} "
+            f"{'has' if n == 1 else 'have'} no SOP Class UID (nor one in the file meta): an incomplete DICOM "
+            "image, which cannot be stored or referenced by the results; export the series again from the "
+            "archive"
+        )
 
 
 def _refuse_several_patients(scan: _Scan) -> None:

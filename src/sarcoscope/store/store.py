@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import os
 import re
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, delete, event, func, or_, select
+from sqlalchemy import Engine, Text, cast, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from sarcoscope.errors import SarcoscopeError
 from sarcoscope.fileio import LockHeld, claim_lock
@@ -376,9 +378,7 @@ class Store:
         with self.session() as s:
             existing = s.scalar(select(Study).where(Study.series_uid == study.series_uid))
             if existing is not None:
-                raise ConflictError(
-                    f"Series {study.series_uid} was already uploaded (study {existing.id}); open it instead."
-                )
+                raise series_stored_already(existing, study)
             s.add(study)
             self._audit(
                 s,
@@ -445,17 +445,13 @@ class Store:
             study = s.scalars(select(Study).where(Study.id == study_id).with_for_update()).one_or_none()
             if study is None:
                 raise NotFoundError(f"No study with id '{study_id}'.")
-            if expected_patient is not None:
-                stored = {key: (study.patient or {}).get(key) for key in expected_patient}
-                if stored != expected_patient:
-                    raise ConflictError(
-                        "The patient facts were changed (in another tab or by another user) since this "
-                        "page loaded them; reload the study to see them, then save again."
-                    )
             if proposed_selection is not None and study.selection is None:
                 fields = {**fields, "selection": proposed_selection}
-            for key, value in fields.items():
-                setattr(study, key, value)
+            if expected_patient is None:
+                for key, value in fields.items():
+                    setattr(study, key, value)
+            else:
+                _update_if_patient_is(s, study, expected_patient, fields)
             details = {k: v for k, v in fields.items() if k != "localization"}
             self._audit(s, actor, action, study_id, details or None, client)
         return study
@@ -702,7 +698,14 @@ class Store:
                     {"version": row.version, "parent_version": base_version, "engine": engine, "note": note},
                     client,
                 )
-        except IntegrityError:
+        except (IntegrityError, StaleDataError) as exc:
+            # the study deleted after it was found: the version's insert fails on its foreign key (or
+            # the status update finds no row), which is no other save committing the same version
+            with self.session() as s:
+                if s.get(Study, study_id) is None:
+                    raise NotFoundError(f"No study with id '{study_id}'.") from None
+            if not isinstance(exc, IntegrityError):
+                raise
             latest = self.latest_version(study_id)
             raise StaleVersionError(
                 f"Another save of study {study_id} committed at the same moment (now at version {latest}); "
@@ -710,6 +713,53 @@ class Store:
                 latest,
             ) from None
         return row
+
+
+def series_stored_already(existing: Study, study: Study) -> ConflictError:
+    """The refusal of `study`, whose series `existing` holds already. The same patient's is offered ("open
+    it"); another patient's (a copied or badly de-identified export reusing the UID: another PatientID, or
+    another study without one) is refused naming neither that study nor its patient, which would link
+    this upload's patient to another's."""
+    from sarcoscope.imaging.dicom_reader import patient_key
+
+    if patient_key(existing.patient_id, existing.study_uid) != patient_key(study.patient_id, study.study_uid):
+        return ConflictError(
+            f"Series {study.series_uid} is already stored as another patient's series: one Series Instance "
+            "UID cannot hold two patients' images, so these files are refused. Check where they come from "
+            "(a copy of another patient's export, or de-identification that kept the UIDs)."
+        )
+    return ConflictError(
+        f"Series {study.series_uid} was already uploaded (study {existing.id}); open it instead."
+    )
+
+
+_PATIENT_CHANGED = (
+    "The patient facts were changed (in another tab or by another user) since this page loaded them; "
+    "reload the study to see them, then save again."
+)
+
+
+def _update_if_patient_is(s: Session, study: Study, expected: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Write `fields` to `study` only if its stored patient facts are `expected` (ConflictError otherwise),
+    checked and written in one statement: UPDATE ... WHERE the facts are still the ones read. SQLite
+    ignores the row lock (FOR UPDATE) and its reads run before the write transaction begins, so two saves
+    based on the same facts both passed a check made on the read, and the later silently replaced the
+    earlier; the conditional UPDATE of the second finds no row once the first has committed."""
+    stored_text = s.scalar(select(cast(Study.patient, Text)).where(Study.id == study.id))
+    stored = json.loads(stored_text) if stored_text is not None else None
+    if {key: (stored or {}).get(key) for key in expected} != expected:
+        raise ConflictError(_PATIENT_CHANGED)
+    written = s.execute(
+        update(Study)
+        .where(Study.id == study.id, cast(Study.patient, Text).is_not_distinct_from(stored_text))
+        .values(**fields)
+        .execution_options(synchronize_session=False)
+    )
+    if written.rowcount != 1:
+        if s.scalar(select(Study.id).where(Study.id == study.id)) is None:  # deleted meanwhile
+            raise NotFoundError(f"No study with id '{study.id}'.")
+        raise ConflictError(_PATIENT_CHANGED)
+    s.refresh(study)
 
 
 def _left_after_delete(details: dict[str, Any]) -> dict[str, Any]:

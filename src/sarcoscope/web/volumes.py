@@ -27,6 +27,7 @@ from sarcoscope.fileio import write_gzip
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
 from sarcoscope.store import ConflictError, StorageError, Store, Study, is_dicom_uid, new_study_id
 from sarcoscope.store.files import atomic_private_file, make_private, private_dir
+from sarcoscope.store.store import series_stored_already
 
 if TYPE_CHECKING:
     from sarcoscope.web.uploads import KeptUpload
@@ -189,9 +190,7 @@ def add_study(
     with store.ct_lock(study_uid):  # until the study is added, or its files removed again
         existing = store.find_series(series)
         if existing is not None:
-            raise ConflictError(
-                f"Series {series} was already uploaded (study {existing.id}); open it instead."
-            )
+            raise series_stored_already(existing, study)
         if dest.exists():
             raise ConflictError(
                 f"The files of a deleted study of series {series} are still being removed; upload it again "
