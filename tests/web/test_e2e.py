@@ -91,9 +91,16 @@ def page(server: str) -> Iterator[object]:
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
         pg.goto(server)
+        app_ready(pg)
         yield pg
         assert errors == [], f"JavaScript errors: {errors}"
         browser.close()
+
+
+def app_ready(page: object) -> None:
+    """Wait until the page has its settings and its handlers (app.js binds them after reading /api/config):
+    files chosen before that are not uploaded, which a loaded machine showed as an upload that never came."""
+    page.wait_for_function("document.querySelector('#engine option') !== null", timeout=120000)
 
 
 def _shot(page: object, name: str) -> None:

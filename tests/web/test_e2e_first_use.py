@@ -25,6 +25,7 @@ _wait_text = test_e2e._wait_text
 
 
 def _upload(page: object, files: list[Path]) -> str:
+    test_e2e.app_ready(page)  # after a page.goto, the handlers come once the page has read its settings
     page.set_input_files("#pick-files", [str(f) for f in files])
     page.wait_for_url("**/#/study/*", timeout=120000)
     return page.url.rsplit("/", 1)[-1]

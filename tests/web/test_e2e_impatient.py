@@ -129,10 +129,12 @@ def test_a_segmentation_or_series_ending_after_going_back_to_the_list_leaves_the
         page.click("#nav-studies")
         page.wait_for_selector("#view-studies:not([hidden])")
         answer.continue_()
+        # the toast's text stays after it hides (3 s): a loaded machine may take longer to settle
+        page.wait_for_function("(s) => document.getElementById('toast').textContent.startsWith(s)", arg=said)
         _settle(page)
         assert page.evaluate("location.hash") == "#/", said
         assert page.locator("#view-studies").is_visible() and page.locator("#view-study").is_hidden()
-        assert page.locator("#toast").inner_text().startswith(said)
+        assert page.locator("#toast").text_content().startswith(said)
 
     held = _segmenting(page, r.json()["id"], "PAT-EXAM")
     back_to_the_list_before(held[0], "The segmentation of PAT-EXAM is done")
