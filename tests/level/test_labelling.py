@@ -67,3 +67,14 @@ def test_pooling_readings_wrong_in_different_counts_picks_the_count_both_support
     # positions the other reading cannot place carry none of its weight
     alone = pooled(own, other, lambda t: None, share=0.5)
     assert alone.t12 == pytest.approx(own.t12, abs=1e-3)
+
+
+def test_an_inferred_sacrum_yields_to_a_rib_count_that_disagrees() -> None:
+    # Screws in L4-L5 (abdomen seed 9): the sacrum test passed at the L4/L5 disc, inferred between the
+    # screws' streaks, while the last rib counted T12 one segment lower. A seen L5/S1 disc outweighs the
+    # rib count; an inferred one does not, and alone it still names the same T12, less surely.
+    seen = label_column(9, sacrum_disc=2, last_rib=7, tp_mm={})
+    inferred = label_column(9, sacrum_disc=2, last_rib=7, tp_mm={}, sacrum_seen=False)
+    assert seen.best == 8 and inferred.best == 7 and 0.6 < inferred.probability < 0.9
+    alone = label_column(9, sacrum_disc=2, last_rib=None, tp_mm={}, sacrum_seen=False)
+    assert alone.best == 8 and alone.probability < label_column(9, 2, None, {}).probability

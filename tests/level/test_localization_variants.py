@@ -177,3 +177,25 @@ def test_chest_to_pelvis_lumbar_levels_are_not_halved(seed: int) -> None:
     pv = make_volume(seed, shape_xy=SHAPE, coverage="chest-pelvis", slice_thickness_mm=5.0)
     loc = locate_l3(pv.to_ctvolume())
     assert _error_mm(pv, loc.l3_mid) <= 10.0
+
+
+def test_a_sacrum_found_a_disc_high_is_flagged_by_the_ribs_on_its_l1() -> None:
+    # Chest to pelvis at 5 mm, seed 85: the sacrum test passes at L4/L5, so the count from the sacrum names
+    # every level one too high (L3 36 mm off); neither trace finds a rib series to count from, so nothing
+    # contradicted it (confidence 0.83, no flag). Both sides of the vertebra it calls L1 (the true T12) bear
+    # ribs, which lumbar vertebrae do not: now flagged, the true L3 the second candidate.
+    pv = make_volume(85, shape_xy=SHAPE, coverage="chest-pelvis", slice_thickness_mm=5.0)
+    loc = locate_l3(pv.to_ctvolume())
+    assert loc.counted_from == "sacrum" and loc.has_flag(FLAG_COUNTING)
+    reasons = " ".join(f["reason"] for f in loc.flags if f["flag"] == FLAG_COUNTING)
+    assert "counted from the sacrum as L1" in reasons and loc.confidence < 0.7
+    assert any(abs(c.l3_mid - pv.truth["l3_mid_index"]) <= 1 for c in loc.candidates)
+
+
+def test_a_sacrum_at_an_inferred_disc_between_screws_yields_to_the_ribs() -> None:
+    # Abdomen seed 9, screws in L4-L5: the sacrum test passed at the L4/L5 disc, inferred between the
+    # screws (the window below it is L5 with the streaks), and its count outweighed the last rib's: L3 39 mm
+    # off (0.37, flagged). An inferred L5/S1 disc now weighs less than a seen one, and the ribs' count wins.
+    pv = _phantom(9, "normal", "abdomen")
+    loc = locate_l3(replace(pv.to_ctvolume(), hu=add_pedicle_screws(pv, ("L4", "L5"))))
+    assert _error_mm(pv, loc.l3_mid) <= 10.0 and loc.has_flag(FLAG_COUNTING)

@@ -29,6 +29,10 @@ SACRUM_OFFSETS = {5: 0.88, 6: 0.05, 4: 0.05}
 #: +1, T12 above it: the "last rib" is on L1, 13 pairs or a false lumbar rib; -1, T12 below it: the "last
 #: rib" is on T11, 11 pairs or the lowest pair missed). Segments are numbered upwards.
 RIB_OFFSETS = {0: 0.85, -1: 0.06, 1: 0.07}
+#: An L5/S1 disc that was inferred (no minimum seen between the bodies, as between pedicle screws' streaks)
+#: is weaker evidence than a seen one: its log-likelihood is tempered by this factor, so a rib count that
+#: disagrees outweighs it while the sacrum alone still names the same T12.
+SACRUM_INFERRED_WEIGHT = 0.5
 #: Share of each likelihood spread over every position (the cue misleads in a way not modelled).
 SPREAD = 0.02
 #: Relative length of the transverse processes (to the longest lumbar one seen) by vertebra, and its spread:
@@ -90,15 +94,21 @@ class Labelling:
 
 
 def label_column(
-    n_segments: int, sacrum_disc: int | None, last_rib: int | None, tp_mm: dict[int, float]
+    n_segments: int,
+    sacrum_disc: int | None,
+    last_rib: int | None,
+    tp_mm: dict[int, float],
+    sacrum_seen: bool = True,
 ) -> Labelling:
-    """Posterior over T12's segment from the sacrum (index of the L5/S1 disc), the last rib-bearing
-    segment and the transverse-process lengths. T12 may lie above the field of view (up to eight
-    segments: pelvis-only scans) or just below its lower edge (chest scans)."""
+    """Posterior over T12's segment from the sacrum (index of the L5/S1 disc; `sacrum_seen` False when
+    that disc was inferred, not seen), the last rib-bearing segment and the transverse-process lengths.
+    T12 may lie above the field of view (up to eight segments: pelvis-only scans) or just below its lower
+    edge (chest scans)."""
     positions = np.arange(-3, n_segments + 9)
     logp = np.zeros(len(positions))
     if sacrum_disc is not None:
-        logp += np.log(_likelihood(positions, sacrum_disc + 1, SACRUM_OFFSETS))
+        weight = 1.0 if sacrum_seen else SACRUM_INFERRED_WEIGHT
+        logp += weight * np.log(_likelihood(positions, sacrum_disc + 1, SACRUM_OFFSETS))
     if last_rib is not None:
         logp += np.log(_likelihood(positions, last_rib, RIB_OFFSETS))
     logp += np.array([tp_profile(tp_mm, int(t)) for t in positions])

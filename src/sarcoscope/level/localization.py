@@ -26,8 +26,10 @@ from sarcoscope.level.selection import L3Selection
 #: Recorded with every result; bump when the output changes (v2: the CT table is no rib, the shoulder girdle
 #: no sacrum; v3: rib evidence per vertebra and side, candidate probabilities; v4: ribs decided at the
 #: costovertebral joint, one labelling of the column with the transverse-process lengths; v6: a level up to
-#: 1.9 disc periods long is one level when its neighbours agree, and minima count as discs by their walls).
-METHOD = "disc-count-v6"
+#: 1.9 disc periods long is one level when its neighbours agree, and minima count as discs by their walls;
+#: v7: a count from the sacrum alone is checked against the ribs it names, an inferred L5/S1 disc weighs
+#: less).
+METHOD = "disc-count-v7"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
@@ -475,6 +477,29 @@ def locate_l3(volume: CTVolume) -> L3Localization:
             f"The vertebrae counted as {' and '.join(bare)} bear no ribs while vertebrae above them do: a "
             "false or missed disc may have shifted the count.",
         )
+    # A count from the sacrum alone (neither trace found a series of ribs to count from) is checked against
+    # the rib evidence it names: ribs ending on the vertebra it calls L1 (a 13th pair, ~1-8 %, or T12 counted
+    # as L1), or none on T11 and T12 wholly in view (T11 bears ribs with 11, 12 or 13 pairs), say the sacrum
+    # may have been found a disc high or low, which would shift every level. "Ribs" on L2 as well would put
+    # the count two off, which the sacrum is not: they are bone passing by (steep lower ribs, a kidney).
+    rib_check = ""
+    if sacrum is not None and last_rib is None and (other is None or other.last_rib is None):
+        on = {n: n in names and _bears(reading.ribs, names.index(n)) for n in ("L1", "L2")}
+        if on["L1"] and not on["L2"]:
+            rib_check = (
+                "Ribs were found on the vertebra counted from the sacrum as L1 (lumbar vertebrae bear none "
+                "but a rare 13th pair): the sacrum may have been found a disc high, which would shift every "
+                "level."
+            )
+        elif _ribless_thorax(reading.ribs, names, n_seg):
+            rib_check = (
+                "The vertebrae counted from the sacrum as T11 and T12 are in view but no rib was found on "
+                "either (T11 bears ribs with 11, 12 or 13 pairs): the last rib cannot confirm the count, and "
+                "a disc missed or taken for L5/S1 would shift every level."
+            )
+    if rib_check:
+        count_doubted = True
+        _flag(flags, FLAG_COUNTING, rib_check)
     metal = _hardware_on(grid, trace, discs, anchor_disc, s3)
     # a count from the sacrum through hardware that the count from the last rib, clear of it, agrees with
     # has neither lost nor gained a disc there
@@ -553,11 +578,29 @@ def _bare_thoracic(ribs: list[VertebraRibs], names: list[str]) -> list[str]:
     return ["T11", "T12"] if any(b for s, b in bears.items() if s > t12 + 1) else []
 
 
+def _bears(ribs: list[VertebraRibs], segment: int) -> bool:
+    """Whether `segment` was searched and counted as rib-bearing."""
+    return any(r.segment == segment and r.bears_ribs for r in ribs)
+
+
+def _ribless_thorax(ribs: list[VertebraRibs], names: list[str], n_seg: int) -> list[str]:
+    """T11 and T12 when the labelling names both, wholly in view (between two discs), searched and neither
+    bearing a rib on either side (none otherwise)."""
+    if "T12" not in names:
+        return []
+    t12 = names.index("T12")  # T11 is the segment above it
+    bears = {r.segment: r.any for r in ribs}
+    if not (t12 > 0 and t12 + 1 < n_seg - 1) or any(bears.get(s, True) for s in (t12, t12 + 1)):
+        return []  # cut by the edge of the scan, not searched, or a rib found
+    return ["T11", "T12"]
+
+
 def _labelling(reading: _Reading) -> labelling.Labelling:
     """The posterior over T12 from one reading's anchors and transverse-process lengths (the reach beside
     the body of its rib-free vertebrae)."""
     tp_mm = {r.segment: max(r.right_reach_mm, r.left_reach_mm) for r in reading.ribs if not r.any}
-    return labelling.label_column(len(reading.discs.z) + 1, reading.sacrum, reading.last_rib, tp_mm)
+    seen = reading.sacrum is None or bool(reading.discs.prominence[reading.sacrum] > 0)
+    return labelling.label_column(len(reading.discs.z) + 1, reading.sacrum, reading.last_rib, tp_mm, seen)
 
 
 def _same_l3(other: _Reading, own: _Reading, dz: float) -> Callable[[int], int | None]:
