@@ -583,16 +583,15 @@ def _bears(ribs: list[VertebraRibs], segment: int) -> bool:
     return any(r.segment == segment and r.bears_ribs for r in ribs)
 
 
-def _ribless_thorax(ribs: list[VertebraRibs], names: list[str], n_seg: int) -> list[str]:
-    """T11 and T12 when the labelling names both, wholly in view (between two discs), searched and neither
-    bearing a rib on either side (none otherwise)."""
+def _ribless_thorax(ribs: list[VertebraRibs], names: list[str], n_seg: int) -> bool:
+    """Whether the labelling names T11 and T12, both wholly in view (between two discs), searched and
+    neither bearing a rib on either side."""
     if "T12" not in names:
-        return []
+        return False
     t12 = names.index("T12")  # T11 is the segment above it
     bears = {r.segment: r.any for r in ribs}
-    if not (t12 > 0 and t12 + 1 < n_seg - 1) or any(bears.get(s, True) for s in (t12, t12 + 1)):
-        return []  # cut by the edge of the scan, not searched, or a rib found
-    return ["T11", "T12"]
+    in_view = t12 > 0 and t12 + 1 < n_seg - 1
+    return in_view and not any(bears.get(s, True) for s in (t12, t12 + 1))  # True: not searched
 
 
 def _labelling(reading: _Reading) -> labelling.Labelling:
@@ -676,8 +675,9 @@ def _candidates(
         reasons[last_rib - 1] = "if the lowest rib pair was missed or there are 11"
         reasons[last_rib + 1] = "if the last rib found is a 13th or no rib"
     if sacrum is not None:
-        reasons[sacrum + 7] = "with six lumbar-type vertebrae"
-        reasons[sacrum + 5] = "with a sacralised L5"
+        # one lumbar vertebra more or fewer above the sacrum found: the anatomy, or the sacrum's disc missed
+        reasons[sacrum + 7] = "with six lumbar-type vertebrae or the sacrum found a disc low"
+        reasons[sacrum + 5] = "with a sacralised L5 or the sacrum found a disc high"
         reasons[sacrum + 6] = "counted from the sacrum"
     if last_rib is not None:
         both = sacrum is not None and last_rib == sacrum + 6
