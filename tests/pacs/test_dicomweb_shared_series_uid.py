@@ -6,7 +6,6 @@ this needs no Orthanc)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -14,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
-from local_http import serve
+from local_http import answer, ct_series, retrieved, serve
 
 from sarcoscope.imaging import CTMetadata, write_dicom_series
 from sarcoscope.web import WebSettings, create_app
 
 SERIES = "1.2.826.0.1.3680043.8.498.1000"
-BOUNDARY = "sharedboundary"
 
 
 def _study(folder: Path, patient_id: str, study_uid: str) -> list[Path]:
@@ -38,38 +36,15 @@ def _pacs(studies: dict[str, list[Path]]) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def _answer(self, body: bytes, content_type: str) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0].split("/")  # "", "studies", study, "series"[, series]
             files = studies.get(path[2]) if len(path) > 3 else None
             if files is not None and path[3:] == ["series"]:
-                listing = [
-                    {
-                        "0020000E": {"vr": "UI", "Value": [SERIES]},
-                        "00080060": {"vr": "CS", "Value": ["CT"]},
-                        "00201209": {"vr": "IS", "Value": [len(files)]},
-                    }
-                ]
-                self._answer(json.dumps(listing).encode(), "application/dicom+json")
+                answer(self, ct_series(SERIES, len(files)))
             elif files is not None and path[3:] == ["series", SERIES]:
-                body = b"".join(
-                    f"\r\n--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + f.read_bytes()
-                    for f in files
-                )
-                self._answer(
-                    body + f"\r\n--{BOUNDARY}--\r\n".encode(),
-                    f'multipart/related; type="application/dicom"; boundary={BOUNDARY}',
-                )
+                retrieved(self, files)
             else:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.send_error(404)
 
     with serve(Handler) as url:
         yield url
