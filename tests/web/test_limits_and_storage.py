@@ -221,6 +221,42 @@ def test_an_upload_that_fails_half_way_leaves_nothing(
     assert [p for d in ("ct", "cache", "tmp") for p in (data / d).iterdir()] == []
 
 
+def test_a_full_disk_while_receiving_an_upload_is_507_and_leaves_nothing(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while the third file of the upload is written: 507 by its reason (no server folder in
+    it), not a 500 with a traceback, and neither the files received before nor a study are left."""
+    import errno
+
+    from sarcoscope.store.files import open_private
+    from sarcoscope.web import upload as upload_module
+
+    opened: list[Path] = []
+
+    class FillsUp(io.BufferedWriter):
+        def write(self, data: Any) -> int:
+            if len(opened) >= 3:
+                raise OSError(errno.ENOSPC, "No space left on device", str(opened[-1]))
+            return super().write(data)
+
+    def open_filling(path: Path) -> io.BufferedWriter:
+        opened.append(path)
+        return FillsUp(open_private(path).detach())
+
+    monkeypatch.setattr(upload_module, "open_private", open_filling)
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        refused = c.post("/api/studies", files=multipart(series))
+        assert refused.status_code == 507, refused.text
+        detail = refused.json()["detail"]
+        assert "No space left on device" in detail and str(data) not in detail and "part0" not in detail
+        assert c.get("/api/studies").json() == []
+    app.state.ctx.store.close()
+    assert len(opened) == 3 and not any(p.exists() for p in opened)
+    assert [p for d in ("ct", "cache", "tmp", "uploads") for p in (data / d).iterdir()] == []
+
+
 def test_deleting_a_study_deletes_every_file_of_it(
     client: TestClient, series: list[Path], tmp_path: Path
 ) -> None:

@@ -249,12 +249,14 @@ def analyze_case(
     deidentification: DeidentificationPolicy | None = None,
     pixel_spacing: tuple[float, float] | None = None,
     push: bool = False,
+    push_waits: tuple[float, float] = (10.0, 60.0),
 ) -> CaseOutcome:
     """Analyse one case into out_root/cases/<case_id>/ (runs inside a worker; returns a small outcome).
 
     A DICOMweb case is retrieved into a temporary folder first; with `push` its SEG, SR and QC capture
     are stored back into its study, and pushed.json records that, so a rerun pushes what a failed push
-    left behind without analysing the case again."""
+    left behind without analysing the case again; `push_waits`: the push's (connect, answer) timeouts. A
+    failed push fails the case with its analysis' row kept (cohort.csv holds it, failures.csv says why)."""
     from sarcoscope.pipeline import analyze
 
     out = out_root / "cases" / case.case_id
@@ -272,8 +274,7 @@ def analyze_case(
         elif earlier is not None:
             row = summary_row(case, earlier)
             if push and not (out / PUSHED).is_file():
-                _push(case, out)
-                return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
+                return _pushed(case, out, push_waits, row, start)
             return CaseOutcome(case.case_id, "skipped", row=row)
         with tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-") as tmp:
             analyze(
@@ -292,7 +293,7 @@ def analyze_case(
         row = summary_row(case, json.loads(report_path.read_text()))
         if push:
             (out / PUSHED).unlink(missing_ok=True)  # a forced rerun pushes its new results
-            _push(case, out)
+            return _pushed(case, out, push_waits, row, start)
         return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
     except Exception as exc:  # one broken study must not stop a cohort of thousands
         msg = str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
@@ -399,8 +400,21 @@ def _source(case: Case, tmp: Path) -> Path | Any:
     return Path(case.path)
 
 
-def _push(case: Case, out: Path) -> None:
-    """Store the case's SEG, SR and QC capture into its DICOMweb study; record it in pushed.json."""
+def _pushed(
+    case: Case, out: Path, waits: tuple[float, float], row: dict[str, Any], start: float
+) -> CaseOutcome:
+    """The outcome of an analysed case once its results are pushed: a failed push fails the case but keeps
+    its row (the analysis is in the table; a rerun pushes without analysing again)."""
+    try:
+        _push(case, out, waits)
+    except SarcoscopeError as exc:
+        return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, row=row, error=str(exc))
+    return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
+
+
+def _push(case: Case, out: Path, waits: tuple[float, float]) -> None:
+    """Store the case's SEG, SR and QC capture into its DICOMweb study, waiting at most `waits` (connect,
+    each answer); record it in pushed.json."""
     from sarcoscope.export.writer import dicom_result_files
     from sarcoscope.pacs.dicomweb import is_dicomweb, store_results
 
@@ -408,7 +422,7 @@ def _push(case: Case, out: Path) -> None:
         raise SarcoscopeError("--push stores results back to a DICOMweb server; this case is not from one.")
     files = dicom_result_files(out)
     try:
-        stored = store_results(case.path, files)
+        stored = store_results(case.path, files, waits[1], waits[0])
     except SarcoscopeError as exc:
         raise SarcoscopeError(f"analysed, but the results were not stored: {exc}") from None
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{PUSHED}.", suffix=".tmp")
@@ -576,6 +590,7 @@ def run_batch(
     deidentification: DeidentificationPolicy | None = None,
     pixel_spacing: tuple[float, float] | None = None,
     push: bool = False,
+    push_waits: tuple[float, float] = (10.0, 60.0),
 ) -> BatchSummary:
     """Analyse every case; write cohort.csv (one row per analysed case) and failures.csv into out_root.
 
@@ -589,11 +604,16 @@ def run_batch(
 
     `push`: every case read from a DICOMweb server gets its SEG, SR and QC capture stored back into its
     study (STOW-RS); not with `deidentification` (the results would belong to another patient and study).
+    `push_waits`: its (connect, each answer) timeouts in seconds.
     """
     if push and deidentification is not None:
         raise SarcoscopeError(
             "--push stores results in the source studies; it cannot be combined with --deidentify."
         )
+    if push:
+        from sarcoscope.pacs.dicomweb import check_waits
+
+        check_waits(*push_waits)
     check_output_folder(out_root)
     _check_tables(out_root)
     if pixel_spacing is not None:  # checked once here, not failed in every case
@@ -619,6 +639,7 @@ def run_batch(
             "deidentification": deidentification,
             "pixel_spacing": pixel_spacing,
             "push": push,
+            "push_waits": push_waits,
         }
         stream = _dask(cases, scheduler, workers, **kw) if scheduler else _local(cases, workers, **kw)
         outcomes: list[CaseOutcome] = []

@@ -25,6 +25,8 @@ from sarcoscope.cli.common import (
     KeepDatesOption,
     LabelOrder,
     PixelSpacingOption,
+    PushConnectTimeoutOption,
+    PushTimeoutOption,
     SecretFileOption,
     Sex,
     app,
@@ -180,6 +182,8 @@ def analyze(
             "--push", help="DICOMweb input: store the SEG, SR and QC capture back into the study (STOW-RS)."
         ),
     ] = False,
+    push_connect_timeout: PushConnectTimeoutOption = 10.0,
+    push_timeout: PushTimeoutOption = 60.0,
     deidentify: Annotated[
         bool,
         typer.Option("--deidentify", help="De-identify every written file (DICOM PS3.15 basic profile)."),
@@ -196,7 +200,7 @@ def analyze(
     """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
     from sarcoscope.imaging import CTVolume, read_ct
     from sarcoscope.level import parse_range
-    from sarcoscope.pacs.dicomweb import fetch_series, is_dicomweb, shown_url, store_results
+    from sarcoscope.pacs.dicomweb import check_waits, fetch_series, is_dicomweb, shown_url, store_results
     from sarcoscope.pipeline import analyze as run_analysis
 
     def body() -> None:
@@ -210,6 +214,8 @@ def analyze(
             raise SarcoscopeError(
                 "--push stores results in the source study; it cannot be combined with --deidentify."
             )
+        if push:
+            check_waits(push_connect_timeout, push_timeout)
         rng = parse_range(slice_range) if slice_range is not None else None
         hu_ranges = HURanges.slice_o_matic_vat() if vat_narrow else DEFAULT_HU_RANGES
         policy = deid_policy(
@@ -250,7 +256,8 @@ def analyze(
             from sarcoscope.export.writer import DICOM_RESULTS
 
             kinds = [k for k in DICOM_RESULTS if k in result.outputs]
-            stored = store_results(ct_path, [result.outputs[k] for k in kinds])
+            paths = [result.outputs[k] for k in kinds]
+            stored = store_results(ct_path, paths, push_timeout, push_connect_timeout)
             if stored.sent:
                 console.print(
                     f"Stored {stored.sent} result object(s) in the study on the DICOMweb server.", style="dim"

@@ -15,6 +15,8 @@ from sarcoscope.cli.common import (
     KeepCharacteristicsOption,
     KeepDatesOption,
     PixelSpacingOption,
+    PushConnectTimeoutOption,
+    PushTimeoutOption,
     SecretFileOption,
     app,
     console,
@@ -76,6 +78,8 @@ def batch(
             "--push", help="DICOMweb cohort: store each case's SEG, SR and QC capture in its study."
         ),
     ] = False,
+    push_connect_timeout: PushConnectTimeoutOption = 10.0,
+    push_timeout: PushTimeoutOption = 60.0,
     every_series: Annotated[
         bool,
         typer.Option(
@@ -90,7 +94,7 @@ def batch(
 
     from sarcoscope.batch import dicomweb_cases, discover_cases, read_manifest, run_batch
     from sarcoscope.composition import available_cutoff_sets
-    from sarcoscope.pacs.dicomweb import is_dicomweb, parse_query
+    from sarcoscope.pacs.dicomweb import check_waits, is_dicomweb, parse_query
     from sarcoscope.segmentation import get_engine
 
     def body() -> None:
@@ -102,6 +106,8 @@ def batch(
             raise SarcoscopeError(
                 f"Unknown cutoff set '{cutoffs}'. Available: {', '.join(available_cutoff_sets())}."
             )
+        if push:  # before the cohort is searched for
+            check_waits(push_connect_timeout, push_timeout)
         policy = deid_policy(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
@@ -148,6 +154,7 @@ def batch(
                 on_outcome=done,
                 deidentification=policy,
                 push=push,
+                push_waits=(push_connect_timeout, push_timeout),
             )
         console.print(
             f"{summary.count('done')} analysed, {summary.count('skipped')} already done, "

@@ -112,6 +112,21 @@ SecretFileOption = Annotated[
         "else ~/.config/sarcoscope/deidentification.key. The same key gives the same pseudonyms.",
     ),
 ]
+PushConnectTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--push-connect-timeout",
+        help="Pushing results: seconds to wait for the PACS to take the connection (then: not sent).",
+    ),
+]
+PushTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--push-timeout",
+        help="Pushing results: seconds to wait for each answer of the PACS (the association, each store; "
+        "a PACS that takes the connection and never answers would otherwise hold the run).",
+    ),
+]
 KeepDatesOption = Annotated[
     bool,
     typer.Option("--keep-dates-shifted", help="Keep dates, moved by a per-patient offset (intervals kept)."),

@@ -13,6 +13,8 @@ from rich.table import Table
 
 from sarcoscope.cli.common import (
     ENGINE_HELP,
+    PushConnectTimeoutOption,
+    PushTimeoutOption,
     app,
     console,
     run,
@@ -113,20 +115,8 @@ def listen(
         str | None,
         typer.Option(help="Store the SEG, SR and QC capture with STOW-RS on this DICOMweb root URL."),
     ] = None,
-    push_connect_timeout: Annotated[
-        float,
-        typer.Option(
-            help="--push-to, --push-dicomweb: seconds to wait for the PACS to take the connection (then: not "
-            "sent)."
-        ),
-    ] = 10.0,
-    push_timeout: Annotated[
-        float,
-        typer.Option(
-            help="--push-to, --push-dicomweb: seconds to wait for each answer of the PACS (the association, "
-            "each store)."
-        ),
-    ] = 60.0,
+    push_connect_timeout: PushConnectTimeoutOption = 10.0,
+    push_timeout: PushTimeoutOption = 60.0,
     send_attempts: Annotated[
         int,
         typer.Option(

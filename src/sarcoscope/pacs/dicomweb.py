@@ -29,7 +29,7 @@ import pydicom
 import requests
 import urllib3
 
-from sarcoscope.errors import InputError, OutputError
+from sarcoscope.errors import InputError, OutputError, SarcoscopeError
 
 SCHEME = "dicomweb+"
 _URL = re.compile(
@@ -511,6 +511,13 @@ class DICOMwebServer:
                 409,
             )
         return Stored(len(new), len(held))
+
+
+def check_waits(connect_timeout: float, timeout: float) -> None:
+    """Refuse a push's waits of 0 s or less before any work (requests would refuse them only at the push,
+    after the analysis, as an internal error)."""
+    if connect_timeout <= 0 or timeout <= 0:
+        raise SarcoscopeError("--push-connect-timeout and --push-timeout must be more than 0 seconds.")
 
 
 def store_results(

@@ -36,7 +36,7 @@ from typing import Any
 import pydicom
 
 from sarcoscope.errors import InputError, SarcoscopeError
-from sarcoscope.pacs.dicomweb import DICOMwebServer, check_uid, parse_dicomweb_root
+from sarcoscope.pacs.dicomweb import DICOMwebServer, check_uid, check_waits, parse_dicomweb_root
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 log = logging.getLogger(__name__)
@@ -233,8 +233,7 @@ class Node:
             raise SarcoscopeError("--late-window must be 0 seconds or more.")
         if settings.send_attempts < 1:
             raise SarcoscopeError("--send-attempts must be 1 or more.")
-        if settings.push_connect_timeout <= 0 or settings.push_timeout <= 0:
-            raise SarcoscopeError("--push-connect-timeout and --push-timeout must be more than 0 seconds.")
+        check_waits(settings.push_connect_timeout, settings.push_timeout)
         if not 0 < len(settings.aet) <= 16:
             raise SarcoscopeError("The AE title must be 1 to 16 characters long.")
         from sarcoscope.segmentation import get_engine

@@ -390,9 +390,14 @@ class Store:
             )
         return study
 
-    def find_series(self, series_uid: str) -> Study | None:
+    def find_series(self, series_uid: str, study_uid: str | None = None) -> Study | None:
+        """The study holding a series; with `study_uid`, only if it is that study's series: a Series
+        Instance UID alone is reused (anonymisers, phantom sets), and would link another patient's."""
         with self.session() as s:
-            return s.scalar(select(Study).where(Study.series_uid == series_uid))
+            q = select(Study).where(Study.series_uid == series_uid)
+            if study_uid is not None:
+                q = q.where(Study.study_uid == study_uid)
+            return s.scalar(q)
 
     def get_study(self, study_id: str) -> Study:
         if not _STUDY_ID_RE.match(study_id):

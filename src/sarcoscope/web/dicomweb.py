@@ -132,7 +132,8 @@ def _search(body: PacsSearch, request: Request, ctx: AppContext, user: str) -> d
 
 @router.get("/pacs/studies/{study_uid}/series")
 def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
-    """The series of a PACS study; `imported_as` names the local study of a series imported before."""
+    """The series of a PACS study; `imported_as` names the local study of a series imported before, matched
+    with its study: a series of another study reusing the UID (another patient's) is not this one."""
     from sarcoscope.pacs.dicomweb import check_uid
 
     server = server_of(ctx)
@@ -142,7 +143,7 @@ def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
         raise HTTPException(404, f"The DICOMweb server has no study {study_uid}.")
     out = []
     for s in series:
-        local = ctx.store.find_series(s.series_uid)
+        local = ctx.store.find_series(s.series_uid, study_uid)
         out.append({**s.as_dict(), "imported_as": local.id if local is not None else None})
     return out
 
@@ -150,7 +151,8 @@ def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
 @router.post("/pacs/studies/{study_uid}/series/{series_uid}/import", status_code=201)
 def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Retrieve a CT series (WADO-RS) and add it as a study, exactly as if its files had been uploaded
-    (and refused with 413 beyond the same size limit)."""
+    (and refused with 413 beyond the same size limit, and with 409 as an upload when another patient's
+    series stored here has its UID)."""
     from sarcoscope.errors import OutputError
     from sarcoscope.pacs.dicomweb import SeriesTooLarge, check_uid
 
@@ -164,7 +166,8 @@ def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, u
         raise HTTPException(
             422, f"Series {series_uid} is {known[series_uid].modality or 'not CT'}; import a CT series."
         )
-    local = ctx.store.find_series(series_uid)
+    # one of another study reusing the UID is refused by the ingest, naming neither it nor its patient
+    local = ctx.store.find_series(series_uid, study_uid)
     if local is not None:
         raise HTTPException(
             409, f"Series {series_uid} was already imported (study {local.id}); open it instead."

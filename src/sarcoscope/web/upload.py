@@ -8,6 +8,7 @@ which the next start deletes.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -16,6 +17,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
+from sarcoscope.store import StorageError
 from sarcoscope.store.files import open_private
 from sarcoscope.web.volumes import NIFTI_SUFFIXES, UploadedPart
 
@@ -120,9 +122,9 @@ class _Receiver:
         self._queue.clear()
 
     def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+        out, self._out = self._out, None
+        if out is not None:
+            out.close()  # closed even when writing what it buffered fails
 
     @property
     def parts(self) -> list[UploadedPart]:
@@ -130,7 +132,8 @@ class _Receiver:
 
 
 async def receive_upload(request: Request, work: Path) -> tuple[list[UploadedPart], str | None]:
-    """The uploaded files (saved in `work`) and the optional `series_uid` field; 4xx for a bad body."""
+    """The uploaded files (saved in `work`) and the optional `series_uid` field; 4xx for a bad body, and a
+    StorageError (507 when the disk is full) naming no folder when a file cannot be written."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data":
         raise HTTPException(415, "Send the files as multipart/form-data (field 'files').")
@@ -155,10 +158,14 @@ async def receive_upload(request: Request, work: Path) -> tuple[list[UploadedPar
             parser.write(chunk)
             await run_in_threadpool(receiver.flush)
         parser.finalize()
+        receiver.close()  # writes what it buffered: a full disk may show only here
     except FormParserError as exc:
         raise HTTPException(400, f"The upload is not valid multipart/form-data: {exc}") from None
+    except OSError as exc:  # a full disk: 507 by its reason only (the caller removes `work`)
+        raise StorageError.of("the upload", exc) from None
     finally:
-        receiver.close()
+        with contextlib.suppress(OSError):  # a failure said already
+            receiver.close()
     if not receiver.parts:
         raise HTTPException(422, "No files received: send them in the multipart field 'files'.")
     return receiver.parts, receiver.fields.get("series_uid")
