@@ -1,6 +1,6 @@
 """Two patients' studies on the PACS whose series share a SeriesInstanceUID (an anonymiser or a phantom set
 reusing it): once the first is imported, the second's series list must not offer the first patient's local
-study as "imported", and its import must not open it either; it is refused as an upload of such a series is,
+study as "imported", and its import must not open it either; it is refused before its images are retrieved,
 naming neither that study nor its patient. A small HTTP server holds both studies (Orthanc could too, but
 this needs no Orthanc)."""
 
@@ -29,8 +29,9 @@ def _study(folder: Path, patient_id: str, study_uid: str) -> list[Path]:
 
 
 @contextmanager
-def _pacs(studies: dict[str, list[Path]]) -> Iterator[str]:
-    """A DICOMweb server holding `studies` (StudyInstanceUID: its CT files, all of series SERIES)."""
+def _pacs(studies: dict[str, list[Path]], retrievals: list[str]) -> Iterator[str]:
+    """A DICOMweb server holding `studies` (StudyInstanceUID: its CT files, all of series SERIES); the
+    study of each retrieval is appended to `retrievals`."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -42,6 +43,7 @@ def _pacs(studies: dict[str, list[Path]]) -> Iterator[str]:
             if files is not None and path[3:] == ["series"]:
                 answer(self, ct_series(SERIES, len(files)))
             elif files is not None and path[3:] == ["series", SERIES]:
+                retrievals.append(path[2])
                 retrieved(self, files)
             else:
                 self.send_error(404)
@@ -56,7 +58,8 @@ def test_another_patients_series_with_the_same_uid_is_not_taken_for_the_one_impo
         first: _study(tmp_path / "a", "PATIENT-A", first),
         second: _study(tmp_path / "b", "PATIENT-B", second),
     }
-    with _pacs(studies) as url:
+    retrievals: list[str] = []
+    with _pacs(studies, retrievals) as url:
         app = create_app(WebSettings(data_dir=tmp_path / "data", dicomweb_url=url))
         try:
             with TestClient(app) as client:
@@ -72,7 +75,8 @@ def test_another_patients_series_with_the_same_uid_is_not_taken_for_the_one_impo
                 refused = client.post(f"/api/pacs/studies/{second}/series/{SERIES}/import")
                 assert refused.status_code == 409, refused.text
                 detail = refused.json()["detail"]
-                assert "another patient's series" in detail
+                assert "already stored here in another study" in detail
+                assert retrievals == [first]  # the second study's images were never downloaded
                 assert local["id"] not in detail and "PATIENT-A" not in detail
                 assert [s["id"] for s in client.get("/api/studies").json()] == [local["id"]]
         finally:

@@ -151,8 +151,8 @@ def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
 @router.post("/pacs/studies/{study_uid}/series/{series_uid}/import", status_code=201)
 def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Retrieve a CT series (WADO-RS) and add it as a study, exactly as if its files had been uploaded
-    (and refused with 413 beyond the same size limit, and with 409 as an upload when another patient's
-    series stored here has its UID)."""
+    (and refused with 413 beyond the same size limit, and with 409 when a series of another study, maybe
+    another patient's, is stored here under its UID)."""
     from sarcoscope.errors import OutputError
     from sarcoscope.pacs.dicomweb import SeriesTooLarge, check_uid
 
@@ -166,11 +166,17 @@ def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, u
         raise HTTPException(
             422, f"Series {series_uid} is {known[series_uid].modality or 'not CT'}; import a CT series."
         )
-    # one of another study reusing the UID is refused by the ingest, naming neither it nor its patient
     local = ctx.store.find_series(series_uid, study_uid)
     if local is not None:
         raise HTTPException(
             409, f"Series {series_uid} was already imported (study {local.id}); open it instead."
+        )
+    if ctx.store.find_series(series_uid) is not None:  # refused before the download, naming nothing of it
+        raise HTTPException(
+            409,
+            f"Series {series_uid} is already stored here in another study: one Series Instance UID cannot "
+            "hold two studies' images, so it is not imported. Check where the PACS's copy comes from (an "
+            "export of another patient, or de-identification that kept the UIDs).",
         )
     work = ctx.store.new_tmp_dir()
     try:
