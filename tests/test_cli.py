@@ -117,9 +117,12 @@ def test_slice_and_range_together(tmp_path: Path, phantom_series: tuple[Path, ob
 def test_analyze_auto_l3_writes_complete_report(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     folder, vol = phantom_series
     out = tmp_path / "out"
-    result = _invoke("analyze", folder, "-o", out, "--height-cm", "170", "--sex", "F", "--weight-kg", "65")
+    result = _invoke(
+        "analyze", folder, "-o", out, "--height-cm", "170", "--sex", "female", "--weight-kg", "65"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
+    assert report["assessment"]["patient"]["sex"] == "F"  # written out, as users type it
     (mid,) = report["l3"]["slice_indices"]
     truth = vol.truth
     assert truth["l3_first_index"] <= mid <= truth["l3_last_index"]

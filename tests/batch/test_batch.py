@@ -46,8 +46,11 @@ def test_discover_and_manifest(cohort: Path, tmp_path: Path) -> None:
     manifest.write_text(f"case_id,path,height_cm,sex,site\nA,{cohort / 'patient1'},170,F,H1\n")
     (case,) = read_manifest(manifest)
     assert (case.case_id, case.height_cm, case.sex, case.site) == ("A", 170.0, "F", "H1")
+    # cohort tables write the sex out as often as not
+    manifest.write_text(f"case_id,path,sex\nA,{cohort / 'patient1'},Male\nB,{cohort / 'patient2'},female\n")
+    assert [c.sex for c in read_manifest(manifest)] == ["M", "F"]
     manifest.write_text(f"case_id,path,sex\nA,{cohort / 'patient1'},X\n")
-    with pytest.raises(InputError, match="sex"):
+    with pytest.raises(InputError, match="Sex must be M or F"):
         read_manifest(manifest)
     # each of these crashed or was silently taken for something else
     for text, message in (

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sarcoscope.errors import InputError
+from sarcoscope.errors import CompositionError, InputError
 from sarcoscope.fileio import read_csv
 from sarcoscope.pacs.dicomweb import is_dicomweb
 
@@ -100,6 +100,8 @@ def read_manifest(csv_path: Path) -> list[Case]:
     """Read a CSV manifest: columns `case_id`, `path` (relative to the CSV, or a dicomweb+http:// series)
     and optionally `site`, `height_cm`, `weight_kg`, `sex`, `slice`, `range` (Z0:Z1). Other columns are
     carried into the summary."""
+    from sarcoscope.composition.assessment import parse_sex
+
     if not csv_path.is_file():
         raise InputError(f"Manifest {csv_path} does not exist.")
     fieldnames, rows = read_csv(csv_path, "Manifest", InputError)
@@ -116,9 +118,10 @@ def read_manifest(csv_path: Path) -> list[Case]:
     cases = []
     for line, row in enumerate(rows, start=2):
         where = f"{csv_path.name} line {line}"
-        sex = (row.get("sex") or "").strip().upper() or None
-        if sex not in (None, "M", "F"):
-            raise InputError(f"{where}: sex must be M or F, got '{row['sex']}'.")
+        try:
+            sex = parse_sex(row.get("sex"))
+        except CompositionError as exc:
+            raise InputError(f"{where}: {exc}") from None
         slice_text = (row.get("slice") or "").strip()
         range_text = (row.get("range") or "").strip()
         if not (row.get("case_id") or "").strip() or not (row.get("path") or "").strip():

@@ -28,7 +28,6 @@ from sarcoscope.cli.common import (
     PushConnectTimeoutOption,
     PushTimeoutOption,
     SecretFileOption,
-    Sex,
     app,
     console,
     deid_policy,
@@ -156,7 +155,9 @@ def analyze(
         float | None, typer.Option("--height-cm", help="Patient height in centimetres (for SMI).")
     ] = None,
     weight_kg: Annotated[float | None, typer.Option("--weight-kg", help="Patient weight (for BMI).")] = None,
-    sex: Annotated[Sex | None, typer.Option("--sex", help="Patient sex (for cutoffs).")] = None,
+    sex: Annotated[
+        str | None, typer.Option("--sex", help="Patient sex for the cutoffs: M or F (male, female).")
+    ] = None,
     cutoffs: Annotated[
         str | None, typer.Option("--cutoffs", help="Headline cutoff set (ids: `sarcoscope cutoffs`).")
     ] = None,
@@ -198,6 +199,7 @@ def analyze(
     ] = True,
 ) -> None:
     """Analyse one CT at L3: segment muscle, SAT, VAT, IMAT and report areas, HU, SMI and cutoffs."""
+    from sarcoscope.composition.assessment import parse_sex
     from sarcoscope.imaging import CTVolume, read_ct
     from sarcoscope.level import parse_range
     from sarcoscope.pacs.dicomweb import check_waits, fetch_series, is_dicomweb, shown_url, store_results
@@ -206,6 +208,7 @@ def analyze(
     def body() -> None:
         if slice_index is not None and slice_range is not None:
             raise SarcoscopeError("Give either --slice or --range, not both.")
+        patient_sex = parse_sex(sex)  # refused before any work
         if push and not is_dicomweb(ct_path):
             raise SarcoscopeError(
                 "--push stores results back to a DICOMweb server: give a dicomweb+http:// input."
@@ -243,7 +246,7 @@ def analyze(
                 engine=engine,
                 height_cm=height_cm,
                 weight_kg=weight_kg,
-                sex=sex.value if sex else None,
+                sex=patient_sex,
                 cutoff_set=cutoffs,
                 convention=L3_MID if convention is Convention.mid else L3_INFERIOR_ENDPLATE,
                 hu_ranges=hu_ranges,

@@ -33,11 +33,6 @@ _state = {"debug": False}
 T = TypeVar("T")
 
 
-class Sex(StrEnum):
-    M = "M"
-    F = "F"
-
-
 class LabelOrder(StrEnum):
     sarcoscope = "sarcoscope"
     totalsegmentator = "totalsegmentator"

@@ -58,13 +58,17 @@ def height_m_from_cm(height_cm: float | None) -> float | None:
     return height_cm / 100.0
 
 
-def _normalize_sex(sex: str | None) -> str | None:
-    if sex is None:
+#: What a cohort table or a user may write for the sexes the cutoffs are published for.
+SEX_WORDS = {"M": "M", "MALE": "M", "F": "F", "FEMALE": "F"}
+
+
+def parse_sex(sex: str | None) -> str | None:
+    """ "M" or "F" from M, F, male or female in any case (cohort tables write either); None when empty."""
+    if sex is None or not sex.strip():
         return None
-    s = sex.strip().upper()
-    if s in ("M", "F"):
+    if (s := SEX_WORDS.get(sex.strip().upper())) is not None:
         return s
-    raise CompositionError(f"Sex must be 'M' or 'F' (or unknown), got '{sex}'.")
+    raise CompositionError(f"Sex must be M or F (male or female; empty when unknown), got '{sex}'.")
 
 
 @dataclass
@@ -87,7 +91,7 @@ class PatientInfo:
         _check_range("Height", self.height_m, *HEIGHT_RANGE_M, "m", hint)
         _check_range("Weight", self.weight_kg, *WEIGHT_RANGE_KG, "kg")
         _check_range("Age", self.age_years, *AGE_RANGE_YEARS, "years")
-        self.sex = _normalize_sex(self.sex)
+        self.sex = parse_sex(self.sex)
 
     def reason(self, name: str) -> str:
         return self.reasons.get(name, UNKNOWN_REASONS[name])
