@@ -124,6 +124,8 @@ def test_analyze_auto_l3_writes_complete_report(tmp_path: Path, phantom_series: 
     report = json.loads((out / "report.json").read_text())
     assert report["assessment"]["patient"]["sex"] == "F"  # written out, as users type it
     (mid,) = report["l3"]["slice_indices"]
+    said = " ".join(result.output.split())
+    assert f"L3: slice(s) {mid} — automatic (disc-count-" in said  # once, not "auto (automatic (…))"
     truth = vol.truth
     assert truth["l3_first_index"] <= mid <= truth["l3_last_index"]
     assert abs(mid - truth["l3_mid_index"]) <= 1

@@ -50,7 +50,7 @@ def _print_summary(result: Any, deidentified_report: dict[str, Any] | None = Non
     from sarcoscope.segmentation.quality import score_text
 
     sel = result.selection
-    how = f"{sel.mode} ({sel.method})"
+    how = sel.method if sel.mode == "auto" else f"{sel.mode} ({sel.method})"  # "automatic (…)" says it
     if sel.confidence is not None:
         how += f", confidence {sel.confidence:.2f}"
     n = len(sel.indices)
