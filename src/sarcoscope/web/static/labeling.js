@@ -16,6 +16,23 @@ const STILL_LOADING = "Nothing painted: the labels are still loading. Paint once
 // Undo and Redo are of the labels on screen, which a load replaces (with a history of its own: none)
 const UNDO_LOADING = "Nothing undone: the labels are still loading. Undo and Redo are for the labels shown.";
 const SAVE_LOADING = "Nothing saved: the labels are still loading.";
+// Segment and Import make a new version and show it: the labels on screen are about to be replaced
+const replacing = new Set(); // the studies they run for (another study opened meanwhile is editable)
+const REPLACING = "a new version of the labels is being made (Segment or Import)";
+const replaced = () => Boolean(state.study) && replacing.has(state.study.id);
+
+/** Run `work`, which makes a new label version of study `id` and shows it. Meanwhile strokes, Undo and Save
+ * are refused, saying why, as while labels load: a stroke would be dropped without a word when the version
+ * comes, and Save would store the edit the user agreed to discard. If `work` fails, the labels (an unsaved
+ * edit too) are editable again as they were. */
+export async function replacingLabels(id, work) {
+  replacing.add(id);
+  updateButtons();
+  try { return await work(); } finally {
+    replacing.delete(id);
+    updateButtons();
+  }
+}
 
 /** Fit the editor's image again (opening another study). */
 export function resetEditorView() { editView.reset(false); }
@@ -234,6 +251,10 @@ export function bindEditor() {
       message(STILL_LOADING, true);
       return;
     }
+    if (replaced()) {
+      message(`Nothing painted: ${REPLACING}. Paint once it is shown.`, true);
+      return;
+    }
     if (drawn !== currentSlice()) { // the image on screen is another slice's: not the anatomy painted on
       const z = state.indices[state.current];
       imageLoading = `Nothing painted: the image of slice ${z} is still loading. Paint once it is shown.`;
@@ -373,8 +394,9 @@ function setPaintLabel(label) {
 
 /** False, saying why, while labels load: Undo and Redo wait for them (the load clears their history). */
 function undoable() {
-  if (!loading) return Boolean(state.labels);
-  message(UNDO_LOADING, true);
+  if (replaced()) message(`Nothing undone: ${REPLACING}.`, true);
+  else if (loading) message(UNDO_LOADING, true);
+  else return Boolean(state.labels);
   return false;
 }
 
@@ -418,11 +440,12 @@ function sameLabels(a, b) {
 }
 
 function updateButtons() {
-  $("save-labels").disabled = !state.dirty || state.viewing !== null || saving || Boolean(loading);
+  const held = Boolean(loading) || replaced(); // the labels shown are about to be replaced
+  $("save-labels").disabled = !state.dirty || state.viewing !== null || saving || held;
   $("save-labels").textContent = state.dirty ? "Save *" : "Save";
   $("analysis-unsaved").hidden = !state.dirty;
-  $("undo").disabled = !state.undo.length || Boolean(loading);
-  $("redo").disabled = !state.redo.length || Boolean(loading);
+  $("undo").disabled = !state.undo.length || held;
+  $("redo").disabled = !state.redo.length || held;
 }
 
 let saving = false; // a save is on its way: another (Ctrl+S pressed again) would be refused as a conflict
@@ -444,6 +467,10 @@ async function saveLabels() {
   if (!state.dirty || state.viewing !== null || saving) return;
   if (loading) { // what is on screen is about to be replaced: it is not what the user would save
     message(SAVE_LOADING, true);
+    return;
+  }
+  if (replaced()) {
+    message(`Nothing saved: ${REPLACING}.`, true);
     return;
   }
   const button = $("save-labels");

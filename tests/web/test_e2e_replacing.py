@@ -1,0 +1,146 @@
+"""End-to-end in headless chromium (see test_e2e.py): Segment and Import make a new label version and show
+it; an unsaved edit is asked about before anything is sent, and nothing painted while the new version is
+made is dropped without a word when it comes. Answers are held back with Playwright's routing until the
+user has acted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import test_e2e
+from test_e2e import _is_muscle_colour, _overlay_pixel, _wait_text
+from test_e2e_slow_server import _held, _settle, _wait_held
+from test_e2e_unsaved import _label_view, _stroke
+
+pytestmark = test_e2e.pytestmark
+
+
+def _versions(url: str, sid: str) -> list[tuple[int, str]]:
+    return [(v["version"], v["source"]) for v in httpx.get(f"{url}/api/studies/{sid}/versions").json()]
+
+
+def _on_label_tab(page: Any) -> None:
+    page.click("#tab-label")
+    page.wait_for_selector("#pane-label:not([hidden])")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+
+
+def test_strokes_and_ctrl_s_while_segmenting_wait_and_the_segmentation_is_shown(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """ "Segment selected" with an edit unsaved asked to discard it, then left it on screen, editable and
+    savable, while the segmentation ran: Ctrl+S meanwhile saved the edit just discarded (and the segmentation
+    was then refused as a conflict), strokes painted meanwhile were dropped without a word, and back on the
+    label tab when it ended the page still showed the old labels as "Save *" while strokes did nothing."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        asked: list[str] = []
+        page.on("dialog", lambda d: (asked.append(d.message), d.accept()))
+        _stroke(page, 0.06, 0.08)
+        page.click("#tab-l3")
+        page.wait_for_selector("#segment:visible")
+        held = _held(page, f"**/api/studies/{sid}/segment")
+        page.click("#segment")
+        _wait_held(page, held)
+        assert asked == ["Segmenting makes a new version: discard your unsaved edit?"]
+        _on_label_tab(page)
+        _stroke(page, 0.06, 0.92)
+        _wait_text(page, "study-message", "Nothing painted: a new version of the labels is being made")
+        assert not _is_muscle_colour(_overlay_pixel(page, 0.1, 0.92))
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Nothing saved: a new version of the labels is being made")
+        held[0].continue_()
+        page.wait_for_selector("#versions li:has-text('v2 ·')", timeout=30000)
+        _settle(page)
+        assert _versions(url, sid) == [(2, "segment"), (1, "segment")]
+        assert page.locator("#save-labels").inner_text() == "Save"
+        for fy in (0.08, 0.92):  # air in the segmentation: neither stroke
+            assert _overlay_pixel(page, 0.1, fy)[3] == 0
+        _stroke(page, 0.06, 0.3)  # the new version is editable
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        assert errors == []
+
+
+def test_a_segmentation_that_fails_leaves_the_edit_editable(tmp_path: Path, series: list[Path]) -> None:
+    """Agreeing to discard an edit for a segmentation that then fails does not lose it: it is still on screen,
+    unsaved, and strokes are painted again."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        page.on("dialog", lambda d: d.accept())
+        _stroke(page, 0.06, 0.08)
+        page.click("#tab-l3")
+        page.wait_for_selector("#segment:visible")
+        held = _held(page, f"**/api/studies/{sid}/segment")
+        page.click("#segment")
+        _wait_held(page, held)
+        detail = json.dumps({"detail": "Engine down."})
+        held[0].fulfill(status=500, content_type="application/json", body=detail)
+        _wait_text(page, "study-message", "Engine down. Your unsaved edit is kept.")
+        _on_label_tab(page)
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+        _stroke(page, 0.06, 0.92)
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.92))
+        assert _versions(url, sid) == [(1, "segment")]
+
+
+def test_strokes_and_ctrl_s_while_importing_wait_and_the_import_is_shown(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """Import with an edit unsaved asked to discard it, then left it editable while the file was imported: a
+    stroke painted meanwhile made "Save *" and was dropped without a word when the imported version came, and
+    Ctrl+S meanwhile saved the discarded edit (the import was then refused as a conflict)."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        asked: list[str] = []
+        page.on("dialog", lambda d: (asked.append(d.message), d.accept()))
+        npy = tmp_path / "slice5.npy"
+        imported = np.zeros((96, 96), np.uint8)
+        imported[60:] = 1  # muscle in the lower part only
+        np.save(npy, imported)
+        page.set_input_files("#import-files", str(npy))
+        _stroke(page, 0.06, 0.08)
+        held = _held(page, f"**/api/studies/{sid}/labels/import?*")
+        page.click("#import-form button[type=submit]")
+        _wait_held(page, held)
+        assert asked == ["Discard your unsaved edit?"]
+        page.evaluate("window.scrollTo(0, 0)")
+        _stroke(page, 0.06, 0.3)
+        _wait_text(page, "study-message", "Nothing painted: a new version of the labels is being made")
+        assert not _is_muscle_colour(_overlay_pixel(page, 0.1, 0.3))
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Nothing saved: a new version of the labels is being made")
+        held[0].continue_()
+        _wait_text(page, "study-message", "Imported as version 2")
+        _settle(page)
+        assert _versions(url, sid) == [(2, "import"), (1, "segment")]
+        assert page.locator("#save-labels").inner_text() == "Save"
+        assert _overlay_pixel(page, 0.1, 0.08)[3] == 0 and _overlay_pixel(page, 0.1, 0.3)[3] == 0
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.8))
+
+
+def test_segmenting_over_corrected_labels_asks_before_anything_is_sent(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """ "Segment selected" over labels corrected by hand asked whether to segment anyway only after it had
+    sent the selection (and said "Saved selection"): declined, the work had begun all the same."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        asked: list[str] = []
+        page.on("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+        _stroke(page, 0.06, 0.08)
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 2.")
+        page.click("#tab-l3")
+        page.wait_for_selector("#segment:visible")
+        _settle(page)
+        sent: list[str] = []
+        page.on("request", lambda r: sent.append(f"{r.method} {r.url}") if r.method != "GET" else None)
+        page.click("#segment")
+        page.wait_for_function("document.getElementById('segment').disabled === false")
+        _settle(page)
+        assert len(asked) == 1 and "version 2) were made or corrected by hand" in asked[0]
+        assert sent == []
+        assert _versions(url, sid) == [(2, "edit"), (1, "segment")]
