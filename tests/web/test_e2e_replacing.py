@@ -1,7 +1,8 @@
 """End-to-end in headless chromium (see test_e2e.py): Segment and Import make a new label version and show
 it; an unsaved edit is asked about before anything is sent, and nothing painted while the new version is
-made is dropped without a word when it comes. Answers are held back with Playwright's routing until the
-user has acted."""
+made is dropped without a word when it comes. A fill whose slice data are still on their way and Ctrl+Z
+pressed meanwhile leave the labels shown, the labels saved and the undo history in agreement. Answers are
+held back with Playwright's routing until the user has acted."""
 
 from __future__ import annotations
 
@@ -144,3 +145,84 @@ def test_segmenting_over_corrected_labels_asks_before_anything_is_sent(
         assert len(asked) == 1 and "version 2) were made or corrected by hand" in asked[0]
         assert sent == []
         assert _versions(url, sid) == [(2, "edit"), (1, "segment")]
+
+
+def _blank_label_view(page: Any, url: str, sid: str) -> None:
+    """Version 2: an empty label map (one unlabelled region), shown; paint muscle."""
+    r = httpx.post(
+        f"{url}/api/studies/{sid}/labels?base_version=1",
+        content=bytes(96 * 96),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 201, r.text
+    page.reload()
+    page.wait_for_selector("#versions li:has-text('v2 ·')", timeout=30000)
+    page.keyboard.press("1")
+
+
+def _click_pixel(page: Any, x: int, y: int) -> None:
+    box = page.locator("#edit-cursor").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * (x + 0.5) / 96, box["y"] + box["height"] * (y + 0.5) / 96)
+
+
+WALL = (82, 48)  # the muscle wall of the synthetic abdomen, at slice 5
+
+
+def _wall_filled(page: Any) -> bool:
+    return _is_muscle_colour(_overlay_pixel(page, (WALL[0] + 0.5) / 96, (WALL[1] + 0.5) / 96))
+
+
+def test_ctrl_z_while_a_fill_waits_for_its_slice_data_undoes_the_fill(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """A fill waits for its slice's HU and body from the server. Ctrl+Z pressed meanwhile undid the stroke
+    before it, then the fill landed and was recorded with that stroke in its undo step: the next Ctrl+Z
+    brought back the stroke just undone, and the label shown, its history and what Save stored disagreed.
+    Now Ctrl+Z pressed while a fill is on its way undoes that fill, once it lands."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _blank_label_view(page, url, sid)
+        _stroke(page, 0.06, 0.08)  # stroke A, in the air
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+        page.keyboard.press("f")
+        held = _held(page, f"**/api/studies/{sid}/body/*")
+        _click_pixel(page, *WALL)
+        _wait_held(page, held)
+        page.keyboard.press("Control+z")
+        held[0].continue_()
+        _settle(page)
+        # the fill came and was undone: stroke A is still there, unsaved
+        assert not _wall_filled(page)
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.keyboard.press("Control+y")  # the fill again
+        assert _wall_filled(page) and _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+        page.keyboard.press("Control+z")
+        page.keyboard.press("Control+z")  # stroke A
+        assert not _wall_filled(page) and _overlay_pixel(page, 0.1, 0.08)[3] == 0
+        assert page.locator("#save-labels").inner_text() == "Save"  # version 2 again
+        page.keyboard.press("Control+y")  # stroke A again, saved as shown
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 3.")
+        saved = np.frombuffer(httpx.get(f"{url}/api/studies/{sid}/labels").content, np.uint8).reshape(96, 96)
+        assert saved[WALL[1], WALL[0]] == 0 and saved[8, 9] == 1
+
+
+def test_ctrl_z_while_an_hu_brush_stroke_waits_for_its_hu_undoes_that_stroke(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """With "HU range only" a stroke waits for its slice's HU; Ctrl+Z pressed meanwhile undid the stroke
+    before it, and the new one landed after: what was undone was not the stroke just drawn."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _blank_label_view(page, url, sid)
+        _stroke(page, 0.06, 0.08)  # stroke A, in the air (no HU range)
+        page.check("#hu-constrain")
+        held = _held(page, f"**/api/studies/{sid}/hu/*")
+        _stroke(page, 0.75, (WALL[1] + 0.5) / 96)  # stroke B, across the muscle wall
+        _wait_held(page, held)
+        page.keyboard.press("Control+z")
+        held[0].continue_()
+        _settle(page)
+        assert not _wall_filled(page)  # B came and was undone
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))  # A is still there
+        page.keyboard.press("Control+y")
+        assert _wall_filled(page)

@@ -173,6 +173,29 @@ function drawOverlay() {
  * asked for): strokes and fills are not applied to another slice or study chosen meanwhile. */
 const stillEditing = (id, slice) => stillOpen(id) && state.current === slice;
 
+// Edits begun that wait for their slice's data (a fill; a brush stroke with "HU range only"): Undo and Redo
+// pressed meanwhile wait for them to land, then undo that edit, the last one made. Applied at once, Undo took
+// back the step before, and the fill then landed over it (its undo step brought back what was undone).
+let waiting = 0;
+const afterLanding = []; // Undo and Redo presses waiting for the edits to land
+
+/** Run `edit` (async) as an edit that waits; Undo and Redo pressed meanwhile are done once it has landed. */
+async function landing(edit) {
+  waiting += 1;
+  updateButtons(); // Undo is on for the edit to come
+  try { return await edit(); } finally {
+    waiting -= 1;
+    if (!waiting) for (const press of afterLanding.splice(0)) press();
+    updateButtons();
+  }
+}
+
+/** `press` (undo or redo) now, or once the edits begun have landed. */
+function landed(press) {
+  if (waiting) afterLanding.push(press);
+  else press();
+}
+
 
 /** Remember the current slice's labels (`data`: as they were before an edit already made) for Undo. */
 function pushUndo(data = sliceView().slice()) {
@@ -188,7 +211,9 @@ function paintAt(cx, cy, hu) {
 }
 
 /** Fill from (cx, cy) with the painted label, inside the body and the label's HU range (always: a fill
- * that ignored them would flood air or organs); says so when nothing could be filled. */
+ * that ignored them would flood air or organs); says so when nothing could be filled. The fill lands when
+ * the slice's data come, in one step with its undo step: taken then, so that a stroke painted meanwhile is
+ * in it (Undo waits for the fill, see `landed`). */
 async function floodFill(cx, cy) {
   const [, ny, nx] = state.shape;
   const value = state.paintLabel;
@@ -196,7 +221,13 @@ async function floodFill(cx, cy) {
   const z = state.indices[slice];
   const [hu, body] = await Promise.all([sliceData("hu", z), sliceData("body", z)]);
   if (!stillEditing(id, slice)) return false;
+  const before = sliceView().slice();
   const filled = fillRegion(sliceView(), nx, ny, cx, cy, value, (i) => body[i] && huAllows(hu, i, value));
+  if (filled) {
+    pushUndo(before);
+    markDirty();
+    drawOverlay();
+  }
   if (!filled) {
     const name = state.config.tissues.find((t) => t.label === value).name.toUpperCase();
     nothingFilled = `Nothing filled: the point is outside the body, outside ${name}'s HU range, or already ${name}.`;
@@ -264,33 +295,30 @@ export function bindEditor() {
     cursor.setPointerCapture(e.pointerId);
     const [x, y] = editorPoint(e);
     if (state.tool === "fill") {
-      const before = sliceView().slice();
-      if (await floodFill(Math.floor(x), Math.floor(y))) {
-        pushUndo(before);
-        markDirty();
-        drawOverlay();
-      }
+      await landing(() => floodFill(Math.floor(x), Math.floor(y)));
       return;
     }
     const s = {study: state.study.id, slice: state.current, last: null, hu: null, waiting: [[x, y]]};
     stroke = s;
-    if ($("hu-constrain").checked) {
-      const z = state.indices[s.slice];
-      try { s.hu = await sliceData("hu", z); } catch (err) {
+    await landing(async () => { // the stroke lands with its first points (and its undo step) once it can
+      if ($("hu-constrain").checked) {
+        const z = state.indices[s.slice];
+        try { s.hu = await sliceData("hu", z); } catch (err) {
+          if (stroke === s) stroke = null;
+          message(`Nothing painted: the HU of slice ${z} could not be loaded (${err.message}).`, true);
+          return;
+        }
+      }
+      if (!stillEditing(s.study, s.slice)) { // the stroke was on the slice shown when it began
         if (stroke === s) stroke = null;
-        message(`Nothing painted: the HU of slice ${z} could not be loaded (${err.message}).`, true);
         return;
       }
-    }
-    if (!stillEditing(s.study, s.slice)) { // the stroke was on the slice shown when it began
-      if (stroke === s) stroke = null;
-      return;
-    }
-    pushUndo();
-    for (const point of s.waiting) strokeTo(s, point);
-    s.waiting = null;
-    markDirty();
-    drawOverlay();
+      pushUndo();
+      for (const point of s.waiting) strokeTo(s, point);
+      s.waiting = null;
+      markDirty();
+      drawOverlay();
+    });
   });
   cursor.addEventListener("pointermove", (e) => {
     drawCursor(e);
@@ -327,8 +355,8 @@ export function bindEditor() {
     const button = e.target.closest("button[data-label]");
     if (button) setPaintLabel(Number(button.dataset.label));
   });
-  $("undo").addEventListener("click", undo);
-  $("redo").addEventListener("click", redo);
+  $("undo").addEventListener("click", () => landed(undo));
+  $("redo").addEventListener("click", () => landed(redo));
   $("save-labels").addEventListener("click", saveLabels);
   $("slice-prev").addEventListener("click", () => { stepSlice(-1); drawEditor(); });
   $("slice-next").addEventListener("click", () => { stepSlice(1); drawEditor(); });
@@ -356,8 +384,8 @@ function editorKeys(e) {
   if ($("pane-label").hidden || $("view-study").hidden || ownsKeys(e.target)) return;
   const ctrl = e.ctrlKey || e.metaKey;
   const key = e.key.toLowerCase(); // letters whatever Caps Lock and Shift say
-  if (ctrl && key === "z") { e.preventDefault(); (e.shiftKey ? redo : undo)(); }
-  else if (ctrl && key === "y") { e.preventDefault(); redo(); }
+  if (ctrl && key === "z") { e.preventDefault(); landed(e.shiftKey ? redo : undo); }
+  else if (ctrl && key === "y") { e.preventDefault(); landed(redo); }
   else if (ctrl) return;
   else if (TOOL_KEYS[key]) setTool(TOOL_KEYS[key]);
   else if (["1", "2", "3", "4"].includes(e.key)) setPaintLabel(Number(e.key));
@@ -444,7 +472,7 @@ function updateButtons() {
   $("save-labels").disabled = !state.dirty || state.viewing !== null || saving || held;
   $("save-labels").textContent = state.dirty ? "Save *" : "Save";
   $("analysis-unsaved").hidden = !state.dirty;
-  $("undo").disabled = !state.undo.length || held;
+  $("undo").disabled = !(state.undo.length || waiting) || held;
   $("redo").disabled = !state.redo.length || held;
 }
 
