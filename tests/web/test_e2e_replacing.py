@@ -147,16 +147,17 @@ def test_segmenting_over_corrected_labels_asks_before_anything_is_sent(
         assert _versions(url, sid) == [(2, "edit"), (1, "segment")]
 
 
-def _blank_label_view(page: Any, url: str, sid: str) -> None:
-    """Version 2: an empty label map (one unlabelled region), shown; paint muscle."""
-    r = httpx.post(
-        f"{url}/api/studies/{sid}/labels?base_version=1",
-        content=bytes(96 * 96),
-        headers={"Content-Type": "application/octet-stream"},
-    )
-    assert r.status_code == 201, r.text
+def _blank_label_view(page: Any, url: str, sid: str, versions: int = 1) -> None:
+    """Versions 2, ...: an empty label map (one unlabelled region), the last one shown; paint muscle."""
+    for base in range(1, versions + 1):
+        r = httpx.post(
+            f"{url}/api/studies/{sid}/labels?base_version={base}",
+            content=bytes(96 * 96) if base == 1 else bytes(96 * 95) + b"\x03" * 96,  # (versions differ)
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert r.status_code == 201, r.text
     page.reload()
-    page.wait_for_selector("#versions li:has-text('v2 ·')", timeout=30000)
+    page.wait_for_selector(f"#versions li:has-text('v{versions + 1} ·')", timeout=30000)
     page.keyboard.press("1")
 
 
@@ -226,3 +227,27 @@ def test_ctrl_z_while_an_hu_brush_stroke_waits_for_its_hu_undoes_that_stroke(
         assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))  # A is still there
         page.keyboard.press("Control+y")
         assert _wall_filled(page)
+
+
+def test_a_fill_landing_after_another_version_is_viewed_is_not_applied_to_it(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """A fill still waiting for its slice's data when "view" showed an earlier version landed on that version:
+    read-only, it showed the fill as "Save *" with Undo on, an edit on no version the user could save."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _blank_label_view(page, url, sid, versions=2)  # versions 2 and 3: no muscle
+        page.keyboard.press("f")
+        held = _held(page, f"**/api/studies/{sid}/body/*")
+        _click_pixel(page, *WALL)
+        _wait_held(page, held)
+        page.click("#versions li:has-text('v2 ·') button")
+        page.wait_for_selector("#readonly-banner:not([hidden])")
+        held[0].continue_()
+        _settle(page)
+        assert not _wall_filled(page)
+        assert page.locator("#save-labels").inner_text() == "Save"
+        assert page.locator("#undo").is_disabled()
+        page.click("#back-to-latest")
+        page.wait_for_selector("#readonly-banner", state="hidden")
+        _settle(page)
+        assert not _wall_filled(page) and page.locator("#save-labels").inner_text() == "Save"

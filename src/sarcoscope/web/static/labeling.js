@@ -170,8 +170,10 @@ function drawOverlay() {
 }
 
 /** True while the labels being edited are those of slice `slice` of study `id` (what a slow answer was
- * asked for): strokes and fills are not applied to another slice or study chosen meanwhile. */
-const stillEditing = (id, slice) => stillOpen(id) && state.current === slice;
+ * asked for): strokes and fills are not applied to another slice or study chosen meanwhile, nor to other
+ * labels loaded meanwhile (`labels`: those edited when the edit began; a version viewed, an edit discarded). */
+const stillEditing = (id, slice, labels = state.labels) =>
+  stillOpen(id) && state.current === slice && state.labels === labels;
 
 // Edits begun that wait for their slice's data (a fill; a brush stroke with "HU range only"): Undo and Redo
 // pressed meanwhile wait for them to land, then undo that edit, the last one made. Applied at once, Undo took
@@ -217,10 +219,10 @@ function paintAt(cx, cy, hu) {
 async function floodFill(cx, cy) {
   const [, ny, nx] = state.shape;
   const value = state.paintLabel;
-  const [id, slice] = [state.study.id, state.current];
+  const [id, slice, labels] = [state.study.id, state.current, state.labels];
   const z = state.indices[slice];
   const [hu, body] = await Promise.all([sliceData("hu", z), sliceData("body", z)]);
-  if (!stillEditing(id, slice)) return false;
+  if (!stillEditing(id, slice, labels)) return false;
   const before = sliceView().slice();
   const filled = fillRegion(sliceView(), nx, ny, cx, cy, value, (i) => body[i] && huAllows(hu, i, value));
   if (filled) {
@@ -300,6 +302,7 @@ export function bindEditor() {
     }
     const s = {study: state.study.id, slice: state.current, last: null, hu: null, waiting: [[x, y]]};
     stroke = s;
+    const labels = state.labels;
     await landing(async () => { // the stroke lands with its first points (and its undo step) once it can
       if ($("hu-constrain").checked) {
         const z = state.indices[s.slice];
@@ -309,7 +312,7 @@ export function bindEditor() {
           return;
         }
       }
-      if (!stillEditing(s.study, s.slice)) { // the stroke was on the slice shown when it began
+      if (!stillEditing(s.study, s.slice, labels)) { // the stroke was on the labels shown when it began
         if (stroke === s) stroke = null;
         return;
       }
