@@ -251,3 +251,23 @@ def test_a_fill_landing_after_another_version_is_viewed_is_not_applied_to_it(
         page.wait_for_selector("#readonly-banner", state="hidden")
         _settle(page)
         assert not _wall_filled(page) and page.locator("#save-labels").inner_text() == "Save"
+
+
+def test_a_fill_whose_slice_data_fail_says_nothing_was_filled(tmp_path: Path, series: list[Path]) -> None:
+    """A fill whose slice HU or body the server failed to send did nothing without a word (an error only in
+    the browser's console): the user could not tell the click from one that missed."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        _blank_label_view(page, url, sid)
+        page.keyboard.press("f")
+        held = _held(page, f"**/api/studies/{sid}/body/*")
+        _click_pixel(page, *WALL)
+        _wait_held(page, held)
+        held[0].fulfill(
+            status=500, content_type="application/json", body=json.dumps({"detail": "Disk error."})
+        )
+        _wait_text(page, "study-message", "Nothing filled: the HU or body of slice 5 could not be loaded")
+        assert "Disk error." in page.locator("#study-message").inner_text()
+        assert page.locator("#save-labels").inner_text() == "Save" and not _wall_filled(page)
+        assert errors == []

@@ -221,7 +221,13 @@ async function floodFill(cx, cy) {
   const value = state.paintLabel;
   const [id, slice, labels] = [state.study.id, state.current, state.labels];
   const z = state.indices[slice];
-  const [hu, body] = await Promise.all([sliceData("hu", z), sliceData("body", z)]);
+  let hu, body;
+  try { [hu, body] = await Promise.all([sliceData("hu", z), sliceData("body", z)]); } catch (err) {
+    // said, as for a stroke: else the click did nothing without a word (an error in the console only)
+    const why = `the HU or body of slice ${z} could not be loaded (${err.message})`;
+    if (stillOpen(id)) message(`Nothing filled: ${why}.`, true);
+    return false;
+  }
   if (!stillEditing(id, slice, labels)) return false;
   const before = sliceView().slice();
   const filled = fillRegion(sliceView(), nx, ny, cx, cy, value, (i) => body[i] && huAllows(hu, i, value));
