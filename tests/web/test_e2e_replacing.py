@@ -30,6 +30,26 @@ def _on_label_tab(page: Any) -> None:
     page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
 
 
+def _refused_while_replaced(page: Any, fy: float) -> None:
+    """A stroke at height `fy` and Ctrl+S, while a new version is made: refused, saying why."""
+    _stroke(page, 0.06, fy)
+    _wait_text(page, "study-message", "Nothing painted: a new version of the labels is being made")
+    assert not _is_muscle_colour(_overlay_pixel(page, 0.1, fy))
+    page.keyboard.press("Control+s")
+    _wait_text(page, "study-message", "Nothing saved: a new version of the labels is being made")
+
+
+def _segmenting_with_an_edit(page: Any, sid: str) -> list[Any]:
+    """Paint a stroke (unsaved), then "Segment selected" on the L3 tab; its request is held."""
+    _stroke(page, 0.06, 0.08)
+    page.click("#tab-l3")
+    page.wait_for_selector("#segment:visible")
+    held = _held(page, f"**/api/studies/{sid}/segment")
+    page.click("#segment")
+    _wait_held(page, held)
+    return held
+
+
 def test_strokes_and_ctrl_s_while_segmenting_wait_and_the_segmentation_is_shown(
     tmp_path: Path, series: list[Path]
 ) -> None:
@@ -42,19 +62,10 @@ def test_strokes_and_ctrl_s_while_segmenting_wait_and_the_segmentation_is_shown(
         page.on("pageerror", lambda e: errors.append(str(e)))
         asked: list[str] = []
         page.on("dialog", lambda d: (asked.append(d.message), d.accept()))
-        _stroke(page, 0.06, 0.08)
-        page.click("#tab-l3")
-        page.wait_for_selector("#segment:visible")
-        held = _held(page, f"**/api/studies/{sid}/segment")
-        page.click("#segment")
-        _wait_held(page, held)
+        held = _segmenting_with_an_edit(page, sid)
         assert asked == ["Segmenting makes a new version: discard your unsaved edit?"]
         _on_label_tab(page)
-        _stroke(page, 0.06, 0.92)
-        _wait_text(page, "study-message", "Nothing painted: a new version of the labels is being made")
-        assert not _is_muscle_colour(_overlay_pixel(page, 0.1, 0.92))
-        page.keyboard.press("Control+s")
-        _wait_text(page, "study-message", "Nothing saved: a new version of the labels is being made")
+        _refused_while_replaced(page, 0.92)
         held[0].continue_()
         page.wait_for_selector("#versions li:has-text('v2 ·')", timeout=30000)
         _settle(page)
@@ -72,12 +83,7 @@ def test_a_segmentation_that_fails_leaves_the_edit_editable(tmp_path: Path, seri
     unsaved, and strokes are painted again."""
     with _label_view(tmp_path, series) as (_, page, url, sid):
         page.on("dialog", lambda d: d.accept())
-        _stroke(page, 0.06, 0.08)
-        page.click("#tab-l3")
-        page.wait_for_selector("#segment:visible")
-        held = _held(page, f"**/api/studies/{sid}/segment")
-        page.click("#segment")
-        _wait_held(page, held)
+        held = _segmenting_with_an_edit(page, sid)
         detail = json.dumps({"detail": "Engine down."})
         held[0].fulfill(status=500, content_type="application/json", body=detail)
         _wait_text(page, "study-message", "Engine down. Your unsaved edit is kept.")
@@ -109,11 +115,7 @@ def test_strokes_and_ctrl_s_while_importing_wait_and_the_import_is_shown(
         _wait_held(page, held)
         assert asked == ["Discard your unsaved edit?"]
         page.evaluate("window.scrollTo(0, 0)")
-        _stroke(page, 0.06, 0.3)
-        _wait_text(page, "study-message", "Nothing painted: a new version of the labels is being made")
-        assert not _is_muscle_colour(_overlay_pixel(page, 0.1, 0.3))
-        page.keyboard.press("Control+s")
-        _wait_text(page, "study-message", "Nothing saved: a new version of the labels is being made")
+        _refused_while_replaced(page, 0.3)
         held[0].continue_()
         _wait_text(page, "study-message", "Imported as version 2")
         _settle(page)
