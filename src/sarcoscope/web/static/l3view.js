@@ -2,6 +2,7 @@
 // presets, the engine and model choice and "Segment selected". The images are NiiVue's (mpr.js) or, without
 // WebGL2, server PNGs (l3png.js); both call the hooks below and draw the lines this module owns.
 import {$, download, getJSON, message, sendJSON, toast, unsay} from "./api.js";
+import {replacingLabels, showLabeling} from "./labeling.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
 import {showSeries} from "./series.js";
@@ -404,35 +405,50 @@ async function segmentSelected() {
   segmenting = id;
   updateWaiting();
   const name = state.study.patient_id || id;
-  try {
-    await saveSelection(); // also brings the study's status up to date
-    if (!stillOpen(id)) return;
-    const latest = state.study.latest_version;
-    if (state.study.status === "edited" && !confirm(
-      `The latest labels (version ${latest}) were made or corrected by hand. Segmenting makes a new ` +
-      `version from scratch, which the analysis then shows (version ${latest} stays in Versions and can ` +
-      "be restored). Segment anyway?")) return;
-    message(`Segmenting ${selectionText().toLowerCase()}…`);
-    await sendJSON(`/api/studies/${id}/segment`, "POST",
-      {engine: $("engine").value, base_version: state.study.latest_version, model: chosenModel()});
-    const study = await getJSON(`/api/studies/${id}`);
-    if (!stillShown(id)) {
-      toast(`The segmentation of ${name} is done: open it from the study list.`, "info");
-      return;
-    }
-    state.study = study;
-    state.labels = null;
-    location.hash = `#/study/${id}/label`;
-  } catch (err) {
-    if (!stillShown(id)) toast(`The segmentation of ${name} failed: ${err.message}`);
-    else {
-      message(err.message, true);
-      if (err.status === 409 && err.body && err.body.latest_version) {
-        state.study = await getJSON(`/api/studies/${id}`);
+  const working = `Segmenting ${selectionText().toLowerCase()}…`;
+  // the edit agreed to be discarded stays on screen, held, until the new version replaces it (kept if it fails)
+  await replacingLabels(id, async () => {
+    try {
+      // asked before anything is sent: the latest version's status as the server has it now (another tab)
+      const latest = await getJSON(`/api/studies/${id}`);
+      if (!stillOpen(id)) return;
+      const v = latest.latest_version;
+      if (latest.status === "edited" && !confirm(
+        `The latest labels (version ${v}) were made or corrected by hand. Segmenting makes a new ` +
+        `version from scratch, which the analysis then shows (version ${v} stays in Versions and can ` +
+        "be restored). Segment anyway?")) return;
+      await saveSelection(); // the lines as shown (a save that failed while they moved)
+      if (!stillOpen(id)) return;
+      message(working);
+      // on the version asked about: one saved since is refused as a conflict, not segmented over unasked
+      await sendJSON(`/api/studies/${id}/segment`, "POST",
+        {engine: $("engine").value, base_version: v, model: chosenModel()});
+      const study = await getJSON(`/api/studies/${id}`);
+      if (!stillShown(id)) {
+        toast(`The segmentation of ${name} is done: open it from the study list.`, "info");
+        return;
       }
+      state.study = study;
+      state.labels = null; // the edit on them discarded, as agreed: the new version is loaded
+      state.dirty = false;
+      const label = `#/study/${id}/label`;
+      if (location.hash !== label) location.hash = label;
+      else { // already on the label tab: no hashchange would show the new version
+        unsay(working);
+        await showLabeling();
+      }
+    } catch (err) {
+      const kept = stillOpen(id) && state.dirty ? " Your unsaved edit is kept." : "";
+      if (!stillShown(id)) toast(`The segmentation of ${name} failed: ${err.message}`);
+      else {
+        message(err.message + kept, true);
+        if (err.status === 409 && err.body && err.body.latest_version) {
+          state.study = await getJSON(`/api/studies/${id}`);
+        }
+      }
+    } finally {
+      if (segmenting === id) segmenting = null;
+      updateWaiting(); // the study open now: it may be waiting for its localizer
     }
-  } finally {
-    if (segmenting === id) segmenting = null;
-    updateWaiting(); // the study open now: it may be waiting for its localizer
-  }
+  });
 }

@@ -16,6 +16,23 @@ const STILL_LOADING = "Nothing painted: the labels are still loading. Paint once
 // Undo and Redo are of the labels on screen, which a load replaces (with a history of its own: none)
 const UNDO_LOADING = "Nothing undone: the labels are still loading. Undo and Redo are for the labels shown.";
 const SAVE_LOADING = "Nothing saved: the labels are still loading.";
+// Segment and Import make a new version and show it: the labels on screen are about to be replaced
+const replacing = new Set(); // the studies they run for (another study opened meanwhile is editable)
+const REPLACING = "a new version of the labels is being made (Segment or Import)";
+const replaced = () => Boolean(state.study) && replacing.has(state.study.id);
+
+/** Run `work`, which makes a new label version of study `id` and shows it. Meanwhile strokes, Undo and Save
+ * are refused, saying why, as while labels load: a stroke would be dropped without a word when the version
+ * comes, and Save would store the edit the user agreed to discard. If `work` fails, the labels (an unsaved
+ * edit too) are editable again as they were. */
+export async function replacingLabels(id, work) {
+  replacing.add(id);
+  updateButtons();
+  try { return await work(); } finally {
+    replacing.delete(id);
+    updateButtons();
+  }
+}
 
 /** Fit the editor's image again (opening another study). */
 export function resetEditorView() { editView.reset(false); }
@@ -153,8 +170,33 @@ function drawOverlay() {
 }
 
 /** True while the labels being edited are those of slice `slice` of study `id` (what a slow answer was
- * asked for): strokes and fills are not applied to another slice or study chosen meanwhile. */
-const stillEditing = (id, slice) => stillOpen(id) && state.current === slice;
+ * asked for): strokes and fills are not applied to another slice or study chosen meanwhile, nor to other
+ * labels loaded meanwhile (`labels`: those edited when the edit began; a version viewed, an edit discarded). */
+const stillEditing = (id, slice, labels = state.labels) =>
+  stillOpen(id) && state.current === slice && state.labels === labels;
+
+// Edits begun that wait for their slice's data (a fill; a brush stroke with "HU range only"): Undo and Redo
+// pressed meanwhile wait for them to land, then undo that edit, the last one made. Applied at once, Undo took
+// back the step before, and the fill then landed over it (its undo step brought back what was undone).
+let waiting = 0;
+const afterLanding = []; // Undo and Redo presses waiting for the edits to land
+
+/** Run `edit` (async) as an edit that waits; Undo and Redo pressed meanwhile are done once it has landed. */
+async function landing(edit) {
+  waiting += 1;
+  updateButtons(); // Undo is on for the edit to come
+  try { return await edit(); } finally {
+    waiting -= 1;
+    if (!waiting) for (const press of afterLanding.splice(0)) press();
+    updateButtons();
+  }
+}
+
+/** `press` (undo or redo) now, or once the edits begun have landed. */
+function landed(press) {
+  if (waiting) afterLanding.push(press);
+  else press();
+}
 
 
 /** Remember the current slice's labels (`data`: as they were before an edit already made) for Undo. */
@@ -171,15 +213,29 @@ function paintAt(cx, cy, hu) {
 }
 
 /** Fill from (cx, cy) with the painted label, inside the body and the label's HU range (always: a fill
- * that ignored them would flood air or organs); says so when nothing could be filled. */
+ * that ignored them would flood air or organs); says so when nothing could be filled. The fill lands when
+ * the slice's data come, in one step with its undo step: taken then, so that a stroke painted meanwhile is
+ * in it (Undo waits for the fill, see `landed`). */
 async function floodFill(cx, cy) {
   const [, ny, nx] = state.shape;
   const value = state.paintLabel;
-  const [id, slice] = [state.study.id, state.current];
+  const [id, slice, labels] = [state.study.id, state.current, state.labels];
   const z = state.indices[slice];
-  const [hu, body] = await Promise.all([sliceData("hu", z), sliceData("body", z)]);
-  if (!stillEditing(id, slice)) return false;
+  let hu, body;
+  try { [hu, body] = await Promise.all([sliceData("hu", z), sliceData("body", z)]); } catch (err) {
+    // said, as for a stroke: else the click did nothing without a word (an error in the console only)
+    const why = `the HU or body of slice ${z} could not be loaded (${err.message})`;
+    if (stillOpen(id)) message(`Nothing filled: ${why}.`, true);
+    return false;
+  }
+  if (!stillEditing(id, slice, labels)) return false;
+  const before = sliceView().slice();
   const filled = fillRegion(sliceView(), nx, ny, cx, cy, value, (i) => body[i] && huAllows(hu, i, value));
+  if (filled) {
+    pushUndo(before);
+    markDirty();
+    drawOverlay();
+  }
   if (!filled) {
     const name = state.config.tissues.find((t) => t.label === value).name.toUpperCase();
     nothingFilled = `Nothing filled: the point is outside the body, outside ${name}'s HU range, or already ${name}.`;
@@ -234,6 +290,10 @@ export function bindEditor() {
       message(STILL_LOADING, true);
       return;
     }
+    if (replaced()) {
+      message(`Nothing painted: ${REPLACING}. Paint once it is shown.`, true);
+      return;
+    }
     if (drawn !== currentSlice()) { // the image on screen is another slice's: not the anatomy painted on
       const z = state.indices[state.current];
       imageLoading = `Nothing painted: the image of slice ${z} is still loading. Paint once it is shown.`;
@@ -243,33 +303,31 @@ export function bindEditor() {
     cursor.setPointerCapture(e.pointerId);
     const [x, y] = editorPoint(e);
     if (state.tool === "fill") {
-      const before = sliceView().slice();
-      if (await floodFill(Math.floor(x), Math.floor(y))) {
-        pushUndo(before);
-        markDirty();
-        drawOverlay();
-      }
+      await landing(() => floodFill(Math.floor(x), Math.floor(y)));
       return;
     }
     const s = {study: state.study.id, slice: state.current, last: null, hu: null, waiting: [[x, y]]};
     stroke = s;
-    if ($("hu-constrain").checked) {
-      const z = state.indices[s.slice];
-      try { s.hu = await sliceData("hu", z); } catch (err) {
+    const labels = state.labels;
+    await landing(async () => { // the stroke lands with its first points (and its undo step) once it can
+      if ($("hu-constrain").checked) {
+        const z = state.indices[s.slice];
+        try { s.hu = await sliceData("hu", z); } catch (err) {
+          if (stroke === s) stroke = null;
+          message(`Nothing painted: the HU of slice ${z} could not be loaded (${err.message}).`, true);
+          return;
+        }
+      }
+      if (!stillEditing(s.study, s.slice, labels)) { // the stroke was on the labels shown when it began
         if (stroke === s) stroke = null;
-        message(`Nothing painted: the HU of slice ${z} could not be loaded (${err.message}).`, true);
         return;
       }
-    }
-    if (!stillEditing(s.study, s.slice)) { // the stroke was on the slice shown when it began
-      if (stroke === s) stroke = null;
-      return;
-    }
-    pushUndo();
-    for (const point of s.waiting) strokeTo(s, point);
-    s.waiting = null;
-    markDirty();
-    drawOverlay();
+      pushUndo();
+      for (const point of s.waiting) strokeTo(s, point);
+      s.waiting = null;
+      markDirty();
+      drawOverlay();
+    });
   });
   cursor.addEventListener("pointermove", (e) => {
     drawCursor(e);
@@ -306,8 +364,8 @@ export function bindEditor() {
     const button = e.target.closest("button[data-label]");
     if (button) setPaintLabel(Number(button.dataset.label));
   });
-  $("undo").addEventListener("click", undo);
-  $("redo").addEventListener("click", redo);
+  $("undo").addEventListener("click", () => landed(undo));
+  $("redo").addEventListener("click", () => landed(redo));
   $("save-labels").addEventListener("click", saveLabels);
   $("slice-prev").addEventListener("click", () => { stepSlice(-1); drawEditor(); });
   $("slice-next").addEventListener("click", () => { stepSlice(1); drawEditor(); });
@@ -335,8 +393,8 @@ function editorKeys(e) {
   if ($("pane-label").hidden || $("view-study").hidden || ownsKeys(e.target)) return;
   const ctrl = e.ctrlKey || e.metaKey;
   const key = e.key.toLowerCase(); // letters whatever Caps Lock and Shift say
-  if (ctrl && key === "z") { e.preventDefault(); (e.shiftKey ? redo : undo)(); }
-  else if (ctrl && key === "y") { e.preventDefault(); redo(); }
+  if (ctrl && key === "z") { e.preventDefault(); landed(e.shiftKey ? redo : undo); }
+  else if (ctrl && key === "y") { e.preventDefault(); landed(redo); }
   else if (ctrl) return;
   else if (TOOL_KEYS[key]) setTool(TOOL_KEYS[key]);
   else if (["1", "2", "3", "4"].includes(e.key)) setPaintLabel(Number(e.key));
@@ -373,8 +431,9 @@ function setPaintLabel(label) {
 
 /** False, saying why, while labels load: Undo and Redo wait for them (the load clears their history). */
 function undoable() {
-  if (!loading) return Boolean(state.labels);
-  message(UNDO_LOADING, true);
+  if (replaced()) message(`Nothing undone: ${REPLACING}.`, true);
+  else if (loading) message(UNDO_LOADING, true);
+  else return Boolean(state.labels);
   return false;
 }
 
@@ -418,11 +477,12 @@ function sameLabels(a, b) {
 }
 
 function updateButtons() {
-  $("save-labels").disabled = !state.dirty || state.viewing !== null || saving || Boolean(loading);
+  const held = Boolean(loading) || replaced(); // the labels shown are about to be replaced
+  $("save-labels").disabled = !state.dirty || state.viewing !== null || saving || held;
   $("save-labels").textContent = state.dirty ? "Save *" : "Save";
   $("analysis-unsaved").hidden = !state.dirty;
-  $("undo").disabled = !state.undo.length || Boolean(loading);
-  $("redo").disabled = !state.redo.length || Boolean(loading);
+  $("undo").disabled = !(state.undo.length || waiting) || held;
+  $("redo").disabled = !state.redo.length || held;
 }
 
 let saving = false; // a save is on its way: another (Ctrl+S pressed again) would be refused as a conflict
@@ -444,6 +504,10 @@ async function saveLabels() {
   if (!state.dirty || state.viewing !== null || saving) return;
   if (loading) { // what is on screen is about to be replaced: it is not what the user would save
     message(SAVE_LOADING, true);
+    return;
+  }
+  if (replaced()) {
+    message(`Nothing saved: ${REPLACING}.`, true);
     return;
   }
   const button = $("save-labels");

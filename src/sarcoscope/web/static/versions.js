@@ -2,7 +2,7 @@
 // the analysis of the version shown.
 import {$, api, escapeHtml, getJSON, message, oneAtATime, sendJSON} from "./api.js";
 import {renderAnalysis} from "./analysis.js";
-import {discardEdits, drawEditor, loadLabels, showLabeling} from "./labeling.js";
+import {discardEdits, drawEditor, loadLabels, replacingLabels, showLabeling} from "./labeling.js";
 import {localTime, state, stillOpen} from "./state.js";
 
 export async function restoreViewed() {
@@ -66,7 +66,9 @@ async function importLabels(e) {
   if (state.study.latest_version) q.set("base_version", state.study.latest_version);
   message("Importing…");
   const id = state.study.id;
-  await oneAtATime(e.target.querySelector("button[type=submit]"), async () => {
+  // the edit agreed to be discarded stays on screen, held, until the imported version replaces it (kept if
+  // the import is refused)
+  await oneAtATime(e.target.querySelector("button[type=submit]"), () => replacingLabels(id, async () => {
     try {
       const saved = await (await api(`/api/studies/${id}/labels/import?${q}`, {method: "POST", body})).json();
       const study = await getJSON(`/api/studies/${id}`);
@@ -75,8 +77,10 @@ async function importLabels(e) {
       state.labels = null;
       await showLabeling();
       message(`Imported as version ${saved.version}: ${saved.note}.`);
-    } catch (err) { message(err.message, true); }
-  });
+    } catch (err) {
+      message(err.message + (stillOpen(id) && state.dirty ? " Your unsaved edit is kept." : ""), true);
+    }
+  }));
 }
 
 // ---------------------------------------------------------------------------------- analysis panel --
