@@ -210,6 +210,27 @@ def test_ctrl_z_while_a_fill_waits_for_its_slice_data_undoes_the_fill(
         assert saved[WALL[1], WALL[0]] == 0 and saved[8, 9] == 1
 
 
+def test_ctrl_z_while_a_fill_that_fills_nothing_waits_leaves_the_step_before(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """Ctrl+Z pressed while a fill waits is for that fill; when the fill then fills nothing (a click in the
+    air: outside the body) the Undo used to take back the stroke before it, which the user did not ask for."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _blank_label_view(page, url, sid)
+        _stroke(page, 0.06, 0.08)  # stroke A, in the air
+        page.keyboard.press("f")
+        held = _held(page, f"**/api/studies/{sid}/body/*")
+        _click_pixel(page, 90, 90)  # the air in the image's corner: nothing to fill
+        _wait_held(page, held)
+        page.keyboard.press("Control+z")
+        held[0].continue_()
+        _settle(page)
+        _wait_text(page, "study-message", "Nothing filled")
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))  # stroke A is still there
+        page.keyboard.press("Control+z")  # and the next Undo takes it back
+        assert _overlay_pixel(page, 0.1, 0.08)[3] == 0
+
+
 def test_ctrl_z_while_an_hu_brush_stroke_waits_for_its_hu_undoes_that_stroke(
     tmp_path: Path, series: list[Path]
 ) -> None:

@@ -192,15 +192,23 @@ async function landing(edit) {
   }
 }
 
-/** `press` (undo or redo) now, or once the edits begun have landed. */
+/** `press` (undo or redo) now, or once the edits begun have landed. An Undo pressed for edits that then
+ * changed nothing (a fill outside the body, "Nothing filled") does nothing: it was meant for them, not for the
+ * step before. */
 function landed(press) {
-  if (waiting) afterLanding.push(press);
-  else press();
+  if (!waiting) press();
+  else {
+    const since = steps;
+    afterLanding.push(() => { if (press !== undo || steps !== since) press(); });
+  }
 }
 
 
 /** Remember the current slice's labels (`data`: as they were before an edit already made) for Undo. */
+let steps = 0; // undo steps ever taken (the stack is capped, so its length does not count them)
+
 function pushUndo(data = sliceView().slice()) {
+  steps += 1;
   state.undo.push({slice: state.current, data});
   if (state.undo.length > 100) state.undo.shift();
   state.redo = [];
