@@ -227,8 +227,11 @@ def test_cli_models_commands(registry: ModelRegistry, tmp_path: Path) -> None:
     source = model_copy(tmp_path, "cli-model")
     result = runner.invoke(app, ["models", "add", str(source)])
     assert result.exit_code == 0 and "Installed cli-model" in result.output
-    listed = runner.invoke(app, ["models", "list"], env={"COLUMNS": "250"})
+    listed = runner.invoke(app, ["models", "list"], env={"COLUMNS": "80"})  # a terminal's usual width
     assert listed.exit_code == 0 and SHIPPED in listed.output and "cli-model" in listed.output
+    said = " ".join(listed.output.split())
+    for m in registry.models():  # whole, not cut to a column of a few letters
+        assert f"training data: {m.training_summary()}" in said and f"measured: {m.measured()}" in said
     refused = runner.invoke(app, ["models", "use", "cli-model"])
     assert refused.exit_code == 1 and "Not switching" in refused.output
     assert "Traceback" not in refused.output

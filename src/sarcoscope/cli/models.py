@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape as esc
-from rich.table import Table
 
 from sarcoscope.cli.common import (
     app,
@@ -246,27 +245,29 @@ app.add_typer(models_app, name="models")
 
 @models_app.command("list")
 def models_list() -> None:
-    """List the installed models: id, created, training data, measured validation, and the default."""
+    """List the installed models: id, created, training data, measured validation, and the default.
+
+    One block per model, not a table: the training data and the validation are sentences, which a table's
+    columns cut to a few letters each on an 80-column terminal."""
+    from rich.padding import Padding
+
     from sarcoscope.segmentation.registry import ModelRegistry
 
     def body() -> None:
         registry = ModelRegistry()
         default = registry.default_id()
-        table = Table(title=f"Installed models ({registry.root}; * = the site default)")
-        table.add_column("")
-        table.add_column("id", no_wrap=True)  # ids are typed into `models use`: never cut
-        for col in ("created", "training data", "measured validation"):
-            table.add_column(col)
+        console.print(f"Installed models in {esc(str(registry.root))} (* = the site default):")
         for m in registry.models():
-            name = m.model_id + (" (shipped)" if m.shipped else "")
-            table.add_row(
-                "*" if m.model_id == default else "",
-                esc(name),
-                m.created,
-                esc(m.training_summary()),
-                esc(m.measured()),
+            mark = "*" if m.model_id == default else " "
+            shipped = " (shipped)" if m.shipped else ""
+            console.print(f"\n{mark} [bold]{esc(m.model_id)}[/]{shipped}", overflow="ignore", crop=False)
+            facts = (
+                ("created", m.created),
+                ("training data", m.training_summary()),
+                ("measured", m.measured()),
             )
-        console.print(table)
+            for name, text in facts:  # wrapped under the id, which `models use` takes whole
+                console.print(Padding(f"{name}: {esc(text)}", (0, 0, 0, 4), expand=False))
 
     run(body)
 
