@@ -32,6 +32,7 @@ from sarcoscope.cli.common import (
     console,
     deid_policy,
     fmt_indices,
+    print_blocks,
     run,
     scrubbed_errors,
 )
@@ -397,57 +398,45 @@ def cutoffs() -> None:
     """List the shipped sarcopenia and myosteatosis cutoff sets with their sources."""
     from sarcoscope.composition import load_cutoffs
 
-    table = Table(title="Shipped cutoff sets (flagged when the value is strictly below the cutoff)")
-    for col in ("id", "kind", "rules", "population", "source"):
-        table.add_column(col)
     cutoffs_table = load_cutoffs()
+    blocks = []
     for kind, sets in (
         ("sarcopenia", cutoffs_table.sarcopenia),
         ("myosteatosis", cutoffs_table.myosteatosis),
     ):
         for set_id, cs in sets.items():
-            default = " (default)" if set_id == cutoffs_table.default_sarcopenia else ""
+            default = ", the default" if set_id == cutoffs_table.default_sarcopenia else ""
             rules = "; ".join(f"{r.describe()}: {cs.metric} < {r.cutoff:g}" for r in cs.rules)
-            table.add_row(esc(set_id) + default, kind, esc(rules), esc(cs.population), esc(cs.citation))
-    console.print(table)
+            lines = [rules, f"population: {cs.population}", f"source: {cs.citation}"]
+            blocks.append((f"{set_id} ({kind}{default})", lines))
+    print_blocks("Shipped cutoff sets (flagged when the value is strictly below the cutoff):", blocks)
 
 
 @app.command()
 def series(
     ct_path: Annotated[Path, typer.Argument(help="DICOM folder or .zip.")],
 ) -> None:
-    """List the image series found in a folder or zip (choose one with `analyze --series UID`)."""
+    """List the image series found in a folder or zip (choose one with `analyze --series UID`): one block per
+    series, its UID whole on a line of its own to copy into `--series`."""
     from sarcoscope.imaging import list_series
 
     def body() -> None:
-        table = Table(
-            title=f"Series in {ct_path} (the first is analysed by default when all are one patient's)"
-        )
-        for col in (
-            "SeriesInstanceUID",
-            "patient",
-            "description",
-            "modality",
-            "orientation",
-            "slices",
-            "thickness (mm)",
-            "phase",
-            "note",
-        ):
-            table.add_column(col, overflow="fold")  # a UID cut short cannot be given to --series
+        blocks = []
         for s in list_series(ct_path):
-            table.add_row(
-                s.series_uid,
-                esc(s.patient_id),
-                esc(s.description or ""),
-                s.modality or "",
-                s.orientation or "",
-                str(s.n_slices),
-                f"{s.slice_thickness_mm:g}" if s.slice_thickness_mm else "",
+            facts = [
+                f"patient {s.patient_id}" if s.patient_id else "no patient ID",
+                s.description,
+                s.modality,
+                s.orientation,
+                f"{s.n_slices} slice{'s' if s.n_slices != 1 else ''}",
+                f"{s.slice_thickness_mm:g} mm thick" if s.slice_thickness_mm else "",
                 s.phase or "",
-                s.note or "",
-            )
-        console.print(table)
+            ]
+            lines = [" · ".join(f for f in facts if f)] + ([f"note: {s.note}"] if s.note else [])
+            blocks.append((s.series_uid or "(no SeriesInstanceUID)", lines))
+        print_blocks(
+            f"Series in {ct_path} (the first is analysed by default when all are one patient's):", blocks
+        )
 
     run(body)
 

@@ -177,6 +177,19 @@ def scrubbed_errors(policy: Any, source: str | Path | None) -> Iterator[None]:
         raise
 
 
+def print_blocks(heading: str, blocks: list[tuple[str, list[str]]]) -> None:
+    """Print `heading`, then per block its head in bold on a line of its own (never wrapped: an id or UID
+    that is copied into another command) and its lines wrapped under it. Listings of sentences (citations,
+    validations) read at any terminal width, where a table's columns shrink to a few letters at 80."""
+    from rich.padding import Padding
+
+    console.print(escape(heading))
+    for head, lines in blocks:
+        console.print(f"\n[bold]{escape(head)}[/]", soft_wrap=True)
+        for line in lines:
+            console.print(Padding(escape(line), (0, 0, 0, 4), expand=False))
+
+
 def fmt_indices(indices: list[int]) -> str:
     return str(indices[0]) if len(indices) == 1 else f"{indices[0]}–{indices[-1]} ({len(indices)} slices)"
 

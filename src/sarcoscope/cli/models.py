@@ -13,6 +13,7 @@ from sarcoscope.cli.common import (
     app,
     console,
     csv_list,
+    print_blocks,
     run,
 )
 from sarcoscope.errors import SarcoscopeError
@@ -245,29 +246,25 @@ app.add_typer(models_app, name="models")
 
 @models_app.command("list")
 def models_list() -> None:
-    """List the installed models: id, created, training data, measured validation, and the default.
-
-    One block per model, not a table: the training data and the validation are sentences, which a table's
-    columns cut to a few letters each on an 80-column terminal."""
-    from rich.padding import Padding
-
+    """List the installed models (one block each: the id whole, then created, training data and measured
+    validation) and the site default."""
     from sarcoscope.segmentation.registry import ModelRegistry
 
     def body() -> None:
         registry = ModelRegistry()
         default = registry.default_id()
-        console.print(f"Installed models in {esc(str(registry.root))} (* = the site default):")
-        for m in registry.models():
-            mark = "*" if m.model_id == default else " "
-            shipped = " (shipped)" if m.shipped else ""
-            console.print(f"\n{mark} [bold]{esc(m.model_id)}[/]{shipped}", overflow="ignore", crop=False)
-            facts = (
-                ("created", m.created),
-                ("training data", m.training_summary()),
-                ("measured", m.measured()),
+        blocks = [
+            (
+                ("* " if m.model_id == default else "  ") + m.model_id + (" (shipped)" if m.shipped else ""),
+                [
+                    f"created: {m.created}",
+                    f"training data: {m.training_summary()}",
+                    f"measured: {m.measured()}",
+                ],
             )
-            for name, text in facts:  # wrapped under the id, which `models use` takes whole
-                console.print(Padding(f"{name}: {esc(text)}", (0, 0, 0, 4), expand=False))
+            for m in registry.models()
+        ]
+        print_blocks(f"Installed models in {registry.root} (* = the site default):", blocks)
 
     run(body)
 
