@@ -102,9 +102,10 @@ def export_training_data(
                 cases.append(case)
             except NotFoundError:  # deleted since the list was read: not in the export, nor its id
                 continue
-            except SarcoscopeError as exc:
-                log.warning("Study %s left out of the training data: %s", study.id, exc)
-                skipped.append({"study_id": study.id, "reason": str(exc)})
+            except SarcoscopeError as exc:  # the reason goes into the shared manifest: no server folder
+                reason = str(exc).replace(str(store.data_dir), "the data folder")
+                log.warning("Study %s left out of the training data: %s", study.id, reason)
+                skipped.append({"study_id": study.id, "reason": reason})
         if not cases:
             raise InputError(
                 f"No study in {store.data_dir} has labels a person corrected and saved in the web app "
@@ -135,9 +136,17 @@ def _write_case(
     folder: Path,
 ) -> dict[str, Any]:
     """One study's corrected slices into the export; refused (InputError) when its pixels may show the
-    patient's name (burned-in annotation): the export names patients only by pseudonym."""
+    patient's name (burned-in annotation), or its stored files cannot be read: the export names patients
+    only by pseudonym, and one damaged study does not stop the others."""
     stack = store.load_labels(study.id, version.version)
-    volume = volumes.with_headers(study)
+    try:
+        volume = volumes.with_headers(study)
+    except SarcoscopeError:
+        raise
+    except Exception as exc:  # a stored file missing or damaged (pydicom raises many types): this study
+        # only, said without the file's path, which holds the patient's original Study and Series UIDs
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InputError(f"its stored DICOM files cannot be read ({why})") from None
     refuse_burned_in(volume.dicom_headers or [], policy)
     patient = _pseudonym(policy, study)
     hu = np.asarray(volume.hu[stack.indices])
