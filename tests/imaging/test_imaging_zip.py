@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import stat
 import zipfile
 from pathlib import Path
@@ -11,7 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from sarcoscope.errors import InputError
+from sarcoscope.errors import InputError, OutputError
 from sarcoscope.imaging import archive, list_series, read_ct
 
 
@@ -132,6 +134,77 @@ def test_empty_or_corrupt_zip(tmp_path: Path, content: bytes | None, pattern: st
         path.write_bytes(content)
     with pytest.raises(InputError, match=pattern):
         read_ct(path)
+
+
+def _filling_disk(monkeypatch, after_files: int) -> list[Path]:
+    """Writes of the extracted files fail with ENOSPC from file number `after_files` + 1 on."""
+    opened: list[Path] = []
+
+    class FillsUp(io.FileIO):
+        def write(self, data) -> int:
+            if len(opened) > after_files:
+                raise OSError(errno.ENOSPC, "No space left on device", self.name)
+            return super().write(data)
+
+    def open_filling(path, mode="r"):
+        opened.append(Path(path))
+        return FillsUp(path, mode)
+
+    monkeypatch.setattr(archive, "open", open_filling, raising=False)
+    return opened
+
+
+def test_a_full_disk_while_extracting_is_an_output_error_not_a_bad_zip(
+    tmp_path: Path, series_dir: Path, monkeypatch
+) -> None:
+    """ENOSPC while writing the extracted files was an InputError ("cannot extract ...: [Errno 28]"): the
+    zip blamed for the disk. It is an OutputError saying the disk is full, and nothing extracted is left."""
+    zipped = _zip_folder(series_dir, tmp_path / "ct.zip")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    opened = _filling_disk(monkeypatch, after_files=2)
+    with pytest.raises(OutputError, match="disk is full") as caught:
+        archive.extract_zip(zipped, dest)
+    assert not isinstance(caught.value, InputError) and str(dest) not in str(caught.value)
+    assert isinstance(caught.value.__cause__, OSError) and caught.value.__cause__.errno == errno.ENOSPC
+    assert len(opened) == 3 and list(dest.iterdir()) == []
+
+
+def test_a_damaged_zip_stays_an_input_error(tmp_path: Path) -> None:
+    """A bad CRC and a truncated archive are the zip's fault: InputError, as before."""
+    path = tmp_path / "crc.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("series/a.dcm", b"A" * 5000)
+    data = bytearray(path.read_bytes())
+    data[data.index(b"A" * 100) + 10] = ord("B")
+    path.write_bytes(bytes(data))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(InputError, match="Bad CRC"):
+        archive.extract_zip(path, dest)
+    assert list(dest.iterdir()) == []
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(InputError):
+        archive.extract_zip(truncated, dest)
+
+
+def test_cli_analyze_of_a_zip_on_a_full_disk_says_the_disk_is_full(
+    tmp_path: Path, series_dir: Path, monkeypatch
+) -> None:
+    """`sarcoscope analyze ct.zip` on a full disk: one message that the disk is full (exit 1), not that the
+    zip is unreadable, and no report."""
+    from typer.testing import CliRunner
+
+    from sarcoscope.cli import app
+
+    zipped = _zip_folder(series_dir, tmp_path / "ct.zip")
+    _filling_disk(monkeypatch, after_files=0)
+    result = CliRunner().invoke(app, ["analyze", str(zipped), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "disk is full" in text and "cannot extract" not in text and "Traceback" not in text
+    assert not (tmp_path / "out" / "report.json").exists()
 
 
 def test_zip_without_ct_names_the_zip(tmp_path: Path) -> None:

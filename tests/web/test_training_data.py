@@ -168,6 +168,76 @@ def test_a_study_deleted_during_the_export_is_left_out(
     assert manifest["skipped"] == [] and not any(gone[:12] in name for name in names)
 
 
+def test_a_study_whose_stored_files_cannot_be_read_is_left_out_naming_no_path(
+    client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One corrected study lost a stored DICOM file (a disk error), another its image cache: the export
+    stopped at the first with a 500 whose traceback named the file, i.e. the patient's original Study,
+    Series and SOP Instance UIDs, in the server's log, and nobody got training data. Both are left out, the
+    reason (in the manifest that leaves the server, and in the log) names neither a UID nor the data folder,
+    and the other studies are exported."""
+    corrected = corrected_store(client, tmp_path)
+    sid, _ = segmented(client, write_series(tmp_path / "E", seed=5, patient_id="PAT-4"), 4, 6)
+    labels, version, _ = get_labels(client, sid)
+    labels[:, 10:20, 10:20] = 1
+    save(client, sid, labels, version)
+    ctx = client.app.state.ctx
+    damaged, uncached = sid, sorted(corrected)[0]
+    study = ctx.store.get_study(damaged)
+    sorted(ctx.store.series_dir(study).iterdir())[0].unlink()
+    (ctx.store.cache_dir(uncached) / "volume.json").unlink()
+    for gone in (damaged, uncached):
+        ctx.volumes.drop(gone)
+    r = client.get("/api/training-data")
+    assert r.status_code == 200, r.text
+    manifest = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read(EXPORT_MANIFEST))
+    assert {c["study_id"] for c in manifest["cases"]} == set(corrected) - {uncached}
+    reasons = {s["study_id"]: s["reason"] for s in manifest["skipped"]}
+    assert set(reasons) == {damaged, uncached}
+    assert "cannot be read (No such file or directory)" in reasons[damaged]
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name.endswith("training_data"))
+    assert damaged in logged and uncached in logged
+    for text in (json.dumps(manifest), logged):
+        assert study.study_uid not in text and study.series_uid not in text
+        assert str(ctx.store.data_dir) not in text
+
+
+def test_a_full_disk_during_the_export_is_507_in_the_web_app_and_an_output_error_in_the_cli(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while the export writes its second case: the web app answered 500 "Internal server
+    error (OSError)" with a traceback, and `sarcoscope train --from-store` said "internal error ... This is
+    a bug in sarcoscope" (exit 70). It is 507 by the system's reason (no server folder), and in the CLI an
+    OutputError (exit 1); nothing of the export is left in either."""
+    import errno
+
+    from sarcoscope.errors import OutputError
+    from sarcoscope.web import training_data
+
+    corrected_store(client, tmp_path)
+    store = client.app.state.ctx.store
+    url = None if store.engine.dialect.name == "sqlite" else store.engine.url.render_as_string(False)
+    written: list[Path] = []
+    real_save = np.save
+
+    def filling(path: Path, array: np.ndarray) -> None:
+        if len(written) >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written.append(Path(path))
+        real_save(path, array)
+
+    monkeypatch.setattr(training_data.np, "save", filling)
+    r = client.get("/api/training-data")
+    assert r.status_code == 507, r.text
+    detail = r.json()["detail"]
+    assert "No space left on device" in detail and str(store.data_dir) not in detail
+    assert list((store.data_dir / "tmp").iterdir()) == []
+    written.clear()
+    with pytest.raises(OutputError, match="No space left on device"):
+        collect_training_data(store.data_dir, tmp_path / "out" / "data", "tester", database_url=url)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_collect_reads_the_store_or_an_export_and_refuses_other_folders(
     client: TestClient, tmp_path: Path
 ) -> None:

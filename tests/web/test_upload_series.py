@@ -305,6 +305,47 @@ def test_a_full_disk_while_keeping_an_uploads_series_is_507_naming_no_folder_of_
     assert [p for d in ("ct", "cache", "tmp", "uploads") for p in (data / d).iterdir()] == []
 
 
+def test_a_full_disk_while_extracting_an_uploaded_zip_is_507_not_a_bad_zip(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk fills while the third file of an uploaded zip is extracted: that was answered 422 "cannot
+    extract Jansen Piet 12345678/... from ...: [Errno 28] No space left on device", telling the user their
+    file was bad (and naming the zip's folders and the server's). It is 507 by the system's reason only,
+    with nothing of the extraction left and no study added; a real zip then uploads fine."""
+    from sarcoscope.imaging import archive
+
+    files = write_series(tmp_path / "series")
+    patient_zip = io.BytesIO()
+    with zipfile.ZipFile(patient_zip, "w") as zf:
+        for f in files:
+            zf.write(f, f"Jansen Piet 12345678/{f.name}")
+    opened: list[Path] = []
+
+    class FillsUp(io.FileIO):
+        def write(self, data: Any) -> int:
+            if len(opened) >= 3:
+                raise OSError(errno.ENOSPC, "No space left on device", self.name)
+            return super().write(data)
+
+    def open_filling(path: Path, mode: str = "r") -> io.FileIO:
+        opened.append(Path(path))
+        return FillsUp(path, mode)
+
+    monkeypatch.setattr(archive, "open", open_filling, raising=False)
+    body = [("files", ("exam.zip", patient_zip.getvalue(), "application/zip"))]
+    r = client.post("/api/studies", files=body)
+    assert r.status_code == 507, r.text
+    detail = r.json()["detail"]
+    data = client.app.state.ctx.store.data_dir
+    assert "No space left on device" in detail and "Jansen" not in detail and str(data) not in detail
+    assert "Jansen" not in caplog.text
+    assert len(opened) == 3 and not any(p.exists() for p in opened)
+    assert client.get("/api/studies").json() == []
+    assert [p for d in ("ct", "cache", "tmp", "uploads") for p in (data / d).iterdir()] == []
+    monkeypatch.undo()
+    assert client.post("/api/studies", files=body).status_code == 201
+
+
 def test_another_patients_series_with_a_stored_series_uid_is_refused_without_naming_that_study(
     client: TestClient, tmp_path: Path
 ) -> None:

@@ -4,10 +4,14 @@ Zip bombs are bounded twice, on the bytes actually written (counted while extrac
 headers, which a crafted zip can fake): the whole archive may expand at most MAX_RATIO times its own size
 (beyond a small allowance) and at most `max_bytes` in total (SARCOSCOPE_MAX_UNZIPPED_MB, default 4 GiB).
 Extraction stops at the limit and removes everything it wrote.
+
+A disk (or quota) that fills while extracting is not the archive's fault: it is an OutputError (from the
+OSError), which the web app answers as the server's (507), not as a bad upload.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -15,7 +19,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from sarcoscope.errors import InputError
+from sarcoscope.errors import InputError, OutputError
 
 #: Default cap on the uncompressed size of one archive; a CT study is rarely above 2 GB.
 DEFAULT_MAX_BYTES = 4 << 30
@@ -28,6 +32,8 @@ MAX_RATIO = 200.0
 #: ...except that this much may always be extracted (a few highly compressible test images).
 RATIO_ALLOWANCE_BYTES = 64 << 20
 _CHUNK = 1 << 20
+#: A write failing with these is the disk's (or the quota's) fault, never the archive's.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def max_unzipped_bytes() -> int:
@@ -61,7 +67,9 @@ def extract_zip(archive: Path, dest: Path, max_bytes: int | None = None) -> int:
     """Extract `archive` into the (empty) folder `dest`; return the number of files written.
 
     Refuses (InputError) and leaves `dest` empty when the archive is unsafe, encrypted, damaged or expands
-    beyond min(`max_bytes`, MAX_RATIO x its size + RATIO_ALLOWANCE_BYTES).
+    beyond min(`max_bytes`, MAX_RATIO x its size + RATIO_ALLOWANCE_BYTES). When the disk of `dest` fills,
+    `dest` is left empty too, and the error is an OutputError whose __cause__ is the OSError; its message
+    names the archive but not `dest` (a temporary folder).
     """
     cap_bytes = max_unzipped_bytes() if max_bytes is None else max_bytes
     limit = min(cap_bytes, int(MAX_RATIO * archive.stat().st_size) + RATIO_ALLOWANCE_BYTES)
@@ -126,6 +134,11 @@ def _extract_members(zf: zipfile.ZipFile, archive: Path, dest: Path, limit: int,
                         )
                     out.write(chunk)
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+                raise OutputError(
+                    f"Cannot extract zip {archive}: {exc.strerror} (the disk is full); "
+                    "free space and try again."
+                ) from exc
             raise InputError(f"cannot extract {member.filename} from {archive}: {exc}") from exc
         n_files += 1
     if n_files == 0:

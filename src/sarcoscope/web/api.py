@@ -25,7 +25,7 @@ from sarcoscope.composition.assessment import HEIGHT_RANGE_M, WEIGHT_RANGE_KG
 from sarcoscope.conventions import DEFAULT_HU_RANGES, LABEL_COLORS, TISSUE_TITLES, TISSUES
 from sarcoscope.errors import InputError
 from sarcoscope.segmentation.base import takes_model
-from sarcoscope.store import LabelVersion, Study
+from sarcoscope.store import LabelVersion, StorageError, Study
 from sarcoscope.web import analysis, render
 from sarcoscope.web.auth import COOKIE, client_of
 from sarcoscope.web.context import AppContext, get_context
@@ -858,10 +858,15 @@ def training_data(request: Request, ctx: Ctx, user: User) -> StreamingResponse:
     from sarcoscope.web.training_data import export_training_data, zip_folder
 
     work = ctx.store.new_tmp_dir()
+    buffer = None
     try:
         export_training_data(ctx.store, ctx.volumes, work / "data", user, client_of(request))
         buffer = _download_buffer(ctx)
         zip_folder(work / "data", buffer)
+    except OSError as exc:  # a full disk: 507 by its reason, naming no server folder (not a 500)
+        if buffer is not None:
+            buffer.close()
+        raise StorageError.of("the training data", exc) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     buffer.seek(0)

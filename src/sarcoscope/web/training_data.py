@@ -37,7 +37,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from sarcoscope import __version__
-from sarcoscope.errors import InputError, SarcoscopeError
+from sarcoscope.errors import InputError, OutputError, SarcoscopeError
 from sarcoscope.imaging.deidentify import (
     SECRET_FILE_NAME,
     DeidentificationPolicy,
@@ -78,7 +78,8 @@ def export_training_data(
 ) -> dict[str, Any]:
     """Write every study's corrected slices into the new folder `dest` (atomically); returns the manifest.
 
-    Raises InputError when no study has corrected labels (nothing to train on).
+    Raises InputError when no study has corrected labels (nothing to train on), and the OSError of a file
+    that cannot be written (a full disk), leaving nothing of the export behind.
     """
     dest = Path(dest)
     if dest.exists():
@@ -86,12 +87,12 @@ def export_training_data(
     policy = DeidentificationPolicy(load_secret(default_file=store.data_dir / SECRET_FILE_NAME))
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
-    (tmp / "labels").mkdir()
     cases: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     annotators: dict[str, str] = {}  # user name -> its pseudonym in this export
     try:
+        (tmp / "images").mkdir(parents=True)
+        (tmp / "labels").mkdir()
         for study in sorted(store.list_studies(limit=None), key=lambda s: s.id):
             try:
                 version = person_version(store.list_versions(study.id))
@@ -102,9 +103,10 @@ def export_training_data(
                 cases.append(case)
             except NotFoundError:  # deleted since the list was read: not in the export, nor its id
                 continue
-            except SarcoscopeError as exc:
-                log.warning("Study %s left out of the training data: %s", study.id, exc)
-                skipped.append({"study_id": study.id, "reason": str(exc)})
+            except SarcoscopeError as exc:  # the reason goes into the shared manifest: no server folder
+                reason = str(exc).replace(str(store.data_dir), "the data folder")
+                log.warning("Study %s left out of the training data: %s", study.id, reason)
+                skipped.append({"study_id": study.id, "reason": reason})
         if not cases:
             raise InputError(
                 f"No study in {store.data_dir} has labels a person corrected and saved in the web app "
@@ -135,9 +137,17 @@ def _write_case(
     folder: Path,
 ) -> dict[str, Any]:
     """One study's corrected slices into the export; refused (InputError) when its pixels may show the
-    patient's name (burned-in annotation): the export names patients only by pseudonym."""
+    patient's name (burned-in annotation), or its stored files cannot be read: the export names patients
+    only by pseudonym, and one damaged study does not stop the others."""
     stack = store.load_labels(study.id, version.version)
-    volume = volumes.with_headers(study)
+    try:
+        volume = volumes.with_headers(study)
+    except SarcoscopeError:
+        raise
+    except Exception as exc:  # a stored file missing or damaged (pydicom raises many types): this study
+        # only, said without the file's path, which holds the patient's original Study and Series UIDs
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InputError(f"its stored DICOM files cannot be read ({why})") from None
     refuse_burned_in(volume.dicom_headers or [], policy)
     patient = _pseudonym(policy, study)
     hu = np.asarray(volume.hu[stack.indices])
@@ -175,11 +185,19 @@ def collect_training_data(
 
     `source`: the web app's data folder (read through the store; PostgreSQL with `database_url`), or an
     export made by the web app (GET /api/training-data), zipped or unzipped. A copy is kept in `dest`, so a
-    training run keeps its data and split even when the store changes meanwhile.
+    training run keeps its data and split even when the store changes meanwhile. A full disk is an
+    OutputError (as the CLI says every output it cannot write), and leaves no part of `dest`.
     """
+    source, dest = Path(source), Path(dest)
+    try:
+        return _collect(source, dest, actor, database_url)
+    except OSError as exc:
+        raise OutputError(f"Cannot write the training data into {dest}: {exc.strerror or exc}.") from exc
+
+
+def _collect(source: Path, dest: Path, actor: str, database_url: str | None) -> dict[str, Any]:
     from sarcoscope.imaging.archive import extract_zip
 
-    source, dest = Path(source), Path(dest)
     if dest.exists():
         raise InputError(f"{dest} already exists; the training data needs a new folder.")
     if source.is_dir() and (database_url or (source / "sarcoscope.db").is_file()):

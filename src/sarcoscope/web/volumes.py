@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sarcoscope.errors import InputError, SarcoscopeError
+from sarcoscope.errors import InputError, OutputError, SarcoscopeError
 from sarcoscope.fileio import write_gzip
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
 from sarcoscope.store import ConflictError, StorageError, Store, Study, is_dicom_uid, new_study_id
@@ -122,7 +122,12 @@ def _ingest(
         from sarcoscope.imaging.archive import extract_zip
 
         source = work_dir / "extracted"
-        extract_zip(parts[0].path, source)
+        try:
+            extract_zip(parts[0].path, source)
+        except OutputError as exc:  # the server's disk is full, not the zip bad: 507 naming no folder
+            if not isinstance(exc.__cause__, OSError):
+                raise
+            raise StorageError.of("the upload", exc.__cause__) from None
     else:
         source = parts[0].path.parent
     volume, infos, files = read_ct_surveyed(source, series_uid=series_uid)
