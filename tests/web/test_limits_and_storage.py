@@ -470,3 +470,38 @@ def test_label_saves_keep_exact_bytes(client: TestClient, series: list[Path]) ->
     assert status == 201 and body["version"] == 2
     stored = client.app.state.ctx.store.load_labels(sid, 2).labels
     np.testing.assert_array_equal(stored, labels)
+
+
+def test_a_server_file_that_cannot_be_read_or_written_is_said_without_its_path(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where no handler names the failure, an OSError of a server file was a 500 whose traceback (uvicorn's
+    log) named the file: for a stored slice gone from the disk, ct/<StudyInstanceUID>/<SeriesInstanceUID>/
+    <SOPInstanceUID>.dcm, the patient's UIDs. It is now said by the system's reason only, in the answer and
+    the log (with the code's frames), and a full disk under a download is 507, not 500."""
+    import errno
+    import logging
+
+    from sarcoscope.web import api as api_module
+
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        study = upload(c, series)
+        stored = sorted((data / "ct").rglob("*.dcm"))
+        stored[0].unlink()  # a disk error, a hand that tidied the data folder
+        with caplog.at_level(logging.ERROR):
+            gone = c.get(f"/api/studies/{study['id']}/dicom", params={"first": 0, "last": len(stored) - 1})
+        assert gone.status_code == 500 and "No such file or directory" in gone.json()["detail"]
+        logged = caplog.text + gone.text
+        assert study["series_uid"] not in logged and str(data) not in logged
+        assert "download_dicom" in caplog.text  # the frames are there to find where
+
+        class Full(io.BytesIO):
+            def write(self, _: Any) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(api_module, "_download_buffer", lambda ctx: Full())
+        full = c.get(f"/api/studies/{study['id']}/dicom", params={"first": 1, "last": 2})
+        assert full.status_code == 507 and "No space left on device" in full.json()["detail"]
+    app.state.ctx.store.close()

@@ -6,6 +6,7 @@ import errno
 import logging
 import re
 import secrets
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -160,17 +161,33 @@ def _error_handlers(app: FastAPI) -> None:
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         return JSONResponse({"detail": str(exc)}, status_code=507 if full else 500)
 
+    @app.exception_handler(OSError)
+    async def server_files(_: Request, exc: OSError) -> JSONResponse:
+        # A file of the server's that could not be read or written where no handler said which (a full disk
+        # under an export, a stored file gone): 507 or 500 by the system's reason only. Its path holds the
+        # patient's UIDs (ct/<study>/<series>/<instance>.dcm) or the client's names, and the traceback
+        # uvicorn would log repeats it: the log gets the frames without the message.
+        if exc.filename is None and exc.errno not in (errno.ENOSPC, errno.EDQUOT):  # not a file's (a socket)
+            log.error("Internal server error (%s)", type(exc).__name__, exc_info=exc)
+            return _internal_error(exc)
+        reason = exc.strerror or type(exc).__name__
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error(
+            "A server file could not be read or written: %s (%s)\n%s", reason, type(exc).__name__, frames
+        )
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        what = "store the request's files" if full else "read or write its files"
+        return JSONResponse(
+            {"detail": f"The server could not {what}: {reason}."}, status_code=507 if full else 500
+        )
+
     @app.exception_handler(SarcoscopeError)
     async def user_error(_: Request, exc: SarcoscopeError) -> JSONResponse:
         return JSONResponse({"detail": for_ui(str(exc))}, status_code=422)
 
     @app.exception_handler(Exception)
     async def internal(_: Request, exc: Exception) -> JSONResponse:
-        # The server log has the traceback (uvicorn logs it); the client gets no internals.
-        return JSONResponse(
-            {"detail": f"Internal server error ({type(exc).__name__}); the server log has the details."},
-            status_code=500,
-        )
+        return _internal_error(exc)  # the server log has the traceback (uvicorn logs it)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -181,6 +198,14 @@ def _error_handlers(app: FastAPI) -> None:
         ]
         problems = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
         return JSONResponse({"detail": f"Invalid request: {problems}", "errors": errors}, status_code=422)
+
+
+def _internal_error(exc: BaseException) -> JSONResponse:
+    """A 500 that gives the client no internals."""
+    return JSONResponse(
+        {"detail": f"Internal server error ({type(exc).__name__}); the server log has the details."},
+        status_code=500,
+    )
 
 
 def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
