@@ -87,6 +87,11 @@ def test_export_holds_the_latest_person_corrected_version_per_study(
     assert "PAT-1" not in json.dumps(manifest)
     audit = [e["action"] for e in client.get("/api/audit").json()]
     assert "export-training-data" in audit
+    for sid in corrected:  # and each study's own trail says its images left, with what
+        (event,) = [
+            e for e in client.get(f"/api/studies/{sid}/audit").json() if e["action"] == "export-training-data"
+        ]
+        assert event["details"] == {"label_version": 2, "slices": [4, 5, 6]}
 
 
 def test_export_names_label_authors_by_pseudonym_and_holds_no_save_time(

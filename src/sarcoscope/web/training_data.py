@@ -125,6 +125,9 @@ def export_training_data(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     store.audit(actor, "export-training-data", None, {"cases": len(cases), "skipped": len(skipped)}, client)
+    for case in cases:  # each study's own trail shows that its images left in a training export
+        details = {"label_version": case["label_version"], "slices": case["slices"]}
+        store.audit(actor, "export-training-data", case["study_id"], details, client)
     return manifest
 
 
