@@ -269,6 +269,7 @@ def test_export_without_corrections_is_a_clear_422(client: TestClient, series: l
     segmented(client, series)
     r = client.get("/api/training-data")
     assert r.status_code == 422 and "nothing to train on" in r.json()["detail"]
+    assert str(client.app.state.ctx.store.data_dir) not in r.text  # the server's folder is not the client's
 
 
 def test_models_api_and_the_chosen_model_is_recorded(client: TestClient, series: list[Path]) -> None:

@@ -109,7 +109,7 @@ def export_training_data(
                 skipped.append({"study_id": study.id, "reason": reason})
         if not cases:
             raise InputError(
-                f"No study in {store.data_dir} has labels a person corrected and saved in the web app "
+                "No study of the web app has labels a person corrected and saved "  # no server folder
                 f"({PERSON_RULE}); there is nothing to train on."
             )
         manifest = {
