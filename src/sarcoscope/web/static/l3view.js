@@ -284,8 +284,11 @@ export function bindL3() {
     if ($("pane-l3").hidden || $("view-study").hidden || ownsKeys(e.target)) return;
     if (e.key !== "Tab" || $("l3-viewer").contains(e.target)) lineKeys(e); // elsewhere Tab moves the focus
   });
-  $("download-dicom").addEventListener("click", () =>
-    download(`/api/studies/${state.study.id}/dicom?deidentify=${$("deidentify").checked}`));
+  $("download-dicom").addEventListener("click", () => {
+    // the slices the lines show: the server's selection may lag them (↑/↓ save 0.4 s later) or be none yet
+    const {id, selection: {first, last}} = shownSelection();
+    download(`/api/studies/${id}/dicom?first=${first}&last=${last}&deidentify=${$("deidentify").checked}`);
+  });
   $("segment").addEventListener("click", segmentSelected);
   $("deidentify-exports").addEventListener("change", setExportDeidentification);
   $("exports").addEventListener("click", (e) => {
