@@ -308,6 +308,25 @@ def test_download_selected_dicom_right_after_moving_the_line_has_the_slice_shown
         assert zf.namelist() == ["slice0008.dcm"]
 
 
+def test_range_pressed_right_after_moving_the_line_is_the_selection_saved(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """Range pressed within 0.4 s of ↑/↓ was saved at once, then the keys' save, still waiting, came after
+    it: the server kept "Slice 8" (the study opened again showed one line, and "Saved selection: Slice 8" was
+    said) while the page showed the range."""
+    a, _ = studies
+    _line_moved_while_its_save_waits(page, server, a, "PAT-A")
+    page.click("#mode-range")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines.split(',').length === 2")
+    page.clock.resume()
+    page.wait_for_timeout(1000)  # (the page's time: the keys' save, before the fix, is sent)
+    _settle(page)
+    shown = [int(z) for z in page.locator("#l3-viewer").get_attribute("data-lines").split(",")]
+    selection = httpx.get(f"{server}/api/studies/{a}").json()["selection"]
+    assert selection == {"mode": "range", "first": min(shown), "last": max(shown)}
+    assert page.locator("#study-message").inner_text().startswith("Saved selection: Range")
+
+
 def test_switching_tabs_while_l3_is_located_locates_it_once(
     page: object, server: str, tmp_path: Path
 ) -> None:
