@@ -275,6 +275,58 @@ def test_a_line_moved_just_before_opening_another_study_is_saved_for_its_own(
     assert selections == [{"mode": "slice", "first": 7, "last": 7}, None]
 
 
+def _line_moved_while_its_save_waits(page: object, server: str, study: str, patient: str) -> None:
+    """Study `study` opened with its line on slice 6 (saved), then ↑↑ (6 -> 8): the page's timers are
+    paused, so the save of the move (0.4 s after the last key) waits until the test resumes them."""
+    selection = {"mode": "slice", "first": 6}
+    httpx.put(f"{server}/api/studies/{study}/selection", json=selection).raise_for_status()
+    page.click(f"#study-rows tr:has-text('{patient}')")
+    _shown(page, patient)
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines === '6'")
+    page.clock.install(time=10**12)
+    page.clock.pause_at(10**12 + 1000)
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")
+    assert page.locator("#l3-viewer").get_attribute("data-lines") == "8"
+
+
+def test_download_selected_dicom_right_after_moving_the_line_has_the_slice_shown(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """ "Download selected DICOM" zipped the server's selection, which ↑/↓ save 0.4 s after the last key:
+    pressed within that time it gave slice 6 while the line showed 8 (and with no selection saved yet, a
+    short series' middle slice, it was refused)."""
+    import io
+    import zipfile
+
+    a, _ = studies
+    _line_moved_while_its_save_waits(page, server, a, "PAT-A")
+    with page.expect_download() as info:
+        page.click("#download-dicom")
+    with zipfile.ZipFile(io.BytesIO(info.value.path().read_bytes())) as zf:
+        assert zf.namelist() == ["slice0008.dcm"]
+
+
+def test_range_pressed_right_after_moving_the_line_is_the_selection_saved(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """Range pressed within 0.4 s of ↑/↓ was saved at once, then the keys' save, still waiting, came after
+    it: the server kept "Slice 8" (the study opened again showed one line, and "Saved selection: Slice 8" was
+    said) while the page showed the range."""
+    a, _ = studies
+    _line_moved_while_its_save_waits(page, server, a, "PAT-A")
+    page.click("#mode-range")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines.split(',').length === 2")
+    page.clock.resume()
+    page.wait_for_timeout(1000)  # (the page's time: the keys' save, before the fix, is sent)
+    _settle(page)
+    shown = [int(z) for z in page.locator("#l3-viewer").get_attribute("data-lines").split(",")]
+    selection = httpx.get(f"{server}/api/studies/{a}").json()["selection"]
+    assert selection == {"mode": "range", "first": min(shown), "last": max(shown)}
+    assert page.locator("#study-message").inner_text().startswith("Saved selection: Range")
+
+
 def test_switching_tabs_while_l3_is_located_locates_it_once(
     page: object, server: str, tmp_path: Path
 ) -> None:

@@ -495,3 +495,24 @@ def test_unsaved_edits_are_not_saved_under_the_next_users_name(tmp_path: Path, s
     assert [v.author for v in app.state.ctx.store.list_versions(sid)] == [
         "dr. alice"
     ]  # the segmentation only
+
+
+def test_a_stroke_goes_no_further_than_its_slice(tmp_path: Path, series: list[Path]) -> None:
+    """The wheel turned while painting showed the next slice, and the rest of the stroke was painted on it,
+    outside the stroke's undo step: Ctrl+Z took back the first slice's part and left the other, unsaved
+    ("Save *"), for a Save to store."""
+    with _label_view(tmp_path, series, {"mode": "range", "first": 4, "last": 6}) as (_, page, _url, _sid):
+        page.wait_for_function("document.getElementById('slice-text').textContent.includes('1 of 3')")
+        box = page.locator("#edit-cursor").bounding_box()
+        x0, y0 = box["x"] + box["width"] * 0.06, box["y"] + box["height"] * 0.08
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + box["width"] * 0.1, y0, steps=4)
+        page.mouse.wheel(0, -100)  # the next slice, the button still down
+        page.wait_for_function("document.getElementById('slice-text').textContent.includes('2 of 3')")
+        page.mouse.move(x0 + box["width"] * 0.1, y0 + box["height"] * 0.2, steps=4)
+        page.mouse.up()
+        assert page.locator("#save-labels").inner_text() == "Save *"  # (the first slice's part)
+        page.keyboard.press("Control+z")
+        page.wait_for_function("document.getElementById('slice-text').textContent.includes('1 of 3')")
+        assert page.locator("#save-labels").inner_text() == "Save"

@@ -284,8 +284,11 @@ export function bindL3() {
     if ($("pane-l3").hidden || $("view-study").hidden || ownsKeys(e.target)) return;
     if (e.key !== "Tab" || $("l3-viewer").contains(e.target)) lineKeys(e); // elsewhere Tab moves the focus
   });
-  $("download-dicom").addEventListener("click", () =>
-    download(`/api/studies/${state.study.id}/dicom?deidentify=${$("deidentify").checked}`));
+  $("download-dicom").addEventListener("click", () => {
+    // the slices the lines show: the server's selection may lag them (↑/↓ save 0.4 s later) or be none yet
+    const {id, selection: {first, last}} = shownSelection();
+    download(`/api/studies/${id}/dicom?first=${first}&last=${last}&deidentify=${$("deidentify").checked}`);
+  });
   $("segment").addEventListener("click", segmentSelected);
   $("deidentify-exports").addEventListener("change", setExportDeidentification);
   $("exports").addEventListener("click", (e) => {
@@ -307,6 +310,7 @@ function lineKeys(e) {
     moveLine(state.lines[state.activeLine] + steps[e.key]);
     clearTimeout(lineKeys.timer);
     const shown = shownSelection(); // saved 0.4 s later as this study's, whichever is open by then
+    lineKeys.waiting = shown.id;
     lineKeys.timer = setTimeout(() => saveSelection(shown), 400);
   } else if (e.key === "Tab" && state.mode === "range") {
     e.preventDefault();
@@ -384,6 +388,12 @@ function shownSelection() {
 /** Save the lines (as they are now, unless given). The saves go one after another, so that the server keeps
  * the last lines (two sent at once, a drag and ↑ right after it, could be stored in either order). */
 function saveSelection({id, text, selection} = shownSelection()) {
+  // a key's save still waiting has lines this one moved on from (Range pressed, a line dragged): sent
+  // after it, it would put them back on the server
+  if (lineKeys.waiting === id) {
+    clearTimeout(lineKeys.timer);
+    lineKeys.waiting = null;
+  }
   const call = ++lastSave;
   saves = saves.then(async () => {
     try {

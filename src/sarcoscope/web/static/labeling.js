@@ -314,9 +314,9 @@ export function bindEditor() {
       await landing(() => floodFill(Math.floor(x), Math.floor(y)));
       return;
     }
-    const s = {study: state.study.id, slice: state.current, last: null, hu: null, waiting: [[x, y]]};
-    stroke = s;
     const labels = state.labels;
+    const s = {study: state.study.id, slice: state.current, labels, last: null, hu: null, waiting: [[x, y]]};
+    stroke = s;
     await landing(async () => { // the stroke lands with its first points (and its undo step) once it can
       if ($("hu-constrain").checked) {
         const z = state.indices[s.slice];
@@ -340,6 +340,9 @@ export function bindEditor() {
   cursor.addEventListener("pointermove", (e) => {
     drawCursor(e);
     if (!stroke) return;
+    // the stroke ends where its slice does (wheel or PgUp/PgDn while painting): the rest went onto the next
+    // slice, outside the stroke's undo step, so that Undo left it there
+    if (!stillEditing(stroke.study, stroke.slice, stroke.labels)) { stroke = null; return; }
     if (stroke.waiting) { stroke.waiting.push(editorPoint(e)); return; }
     strokeTo(stroke, editorPoint(e));
     drawOverlay();
