@@ -327,6 +327,28 @@ def test_range_pressed_right_after_moving_the_line_is_the_selection_saved(
     assert page.locator("#study-message").inner_text().startswith("Saved selection: Range")
 
 
+def test_a_line_moved_just_before_opening_another_study_is_saved_when_keys_move_that_ones(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """↑/↓ in study A, then study B opened and its line moved with ↑ within 0.4 s: B's key cancelled the
+    timer of A's save, so A's move was lost (the server kept slice 6 while the user had left it on 8)."""
+    a, b = studies
+    _line_moved_while_its_save_waits(page, server, a, "PAT-A")
+    httpx.put(f"{server}/api/studies/{b}/selection", json={"mode": "slice", "first": 6}).raise_for_status()
+    page.click("#nav-studies")
+    page.click("#study-rows tr:has-text('PAT-B')")
+    _shown(page, "PAT-B")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines === '6'")
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")
+    page.clock.resume()
+    page.wait_for_timeout(1000)  # (the page's time: the saves are sent)
+    _settle(page)
+    for sid, line in ((a, 8), (b, 7)):
+        selection = httpx.get(f"{server}/api/studies/{sid}").json()["selection"]
+        assert (selection["mode"], selection["first"]) == ("slice", line), sid
+
+
 def test_switching_tabs_while_l3_is_located_locates_it_once(
     page: object, server: str, tmp_path: Path
 ) -> None:

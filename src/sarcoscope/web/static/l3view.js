@@ -308,9 +308,12 @@ function lineKeys(e) {
   if (e.key in steps) {
     e.preventDefault();
     moveLine(state.lines[state.activeLine] + steps[e.key]);
-    clearTimeout(lineKeys.timer);
     const shown = shownSelection(); // saved 0.4 s later as this study's, whichever is open by then
-    lineKeys.waiting = shown.id;
+    // another study's move still waiting (its keys, then this one opened within 0.4 s) is saved now, not
+    // dropped with its timer
+    if (lineKeys.waiting && lineKeys.waiting.id !== shown.id) saveSelection(lineKeys.waiting);
+    clearTimeout(lineKeys.timer);
+    lineKeys.waiting = shown;
     lineKeys.timer = setTimeout(() => saveSelection(shown), 400);
   } else if (e.key === "Tab" && state.mode === "range") {
     e.preventDefault();
@@ -390,7 +393,7 @@ function shownSelection() {
 function saveSelection({id, text, selection} = shownSelection()) {
   // a key's save still waiting has lines this one moved on from (Range pressed, a line dragged): sent
   // after it, it would put them back on the server
-  if (lineKeys.waiting === id) {
+  if (lineKeys.waiting && lineKeys.waiting.id === id) {
     clearTimeout(lineKeys.timer);
     lineKeys.waiting = null;
   }
