@@ -516,3 +516,21 @@ def test_a_stroke_goes_no_further_than_its_slice(tmp_path: Path, series: list[Pa
         page.keyboard.press("Control+z")
         page.wait_for_function("document.getElementById('slice-text').textContent.includes('1 of 3')")
         assert page.locator("#save-labels").inner_text() == "Save"
+
+
+def test_ctrl_z_with_the_button_down_ends_the_stroke(tmp_path: Path, series: list[Path]) -> None:
+    """Ctrl+Z pressed while painting (the button still down) undid the stroke so far, and the stroke went on
+    painting with no undo step of its own: what it painted next could not be undone, only saved."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        box = page.locator("#edit-cursor").bounding_box()
+        x0, y0 = box["x"] + box["width"] * 0.06, box["y"] + box["height"] * 0.08
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + box["width"] * 0.1, y0, steps=4)
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.keyboard.press("Control+z")
+        assert page.locator("#save-labels").inner_text() == "Save"
+        page.mouse.move(x0 + box["width"] * 0.1, y0 + box["height"] * 0.2, steps=4)
+        page.mouse.up()
+        assert _overlay_pixel(page, 0.16, 0.2)[3] == 0  # nothing painted after the undo
+        assert page.locator("#save-labels").inner_text() == "Save" and page.locator("#undo").is_disabled()

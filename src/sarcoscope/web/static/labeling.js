@@ -331,6 +331,7 @@ export function bindEditor() {
         return;
       }
       pushUndo();
+      s.step = state.undo.at(-1); // its undo step: undone (Ctrl+Z with the button down), the stroke ends
       for (const point of s.waiting) strokeTo(s, point);
       s.waiting = null;
       markDirty();
@@ -344,6 +345,8 @@ export function bindEditor() {
     // slice, outside the stroke's undo step, so that Undo left it there
     if (!stillEditing(stroke.study, stroke.slice, stroke.labels)) { stroke = null; return; }
     if (stroke.waiting) { stroke.waiting.push(editorPoint(e)); return; }
+    // undone while the button is still down: painting on would be an edit with no undo step of its own
+    if (state.undo.at(-1) !== stroke.step) { stroke = null; return; }
     strokeTo(stroke, editorPoint(e));
     drawOverlay();
   });
