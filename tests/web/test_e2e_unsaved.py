@@ -534,3 +534,18 @@ def test_ctrl_z_with_the_button_down_ends_the_stroke(tmp_path: Path, series: lis
         page.mouse.up()
         assert _overlay_pixel(page, 0.16, 0.2)[3] == 0  # nothing painted after the undo
         assert page.locator("#save-labels").inner_text() == "Save" and page.locator("#undo").is_disabled()
+
+
+def test_lines_moved_after_segmenting_are_said_beside_the_numbers(tmp_path: Path, series: list[Path]) -> None:
+    """Lines moved on the L3 tab after segmenting change nothing until segmented, while the label tab went on
+    showing the labels and numbers of the slices segmented, without a word: a user could take them for the
+    slices the lines now show."""
+    with _label_view(tmp_path, series, {"mode": "range", "first": 4, "last": 6}) as (_, page, url, sid):
+        assert page.locator("#lines-moved").is_hidden()  # the lines are on the slices labelled
+        httpx.put(f"{url}/api/studies/{sid}/selection", json={"mode": "slice", "first": 7}).raise_for_status()
+        page.click("#tab-l3")
+        page.wait_for_selector("#pane-l3:not([hidden])")
+        page.click("#tab-label")
+        page.wait_for_selector("#lines-moved:not([hidden])")
+        said = page.locator("#lines-moved").inner_text()
+        assert "of slices 4–6" in said and "on slice 7 now" in said

@@ -104,6 +104,21 @@ let sides = 0; // refreshSide calls so far: a slow answer to an earlier one is n
 
 /** The side panel of the version shown: exports, versions and its analysis (with the patient facts as the
  * server has them when it answers). */
+/** Say so when the L3 lines were moved off the slices the labels shown (and so the numbers) are of: moved
+ * after segmenting, the lines change nothing until those slices are segmented. */
+function noteMovedLines(s) {
+  const sel = s.selection;
+  const lines = !sel ? [] : sel.mode === "range"
+    ? Array.from({length: sel.last - sel.first + 1}, (_, k) => sel.first + k) : [sel.first];
+  const labelled = state.indices || [];
+  const moved = lines.length > 0 && labelled.length > 0 &&
+    (lines.length !== labelled.length || lines.some((z, k) => z !== labelled[k]));
+  const text = (zs) => zs.length === 1 ? `slice ${zs[0]}` : `slices ${zs[0]}–${zs[zs.length - 1]}`;
+  $("lines-moved").hidden = !moved;
+  $("lines-moved").textContent = moved ? `These labels and numbers are of ${text(labelled)}; the L3 lines ` +
+    `are on ${text(lines)} now: “Segment selected” on the L3 tab measures those.` : "";
+}
+
 export async function refreshSide() {
   const call = ++sides;
   const s = state.study;
@@ -117,6 +132,7 @@ export async function refreshSide() {
     versions.innerHTML = "";
     return;
   }
+  noteMovedLines(s);
   exports.innerHTML = exportFormats(s).map(([f, title]) =>
     `<button type="button" id="export-${f}" data-href="/api/studies/${s.id}/export/${f}?version=${shown}">` +
     `${title}</button>`).join("");
