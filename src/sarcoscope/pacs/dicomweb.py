@@ -332,10 +332,15 @@ class DICOMwebServer:
                 f"Cannot reach the DICOMweb server {self.shown}: it did not take the connection within "
                 f"{connect:g} s (a wrong host or port, a firewall, or the host is down)"
             )
-        if isinstance(exc, requests.ReadTimeout) or isinstance(cause, urllib3.exceptions.ReadTimeoutError):
+        if isinstance(exc, requests.ReadTimeout):
             return (
                 f"The DICOMweb server {self.shown} took the connection but did not answer {what} within "
                 f"{read:g} s"
+            )
+        if isinstance(cause, urllib3.exceptions.ReadTimeoutError):  # it stalled in the middle of its answer
+            return (
+                f"The DICOMweb server {self.shown} stopped sending {what} part way: nothing more arrived "
+                f"within {read:g} s"
             )
         if isinstance(exc, requests.ConnectionError):
             return (
@@ -514,10 +519,13 @@ class DICOMwebServer:
 
 
 def check_waits(connect_timeout: float, timeout: float) -> None:
-    """Refuse a push's waits of 0 s or less before any work (requests would refuse them only at the push,
-    after the analysis, as an internal error)."""
+    """Refuse waits for the PACS of 0 s or less before any work (requests would refuse them only at the
+    first request, e.g. the push after the analysis, as an internal error)."""
     if connect_timeout <= 0 or timeout <= 0:
-        raise SarcoscopeError("--push-connect-timeout and --push-timeout must be more than 0 seconds.")
+        raise SarcoscopeError(
+            "--pacs-connect-timeout and --pacs-timeout (--push-connect-timeout, --push-timeout) must be more "
+            "than 0 seconds."
+        )
 
 
 def store_results(
@@ -533,12 +541,20 @@ def store_results(
     )
 
 
-def fetch_series(text: str, folder: Path, series_uid: str | None = None, timeout: float = 60.0) -> Path:
+def fetch_series(
+    text: str,
+    folder: Path,
+    series_uid: str | None = None,
+    timeout: float = 60.0,
+    connect_timeout: float = 10.0,
+) -> Path:
     """Retrieve the CT series that `text` names into `folder` (one file per instance); return the folder.
+    Each request waits as DICOMwebServer's do: `connect_timeout` for the connection, `timeout` for each
+    answer (a retrieval that stalls half way fails once nothing arrived for `timeout` seconds).
 
     Network and server failures become InputError naming the server, never a traceback."""
     target = parse_dicomweb_url(text)
-    server = DICOMwebServer(target.base_url, timeout)
+    server = DICOMwebServer(target.base_url, timeout, connect_timeout)
     uid = series_uid or target.series_uid or server.ct_series_uid(target.study_uid)
     server.retrieve_series(target.study_uid, uid, folder)
     return folder
