@@ -432,7 +432,9 @@ class DICOMwebServer:
         `max_bytes`: stop with SeriesTooLarge once the files written exceed it (the web app's upload
         limit). `expected`: how many instances the server reports for the series (asked when not given);
         fewer arriving is an error: a response that ends early (a dropped connection, a crashed worker)
-        holds whole instances that would otherwise pass for the complete series.
+        holds whole instances that would otherwise pass for the complete series. Instances are counted
+        once by their SOP Instance UID (one sent twice is written once: a repeat must not make up for one
+        missing), and one of another study or series is refused (it is not what the case names).
         """
         check_uid(study_uid, "StudyInstanceUID")
         check_uid(series_uid, "SeriesInstanceUID")
@@ -440,14 +442,29 @@ class DICOMwebServer:
             listed = (s.n_instances for s in self.series(study_uid) if s.series_uid == series_uid)
             expected = next(listed, None)
         folder.mkdir(parents=True, exist_ok=True)
-        count = total = 0
+        count = total = repeats = 0
+        seen: set[str] = set()
         try:
             # as stored (transfer-syntax=*): dicomweb-client asks for Explicit VR Little Endian, which the
             # server must transcode to, and Orthanc without its GDCM plugin cannot transcode JPEG 2000 (HTTP
             # 500); the reader decodes what CT is stored as
             as_stored = (("application/dicom", "*"),)
-            instances = self._client.iter_series(study_uid, series_uid, media_types=as_stored)
-            for count, ds in enumerate(instances, start=1):
+            for ds in self._client.iter_series(study_uid, series_uid, media_types=as_stored):
+                if (str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))) != (
+                    study_uid,
+                    series_uid,
+                ):
+                    raise DICOMwebServerError(
+                        f"The DICOMweb server {self.shown} sent an instance of another series or study when "
+                        f"asked for series {series_uid} of study {study_uid}; it was not analysed.",
+                        502,
+                    )
+                sop = str(ds.get("SOPInstanceUID", ""))
+                if sop and sop in seen:
+                    repeats += 1
+                    continue
+                seen.add(sop)
+                count += 1
                 path = folder / f"{count:05d}.dcm"
                 ds.save_as(path, enforce_file_format=True)
                 total += path.stat().st_size
@@ -468,9 +485,11 @@ class DICOMwebServer:
                 f"The DICOMweb server {self.shown} returned no instances of series {series_uid}.", 404
             )
         if expected is not None and count < expected:
+            why = f"{repeats} instance sent twice" if repeats == 1 else f"{repeats} instances sent twice"
             raise DICOMwebServerError(
                 f"The DICOMweb server {self.shown} sent {count} of the {expected} instances of series "
-                f"{series_uid} (the response ended early); nothing was kept, try again.",
+                f"{series_uid} ({why if repeats else 'the response ended early'}); nothing was kept, try "
+                "again.",
                 502,
             )
         return count

@@ -1,0 +1,89 @@
+"""What a WADO-RS retrieval takes for the series it asked for. A server (or a proxy in front of it) that
+sends an instance twice made a short series pass the count check (11 distinct of 12 counted as 12), and the
+reader then dropped the repeat and analysed a series with a slice missing, taken as complete; one that sends
+an instance of another series had it taken into the case's folder. Small HTTP servers misbehave where
+Orthanc would not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from local_http import answer, ct_series, serve
+
+from sarcoscope.errors import InputError
+from sarcoscope.imaging import CTMetadata, write_dicom_series
+from sarcoscope.pacs.dicomweb import fetch_series
+
+BOUNDARY = "checkedboundary"
+
+
+@contextmanager
+def _pacs(study: str, series: str, listed: int, blobs: list[bytes]) -> Iterator[str]:
+    """A DICOMweb server whose study `study` lists one CT series `series` of `listed` instances and whose
+    retrieval sends `blobs`. Yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # no Content-Length: the transport cannot tell the body is short
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == f"/studies/{study}/series":
+                answer(self, ct_series(series, listed))
+            elif path == f"/studies/{study}/series/{series}":
+                self.send_response(200)
+                content_type = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+                self.send_header("Content-Type", content_type)
+                self.end_headers()
+                for blob in blobs:
+                    self.wfile.write(
+                        f"\r\n--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + blob
+                    )
+                self.wfile.write(f"\r\n--{BOUNDARY}--\r\n".encode())
+            else:
+                self.send_error(404)
+
+    with serve(Handler) as url:
+        yield url
+
+
+def _uids(files: list[Path]) -> tuple[str, str]:
+    head = pydicom.dcmread(files[0], stop_before_pixels=True)
+    return str(head.StudyInstanceUID), str(head.SeriesInstanceUID)
+
+
+def test_a_repeated_instance_does_not_make_a_short_series_pass(series: list[Path], tmp_path: Path) -> None:
+    study, uid = _uids(series)
+    blobs = [f.read_bytes() for f in series]
+    sent = [*blobs[:6], blobs[5], *blobs[7:]]  # the 7th instance missing, the 6th sent twice: 12 parts
+    with (
+        _pacs(study, uid, len(series), sent) as url,
+        pytest.raises(InputError, match=f"sent 11 of the {len(series)} instances") as caught,
+    ):
+        fetch_series(f"dicomweb+{url}/studies/{study}", tmp_path / "short")
+    assert "1 instance sent twice" in str(caught.value)
+    with _pacs(study, uid, len(series), [*blobs, blobs[0]]) as url:  # whole, one repeated: one file each
+        got = fetch_series(f"dicomweb+{url}/studies/{study}", tmp_path / "whole")
+    assert len(list(got.glob("*.dcm"))) == len(series)
+
+
+def test_an_instance_of_another_series_is_refused(series: list[Path], tmp_path: Path) -> None:
+    study, uid = _uids(series)
+    hu = np.full((3, 64, 64), -1000, np.int16)
+    meta = CTMetadata(patient_id="P-1", study_instance_uid=study)  # the same study, another series
+    scout = write_dicom_series(hu, (3.0, 4.0, 4.0), tmp_path / "scout", metadata=meta)
+    assert _uids(scout) == (study, _uids(scout)[1]) and _uids(scout)[1] != uid
+    blobs = [f.read_bytes() for f in series] + [scout[0].read_bytes()]
+    with (
+        _pacs(study, uid, len(series), blobs) as url,
+        pytest.raises(InputError, match=f"an instance of another series .* series {uid}"),
+    ):
+        fetch_series(f"dicomweb+{url}/studies/{study}", tmp_path / "mixed")
