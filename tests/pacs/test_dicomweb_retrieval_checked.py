@@ -1,11 +1,14 @@
 """What a WADO-RS retrieval takes for the series it asked for. A server (or a proxy in front of it) that
 sends an instance twice made a short series pass the count check (11 distinct of 12 counted as 12), and the
 reader then dropped the repeat and analysed a series with a slice missing, taken as complete; one that sends
-an instance of another series had it taken into the case's folder. Small HTTP servers misbehave where
-Orthanc would not."""
+an instance of another series had it taken into the case's folder. And a server that does not list a
+series' instance count (NumberOfSeriesRelatedInstances is returned only "if available") left nothing to
+compare with: a response cut between two instances (no closing boundary) was taken for the whole series.
+Small HTTP servers misbehave where Orthanc would not."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -24,9 +27,12 @@ BOUNDARY = "checkedboundary"
 
 
 @contextmanager
-def _pacs(study: str, series: str, listed: int, blobs: list[bytes]) -> Iterator[str]:
-    """A DICOMweb server whose study `study` lists one CT series `series` of `listed` instances and whose
-    retrieval sends `blobs`. Yields its URL."""
+def _pacs(
+    study: str, series: str, listed: int | None, blobs: list[bytes], closed: bool = True
+) -> Iterator[str]:
+    """A DICOMweb server whose study `study` lists one CT series `series` of `listed` instances (None: the
+    count left out) and whose retrieval sends `blobs`, ended with the closing boundary when `closed` (else
+    the response just stops, as one whose connection dropped). Yields its URL."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"  # no Content-Length: the transport cannot tell the body is short
@@ -37,7 +43,10 @@ def _pacs(study: str, series: str, listed: int, blobs: list[bytes]) -> Iterator[
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == f"/studies/{study}/series":
-                answer(self, ct_series(series, listed))
+                listing = json.loads(ct_series(series, listed or 0))
+                if listed is None:
+                    del listing[0]["00201209"]
+                answer(self, json.dumps(listing).encode())
             elif path == f"/studies/{study}/series/{series}":
                 self.send_response(200)
                 content_type = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
@@ -47,7 +56,8 @@ def _pacs(study: str, series: str, listed: int, blobs: list[bytes]) -> Iterator[
                     self.wfile.write(
                         f"\r\n--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + blob
                     )
-                self.wfile.write(f"\r\n--{BOUNDARY}--\r\n".encode())
+                if closed:
+                    self.wfile.write(f"\r\n--{BOUNDARY}--\r\n".encode())
             else:
                 self.send_error(404)
 
@@ -87,3 +97,19 @@ def test_an_instance_of_another_series_is_refused(series: list[Path], tmp_path: 
         pytest.raises(InputError, match=f"an instance of another series .* series {uid}"),
     ):
         fetch_series(f"dicomweb+{url}/studies/{study}", tmp_path / "mixed")
+
+
+def test_a_cut_retrieval_from_a_server_that_lists_no_count_is_refused(
+    series: list[Path], tmp_path: Path
+) -> None:
+    study, uid = _uids(series)
+    blobs = [f.read_bytes() for f in series]
+    with (
+        _pacs(study, uid, None, blobs[:5], closed=False) as url,
+        pytest.raises(InputError, match=f"ended the retrieval of series {uid} before its end") as caught,
+    ):
+        fetch_series(f"dicomweb+{url}/studies/{study}", tmp_path / "cut")
+    assert "5 instances arrived" in str(caught.value)
+    with _pacs(study, uid, None, blobs) as url:  # the whole series, closed: taken
+        got = fetch_series(f"dicomweb+{url}/studies/{study}", tmp_path / "whole")
+    assert len(list(got.glob("*.dcm"))) == len(series)

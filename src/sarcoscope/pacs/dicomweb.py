@@ -281,6 +281,37 @@ def _wanted(study: StudySummary, filters: dict[str, str]) -> bool:
     return bool(study.study_uid) and (not wanted or not study.modalities or wanted in study.modalities)
 
 
+class _Ending:
+    """The end of the last response read through a session (`watch` is its response hook): whether a
+    multipart answer ended with its closing boundary (`--boundary--`), which only a whole one has."""
+
+    KEPT = 4096  # the closing boundary, and an epilogue after it
+
+    def __init__(self) -> None:
+        self.tail = bytearray()
+        self.boundary: bytes | None = None
+
+    def watch(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        match = re.search(r'boundary="?([^";]+)"?', response.headers.get("Content-Type", ""), re.IGNORECASE)
+        self.boundary = match[1].strip().encode() if match else None
+        self.tail.clear()  # a retried request's answer replaces the one before
+        read = response.iter_content
+
+        def iter_content(chunk_size: int | None = 1, decode_unicode: bool = False) -> Iterator[Any]:
+            for chunk in read(chunk_size=chunk_size, decode_unicode=decode_unicode):
+                if isinstance(chunk, bytes):
+                    self.tail += chunk
+                    del self.tail[: -self.KEPT]
+                yield chunk
+
+        response.iter_content = iter_content  # type: ignore[method-assign]
+        return response
+
+    def closed(self) -> bool:
+        """Whether the answer ended with its closing boundary (an answer that is not multipart: yes)."""
+        return self.boundary is None or b"--" + self.boundary + b"--" in self.tail
+
+
 class DICOMwebServer:
     """A DICOMweb server: search (QIDO-RS), retrieve (WADO-RS) and store (STOW-RS). A server address
     with `user:password@` logs in with HTTP basic auth (use HTTPS); messages never show the password.
@@ -434,7 +465,9 @@ class DICOMwebServer:
         fewer arriving is an error: a response that ends early (a dropped connection, a crashed worker)
         holds whole instances that would otherwise pass for the complete series. Instances are counted
         once by their SOP Instance UID (one sent twice is written once: a repeat must not make up for one
-        missing), and one of another study or series is refused (it is not what the case names).
+        missing), and one of another study or series is refused (it is not what the case names). The
+        response must end with its closing multipart boundary: a server need not list a series' count
+        ("if available"), and without one a response cut between two instances is told only by that.
         """
         check_uid(study_uid, "StudyInstanceUID")
         check_uid(series_uid, "SeriesInstanceUID")
@@ -444,6 +477,8 @@ class DICOMwebServer:
         folder.mkdir(parents=True, exist_ok=True)
         count = total = repeats = 0
         seen: set[str] = set()
+        ending = _Ending()
+        self._session.hooks["response"].append(ending.watch)
         try:
             # as stored (transfer-syntax=*): dicomweb-client asks for Explicit VR Little Endian, which the
             # server must transcode to, and Orthanc without its GDCM plugin cannot transcode JPEG 2000 (HTTP
@@ -480,6 +515,8 @@ class DICOMwebServer:
                 f"Cannot write the series retrieved from the DICOMweb server {self.shown} into {folder}: "
                 f"{exc.strerror or exc}."
             ) from None
+        finally:
+            self._session.hooks["response"].remove(ending.watch)
         if count == 0:
             raise DICOMwebServerError(
                 f"The DICOMweb server {self.shown} returned no instances of series {series_uid}.", 404
@@ -490,6 +527,13 @@ class DICOMwebServer:
                 f"The DICOMweb server {self.shown} sent {count} of the {expected} instances of series "
                 f"{series_uid} ({why if repeats else 'the response ended early'}); nothing was kept, try "
                 "again.",
+                502,
+            )
+        if not ending.closed():
+            raise DICOMwebServerError(
+                f"The DICOMweb server {self.shown} ended the retrieval of series {series_uid} before its end "
+                f"({count} instances arrived; the response lacks its closing boundary: a dropped connection "
+                "or a failed server); nothing was kept, try again.",
                 502,
             )
         return count
