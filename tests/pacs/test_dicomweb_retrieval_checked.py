@@ -8,60 +8,27 @@ Small HTTP servers misbehave where Orthanc would not."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from local_http import answer, ct_series, serve
+from local_http import series_server
 
 from sarcoscope.errors import InputError
 from sarcoscope.imaging import CTMetadata, write_dicom_series
 from sarcoscope.pacs.dicomweb import fetch_series
-
-BOUNDARY = "checkedboundary"
 
 
 @contextmanager
 def _pacs(
     study: str, series: str, listed: int | None, blobs: list[bytes], closed: bool = True
 ) -> Iterator[str]:
-    """A DICOMweb server whose study `study` lists one CT series `series` of `listed` instances (None: the
-    count left out) and whose retrieval sends `blobs`, ended with the closing boundary when `closed` (else
-    the response just stops, as one whose connection dropped). Yields its URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"  # no Content-Length: the transport cannot tell the body is short
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == f"/studies/{study}/series":
-                listing = json.loads(ct_series(series, listed or 0))
-                if listed is None:
-                    del listing[0]["00201209"]
-                answer(self, json.dumps(listing).encode())
-            elif path == f"/studies/{study}/series/{series}":
-                self.send_response(200)
-                content_type = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
-                self.send_header("Content-Type", content_type)
-                self.end_headers()
-                for blob in blobs:
-                    self.wfile.write(
-                        f"\r\n--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + blob
-                    )
-                if closed:
-                    self.wfile.write(f"\r\n--{BOUNDARY}--\r\n".encode())
-            else:
-                self.send_error(404)
-
-    with serve(Handler) as url:
+    """A DICOMweb server listing `listed` instances of the series (None: no count) whose retrieval sends
+    `blobs`, closed or not (local_http.series_server)."""
+    with series_server(study, series, listed, [(blobs, closed)]) as url:
         yield url
 
 

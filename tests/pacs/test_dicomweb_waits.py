@@ -12,39 +12,24 @@ import csv
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
-from local_http import answer, ct_series, retrieved, serve
+from local_http import StreamingHandler, answer, ct_series, retrieved, serve, streamed
 from typer.testing import CliRunner
 
 from sarcoscope.cli import app
-from sarcoscope.imaging import CTMetadata, write_dicom_series
 
 runner = CliRunner()
-BOUNDARY = "stallboundary"
-
-
-def _slice(folder: Path, patient_id: str) -> list[Path]:
-    """One axial slice of an elliptic body (fat ring, muscle ring, fat inside): L3 needs no localiser."""
-    yy, xx = np.mgrid[:96, :96]
-    r = np.sqrt(((yy - 48) / 34.0) ** 2 + ((xx - 48) / 44.0) ** 2)
-    hu = np.full((1, 96, 96), -1000, np.int16)
-    hu[0][r < 1.0] = -100
-    hu[0][r < 0.85] = 50
-    hu[0][r < 0.72] = -90
-    return write_dicom_series(hu, (3.0, 4.0, 4.0), folder, metadata=CTMetadata(patient_id=patient_id))
 
 
 @pytest.fixture
-def two_studies(tmp_path: Path) -> list[list[Path]]:
+def two_studies(tmp_path: Path, one_slice_ct: Callable[[Path, str], list[Path]]) -> list[list[Path]]:
     """Two one-slice CT studies (two patients)."""
-    return [_slice(tmp_path / "a", "P-1"), _slice(tmp_path / "b", "P-2")]
+    return [one_slice_ct(tmp_path / "a", "P-1"), one_slice_ct(tmp_path / "b", "P-2")]
 
 
 def _uids(files: list[Path]) -> tuple[str, str]:
@@ -62,12 +47,7 @@ def _pacs(
     by_study = {_uids(files)[0]: files for files in studies}
     released = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
+    class Handler(StreamingHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             parts = path.strip("/").split("/")
@@ -81,14 +61,8 @@ def _pacs(
             elif len(parts) == 3 and parts[2] == "series" and parts[1] in by_study:
                 files = by_study[parts[1]]
                 answer(self, ct_series(_uids(files)[1], len(files)))
-            elif len(parts) == 4 and parts[1] in stalled:
-                self.send_response(200)
-                content_type = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
-                self.send_header("Content-Type", content_type)
-                self.end_headers()
-                self.wfile.write(f"\r\n--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode())
-                self.wfile.write(by_study[parts[1]][0].read_bytes()[:1000])  # half an instance, then nothing
-                self.wfile.flush()
+            elif len(parts) == 4 and parts[1] in stalled:  # a part of an instance, then nothing
+                streamed(self, [by_study[parts[1]][0].read_bytes()[:1000]], closed=False)
                 released.wait(120)
             elif len(parts) == 4 and parts[1] in by_study:
                 retrieved(self, by_study[parts[1]])
