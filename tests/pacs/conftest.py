@@ -32,6 +32,23 @@ def series(tmp_path: Path) -> list[Path]:
     return write_dicom_series(hu, (3.0, 4.0, 4.0), tmp_path / "series", metadata=CTMetadata(patient_id="P-1"))
 
 
+def _one_slice_ct(folder: Path, patient_id: str) -> list[Path]:
+    """One axial slice of an elliptic body (fat ring, muscle ring, fat inside) as a CT study of its own in
+    `folder`: L3 needs no localiser, so the threshold engine analyses it at once."""
+    yy, xx = np.mgrid[:96, :96]
+    r = np.sqrt(((yy - 48) / 34.0) ** 2 + ((xx - 48) / 44.0) ** 2)
+    hu = np.full((1, 96, 96), -1000, np.int16)
+    hu[0][r < 1.0] = -100
+    hu[0][r < 0.85] = 50
+    hu[0][r < 0.72] = -90
+    return write_dicom_series(hu, (3.0, 4.0, 4.0), folder, metadata=CTMetadata(patient_id=patient_id))
+
+
+@pytest.fixture
+def one_slice_ct() -> Callable[[Path, str], list[Path]]:
+    return _one_slice_ct
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     disk = tmp_path / "disk"

@@ -11,33 +11,24 @@ import csv
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from local_http import answer, ct_series, retrieved, serve
 from typer.testing import CliRunner
 
 from sarcoscope.cli import app
-from sarcoscope.imaging import CTMetadata, write_dicom_series
 
 runner = CliRunner()
 
 
 @pytest.fixture
-def one_slice(tmp_path: Path) -> list[Path]:
-    """One axial slice of an elliptic body (fat ring, muscle ring, fat inside): L3 needs no localiser."""
-    yy, xx = np.mgrid[:96, :96]
-    r = np.sqrt(((yy - 48) / 34.0) ** 2 + ((xx - 48) / 44.0) ** 2)
-    hu = np.full((1, 96, 96), -1000, np.int16)
-    hu[0][r < 1.0] = -100
-    hu[0][r < 0.85] = 50
-    hu[0][r < 0.72] = -90
-    return write_dicom_series(hu, (3.0, 4.0, 4.0), tmp_path / "ct", metadata=CTMetadata(patient_id="P-1"))
+def one_slice(tmp_path: Path, one_slice_ct: Callable[[Path, str], list[Path]]) -> list[Path]:
+    return one_slice_ct(tmp_path / "ct", "P-1")
 
 
 @contextmanager

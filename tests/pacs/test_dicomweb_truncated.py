@@ -6,72 +6,28 @@ server does, without the closing multipart boundary and without Content-Length."
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from local_http import serve
+from local_http import series_server
 
 from sarcoscope.errors import InputError
 from sarcoscope.pacs.dicomweb import fetch_series
 from sarcoscope.web import WebSettings, create_app
-
-BOUNDARY = "cutboundary"
 
 
 @contextmanager
 def _pacs(files: list[Path], send: list[int]) -> Iterator[str]:
     """A DICOMweb server with one CT series of `files`; its n-th retrieval sends `send[n]` instances (the
     last value from then on) and ends without the closing boundary unless all were sent. Yields its URL."""
-    heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    study, series = str(heads[0].StudyInstanceUID), str(heads[0].SeriesInstanceUID)
+    head = pydicom.dcmread(files[0], stop_before_pixels=True)
     blobs = [f.read_bytes() for f in files]
-    served = []
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"  # no Content-Length: the transport cannot tell the body is short
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == f"/studies/{study}/series":
-                listing = [
-                    {
-                        "0020000E": {"vr": "UI", "Value": [series]},
-                        "00080060": {"vr": "CS", "Value": ["CT"]},
-                        "00201209": {"vr": "IS", "Value": [len(blobs)]},
-                    }
-                ]
-                self.send_response(200)
-                self.send_header("Content-Type", "application/dicom+json")
-                self.end_headers()
-                self.wfile.write(json.dumps(listing).encode())
-            elif path == f"/studies/{study}/series/{series}":
-                n = send[min(len(served), len(send) - 1)]
-                served.append(n)
-                self.send_response(200)
-                self.send_header(
-                    "Content-Type", f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
-                )
-                self.end_headers()
-                for blob in blobs[:n]:
-                    self.wfile.write(
-                        f"\r\n--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + blob
-                    )
-                if n == len(blobs):
-                    self.wfile.write(f"\r\n--{BOUNDARY}--\r\n".encode())
-            else:
-                self.send_response(404)
-                self.end_headers()
-
-    with serve(Handler) as url:
+    answers = [(blobs[:n], n == len(blobs)) for n in send]
+    with series_server(str(head.StudyInstanceUID), str(head.SeriesInstanceUID), len(blobs), answers) as url:
         yield url
 
 

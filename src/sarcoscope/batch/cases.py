@@ -165,7 +165,12 @@ def _range(text: str, where: str) -> tuple[int, int]:
 
 
 def dicomweb_cases(
-    root: str, filters: dict[str, str], modality: str = "CT", page: int = 100, every_series: bool = False
+    root: str,
+    filters: dict[str, str],
+    modality: str = "CT",
+    page: int = 100,
+    every_series: bool = False,
+    waits: tuple[float, float] = (10.0, 60.0),
 ) -> list[Case]:
     """One case per study the DICOMweb server at `root` finds for `filters` (QIDO-RS): its `modality` series
     with the most images, or every such series with `every_series`; the case id is the SeriesInstanceUID.
@@ -176,7 +181,7 @@ def dicomweb_cases(
     a folder by default (the axial CT series with most slices); ties go to the lower series number. At least
     one filter is needed: a whole archive is never analysed by accident. The server's answers are checked
     here, not trusted: studies whose listed modalities lack `modality` are dropped and paging stops when the
-    server repeats itself."""
+    server repeats itself. `waits`: the (connect, each answer) timeouts of every search, in seconds."""
     from sarcoscope.pacs.dicomweb import DICOMwebServer, check_query, parse_dicomweb_root
 
     base = parse_dicomweb_root(root)
@@ -185,7 +190,7 @@ def dicomweb_cases(
             "A DICOMweb cohort needs at least one --query KEY=VALUE (e.g. StudyDate=20240101-20241231, "
             "PatientID=…, AccessionNumber=…): the whole archive is never analysed by accident."
         )
-    server = DICOMwebServer(base)
+    server = DICOMwebServer(base, waits[1], waits[0])
     wanted = modality.strip().upper()
     cases, passed_over = [], 0
     for study in server.iter_studies({"ModalitiesInStudy": wanted, **filters}, page=page):

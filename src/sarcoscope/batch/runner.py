@@ -249,14 +249,15 @@ def analyze_case(
     deidentification: DeidentificationPolicy | None = None,
     pixel_spacing: tuple[float, float] | None = None,
     push: bool = False,
-    push_waits: tuple[float, float] = (10.0, 60.0),
+    waits: tuple[float, float] = (10.0, 60.0),
 ) -> CaseOutcome:
     """Analyse one case into out_root/cases/<case_id>/ (runs inside a worker; returns a small outcome).
 
     A DICOMweb case is retrieved into a temporary folder first; with `push` its SEG, SR and QC capture
     are stored back into its study, and pushed.json records that, so a rerun pushes what a failed push
-    left behind without analysing the case again; `push_waits`: the push's (connect, answer) timeouts. A
-    failed push fails the case with its analysis' row kept (cohort.csv holds it, failures.csv says why)."""
+    left behind without analysing the case again; `waits`: the (connect, each answer) timeouts of the
+    retrieval and the push. A failed push fails the case with its analysis' row kept (cohort.csv holds it,
+    failures.csv says why)."""
     from sarcoscope.pipeline import analyze
 
     out = out_root / "cases" / case.case_id
@@ -274,11 +275,11 @@ def analyze_case(
         elif earlier is not None:
             row = summary_row(case, earlier)
             if push and not (out / PUSHED).is_file():
-                return _pushed(case, out, push_waits, row, start)
+                return _pushed(case, out, waits, row, start)
             return CaseOutcome(case.case_id, "skipped", row=row)
         with tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-") as tmp:
             analyze(
-                _source(case, Path(tmp)),
+                _source(case, Path(tmp), waits),
                 out_dir=out,
                 slice_index=case.slice_index,
                 slice_range=case.slice_range,
@@ -293,7 +294,7 @@ def analyze_case(
         row = summary_row(case, json.loads(report_path.read_text()))
         if push:
             (out / PUSHED).unlink(missing_ok=True)  # a forced rerun pushes its new results
-            return _pushed(case, out, push_waits, row, start)
+            return _pushed(case, out, waits, row, start)
         return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
     except Exception as exc:  # one broken study must not stop a cohort of thousands
         msg = str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
@@ -388,13 +389,14 @@ def _changed_since(
     return None
 
 
-def _source(case: Case, tmp: Path) -> Path | Any:
-    """What `analyze` reads: the case's path, or its DICOMweb series retrieved into `tmp`."""
+def _source(case: Case, tmp: Path, waits: tuple[float, float]) -> Path | Any:
+    """What `analyze` reads: the case's path, or its DICOMweb series retrieved into `tmp`, waiting at most
+    `waits` (connect, each answer)."""
     from sarcoscope.imaging import read_ct
     from sarcoscope.pacs.dicomweb import fetch_series, is_dicomweb, shown_url
 
     if isinstance(case.path, str) and is_dicomweb(case.path):
-        volume = read_ct(fetch_series(case.path, tmp))
+        volume = read_ct(fetch_series(case.path, tmp, timeout=waits[1], connect_timeout=waits[0]))
         volume.source_path = shown_url(case.path)  # the address (no password), not the temporary folder
         return volume
     return Path(case.path)
@@ -590,7 +592,7 @@ def run_batch(
     deidentification: DeidentificationPolicy | None = None,
     pixel_spacing: tuple[float, float] | None = None,
     push: bool = False,
-    push_waits: tuple[float, float] = (10.0, 60.0),
+    waits: tuple[float, float] = (10.0, 60.0),
 ) -> BatchSummary:
     """Analyse every case; write cohort.csv (one row per analysed case) and failures.csv into out_root.
 
@@ -604,16 +606,16 @@ def run_batch(
 
     `push`: every case read from a DICOMweb server gets its SEG, SR and QC capture stored back into its
     study (STOW-RS); not with `deidentification` (the results would belong to another patient and study).
-    `push_waits`: its (connect, each answer) timeouts in seconds.
+    `waits`: the (connect, each answer) timeouts in seconds of every request to a DICOMweb server (each
+    retrieval, each push).
     """
     if push and deidentification is not None:
         raise SarcoscopeError(
             "--push stores results in the source studies; it cannot be combined with --deidentify."
         )
-    if push:
-        from sarcoscope.pacs.dicomweb import check_waits
+    from sarcoscope.pacs.dicomweb import check_waits
 
-        check_waits(*push_waits)
+    check_waits(*waits)
     check_output_folder(out_root)
     _check_tables(out_root)
     if pixel_spacing is not None:  # checked once here, not failed in every case
@@ -639,7 +641,7 @@ def run_batch(
             "deidentification": deidentification,
             "pixel_spacing": pixel_spacing,
             "push": push,
-            "push_waits": push_waits,
+            "waits": waits,
         }
         stream = _dask(cases, scheduler, workers, **kw) if scheduler else _local(cases, workers, **kw)
         outcomes: list[CaseOutcome] = []

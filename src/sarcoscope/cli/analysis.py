@@ -24,9 +24,9 @@ from sarcoscope.cli.common import (
     KeepCharacteristicsOption,
     KeepDatesOption,
     LabelOrder,
+    PacsConnectTimeoutOption,
+    PacsTimeoutOption,
     PixelSpacingOption,
-    PushConnectTimeoutOption,
-    PushTimeoutOption,
     SecretFileOption,
     app,
     console,
@@ -184,8 +184,8 @@ def analyze(
             "--push", help="DICOMweb input: store the SEG, SR and QC capture back into the study (STOW-RS)."
         ),
     ] = False,
-    push_connect_timeout: PushConnectTimeoutOption = 10.0,
-    push_timeout: PushTimeoutOption = 60.0,
+    pacs_connect_timeout: PacsConnectTimeoutOption = 10.0,
+    pacs_timeout: PacsTimeoutOption = 60.0,
     deidentify: Annotated[
         bool,
         typer.Option("--deidentify", help="De-identify every written file (DICOM PS3.15 basic profile)."),
@@ -218,8 +218,7 @@ def analyze(
             raise SarcoscopeError(
                 "--push stores results in the source study; it cannot be combined with --deidentify."
             )
-        if push:
-            check_waits(push_connect_timeout, push_timeout)
+        check_waits(pacs_connect_timeout, pacs_timeout)
         rng = parse_range(slice_range) if slice_range is not None else None
         hu_ranges = HURanges.slice_o_matic_vat() if vat_narrow else DEFAULT_HU_RANGES
         policy = deid_policy(
@@ -235,7 +234,8 @@ def analyze(
             if is_dicomweb(ct_path):  # retrieved into a temporary folder; the report names the address
                 status.update("retrieving the series from the DICOMweb server…")
                 folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-")))
-                source = read_ct(fetch_series(ct_path, folder, series), series_uid=series)
+                fetched = fetch_series(ct_path, folder, series, pacs_timeout, pacs_connect_timeout)
+                source = read_ct(fetched, series_uid=series)
                 source.source_path = shown_url(ct_path)  # never the password
             result = run_analysis(
                 source,
@@ -261,7 +261,7 @@ def analyze(
 
             kinds = [k for k in DICOM_RESULTS if k in result.outputs]
             paths = [result.outputs[k] for k in kinds]
-            stored = store_results(ct_path, paths, push_timeout, push_connect_timeout)
+            stored = store_results(ct_path, paths, pacs_timeout, pacs_connect_timeout)
             if stored.sent:
                 console.print(
                     f"Stored {stored.sent} result object(s) in the study on the DICOMweb server.", style="dim"

@@ -14,9 +14,9 @@ from sarcoscope.cli.common import (
     AcceptBurnedInOption,
     KeepCharacteristicsOption,
     KeepDatesOption,
+    PacsConnectTimeoutOption,
+    PacsTimeoutOption,
     PixelSpacingOption,
-    PushConnectTimeoutOption,
-    PushTimeoutOption,
     SecretFileOption,
     app,
     console,
@@ -78,8 +78,8 @@ def batch(
             "--push", help="DICOMweb cohort: store each case's SEG, SR and QC capture in its study."
         ),
     ] = False,
-    push_connect_timeout: PushConnectTimeoutOption = 10.0,
-    push_timeout: PushTimeoutOption = 60.0,
+    pacs_connect_timeout: PacsConnectTimeoutOption = 10.0,
+    pacs_timeout: PacsTimeoutOption = 60.0,
     every_series: Annotated[
         bool,
         typer.Option(
@@ -106,8 +106,7 @@ def batch(
             raise SarcoscopeError(
                 f"Unknown cutoff set '{cutoffs}'. Available: {', '.join(available_cutoff_sets())}."
             )
-        if push:  # before the cohort is searched for
-            check_waits(push_connect_timeout, push_timeout)
+        check_waits(pacs_connect_timeout, pacs_timeout)  # before the cohort is searched for
         policy = deid_policy(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
@@ -118,7 +117,9 @@ def batch(
 
     def analyse(policy: Any) -> None:
         if is_dicomweb(cohort):
-            cases = dicomweb_cases(cohort, parse_query(query or []), modality, every_series=every_series)
+            filters = parse_query(query or [])
+            waits = (pacs_connect_timeout, pacs_timeout)
+            cases = dicomweb_cases(cohort, filters, modality, every_series=every_series, waits=waits)
         elif query or push or every_series:
             raise SarcoscopeError(
                 "--query, --push and --every-series need a DICOMweb cohort: dicomweb+http://host:port/prefix."
@@ -154,7 +155,7 @@ def batch(
                 on_outcome=done,
                 deidentification=policy,
                 push=push,
-                push_waits=(push_connect_timeout, push_timeout),
+                waits=(pacs_connect_timeout, pacs_timeout),
             )
         console.print(
             f"{summary.count('done')} analysed, {summary.count('skipped')} already done, "

@@ -107,19 +107,25 @@ SecretFileOption = Annotated[
         "else ~/.config/sarcoscope/deidentification.key. The same key gives the same pseudonyms.",
     ),
 ]
-PushConnectTimeoutOption = Annotated[
+#: How long to wait for a PACS, for every request sarcoscope makes to it: a DICOMweb search (QIDO-RS), a
+#: retrieval (WADO-RS), a push (STOW-RS or C-STORE). `--push-…`, the names the push had alone, still work.
+PacsConnectTimeoutOption = Annotated[
     float,
     typer.Option(
+        "--pacs-connect-timeout",
         "--push-connect-timeout",
-        help="Pushing results: seconds to wait for the PACS to take the connection (then: not sent).",
+        help="Seconds to wait for the PACS to take each connection (searching, retrieving, pushing results; "
+        "then given up: a wrong host or a firewall that drops it).",
     ),
 ]
-PushTimeoutOption = Annotated[
+PacsTimeoutOption = Annotated[
     float,
     typer.Option(
+        "--pacs-timeout",
         "--push-timeout",
-        help="Pushing results: seconds to wait for each answer of the PACS (the association, each store; "
-        "a PACS that takes the connection and never answers would otherwise hold the run).",
+        help="Seconds to wait for each answer of the PACS: a search's result, the next part of a retrieval, "
+        "the association, each store (a PACS that stalls would otherwise hold the run; a search of a big "
+        "archive may need more).",
     ),
 ]
 KeepDatesOption = Annotated[

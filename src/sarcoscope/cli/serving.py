@@ -13,8 +13,8 @@ from rich.table import Table
 
 from sarcoscope.cli.common import (
     ENGINE_HELP,
-    PushConnectTimeoutOption,
-    PushTimeoutOption,
+    PacsConnectTimeoutOption,
+    PacsTimeoutOption,
     app,
     console,
     run,
@@ -115,8 +115,8 @@ def listen(
         str | None,
         typer.Option(help="Store the SEG, SR and QC capture with STOW-RS on this DICOMweb root URL."),
     ] = None,
-    push_connect_timeout: PushConnectTimeoutOption = 10.0,
-    push_timeout: PushTimeoutOption = 60.0,
+    push_connect_timeout: PacsConnectTimeoutOption = 10.0,
+    push_timeout: PacsTimeoutOption = 60.0,
     send_attempts: Annotated[
         int,
         typer.Option(

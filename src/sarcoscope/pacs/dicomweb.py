@@ -281,6 +281,37 @@ def _wanted(study: StudySummary, filters: dict[str, str]) -> bool:
     return bool(study.study_uid) and (not wanted or not study.modalities or wanted in study.modalities)
 
 
+class _Ending:
+    """The end of the last response read through a session (`watch` is its response hook): whether a
+    multipart answer ended with its closing boundary (`--boundary--`), which only a whole one has."""
+
+    KEPT = 4096  # the closing boundary, and an epilogue after it
+
+    def __init__(self) -> None:
+        self.tail = bytearray()
+        self.boundary: bytes | None = None
+
+    def watch(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        match = re.search(r'boundary="?([^";]+)"?', response.headers.get("Content-Type", ""), re.IGNORECASE)
+        self.boundary = match[1].strip().encode() if match else None
+        self.tail.clear()  # a retried request's answer replaces the one before
+        read = response.iter_content
+
+        def iter_content(chunk_size: int | None = 1, decode_unicode: bool = False) -> Iterator[Any]:
+            for chunk in read(chunk_size=chunk_size, decode_unicode=decode_unicode):
+                if isinstance(chunk, bytes):
+                    self.tail += chunk
+                    del self.tail[: -self.KEPT]
+                yield chunk
+
+        response.iter_content = iter_content  # type: ignore[method-assign]
+        return response
+
+    def closed(self) -> bool:
+        """Whether the answer ended with its closing boundary (an answer that is not multipart: yes)."""
+        return self.boundary is None or b"--" + self.boundary + b"--" in self.tail
+
+
 class DICOMwebServer:
     """A DICOMweb server: search (QIDO-RS), retrieve (WADO-RS) and store (STOW-RS). A server address
     with `user:password@` logs in with HTTP basic auth (use HTTPS); messages never show the password.
@@ -332,10 +363,15 @@ class DICOMwebServer:
                 f"Cannot reach the DICOMweb server {self.shown}: it did not take the connection within "
                 f"{connect:g} s (a wrong host or port, a firewall, or the host is down)"
             )
-        if isinstance(exc, requests.ReadTimeout) or isinstance(cause, urllib3.exceptions.ReadTimeoutError):
+        if isinstance(exc, requests.ReadTimeout):
             return (
                 f"The DICOMweb server {self.shown} took the connection but did not answer {what} within "
                 f"{read:g} s"
+            )
+        if isinstance(cause, urllib3.exceptions.ReadTimeoutError):  # it stalled in the middle of its answer
+            return (
+                f"The DICOMweb server {self.shown} stopped sending {what} part way: nothing more arrived "
+                f"within {read:g} s"
             )
         if isinstance(exc, requests.ConnectionError):
             return (
@@ -427,7 +463,11 @@ class DICOMwebServer:
         `max_bytes`: stop with SeriesTooLarge once the files written exceed it (the web app's upload
         limit). `expected`: how many instances the server reports for the series (asked when not given);
         fewer arriving is an error: a response that ends early (a dropped connection, a crashed worker)
-        holds whole instances that would otherwise pass for the complete series.
+        holds whole instances that would otherwise pass for the complete series. Instances are counted
+        once by their SOP Instance UID (one sent twice is written once: a repeat must not make up for one
+        missing), and one of another study or series is refused (it is not what the case names). The
+        response must end with its closing multipart boundary: a server need not list a series' count
+        ("if available"), and without one a response cut between two instances is told only by that.
         """
         check_uid(study_uid, "StudyInstanceUID")
         check_uid(series_uid, "SeriesInstanceUID")
@@ -435,14 +475,31 @@ class DICOMwebServer:
             listed = (s.n_instances for s in self.series(study_uid) if s.series_uid == series_uid)
             expected = next(listed, None)
         folder.mkdir(parents=True, exist_ok=True)
-        count = total = 0
+        count = total = repeats = 0
+        seen: set[str] = set()
+        ending = _Ending()
+        self._session.hooks["response"].append(ending.watch)
         try:
             # as stored (transfer-syntax=*): dicomweb-client asks for Explicit VR Little Endian, which the
             # server must transcode to, and Orthanc without its GDCM plugin cannot transcode JPEG 2000 (HTTP
             # 500); the reader decodes what CT is stored as
             as_stored = (("application/dicom", "*"),)
-            instances = self._client.iter_series(study_uid, series_uid, media_types=as_stored)
-            for count, ds in enumerate(instances, start=1):
+            for ds in self._client.iter_series(study_uid, series_uid, media_types=as_stored):
+                if (str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))) != (
+                    study_uid,
+                    series_uid,
+                ):
+                    raise DICOMwebServerError(
+                        f"The DICOMweb server {self.shown} sent an instance of another series or study when "
+                        f"asked for series {series_uid} of study {study_uid}; it was not analysed.",
+                        502,
+                    )
+                sop = str(ds.get("SOPInstanceUID", ""))
+                if sop and sop in seen:
+                    repeats += 1
+                    continue
+                seen.add(sop)
+                count += 1
                 path = folder / f"{count:05d}.dcm"
                 ds.save_as(path, enforce_file_format=True)
                 total += path.stat().st_size
@@ -458,14 +515,25 @@ class DICOMwebServer:
                 f"Cannot write the series retrieved from the DICOMweb server {self.shown} into {folder}: "
                 f"{exc.strerror or exc}."
             ) from None
+        finally:
+            self._session.hooks["response"].remove(ending.watch)
         if count == 0:
             raise DICOMwebServerError(
                 f"The DICOMweb server {self.shown} returned no instances of series {series_uid}.", 404
             )
         if expected is not None and count < expected:
+            why = f"{repeats} instance sent twice" if repeats == 1 else f"{repeats} instances sent twice"
             raise DICOMwebServerError(
                 f"The DICOMweb server {self.shown} sent {count} of the {expected} instances of series "
-                f"{series_uid} (the response ended early); nothing was kept, try again.",
+                f"{series_uid} ({why if repeats else 'the response ended early'}); nothing was kept, try "
+                "again.",
+                502,
+            )
+        if not ending.closed():
+            raise DICOMwebServerError(
+                f"The DICOMweb server {self.shown} ended the retrieval of series {series_uid} before its end "
+                f"({count} instances arrived; the response lacks its closing boundary: a dropped connection "
+                "or a failed server); nothing was kept, try again.",
                 502,
             )
         return count
@@ -514,10 +582,13 @@ class DICOMwebServer:
 
 
 def check_waits(connect_timeout: float, timeout: float) -> None:
-    """Refuse a push's waits of 0 s or less before any work (requests would refuse them only at the push,
-    after the analysis, as an internal error)."""
+    """Refuse waits for the PACS of 0 s or less before any work (requests would refuse them only at the
+    first request, e.g. the push after the analysis, as an internal error)."""
     if connect_timeout <= 0 or timeout <= 0:
-        raise SarcoscopeError("--push-connect-timeout and --push-timeout must be more than 0 seconds.")
+        raise SarcoscopeError(
+            "--pacs-connect-timeout and --pacs-timeout (--push-connect-timeout, --push-timeout) must be more "
+            "than 0 seconds."
+        )
 
 
 def store_results(
@@ -533,12 +604,20 @@ def store_results(
     )
 
 
-def fetch_series(text: str, folder: Path, series_uid: str | None = None, timeout: float = 60.0) -> Path:
+def fetch_series(
+    text: str,
+    folder: Path,
+    series_uid: str | None = None,
+    timeout: float = 60.0,
+    connect_timeout: float = 10.0,
+) -> Path:
     """Retrieve the CT series that `text` names into `folder` (one file per instance); return the folder.
+    Each request waits as DICOMwebServer's do: `connect_timeout` for the connection, `timeout` for each
+    answer (a retrieval that stalls half way fails once nothing arrived for `timeout` seconds).
 
     Network and server failures become InputError naming the server, never a traceback."""
     target = parse_dicomweb_url(text)
-    server = DICOMwebServer(target.base_url, timeout)
+    server = DICOMwebServer(target.base_url, timeout, connect_timeout)
     uid = series_uid or target.series_uid or server.ct_series_uid(target.study_uid)
     server.retrieve_series(target.study_uid, uid, folder)
     return folder
