@@ -6,6 +6,7 @@ this needs no Orthanc)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -40,7 +41,13 @@ def _pacs(studies: dict[str, list[Path]], retrievals: list[str]) -> Iterator[str
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0].split("/")  # "", "studies", study, "series"[, series]
             files = studies.get(path[2]) if len(path) > 3 else None
-            if files is not None and path[3:] == ["series"]:
+            if path == ["", "studies"]:  # the study search: every study, CT
+                found = [
+                    {"0020000D": {"vr": "UI", "Value": [uid]}, "00080061": {"vr": "CS", "Value": ["CT"]}}
+                    for uid in studies
+                ]
+                answer(self, json.dumps(found).encode())
+            elif files is not None and path[3:] == ["series"]:
                 answer(self, ct_series(SERIES, len(files)))
             elif files is not None and path[3:] == ["series", SERIES]:
                 retrievals.append(path[2])
@@ -81,3 +88,23 @@ def test_another_patients_series_with_the_same_uid_is_not_taken_for_the_one_impo
                 assert [s["id"] for s in client.get("/api/studies").json()] == [local["id"]]
         finally:
             app.state.ctx.store.close()
+
+
+def test_a_cohort_with_two_studies_sharing_a_series_uid_analyses_both_as_their_own_cases(
+    tmp_path: Path,
+) -> None:
+    """`batch` over a DICOMweb query named each case by its SeriesInstanceUID, so two studies reusing one
+    refused the whole cohort before it started ("Case id … appears twice"). Each is now its own case, named
+    with its study, read from its own study."""
+    from sarcoscope.batch import dicomweb_cases
+
+    first, second = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
+    studies = {
+        first: _study(tmp_path / "a", "PATIENT-A", first),
+        second: _study(tmp_path / "b", "PATIENT-B", second),
+    }
+    with _pacs(studies, []) as url:
+        cases = dicomweb_cases(f"dicomweb+{url}", {"PatientID": "*"})
+    assert sorted((c.case_id, str(c.path).split("/studies/")[1]) for c in cases) == [
+        (f"{SERIES}_{study}", f"{study}/series/{SERIES}") for study in (first, second)
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,7 +174,8 @@ def dicomweb_cases(
     waits: tuple[float, float] = (10.0, 60.0),
 ) -> list[Case]:
     """One case per study the DICOMweb server at `root` finds for `filters` (QIDO-RS): its `modality` series
-    with the most images, or every such series with `every_series`; the case id is the SeriesInstanceUID.
+    with the most images, or every such series with `every_series`; the case id is the SeriesInstanceUID
+    (`<series UID>_<study UID>` where several studies reuse it).
 
     A CT study usually holds a scout, the axial series and often more reconstructions (thin and thick, soft
     tissue and bone kernels) or phases: analysed one by one they cost as many analyses, and with --push each
@@ -192,7 +194,8 @@ def dicomweb_cases(
         )
     server = DICOMwebServer(base, waits[1], waits[0])
     wanted = modality.strip().upper()
-    cases, passed_over = [], 0
+    chosen: list[tuple[str, str]] = []  # (study UID, series UID)
+    passed_over = 0
     for study in server.iter_studies({"ModalitiesInStudy": wanted, **filters}, page=page):
         found = [s for s in server.series(study.study_uid) if (s.modality or "").upper() == wanted]
         if found and not every_series:
@@ -201,11 +204,26 @@ def dicomweb_cases(
             )
             passed_over += len(found) - 1
             found = [first]
-        for series in found:
-            url = f"dicomweb+{base}/studies/{study.study_uid}/series/{series.series_uid}"
-            cases.append(Case(case_id=safe_case_id(series.series_uid), path=url))
-    if not cases:
+        chosen += [(study.study_uid, series.series_uid) for series in found]
+    if not chosen:
         raise InputError(f"No {wanted} series on the DICOMweb server {server.shown} match the query.")
+    # a Series Instance UID reused by several studies (an anonymiser, a copied export): each is its own case,
+    # named with its study, rather than one pair of studies refusing the whole cohort as a case id twice
+    shared = {uid for uid, n in Counter(series for _, series in chosen).items() if n > 1}
+    if shared:
+        log.warning(
+            "%d Series Instance UID(s) are used by more than one study on %s; those cases are named "
+            "<series UID>_<study UID>.",
+            len(shared),
+            server.shown,
+        )
+    cases = [
+        Case(
+            case_id=safe_case_id(f"{series}_{study}" if series in shared else series),
+            path=f"dicomweb+{base}/studies/{study}/series/{series}",
+        )
+        for study, series in chosen
+    ]
     if passed_over:
         log.warning(
             "%d other %s series of these studies (scouts, other reconstructions or phases) are not analysed: "
