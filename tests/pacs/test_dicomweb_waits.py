@@ -145,3 +145,25 @@ def test_the_push_option_names_still_work_and_zero_is_refused(tmp_path: Path) ->
             result = runner.invoke(app, [*command, "-o", str(tmp_path / "out"), option, "0"])
             output = " ".join(result.output.split())
             assert result.exit_code == 1 and "must be more than 0 seconds" in output, (option, output)
+
+
+def test_the_web_apps_pacs_panel_waits_as_long_as_the_server_was_told(
+    two_studies: list[list[Path]], tmp_path: Path
+) -> None:
+    """The web app's PACS panel (search, import, push) waited its fixed 10 s / 60 s whatever the site's PACS
+    needed: `serve` now takes the same --pacs-connect-timeout / --pacs-timeout (WebSettings.pacs_waits)."""
+    from fastapi.testclient import TestClient
+
+    from sarcoscope.web import WebSettings, create_app
+
+    with _pacs(two_studies, search_delay=2.5) as url:
+        for waits, answered in (((2.0, 1.0), False), ((2.0, 10.0), True)):
+            data = tmp_path / f"data-{waits[1]:g}"
+            app = create_app(WebSettings(data_dir=data, dicomweb_url=url, pacs_waits=waits))
+            with TestClient(app) as client:
+                found = client.post("/api/pacs/search", json={"date_from": "2000-01-01"})
+            app.state.ctx.store.close()
+            if answered:
+                assert found.status_code == 200 and len(found.json()["studies"]) == 2, found.text
+            else:
+                assert found.status_code == 502 and "within 1 s" in found.json()["detail"], found.text

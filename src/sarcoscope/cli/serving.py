@@ -66,6 +66,8 @@ def serve(
         str | None,
         typer.Option(help="Address users open behind a reverse proxy (host name or URL); printed at start."),
     ] = None,
+    pacs_connect_timeout: PacsConnectTimeoutOption = 10.0,
+    pacs_timeout: PacsTimeoutOption = 60.0,
 ) -> None:
     """Run the web labeling application (browser UI and API) at http://HOST:PORT/."""
     from sarcoscope.web import serve as run_server
@@ -91,6 +93,7 @@ def serve(
             trusted_proxies=trusted_proxy,
             dicomweb_url=dicomweb_url,
             public_host=public_host,
+            pacs_waits=(pacs_connect_timeout, pacs_timeout),
         )
 
     run(body)

@@ -332,13 +332,15 @@ def serve(
     log_level: str = "info",
     dicomweb_url: str | None = None,
     public_host: str | None = None,
+    pacs_waits: tuple[float, float] = (10.0, 60.0),
 ) -> None:
     """Run the web app until interrupted. Off-loopback addresses always require a login: accounts,
     the given token, or a random token made for the run.
 
     `trusted_proxies`: addresses whose X-Forwarded-Proto / X-Forwarded-For uvicorn believes (an HTTPS
     proxy in front: the cookie is then marked Secure and login throttling sees the real client).
-    `dicomweb_url`: the PACS's DICOMweb root for the PACS panel. `public_host`: the address users open
+    `dicomweb_url`: the PACS's DICOMweb root for the PACS panel; `pacs_waits`: the (connect, each answer)
+    timeouts of its requests in seconds. `public_host`: the address users open
     behind a reverse proxy (a host name, meaning https://HOST/, or a URL), printed instead of HOST:PORT."""
     import uvicorn
 
@@ -351,9 +353,10 @@ def serve(
     check_engine(engine)  # an unknown engine or model fails here, not at the first use
     pacs_url = None
     if dicomweb_url:  # the DICOMweb client (pydicom, requests) only for a server that has a PACS
-        from sarcoscope.pacs.dicomweb import parse_dicomweb_root
+        from sarcoscope.pacs.dicomweb import check_waits, parse_dicomweb_root
 
         pacs_url = parse_dicomweb_root(dicomweb_url)
+        check_waits(*pacs_waits)
     settings = WebSettings(
         data_dir=Path(data_dir),
         database_url=database_url,
@@ -364,6 +367,7 @@ def serve(
         secure_cookies=secure_cookies,
         allowed_hosts=["localhost", "127.0.0.1", "::1", "[::1]", host] if is_loopback(host) else None,
         dicomweb_url=pacs_url,
+        pacs_waits=pacs_waits,
     )
     if token_user is not None:
         settings.token_user = token_user

@@ -47,7 +47,8 @@ def server_of(ctx: AppContext) -> DICOMwebServer:
         )
     from sarcoscope.pacs.dicomweb import DICOMwebServer
 
-    return DICOMwebServer(ctx.settings.dicomweb_url)
+    connect, answer = ctx.settings.pacs_waits
+    return DICOMwebServer(ctx.settings.dicomweb_url, answer, connect)
 
 
 def _date(text: str | None, name: str) -> str:

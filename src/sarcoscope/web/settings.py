@@ -110,6 +110,8 @@ class WebSettings:
     allowed_hosts: list[str] | None = None
     #: The DICOMweb root of the PACS to search, import from and push results to (None: no PACS panel).
     dicomweb_url: str | None = None
+    #: Seconds to wait for the PACS to take a connection, and for each of its answers (search, import, push).
+    pacs_waits: tuple[float, float] = (10.0, 60.0)
 
     @property
     def engines(self) -> list[str]:
