@@ -3,7 +3,8 @@ analyses each series once no image of it has arrived for `settle` seconds, and s
 capture back by C-STORE (`push_to`) or STOW-RS (`push_dicomweb`): the hands-free mode.
 
 The output folder (owner-only) holds `incoming/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` (each file
-written atomically) and `results/<SeriesUID>/` (the files `sarcoscope analyze` writes; `error.txt` when
+written atomically) and `results/<SeriesUID>/` (`<SeriesUID>_<StudyUID>` for another study reusing the
+series UID; the files `sarcoscope analyze` writes; `error.txt` when
 the series could not be analysed or its results not sent). A series' images are deleted `late_window`
 seconds after a successful analysis (never with `keep_images`): images of it arriving until then make the
 whole series analysed again (the same images sent again, then or later, leave results that were sent as
@@ -36,6 +37,7 @@ from typing import Any
 import pydicom
 
 from sarcoscope.errors import InputError, SarcoscopeError
+from sarcoscope.fileio import atomic_write_text
 from sarcoscope.pacs.dicomweb import DICOMwebServer, check_uid, check_waits, parse_dicomweb_root
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
@@ -156,6 +158,11 @@ UNSENT_MARKER = ".unsent"
 #: twice, a resend) leave the results as they are, instead of analysing and sending them again.
 SOURCES = ".sources"
 SOURCES_UNSENT = ".sources-unsent"
+#: Written into a series' results folder when it is first made: the StudyInstanceUID of the series. A
+#: Series Instance UID reused by another study (an anonymiser, a copied export) gets a folder of its own,
+#: `<SeriesUID>_<StudyUID>`, instead of putting its results over the first study's (and having them sent,
+#: later, into the first study).
+STUDY_OWNER = ".study"
 
 
 def _slices_analysed(out: Path) -> int | None:
@@ -311,7 +318,8 @@ class Node:
                 key = (folder.parent.name, folder.name)
                 images = list(folder.glob("*.dcm"))
                 unsent = folder / UNSENT_MARKER
-                if _unchanged_since(unsent, images) and dicom_result_files(self.results / folder.name):
+                results = self._results_of(folder.parent.name, folder.name)
+                if _unchanged_since(unsent, images) and dicom_result_files(results):
                     made = _marked(unsent)[1:2] or [1]  # attempts before the restart (an older node's: one)
                     # sent at once, given up or not: a restart is how error.txt says to send them again
                     self._unsent[key] = (now - self.settings.retry_send, len(images), made[0])
@@ -414,11 +422,11 @@ class Node:
         from sarcoscope.pipeline import analyze
 
         images = self.incoming / study / series
-        out = self.results / series
-        error = out / "error.txt"
         marker = images / ANALYSED_MARKER
-        sources, unsent_sources = out / SOURCES, out / SOURCES_UNSENT
         try:
+            out = self._results_of(study, series, claim=True)  # a full disk fails this series here
+            error = out / "error.txt"
+            sources, unsent_sources = out / SOURCES, out / SOURCES_UNSENT
             names = [p.name for p in images.glob("*.dcm")]
             count, made_from = len(names), _sources(names)
             if sources.is_file() and sources.read_text(encoding="utf-8") == made_from:
@@ -460,10 +468,9 @@ class Node:
         reason = reason.replace(str(images), "the received series") + then
         log.error("series %s not analysed or not sent: %s", series, reason)
         self.failed.append(series)
-        out = self.results / series
         try:  # a full disk or an unwritable folder fails this series, it does not stop the node
             (images / ANALYSED_MARKER).unlink(missing_ok=True)  # failed: kept, and analysed again at start
-            out.mkdir(parents=True, exist_ok=True)
+            out = self._results_of(study, series, claim=True)
             (out / "error.txt").write_text(reason + "\n", encoding="utf-8")
         except OSError as why:
             log.error("series %s: cannot write its error.txt: %s", series, why.strerror or why)
@@ -476,7 +483,7 @@ class Node:
         from sarcoscope.export.writer import dicom_result_files
 
         images = self.incoming / study / series
-        out = self.results / series
+        out = self._results_of(study, series)
         unsent = images / UNSENT_MARKER
         try:
             self._send(study, series, dicom_result_files(out))
@@ -489,7 +496,7 @@ class Node:
             else:
                 then = (
                     f" Not sent after {attempts} attempts: no more are made. The results stay in "
-                    f"results/{series}/; to send them, restart the node (it tries once more) or send the "
+                    f"results/{out.name}/; to send them, restart the node (it tries once more) or send the "
                     "series to it again."
                 )
             self._failed(study, series, exc, then)
@@ -510,6 +517,23 @@ class Node:
             log.error("series %s: %s", series, why)
         self.analysed.append(series)
         self._mark_analysed(study, series, count, now)
+
+    def _results_of(self, study: str, series: str, claim: bool = False) -> Path:
+        """The results folder of a series: results/<SeriesUID>/, or <SeriesUID>_<StudyUID>/ when another
+        study's series of that UID has it (see STUDY_OWNER). `claim`: made, and marked as this study's, if
+        it is not yet (a folder of an older node, without the mark, is taken as this series')."""
+        out = self.results / series
+        try:
+            owner = (out / STUDY_OWNER).read_text(encoding="utf-8").strip() or study
+        except OSError:
+            owner = study
+        if owner != study:
+            out = self.results / f"{series}_{study}"
+        if claim:
+            out.mkdir(parents=True, exist_ok=True)
+            if not (out / STUDY_OWNER).is_file():
+                atomic_write_text(out / STUDY_OWNER, study + "\n")
+        return out
 
     def _mark_analysed(self, study: str, series: str, count: int, now: float) -> None:
         """Mark the series' images as analysed: kept `late_window` seconds for late images, not analysed
