@@ -502,3 +502,21 @@ def test_delete_pressed_again_while_a_study_is_deleted_asks_once_and_deletes_onc
     assert page.evaluate("location.hash") in ("", "#/")
     assert _rows(page) == ["PAT-B"]
     assert httpx.get(f"{server}/api/studies/{a}").status_code == 404
+
+
+def test_another_study_opens_its_labels_at_their_first_slice(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """The label editor kept the slice position of the study open before ("2 of 3"), so another study opened
+    on its second labelled slice, not its first."""
+    for sid in studies:
+        api = f"{server}/api/studies/{sid}"
+        httpx.put(f"{api}/selection", json={"mode": "range", "first": 4, "last": 6}).raise_for_status()
+        httpx.post(f"{api}/segment", json={"engine": "threshold"}, timeout=60).raise_for_status()
+    a, b = studies
+    for sid, patient in ((a, "PAT-A"), (b, "PAT-B")):
+        page.goto(f"{server}/#/study/{sid}/label")
+        _shown(page, patient)
+        page.wait_for_function("document.getElementById('slice-text').textContent.includes('1 of 3')")
+        page.click("#slice-next")
+        page.wait_for_function("document.getElementById('slice-text').textContent.includes('2 of 3')")

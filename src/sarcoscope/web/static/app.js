@@ -96,6 +96,7 @@ async function openStudy(id, pane, reopened, current) {
     state.labels = null;
     state.version = null;
     state.viewing = null;
+    state.current = 0; // the editor starts at the study's first labelled slice, not where the last one was
     const s = state.study;
     state.axialZ = Math.floor(s.n_slices / 2);
     state.crossY = Math.floor(s.rows / 2);
