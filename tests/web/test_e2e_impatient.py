@@ -275,6 +275,38 @@ def test_a_line_moved_just_before_opening_another_study_is_saved_for_its_own(
     assert selections == [{"mode": "slice", "first": 7, "last": 7}, None]
 
 
+def test_a_line_dragged_while_another_study_opens_stays_that_studys(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """A line dragged (here on the server's images) while another study opened (a link, Back) went on moving
+    in that study: its line followed the pointer and, let go, was saved as its selection (patient B measured
+    on a slice the user never chose), while the drag was lost for the study it was made in."""
+    a, b = studies
+    api = f"{server}/api/studies"
+    httpx.put(f"{api}/{b}/selection", json={"mode": "slice", "first": 3}).raise_for_status()
+    page.goto(f"{server}/?png#/study/{a}")
+    _shown(page, "PAT-A")
+    page.wait_for_function("document.getElementById('coronal-canvas').style.width !== ''")  # drawn
+    _settle(page)
+    box = page.locator("#coronal-canvas").bounding_box()
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(x, box["y"] + box["height"] * 0.3, steps=3)
+    dragged = page.locator("#l3-viewer").get_attribute("data-lines")
+    assert dragged != "6"
+    page.evaluate(f"location.hash = '#/study/{b}'")
+    _shown(page, "PAT-B")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines === '3'")
+    page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=3)
+    page.mouse.up()
+    _settle(page)
+    assert page.locator("#l3-viewer").get_attribute("data-lines") == "3"
+    selections = [httpx.get(f"{api}/{sid}").json()["selection"] for sid in (a, b)]
+    z = int(dragged)
+    assert selections == [{"mode": "slice", "first": z, "last": z}, {"mode": "slice", "first": 3, "last": 3}]
+
+
 def _line_moved_while_its_save_waits(page: object, server: str, study: str, patient: str) -> None:
     """Study `study` opened with its line on slice 6 (saved), then ↑↑ (6 -> 8): the page's timers are
     paused, so the save of the move (0.4 s after the last key) waits until the test resumes them."""

@@ -15,6 +15,7 @@ let locating = null; // the study whose L3 the localizer is looking for: its lin
 let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
 const kept = {slice: null, range: null}; // the lines each mode had when the user left it, for the way back
 let shownPreset = null; // the Window preset NiiVue was last set to (the label editor's list changes it too)
+let dragged = null; // the line drag under way: {id: its study, moved: its lines as last dragged}
 let segmenting = null; // the study "Segment selected" runs for: pressed again, it would be refused as a conflict
 
 export function applySelection(sel) {
@@ -42,9 +43,25 @@ const hooks = {
   lines,
   marks,
   vertebrae: () => (state.study.localization || {}).vertebrae || {},
-  lineAt(i) { state.activeLine = i; },
-  dragLine(i, z) { state.activeLine = i; moveLine(z); },
-  dropLine() { saveSelection(); },
+  lineAt(i) {
+    state.activeLine = i;
+    dragged = {id: state.study.id, moved: null};
+  },
+  dragLine(i, z) {
+    // another study opened during the drag (a link, Back): its lines are not the ones being dragged
+    if (dragged && !stillOpen(dragged.id)) return;
+    state.activeLine = i;
+    moveLine(z);
+    if (dragged) dragged.moved = shownSelection();
+  },
+  dropLine() {
+    const drag = dragged;
+    dragged = null;
+    // let go in another study: the lines dragged are saved for their own study, the open one's left alone
+    if (drag && !stillOpen(drag.id)) {
+      if (drag.moved) saveSelection(drag.moved);
+    } else saveSelection();
+  },
   window(level, width) { $("l3-window").textContent = `W ${width} · L ${level}`; },
   key: lineKeys,
   cursor(x, y, z, hu) {
