@@ -314,6 +314,24 @@ def test_patient_facts_drive_smi(client: TestClient, series: list[Path]) -> None
     assert r.status_code == 422 and "Unknown cutoff set" in r.json()["detail"]
 
 
+def test_a_fact_cleared_in_the_patient_card_is_unknown_not_the_headers(
+    client: TestClient, series: list[Path]
+) -> None:
+    """The upload copies the header's facts into the Patient card; a fact the user cleared there (Sex set to
+    "unknown": the header's was wrong) was taken from the header again, so the card said unknown while the
+    sarcopenia classification (and the report) were computed for a woman."""
+    sid, _ = segmented(client, series)  # the series' header: sex F
+    assert client.get(f"/api/studies/{sid}").json()["patient"]["sex"] == "F"
+    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 170, "weight_kg": 70, "sex": None})
+    assert r.status_code == 200 and r.json()["patient"]["sex"] is None
+    assessment = client.get(f"/api/studies/{sid}/analysis").json()["assessment"]
+    assert assessment["smi"]["status"] == "computed"
+    selected = next(c for c in assessment["sarcopenia"] if c["selected"])
+    assert selected["status"] == "not computed" and selected["reason"].startswith("sex unknown")
+    report = client.get(f"/api/studies/{sid}/export/json").json()
+    assert "sex" not in report["assessment"]["patient"]["sources"]
+
+
 def test_dicom_download_original_and_deidentified(client: TestClient, series: list[Path]) -> None:
     sid = upload(client, series)["id"]
     assert client.get(f"/api/studies/{sid}/dicom").status_code == 409  # no selection yet

@@ -98,21 +98,22 @@ def _source(given: float | str | None, dicom: float | str | None) -> str | None:
 def _patient_info(study: Study, volume: CTVolume) -> Any:
     from sarcoscope.composition import PatientInfo
 
-    p = study.patient or {}
     md = volume.metadata
-    height_cm = p.get("height_cm")
+    header_cm = None if md.patient_height_m is None else md.patient_height_m * 100.0
+    dicom = {"height_cm": header_cm, "weight_kg": md.patient_weight_kg, "sex": md.patient_sex}
+    # The upload copies the header's facts into the study's, which the Patient card shows and edits: a fact
+    # left empty there is unknown (cleared: the header's was wrong), not the header's again. Only a study
+    # without facts (none copied) falls back to the header.
+    p = dict(study.patient) if study.patient is not None else dicom
     sources = {}
-    for key, given, dicom in (
-        ("height_m", height_cm, None if md.patient_height_m is None else md.patient_height_m * 100.0),
-        ("weight_kg", p.get("weight_kg"), md.patient_weight_kg),
-        ("sex", p.get("sex"), md.patient_sex),
-    ):
-        if (source := _source(given, dicom)) is not None:
+    for key, name in (("height_m", "height_cm"), ("weight_kg", "weight_kg"), ("sex", "sex")):
+        if p.get(name) is not None and (source := _source(p.get(name), dicom[name])) is not None:
             sources[key] = source
+    height_cm = p.get("height_cm")
     return PatientInfo(
-        height_m=height_cm / 100.0 if height_cm is not None else md.patient_height_m,
-        weight_kg=p.get("weight_kg") if p.get("weight_kg") is not None else md.patient_weight_kg,
-        sex=p.get("sex") or md.patient_sex,
+        height_m=height_cm / 100.0 if height_cm is not None else None,
+        weight_kg=p.get("weight_kg"),
+        sex=p.get("sex") or None,
         age_years=md.patient_age_years,
         sources=sources,
         reasons=dict(_UNKNOWN),
