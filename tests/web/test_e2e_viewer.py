@@ -536,6 +536,37 @@ def test_the_server_reconstructions_follow_the_window(page: object, server: str,
             ), (size, plane, image, box)
 
 
+def test_only_the_left_button_drags_a_line_on_the_server_reconstructions(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """Without WebGL2 any button pressed on the coronal or sagittal image took the nearest L3 line to the
+    pointer and saved it there: a middle-drag (pan, as the hint says) or a right click (for the context
+    menu) moved the slice measured without a word. The left button drags the lines, as on NiiVue."""
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    api = f"{server}/api/studies/{study_id}"
+    page.request.put(f"{api}/selection", data={"mode": "slice", "first": 6, "last": 6})
+    page.goto(f"{server}/?png#/study/{study_id}")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines === '6'")
+    page.wait_for_function("document.getElementById('coronal-canvas').style.width !== ''")  # drawn
+    box = page.locator("#coronal-canvas").bounding_box()
+    x = box["x"] + box["width"] / 2
+    for button in ("middle", "right"):
+        page.mouse.move(x, box["y"] + box["height"] * 0.15)
+        page.mouse.down(button=button)
+        page.mouse.move(x, box["y"] + box["height"] * 0.1, steps=2)
+        page.mouse.up(button=button)
+        page.keyboard.press("Escape")  # (the context menu)
+        assert page.locator("#l3-viewer").get_attribute("data-lines") == "6", button
+    page.mouse.move(x, box["y"] + box["height"] / 2)  # slice 6
+    page.mouse.down()
+    page.mouse.move(x, box["y"] + box["height"] * 0.15, steps=3)
+    page.mouse.up()
+    test_e2e._wait_text(page, "study-message", "Saved selection: Slice ")
+    moved = int(page.locator("#l3-viewer").get_attribute("data-lines"))
+    assert moved > 6
+    assert page.request.get(api).json()["selection"] == {"mode": "slice", "first": moved, "last": moved}
+
+
 def test_space_drag_pans_the_editor_after_a_toolbar_control_was_clicked(
     page: object, server: str, tmp_path: Path
 ) -> None:

@@ -155,6 +155,7 @@ export class PNGView {
       let dragging = null;
       const zAt = (e) => this.yToZ(this.geometry(plane), e.offsetY);
       canvas.addEventListener("pointerdown", (e) => {
+        if (e.button !== 0) return; // the left button drags, as on NiiVue: middle (pan) or right left the line
         const z = zAt(e);
         const lines = this.hooks.lines();
         let nearest = 0;
