@@ -30,6 +30,8 @@ D, and with our keyed replacements:
 - Pixel data is never changed: an image with burned-in annotation (BurnedInAnnotation YES, or missing on a
   secondary capture / screen save) is refused unless the policy accepts it, and then it is marked
   PatientIdentityRemoved NO with a loud warning.
+- An encapsulated document (PDF, CDA, STL...) is refused: its text names the patient where the profile
+  cannot reach (the table puts a dummy in place of the document and keeps its DocumentTitle).
 
 Every result carries PatientIdentityRemoved, DeidentificationMethod (text) and
 DeidentificationMethodCodeSequence (CID 7050: 113100 and the option codes).
@@ -295,6 +297,30 @@ def burned_in_problem(ds: Dataset) -> str | None:
     return None
 
 
+#: Encapsulated PDF, CDA, STL, OBJ, MTL... Storage (PS3.4 Annex B: 1.2.840.10008.5.1.4.1.1.104.x).
+_ENCAPSULATED_DOCUMENT_CLASSES = "1.2.840.10008.5.1.4.1.1.104."
+#: A MIME type as a document's message may name it (anything else in the attribute is not repeated).
+_MIME_TYPE = re.compile(r"[A-Za-z0-9.+-]{1,40}/[A-Za-z0-9.+-]{1,60}")
+
+
+def encapsulated_document_problem(ds: Dataset) -> str | None:
+    """Why this object cannot be de-identified by its header (an encapsulated PDF, CDA, STL...: the
+    document names the patient in its own text, out of the profile's reach, as its DocumentTitle often
+    does), or None. An image whose header also holds the attribute is de-identified as the table says."""
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    is_document = sop_class.startswith(_ENCAPSULATED_DOCUMENT_CLASSES) or "Rows" not in ds
+    if "EncapsulatedDocument" not in ds or not is_document:
+        return None
+    mime = str(ds.get("MIMETypeOfEncapsulatedDocument", "") or "").strip()
+    kind = mime if _MIME_TYPE.fullmatch(mime) else "document"
+    return f"an encapsulated {kind} whose content cannot be de-identified"
+
+
+def document_name(ds: Dataset, policy: DeidentificationPolicy) -> str:
+    """An encapsulated document named in a message by its remapped SOPInstanceUID (as image_name)."""
+    return image_name(ds, policy).replace("image", "document", 1)
+
+
 def shows_burned_in(headers: list[Dataset]) -> bool:
     """Whether outputs showing this series' pixels (overlay.png, the QC capture) may show text burned into
     them: such outputs are not de-identified unless the policy accepted it."""
@@ -479,6 +505,11 @@ def deidentify_dataset(ds: Dataset, policy: DeidentificationPolicy, *, source: s
     `source` names the object in that message. Export writers (SEG, SR) call this on copies of their source
     headers before building, so that the new object carries the pseudonym and the remapped references.
     """
+    document = encapsulated_document_problem(ds)
+    if document is not None:  # its bytes would be replaced by a dummy, its title kept: nothing is exported
+        raise DeidentificationError(
+            f"{source or document_name(ds, policy)}: {document}; it is not exported de-identified"
+        )
     problem = burned_in_problem(ds)
     if problem is not None and not policy.accept_burned_in:
         raise _burned_in_error(ds, problem, source, policy)
@@ -614,6 +645,8 @@ class DeidentifySummary:
     duplicates: int = 0
     burned_in_refused: list[str] = field(default_factory=list)
     burned_in_accepted: int = 0
+    #: encapsulated documents (PDF, CDA...) left out, by their de-identified UIDs: their text stays theirs
+    documents_refused: list[str] = field(default_factory=list)
     patients: set[str] = field(default_factory=set)
 
 
@@ -628,9 +661,10 @@ def deidentify_tree(
 
     Files are written as `<pseudonym>/<study UID>/<series UID>/<SOP instance UID>.dcm` (remapped values: the
     input's file names may carry names); non-DICOM files are counted and skipped. Images with burned-in
-    annotation are left out (listed in the summary) unless the policy accepts them; a single input file
-    with burned-in annotation is refused. Everything is written into a temporary folder beside `out_dir`
-    and renamed at the end: a failed run leaves no `out_dir`.
+    annotation are left out (listed in the summary) unless the policy accepts them, and so are encapsulated
+    documents (PDF, CDA...: their own text is out of the profile's reach); a single input file with
+    burned-in annotation, or a document, is refused. Everything is written into a temporary folder beside
+    `out_dir` and renamed at the end: a failed run leaves no `out_dir`.
     """
     src = _existing(src)
     out_dir = Path(out_dir)
@@ -666,7 +700,8 @@ def _deidentify_files(
         if summary.written == 0:
             raise DeidentificationError(
                 f"No DICOM file could be de-identified ({summary.non_dicom} non-DICOM file(s), "
-                f"{len(summary.burned_in_refused)} refused for burned-in annotation)."
+                f"{len(summary.burned_in_refused)} refused for burned-in annotation, "
+                f"{len(summary.documents_refused)} encapsulated document(s) left out)."
             )
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above); replaced by the finished folder
@@ -723,6 +758,10 @@ def _deidentify_one(
             f"damaged DICOM file {path} (file {place[0]} of {place[1]}, sorted by path): {damage}; nothing "
             "was written (the copy would not be complete): replace or remove the file, then run again"
         )
+    document = encapsulated_document_problem(ds)
+    if document is not None and not single:  # one file on its own is refused (deidentify_dataset)
+        summary.documents_refused.append(f"{document_name(ds, policy)} ({document})")
+        return
     problem = burned_in_problem(ds)
     if problem is not None and not policy.accept_burned_in and not single:
         summary.burned_in_refused.append(f"{image_name(ds, policy)} ({problem})")
