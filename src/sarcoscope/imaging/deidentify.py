@@ -714,13 +714,34 @@ def _deidentify_files(
     return summary
 
 
+_PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _header_cut_short(ds: Dataset) -> str | None:
+    """Why a file that holds no image part is not whole, or None: an image storage object (by its SOP
+    class, or the file meta's when the cut came before it) whose header ends before Rows, as a copy broken
+    off in its header reads. pydicom parses such a file without complaint."""
+    if "Rows" in ds or "PixelDataProviderURL" in ds or any(k in ds for k in _PIXEL_DATA_KEYWORDS):
+        return None
+    file_meta = getattr(ds, "file_meta", None)
+    stored = file_meta.get("MediaStorageSOPClassUID", "") if file_meta is not None else ""
+    sop_class = pydicom.uid.UID(str(ds.get("SOPClassUID", "") or stored or ""))
+    if "Image Storage" not in sop_class.name:
+        return None  # not an image (an SR, a presentation state...), or no class to tell
+    return f"a {sop_class.name} header that ends before its image (no Rows, Columns or pixel data)"
+
+
 def _pixel_data_damage(ds: Dataset) -> str | None:
-    """Why an image's pixel data is not whole (missing, or shorter than its header says: a file cut short),
-    or None. Its bytes are copied as they are, so a broken image would pass for a whole one. A cut
-    compressed image has no end of its fragments and is refused when parsed (_read_header)."""
+    """Why an image's pixel data is not whole (missing, or shorter than its header says: a file cut short;
+    or the header itself cut before the image), or None. Its bytes are copied as they are, so a broken
+    image would pass for a whole one. A cut compressed image has no end of its fragments and is refused
+    when parsed (_read_header)."""
+    cut = _header_cut_short(ds)
+    if cut is not None:
+        return f"{cut} (truncated)"
     if "Rows" not in ds or "Columns" not in ds or "PixelDataProviderURL" in ds:
         return None  # not an image, or its pixels are elsewhere
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+    if not any(k in ds for k in _PIXEL_DATA_KEYWORDS):
         return "an image header (Rows, Columns) without pixel data"
     if "PixelData" not in ds or _transfer_syntax(ds).is_compressed:
         return None
