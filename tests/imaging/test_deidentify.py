@@ -187,6 +187,22 @@ def test_names_and_dates_the_table_does_not_list_are_not_kept(tmp_path: Path) ->
     assert ds.ExpiryDate not in ("", "20240301") and ds.SecondaryReviewerName == ""
 
 
+def test_free_text_describing_an_object_or_its_overlays_is_not_kept(tmp_path: Path) -> None:
+    """ContentDescription and an overlay's description and label are outside the table: kept as they were,
+    they named the editor of sarcoscope's own identified SEG ("edited by <user>", a staff name the profile
+    removes from OperatorsName) and whatever a workstation wrote beside an overlay."""
+    ds = pydicom.dcmread(write_phi_study(tmp_path / "s", n=1, full_table=False)[0])
+    ds.ContentLabel = "L3_TISSUES"
+    ds.ContentDescription = "L3 tissues; edited by jdevries; model unet-v3"
+    ds.add_new(0x60000022, "LO", f"ROI of {SURNAME}")  # Overlay Description
+    ds.add_new(0x60021500, "LO", f"{SURNAME} marker")  # Overlay Label, second overlay group
+    ds.add_new(0x60000010, "US", 24)  # Overlay Rows: not text, kept
+    deidentify_dataset(ds, POLICY)
+    assert ds.ContentDescription == "" and ds.ContentLabel == "L3_TISSUES"
+    assert 0x60000022 not in ds and 0x60021500 not in ds and ds[0x60000010].value == 24
+    assert "jdevries" not in text_of(ds) and SURNAME not in text_of(ds)
+
+
 def test_dates_shifted_keep_intervals_per_patient(tmp_path: Path) -> None:
     shifting = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=True)
     one = pydicom.dcmread(write_phi_study(tmp_path / "a", n=1, full_table=False)[0])

@@ -430,6 +430,18 @@ def _apply(ds: Dataset, elem: DataElement, code: str, ctx: _Context) -> None:
 
 #: Value representations that hold a person's name or a date: never kept as they are, listed or not.
 _UNLISTED_PHI_VRS = frozenset({"PN", "DA", "DT"})
+#: Free text the table's edition does not list that describes an object or its overlays in the user's own
+#: words (a SEG's ContentDescription names its editor: "edited by <user>", as sarcoscope's own identified
+#: SEG does), treated as the table treats such text: ContentDescription (type 2) emptied, an overlay's
+#: description and label (type 3, beside the Overlay Comments and Data the table removes) removed.
+_UNLISTED_FREE_TEXT: dict[int, str] = {0x00700081: "Z"}
+_UNLISTED_OVERLAY_TEXT = (0x0022, 0x1500)  # (60xx,0022) Overlay Description, (60xx,1500) Overlay Label
+
+
+def _unlisted_free_text_action(tag: BaseTag) -> str | None:
+    if tag.group & 0xFF01 == 0x6000 and tag.element in _UNLISTED_OVERLAY_TEXT:
+        return "X"
+    return _UNLISTED_FREE_TEXT.get(int(tag))
 
 
 def _clean_code_meaning(ds: Dataset) -> None:
@@ -448,7 +460,7 @@ def _clean(ds: Dataset, ctx: _Context) -> None:
             del ds[tag]
             continue
         elem = ds[tag]
-        code = profile_action(tag)
+        code = profile_action(tag) or _unlisted_free_text_action(tag)
         if code is not None:
             _apply(ds, elem, code, ctx)
         elif elem.VR in _UNLISTED_PHI_VRS:
