@@ -347,8 +347,11 @@ def test_a_deidentified_batch_names_no_case_folder_in_an_error_before_its_cases(
         ),
         ("cut", "126072 bytes of pixel data where its Rows, Columns, frames, samples and bits need 131072"),
         ("missing", "an image header (Rows, Columns) without pixel data"),
+        # cut in its header, before Rows: pydicom reads it without complaint, and it was written as a CT
+        # image without an image (without a SOPInstanceUID or PatientID, as another patient's)
+        ("header", "a CT Image Storage header that ends before its image (no Rows, Columns or pixel data)"),
     ],
-    ids=["padded", "cut", "missing"],
+    ids=["padded", "cut", "missing", "header"],
 )
 def test_deidentify_refuses_a_file_whose_pixel_data_is_not_whole(
     tmp_path: Path, phantom_series: tuple[Path, object], damage: str, reason: str
@@ -362,6 +365,8 @@ def test_deidentify_refuses_a_file_whose_pixel_data_is_not_whole(
     damaged = tmp_path / "in" / files[3].name
     if damage == "cut":  # the file ends inside its pixel data
         damaged.write_bytes(damaged.read_bytes()[:-5000])
+    elif damage == "header":
+        damaged.write_bytes(damaged.read_bytes()[:400])
     else:
         ds = pydicom.dcmread(damaged)
         if damage == "padded":  # cut to an odd length, padded by one byte to an even one

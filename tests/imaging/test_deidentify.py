@@ -187,6 +187,22 @@ def test_names_and_dates_the_table_does_not_list_are_not_kept(tmp_path: Path) ->
     assert ds.ExpiryDate not in ("", "20240301") and ds.SecondaryReviewerName == ""
 
 
+def test_free_text_describing_an_object_or_its_overlays_is_not_kept(tmp_path: Path) -> None:
+    """ContentDescription and an overlay's description and label are outside the table: kept as they were,
+    they named the editor of sarcoscope's own identified SEG ("edited by <user>", a staff name the profile
+    removes from OperatorsName) and whatever a workstation wrote beside an overlay."""
+    ds = pydicom.dcmread(write_phi_study(tmp_path / "s", n=1, full_table=False)[0])
+    ds.ContentLabel = "L3_TISSUES"
+    ds.ContentDescription = "L3 tissues; edited by jdevries; model unet-v3"
+    ds.add_new(0x60000022, "LO", f"ROI of {SURNAME}")  # Overlay Description
+    ds.add_new(0x60021500, "LO", f"{SURNAME} marker")  # Overlay Label, second overlay group
+    ds.add_new(0x60000010, "US", 24)  # Overlay Rows: not text, kept
+    deidentify_dataset(ds, POLICY)
+    assert ds.ContentDescription == "" and ds.ContentLabel == "L3_TISSUES"
+    assert 0x60000022 not in ds and 0x60021500 not in ds and ds[0x60000010].value == 24
+    assert "jdevries" not in text_of(ds) and SURNAME not in text_of(ds)
+
+
 def test_dates_shifted_keep_intervals_per_patient(tmp_path: Path) -> None:
     shifting = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=True)
     one = pydicom.dcmread(write_phi_study(tmp_path / "a", n=1, full_table=False)[0])
@@ -396,3 +412,42 @@ def test_file_meta_keeps_only_what_reading_needs(phi_files: list[Path]) -> None:
         == ds.SOPInstanceUID
         != pydicom.dcmread(phi_files[0]).SOPInstanceUID
     )
+
+
+def _encapsulated_pdf(study: Dataset) -> Dataset:
+    """A scanned request form, as archives file it with the CT: the patient in its title and its text."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"  # Encapsulated PDF Storage
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.PatientName, ds.PatientID = f"{SURNAME}^Piet", PATIENT_ID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study.StudyInstanceUID, pydicom.uid.generate_uid()
+    ds.Modality, ds.BurnedInAnnotation = "DOC", "NO"
+    ds.DocumentTitle = f"CT request {SURNAME}"
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = f"%PDF-1.4 (Patient: {SURNAME} {PATIENT_ID}) %%EOF ".encode()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    return ds
+
+
+def test_an_encapsulated_document_is_left_out_not_copied_with_its_title(tmp_path: Path) -> None:
+    """A PDF (or CDA) filed with the study was written as "de-identified" with its DocumentTitle, which the
+    table does not list, as it was (here the patient's name) and the document replaced by the 10 bytes
+    "Anonymized": a broken object that still named the patient. It is left out, listed by its remapped
+    UID like a burned-in image, and refused as a single file; the CT images are written."""
+    src = tmp_path / "in"
+    paths = write_phi_study(src, n=2, full_table=False)
+    pdf = _encapsulated_pdf(pydicom.dcmread(paths[0]))
+    pdf.save_as(src / "request.dcm", enforce_file_format=True)
+    summary = deidentify_tree(src, tmp_path / "out", POLICY)
+    assert summary.written == 2
+    assert summary.documents_refused == [
+        f"document {POLICY.uid(pdf.SOPInstanceUID)} (an encapsulated application/pdf whose content cannot "
+        "be de-identified)"
+    ]
+    for path in (tmp_path / "out").rglob("*.dcm"):
+        data = path.read_bytes()
+        assert SURNAME.encode() not in data and b"%PDF" not in data, path
+    with pytest.raises(DeidentificationError, match="encapsulated application/pdf"):
+        deidentify_tree(src / "request.dcm", tmp_path / "single", POLICY)
+    assert not (tmp_path / "single").exists() and not list(tmp_path.glob(".single.*"))

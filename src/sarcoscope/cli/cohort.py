@@ -206,6 +206,13 @@ def deidentify(
                 + ", ".join(esc(r) for r in summary.burned_in_refused[:10])
                 + (" …" if len(summary.burned_in_refused) > 10 else "")
             )
+        if summary.documents_refused:
+            err_console.print(
+                f"[bold red]{len(summary.documents_refused)} encapsulated document(s) left out[/] (a PDF's "
+                "or CDA's text, and its title, may name the patient; named by their de-identified UIDs): "
+                + ", ".join(esc(r) for r in summary.documents_refused[:10])
+                + (" …" if len(summary.documents_refused) > 10 else "")
+            )
         if summary.burned_in_accepted:
             err_console.print(
                 f"[bold yellow]warning:[/] {summary.burned_in_accepted} image(s) with burned-in annotation "

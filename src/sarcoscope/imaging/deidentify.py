@@ -30,6 +30,8 @@ D, and with our keyed replacements:
 - Pixel data is never changed: an image with burned-in annotation (BurnedInAnnotation YES, or missing on a
   secondary capture / screen save) is refused unless the policy accepts it, and then it is marked
   PatientIdentityRemoved NO with a loud warning.
+- An encapsulated document (PDF, CDA, STL...) is refused: its text names the patient where the profile
+  cannot reach (the table puts a dummy in place of the document and keeps its DocumentTitle).
 
 Every result carries PatientIdentityRemoved, DeidentificationMethod (text) and
 DeidentificationMethodCodeSequence (CID 7050: 113100 and the option codes).
@@ -295,6 +297,30 @@ def burned_in_problem(ds: Dataset) -> str | None:
     return None
 
 
+#: Encapsulated PDF, CDA, STL, OBJ, MTL... Storage (PS3.4 Annex B: 1.2.840.10008.5.1.4.1.1.104.x).
+_ENCAPSULATED_DOCUMENT_CLASSES = "1.2.840.10008.5.1.4.1.1.104."
+#: A MIME type as a document's message may name it (anything else in the attribute is not repeated).
+_MIME_TYPE = re.compile(r"[A-Za-z0-9.+-]{1,40}/[A-Za-z0-9.+-]{1,60}")
+
+
+def encapsulated_document_problem(ds: Dataset) -> str | None:
+    """Why this object cannot be de-identified by its header (an encapsulated PDF, CDA, STL...: the
+    document names the patient in its own text, out of the profile's reach, as its DocumentTitle often
+    does), or None. An image whose header also holds the attribute is de-identified as the table says."""
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    is_document = sop_class.startswith(_ENCAPSULATED_DOCUMENT_CLASSES) or "Rows" not in ds
+    if "EncapsulatedDocument" not in ds or not is_document:
+        return None
+    mime = str(ds.get("MIMETypeOfEncapsulatedDocument", "") or "").strip()
+    kind = mime if _MIME_TYPE.fullmatch(mime) else "document"
+    return f"an encapsulated {kind} whose content cannot be de-identified"
+
+
+def document_name(ds: Dataset, policy: DeidentificationPolicy) -> str:
+    """An encapsulated document named in a message by its remapped SOPInstanceUID (as image_name)."""
+    return image_name(ds, policy).replace("image", "document", 1)
+
+
 def shows_burned_in(headers: list[Dataset]) -> bool:
     """Whether outputs showing this series' pixels (overlay.png, the QC capture) may show text burned into
     them: such outputs are not de-identified unless the policy accepted it."""
@@ -404,6 +430,18 @@ def _apply(ds: Dataset, elem: DataElement, code: str, ctx: _Context) -> None:
 
 #: Value representations that hold a person's name or a date: never kept as they are, listed or not.
 _UNLISTED_PHI_VRS = frozenset({"PN", "DA", "DT"})
+#: Free text the table's edition does not list that describes an object or its overlays in the user's own
+#: words (a SEG's ContentDescription names its editor: "edited by <user>", as sarcoscope's own identified
+#: SEG does), treated as the table treats such text: ContentDescription (type 2) emptied, an overlay's
+#: description and label (type 3, beside the Overlay Comments and Data the table removes) removed.
+_UNLISTED_FREE_TEXT: dict[int, str] = {0x00700081: "Z"}
+_UNLISTED_OVERLAY_TEXT = (0x0022, 0x1500)  # (60xx,0022) Overlay Description, (60xx,1500) Overlay Label
+
+
+def _unlisted_free_text_action(tag: BaseTag) -> str | None:
+    if tag.group & 0xFF01 == 0x6000 and tag.element in _UNLISTED_OVERLAY_TEXT:
+        return "X"
+    return _UNLISTED_FREE_TEXT.get(int(tag))
 
 
 def _clean_code_meaning(ds: Dataset) -> None:
@@ -422,7 +460,7 @@ def _clean(ds: Dataset, ctx: _Context) -> None:
             del ds[tag]
             continue
         elem = ds[tag]
-        code = profile_action(tag)
+        code = profile_action(tag) or _unlisted_free_text_action(tag)
         if code is not None:
             _apply(ds, elem, code, ctx)
         elif elem.VR in _UNLISTED_PHI_VRS:
@@ -479,6 +517,11 @@ def deidentify_dataset(ds: Dataset, policy: DeidentificationPolicy, *, source: s
     `source` names the object in that message. Export writers (SEG, SR) call this on copies of their source
     headers before building, so that the new object carries the pseudonym and the remapped references.
     """
+    document = encapsulated_document_problem(ds)
+    if document is not None:  # its bytes would be replaced by a dummy, its title kept: nothing is exported
+        raise DeidentificationError(
+            f"{source or document_name(ds, policy)}: {document}; it is not exported de-identified"
+        )
     problem = burned_in_problem(ds)
     if problem is not None and not policy.accept_burned_in:
         raise _burned_in_error(ds, problem, source, policy)
@@ -614,6 +657,8 @@ class DeidentifySummary:
     duplicates: int = 0
     burned_in_refused: list[str] = field(default_factory=list)
     burned_in_accepted: int = 0
+    #: encapsulated documents (PDF, CDA...) left out, by their de-identified UIDs: their text stays theirs
+    documents_refused: list[str] = field(default_factory=list)
     patients: set[str] = field(default_factory=set)
 
 
@@ -628,9 +673,10 @@ def deidentify_tree(
 
     Files are written as `<pseudonym>/<study UID>/<series UID>/<SOP instance UID>.dcm` (remapped values: the
     input's file names may carry names); non-DICOM files are counted and skipped. Images with burned-in
-    annotation are left out (listed in the summary) unless the policy accepts them; a single input file
-    with burned-in annotation is refused. Everything is written into a temporary folder beside `out_dir`
-    and renamed at the end: a failed run leaves no `out_dir`.
+    annotation are left out (listed in the summary) unless the policy accepts them, and so are encapsulated
+    documents (PDF, CDA...: their own text is out of the profile's reach); a single input file with
+    burned-in annotation, or a document, is refused. Everything is written into a temporary folder beside
+    `out_dir` and renamed at the end: a failed run leaves no `out_dir`.
     """
     src = _existing(src)
     out_dir = Path(out_dir)
@@ -666,7 +712,8 @@ def _deidentify_files(
         if summary.written == 0:
             raise DeidentificationError(
                 f"No DICOM file could be de-identified ({summary.non_dicom} non-DICOM file(s), "
-                f"{len(summary.burned_in_refused)} refused for burned-in annotation)."
+                f"{len(summary.burned_in_refused)} refused for burned-in annotation, "
+                f"{len(summary.documents_refused)} encapsulated document(s) left out)."
             )
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above); replaced by the finished folder
@@ -679,13 +726,34 @@ def _deidentify_files(
     return summary
 
 
+_PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _header_cut_short(ds: Dataset) -> str | None:
+    """Why a file that holds no image part is not whole, or None: an image storage object (by its SOP
+    class, or the file meta's when the cut came before it) whose header ends before Rows, as a copy broken
+    off in its header reads. pydicom parses such a file without complaint."""
+    if "Rows" in ds or "PixelDataProviderURL" in ds or any(k in ds for k in _PIXEL_DATA_KEYWORDS):
+        return None
+    file_meta = getattr(ds, "file_meta", None)
+    stored = file_meta.get("MediaStorageSOPClassUID", "") if file_meta is not None else ""
+    sop_class = pydicom.uid.UID(str(ds.get("SOPClassUID", "") or stored or ""))
+    if "Image Storage" not in sop_class.name:
+        return None  # not an image (an SR, a presentation state...), or no class to tell
+    return f"a {sop_class.name} header that ends before its image (no Rows, Columns or pixel data)"
+
+
 def _pixel_data_damage(ds: Dataset) -> str | None:
-    """Why an image's pixel data is not whole (missing, or shorter than its header says: a file cut short),
-    or None. Its bytes are copied as they are, so a broken image would pass for a whole one. A cut
-    compressed image has no end of its fragments and is refused when parsed (_read_header)."""
+    """Why an image's pixel data is not whole (missing, or shorter than its header says: a file cut short;
+    or the header itself cut before the image), or None. Its bytes are copied as they are, so a broken
+    image would pass for a whole one. A cut compressed image has no end of its fragments and is refused
+    when parsed (_read_header)."""
+    cut = _header_cut_short(ds)
+    if cut is not None:
+        return f"{cut} (truncated)"
     if "Rows" not in ds or "Columns" not in ds or "PixelDataProviderURL" in ds:
         return None  # not an image, or its pixels are elsewhere
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+    if not any(k in ds for k in _PIXEL_DATA_KEYWORDS):
         return "an image header (Rows, Columns) without pixel data"
     if "PixelData" not in ds or _transfer_syntax(ds).is_compressed:
         return None
@@ -723,6 +791,10 @@ def _deidentify_one(
             f"damaged DICOM file {path} (file {place[0]} of {place[1]}, sorted by path): {damage}; nothing "
             "was written (the copy would not be complete): replace or remove the file, then run again"
         )
+    document = encapsulated_document_problem(ds)
+    if document is not None and not single:  # one file on its own is refused (deidentify_dataset)
+        summary.documents_refused.append(f"{document_name(ds, policy)} ({document})")
+        return
     problem = burned_in_problem(ds)
     if problem is not None and not policy.accept_burned_in and not single:
         summary.burned_in_refused.append(f"{image_name(ds, policy)} ({problem})")
