@@ -552,3 +552,30 @@ def test_another_study_opens_its_labels_at_their_first_slice(
         page.wait_for_function("document.getElementById('slice-text').textContent.includes('1 of 3')")
         page.click("#slice-next")
         page.wait_for_function("document.getElementById('slice-text').textContent.includes('2 of 3')")
+
+
+def test_patient_facts_typed_but_not_applied_are_said_when_the_study_is_left(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """Facts typed in the Patient card and not applied were dropped without a word when another study (or
+    the list) was opened: the card shows the next study's facts. Now a toast says so; applied facts say
+    nothing."""
+    a, b = studies
+    _segment(server, studies)
+    page.goto(f"{server}/#/study/{a}/label")
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+    page.fill("#height", "171")
+    page.goto(f"{server}/#/study/{b}/label")
+    _shown(page, "PAT-B")
+    test_e2e._wait_text(page, "toast", "The patient facts typed for PAT-A were not applied")
+    assert page.locator("#height").input_value() == ""  # B's (none), not A's typed 171
+    assert httpx.get(f"{server}/api/studies/{a}").json()["patient"]["height_cm"] is None
+    page.evaluate("document.getElementById('toast').textContent = ''")
+    page.fill("#height", "172")
+    page.click("#patient-form button[type=submit]")
+    test_e2e._wait_text(page, "study-message", "Patient facts saved.")
+    page.click("#nav-studies")
+    page.wait_for_selector("#view-studies:not([hidden])")
+    _settle(page)
+    assert page.locator("#toast").inner_text() == ""  # applied: nothing to say

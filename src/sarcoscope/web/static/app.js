@@ -11,7 +11,7 @@ import {bindSeries} from "./series.js";
 import {renderUser, showLogin} from "./session.js";
 import {formatDate, state, stillOpen} from "./state.js";
 import {bindUpload, loadStudies} from "./studies.js";
-import {bindImport} from "./versions.js";
+import {bindImport, patientUnapplied, showPatient} from "./versions.js";
 
 async function init() {
   setUnauthorizedHandler(() => { if (state.config && state.config.auth_required) showLogin(route); });
@@ -57,6 +57,12 @@ async function route() {
     }
     state.dirty = false;
     state.labels = null; // discarded: opening the study again loads its saved labels, not these
+  }
+  if (state.study && (parts[0] !== "study" || parts[1] !== state.study.id) && patientUnapplied()) {
+    // dropped when the card shows the next study's facts: said, not lost without a word
+    const name = state.study.patient_id || "the study left";
+    toast(`The patient facts typed for ${name} were not applied (press Apply to keep them).`, "info");
+    showPatient(state.study); // said once
   }
   const was = state.lastHash.replace(/^#\/?/, "").split("/");
   state.lastHash = location.hash || "#/";
@@ -108,11 +114,7 @@ async function openStudy(id, pane, reopened, current) {
       state.mode = "slice"; // the default, as the CLI: one slice (here the middle one until L3 is found)
       state.lines = [state.axialZ, state.axialZ];
     }
-    const p = s.patient || {};
-    $("height").value = p.height_cm ?? "";
-    $("weight").value = p.weight_kg ?? "";
-    $("sex").value = p.sex ?? "";
-    $("cutoff-set").value = p.cutoff_set || state.config.default_cutoff_set;
+    showPatient(s);
   }
   $("view-study").hidden = false;
   const s = state.study;

@@ -19,9 +19,28 @@ export async function restoreViewed() {
   });
 }
 
+const num = (id) => ($(id).value === "" ? null : Number($(id).value));
+
+/** Whether the Patient card holds facts typed but not applied (Apply saves them; leaving drops them). */
+export function patientUnapplied() {
+  if (!state.study) return false;
+  const was = state.study.patient || {};
+  return num("height") !== (was.height_cm ?? null) || num("weight") !== (was.weight_kg ?? null) ||
+    ($("sex").value || null) !== (was.sex ?? null) ||
+    $("cutoff-set").value !== (was.cutoff_set || state.config.default_cutoff_set);
+}
+
+/** Show a study's facts in the Patient card. */
+export function showPatient(study) {
+  const p = study.patient || {};
+  $("height").value = p.height_cm ?? "";
+  $("weight").value = p.weight_kg ?? "";
+  $("sex").value = p.sex ?? "";
+  $("cutoff-set").value = p.cutoff_set || state.config.default_cutoff_set;
+}
+
 export async function savePatient(e) {
   e.preventDefault();
-  const num = (id) => ($(id).value === "" ? null : Number($(id).value));
   // the facts this form was loaded with: the server refuses the save (409) if they changed meanwhile
   const was = state.study.patient || {};
   const previous = {height_cm: was.height_cm ?? null, weight_kg: was.weight_kg ?? null,
