@@ -4,6 +4,7 @@ and output folders checked before the work that fills them."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -14,6 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from sarcoscope.errors import OutputError, SarcoscopeError
+
+#: errno values that say the disk (or the user's quota) is full: the server's or machine's fault, never the
+#: input's, said as such (HTTP 507 in the web app).
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 if TYPE_CHECKING:
     import numpy as np

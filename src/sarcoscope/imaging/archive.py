@@ -11,7 +11,6 @@ OSError), which the web app answers as the server's (507), not as a bad upload.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import stat
@@ -20,6 +19,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from sarcoscope.errors import InputError, OutputError
+from sarcoscope.fileio import DISK_FULL
 
 #: Default cap on the uncompressed size of one archive; a CT study is rarely above 2 GB.
 DEFAULT_MAX_BYTES = 4 << 30
@@ -32,8 +32,6 @@ MAX_RATIO = 200.0
 #: ...except that this much may always be extracted (a few highly compressible test images).
 RATIO_ALLOWANCE_BYTES = 64 << 20
 _CHUNK = 1 << 20
-#: A write failing with these is the disk's (or the quota's) fault, never the archive's.
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def max_unzipped_bytes() -> int:
@@ -134,7 +132,7 @@ def _extract_members(zf: zipfile.ZipFile, archive: Path, dest: Path, limit: int,
                         )
                     out.write(chunk)
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
-            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL:
                 raise OutputError(
                     f"Cannot extract zip {archive}: {exc.strerror} (the disk is full); "
                     "free space and try again."

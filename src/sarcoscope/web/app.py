@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import re
 import secrets
@@ -22,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sarcoscope import __version__
 from sarcoscope.errors import SarcoscopeError
+from sarcoscope.fileio import DISK_FULL
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, StorageError, Store
 from sarcoscope.web.accounts import check_user_name
@@ -158,7 +158,7 @@ def _error_handlers(app: FastAPI) -> None:
     async def storage(_: Request, exc: StorageError) -> JSONResponse:
         # the server's fault, not the request's: logged, by its reason only (no path, no client names)
         log.error("%s", exc)
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        full = exc.errno in DISK_FULL
         return JSONResponse({"detail": str(exc)}, status_code=507 if full else 500)
 
     @app.exception_handler(OSError)
@@ -167,7 +167,7 @@ def _error_handlers(app: FastAPI) -> None:
         # under an export, a stored file gone): 507 or 500 by the system's reason only. Its path holds the
         # patient's UIDs (ct/<study>/<series>/<instance>.dcm) or the client's names, and the traceback
         # uvicorn would log repeats it: the log gets the frames without the message.
-        if exc.filename is None and exc.errno not in (errno.ENOSPC, errno.EDQUOT):  # not a file's (a socket)
+        if exc.filename is None and exc.errno not in DISK_FULL:  # not a file's (a socket)
             log.error("Internal server error (%s)", type(exc).__name__, exc_info=exc)
             return _internal_error(exc)
         reason = exc.strerror or type(exc).__name__
@@ -175,7 +175,7 @@ def _error_handlers(app: FastAPI) -> None:
         log.error(
             "A server file could not be read or written: %s (%s)\n%s", reason, type(exc).__name__, frames
         )
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        full = exc.errno in DISK_FULL
         what = "store the request's files" if full else "read or write its files"
         return JSONResponse(
             {"detail": f"The server could not {what}: {reason}."}, status_code=507 if full else 500

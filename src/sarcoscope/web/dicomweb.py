@@ -167,12 +167,12 @@ def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, u
         raise HTTPException(
             422, f"Series {series_uid} is {known[series_uid].modality or 'not CT'}; import a CT series."
         )
-    local = ctx.store.find_series(series_uid, study_uid)
-    if local is not None:
+    local = ctx.store.find_series(series_uid)  # the store holds one study per series UID
+    if local is not None and local.study_uid == study_uid:
         raise HTTPException(
             409, f"Series {series_uid} was already imported (study {local.id}); open it instead."
         )
-    if ctx.store.find_series(series_uid) is not None:  # refused before the download, naming nothing of it
+    if local is not None:  # another study's: refused before the download, naming nothing of it
         raise HTTPException(
             409,
             f"Series {series_uid} is already stored here in another study: one Series Instance UID cannot "
