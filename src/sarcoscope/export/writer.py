@@ -130,6 +130,7 @@ def result_fingerprint(result: AnalysisResult) -> str:
     for key in _RUN_FIELDS:
         report.pop(key)
     report["input"].pop("source_path")
+    report["l3"]["details"].pop("seconds", None)  # how long the automatic L3 took
     digest = hashlib.sha256(json.dumps(report, sort_keys=True).encode())
     digest.update(np.ascontiguousarray(result.labels).tobytes())
     for header in result.volume.dicom_headers or []:
