@@ -59,10 +59,13 @@ from sarcoscope.imaging.deidentify import (
     image_name,
     mark_deidentified,
 )
+from sarcoscope.imaging.highdicom_tables import use_module_table
 from sarcoscope.imaging.labelmaps.seg import SEGMENT_CODES
 
 if TYPE_CHECKING:
     from sarcoscope.results import AnalysisResult
+
+use_module_table()  # for the SEG, SR and secondary capture (export.sr and export.sc import this module)
 
 #: Type 2 attributes highdicom reads from the source; added empty when a de-identified source lacks them.
 TYPE2_FILL = (
