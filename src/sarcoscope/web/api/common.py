@@ -15,7 +15,7 @@ from sarcoscope.store import LabelVersion, Study
 from sarcoscope.web.context import AppContext, get_context
 
 if TYPE_CHECKING:  # the imaging package (pydicom, nibabel) loads with the first request that needs it
-    from sarcoscope.imaging.deidentify import DeidentificationPolicy
+    from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
 
 
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -93,7 +93,7 @@ class DeidentifyQuery(BaseModel):
     def policy(self, ctx: AppContext) -> DeidentificationPolicy | None:
         if not self.deidentify:
             return None
-        from sarcoscope.imaging.deidentify import DeidentificationPolicy
+        from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
 
         return DeidentificationPolicy(
             secret=ctx.deidentification_key,

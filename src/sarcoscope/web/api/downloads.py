@@ -81,7 +81,7 @@ def download_dicom(
 ) -> StreamingResponse:
     """A zip of the original DICOM files of slices first..last (default: the current selection), or of
     de-identified copies (`deidentify=true`): an image with burned-in annotation is refused (422)."""
-    from sarcoscope.imaging.deidentify import deidentify_file
+    from sarcoscope.imaging.deidentify.files import deidentify_file
 
     study = ctx.store.get_study(study_id)
     if study.source_kind != "dicom":
