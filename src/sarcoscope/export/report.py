@@ -26,7 +26,9 @@ import numpy as np
 
 from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, message_scrubber, shows_burned_in
+from sarcoscope.imaging.deidentify.messages import message_scrubber
+from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
+from sarcoscope.imaging.deidentify.refusals import shows_burned_in
 from sarcoscope.imaging.dicom_reader import patient_key
 
 if TYPE_CHECKING:

@@ -53,12 +53,9 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
 from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
-from sarcoscope.imaging.deidentify import (
-    DeidentificationPolicy,
-    deidentify_dataset,
-    image_name,
-    mark_deidentified,
-)
+from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
+from sarcoscope.imaging.deidentify.profile import deidentify_dataset, mark_deidentified
+from sarcoscope.imaging.deidentify.refusals import image_name
 from sarcoscope.imaging.highdicom_tables import use_module_table
 from sarcoscope.imaging.labelmaps.seg import SEGMENT_CODES
 
