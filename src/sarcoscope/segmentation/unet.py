@@ -251,6 +251,8 @@ class UNetEngine:
     (test-time augmentation; the network was trained with random flips). It raised the muscle Dice of every
     kind of model on the real slices it never saw (README, "Accuracy"), and costs nothing when the quality
     score runs (the default), which needs the mirrored pass anyway; without it, the network time doubles.
+    `batch_size` slices go through the network at a time: on CPU one is the fastest and holds the least memory
+    (a batch of 8 held 760 MB more for a 12-slice range, for more CPU; BENCHMARKS.md); labels are the same.
     """
 
     name = "unet"
@@ -260,7 +262,7 @@ class UNetEngine:
         model_path: str | Path | None = None,
         refine: bool = True,
         hu_ranges: HURanges = DEFAULT_HU_RANGES,
-        batch_size: int = 8,
+        batch_size: int = 1,
         threads: int | None = None,
         mirror: bool = True,
     ) -> None:
@@ -385,11 +387,13 @@ class UNetEngine:
 
         labels = np.empty(slices.shape, dtype=np.uint8)
         with ThreadPoolExecutor(min(self._refine_threads, len(slices))) as pool:
+            refined = []  # each slice is refined while the network runs on the next ones
             for start in range(0, len(slices), self.batch_size):
                 batch = slices[start : start + self.batch_size]
                 scores = self._on_model_grid(batch, spacing, start, observe, reduce=compartment_scores)
-                for i, one in enumerate(pool.map(refine, batch, scores)):
-                    labels[start + i] = one
+                refined += [pool.submit(refine, hu, one) for hu, one in zip(batch, scores, strict=True)]
+            for i, one in enumerate(refined):
+                labels[i] = one.result()
         return labels
 
 
