@@ -250,6 +250,12 @@ def _series(mutate: Callable[[pydicom.Dataset], None], which: tuple[int, ...] = 
 
 bad("series-slice-without-position", r"ImagePositionPatient")(_series(_set(ImagePositionPatient=None)))
 bad("series-of-two-patients", r"belong to different patients")(_series(_set(PatientID="SOMEONE-ELSE")))
+# a series UID reused by another study (an anonymiser, a copied export): two patients under one placeholder
+# PatientID (ANONYMOUS), or without one, were read as one CT
+bad("series-of-two-studies", r"belong to different studies")(_series(_set(StudyInstanceUID="2.25.1234")))
+bad("series-of-two-studies-without-patient-id", r"belong to different studies")(
+    _series(_set(PatientID=None, StudyInstanceUID="2.25.1234"))
+)
 bad("series-orientation-nan", r"invalid ImageOrientationPatient")(
     _series(_set(ImageOrientationPatient=["nan"] * 6), which=(0, 1, 2))
 )
