@@ -632,6 +632,10 @@ bad("batch-manifest-no-rows", r"lists no cases")(_manifest("case_id,path\n"))
 bad("batch-manifest-bad-sex", r"Sex must be M or F")(_manifest("case_id,path,sex\nA,SERIES,X\n"))
 bad("batch-manifest-bad-height", r"must be a number")(_manifest("case_id,path,height_cm\nA,SERIES,tall\n"))
 bad("batch-manifest-duplicate-ids", r"appears twice")(_manifest("case_id,path\nA,SERIES\nA,SERIES\n"))
+# on a disk that ignores case, cases/P01 and cases/p01 are one folder: p01 was skipped, given P01's report
+bad("batch-manifest-ids-differing-in-case", r"differ only in letter case")(
+    _manifest("case_id,path\nP01,SERIES\np01,SERIES\n")
+)
 bad("batch-manifest-bad-range", r"range")(_manifest("case_id,path,range\nA,SERIES,a:b\n"))
 bad("batch-manifest-unusable-id", r"no usable characters")(_manifest("case_id,path\n///,SERIES\n"))
 bad("batch-out-is-a-file", r"not a folder")(
