@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from sarcoscope.imaging import write_dicom_series
-from sarcoscope.imaging.deidentify import TABLE_EDITION, DeidentificationPolicy
+from sarcoscope.imaging.deidentify.policy import TABLE_EDITION, DeidentificationPolicy
 from sarcoscope.imaging.volume import CTMetadata
 
 SECRET = bytes(range(32))

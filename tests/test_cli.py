@@ -182,7 +182,7 @@ def test_analyze_writes_the_dicom_outputs_of_a_series_with_a_malformed_birth_dat
 
 def test_analyze_deidentified(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
     from sarcoscope.imaging import CTMetadata
-    from sarcoscope.imaging.deidentify import load_policy
+    from sarcoscope.imaging.deidentify.policy import load_policy
 
     _, vol = phantom_series
     folder = tmp_path / "Jansen_12345678"
@@ -240,7 +240,7 @@ def test_a_deidentified_analysis_names_no_patient_file_in_its_error(tmp_path: Pa
     _assert_user_error(deid, "truncated", "<input>")
     assert "Jansen" not in deid.output and "12345678" not in deid.output
     # a refusal that names an image names it by its de-identified UID, as the outputs would
-    from sarcoscope.imaging.deidentify import load_policy
+    from sarcoscope.imaging.deidentify.policy import load_policy
 
     first.with_name("Jansen_img1.dcm").unlink()
     kept = next(folder.glob("*.dcm"))
@@ -301,7 +301,7 @@ def test_deidentify_names_no_input_file_on_the_console_or_in_the_log(
     """File and folder names often carry the patient's name or MRN: the images left out for burned-in
     annotation were listed by file name, and those accepted with --accept-burned-in logged by path. They are
     counted and named by their de-identified UIDs (as `analyze --deidentify` and batch name them)."""
-    from sarcoscope.imaging.deidentify import load_policy
+    from sarcoscope.imaging.deidentify.policy import load_policy
 
     folder, _ = phantom_series
     src = tmp_path / "Jansen_Piet_MRN12345678"

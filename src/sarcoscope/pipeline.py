@@ -18,7 +18,7 @@ from sarcoscope.results import AnalysisResult
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 if TYPE_CHECKING:
-    from sarcoscope.imaging.deidentify import DeidentificationPolicy
+    from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
     from sarcoscope.segmentation.quality import QualityAssessment
 
 #: Called with a stage name ("read", "localize", "segment", "measure", "write") as each stage starts.

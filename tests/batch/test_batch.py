@@ -19,7 +19,7 @@ from sarcoscope.batch.cases import RESULT_COLUMNS
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError, OutputError
 from sarcoscope.imaging import CTMetadata, write_dicom_series
-from sarcoscope.imaging.deidentify import DeidentificationPolicy
+from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
 from sarcoscope.phantom import make_slice
 
 
@@ -124,7 +124,7 @@ def test_batch_cli_exit_code_on_failures(cohort: Path, tmp_path: Path) -> None:
 
 
 def test_deidentified_batch_codes_case_ids(cohort: Path, tmp_path: Path) -> None:
-    from sarcoscope.imaging.deidentify import load_policy
+    from sarcoscope.imaging.deidentify.policy import load_policy
 
     key = tmp_path / "deid.key"
     args = ["batch", str(cohort), "-o", str(tmp_path / "o"), "--deidentify", "--secret-file", str(key)]

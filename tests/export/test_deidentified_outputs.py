@@ -20,7 +20,8 @@ from sarcoscope.conventions import Label
 from sarcoscope.export import report_schema, write_outputs
 from sarcoscope.export.report import build_report, metrics_csv
 from sarcoscope.export.writer import DICOM_RESULTS
-from sarcoscope.imaging.deidentify import DeidentificationError, DeidentificationPolicy, deidentify_dataset
+from sarcoscope.imaging.deidentify.policy import DeidentificationError, DeidentificationPolicy
+from sarcoscope.imaging.deidentify.profile import deidentify_dataset
 from sarcoscope.imaging.dicom_reader import patient_key
 
 

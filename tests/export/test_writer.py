@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 
 from sarcoscope.errors import OutputError
@@ -276,3 +277,24 @@ def test_real_single_slice_end_to_end(shared_data, tmp_path, dicom_volume, resul
     assert report["assessment"]["smi"]["status"] == "not computed"  # de-identified: no height
     muscle = report["average"]["tissues"]["muscle"]
     assert muscle["pixels"] == int(np.count_nonzero(labels == 1))
+
+
+def test_the_same_result_located_again_has_the_same_dicom_uids(make_result, tmp_path) -> None:
+    """The automatic L3 records how long it took (report l3.details.seconds); that entered the fingerprint
+    the SEG, SR and QC capture UIDs are derived from, so every rerun of `analyze --push` on the same study
+    (automatic L3, the default) stored a second copy of each in the PACS. A longer search is the same result;
+    another L3 is not."""
+    from dataclasses import replace
+
+    first = make_result(dicom=True, details={"l3_mid": 5, "seconds": 0.61})
+
+    def relocated(**details: float) -> object:
+        return replace(first, selection=replace(first.selection, details=first.selection.details | details))
+
+    uids = {}
+    again = {"first": first, "slower": relocated(seconds=0.93), "other": relocated(l3_mid=6)}
+    for name, result in again.items():
+        out = write_outputs(result, tmp_path / name)
+        uids[name] = {kind: pydicom.dcmread(out[kind]).SOPInstanceUID for kind in ("dicom_seg", "dicom_sr")}
+    assert uids["slower"] == uids["first"]
+    assert uids["other"]["dicom_seg"] != uids["first"]["dicom_seg"]

@@ -34,15 +34,15 @@ from phi_dicom import (
 )
 from sarcoscope.errors import OutputError, SarcoscopeError
 from sarcoscope.imaging import read_ct
-from sarcoscope.imaging.deidentify import (
+from sarcoscope.imaging.deidentify.files import deidentify_tree
+from sarcoscope.imaging.deidentify.messages import scrub_message
+from sarcoscope.imaging.deidentify.policy import (
     SECRET_FILE_ENV,
     DeidentificationError,
     DeidentificationPolicy,
-    deidentify_dataset,
-    deidentify_tree,
     load_policy,
-    scrub_message,
 )
+from sarcoscope.imaging.deidentify.profile import deidentify_dataset
 from sarcoscope.secret import load_or_create_secret
 from sarcoscope.segmentation.quality import coarse_pixel_warning
 

@@ -211,7 +211,7 @@ def test_patients_are_held_as_pseudonyms_never_as_their_ids(
 ) -> None:
     # The learning loop's split and model card name the patients of a run, and cards travel with a model: a
     # PatientID (DICOM or sidecar) is the installation's keyed pseudonym there, as in de-identified exports.
-    from sarcoscope.imaging.deidentify import PSEUDONYM_PREFIX, SECRET_FILE_ENV
+    from sarcoscope.imaging.deidentify.policy import PSEUDONYM_PREFIX, SECRET_FILE_ENV
     from sarcoscope.imaging.dicom_writer import write_dicom_series
     from sarcoscope.imaging.volume import CTMetadata
     from sarcoscope.training.adapt import split_patients

@@ -482,7 +482,7 @@ def test_a_server_file_that_cannot_be_read_or_written_is_said_without_its_path(
     import errno
     import logging
 
-    from sarcoscope.web import api as api_module
+    from sarcoscope.web.api import downloads as api_module
 
     data = tmp_path / "data"
     app = create_app(WebSettings(data_dir=data))

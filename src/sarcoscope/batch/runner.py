@@ -29,7 +29,8 @@ from sarcoscope.batch.cases import Case
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import OutputError, SarcoscopeError
 from sarcoscope.fileio import atomic_write_text, check_output_folder, holding_lock
-from sarcoscope.imaging.deidentify import DeidentificationError, DeidentificationPolicy, scrub_error
+from sarcoscope.imaging.deidentify.messages import scrub_error
+from sarcoscope.imaging.deidentify.policy import DeidentificationError, DeidentificationPolicy
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 REPORT = "report.json"

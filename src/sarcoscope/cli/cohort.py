@@ -180,7 +180,7 @@ def deidentify(
     """De-identify DICOM by the PS3.15 basic profile: keyed pseudonyms, remapped UIDs, no private tags."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from sarcoscope.imaging.deidentify import deidentify_tree
+    from sarcoscope.imaging.deidentify.files import deidentify_tree
 
     def body() -> None:
         policy = deid_policy(

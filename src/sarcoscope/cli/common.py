@@ -153,7 +153,7 @@ def deid_policy(
     accept_burned_in: bool,
 ) -> Any:
     """The de-identification policy the options ask for (None without --deidentify)."""
-    from sarcoscope.imaging.deidentify import load_policy
+    from sarcoscope.imaging.deidentify.policy import load_policy
 
     if not deidentify:
         if secret_file or keep_dates_shifted or keep_patient_characteristics or accept_burned_in:
@@ -170,10 +170,11 @@ def deid_policy(
 @contextlib.contextmanager
 def scrubbed_errors(policy: Any, source: str | Path | None) -> Iterator[None]:
     """With a de-identification `policy`, a user error raised inside names nothing of the input `source`
-    (its path and the names below it, UIDs, quoted descriptions: imaging.deidentify.scrub_error): a
+    (its path and the names below it, UIDs, quoted descriptions: imaging.deidentify.messages.scrub_error): a
     de-identified run's console, often kept in a log, says no more than its outputs. A
     DeidentificationError names images by their de-identified UIDs already."""
-    from sarcoscope.imaging.deidentify import DeidentificationError, scrub_error
+    from sarcoscope.imaging.deidentify.messages import scrub_error
+    from sarcoscope.imaging.deidentify.policy import DeidentificationError
 
     try:
         yield

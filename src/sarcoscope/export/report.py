@@ -28,7 +28,9 @@ import numpy as np
 from sarcoscope.composition.cutoffs import CutoffSet, load_cutoffs
 from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, message_scrubber, shows_burned_in
+from sarcoscope.imaging.deidentify.messages import message_scrubber
+from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
+from sarcoscope.imaging.deidentify.refusals import shows_burned_in
 from sarcoscope.imaging.dicom_reader import patient_key
 
 if TYPE_CHECKING:

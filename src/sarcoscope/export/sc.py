@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 from sarcoscope.export.seg import derived_uid, hide_creation_time, prepared_sources
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, shows_burned_in
+from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
+from sarcoscope.imaging.deidentify.refusals import shows_burned_in
 
 if TYPE_CHECKING:
     from sarcoscope.results import AnalysisResult

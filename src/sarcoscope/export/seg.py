@@ -53,16 +53,16 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
 from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
-from sarcoscope.imaging.deidentify import (
-    DeidentificationPolicy,
-    deidentify_dataset,
-    image_name,
-    mark_deidentified,
-)
+from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
+from sarcoscope.imaging.deidentify.profile import deidentify_dataset, mark_deidentified
+from sarcoscope.imaging.deidentify.refusals import image_name
+from sarcoscope.imaging.highdicom_tables import use_module_table
 from sarcoscope.imaging.labelmaps.seg import SEGMENT_CODES
 
 if TYPE_CHECKING:
     from sarcoscope.results import AnalysisResult
+
+use_module_table()  # for the SEG, SR and secondary capture (export.sr and export.sc import this module)
 
 #: Type 2 attributes highdicom reads from the source; added empty when a de-identified source lacks them.
 TYPE2_FILL = (

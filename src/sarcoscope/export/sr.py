@@ -32,7 +32,7 @@ from pydicom.uid import generate_uid
 
 from sarcoscope.conventions import TISSUE_TITLES, TISSUES
 from sarcoscope.export.seg import derived_uid, hide_creation_time, prepared_sources
-from sarcoscope.imaging.deidentify import DeidentificationPolicy
+from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
 from sarcoscope.imaging.labelmaps.seg import SEGMENT_CODES
 
 if TYPE_CHECKING:

@@ -50,7 +50,8 @@ from sarcoscope.export.sc import write_qc_capture
 from sarcoscope.export.seg import build_dicom_seg
 from sarcoscope.export.sr import write_dicom_sr
 from sarcoscope.fileio import check_output_folder, holding_lock
-from sarcoscope.imaging.deidentify import DeidentificationPolicy, refuse_burned_in
+from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
+from sarcoscope.imaging.deidentify.refusals import refuse_burned_in
 
 if TYPE_CHECKING:
     from sarcoscope.results import AnalysisResult
@@ -130,6 +131,7 @@ def result_fingerprint(result: AnalysisResult) -> str:
     for key in _RUN_FIELDS:
         report.pop(key)
     report["input"].pop("source_path")
+    report["l3"]["details"].pop("seconds", None)  # how long the automatic L3 took
     digest = hashlib.sha256(json.dumps(report, sort_keys=True).encode())
     digest.update(np.ascontiguousarray(result.labels).tobytes())
     for header in result.volume.dicom_headers or []:

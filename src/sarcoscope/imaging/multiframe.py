@@ -48,6 +48,10 @@ def read_multiframe(path: Path, metadata: CTMetadata, warnings: list[str]) -> CT
     """
     import highdicom as hd  # imported here: it costs ~0.25 s and enhanced CT is the exception
 
+    from sarcoscope.imaging.highdicom_tables import use_module_table
+
+    use_module_table()
+
     try:
         image = hd.imread(str(path))
         volume = image.get_volume(dtype=np.float32)

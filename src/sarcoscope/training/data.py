@@ -36,7 +36,7 @@ import numpy as np
 
 from sarcoscope.errors import InputError
 from sarcoscope.fileio import read_npy
-from sarcoscope.imaging.deidentify import PSEUDONYM_PREFIX, DeidentificationPolicy, load_secret
+from sarcoscope.imaging.deidentify.policy import PSEUDONYM_PREFIX, DeidentificationPolicy, load_secret
 from sarcoscope.imaging.dicom_reader import patient_key
 from sarcoscope.imaging.labelmaps import (
     LABEL_EXTENSIONS,

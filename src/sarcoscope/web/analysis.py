@@ -28,7 +28,7 @@ from sarcoscope.store import LabelVersion, Store, Study
 from sarcoscope.web.wording import for_ui, report_for_ui
 
 if TYPE_CHECKING:  # the export and imaging packages (highdicom, pydicom, nibabel) load on first use
-    from sarcoscope.imaging.deidentify import DeidentificationPolicy
+    from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
     from sarcoscope.imaging.volume import CTVolume
     from sarcoscope.web.volumes import VolumeCache
 
@@ -327,7 +327,7 @@ def export_file(
     from sarcoscope.export.seg import build_dicom_seg
     from sarcoscope.export.sr import write_dicom_sr
     from sarcoscope.export.writer import result_fingerprint
-    from sarcoscope.imaging.deidentify import refuse_burned_in
+    from sarcoscope.imaging.deidentify.refusals import refuse_burned_in
 
     row = store.get_version(study.id, version)
     stack = store.load_labels(study.id, row.version)

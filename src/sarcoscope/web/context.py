@@ -40,7 +40,7 @@ class AppContext:
         need not wait for."""
         with self._lock:
             if self._key is None:
-                from sarcoscope.imaging.deidentify import SECRET_FILE_NAME, load_secret
+                from sarcoscope.imaging.deidentify.policy import SECRET_FILE_NAME, load_secret
 
                 self._key = load_secret(default_file=self.store.data_dir / SECRET_FILE_NAME)
             return self._key

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from sarcoscope.web import analysis
-from sarcoscope.web.api import MAX_INT, Body, Ctx, User, study_json
+from sarcoscope.web.api.common import MAX_INT, Body, Ctx, User, study_json
 from sarcoscope.web.auth import client_of
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.volumes import UploadedPart, ingest

@@ -38,12 +38,8 @@ import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.errors import InputError, OutputError, SarcoscopeError
-from sarcoscope.imaging.deidentify import (
-    SECRET_FILE_NAME,
-    DeidentificationPolicy,
-    load_secret,
-    refuse_burned_in,
-)
+from sarcoscope.imaging.deidentify.policy import SECRET_FILE_NAME, DeidentificationPolicy, load_secret
+from sarcoscope.imaging.deidentify.refusals import refuse_burned_in
 from sarcoscope.store import LabelVersion, NotFoundError, Store, Study
 from sarcoscope.training.data import EXPORT_MANIFEST
 from sarcoscope.web.volumes import VolumeCache

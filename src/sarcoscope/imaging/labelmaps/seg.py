@@ -53,6 +53,9 @@ def read_dicom_seg(
     import highdicom as hd
     import pydicom
 
+    from sarcoscope.imaging.highdicom_tables import use_module_table
+
+    use_module_table()
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises InvalidDicomError, OSError, ValueError...

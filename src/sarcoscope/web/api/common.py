@@ -1,0 +1,112 @@
+"""What the API's route modules share: the request's context and user, the strict JSON body, the JSON
+form of a study and of a label version, the de-identification options of a download, and the selection's
+slices.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from sarcoscope.store import LabelVersion, Study
+from sarcoscope.web.context import AppContext, get_context
+
+if TYPE_CHECKING:  # the imaging package (pydicom, nibabel) loads with the first request that needs it
+    from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
+
+
+Ctx = Annotated[AppContext, Depends(get_context)]
+
+
+def current_user(request: Request, ctx: Ctx) -> str:
+    return ctx.auth.user(request)
+
+
+User = Annotated[str, Depends(current_user)]
+
+
+#: Version numbers and slice indices are stored as 32-bit integers; larger ones cannot exist.
+MAX_INT = 2**31 - 1
+
+
+class Body(BaseModel):
+    """A JSON request body: unknown fields, values of the wrong type (no "5" for 5), NaN and Infinity
+    are refused (422), never stored."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+def iso_utc(when: dt.datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite returns the stored UTC times without a zone."""
+    if when is None:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).isoformat()
+
+
+def study_json(ctx: AppContext, study: Study) -> dict[str, Any]:
+    return {
+        "id": study.id,
+        "patient_id": study.patient_id,
+        "study_date": study.study_date,
+        "series_description": study.series_description,
+        "source_kind": study.source_kind,
+        "n_slices": study.n_slices,
+        "rows": study.rows,
+        "cols": study.cols,
+        "spacing": study.spacing,
+        "status": study.status,
+        "created_at": iso_utc(study.created_at),
+        "created_by": study.created_by,
+        "selection": study.selection,
+        "localization": study.localization,
+        "patient": study.patient,
+        "latest_version": ctx.store.latest_version(study.id),
+        "series_uid": study.series_uid,
+    }
+
+
+def version_json(row: LabelVersion) -> dict[str, Any]:
+    return {
+        "version": row.version,
+        "parent_version": row.parent_version,
+        "created_at": iso_utc(row.created_at),
+        "author": row.author,
+        "source": row.source,
+        "engine": row.engine,
+        "model_id": row.model_id,
+        "indices": row.indices,
+        "shape": row.shape,
+        "note": row.note,
+    }
+
+
+class DeidentifyQuery(BaseModel):
+    """How a download is de-identified (DICOM PS3.15 basic profile, keyed by the installation's key)."""
+
+    deidentify: bool = Field(default=False, description="De-identify the downloaded files.")
+    keep_dates_shifted: bool = Field(default=False, description="Keep dates, moved by a per-patient offset.")
+    keep_patient_characteristics: bool = Field(default=False, description="Keep sex, age, height, weight.")
+
+    def policy(self, ctx: AppContext) -> DeidentificationPolicy | None:
+        if not self.deidentify:
+            return None
+        from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
+
+        return DeidentificationPolicy(
+            secret=ctx.deidentification_key,
+            keep_dates_shifted=self.keep_dates_shifted,
+            keep_patient_characteristics=self.keep_patient_characteristics,
+        )
+
+
+Deidentify = Annotated[DeidentifyQuery, Query()]
+
+
+def selected_indices(study: Study) -> list[int]:
+    sel = study.selection
+    if not sel:
+        raise HTTPException(409, "Select the L3 slice or range first (PUT /api/studies/{id}/selection).")
+    return list(range(int(sel["first"]), int(sel["last"]) + 1))

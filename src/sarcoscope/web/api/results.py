@@ -1,0 +1,87 @@
+"""The API's routes of a study's results: the patient facts the analysis needs, the analysis of a label
+version and its exports (SEG, NIfTI, CSV, report, overlay).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import Field
+
+from sarcoscope.composition.assessment import HEIGHT_RANGE_M, WEIGHT_RANGE_KG
+from sarcoscope.web import analysis
+from sarcoscope.web.api.common import MAX_INT, Body, Ctx, Deidentify, User, study_json
+from sarcoscope.web.auth import client_of
+
+router = APIRouter()
+
+
+class PatientFacts(Body):
+    #: the analysis's bounds (composition.assessment), so that no saved value is refused when analysed
+    height_cm: float | None = Field(default=None, ge=100 * HEIGHT_RANGE_M[0], le=100 * HEIGHT_RANGE_M[1])
+    weight_kg: float | None = Field(default=None, ge=WEIGHT_RANGE_KG[0], le=WEIGHT_RANGE_KG[1])
+    sex: Literal["M", "F"] | None = None
+    cutoff_set: str | None = Field(default=None, max_length=64)
+
+
+class PatientIn(PatientFacts):
+    #: the facts the form was loaded with: a save based on facts changed meanwhile is refused (409)
+    previous: PatientFacts | None = None
+
+
+@router.put("/studies/{study_id}/patient", tags=["analysis"])
+def set_patient(study_id: str, body: PatientIn, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
+    from sarcoscope.composition import available_cutoff_sets
+
+    if body.cutoff_set is not None and body.cutoff_set not in available_cutoff_sets():
+        raise HTTPException(
+            422, f"Unknown cutoff set '{body.cutoff_set}'. Available: {', '.join(available_cutoff_sets())}."
+        )
+    study = ctx.store.update_study(
+        study_id,
+        user,
+        "patient-info",
+        client_of(request),
+        patient=body.model_dump(exclude={"previous"}),
+        expected_patient=body.previous.model_dump() if body.previous is not None else None,
+    )
+    return study_json(ctx, study)
+
+
+@router.get("/studies/{study_id}/analysis", tags=["analysis"])
+def get_analysis(
+    study_id: str, ctx: Ctx, user: User, version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
+) -> dict[str, Any]:
+    """Areas, HU statistics, ratios, SMI and classification for a label version (default: latest)."""
+    study = ctx.store.get_study(study_id)
+    return ctx.analyses.get(study, version)
+
+
+@router.get("/studies/{study_id}/export/{fmt}", tags=["analysis"], response_class=FileResponse)
+def export(
+    study_id: str,
+    fmt: str,
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    deid: Deidentify,
+    version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+) -> Response:
+    """Download the label map (DICOM SEG, NIfTI), metrics (CSV), report (JSON, printable HTML) or overlay;
+    `deidentify=true` de-identifies the SEG and reports like the DICOM download (same pseudonym and UIDs).
+    A DICOM object that leaves a malformed source value empty says so in the header X-Sarcoscope-Warning."""
+    if fmt not in analysis.EXPORTS:
+        raise HTTPException(404, f"Unknown export format '{fmt}'. Available: {', '.join(analysis.EXPORTS)}.")
+    study = ctx.store.get_study(study_id)
+    policy = deid.policy(ctx)
+    out = analysis.export_file(ctx.store, ctx.volumes, study, version, fmt, policy)
+    details = {"format": fmt, "version": version, "deidentified": policy is not None}
+    ctx.store.audit(user, "export", study_id, details, client_of(request))
+    headers = {"Content-Disposition": f'attachment; filename="{out.filename}"'}
+    if fmt == "html":  # self-contained page: its own inline style and embedded picture only
+        headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    if out.warning is not None:  # the page shows it beside the download
+        headers["X-Sarcoscope-Warning"] = out.warning
+    return Response(out.data, media_type=out.media_type, headers=headers)

@@ -1,0 +1,126 @@
+"""The API's routes about the server and its users: health, what the UI needs before login, the session
+(log in, log out) and the audit log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import Field
+
+from sarcoscope import __version__
+from sarcoscope.composition.assessment import HEIGHT_RANGE_M, WEIGHT_RANGE_KG
+from sarcoscope.conventions import DEFAULT_HU_RANGES, LABEL_COLORS, TISSUE_TITLES, TISSUES
+from sarcoscope.segmentation.base import takes_model
+from sarcoscope.web import render
+from sarcoscope.web.api.common import Body, Ctx, User, iso_utc
+from sarcoscope.web.auth import COOKIE, client_of
+from sarcoscope.web.context import AppContext
+
+router = APIRouter()
+
+
+class SessionIn(Body):
+    user: str | None = Field(default=None, min_length=1, max_length=64, description="Account name.")
+    password: str | None = Field(default=None, max_length=1024, description="Account password.")
+    token: str | None = Field(default=None, max_length=1024, description="Access token (token mode).")
+
+
+@router.get("/health", tags=["server"])
+def health() -> dict[str, str]:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/config", tags=["server"])
+def config(request: Request, ctx: Ctx) -> dict[str, Any]:
+    """What the UI needs before login: how to log in, and who is logged in."""
+    from sarcoscope.composition import available_cutoff_sets, default_cutoff_set
+    from sarcoscope.imaging.labelmaps import builtin_mappings
+
+    try:
+        user: str | None = ctx.auth.user(request)
+    except HTTPException:
+        user = None
+    return {
+        "version": __version__,
+        "auth_required": ctx.auth.login_required,
+        "auth_mode": ctx.auth.mode,
+        "user": user,
+        "engines": ctx.settings.engines,
+        "default_engine": ctx.settings.default_engine,
+        "model_engines": [e for e in ctx.settings.engines if takes_model(e)],
+        "cutoff_sets": available_cutoff_sets(),
+        "default_cutoff_set": default_cutoff_set(),
+        "presets": list(render.presets()),
+        "windows": render.presets(),
+        "hu_ranges": DEFAULT_HU_RANGES.as_dict(),
+        "label_mappings": builtin_mappings(),
+        "max_upload_bytes": ctx.settings.max_upload_bytes,
+        "patient_ranges": {
+            "height_cm": [100 * v for v in HEIGHT_RANGE_M],
+            "weight_kg": list(WEIGHT_RANGE_KG),
+        },
+        "tissues": [
+            {"name": name, "label": int(label), "title": TISSUE_TITLES[name], "color": LABEL_COLORS[label]}
+            for name, label in TISSUES.items()
+        ],
+    }
+
+
+def _secure(request: Request, ctx: AppContext) -> bool:
+    """Secure cookies over HTTPS (seen directly, or by X-Forwarded-Proto from a trusted proxy)."""
+    return ctx.settings.secure_cookies or request.url.scheme == "https"
+
+
+@router.post("/session", tags=["server"])
+def login(body: SessionIn, request: Request, response: Response, ctx: Ctx) -> dict[str, str | None]:
+    """Log in: name and password (accounts), the access token (token mode), or just a name (open mode).
+
+    Sets an HttpOnly, SameSite=Strict session cookie that expires with the session. Wrong credentials:
+    401; too many failures for the name or the client address: 429 with Retry-After.
+    """
+    secret = body.password if body.password is not None else body.token
+    granted = ctx.auth.login(body.user, secret, client_of(request))
+    response.set_cookie(
+        COOKIE,
+        granted.token,
+        max_age=int((granted.expires_at - dt.datetime.now(dt.UTC)).total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request, ctx),
+    )
+    return {"user": granted.user, "expires_at": iso_utc(granted.expires_at)}
+
+
+@router.delete("/session", tags=["server"])
+def logout(request: Request, response: Response, ctx: Ctx) -> dict[str, str]:
+    """End the session on the server (the cookie no longer works anywhere) and clear the cookie."""
+    ctx.auth.logout(request.cookies.get(COOKIE), client_of(request))
+    response.delete_cookie(COOKIE, httponly=True, samesite="strict", secure=_secure(request, ctx))
+    return {"status": "logged out"}
+
+
+# -- audit -----------------------------------------------------------------------------------------------
+@router.get("/studies/{study_id}/audit", tags=["audit"])
+def study_audit(study_id: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+    ctx.store.get_study(study_id)
+    return [_event_json(e) for e in ctx.store.audit_events(study_id)]
+
+
+@router.get("/audit", tags=["audit"])
+def audit(ctx: Ctx, user: User, limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[dict[str, Any]]:
+    return [_event_json(e) for e in ctx.store.audit_events(None, limit)]
+
+
+def _event_json(e: Any) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "at": iso_utc(e.at),
+        "actor": e.actor,
+        "action": e.action,
+        "study_id": e.study_id,
+        "details": e.details,
+        "client": e.client,
+    }
