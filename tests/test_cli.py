@@ -252,14 +252,19 @@ def test_a_deidentified_analysis_names_no_patient_file_in_its_error(tmp_path: Pa
     _assert_user_error(refused, f"image {uid}: BurnedInAnnotation is YES")
 
 
-def test_a_deidentified_console_holds_no_bmi(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
-    # report.json leaves out the BMI with the weight (with the SMI and muscle area it gives the weight); the
-    # console, often kept in a log, printed it
+def _analyze_a_woman(tmp_path: Path, phantom_series: tuple[Path, object]) -> tuple[object, ...]:
+    """`analyze` of a phantom series whose headers give her sex, height and weight (BMI 22.7)."""
     _, vol = phantom_series
     folder = tmp_path / "ct"
     facts = CTMetadata(patient_id="12345678", patient_sex="F", patient_height_m=1.64, patient_weight_kg=61.0)
     write_dicom_series(vol.hu, vol.spacing, folder, metadata=facts)
-    common = ("analyze", folder, "--engine", "threshold", "--no-quality")
+    return ("analyze", folder, "--engine", "threshold", "--no-quality")
+
+
+def test_a_deidentified_console_holds_no_bmi(tmp_path: Path, phantom_series: tuple[Path, object]) -> None:
+    # report.json leaves out the BMI with the weight (with the SMI and muscle area it gives the weight); the
+    # console, often kept in a log, printed it
+    common = _analyze_a_woman(tmp_path, phantom_series)
     plain = _invoke(*common, "-o", tmp_path / "plain")
     assert plain.exit_code == 0 and "BMI 22.7" in plain.output, plain.output
     deid = _invoke(*common, "-o", tmp_path / "deid", "--deidentify", "--secret-file", tmp_path / "key")
@@ -691,3 +696,17 @@ def test_prone_images_are_measured_as_supine_ones(tmp_path: Path) -> None:
         for name in reports
     }
     np.testing.assert_array_equal(frames["prone"], frames["supine"][::-1, ::-1])  # each in its file's layout
+
+
+def test_a_deidentified_console_names_no_rule_of_the_removed_sex(
+    tmp_path: Path, phantom_series: tuple[Path, object]
+) -> None:
+    # the console printed each classification's cutoff and rule ("below cutoff 41 cm²/m² (women)") of a
+    # patient whose sex report.json leaves out
+    common = _analyze_a_woman(tmp_path, phantom_series)
+    plain = _invoke(*common, "-o", tmp_path / "plain")
+    assert plain.exit_code == 0 and "(women)" in plain.output, plain.output
+    deid = _invoke(*common, "-o", tmp_path / "deid", "--deidentify", "--secret-file", tmp_path / "key")
+    assert deid.exit_code == 0, deid.output
+    assert "SMI:" in deid.output and "women" not in deid.output and "cutoff 41" not in deid.output
+    assert "removed by de-identification" in deid.output

@@ -250,6 +250,12 @@ def _series(mutate: Callable[[pydicom.Dataset], None], which: tuple[int, ...] = 
 
 bad("series-slice-without-position", r"ImagePositionPatient")(_series(_set(ImagePositionPatient=None)))
 bad("series-of-two-patients", r"belong to different patients")(_series(_set(PatientID="SOMEONE-ELSE")))
+# a series UID reused by another study (an anonymiser, a copied export): two patients under one placeholder
+# PatientID (ANONYMOUS), or without one, were read as one CT
+bad("series-of-two-studies", r"belong to different studies")(_series(_set(StudyInstanceUID="2.25.1234")))
+bad("series-of-two-studies-without-patient-id", r"belong to different studies")(
+    _series(_set(PatientID=None, StudyInstanceUID="2.25.1234"))
+)
 bad("series-orientation-nan", r"invalid ImageOrientationPatient")(
     _series(_set(ImageOrientationPatient=["nan"] * 6), which=(0, 1, 2))
 )
@@ -626,6 +632,10 @@ bad("batch-manifest-no-rows", r"lists no cases")(_manifest("case_id,path\n"))
 bad("batch-manifest-bad-sex", r"Sex must be M or F")(_manifest("case_id,path,sex\nA,SERIES,X\n"))
 bad("batch-manifest-bad-height", r"must be a number")(_manifest("case_id,path,height_cm\nA,SERIES,tall\n"))
 bad("batch-manifest-duplicate-ids", r"appears twice")(_manifest("case_id,path\nA,SERIES\nA,SERIES\n"))
+# on a disk that ignores case, cases/P01 and cases/p01 are one folder: p01 was skipped, given P01's report
+bad("batch-manifest-ids-differing-in-case", r"differ only in letter case")(
+    _manifest("case_id,path\nP01,SERIES\np01,SERIES\n")
+)
 bad("batch-manifest-bad-range", r"range")(_manifest("case_id,path,range\nA,SERIES,a:b\n"))
 bad("batch-manifest-unusable-id", r"no usable characters")(_manifest("case_id,path\n///,SERIES\n"))
 bad("batch-out-is-a-file", r"not a folder")(

@@ -409,6 +409,25 @@ def test_a_resumed_deidentified_batch_keeps_no_result_made_with_more_of_the_pati
     assert run_batch(cases, out, engine="threshold", deidentification=removing).count("skipped") == 1
 
 
+def test_a_resumed_deidentified_batch_keeps_no_classification_telling_the_sex(tmp_path: Path) -> None:
+    """A case de-identified by an earlier version, whose report kept each classification's rule, cutoff and
+    flag ("women", 38.5), was skipped by a resumed run: its report kept telling the sex this run removes."""
+    sl = make_slice(5, size=192)
+    facts = CTMetadata(patient_id="P7", patient_sex="F", patient_height_m=1.64, patient_weight_kg=61.0)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / "Doe", metadata=facts)
+    cases, out = discover_cases(tmp_path / "cohort"), tmp_path / "run"
+    removing = DeidentificationPolicy(secret=b"k" * 32)
+    assert run_batch(cases, out, engine="threshold", deidentification=removing).count("done") == 1
+    (report_path,) = (out / "cases").glob("*/report.json")
+    report = json.loads(report_path.read_text())
+    old = {**report["assessment"]["sarcopenia"][0], "status": "computed", "rule": "women", "cutoff": 38.5}
+    report["assessment"]["sarcopenia"][0] = {**old, "value": 40.0, "flagged": False}
+    report_path.write_text(json.dumps(report))
+    assert run_batch(cases, out, engine="threshold", deidentification=removing).count("done") == 1
+    assert json.loads(report_path.read_text())["assessment"]["sarcopenia"][0]["status"] == "not computed"
+    assert run_batch(cases, out, engine="threshold", deidentification=removing).count("skipped") == 1
+
+
 def test_a_second_batch_into_a_folder_being_written_is_refused(cohort: Path, tmp_path: Path) -> None:
     """Two runs into one folder rewrote cohort.csv in turn, each from the rows it had read when it started:
     the first run's last write dropped every row the second had finished meanwhile (and the reverse)."""

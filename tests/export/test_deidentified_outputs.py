@@ -195,3 +195,36 @@ def test_real_series_outputs_carry_no_real_date_of_the_analysis(
     assert key is not None and first.StudyDate == "20030417"
     date = _shifted_day(first.StudyDate, policy, key) if shifted else ""
     _assert_dates_are_the_studys(written, date, first.StudyTime if shifted else "")
+
+
+#: What a classification's rule says of the patient ("women", "men, BMI ≥ 25"): the sex and the BMI's side.
+_RULE_WORDS = re.compile(r"\b(wo)?men\b|BMI [<≥]")
+
+
+def test_no_classification_gives_back_the_sex_or_bmi_it_removed(phi_result, tmp_path: Path) -> None:
+    # the sex and the BMI are removed, but each cutoff set's classification said which rule it applied
+    # ("men, BMI ≥ 25") and its cutoff (52.4 is Prado's for men), and its flag with the SMI that stays tells
+    # which side of a sex's cutoff the patient is: every classification that applies the sex or the BMI goes
+    from sarcoscope.composition import PatientInfo, assess
+    from sarcoscope.export.report_html import report_html
+
+    phi_result.assessment = assess(phi_result.average, PatientInfo(height_m=1.7, weight_kg=80.0, sex="M"))
+    written = write_outputs(phi_result, tmp_path / "out", POLICY)
+    report = json.loads(written["report"].read_text())
+    jsonschema.validate(report, report_schema())
+    assert report["assessment"]["smi"]["status"] == "computed"  # the result stays
+    classifications = report["assessment"]["sarcopenia"] + report["assessment"]["myosteatosis"]
+    for c in classifications:
+        assert c["status"] == "not computed", c
+        assert "removed by de-identification" in c["reason"] and not _RULE_WORDS.search(c["reason"])
+        assert not {"value", "cutoff", "rule", "flagged"} & set(c), c
+    assert not _RULE_WORDS.search(report_html(report, b"", "t").split("Sarcopenia cutoff set", 1)[1])
+    sr = text_of(pydicom.dcmread(written["dicom_sr"]))
+    assert "Skeletal muscle index cutoff" not in sr and "SMI below cutoff" not in sr
+    assert "Skeletal muscle index" in sr  # the SMI stays
+    # kept with the option, as the sex and the BMI are
+    keeping = DeidentificationPolicy(secret=SECRET, keep_patient_characteristics=True)
+    kept = write_outputs(phi_result, tmp_path / "kept", keeping)
+    report = json.loads(kept["report"].read_text())
+    assert report["assessment"]["sarcopenia"] == build_report(phi_result)["assessment"]["sarcopenia"]
+    assert "SMI below cutoff" in text_of(pydicom.dcmread(kept["dicom_sr"]))

@@ -203,6 +203,33 @@ def test_free_text_describing_an_object_or_its_overlays_is_not_kept(tmp_path: Pa
     assert "jdevries" not in text_of(ds) and SURNAME not in text_of(ds)
 
 
+def test_a_segments_label_and_description_and_an_srs_completion_note_are_not_kept(tmp_path: Path) -> None:
+    """A SEG's SegmentLabel and SegmentDescription and an SR's CompletionFlagDescription are the user's own
+    words outside the table (a workstation's segment "Tumour J. Jansen"): kept as they were, they named the
+    patient in `sarcoscope deidentify`'s copy of a study holding them. The label (type 1) becomes its
+    segment's coded meaning (a local scheme's: its code, as for every CodeMeaning), or "Segment <n>"."""
+    ds = pydicom.dcmread(write_phi_study(tmp_path / "s", n=1, full_table=False)[0])
+    coded, local, bare = Dataset(), Dataset(), Dataset()
+    for item, number in ((coded, 1), (local, 2), (bare, 3)):
+        item.SegmentNumber = number
+        item.SegmentLabel = f"Tumour {SURNAME} {number}"
+        item.SegmentDescription = f"drawn for {SURNAME}"
+    coded.SegmentedPropertyTypeCodeSequence = [_code("71854001", "SCT", "Skeletal muscle")]
+    local.SegmentedPropertyTypeCodeSequence = [_code("T1", "99LOCAL", f"{SURNAME}'s lesion")]
+    ds.SegmentSequence = [coded, local, bare]
+    ds.CompletionFlagDescription = f"checked with {SURNAME}"
+    deidentify_dataset(ds, POLICY)
+    assert [str(item.SegmentLabel) for item in ds.SegmentSequence] == ["Skeletal muscle", "T1", "Segment 3"]
+    assert not any("SegmentDescription" in item for item in ds.SegmentSequence)
+    assert "CompletionFlagDescription" not in ds and SURNAME not in text_of(ds)
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
 def test_dates_shifted_keep_intervals_per_patient(tmp_path: Path) -> None:
     shifting = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=True)
     one = pydicom.dcmread(write_phi_study(tmp_path / "a", n=1, full_table=False)[0])

@@ -235,9 +235,18 @@ def dicomweb_cases(
 
 
 def _unique(cases: list[Case], source: Path | str) -> list[Case]:
-    seen: set[str] = set()
+    """`cases`, refused when two share a case id, or ids that differ only in letter case: on a disk that
+    ignores case (macOS, Windows, exFAT, many network shares) their results would share one folder, the
+    second patient's row made from the first's report."""
+    seen: dict[str, str] = {}  # case id in one letter case -> the case id
     for c in cases:
-        if c.case_id in seen:
+        other = seen.get(c.case_id.casefold())
+        if other == c.case_id:
             raise InputError(f"Case id '{c.case_id}' appears twice in {source}; case ids must be unique.")
-        seen.add(c.case_id)
+        if other is not None:
+            raise InputError(
+                f"Case ids '{other}' and '{c.case_id}' in {source} differ only in letter case: on a disk "
+                "that ignores case their results would share one folder; rename one."
+            )
+        seen[c.case_id.casefold()] = c.case_id
     return cases

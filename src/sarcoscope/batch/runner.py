@@ -323,7 +323,7 @@ def _changed_since(
     its options: a case kept from a run that retained the patient's characteristics or shifted dates, or
     accepted burned-in annotation, would keep them in a folder this run de-identifies without). A resumed
     batch analyses such a case again instead of mixing results made two ways in one table."""
-    from sarcoscope.composition import default_cutoff_set
+    from sarcoscope.composition import default_cutoff_set, load_cutoffs
     from sarcoscope.segmentation import get_engine
 
     model_id = get_engine(engine).model_id
@@ -387,6 +387,13 @@ def _changed_since(
         if made is None or wanted_codes is None:
             return "not de-identified" if made is None else "de-identified"
         return f"de-identified with method codes {made}, this run uses {wanted_codes}"
+    if deidentification is not None and not deidentification.keep_patient_characteristics:
+        # made before de-identification removed them: the rule, cutoff and flag tell the sex or BMI
+        table = load_cutoffs()
+        for kind, sets in (("sarcopenia", table.sarcopenia), ("myosteatosis", table.myosteatosis)):
+            for c in report["assessment"][kind]:
+                if c["status"] == "computed" and c["set"] in sets and sets[c["set"]].needs_sex_or_bmi:
+                    return f"de-identified keeping the {kind} classification by the sex or BMI it removed"
     return None
 
 

@@ -44,8 +44,8 @@ from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 def _print_summary(result: Any, deidentified_report: dict[str, Any] | None = None) -> None:
     """The analysis on the console; de-identified, with the report's warnings (no input path, series
-    description...) and without what the report leaves out (the BMI), since a console is often kept in a
-    log."""
+    description...) and without what the report leaves out (the BMI, the classifications that apply the sex
+    or BMI), since a console is often kept in a log."""
     from sarcoscope.composition import TissueStats
     from sarcoscope.composition.assessment import reason_parts
     from sarcoscope.segmentation.quality import score_text
@@ -96,8 +96,11 @@ def _print_summary(result: Any, deidentified_report: dict[str, Any] | None = Non
     if not a.smi.computed:
         console.print(f"SMI: {not_computed(a.smi.reason)}")
     for kind, results in (("sarcopenia", a.sarcopenia), ("myosteatosis", a.myosteatosis)):
+        reported = {c["set"]: c for c in (deidentified_report or {}).get("assessment", {}).get(kind, [])}
         for c in results.values():
-            if not c.computed:
+            if c.set.id in reported and reported[c.set.id]["status"] != "computed":
+                verdict = not_computed(reported[c.set.id]["reason"])  # one the de-identification removed
+            elif not c.computed:
                 verdict = not_computed(c.reason)
             else:
                 below = "[red]below[/]" if c.flagged else "not below"

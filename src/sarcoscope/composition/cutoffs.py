@@ -66,6 +66,13 @@ class CutoffSet:
     def needs_sex(self) -> bool:
         return any(r.sex != "any" for r in self.rules)
 
+    @property
+    def needs_sex_or_bmi(self) -> bool:
+        """Whether its classification (the rule, the cutoff, the flag, or why it was not computed) depends on
+        the patient's sex or BMI, and so tells them back: "men, BMI ≥ 25", 52.4 (Prado's cutoff for men), or
+        a flag with an SMI between the women's and the men's cutoff."""
+        return self.needs_sex or any(r.needs_bmi for r in self.rules)
+
     def provenance(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -6,11 +6,12 @@ the assessment with every cutoff set, and warnings. Its layout is described by r
 
 A de-identified report (`deidentification` given) names no file path, carries the remapped UIDs (the same as
 the de-identified DICOM and SEG, in its warnings too), no series description (nor any quoted text in a
-warning) or contrast agent name, the patient's sex, age, height and weight (nor a warning about them) only
-under the Retain Patient Characteristics option, no date (`created_utc` is null: the time of an analysis,
-often the day of the scan, would bound the study date the de-identification removes or shifts, and the
-report holds no study date to shift it with), and a `deidentification` block
-with the method and the patient's pseudonym. metrics.csv never identifies the patient and holds no date.
+warning) or contrast agent name, the patient's sex, age, height and weight (nor a warning about them, nor
+a classification that applies the sex or BMI) only under the Retain Patient Characteristics option, no
+date (`created_utc` is null: the time of an analysis, often the day of the scan, would bound the study date
+the de-identification removes or shifts, and the report holds no study date to shift it with), and a
+`deidentification` block with the method and the patient's pseudonym. metrics.csv never identifies the
+patient and holds no date.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sarcoscope.composition.cutoffs import CutoffSet, load_cutoffs
 from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
 from sarcoscope.imaging.deidentify.messages import message_scrubber
@@ -103,12 +105,23 @@ def _input_summary(volume: CTVolume) -> dict[str, Any]:
 #: Reported metadata that identify the study (remapped) or may hold free text (removed when de-identified).
 _UID_METADATA = ("study_instance_uid", "series_instance_uid", "frame_of_reference_uid")
 _REMOVED_CHARACTERISTIC = "removed by de-identification (--keep-patient-characteristics keeps it)"
+_REMOVED_CLASSIFICATION = (
+    "removed by de-identification: it applies the sex or BMI (--keep-patient-characteristics keeps it)"
+)
 _PATIENT_METADATA = {
     "patient_sex": "sex",
     "patient_age_years": "age_years",
     "patient_height_m": "height_m",
     "patient_weight_kg": "weight_kg",
 }
+
+
+def _without_sex_or_bmi(c: dict[str, Any], sets: dict[str, CutoffSet]) -> dict[str, Any]:
+    """A report's classification without what tells the sex or BMI de-identification removed."""
+    if not sets[c["set"]].needs_sex_or_bmi:
+        return c
+    kept = {k: c[k] for k in ("set", "title", "selected", "metric", "unit")}
+    return {**kept, "status": "not computed", "reason": _REMOVED_CLASSIFICATION}
 
 
 def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: DeidentificationPolicy) -> None:
@@ -132,6 +145,9 @@ def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: Deident
             report["assessment"]["patient"][assessed] = None
         # BMI and the muscle area's SMI together give the weight: the BMI goes with it (SMI is the result)
         report["assessment"]["bmi"] = {"status": "not computed", "reason": _REMOVED_CHARACTERISTIC}
+        table = load_cutoffs()
+        for kind, sets in (("sarcopenia", table.sarcopenia), ("myosteatosis", table.myosteatosis)):
+            report["assessment"][kind] = [_without_sex_or_bmi(c, sets) for c in report["assessment"][kind]]
     scrub = message_scrubber(policy, volume.source_path, md.contrast_agent)
     for where in (report, summary):
         kept = (scrub(w) for w in where["warnings"])

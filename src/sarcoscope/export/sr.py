@@ -186,7 +186,8 @@ def _assessment_group(
     chosen = assessment.selected
     cutoff_code = hd.sr.CodedConcept(_code_value(chosen.set.id), SCHEME, chosen.set.title[:64])
     evaluations = []
-    if chosen.computed and chosen.cutoff is not None:
+    # de-identified without the sex and BMI: the cutoff they chose, and the flag beside the SMI, tell them
+    if chosen.computed and chosen.cutoff is not None and (keep_height or not chosen.set.needs_sex_or_bmi):
         measurements.append(
             hd.sr.Measurement(PRIVATE_CODES["smi_cutoff"], float(chosen.cutoff), UNIT_SMI, method=cutoff_code)
         )

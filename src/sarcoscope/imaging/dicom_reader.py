@@ -603,15 +603,19 @@ def _check_uniform(files: list[DicomFile]) -> None:
 
 def _check_one_patient(files: list[DicomFile], warnings: list[str]) -> None:
     """Refuse a series whose images name different patients (a mis-merged export: the L3 slice could be
-    another patient's); warn when they name different frames of reference (positions may not compare)."""
+    another patient's) or different studies (a series belongs to one study: its UID reused by another, as
+    anonymisers and copied exports do, and the files of two studies, two patients without PatientID or
+    with one placeholder such as ANONYMOUS, were read as one CT); warn when they name different frames of
+    reference (positions may not compare)."""
     first = files[0]
-    patient = raw_text(first.ds, "PatientID")
-    other = next((f for f in files[1:] if (raw_text(f.ds, "PatientID") or patient) != patient), None)
-    if patient and other is not None:
-        raise InputError(
-            f"the images of one series belong to different patients (PatientID differs between {first.path} "
-            f"and {other.path}); separate the patients' images before analysing"
-        )
+    for keyword, whose in (("PatientID", "patients"), ("StudyInstanceUID", "studies")):
+        value = raw_text(first.ds, keyword)
+        other = next((f for f in files[1:] if (raw_text(f.ds, keyword) or value) != value), None)
+        if value and other is not None:
+            raise InputError(
+                f"the images of one series belong to different {whose} ({keyword} differs between "
+                f"{first.path} and {other.path}); separate the {whose}' images before analysing"
+            )
     frames = {raw_text(f.ds, "FrameOfReferenceUID") for f in files} - {None}
     if len(frames) > 1:
         warnings.append(

@@ -166,8 +166,10 @@ _UNLISTED_PHI_VRS = frozenset({"PN", "DA", "DT"})
 #: Free text the table's edition does not list that describes an object or its overlays in the user's own
 #: words (a SEG's ContentDescription names its editor: "edited by <user>", as sarcoscope's own identified
 #: SEG does), treated as the table treats such text: ContentDescription (type 2) emptied, an overlay's
-#: description and label (type 3, beside the Overlay Comments and Data the table removes) removed.
-_UNLISTED_FREE_TEXT: dict[int, str] = {0x00700081: "Z"}
+#: description and label (type 3, beside the Overlay Comments and Data the table removes), a SEG's
+#: SegmentDescription and an SR's CompletionFlagDescription (type 3) removed. A SEG's SegmentLabel (type 1)
+#: becomes its segment's coded meaning (see `_clean_segment_label`).
+_UNLISTED_FREE_TEXT: dict[int, str] = {0x00700081: "Z", 0x00620006: "X", 0x0040A492: "X"}
 _UNLISTED_OVERLAY_TEXT = (0x0022, 0x1500)  # (60xx,0022) Overlay Description, (60xx,1500) Overlay Label
 
 
@@ -182,6 +184,17 @@ def _clean_code_meaning(ds: Dataset) -> None:
         return
     code = ds.get("CodeValue") or ds.get("LongCodeValue") or ds.get("URNCodeValue") or "code"
     ds.CodeMeaning = str(code)[:64]
+
+
+def _clean_segment_label(ds: Dataset) -> None:
+    """A SEG segment's label, the user's own words ("Tumour J. Jansen"), replaced by what its codes say: the
+    meaning of its SegmentedPropertyTypeCodeSequence (already cleaned: a local scheme's is its code), or
+    "Segment <number>" without one. Call after the item's sequences were cleaned."""
+    if "SegmentLabel" not in ds:
+        return
+    types = ds.get("SegmentedPropertyTypeCodeSequence") or []
+    meaning = str(types[0].get("CodeMeaning", "") or "").strip() if types else ""
+    ds.SegmentLabel = meaning[:64] or f"Segment {ds.get('SegmentNumber', '')}".strip()
 
 
 def _clean(ds: Dataset, ctx: _Context) -> None:
@@ -202,6 +215,7 @@ def _clean(ds: Dataset, ctx: _Context) -> None:
             for item in elem.value:
                 _clean(item, ctx)
     _clean_code_meaning(ds)
+    _clean_segment_label(ds)
 
 
 def mark_deidentified(ds: Dataset, policy: DeidentificationPolicy, *, burned_in: bool = False) -> None:
