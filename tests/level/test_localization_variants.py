@@ -9,7 +9,7 @@ from functools import cache
 import pytest
 
 from sarcoscope.level import L3Localization, locate_l3
-from sarcoscope.level.localization import FLAG_COUNTING
+from sarcoscope.level.localization import FLAG_COUNTING, _last_rib
 from sarcoscope.phantom import PhantomVolume, make_volume
 from sarcoscope.phantom.artefacts import add_pedicle_screws
 
@@ -201,3 +201,25 @@ def test_a_sacrum_at_an_inferred_disc_between_screws_yields_to_the_ribs() -> Non
     pv = _phantom(9, "normal", "abdomen")
     loc = locate_l3(replace(pv.to_ctvolume(), hu=add_pedicle_screws(pv, ("L4", "L5"))))
     assert _error_mm(pv, loc.l3_mid) <= 10.0 and loc.has_flag(FLAG_COUNTING)
+
+
+def test_the_rib_series_is_followed_over_two_thoracic_vertebrae_whose_ribs_were_missed() -> None:
+    # Chest to pelvis at 5 mm, seed 76: the blurred mid-thoracic discs put the segments of T9 and T8 half a
+    # level off (a disc found mid-body, one inferred), so the joint windows of two segments missed the rib
+    # heads. The rib series was followed down from T1 and stopped at that gap, taking T8 for the last rib
+    # (T12, T11 and T10 bore ribs below it): the count from the ribs beat the sacrum's by five vertebrae, L3
+    # 156 mm off. A gap of two is now bridged when the series goes on for three vertebrae below it.
+    pv = make_volume(76, shape_xy=SHAPE, coverage="chest-pelvis", slice_thickness_mm=5.0)
+    loc = locate_l3(pv.to_ctvolume())
+    assert _error_mm(pv, loc.l3_mid) <= 10.0 and loc.counted_from == "sacrum+ribs"
+    assert loc.rib_vertebrae[0] == "T12"
+
+
+def test_the_last_rib_bridges_a_gap_only_above_a_longer_series() -> None:
+    # one or two vertebrae without ribs inside the series are bridged when it goes on below for one more
+    assert _last_rib([6, 7, 8, 11, 12, 13]) == 6
+    assert _last_rib([6, 7, 9, 10, 11]) == 6
+    # ... but rib-like bone on two vertebrae under two rib-free ones (a kidney, the iliac crest) is not
+    # the series
+    assert _last_rib([3, 4, 7, 8, 9, 10]) == 7
+    assert _last_rib([2, 3, 4, 8, 9, 10]) == 8

@@ -28,8 +28,8 @@ from sarcoscope.level.selection import L3Selection
 #: costovertebral joint, one labelling of the column with the transverse-process lengths; v6: a level up to
 #: 1.9 disc periods long is one level when its neighbours agree, and minima count as discs by their walls;
 #: v7: a count from the sacrum alone is checked against the ribs it names, an inferred L5/S1 disc weighs
-#: less).
-METHOD = "disc-count-v7"
+#: less; v8: the rib series is followed over two vertebrae whose ribs were missed).
+METHOD = "disc-count-v8"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
@@ -158,6 +158,8 @@ _TRACES = ((8.0, False), (16.0, True))
 #: Consecutive rib-bearing vertebrae that only the thorax has: the iliac wings beside S1-S3 can read as three
 #: (with 3, true sacra of normal phantoms were rejected as the shoulder girdle).
 _THORAX_SEGMENTS = 4
+#: Vertebrae in a row whose ribs may be missed inside the rib series (see _last_rib).
+_RIB_GAP = 2
 #: Vertebrae right above the sacrum that bear no ribs, whatever the anatomy (L3-L5; L4-L6 with six lumbar-type
 #: vertebrae, L2-L4 with a sacralised L5). The iliac crest beside L5 read as a rib on the real volume, and
 #: beside L5 on one of 72 phantom readings, beside L4 on none.
@@ -265,21 +267,23 @@ def _last_rib(rib_segs: list[int]) -> int | None:
     """Segment of the last rib-bearing vertebra (T12 normally).
 
     Ribs come as a series from T1 down, vertebra after vertebra: the series is followed down from the
-    highest rib seen (bridging one vertebra whose ribs were both missed), so a rib-like piece below a
-    rib-free vertebra (a transverse process touching an enhanced kidney or pelvic bone) is skipped. The
-    last rib is only a landmark when a rib-free vertebra is seen below it (else it may be the lower edge
-    of a chest CT).
+    highest rib seen, so a rib-like piece below a rib-free vertebra (a transverse process touching an
+    enhanced kidney or pelvic bone) is skipped. A thoracic vertebra between rib-bearing ones bears ribs
+    too, so a gap of one or two vertebrae whose ribs were missed is bridged when the series goes on for
+    one vertebra more than the gap below it: on thick slices the thin mid-thoracic discs blur, a disc
+    missed or found mid-body shifts the segments by half a level, and the joint windows of two of them miss
+    the rib heads. The last rib is only a landmark when a rib-free vertebra is seen below it (else it may
+    be the lower edge of a chest CT).
     """
     last = max(rib_segs, default=None)
-    # down the series from the highest rib, bridging one vertebra whose ribs were both missed when the
-    # series goes on for two vertebrae below it
     while last is not None:
-        if last - 1 in rib_segs:
-            last -= 1
-        elif last - 2 in rib_segs and last - 3 in rib_segs:
-            last -= 2
-        else:
+        step = next(
+            (g + 1 for g in range(_RIB_GAP + 1) if all(last - g - k in rib_segs for k in range(1, g + 2))),
+            None,
+        )
+        if step is None:
             break
+        last -= step
     return last if last is not None and last >= 2 else None
 
 
