@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from sarcoscope import fileio
 from sarcoscope.batch import discover_cases, read_manifest, run_batch
 from sarcoscope.batch.cases import RESULT_COLUMNS
+from sarcoscope.batch.runner import INPUT_FILES
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError, OutputError
 from sarcoscope.imaging import CTMetadata, write_dicom_series
@@ -587,3 +588,50 @@ def test_a_resumed_deidentified_batch_analyses_again_a_report_that_does_not_say_
     report_path.write_text(json.dumps(report))
     assert run_batch(cases, out, engine="threshold", deidentification=policy).count("done") == 1
     assert run_batch(cases, out, engine="threshold", deidentification=policy).count("skipped") == 1
+
+
+@pytest.mark.parametrize("deidentified", [False, True], ids=["identified", "deidentified"])
+def test_a_resumed_batch_analyses_again_a_case_whose_input_now_holds_another_series(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, deidentified: bool
+) -> None:
+    """A case whose folder held a report was skipped as done without looking at its input: when a data
+    manager replaced a mis-filed case folder with the right patient's images, a resumed run kept the first
+    patient's results in cohort.csv under that case id. The case is analysed again, saying why."""
+    import shutil
+
+    for cohort, seed in (("cohort", 1), ("right", 5)):
+        sl = make_slice(seed, size=192)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / cohort / "patient1")
+    policy = DeidentificationPolicy(secret=b"k" * 32) if deidentified else None
+    kw = {"engine": "threshold", "deidentification": policy}
+    out = tmp_path / "run"
+    first = run_batch(discover_cases(tmp_path / "cohort"), out, **kw)
+    assert first.count("done") == 1
+    wrong = _rows(out / "cohort.csv")
+    expected = _rows(run_batch(discover_cases(tmp_path / "right"), tmp_path / "fresh", **kw).cohort_csv)
+    assert wrong != expected
+    # the same file names and sizes, other images (copied with their times)
+    shutil.copytree(tmp_path / "cohort" / "patient1", tmp_path / "misfiled")
+    shutil.rmtree(tmp_path / "cohort" / "patient1")
+    shutil.copytree(tmp_path / "right" / "patient1", tmp_path / "cohort" / "patient1")
+    caplog.clear()
+    again = run_batch(discover_cases(tmp_path / "cohort"), out, **kw)
+    assert again.count("done") == 1 and _rows(out / "cohort.csv") == expected
+    assert "analysed again" in caplog.text and "its input" in caplog.text
+    assert run_batch(discover_cases(tmp_path / "cohort"), out, **kw).count("skipped") == 1
+    # a case folder made before runs recorded their input's files: judged by its files' times
+    (marker,) = (out / "cases").glob(f"*/{INPUT_FILES}")
+    marker.unlink()
+    assert run_batch(discover_cases(tmp_path / "cohort"), out, **kw).count("skipped") == 1
+    assert marker.is_file()
+    marker.unlink()
+    shutil.rmtree(tmp_path / "cohort" / "patient1")
+    shutil.copytree(tmp_path / "misfiled", tmp_path / "cohort" / "patient1")
+    caplog.clear()
+    assert run_batch(discover_cases(tmp_path / "cohort"), out, **kw).count("done") == 1
+    assert _rows(out / "cohort.csv") == wrong and "made before its input last changed" in caplog.text
+    # what a de-identified folder records of the input is a keyed code: no file name, size or time
+    (case,) = (out / "cases").iterdir()
+    recorded = " ".join(p.read_text() for p in case.iterdir() if p.name.startswith(".input"))
+    if deidentified:
+        assert "patient1" not in recorded and ".dcm" not in recorded and str(tmp_path) not in recorded

@@ -10,6 +10,7 @@ row. Workers return only a small summary row, never images, so the cluster's mem
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -266,11 +267,14 @@ def analyze_case(
     start = time.perf_counter()
     try:
         earlier = json.loads(report_path.read_text()) if report_path.is_file() and not force else None
+        files = _input_files_code(case, deidentification)  # what this run reads, before it reads it
         changed = (
             _changed_since(earlier, case, engine, cutoff_set, deidentification, pixel_spacing)
             if earlier
             else None
         )
+        if earlier and changed is None:
+            changed = _input_changed(earlier, out, case, files, deidentification)
         if changed is not None:
             logger.warning("case %s is analysed again: its earlier results were %s", case.case_id, changed)
         elif earlier is not None:
@@ -292,6 +296,7 @@ def analyze_case(
                 cutoff_set=cutoff_set,
                 deidentification=deidentification,
             )
+        atomic_write_text(out / INPUT_FILES, files + "\n")
         row = summary_row(case, json.loads(report_path.read_text()))
         if push:
             (out / PUSHED).unlink(missing_ok=True)  # a forced rerun pushes its new results
@@ -307,6 +312,74 @@ def analyze_case(
 
 #: Written into a case's folder once its results are stored on the DICOMweb server.
 PUSHED = "pushed.json"
+#: In a case's folder once its report is written: a digest of the input as it was analysed (its files'
+#: names, sizes and modification times, or the DICOMweb series' address; keyed in a de-identified run, so
+#: that it names nothing), so that a resumed run tells an input that now holds other images from it.
+INPUT_FILES = ".input-files"
+
+
+def _input_files_code(case: Case, policy: DeidentificationPolicy | None) -> str:
+    """What INPUT_FILES holds for the case's input as it is now: every file the reader may read (as
+    imaging.read_ct finds them), by its path inside the input, size and modification time."""
+    from sarcoscope.pacs.dicomweb import shown_url
+
+    if isinstance(case.path, str):
+        text = shown_url(case.path)
+    else:
+        root = Path(case.path)
+        found = [Path(d, f) for d, _, names in os.walk(root) for f in names] if root.is_dir() else [root]
+        lines = []
+        for path in sorted(found):
+            if path.name.startswith(".") and path != root:
+                continue  # not read (the reader skips hidden files); may change at any time (.DS_Store)
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            name = path.name if path == root else path.relative_to(root).as_posix()
+            lines.append(f"{name}\t{st.st_size}\t{st.st_mtime_ns}")
+        text = "\n".join(lines)
+    if policy is not None:
+        return policy.pseudonymise_text("input-files", text)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _input_changed(
+    report: dict[str, Any], out: Path, case: Case, files: str, policy: DeidentificationPolicy | None
+) -> str | None:
+    """Why the case's earlier report was not made from its input as it is now (None: it was): its files
+    were replaced, added, removed or modified since (a data manager replacing a mis-filed case folder, a
+    manifest row pointing to another file or series, a re-export). A folder made before INPUT_FILES was
+    written is judged by its report: its series, or its input's files none newer than the report (then
+    INPUT_FILES is written now)."""
+    recorded = _read_marker(out / INPUT_FILES)
+    if recorded == files or (isinstance(case.path, Path) and not case.path.exists()):
+        return None  # the same, or gone (archived after the run): analysing it would only fail
+    if recorded is not None:
+        return (
+            "made from its input as it was before: its files were replaced, added, removed or modified "
+            "since, or it names another series now"
+        )
+    if isinstance(case.path, str):
+        from sarcoscope.pacs.dicomweb import parse_dicomweb_url
+
+        series = parse_dicomweb_url(case.path).series_uid or ""
+        wanted = policy.uid(series) if policy is not None and series else series
+        if report["input"].get("series_instance_uid") != wanted:
+            return "made from another series than the case names now"
+    else:
+        made = (out / REPORT).stat().st_mtime
+        root = Path(case.path)
+        entries = [Path(d, n) for d, dirs, names in os.walk(root) for n in [*dirs, *names]] + [root]
+        for path in entries:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if max(st.st_mtime, st.st_ctime) > made:
+                return "made before its input last changed (a file of it is newer than the report)"
+    atomic_write_text(out / INPUT_FILES, files + "\n")
+    return None
 
 
 def _changed_since(
