@@ -635,3 +635,26 @@ def test_a_resumed_batch_analyses_again_a_case_whose_input_now_holds_another_ser
     recorded = " ".join(p.read_text() for p in case.iterdir() if p.name.startswith(".input"))
     if deidentified:
         assert "patient1" not in recorded and ".dcm" not in recorded and str(tmp_path) not in recorded
+
+
+def test_a_case_that_succeeds_on_resume_leaves_failures_csv_as_it_finishes(tmp_path: Path) -> None:
+    """failures.csv was rewritten only when a case failed (and at the end of the run): a case that had
+    failed and succeeded on resume stayed listed as failed beside its cohort.csv row until then, and for
+    good when the run was killed (kill -9, the machine lost) before it ended."""
+    (tmp_path / "cohort" / "patient1").mkdir(parents=True)
+    (tmp_path / "cohort" / "patient1" / "x.dcm").write_bytes(b"not dicom at all")
+    sl = make_slice(2, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / "patient2")
+    out = tmp_path / "run"
+    assert run_batch(discover_cases(tmp_path / "cohort"), out, engine="threshold").count("failed") == 1
+    assert [r["case_id"] for r in _rows(out / "failures.csv")] == ["patient1"]
+    (tmp_path / "cohort" / "patient1" / "x.dcm").unlink()  # the study exported again, complete
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / "patient1")
+    on_disk: list[tuple[list[str], list[str]]] = []
+
+    def killed_here(outcome: object) -> None:  # what a run killed once this case is reported leaves
+        tables = (_rows(out / "cohort.csv"), _rows(out / "failures.csv"))
+        on_disk.append(tuple([r["case_id"] for r in rows] for rows in tables))
+
+    run_batch(discover_cases(tmp_path / "cohort")[:1], out, engine="threshold", on_outcome=killed_here)
+    assert on_disk == [(["patient1", "patient2"], [])]

@@ -72,8 +72,8 @@ class BatchSummary:
         self.kept_rows = [r for r in _read_csv(self.cohort_csv) if r.get("case_id") not in case_ids]
         self.kept_failures = [r for r in _read_csv(self.failures_csv) if r.get("case_id") not in case_ids]
 
-    def write(self, *, failures: bool = True) -> None:
-        """(Re)write cohort.csv (and failures.csv) from the outcomes so far and the kept rows, sorted by case
+    def write(self) -> None:
+        """(Re)write cohort.csv and failures.csv from the outcomes so far and the kept rows, sorted by case
         id, atomically.
 
         Called after every case: O(cases) each time, negligible beside a case's analysis even for
@@ -84,10 +84,9 @@ class BatchSummary:
         for row in rows:
             columns += [c for c in row if c not in columns]
         _write_csv_atomic(self.cohort_csv, rows, columns or ["case_id"])
-        if failures:
-            failed = [{"case_id": o.case_id, "error": o.error} for o in outcomes if o.status == "failed"]
-            failed = sorted([*self.kept_failures, *failed], key=lambda r: r["case_id"])
-            _write_csv_atomic(self.failures_csv, failed, ["case_id", "error"])
+        failed = [{"case_id": o.case_id, "error": o.error} for o in outcomes if o.status == "failed"]
+        failed = sorted([*self.kept_failures, *failed], key=lambda r: r["case_id"])
+        _write_csv_atomic(self.failures_csv, failed, ["case_id", "error"])
 
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:
@@ -731,7 +730,7 @@ def run_batch(
         try:
             for outcome in stream:
                 outcomes.append(outcome)
-                summary.write(failures=outcome.status == "failed")  # an interrupted run keeps every row
+                summary.write()  # an interrupted run keeps every row, and no failure of a case now done
                 if on_outcome is not None:
                     on_outcome(outcome)
         finally:
