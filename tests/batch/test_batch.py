@@ -658,3 +658,48 @@ def test_a_case_that_succeeds_on_resume_leaves_failures_csv_as_it_finishes(tmp_p
 
     run_batch(discover_cases(tmp_path / "cohort")[:1], out, engine="threshold", on_outcome=killed_here)
     assert on_disk == [(["patient1", "patient2"], [])]
+
+
+def test_a_case_analysed_again_without_push_is_pushed_by_the_next_push_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pushed.json says a case's results are stored in its study. A run without --push that analysed the
+    case again (another cutoff set, its input changed) carried it into the new results' folder, so the next
+    --push run skipped the case as pushed: the PACS kept the old results and the new ones were never
+    stored."""
+    import shutil
+
+    import pydicom
+
+    from sarcoscope.batch import Case
+    from sarcoscope.export.writer import dicom_result_files
+    from sarcoscope.pacs import dicomweb
+
+    sl = make_slice(3, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "pacs")
+    head = pydicom.dcmread(next((tmp_path / "pacs").iterdir()))
+    url = f"dicomweb+http://pacs.invalid/studies/{head.StudyInstanceUID}/series/{head.SeriesInstanceUID}"
+    stored: list[list[str]] = []
+
+    def fetch(text: str, folder: Path, *args: object, **kw: object) -> Path:
+        shutil.copytree(tmp_path / "pacs", folder, dirs_exist_ok=True)
+        return folder
+
+    def store(text: str, paths: list[Path], *args: object, **kw: object) -> dicomweb.Stored:
+        stored.append(sorted(str(pydicom.dcmread(p).SOPInstanceUID) for p in paths))
+        return dicomweb.Stored(sent=len(paths), held=0)
+
+    monkeypatch.setattr(dicomweb, "fetch_series", fetch)
+    monkeypatch.setattr(dicomweb, "store_results", store)
+    cases, out = [Case(case_id="ct1", path=url)], tmp_path / "run"
+    kw = {"engine": "threshold"}
+    assert run_batch(cases, out, cutoff_set="martin2013", push=True, **kw).count("done") == 1
+    assert run_batch(cases, out, cutoff_set="prado2008", **kw).count("done") == 1
+    results = sorted(
+        str(pydicom.dcmread(p).SOPInstanceUID) for p in dicom_result_files(out / "cases" / "ct1")
+    )
+    assert len(stored) == 1 and stored[0] != results
+    assert run_batch(cases, out, cutoff_set="prado2008", push=True, **kw).count("done") == 1
+    assert stored[1:] == [results]
+    assert run_batch(cases, out, cutoff_set="prado2008", push=True, **kw).count("skipped") == 1
+    assert len(stored) == 2

@@ -281,6 +281,8 @@ def analyze_case(
             if push and not (out / PUSHED).is_file():
                 return _pushed(case, out, waits, row, start)
             return CaseOutcome(case.case_id, "skipped", row=row)
+        # new results are not the ones stored: pushed by the next --push run (the analysis keeps the file)
+        (out / PUSHED).unlink(missing_ok=True)
         with tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-") as tmp:
             analyze(
                 _source(case, Path(tmp), waits),
@@ -298,7 +300,6 @@ def analyze_case(
         atomic_write_text(out / INPUT_FILES, files + "\n")
         row = summary_row(case, json.loads(report_path.read_text()))
         if push:
-            (out / PUSHED).unlink(missing_ok=True)  # a forced rerun pushes its new results
             return _pushed(case, out, waits, row, start)
         return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
     except Exception as exc:  # one broken study must not stop a cohort of thousands
