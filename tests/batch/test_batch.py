@@ -660,6 +660,32 @@ def test_a_case_that_succeeds_on_resume_leaves_failures_csv_as_it_finishes(tmp_p
     assert on_disk == [(["patient1", "patient2"], [])]
 
 
+def _serve_series(folder: Path, seeds: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Phantom series (name -> seed) in `folder`, retrieved as from a DICOMweb server; their addresses."""
+    import shutil
+
+    import pydicom
+
+    from sarcoscope.pacs import dicomweb
+
+    urls = {}
+    for name, seed in seeds.items():
+        sl = make_slice(seed, size=192)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), folder / name)
+        head = pydicom.dcmread(next((folder / name).iterdir()))
+        urls[name] = (
+            f"dicomweb+http://pacs.invalid/studies/{head.StudyInstanceUID}/series/{head.SeriesInstanceUID}"
+        )
+
+    def fetch(text: str, into: Path, *args: object, **kw: object) -> Path:
+        (name,) = [n for n, url in urls.items() if text == url]
+        shutil.copytree(folder / name, into, dirs_exist_ok=True)
+        return into
+
+    monkeypatch.setattr(dicomweb, "fetch_series", fetch)
+    return urls
+
+
 def test_a_case_analysed_again_without_push_is_pushed_by_the_next_push_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -667,29 +693,19 @@ def test_a_case_analysed_again_without_push_is_pushed_by_the_next_push_run(
     case again (another cutoff set, its input changed) carried it into the new results' folder, so the next
     --push run skipped the case as pushed: the PACS kept the old results and the new ones were never
     stored."""
-    import shutil
-
     import pydicom
 
     from sarcoscope.batch import Case
     from sarcoscope.export.writer import dicom_result_files
     from sarcoscope.pacs import dicomweb
 
-    sl = make_slice(3, size=192)
-    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "pacs")
-    head = pydicom.dcmread(next((tmp_path / "pacs").iterdir()))
-    url = f"dicomweb+http://pacs.invalid/studies/{head.StudyInstanceUID}/series/{head.SeriesInstanceUID}"
+    url = _serve_series(tmp_path / "pacs", {"ct": 3}, monkeypatch)["ct"]
     stored: list[list[str]] = []
-
-    def fetch(text: str, folder: Path, *args: object, **kw: object) -> Path:
-        shutil.copytree(tmp_path / "pacs", folder, dirs_exist_ok=True)
-        return folder
 
     def store(text: str, paths: list[Path], *args: object, **kw: object) -> dicomweb.Stored:
         stored.append(sorted(str(pydicom.dcmread(p).SOPInstanceUID) for p in paths))
         return dicomweb.Stored(sent=len(paths), held=0)
 
-    monkeypatch.setattr(dicomweb, "fetch_series", fetch)
     monkeypatch.setattr(dicomweb, "store_results", store)
     cases, out = [Case(case_id="ct1", path=url)], tmp_path / "run"
     kw = {"engine": "threshold"}
@@ -703,3 +719,22 @@ def test_a_case_analysed_again_without_push_is_pushed_by_the_next_push_run(
     assert stored[1:] == [results]
     assert run_batch(cases, out, cutoff_set="prado2008", push=True, **kw).count("skipped") == 1
     assert len(stored) == 2
+
+
+def test_a_second_manifest_whose_case_id_names_another_dicomweb_series_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case folder names its input so that another cohort's case of the same id is refused, but a
+    manifest's DICOMweb cases were left out (a query's case id is its series; a manifest's is the user's): a
+    second manifest's P01, another patient's series, was analysed over the first manifest's P01 (before
+    that, skipped as done: its row the first patient's). The run is refused before any case."""
+    urls = _serve_series(tmp_path / "pacs", {"a": 1, "b": 5}, monkeypatch)
+    out = tmp_path / "run"
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.csv").write_text(f"case_id,path\nP01,{urls[name]}\n")
+    assert run_batch(read_manifest(tmp_path / "a.csv"), out, engine="threshold").count("done") == 1
+    table = (out / "cohort.csv").read_bytes()
+    with pytest.raises(OutputError, match=r"results of other inputs under case ids of this run: P01 \("):
+        run_batch(read_manifest(tmp_path / "b.csv"), out, engine="threshold")
+    assert (out / "cohort.csv").read_bytes() == table
+    assert run_batch(read_manifest(tmp_path / "a.csv"), out, engine="threshold").count("skipped") == 1

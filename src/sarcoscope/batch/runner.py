@@ -28,7 +28,7 @@ from typing import Any
 
 from sarcoscope.batch.cases import Case
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
-from sarcoscope.errors import OutputError, SarcoscopeError
+from sarcoscope.errors import InputError, OutputError, SarcoscopeError
 from sarcoscope.fileio import atomic_write_text, check_output_folder, holding_lock
 from sarcoscope.imaging.deidentify.messages import scrub_error
 from sarcoscope.imaging.deidentify.policy import DeidentificationError, DeidentificationPolicy
@@ -167,21 +167,22 @@ def _check_same_inputs(out_root: Path, cases: list[Case], policy: Deidentificati
     failures.csv. Every case folder names its input in INPUT_MARKER, written here for the cases that lack it
     before any case runs (so a case that fails, leaving no report, names it too): its real path, or in a
     de-identified folder a keyed code of it, and only the case code is shown. A folder made before the marker
-    names it by its report. A DICOMweb case's id is its series."""
+    names it by its report. A DICOMweb case (a manifest's case id is the user's) is named by its study and
+    series UIDs."""
     clashes, unmarked = [], []
     for case in cases:
-        if not isinstance(case.path, Path):
-            continue
         folder = out_root / "cases" / case.case_id
         code, recorded = _input_code(case, policy), _read_marker(folder / INPUT_MARKER)
         if recorded is None:
             unmarked.append((folder / INPUT_MARKER, code))
-            recorded = _reported_input(folder) if policy is None else None
+            recorded = _reported_input(folder) if policy is None and isinstance(case.path, Path) else None
         if recorded is None or recorded == code:
             continue
         if policy is not None:
             clashes.append(case.case_id)
-        elif Path(recorded).exists() and not os.path.samefile(recorded, case.path):  # not a moved cohort
+        elif isinstance(case.path, str) or (  # a series is its UIDs, wherever the server is
+            Path(recorded).exists() and not os.path.samefile(recorded, case.path)  # not a moved cohort
+        ):
             clashes.append(f"{case.case_id} ({recorded})")
     if clashes:
         shown = ", ".join(clashes[:5]) + (f" and {len(clashes) - 5} more" if len(clashes) > 5 else "")
@@ -207,8 +208,17 @@ INPUT_MARKER = ".input-code"
 
 
 def _input_code(case: Case, policy: DeidentificationPolicy | None) -> str:
-    """What INPUT_MARKER holds for a case read from a file or folder."""
-    path = os.path.realpath(case.path)
+    """What INPUT_MARKER holds for a case: its file or folder, or its DICOMweb study and series."""
+    if isinstance(case.path, str):
+        from sarcoscope.pacs.dicomweb import parse_dicomweb_url, shown_url
+
+        try:
+            target = parse_dicomweb_url(case.path)
+            path = f"dicomweb:studies/{target.study_uid}/series/{target.series_uid}"
+        except InputError:  # the case fails, saying why
+            path = shown_url(case.path)
+    else:
+        path = os.path.realpath(case.path)
     return path if policy is None else policy.pseudonymise_text("input", path)
 
 
