@@ -738,3 +738,33 @@ def test_a_second_manifest_whose_case_id_names_another_dicomweb_series_is_refuse
         run_batch(read_manifest(tmp_path / "b.csv"), out, engine="threshold")
     assert (out / "cohort.csv").read_bytes() == table
     assert run_batch(read_manifest(tmp_path / "a.csv"), out, engine="threshold").count("skipped") == 1
+
+
+def test_two_runs_on_one_dask_scheduler_keep_their_own_cases(cohort: Path, tmp_path: Path) -> None:
+    """Each case was submitted under the key sarcoscope-<case id>, and a Dask scheduler takes a task of a
+    key it holds for the same task: two runs on one shared cluster, each with its patient1 (cohorts name
+    their cases alike), got one result, and the second run listed the first cohort's patient1 (analysed into
+    the first run's folder) as its own, its own patient1 never analysed."""
+    distributed = pytest.importorskip("dask.distributed")
+    sl = make_slice(5, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "B" / "patient1")
+    second = []
+
+    def start_second(_: object) -> None:  # while the first run holds its result
+        second.append(
+            run_batch(discover_cases(tmp_path / "B"), tmp_path / "b", engine="threshold", scheduler=address)
+        )
+
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        run_batch(
+            [c for c in discover_cases(cohort) if c.case_id == "patient1"],
+            tmp_path / "a",
+            engine="threshold",
+            scheduler=address,
+            on_outcome=start_second,
+        )
+    (outcome,) = second[0].outcomes
+    assert outcome.status == "done" and (tmp_path / "b" / "cases" / "patient1" / "report.json").is_file()
+    alone = run_batch(discover_cases(tmp_path / "B"), tmp_path / "alone", engine="threshold")
+    assert _rows(tmp_path / "b" / "cohort.csv") == _rows(alone.cohort_csv)

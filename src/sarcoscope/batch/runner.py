@@ -18,6 +18,7 @@ import os
 import re
 import tempfile
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -622,9 +623,12 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
             ) from None
         # a worker without sarcoscope fails its cases with a clear row; this setup is only an optimisation
         client.run(reuse_freed_memory, on_error="ignore")
+    # a scheduler takes a task of a key it holds for that task: another run's case of the same id on a shared
+    # cluster (cohorts name their cases alike) would give its result as this case's
+    run = uuid.uuid4().hex[:12]
     try:
         futures = {
-            client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}", pure=False, **kw): case
+            client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}-{run}", pure=False, **kw): case
             for case in cases
         }
         for fut in dask_as_completed(futures):
