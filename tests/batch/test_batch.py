@@ -768,3 +768,23 @@ def test_two_runs_on_one_dask_scheduler_keep_their_own_cases(cohort: Path, tmp_p
     assert outcome.status == "done" and (tmp_path / "b" / "cases" / "patient1" / "report.json").is_file()
     alone = run_batch(discover_cases(tmp_path / "B"), tmp_path / "alone", engine="threshold")
     assert _rows(tmp_path / "b" / "cohort.csv") == _rows(alone.cohort_csv)
+
+
+def test_a_resumed_run_killed_after_its_first_case_keeps_every_finished_row(
+    cohort: Path, tmp_path: Path
+) -> None:
+    """A resumed run rewrote cohort.csv and failures.csv after its first case from the rows of this run's
+    outcomes only: the rows (and failures) of every case the earlier run had finished and this one had not
+    reached yet left the tables, and a run killed then (kill -9, out of memory) left tables missing cases
+    whose folders hold their reports."""
+    out = tmp_path / "run"
+    first = run_batch(discover_cases(cohort), out, engine="threshold")
+    tables = (_rows(first.cohort_csv), _rows(first.failures_csv))
+    assert (len(tables[0]), len(tables[1])) == (3, 1)
+    on_disk = []
+
+    def killed_here(_: object) -> None:  # what a run killed once its first case is reported leaves
+        on_disk.append((_rows(out / "cohort.csv"), _rows(out / "failures.csv")))
+
+    run_batch(discover_cases(cohort)[::-1], out, engine="threshold", on_outcome=killed_here)
+    assert on_disk[0] == tables and on_disk[-1] == tables

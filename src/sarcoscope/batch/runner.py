@@ -60,18 +60,19 @@ class BatchSummary:
     outcomes: list[CaseOutcome]
     cohort_csv: Path
     failures_csv: Path
-    #: Rows of earlier runs into the same folder for cases this run does not have (kept in the tables).
+    #: The tables' rows when the run started (kept in them until this run has an outcome for their case).
     kept_rows: list[dict[str, Any]] = field(default_factory=list)
     kept_failures: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
 
-    def keep_earlier_rows(self, case_ids: set[str]) -> None:
-        """Keep the tables' rows of cases this run does not have: analysing a second cohort (or a part of
-        one) into the same folder adds to its tables instead of dropping what is there."""
-        self.kept_rows = [r for r in _read_csv(self.cohort_csv) if r.get("case_id") not in case_ids]
-        self.kept_failures = [r for r in _read_csv(self.failures_csv) if r.get("case_id") not in case_ids]
+    def keep_earlier_rows(self) -> None:
+        """Keep the tables' rows until this run has an outcome for their case: analysing a second cohort (or
+        a part of one) into the same folder adds to its tables instead of dropping what is there, and a run
+        stopped midway keeps the rows of the cases it did not reach."""
+        self.kept_rows = _read_csv(self.cohort_csv)
+        self.kept_failures = _read_csv(self.failures_csv)
 
     def write(self) -> None:
         """(Re)write cohort.csv and failures.csv from the outcomes so far and the kept rows, sorted by case
@@ -80,13 +81,16 @@ class BatchSummary:
         Called after every case: O(cases) each time, negligible beside a case's analysis even for
         thousands of cases, and a run killed at any moment leaves complete tables of what it finished."""
         outcomes = sorted(self.outcomes, key=lambda o: o.case_id)
-        rows = sorted([*self.kept_rows, *(o.row for o in outcomes if o.row)], key=lambda r: r["case_id"])
+        seen = {o.case_id for o in outcomes}
+        kept_rows = [r for r in self.kept_rows if r.get("case_id") not in seen]
+        rows = sorted([*kept_rows, *(o.row for o in outcomes if o.row)], key=lambda r: r["case_id"])
         columns: list[str] = []
         for row in rows:
             columns += [c for c in row if c not in columns]
         _write_csv_atomic(self.cohort_csv, rows, columns or ["case_id"])
         failed = [{"case_id": o.case_id, "error": o.error} for o in outcomes if o.status == "failed"]
-        failed = sorted([*self.kept_failures, *failed], key=lambda r: r["case_id"])
+        kept_failures = [r for r in self.kept_failures if r.get("case_id") not in seen]
+        failed = sorted([*kept_failures, *failed], key=lambda r: r["case_id"])
         _write_csv_atomic(self.failures_csv, failed, ["case_id", "error"])
 
 
@@ -741,7 +745,7 @@ def run_batch(
         stream = _dask(cases, scheduler, workers, **kw) if scheduler else _local(cases, workers, **kw)
         outcomes: list[CaseOutcome] = []
         summary = BatchSummary(outcomes, out_root / "cohort.csv", out_root / "failures.csv")
-        summary.keep_earlier_rows({case.case_id for case in cases})
+        summary.keep_earlier_rows()
         try:
             for outcome in stream:
                 outcomes.append(outcome)
