@@ -738,6 +738,11 @@ def test_a_second_manifest_whose_case_id_names_another_dicomweb_series_is_refuse
         run_batch(read_manifest(tmp_path / "b.csv"), out, engine="threshold")
     assert (out / "cohort.csv").read_bytes() == table
     assert run_batch(read_manifest(tmp_path / "a.csv"), out, engine="threshold").count("skipped") == 1
+    # the same series on the server under another address (moved, renamed): the same input, not analysed again
+    moved = urls["a"].replace("pacs.invalid", "pacs2.invalid:8443")
+    (tmp_path / "a.csv").write_text(f"case_id,path\nP01,{moved}\n")
+    assert run_batch(read_manifest(tmp_path / "a.csv"), out, engine="threshold").count("skipped") == 1
+    assert (out / "cohort.csv").read_bytes() == table
 
 
 def test_two_runs_on_one_dask_scheduler_keep_their_own_cases(cohort: Path, tmp_path: Path) -> None:

@@ -214,17 +214,19 @@ INPUT_MARKER = ".input-code"
 
 def _input_code(case: Case, policy: DeidentificationPolicy | None) -> str:
     """What INPUT_MARKER holds for a case: its file or folder, or its DICOMweb study and series."""
-    if isinstance(case.path, str):
-        from sarcoscope.pacs.dicomweb import parse_dicomweb_url, shown_url
-
-        try:
-            target = parse_dicomweb_url(case.path)
-            path = f"dicomweb:studies/{target.study_uid}/series/{target.series_uid}"
-        except InputError:  # the case fails, saying why
-            path = shown_url(case.path)
-    else:
-        path = os.path.realpath(case.path)
+    path = _series_named(case.path) if isinstance(case.path, str) else os.path.realpath(case.path)
     return path if policy is None else policy.pseudonymise_text("input", path)
+
+
+def _series_named(url: str) -> str:
+    """The study and series a DICOMweb case's address names, wherever the server is."""
+    from sarcoscope.pacs.dicomweb import parse_dicomweb_url, shown_url
+
+    try:
+        target = parse_dicomweb_url(url)
+    except InputError:  # the case fails, saying why
+        return shown_url(url)
+    return f"dicomweb:studies/{target.study_uid}/series/{target.series_uid}"
 
 
 def _read_marker(path: Path) -> str | None:
@@ -328,7 +330,7 @@ def analyze_case(
 #: Written into a case's folder once its results are stored on the DICOMweb server.
 PUSHED = "pushed.json"
 #: In a case's folder once its report is written: a digest of the input as it was analysed (its files'
-#: names, sizes and modification times, or the DICOMweb series' address; keyed in a de-identified run, so
+#: names, sizes and modification times, or the DICOMweb study and series; keyed in a de-identified run, so
 #: that it names nothing), so that a resumed run tells an input that now holds other images from it.
 INPUT_FILES = ".input-files"
 
@@ -336,10 +338,8 @@ INPUT_FILES = ".input-files"
 def _input_files_code(case: Case, policy: DeidentificationPolicy | None) -> str:
     """What INPUT_FILES holds for the case's input as it is now: every file the reader may read (as
     imaging.read_ct finds them), by its path inside the input, size and modification time."""
-    from sarcoscope.pacs.dicomweb import shown_url
-
     if isinstance(case.path, str):
-        text = shown_url(case.path)
+        text = _series_named(case.path)
     else:
         root = Path(case.path)
         found = [Path(d, f) for d, _, names in os.walk(root) for f in names] if root.is_dir() else [root]
