@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from sarcoscope import fileio
 from sarcoscope.batch import discover_cases, read_manifest, run_batch
 from sarcoscope.batch.cases import RESULT_COLUMNS
+from sarcoscope.batch.runner import INPUT_FILES
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError, OutputError
 from sarcoscope.imaging import CTMetadata, write_dicom_series
@@ -587,3 +588,208 @@ def test_a_resumed_deidentified_batch_analyses_again_a_report_that_does_not_say_
     report_path.write_text(json.dumps(report))
     assert run_batch(cases, out, engine="threshold", deidentification=policy).count("done") == 1
     assert run_batch(cases, out, engine="threshold", deidentification=policy).count("skipped") == 1
+
+
+@pytest.mark.parametrize("deidentified", [False, True], ids=["identified", "deidentified"])
+def test_a_resumed_batch_analyses_again_a_case_whose_input_now_holds_another_series(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, deidentified: bool
+) -> None:
+    """A case whose folder held a report was skipped as done without looking at its input: when a data
+    manager replaced a mis-filed case folder with the right patient's images, a resumed run kept the first
+    patient's results in cohort.csv under that case id. The case is analysed again, saying why."""
+    import shutil
+
+    for cohort, seed in (("cohort", 1), ("right", 5)):
+        sl = make_slice(seed, size=192)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / cohort / "patient1")
+    policy = DeidentificationPolicy(secret=b"k" * 32) if deidentified else None
+    kw = {"engine": "threshold", "deidentification": policy}
+    out = tmp_path / "run"
+    first = run_batch(discover_cases(tmp_path / "cohort"), out, **kw)
+    assert first.count("done") == 1
+    wrong = _rows(out / "cohort.csv")
+    expected = _rows(run_batch(discover_cases(tmp_path / "right"), tmp_path / "fresh", **kw).cohort_csv)
+    assert wrong != expected
+    # the same file names and sizes, other images (copied with their times)
+    shutil.copytree(tmp_path / "cohort" / "patient1", tmp_path / "misfiled")
+    shutil.rmtree(tmp_path / "cohort" / "patient1")
+    shutil.copytree(tmp_path / "right" / "patient1", tmp_path / "cohort" / "patient1")
+    caplog.clear()
+    again = run_batch(discover_cases(tmp_path / "cohort"), out, **kw)
+    assert again.count("done") == 1 and _rows(out / "cohort.csv") == expected
+    assert "analysed again" in caplog.text and "its input" in caplog.text
+    assert run_batch(discover_cases(tmp_path / "cohort"), out, **kw).count("skipped") == 1
+    # a case folder made before runs recorded their input's files: judged by its files' times
+    (marker,) = (out / "cases").glob(f"*/{INPUT_FILES}")
+    marker.unlink()
+    assert run_batch(discover_cases(tmp_path / "cohort"), out, **kw).count("skipped") == 1
+    assert marker.is_file()
+    marker.unlink()
+    shutil.rmtree(tmp_path / "cohort" / "patient1")
+    shutil.copytree(tmp_path / "misfiled", tmp_path / "cohort" / "patient1")
+    caplog.clear()
+    assert run_batch(discover_cases(tmp_path / "cohort"), out, **kw).count("done") == 1
+    assert _rows(out / "cohort.csv") == wrong and "made before its input last changed" in caplog.text
+    # what a de-identified folder records of the input is a keyed code: no file name, size or time
+    (case,) = (out / "cases").iterdir()
+    recorded = " ".join(p.read_text() for p in case.iterdir() if p.name.startswith(".input"))
+    if deidentified:
+        assert "patient1" not in recorded and ".dcm" not in recorded and str(tmp_path) not in recorded
+
+
+def test_a_case_that_succeeds_on_resume_leaves_failures_csv_as_it_finishes(tmp_path: Path) -> None:
+    """failures.csv was rewritten only when a case failed (and at the end of the run): a case that had
+    failed and succeeded on resume stayed listed as failed beside its cohort.csv row until then, and for
+    good when the run was killed (kill -9, the machine lost) before it ended."""
+    (tmp_path / "cohort" / "patient1").mkdir(parents=True)
+    (tmp_path / "cohort" / "patient1" / "x.dcm").write_bytes(b"not dicom at all")
+    sl = make_slice(2, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / "patient2")
+    out = tmp_path / "run"
+    assert run_batch(discover_cases(tmp_path / "cohort"), out, engine="threshold").count("failed") == 1
+    assert [r["case_id"] for r in _rows(out / "failures.csv")] == ["patient1"]
+    (tmp_path / "cohort" / "patient1" / "x.dcm").unlink()  # the study exported again, complete
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "cohort" / "patient1")
+    on_disk: list[tuple[list[str], list[str]]] = []
+
+    def killed_here(outcome: object) -> None:  # what a run killed once this case is reported leaves
+        tables = (_rows(out / "cohort.csv"), _rows(out / "failures.csv"))
+        on_disk.append(tuple([r["case_id"] for r in rows] for rows in tables))
+
+    run_batch(discover_cases(tmp_path / "cohort")[:1], out, engine="threshold", on_outcome=killed_here)
+    assert on_disk == [(["patient1", "patient2"], [])]
+
+
+def _serve_series(folder: Path, seeds: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Phantom series (name -> seed) in `folder`, retrieved as from a DICOMweb server; their addresses."""
+    import shutil
+
+    import pydicom
+
+    from sarcoscope.pacs import dicomweb
+
+    urls = {}
+    for name, seed in seeds.items():
+        sl = make_slice(seed, size=192)
+        write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), folder / name)
+        head = pydicom.dcmread(next((folder / name).iterdir()))
+        urls[name] = (
+            f"dicomweb+http://pacs.invalid/studies/{head.StudyInstanceUID}/series/{head.SeriesInstanceUID}"
+        )
+
+    def fetch(text: str, into: Path, *args: object, **kw: object) -> Path:
+        (name,) = [n for n, url in urls.items() if text == url]
+        shutil.copytree(folder / name, into, dirs_exist_ok=True)
+        return into
+
+    monkeypatch.setattr(dicomweb, "fetch_series", fetch)
+    return urls
+
+
+def test_a_case_analysed_again_without_push_is_pushed_by_the_next_push_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pushed.json says a case's results are stored in its study. A run without --push that analysed the
+    case again (another cutoff set, its input changed) carried it into the new results' folder, so the next
+    --push run skipped the case as pushed: the PACS kept the old results and the new ones were never
+    stored."""
+    import pydicom
+
+    from sarcoscope.batch import Case
+    from sarcoscope.export.writer import dicom_result_files
+    from sarcoscope.pacs import dicomweb
+
+    url = _serve_series(tmp_path / "pacs", {"ct": 3}, monkeypatch)["ct"]
+    stored: list[list[str]] = []
+
+    def store(text: str, paths: list[Path], *args: object, **kw: object) -> dicomweb.Stored:
+        stored.append(sorted(str(pydicom.dcmread(p).SOPInstanceUID) for p in paths))
+        return dicomweb.Stored(sent=len(paths), held=0)
+
+    monkeypatch.setattr(dicomweb, "store_results", store)
+    cases, out = [Case(case_id="ct1", path=url)], tmp_path / "run"
+    kw = {"engine": "threshold"}
+    assert run_batch(cases, out, cutoff_set="martin2013", push=True, **kw).count("done") == 1
+    assert run_batch(cases, out, cutoff_set="prado2008", **kw).count("done") == 1
+    results = sorted(
+        str(pydicom.dcmread(p).SOPInstanceUID) for p in dicom_result_files(out / "cases" / "ct1")
+    )
+    assert len(stored) == 1 and stored[0] != results
+    assert run_batch(cases, out, cutoff_set="prado2008", push=True, **kw).count("done") == 1
+    assert stored[1:] == [results]
+    assert run_batch(cases, out, cutoff_set="prado2008", push=True, **kw).count("skipped") == 1
+    assert len(stored) == 2
+
+
+def test_a_second_manifest_whose_case_id_names_another_dicomweb_series_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case folder names its input so that another cohort's case of the same id is refused, but a
+    manifest's DICOMweb cases were left out (a query's case id is its series; a manifest's is the user's): a
+    second manifest's P01, another patient's series, was analysed over the first manifest's P01 (before
+    that, skipped as done: its row the first patient's). The run is refused before any case."""
+    urls = _serve_series(tmp_path / "pacs", {"a": 1, "b": 5}, monkeypatch)
+    out = tmp_path / "run"
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.csv").write_text(f"case_id,path\nP01,{urls[name]}\n")
+    assert run_batch(read_manifest(tmp_path / "a.csv"), out, engine="threshold").count("done") == 1
+    table = (out / "cohort.csv").read_bytes()
+    with pytest.raises(OutputError, match=r"results of other inputs under case ids of this run: P01 \("):
+        run_batch(read_manifest(tmp_path / "b.csv"), out, engine="threshold")
+    assert (out / "cohort.csv").read_bytes() == table
+    assert run_batch(read_manifest(tmp_path / "a.csv"), out, engine="threshold").count("skipped") == 1
+    # the same series on the server under another address (moved, renamed): the same input, not analysed again
+    moved = urls["a"].replace("pacs.invalid", "pacs2.invalid:8443")
+    (tmp_path / "a.csv").write_text(f"case_id,path\nP01,{moved}\n")
+    assert run_batch(read_manifest(tmp_path / "a.csv"), out, engine="threshold").count("skipped") == 1
+    assert (out / "cohort.csv").read_bytes() == table
+
+
+def test_two_runs_on_one_dask_scheduler_keep_their_own_cases(cohort: Path, tmp_path: Path) -> None:
+    """Each case was submitted under the key sarcoscope-<case id>, and a Dask scheduler takes a task of a
+    key it holds for the same task: two runs on one shared cluster, each with its patient1 (cohorts name
+    their cases alike), got one result, and the second run listed the first cohort's patient1 (analysed into
+    the first run's folder) as its own, its own patient1 never analysed."""
+    distributed = pytest.importorskip("dask.distributed")
+    sl = make_slice(5, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "B" / "patient1")
+    second = []
+
+    def start_second(_: object) -> None:  # while the first run holds its result
+        second.append(
+            run_batch(discover_cases(tmp_path / "B"), tmp_path / "b", engine="threshold", scheduler=address)
+        )
+
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        run_batch(
+            [c for c in discover_cases(cohort) if c.case_id == "patient1"],
+            tmp_path / "a",
+            engine="threshold",
+            scheduler=address,
+            on_outcome=start_second,
+        )
+    (outcome,) = second[0].outcomes
+    assert outcome.status == "done" and (tmp_path / "b" / "cases" / "patient1" / "report.json").is_file()
+    alone = run_batch(discover_cases(tmp_path / "B"), tmp_path / "alone", engine="threshold")
+    assert _rows(tmp_path / "b" / "cohort.csv") == _rows(alone.cohort_csv)
+
+
+def test_a_resumed_run_killed_after_its_first_case_keeps_every_finished_row(
+    cohort: Path, tmp_path: Path
+) -> None:
+    """A resumed run rewrote cohort.csv and failures.csv after its first case from the rows of this run's
+    outcomes only: the rows (and failures) of every case the earlier run had finished and this one had not
+    reached yet left the tables, and a run killed then (kill -9, out of memory) left tables missing cases
+    whose folders hold their reports."""
+    out = tmp_path / "run"
+    first = run_batch(discover_cases(cohort), out, engine="threshold")
+    tables = (_rows(first.cohort_csv), _rows(first.failures_csv))
+    assert (len(tables[0]), len(tables[1])) == (3, 1)
+    on_disk = []
+
+    def killed_here(_: object) -> None:  # what a run killed once its first case is reported leaves
+        on_disk.append((_rows(out / "cohort.csv"), _rows(out / "failures.csv")))
+
+    run_batch(discover_cases(cohort)[::-1], out, engine="threshold", on_outcome=killed_here)
+    assert on_disk[0] == tables and on_disk[-1] == tables

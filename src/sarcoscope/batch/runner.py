@@ -10,6 +10,7 @@ row. Workers return only a small summary row, never images, so the cluster's mem
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ import os
 import re
 import tempfile
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -27,7 +29,7 @@ from typing import Any
 
 from sarcoscope.batch.cases import Case
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
-from sarcoscope.errors import OutputError, SarcoscopeError
+from sarcoscope.errors import InputError, OutputError, SarcoscopeError
 from sarcoscope.fileio import atomic_write_text, check_output_folder, holding_lock
 from sarcoscope.imaging.deidentify.messages import scrub_error
 from sarcoscope.imaging.deidentify.policy import DeidentificationError, DeidentificationPolicy
@@ -58,35 +60,38 @@ class BatchSummary:
     outcomes: list[CaseOutcome]
     cohort_csv: Path
     failures_csv: Path
-    #: Rows of earlier runs into the same folder for cases this run does not have (kept in the tables).
+    #: The tables' rows when the run started (kept in them until this run has an outcome for their case).
     kept_rows: list[dict[str, Any]] = field(default_factory=list)
     kept_failures: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
 
-    def keep_earlier_rows(self, case_ids: set[str]) -> None:
-        """Keep the tables' rows of cases this run does not have: analysing a second cohort (or a part of
-        one) into the same folder adds to its tables instead of dropping what is there."""
-        self.kept_rows = [r for r in _read_csv(self.cohort_csv) if r.get("case_id") not in case_ids]
-        self.kept_failures = [r for r in _read_csv(self.failures_csv) if r.get("case_id") not in case_ids]
+    def keep_earlier_rows(self) -> None:
+        """Keep the tables' rows until this run has an outcome for their case: analysing a second cohort (or
+        a part of one) into the same folder adds to its tables instead of dropping what is there, and a run
+        stopped midway keeps the rows of the cases it did not reach."""
+        self.kept_rows = _read_csv(self.cohort_csv)
+        self.kept_failures = _read_csv(self.failures_csv)
 
-    def write(self, *, failures: bool = True) -> None:
-        """(Re)write cohort.csv (and failures.csv) from the outcomes so far and the kept rows, sorted by case
+    def write(self) -> None:
+        """(Re)write cohort.csv and failures.csv from the outcomes so far and the kept rows, sorted by case
         id, atomically.
 
         Called after every case: O(cases) each time, negligible beside a case's analysis even for
         thousands of cases, and a run killed at any moment leaves complete tables of what it finished."""
         outcomes = sorted(self.outcomes, key=lambda o: o.case_id)
-        rows = sorted([*self.kept_rows, *(o.row for o in outcomes if o.row)], key=lambda r: r["case_id"])
+        seen = {o.case_id for o in outcomes}
+        kept_rows = [r for r in self.kept_rows if r.get("case_id") not in seen]
+        rows = sorted([*kept_rows, *(o.row for o in outcomes if o.row)], key=lambda r: r["case_id"])
         columns: list[str] = []
         for row in rows:
             columns += [c for c in row if c not in columns]
         _write_csv_atomic(self.cohort_csv, rows, columns or ["case_id"])
-        if failures:
-            failed = [{"case_id": o.case_id, "error": o.error} for o in outcomes if o.status == "failed"]
-            failed = sorted([*self.kept_failures, *failed], key=lambda r: r["case_id"])
-            _write_csv_atomic(self.failures_csv, failed, ["case_id", "error"])
+        failed = [{"case_id": o.case_id, "error": o.error} for o in outcomes if o.status == "failed"]
+        kept_failures = [r for r in self.kept_failures if r.get("case_id") not in seen]
+        failed = sorted([*kept_failures, *failed], key=lambda r: r["case_id"])
+        _write_csv_atomic(self.failures_csv, failed, ["case_id", "error"])
 
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:
@@ -167,21 +172,22 @@ def _check_same_inputs(out_root: Path, cases: list[Case], policy: Deidentificati
     failures.csv. Every case folder names its input in INPUT_MARKER, written here for the cases that lack it
     before any case runs (so a case that fails, leaving no report, names it too): its real path, or in a
     de-identified folder a keyed code of it, and only the case code is shown. A folder made before the marker
-    names it by its report. A DICOMweb case's id is its series."""
+    names it by its report. A DICOMweb case (a manifest's case id is the user's) is named by its study and
+    series UIDs."""
     clashes, unmarked = [], []
     for case in cases:
-        if not isinstance(case.path, Path):
-            continue
         folder = out_root / "cases" / case.case_id
         code, recorded = _input_code(case, policy), _read_marker(folder / INPUT_MARKER)
         if recorded is None:
             unmarked.append((folder / INPUT_MARKER, code))
-            recorded = _reported_input(folder) if policy is None else None
+            recorded = _reported_input(folder) if policy is None and isinstance(case.path, Path) else None
         if recorded is None or recorded == code:
             continue
         if policy is not None:
             clashes.append(case.case_id)
-        elif Path(recorded).exists() and not os.path.samefile(recorded, case.path):  # not a moved cohort
+        elif isinstance(case.path, str) or (  # a series is its UIDs, wherever the server is
+            Path(recorded).exists() and not os.path.samefile(recorded, case.path)  # not a moved cohort
+        ):
             clashes.append(f"{case.case_id} ({recorded})")
     if clashes:
         shown = ", ".join(clashes[:5]) + (f" and {len(clashes) - 5} more" if len(clashes) > 5 else "")
@@ -207,9 +213,20 @@ INPUT_MARKER = ".input-code"
 
 
 def _input_code(case: Case, policy: DeidentificationPolicy | None) -> str:
-    """What INPUT_MARKER holds for a case read from a file or folder."""
-    path = os.path.realpath(case.path)
+    """What INPUT_MARKER holds for a case: its file or folder, or its DICOMweb study and series."""
+    path = _series_named(case.path) if isinstance(case.path, str) else os.path.realpath(case.path)
     return path if policy is None else policy.pseudonymise_text("input", path)
+
+
+def _series_named(url: str) -> str:
+    """The study and series a DICOMweb case's address names, wherever the server is."""
+    from sarcoscope.pacs.dicomweb import parse_dicomweb_url, shown_url
+
+    try:
+        target = parse_dicomweb_url(url)
+    except InputError:  # the case fails, saying why
+        return shown_url(url)
+    return f"dicomweb:studies/{target.study_uid}/series/{target.series_uid}"
 
 
 def _read_marker(path: Path) -> str | None:
@@ -266,11 +283,14 @@ def analyze_case(
     start = time.perf_counter()
     try:
         earlier = json.loads(report_path.read_text()) if report_path.is_file() and not force else None
+        files = _input_files_code(case, deidentification)  # what this run reads, before it reads it
         changed = (
             _changed_since(earlier, case, engine, cutoff_set, deidentification, pixel_spacing)
             if earlier
             else None
         )
+        if earlier and changed is None:
+            changed = _input_changed(earlier, out, case, files, deidentification)
         if changed is not None:
             logger.warning("case %s is analysed again: its earlier results were %s", case.case_id, changed)
         elif earlier is not None:
@@ -278,6 +298,8 @@ def analyze_case(
             if push and not (out / PUSHED).is_file():
                 return _pushed(case, out, waits, row, start)
             return CaseOutcome(case.case_id, "skipped", row=row)
+        # new results are not the ones stored: pushed by the next --push run (the analysis keeps the file)
+        (out / PUSHED).unlink(missing_ok=True)
         with tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-") as tmp:
             analyze(
                 _source(case, Path(tmp), waits),
@@ -292,9 +314,9 @@ def analyze_case(
                 cutoff_set=cutoff_set,
                 deidentification=deidentification,
             )
+        atomic_write_text(out / INPUT_FILES, files + "\n")
         row = summary_row(case, json.loads(report_path.read_text()))
         if push:
-            (out / PUSHED).unlink(missing_ok=True)  # a forced rerun pushes its new results
             return _pushed(case, out, waits, row, start)
         return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
     except Exception as exc:  # one broken study must not stop a cohort of thousands
@@ -307,6 +329,72 @@ def analyze_case(
 
 #: Written into a case's folder once its results are stored on the DICOMweb server.
 PUSHED = "pushed.json"
+#: In a case's folder once its report is written: a digest of the input as it was analysed (its files'
+#: names, sizes and modification times, or the DICOMweb study and series; keyed in a de-identified run, so
+#: that it names nothing), so that a resumed run tells an input that now holds other images from it.
+INPUT_FILES = ".input-files"
+
+
+def _input_files_code(case: Case, policy: DeidentificationPolicy | None) -> str:
+    """What INPUT_FILES holds for the case's input as it is now: every file the reader may read (as
+    imaging.read_ct finds them), by its path inside the input, size and modification time."""
+    if isinstance(case.path, str):
+        text = _series_named(case.path)
+    else:
+        root = Path(case.path)
+        found = [Path(d, f) for d, _, names in os.walk(root) for f in names] if root.is_dir() else [root]
+        lines = []
+        for path in sorted(found):
+            if path.name.startswith(".") and path != root:
+                continue  # not read (the reader skips hidden files); may change at any time (.DS_Store)
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            name = path.name if path == root else path.relative_to(root).as_posix()
+            lines.append(f"{name}\t{st.st_size}\t{st.st_mtime_ns}")
+        text = "\n".join(lines)
+    if policy is not None:
+        return policy.pseudonymise_text("input-files", text)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _input_changed(
+    report: dict[str, Any], out: Path, case: Case, files: str, policy: DeidentificationPolicy | None
+) -> str | None:
+    """Why the case's earlier report was not made from its input as it is now (None: it was): its files
+    were replaced, added, removed or modified since (a data manager replacing a mis-filed case folder, a
+    manifest row pointing to another file or series, a re-export). A folder made before INPUT_FILES was
+    written is judged by its report: its series, or its input's files none newer than the report (then
+    INPUT_FILES is written now)."""
+    recorded = _read_marker(out / INPUT_FILES)
+    if recorded == files or (isinstance(case.path, Path) and not case.path.exists()):
+        return None  # the same, or gone (archived after the run): analysing it would only fail
+    if recorded is not None:
+        return (
+            "made from its input as it was before: its files were replaced, added, removed or modified "
+            "since, or it names another series now"
+        )
+    if isinstance(case.path, str):
+        from sarcoscope.pacs.dicomweb import parse_dicomweb_url
+
+        series = parse_dicomweb_url(case.path).series_uid or ""
+        wanted = policy.uid(series) if policy is not None and series else series
+        if report["input"].get("series_instance_uid") != wanted:
+            return "made from another series than the case names now"
+    else:
+        made = (out / REPORT).stat().st_mtime
+        root = Path(case.path)
+        entries = [Path(d, n) for d, dirs, names in os.walk(root) for n in [*dirs, *names]] + [root]
+        for path in entries:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if max(st.st_mtime, st.st_ctime) > made:
+                return "made before its input last changed (a file of it is newer than the report)"
+    atomic_write_text(out / INPUT_FILES, files + "\n")
+    return None
 
 
 def _changed_since(
@@ -539,9 +627,12 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
             ) from None
         # a worker without sarcoscope fails its cases with a clear row; this setup is only an optimisation
         client.run(reuse_freed_memory, on_error="ignore")
+    # a scheduler takes a task of a key it holds for that task: another run's case of the same id on a shared
+    # cluster (cohorts name their cases alike) would give its result as this case's
+    run = uuid.uuid4().hex[:12]
     try:
         futures = {
-            client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}", pure=False, **kw): case
+            client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}-{run}", pure=False, **kw): case
             for case in cases
         }
         for fut in dask_as_completed(futures):
@@ -654,11 +745,11 @@ def run_batch(
         stream = _dask(cases, scheduler, workers, **kw) if scheduler else _local(cases, workers, **kw)
         outcomes: list[CaseOutcome] = []
         summary = BatchSummary(outcomes, out_root / "cohort.csv", out_root / "failures.csv")
-        summary.keep_earlier_rows({case.case_id for case in cases})
+        summary.keep_earlier_rows()
         try:
             for outcome in stream:
                 outcomes.append(outcome)
-                summary.write(failures=outcome.status == "failed")  # an interrupted run keeps every row
+                summary.write()  # an interrupted run keeps every row, and no failure of a case now done
                 if on_outcome is not None:
                     on_outcome(outcome)
         finally:
