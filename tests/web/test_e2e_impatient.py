@@ -579,3 +579,35 @@ def test_patient_facts_typed_but_not_applied_are_said_when_the_study_is_left(
     page.wait_for_selector("#view-studies:not([hidden])")
     _settle(page)
     assert page.locator("#toast").inner_text() == ""  # applied: nothing to say
+
+
+def test_a_study_without_labels_shows_nothing_of_the_study_left(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """Patient B, not segmented yet, opened on its label tab after patient A's version 1 was viewed kept A's
+    side of the editor: 'Viewing version 1 (read-only)' with Restore and Back to latest, 'Analysis · version
+    1', A's note 'These labels and numbers are of slices 4–6; the L3 lines are on slice 8 now' and A's
+    'slice 4 (1 of 3)', beside 'No labels yet' for B."""
+    a, _b = studies
+    api = f"{server}/api/studies/{a}"
+    httpx.put(f"{api}/selection", json={"mode": "range", "first": 4, "last": 6}).raise_for_status()
+    for base in (None, 1):  # versions 1 and 2
+        segment = {"engine": "threshold", "base_version": base}
+        httpx.post(f"{api}/segment", json=segment, timeout=60).raise_for_status()
+    httpx.put(f"{api}/selection", json={"mode": "slice", "first": 8}).raise_for_status()
+    page.goto(f"{server}/#/study/{a}/label")
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+    assert page.locator("#lines-moved").is_visible()
+    page.click("#versions li:has-text('v1') button")  # view version 1
+    page.wait_for_selector("#readonly-banner:not([hidden])")
+    _open_from_list(page, "PAT-B")
+    page.click("#tab-label")
+    _shown(page, "PAT-B")
+    test_e2e._wait_text(page, "study-message", "No labels yet")
+    _settle(page)
+    assert page.locator("#readonly-banner").is_hidden()
+    assert page.locator("#lines-moved").is_hidden()
+    assert page.locator("#analysis-version").inner_text() == ""
+    assert page.locator("#slice-text").inner_text() == ""
+    assert page.locator("#analysis").inner_text() == "No labels yet."

@@ -43,6 +43,9 @@ export async function showLabeling() {
   if (!s.latest_version) {
     message("No labels yet: choose the L3 slice(s) and press “Segment selected”.", true);
     $("editor-stack").hidden = true;
+    // nothing of the study open before: its read-only version (Restore, Back to latest) or slice
+    $("readonly-banner").hidden = true;
+    $("slice-text").textContent = "";
     await refreshSide();
     return;
   }

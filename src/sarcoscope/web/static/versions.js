@@ -145,7 +145,9 @@ export async function refreshSide() {
   const shown = state.viewing ?? state.version;
   const exports = $("exports");
   const versions = $("versions");
-  if (!shown) {
+  if (!shown) { // nothing of the study open before: its version number, its note on the lines
+    $("analysis-version").textContent = "";
+    $("lines-moved").hidden = true;
     $("analysis").innerHTML = '<p class="muted">No labels yet.</p>';
     exports.innerHTML = "";
     versions.innerHTML = "";
