@@ -549,3 +549,28 @@ def test_lines_moved_after_segmenting_are_said_beside_the_numbers(tmp_path: Path
         page.wait_for_selector("#lines-moved:not([hidden])")
         said = page.locator("#lines-moved").inner_text()
         assert "of slices 4–6" in said and "on slice 7 now" in said
+
+
+def test_lines_moved_just_before_the_label_tab_is_opened_are_said_beside_the_numbers(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """The note said lines moved after segmenting only once the server had their move: ↑ pressed on the L3
+    tab, then the label tab opened before the move was saved (0.4 s after the key, or a slow answer), and the
+    label tab showed slice 5's numbers without a word while the lines were on slice 6."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):  # slice 5 segmented
+        page.click("#tab-l3")
+        page.wait_for_selector("#pane-l3:not([hidden])")
+        page.wait_for_selector("#l3-confidence:not(:empty)")  # located: the lines are where they stay
+        held: list[Any] = []
+        page.route("**/selection", _holding(held))
+        page.focus("#l3-viewer")
+        page.keyboard.press("ArrowUp")
+        page.click("#tab-label")
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+        _wait_held(page, held)
+        page.wait_for_timeout(300)
+        assert page.locator("#lines-moved").is_visible()
+        said = page.locator("#lines-moved").inner_text()
+        assert "of slice 5" in said and "on slice 6 now" in said
+        for route in held:
+            route.continue_()

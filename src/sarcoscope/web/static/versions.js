@@ -124,11 +124,11 @@ let sides = 0; // refreshSide calls so far: a slow answer to an earlier one is n
 /** The side panel of the version shown: exports, versions and its analysis (with the patient facts as the
  * server has them when it answers). */
 /** Say so when the L3 lines were moved off the slices the labels shown (and so the numbers) are of: moved
- * after segmenting, the lines change nothing until those slices are segmented. */
-function noteMovedLines(s) {
-  const sel = s.selection;
-  const lines = !sel ? [] : sel.mode === "range"
-    ? Array.from({length: sel.last - sel.first + 1}, (_, k) => sel.first + k) : [sel.first];
+ * after segmenting, the lines change nothing until those slices are segmented. The lines are those shown
+ * (what "Segment selected" measures), not the server's selection: a move is saved 0.4 s after its key. */
+function noteMovedLines() {
+  const [first, last] = [Math.min(...state.lines), Math.max(...state.lines)];
+  const lines = state.mode === "range" ? Array.from({length: last - first + 1}, (_, k) => first + k) : [first];
   const labelled = state.indices || [];
   const moved = lines.length > 0 && labelled.length > 0 &&
     (lines.length !== labelled.length || lines.some((z, k) => z !== labelled[k]));
@@ -153,7 +153,7 @@ export async function refreshSide() {
     versions.innerHTML = "";
     return;
   }
-  noteMovedLines(s);
+  noteMovedLines();
   exports.innerHTML = exportFormats(s).map(([f, title]) =>
     `<button type="button" id="export-${f}" data-href="/api/studies/${s.id}/export/${f}?version=${shown}">` +
     `${title}</button>`).join("");
