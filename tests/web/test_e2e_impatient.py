@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import numpy as np
 import test_e2e
 from test_e2e_slow_server import (
     _held,
@@ -20,7 +21,7 @@ from test_e2e_slow_server import (
     _wait_held,
     studies,
 )
-from web_synth import multipart, write_exam
+from web_synth import SHAPE, multipart, write_exam
 
 pytestmark = test_e2e.pytestmark
 server, page = test_e2e.server, test_e2e.page
@@ -611,3 +612,28 @@ def test_a_study_without_labels_shows_nothing_of_the_study_left(
     assert page.locator("#analysis-version").inner_text() == ""
     assert page.locator("#slice-text").inner_text() == ""
     assert page.locator("#analysis").inner_text() == "No labels yet."
+
+
+def test_a_label_file_chosen_for_one_study_is_not_imported_into_the_next(
+    page: object, server: str, studies: tuple[str, str], tmp_path: Path, write_tag, alberta_tags
+) -> None:
+    """The Import labels chooser kept the file chosen in patient A's study when patient B was opened: B's
+    "Import as new version" imported A's file as B's labels (version 1 of B, A's labels in B's numbers)."""
+    a, b = studies
+    for sid in studies:
+        slice5 = {"mode": "slice", "first": 5}
+        httpx.put(f"{server}/api/studies/{sid}/selection", json=slice5).raise_for_status()
+    labels = np.zeros(SHAPE[1:], np.uint8)
+    labels[20:40, 10:80] = 1
+    page.goto(f"{server}/#/study/{a}/label")
+    _shown(page, "PAT-A")
+    test_e2e._wait_text(page, "study-message", "No labels yet")
+    page.set_input_files("#import-files", str(write_tag(tmp_path / "PAT-A_slice5.tag", alberta_tags(labels))))
+    _open_from_list(page, "PAT-B")
+    page.click("#tab-label")
+    _shown(page, "PAT-B")
+    test_e2e._wait_text(page, "study-message", "No labels yet")
+    page.click("#import-form button[type=submit]")
+    test_e2e._wait_text(page, "study-message", "Choose a label file first.")
+    _settle(page)
+    assert httpx.get(f"{server}/api/studies/{b}/versions").json() == []

@@ -115,6 +115,7 @@ async function openStudy(id, pane, reopened, current) {
       state.lines = [state.axialZ, state.axialZ];
     }
     showPatient(s);
+    $("import-files").value = ""; // a label file chosen for the study left is not imported into this one
   }
   $("view-study").hidden = false;
   const s = state.study;
