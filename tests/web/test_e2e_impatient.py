@@ -637,3 +637,26 @@ def test_a_label_file_chosen_for_one_study_is_not_imported_into_the_next(
     test_e2e._wait_text(page, "study-message", "Choose a label file first.")
     _settle(page)
     assert httpx.get(f"{server}/api/studies/{b}/versions").json() == []
+
+
+def test_a_study_whose_images_load_does_not_show_the_localizer_result_of_the_study_left(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """While patient B's volume loaded (a large study, a slow network), the L3 tab showed patient A's
+    localizer result beside B's name: 'too few slices to locate L3 automatically' and A's note 'The volume
+    covers only 33 mm along the body (12 slices)…' (for a located study: its 'auto L3 confidence' and
+    flags), though B's L3 had not been looked for yet."""
+    a, b = _two_studies(server, tmp_path)
+    httpx.post(f"{server}/api/studies/{a}/localize", json={}, timeout=60).raise_for_status()
+    page.goto(f"{server}/#/study/{a}")
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)
+    held = _held(page, f"**/api/studies/{b}/volume.nii.gz")
+    _open_from_list(page, "PAT-B")
+    _wait_held(page, held)
+    _shown(page, "PAT-B")
+    assert page.locator("#l3-confidence").inner_text() == ""
+    assert page.locator("#l3-flags").inner_text() == ""
+    held[0].continue_()
+    page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)  # B's own, once located
+    assert "12 slices" in page.locator("#l3-flags").inner_text()

@@ -138,6 +138,7 @@ export async function showL3() {
   renderHint();
   renderModes();
   drawAll();
+  renderLocalization(); // this study's, none until it is located: not the study left's while images load
   loadModels();
   showSeries();
   let failed = ""; // the volume's failure, said again once the localizer is done
