@@ -660,3 +660,34 @@ def test_a_study_whose_images_load_does_not_show_the_localizer_result_of_the_stu
     held[0].continue_()
     page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)  # B's own, once located
     assert "12 slices" in page.locator("#l3-flags").inner_text()
+
+
+def test_a_study_whose_labels_load_does_not_show_the_labels_and_numbers_of_the_study_left(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """While patient B's labels loaded (a slow server), its label tab showed patient A's: A's image with A's
+    labels in the editor, A's numbers ('Analysis · version 1', areas, SMI), A's versions and exports (their
+    links A's) under B's name, numbers a user could take for B's."""
+    a, b = studies
+    _segment(server, studies)
+    page.goto(f"{server}/#/study/{a}/label")
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+    held = _held(page, f"**/api/studies/{b}/labels")
+    _open_from_list(page, "PAT-B")
+    page.click("#tab-label")
+    _wait_held(page, held)
+    _shown(page, "PAT-B")
+    assert page.locator("#metrics").count() == 0
+    assert page.locator("#analysis-version").inner_text() == ""
+    assert page.locator("#exports button").count() == 0
+    assert page.locator("#versions li").count() == 0
+    assert page.locator("#slice-text").inner_text() == ""
+    drawn = page.evaluate(
+        """() => ['edit-base', 'edit-overlay'].map((id) => { const c = document.getElementById(id);
+             return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v) => v > 0); })"""
+    )
+    assert drawn == [False, False]  # nothing of A's image or labels
+    held[0].continue_()
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+    assert f"/api/studies/{b}/" in page.locator("#exports button").first.get_attribute("data-href")

@@ -11,7 +11,7 @@ import {bindSeries} from "./series.js";
 import {renderUser, showLogin} from "./session.js";
 import {formatDate, state, stillOpen} from "./state.js";
 import {bindUpload, loadStudies} from "./studies.js";
-import {bindImport, patientUnapplied, showPatient} from "./versions.js";
+import {bindImport, clearSide, patientUnapplied, showPatient} from "./versions.js";
 
 async function init() {
   setUnauthorizedHandler(() => { if (state.config && state.config.auth_required) showLogin(route); });
@@ -109,6 +109,7 @@ async function openStudy(id, pane, reopened, current) {
     state.crossX = Math.floor(s.cols / 2);
     resetL3View();
     resetEditorView();
+    clearSide("Loading…");
     if (s.selection) applySelection(s.selection);
     else {
       state.mode = "slice"; // the default, as the CLI: one slice (here the middle one until L3 is found)

@@ -34,8 +34,16 @@ export async function replacingLabels(id, work) {
   }
 }
 
-/** Fit the editor's image again (opening another study). */
-export function resetEditorView() { editView.reset(false); }
+/** Fit the editor's image again and blank it (opening another study): nothing of the study left (its image
+ * and labels, a read-only version of it, its slice) is shown while this one's labels load. */
+export function resetEditorView() {
+  editView.reset(false);
+  draws += 1; // an image of the study left still on its way is not drawn
+  drawn = null;
+  for (const id of ["edit-base", "edit-overlay"]) $(id).getContext("2d").clearRect(0, 0, $(id).width, $(id).height);
+  $("slice-text").textContent = "";
+  $("readonly-banner").hidden = true;
+}
 
 export async function showLabeling() {
   const s = state.study;
@@ -43,9 +51,6 @@ export async function showLabeling() {
   if (!s.latest_version) {
     message("No labels yet: choose the L3 slice(s) and press “Segment selected”.", true);
     $("editor-stack").hidden = true;
-    // nothing of the study open before: its read-only version (Restore, Back to latest) or slice
-    $("readonly-banner").hidden = true;
-    $("slice-text").textContent = "";
     await refreshSide();
     return;
   }

@@ -138,6 +138,16 @@ function noteMovedLines() {
     `are on ${text(lines)} now: “Segment selected” on the L3 tab measures those.` : "";
 }
 
+/** Blank the side panel, `note` in the analysis' place: nothing of the study open before (its numbers,
+ * version, note on the lines, exports and versions) is shown for another. */
+export function clearSide(note) {
+  $("analysis-version").textContent = "";
+  $("lines-moved").hidden = true;
+  $("analysis").innerHTML = `<p class="muted">${note}</p>`;
+  $("exports").innerHTML = "";
+  $("versions").innerHTML = "";
+}
+
 export async function refreshSide() {
   const call = ++sides;
   const s = state.study;
@@ -145,12 +155,8 @@ export async function refreshSide() {
   const shown = state.viewing ?? state.version;
   const exports = $("exports");
   const versions = $("versions");
-  if (!shown) { // nothing of the study open before: its version number, its note on the lines
-    $("analysis-version").textContent = "";
-    $("lines-moved").hidden = true;
-    $("analysis").innerHTML = '<p class="muted">No labels yet.</p>';
-    exports.innerHTML = "";
-    versions.innerHTML = "";
+  if (!shown) {
+    clearSide("No labels yet.");
     return;
   }
   noteMovedLines();
