@@ -574,3 +574,29 @@ def test_lines_moved_just_before_the_label_tab_is_opened_are_said_beside_the_num
         assert "of slice 5" in said and "on slice 6 now" in said
         for route in held:
             route.continue_()
+
+
+def test_reloading_with_patient_facts_typed_but_not_applied_asks_first(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """The page warned before a reload (or closing the tab) only for an unsaved label edit: Height and Weight
+    typed in the Patient card and not applied were dropped without a word (leaving the study says so), and the
+    analysis went on without SMI or BMI. Now the browser asks first, as for an edit."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        asked: list[str] = []
+
+        def answer(dialog: Any) -> None:
+            asked.append(dialog.type)
+            dialog.accept()
+
+        page.on("dialog", answer)
+        page.click("#analysis")  # the user's first gesture on the page (a browser asks only after one)
+        page.reload()
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+        assert asked == []  # nothing typed: nothing to ask about
+        page.click("#analysis")
+        page.fill("#height", "171")
+        page.fill("#weight", "64")
+        page.reload()
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+        assert asked == ["beforeunload"]

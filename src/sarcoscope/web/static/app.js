@@ -35,7 +35,10 @@ async function init() {
   bindEditor();
   bindImport();
   window.addEventListener("hashchange", route);
-  window.addEventListener("beforeunload", (e) => { if (state.dirty) { e.preventDefault(); e.returnValue = ""; } });
+  // an unsaved label edit, or patient facts typed and not applied (a reload or closing drops them unsaid)
+  window.addEventListener("beforeunload", (e) => {
+    if (state.dirty || patientUnapplied()) { e.preventDefault(); e.returnValue = ""; }
+  });
   renderUser();
   if (state.config.auth_required && !state.config.user) showLogin(route);
   else route();
