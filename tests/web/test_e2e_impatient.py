@@ -691,3 +691,24 @@ def test_a_study_whose_labels_load_does_not_show_the_labels_and_numbers_of_the_s
     held[0].continue_()
     page.wait_for_selector("#metrics tr[data-tissue=muscle]")
     assert f"/api/studies/{b}/" in page.locator("#exports button").first.get_attribute("data-href")
+
+
+def test_segment_waits_for_the_localizer_while_the_images_load(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """A study not located yet: its L3 is looked for once its volume is shown, and until then "Segment
+    selected" and "Download selected DICOM" were on, with the lines on the middle slice the study opens at
+    (the images still black): pressed while a large volume loaded, the middle slice was segmented and
+    measured, not the L3 the localizer was about to find. They now wait for it from the moment the study
+    opens, unless the user places the lines."""
+    a, _ = _two_studies(server, tmp_path)
+    page.goto(server)
+    held = _held(page, f"**/api/studies/{a}/volume.nii.gz")
+    _open_from_list(page, "PAT-A")
+    _wait_held(page, held)
+    _shown(page, "PAT-A")
+    assert page.locator("#segment").is_disabled()
+    assert page.locator("#download-dicom").is_disabled()
+    held[0].continue_()
+    page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)  # located
+    page.wait_for_function("document.getElementById('segment').disabled === false")
