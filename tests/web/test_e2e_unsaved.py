@@ -600,3 +600,17 @@ def test_reloading_with_patient_facts_typed_but_not_applied_asks_first(
         page.reload()
         page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
         assert asked == ["beforeunload"]
+
+
+def test_ctrl_s_applies_patient_facts_typed_in_the_card(tmp_path: Path, series: list[Path]) -> None:
+    """Ctrl+S pressed after typing the height in the Patient card did nothing and said nothing (it saves a
+    label edit, and there was none): the facts stayed unapplied, the analysis without SMI, while the user
+    took them for saved. Ctrl+S now applies them too, as Apply (or Enter) does."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        assert "not computed" in page.locator("#smi").inner_text()
+        page.fill("#height", "171")
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Patient facts saved.")
+        page.wait_for_function("!document.getElementById('smi').textContent.includes('not computed')")
+        assert httpx.get(f"{url}/api/studies/{sid}").json()["patient"]["height_cm"] == 171
+        assert len(httpx.get(f"{url}/api/studies/{sid}/versions").json()) == 1  # no label version made

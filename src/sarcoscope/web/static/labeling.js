@@ -4,7 +4,7 @@ import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
 import {canvasPoint, image, ownsKeys, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
-import {refreshSide, restoreViewed, savePatient} from "./versions.js";
+import {patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
 
 
 let editView = null; // Viewport of the label editor
@@ -401,6 +401,8 @@ export function bindEditor() {
     if (!(e.ctrlKey || e.metaKey) || e.key.toLowerCase() !== "s") return;
     e.preventDefault();
     if ($("view-study").hidden) return;
+    // facts typed in the Patient card and not applied are applied, as Apply (or Enter) does
+    if (!$("pane-label").hidden && patientUnapplied()) $("patient-form").requestSubmit();
     // on the L3 tab an unsaved label edit is saved too; the L3 lines save themselves as they move
     if (!$("pane-label").hidden || state.dirty) saveLabels();
     else message("Nothing to save: the L3 selection is saved as the lines move.");
