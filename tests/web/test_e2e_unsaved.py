@@ -614,3 +614,19 @@ def test_ctrl_s_applies_patient_facts_typed_in_the_card(tmp_path: Path, series: 
         page.wait_for_function("!document.getElementById('smi').textContent.includes('not computed')")
         assert httpx.get(f"{url}/api/studies/{sid}").json()["patient"]["height_cm"] == 171
         assert len(httpx.get(f"{url}/api/studies/{sid}/versions").json()) == 1  # no label version made
+
+
+def test_the_versions_list_says_which_slices_each_version_measures(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """The Versions list named each version's source, author and time but not its slices: a version segmented
+    on slices 4–6 and one on slice 8 read alike, and a user restoring one could not tell that it measures
+    other slices than the one shown (an average of three instead of the L3 slice)."""
+    with _label_view(tmp_path, series, {"mode": "range", "first": 4, "last": 6}) as (_, page, url, sid):
+        httpx.put(f"{url}/api/studies/{sid}/selection", json={"mode": "slice", "first": 8}).raise_for_status()
+        segment = {"engine": "threshold", "base_version": 1}
+        httpx.post(f"{url}/api/studies/{sid}/segment", json=segment, timeout=60).raise_for_status()
+        page.reload()
+        page.wait_for_selector("#versions li:has-text('v2')", timeout=30000)
+        rows = page.locator("#versions li").all_inner_texts()
+        assert "slice 8" in rows[0] and "slices 4–6" in rows[1], rows

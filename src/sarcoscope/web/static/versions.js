@@ -123,6 +123,9 @@ let sides = 0; // refreshSide calls so far: a slow answer to an earlier one is n
 
 /** The side panel of the version shown: exports, versions and its analysis (with the patient facts as the
  * server has them when it answers). */
+/** "slice 5" or "slices 4–6" for the ordered slice indices `zs`. */
+const slicesText = (zs) => zs.length === 1 ? `slice ${zs[0]}` : `slices ${zs[0]}–${zs[zs.length - 1]}`;
+
 /** Say so when the L3 lines were moved off the slices the labels shown (and so the numbers) are of: moved
  * after segmenting, the lines change nothing until those slices are segmented. The lines are those shown
  * (what "Segment selected" measures), not the server's selection: a move is saved 0.4 s after its key. */
@@ -132,10 +135,9 @@ function noteMovedLines() {
   const labelled = state.indices || [];
   const moved = lines.length > 0 && labelled.length > 0 &&
     (lines.length !== labelled.length || lines.some((z, k) => z !== labelled[k]));
-  const text = (zs) => zs.length === 1 ? `slice ${zs[0]}` : `slices ${zs[0]}–${zs[zs.length - 1]}`;
   $("lines-moved").hidden = !moved;
-  $("lines-moved").textContent = moved ? `These labels and numbers are of ${text(labelled)}; the L3 lines ` +
-    `are on ${text(lines)} now: “Segment selected” on the L3 tab measures those.` : "";
+  $("lines-moved").textContent = moved ? `These labels and numbers are of ${slicesText(labelled)}; the L3 ` +
+    `lines are on ${slicesText(lines)} now: “Segment selected” on the L3 tab measures those.` : "";
 }
 
 /** Blank the side panel, `note` in the analysis' place: nothing of the study open before (its numbers,
@@ -172,7 +174,7 @@ export async function refreshSide() {
     li.value = v.version;
     li.classList.toggle("current", v.version === shown);
     const when = localTime(v.created_at);
-    li.textContent = `v${v.version} · ${v.source}${v.engine && v.source === "segment" ? ` (${v.model_id || v.engine})` : ""} · ` +
+    li.textContent = `v${v.version} · ${slicesText(v.indices)} · ${v.source}${v.engine && v.source === "segment" ? ` (${v.model_id || v.engine})` : ""} · ` +
       `${v.author} · ${when} `;
     li.title = v.note || "";
     if (v.version !== shown) {
