@@ -21,7 +21,7 @@ from test_e2e import (
     _submit_login,
     _wait_text,
 )
-from web_synth import multipart
+from web_synth import multipart, write_series
 
 from sarcoscope.web import WebSettings, create_app
 
@@ -630,3 +630,23 @@ def test_the_versions_list_says_which_slices_each_version_measures(
         page.wait_for_selector("#versions li:has-text('v2')", timeout=30000)
         rows = page.locator("#versions li").all_inner_texts()
         assert "slice 8" in rows[0] and "slices 4–6" in rows[1], rows
+
+
+def test_an_edit_discarded_on_leaving_is_not_said_unsaved_in_the_next_study(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """Patient A's edit, discarded as agreed when patient B (not segmented yet) was opened, was still said on
+    B's label tab: 'Save *' (pressable, saving nothing), 'Your unsaved edit is not in these numbers' and Undo
+    on (undoing nothing), as if B had an unsaved edit."""
+    with _label_view(tmp_path, series) as (_, page, url, _sid):
+        files = write_series(tmp_path / "b", seed=2, patient_id="PAT-B")
+        b = httpx.post(f"{url}/api/studies", files=multipart(files), timeout=60).json()["id"]
+        _stroke(page, 0.06, 0.08)
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.once("dialog", lambda dialog: dialog.accept())  # "Discard your unsaved label edits?"
+        page.evaluate(f"location.hash = '#/study/{b}/label'")
+        _wait_text(page, "study-message", "No labels yet")
+        assert page.locator("#save-labels").inner_text() == "Save"
+        assert page.locator("#save-labels").is_disabled()
+        assert page.locator("#undo").is_disabled()
+        assert page.locator("#analysis-unsaved").is_hidden()

@@ -35,9 +35,13 @@ export async function replacingLabels(id, work) {
 }
 
 /** Fit the editor's image again and blank it (opening another study): nothing of the study left (its image
- * and labels, a read-only version of it, its slice) is shown while this one's labels load. */
+ * and labels, a read-only version of it, its slice, its undo steps and an edit discarded on leaving it) is
+ * shown while this one's labels load. */
 export function resetEditorView() {
   editView.reset(false);
+  state.undo = [];
+  state.redo = [];
+  updateButtons(); // Save, Undo and the note of an unsaved edit: none in this study
   draws += 1; // an image of the study left still on its way is not drawn
   drawn = null;
   for (const id of ["edit-base", "edit-overlay"]) $(id).getContext("2d").clearRect(0, 0, $(id).width, $(id).height);
