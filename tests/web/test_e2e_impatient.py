@@ -712,3 +712,30 @@ def test_segment_waits_for_the_localizer_while_the_images_load(
     held[0].continue_()
     page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)  # located
     page.wait_for_function("document.getElementById('segment').disabled === false")
+
+
+def test_labels_that_cannot_be_loaded_are_said_with_the_servers_reason(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """Labels the server could not send (a 500, a 409 for images gone from its disk, the network down) were
+    said nowhere: patient B's label tab stayed black with 'Loading…' in the Analysis card for ever, and
+    'view' (or Back to latest) on a version did nothing, the reason only in the browser's console."""
+    a, b = studies
+    _segment(server, studies)
+    reason = "Internal server error (OSError); the server log has the details."
+    failing = {"status": 500, "content_type": "application/json", "body": f'{{"detail": "{reason}"}}'}
+    page.route(f"**/api/studies/{b}/labels", lambda route: route.fulfill(**failing))
+    page.goto(f"{server}/#/study/{b}/label")
+    _shown(page, "PAT-B")
+    test_e2e._wait_text(page, "study-message", f"The labels could not be loaded: {reason}")
+    assert "Loading" not in page.locator("#analysis").inner_text()
+    httpx.put(f"{server}/api/studies/{a}/selection", json={"mode": "slice", "first": 5}).raise_for_status()
+    httpx.post(
+        f"{server}/api/studies/{a}/segment", json={"engine": "threshold", "base_version": 1}, timeout=60
+    ).raise_for_status()
+    page.goto(f"{server}/#/study/{a}/label")
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#versions li:has-text('v1 ·') button")
+    page.route(f"**/api/studies/{a}/labels?version=1", lambda route: route.fulfill(**failing))
+    page.click("#versions li:has-text('v1 ·') button")
+    test_e2e._wait_text(page, "study-message", f"The labels could not be loaded: {reason}")

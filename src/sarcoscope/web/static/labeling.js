@@ -4,7 +4,7 @@ import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
 import {canvasPoint, image, ownsKeys, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
-import {patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
+import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
 
 
 let editView = null; // Viewport of the label editor
@@ -59,7 +59,12 @@ export async function showLabeling() {
     return;
   }
   $("editor-stack").hidden = false;
-  if (!state.labels || state.viewing !== null) await loadLabels(null);
+  if (!state.labels || state.viewing !== null) {
+    try { await loadLabels(null); } catch (_) { // said: the panel is not "Loading…" for ever
+      if (stillOpen(s.id)) clearSide("The labels could not be loaded.");
+      return;
+    }
+  }
   await drawEditor(); // the image first: strokes wait for it (the analysis beside it can wait)
   await refreshSide();
 }
@@ -76,6 +81,9 @@ export async function loadLabels(version) {
   try {
     response = await api(`/api/studies/${id}/labels${q}`);
     buffer = await response.arrayBuffer();
+  } catch (err) { // said with the server's reason (the labels shown stay); the caller stops
+    if (stillOpen(id) && call === loads) message(`The labels could not be loaded: ${err.message}`, true);
+    throw err;
   } finally {
     loading -= 1;
     updateButtons();
@@ -396,7 +404,11 @@ export function bindEditor() {
   $("slice-prev").addEventListener("click", () => { stepSlice(-1); drawEditor(); });
   $("slice-next").addEventListener("click", () => { stepSlice(1); drawEditor(); });
   $("restore-version").addEventListener("click", restoreViewed);
-  $("back-to-latest").addEventListener("click", async () => { await loadLabels(null); await refreshSide(); drawEditor(); });
+  $("back-to-latest").addEventListener("click", async () => {
+    try { await loadLabels(null); } catch (_) { return; } // said, the version viewed stays
+    await refreshSide();
+    drawEditor();
+  });
   $("patient-form").addEventListener("submit", savePatient);
   document.addEventListener("keydown", editorKeys);
   // Ctrl+S saves from any control (Height too) and never opens the browser's "Save page": caught before

@@ -183,8 +183,7 @@ export async function refreshSide() {
       view.addEventListener("click", async () => {
         if (state.dirty && !confirm("Discard your unsaved edit?")) return;
         discardEdits(); // now: Save (Ctrl+S) while the version loads would save what was discarded
-        if (v.version === list[0].version) await loadLabels(null);
-        else await loadLabels(v.version);
+        try { await loadLabels(v.version === list[0].version ? null : v.version); } catch (_) { return; } // said
         await refreshSide();
         drawEditor();
       });
