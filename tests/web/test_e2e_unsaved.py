@@ -650,3 +650,22 @@ def test_an_edit_discarded_on_leaving_is_not_said_unsaved_in_the_next_study(
         assert page.locator("#save-labels").is_disabled()
         assert page.locator("#undo").is_disabled()
         assert page.locator("#analysis-unsaved").is_hidden()
+
+
+def test_a_save_is_said_saved_when_the_versions_list_cannot_be_read_after_it(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """A save the server stored, followed by a failed read of the Versions list (a dropped connection, a 500),
+    was said 'Not saved: … Your edit is still on screen: press Save again.' (Save then off: nothing unsaved),
+    so the user took version 2 for lost. The save now says it saved; the list says why it is missing, and the
+    analysis of version 2 is shown."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _stroke(page, 0.06, 0.08)
+        failing = {"status": 500, "content_type": "application/json", "body": '{"detail": "Server busy."}'}
+        page.route(f"**/api/studies/{sid}/versions", lambda route: route.fulfill(**failing))
+        page.keyboard.press("Control+s")
+        page.wait_for_selector("#versions li.error")
+        assert page.locator("#study-message").inner_text() == "Saved as version 2."
+        assert "Server busy." in page.locator("#versions").inner_text()
+        page.wait_for_function("document.getElementById('analysis-version').textContent.includes('2')")
+        assert len(httpx.get(f"{url}/api/studies/{sid}/versions").json()) == 2

@@ -166,9 +166,12 @@ export async function refreshSide() {
     `<button type="button" id="export-${f}" data-href="/api/studies/${s.id}/export/${f}?version=${shown}">` +
     `${title}</button>`).join("");
   setExportDeidentification();
-  const list = await getJSON(`/api/studies/${s.id}/versions`);
+  // a failure is said here, not thrown: the work before (a save, a restore) is done and said done
+  const listed = await getJSON(`/api/studies/${s.id}/versions`).catch((err) => err);
   if (!current()) return;
-  versions.innerHTML = "";
+  const list = listed instanceof Error ? [] : listed;
+  versions.innerHTML = listed instanceof Error
+    ? `<li class="error">The versions could not be loaded: ${escapeHtml(listed.message)}</li>` : "";
   for (const v of list) {
     const li = document.createElement("li");
     li.value = v.version;
