@@ -669,3 +669,20 @@ def test_a_save_is_said_saved_when_the_versions_list_cannot_be_read_after_it(
         assert "Server busy." in page.locator("#versions").inner_text()
         page.wait_for_function("document.getElementById('analysis-version').textContent.includes('2')")
         assert len(httpx.get(f"{url}/api/studies/{sid}/versions").json()) == 2
+
+
+def test_a_sideways_wheel_does_not_change_the_slice_edited(tmp_path: Path, series: list[Path]) -> None:
+    """A sideways scroll over the label editor (a trackpad swiped left or right, Shift+wheel) went one slice
+    down per event, as if the wheel had turned down: the user went on painting on another slice than the
+    one they were correcting without having asked for it. Only the wheel's up and down change the slice."""
+    with _label_view(tmp_path, series, {"mode": "range", "first": 4, "last": 6}) as (_, page, _url, _sid):
+        page.click("#slice-next")
+        _wait_text(page, "slice-text", "slice 5 (2 of 3)")
+        box = page.locator("#edit-cursor").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(120, 0)
+        page.mouse.wheel(-120, 0)
+        page.wait_for_timeout(300)
+        assert page.locator("#slice-text").inner_text() == "slice 5 (2 of 3)"
+        page.mouse.wheel(0, -120)  # up: a more superior slice
+        _wait_text(page, "slice-text", "slice 6 (3 of 3)")

@@ -380,6 +380,7 @@ export function bindEditor() {
   $("edit-reset").addEventListener("click", () => editView.reset());
   $("editor-box").addEventListener("wheel", (e) => {
     e.preventDefault();
+    if (!e.deltaY) return; // sideways (a trackpad, Shift+wheel): not a turn down
     stepSlice(e.deltaY < 0 ? 1 : -1);
     drawEditor();
   }, {passive: false});
