@@ -21,7 +21,7 @@ from test_e2e_slow_server import (
     _wait_held,
     studies,
 )
-from web_synth import SHAPE, multipart, write_exam
+from web_synth import SHAPE, multipart, write_exam, write_series
 
 pytestmark = test_e2e.pytestmark
 server, page = test_e2e.server, test_e2e.page
@@ -739,3 +739,40 @@ def test_labels_that_cannot_be_loaded_are_said_with_the_servers_reason(
     page.route(f"**/api/studies/{a}/labels?version=1", lambda route: route.fulfill(**failing))
     page.click("#versions li:has-text('v1 ·') button")
     test_e2e._wait_text(page, "study-message", f"The labels could not be loaded: {reason}")
+
+
+def test_an_upload_ending_while_another_study_is_edited_leaves_the_user_there(
+    page: object, server: str, studies: tuple[str, str], tmp_path: Path
+) -> None:
+    """An upload started on the study list and left to run while the user labelled patient A opened the new
+    study when it ended: the user was taken away from A mid-edit, with 'Discard your unsaved label edits?'
+    popping up unasked (OK, or Enter, lost the edit). Now the user stays where they are and a toast says the
+    upload is done."""
+    a, _ = studies
+    _segment(server, studies)
+    held: list = []
+    page.route(
+        f"{server}/api/studies",
+        lambda route: held.append(route) if route.request.method == "POST" else route.continue_(),
+    )
+    page.set_input_files(
+        "#pick-files", [str(f) for f in write_series(tmp_path / "c", seed=5, patient_id="PAT-C")]
+    )
+    _wait_held(page, held)
+    page.goto(f"{server}/#/study/{a}/label")
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+    box = page.locator("#edit-cursor").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.06, box["y"] + box["height"] * 0.08)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.26, box["y"] + box["height"] * 0.08, steps=8)
+    page.mouse.up()
+    test_e2e._wait_text(page, "save-labels", "Save *")
+    asked: list = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    held[0].continue_()
+    test_e2e._wait_text(page, "toast", "The upload of PAT-C is done")
+    _settle(page)
+    assert asked == []
+    assert page.url.endswith(f"/#/study/{a}/label")
+    assert page.locator("#save-labels").inner_text() == "Save *"
