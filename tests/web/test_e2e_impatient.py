@@ -5,6 +5,7 @@ Each answer is held back with Playwright's routing (as in test_e2e_slow_server.p
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -741,6 +742,31 @@ def test_labels_that_cannot_be_loaded_are_said_with_the_servers_reason(
     test_e2e._wait_text(page, "study-message", f"The labels could not be loaded: {reason}")
 
 
+def _editing(page: object, server: str, a: str) -> list:
+    """Open patient A's label tab and paint a stroke (unsaved); returns the dialogs asked from then on (each
+    answered Cancel)."""
+    page.goto(f"{server}/#/study/{a}/label")
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+    box = page.locator("#edit-cursor").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.06, box["y"] + box["height"] * 0.08)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.26, box["y"] + box["height"] * 0.08, steps=8)
+    page.mouse.up()
+    test_e2e._wait_text(page, "save-labels", "Save *")
+    asked: list = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    return asked
+
+
+def _still_editing(page: object, a: str, asked: list) -> None:
+    """Nothing asked, the page still on A's label tab with its stroke unsaved."""
+    _settle(page)
+    assert asked == []
+    assert page.url.endswith(f"/#/study/{a}/label")
+    assert page.locator("#save-labels").inner_text() == "Save *"
+
+
 def test_an_upload_ending_while_another_study_is_edited_leaves_the_user_there(
     page: object, server: str, studies: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -759,20 +785,51 @@ def test_an_upload_ending_while_another_study_is_edited_leaves_the_user_there(
         "#pick-files", [str(f) for f in write_series(tmp_path / "c", seed=5, patient_id="PAT-C")]
     )
     _wait_held(page, held)
-    page.goto(f"{server}/#/study/{a}/label")
-    _shown(page, "PAT-A")
-    page.wait_for_selector("#metrics tr[data-tissue=muscle]")
-    box = page.locator("#edit-cursor").bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.06, box["y"] + box["height"] * 0.08)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.26, box["y"] + box["height"] * 0.08, steps=8)
-    page.mouse.up()
-    test_e2e._wait_text(page, "save-labels", "Save *")
-    asked: list = []
-    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    asked = _editing(page, server, a)
     held[0].continue_()
     test_e2e._wait_text(page, "toast", "The upload of PAT-C is done")
-    _settle(page)
-    assert asked == []
-    assert page.url.endswith(f"/#/study/{a}/label")
-    assert page.locator("#save-labels").inner_text() == "Save *"
+    _still_editing(page, a, asked)
+
+
+def test_a_pacs_import_ending_while_another_study_is_edited_leaves_the_user_there(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """A series imported from the PACS (a retrieval of minutes) opened its study when it ended, wherever the
+    user was by then: taken away from patient A mid-edit, with 'Discard your unsaved label edits?' asked
+    unasked for. Now the user stays and a toast says the import is done. (The PACS is Playwright's routes.)"""
+    a, b = studies
+    _segment(server, studies)
+    fake = {
+        "**/api/pacs": {"configured": True},
+        "**/api/pacs/search": {
+            "studies": [
+                {
+                    "study_uid": "1.2.3",
+                    "patient_name": "DOE^J",
+                    "patient_id": "PAT-B",
+                    "study_date": "20240131",
+                    "accession_number": None,
+                    "description": "CT",
+                    "modalities": ["CT"],
+                    "n_series": 1,
+                }
+            ],
+            "more": False,
+        },
+        "**/api/pacs/studies/1.2.3/series": [
+            {"series_uid": "1.2.3.4", "modality": "CT", "description": "abdomen", "n_instances": 12}
+        ],
+    }
+    for pattern, answer in fake.items():
+        page.route(pattern, partial(lambda answer, route: route.fulfill(json=answer), answer))
+    held: list = []
+    page.route("**/api/pacs/studies/1.2.3/series/1.2.3.4/import", lambda route: held.append(route))
+    page.reload()
+    page.click("#pacs-form button[type=submit]")
+    page.click("#pacs-rows tr")
+    page.click("#pacs-rows .pacs-series button:text('Import')")
+    _wait_held(page, held)
+    asked = _editing(page, server, a)
+    held[0].fulfill(json={"id": b, "patient_id": "PAT-B"})
+    test_e2e._wait_text(page, "toast", "The import of PAT-B is done")
+    _still_editing(page, a, asked)
