@@ -437,28 +437,40 @@ def test_ctrl_s_saves_from_any_control_and_never_opens_the_browsers_save_dialog(
             assert page.evaluate("window.browserSave") is False
 
 
+@contextmanager
+def _accounts(
+    tmp_path: Path, series: list[Path], users: tuple[str, ...]
+) -> Iterator[tuple[Any, str, Any, str]]:
+    """A server with accounts `users` ("dr. alice": password "alices-password-1"), the first signed in on
+    an httpx client that uploaded `series` and segmented slice 5: (app, URL, client, study id)."""
+    from sarcoscope.store import Store
+    from sarcoscope.web.accounts import add_user
+
+    store = Store(tmp_path / "data")
+    store.migrate()
+    for name in users:
+        add_user(store, name, f"{name[4:]}s-password-1")
+    store.close()
+    app = create_app(WebSettings(data_dir=tmp_path / "data", default_engine="threshold", prerender=False))
+    with _running(app.state.ctx.settings, app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        first = {"user": users[0], "password": f"{users[0][4:]}s-password-1"}
+        c.post("/api/session", json=first).raise_for_status()
+        sid = c.post("/api/studies", files=multipart(series)).json()["id"]
+        c.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5}).raise_for_status()
+        c.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).raise_for_status()
+        yield app, url, c, sid
+
+
 def test_unsaved_edits_are_not_saved_under_the_next_users_name(tmp_path: Path, series: list[Path]) -> None:
     """A session that ends while an edit is unsaved shows the sign-in form; whoever signs in next with
     another account starts from the saved labels, so the audit never names them for someone else's strokes
     (the same user signing in again keeps the edit)."""
     from sqlalchemy import delete
 
-    from sarcoscope.store import Store
     from sarcoscope.store.models import LoginSession
-    from sarcoscope.web.accounts import add_user
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
-    store = Store(tmp_path / "data")
-    store.migrate()
-    for name in ("dr. alice", "dr. bob"):
-        add_user(store, name, f"{name[4:]}s-password-1")
-    store.close()
-    app = create_app(WebSettings(data_dir=tmp_path / "data", default_engine="threshold", prerender=False))
-    with _running(app.state.ctx.settings, app) as url, httpx.Client(base_url=url, timeout=60) as c:
-        c.post("/api/session", json={"user": "dr. alice", "password": "alices-password-1"}).raise_for_status()
-        sid = c.post("/api/studies", files=multipart(series)).json()["id"]
-        c.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5}).raise_for_status()
-        c.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).raise_for_status()
+    with _accounts(tmp_path, series, ("dr. alice", "dr. bob")) as (app, url, c, sid):
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
             page = browser.new_context(viewport={"width": 1360, "height": 840}, bypass_csp=True).new_page()
@@ -686,3 +698,26 @@ def test_a_sideways_wheel_does_not_change_the_slice_edited(tmp_path: Path, serie
         assert page.locator("#slice-text").inner_text() == "slice 5 (2 of 3)"
         page.mouse.wheel(0, -120)  # up: a more superior slice
         _wait_text(page, "slice-text", "slice 6 (3 of 3)")
+
+
+def test_signing_out_with_patient_facts_typed_starts_the_page_again_without_asking(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """Sign out with Height typed and not applied: the page (which starts again, empty, for the next person)
+    stopped at the browser's own 'Leave site?' (the warning about facts not applied), and Cancel (or a
+    headless browser's dismissal) left the patient's study on screen after the session had ended."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    with _accounts(tmp_path, series, ("dr. alice",)) as (_, url, _c, sid), sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_context(viewport={"width": 1360, "height": 840}, bypass_csp=True).new_page()
+        asked: list[str] = []
+        page.on("dialog", lambda dialog: (asked.append(dialog.type), dialog.dismiss()))
+        page.goto(f"{url}/#/study/{sid}/label")
+        _submit_login(page, "alices-password-1", "dr. alice")
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+        page.fill("#height", "171")
+        page.click("#user-box button:text('Sign out')")
+        page.wait_for_selector("#view-login:not([hidden])", timeout=30000)
+        assert asked == []
+        assert page.locator("#view-study").is_hidden()
+        browser.close()
