@@ -121,8 +121,6 @@ function exportFormats(study) {
 
 let sides = 0; // refreshSide calls so far: a slow answer to an earlier one is not shown over a later one's
 
-/** The side panel of the version shown: exports, versions and its analysis (with the patient facts as the
- * server has them when it answers). */
 /** "slice 5" or "slices 4–6" for the ordered slice indices `zs`. */
 const slicesText = (zs) => zs.length === 1 ? `slice ${zs[0]}` : `slices ${zs[0]}–${zs[zs.length - 1]}`;
 
@@ -150,6 +148,8 @@ export function clearSide(note) {
   $("versions").innerHTML = "";
 }
 
+/** The side panel of the version shown: exports, versions and its analysis (with the patient facts as the
+ * server has them when it answers). */
 export async function refreshSide() {
   const call = ++sides;
   const s = state.study;
