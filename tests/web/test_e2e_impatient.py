@@ -5,9 +5,11 @@ Each answer is held back with Playwright's routing (as in test_e2e_slow_server.p
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import httpx
+import numpy as np
 import test_e2e
 from test_e2e_slow_server import (
     _held,
@@ -20,7 +22,7 @@ from test_e2e_slow_server import (
     _wait_held,
     studies,
 )
-from web_synth import multipart, write_exam
+from web_synth import SHAPE, multipart, write_exam, write_series
 
 pytestmark = test_e2e.pytestmark
 server, page = test_e2e.server, test_e2e.page
@@ -579,3 +581,255 @@ def test_patient_facts_typed_but_not_applied_are_said_when_the_study_is_left(
     page.wait_for_selector("#view-studies:not([hidden])")
     _settle(page)
     assert page.locator("#toast").inner_text() == ""  # applied: nothing to say
+
+
+def test_a_study_without_labels_shows_nothing_of_the_study_left(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """Patient B, not segmented yet, opened on its label tab after patient A's version 1 was viewed kept A's
+    side of the editor: 'Viewing version 1 (read-only)' with Restore and Back to latest, 'Analysis · version
+    1', A's note 'These labels and numbers are of slices 4–6; the L3 lines are on slice 8 now' and A's
+    'slice 4 (1 of 3)', beside 'No labels yet' for B."""
+    a, _b = studies
+    api = f"{server}/api/studies/{a}"
+    httpx.put(f"{api}/selection", json={"mode": "range", "first": 4, "last": 6}).raise_for_status()
+    for base in (None, 1):  # versions 1 and 2
+        segment = {"engine": "threshold", "base_version": base}
+        httpx.post(f"{api}/segment", json=segment, timeout=60).raise_for_status()
+    httpx.put(f"{api}/selection", json={"mode": "slice", "first": 8}).raise_for_status()
+    page.goto(f"{server}/#/study/{a}/label")
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+    assert page.locator("#lines-moved").is_visible()
+    page.click("#versions li:has-text('v1') button")  # view version 1
+    page.wait_for_selector("#readonly-banner:not([hidden])")
+    _open_from_list(page, "PAT-B")
+    page.click("#tab-label")
+    _shown(page, "PAT-B")
+    test_e2e._wait_text(page, "study-message", "No labels yet")
+    _settle(page)
+    assert page.locator("#readonly-banner").is_hidden()
+    assert page.locator("#lines-moved").is_hidden()
+    assert page.locator("#analysis-version").inner_text() == ""
+    assert page.locator("#slice-text").inner_text() == ""
+    assert page.locator("#analysis").inner_text() == "No labels yet."
+
+
+def test_a_label_file_chosen_for_one_study_is_not_imported_into_the_next(
+    page: object, server: str, studies: tuple[str, str], tmp_path: Path, write_tag, alberta_tags
+) -> None:
+    """The Import labels chooser kept the file chosen in patient A's study when patient B was opened: B's
+    "Import as new version" imported A's file as B's labels (version 1 of B, A's labels in B's numbers)."""
+    a, b = studies
+    for sid in studies:
+        slice5 = {"mode": "slice", "first": 5}
+        httpx.put(f"{server}/api/studies/{sid}/selection", json=slice5).raise_for_status()
+    labels = np.zeros(SHAPE[1:], np.uint8)
+    labels[20:40, 10:80] = 1
+    page.goto(f"{server}/#/study/{a}/label")
+    _shown(page, "PAT-A")
+    test_e2e._wait_text(page, "study-message", "No labels yet")
+    page.set_input_files("#import-files", str(write_tag(tmp_path / "PAT-A_slice5.tag", alberta_tags(labels))))
+    _open_from_list(page, "PAT-B")
+    page.click("#tab-label")
+    _shown(page, "PAT-B")
+    test_e2e._wait_text(page, "study-message", "No labels yet")
+    page.click("#import-form button[type=submit]")
+    test_e2e._wait_text(page, "study-message", "Choose a label file first.")
+    _settle(page)
+    assert httpx.get(f"{server}/api/studies/{b}/versions").json() == []
+
+
+def test_a_study_whose_images_load_does_not_show_the_localizer_result_of_the_study_left(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """While patient B's volume loaded (a large study, a slow network), the L3 tab showed patient A's
+    localizer result beside B's name: 'too few slices to locate L3 automatically' and A's note 'The volume
+    covers only 33 mm along the body (12 slices)…' (for a located study: its 'auto L3 confidence' and
+    flags), though B's L3 had not been looked for yet."""
+    a, b = _two_studies(server, tmp_path)
+    httpx.post(f"{server}/api/studies/{a}/localize", json={}, timeout=60).raise_for_status()
+    page.goto(f"{server}/#/study/{a}")
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)
+    held = _held(page, f"**/api/studies/{b}/volume.nii.gz")
+    _open_from_list(page, "PAT-B")
+    _wait_held(page, held)
+    _shown(page, "PAT-B")
+    assert page.locator("#l3-confidence").inner_text() == ""
+    assert page.locator("#l3-flags").inner_text() == ""
+    held[0].continue_()
+    page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)  # B's own, once located
+    assert "12 slices" in page.locator("#l3-flags").inner_text()
+
+
+def test_a_study_whose_labels_load_does_not_show_the_labels_and_numbers_of_the_study_left(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """While patient B's labels loaded (a slow server), its label tab showed patient A's: A's image with A's
+    labels in the editor, A's numbers ('Analysis · version 1', areas, SMI), A's versions and exports (their
+    links A's) under B's name, numbers a user could take for B's."""
+    a, b = studies
+    _segment(server, studies)
+    page.goto(f"{server}/#/study/{a}/label")
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+    held = _held(page, f"**/api/studies/{b}/labels")
+    _open_from_list(page, "PAT-B")
+    page.click("#tab-label")
+    _wait_held(page, held)
+    _shown(page, "PAT-B")
+    assert page.locator("#metrics").count() == 0
+    assert page.locator("#analysis-version").inner_text() == ""
+    assert page.locator("#exports button").count() == 0
+    assert page.locator("#versions li").count() == 0
+    assert page.locator("#slice-text").inner_text() == ""
+    drawn = page.evaluate(
+        """() => ['edit-base', 'edit-overlay'].map((id) => { const c = document.getElementById(id);
+             return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v) => v > 0); })"""
+    )
+    assert drawn == [False, False]  # nothing of A's image or labels
+    held[0].continue_()
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+    assert f"/api/studies/{b}/" in page.locator("#exports button").first.get_attribute("data-href")
+
+
+def test_segment_waits_for_the_localizer_while_the_images_load(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """A study not located yet: its L3 is looked for once its volume is shown, and until then "Segment
+    selected" and "Download selected DICOM" were on, with the lines on the middle slice the study opens at
+    (the images still black): pressed while a large volume loaded, the middle slice was segmented and
+    measured, not the L3 the localizer was about to find. They now wait for it from the moment the study
+    opens, unless the user places the lines."""
+    a, _ = _two_studies(server, tmp_path)
+    page.goto(server)
+    held = _held(page, f"**/api/studies/{a}/volume.nii.gz")
+    _open_from_list(page, "PAT-A")
+    _wait_held(page, held)
+    _shown(page, "PAT-A")
+    assert page.locator("#segment").is_disabled()
+    assert page.locator("#download-dicom").is_disabled()
+    held[0].continue_()
+    page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)  # located
+    page.wait_for_function("document.getElementById('segment').disabled === false")
+
+
+def test_labels_that_cannot_be_loaded_are_said_with_the_servers_reason(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """Labels the server could not send (a 500, a 409 for images gone from its disk, the network down) were
+    said nowhere: patient B's label tab stayed black with 'Loading…' in the Analysis card for ever, and
+    'view' (or Back to latest) on a version did nothing, the reason only in the browser's console."""
+    a, b = studies
+    _segment(server, studies)
+    reason = "Internal server error (OSError); the server log has the details."
+    failing = {"status": 500, "content_type": "application/json", "body": f'{{"detail": "{reason}"}}'}
+    page.route(f"**/api/studies/{b}/labels", lambda route: route.fulfill(**failing))
+    page.goto(f"{server}/#/study/{b}/label")
+    _shown(page, "PAT-B")
+    test_e2e._wait_text(page, "study-message", f"The labels could not be loaded: {reason}")
+    assert "Loading" not in page.locator("#analysis").inner_text()
+    httpx.put(f"{server}/api/studies/{a}/selection", json={"mode": "slice", "first": 5}).raise_for_status()
+    httpx.post(
+        f"{server}/api/studies/{a}/segment", json={"engine": "threshold", "base_version": 1}, timeout=60
+    ).raise_for_status()
+    page.goto(f"{server}/#/study/{a}/label")
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#versions li:has-text('v1 ·') button")
+    page.route(f"**/api/studies/{a}/labels?version=1", lambda route: route.fulfill(**failing))
+    page.click("#versions li:has-text('v1 ·') button")
+    test_e2e._wait_text(page, "study-message", f"The labels could not be loaded: {reason}")
+
+
+def _editing(page: object, server: str, a: str) -> list:
+    """Open patient A's label tab and paint a stroke (unsaved); returns the dialogs asked from then on (each
+    answered Cancel)."""
+    page.goto(f"{server}/#/study/{a}/label")
+    _shown(page, "PAT-A")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+    box = page.locator("#edit-cursor").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.06, box["y"] + box["height"] * 0.08)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.26, box["y"] + box["height"] * 0.08, steps=8)
+    page.mouse.up()
+    test_e2e._wait_text(page, "save-labels", "Save *")
+    asked: list = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    return asked
+
+
+def _still_editing(page: object, a: str, asked: list) -> None:
+    """Nothing asked, the page still on A's label tab with its stroke unsaved."""
+    _settle(page)
+    assert asked == []
+    assert page.url.endswith(f"/#/study/{a}/label")
+    assert page.locator("#save-labels").inner_text() == "Save *"
+
+
+def test_an_upload_ending_while_another_study_is_edited_leaves_the_user_there(
+    page: object, server: str, studies: tuple[str, str], tmp_path: Path
+) -> None:
+    """An upload started on the study list and left to run while the user labelled patient A opened the new
+    study when it ended: the user was taken away from A mid-edit, with 'Discard your unsaved label edits?'
+    popping up unasked (OK, or Enter, lost the edit). Now the user stays where they are and a toast says the
+    upload is done."""
+    a, _ = studies
+    _segment(server, studies)
+    held: list = []
+    page.route(
+        f"{server}/api/studies",
+        lambda route: held.append(route) if route.request.method == "POST" else route.continue_(),
+    )
+    page.set_input_files(
+        "#pick-files", [str(f) for f in write_series(tmp_path / "c", seed=5, patient_id="PAT-C")]
+    )
+    _wait_held(page, held)
+    asked = _editing(page, server, a)
+    held[0].continue_()
+    test_e2e._wait_text(page, "toast", "The upload of PAT-C is done")
+    _still_editing(page, a, asked)
+
+
+def test_a_pacs_import_ending_while_another_study_is_edited_leaves_the_user_there(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """A series imported from the PACS (a retrieval of minutes) opened its study when it ended, wherever the
+    user was by then: taken away from patient A mid-edit, with 'Discard your unsaved label edits?' asked
+    unasked for. Now the user stays and a toast says the import is done. (The PACS is Playwright's routes.)"""
+    a, b = studies
+    _segment(server, studies)
+    fake = {
+        "**/api/pacs": {"configured": True},
+        "**/api/pacs/search": {
+            "studies": [
+                {
+                    "study_uid": "1.2.3",
+                    "patient_name": "DOE^J",
+                    "patient_id": "PAT-B",
+                    "study_date": "20240131",
+                    "accession_number": None,
+                    "description": "CT",
+                    "modalities": ["CT"],
+                    "n_series": 1,
+                }
+            ],
+            "more": False,
+        },
+        "**/api/pacs/studies/1.2.3/series": [
+            {"series_uid": "1.2.3.4", "modality": "CT", "description": "abdomen", "n_instances": 12}
+        ],
+    }
+    for pattern, answer in fake.items():
+        page.route(pattern, partial(lambda answer, route: route.fulfill(json=answer), answer))
+    held: list = []
+    page.route("**/api/pacs/studies/1.2.3/series/1.2.3.4/import", lambda route: held.append(route))
+    page.reload()
+    page.click("#pacs-form button[type=submit]")
+    page.click("#pacs-rows tr")
+    page.click("#pacs-rows .pacs-series button:text('Import')")
+    _wait_held(page, held)
+    asked = _editing(page, server, a)
+    held[0].fulfill(json={"id": b, "patient_id": "PAT-B"})
+    test_e2e._wait_text(page, "toast", "The import of PAT-B is done")
+    _still_editing(page, a, asked)

@@ -21,7 +21,7 @@ from test_e2e import (
     _submit_login,
     _wait_text,
 )
-from web_synth import multipart
+from web_synth import multipart, write_series
 
 from sarcoscope.web import WebSettings, create_app
 
@@ -437,28 +437,40 @@ def test_ctrl_s_saves_from_any_control_and_never_opens_the_browsers_save_dialog(
             assert page.evaluate("window.browserSave") is False
 
 
+@contextmanager
+def _accounts(
+    tmp_path: Path, series: list[Path], users: tuple[str, ...]
+) -> Iterator[tuple[Any, str, Any, str]]:
+    """A server with accounts `users` ("dr. alice": password "alices-password-1"), the first signed in on
+    an httpx client that uploaded `series` and segmented slice 5: (app, URL, client, study id)."""
+    from sarcoscope.store import Store
+    from sarcoscope.web.accounts import add_user
+
+    store = Store(tmp_path / "data")
+    store.migrate()
+    for name in users:
+        add_user(store, name, f"{name[4:]}s-password-1")
+    store.close()
+    app = create_app(WebSettings(data_dir=tmp_path / "data", default_engine="threshold", prerender=False))
+    with _running(app.state.ctx.settings, app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        first = {"user": users[0], "password": f"{users[0][4:]}s-password-1"}
+        c.post("/api/session", json=first).raise_for_status()
+        sid = c.post("/api/studies", files=multipart(series)).json()["id"]
+        c.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5}).raise_for_status()
+        c.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).raise_for_status()
+        yield app, url, c, sid
+
+
 def test_unsaved_edits_are_not_saved_under_the_next_users_name(tmp_path: Path, series: list[Path]) -> None:
     """A session that ends while an edit is unsaved shows the sign-in form; whoever signs in next with
     another account starts from the saved labels, so the audit never names them for someone else's strokes
     (the same user signing in again keeps the edit)."""
     from sqlalchemy import delete
 
-    from sarcoscope.store import Store
     from sarcoscope.store.models import LoginSession
-    from sarcoscope.web.accounts import add_user
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
-    store = Store(tmp_path / "data")
-    store.migrate()
-    for name in ("dr. alice", "dr. bob"):
-        add_user(store, name, f"{name[4:]}s-password-1")
-    store.close()
-    app = create_app(WebSettings(data_dir=tmp_path / "data", default_engine="threshold", prerender=False))
-    with _running(app.state.ctx.settings, app) as url, httpx.Client(base_url=url, timeout=60) as c:
-        c.post("/api/session", json={"user": "dr. alice", "password": "alices-password-1"}).raise_for_status()
-        sid = c.post("/api/studies", files=multipart(series)).json()["id"]
-        c.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5}).raise_for_status()
-        c.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).raise_for_status()
+    with _accounts(tmp_path, series, ("dr. alice", "dr. bob")) as (app, url, c, sid):
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
             page = browser.new_context(viewport={"width": 1360, "height": 840}, bypass_csp=True).new_page()
@@ -549,3 +561,163 @@ def test_lines_moved_after_segmenting_are_said_beside_the_numbers(tmp_path: Path
         page.wait_for_selector("#lines-moved:not([hidden])")
         said = page.locator("#lines-moved").inner_text()
         assert "of slices 4–6" in said and "on slice 7 now" in said
+
+
+def test_lines_moved_just_before_the_label_tab_is_opened_are_said_beside_the_numbers(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """The note said lines moved after segmenting only once the server had their move: ↑ pressed on the L3
+    tab, then the label tab opened before the move was saved (0.4 s after the key, or a slow answer), and the
+    label tab showed slice 5's numbers without a word while the lines were on slice 6."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):  # slice 5 segmented
+        page.click("#tab-l3")
+        page.wait_for_selector("#pane-l3:not([hidden])")
+        page.wait_for_selector("#l3-confidence:not(:empty)")  # located: the lines are where they stay
+        held: list[Any] = []
+        page.route("**/selection", _holding(held))
+        page.focus("#l3-viewer")
+        page.keyboard.press("ArrowUp")
+        page.click("#tab-label")
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]")
+        _wait_held(page, held)
+        page.wait_for_timeout(300)
+        assert page.locator("#lines-moved").is_visible()
+        said = page.locator("#lines-moved").inner_text()
+        assert "of slice 5" in said and "on slice 6 now" in said
+        for route in held:
+            route.continue_()
+
+
+def test_reloading_with_patient_facts_typed_but_not_applied_asks_first(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """The page warned before a reload (or closing the tab) only for an unsaved label edit: Height and Weight
+    typed in the Patient card and not applied were dropped without a word (leaving the study says so), and the
+    analysis went on without SMI or BMI. Now the browser asks first, as for an edit."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        asked: list[str] = []
+
+        def answer(dialog: Any) -> None:
+            asked.append(dialog.type)
+            dialog.accept()
+
+        page.on("dialog", answer)
+        page.click("#analysis")  # the user's first gesture on the page (a browser asks only after one)
+        page.reload()
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+        assert asked == []  # nothing typed: nothing to ask about
+        page.click("#analysis")
+        page.fill("#height", "171")
+        page.fill("#weight", "64")
+        page.reload()
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+        assert asked == ["beforeunload"]
+
+
+def test_ctrl_s_applies_patient_facts_typed_in_the_card(tmp_path: Path, series: list[Path]) -> None:
+    """Ctrl+S pressed after typing the height in the Patient card did nothing and said nothing (it saves a
+    label edit, and there was none): the facts stayed unapplied, the analysis without SMI, while the user
+    took them for saved. Ctrl+S now applies them too, as Apply (or Enter) does."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        assert "not computed" in page.locator("#smi").inner_text()
+        page.fill("#height", "171")
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Patient facts saved.")
+        page.wait_for_function("!document.getElementById('smi').textContent.includes('not computed')")
+        assert httpx.get(f"{url}/api/studies/{sid}").json()["patient"]["height_cm"] == 171
+        assert len(httpx.get(f"{url}/api/studies/{sid}/versions").json()) == 1  # no label version made
+
+
+def test_the_versions_list_says_which_slices_each_version_measures(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """The Versions list named each version's source, author and time but not its slices: a version segmented
+    on slices 4–6 and one on slice 8 read alike, and a user restoring one could not tell that it measures
+    other slices than the one shown (an average of three instead of the L3 slice)."""
+    with _label_view(tmp_path, series, {"mode": "range", "first": 4, "last": 6}) as (_, page, url, sid):
+        httpx.put(f"{url}/api/studies/{sid}/selection", json={"mode": "slice", "first": 8}).raise_for_status()
+        segment = {"engine": "threshold", "base_version": 1}
+        httpx.post(f"{url}/api/studies/{sid}/segment", json=segment, timeout=60).raise_for_status()
+        page.reload()
+        page.wait_for_selector("#versions li:has-text('v2')", timeout=30000)
+        rows = page.locator("#versions li").all_inner_texts()
+        assert "slice 8" in rows[0] and "slices 4–6" in rows[1], rows
+
+
+def test_an_edit_discarded_on_leaving_is_not_said_unsaved_in_the_next_study(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """Patient A's edit, discarded as agreed when patient B (not segmented yet) was opened, was still said on
+    B's label tab: 'Save *' (pressable, saving nothing), 'Your unsaved edit is not in these numbers' and Undo
+    on (undoing nothing), as if B had an unsaved edit."""
+    with _label_view(tmp_path, series) as (_, page, url, _sid):
+        files = write_series(tmp_path / "b", seed=2, patient_id="PAT-B")
+        b = httpx.post(f"{url}/api/studies", files=multipart(files), timeout=60).json()["id"]
+        _stroke(page, 0.06, 0.08)
+        assert page.locator("#save-labels").inner_text() == "Save *"
+        page.once("dialog", lambda dialog: dialog.accept())  # "Discard your unsaved label edits?"
+        page.evaluate(f"location.hash = '#/study/{b}/label'")
+        _wait_text(page, "study-message", "No labels yet")
+        assert page.locator("#save-labels").inner_text() == "Save"
+        assert page.locator("#save-labels").is_disabled()
+        assert page.locator("#undo").is_disabled()
+        assert page.locator("#analysis-unsaved").is_hidden()
+
+
+def test_a_save_is_said_saved_when_the_versions_list_cannot_be_read_after_it(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """A save the server stored, followed by a failed read of the Versions list (a dropped connection, a 500),
+    was said 'Not saved: … Your edit is still on screen: press Save again.' (Save then off: nothing unsaved),
+    so the user took version 2 for lost. The save now says it saved; the list says why it is missing, and the
+    analysis of version 2 is shown."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _stroke(page, 0.06, 0.08)
+        failing = {"status": 500, "content_type": "application/json", "body": '{"detail": "Server busy."}'}
+        page.route(f"**/api/studies/{sid}/versions", lambda route: route.fulfill(**failing))
+        page.keyboard.press("Control+s")
+        page.wait_for_selector("#versions li.error")
+        assert page.locator("#study-message").inner_text() == "Saved as version 2."
+        assert "Server busy." in page.locator("#versions").inner_text()
+        page.wait_for_function("document.getElementById('analysis-version').textContent.includes('2')")
+        assert len(httpx.get(f"{url}/api/studies/{sid}/versions").json()) == 2
+
+
+def test_a_sideways_wheel_does_not_change_the_slice_edited(tmp_path: Path, series: list[Path]) -> None:
+    """A sideways scroll over the label editor (a trackpad swiped left or right, Shift+wheel) went one slice
+    down per event, as if the wheel had turned down: the user went on painting on another slice than the
+    one they were correcting without having asked for it. Only the wheel's up and down change the slice."""
+    with _label_view(tmp_path, series, {"mode": "range", "first": 4, "last": 6}) as (_, page, _url, _sid):
+        page.click("#slice-next")
+        _wait_text(page, "slice-text", "slice 5 (2 of 3)")
+        box = page.locator("#edit-cursor").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(120, 0)
+        page.mouse.wheel(-120, 0)
+        page.wait_for_timeout(300)
+        assert page.locator("#slice-text").inner_text() == "slice 5 (2 of 3)"
+        page.mouse.wheel(0, -120)  # up: a more superior slice
+        _wait_text(page, "slice-text", "slice 6 (3 of 3)")
+
+
+def test_signing_out_with_patient_facts_typed_starts_the_page_again_without_asking(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """Sign out with Height typed and not applied: the page (which starts again, empty, for the next person)
+    stopped at the browser's own 'Leave site?' (the warning about facts not applied), and Cancel (or a
+    headless browser's dismissal) left the patient's study on screen after the session had ended."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    with _accounts(tmp_path, series, ("dr. alice",)) as (_, url, _c, sid), sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_context(viewport={"width": 1360, "height": 840}, bypass_csp=True).new_page()
+        asked: list[str] = []
+        page.on("dialog", lambda dialog: (asked.append(dialog.type), dialog.dismiss()))
+        page.goto(f"{url}/#/study/{sid}/label")
+        _submit_login(page, "alices-password-1", "dr. alice")
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+        page.fill("#height", "171")
+        page.click("#user-box button:text('Sign out')")
+        page.wait_for_selector("#view-login:not([hidden])", timeout=30000)
+        assert asked == []
+        assert page.locator("#view-study").is_hidden()
+        browser.close()

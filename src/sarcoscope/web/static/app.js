@@ -11,7 +11,7 @@ import {bindSeries} from "./series.js";
 import {renderUser, showLogin} from "./session.js";
 import {formatDate, state, stillOpen} from "./state.js";
 import {bindUpload, loadStudies} from "./studies.js";
-import {bindImport, patientUnapplied, showPatient} from "./versions.js";
+import {bindImport, clearSide, patientUnapplied, showPatient} from "./versions.js";
 
 async function init() {
   setUnauthorizedHandler(() => { if (state.config && state.config.auth_required) showLogin(route); });
@@ -35,7 +35,10 @@ async function init() {
   bindEditor();
   bindImport();
   window.addEventListener("hashchange", route);
-  window.addEventListener("beforeunload", (e) => { if (state.dirty) { e.preventDefault(); e.returnValue = ""; } });
+  // an unsaved label edit, or patient facts typed and not applied (a reload or closing drops them unsaid)
+  window.addEventListener("beforeunload", (e) => {
+    if (state.dirty || patientUnapplied()) { e.preventDefault(); e.returnValue = ""; }
+  });
   renderUser();
   if (state.config.auth_required && !state.config.user) showLogin(route);
   else route();
@@ -109,12 +112,14 @@ async function openStudy(id, pane, reopened, current) {
     state.crossX = Math.floor(s.cols / 2);
     resetL3View();
     resetEditorView();
+    clearSide("Loading…");
     if (s.selection) applySelection(s.selection);
     else {
       state.mode = "slice"; // the default, as the CLI: one slice (here the middle one until L3 is found)
       state.lines = [state.axialZ, state.axialZ];
     }
     showPatient(s);
+    $("import-files").value = ""; // a label file chosen for the study left is not imported into this one
   }
   $("view-study").hidden = false;
   const s = state.study;

@@ -144,6 +144,7 @@ export class PNGView {
   bind() {
     $("axial-box").addEventListener("wheel", (e) => {
       e.preventDefault();
+      if (!e.deltaY) return; // sideways (a trackpad, Shift+wheel): not a turn down
       this.hooks.crosshair(state.crossX, state.crossY, state.axialZ + (e.deltaY < 0 ? 1 : -1));
     }, {passive: false});
     $("axial-canvas").addEventListener("click", (e) => {

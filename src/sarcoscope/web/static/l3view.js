@@ -12,6 +12,7 @@ import {setExportDeidentification} from "./versions.js";
 let view = null; // MPRView or PNGView
 let mpr = false; // true: NiiVue
 let locating = null; // the study whose L3 the localizer is looking for: its lines are about to move
+let loadingImages = null; // the study whose volume NiiVue loads: not located yet, it is located once shown
 let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
 const kept = {slice: null, range: null}; // the lines each mode had when the user left it, for the way back
 let shownPreset = null; // the Window preset NiiVue was last set to (the label editor's list changes it too)
@@ -138,12 +139,15 @@ export async function showL3() {
   renderHint();
   renderModes();
   drawAll();
+  renderLocalization(); // this study's, none until it is located: not the study left's while images load
   loadModels();
   showSeries();
   let failed = ""; // the volume's failure, said again once the localizer is done
   if (mpr) {
     message("Loading the images…");
     const preset = state.preset; // the window the volume is shown with when it comes
+    loadingImages = s.id;
+    updateWaiting();
     try {
       await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[preset]);
       if (!stillOpen(s.id)) return;
@@ -157,6 +161,9 @@ export async function showL3() {
       if (!stillOpen(s.id)) return;
       failed = `The volume could not be shown (${err.message}): open the study again to retry.`;
       message(failed, true);
+    } finally {
+      if (loadingImages === s.id) loadingImages = null;
+      updateWaiting();
     }
   }
   // asked already when the tab was shown before (left and shown again meanwhile): that answer is drawn
@@ -374,10 +381,13 @@ function setMode(mode) {
 /** "Segment selected" and "Download selected DICOM" wait for the localizer, which is about to move the lines
  * the user sees, unless the user placed them; "Segment selected" waits for its own run too. */
 function updateWaiting() {
-  const wait = locating === state.study.id && !byHand;
+  const s = state.study;
+  const loading = loadingImages === s.id && !s.localization; // the localizer is asked once they are shown
+  const wait = (locating === s.id || loading) && !byHand;
   for (const id of ["segment", "download-dicom"]) {
     $(id).disabled = wait;
-    $(id).title = wait ? "Locating L3…: wait for the lines, or place them by hand" : "";
+    $(id).title = !wait ? "" : `${loading ? "Loading the images, then locating L3" : "Locating L3"}…: ` +
+      "wait for the lines, or place them by hand";
   }
   if (segmenting === state.study.id) {
     $("segment").disabled = true;

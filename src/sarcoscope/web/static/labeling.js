@@ -4,7 +4,7 @@ import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
 import {canvasPoint, image, ownsKeys, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
-import {refreshSide, restoreViewed, savePatient} from "./versions.js";
+import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
 
 
 let editView = null; // Viewport of the label editor
@@ -34,8 +34,20 @@ export async function replacingLabels(id, work) {
   }
 }
 
-/** Fit the editor's image again (opening another study). */
-export function resetEditorView() { editView.reset(false); }
+/** Fit the editor's image again and blank it (opening another study): nothing of the study left (its image
+ * and labels, a read-only version of it, its slice, its undo steps and an edit discarded on leaving it) is
+ * shown while this one's labels load. */
+export function resetEditorView() {
+  editView.reset(false);
+  state.undo = [];
+  state.redo = [];
+  updateButtons(); // Save, Undo and the note of an unsaved edit: none in this study
+  draws += 1; // an image of the study left still on its way is not drawn
+  drawn = null;
+  for (const id of ["edit-base", "edit-overlay"]) $(id).getContext("2d").clearRect(0, 0, $(id).width, $(id).height);
+  $("slice-text").textContent = "";
+  $("readonly-banner").hidden = true;
+}
 
 export async function showLabeling() {
   const s = state.study;
@@ -47,7 +59,12 @@ export async function showLabeling() {
     return;
   }
   $("editor-stack").hidden = false;
-  if (!state.labels || state.viewing !== null) await loadLabels(null);
+  if (!state.labels || state.viewing !== null) {
+    try { await loadLabels(null); } catch (_) { // said: the panel is not "Loading…" for ever
+      if (stillOpen(s.id)) clearSide("The labels could not be loaded.");
+      return;
+    }
+  }
   await drawEditor(); // the image first: strokes wait for it (the analysis beside it can wait)
   await refreshSide();
 }
@@ -64,6 +81,9 @@ export async function loadLabels(version) {
   try {
     response = await api(`/api/studies/${id}/labels${q}`);
     buffer = await response.arrayBuffer();
+  } catch (err) { // said with the server's reason (the labels shown stay); the caller stops
+    if (stillOpen(id) && call === loads) message(`The labels could not be loaded: ${err.message}`, true);
+    throw err;
   } finally {
     loading -= 1;
     updateButtons();
@@ -360,6 +380,7 @@ export function bindEditor() {
   $("edit-reset").addEventListener("click", () => editView.reset());
   $("editor-box").addEventListener("wheel", (e) => {
     e.preventDefault();
+    if (!e.deltaY) return; // sideways (a trackpad, Shift+wheel): not a turn down
     stepSlice(e.deltaY < 0 ? 1 : -1);
     drawEditor();
   }, {passive: false});
@@ -384,7 +405,11 @@ export function bindEditor() {
   $("slice-prev").addEventListener("click", () => { stepSlice(-1); drawEditor(); });
   $("slice-next").addEventListener("click", () => { stepSlice(1); drawEditor(); });
   $("restore-version").addEventListener("click", restoreViewed);
-  $("back-to-latest").addEventListener("click", async () => { await loadLabels(null); await refreshSide(); drawEditor(); });
+  $("back-to-latest").addEventListener("click", async () => {
+    try { await loadLabels(null); } catch (_) { return; } // said, the version viewed stays
+    await refreshSide();
+    drawEditor();
+  });
   $("patient-form").addEventListener("submit", savePatient);
   document.addEventListener("keydown", editorKeys);
   // Ctrl+S saves from any control (Height too) and never opens the browser's "Save page": caught before
@@ -393,6 +418,8 @@ export function bindEditor() {
     if (!(e.ctrlKey || e.metaKey) || e.key.toLowerCase() !== "s") return;
     e.preventDefault();
     if ($("view-study").hidden) return;
+    // facts typed in the Patient card and not applied are applied, as Apply (or Enter) does
+    if (!$("pane-label").hidden && patientUnapplied()) $("patient-form").requestSubmit();
     // on the L3 tab an unsaved label edit is saved too; the L3 lines save themselves as they move
     if (!$("pane-label").hidden || state.dirty) saveLabels();
     else message("Nothing to save: the L3 selection is saved as the lines move.");

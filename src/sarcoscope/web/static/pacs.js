@@ -99,6 +99,11 @@ async function importSeries(studyUid, seriesUid, button) {
     const study = await (await api(
       `/api/pacs/studies/${encodeURIComponent(studyUid)}/series/${encodeURIComponent(seriesUid)}/import`,
       {method: "POST"})).json();
+    if ($("view-studies").hidden) { // the user went on (a study being labelled): left there, told
+      button.textContent = "Imported";
+      toast(`The import of ${study.patient_id || "the series"} is done: open it from the study list.`, "info");
+      return;
+    }
     location.hash = `#/study/${study.id}`;
   } catch (err) {
     button.disabled = false;

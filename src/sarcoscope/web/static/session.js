@@ -1,6 +1,14 @@
 // Who is signed in: the user box in the top bar and the sign-in form (accounts or one access token).
 import {$, api, getJSON, sendJSON, toast} from "./api.js";
 import {state} from "./state.js";
+import {showPatient} from "./versions.js";
+
+/** The page starts again (signed out, or another user): its unsaved edit and patient facts typed and not
+ * applied go with it, without the browser's "Leave site?" for them. */
+function dropUnsaved() {
+  state.dirty = false;
+  if (state.study) showPatient(state.study);
+}
 
 /** The signed-in user's name with Sign out (accounts) or Change name (open mode). */
 export function renderUser() {
@@ -18,7 +26,7 @@ export function renderUser() {
       await api("/api/session", {method: "DELETE"});
       // The page starts again, empty: the next person at this browser finds the sign-in form, not the
       // patients' data of the page (the study list, images, unsaved edits they would save as their own).
-      state.dirty = false;
+      dropUnsaved();
       location.replace(location.pathname);
       return;
     }
@@ -54,7 +62,7 @@ export function showLogin(onSignedIn) {
       if (before && before !== state.config.user) {
         // someone else: the page starts again from the saved data, so that nothing they save (an unsaved
         // edit on screen) is recorded under their name for another's work
-        state.dirty = false;
+        dropUnsaved();
         location.reload();
         return;
       }

@@ -125,7 +125,13 @@ function uploadFiles(files) {
     let body = {};
     try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
     if (xhr.status === 201) {
-      if ((body.warnings || []).length) toast(body.warnings.join(" "), "info"); // e.g. generated UIDs
+      const warnings = (body.warnings || []).join(" "); // e.g. generated UIDs
+      if ($("view-studies").hidden) { // the user went on (a study being labelled): left there, told
+        const name = body.patient_id || "the series";
+        toast(`The upload of ${name} is done: open it from the study list. ${warnings}`.trim(), "info");
+        return;
+      }
+      if (warnings) toast(warnings, "info");
       location.hash = `#/study/${body.id}`;
     } else {
       $("upload-error").textContent = body.detail || `Upload failed (${xhr.status}).`;

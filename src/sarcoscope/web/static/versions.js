@@ -121,23 +121,35 @@ function exportFormats(study) {
 
 let sides = 0; // refreshSide calls so far: a slow answer to an earlier one is not shown over a later one's
 
-/** The side panel of the version shown: exports, versions and its analysis (with the patient facts as the
- * server has them when it answers). */
+/** "slice 5" or "slices 4–6" for the ordered slice indices `zs`. */
+const slicesText = (zs) => zs.length === 1 ? `slice ${zs[0]}` : `slices ${zs[0]}–${zs[zs.length - 1]}`;
+
 /** Say so when the L3 lines were moved off the slices the labels shown (and so the numbers) are of: moved
- * after segmenting, the lines change nothing until those slices are segmented. */
-function noteMovedLines(s) {
-  const sel = s.selection;
-  const lines = !sel ? [] : sel.mode === "range"
-    ? Array.from({length: sel.last - sel.first + 1}, (_, k) => sel.first + k) : [sel.first];
+ * after segmenting, the lines change nothing until those slices are segmented. The lines are those shown
+ * (what "Segment selected" measures), not the server's selection: a move is saved 0.4 s after its key. */
+function noteMovedLines() {
+  const [first, last] = [Math.min(...state.lines), Math.max(...state.lines)];
+  const lines = state.mode === "range" ? Array.from({length: last - first + 1}, (_, k) => first + k) : [first];
   const labelled = state.indices || [];
   const moved = lines.length > 0 && labelled.length > 0 &&
     (lines.length !== labelled.length || lines.some((z, k) => z !== labelled[k]));
-  const text = (zs) => zs.length === 1 ? `slice ${zs[0]}` : `slices ${zs[0]}–${zs[zs.length - 1]}`;
   $("lines-moved").hidden = !moved;
-  $("lines-moved").textContent = moved ? `These labels and numbers are of ${text(labelled)}; the L3 lines ` +
-    `are on ${text(lines)} now: “Segment selected” on the L3 tab measures those.` : "";
+  $("lines-moved").textContent = moved ? `These labels and numbers are of ${slicesText(labelled)}; the L3 ` +
+    `lines are on ${slicesText(lines)} now: “Segment selected” on the L3 tab measures those.` : "";
 }
 
+/** Blank the side panel, `note` in the analysis' place: nothing of the study open before (its numbers,
+ * version, note on the lines, exports and versions) is shown for another. */
+export function clearSide(note) {
+  $("analysis-version").textContent = "";
+  $("lines-moved").hidden = true;
+  $("analysis").innerHTML = `<p class="muted">${note}</p>`;
+  $("exports").innerHTML = "";
+  $("versions").innerHTML = "";
+}
+
+/** The side panel of the version shown: exports, versions and its analysis (with the patient facts as the
+ * server has them when it answers). */
 export async function refreshSide() {
   const call = ++sides;
   const s = state.study;
@@ -146,25 +158,26 @@ export async function refreshSide() {
   const exports = $("exports");
   const versions = $("versions");
   if (!shown) {
-    $("analysis").innerHTML = '<p class="muted">No labels yet.</p>';
-    exports.innerHTML = "";
-    versions.innerHTML = "";
+    clearSide("No labels yet.");
     return;
   }
-  noteMovedLines(s);
+  noteMovedLines();
   exports.innerHTML = exportFormats(s).map(([f, title]) =>
     `<button type="button" id="export-${f}" data-href="/api/studies/${s.id}/export/${f}?version=${shown}">` +
     `${title}</button>`).join("");
   setExportDeidentification();
-  const list = await getJSON(`/api/studies/${s.id}/versions`);
+  // a failure is said here, not thrown: the work before (a save, a restore) is done and said done
+  const listed = await getJSON(`/api/studies/${s.id}/versions`).catch((err) => err);
   if (!current()) return;
-  versions.innerHTML = "";
+  const list = listed instanceof Error ? [] : listed;
+  versions.innerHTML = listed instanceof Error
+    ? `<li class="error">The versions could not be loaded: ${escapeHtml(listed.message)}</li>` : "";
   for (const v of list) {
     const li = document.createElement("li");
     li.value = v.version;
     li.classList.toggle("current", v.version === shown);
     const when = localTime(v.created_at);
-    li.textContent = `v${v.version} · ${v.source}${v.engine && v.source === "segment" ? ` (${v.model_id || v.engine})` : ""} · ` +
+    li.textContent = `v${v.version} · ${slicesText(v.indices)} · ${v.source}${v.engine && v.source === "segment" ? ` (${v.model_id || v.engine})` : ""} · ` +
       `${v.author} · ${when} `;
     li.title = v.note || "";
     if (v.version !== shown) {
@@ -173,8 +186,7 @@ export async function refreshSide() {
       view.addEventListener("click", async () => {
         if (state.dirty && !confirm("Discard your unsaved edit?")) return;
         discardEdits(); // now: Save (Ctrl+S) while the version loads would save what was discarded
-        if (v.version === list[0].version) await loadLabels(null);
-        else await loadLabels(v.version);
+        try { await loadLabels(v.version === list[0].version ? null : v.version); } catch (_) { return; } // said
         await refreshSide();
         drawEditor();
       });
