@@ -62,3 +62,11 @@ print(json.dumps({{"written": sorted(result.outputs), "read": same, "loaded": wh
     assert {"dicom_seg", "dicom_sr", "qc_capture"} <= set(answer["written"])
     assert answer["read"] is True
     assert answer["loaded"] == 0
+
+
+def test_without_the_table_file_highdicom_keeps_its_own(monkeypatch) -> None:
+    """A package installed without the file (a repackaging) still writes SEGs, only slower."""
+    from sarcoscope.imaging import highdicom_tables
+
+    monkeypatch.setattr(highdicom_tables, "TABLE_FILE", "no-such-table.tsv.gz")
+    assert use_module_table.__wrapped__() is False

@@ -74,7 +74,10 @@ def use_module_table() -> bool:
     import highdicom
     from highdicom import _standard_utils
 
-    version, table = decode_table(resources.files("sarcoscope.imaging").joinpath(TABLE_FILE).read_bytes())
+    try:
+        version, table = decode_table(resources.files("sarcoscope.imaging").joinpath(TABLE_FILE).read_bytes())
+    except OSError:  # not installed with the package (a repackaging): highdicom's own table, only slower
+        return False
     if version != highdicom.__version__:
         return False
     whole = getattr(_standard_utils, _LOADER)
