@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from web_synth import multipart
@@ -166,6 +169,39 @@ def test_failed_logins_are_throttled_per_user_with_retry_after(accounts_app: Tes
     with c.app.state.ctx.store.session() as s:
         s.execute(update(LoginFailure).values(window_start=past))
     assert _login(c, *ALICE) == 200
+
+
+def test_guesses_sent_at_once_are_throttled_like_guesses_one_by_one(
+    accounts_app: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of wrong passwords sent together (each password check takes a fraction of a second) must
+    not get more of them checked than the limit: only 5 of 12 are answered 'wrong', the others 429."""
+    from sarcoscope.web import auth
+
+    checked = []
+    real_verify = auth.verify_password
+
+    def slow_verify(user: object, password: str) -> tuple[bool, str | None]:
+        checked.append(password)
+        time.sleep(0.2)  # Argon2 at a busy server's pace: the burst arrives before any failure is counted
+        return real_verify(user, password)
+
+    monkeypatch.setattr(auth, "verify_password", slow_verify)
+    answers: list[int] = []
+
+    def guess(i: int) -> None:
+        try:
+            accounts_app.app.state.ctx.auth.login("alice", f"guess-{i}-password", "192.0.2.7")
+        except HTTPException as exc:
+            answers.append(exc.status_code)
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(answers) == [401] * 5 + [429] * 7 and len(checked) == 5
+    assert _login(accounts_app, *ALICE) == 429  # and alice's account is locked for the window
 
 
 def test_failed_logins_are_throttled_per_client_and_stay_bounded(tmp_path: Path) -> None:

@@ -17,6 +17,10 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,6 +65,20 @@ class Authenticator:
             if self.mode == "token" and settings.token
             else self.mode
         )
+        # A key's throttle check, password check and failure count are one step (one server per data
+        # folder, so this process's locks are enough): guesses sent at once are each checked against
+        # the failures of those before them, not all let through before the first is counted.
+        self._key_locks = [threading.Lock() for _ in range(64)]
+
+    @contextmanager
+    def _attempt(self, keys: list[str]) -> Iterator[None]:
+        """Held from the throttle check to the count of a failure, for every key of the attempt (taken in
+        one order, so two attempts sharing keys never wait for each other's)."""
+        stripes = sorted({zlib.crc32(key.encode()) % len(self._key_locks) for key in keys})
+        with ExitStack() as held:
+            for i in stripes:
+                held.enter_context(self._key_locks[i])
+            yield
 
     @property
     def login_required(self) -> bool:
@@ -98,10 +116,11 @@ class Authenticator:
                 401, "This server does not take access tokens: log in with POST /api/session."
             )
         keys = [f"client:{client}"]
-        self._refuse_if_throttled(keys)
-        if not self._token_matches(token):
-            self._count_failure(keys, None, client)
-            raise HTTPException(401, "The access token is wrong.")
+        with self._attempt(keys):
+            self._refuse_if_throttled(keys)
+            if not self._token_matches(token):
+                self._count_failure(keys, None, client)
+                raise HTTPException(401, "The access token is wrong.")
         return self.settings.token_user
 
     def _token_matches(self, token: str) -> bool:
@@ -127,19 +146,20 @@ class Authenticator:
         elif user is None or not valid_user_name(user):
             raise HTTPException(422, "Enter your user name (1-64 letters, digits, spaces or . @ + - _).")
         keys = [f"client:{client}", f"user:{user}"]
-        self._refuse_if_throttled(keys)
-        if self.mode == "token":
-            if not self._token_matches(secret or ""):
-                self._count_failure(keys, None, client)
-                raise HTTPException(401, "The access token is wrong.")
-            self.store.audit(user, "login", client=client)
-        else:
-            ok, new_hash = verify_password(self.store.get_user(user), secret or "")
-            if not ok:
-                self._count_failure(keys, user, client)
-                raise HTTPException(401, "Wrong user name or password.")
-            self.store.record_login(user, True, client, new_hash)
-        self.store.clear_login_failures(f"user:{user}")
+        with self._attempt(keys):
+            self._refuse_if_throttled(keys)
+            if self.mode == "token":
+                if not self._token_matches(secret or ""):
+                    self._count_failure(keys, None, client)
+                    raise HTTPException(401, "The access token is wrong.")
+                self.store.audit(user, "login", client=client)
+            else:
+                ok, new_hash = verify_password(self.store.get_user(user), secret or "")
+                if not ok:
+                    self._count_failure(keys, user, client)
+                    raise HTTPException(401, "Wrong user name or password.")
+                self.store.record_login(user, True, client, new_hash)
+            self.store.clear_login_failures(f"user:{user}")
         return self._start_session(user, client)
 
     def _start_session(self, user: str, client: str | None) -> Login:
