@@ -141,6 +141,33 @@ def test_password_change_and_removal_end_the_users_sessions(accounts_app: TestCl
         add_user(store, " padded", "long-enough-password")
 
 
+@pytest.mark.parametrize("change", ["passwd", "remove"])
+def test_a_login_checked_while_the_password_changes_gets_no_session(
+    accounts_app: TestClient, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """`users passwd` or `users remove` (another process) committing while a login with the old password is
+    being checked: that login must not start a session that outlives the change, which was meant to end
+    them all (the session would last its 12 hours)."""
+    from sarcoscope.web import auth
+
+    store = accounts_app.app.state.ctx.store
+    real_verify = auth.verify_password
+
+    def verify_while_the_admin_acts(user: object, password: str) -> tuple[bool, str | None]:
+        answer = real_verify(user, password)  # the old hash, read before the change: it matches
+        if change == "passwd":
+            change_password(store, "alice", "a-new-password-3")
+        else:
+            remove_user(store, "alice")
+        return answer
+
+    monkeypatch.setattr(auth, "verify_password", verify_while_the_admin_acts)
+    assert _login(accounts_app, *ALICE) == 401
+    assert accounts_app.get("/api/studies").status_code == 401
+    with store.session() as s:
+        assert s.scalar(select(func.count()).where(LoginSession.user_name == "alice")) == 0
+
+
 def test_an_outdated_hash_is_replaced_at_login(accounts_app: TestClient) -> None:
     c = accounts_app
     weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(ALICE[1])

@@ -26,7 +26,7 @@ from typing import Literal
 
 from fastapi import HTTPException, Request
 
-from sarcoscope.store import Store, as_utc
+from sarcoscope.store import ConflictError, Store, User, as_utc
 from sarcoscope.web.accounts import token_fingerprint, valid_user_name, verify_password
 from sarcoscope.web.settings import WebSettings
 
@@ -153,19 +153,25 @@ class Authenticator:
                     self._count_failure(keys, None, client)
                     raise HTTPException(401, "The access token is wrong.")
                 self.store.audit(user, "login", client=client)
+                granted = self._start_session(user, client)
             else:
-                ok, new_hash = verify_password(self.store.get_user(user), secret or "")
+                account = self.store.get_user(user)
+                ok, new_hash = verify_password(account, secret or "")
                 if not ok:
                     self._count_failure(keys, user, client)
                     raise HTTPException(401, "Wrong user name or password.")
+                try:
+                    granted = self._start_session(user, client, account)
+                except ConflictError:  # `users passwd` or `users remove` committed while it was checked
+                    raise HTTPException(401, "Wrong user name or password.") from None
                 self.store.record_login(user, True, client, new_hash)
             self.store.clear_login_failures(f"user:{user}")
-        return self._start_session(user, client)
+        return granted
 
-    def _start_session(self, user: str, client: str | None) -> Login:
+    def _start_session(self, user: str, client: str | None, account: User | None = None) -> Login:
         token = secrets.token_urlsafe(32)
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=self.settings.session_hours)
-        self.store.add_session(_digest(token), user, self.realm, expires, client)
+        self.store.add_session(_digest(token), user, self.realm, expires, client, account)
         return Login(token=token, user=user, expires_at=expires)
 
     def logout(self, token: str | None, client: str | None) -> None:
