@@ -26,7 +26,7 @@ from typing import Literal
 
 from fastapi import HTTPException, Request
 
-from sarcoscope.store import ConflictError, Store, User, as_utc
+from sarcoscope.store import ConflictError, LoginSession, Store, User, as_utc
 from sarcoscope.web.accounts import token_fingerprint, valid_user_name, verify_password
 from sarcoscope.web.settings import WebSettings
 
@@ -99,6 +99,11 @@ class Authenticator:
         raise HTTPException(401, f"Login required: sign in with {what}.")
 
     def _session_user(self, token: str | None) -> str | None:
+        row = self._session(token)
+        return row.user_name if row is not None else None
+
+    def _session(self, token: str | None) -> LoginSession | None:
+        """The cookie's session when it is valid here (an expired one is deleted on the way)."""
         if not token or len(token) > 128:
             return None
         row = self.store.get_session(_digest(token))
@@ -107,7 +112,13 @@ class Authenticator:
         if as_utc(row.expires_at) <= dt.datetime.now(dt.UTC):
             self.store.delete_session(row.id)
             return None
-        return row.user_name
+        return row
+
+    def session_seconds_left(self, request: Request) -> float | None:
+        """How long the request's session cookie still logs in (None: it does not), so that a page left
+        open can end itself when its session does."""
+        row = self._session(request.cookies.get(COOKIE))
+        return None if row is None else (as_utc(row.expires_at) - dt.datetime.now(dt.UTC)).total_seconds()
 
     def _bearer_user(self, token: str, client: str | None) -> str:
         """Scripts in token mode send the token with each request; failures count as failed logins."""
