@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -229,6 +230,20 @@ def test_guesses_sent_at_once_are_throttled_like_guesses_one_by_one(
         t.join()
     assert sorted(answers) == [401] * 5 + [429] * 7 and len(checked) == 5
     assert _login(accounts_app, *ALICE) == 429  # and alice's account is locked for the window
+
+
+def test_a_password_typed_as_the_user_name_is_not_kept_in_the_audit_log(accounts_app: TestClient) -> None:
+    """A password typed into the name field (a password manager filling the wrong field) until the name is
+    throttled: the audit log, which every user reads and which is kept for good, does not hold it; a
+    throttled account is still named."""
+    for _ in range(5):
+        assert _login(accounts_app, "alice-password-1", "alice-password-1") == 401
+        assert _login(accounts_app, "dr. bob", "wrong-password") == 401
+    assert _login(accounts_app, *ALICE) == 200
+    events = accounts_app.get("/api/audit").json()
+    throttled = sorted(e["details"]["key"] for e in events if e["action"] == "login-throttled")
+    assert throttled == ["user:(no such account)", "user:dr. bob"]
+    assert "alice-password-1" not in json.dumps(events)
 
 
 def test_failed_logins_are_throttled_per_client_and_stay_bounded(tmp_path: Path) -> None:

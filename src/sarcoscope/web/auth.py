@@ -226,6 +226,13 @@ class Authenticator:
                 self.store.audit(
                     "unauthenticated",
                     "login-throttled",
-                    details={"key": key, "failures": count},
+                    details={"key": self._shown_key(key), "failures": count},
                     client=client,
                 )
+
+    def _shown_key(self, key: str) -> str:
+        """A throttled key as the audit log (read by every user, kept for good) names it: a user name that
+        is no account is often a password typed into the name field, so it is not written."""
+        if key.startswith("user:") and self.mode == "accounts" and self.store.get_user(key[5:]) is None:
+            return "user:(no such account)"
+        return key
