@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from web_synth import multipart
@@ -138,6 +142,33 @@ def test_password_change_and_removal_end_the_users_sessions(accounts_app: TestCl
         add_user(store, " padded", "long-enough-password")
 
 
+@pytest.mark.parametrize("change", ["passwd", "remove"])
+def test_a_login_checked_while_the_password_changes_gets_no_session(
+    accounts_app: TestClient, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """`users passwd` or `users remove` (another process) committing while a login with the old password is
+    being checked: that login must not start a session that outlives the change, which was meant to end
+    them all (the session would last its 12 hours)."""
+    from sarcoscope.web import auth
+
+    store = accounts_app.app.state.ctx.store
+    real_verify = auth.verify_password
+
+    def verify_while_the_admin_acts(user: object, password: str) -> tuple[bool, str | None]:
+        answer = real_verify(user, password)  # the old hash, read before the change: it matches
+        if change == "passwd":
+            change_password(store, "alice", "a-new-password-3")
+        else:
+            remove_user(store, "alice")
+        return answer
+
+    monkeypatch.setattr(auth, "verify_password", verify_while_the_admin_acts)
+    assert _login(accounts_app, *ALICE) == 401
+    assert accounts_app.get("/api/studies").status_code == 401
+    with store.session() as s:
+        assert s.scalar(select(func.count()).where(LoginSession.user_name == "alice")) == 0
+
+
 def test_an_outdated_hash_is_replaced_at_login(accounts_app: TestClient) -> None:
     c = accounts_app
     weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(ALICE[1])
@@ -166,6 +197,53 @@ def test_failed_logins_are_throttled_per_user_with_retry_after(accounts_app: Tes
     with c.app.state.ctx.store.session() as s:
         s.execute(update(LoginFailure).values(window_start=past))
     assert _login(c, *ALICE) == 200
+
+
+def test_guesses_sent_at_once_are_throttled_like_guesses_one_by_one(
+    accounts_app: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of wrong passwords sent together (each password check takes a fraction of a second) must
+    not get more of them checked than the limit: only 5 of 12 are answered 'wrong', the others 429."""
+    from sarcoscope.web import auth
+
+    checked = []
+    real_verify = auth.verify_password
+
+    def slow_verify(user: object, password: str) -> tuple[bool, str | None]:
+        checked.append(password)
+        time.sleep(0.2)  # Argon2 at a busy server's pace: the burst arrives before any failure is counted
+        return real_verify(user, password)
+
+    monkeypatch.setattr(auth, "verify_password", slow_verify)
+    answers: list[int] = []
+
+    def guess(i: int) -> None:
+        try:
+            accounts_app.app.state.ctx.auth.login("alice", f"guess-{i}-password", "192.0.2.7")
+        except HTTPException as exc:
+            answers.append(exc.status_code)
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(answers) == [401] * 5 + [429] * 7 and len(checked) == 5
+    assert _login(accounts_app, *ALICE) == 429  # and alice's account is locked for the window
+
+
+def test_a_password_typed_as_the_user_name_is_not_kept_in_the_audit_log(accounts_app: TestClient) -> None:
+    """A password typed into the name field (a password manager filling the wrong field) until the name is
+    throttled: the audit log, which every user reads and which is kept for good, does not hold it; a
+    throttled account is still named."""
+    for _ in range(5):
+        assert _login(accounts_app, "alice-password-1", "alice-password-1") == 401
+        assert _login(accounts_app, "dr. bob", "wrong-password") == 401
+    assert _login(accounts_app, *ALICE) == 200
+    events = accounts_app.get("/api/audit").json()
+    throttled = sorted(e["details"]["key"] for e in events if e["action"] == "login-throttled")
+    assert throttled == ["user:(no such account)", "user:dr. bob"]
+    assert "alice-password-1" not in json.dumps(events)
 
 
 def test_failed_logins_are_throttled_per_client_and_stay_bounded(tmp_path: Path) -> None:

@@ -400,6 +400,27 @@ def test_signing_out_leaves_no_patient_data_in_the_page(tmp_path: Path) -> None:
         assert page.locator("#user-box").inner_text().startswith("Signed in as dr. bob")
 
 
+def test_a_session_that_expires_leaves_no_patient_on_an_unattended_screen(tmp_path: Path) -> None:
+    """A workstation left with a study list open: when the session expires, the page shows the sign-in form
+    by itself, not at the next click, so the patients' data is not on screen for whoever comes by."""
+    from web_synth import write_series, zip_bytes
+
+    upload = {
+        "name": "ct.zip",
+        "mimeType": "application/zip",
+        "buffer": zip_bytes(write_series(tmp_path / "s")),
+    }
+    settings = WebSettings(data_dir=tmp_path / "data", token="a-long-access-token", session_hours=4 / 3600)
+    with _login_page(settings) as (page, url):
+        _submit_login(page, "a-long-access-token")
+        page.wait_for_selector("#view-studies:not([hidden])")
+        assert page.request.post(f"{url}/api/studies", multipart={"files": upload}).status == 201
+        page.evaluate("location.reload()")  # the list with the patient, read with the session
+        page.wait_for_selector("#view-studies:not([hidden]) :text('PAT-001')")
+        page.wait_for_selector("#view-login:not([hidden])", timeout=12000)  # nothing touched meanwhile
+        assert page.locator("#view-studies").is_hidden()
+
+
 def test_model_choice_is_offered_for_unet_and_recorded(
     page: object, server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

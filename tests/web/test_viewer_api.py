@@ -103,3 +103,15 @@ def test_a_new_versions_overlay_is_rendered_once_in_the_background(
     assert png.content == made.read_bytes() and made.stat().st_mtime_ns == stamp
     assert list(cache.glob("overlay-*.png")) == [made]
     assert (cache / "viewer.nii.gz").exists()  # made after the upload, before the viewer asked
+
+
+def test_the_whole_volume_leaving_the_server_is_in_the_audit_log(
+    client: TestClient, series: list[Path]
+) -> None:
+    """The viewer's volume is every slice of the patient's CT, an attachment any signed-in script can fetch:
+    like a DICOM download or an export, who fetched it and when is recorded (a request refused is not)."""
+    sid = upload(client, series)["id"]
+    assert client.get(f"/api/studies/{sid}/volume.nii.gz").status_code == 200
+    assert client.get("/api/studies/" + "0" * 32 + "/volume.nii.gz").status_code == 404
+    events = [e for e in client.get(f"/api/studies/{sid}/audit").json() if e["action"] == "download-volume"]
+    assert len(events) == 1 and events[0]["actor"] == "local" and events[0]["client"] and events[0]["at"]

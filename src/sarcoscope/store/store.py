@@ -546,9 +546,21 @@ class Store:
 
     # -- login sessions -------------------------------------------------------------------------------
     def add_session(
-        self, session_id: str, user_name: str, realm: str, expires_at: dt.datetime, client: str | None
+        self,
+        session_id: str,
+        user_name: str,
+        realm: str,
+        expires_at: dt.datetime,
+        client: str | None,
+        account: User | None = None,
     ) -> None:
-        """Store a new session (by the digest of its token); expired sessions are deleted on the way."""
+        """Store a new session (by the digest of its token); expired sessions are deleted on the way.
+
+        `account`: the account row whose password was checked. ConflictError when it was removed or its
+        password set since (`users remove` / `users passwd` ending the user's sessions, committed while the
+        login was checked): the check runs after the insert, on the row locked (FOR SHARE; SQLite holds
+        the write lock from the deletion on), so such a change either comes first and is seen here, or
+        comes after and deletes this session with the others."""
         now = dt.datetime.now(dt.UTC)
         with self.session() as s:
             s.execute(delete(LoginSession).where(LoginSession.expires_at < now))
@@ -562,6 +574,15 @@ class Store:
                     client=client,
                 )
             )
+            if account is not None:
+                s.flush()
+                current = s.execute(
+                    select(User.id, User.password_changed_at)
+                    .where(User.name == user_name)
+                    .with_for_update(read=True)
+                ).first()
+                if current is None or tuple(current) != (account.id, account.password_changed_at):
+                    raise ConflictError(f"The password of '{user_name}' was changed or the account removed.")
 
     def get_session(self, session_id: str) -> LoginSession | None:
         with self.session() as s:

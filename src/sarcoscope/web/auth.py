@@ -17,12 +17,16 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import HTTPException, Request
 
-from sarcoscope.store import Store, as_utc
+from sarcoscope.store import ConflictError, LoginSession, Store, User, as_utc
 from sarcoscope.web.accounts import token_fingerprint, valid_user_name, verify_password
 from sarcoscope.web.settings import WebSettings
 
@@ -61,6 +65,20 @@ class Authenticator:
             if self.mode == "token" and settings.token
             else self.mode
         )
+        # A key's throttle check, password check and failure count are one step (one server per data
+        # folder, so this process's locks are enough): guesses sent at once are each checked against
+        # the failures of those before them, not all let through before the first is counted.
+        self._key_locks = [threading.Lock() for _ in range(64)]
+
+    @contextmanager
+    def _attempt(self, keys: list[str]) -> Iterator[None]:
+        """Held from the throttle check to the count of a failure, for every key of the attempt (taken in
+        one order, so two attempts sharing keys never wait for each other's)."""
+        stripes = sorted({zlib.crc32(key.encode()) % len(self._key_locks) for key in keys})
+        with ExitStack() as held:
+            for i in stripes:
+                held.enter_context(self._key_locks[i])
+            yield
 
     @property
     def login_required(self) -> bool:
@@ -81,6 +99,11 @@ class Authenticator:
         raise HTTPException(401, f"Login required: sign in with {what}.")
 
     def _session_user(self, token: str | None) -> str | None:
+        row = self._session(token)
+        return row.user_name if row is not None else None
+
+    def _session(self, token: str | None) -> LoginSession | None:
+        """The cookie's session when it is valid here (an expired one is deleted on the way)."""
         if not token or len(token) > 128:
             return None
         row = self.store.get_session(_digest(token))
@@ -89,7 +112,13 @@ class Authenticator:
         if as_utc(row.expires_at) <= dt.datetime.now(dt.UTC):
             self.store.delete_session(row.id)
             return None
-        return row.user_name
+        return row
+
+    def session_seconds_left(self, request: Request) -> float | None:
+        """How long the request's session cookie still logs in (None: it does not), so that a page left
+        open can end itself when its session does."""
+        row = self._session(request.cookies.get(COOKIE))
+        return None if row is None else (as_utc(row.expires_at) - dt.datetime.now(dt.UTC)).total_seconds()
 
     def _bearer_user(self, token: str, client: str | None) -> str:
         """Scripts in token mode send the token with each request; failures count as failed logins."""
@@ -98,10 +127,11 @@ class Authenticator:
                 401, "This server does not take access tokens: log in with POST /api/session."
             )
         keys = [f"client:{client}"]
-        self._refuse_if_throttled(keys)
-        if not self._token_matches(token):
-            self._count_failure(keys, None, client)
-            raise HTTPException(401, "The access token is wrong.")
+        with self._attempt(keys):
+            self._refuse_if_throttled(keys)
+            if not self._token_matches(token):
+                self._count_failure(keys, None, client)
+                raise HTTPException(401, "The access token is wrong.")
         return self.settings.token_user
 
     def _token_matches(self, token: str) -> bool:
@@ -127,25 +157,32 @@ class Authenticator:
         elif user is None or not valid_user_name(user):
             raise HTTPException(422, "Enter your user name (1-64 letters, digits, spaces or . @ + - _).")
         keys = [f"client:{client}", f"user:{user}"]
-        self._refuse_if_throttled(keys)
-        if self.mode == "token":
-            if not self._token_matches(secret or ""):
-                self._count_failure(keys, None, client)
-                raise HTTPException(401, "The access token is wrong.")
-            self.store.audit(user, "login", client=client)
-        else:
-            ok, new_hash = verify_password(self.store.get_user(user), secret or "")
-            if not ok:
-                self._count_failure(keys, user, client)
-                raise HTTPException(401, "Wrong user name or password.")
-            self.store.record_login(user, True, client, new_hash)
-        self.store.clear_login_failures(f"user:{user}")
-        return self._start_session(user, client)
+        with self._attempt(keys):
+            self._refuse_if_throttled(keys)
+            if self.mode == "token":
+                if not self._token_matches(secret or ""):
+                    self._count_failure(keys, None, client)
+                    raise HTTPException(401, "The access token is wrong.")
+                self.store.audit(user, "login", client=client)
+                granted = self._start_session(user, client)
+            else:
+                account = self.store.get_user(user)
+                ok, new_hash = verify_password(account, secret or "")
+                if not ok:
+                    self._count_failure(keys, user, client)
+                    raise HTTPException(401, "Wrong user name or password.")
+                try:
+                    granted = self._start_session(user, client, account)
+                except ConflictError:  # `users passwd` or `users remove` committed while it was checked
+                    raise HTTPException(401, "Wrong user name or password.") from None
+                self.store.record_login(user, True, client, new_hash)
+            self.store.clear_login_failures(f"user:{user}")
+        return granted
 
-    def _start_session(self, user: str, client: str | None) -> Login:
+    def _start_session(self, user: str, client: str | None, account: User | None = None) -> Login:
         token = secrets.token_urlsafe(32)
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=self.settings.session_hours)
-        self.store.add_session(_digest(token), user, self.realm, expires, client)
+        self.store.add_session(_digest(token), user, self.realm, expires, client, account)
         return Login(token=token, user=user, expires_at=expires)
 
     def logout(self, token: str | None, client: str | None) -> None:
@@ -189,6 +226,13 @@ class Authenticator:
                 self.store.audit(
                     "unauthenticated",
                     "login-throttled",
-                    details={"key": key, "failures": count},
+                    details={"key": self._shown_key(key), "failures": count},
                     client=client,
                 )
+
+    def _shown_key(self, key: str) -> str:
+        """A throttled key as the audit log (read by every user, kept for good) names it: a user name that
+        is no account is often a password typed into the name field, so it is not written."""
+        if key.startswith("user:") and self.mode == "accounts" and self.store.get_user(key[5:]) is None:
+            return "user:(no such account)"
+        return key

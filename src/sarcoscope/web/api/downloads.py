@@ -48,9 +48,10 @@ def _iter_file(f: Any, chunk: int = 1 << 20) -> Any:
     response_class=StreamingResponse,
     responses={200: {"content": {"application/gzip": {}}}, 404: {}, 409: {}},
 )
-def volume_nifti(study_id: str, ctx: Ctx, user: User) -> StreamingResponse:
+def volume_nifti(study_id: str, request: Request, ctx: Ctx, user: User) -> StreamingResponse:
     """The whole HU volume as int16 NIfTI (gzipped) for the viewer: window/level and zoom on the full HU
-    data. De-identified: the header holds geometry and units only; the file name is the study id.
+    data. De-identified: the header holds geometry and units only; the file name is the study id. Every
+    slice of the patient's CT: in the audit log, like a DICOM download.
 
     The file is opened before the study's deletion may remove it, and sent from the open file."""
     try:
@@ -59,6 +60,11 @@ def volume_nifti(study_id: str, ctx: Ctx, user: User) -> StreamingResponse:
             file = path.open("rb")
     except (InputError, OSError) as exc:
         raise HTTPException(409, f"The images of study {study_id} are not available: {exc}") from exc
+    try:
+        ctx.store.audit(user, "download-volume", study_id, None, client_of(request))
+    except BaseException:
+        file.close()
+        raise
     return StreamingResponse(
         _iter_file(file),
         media_type="application/gzip",

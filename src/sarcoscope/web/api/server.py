@@ -48,6 +48,8 @@ def config(request: Request, ctx: Ctx) -> dict[str, Any]:
         "auth_required": ctx.auth.login_required,
         "auth_mode": ctx.auth.mode,
         "user": user,
+        # the page shows the sign-in form when its session ends, not only at the next request
+        "session_seconds_left": ctx.auth.session_seconds_left(request) if user is not None else None,
         "engines": ctx.settings.engines,
         "default_engine": ctx.settings.default_engine,
         "model_engines": [e for e in ctx.settings.engines if takes_model(e)],

@@ -14,7 +14,7 @@ import {bindUpload, loadStudies} from "./studies.js";
 import {bindImport, clearSide, patientUnapplied, showPatient} from "./versions.js";
 
 async function init() {
-  setUnauthorizedHandler(() => { if (state.config && state.config.auth_required) showLogin(route); });
+  setUnauthorizedHandler(() => { if (state.config && state.config.auth_required) showLogin(signedIn); });
   state.config = await getJSON("/api/config");
   for (const id of ["l3-preset", "label-preset"]) {
     $(id).innerHTML = state.config.presets.map((p) => `<option value="${p}">${p.replace("_", " ")}</option>`).join("");
@@ -40,8 +40,34 @@ async function init() {
     if (state.dirty || patientUnapplied()) { e.preventDefault(); e.returnValue = ""; }
   });
   renderUser();
-  if (state.config.auth_required && !state.config.user) showLogin(route);
-  else route();
+  if (state.config.auth_required && !state.config.user) showLogin(signedIn);
+  else signedIn();
+}
+
+function signedIn() {
+  watchSession();
+  route();
+}
+
+// A page left open shows the sign-in form when its session ends (it expired), by itself: not only at the
+// next request, which on an unattended workstation may come hours later, the patients' data on screen.
+let sessionTimer = 0;
+function watchSession(seconds = state.config.session_seconds_left) {
+  clearTimeout(sessionTimer);
+  if (!state.config.auth_required || seconds == null) return;
+  sessionTimer = setTimeout(checkSession, Math.min(seconds * 1000 + 500, 2 ** 31 - 1));
+}
+
+async function checkSession() {
+  let now;
+  try {
+    now = await getJSON("/api/config");
+  } catch (_) {
+    watchSession(60); // no answer: asked again in a minute
+    return;
+  }
+  if (now.user) watchSession(now.session_seconds_left);
+  else showLogin(signedIn); // the same user signing in carries on, as after any ended session
 }
 
 
