@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sarcoscope.level.spine import _best_chain, _walls
+from sarcoscope.level.spine import _best_chain, _level_gaps, _walls
 
 
 def test_walls_tell_a_disc_from_a_dip_in_mid_body() -> None:
@@ -48,3 +48,12 @@ def test_a_missed_thoracic_disc_is_still_bridged() -> None:
     chain, skips = _best_chain(discs, np.full(len(discs), 100.0), 1.0, 24.0)
     assert [int(discs[i]) for i in chain] == discs.tolist()
     assert skips == [False, False, True, False, False]
+
+
+def test_no_level_is_longer_than_an_adult_lumbar_level_whatever_the_period() -> None:
+    # A period read at two levels (48 mm on the wide trace of chest to pelvis at 5 mm, seed 79) let a "level"
+    # of 1.45 periods through: 66 mm, two lumbar levels, so the chain took every other disc.
+    assert _level_gaps(66.0 / 48.0, 48.0) == []
+    # one lumbar level of 44 mm still reads as one, at a lumbar period or at a thoracic one
+    assert (44.0 / 33.0, False) in _level_gaps(44.0 / 33.0, 33.0)
+    assert (44.0 / 24.0, False) in _level_gaps(44.0 / 24.0, 24.0)

@@ -215,6 +215,16 @@ def test_the_rib_series_is_followed_over_two_thoracic_vertebrae_whose_ribs_were_
     assert loc.rib_vertebrae[0] == "T12"
 
 
+def test_a_disc_chain_of_double_levels_does_not_win_the_reading() -> None:
+    # Chest to pelvis at 5 mm, seed 79: the wide trace's period came out at two levels (48 mm), and a level
+    # of up to 1.45 periods (70 mm) was allowed, so its chain took every other lumbar disc (66 mm "levels").
+    # Finding the sacrum and no inferred disc, it scored above the close trace (one inferred disc) and L3
+    # was counted two levels at a time: 89 mm off. No level is now longer than 60 mm.
+    pv = make_volume(79, shape_xy=SHAPE, coverage="chest-pelvis", slice_thickness_mm=5.0)
+    loc = locate_l3(pv.to_ctvolume())
+    assert _error_mm(pv, loc.l3_mid) <= 10.0
+
+
 def test_the_last_rib_bridges_a_gap_only_above_a_longer_series() -> None:
     # one or two vertebrae without ribs inside the series are bridged when it goes on below for one more
     assert _last_rib([6, 7, 8, 11, 12, 13]) == 6

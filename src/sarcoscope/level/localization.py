@@ -29,7 +29,7 @@ from sarcoscope.level.selection import L3Selection
 #: 1.9 disc periods long is one level when its neighbours agree, and minima count as discs by their walls;
 #: v7: a count from the sacrum alone is checked against the ribs it names, an inferred L5/S1 disc weighs
 #: less; v8: the rib series is followed over two vertebrae whose ribs were missed).
-METHOD = "disc-count-v8"
+METHOD = "disc-count-v9"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"

@@ -378,6 +378,10 @@ WALL_MM = 9.0
 LEVEL_MAX = 1.9
 #: ... and no single level is longer than this (mm; adult lumbar levels, body and disc, are 33-44 mm).
 LEVEL_MAX_MM = 46.0
+#: ... and whatever the period, no level is longer than this (mm): the tallest adults' lumbar levels reach
+#: about 48 mm (a quarter more allowed for the spread of thick slices); a longer "level" is two, as when the
+#: period itself is read at two levels (48 mm) and 1.45 periods would allow 70 mm.
+LEVEL_CAP_MM = 60.0
 #: A minimum counts in the chain of discs with at most this multiple of the depth of its walls (`_walls`).
 WALL_WEIGHT = 2.0
 
@@ -436,7 +440,7 @@ def _level_gaps(gap: float, period: float) -> list[tuple[float, bool]]:
     skipped. A gap of 1.7-LEVEL_MAX periods is either one long (lumbar) level or two short ones; the chain's
     neighbouring levels decide."""
     out = []
-    if 0.7 <= gap <= max(1.45, min(LEVEL_MAX, LEVEL_MAX_MM / period)):
+    if 0.7 <= gap <= min(max(1.45, min(LEVEL_MAX, LEVEL_MAX_MM / period)), LEVEL_CAP_MM / period):
         out.append((gap, False))
     if 1.7 <= gap <= 2.4:
         out.append((gap / 2.0, True))
