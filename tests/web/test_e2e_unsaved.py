@@ -721,3 +721,30 @@ def test_signing_out_with_patient_facts_typed_starts_the_page_again_without_aski
         assert asked == []
         assert page.locator("#view-study").is_hidden()
         browser.close()
+
+
+def _version_2_then_view_1(page: Any, before_viewing: Any = lambda: None) -> None:
+    """Save a stroke as version 2, then `before_viewing()` and "view" version 1 (read-only)."""
+    _stroke(page, 0.06, 0.08)
+    page.keyboard.press("Control+s")
+    _wait_text(page, "study-message", "Saved as version 2.")
+    page.wait_for_function("document.getElementById('analysis-version').textContent.includes('2')")
+    before_viewing()
+    page.click("#versions li:has-text('v1 ·') button")
+
+
+def test_a_restore_whose_labels_then_fail_to_load_is_said_restored(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """A restore the server made (version 3), followed by a failed load of the labels, was said only as an
+    error ('Server busy.'): the user took the restore for failed and restored again (a duplicate version) or
+    version 1 for lost. The page now says it was restored, and why its labels are not shown."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _version_2_then_view_1(page)
+        page.wait_for_selector("#readonly-banner:not([hidden])")
+        failing = {"status": 500, "content_type": "application/json", "body": '{"detail": "Server busy."}'}
+        page.route(f"**/api/studies/{sid}/labels", lambda route: route.fulfill(**failing))
+        page.click("#restore-version")
+        _wait_text(page, "study-message", "Restored as version 3")
+        assert "Server busy." in page.locator("#study-message").inner_text()
+        assert len(httpx.get(f"{url}/api/studies/{sid}/versions").json()) == 3

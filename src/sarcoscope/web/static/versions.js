@@ -9,9 +9,19 @@ export async function restoreViewed() {
   const id = state.study.id;
   await oneAtATime($("restore-version"), async () => {
     try {
-      await sendJSON(`/api/studies/${id}/versions/${state.viewing}/restore`, "POST", {base_version: state.version});
+      const restored = await sendJSON(`/api/studies/${id}/versions/${state.viewing}/restore`, "POST",
+        {base_version: state.version});
       if (!stillOpen(id)) return;
-      await loadLabels(null);
+      // made on the server: said so even if its labels then fail to load (else restored again: a duplicate)
+      state.version = restored.version;
+      state.study.latest_version = restored.version;
+      try { await loadLabels(null); } catch (err) {
+        if (!stillOpen(id)) return;
+        await refreshSide();
+        message(`Restored as version ${restored.version}, but its labels could not be loaded: ${err.message} ` +
+          "Press “Back to latest” to load them.", true);
+        return;
+      }
       await refreshSide();
       drawEditor();
       message(`Restored as version ${state.version}.`);
