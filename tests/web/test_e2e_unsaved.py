@@ -748,3 +748,12 @@ def test_a_restore_whose_labels_then_fail_to_load_is_said_restored(
         _wait_text(page, "study-message", "Restored as version 3")
         assert "Server busy." in page.locator("#study-message").inner_text()
         assert len(httpx.get(f"{url}/api/studies/{sid}/versions").json()) == 3
+
+
+def test_viewing_an_older_version_does_not_go_on_saying_the_save(tmp_path: Path, series: list[Path]) -> None:
+    """'Saved as version 2.' stayed on the status line while version 1 was viewed read-only: it read as if the
+    labels on screen were version 2."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        _version_2_then_view_1(page)
+        page.wait_for_selector("#readonly-banner:not([hidden])")
+        assert "version 2" not in page.locator("#study-message").inner_text()

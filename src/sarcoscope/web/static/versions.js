@@ -2,7 +2,7 @@
 // the analysis of the version shown.
 import {$, api, escapeHtml, getJSON, message, oneAtATime, sendJSON} from "./api.js";
 import {renderAnalysis} from "./analysis.js";
-import {discardEdits, drawEditor, loadLabels, replacingLabels, showLabeling} from "./labeling.js";
+import {discardEdits, drawEditor, loadLabels, replacingLabels, sayMade, showLabeling} from "./labeling.js";
 import {localTime, state, stillOpen} from "./state.js";
 
 export async function restoreViewed() {
@@ -24,7 +24,7 @@ export async function restoreViewed() {
       }
       await refreshSide();
       drawEditor();
-      message(`Restored as version ${state.version}.`);
+      sayMade(`Restored as version ${state.version}.`);
     } catch (err) { message(err.message, true); }
   });
 }
@@ -105,7 +105,7 @@ async function importLabels(e) {
       state.study = study;
       state.labels = null;
       await showLabeling();
-      message(`Imported as version ${saved.version}: ${saved.note}.`);
+      sayMade(`Imported as version ${saved.version}: ${saved.note}.`);
     } catch (err) {
       message(err.message + (stillOpen(id) && state.dirty ? " Your unsaved edit is kept." : ""), true);
     }
