@@ -757,3 +757,16 @@ def test_viewing_an_older_version_does_not_go_on_saying_the_save(tmp_path: Path,
         _version_2_then_view_1(page)
         page.wait_for_selector("#readonly-banner:not([hidden])")
         assert "version 2" not in page.locator("#study-message").inner_text()
+
+
+def test_an_analysis_that_fails_is_not_headed_with_the_previous_versions_number(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """'view' on version 1 whose analysis the server failed to send kept 'Analysis · version 2' above the
+    error: numbers read under the other version's name."""
+    with _label_view(tmp_path, series) as (_, page, _url, sid):
+        failing = {"status": 500, "content_type": "application/json", "body": '{"detail": "Server busy."}'}
+        pattern = f"**/api/studies/{sid}/analysis?version=1"
+        _version_2_then_view_1(page, lambda: page.route(pattern, lambda route: route.fulfill(**failing)))
+        page.wait_for_selector("#analysis .error")
+        assert "version 2" not in page.locator("#analysis-version").inner_text()

@@ -206,6 +206,8 @@ export async function refreshSide() {
   }
   const analysis = await getJSON(`/api/studies/${s.id}/analysis?version=${shown}`).catch((err) => err);
   if (!current()) return;
-  if (analysis instanceof Error) $("analysis").innerHTML = `<p class="error">${escapeHtml(analysis.message)}</p>`;
-  else renderAnalysis(analysis, state.config.tissues);
+  if (analysis instanceof Error) { // headed with the version it failed for, not the one shown before
+    $("analysis-version").textContent = `· version ${shown}`;
+    $("analysis").innerHTML = `<p class="error">${escapeHtml(analysis.message)}</p>`;
+  } else renderAnalysis(analysis, state.config.tissues);
 }
