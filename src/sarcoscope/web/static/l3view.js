@@ -25,11 +25,15 @@ export function applySelection(sel) {
   state.axialZ = sel.mode === "slice" ? sel.first : Math.round((sel.first + sel.last) / 2);
 }
 
-/** Fit the images again and forget the lines placed by hand (opening another study). */
+/** Fit the images again and forget the lines placed by hand (opening another study); its Series list and
+ * the HU under the pointer are not shown for this one while its own come. */
 export function resetL3View() {
   byHand = false;
   kept.slice = kept.range = null;
   if (view) view.reset(false);
+  $("series-bar").hidden = true;
+  $("l3-cursor").textContent = "";
+  $("mpr").dataset.cursor = "";
 }
 
 const hooks = {
