@@ -770,3 +770,24 @@ def test_an_analysis_that_fails_is_not_headed_with_the_previous_versions_number(
         _version_2_then_view_1(page, lambda: page.route(pattern, lambda route: route.fulfill(**failing)))
         page.wait_for_selector("#analysis .error")
         assert "version 2" not in page.locator("#analysis-version").inner_text()
+
+
+def test_an_upload_with_an_expired_session_shows_the_sign_in_form(tmp_path: Path, series: list[Path]) -> None:
+    """An upload tried after the session had expired said 'Login required' under the upload box but showed
+    no sign-in form until another request was made: the user could not tell how to go on."""
+    from sqlalchemy import delete
+
+    from sarcoscope.store.models import LoginSession
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    with _accounts(tmp_path, series, ("dr. alice",)) as (app, url, _c, _sid), sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_context(viewport={"width": 1360, "height": 840}, bypass_csp=True).new_page()
+        page.goto(f"{url}/#/")
+        _submit_login(page, "alices-password-1", "dr. alice")
+        page.wait_for_selector("#study-rows tr")
+        with app.state.ctx.store.session() as s:
+            s.execute(delete(LoginSession))
+        page.set_input_files("#pick-files", [str(f) for f in series])
+        page.wait_for_selector("#view-login:not([hidden])", timeout=30000)
+        browser.close()
