@@ -791,3 +791,13 @@ def test_an_upload_with_an_expired_session_shows_the_sign_in_form(tmp_path: Path
         page.set_input_files("#pick-files", [str(f) for f in series])
         page.wait_for_selector("#view-login:not([hidden])", timeout=30000)
         browser.close()
+
+
+def test_the_keys_lines_name_the_wheel_and_pgup_pgdn(tmp_path: Path, series: list[Path]) -> None:
+    """The label editor's key line did not say that the wheel changes the slice, and the L3 view's hint did
+    not say that PgUp/PgDn move the line by 5 slices: keys a user could not find."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        assert "or wheel slice" in page.locator("#pane-label").inner_text()
+        page.click("#tab-l3")
+        page.wait_for_function("document.getElementById('l3-hint').textContent.length > 0")
+        assert "PgUp/PgDn: 5;" in page.locator("#l3-hint").inner_text()
