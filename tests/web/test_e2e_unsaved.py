@@ -801,3 +801,19 @@ def test_the_keys_lines_name_the_wheel_and_pgup_pgdn(tmp_path: Path, series: lis
         page.click("#tab-l3")
         page.wait_for_function("document.getElementById('l3-hint').textContent.length > 0")
         assert "PgUp/PgDn: 5;" in page.locator("#l3-hint").inner_text()
+
+
+def test_a_stroke_begun_in_the_border_around_the_image_is_said(tmp_path: Path, series: list[Path]) -> None:
+    """A stroke begun in the black border beside the image (the editor's box is wider than the image)
+    painted nothing and said nothing: the user could not tell a miss from a broken brush."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        box = page.locator("#editor-box").bounding_box()
+        image = page.locator("#edit-cursor").bounding_box()
+        assert image["x"] - box["x"] > 20  # a border to the left of the image
+        x, y = (box["x"] + image["x"]) / 2, image["y"] + image["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 10, y, steps=3)
+        page.mouse.up()
+        _wait_text(page, "study-message", "Nothing painted: the stroke began outside the image")
+        assert page.locator("#save-labels").inner_text() == "Save"

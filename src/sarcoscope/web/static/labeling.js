@@ -378,6 +378,13 @@ export function bindEditor() {
     strokeTo(stroke, editorPoint(e));
     drawOverlay();
   });
+  // a press in the black border around the image (a pan takes its own presses first): said, else the
+  // stroke or fill did nothing without a word, as if the brush were broken
+  $("editor-box").addEventListener("pointerdown", (e) => {
+    if (e.target === cursor || e.button !== 0 || !state.labels) return;
+    message(state.tool === "fill" ? "Nothing filled: the click is outside the image."
+      : "Nothing painted: the stroke began outside the image. Begin it on the image.", true);
+  });
   const stop = () => { stroke = null; };
   cursor.addEventListener("pointerup", stop);
   cursor.addEventListener("pointercancel", stop);
