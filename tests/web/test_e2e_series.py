@@ -80,3 +80,36 @@ def test_another_series_chosen_beside_an_unsaved_edit_asks_first(
     page.click("#tab-label")
     page.wait_for_selector("#metrics tr[data-tissue=muscle]")
     assert page.locator("#save-labels").inner_text() == "Save *"  # the edit kept
+
+
+def test_a_study_opened_shows_neither_the_series_nor_the_hu_under_the_pointer_of_the_study_left(
+    page: Any, server: str, tmp_path: Path
+) -> None:
+    """While study B's Series list loaded, study A's list stayed on screen under B's name (a series chosen
+    from it was refused by the server), and the HU under the pointer went on saying A's last value until the
+    mouse moved."""
+    import httpx
+    from web_synth import multipart, write_series
+
+    files = [f for paths in write_exam(tmp_path / "exam").values() for f in paths]
+    _upload(page, files)
+    page.wait_for_selector("#series-bar:not([hidden])")
+    page.wait_for_function("!document.getElementById('study-message').textContent.startsWith('Loading')")
+    box = page.locator("#mpr").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.5)
+    page.mouse.move(box["x"] + box["width"] * 0.26, box["y"] + box["height"] * 0.5)
+    page.wait_for_function("document.getElementById('l3-cursor').textContent.includes('HU')")
+    other = httpx.post(f"{server}/api/studies", files=multipart(write_series(tmp_path / "b")), timeout=60)
+    held: list[Any] = []
+    page.route(f"**/api/studies/{other.json()['id']}/series", lambda route: held.append(route))
+    page.goto(f"{server}/#/study/{other.json()['id']}")
+    page.wait_for_function("document.getElementById('study-title').textContent.length > 0")
+    for _ in range(500):
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert held, "no series request"
+    assert page.locator("#series-bar").is_hidden()
+    assert page.locator("#l3-cursor").inner_text() == ""
+    for route in held:
+        route.continue_()

@@ -721,3 +721,99 @@ def test_signing_out_with_patient_facts_typed_starts_the_page_again_without_aski
         assert asked == []
         assert page.locator("#view-study").is_hidden()
         browser.close()
+
+
+def _version_2_then_view_1(page: Any, before_viewing: Any = lambda: None) -> None:
+    """Save a stroke as version 2, then `before_viewing()` and "view" version 1 (read-only)."""
+    _stroke(page, 0.06, 0.08)
+    page.keyboard.press("Control+s")
+    _wait_text(page, "study-message", "Saved as version 2.")
+    page.wait_for_function("document.getElementById('analysis-version').textContent.includes('2')")
+    before_viewing()
+    page.click("#versions li:has-text('v1 ·') button")
+
+
+def test_a_restore_whose_labels_then_fail_to_load_is_said_restored(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """A restore the server made (version 3), followed by a failed load of the labels, was said only as an
+    error ('Server busy.'): the user took the restore for failed and restored again (a duplicate version) or
+    version 1 for lost. The page now says it was restored, and why its labels are not shown."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _version_2_then_view_1(page)
+        page.wait_for_selector("#readonly-banner:not([hidden])")
+        failing = {"status": 500, "content_type": "application/json", "body": '{"detail": "Server busy."}'}
+        page.route(f"**/api/studies/{sid}/labels", lambda route: route.fulfill(**failing))
+        page.click("#restore-version")
+        _wait_text(page, "study-message", "Restored as version 3")
+        assert "Server busy." in page.locator("#study-message").inner_text()
+        assert len(httpx.get(f"{url}/api/studies/{sid}/versions").json()) == 3
+
+
+def test_viewing_an_older_version_does_not_go_on_saying_the_save(tmp_path: Path, series: list[Path]) -> None:
+    """'Saved as version 2.' stayed on the status line while version 1 was viewed read-only: it read as if the
+    labels on screen were version 2."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        _version_2_then_view_1(page)
+        page.wait_for_selector("#readonly-banner:not([hidden])")
+        assert "version 2" not in page.locator("#study-message").inner_text()
+
+
+def test_an_analysis_that_fails_is_not_headed_with_the_previous_versions_number(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """'view' on version 1 whose analysis the server failed to send kept 'Analysis · version 2' above the
+    error: numbers read under the other version's name."""
+    with _label_view(tmp_path, series) as (_, page, _url, sid):
+        failing = {"status": 500, "content_type": "application/json", "body": '{"detail": "Server busy."}'}
+        pattern = f"**/api/studies/{sid}/analysis?version=1"
+        _version_2_then_view_1(page, lambda: page.route(pattern, lambda route: route.fulfill(**failing)))
+        page.wait_for_selector("#analysis .error")
+        assert "version 2" not in page.locator("#analysis-version").inner_text()
+
+
+def test_an_upload_with_an_expired_session_shows_the_sign_in_form(tmp_path: Path, series: list[Path]) -> None:
+    """An upload tried after the session had expired said 'Login required' under the upload box but showed
+    no sign-in form until another request was made: the user could not tell how to go on."""
+    from sqlalchemy import delete
+
+    from sarcoscope.store.models import LoginSession
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    with _accounts(tmp_path, series, ("dr. alice",)) as (app, url, _c, _sid), sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_context(viewport={"width": 1360, "height": 840}, bypass_csp=True).new_page()
+        page.goto(f"{url}/#/")
+        _submit_login(page, "alices-password-1", "dr. alice")
+        page.wait_for_selector("#study-rows tr")
+        with app.state.ctx.store.session() as s:
+            s.execute(delete(LoginSession))
+        page.set_input_files("#pick-files", [str(f) for f in series])
+        page.wait_for_selector("#view-login:not([hidden])", timeout=30000)
+        browser.close()
+
+
+def test_the_keys_lines_name_the_wheel_and_pgup_pgdn(tmp_path: Path, series: list[Path]) -> None:
+    """The label editor's key line did not say that the wheel changes the slice, and the L3 view's hint did
+    not say that PgUp/PgDn move the line by 5 slices: keys a user could not find."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        assert "or wheel slice" in page.locator("#pane-label").inner_text()
+        page.click("#tab-l3")
+        page.wait_for_function("document.getElementById('l3-hint').textContent.length > 0")
+        assert "PgUp/PgDn: 5;" in page.locator("#l3-hint").inner_text()
+
+
+def test_a_stroke_begun_in_the_border_around_the_image_is_said(tmp_path: Path, series: list[Path]) -> None:
+    """A stroke begun in the black border beside the image (the editor's box is wider than the image)
+    painted nothing and said nothing: the user could not tell a miss from a broken brush."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        box = page.locator("#editor-box").bounding_box()
+        image = page.locator("#edit-cursor").bounding_box()
+        assert image["x"] - box["x"] > 20  # a border to the left of the image
+        x, y = (box["x"] + image["x"]) / 2, image["y"] + image["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 10, y, steps=3)
+        page.mouse.up()
+        _wait_text(page, "study-message", "Nothing painted: the stroke began outside the image")
+        assert page.locator("#save-labels").inner_text() == "Save"

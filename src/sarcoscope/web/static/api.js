@@ -6,6 +6,8 @@ export const $ = (id) => document.getElementById(id);
 let onUnauthorized = () => {};
 /** Called on 401 (e.g. a session that expired): the app shows its sign-in form. */
 export function setUnauthorizedHandler(handler) { onUnauthorized = handler; }
+/** A 401 to a request not made with `api` (the upload's, for its progress): the sign-in form, as for any. */
+export function unauthorized() { onUnauthorized(); }
 
 /** Why a request got no answer at all (fetch rejects only then; the browser's own text is "Failed to fetch"). */
 export const NO_ANSWER = "The server did not answer (it may be stopped, or the network is down).";

@@ -25,11 +25,15 @@ export function applySelection(sel) {
   state.axialZ = sel.mode === "slice" ? sel.first : Math.round((sel.first + sel.last) / 2);
 }
 
-/** Fit the images again and forget the lines placed by hand (opening another study). */
+/** Fit the images again and forget the lines placed by hand (opening another study); its Series list and
+ * the HU under the pointer are not shown for this one while its own come. */
 export function resetL3View() {
   byHand = false;
   kept.slice = kept.range = null;
   if (view) view.reset(false);
+  $("series-bar").hidden = true;
+  $("l3-cursor").textContent = "";
+  $("mpr").dataset.cursor = "";
 }
 
 const hooks = {
@@ -113,10 +117,10 @@ async function ensureView() {
 /** What the mouse and keys do (one slice has no lines to move). */
 function renderHint() {
   const mouse = mpr
-    ? "right-drag: window/level · wheel: slices · ctrl+wheel: zoom · middle or shift+drag: pan · " +
+    ? "right-drag: window/level · wheel: slices · ctrl+wheel: zoom · middle/shift+drag: pan · " +
       "click: crosshair"
     : "wheel: slices · ctrl+wheel: zoom · middle or space+drag: pan";
-  const lines = state.study.n_slices > 1 ? " · drag the lines, or ↑/↓ (Tab: other line)"
+  const lines = state.study.n_slices > 1 ? " · drag the lines, ↑/↓ (PgUp/PgDn: 5; Tab: other)"
     : ` · ${NO_RANGE[0].toLowerCase()}${NO_RANGE.slice(1)}`; // "Slice" names the control
   $("l3-hint").textContent = mouse + lines;
 }

@@ -10,6 +10,7 @@ import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} fr
 let editView = null; // Viewport of the label editor
 let readOnly = ""; // the message that the version shown is read-only, cleared when another one is shown
 let nothingFilled = ""; // the message that a fill found nothing to fill, cleared by one that fills
+let made = ""; // the message that a version was made (saved, restored, imported)
 let loading = 0; // label loads on their way: the labels on screen are about to be replaced
 let loads = 0; // loadLabels calls so far: only the last one's labels are shown (two "view" clicked at once)
 const STILL_LOADING = "Nothing painted: the labels are still loading. Paint once they are shown.";
@@ -20,6 +21,12 @@ const SAVE_LOADING = "Nothing saved: the labels are still loading.";
 const replacing = new Set(); // the studies they run for (another study opened meanwhile is editable)
 const REPLACING = "a new version of the labels is being made (Segment or Import)";
 const replaced = () => Boolean(state.study) && replacing.has(state.study.id);
+
+/** Say that a version was made: said until an older version is viewed (it does not name the labels shown). */
+export function sayMade(text) {
+  made = text;
+  message(text);
+}
 
 /** Run `work`, which makes a new label version of study `id` and shows it. Meanwhile strokes, Undo and Save
  * are refused, saying why, as while labels load: a stroke would be dropped without a word when the version
@@ -112,6 +119,7 @@ export async function loadLabels(version) {
   $("readonly-banner").hidden = state.viewing === null;
   $("readonly-version").textContent = state.viewing ?? "";
   unsay(readOnly);
+  if (version) unsay(made);
   unsay(STILL_LOADING);
   unsay(UNDO_LOADING);
   unsay(SAVE_LOADING);
@@ -370,6 +378,13 @@ export function bindEditor() {
     strokeTo(stroke, editorPoint(e));
     drawOverlay();
   });
+  // a press in the black border around the image (a pan takes its own presses first): said, else the
+  // stroke or fill did nothing without a word, as if the brush were broken
+  $("editor-box").addEventListener("pointerdown", (e) => {
+    if (e.target === cursor || e.button !== 0 || !state.labels) return;
+    message(state.tool === "fill" ? "Nothing filled: the click is outside the image."
+      : "Nothing painted: the stroke began outside the image. Begin it on the image.", true);
+  });
   const stop = () => { stroke = null; };
   cursor.addEventListener("pointerup", stop);
   cursor.addEventListener("pointercancel", stop);
@@ -570,7 +585,7 @@ async function saveLabels() {
     state.version = saved.version;
     state.study.latest_version = saved.version;
     state.dirty = state.edits !== sent && !sameLabels(state.labels, body);
-    message(state.dirty ? `Saved as version ${saved.version}; your newer strokes are not saved yet.`
+    sayMade(state.dirty ? `Saved as version ${saved.version}; your newer strokes are not saved yet.`
       : `Saved as version ${saved.version}.`);
     updateButtons(); // Save is pressable again as soon as the page says it saved
     await refreshSide();

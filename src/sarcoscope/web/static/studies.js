@@ -1,5 +1,5 @@
 // The study list (search, delete) and the upload of a DICOM folder, a .zip or a NIfTI file.
-import {$, api, getJSON, sendJSON, toast} from "./api.js";
+import {$, api, getJSON, sendJSON, toast, unauthorized} from "./api.js";
 import {formatDate, localTime, state} from "./state.js";
 
 let lists = 0; // loadStudies calls so far: only the last one's answer is shown (an older search answered late)
@@ -135,6 +135,7 @@ function uploadFiles(files) {
       location.hash = `#/study/${body.id}`;
     } else {
       $("upload-error").textContent = body.detail || `Upload failed (${xhr.status}).`;
+      if (xhr.status === 401) unauthorized(); // the session expired: signed in again, the upload can be retried
     }
   };
   xhr.onerror = () => {

@@ -2,19 +2,29 @@
 // the analysis of the version shown.
 import {$, api, escapeHtml, getJSON, message, oneAtATime, sendJSON} from "./api.js";
 import {renderAnalysis} from "./analysis.js";
-import {discardEdits, drawEditor, loadLabels, replacingLabels, showLabeling} from "./labeling.js";
+import {discardEdits, drawEditor, loadLabels, replacingLabels, sayMade, showLabeling} from "./labeling.js";
 import {localTime, state, stillOpen} from "./state.js";
 
 export async function restoreViewed() {
   const id = state.study.id;
   await oneAtATime($("restore-version"), async () => {
     try {
-      await sendJSON(`/api/studies/${id}/versions/${state.viewing}/restore`, "POST", {base_version: state.version});
+      const restored = await sendJSON(`/api/studies/${id}/versions/${state.viewing}/restore`, "POST",
+        {base_version: state.version});
       if (!stillOpen(id)) return;
-      await loadLabels(null);
+      // made on the server: said so even if its labels then fail to load (else restored again: a duplicate)
+      state.version = restored.version;
+      state.study.latest_version = restored.version;
+      try { await loadLabels(null); } catch (err) {
+        if (!stillOpen(id)) return;
+        await refreshSide();
+        message(`Restored as version ${restored.version}, but its labels could not be loaded: ${err.message} ` +
+          "Press “Back to latest” to load them.", true);
+        return;
+      }
       await refreshSide();
       drawEditor();
-      message(`Restored as version ${state.version}.`);
+      sayMade(`Restored as version ${state.version}.`);
     } catch (err) { message(err.message, true); }
   });
 }
@@ -95,7 +105,7 @@ async function importLabels(e) {
       state.study = study;
       state.labels = null;
       await showLabeling();
-      message(`Imported as version ${saved.version}: ${saved.note}.`);
+      sayMade(`Imported as version ${saved.version}: ${saved.note}.`);
     } catch (err) {
       message(err.message + (stillOpen(id) && state.dirty ? " Your unsaved edit is kept." : ""), true);
     }
@@ -196,6 +206,8 @@ export async function refreshSide() {
   }
   const analysis = await getJSON(`/api/studies/${s.id}/analysis?version=${shown}`).catch((err) => err);
   if (!current()) return;
-  if (analysis instanceof Error) $("analysis").innerHTML = `<p class="error">${escapeHtml(analysis.message)}</p>`;
-  else renderAnalysis(analysis, state.config.tissues);
+  if (analysis instanceof Error) { // headed with the version it failed for, not the one shown before
+    $("analysis-version").textContent = `· version ${shown}`;
+    $("analysis").innerHTML = `<p class="error">${escapeHtml(analysis.message)}</p>`;
+  } else renderAnalysis(analysis, state.config.tissues);
 }
