@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from sarcoscope import fileio
 from sarcoscope.batch import discover_cases, read_manifest, run_batch
 from sarcoscope.batch.cases import RESULT_COLUMNS
-from sarcoscope.batch.runner import INPUT_FILES
+from sarcoscope.batch.inputs import INPUT_FILES
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError, OutputError
 from sarcoscope.imaging import CTMetadata, write_dicom_series

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from sarcoscope.batch import Case, run_batch
-from sarcoscope.batch.runner import INPUT_MARKER, WORKER_DIED, CaseOutcome
+from sarcoscope.batch.inputs import INPUT_MARKER
+from sarcoscope.batch.runner import WORKER_DIED, CaseOutcome
 from sarcoscope.imaging import write_dicom_series
 from sarcoscope.phantom import make_slice
 
