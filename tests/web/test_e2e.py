@@ -323,9 +323,9 @@ def test_a_deleted_study_is_not_shown_from_the_pages_memory(
         page.evaluate(clear)
         if reach == "back":
             page.go_back()
-        else:
+        else:  # a link followed from elsewhere: the page loaded anew at the study's address
+            page.goto("about:blank")
             page.goto(f"{server}/#/study/{study_id}")
-            page.reload()
         page.wait_for_function(said, arg=gone)
         assert page.locator("#view-study").is_hidden(), reach
         assert page.locator("#study-title").inner_text() == "", reach
