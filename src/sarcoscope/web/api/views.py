@@ -63,12 +63,7 @@ def hu_slice(study_id: str, index: int, ctx: Ctx, user: User) -> Response:
     study = ctx.store.get_study(study_id)
     volume = ctx.volumes.get(study)
     plane = render.plane_image(volume, "axial", index)
-    data = np.clip(np.rint(plane), -32768, 32767).astype("<i2").tobytes()
-    return Response(
-        gzip.compress(data, compresslevel=1),
-        media_type="application/octet-stream",
-        headers={"Content-Encoding": "gzip", "X-Shape": f"{plane.shape[0]},{plane.shape[1]}"},
-    )
+    return _raw_slice(np.clip(np.rint(plane), -32768, 32767).astype("<i2"))
 
 
 @router.get(
@@ -84,10 +79,15 @@ def body_slice(study_id: str, index: int, ctx: Ctx, user: User) -> Response:
     study = ctx.store.get_study(study_id)
     volume = ctx.volumes.get(study)
     mask = body_mask(np.asarray(render.plane_image(volume, "axial", index)), volume.pixel_spacing)
+    return _raw_slice(mask.astype(np.uint8))
+
+
+def _raw_slice(values: np.ndarray) -> Response:
+    """A slice's values as raw bytes (C order), gzipped, its (y, x) shape in X-Shape: the editor's layers."""
     return Response(
-        gzip.compress(mask.astype(np.uint8).tobytes(), compresslevel=1),
+        gzip.compress(values.tobytes(), compresslevel=1),
         media_type="application/octet-stream",
-        headers={"Content-Encoding": "gzip", "X-Shape": f"{mask.shape[0]},{mask.shape[1]}"},
+        headers={"Content-Encoding": "gzip", "X-Shape": f"{values.shape[0]},{values.shape[1]}"},
     )
 
 
