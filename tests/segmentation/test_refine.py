@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sarcoscope.conventions import HURanges, Label
 from sarcoscope.segmentation.refine import (
@@ -494,3 +495,24 @@ def test_an_arm_against_the_trunk_is_not_body():
         # and a fat fold of the same shape (no bone) stays body: only a piece with bone is a limb
         fold = np.where(hu == 700.0, 50.0, hu)
         assert np.count_nonzero(body_mask(fold, spacing) & arm) > 0.9 * np.count_nonzero(arm)
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_an_arm_pressed_broadly_on_the_trunk_is_not_body(seed: int):
+    """Arms pressed on the trunk over about 65 mm (wider than any neck an erosion could cut): the body's
+    outline dips where each arm's round outline meets the trunk's, and the arm is cut off there; the trunk
+    keeps its own outline under the arm."""
+    from sarcoscope.phantom import make_slice
+    from sarcoscope.phantom.artefacts import add_arms
+    from sarcoscope.segmentation.refine import body_and_limbs
+
+    ph = make_slice(seed, size=512)
+    spacing = ph.pixel_spacing
+    hu = add_arms(ph.hu, spacing)
+    trunk = body_mask(ph.hu, spacing)
+    arms = hu != ph.hu  # add_arms changes nothing of the trunk
+    body, limbs = body_and_limbs(hu, spacing)
+    assert arms.sum() * np.prod(spacing) > 3000  # over 30 cm² of arms in the image
+    assert np.count_nonzero(body & arms) <= 0.02 * np.count_nonzero(arms)
+    assert np.count_nonzero(trunk & ~body) <= 0.002 * np.count_nonzero(trunk)
+    assert np.count_nonzero(limbs & arms) >= 0.98 * np.count_nonzero(arms)

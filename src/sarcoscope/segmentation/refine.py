@@ -29,8 +29,9 @@ IMAT_CLOSING_MM = 4.0
 
 #: Bump when tissues_from_scores changes its output (2: IMAT only where muscle and bone enclose the fat;
 #: 3: arms beside the trunk are not body; 4: the muscle's partial-volume rim in a fat compartment is muscle;
-#: 5: the visceral fat's rim against organs and bowel is VAT).
-REFINEMENT_VERSION = 5
+#: 5: the visceral fat's rim against organs and bowel is VAT; 6: arms pressed broadly on the trunk are not
+#: body).
+REFINEMENT_VERSION = 6
 
 #: A pixel of muscle HU in a fat compartment within this distance (mm; at least one pixel) of muscle is
 #: muscle: the protocol's muscle edge is its HU threshold, and the network's compartment boundary, resampled
@@ -52,6 +53,17 @@ LIMB_NECK_MM = (12.0, 18.0, 24.0)
 #: the abdominal fat has none. Bone here is this many HU and at least `LIMB_BONE_MM2` of it.
 LIMB_BONE_HU = 300.0
 LIMB_BONE_MM2 = 50.0
+#: An arm pressed on the trunk over a contact wider than any neck is still round where the trunk is round:
+#: the body's outline dips between the two, above and below the contact, in notches this deep (mm) below
+#: the body's convex hull.
+LIMB_NOTCH_MM = 6.0
+#: A piece cut off between two notches is a limb only when it holds bone, none of that bone lies on the cut,
+#: the cut is at most `LIMB_CUT_MM` long and the piece at most `LIMB_SHARE` of the body (an arm beside an
+#: adult trunk at L3 is a few percent of it).
+LIMB_CUT_MM = 130.0
+LIMB_SHARE = 0.2
+#: The trunk's outline this close (mm) to the notches shows how it runs on under the arm.
+LIMB_ARC_MM = 40.0
 
 #: Up to this radius (pixels) a structuring element is faster than a distance transform.
 _SMALL_RADIUS_PX = 4.0
@@ -169,24 +181,36 @@ def body_mask(
     threshold_hu: float = BODY_THRESHOLD_HU,
     table_cut_mm: float = 4.0,
 ) -> np.ndarray:
-    """The body in one axial slice: largest object above `threshold_hu`, holes filled, table cut off.
+    """The body in one axial slice: largest object above `threshold_hu`, holes filled, table cut off, arms
+    lying against it removed (see `body_and_limbs`)."""
+    return body_and_limbs(hu, pixel_spacing, threshold_hu, table_cut_mm)[0]
+
+
+def body_and_limbs(
+    hu: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    threshold_hu: float = BODY_THRESHOLD_HU,
+    table_cut_mm: float = 4.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The body in one axial slice (largest object above `threshold_hu`, holes filled, table cut off), and
+    the arms that lay against it and were cut off (`limbs`; empty almost always).
 
     The CT table and cushions are thin (a few mm) curved shells; an opening of `table_cut_mm` radius breaks
     them (and any thin bridge to the body, e.g. a blanket) while the body survives.
     Out-of-field padding (-1024, -2000, -3024 HU) is below the threshold.
-    Returns an empty mask when nothing survives (no body in the slice).
+    Returns empty masks when nothing survives (no body in the slice).
     """
     raw = hu > threshold_hu
-    out = np.zeros(raw.shape, dtype=bool)
+    out, arms_out = np.zeros(raw.shape, dtype=bool), np.zeros(raw.shape, dtype=bool)
     if not raw.any():
-        return out
+        return out, arms_out
     # nothing below reaches beyond what is above the threshold: work on its bounding box (plus a margin of
     # air, so that erosions and holes see the same background): same result, less work
     frame = bounding_box(raw, margin=2)
     raw = raw[frame]
     core = largest_component(open_mm(raw, table_cut_mm, pixel_spacing))
     if not core.any():
-        return out
+        return out, arms_out
     # Thin pieces the opening removed are either the table (a curve reaching outside the body's convex
     # hull) or body (skin corners, a thin wall over bowel gas: inside the hull). Only the latter are put
     # back before holes are filled, so that a table touching the skin does not enclose air with the body.
@@ -211,8 +235,12 @@ def body_mask(
     box = bounding_box(trunk, margin=1)
     trunk = trunk[box]
     arms = limbs(trunk, hu[frame][box], pixel_spacing)
-    out[frame][box] = largest_component(trunk & ~arms) if arms.any() else trunk
-    return out
+    if arms.any():
+        out[frame][box] = largest_component(trunk & ~arms)
+        arms_out[frame][box] = trunk & ~out[frame][box]
+    else:
+        out[frame][box] = trunk
+    return out, arms_out
 
 
 def limbs(body: np.ndarray, hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
@@ -221,8 +249,9 @@ def limbs(body: np.ndarray, hu: np.ndarray, pixel_spacing: tuple[float, float]) 
     An arm that touches the trunk joins it through a neck. Eroding the body by a depth of `LIMB_NECK_MM`
     cuts that neck while the trunk and the arm, both thicker, survive as separate cores; a core other than
     the trunk's that holds bone is a limb, and the limb is the body within that depth of its core and nearer
-    to it than to the trunk's core. An arm that does not touch the body is not part of the body's largest
-    component in the first place.
+    to it than to the trunk's core. An arm pressed on the trunk over a contact wider than any neck is cut
+    off between the notches of the outline instead (`_limbs_between_notches`). An arm that does not touch
+    the body is not part of the body's largest component in the first place.
     """
     depth = distance_mm(body, pixel_spacing)
     bone = body & (hu > LIMB_BONE_HU)
@@ -247,7 +276,90 @@ def limbs(body: np.ndarray, hu: np.ndarray, pixel_spacing: tuple[float, float]) 
                 reach_trunk = distance_mm(cores != trunk, pixel_spacing)
             out |= near & (reach < reach_trunk)
         if out.any():
+            return out
+    return _limbs_between_notches(body, bone, min_bone_px, pixel_spacing)
+
+
+def _limbs_between_notches(
+    body: np.ndarray, bone: np.ndarray, min_bone_px: float, pixel_spacing: tuple[float, float]
+) -> np.ndarray:
+    """Arms pressed broadly against the trunk: each is cut off along the straight line between the two
+    notches its outline makes with the trunk's (`LIMB_NOTCH_MM` deep; the closest pairs first, a piece
+    with bone beyond the cut, see `LIMB_CUT_MM`). The straight cut takes a sliver of the trunk's outermost
+    skin and fat with the arm (well under a percent of the SAT); the muscle lies deeper."""
+    out = np.zeros(body.shape, dtype=bool)
+    hull = convex_hull_mask(body)
+    gaps, n = ndi.label(hull & ~body, structure=np.ones((3, 3), bool))
+    if n < 2:
+        return out
+    # each gap's deepest pixel below the hull, if deep enough, is a notch
+    at = np.flatnonzero(gaps)
+    gap, depth = gaps.ravel()[at], distance_mm(hull, pixel_spacing).ravel()[at]
+    order = np.lexsort((depth, gap))
+    deepest = order[np.append(gap[order][1:] != gap[order][:-1], True)]
+    deepest = deepest[depth[deepest] >= LIMB_NOTCH_MM]
+    notches = np.column_stack(np.unravel_index(at[deepest], body.shape))
+    scale = np.asarray(pixel_spacing)
+    pairs = sorted(
+        (float(np.hypot(*((notches[i] - notches[j]) * scale))), i, j)
+        for i in range(len(notches))
+        for j in range(i + 1, len(notches))
+    )
+    trunk = body.copy()
+    for length, i, j in pairs:
+        if length > LIMB_CUT_MM:
             break
+        steps = 2 * int(np.abs(notches[i] - notches[j]).max()) + 2
+        line = np.rint(np.linspace(notches[i], notches[j], steps)).astype(np.int64)
+        cut = np.zeros(body.shape, dtype=bool)
+        cut[line[:, 0], line[:, 1]] = True
+        if (cut & bone).any():
+            continue
+        pieces, m = ndi.label(trunk & ~cut)  # 4-connected: the 8-connected line separates
+        if m < 2:
+            continue
+        sizes = np.bincount(pieces.ravel())
+        sizes[0] = 0
+        for piece in np.flatnonzero(sizes):
+            if piece == np.argmax(sizes) or sizes[piece] > LIMB_SHARE * np.count_nonzero(body):
+                continue
+            limb = pieces == piece
+            if np.count_nonzero(limb & bone) >= min_bone_px:
+                limb &= ~_under_the_arm(trunk & ~limb, limb, notches[[i, j]], pixel_spacing)
+                out |= limb
+                trunk &= ~limb
+    return out
+
+
+def _under_the_arm(
+    trunk: np.ndarray, limb: np.ndarray, notches: np.ndarray, pixel_spacing: tuple[float, float]
+) -> np.ndarray:
+    """The pixels of a limb cut off by a straight line that are the trunk's: its outline runs on under the
+    arm as it runs beside it, so the circle through its outline within `LIMB_ARC_MM` of the two notches
+    bounds it there (up to `LIMB_ARC_MM` / 4 beyond the line; the whole outline is the fit's fallback)."""
+    scale = np.asarray(pixel_spacing)
+    outline = np.argwhere(trunk & ~ndi.binary_erosion(trunk)) * scale
+    a, b = notches * scale
+    # the trunk's outline near the notches but not along the cut itself
+    along = np.clip((outline - a) @ (b - a) / ((b - a) @ (b - a)), 0.0, 1.0)
+    off_cut = np.hypot(*(outline - a - along[:, None] * (b - a)).T) > 2.0 * scale.max()
+    near = np.minimum(np.hypot(*(outline - a).T), np.hypot(*(outline - b).T)) <= LIMB_ARC_MM
+    points = outline[off_cut & near]
+    if len(points) < 10:
+        return np.zeros(limb.shape, dtype=bool)
+    # the circle |p - c|^2 = r^2 as a linear least-squares problem in (c, r^2 - |c|^2)
+    design = np.column_stack([2 * points, np.ones(len(points))])
+    (cy, cx, k), *_ = np.linalg.lstsq(design, (points**2).sum(axis=1), rcond=None)
+    radius = np.sqrt(max(k + cy**2 + cx**2, 0.0))
+    pixels = np.argwhere(limb)
+    mm, cut = pixels * scale - a, b - a
+    length = float(np.hypot(*cut))
+    position = mm @ cut / length  # along the cut, from the first notch
+    beyond = np.abs(cut[0] * mm[:, 1] - cut[1] * mm[:, 0]) / length  # from the cut's line
+    inside = np.hypot(mm[:, 0] + a[0] - cy, mm[:, 1] + a[1] - cx) < radius
+    inside &= (beyond <= LIMB_ARC_MM / 4) & (position >= 0) & (position <= length)
+    out = np.zeros(limb.shape, dtype=bool)
+    out[tuple(pixels[inside].T)] = True
     return out
 
 
@@ -267,30 +379,51 @@ def in_convex_hull(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
     Integer arithmetic on the mask's row ends (the hull of a mask is the hull of each row's first and last
     pixel), so the answer is exact; scipy.spatial's Qhull gave the same, at 0.2-0.4 s of import per process.
     """
+    points = np.asarray(points, dtype=np.int64).reshape(-1, 2)
+    if not len(points):
+        return np.zeros(0, dtype=bool)
+    first_row = int(points[:, 0].min())
+    spans = _hull_spans(mask, first_row, int(points[:, 0].max()) + 1)
+    if spans is None:
+        return np.zeros(len(points), dtype=bool)
+    rows, lo, hi = spans
+    row = points[:, 0] - first_row
+    return rows[row] & (points[:, 1] >= lo[row]) & (points[:, 1] <= hi[row])
+
+
+def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
+    """The convex hull of a 2-D mask as a mask of the same shape (exact, as `in_convex_hull`)."""
+    out = np.zeros(mask.shape, dtype=bool)
+    spans = _hull_spans(mask, 0, mask.shape[0])
+    if spans is not None:
+        rows, lo, hi = spans
+        columns = np.arange(mask.shape[1])
+        out[:] = rows[:, None] & (columns >= lo[:, None]) & (columns <= hi[:, None])
+    return out
+
+
+def _hull_spans(mask: np.ndarray, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """For rows y0..y1-1: whether the convex hull of `mask` reaches the row, and its first and last column
+    there (None when the mask is fewer than 3 pixels or all on a line)."""
     rows = np.flatnonzero(mask.any(axis=1))
     if not rows.size:
-        return np.zeros(len(points), dtype=bool)
+        return None
     first = mask[rows].argmax(axis=1)
     last = mask.shape[1] - 1 - mask[rows, ::-1].argmax(axis=1)
     ends = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)]).astype(np.int64)
     hull = _hull_vertices(np.unique(ends, axis=0))  # unique also sorts by (y, x), as the chain needs
     if len(hull) < 3:
-        return np.zeros(len(points), dtype=bool)
-    points = np.asarray(points, dtype=np.int64).reshape(-1, 2)
-    if not len(points):
-        return np.zeros(0, dtype=bool)
+        return None
     # the chain turns one way throughout: a point (y, x) is inside when no edge (start a, direction e) has it
     # on its outer side, e_y (x - a_x) >= e_x (y - a_y). In a row y that bounds x from below (e_y > 0) or
     # above (e_y < 0), or holds for the whole row (e_y = 0): each row's interval, exactly, in integers
     (ay, ax), (ey, ex) = hull.T, (np.roll(hull, -1, axis=0) - hull).T
-    y = np.arange(points[:, 0].min(), points[:, 0].max() + 1)[:, None]
+    y = np.arange(y0, y1)[:, None]
     bound = ey * ax + ex * (y - ay)  # e_y x >= bound
     up, down = ey > 0, ey < 0
     lo = (-(-bound[:, up] // ey[up])).max(axis=1)  # ceiling of bound / e_y
     hi = (bound[:, down] // ey[down]).min(axis=1)  # floor: dividing by e_y < 0 turns the inequality
-    rows = np.all(bound[:, ~up & ~down] <= 0, axis=1)
-    row = points[:, 0] - y[0, 0]
-    return rows[row] & (points[:, 1] >= lo[row]) & (points[:, 1] <= hi[row])
+    return np.all(bound[:, ~up & ~down] <= 0, axis=1), lo, hi
 
 
 def _hull_vertices(points: np.ndarray) -> np.ndarray:

@@ -45,7 +45,7 @@ from sarcoscope.segmentation.refine import (
 )
 
 #: Bump when the algorithm changes in a way that changes its output.
-ALGORITHM_VERSION = 4  # 4: arms beside the trunk are not body (refine.limbs)
+ALGORITHM_VERSION = 5  # 4: arms beside the trunk are not body (refine.limbs); 5: also arms pressed broadly
 #: HU windows for the geometry (where the wall is, what is fat or muscle-like). Fixed, so that a narrower
 #: reporting window (e.g. Slice-O-Matic VAT -150..-50) changes which pixels are counted, not the anatomy.
 _GEOMETRY = DEFAULT_HU_RANGES

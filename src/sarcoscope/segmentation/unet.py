@@ -21,6 +21,7 @@ from scipy import ndimage as ndi
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges
 from sarcoscope.errors import SegmentationError
+from sarcoscope.imaging.volume import AIR_HU
 from sarcoscope.segmentation.model_files import (
     load_model_card,
     model_onnx_path,
@@ -28,7 +29,7 @@ from sarcoscope.segmentation.model_files import (
 from sarcoscope.segmentation.refine import (
     BODY_THRESHOLD_HU,
     REFINEMENT_VERSION,
-    body_mask,
+    body_and_limbs,
     bounding_box,
     compartment_scores,
     tissues_from_scores,
@@ -371,11 +372,10 @@ class UNetEngine:
             probs = self._on_input_grid(slices, spacing, observe=observe)
             return probs.argmax(axis=1).astype(np.uint8)
 
-        def refine(hu: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        def refine(hu: np.ndarray, scores: np.ndarray, body: np.ndarray) -> np.ndarray:
             """One slice's tissues from its compartment scores on the model grid: the labels lie in the
             body's box (tissues_from_scores), so only that box is resampled to the CT's grid."""
             labels = np.zeros(hu.shape, dtype=np.uint8)
-            body = body_mask(hu, spacing)
             if body.any():
                 box = bounding_box(body, margin=2)
                 if scores.shape[-2:] == hu.shape:
@@ -385,16 +385,45 @@ class UNetEngine:
                 labels[box] = tissues_from_scores(scores, hu[box], spacing, self.hu_ranges, body=body[box])
             return labels
 
+        def bodies(batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+            return [body_and_limbs(hu, spacing) for hu in batch]
+
         labels = np.empty(slices.shape, dtype=np.uint8)
+        size = self.batch_size
         with ThreadPoolExecutor(min(self._refine_threads, len(slices))) as pool:
             refined = []  # each slice is refined while the network runs on the next ones
-            for start in range(0, len(slices), self.batch_size):
-                batch = slices[start : start + self.batch_size]
-                scores = self._on_model_grid(batch, spacing, start, observe, reduce=compartment_scores)
-                refined += [pool.submit(refine, hu, one) for hu, one in zip(batch, scores, strict=True)]
+            upcoming = pool.submit(bodies, slices[:size])  # and the next batch's body found meanwhile
+            for start in range(0, len(slices), size):
+                batch = slices[start : start + size]
+                found = upcoming.result()
+                if start + size < len(slices):
+                    upcoming = pool.submit(bodies, slices[start + size : start + 2 * size])
+                scores = self._on_model_grid(
+                    _without_limbs(batch, [limbs for _, limbs in found]),
+                    spacing,
+                    start,
+                    observe,
+                    reduce=compartment_scores,
+                )
+                refined += [
+                    pool.submit(refine, hu, one, body)
+                    for hu, one, (body, _) in zip(batch, scores, found, strict=True)
+                ]
             for i, one in enumerate(refined):
                 labels[i] = one.result()
         return labels
+
+
+def _without_limbs(batch: np.ndarray, limbs: list[np.ndarray]) -> np.ndarray:
+    """The slices with the arms lying against the trunk made air: the network learnt trunks, and an arm
+    pressed on one changes what it reads in the trunk's wall beside it (phantoms: SAT Dice 0.907 against
+    0.980 without the arm); arms are not trunk, so nothing of them is lost."""
+    if not any(limb.any() for limb in limbs):
+        return batch
+    out = batch.copy()
+    for hu, limb in zip(out, limbs, strict=True):
+        hu[limb] = AIR_HU
+    return out
 
 
 def _check_input(
