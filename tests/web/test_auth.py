@@ -82,6 +82,43 @@ def test_accounts_log_in_with_password_and_the_audit_names_the_account(
     assert user.last_login_at is not None and user.failed_logins == 0  # reset by the successful login
 
 
+def test_who_looked_at_a_study_s_images_is_in_the_audit_log_once_per_sitting(
+    accounts_app: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An access audit asks who saw which patient's CT: the viewer's tiles, the label editor's slices and
+    its HU and body layers are recorded for the signed-in user, once per session and study (not once per
+    tile), again in a new session or after half an hour without a look; a refused request is not."""
+    from sarcoscope.web import context
+
+    c = accounts_app
+    assert _login(c, *ALICE) == 200
+    sid = c.post("/api/studies", files=multipart(series)).json()["id"]
+
+    def views() -> list[tuple[str, str]]:
+        events = c.app.state.ctx.store.audit_events(sid)
+        return [(e.actor, e.client or "") for e in reversed(events) if e.action == "view-images"]
+
+    for z in range(3):
+        for path in (f"image/axial/{z}", f"image/coronal/{z}", f"hu/{z}", f"body/{z}"):
+            assert c.get(f"/api/studies/{sid}/{path}").status_code == 200
+    assert views() == [("alice", "testclient")]
+    with TestClient(c.app) as other:  # bob, at another workstation
+        assert other.post("/api/session", json={"user": BOB[0], "password": BOB[1]}).status_code == 200
+        assert other.get(f"/api/studies/{sid}/hu/1").status_code == 200
+        assert other.get("/api/studies/" + "0" * 32 + "/hu/1").status_code == 404
+    assert views() == [("alice", "testclient"), ("dr. bob", "testclient")]
+    assert c.get(f"/api/studies/{sid}/image/axial/4").status_code == 200  # alice's sitting: recorded
+    assert len(views()) == 2
+    monkeypatch.setattr(context, "VIEW_AGAIN_AFTER", 0)  # half an hour later
+    assert c.get(f"/api/studies/{sid}/image/axial/4").status_code == 200
+    assert len(views()) == 3
+    monkeypatch.undo()
+    c.delete("/api/session")
+    assert _login(c, *ALICE) == 200  # a new session
+    assert c.get(f"/api/studies/{sid}/image/axial/4").status_code == 200
+    assert views() == [("alice", "testclient"), ("dr. bob", "testclient")] + [("alice", "testclient")] * 2
+
+
 def test_logout_revokes_the_session_on_the_server(accounts_app: TestClient) -> None:
     c = accounts_app
     assert _login(c, *ALICE) == 200

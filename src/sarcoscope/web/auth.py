@@ -44,6 +44,13 @@ def client_of(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+def sitting_of(request: Request, user: str) -> str:
+    """Whose sitting a request is, for the audit log's image views: its session (a digest of the cookie,
+    never the cookie), or without one (a script's bearer token) its user and client address."""
+    token = request.cookies.get(COOKIE)
+    return f"session:{_digest(token)}" if token else f"user:{user}@{client_of(request)}"
+
+
 @dataclass(frozen=True)
 class Login:
     """A granted session: the cookie's value, whose it is, until when."""
