@@ -283,6 +283,36 @@ def test_a_password_typed_as_the_user_name_is_not_kept_in_the_audit_log(accounts
     assert "alice-password-1" not in json.dumps(events)
 
 
+def test_a_password_typed_as_the_user_name_is_not_stored_and_failures_are_forgotten(tmp_path: Path) -> None:
+    """The failed-login counters are in the database (and its backups): a name that is no account, often a
+    password typed into the name field, is counted under a code that names nothing (keyed for this run of
+    the server), and a counter whose window has ended is deleted at the next login and at the next start,
+    not kept until some later failure."""
+    _with_accounts(tmp_path / "data")
+    app = create_app(WebSettings(data_dir=tmp_path / "data"))
+    c = TestClient(app)
+    for _ in range(5):
+        assert _login(c, "alice-password-1", "alice-password-1") == 401
+    assert _login(c, "alice-password-1", "x" * 10) == 429  # still throttled by that name
+
+    def keys() -> set[str]:
+        with app.state.ctx.store.session() as s:
+            return set(s.scalars(select(LoginFailure.key)))
+
+    assert len(keys()) == 2 and not any("alice-password-1" in k for k in keys())
+    with app.state.ctx.store.session() as s:  # the window ends
+        s.execute(update(LoginFailure).values(window_start=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
+    assert _login(c, *ALICE) == 200
+    assert keys() == set()
+    assert _login(c, "alice", "wrong-password") == 401
+    with app.state.ctx.store.session() as s:
+        s.execute(update(LoginFailure).values(window_start=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
+    app.state.ctx.store.close()
+    app = create_app(WebSettings(data_dir=tmp_path / "data"))  # a restart, before any login
+    assert keys() == set()
+    app.state.ctx.store.close()
+
+
 def test_failed_logins_are_throttled_per_client_and_stay_bounded(tmp_path: Path) -> None:
     _with_accounts(tmp_path / "data")
     app = create_app(WebSettings(data_dir=tmp_path / "data", max_failed_logins_per_client=8))
