@@ -682,7 +682,12 @@ def _serve_series(folder: Path, seeds: dict[str, int], monkeypatch: pytest.Monke
         shutil.copytree(folder / name, into, dirs_exist_ok=True)
         return into
 
+    def listed(text: str, *args: object, **kw: object) -> list[str]:  # the series, wherever the server is
+        (name,) = [n for n, url in urls.items() if text.split("/studies/")[1] == url.split("/studies/")[1]]
+        return sorted(str(pydicom.dcmread(f).SOPInstanceUID) for f in (folder / name).iterdir())
+
     monkeypatch.setattr(dicomweb, "fetch_series", fetch)
+    monkeypatch.setattr(dicomweb, "series_instance_uids", listed)
     return urls
 
 

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from sarcoscope.batch.cases import REPORT, Case
-from sarcoscope.batch.inputs import INPUT_FILES, check_same_inputs, input_changed, input_files_code
+from sarcoscope.batch.inputs import (
+    INPUT_FILES,
+    check_same_inputs,
+    input_changed,
+    input_files_code,
+    series_instances,
+)
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import OutputError, SarcoscopeError
 from sarcoscope.fileio import atomic_write_text, check_output_folder, holding_lock
@@ -209,16 +215,27 @@ def analyze_case(
     out = out_root / "cases" / case.case_id
     report_path = out / REPORT
     start = time.perf_counter()
+    kept: dict[str, Any] = {}  # the earlier row, when this run could not tell whether it still holds
     try:
         earlier = json.loads(report_path.read_text()) if report_path.is_file() and not force else None
-        files = input_files_code(case, deidentification)  # what this run reads, before it reads it
         changed = (
             _changed_since(earlier, case, engine, cutoff_set, deidentification, pixel_spacing)
             if earlier
             else None
         )
+        try:
+            instances = series_instances(case, waits)  # a DICOMweb series' images as the server has them
+        except SarcoscopeError as exc:  # the server cannot say: the case fails, its earlier row listed
+            if not (earlier and changed is None):
+                raise
+            kept = summary_row(case, earlier)
+            raise SarcoscopeError(
+                f"its earlier results are listed, but whether its series changed on the server since could "
+                f"not be checked: {exc}"
+            ) from None
+        files = input_files_code(case, deidentification, instances)  # what this run reads, before it does
         if earlier and changed is None:
-            changed = input_changed(earlier, out, case, files, deidentification)
+            changed = input_changed(earlier, out, case, files, deidentification, instances)
         if changed is not None:
             logger.warning("case %s is analysed again: its earlier results were %s", case.case_id, changed)
         elif earlier is not None:
@@ -252,7 +269,7 @@ def analyze_case(
         # the input's paths, UIDs and descriptions may name the patient
         if deidentification is not None and not isinstance(exc, DeidentificationError):
             msg = scrub_error(msg, deidentification, case.path)
-        return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, error=msg)
+        return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, row=kept, error=msg)
 
 
 #: Written into a case's folder once its results are stored on the DICOMweb server.

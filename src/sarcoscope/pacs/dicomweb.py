@@ -438,6 +438,29 @@ class DICOMwebServer:
         found = self._qido(f"/studies/{study_uid}/series", params, f"the series search of study {study_uid}")
         return sorted((_series(i) for i in found if _value(i, SERIES_UID_TAG)), key=lambda s: s.number or 0)
 
+    def instance_uids(self, study_uid: str, series_uid: str, page: int = 1000) -> list[str]:
+        """The SOP Instance UIDs the server lists for a series now, sorted (empty: it has no such series),
+        paged as iter_studies pages (servers cap a page below the limit asked for)."""
+        check_uid(study_uid, "StudyInstanceUID")
+        check_uid(series_uid, "SeriesInstanceUID")
+        seen: set[str] = set()
+        while True:
+            params: dict[str, str | int] = {"includefield": "00080018", "limit": page, "offset": len(seen)}
+            try:
+                items = self._qido(
+                    f"/studies/{study_uid}/series/{series_uid}/instances",
+                    params,
+                    f"the instance search of series {series_uid}",
+                )
+            except DICOMwebServerError as exc:
+                if exc.status == 404:  # no such study or series
+                    return sorted(seen)
+                raise
+            new = {uid for uid in (_value(i, "00080018") for i in items) if uid} - seen
+            if not new:
+                return sorted(seen)
+            seen |= new
+
     def ct_series_uid(self, study_uid: str) -> str:
         """The study's only CT series; InputError when it has none or several."""
         ct = [s.series_uid for s in self.series(study_uid) if s.modality == "CT"]
@@ -602,6 +625,15 @@ def store_results(
     return DICOMwebServer(target.base_url, timeout, connect_timeout).store(
         target.study_uid, [pydicom.dcmread(p) for p in paths]
     )
+
+
+def series_instance_uids(text: str, timeout: float = 60.0, connect_timeout: float = 10.0) -> list[str]:
+    """The SOP Instance UIDs of the series `text` names (its study's only CT series when it names none)
+    as the server lists them now, sorted; waits as fetch_series does."""
+    target = parse_dicomweb_url(text)
+    server = DICOMwebServer(target.base_url, timeout, connect_timeout)
+    uid = target.series_uid or server.ct_series_uid(target.study_uid)
+    return server.instance_uids(target.study_uid, uid)
 
 
 def fetch_series(
