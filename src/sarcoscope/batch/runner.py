@@ -507,12 +507,14 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
         # a worker without sarcoscope fails its cases with a clear row; this setup is only an optimisation
         client.run(reuse_freed_memory, on_error="ignore")
     # a scheduler takes a task of a key it holds for that task: another run's case of the same id on a shared
-    # cluster (cohorts name their cases alike) would give its result as this case's
+    # cluster (cohorts name their cases alike) would give its result as this case's. The key names the run
+    # and the case's place in it, not the case id (a folder name, often the patient's): a shared scheduler
+    # shows every user its tasks' keys (dashboard) and names them in its log.
     run = uuid.uuid4().hex[:12]
     try:
         futures = {
-            client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}-{run}", pure=False, **kw): case
-            for case in cases
+            client.submit(analyze_case, case, key=f"sarcoscope-{run}-{n}", pure=False, **kw): case
+            for n, case in enumerate(cases)
         }
         for fut in dask_as_completed(futures):
             try:
