@@ -36,7 +36,13 @@ from sarcoscope.batch.inputs import (
 )
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import OutputError, SarcoscopeError
-from sarcoscope.fileio import atomic_write_text, check_output_folder, holding_lock
+from sarcoscope.fileio import (
+    atomic_write_text,
+    check_output_folder,
+    holding_lock,
+    images_temp_dir,
+    remove_dead_images,
+)
 from sarcoscope.imaging.deidentify.messages import scrub_error
 from sarcoscope.imaging.deidentify.policy import DeidentificationError, DeidentificationPolicy
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
@@ -245,7 +251,8 @@ def analyze_case(
             return CaseOutcome(case.case_id, "skipped", row=row)
         # new results are not the ones stored: pushed by the next --push run (the analysis keeps the file)
         (out / PUSHED).unlink(missing_ok=True)
-        with tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-") as tmp:
+        remove_dead_images()  # a retrieved series or extracted zip of a case whose worker died here
+        with images_temp_dir("dicomweb") as tmp:
             analyze(
                 _source(case, Path(tmp), waits),
                 out_dir=out,
