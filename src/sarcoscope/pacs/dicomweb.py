@@ -574,6 +574,28 @@ class DICOMwebServer:
                 found.add(uid)
         return found
 
+    def _check_same_patient(self, study_uid: str, datasets: list[pydicom.Dataset]) -> None:
+        """Refuse results whose PatientID is not the one the server files study `study_uid` under (a study
+        moved to another patient since its images were read, a Study Instance UID two patients' studies
+        share): they would be stored under the other patient, or file the study under a patient again. A
+        study the server does not hold (yet), or whose patient it does not say, is not refused. The IDs
+        are not named (the log keeps errors)."""
+        check_uid(study_uid, "StudyInstanceUID")
+        params: dict[str, str | int] = {"StudyInstanceUID": study_uid, "includefield": "00100020"}
+        found = self._qido("/studies", params, f"the search of study {study_uid}")
+        filed = {  # a server that leaves PatientID out of its answer cannot tell: not refused
+            _value(i, "00100020") or ""
+            for i in found
+            if "00100020" in i and _value(i, "0020000D") in (None, study_uid)
+        }
+        ours = {str(ds.get("PatientID", "") or "") for ds in datasets}
+        if filed and filed != ours:
+            raise InputError(
+                f"Not storing the results on {self.shown}: it files study {study_uid} under another "
+                "patient ID than the images they were measured on (the study was moved to another patient "
+                "since, or two patients' studies share its UID). Check the study on the PACS."
+            )
+
     def store(self, study_uid: str, datasets: list[pydicom.Dataset]) -> Stored:
         """Store `datasets` (all of study `study_uid`) with STOW-RS, except those the study already holds.
 
@@ -584,6 +606,7 @@ class DICOMwebServer:
                 f"Not storing {len(foreign)} object(s) on {self.shown}: not in study {study_uid} "
                 "(de-identified results are not pushed back to the source)."
             )
+        self._check_same_patient(study_uid, datasets)
         held = self._held(study_uid, datasets)
         new = [ds for ds in datasets if str(ds.SOPInstanceUID) not in held]
         if not new:
