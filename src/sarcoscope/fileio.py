@@ -8,6 +8,8 @@ import errno
 import fcntl
 import logging
 import os
+import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -119,6 +121,36 @@ def holding_lock(path: Path, busy: Callable[[str], str], *, remove: bool = False
                 with contextlib.suppress(OSError):
                     path.unlink()
             os.close(fd)
+
+
+#: A temporary folder holding a patient's images outside any output (an extracted zip, a series retrieved
+#: from a PACS), named by the process that made it: one left by a process that died (the out-of-memory
+#: killer, kill -9; a batch case's worker is expected to die so) is removed by the next remove_dead_images.
+_IMAGES_DIR = re.compile(r"sarcoscope-(zip|dicomweb)-(\d+)-[A-Za-z0-9_]+")
+
+
+def images_temp_dir(what: str) -> tempfile.TemporaryDirectory[str]:
+    """A private (0700) temporary folder for `what` ("zip", "dicomweb") images, removed when it is closed,
+    and by remove_dead_images when its process died before."""
+    return tempfile.TemporaryDirectory(prefix=f"sarcoscope-{what}-{os.getpid()}-")
+
+
+def remove_dead_images() -> None:
+    """Remove this user's images_temp_dir folders whose process is no longer running."""
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return
+    for entry in entries:
+        found = _IMAGES_DIR.fullmatch(entry.name)
+        try:
+            if not found or not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(found[2]), 0)
+        except ProcessLookupError:  # its process is gone: nothing will remove it
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except (OSError, OverflowError):  # running (another user's pid), or unreadable: left alone
+            continue
 
 
 def atomic_write_text(path: Path, text: str) -> None:

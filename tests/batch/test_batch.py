@@ -682,7 +682,12 @@ def _serve_series(folder: Path, seeds: dict[str, int], monkeypatch: pytest.Monke
         shutil.copytree(folder / name, into, dirs_exist_ok=True)
         return into
 
+    def listed(text: str, *args: object, **kw: object) -> list[str]:  # the series, wherever the server is
+        (name,) = [n for n, url in urls.items() if text.split("/studies/")[1] == url.split("/studies/")[1]]
+        return sorted(str(pydicom.dcmread(f).SOPInstanceUID) for f in (folder / name).iterdir())
+
     monkeypatch.setattr(dicomweb, "fetch_series", fetch)
+    monkeypatch.setattr(dicomweb, "series_instance_uids", listed)
     return urls
 
 
@@ -773,6 +778,27 @@ def test_two_runs_on_one_dask_scheduler_keep_their_own_cases(cohort: Path, tmp_p
     assert outcome.status == "done" and (tmp_path / "b" / "cases" / "patient1" / "report.json").is_file()
     alone = run_batch(discover_cases(tmp_path / "B"), tmp_path / "alone", engine="threshold")
     assert _rows(tmp_path / "b" / "cohort.csv") == _rows(alone.cohort_csv)
+
+
+def test_a_dask_scheduler_is_not_told_the_case_ids(tmp_path: Path) -> None:
+    """Case ids are folder names, often the patient's name: each case's task was keyed
+    sarcoscope-<case id>-<run>, and a shared cluster's scheduler shows its tasks' keys on its dashboard
+    (task stream, progress) and names them in its log (a task whose workers died), to every user of the
+    cluster. The keys name the run and the case's place in it only."""
+    distributed = pytest.importorskip("dask.distributed")
+    sl = make_slice(5, size=192)
+    write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "C" / "DOE_JOHN_19570312")
+    seen: list[str] = []
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        summary = run_batch(
+            discover_cases(tmp_path / "C"),
+            tmp_path / "run",
+            engine="threshold",
+            scheduler=cluster.scheduler_address,
+            on_outcome=lambda _: seen.extend(str(k) for k in cluster.scheduler.tasks),
+        )
+    assert summary.count("done") == 1 and seen and all(k.startswith("sarcoscope-") for k in seen)
+    assert not any("DOE" in k or "19570312" in k for k in seen)
 
 
 def test_a_resumed_run_killed_after_its_first_case_keeps_every_finished_row(

@@ -74,6 +74,42 @@ def test_killed_worker_is_a_failed_row_and_the_run_goes_on(studies: list[Case], 
     assert [p.name for p in (out / "cases" / "killer").iterdir()] == [INPUT_MARKER]
 
 
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="worker start method is not fork")
+def test_the_images_a_killed_worker_extracted_do_not_stay_in_the_temporary_folder(
+    studies: list[Case], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zip case is extracted (a DICOMweb case retrieved) into the system's temporary folder, removed when
+    the case ends; a worker killed meanwhile (out of memory: expected, and listed as such) left the
+    patient's whole CT there for good, outside any output folder. The next case analysed removes it."""
+    import tempfile
+    import zipfile
+
+    from sarcoscope.imaging import read
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # the workers' too (fork)
+    (tmp_path / "tmp").mkdir()
+    archive = tmp_path / "patient.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(studies[0].path.iterdir()):
+            zf.write(f, f.name)
+    real = read.extract_zip
+
+    def extract_then_die(zipped: Path, folder: Path) -> None:
+        real(zipped, folder)
+        if multiprocessing.parent_process() is not None:  # killed in the worker, as by the OOM killer
+            signal.raise_signal(signal.SIGKILL)
+
+    monkeypatch.setattr(read, "extract_zip", extract_then_die)
+    killed = run_batch(
+        [Case(case_id="zipped", path=archive)], tmp_path / "run", engine="threshold", workers=2
+    )
+    assert _rows(killed.failures_csv) == [{"case_id": "zipped", "error": WORKER_DIED}]
+    assert any((tmp_path / "tmp").rglob("*.dcm"))  # what a killed worker leaves
+    later = run_batch([studies[1]], tmp_path / "run", engine="threshold")
+    assert later.count("done") == 1
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
 @pytest.mark.slow
 def test_killed_dask_worker_is_a_failed_row(studies: list[Case], tmp_path: Path) -> None:
     pytest.importorskip("dask.distributed")

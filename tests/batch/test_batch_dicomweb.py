@@ -8,8 +8,10 @@ patient ID and date), plus an MR study that the CT query must not pick up. Skips
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -189,3 +191,71 @@ def test_paging_ends_on_servers_that_ignore_offset_or_cap_pages(
     finally:
         server.shutdown()
     assert found == [f"1.2.3.{n}" for n in range(1, expected + 1)]
+
+
+def test_a_resumed_run_analyses_again_a_series_whose_images_changed_on_the_server(
+    cohort: tuple[Orthanc, list[str]], shared_data: Path, tmp_path: Path
+) -> None:
+    """A DICOMweb case is named by its study and series, whose images may change on the server after it was
+    analysed (images sent late, a slice replaced, a misfiled image removed): a resumed run lists the
+    series' SOP Instance UIDs and analyses it again when they differ, never keeping results of images the
+    series no longer is. A server that cannot be asked fails the case, its earlier row kept and said so."""
+    orthanc, _ = cohort
+    files = ct_files(shared_data)
+    study_uid = generate_uid(entropy_srcs=["sarcoscope-test-batch-changed", "study"])
+    series_uid = generate_uid(entropy_srcs=["sarcoscope-test-batch-changed", "series"])
+
+    def send(k: int, f: Path) -> str:
+        ds = pydicom.dcmread(f)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=["sarcoscope-test-batch-changed", str(k)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PatientID, ds.StudyDate = "SARC-CHANGED", "20230301"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        requests.post(f"{orthanc.base}/instances", data=buffer.getvalue(), timeout=30).raise_for_status()
+        return str(ds.SOPInstanceUID)
+
+    def run(server: str) -> str:
+        manifest = tmp_path / "cases.csv"
+        manifest.write_text(
+            f"case_id,path,slice\nct,dicomweb+{server}/studies/{study_uid}/series/{series_uid},0\n"
+        )
+        result = runner.invoke(
+            app, ["batch", str(manifest), "-o", str(tmp_path / "run"), "--engine", "threshold"]
+        )
+        assert result.exit_code in (0, 3), result.output  # 3: a case failed
+        return " ".join(result.output.split())
+
+    send(0, files[0])
+    send(1, files[1])
+    assert "1 analysed, 0 already done, 0 failed" in run(orthanc.dicomweb)
+    assert "0 analysed, 1 already done, 0 failed" in run(orthanc.dicomweb)
+    late = send(2, files[2])  # an image sent late
+    assert "1 analysed, 0 already done, 0 failed" in run(orthanc.dicomweb)
+    report = json.loads((tmp_path / "run" / "cases" / "ct" / "report.json").read_text())
+    assert report["input"]["shape_zyx"][0] == 3
+    (found,) = requests.post(f"{orthanc.base}/tools/lookup", data=late, timeout=30).json()
+    requests.delete(f"{orthanc.base}/instances/{found['ID']}", timeout=30).raise_for_status()
+    replaced = send(3, files[2])  # replaced: as many images, one of them another
+    assert "1 analysed, 0 already done, 0 failed" in run(orthanc.dicomweb)
+    assert "0 analysed, 1 already done, 0 failed" in run(orthanc.dicomweb)
+    # a folder made before the marker listed the instances is judged by how many images it was made from
+    marker = tmp_path / "run" / "cases" / "ct" / ".input-files"
+    named = f"dicomweb:studies/{study_uid}/series/{series_uid}"
+    marker.write_text(hashlib.sha256(named.encode()).hexdigest() + "\n")
+    assert "0 analysed, 1 already done, 0 failed" in run(orthanc.dicomweb)
+    assert marker.read_text() != hashlib.sha256(named.encode()).hexdigest() + "\n"  # now with the instances
+    marker.write_text(hashlib.sha256(named.encode()).hexdigest() + "\n")
+    (found,) = requests.post(f"{orthanc.base}/tools/lookup", data=replaced, timeout=30).json()
+    requests.delete(f"{orthanc.base}/instances/{found['ID']}", timeout=30).raise_for_status()
+    assert "1 analysed, 0 already done, 0 failed" in run(orthanc.dicomweb)
+
+    with socket.socket() as closed:  # a server that cannot be reached: a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert "0 analysed, 0 already done, 1 failed" in run(f"http://127.0.0.1:{port}/dicom-web")
+    with (tmp_path / "run" / "cohort.csv").open() as fh:
+        assert [r["case_id"] for r in csv.DictReader(fh)] == ["ct"]
+    failures = (tmp_path / "run" / "failures.csv").read_text()
+    assert "could not be checked" in failures and "Cannot reach" in failures

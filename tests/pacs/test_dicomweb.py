@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -178,3 +179,43 @@ def test_a_jpeg_2000_series_is_retrieved_as_stored(orthanc: str, shared_data: Pa
     args = ["analyze", url, "-o", str(tmp_path / "out"), "--slice", "10", "--engine", "threshold"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+
+
+def test_results_are_not_pushed_into_a_study_the_pacs_now_files_under_another_patient(
+    orthanc: str, shared_data: Path, tmp_path: Path
+) -> None:
+    """A study filed under the wrong patient is moved to the right one on the PACS (a reconciliation) after
+    its images were analysed: the results carry the first patient's ID, and storing them into the study
+    would file that patient's results (and, on Orthanc, a study of that patient again) under the study's
+    UID. They are refused, naming no patient ID, and nothing is stored."""
+    from pydicom.uid import generate_uid
+
+    from sarcoscope.export.writer import dicom_result_files
+    from sarcoscope.pacs.dicomweb import store_results
+
+    seed = "sarcoscope-test-moved-study"
+    study, series = generate_uid(entropy_srcs=[seed, "study"]), generate_uid(entropy_srcs=[seed, "series"])
+
+    def upload(patient_id: str) -> None:
+        for k, f in enumerate(ct_files(shared_data)):
+            ds = pydicom.dcmread(f)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID = study, series, patient_id
+            ds.SOPInstanceUID = generate_uid(entropy_srcs=[seed, str(k)])
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            requests.post(f"{orthanc}/instances", data=buffer.getvalue(), timeout=30).raise_for_status()
+
+    upload("SARC-FILED-WRONG")
+    url = f"dicomweb+{orthanc}/dicom-web/studies/{study}"
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["analyze", url, "-o", str(out), "--slice", "1", "--engine", "threshold"])
+    assert result.exit_code == 0, result.output
+    for found in requests.post(f"{orthanc}/tools/lookup", data=study, timeout=30).json():
+        requests.delete(f"{orthanc}/studies/{found['ID']}", timeout=30).raise_for_status()
+    upload("SARC-RIGHT-PATIENT")  # the study, moved to its patient
+    with pytest.raises(InputError, match="under another patient ID") as refused:
+        store_results(url, dicom_result_files(out))
+    assert "SARC-" not in str(refused.value)
+    series_now = requests.get(f"{orthanc}/dicom-web/studies/{study}/series", timeout=30).json()
+    assert [s["00080060"]["Value"][0] for s in series_now] == ["CT"]

@@ -82,6 +82,43 @@ def test_accounts_log_in_with_password_and_the_audit_names_the_account(
     assert user.last_login_at is not None and user.failed_logins == 0  # reset by the successful login
 
 
+def test_who_looked_at_a_study_s_images_is_in_the_audit_log_once_per_sitting(
+    accounts_app: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An access audit asks who saw which patient's CT: the viewer's tiles, the label editor's slices and
+    its HU and body layers are recorded for the signed-in user, once per session and study (not once per
+    tile), again in a new session or after half an hour without a look; a refused request is not."""
+    from sarcoscope.web import context
+
+    c = accounts_app
+    assert _login(c, *ALICE) == 200
+    sid = c.post("/api/studies", files=multipart(series)).json()["id"]
+
+    def views() -> list[tuple[str, str]]:
+        events = c.app.state.ctx.store.audit_events(sid)
+        return [(e.actor, e.client or "") for e in reversed(events) if e.action == "view-images"]
+
+    for z in range(3):
+        for path in (f"image/axial/{z}", f"image/coronal/{z}", f"hu/{z}", f"body/{z}"):
+            assert c.get(f"/api/studies/{sid}/{path}").status_code == 200
+    assert views() == [("alice", "testclient")]
+    with TestClient(c.app) as other:  # bob, at another workstation
+        assert other.post("/api/session", json={"user": BOB[0], "password": BOB[1]}).status_code == 200
+        assert other.get(f"/api/studies/{sid}/hu/1").status_code == 200
+        assert other.get("/api/studies/" + "0" * 32 + "/hu/1").status_code == 404
+    assert views() == [("alice", "testclient"), ("dr. bob", "testclient")]
+    assert c.get(f"/api/studies/{sid}/image/axial/4").status_code == 200  # alice's sitting: recorded
+    assert len(views()) == 2
+    monkeypatch.setattr(context, "VIEW_AGAIN_AFTER", 0)  # half an hour later
+    assert c.get(f"/api/studies/{sid}/image/axial/4").status_code == 200
+    assert len(views()) == 3
+    monkeypatch.undo()
+    c.delete("/api/session")
+    assert _login(c, *ALICE) == 200  # a new session
+    assert c.get(f"/api/studies/{sid}/image/axial/4").status_code == 200
+    assert views() == [("alice", "testclient"), ("dr. bob", "testclient")] + [("alice", "testclient")] * 2
+
+
 def test_logout_revokes_the_session_on_the_server(accounts_app: TestClient) -> None:
     c = accounts_app
     assert _login(c, *ALICE) == 200
@@ -244,6 +281,36 @@ def test_a_password_typed_as_the_user_name_is_not_kept_in_the_audit_log(accounts
     throttled = sorted(e["details"]["key"] for e in events if e["action"] == "login-throttled")
     assert throttled == ["user:(no such account)", "user:dr. bob"]
     assert "alice-password-1" not in json.dumps(events)
+
+
+def test_a_password_typed_as_the_user_name_is_not_stored_and_failures_are_forgotten(tmp_path: Path) -> None:
+    """The failed-login counters are in the database (and its backups): a name that is no account, often a
+    password typed into the name field, is counted under a code that names nothing (keyed for this run of
+    the server), and a counter whose window has ended is deleted at the next login and at the next start,
+    not kept until some later failure."""
+    _with_accounts(tmp_path / "data")
+    app = create_app(WebSettings(data_dir=tmp_path / "data"))
+    c = TestClient(app)
+    for _ in range(5):
+        assert _login(c, "alice-password-1", "alice-password-1") == 401
+    assert _login(c, "alice-password-1", "x" * 10) == 429  # still throttled by that name
+
+    def keys() -> set[str]:
+        with app.state.ctx.store.session() as s:
+            return set(s.scalars(select(LoginFailure.key)))
+
+    assert len(keys()) == 2 and not any("alice-password-1" in k for k in keys())
+    with app.state.ctx.store.session() as s:  # the window ends
+        s.execute(update(LoginFailure).values(window_start=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
+    assert _login(c, *ALICE) == 200
+    assert keys() == set()
+    assert _login(c, "alice", "wrong-password") == 401
+    with app.state.ctx.store.session() as s:
+        s.execute(update(LoginFailure).values(window_start=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
+    app.state.ctx.store.close()
+    app = create_app(WebSettings(data_dir=tmp_path / "data"))  # a restart, before any login
+    assert keys() == set()
+    app.state.ctx.store.close()
 
 
 def test_failed_logins_are_throttled_per_client_and_stay_bounded(tmp_path: Path) -> None:

@@ -93,16 +93,31 @@ def _read_marker(path: Path) -> str | None:
 
 
 #: In a case's folder once its report is written: a digest of the input as it was analysed (its files'
-#: names, sizes and modification times, or the DICOMweb study and series; keyed in a de-identified run, so
-#: that it names nothing), so that a resumed run tells an input that now holds other images from it.
+#: names, sizes and modification times, or the DICOMweb study, series and the series' SOP Instance UIDs;
+#: keyed in a de-identified run, so that it names nothing), so that a resumed run tells an input that now
+#: holds other images from it.
 INPUT_FILES = ".input-files"
 
 
-def input_files_code(case: Case, policy: DeidentificationPolicy | None) -> str:
+def series_instances(case: Case, waits: tuple[float, float]) -> list[str] | None:
+    """The SOP Instance UIDs a DICOMweb case's series holds on its server now (one QIDO-RS search, waiting
+    at most `waits`: connect, each answer); None for a case read from files."""
+    if not isinstance(case.path, str):
+        return None
+    from sarcoscope.pacs.dicomweb import series_instance_uids
+
+    return series_instance_uids(case.path, waits[1], waits[0])
+
+
+def input_files_code(
+    case: Case, policy: DeidentificationPolicy | None, instances: list[str] | None = None
+) -> str:
     """What INPUT_FILES holds for the case's input as it is now: every file the reader may read (as
-    imaging.read_ct finds them), by its path inside the input, size and modification time."""
+    imaging.read_ct finds them), by its path inside the input, size and modification time; for a DICOMweb
+    case its series and `instances` (series_instances), so that images added, removed or replaced on the
+    server since (new SOP Instance UIDs) are told."""
     if isinstance(case.path, str):
-        text = _series_named(case.path)
+        text = "\n".join([_series_named(case.path), *(instances or [])])
     else:
         root = Path(case.path)
         found = [Path(d, f) for d, _, names in os.walk(root) for f in names] if root.is_dir() else [root]
@@ -123,17 +138,30 @@ def input_files_code(case: Case, policy: DeidentificationPolicy | None) -> str:
 
 
 def input_changed(
-    report: dict[str, Any], out: Path, case: Case, files: str, policy: DeidentificationPolicy | None
+    report: dict[str, Any],
+    out: Path,
+    case: Case,
+    files: str,
+    policy: DeidentificationPolicy | None,
+    instances: list[str] | None = None,
 ) -> str | None:
     """Why the case's earlier report was not made from its input as it is now (None: it was): its files
     were replaced, added, removed or modified since (a data manager replacing a mis-filed case folder, a
-    manifest row pointing to another file or series, a re-export). A folder made before INPUT_FILES was
-    written is judged by its report: its series, or its input's files none newer than the report (then
-    INPUT_FILES is written now)."""
+    manifest row pointing to another file or series, a re-export), or its DICOMweb series' `instances`
+    (series_instances) are others now. A folder made before INPUT_FILES was written (or, for a series,
+    before it listed the instances) is judged by its report: its series and how many images it was read
+    from, or its input's files none newer than the report (then INPUT_FILES is written now)."""
     recorded = _read_marker(out / INPUT_FILES)
-    if recorded == files or (isinstance(case.path, Path) and not case.path.exists()):
+    gone = not case.path.exists() if isinstance(case.path, Path) else not instances
+    if recorded == files or gone:
         return None  # the same, or gone (archived after the run): analysing it would only fail
-    if recorded is not None:
+    series_only = isinstance(case.path, str) and recorded == input_files_code(case, policy)
+    if recorded is not None and not series_only:
+        if isinstance(case.path, str):
+            return (
+                "made from its series as it was before: images of it were added to, removed from or "
+                "replaced on the server since, or it names another series now"
+            )
         return (
             "made from its input as it was before: its files were replaced, added, removed or modified "
             "since, or it names another series now"
@@ -145,6 +173,9 @@ def input_changed(
         wanted = policy.uid(series) if policy is not None and series else series
         if report["input"].get("series_instance_uid") != wanted:
             return "made from another series than the case names now"
+        made, now = report["input"]["shape_zyx"][0], len(instances or [])
+        if made != now:
+            return f"made from {made} images of its series, which has {now} on the server now"
     else:
         made = (out / REPORT).stat().st_mtime
         root = Path(case.path)

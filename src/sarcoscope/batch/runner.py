@@ -27,10 +27,22 @@ from pathlib import Path
 from typing import Any
 
 from sarcoscope.batch.cases import REPORT, Case
-from sarcoscope.batch.inputs import INPUT_FILES, check_same_inputs, input_changed, input_files_code
+from sarcoscope.batch.inputs import (
+    INPUT_FILES,
+    check_same_inputs,
+    input_changed,
+    input_files_code,
+    series_instances,
+)
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import OutputError, SarcoscopeError
-from sarcoscope.fileio import atomic_write_text, check_output_folder, holding_lock
+from sarcoscope.fileio import (
+    atomic_write_text,
+    check_output_folder,
+    holding_lock,
+    images_temp_dir,
+    remove_dead_images,
+)
 from sarcoscope.imaging.deidentify.messages import scrub_error
 from sarcoscope.imaging.deidentify.policy import DeidentificationError, DeidentificationPolicy
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
@@ -209,16 +221,27 @@ def analyze_case(
     out = out_root / "cases" / case.case_id
     report_path = out / REPORT
     start = time.perf_counter()
+    kept: dict[str, Any] = {}  # the earlier row, when this run could not tell whether it still holds
     try:
         earlier = json.loads(report_path.read_text()) if report_path.is_file() and not force else None
-        files = input_files_code(case, deidentification)  # what this run reads, before it reads it
         changed = (
             _changed_since(earlier, case, engine, cutoff_set, deidentification, pixel_spacing)
             if earlier
             else None
         )
+        try:
+            instances = series_instances(case, waits)  # a DICOMweb series' images as the server has them
+        except SarcoscopeError as exc:  # the server cannot say: the case fails, its earlier row listed
+            if not (earlier and changed is None):
+                raise
+            kept = summary_row(case, earlier)
+            raise SarcoscopeError(
+                f"its earlier results are listed, but whether its series changed on the server since could "
+                f"not be checked: {exc}"
+            ) from None
+        files = input_files_code(case, deidentification, instances)  # what this run reads, before it does
         if earlier and changed is None:
-            changed = input_changed(earlier, out, case, files, deidentification)
+            changed = input_changed(earlier, out, case, files, deidentification, instances)
         if changed is not None:
             logger.warning("case %s is analysed again: its earlier results were %s", case.case_id, changed)
         elif earlier is not None:
@@ -228,7 +251,8 @@ def analyze_case(
             return CaseOutcome(case.case_id, "skipped", row=row)
         # new results are not the ones stored: pushed by the next --push run (the analysis keeps the file)
         (out / PUSHED).unlink(missing_ok=True)
-        with tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-") as tmp:
+        remove_dead_images()  # a retrieved series or extracted zip of a case whose worker died here
+        with images_temp_dir("dicomweb") as tmp:
             analyze(
                 _source(case, Path(tmp), waits),
                 out_dir=out,
@@ -252,7 +276,7 @@ def analyze_case(
         # the input's paths, UIDs and descriptions may name the patient
         if deidentification is not None and not isinstance(exc, DeidentificationError):
             msg = scrub_error(msg, deidentification, case.path)
-        return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, error=msg)
+        return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, row=kept, error=msg)
 
 
 #: Written into a case's folder once its results are stored on the DICOMweb server.
@@ -490,12 +514,14 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
         # a worker without sarcoscope fails its cases with a clear row; this setup is only an optimisation
         client.run(reuse_freed_memory, on_error="ignore")
     # a scheduler takes a task of a key it holds for that task: another run's case of the same id on a shared
-    # cluster (cohorts name their cases alike) would give its result as this case's
+    # cluster (cohorts name their cases alike) would give its result as this case's. The key names the run
+    # and the case's place in it, not the case id (a folder name, often the patient's): a shared scheduler
+    # shows every user its tasks' keys (dashboard) and names them in its log.
     run = uuid.uuid4().hex[:12]
     try:
         futures = {
-            client.submit(analyze_case, case, key=f"sarcoscope-{case.case_id}-{run}", pure=False, **kw): case
-            for case in cases
+            client.submit(analyze_case, case, key=f"sarcoscope-{run}-{n}", pure=False, **kw): case
+            for n, case in enumerate(cases)
         }
         for fut in dask_as_completed(futures):
             try:

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,7 +37,7 @@ from sarcoscope.cli.common import (
 )
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_INFERIOR_ENDPLATE, L3_MID, TISSUE_TITLES, HURanges
 from sarcoscope.errors import SarcoscopeError
-from sarcoscope.fileio import atomic_write_text, check_output_folder
+from sarcoscope.fileio import atomic_write_text, check_output_folder, images_temp_dir, remove_dead_images
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 
@@ -228,6 +227,7 @@ def analyze(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
         check_output_folder(out, replaced=True)
+        remove_dead_images()  # the images of an analysis killed before (out of memory, kill -9)
         with (
             scrubbed_errors(policy, ct_path),
             contextlib.ExitStack() as stack,
@@ -236,7 +236,7 @@ def analyze(
             source: Path | CTVolume = Path(ct_path)
             if is_dicomweb(ct_path):  # retrieved into a temporary folder; the report names the address
                 status.update("retrieving the series from the DICOMweb server…")
-                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sarcoscope-dicomweb-")))
+                folder = Path(stack.enter_context(images_temp_dir("dicomweb")))
                 fetched = fetch_series(ct_path, folder, series, pacs_timeout, pacs_connect_timeout)
                 source = read_ct(fetched, series_uid=series)
                 source.source_path = shown_url(ct_path)  # never the password

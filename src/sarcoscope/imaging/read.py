@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sarcoscope.errors import InputError
+from sarcoscope.fileio import images_temp_dir
 from sarcoscope.imaging.archive import extract_zip
 from sarcoscope.imaging.dicom_reader import SeriesInfo, list_dicom_series, read_dicom, read_dicom_surveyed
 from sarcoscope.imaging.nifti import is_nifti, read_nifti
@@ -31,7 +31,7 @@ def _existing(path: str | Path) -> Path:
 @contextmanager
 def _extracted(archive: Path) -> Iterator[Path]:
     """Extract a zip to a temporary folder; messages about the folder name the zip instead."""
-    with tempfile.TemporaryDirectory(prefix="sarcoscope-zip-") as tmp:
+    with images_temp_dir("zip") as tmp:
         try:
             extract_zip(archive, Path(tmp))
             yield Path(tmp)

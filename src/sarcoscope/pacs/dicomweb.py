@@ -438,6 +438,29 @@ class DICOMwebServer:
         found = self._qido(f"/studies/{study_uid}/series", params, f"the series search of study {study_uid}")
         return sorted((_series(i) for i in found if _value(i, SERIES_UID_TAG)), key=lambda s: s.number or 0)
 
+    def instance_uids(self, study_uid: str, series_uid: str, page: int = 1000) -> list[str]:
+        """The SOP Instance UIDs the server lists for a series now, sorted (empty: it has no such series),
+        paged as iter_studies pages (servers cap a page below the limit asked for)."""
+        check_uid(study_uid, "StudyInstanceUID")
+        check_uid(series_uid, "SeriesInstanceUID")
+        seen: set[str] = set()
+        while True:
+            params: dict[str, str | int] = {"includefield": "00080018", "limit": page, "offset": len(seen)}
+            try:
+                items = self._qido(
+                    f"/studies/{study_uid}/series/{series_uid}/instances",
+                    params,
+                    f"the instance search of series {series_uid}",
+                )
+            except DICOMwebServerError as exc:
+                if exc.status == 404:  # no such study or series
+                    return sorted(seen)
+                raise
+            new = {uid for uid in (_value(i, "00080018") for i in items) if uid} - seen
+            if not new:
+                return sorted(seen)
+            seen |= new
+
     def ct_series_uid(self, study_uid: str) -> str:
         """The study's only CT series; InputError when it has none or several."""
         ct = [s.series_uid for s in self.series(study_uid) if s.modality == "CT"]
@@ -551,6 +574,28 @@ class DICOMwebServer:
                 found.add(uid)
         return found
 
+    def _check_same_patient(self, study_uid: str, datasets: list[pydicom.Dataset]) -> None:
+        """Refuse results whose PatientID is not the one the server files study `study_uid` under (a study
+        moved to another patient since its images were read, a Study Instance UID two patients' studies
+        share): they would be stored under the other patient, or file the study under a patient again. A
+        study the server does not hold (yet), or whose patient it does not say, is not refused. The IDs
+        are not named (the log keeps errors)."""
+        check_uid(study_uid, "StudyInstanceUID")
+        params: dict[str, str | int] = {"StudyInstanceUID": study_uid, "includefield": "00100020"}
+        found = self._qido("/studies", params, f"the search of study {study_uid}")
+        filed = {  # a server that leaves PatientID out of its answer cannot tell: not refused
+            _value(i, "00100020") or ""
+            for i in found
+            if "00100020" in i and _value(i, "0020000D") in (None, study_uid)
+        }
+        ours = {str(ds.get("PatientID", "") or "") for ds in datasets}
+        if filed and filed != ours:
+            raise InputError(
+                f"Not storing the results on {self.shown}: it files study {study_uid} under another "
+                "patient ID than the images they were measured on (the study was moved to another patient "
+                "since, or two patients' studies share its UID). Check the study on the PACS."
+            )
+
     def store(self, study_uid: str, datasets: list[pydicom.Dataset]) -> Stored:
         """Store `datasets` (all of study `study_uid`) with STOW-RS, except those the study already holds.
 
@@ -561,6 +606,7 @@ class DICOMwebServer:
                 f"Not storing {len(foreign)} object(s) on {self.shown}: not in study {study_uid} "
                 "(de-identified results are not pushed back to the source)."
             )
+        self._check_same_patient(study_uid, datasets)
         held = self._held(study_uid, datasets)
         new = [ds for ds in datasets if str(ds.SOPInstanceUID) not in held]
         if not new:
@@ -602,6 +648,15 @@ def store_results(
     return DICOMwebServer(target.base_url, timeout, connect_timeout).store(
         target.study_uid, [pydicom.dcmread(p) for p in paths]
     )
+
+
+def series_instance_uids(text: str, timeout: float = 60.0, connect_timeout: float = 10.0) -> list[str]:
+    """The SOP Instance UIDs of the series `text` names (its study's only CT series when it names none)
+    as the server lists them now, sorted; waits as fetch_series does."""
+    target = parse_dicomweb_url(text)
+    server = DICOMwebServer(target.base_url, timeout, connect_timeout)
+    uid = target.series_uid or server.ct_series_uid(target.study_uid)
+    return server.instance_uids(target.study_uid, uid)
 
 
 def fetch_series(

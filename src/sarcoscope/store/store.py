@@ -615,7 +615,7 @@ class Store:
         now = dt.datetime.now(dt.UTC)
         counts = {}
         with self.session() as s:
-            s.execute(delete(LoginFailure).where(LoginFailure.window_start < since))
+            self._forget_login_failures(s, since)
             for key in keys:
                 row = s.get(LoginFailure, key)
                 if row is None:
@@ -625,9 +625,21 @@ class Store:
                 counts[key] = row.count
         return counts
 
-    def clear_login_failures(self, key: str) -> None:
+    def clear_login_failures(self, key: str, since: dt.datetime | None = None) -> None:
+        """Forget the failures of `key` (a successful login), and every window older than `since`."""
         with self.session() as s:
             s.execute(delete(LoginFailure).where(LoginFailure.key == key))
+            if since is not None:
+                self._forget_login_failures(s, since)
+
+    def forget_login_failures(self, since: dt.datetime) -> None:
+        """Delete the failure counts of windows older than `since` (they count as none)."""
+        with self.session() as s:
+            self._forget_login_failures(s, since)
+
+    @staticmethod
+    def _forget_login_failures(s: Session, since: dt.datetime) -> None:
+        s.execute(delete(LoginFailure).where(LoginFailure.window_start < since))
 
     # -- label versions -----------------------------------------------------------------------------
     def latest_version(self, study_id: str) -> int | None:

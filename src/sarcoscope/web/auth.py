@@ -44,6 +44,13 @@ def client_of(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+def sitting_of(request: Request, user: str) -> str:
+    """Whose sitting a request is, for the audit log's image views: its session (a digest of the cookie,
+    never the cookie), or without one (a script's bearer token) its user and client address."""
+    token = request.cookies.get(COOKIE)
+    return f"session:{_digest(token)}" if token else f"user:{user}@{client_of(request)}"
+
+
 @dataclass(frozen=True)
 class Login:
     """A granted session: the cookie's value, whose it is, until when."""
@@ -69,6 +76,10 @@ class Authenticator:
         # folder, so this process's locks are enough): guesses sent at once are each checked against
         # the failures of those before them, not all let through before the first is counted.
         self._key_locks = [threading.Lock() for _ in range(64)]
+        # A user name that is no account is counted under a code keyed for this run (see _user_key); the
+        # counts of windows that ended before this start are deleted now.
+        self._name_key = secrets.token_bytes(32)
+        self.store.forget_login_failures(self._window()[0])
 
     @contextmanager
     def _attempt(self, keys: list[str]) -> Iterator[None]:
@@ -156,7 +167,7 @@ class Authenticator:
             user = self.settings.token_user
         elif user is None or not valid_user_name(user):
             raise HTTPException(422, "Enter your user name (1-64 letters, digits, spaces or . @ + - _).")
-        keys = [f"client:{client}", f"user:{user}"]
+        keys = [f"client:{client}", self._user_key(user)]
         with self._attempt(keys):
             self._refuse_if_throttled(keys)
             if self.mode == "token":
@@ -176,7 +187,7 @@ class Authenticator:
                 except ConflictError:  # `users passwd` or `users remove` committed while it was checked
                     raise HTTPException(401, "Wrong user name or password.") from None
                 self.store.record_login(user, True, client, new_hash)
-            self.store.clear_login_failures(f"user:{user}")
+            self.store.clear_login_failures(keys[1], self._window()[0])
         return granted
 
     def _start_session(self, user: str, client: str | None, account: User | None = None) -> Login:
@@ -194,6 +205,14 @@ class Authenticator:
             self.store.audit(row.user_name, "logout", client=client)
 
     # -- throttling ------------------------------------------------------------------------------------
+    def _user_key(self, name: str) -> str:
+        """The failure counter of a user name. A name that is no account is often a password typed into the
+        name field: it is counted under a keyed code of it (the key lives in this process only), never
+        written into the database; an account is counted under its name (the users table names it)."""
+        if self.mode != "accounts" or self.store.get_user(name) is not None:
+            return f"user:{name}"
+        return "user:#" + hmac.new(self._name_key, name.encode(), hashlib.sha256).hexdigest()
+
     def _limit(self, key: str) -> int:
         s = self.settings
         return s.max_failed_logins_per_user if key.startswith("user:") else s.max_failed_logins_per_client
@@ -233,6 +252,4 @@ class Authenticator:
     def _shown_key(self, key: str) -> str:
         """A throttled key as the audit log (read by every user, kept for good) names it: a user name that
         is no account is often a password typed into the name field, so it is not written."""
-        if key.startswith("user:") and self.mode == "accounts" and self.store.get_user(key[5:]) is None:
-            return "user:(no such account)"
-        return key
+        return "user:(no such account)" if key.startswith("user:#") else key

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from sarcoscope.store import Store
 from sarcoscope.web.analysis import AnalysisCache, build_result, overlay_png
-from sarcoscope.web.auth import Authenticator
+from sarcoscope.web.auth import Authenticator, client_of, sitting_of
 from sarcoscope.web.background import BackgroundJobs
 from sarcoscope.web.settings import WebSettings
 from sarcoscope.web.volumes import VolumeCache
 
 log = logging.getLogger(__name__)
+
+#: A study's images viewed again in one sitting after this long without a look at them are a new view in
+#: the audit log (seconds).
+VIEW_AGAIN_AFTER = 30 * 60
 
 
 @dataclass
@@ -31,6 +36,8 @@ class AppContext:
     _key: bytes | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _engine_prepared: bool = field(default=False, init=False, repr=False)
+    #: (sitting, study id) -> when its images were last shown (time.monotonic), for `viewed`.
+    _views: dict[tuple[str, str], float] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def deidentification_key(self) -> bytes:
@@ -44,6 +51,24 @@ class AppContext:
 
                 self._key = load_secret(default_file=self.store.data_dir / SECRET_FILE_NAME)
             return self._key
+
+    def viewed(self, request: Request, user: str, study_id: str, recorded: bool = False) -> None:
+        """Record in the audit log that `user` was shown the study's CT images: once per sitting (session)
+        and study, and again after VIEW_AGAIN_AFTER without a look at them, not once per slice tile the
+        viewer asks for. `recorded`: the request's own audit event says it (a volume download)."""
+        key, now = (sitting_of(request, user), study_id), time.monotonic()
+        with self._lock:
+            last = self._views.get(key)
+            self._views[key] = now
+            if len(self._views) > 10_000:  # sittings long over
+                self._views = {k: t for k, t in self._views.items() if now - t <= VIEW_AGAIN_AFTER}
+        if not recorded and (last is None or now - last > VIEW_AGAIN_AFTER):
+            try:
+                self.store.audit(user, "view-images", study_id, None, client_of(request))
+            except BaseException:
+                with self._lock:  # not recorded: the next look records it
+                    self._views.pop(key, None)
+                raise
 
     def prepare_engine(self) -> None:
         """Build the default segmentation engine in the background, once per process, when a segmentation

@@ -62,6 +62,7 @@ def volume_nifti(study_id: str, request: Request, ctx: Ctx, user: User) -> Strea
         raise HTTPException(409, f"The images of study {study_id} are not available: {exc}") from exc
     try:
         ctx.store.audit(user, "download-volume", study_id, None, client_of(request))
+        ctx.viewed(request, user, study_id, recorded=True)  # the viewer's images need no event of their own
     except BaseException:
         file.close()
         raise

@@ -37,6 +37,7 @@ def image(
     study_id: str,
     plane: Literal["axial", "coronal", "sagittal"],
     index: int,
+    request: Request,
     ctx: Ctx,
     user: User,
     preset: Annotated[str, Query(max_length=32)] = "soft_tissue",
@@ -44,11 +45,13 @@ def image(
     """A windowed 8-bit PNG: axial slice `index` (z), coronal row `index` (y) or sagittal column (x).
 
     Reconstructions have the most superior slice at the top and one image row per axial slice; the UI
-    stretches them by spacing[z] / spacing[x] to show true proportions.
+    stretches them by spacing[z] / spacing[x] to show true proportions. Like every image route, in the
+    audit log once per sitting (AppContext.viewed).
     """
     study = ctx.store.get_study(study_id)
     volume = ctx.volumes.get(study)
     png = render.plane_png(volume, plane, index, preset)
+    ctx.viewed(request, user, study_id)
     return Response(png, media_type="image/png")
 
 
@@ -58,11 +61,12 @@ def image(
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def hu_slice(study_id: str, index: int, ctx: Ctx, user: User) -> Response:
+def hu_slice(study_id: str, index: int, request: Request, ctx: Ctx, user: User) -> Response:
     """Axial slice `index` in HU as little-endian int16 (y, x), for "paint only within the HU range"."""
     study = ctx.store.get_study(study_id)
     volume = ctx.volumes.get(study)
     plane = render.plane_image(volume, "axial", index)
+    ctx.viewed(request, user, study_id)
     return _raw_slice(np.clip(np.rint(plane), -32768, 32767).astype("<i2"))
 
 
@@ -72,13 +76,14 @@ def hu_slice(study_id: str, index: int, ctx: Ctx, user: User) -> Response:
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def body_slice(study_id: str, index: int, ctx: Ctx, user: User) -> Response:
+def body_slice(study_id: str, index: int, request: Request, ctx: Ctx, user: User) -> Response:
     """The body in axial slice `index` as uint8 (y, x), 1 inside: the label editor's fill stays in it."""
     from sarcoscope.segmentation.refine import body_mask
 
     study = ctx.store.get_study(study_id)
     volume = ctx.volumes.get(study)
     mask = body_mask(np.asarray(render.plane_image(volume, "axial", index)), volume.pixel_spacing)
+    ctx.viewed(request, user, study_id)
     return _raw_slice(mask.astype(np.uint8))
 
 
