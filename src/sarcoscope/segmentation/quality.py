@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -333,6 +334,18 @@ def _default_second_opinion(engine: SegmentationEngine, hu_ranges: HURanges) -> 
     return UNetEngine(hu_ranges=hu_ranges)
 
 
+def _second_opinion(
+    engine: SegmentationEngine,
+    given: SegmentationEngine | None,
+    hu_ranges: HURanges,
+    stack: np.ndarray,
+    pixel_spacing: tuple[float, float],
+) -> tuple[str | None, np.ndarray]:
+    """The second engine's model id and label maps of the slices (SegmentationError when it cannot run)."""
+    other = given or _default_second_opinion(engine, hu_ranges)
+    return other.model_id, other.segment(stack, pixel_spacing)
+
+
 def segment_with_quality(
     engine: SegmentationEngine,
     slices: np.ndarray,
@@ -354,36 +367,44 @@ def segment_with_quality(
         stack = stack[None]
     signals: list[dict[str, float]] = [{} for _ in range(len(stack))]
     unavailable: dict[str, str] = {}
-    if isinstance(engine, UNetEngine):
-
-        def observe(start: int, plain: np.ndarray, mirrored: np.ndarray) -> None:
-            for k in range(len(plain)):
-                signals[start + k].update(network_signals(plain[k], mirrored[k]))
-
-        labels = engine.segment(stack, pixel_spacing, observe=observe)
-    else:
-        labels = engine.segment(stack, pixel_spacing)
-        for name in NETWORK_SIGNALS:
-            unavailable[name] = f"the '{engine.name}' engine has no network probabilities"
-    model_id: str | None = None
-    if second_opinion is None and isinstance(engine, UNetEngine) and max(pixel_spacing) > COARSEST_OPINION:
-        why = (
-            f"the threshold engine is no second opinion at pixels coarser than {COARSEST_OPINION:g} mm "
-            "(its own muscle error grows there)"
-        )
-        unavailable.update(dict.fromkeys(ENGINE_SIGNALS, why))
-    else:
-        try:
-            other = second_opinion or _default_second_opinion(engine, hu_ranges)
-            model_id = other.model_id
-            other_labels = other.segment(stack, pixel_spacing)
-        except SegmentationError as exc:
-            logger.warning("Quality score without engine agreement: %s", exc)
-            for name in ENGINE_SIGNALS:
-                unavailable[name] = f"no second engine to compare with: {exc}"
+    with ThreadPoolExecutor(1) as pool:
+        # the second opinion runs beside the engine (both spend much of their time in NumPy and SciPy, which
+        # let another thread run), so the score costs less time than the two engines one after the other
+        other_run: Future[tuple[str | None, np.ndarray]] | None = None
+        if (
+            second_opinion is None
+            and isinstance(engine, UNetEngine)
+            and max(pixel_spacing) > COARSEST_OPINION
+        ):
+            why = (
+                f"the threshold engine is no second opinion at pixels coarser than {COARSEST_OPINION:g} mm "
+                "(its own muscle error grows there)"
+            )
+            unavailable.update(dict.fromkeys(ENGINE_SIGNALS, why))
         else:
-            for k in range(len(stack)):
-                signals[k].update(engine_signals(labels[k], other_labels[k]))
+            other_run = pool.submit(_second_opinion, engine, second_opinion, hu_ranges, stack, pixel_spacing)
+        if isinstance(engine, UNetEngine):
+
+            def observe(start: int, plain: np.ndarray, mirrored: np.ndarray) -> None:
+                for k in range(len(plain)):
+                    signals[start + k].update(network_signals(plain[k], mirrored[k]))
+
+            labels = engine.segment(stack, pixel_spacing, observe=observe)
+        else:
+            labels = engine.segment(stack, pixel_spacing)
+            for name in NETWORK_SIGNALS:
+                unavailable[name] = f"the '{engine.name}' engine has no network probabilities"
+        model_id: str | None = None
+        if other_run is not None:
+            try:
+                model_id, other_labels = other_run.result()
+            except SegmentationError as exc:
+                logger.warning("Quality score without engine agreement: %s", exc)
+                for name in ENGINE_SIGNALS:
+                    unavailable[name] = f"no second engine to compare with: {exc}"
+            else:
+                for k in range(len(stack)):
+                    signals[k].update(engine_signals(labels[k], other_labels[k]))
     return labels, QualityAssessment(
         slices=[SliceQuality(s) for s in signals], unavailable=unavailable, second_opinion=model_id
     )
