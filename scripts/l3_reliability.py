@@ -365,7 +365,8 @@ def wide_summary(readings: list[dict]) -> str:
     for r in wrong:
         flag = "flagged" if not _unflagged(r) else "NOT FLAGGED"
         lines.append(f"  {r['set']}: {r['name']}: {r['error_mm']:.1f} mm at {r['confidence']:.2f}, {flag}")
-    return "\n".join(lines)
+    rows_back = [Row(**{k: v for k, v in r.items() if k != "set"}) for r in readings]
+    return "\n".join([*lines, "", *reliability(rows_back)])
 
 
 def _reading_text(r: dict) -> str:
