@@ -308,7 +308,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     # backwards so that a contrast-filled aorta cannot capture it. Where the close trace runs well in front
     # of the wide one along the stretch of column the count uses (up to T11, as the wide trace reads it),
     # it is on the aorta (the column is the most posterior dense structure at the midline); a close trace
-    # that leaves the column higher in the chest, where the aorta runs beside it, still counts the lumbar
+    # that leaves the column higher in the chest (for a contrast-filled heart) still counts the lumbar
     # spine. Otherwise keep the reading that finds more anchors and clearer discs.
     band = spine.column_band(grid)
     close, wide = (spine.trace_spine(grid, band, s, w) for s, w in _TRACES)
