@@ -2,6 +2,8 @@
 
     python scripts/l3_reliability.py [--shared ../shared/data] [--size 192] [--more] \
         [--write docs/validation/l3-reliability.md]
+    python scripts/l3_reliability.py --wide --json wide.json [--cache DIR]
+    python scripts/l3_reliability.py --compare before.json after.json
 
 Rows: phantom volumes with exact anatomy for each anatomical and field-of-view variant (steep long 12th
 ribs, 11 and 13 rib pairs, six lumbar, sacralised L5, no sacrum, no ribs, both ends cropped, scoliosis, a
@@ -16,14 +18,30 @@ Scoliosis, fracture and metal are made from a rendered phantom: slices shifted s
 the middle 40 % of L1's slices removed (its body 40 % lower, the column above it moved down), and two 3000 HU
 pedicle screws in L4 and L5 with streaks through them. Phantom slices are 192 pixels (about 2 mm), as in the
 tests.
+
+`--more`: 40 phantoms in neither table, for a second reliability table (MORE).
+
+`--wide`: every reading a change to the localizer is measured on (docs/validation/l3-notes.md), about 130:
+the table's rows (real and phantom), the 40 of `--more`, and
+- 32 phantoms outside both tables (OUTSIDE): chest to pelvis at 5 mm, seeds 74-85; chest to pelvis at 3 mm,
+  seeds 90-95; 11 rib pairs without the sacrum, seeds 100-103; 13 rib pairs without the sacrum, seeds
+  110-113; abdomens at 5 mm, seeds 120-125;
+- 32 phantoms with pedicle screws (SCREWED): abdomen seeds 4-11 and no-ribs seeds 60-67 (3 mm), each with
+  screws in L4-L5 and in L5-S1.
+Each reading (set, name, truth and predicted mid-L3 slice, error in mm, confidence, flags, candidates, a
+refusal's reason) goes to the `--json` file; `--compare A.json B.json` prints the readings that changed
+between two such files, the count within 10 mm and every error over 10 mm that is not flagged. `--cache DIR`
+keeps the rendered phantoms (deterministic per seed and parameters; clear it when the phantom code changes).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import pickle
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,13 +91,29 @@ PHANTOMS: list[tuple[str, int, str, str, float, str, bool]] = [
     ("chest to pelvis, 5 mm", 10, "normal", "chest-pelvis", 5.0, "", True),
 ]
 
-#: `--more`: variant, coverage, slice thickness, seeds (none of them in PHANTOMS)
-MORE: list[tuple[str, str, float, range]] = [
-    ("normal", "abdomen", 3.0, range(4, 20)),
-    ("normal", "no-sacrum", 3.0, range(50, 58)),
-    ("normal", "no-ribs", 3.0, range(60, 68)),
-    ("normal", "chest-pelvis", 5.0, range(70, 74)),
-    ("long-steep-12th-ribs", "no-sacrum", 3.0, range(80, 84)),
+#: a set of phantoms: variant, coverage, slice thickness, seeds, alteration (as in `_phantom_case`)
+PhantomSet = tuple[str, str, float, range, str]
+#: `--more`: none of them in PHANTOMS
+MORE: list[PhantomSet] = [
+    ("normal", "abdomen", 3.0, range(4, 20), ""),
+    ("normal", "no-sacrum", 3.0, range(50, 58), ""),
+    ("normal", "no-ribs", 3.0, range(60, 68), ""),
+    ("normal", "chest-pelvis", 5.0, range(70, 74), ""),
+    ("long-steep-12th-ribs", "no-sacrum", 3.0, range(80, 84), ""),
+]
+#: `--wide`: 32 phantoms in neither table
+OUTSIDE: list[PhantomSet] = [
+    ("normal", "chest-pelvis", 5.0, range(74, 86), ""),
+    ("normal", "chest-pelvis", 3.0, range(90, 96), ""),
+    ("11-ribs", "no-sacrum", 3.0, range(100, 104), ""),
+    ("13-ribs", "no-sacrum", 3.0, range(110, 114), ""),
+    ("normal", "abdomen", 5.0, range(120, 126), ""),
+]
+#: `--wide`: 32 phantoms with pedicle screws
+SCREWED: list[PhantomSet] = [
+    ("normal", coverage, 3.0, seeds, screws)
+    for coverage, seeds in (("abdomen", range(4, 12)), ("no-ribs", range(60, 68)))
+    for screws in ("metal:L4,L5", "metal:L5,S1")
 ]
 MORE_TEXT = (
     "16 normal abdomens, 8 without the sacrum, 8 without the ribs, 4 chest to pelvis at 5 mm and 4 with long "
@@ -99,6 +133,7 @@ class Row:
     confidence: float = 0.0
     flags: tuple[str, ...] = ()
     candidates: str = ""
+    counted_from: str = ""
     seconds: float = 0.0
     refused: str = ""
 
@@ -110,6 +145,24 @@ class Row:
 def crop(volume: CTVolume, lo: int, hi: int) -> CTVolume:
     pos = volume.slice_positions
     return replace(volume, hu=volume.hu[lo:hi], slice_positions=None if pos is None else pos[lo:hi])
+
+
+_CACHE: list[Path] = []  # `--cache`: where rendered phantoms are kept
+
+
+def _phantom(seed: int, size: int, variant: str, coverage: str, thk: float) -> PhantomVolume:
+    path = _CACHE[0] / f"{seed}-{size}-{variant}-{coverage}-{thk}.pkl" if _CACHE else None
+    if path is not None and path.is_file():
+        with path.open("rb") as f:
+            return pickle.load(f)
+    pv = make_volume(seed, shape_xy=size, variant=variant, coverage=coverage, slice_thickness_mm=thk)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_suffix(f".{time.time_ns()}.part")
+        with part.open("wb") as f:
+            pickle.dump(pv, f)
+        part.replace(path)
+    return pv
 
 
 def _phantom_case(pv: PhantomVolume, alteration: str) -> tuple[CTVolume, float]:
@@ -140,8 +193,9 @@ def _phantom_case(pv: PhantomVolume, alteration: str) -> tuple[CTVolume, float]:
         start = a + (b - a + 1 - cut) // 2
         keep = np.r_[0:start, start + cut : len(hu)]
         return replace(vol, hu=hu[keep], slice_positions=None), mid_mm  # L3 lies below the cut
-    if alteration == "metal":
-        return replace(vol, hu=add_pedicle_screws(pv)), mid_mm
+    if alteration.startswith("metal"):  # "metal" (L4 and L5) or "metal:L5,S1"
+        screwed = tuple(alteration.partition(":")[2].split(",")) if ":" in alteration else ("L4", "L5")
+        return replace(vol, hu=add_pedicle_screws(pv, screwed)), mid_mm
     return vol, mid_mm
 
 
@@ -162,6 +216,7 @@ def _locate(name: str, volume: CTVolume, truth_mm: float | None, ends: bool) -> 
     row.seconds = time.perf_counter() - t0
     row.confidence = loc.confidence
     row.flags = tuple(f["flag"] for f in loc.flags)
+    row.counted_from = loc.counted_from
     row.candidates = " or ".join(f"{c.l3_mid} p={c.probability:.2f}" for c in loc.candidates)
     if loc.l3_mid is not None and loc.l3_mid_mm is not None:
         row.predicted = loc.l3_mid
@@ -186,7 +241,7 @@ def rows(shared: Path, size: int) -> list[Row]:
         out.append(_locate("real, lower ribs cropped (slices 0-85)", crop(vol, 0, 86), ref_mm, True))
         out.append(_locate("real, both cropped (slices 55-85)", crop(vol, 55, 86), ref_mm - 55 * dz, False))
     for name, seed, variant, coverage, thk, alteration, ends in PHANTOMS:
-        pv = make_volume(seed, shape_xy=size, variant=variant, coverage=coverage, slice_thickness_mm=thk)
+        pv = _phantom(seed, size, variant, coverage, thk)
         vol, mid_mm = _phantom_case(pv, alteration)
         out.append(_locate(f"phantom: {name}", vol, mid_mm if pv.truth["l3_in_volume"] else None, ends))
         print(_line(out[-1]), flush=True)
@@ -253,16 +308,99 @@ def reliability(all_rows: list[Row]) -> list[str]:
     return lines
 
 
+def set_rows(size: int, sets: list[PhantomSet], verbose: bool = False) -> list[Row]:
+    """One row per phantom of the sets (either end of the column in view on each)."""
+    out = []
+    for variant, coverage, thk, seeds, alteration in sets:
+        for seed in seeds:
+            pv = _phantom(seed, size, variant, coverage, thk)
+            vol, mid_mm = _phantom_case(pv, alteration)
+            truth = mid_mm if pv.truth["l3_in_volume"] else None
+            name = f"{variant}, {coverage}, seed {seed}"
+            if thk != 3.0:
+                name += f", {thk:g} mm"
+            if alteration:
+                name += f", screws {alteration.partition(':')[2].replace(',', '-') or 'L4-L5'}"
+            out.append(_locate(name, vol, truth, True))
+            if verbose:
+                print(_line(out[-1]), flush=True)
+    return out
+
+
 def more_rows(size: int) -> list[Row]:
     """Normal anatomy at many more seeds and fields of view, for the reliability table alone."""
-    out = []
-    for variant, coverage, thk, seeds in MORE:
-        for seed in seeds:
-            pv = make_volume(seed, shape_xy=size, variant=variant, coverage=coverage, slice_thickness_mm=thk)
-            vol, mid_mm = _phantom_case(pv, "")
-            truth = mid_mm if pv.truth["l3_in_volume"] else None
-            out.append(_locate(f"{variant}, {coverage}, seed {seed}", vol, truth, True))
-    return out
+    return set_rows(size, MORE)
+
+
+def wide_readings(shared: Path, size: int) -> list[dict]:
+    """Every reading of `--wide` (the docstring), as dicts with the set each belongs to."""
+    sets = {
+        "table": rows(shared, size),
+        "more": set_rows(size, MORE, verbose=True),
+        "outside": set_rows(size, OUTSIDE, verbose=True),
+        "screwed": set_rows(size, SCREWED, verbose=True),
+    }
+    return [{"set": key, **asdict(r)} for key, group in sets.items() for r in group]
+
+
+def _wrong(r: dict) -> bool:
+    return r["error_mm"] is not None and r["error_mm"] > 10.0
+
+
+def _unflagged(r: dict) -> bool:
+    return _wrong(r) and not any(f in WARN_FLAGS for f in r["flags"])
+
+
+def wide_summary(readings: list[dict]) -> str:
+    """Within 10 mm of the readings with a known L3 where either end is visible; errors over 10 mm."""
+    known = [r for r in readings if r["ends_visible"] and r["truth"] is not None]
+    within = sum(r["error_mm"] is not None and r["error_mm"] <= 10.0 for r in known)
+    refused = sum(bool(r["refused"]) for r in known)
+    missed = sum(not r["refused"] and r["error_mm"] is None for r in known)  # "L3 not in view"
+    wrong = [r for r in readings if _wrong(r)]
+    lines = [
+        f"within 10 mm: {within}/{len(known)} (refused {refused}, L3 said out of view {missed}); "
+        f"errors over 10 mm: {len(wrong)}, unflagged {sum(map(_unflagged, wrong))}"
+    ]
+    for r in wrong:
+        flag = "flagged" if not _unflagged(r) else "NOT FLAGGED"
+        lines.append(f"  {r['set']}: {r['name']}: {r['error_mm']:.1f} mm at {r['confidence']:.2f}, {flag}")
+    rows_back = [Row(**{k: v for k, v in r.items() if k != "set"}) for r in readings]
+    return "\n".join([*lines, "", *reliability(rows_back)])
+
+
+def _reading_text(r: dict) -> str:
+    if r["refused"]:
+        return f"refused ({r['refused']})"
+    err = "–" if r["error_mm"] is None else f"{r['error_mm']:.1f} mm"
+    return f"{r['predicted']} ({err}) at {r['confidence']:.3f} {','.join(r['flags']) or '-'}"
+
+
+def compare(before: list[dict], after: list[dict]) -> str:
+    """The readings that changed between two `--json` files, and each file's summary."""
+    old = {(r["set"], r["name"]): r for r in before}
+    lines = []
+    for r in after:
+        o = old.get((r["set"], r["name"]))
+        if o is None:
+            lines.append(f"new: {r['set']}: {r['name']}: {_reading_text(r)}")
+            continue
+        same = (
+            o["predicted"] == r["predicted"]
+            and o["refused"] == r["refused"]
+            and abs(o["confidence"] - r["confidence"]) < 0.0005
+            and list(o["flags"]) == list(r["flags"])
+        )
+        if not same:
+            lines.append(f"{r['set']}: {r['name']}: {_reading_text(o)} -> {_reading_text(r)}")
+    unflagged = [r for r in after if _unflagged(r) and not _unflagged(old.get((r["set"], r["name"]), r))]
+    lines += [
+        f"changed: {len(lines)} of {len(after)}",
+        "before: " + wide_summary(before),
+        "after: " + wide_summary(after),
+        "new unflagged errors over 10 mm: " + (", ".join(r["name"] for r in unflagged) or "none"),
+    ]
+    return "\n".join(lines)
 
 
 def more_report(extra: list[Row]) -> str:
@@ -296,7 +434,23 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=192, help="phantom slice size in pixels")
     parser.add_argument("--write", type=Path, help="also write the tables into this markdown file")
     parser.add_argument("--more", action="store_true", help=f"also a reliability table over {MORE_TEXT}")
+    parser.add_argument("--wide", action="store_true", help="every reading of the docstring's wide harness")
+    parser.add_argument("--json", type=Path, help="with --wide: write the readings to this JSON file")
+    parser.add_argument("--cache", type=Path, help="keep the rendered phantoms in this folder")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="two --json files")
     args = parser.parse_args()
+    if args.cache:
+        _CACHE.append(args.cache)
+    if args.compare:
+        before, after = (json.loads(p.read_text()) for p in args.compare)
+        print(compare(before, after))
+        return
+    if args.wide:
+        readings = wide_readings(args.shared, args.size)
+        if args.json:
+            args.json.write_text(json.dumps(readings, indent=1) + "\n")
+        print(wide_summary(readings))
+        return
     text = report(rows(args.shared, args.size))
     if args.more:
         text += "\n\n" + more_report(more_rows(args.size))

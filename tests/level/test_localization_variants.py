@@ -225,6 +225,17 @@ def test_a_disc_chain_of_double_levels_does_not_win_the_reading() -> None:
     assert _error_mm(pv, loc.l3_mid) <= 10.0
 
 
+def test_a_close_trace_off_the_column_high_in_the_chest_still_counts_the_lumbar_spine() -> None:
+    # Chest to pelvis at 5 mm, seed 74: the close trace runs 16-40 mm in front of the wide one around T6-T8
+    # (on the contrast-filled heart in front of the column), 12 % of the column, so its reading was dropped
+    # as one on the aorta, though below T11 it is on the bodies and right (sacrum and last rib agree). The
+    # wide reading left takes "ribs" on L1 and L2 (enhanced liver and kidney above the 110 HU rib threshold
+    # of thick slices), its counts two apart: L3 40 mm off. The close trace is now judged only up to T11.
+    pv = make_volume(74, shape_xy=SHAPE, coverage="chest-pelvis", slice_thickness_mm=5.0)
+    loc = locate_l3(pv.to_ctvolume())
+    assert _error_mm(pv, loc.l3_mid) <= 10.0 and loc.counted_from == "sacrum+ribs"
+
+
 def test_the_last_rib_bridges_a_gap_only_above_a_longer_series() -> None:
     # one or two vertebrae without ribs inside the series are bridged when it goes on below for one more
     assert _last_rib([6, 7, 8, 11, 12, 13]) == 6

@@ -29,7 +29,7 @@ from sarcoscope.level.selection import L3Selection
 #: 1.9 disc periods long is one level when its neighbours agree, and minima count as discs by their walls;
 #: v7: a count from the sacrum alone is checked against the ribs it names, an inferred L5/S1 disc weighs
 #: less; v8: the rib series is followed over two vertebrae whose ribs were missed).
-METHOD = "disc-count-v9"
+METHOD = "disc-count-v10"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
@@ -244,6 +244,14 @@ def _read(
     return _Reading(trace, profile, discs, sacrum, series, last, ribs)
 
 
+def _counted_top(reading: _Reading) -> int:
+    """The highest working slice a reading's count uses: T11's upper disc when it found the last rib (the
+    count runs up from the sacrum, or down from the last rib, to L3 below it), else its highest disc."""
+    z = reading.discs.z
+    top = len(z) - 1 if reading.last_rib is None else min(reading.last_rib + 1, len(z) - 1)
+    return int(np.ceil(z[top]))
+
+
 def _hardware_on(
     grid: spine.WorkGrid, trace: spine.SpineTrace, discs: spine.Discs, anchor: int, l3: int
 ) -> list[int]:
@@ -298,8 +306,10 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     dz = grid.spacing[0]
     # Two ways of following the column (spine.trace_spine): close to the bodies, or wide and weighted
     # backwards so that a contrast-filled aorta cannot capture it. Where the close trace runs well in front
-    # of the wide one along the column, it is on the aorta (the column is the most posterior dense
-    # structure at the midline). Otherwise keep the reading that finds more anchors and clearer discs.
+    # of the wide one along the stretch of column the count uses (up to T11, as the wide trace reads it),
+    # it is on the aorta (the column is the most posterior dense structure at the midline); a close trace
+    # that leaves the column higher in the chest (for a contrast-filled heart) still counts the lumbar
+    # spine. Otherwise keep the reading that finds more anchors and clearer discs.
     band = spine.column_band(grid)
     close, wide = (spine.trace_spine(grid, band, s, w) for s, w in _TRACES)
     streaked = anchors.metal_slices(grid, close)
@@ -308,6 +318,7 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     readings = [r for r in (_read(grid, c, wide, bone, pieces) for c in (close, wide)) if r is not None]
     if len(readings) == 2:
         lo, hi = int(readings[1].discs.z[0]), int(np.ceil(readings[1].discs.z[-1]))
+        hi = min(hi, _counted_top(readings[1]))
         ahead = (wide.body_y - close.body_y)[lo : hi + 1] * grid.spacing[1]
         if np.mean(ahead > 12.0) > 0.1:
             readings = readings[1:]
