@@ -288,13 +288,16 @@ def _limbs_between_notches(
     with bone beyond the cut, see `LIMB_CUT_MM`). The straight cut takes a sliver of the trunk's outermost
     skin and fat with the arm (well under a percent of the SAT); the muscle lies deeper."""
     out = np.zeros(body.shape, dtype=bool)
-    hull = convex_hull_mask(body)
-    gaps, n = ndi.label(hull & ~body, structure=np.ones((3, 3), bool))
+    vertices = convex_hull_vertices(body)
+    if vertices is None:
+        return out
+    gaps, n = ndi.label(convex_hull_mask(body, vertices) & ~body, structure=np.ones((3, 3), bool))
     if n < 2:
         return out
     # each gap's deepest pixel below the hull, if deep enough, is a notch
     at = np.flatnonzero(gaps)
-    gap, depth = gaps.ravel()[at], distance_mm(hull, pixel_spacing).ravel()[at]
+    gap = gaps.ravel()[at]
+    depth = _depth_in_hull(vertices, np.column_stack(np.unravel_index(at, body.shape)), pixel_spacing)
     order = np.lexsort((depth, gap))
     deepest = order[np.append(gap[order][1:] != gap[order][:-1], True)]
     deepest = deepest[depth[deepest] >= LIMB_NOTCH_MM]
@@ -382,29 +385,30 @@ def in_convex_hull(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
     points = np.asarray(points, dtype=np.int64).reshape(-1, 2)
     if not len(points):
         return np.zeros(0, dtype=bool)
-    first_row = int(points[:, 0].min())
-    spans = _hull_spans(mask, first_row, int(points[:, 0].max()) + 1)
-    if spans is None:
+    hull = convex_hull_vertices(mask)
+    if hull is None:
         return np.zeros(len(points), dtype=bool)
-    rows, lo, hi = spans
+    first_row = int(points[:, 0].min())
+    rows, lo, hi = _hull_spans(hull, first_row, int(points[:, 0].max()) + 1)
     row = points[:, 0] - first_row
     return rows[row] & (points[:, 1] >= lo[row]) & (points[:, 1] <= hi[row])
 
 
-def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
-    """The convex hull of a 2-D mask as a mask of the same shape (exact, as `in_convex_hull`)."""
+def convex_hull_mask(mask: np.ndarray, hull: np.ndarray | None = None) -> np.ndarray:
+    """The convex hull of a 2-D mask as a mask of the same shape (exact, as `in_convex_hull`; `hull`: its
+    vertices, when known)."""
     out = np.zeros(mask.shape, dtype=bool)
-    spans = _hull_spans(mask, 0, mask.shape[0])
-    if spans is not None:
-        rows, lo, hi = spans
+    hull = convex_hull_vertices(mask) if hull is None else hull
+    if hull is not None:
+        rows, lo, hi = _hull_spans(hull, 0, mask.shape[0])
         columns = np.arange(mask.shape[1])
         out[:] = rows[:, None] & (columns >= lo[:, None]) & (columns <= hi[:, None])
     return out
 
 
-def _hull_spans(mask: np.ndarray, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """For rows y0..y1-1: whether the convex hull of `mask` reaches the row, and its first and last column
-    there (None when the mask is fewer than 3 pixels or all on a line)."""
+def convex_hull_vertices(mask: np.ndarray) -> np.ndarray | None:
+    """The vertices (k, 2; y, x) of the convex hull of a 2-D mask's pixels, in order (None when the mask is
+    fewer than 3 pixels or all on a line)."""
     rows = np.flatnonzero(mask.any(axis=1))
     if not rows.size:
         return None
@@ -412,8 +416,12 @@ def _hull_spans(mask: np.ndarray, y0: int, y1: int) -> tuple[np.ndarray, np.ndar
     last = mask.shape[1] - 1 - mask[rows, ::-1].argmax(axis=1)
     ends = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)]).astype(np.int64)
     hull = _hull_vertices(np.unique(ends, axis=0))  # unique also sorts by (y, x), as the chain needs
-    if len(hull) < 3:
-        return None
+    return hull if len(hull) >= 3 else None
+
+
+def _hull_spans(hull: np.ndarray, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For rows y0..y1-1: whether the convex hull with vertices `hull` reaches the row, and its first and last
+    column there."""
     # the chain turns one way throughout: a point (y, x) is inside when no edge (start a, direction e) has it
     # on its outer side, e_y (x - a_x) >= e_x (y - a_y). In a row y that bounds x from below (e_y > 0) or
     # above (e_y < 0), or holds for the whole row (e_y = 0): each row's interval, exactly, in integers
@@ -424,6 +432,17 @@ def _hull_spans(mask: np.ndarray, y0: int, y1: int) -> tuple[np.ndarray, np.ndar
     lo = (-(-bound[:, up] // ey[up])).max(axis=1)  # ceiling of bound / e_y
     hi = (bound[:, down] // ey[down]).min(axis=1)  # floor: dividing by e_y < 0 turns the inequality
     return np.all(bound[:, ~up & ~down] <= 0, axis=1), lo, hi
+
+
+def _depth_in_hull(hull: np.ndarray, points: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """How deep (mm) points (n, 2) inside a convex hull (vertices `hull`) lie below its boundary: the nearest
+    of its edges' lines (a convex polygon is the intersection of their half-planes)."""
+    scale = np.asarray(pixel_spacing)
+    a = hull * scale
+    e = np.roll(a, -1, axis=0) - a
+    p = points * scale
+    cross = e[:, 0] * (p[:, 1, None] - a[:, 1]) - e[:, 1] * (p[:, 0, None] - a[:, 0])
+    return (np.abs(cross) / np.hypot(e[:, 0], e[:, 1])).min(axis=1)
 
 
 def _hull_vertices(points: np.ndarray) -> np.ndarray:
