@@ -49,7 +49,8 @@ def _busy(files: list[Path], status: int) -> Iterator[str]:
                     }
                 ]
                 self._answer(200, json.dumps(listing).encode())
-            elif self.path.split("?", 1)[0] == f"/studies/{study}/instances":  # results stored before: none
+            elif self.path.split("?", 1)[0] in (f"/studies/{study}/instances", "/studies"):
+                # results stored before: none; whose study it is (asked before storing): not said
                 self._answer(200, b"[]")
             else:
                 self._answer(status)
