@@ -242,10 +242,14 @@ function pushUndo(data = sliceView().slice()) {
   state.redo = [];
 }
 
+/** The brush paints over any label (the colour painted shows); the eraser takes the labels shown only: one
+ * hidden (its box unticked) is not changed unseen. */
 function paintAt(cx, cy, hu) {
   const [, ny, nx] = state.shape;
   const value = state.tool === "eraser" ? 0 : state.paintLabel;
-  paintDisc(sliceView(), nx, ny, cx, cy, state.brush, value, (i) => !value || huAllows(hu, i, value));
+  const labels = sliceView();
+  const allows = value ? (i) => huAllows(hu, i, value) : (i) => state.visible[labels[i]];
+  paintDisc(labels, nx, ny, cx, cy, state.brush, value, allows);
 }
 
 /** Fill from (cx, cy) with the painted label, inside the body and the label's HU range (always: a fill
