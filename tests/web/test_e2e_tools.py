@@ -7,8 +7,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import test_e2e
 from test_e2e import _wait_text
-from test_e2e_unsaved import _label_view, _stroke, pytestmark  # noqa: F401 (the module's skip mark)
+from test_e2e_unsaved import _label_view, _stroke
+from test_e2e_viewer import _data, _open_mpr
+
+pytestmark = test_e2e.pytestmark
+server, page = test_e2e.server, test_e2e.page
 
 
 def _labels(url: str, sid: str) -> np.ndarray:
@@ -32,3 +37,27 @@ def test_the_eraser_leaves_hidden_labels_alone(tmp_path: Path, series: list[Path
         after = _labels(url, sid)
         assert (after == 1).sum() < (before == 1).sum()  # the muscle shown is erased
         assert ((before == 2) & (after != 2)).sum() == 0  # the hidden SAT is all there
+
+
+def test_the_window_list_says_custom_after_a_right_drag(page: object, server: str, tmp_path: Path) -> None:
+    """After a right-drag (window/level) the Window list went on saying "soft tissue" for a window that was
+    not, and choosing "soft tissue" there did nothing (the browser sends no change for the option already
+    chosen): back to the preset only by choosing another first, or by Reset view, which also undid the zoom.
+    The list now says "custom" for a window dragged, also after the label tab; choosing the preset sets it."""
+    _, box = _open_mpr(page, tmp_path)
+    assert page.locator("#l3-preset").input_value() == "soft_tissue"
+    ax = (box["x"] + box["width"] * 0.21, box["y"] + box["height"] * 0.5)
+    page.mouse.move(*ax)
+    page.mouse.down(button="right")
+    page.mouse.move(ax[0] + 60, ax[1] + 30, steps=6)
+    page.mouse.up(button="right")
+    assert _data(page, "#mpr", "window") != "40,400"
+    custom = page.locator("#l3-preset option:checked")
+    assert (page.locator("#l3-preset").input_value(), custom.inner_text()) == ("custom", "custom")
+    page.click("#tab-label")
+    page.click("#tab-l3")
+    page.wait_for_selector("#segment:visible")
+    assert page.locator("#l3-preset").input_value() == "custom"  # the window dragged is still shown
+    page.select_option("#l3-preset", "soft_tissue")
+    assert _data(page, "#mpr", "window") == "40,400"
+    assert page.locator("#l3-preset").input_value() == "soft_tissue"

@@ -19,6 +19,8 @@ async function init() {
   for (const id of ["l3-preset", "label-preset"]) {
     $(id).innerHTML = state.config.presets.map((p) => `<option value="${p}">${p.replace("_", " ")}</option>`).join("");
   }
+  // the L3 view's window right-dragged to (shown, never offered)
+  $("l3-preset").append(Object.assign(new Option("custom", "custom"), {hidden: true, disabled: true}));
   $("engine").innerHTML = state.config.engines
     .map((e) => `<option value="${e}" ${e === state.config.default_engine ? "selected" : ""}>${e}</option>`).join("");
   $("cutoff-set").innerHTML = state.config.cutoff_sets.map((c) => `<option value="${c}">${c}</option>`).join("");

@@ -16,6 +16,7 @@ let loadingImages = null; // the study whose volume NiiVue loads: not located ye
 let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
 const kept = {slice: null, range: null}; // the lines each mode had when the user left it, for the way back
 let shownPreset = null; // the Window preset NiiVue was last set to (the label editor's list changes it too)
+let shownWindow = null; // [level, width] NiiVue shows (a right-drag makes it no preset's)
 let dragged = null; // the line drag under way: {id: its study, moved: its lines as last dragged}
 let segmenting = null; // the study "Segment selected" runs for: pressed again, it would be refused as a conflict
 
@@ -31,6 +32,7 @@ export function resetL3View() {
   byHand = false;
   kept.slice = kept.range = null;
   if (view) view.reset(false);
+  shownWindow = null; // this study's comes with its volume
   $("series-bar").hidden = true;
   $("l3-cursor").textContent = "";
   $("mpr").dataset.cursor = "";
@@ -67,12 +69,25 @@ const hooks = {
       if (drag.moved) saveSelection(drag.moved);
     } else saveSelection();
   },
-  window(level, width) { $("l3-window").textContent = `W ${width} · L ${level}`; },
+  window(level, width) {
+    $("l3-window").textContent = `W ${width} · L ${level}`;
+    shownWindow = [level, width];
+    showWindowChoice();
+  },
   key: lineKeys,
   cursor(x, y, z, hu) {
     $("l3-cursor").textContent = x === null ? "" : `x ${x} · y ${y} · slice ${z}: ${Math.round(hu)} HU`;
   },
 };
+
+/** The Window list names the preset shown, or "custom" for a window right-dragged to: it never names a
+ * window that is not the one shown, and choosing that preset again (no change event for the option already
+ * chosen) sets it. */
+function showWindowChoice() {
+  const [level, width] = state.config.windows[state.preset];
+  const custom = mpr && shownWindow && (shownWindow[0] !== level || shownWindow[1] !== width);
+  $("l3-preset").value = custom ? "custom" : state.preset;
+}
 
 /** The lines to draw: one "L3" line (Slice) or the inferior and superior lines (Range). */
 function lines() {
@@ -139,7 +154,7 @@ export async function showL3() {
   const s = state.study;
   updateWaiting(); // this study's: another one's segmentation neither holds nor frees its buttons
   await ensureView();
-  $("l3-preset").value = state.preset;
+  showWindowChoice();
   renderHint();
   renderModes();
   drawAll();
