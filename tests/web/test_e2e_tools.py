@@ -61,3 +61,19 @@ def test_the_window_list_says_custom_after_a_right_drag(page: object, server: st
     page.select_option("#l3-preset", "soft_tissue")
     assert _data(page, "#mpr", "window") == "40,400"
     assert page.locator("#l3-preset").input_value() == "soft_tissue"
+
+
+def test_the_editor_keys_line_is_one_line_from_1280_px(tmp_path: Path, series: list[Path]) -> None:
+    """The label editor's line of keys wrapped onto a second line below 1440 px (at 1280, 1360 and 1366 px
+    wide, the common laptop and reading-room widths), taking that line from the image. It is shorter now
+    (same keys) and one line from 1280 px."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        for width, height in ((1280, 720), (1360, 840), (1366, 768)):
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(200)
+            lines = page.evaluate(
+                "() => { const p = document.getElementById('edit-keys');"
+                " return p.getBoundingClientRect().height / parseFloat(getComputedStyle(p).lineHeight); }"
+            )
+            assert round(lines) == 1, width
+        assert "or wheel slice" in page.locator("#edit-keys").inner_text()
