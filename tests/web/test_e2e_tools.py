@@ -77,3 +77,35 @@ def test_the_editor_keys_line_is_one_line_from_1280_px(tmp_path: Path, series: l
             )
             assert round(lines) == 1, width
         assert "or wheel slice" in page.locator("#edit-keys").inner_text()
+
+
+def test_the_brush_outline_is_sharp_and_where_the_brush_paints_when_zoomed(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """The brush's outline was drawn on a canvas of the image's pixels: zoomed in (or on a high-DPI screen)
+    it was a blurred band several image pixels wide, hiding the edge being painted. It is drawn at the
+    screen's pixels now: a ring one pixel wide, as large as the brush (8 image pixels), round the pointer."""
+    import io
+
+    from PIL import Image
+    from test_e2e_first_use import _ctrl_wheel
+
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        page.fill("#opacity", "0")  # the image alone under the outline
+        page.dispatch_event("#opacity", "input")
+        box = page.locator("#editor-box").bounding_box()
+        cx, cy = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.3
+        _ctrl_wheel(page, cx, cy, 8)
+        page.mouse.move(cx + 5, cy)
+        page.mouse.move(cx, cy)
+        page.wait_for_timeout(200)
+        image = page.locator("#edit-cursor").bounding_box()
+        radius = 4 * image["width"] / 96  # CSS px: 4 image pixels, the synthetic image is 96 wide
+        half = int(radius) + 20
+        shot = page.screenshot(clip={"x": cx - half, "y": cy, "width": 2 * half, "height": 1})
+        row = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), int)[0]
+        yellow = [x - half for x, (r, g, b) in enumerate(row) if r - b > 40]  # the outline over grey
+        assert yellow, "no outline"
+        left, right = [x for x in yellow if x < 0], [x for x in yellow if x > 0]
+        assert len(left) <= 3 and len(right) <= 3, yellow  # one line each side, not a blurred band
+        assert abs(np.mean(left) + radius) <= 2 and abs(np.mean(right) - radius) <= 2, (yellow, radius)

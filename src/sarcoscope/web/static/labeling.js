@@ -2,6 +2,7 @@
 // label version (refused, with the reason, when someone saved in between).
 import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
+import {drawOutline} from "./outline.js";
 import {canvasPoint, image, ownsKeys, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
 import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
@@ -288,23 +289,6 @@ function editorPoint(e) {
   return canvasPoint($("edit-cursor"), e);
 }
 
-let pointer = null; // the last pointer event over the image (null: elsewhere), to redraw the outline
-
-function drawCursor(e) {
-  pointer = e;
-  const c = $("edit-cursor");
-  const ctx = c.getContext("2d");
-  ctx.clearRect(0, 0, c.width, c.height);
-  if (!e) return;
-  const [x, y] = editorPoint(e);
-  ctx.strokeStyle = state.tool === "eraser" ? "#fff" : "#ffd23f";
-  ctx.lineWidth = Math.max(0.5, c.width / 600);
-  ctx.beginPath();
-  if (state.tool === "fill") { ctx.moveTo(x - 4, y); ctx.lineTo(x + 4, y); ctx.moveTo(x, y - 4); ctx.lineTo(x, y + 4); }
-  else ctx.arc(x, y, Math.max(0.5, state.brush / 2), 0, 2 * Math.PI);
-  ctx.stroke();
-}
-
 export function bindEditor() {
   const cursor = $("edit-cursor");
   // The brush stroke while the button is down (null once it is up): {study, slice, last, hu, waiting}.
@@ -371,7 +355,7 @@ export function bindEditor() {
     });
   });
   cursor.addEventListener("pointermove", (e) => {
-    drawCursor(e);
+    drawOutline(e);
     if (!stroke) return;
     // the stroke ends where its slice does (wheel or PgUp/PgDn while painting): the rest went onto the next
     // slice, outside the stroke's undo step, so that Undo left it there
@@ -392,9 +376,10 @@ export function bindEditor() {
   const stop = () => { stroke = null; };
   cursor.addEventListener("pointerup", stop);
   cursor.addEventListener("pointercancel", stop);
-  cursor.addEventListener("pointerleave", () => drawCursor(null));
+  cursor.addEventListener("pointerleave", () => drawOutline(null));
   editView = new Viewport($("editor-box"), $("editor-stack"), () => {
     if (state.shape) editView.layout(state.shape[2] * state.study.spacing[2], state.shape[1] * state.study.spacing[1]);
+    drawOutline(); // its size follows the zoom
   });
   $("edit-reset").addEventListener("click", () => editView.reset());
   $("editor-box").addEventListener("wheel", (e) => {
@@ -472,14 +457,14 @@ function stepSlice(d) {
 function setTool(tool) {
   state.tool = tool;
   for (const t of ["brush", "eraser", "fill"]) $(`tool-${t}`).classList.toggle("active", t === tool);
-  drawCursor(pointer);
+  drawOutline();
 }
 
 function setBrush(size) {
   state.brush = Math.max(1, Math.min(40, size));
   $("brush-size").value = state.brush;
   $("brush-size-text").textContent = state.brush;
-  drawCursor(pointer);
+  drawOutline();
 }
 
 function setPaintLabel(label) {
