@@ -109,3 +109,29 @@ def test_the_brush_outline_is_sharp_and_where_the_brush_paints_when_zoomed(
         left, right = [x for x in yellow if x < 0], [x for x in yellow if x > 0]
         assert len(left) <= 3 and len(right) <= 3, yellow  # one line each side, not a blurred band
         assert abs(np.mean(left) + radius) <= 2 and abs(np.mean(right) - radius) <= 2, (yellow, radius)
+
+
+def test_a_stroke_whose_release_was_lost_stops_painting(tmp_path: Path, series: list[Path]) -> None:
+    """A brush stroke whose button release the page never got (let go over another window, a window switch
+    mid-stroke: the browser then says the pointer capture is lost) went on painting wherever the pointer
+    moved with no button down, until the next click. It now ends there."""
+    from test_e2e import _is_muscle_colour, _overlay_pixel
+
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        cdp = page.context.new_cdp_session(page)
+        box = page.locator("#edit-cursor").bounding_box()
+
+        def mouse(kind: str, fx: float, fy: float, buttons: int) -> None:
+            x, y = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
+            button = "left" if buttons or kind != "mouseMoved" else "none"
+            event = {"type": kind, "x": x, "y": y, "button": button, "buttons": buttons, "clickCount": 1}
+            cdp.send("Input.dispatchMouseEvent", event)
+
+        mouse("mouseMoved", 0.05, 0.1, 0)
+        mouse("mousePressed", 0.05, 0.1, 1)
+        mouse("mouseMoved", 0.1, 0.1, 1)
+        mouse("mouseMoved", 0.1, 0.3, 0)  # back over the image, the button up: its release was lost
+        mouse("mouseMoved", 0.2, 0.3, 0)
+        page.wait_for_timeout(200)
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.1))  # painted while the button was down
+        assert not _is_muscle_colour(_overlay_pixel(page, 0.15, 0.3))  # and nothing after

@@ -357,6 +357,8 @@ export function bindEditor() {
   cursor.addEventListener("pointermove", (e) => {
     drawOutline(e);
     if (!stroke) return;
+    // the button is up, its release lost (let go over another window): the stroke ended there
+    if (!(e.buttons & 1)) { stroke = null; return; }
     // the stroke ends where its slice does (wheel or PgUp/PgDn while painting): the rest went onto the next
     // slice, outside the stroke's undo step, so that Undo left it there
     if (!stillEditing(stroke.study, stroke.slice, stroke.labels)) { stroke = null; return; }
@@ -376,6 +378,7 @@ export function bindEditor() {
   const stop = () => { stroke = null; };
   cursor.addEventListener("pointerup", stop);
   cursor.addEventListener("pointercancel", stop);
+  cursor.addEventListener("lostpointercapture", stop);
   cursor.addEventListener("pointerleave", () => drawOutline(null));
   editView = new Viewport($("editor-box"), $("editor-stack"), () => {
     if (state.shape) editView.layout(state.shape[2] * state.study.spacing[2], state.shape[1] * state.study.spacing[1]);
