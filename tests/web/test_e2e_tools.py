@@ -10,7 +10,7 @@ import numpy as np
 import test_e2e
 from test_e2e import _wait_text
 from test_e2e_unsaved import _label_view, _stroke
-from test_e2e_viewer import _data, _open_mpr
+from test_e2e_viewer import _data, _open_mpr, _y_of_slice
 
 pytestmark = test_e2e.pytestmark
 server, page = test_e2e.server, test_e2e.page
@@ -111,6 +111,18 @@ def test_the_brush_outline_is_sharp_and_where_the_brush_paints_when_zoomed(
         assert abs(np.mean(left) + radius) <= 2 and abs(np.mean(right) - radius) <= 2, (yellow, radius)
 
 
+def _cdp_mouse(page: object) -> object:
+    """mouse(kind, x, y, buttons): a raw mouse event (Playwright's mouse always sends the release)."""
+    cdp = page.context.new_cdp_session(page)
+
+    def mouse(kind: str, x: float, y: float, buttons: int) -> None:
+        button = "left" if buttons or kind != "mouseMoved" else "none"
+        event = {"type": kind, "x": x, "y": y, "button": button, "buttons": buttons, "clickCount": 1}
+        cdp.send("Input.dispatchMouseEvent", event)
+
+    return mouse
+
+
 def test_a_stroke_whose_release_was_lost_stops_painting(tmp_path: Path, series: list[Path]) -> None:
     """A brush stroke whose button release the page never got (let go over another window, a window switch
     mid-stroke: the browser then says the pointer capture is lost) went on painting wherever the pointer
@@ -118,14 +130,11 @@ def test_a_stroke_whose_release_was_lost_stops_painting(tmp_path: Path, series: 
     from test_e2e import _is_muscle_colour, _overlay_pixel
 
     with _label_view(tmp_path, series) as (_, page, _url, _sid):
-        cdp = page.context.new_cdp_session(page)
         box = page.locator("#edit-cursor").bounding_box()
+        raw = _cdp_mouse(page)
 
         def mouse(kind: str, fx: float, fy: float, buttons: int) -> None:
-            x, y = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
-            button = "left" if buttons or kind != "mouseMoved" else "none"
-            event = {"type": kind, "x": x, "y": y, "button": button, "buttons": buttons, "clickCount": 1}
-            cdp.send("Input.dispatchMouseEvent", event)
+            raw(kind, box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, buttons)
 
         mouse("mouseMoved", 0.05, 0.1, 0)
         mouse("mousePressed", 0.05, 0.1, 1)
@@ -135,3 +144,48 @@ def test_a_stroke_whose_release_was_lost_stops_painting(tmp_path: Path, series: 
         page.wait_for_timeout(200)
         assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.1))  # painted while the button was down
         assert not _is_muscle_colour(_overlay_pixel(page, 0.15, 0.3))  # and nothing after
+
+
+def test_a_line_drag_whose_release_was_lost_stops_at_the_last_slice_dragged_to(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """An L3 line dragged with the button released where the page never got it (over another window) went on
+    following the pointer with no button down, and the next click anywhere saved it there: another slice
+    measured. The drag now ends at the slice it was dragged to with the button down, and saves it."""
+    study_id, box = _open_mpr(page, tmp_path)
+    api = f"{server}/api/studies/{study_id}"
+    page.request.put(f"{api}/selection", data={"mode": "slice", "first": 5})
+    page.reload()
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    sx = box["x"] + box["width"] * 0.86
+    y5, y8, y2 = (_y_of_slice(page, box, 0.86, z) for z in (5, 8, 2))
+    mouse = _cdp_mouse(page)
+    mouse("mouseMoved", sx, y5, 0)
+    mouse("mousePressed", sx, y5, 1)
+    mouse("mouseMoved", sx, (y5 + y8) / 2, 1)
+    mouse("mouseMoved", sx, y8, 1)
+    mouse("mouseMoved", sx, y2, 0)  # the button up, its release lost
+    _wait_text(page, "study-message", "Saved selection: Slice 8")
+    assert _data(page, "#l3-viewer", "lines") == "8"
+    assert page.request.get(api).json()["selection"]["first"] == 8
+    # The same on the server's images (no WebGL2): the line stays at the slice it was dragged to.
+    page.goto(f"{server}/?png#/study/{study_id}")
+    page.wait_for_selector("#coronal-canvas:visible")
+    page.wait_for_function("document.getElementById('coronal-canvas').height > 20")
+    page.wait_for_load_state("networkidle")
+    canvas = None
+    while canvas != (canvas := page.locator("#coronal-canvas").bounding_box()):  # laid out
+        page.wait_for_timeout(200)
+
+    def y_of(z: int) -> float:  # the middle of slice z's band (12 slices, the first at the bottom)
+        return canvas["y"] + (12 - 1 - z + 0.5) * canvas["height"] / 12
+
+    cx = canvas["x"] + canvas["width"] / 2
+    mouse("mouseMoved", cx, y_of(8), 0)
+    mouse("mousePressed", cx, y_of(8), 1)
+    mouse("mouseMoved", cx, y_of(9), 1)
+    mouse("mouseMoved", cx, y_of(10), 1)
+    mouse("mouseMoved", cx, y_of(3), 0)  # the button up, its release lost
+    _wait_text(page, "study-message", "Saved selection: Slice 10")
+    page.wait_for_timeout(300)
+    assert page.request.get(api).json()["selection"]["first"] == 10

@@ -250,10 +250,19 @@ export class MPRView {
       this.hooks.lineAt(line);
       this.box.classList.add("dragging-line");
     }, {capture: true});
+    const drop = () => {
+      const {line} = this.drag;
+      this.drag = null;
+      this.box.classList.remove("dragging-line");
+      this.hooks.dropLine(line);
+    };
     window.addEventListener("mousemove", (e) => {
       if (this.drag) {
         e.stopPropagation();
-        this.hooks.dragLine(this.drag.line, this.sliceAt(point(e)[1], this.drag.tile));
+        // the button is up, its release lost (let go over another window): the line stays where it was
+        // dragged to with the button down, not where the pointer goes now
+        if (!(e.buttons & 1)) drop();
+        else this.hooks.dragLine(this.drag.line, this.sliceAt(point(e)[1], this.drag.tile));
         return;
       }
       if (!this.volume || !this.box.contains(e.target)) return;
@@ -264,10 +273,7 @@ export class MPRView {
     window.addEventListener("mouseup", (e) => {
       if (!this.drag) return;
       e.stopPropagation();
-      const {line} = this.drag;
-      this.drag = null;
-      this.box.classList.remove("dragging-line");
-      this.hooks.dropLine(line);
+      drop();
     }, {capture: true});
     // The keys are the L3 view's (hooks.key); NiiVue's own keys (e.g. V: another layout) are kept out.
     for (const type of ["keydown", "keyup"]) {
