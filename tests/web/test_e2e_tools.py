@@ -189,3 +189,33 @@ def test_a_line_drag_whose_release_was_lost_stops_at_the_last_slice_dragged_to(
     _wait_text(page, "study-message", "Saved selection: Slice 10")
     page.wait_for_timeout(300)
     assert page.request.get(api).json()["selection"]["first"] == 10
+
+
+def test_a_screen_reader_hears_which_tool_label_mode_and_tab_are_chosen(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """The tool, the label painted, Slice/Range and the tab chosen were shown by colour alone (a class): a
+    screen reader said "Brush, button" for each tool, never which one was on, and the label list called itself
+    a radio group without radios. They now say it (aria-pressed, aria-selected)."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+
+        def pressed(selector: str) -> list[str | None]:
+            return page.eval_on_selector_all(selector, "els => els.map(e => e.getAttribute('aria-pressed'))")
+
+        def selected() -> list[str | None]:
+            return [page.get_attribute(f"#tab-{t}", "aria-selected") for t in ("l3", "label")]
+
+        assert pressed("#tool-brush, #tool-eraser, #tool-fill") == ["true", "false", "false"]
+        page.keyboard.press("e")
+        assert pressed("#tool-brush, #tool-eraser, #tool-fill") == ["false", "true", "false"]
+        assert pressed("#label-choice button") == ["true", "false", "false", "false"]  # muscle ("1")
+        page.keyboard.press("3")
+        assert pressed("#label-choice button") == ["false", "false", "true", "false"]
+        assert page.get_attribute("#label-choice", "role") == "group"
+        assert selected() == ["false", "true"]
+        page.click("#tab-l3")
+        page.wait_for_selector("#segment:visible")
+        assert selected() == ["true", "false"]
+        assert pressed("#mode-slice, #mode-range") == ["true", "false"]
+        page.click("#mode-range")
+        assert pressed("#mode-slice, #mode-range") == ["false", "true"]

@@ -158,8 +158,10 @@ async function openStudy(id, pane, reopened, current) {
     `${s.series_description || ""} · ${s.n_slices} slice${s.n_slices === 1 ? "" : "s"}`;
   $("tab-l3").href = `#/study/${id}`;
   $("tab-label").href = `#/study/${id}/label`;
-  $("tab-l3").classList.toggle("active", pane === "l3");
-  $("tab-label").classList.toggle("active", pane === "label");
+  for (const [tab, name] of [["tab-l3", "l3"], ["tab-label", "label"]]) {
+    $(tab).classList.toggle("active", pane === name);
+    $(tab).setAttribute("aria-selected", String(pane === name));
+  }
   $("pane-l3").hidden = pane !== "l3";
   $("pane-label").hidden = pane !== "label";
   message("");

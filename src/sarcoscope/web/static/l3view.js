@@ -6,7 +6,7 @@ import {replacingLabels, showLabeling} from "./labeling.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
 import {showSeries} from "./series.js";
-import {ownsKeys, state, stillOpen, stillShown} from "./state.js";
+import {ownsKeys, showPressed, state, stillOpen, stillShown} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
 let view = null; // MPRView or PNGView
@@ -270,8 +270,8 @@ function renderLevel() {
 }
 
 function renderText() {
-  $("mode-range").classList.toggle("active", state.mode === "range");
-  $("mode-slice").classList.toggle("active", state.mode === "slice");
+  showPressed($("mode-range"), state.mode === "range");
+  showPressed($("mode-slice"), state.mode === "slice");
   $("l3-selection-text").textContent = selectionText();
   $("axial-index").textContent = `slice ${state.axialZ} / ${state.study.n_slices - 1}`;
   $("l3-viewer").dataset.axial = state.axialZ;

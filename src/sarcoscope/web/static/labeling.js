@@ -3,7 +3,7 @@
 import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
 import {drawOutline} from "./outline.js";
-import {canvasPoint, image, ownsKeys, state, stillOpen} from "./state.js";
+import {canvasPoint, image, ownsKeys, showPressed, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
 import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
 
@@ -459,7 +459,7 @@ function stepSlice(d) {
 
 function setTool(tool) {
   state.tool = tool;
-  for (const t of ["brush", "eraser", "fill"]) $(`tool-${t}`).classList.toggle("active", t === tool);
+  for (const t of ["brush", "eraser", "fill"]) showPressed($(`tool-${t}`), t === tool);
   drawOutline();
 }
 
@@ -473,7 +473,7 @@ function setBrush(size) {
 function setPaintLabel(label) {
   state.paintLabel = label;
   for (const b of document.querySelectorAll("#label-choice button")) {
-    b.classList.toggle("active", Number(b.dataset.label) === label);
+    showPressed(b, Number(b.dataset.label) === label);
   }
 }
 

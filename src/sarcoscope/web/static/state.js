@@ -70,6 +70,12 @@ export function image(plane, index, preset = state.preset) {
   return state.images.get(key);
 }
 
+/** Show toggle button `el` on or off: by its look (class "active") and to a screen reader (aria-pressed). */
+export function showPressed(el, on) {
+  el.classList.toggle("active", on);
+  el.setAttribute("aria-pressed", String(on));
+}
+
 /** True for a control whose keys are its own (a text or number field, a list): shortcuts leave them alone. */
 export function ownsKeys(el) {
   return el.matches("input[type=number], input[type=text], input[type=search], select");
