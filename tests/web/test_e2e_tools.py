@@ -219,3 +219,29 @@ def test_a_screen_reader_hears_which_tool_label_mode_and_tab_are_chosen(
         assert pressed("#mode-slice, #mode-range") == ["true", "false"]
         page.click("#mode-range")
         assert pressed("#mode-slice, #mode-range") == ["false", "true"]
+
+
+def test_an_export_on_a_slow_server_says_it_is_coming_and_is_made_once(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """An export (a PDF report, a DICOM SEG) that the server took seconds to make showed nothing until the
+    file came: the button looked dead, a second click asked for it again and two files came. Now the button
+    is off and the status line says the file is being made until it comes."""
+    from test_e2e_unsaved import _holding, _wait_held
+
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        held: list[object] = []
+        page.route("**/export/csv?*", _holding(held))
+        page.click("#export-csv")
+        _wait_held(page, held)
+        assert page.locator("#export-csv").is_disabled()
+        assert page.locator("#study-message").inner_text() == "Preparing the download…"
+        page.click("#export-csv", force=True)  # pressed again while it comes: nothing more asked
+        page.wait_for_timeout(300)
+        assert len(held) == 1
+        with page.expect_download() as info:
+            held[0].continue_()
+        assert info.value.suggested_filename.endswith(".csv")
+        page.wait_for_function("!document.getElementById('export-csv').disabled")
+        assert page.locator("#study-message").inner_text() == ""
+        assert len(held) == 1

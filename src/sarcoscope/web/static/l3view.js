@@ -327,10 +327,12 @@ export function bindL3() {
     if ($("pane-l3").hidden || $("view-study").hidden || ownsKeys(e.target)) return;
     if (e.key !== "Tab" || $("l3-viewer").contains(e.target)) lineKeys(e); // elsewhere Tab moves the focus
   });
-  $("download-dicom").addEventListener("click", () => {
+  $("download-dicom").addEventListener("click", async () => {
     // the slices the lines show: the server's selection may lag them (↑/↓ save 0.4 s later) or be none yet
     const {id, selection: {first, last}} = shownSelection();
-    download(`/api/studies/${id}/dicom?first=${first}&last=${last}&deidentify=${$("deidentify").checked}`);
+    const url = `/api/studies/${id}/dicom?first=${first}&last=${last}&deidentify=${$("deidentify").checked}`;
+    await download(url, $("download-dicom"));
+    updateWaiting(); // off again while the localizer runs (the download turned it on)
   });
   $("segment").addEventListener("click", segmentSelected);
   $("deidentify-exports").addEventListener("change", setExportDeidentification);
@@ -341,7 +343,7 @@ export function bindL3() {
     if (state.dirty && !confirm(`Your unsaved edit is not in this export: it is made from version ` +
       `${state.version}, as saved. Export version ${state.version} anyway? (Cancel, then Save, to export ` +
       "your edit.)")) return;
-    download(button.dataset.href);
+    download(button.dataset.href, button);
   });
 }
 
