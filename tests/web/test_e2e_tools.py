@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import test_e2e
 from test_e2e import _wait_text
 from test_e2e_unsaved import _label_view, _stroke
@@ -245,3 +246,46 @@ def test_an_export_on_a_slow_server_says_it_is_coming_and_is_made_once(
         page.wait_for_function("!document.getElementById('export-csv').disabled")
         assert page.locator("#study-message").inner_text() == ""
         assert len(held) == 1
+
+
+def _pinch(page: object, x: float, y: float, events: int, delta: float) -> None:
+    """A trackpad's pinch: many ctrl+wheel events of a few pixels each (a mouse's notch is 100)."""
+    page.mouse.move(x, y)
+    page.keyboard.down("Control")
+    for _ in range(events):
+        page.mouse.wheel(0, delta)
+    page.keyboard.up("Control")
+    page.wait_for_timeout(100)
+
+
+def test_a_trackpad_pinch_zooms_by_how_far_the_fingers_move(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """Each ctrl+wheel event zoomed by 1.25 whatever its size: a trackpad's pinch, dozens of events of a few
+    pixels, shot the view to the largest zoom at the slightest touch, in the L3 view and the label editor.
+    The zoom now follows the wheel's distance (1.25 for a mouse's notch of 100, as before)."""
+    study_id, box = _open_mpr(page, tmp_path)
+    p = (box["x"] + box["width"] * 0.12, box["y"] + box["height"] * 0.4)
+
+    def span() -> int:  # image columns across 40 screen pixels
+        page.mouse.move(p[0] + 40, p[1])
+        right = int(_data(page, "#mpr", "cursor").split(",")[0])
+        page.mouse.move(*p)
+        return right - int(_data(page, "#mpr", "cursor").split(",")[0])
+
+    before = span()
+    _pinch(page, *p, 10, -2)  # 20 px in all: a fifth of a notch
+    assert span() >= before * 0.9
+    _pinch(page, *p, 1, -100)  # a mouse's notch: 1.25 as before
+    assert span() == pytest.approx(before / 1.25, abs=2)
+    # The label editor (and the server images' axial view: the same zoom code)
+    from test_e2e_first_use import _segment
+
+    _segment(page, server, study_id, 5)
+    editor = page.locator("#editor-box").bounding_box()
+    width = page.locator("#editor-stack").bounding_box()["width"]
+    e = (editor["x"] + editor["width"] / 2, editor["y"] + editor["height"] / 2)
+    _pinch(page, *e, 10, -2)
+    assert page.locator("#editor-stack").bounding_box()["width"] <= width * 1.1
+    _pinch(page, *e, 1, -100)
+    assert page.locator("#editor-stack").bounding_box()["width"] == pytest.approx(width * 1.25**1.2, rel=0.02)

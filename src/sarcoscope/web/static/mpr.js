@@ -6,7 +6,7 @@
 // Range/Slice lines with their labels, drawn on a second canvas over NiiVue's at the screen's pixel density
 // so that text stays sharp (NiiVue's own text is a bitmap font in the WebGL scene, scaled with the view).
 // Indices are the API's: x column, y row, z slice (the file's voxel order).
-import {reconStretch, stretchNote, tag} from "./state.js";
+import {reconStretch, stretchNote, tag, wheelZoom} from "./state.js";
 import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
 
 /** True when this browser can run NiiVue (WebGL2); the L3 view falls back to server PNGs otherwise. */
@@ -236,7 +236,7 @@ export class MPRView {
       if (!e.ctrlKey || !this.volume) return; // plain wheel: NiiVue scrolls the slices
       e.preventDefault();
       e.stopPropagation();
-      this.zoomAt(e.deltaY < 0 ? 1.25 : 1 / 1.25, ...point(e));
+      this.zoomAt(wheelZoom(e), ...point(e));
     }, {passive: false, capture: true});
     this.box.addEventListener("mousedown", (e) => {
       if (e.button !== 0 || e.shiftKey || !this.volume) return;
