@@ -289,3 +289,19 @@ def test_a_trackpad_pinch_zooms_by_how_far_the_fingers_move(
     assert page.locator("#editor-stack").bounding_box()["width"] <= width * 1.1
     _pinch(page, *e, 1, -100)
     assert page.locator("#editor-stack").bounding_box()["width"] == pytest.approx(width * 1.25**1.2, rel=0.02)
+
+
+def test_browser_shortcuts_with_alt_leave_the_tool_and_label_alone(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """Alt+F (the browser's menu on Windows and Linux) switched the tool to Fill and Alt+2 (the second browser
+    tab on Linux) the label painted to SAT, unseen behind the menu or the other tab: the next click flooded a
+    region, the next stroke painted SAT. The editor's letter and digit keys now leave Alt alone."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        for key in ("Alt+f", "Alt+e", "Alt+2", "Alt+]"):
+            page.keyboard.press(key)
+        assert "active" in (page.get_attribute("#tool-brush", "class") or "")
+        assert "active" in (page.get_attribute("#label-choice button[data-label='1']", "class") or "")
+        assert page.locator("#brush-size-text").inner_text() == "8"
+        page.keyboard.press("f")  # the keys alone still work
+        assert "active" in (page.get_attribute("#tool-fill", "class") or "")

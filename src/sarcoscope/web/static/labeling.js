@@ -443,7 +443,7 @@ function editorKeys(e) {
   const key = e.key.toLowerCase(); // letters whatever Caps Lock and Shift say
   if (ctrl && key === "z") { e.preventDefault(); landed(e.shiftKey ? redo : undo); }
   else if (ctrl && key === "y") { e.preventDefault(); landed(redo); }
-  else if (ctrl) return;
+  else if (ctrl || e.altKey) return; // Alt+F, Alt+1…: the browser's menu and tabs, not the tool or label
   else if (TOOL_KEYS[key]) setTool(TOOL_KEYS[key]);
   else if (["1", "2", "3", "4"].includes(e.key)) setPaintLabel(Number(e.key));
   else if (e.key === "[") setBrush(state.brush - 1);
