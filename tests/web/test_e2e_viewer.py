@@ -651,7 +651,7 @@ def test_editor_slice_buttons_shortcuts_and_brush_outline(page: object, server: 
     box = page.locator("#edit-cursor").bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
     outline = (
-        "(() => { const c = document.getElementById('edit-cursor');"
+        "(() => { const c = document.getElementById('edit-outline');"
         " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
         " let n = 0, x0 = c.width, x1 = -1;"
         " for (let i = 3; i < d.length; i += 4) if (d[i]) { const x = ((i - 3) / 4) % c.width;"

@@ -61,11 +61,23 @@ export function unsay(text) {
   if (text && $("study-message").textContent === text) message("");
 }
 
+const PREPARING = "Preparing the download…";
+
 /** Fetch a file and save it under the server's name. A plain link would turn a refusal (e.g. 409: no DICOM
- * SEG for a NIfTI study) into a silently cancelled download; here the reason is shown instead. */
-export async function download(url) {
+ * SEG for a NIfTI study) into a silently cancelled download; here the reason is shown instead. While the
+ * server makes the file (a report, a SEG: seconds) the status line says so and `button` is off: else it
+ * looked dead, and a second press made and saved the file twice. */
+export async function download(url, button) {
+  message(PREPARING);
+  try {
+    await oneAtATime(button, () => fetchDownload(url));
+  } finally { unsay(PREPARING); }
+}
+
+async function fetchDownload(url) {
   try {
     const response = await api(url);
+    unsay(PREPARING);
     const warning = response.headers.get("X-Sarcoscope-Warning");
     if (warning) message(warning);
     const disposition = response.headers.get("Content-Disposition") || "";

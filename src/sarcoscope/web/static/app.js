@@ -19,6 +19,8 @@ async function init() {
   for (const id of ["l3-preset", "label-preset"]) {
     $(id).innerHTML = state.config.presets.map((p) => `<option value="${p}">${p.replace("_", " ")}</option>`).join("");
   }
+  // the L3 view's window right-dragged to (shown, never offered)
+  $("l3-preset").append(Object.assign(new Option("custom", "custom"), {hidden: true, disabled: true}));
   $("engine").innerHTML = state.config.engines
     .map((e) => `<option value="${e}" ${e === state.config.default_engine ? "selected" : ""}>${e}</option>`).join("");
   $("cutoff-set").innerHTML = state.config.cutoff_sets.map((c) => `<option value="${c}">${c}</option>`).join("");
@@ -156,8 +158,10 @@ async function openStudy(id, pane, reopened, current) {
     `${s.series_description || ""} · ${s.n_slices} slice${s.n_slices === 1 ? "" : "s"}`;
   $("tab-l3").href = `#/study/${id}`;
   $("tab-label").href = `#/study/${id}/label`;
-  $("tab-l3").classList.toggle("active", pane === "l3");
-  $("tab-label").classList.toggle("active", pane === "label");
+  for (const [tab, name] of [["tab-l3", "l3"], ["tab-label", "label"]]) {
+    $(tab).classList.toggle("active", pane === name);
+    $(tab).setAttribute("aria-selected", String(pane === name));
+  }
   $("pane-l3").hidden = pane !== "l3";
   $("pane-label").hidden = pane !== "label";
   message("");

@@ -166,12 +166,19 @@ export class PNGView {
         this.hooks.lineAt(nearest);
         this.hooks.dragLine(nearest, z);
       });
-      canvas.addEventListener("pointermove", (e) => { if (dragging !== null) this.hooks.dragLine(dragging, zAt(e)); });
-      canvas.addEventListener("pointerup", () => {
+      const drop = () => {
         if (dragging === null) return;
         this.hooks.dropLine(dragging);
         dragging = null;
+      };
+      canvas.addEventListener("pointermove", (e) => {
+        if (dragging === null) return;
+        // the button is up, its release lost (let go over another window): the line stays where it was
+        if (!(e.buttons & 1)) drop();
+        else this.hooks.dragLine(dragging, zAt(e));
       });
+      canvas.addEventListener("pointerup", drop);
+      canvas.addEventListener("lostpointercapture", drop);
       canvas.addEventListener("wheel", (e) => {
         e.preventDefault();
         const s = state.study;

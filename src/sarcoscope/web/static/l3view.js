@@ -6,7 +6,7 @@ import {replacingLabels, showLabeling} from "./labeling.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
 import {showSeries} from "./series.js";
-import {ownsKeys, state, stillOpen, stillShown} from "./state.js";
+import {ownsKeys, showPressed, state, stillOpen, stillShown} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
 let view = null; // MPRView or PNGView
@@ -16,6 +16,7 @@ let loadingImages = null; // the study whose volume NiiVue loads: not located ye
 let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
 const kept = {slice: null, range: null}; // the lines each mode had when the user left it, for the way back
 let shownPreset = null; // the Window preset NiiVue was last set to (the label editor's list changes it too)
+let shownWindow = null; // [level, width] NiiVue shows (a right-drag makes it no preset's)
 let dragged = null; // the line drag under way: {id: its study, moved: its lines as last dragged}
 let segmenting = null; // the study "Segment selected" runs for: pressed again, it would be refused as a conflict
 
@@ -31,6 +32,7 @@ export function resetL3View() {
   byHand = false;
   kept.slice = kept.range = null;
   if (view) view.reset(false);
+  shownWindow = null; // this study's comes with its volume
   $("series-bar").hidden = true;
   $("l3-cursor").textContent = "";
   $("mpr").dataset.cursor = "";
@@ -67,12 +69,25 @@ const hooks = {
       if (drag.moved) saveSelection(drag.moved);
     } else saveSelection();
   },
-  window(level, width) { $("l3-window").textContent = `W ${width} · L ${level}`; },
+  window(level, width) {
+    $("l3-window").textContent = `W ${width} · L ${level}`;
+    shownWindow = [level, width];
+    showWindowChoice();
+  },
   key: lineKeys,
   cursor(x, y, z, hu) {
     $("l3-cursor").textContent = x === null ? "" : `x ${x} · y ${y} · slice ${z}: ${Math.round(hu)} HU`;
   },
 };
+
+/** The Window list names the preset shown, or "custom" for a window right-dragged to: it never names a
+ * window that is not the one shown, and choosing that preset again (no change event for the option already
+ * chosen) sets it. */
+function showWindowChoice() {
+  const [level, width] = state.config.windows[state.preset];
+  const custom = mpr && shownWindow && (shownWindow[0] !== level || shownWindow[1] !== width);
+  $("l3-preset").value = custom ? "custom" : state.preset;
+}
 
 /** The lines to draw: one "L3" line (Slice) or the inferior and superior lines (Range). */
 function lines() {
@@ -139,7 +154,7 @@ export async function showL3() {
   const s = state.study;
   updateWaiting(); // this study's: another one's segmentation neither holds nor frees its buttons
   await ensureView();
-  $("l3-preset").value = state.preset;
+  showWindowChoice();
   renderHint();
   renderModes();
   drawAll();
@@ -255,8 +270,8 @@ function renderLevel() {
 }
 
 function renderText() {
-  $("mode-range").classList.toggle("active", state.mode === "range");
-  $("mode-slice").classList.toggle("active", state.mode === "slice");
+  showPressed($("mode-range"), state.mode === "range");
+  showPressed($("mode-slice"), state.mode === "slice");
   $("l3-selection-text").textContent = selectionText();
   $("axial-index").textContent = `slice ${state.axialZ} / ${state.study.n_slices - 1}`;
   $("l3-viewer").dataset.axial = state.axialZ;
@@ -312,10 +327,12 @@ export function bindL3() {
     if ($("pane-l3").hidden || $("view-study").hidden || ownsKeys(e.target)) return;
     if (e.key !== "Tab" || $("l3-viewer").contains(e.target)) lineKeys(e); // elsewhere Tab moves the focus
   });
-  $("download-dicom").addEventListener("click", () => {
+  $("download-dicom").addEventListener("click", async () => {
     // the slices the lines show: the server's selection may lag them (↑/↓ save 0.4 s later) or be none yet
     const {id, selection: {first, last}} = shownSelection();
-    download(`/api/studies/${id}/dicom?first=${first}&last=${last}&deidentify=${$("deidentify").checked}`);
+    const url = `/api/studies/${id}/dicom?first=${first}&last=${last}&deidentify=${$("deidentify").checked}`;
+    await download(url, $("download-dicom"));
+    updateWaiting(); // off again while the localizer runs (the download turned it on)
   });
   $("segment").addEventListener("click", segmentSelected);
   $("deidentify-exports").addEventListener("change", setExportDeidentification);
@@ -326,7 +343,7 @@ export function bindL3() {
     if (state.dirty && !confirm(`Your unsaved edit is not in this export: it is made from version ` +
       `${state.version}, as saved. Export version ${state.version} anyway? (Cancel, then Save, to export ` +
       "your edit.)")) return;
-    download(button.dataset.href);
+    download(button.dataset.href, button);
   });
 }
 

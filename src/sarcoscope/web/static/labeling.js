@@ -2,7 +2,8 @@
 // label version (refused, with the reason, when someone saved in between).
 import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
-import {canvasPoint, image, ownsKeys, state, stillOpen} from "./state.js";
+import {drawOutline} from "./outline.js";
+import {canvasPoint, image, ownsKeys, showPressed, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
 import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
 
@@ -242,10 +243,14 @@ function pushUndo(data = sliceView().slice()) {
   state.redo = [];
 }
 
+/** The brush paints over any label (the colour painted shows); the eraser takes the labels shown only: one
+ * hidden (its box unticked) is not changed unseen. */
 function paintAt(cx, cy, hu) {
   const [, ny, nx] = state.shape;
   const value = state.tool === "eraser" ? 0 : state.paintLabel;
-  paintDisc(sliceView(), nx, ny, cx, cy, state.brush, value, (i) => !value || huAllows(hu, i, value));
+  const labels = sliceView();
+  const allows = value ? (i) => huAllows(hu, i, value) : (i) => state.visible[labels[i]];
+  paintDisc(labels, nx, ny, cx, cy, state.brush, value, allows);
 }
 
 /** Fill from (cx, cy) with the painted label, inside the body and the label's HU range (always: a fill
@@ -282,23 +287,6 @@ async function floodFill(cx, cy) {
 
 function editorPoint(e) {
   return canvasPoint($("edit-cursor"), e);
-}
-
-let pointer = null; // the last pointer event over the image (null: elsewhere), to redraw the outline
-
-function drawCursor(e) {
-  pointer = e;
-  const c = $("edit-cursor");
-  const ctx = c.getContext("2d");
-  ctx.clearRect(0, 0, c.width, c.height);
-  if (!e) return;
-  const [x, y] = editorPoint(e);
-  ctx.strokeStyle = state.tool === "eraser" ? "#fff" : "#ffd23f";
-  ctx.lineWidth = Math.max(0.5, c.width / 600);
-  ctx.beginPath();
-  if (state.tool === "fill") { ctx.moveTo(x - 4, y); ctx.lineTo(x + 4, y); ctx.moveTo(x, y - 4); ctx.lineTo(x, y + 4); }
-  else ctx.arc(x, y, Math.max(0.5, state.brush / 2), 0, 2 * Math.PI);
-  ctx.stroke();
 }
 
 export function bindEditor() {
@@ -367,8 +355,10 @@ export function bindEditor() {
     });
   });
   cursor.addEventListener("pointermove", (e) => {
-    drawCursor(e);
+    drawOutline(e);
     if (!stroke) return;
+    // the button is up, its release lost (let go over another window): the stroke ended there
+    if (!(e.buttons & 1)) { stroke = null; return; }
     // the stroke ends where its slice does (wheel or PgUp/PgDn while painting): the rest went onto the next
     // slice, outside the stroke's undo step, so that Undo left it there
     if (!stillEditing(stroke.study, stroke.slice, stroke.labels)) { stroke = null; return; }
@@ -388,9 +378,11 @@ export function bindEditor() {
   const stop = () => { stroke = null; };
   cursor.addEventListener("pointerup", stop);
   cursor.addEventListener("pointercancel", stop);
-  cursor.addEventListener("pointerleave", () => drawCursor(null));
+  cursor.addEventListener("lostpointercapture", stop);
+  cursor.addEventListener("pointerleave", () => drawOutline(null));
   editView = new Viewport($("editor-box"), $("editor-stack"), () => {
     if (state.shape) editView.layout(state.shape[2] * state.study.spacing[2], state.shape[1] * state.study.spacing[1]);
+    drawOutline(); // its size follows the zoom
   });
   $("edit-reset").addEventListener("click", () => editView.reset());
   $("editor-box").addEventListener("wheel", (e) => {
@@ -451,7 +443,7 @@ function editorKeys(e) {
   const key = e.key.toLowerCase(); // letters whatever Caps Lock and Shift say
   if (ctrl && key === "z") { e.preventDefault(); landed(e.shiftKey ? redo : undo); }
   else if (ctrl && key === "y") { e.preventDefault(); landed(redo); }
-  else if (ctrl) return;
+  else if (ctrl || e.altKey) return; // Alt+F, Alt+1…: the browser's menu and tabs, not the tool or label
   else if (TOOL_KEYS[key]) setTool(TOOL_KEYS[key]);
   else if (["1", "2", "3", "4"].includes(e.key)) setPaintLabel(Number(e.key));
   else if (e.key === "[") setBrush(state.brush - 1);
@@ -467,21 +459,21 @@ function stepSlice(d) {
 
 function setTool(tool) {
   state.tool = tool;
-  for (const t of ["brush", "eraser", "fill"]) $(`tool-${t}`).classList.toggle("active", t === tool);
-  drawCursor(pointer);
+  for (const t of ["brush", "eraser", "fill"]) showPressed($(`tool-${t}`), t === tool);
+  drawOutline();
 }
 
 function setBrush(size) {
   state.brush = Math.max(1, Math.min(40, size));
   $("brush-size").value = state.brush;
   $("brush-size-text").textContent = state.brush;
-  drawCursor(pointer);
+  drawOutline();
 }
 
 function setPaintLabel(label) {
   state.paintLabel = label;
   for (const b of document.querySelectorAll("#label-choice button")) {
-    b.classList.toggle("active", Number(b.dataset.label) === label);
+    showPressed(b, Number(b.dataset.label) === label);
   }
 }
 

@@ -6,7 +6,7 @@
 // Range/Slice lines with their labels, drawn on a second canvas over NiiVue's at the screen's pixel density
 // so that text stays sharp (NiiVue's own text is a bitmap font in the WebGL scene, scaled with the view).
 // Indices are the API's: x column, y row, z slice (the file's voxel order).
-import {reconStretch, stretchNote, tag} from "./state.js";
+import {reconStretch, stretchNote, tag, wheelZoom} from "./state.js";
 import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
 
 /** True when this browser can run NiiVue (WebGL2); the L3 view falls back to server PNGs otherwise. */
@@ -236,7 +236,7 @@ export class MPRView {
       if (!e.ctrlKey || !this.volume) return; // plain wheel: NiiVue scrolls the slices
       e.preventDefault();
       e.stopPropagation();
-      this.zoomAt(e.deltaY < 0 ? 1.25 : 1 / 1.25, ...point(e));
+      this.zoomAt(wheelZoom(e), ...point(e));
     }, {passive: false, capture: true});
     this.box.addEventListener("mousedown", (e) => {
       if (e.button !== 0 || e.shiftKey || !this.volume) return;
@@ -250,10 +250,19 @@ export class MPRView {
       this.hooks.lineAt(line);
       this.box.classList.add("dragging-line");
     }, {capture: true});
+    const drop = () => {
+      const {line} = this.drag;
+      this.drag = null;
+      this.box.classList.remove("dragging-line");
+      this.hooks.dropLine(line);
+    };
     window.addEventListener("mousemove", (e) => {
       if (this.drag) {
         e.stopPropagation();
-        this.hooks.dragLine(this.drag.line, this.sliceAt(point(e)[1], this.drag.tile));
+        // the button is up, its release lost (let go over another window): the line stays where it was
+        // dragged to with the button down, not where the pointer goes now
+        if (!(e.buttons & 1)) drop();
+        else this.hooks.dragLine(this.drag.line, this.sliceAt(point(e)[1], this.drag.tile));
         return;
       }
       if (!this.volume || !this.box.contains(e.target)) return;
@@ -264,10 +273,7 @@ export class MPRView {
     window.addEventListener("mouseup", (e) => {
       if (!this.drag) return;
       e.stopPropagation();
-      const {line} = this.drag;
-      this.drag = null;
-      this.box.classList.remove("dragging-line");
-      this.hooks.dropLine(line);
+      drop();
     }, {capture: true});
     // The keys are the L3 view's (hooks.key); NiiVue's own keys (e.g. V: another layout) are kept out.
     for (const type of ["keydown", "keyup"]) {

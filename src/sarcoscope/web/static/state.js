@@ -70,6 +70,19 @@ export function image(plane, index, preset = state.preset) {
   return state.images.get(key);
 }
 
+/** Show toggle button `el` on or off: by its look (class "active") and to a screen reader (aria-pressed). */
+export function showPressed(el, on) {
+  el.classList.toggle("active", on);
+  el.setAttribute("aria-pressed", String(on));
+}
+
+/** The zoom factor of a ctrl+wheel event: 1.25 for a mouse wheel's notch (100 px), less for a trackpad's
+ * pinch (many events of a few pixels each), so that the zoom follows how far the wheel or the fingers move. */
+export function wheelZoom(e) {
+  const px = e.deltaY * (e.deltaMode === 1 ? 33 : e.deltaMode === 2 ? 100 : 1); // lines, pages: a notch
+  return 1.25 ** Math.max(-1, Math.min(1, -px / 100));
+}
+
 /** True for a control whose keys are its own (a text or number field, a list): shortcuts leave them alone. */
 export function ownsKeys(el) {
   return el.matches("input[type=number], input[type=text], input[type=search], select");

@@ -1,6 +1,7 @@
 // Zoom and pan of one image view: ctrl+wheel zooms around the cursor, a drag with the middle button (or
 // with the space bar held) pans, reset() fits the image again. The view's box never changes size, so
 // zooming cannot push the panels beside it away; the image moves inside the box (overflow hidden).
+import {wheelZoom} from "./state.js";
 
 const MAX_ZOOM = 8;
 let spaceHeld = false;
@@ -100,7 +101,7 @@ export class Viewport {
       e.preventDefault();
       e.stopImmediatePropagation();
       const r = this.box.getBoundingClientRect();
-      this.zoomAt(e.deltaY < 0 ? 1.25 : 1 / 1.25, e.clientX - r.left, e.clientY - r.top);
+      this.zoomAt(wheelZoom(e), e.clientX - r.left, e.clientY - r.top);
     }, {passive: false, capture: true});
     let drag = null;
     this.box.addEventListener("pointerdown", (e) => {
