@@ -285,8 +285,8 @@ def _limbs_between_notches(
 ) -> np.ndarray:
     """Arms pressed broadly against the trunk: each is cut off along the straight line between the two
     notches its outline makes with the trunk's (`LIMB_NOTCH_MM` deep; the closest pairs first, a piece
-    with bone beyond the cut, see `LIMB_CUT_MM`). The straight cut takes a sliver of the trunk's outermost
-    skin and fat with the arm (well under a percent of the SAT); the muscle lies deeper."""
+    with bone beyond the cut, see `LIMB_CUT_MM`), and the sliver of the trunk's skin and fat that the
+    straight line takes with it is given back (`_under_the_arm`)."""
     out = np.zeros(body.shape, dtype=bool)
     vertices = convex_hull_vertices(body)
     if vertices is None:
@@ -323,8 +323,9 @@ def _limbs_between_notches(
             continue
         sizes = np.bincount(pieces.ravel())
         sizes[0] = 0
+        largest, most = int(np.argmax(sizes)), LIMB_SHARE * np.count_nonzero(body)
         for piece in np.flatnonzero(sizes):
-            if piece == np.argmax(sizes) or sizes[piece] > LIMB_SHARE * np.count_nonzero(body):
+            if piece == largest or sizes[piece] > most:
                 continue
             limb = pieces == piece
             if np.count_nonzero(limb & bone) >= min_bone_px:
@@ -339,7 +340,7 @@ def _under_the_arm(
 ) -> np.ndarray:
     """The pixels of a limb cut off by a straight line that are the trunk's: its outline runs on under the
     arm as it runs beside it, so the circle through its outline within `LIMB_ARC_MM` of the two notches
-    bounds it there (up to `LIMB_ARC_MM` / 4 beyond the line; the whole outline is the fit's fallback)."""
+    bounds it there (up to `LIMB_ARC_MM` / 4 beyond the line; nothing when too little outline is near)."""
     scale = np.asarray(pixel_spacing)
     outline = np.argwhere(trunk & ~ndi.binary_erosion(trunk)) * scale
     a, b = notches * scale
