@@ -6,8 +6,9 @@ with one model for all (`--model`, default: the shipped one; the report says whi
 the threshold engine. Prints per case each engine's quality score, its limiting signal and its true muscle
 Dice and area error against the reference labels; then, per engine, Spearman's rank correlation of score and
 true Dice and where the worst slice ranks. With `--phantoms N`, also N phantom slices and their injected
-failures (sarcoscope.phantom.artefacts: arms against the trunk, heavy noise, upside down), where every
-failure should score below its clean slice. `--out` writes the same as Markdown.
+failures (sarcoscope.phantom.artefacts: heavy noise and upside down, which should score below the clean
+slice; and arms pressed against the trunk, which the segmentation cuts off since refinement v6, so their
+score should be the clean slice's). `--out` writes the same as Markdown.
 
 The threshold engine's score uses the engine-agreement signals only (it has no probabilities); they are
 symmetric, so they are read off the U-Net's run instead of segmenting twice.
@@ -143,11 +144,15 @@ def evaluate(
     return rows
 
 
+#: Arms pressed on the trunk are cut off by the segmentation (refinement v6): the score may move this much.
+ARMS_AS_CLEAN = 0.05
+
+
 def phantom_failures(n: int, model: str | None) -> list[str]:
     """Markdown rows: the U-Net's score on phantoms (384 px of 1.15 mm: room for arms) and their failures."""
     unet, threshold = UNetEngine(model_path=model), ThresholdEngine()
     lines = [
-        "| seed | clean | arms | noise | flipped | every failure below clean |",
+        "| seed | clean | arms | noise | flipped | noise and flipped below clean, arms as clean (±0.05) |",
         "|---|---|---|---|---|---|",
     ]
     for seed in range(1, n + 1):
@@ -157,7 +162,8 @@ def phantom_failures(n: int, model: str | None) -> list[str]:
             unet, np.stack(list(variants.values())), ph.pixel_spacing, second_opinion=threshold
         )
         scores = dict(zip(variants, (q.score or 0.0 for q in qa.slices), strict=True))
-        below = all(scores[k] < scores["clean"] for k in variants if k != "clean")
+        below = all(scores[k] < scores["clean"] for k in ("noise", "flipped"))
+        below = below and abs(scores["arms"] - scores["clean"]) <= ARMS_AS_CLEAN
         cells = " | ".join(
             f"{scores[k]:.3f}{' **review**' if q.flagged else ''}"
             for k, q in zip(variants, qa.slices, strict=True)
@@ -223,8 +229,10 @@ def markdown(rows: list[Row], source: str, phantoms: list[str]) -> str:
             "## Phantoms with injected failures",
             "",
             "U-Net score (shipped or `--model`) on a clean phantom slice and on the same slice with each "
-            "failure of `sarcoscope.phantom.artefacts` (the trunk's labels unchanged). A clean phantom "
-            "below 0.5 is a false alarm of the engine agreement (the engines disagree more on phantoms than "
+            "failure of `sarcoscope.phantom.artefacts` (the trunk's labels unchanged; arms pressed on the "
+            "trunk are cut off by the segmentation since refinement v6, so they should change nothing). "
+            "A clean phantom below 0.5 is a false alarm of the engine agreement (the engines disagree more "
+            "on phantoms than "
             "on real slices); what should hold is the last column:",
             "",
             *phantoms,

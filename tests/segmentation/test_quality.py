@@ -253,8 +253,10 @@ def test_injected_failures_rank_below_clean_phantoms(phantom_scores: dict) -> No
     for seed, _, _ in PHANTOMS:
         clean = phantom_scores[seed, "clean"]
         assert not clean.flagged
-        for failure in ("arms", "noise", "flipped"):
+        for failure in ("noise", "flipped"):
             assert phantom_scores[seed, failure].score < clean.score, (seed, failure)
+        # arms pressed on the trunk are no failure since the segmentation cuts them off: scored as clean
+        assert phantom_scores[seed, "arms"].score == pytest.approx(clean.score, abs=0.05)
         # upside down (the patient prone, or rows stored reversed): both signal families collapse
         flipped = phantom_scores[seed, "flipped"]
         assert flipped.flagged and flipped.signals["engine_muscle_dice"] < 0.8

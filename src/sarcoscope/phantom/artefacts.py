@@ -35,8 +35,9 @@ def add_arms(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
 
 
 def injected_failures(hu: np.ndarray, pixel_spacing: tuple[float, float], seed: int) -> dict[str, np.ndarray]:
-    """The clean slice and its injected failures by name: arms against the trunk, heavy noise (60 HU, a
-    very low-dose scan), and the slice upside down (rows stored reversed or a prone patient)."""
+    """The clean slice and its injected failures by name: arms against the trunk (which the segmentation
+    cuts off since refinement v6: a check that they change nothing), heavy noise (60 HU, a very low-dose
+    scan), and the slice upside down (rows stored reversed or a prone patient)."""
     noise = np.random.default_rng(seed).normal(0, 60, hu.shape).astype(np.float32)
     return {
         "clean": hu,
