@@ -99,3 +99,16 @@ def test_a_sacrum_with_screws_stays_as_wide_as_a_sacrum() -> None:
     _screws(grid, streaks=True)
     width = column_width(BoneSlices(grid, streaked=metal_slices(grid, trace)), trace, 2)
     assert width == pytest.approx(2 * 32 * MM + MM) and width >= SACRUM_WIDTH_MM
+
+
+def test_bowel_contrast_against_the_front_of_a_lumbar_vertebra_does_not_widen_it_to_a_sacrum() -> None:
+    # Chest to pelvis at 5 mm, seed 85: oral contrast (150-450 HU) in bowel lying against the front of L5
+    # joined it to an iliac wing, 125-127 mm wide, so the L5/S1 disc failed the sacrum test (wide above) and
+    # L4/L5 passed it. The width is now measured on bone joined to the body behind its front.
+    grid, trace = _sacrum_column(260.0, alae=False)
+    grid.hu[:, 26:32, 15:106] = 300.0  # a contrast-filled loop across the front of the body, touching it
+    assert column_width(BoneSlices(grid), trace, 2) == pytest.approx(21 * MM, abs=2 * MM)
+    # the sacrum's alae, level with the body, still count
+    grid, trace = _sacrum_column(260.0)
+    grid.hu[:, 26:32, 15:106] = 300.0
+    assert column_width(BoneSlices(grid), trace, 2) == pytest.approx(2 * 32 * MM + MM)

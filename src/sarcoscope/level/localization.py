@@ -28,8 +28,9 @@ from sarcoscope.level.selection import L3Selection
 #: costovertebral joint, one labelling of the column with the transverse-process lengths; v6: a level up to
 #: 1.9 disc periods long is one level when its neighbours agree, and minima count as discs by their walls;
 #: v7: a count from the sacrum alone is checked against the ribs it names, an inferred L5/S1 disc weighs
-#: less; v8: the rib series is followed over two vertebrae whose ribs were missed).
-METHOD = "disc-count-v10"
+#: less; v8: the rib series is followed over two vertebrae whose ribs were missed; v11: the wide trace is
+#: held within 70 mm in front of the spinal canal, the sacrum's width on bone joined behind the body's front).
+METHOD = "disc-count-v11"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
