@@ -179,3 +179,44 @@ def test_a_single_slice_offers_slice_but_not_range(page: Any, server: str, tmp_p
     page.keyboard.press("ArrowUp")  # one slice: the line stays on it, and is saved
     _wait_text(page, "study-message", "Saved selection: Slice 0")
     assert page.locator("#l3-viewer").get_attribute("data-lines") == "0"
+
+
+def test_a_click_on_the_server_reconstructions_leaves_the_lines_where_they_are(
+    page: Any, server: str, tmp_path: Path
+) -> None:
+    """Without WebGL2 a left press anywhere on the coronal or sagittal image took the nearest L3 line there
+    and saved it: a click to look (or to focus the window) changed the slice every measurement is made on,
+    without a word. As on NiiVue, a press within a few pixels of a line drags it; a click elsewhere shows
+    that axial slice and leaves the lines."""
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    api = f"{server}/api/studies/{study_id}"
+    page.request.put(f"{api}/selection", data={"mode": "slice", "first": 6, "last": 6})
+    page.goto(f"{server}/?png#/study/{study_id}")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines === '6'")
+    page.wait_for_function("document.getElementById('coronal-canvas').style.width !== ''")  # drawn
+    page.wait_for_load_state("networkidle")
+    for plane in ("coronal", "sagittal"):
+        box = page.locator(f"#{plane}-canvas").bounding_box()
+        x = box["x"] + box["width"] / 2
+
+        def y_of(z: int, box: dict = box) -> float:  # the middle of slice z's band (12 slices)
+            return box["y"] + (12 - 1 - z + 0.5) * box["height"] / 12
+
+        page.mouse.click(x, y_of(9))  # a look at slice 9
+        page.wait_for_function("document.getElementById('l3-viewer').dataset.axial === '9'")
+        page.mouse.move(x, y_of(2))  # a drag begun away from the line
+        page.mouse.down()
+        page.mouse.move(x, y_of(4), steps=3)
+        page.mouse.up()
+        page.wait_for_timeout(500)
+        assert _lines(page) == "6", plane
+        assert page.request.get(api).json()["selection"] == {"mode": "slice", "first": 6, "last": 6}
+    box = page.locator("#coronal-canvas").bounding_box()
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + (11 - 6 + 0.5) * box["height"] / 12 + 3)  # near the line: it is dragged
+    page.mouse.down()
+    page.mouse.move(x, box["y"] + (11 - 8 + 0.5) * box["height"] / 12, steps=3)
+    page.mouse.up()
+    _wait_text(page, "study-message", "Saved selection: Slice 8")
+    assert page.request.get(api).json()["selection"] == {"mode": "slice", "first": 8, "last": 8}
