@@ -292,7 +292,7 @@ def test_a_line_dragged_while_another_study_opens_stays_that_studys(
     _settle(page)
     box = page.locator("#coronal-canvas").bounding_box()
     x = box["x"] + box["width"] / 2
-    page.mouse.move(x, box["y"] + box["height"] / 2)
+    page.mouse.move(x, box["y"] + (11 - 6 + 0.5) * box["height"] / 12)  # on the line (slice 6 of 12)
     page.mouse.down()
     page.mouse.move(x, box["y"] + box["height"] * 0.3, steps=3)
     dragged = page.locator("#l3-viewer").get_attribute("data-lines")

@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import test_e2e
 from test_e2e_first_use import _upload
+from test_e2e_viewer import _open_mpr, _y_of_slice
 from web_synth import synthetic_hu, write_series
 
 import sarcoscope.level.localization as localization
@@ -179,3 +181,81 @@ def test_a_single_slice_offers_slice_but_not_range(page: Any, server: str, tmp_p
     page.keyboard.press("ArrowUp")  # one slice: the line stays on it, and is saved
     _wait_text(page, "study-message", "Saved selection: Slice 0")
     assert page.locator("#l3-viewer").get_attribute("data-lines") == "0"
+
+
+def test_a_click_on_the_server_reconstructions_leaves_the_lines_where_they_are(
+    page: Any, server: str, tmp_path: Path
+) -> None:
+    """Without WebGL2 a left press anywhere on the coronal or sagittal image took the nearest L3 line there
+    and saved it: a click to look (or to focus the window) changed the slice every measurement is made on,
+    without a word. As on NiiVue, a press within a few pixels of a line drags it; a click elsewhere shows
+    that axial slice and leaves the lines."""
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    api = f"{server}/api/studies/{study_id}"
+    page.request.put(f"{api}/selection", data={"mode": "slice", "first": 6, "last": 6})
+    page.goto(f"{server}/?png#/study/{study_id}")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines === '6'")
+    page.wait_for_function("document.getElementById('coronal-canvas').style.width !== ''")  # drawn
+    page.wait_for_load_state("networkidle")
+    for plane in ("coronal", "sagittal"):
+        box = page.locator(f"#{plane}-canvas").bounding_box()
+        x = box["x"] + box["width"] / 2
+
+        def y_of(z: int, box: dict = box) -> float:  # the middle of slice z's band (12 slices)
+            return box["y"] + (12 - 1 - z + 0.5) * box["height"] / 12
+
+        page.mouse.click(x, y_of(9))  # a look at slice 9
+        page.wait_for_function("document.getElementById('l3-viewer').dataset.axial === '9'")
+        page.mouse.move(x, y_of(2))  # a drag begun away from the line
+        page.mouse.down()
+        page.mouse.move(x, y_of(4), steps=3)
+        page.mouse.up()
+        page.wait_for_timeout(500)
+        assert _lines(page) == "6", plane
+        assert page.request.get(api).json()["selection"] == {"mode": "slice", "first": 6, "last": 6}
+    box = page.locator("#coronal-canvas").bounding_box()
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + (11 - 6 + 0.5) * box["height"] / 12 + 3)  # near the line: it is dragged
+    page.mouse.down()
+    page.mouse.move(x, box["y"] + (11 - 8 + 0.5) * box["height"] / 12, steps=3)
+    page.mouse.up()
+    _wait_text(page, "study-message", "Saved selection: Slice 8")
+    assert page.request.get(api).json()["selection"] == {"mode": "slice", "first": 8, "last": 8}
+
+
+def test_the_lines_cross_the_reconstruction_not_the_black_beside_it(page: Any, tmp_path: Path) -> None:
+    """On NiiVue's coronal and sagittal tiles the L3 lines ran the whole tile's width: past the image into the
+    black beside it (a panned image, a reconstruction fitted by its height) and up to the next tile. They
+    now run across the image only."""
+    _, box = _open_mpr(page, tmp_path)
+    assert _lines(page) == "6"
+    tile_left = box["x"] + box["width"] * 0.42
+    x, y = tile_left + box["width"] * 0.1, _y_of_slice(page, box, 0.56, 6)
+    page.keyboard.down("Shift")  # pan the images 150 px to the right
+    page.mouse.move(x, y + 10)
+    page.mouse.down()
+    page.mouse.move(x + 150, y + 10, steps=5)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    image_left = next(
+        px
+        for px in np.arange(tile_left + 4, tile_left + 300, 2.0)  # (the axial tile ends at tile_left)
+        if (page.mouse.move(px, y), page.locator("#mpr").get_attribute("data-cursor"))[1]
+    )
+    assert image_left > tile_left + 100  # the black beside the image
+    overlay = page.locator("#mpr-overlay").bounding_box()
+    yellow = page.evaluate(
+        """([y, x0, x1]) => { const o = document.getElementById('mpr-overlay');
+        const dpr = o.width / o.clientWidth, xs = [];
+        for (const row of [Math.round(y * dpr) - 1, Math.round(y * dpr), Math.round(y * dpr) + 1]) {
+          const d = o.getContext('2d').getImageData(0, row, o.width, 1).data;
+          for (let x = Math.round(x0 * dpr); x < Math.round(x1 * dpr); x++)
+            if (d[4 * x] > 230 && d[4 * x + 1] > 180 && d[4 * x + 2] < 120 && d[4 * x + 3] > 200)
+              xs.push(x / dpr);
+        }
+        return xs; }""",
+        [y - overlay["y"], tile_left - overlay["x"], tile_left - overlay["x"] + 300],
+    )
+    assert yellow, "no line on the coronal tile"
+    assert min(yellow) >= image_left - overlay["x"] - 2, (min(yellow), image_left - overlay["x"])

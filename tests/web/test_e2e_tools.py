@@ -305,3 +305,31 @@ def test_browser_shortcuts_with_alt_leave_the_tool_and_label_alone(
         assert page.locator("#brush-size-text").inner_text() == "8"
         page.keyboard.press("f")  # the keys alone still work
         assert "active" in (page.get_attribute("#tool-fill", "class") or "")
+
+
+def test_each_labels_show_box_is_its_own_control_reached_by_tab(tmp_path: Path, series: list[Path]) -> None:
+    """Each label's show/hide box was inside the label's button (interactive content in a button, invalid
+    HTML): Tab went past the boxes, so a keyboard user could not hide a label, and a screen reader read a
+    button holding a checkbox. Each label is now a box and a button side by side, both reached by Tab; the
+    digit keys still choose the label painted."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        assert page.locator("#label-choice button input, #label-choice button button").count() == 0
+        assert page.get_by_role("checkbox", name="show sat").count() == 1
+        page.mouse.move(0, 0)  # (Space over an image pans)
+        page.focus("#label-choice input[data-visible='1']")
+        order = []
+        for _ in range(4):
+            page.keyboard.press("Tab")
+            focused = "(e => e.dataset.label || 'box ' + e.dataset.visible)(document.activeElement)"
+            order.append(page.evaluate(focused))
+        assert order == ["1", "box 2", "2", "box 3"]
+        page.keyboard.press("Shift+Tab")
+        page.keyboard.press("Shift+Tab")  # SAT's box
+        page.keyboard.press("Space")
+        assert not page.is_checked("#label-choice input[data-visible='2']")
+        assert page.evaluate("document.activeElement.dataset.visible") == "2"
+        page.keyboard.press("3")  # the shortcut, the focus on a box
+        assert "active" in (page.get_attribute("#label-choice button[data-label='3']", "class") or "")
+        page.click("#label-choice input[data-visible='2']")
+        assert page.is_checked("#label-choice input[data-visible='2']")
+        assert "active" in (page.get_attribute("#label-choice button[data-label='3']", "class") or "")

@@ -557,7 +557,7 @@ def test_only_the_left_button_drags_a_line_on_the_server_reconstructions(
         page.mouse.up(button=button)
         page.keyboard.press("Escape")  # (the context menu)
         assert page.locator("#l3-viewer").get_attribute("data-lines") == "6", button
-    page.mouse.move(x, box["y"] + box["height"] / 2)  # slice 6
+    page.mouse.move(x, box["y"] + (11 - 6 + 0.5) * box["height"] / 12)  # on the line (slice 6 of 12)
     page.mouse.down()
     page.mouse.move(x, box["y"] + box["height"] * 0.15, steps=3)
     page.mouse.up()

@@ -26,10 +26,12 @@ async function init() {
   $("cutoff-set").innerHTML = state.config.cutoff_sets.map((c) => `<option value="${c}">${c}</option>`).join("");
   const ranges = state.config.patient_ranges;  // the server's bounds, so the form cannot offer what it refuses
   for (const [id, [lo, hi]] of [["height", ranges.height_cm], ["weight", ranges.weight_kg]]) Object.assign($(id), {min: lo, max: hi});
+  // each label: its show/hide box, then its button (never a control inside a button: Tab reaches both)
   $("label-choice").innerHTML = state.config.tissues.map((t) =>
+    `<span class="label-item"><input type="checkbox" data-visible="${t.label}" checked ` +
+    `title="show/hide ${t.title}" aria-label="show ${t.name}">` +
     `<button type="button" data-label="${t.label}" title="${t.title} (${t.label})">` +
-    `<input type="checkbox" data-visible="${t.label}" checked title="show/hide ${t.title}" aria-label="show ${t.name}">` +
-    `<span class="swatch" data-color="${t.color.join(",")}"></span>${t.name.toUpperCase()}</button>`).join("");
+    `<span class="swatch" data-color="${t.color.join(",")}"></span>${t.name.toUpperCase()}</button></span>`).join("");
   for (const el of document.querySelectorAll(".swatch")) el.style.background = `rgb(${el.dataset.color})`;
   bindUpload();
   bindSeries();

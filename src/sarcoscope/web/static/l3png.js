@@ -5,6 +5,8 @@ import {$, message, unsay} from "./api.js";
 import {canvasPoint, image, reconStretch, state, stillOpen, stretchNote, tag} from "./state.js";
 import {Viewport} from "./viewport.js";
 
+const LINE_GRAB_PX = 7; // as on NiiVue (mpr.js): a press this close to a line (CSS px) drags it
+
 export class PNGView {
   /** hooks as for MPRView (mpr.js): crosshair, lines, vertebrae, lineAt, dragLine, dropLine. */
   constructor(hooks) {
@@ -130,6 +132,19 @@ export class PNGView {
     }
   }
 
+  /** The line (index into hooks.lines()) within LINE_GRAB_PX of height y (CSS px) on `plane`'s image, or -1:
+   * a press elsewhere shows that slice and leaves the lines (as on NiiVue). */
+  lineNear(plane, y) {
+    const g = this.geometry(plane);
+    let best = -1;
+    let bestDistance = LINE_GRAB_PX;
+    this.hooks.lines().forEach((line, i) => {
+      const d = Math.abs(this.zToY(g, line.z) - y);
+      if (d <= bestDistance) { best = i; bestDistance = d; }
+    });
+    return best;
+  }
+
   drawVertebrae(ctx, g) {
     for (const [name, v] of Object.entries(this.hooks.vertebrae())) {
       const top = this.zToY(g, v.last) - g.h / state.study.n_slices / 2;
@@ -157,14 +172,15 @@ export class PNGView {
       const zAt = (e) => this.yToZ(this.geometry(plane), e.offsetY);
       canvas.addEventListener("pointerdown", (e) => {
         if (e.button !== 0) return; // the left button drags, as on NiiVue: middle (pan) or right left the line
-        const z = zAt(e);
-        const lines = this.hooks.lines();
-        let nearest = 0;
-        lines.forEach((line, i) => { if (Math.abs(line.z - z) < Math.abs(lines[nearest].z - z)) nearest = i; });
-        dragging = nearest;
+        const line = this.lineNear(plane, e.offsetY);
+        if (line < 0) { // as NiiVue's crosshair: that axial slice is shown, the lines stay
+          this.hooks.crosshair(state.crossX, state.crossY, zAt(e));
+          return;
+        }
+        dragging = line;
         canvas.setPointerCapture(e.pointerId);
-        this.hooks.lineAt(nearest);
-        this.hooks.dragLine(nearest, z);
+        canvas.classList.add("over-line");
+        this.hooks.lineAt(line);
       });
       const drop = () => {
         if (dragging === null) return;
@@ -172,7 +188,10 @@ export class PNGView {
         dragging = null;
       };
       canvas.addEventListener("pointermove", (e) => {
-        if (dragging === null) return;
+        if (dragging === null) {
+          if (!e.buttons) canvas.classList.toggle("over-line", this.lineNear(plane, e.offsetY) >= 0);
+          return;
+        }
         // the button is up, its release lost (let go over another window): the line stays where it was
         if (!(e.buttons & 1)) drop();
         else this.hooks.dragLine(dragging, zAt(e));

@@ -396,13 +396,13 @@ export function bindEditor() {
   $("brush-size").addEventListener("input", (e) => setBrush(Number(e.target.value)));
   $("opacity").addEventListener("input", (e) => { state.opacity = Number(e.target.value) / 100; drawOverlay(); });
   $("label-preset").addEventListener("change", (e) => { state.preset = e.target.value; drawEditor(); });
-  $("label-choice").addEventListener("click", (e) => {
+  $("label-choice").addEventListener("change", (e) => { // a show/hide box, by mouse or Space
     const box = e.target.closest("input[data-visible]");
-    if (box) {
-      state.visible[Number(box.dataset.visible)] = box.checked;
-      drawOverlay();
-      return;
-    }
+    if (!box) return;
+    state.visible[Number(box.dataset.visible)] = box.checked;
+    drawOverlay();
+  });
+  $("label-choice").addEventListener("click", (e) => {
     const button = e.target.closest("button[data-label]");
     if (button) setPaintLabel(Number(button.dataset.label));
   });

@@ -321,6 +321,7 @@ export class MPRView {
       ctx.fillText(name, l + 6, t + 10);
       if (s.axCorSag !== SLICE_TYPE.AXIAL) {
         if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw);
+        const [x0, x1] = this.imageSpan(tile, l, t, tw, th); // the lines cross the image, not the black beside it
         for (const line of [...this.hooks.marks(), ...lines]) {
           const y = this.yOfSlice(tile, line.z);
           if (y === null) continue;
@@ -329,15 +330,29 @@ export class MPRView {
           ctx.lineWidth = line.active ? 2 : 1;
           ctx.setLineDash(line.active === undefined ? [6, 4] : []); // marks are dashed
           ctx.beginPath();
-          ctx.moveTo(l, yy);
-          ctx.lineTo(l + tw, yy);
+          ctx.moveTo(x0, yy);
+          ctx.lineTo(x1, yy);
           ctx.stroke();
           ctx.setLineDash([]);
-          tag(ctx, line.label, l + 4, yy - 9, line.color, "left");
+          tag(ctx, line.label, x0 + 4, yy - 9, line.color, "left");
         }
       }
       ctx.restore();
     });
+  }
+
+  /** The left and right (CSS px) of the image of tile `tile` (a coronal or sagittal one, at left, top, width,
+   * height) within the tile, however zoomed and panned: NiiVue's tile is wider than a reconstruction fitted by
+   * its height. Texture fractions are linear across a tile: two points give where they are 0 and 1. */
+  imageSpan(tile, left, top, width, height) {
+    const axis = this.nv.screenSlices[tile].axCorSag === SLICE_TYPE.CORONAL ? 0 : 1; // across the tile
+    const y = (top + height / 2) * this.dpr;
+    const xs = [left + width / 4, left + (3 * width) / 4]; // inside the tile (NiiVue says -1 outside it)
+    const [a, b] = xs.map((x) => this.nv.screenXY2TextureFrac(x * this.dpr, y, tile, false));
+    const slope = a && b ? (b[axis] - a[axis]) / (xs[1] - xs[0]) : 0;
+    if (!Number.isFinite(slope) || slope === 0) return [left, left + width];
+    const ends = [0, 1].map((f) => xs[0] + (f - a[axis]) / slope).sort((p, q) => p - q);
+    return [Math.max(left, ends[0]), Math.min(left + width, ends[1])];
   }
 
   /** The crosshair on tile `s` (its image at left, top, width, height): one CSS pixel, whatever the zoom. */
