@@ -58,7 +58,7 @@ def require_body(volume: CTVolume, indices: list[int]) -> None:
     "no tissue" (zero areas, a silent wrong result), and an engine's message counts the slices it was
     given, not the volume's."""
     from sarcoscope.errors import SegmentationError
-    from sarcoscope.segmentation.refine import BODY_THRESHOLD_HU, body_mask
+    from sarcoscope.segmentation.body import BODY_THRESHOLD_HU, body_mask
     from sarcoscope.segmentation.threshold import ThresholdParams
 
     min_cm2 = ThresholdParams().min_body_area_cm2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sarcoscope.imaging import read_ct
-from sarcoscope.segmentation.refine import body_mask, limbs
+from sarcoscope.segmentation.body import body_mask, limbs
 from sarcoscope.training.data import find_pairs, read_image
 
 

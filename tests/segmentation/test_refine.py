@@ -1,4 +1,4 @@
-"""Shared post-processing (segmentation.refine) on hand-made arrays with known answers."""
+"""Shared post-processing (segmentation.refine, .body, .morphology) on hand-made arrays with known answers."""
 
 from __future__ import annotations
 
@@ -6,19 +6,21 @@ import numpy as np
 import pytest
 
 from sarcoscope.conventions import HURanges, Label
-from sarcoscope.segmentation.refine import (
-    body_mask,
+from sarcoscope.segmentation.body import body_mask
+from sarcoscope.segmentation.morphology import (
     close_mm,
-    compartment_scores,
     dilate_mm,
     distance_mm,
     erode_mm,
     fill_holes,
     in_convex_hull,
     largest_component,
-    muscle_compartments,
     near_mm,
     open_mm,
+)
+from sarcoscope.segmentation.refine import (
+    compartment_scores,
+    muscle_compartments,
     remove_small_islands,
     tissues_from_scores,
 )
@@ -106,7 +108,7 @@ def test_small_radius_morphology_on_the_masks_box_is_the_whole_frames():
     scipy's on the whole frame (whose border does not erode)."""
     from scipy import ndimage as ndi
 
-    from sarcoscope.segmentation.refine import _disk
+    from sarcoscope.segmentation.morphology import _disk
 
     checked = 0
     for mask, spacing, rng in _random_masks(4, 60):
@@ -124,7 +126,7 @@ def test_small_radius_morphology_on_the_masks_box_is_the_whole_frames():
 def test_shifted_copies_erode_and_dilate_as_scipy_also_with_elements_beyond_the_image():
     from scipy import ndimage as ndi
 
-    from sarcoscope.segmentation.refine import _disk, _shifted
+    from sarcoscope.segmentation.morphology import _disk, _shifted
 
     rng = np.random.default_rng(3)
     for _ in range(300):
@@ -155,14 +157,14 @@ def test_morphology_of_an_empty_mask_is_empty():
 
 def test_muscle_compartments_on_the_masks_box_are_the_whole_frames():
     """The closing and the holes, worked out on the mask's box: as on the whole frame."""
-    from sarcoscope.segmentation.refine import _holes
+    from sarcoscope.segmentation.morphology import holes
 
     for mask, spacing, rng in _random_masks(8, 40):
         if not mask.any() or mask.all():
             continue
         closing, max_hole = float(rng.uniform(1.0, 6.0)), float(rng.uniform(0.05, 5.0))
         closed = close_mm(mask, closing, spacing) | mask
-        lab, hole = _holes(closed)
+        lab, hole = holes(closed)
         sizes = np.bincount(lab.ravel(), minlength=hole.size) * spacing[0] * spacing[1]
         want = closed | (hole & (sizes <= max_hole * 100.0))[lab]
         got = muscle_compartments(mask, spacing, closing_mm=closing, max_hole_cm2=max_hole)
@@ -480,7 +482,7 @@ def _with_arm(hu: np.ndarray, spacing: tuple[float, float], side: int) -> tuple[
 
 def test_an_arm_against_the_trunk_is_not_body():
     from sarcoscope.phantom import make_slice
-    from sarcoscope.segmentation.refine import limbs
+    from sarcoscope.segmentation.body import limbs
 
     for seed, side in ((3, 1), (8, -1)):
         ph = make_slice(seed, size=384, pixel_spacing=1.3)  # room beside the trunk for the arm
@@ -504,7 +506,7 @@ def test_an_arm_pressed_broadly_on_the_trunk_is_not_body(seed: int):
     keeps its own outline under the arm."""
     from sarcoscope.phantom import make_slice
     from sarcoscope.phantom.artefacts import add_arms
-    from sarcoscope.segmentation.refine import body_and_limbs
+    from sarcoscope.segmentation.body import body_and_limbs
 
     ph = make_slice(seed, size=512)
     spacing = ph.pixel_spacing

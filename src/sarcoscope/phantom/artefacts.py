@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sarcoscope.segmentation.refine import body_mask
+from sarcoscope.segmentation.body import body_mask
 
 if TYPE_CHECKING:
     from sarcoscope.phantom.volume import PhantomVolume

@@ -3,7 +3,7 @@
 Why it exists: it needs no trained model (works offline, on any install), and it is the baseline every learned
 model must beat. It follows the manual Slice-O-Matic protocol of the reference labels:
 
-1. body = largest object above -500 HU, CT table cut off, holes filled (refine.body_mask);
+1. body = largest object above -500 HU, CT table cut off, holes filled (body.body_mask);
 2. the abdominal wall is traced along rays from the body centre: walking in from the skin, the subcutaneous
    fat ends at the first run of non-fat tissue thicker than a septum; outliers (fascia gaps, vessels in the
    fat) are repaired by a median over neighbouring rays. Fat outside this line is SAT, inside it VAT;
@@ -29,23 +29,27 @@ from scipy import ndimage as ndi
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
-from sarcoscope.segmentation.refine import (
-    IMAT_CLOSING_MM,
+from sarcoscope.segmentation.body import (
     body_mask,
+)
+from sarcoscope.segmentation.morphology import (
     bounding_box,
     close_mm,
     dilate_mm,
     distance_mm,
     fill_holes,
-    muscle_compartments,
     near_mm,
     open_mm,
+)
+from sarcoscope.segmentation.refine import (
+    IMAT_CLOSING_MM,
+    muscle_compartments,
     remove_small_islands,
     tissue_masks,
 )
 
 #: Bump when the algorithm changes in a way that changes its output.
-ALGORITHM_VERSION = 5  # 4: arms beside the trunk are not body (refine.limbs); 5: also arms pressed broadly
+ALGORITHM_VERSION = 5  # 4: arms beside the trunk are not body (body.limbs); 5: also arms pressed broadly
 #: HU windows for the geometry (where the wall is, what is fat or muscle-like). Fixed, so that a narrower
 #: reporting window (e.g. Slice-O-Matic VAT -150..-50) changes which pixels are counted, not the anatomy.
 _GEOMETRY = DEFAULT_HU_RANGES

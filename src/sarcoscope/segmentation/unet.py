@@ -22,18 +22,13 @@ from scipy import ndimage as ndi
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges
 from sarcoscope.errors import SegmentationError
 from sarcoscope.imaging.volume import AIR_HU
+from sarcoscope.segmentation.body import BODY_THRESHOLD_HU, body_and_limbs
 from sarcoscope.segmentation.model_files import (
     load_model_card,
     model_onnx_path,
 )
-from sarcoscope.segmentation.refine import (
-    BODY_THRESHOLD_HU,
-    REFINEMENT_VERSION,
-    body_and_limbs,
-    bounding_box,
-    compartment_scores,
-    tissues_from_scores,
-)
+from sarcoscope.segmentation.morphology import bounding_box
+from sarcoscope.segmentation.refine import REFINEMENT_VERSION, compartment_scores, tissues_from_scores
 from sarcoscope.segmentation.registry import ModelRegistry
 
 #: Sees one batch of both network passes: (index of its first slice, probabilities (m, 5, H, W) of the plain

@@ -78,7 +78,7 @@ def hu_slice(study_id: str, index: int, request: Request, ctx: Ctx, user: User) 
 )
 def body_slice(study_id: str, index: int, request: Request, ctx: Ctx, user: User) -> Response:
     """The body in axial slice `index` as uint8 (y, x), 1 inside: the label editor's fill stays in it."""
-    from sarcoscope.segmentation.refine import body_mask
+    from sarcoscope.segmentation.body import body_mask
 
     study = ctx.store.get_study(study_id)
     volume = ctx.volumes.get(study)
