@@ -92,6 +92,10 @@ def test_batch_records_failures_and_resumes(cohort: Path, tmp_path: Path) -> Non
         ]
         area = next(m.value for m in muscle.get_measurements() if m.name.meaning == "Area")
         assert area == pytest.approx(float(r["muscle_area_cm2"]), abs=1e-3)
+    for r in rows:  # the cohort table reads as the case's metrics.csv average row, digit for digit
+        (average,) = [m for m in _rows(out / "cases" / r["case_id"] / "metrics.csv") if m["row"] == "average"]
+        for column in ("muscle_area_cm2", "muscle_mean_hu", "sat_area_cm2", "vat_mean_hu", "imat_area_cm2"):
+            assert r[column] == average[column], column
     (failure,) = _rows(summary.failures_csv)
     assert failure["case_id"] == "broken" and failure["error"]
     again = run_batch(discover_cases(cohort), out)

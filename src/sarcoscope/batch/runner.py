@@ -36,6 +36,7 @@ from sarcoscope.batch.inputs import (
 )
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import OutputError, SarcoscopeError
+from sarcoscope.export.report import AREA_DECIMALS, HU_DECIMALS
 from sarcoscope.fileio import (
     atomic_write_text,
     check_output_folder,
@@ -113,7 +114,7 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
 
 
 def summary_row(case: Case, report: dict[str, Any]) -> dict[str, Any]:
-    """The cohort table's row for one case, read from its report.json."""
+    """The cohort table's row for one case, read from its report.json, to metrics.csv's precision."""
     avg = report["average"]["tissues"]
     assessment = report["assessment"]
     row: dict[str, Any] = {
@@ -125,9 +126,11 @@ def summary_row(case: Case, report: dict[str, Any]) -> dict[str, Any]:
         "engine": report["segmentation"]["model_id"],
     }
     for tissue in ("muscle", "sat", "vat", "imat"):
-        row[f"{tissue}_area_cm2"] = avg[tissue]["area_cm2"]
-        row[f"{tissue}_mean_hu"] = avg[tissue]["mean_hu"]
-    row["smi_cm2_m2"] = assessment["smi"].get("value")
+        row[f"{tissue}_area_cm2"] = round(avg[tissue]["area_cm2"], AREA_DECIMALS)
+        mean_hu = avg[tissue]["mean_hu"]
+        row[f"{tissue}_mean_hu"] = None if mean_hu is None else round(mean_hu, HU_DECIMALS)
+    smi = assessment["smi"].get("value")
+    row["smi_cm2_m2"] = None if smi is None else round(smi, AREA_DECIMALS)
     (chosen,) = [c for c in assessment["sarcopenia"] if c["selected"]]
     row["sarcopenia_cutoff_set"] = chosen["set"]
     row["sarcopenia"] = chosen["flagged"] if chosen["status"] == "computed" else "not computed"

@@ -247,6 +247,11 @@ def report_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False, default=_jsonable) + "\n"
 
 
+#: Decimals of the tables (metrics.csv, the cohort table): areas to 0.0001 cm², HU to 0.001, ratios to 1e-6;
+#: report.json keeps full precision.
+AREA_DECIMALS, HU_DECIMALS, RATIO_DECIMALS = 4, 3, 6
+
+
 def _metrics_row(
     kind: str,
     index: int | None,
@@ -263,13 +268,13 @@ def _metrics_row(
     for name in TISSUES:
         t = comp.tissues[name]
         row[f"{name}_pixels"] = t.pixels
-        row[f"{name}_area_cm2"] = round(t.area_cm2, 4)
-        row[f"{name}_mean_hu"] = "" if t.mean_hu is None else round(t.mean_hu, 3)
-        row[f"{name}_sd_hu"] = "" if t.sd_hu is None else round(t.sd_hu, 3)
-    row["total_adipose_cm2"] = round(comp.total_adipose_cm2, 4)
+        row[f"{name}_area_cm2"] = round(t.area_cm2, AREA_DECIMALS)
+        row[f"{name}_mean_hu"] = "" if t.mean_hu is None else round(t.mean_hu, HU_DECIMALS)
+        row[f"{name}_sd_hu"] = "" if t.sd_hu is None else round(t.sd_hu, HU_DECIMALS)
+    row["total_adipose_cm2"] = round(comp.total_adipose_cm2, AREA_DECIMALS)
     for name in RATIOS:
         q = comp.ratios[name]
-        row[name] = "" if q.value is None else round(q.value, 6)
+        row[name] = "" if q.value is None else round(q.value, RATIO_DECIMALS)
     score, flagged = quality if quality is not None else (None, False)
     row["quality"] = "" if score is None else score
     row["quality_flag"] = "" if score is None else ("review" if flagged else "ok")
