@@ -58,6 +58,19 @@ def test_cohort_report_flags_the_site_with_another_muscle_convention(tmp_path: P
         assert rows[case]["site"] == site
         h = 1.60 + list(rows).index(case) / 100
         assert float(rows[case]["smi_ref"]) == pytest.approx(expect["muscle_area_ref_cm2"] / h**2)
+    # The area-error summary is the per-case errors' mean, mean absolute, largest and count beyond 6 %.
+    errors = {c: case_metrics(p, r)["muscle_area_err_pct"] for c, _, p, r in cases}
+    largest = max(errors, key=lambda c: abs(errors[c]))
+    muscle = rep.area_error["muscle"]
+    assert (muscle.n, muscle.worst_case, muscle.beyond_bar) == (
+        24,
+        largest,
+        sum(abs(e) > 6 for e in errors.values()),
+    )
+    assert muscle.mean_pct == pytest.approx(np.mean(list(errors.values())))
+    assert muscle.mean_abs_pct == pytest.approx(np.mean(np.abs(list(errors.values()))))
+    assert muscle.worst_pct == pytest.approx(errors[largest])
+    assert {r["tissue"] for r in _csv(out / "area_error_summary.csv")} == set(rep.tissues)
     # Table 3 counts are the bin counts of the per-case IoU.
     t3 = [r for r in _csv(out / "table3_iou_bins.csv") if r["column"] == "muscle"]
     expected = iou_bin_counts([case_metrics(p, r)["muscle_iou"] for _, _, p, r in cases])
@@ -232,3 +245,35 @@ def test_l3_localization(tmp_path: Path):
     pred.write_text("case_id,l3_slice\na,40\n")
     with pytest.raises(ValidationInputError, match="no z_mm in both files and no slice_spacing_mm"):
         run_validation(None, None, tmp_path / "out", ref_l3_csv=ref, pred_l3_csv=pred)
+
+
+def test_the_console_says_the_muscle_area_error_and_the_l3_error(tmp_path: Path):
+    """What SMI inherits (the area error) and the L3 error are printed, not only the Dice table."""
+    from typer.testing import CliRunner
+
+    from sarcoscope.cli import app
+
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    exact = make_slice()
+    short = exact.copy()
+    muscle = np.flatnonzero(short == 1)
+    short.flat[muscle[: len(muscle) // 10]] = 0  # a tenth of the muscle missed: -10 %, to the pixel
+    expected = -100 * (len(muscle) // 10) / len(muscle)
+    for case, labels in (("c1", exact), ("c2", short)):
+        np.save(ref / f"{case}.npy", exact)
+        np.save(pred / f"{case}.npy", labels)
+    (tmp_path / "ref_l3.csv").write_text("case_id,l3_slice,slice_spacing_mm\nc1,40,3\nc2,50,3\n")
+    (tmp_path / "pred_l3.csv").write_text("case_id,l3_slice,slice_spacing_mm\nc1,41,3\nc2,50,3\n")
+    args = ["validate", "--pred", pred, "--ref", ref, "-o", tmp_path / "out"]
+    args += ["--ref-l3", tmp_path / "ref_l3.csv", "--pred-l3", tmp_path / "pred_l3.csv"]
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "10000"})
+    assert result.exit_code == 0, result.output
+    assert (
+        f"Muscle area error: mean {expected / 2:+.1f} %, mean |error| {-expected / 2:.1f} %, largest "
+        f"{expected:+.1f} % (c2); beyond ±6 % on 1 of 2 case(s)\n" in result.output
+    )
+    assert "L3: 2 case(s), 0 not found; median |error| 1.5 mm, largest 3.0 mm, within 10 mm 100 %\n" in (
+        result.output
+    )

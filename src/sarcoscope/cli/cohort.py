@@ -274,6 +274,7 @@ def validate(
     """Validate segmentations (and L3 choices) like the paper: IoU bins, site tables, Dice, Bland–Altman."""
     from sarcoscope.validation import run_validation
     from sarcoscope.validation.io import DEFAULT_STRIP_PREFIXES, DEFAULT_STRIP_SUFFIXES, parse_pixel_spacing
+    from sarcoscope.validation.stats import AREA_ERROR_BAR_PCT
 
     def body() -> None:
         with console.status("validating…"):
@@ -310,6 +311,23 @@ def validate(
                     f"{sm.worst:.3f} ({esc(str(sm.worst_case))})",
                 )
             console.print(table)
+        muscle = report.area_error.get("muscle")
+        if muscle is not None and muscle.n:
+            console.print(
+                f"Muscle area error: mean {muscle.mean_pct:+.1f} %, "
+                f"mean |error| {muscle.mean_abs_pct:.1f} %, largest {muscle.worst_pct:+.1f} % "
+                f"({esc(muscle.worst_case)}); beyond ±{AREA_ERROR_BAR_PCT:g} % on {muscle.beyond_bar} of "
+                f"{muscle.n} case(s)"
+            )
+        if report.l3_summary:
+            s = report.l3_summary
+            line = f"L3: {int(s['n'])} case(s), {int(s['not_found'])} not found"
+            if "median_abs_error_mm" in s:
+                line += (
+                    f"; median |error| {s['median_abs_error_mm']:.1f} mm, "
+                    f"largest {s['max_abs_error_mm']:.1f} mm, within 10 mm {100 * s['within_10mm']:.0f} %"
+                )
+            console.print(line)
         for site, reasons in report.flagged_sites.items():
             console.print(
                 f"[yellow]site {esc(str(site))} differs from the others:[/] {esc('; '.join(reasons))}"

@@ -25,6 +25,7 @@ REPORT_OUTPUTS: frozenset[str] = frozenset(
         "settings.json",
         "per_case.csv",
         "dice_summary.csv",
+        "area_error_summary.csv",
         "confusion_matrix.csv",
         "table3_iou_bins.csv",
         "table5_sites_iou_bins.csv",

@@ -27,7 +27,7 @@ from sarcoscope.validation.placement import check_report_folder, discard, new_st
 from sarcoscope.validation.report_folder import ReportFolder
 from sarcoscope.validation.scoring import ScoredCase, score_cases
 from sarcoscope.validation.sections import agreement, gallery, iou_bins, l3, overlap, sites
-from sarcoscope.validation.stats import IOU_BINS, Summary
+from sarcoscope.validation.stats import IOU_BINS, AreaErrorSummary, Summary
 
 
 @dataclass
@@ -39,6 +39,7 @@ class ValidationReport:
     tissues: tuple[str, ...]
     per_case: list[dict[str, Any]]
     dice_summary: dict[str, Summary]
+    area_error: dict[str, AreaErrorSummary]
     flagged_sites: dict[str, list[str]]
     l3_summary: dict[str, float] | None
     warnings: list[str] = field(default_factory=list)
@@ -158,6 +159,7 @@ def _run(
     settings = _settings(ref_map, pred_map, tissues, engine, strip)
     cases: list[ScoredCase] = []
     dice_summary: dict[str, Summary] = {}
+    area_error: dict[str, AreaErrorSummary] = {}
     flagged: dict[str, list[str]] = {}
     if ref_dir is not None:
         if "imat" in pred_map.tissues and "imat" not in ref_map.tissues:
@@ -187,6 +189,7 @@ def _run(
         overlap.add_overview(out, cases, tissues, ref_map, pred_map, engine)
         overlap.add_per_case_csv(out, cases, tissues)
         dice_summary = overlap.add_dice_summary(out, cases, tissues)
+        area_error = overlap.add_area_error_summary(out, cases, tissues)
         iou_bins.add_table3(out, cases, tissues, internal_sites)
         if has_sites:
             iou_bins.add_site_tables(out, cases, tissues, internal_sites)
@@ -204,6 +207,7 @@ def _run(
         tissues=tissues,
         per_case=[{"case_id": c.case_id, "site": c.site, **c.metrics} for c in cases],
         dice_summary=dice_summary,
+        area_error=area_error,
         flagged_sites=flagged,
         l3_summary=l3_summary,
         warnings=out.warnings,
