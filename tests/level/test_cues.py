@@ -1,5 +1,6 @@
 """Landmarks beside the column (level.cues): the aortic bifurcation and the top of the iliac crests, on
-phantoms whose landmarks are known and on the real volume against TotalSegmentator's vertebra labels."""
+phantoms whose landmarks are known and on the real volume against TotalSegmentator's vertebra labels; and
+the weak likelihood the labelling gives them (level.labelling.landmark_loglik)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 
 from sarcoscope.imaging.volume import CTVolume
-from sarcoscope.level import cues, spine
+from sarcoscope.level import cues, locate_l3, spine
+from sarcoscope.level.labelling import Landmark, label_column, landmark_loglik
 from sarcoscope.phantom import PhantomVolume, make_volume
 from sarcoscope.phantom.anatomy import build_anatomy
 from sarcoscope.phantom.habitus import Exam
@@ -69,6 +71,49 @@ def test_a_scan_ending_at_mid_l4_has_both_landmarks_below_it() -> None:
     bif, crest = cues.aortic_bifurcation(grid, trace), cues.iliac_crest(grid, trace)
     assert not bif.found and bif.below_view, bif.evidence
     assert not crest.found and crest.below_view, crest.evidence
+
+
+@pytest.mark.slow
+def test_eleven_rib_pairs_without_the_sacrum_are_no_longer_counted_with_confidence() -> None:
+    # T11 is taken for T12 (no count can tell); the landmarks below the scan put its lowest slice at L4 or
+    # higher, which the count's labelling (lowest slice mid-"L5") makes unlikely: still wrong, but the
+    # confidence is no longer 0.88, and the landmarks are reported
+    pv = _phantom(36, "11-ribs", "no-sacrum")
+    loc = locate_l3(pv.to_ctvolume())
+    assert loc.confidence < 0.6 and loc.has_flag("low_confidence")
+    assert [(m["name"], m["below_view"]) for m in loc.landmarks] == [
+        ("aortic_bifurcation", True),
+        ("iliac_crest", True),
+    ]
+    assert loc.as_dict()["landmarks"] == loc.landmarks
+    assert "weighed in: aortic bifurcation below the scan, iliac crest below the scan" in loc.uncertainty()
+
+
+def test_a_landmark_below_the_scan_favours_the_labelling_that_puts_the_lowest_slice_higher() -> None:
+    # the lowest slice at mid-L4 (segment 0's middle when T12 is segment 4) or mid-L5 (T12 segment 5)
+    below = Landmark("aortic_bifurcation", 0.5, below=True)
+    assert landmark_loglik(below, 4) > landmark_loglik(below, 5) + 1.0
+    crest = Landmark("iliac_crest", 0.5, below=True)
+    assert landmark_loglik(crest, 4) > landmark_loglik(crest, 5) + 0.5
+    # either may lie below a scan ending at mid-L3: nearly no evidence between L3 and L4
+    assert abs(landmark_loglik(crest, 3) - landmark_loglik(crest, 4)) < 0.05
+
+
+def test_a_landmark_found_is_likeliest_on_its_published_vertebra() -> None:
+    at = Landmark("aortic_bifurcation", 2.5)  # the middle of segment 2
+    assert max(range(3, 10), key=lambda t12: landmark_loglik(at, t12)) == 6  # segment 2 is L4
+    crest = Landmark("iliac_crest", 2.0)  # the disc below segment 2
+    assert max(range(3, 10), key=lambda t12: landmark_loglik(crest, t12)) == 6  # the L4/L5 disc
+
+
+def test_landmarks_are_weak_against_a_rib_count() -> None:
+    # last rib on segment 8: T12 there (p 0.85) or one below (11 pairs, 0.06); both landmarks below the
+    # lowest slice, which is mid-L5 if the last rib is T12's, mid-L4 if it is T11's
+    marks = (Landmark("aortic_bifurcation", 0.5, below=True), Landmark("iliac_crest", 0.5, below=True))
+    ribs = label_column(9, sacrum_disc=None, last_rib=5, tp_mm={})
+    both = label_column(9, sacrum_disc=None, last_rib=5, tp_mm={}, landmarks=marks)
+    assert ribs.best == 5 and ribs.probability > 0.85
+    assert both.t12[4] > 3 * ribs.t12[4] and 0.4 < both.probability < 0.75
 
 
 def _real_crop(real: CTVolume, lo: int) -> CTVolume:
