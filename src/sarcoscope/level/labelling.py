@@ -8,7 +8,10 @@ ribs or the sacrum do). Each piece of evidence gives a likelihood over that one 
   one fewer with a sacralised L5 (transitional anatomy in ~5-10 % of people, each way);
 - the last rib-bearing vertebra: T12 normally, L1 with 13 rib pairs or a lumbar "rib" wrongly found,
   T11's segment with 11 pairs or a missed lowest pair;
-- the lengths of the lumbar transverse processes: L3's are the longest, L1's short (`tp_profile`).
+- the lengths of the lumbar transverse processes: L3's are the longest, L1's short (`tp_profile`);
+- landmarks beside the column (`level.cues`: the aortic bifurcation, the top of the iliac crests), each at
+  a level that published anatomy gives as a distribution over the lumbar vertebrae (`LANDMARK_LEVELS`),
+  weak evidence (`landmark_loglik`) that needs neither the sacrum nor the ribs.
 
 A small share of every likelihood is spread evenly ("the evidence is wrong in some way not listed"), so no
 single cue can be certain. The posterior is normalised over the T12 positions the evidence allows, so its
@@ -18,6 +21,7 @@ scripts/l3_reliability.py measures how well that holds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,6 +48,47 @@ TP_SD = 0.2
 TP_WEIGHT = 0.5
 #: Below this length (mm) a transverse process was not measured (out of the slice range, or not seen).
 TP_MIN_MM = 5.0
+
+#: Where each landmark lies, in vertebral levels below the middle of L4 (0.5: the L4/L5 disc, 1: mid-L5):
+#: mean and standard deviation of a normal distribution fitted to published series, not to the phantoms.
+#: - aortic bifurcation: at the L4 body in 67 % of 441 adults (Chithriki et al., Surg Radiol Anat 2002;
+#:   24:308-312, whole-spine MRI counted from C2), 71 % of 1049 (Tokgoz et al., Korean J Radiol 2014;15:258),
+#:   83 % of 210 (Lee et al., AJR 2004;182:1295), the rest L3 to L5: N(0, 0.4) puts 68 % within L4's body
+#:   (|u| < 0.4);
+#: - top of the iliac crests: above the L4/L5 disc in 26.5 %, at it in 29.8 %, below it in 43.7 % of 834
+#:   adults on CT (Shin et al., Int J Spine Surg 2024, doi 10.14444/8651); between the lower third of L4 and
+#:   the upper third of L5 in 80 %, never above L4's upper third or below L5's middle third (296 radiographs,
+#:   North Cyprus): N(0.55, 0.35) gives 33 / 22 / 44 % above / at / below the disc.
+LANDMARK_LEVELS = {"aortic_bifurcation": (0.0, 0.4), "iliac_crest": (0.55, 0.35)}
+#: Each landmark is one noisy detection on the scan (the vessels and wings are found by thresholds, and
+#: anatomy varies beyond the published series): its log-likelihood is tempered by this factor.
+LANDMARK_WEIGHT = 0.5
+
+
+@dataclass
+class Landmark:
+    """A landmark's position on the column: `segment` is the continuous segment coordinate (k + f: the
+    fraction f of the way up segment k, 0 = below the lowest disc), of the landmark itself, or when `below`
+    of the lowest slice, the landmark lying under it (a censored observation)."""
+
+    name: str
+    segment: float
+    below: bool = False
+
+
+def landmark_loglik(mark: Landmark, t12: int) -> float:
+    """Log-likelihood of a landmark's position if `t12` is T12's segment: the published distribution of
+    its level (in vertebrae below mid-L4; L4 is T12's segment less 4, segments numbered upwards), its
+    density where it was found, or the share of it below the lowest slice."""
+    mean, sd = LANDMARK_LEVELS[mark.name]
+    u = (t12 - 4 + 0.5) - mark.segment  # levels below mid-L4 (each segment one level)
+    k = (u - mean) / sd
+    if mark.below:
+        p = 0.5 * math.erfc(k / math.sqrt(2))
+    else:
+        p = math.exp(-0.5 * k * k) / (sd * math.sqrt(2 * math.pi))
+    return LANDMARK_WEIGHT * float(np.log((1 - SPREAD) * p + SPREAD))
+
 
 _NAMES_DOWN = [*(f"T{i}" for i in range(1, 13)), "L1", "L2", "L3", "L4", "L5", "S1"]
 
@@ -99,11 +144,12 @@ def label_column(
     last_rib: int | None,
     tp_mm: dict[int, float],
     sacrum_seen: bool = True,
+    landmarks: tuple[Landmark, ...] = (),
 ) -> Labelling:
     """Posterior over T12's segment from the sacrum (index of the L5/S1 disc; `sacrum_seen` False when
     that disc was inferred, not seen), the last rib-bearing segment and the transverse-process lengths.
     T12 may lie above the field of view (up to eight segments: pelvis-only scans) or just below its lower
-    edge (chest scans)."""
+    edge (chest scans). `landmarks` (`level.cues`) each add a weak likelihood."""
     positions = np.arange(-3, n_segments + 9)
     logp = np.zeros(len(positions))
     if sacrum_disc is not None:
@@ -112,6 +158,8 @@ def label_column(
     if last_rib is not None:
         logp += np.log(_likelihood(positions, last_rib, RIB_OFFSETS))
     logp += np.array([tp_profile(tp_mm, int(t)) for t in positions])
+    for mark in landmarks:
+        logp += np.array([landmark_loglik(mark, int(t)) for t in positions])
     p = np.exp(logp - logp.max())
     p /= p.sum()
     return Labelling({int(t): float(v) for t, v in zip(positions, p, strict=True) if v > 1e-4})
