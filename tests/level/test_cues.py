@@ -81,12 +81,22 @@ def test_eleven_rib_pairs_without_the_sacrum_are_no_longer_counted_with_confiden
     pv = _phantom(36, "11-ribs", "no-sacrum")
     loc = locate_l3(pv.to_ctvolume())
     assert loc.confidence < 0.6 and loc.has_flag("low_confidence")
-    assert [(m["name"], m["below_view"]) for m in loc.landmarks] == [
-        ("aortic_bifurcation", True),
-        ("iliac_crest", True),
+    assert [(m["name"], m["below_view"], m["weighed"]) for m in loc.landmarks] == [
+        ("aortic_bifurcation", True, True),
+        ("iliac_crest", True, True),
     ]
     assert loc.as_dict()["landmarks"] == loc.landmarks
     assert "weighed in: aortic bifurcation below the scan, iliac crest below the scan" in loc.uncertainty()
+
+
+@pytest.mark.slow
+def test_a_landmark_found_in_view_is_reported_as_not_weighed() -> None:
+    # found in view, a landmark was misplaced too often to weigh in: the report must not read as evidence
+    loc = locate_l3(_phantom(2).to_ctvolume())
+    (bifurcation,) = [m for m in loc.landmarks if m["name"] == "aortic_bifurcation"]
+    assert bifurcation["found"] and not bifurcation["weighed"]
+    assert bifurcation["reading"].endswith("(not weighed: unvalidated in view)")
+    assert "weighed in" not in loc.uncertainty()
 
 
 def test_a_landmark_below_the_scan_favours_the_labelling_that_puts_the_lowest_slice_higher() -> None:

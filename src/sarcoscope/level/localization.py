@@ -653,12 +653,18 @@ def _labelling(reading: _Reading, marks: list[cues.Cue], dz: float) -> labelling
 def _landmark_report(mark: cues.Cue, grid: spine.WorkGrid, discs: spine.Discs, t12: int) -> dict[str, Any]:
     """One landmark for `l3.details`: found or not, its slice, the vertebra the labelling puts it on."""
     dz = grid.spacing[0]
-    out: dict[str, Any] = {"name": mark.name, "found": mark.found, "below_view": mark.below_view}
+    out: dict[str, Any] = {
+        "name": mark.name,
+        "found": mark.found,
+        "below_view": mark.below_view,
+        "weighed": _weighed(mark),
+    }
     label = mark.name.replace("_", " ")
     if mark.found and mark.z is not None:
         on = labelling.name_of(int(np.floor(_segment_at(discs, mark.z, dz))), t12) or "?"
         out.update(slice=grid.to_index(grid.z_mm[0] + mark.z * dz), vertebra=on)
-        out["reading"] = f"{label} at slice {out['slice']}, on {on}"
+        # found in view, a landmark is too often misplaced to weigh in (`_landmarks`): say so beside it
+        out["reading"] = f"{label} at slice {out['slice']}, on {on} (not weighed: unvalidated in view)"
     elif mark.below_view:
         out["reading"] = f"{label} below the scan"
     else:
