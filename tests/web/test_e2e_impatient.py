@@ -519,7 +519,7 @@ def test_delete_pressed_again_while_a_study_is_deleted_asks_once_and_deletes_onc
     page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     held: list = []
     page.route(
-        f"**/api/studies/{a}",
+        lambda url: url.split("?")[0].endswith(f"/api/studies/{a}"),  # the DELETE names the version seen
         lambda route: held.append(route) if route.request.method == "DELETE" else route.continue_(),
     )
     delete = page.locator("#study-rows tr:has-text('PAT-A') button")
