@@ -144,6 +144,52 @@ def test_sessions_expire(accounts_app: TestClient) -> None:
     assert _count(c, LoginSession) == 0  # the expired session is deleted when it is presented
 
 
+def test_a_session_ends_after_its_user_did_nothing_for_the_idle_minutes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signed-in page left on an unattended workstation (a ward, a reading room) kept its session, and so
+    the patients' data on screen, for the whole --session-hours (12 h): nothing ended it for lack of use.
+    A session now ends after idle_minutes (30) without a request of its user; each request moves that end
+    on, up to session_hours after the login. The page asking whether its session has ended (GET
+    /api/config) does not count as use; its activity ping (GET /api/session) does."""
+    from sarcoscope.web import auth
+
+    clock = [dt.datetime.now(dt.UTC)]
+    monkeypatch.setattr(auth, "_now", lambda: clock[0])
+
+    def later(minutes: float) -> None:
+        clock[0] += dt.timedelta(minutes=minutes)
+
+    _with_accounts(tmp_path / "data")
+    app = create_app(WebSettings(data_dir=tmp_path / "data", session_hours=1.0))
+    with TestClient(app) as c:
+        r = c.post("/api/session", json={"user": "alice", "password": ALICE[1]})
+        assert r.status_code == 200
+        max_age = int(r.headers["set-cookie"].split("Max-Age=")[1].split(";")[0])
+        assert 3500 < max_age <= 3600  # the cookie is kept for the session's most (the server ends it sooner)
+        assert c.get("/api/config").json()["session_seconds_left"] == pytest.approx(30 * 60, abs=5)
+        later(20)
+        assert c.get("/api/studies").status_code == 200  # in use: ends 30 minutes from now
+        later(20)
+        config = c.get("/api/config").json()  # the page's own question, 40 minutes in
+        assert config["user"] == "alice" and config["session_seconds_left"] == pytest.approx(10 * 60, abs=5)
+        later(11)  # 31 minutes without a request of hers
+        assert c.get("/api/config").json()["user"] is None
+        r = c.get("/api/studies")
+        assert r.status_code == 401 and "sign in" in r.json()["detail"]
+        assert _count(c, LoginSession) == 0
+
+        assert _login(c, *ALICE) == 200
+        later(29)
+        r = c.get("/api/session")  # the page's ping while she paints (no other request)
+        assert r.json() == {"user": "alice", "session_seconds_left": pytest.approx(30 * 60, abs=5)}
+        later(29)
+        assert c.get("/api/studies").status_code == 200
+        later(29)  # in use all along, but 87 minutes after the login: session_hours (1) is the most
+        assert c.get("/api/studies").status_code == 401
+    app.state.ctx.store.close()
+
+
 def test_session_length_is_configurable_and_cookies_are_secure_over_https(tmp_path: Path) -> None:
     _with_accounts(tmp_path / "data")
     app = create_app(WebSettings(data_dir=tmp_path / "data", session_hours=0.5))

@@ -573,6 +573,7 @@ class Store:
         expires_at: dt.datetime,
         client: str | None,
         account: User | None = None,
+        created_at: dt.datetime | None = None,
     ) -> None:
         """Store a new session (by the digest of its token); expired sessions are deleted on the way.
 
@@ -589,7 +590,7 @@ class Store:
                     id=session_id,
                     user_name=user_name,
                     realm=realm,
-                    created_at=now,
+                    created_at=created_at or now,
                     expires_at=expires_at,
                     client=client,
                 )
@@ -603,6 +604,15 @@ class Store:
                 ).first()
                 if current is None or tuple(current) != (account.id, account.password_changed_at):
                     raise ConflictError(f"The password of '{user_name}' was changed or the account removed.")
+
+    def extend_session(self, session_id: str, expires_at: dt.datetime) -> None:
+        """Move a session's end on to `expires_at` (never back: requests overtaking each other)."""
+        with self.session() as s:
+            s.execute(
+                update(LoginSession)
+                .where(LoginSession.id == session_id, LoginSession.expires_at < expires_at)
+                .values(expires_at=expires_at)
+            )
 
     def get_session(self, session_id: str) -> LoginSession | None:
         with self.session() as s:

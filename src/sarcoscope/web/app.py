@@ -327,6 +327,7 @@ def serve(
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_BYTES // 1024**2,
     engine: str = DEFAULT_ENGINE,
     session_hours: float = 12.0,
+    idle_minutes: float = 30.0,
     secure_cookies: bool = False,
     trusted_proxies: str = "127.0.0.1",
     log_level: str = "info",
@@ -350,6 +351,8 @@ def serve(
         raise SarcoscopeError("--max-upload-mb must be at least 1.")
     if not 0 < session_hours <= 24 * 30:
         raise SarcoscopeError("--session-hours must be more than 0 and at most 720 (30 days).")
+    if not 0 < idle_minutes <= 24 * 60:
+        raise SarcoscopeError("--idle-minutes must be more than 0 and at most 1440 (a day).")
     check_engine(engine)  # an unknown engine or model fails here, not at the first use
     pacs_url = None
     if dicomweb_url:  # the DICOMweb client (pydicom, requests) only for a server that has a PACS
@@ -364,6 +367,7 @@ def serve(
         max_upload_bytes=max_upload_mb * 1024**2,
         default_engine=engine,
         session_hours=session_hours,
+        idle_minutes=idle_minutes,
         secure_cookies=secure_cookies,
         allowed_hosts=["localhost", "127.0.0.1", "::1", "[::1]", host] if is_loopback(host) else None,
         dicomweb_url=pacs_url,
