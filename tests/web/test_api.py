@@ -587,7 +587,8 @@ def test_audit_log_records_every_change(client: TestClient, series: list[Path]) 
     client.put(f"/api/studies/{sid}/patient", json={"height_cm": 160})
     events = client.get(f"/api/studies/{sid}/audit").json()
     actions = [e["action"] for e in reversed(events)]
-    assert actions == ["upload", "select-l3", "labels-segment", "labels-edit", "patient-info"]
+    # (reading the labels to edit them: view-results)
+    assert actions == ["upload", "select-l3", "labels-segment", "view-results", "labels-edit", "patient-info"]
     assert all(e["actor"] == "local" and e["client"] for e in events)
     assert events[1]["details"]["version"] == 2 and events[1]["details"]["parent_version"] == 1
 

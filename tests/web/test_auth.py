@@ -119,6 +119,37 @@ def test_who_looked_at_a_study_s_images_is_in_the_audit_log_once_per_sitting(
     assert views() == [("alice", "testclient"), ("dr. bob", "testclient")] + [("alice", "testclient")] * 2
 
 
+def test_who_was_shown_a_study_s_results_is_in_the_audit_log_once_per_sitting(
+    accounts_app: TestClient, series: list[Path]
+) -> None:
+    """A study's measurements (SMI, sarcopenia, the patient's facts applied: GET .../analysis) and its label
+    maps (GET .../labels) were served without an audit event, while its images and every export are
+    recorded: any signed-in user or script could read every patient's results and leave no trace. Each is
+    now `view-results`, once per sitting and study as `view-images`; a refused request is not."""
+    c = accounts_app
+    assert _login(c, *ALICE) == 200
+    sid = c.post("/api/studies", files=multipart(series)).json()["id"]
+    assert c.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5}).status_code == 200
+    assert c.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+
+    def shown() -> list[tuple[str, str]]:
+        events = c.app.state.ctx.store.audit_events(sid)
+        return [(e.actor, e.action) for e in reversed(events) if e.action.startswith("view-")]
+
+    assert c.get(f"/api/studies/{sid}/analysis", params={"version": 9}).status_code == 404
+    assert shown() == []
+    for _ in range(2):
+        assert c.get(f"/api/studies/{sid}/analysis").status_code == 200
+        assert c.get(f"/api/studies/{sid}/labels").status_code == 200
+    assert shown() == [("alice", "view-results")]
+    assert c.get(f"/api/studies/{sid}/hu/5").status_code == 200  # the images: an event of their own
+    assert shown() == [("alice", "view-results"), ("alice", "view-images")]
+    with TestClient(c.app) as other:  # bob's script, reading the measurements only
+        assert other.post("/api/session", json={"user": BOB[0], "password": BOB[1]}).status_code == 200
+        assert other.get(f"/api/studies/{sid}/analysis").status_code == 200
+    assert shown()[-1] == ("dr. bob", "view-results") and len(shown()) == 3
+
+
 def test_logout_revokes_the_session_on_the_server(accounts_app: TestClient) -> None:
     c = accounts_app
     assert _login(c, *ALICE) == 200

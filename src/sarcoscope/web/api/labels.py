@@ -87,14 +87,20 @@ def list_versions(study_id: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def get_labels(
-    study_id: str, ctx: Ctx, user: User, version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
+    study_id: str,
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> Response:
-    """The label maps of a version (default: latest) as raw uint8 bytes, C order (n, y, x).
+    """The label maps of a version (default: latest) as raw uint8 bytes, C order (n, y, x). In the audit
+    log as `view-results`, once per sitting (AppContext.viewed).
 
     Headers: X-Label-Version, X-Label-Shape ("n,y,x"), X-Label-Indices (axial slice of each map).
     """
     row = ctx.store.get_version(study_id, version)
     stack = ctx.store.load_labels(study_id, row.version)
+    ctx.viewed(request, user, study_id, what="results")
     body = gzip.compress(stack.labels.tobytes(), compresslevel=1)
     return Response(
         body,

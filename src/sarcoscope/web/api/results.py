@@ -52,11 +52,18 @@ def set_patient(study_id: str, body: PatientIn, request: Request, ctx: Ctx, user
 
 @router.get("/studies/{study_id}/analysis", tags=["analysis"])
 def get_analysis(
-    study_id: str, ctx: Ctx, user: User, version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
+    study_id: str,
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> dict[str, Any]:
-    """Areas, HU statistics, ratios, SMI and classification for a label version (default: latest)."""
+    """Areas, HU statistics, ratios, SMI and classification for a label version (default: latest). In the
+    audit log as `view-results`, once per sitting (AppContext.viewed)."""
     study = ctx.store.get_study(study_id)
-    return ctx.analyses.get(study, version)
+    analysed = ctx.analyses.get(study, version)
+    ctx.viewed(request, user, study_id, what="results")
+    return analysed
 
 
 @router.get("/studies/{study_id}/export/{fmt}", tags=["analysis"], response_class=FileResponse)
