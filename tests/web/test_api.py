@@ -707,6 +707,26 @@ def test_exports_of_an_edited_version(client: TestClient, series: list[Path]) ->
     assert sorted(exported) == ["csv", "dicom-seg", "html", "json", "nifti", "overlay"]
 
 
+def test_the_audit_names_the_label_version_an_export_of_the_latest_took(
+    client: TestClient, series: list[Path]
+) -> None:
+    """An export of the latest labels (no `version`: every export button) was recorded as version None, so
+    the audit could not tell which results left the server once a later version was saved: a report handed
+    to a clinician could not be traced to the labels it was made from."""
+    sid, _ = segmented(client, series, 5, 6)
+    labels, _, _ = get_labels(client, sid)
+    labels[1, :8, :8] = 1
+    client.post(f"/api/studies/{sid}/labels", params={"base_version": 1}, content=labels.tobytes())
+    assert client.get(f"/api/studies/{sid}/export/csv").status_code == 200
+    assert client.get(f"/api/studies/{sid}/export/json", params={"version": 1}).status_code == 200
+    client.post(f"/api/studies/{sid}/labels", params={"base_version": 2}, content=labels.tobytes())
+    events = [e for e in client.get(f"/api/studies/{sid}/audit").json() if e["action"] == "export"]
+    assert [(e["details"]["format"], e["details"]["version"]) for e in reversed(events)] == [
+        ("csv", 2),
+        ("json", 1),
+    ]
+
+
 def test_cross_site_requests_and_foreign_hosts_are_refused(tmp_path: Path, series: list[Path]) -> None:
     app = create_app(WebSettings(data_dir=tmp_path / "d", allowed_hosts=["localhost", "127.0.0.1"]))
     with TestClient(app, base_url="http://127.0.0.1:8000") as c:

@@ -83,6 +83,8 @@ def export(
         raise HTTPException(404, f"Unknown export format '{fmt}'. Available: {', '.join(analysis.EXPORTS)}.")
     study = ctx.store.get_study(study_id)
     policy = deid.policy(ctx)
+    # the version that leaves the server, also when the latest was asked for (one saved later is another)
+    version = ctx.store.get_version(study_id, version).version
     out = analysis.export_file(ctx.store, ctx.volumes, study, version, fmt, policy)
     details = {"format": fmt, "version": version, "deidentified": policy is not None}
     ctx.store.audit(user, "export", study_id, details, client_of(request))
