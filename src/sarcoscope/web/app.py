@@ -32,6 +32,7 @@ from sarcoscope.web.background import BackgroundJobs
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.dicomweb import install as install_pacs
 from sarcoscope.web.settings import DEFAULT_MAX_UPLOAD_BYTES, WebSettings, check_engine, is_loopback
+from sarcoscope.web.uploads import number_kept_files
 from sarcoscope.web.volumes import VolumeCache
 from sarcoscope.web.wording import for_ui
 
@@ -220,6 +221,7 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
         store.lock()
         store.migrate()
         store.remove_orphan_files()
+        number_kept_files(store)
         if require_login and not settings.token and not store.has_users():
             settings.token = secrets.token_urlsafe(18)
             log.warning(
