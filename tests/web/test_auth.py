@@ -218,6 +218,12 @@ def test_a_session_ends_after_its_user_did_nothing_for_the_idle_minutes(
         assert c.get("/api/studies").status_code == 200
         later(29)  # in use all along, but 87 minutes after the login: session_hours (1) is the most
         assert c.get("/api/studies").status_code == 401
+
+        assert _login(c, *ALICE) == 200  # a session made by a version without the idle end: 1 h
+        with c.app.state.ctx.store.session() as s:
+            s.execute(update(LoginSession).values(expires_at=clock[0] + dt.timedelta(hours=1)))
+        assert c.get("/api/studies").status_code == 200  # its next request: it ends idle from now on
+        assert c.get("/api/config").json()["session_seconds_left"] == pytest.approx(30 * 60, abs=5)
     app.state.ctx.store.close()
 
 

@@ -605,14 +605,10 @@ class Store:
                 if current is None or tuple(current) != (account.id, account.password_changed_at):
                     raise ConflictError(f"The password of '{user_name}' was changed or the account removed.")
 
-    def extend_session(self, session_id: str, expires_at: dt.datetime) -> None:
-        """Move a session's end on to `expires_at` (never back: requests overtaking each other)."""
+    def set_session_end(self, session_id: str, expires_at: dt.datetime) -> None:
+        """Move a session's end to `expires_at`."""
         with self.session() as s:
-            s.execute(
-                update(LoginSession)
-                .where(LoginSession.id == session_id, LoginSession.expires_at < expires_at)
-                .values(expires_at=expires_at)
-            )
+            s.execute(update(LoginSession).where(LoginSession.id == session_id).values(expires_at=expires_at))
 
     def get_session(self, session_id: str) -> LoginSession | None:
         with self.session() as s:

@@ -143,11 +143,12 @@ class Authenticator:
 
     def _keep_alive(self, row: LoginSession) -> None:
         """Move the session's end on after a request of its user (written at most every 1/10 of the idle
-        time, not at every image tile)."""
+        time, not at every image tile); and back, for a session made to last longer (by a version without
+        the idle end, or a server started with more --idle-minutes): it ends idle from now on too."""
         until = self._until(row.created_at, _now())
         step = dt.timedelta(minutes=min(1.0, self.settings.idle_minutes / 10))
-        if until - as_utc(row.expires_at) >= step:
-            self.store.extend_session(row.id, until)
+        if abs(until - as_utc(row.expires_at)) >= step:
+            self.store.set_session_end(row.id, until)
 
     def session_seconds_left(self, request: Request) -> float | None:
         """How long the request's session cookie still logs in (None: it does not), so that a page left
