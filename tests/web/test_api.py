@@ -587,7 +587,8 @@ def test_audit_log_records_every_change(client: TestClient, series: list[Path]) 
     client.put(f"/api/studies/{sid}/patient", json={"height_cm": 160})
     events = client.get(f"/api/studies/{sid}/audit").json()
     actions = [e["action"] for e in reversed(events)]
-    assert actions == ["upload", "select-l3", "labels-segment", "labels-edit", "patient-info"]
+    # (reading the labels to edit them: view-results)
+    assert actions == ["upload", "select-l3", "labels-segment", "view-results", "labels-edit", "patient-info"]
     assert all(e["actor"] == "local" and e["client"] for e in events)
     assert events[1]["details"]["version"] == 2 and events[1]["details"]["parent_version"] == 1
 
@@ -704,6 +705,26 @@ def test_exports_of_an_edited_version(client: TestClient, series: list[Path]) ->
         if e["action"] == "export"
     ]
     assert sorted(exported) == ["csv", "dicom-seg", "html", "json", "nifti", "overlay"]
+
+
+def test_the_audit_names_the_label_version_an_export_of_the_latest_took(
+    client: TestClient, series: list[Path]
+) -> None:
+    """An export of the latest labels (no `version`: every export button) was recorded as version None, so
+    the audit could not tell which results left the server once a later version was saved: a report handed
+    to a clinician could not be traced to the labels it was made from."""
+    sid, _ = segmented(client, series, 5, 6)
+    labels, _, _ = get_labels(client, sid)
+    labels[1, :8, :8] = 1
+    client.post(f"/api/studies/{sid}/labels", params={"base_version": 1}, content=labels.tobytes())
+    assert client.get(f"/api/studies/{sid}/export/csv").status_code == 200
+    assert client.get(f"/api/studies/{sid}/export/json", params={"version": 1}).status_code == 200
+    client.post(f"/api/studies/{sid}/labels", params={"base_version": 2}, content=labels.tobytes())
+    events = [e for e in client.get(f"/api/studies/{sid}/audit").json() if e["action"] == "export"]
+    assert [(e["details"]["format"], e["details"]["version"]) for e in reversed(events)] == [
+        ("csv", 2),
+        ("json", 1),
+    ]
 
 
 def test_cross_site_requests_and_foreign_hosts_are_refused(tmp_path: Path, series: list[Path]) -> None:

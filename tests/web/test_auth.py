@@ -119,6 +119,37 @@ def test_who_looked_at_a_study_s_images_is_in_the_audit_log_once_per_sitting(
     assert views() == [("alice", "testclient"), ("dr. bob", "testclient")] + [("alice", "testclient")] * 2
 
 
+def test_who_was_shown_a_study_s_results_is_in_the_audit_log_once_per_sitting(
+    accounts_app: TestClient, series: list[Path]
+) -> None:
+    """A study's measurements (SMI, sarcopenia, the patient's facts applied: GET .../analysis) and its label
+    maps (GET .../labels) were served without an audit event, while its images and every export are
+    recorded: any signed-in user or script could read every patient's results and leave no trace. Each is
+    now `view-results`, once per sitting and study as `view-images`; a refused request is not."""
+    c = accounts_app
+    assert _login(c, *ALICE) == 200
+    sid = c.post("/api/studies", files=multipart(series)).json()["id"]
+    assert c.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5}).status_code == 200
+    assert c.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+
+    def shown() -> list[tuple[str, str]]:
+        events = c.app.state.ctx.store.audit_events(sid)
+        return [(e.actor, e.action) for e in reversed(events) if e.action.startswith("view-")]
+
+    assert c.get(f"/api/studies/{sid}/analysis", params={"version": 9}).status_code == 404
+    assert shown() == []
+    for _ in range(2):
+        assert c.get(f"/api/studies/{sid}/analysis").status_code == 200
+        assert c.get(f"/api/studies/{sid}/labels").status_code == 200
+    assert shown() == [("alice", "view-results")]
+    assert c.get(f"/api/studies/{sid}/hu/5").status_code == 200  # the images: an event of their own
+    assert shown() == [("alice", "view-results"), ("alice", "view-images")]
+    with TestClient(c.app) as other:  # bob's script, reading the measurements only
+        assert other.post("/api/session", json={"user": BOB[0], "password": BOB[1]}).status_code == 200
+        assert other.get(f"/api/studies/{sid}/analysis").status_code == 200
+    assert shown()[-1] == ("dr. bob", "view-results") and len(shown()) == 3
+
+
 def test_logout_revokes_the_session_on_the_server(accounts_app: TestClient) -> None:
     c = accounts_app
     assert _login(c, *ALICE) == 200
@@ -142,6 +173,58 @@ def test_sessions_expire(accounts_app: TestClient) -> None:
         s.execute(update(LoginSession).values(expires_at=past))
     assert c.get("/api/studies").status_code == 401
     assert _count(c, LoginSession) == 0  # the expired session is deleted when it is presented
+
+
+def test_a_session_ends_after_its_user_did_nothing_for_the_idle_minutes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signed-in page left on an unattended workstation (a ward, a reading room) kept its session, and so
+    the patients' data on screen, for the whole --session-hours (12 h): nothing ended it for lack of use.
+    A session now ends after idle_minutes (30) without a request of its user; each request moves that end
+    on, up to session_hours after the login. The page asking whether its session has ended (GET
+    /api/config) does not count as use; its activity ping (GET /api/session) does."""
+    from sarcoscope.web import auth
+
+    clock = [dt.datetime.now(dt.UTC)]
+    monkeypatch.setattr(auth, "_now", lambda: clock[0])
+
+    def later(minutes: float) -> None:
+        clock[0] += dt.timedelta(minutes=minutes)
+
+    _with_accounts(tmp_path / "data")
+    app = create_app(WebSettings(data_dir=tmp_path / "data", session_hours=1.0))
+    with TestClient(app) as c:
+        r = c.post("/api/session", json={"user": "alice", "password": ALICE[1]})
+        assert r.status_code == 200
+        max_age = int(r.headers["set-cookie"].split("Max-Age=")[1].split(";")[0])
+        assert 3500 < max_age <= 3600  # the cookie is kept for the session's most (the server ends it sooner)
+        assert c.get("/api/config").json()["session_seconds_left"] == pytest.approx(30 * 60, abs=5)
+        later(20)
+        assert c.get("/api/studies").status_code == 200  # in use: ends 30 minutes from now
+        later(20)
+        config = c.get("/api/config").json()  # the page's own question, 40 minutes in
+        assert config["user"] == "alice" and config["session_seconds_left"] == pytest.approx(10 * 60, abs=5)
+        later(11)  # 31 minutes without a request of hers
+        assert c.get("/api/config").json()["user"] is None
+        r = c.get("/api/studies")
+        assert r.status_code == 401 and "sign in" in r.json()["detail"]
+        assert _count(c, LoginSession) == 0
+
+        assert _login(c, *ALICE) == 200
+        later(29)
+        r = c.get("/api/session")  # the page's ping while she paints (no other request)
+        assert r.json() == {"user": "alice", "session_seconds_left": pytest.approx(30 * 60, abs=5)}
+        later(29)
+        assert c.get("/api/studies").status_code == 200
+        later(29)  # in use all along, but 87 minutes after the login: session_hours (1) is the most
+        assert c.get("/api/studies").status_code == 401
+
+        assert _login(c, *ALICE) == 200  # a session made by a version without the idle end: 1 h
+        with c.app.state.ctx.store.session() as s:
+            s.execute(update(LoginSession).values(expires_at=clock[0] + dt.timedelta(hours=1)))
+        assert c.get("/api/studies").status_code == 200  # its next request: it ends idle from now on
+        assert c.get("/api/config").json()["session_seconds_left"] == pytest.approx(30 * 60, abs=5)
+    app.state.ctx.store.close()
 
 
 def test_session_length_is_configurable_and_cookies_are_secure_over_https(tmp_path: Path) -> None:

@@ -169,6 +169,39 @@ def test_a_label_save_racing_the_deletion_of_its_study_answers_not_found(
         assert conn.execute(text("SELECT count(*) FROM label_versions")).scalar() == 0
 
 
+def test_a_study_is_not_deleted_with_labels_saved_after_the_list_the_deletion_came_from(
+    client: TestClient, series: list[Path]
+) -> None:
+    """The study list shows a study's latest label version; a colleague then saves a correction. Delete,
+    pressed on that list, deleted the study with the correction nobody deleting had seen (every label
+    version goes with it, for good). The page sends the version its list showed: a deletion based on an
+    older one is refused (409, naming who saved what), and one based on the latest goes ahead."""
+    sid, _ = segmented(client, series)
+    shown = next(s for s in client.get("/api/studies").json() if s["id"] == sid)
+    assert shown["latest_version"] == 1
+    bob = TestClient(client.app)  # another user, signed in at another workstation (open mode)
+    assert bob.post("/api/session", json={"user": "bob"}).status_code == 200
+    labels, _version, _indices = get_labels(bob, sid)
+    labels[0, :10, :10] = 1
+    r = bob.post(f"/api/studies/{sid}/labels", params={"base_version": 1}, content=labels.tobytes())
+    assert r.status_code == 201, r.text
+
+    r = client.delete(f"/api/studies/{sid}", params={"latest_version": shown["latest_version"]})
+    assert r.status_code == 409, r.text
+    assert r.json()["latest_version"] == 2 and "version 2 was saved by bob" in r.json()["detail"]
+    assert r.json()["detail"].startswith("Not deleted: you were shown label version 1")
+    r = client.delete(f"/api/studies/{sid}", params={"latest_version": 0})  # a list that showed no labels
+    assert r.status_code == 409 and "shown no labels" in r.json()["detail"]
+    assert [v["version"] for v in client.get(f"/api/studies/{sid}/versions").json()] == [2, 1]
+    assert "delete-study" not in {e["action"] for e in client.get(f"/api/studies/{sid}/audit").json()}
+
+    r = client.delete(f"/api/studies/{sid}", params={"latest_version": 2})  # seen: deleted
+    assert r.status_code == 200, r.text
+    assert client.get(f"/api/studies/{sid}").status_code == 404
+    unlabelled = upload(client, write_series(client.app.state.ctx.store.data_dir.parent / "b", 1, "PAT-B"))
+    assert client.delete(f"/api/studies/{unlabelled['id']}", params={"latest_version": 0}).status_code == 200
+
+
 def test_a_failed_statement_does_not_carry_its_values_into_the_log(client: TestClient) -> None:
     """SQLAlchemy puts a failed statement's parameters into its error text, which the server logs: the
     store's engine hides them (they can be a patient's facts or a series UID)."""

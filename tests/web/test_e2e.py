@@ -421,6 +421,26 @@ def test_a_session_that_expires_leaves_no_patient_on_an_unattended_screen(tmp_pa
         assert page.locator("#view-studies").is_hidden()
 
 
+def test_a_screen_left_unattended_signs_out_after_the_idle_time_and_one_in_use_does_not(
+    tmp_path: Path,
+) -> None:
+    """The session lasted --session-hours (12 h) however long the workstation stood unattended, the patients'
+    data on its screen. It now ends after the idle time without use; work that sends no request (keys,
+    clicks, the wheel: painting labels) keeps it, the page saying so (GET /api/session)."""
+    settings = WebSettings(
+        data_dir=tmp_path / "data", token="a-long-access-token", session_hours=1.0, idle_minutes=0.1
+    )
+    with _login_page(settings) as (page, _url):
+        _submit_login(page, "a-long-access-token")
+        page.wait_for_selector("#view-studies:not([hidden])")
+        for _ in range(12):  # 12 s in use, twice the idle time: no request of the page's own
+            page.keyboard.press("Shift")
+            page.wait_for_timeout(1000)
+        assert page.locator("#view-login").is_hidden() and page.locator("#view-studies").is_visible()
+        page.wait_for_selector("#view-login:not([hidden])", timeout=12000)  # then nothing touched
+        assert page.locator("#view-studies").is_hidden()
+
+
 def test_model_choice_is_offered_for_unet_and_recorded(
     page: object, server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -73,6 +73,39 @@ def test_slice_o_matic_tag_and_tissue_pngs_for_the_selected_slice(
     np.testing.assert_array_equal(get_labels(client, sid)[0], labels[np.newaxis])
 
 
+def test_labels_are_not_made_for_a_selection_changed_since_the_page_showed_it(
+    client: TestClient, series: list[Path], write_tag, alberta_tags, tmp_path: Path
+) -> None:
+    """Import and Segment made their labels for the selection stored when the request came, not the one the
+    user had on screen: after a colleague (or another tab) moved the L3 selection, a Slice-O-Matic file of
+    the slice the user chose went onto the other slice (a TAG carries no position) and was measured there as
+    L3. The page now sends the selection it shows; another stored one is refused (409) and nothing made."""
+    sid = upload(client, series)["id"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 7})
+    labels = np.zeros(SHAPE[1:], np.uint8)
+    labels[10:30, 10:40], labels[60:70, :] = 1, 3
+    tag = write_tag(tmp_path / "slice7.tag", alberta_tags(labels)).read_bytes()
+    bob = TestClient(client.app)
+    assert bob.post("/api/session", json={"user": "bob"}).status_code == 200
+    assert bob.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 8}).status_code == 200
+
+    r = _import(client, sid, [("slice7.tag", tag)], mapping="slice-o-matic-alberta", first=7, last=7)
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"].startswith("The L3 selection was changed (in another tab or by another user)")
+    assert "to slice 8; you chose slice 7" in r.json()["detail"]
+    r = client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold", "first": 7, "last": 7})
+    assert r.status_code == 409 and "you chose slice 7" in r.json()["detail"]
+    assert client.get(f"/api/studies/{sid}/versions").json() == []
+
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 7})  # chosen again
+    r = _import(client, sid, [("slice7.tag", tag)], mapping="slice-o-matic-alberta", first=7, last=7)
+    assert r.status_code == 201 and r.json()["indices"] == [7], r.text
+    r = client.post(
+        f"/api/studies/{sid}/segment", json={"engine": "threshold", "base_version": 1, "first": 7, "last": 7}
+    )
+    assert r.status_code == 200 and r.json()["indices"] == [7], r.text
+
+
 def test_files_that_do_not_fit_the_study_are_refused(
     client: TestClient, series: list[Path], write_tag, tmp_path: Path
 ) -> None:

@@ -18,11 +18,21 @@ from fastapi.testclient import TestClient
 from web_synth import multipart, synthetic_hu, write_exam, write_series, zip_bytes
 
 from sarcoscope.imaging import CTMetadata, list_series, write_dicom_series
+from sarcoscope.web import create_app
 from sarcoscope.web.wording import has_cli_words
 
 
 def _all(files: dict[str, list[Path]]) -> list[Path]:
     return [f for paths in files.values() for f in paths]
+
+
+def _patient_zip(files: list[Path], folder: Path) -> bytes:
+    """The exam's files zipped below a folder named by the patient, as PACS exports often are."""
+    patient_zip = io.BytesIO()
+    with zipfile.ZipFile(patient_zip, "w") as zf:
+        for f in files:
+            zf.write(f, f"Jansen Piet 12345678/{f.relative_to(folder)}")
+    return patient_zip.getvalue()
 
 
 def _upload_exam(client: TestClient, tmp_path: Path, as_zip: bool = True) -> tuple[dict, Path]:
@@ -273,29 +283,73 @@ def test_series_of_two_patients_without_patient_ids_are_not_kept_together(
     assert list((client.app.state.ctx.store.data_dir / "uploads").iterdir()) == []
 
 
+def test_the_kept_series_are_stored_under_no_name_of_the_upload(client: TestClient, tmp_path: Path) -> None:
+    """The other series of an upload were kept under the zip's own folders and file names, often the
+    patient's ('uploads/<id>/files/Jansen Piet 12345678/CT abdomen/IM0001'), for as long as the upload's
+    studies are kept: in every listing, backup catalogue and disk report of the data folder, and in the
+    messages of a series opened from them. They are now numbered files; the series open as before."""
+    folder = tmp_path / "exam"
+    files = _all(write_exam(folder))
+    r = client.post(
+        "/api/studies", files=[("files", ("exam.zip", _patient_zip(files, folder), "application/zip"))]
+    )
+    assert r.status_code == 201, r.text
+    study = r.json()
+    data = client.app.state.ctx.store.data_dir
+    stored = [p.relative_to(data).as_posix() for p in data.rglob("*")]
+    kept = [p for p in stored if p.startswith("uploads/") and p.endswith(".dcm")]
+    assert len(kept) == 6 + 4  # the arterial and 9 mm series' images
+    names = {part for f in files for part in f.relative_to(folder).parts}  # the zip's folders and files
+    assert not [p for p in stored if "Jansen" in p or set(Path(p).parts) & names]
+    for entry in study["series"][1:]:
+        r = client.post(f"/api/studies/{study['id']}/series", json={"series_uid": entry["series_uid"]})
+        assert r.status_code == 201 and r.json()["n_slices"] == entry["n_slices"], r.text
+
+
+def test_series_kept_under_the_uploads_names_by_an_earlier_version_are_renamed_at_start(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """A data folder of an earlier version holds kept series under the zip's names: the next start numbers
+    them, and they open as before."""
+    study, _ = _upload_exam(client, tmp_path)
+    store = client.app.state.ctx.store
+    files = next((store.data_dir / "uploads").iterdir()) / "files"
+    for n, path in enumerate(sorted(files.iterdir())):  # as an earlier version kept them
+        old = files / "Jansen Piet 12345678" / f"series{n % 2}" / ("000000.dcm" if n == 3 else f"IM{n}")
+        old = files / "Jansen_IM0" if n == 0 else old  # one beside the folders
+        old.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(old)
+    settings = client.app.state.ctx.settings
+    client.app.state.ctx.store.close()  # the server stopped; started again on the same folder
+    app = create_app(settings)
+    with TestClient(app) as again:
+        kept = sorted(p.relative_to(files).as_posix() for p in files.rglob("*"))
+        assert kept == [f"{n:06d}.dcm" for n in range(10)]
+        for entry in study["series"][1:]:
+            r = again.post(f"/api/studies/{study['id']}/series", json={"series_uid": entry["series_uid"]})
+            assert r.status_code == 201 and r.json()["n_slices"] == entry["n_slices"], r.text
+    app.state.ctx.store.close()
+
+
 def test_a_full_disk_while_keeping_an_uploads_series_is_507_naming_no_folder_of_the_zip(
     client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The other series of an upload are kept under the zip's own folders, often named by the patient; a
-    full disk there raised OSError naming the folder ('No space left on device: .../files/Jansen Piet
+    """The other series of an upload come from the zip's own folders, often named by the patient; a full
+    disk while they were kept raised OSError naming the folder ('No space left on device: .../Jansen Piet
     12345678/series1') through the app: a 500 whose traceback, with that path, went into the server's log."""
     from sarcoscope.web import uploads
 
     folder = tmp_path / "exam"
     files = _all(write_exam(folder))
-    patient_zip = io.BytesIO()
-    with zipfile.ZipFile(patient_zip, "w") as zf:
-        for f in files:
-            zf.write(f, f"Jansen Piet 12345678/{f.relative_to(folder)}")
-    made = uploads.private_dir
+    move = uploads.shutil.move
 
-    def disk_full(path: Path) -> Path:
-        if "Jansen" in str(path):
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return made(path)
+    def disk_full(source: Path, target: Path) -> Any:
+        if "uploads" in str(target):  # a kept series' file, from the extracted zip
+            raise OSError(errno.ENOSPC, "No space left on device", str(source))
+        return move(source, target)
 
-    monkeypatch.setattr(uploads, "private_dir", disk_full)
-    body = [("files", ("exam.zip", patient_zip.getvalue(), "application/zip"))]
+    monkeypatch.setattr(uploads.shutil, "move", disk_full)
+    body = [("files", ("exam.zip", _patient_zip(files, folder), "application/zip"))]
     r = client.post("/api/studies", files=body)  # the test client raises what would reach the server's log
     assert r.status_code == 507, r.text
     assert "No space left on device" in r.json()["detail"] and "Jansen" not in r.text
@@ -315,10 +369,6 @@ def test_a_full_disk_while_extracting_an_uploaded_zip_is_507_not_a_bad_zip(
     from sarcoscope.imaging import archive
 
     files = write_series(tmp_path / "series")
-    patient_zip = io.BytesIO()
-    with zipfile.ZipFile(patient_zip, "w") as zf:
-        for f in files:
-            zf.write(f, f"Jansen Piet 12345678/{f.name}")
     opened: list[Path] = []
 
     class FillsUp(io.FileIO):
@@ -332,7 +382,7 @@ def test_a_full_disk_while_extracting_an_uploaded_zip_is_507_not_a_bad_zip(
         return FillsUp(path, mode)
 
     monkeypatch.setattr(archive, "open", open_filling, raising=False)
-    body = [("files", ("exam.zip", patient_zip.getvalue(), "application/zip"))]
+    body = [("files", ("exam.zip", _patient_zip(files, tmp_path / "series"), "application/zip"))]
     r = client.post("/api/studies", files=body)
     assert r.status_code == 507, r.text
     detail = r.json()["detail"]

@@ -48,6 +48,10 @@ def serve(
     max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload.")] = 4096,
     engine: Annotated[str, typer.Option(help="Segmentation engine for 'Segment selected'.")] = DEFAULT_ENGINE,
     session_hours: Annotated[float, typer.Option(help="A login lasts this many hours.")] = 12.0,
+    idle_minutes: Annotated[
+        float,
+        typer.Option(help="A login ends sooner after this many minutes without a request (open mode: not)."),
+    ] = 30.0,
     secure_cookies: Annotated[
         bool, typer.Option(help="Mark the session cookie Secure even for requests seen as plain HTTP.")
     ] = False,
@@ -89,6 +93,7 @@ def serve(
             max_upload_mb=max_upload_mb,
             engine=engine,
             session_hours=session_hours,
+            idle_minutes=idle_minutes,
             secure_cookies=secure_cookies,
             trusted_proxies=trusted_proxy,
             dicomweb_url=dicomweb_url,

@@ -461,14 +461,34 @@ class Store:
             self._audit(s, actor, action, study_id, details or None, client)
         return study
 
-    def delete_study(self, study_id: str, actor: str, client: str | None = None) -> Study:
+    def delete_study(
+        self, study_id: str, actor: str, client: str | None = None, *, seen_version: int | None = None
+    ) -> Study:
         """Remove the study's rows and what its audit events say about the patient, then, once the work on
         its files that found it before has ended (`using_files`; later work finds no study), all its files
-        (a kill in between leaves files that `remove_orphan_files` deletes at the next start)."""
+        (a kill in between leaves files that `remove_orphan_files` deletes at the next start).
+
+        `seen_version`: the latest label version the person deleting was shown (0: none). A study whose
+        labels went on since (someone saved a correction after their list was read) is not deleted:
+        StaleVersionError, as a stale label save, so that nobody deletes work they have not seen."""
         with self.session() as s:
+            # The study row is written first (a no-op): the write lock (SQLite) or row lock (PostgreSQL) is
+            # held from here, so a label save committing meanwhile is either seen below or waits and then
+            # finds no study; SQLite's reads would otherwise run before the write transaction begins.
+            s.execute(
+                update(Study)
+                .where(Study.id == study_id)
+                .values(status=Study.status)
+                .execution_options(synchronize_session=False)
+            )
             study = s.get(Study, study_id)
             if study is None:
                 raise NotFoundError(f"No study with id '{study_id}'.")
+            if seen_version is not None:
+                latest = _latest_row(s, study_id)
+                latest_number = latest.version if latest is not None else None
+                if (latest_number or 0) != seen_version:
+                    raise StaleVersionError(_unseen_message(seen_version, latest), latest_number)
             for row in s.scalars(select(LabelVersion).where(LabelVersion.study_id == study_id)):
                 s.delete(row)
             s.delete(study)
@@ -553,6 +573,7 @@ class Store:
         expires_at: dt.datetime,
         client: str | None,
         account: User | None = None,
+        created_at: dt.datetime | None = None,
     ) -> None:
         """Store a new session (by the digest of its token); expired sessions are deleted on the way.
 
@@ -569,7 +590,7 @@ class Store:
                     id=session_id,
                     user_name=user_name,
                     realm=realm,
-                    created_at=now,
+                    created_at=created_at or now,
                     expires_at=expires_at,
                     client=client,
                 )
@@ -583,6 +604,11 @@ class Store:
                 ).first()
                 if current is None or tuple(current) != (account.id, account.password_changed_at):
                     raise ConflictError(f"The password of '{user_name}' was changed or the account removed.")
+
+    def set_session_end(self, session_id: str, expires_at: dt.datetime) -> None:
+        """Move a session's end to `expires_at`."""
+        with self.session() as s:
+            s.execute(update(LoginSession).where(LoginSession.id == session_id).values(expires_at=expires_at))
 
     def get_session(self, session_id: str) -> LoginSession | None:
         with self.session() as s:
@@ -703,12 +729,7 @@ class Store:
                 study = s.get(Study, study_id)
                 if study is None:
                     raise NotFoundError(f"No study with id '{study_id}'.")
-                latest_row = s.scalar(
-                    select(LabelVersion)
-                    .where(LabelVersion.study_id == study_id)
-                    .order_by(LabelVersion.version.desc())
-                    .limit(1)
-                )
+                latest_row = _latest_row(s, study_id)
                 latest = latest_row.version if latest_row is not None else None
                 if latest != base_version:
                     raise StaleVersionError(_stale_message(base_version, latest_row), latest)
@@ -800,18 +821,39 @@ def _update_if_patient_is(s: Session, study: Study, expected: dict[str, Any], fi
     s.refresh(study)
 
 
+def _latest_row(s: Session, study_id: str) -> LabelVersion | None:
+    """The study's newest label version, read in the session `s` (None: it has none)."""
+    q = select(LabelVersion).where(LabelVersion.study_id == study_id).order_by(LabelVersion.version.desc())
+    return s.scalar(q.limit(1))
+
+
 def _left_after_delete(details: dict[str, Any]) -> dict[str, Any]:
     """What an audit event of a deleted study keeps of its details (_AUDIT_KEYS_AFTER_DELETE)."""
     return {k: v for k, v in details.items() if k in _AUDIT_KEYS_AFTER_DELETE}
 
 
+def _saved_by(latest: LabelVersion) -> str:
+    """The save someone did not see: 'version N was saved by <author> at <time>'."""
+    when = latest.created_at
+    when_text = when.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(when, dt.datetime) else str(when)
+    return f"version {latest.version} was saved by {latest.author} at {when_text}"
+
+
+def _unseen_message(seen: int, latest: LabelVersion | None) -> str:
+    shown = "no labels" if seen == 0 else f"label version {seen}"
+    if latest is None:
+        return f"Not deleted: you were shown {shown}, but this study has no label versions now."
+    return (
+        f"Not deleted: you were shown {shown}, but {_saved_by(latest)}. Look at the study again before "
+        "deleting it with their work."
+    )
+
+
 def _stale_message(base: int | None, latest: LabelVersion | None) -> str:
     if latest is None:
         return f"Your edit is based on label version {base}, but this study has no label versions."
-    when = latest.created_at
-    when_text = when.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(when, dt.datetime) else str(when)
     base_text = "no labels" if base is None else f"version {base}"
     return (
-        f"Not saved: your edit is based on {base_text}, but version {latest.version} was saved by "
-        f"{latest.author} at {when_text}. Reload to see their changes, then edit again."
+        f"Not saved: your edit is based on {base_text}, but {_saved_by(latest)}. Reload to see their "
+        "changes, then edit again."
     )

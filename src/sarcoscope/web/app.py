@@ -32,6 +32,7 @@ from sarcoscope.web.background import BackgroundJobs
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.dicomweb import install as install_pacs
 from sarcoscope.web.settings import DEFAULT_MAX_UPLOAD_BYTES, WebSettings, check_engine, is_loopback
+from sarcoscope.web.uploads import number_kept_files
 from sarcoscope.web.volumes import VolumeCache
 from sarcoscope.web.wording import for_ui
 
@@ -220,6 +221,7 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
         store.lock()
         store.migrate()
         store.remove_orphan_files()
+        number_kept_files(store)
         if require_login and not settings.token and not store.has_users():
             settings.token = secrets.token_urlsafe(18)
             log.warning(
@@ -327,6 +329,7 @@ def serve(
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_BYTES // 1024**2,
     engine: str = DEFAULT_ENGINE,
     session_hours: float = 12.0,
+    idle_minutes: float = 30.0,
     secure_cookies: bool = False,
     trusted_proxies: str = "127.0.0.1",
     log_level: str = "info",
@@ -350,6 +353,8 @@ def serve(
         raise SarcoscopeError("--max-upload-mb must be at least 1.")
     if not 0 < session_hours <= 24 * 30:
         raise SarcoscopeError("--session-hours must be more than 0 and at most 720 (30 days).")
+    if not 0 < idle_minutes <= 24 * 60:
+        raise SarcoscopeError("--idle-minutes must be more than 0 and at most 1440 (a day).")
     check_engine(engine)  # an unknown engine or model fails here, not at the first use
     pacs_url = None
     if dicomweb_url:  # the DICOMweb client (pydicom, requests) only for a server that has a PACS
@@ -364,6 +369,7 @@ def serve(
         max_upload_bytes=max_upload_mb * 1024**2,
         default_engine=engine,
         session_hours=session_hours,
+        idle_minutes=idle_minutes,
         secure_cookies=secure_cookies,
         allowed_hosts=["localhost", "127.0.0.1", "::1", "[::1]", host] if is_loopback(host) else None,
         dicomweb_url=pacs_url,

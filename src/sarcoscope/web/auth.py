@@ -39,6 +39,11 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _now() -> dt.datetime:
+    """The time sessions are measured by (tests move it on)."""
+    return dt.datetime.now(dt.UTC)
+
+
 def client_of(request: Request) -> str | None:
     """The client's address (the proxy's X-Forwarded-For when uvicorn trusts that proxy)."""
     return request.client.host if request.client else None
@@ -57,7 +62,10 @@ class Login:
 
     token: str
     user: str
+    #: when the session ends unless its user is active (Authenticator._until)
     expires_at: dt.datetime
+    #: when it ends at the latest: the cookie is kept until then
+    cookie_until: dt.datetime
 
 
 class Authenticator:
@@ -96,11 +104,14 @@ class Authenticator:
         return self.mode != "open"
 
     # -- requests --------------------------------------------------------------------------------------
-    def user(self, request: Request) -> str:
-        """The authenticated user name, or HTTP 401 with the reason."""
-        session_user = self._session_user(request.cookies.get(COOKIE))
-        if session_user is not None:
-            return session_user
+    def user(self, request: Request, active: bool = True) -> str:
+        """The authenticated user name, or HTTP 401 with the reason. `active`: the request is the user's
+        doing, which keeps their session from ending idle (the page asking whether it has ended is not)."""
+        row = self._session(request.cookies.get(COOKIE))
+        if row is not None:
+            if active:
+                self._keep_alive(row)
+            return row.user_name
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
             return self._bearer_user(header[7:].strip(), client_of(request))
@@ -109,10 +120,6 @@ class Authenticator:
         what = "your user name and password" if self.mode == "accounts" else "the access token"
         raise HTTPException(401, f"Login required: sign in with {what}.")
 
-    def _session_user(self, token: str | None) -> str | None:
-        row = self._session(token)
-        return row.user_name if row is not None else None
-
     def _session(self, token: str | None) -> LoginSession | None:
         """The cookie's session when it is valid here (an expired one is deleted on the way)."""
         if not token or len(token) > 128:
@@ -120,16 +127,34 @@ class Authenticator:
         row = self.store.get_session(_digest(token))
         if row is None or row.realm != self.realm:
             return None
-        if as_utc(row.expires_at) <= dt.datetime.now(dt.UTC):
+        if as_utc(row.expires_at) <= _now():
             self.store.delete_session(row.id)
             return None
         return row
+
+    def _until(self, created: dt.datetime, now: dt.datetime) -> dt.datetime:
+        """When a session made at `created` ends if its user does nothing more from `now` on: `idle_minutes`
+        later, at most `session_hours` after the login (the open mode has no sign-in to ask for: only the
+        latter)."""
+        last = as_utc(created) + dt.timedelta(hours=self.settings.session_hours)
+        if self.mode == "open":
+            return last
+        return min(last, now + dt.timedelta(minutes=self.settings.idle_minutes))
+
+    def _keep_alive(self, row: LoginSession) -> None:
+        """Move the session's end on after a request of its user (written at most every 1/10 of the idle
+        time, not at every image tile); and back, for a session made to last longer (by a version without
+        the idle end, or a server started with more --idle-minutes): it ends idle from now on too."""
+        until = self._until(row.created_at, _now())
+        step = dt.timedelta(minutes=min(1.0, self.settings.idle_minutes / 10))
+        if abs(until - as_utc(row.expires_at)) >= step:
+            self.store.set_session_end(row.id, until)
 
     def session_seconds_left(self, request: Request) -> float | None:
         """How long the request's session cookie still logs in (None: it does not), so that a page left
         open can end itself when its session does."""
         row = self._session(request.cookies.get(COOKIE))
-        return None if row is None else (as_utc(row.expires_at) - dt.datetime.now(dt.UTC)).total_seconds()
+        return None if row is None else (as_utc(row.expires_at) - _now()).total_seconds()
 
     def _bearer_user(self, token: str, client: str | None) -> str:
         """Scripts in token mode send the token with each request; failures count as failed logins."""
@@ -192,9 +217,11 @@ class Authenticator:
 
     def _start_session(self, user: str, client: str | None, account: User | None = None) -> Login:
         token = secrets.token_urlsafe(32)
-        expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=self.settings.session_hours)
-        self.store.add_session(_digest(token), user, self.realm, expires, client, account)
-        return Login(token=token, user=user, expires_at=expires)
+        now = _now()
+        expires = self._until(now, now)
+        self.store.add_session(_digest(token), user, self.realm, expires, client, account, created_at=now)
+        last = now + dt.timedelta(hours=self.settings.session_hours)
+        return Login(token=token, user=user, expires_at=expires, cookie_until=last)
 
     def logout(self, token: str | None, client: str | None) -> None:
         """End the session on the server: its cookie no longer logs anyone in, even if copied."""

@@ -36,8 +36,8 @@ class AppContext:
     _key: bytes | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _engine_prepared: bool = field(default=False, init=False, repr=False)
-    #: (sitting, study id) -> when its images were last shown (time.monotonic), for `viewed`.
-    _views: dict[tuple[str, str], float] = field(default_factory=dict, init=False, repr=False)
+    #: (sitting, study id, what) -> when its images or results were last shown (time.monotonic), for `viewed`.
+    _views: dict[tuple[str, str, str], float] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def deidentification_key(self) -> bytes:
@@ -52,11 +52,14 @@ class AppContext:
                 self._key = load_secret(default_file=self.store.data_dir / SECRET_FILE_NAME)
             return self._key
 
-    def viewed(self, request: Request, user: str, study_id: str, recorded: bool = False) -> None:
-        """Record in the audit log that `user` was shown the study's CT images: once per sitting (session)
-        and study, and again after VIEW_AGAIN_AFTER without a look at them, not once per slice tile the
-        viewer asks for. `recorded`: the request's own audit event says it (a volume download)."""
-        key, now = (sitting_of(request, user), study_id), time.monotonic()
+    def viewed(
+        self, request: Request, user: str, study_id: str, recorded: bool = False, what: str = "images"
+    ) -> None:
+        """Record in the audit log that `user` was shown the study's CT images (`view-images`), or with
+        `what` "results" its labels or measurements (`view-results`): once per sitting (session) and study,
+        and again after VIEW_AGAIN_AFTER without a look at them, not once per slice tile the viewer asks
+        for. `recorded`: the request's own audit event says it (a volume download)."""
+        key, now = (sitting_of(request, user), study_id, what), time.monotonic()
         with self._lock:
             last = self._views.get(key)
             self._views[key] = now
@@ -64,7 +67,7 @@ class AppContext:
                 self._views = {k: t for k, t in self._views.items() if now - t <= VIEW_AGAIN_AFTER}
         if not recorded and (last is None or now - last > VIEW_AGAIN_AFTER):
             try:
-                self.store.audit(user, "view-images", study_id, None, client_of(request))
+                self.store.audit(user, f"view-{what}", study_id, None, client_of(request))
             except BaseException:
                 with self._lock:  # not recorded: the next look records it
                     self._views.pop(key, None)

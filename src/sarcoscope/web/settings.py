@@ -90,6 +90,10 @@ class WebSettings:
     token_user: str = field(default_factory=_login_name)
     #: A session ends this many hours after the login.
     session_hours: float = 12.0
+    #: ... and sooner, after this many minutes without a request of the signed-in user (a workstation left
+    #: unattended): the page then shows the sign-in form, not the patients' data. Not in the open mode,
+    #: which has no sign-in.
+    idle_minutes: float = 30.0
     #: Mark the session cookie Secure even when the request arrived over plain HTTP (a TLS-terminating
     #: proxy that does not send X-Forwarded-Proto). Requests seen as HTTPS always get a Secure cookie.
     secure_cookies: bool = False

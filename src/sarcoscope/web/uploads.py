@@ -2,15 +2,18 @@
 thick reconstructions): the series not analysed are kept, listed with what tells them apart, and opened as
 studies of their own without uploading again. A study stays one series (labels live on its pixel grid).
 
-On disk, `uploads/<upload id>/files/` holds the other series' files (their images and any damaged file that
-would refuse one; nothing else of the upload: reports, localizers), and `series.json` lists the series found
-in the upload in the reader's order (the first is the default, the one `sarcoscope analyze` reads), each
-with the study it was opened as. Both go with the upload's last study.
+On disk, `uploads/<upload id>/files/` holds the other series' files, numbered (their images and any damaged
+file that would refuse one; nothing else of the upload: reports, localizers, nor its folder and file names),
+and `series.json` lists the series found in the upload in the reader's order (the first is the default, the
+one `sarcoscope analyze` reads), each with the study it was opened as. Both go with the upload's last study.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,9 @@ if TYPE_CHECKING:  # pydicom loads with the first request that reads DICOM
     from sarcoscope.imaging.volume import CTVolume
 
 LISTING = "series.json"
+#: A kept file's name: its number in the upload (KeptUpload.store).
+KEPT_NAME = re.compile(r"\d{6}\.dcm")
+log = logging.getLogger(__name__)
 
 
 def _entry(info: SeriesInfo, default: bool) -> dict[str, Any]:
@@ -47,16 +53,13 @@ class KeptUpload:
     """The series of an upload that holds several, before its chosen series' study is added."""
 
     upload_id: str
-    source: Path
     chosen: str
     series: list[dict[str, Any]] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)  # of every series, the chosen one's moved on by then
 
     @classmethod
-    def of(
-        cls, source: Path, chosen: str | None, infos: list[SeriesInfo], files: list[Path]
-    ) -> KeptUpload | None:
-        """The series under `source` (`infos`, their `files`: imaging.read_ct_surveyed) when there are
+    def of(cls, chosen: str | None, infos: list[SeriesInfo], files: list[Path]) -> KeptUpload | None:
+        """The series of an upload (`infos`, their `files`: imaging.read_ct_surveyed) when there are
         several of one patient; None otherwise (another patient's series are never kept with this one's,
         nor offered beside it). The patient is the reader's (SeriesInfo.patient): without a PatientID, the
         series of two studies are two patients', as the reader refusing such an upload says; a series
@@ -66,21 +69,48 @@ class KeptUpload:
             return None
         entries = [_entry(info, n == 0) for n, info in enumerate(infos)]
         chosen = infos[0].series_uid if chosen is None else chosen
-        return cls(new_study_id(), source, chosen, entries, files)
+        return cls(new_study_id(), chosen, entries, files)
 
     def store(self, store: Store, study_id: str) -> None:
-        """Move the other series' files (the chosen series' are stored already) into the data folder."""
+        """Move the other series' files (the chosen series' are stored already) into the data folder, under
+        names the server chooses: the upload's own folder and file names (a zip's are often the patient's:
+        "Jansen Piet 12345678/CT abdomen/IM0001") are not kept, as no file of a study is (the reader tells
+        the series apart by their headers)."""
         folder = private_dir(store.upload_dir(self.upload_id))
-        for path in self.files:
-            if path.exists():
-                target = folder / "files" / path.relative_to(self.source)
-                private_dir(target.parent)
-                shutil.move(path, target)
-                make_private(target)  # a zip's files have the umask's mode
+        _keep_numbered(private_dir(folder / "files"), [p for p in self.files if p.exists()])
         for entry in self.series:
             if entry["series_uid"] == self.chosen:
                 entry["study_id"] = study_id
         _write_listing(folder, self.series)
+
+
+def _keep_numbered(files: Path, paths: list[Path]) -> None:
+    """Move `paths` into the folder `files` as the next numbered files (KEPT_NAME)."""
+    n = sum(1 for p in files.iterdir() if KEPT_NAME.fullmatch(p.name))
+    for path in paths:
+        while (target := files / f"{n:06d}.dcm").exists():
+            n += 1
+        shutil.move(path, target)
+        make_private(target)  # a zip's files have the umask's mode
+        n += 1
+
+
+def number_kept_files(store: Store) -> int:
+    """Rename the files of uploads kept by an earlier version, which stored them under the upload's own
+    folder and file names (often the patient's), to numbers; at the server's start, before any request.
+    Returns how many were renamed."""
+    renamed = 0
+    for files in sorted((store.data_dir / "uploads").glob("*/files")):
+        kept = sorted(p for p in files.rglob("*") if p.is_file())
+        named = [p for p in kept if p.parent != files or not KEPT_NAME.fullmatch(p.name)]
+        _keep_numbered(files, named)
+        renamed += len(named)
+        for folder in sorted((p for p in files.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):  # not empty (no file of the upload): left, the start goes on
+                folder.rmdir()
+    if renamed:
+        log.warning("Renamed %d kept files of uploads to numbers (they had the upload's names).", renamed)
+    return renamed
 
 
 def _write_listing(folder: Path, series: list[dict[str, Any]]) -> None:

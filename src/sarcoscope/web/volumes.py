@@ -132,7 +132,7 @@ def _ingest(
         source = parts[0].path.parent
     volume, infos, files = read_ct_surveyed(source, series_uid=series_uid)
     volume.warnings = without_upload_paths(volume.warnings, work_dir)  # shown and reported
-    kept = KeptUpload.of(source, series_uid, infos, files)  # None: the upload held this series only
+    kept = KeptUpload.of(series_uid, infos, files)  # None: the upload held this series only
     return add_study(store, volume, total, actor=actor, client=client, kept=kept)
 
 

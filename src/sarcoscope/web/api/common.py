@@ -105,8 +105,23 @@ class DeidentifyQuery(BaseModel):
 Deidentify = Annotated[DeidentifyQuery, Query()]
 
 
-def selected_indices(study: Study) -> list[int]:
+def selected_indices(study: Study, first: int | None = None, last: int | None = None) -> list[int]:
+    """The slices of the study's L3 selection. `first`, `last`: the selection the request was made for (the
+    one the page shows); 409 when the stored one is another (changed since in another tab or by another
+    user), so that no labels are made or imported for slices other than the ones the user chose."""
     sel = study.selection
     if not sel:
         raise HTTPException(409, "Select the L3 slice or range first (PUT /api/studies/{id}/selection).")
-    return list(range(int(sel["first"]), int(sel["last"]) + 1))
+    stored = int(sel["first"]), int(sel["last"])
+    if first is not None and (first, first if last is None else last) != stored:
+        asked = (first, first if last is None else last)
+        raise HTTPException(
+            409,
+            f"The L3 selection was changed (in another tab or by another user) to {_slices(*stored)}; you "
+            f"chose {_slices(*asked)}. Nothing was made: look at the L3 selection again, then try again.",
+        )
+    return list(range(stored[0], stored[1] + 1))
+
+
+def _slices(first: int, last: int) -> str:
+    return f"slice {first}" if first == last else f"slices {first}–{last}"

@@ -20,6 +20,9 @@ from sarcoscope.web.auth import client_of
 from sarcoscope.web.label_import import import_label_file, receive_label_upload
 
 router = APIRouter()
+#: The selection a segmentation or an import is made for (selected_indices refuses another).
+FIRST_HELP = "The first slice of the L3 selection you chose (409 when the stored one is now another)."
+LAST_HELP = "Its last slice (default: first)."
 
 
 class SegmentIn(Body):
@@ -32,6 +35,8 @@ class SegmentIn(Body):
     base_version: int | None = Field(
         default=None, ge=1, le=MAX_INT, description="Latest label version you have seen."
     )
+    first: int | None = Field(default=None, ge=0, le=MAX_INT, description=FIRST_HELP)
+    last: int | None = Field(default=None, ge=0, le=MAX_INT, description=LAST_HELP)
 
 
 class RestoreIn(Body):
@@ -54,7 +59,7 @@ def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: Us
         ModelRegistry().get(body.model)  # only installed models, never a path a client names
         name = f"{name}:{body.model}"
     study = ctx.store.get_study(study_id)
-    indices = selected_indices(study)
+    indices = selected_indices(study, body.first, body.last)
     volume = ctx.volumes.get(study)
     engine = get_engine(name)
     labels, quality = segment_with_quality(engine, np.asarray(volume.hu[indices]), volume.pixel_spacing)
@@ -87,14 +92,20 @@ def list_versions(study_id: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def get_labels(
-    study_id: str, ctx: Ctx, user: User, version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
+    study_id: str,
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> Response:
-    """The label maps of a version (default: latest) as raw uint8 bytes, C order (n, y, x).
+    """The label maps of a version (default: latest) as raw uint8 bytes, C order (n, y, x). In the audit
+    log as `view-results`, once per sitting (AppContext.viewed).
 
     Headers: X-Label-Version, X-Label-Shape ("n,y,x"), X-Label-Indices (axial slice of each map).
     """
     row = ctx.store.get_version(study_id, version)
     stack = ctx.store.load_labels(study_id, row.version)
+    ctx.viewed(request, user, study_id, what="results")
     body = gzip.compress(stack.labels.tobytes(), compresslevel=1)
     return Response(
         body,
@@ -181,13 +192,15 @@ async def import_labels(
     base_version: Annotated[
         int | None, Query(ge=1, description="The latest version you have seen (none: the study has none).")
     ] = None,
+    first: Annotated[int | None, Query(ge=0, le=MAX_INT, description=FIRST_HELP)] = None,
+    last: Annotated[int | None, Query(ge=0, le=MAX_INT, description=LAST_HELP)] = None,
 ) -> dict[str, Any]:
     """Import a label file (Slice-O-Matic .tag, DICOM SEG, NIfTI, PNG, .npy; or one PNG per tissue, field
     `files`) for the selected slice(s) as a new label version. A file that does not fit the study: 422."""
     from starlette.concurrency import run_in_threadpool
 
     study = ctx.store.get_study(study_id)
-    indices = selected_indices(study)
+    indices = selected_indices(study, first, last)
     work = ctx.store.new_tmp_dir()
     try:
         path, shown_name = await receive_label_upload(request, work)

@@ -52,11 +52,18 @@ def set_patient(study_id: str, body: PatientIn, request: Request, ctx: Ctx, user
 
 @router.get("/studies/{study_id}/analysis", tags=["analysis"])
 def get_analysis(
-    study_id: str, ctx: Ctx, user: User, version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
+    study_id: str,
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> dict[str, Any]:
-    """Areas, HU statistics, ratios, SMI and classification for a label version (default: latest)."""
+    """Areas, HU statistics, ratios, SMI and classification for a label version (default: latest). In the
+    audit log as `view-results`, once per sitting (AppContext.viewed)."""
     study = ctx.store.get_study(study_id)
-    return ctx.analyses.get(study, version)
+    analysed = ctx.analyses.get(study, version)
+    ctx.viewed(request, user, study_id, what="results")
+    return analysed
 
 
 @router.get("/studies/{study_id}/export/{fmt}", tags=["analysis"], response_class=FileResponse)
@@ -76,6 +83,8 @@ def export(
         raise HTTPException(404, f"Unknown export format '{fmt}'. Available: {', '.join(analysis.EXPORTS)}.")
     study = ctx.store.get_study(study_id)
     policy = deid.policy(ctx)
+    # the version that leaves the server, also when the latest was asked for (one saved later is another)
+    version = ctx.store.get_version(study_id, version).version
     out = analysis.export_file(ctx.store, ctx.volumes, study, version, fmt, policy)
     details = {"format": fmt, "version": version, "deidentified": policy is not None}
     ctx.store.audit(user, "export", study_id, details, client_of(request))

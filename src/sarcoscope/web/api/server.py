@@ -39,8 +39,8 @@ def config(request: Request, ctx: Ctx) -> dict[str, Any]:
     from sarcoscope.composition import available_cutoff_sets, default_cutoff_set
     from sarcoscope.imaging.labelmaps import builtin_mappings
 
-    try:
-        user: str | None = ctx.auth.user(request)
+    try:  # asked by the page itself (at start, and when its session may have ended): not the user's doing
+        user: str | None = ctx.auth.user(request, active=False)
     except HTTPException:
         user = None
     return {
@@ -50,6 +50,8 @@ def config(request: Request, ctx: Ctx) -> dict[str, Any]:
         "user": user,
         # the page shows the sign-in form when its session ends, not only at the next request
         "session_seconds_left": ctx.auth.session_seconds_left(request) if user is not None else None,
+        # ... and sooner without use: the page says it is in use (GET /api/session) well within this
+        "idle_seconds": 60 * ctx.settings.idle_minutes if ctx.auth.login_required else None,
         "engines": ctx.settings.engines,
         "default_engine": ctx.settings.default_engine,
         "model_engines": [e for e in ctx.settings.engines if takes_model(e)],
@@ -88,12 +90,20 @@ def login(body: SessionIn, request: Request, response: Response, ctx: Ctx) -> di
     response.set_cookie(
         COOKIE,
         granted.token,
-        max_age=int((granted.expires_at - dt.datetime.now(dt.UTC)).total_seconds()),
+        max_age=int((granted.cookie_until - dt.datetime.now(dt.UTC)).total_seconds()),
         httponly=True,
         samesite="strict",
         secure=_secure(request, ctx),
     )
     return {"user": granted.user, "expires_at": iso_utc(granted.expires_at)}
+
+
+@router.get("/session", tags=["server"])
+def session(request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
+    """Who is signed in, and how long their session lasts from now if they do nothing more. The page asks
+    while its user works without other requests (painting labels), which keeps the session from ending
+    idle (WebSettings.idle_minutes)."""
+    return {"user": user, "session_seconds_left": ctx.auth.session_seconds_left(request)}
 
 
 @router.delete("/session", tags=["server"])

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
 from sarcoscope.store import Study
-from sarcoscope.web.api.common import Body, Ctx, User, study_json
+from sarcoscope.web.api.common import MAX_INT, Body, Ctx, User, study_json
 from sarcoscope.web.auth import client_of
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.upload import receive_upload
@@ -113,15 +113,31 @@ def get_study(study_id: str, ctx: Ctx, user: User) -> dict[str, Any]:
 
 
 @router.delete("/studies/{study_id}", tags=["studies"])
-def delete_study(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, str]:
-    """Delete the study's rows and every file of it (the audit log keeps the deletion).
+def delete_study(
+    study_id: str,
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    latest_version: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_INT,
+            description="The study's latest label version you were shown (0: none). When labels were "
+            "saved since, the study is not deleted (409).",
+        ),
+    ] = None,
+) -> dict[str, str]:
+    """Delete the study's rows and every file of it (the audit log keeps the deletion); with
+    `latest_version`, only if no label version was saved after the one the person deleting was shown (the
+    page sends the study list's), so that nobody deletes a colleague's correction they have not seen.
 
     Requests and background work may be using its files (writing its viewer volume or a QC picture,
     reading its images): the rows go first, so that work from now on finds no study (404), and the files
     go once the work already on them has ended (Store.using_files). When this returns, nothing of the
     study is on disk or still to come.
     """
-    ctx.store.delete_study(study_id, user, client_of(request))
+    ctx.store.delete_study(study_id, user, client_of(request), seen_version=latest_version)
     ctx.volumes.drop(study_id)
     ctx.analyses.drop(study_id)
     return {"status": "deleted", "id": study_id}

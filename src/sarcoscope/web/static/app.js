@@ -62,6 +62,20 @@ function watchSession(seconds = state.config.session_seconds_left) {
   sessionTimer = setTimeout(checkSession, Math.min(seconds * 1000 + 500, 2 ** 31 - 1));
 }
 
+// The server ends a session after some minutes without a request of its user (an unattended workstation);
+// work that sends none (painting labels, reading the screen) says it is in use, at most once a minute (a
+// quarter of the idle time when that is shorter).
+let lastActive = 0;
+function inUse() {
+  if (!state.config || !state.config.auth_required || !state.config.user || !$("view-login").hidden) return;
+  if (Date.now() - lastActive < Math.min(60000, (state.config.idle_seconds || 240) * 250)) return;
+  lastActive = Date.now();
+  getJSON("/api/session").then((now) => watchSession(now.session_seconds_left)).catch(() => {}); // 401: sign-in
+}
+for (const type of ["pointerdown", "keydown", "wheel"]) {
+  window.addEventListener(type, inUse, {capture: true, passive: true});
+}
+
 async function checkSession() {
   let now;
   try {

@@ -478,12 +478,15 @@ async function segmentSelected() {
         `The latest labels (version ${v}) were made or corrected by hand. Segmenting makes a new ` +
         `version from scratch, which the analysis then shows (version ${v} stays in Versions and can ` +
         "be restored). Segment anyway?")) return;
-      await saveSelection(); // the lines as shown (a save that failed while they moved)
+      const shown = shownSelection();
+      await saveSelection(shown); // the lines as shown (a save that failed while they moved)
       if (!stillOpen(id)) return;
       message(working);
-      // on the version asked about: one saved since is refused as a conflict, not segmented over unasked
+      // on the version asked about: one saved since is refused as a conflict, not segmented over unasked;
+      // and on the lines shown: a selection changed since elsewhere is refused, not segmented unseen
+      const {first, last} = shown.selection;
       await sendJSON(`/api/studies/${id}/segment`, "POST",
-        {engine: $("engine").value, base_version: v, model: chosenModel()});
+        {engine: $("engine").value, base_version: v, model: chosenModel(), first, last});
       const study = await getJSON(`/api/studies/${id}`);
       if (!stillShown(id)) {
         toast(`The segmentation of ${name} is done: open it from the study list.`, "info");

@@ -34,7 +34,9 @@ export async function loadStudies() {
       deleting.add(s.id);
       showDeleting(remove, true);
       try {
-        await api(`/api/studies/${s.id}`, {method: "DELETE"});
+        // the labels this list showed: a correction saved since (another user, another tab) is not
+        // deleted unseen (409, naming who saved it; the list read again shows it)
+        await api(`/api/studies/${s.id}?latest_version=${s.latest_version || 0}`, {method: "DELETE"});
       } catch (err) { // not deleted (or already, elsewhere: the list read again says so)
         toast(err.message);
         deleting.delete(s.id);

@@ -93,6 +93,8 @@ async function importLabels(e) {
   for (const f of files) body.append("files", f);
   const q = new URLSearchParams({mapping: $("import-mapping").value});
   if (state.study.latest_version) q.set("base_version", state.study.latest_version);
+  const sel = state.study.selection; // the slices this page shows: refused (409) if changed since elsewhere
+  if (sel) { q.set("first", sel.first); q.set("last", sel.last); }
   message("Importing…");
   const id = state.study.id;
   // the edit agreed to be discarded stays on screen, held, until the imported version replaces it (kept if
