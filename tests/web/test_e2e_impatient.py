@@ -268,13 +268,22 @@ def test_a_line_moved_just_before_opening_another_study_is_saved_for_its_own(
     page.clock.install(time=10**12)  # the page's timers wait (B is opened within the 0.4 s) ...
     page.clock.pause_at(10**12 + 1000)
     page.focus("#l3-viewer")
-    page.keyboard.press("ArrowUp")  # slice 6 -> 7
-    page.evaluate(f"location.hash = '#/study/{b}'")  # (a link, Back)
-    _shown(page, "PAT-B")
-    page.clock.resume()  # ... until now
+    # waits for A's save itself, sent 0.4 s (the page's time, slow on a loaded machine) after the resume:
+    # a fixed wait after it could end before, and A's selection was read while still none
+    with page.expect_response(_selection_saved(a)) as saved:
+        page.keyboard.press("ArrowUp")  # slice 6 -> 7
+        page.evaluate(f"location.hash = '#/study/{b}'")  # (a link, Back)
+        _shown(page, "PAT-B")
+        page.clock.resume()  # ... until now
+    assert saved.value.ok
     _settle(page)
     selections = [httpx.get(f"{api}/{sid}").json()["selection"] for sid in (a, b)]
     assert selections == [{"mode": "slice", "first": 7, "last": 7}, None]
+
+
+def _selection_saved(study: str) -> object:
+    """Matches the response to the page's PUT of study `study`'s selection (for page.expect_response)."""
+    return lambda r: r.request.method == "PUT" and r.url.endswith(f"/api/studies/{study}/selection")
 
 
 def test_a_line_dragged_while_another_study_opens_stays_that_studys(
