@@ -281,6 +281,29 @@ def test_a_line_moved_just_before_opening_another_study_is_saved_for_its_own(
     assert selections == [{"mode": "slice", "first": 7, "last": 7}, None]
 
 
+def test_a_line_moved_just_before_the_page_is_reloaded_or_closed_is_saved(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """↑/↓ save the selection 0.4 s after the last key: the page reloaded (F5) or closed within that time
+    dropped the save with its timer, so the move was lost without a word (the server kept none, the study
+    opened again showed its middle slice)."""
+    a, _ = studies
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _shown(page, "PAT-A")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines === '6'")
+    page.clock.install(time=10**12)  # the page's timers wait: the page is reloaded within the 0.4 s
+    page.clock.pause_at(10**12 + 1000)
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")  # slice 6 -> 7
+    page.reload()
+    for _ in range(500):  # the save, sent as the page went, reaches the server
+        selection = httpx.get(f"{server}/api/studies/{a}").json()["selection"]
+        if selection is not None:
+            break
+        page.wait_for_timeout(20)
+    assert selection == {"mode": "slice", "first": 7, "last": 7}
+
+
 def _selection_saved(study: str) -> object:
     """Matches the response to the page's PUT of study `study`'s selection (for page.expect_response)."""
     return lambda r: r.request.method == "PUT" and r.url.endswith(f"/api/studies/{study}/selection")

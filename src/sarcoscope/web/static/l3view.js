@@ -1,7 +1,7 @@
 // The L3 selection view: the Slice or Range (inferior/superior) lines, the localizer's result, window
 // presets, the engine and model choice and "Segment selected". The images are NiiVue's (mpr.js) or, without
 // WebGL2, server PNGs (l3png.js); both call the hooks below and draw the lines this module owns.
-import {$, download, getJSON, message, sendJSON, toast, unsay} from "./api.js";
+import {$, api, download, getJSON, message, sendJSON, toast, unsay} from "./api.js";
 import {replacingLabels, showLabeling} from "./labeling.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
@@ -335,6 +335,7 @@ export function bindL3() {
     updateWaiting(); // off again while the localizer runs (the download turned it on)
   });
   $("segment").addEventListener("click", segmentSelected);
+  window.addEventListener("pagehide", sendWaitingKeys);
   $("deidentify-exports").addEventListener("change", setExportDeidentification);
   $("exports").addEventListener("click", (e) => {
     const button = e.target.closest("button[data-href]");
@@ -365,6 +366,17 @@ function lineKeys(e) {
     state.activeLine = 1 - state.activeLine;
     drawAll();
   }
+}
+
+/** The page reloaded or closed within 0.4 s of ↑/↓: their move, whose timer goes with the page, is sent now,
+ * in a request that outlives the page (else it was lost without a word). */
+function sendWaitingKeys() {
+  const waiting = lineKeys.waiting;
+  if (!waiting) return;
+  clearTimeout(lineKeys.timer);
+  lineKeys.waiting = null;
+  api(`/api/studies/${waiting.id}/selection`, {method: "PUT", keepalive: true,
+    headers: {"Content-Type": "application/json"}, body: JSON.stringify(waiting.selection)}).catch(() => {});
 }
 
 /** True when slice z and both ends of range r are numbers, z between them. */
