@@ -1,12 +1,13 @@
 // The L3 view's images on NiiVue (vendor/niivue, WebGL2): axial, coronal and sagittal tiles of the study's
 // HU volume (GET /api/studies/{id}/volume.nii.gz) in one canvas. NiiVue draws the slices and does
-// window/level (right-drag, on the int16 HU data), pan (middle or shift+drag) and slice scrolling (wheel).
-// Own code here: ctrl+wheel zooms around the cursor (NiiVue zooms around the crosshair), the keyboard (NiiVue's
-// keys would change the layout), a short series' stretched reconstructions, and the crosshair and the
+// window/level (right-drag, on the int16 HU data), pan (middle or shift+drag) and the slice step (wheel).
+// Own code here: the wheel moves as many slices as it turned (NiiVue: one per event), ctrl+wheel zooms around
+// the cursor (NiiVue zooms around the crosshair), the keyboard (NiiVue's keys would change the layout), a
+// short series' stretched reconstructions, and the crosshair and the
 // Range/Slice lines with their labels, drawn on a second canvas over NiiVue's at the screen's pixel density
 // so that text stays sharp (NiiVue's own text is a bitmap font in the WebGL scene, scaled with the view).
 // Indices are the API's: x column, y row, z slice (the file's voxel order).
-import {reconStretch, stretchNote, tag, wheelZoom} from "./state.js";
+import {WheelSlices, reconStretch, stretchNote, tag, wheelZoom} from "./state.js";
 import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
 
 /** True when this browser can run NiiVue (WebGL2); the L3 view falls back to server PNGs otherwise. */
@@ -61,7 +62,7 @@ export class MPRView {
       dragAndDropEnabled: false,
       multiplanarPadPixels: 4,
       loadingText: "",
-      invertScrollDirection: true, // wheel up: a more superior slice, as in the label editor
+      invertScrollDirection: true, // wheel up: a more superior slice, as in the label editor (bind's wheel)
       logLevel: "warn",
     });
     await this.nv.attachToCanvas(this.canvas);
@@ -232,11 +233,20 @@ export class MPRView {
       const r = this.canvas.getBoundingClientRect();
       return [e.clientX - r.left, e.clientY - r.top];
     };
+    // NiiVue moves a slice per wheel event, whatever its size: a trackpad's dozens of small ones flew through
+    // the volume, a fast wheel's notches sent as one moved one slice. Here it moves as far as the wheel went.
+    const wheel = new WheelSlices();
     this.box.addEventListener("wheel", (e) => {
-      if (!e.ctrlKey || !this.volume) return; // plain wheel: NiiVue scrolls the slices
+      if (!this.volume) return;
       e.preventDefault();
       e.stopPropagation();
-      this.zoomAt(wheelZoom(e), ...point(e));
+      if (e.ctrlKey) {
+        this.zoomAt(wheelZoom(e), ...point(e));
+        return;
+      }
+      const slices = wheel.take(e);
+      // NiiVue's own step (the tile under the pointer, along its axis), once per slice; +0.01: up (superior)
+      for (let i = 0; i < Math.abs(slices); i++) this.nv.sliceScroll2D(Math.sign(slices) * 0.01, ...point(e));
     }, {passive: false, capture: true});
     this.box.addEventListener("mousedown", (e) => {
       if (e.button !== 0 || e.shiftKey || !this.volume) return;
