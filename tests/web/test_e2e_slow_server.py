@@ -253,3 +253,27 @@ def test_server_images_arriving_after_another_study_was_opened_are_not_drawn_on_
         _shown(page, "PAT-B")
         assert page.evaluate(coronal) == before
         browser.close()
+
+
+def test_a_volume_that_takes_a_while_to_come_says_how_far_it_is(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """A large volume (hundreds of slices, tens of MB) said "Loading the images…" and nothing more until it
+    came, a minute on a slow network: the user could not tell a slow download from a stalled one. The status
+    line now says how much has come; emptied once the images are shown. (The network here is slowed so that
+    the small test volume takes a few seconds.)"""
+    a, _ = studies
+    size = len(httpx.get(f"{server}/api/studies/{a}/volume.nii.gz").content)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    conditions = {"offline": False, "latency": 0, "uploadThroughput": -1}
+    cdp.send("Network.emulateNetworkConditions", {**conditions, "downloadThroughput": size / 3})
+    page.click("#study-rows tr:has-text('PAT-A')")
+    page.wait_for_function(  # part of it, said in MB
+        "/^Loading the images… [1-9][0-9]? % \\(\\d+\\.\\d of \\d+\\.\\d MB\\)$/"
+        ".test(document.getElementById('study-message').textContent)",
+        timeout=30000,
+    )
+    cdp.send("Network.emulateNetworkConditions", {**conditions, "downloadThroughput": -1})
+    page.wait_for_function("document.getElementById('mpr').dataset.window", timeout=60000)
+    page.wait_for_function("!document.getElementById('study-message').textContent.startsWith('Loading')")

@@ -163,19 +163,22 @@ export async function showL3() {
   showSeries();
   let failed = ""; // the volume's failure, said again once the localizer is done
   if (mpr) {
-    message("Loading the images…");
+    message(LOADING);
     const preset = state.preset; // the window the volume is shown with when it comes
     loadingImages = s.id;
     updateWaiting();
+    const progress = (loaded, total) => { // over the loading message only, not one said meanwhile
+      if (stillOpen(s.id) && saysLoading()) message(loadingText(loaded, total));
+    };
     try {
-      await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[preset]);
+      await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[preset], progress);
       if (!stillOpen(s.id)) return;
       // a preset chosen meanwhile: in the label editor, or here while the volume loaded (none to set it on)
       if (shownPreset !== state.preset || preset !== state.preset) {
         view.setWindow(...state.config.windows[state.preset]);
       }
       shownPreset = state.preset;
-      unsay("Loading the images…"); // not a message said meanwhile ("Saved as version 2.", "Nothing to save")
+      if (saysLoading()) message(""); // not a message said meanwhile ("Saved as version 2.", "Nothing to save")
     } catch (err) {
       if (!stillOpen(s.id)) return;
       failed = `The volume could not be shown (${err.message}): open the study again to retry.`;
@@ -207,6 +210,18 @@ export async function showL3() {
   }
   renderLocalization();
   drawAll();
+}
+
+const LOADING = "Loading the images…";
+const saysLoading = () => $("study-message").textContent.startsWith(LOADING);
+
+/** How far the volume's download is: a large volume (hundreds of slices) takes a while, said as it goes. */
+function loadingText(loaded, total) {
+  const mb = (n) => (n / 1024 ** 2).toFixed(1);
+  if (!loaded) return LOADING;
+  // no size said, or the compressed one (a proxy's Content-Encoding): what came so far only
+  if (!total || loaded > total) return `${LOADING} ${mb(loaded)} MB`;
+  return `${LOADING} ${Math.floor((100 * loaded) / total)} % (${mb(loaded)} of ${mb(total)} MB)`;
 }
 
 function renderLocalization() {

@@ -7,6 +7,7 @@
 // Range/Slice lines with their labels, drawn on a second canvas over NiiVue's at the screen's pixel density
 // so that text stays sharp (NiiVue's own text is a bitmap font in the WebGL scene, scaled with the view).
 // Indices are the API's: x column, y row, z slice (the file's voxel order).
+import {api} from "./api.js";
 import {WheelSlices, reconStretch, stretchNote, tag, wheelZoom} from "./state.js";
 import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
 
@@ -88,24 +89,34 @@ export class MPRView {
     this.bind();
   }
 
-  /** Load the study's volume (once per study) and put the crosshair at voxel (x, y, z). */
-  async open(study, [x, y, z], [level, width]) {
+  /** Load the study's volume (once per study) and put the crosshair at voxel (x, y, z); progress(loaded,
+   * total) as its bytes come (total: null if the server did not say). */
+  async open(study, [x, y, z], [level, width], progress = () => {}) {
     if (this.studyId !== study.id) {
       this.studyId = study.id;
       this.volume = null;
+      if (this.download) this.download.abort(); // the study left's volume: not downloaded alongside
+      const download = new AbortController();
+      this.download = download;
       // one slice has no height: its coronal and sagittal tiles would be strips a pixel high
       const layout = study.n_slices > 1 ? LAYOUT : AXIAL_ONLY;
       this.nv.setCustomLayout(layout);
       this.box.dataset.planes = layout.map((tile) => PLANES[tile.sliceType].toLowerCase()).join(",");
-      const url = `/api/studies/${study.id}/volume.nii.gz`;
+      let buffer;
       try {
-        await this.nv.loadVolumes([{url, colormap: "gray"}]);
+        buffer = await fetchVolume(`/api/studies/${study.id}/volume.nii.gz`, download.signal, progress);
+        if (this.studyId === study.id) {
+          await this.nv.loadVolumes([{url: buffer, name: "volume.nii.gz", colormap: "gray"}]);
+        }
       } catch (err) {
         if (this.studyId === study.id) this.studyId = null; // opened again, it is loaded again
         throw err;
+      } finally {
+        if (this.download === download) this.download = null;
       }
       if (this.studyId !== study.id) { // another study was opened while this one loaded: not shown over it
-        this.nv.removeVolume(this.nv.getMediaByUrl(url));
+        const volume = this.nv.getMediaByUrl(buffer);
+        if (volume) this.nv.removeVolume(volume);
         return;
       }
       this.volume = this.nv.volumes[0];
@@ -392,6 +403,31 @@ export class MPRView {
       tag(ctx, name, left + width - 6, centre, color, "right");
     }
   }
+}
+
+/** The bytes of the volume at `url`, read here rather than by NiiVue so that its progress can be shown (a
+ * large volume takes a while): progress(loaded, total) after each piece. */
+async function fetchVolume(url, signal, progress) {
+  const response = await api(url, {signal});
+  const total = Number(response.headers.get("Content-Length")) || null;
+  const reader = response.body.getReader();
+  const pieces = [];
+  let loaded = 0;
+  progress(0, total);
+  for (;;) {
+    const {done, value} = await reader.read();
+    if (done) break;
+    pieces.push(value);
+    loaded += value.length;
+    progress(loaded, total);
+  }
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const piece of pieces) {
+    bytes.set(piece, at);
+    at += piece.length;
+  }
+  return bytes.buffer;
 }
 
 /** Inverse of a 3x4 affine (rows of [a b c t]) as rows of [a' b' c' t']. */
