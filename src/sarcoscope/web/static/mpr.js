@@ -48,7 +48,9 @@ export class MPRView {
     this.nv = null;
     this.volume = null;
     this.inverse = null;
-    this.studyId = null;
+    this.studyId = null; // the study whose volume is shown or coming
+    this.loading = null; // its load (a promise)
+    this.download = null; // the AbortController of its download
     this.drag = null;
   }
 
@@ -90,41 +92,47 @@ export class MPRView {
   }
 
   /** Load the study's volume (once per study) and put the crosshair at voxel (x, y, z); progress(loaded,
-   * total) as its bytes come (total: null if the server did not say). */
-  async open(study, [x, y, z], [level, width], progress = () => {}) {
+   * total) as its bytes come (total: null if the server did not say). Opened again while its volume comes
+   * (the list, then the study again), it waits for that volume, whose progress is said as before. */
+  async open(study, [x, y, z], window, progress = () => {}) {
     if (this.studyId !== study.id) {
       this.studyId = study.id;
       this.volume = null;
-      if (this.download) this.download.abort(); // the study left's volume: not downloaded alongside
-      const download = new AbortController();
-      this.download = download;
-      // one slice has no height: its coronal and sagittal tiles would be strips a pixel high
-      const layout = study.n_slices > 1 ? LAYOUT : AXIAL_ONLY;
-      this.nv.setCustomLayout(layout);
-      this.box.dataset.planes = layout.map((tile) => PLANES[tile.sliceType].toLowerCase()).join(",");
-      let buffer;
-      try {
-        buffer = await fetchVolume(`/api/studies/${study.id}/volume.nii.gz`, download.signal, progress);
-        if (this.studyId === study.id) {
-          await this.nv.loadVolumes([{url: buffer, name: "volume.nii.gz", colormap: "gray"}]);
-        }
-      } catch (err) {
-        if (this.studyId === study.id) this.studyId = null; // opened again, it is loaded again
-        throw err;
-      } finally {
-        if (this.download === download) this.download = null;
-      }
-      if (this.studyId !== study.id) { // another study was opened while this one loaded: not shown over it
-        const volume = this.nv.getMediaByUrl(buffer);
-        if (volume) this.nv.removeVolume(volume);
-        return;
-      }
-      this.volume = this.nv.volumes[0];
-      this.inverse = invert3x4(this.volume.hdr.affine);
-      this.setWindow(level, width);
-      this.reset(false);
+      this.loading = this.load(study, window, progress);
     }
-    this.setCrosshair(x, y, z);
+    await this.loading;
+    if (this.studyId === study.id) this.setCrosshair(x, y, z); // (not if another study was opened meanwhile)
+  }
+
+  async load(study, [level, width], progress) {
+    if (this.download) this.download.abort(); // the study left's volume: not downloaded alongside
+    const download = new AbortController();
+    this.download = download;
+    // one slice has no height: its coronal and sagittal tiles would be strips a pixel high
+    const layout = study.n_slices > 1 ? LAYOUT : AXIAL_ONLY;
+    this.nv.setCustomLayout(layout);
+    this.box.dataset.planes = layout.map((tile) => PLANES[tile.sliceType].toLowerCase()).join(",");
+    let buffer;
+    try {
+      buffer = await fetchVolume(`/api/studies/${study.id}/volume.nii.gz`, download.signal, progress);
+      if (this.studyId === study.id) {
+        await this.nv.loadVolumes([{url: buffer, name: "volume.nii.gz", colormap: "gray"}]);
+      }
+    } catch (err) {
+      if (this.studyId === study.id) this.studyId = null; // opened again, it is loaded again
+      throw err;
+    } finally {
+      if (this.download === download) this.download = null;
+    }
+    if (this.studyId !== study.id) { // another study was opened while this one loaded: not shown over it
+      const volume = this.nv.getMediaByUrl(buffer);
+      if (volume) this.nv.removeVolume(volume);
+      return;
+    }
+    this.volume = this.nv.volumes[0];
+    this.inverse = invert3x4(this.volume.hdr.affine);
+    this.setWindow(level, width);
+    this.reset(false);
   }
 
   fracOf([x, y, z]) {
