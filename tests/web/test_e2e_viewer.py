@@ -228,6 +228,7 @@ def test_a_window_chosen_in_the_label_editor_is_the_l3_views_too(
     page.click("#tab-label")
     page.select_option("#label-preset", "bone")
     page.click("#tab-l3")
+    page.wait_for_selector("#tab-l3.active")  # shown (the link's hashchange comes after the click)
     assert page.locator("#l3-preset").input_value() == "bone"
     page.wait_for_function("document.getElementById('mpr').dataset.window === '400,1800'", timeout=10000)
     assert page.locator("#l3-window").inner_text() == "W 1800 · L 400"
