@@ -275,13 +275,45 @@ def test_a_line_moved_just_before_opening_another_study_is_saved_for_its_own(
     page.clock.install(time=10**12)  # the page's timers wait (B is opened within the 0.4 s) ...
     page.clock.pause_at(10**12 + 1000)
     page.focus("#l3-viewer")
-    page.keyboard.press("ArrowUp")  # slice 6 -> 7
-    page.evaluate(f"location.hash = '#/study/{b}'")  # (a link, Back)
-    _shown(page, "PAT-B")
-    page.clock.resume()  # ... until now
+    # waits for A's save itself, sent 0.4 s (the page's time, slow on a loaded machine) after the resume:
+    # a fixed wait after it could end before, and A's selection was read while still none
+    with page.expect_response(_selection_saved(a)) as saved:
+        page.keyboard.press("ArrowUp")  # slice 6 -> 7
+        page.evaluate(f"location.hash = '#/study/{b}'")  # (a link, Back)
+        _shown(page, "PAT-B")
+        page.clock.resume()  # ... until now
+    assert saved.value.ok
     _settle(page)
     selections = [httpx.get(f"{api}/{sid}").json()["selection"] for sid in (a, b)]
     assert selections == [{"mode": "slice", "first": 7, "last": 7}, None]
+
+
+def test_a_line_moved_just_before_the_page_is_reloaded_or_closed_is_saved(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """↑/↓ save the selection 0.4 s after the last key: the page reloaded (F5) or closed within that time
+    dropped the save with its timer, so the move was lost without a word (the server kept none, the study
+    opened again showed its middle slice)."""
+    a, _ = studies
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _shown(page, "PAT-A")
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines === '6'")
+    page.clock.install(time=10**12)  # the page's timers wait: the page is reloaded within the 0.4 s
+    page.clock.pause_at(10**12 + 1000)
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")  # slice 6 -> 7
+    page.reload()
+    for _ in range(500):  # the save, sent as the page went, reaches the server
+        selection = httpx.get(f"{server}/api/studies/{a}").json()["selection"]
+        if selection is not None:
+            break
+        page.wait_for_timeout(20)
+    assert selection == {"mode": "slice", "first": 7, "last": 7}
+
+
+def _selection_saved(study: str) -> object:
+    """Matches the response to the page's PUT of study `study`'s selection (for page.expect_response)."""
+    return lambda r: r.request.method == "PUT" and r.url.endswith(f"/api/studies/{study}/selection")
 
 
 def test_a_line_dragged_while_another_study_opens_stays_that_studys(

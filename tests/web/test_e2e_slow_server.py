@@ -253,3 +253,63 @@ def test_server_images_arriving_after_another_study_was_opened_are_not_drawn_on_
         _shown(page, "PAT-B")
         assert page.evaluate(coronal) == before
         browser.close()
+
+
+def _slow_network(page: object, bytes_per_second: float) -> object:
+    """The page's network slowed to `bytes_per_second`; returns the CDP session (for _loaded)."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    _throttle(cdp, bytes_per_second)
+    return cdp
+
+
+def _throttle(cdp: object, bytes_per_second: float) -> None:
+    conditions = {"offline": False, "latency": 0, "uploadThroughput": -1}
+    cdp.send("Network.emulateNetworkConditions", {**conditions, "downloadThroughput": bytes_per_second})
+
+
+def _says_part_loaded(page: object) -> None:
+    page.wait_for_function(  # part of the volume, said in MB
+        "/^Loading the images… [1-9][0-9]? % \\(\\d+\\.\\d of \\d+\\.\\d MB\\)$/"
+        ".test(document.getElementById('study-message').textContent)",
+        timeout=30000,
+    )
+
+
+def _loaded(page: object, cdp: object) -> None:
+    """The network as it is again: the volume comes, is shown, and the status line is emptied."""
+    _throttle(cdp, -1)
+    page.wait_for_function("document.getElementById('mpr').dataset.window", timeout=60000)
+    page.wait_for_function("!document.getElementById('study-message').textContent.startsWith('Loading')")
+
+
+def test_a_volume_that_takes_a_while_to_come_says_how_far_it_is(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """A large volume (hundreds of slices, tens of MB) said "Loading the images…" and nothing more until it
+    came, a minute on a slow network: the user could not tell a slow download from a stalled one. The status
+    line now says how much has come; emptied once the images are shown. (The network here is slowed so that
+    the small test volume takes a few seconds.)"""
+    a, _ = studies
+    size = len(httpx.get(f"{server}/api/studies/{a}/volume.nii.gz").content)
+    cdp = _slow_network(page, size / 3)
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _says_part_loaded(page)
+    _loaded(page, cdp)
+
+
+def test_a_study_opened_again_while_its_volume_comes_says_so(
+    page: object, server: str, studies: tuple[str, str]
+) -> None:
+    """A study left for the list while its volume came, then opened again, showed an empty status line and a
+    black viewer until the volume came: the view took the volume on its way for one already shown and said
+    nothing. It now waits for that volume, saying how far it is."""
+    a, _ = studies
+    size = len(httpx.get(f"{server}/api/studies/{a}/volume.nii.gz").content)
+    cdp = _slow_network(page, size / 6)
+    page.click("#study-rows tr:has-text('PAT-A')")
+    _says_part_loaded(page)
+    _open_from_list(page, "PAT-A")
+    _shown(page, "PAT-A")
+    _says_part_loaded(page)
+    _loaded(page, cdp)

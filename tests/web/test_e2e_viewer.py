@@ -228,6 +228,7 @@ def test_a_window_chosen_in_the_label_editor_is_the_l3_views_too(
     page.click("#tab-label")
     page.select_option("#label-preset", "bone")
     page.click("#tab-l3")
+    page.wait_for_selector("#tab-l3.active")  # shown (the link's hashchange comes after the click)
     assert page.locator("#l3-preset").input_value() == "bone"
     page.wait_for_function("document.getElementById('mpr').dataset.window === '400,1800'", timeout=10000)
     assert page.locator("#l3-window").inner_text() == "W 1800 · L 400"
@@ -772,3 +773,73 @@ def test_real_dicom_series_through_the_whole_viewer(page: object, server: str) -
         if fmt == "html":
             report = Path(info.value.path()).read_text()
             assert "Sarcopenia" in report or "SMI" in report
+
+
+def _wheel(page: object, deltas: list[float]) -> None:
+    """Wheel events at the pointer, the page's clock stopped: all come at once, as in one quick gesture."""
+    for delta in deltas:
+        page.mouse.wheel(0, delta)
+
+
+def _lines_wheel(page: object, x: float, y: float, lines: int) -> None:
+    """A wheel event in lines (Firefox's deltaMode 1; 3 lines a notch) at (x, y) of the page."""
+    page.evaluate(
+        "([x, y, lines]) => document.elementFromPoint(x, y).dispatchEvent(new WheelEvent('wheel', "
+        "{deltaY: lines, deltaMode: 1, clientX: x, clientY: y, bubbles: true, cancelable: true}))",
+        [x, y, lines],
+    )
+
+
+def test_the_wheel_moves_the_slices_as_far_as_it_turned(page: object, server: str, tmp_path: Path) -> None:
+    """The wheel moved one slice per event whatever its size: a trackpad's swipe, dozens of events of a few
+    pixels, flew through the volume (20 slices for the distance of one notch), and a fast wheel, whose notches
+    the browser sends summed into one event, moved one slice for three notches. Now a notch (100 px here, 3
+    lines in Firefox) is a slice, notches summed are as many, and a trackpad's small events a slice per
+    50 px; in the L3 view (NiiVue and the server images) and the label editor."""
+    study_id, box = _open_mpr(page, tmp_path)
+    page.clock.install(time=10**12)
+    page.clock.pause_at(10**12 + 1000)  # performance.now() stands still: the events come as one gesture
+    ax = (box["x"] + box["width"] * 0.21, box["y"] + box["height"] * 0.5)  # the axial tile
+    page.mouse.move(*ax)
+
+    def axial() -> int:
+        return int(_data(page, "#l3-viewer", "axial"))
+
+    z0 = axial()
+    _wheel(page, [-5] * 20)  # a trackpad: 100 px up, one notch's distance
+    assert axial() == z0 + 2  # the first at once, then a slice per 50 px (before: 20, up to the last slice)
+    _wheel(page, [300])  # three notches down, sent as one event
+    assert axial() == z0 - 1
+    _wheel(page, [-100])  # a notch up
+    assert axial() == z0
+    _lines_wheel(page, *ax, 3)  # Firefox: 3 lines down
+    assert axial() == z0 - 1
+
+    page.goto(f"{server}/?png#/study/{study_id}")  # the server's images (no WebGL2)
+    page.wait_for_selector("#l3-grid:not([hidden])")
+    page.wait_for_function("document.getElementById('axial-canvas').width === 96")
+    axial_box = page.locator("#axial-box").bounding_box()
+    page.mouse.move(axial_box["x"] + axial_box["width"] / 2, axial_box["y"] + axial_box["height"] / 2)
+    z0 = axial()
+    _wheel(page, [-5] * 20)
+    assert axial() == z0 + 2
+    _wheel(page, [300])
+    assert axial() == z0 - 1
+
+    page.request.put(
+        f"{server}/api/studies/{study_id}/selection", data={"mode": "range", "first": 1, "last": 10}
+    )
+    page.request.post(f"{server}/api/studies/{study_id}/segment", data={"engine": "threshold"})
+    page.goto(f"{server}/#/study/{study_id}/label")
+    page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=120000)
+    editor = page.locator("#editor-box").bounding_box()
+    page.mouse.move(editor["x"] + editor["width"] / 2, editor["y"] + editor["height"] / 2)
+
+    def shown() -> int:  # k of "slice z (k of n)"
+        return int(page.locator("#slice-text").inner_text().split("(")[1].split()[0])
+
+    k0 = shown()
+    _wheel(page, [-300])  # three notches up, as one event
+    page.wait_for_function(f"document.getElementById('slice-text').textContent.includes('({k0 + 3} of')")
+    _wheel(page, [5] * 20)  # a trackpad: 100 px down
+    page.wait_for_function(f"document.getElementById('slice-text').textContent.includes('({k0 + 1} of')")

@@ -2,7 +2,7 @@
 // drawn on three canvases, with the Range/Slice lines and the localizer's vertebrae drawn over them. Used only
 // when NiiVue cannot run (mpr.js); window/level is then limited to the presets.
 import {$, message, unsay} from "./api.js";
-import {canvasPoint, image, reconStretch, state, stillOpen, stretchNote, tag} from "./state.js";
+import {WheelSlices, canvasPoint, image, reconStretch, state, stillOpen, stretchNote, tag} from "./state.js";
 import {Viewport} from "./viewport.js";
 
 const LINE_GRAB_PX = 7; // as on NiiVue (mpr.js): a press this close to a line (CSS px) drags it
@@ -157,10 +157,11 @@ export class PNGView {
   }
 
   bind() {
+    const axialWheel = new WheelSlices();
     $("axial-box").addEventListener("wheel", (e) => {
       e.preventDefault();
-      if (!e.deltaY) return; // sideways (a trackpad, Shift+wheel): not a turn down
-      this.hooks.crosshair(state.crossX, state.crossY, state.axialZ + (e.deltaY < 0 ? 1 : -1));
+      const slices = axialWheel.take(e); // (sideways, a trackpad's or Shift+wheel: none)
+      if (slices) this.hooks.crosshair(state.crossX, state.crossY, state.axialZ + slices);
     }, {passive: false});
     $("axial-canvas").addEventListener("click", (e) => {
       const [x, y] = canvasPoint(e.currentTarget, e).map(Math.floor);
@@ -198,10 +199,11 @@ export class PNGView {
       });
       canvas.addEventListener("pointerup", drop);
       canvas.addEventListener("lostpointercapture", drop);
+      const wheel = new WheelSlices();
       canvas.addEventListener("wheel", (e) => {
         e.preventDefault();
         const s = state.study;
-        const d = Math.sign(e.deltaY);
+        const d = -wheel.take(e); // (as before: down, a higher row or column)
         if (plane === "coronal") this.hooks.crosshair(state.crossX, Math.max(0, Math.min(s.rows - 1, state.crossY + d)), state.axialZ);
         else this.hooks.crosshair(Math.max(0, Math.min(s.cols - 1, state.crossX + d)), state.crossY, state.axialZ);
       }, {passive: false});

@@ -1,7 +1,7 @@
 // The L3 selection view: the Slice or Range (inferior/superior) lines, the localizer's result, window
 // presets, the engine and model choice and "Segment selected". The images are NiiVue's (mpr.js) or, without
 // WebGL2, server PNGs (l3png.js); both call the hooks below and draw the lines this module owns.
-import {$, download, getJSON, message, sendJSON, toast, unsay} from "./api.js";
+import {$, api, download, getJSON, message, sendJSON, toast, unsay} from "./api.js";
 import {replacingLabels, showLabeling} from "./labeling.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
@@ -163,19 +163,22 @@ export async function showL3() {
   showSeries();
   let failed = ""; // the volume's failure, said again once the localizer is done
   if (mpr) {
-    message("Loading the images…");
+    message(LOADING);
     const preset = state.preset; // the window the volume is shown with when it comes
     loadingImages = s.id;
     updateWaiting();
+    const progress = (loaded, total) => { // over the loading message only, not one said meanwhile
+      if (stillOpen(s.id) && saysLoading()) message(loadingText(loaded, total));
+    };
     try {
-      await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[preset]);
+      await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[preset], progress);
       if (!stillOpen(s.id)) return;
       // a preset chosen meanwhile: in the label editor, or here while the volume loaded (none to set it on)
       if (shownPreset !== state.preset || preset !== state.preset) {
         view.setWindow(...state.config.windows[state.preset]);
       }
       shownPreset = state.preset;
-      unsay("Loading the images…"); // not a message said meanwhile ("Saved as version 2.", "Nothing to save")
+      if (saysLoading()) message(""); // not a message said meanwhile ("Saved as version 2.", "Nothing to save")
     } catch (err) {
       if (!stillOpen(s.id)) return;
       failed = `The volume could not be shown (${err.message}): open the study again to retry.`;
@@ -207,6 +210,18 @@ export async function showL3() {
   }
   renderLocalization();
   drawAll();
+}
+
+const LOADING = "Loading the images…";
+const saysLoading = () => $("study-message").textContent.startsWith(LOADING);
+
+/** How far the volume's download is: a large volume (hundreds of slices) takes a while, said as it goes. */
+function loadingText(loaded, total) {
+  const mb = (n) => (n / 1024 ** 2).toFixed(1);
+  if (!loaded) return LOADING;
+  // no size said, or the compressed one (a proxy's Content-Encoding): what came so far only
+  if (!total || loaded > total) return `${LOADING} ${mb(loaded)} MB`;
+  return `${LOADING} ${Math.floor((100 * loaded) / total)} % (${mb(loaded)} of ${mb(total)} MB)`;
 }
 
 function renderLocalization() {
@@ -335,6 +350,7 @@ export function bindL3() {
     updateWaiting(); // off again while the localizer runs (the download turned it on)
   });
   $("segment").addEventListener("click", segmentSelected);
+  window.addEventListener("pagehide", sendWaitingKeys);
   $("deidentify-exports").addEventListener("change", setExportDeidentification);
   $("exports").addEventListener("click", (e) => {
     const button = e.target.closest("button[data-href]");
@@ -365,6 +381,17 @@ function lineKeys(e) {
     state.activeLine = 1 - state.activeLine;
     drawAll();
   }
+}
+
+/** The page reloaded or closed within 0.4 s of ↑/↓: their move, whose timer goes with the page, is sent now,
+ * in a request that outlives the page (else it was lost without a word). */
+function sendWaitingKeys() {
+  const waiting = lineKeys.waiting;
+  if (!waiting) return;
+  clearTimeout(lineKeys.timer);
+  lineKeys.waiting = null;
+  api(`/api/studies/${waiting.id}/selection`, {method: "PUT", keepalive: true,
+    headers: {"Content-Type": "application/json"}, body: JSON.stringify(waiting.selection)}).catch(() => {});
 }
 
 /** True when slice z and both ends of range r are numbers, z between them. */

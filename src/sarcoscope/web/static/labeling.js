@@ -3,12 +3,13 @@
 import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
 import {drawOutline} from "./outline.js";
-import {canvasPoint, image, ownsKeys, showPressed, state, stillOpen} from "./state.js";
+import {WheelSlices, canvasPoint, image, ownsKeys, showPressed, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
 import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
 
 
 let editView = null; // Viewport of the label editor
+const editWheel = new WheelSlices(); // its wheel's slices
 let readOnly = ""; // the message that the version shown is read-only, cleared when another one is shown
 let nothingFilled = ""; // the message that a fill found nothing to fill, cleared by one that fills
 let made = ""; // the message that a version was made (saved, restored, imported)
@@ -387,8 +388,9 @@ export function bindEditor() {
   $("edit-reset").addEventListener("click", () => editView.reset());
   $("editor-box").addEventListener("wheel", (e) => {
     e.preventDefault();
-    if (!e.deltaY) return; // sideways (a trackpad, Shift+wheel): not a turn down
-    stepSlice(e.deltaY < 0 ? 1 : -1);
+    const slices = editWheel.take(e); // (sideways, a trackpad's or Shift+wheel: none)
+    if (!slices) return;
+    stepSlice(slices);
     drawEditor();
   }, {passive: false});
 

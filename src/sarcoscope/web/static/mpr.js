@@ -1,12 +1,14 @@
 // The L3 view's images on NiiVue (vendor/niivue, WebGL2): axial, coronal and sagittal tiles of the study's
 // HU volume (GET /api/studies/{id}/volume.nii.gz) in one canvas. NiiVue draws the slices and does
-// window/level (right-drag, on the int16 HU data), pan (middle or shift+drag) and slice scrolling (wheel).
-// Own code here: ctrl+wheel zooms around the cursor (NiiVue zooms around the crosshair), the keyboard (NiiVue's
-// keys would change the layout), a short series' stretched reconstructions, and the crosshair and the
+// window/level (right-drag, on the int16 HU data), pan (middle or shift+drag) and the slice step (wheel).
+// Own code here: the wheel moves as many slices as it turned (NiiVue: one per event), ctrl+wheel zooms around
+// the cursor (NiiVue zooms around the crosshair), the keyboard (NiiVue's keys would change the layout), a
+// short series' stretched reconstructions, and the crosshair and the
 // Range/Slice lines with their labels, drawn on a second canvas over NiiVue's at the screen's pixel density
 // so that text stays sharp (NiiVue's own text is a bitmap font in the WebGL scene, scaled with the view).
 // Indices are the API's: x column, y row, z slice (the file's voxel order).
-import {reconStretch, stretchNote, tag, wheelZoom} from "./state.js";
+import {api} from "./api.js";
+import {WheelSlices, reconStretch, stretchNote, tag, wheelZoom} from "./state.js";
 import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
 
 /** True when this browser can run NiiVue (WebGL2); the L3 view falls back to server PNGs otherwise. */
@@ -46,7 +48,9 @@ export class MPRView {
     this.nv = null;
     this.volume = null;
     this.inverse = null;
-    this.studyId = null;
+    this.studyId = null; // the study whose volume is shown or coming
+    this.loading = null; // its load (a promise)
+    this.download = null; // the AbortController of its download
     this.drag = null;
   }
 
@@ -61,7 +65,7 @@ export class MPRView {
       dragAndDropEnabled: false,
       multiplanarPadPixels: 4,
       loadingText: "",
-      invertScrollDirection: true, // wheel up: a more superior slice, as in the label editor
+      invertScrollDirection: true, // wheel up: a more superior slice, as in the label editor (bind's wheel)
       logLevel: "warn",
     });
     await this.nv.attachToCanvas(this.canvas);
@@ -87,32 +91,48 @@ export class MPRView {
     this.bind();
   }
 
-  /** Load the study's volume (once per study) and put the crosshair at voxel (x, y, z). */
-  async open(study, [x, y, z], [level, width]) {
+  /** Load the study's volume (once per study) and put the crosshair at voxel (x, y, z); progress(loaded,
+   * total) as its bytes come (total: null if the server did not say). Opened again while its volume comes
+   * (the list, then the study again), it waits for that volume, whose progress is said as before. */
+  async open(study, [x, y, z], window, progress = () => {}) {
     if (this.studyId !== study.id) {
       this.studyId = study.id;
       this.volume = null;
-      // one slice has no height: its coronal and sagittal tiles would be strips a pixel high
-      const layout = study.n_slices > 1 ? LAYOUT : AXIAL_ONLY;
-      this.nv.setCustomLayout(layout);
-      this.box.dataset.planes = layout.map((tile) => PLANES[tile.sliceType].toLowerCase()).join(",");
-      const url = `/api/studies/${study.id}/volume.nii.gz`;
-      try {
-        await this.nv.loadVolumes([{url, colormap: "gray"}]);
-      } catch (err) {
-        if (this.studyId === study.id) this.studyId = null; // opened again, it is loaded again
-        throw err;
-      }
-      if (this.studyId !== study.id) { // another study was opened while this one loaded: not shown over it
-        this.nv.removeVolume(this.nv.getMediaByUrl(url));
-        return;
-      }
-      this.volume = this.nv.volumes[0];
-      this.inverse = invert3x4(this.volume.hdr.affine);
-      this.setWindow(level, width);
-      this.reset(false);
+      this.loading = this.load(study, window, progress);
     }
-    this.setCrosshair(x, y, z);
+    await this.loading;
+    if (this.studyId === study.id) this.setCrosshair(x, y, z); // (not if another study was opened meanwhile)
+  }
+
+  async load(study, [level, width], progress) {
+    if (this.download) this.download.abort(); // the study left's volume: not downloaded alongside
+    const download = new AbortController();
+    this.download = download;
+    // one slice has no height: its coronal and sagittal tiles would be strips a pixel high
+    const layout = study.n_slices > 1 ? LAYOUT : AXIAL_ONLY;
+    this.nv.setCustomLayout(layout);
+    this.box.dataset.planes = layout.map((tile) => PLANES[tile.sliceType].toLowerCase()).join(",");
+    let buffer;
+    try {
+      buffer = await fetchVolume(`/api/studies/${study.id}/volume.nii.gz`, download.signal, progress);
+      if (this.studyId === study.id) {
+        await this.nv.loadVolumes([{url: buffer, name: "volume.nii.gz", colormap: "gray"}]);
+      }
+    } catch (err) {
+      if (this.studyId === study.id) this.studyId = null; // opened again, it is loaded again
+      throw err;
+    } finally {
+      if (this.download === download) this.download = null;
+    }
+    if (this.studyId !== study.id) { // another study was opened while this one loaded: not shown over it
+      const volume = this.nv.getMediaByUrl(buffer);
+      if (volume) this.nv.removeVolume(volume);
+      return;
+    }
+    this.volume = this.nv.volumes[0];
+    this.inverse = invert3x4(this.volume.hdr.affine);
+    this.setWindow(level, width);
+    this.reset(false);
   }
 
   fracOf([x, y, z]) {
@@ -232,11 +252,20 @@ export class MPRView {
       const r = this.canvas.getBoundingClientRect();
       return [e.clientX - r.left, e.clientY - r.top];
     };
+    // NiiVue moves a slice per wheel event, whatever its size: a trackpad's dozens of small ones flew through
+    // the volume, a fast wheel's notches sent as one moved one slice. Here it moves as far as the wheel went.
+    const wheel = new WheelSlices();
     this.box.addEventListener("wheel", (e) => {
-      if (!e.ctrlKey || !this.volume) return; // plain wheel: NiiVue scrolls the slices
+      if (!this.volume) return;
       e.preventDefault();
       e.stopPropagation();
-      this.zoomAt(wheelZoom(e), ...point(e));
+      if (e.ctrlKey) {
+        this.zoomAt(wheelZoom(e), ...point(e));
+        return;
+      }
+      const slices = wheel.take(e);
+      // NiiVue's own step (the tile under the pointer, along its axis), once per slice; +0.01: up (superior)
+      for (let i = 0; i < Math.abs(slices); i++) this.nv.sliceScroll2D(Math.sign(slices) * 0.01, ...point(e));
     }, {passive: false, capture: true});
     this.box.addEventListener("mousedown", (e) => {
       if (e.button !== 0 || e.shiftKey || !this.volume) return;
@@ -382,6 +411,31 @@ export class MPRView {
       tag(ctx, name, left + width - 6, centre, color, "right");
     }
   }
+}
+
+/** The bytes of the volume at `url`, read here rather than by NiiVue so that its progress can be shown (a
+ * large volume takes a while): progress(loaded, total) after each piece. */
+async function fetchVolume(url, signal, progress) {
+  const response = await api(url, {signal});
+  const total = Number(response.headers.get("Content-Length")) || null;
+  const reader = response.body.getReader();
+  const pieces = [];
+  let loaded = 0;
+  progress(0, total);
+  for (;;) {
+    const {done, value} = await reader.read();
+    if (done) break;
+    pieces.push(value);
+    loaded += value.length;
+    progress(loaded, total);
+  }
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const piece of pieces) {
+    bytes.set(piece, at);
+    at += piece.length;
+  }
+  return bytes.buffer;
 }
 
 /** Inverse of a 3x4 affine (rows of [a b c t]) as rows of [a' b' c' t']. */

@@ -83,6 +83,35 @@ export function wheelZoom(e) {
   return 1.25 ** Math.max(-1, Math.min(1, -px / 100));
 }
 
+/** The slices a wheel moves by, event after event (+: up, a more superior slice), as far as the wheel or the
+ * fingers went: a mouse's notch (50 to 150 px; 3 lines) one slice, notches the browser sent as one event (a
+ * fast wheel, a busy page) as many; a trackpad's stream of small events a slice per 50 px (half a notch),
+ * the first after a pause at once, so that a wheel whose notches are a few pixels (macOS) still moves a slice
+ * a notch when turned slowly. Sideways (a trackpad swiped left or right, Shift+wheel): none. One per view. */
+export class WheelSlices {
+  constructor() {
+    this.rest = 0; // px towards the next slice
+    this.last = -Infinity; // when the last event came (ms)
+  }
+
+  take(e) {
+    const now = performance.now();
+    const pause = now - this.last > WHEEL_PAUSE_MS;
+    this.last = now;
+    if (!e.deltaY || Math.abs(e.deltaX) > Math.abs(e.deltaY)) return 0;
+    const px = -e.deltaY * (e.deltaMode === 1 ? 33 : e.deltaMode === 2 ? 100 : 1); // lines, pages: a notch
+    if (pause || Math.sign(px) !== Math.sign(this.rest)) this.rest = 0; // turned back: from there
+    if (Math.abs(px) >= 50) return Math.sign(px) * Math.max(1, Math.round(Math.abs(px) / 100));
+    if (pause) return Math.sign(px);
+    this.rest += px;
+    const slices = Math.trunc(this.rest / 50);
+    this.rest -= slices * 50;
+    return slices;
+  }
+}
+
+const WHEEL_PAUSE_MS = 120; // longer between two events: the wheel was turned again (a trackpad's come every ~16)
+
 /** True for a control whose keys are its own (a text or number field, a list): shortcuts leave them alone. */
 export function ownsKeys(el) {
   return el.matches("input[type=number], input[type=text], input[type=search], select");
