@@ -141,6 +141,34 @@ def test_ctrl_s_pressed_again_while_saving_is_not_a_conflict(tmp_path: Path, ser
         assert [v["version"] for v in httpx.get(f"{url}/api/studies/{sid}/versions").json()] == [2, 1]
 
 
+def test_a_save_refused_for_a_colleagues_version_can_be_saved_on_top_of_it(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """A save refused because a colleague saved a version meanwhile left the edit unsaveable: the page said
+    so, every further Save was refused the same way, and reloading discarded it. Now the page asks, and
+    saves it as the next version on top of theirs, which stays in the history."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _stroke(page, 0.06, 0.08)
+        theirs = httpx.get(f"{url}/api/studies/{sid}/labels").content  # version 1's labels, unchanged
+        httpx.post(
+            f"{url}/api/studies/{sid}/labels?base_version=1",
+            content=theirs,
+            headers={"Content-Type": "application/octet-stream"},
+        ).raise_for_status()
+        asked: list[str] = []
+        page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Saved as version 3")
+        assert "version 2 was saved by" in asked[0] and "on top of version 2" in asked[0]
+        assert [v["version"] for v in httpx.get(f"{url}/api/studies/{sid}/versions").json()] == [3, 2, 1]
+        assert httpx.get(f"{url}/api/studies/{sid}/labels?version=2").content == theirs  # kept
+        assert httpx.get(f"{url}/api/studies/{sid}/labels?version=3").content != theirs  # the stroke
+        assert page.locator("#save-labels").inner_text() == "Save"  # nothing left unsaved
+        page.reload()
+        page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
+        assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+
+
 def test_patient_facts_applied_twice_while_saving_are_not_a_conflict(
     tmp_path: Path, series: list[Path]
 ) -> None:

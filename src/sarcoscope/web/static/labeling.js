@@ -587,6 +587,16 @@ async function saveLabels() {
     if (!stillOpen(id)) toast(`The labels of the study left were not saved: ${err.message}`);
     else if (err.status === 409) {
       message(err.message, true); // the server's reason says "Not saved" and who saved what
+      // Their version stays in the history whatever is saved on top of it: offer that, or the edit could
+      // never be saved (every Save refused the same way) and a reload would discard it.
+      const latest = err.body && err.body.latest_version;
+      if (latest && latest !== state.version && confirm(`${err.message}\n\nSave your edit as the next `
+          + `version, on top of version ${latest}? Version ${latest} stays in the history (Versions).`)) {
+        state.version = latest;
+        saving = false;
+        await saveLabels();
+        return;
+      }
       toast(`${err.message} Your unsaved edit is still on screen; reloading will discard it.`);
     } else message(`Not saved: ${err.message} Your edit is still on screen: press Save again.`, true);
   } finally {
