@@ -44,6 +44,13 @@ def iou_bin_counts(values: Sequence[float]) -> dict[str, tuple[int, float]]:
     return {name: (bins.count(name), bins.count(name) / n if n else math.nan) for name, _, _ in IOU_BINS}
 
 
+def _evaluated(values: Sequence[float], case_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """The values that were evaluated (NaN: not) and their cases."""
+    arr = np.asarray(values, dtype=float)
+    ok = ~np.isnan(arr)
+    return arr[ok], [c for c, k in zip(case_ids, ok, strict=True) if k]
+
+
 @dataclass(frozen=True)
 class Summary:
     """Distribution of one metric over cases (NaN values excluded)."""
@@ -60,12 +67,9 @@ class Summary:
 
 def summarize(values: Sequence[float], case_ids: Sequence[str], *, lower_is_worse: bool = True) -> Summary:
     """Mean, SD (n−1), median, IQR and the worst case of a metric."""
-    arr = np.asarray(values, dtype=float)
-    ok = ~np.isnan(arr)
-    if not ok.any():
+    good, ids = _evaluated(values, case_ids)
+    if not good.size:
         return Summary(0, *(math.nan,) * 6, "")
-    good = arr[ok]
-    ids = [c for c, k in zip(case_ids, ok, strict=True) if k]
     idx = int(np.argmin(good) if lower_is_worse else np.argmax(good))
     return Summary(
         n=int(good.size),
@@ -99,12 +103,9 @@ class AreaErrorSummary:
 
 def summarize_area_error(values: Sequence[float], case_ids: Sequence[str]) -> AreaErrorSummary:
     """The area errors (%) of cases; NaN (no reference area) excluded."""
-    arr = np.asarray(values, dtype=float)
-    ok = ~np.isnan(arr)
-    if not ok.any():
+    good, ids = _evaluated(values, case_ids)
+    if not good.size:
         return AreaErrorSummary(0, math.nan, math.nan, math.nan, "", 0)
-    good = arr[ok]
-    ids = [c for c, k in zip(case_ids, ok, strict=True) if k]
     idx = int(np.argmax(np.abs(good)))
     return AreaErrorSummary(
         n=int(good.size),
