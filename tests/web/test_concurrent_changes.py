@@ -261,22 +261,31 @@ def test_a_failed_upload_leaves_the_files_of_the_same_series_uploaded_meanwhile(
     assert client.get(f"/api/studies/{study['id']}/dicom", params={"first": 0, "last": 11}).status_code == 200
 
 
+@pytest.mark.parametrize("kept", [True, False], ids=["kept", "erased"])
 def test_a_series_uploaded_while_its_study_is_deleted_is_not_left_without_files(
-    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch, kept: bool
 ) -> None:
-    """The deletion removes the study's rows, then its files: an upload of the same series in between found
-    no study, moved its files into the folder being removed and was added with them gone. It is refused
-    until they are removed."""
+    """The deletion removes the study's rows, then its files (erased, or moved to the trash): an upload of
+    the same series in between found no study, moved its files into the folder being removed and was added
+    with them gone. It is refused until they are removed."""
+    from sarcoscope.store import trash
+
     store = client.app.state.ctx.store
+    client.app.state.ctx.settings.keep_deleted_days = 30 if kept else 0
     old = upload(client, series)
     deleted = store.get_study(old["id"])
-    remove, uploaded = store.remove_study_files, threading.Event()
+    remove, finish, uploaded = store.remove_study_files, trash.finish, threading.Event()
 
     def remove_late(study: Any) -> None:  # after the rows, as a deletion waiting for a download does
         uploaded.wait(5)
         remove(study)
 
+    def finish_late(store_: Any, study: Any, pending: Path) -> None:
+        uploaded.wait(5)
+        finish(store_, study, pending)
+
     monkeypatch.setattr(store, "remove_study_files", remove_late)
+    monkeypatch.setattr(trash, "finish", finish_late)
     deletion = threading.Thread(target=lambda: client.delete(f"/api/studies/{old['id']}"))
     deletion.start()
     for _ in range(500):  # until the rows are gone (at most 5 s)

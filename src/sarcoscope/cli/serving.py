@@ -52,6 +52,13 @@ def serve(
         float,
         typer.Option(help="A login ends sooner after this many minutes without a request (open mode: not)."),
     ] = 30.0,
+    keep_deleted_days: Annotated[
+        float,
+        typer.Option(
+            help="Keep a deleted study this many days ('sarcoscope studies restore' puts it back); 0: erase "
+            "at once."
+        ),
+    ] = 30.0,
     secure_cookies: Annotated[
         bool, typer.Option(help="Mark the session cookie Secure even for requests seen as plain HTTP.")
     ] = False,
@@ -94,6 +101,7 @@ def serve(
             engine=engine,
             session_hours=session_hours,
             idle_minutes=idle_minutes,
+            keep_deleted_days=keep_deleted_days,
             secure_cookies=secure_cookies,
             trusted_proxies=trusted_proxy,
             dicomweb_url=dicomweb_url,
@@ -290,5 +298,75 @@ def users_list(
                 str(user.failed_logins),
             )
         console.print(table)
+
+    _with_accounts(data_dir, database_url, action)
+
+
+studies_app = typer.Typer(
+    no_args_is_help=True,
+    help="Studies deleted in the web application: kept for --keep-deleted-days of `serve`, then erased.",
+)
+app.add_typer(studies_app, name="studies")
+
+
+@studies_app.command("deleted")
+def studies_deleted(
+    data_dir: DataDirOption = Path("sarcoscope-data"), database_url: DatabaseOption = None
+) -> None:
+    """List the deleted studies that can still be restored, most recent first."""
+    from sarcoscope.store import trash
+
+    def action(store: Any) -> None:
+        kept = trash.deleted_studies(store)
+        if not kept:
+            console.print("No deleted studies are kept.")
+            return
+        table = Table("id", "deleted", "by", "patient", "study date", "series", "label versions")
+        for d in kept:
+            table.add_row(
+                d.id,
+                f"{d.deleted_at:%Y-%m-%d %H:%M}",
+                esc(d.deleted_by),
+                esc(d.patient_id or ""),
+                esc(d.study_date or ""),
+                esc(d.series_description or ""),
+                str(d.n_versions),
+            )
+        console.print(table)
+
+    _with_accounts(data_dir, database_url, action)
+
+
+@studies_app.command("restore")
+def studies_restore(
+    study_id: Annotated[str, typer.Argument(help="The id `sarcoscope studies deleted` lists.")],
+    data_dir: DataDirOption = Path("sarcoscope-data"),
+    database_url: DatabaseOption = None,
+) -> None:
+    """Put a deleted study back, with its images and every label version (the server shows it at once)."""
+    from sarcoscope.store import trash
+    from sarcoscope.web.accounts import cli_actor
+
+    def action(store: Any) -> None:
+        study = trash.restore(store, study_id, cli_actor())
+        console.print(f"Study [bold]{study.id}[/] restored.")
+
+    _with_accounts(data_dir, database_url, action)
+
+
+@studies_app.command("purge")
+def studies_purge(
+    study_ids: Annotated[list[str], typer.Argument(help="Ids `sarcoscope studies deleted` lists.")],
+    data_dir: DataDirOption = Path("sarcoscope-data"),
+    database_url: DatabaseOption = None,
+) -> None:
+    """Erase deleted studies now, before their time is up (an erasure request): they cannot be restored."""
+    from sarcoscope.store import trash
+    from sarcoscope.web.accounts import cli_actor
+
+    def action(store: Any) -> None:
+        for study_id in study_ids:
+            trash.purge(store, study_id, cli_actor())
+            console.print(f"Deleted study [bold]{study_id}[/] erased.")
 
     _with_accounts(data_dir, database_url, action)

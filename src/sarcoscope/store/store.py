@@ -34,6 +34,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from sarcoscope.errors import SarcoscopeError
 from sarcoscope.fileio import LockHeld, claim_lock
+from sarcoscope.store import trash
 from sarcoscope.store.files import make_private, open_private, private_dir
 from sarcoscope.store.models import AuditEvent, LabelVersion, LoginFailure, LoginSession, Study, User
 
@@ -461,12 +462,25 @@ class Store:
             self._audit(s, actor, action, study_id, details or None, client)
         return study
 
+    def has_study(self, study_id: str) -> bool:
+        with self.session() as s:
+            return s.get(Study, study_id) is not None
+
     def delete_study(
-        self, study_id: str, actor: str, client: str | None = None, *, seen_version: int | None = None
+        self,
+        study_id: str,
+        actor: str,
+        client: str | None = None,
+        *,
+        seen_version: int | None = None,
+        keep: bool = True,
     ) -> Study:
         """Remove the study's rows and what its audit events say about the patient, then, once the work on
         its files that found it before has ended (`using_files`; later work finds no study), all its files
         (a kill in between leaves files that `remove_orphan_files` deletes at the next start).
+
+        `keep`: the rows and files go to the trash (`store/trash.py`), from which the study can be restored
+        until it is purged; without it they are erased at once.
 
         `seen_version`: the latest label version the person deleting was shown (0: none). A study whose
         labels went on since (someone saved a correction after their list was read) is not deleted:
@@ -489,6 +503,7 @@ class Store:
                 latest_number = latest.version if latest is not None else None
                 if (latest_number or 0) != seen_version:
                     raise StaleVersionError(_unseen_message(seen_version, latest), latest_number)
+            pending = trash.begin(self, s, study, actor) if keep else None
             for row in s.scalars(select(LabelVersion).where(LabelVersion.study_id == study_id)):
                 s.delete(row)
             s.delete(study)
@@ -501,8 +516,24 @@ class Store:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         with self._in_use_changed:
             self._in_use_changed.wait_for(lambda: not self._in_use[study_id])
-        self.remove_study_files(study)
+        if pending is None:
+            self.remove_study_files(study)
+        else:
+            trash.finish(self, study, pending)
         return study
+
+    def restore_rows(
+        self, study: Study, versions: list[LabelVersion], actor: str, client: str | None = None
+    ) -> None:
+        """Insert a deleted study's rows again (`trash.restore`, which has put its files back)."""
+        with self.session() as s:
+            existing = s.scalar(select(Study).where(Study.series_uid == study.series_uid))
+            if existing is not None:
+                raise series_stored_already(existing, study)
+            s.add(study)
+            s.flush()
+            s.add_all(versions)
+            self._audit(s, actor, "restore-study", study.id, {"n_versions": len(versions)}, client)
 
     # -- accounts -----------------------------------------------------------------------------------
     def has_users(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import secrets
@@ -23,7 +24,7 @@ from sarcoscope import __version__
 from sarcoscope.errors import SarcoscopeError
 from sarcoscope.fileio import DISK_FULL
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
-from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, StorageError, Store
+from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, StorageError, Store, trash
 from sarcoscope.web.accounts import check_user_name
 from sarcoscope.web.analysis import AnalysisCache
 from sarcoscope.web.api import router
@@ -220,7 +221,9 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
     try:
         store.lock()
         store.migrate()
+        trash.recover(store)  # first: a deletion stopped half-way has files that look unowned
         store.remove_orphan_files()
+        trash.purge_expired(store, dt.timedelta(days=settings.keep_deleted_days), actor="server")
         number_kept_files(store)
         if require_login and not settings.token and not store.has_users():
             settings.token = secrets.token_urlsafe(18)
@@ -330,6 +333,7 @@ def serve(
     engine: str = DEFAULT_ENGINE,
     session_hours: float = 12.0,
     idle_minutes: float = 30.0,
+    keep_deleted_days: float = 30.0,
     secure_cookies: bool = False,
     trusted_proxies: str = "127.0.0.1",
     log_level: str = "info",
@@ -355,6 +359,8 @@ def serve(
         raise SarcoscopeError("--session-hours must be more than 0 and at most 720 (30 days).")
     if not 0 < idle_minutes <= 24 * 60:
         raise SarcoscopeError("--idle-minutes must be more than 0 and at most 1440 (a day).")
+    if not 0 <= keep_deleted_days <= 3650:
+        raise SarcoscopeError("--keep-deleted-days must be from 0 (erase at once) to 3650.")
     check_engine(engine)  # an unknown engine or model fails here, not at the first use
     pacs_url = None
     if dicomweb_url:  # the DICOMweb client (pydicom, requests) only for a server that has a PACS
@@ -370,6 +376,7 @@ def serve(
         default_engine=engine,
         session_hours=session_hours,
         idle_minutes=idle_minutes,
+        keep_deleted_days=keep_deleted_days,
         secure_cookies=secure_cookies,
         allowed_hosts=["localhost", "127.0.0.1", "::1", "[::1]", host] if is_loopback(host) else None,
         dicomweb_url=pacs_url,

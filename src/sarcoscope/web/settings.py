@@ -94,6 +94,9 @@ class WebSettings:
     #: unattended): the page then shows the sign-in form, not the patients' data. Not in the open mode,
     #: which has no sign-in.
     idle_minutes: float = 30.0
+    #: A deleted study is kept this many days (`sarcoscope studies restore` puts it back), then erased;
+    #: 0: erased at once.
+    keep_deleted_days: float = 30.0
     #: Mark the session cookie Secure even when the request arrived over plain HTTP (a TLS-terminating
     #: proxy that does not send X-Forwarded-Proto). Requests seen as HTTPS always get a Secure cookie.
     secure_cookies: bool = False

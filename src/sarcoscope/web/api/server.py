@@ -62,6 +62,8 @@ def config(request: Request, ctx: Ctx) -> dict[str, Any]:
         "hu_ranges": DEFAULT_HU_RANGES.as_dict(),
         "label_mappings": builtin_mappings(),
         "max_upload_bytes": ctx.settings.max_upload_bytes,
+        # how long a deleted study can be restored (`sarcoscope studies restore`): the Delete question says it
+        "keep_deleted_days": ctx.settings.keep_deleted_days,
         "patient_ranges": {
             "height_cm": [100 * v for v in HEIGHT_RANGE_M],
             "weight_kg": list(WEIGHT_RANGE_KG),

@@ -4,13 +4,14 @@ upload, read and delete a study.
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
-from sarcoscope.store import Study
+from sarcoscope.store import Study, trash
 from sarcoscope.web.api.common import MAX_INT, Body, Ctx, User, study_json
 from sarcoscope.web.auth import client_of
 from sarcoscope.web.context import AppContext
@@ -127,7 +128,7 @@ def delete_study(
             "saved since, the study is not deleted (409).",
         ),
     ] = None,
-) -> dict[str, str]:
+) -> dict[str, Any]:
     """Delete the study's rows and every file of it (the audit log keeps the deletion); with
     `latest_version`, only if no label version was saved after the one the person deleting was shown (the
     page sends the study list's), so that nobody deletes a colleague's correction they have not seen.
@@ -137,7 +138,9 @@ def delete_study(
     go once the work already on them has ended (Store.using_files). When this returns, nothing of the
     study is on disk or still to come.
     """
-    ctx.store.delete_study(study_id, user, client_of(request), seen_version=latest_version)
+    keep = dt.timedelta(days=ctx.settings.keep_deleted_days)
+    ctx.store.delete_study(study_id, user, client_of(request), seen_version=latest_version, keep=bool(keep))
     ctx.volumes.drop(study_id)
     ctx.analyses.drop(study_id)
-    return {"status": "deleted", "id": study_id}
+    trash.purge_expired(ctx.store, keep, actor="server")
+    return {"status": "deleted", "id": study_id, "kept_days": ctx.settings.keep_deleted_days}

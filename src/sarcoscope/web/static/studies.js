@@ -25,12 +25,14 @@ export async function loadStudies() {
     const actions = document.createElement("td");
     const remove = document.createElement("button");
     remove.textContent = "Delete";
-    remove.title = "Delete this study's images and labels (the audit log keeps the deletion)";
+    remove.title = "Delete this study's images and labels (kept for a while in case it was a mistake; the " +
+      "audit log keeps the deletion)";
     showDeleting(remove, deleting.has(s.id));
     remove.addEventListener("click", async (e) => {
       e.stopPropagation();
       if (deleting.has(s.id)) return;
-      if (!confirm(`Delete study ${s.patient_id || s.id} with its images and all label versions?`)) return;
+      if (!confirm(`Delete study ${s.patient_id || s.id} with its images and all label versions?\n\n` +
+                   deletedFate(state.config.keep_deleted_days))) return;
       deleting.add(s.id);
       showDeleting(remove, true);
       try {
@@ -53,6 +55,13 @@ export async function loadStudies() {
   $("no-studies").hidden = studies.length > 0;
 }
 
+
+/** What becomes of a deleted study on this server (serve --keep-deleted-days), said before it is deleted. */
+function deletedFate(days) {
+  if (!days) return "It is erased at once and cannot be restored.";
+  return `It is kept for ${days} day${days === 1 ? "" : "s"}, during which the server's administrator can ` +
+    "restore it (sarcoscope studies restore), then erased.";
+}
 
 /** The studies whose deletion is on its way: their Delete is off, so that a second press (a slow server)
  * neither asks again nor sends a second deletion, refused as "not found". */

@@ -1,0 +1,279 @@
+"""Deleted studies are kept for a while before they are erased: a study deleted by mistake (the wrong row
+of the list) would otherwise take its images and every colleague's label versions with it, for good.
+
+`trash/<study id>/` holds what the deletion removed from the database (`study.json`: the study row and its
+label versions) and its files, moved there as they were (`ct/` the series, `cache/` the decoded images,
+`upload/` the upload's other series when it was that upload's last study). `sarcoscope studies restore`
+puts it all back; the server erases entries older than its `--keep-deleted-days` at start and at each
+deletion, and `sarcoscope studies purge` erases at once (an erasure request).
+
+Every step can be cut by a kill and is finished or undone at the next start (`recover`), before the server
+deletes files no study owns: a deletion writes `.<id>.deleting/study.json` before its database rows go
+(`begin`), moves the files in after (`finish`); a restore renames the entry to `.<id>.restoring` first.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import DateTime, select
+
+from sarcoscope.store.files import atomic_private_file, private_dir
+from sarcoscope.store.models import LabelVersion, Study, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from sarcoscope.store.store import Store
+
+log = logging.getLogger(__name__)
+
+RECORD = "study.json"
+_ENTRY_RE = re.compile(r"^[0-9a-f]{32}$")
+_DELETING = re.compile(r"^\.([0-9a-f]{32})\.deleting$")
+_RESTORING = re.compile(r"^\.([0-9a-f]{32})\.restoring$")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeletedStudy:
+    """What `sarcoscope studies deleted` lists of one kept deletion."""
+
+    id: str
+    deleted_at: dt.datetime
+    deleted_by: str
+    patient_id: str | None
+    study_date: str | None
+    series_description: str | None
+    n_versions: int
+
+
+def trash_dir(store: Store) -> Path:
+    return private_dir(store.data_dir / "trash")
+
+
+def _entry(store: Store, study_id: str) -> Path:
+    """The kept deletion of `study_id`; NotFoundError when there is none."""
+    from sarcoscope.store.store import NotFoundError
+
+    entry = trash_dir(store) / study_id
+    if not (_ENTRY_RE.match(study_id) and entry.is_dir()):
+        raise NotFoundError(f"No deleted study with id '{study_id}' is kept.")
+    return entry
+
+
+# -- the record of the database rows ------------------------------------------------------------------
+def _row_values(row: Study | LabelVersion, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for column in row.__table__.columns:
+        if column.key in skip:
+            continue
+        value = getattr(row, column.key)
+        if isinstance(value, dt.datetime):
+            value = value.isoformat()
+        elif isinstance(value, bytes):
+            value = base64.b64encode(value).decode("ascii")
+        values[column.key] = value
+    return values
+
+
+def _row_from(model: type[Study] | type[LabelVersion], values: dict[str, Any]) -> Any:
+    kwargs = dict(values)
+    for column in model.__table__.columns:
+        value = kwargs.get(column.key)
+        if value is None:
+            continue
+        if isinstance(column.type, DateTime):
+            kwargs[column.key] = dt.datetime.fromisoformat(value)
+        elif column.key == "data":
+            kwargs[column.key] = base64.b64decode(value)
+    return model(**kwargs)
+
+
+def begin(store: Store, s: Session, study: Study, actor: str) -> Path:
+    """Write the record of `study`'s rows (its label versions read in the deleting transaction `s`, before
+    they go) to `.<id>.deleting/`; a failure here fails the deletion, so nothing is deleted unkept."""
+    versions = s.scalars(
+        select(LabelVersion).where(LabelVersion.study_id == study.id).order_by(LabelVersion.version)
+    )
+    record = {
+        "deleted_at": utcnow().isoformat(),
+        "deleted_by": actor,
+        "study": _row_values(study),
+        "label_versions": [_row_values(v, frozenset({"id"})) for v in versions],
+    }
+    pending = trash_dir(store) / f".{study.id}.deleting"
+    shutil.rmtree(pending, ignore_errors=True)
+    private_dir(pending)
+    with atomic_private_file(pending / RECORD) as f:
+        f.write(json.dumps(record).encode())
+    return pending
+
+
+def _files(store: Store, study: Study) -> dict[str, Path]:
+    """Where a study's files live in the data folder, by their name in a trash entry."""
+    files = {"ct": store.series_dir(study), "cache": store.cache_dir(study.id)}
+    if study.upload_id:
+        files["upload"] = store.upload_dir(study.upload_id)
+    return files
+
+
+def finish(store: Store, study: Study, pending: Path) -> None:
+    """Move the deleted study's files into its entry and make the entry whole. Its series' folder only when
+    no study holds the series again (uploaded again since), its upload's other series only when no study of
+    that upload is left (as `Store.remove_study_files` decides)."""
+    files = _files(store, study)
+    with store.ct_lock(study.study_uid):
+        if store.find_series(study.series_uid) is None and files["ct"].is_dir():
+            os.replace(files["ct"], pending / "ct")
+        with contextlib.suppress(OSError):  # only when no other series of the study is left
+            files["ct"].parent.rmdir()
+    if files["cache"].is_dir():
+        os.replace(files["cache"], pending / "cache")
+    if study.upload_id:
+        with store.upload_lock(study.upload_id):
+            if not store.studies_of_upload(study.upload_id) and files["upload"].is_dir():
+                os.replace(files["upload"], pending / "upload")
+    os.replace(pending, trash_dir(store) / study.id)
+
+
+# -- what is kept ---------------------------------------------------------------------------------------
+def _read(entry: Path) -> dict[str, Any]:
+    return dict(json.loads((entry / RECORD).read_text()))
+
+
+def deleted_studies(store: Store) -> list[DeletedStudy]:
+    """The kept deletions, most recent first."""
+    found = []
+    for entry in trash_dir(store).iterdir():
+        if not _ENTRY_RE.match(entry.name):
+            continue
+        try:
+            record = _read(entry)
+        except FileNotFoundError:  # restored or purged meanwhile
+            continue
+        study = record["study"]
+        found.append(
+            DeletedStudy(
+                id=entry.name,
+                deleted_at=dt.datetime.fromisoformat(record["deleted_at"]),
+                deleted_by=record["deleted_by"],
+                patient_id=study.get("patient_id"),
+                study_date=study.get("study_date"),
+                series_description=study.get("series_description"),
+                n_versions=len(record["label_versions"]),
+            )
+        )
+    return sorted(found, key=lambda d: d.deleted_at, reverse=True)
+
+
+def purge(store: Store, study_id: str, actor: str, client: str | None = None) -> None:
+    """Erase one kept deletion now (its files and the record of its rows); audited."""
+    shutil.rmtree(_entry(store, study_id))
+    store.audit(actor, "purge-study", study_id, None, client)
+
+
+def purge_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
+    """Erase the deletions kept longer than `keep`; returns their ids."""
+    from sarcoscope.store.store import StoreError
+
+    cutoff = utcnow() - keep
+    expired = [d.id for d in deleted_studies(store) if d.deleted_at <= cutoff]
+    for study_id in expired:
+        try:
+            purge(store, study_id, actor)
+        except (StoreError, OSError) as exc:  # restored meanwhile (`sarcoscope studies restore`)
+            log.warning("A deleted study kept too long was not erased: %s", exc)
+    if expired:
+        log.info("Erased %d deleted studies kept longer than %s.", len(expired), keep)
+    return expired
+
+
+def restore(store: Store, study_id: str, actor: str, client: str | None = None) -> Study:
+    """Put a kept deletion back: its files, its study row and every label version, as they were."""
+    from sarcoscope.store.store import ConflictError
+
+    entry = _entry(store, study_id)
+    record = _read(entry)
+    study = _row_from(Study, record["study"])
+    files = _files(store, study)
+    with store.ct_lock(study.study_uid):
+        again = store.find_series(study.series_uid)
+        if again is not None:
+            raise ConflictError(
+                f"Study {study_id} is not restored: its series was uploaded again since it was deleted "
+                f"(study {again.id}). Delete that one first, or keep it and purge this one."
+            )
+        for name in ("ct", "cache"):
+            if (entry / name).is_dir() and files[name].exists():
+                raise ConflictError(f"Study {study_id} is not restored: {files[name]} exists already.")
+        restoring = entry.with_name(f".{study_id}.restoring")
+        os.replace(entry, restoring)
+        _move_out(restoring, files, study)
+        try:
+            store.restore_rows(
+                study, [_row_from(LabelVersion, v) for v in record["label_versions"]], actor, client
+            )
+        except BaseException:
+            _move_in(store, restoring, study)
+            os.replace(restoring, entry)
+            raise
+    shutil.rmtree(restoring)
+    return study
+
+
+def _move_out(entry: Path, files: dict[str, Path], study: Study) -> None:
+    """The entry's files to their places; an upload's other series are left where a study of that upload
+    still holds them, and when they were erased meanwhile (with its last study) the study can no longer
+    open them."""
+    for name, target in files.items():
+        source = entry / name
+        if name == "upload" and target.is_dir():
+            continue
+        if not source.is_dir():
+            if name == "upload":
+                study.upload_id = None
+            continue
+        private_dir(target.parent)
+        os.replace(source, target)
+
+
+def _move_in(store: Store, entry: Path, study: Study) -> None:
+    """Back into the entry what a stopped restore had moved out (an upload's other series only when no
+    study holds them: then they were this entry's)."""
+    for name, source in _files(store, study).items():
+        if name == "upload" and study.upload_id and store.studies_of_upload(study.upload_id):
+            continue
+        if source.is_dir() and not (entry / name).exists():
+            os.replace(source, entry / name)
+
+
+# -- after a kill ---------------------------------------------------------------------------------------
+def recover(store: Store) -> None:
+    """Finish or undo what a killed deletion or restore left: at the server's start, with the data folder
+    locked (no deletion is under way), before it deletes files no study owns."""
+    for path in trash_dir(store).iterdir():
+        if match := _DELETING.match(path.name):
+            study_id = match.group(1)
+            if store.has_study(study_id):  # the deletion did not commit
+                shutil.rmtree(path)
+            else:
+                finish(store, _row_from(Study, _read(path)["study"]), path)
+                log.warning("Finished the deletion of a study that a stopped server left half done.")
+        elif match := _RESTORING.match(path.name):
+            study_id = match.group(1)
+            if store.has_study(study_id):  # restored: only the emptied entry is left
+                shutil.rmtree(path)
+            else:
+                _move_in(store, path, _row_from(Study, _read(path)["study"]))
+                os.replace(path, trash_dir(store) / study_id)
+                log.warning("Put back a deleted study whose restore was stopped half done.")

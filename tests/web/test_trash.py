@@ -1,0 +1,192 @@
+"""A deleted study is kept (`trash/`) for the server's --keep-deleted-days and can be restored with its images
+and every label version; it is erased when its time is up, on `sarcoscope studies purge`, or at once with
+--keep-deleted-days 0. A deletion or restore cut by a kill is finished or undone at the next start."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from test_api import get_labels, segmented, upload
+from typer.testing import CliRunner
+from web_synth import multipart
+
+from sarcoscope.cli import app as cli
+from sarcoscope.store import ConflictError, NotFoundError, trash
+from sarcoscope.web import WebSettings, create_app
+
+runner = CliRunner()
+
+
+def _edited(client: TestClient, series: list[Path]) -> tuple[str, np.ndarray]:
+    """A segmented study with a second label version (an edit), and that version's labels."""
+    sid, _ = segmented(client, series)
+    labels, version, _ = get_labels(client, sid)
+    labels[:, 10:20, 10:20] = 1
+    r = client.post(f"/api/studies/{sid}/labels", params={"base_version": version}, content=labels.tobytes())
+    assert r.status_code == 201, r.text
+    return sid, labels
+
+
+def _files_of(data_dir: Path, sid: str) -> list[Path]:
+    return [p for p in data_dir.rglob("*") if sid in str(p) and not p.is_relative_to(data_dir / "trash")]
+
+
+def test_a_deleted_study_is_restored_with_its_images_and_every_label_version(
+    client: TestClient, series: list[Path]
+) -> None:
+    store = client.app.state.ctx.store
+    sid, edited = _edited(client, series)
+    before = [(v.version, v.author, v.source, v.sha256) for v in store.list_versions(sid)]
+    image = client.get(f"/api/studies/{sid}/image/axial/5").content
+    assert client.delete(f"/api/studies/{sid}").json()["kept_days"] == 30
+
+    assert client.get(f"/api/studies/{sid}").status_code == 404
+    assert _files_of(store.data_dir, sid) == []  # nothing left where live studies are
+    [kept] = trash.deleted_studies(store)
+    assert (kept.id, kept.patient_id, kept.n_versions) == (sid, "PAT-001", 2)
+
+    trash.restore(store, sid, "admin")
+    assert client.get(f"/api/studies/{sid}").status_code == 200
+    assert [(v.version, v.author, v.source, v.sha256) for v in store.list_versions(sid)] == before
+    np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
+    client.app.state.ctx.volumes.drop(sid)  # the images read again from the restored files
+    assert client.get(f"/api/studies/{sid}/image/axial/5").content == image
+    assert client.get(f"/api/studies/{sid}/dicom", params={"first": 0, "last": 2}).status_code == 200
+    assert trash.deleted_studies(store) == [] and not any((store.data_dir / "trash").iterdir())
+    changes = [e.action for e in store.audit_events(sid) if e.action.endswith("-study")]
+    assert changes == ["restore-study", "delete-study"]  # newest first
+
+
+def test_a_study_is_not_restored_over_its_series_uploaded_again(
+    client: TestClient, series: list[Path]
+) -> None:
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    again = upload(client, series)["id"]
+    with pytest.raises(ConflictError, match=f"uploaded again since it was deleted \\(study {again}\\)"):
+        trash.restore(store, sid, "admin")
+    assert [d.id for d in trash.deleted_studies(store)] == [sid]  # still kept
+    assert client.get(f"/api/studies/{again}/image/axial/5").status_code == 200
+
+
+def test_purge_erases_a_deleted_study(client: TestClient, series: list[Path]) -> None:
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    client.delete(f"/api/studies/{sid}")
+    trash.purge(store, sid, "admin")
+    assert [p for p in store.data_dir.rglob("*") if sid in str(p)] == []
+    with pytest.raises(NotFoundError, match="No deleted study"):
+        trash.restore(store, sid, "admin")
+    assert store.audit_events(sid)[0].action == "purge-study"
+
+
+def test_without_keeping_a_deletion_erases_at_once(tmp_path: Path, series: list[Path]) -> None:
+    app = create_app(WebSettings(data_dir=tmp_path / "data", keep_deleted_days=0))
+    with TestClient(app) as client:
+        sid = upload(client, series)["id"]
+        assert client.delete(f"/api/studies/{sid}").json()["kept_days"] == 0
+    store = app.state.ctx.store
+    assert [p for p in store.data_dir.rglob("*") if sid in str(p)] == []
+    assert trash.deleted_studies(store) == []
+    store.close()
+
+
+def test_deletions_kept_longer_than_the_servers_days_are_erased(tmp_path: Path, series: list[Path]) -> None:
+    """At the server's start and at each deletion."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        old, recent = (upload(client, s)["id"] for s in _two_series(tmp_path, series))
+        client.delete(f"/api/studies/{old}")
+        client.delete(f"/api/studies/{recent}")
+    app.state.ctx.store.close()
+    _age(data / "trash" / old, days=31)
+    _age(data / "trash" / recent, days=29)
+    app = create_app(WebSettings(data_dir=data))
+    assert [d.id for d in trash.deleted_studies(app.state.ctx.store)] == [recent]
+    assert [p for p in data.rglob("*") if old in str(p)] == []
+    app.state.ctx.store.close()
+
+
+def _two_series(tmp_path: Path, series: list[Path]) -> list[list[Path]]:
+    from web_synth import write_series
+
+    return [series, write_series(tmp_path / "other", seed=1, patient_id="PAT-002")]
+
+
+def _age(entry: Path, days: float) -> None:
+    record = json.loads((entry / trash.RECORD).read_text())
+    record["deleted_at"] = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).isoformat()
+    (entry / trash.RECORD).write_text(json.dumps(record))
+
+
+def test_a_deletion_stopped_before_its_files_moved_is_finished_at_the_next_start(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after its rows went, before its files were moved into the trash: the next start moves them
+    (before it deletes files no study owns), and the study can be restored."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        sid, edited = _edited(client, series)
+        monkeypatch.setattr(trash, "finish", lambda *_: None)  # the kill
+        client.delete(f"/api/studies/{sid}")
+        monkeypatch.undo()
+    app.state.ctx.store.close()
+    assert (data / "trash" / f".{sid}.deleting").is_dir() and _files_of(data, sid)
+
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    assert [d.id for d in trash.deleted_studies(store)] == [sid] and _files_of(data, sid) == []
+    with TestClient(app) as client:
+        trash.restore(store, sid, "admin")
+        np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+    store.close()
+
+
+def test_a_restore_that_fails_puts_everything_back_in_the_trash(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    client.delete(f"/api/studies/{sid}")
+    entry = sorted(p.relative_to(store.data_dir) for p in (store.data_dir / "trash").rglob("*"))
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "restore_rows", broken)
+    with pytest.raises(OSError, match="disk full"):
+        trash.restore(store, sid, "admin")
+    assert sorted(p.relative_to(store.data_dir) for p in (store.data_dir / "trash").rglob("*")) == entry
+    assert _files_of(store.data_dir, sid) == []
+
+
+def test_the_studies_commands_list_restore_and_purge(tmp_path: Path, series: list[Path]) -> None:
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        first, second = (upload(client, s)["id"] for s in _two_series(tmp_path, series))
+        client.delete(f"/api/studies/{first}")
+        client.delete(f"/api/studies/{second}")
+        listed = runner.invoke(cli, ["studies", "deleted", "--data-dir", str(data)], env={"COLUMNS": "300"})
+        assert listed.exit_code == 0 and first in listed.output and "PAT-002" in listed.output
+        restored = runner.invoke(cli, ["studies", "restore", first, "--data-dir", str(data)])
+        assert restored.exit_code == 0, restored.output
+        assert client.get(f"/api/studies/{first}").status_code == 200  # the running server shows it
+        assert client.post("/api/studies", files=multipart(series)).status_code == 409  # it is stored again
+    purged = runner.invoke(cli, ["studies", "purge", second, "--data-dir", str(data)])
+    assert purged.exit_code == 0, purged.output
+    assert [p for p in data.rglob("*") if second in str(p)] == []
+    missing = runner.invoke(cli, ["studies", "restore", second, "--data-dir", str(data)])
+    assert missing.exit_code != 0 and "No deleted study" in missing.output
+    assert "Traceback" not in missing.output
+    app.state.ctx.store.close()
