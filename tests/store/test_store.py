@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 from collections.abc import Iterator
@@ -60,12 +61,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def test_migrations_create_exactly_the_model_schema(store: Store) -> None:
-    assert store.schema_revision() == "0003"
+    assert store.schema_revision() == "0004"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
     store.migrate()  # idempotent
-    assert store.schema_revision() == "0003"
+    assert store.schema_revision() == "0004"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -85,15 +86,15 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
 
 
 def test_migrations_keep_the_data_and_downgrade(empty_database: Store) -> None:
-    """0002 adds accounts, 0003 the upload a study came from; a study and its labels stay through a
-    downgrade to 0001 and the upgrade back (the model reads the current schema only, so the rows are made
-    at the head)."""
+    """0002 adds accounts, 0003 the upload a study came from, 0004 the users' roles; a study and its labels
+    stay through a downgrade to 0001 and the upgrade back (the model reads the current schema only, so the
+    rows are made at the head)."""
     from alembic import command
     from alembic.config import Config
 
     store = empty_database
     store.migrate()
-    assert store.schema_revision() == "0003"
+    assert store.schema_revision() == "0004"
     study = store.add_study(_study(), actor="alice")
     labels = np.ones((1, 4, 5), np.uint8)
     store.save_version(study.id, base_version=None, labels=labels, indices=[2], author="a", source="segment")
@@ -102,7 +103,7 @@ def test_migrations_keep_the_data_and_downgrade(empty_database: Store) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(store_module.__file__).parent / "migrations"))
-    for revision in ("0002", "0001"):
+    for revision in ("0003", "0002", "0001"):
         with store.engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.downgrade(cfg, revision)
@@ -114,6 +115,46 @@ def test_migrations_keep_the_data_and_downgrade(empty_database: Store) -> None:
     assert store.get_study(study.id).created_by == "alice"
     assert store.get_study(study.id).upload_id is None
     np.testing.assert_array_equal(store.load_labels(study.id).labels, labels)
+
+
+def test_accounts_made_before_roles_are_editors_after_the_upgrade(empty_database: Store) -> None:
+    """Upgrading a database whose accounts have no role (0003) makes them editors: what they do is unchanged
+    but deleting studies and reading the audit log, which are an admin's (`sarcoscope users role`)."""
+    store = empty_database
+    store.migrate("0003")
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO users (name, password_hash, created_at, password_changed_at, failed_logins) "
+                "VALUES ('alice', 'h', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 0)"
+            )
+        )
+    store.migrate()
+    assert store.schema_revision() == "0004"
+    assert store.get_user("alice").role == "editor" and store.user_role("alice") == "editor"
+    store.add_user("bob", "h", actor="cli")
+    assert store.user_role("bob") == "editor"  # the default for new accounts too
+
+
+def test_roles_are_set_and_audited(store: Store) -> None:
+    from sarcoscope.store import StoreError
+
+    store.add_user("alice", "h1", actor="cli:root", role="viewer")
+    store.add_session("a" * 64, "alice", "account", dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), None)
+    assert store.set_role("alice", "admin", actor="cli:root") == "viewer"
+    assert store.user_role("alice") == "admin" and store.user_role("nobody") is None
+    assert store.get_session("a" * 64) is not None  # her sessions go on, with the new role
+    with pytest.raises(StoreError, match="Unknown role 'owner': choose one of admin, editor, viewer"):
+        store.set_role("alice", "owner", actor="cli:root")  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="Unknown role"):
+        store.add_user("bob", "h", actor="cli:root", role="root")  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError, match="No user 'bob'"):
+        store.set_role("bob", "viewer", actor="cli:root")
+    events = [(e.actor, e.action, e.details) for e in reversed(store.audit_events())]
+    assert events == [
+        ("cli:root", "user-add", {"user": "alice", "role": "viewer"}),
+        ("cli:root", "user-role", {"user": "alice", "role": "admin", "was": "viewer"}),
+    ]
 
 
 def test_versions_are_append_only_and_stale_saves_are_refused(store: Store) -> None:
@@ -217,8 +258,6 @@ def test_search_matches_wildcards_literally(store: Store) -> None:
 
 
 def test_accounts_sessions_and_failure_counters(store: Store) -> None:
-    import datetime as dt
-
     store.add_user("alice", "h1", actor="cli:root")
     with pytest.raises(ConflictError, match="already exists"):
         store.add_user("alice", "h2", actor="cli:root")

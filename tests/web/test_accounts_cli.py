@@ -70,6 +70,35 @@ def test_users_add_list_passwd_remove(tmp_path: Path) -> None:
     store.close()
 
 
+def test_users_roles(tmp_path: Path) -> None:
+    """`users add --role` (editor by default), `users role NAME ROLE` (audited like the other changes) and
+    `users list` showing the roles; a role that is none of them is refused before a password is asked."""
+    data, pw = tmp_path / "data", "p" * 12
+    r = _invoke("users", "add", "vera", "--role", "viewer", "--data-dir", data, "--password-stdin", stdin=pw)
+    assert r.exit_code == 0 and "added (viewer)" in r.output and "No account is an admin" in r.output
+    r = _invoke("users", "add", "eddie", "--data-dir", data, "--password-stdin", stdin=pw)
+    assert r.exit_code == 0 and "added (editor)" in r.output
+    _user_error(_invoke("users", "add", "x", "--role", "owner", "--data-dir", data), "Unknown role 'owner'")
+    r = _invoke("users", "role", "eddie", "admin", "--data-dir", data)
+    assert r.exit_code == 0 and "eddie: admin (was editor)" in r.output and "next request" in r.output
+    assert "No account is an admin" not in r.output
+    _user_error(_invoke("users", "role", "eddie", "root", "--data-dir", data), "Unknown role 'root'")
+    _user_error(_invoke("users", "role", "nobody", "viewer", "--data-dir", data), "No user 'nobody'")
+    r = _invoke("users", "list", "--data-dir", data)
+    cells = [line.split() for line in r.output.splitlines()]  # "│ eddie │ admin │ ..."
+    rows = {c[1]: c[3] for c in cells if c[1:2] in (["eddie"], ["vera"])}
+    assert rows == {"eddie": "admin", "vera": "viewer"}, r.output
+
+    store = Store(data)
+    events = [(e.actor.split(":")[0], e.action, e.details) for e in reversed(store.audit_events())]
+    store.close()
+    assert events == [
+        ("cli", "user-add", {"user": "vera", "role": "viewer"}),
+        ("cli", "user-add", {"user": "eddie", "role": "editor"}),
+        ("cli", "user-role", {"user": "eddie", "role": "admin", "was": "editor"}),
+    ]
+
+
 def test_users_list_without_accounts(tmp_path: Path) -> None:
     r = _invoke("users", "list", "--data-dir", tmp_path / "data")
     assert r.exit_code == 0 and "No accounts" in r.output

@@ -26,10 +26,11 @@ ALICE, BOB = ("alice", "alice-password-1"), ("dr. bob", "bob-password-22")
 
 
 def _with_accounts(data_dir: Path) -> None:
+    """Alice is an admin (she reads the audit log), Bob an editor."""
     store = Store(data_dir)
     store.migrate()
-    for name, password in (ALICE, BOB):
-        add_user(store, name, password)
+    for (name, password), role in ((ALICE, "admin"), (BOB, "editor")):
+        add_user(store, name, password, role)
     store.close()
 
 
@@ -213,7 +214,12 @@ def test_a_session_ends_after_its_user_did_nothing_for_the_idle_minutes(
         assert _login(c, *ALICE) == 200
         later(29)
         r = c.get("/api/session")  # the page's ping while she paints (no other request)
-        assert r.json() == {"user": "alice", "session_seconds_left": pytest.approx(30 * 60, abs=5)}
+        assert r.json() == {
+            "user": "alice",
+            "role": "admin",
+            "denied": {},
+            "session_seconds_left": pytest.approx(30 * 60, abs=5),
+        }
         later(29)
         assert c.get("/api/studies").status_code == 200
         later(29)  # in use all along, but 87 minutes after the login: session_hours (1) is the most

@@ -224,22 +224,60 @@ def _read_password(from_stdin: bool) -> str:
     return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
 
 
+ROLE_HELP = (
+    "viewer: reads studies, images, results and label versions; editor: also uploads, selects L3, segments, "
+    "saves and imports labels, pushes to the PACS; admin: also deletes studies and reads the audit log."
+)
+
+
+def _no_admin_hint(store: Any) -> None:
+    from sarcoscope.web.accounts import no_admin
+
+    hint = no_admin(store)
+    if hint:
+        console.print(hint)
+
+
 @users_app.command("add")
 def users_add(
     name: Annotated[str, typer.Argument(help="User name (recorded in the audit log).")],
     data_dir: DataDirOption = Path("sarcoscope-data"),
     database_url: DatabaseOption = None,
     password_stdin: PasswordStdinOption = False,
+    role: Annotated[str, typer.Option(help=f"admin, editor or viewer. {ROLE_HELP}")] = "editor",
 ) -> None:
     """Create an account; the server requires logins from its next start on."""
+    from sarcoscope.store import check_role
     from sarcoscope.web import accounts
 
     def action(store: Any) -> None:
+        check_role(role)  # before asking for a password
         first = not store.has_users()
-        accounts.add_user(store, name, _read_password(password_stdin))
-        console.print(f"User [bold]{esc(name)}[/] added.")
+        accounts.add_user(store, name, _read_password(password_stdin), role)
+        console.print(f"User [bold]{esc(name)}[/] added ({role}).")
         if first:
             console.print("This is the first account: restart `sarcoscope serve` so that it requires logins.")
+        _no_admin_hint(store)
+
+    _with_accounts(data_dir, database_url, action)
+
+
+@users_app.command("role")
+def users_role(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[str, typer.Argument(help=f"admin, editor or viewer. {ROLE_HELP}")],
+    data_dir: DataDirOption = Path("sarcoscope-data"),
+    database_url: DatabaseOption = None,
+) -> None:
+    """Give a user another role; it applies to their open sessions from their next request."""
+    from sarcoscope.web import accounts
+
+    def action(store: Any) -> None:
+        before = accounts.set_role(store, name, role)
+        console.print(
+            f"Role of [bold]{esc(name)}[/]: {role} (was {before}); it applies from their next request on."
+        )
+        _no_admin_hint(store)
 
     _with_accounts(data_dir, database_url, action)
 
@@ -283,16 +321,17 @@ def users_remove(
 def users_list(
     data_dir: DataDirOption = Path("sarcoscope-data"), database_url: DatabaseOption = None
 ) -> None:
-    """List the accounts with their last login and failed logins since."""
+    """List the accounts with their role, last login and failed logins since."""
 
     def action(store: Any) -> None:
         if not store.has_users():
             console.print("No accounts: the server runs with an access token, or open on loopback only.")
             return
-        table = Table("user", "created", "last login", "failed logins since")
+        table = Table("user", "role", "created", "last login", "failed logins since")
         for user in store.list_users():
             table.add_row(
                 esc(user.name),
+                user.role,
                 f"{user.created_at:%Y-%m-%d %H:%M}",
                 f"{user.last_login_at:%Y-%m-%d %H:%M}" if user.last_login_at else "never",
                 str(user.failed_logins),

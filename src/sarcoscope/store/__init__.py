@@ -1,6 +1,15 @@
 """Persistence for the web app: SQLAlchemy database (SQLite default, PostgreSQL by URL), CT files by UID."""
 
-from sarcoscope.store.models import AuditEvent, LabelVersion, LoginSession, Study, User
+from sarcoscope.store.models import (
+    DEFAULT_ROLE,
+    ROLES,
+    AuditEvent,
+    LabelVersion,
+    LoginSession,
+    Role,
+    Study,
+    User,
+)
 from sarcoscope.store.store import (
     ConflictError,
     LabelStack,
@@ -10,17 +19,21 @@ from sarcoscope.store.store import (
     Store,
     StoreError,
     as_utc,
+    check_role,
     is_dicom_uid,
     new_study_id,
 )
 
 __all__ = [
+    "DEFAULT_ROLE",
+    "ROLES",
     "AuditEvent",
     "ConflictError",
     "LabelStack",
     "LabelVersion",
     "LoginSession",
     "NotFoundError",
+    "Role",
     "StaleVersionError",
     "StorageError",
     "Store",
@@ -28,6 +41,7 @@ __all__ = [
     "Study",
     "User",
     "as_utc",
+    "check_role",
     "is_dicom_uid",
     "new_study_id",
 ]

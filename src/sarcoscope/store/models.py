@@ -8,7 +8,7 @@ The schema is created and upgraded only by the Alembic migrations in `store/migr
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
@@ -22,6 +22,12 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: The roles of the web app's accounts, from most to least allowed (sarcoscope.web.roles: what each may do).
+Role = Literal["admin", "editor", "viewer"]
+ROLES: tuple[Role, ...] = ("admin", "editor", "viewer")
+#: A new account's role, and that of every account made before roles existed (migration 0004).
+DEFAULT_ROLE: Role = "editor"
 
 
 def utcnow() -> dt.datetime:
@@ -113,6 +119,8 @@ class User(Base):
     #: Failed logins since the last successful one (counted here, not one audit event each).
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     last_failed_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: One of ROLES; read at every request, so that a change applies to the user's open sessions at once.
+    role: Mapped[str] = mapped_column(String(16), default=DEFAULT_ROLE, server_default=DEFAULT_ROLE)
 
 
 class LoginSession(Base):

@@ -36,7 +36,17 @@ from sarcoscope.errors import SarcoscopeError
 from sarcoscope.fileio import LockHeld, claim_lock
 from sarcoscope.store import trash
 from sarcoscope.store.files import make_private, open_private, private_dir
-from sarcoscope.store.models import AuditEvent, LabelVersion, LoginFailure, LoginSession, Study, User
+from sarcoscope.store.models import (
+    DEFAULT_ROLE,
+    ROLES,
+    AuditEvent,
+    LabelVersion,
+    LoginFailure,
+    LoginSession,
+    Role,
+    Study,
+    User,
+)
 
 log = logging.getLogger(__name__)
 
@@ -548,14 +558,32 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(User).order_by(User.name)))
 
-    def add_user(self, name: str, password_hash: str, actor: str) -> User:
+    def add_user(self, name: str, password_hash: str, actor: str, role: Role = DEFAULT_ROLE) -> User:
+        check_role(role)
         with self.session() as s:
             if s.scalar(select(User.id).where(User.name == name)) is not None:
                 raise ConflictError(f"User '{name}' already exists.")
-            user = User(name=name, password_hash=password_hash, failed_logins=0)
+            user = User(name=name, password_hash=password_hash, failed_logins=0, role=role)
             s.add(user)
-            self._audit(s, actor, "user-add", None, {"user": name})
+            self._audit(s, actor, "user-add", None, {"user": name, "role": role})
         return user
+
+    def user_role(self, name: str) -> str | None:
+        """The account's role (None: no such account), read afresh at every request of its sessions."""
+        with self.session() as s:
+            return s.scalar(select(User.role).where(User.name == name))
+
+    def set_role(self, name: str, role: Role, actor: str) -> str:
+        """Give the account another role (its sessions keep going, with the new role from their next
+        request); returns the role it had."""
+        check_role(role)
+        with self.session() as s:
+            user = s.scalar(select(User).where(User.name == name))
+            if user is None:
+                raise NotFoundError(f"No user '{name}'.")
+            before, user.role = user.role, role
+            self._audit(s, actor, "user-role", None, {"user": name, "role": role, "was": before})
+        return before
 
     def remove_user(self, name: str, actor: str) -> None:
         """Delete the account and end its sessions; its name stays in the audit log and label history."""
@@ -803,6 +831,12 @@ class Store:
                 latest,
             ) from None
         return row
+
+
+def check_role(role: str) -> None:
+    """StoreError (a user's error: the CLI says it) for a role that is none of ROLES."""
+    if role not in ROLES:
+        raise StoreError(f"Unknown role '{role}': choose one of {', '.join(ROLES)}.")
 
 
 def series_stored_already(existing: Study, study: Study) -> ConflictError:

@@ -1,4 +1,5 @@
-"""User accounts of the web app (`sarcoscope users ...`): names, Argon2 password hashes, who changed them.
+"""User accounts of the web app (`sarcoscope users ...`): names, roles, Argon2 password hashes, who changed
+them.
 
 Passwords are hashed with argon2-cffi's Argon2id defaults (RFC 9106); only the hash is stored. A hash
 made with weaker parameters than the current defaults is replaced at the next successful login.
@@ -16,7 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.low_level import Type, hash_secret_raw
 
 from sarcoscope.errors import SarcoscopeError
-from sarcoscope.store import Store, User
+from sarcoscope.store import DEFAULT_ROLE, Role, Store, User
 
 _USER_RE = re.compile(r"^[\w .@+-]{1,64}$")
 MIN_PASSWORD_LENGTH = 10
@@ -93,9 +94,26 @@ def cli_actor() -> str:
         return "cli"
 
 
-def add_user(store: Store, name: str, password: str) -> None:
+def add_user(store: Store, name: str, password: str, role: Role = DEFAULT_ROLE) -> None:
     check_user_name(name)
-    store.add_user(name, hash_password(password), actor=cli_actor())
+    store.add_user(name, hash_password(password), actor=cli_actor(), role=role)
+
+
+def no_admin(store: Store) -> str | None:
+    """What to tell whoever runs the server when it has accounts and none is an admin (accounts made before
+    roles existed are editors): then nobody can delete studies or read the audit log."""
+    users = store.list_users()
+    if not users or any(u.role == "admin" for u in users):
+        return None
+    return (
+        "No account is an admin: nobody can delete studies or read the audit log in the web app "
+        "(`sarcoscope users role NAME admin`)."
+    )
+
+
+def set_role(store: Store, name: str, role: Role) -> str:
+    """Give the user another role, from their next request on (their sessions go on); the role they had."""
+    return store.set_role(name, role, actor=cli_actor())
 
 
 def change_password(store: Store, name: str, password: str) -> None:

@@ -25,7 +25,7 @@ from sarcoscope.errors import SarcoscopeError
 from sarcoscope.fileio import DISK_FULL
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, StorageError, Store, trash
-from sarcoscope.web.accounts import check_user_name
+from sarcoscope.web.accounts import check_user_name, no_admin
 from sarcoscope.web.analysis import AnalysisCache
 from sarcoscope.web.api import router
 from sarcoscope.web.auth import Authenticator
@@ -239,6 +239,8 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
                 "access token (SARCOSCOPE_TOKEN or --token-file) is for single-user servers; unset it."
             )
         check_user_name(settings.token_user)
+        if auth.mode == "accounts" and (hint := no_admin(store)):
+            log.warning("%s", hint)
     except BaseException:
         store.close()
         raise

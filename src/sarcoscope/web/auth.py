@@ -6,6 +6,9 @@ Three modes, fixed when the server starts:
   (or sends `Authorization: Bearer <token>`);
 - "open" (neither; loopback only): everyone who can reach the port is trusted and may name themselves.
 
+An account has a role (sarcoscope.web.roles: what it may do), read at every request; without accounts the
+one who holds the access (the token, or the loopback port) is the admin.
+
 A login sets a cookie holding a random session token; the database keeps only its SHA-256 and the expiry,
 so a logout ends the session on the server too. Failed logins are counted per user name and per client
 address; past the limit, logins are refused with 429 until the window ends.
@@ -26,7 +29,7 @@ from typing import Literal
 
 from fastapi import HTTPException, Request
 
-from sarcoscope.store import ConflictError, LoginSession, Store, User, as_utc
+from sarcoscope.store import ROLES, ConflictError, LoginSession, Role, Store, User, as_utc
 from sarcoscope.web.accounts import token_fingerprint, valid_user_name, verify_password
 from sarcoscope.web.settings import WebSettings
 
@@ -54,6 +57,14 @@ def sitting_of(request: Request, user: str) -> str:
     never the cookie), or without one (a script's bearer token) its user and client address."""
     token = request.cookies.get(COOKIE)
     return f"session:{_digest(token)}" if token else f"user:{user}@{client_of(request)}"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a request, and their role (sarcoscope.web.roles: what it may do)."""
+
+    name: str
+    role: Role
 
 
 @dataclass(frozen=True)
@@ -104,21 +115,31 @@ class Authenticator:
         return self.mode != "open"
 
     # -- requests --------------------------------------------------------------------------------------
-    def user(self, request: Request, active: bool = True) -> str:
-        """The authenticated user name, or HTTP 401 with the reason. `active`: the request is the user's
-        doing, which keeps their session from ending idle (the page asking whether it has ended is not)."""
+    def caller(self, request: Request, active: bool = True) -> Caller:
+        """The authenticated user and their role, or HTTP 401 with the reason. `active`: the request is the
+        user's doing, which keeps their session from ending idle (the page asking whether it has ended is
+        not). The role is read at every request: a role changed meanwhile applies to open sessions too."""
         row = self._session(request.cookies.get(COOKIE))
-        if row is not None:
+        role = None if row is None else self._role(row.user_name)
+        if row is not None and role is not None:
             if active:
                 self._keep_alive(row)
-            return row.user_name
+            return Caller(row.user_name, role)
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
-            return self._bearer_user(header[7:].strip(), client_of(request))
+            return Caller(self._bearer_user(header[7:].strip(), client_of(request)), "admin")
         if self.mode == "open":
-            return ANONYMOUS
+            return Caller(ANONYMOUS, "admin")
         what = "your user name and password" if self.mode == "accounts" else "the access token"
         raise HTTPException(401, f"Login required: sign in with {what}.")
+
+    def _role(self, user: str) -> Role | None:
+        """An account's role (None: the account is gone); without accounts, whoever holds the access (the
+        token, or the loopback port of the open mode) is the admin."""
+        if self.mode != "accounts":
+            return "admin"
+        role = self.store.user_role(user)
+        return next((r for r in ROLES if r == role), None)
 
     def _session(self, token: str | None) -> LoginSession | None:
         """The cookie's session when it is valid here (an expired one is deleted on the way)."""
@@ -277,6 +298,6 @@ class Authenticator:
                 )
 
     def _shown_key(self, key: str) -> str:
-        """A throttled key as the audit log (read by every user, kept for good) names it: a user name that
+        """A throttled key as the audit log (read by the admins, kept for good) names it: a user name that
         is no account is often a password typed into the name field, so it is not written."""
         return "user:(no such account)" if key.startswith("user:#") else key

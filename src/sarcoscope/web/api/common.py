@@ -12,6 +12,7 @@ from fastapi import Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from sarcoscope.store import LabelVersion, Study
+from sarcoscope.web import roles
 from sarcoscope.web.context import AppContext, get_context
 
 if TYPE_CHECKING:  # the imaging package (pydicom, nibabel) loads with the first request that needs it
@@ -22,7 +23,11 @@ Ctx = Annotated[AppContext, Depends(get_context)]
 
 
 def current_user(request: Request, ctx: Ctx) -> str:
-    return ctx.auth.user(request)
+    """The signed-in user (401 otherwise), whose role allows this request (403 otherwise: web.roles)."""
+    caller = ctx.auth.caller(request)
+    roles.check(caller.role, request)
+    request.state.role = caller.role
+    return caller.name
 
 
 User = Annotated[str, Depends(current_user)]

@@ -16,8 +16,9 @@ from sarcoscope.conventions import DEFAULT_HU_RANGES, LABEL_COLORS, TISSUE_TITLE
 from sarcoscope.segmentation.base import takes_model
 from sarcoscope.web import render
 from sarcoscope.web.api.common import Body, Ctx, User, iso_utc
-from sarcoscope.web.auth import COOKIE, client_of
+from sarcoscope.web.auth import COOKIE, Caller, client_of
 from sarcoscope.web.context import AppContext
+from sarcoscope.web.roles import permissions
 
 router = APIRouter()
 
@@ -40,14 +41,17 @@ def config(request: Request, ctx: Ctx) -> dict[str, Any]:
     from sarcoscope.imaging.labelmaps import builtin_mappings
 
     try:  # asked by the page itself (at start, and when its session may have ended): not the user's doing
-        user: str | None = ctx.auth.user(request, active=False)
+        caller: Caller | None = ctx.auth.caller(request, active=False)
     except HTTPException:
-        user = None
+        caller = None
+    user = None if caller is None else caller.name
     return {
         "version": __version__,
         "auth_required": ctx.auth.login_required,
         "auth_mode": ctx.auth.mode,
         "user": user,
+        # the role, and why it may not take the actions it may not (the page disables their controls)
+        **(permissions(caller.role) if caller is not None else {"role": None, "denied": {}}),
         # the page shows the sign-in form when its session ends, not only at the next request
         "session_seconds_left": ctx.auth.session_seconds_left(request) if user is not None else None,
         # ... and sooner without use: the page says it is in use (GET /api/session) well within this
@@ -102,10 +106,14 @@ def login(body: SessionIn, request: Request, response: Response, ctx: Ctx) -> di
 
 @router.get("/session", tags=["server"])
 def session(request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
-    """Who is signed in, and how long their session lasts from now if they do nothing more. The page asks
-    while its user works without other requests (painting labels), which keeps the session from ending
-    idle (WebSettings.idle_minutes)."""
-    return {"user": user, "session_seconds_left": ctx.auth.session_seconds_left(request)}
+    """Who is signed in, with which role, and how long their session lasts from now if they do nothing
+    more. The page asks while its user works without other requests (painting labels), which keeps the
+    session from ending idle (WebSettings.idle_minutes), and learns of a role changed meanwhile."""
+    return {
+        "user": user,
+        **permissions(request.state.role),
+        "session_seconds_left": ctx.auth.session_seconds_left(request),
+    }
 
 
 @router.delete("/session", tags=["server"])

@@ -8,7 +8,7 @@ import {$, getJSON, message, setUnauthorizedHandler, toast} from "./api.js";
 import {applySelection, bindL3, resetL3View, showL3} from "./l3view.js";
 import {bindEditor, resetEditorView, showLabeling} from "./labeling.js";
 import {bindSeries} from "./series.js";
-import {renderUser, showLogin} from "./session.js";
+import {renderUser, showLogin, showRole} from "./session.js";
 import {formatDate, state, stillOpen} from "./state.js";
 import {bindUpload, loadStudies} from "./studies.js";
 import {bindImport, clearSide, patientUnapplied, showPatient} from "./versions.js";
@@ -70,7 +70,10 @@ function inUse() {
   if (!state.config || !state.config.auth_required || !state.config.user || !$("view-login").hidden) return;
   if (Date.now() - lastActive < Math.min(60000, (state.config.idle_seconds || 240) * 250)) return;
   lastActive = Date.now();
-  getJSON("/api/session").then((now) => watchSession(now.session_seconds_left)).catch(() => {}); // 401: sign-in
+  getJSON("/api/session").then((now) => {
+    showRole(now);
+    watchSession(now.session_seconds_left);
+  }).catch(() => {}); // 401: sign-in
 }
 for (const type of ["pointerdown", "keydown", "wheel"]) {
   window.addEventListener(type, inUse, {capture: true, passive: true});

@@ -6,6 +6,7 @@ import {replacingLabels, showLabeling} from "./labeling.js";
 import {MPRView, webgl2Available} from "./mpr.js";
 import {PNGView} from "./l3png.js";
 import {showSeries} from "./series.js";
+import {denied} from "./session.js";
 import {ownsKeys, showPressed, state, stillOpen, stillShown} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
@@ -188,9 +189,10 @@ export async function showL3() {
       updateWaiting();
     }
   }
-  // asked already when the tab was shown before (left and shown again meanwhile): that answer is drawn
+  // asked already when the tab was shown before (left and shown again meanwhile): that answer is drawn; a
+  // viewer's role may not ask (the localizer places the selection): the study is shown as it is
   if (!s.localization && locating === s.id) message("Locating L3…");
-  else if (!s.localization) {
+  else if (!s.localization && !denied("change")) {
     message("Locating L3…");
     locating = s.id;
     updateWaiting();
@@ -444,6 +446,10 @@ function updateWaiting() {
 }
 
 function moveLine(z) {
+  if (denied("change")) { // the lines show the study's selection, which this role may not change
+    message(denied("change"), true);
+    return;
+  }
   byHand = true;
   updateWaiting();
   z = clampZ(z);
@@ -466,6 +472,7 @@ function shownSelection() {
 /** Save the lines (as they are now, unless given). The saves go one after another, so that the server keeps
  * the last lines (two sent at once, a drag and ↑ right after it, could be stored in either order). */
 function saveSelection({id, text, selection} = shownSelection()) {
+  if (denied("change")) return saves; // the lines did not move (moveLine)
   // a key's save still waiting has lines this one moved on from (Range pressed, a line dragged): sent
   // after it, it would put them back on the server
   if (lineKeys.waiting && lineKeys.waiting.id === id) {

@@ -3,6 +3,7 @@
 import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
 import {drawOutline} from "./outline.js";
+import {denied} from "./session.js";
 import {WheelSlices, canvasPoint, image, ownsKeys, showPressed, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
 import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
@@ -305,6 +306,10 @@ export function bindEditor() {
   };
   cursor.addEventListener("pointerdown", async (e) => {
     if (!state.labels || e.button !== 0) return;
+    if (denied("change")) { // nothing is painted: the role may not save it
+      message(denied("change"), true);
+      return;
+    }
     if (state.viewing !== null) { // nothing is painted: say why, and where to go on
       readOnly = `Version ${state.viewing} is read-only: “Restore this version” or “Back to latest” to edit.`;
       message(readOnly, true);

@@ -83,6 +83,7 @@ async function showSeries(studyUid, row) {
         button.textContent = "Import";
         button.disabled = s.modality !== "CT";
         button.title = button.disabled ? "Only CT series can be analysed" : "Retrieve this series and open it";
+        button.dataset.needs = "change"; // an editor's (session.js turns it off for a viewer, saying so)
         button.addEventListener("click", () => importSeries(studyUid, s.series_uid, button));
       }
       list.append(el("li", {}, [button, " ", text]));
@@ -116,6 +117,7 @@ function pushCard() {
   const button = el("button", {type: "button", id: "pacs-push",
     textContent: "Push SEG, SR and QC to the PACS",
     title: "Store the latest saved label version's results in this study on the PACS (a new series)"});
+  button.dataset.needs = "change";
   const status = el("p", {id: "pacs-push-status", className: "muted small", role: "status"});
   const push = async (repeat) => {
     const id = location.hash.replace(/^#\/?/, "").split("/")[1];

@@ -1,5 +1,6 @@
 // The study list (search, delete) and the upload of a DICOM folder, a .zip or a NIfTI file.
 import {$, api, getJSON, sendJSON, toast, unauthorized} from "./api.js";
+import {denied} from "./session.js";
 import {formatDate, localTime, state} from "./state.js";
 
 let lists = 0; // loadStudies calls so far: only the last one's answer is shown (an older search answered late)
@@ -27,6 +28,7 @@ export async function loadStudies() {
     remove.textContent = "Delete";
     remove.title = "Delete this study's images and labels (kept for a while in case it was a mistake; the " +
       "audit log keeps the deletion)";
+    remove.dataset.needs = "delete"; // an admin's (session.js turns it off for other roles, saying so)
     showDeleting(remove, deleting.has(s.id));
     remove.addEventListener("click", async (e) => {
       e.stopPropagation();
@@ -106,6 +108,10 @@ function readEntry(entry) {
 function uploadFiles(files) {
   files = files.filter((f) => !f.name.startsWith("."));
   if (!files.length) return;
+  if (denied("change")) { // dropped on the drop zone: the choosers are off
+    $("upload-error").textContent = denied("change");
+    return;
+  }
   const total = files.reduce((n, f) => n + f.size, 0);
   $("upload-error").textContent = "";
   if (total > state.config.max_upload_bytes) {
