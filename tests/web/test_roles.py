@@ -142,7 +142,11 @@ def test_an_admin_reads_the_audit_log_and_deletes_studies(app: Any, study: str) 
             ("eddie", "labels-segment"),
         ]
         assert c.get("/api/audit").status_code == 200
-        assert c.delete(f"/api/studies/{study}").json() == {"status": "deleted", "id": study}
+        assert c.delete(f"/api/studies/{study}").json() == {
+            "status": "deleted",
+            "id": study,
+            "kept_days": 30.0,
+        }
         assert c.get("/api/studies").json() == []
 
 
@@ -200,3 +204,15 @@ def test_without_accounts_the_holder_of_the_access_is_the_admin(
         assert c.get(f"/api/studies/{sid}/audit").json()[0]["action"] == "upload"
         assert c.delete(f"/api/studies/{sid}").status_code == 200
     app.state.ctx.store.close()
+
+
+def test_the_roles_hold_behind_a_proxy_that_serves_the_app_under_a_path(app: Any, study: str) -> None:
+    """A reverse proxy serving the app at https://host/sarcoscope/ (root_path): the request's URL path then
+    starts with the prefix, which the table's paths do not, and an editor's DELETE counted as an unlisted
+    change (allowed) instead of a deletion (admins only)."""
+    c = TestClient(app, root_path="/sarcoscope")
+    r = c.post("/sarcoscope/api/session", json={"user": PEOPLE["editor"], "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    refused = c.delete(f"/sarcoscope/api/studies/{study}")
+    assert refused.status_code == 403 and "(editor) may not delete studies" in refused.json()["detail"]
+    assert c.get(f"/sarcoscope/api/studies/{study}").status_code == 200

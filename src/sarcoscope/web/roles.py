@@ -86,7 +86,10 @@ def refusal(role: Role, action: Action, what: str) -> str:
 
 def check(role: Role, request: Request) -> None:
     """403, naming the role and what it may not do, when `role` may not make this request."""
-    action, what = rule_of(request.method, request.url.path)
+    # the path as the app routes it: behind a proxy that serves the app under a path (root_path) the
+    # request's path starts with that prefix, which the table's do not (as Starlette's routing strips it)
+    path, root = request.url.path, request.scope.get("root_path", "")
+    action, what = rule_of(request.method, path.removeprefix(root) if root else path)
     if action not in ALLOWED[role]:
         raise HTTPException(403, refusal(role, action, what))
 
