@@ -566,7 +566,7 @@ def test_delete_pressed_again_while_a_study_is_deleted_asks_once_and_deletes_onc
     _wait_held(page, held)
     delete.click(force=True)  # (a disabled button takes no click)
     assert len(asked) == 1
-    assert "kept for 30 days" in asked[0] and "sarcoscope studies restore" in asked[0]  # not lost for good
+    assert "kept for 30 days" in asked[0] and "an admin can restore it" in asked[0]  # not lost for good
     assert page.locator("#study-rows tr:has-text('PAT-A') button").inner_text() == "Deleting…"
     held[0].continue_()
     # the list read again after the deletion (its answer unread, the DELETE never lets the network idle)

@@ -122,7 +122,13 @@ def test_an_editor_changes_studies_but_may_not_delete_them_or_read_the_audit_log
     with _signed_in(app, "editor") as c:
         r = c.put(f"/api/studies/{study}/selection", json={"mode": "range", "first": 4, "last": 6})
         assert r.status_code == 200 and r.json()["selection"]["last"] == 6
-        for method, path in (("DELETE", f"/api/studies/{study}"), ("GET", f"/api/studies/{study}/audit")):
+        for method, path in (
+            ("DELETE", f"/api/studies/{study}"),
+            ("GET", f"/api/studies/{study}/audit"),
+            ("GET", "/api/deleted-studies"),  # the deleted studies (patients) an admin may restore or erase
+            ("POST", f"/api/deleted-studies/{study}/restore"),
+            ("DELETE", f"/api/deleted-studies/{study}"),
+        ):
             r = c.request(method, path)
             assert r.status_code == 403
             assert r.json()["detail"].startswith("Not allowed: your role (editor) may not")

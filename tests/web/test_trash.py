@@ -190,3 +190,28 @@ def test_the_studies_commands_list_restore_and_purge(tmp_path: Path, series: lis
     assert missing.exit_code != 0 and "No deleted study" in missing.output
     assert "Traceback" not in missing.output
     app.state.ctx.store.close()
+
+
+def test_an_admin_lists_restores_and_erases_deleted_studies_in_the_web_app(
+    client: TestClient, series: list[Path], tmp_path: Path
+) -> None:
+    """The open mode's user is the admin (roles: viewers and editors get 403, tests/web/test_roles.py)."""
+    first, second = (upload(client, s)["id"] for s in _two_series(tmp_path, series))
+    for sid in (first, second):
+        client.delete(f"/api/studies/{sid}")
+    kept = client.get("/api/deleted-studies").json()
+    assert [d["id"] for d in kept] == [second, first]
+    assert kept[0]["patient_id"] == "PAT-002" and kept[0]["n_versions"] == 0
+    deleted_at, erased_at = (dt.datetime.fromisoformat(kept[0][k]) for k in ("deleted_at", "erased_at"))
+    assert erased_at - deleted_at == dt.timedelta(days=30)
+
+    restored = client.post(f"/api/deleted-studies/{first}/restore")
+    assert restored.status_code == 200 and restored.json()["patient_id"] == "PAT-001"
+    assert [s["id"] for s in client.get("/api/studies").json()] == [first]
+    assert client.post(f"/api/deleted-studies/{first}/restore").status_code == 404  # not kept any more
+    assert client.delete(f"/api/deleted-studies/{second}").json() == {"status": "erased", "id": second}
+    assert client.get("/api/deleted-studies").json() == []
+    store = client.app.state.ctx.store
+    assert [p for p in store.data_dir.rglob("*") if second in str(p)] == []
+    assert client.delete(f"/api/deleted-studies/{'0' * 32}").status_code == 404
+    assert client.delete("/api/deleted-studies/..%2f..%2fct").status_code == 404

@@ -33,7 +33,7 @@ ALLOWED: dict[Role, frozenset[Action]] = {
 ACTION_TEXT: dict[Action, str] = {
     "read": "read studies",
     "change": "change studies (upload, select L3, segment, save or import labels, patient facts, PACS)",
-    "delete": "delete studies",
+    "delete": "delete studies (or restore deleted ones)",
     "audit": "read the audit log",
 }
 
@@ -53,6 +53,9 @@ ROUTES: dict[tuple[str, str], tuple[Action, str]] = {
     ("POST", "/api/pacs/studies/{study_uid}/series/{series_uid}/import"): ("change", "import from the PACS"),
     ("POST", "/api/studies/{study_id}/pacs/push"): ("change", "push results to the PACS"),
     ("DELETE", "/api/studies/{study_id}"): ("delete", "delete studies"),
+    ("GET", "/api/deleted-studies"): ("delete", "see deleted studies"),
+    ("POST", "/api/deleted-studies/{study_id}/restore"): ("delete", "restore deleted studies"),
+    ("DELETE", "/api/deleted-studies/{study_id}"): ("delete", "erase deleted studies"),
     ("GET", "/api/studies/{study_id}/audit"): ("audit", "read a study's audit log"),
     ("GET", "/api/audit"): ("audit", "read the audit log"),
 }

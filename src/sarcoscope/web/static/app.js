@@ -10,7 +10,7 @@ import {bindEditor, resetEditorView, showLabeling} from "./labeling.js";
 import {bindSeries} from "./series.js";
 import {renderUser, showLogin, showRole} from "./session.js";
 import {formatDate, state, stillOpen} from "./state.js";
-import {bindUpload, loadStudies} from "./studies.js";
+import {bindDeleted, bindUpload, loadStudies} from "./studies.js";
 import {bindImport, clearSide, patientUnapplied, showPatient} from "./versions.js";
 
 async function init() {
@@ -34,6 +34,7 @@ async function init() {
     `<span class="swatch" data-color="${t.color.join(",")}"></span>${t.name.toUpperCase()}</button></span>`).join("");
   for (const el of document.querySelectorAll(".swatch")) el.style.background = `rgb(${el.dataset.color})`;
   bindUpload();
+  bindDeleted();
   bindSeries();
   bindL3();
   bindEditor();

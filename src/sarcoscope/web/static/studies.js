@@ -1,4 +1,5 @@
-// The study list (search, delete) and the upload of a DICOM folder, a .zip or a NIfTI file.
+// The study list (search, delete), the deleted studies the server keeps (restore, erase now; an admin's) and
+// the upload of a DICOM folder, a .zip or a NIfTI file.
 import {$, api, getJSON, sendJSON, toast, unauthorized} from "./api.js";
 import {denied} from "./session.js";
 import {formatDate, localTime, state} from "./state.js";
@@ -11,6 +12,7 @@ export async function loadStudies() {
   // the search text (a patient's name or ID) in the body: a URL's query string lands in proxies' logs
   const studies = q ? await sendJSON("/api/studies/search", "POST", {q}) : await getJSON("/api/studies");
   if (call !== lists) return;
+  showDeletedBox();
   const rows = $("study-rows");
   rows.innerHTML = "";
   for (const s of studies) {
@@ -47,6 +49,7 @@ export async function loadStudies() {
         showDeleting(remove, false);
       }
       await loadStudies().catch((err) => toast(err.message));
+      if ($("deleted-studies").open) await loadDeleted().catch((err) => toast(err.message));
     });
     actions.append(remove);
     tr.append(actions);
@@ -61,8 +64,61 @@ export async function loadStudies() {
 /** What becomes of a deleted study on this server (serve --keep-deleted-days), said before it is deleted. */
 function deletedFate(days) {
   if (!days) return "It is erased at once and cannot be restored.";
-  return `It is kept for ${days} day${days === 1 ? "" : "s"}, during which the server's administrator can ` +
-    "restore it (sarcoscope studies restore), then erased.";
+  return `It is kept for ${days} day${days === 1 ? "" : "s"}, during which an admin can restore it ` +
+    "(Deleted studies, below the list), then erased.";
+}
+
+/** The deleted studies the server keeps, listed when their box is opened: to a role that may delete (the
+ * server refuses the others), on a server that keeps them (serve --keep-deleted-days). */
+export function bindDeleted() {
+  const box = $("deleted-studies");
+  box.addEventListener("toggle", () => { if (box.open) loadDeleted().catch((err) => toast(err.message)); });
+}
+
+/** Decided with each list (the role is the signed-in user's, known after the sign-in). */
+function showDeletedBox() {
+  const box = $("deleted-studies");
+  box.hidden = Boolean(denied("delete")) || !state.config.keep_deleted_days;
+  $("deleted-days").textContent = state.config.keep_deleted_days;
+  if (box.hidden) box.open = false;
+}
+
+async function loadDeleted() {
+  const kept = await getJSON("/api/deleted-studies");
+  $("deleted-count").textContent = kept.length ? `(${kept.length})` : "";
+  $("no-deleted").hidden = kept.length > 0;
+  const rows = $("deleted-rows");
+  rows.innerHTML = "";
+  for (const d of kept) {
+    const tr = document.createElement("tr");
+    for (const c of [d.patient_id || "—", formatDate(d.study_date), d.series_description || "—", d.n_versions,
+      localTime(d.deleted_at), d.deleted_by, localTime(d.erased_at)]) {
+      const td = document.createElement("td");
+      td.textContent = c;
+      tr.append(td);
+    }
+    const actions = document.createElement("td");
+    const restore = Object.assign(document.createElement("button"), {textContent: "Restore",
+      title: "Put this study back in the list, with its images and every label version"});
+    const erase = Object.assign(document.createElement("button"), {textContent: "Erase now",
+      title: "Erase this study now, before its time is up (an erasure request): it cannot be restored then"});
+    const act = async (work) => {
+      restore.disabled = erase.disabled = true; // one press: a second would be refused as "not kept"
+      try { await work(); } catch (err) { toast(err.message); }
+      await Promise.all([loadStudies(), loadDeleted()]).catch((err) => toast(err.message));
+    };
+    restore.addEventListener("click", () => act(async () => {
+      await api(`/api/deleted-studies/${d.id}/restore`, {method: "POST"});
+      toast(`Study ${d.patient_id || d.id} restored.`, "info");
+    }));
+    erase.addEventListener("click", () => {
+      if (!confirm(`Erase study ${d.patient_id || d.id} now? It cannot be restored afterwards.`)) return;
+      act(() => api(`/api/deleted-studies/${d.id}`, {method: "DELETE"}));
+    });
+    actions.append(restore, " ", erase);
+    tr.append(actions);
+    rows.append(tr);
+  }
 }
 
 /** The studies whose deletion is on its way: their Delete is off, so that a second press (a slow server)
