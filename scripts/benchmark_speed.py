@@ -19,6 +19,7 @@ in z to the other lengths; cached in $TMPDIR/sarcoscope-bench).
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -42,10 +43,20 @@ BARE_READ = (
 )
 
 
+def _env(src: str | None) -> dict[str, str]:
+    """A child's environment: `src` (a sarcoscope source tree) on PYTHONPATH when given, and Python's
+    bytecode caches used as in an installed package (PYTHONDONTWRITEBYTECODE, set in some shells, made
+    every process compile sarcoscope's modules from source: about 0.2 s of CPU per `analyze`)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if src:
+        env["PYTHONPATH"] = src
+    return env
+
+
 def _child(cmd: list[str], src: str | None = None) -> tuple[float, float, float]:
     """(wall s, CPU s, peak RSS MB) of one child process, which must succeed; `src`: the sarcoscope source
     tree it imports (default: this process's PYTHONPATH)."""
-    env = dict(os.environ, PYTHONPATH=src) if src else None
+    env = _env(src)
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -158,7 +169,7 @@ def _engines(repeats: int, trees: dict) -> None:
     for name in ("threshold", "unet"):
         for r in range(repeats):
             for k in list(trees) if r % 2 == 0 else list(trees)[::-1]:
-                env = dict(os.environ, PYTHONPATH=trees[k]) if trees[k] else None
+                env = _env(trees[k])
                 cmd = [sys.executable, "-c", ENGINE_TIMING, name, str(REAL_SLICES)]
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
                 runs.setdefault((name, k), []).append(json.loads(done.stdout))
@@ -195,6 +206,8 @@ def main() -> None:
     if args.before:
         trees = {" before": args.before, " after": args.after}
 
+    for src in trees.values():  # the bytecode caches written before the first timed run
+        compileall.compile_dir(src or str(Path(_where()).parent), quiet=1)
     print(f"python {sys.executable}; sarcoscope from {_where()}; load {os.getloadavg()[0]:.1f}")
     print(f"medians of {args.repeats} alternating runs, fresh processes, imports included\n")
     print(

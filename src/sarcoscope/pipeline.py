@@ -19,6 +19,7 @@ from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 if TYPE_CHECKING:
     from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
+    from sarcoscope.segmentation.body import SliceBodies
     from sarcoscope.segmentation.quality import QualityAssessment
 
 #: Called with a stage name ("read", "localize", "segment", "measure", "write") as each stage starts.
@@ -53,19 +54,21 @@ def select_l3(
     return selection_from_localization(locate_l3(volume), convention=convention)
 
 
-def require_body(volume: CTVolume, indices: list[int]) -> None:
+def require_body(volume: CTVolume, indices: list[int]) -> SliceBodies:
     """Refuse slices without a body before any engine sees them: an engine may label an empty slice as
     "no tissue" (zero areas, a silent wrong result), and an engine's message counts the slices it was
-    given, not the volume's."""
+    given, not the volume's. Returns the slices' bodies (for `volume.hu[indices]`), which the engines
+    reuse."""
     from sarcoscope.errors import SegmentationError
-    from sarcoscope.segmentation.body import BODY_THRESHOLD_HU, body_mask
+    from sarcoscope.segmentation.body import BODY_THRESHOLD_HU, SliceBodies
     from sarcoscope.segmentation.threshold import ThresholdParams
 
+    bodies = SliceBodies(volume.hu[indices], volume.pixel_spacing)
     min_cm2 = ThresholdParams().min_body_area_cm2
     pixel_cm2 = volume.pixel_spacing[0] * volume.pixel_spacing[1] / 100.0
-    empty = [i for i in indices if body_mask(volume.hu[i], volume.pixel_spacing).sum() * pixel_cm2 < min_cm2]
+    empty = [i for k, i in enumerate(indices) if bodies[k][0].sum() * pixel_cm2 < min_cm2]
     if not empty:
-        return
+        return bodies
     which = f"slice {empty[0]}" if len(empty) == 1 else f"slices {index_ranges(empty)}"
     message = (
         f"no body found in {which} (of 0-{volume.n_slices - 1}): no object above {BODY_THRESHOLD_HU:g} HU "
@@ -116,7 +119,7 @@ def analyze(
     from sarcoscope.errors import CompositionError
     from sarcoscope.imaging import read_ct
     from sarcoscope.segmentation import get_engine
-    from sarcoscope.segmentation.quality import image_warnings
+    from sarcoscope.segmentation.quality import image_warnings, segment_with_bodies
 
     def stage(name: str) -> None:
         if progress is not None:
@@ -157,17 +160,17 @@ def analyze(
 
         t = time.perf_counter()
         stage("segment")
-        require_body(volume, selection.indices)
-        hu_slices = volume.hu[selection.indices]
+        bodies = require_body(volume, selection.indices)
+        hu_slices = bodies.slices
         slice_quality: QualityAssessment | None = None
         if quality:
             from sarcoscope.segmentation.quality import segment_with_quality
 
             labels, slice_quality = segment_with_quality(
-                seg_engine, hu_slices, volume.pixel_spacing, hu_ranges=hu_ranges
+                seg_engine, hu_slices, volume.pixel_spacing, hu_ranges=hu_ranges, bodies=bodies
             )
         else:
-            labels = seg_engine.segment(hu_slices, volume.pixel_spacing)
+            labels = segment_with_bodies(seg_engine, hu_slices, volume.pixel_spacing, bodies)
         timings["segment"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -331,6 +331,35 @@ def test_series_kept_under_the_uploads_names_by_an_earlier_version_are_renamed_a
     app.state.ctx.store.close()
 
 
+def test_kept_files_already_numbered_are_only_listed_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every start went through every kept file of every upload (a status read of each, then a count of
+    each folder) to rename files this version never leaves named: a data folder's thousands of files made
+    every start slower. A folder whose listing shows numbered files only is now left at that."""
+    from types import SimpleNamespace
+
+    from sarcoscope.web import uploads
+
+    numbered, named = (tmp_path / "uploads" / u / "files" for u in ("a", "b"))
+    for n in range(3):
+        (numbered / f"{n:06d}.dcm").parent.mkdir(parents=True, exist_ok=True)
+        (numbered / f"{n:06d}.dcm").write_bytes(b"a")
+    (named / "Jansen").mkdir(parents=True)
+    (named / "000000.dcm").write_bytes(b"b0")
+    (named / "Jansen" / "IM1").write_bytes(b"b1")
+    moved: list[Path] = []
+    keep = uploads._keep_numbered
+    monkeypatch.setattr(
+        uploads, "_keep_numbered", lambda files, paths: (moved.append(files), keep(files, paths))
+    )
+    assert uploads.number_kept_files(SimpleNamespace(data_dir=tmp_path)) == 1  # type: ignore[arg-type]
+    assert moved == [named]
+    assert sorted(p.name for p in named.iterdir()) == ["000000.dcm", "000001.dcm"]
+    assert (named / "000001.dcm").read_bytes() == b"b1"
+    assert sorted(p.name for p in numbered.iterdir()) == ["000000.dcm", "000001.dcm", "000002.dcm"]
+
+
 def test_a_full_disk_while_keeping_an_uploads_series_is_507_naming_no_folder_of_the_zip(
     client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -4,6 +4,8 @@ arms lying against the trunk (arms are not trunk: none of their tissue counts).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -113,6 +115,38 @@ def body_and_limbs(
     else:
         out[frame][box] = trunk
     return out, arms_out
+
+
+class SliceBodies:
+    """`body_and_limbs` of each slice of a stack (n, y, x), found once however many ask: the check for
+    slices without a body, the engine and the quality score's second opinion (in another thread) all need
+    it, and it is a large share of a slice's segmentation. Each slice's is found at its first request."""
+
+    def __init__(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> None:
+        self.slices = slices
+        self.pixel_spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
+        self._found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._locks = [threading.Lock() for _ in range(len(slices))]
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(body, limbs) of slice `index`; a second thread asking for it meanwhile waits for the first."""
+        with self._locks[index]:
+            if index not in self._found:
+                self._found[index] = body_and_limbs(self.slices[index], self.pixel_spacing)
+            return self._found[index]
+
+    def of(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> bool:
+        """Whether these are the bodies of `slices` (the same HU values) at `pixel_spacing`: an engine given
+        bodies of other slices finds its own."""
+        spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
+        return (
+            spacing == self.pixel_spacing
+            and slices.shape == self.slices.shape
+            and (slices is self.slices or np.array_equal(slices, self.slices))
+        )
 
 
 def limbs(body: np.ndarray, hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:

@@ -37,13 +37,17 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
 from sarcoscope.segmentation.base import SegmentationEngine
+
+if TYPE_CHECKING:
+    from sarcoscope.segmentation.body import SliceBodies
+    from sarcoscope.segmentation.unet import PassObserver
 
 logger = logging.getLogger(__name__)
 
@@ -334,16 +338,35 @@ def _default_second_opinion(engine: SegmentationEngine, hu_ranges: HURanges) -> 
     return UNetEngine(hu_ranges=hu_ranges)
 
 
+def segment_with_bodies(
+    engine: SegmentationEngine,
+    stack: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    bodies: SliceBodies,
+    observe: PassObserver | None = None,
+) -> np.ndarray:
+    """`engine.segment`, given the slices' bodies when it is an engine of this package (they take them)."""
+    from sarcoscope.segmentation.threshold import ThresholdEngine
+    from sarcoscope.segmentation.unet import UNetEngine
+
+    if isinstance(engine, UNetEngine):
+        return engine.segment(stack, pixel_spacing, observe=observe, bodies=bodies)
+    if isinstance(engine, ThresholdEngine):
+        return engine.segment(stack, pixel_spacing, bodies=bodies)
+    return engine.segment(stack, pixel_spacing)
+
+
 def _second_opinion(
     engine: SegmentationEngine,
     given: SegmentationEngine | None,
     hu_ranges: HURanges,
     stack: np.ndarray,
     pixel_spacing: tuple[float, float],
+    bodies: SliceBodies,
 ) -> tuple[str | None, np.ndarray]:
     """The second engine's model id and label maps of the slices (SegmentationError when it cannot run)."""
     other = given or _default_second_opinion(engine, hu_ranges)
-    return other.model_id, other.segment(stack, pixel_spacing)
+    return other.model_id, segment_with_bodies(other, stack, pixel_spacing, bodies)
 
 
 def segment_with_quality(
@@ -353,18 +376,23 @@ def segment_with_quality(
     *,
     hu_ranges: HURanges = DEFAULT_HU_RANGES,
     second_opinion: SegmentationEngine | None = None,
+    bodies: SliceBodies | None = None,
 ) -> tuple[np.ndarray, QualityAssessment]:
     """Segment HU slices (n, y, x) with `engine` and score every slice's segmentation.
 
     A U-Net engine gives the network signals from its own inference (plus the mirrored pass); the engine
     signals compare with `second_opinion` (default: see _default_second_opinion). A second opinion that
     cannot be had (no U-Net model installed, a slice it refuses) leaves those signals out, with the reason.
+    Both engines share the slices' body masks (`bodies`, when the caller has found some already).
     """
+    from sarcoscope.segmentation.body import SliceBodies
     from sarcoscope.segmentation.unet import UNetEngine
 
     stack = np.asarray(slices)
     if stack.ndim == 2:
         stack = stack[None]
+    if bodies is None or not bodies.of(stack, pixel_spacing):
+        bodies = SliceBodies(stack, pixel_spacing)
     signals: list[dict[str, float]] = [{} for _ in range(len(stack))]
     unavailable: dict[str, str] = {}
     with ThreadPoolExecutor(1) as pool:
@@ -382,16 +410,18 @@ def segment_with_quality(
             )
             unavailable.update(dict.fromkeys(ENGINE_SIGNALS, why))
         else:
-            other_run = pool.submit(_second_opinion, engine, second_opinion, hu_ranges, stack, pixel_spacing)
+            other_run = pool.submit(
+                _second_opinion, engine, second_opinion, hu_ranges, stack, pixel_spacing, bodies
+            )
         if isinstance(engine, UNetEngine):
 
             def observe(start: int, plain: np.ndarray, mirrored: np.ndarray) -> None:
                 for k in range(len(plain)):
                     signals[start + k].update(network_signals(plain[k], mirrored[k]))
 
-            labels = engine.segment(stack, pixel_spacing, observe=observe)
+            labels = segment_with_bodies(engine, stack, pixel_spacing, bodies, observe)
         else:
-            labels = engine.segment(stack, pixel_spacing)
+            labels = segment_with_bodies(engine, stack, pixel_spacing, bodies)
             for name in NETWORK_SIGNALS:
                 unavailable[name] = f"the '{engine.name}' engine has no network probabilities"
         model_id: str | None = None

@@ -29,9 +29,7 @@ from scipy import ndimage as ndi
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
-from sarcoscope.segmentation.body import (
-    body_mask,
-)
+from sarcoscope.segmentation.body import SliceBodies, body_mask
 from sarcoscope.segmentation.morphology import (
     bounding_box,
     close_mm,
@@ -147,23 +145,34 @@ class ThresholdEngine:
             f"vat={r.vat[0]:g}..{r.vat[1]:g},imat={r.imat[0]:g}..{r.imat[1]:g}{custom})"
         )
 
-    def segment(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
-        """Segment HU slices (n, y, x) with in-plane spacing (y, x) mm into uint8 label maps."""
+    def segment(
+        self, slices: np.ndarray, pixel_spacing: tuple[float, float], bodies: SliceBodies | None = None
+    ) -> np.ndarray:
+        """Segment HU slices (n, y, x) with in-plane spacing (y, x) mm into uint8 label maps.
+
+        `bodies`: the slices' body masks when the caller has them (used only when they are of these slices
+        and these HU as float32, so the labels are the same either way)."""
         arr = np.asarray(slices)
         if arr.ndim != 3:
             raise SegmentationError(f"expected slices of shape (n, y, x), got shape {arr.shape}")
         spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
         if not all(np.isfinite(s) and s > 0 for s in spacing):
             raise SegmentationError(f"invalid pixel spacing {pixel_spacing}: both values must be positive mm")
+        if bodies is not None and not (np.can_cast(arr.dtype, np.float32) and bodies.of(arr, spacing)):
+            bodies = None
         out = np.zeros(arr.shape, dtype=np.uint8)
         for i, hu in enumerate(arr):
-            out[i] = self._segment_slice(hu.astype(np.float32), spacing, i)
+            body = bodies[i][0] if bodies is not None else None
+            out[i] = self._segment_slice(hu.astype(np.float32), spacing, i, body)
         return out
 
     # --- one slice -------------------------------------------------------------------------------------
-    def _segment_slice(self, hu: np.ndarray, spacing: tuple[float, float], index: int) -> np.ndarray:
+    def _segment_slice(
+        self, hu: np.ndarray, spacing: tuple[float, float], index: int, body: np.ndarray | None = None
+    ) -> np.ndarray:
         p = self.params
-        body = body_mask(hu, spacing)
+        if body is None:
+            body = body_mask(hu, spacing)
         pixel_area = spacing[0] * spacing[1]
         if body.sum() * pixel_area < p.min_body_area_cm2 * 100.0:
             raise SegmentationError(

@@ -22,7 +22,7 @@ from scipy import ndimage as ndi
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges
 from sarcoscope.errors import SegmentationError
 from sarcoscope.imaging.volume import AIR_HU
-from sarcoscope.segmentation.body import BODY_THRESHOLD_HU, body_and_limbs
+from sarcoscope.segmentation.body import BODY_THRESHOLD_HU, SliceBodies
 from sarcoscope.segmentation.model_files import (
     load_model_card,
     model_onnx_path,
@@ -354,18 +354,24 @@ class UNetEngine:
         return out
 
     def segment(
-        self, slices: np.ndarray, pixel_spacing: tuple[float, float], observe: PassObserver | None = None
+        self,
+        slices: np.ndarray,
+        pixel_spacing: tuple[float, float],
+        observe: PassObserver | None = None,
+        bodies: SliceBodies | None = None,
     ) -> np.ndarray:
         """Label maps (n, y, x) uint8 with the project's ids, on the input grid.
 
         `observe(first_index, plain, mirrored)` is called per batch with the class probabilities (m, 5, H, W)
         on the network's canvas of the plain and the mirrored pass (flipped back); segmentation.quality reads
-        its per-slice signals from them.
+        its per-slice signals from them. `bodies`: the slices' body masks when the caller has them (used
+        only when they are of these slices, so the labels are the same either way).
         """
         slices, spacing = _check_input(slices, pixel_spacing)
         if not self.refine:
             probs = self._on_input_grid(slices, spacing, observe=observe)
             return probs.argmax(axis=1).astype(np.uint8)
+        known = bodies if bodies is not None and bodies.of(slices, spacing) else SliceBodies(slices, spacing)
 
         def refine(hu: np.ndarray, scores: np.ndarray, body: np.ndarray) -> np.ndarray:
             """One slice's tissues from its compartment scores on the model grid: the labels lie in the
@@ -380,19 +386,19 @@ class UNetEngine:
                 labels[box] = tissues_from_scores(scores, hu[box], spacing, self.hu_ranges, body=body[box])
             return labels
 
-        def bodies(batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-            return [body_and_limbs(hu, spacing) for hu in batch]
+        def batch_bodies(first: int) -> list[tuple[np.ndarray, np.ndarray]]:
+            return [known[i] for i in range(first, min(first + size, len(slices)))]
 
         labels = np.empty(slices.shape, dtype=np.uint8)
         size = self.batch_size
         with ThreadPoolExecutor(min(self._refine_threads, len(slices))) as pool:
             refined = []  # each slice is refined while the network runs on the next ones
-            upcoming = pool.submit(bodies, slices[:size])  # and the next batch's body found meanwhile
+            upcoming = pool.submit(batch_bodies, 0)  # and the next batch's body found meanwhile
             for start in range(0, len(slices), size):
                 batch = slices[start : start + size]
                 found = upcoming.result()
                 if start + size < len(slices):
-                    upcoming = pool.submit(bodies, slices[start + size : start + 2 * size])
+                    upcoming = pool.submit(batch_bodies, start + size)
                 scores = self._on_model_grid(
                     _without_limbs(batch, [limbs for _, limbs in found]),
                     spacing,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -101,6 +102,8 @@ def number_kept_files(store: Store) -> int:
     Returns how many were renamed."""
     renamed = 0
     for files in sorted((store.data_dir / "uploads").glob("*/files")):
+        if _all_numbered(files):  # as this version keeps them: nothing to do
+            continue
         kept = sorted(p for p in files.rglob("*") if p.is_file())
         named = [p for p in kept if p.parent != files or not KEPT_NAME.fullmatch(p.name)]
         _keep_numbered(files, named)
@@ -111,6 +114,13 @@ def number_kept_files(store: Store) -> int:
     if renamed:
         log.warning("Renamed %d kept files of uploads to numbers (they had the upload's names).", renamed)
     return renamed
+
+
+def _all_numbered(files: Path) -> bool:
+    """Whether the folder holds numbered files only: its listing tells, without reading each file's
+    status (a data folder holds thousands of kept files, and every start checks them)."""
+    with os.scandir(files) as entries:
+        return all(e.is_file(follow_symlinks=False) and KEPT_NAME.fullmatch(e.name) for e in entries)
 
 
 def _write_listing(folder: Path, series: list[dict[str, Any]]) -> None:
