@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import logging
+import os
 from pathlib import Path
 
 import highdicom as hd
@@ -289,6 +291,43 @@ def test_a_resumed_batch_analyses_again_what_other_settings_made(
     # why, without the patient's height (de-identified: kept out of logs, Dask workers' too)
     assert "made with another height_m than the manifest gives" in caplog.text
     assert "1.8" not in caplog.text and "1.9" not in caplog.text
+
+
+def test_worker_processes_log_no_case_ids(cohort: Path, tmp_path: Path) -> None:
+    """Case ids are folder or file names, often a patient's name or number. A worker process logged "case
+    <id> is analysed again" (a Dask worker's log goes to the cluster's shared logs); now the process running
+    the batch says it, on the user's console, beside the cohort table and failures naming the cases."""
+    manifest = tmp_path / "m.csv"
+    ids = ("Doe_Jane_0815", "Roe_Richard_4711")
+    rows = "".join(
+        f"{case},{cohort / folder},150\n" for case, folder in zip(ids, ("patient1", "patient2"), strict=True)
+    )
+    manifest.write_text("case_id,path,height_cm\n" + rows)
+    out = tmp_path / "run"
+    assert run_batch(read_manifest(manifest), out, engine="threshold").count("done") == 2
+    manifest.write_text("case_id,path,height_cm\n" + rows.replace(",150", ",190"))
+    log_file = tmp_path / "log.txt"
+    handler = logging.FileHandler(log_file)  # forked pool workers inherit it: their records reach the file
+    handler.setFormatter(logging.Formatter("%(process)d %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        again = run_batch(read_manifest(manifest), out, engine="threshold", workers=2)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+    assert again.count("done") == 2
+    lines = [line.split(" ", 1) for line in log_file.read_text().splitlines()]
+    worker_lines = [text for pid, text in lines if pid != str(os.getpid())]
+    assert not [text for text in worker_lines if any(case in text for case in ids)]
+    ours = [text for pid, text in lines if pid == str(os.getpid())]
+    for case in ids:
+        assert f"case {case} is analysed again: its earlier results were made with height_m 1.5" in "\n".join(
+            ours
+        )
 
 
 def test_tables_that_are_not_ours_and_a_manifest_in_their_place_are_refused(

@@ -61,12 +61,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def test_migrations_create_exactly_the_model_schema(store: Store) -> None:
-    assert store.schema_revision() == "0004"
+    assert store.schema_revision() == "0005"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
     store.migrate()  # idempotent
-    assert store.schema_revision() == "0004"
+    assert store.schema_revision() == "0005"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -86,15 +86,15 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
 
 
 def test_migrations_keep_the_data_and_downgrade(empty_database: Store) -> None:
-    """0002 adds accounts, 0003 the upload a study came from, 0004 the users' roles; a study and its labels
-    stay through a downgrade to 0001 and the upgrade back (the model reads the current schema only, so the
-    rows are made at the head)."""
+    """0002 adds accounts, 0003 the upload a study came from, 0004 the users' roles, 0005 who changed the L3
+    selection and when; a study and its labels stay through a downgrade to 0001 and the upgrade back (the
+    model reads the current schema only, so the rows are made at the head)."""
     from alembic import command
     from alembic.config import Config
 
     store = empty_database
     store.migrate()
-    assert store.schema_revision() == "0004"
+    assert store.schema_revision() == "0005"
     study = store.add_study(_study(), actor="alice")
     labels = np.ones((1, 4, 5), np.uint8)
     store.save_version(study.id, base_version=None, labels=labels, indices=[2], author="a", source="segment")
@@ -103,7 +103,7 @@ def test_migrations_keep_the_data_and_downgrade(empty_database: Store) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(store_module.__file__).parent / "migrations"))
-    for revision in ("0003", "0002", "0001"):
+    for revision in ("0004", "0003", "0002", "0001"):
         with store.engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.downgrade(cfg, revision)
@@ -130,7 +130,7 @@ def test_accounts_made_before_roles_are_editors_after_the_upgrade(empty_database
             )
         )
     store.migrate()
-    assert store.schema_revision() == "0004"
+    assert store.schema_revision() == "0005"
     assert store.get_user("alice").role == "editor" and store.user_role("alice") == "editor"
     store.add_user("bob", "h", actor="cli")
     assert store.user_role("bob") == "editor"  # the default for new accounts too

@@ -8,6 +8,7 @@ import json
 import re
 import zipfile
 from pathlib import Path
+from urllib.parse import quote
 
 import nibabel as nib
 import numpy as np
@@ -226,6 +227,27 @@ def test_localize_tells_a_too_short_series_from_a_failure(client: TestClient, tm
         assert "error" in loc and loc.get("too_short", False) == (name != "tall"), (name, loc)
 
 
+#: A save's note, in its header (percent-encoded UTF-8: a header is Latin-1 only).
+CORNER = {"X-Label-Note": quote("corner – geprüft")}
+
+
+def test_a_label_saves_note_is_refused_in_the_url(client: TestClient, series: list[Path]) -> None:
+    """The note of a label save was a query parameter: a URL lands in the access logs of the server and of
+    any proxy, and a note ("checked with the patient's surgeon") with it. It is refused there (nothing is
+    saved), with the reason naming where it goes."""
+    sid, _ = segmented(client, series)
+    labels, _version, _indices = get_labels(client, sid)
+    r = client.post(
+        f"/api/studies/{sid}/labels", params={"base_version": 1, "note": "corner"}, content=labels.tobytes()
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith("Send the note in the X-Label-Note header (percent-encoded UTF-8)")
+    assert [v["version"] for v in client.get(f"/api/studies/{sid}/versions").json()] == [1]
+    bad = {"X-Label-Note": "%ff"}
+    r = client.post(f"/api/studies/{sid}/labels?base_version=1", content=labels.tobytes(), headers=bad)
+    assert r.status_code == 422 and "not percent-encoded UTF-8" in r.json()["detail"]
+
+
 def test_segment_edit_save_stale_restore(client: TestClient, series: list[Path]) -> None:
     sid = upload(client, series)["id"]
     r = client.post(f"/api/studies/{sid}/segment", json={})
@@ -252,10 +274,11 @@ def test_segment_edit_save_stale_restore(client: TestClient, series: list[Path])
     assert not (edited[block] == 1).any()
     edited[block] = 1
     r = client.post(
-        f"/api/studies/{sid}/labels", params={"base_version": 1, "note": "corner"}, content=edited.tobytes()
+        f"/api/studies/{sid}/labels", params={"base_version": 1}, content=edited.tobytes(), headers=CORNER
     )
     assert r.status_code == 201, r.text
     assert r.json()["version"] == 2 and r.json()["parent_version"] == 1 and r.json()["source"] == "edit"
+    assert r.json()["note"] == "corner – geprüft"
     after = client.get(f"/api/studies/{sid}/analysis").json()
     pixel_cm2 = SPACING[1] * SPACING[2] / 100.0
     assert after["version"] == 2

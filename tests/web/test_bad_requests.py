@@ -288,7 +288,13 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
     (
         "labels-note-too-long",
         "POST",
-        f"/api/studies/{SID}/labels?base_version=1&note={'n' * 501}",
+        f"/api/studies/{SID}/labels?base_version=1",
+        {"content": _labels(), "headers": {**OCTETS, "X-Label-Note": "n" * 501}},
+    ),
+    (
+        "labels-note-in-the-url",
+        "POST",
+        f"/api/studies/{SID}/labels?base_version=1&note=n",
         {"content": _labels(), "headers": OCTETS},
     ),
     (

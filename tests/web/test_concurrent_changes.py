@@ -19,6 +19,7 @@ from web_synth import multipart, write_series
 
 import sarcoscope.level.localization as localization
 from sarcoscope.web import volumes
+from sarcoscope.web.auth import ANONYMOUS
 
 
 class _Localized:
@@ -62,6 +63,45 @@ def test_a_selection_saved_while_the_localizer_runs_is_kept(
     monkeypatch.setattr(localization, "locate_l3", lambda volume: _Localized())
     client.post(f"/api/studies/{other}/localize", json={})
     assert client.get(f"/api/studies/{other}").json()["selection"]["first"] >= 8
+
+
+def test_a_selection_changed_by_a_colleague_since_is_not_overwritten(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two users moved the L3 lines of one study: the later save silently replaced the earlier, and the
+    labels then made were for slices the first user had not chosen. A change names the selection it
+    started from (`base_version`); one started from a selection a colleague changed since is refused (409,
+    naming who and when, their selection in the answer), nothing changed; one started from theirs goes."""
+    monkeypatch.setattr(localization, "locate_l3", lambda volume: _Localized())
+    sid = upload(client, series)["id"]
+    proposed = client.post(f"/api/studies/{sid}/localize", json={})  # the localizer's proposal: nobody's
+    assert proposed.json()["selection"]["first"] >= 8 and proposed.json()["selection_by"] is None
+    shown = proposed.json()["selection_version"]
+    bob = TestClient(client.app)  # another user, signed in at another workstation (open mode)
+    assert bob.post("/api/session", json={"user": "bob"}).status_code == 200
+    theirs = {"mode": "range", "first": 3, "last": 5}
+    r = bob.put(f"/api/studies/{sid}/selection", json={**theirs, "base_version": shown})
+    assert r.status_code == 200, r.text
+    assert r.json()["selection_by"] == "bob" and r.json()["selection_version"] == shown + 1
+
+    mine = {"mode": "slice", "first": 7, "last": 7}
+    r = client.put(f"/api/studies/{sid}/selection", json={**mine, "base_version": shown, "editor": "tab-1"})
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"].startswith("Not saved: the L3 selection was changed to slices 3–5 by bob at ")
+    assert r.json()["study"]["selection"] == theirs and r.json()["study"]["selection_by"] == "bob"
+    assert client.get(f"/api/studies/{sid}").json()["selection"] == theirs
+    assert client.post(f"/api/studies/{sid}/segment", json={"first": 7}).status_code == 409
+
+    # started from bob's: saved; the page's next change, sent before this answer came, is no conflict
+    fresh = {**mine, "base_version": shown + 1, "editor": "tab-1"}
+    assert client.put(f"/api/studies/{sid}/selection", json=fresh).status_code == 200
+    r = client.put(f"/api/studies/{sid}/selection", json={**fresh, "first": 8, "last": 8})
+    assert r.status_code == 200, r.text
+    assert r.json()["selection"]["first"] == 8 and r.json()["selection_version"] == shown + 3
+    # ... but a change from another tab started from the same selection is
+    r = client.put(f"/api/studies/{sid}/selection", json={**fresh, "editor": "tab-2"})
+    assert r.status_code == 409 and f"to slice 8 by {ANONYMOUS} at " in r.json()["detail"]
+    assert client.get(f"/api/studies/{sid}").json()["selection"]["first"] == 8
 
 
 def test_the_analysis_follows_a_new_localization(

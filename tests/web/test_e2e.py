@@ -243,9 +243,9 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     # Meanwhile someone else saves version 3: this page's next save is refused, not merged or overwritten.
     saved = page.request.get(f"{server}/api/studies/{study_id}/labels").body()
     other = page.request.post(
-        f"{server}/api/studies/{study_id}/labels?base_version=2&note=colleague",
+        f"{server}/api/studies/{study_id}/labels?base_version=2",
         data=saved,
-        headers={"Content-Type": "application/octet-stream"},
+        headers={"Content-Type": "application/octet-stream", "X-Label-Note": "colleague"},
     )
     assert other.status == 201
     page.keyboard.press("Control+s")

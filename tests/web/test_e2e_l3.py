@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import test_e2e
@@ -259,3 +260,50 @@ def test_the_lines_cross_the_reconstruction_not_the_black_beside_it(page: Any, t
     )
     assert yellow, "no line on the coronal tile"
     assert min(yellow) >= image_left - overlay["x"] - 2, (min(yellow), image_left - overlay["x"])
+
+
+def test_lines_moved_from_a_selection_a_colleague_changed_since_are_not_saved_over_it_unasked(
+    page: Any, server: str, tmp_path: Path, release: threading.Event
+) -> None:
+    """Two users moved the L3 lines of one study: the later save silently replaced the earlier one. Now the
+    page says who changed it and when, and shows their selection (Cancel) or saves its lines over it (OK).
+    Its own successive saves, the second moved before the first was answered, are no conflict."""
+    release.set()
+    sid = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    assert _lines(page) == "9"
+    held: list[Any] = []
+    page.route(  # the first save is held; the next ones go
+        f"**/api/studies/{sid}/selection", lambda route: route.continue_() if held else held.append(route)
+    )
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")
+    for _ in range(500):  # the first save, sent 0.4 s after the key, is held
+        if held:
+            break
+        page.wait_for_timeout(20)
+    page.keyboard.press("ArrowUp")  # moved from the selection the held save has not answered yet
+    held[0].continue_()
+    _wait_text(page, "study-message", "Saved selection: Slice 11")
+
+    with httpx.Client(base_url=server, timeout=60) as bob:
+        assert bob.post("/api/session", json={"user": "bob"}).status_code == 200
+        base = bob.get(f"/api/studies/{sid}").json()["selection_version"]
+        theirs = {"mode": "range", "first": 3, "last": 5, "base_version": base}
+        assert bob.put(f"/api/studies/{sid}/selection", json=theirs).status_code == 200
+        asked: list[str] = []
+        page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+        page.keyboard.press("ArrowDown")
+        _wait_text(page, "study-message", "Showing the selection bob saved: Range 3–5")
+        assert asked[0].startswith("Not saved: the L3 selection was changed to slices 3–5 by bob at ")
+        assert "OK: save yours (Slice 10) over it. Cancel: show their selection (slices 3–5)." in asked[0]
+        assert _lines(page) == "3,5"
+        assert bob.get(f"/api/studies/{sid}").json()["selection"]["first"] == 3
+
+        theirs = {"mode": "slice", "first": 6, "base_version": base + 1}
+        assert bob.put(f"/api/studies/{sid}/selection", json=theirs).status_code == 200
+        page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
+        page.click("#mode-slice")
+        _wait_text(page, "study-message", "Saved selection: Slice 4")
+        assert "changed to slice 6 by bob" in asked[1]
+        assert bob.get(f"/api/studies/{sid}").json()["selection"] == {"mode": "slice", "first": 4, "last": 4}

@@ -65,6 +65,8 @@ class CaseOutcome:
     seconds: float = 0.0
     row: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    #: Why the case's earlier results were not kept (it was analysed again), for the run's own log.
+    reanalysed: str | None = None
 
 
 @dataclass
@@ -225,13 +227,11 @@ def analyze_case(
     report_path = out / REPORT
     start = time.perf_counter()
     kept: dict[str, Any] = {}  # the earlier row, when this run could not tell whether it still holds
+    changed: str | None = None  # why the earlier results are not kept
     try:
         earlier = json.loads(report_path.read_text()) if report_path.is_file() and not force else None
-        changed = (
-            _changed_since(earlier, case, engine, cutoff_set, deidentification, pixel_spacing)
-            if earlier
-            else None
-        )
+        if earlier:
+            changed = _changed_since(earlier, case, engine, cutoff_set, deidentification, pixel_spacing)
         try:
             instances = series_instances(case, waits)  # a DICOMweb series' images as the server has them
         except SarcoscopeError as exc:  # the server cannot say: the case fails, its earlier row listed
@@ -245,9 +245,9 @@ def analyze_case(
         files = input_files_code(case, deidentification, instances)  # what this run reads, before it does
         if earlier and changed is None:
             changed = input_changed(earlier, out, case, files, deidentification, instances)
-        if changed is not None:
-            logger.warning("case %s is analysed again: its earlier results were %s", case.case_id, changed)
-        elif earlier is not None:
+        # said by the process running the batch (the user's console), not here: a worker's log (a Dask
+        # worker's goes to the cluster's shared logs) names no case, which is often a patient's folder
+        if changed is None and earlier is not None:
             row = summary_row(case, earlier)
             if push and not (out / PUSHED).is_file():
                 return _pushed(case, out, waits, row, start)
@@ -271,15 +271,19 @@ def analyze_case(
             )
         atomic_write_text(out / INPUT_FILES, files + "\n")
         row = summary_row(case, json.loads(report_path.read_text()))
-        if push:
-            return _pushed(case, out, waits, row, start)
-        return CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
+        outcome = (
+            _pushed(case, out, waits, row, start)
+            if push
+            else CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
+        )
     except Exception as exc:  # one broken study must not stop a cohort of thousands
         msg = str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
         # the input's paths, UIDs and descriptions may name the patient
         if deidentification is not None and not isinstance(exc, DeidentificationError):
             msg = scrub_error(msg, deidentification, case.path)
-        return CaseOutcome(case.case_id, "failed", time.perf_counter() - start, row=kept, error=msg)
+        outcome = CaseOutcome(case.case_id, "failed", time.perf_counter() - start, row=kept, error=msg)
+    outcome.reanalysed = changed
+    return outcome
 
 
 #: Written into a case's folder once its results are stored on the DICOMweb server.
@@ -639,6 +643,12 @@ def run_batch(
         summary.keep_earlier_rows()
         try:
             for outcome in stream:
+                if outcome.reanalysed is not None:
+                    logger.warning(
+                        "case %s is analysed again: its earlier results were %s",
+                        outcome.case_id,
+                        outcome.reanalysed,
+                    )
                 outcomes.append(outcome)
                 summary.write()  # an interrupted run keeps every row, and no failure of a case now done
                 if on_outcome is not None:

@@ -60,6 +60,14 @@ class Study(Base):
     created_by: Mapped[str] = mapped_column(String(128))
     #: {"mode": "range"|"slice", "first": int, "last": int} — "slice" has first == last.
     selection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: Counts the changes of `selection`: a change names the one it started from (Store.set_selection).
+    selection_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Who chose the selection, and when (None: nobody, or the localizer proposed it).
+    selection_by: Mapped[str | None] = mapped_column(String(128))
+    selection_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The page sitting that chose it (a random id the page makes when it loads): its next changes, sent
+    #: before the answer to this one came, are not a conflict with it.
+    selection_editor: Mapped[str | None] = mapped_column(String(64))
     #: The automatic localizer's result (L3Localization.as_dict()) or {"error": message}.
     localization: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: {"height_cm", "weight_kg", "sex", "cutoff_set"}; values may be None.

@@ -46,6 +46,7 @@ from sarcoscope.store.models import (
     Role,
     Study,
     User,
+    utcnow,
 )
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,14 @@ class StaleVersionError(ConflictError):
     def __init__(self, message: str, latest: int | None) -> None:
         super().__init__(message)
         self.latest = latest
+
+
+class SelectionConflictError(ConflictError):
+    """An L3 selection change based on a selection someone else changed since; `study` holds theirs."""
+
+    def __init__(self, message: str, study: Study) -> None:
+        super().__init__(message)
+        self.study = study
 
 
 def as_utc(when: dt.datetime) -> dt.datetime:
@@ -463,18 +472,59 @@ class Store:
                 raise NotFoundError(f"No study with id '{study_id}'.")
             if proposed_selection is not None and study.selection is None:
                 fields = {**fields, "selection": proposed_selection}
+            if "selection" in fields:  # the localizer's proposal is nobody's choice: any change replaces it
+                chosen_by = None if fields["selection"] is proposed_selection else actor
+                fields = {**fields, **_selection_stamp(study.selection_version, chosen_by, None)}
             if expected_patient is None:
                 for key, value in fields.items():
                     setattr(study, key, value)
             else:
                 _update_if_patient_is(s, study, expected_patient, fields)
-            details = {k: v for k, v in fields.items() if k != "localization"}
+            details = {k: v for k, v in fields.items() if k in allowed - {"localization"}}
             self._audit(s, actor, action, study_id, details or None, client)
         return study
 
     def has_study(self, study_id: str) -> bool:
         with self.session() as s:
             return s.get(Study, study_id) is not None
+
+    def set_selection(
+        self,
+        study_id: str,
+        selection: dict[str, Any],
+        actor: str,
+        client: str | None = None,
+        *,
+        base_version: int | None = None,
+        editor: str | None = None,
+    ) -> Study:
+        """Store the L3 selection a person chose. `base_version`: the `selection_version` the change started
+        from; SelectionConflictError when a person changed the selection since (a colleague, another tab),
+        so that nobody silently moves the slices a colleague chose (and their labels are for). Not refused:
+        a change of a selection nobody chose (the localizer's proposal), or of one this page sitting
+        (`editor`, with the same user) wrote itself, whose answer had not come yet (successive saves; the
+        one sent as the page closes). Checked and written in one conditional UPDATE, as patient facts are."""
+        for _ in range(3):  # a change committed between the read and the write: decided again on it
+            with self.session() as s:
+                study = s.get(Study, study_id)
+                if study is None:
+                    raise NotFoundError(f"No study with id '{study_id}'.")
+                version = study.selection_version
+                own = editor is not None and (study.selection_editor, study.selection_by) == (editor, actor)
+                if base_version not in (None, version) and study.selection_by is not None and not own:
+                    s.expunge(study)  # as read: the rollback would expire it
+                    raise SelectionConflictError(_selection_changed_message(study), study)
+                written = s.execute(
+                    update(Study)
+                    .where(Study.id == study_id, Study.selection_version == version)
+                    .values(selection=selection, **_selection_stamp(version, actor, editor))
+                    .execution_options(synchronize_session=False)
+                )
+                if written.rowcount == 1:
+                    self._audit(s, actor, "select-l3", study_id, {"selection": selection}, client)
+                    s.refresh(study)
+                    return study
+        raise ConflictError("The L3 selection is being changed by someone else right now; try again.")
 
     def delete_study(
         self,
@@ -861,6 +911,27 @@ _PATIENT_CHANGED = (
     "The patient facts were changed (in another tab or by another user) since this page loaded them; "
     "reload the study to see them, then save again."
 )
+
+
+def _selection_stamp(version: int, chosen_by: str | None, editor: str | None) -> dict[str, Any]:
+    """The columns a change of the L3 selection writes beside it: the count, who chose it, when, where."""
+    return {
+        "selection_version": version + 1,
+        "selection_by": chosen_by,
+        "selection_at": utcnow(),
+        "selection_editor": editor,
+    }
+
+
+def _selection_changed_message(study: Study) -> str:
+    sel = study.selection or {}
+    first, last = sel.get("first"), sel.get("last")
+    slices = f"slice {first}" if first == last else f"slices {first}–{last}"
+    when = as_utc(study.selection_at).strftime("%Y-%m-%d %H:%M:%S UTC") if study.selection_at else "just now"
+    return (
+        f"Not saved: the L3 selection was changed to {slices} by {study.selection_by} at {when}, after this "
+        "page showed it. Look at their selection, or save yours over it."
+    )
 
 
 def _update_if_patient_is(s: Session, study: Study, expected: dict[str, Any], fields: dict[str, Any]) -> None:

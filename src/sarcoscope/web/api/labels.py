@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import shutil
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -126,13 +127,15 @@ async def save_labels(
     ctx: Ctx,
     user: User,
     base_version: Annotated[int, Query(ge=1, le=MAX_INT, description="The version the edit started from.")],
-    note: Annotated[str | None, Query(max_length=500)] = None,
 ) -> dict[str, Any]:
     """Save edited label maps as a new version. Body: raw uint8 (n, y, x) of the base version's slices.
+    An optional note (at most 500 characters) goes in the `X-Label-Note` header, percent-encoded UTF-8.
 
     Refused with 409 when `base_version` is no longer the latest (someone else saved in between).
     """
     from starlette.concurrency import run_in_threadpool
+
+    note = _label_note(request)
 
     content_type = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
     if content_type != "application/octet-stream":
@@ -159,6 +162,30 @@ async def save_labels(
     )
     ctx.prerender_overlay(study_id, row.version)
     return version_json(row)
+
+
+NOTE_HEADER = "X-Label-Note"
+
+
+def _label_note(request: Request) -> str | None:
+    """The save's note, from its header. Not from the URL, which server and proxy access logs keep: a note
+    ("checked with Dr. X", a patient's detail) would stay there, out of the study's reach and its deletion."""
+    if "note" in request.query_params:
+        raise HTTPException(
+            400,
+            f"Send the note in the {NOTE_HEADER} header (percent-encoded UTF-8), not in the URL: a URL is "
+            "kept in the access logs of the server and of any proxy. Nothing was saved.",
+        )
+    raw = request.headers.get(NOTE_HEADER)
+    if raw is None:
+        return None
+    try:
+        note = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise HTTPException(422, f"The {NOTE_HEADER} header is not percent-encoded UTF-8.") from None
+    if len(note) > 500:
+        raise HTTPException(422, f"The note has {len(note)} characters; at most 500 are kept.")
+    return note
 
 
 async def _read_exact(request: Request, expected: int, what: str) -> bytearray:

@@ -9,8 +9,10 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from sarcoscope.store import SelectionConflictError
 from sarcoscope.web import analysis, render
 from sarcoscope.web.api.common import MAX_INT, Body, Ctx, User, study_json
 from sarcoscope.web.auth import client_of
@@ -25,6 +27,19 @@ class SelectionIn(Body):
         ge=0, le=MAX_INT, description="First (most inferior) slice index; the slice itself in Slice mode."
     )
     last: int | None = Field(default=None, ge=0, le=MAX_INT, description="Last slice index (Range mode).")
+    base_version: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_INT,
+        description="The study's `selection_version` your change started from: when someone else changed "
+        "the selection since, nothing is changed (409, with their selection in `study`).",
+    )
+    editor: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A random id of your page or program, the same for each change it makes: a change "
+        "sent before the answer to your previous one came is not refused as a conflict with it.",
+    )
 
 
 @router.get(
@@ -120,8 +135,11 @@ def localize(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str,
     return study_json(ctx, study)
 
 
-@router.put("/studies/{study_id}/selection", tags=["l3"])
-def set_selection(study_id: str, body: SelectionIn, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
+@router.put("/studies/{study_id}/selection", tags=["l3"], response_model=None)
+def set_selection(
+    study_id: str, body: SelectionIn, request: Request, ctx: Ctx, user: User
+) -> dict[str, Any] | JSONResponse:
+    """Store the L3 selection; with `base_version`, only if nobody else changed it since (else 409)."""
     study = ctx.store.get_study(study_id)
     last = body.first if body.mode == "slice" or body.last is None else body.last
     first, last = min(body.first, last), max(body.first, last)
@@ -130,5 +148,10 @@ def set_selection(study_id: str, body: SelectionIn, request: Request, ctx: Ctx, 
             422, f"Slice {last} is outside the volume (valid slices: 0..{study.n_slices - 1})."
         )
     selection = {"mode": body.mode, "first": first, "last": last}
-    study = ctx.store.update_study(study_id, user, "select-l3", client_of(request), selection=selection)
+    try:
+        study = ctx.store.set_selection(
+            study_id, selection, user, client_of(request), base_version=body.base_version, editor=body.editor
+        )
+    except SelectionConflictError as exc:
+        return JSONResponse({"detail": str(exc), "study": study_json(ctx, exc.study)}, status_code=409)
     return study_json(ctx, study)

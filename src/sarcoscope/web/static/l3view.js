@@ -393,8 +393,17 @@ function sendWaitingKeys() {
   clearTimeout(lineKeys.timer);
   lineKeys.waiting = null;
   api(`/api/studies/${waiting.id}/selection`, {method: "PUT", keepalive: true,
-    headers: {"Content-Type": "application/json"}, body: JSON.stringify(waiting.selection)}).catch(() => {});
+    headers: {"Content-Type": "application/json"}, body: JSON.stringify(change(waiting))}).catch(() => {});
 }
+
+/** This page sitting's id, sent with each selection change: the server does not refuse a change as a
+ * conflict with one this page made itself (successive saves, the one sent as the page closes), only with a
+ * colleague's or another tab's. (crypto.randomUUID is missing on a plain-http address other than localhost.) */
+const EDITOR = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0"))
+  .join("");
+
+/** The body of PUT /selection: the lines, and the selection they were moved from (`base`). */
+const change = ({selection, base}) => ({...selection, base_version: base, editor: EDITOR});
 
 /** True when slice z and both ends of range r are numbers, z between them. */
 const within = (z, r) =>
@@ -462,17 +471,18 @@ function moveLine(z) {
 let saves = Promise.resolve(); // the selection saves, one after another
 let lastSave = 0; // saveSelection calls so far: only the last one's answer is the page's study
 
-/** The study open and the selection its lines show. */
+/** The study open, the selection its lines show and the stored one they were moved from (`base`). */
 function shownSelection() {
   const [a, b] = state.lines;
   const selection = {mode: state.mode, first: Math.min(a, b), last: Math.max(a, b)};
-  return {id: state.study.id, text: selectionText(), selection};
+  return {id: state.study.id, text: selectionText(), selection, base: state.study.selection_version};
 }
 
 /** Save the lines (as they are now, unless given). The saves go one after another, so that the server keeps
  * the last lines (two sent at once, a drag and ↑ right after it, could be stored in either order). */
-function saveSelection({id, text, selection} = shownSelection()) {
+function saveSelection(shown = shownSelection()) {
   if (denied("change")) return saves; // the lines did not move (moveLine)
+  const {id, text} = shown;
   // a key's save still waiting has lines this one moved on from (Range pressed, a line dragged): sent
   // after it, it would put them back on the server
   if (lineKeys.waiting && lineKeys.waiting.id === id) {
@@ -482,7 +492,14 @@ function saveSelection({id, text, selection} = shownSelection()) {
   const call = ++lastSave;
   saves = saves.then(async () => {
     try {
-      const study = await sendJSON(`/api/studies/${id}/selection`, "PUT", selection);
+      let study;
+      try {
+        study = await sendJSON(`/api/studies/${id}/selection`, "PUT", change(shown));
+      } catch (err) {
+        if (err.status !== 409 || !(err.body && err.body.study) || !stillOpen(id)) throw err;
+        study = await resolveConflict(shown, err);
+        if (!study) return;
+      }
       if (!stillOpen(id) || call !== lastSave) return; // a later save's answer follows
       state.study = study;
       message(`Saved selection: ${text}`);
@@ -492,6 +509,25 @@ function saveSelection({id, text, selection} = shownSelection()) {
     }
   });
   return saves;
+}
+
+/** A colleague (or another tab) changed the selection since the lines were moved from it: saving them
+ * would move the slices they chose, and their labels are for, without a word. The user says which stays:
+ * theirs is shown (Cancel), or the lines are saved over it (OK); the study as answered, or null. */
+async function resolveConflict(shown, err) {
+  const theirs = err.body.study;
+  const {first, last} = theirs.selection;
+  if (confirm(`${err.message}\n\nOK: save yours (${shown.text}) over it. Cancel: show their selection ` +
+      `(${first === last ? `slice ${first}` : `slices ${first}–${last}`}).`)) {
+    return sendJSON(`/api/studies/${shown.id}/selection`, "PUT",
+      change({...shown, base: theirs.selection_version}));
+  }
+  if (!stillOpen(shown.id)) return null;
+  state.study = theirs;
+  applySelection(theirs.selection);
+  drawAll();
+  message(`Showing the selection ${theirs.selection_by} saved: ${selectionText()}`);
+  return null;
 }
 
 async function segmentSelected() {
