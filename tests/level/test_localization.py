@@ -306,7 +306,7 @@ def test_head_ct_is_refused() -> None:
 
 
 def test_rib_free_t11_and_t12_below_ribs_contradict_the_count() -> None:
-    from sarcoscope.level.localization import _bare_thoracic
+    from sarcoscope.level.naming import bare_thoracic
     from sarcoscope.level.ribs import VertebraRibs
 
     names = ["L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9"]
@@ -314,24 +314,24 @@ def test_rib_free_t11_and_t12_below_ribs_contradict_the_count() -> None:
     def ribs(bearing: set[int]) -> list[VertebraRibs]:
         return [VertebraRibs(s, right=s in bearing, left=s in bearing) for s in range(3, 9)]
 
-    assert _bare_thoracic(ribs({5, 6, 7, 8}), names) == []  # 12 pairs, counted right
-    assert _bare_thoracic(ribs({6, 7, 8}), names) == []  # T12 rib-free alone: 11 pairs or a missed pair
-    assert _bare_thoracic(ribs({7, 8}), names) == ["T11", "T12"]  # two below the ribs: the count is off
-    assert _bare_thoracic(ribs(set()), names) == []  # no ribs in view above them: nothing contradicts
-    assert _bare_thoracic(ribs({7, 8})[:2], names) == []  # T11/T12 not searched
+    assert bare_thoracic(ribs({5, 6, 7, 8}), names) == []  # 12 pairs, counted right
+    assert bare_thoracic(ribs({6, 7, 8}), names) == []  # T12 rib-free alone: 11 pairs or a missed pair
+    assert bare_thoracic(ribs({7, 8}), names) == ["T11", "T12"]  # two below the ribs: the count is off
+    assert bare_thoracic(ribs(set()), names) == []  # no ribs in view above them: nothing contradicts
+    assert bare_thoracic(ribs({7, 8})[:2], names) == []  # T11/T12 not searched
 
 
 def test_a_count_from_the_sacrum_alone_is_checked_against_the_ribs_it_names() -> None:
-    from sarcoscope.level.localization import _bears, _ribless_thorax
+    from sarcoscope.level.naming import rib_bearing, ribless_thorax
     from sarcoscope.level.ribs import VertebraRibs
 
     names = ["S1", "L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9"]
     ribs = [VertebraRibs(s, right=s in (5, 8), left=s == 5) for s in range(4, 10)]
-    assert _bears(ribs, 5) and not _bears(ribs, 8)  # both sides on "L1"; one short rib is not counted
-    assert not _bears(ribs, 2)  # not searched
+    assert rib_bearing(ribs, 5) and not rib_bearing(ribs, 8)  # both sides on "L1"; one short rib: not counted
+    assert not rib_bearing(ribs, 2)  # not searched
     # T12 and T11 (segments 6 and 7) searched and rib-free, between two discs
-    assert _ribless_thorax(ribs, names, n_seg=10)
-    assert not _ribless_thorax(ribs, names, n_seg=8)  # T11 cut by the edge of the scan
+    assert ribless_thorax(ribs, names, n_seg=10)
+    assert not ribless_thorax(ribs, names, n_seg=8)  # T11 cut by the edge of the scan
     one = [VertebraRibs(s, right=s == 7) for s in range(4, 10)]
-    assert not _ribless_thorax(one, names, n_seg=10)  # a rib on T11, on one side
-    assert not _ribless_thorax(ribs[:2], names, n_seg=10)  # not searched
+    assert not ribless_thorax(one, names, n_seg=10)  # a rib on T11, on one side
+    assert not ribless_thorax(ribs[:2], names, n_seg=10)  # not searched

@@ -9,7 +9,8 @@ from functools import cache
 import pytest
 
 from sarcoscope.level import L3Localization, locate_l3
-from sarcoscope.level.localization import FLAG_COUNTING, _last_rib
+from sarcoscope.level.localization import FLAG_COUNTING
+from sarcoscope.level.reading import last_rib_of
 from sarcoscope.phantom import PhantomVolume, make_volume
 from sarcoscope.phantom.artefacts import add_pedicle_screws
 
@@ -235,9 +236,9 @@ def test_a_close_trace_off_the_column_high_in_the_chest_still_counts_the_lumbar_
 
 def test_the_last_rib_bridges_a_gap_only_above_a_longer_series() -> None:
     # one or two vertebrae without ribs inside the series are bridged when it goes on below for one more
-    assert _last_rib([6, 7, 8, 11, 12, 13]) == 6
-    assert _last_rib([6, 7, 9, 10, 11]) == 6
+    assert last_rib_of([6, 7, 8, 11, 12, 13]) == 6
+    assert last_rib_of([6, 7, 9, 10, 11]) == 6
     # ... but rib-like bone on two vertebrae under two rib-free ones (a kidney, the iliac crest) is not
     # the series
-    assert _last_rib([3, 4, 7, 8, 9, 10]) == 7
-    assert _last_rib([2, 3, 4, 8, 9, 10]) == 8
+    assert last_rib_of([3, 4, 7, 8, 9, 10]) == 7
+    assert last_rib_of([2, 3, 4, 8, 9, 10]) == 8

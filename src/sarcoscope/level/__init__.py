@@ -6,6 +6,7 @@ start quickly.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from sarcoscope.level.selection import (
@@ -17,14 +18,16 @@ from sarcoscope.level.selection import (
 )
 
 if TYPE_CHECKING:
-    from sarcoscope.level.localization import (
-        L3Localization,
-        VertebraPosition,
-        locate_l3,
-        selection_from_localization,
-    )
+    from sarcoscope.level.localization import locate_l3
+    from sarcoscope.level.result import L3Localization, VertebraPosition, selection_from_localization
 
-_LAZY = {"L3Localization", "VertebraPosition", "locate_l3", "selection_from_localization"}
+#: name -> the module that defines it
+_LAZY = {
+    "L3Localization": "result",
+    "VertebraPosition": "result",
+    "locate_l3": "localization",
+    "selection_from_localization": "result",
+}
 
 __all__ = [
     "L3Localization",
@@ -41,7 +44,5 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from sarcoscope.level import localization
-
-        return getattr(localization, name)
+        return getattr(importlib.import_module(f"sarcoscope.level.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'sarcoscope.level' has no attribute {name!r}")
