@@ -103,9 +103,7 @@ def test_deletions_kept_longer_than_the_servers_days_are_erased(tmp_path: Path, 
     data = tmp_path / "data"
     app = create_app(WebSettings(data_dir=data))
     with TestClient(app) as client:
-        old, recent = (upload(client, s)["id"] for s in _two_series(tmp_path, series))
-        client.delete(f"/api/studies/{old}")
-        client.delete(f"/api/studies/{recent}")
+        old, recent = _two_deleted(client, tmp_path, series)
     app.state.ctx.store.close()
     _age(data / "trash" / old, days=31)
     _age(data / "trash" / recent, days=29)
@@ -115,10 +113,16 @@ def test_deletions_kept_longer_than_the_servers_days_are_erased(tmp_path: Path, 
     app.state.ctx.store.close()
 
 
-def _two_series(tmp_path: Path, series: list[Path]) -> list[list[Path]]:
+def _two_deleted(client: TestClient, tmp_path: Path, series: list[Path]) -> tuple[str, str]:
+    """Two studies (PAT-001's `series`, then PAT-002's), uploaded and deleted in that order."""
     from web_synth import write_series
 
-    return [series, write_series(tmp_path / "other", seed=1, patient_id="PAT-002")]
+    ids = []
+    for files in (series, write_series(tmp_path / "other", seed=1, patient_id="PAT-002")):
+        ids.append(upload(client, files)["id"])
+    for sid in ids:
+        assert client.delete(f"/api/studies/{sid}").status_code == 200
+    return ids[0], ids[1]
 
 
 def _age(entry: Path, days: float) -> None:
@@ -174,9 +178,7 @@ def test_the_studies_commands_list_restore_and_purge(tmp_path: Path, series: lis
     data = tmp_path / "data"
     app = create_app(WebSettings(data_dir=data))
     with TestClient(app) as client:
-        first, second = (upload(client, s)["id"] for s in _two_series(tmp_path, series))
-        client.delete(f"/api/studies/{first}")
-        client.delete(f"/api/studies/{second}")
+        first, second = _two_deleted(client, tmp_path, series)
         listed = runner.invoke(cli, ["studies", "deleted", "--data-dir", str(data)], env={"COLUMNS": "300"})
         assert listed.exit_code == 0 and first in listed.output and "PAT-002" in listed.output
         restored = runner.invoke(cli, ["studies", "restore", first, "--data-dir", str(data)])
@@ -196,9 +198,7 @@ def test_an_admin_lists_restores_and_erases_deleted_studies_in_the_web_app(
     client: TestClient, series: list[Path], tmp_path: Path
 ) -> None:
     """The open mode's user is the admin (roles: viewers and editors get 403, tests/web/test_roles.py)."""
-    first, second = (upload(client, s)["id"] for s in _two_series(tmp_path, series))
-    for sid in (first, second):
-        client.delete(f"/api/studies/{sid}")
+    first, second = _two_deleted(client, tmp_path, series)
     kept = client.get("/api/deleted-studies").json()
     assert [d["id"] for d in kept] == [second, first]
     assert kept[0]["patient_id"] == "PAT-002" and kept[0]["n_versions"] == 0
