@@ -158,3 +158,16 @@ def test_load_token(
     path.write_text("two\nlines\n")
     with pytest.raises(SarcoscopeError, match="one line"):
         load_token(path)
+
+
+def test_the_first_account_is_an_admin_unless_told_otherwise(tmp_path: Path) -> None:
+    """Whoever sets up the server makes the first account: as an editor, nobody could delete a study, restore
+    a deleted one or read the audit log until they found `users role`. Later accounts are editors."""
+    data, pw = tmp_path / "data", "p" * 12
+    r = _invoke("users", "add", "ada", "--data-dir", data, "--password-stdin", stdin=pw)
+    assert r.exit_code == 0 and "added (admin)" in r.output and "No account is an admin" not in r.output
+    r = _invoke("users", "add", "eddie", "--data-dir", data, "--password-stdin", stdin=pw)
+    assert r.exit_code == 0 and "added (editor)" in r.output
+    store = Store(data)
+    assert {u.name: u.role for u in store.list_users()} == {"ada": "admin", "eddie": "editor"}
+    store.close()

@@ -244,17 +244,24 @@ def users_add(
     data_dir: DataDirOption = Path("sarcoscope-data"),
     database_url: DatabaseOption = None,
     password_stdin: PasswordStdinOption = False,
-    role: Annotated[str, typer.Option(help=f"admin, editor or viewer. {ROLE_HELP}")] = "editor",
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help=f"admin, editor or viewer (default: admin for the first account, then editor). {ROLE_HELP}"
+        ),
+    ] = None,
 ) -> None:
     """Create an account; the server requires logins from its next start on."""
     from sarcoscope.store import check_role
     from sarcoscope.web import accounts
 
     def action(store: Any) -> None:
-        check_role(role)  # before asking for a password
         first = not store.has_users()
-        accounts.add_user(store, name, _read_password(password_stdin), role)
-        console.print(f"User [bold]{esc(name)}[/] added ({role}).")
+        # whoever sets up the server makes the first account: it may delete, restore and read the audit log
+        given = role or ("admin" if first else "editor")
+        check_role(given)  # before asking for a password
+        accounts.add_user(store, name, _read_password(password_stdin), given)
+        console.print(f"User [bold]{esc(name)}[/] added ({given}).")
         if first:
             console.print("This is the first account: restart `sarcoscope serve` so that it requires logins.")
         _no_admin_hint(store)
