@@ -325,8 +325,8 @@ def test_a_study_deleted_while_its_viewer_volume_is_written_leaves_no_file(
 ) -> None:
     # The worst interleaving: the background job writes the viewer volume (the patient's whole CT) only after
     # the study's rows and files were deleted, into a cache folder it recreates.
+    from sarcoscope.store import NotFoundError
     from sarcoscope.store.files import private_dir
-    from sarcoscope.store.store import NotFoundError
     from sarcoscope.web import volumes
 
     store = client.app.state.ctx.store
@@ -356,8 +356,8 @@ def test_a_study_deleted_while_a_request_writes_its_viewer_volume_leaves_no_file
     # As above, but the viewer's own request writes the volume (the one made after the upload was not kept):
     # the deletion waited for background work only, so the request's file, finished after the study's
     # folder was emptied, stayed until the server's next start.
+    from sarcoscope.store import NotFoundError
     from sarcoscope.store.files import private_dir
-    from sarcoscope.store.store import NotFoundError
     from sarcoscope.web import volumes
 
     store, ctx = client.app.state.ctx.store, client.app.state.ctx
@@ -402,7 +402,7 @@ def test_a_request_whose_study_is_deleted_meanwhile_answers_404(
 ) -> None:
     """The study is deleted right after the request looked it up, before it reads the study's files: not
     a 409, 422 or 500 about missing files, but the 404 of a study that is gone; and nothing of it is left."""
-    from sarcoscope.store.store import NotFoundError
+    from sarcoscope.store import NotFoundError
 
     store, ctx = client.app.state.ctx.store, client.app.state.ctx
     sid = upload(client, series)["id"]

@@ -1,5 +1,15 @@
 """Persistence for the web app: SQLAlchemy database (SQLite default, PostgreSQL by URL), CT files by UID."""
 
+from sarcoscope.store.accounts import check_role
+from sarcoscope.store.errors import (
+    ConflictError,
+    NotFoundError,
+    SelectionConflictError,
+    StaleVersionError,
+    StorageError,
+    StoreError,
+)
+from sarcoscope.store.labels import LabelStack
 from sarcoscope.store.models import (
     DEFAULT_ROLE,
     ROLES,
@@ -9,21 +19,10 @@ from sarcoscope.store.models import (
     Role,
     Study,
     User,
-)
-from sarcoscope.store.store import (
-    ConflictError,
-    LabelStack,
-    NotFoundError,
-    SelectionConflictError,
-    StaleVersionError,
-    StorageError,
-    Store,
-    StoreError,
     as_utc,
-    check_role,
-    is_dicom_uid,
-    new_study_id,
 )
+from sarcoscope.store.store import Store
+from sarcoscope.store.studies import is_dicom_uid, new_study_id
 
 __all__ = [
     "DEFAULT_ROLE",

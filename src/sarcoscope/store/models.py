@@ -34,6 +34,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def as_utc(when: dt.datetime) -> dt.datetime:
+    """A stored time as an aware UTC datetime (SQLite returns the stored UTC times without a zone)."""
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
 class Base(DeclarativeBase):
     pass
 

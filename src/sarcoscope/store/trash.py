@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, select
 
+from sarcoscope.store.errors import ConflictError, NotFoundError, StoreError
 from sarcoscope.store.files import atomic_private_file, private_dir
 from sarcoscope.store.models import LabelVersion, Study, utcnow
 
@@ -63,8 +64,6 @@ def trash_dir(store: Store) -> Path:
 
 def _entry(store: Store, study_id: str) -> Path:
     """The kept deletion of `study_id`; NotFoundError when there is none."""
-    from sarcoscope.store.store import NotFoundError
-
     entry = trash_dir(store) / study_id
     if not (_ENTRY_RE.match(study_id) and entry.is_dir()):
         raise NotFoundError(f"No deleted study with id '{study_id}' is kept.")
@@ -184,8 +183,6 @@ def purge(store: Store, study_id: str, actor: str, client: str | None = None) ->
 
 def purge_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
     """Erase the deletions kept longer than `keep`; returns their ids."""
-    from sarcoscope.store.store import StoreError
-
     cutoff = utcnow() - keep
     expired = [d.id for d in deleted_studies(store) if d.deleted_at <= cutoff]
     for study_id in expired:
@@ -200,8 +197,6 @@ def purge_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
 
 def restore(store: Store, study_id: str, actor: str, client: str | None = None) -> Study:
     """Put a kept deletion back: its files, its study row and every label version, as they were."""
-    from sarcoscope.store.store import ConflictError
-
     entry = _entry(store, study_id)
     record = _read(entry)
     study = _row_from(Study, record["study"])

@@ -27,7 +27,7 @@ from sarcoscope.fileio import write_gzip
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
 from sarcoscope.store import ConflictError, StorageError, Store, Study, is_dicom_uid, new_study_id
 from sarcoscope.store.files import atomic_private_file, make_private, private_dir
-from sarcoscope.store.store import series_stored_already
+from sarcoscope.store.studies import series_stored_already
 
 if TYPE_CHECKING:
     from sarcoscope.web.uploads import KeptUpload

@@ -1,0 +1,175 @@
+"""What every part of `Store` builds on: the database (engine, schema migrations, sessions), the data
+folder's lock, and the audit log that each change writes in its own transaction."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from sarcoscope.fileio import LockHeld, claim_lock
+from sarcoscope.store.errors import StoreError
+from sarcoscope.store.files import make_private, open_private, private_dir
+from sarcoscope.store.models import AuditEvent, Study
+
+log = logging.getLogger(__name__)
+
+#: What a deleted study's audit events keep: who did what and when, and these technical details. The rest
+#: (series UID, the patient's height, weight and sex, notes naming imported files, pushed UIDs) is about the
+#: patient, and leaves with the study.
+_AUDIT_KEYS_AFTER_DELETE = frozenset(
+    {
+        "version",
+        "parent_version",
+        "engine",
+        "format",
+        "deidentified",
+        "indices",
+        "n_slices",
+        "bytes",
+        "status",
+        "selection",
+    }
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    # A deleted row's bytes are overwritten, not left in free pages for anyone with a copy of the file to
+    # read (a study's patient ID, facts and labels): SQLite's default unless built with SECURE_DELETE.
+    cursor.execute("PRAGMA secure_delete=ON")
+    cursor.close()
+
+
+class StoreCore:
+    """The database and the data folder; `Store` (store.py) adds one part per concern on top."""
+
+    def __init__(self, data_dir: str | Path, database_url: str | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        if self.data_dir.is_dir() and stat.S_IMODE(self.data_dir.stat().st_mode) & 0o077:
+            log.warning("Data folder %s was readable by other users; it is now owner-only.", self.data_dir)
+            make_private(self.data_dir)
+        private_dir(self.data_dir)
+        for folder in ("tmp", "ct", "cache", "uploads"):
+            private_dir(self.data_dir / folder)
+            make_private(self.data_dir / folder)
+        if database_url is None:
+            # SQLite creates the -wal and -shm files with the database file's permissions.
+            db = self.data_dir / "sarcoscope.db"
+            if db.exists():
+                make_private(db)
+            else:
+                open_private(db).close()
+            database_url = f"sqlite:///{db}"
+        # hide_parameters: a failed statement's log line must not carry the values (patient facts, UIDs)
+        self.engine: Engine = create_engine(database_url, future=True, hide_parameters=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._lock_fd: int | None = None
+        self._ct_locks = [threading.Lock() for _ in range(32)]
+        self._upload_locks = [threading.Lock() for _ in range(32)]
+        self._in_use: Counter[str] = Counter()  # study id -> work on its files now (using_files)
+        self._in_use_changed = threading.Condition()
+
+    # -- schema -------------------------------------------------------------------------------------
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the database schema to the newest version shipped with this release (Alembic); tests
+        name an older `revision` to check an upgrade with data in place."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, revision)
+
+    def schema_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+    def lock(self) -> None:
+        """Claim the data folder for this process (until `close` or the process ends, even by a kill).
+
+        Only one server may use a data folder: at start it deletes files that no database row owns,
+        which would be another server's upload in progress.
+        """
+        try:
+            self._lock_fd = claim_lock(self.data_dir / "server.lock")
+        except LockHeld as held:
+            raise StoreError(
+                f"Another sarcoscope server (process {held.holder}) is using the data folder "
+                f"{self.data_dir}; stop it first, or give this one its own --data-dir."
+            ) from None
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- audit --------------------------------------------------------------------------------------
+    @staticmethod
+    def _audit(
+        session: Session,
+        actor: str,
+        action: str,
+        study_id: str | None,
+        details: dict[str, Any] | None = None,
+        client: str | None = None,
+    ) -> None:
+        session.add(AuditEvent(actor=actor, action=action, study_id=study_id, details=details, client=client))
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        study_id: str | None = None,
+        details: dict[str, Any] | None = None,
+        client: str | None = None,
+    ) -> None:
+        """Record an event that changes nothing in the database (downloads, exports, logins).
+
+        An event about a study deleted meanwhile (a PACS push that ended after the deletion) keeps only
+        what the deletion leaves of its events: it is written first, then the study looked up (FOR SHARE:
+        a deletion in progress is waited for), so a deletion committed later finds and scrubs it."""
+        with self.session() as s:
+            event_ = AuditEvent(actor=actor, action=action, study_id=study_id, details=details, client=client)
+            s.add(event_)
+            if study_id is not None and details:
+                s.flush()
+                found = s.scalar(select(Study.id).where(Study.id == study_id).with_for_update(read=True))
+                if found is None:
+                    event_.details = _left_after_delete(details)
+
+    def audit_events(self, study_id: str | None = None, limit: int = 500) -> list[AuditEvent]:
+        with self.session() as s:
+            q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+            if study_id is not None:
+                q = q.where(AuditEvent.study_id == study_id)
+            return list(s.scalars(q))
+
+
+def _left_after_delete(details: dict[str, Any]) -> dict[str, Any]:
+    """What an audit event of a deleted study keeps of its details (_AUDIT_KEYS_AFTER_DELETE)."""
+    return {k: v for k, v in details.items() if k in _AUDIT_KEYS_AFTER_DELETE}

@@ -1,0 +1,128 @@
+"""The data folder's files: where a study's CT files, decoded images and kept uploads live, the locks that
+order their writing and removal, and their removal when no study owns them any more."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import threading
+import uuid
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import select
+
+from sarcoscope.store.errors import StoreError
+from sarcoscope.store.files import private_dir
+from sarcoscope.store.models import Study
+from sarcoscope.store.studies import _STUDY_ID_RE, StudiesMixin, is_dicom_uid
+
+log = logging.getLogger(__name__)
+
+
+class DataFolderMixin(StudiesMixin):
+    """The files of the studies, by the study rows that own them."""
+
+    def series_dir(self, study: Study) -> Path:
+        """Where a study's CT files live: derived from validated UIDs only, never from user input."""
+        if not (is_dicom_uid(study.study_uid) and is_dicom_uid(study.series_uid)):
+            raise StoreError(f"Study {study.id} has invalid UIDs; refusing to build a path from them.")
+        return self.data_dir / "ct" / study.study_uid / study.series_uid
+
+    def cache_dir(self, study_id: str) -> Path:
+        """The study's decoded images (HU array, geometry), so that opening it needs no DICOM decoding."""
+        if not _STUDY_ID_RE.match(study_id):
+            raise StoreError(f"Invalid study id {study_id!r}; refusing to build a path from it.")
+        return self.data_dir / "cache" / study_id
+
+    def ct_lock(self, study_uid: str) -> threading.Lock:
+        """Held by whoever adds or removes files in `ct/<StudyUID>/`, deciding by the study rows read under
+        it: a series' folder is filled only when no study has it, and removed only when none has it.
+        One server per data folder (`lock`), so the locks of this process are enough."""
+        return self._ct_locks[zlib.crc32(study_uid.encode()) % len(self._ct_locks)]
+
+    def upload_lock(self, upload_id: str) -> threading.Lock:
+        """Held while a study of a kept upload is added or the upload removed, so that its last study's
+        deletion and the opening of another of its series agree; taken before a `ct_lock`, never after."""
+        return self._upload_locks[zlib.crc32(upload_id.encode()) % len(self._upload_locks)]
+
+    def upload_dir(self, upload_id: str) -> Path:
+        """Where the other series of an upload wait to be opened (see Study.upload_id)."""
+        if not _STUDY_ID_RE.match(upload_id):
+            raise StoreError(f"Invalid upload id {upload_id!r}; refusing to build a path from it.")
+        return self.data_dir / "uploads" / upload_id
+
+    def studies_of_upload(self, upload_id: str) -> list[Study]:
+        """The studies opened from one upload, oldest first."""
+        with self.session() as s:
+            q = select(Study).where(Study.upload_id == upload_id).order_by(Study.created_at)
+            return list(s.scalars(q))
+
+    @contextmanager
+    def using_files(self, study_id: str) -> Iterator[Study]:
+        """The study, for work on its files (reading its images, writing into its cache folder); its
+        deletion removes them only once such work has ended, so that nothing written here outlives the
+        study and nothing read is half removed. NotFoundError when the study is gone."""
+        with self._in_use_changed:
+            self._in_use[study_id] += 1
+        try:
+            yield self.get_study(study_id)
+        finally:
+            with self._in_use_changed:
+                self._in_use[study_id] -= 1
+                if not self._in_use[study_id]:
+                    del self._in_use[study_id]
+                    self._in_use_changed.notify_all()
+
+    def new_tmp_dir(self) -> Path:
+        path = self.data_dir / "tmp" / uuid.uuid4().hex
+        private_dir(path)
+        return path
+
+    def remove_study_files(self, study: Study) -> None:
+        """Delete every file of a study: its CT files, its decoded images, an emptied StudyUID folder, and
+        its upload's other series when no study of that upload is left (they are the same patient's)."""
+        series = self.series_dir(study)
+        with self.ct_lock(study.study_uid):
+            if self.find_series(study.series_uid) is None:  # not a study of the series uploaded again
+                shutil.rmtree(series, ignore_errors=True)
+            with contextlib.suppress(OSError):  # only when no other series of the study is left
+                series.parent.rmdir()
+        shutil.rmtree(self.cache_dir(study.id), ignore_errors=True)
+        if study.upload_id:
+            with self.upload_lock(study.upload_id):
+                if not self.studies_of_upload(study.upload_id):
+                    shutil.rmtree(self.upload_dir(study.upload_id), ignore_errors=True)
+
+    def remove_orphan_files(self) -> list[Path]:
+        """Delete what a killed process left behind: everything in `tmp/`, and CT series, image caches
+        and kept uploads that no study row owns (an upload stopped before its row was committed, or a
+        deletion stopped after it). Call with the data folder locked (`lock`). Returns what was deleted."""
+        with self.session() as s:
+            series = {(a, b) for a, b in s.execute(select(Study.study_uid, Study.series_uid))}
+            ids = set(s.scalars(select(Study.id)))
+            uploads = set(s.scalars(select(Study.upload_id).where(Study.upload_id.is_not(None))))
+        removed = list((self.data_dir / "tmp").iterdir())
+        for study_dir in (self.data_dir / "ct").iterdir():
+            if study_dir.is_symlink() or not study_dir.is_dir():  # never followed out of the folder
+                removed.append(study_dir)
+                continue
+            removed += [p for p in study_dir.iterdir() if (study_dir.name, p.name) not in series]
+        removed += [p for p in (self.data_dir / "cache").iterdir() if p.name not in ids]
+        removed += [p for p in (self.data_dir / "uploads").iterdir() if p.name not in uploads]
+        for path in removed:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        for study_dir in (self.data_dir / "ct").iterdir():
+            if not any(study_dir.iterdir()):
+                study_dir.rmdir()
+        if removed:
+            log.warning(
+                "Removed %d files or folders left by an interrupted upload or deletion.", len(removed)
+            )
+        return removed
