@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 import highdicom as hd
@@ -842,6 +843,56 @@ def test_a_dask_scheduler_is_not_told_the_case_ids(tmp_path: Path) -> None:
         )
     assert summary.count("done") == 1 and seen and all(k.startswith("sarcoscope-") for k in seen)
     assert not any("DOE" in k or "19570312" in k for k in seen)
+
+
+class _Stopped(BaseException):
+    """What escapes a case's analysis on a worker: not an Exception (as SystemExit, KeyboardInterrupt)."""
+
+
+def test_a_case_escaping_its_analysis_on_dask_is_a_failed_row_no_cluster_log_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Case ids and paths are folder names, often the patient's. What escaped analyze_case on a Dask worker
+    was the task's error: the worker logged "Compute Failed" with its message (here naming the case's path)
+    into the cluster's shared logs, and, a BaseException, it stopped the client's event loop: the run hung.
+    And the task's argument was the case, whose repr distributed before 2024.12 wrote into that log with
+    every failed task's arguments. Now the case is a failed row, named in failures.csv only."""
+    distributed = pytest.importorskip("dask.distributed")
+    from distributed.worker import convert_args_to_str, convert_kwargs_to_str
+
+    from sarcoscope.batch import Case, runner
+
+    def stop(case: Case, waits: object) -> None:
+        raise _Stopped(f"stopped reading {case.path}")
+
+    monkeypatch.setattr(runner, "series_instances", stop)
+    case = Case("Doe_Jane_0815", tmp_path / "Doe_Jane_0815")  # never read: the analysis stops first
+    caplog.set_level(logging.DEBUG, logger="distributed")  # the scheduler's and (in process) the worker's
+    arguments: list[str] = []  # each task's arguments as distributed < 2024.12 logged a failed task's
+
+    def look(_: object) -> None:
+        for ts in cluster.scheduler.tasks.values():
+            spec = ts.run_spec
+            arguments.append(convert_args_to_str(spec.args) + convert_kwargs_to_str(spec.kwargs))
+
+    ended: list[object] = []
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        run = threading.Thread(  # the run hung: the test fails, not hangs
+            target=lambda: ended.append(
+                run_batch([case], tmp_path / "run", scheduler=cluster.scheduler_address, on_outcome=look)
+            ),
+            daemon=True,
+        )
+        run.start()
+        run.join(60)
+    logs = "\n".join(caplog.handler.format(r) for r in caplog.records if r.name.startswith("distributed"))
+    assert "sarcoscope-" in logs  # captured (they name the task's key)
+    assert "Doe_Jane" not in logs
+    assert ended, "the run did not end"
+    assert _rows(tmp_path / "run" / "failures.csv") == [
+        {"case_id": "Doe_Jane_0815", "error": f"internal error _Stopped: stopped reading {case.path}"}
+    ]
+    assert arguments and all("Case #0" in text and "Doe_Jane" not in text for text in arguments)
 
 
 def test_a_resumed_run_killed_after_its_first_case_keeps_every_finished_row(

@@ -277,13 +277,19 @@ def analyze_case(
             else CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
         )
     except Exception as exc:  # one broken study must not stop a cohort of thousands
-        msg = str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
-        # the input's paths, UIDs and descriptions may name the patient
-        if deidentification is not None and not isinstance(exc, DeidentificationError):
-            msg = scrub_error(msg, deidentification, case.path)
+        msg = _failure(exc, case, deidentification)
         outcome = CaseOutcome(case.case_id, "failed", time.perf_counter() - start, row=kept, error=msg)
     outcome.reanalysed = changed
     return outcome
+
+
+def _failure(exc: BaseException, case: Case, deidentification: DeidentificationPolicy | None) -> str:
+    """failures.csv's reason for a case whose analysis raised `exc`."""
+    msg = str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
+    # the input's paths, UIDs and descriptions may name the patient
+    if deidentification is not None and not isinstance(exc, DeidentificationError):
+        msg = scrub_error(msg, deidentification, case.path)
+    return msg
 
 
 #: Written into a case's folder once its results are stored on the DICOMweb server.
@@ -489,6 +495,32 @@ def _pool_run(
     return []
 
 
+@dataclass(frozen=True)
+class _NumberedCase:
+    """A case as a Dask task's argument, shown as `Case #<number in the run>`: distributed names a failed
+    task's arguments (their repr: before 2024.12 in full) in the worker's log, which goes to the cluster's
+    shared logs, and a case's id and path are folder names, often the patient's."""
+
+    number: int
+    case: Case
+
+    def __repr__(self) -> str:
+        return f"Case #{self.number}"
+
+
+def _analyze_task(task: _NumberedCase, **kw: Any) -> CaseOutcome:
+    """`analyze_case` as a Dask task: what escapes it (a BaseException such as SystemExit, an error outside
+    its own try) is the case's failed row, not the task's error, which the worker logs with its message
+    (often naming the case's path) and which, a BaseException, stopped the client's event loop (the run
+    hung)."""
+    try:
+        return analyze_case(task.case, **kw)
+    except BaseException as exc:
+        return CaseOutcome(
+            task.case.case_id, "failed", error=_failure(exc, task.case, kw["deidentification"])
+        )
+
+
 def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterator[CaseOutcome]:
     """Submit one task per case to a Dask cluster ("local" starts a LocalCluster on this machine).
 
@@ -527,7 +559,9 @@ def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterato
     run = uuid.uuid4().hex[:12]
     try:
         futures = {
-            client.submit(analyze_case, case, key=f"sarcoscope-{run}-{n}", pure=False, **kw): case
+            client.submit(
+                _analyze_task, _NumberedCase(n, case), key=f"sarcoscope-{run}-{n}", pure=False, **kw
+            ): case
             for n, case in enumerate(cases)
         }
         for fut in dask_as_completed(futures):
