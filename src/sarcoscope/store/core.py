@@ -160,7 +160,7 @@ class StoreCore:
                 s.flush()
                 found = s.scalar(select(Study.id).where(Study.id == study_id).with_for_update(read=True))
                 if found is None:
-                    event_.details = _left_after_delete(details)
+                    event_.details = left_after_delete(details)
 
     def audit_events(self, study_id: str | None = None, limit: int = 500) -> list[AuditEvent]:
         with self.session() as s:
@@ -170,6 +170,6 @@ class StoreCore:
             return list(s.scalars(q))
 
 
-def _left_after_delete(details: dict[str, Any]) -> dict[str, Any]:
+def left_after_delete(details: dict[str, Any]) -> dict[str, Any]:
     """What an audit event of a deleted study keeps of its details (_AUDIT_KEYS_AFTER_DELETE)."""
     return {k: v for k, v in details.items() if k in _AUDIT_KEYS_AFTER_DELETE}

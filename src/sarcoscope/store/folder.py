@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sarcoscope.store.errors import StoreError
 from sarcoscope.store.files import private_dir
 from sarcoscope.store.models import Study
-from sarcoscope.store.studies import _STUDY_ID_RE, StudiesMixin, is_dicom_uid
+from sarcoscope.store.studies import STUDY_ID_RE, StudiesMixin, is_dicom_uid
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class DataFolderMixin(StudiesMixin):
 
     def cache_dir(self, study_id: str) -> Path:
         """The study's decoded images (HU array, geometry), so that opening it needs no DICOM decoding."""
-        if not _STUDY_ID_RE.match(study_id):
+        if not STUDY_ID_RE.match(study_id):
             raise StoreError(f"Invalid study id {study_id!r}; refusing to build a path from it.")
         return self.data_dir / "cache" / study_id
 
@@ -51,7 +51,7 @@ class DataFolderMixin(StudiesMixin):
 
     def upload_dir(self, upload_id: str) -> Path:
         """Where the other series of an upload wait to be opened (see Study.upload_id)."""
-        if not _STUDY_ID_RE.match(upload_id):
+        if not STUDY_ID_RE.match(upload_id):
             raise StoreError(f"Invalid upload id {upload_id!r}; refusing to build a path from it.")
         return self.data_dir / "uploads" / upload_id
 

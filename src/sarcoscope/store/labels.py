@@ -107,7 +107,7 @@ class LabelVersionsMixin(StudiesMixin):
                 study = s.get(Study, study_id)
                 if study is None:
                     raise NotFoundError(f"No study with id '{study_id}'.")
-                latest_row = _latest_row(s, study_id)
+                latest_row = latest_label_row(s, study_id)
                 latest = latest_row.version if latest_row is not None else None
                 if latest != base_version:
                     raise StaleVersionError(_stale_message(base_version, latest_row), latest)
@@ -152,13 +152,13 @@ class LabelVersionsMixin(StudiesMixin):
         return row
 
 
-def _latest_row(s: Session, study_id: str) -> LabelVersion | None:
+def latest_label_row(s: Session, study_id: str) -> LabelVersion | None:
     """The study's newest label version, read in the session `s` (None: it has none)."""
     q = select(LabelVersion).where(LabelVersion.study_id == study_id).order_by(LabelVersion.version.desc())
     return s.scalar(q.limit(1))
 
 
-def _saved_by(latest: LabelVersion) -> str:
+def saved_by(latest: LabelVersion) -> str:
     """The save someone did not see: 'version N was saved by <author> at <time>'."""
     when = latest.created_at
     when_text = when.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(when, dt.datetime) else str(when)
@@ -170,6 +170,6 @@ def _stale_message(base: int | None, latest: LabelVersion | None) -> str:
         return f"Your edit is based on label version {base}, but this study has no label versions."
     base_text = "no labels" if base is None else f"version {base}"
     return (
-        f"Not saved: your edit is based on {base_text}, but {_saved_by(latest)}. Reload to see their "
+        f"Not saved: your edit is based on {base_text}, but {saved_by(latest)}. Reload to see their "
         "changes, then edit again."
     )

@@ -11,10 +11,10 @@ from sqlalchemy import select, update
 
 from sarcoscope.store import trash
 from sarcoscope.store.accounts import AccountsMixin
-from sarcoscope.store.core import _left_after_delete
+from sarcoscope.store.core import left_after_delete
 from sarcoscope.store.errors import NotFoundError, StaleVersionError
 from sarcoscope.store.folder import DataFolderMixin
-from sarcoscope.store.labels import LabelVersionsMixin, _latest_row, _saved_by
+from sarcoscope.store.labels import LabelVersionsMixin, latest_label_row, saved_by
 from sarcoscope.store.models import AuditEvent, LabelVersion, Study
 from sarcoscope.store.studies import series_stored_already
 
@@ -60,7 +60,7 @@ class Store(DataFolderMixin, AccountsMixin, LabelVersionsMixin):
             if study is None:
                 raise NotFoundError(f"No study with id '{study_id}'.")
             if seen_version is not None:
-                latest = _latest_row(s, study_id)
+                latest = latest_label_row(s, study_id)
                 latest_number = latest.version if latest is not None else None
                 if (latest_number or 0) != seen_version:
                     raise StaleVersionError(_unseen_message(seen_version, latest), latest_number)
@@ -70,7 +70,7 @@ class Store(DataFolderMixin, AccountsMixin, LabelVersionsMixin):
             s.delete(study)
             for event_ in s.scalars(select(AuditEvent).where(AuditEvent.study_id == study_id)):
                 if event_.details:
-                    event_.details = _left_after_delete(event_.details)
+                    event_.details = left_after_delete(event_.details)
             self._audit(s, actor, "delete-study", study_id, None, client)
         if self.engine.dialect.name == "sqlite":  # the write-ahead log still holds the deleted rows' pages
             with self.engine.connect() as connection:
@@ -102,6 +102,6 @@ def _unseen_message(seen: int, latest: LabelVersion | None) -> str:
     if latest is None:
         return f"Not deleted: you were shown {shown}, but this study has no label versions now."
     return (
-        f"Not deleted: you were shown {shown}, but {_saved_by(latest)}. Look at the study again before "
+        f"Not deleted: you were shown {shown}, but {saved_by(latest)}. Look at the study again before "
         "deleting it with their work."
     )

@@ -17,7 +17,7 @@ from sarcoscope.store.models import Study, as_utc, utcnow
 
 #: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters. Only such strings become folder names.
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-_STUDY_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+STUDY_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def like_pattern(text: str) -> str:
@@ -64,7 +64,7 @@ class StudiesMixin(StoreCore):
             return s.scalar(q)
 
     def get_study(self, study_id: str) -> Study:
-        if not _STUDY_ID_RE.match(study_id):
+        if not STUDY_ID_RE.match(study_id):
             raise NotFoundError(f"No study with id '{study_id}' (ids are 32 hexadecimal characters).")
         with self.session() as s:
             study = s.get(Study, study_id)
