@@ -417,6 +417,9 @@ def test_ctrl_s_on_the_l3_tab_saves_an_unsaved_label_edit(tmp_path: Path, series
         page.wait_for_function("document.getElementById('save-labels').textContent === 'Save'")
         versions = page.request.get(f"{url}/api/studies/{sid}/versions").json()
         assert max(v["version"] for v in versions) == 2
+        # the tab's own work done first (its volume, the localizer): its "Locating L3…", said once the volume
+        # has come, took the place of the answer below when the machine was slow
+        page.wait_for_load_state("networkidle")
         page.keyboard.press("Control+s")
         assert "Nothing to save" in page.inner_text("#study-message")
 
