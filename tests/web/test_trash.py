@@ -215,3 +215,35 @@ def test_an_admin_lists_restores_and_erases_deleted_studies_in_the_web_app(
     assert [p for p in store.data_dir.rglob("*") if second in str(p)] == []
     assert client.delete(f"/api/deleted-studies/{'0' * 32}").status_code == 404
     assert client.delete("/api/deleted-studies/..%2f..%2fct").status_code == 404
+
+
+def test_deletion_and_restore_work_when_the_ct_files_are_on_another_file_system(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site that mounts the data folder's `ct/` (or `cache/`) on a larger disk: a rename between it and
+    `trash/` fails (EXDEV), which left the deletion half done after its rows went, and made every start of
+    the server fail as it tried to finish it. The files are copied across instead."""
+    import errno
+    import os
+
+    store = client.app.state.ctx.store
+    sid, edited = _edited(client, series)
+    top = lambda p: Path(p).resolve().relative_to(store.data_dir).parts[0]  # noqa: E731
+    rename, replace = os.rename, os.replace
+
+    def across(move: Any) -> Any:
+        def moved(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+            if top(src) != top(dst):
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+            move(src, dst, *args, **kwargs)
+
+        return moved
+
+    monkeypatch.setattr(os, "rename", across(rename))
+    monkeypatch.setattr(os, "replace", across(replace))
+    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    assert _files_of(store.data_dir, sid) == [] and [d.id for d in trash.deleted_studies(store)] == [sid]
+    trash.restore(store, sid, "admin")
+    client.app.state.ctx.volumes.drop(sid)
+    np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
+    assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200

@@ -18,6 +18,7 @@ import base64
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -133,16 +134,36 @@ def finish(store: Store, study: Study, pending: Path) -> None:
     files = _files(store, study)
     with store.ct_lock(study.study_uid):
         if store.find_series(study.series_uid) is None and files["ct"].is_dir():
-            os.replace(files["ct"], pending / "ct")
+            _move_dir(files["ct"], pending / "ct")
         with contextlib.suppress(OSError):  # only when no other series of the study is left
             files["ct"].parent.rmdir()
     if files["cache"].is_dir():
-        os.replace(files["cache"], pending / "cache")
+        _move_dir(files["cache"], pending / "cache")
     if study.upload_id:
         with store.upload_lock(study.upload_id):
             if not store.studies_of_upload(study.upload_id) and files["upload"].is_dir():
-                os.replace(files["upload"], pending / "upload")
+                _move_dir(files["upload"], pending / "upload")
     os.replace(pending, trash_dir(store) / study.id)
+
+
+def _move_dir(src: Path, dst: Path) -> None:
+    """Move a folder to `dst`, across file systems too (a site may mount `ct/` on a larger disk): then it is
+    copied under a temporary name, renamed when whole, and the source removed. Cut anywhere, calling it
+    again finishes it (a whole `dst` beside a source means only the source's removal was cut)."""
+    if dst.exists():
+        shutil.rmtree(src, ignore_errors=True)
+        return
+    try:
+        os.replace(src, dst)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    part = dst.with_name(f".{dst.name}.part")
+    shutil.rmtree(part, ignore_errors=True)
+    shutil.copytree(src, part, symlinks=True)
+    os.replace(part, dst)
+    shutil.rmtree(src)
 
 
 # -- what is kept ---------------------------------------------------------------------------------------
@@ -239,7 +260,7 @@ def _move_out(entry: Path, files: dict[str, Path], study: Study) -> None:
                 study.upload_id = None
             continue
         private_dir(target.parent)
-        os.replace(source, target)
+        _move_dir(source, target)
 
 
 def _move_in(store: Store, entry: Path, study: Study) -> None:
@@ -249,7 +270,7 @@ def _move_in(store: Store, entry: Path, study: Study) -> None:
         if name == "upload" and study.upload_id and store.studies_of_upload(study.upload_id):
             continue
         if source.is_dir() and not (entry / name).exists():
-            os.replace(source, entry / name)
+            _move_dir(source, entry / name)
 
 
 # -- after a kill ---------------------------------------------------------------------------------------
