@@ -1,5 +1,5 @@
 """A deleted study is kept (`trash/`) for the server's --keep-deleted-days and can be restored with its images
-and every label version; it is erased when its time is up, on `sarcoscope studies purge`, or at once with
+and every label version; it is erased when its time is up, on `sarcoscope studies erase`, or at once with
 --keep-deleted-days 0. A deletion or restore cut by a kill is finished or undone at the next start."""
 
 from __future__ import annotations
@@ -76,15 +76,15 @@ def test_a_study_is_not_restored_over_its_series_uploaded_again(
     assert client.get(f"/api/studies/{again}/image/axial/5").status_code == 200
 
 
-def test_purge_erases_a_deleted_study(client: TestClient, series: list[Path]) -> None:
+def test_erase_erases_a_deleted_study(client: TestClient, series: list[Path]) -> None:
     store = client.app.state.ctx.store
     sid = upload(client, series)["id"]
     client.delete(f"/api/studies/{sid}")
-    trash.purge(store, sid, "admin")
+    trash.erase(store, sid, "admin")
     assert [p for p in store.data_dir.rglob("*") if sid in str(p)] == []
     with pytest.raises(NotFoundError, match="No deleted study"):
         trash.restore(store, sid, "admin")
-    assert store.audit_events(sid)[0].action == "purge-study"
+    assert store.audit_events(sid)[0].action == "erase-study"
 
 
 def test_without_keeping_a_deletion_erases_at_once(tmp_path: Path, series: list[Path]) -> None:
@@ -174,7 +174,7 @@ def test_a_restore_that_fails_puts_everything_back_in_the_trash(
     assert _files_of(store.data_dir, sid) == []
 
 
-def test_the_studies_commands_list_restore_and_purge(tmp_path: Path, series: list[Path]) -> None:
+def test_the_studies_commands_list_restore_and_erase(tmp_path: Path, series: list[Path]) -> None:
     data = tmp_path / "data"
     app = create_app(WebSettings(data_dir=data))
     with TestClient(app) as client:
@@ -185,8 +185,8 @@ def test_the_studies_commands_list_restore_and_purge(tmp_path: Path, series: lis
         assert restored.exit_code == 0, restored.output
         assert client.get(f"/api/studies/{first}").status_code == 200  # the running server shows it
         assert client.post("/api/studies", files=multipart(series)).status_code == 409  # it is stored again
-    purged = runner.invoke(cli, ["studies", "purge", second, "--data-dir", str(data)])
-    assert purged.exit_code == 0, purged.output
+    erased = runner.invoke(cli, ["studies", "erase", second, "--data-dir", str(data)])
+    assert erased.exit_code == 0, erased.output
     assert [p for p in data.rglob("*") if second in str(p)] == []
     missing = runner.invoke(cli, ["studies", "restore", second, "--data-dir", str(data)])
     assert missing.exit_code != 0 and "No deleted study" in missing.output

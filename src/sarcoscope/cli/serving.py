@@ -400,8 +400,8 @@ def studies_restore(
     _with_accounts(data_dir, database_url, action)
 
 
-@studies_app.command("purge")
-def studies_purge(
+@studies_app.command("erase")
+def studies_erase(
     study_ids: Annotated[list[str], typer.Argument(help="Ids `sarcoscope studies deleted` lists.")],
     data_dir: DataDirOption = Path("sarcoscope-data"),
     database_url: DatabaseOption = None,
@@ -412,7 +412,7 @@ def studies_purge(
 
     def action(store: Any) -> None:
         for study_id in study_ids:
-            trash.purge(store, study_id, cli_actor())
+            trash.erase(store, study_id, cli_actor())
             console.print(f"Deleted study [bold]{study_id}[/] erased.")
 
     _with_accounts(data_dir, database_url, action)

@@ -41,7 +41,7 @@ class Store(DataFolderMixin, AccountsMixin, LabelVersionsMixin):
         (a kill in between leaves files that `remove_orphan_files` deletes at the next start).
 
         `keep`: the rows and files go to the trash (`store/trash.py`), from which the study can be restored
-        until it is purged; without it they are erased at once.
+        until it is erased; without it they are erased at once.
 
         `seen_version`: the latest label version the person deleting was shown (0: none). A study whose
         labels went on since (someone saved a correction after their list was read) is not deleted:

@@ -5,7 +5,7 @@ of the list) would otherwise take its images and every colleague's label version
 label versions) and its files, moved there as they were (`ct/` the series, `cache/` the decoded images,
 `upload/` the upload's other series when it was that upload's last study). `sarcoscope studies restore`
 puts it all back; the server erases entries older than its `--keep-deleted-days` at start and at each
-deletion, and `sarcoscope studies purge` erases at once (an erasure request).
+deletion, and `sarcoscope studies erase` erases at once (an erasure request).
 
 Every step can be cut by a kill and is finished or undone at the next start (`recover`), before the server
 deletes files no study owns: a deletion writes `.<id>.deleting/study.json` before its database rows go
@@ -179,7 +179,7 @@ def deleted_studies(store: Store) -> list[DeletedStudy]:
             continue
         try:
             record = _read(entry)
-        except FileNotFoundError:  # restored or purged meanwhile
+        except FileNotFoundError:  # restored or erased meanwhile
             continue
         study = record["study"]
         found.append(
@@ -196,19 +196,19 @@ def deleted_studies(store: Store) -> list[DeletedStudy]:
     return sorted(found, key=lambda d: d.deleted_at, reverse=True)
 
 
-def purge(store: Store, study_id: str, actor: str, client: str | None = None) -> None:
+def erase(store: Store, study_id: str, actor: str, client: str | None = None) -> None:
     """Erase one kept deletion now (its files and the record of its rows); audited."""
     shutil.rmtree(_entry(store, study_id))
-    store.audit(actor, "purge-study", study_id, None, client)
+    store.audit(actor, "erase-study", study_id, None, client)
 
 
-def purge_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
+def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
     """Erase the deletions kept longer than `keep`; returns their ids."""
     cutoff = utcnow() - keep
     expired = [d.id for d in deleted_studies(store) if d.deleted_at <= cutoff]
     for study_id in expired:
         try:
-            purge(store, study_id, actor)
+            erase(store, study_id, actor)
         except (StoreError, OSError) as exc:  # restored meanwhile (`sarcoscope studies restore`)
             log.warning("A deleted study kept too long was not erased: %s", exc)
     if expired:
@@ -227,7 +227,7 @@ def restore(store: Store, study_id: str, actor: str, client: str | None = None) 
         if again is not None:
             raise ConflictError(
                 f"Study {study_id} is not restored: its series was uploaded again since it was deleted "
-                f"(study {again.id}). Delete that one first, or keep it and purge this one."
+                f"(study {again.id}). Delete that one first, or keep it and erase this one."
             )
         for name in ("ct", "cache"):
             if (entry / name).is_dir() and files[name].exists():

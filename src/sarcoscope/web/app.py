@@ -223,7 +223,7 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
         store.migrate()
         trash.recover(store)  # first: a deletion stopped half-way has files that look unowned
         store.remove_orphan_files()
-        trash.purge_expired(store, dt.timedelta(days=settings.keep_deleted_days), actor="server")
+        trash.erase_expired(store, dt.timedelta(days=settings.keep_deleted_days), actor="server")
         number_kept_files(store)
         if require_login and not settings.token and not store.has_users():
             settings.token = secrets.token_urlsafe(18)

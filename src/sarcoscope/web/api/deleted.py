@@ -43,5 +43,5 @@ def restore_deleted(study_id: str, request: Request, ctx: Ctx, user: User) -> di
 @router.delete("/deleted-studies/{study_id}", tags=["studies"])
 def erase_deleted(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, str]:
     """Erase a deleted study now, before its time is up (an erasure request): it can no longer be restored."""
-    trash.purge(ctx.store, study_id, user, client_of(request))
+    trash.erase(ctx.store, study_id, user, client_of(request))
     return {"status": "erased", "id": study_id}

@@ -142,5 +142,5 @@ def delete_study(
     ctx.store.delete_study(study_id, user, client_of(request), seen_version=latest_version, keep=bool(keep))
     ctx.volumes.drop(study_id)
     ctx.analyses.drop(study_id)
-    trash.purge_expired(ctx.store, keep, actor="server")
+    trash.erase_expired(ctx.store, keep, actor="server")
     return {"status": "deleted", "id": study_id, "kept_days": ctx.settings.keep_deleted_days}
