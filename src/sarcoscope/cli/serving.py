@@ -203,7 +203,7 @@ PasswordStdinOption = Annotated[
 ]
 
 
-def _with_accounts(data_dir: Path, database_url: str | None, action: Callable[[Any], None]) -> None:
+def _with_store(data_dir: Path, database_url: str | None, action: Callable[[Any], None]) -> None:
     """Run `action(store)` on the server's database (migrated to the newest schema first)."""
     from sarcoscope.store import Store
 
@@ -266,7 +266,7 @@ def users_add(
             console.print("This is the first account: restart `sarcoscope serve` so that it requires logins.")
         _no_admin_hint(store)
 
-    _with_accounts(data_dir, database_url, action)
+    _with_store(data_dir, database_url, action)
 
 
 @users_app.command("role")
@@ -286,7 +286,7 @@ def users_role(
         )
         _no_admin_hint(store)
 
-    _with_accounts(data_dir, database_url, action)
+    _with_store(data_dir, database_url, action)
 
 
 @users_app.command("passwd")
@@ -305,7 +305,7 @@ def users_passwd(
         accounts.change_password(store, name, _read_password(password_stdin))
         console.print(f"Password of [bold]{esc(name)}[/] changed; their sessions have ended.")
 
-    _with_accounts(data_dir, database_url, action)
+    _with_store(data_dir, database_url, action)
 
 
 @users_app.command("remove")
@@ -321,7 +321,7 @@ def users_remove(
         accounts.remove_user(store, name)
         console.print(f"User [bold]{esc(name)}[/] removed.")
 
-    _with_accounts(data_dir, database_url, action)
+    _with_store(data_dir, database_url, action)
 
 
 @users_app.command("list")
@@ -345,7 +345,7 @@ def users_list(
             )
         console.print(table)
 
-    _with_accounts(data_dir, database_url, action)
+    _with_store(data_dir, database_url, action)
 
 
 studies_app = typer.Typer(
@@ -380,7 +380,7 @@ def studies_deleted(
             )
         console.print(table)
 
-    _with_accounts(data_dir, database_url, action)
+    _with_store(data_dir, database_url, action)
 
 
 @studies_app.command("restore")
@@ -397,7 +397,7 @@ def studies_restore(
         study = trash.restore(store, study_id, cli_actor())
         console.print(f"Study [bold]{study.id}[/] restored.")
 
-    _with_accounts(data_dir, database_url, action)
+    _with_store(data_dir, database_url, action)
 
 
 @studies_app.command("erase")
@@ -415,4 +415,4 @@ def studies_erase(
             trash.erase(store, study_id, cli_actor())
             console.print(f"Deleted study [bold]{study_id}[/] erased.")
 
-    _with_accounts(data_dir, database_url, action)
+    _with_store(data_dir, database_url, action)

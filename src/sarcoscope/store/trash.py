@@ -1,8 +1,8 @@
 """Deleted studies are kept for a while before they are erased: a study deleted by mistake (the wrong row
 of the list) would otherwise take its images and every colleague's label versions with it, for good.
 
-`trash/<study id>/` holds what the deletion removed from the database (`study.json`: the study row and its
-label versions) and its files, moved there as they were (`ct/` the series, `cache/` the decoded images,
+`trash/<study id>/` holds what the deletion removed from the database (`study.json`: the study row, who
+deleted it and when; `label_versions.json`: its label versions) and its files, moved there as they were (`ct/` the series, `cache/` the decoded images,
 `upload/` the upload's other series when it was that upload's last study). `sarcoscope studies restore`
 puts it all back; the server erases entries older than its `--keep-deleted-days` at start and at each
 deletion, and `sarcoscope studies erase` erases at once (an erasure request).
@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECORD = "study.json"
+#: The label versions' rows, apart from RECORD: listing the kept deletions (the page, the expiry at each
+#: deletion) reads RECORD only, not every version's label maps.
+VERSIONS = "label_versions.json"
 _ENTRY_RE = re.compile(r"^[0-9a-f]{32}$")
 _DELETING = re.compile(r"^\.([0-9a-f]{32})\.deleting$")
 _RESTORING = re.compile(r"^\.([0-9a-f]{32})\.restoring$")
@@ -102,20 +105,22 @@ def _row_from(model: type[Study] | type[LabelVersion], values: dict[str, Any]) -
 def begin(store: Store, s: Session, study: Study, actor: str) -> Path:
     """Write the record of `study`'s rows (its label versions read in the deleting transaction `s`, before
     they go) to `.<id>.deleting/`; a failure here fails the deletion, so nothing is deleted unkept."""
-    versions = s.scalars(
+    rows = s.scalars(
         select(LabelVersion).where(LabelVersion.study_id == study.id).order_by(LabelVersion.version)
     )
+    versions = [_row_values(v, frozenset({"id"})) for v in rows]
     record = {
         "deleted_at": utcnow().isoformat(),
         "deleted_by": actor,
         "study": _row_values(study),
-        "label_versions": [_row_values(v, frozenset({"id"})) for v in versions],
+        "n_versions": len(versions),
     }
     pending = trash_dir(store) / f".{study.id}.deleting"
     shutil.rmtree(pending, ignore_errors=True)
     private_dir(pending)
-    with atomic_private_file(pending / RECORD) as f:
-        f.write(json.dumps(record).encode())
+    for name, content in ((VERSIONS, versions), (RECORD, record)):  # RECORD last: the entry is whole
+        with atomic_private_file(pending / name) as f:
+            f.write(json.dumps(content).encode())
     return pending
 
 
@@ -190,7 +195,7 @@ def deleted_studies(store: Store) -> list[DeletedStudy]:
                 patient_id=study.get("patient_id"),
                 study_date=study.get("study_date"),
                 series_description=study.get("series_description"),
-                n_versions=len(record["label_versions"]),
+                n_versions=record["n_versions"],
             )
         )
     return sorted(found, key=lambda d: d.deleted_at, reverse=True)
@@ -220,6 +225,7 @@ def restore(store: Store, study_id: str, actor: str, client: str | None = None) 
     """Put a kept deletion back: its files, its study row and every label version, as they were."""
     entry = _entry(store, study_id)
     record = _read(entry)
+    versions = json.loads((entry / VERSIONS).read_text())
     study = _row_from(Study, record["study"])
     files = _files(store, study)
     with store.ct_lock(study.study_uid):
@@ -236,9 +242,7 @@ def restore(store: Store, study_id: str, actor: str, client: str | None = None) 
         os.replace(entry, restoring)
         _move_out(restoring, files, study)
         try:
-            store.restore_rows(
-                study, [_row_from(LabelVersion, v) for v in record["label_versions"]], actor, client
-            )
+            store.restore_rows(study, [_row_from(LabelVersion, v) for v in versions], actor, client)
         except BaseException:
             _move_in(store, restoring, study)
             os.replace(restoring, entry)
