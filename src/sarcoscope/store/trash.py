@@ -2,10 +2,11 @@
 of the list) would otherwise take its images and every colleague's label versions with it, for good.
 
 `trash/<study id>/` holds what the deletion removed from the database (`study.json`: the study row, who
-deleted it and when; `label_versions.json`: its label versions) and its files, moved there as they were (`ct/` the series, `cache/` the decoded images,
-`upload/` the upload's other series when it was that upload's last study). `sarcoscope studies restore`
-puts it all back; the server erases entries older than its `--keep-deleted-days` at start and at each
-deletion, and `sarcoscope studies erase` erases at once (an erasure request).
+deleted it and when; `label_versions.json`: its label versions) and its files, moved there as they were
+(`ct/` the series, `cache/` the decoded images, `upload/` the upload's other series when it was that
+upload's last study). `sarcoscope studies restore` puts it all back; the server erases entries older
+than its `--keep-deleted-days` at start and at each deletion, and `sarcoscope studies erase` erases at
+once (an erasure request).
 
 Every step can be cut by a kill and is finished or undone at the next start (`recover`), before the server
 deletes files no study owns: a deletion writes `.<id>.deleting/study.json` before its database rows go
