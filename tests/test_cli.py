@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -42,6 +44,23 @@ def _assert_user_error(result, *fragments: str) -> None:
     assert "traceback" not in text
     for frag in fragments:
         assert frag.lower() in text, result.output
+
+
+@pytest.mark.parametrize("module", ["sarcoscope", "sarcoscope.cli"])
+def test_python_dash_m_runs_the_command(module: str, tmp_path: Path) -> None:
+    """Where the scripts folder is not on PATH (a venv not activated, Windows' user installs) users run
+    `python -m sarcoscope`; its refusals are the command's: one message, exit 1."""
+    ok = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "analyze" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", module, "analyze", str(tmp_path / "nope"), "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
+    assert "nope" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr
 
 
 def test_missing_path(tmp_path: Path) -> None:
