@@ -145,3 +145,39 @@ def test_overlay_shows_the_second_l3_candidate(make_result, tmp_path) -> None:
     assert not _has_colour(sure, orange)
     for box in _panels(unsure)[1:]:
         assert _has_colour(_crop(unsure, box), orange)
+
+
+@pytest.mark.parametrize("axes", [("R", "A", "S"), ("L", "P", "S"), ("L", "A", "I"), ("A", "R", "S")])
+def test_nifti_labels_of_a_nifti_ct_keep_its_voxel_order(tmp_path, axes) -> None:
+    """Code that indexes a NIfTI CT's array with the labels' array (TotalSegmentator's files are R, A, S;
+    the analysis works in L, P, S) must find the voxels that were measured: every muscle label lies on a
+    voxel of muscle HU, every fat label on fat, in the file's own order; the affine agrees."""
+    from sarcoscope import analyze
+    from sarcoscope.phantom import make_slice
+
+    ph = make_slice(3, size=128, pixel_spacing=3.0)
+    hu_lps = np.stack([ph.hu] * 3).astype(np.int16)  # (z, y, x): x toward L, y toward P
+    affine = np.diag([-3.0, -3.0, 3.0, 1.0])  # the (x, y, z) voxel grid in RAS+ world
+    img = nib.Nifti1Image(hu_lps.transpose(2, 1, 0), affine)
+    img = img.as_reoriented(
+        nib.orientations.ornt_transform(nib.io_orientation(affine), nib.orientations.axcodes2ornt(axes))
+    )
+    assert nib.aff2axcodes(img.affine) == axes
+    nib.save(img, tmp_path / "ct.nii.gz")
+    analyze(
+        tmp_path / "ct.nii.gz", out_dir=tmp_path / "out", slice_index=1, engine="threshold", quality=False
+    )
+    out = nib.load(tmp_path / "out" / "labels.nii.gz")
+    labels = np.asarray(out.dataobj)
+    ct = np.asarray(img.dataobj)
+    assert nib.aff2axcodes(out.affine) == axes
+    assert out.header.get_sform(coded=True)[1] == 1 and out.header.get_qform(coded=True)[1] == 1
+    s = axes.index(next(c for c in axes if c in "IS"))  # the file's slice axis
+    np.testing.assert_allclose(out.affine[:3, :3], img.affine[:3, :3])  # the same voxel axes
+    assert labels.shape[s] == 1
+    k = round(float((np.linalg.inv(img.affine) @ out.affine @ np.array([0, 0, 0, 1.0]))[s]))
+    measured = np.take(ct, [k], axis=s)
+    muscle, fat = labels == Label.MUSCLE, np.isin(labels, [Label.SAT, Label.VAT])
+    assert muscle.sum() > 500 and fat.sum() > 500
+    assert ((measured[muscle] >= -29) & (measured[muscle] <= 150)).all()
+    assert ((measured[fat] >= -190) & (measured[fat] <= -30)).all()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging import read_ct, write_dicom_series
+from sarcoscope.imaging import CTVolume, read_ct, write_dicom_series
 
 SHAPE = (10, 12, 8)  # voxels along R, A, S in the RAS reference array
 ZOOMS = (0.8, 0.9, 2.5)
@@ -64,6 +64,14 @@ def test_other_storage_orientations(tmp_path: Path, codes: tuple[str, str, str])
     vol = read_ct(tmp_path / "img.nii")
     _expected_corners(vol.hu)
     assert vol.spacing == pytest.approx((2.5, 0.9, 0.8))
+    assert vol.source_axes == codes  # the label map is written back in this order (export.nifti)
+
+
+@pytest.mark.parametrize("axes", [("R", "R", "S"), ("L", "A"), ("X", "A", "S"), ("S", "I", "A")])
+def test_a_volume_refuses_source_axes_that_are_not_three_anatomical_axes(axes: tuple[str, ...]) -> None:
+    geometry = {"spacing": (2.5, 0.9, 0.8), "origin": (0.0, 0.0, 0.0), "direction": np.eye(3)}
+    with pytest.raises(ValueError, match="source_axes"):
+        CTVolume(hu=np.zeros((2, 4, 4), np.int16), **geometry, source_axes=axes)  # type: ignore[arg-type]
 
 
 def test_nifti_and_dicom_agree(tmp_path: Path) -> None:

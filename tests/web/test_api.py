@@ -133,7 +133,9 @@ def test_nifti_upload(client: TestClient, tmp_path: Path) -> None:
     hu = synthetic_hu(1)  # (z, y, x) -> NIfTI (x, y, z) in LPS->RAS flipped axes
     affine = np.diag([-SPACING[2], -SPACING[1], SPACING[0], 1.0])
     path = tmp_path / "ct.nii.gz"
-    nib.save(nib.Nifti1Image(np.transpose(hu, (2, 1, 0)), affine), path)
+    lps = nib.Nifti1Image(np.transpose(hu, (2, 1, 0)), affine)
+    ras = nib.orientations.ornt_transform(nib.io_orientation(affine), nib.orientations.axcodes2ornt("RAS"))
+    nib.save(lps.as_reoriented(ras), path)  # as TotalSegmentator's files are stored
     r = client.post("/api/studies", files=[("files", ("ct.nii.gz", path.read_bytes(), "application/gzip"))])
     assert r.status_code == 201, r.text
     study = r.json()
@@ -141,6 +143,12 @@ def test_nifti_upload(client: TestClient, tmp_path: Path) -> None:
     sid = study["id"]
     client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 2})
     assert client.get(f"/api/studies/{sid}/dicom").status_code == 409
+    # the label map's export keeps the uploaded file's voxel order (here R, A, S), also once the study's
+    # volume comes from the server's cache folder rather than memory
+    assert client.post(f"/api/studies/{sid}/segment", json={}).status_code == 200
+    client.app.state.ctx.volumes.drop(sid)
+    r = client.get(f"/api/studies/{sid}/export/nifti")
+    assert nib.aff2axcodes(nib.Nifti1Image.from_bytes(gzip.decompress(r.content)).affine) == ("R", "A", "S")
     again = client.post(
         "/api/studies", files=[("files", ("ct.nii.gz", path.read_bytes(), "application/gzip"))]
     )

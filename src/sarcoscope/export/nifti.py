@@ -4,6 +4,8 @@ The file is a sub-volume: the axial slices from the first to the last analysed s
 that were not analysed are 0). Voxel (i, j, k) of the file is CT voxel (x=i, y=j, z=first+k). The affine
 is the CT's LPS affine (CTVolume.affine_lps) shifted to the first slice and converted to NIfTI's RAS+ world
 by negating its first two rows (L->R, P->A); qform and sform both carry it with code 1 (scanner).
+A CT read from NIfTI gets its labels in that file's own voxel order (CTVolume.source_axes): code that
+indexes the CT's array with the labels' (no viewer) finds the same voxels, not a mirror image.
 """
 
 from __future__ import annotations
@@ -59,6 +61,13 @@ def label_nifti(result: AnalysisResult, order: str = SARCOSCOPE) -> nib.Nifti1Im
     sub, first = label_subvolume(result)
     sub = relabel(sub, order)
     img = grid_nifti(sub, label_affine_ras(result, first))
+    if result.volume.source_axes is not None:
+        to_source = nib.orientations.ornt_transform(
+            nib.io_orientation(img.affine), nib.orientations.axcodes2ornt(result.volume.source_axes)
+        )
+        img = img.as_reoriented(to_source)
+        img.set_qform(img.affine, code=1)  # as_reoriented leaves the qform out and codes the sform "aligned"
+        img.set_sform(img.affine, code=1)
     ids = " ".join(f"{i}={name}" for i, name in sorted(table.values()))
     img.header["descrip"] = ids.encode()[:80]
     return img

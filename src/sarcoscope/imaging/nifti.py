@@ -164,6 +164,7 @@ def read_nifti(path: Path, pixel_spacing: tuple[float, float] | None = None) -> 
             raise InputError(f"{path} is a {len(img.shape)}D NIfTI image; a 3D CT volume is needed")
         if 0 in img.shape:
             raise InputError(f"{path} holds no voxels (shape {tuple(img.shape)})")
+        source_axes = nib.aff2axcodes(img.affine)
         canonical = nib.as_closest_canonical(img)  # axes point to R, A, S
         data = np.asanyarray(canonical.dataobj)
     except InputError:
@@ -211,6 +212,7 @@ def read_nifti(path: Path, pixel_spacing: tuple[float, float] | None = None) -> 
         direction=direction,
         metadata=CTMetadata(),
         source_kind="nifti",
+        source_axes=source_axes,
         source_path=str(path),
         slice_positions=positions,
         warnings=warnings,

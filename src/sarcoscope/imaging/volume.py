@@ -73,6 +73,10 @@ class CTMetadata:
         return dict(self.__dict__)
 
 
+#: The three anatomical axes, each as its two nibabel axis codes.
+_AXIS_PAIRS = ("LR", "PA", "IS")
+
+
 @dataclass
 class CTVolume:
     """A CT as a HU array with its geometry.
@@ -102,6 +106,17 @@ class CTVolume:
     #: The in-plane pixel spacing was given by the user (a NIfTI file without a spatial transform), not read
     #: from the file; the report says so.
     pixel_spacing_given: bool = False
+    #: For NIfTI input: the file's voxel axes as nibabel axis codes (("R", "A", "S") for TotalSegmentator's
+    #: files), so that a label map written on its grid keeps the file's voxel order, not this volume's.
+    source_axes: tuple[str, str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.source_axes is not None:
+            pairs = sorted(next((p for p in _AXIS_PAIRS if c in p), "?") for c in self.source_axes)
+            if pairs != sorted(_AXIS_PAIRS):
+                raise ValueError(
+                    f"source_axes must name L/R, P/A and I/S once each, not {self.source_axes!r}"
+                )
 
     @property
     def shape(self) -> tuple[int, int, int]:

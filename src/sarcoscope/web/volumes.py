@@ -376,6 +376,7 @@ def _write_cache(store: Store, study_id: str, volume: CTVolume, sop_uids: list[s
         "sop_uids": sop_uids,
         "warnings": list(volume.warnings),
         "stored_flip": list(volume.stored_flip),
+        "source_axes": None if volume.source_axes is None else list(volume.source_axes),
     }
     with atomic_private_file(folder / "volume.json") as f:
         f.write(json.dumps(geometry).encode())
@@ -431,6 +432,7 @@ class VolumeCache:
             slice_positions=None if positions is None else np.asarray(positions),
             warnings=[_without_stored_upload_path(w, self.store) for w in info.get("warnings", [])],
             stored_flip=tuple(bool(f) for f in info.get("stored_flip", (False, False))),  # type: ignore[arg-type]
+            source_axes=tuple(info["source_axes"]) if info.get("source_axes") else None,  # type: ignore[arg-type]
         )
 
     def sop_uids(self, study: Study) -> list[str]:
