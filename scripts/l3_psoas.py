@@ -124,28 +124,37 @@ def section_of(volume: CTVolume) -> tuple[spine.WorkGrid, np.ndarray]:
     return grid, psoas_area(grid, wide)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def measurement_args(doc: str) -> argparse.Namespace:
+    """The options of the measurement scripts beside the harness: --shared (where the real volume is) and
+    --cache (the rendered phantoms' folder, put to use)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--cache", type=Path)
     args = parser.parse_args()
     if args.cache is not None:
         _CACHE.append(args.cache)
+    return args
+
+
+def real_vertebrae(folder: Path) -> dict[str, tuple[int, int]]:
+    """First and last slice of each vertebra of REAL_IDS that TotalSegmentator labelled on the real volume."""
+    ids = np.asarray(nib.as_closest_canonical(nib.load(folder / "vertebrae_totalsegmentator.nii.gz")).dataobj)
+    spans = {}
+    for vid, name in REAL_IDS.items():
+        z = np.nonzero((ids == vid).any(axis=(0, 1)))[0]
+        if z.size:
+            spans[name] = (int(z.min()), int(z.max()))
+    return spans
+
+
+def main() -> None:
+    args = measurement_args(__doc__ or "")
     print("case\tsection per vertebra (mm²)\ttruth vs 11-pair naming\ttruth vs 13-pair naming")
     folder = args.shared / REAL_VOLUME
     if (folder / "example_ct.nii.gz").is_file():
         volume = read_ct(folder / "example_ct.nii.gz")
-        ids = np.asarray(
-            nib.as_closest_canonical(nib.load(folder / "vertebrae_totalsegmentator.nii.gz")).dataobj
-        )
         dz = float(volume.spacing[0])
-        extents = {}
-        for vid, name in REAL_IDS.items():
-            z = np.nonzero((ids == vid).any(axis=(0, 1)))[0]
-            if z.size:
-                extents[name] = (z.min() * dz, z.max() * dz)
+        extents = {name: (lo * dz, hi * dz) for name, (lo, hi) in real_vertebrae(folder).items()}
         grid, area = section_of(volume)
         report("real ts_example", per_vertebra(grid, area, extents))
     for seed, variant, coverage in CASES:
