@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import nibabel as nib
 import numpy as np
@@ -203,6 +204,38 @@ def test_engine_mode_segments_images_and_scores_hu(tmp_path: Path):
     _save_nifti_slice(image_of(make_slice(shape=70)), images / "L3_x1.nii.gz", 0.75)
     with pytest.raises(ValidationInputError, match=r"Case x1: image L3_x1.nii.gz has shape \(1, 70, 70\)"):
         run_validation(None, ref, tmp_path / "out5", engine="decode-test", images_dir=images)
+
+
+class _TrainedEngine(_DecodingEngine):
+    """The decoding engine with a model card that names the cases its model was trained and stopped on."""
+
+    name = "trained-test"
+    card: ClassVar[dict] = {
+        "training_data": {"train": {"data_cases": ["x2", "y7"]}, "validation": {"data_cases": ["x3"]}}
+    }
+
+
+def test_cases_the_model_has_seen_are_named_as_a_fit_not_a_test(tmp_path: Path):
+    """A site that fine-tunes on its corrected slices and validates on them would read a fit as accuracy."""
+    register_engine("trained-test", _TrainedEngine)
+    images, ref = tmp_path / "images", tmp_path / "ref"
+    images.mkdir()
+    ref.mkdir()
+    for i, case in enumerate(("x1", "x2", "x3")):
+        labels = make_slice(a=26 + i, b=20)
+        _save_nifti_slice(image_of(labels), images / f"L3_{case}.nii.gz", 0.75)
+        np.save(ref / f"{case}.npy", labels)
+    rep = run_validation(
+        None, ref, tmp_path / "out", engine="trained-test", images_dir=images, gallery_size=0
+    )
+    [warning] = [w for w in rep.warnings if "training data" in w]
+    assert warning.startswith("2 of the 3 cases (x2, x3) were in the training data")
+    assert warning in (tmp_path / "out" / "report.md").read_text()
+    assert warning in json.loads((tmp_path / "out" / "settings.json").read_text())["warnings"]
+    only_new = run_validation(
+        None, ref, tmp_path / "out2", engine="decode-test", images_dir=images, gallery_size=0
+    )  # no model card: nothing to say
+    assert not [w for w in only_new.warnings if "training data" in w]
 
 
 def test_four_class_reference_without_merging_warns(tmp_path: Path, cohort):

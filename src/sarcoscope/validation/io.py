@@ -116,9 +116,9 @@ def match_cases(pred: dict[str, Path], ref: dict[str, Path], *, allow_unmatched:
     if ((only_pred or only_ref) and not allow_unmatched) or not common:
         parts = []
         if only_ref:
-            parts.append(f"{len(only_ref)} reference case(s) without prediction: {_show(only_ref)}")
+            parts.append(f"{len(only_ref)} reference case(s) without prediction: {some_ids(only_ref)}")
         if only_pred:
-            parts.append(f"{len(only_pred)} prediction(s) without reference: {_show(only_pred)}")
+            parts.append(f"{len(only_pred)} prediction(s) without reference: {some_ids(only_pred)}")
         if not common:
             parts.append("no case id is on both sides")
         raise ValidationInputError(
@@ -129,7 +129,8 @@ def match_cases(pred: dict[str, Path], ref: dict[str, Path], *, allow_unmatched:
     return common
 
 
-def _show(ids: Sequence[str], n: int = 8) -> str:
+def some_ids(ids: Sequence[str], n: int = 8) -> str:
+    """The first `n` ids and how many more, for messages about many cases."""
     return ", ".join(ids[:n]) + (f" ... (+{len(ids) - n})" if len(ids) > n else "")
 
 

@@ -22,7 +22,7 @@ from sarcoscope.imaging.labelmaps import LabelMapping, load_mapping
 from sarcoscope.segmentation.base import SegmentationEngine
 from sarcoscope.validation import document as d
 from sarcoscope.validation.inputs import read_sites
-from sarcoscope.validation.io import DEFAULT_STRIP_PREFIXES, DEFAULT_STRIP_SUFFIXES
+from sarcoscope.validation.io import DEFAULT_STRIP_PREFIXES, DEFAULT_STRIP_SUFFIXES, some_ids
 from sarcoscope.validation.placement import check_report_folder, discard, new_staging, place_report
 from sarcoscope.validation.report_folder import ReportFolder
 from sarcoscope.validation.scoring import ScoredCase, score_cases
@@ -185,6 +185,13 @@ def _run(
             tissues=tissues,
             warn=out.warnings,
         )
+        seen = seen_in_training(engine, [c.case_id for c in cases])
+        if seen:
+            out.warnings.append(
+                f"{len(seen)} of the {len(cases)} cases ({some_ids(seen)}) were in the training data of the "
+                f"model of engine '{engine.name}' (its model card's training cases): their scores measure "
+                "how well it fits them, not how it does on new patients; validate on cases it has not seen."
+            )
         has_sites = any(c.site for c in cases)
         overlap.add_overview(out, cases, tissues, ref_map, pred_map, engine)
         overlap.add_per_case_csv(out, cases, tissues)
@@ -213,6 +220,18 @@ def _run(
         warnings=out.warnings,
         files=["report.md", "report.html", *out.files],
     )
+
+
+def seen_in_training(engine: SegmentationEngine | None, case_ids: Sequence[str]) -> list[str]:
+    """The cases among `case_ids` that the engine's model trained or early-stopped on, by its model card
+    (`sarcoscope train` records the case ids, which are the file names' as validate reads them); [] for an
+    engine without a card."""
+    card = getattr(engine, "card", None)
+    if not isinstance(card, dict):
+        return []
+    data = card.get("training_data") or {}
+    used = {str(c) for part in ("train", "validation") for c in (data.get(part) or {}).get("data_cases", [])}
+    return sorted(set(case_ids) & used)
 
 
 def _settings(
