@@ -2,7 +2,8 @@
 
 Resumable by construction: each case writes its own folder atomically (export.writer), and a case whose
 report.json already exists is skipped unless `force`. A failing case is recorded with its message and never
-stops the others, nor does a case whose worker process dies (kill -9, out of memory): it becomes a failed row.
+stops the others (in a worker, neither does a SystemExit or KeyboardInterrupt raised by its analysis), nor
+does a case whose worker process dies (kill -9, out of memory): it becomes a failed row.
 cohort.csv and failures.csv are rewritten as each case finishes, so an interrupted run keeps every finished
 row. Workers return only a small summary row, never images, so the cluster's memory stays low.
 """
@@ -285,7 +286,12 @@ def analyze_case(
 
 def _failure(exc: BaseException, case: Case, deidentification: DeidentificationPolicy | None) -> str:
     """failures.csv's reason for a case whose analysis raised `exc`."""
-    msg = str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
+    if isinstance(exc, SarcoscopeError):
+        msg = str(exc)
+    elif isinstance(exc, SystemExit):  # its text is only the status: say what it is
+        msg = f"internal error SystemExit: the analysis asked to end its process (sys.exit({exc.code!r}))"
+    else:  # KeyboardInterrupt() and GeneratorExit() have no text
+        msg = f"internal error {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
     # the input's paths, UIDs and descriptions may name the patient
     if deidentification is not None and not isinstance(exc, DeidentificationError):
         msg = scrub_error(msg, deidentification, case.path)
@@ -440,6 +446,19 @@ def _died(case: Case) -> CaseOutcome:
     return CaseOutcome(case.case_id, "failed", error=WORKER_DIED)
 
 
+def analyze_in_worker(case: Case, **kw: Any) -> CaseOutcome:
+    """`analyze_case` in a worker process (of the local pool, or a Dask worker): what escapes it (a
+    BaseException such as SystemExit from a library calling sys.exit, a KeyboardInterrupt raised in the
+    analysis; an error outside its own try) is the case's failed row. Sent back as the task's error, the
+    process running the batch raised it, which stopped the whole cohort; a Dask worker logged it with its
+    message (often naming the case's path) and, a BaseException, it stopped the client's event loop (the run
+    hung). A real Ctrl-C still stops the run: the console's SIGINT reaches the batch's own process too."""
+    try:
+        return analyze_case(case, **kw)
+    except BaseException as exc:
+        return CaseOutcome(case.case_id, "failed", error=_failure(exc, case, kw["deidentification"]))
+
+
 def _local(cases: list[Case], workers: int, **kw: Any) -> Iterator[CaseOutcome]:
     """Run the cases in `workers` processes; a case whose worker dies becomes a failed row.
 
@@ -474,7 +493,7 @@ def _pool_run(
             while queue and len(running) < workers:
                 case = queue.popleft()
                 try:
-                    running[pool.submit(analyze_case, case, **kw)] = case
+                    running[pool.submit(analyze_in_worker, case, **kw)] = case
                 except BrokenProcessPool:
                     queue.appendleft(case)
                     return list(running.values())
@@ -509,16 +528,8 @@ class _NumberedCase:
 
 
 def _analyze_task(task: _NumberedCase, **kw: Any) -> CaseOutcome:
-    """`analyze_case` as a Dask task: what escapes it (a BaseException such as SystemExit, an error outside
-    its own try) is the case's failed row, not the task's error, which the worker logs with its message
-    (often naming the case's path) and which, a BaseException, stopped the client's event loop (the run
-    hung)."""
-    try:
-        return analyze_case(task.case, **kw)
-    except BaseException as exc:
-        return CaseOutcome(
-            task.case.case_id, "failed", error=_failure(exc, task.case, kw["deidentification"])
-        )
+    """`analyze_in_worker` as a Dask task."""
+    return analyze_in_worker(task.case, **kw)
 
 
 def _dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterator[CaseOutcome]:
