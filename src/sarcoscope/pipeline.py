@@ -119,7 +119,8 @@ def analyze(
     from sarcoscope.errors import CompositionError
     from sarcoscope.imaging import read_ct
     from sarcoscope.segmentation import get_engine
-    from sarcoscope.segmentation.quality import image_warnings, segment_with_bodies
+    from sarcoscope.segmentation.base import segment_slices
+    from sarcoscope.segmentation.quality import image_warnings
 
     def stage(name: str) -> None:
         if progress is not None:
@@ -170,7 +171,7 @@ def analyze(
                 seg_engine, hu_slices, volume.pixel_spacing, hu_ranges=hu_ranges, bodies=bodies
             )
         else:
-            labels = segment_with_bodies(seg_engine, hu_slices, volume.pixel_spacing, bodies)
+            labels = segment_slices(seg_engine, hu_slices, volume.pixel_spacing, bodies=bodies)
         timings["segment"] = time.perf_counter() - t
 
         t = time.perf_counter()

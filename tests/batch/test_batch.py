@@ -192,14 +192,14 @@ def test_identified_and_deidentified_results_are_not_mixed_in_one_folder(tmp_pat
 def test_a_table_write_stopped_midway_leaves_no_copy_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sarcoscope.batch import runner
+    from sarcoscope.batch import tables
 
     def stopped(self: csv.DictWriter, rows: object) -> None:
         raise KeyboardInterrupt  # Ctrl-C while cohort.csv is rewritten after a case
 
     monkeypatch.setattr(csv.DictWriter, "writerows", stopped)
     with pytest.raises(KeyboardInterrupt):
-        runner._write_csv_atomic(tmp_path / "cohort.csv", [{"case_id": "Doe_John"}], ["case_id"])
+        tables.write_csv_atomic(tmp_path / "cohort.csv", [{"case_id": "Doe_John"}], ["case_id"])
     assert list(tmp_path.iterdir()) == []
 
 
@@ -860,12 +860,12 @@ def test_a_case_escaping_its_analysis_on_dask_is_a_failed_row_no_cluster_log_nam
     distributed = pytest.importorskip("dask.distributed")
     from distributed.worker import convert_args_to_str, convert_kwargs_to_str
 
-    from sarcoscope.batch import Case, runner
+    from sarcoscope.batch import Case, case_analysis
 
     def stop(case: Case, waits: object) -> None:
         raise _Stopped(f"stopped reading {case.path}")
 
-    monkeypatch.setattr(runner, "series_instances", stop)
+    monkeypatch.setattr(case_analysis, "series_instances", stop)
     case = Case("Doe_Jane_0815", tmp_path / "Doe_Jane_0815")  # never read: the analysis stops first
     caplog.set_level(logging.DEBUG, logger="distributed")  # the scheduler's and (in process) the worker's
     arguments: list[str] = []  # each task's arguments as distributed < 2024.12 logged a failed task's

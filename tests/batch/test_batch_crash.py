@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import logging
 import multiprocessing
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,3 +127,93 @@ def test_killed_dask_worker_is_a_failed_row(studies: list[Case], tmp_path: Path)
         )
     assert (summary.count("done"), summary.count("failed")) == (1, 1)
     assert _rows(summary.failures_csv) == [{"case_id": "killer", "error": WORKER_DIED}]
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="worker start method is not fork")
+@pytest.mark.parametrize(
+    ("escaping", "error"),
+    [
+        (SystemExit(3), "internal error SystemExit: the analysis asked to end its process (sys.exit(3))"),
+        (KeyboardInterrupt(), "internal error KeyboardInterrupt"),
+        (GeneratorExit(), "internal error GeneratorExit"),
+    ],
+)
+def test_a_case_escaping_its_analysis_in_a_worker_is_a_failed_row_and_the_run_goes_on(
+    studies: list[Case],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    escaping: BaseException,
+    error: str,
+) -> None:
+    """What is not an Exception (a library calling sys.exit, a KeyboardInterrupt or GeneratorExit raised in
+    the analysis) escaped a pool worker's case: the pool sent it back and the run raised it, stopping the
+    whole cohort (SystemExit: the command ended with the library's status, as if done). Now it is that case's
+    failed row, no worker logs the case, the other cases are analysed, and a rerun analyses it."""
+    from sarcoscope import pipeline
+
+    real = pipeline.analyze
+
+    def analyze(ct: Path, **kw: Any) -> Any:
+        if Path(ct).name == "p2":
+            logging.getLogger("some.library").error("giving up on %s", ct)  # a worker's own log
+            raise escaping
+        return real(ct, **kw)
+
+    monkeypatch.setattr(pipeline, "analyze", analyze)  # the workers' too (fork)
+    log_file = tmp_path / "log.txt"
+    handler = logging.FileHandler(log_file)  # forked pool workers inherit it: their records reach the file
+    handler.setFormatter(logging.Formatter("%(process)d %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    out = tmp_path / "run"
+    try:
+        summary = run_batch(studies, out, engine="threshold", workers=2)
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    assert (summary.count("done"), summary.count("failed")) == (2, 1)
+    assert [r["case_id"] for r in _rows(summary.cohort_csv)] == ["p1", "p3"]
+    assert _rows(summary.failures_csv) == [{"case_id": "p2", "error": error}]
+    lines = [line.split(" ", 1) for line in log_file.read_text().splitlines()]
+    workers = [text for pid, text in lines if pid != str(os.getpid())]
+    assert workers == [f"giving up on {studies[1].path}"]  # the library's own line, nothing of ours
+    monkeypatch.setattr(pipeline, "analyze", real)
+    again = run_batch(studies, out, engine="threshold", workers=2)
+    assert (again.count("done"), again.count("skipped"), again.count("failed")) == (1, 2, 0)
+    assert [r["case_id"] for r in _rows(again.cohort_csv)] == ["p1", "p2", "p3"]
+    assert _rows(again.failures_csv) == []
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="worker start method is not fork")
+def test_ctrl_c_stops_the_run_and_its_workers_and_keeps_what_finished(
+    studies: list[Case], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the console (SIGINT to the batch's process and its workers) still stops the run, now that
+    a worker turns a KeyboardInterrupt escaping a case into the case's failed row: the interrupted case is
+    not one, the workers end with the run, the tables keep what finished, and a rerun goes on from there."""
+    import time
+
+    from sarcoscope import pipeline
+
+    real = pipeline.analyze
+
+    def analyze(ct: Path, **kw: Any) -> Any:
+        if Path(ct).name == "p2":
+            time.sleep(60)  # still running when Ctrl-C comes
+        return real(ct, **kw)
+
+    def ctrl_c(outcome: CaseOutcome) -> None:
+        for worker in multiprocessing.active_children():
+            os.kill(worker.pid, signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(pipeline, "analyze", analyze)  # the workers' too (fork)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(studies, out, engine="threshold", workers=2, on_outcome=ctrl_c)
+    assert multiprocessing.active_children() == []
+    assert [r["case_id"] for r in _rows(out / "cohort.csv")] == ["p1"]
+    assert _rows(out / "failures.csv") == []
+    monkeypatch.setattr(pipeline, "analyze", real)
+    again = run_batch(studies, out, engine="threshold", workers=2)
+    assert (again.count("done"), again.count("skipped"), again.count("failed")) == (2, 1, 0)

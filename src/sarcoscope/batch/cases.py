@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: The report a finished case's folder (cases/<case id>/) holds.
 REPORT = "report.json"
-#: The columns cohort.csv fills from each case's results (batch.runner.summary_row): a manifest column of
+#: The columns cohort.csv fills from each case's results (batch.tables.summary_row): a manifest column of
 #: one of these names would replace the measured value, so it is refused.
 RESULT_COLUMNS = frozenset(
     {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,12 @@ from sarcoscope.errors import SegmentationError
 
 if TYPE_CHECKING:  # NumPy is not needed to name the default engine (`sarcoscope --help` stays fast)
     import numpy as np
+
+    from sarcoscope.segmentation.body import SliceBodies
+
+#: Sees one batch of both network passes: (index of its first slice, probabilities (m, 5, H, W) of the plain
+#: pass, of the mirrored pass flipped back).
+PassObserver = Callable[[int, "np.ndarray", "np.ndarray"], None]
 
 
 @runtime_checkable
@@ -22,12 +29,44 @@ class SegmentationEngine(Protocol):
     #: Identifies the exact model/parameters, written into every report.
     model_id: str
 
-    def segment(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    def segment(
+        self,
+        slices: np.ndarray,
+        pixel_spacing: tuple[float, float],
+        *,
+        bodies: SliceBodies | None = None,
+        observe: PassObserver | None = None,
+    ) -> np.ndarray:
         """Segment HU slices of shape (n, y, x) with in-plane spacing (y, x) in mm.
 
         Returns a uint8 array of the same shape. Raises SegmentationError for a slice it cannot handle.
+
+        The keywords are optional inputs, for an engine with a use for them: `segment_slices` gives an
+        engine those its `segment` declares, so one declaring neither (a plugin's) works all the same.
+        `bodies`: the slices' body masks when the caller has found them already (body.SliceBodies; to be
+        used only when they are of these slices, so that the labels are the same with or without them).
+        `observe`: a network engine calls it with each batch's class probabilities, which the quality
+        score reads its network signals from (segmentation.quality); an engine that never calls it has none.
         """
         ...
+
+
+def segment_slices(
+    engine: SegmentationEngine,
+    slices: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    *,
+    bodies: SliceBodies | None = None,
+    observe: PassObserver | None = None,
+) -> np.ndarray:
+    """`engine.segment`, given those of the optional inputs its `segment` declares (all, to one taking
+    **kwargs): an engine written without them keeps working, and every engine that has a use for them,
+    whichever it is, gets them."""
+    given = {"bodies": bodies, "observe": observe}
+    declared = inspect.signature(engine.segment).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in declared.values()):
+        given = {name: value for name, value in given.items() if name in declared}
+    return engine.segment(slices, pixel_spacing, **given)
 
 
 _ENGINES: dict[str, Callable[..., SegmentationEngine]] = {}

@@ -43,11 +43,10 @@ import numpy as np
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
-from sarcoscope.segmentation.base import SegmentationEngine
+from sarcoscope.segmentation.base import SegmentationEngine, segment_slices
 
 if TYPE_CHECKING:
     from sarcoscope.segmentation.body import SliceBodies
-    from sarcoscope.segmentation.unet import PassObserver
 
 logger = logging.getLogger(__name__)
 
@@ -338,24 +337,6 @@ def _default_second_opinion(engine: SegmentationEngine, hu_ranges: HURanges) -> 
     return UNetEngine(hu_ranges=hu_ranges)
 
 
-def segment_with_bodies(
-    engine: SegmentationEngine,
-    stack: np.ndarray,
-    pixel_spacing: tuple[float, float],
-    bodies: SliceBodies,
-    observe: PassObserver | None = None,
-) -> np.ndarray:
-    """`engine.segment`, given the slices' bodies when it is an engine of this package (they take them)."""
-    from sarcoscope.segmentation.threshold import ThresholdEngine
-    from sarcoscope.segmentation.unet import UNetEngine
-
-    if isinstance(engine, UNetEngine):
-        return engine.segment(stack, pixel_spacing, observe=observe, bodies=bodies)
-    if isinstance(engine, ThresholdEngine):
-        return engine.segment(stack, pixel_spacing, bodies=bodies)
-    return engine.segment(stack, pixel_spacing)
-
-
 def _second_opinion(
     engine: SegmentationEngine,
     given: SegmentationEngine | None,
@@ -366,7 +347,7 @@ def _second_opinion(
 ) -> tuple[str | None, np.ndarray]:
     """The second engine's model id and label maps of the slices (SegmentationError when it cannot run)."""
     other = given or _default_second_opinion(engine, hu_ranges)
-    return other.model_id, segment_with_bodies(other, stack, pixel_spacing, bodies)
+    return other.model_id, segment_slices(other, stack, pixel_spacing, bodies=bodies)
 
 
 def segment_with_quality(
@@ -380,9 +361,10 @@ def segment_with_quality(
 ) -> tuple[np.ndarray, QualityAssessment]:
     """Segment HU slices (n, y, x) with `engine` and score every slice's segmentation.
 
-    A U-Net engine gives the network signals from its own inference (plus the mirrored pass); the engine
-    signals compare with `second_opinion` (default: see _default_second_opinion). A second opinion that
-    cannot be had (no U-Net model installed, a slice it refuses) leaves those signals out, with the reason.
+    An engine showing its network's probabilities to `observe` (the U-Net) gives the network signals from
+    its own inference (plus the mirrored pass); the engine signals compare with `second_opinion` (default:
+    see _default_second_opinion). A second opinion that cannot be had (no U-Net model installed, a slice it
+    refuses) leaves those signals out, with the reason.
     Both engines share the slices' body masks (`bodies`, when the caller has found some already).
     """
     from sarcoscope.segmentation.body import SliceBodies
@@ -413,15 +395,16 @@ def segment_with_quality(
             other_run = pool.submit(
                 _second_opinion, engine, second_opinion, hu_ranges, stack, pixel_spacing, bodies
             )
-        if isinstance(engine, UNetEngine):
+        observed = False
 
-            def observe(start: int, plain: np.ndarray, mirrored: np.ndarray) -> None:
-                for k in range(len(plain)):
-                    signals[start + k].update(network_signals(plain[k], mirrored[k]))
+        def observe(start: int, plain: np.ndarray, mirrored: np.ndarray) -> None:
+            nonlocal observed
+            observed = True
+            for k in range(len(plain)):
+                signals[start + k].update(network_signals(plain[k], mirrored[k]))
 
-            labels = segment_with_bodies(engine, stack, pixel_spacing, bodies, observe)
-        else:
-            labels = segment_with_bodies(engine, stack, pixel_spacing, bodies)
+        labels = segment_slices(engine, stack, pixel_spacing, bodies=bodies, observe=observe)
+        if not observed:  # an engine without a network (the threshold engine), or one not showing it
             for name in NETWORK_SIGNALS:
                 unavailable[name] = f"the '{engine.name}' engine has no network probabilities"
         model_id: str | None = None

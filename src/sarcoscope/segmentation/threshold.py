@@ -146,12 +146,12 @@ class ThresholdEngine:
         )
 
     def segment(
-        self, slices: np.ndarray, pixel_spacing: tuple[float, float], bodies: SliceBodies | None = None
+        self, slices: np.ndarray, pixel_spacing: tuple[float, float], *, bodies: SliceBodies | None = None
     ) -> np.ndarray:
         """Segment HU slices (n, y, x) with in-plane spacing (y, x) mm into uint8 label maps.
 
-        `bodies`: the slices' body masks when the caller has them (used only when they are of these slices
-        and these HU as float32, so the labels are the same either way)."""
+        `bodies`: see base.SegmentationEngine.segment (used only when they are of these slices and these HU
+        as float32). No `observe`: this engine has no network probabilities."""
         arr = np.asarray(slices)
         if arr.ndim != 3:
             raise SegmentationError(f"expected slices of shape (n, y, x), got shape {arr.shape}")

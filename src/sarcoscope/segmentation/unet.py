@@ -22,6 +22,7 @@ from scipy import ndimage as ndi
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges
 from sarcoscope.errors import SegmentationError
 from sarcoscope.imaging.volume import AIR_HU
+from sarcoscope.segmentation.base import PassObserver
 from sarcoscope.segmentation.body import BODY_THRESHOLD_HU, SliceBodies
 from sarcoscope.segmentation.model_files import (
     load_model_card,
@@ -30,10 +31,6 @@ from sarcoscope.segmentation.model_files import (
 from sarcoscope.segmentation.morphology import bounding_box
 from sarcoscope.segmentation.refine import REFINEMENT_VERSION, compartment_scores, tissues_from_scores
 from sarcoscope.segmentation.registry import ModelRegistry
-
-#: Sees one batch of both network passes: (index of its first slice, probabilities (m, 5, H, W) of the plain
-#: pass, of the mirrored pass flipped back).
-PassObserver = Callable[[int, np.ndarray, np.ndarray], None]
 
 #: Relative spacing difference below which a slice is used on its own grid (resampling would only blur it).
 _SPACING_TOLERANCE = 0.01
@@ -357,15 +354,15 @@ class UNetEngine:
         self,
         slices: np.ndarray,
         pixel_spacing: tuple[float, float],
-        observe: PassObserver | None = None,
+        *,
         bodies: SliceBodies | None = None,
+        observe: PassObserver | None = None,
     ) -> np.ndarray:
         """Label maps (n, y, x) uint8 with the project's ids, on the input grid.
 
         `observe(first_index, plain, mirrored)` is called per batch with the class probabilities (m, 5, H, W)
-        on the network's canvas of the plain and the mirrored pass (flipped back); segmentation.quality reads
-        its per-slice signals from them. `bodies`: the slices' body masks when the caller has them (used
-        only when they are of these slices, so the labels are the same either way).
+        on the network's canvas of the plain and the mirrored pass (flipped back; the mirrored pass runs for
+        it even without `mirror`). `bodies`: see base.SegmentationEngine.segment.
         """
         slices, spacing = _check_input(slices, pixel_spacing)
         if not self.refine:
