@@ -65,3 +65,21 @@ def test_help_imports_no_heavy_library(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert "analyze" in done.stdout
         assert loaded == [], f"`sarcoscope {' '.join(args)}` imported {loaded}"
+
+
+def test_a_nifti_analysis_imports_no_dicom_object_writer(tmp_path: Path) -> None:
+    """highdicom and pydicom's SR code dictionary (≈0.15 s) are for the SEG, SR and QC capture, which a NIfTI
+    input does not get; its report still says why the SEG was not written."""
+    made, _ = _run(tmp_path, [], "phantom", str(tmp_path / "ph"), "--kind", "slice", "--format", "nifti")
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "out"
+    done, loaded = _run(
+        tmp_path,
+        ["highdicom", "pydicom.sr.codedict", "sarcoscope.export.seg", "nibabel"],
+        *["analyze", str(tmp_path / "ph" / "ct.nii.gz"), "-o", str(out), "--engine", "threshold"],
+    )
+    assert done.returncode == 0, done.stderr
+    assert loaded == ["nibabel"]
+    report = json.loads((out / "report.json").read_text())
+    assert "DICOM SEG not written: the input was not DICOM (see labels.nii.gz)" in report["warnings"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(report["outputs"].values())
