@@ -1,7 +1,5 @@
 """Analysing one CT: `analyze`, `demo`, `cutoffs`, `series`, `locate`, `phantom`."""
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import json

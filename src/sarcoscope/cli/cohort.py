@@ -1,7 +1,5 @@
 """Many CTs and their checks: `batch`, `deidentify`, `validate`."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Any
 

@@ -1,8 +1,6 @@
 """The `sarcoscope` command's shared parts: the typer app, consoles, option types and the error handling
 every command runs in (user errors print one clear message and exit 1; `--debug` shows the traceback)."""
 
-from __future__ import annotations
-
 import contextlib
 import signal
 import traceback

@@ -1,7 +1,5 @@
 """The model's life: `train` (and the learning loop from the web app's corrections) and `models`."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated, Any

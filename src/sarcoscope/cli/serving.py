@@ -1,7 +1,5 @@
 """Long-running services: the web app (`serve`, `users`) and the DICOM node (`listen`)."""
 
-from __future__ import annotations
-
 import sys
 from collections.abc import Callable
 from pathlib import Path

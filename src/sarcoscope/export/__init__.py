@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from sarcoscope.export.seg import build_dicom_seg
     from sarcoscope.export.writer import OUTPUT_FILES, write_outputs
 
+#: The SEG's note in the report of a non-DICOM input: here, so that the writer says it without importing
+#: highdicom (export.seg, which returns it too).
+SEG_NOT_DICOM = "DICOM SEG not written: the input was not DICOM (see labels.nii.gz)"
+
 __all__ = [
     "OUTPUT_FILES",
     "REPORT_SCHEMA",

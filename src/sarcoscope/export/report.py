@@ -30,8 +30,6 @@ from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
 from sarcoscope.imaging.deidentify.messages import message_scrubber
 from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
-from sarcoscope.imaging.deidentify.refusals import shows_burned_in
-from sarcoscope.imaging.dicom_reader import patient_key
 
 if TYPE_CHECKING:
     from sarcoscope.composition import SliceComposition
@@ -126,6 +124,9 @@ def _without_sex_or_bmi(c: dict[str, Any], sets: dict[str, CutoffSet]) -> dict[s
 
 def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: DeidentificationPolicy) -> None:
     """Remove or pseudonymise the report's identifying fields in place (see the module docstring)."""
+    from sarcoscope.imaging.deidentify.refusals import shows_burned_in  # pydicom: for de-identified runs only
+    from sarcoscope.imaging.dicom_reader import patient_key
+
     md = volume.metadata
     report["created_utc"] = None
     summary = report["input"]

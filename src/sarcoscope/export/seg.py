@@ -53,6 +53,7 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, TM
 
 from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
+from sarcoscope.export import SEG_NOT_DICOM
 from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
 from sarcoscope.imaging.deidentify.profile import deidentify_dataset, mark_deidentified
 from sarcoscope.imaging.deidentify.refusals import image_name
@@ -207,7 +208,7 @@ def build_dicom_seg(
     """
     headers = result.volume.dicom_headers
     if not headers:
-        return None, "DICOM SEG not written: the input was not DICOM (see labels.nii.gz)"
+        return None, SEG_NOT_DICOM
     sources, message = prepared_sources(headers, result.selection.indices, deidentification)
     if sources is None:
         return None, f"DICOM SEG not written: {message} (see labels.nii.gz)"

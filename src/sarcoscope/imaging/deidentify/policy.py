@@ -10,13 +10,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
+from typing import TYPE_CHECKING
 
 from sarcoscope import __version__
 from sarcoscope.errors import InputError
 from sarcoscope.secret import MIN_SECRET_BYTES, load_or_create_secret
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class DeidentificationPolicy:
     @property
     def method_codes(self) -> list[Dataset]:
         """DeidentificationMethodCodeSequence items (CID 7050): the basic profile and the options used."""
+        from pydicom.dataset import Dataset  # here: the policy is made before any DICOM is read, or none
+        from pydicom.sr.codedict import codes  # its concept dictionary alone takes ≈0.07 s to import
+
         used = [codes.DCM.BasicApplicationConfidentialityProfile]
         if self.keep_dates_shifted:
             used.append(codes.DCM.RetainLongitudinalTemporalInformationModifiedDatesOption)
