@@ -164,8 +164,8 @@ def _save_nifti_slice(image: np.ndarray, path: Path, spacing: float) -> None:
     nib.save(nib.Nifti1Image(ras, np.diag([spacing, spacing, 5.0, 1.0])), path)
 
 
-def test_engine_mode_segments_images_and_scores_hu(tmp_path: Path):
-    register_engine("decode-test", _DecodingEngine)
+def _three_cases(tmp_path: Path) -> tuple[Path, Path]:
+    """Folders of three synthetic cases x1..x3: images (NIfTI, L3_ prefixed) and reference labels."""
     images, ref = tmp_path / "images", tmp_path / "ref"
     images.mkdir()
     ref.mkdir()
@@ -173,6 +173,12 @@ def test_engine_mode_segments_images_and_scores_hu(tmp_path: Path):
         labels = make_slice(a=26 + i, b=20)
         _save_nifti_slice(image_of(labels), images / f"L3_{case}.nii.gz", 0.75)
         np.save(ref / f"{case}.npy", labels)
+    return images, ref
+
+
+def test_engine_mode_segments_images_and_scores_hu(tmp_path: Path):
+    register_engine("decode-test", _DecodingEngine)
+    images, ref = _three_cases(tmp_path)
     rep = run_validation(None, ref, tmp_path / "out", engine="decode-test", images_dir=images, gallery_size=1)
     for row in rep.per_case:
         assert row["muscle_dice"] == row["imat_dice"] == row["msv_dice"] == 1.0
@@ -218,13 +224,7 @@ class _TrainedEngine(_DecodingEngine):
 def test_cases_the_model_has_seen_are_named_as_a_fit_not_a_test(tmp_path: Path):
     """A site that fine-tunes on its corrected slices and validates on them would read a fit as accuracy."""
     register_engine("trained-test", _TrainedEngine)
-    images, ref = tmp_path / "images", tmp_path / "ref"
-    images.mkdir()
-    ref.mkdir()
-    for i, case in enumerate(("x1", "x2", "x3")):
-        labels = make_slice(a=26 + i, b=20)
-        _save_nifti_slice(image_of(labels), images / f"L3_{case}.nii.gz", 0.75)
-        np.save(ref / f"{case}.npy", labels)
+    images, ref = _three_cases(tmp_path)
     rep = run_validation(
         None, ref, tmp_path / "out", engine="trained-test", images_dir=images, gallery_size=0
     )
