@@ -13,8 +13,11 @@ from sarcoscope.batch.workers import worker_threads
 
 #: In a fresh process started as Dask's nanny starts its workers (MALLOC_TRIM_THRESHOLD_ set), allocate
 #: and free an 8 MiB array 50 times and count the page faults; optionally after reuse_freed_memory().
+#: Transparent huge pages are off in it: with them ("always", as on the CI machines) a fresh array could be
+#: faulted in as a few 2 MiB pages, and the count told nothing (the test failed at random).
 _CHILD = """
-import resource, sys
+import ctypes, resource, sys
+ctypes.CDLL(None, use_errno=True).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: count 4 KiB pages' faults
 import numpy as np
 from sarcoscope.batch.workers import reuse_freed_memory
 set_ok = reuse_freed_memory() if sys.argv[1] == "keep" else None
