@@ -217,3 +217,24 @@ def test_ctrl_c_stops_the_run_and_its_workers_and_keeps_what_finished(
     monkeypatch.setattr(pipeline, "analyze", real)
     again = run_batch(studies, out, engine="threshold", workers=2)
     assert (again.count("done"), again.count("skipped"), again.count("failed")) == (2, 1, 0)
+
+
+def test_a_library_calling_sys_exit_fails_its_case_also_without_worker_processes(
+    studies: list[Case], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one worker the cases are analysed in the batch's own process: a library's sys.exit in one case
+    ended the whole command there (with that library's status, as if the cohort were done)."""
+    from sarcoscope import pipeline
+
+    real = pipeline.analyze
+
+    def analyze(ct: Path, **kw: Any) -> Any:
+        if Path(ct).name == "p2":
+            raise SystemExit(3)
+        return real(ct, **kw)
+
+    monkeypatch.setattr(pipeline, "analyze", analyze)
+    summary = run_batch(studies, tmp_path / "run", engine="threshold", workers=1)
+    assert (summary.count("done"), summary.count("failed")) == (2, 1)
+    reason = "internal error SystemExit: the analysis asked to end its process (sys.exit(3))"
+    assert _rows(summary.failures_csv) == [{"case_id": "p2", "error": reason}]

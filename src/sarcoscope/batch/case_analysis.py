@@ -94,7 +94,8 @@ def analyze_case(
             if push
             else CaseOutcome(case.case_id, "done", time.perf_counter() - start, row=row)
         )
-    except Exception as exc:  # one broken study must not stop a cohort of thousands
+    except (Exception, SystemExit) as exc:  # one broken study must not stop a cohort of thousands (a
+        # library's sys.exit included; a signal is Terminated, Ctrl-C KeyboardInterrupt: those stop the run)
         msg = failure_reason(exc, case, deidentification)
         outcome = CaseOutcome(case.case_id, "failed", time.perf_counter() - start, row=kept, error=msg)
     outcome.reanalysed = changed
