@@ -373,3 +373,26 @@ def test_a_study_deleted_while_its_results_are_pushed_keeps_no_pushed_uids_in_th
     store.close()
     assert "delete-study" in events and events["pacs-push"] == {"version": 1}
     assert not any(uid in str(events) for uid in uids)
+
+
+def test_saving_the_selection_stored_already_leaves_who_chose_it(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Segment selected" saves the lines shown before segmenting: pressed on a colleague's selection (shown
+    after a conflict), that save stamped it as the page user's choice and counted a change nobody made.
+    The same selection saved again changes nothing; the localizer's proposal saved becomes the user's."""
+    monkeypatch.setattr(localization, "locate_l3", lambda volume: _Localized())
+    sid = upload(client, series)["id"]
+    proposed = client.post(f"/api/studies/{sid}/localize", json={}).json()
+    version = proposed["selection_version"]
+    same = {**proposed["selection"], "base_version": version}
+    r = client.put(f"/api/studies/{sid}/selection", json=same)  # the proposal accepted: now chosen
+    assert r.json()["selection_by"] == ANONYMOUS and r.json()["selection_version"] == version + 1
+    bob = TestClient(client.app)
+    assert bob.post("/api/session", json={"user": "bob"}).status_code == 200
+    theirs = {"mode": "range", "first": 3, "last": 5}
+    assert bob.put(f"/api/studies/{sid}/selection", json={**theirs, "base_version": version + 1}).is_success
+    r = client.put(f"/api/studies/{sid}/selection", json={**theirs, "base_version": version + 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["selection_by"] == "bob" and r.json()["selection_version"] == version + 2
+    assert r.json()["selection"] == theirs

@@ -147,7 +147,8 @@ class StudiesMixin(StoreCore):
         so that nobody silently moves the slices a colleague chose (and their labels are for). Not refused:
         a change of a selection nobody chose (the localizer's proposal), or of one this page sitting
         (`editor`, with the same user) wrote itself, whose answer had not come yet (successive saves; the
-        one sent as the page closes). Checked and written in one conditional UPDATE, as patient facts are."""
+        one sent as the page closes). The selection a person chose already is left as it is (who chose it
+        stays). Checked and written in one conditional UPDATE, as patient facts are."""
         for _ in range(3):  # a change committed between the read and the write: decided again on it
             with self.session() as s:
                 study = s.get(Study, study_id)
@@ -158,6 +159,9 @@ class StudiesMixin(StoreCore):
                 if base_version not in (None, version) and study.selection_by is not None and not own:
                     s.expunge(study)  # as read: the rollback would expire it
                     raise SelectionConflictError(_selection_changed_message(study), study)
+                if study.selection_by is not None and study.selection == selection:
+                    s.expunge(study)  # stored already: stamped again, a colleague's would become this one's
+                    return study
                 written = s.execute(
                     update(Study)
                     .where(Study.id == study_id, Study.selection_version == version)
