@@ -396,3 +396,36 @@ def test_saving_the_selection_stored_already_leaves_who_chose_it(
     assert r.status_code == 200, r.text
     assert r.json()["selection_by"] == "bob" and r.json()["selection_version"] == version + 2
     assert r.json()["selection"] == theirs
+
+
+def test_a_change_without_base_version_does_not_replace_a_colleagues_selection(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change that names no `base_version` (an API client or script that read nothing) silently replaced
+    the selection a colleague had chosen. It is refused (409 naming who, their selection in `study`) and goes
+    with their selection_version as base_version; the localizer's proposal and the user's own selection
+    are changed without one, as scripts do; the same selection sent changes nothing."""
+    monkeypatch.setattr(localization, "locate_l3", lambda volume: _Localized())
+    sid = upload(client, series)["id"]
+    client.post(f"/api/studies/{sid}/localize", json={})
+    bob = TestClient(client.app)
+    assert bob.post("/api/session", json={"user": "bob"}).status_code == 200
+    theirs = {"mode": "range", "first": 3, "last": 5}
+    r = bob.put(f"/api/studies/{sid}/selection", json=theirs)  # the proposal: nobody's
+    assert r.status_code == 200 and r.json()["selection_by"] == "bob"
+    version = r.json()["selection_version"]
+    r = bob.put(f"/api/studies/{sid}/selection", json={**theirs, "first": 4})  # his own
+    assert r.status_code == 200 and r.json()["selection_version"] == version + 1
+    theirs["first"] = 4
+
+    mine = {"mode": "slice", "first": 7}
+    r = client.put(f"/api/studies/{sid}/selection", json=mine)
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"].startswith("Not saved: the L3 selection (slices 4–5) was chosen by bob at ")
+    assert r.json()["detail"].endswith(f"send base_version {version + 1} (its selection_version) with yours.")
+    assert r.json()["study"]["selection"] == theirs
+    assert client.get(f"/api/studies/{sid}").json()["selection"] == theirs
+    assert client.put(f"/api/studies/{sid}/selection", json=theirs).json()["selection_by"] == "bob"
+    r = client.put(f"/api/studies/{sid}/selection", json={**mine, "base_version": version + 1})
+    assert r.status_code == 200 and r.json()["selection"] == {**mine, "last": 7}
+    assert r.json()["selection_by"] == ANONYMOUS
