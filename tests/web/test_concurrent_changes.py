@@ -429,3 +429,22 @@ def test_a_change_without_base_version_does_not_replace_a_colleagues_selection(
     r = client.put(f"/api/studies/{sid}/selection", json={**mine, "base_version": version + 1})
     assert r.status_code == 200 and r.json()["selection"] == {**mine, "last": 7}
     assert r.json()["selection_by"] == ANONYMOUS
+
+
+def test_patient_facts_not_sent_are_kept_not_erased(client: TestClient, series: list[Path]) -> None:
+    """PUT /patient of one fact (an API client setting the height) erased the others a colleague had saved:
+    the weight, sex and cutoff set became unknown and SMI's classification changed without a word. A fact
+    not sent stays as stored; one sent as null is cleared."""
+    sid, _ = segmented(client, series)
+    loaded = client.get(f"/api/studies/{sid}").json()["patient"] or {}
+    was = {key: loaded.get(key) for key in ("height_cm", "weight_kg", "sex", "cutoff_set")}
+    theirs = {"height_cm": 172.0, "weight_kg": 81.0, "sex": "M", "cutoff_set": "martin2013"}
+    assert client.put(f"/api/studies/{sid}/patient", json={**theirs, "previous": was}).status_code == 200
+    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 170})
+    assert r.status_code == 200, r.text
+    assert r.json()["patient"] == {**theirs, "height_cm": 170.0}
+    r = client.put(f"/api/studies/{sid}/patient", json={"sex": None})
+    assert r.json()["patient"] == {**theirs, "height_cm": 170.0, "sex": None}
+    previous = {**theirs, "height_cm": 170.0, "sex": None}
+    r = client.put(f"/api/studies/{sid}/patient", json={"weight_kg": 80, "previous": previous})
+    assert r.json()["patient"] == {**previous, "weight_kg": 80.0}
