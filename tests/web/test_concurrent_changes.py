@@ -448,3 +448,36 @@ def test_patient_facts_not_sent_are_kept_not_erased(client: TestClient, series: 
     previous = {**theirs, "height_cm": 170.0, "sex": None}
     r = client.put(f"/api/studies/{sid}/patient", json={"weight_kg": 80, "previous": previous})
     assert r.json()["patient"] == {**previous, "weight_kg": 80.0}
+
+
+def test_an_edit_is_not_saved_as_other_slices_labels(client: TestClient, series: list[Path]) -> None:
+    """A new version's slices are its base version's: an edit of slices 4-6 sent on top of a colleague's
+    version of slices 7-9 (the page's "save on top" after a 409) was stored as slices 7-9's labels. The
+    stale answer names the latest version's slices, and an edit naming its own (`first`, `last`) is refused
+    on a base of others."""
+    sid, _ = segmented(client, series, first=4, last=6)
+    mine, version, indices = get_labels(client, sid)
+    base = client.get(f"/api/studies/{sid}").json()["selection_version"]
+    client.put(
+        f"/api/studies/{sid}/selection", json={"mode": "range", "first": 7, "last": 9, "base_version": base}
+    )
+    r = client.post(f"/api/studies/{sid}/segment", json={"base_version": version, "first": 7, "last": 9})
+    assert r.status_code == 200, r.text
+    mine[:, 10:20, 10:20] = 1
+    edit = {"content": mine.tobytes(), "headers": {"Content-Type": "application/octet-stream"}}
+    r = client.post(
+        f"/api/studies/{sid}/labels", params={"base_version": version, "first": 4, "last": 6}, **edit
+    )
+    assert (
+        r.status_code == 409 and r.json()["latest_version"] == 2 and r.json()["latest_indices"] == [7, 8, 9]
+    )
+    r = client.post(f"/api/studies/{sid}/labels", params={"base_version": 2, "first": 4, "last": 6}, **edit)
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == (
+        "Not saved: version 2 is of slices 7–9, your edit of slices 4–6: saved on top of it, your labels "
+        "would be stored as those slices'."
+    )
+    assert [v["version"] for v in client.get(f"/api/studies/{sid}/versions").json()] == [2, 1]
+    r = client.post(f"/api/studies/{sid}/labels", params={"base_version": 2, "first": 7, "last": 9}, **edit)
+    assert r.status_code == 201 and r.json()["indices"] == [7, 8, 9]
+    assert indices == [4, 5, 6]

@@ -169,6 +169,32 @@ def test_a_save_refused_for_a_colleagues_version_can_be_saved_on_top_of_it(
         assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
 
 
+def test_an_edit_is_not_saved_on_top_of_a_colleagues_version_of_other_slices(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """An edit of slice 5 refused because a colleague segmented slice 7 meanwhile was offered "save on top of
+    version 2": accepted, the server stored the edit's labels as slice 7's (a version's slices are its
+    base's), measured there as L3. Now the page says why it cannot go on top, offers nothing, and the
+    server refuses an edit sent for other slices than its base version's."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _stroke(page, 0.06, 0.08)
+        base = httpx.get(f"{url}/api/studies/{sid}").json()["selection_version"]
+        theirs = {"mode": "slice", "first": 7, "base_version": base}
+        httpx.put(f"{url}/api/studies/{sid}/selection", json=theirs).raise_for_status()
+        segment = {"engine": "threshold", "base_version": 1, "first": 7}
+        httpx.post(f"{url}/api/studies/{sid}/segment", json=segment, timeout=60).raise_for_status()
+        asked: list[str] = []
+        page.on("dialog", lambda d: (asked.append(d.message), d.accept()))
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Not saved: your edit is based on version 1")
+        page.wait_for_timeout(500)
+        said = page.locator("#study-message").inner_text()
+        assert "Version 2 is of slice 7, your edit of slice 5: it cannot be saved on top of it" in said
+        assert asked == []
+        assert [v["version"] for v in httpx.get(f"{url}/api/studies/{sid}/versions").json()] == [2, 1]
+        assert page.locator("#save-labels").inner_text() == "Save *"  # still on screen, unsaved
+
+
 def test_patient_facts_applied_twice_while_saving_are_not_a_conflict(
     tmp_path: Path, series: list[Path]
 ) -> None:
