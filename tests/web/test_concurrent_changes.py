@@ -373,3 +373,111 @@ def test_a_study_deleted_while_its_results_are_pushed_keeps_no_pushed_uids_in_th
     store.close()
     assert "delete-study" in events and events["pacs-push"] == {"version": 1}
     assert not any(uid in str(events) for uid in uids)
+
+
+def test_saving_the_selection_stored_already_leaves_who_chose_it(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Segment selected" saves the lines shown before segmenting: pressed on a colleague's selection (shown
+    after a conflict), that save stamped it as the page user's choice and counted a change nobody made.
+    The same selection saved again changes nothing; the localizer's proposal saved becomes the user's."""
+    monkeypatch.setattr(localization, "locate_l3", lambda volume: _Localized())
+    sid = upload(client, series)["id"]
+    proposed = client.post(f"/api/studies/{sid}/localize", json={}).json()
+    version = proposed["selection_version"]
+    same = {**proposed["selection"], "base_version": version}
+    r = client.put(f"/api/studies/{sid}/selection", json=same)  # the proposal accepted: now chosen
+    assert r.json()["selection_by"] == ANONYMOUS and r.json()["selection_version"] == version + 1
+    bob = TestClient(client.app)
+    assert bob.post("/api/session", json={"user": "bob"}).status_code == 200
+    theirs = {"mode": "range", "first": 3, "last": 5}
+    assert bob.put(f"/api/studies/{sid}/selection", json={**theirs, "base_version": version + 1}).is_success
+    r = client.put(f"/api/studies/{sid}/selection", json={**theirs, "base_version": version + 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["selection_by"] == "bob" and r.json()["selection_version"] == version + 2
+    assert r.json()["selection"] == theirs
+
+
+def test_a_change_without_base_version_does_not_replace_a_colleagues_selection(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change that names no `base_version` (an API client or script that read nothing) silently replaced
+    the selection a colleague had chosen. It is refused (409 naming who, their selection in `study`) and goes
+    with their selection_version as base_version; the localizer's proposal and the user's own selection
+    are changed without one, as scripts do; the same selection sent changes nothing."""
+    monkeypatch.setattr(localization, "locate_l3", lambda volume: _Localized())
+    sid = upload(client, series)["id"]
+    client.post(f"/api/studies/{sid}/localize", json={})
+    bob = TestClient(client.app)
+    assert bob.post("/api/session", json={"user": "bob"}).status_code == 200
+    theirs = {"mode": "range", "first": 3, "last": 5}
+    r = bob.put(f"/api/studies/{sid}/selection", json=theirs)  # the proposal: nobody's
+    assert r.status_code == 200 and r.json()["selection_by"] == "bob"
+    version = r.json()["selection_version"]
+    r = bob.put(f"/api/studies/{sid}/selection", json={**theirs, "first": 4})  # his own
+    assert r.status_code == 200 and r.json()["selection_version"] == version + 1
+    theirs["first"] = 4
+
+    mine = {"mode": "slice", "first": 7}
+    r = client.put(f"/api/studies/{sid}/selection", json=mine)
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"].startswith("Not saved: the L3 selection (slices 4–5) was chosen by bob at ")
+    assert r.json()["detail"].endswith(f"send base_version {version + 1} (its selection_version) with yours.")
+    assert r.json()["study"]["selection"] == theirs
+    assert client.get(f"/api/studies/{sid}").json()["selection"] == theirs
+    assert client.put(f"/api/studies/{sid}/selection", json=theirs).json()["selection_by"] == "bob"
+    r = client.put(f"/api/studies/{sid}/selection", json={**mine, "base_version": version + 1})
+    assert r.status_code == 200 and r.json()["selection"] == {**mine, "last": 7}
+    assert r.json()["selection_by"] == ANONYMOUS
+
+
+def test_patient_facts_not_sent_are_kept_not_erased(client: TestClient, series: list[Path]) -> None:
+    """PUT /patient of one fact (an API client setting the height) erased the others a colleague had saved:
+    the weight, sex and cutoff set became unknown and SMI's classification changed without a word. A fact
+    not sent stays as stored; one sent as null is cleared."""
+    sid, _ = segmented(client, series)
+    loaded = client.get(f"/api/studies/{sid}").json()["patient"] or {}
+    was = {key: loaded.get(key) for key in ("height_cm", "weight_kg", "sex", "cutoff_set")}
+    theirs = {"height_cm": 172.0, "weight_kg": 81.0, "sex": "M", "cutoff_set": "martin2013"}
+    assert client.put(f"/api/studies/{sid}/patient", json={**theirs, "previous": was}).status_code == 200
+    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 170})
+    assert r.status_code == 200, r.text
+    assert r.json()["patient"] == {**theirs, "height_cm": 170.0}
+    r = client.put(f"/api/studies/{sid}/patient", json={"sex": None})
+    assert r.json()["patient"] == {**theirs, "height_cm": 170.0, "sex": None}
+    previous = {**theirs, "height_cm": 170.0, "sex": None}
+    r = client.put(f"/api/studies/{sid}/patient", json={"weight_kg": 80, "previous": previous})
+    assert r.json()["patient"] == {**previous, "weight_kg": 80.0}
+
+
+def test_an_edit_is_not_saved_as_other_slices_labels(client: TestClient, series: list[Path]) -> None:
+    """A new version's slices are its base version's: an edit of slices 4-6 sent on top of a colleague's
+    version of slices 7-9 (the page's "save on top" after a 409) was stored as slices 7-9's labels. The
+    stale answer names the latest version's slices, and an edit naming its own (`first`, `last`) is refused
+    on a base of others."""
+    sid, _ = segmented(client, series, first=4, last=6)
+    mine, version, indices = get_labels(client, sid)
+    base = client.get(f"/api/studies/{sid}").json()["selection_version"]
+    client.put(
+        f"/api/studies/{sid}/selection", json={"mode": "range", "first": 7, "last": 9, "base_version": base}
+    )
+    r = client.post(f"/api/studies/{sid}/segment", json={"base_version": version, "first": 7, "last": 9})
+    assert r.status_code == 200, r.text
+    mine[:, 10:20, 10:20] = 1
+    edit = {"content": mine.tobytes(), "headers": {"Content-Type": "application/octet-stream"}}
+    r = client.post(
+        f"/api/studies/{sid}/labels", params={"base_version": version, "first": 4, "last": 6}, **edit
+    )
+    assert (
+        r.status_code == 409 and r.json()["latest_version"] == 2 and r.json()["latest_indices"] == [7, 8, 9]
+    )
+    r = client.post(f"/api/studies/{sid}/labels", params={"base_version": 2, "first": 4, "last": 6}, **edit)
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == (
+        "Not saved: version 2 is of slices 7–9, your edit of slices 4–6: saved on top of it, your labels "
+        "would be stored as those slices'."
+    )
+    assert [v["version"] for v in client.get(f"/api/studies/{sid}/versions").json()] == [2, 1]
+    r = client.post(f"/api/studies/{sid}/labels", params={"base_version": 2, "first": 7, "last": 9}, **edit)
+    assert r.status_code == 201 and r.json()["indices"] == [7, 8, 9]
+    assert indices == [4, 5, 6]

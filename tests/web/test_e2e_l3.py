@@ -307,3 +307,50 @@ def test_lines_moved_from_a_selection_a_colleague_changed_since_are_not_saved_ov
         _wait_text(page, "study-message", "Saved selection: Slice 4")
         assert "changed to slice 6 by bob" in asked[1]
         assert bob.get(f"/api/studies/{sid}").json()["selection"] == {"mode": "slice", "first": 4, "last": 4}
+
+
+def _segment_asked(page: Any) -> list[dict[str, Any]]:
+    """The bodies of the page's POST /segment requests, as sent."""
+    asked: list[dict[str, Any]] = []
+    page.on("request", lambda r: r.url.endswith("/segment") and asked.append(r.post_data_json))
+    return asked
+
+
+def test_segment_after_showing_a_colleagues_selection_segments_theirs(
+    page: Any, server: str, tmp_path: Path, release: threading.Event
+) -> None:
+    """After a conflict answered "show their selection", "Segment selected" asked the server for the page's
+    own old slices (refused as changed since): Segment pressed on stale lines showed theirs and went on to
+    segment the old ones. Now, pressed on stale lines, it stops on theirs, shown; pressed again, it segments
+    the colleague's selection, and their choice stays theirs (not stamped as the page's user's)."""
+    release.set()
+    sid = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0")
+    page.select_option("#engine", "threshold")
+    page.focus("#l3-viewer")
+    page.keyboard.press("ArrowUp")
+    _wait_text(page, "study-message", "Saved selection: Slice 10")
+    asked = _segment_asked(page)
+    dialogs: list[str] = []
+    with httpx.Client(base_url=server, timeout=60) as bob:
+        assert bob.post("/api/session", json={"user": "bob"}).status_code == 200
+        base = bob.get(f"/api/studies/{sid}").json()["selection_version"]
+        theirs = {"mode": "range", "first": 3, "last": 5, "base_version": base}
+        assert bob.put(f"/api/studies/{sid}/selection", json=theirs).status_code == 200
+
+        # Segment pressed on the page's stale lines: the conflict is asked, theirs is shown, nothing is made
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.click("#segment")
+        _wait_text(page, "study-message", "Showing the selection bob saved: Range 3–5")
+        page.wait_for_timeout(500)
+        assert asked == [] and _lines(page) == "3,5"
+        assert "Cancel: show their selection (slices 3–5)" in dialogs[0]
+
+        # pressed again: their slices, on their version, are segmented
+        page.click("#segment")
+        page.wait_for_function("location.hash.endsWith('/label')", timeout=120000)
+        assert [(a["first"], a["last"]) for a in asked] == [(3, 5)]
+        study = bob.get(f"/api/studies/{sid}").json()
+        assert study["selection"] == {"mode": "range", "first": 3, "last": 5}
+        assert study["selection_by"] == "bob" and study["selection_version"] == base + 1
+        assert study["latest_version"] == 1 and len(dialogs) == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from test_e2e import ARGS, CHROMIUM, _submit_login
+from test_e2e import ARGS, CHROMIUM, _submit_login, _wait_text
 from test_e2e_unsaved import _accounts, _stroke
 
 from sarcoscope.web.accounts import set_role
@@ -75,3 +75,31 @@ def test_a_viewer_sees_the_write_controls_off_with_the_reason(tmp_path: Path, se
             assert errors == [], f"JavaScript errors: {errors}"
             browser.close()
         assert [v.version for v in app.state.ctx.store.list_versions(sid)] == [1]
+
+
+def test_a_role_that_may_no_longer_delete_stops_showing_the_deleted_studies(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """An admin's page listing the deleted studies (their patients' IDs) kept listing them after the admin's
+    role was lowered: the page learns of it at its next use and turned the controls off, but left the list
+    on screen, and open, until the study list was read again."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    with _accounts(tmp_path, series, ("dr. ada", "dr. eddie")) as (app, url, client, sid):
+        store = app.state.ctx.store
+        set_role(store, "dr. ada", "admin")
+        client.delete(f"/api/studies/{sid}").raise_for_status()
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            page = browser.new_context(viewport={"width": 1360, "height": 840}, bypass_csp=True).new_page()
+            page.clock.install()
+            page.goto(url)
+            _submit_login(page, "adas-password-1", "dr. ada")
+            page.click("#deleted-studies summary")
+            page.wait_for_selector("#deleted-rows tr:has-text('PAT-001')")
+            set_role(store, "dr. ada", "editor")
+            page.clock.fast_forward(61_000)  # the page asks for its role at most once a minute of use
+            page.keyboard.press("Shift")
+            _wait_text(page, "toast", "Your role is now editor")
+            assert page.locator("#deleted-studies").is_hidden()
+            assert page.locator("#deleted-rows tr").count() == 0
+            browser.close()

@@ -32,12 +32,14 @@ pytestmark = pytest.mark.skipif(
 
 @contextmanager
 def _label_view(
-    tmp_path: Path, series: list[Path], selection: dict[str, Any] | None = None
+    tmp_path: Path, series: list[Path], selection: dict[str, Any] | None = None, **settings: Any
 ) -> Iterator[tuple[Any, Any, str, str]]:
     """(the app, a page on the label view of a study segmented at `selection` (default: slice 5), the
-    server URL, the study id)."""
+    server URL, the study id); `settings`: more WebSettings."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
-    app = create_app(WebSettings(data_dir=tmp_path / "data", default_engine="threshold", prerender=False))
+    app = create_app(
+        WebSettings(data_dir=tmp_path / "data", default_engine="threshold", prerender=False, **settings)
+    )
     with _running(app.state.ctx.settings, app) as url:
         sid = httpx.post(f"{url}/api/studies", files=multipart(series), timeout=60).json()["id"]
         selection = selection or {"mode": "slice", "first": 5}
@@ -167,6 +169,65 @@ def test_a_save_refused_for_a_colleagues_version_can_be_saved_on_top_of_it(
         page.reload()
         page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=30000)
         assert _is_muscle_colour(_overlay_pixel(page, 0.1, 0.08))
+
+
+def test_an_edit_is_not_saved_on_top_of_a_colleagues_version_of_other_slices(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """An edit of slice 5 refused because a colleague segmented slice 7 meanwhile was offered "save on top of
+    version 2": accepted, the server stored the edit's labels as slice 7's (a version's slices are its
+    base's), measured there as L3. Now the page says why it cannot go on top, offers nothing, and the
+    server refuses an edit sent for other slices than its base version's."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        _stroke(page, 0.06, 0.08)
+        base = httpx.get(f"{url}/api/studies/{sid}").json()["selection_version"]
+        theirs = {"mode": "slice", "first": 7, "base_version": base}
+        httpx.put(f"{url}/api/studies/{sid}/selection", json=theirs).raise_for_status()
+        segment = {"engine": "threshold", "base_version": 1, "first": 7}
+        httpx.post(f"{url}/api/studies/{sid}/segment", json=segment, timeout=60).raise_for_status()
+        asked: list[str] = []
+        page.on("dialog", lambda d: (asked.append(d.message), d.accept()))
+        page.keyboard.press("Control+s")
+        _wait_text(page, "study-message", "Not saved: your edit is based on version 1")
+        page.wait_for_timeout(500)
+        said = page.locator("#study-message").inner_text()
+        assert "Version 2 is of slice 7, your edit of slice 5: it cannot be saved on top of it" in said
+        assert asked == []
+        assert [v["version"] for v in httpx.get(f"{url}/api/studies/{sid}/versions").json()] == [2, 1]
+        assert page.locator("#save-labels").inner_text() == "Save *"  # still on screen, unsaved
+
+
+def test_the_pacs_push_sends_the_version_on_screen_and_asks_about_an_unsaved_edit(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """ "Push SEG, SR and QC to the PACS" pushed whatever version was latest on the server: one a colleague
+    saved after this page loaded its version went into the hospital's PACS unseen, under this user's
+    name; and an unsaved edit on screen was left out without a word (an export asks). Now the version shown
+    is pushed, and with an edit unsaved the page asks first."""
+    with _label_view(tmp_path, series, dicomweb_url="http://127.0.0.1:9/dicom-web") as (_, page, url, sid):
+        theirs = httpx.get(f"{url}/api/studies/{sid}/labels").content
+        httpx.post(
+            f"{url}/api/studies/{sid}/labels?base_version=1",
+            content=theirs,
+            headers={"Content-Type": "application/octet-stream"},
+        ).raise_for_status()  # version 2, not on this page
+        pushed: list[str] = []
+        done = {"stored": 3, "already_stored": 0, "version": 1, "study_uid": "1.2", "warnings": []}
+        done["objects"] = [{"modality": m} for m in ("SEG", "SR", "OT")]
+        page.route(
+            "**/pacs/push*", lambda route: (pushed.append(route.request.url), route.fulfill(json=done))
+        )
+        page.click("#pacs-push")
+        _wait_text(page, "pacs-push-status", "Stored SEG, SR, OT of label version 1")
+        assert pushed[0].endswith(f"/api/studies/{sid}/pacs/push?version=1")
+
+        _stroke(page, 0.06, 0.08)
+        asked: list[str] = []
+        page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+        page.click("#pacs-push")
+        page.wait_for_timeout(500)
+        assert asked and asked[0].startswith("Your unsaved edit is not pushed: version 1, as saved, is.")
+        assert len(pushed) == 1
 
 
 def test_patient_facts_applied_twice_while_saving_are_not_a_conflict(

@@ -87,7 +87,9 @@ def test_labels_are_not_made_for_a_selection_changed_since_the_page_showed_it(
     tag = write_tag(tmp_path / "slice7.tag", alberta_tags(labels)).read_bytes()
     bob = TestClient(client.app)
     assert bob.post("/api/session", json={"user": "bob"}).status_code == 200
-    assert bob.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 8}).status_code == 200
+    base = bob.get(f"/api/studies/{sid}").json()["selection_version"]  # a change of another's names it
+    r = bob.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 8, "base_version": base})
+    assert r.status_code == 200
 
     r = _import(client, sid, [("slice7.tag", tag)], mapping="slice-o-matic-alberta", first=7, last=7)
     assert r.status_code == 409, r.text
@@ -97,7 +99,8 @@ def test_labels_are_not_made_for_a_selection_changed_since_the_page_showed_it(
     assert r.status_code == 409 and "you chose slice 7" in r.json()["detail"]
     assert client.get(f"/api/studies/{sid}/versions").json() == []
 
-    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 7})  # chosen again
+    again = {"mode": "slice", "first": 7, "base_version": base + 1}
+    assert client.put(f"/api/studies/{sid}/selection", json=again).status_code == 200  # chosen again
     r = _import(client, sid, [("slice7.tag", tag)], mapping="slice-o-matic-alberta", first=7, last=7)
     assert r.status_code == 201 and r.json()["indices"] == [7], r.text
     r = client.post(

@@ -159,7 +159,8 @@ def test_an_admin_reads_the_audit_log_and_deletes_studies(app: Any, study: str) 
 def test_a_role_change_applies_to_an_open_session_at_its_next_request(app: Any, study: str) -> None:
     """Nothing of the role is kept in the session: `sarcoscope users role` takes effect at once."""
     store = app.state.ctx.store
-    selection = {"mode": "slice", "first": 6}
+    # moved from the editor's selection, as the page does (without base_version it is refused as theirs)
+    selection = {"mode": "slice", "first": 6, "base_version": store.get_study(study).selection_version}
     with _signed_in(app, "viewer") as c:
         assert c.put(f"/api/studies/{study}/selection", json=selection).status_code == 403
         assert set_role(store, "vera", "editor") == "viewer"

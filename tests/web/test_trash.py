@@ -19,6 +19,8 @@ from web_synth import multipart
 from sarcoscope.cli import app as cli
 from sarcoscope.store import ConflictError, NotFoundError, trash
 from sarcoscope.web import WebSettings, create_app
+from sarcoscope.web.accounts import cli_actor
+from sarcoscope.web.auth import ANONYMOUS
 
 runner = CliRunner()
 
@@ -181,6 +183,8 @@ def test_the_studies_commands_list_restore_and_erase(tmp_path: Path, series: lis
         first, second = _two_deleted(client, tmp_path, series)
         listed = runner.invoke(cli, ["studies", "deleted", "--data-dir", str(data)], env={"COLUMNS": "300"})
         assert listed.exit_code == 0 and first in listed.output and "PAT-002" in listed.output
+        [seen] = [e for e in app.state.ctx.store.audit_events() if e.action == "view-deleted-studies"]
+        assert seen.actor == cli_actor() and seen.details == {"count": 2, "ids": [second, first]}
         restored = runner.invoke(cli, ["studies", "restore", first, "--data-dir", str(data)])
         assert restored.exit_code == 0, restored.output
         assert client.get(f"/api/studies/{first}").status_code == 200  # the running server shows it
@@ -201,6 +205,10 @@ def test_an_admin_lists_restores_and_erases_deleted_studies_in_the_web_app(
     first, second = _two_deleted(client, tmp_path, series)
     kept = client.get("/api/deleted-studies").json()
     assert [d["id"] for d in kept] == [second, first]
+    # it names patients: audited as being shown a study is (who, when, which and how many)
+    [seen] = [e for e in client.get("/api/audit").json() if e["action"] == "view-deleted-studies"]
+    assert seen["actor"] == ANONYMOUS and seen["details"] == {"count": 2, "ids": [second, first]}
+    assert seen["client"] == "testclient" and seen["at"]
     assert kept[0]["patient_id"] == "PAT-002" and kept[0]["n_versions"] == 0
     deleted_at, erased_at = (dt.datetime.fromisoformat(kept[0][k]) for k in ("deleted_at", "erased_at"))
     assert erased_at - deleted_at == dt.timedelta(days=30)

@@ -357,11 +357,12 @@ app.add_typer(studies_app, name="studies")
 def studies_deleted(
     data_dir: DataDirOption = Path("sarcoscope-data"), database_url: DatabaseOption = None
 ) -> None:
-    """List the deleted studies that can still be restored, most recent first."""
+    """List the deleted studies that can still be restored, most recent first (audited)."""
     from sarcoscope.store import trash
+    from sarcoscope.web.accounts import cli_actor
 
     def action(store: Any) -> None:
-        kept = trash.deleted_studies(store)
+        kept = trash.shown_to(store, cli_actor())
         if not kept:
             console.print("No deleted studies are kept.")
             return

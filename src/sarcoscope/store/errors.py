@@ -34,11 +34,13 @@ class StorageError(StoreError):
 
 
 class StaleVersionError(ConflictError):
-    """A save based on a label version that is no longer the latest."""
+    """A save based on a label version that is no longer the latest; `latest_indices`: that one's slices
+    (an edit of other slices cannot be saved on top of it)."""
 
-    def __init__(self, message: str, latest: int | None) -> None:
+    def __init__(self, message: str, latest: int | None, latest_indices: list[int] | None = None) -> None:
         super().__init__(message)
         self.latest = latest
+        self.latest_indices = latest_indices
 
 
 class SelectionConflictError(ConflictError):

@@ -110,7 +110,8 @@ class LabelVersionsMixin(StudiesMixin):
                 latest_row = latest_label_row(s, study_id)
                 latest = latest_row.version if latest_row is not None else None
                 if latest != base_version:
-                    raise StaleVersionError(_stale_message(base_version, latest_row), latest)
+                    theirs = None if latest_row is None else [int(i) for i in latest_row.indices]
+                    raise StaleVersionError(_stale_message(base_version, latest_row), latest, theirs)
                 row = LabelVersion(
                     study_id=study_id,
                     version=(latest or 0) + 1,

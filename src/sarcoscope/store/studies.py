@@ -144,20 +144,29 @@ class StudiesMixin(StoreCore):
     ) -> Study:
         """Store the L3 selection a person chose. `base_version`: the `selection_version` the change started
         from; SelectionConflictError when a person changed the selection since (a colleague, another tab),
-        so that nobody silently moves the slices a colleague chose (and their labels are for). Not refused:
+        so that nobody silently moves the slices a colleague chose (and their labels are for); without it,
+        when another person chose the current one (an API client or script that read nothing). Not refused:
         a change of a selection nobody chose (the localizer's proposal), or of one this page sitting
         (`editor`, with the same user) wrote itself, whose answer had not come yet (successive saves; the
-        one sent as the page closes). Checked and written in one conditional UPDATE, as patient facts are."""
+        one sent as the page closes). The selection a person chose already is left as it is (who chose it
+        stays). Checked and written in one conditional UPDATE, as patient facts are."""
         for _ in range(3):  # a change committed between the read and the write: decided again on it
             with self.session() as s:
                 study = s.get(Study, study_id)
                 if study is None:
                     raise NotFoundError(f"No study with id '{study_id}'.")
                 version = study.selection_version
-                own = editor is not None and (study.selection_editor, study.selection_by) == (editor, actor)
-                if base_version not in (None, version) and study.selection_by is not None and not own:
+                chosen_by = study.selection_by
+                if chosen_by is not None and study.selection == selection:
+                    s.expunge(study)  # stored already: stamped again, a colleague's would become this one's
+                    return study
+                own = editor is not None and (study.selection_editor, chosen_by) == (editor, actor)
+                if base_version not in (None, version) and chosen_by is not None and not own:
                     s.expunge(study)  # as read: the rollback would expire it
                     raise SelectionConflictError(_selection_changed_message(study), study)
+                if base_version is None and chosen_by not in (None, actor):
+                    s.expunge(study)
+                    raise SelectionConflictError(_selection_chosen_message(study), study)
                 written = s.execute(
                     update(Study)
                     .where(Study.id == study_id, Study.selection_version == version)
@@ -206,14 +215,28 @@ def _selection_stamp(version: int, chosen_by: str | None, editor: str | None) ->
 
 
 def _selection_changed_message(study: Study) -> str:
+    slices, by, when = _chosen(study)
+    return (
+        f"Not saved: the L3 selection was changed to {slices} by {by} at {when}, after this page showed it. "
+        "Look at their selection, or save yours over it."
+    )
+
+
+def _selection_chosen_message(study: Study) -> str:
+    slices, by, when = _chosen(study)
+    return (
+        f"Not saved: the L3 selection ({slices}) was chosen by {by} at {when}. To change it, send "
+        f"base_version {study.selection_version} (its selection_version) with yours."
+    )
+
+
+def _chosen(study: Study) -> tuple[str, str, str]:
+    """The stored selection's slices, who chose it and when, as the conflict messages say them."""
     sel = study.selection or {}
     first, last = sel.get("first"), sel.get("last")
     slices = f"slice {first}" if first == last else f"slices {first}–{last}"
     when = as_utc(study.selection_at).strftime("%Y-%m-%d %H:%M:%S UTC") if study.selection_at else "just now"
-    return (
-        f"Not saved: the L3 selection was changed to {slices} by {study.selection_by} at {when}, after this "
-        "page showed it. Look at their selection, or save yours over it."
-    )
+    return slices, str(study.selection_by), when
 
 
 def _update_if_patient_is(s: Session, study: Study, expected: dict[str, Any], fields: dict[str, Any]) -> None:

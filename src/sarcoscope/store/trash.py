@@ -202,6 +202,16 @@ def deleted_studies(store: Store) -> list[DeletedStudy]:
     return sorted(found, key=lambda d: d.deleted_at, reverse=True)
 
 
+def shown_to(store: Store, actor: str, client: str | None = None) -> list[DeletedStudy]:
+    """The kept deletions as listed to a person (the web page's Deleted studies, `sarcoscope studies
+    deleted`): audited as `view-deleted-studies` (who, when, which and how many), as being shown a study
+    is, for the list names their patients."""
+    kept = deleted_studies(store)
+    listed = {"count": len(kept), "ids": [d.id for d in kept]}
+    store.audit(actor, "view-deleted-studies", None, listed, client)
+    return kept
+
+
 def erase(store: Store, study_id: str, actor: str, client: str | None = None) -> None:
     """Erase one kept deletion now (its files and the record of its rows); audited."""
     shutil.rmtree(_entry(store, study_id))

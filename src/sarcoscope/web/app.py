@@ -146,7 +146,8 @@ class SecurityHeaders:
 def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StaleVersionError)
     async def stale(_: Request, exc: StaleVersionError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "latest_version": exc.latest}, status_code=409)
+        body = {"detail": str(exc), "latest_version": exc.latest, "latest_indices": exc.latest_indices}
+        return JSONResponse(body, status_code=409)
 
     @app.exception_handler(ConflictError)
     async def conflict(_: Request, exc: ConflictError) -> JSONResponse:

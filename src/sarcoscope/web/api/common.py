@@ -125,11 +125,13 @@ def selected_indices(study: Study, first: int | None = None, last: int | None = 
         asked = (first, first if last is None else last)
         raise HTTPException(
             409,
-            f"The L3 selection was changed (in another tab or by another user) to {_slices(*stored)}; you "
-            f"chose {_slices(*asked)}. Nothing was made: look at the L3 selection again, then try again.",
+            "The L3 selection was changed (in another tab or by another user) to "
+            f"{slices_text(*stored)}; you chose {slices_text(*asked)}. Nothing was made: look at the L3 "
+            "selection again, then try again.",
         )
     return list(range(stored[0], stored[1] + 1))
 
 
-def _slices(first: int, last: int) -> str:
+def slices_text(first: int, last: int) -> str:
+    """A selection's or a version's slices as messages name them: "slice 5", "slices 4–6"."""
     return f"slice {first}" if first == last else f"slices {first}–{last}"

@@ -16,8 +16,9 @@ router = APIRouter()
 
 
 @router.get("/deleted-studies", tags=["studies"])
-def list_deleted(ctx: Ctx, user: User) -> list[dict[str, Any]]:
-    """The kept deletions, most recent first, with the day each will be erased."""
+def list_deleted(request: Request, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+    """The kept deletions, most recent first, with the day each will be erased (audited: it names
+    patients)."""
     keep = dt.timedelta(days=ctx.settings.keep_deleted_days)
     return [
         {
@@ -30,7 +31,7 @@ def list_deleted(ctx: Ctx, user: User) -> list[dict[str, Any]]:
             "deleted_by": d.deleted_by,
             "erased_at": iso_utc(d.deleted_at + keep),
         }
-        for d in trash.deleted_studies(ctx.store)
+        for d in trash.shown_to(ctx.store, user, client_of(request))
     ]
 
 

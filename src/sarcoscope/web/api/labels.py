@@ -16,7 +16,7 @@ from pydantic import Field
 
 from sarcoscope.conventions import TISSUES
 from sarcoscope.segmentation.base import takes_model
-from sarcoscope.web.api.common import MAX_INT, Body, Ctx, User, selected_indices, version_json
+from sarcoscope.web.api.common import MAX_INT, Body, Ctx, User, selected_indices, slices_text, version_json
 from sarcoscope.web.auth import client_of
 from sarcoscope.web.label_import import import_label_file, receive_label_upload
 
@@ -24,6 +24,7 @@ router = APIRouter()
 #: The selection a segmentation or an import is made for (selected_indices refuses another).
 FIRST_HELP = "The first slice of the L3 selection you chose (409 when the stored one is now another)."
 LAST_HELP = "Its last slice (default: first)."
+EDIT_FIRST_HELP = "The first slice your edit is of (409 when the base version is of other slices)."
 
 
 class SegmentIn(Body):
@@ -127,11 +128,14 @@ async def save_labels(
     ctx: Ctx,
     user: User,
     base_version: Annotated[int, Query(ge=1, le=MAX_INT, description="The version the edit started from.")],
+    first: Annotated[int | None, Query(ge=0, le=MAX_INT, description=EDIT_FIRST_HELP)] = None,
+    last: Annotated[int | None, Query(ge=0, le=MAX_INT, description=LAST_HELP)] = None,
 ) -> dict[str, Any]:
     """Save edited label maps as a new version. Body: raw uint8 (n, y, x) of the base version's slices.
     An optional note (at most 500 characters) goes in the `X-Label-Note` header, percent-encoded UTF-8.
 
-    Refused with 409 when `base_version` is no longer the latest (someone else saved in between).
+    Refused with 409 when `base_version` is no longer the latest (someone else saved in between), and
+    when `first`..`last` (the slices edited) are not the base version's: its slices are the new version's.
     """
     from starlette.concurrency import run_in_threadpool
 
@@ -141,6 +145,14 @@ async def save_labels(
     if content_type != "application/octet-stream":
         raise HTTPException(415, f"Send the labels as application/octet-stream, not {content_type[:64]}.")
     base = ctx.store.get_version(study_id, base_version)
+    edited = None if first is None else list(range(first, (first if last is None else last) + 1))
+    if edited is not None and edited != [int(i) for i in base.indices]:
+        raise HTTPException(
+            409,
+            f"Not saved: version {base_version} is of {slices_text(base.indices[0], base.indices[-1])}, "
+            f"your edit of {slices_text(edited[0], edited[-1])}: saved on top of it, your labels would be "
+            "stored as those slices'.",
+        )
     n, ny, nx = (int(s) for s in base.shape)
     body = await _read_exact(request, n * ny * nx, f"uint8 labels for shape ({n}, {ny}, {nx})")
     labels = np.frombuffer(body, dtype=np.uint8).reshape(n, ny, nx)

@@ -33,19 +33,26 @@ class PatientIn(PatientFacts):
 
 @router.put("/studies/{study_id}/patient", tags=["analysis"])
 def set_patient(study_id: str, body: PatientIn, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
+    """Save the patient facts sent (null clears one); a fact not sent stays as stored, not erased. With
+    `previous` (the facts the form was loaded with), refused (409) when the stored ones are others now."""
     from sarcoscope.composition import available_cutoff_sets
 
     if body.cutoff_set is not None and body.cutoff_set not in available_cutoff_sets():
         raise HTTPException(
             422, f"Unknown cutoff set '{body.cutoff_set}'. Available: {', '.join(available_cutoff_sets())}."
         )
+    if body.previous is not None:
+        based_on = body.previous.model_dump()
+    else:  # the stored facts, checked again as they are written (a save meanwhile: 409, not erased)
+        stored = ctx.store.get_study(study_id).patient or {}
+        based_on = {key: stored.get(key) for key in PatientFacts.model_fields}
     study = ctx.store.update_study(
         study_id,
         user,
         "patient-info",
         client_of(request),
-        patient=body.model_dump(exclude={"previous"}),
-        expected_patient=body.previous.model_dump() if body.previous is not None else None,
+        patient={**based_on, **body.model_dump(exclude={"previous"}, exclude_unset=True)},
+        expected_patient=based_on,
     )
     return study_json(ctx, study)
 

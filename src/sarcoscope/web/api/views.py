@@ -32,7 +32,8 @@ class SelectionIn(Body):
         ge=0,
         le=MAX_INT,
         description="The study's `selection_version` your change started from: when someone else changed "
-        "the selection since, nothing is changed (409, with their selection in `study`).",
+        "the selection since, nothing is changed (409, with their selection in `study`). Without it, a "
+        "selection another person chose is not replaced either (409, naming who).",
     )
     editor: str | None = Field(
         default=None,
@@ -139,7 +140,8 @@ def localize(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str,
 def set_selection(
     study_id: str, body: SelectionIn, request: Request, ctx: Ctx, user: User
 ) -> dict[str, Any] | JSONResponse:
-    """Store the L3 selection; with `base_version`, only if nobody else changed it since (else 409)."""
+    """Store the L3 selection; with `base_version`, only if nobody else changed it since (else 409); without
+    it, only if no other person chose the current one."""
     study = ctx.store.get_study(study_id)
     last = body.first if body.mode == "slice" or body.last is None else body.last
     first, last = min(body.first, last), max(body.first, last)

@@ -10,7 +10,7 @@ import {bindEditor, resetEditorView, showLabeling} from "./labeling.js";
 import {bindSeries} from "./series.js";
 import {renderUser, showLogin, showRole} from "./session.js";
 import {formatDate, state, stillOpen} from "./state.js";
-import {bindDeleted, bindUpload, loadStudies} from "./studies.js";
+import {bindDeleted, bindUpload, loadStudies, showDeletedBox} from "./studies.js";
 import {bindImport, clearSide, patientUnapplied, showPatient} from "./versions.js";
 
 async function init() {
@@ -73,6 +73,7 @@ function inUse() {
   lastActive = Date.now();
   getJSON("/api/session").then((now) => {
     showRole(now);
+    showDeletedBox(); // a role that may no longer see them: the deleted studies listed go
     watchSession(now.session_seconds_left);
   }).catch(() => {}); // 401: sign-in
 }

@@ -405,6 +405,9 @@ const EDITOR = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.t
 /** The body of PUT /selection: the lines, and the selection they were moved from (`base`). */
 const change = ({selection, base}) => ({...selection, base_version: base, editor: EDITOR});
 
+/** True when selections a and b (mode, first, last) are the same slices. */
+const sameSelection = (a, b) => Boolean(a && b) && a.mode === b.mode && a.first === b.first && a.last === b.last;
+
 /** True when slice z and both ends of range r are numbers, z between them. */
 const within = (z, r) =>
   Boolean(r) && [z, ...r].every(Number.isFinite) && z >= Math.min(...r) && z <= Math.max(...r);
@@ -551,6 +554,9 @@ async function segmentSelected() {
       const shown = shownSelection();
       await saveSelection(shown); // the lines as shown (a save that failed while they moved)
       if (!stillOpen(id)) return;
+      // a colleague's selection shown instead ("show their selection"): the user looks at it, then presses
+      // Segment on it; neither theirs, unseen, nor the lines just given up is segmented
+      if (!sameSelection(shownSelection().selection, shown.selection)) return;
       message(working);
       // on the version asked about: one saved since is refused as a conflict, not segmented over unasked;
       // and on the lines shown: a selection changed since elsewhere is refused, not segmented unseen

@@ -6,7 +6,7 @@ import {drawOutline} from "./outline.js";
 import {denied} from "./session.js";
 import {WheelSlices, canvasPoint, image, ownsKeys, showPressed, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
-import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
+import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient, slicesText} from "./versions.js";
 
 
 let editView = null; // Viewport of the label editor
@@ -573,9 +573,11 @@ async function saveLabels() {
   const sent = state.edits;
   const body = state.labels.slice();
   const id = state.study.id;
+  // the slices edited: a base version of other slices (saved on top of a colleague's) is refused
+  const edited = `first=${state.indices[0]}&last=${state.indices[state.indices.length - 1]}`;
   try {
     const response = await api(
-      `/api/studies/${id}/labels?base_version=${state.version}`,
+      `/api/studies/${id}/labels?base_version=${state.version}&${edited}`,
       {method: "POST", headers: {"Content-Type": "application/octet-stream"}, body});
     const saved = await response.json();
     saving = false; // answered: a next save goes on the version this one made
@@ -595,6 +597,13 @@ async function saveLabels() {
       // Their version stays in the history whatever is saved on top of it: offer that, or the edit could
       // never be saved (every Save refused the same way) and a reload would discard it.
       const latest = err.body && err.body.latest_version;
+      const theirs = (err.body && err.body.latest_indices) || [];
+      if (latest && theirs.join() !== state.indices.join()) { // on top, the edit would be of their slices
+        message(`${err.message} Version ${latest} is of ${slicesText(theirs)}, your edit of ` +
+          `${slicesText(state.indices)}: it cannot be saved on top of it. Your unsaved edit is still on ` +
+          "screen (reloading discards it).", true);
+        return;
+      }
       if (latest && latest !== state.version && confirm(`${err.message}\n\nSave your edit as the next `
           + `version, on top of version ${latest}? Version ${latest} stays in the history (Versions).`)) {
         state.version = latest;

@@ -1,9 +1,10 @@
 // The PACS panel, shown only when the server was started with --dicomweb-url: search the PACS (patient name
 // or ID, accession, study date), list a study's series and import a CT series; in a study's labeling view,
-// push the latest saved label version's SEG, SR and QC capture back into the study on the PACS.
+// push the SEG, SR and QC capture of the label version shown, as saved, back into the study on the PACS.
 // Self-contained: it adds its own cards to the page, so app.js and index.html need only load it.
 
 import {$, api, getJSON, sendJSON, toast} from "./api.js";
+import {state} from "./state.js";
 
 const FIELDS = [
   ["patient_name", "Patient name", "text", "DOE^J* (wildcards * ?)"],
@@ -116,16 +117,21 @@ async function importSeries(studyUid, seriesUid, button) {
 function pushCard() {
   const button = el("button", {type: "button", id: "pacs-push",
     textContent: "Push SEG, SR and QC to the PACS",
-    title: "Store the latest saved label version's results in this study on the PACS (a new series)"});
+    title: "Store the results of the label version shown, as saved, in this study on the PACS (a new series)"});
   button.dataset.needs = "change";
   const status = el("p", {id: "pacs-push-status", className: "muted small", role: "status"});
   const push = async (repeat) => {
-    const id = location.hash.replace(/^#\/?/, "").split("/")[1];
+    const id = state.study.id;
+    // the version on screen, as saved: not one saved since by a colleague (unseen), nor the edit unsaved
+    const version = state.viewing ?? state.version;
+    if (!repeat && state.dirty && !confirm(`Your unsaved edit is not pushed: version ${version}, as saved, ` +
+      `is. Push version ${version} anyway? (Cancel, then Save, to push your edit.)`)) return;
     button.disabled = true;
     status.textContent = "Pushing…";
     try {
-      const done = await (await api(`/api/studies/${id}/pacs/push${repeat ? "?repeat=true" : ""}`,
-        {method: "POST"})).json();
+      const q = new URLSearchParams(version ? {version} : {}); // none yet: the server says so
+      if (repeat) q.set("repeat", "true");
+      const done = await (await api(`/api/studies/${id}/pacs/push?${q}`, {method: "POST"})).json();
       const held = done.already_stored ? ` (${done.already_stored} of them were there already and not ` +
         "sent again)" : "";
       status.textContent = `Stored ${done.objects.map((o) => o.modality).join(", ")} of label version ` +

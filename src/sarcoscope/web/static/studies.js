@@ -75,12 +75,16 @@ export function bindDeleted() {
   box.addEventListener("toggle", () => { if (box.open) loadDeleted().catch((err) => toast(err.message)); });
 }
 
-/** Decided with each list (the role is the signed-in user's, known after the sign-in). */
-function showDeletedBox() {
+/** Decided with each list and each role change (the role is the signed-in user's, known after the sign-in):
+ * hidden, the deleted studies it listed (their patients) are no longer on the page either. */
+export function showDeletedBox() {
   const box = $("deleted-studies");
   box.hidden = Boolean(denied("delete")) || !state.config.keep_deleted_days;
   $("deleted-days").textContent = state.config.keep_deleted_days;
-  if (box.hidden) box.open = false;
+  if (!box.hidden) return;
+  box.open = false;
+  $("deleted-rows").replaceChildren();
+  $("deleted-count").textContent = "";
 }
 
 async function loadDeleted() {
