@@ -70,3 +70,31 @@ def test_without_the_table_file_highdicom_keeps_its_own(monkeypatch) -> None:
 
     monkeypatch.setattr(highdicom_tables, "TABLE_FILE", "no-such-table.tsv.gz")
     assert use_module_table.__wrapped__() is False
+
+
+def test_the_table_stays_compressed_in_memory() -> None:
+    """Issue 18: a process that wrote a SEG kept the whole table decompressed (13 MB) to its end, at the
+    peak of an analysis's memory. Reading it, and a module from it, now holds well under 2 MB."""
+    script = """
+import json, tracemalloc
+import highdicom
+from sarcoscope.imaging.highdicom_tables import use_module_table
+from highdicom import _standard_utils
+tracemalloc.start()
+used = use_module_table()
+module = _standard_utils.get_module_attribute_map()["ct-image"]
+held, peak = tracemalloc.get_traced_memory()
+print(json.dumps({"used": used, "held": held, "attributes": len(module)}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(REPO_ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    if not answer["used"]:  # another highdicom version: its own table (see the test above)
+        return
+    assert answer["attributes"] > 10
+    assert answer["held"] < 2_000_000
