@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import platform
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fresh_process import fresh_process_json
 from sarcoscope import pipeline
 from sarcoscope.imaging.volume import CTVolume
 from sarcoscope.phantom import make_slice
@@ -37,15 +34,7 @@ before = rss()
 release_freed_memory()
 print(json.dumps(before - rss()))
 """
-    src = Path(__file__).resolve().parents[1] / "src"
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
-    )
-    assert json.loads(done.stdout.strip().splitlines()[-1]) > 60  # MB of the 100 freed
+    assert fresh_process_json(script) > 60  # MB of the 100 freed
 
 
 def test_analyze_releases_freed_memory_after_localizing_and_after_segmenting(monkeypatch) -> None:

@@ -251,8 +251,7 @@ def test_the_networks_working_memory_is_held_once_and_handed_back() -> None:
     both at once), planned a memory pattern that the second call took beside the first call's memory, and
     its arena kept all of it. Now each pass is a run of its own, without a pattern, and the arena's free
     memory is handed back after the call's last run: 45-55 MB."""
-    import subprocess
-    import sys
+    from fresh_process import fresh_process_json
 
     script = """
 import json, re
@@ -270,13 +269,4 @@ for _ in range(2):
     engine.segment(phantom.hu[None], phantom.pixel_spacing)
 print(json.dumps(status("VmHWM") - before))
 """
-    src = Path(__file__).resolve().parents[2] / "src"
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
-    )
-    grown_mb = json.loads(done.stdout.strip().splitlines()[-1])
-    assert grown_mb < 85
+    assert fresh_process_json(script) < 85  # MB
