@@ -4,9 +4,10 @@ Every measurement is a fresh process (imports included), run alternately with it
 noise hits both alike; medians of `--repeats` runs. Printed per series: wall seconds and CPU seconds
 (user+sys) of the bare read (`pydicom.dcmread(f).pixel_array` over the files) and of
 `python -m sarcoscope.cli analyze SERIES -o OUT` with the default engine and options, their ratios, and
-the peak RSS of each. Then `sarcoscope --help` (against `python -c pass`) and the time per 512² slice of
-the threshold and U-Net engines on the real L3 slices, each in fresh processes alternating between the
-source trees (ONNX Runtime session build reported apart).
+the peak RSS of each (with issue 18's goal for analyze: 2 × the HU volume's size + 150 MB). Then
+`sarcoscope --help` (against `python -c pass`) and the time per 512² slice of the threshold and U-Net
+engines on the real L3 slices, each in fresh processes alternating between the source trees (ONNX Runtime
+session build reported apart).
 
 Series: the real JPEG 2000 series in ../shared/data (20 slices, no L3 in it, so analysed with `--slice 10`)
 and synthetic phantom series of 130, 300 and 600 slices of 512² (one 130-slice phantom at 3 mm, resampled
@@ -109,14 +110,23 @@ def _compare(
             for k, src in trees.items():
                 full[k].append(_child(cmd, src))
     b = [statistics.median(x[i] for x in bare) for i in range(3)]
-    n = len([f for f in series.iterdir() if f.is_file() and not f.name.startswith(".")])
+    files = sorted(f for f in series.iterdir() if f.is_file() and not f.name.startswith("."))
+    goal = 2 * len(files) * _pixels(files[0]) * 2 / 2**20 + 150  # int16 HU
     for k, runs in full.items():
         a = [statistics.median(x[i] for x in runs) for i in range(3)]
         print(
-            f"| {name} ({n} files){k} | {b[0]:.2f} / {b[1]:.2f} | {a[0]:.2f} / {a[1]:.2f} | "
-            f"**{a[0] / b[0]:.2f}×** / {a[1] / b[1]:.2f}× | {b[2]:.0f} / {a[2]:.0f} |",
+            f"| {name} ({len(files)} files){k} | {b[0]:.2f} / {b[1]:.2f} | {a[0]:.2f} / {a[1]:.2f} | "
+            f"**{a[0] / b[0]:.2f}×** / {a[1] / b[1]:.2f}× | {b[2]:.0f} / {a[2]:.0f} (goal {goal:.0f}) |",
             flush=True,
         )
+
+
+def _pixels(dicom_file: Path) -> int:
+    """Pixels per slice of a DICOM file."""
+    import pydicom
+
+    ds = pydicom.dcmread(dicom_file, stop_before_pixels=True)
+    return int(ds.Rows) * int(ds.Columns)
 
 
 def _help(repeats: int, trees: dict) -> None:

@@ -5,7 +5,9 @@ standard's modules and their attributes (a 22 MB JSON file: 0.3-1.4 s of CPU and
 kept), though such an object looks at a few dozen of its 436 modules. `sarcoscope analyze` paid that in every
 process, about a tenth of its time and the peak of its memory. The same table, stored one line per module
 (`highdicom_modules.tsv.gz`, written by `scripts/update_highdicom_table.py` from the installed highdicom and
-checked against it by the tests), is read in 0.05 s and each module decoded when highdicom first asks for it.
+checked against it by the tests), stays compressed in memory, and each module is decompressed and decoded
+when highdicom first asks for it: each line is a gzip member of its own (the file as a whole is still the
+one TSV to `zcat`), and the first line lists the modules with the size of their member.
 
 Only for the highdicom version the file was made from: with any other, highdicom's own table is left in use.
 """
@@ -16,6 +18,7 @@ import functools
 import gzip
 import json
 import sys
+import zlib
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from typing import Any
@@ -29,12 +32,12 @@ _LOADER = "get_module_attribute_map"
 class ModuleTable(Mapping[str, list[dict[str, Any]]]):
     """Module key -> its attributes as highdicom lists them ({keyword, type, path}), decoded on access.
 
-    Kept as the file's bytes and where each module's row lies in them: decoding the 13 MB and splitting it
-    into a string per row cost more than finding the rows (decode_table with 40 modules read: 40 -> 24 ms
-    of CPU, issue 18), and an analysis reads a few dozen."""
+    Kept as the file's compressed bytes (0.6 MB) and where each module's gzip member lies in them: the
+    whole table decompressed was 13 MB resident for the rest of every process that wrote a SEG, SR or QC
+    capture, at the peak of an analysis's memory (issue 18), and an analysis reads a few dozen modules."""
 
-    def __init__(self, text: bytes, rows: dict[str, tuple[int, int]]) -> None:
-        self._text = text
+    def __init__(self, data: bytes, rows: dict[str, tuple[int, int]]) -> None:
+        self._data = data
         self._rows = rows
         self._decoded: dict[str, list[dict[str, Any]]] = {}
 
@@ -42,7 +45,9 @@ class ModuleTable(Mapping[str, list[dict[str, Any]]]):
         items = self._decoded.get(key)
         if items is None:
             start, end = self._rows[key]  # KeyError for an unknown module, as highdicom's dict gives
-            items = [{"keyword": k, "type": t, "path": p} for k, t, p in json.loads(self._text[start:end])]
+            row = gzip.decompress(self._data[start:end])
+            text = row[row.index(b"\t") + 1 :]
+            items = [{"keyword": k, "type": t, "path": p} for k, t, p in json.loads(text)]
             self._decoded[key] = items
         return items
 
@@ -57,27 +62,28 @@ class ModuleTable(Mapping[str, list[dict[str, Any]]]):
 
 
 def encode_table(version: str, table: Mapping[str, list[dict[str, Any]]]) -> bytes:
-    """The file's content for highdicom `version`'s `table`: a version line, then one line per module."""
-    lines = [f"highdicom\t{version}\n"]
+    """The file's content for highdicom `version`'s `table`: a line with the version and the modules' keys
+    and member sizes, then one line per module, each line a gzip member of its own."""
+    members = []
     for key, items in table.items():
         rows = [[item["keyword"], item["type"], item["path"]] for item in items]
-        lines.append(f"{key}\t{json.dumps(rows, separators=(',', ':'))}\n")
-    return gzip.compress("".join(lines).encode("utf-8"), compresslevel=9, mtime=0)
+        line = f"{key}\t{json.dumps(rows, separators=(',', ':'))}\n"
+        members.append((key, gzip.compress(line.encode("utf-8"), compresslevel=9, mtime=0)))
+    sizes = json.dumps([[key, len(member)] for key, member in members], separators=(",", ":"))
+    header = gzip.compress(f"highdicom\t{version}\t{sizes}\n".encode(), compresslevel=9, mtime=0)
+    return header + b"".join(member for _, member in members)
 
 
 def decode_table(data: bytes) -> tuple[str, ModuleTable]:
     """The highdicom version a file was made from, and its table."""
-    text = gzip.decompress(data)
-    start = text.index(b"\n") + 1
-    version = text[: start - 1].decode("utf-8").split("\t", 1)[1]
+    first = zlib.decompressobj(wbits=31)  # gzip; stops at the end of the first member
+    _, version, sizes = first.decompress(data).decode("utf-8").rstrip("\n").split("\t")
+    start = len(data) - len(first.unused_data)
     rows: dict[str, tuple[int, int]] = {}
-    while start < len(text):
-        end = text.find(b"\n", start)
-        end = len(text) if end < 0 else end
-        tab = text.index(b"\t", start, end)
-        rows[text[start:tab].decode("utf-8")] = (tab + 1, end)
-        start = end + 1
-    return version, ModuleTable(text, rows)
+    for key, size in json.loads(sizes):
+        rows[key] = (start, start + size)
+        start += size
+    return version, ModuleTable(data, rows)
 
 
 @functools.cache

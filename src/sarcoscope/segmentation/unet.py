@@ -185,7 +185,24 @@ def _session(path: str, mtime_ns: int, size: int, threads: int | None) -> Any:
     # ONNX Runtime's threads busy-wait between operators by default: on cores shared with the refinement's
     # threads, other workers or other jobs that burnt CPU and slowed the network (same outputs)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # no memory pattern: the pattern is one block per input shape, planned on the first run and taken from
+    # the arena beside the tensors of that run, which the arena keeps too (a second slice grew a process by
+    # another 21 MB); tensor by tensor, later runs reuse the first run's memory (same outputs, same CPU)
+    options.enable_mem_pattern = False
     return ort.InferenceSession(path, options, providers=_providers())
+
+
+@functools.cache
+def _release_arena() -> Any:
+    """Run options under which ONNX Runtime hands the arena's free memory back when the run ends.
+
+    The CPU arena otherwise keeps the most a run ever needed (45-55 MB per 512² image) for the life of
+    the process, under everything an analysis does after segmenting (the outputs, the next stages)."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 def _linear_index(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -291,7 +308,8 @@ class UNetEngine:
         n, h, w = slices.shape
         out = np.empty((n, 5, h, w), dtype=np.float32)
         for start in range(0, n, self.batch_size):
-            probs = self._on_model_grid(slices[start : start + self.batch_size], spacing, start, observe)
+            batch = slices[start : start + self.batch_size]
+            probs = self._on_model_grid(batch, spacing, start, observe, last=start + len(batch) == n)
             if probs.shape[-2:] != (h, w):
                 probs = _resize_linear(probs, h, w)
             out[start : start + len(probs)] = probs
@@ -304,6 +322,7 @@ class UNetEngine:
         start: int,
         observe: PassObserver | None,
         reduce: Callable[..., np.ndarray] | None = None,
+        last: bool = False,
     ) -> np.ndarray:
         """The network's probabilities (m, 5, ...) of a batch of slices on the model grid, or their `reduce`.
 
@@ -311,7 +330,8 @@ class UNetEngine:
         the canvas's part of the grid only, writing into the result, and once for the background beyond it.
         `observe` sees both passes of the batch (its first slice is number `start`) on the model's canvas
         (the mirrored pass runs for it even without `mirror`), so the quality score reuses this inference
-        instead of running its own.
+        instead of running its own. `last`: the call's last batch, after which ONNX Runtime's working memory
+        is handed back (_release_arena).
         """
         grid = self.spec.to_model_grid(batch, spacing)
         canvas = self.spec.canvas_shape(grid)
@@ -319,20 +339,16 @@ class UNetEngine:
         windows = [body_window(g, canvas) for g in grid]
         for i, (src, dst) in enumerate(windows):
             x[i, 0][dst] = self.spec.normalise(grid[i][src])
-        # with `mirror`, the network also sees the mirror image (it learnt both orientations)
+        # with `mirror`, the network also sees the mirror image (it learnt both orientations); each pass is a
+        # run of its own: one batch of both held ONNX Runtime's working memory for twice the images (the
+        # network treats every image on its own, so the probabilities are the same)
         both = self.mirror or observe is not None
-        inputs = np.concatenate([x, x[..., ::-1]]) if both else x
-        # an ensemble (training.ensemble) has one output per network: the mean of their probabilities
-        logits = self._session.run(None, {self._input_name: inputs})
-        plain = _softmax(np.asarray(logits[0], dtype=np.float32))
-        for more in logits[1:]:
-            plain += _softmax(np.asarray(more, dtype=np.float32))
-        if len(logits) > 1:
-            plain /= len(logits)
-        mirrored = plain[len(x) :, ..., ::-1]
-        plain = plain[: len(x)]
-        if observe is not None:
-            observe(start, plain, mirrored)
+        plain = self._probabilities(x, release=last and not both)
+        mirrored: np.ndarray | None = None
+        if both:
+            mirrored = self._probabilities(np.ascontiguousarray(x[..., ::-1]), release=last)[..., ::-1]
+            if observe is not None:
+                observe(start, plain, mirrored)
         background = np.zeros((1, plain.shape[1], 1, 1), dtype=np.float32)
         background[:, 0] = 1.0  # outside the canvas
         fill = reduce(background) if reduce is not None else background
@@ -341,7 +357,7 @@ class UNetEngine:
         for i, (src, dst) in enumerate(windows):
             window = (slice(None), *dst)
             probs = plain[i][window]
-            if self.mirror:
+            if self.mirror and mirrored is not None:
                 probs = probs + mirrored[i][window]
                 probs *= 0.5
             if reduce is not None:
@@ -349,6 +365,17 @@ class UNetEngine:
             else:
                 out[i][(slice(None), *src)] = probs
         return out
+
+    def _probabilities(self, x: np.ndarray, release: bool) -> np.ndarray:
+        """The network's class probabilities of a batch (m, 1, H, W); of an ensemble (training.ensemble, one
+        output per network), the mean of its networks'. `release`: see _release_arena."""
+        logits = self._session.run(None, {self._input_name: x}, _release_arena() if release else None)
+        probs = _softmax(np.asarray(logits[0], dtype=np.float32))
+        for more in logits[1:]:
+            probs += _softmax(np.asarray(more, dtype=np.float32))
+        if len(logits) > 1:
+            probs /= len(logits)
+        return probs
 
     def segment(
         self,
@@ -402,6 +429,7 @@ class UNetEngine:
                     start,
                     observe,
                     reduce=compartment_scores,
+                    last=start + len(batch) == len(slices),
                 )
                 refined += [
                     pool.submit(refine, hu, one, body)
