@@ -666,7 +666,7 @@ def test_token_mode_is_one_user_named_in_the_settings(tmp_path: Path, series: li
         assert c.get("/api/studies").status_code == 401
         events = c.get("/api/audit", headers=bearer).json()
         assert {e["actor"] for e in events} == {"dr.bob"}
-        assert [e["action"] for e in reversed(events)] == ["login", "upload", "logout"]
+        assert [e["action"] for e in reversed(events)] == ["view-studies", "login", "upload", "logout"]
     app.state.ctx.store.close()
 
 

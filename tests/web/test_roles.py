@@ -3,16 +3,21 @@ every route from one table (web.roles), and without accounts the holder of the a
 
 from __future__ import annotations
 
+import io
+import json
 import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from test_api import get_labels
 from web_synth import multipart
 
 from sarcoscope.store import Store
+from sarcoscope.training.data import EXPORT_MANIFEST
 from sarcoscope.web import WebSettings, create_app
 from sarcoscope.web.accounts import add_user, set_role
 from sarcoscope.web.roles import ROUTES
@@ -28,7 +33,7 @@ PUBLIC = {
     ("DELETE", "/api/session"),
     ("GET", "/api/pacs"),
 }
-#: The routes a viewer may not use: every change, the deletion and the audit log.
+#: The routes a viewer may not use: every change, the deletion, the audit log and the training-data export.
 NOT_FOR_VIEWERS = sorted(key for key, (action, _) in ROUTES.items() if action != "read")
 
 
@@ -113,7 +118,43 @@ def test_a_viewer_reads_studies_images_results_and_label_versions(app: Any, stud
         assert c.get(f"/api/studies/{study}/export/csv").status_code == 200
         session = c.get("/api/session").json()
     assert session["user"] == "vera" and session["role"] == "viewer"
-    assert set(session["denied"]) == {"change", "delete", "audit"}
+    assert set(session["denied"]) == {"export-all", "change", "delete", "audit"}
+
+
+def test_the_training_data_of_every_study_is_downloaded_by_editors_and_admins_not_viewers(
+    app: Any, study: str
+) -> None:
+    """GET /api/training-data zips every study's corrected slices: a viewer, who reads the studies one at a
+    time (each one's images audited with it), took every patient's CT off the server in one download."""
+    with _signed_in(app, "editor") as c:  # a person's correction: the study is training data
+        labels, version, _ = get_labels(c, study)
+        labels[:, 10:20, 10:20] = 1
+        r = c.post(f"/api/studies/{study}/labels", params={"base_version": version}, content=labels.tobytes())
+        assert r.status_code == 201, r.text
+    store = app.state.ctx.store
+    with _signed_in(app, "viewer") as c:
+        r = c.get("/api/training-data")
+        assert r.status_code == 403
+        assert r.json() == {
+            "detail": "Not allowed: your role (viewer) may not download the training data of every study; "
+            "only editors and admins may."
+        }
+        why = c.get("/api/config").json()["denied"]["export-all"]  # the page's tooltip
+        assert why == (
+            "Not allowed: your role (viewer) may not download every study at once (the training-data "
+            "export); only editors and admins may."
+        )
+    assert [e for e in store.audit_events() if e.action == "export-training-data"] == []
+    for role in ("editor", "admin"):
+        with _signed_in(app, role) as c:
+            r = c.get("/api/training-data")
+            assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+            manifest = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read(EXPORT_MANIFEST))
+            assert [case["study_id"] for case in manifest["cases"]] == [study]
+    exported = [
+        (e.actor, e.study_id) for e in reversed(store.audit_events()) if e.action == "export-training-data"
+    ]
+    assert exported == [("eddie", None), ("eddie", study), ("ada", None), ("ada", study)]
 
 
 def test_an_editor_changes_studies_but_may_not_delete_them_or_read_the_audit_log(

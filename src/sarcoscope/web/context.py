@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,8 +21,8 @@ from sarcoscope.web.volumes import VolumeCache
 
 log = logging.getLogger(__name__)
 
-#: A study's images viewed again in one sitting after this long without a look at them are a new view in
-#: the audit log (seconds).
+#: A study's images (or the study list, or a search's results) viewed again in one sitting after this long
+#: without a look at them are a new view in the audit log (seconds).
 VIEW_AGAIN_AFTER = 30 * 60
 
 
@@ -36,8 +39,11 @@ class AppContext:
     _key: bytes | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _engine_prepared: bool = field(default=False, init=False, repr=False)
-    #: (sitting, study id, what) -> when its images or results were last shown (time.monotonic), for `viewed`.
+    #: (sitting, audit action, what was shown: a study id, a search's digest) -> when it was last shown
+    #: (time.monotonic), for `viewed` and `listed`.
     _views: dict[tuple[str, str, str], float] = field(default_factory=dict, init=False, repr=False)
+    #: Keys the digests of searches in `_views` (this process's only): no search text is kept.
+    _search_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), init=False, repr=False)
 
     @property
     def deidentification_key(self) -> bytes:
@@ -56,10 +62,38 @@ class AppContext:
         self, request: Request, user: str, study_id: str, recorded: bool = False, what: str = "images"
     ) -> None:
         """Record in the audit log that `user` was shown the study's CT images (`view-images`), or with
-        `what` "results" its labels or measurements (`view-results`): once per sitting (session) and study,
-        and again after VIEW_AGAIN_AFTER without a look at them, not once per slice tile the viewer asks
-        for. `recorded`: the request's own audit event says it (a volume download)."""
-        key, now = (sitting_of(request, user), study_id, what), time.monotonic()
+        `what` "results" its labels or measurements (`view-results`), "study" its patient and study facts
+        (`view-study`): once per sitting (session) and study, and again after VIEW_AGAIN_AFTER without a
+        look at them, not once per slice tile the viewer asks for. `recorded`: the request's own audit event
+        says it (a volume download)."""
+        self._shown(request, user, f"view-{what}", study_id, study_id, None, recorded)
+
+    def listed(self, request: Request, user: str, count: int, search: str | None = None) -> None:
+        """Record that `user` was shown the study list (`view-studies`) or a search's results
+        (`search-studies`), which name patients, with how many studies were listed: the list once per
+        sitting, again after VIEW_AGAIN_AFTER without a look (the page reloads it as it goes back to it), a
+        search once per sitting and criteria likewise. The criteria are patient identifiers: the event
+        says that a search was made, never what was searched for (here only a digest of it, keyed for
+        this process)."""
+        text = (search or "").strip().casefold()  # the store's search: trimmed, case-insensitive
+        if not text:
+            self._shown(request, user, "view-studies", "", None, {"count": count})
+            return
+        digest = hmac.new(self._search_key, text.encode(), hashlib.sha256).hexdigest()
+        self._shown(request, user, "search-studies", digest, None, {"count": count})
+
+    def _shown(
+        self,
+        request: Request,
+        user: str,
+        action: str,
+        subject: str,
+        study_id: str | None,
+        details: dict[str, int] | None,
+        recorded: bool = False,
+    ) -> None:
+        """Audit `action` unless this sitting was shown `subject` within VIEW_AGAIN_AFTER."""
+        key, now = (sitting_of(request, user), action, subject), time.monotonic()
         with self._lock:
             last = self._views.get(key)
             self._views[key] = now
@@ -67,7 +101,7 @@ class AppContext:
                 self._views = {k: t for k, t in self._views.items() if now - t <= VIEW_AGAIN_AFTER}
         if not recorded and (last is None or now - last > VIEW_AGAIN_AFTER):
             try:
-                self.store.audit(user, f"view-{what}", study_id, None, client_of(request))
+                self.store.audit(user, action, study_id, details, client_of(request))
             except BaseException:
                 with self._lock:  # not recorded: the next look records it
                     self._views.pop(key, None)

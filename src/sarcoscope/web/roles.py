@@ -1,9 +1,10 @@
 """What each role may do in the web app: the one table every API request is checked against.
 
 An account has a role (`sarcoscope users role NAME ROLE`): viewers read studies, images, results and label
-versions; editors also change them (upload, L3 selection, segmentation, labels, patient facts, the PACS);
-admins also delete studies and read the audit log. Without accounts (a token or the open loopback mode) the
-one who holds the access is the admin.
+versions, one study at a time; editors also change them (upload, L3 selection, segmentation, labels,
+patient facts, the PACS) and download every study at once (the training-data export); admins also delete
+studies and read the audit log. Without accounts (a token or the open loopback mode) the one who holds the
+access is the admin.
 
 The check is made where the request's user is (api.common.current_user, which every route that needs a
 login takes), from the request's method and path: a GET is a read unless this table says otherwise, and any
@@ -20,18 +21,20 @@ from fastapi import HTTPException, Request
 
 from sarcoscope.store import ROLES, Role
 
-Action = Literal["read", "change", "delete", "audit"]
+Action = Literal["read", "export-all", "change", "delete", "audit"]
 
-#: What each role may do.
+#: What each role may do. A viewer reads the studies one by one (each one's images, results and downloads
+#: audited with it); taking every patient's images off the server in one download is not a viewer's.
 ALLOWED: dict[Role, frozenset[Action]] = {
-    "admin": frozenset({"read", "change", "delete", "audit"}),
-    "editor": frozenset({"read", "change"}),
+    "admin": frozenset({"read", "export-all", "change", "delete", "audit"}),
+    "editor": frozenset({"read", "export-all", "change"}),
     "viewer": frozenset({"read"}),
 }
 
 #: Each action as a refusal names it when the route is not named.
 ACTION_TEXT: dict[Action, str] = {
     "read": "read studies",
+    "export-all": "download every study at once (the training-data export)",
     "change": "change studies (upload, select L3, segment, save or import labels, patient facts, PACS)",
     "delete": "delete studies (or restore deleted ones)",
     "audit": "read the audit log",
@@ -40,6 +43,7 @@ ACTION_TEXT: dict[Action, str] = {
 #: (method, path) -> the action the route is and what it does, in a refusal. A GET not listed is a read.
 ROUTES: dict[tuple[str, str], tuple[Action, str]] = {
     ("POST", "/api/studies/search"): ("read", "search studies"),
+    ("GET", "/api/training-data"): ("export-all", "download the training data of every study"),
     ("POST", "/api/pacs/search"): ("read", "search the PACS"),
     ("POST", "/api/studies"): ("change", "upload studies"),
     ("POST", "/api/studies/{study_id}/series"): ("change", "open another series of an upload as a study"),

@@ -38,18 +38,25 @@ class SeriesChoiceIn(Body):
 
 @router.get("/studies", tags=["studies"])
 def list_studies(
-    ctx: Ctx, user: User, q: Annotated[str | None, Query(max_length=128)] = None
+    request: Request, ctx: Ctx, user: User, q: Annotated[str | None, Query(max_length=128)] = None
 ) -> list[dict[str, Any]]:
     """The studies, newest first; `q` searches them. A search is better sent to POST /api/studies/search:
-    a URL's query string (a patient's name or ID) reaches the error log of a reverse proxy in front."""
-    return [study_json(ctx, s) for s in ctx.store.list_studies(q)]
+    a URL's query string (a patient's name or ID) reaches the error log of a reverse proxy in front.
+    In the audit log (it names patients): AppContext.listed."""
+    return _listed(request, ctx, user, q)
 
 
 @router.post("/studies/search", tags=["studies"])
-def search_studies(body: StudySearchIn, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+def search_studies(body: StudySearchIn, request: Request, ctx: Ctx, user: User) -> list[dict[str, Any]]:
     """GET /api/studies?q=..., with the search text in the body, out of every URL (and so out of the logs
     of the server and of any proxy in front of it)."""
-    return [study_json(ctx, s) for s in ctx.store.list_studies(body.q)]
+    return _listed(request, ctx, user, body.q)
+
+
+def _listed(request: Request, ctx: AppContext, user: str, q: str | None) -> list[dict[str, Any]]:
+    studies = ctx.store.list_studies(q)
+    ctx.listed(request, user, len(studies), q)
+    return [study_json(ctx, s) for s in studies]
 
 
 @router.post("/studies", status_code=201, tags=["studies"])
@@ -109,8 +116,11 @@ def open_upload_series(
 
 
 @router.get("/studies/{study_id}", tags=["studies"])
-def get_study(study_id: str, ctx: Ctx, user: User) -> dict[str, Any]:
-    return study_json(ctx, ctx.store.get_study(study_id))
+def get_study(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
+    """The study, its patient's ID and facts: in the audit log as `view-study` (AppContext.viewed)."""
+    shown = study_json(ctx, ctx.store.get_study(study_id))
+    ctx.viewed(request, user, study_id, what="study")
+    return shown
 
 
 @router.delete("/studies/{study_id}", tags=["studies"])

@@ -1,0 +1,114 @@
+"""Who was shown the study list, a search's results or a study's patient facts: these name patients, so they
+are in the audit log like a study's images, as often as an access audit needs (not at every refresh), and
+a search's criteria (patient identifiers) are never written there."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from web_synth import multipart
+
+from sarcoscope.store import Store
+from sarcoscope.web import WebSettings, context, create_app
+from sarcoscope.web.accounts import add_user
+
+PASSWORD = "a-password-of-theirs"
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Any]:
+    store = Store(tmp_path / "data")
+    store.migrate()
+    add_user(store, "alice", PASSWORD, "admin")
+    add_user(store, "vera", PASSWORD, "viewer")
+    store.close()
+    app = create_app(WebSettings(data_dir=tmp_path / "data", prerender=False))
+    yield app
+    app.state.ctx.store.close()
+
+
+def _signed_in(app: Any, user: str) -> TestClient:
+    c = TestClient(app)
+    assert c.post("/api/session", json={"user": user, "password": PASSWORD}).status_code == 200
+    return c
+
+
+def _shown(app: Any, action: str) -> list[tuple[str, str | None, dict[str, Any] | None]]:
+    """The events `action`, oldest first: who, from where, with what."""
+    events = app.state.ctx.store.audit_events(None, 5000)
+    return [(e.actor, e.client, e.details) for e in reversed(events) if e.action == action]
+
+
+def test_the_study_list_is_in_the_audit_log_once_per_sitting_and_half_hour(
+    app: Any, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /api/studies lists every patient's ID, date and series and was not audited. It is now
+    `view-studies` with how many were listed: once per session, not at each of the page's reloads of the
+    list, again after half an hour without a look, in another session and for another user."""
+    with _signed_in(app, "alice") as c:
+        assert c.post("/api/studies", files=multipart(series)).status_code == 201
+        assert _shown(app, "view-studies") == []  # the upload lists nothing
+        for _ in range(5):  # the page goes back to the list, again and again
+            assert len(c.get("/api/studies").json()) == 1
+        assert _shown(app, "view-studies") == [("alice", "testclient", {"count": 1})]
+        with _signed_in(app, "vera") as other:  # a viewer at another workstation
+            assert other.get("/api/studies").status_code == 200
+            assert other.get("/api/studies").status_code == 200
+        assert _shown(app, "view-studies")[1:] == [("vera", "testclient", {"count": 1})]
+        monkeypatch.setattr(context, "VIEW_AGAIN_AFTER", 0)  # half an hour later
+        assert c.get("/api/studies").status_code == 200
+        monkeypatch.undo()
+        assert len(_shown(app, "view-studies")) == 3
+        assert c.delete("/api/session").status_code == 200
+    with _signed_in(app, "alice") as c:  # a new session
+        assert c.get("/api/studies").status_code == 200
+        assert c.get("/api/studies").status_code == 200
+    assert [who for who, _, _ in _shown(app, "view-studies")] == ["alice", "vera", "alice", "alice"]
+    with TestClient(app) as stranger:  # refused: nothing was shown, nothing recorded
+        assert stranger.get("/api/studies").status_code == 401
+    assert len(_shown(app, "view-studies")) == 4
+
+
+def test_a_search_is_in_the_audit_log_once_without_its_criteria(app: Any, series: list[Path]) -> None:
+    """POST /api/studies/search (and a script's GET /api/studies?q=) shows the studies a patient's name or
+    ID finds: `search-studies`, with how many were found, once per search in a session (the page repeats
+    the search in its box as it goes back to the list), never with the criteria."""
+    with _signed_in(app, "vera") as c:
+        with _signed_in(app, "alice") as uploader:
+            sid = uploader.post("/api/studies", files=multipart(series)).json()["id"]
+        assert c.get("/api/studies").status_code == 200
+        assert [s["id"] for s in c.post("/api/studies/search", json={"q": "PAT-001"}).json()] == [sid]
+        assert _shown(app, "search-studies") == [("vera", "testclient", {"count": 1})]
+        for same in ("PAT-001", " pat-001 "):  # the same search again: the store trims it, any case
+            assert len(c.post("/api/studies/search", json={"q": same}).json()) == 1
+        assert len(_shown(app, "search-studies")) == 1
+        assert c.post("/api/studies/search", json={"q": "PAT-002"}).json() == []  # another search
+        assert c.get("/api/studies", params={"q": "PAT-00"}).status_code == 200  # a script's
+        assert [details for _, _, details in _shown(app, "search-studies")] == [
+            {"count": 1},
+            {"count": 0},
+            {"count": 1},
+        ]
+        assert c.post("/api/studies/search", json={"q": ""}).status_code == 200  # no criteria: the list
+        assert c.post("/api/studies/search", json={"q": "x" * 129}).status_code == 422
+        assert len(_shown(app, "search-studies")) == 3 and len(_shown(app, "view-studies")) == 1
+    log = json.dumps([[e.action, e.details] for e in app.state.ctx.store.audit_events(None, 5000)])
+    assert "PAT-00" not in log and "pat-00" not in log
+    assert "pat-00" not in repr(app.state.ctx._views).lower()  # nor kept in the server's memory
+
+
+def test_a_study_s_patient_facts_are_in_the_audit_log_once_per_sitting(app: Any, series: list[Path]) -> None:
+    """GET /api/studies/{id} shows the study's patient ID and facts: `view-study`, once per session and
+    study as `view-images`."""
+    with _signed_in(app, "alice") as c:
+        sid = c.post("/api/studies", files=multipart(series)).json()["id"]
+        for _ in range(3):
+            assert c.get(f"/api/studies/{sid}").json()["patient_id"] == "PAT-001"
+        assert c.get("/api/studies/" + "0" * 32).status_code == 404
+    assert _shown(app, "view-study") == [("alice", "testclient", None)]
+    assert [e.study_id for e in app.state.ctx.store.audit_events() if e.action == "view-study"] == [sid]
