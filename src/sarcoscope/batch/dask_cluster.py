@@ -13,6 +13,20 @@ from sarcoscope.batch.tables import CaseOutcome
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import SarcoscopeError
 
+#: Settings of a LocalCluster, which is this run's own (a shared cluster's are its owner's). Its workers
+#: share this machine's cores with the analyses, and what they did besides was a tenth of the CPU of a CT
+#: (BENCHMARKS.md, Cohorts): the profiler walked each busy worker's stack every 10 ms and the system monitor
+#: sampled every 0.5 s, both for a dashboard this cluster does not serve, and every server (scheduler,
+#: nannies, workers) woke up every 20 ms to time its own event loop. A worker held a second case besides
+#: the one it ran (worker-saturation 1.1 rounds up), so at the end of a run one worker could still have two
+#: cases to run while the other had none; now each takes the next case when it is free, as in the pool.
+LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.scheduler.worker-saturation": 1.0,
+}
+
 
 @dataclass(frozen=True)
 class _NumberedCase:
@@ -38,6 +52,7 @@ def run_on_dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> I
     A case whose worker dies every time the scheduler retries it (KilledWorker) becomes a failed row.
     """
     try:
+        import dask
         from dask.distributed import Client, KilledWorker, LocalCluster
         from dask.distributed import as_completed as dask_as_completed
     except ImportError:
@@ -47,9 +62,10 @@ def run_on_dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> I
     if scheduler == "local":
         # no dashboard: Dask serves it on every interface, without a login, and its pages show the case ids
         # (folder names, often the patient's name) and the workers' logs
-        cluster = LocalCluster(
-            n_workers=max(1, workers), threads_per_worker=1, processes=True, dashboard_address=None
-        )
+        with dask.config.set(LOCAL_CLUSTER_CONFIG):  # the nannies hand it to their workers
+            cluster = LocalCluster(
+                n_workers=max(1, workers), threads_per_worker=1, processes=True, dashboard_address=None
+            )
         client = Client(cluster)
         client.run(init_worker, worker_threads(workers))  # this machine's cores, shared by its workers
     else:
