@@ -109,16 +109,14 @@ def test_batch_records_failures_and_resumes(cohort: Path, tmp_path: Path) -> Non
 
 def test_batch_on_local_dask_cluster_matches_local_run(cohort: Path, tmp_path: Path) -> None:
     """Also: each worker process builds the U-Net's session once, not per case, and the LocalCluster (this
-    run's own) runs no profiler and gives a worker its next case only when it is free: the profiler sampled
-    every busy worker's stack 100 times a second, and a worker held a second case, so one worker could be
-    left with two cases to run at the end while the other had none."""
+    run's own) runs no profiler: it sampled every busy worker's stack 100 times a second, for a dashboard
+    this cluster does not serve."""
     distributed = pytest.importorskip("dask.distributed")
     psutil = pytest.importorskip("psutil")  # a dependency of dask.distributed
     cases = [c for c in discover_cases(cohort) if c.case_id != "broken"]
     local = run_batch(cases, tmp_path / "local")
     listening: set[str] = set()
     workers: dict[str, dict[str, Any]] = {}
-    saturation: list[float] = []
 
     def worker_state(dask_worker: Any) -> dict[str, Any]:  # run in each worker process (by value)
         from sarcoscope.segmentation.unet import _session
@@ -134,7 +132,6 @@ def test_batch_on_local_dask_cluster_matches_local_run(cohort: Path, tmp_path: P
         listening.update(c.laddr.ip for c in found if c.status == psutil.CONN_LISTEN)
         client = distributed.default_client()
         workers.update(client.run(worker_state))
-        saturation.append(client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION))
 
     dask = run_batch(cases, tmp_path / "dask", scheduler="local", workers=2, on_outcome=look)
     assert dask.count("done") == 3
@@ -145,7 +142,6 @@ def test_batch_on_local_dask_cluster_matches_local_run(cohort: Path, tmp_path: P
     assert len(workers) == 2 and sum(w["cases"] for w in workers.values()) == 3
     assert all(w["sessions"] == (1 if w["cases"] else 0) for w in workers.values()), workers
     assert all("profile" not in w["callbacks"] for w in workers.values()), workers
-    assert saturation and set(saturation) == {1.0}
 
 
 def test_batch_cli_exit_code_on_failures(cohort: Path, tmp_path: Path) -> None:

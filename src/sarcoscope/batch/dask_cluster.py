@@ -17,14 +17,13 @@ from sarcoscope.errors import SarcoscopeError
 #: share this machine's cores with the analyses, and what they did besides was a tenth of the CPU of a CT
 #: (BENCHMARKS.md, Cohorts): the profiler walked each busy worker's stack every 10 ms and the system monitor
 #: sampled every 0.5 s, both for a dashboard this cluster does not serve, and every server (scheduler,
-#: nannies, workers) woke up every 20 ms to time its own event loop. A worker held a second case besides
-#: the one it ran (worker-saturation 1.1 rounds up), so at the end of a run one worker could still have two
-#: cases to run while the other had none; now each takes the next case when it is free, as in the pool.
+#: nannies, workers) woke up every 20 ms to time its own event loop. (Each worker keeps holding its next
+#: case, worker-saturation 1.1: with 1.0 it waited for the scheduler between cases, 25-33 ms on a busy
+#: machine against 4-5, and runs did not end more evenly.)
 LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.system-monitor.interval": "5s",
     "distributed.admin.tick.interval": "500ms",
-    "distributed.scheduler.worker-saturation": 1.0,
 }
 
 
