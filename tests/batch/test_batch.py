@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import nibabel as nib
@@ -107,15 +108,30 @@ def test_batch_records_failures_and_resumes(cohort: Path, tmp_path: Path) -> Non
 
 
 def test_batch_on_local_dask_cluster_matches_local_run(cohort: Path, tmp_path: Path) -> None:
-    pytest.importorskip("dask.distributed")
+    """Also: each worker process builds the U-Net's session once, not per case, and the LocalCluster (this
+    run's own) runs no profiler: it sampled every busy worker's stack 100 times a second, for a dashboard
+    this cluster does not serve."""
+    distributed = pytest.importorskip("dask.distributed")
     psutil = pytest.importorskip("psutil")  # a dependency of dask.distributed
     cases = [c for c in discover_cases(cohort) if c.case_id != "broken"]
     local = run_batch(cases, tmp_path / "local")
     listening: set[str] = set()
+    workers: dict[str, dict[str, Any]] = {}
 
-    def look(outcome: object) -> None:  # while the cluster runs: the addresses it listens on
+    def worker_state(dask_worker: Any) -> dict[str, Any]:  # run in each worker process (by value)
+        from sarcoscope.segmentation.unet import _session
+
+        return {
+            "cases": dask_worker.state.executed_count,
+            "sessions": _session.cache_info().misses,  # the ONNX Runtime sessions this process built
+            "callbacks": sorted(dask_worker.periodic_callbacks),
+        }
+
+    def look(outcome: object) -> None:  # while the cluster runs: the addresses it listens on, the workers
         found = psutil.Process().net_connections("inet")
         listening.update(c.laddr.ip for c in found if c.status == psutil.CONN_LISTEN)
+        client = distributed.default_client()
+        workers.update(client.run(worker_state))
 
     dask = run_batch(cases, tmp_path / "dask", scheduler="local", workers=2, on_outcome=look)
     assert dask.count("done") == 3
@@ -123,6 +139,9 @@ def test_batch_on_local_dask_cluster_matches_local_run(cohort: Path, tmp_path: P
     # only the scheduler, for this machine: Dask's dashboard, on every interface by default, showed anyone
     # on the network the case ids (folder names, often the patient's name) and the workers' logs
     assert listening == {"127.0.0.1"}
+    assert len(workers) == 2 and sum(w["cases"] for w in workers.values()) == 3
+    assert all(w["sessions"] == (1 if w["cases"] else 0) for w in workers.values()), workers
+    assert all("profile" not in w["callbacks"] for w in workers.values()), workers
 
 
 def test_batch_cli_exit_code_on_failures(cohort: Path, tmp_path: Path) -> None:

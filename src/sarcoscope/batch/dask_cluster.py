@@ -13,6 +13,19 @@ from sarcoscope.batch.tables import CaseOutcome
 from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_threads
 from sarcoscope.errors import SarcoscopeError
 
+#: Settings of a LocalCluster, which is this run's own (a shared cluster's are its owner's). Its workers
+#: share this machine's cores with the analyses, and what they did besides was a tenth of the CPU of a CT
+#: (BENCHMARKS.md, Cohorts): the profiler walked each busy worker's stack every 10 ms and the system monitor
+#: sampled every 0.5 s, both for a dashboard this cluster does not serve, and every server (scheduler,
+#: nannies, workers) woke up every 20 ms to time its own event loop. (Each worker keeps holding its next
+#: case, worker-saturation 1.1: with 1.0 it waited for the scheduler between cases, 25-33 ms on a busy
+#: machine against 4-5, and runs did not end more evenly.)
+LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.tick.interval": "500ms",
+}
+
 
 @dataclass(frozen=True)
 class _NumberedCase:
@@ -38,6 +51,7 @@ def run_on_dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> I
     A case whose worker dies every time the scheduler retries it (KilledWorker) becomes a failed row.
     """
     try:
+        import dask
         from dask.distributed import Client, KilledWorker, LocalCluster
         from dask.distributed import as_completed as dask_as_completed
     except ImportError:
@@ -47,9 +61,10 @@ def run_on_dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> I
     if scheduler == "local":
         # no dashboard: Dask serves it on every interface, without a login, and its pages show the case ids
         # (folder names, often the patient's name) and the workers' logs
-        cluster = LocalCluster(
-            n_workers=max(1, workers), threads_per_worker=1, processes=True, dashboard_address=None
-        )
+        with dask.config.set(LOCAL_CLUSTER_CONFIG):  # the nannies hand it to their workers
+            cluster = LocalCluster(
+                n_workers=max(1, workers), threads_per_worker=1, processes=True, dashboard_address=None
+            )
         client = Client(cluster)
         client.run(init_worker, worker_threads(workers))  # this machine's cores, shared by its workers
     else:
