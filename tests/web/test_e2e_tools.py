@@ -112,6 +112,30 @@ def test_the_brush_outline_is_sharp_and_where_the_brush_paints_when_zoomed(
         assert abs(np.mean(left) + radius) <= 2 and abs(np.mean(right) - radius) <= 2, (yellow, radius)
 
 
+def test_the_editor_shows_the_ct_pixels_the_labels_are_painted_on(tmp_path: Path, series: list[Path]) -> None:
+    """The editor's CT was smoothed (the browser's bilinear scaling) under labels drawn as sharp squares: on
+    coarse pixels (3 mm, 4 mm here) a pixel's label and the blurred grey under it did not match, and the
+    edge of a muscle could not be told to the pixel. The CT is drawn as its pixels now, as the labels are:
+    across the image's middle row (SAT -100, muscle 50, VAT -90, organs 40 HU, soft-tissue window) no
+    screen pixel has a grey between them, where smoothing made a ramp at each of the row's edges."""
+    import io
+
+    from PIL import Image
+
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        page.fill("#opacity", "0")  # the CT alone
+        page.dispatch_event("#opacity", "input")
+        page.mouse.move(5, 5)  # no brush outline over the row
+        image = page.locator("#edit-cursor").bounding_box()
+        assert image["width"] / 96 >= 5  # an image pixel is several screen pixels wide
+        y = image["y"] + image["height"] * 0.5
+        shot = page.screenshot(clip={"x": image["x"], "y": y, "width": image["width"], "height": 1})
+        grey = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), int)[0]
+        fat, muscle = int(np.median(grey[grey < 70])), int(np.median(grey[(grey > 100) & (grey < 200)]))
+        between = np.count_nonzero((grey > fat + 20) & (grey < muscle - 20))
+        assert between <= 2, (between, fat, muscle)
+
+
 def _cdp_mouse(page: object) -> object:
     """mouse(kind, x, y, buttons): a raw mouse event (Playwright's mouse always sends the release)."""
     cdp = page.context.new_cdp_session(page)
