@@ -136,6 +136,20 @@ def test_the_editor_shows_the_ct_pixels_the_labels_are_painted_on(tmp_path: Path
         assert between <= 2, (between, fat, muscle)
 
 
+def test_the_brush_size_says_its_millimetres_at_the_study_pixels(tmp_path: Path, series: list[Path]) -> None:
+    """The brush's size was a bare number of image pixels: 6 is 4 mm on a diagnostic CT's 0.7 mm pixels but
+    18 mm (wider than the abdominal wall's muscle) on the real 3 mm NIfTI, and nothing said so. It says both
+    now, at the study's pixels (4 mm in the synthetic series)."""
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        text = page.locator("#brush-size-text")
+        assert text.inner_text() == "8 px · 32 mm"
+        page.keyboard.press("[")
+        assert text.inner_text() == "7 px · 28 mm"
+        page.fill("#brush-size", "1")
+        page.dispatch_event("#brush-size", "input")
+        assert text.inner_text() == "1 px · 4 mm"
+
+
 def _cdp_mouse(page: object) -> object:
     """mouse(kind, x, y, buttons): a raw mouse event (Playwright's mouse always sends the release)."""
     cdp = page.context.new_cdp_session(page)
@@ -326,7 +340,7 @@ def test_browser_shortcuts_with_alt_leave_the_tool_and_label_alone(
             page.keyboard.press(key)
         assert "active" in (page.get_attribute("#tool-brush", "class") or "")
         assert "active" in (page.get_attribute("#label-choice button[data-label='1']", "class") or "")
-        assert page.locator("#brush-size-text").inner_text() == "8"
+        assert page.locator("#brush-size-text").inner_text().startswith("8 px")
         page.keyboard.press("f")  # the keys alone still work
         assert "active" in (page.get_attribute("#tool-fill", "class") or "")
 

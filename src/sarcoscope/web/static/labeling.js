@@ -61,6 +61,7 @@ export function resetEditorView() {
 
 export async function showLabeling() {
   const s = state.study;
+  showBrushSize(); // at this study's pixels
   $("label-preset").value = state.preset;
   if (!s.latest_version) {
     message("No labels yet: choose the L3 slice(s) and press “Segment selected”.", true);
@@ -473,8 +474,16 @@ function setTool(tool) {
 function setBrush(size) {
   state.brush = Math.max(1, Math.min(40, size));
   $("brush-size").value = state.brush;
-  $("brush-size-text").textContent = state.brush;
+  showBrushSize();
   drawOutline();
+}
+
+/** The brush's size in image pixels and in mm across at the study's pixels: 6 pixels are 4 mm on 0.7 mm
+ * pixels but 18 mm on 3 mm ones, wider than the abdominal wall's muscle. */
+function showBrushSize() {
+  const spacing = state.study ? state.study.spacing[2] : null;
+  const mm = spacing ? ` · ${Number((state.brush * spacing).toFixed(spacing * state.brush < 10 ? 1 : 0))} mm` : "";
+  $("brush-size-text").textContent = `${state.brush} px${mm}`;
 }
 
 function setPaintLabel(label) {
