@@ -136,18 +136,26 @@ def test_the_editor_shows_the_ct_pixels_the_labels_are_painted_on(tmp_path: Path
         assert between <= 2, (between, fat, muscle)
 
 
-def test_the_brush_size_says_its_millimetres_at_the_study_pixels(tmp_path: Path, series: list[Path]) -> None:
-    """The brush's size was a bare number of image pixels: 6 is 4 mm on a diagnostic CT's 0.7 mm pixels but
-    18 mm (wider than the abdominal wall's muscle) on the real 3 mm NIfTI, and nothing said so. It says both
-    now, at the study's pixels (4 mm in the synthetic series)."""
-    with _label_view(tmp_path, series) as (_, page, _url, _sid):
-        text = page.locator("#brush-size-text")
-        assert text.inner_text() == "8 px · 32 mm"
-        page.keyboard.press("[")
-        assert text.inner_text() == "7 px · 28 mm"
-        page.fill("#brush-size", "1")
-        page.dispatch_event("#brush-size", "input")
-        assert text.inner_text() == "1 px · 4 mm"
+def test_a_large_image_shrunk_or_barely_magnified_in_the_editor_stays_smooth(tmp_path: Path) -> None:
+    """Drawn as its pixels at any size, a diagnostic CT's 512 pixels in a smaller box lost rows and columns
+    unevenly (nearest-neighbour shrinking: the noise's grain turned to stripes). Its pixels are shown once
+    one is two screen pixels wide or more: zoomed in, as on a coarse series at fit."""
+    from test_e2e_first_use import _ctrl_wheel
+    from web_synth import synthetic_hu, write_series
+
+    large = write_series(tmp_path / "large", hu=np.kron(synthetic_hu()[:3], np.ones((1, 8, 8), np.int16)))
+    with _label_view(tmp_path, large, {"mode": "slice", "first": 1}) as (_, page, _url, _sid):
+        shown = page.locator("#edit-base")
+
+        def rendering() -> str:
+            return str(page.evaluate("getComputedStyle(document.getElementById('edit-base')).imageRendering"))
+
+        assert shown.bounding_box()["width"] < 768  # 768 pixels shrunk into the box
+        assert rendering() == "auto"
+        box = page.locator("#editor-box").bounding_box()
+        _ctrl_wheel(page, box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, 8)
+        assert shown.bounding_box()["width"] >= 2 * 768
+        assert rendering() == "pixelated"
 
 
 def _cdp_mouse(page: object) -> object:

@@ -160,6 +160,7 @@ export async function drawEditor() {
     if (c.width !== nx || c.height !== ny) { c.width = nx; c.height = ny; }
   }
   editView.layout(nx * s.spacing[2], ny * s.spacing[1]);
+  showPixels();
   const base = $("edit-base").getContext("2d");
   const img = image("axial", z, state.preset);
   let loaded = true;
@@ -177,6 +178,14 @@ export async function drawEditor() {
     missing = `The image of slice ${z} could not be loaded from the server: go to the slice again (◀ ▶) to retry.`;
     message(missing, true);
   } else unsay(missing);
+}
+
+/** The CT as its pixels, as the labels are drawn, once one is 2 screen pixels wide or more: magnified (3 mm
+ * pixels at fit, or zoomed in) the browser's smoothing hid which pixel an edge is. Shrunk or barely magnified
+ * (512 pixels in a smaller box) it stays smooth: nearest-neighbour scaling there drops or doubles rows. */
+function showPixels() {
+  const screenPerPixel = (editView.width * editView.zoom * (window.devicePixelRatio || 1)) / state.shape[2];
+  $("edit-base").classList.toggle("pixels", screenPerPixel >= 2);
 }
 
 /** The current slice's labels over its image; nothing while another slice's image is still shown (the
@@ -388,7 +397,10 @@ export function bindEditor() {
   cursor.addEventListener("lostpointercapture", stop);
   cursor.addEventListener("pointerleave", () => drawOutline(null));
   editView = new Viewport($("editor-box"), $("editor-stack"), () => {
-    if (state.shape) editView.layout(state.shape[2] * state.study.spacing[2], state.shape[1] * state.study.spacing[1]);
+    if (state.shape) {
+      editView.layout(state.shape[2] * state.study.spacing[2], state.shape[1] * state.study.spacing[1]);
+      showPixels();
+    }
     drawOutline(); // its size follows the zoom
   });
   $("edit-reset").addEventListener("click", () => editView.reset());
