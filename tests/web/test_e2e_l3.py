@@ -307,3 +307,26 @@ def test_lines_moved_from_a_selection_a_colleague_changed_since_are_not_saved_ov
         _wait_text(page, "study-message", "Saved selection: Slice 4")
         assert "changed to slice 6 by bob" in asked[1]
         assert bob.get(f"/api/studies/{sid}").json()["selection"] == {"mode": "slice", "first": 4, "last": 4}
+
+
+def test_the_image_edge_shows_against_niivues_background(page: Any, tmp_path: Path) -> None:
+    """NiiVue's background was black, as a CT's air is: where an image ended could not be seen, so a warning
+    that the body runs into the image's edge (the real 3 mm NIfTI's left side) could not be checked. The
+    background is a dark grey now; the air inside the image stays black."""
+    import io
+
+    from PIL import Image
+
+    _, box = _open_mpr(page, tmp_path)
+    x = box["x"] + box["width"] * 0.21 + 40  # the axial tile's middle (its crosshair) + 40 px
+    top = next(
+        y
+        for y in np.arange(box["y"] + 1, box["y"] + box["height"] / 2, 1.0)
+        if (page.mouse.move(x, y), page.locator("#mpr").get_attribute("data-cursor"))[1]
+    )
+    assert float((page.locator("#mpr").get_attribute("data-cursor") or "").split(",")[3]) < -900  # air
+    page.mouse.move(box["x"] + 5, box["y"] + box["height"] - 5)
+    shot = page.screenshot(clip={"x": x, "y": box["y"], "width": 1, "height": top - box["y"] + 8})
+    column = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), int)[:, 0]
+    outside, air = column[: int(top - box["y"]) - 3], column[int(top - box["y"]) + 2 :]
+    assert outside.min() - air.max() >= 25, (outside, air)

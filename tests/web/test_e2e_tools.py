@@ -158,6 +158,26 @@ def test_a_large_image_shrunk_or_barely_magnified_in_the_editor_stays_smooth(tmp
         assert rendering() == "pixelated"
 
 
+def test_the_editors_image_edge_shows_against_its_box(tmp_path: Path, series: list[Path]) -> None:
+    """The editor's box was black around the image, as a CT's air is: where the image ended could not be
+    seen, so a warning that the body runs into the image's edge could not be checked. The box is a dark
+    grey now; the air inside the image stays black."""
+    import io
+
+    from PIL import Image
+
+    with _label_view(tmp_path, series) as (_, page, _url, _sid):
+        page.mouse.move(5, 5)
+        image = page.locator("#edit-cursor").bounding_box()
+        box = page.locator("#editor-box").bounding_box()
+        assert image["x"] - box["x"] > 20  # the box is wider than the image
+        y = image["y"] + 2  # the image's top row: air
+        shot = page.screenshot(clip={"x": box["x"], "y": y, "width": image["x"] - box["x"] + 10, "height": 1})
+        row = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), int)[0]
+        outside, air = row[: int(image["x"] - box["x"]) - 3], row[int(image["x"] - box["x"]) + 2 :]
+        assert outside.min() - air.max() >= 25, (outside, air)
+
+
 def _cdp_mouse(page: object) -> object:
     """mouse(kind, x, y, buttons): a raw mouse event (Playwright's mouse always sends the release)."""
     cdp = page.context.new_cdp_session(page)

@@ -57,7 +57,7 @@ export class MPRView {
   async start() {
     this.nv = new Niivue({
       isRadiologicalConvention: true, // patient left on screen right, as CT is read
-      backColor: [0, 0, 0, 1],
+      backColor: [43 / 255, 48 / 255, 57 / 255, 1], // style.css's --image-bg: where an image ends shows
       sagittalNoseLeft: true, // anterior on the left, as radiologists read a sagittal image
       crosshairWidth: 0, // drawOverlay's: NiiVue's is a voxel thick, a band on a stretched tile
       show3Dcrosshair: false,
