@@ -178,6 +178,17 @@ def test_the_editors_image_edge_shows_against_its_box(tmp_path: Path, series: li
         assert outside.min() - air.max() >= 25, (outside, air)
 
 
+def test_the_quality_score_says_its_scale_and_when_to_review(tmp_path: Path, series: list[Path]) -> None:
+    """The analysis panel said "Segmentation quality: 0.62" and no more unless the score was flagged: a
+    number without its scale or the score below which a slice is to be reviewed (0.5, where a signal is a
+    coin flip) read as a good mark. It says both now, from the analysis' own threshold."""
+    with _label_view(tmp_path, series) as (_, page, url, sid):
+        quality = httpx.get(f"{url}/api/studies/{sid}/analysis").json()["quality"]
+        assert quality["status"] == "computed"
+        text = page.locator("#quality").inner_text()
+        assert text.startswith(f"Segmentation quality: {quality['score_text']} of 1 (review below 0.5)"), text
+
+
 def _cdp_mouse(page: object) -> object:
     """mouse(kind, x, y, buttons): a raw mouse event (Playwright's mouse always sends the release)."""
     cdp = page.context.new_cdp_session(page)
