@@ -344,8 +344,8 @@ def test_a_trackpad_pinch_zooms_by_how_far_the_fingers_move(
     study_id, box = _open_mpr(page, tmp_path)
     p = (box["x"] + box["width"] * 0.12, box["y"] + box["height"] * 0.4)
 
-    def span() -> int:  # image columns across 40 screen pixels
-        page.mouse.move(p[0] + 40, p[1])
+    def span() -> int:  # image columns across 120 screen pixels (about 20: a column more or less is 5 %)
+        page.mouse.move(p[0] + 120, p[1])
         right = int(_data(page, "#mpr", "cursor").split(",")[0])
         page.mouse.move(*p)
         return right - int(_data(page, "#mpr", "cursor").split(",")[0])
