@@ -363,6 +363,22 @@ def test_a_fact_cleared_in_the_patient_card_is_unknown_not_the_headers(
     assert "sex" not in report["assessment"]["patient"]["sources"]
 
 
+def test_the_reports_level_method_is_the_label_versions_not_the_lines_moved_since(
+    client: TestClient, series: list[Path]
+) -> None:
+    """The report's level line named the study's Slice/Range choice of the moment: a slice segmented, the
+    lines then switched to Range, its report read "slice (mid-L3) ... selection by range" for one slice."""
+    sid = upload(client, series)["id"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
+    assert client.post(f"/api/studies/{sid}/segment", json={}).status_code == 200
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "range", "first": 3, "last": 7})
+    l3 = client.get(f"/api/studies/{sid}/export/json").json()["l3"]
+    assert (l3["mode"], l3["slice_indices"]) == ("slice", [5])
+    assert l3["method"] == "web app (label version 1)"
+    html = client.get(f"/api/studies/{sid}/export/html").text
+    assert "range" not in html.split("Level", 1)[1].split("Body composition", 1)[0]
+
+
 def test_dicom_download_original_and_deidentified(client: TestClient, series: list[Path]) -> None:
     sid = upload(client, series)["id"]
     assert client.get(f"/api/studies/{sid}/dicom").status_code == 409  # no selection yet

@@ -354,3 +354,46 @@ def test_segment_after_showing_a_colleagues_selection_segments_theirs(
         assert study["selection"] == {"mode": "range", "first": 3, "last": 5}
         assert study["selection_by"] == "bob" and study["selection_version"] == base + 1
         assert study["latest_version"] == 1 and len(dialogs) == 1
+
+
+def test_the_image_edge_shows_against_niivues_background(page: Any, tmp_path: Path) -> None:
+    """NiiVue's background was black, as a CT's air is: where an image ended could not be seen, so a warning
+    that the body runs into the image's edge (the real 3 mm NIfTI's left side) could not be checked. The
+    background is a dark grey now; the air inside the image stays black."""
+    import io
+
+    from PIL import Image
+
+    _, box = _open_mpr(page, tmp_path)
+    x = box["x"] + box["width"] * 0.21 + 40  # the axial tile's middle (its crosshair) + 40 px
+    top = next(
+        y
+        for y in np.arange(box["y"] + 1, box["y"] + box["height"] / 2, 1.0)
+        if (page.mouse.move(x, y), page.locator("#mpr").get_attribute("data-cursor"))[1]
+    )
+    assert float((page.locator("#mpr").get_attribute("data-cursor") or "").split(",")[3]) < -900  # air
+    page.mouse.move(box["x"] + 5, box["y"] + box["height"] - 5)
+    shot = page.screenshot(clip={"x": x, "y": box["y"], "width": 1, "height": top - box["y"] + 8})
+    column = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), int)[:, 0]
+    outside, air = column[: int(top - box["y"]) - 3], column[int(top - box["y"]) + 2 :]
+    assert outside.min() - air.max() >= 25, (outside, air)
+
+
+def test_the_axial_image_says_l_on_its_right(page: Any, tmp_path: Path) -> None:
+    """NiiVue lettered the left and top edges only: the axial image had "R" on its left and nothing on its
+    right, where the coronal tile's left "R" stood next to it, so the axial image read "R ... R" (on the real
+    NIfTI too). Every edge is lettered now: the axial image's right edge says L (the patient's left)."""
+    import io
+
+    from PIL import Image
+
+    _, box = _open_mpr(page, tmp_path)
+    y = box["y"] + box["height"] / 2
+    right = box["x"] + box["width"] * 0.3  # the axial image's right edge (the next image is the coronal's)
+    while (page.mouse.move(right + 1, y), page.locator("#mpr").get_attribute("data-cursor"))[1]:
+        right += 1
+    page.mouse.move(box["x"] + 5, box["y"] + box["height"] - 5)
+    shot = page.screenshot(clip={"x": right - 24, "y": y - 14, "width": 24, "height": 28})
+    rgb = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), int)
+    text = (rgb.min(axis=2) > 110) & (rgb.max(axis=2) - rgb.min(axis=2) < 40)  # grey letters on black air
+    assert text.sum() >= 8, text.sum()

@@ -131,13 +131,13 @@ def build_result(study: Study, version: LabelVersion, labels: np.ndarray, volume
     patient = _patient_info(study, volume)
     cutoff = (study.patient or {}).get("cutoff_set")
     assessment = assess(average, patient, cutoff) if cutoff else assess(average, patient)
-    sel = study.selection or {}
     loc = study.localization or {}
     selection = L3Selection(
         indices=indices,
         mode="range" if len(indices) > 1 else "slice",
         convention=L3_RANGE if len(indices) > 1 else L3_MID,
-        method=f"web app (label version {version.version}, selection by {sel.get('mode', 'user')})",
+        # the version's slices, not the study's Slice/Range choice of now (the lines may have moved since)
+        method=f"web app (label version {version.version})",
         confidence=loc.get("confidence"),
         flags=list(loc.get("flags") or []),
     )

@@ -70,7 +70,9 @@ export function renderAnalysis(a, tissues) {
     `<div>Sarcopenia (${escapeHtml(selected ? selected.title : as.cutoff_set)}): ${sarcopenia}</div>` +
     `<div class="small">Myosteatosis: ${myo}</div>` +
     (a.quality && a.quality.status === "computed" && a.quality.score !== null
-      ? `<div id="quality">Segmentation quality: <b>${escapeHtml(a.quality.score_text)}</b>` +
+      // its scale and its review mark said: "0.62" alone read as a good mark
+      ? `<div id="quality">Segmentation quality: <b>${escapeHtml(a.quality.score_text)}</b> ` +
+        `<span class="muted">of 1 (review below ${a.quality.threshold})</span>` +
         (a.quality.flagged ? ` <span class="flag" title="Below ${a.quality.threshold}: the engines disagree or the network is unsure; check the labels slice by slice before using the numbers">review</span>` : "") + `</div>` : "") +
     `</div>` +
     reasons.html();

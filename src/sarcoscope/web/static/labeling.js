@@ -61,6 +61,7 @@ export function resetEditorView() {
 
 export async function showLabeling() {
   const s = state.study;
+  showBrushSize(); // at this study's pixels
   $("label-preset").value = state.preset;
   if (!s.latest_version) {
     message("No labels yet: choose the L3 slice(s) and press “Segment selected”.", true);
@@ -159,6 +160,7 @@ export async function drawEditor() {
     if (c.width !== nx || c.height !== ny) { c.width = nx; c.height = ny; }
   }
   editView.layout(nx * s.spacing[2], ny * s.spacing[1]);
+  showPixels();
   const base = $("edit-base").getContext("2d");
   const img = image("axial", z, state.preset);
   let loaded = true;
@@ -176,6 +178,14 @@ export async function drawEditor() {
     missing = `The image of slice ${z} could not be loaded from the server: go to the slice again (◀ ▶) to retry.`;
     message(missing, true);
   } else unsay(missing);
+}
+
+/** The CT as its pixels, as the labels are drawn, once one is 2 screen pixels wide or more: magnified (3 mm
+ * pixels at fit, or zoomed in) the browser's smoothing hid which pixel an edge is. Shrunk or barely magnified
+ * (512 pixels in a smaller box) it stays smooth: nearest-neighbour scaling there drops or doubles rows. */
+function showPixels() {
+  const screenPerPixel = (editView.width * editView.zoom * (window.devicePixelRatio || 1)) / state.shape[2];
+  $("edit-base").classList.toggle("pixels", screenPerPixel >= 2);
 }
 
 /** The current slice's labels over its image; nothing while another slice's image is still shown (the
@@ -387,7 +397,10 @@ export function bindEditor() {
   cursor.addEventListener("lostpointercapture", stop);
   cursor.addEventListener("pointerleave", () => drawOutline(null));
   editView = new Viewport($("editor-box"), $("editor-stack"), () => {
-    if (state.shape) editView.layout(state.shape[2] * state.study.spacing[2], state.shape[1] * state.study.spacing[1]);
+    if (state.shape) {
+      editView.layout(state.shape[2] * state.study.spacing[2], state.shape[1] * state.study.spacing[1]);
+      showPixels();
+    }
     drawOutline(); // its size follows the zoom
   });
   $("edit-reset").addEventListener("click", () => editView.reset());
@@ -473,8 +486,16 @@ function setTool(tool) {
 function setBrush(size) {
   state.brush = Math.max(1, Math.min(40, size));
   $("brush-size").value = state.brush;
-  $("brush-size-text").textContent = state.brush;
+  showBrushSize();
   drawOutline();
+}
+
+/** The brush's size in image pixels and in mm across at the study's pixels: 6 pixels are 4 mm on 0.7 mm
+ * pixels but 18 mm on 3 mm ones, wider than the abdominal wall's muscle. */
+function showBrushSize() {
+  const spacing = state.study ? state.study.spacing[2] : null;
+  const mm = spacing ? ` · ${Number((state.brush * spacing).toFixed(spacing * state.brush < 10 ? 1 : 0))} mm` : "";
+  $("brush-size-text").textContent = `${state.brush} px${mm}`;
 }
 
 function setPaintLabel(label) {

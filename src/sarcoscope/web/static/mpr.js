@@ -20,9 +20,11 @@ export function webgl2Available() {
   }
 }
 
+// a gap of 1 % between the tiles: each image's orientation letters are its own (adjacent, the axial's L stood
+// against the coronal's R)
 const LAYOUT = [
-  {sliceType: SLICE_TYPE.AXIAL, position: [0, 0, 0.42, 1]},
-  {sliceType: SLICE_TYPE.CORONAL, position: [0.42, 0, 0.29, 1]},
+  {sliceType: SLICE_TYPE.AXIAL, position: [0, 0, 0.41, 1]},
+  {sliceType: SLICE_TYPE.CORONAL, position: [0.42, 0, 0.28, 1]},
   {sliceType: SLICE_TYPE.SAGITTAL, position: [0.71, 0, 0.29, 1]},
 ];
 const AXIAL_ONLY = [{sliceType: SLICE_TYPE.AXIAL, position: [0, 0, 1, 1]}];
@@ -57,11 +59,14 @@ export class MPRView {
   async start() {
     this.nv = new Niivue({
       isRadiologicalConvention: true, // patient left on screen right, as CT is read
-      backColor: [0, 0, 0, 1],
+      backColor: [43 / 255, 48 / 255, 57 / 255, 1], // style.css's --image-bg: where an image ends shows
       sagittalNoseLeft: true, // anterior on the left, as radiologists read a sagittal image
       crosshairWidth: 0, // drawOverlay's: NiiVue's is a voxel thick, a band on a stretched tile
       show3Dcrosshair: false,
       isOrientationTextVisible: true,
+      // every edge lettered: with the left and top only, the coronal tile's left R stood at the axial image's
+      // right edge, which then read R ... R
+      showAllOrientationMarkers: true,
       dragAndDropEnabled: false,
       multiplanarPadPixels: 4,
       loadingText: "",
