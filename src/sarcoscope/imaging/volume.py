@@ -27,6 +27,11 @@ def index_ranges(indices: Any) -> str:
     return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
+def slices_text(first: int, last: int) -> str:
+    """A span of slices as messages name it: "slice 5", "slices 4–6"."""
+    return f"slice {first}" if first == last else f"slices {first}–{last}"
+
+
 def check_hounsfield(hu: np.ndarray, what: str, warnings: list[str]) -> None:
     """Refuse values that are not Hounsfield units: a CT holds air (about -1000 HU) around the body, in the
     lungs or the bowel, or as the scanner's padding. A normalised (0-1) image, a mask or a wrong rescale has

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Text, cast, or_, select, update
 from sqlalchemy.orm import Session
 
+from sarcoscope.imaging.volume import slices_text
 from sarcoscope.store.core import StoreCore
 from sarcoscope.store.errors import ConflictError, NotFoundError, SelectionConflictError
 from sarcoscope.store.models import Study, as_utc, utcnow
@@ -233,8 +234,7 @@ def _selection_chosen_message(study: Study) -> str:
 def _chosen(study: Study) -> tuple[str, str, str]:
     """The stored selection's slices, who chose it and when, as the conflict messages say them."""
     sel = study.selection or {}
-    first, last = sel.get("first"), sel.get("last")
-    slices = f"slice {first}" if first == last else f"slices {first}–{last}"
+    slices = slices_text(sel.get("first"), sel.get("last"))
     when = as_utc(study.selection_at).strftime("%Y-%m-%d %H:%M:%S UTC") if study.selection_at else "just now"
     return slices, str(study.selection_by), when
 

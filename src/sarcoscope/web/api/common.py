@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from sarcoscope.imaging.volume import slices_text
 from sarcoscope.store import LabelVersion, Study
 from sarcoscope.web import roles
 from sarcoscope.web.context import AppContext, get_context
@@ -130,8 +131,3 @@ def selected_indices(study: Study, first: int | None = None, last: int | None = 
             "selection again, then try again.",
         )
     return list(range(stored[0], stored[1] + 1))
-
-
-def slices_text(first: int, last: int) -> str:
-    """A selection's or a version's slices as messages name them: "slice 5", "slices 4–6"."""
-    return f"slice {first}" if first == last else f"slices {first}–{last}"

@@ -15,8 +15,9 @@ from fastapi import Path as PathParam
 from pydantic import Field
 
 from sarcoscope.conventions import TISSUES
+from sarcoscope.imaging.volume import slices_text
 from sarcoscope.segmentation.base import takes_model
-from sarcoscope.web.api.common import MAX_INT, Body, Ctx, User, selected_indices, slices_text, version_json
+from sarcoscope.web.api.common import MAX_INT, Body, Ctx, User, selected_indices, version_json
 from sarcoscope.web.auth import client_of
 from sarcoscope.web.label_import import import_label_file, receive_label_upload
 
