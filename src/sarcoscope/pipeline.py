@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +14,7 @@ from sarcoscope.errors import LevelError
 from sarcoscope.fileio import check_output_folder, check_outside_input
 from sarcoscope.imaging.volume import CTVolume, index_ranges
 from sarcoscope.level.selection import L3Selection, manual_range, manual_slice, single_slice_input
+from sarcoscope.memory import release_freed_memory
 from sarcoscope.results import AnalysisResult
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
@@ -79,29 +77,6 @@ def require_body(volume: CTVolume, indices: list[int]) -> SliceBodies:
     )
     missing = [w for w in volume.warnings if "without a value (NaN" in w]
     raise SegmentationError(message + (f"; note: {missing[0]}" if missing else ""))
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None (another C library)."""
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
-
-
-def release_freed_memory() -> None:
-    """Hand the C heap's free pages back to the system between stages (glibc only; elsewhere nothing).
-
-    Memory a stage freed (the localizer's working grids, the network's working memory, the second
-    engine's arrays in its thread) otherwise stays resident in the allocator's heaps, one per thread, under
-    the next stage's peak: 41 MB after segmenting a 130-slice series, 10-13 MB of its analysis's peak
-    (BENCHMARKS.md). A call takes about 1 ms; a process analysing case after case (batch workers keep
-    freed memory for the next case) pays about 0.02 s of system time per case to map it again."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def analyze(
