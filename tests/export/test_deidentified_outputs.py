@@ -201,6 +201,31 @@ def test_real_series_outputs_carry_no_real_date_of_the_analysis(
 _RULE_WORDS = re.compile(r"\b(wo)?men\b|BMI [<≥]")
 
 
+def test_values_never_computed_say_why_not_that_de_identification_removed_them(phi_result) -> None:
+    """Without height and weight no BMI (nor SMI, nor a BMI-rule classification) is computed; the
+    de-identified report said "removed by de-identification" for them, as if values had been hidden. It says
+    what was missing, in words that quote no DICOM value (an implausible PatientSize is quoted in the
+    analysis' own reason)."""
+    from sarcoscope.composition import PatientInfo, assess
+    from sarcoscope.composition.assessment import UNKNOWN_REASONS
+
+    dicom_height = "height unknown: DICOM PatientSize 2.93 is outside 0.5-2.5 m; pass --height-cm"
+    patient = PatientInfo(sex="M", reasons={"height_m": dicom_height})
+    phi_result.assessment = assess(phi_result.average, patient)
+    report = build_report(phi_result, deidentification=POLICY)
+    assessment = report["assessment"]
+    assert assessment["bmi"] == {
+        "status": "not computed",
+        "reason": f"{UNKNOWN_REASONS['height_m']}; {UNKNOWN_REASONS['weight_kg']}",
+    }
+    assert assessment["smi"] == {"status": "not computed", "reason": UNKNOWN_REASONS["height_m"]}
+    for c in assessment["sarcopenia"]:
+        assert c["status"] == "not computed" and "removed by de-identification" not in c["reason"], c
+        assert UNKNOWN_REASONS["height_m"] in c["reason"], c
+    assert "2.93" not in json.dumps(report)
+    assert "2.93" in json.dumps(build_report(phi_result))  # the analysis' own report says it
+
+
 def test_no_classification_gives_back_the_sex_or_bmi_it_removed(phi_result, tmp_path: Path) -> None:
     # the sex and the BMI are removed, but each cutoff set's classification said which rule it applied
     # ("men, BMI ≥ 25") and its cutoff (52.4 is Prado's for men), and its flag with the SMI that stays tells

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sarcoscope.composition.assessment import UNKNOWN_REASONS
 from sarcoscope.composition.cutoffs import CutoffSet, load_cutoffs
 from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
@@ -114,10 +115,20 @@ _PATIENT_METADATA = {
 }
 
 
+def _without_dicom_values(value: dict[str, Any]) -> dict[str, Any]:
+    """A value "not computed" for want of a patient fact, its reason in words that carry no patient value
+    (an implausible DICOM PatientSize or PatientSex is quoted in it); other values as they are."""
+    if value.get("status") != "not computed" or not value.get("reason"):
+        return value
+    missing = [text for text in UNKNOWN_REASONS.values() if text.split(":")[0] in value["reason"]]
+    return {**value, "reason": "; ".join(missing)} if missing else value
+
+
 def _without_sex_or_bmi(c: dict[str, Any], sets: dict[str, CutoffSet]) -> dict[str, Any]:
-    """A report's classification without what tells the sex or BMI de-identification removed."""
-    if not sets[c["set"]].needs_sex_or_bmi:
-        return c
+    """A report's classification without what tells the sex or BMI de-identification removed (one that was
+    not computed anyway keeps saying why, not that de-identification removed it)."""
+    if not sets[c["set"]].needs_sex_or_bmi or c.get("status") == "not computed":
+        return _without_dicom_values(c)
     kept = {k: c[k] for k in ("set", "title", "selected", "metric", "unit")}
     return {**kept, "status": "not computed", "reason": _REMOVED_CLASSIFICATION}
 
@@ -141,14 +152,23 @@ def _deidentify_report(report: dict[str, Any], volume: CTVolume, policy: Deident
     if reported["contrast_agent"]:
         reported["contrast_agent"] = "ANONYMIZED"
     if not policy.keep_patient_characteristics:
+        assessment = report["assessment"]
         for key, assessed in _PATIENT_METADATA.items():
             reported[key] = None
-            report["assessment"]["patient"][assessed] = None
-        # BMI and the muscle area's SMI together give the weight: the BMI goes with it (SMI is the result)
-        report["assessment"]["bmi"] = {"status": "not computed", "reason": _REMOVED_CHARACTERISTIC}
+            assessment["patient"][assessed] = None
+        # BMI and the muscle area's SMI together give the weight: the BMI goes with it (SMI is the result);
+        # a BMI never computed (no height or weight given) says so, not that de-identification removed it
+        bmi = assessment["bmi"]
+        computed = bmi.get("status") != "not computed"
+        assessment["bmi"] = (
+            {"status": "not computed", "reason": _REMOVED_CHARACTERISTIC}
+            if computed
+            else _without_dicom_values(bmi)
+        )
+        assessment["smi"] = _without_dicom_values(assessment["smi"])
         table = load_cutoffs()
         for kind, sets in (("sarcopenia", table.sarcopenia), ("myosteatosis", table.myosteatosis)):
-            report["assessment"][kind] = [_without_sex_or_bmi(c, sets) for c in report["assessment"][kind]]
+            assessment[kind] = [_without_sex_or_bmi(c, sets) for c in assessment[kind]]
     scrub = message_scrubber(policy, volume.source_path, md.contrast_agent)
     for where in (report, summary):
         kept = (scrub(w) for w in where["warnings"])
