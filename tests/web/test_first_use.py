@@ -123,6 +123,9 @@ def test_deidentified_reports_name_the_pages_controls_not_cli_options(
     from pypdf import PdfReader
 
     sid = _segmented(client, series, {"mode": "slice", "first": 5})
+    # entered, so that de-identification removes them (a BMI never computed says what is missing instead)
+    facts = {"height_cm": 170, "weight_kg": 70, "sex": "F"}
+    assert client.put(f"/api/studies/{sid}/patient", json=facts).is_success
     deid = {"deidentify": True}
     report = client.get(f"/api/studies/{sid}/export/json", params=deid).json()
     assert not [t for t in _strings(report) if has_cli_words(t)]
