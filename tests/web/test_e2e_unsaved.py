@@ -479,8 +479,16 @@ def test_ctrl_s_on_the_l3_tab_saves_an_unsaved_label_edit(tmp_path: Path, series
         versions = page.request.get(f"{url}/api/studies/{sid}/versions").json()
         assert max(v["version"] for v in versions) == 2
         # the tab's own work done first (its volume, the localizer): its "Locating L3…", said once the volume
-        # has come, took the place of the answer below when the machine was slow
-        page.wait_for_load_state("networkidle")
+        # has come, took the place of the answer below when the machine was slow (also after the network
+        # was idle: drawing the volume took longer than the idle wait, then the localizer was asked)
+        for _ in range(600):
+            if page.request.get(f"{url}/api/studies/{sid}").json()["localization"] is not None:
+                break
+            page.wait_for_timeout(200)
+        page.wait_for_function(
+            "!document.getElementById('segment').disabled"
+            " && !document.getElementById('study-message').textContent.includes('Locating L3')"
+        )
         page.keyboard.press("Control+s")
         assert "Nothing to save" in page.inner_text("#study-message")
 
