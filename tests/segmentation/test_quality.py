@@ -164,8 +164,10 @@ def test_coarse_pixels_are_warned_about() -> None:
 
 
 def test_a_body_cut_off_by_the_image_edge_is_warned_about() -> None:
-    """The phantom's exact labels: whole, cut through the fat on one side, cut through the muscle."""
-    ph = make_slice(1, size=256)
+    """The phantom's exact labels: whole, cut through the fat on one side, cut through the muscle. Its fat
+    is 15 mm wide beside the muscle: a cut 7 mm from the muscle is in the fat (within OUTLINE_MM and a pixel
+    a SAT rim is what the engines draw beside any cut)."""
+    ph = make_slice(7, size=256)
     lab, sp = ph.labels, ph.pixel_spacing
     assert cut_off_warning([lab], sp) is None
     body_cols = np.flatnonzero(lab.any(axis=0))
@@ -177,6 +179,21 @@ def test_a_body_cut_off_by_the_image_edge_is_warned_about() -> None:
     warning = cut_off_warning([lab, lab[:, in_fat:through_muscle]], sp)  # any slice of a range
     assert warning is not None and warning.startswith("Muscle runs into the image's edge (left side)")
     assert warning in image_warnings([ph.hu[:, in_fat:through_muscle]], [lab[:, in_fat:through_muscle]], sp)
+
+
+def test_muscle_cut_by_the_edge_is_warned_about_behind_the_skin_rim_the_engines_draw() -> None:
+    """The engines label the first OUTLINE_MM beside a body's outline SAT, the skin's partial volume, and
+    an image edge that cuts the body is its outline there: a wall cut through showed SAT along the edge and
+    muscle right behind it, and no warning (the threshold engine on every real slice cut this way,
+    scripts/field_of_view.py). Behind that rim the muscle still runs into the edge."""
+    ph = make_slice(1, size=256)
+    muscle_cols = np.flatnonzero((ph.labels == Label.MUSCLE).any(axis=0))
+    through_muscle = muscle_cols[-1] - round(15 / ph.pixel_spacing[1])
+    labels = ThresholdEngine().segment(ph.hu[None, :, :through_muscle], ph.pixel_spacing)[0]
+    assert not (labels[:, -1] == Label.MUSCLE).any()  # the rim: the edge column itself holds no muscle
+    warning = cut_off_warning([labels], ph.pixel_spacing)
+    assert warning is not None and warning.startswith("Muscle runs into the image's edge (left side)")
+    assert "either way" in warning  # beside the cut organs can be taken for the wall: not only too low
 
 
 def test_image_noise_is_measured_in_the_fat() -> None:

@@ -44,6 +44,7 @@ import numpy as np
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
 from sarcoscope.segmentation.base import SegmentationEngine, segment_slices
+from sarcoscope.segmentation.refine import OUTLINE_MM
 
 if TYPE_CHECKING:
     from sarcoscope.segmentation.body import SliceBodies
@@ -280,29 +281,36 @@ def noise_warning(noise_hu: float | None) -> str | None:
 def cut_off_warning(labels: Sequence[np.ndarray], pixel_spacing: tuple[float, float]) -> str | None:
     """The warning for slices whose tissues run into the image's edge (the body wider than the field of
     view, common in obese patients): what lies beyond was not imaged, so its area is missing. None when every
-    tissue ends inside the image (less than CUT_OFF_MM of any edge)."""
+    tissue ends inside the image (less than CUT_OFF_MM of any edge).
+
+    Muscle counts within OUTLINE_MM (and a pixel) of the edge: where the edge cuts the body it is the body's
+    outline, beside which the engines label the skin's partial volume SAT, so a wall cut through shows a
+    rim of SAT on the edge and the muscle right behind it."""
     dy, dx = pixel_spacing
+    rim_y, rim_x = (int(np.ceil(OUTLINE_MM / d)) + 1 for d in (dy, dx))
     cut: dict[str, set[str]] = {"muscle": set(), "body": set()}
     for lab in labels:
         # array layout: columns run from the patient's right to the left, rows from the front to the back
         edges = (
-            ("right", lab[:, 0], dy),
-            ("left", lab[:, -1], dy),
-            ("front", lab[0], dx),
-            ("back", lab[-1], dx),
+            ("right", lab[:, :rim_x].T, dy),
+            ("left", lab[:, -rim_x:].T, dy),
+            ("front", lab[:rim_y], dx),
+            ("back", lab[-rim_y:], dx),
         )
-        for side, line, step in edges:
-            if np.count_nonzero(line == Label.MUSCLE) * step >= CUT_OFF_MM:
+        for side, band, step in edges:
+            if np.count_nonzero((band == Label.MUSCLE).any(axis=0)) * step >= CUT_OFF_MM:
                 cut["muscle"].add(side)
-            if np.count_nonzero(line > 0) * step >= CUT_OFF_MM:
+            if np.count_nonzero(band[0 if side in ("right", "front") else -1] > 0) * step >= CUT_OFF_MM:
                 cut["body"].add(side)
     order = ("right", "left", "front", "back")
     if cut["muscle"]:
         sides = " and ".join(s for s in order if s in cut["muscle"])
         return (
             f"Muscle runs into the image's edge ({sides} side): part of the body lies outside the field of "
-            "view, so the muscle area and SMI are too low (and SAT too). Reconstruct the scan with a larger "
-            "field of view to measure it."
+            "view, so the muscle area and SMI are not the patient's: the muscle beyond the edge is missing, "
+            "and beside the cut the segmentation can take organs for the abdominal wall, so the error can go "
+            "either way (docs/validation/field-of-view.md). Reconstruct the scan with a larger field of view "
+            "to measure it."
         )
     if cut["body"]:
         sides = " and ".join(s for s in order if s in cut["body"])

@@ -1,0 +1,110 @@
+"""How muscle measurement holds when the body is wider than the field of view (obese patients, small FOV).
+
+Each real L3 slice with reference labels is cropped left and right, as a reconstruction with a smaller field
+of view would cut it: through the subcutaneous fat only (the columns of the reference muscle plus a margin of
+15, 7 or 3 mm each side) and through the abdominal wall (5 % or 8 % of the body's width off each side). Both
+engines segment the crop; the muscle area is compared with the reference inside the crop (what a reader
+would label on that image) and with the whole slice's (the patient's), and the analysis' field-of-view
+warning (segmentation.quality.cut_off_warning, on the engine's own labels) is counted.
+
+    python scripts/field_of_view.py [--shared ../shared/data] [--folds runs/default-unet] [--out FILE]
+
+`--folds DIR` segments each case with the U-Net of its leave-one-out fold (`DIR/cv-<CASE>`, a model that
+never saw it); without it, the shipped model (which saw all nine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+from real_slices import error_summary, parse_args, read_case
+
+from sarcoscope.conventions import Label
+from sarcoscope.fileio import atomic_write_text
+from sarcoscope.segmentation import get_engine
+from sarcoscope.segmentation.base import SegmentationEngine
+from sarcoscope.segmentation.quality import cut_off_warning
+from sarcoscope.segmentation.unet import UNetEngine
+
+#: (row name, kind, amount): "fat" keeps the muscle's columns plus `amount` mm each side; "wall" removes
+#: `amount` of the body's width from each side
+CROPS = (
+    ("as scanned", "none", 0.0),
+    ("cut in the fat, 15 mm beside the muscle", "fat", 15.0),
+    ("cut in the fat, 7 mm beside the muscle", "fat", 7.0),
+    ("cut in the fat, 3 mm beside the muscle", "fat", 3.0),
+    ("cut through the wall, 5 % of the width each side", "wall", 0.05),
+    ("cut through the wall, 8 % of the width each side", "wall", 0.08),
+)
+
+
+def crop_columns(ref: np.ndarray, spacing: tuple[float, float], kind: str, amount: float) -> slice:
+    """The columns a field of view of this kind keeps."""
+    if kind == "none":
+        return slice(None)
+    if kind == "fat":
+        cols = np.flatnonzero((ref == Label.MUSCLE).any(axis=0))
+        margin = round(amount / spacing[1])
+        return slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, ref.shape[1]))
+    cols = np.flatnonzero((ref > 0).any(axis=0))
+    cut = int((cols[-1] - cols[0]) * amount)
+    return slice(cols[0] + cut, cols[-1] - cut + 1)
+
+
+def main() -> None:
+    def more(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--folds", type=Path, help="leave-one-out fold models: DIR/cv-<CASE>")
+
+    args, folder, cases = parse_args(__doc__, more)
+    threshold = get_engine("threshold")
+    shipped = None if args.folds else get_engine("unet")
+
+    def engines(case: str) -> dict[str, SegmentationEngine]:
+        unet = UNetEngine(args.folds / f"cv-{case}") if args.folds else shipped
+        return {"unet": unet, "threshold": threshold}
+
+    results: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for case in cases:
+        hu, spacing, ref = read_case(folder, case)
+        whole = np.count_nonzero(ref == Label.MUSCLE)
+        for name, kind, amount in CROPS:
+            cols = crop_columns(ref, spacing, kind, amount)
+            img, seen = hu[:, cols], ref[:, cols]
+            visible = np.count_nonzero(seen == Label.MUSCLE)
+            for engine_name, engine in engines(case).items():
+                labels = engine.segment(img[None], spacing)[0]
+                muscle = np.count_nonzero(labels == Label.MUSCLE)
+                row = results.setdefault((name, engine_name), {"visible": [], "whole": [], "warned": []})
+                row["visible"].append(100.0 * (muscle - visible) / visible)
+                row["whole"].append(100.0 * (muscle - whole) / whole)
+                warning = cut_off_warning([labels], spacing) or ""
+                row["warned"].append(float(warning.startswith("Muscle")))
+                print(case, name, engine_name, f"{row['visible'][-1]:+.1f} %", f"{row['whole'][-1]:+.1f} %")
+    lines = [
+        "| field of view | engine | muscle-area error against the crop's reference, mean (mean abs, worst) "
+        "| against the whole slice's | 'muscle runs into the edge' warned |",
+        "|---|---|---|---|---|",
+    ]
+    for (name, engine_name), row in results.items():
+        lines.append(
+            f"| {name} | {engine_name} | {error_summary(row['visible'])} | {error_summary(row['whole'])} "
+            f"| {int(sum(row['warned']))} of {len(row['warned'])} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        unet = f"the leave-one-out fold models in `{args.folds}`" if args.folds else shipped.model_id
+        head = (
+            "# Muscle measurement when the body is wider than the field of view\n\n"
+            f"Written by `python scripts/field_of_view.py` on {dt.date.today()} with {unet} and "
+            f"{threshold.model_id}: the {len(cases)} real L3 slices of ../shared/data/real/l3_slices "
+            "cropped left and right as a smaller field of view would cut them (the script says how).\n\n"
+        )
+        atomic_write_text(args.out, head + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
