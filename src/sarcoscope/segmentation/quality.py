@@ -100,14 +100,27 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
+def _muscle_wins(probs: np.ndarray) -> np.ndarray:
+    """`probs.argmax(axis=0) == Label.MUSCLE` for class probabilities (5, y, x): muscle above every class
+    before it and not below any after it (argmax takes the first of equals). Four comparisons of planes,
+    where argmax walks the class axis pixel by pixel: 1.4 ms instead of 8 for a 512² canvas, three times
+    per slice."""
+    k = int(Label.MUSCLE)
+    wins = np.ones(probs.shape[1:], dtype=bool)
+    for other in range(len(probs)):
+        if other != k:
+            wins &= probs[k] > probs[other] if other < k else probs[k] >= probs[other]
+    return wins
+
+
 def network_signals(plain: np.ndarray, mirrored: np.ndarray) -> dict[str, float]:
     """The network signals of one slice from the class probabilities (5, y, x) of its two passes."""
     mean = 0.5 * (plain + mirrored)
-    muscle = mean.argmax(axis=0) == Label.MUSCLE
+    muscle = _muscle_wins(mean)
     p = mean[Label.MUSCLE]
     denominator = float(p.sum()) + int(muscle.sum())
     expected = 1.0 if denominator == 0 else 2.0 * float(p[muscle].sum()) / denominator
-    mirror = _dice(plain.argmax(axis=0) == Label.MUSCLE, mirrored.argmax(axis=0) == Label.MUSCLE)
+    mirror = _dice(_muscle_wins(plain), _muscle_wins(mirrored))
     return {"expected_muscle_dice": expected, "mirror_muscle_dice": mirror}
 
 
