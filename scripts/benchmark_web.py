@@ -12,14 +12,19 @@ machine noise hits the trees alike, and does what the browser does (studies.js, 
   images), GET /api/models (the L3 view's model choice: it starts building the segmentation engine in
   the background), then the WebGL viewer's volume.nii.gz (written in the background since the upload);
 - POST .../localize (the L3 view asks for it; it pre-places the mid-L3 slice);
-- POST .../segment of that slice with the server's default engine: the first request of the process
-  (cold), then `--segments` more (warm); before each, the previous version's QC picture, rendered in the
-  background, is waited for (GET .../export/overlay), so that it does not compete with the request.
+- POST .../segment of that slice with each of `--engines` in turn (default: the server's default engine):
+  the first request of the process (cold), then `--segments` more (warm); before each, the previous
+  version's QC picture and analysis, made in the background, are waited for (GET .../export/overlay and
+  .../analysis), so that they do not compete with the request. After each, GET .../analysis, which the
+  label tab asks for next (its quality score's second opinion runs after the segment request's answer):
+  "segment + analysis" is when the page has both.
 
 Prints medians and p95 per tree and the ratio now/before, then the segment request's work timed in this
-process (engine alone, second opinion, segment_with_quality); never asserts times (shared, noisy machine).
+process (body mask, engine alone, what the request runs, the second opinion after it); never asserts times
+(shared, noisy machine).
 
     python scripts/benchmark_web.py [--src SRC] [--before OTHER/src] [--repeats 5] [--segments 5]
+        [--engines unet threshold]
 """
 
 from __future__ import annotations
@@ -32,14 +37,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import web_server  # scripts/ is on sys.path when a script runs
 from benchmark_speed import _synthetic_series
 from web_server import call, start_server
 
-GOALS = {"ready": 1.5, "first axial image after upload": 0.3, "segment, warm": 0.15}
+GOALS = {"ready": 1.5, "first axial image after upload": 0.3}
+#: The goal of a warm segment request, whichever the engine.
+SEGMENT_GOAL = 0.15
 #: Shared objects whose being mapped into the server at ready shows a heavy import.
 HEAVY_LIBRARIES = ("onnxruntime", "scipy", "torch", "matplotlib")
 
@@ -80,7 +89,7 @@ def timed_call(
 
 
 def one_repeat(
-    src: Path, upload: tuple[bytes, str], segments: int, times: dict[str, list[float]]
+    src: Path, upload: tuple[bytes, str], segments: int, engines: list[str], times: dict[str, list[float]]
 ) -> tuple[list[str], int]:
     """A fresh server through the whole sequence; appends to `times`; returns the heavy libraries loaded at
     ready and the segmented slice."""
@@ -123,54 +132,62 @@ def one_repeat(
             located = json.loads(data)
             version, l3 = located["latest_version"], located["selection"]["first"]
             for k in range(segments + 1):
-                if version:  # the QC picture of the previous version is rendered in the background
-                    call(port, "GET", f"/api/studies/{sid}/export/overlay?version={version}")
-                body = json.dumps({"base_version": version}).encode()
-                path = f"/api/studies/{sid}/segment"
-                seconds, data = timed_call(port, "POST", path, body, "application/json")
-                keep("segment, cold (first of the process)" if k == 0 else "segment, warm", seconds)
-                version = json.loads(data)["version"]
+                for engine in engines:
+                    if version:  # the previous version's QC picture and quality score: in the background
+                        call(port, "GET", f"/api/studies/{sid}/export/overlay?version={version}")
+                        call(port, "GET", f"/api/studies/{sid}/analysis?version={version}")
+                    body = json.dumps({"base_version": version, "engine": engine}).encode()
+                    path = f"/api/studies/{sid}/segment"
+                    seconds, data = timed_call(port, "POST", path, body, "application/json")
+                    version = json.loads(data)["version"]
+                    analysis, _ = timed_call(port, "GET", f"/api/studies/{sid}/analysis?version={version}")
+                    when = "cold (first of the process)" if k == 0 else "warm"
+                    keep(f"segment ({engine}), {when}", seconds)
+                    keep(f"  segment + analysis ({engine}), {when}", seconds + analysis)
         finally:
             proc.terminate()
             proc.wait(30)
     return heavy, l3
 
 
-def engine_reference(series: Path, index: int, repeats: int) -> None:
-    """The segment request's work without the server, in this process: where its time goes."""
+def engine_reference(series: Path, index: int, repeats: int, engines: list[str]) -> None:
+    """The segment request's work without the server, in this process (wall and CPU): where its time goes."""
     import numpy as np
 
     from sarcoscope.imaging import read_ct
     from sarcoscope.segmentation import get_engine
-    from sarcoscope.segmentation.base import DEFAULT_ENGINE
-    from sarcoscope.segmentation.quality import segment_with_quality
+    from sarcoscope.segmentation.body import body_and_limbs
+    from sarcoscope.segmentation.quality import segment_then_score
 
     volume = read_ct(series)
-    hu = np.asarray(volume.hu[[index]])
+    hu, spacing = np.asarray(volume.hu[[index]]), volume.pixel_spacing
     start = time.perf_counter()
-    engine = get_engine(DEFAULT_ENGINE)
+    for name in engines:
+        get_engine(name)
     build = time.perf_counter() - start
-    other = get_engine("threshold" if DEFAULT_ENGINE != "threshold" else "unet")
-    runs: dict[str, list[float]] = {}
+    runs: dict[str, list[tuple[float, float]]] = {}
+
+    def timed(key: str, work: Callable[[], Any]) -> Any:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = work()
+        runs.setdefault(key, []).append((time.perf_counter() - wall, time.process_time() - cpu))
+        return out
+
     for _ in range(repeats + 1):  # the first pass warms caches and is not counted
-        for name, work in (
-            (f"{DEFAULT_ENGINE} engine alone", lambda: engine.segment(hu, volume.pixel_spacing)),
-            (
-                f"{other.name} engine (the quality score's second opinion)",
-                lambda: other.segment(hu, volume.pixel_spacing),
-            ),
-            (
-                "segment_with_quality (what the request runs)",
-                lambda: segment_with_quality(engine, hu, volume.pixel_spacing),
-            ),
-        ):
-            start = time.perf_counter()
-            work()
-            runs.setdefault(name, []).append(time.perf_counter() - start)
-    print(f"\nIn this process (--src), slice {index}: building the {DEFAULT_ENGINE} engine {build:.3f} s")
-    for name, values in runs.items():
-        median, p95 = summary(values[1:])
-        print(f"- {name}: {median:.3f} / {p95:.3f} s (median / p95)")
+        for name in engines:
+            engine = get_engine(name)  # as each request does (one ONNX Runtime session per process)
+            timed(f"{name}: body mask", lambda: body_and_limbs(hu[0], spacing))
+            timed(f"{name}: the engine alone", lambda e=engine: e.segment(hu, spacing))
+            _, score = timed(
+                f"{name}: what the request runs (segment_then_score: labels, network signals)",
+                lambda e=engine: segment_then_score(e, hu, spacing),
+            )
+            timed(f"{name}: after the answer, the quality score's second opinion", score)
+    print(f"\nIn this process (--src), slice {index}: building the engines {build:.3f} s")
+    for key, values in runs.items():
+        wall, _ = summary([w for w, _ in values[1:]])
+        cpu, _ = summary([c for _, c in values[1:]])
+        print(f"- {key}: {wall:.3f} s wall, {cpu:.3f} s CPU (medians)")
 
 
 def summary(values: list[float]) -> tuple[float, float]:
@@ -186,11 +203,16 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--segments", type=int, default=5, help="warm segment requests per server")
+    parser.add_argument("--engines", nargs="+", help="engines segmented with, in turn (default: the default)")
     args = parser.parse_args()
     sys.path.insert(0, str(args.src.resolve()))  # engine_reference (and the series, if made) use this tree
     trees = {"now": args.src.resolve()}
     if args.before:
         trees = {"before": args.before.resolve(), **trees}
+    if not args.engines:
+        from sarcoscope.segmentation.base import DEFAULT_ENGINE
+
+        args.engines = [DEFAULT_ENGINE]
     series = _synthetic_series(130, seed=3)
     files = sorted(f for f in series.iterdir() if f.is_file() and not f.name.startswith("."))
     upload = multipart(files)
@@ -199,12 +221,13 @@ def main() -> None:
     loads = []
     for _ in range(args.repeats):
         for name, src in trees.items():
-            libraries, l3 = one_repeat(src, upload, args.segments, times[name])
+            libraries, l3 = one_repeat(src, upload, args.segments, args.engines, times[name])
             heavy[name].update(libraries)
             loads.append(os.getloadavg()[0])
     size = f"{len(files)} slices of 512² ({len(upload[0]) / 1e6:.0f} MB)"
     print(
-        f"{args.repeats} repeats (fresh server each), {size}, {args.segments} warm segments per server; "
+        f"{args.repeats} repeats (fresh server each), {size}, {args.segments} warm segments per server "
+        f"and engine ({', '.join(args.engines)}); "
         f"load average {min(loads):.1f}-{max(loads):.1f}"
     )
     for name in trees:
@@ -223,7 +246,7 @@ def main() -> None:
         row = f"| {key} | {' | '.join(cells)} |"
         if ratio:
             row += f" {summary(times['now'][key])[0] / summary(times['before'][key])[0]:.2f} |"
-        goal = GOALS.get(key)
+        goal = SEGMENT_GOAL if key.startswith("segment (") and key.endswith("warm") else GOALS.get(key)
         if goal is not None:
             median = summary(times["now"][key])[0]
             row += f" < {goal} s: {'met' if median < goal else 'not met'} (median) |"
@@ -231,7 +254,7 @@ def main() -> None:
             row += " |"
         print(row, flush=True)
 
-    engine_reference(series, l3, args.repeats)
+    engine_reference(series, l3, args.repeats, args.engines)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,19 @@ def test_signals_have_exact_values_on_known_masks() -> None:
     assert signals["expected_muscle_dice"] == pytest.approx(16 / 21)
 
 
+def test_muscle_wins_where_argmax_says_muscle_ties_included() -> None:
+    """The network signals read `argmax == muscle` from four plane comparisons (issue 18: argmax along the
+    class axis cost 8 ms per 512² canvas, three times per slice): the same pixels, ties going to the first
+    class as argmax's do, on the mirrored pass's reversed view too."""
+    from sarcoscope.segmentation.quality import _muscle_wins
+
+    probs = np.random.default_rng(4).integers(0, 4, size=(5, 64, 48)).astype(np.float32) / 4  # many ties
+    for p in (probs, probs[..., ::-1]):
+        want = p.argmax(axis=0) == Label.MUSCLE
+        assert 0 < want.sum() < want.size
+        assert np.array_equal(_muscle_wins(p), want)
+
+
 def test_the_worst_signal_sets_the_score_and_names_itself() -> None:
     q = SliceQuality(
         {"expected_muscle_dice": 0.99, "engine_muscle_dice": 0.87, "engine_muscle_area_diff": 0.02}

@@ -32,9 +32,10 @@ engine signals need the other engine (the threshold engine for the U-Net, the si
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
@@ -101,14 +102,27 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
+def _muscle_wins(probs: np.ndarray) -> np.ndarray:
+    """`probs.argmax(axis=0) == Label.MUSCLE` for class probabilities (5, y, x): muscle above every class
+    before it and not below any after it (argmax takes the first of equals). Four comparisons of planes,
+    where argmax walks the class axis pixel by pixel: 1.4 ms instead of 8 for a 512² canvas, three times
+    per slice."""
+    k = int(Label.MUSCLE)
+    wins = np.ones(probs.shape[1:], dtype=bool)
+    for other in range(len(probs)):
+        if other != k:
+            wins &= probs[k] > probs[other] if other < k else probs[k] >= probs[other]
+    return wins
+
+
 def network_signals(plain: np.ndarray, mirrored: np.ndarray) -> dict[str, float]:
     """The network signals of one slice from the class probabilities (5, y, x) of its two passes."""
     mean = 0.5 * (plain + mirrored)
-    muscle = mean.argmax(axis=0) == Label.MUSCLE
+    muscle = _muscle_wins(mean)
     p = mean[Label.MUSCLE]
     denominator = float(p.sum()) + int(muscle.sum())
     expected = 1.0 if denominator == 0 else 2.0 * float(p[muscle].sum()) / denominator
-    mirror = _dice(plain.argmax(axis=0) == Label.MUSCLE, mirrored.argmax(axis=0) == Label.MUSCLE)
+    mirror = _dice(_muscle_wins(plain), _muscle_wins(mirrored))
     return {"expected_muscle_dice": expected, "mirror_muscle_dice": mirror}
 
 
@@ -375,6 +389,50 @@ def segment_with_quality(
     refuses) leaves those signals out, with the reason.
     Both engines share the slices' body masks (`bodies`, when the caller has found some already).
     """
+    with ThreadPoolExecutor(1) as pool:
+        # the second opinion runs beside the engine (both spend much of their time in NumPy and SciPy, which
+        # let another thread run), so the score costs less time than the two engines one after the other
+        labels, score = _segment_and_score(
+            engine,
+            slices,
+            pixel_spacing,
+            hu_ranges,
+            second_opinion,
+            bodies,
+            lambda *a: pool.submit(*a).result,
+        )
+        return labels, score()
+
+
+def segment_then_score(
+    engine: SegmentationEngine,
+    slices: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    *,
+    hu_ranges: HURanges = DEFAULT_HU_RANGES,
+    second_opinion: SegmentationEngine | None = None,
+) -> tuple[np.ndarray, Callable[[], QualityAssessment]]:
+    """`segment_with_quality` in two steps: the labels (and the network signals, which the engine's own
+    inference gives) now, and a function that runs the second opinion and returns the assessment, the
+    same as segment_with_quality's. The web app answers a segment request with the labels and scores
+    after: the second opinion is another whole engine (the threshold engine for the U-Net, the U-Net for
+    the threshold engine), which the request's answer does not need."""
+    return _segment_and_score(
+        engine, slices, pixel_spacing, hu_ranges, second_opinion, None, functools.partial
+    )
+
+
+def _segment_and_score(
+    engine: SegmentationEngine,
+    slices: np.ndarray,
+    pixel_spacing: tuple[float, float],
+    hu_ranges: HURanges,
+    second_opinion: SegmentationEngine | None,
+    bodies: SliceBodies | None,
+    start: Callable[..., Callable[[], tuple[str | None, np.ndarray]]],
+) -> tuple[np.ndarray, Callable[[], QualityAssessment]]:
+    """The labels and the scoring of segment_with_quality; `start(fn, *args)` starts the second opinion
+    `fn(*args)` (or not yet) and returns the function that gives its result."""
     from sarcoscope.segmentation.body import SliceBodies
     from sarcoscope.segmentation.unet import UNetEngine
 
@@ -385,40 +443,33 @@ def segment_with_quality(
         bodies = SliceBodies(stack, pixel_spacing)
     signals: list[dict[str, float]] = [{} for _ in range(len(stack))]
     unavailable: dict[str, str] = {}
-    with ThreadPoolExecutor(1) as pool:
-        # the second opinion runs beside the engine (both spend much of their time in NumPy and SciPy, which
-        # let another thread run), so the score costs less time than the two engines one after the other
-        other_run: Future[tuple[str | None, np.ndarray]] | None = None
-        if (
-            second_opinion is None
-            and isinstance(engine, UNetEngine)
-            and max(pixel_spacing) > COARSEST_OPINION
-        ):
-            why = (
-                f"the threshold engine is no second opinion at pixels coarser than {COARSEST_OPINION:g} mm "
-                "(its own muscle error grows there)"
-            )
-            unavailable.update(dict.fromkeys(ENGINE_SIGNALS, why))
-        else:
-            other_run = pool.submit(
-                _second_opinion, engine, second_opinion, hu_ranges, stack, pixel_spacing, bodies
-            )
-        observed = False
+    other_run: Callable[[], tuple[str | None, np.ndarray]] | None = None
+    if second_opinion is None and isinstance(engine, UNetEngine) and max(pixel_spacing) > COARSEST_OPINION:
+        why = (
+            f"the threshold engine is no second opinion at pixels coarser than {COARSEST_OPINION:g} mm "
+            "(its own muscle error grows there)"
+        )
+        unavailable.update(dict.fromkeys(ENGINE_SIGNALS, why))
+    else:
+        other_run = start(_second_opinion, engine, second_opinion, hu_ranges, stack, pixel_spacing, bodies)
+    observed = False
 
-        def observe(start: int, plain: np.ndarray, mirrored: np.ndarray) -> None:
-            nonlocal observed
-            observed = True
-            for k in range(len(plain)):
-                signals[start + k].update(network_signals(plain[k], mirrored[k]))
+    def observe(first: int, plain: np.ndarray, mirrored: np.ndarray) -> None:
+        nonlocal observed
+        observed = True
+        for k in range(len(plain)):
+            signals[first + k].update(network_signals(plain[k], mirrored[k]))
 
-        labels = segment_slices(engine, stack, pixel_spacing, bodies=bodies, observe=observe)
-        if not observed:  # an engine without a network (the threshold engine), or one not showing it
-            for name in NETWORK_SIGNALS:
-                unavailable[name] = f"the '{engine.name}' engine has no network probabilities"
+    labels = segment_slices(engine, stack, pixel_spacing, bodies=bodies, observe=observe)
+    if not observed:  # an engine without a network (the threshold engine), or one not showing it
+        for name in NETWORK_SIGNALS:
+            unavailable[name] = f"the '{engine.name}' engine has no network probabilities"
+
+    def score() -> QualityAssessment:
         model_id: str | None = None
         if other_run is not None:
             try:
-                model_id, other_labels = other_run.result()
+                model_id, other_labels = other_run()
             except SegmentationError as exc:
                 logger.warning("Quality score without engine agreement: %s", exc)
                 for name in ENGINE_SIGNALS:
@@ -426,6 +477,8 @@ def segment_with_quality(
             else:
                 for k in range(len(stack)):
                     signals[k].update(engine_signals(labels[k], other_labels[k]))
-    return labels, QualityAssessment(
-        slices=[SliceQuality(s) for s in signals], unavailable=unavailable, second_opinion=model_id
-    )
+        return QualityAssessment(
+            slices=[SliceQuality(s) for s in signals], unavailable=unavailable, second_opinion=model_id
+        )
+
+    return labels, score

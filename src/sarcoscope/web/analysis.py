@@ -3,17 +3,21 @@
 The analysis panel asks for the latest version after every save; results are cached per
 (study, version, patient facts), which are immutable, so repeated views cost nothing.
 The segmentation quality score (segmentation.quality) of a version is computed when the server segments
-it and kept in memory beside this cache; it rates an engine's output, so hand-edited versions have none.
+it (its second opinion, another whole engine, in the background after the segment request's answer; the
+analysis waits for it) and kept in memory beside this cache; it rates an engine's output, so hand-edited
+versions have none.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -26,6 +30,8 @@ from sarcoscope.results import AnalysisResult
 from sarcoscope.segmentation.quality import image_warnings, score_text
 from sarcoscope.store import LabelVersion, Store, Study
 from sarcoscope.web.wording import for_ui, report_for_ui
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the export and imaging packages (highdicom, pydicom, nibabel) load on first use
     from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
@@ -184,14 +190,36 @@ class AnalysisCache:
         self.size = size
         self._items: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()  # (study id, rest of key)
         self._quality: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        #: Versions whose quality block is being computed (score_later), set when it is kept.
+        self._scoring: dict[tuple[str, int], threading.Event] = {}
         self._lock = threading.Lock()
 
-    def remember_quality(self, study_id: str, version: int, quality: dict[str, Any]) -> None:
-        """Keep the quality block (QualityAssessment.as_dict) of a version the server just segmented."""
+    def score_later(
+        self, study_id: str, version: int, score: Callable[[], dict[str, Any]]
+    ) -> Callable[[], None]:
+        """The job that computes and keeps the quality block (QualityAssessment.as_dict) of a version the
+        server just segmented, `score()`, to run in the background: `quality` waits for it meanwhile."""
+        key, done = (study_id, version), threading.Event()
         with self._lock:
-            self._quality[(study_id, version)] = quality
-            while len(self._quality) > self.QUALITY_SIZE:
-                self._quality.popitem(last=False)
+            self._scoring[key] = done
+
+        def job() -> None:
+            try:
+                quality = score()
+            except Exception:
+                log.exception("The quality score of %s version %d failed", study_id, version)
+                quality = {
+                    "status": "not computed",
+                    "reason": "the quality score failed (see the server log)",
+                }
+            with self._lock:
+                if self._scoring.pop(key, None) is done:  # not dropped meanwhile (the study deleted)
+                    self._quality[key] = quality
+                    while len(self._quality) > self.QUALITY_SIZE:
+                        self._quality.popitem(last=False)
+            done.set()
+
+        return job
 
     def quality(self, study_id: str, row: LabelVersion) -> dict[str, Any]:
         """The quality block of a label version, or why there is none."""
@@ -201,6 +229,10 @@ class AnalysisCache:
                 "reason": f"label version {row.version} comes from '{row.source}', not from an engine: the "
                 "score rates an engine's segmentation",
             }
+        with self._lock:
+            scoring = self._scoring.get((study_id, row.version))
+        if scoring is not None:
+            scoring.wait()
         with self._lock:
             known = self._quality.get((study_id, row.version))
         if known and known.get("score") is not None:
@@ -218,6 +250,8 @@ class AnalysisCache:
                 del self._items[key]
             for qkey in [k for k in self._quality if k[0] == study_id]:
                 del self._quality[qkey]
+            for qkey in [k for k in self._scoring if k[0] == study_id]:
+                del self._scoring[qkey]
 
     def get(self, study: Study, version: int | None) -> dict[str, Any]:
         from sarcoscope.export.report import mode_text

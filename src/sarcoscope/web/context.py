@@ -8,7 +8,9 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
@@ -131,16 +133,29 @@ class AppContext:
 
     def prerender_overlay(self, study_id: str, version: int) -> None:
         """Render a new label version's overlay in the background (exports then find it made)."""
-        if not self.settings.prerender:
-            return
+        if self.settings.prerender:
+            self.jobs.start(
+                f"overlay of {study_id} v{version}", lambda: self._render_overlay(study_id, version)
+            )
+
+    def score_and_prerender(self, study_id: str, version: int, score: Callable[[], dict[str, Any]]) -> None:
+        """What a segment request leaves to the background: its quality block, `score()` (the second
+        opinion is another whole engine; the analysis waits for it), then its overlay (as prerender_overlay).
+        One after the other: the page asks for the analysis next, an export of the overlay only later."""
+        keep_quality = self.analyses.score_later(study_id, version, score)
 
         def run() -> None:
-            study = self.store.get_study(study_id)
-            row = self.store.get_version(study_id, version)
-            labels = self.store.load_labels(study_id, version).labels
-            overlay_png(self.store, study_id, row, build_result(study, row, labels, self.volumes.get(study)))
+            keep_quality()
+            if self.settings.prerender:
+                self._render_overlay(study_id, version)
 
-        self.jobs.start(f"overlay of {study_id} v{version}", run)
+        self.jobs.start(f"quality and overlay of {study_id} v{version}", run)
+
+    def _render_overlay(self, study_id: str, version: int) -> None:
+        study = self.store.get_study(study_id)
+        row = self.store.get_version(study_id, version)
+        labels = self.store.load_labels(study_id, version).labels
+        overlay_png(self.store, study_id, row, build_result(study, row, labels, self.volumes.get(study)))
 
 
 def get_context(request: Request) -> AppContext:

@@ -50,7 +50,7 @@ class RestoreIn(Body):
 def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Segment the selected slice(s) with an engine and save the result as a new label version."""
     from sarcoscope.segmentation import get_engine
-    from sarcoscope.segmentation.quality import segment_with_quality
+    from sarcoscope.segmentation.quality import segment_then_score
     from sarcoscope.segmentation.registry import ModelRegistry
 
     name = body.engine or ctx.settings.default_engine
@@ -65,7 +65,7 @@ def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: Us
     indices = selected_indices(study, body.first, body.last)
     volume = ctx.volumes.get(study)
     engine = get_engine(name)
-    labels, quality = segment_with_quality(engine, np.asarray(volume.hu[indices]), volume.pixel_spacing)
+    labels, score = segment_then_score(engine, np.asarray(volume.hu[indices]), volume.pixel_spacing)
     labels = np.ascontiguousarray(labels, np.uint8)
     row = ctx.store.save_version(
         study_id,
@@ -78,8 +78,7 @@ def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: Us
         model_id=engine.model_id,
         client=client_of(request),
     )
-    ctx.analyses.remember_quality(study_id, row.version, quality.as_dict(indices))
-    ctx.prerender_overlay(study_id, row.version)
+    ctx.score_and_prerender(study_id, row.version, lambda: score().as_dict(indices))
     return version_json(row)
 
 
