@@ -639,6 +639,47 @@ def test_the_segment_answer_does_not_wait_for_the_quality_scores_second_opinion(
     assert held == [True, True] and not any(k[0] == sid for k in ctx.analyses._quality)
 
 
+def test_a_quality_score_that_cannot_run_in_the_background_never_holds_the_analysis(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The analysis waits for a version's quality score computed in the background: when that thread
+    could not start (a server out of threads: RuntimeError) the segment request failed after saving the
+    version, and every later analysis of it waited for ever. The score is computed in the request then, as
+    before it went to the background; a score that fails by a BaseException still releases the wait."""
+    from sarcoscope.segmentation import quality
+
+    sid = upload(client, series)["id"]
+    client.put(f"/api/studies/{sid}/selection", json={"mode": "range", "first": 4, "last": 5})
+    ctx = client.app.state.ctx
+
+    def no_thread(name: str, work: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    def analysis_within(seconds: float) -> dict[str, object]:
+        got: list[dict[str, object]] = []
+        asked = threading.Thread(
+            target=lambda: got.append(client.get(f"/api/studies/{sid}/analysis").json()), daemon=True
+        )
+        asked.start()
+        asked.join(seconds)
+        assert got, f"the analysis did not answer within {seconds} s"
+        return got[0]
+
+    with monkeypatch.context() as m:
+        m.setattr(ctx.jobs, "start", no_thread)
+        r = client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"})
+        assert r.status_code == 200, r.text
+        assert analysis_within(60)["quality"]["score"] is not None
+
+    def interrupted(*args: object) -> None:
+        raise SystemExit(3)  # a library's exit inside the second opinion
+
+    monkeypatch.setattr(quality, "_second_opinion", interrupted)
+    r = client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold", "base_version": 1})
+    assert r.status_code == 200, r.text
+    assert analysis_within(60)["quality"]["status"] == "not computed"
+
+
 def test_delete_study_removes_files_keeps_audit(client: TestClient, series: list[Path]) -> None:
     sid, _ = segmented(client, series)
     series_uid = client.get(f"/api/studies/{sid}").json()["series_uid"]

@@ -204,20 +204,18 @@ class AnalysisCache:
             self._scoring[key] = done
 
         def job() -> None:
+            quality = {"status": "not computed", "reason": "the quality score failed (see the server log)"}
             try:
                 quality = score()
-            except Exception:
+            except BaseException:  # a library's exit too: whatever ends it, the analysis must not wait on
                 log.exception("The quality score of %s version %d failed", study_id, version)
-                quality = {
-                    "status": "not computed",
-                    "reason": "the quality score failed (see the server log)",
-                }
-            with self._lock:
-                if self._scoring.pop(key, None) is done:  # not dropped meanwhile (the study deleted)
-                    self._quality[key] = quality
-                    while len(self._quality) > self.QUALITY_SIZE:
-                        self._quality.popitem(last=False)
-            done.set()
+            finally:
+                with self._lock:
+                    if self._scoring.pop(key, None) is done:  # not dropped meanwhile (the study deleted)
+                        self._quality[key] = quality
+                        while len(self._quality) > self.QUALITY_SIZE:
+                            self._quality.popitem(last=False)
+                done.set()
 
         return job
 

@@ -149,7 +149,13 @@ class AppContext:
             if self.settings.prerender:
                 self._render_overlay(study_id, version)
 
-        self.jobs.start(f"quality and overlay of {study_id} v{version}", run)
+        try:
+            self.jobs.start(f"quality and overlay of {study_id} v{version}", run)
+        except RuntimeError:  # no thread to be had: scored here, as before it went to the background
+            log.warning(
+                "No background thread for the quality score of %s v%d: computed now", study_id, version
+            )
+            keep_quality()
 
     def _render_overlay(self, study_id: str, version: int) -> None:
         study = self.store.get_study(study_id)
