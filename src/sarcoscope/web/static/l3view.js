@@ -3,15 +3,18 @@
 // WebGL2, server PNGs (l3png.js); both call the hooks below and draw the lines this module owns.
 import {$, api, download, getJSON, message, sendJSON, toast, unsay} from "./api.js";
 import {replacingLabels, showLabeling} from "./labeling.js";
-import {MPRView, webgl2Available} from "./mpr.js";
+import {MPRView, SOFTWARE_MAX_VOXELS, webgl2Renderer} from "./mpr.js";
 import {PNGView} from "./l3png.js";
 import {showSeries} from "./series.js";
 import {denied} from "./session.js";
 import {ownsKeys, showPressed, state, stillOpen, stillShown} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
-let view = null; // MPRView or PNGView
+let view = null; // the open study's: views.mpr or views.png
 let mpr = false; // true: NiiVue
+const views = {mpr: null, png: null}; // each made once, when a study is first shown on it
+let webglFailed = false; // NiiVue could not start: the server's images from then on
+let serverImagesWhy = ""; // why the open study is shown as server images, when WebGL2 is there
 let locating = null; // the study whose L3 the localizer is looking for: its lines are about to move
 let loadingImages = null; // the study whose volume NiiVue loads: not located yet, it is located once shown
 let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
@@ -32,7 +35,7 @@ export function applySelection(sel) {
 export function resetL3View() {
   byHand = false;
   kept.slice = kept.range = null;
-  if (view) view.reset(false);
+  for (const each of Object.values(views)) if (each) each.reset(false);
   shownWindow = null; // this study's comes with its volume
   $("series-bar").hidden = true;
   $("l3-cursor").textContent = "";
@@ -111,19 +114,33 @@ function marks() {
   return [{z, label: `other L3? p=${other.probability.toFixed(2)} · ${z}`, color: "#ff8c1a"}];
 }
 
-async function ensureView() {
-  if (view) return;
-  mpr = webgl2Available() && !new URLSearchParams(location.search).has("png");
-  if (mpr) {
+/** Why study `s` is not shown on NiiVue when this browser has WebGL2: a software renderer (no GPU) and more
+ * voxels than it builds NiiVue's textures of in a few seconds; "" when it is. */
+function softwareTooLarge(s) {
+  const renderer = webgl2Renderer();
+  if (!renderer || !renderer.software || s.cols * s.rows * s.n_slices <= SOFTWARE_MAX_VOXELS) return "";
+  return `server images: no GPU (software WebGL) for ${s.n_slices} slices of ${s.cols}×${s.rows}`;
+}
+
+/** Show study `s` on NiiVue or, without WebGL2, with `?png` in the address or when softwareTooLarge, on the
+ * server's images. */
+async function ensureView(s) {
+  serverImagesWhy = softwareTooLarge(s);
+  mpr = Boolean(webgl2Renderer()) && !webglFailed && !serverImagesWhy &&
+    !new URLSearchParams(location.search).has("png");
+  if (mpr && !views.mpr) {
     try {
-      view = new MPRView($("mpr"), $("mpr-canvas"), $("mpr-overlay"), hooks);
-      await view.start();
+      const started = new MPRView($("mpr"), $("mpr-canvas"), $("mpr-overlay"), hooks);
+      await started.start();
+      views.mpr = started;
     } catch (err) {
       message(`The WebGL viewer could not start (${err.message}): showing server images.`, true);
+      webglFailed = true;
       mpr = false;
     }
   }
-  if (!mpr) view = new PNGView(hooks);
+  if (!mpr && !views.png) views.png = new PNGView(hooks);
+  view = mpr ? views.mpr : views.png;
   $("mpr").hidden = !mpr;
   $("l3-grid").hidden = mpr;
   $("l3-window").hidden = !mpr;
@@ -135,7 +152,7 @@ function renderHint() {
   const mouse = mpr
     ? "right-drag: window/level · wheel: slices · ctrl+wheel: zoom · middle/shift+drag: pan · " +
       "click: crosshair"
-    : "wheel: slices · ctrl+wheel: zoom · middle or space+drag: pan";
+    : `${serverImagesWhy ? `${serverImagesWhy} · ` : ""}wheel: slices · ctrl+wheel: zoom · middle or space+drag: pan`;
   const lines = state.study.n_slices > 1 ? " · drag the lines, ↑/↓ (PgUp/PgDn: 5; Tab: other)"
     : ` · ${NO_RANGE[0].toLowerCase()}${NO_RANGE.slice(1)}`; // "Slice" names the control
   $("l3-hint").textContent = mouse + lines;
@@ -154,7 +171,8 @@ function renderModes() {
 export async function showL3() {
   const s = state.study;
   updateWaiting(); // this study's: another one's segmentation neither holds nor frees its buttons
-  await ensureView();
+  await ensureView(s);
+  if (!stillOpen(s.id)) return;
   showWindowChoice();
   renderHint();
   renderModes();

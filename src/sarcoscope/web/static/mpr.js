@@ -11,14 +11,35 @@ import {api} from "./api.js";
 import {WheelSlices, reconStretch, stretchNote, tag, wheelZoom} from "./state.js";
 import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
 
-/** True when this browser can run NiiVue (WebGL2); the L3 view falls back to server PNGs otherwise. */
-export function webgl2Available() {
+/** This browser's WebGL2 renderer ({software: true for a software rasteriser}), or null without WebGL2 (NiiVue cannot run: the L3
+ * view falls back to server PNGs). Probed once. */
+export function webgl2Renderer() {
+  if (webgl2Renderer.found === undefined) webgl2Renderer.found = probeRenderer();
+  return webgl2Renderer.found;
+}
+
+// software rasterisers: Chromium's SwiftShader (no GPU, or a blocked one), Mesa's llvmpipe and softpipe,
+// Windows' Basic Render Driver (remote desktops without a GPU)
+const SOFTWARE = /swiftshader|llvmpipe|softpipe|software|basic render/i;
+
+function probeRenderer() {
   try {
-    return Boolean(document.createElement("canvas").getContext("webgl2"));
+    const gl = document.createElement("canvas").getContext("webgl2");
+    if (!gl) return null;
+    const info = gl.getExtension("WEBGL_debug_renderer_info"); // (browsers without it name it in RENDERER)
+    const name = String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+    const lose = gl.getExtension("WEBGL_lose_context");
+    if (lose) lose.loseContext();
+    return {software: SOFTWARE.test(name)};
   } catch (_) {
-    return false;
+    return null;
   }
 }
+
+/** The most voxels NiiVue is given on a software renderer. It builds its textures of the whole volume
+ * (and again at every window change) with the page frozen: on SwiftShader here 512x512x20 (5.2 M voxels)
+ * took 2 s, x40 took 8 s per window change, x311 (82 M) froze the page for 225 s. */
+export const SOFTWARE_MAX_VOXELS = 6e6;
 
 // a gap of 1 % between the tiles: each image's orientation letters are its own (adjacent, the axial's L stood
 // against the coronal's R)
