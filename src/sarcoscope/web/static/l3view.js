@@ -16,7 +16,6 @@ const views = {mpr: null, png: null}; // each made once, when a study is first s
 let webglFailed = false; // NiiVue could not start: the server's images from then on
 let serverImagesWhy = ""; // why the open study is shown as server images, when WebGL2 is there
 let locating = null; // the study whose L3 the localizer is looking for: its lines are about to move
-let loadingImages = null; // the study whose volume NiiVue loads: not located yet, it is located once shown
 let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
 const kept = {slice: null, range: null}; // the lines each mode had when the user left it, for the way back
 let shownPreset = null; // the Window preset NiiVue was last set to (the label editor's list changes it too)
@@ -171,7 +170,9 @@ function renderModes() {
 export async function showL3() {
   const s = state.study;
   updateWaiting(); // this study's: another one's segmentation neither holds nor frees its buttons
-  await ensureView(s);
+  const shown = ensureView(s);
+  const located = locate(s, shown); // at once, alongside the images (a long series' take seconds)
+  await shown;
   if (!stillOpen(s.id)) return;
   showWindowChoice();
   renderHint();
@@ -180,12 +181,9 @@ export async function showL3() {
   renderLocalization(); // this study's, none until it is located: not the study left's while images load
   loadModels();
   showSeries();
-  let failed = ""; // the volume's failure, said again once the localizer is done
   if (mpr) {
     message(LOADING);
     const preset = state.preset; // the window the volume is shown with when it comes
-    loadingImages = s.id;
-    updateWaiting();
     const progress = (loaded, total) => { // over the loading message only, not one said meanwhile
       if (stillOpen(s.id) && saysLoading()) message(loadingText(loaded, total));
     };
@@ -197,39 +195,44 @@ export async function showL3() {
         view.setWindow(...state.config.windows[state.preset]);
       }
       shownPreset = state.preset;
-      if (saysLoading()) message(""); // not a message said meanwhile ("Saved as version 2.", "Nothing to save")
+      // not a message said meanwhile ("Saved as version 2.", "Nothing to save")
+      if (saysLoading()) message(locating === s.id ? LOCATING : "");
+      drawAll(); // the lines and crosshair as they are now: the localizer may have moved them meanwhile
     } catch (err) {
       if (!stillOpen(s.id)) return;
-      failed = `The volume could not be shown (${err.message}): open the study again to retry.`;
-      message(failed, true);
-    } finally {
-      if (loadingImages === s.id) loadingImages = null;
-      updateWaiting();
+      message(`The volume could not be shown (${err.message}): open the study again to retry.`, true);
     }
   }
-  // asked already when the tab was shown before (left and shown again meanwhile): that answer is drawn; a
-  // viewer's role may not ask (the localizer places the selection): the study is shown as it is
-  if (!s.localization && locating === s.id) message("Locating L3…");
-  else if (!s.localization && !denied("change")) {
-    message("Locating L3…");
-    locating = s.id;
+  await located;
+}
+
+const LOCATING = "Locating L3…";
+
+/** Ask the localizer where L3 is in study `s`, and draw its answer (and the lines it places, unless placed
+ * by hand) once the view is `shown`, whether its images are there yet or not. Not asked when `s` is located,
+ * when it is being asked already (the tab shown before, left and shown again meanwhile: that answer is
+ * drawn), or when this role may not change the selection, which the localizer places. */
+async function locate(s, shown) {
+  if (s.localization || denied("change")) return;
+  message(LOCATING);
+  if (locating === s.id) return;
+  locating = s.id;
+  updateWaiting();
+  try {
+    const study = await sendJSON(`/api/studies/${s.id}/localize`, "POST", {});
+    await shown;
+    if (!stillOpen(s.id)) return;
+    state.study = study;
+    if (study.selection && !byHand) applySelection(study.selection);
+    unsay(LOCATING);
+    renderLocalization();
+    drawAll();
+  } catch (err) {
+    if (stillOpen(s.id)) message(err.message, true);
+  } finally {
+    if (locating === s.id) locating = null;
     updateWaiting();
-    try {
-      const study = await sendJSON(`/api/studies/${s.id}/localize`, "POST", {});
-      if (!stillOpen(s.id)) return;
-      state.study = study;
-      if (study.selection && !byHand) applySelection(study.selection);
-      if (failed) message(failed, true);
-      else unsay("Locating L3…");
-    } catch (err) {
-      if (stillOpen(s.id)) message(err.message, true);
-    } finally {
-      if (locating === s.id) locating = null;
-      updateWaiting();
-    }
   }
-  renderLocalization();
-  drawAll();
 }
 
 const LOADING = "Loading the images…";
@@ -461,13 +464,10 @@ function setMode(mode) {
 /** "Segment selected" and "Download selected DICOM" wait for the localizer, which is about to move the lines
  * the user sees, unless the user placed them; "Segment selected" waits for its own run too. */
 function updateWaiting() {
-  const s = state.study;
-  const loading = loadingImages === s.id && !s.localization; // the localizer is asked once they are shown
-  const wait = (locating === s.id || loading) && !byHand;
+  const wait = locating === state.study.id && !byHand;
   for (const id of ["segment", "download-dicom"]) {
     $(id).disabled = wait;
-    $(id).title = !wait ? "" : `${loading ? "Loading the images, then locating L3" : "Locating L3"}…: ` +
-      "wait for the lines, or place them by hand";
+    $(id).title = wait ? `${LOCATING}: wait for the lines, or place them by hand` : "";
   }
   if (segmenting === state.study.id) {
     $("segment").disabled = true;
