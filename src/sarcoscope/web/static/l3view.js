@@ -7,7 +7,7 @@ import {MPRView, SOFTWARE_MAX_VOXELS, webgl2Renderer} from "./mpr.js";
 import {PNGView} from "./l3png.js";
 import {showSeries} from "./series.js";
 import {denied} from "./session.js";
-import {ownsKeys, showPressed, state, stillOpen, stillShown} from "./state.js";
+import {ownsKeys, showPressed, slicePosition, slicesText, state, stillOpen, stillShown} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
 let view = null; // the open study's: views.mpr or views.png
@@ -311,7 +311,7 @@ function renderText() {
   showPressed($("mode-range"), state.mode === "range");
   showPressed($("mode-slice"), state.mode === "slice");
   $("l3-selection-text").textContent = selectionText();
-  $("axial-index").textContent = `slice ${state.axialZ} / ${state.study.n_slices - 1}`;
+  $("axial-index").textContent = slicePosition(state.axialZ, state.study.n_slices);
   $("l3-viewer").dataset.axial = state.axialZ;
   $("l3-viewer").dataset.lines = lines().map((line) => line.z).join(",");
   $("l3-viewer").dataset.marks = marks().map((mark) => mark.z).join(",");
@@ -539,7 +539,7 @@ async function resolveConflict(shown, err) {
   const theirs = err.body.study;
   const {first, last} = theirs.selection;
   if (confirm(`${err.message}\n\nOK: save yours (${shown.text}) over it. Cancel: show their selection ` +
-      `(${first === last ? `slice ${first}` : `slices ${first}–${last}`}).`)) {
+      `(${slicesText(first === last ? [first] : [first, last])}).`)) {
     return sendJSON(`/api/studies/${shown.id}/selection`, "PUT",
       change({...shown, base: theirs.selection_version}));
   }

@@ -8,7 +8,7 @@
 // so that text stays sharp (NiiVue's own text is a bitmap font in the WebGL scene, scaled with the view).
 // Indices are the API's: x column, y row, z slice (the file's voxel order).
 import {api} from "./api.js";
-import {WheelSlices, reconStretch, stretchNote, tag, wheelZoom} from "./state.js";
+import {WheelSlices, reconStretch, slicePosition, stretchNote, tag, wheelZoom} from "./state.js";
 import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
 
 /** This browser's WebGL2 renderer ({software: true for a software rasteriser}), or null without WebGL2 (NiiVue cannot run: the L3
@@ -370,7 +370,7 @@ export class MPRView {
       ctx.textAlign = "left";
       let name = PLANES[s.axCorSag];
       if (s.axCorSag === SLICE_TYPE.AXIAL) {
-        name += ` · slice ${this.voxelOf(this.nv.scene.crosshairPos)[2]} / ${this.volume.hdr.dims[3] - 1}`;
+        name += ` · ${slicePosition(this.voxelOf(this.nv.scene.crosshairPos)[2], this.volume.hdr.dims[3])}`;
       } else name += stretchNote(stretchOf(s.axCorSag, this.nv.sliceScale().volScale));
       this.drawCrosshair(ctx, s, l, t, tw, th);
       ctx.fillText(name, l + 6, t + 10);
