@@ -75,6 +75,7 @@ export class MPRView {
     this.loading = null; // its load (a promise)
     this.download = null; // the AbortController of its download
     this.drag = null;
+    this.pointer = null; // the pointer over the box (CSS px on the canvas), whose voxel the readout shows
   }
 
   async start() {
@@ -111,6 +112,9 @@ export class MPRView {
     this.nv.drawScene = () => { // every redraw of NiiVue's (pan, zoom, W/L, crosshair) redraws the lines
       const result = draw();
       this.drawOverlay();
+      // the image under a pointer that did not move changed (a line dragged or moved by a key, the wheel):
+      // the readout is of the voxel under it now, not of the slice shown before
+      if (this.pointer && this.volume) this.showCursor(...this.pointer);
       if (this.volume && this.shownWindow !== `${this.volume.cal_min},${this.volume.cal_max}`) this.emitWindow();
       return result;
     };
@@ -312,6 +316,7 @@ export class MPRView {
       this.hooks.dropLine(line);
     };
     window.addEventListener("mousemove", (e) => {
+      this.pointer = this.drag || this.box.contains(e.target) ? point(e) : null;
       if (this.drag) {
         e.stopPropagation();
         // the button is up, its release lost (let go over another window): the line stays where it was
