@@ -35,6 +35,7 @@ export function resetL3View() {
   byHand = false;
   kept.slice = kept.range = null;
   for (const each of Object.values(views)) if (each) each.reset(false);
+  if (views.mpr) views.mpr.leave();
   shownWindow = null; // this study's comes with its volume
   $("series-bar").hidden = true;
   $("l3-cursor").textContent = "";

@@ -204,6 +204,12 @@ export class MPRView {
     this.hooks.crosshair(x, y, z);
   }
 
+  /** Another study is opened: the voxel under the pointer is not read again (from the volume of the study
+   * left, still shown until the new one comes) until the pointer moves. */
+  leave() {
+    this.pointer = null;
+  }
+
   /** Fit the images again: no zoom, no pan. */
   reset(redraw = true) {
     this.nv.scene.pan2Dxyzmm = [0, 0, 0, 1];
