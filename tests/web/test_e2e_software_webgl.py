@@ -54,3 +54,21 @@ def test_a_long_series_on_software_webgl_is_shown_as_server_images(
     assert page.locator("#segment").is_enabled()
     usable = time.monotonic() - opened
     assert usable < 30, f"the L3 view took {usable:.0f} s to become usable"
+
+
+def test_each_study_is_shown_on_the_view_its_size_allows(page: object, server: str, tmp_path: Path) -> None:
+    """The choice is the study's: a short series opened after a long one is on NiiVue, and the long one,
+    opened again, on the server's images (each view made once, kept for the next study that needs it)."""
+    long = _upload(page, _long_series(tmp_path / "long"))
+    page.wait_for_selector("#l3-grid:not([hidden])", timeout=20000)
+    page.goto(page.url.split("#")[0])
+    _upload(page, write_series(tmp_path / "short", seed=4, patient_id="PAT-SHORT"))
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    assert page.locator("#l3-grid").is_hidden() and "no GPU" not in page.locator("#l3-hint").inner_text()
+    page.evaluate(f"location.hash = '#/study/{long}'")
+    page.wait_for_selector("#l3-grid:not([hidden])", timeout=20000)
+    assert page.locator("#mpr").is_hidden() and "no GPU" in page.locator("#l3-hint").inner_text()
+    page.wait_for_function(
+        "document.getElementById('axial-index').textContent.startsWith('slice ')", timeout=20000
+    )
+    assert page.locator("#axial-index").inner_text().endswith("(0–107)")
