@@ -121,3 +121,12 @@ def test_quality_in_report_and_metrics(make_result) -> None:
     rows = list(csv.DictReader(io.StringIO(metrics_csv(result))))
     assert [r["quality"] for r in rows] == ["0.9", "0.3", "0.75", "0.3"]
     assert [r["quality_flag"] for r in rows] == ["ok", "review", "ok", "review"]
+
+
+@pytest.mark.parametrize(("indices", "words"), [((5,), "slice 5;"), ((4, 5, 6), "slices 4–6;")])
+def test_the_html_report_names_its_slices_as_the_app_does(make_result, indices, words) -> None:
+    # it said "slices 5" for one slice and listed a range's every slice; slices_text's words now
+    from sarcoscope.export.report_html import report_html
+
+    page = report_html(build_report(make_result(indices)), b"", "t")
+    assert f"({'mid-L3' if len(indices) == 1 else 'L3-range'}), {words}" in page, page

@@ -686,18 +686,22 @@ def test_a_study_whose_images_load_does_not_show_the_localizer_result_of_the_stu
     """While patient B's volume loaded (a large study, a slow network), the L3 tab showed patient A's
     localizer result beside B's name: 'too few slices to locate L3 automatically' and A's note 'The volume
     covers only 33 mm along the body (12 slices)…' (for a located study: its 'auto L3 confidence' and
-    flags), though B's L3 had not been looked for yet."""
+    flags), though B's L3 had not been looked for yet. (B's localizer, asked alongside its volume, is held
+    too.)"""
     a, b = _two_studies(server, tmp_path)
     httpx.post(f"{server}/api/studies/{a}/localize", json={}, timeout=60).raise_for_status()
     page.goto(f"{server}/#/study/{a}")
     _shown(page, "PAT-A")
     page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)
     held = _held(page, f"**/api/studies/{b}/volume.nii.gz")
+    located = _held(page, f"**/api/studies/{b}/localize")
     _open_from_list(page, "PAT-B")
     _wait_held(page, held)
+    _wait_held(page, located)
     _shown(page, "PAT-B")
     assert page.locator("#l3-confidence").inner_text() == ""
     assert page.locator("#l3-flags").inner_text() == ""
+    located[0].continue_()
     held[0].continue_()
     page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)  # B's own, once located
     assert "12 slices" in page.locator("#l3-flags").inner_text()
@@ -737,22 +741,26 @@ def test_a_study_whose_labels_load_does_not_show_the_labels_and_numbers_of_the_s
 def test_segment_waits_for_the_localizer_while_the_images_load(
     page: object, server: str, tmp_path: Path
 ) -> None:
-    """A study not located yet: its L3 is looked for once its volume is shown, and until then "Segment
-    selected" and "Download selected DICOM" were on, with the lines on the middle slice the study opens at
-    (the images still black): pressed while a large volume loaded, the middle slice was segmented and
-    measured, not the L3 the localizer was about to find. They now wait for it from the moment the study
-    opens, unless the user places the lines."""
+    """A study not located yet: "Segment selected" and "Download selected DICOM" were on while its volume
+    loaded, with the lines on the middle slice the study opens at (the images still black): pressed, the
+    middle slice was segmented and measured, not the L3 the localizer was about to find. They wait for the
+    localizer (asked alongside the volume) from the moment the study opens, unless the user places the
+    lines, and not for the volume: once located, a long series can be segmented before it is shown."""
     a, _ = _two_studies(server, tmp_path)
     page.goto(server)
     held = _held(page, f"**/api/studies/{a}/volume.nii.gz")
+    located = _held(page, f"**/api/studies/{a}/localize")
     _open_from_list(page, "PAT-A")
     _wait_held(page, held)
+    _wait_held(page, located)
     _shown(page, "PAT-A")
     assert page.locator("#segment").is_disabled()
     assert page.locator("#download-dicom").is_disabled()
-    held[0].continue_()
+    located[0].continue_()
     page.wait_for_selector("#l3-confidence:not(:empty)", timeout=60000)  # located
     page.wait_for_function("document.getElementById('segment').disabled === false")
+    assert page.locator("#download-dicom").is_enabled()
+    held[0].continue_()
 
 
 def test_labels_that_cannot_be_loaded_are_said_with_the_servers_reason(

@@ -397,3 +397,24 @@ def test_the_axial_image_says_l_on_its_right(page: Any, tmp_path: Path) -> None:
     rgb = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), int)
     text = (rgb.min(axis=2) > 110) & (rgb.max(axis=2) - rgb.min(axis=2) < 40)  # grey letters on black air
     assert text.sum() >= 8, text.sum()
+
+
+def test_the_localizer_is_asked_while_the_volume_loads(
+    page: Any, tmp_path: Path, release: threading.Event
+) -> None:
+    """It was asked only once the volume was shown (5.6 s later on a 306-slice series): now at once, the
+    volume and L3 come together, and its lines are drawn when the volume comes."""
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/localize") else None)
+    volumes: list = []
+    page.route("**/volume.nii.gz", lambda route: volumes.append(route))
+    release.set()  # L3 on slices 8-10
+    _upload(page, write_series(tmp_path / "a"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=60000)
+    assert volumes and len(asked) == 1, (volumes, asked)  # located, the volume still held
+    assert _lines(page) == "9" and page.locator("#segment").is_enabled()
+    volumes[0].continue_()
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    assert _lines(page) == "9" and page.locator("#l3-viewer").get_attribute("data-axial") == "9"
+    assert page.locator("#study-message").inner_text() == ""
+    assert len(asked) == 1

@@ -13,6 +13,7 @@ from typing import Any
 
 from sarcoscope.conventions import TISSUE_TITLES
 from sarcoscope.export.report import comparison_text, mode_text, number_text, quantity_text
+from sarcoscope.imaging.volume import slices_text
 
 _STYLE = """
 body { font: 13px/1.45 system-ui, sans-serif; color: #111; max-width: 900px; margin: 24px auto; }
@@ -115,7 +116,7 @@ sex {sex} · height {height} · weight {weight} · age {_e(patient.get("age_year
 contrast {_e(md.get("contrast_agent") or "not recorded")} · created {_e(report["created_utc"])}</p>
 <h2>Level</h2>
 <p class="mode">{mode}</p>
-<p>{_e(l3["mode"])} ({_e(l3["convention"])}), slices {_e(", ".join(str(i) for i in l3["slice_indices"]))};
+<p>{_e(l3["mode"])} ({_e(l3["convention"])}), {slices_text(indices[0], indices[-1])};
 {_e(l3["method"])}{_e(confidence)}</p>{f"<ul>{flags}</ul>" if flags else ""}
 <img alt="Segmentation overlay" src="data:image/png;base64,{picture}">
 <h2>Body composition{" (mean over the slices)" if avg["n_slices"] > 1 else ""}</h2>

@@ -2,7 +2,7 @@
 // drawn on three canvases, with the Range/Slice lines and the localizer's vertebrae drawn over them. Used only
 // when NiiVue cannot run (mpr.js); window/level is then limited to the presets.
 import {$, message, unsay} from "./api.js";
-import {WheelSlices, canvasPoint, image, reconStretch, state, stillOpen, stretchNote, tag} from "./state.js";
+import {WheelSlices, canvasPoint, image, reconStretch, slicePosition, state, stillOpen, stretchNote, tag} from "./state.js";
 import {Viewport} from "./viewport.js";
 
 const LINE_GRAB_PX = 7; // as on NiiVue (mpr.js): a press this close to a line (CSS px) drags it
@@ -32,7 +32,7 @@ export class PNGView {
     const s = state.study;
     const canvas = $("axial-canvas");
     const z = state.axialZ;
-    $("axial-index").textContent = `slice ${z} / ${s.n_slices - 1}`;
+    $("axial-index").textContent = slicePosition(z, s.n_slices);
     const img = image("axial", z);
     const loaded = await img.ready.then(() => true, () => false);
     if (z !== state.axialZ || !stillOpen(s.id)) return; // another slice or study is shown now

@@ -3,17 +3,19 @@
 // WebGL2, server PNGs (l3png.js); both call the hooks below and draw the lines this module owns.
 import {$, api, download, getJSON, message, sendJSON, toast, unsay} from "./api.js";
 import {replacingLabels, showLabeling} from "./labeling.js";
-import {MPRView, webgl2Available} from "./mpr.js";
+import {MPRView, SOFTWARE_MAX_VOXELS, webgl2Renderer} from "./mpr.js";
 import {PNGView} from "./l3png.js";
 import {showSeries} from "./series.js";
 import {denied} from "./session.js";
-import {ownsKeys, showPressed, state, stillOpen, stillShown} from "./state.js";
+import {ownsKeys, showPressed, slicePosition, slicesText, state, stillOpen, stillShown} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
-let view = null; // MPRView or PNGView
+let view = null; // the open study's: views.mpr or views.png
 let mpr = false; // true: NiiVue
+const views = {mpr: null, png: null}; // each made once, when a study is first shown on it
+let webglFailed = false; // NiiVue could not start: the server's images from then on
+let serverImagesWhy = ""; // why the open study is shown as server images, when WebGL2 is there
 let locating = null; // the study whose L3 the localizer is looking for: its lines are about to move
-let loadingImages = null; // the study whose volume NiiVue loads: not located yet, it is located once shown
 let byHand = false; // the user placed the lines in this study: the localizer's proposal does not replace them
 const kept = {slice: null, range: null}; // the lines each mode had when the user left it, for the way back
 let shownPreset = null; // the Window preset NiiVue was last set to (the label editor's list changes it too)
@@ -32,7 +34,8 @@ export function applySelection(sel) {
 export function resetL3View() {
   byHand = false;
   kept.slice = kept.range = null;
-  if (view) view.reset(false);
+  for (const each of Object.values(views)) if (each) each.reset(false);
+  if (views.mpr) views.mpr.leave();
   shownWindow = null; // this study's comes with its volume
   $("series-bar").hidden = true;
   $("l3-cursor").textContent = "";
@@ -111,19 +114,33 @@ function marks() {
   return [{z, label: `other L3? p=${other.probability.toFixed(2)} · ${z}`, color: "#ff8c1a"}];
 }
 
-async function ensureView() {
-  if (view) return;
-  mpr = webgl2Available() && !new URLSearchParams(location.search).has("png");
-  if (mpr) {
+/** Why study `s` is not shown on NiiVue when this browser has WebGL2: a software renderer (no GPU) and more
+ * voxels than it builds NiiVue's textures of in a few seconds; "" when it is. */
+function softwareTooLarge(s) {
+  const renderer = webgl2Renderer();
+  if (!renderer || !renderer.software || s.cols * s.rows * s.n_slices <= SOFTWARE_MAX_VOXELS) return "";
+  return `server images: no GPU (software WebGL) for ${s.n_slices} slices of ${s.cols}×${s.rows}`;
+}
+
+/** Show study `s` on NiiVue or, without WebGL2, with `?png` in the address or when softwareTooLarge, on the
+ * server's images. */
+async function ensureView(s) {
+  serverImagesWhy = softwareTooLarge(s);
+  mpr = Boolean(webgl2Renderer()) && !webglFailed && !serverImagesWhy &&
+    !new URLSearchParams(location.search).has("png");
+  if (mpr && !views.mpr) {
     try {
-      view = new MPRView($("mpr"), $("mpr-canvas"), $("mpr-overlay"), hooks);
-      await view.start();
+      const started = new MPRView($("mpr"), $("mpr-canvas"), $("mpr-overlay"), hooks);
+      await started.start();
+      views.mpr = started;
     } catch (err) {
       message(`The WebGL viewer could not start (${err.message}): showing server images.`, true);
+      webglFailed = true;
       mpr = false;
     }
   }
-  if (!mpr) view = new PNGView(hooks);
+  if (!mpr && !views.png) views.png = new PNGView(hooks);
+  view = mpr ? views.mpr : views.png;
   $("mpr").hidden = !mpr;
   $("l3-grid").hidden = mpr;
   $("l3-window").hidden = !mpr;
@@ -135,7 +152,7 @@ function renderHint() {
   const mouse = mpr
     ? "right-drag: window/level · wheel: slices · ctrl+wheel: zoom · middle/shift+drag: pan · " +
       "click: crosshair"
-    : "wheel: slices · ctrl+wheel: zoom · middle or space+drag: pan";
+    : `${serverImagesWhy ? `${serverImagesWhy} · ` : ""}wheel: slices · ctrl+wheel: zoom · middle or space+drag: pan`;
   const lines = state.study.n_slices > 1 ? " · drag the lines, ↑/↓ (PgUp/PgDn: 5; Tab: other)"
     : ` · ${NO_RANGE[0].toLowerCase()}${NO_RANGE.slice(1)}`; // "Slice" names the control
   $("l3-hint").textContent = mouse + lines;
@@ -154,7 +171,10 @@ function renderModes() {
 export async function showL3() {
   const s = state.study;
   updateWaiting(); // this study's: another one's segmentation neither holds nor frees its buttons
-  await ensureView();
+  const shown = ensureView(s);
+  const located = locate(s, shown); // at once, alongside the images (a long series' take seconds)
+  await shown;
+  if (!stillOpen(s.id)) return;
   showWindowChoice();
   renderHint();
   renderModes();
@@ -162,12 +182,9 @@ export async function showL3() {
   renderLocalization(); // this study's, none until it is located: not the study left's while images load
   loadModels();
   showSeries();
-  let failed = ""; // the volume's failure, said again once the localizer is done
   if (mpr) {
     message(LOADING);
     const preset = state.preset; // the window the volume is shown with when it comes
-    loadingImages = s.id;
-    updateWaiting();
     const progress = (loaded, total) => { // over the loading message only, not one said meanwhile
       if (stillOpen(s.id) && saysLoading()) message(loadingText(loaded, total));
     };
@@ -179,39 +196,44 @@ export async function showL3() {
         view.setWindow(...state.config.windows[state.preset]);
       }
       shownPreset = state.preset;
-      if (saysLoading()) message(""); // not a message said meanwhile ("Saved as version 2.", "Nothing to save")
+      // not a message said meanwhile ("Saved as version 2.", "Nothing to save")
+      if (saysLoading()) message(locating === s.id ? LOCATING : "");
+      drawAll(); // the lines and crosshair as they are now: the localizer may have moved them meanwhile
     } catch (err) {
       if (!stillOpen(s.id)) return;
-      failed = `The volume could not be shown (${err.message}): open the study again to retry.`;
-      message(failed, true);
-    } finally {
-      if (loadingImages === s.id) loadingImages = null;
-      updateWaiting();
+      message(`The volume could not be shown (${err.message}): open the study again to retry.`, true);
     }
   }
-  // asked already when the tab was shown before (left and shown again meanwhile): that answer is drawn; a
-  // viewer's role may not ask (the localizer places the selection): the study is shown as it is
-  if (!s.localization && locating === s.id) message("Locating L3…");
-  else if (!s.localization && !denied("change")) {
-    message("Locating L3…");
-    locating = s.id;
+  await located;
+}
+
+const LOCATING = "Locating L3…";
+
+/** Ask the localizer where L3 is in study `s`, and draw its answer (and the lines it places, unless placed
+ * by hand) once the view is `shown`, whether its images are there yet or not. Not asked when `s` is located,
+ * when it is being asked already (the tab shown before, left and shown again meanwhile: that answer is
+ * drawn), or when this role may not change the selection, which the localizer places. */
+async function locate(s, shown) {
+  if (s.localization || denied("change")) return;
+  message(LOCATING);
+  if (locating === s.id) return;
+  locating = s.id;
+  updateWaiting();
+  try {
+    const study = await sendJSON(`/api/studies/${s.id}/localize`, "POST", {});
+    await shown;
+    if (!stillOpen(s.id)) return;
+    state.study = study;
+    if (study.selection && !byHand) applySelection(study.selection);
+    unsay(LOCATING);
+    renderLocalization();
+    drawAll();
+  } catch (err) {
+    if (stillOpen(s.id)) message(err.message, true);
+  } finally {
+    if (locating === s.id) locating = null;
     updateWaiting();
-    try {
-      const study = await sendJSON(`/api/studies/${s.id}/localize`, "POST", {});
-      if (!stillOpen(s.id)) return;
-      state.study = study;
-      if (study.selection && !byHand) applySelection(study.selection);
-      if (failed) message(failed, true);
-      else unsay("Locating L3…");
-    } catch (err) {
-      if (stillOpen(s.id)) message(err.message, true);
-    } finally {
-      if (locating === s.id) locating = null;
-      updateWaiting();
-    }
   }
-  renderLocalization();
-  drawAll();
 }
 
 const LOADING = "Loading the images…";
@@ -290,7 +312,7 @@ function renderText() {
   showPressed($("mode-range"), state.mode === "range");
   showPressed($("mode-slice"), state.mode === "slice");
   $("l3-selection-text").textContent = selectionText();
-  $("axial-index").textContent = `slice ${state.axialZ} / ${state.study.n_slices - 1}`;
+  $("axial-index").textContent = slicePosition(state.axialZ, state.study.n_slices);
   $("l3-viewer").dataset.axial = state.axialZ;
   $("l3-viewer").dataset.lines = lines().map((line) => line.z).join(",");
   $("l3-viewer").dataset.marks = marks().map((mark) => mark.z).join(",");
@@ -443,13 +465,10 @@ function setMode(mode) {
 /** "Segment selected" and "Download selected DICOM" wait for the localizer, which is about to move the lines
  * the user sees, unless the user placed them; "Segment selected" waits for its own run too. */
 function updateWaiting() {
-  const s = state.study;
-  const loading = loadingImages === s.id && !s.localization; // the localizer is asked once they are shown
-  const wait = (locating === s.id || loading) && !byHand;
+  const wait = locating === state.study.id && !byHand;
   for (const id of ["segment", "download-dicom"]) {
     $(id).disabled = wait;
-    $(id).title = !wait ? "" : `${loading ? "Loading the images, then locating L3" : "Locating L3"}…: ` +
-      "wait for the lines, or place them by hand";
+    $(id).title = wait ? `${LOCATING}: wait for the lines, or place them by hand` : "";
   }
   if (segmenting === state.study.id) {
     $("segment").disabled = true;
@@ -521,7 +540,7 @@ async function resolveConflict(shown, err) {
   const theirs = err.body.study;
   const {first, last} = theirs.selection;
   if (confirm(`${err.message}\n\nOK: save yours (${shown.text}) over it. Cancel: show their selection ` +
-      `(${first === last ? `slice ${first}` : `slices ${first}–${last}`}).`)) {
+      `(${slicesText(first === last ? [first] : [first, last])}).`)) {
     return sendJSON(`/api/studies/${shown.id}/selection`, "PUT",
       change({...shown, base: theirs.selection_version}));
   }

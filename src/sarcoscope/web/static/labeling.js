@@ -4,9 +4,9 @@ import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
 import {drawOutline} from "./outline.js";
 import {denied} from "./session.js";
-import {WheelSlices, canvasPoint, image, ownsKeys, showPressed, state, stillOpen} from "./state.js";
+import {WheelSlices, canvasPoint, image, ownsKeys, showPressed, slicesText, state, stillOpen} from "./state.js";
 import {Viewport} from "./viewport.js";
-import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient, slicesText} from "./versions.js";
+import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
 
 
 let editView = null; // Viewport of the label editor

@@ -8,17 +8,38 @@
 // so that text stays sharp (NiiVue's own text is a bitmap font in the WebGL scene, scaled with the view).
 // Indices are the API's: x column, y row, z slice (the file's voxel order).
 import {api} from "./api.js";
-import {WheelSlices, reconStretch, stretchNote, tag, wheelZoom} from "./state.js";
+import {WheelSlices, reconStretch, slicePosition, stretchNote, tag, wheelZoom} from "./state.js";
 import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
 
-/** True when this browser can run NiiVue (WebGL2); the L3 view falls back to server PNGs otherwise. */
-export function webgl2Available() {
+/** This browser's WebGL2 renderer ({software: true for a software rasteriser}), or null without WebGL2 (NiiVue cannot run: the L3
+ * view falls back to server PNGs). Probed once. */
+export function webgl2Renderer() {
+  if (webgl2Renderer.found === undefined) webgl2Renderer.found = probeRenderer();
+  return webgl2Renderer.found;
+}
+
+// software rasterisers: Chromium's SwiftShader (no GPU, or a blocked one), Mesa's llvmpipe and softpipe,
+// Windows' Basic Render Driver (remote desktops without a GPU)
+const SOFTWARE = /swiftshader|llvmpipe|softpipe|software|basic render/i;
+
+function probeRenderer() {
   try {
-    return Boolean(document.createElement("canvas").getContext("webgl2"));
+    const gl = document.createElement("canvas").getContext("webgl2");
+    if (!gl) return null;
+    const info = gl.getExtension("WEBGL_debug_renderer_info"); // (browsers without it name it in RENDERER)
+    const name = String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+    const lose = gl.getExtension("WEBGL_lose_context");
+    if (lose) lose.loseContext();
+    return {software: SOFTWARE.test(name)};
   } catch (_) {
-    return false;
+    return null;
   }
 }
+
+/** The most voxels NiiVue is given on a software renderer. It builds its textures of the whole volume
+ * (and again at every window change) with the page frozen: on SwiftShader here 512x512x20 (5.2 M voxels)
+ * took 2 s, x40 took 8 s per window change, x311 (82 M) froze the page for 225 s. */
+export const SOFTWARE_MAX_VOXELS = 6e6;
 
 // a gap of 1 % between the tiles: each image's orientation letters are its own (adjacent, the axial's L stood
 // against the coronal's R)
@@ -54,6 +75,7 @@ export class MPRView {
     this.loading = null; // its load (a promise)
     this.download = null; // the AbortController of its download
     this.drag = null;
+    this.pointer = null; // the pointer over the box (CSS px on the canvas), whose voxel the readout shows
   }
 
   async start() {
@@ -90,6 +112,9 @@ export class MPRView {
     this.nv.drawScene = () => { // every redraw of NiiVue's (pan, zoom, W/L, crosshair) redraws the lines
       const result = draw();
       this.drawOverlay();
+      // the image under a pointer that did not move changed (a line dragged or moved by a key, the wheel):
+      // the readout is of the voxel under it now, not of the slice shown before
+      if (this.pointer && this.volume) this.showCursor(...this.pointer);
       if (this.volume && this.shownWindow !== `${this.volume.cal_min},${this.volume.cal_max}`) this.emitWindow();
       return result;
     };
@@ -177,6 +202,12 @@ export class MPRView {
     if (!this.volume) return;
     const [x, y, z] = this.voxelOf(this.nv.scene.crosshairPos);
     this.hooks.crosshair(x, y, z);
+  }
+
+  /** Another study is opened: the voxel under the pointer is not read again (from the volume of the study
+   * left, still shown until the new one comes) until the pointer moves. */
+  leave() {
+    this.pointer = null;
   }
 
   /** Fit the images again: no zoom, no pan. */
@@ -291,6 +322,7 @@ export class MPRView {
       this.hooks.dropLine(line);
     };
     window.addEventListener("mousemove", (e) => {
+      this.pointer = this.drag || this.box.contains(e.target) ? point(e) : null;
       if (this.drag) {
         e.stopPropagation();
         // the button is up, its release lost (let go over another window): the line stays where it was
@@ -349,7 +381,7 @@ export class MPRView {
       ctx.textAlign = "left";
       let name = PLANES[s.axCorSag];
       if (s.axCorSag === SLICE_TYPE.AXIAL) {
-        name += ` · slice ${this.voxelOf(this.nv.scene.crosshairPos)[2]} / ${this.volume.hdr.dims[3] - 1}`;
+        name += ` · ${slicePosition(this.voxelOf(this.nv.scene.crosshairPos)[2], this.volume.hdr.dims[3])}`;
       } else name += stretchNote(stretchOf(s.axCorSag, this.nv.sliceScale().volScale));
       this.drawCrosshair(ctx, s, l, t, tw, th);
       ctx.fillText(name, l + 6, t + 10);

@@ -128,6 +128,13 @@ export function canvasPoint(canvas, e) {
  * lines cannot be seen or dragged). */
 export const reconStretch = (width, height) => Math.max(1, width / 4 / height);
 
+/** "slice 5" or "slices 4–6" for the ordered slice indices `zs`: the words of the server's messages and the
+ * report (imaging.volume.slices_text), whose slice numbers are the indices from 0, as the CLI's --slice. */
+export const slicesText = (zs) => zs.length === 1 ? `slice ${zs[0]}` : `slices ${zs[0]}–${zs[zs.length - 1]}`;
+
+/** Slice z of a series of n, numbered as slicesText: "slice 74 (0–111)" ("74 / 111" read as the 74th of 111). */
+export const slicePosition = (z, n) => (n > 1 ? `slice ${z} (0–${n - 1})` : `slice ${z}`);
+
 /** The caption's note on a stretched reconstruction (none at true proportions). */
 export const stretchNote = (stretch) => (stretch > 1 ? ` · not to scale: height ×${stretch.toFixed(1)}` : "");
 

@@ -3,7 +3,7 @@
 import {$, api, escapeHtml, getJSON, message, oneAtATime, sendJSON} from "./api.js";
 import {renderAnalysis} from "./analysis.js";
 import {discardEdits, drawEditor, loadLabels, replacingLabels, sayMade, showLabeling} from "./labeling.js";
-import {localTime, state, stillOpen} from "./state.js";
+import {localTime, slicesText, state, stillOpen} from "./state.js";
 
 export async function restoreViewed() {
   const id = state.study.id;
@@ -132,9 +132,6 @@ function exportFormats(study) {
 }
 
 let sides = 0; // refreshSide calls so far: a slow answer to an earlier one is not shown over a later one's
-
-/** "slice 5" or "slices 4–6" for the ordered slice indices `zs`. */
-export const slicesText = (zs) => zs.length === 1 ? `slice ${zs[0]}` : `slices ${zs[0]}–${zs[zs.length - 1]}`;
 
 /** Say so when the L3 lines were moved off the slices the labels shown (and so the numbers) are of: moved
  * after segmenting, the lines change nothing until those slices are segmented. The lines are those shown

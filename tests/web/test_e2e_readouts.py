@@ -1,0 +1,80 @@
+"""End-to-end in headless chromium (see test_e2e.py): what the images say beside them, the HU under the
+pointer and the orientation letters, on NiiVue, on the server's images and in the label editor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import test_e2e
+from test_e2e_first_use import _segment, _upload
+from test_e2e_viewer import _data, _open_mpr, _y_of_slice
+from web_synth import write_series
+
+pytestmark = test_e2e.pytestmark
+server, page = test_e2e.server, test_e2e.page
+
+
+def _cursor_slice(page: object) -> int:
+    return int(_data(page, "#mpr", "cursor").split(",")[2])
+
+
+def test_the_hu_readout_follows_a_dragged_line_and_the_keys(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """The voxel and HU under the pointer were read on mouse moves only: dragging an L3 line, or moving it
+    with a key, changed the slice under the pointer while the readout kept the previous slice's."""
+    study_id, box = _open_mpr(page, tmp_path)
+    page.request.put(f"{server}/api/studies/{study_id}/selection", data={"mode": "slice", "first": 5})
+    page.reload()
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    sx = box["x"] + box["width"] * 0.86  # the sagittal tile
+    line_y, above = _y_of_slice(page, box, 0.86, 5), _y_of_slice(page, box, 0.86, 8)
+    page.mouse.move(sx, line_y)
+    assert _cursor_slice(page) == 5
+    page.mouse.down()
+    page.mouse.move(sx, above, steps=5)
+    assert _data(page, "#l3-viewer", "lines") == "8"
+    assert _cursor_slice(page) == 8  # the slice under the pointer, the line on it
+    assert "slice 8:" in page.locator("#l3-cursor").inner_text()
+    page.mouse.up()
+    # Over the axial image, ↑ shows the next slice: the readout is of that slice's voxel.
+    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
+    assert _cursor_slice(page) == 8
+    page.focus("#mpr-canvas")
+    page.keyboard.press("ArrowUp")
+    assert _data(page, "#l3-viewer", "axial") == "9"
+    assert _cursor_slice(page) == 9
+    assert "slice 9:" in page.locator("#l3-cursor").inner_text()
+
+
+def _letters(page: object, box: str) -> dict[str, str]:
+    """The orientation letters shown in `box` (a CSS selector), by the edge they stand at."""
+    frame = page.locator(box).bounding_box()
+    found = {}
+    for letter in page.locator(f"{box} .orient").all():
+        assert letter.is_visible()
+        b = letter.bounding_box()
+        cx, cy = b["x"] + b["width"] / 2 - frame["x"], b["y"] + b["height"] / 2 - frame["y"]
+        edge = min(
+            (cx, "left"), (frame["width"] - cx, "right"), (cy, "top"), (frame["height"] - cy, "bottom")
+        )
+        assert edge[0] < 20, (box, letter.inner_text(), edge)
+        found[edge[1]] = letter.inner_text()
+    return found
+
+
+def test_the_server_images_and_the_label_editor_are_lettered(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """NiiVue letters every edge; the server's images (the view without WebGL2 or a GPU) and the label
+    editor had no letters: which side is the patient's right had to be known."""
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.goto(f"{server}/?png#/study/{study_id}")
+    page.wait_for_function("document.getElementById('coronal-canvas').width > 0", timeout=60000)
+    axial = {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    assert _letters(page, "#axial-box") == axial
+    assert _letters(page, "figure:has(#coronal-canvas) .canvas-box") == {**axial, "top": "S", "bottom": "I"}
+    sagittal = {"left": "A", "right": "P", "top": "S", "bottom": "I"}
+    assert _letters(page, "figure:has(#sagittal-canvas) .canvas-box") == sagittal
+    _segment(page, server, study_id, 5)
+    assert _letters(page, "#editor-box") == axial
