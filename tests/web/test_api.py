@@ -8,6 +8,7 @@ import json
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import nibabel as nib
@@ -19,6 +20,7 @@ from PIL import Image
 from web_synth import SHAPE, SPACING, multipart, synthetic_hu, write_series, zip_bytes
 
 from sarcoscope.segmentation.quality import score_text
+from sarcoscope.store import Store
 from sarcoscope.web import WebSettings, create_app
 from sarcoscope.web.wording import has_cli_words
 
@@ -37,6 +39,12 @@ def segmented(client: TestClient, files: list[Path], first: int = 4, last: int =
     r = client.post(f"/api/studies/{sid}/segment", json={})
     assert r.status_code == 200, r.text
     return sid, r.json()
+
+
+def delete_study(client: Any, sid: str, store: Store | None = None) -> Any:
+    """DELETE the study, saying its latest label version was seen (the page sends its study list's)."""
+    latest = (store or client.app.state.ctx.store).latest_version(sid) or 0
+    return client.delete(f"/api/studies/{sid}", params={"latest_version": latest})
 
 
 def get_labels(client: TestClient, sid: str, version: int | None = None) -> tuple[np.ndarray, int, list[int]]:
@@ -613,7 +621,7 @@ def test_delete_study_removes_files_keeps_audit(client: TestClient, series: list
     assert client.get(f"/api/studies/{sid}/analysis").status_code == 200
     analyses = client.app.state.ctx.analyses
     assert any(k[0] == sid for k in analyses._items) and any(k[0] == sid for k in analyses._quality)
-    assert client.delete(f"/api/studies/{sid}").json()["status"] == "deleted"
+    assert delete_study(client, sid).json()["status"] == "deleted"
     assert client.get(f"/api/studies/{sid}").status_code == 404
     # nor kept in memory: the analyses held its measurements and, in their keys, the height
     assert not any(k[0] == sid for k in analyses._items) and not any(k[0] == sid for k in analyses._quality)

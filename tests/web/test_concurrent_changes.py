@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
-from test_api import get_labels, segmented, upload
+from test_api import delete_study, get_labels, segmented, upload
 from web_synth import multipart, write_series
 
 import sarcoscope.level.localization as localization
@@ -194,7 +194,7 @@ def test_a_label_save_racing_the_deletion_of_its_study_answers_not_found(
 
     def deleted_meanwhile(session: Any, actor: str, action: str, *args: Any, **kwargs: Any) -> None:
         if action.startswith("labels-") and not deleted:  # the save found the study and adds its version
-            deletion = threading.Thread(target=lambda: deleted.update(r=client.delete(f"/api/studies/{sid}")))
+            deletion = threading.Thread(target=lambda: deleted.update(r=delete_study(client, sid)))
             deletion.start()
             deletion.join(30)
         audit(session, actor, action, *args, **kwargs)
@@ -240,6 +240,24 @@ def test_a_study_is_not_deleted_with_labels_saved_after_the_list_the_deletion_ca
     assert client.get(f"/api/studies/{sid}").status_code == 404
     unlabelled = upload(client, write_series(client.app.state.ctx.store.data_dir.parent / "b", 1, "PAT-B"))
     assert client.delete(f"/api/studies/{unlabelled['id']}", params={"latest_version": 0}).status_code == 200
+
+
+def test_a_deletion_that_does_not_say_which_label_version_it_was_shown_is_refused(
+    client: TestClient, series: list[Path]
+) -> None:
+    """The check above held only when the deletion named the version it was shown: one without it (a script,
+    an old page) deleted the study with whatever had been saved a second before. It is refused (428), and
+    nothing is deleted."""
+    sid, _ = segmented(client, series)
+    r = client.delete(f"/api/studies/{sid}")
+    assert r.status_code == 428, r.text
+    assert r.json()["detail"] == (
+        "Not deleted: say which label version of the study you were shown (latest_version: the study's "
+        "latest_version, 0 for none), so that no label version saved since is deleted unseen."
+    )
+    assert client.get(f"/api/studies/{sid}").status_code == 200
+    assert [v["version"] for v in client.get(f"/api/studies/{sid}/versions").json()] == [1]
+    assert client.delete(f"/api/studies/{sid}", params={"latest_version": 1}).status_code == 200
 
 
 def test_a_failed_statement_does_not_carry_its_values_into_the_log(client: TestClient) -> None:
@@ -326,7 +344,7 @@ def test_a_series_uploaded_while_its_study_is_deleted_is_not_left_without_files(
 
     monkeypatch.setattr(store, "remove_study_files", remove_late)
     monkeypatch.setattr(trash, "finish", finish_late)
-    deletion = threading.Thread(target=lambda: client.delete(f"/api/studies/{old['id']}"))
+    deletion = threading.Thread(target=lambda: delete_study(client, old["id"]))
     deletion.start()
     for _ in range(500):  # until the rows are gone (at most 5 s)
         if client.get(f"/api/studies/{old['id']}").status_code == 404:

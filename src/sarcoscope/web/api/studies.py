@@ -8,7 +8,7 @@ import datetime as dt
 import shutil
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import Field
 
 from sarcoscope.store import Study, trash
@@ -134,20 +134,26 @@ def delete_study(
         Query(
             ge=0,
             le=MAX_INT,
-            description="The study's latest label version you were shown (0: none). When labels were "
-            "saved since, the study is not deleted (409).",
+            description="Required: the study's latest label version you were shown (0: none). When "
+            "labels were saved since, the study is not deleted (409).",
         ),
     ] = None,
 ) -> dict[str, Any]:
-    """Delete the study's rows and every file of it (the audit log keeps the deletion); with
-    `latest_version`, only if no label version was saved after the one the person deleting was shown (the
-    page sends the study list's), so that nobody deletes a colleague's correction they have not seen.
+    """Delete the study's rows and every file of it (the audit log keeps the deletion), only if no label
+    version was saved after the one the person deleting was shown, `latest_version` (the page sends the
+    study list's; without it: 428), so that nobody deletes a colleague's correction they have not seen.
 
     Requests and background work may be using its files (writing its viewer volume or a QC picture,
     reading its images): the rows go first, so that work from now on finds no study (404), and the files
     go once the work already on them has ended (Store.using_files). When this returns, nothing of the
     study is on disk or still to come.
     """
+    if latest_version is None:
+        raise HTTPException(
+            428,
+            "Not deleted: say which label version of the study you were shown (latest_version: the study's "
+            "latest_version, 0 for none), so that no label version saved since is deleted unseen.",
+        )
     keep = dt.timedelta(days=ctx.settings.keep_deleted_days)
     ctx.store.delete_study(study_id, user, client_of(request), seen_version=latest_version, keep=bool(keep))
     ctx.volumes.drop(study_id)
