@@ -112,3 +112,22 @@ def test_a_study_s_patient_facts_are_in_the_audit_log_once_per_sitting(app: Any,
         assert c.get("/api/studies/" + "0" * 32).status_code == 404
     assert _shown(app, "view-study") == [("alice", "testclient", None)]
     assert [e.study_id for e in app.state.ctx.store.audit_events() if e.action == "view-study"] == [sid]
+
+
+def test_a_study_s_series_list_is_in_the_audit_log_once_per_sitting(app: Any, tmp_path: Path) -> None:
+    """GET /api/studies/{id}/series lists the other series of the patient's exam (descriptions, contrast
+    phase, slices, the studies they were opened as) and was the one study read left out of the audit log:
+    `view-series`, once per session and study like `view-study`; a refused read records nothing."""
+    from web_synth import write_exam
+
+    files = [f for paths in write_exam(tmp_path / "exam").values() for f in paths]
+    with _signed_in(app, "alice") as uploader:
+        sid = uploader.post("/api/studies", files=multipart(files)).json()["id"]
+    with TestClient(app) as stranger:
+        assert stranger.get(f"/api/studies/{sid}/series").status_code == 401
+    with _signed_in(app, "vera") as c:
+        for _ in range(3):  # the page reads it again as it goes back to the study
+            assert len(c.get(f"/api/studies/{sid}/series").json()) == 3  # the exam's three CT series
+        assert c.get("/api/studies/" + "0" * 32 + "/series").status_code == 404
+    assert _shown(app, "view-series") == [("vera", "testclient", None)]
+    assert [e.study_id for e in app.state.ctx.store.audit_events() if e.action == "view-series"] == [sid]

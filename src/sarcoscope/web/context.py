@@ -63,9 +63,9 @@ class AppContext:
     ) -> None:
         """Record in the audit log that `user` was shown the study's CT images (`view-images`), or with
         `what` "results" its labels or measurements (`view-results`), "study" its patient and study facts
-        (`view-study`): once per sitting (session) and study, and again after VIEW_AGAIN_AFTER without a
-        look at them, not once per slice tile the viewer asks for. `recorded`: the request's own audit event
-        says it (a volume download)."""
+        (`view-study`), "series" the series of its upload (`view-series`): once per sitting (session) and
+        study, and again after VIEW_AGAIN_AFTER without a look at them, not once per slice tile the viewer
+        asks for. `recorded`: the request's own audit event says it (a volume download)."""
         self._shown(request, user, f"view-{what}", study_id, study_id, None, recorded)
 
     def listed(self, request: Request, user: str, count: int, search: str | None = None) -> None:

@@ -94,11 +94,14 @@ def _opened(ctx: AppContext, study: Study, volume: CTVolume) -> dict[str, Any]:
 
 
 @router.get("/studies/{study_id}/series", tags=["studies"])
-def study_series(study_id: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+def study_series(study_id: str, request: Request, ctx: Ctx, user: User) -> list[dict[str, Any]]:
     """The series of the upload the study came from, in the order the reader ranks them (the first,
     `default`, is the one `sarcoscope analyze` reads): description, slices, slice thickness, contrast
-    phase when the headers tell it, and the study each was opened as. Empty: the upload held one series."""
-    return upload_series(ctx.store, ctx.store.get_study(study_id))
+    phase when the headers tell it, and the study each was opened as. Empty: the upload held one series.
+    The patient's exam: in the audit log as `view-series` (AppContext.viewed)."""
+    listed = upload_series(ctx.store, ctx.store.get_study(study_id))
+    ctx.viewed(request, user, study_id, what="series")
+    return listed
 
 
 @router.post("/studies/{study_id}/series", tags=["studies"])
