@@ -131,3 +131,73 @@ def test_a_study_s_series_list_is_in_the_audit_log_once_per_sitting(app: Any, tm
         assert c.get("/api/studies/" + "0" * 32 + "/series").status_code == 404
     assert _shown(app, "view-series") == [("vera", "testclient", None)]
     assert [e.study_id for e in app.state.ctx.store.audit_events() if e.action == "view-series"] == [sid]
+
+
+def _server(tmp_path: Path, name: str, database: Path) -> Any:
+    """A server with its own data folder on a database another server shares (a second worker)."""
+    return create_app(
+        WebSettings(data_dir=tmp_path / name, database_url=f"sqlite:///{database}", prerender=False)
+    )
+
+
+def test_a_server_restart_does_not_audit_a_sitting_s_views_again(
+    app: Any, series: list[Path], tmp_path: Path
+) -> None:
+    """Which sitting was shown what lately was kept in the server's memory only: after a restart (an
+    update, a crash) every open page's next look was a new `view-study`, `view-images`, `view-studies` and
+    `search-studies` event within the half hour, and a search's digest, keyed for the process, matched no
+    earlier one. The audit log itself now says when the sitting was last shown it."""
+    with _signed_in(app, "alice") as c:
+        sid = c.post("/api/studies", files=multipart(series)).json()["id"]
+        cookies = dict(c.cookies)
+
+        def look(client: TestClient) -> None:
+            assert client.get("/api/studies").status_code == 200
+            assert client.post("/api/studies/search", json={"q": "PAT-001"}).status_code == 200
+            assert client.get(f"/api/studies/{sid}").status_code == 200
+            assert client.get(f"/api/studies/{sid}/image/axial/3").status_code == 200
+
+        look(c)
+    app.state.ctx.store.close()  # the server stops; the session (in the database) goes on
+    restarted = create_app(WebSettings(data_dir=tmp_path / "data", prerender=False))
+    with TestClient(restarted, cookies=cookies) as c:
+        look(c)
+    events = [e.action for e in reversed(restarted.state.ctx.store.audit_events(None, 5000))]
+    restarted.state.ctx.store.close()
+    assert [a for a in events if a.startswith(("view-", "search-"))] == [
+        "view-studies",
+        "search-studies",
+        "view-study",
+        "view-images",
+    ]
+
+
+def test_servers_sharing_a_database_audit_a_sitting_s_view_once(tmp_path: Path, series: list[Path]) -> None:
+    """Two server processes on one database (workers behind a balancer, one PostgreSQL) each kept their own
+    memory of what a sitting was shown: a page whose requests went to both was audited by each. Looks at
+    the same moment on both are one event."""
+    import threading
+
+    database = tmp_path / "shared.db"
+    first, second = _server(tmp_path, "one", database), _server(tmp_path, "two", database)
+    add_user(first.state.ctx.store, "alice", PASSWORD, "admin")
+    try:
+        with _signed_in(first, "alice") as a, TestClient(second, cookies=dict(a.cookies)) as b:
+            sid = a.post("/api/studies", files=multipart(series)).json()["id"]
+            start = threading.Barrier(8)
+
+            def look(client: TestClient) -> None:
+                start.wait()
+                assert client.get(f"/api/studies/{sid}").status_code == 200
+
+            threads = [threading.Thread(target=look, args=(a if i % 2 else b,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert b.get("/api/studies").status_code == 200 and a.get("/api/studies").status_code == 200
+        events = [e.action for e in first.state.ctx.store.audit_events(None, 5000)]
+        assert events.count("view-study") == 1 and events.count("view-studies") == 1
+    finally:
+        first.state.ctx.store.close()
+        second.state.ctx.store.close()
