@@ -201,3 +201,19 @@ def test_servers_sharing_a_database_audit_a_sitting_s_view_once(tmp_path: Path, 
     finally:
         first.state.ctx.store.close()
         second.state.ctx.store.close()
+
+
+def test_a_study_s_label_versions_are_in_the_audit_log_as_its_results(app: Any, series: list[Path]) -> None:
+    """GET /api/studies/{id}/versions lists who corrected the study's labels, when, which slices, and the
+    notes naming the files imported: read without an audit event, where the label maps themselves are
+    `view-results`. It is `view-results` too, once per session and study."""
+    with _signed_in(app, "alice") as uploader:
+        sid = uploader.post("/api/studies", files=multipart(series)).json()["id"]
+        selection = {"mode": "slice", "first": 3}
+        assert uploader.put(f"/api/studies/{sid}/selection", json=selection).status_code == 200
+        assert uploader.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+    with _signed_in(app, "vera") as c:
+        for _ in range(3):
+            assert [v["version"] for v in c.get(f"/api/studies/{sid}/versions").json()] == [1]
+        assert c.get("/api/studies/" + "0" * 32 + "/versions").status_code == 404
+    assert _shown(app, "view-results") == [("vera", "testclient", None)]
