@@ -189,6 +189,20 @@ def test_a_push_says_what_a_malformed_source_value_left_empty(
     assert ds.PatientBirthDate == "" and ds.PatientID
 
 
+def test_a_pacs_study_s_series_list_is_in_the_audit_log(client: TestClient, source: pydicom.Dataset) -> None:
+    """GET /api/pacs/studies/{uid}/series lists a PACS study's series (descriptions, sizes, whether imported)
+    for anyone who has its UID, with no search before it: it left no audit event. It is `pacs-view-series`
+    with the study's UID and how many series were listed, once per session and study; a study the PACS
+    does not have shows nothing and records nothing."""
+    study_uid = str(source.StudyInstanceUID)
+    listed = [client.get(f"/api/pacs/studies/{study_uid}/series").json() for _ in range(3)]
+    assert str(source.SeriesInstanceUID) in {s["series_uid"] for s in listed[0]}  # (and what others pushed)
+    assert client.get("/api/pacs/studies/1.2.3.4/series").status_code == 404
+    events = client.app.state.ctx.store.audit_events()  # type: ignore[attr-defined]
+    shown = [(e.actor, e.study_id, e.details) for e in events if e.action == "pacs-view-series"]
+    assert shown == [("local", None, {"study_uid": study_uid, "series": len(listed[0])})]
+
+
 def test_unknown_ids_not_ct_and_study_not_on_the_pacs(
     client: TestClient, orthanc: Orthanc, source: pydicom.Dataset, series: list[Path]
 ) -> None:

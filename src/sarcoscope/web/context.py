@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
@@ -60,7 +61,7 @@ class AppContext:
         study, and again when the last event of it is VIEW_AGAIN_AFTER old, not once per slice tile the
         viewer asks for (a download of the viewer's volume counts as a view of the images: its event has
         their key, view_key)."""
-        self._shown(request, user, f"view-{what}", study_id, study_id, None)
+        self.shown(request, user, f"view-{what}", study_id, study_id, None)
 
     def view_key(self, request: Request, user: str, study_id: str, what: str = "images") -> str:
         """The key of `viewed`'s event, for an event that shows the same (the viewer's volume download)."""
@@ -75,18 +76,19 @@ class AppContext:
         sitting's secret: auth.view_key)."""
         text = (search or "").strip().casefold()  # the store's search: trimmed, case-insensitive
         action = "search-studies" if text else "view-studies"
-        self._shown(request, user, action, text, None, {"count": count})
+        self.shown(request, user, action, text, None, {"count": count})
 
-    def _shown(
+    def shown(
         self,
         request: Request,
         user: str,
         action: str,
         subject: str,
         study_id: str | None,
-        details: dict[str, int] | None,
+        details: dict[str, Any] | None,
     ) -> None:
-        """Audit `action` unless the audit log has an event of this sitting's look at `subject` less than
+        """Audit `action` (shown `subject`: a study id, a search's criteria, a PACS study's UID) with
+        `details` unless the audit log has an event of this sitting's look at `subject` less than
         VIEW_AGAIN_AFTER old (Store.audit_view): this process remembers the ones it learnt of, so that a
         viewer's many tiles ask the database once."""
         key, now, again_after = view_key(request, user, action, subject), time.time(), VIEW_AGAIN_AFTER

@@ -132,9 +132,10 @@ def _search(body: PacsSearch, request: Request, ctx: AppContext, user: str) -> d
 
 
 @router.get("/pacs/studies/{study_uid}/series")
-def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+def list_series(study_uid: str, request: Request, ctx: Ctx, user: User) -> list[dict[str, Any]]:
     """The series of a PACS study; `imported_as` names the local study of a series imported before, matched
-    with its study: a series of another study reusing the UID (another patient's) is not this one."""
+    with its study: a series of another study reusing the UID (another patient's) is not this one. In the
+    audit log as `pacs-view-series`, with the study's UID, once per sitting (AppContext.shown)."""
     from sarcoscope.pacs.dicomweb import check_uid
 
     server = server_of(ctx)
@@ -146,6 +147,8 @@ def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
     for s in series:
         local = ctx.store.find_series(s.series_uid, study_uid)
         out.append({**s.as_dict(), "imported_as": local.id if local is not None else None})
+    details = {"study_uid": study_uid, "series": len(out)}
+    ctx.shown(request, user, "pacs-view-series", study_uid, None, details)
     return out
 
 
