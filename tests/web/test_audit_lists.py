@@ -217,3 +217,29 @@ def test_a_study_s_label_versions_are_in_the_audit_log_as_its_results(app: Any, 
             assert [v["version"] for v in c.get(f"/api/studies/{sid}/versions").json()] == [1]
         assert c.get("/api/studies/" + "0" * 32 + "/versions").status_code == 404
     assert _shown(app, "view-results") == [("vera", "testclient", None)]
+
+
+def test_a_series_opened_before_is_audited_as_its_study_shown(app: Any, tmp_path: Path) -> None:
+    """POST /api/studies/{id}/series for a series of the upload opened as a study before answers that study
+    (its patient's ID and facts, the upload's series) without reading anything new, and left no audit
+    event: another user learnt a study's facts unrecorded. The answer is `view-study` and `view-series` of
+    that study, once per session like GET /api/studies/{id} and its series."""
+    from web_synth import write_exam
+
+    add_user(app.state.ctx.store, "eddie", PASSWORD, "editor")
+    files = [f for paths in write_exam(tmp_path / "exam").values() for f in paths]
+    with _signed_in(app, "alice") as uploader:
+        study = uploader.post("/api/studies", files=multipart(files)).json()
+        arterial = {"series_uid": study["series"][1]["series_uid"]}
+        opened = uploader.post(f"/api/studies/{study['id']}/series", json=arterial)
+        assert opened.status_code == 201
+    with _signed_in(app, "eddie") as c:
+        for _ in range(2):
+            again = c.post(f"/api/studies/{study['id']}/series", json=arterial)
+            assert again.status_code == 200 and again.json()["patient_id"] == "PAT-EXAM"
+    other = opened.json()["id"]
+    events = [(e.actor, e.action, e.study_id) for e in reversed(app.state.ctx.store.audit_events())]
+    assert [e for e in events if e[0] == "eddie" and e[1] != "login"] == [
+        ("eddie", "view-study", other),
+        ("eddie", "view-series", other),
+    ]

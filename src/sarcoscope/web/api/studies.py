@@ -109,11 +109,15 @@ def open_upload_series(
     study_id: str, body: SeriesChoiceIn, request: Request, response: Response, ctx: Ctx, user: User
 ) -> dict[str, Any]:
     """Open another series of the study's upload as a study of its own, without uploading again: the
-    study it was opened as before (200), or a new one read from the stored upload (201)."""
+    study it was opened as before (200; shown as by GET /api/studies/{id} and its series, and audited
+    so), or a new one read from the stored upload (201, its `upload` event)."""
     study = ctx.store.get_study(study_id)
     other, volume = open_series(ctx.store, study, body.series_uid, actor=user, client=client_of(request))
     if volume is None:
-        return {**study_json(ctx, other), "series": upload_series(ctx.store, other), "warnings": []}
+        shown = {**study_json(ctx, other), "series": upload_series(ctx.store, other), "warnings": []}
+        ctx.viewed(request, user, other.id, what="study")
+        ctx.viewed(request, user, other.id, what="series")
+        return shown
     response.status_code = 201
     return _opened(ctx, other, volume)
 
