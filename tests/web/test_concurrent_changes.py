@@ -458,10 +458,10 @@ def test_patient_facts_not_sent_are_kept_not_erased(client: TestClient, series: 
     was = {key: loaded.get(key) for key in ("height_cm", "weight_kg", "sex", "cutoff_set")}
     theirs = {"height_cm": 172.0, "weight_kg": 81.0, "sex": "M", "cutoff_set": "martin2013"}
     assert client.put(f"/api/studies/{sid}/patient", json={**theirs, "previous": was}).status_code == 200
-    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 170})
+    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 170, "previous": {"height_cm": 172.0}})
     assert r.status_code == 200, r.text
     assert r.json()["patient"] == {**theirs, "height_cm": 170.0}
-    r = client.put(f"/api/studies/{sid}/patient", json={"sex": None})
+    r = client.put(f"/api/studies/{sid}/patient", json={"sex": None, "previous": {"sex": "M"}})
     assert r.json()["patient"] == {**theirs, "height_cm": 170.0, "sex": None}
     previous = {**theirs, "height_cm": 170.0, "sex": None}
     r = client.put(f"/api/studies/{sid}/patient", json={"weight_kg": 80, "previous": previous})
@@ -499,3 +499,29 @@ def test_an_edit_is_not_saved_as_other_slices_labels(client: TestClient, series:
     r = client.post(f"/api/studies/{sid}/labels", params={"base_version": 2, "first": 7, "last": 9}, **edit)
     assert r.status_code == 201 and r.json()["indices"] == [7, 8, 9]
     assert indices == [4, 5, 6]
+
+
+def test_patient_facts_changed_without_saying_what_they_were_are_refused(
+    client: TestClient, series: list[Path]
+) -> None:
+    """A PUT /patient without `previous` (a script setting the height) replaced the height a colleague had
+    saved a moment before, which its sender never saw: the SMI and its classification changed unseen. Each
+    fact changed must come with the value its sender saw (428 otherwise, nothing saved); one that changed
+    since is refused (409), and the facts not sent stay as stored."""
+    sid, _ = segmented(client, series)
+    loaded = client.get(f"/api/studies/{sid}").json()["patient"] or {}
+    theirs = {"height_cm": 172.0, "weight_kg": 81.0, "sex": "M", "cutoff_set": None}
+    was = {key: loaded.get(key) for key in theirs}
+    assert client.put(f"/api/studies/{sid}/patient", json={**theirs, "previous": was}).status_code == 200
+    for body in ({"height_cm": 160}, {"height_cm": 160, "previous": {"weight_kg": 81.0}}):
+        r = client.put(f"/api/studies/{sid}/patient", json=body)
+        assert r.status_code == 428, r.text
+        assert r.json()["detail"] == (
+            "Not saved: say in `previous` what you were shown for each fact you change (height_cm), so "
+            "that no fact a colleague saved since is replaced unseen."
+        )
+    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 160, "previous": {"height_cm": None}})
+    assert r.status_code == 409 and "reload the study" in r.json()["detail"]
+    assert client.get(f"/api/studies/{sid}").json()["patient"] == theirs
+    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 160, "previous": {"height_cm": 172.0}})
+    assert r.status_code == 200 and r.json()["patient"] == {**theirs, "height_cm": 160.0}

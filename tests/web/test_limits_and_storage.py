@@ -21,7 +21,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
-from test_api import delete_study, get_labels, segmented, upload
+from test_api import delete_study, get_labels, put_patient, segmented, upload
 from web_synth import multipart, write_series, zip_bytes
 
 from sarcoscope.web import WebSettings, create_app
@@ -285,7 +285,7 @@ def test_a_deleted_study_leaves_nothing_readable_in_the_database_file(
     store.engine.dispose()
     files = write_series(tmp_path / "s", patient_id="PATXYZ-4711")
     sid, _ = segmented(client, files)
-    client.put(f"/api/studies/{sid}/patient", json={"height_cm": 181.5, "weight_kg": 77.0, "sex": "M"})
+    put_patient(client, sid, {"height_cm": 181.5, "weight_kg": 77.0, "sex": "M"})
     assert delete_study(client, sid).status_code == 200
     database = b"".join(p.read_bytes() for p in store.data_dir.glob("sarcoscope.db*"))
     for text in (b"PATXYZ-4711", b"synthetic", b"181.5", b"20240131"):  # ID, description, height, date
