@@ -243,3 +243,24 @@ def test_a_series_opened_before_is_audited_as_its_study_shown(app: Any, tmp_path
         ("eddie", "view-study", other),
         ("eddie", "view-series", other),
     ]
+
+
+def test_reading_the_audit_log_is_in_the_audit_log(app: Any, series: list[Path]) -> None:
+    """The audit log names every study's patient facts as they were saved (height, weight, sex), series and
+    PACS study UIDs: an admin read it (GET /api/audit, a study's GET /api/studies/{id}/audit) unrecorded.
+    It is `view-audit`, with how many events were shown (and the study's id), once per session and
+    subject like the study list; a viewer's refused read records nothing."""
+    with _signed_in(app, "alice") as c:
+        sid = c.post("/api/studies", files=multipart(series)).json()["id"]
+        shown = [c.get("/api/audit").json(), c.get(f"/api/studies/{sid}/audit").json()]
+        assert [e["action"] for e in shown[1]] == ["upload"]
+        for _ in range(2):
+            assert c.get("/api/audit").status_code == 200
+            assert c.get(f"/api/studies/{sid}/audit").status_code == 200
+    with _signed_in(app, "vera") as v:
+        assert v.get("/api/audit").status_code == 403
+    events = [e for e in reversed(app.state.ctx.store.audit_events()) if e.action == "view-audit"]
+    assert [(e.actor, e.study_id, e.details) for e in events] == [
+        ("alice", None, {"count": len(shown[0])}),
+        ("alice", sid, {"count": 1}),
+    ]
