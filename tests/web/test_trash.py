@@ -256,3 +256,26 @@ def test_deletion_and_restore_work_when_the_ct_files_are_on_another_file_system(
     client.app.state.ctx.volumes.drop(sid)
     np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
     assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+
+
+def test_a_kept_deletion_that_cannot_be_erased_is_logged_without_its_files_names(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The erasure of a deletion kept too long failed on a file (its disk read-only, a permission): the
+    warning quoted the system's error, whose path is the entry's image file, named by its SOP Instance UID
+    (a patient identifier), into the server log. It says the study and the reason, not the path."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    _age(store.data_dir / "trash" / sid, days=31)
+    image = next((store.data_dir / "trash" / sid / "ct").iterdir())
+
+    def refused(path: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied", str(image))
+
+    monkeypatch.setattr(trash.shutil, "rmtree", refused)
+    with caplog.at_level("WARNING", logger="sarcoscope.store.trash"):
+        assert trash.erase_expired(store, dt.timedelta(days=30), actor="server") == [sid]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning == f"The deleted study {sid}, kept too long, was not erased: Permission denied."
+    assert image.stem not in caplog.text

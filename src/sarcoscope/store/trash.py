@@ -225,8 +225,11 @@ def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
     for study_id in expired:
         try:
             erase(store, study_id, actor)
-        except (StoreError, OSError) as exc:  # restored meanwhile (`sarcoscope studies restore`)
-            log.warning("A deleted study kept too long was not erased: %s", exc)
+        except (StoreError, OSError) as exc:  # restored meanwhile (`sarcoscope studies restore`), a disk
+            # error: by its reason only, as its path names the entry's files by their UIDs
+            reason = (exc.strerror or type(exc).__name__) if isinstance(exc, OSError) else str(exc)
+            reason = reason.rstrip(".")
+            log.warning("The deleted study %s, kept too long, was not erased: %s.", study_id, reason)
     if expired:
         log.info("Erased %d deleted studies kept longer than %s.", len(expired), keep)
     return expired
