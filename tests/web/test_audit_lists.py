@@ -264,3 +264,37 @@ def test_reading_the_audit_log_is_in_the_audit_log(app: Any, series: list[Path])
         ("alice", None, {"count": len(shown[0])}),
         ("alice", sid, {"count": 1}),
     ]
+
+
+def test_a_de_identified_download_s_event_says_what_it_kept(app: Any, series: list[Path]) -> None:
+    """A de-identified download may keep the patient's sex, age, height and weight, or the dates shifted:
+    its audit event said only `deidentified: true`, the same as one that removed them, so nobody could tell
+    from the log which downloads carried them. The event says what was kept (`kept`), and keeps saying it
+    after the study's deletion (a technical detail, no patient's)."""
+    with _signed_in(app, "alice") as c:
+        sid = c.post("/api/studies", files=multipart(series)).json()["id"]
+        assert c.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 3}).status_code == 200
+        assert c.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
+        both = {"deidentify": True, "keep_patient_characteristics": True, "keep_dates_shifted": True}
+        for params in ({"deidentify": True}, both, {}):
+            assert c.get(f"/api/studies/{sid}/export/json", params=params).status_code == 200
+        kept = {"deidentify": True, "keep_patient_characteristics": True}
+        assert c.get(f"/api/studies/{sid}/dicom", params=kept).status_code == 200
+
+        def downloads() -> list[tuple[str, dict[str, Any]]]:
+            events = reversed(app.state.ctx.store.audit_events(sid))
+            return [(e.action, e.details) for e in events if e.action in ("export", "download-dicom")]
+
+        assert [(action, d["deidentified"], d.get("kept")) for action, d in downloads()] == [
+            ("export", True, []),
+            ("export", True, ["dates-shifted", "patient-characteristics"]),
+            ("export", False, None),
+            ("download-dicom", True, ["patient-characteristics"]),
+        ]
+        assert c.delete(f"/api/studies/{sid}", params={"latest_version": 1}).status_code == 200
+    assert [d.get("kept") for _, d in downloads()] == [
+        [],
+        ["dates-shifted", "patient-characteristics"],
+        None,
+        ["patient-characteristics"],
+    ]

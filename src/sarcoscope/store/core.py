@@ -34,6 +34,7 @@ _AUDIT_KEYS_AFTER_DELETE = frozenset(
         "engine",
         "format",
         "deidentified",
+        "kept",
         "indices",
         "n_slices",
         "bytes",

@@ -124,7 +124,7 @@ def download_dicom(
         user,
         "download-dicom",
         study_id,
-        {"indices": [indices[0], indices[-1]], "deidentified": policy is not None},
+        {"indices": [indices[0], indices[-1]], **deid.audited()},
         client_of(request),
     )
     tag = "deid" if policy is not None else "orig"

@@ -101,7 +101,7 @@ def export(
     # the version that leaves the server, also when the latest was asked for (one saved later is another)
     version = ctx.store.get_version(study_id, version).version
     out = analysis.export_file(ctx.store, ctx.volumes, study, version, fmt, policy)
-    details = {"format": fmt, "version": version, "deidentified": policy is not None}
+    details = {"format": fmt, "version": version, **deid.audited()}
     ctx.store.audit(user, "export", study_id, details, client_of(request))
     headers = {"Content-Disposition": f'attachment; filename="{out.filename}"'}
     if fmt == "html":  # self-contained page: its own inline style and embedded picture only
