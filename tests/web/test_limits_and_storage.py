@@ -511,3 +511,23 @@ def _left_outside_the_trash(store: Any, sid: str) -> list[Path]:
     """The deleted study's files still where the live studies' are (its trash entry holds what it had)."""
     trash = store.data_dir / "trash"
     return [p for p in store.data_dir.rglob("*") if sid in str(p) and not p.is_relative_to(trash)]
+
+
+def test_background_work_that_fails_on_a_file_logs_no_path(caplog: pytest.LogCaptureFixture) -> None:
+    """A background job (a study's viewer volume, a QC picture) that failed on a file logged the system's
+    error, whose path names the study's files by their DICOM UIDs, into the server's debug log. It logs the
+    job and the reason only."""
+    from sarcoscope.web.background import BackgroundJobs
+
+    path = "/data/ct/1.2.840.99.1/1.2.840.99.2/1.2.840.99.3.dcm"
+
+    def fails() -> None:
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    jobs = BackgroundJobs()
+    with caplog.at_level("DEBUG", logger="sarcoscope.web.background"):
+        jobs.start("viewer volume of 0123", fails)
+        jobs.wait()
+    assert [r.getMessage() for r in caplog.records] == [
+        "viewer volume of 0123 not done in the background: No such file or directory"
+    ]

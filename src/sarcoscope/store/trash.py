@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, select
 
-from sarcoscope.store.errors import ConflictError, NotFoundError, StoreError
+from sarcoscope.store.errors import ConflictError, NotFoundError, StoreError, reason_of
 from sarcoscope.store.files import atomic_private_file, private_dir
 from sarcoscope.store.models import LabelVersion, Study, utcnow
 
@@ -227,8 +227,7 @@ def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
             erase(store, study_id, actor)
         except (StoreError, OSError) as exc:  # restored meanwhile (`sarcoscope studies restore`), a disk
             # error: by its reason only, as its path names the entry's files by their UIDs
-            reason = (exc.strerror or type(exc).__name__) if isinstance(exc, OSError) else str(exc)
-            reason = reason.rstrip(".")
+            reason = reason_of(exc).rstrip(".")
             log.warning("The deleted study %s, kept too long, was not erased: %s.", study_id, reason)
     if expired:
         log.info("Erased %d deleted studies kept longer than %s.", len(expired), keep)
