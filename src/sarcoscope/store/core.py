@@ -139,8 +139,19 @@ class StoreCore:
         study_id: str | None,
         details: dict[str, Any] | None = None,
         client: str | None = None,
-    ) -> None:
-        session.add(AuditEvent(actor=actor, action=action, study_id=study_id, details=details, client=client))
+        view_key: str | None = None,
+    ) -> AuditEvent:
+        event_ = AuditEvent(
+            at=utcnow(),
+            actor=actor,
+            action=action,
+            study_id=study_id,
+            details=details,
+            client=client,
+            view_key=view_key,
+        )
+        session.add(event_)
+        return event_
 
     def audit(
         self,
@@ -158,15 +169,7 @@ class StoreCore:
         what the deletion leaves of its events: it is written first, then the study looked up (FOR SHARE:
         a deletion in progress is waited for), so a deletion committed later finds and scrubs it."""
         with self.session() as s:
-            event_ = AuditEvent(
-                actor=actor,
-                action=action,
-                study_id=study_id,
-                details=details,
-                client=client,
-                view_key=view_key,
-            )
-            s.add(event_)
+            event_ = self._audit(s, actor, action, study_id, details, client, view_key)
             if study_id is not None and details:
                 s.flush()
                 found = s.scalar(select(Study.id).where(Study.id == study_id).with_for_update(read=True))
@@ -192,16 +195,7 @@ class StoreCore:
         with self.session() as s:
             if self.engine.dialect.name == "postgresql":
                 s.execute(select(func.pg_advisory_xact_lock(int(view_key[:15], 16))))
-            event_ = AuditEvent(
-                at=utcnow(),
-                actor=actor,
-                action=action,
-                study_id=study_id,
-                details=details,
-                client=client,
-                view_key=view_key,
-            )
-            s.add(event_)
+            event_ = self._audit(s, actor, action, study_id, details, client, view_key)
             s.flush()
             since = event_.at - dt.timedelta(seconds=again_after)
             earlier = s.scalar(
