@@ -384,7 +384,7 @@ def test_a_study_deleted_while_its_results_are_pushed_keeps_no_pushed_uids_in_th
     monkeypatch.setattr(dicomweb, "server_of", lambda _ctx: DeletedDuringTheStore())
     with TestClient(app) as client:
         sid, _ = segmented(client, series)
-        pushed = client.post(f"/api/studies/{sid}/pacs/push")
+        pushed = client.post(f"/api/studies/{sid}/pacs/push", params={"version": 1})
         assert pushed.status_code == 200, pushed.text
         uids = [o["sop_instance_uid"] for o in pushed.json()["objects"]]
         events = {e.action: e.details for e in store.audit_events(sid)}
@@ -525,3 +525,39 @@ def test_patient_facts_changed_without_saying_what_they_were_are_refused(
     assert client.get(f"/api/studies/{sid}").json()["patient"] == theirs
     r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 160, "previous": {"height_cm": 172.0}})
     assert r.status_code == 200 and r.json()["patient"] == {**theirs, "height_cm": 160.0}
+
+
+def test_a_push_to_the_pacs_that_does_not_say_which_version_is_refused(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /pacs/push without `version` pushed the latest label version, whatever it was: one a colleague
+    saved a second before, which the person pushing had never seen, went into the hospital's PACS, where
+    clinicians read it. The push must name the version (the page sends the one it shows): 428 without it,
+    nothing sent."""
+    from sarcoscope.pacs.dicomweb import Stored
+    from sarcoscope.web import WebSettings, create_app, dicomweb
+
+    sent: list[int] = []
+
+    class Pacs:
+        def series(self, _study_uid: str) -> list[object]:
+            return [object()]
+
+        def store(self, _study_uid: str, datasets: list[Any]) -> Stored:
+            sent.append(len(datasets))
+            return Stored(sent=len(datasets), held=0)
+
+    monkeypatch.setattr(dicomweb, "server_of", lambda _ctx: Pacs())
+    app = create_app(WebSettings(data_dir=tmp_path / "data", dicomweb_url="http://127.0.0.1:9/dicom-web"))
+    with TestClient(app) as client:
+        sid, _ = segmented(client, series)
+        r = client.post(f"/api/studies/{sid}/pacs/push")
+        assert r.status_code == 428, r.text
+        assert r.json()["detail"] == (
+            "Not pushed: say which label version you were shown (version), so that no version saved since "
+            "goes to the PACS unseen."
+        )
+        assert sent == [] and "pacs-push" not in {e.action for e in app.state.ctx.store.audit_events(sid)}
+        pushed = client.post(f"/api/studies/{sid}/pacs/push", params={"version": 1})
+        assert pushed.status_code == 200 and pushed.json()["version"] == 1 and sent == [3]
+    app.state.ctx.store.close()

@@ -213,11 +213,14 @@ def push_results(
     request: Request,
     ctx: Ctx,
     user: User,
-    version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_INT, description="Required: the label version you were shown.")
+    ] = None,
     repeat: Annotated[bool, Query(description="Push a version that was pushed before again.")] = False,
 ) -> dict[str, Any]:
-    """Store the DICOM SEG, SR and QC secondary capture of a label version (default: the latest) into the
-    study on the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds.
+    """Store the DICOM SEG, SR and QC secondary capture of a label version (`version`, the one the person
+    pushing was shown: 428 without it, so that no version saved since goes out unseen) into the study on
+    the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds.
 
     A version pushed before is refused (409) unless `repeat`. The objects of the same result keep their UIDs
     (analysis.export_file), so pushed again they are not sent (`already_stored`: objects the study held
@@ -228,6 +231,12 @@ def push_results(
 
     server = server_of(ctx)
     study = ctx.store.get_study(study_id)
+    if version is None:
+        raise HTTPException(
+            428,
+            "Not pushed: say which label version you were shown (version), so that no version saved since "
+            "goes to the PACS unseen.",
+        )
     row = ctx.store.get_version(study_id, version)
     before = [
         e
