@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 
 import sarcoscope.store.store as store_module
 from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, Store, Study, new_study_id
-from sarcoscope.store.models import Base
+from sarcoscope.store.models import Base, as_utc
 
 
 def _study(series_uid: str = "1.2.3.4") -> Study:
@@ -61,12 +61,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def test_migrations_create_exactly_the_model_schema(store: Store) -> None:
-    assert store.schema_revision() == "0005"
+    assert store.schema_revision() == "0006"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
     store.migrate()  # idempotent
-    assert store.schema_revision() == "0005"
+    assert store.schema_revision() == "0006"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -87,14 +87,14 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
 
 def test_migrations_keep_the_data_and_downgrade(empty_database: Store) -> None:
     """0002 adds accounts, 0003 the upload a study came from, 0004 the users' roles, 0005 who changed the L3
-    selection and when; a study and its labels stay through a downgrade to 0001 and the upgrade back (the
-    model reads the current schema only, so the rows are made at the head)."""
+    selection and when, 0006 the audit events' view keys; a study and its labels stay through a downgrade to
+    0001 and the upgrade back (the model reads the current schema only, so the rows are made at the head)."""
     from alembic import command
     from alembic.config import Config
 
     store = empty_database
     store.migrate()
-    assert store.schema_revision() == "0005"
+    assert store.schema_revision() == "0006"
     study = store.add_study(_study(), actor="alice")
     labels = np.ones((1, 4, 5), np.uint8)
     store.save_version(study.id, base_version=None, labels=labels, indices=[2], author="a", source="segment")
@@ -103,7 +103,7 @@ def test_migrations_keep_the_data_and_downgrade(empty_database: Store) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(store_module.__file__).parent / "migrations"))
-    for revision in ("0004", "0003", "0002", "0001"):
+    for revision in ("0005", "0004", "0003", "0002", "0001"):
         with store.engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.downgrade(cfg, revision)
@@ -130,7 +130,7 @@ def test_accounts_made_before_roles_are_editors_after_the_upgrade(empty_database
             )
         )
     store.migrate()
-    assert store.schema_revision() == "0005"
+    assert store.schema_revision() == "0006"
     assert store.get_user("alice").role == "editor" and store.user_role("alice") == "editor"
     store.add_user("bob", "h", actor="cli")
     assert store.user_role("bob") == "editor"  # the default for new accounts too
@@ -293,3 +293,28 @@ def test_accounts_sessions_and_failure_counters(store: Store) -> None:
     assert store.login_failures(keys, window) == {}
     store.clear_login_failures("user:y")
     assert store.login_failures(["user:y"], window) == {}
+
+
+def test_views_of_one_key_at_the_same_moment_are_one_audit_event(store: Store) -> None:
+    """Store.audit_view decides from the audit log whether a look is a new view: looks of one sitting at the
+    same moment (a page's tiles, two server processes) are one event, another key is its own, and a look
+    after the time is a new one; each answers when the view's event was written."""
+    import threading
+
+    start, answers = threading.Barrier(8), []
+
+    def look() -> None:
+        start.wait()
+        answers.append(store.audit_view("alice", "view-images", "s1", None, "10.0.0.1", "a" * 64, 1800))
+
+    threads = [threading.Thread(target=look) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    events = store.audit_events()
+    assert [(e.action, e.view_key) for e in events] == [("view-images", "a" * 64)]
+    assert set(answers) == {as_utc(events[0].at)}
+    store.audit_view("alice", "view-images", "s2", None, "10.0.0.1", "b" * 64, 1800)
+    store.audit_view("alice", "view-images", "s1", None, "10.0.0.1", "a" * 64, 0)  # half an hour on
+    assert [e.view_key for e in store.audit_events()] == ["a" * 64, "b" * 64, "a" * 64]

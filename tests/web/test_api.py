@@ -9,6 +9,7 @@ import re
 import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import nibabel as nib
@@ -20,6 +21,7 @@ from PIL import Image
 from web_synth import SHAPE, SPACING, multipart, synthetic_hu, write_series, zip_bytes
 
 from sarcoscope.segmentation.quality import score_text
+from sarcoscope.store import Store
 from sarcoscope.web import WebSettings, create_app
 from sarcoscope.web.wording import has_cli_words
 
@@ -38,6 +40,19 @@ def segmented(client: TestClient, files: list[Path], first: int = 4, last: int =
     r = client.post(f"/api/studies/{sid}/segment", json={})
     assert r.status_code == 200, r.text
     return sid, r.json()
+
+
+def delete_study(client: Any, sid: str, store: Store | None = None) -> Any:
+    """DELETE the study, saying its latest label version was seen (the page sends its study list's)."""
+    latest = (store or client.app.state.ctx.store).latest_version(sid) or 0
+    return client.delete(f"/api/studies/{sid}", params={"latest_version": latest})
+
+
+def put_patient(client: Any, sid: str, facts: dict[str, Any]) -> Any:
+    """PUT the patient facts, saying what was stored of each as the one shown (the page: its form's)."""
+    stored = client.app.state.ctx.store.get_study(sid).patient or {}
+    previous = {key: stored.get(key) for key in facts}
+    return client.put(f"/api/studies/{sid}/patient", json={**facts, "previous": previous})
 
 
 def get_labels(client: TestClient, sid: str, version: int | None = None) -> tuple[np.ndarray, int, list[int]]:
@@ -332,17 +347,17 @@ def test_patient_facts_drive_smi(client: TestClient, series: list[Path]) -> None
     sid, _ = segmented(client, series)
     analysis = client.get(f"/api/studies/{sid}/analysis").json()
     assert analysis["assessment"]["smi"]["status"] == "not computed"
-    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 170, "weight_kg": 70, "sex": "F"})
+    r = put_patient(client, sid, {"height_cm": 170, "weight_kg": 70, "sex": "F"})
     assert r.status_code == 200
     analysis = client.get(f"/api/studies/{sid}/analysis").json()
     area = analysis["average"]["tissues"]["muscle"]["area_cm2"]
     assert analysis["assessment"]["smi"]["value"] == pytest.approx(area / 1.7**2)
-    assert client.put(f"/api/studies/{sid}/patient", json={"height_cm": 1.7}).status_code == 422
+    assert put_patient(client, sid, {"height_cm": 1.7}).status_code == 422
     # what the analysis refuses is refused when saved (60 cm and 10 kg were saved, then failed the analysis)
-    assert client.put(f"/api/studies/{sid}/patient", json={"height_cm": 60}).status_code == 422
-    assert client.put(f"/api/studies/{sid}/patient", json={"weight_kg": 10}).status_code == 422
-    assert client.put(f"/api/studies/{sid}/patient", json={"sex": "X"}).status_code == 422
-    r = client.put(f"/api/studies/{sid}/patient", json={"cutoff_set": "made-up"})
+    assert put_patient(client, sid, {"height_cm": 60}).status_code == 422
+    assert put_patient(client, sid, {"weight_kg": 10}).status_code == 422
+    assert put_patient(client, sid, {"sex": "X"}).status_code == 422
+    r = put_patient(client, sid, {"cutoff_set": "made-up"})
     assert r.status_code == 422 and "Unknown cutoff set" in r.json()["detail"]
 
 
@@ -354,7 +369,7 @@ def test_a_fact_cleared_in_the_patient_card_is_unknown_not_the_headers(
     sarcopenia classification (and the report) were computed for a woman."""
     sid, _ = segmented(client, series)  # the series' header: sex F
     assert client.get(f"/api/studies/{sid}").json()["patient"]["sex"] == "F"
-    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 170, "weight_kg": 70, "sex": None})
+    r = put_patient(client, sid, {"height_cm": 170, "weight_kg": 70, "sex": None})
     assert r.status_code == 200 and r.json()["patient"]["sex"] is None
     assessment = client.get(f"/api/studies/{sid}/analysis").json()["assessment"]
     assert assessment["smi"]["status"] == "computed"
@@ -684,7 +699,7 @@ def test_delete_study_removes_files_keeps_audit(client: TestClient, series: list
     sid, _ = segmented(client, series)
     series_uid = client.get(f"/api/studies/{sid}").json()["series_uid"]
     facts = {"height_cm": 172.0, "weight_kg": 61.0, "sex": "M"}
-    assert client.put(f"/api/studies/{sid}/patient", json=facts).status_code == 200
+    assert put_patient(client, sid, facts).status_code == 200
     data_dir = client.app.state.ctx.store.data_dir
     assert any((data_dir / "ct").rglob("*.dcm"))
     logged = json.dumps([e for e in client.get("/api/audit").json() if e["study_id"] == sid])
@@ -694,7 +709,7 @@ def test_delete_study_removes_files_keeps_audit(client: TestClient, series: list
     assert client.get(f"/api/studies/{sid}/analysis").status_code == 200
     analyses = client.app.state.ctx.analyses
     assert any(k[0] == sid for k in analyses._items) and any(k[0] == sid for k in analyses._quality)
-    assert client.delete(f"/api/studies/{sid}").json()["status"] == "deleted"
+    assert delete_study(client, sid).json()["status"] == "deleted"
     assert client.get(f"/api/studies/{sid}").status_code == 404
     # nor kept in memory: the analyses held its measurements and, in their keys, the height
     assert not any(k[0] == sid for k in analyses._items) and not any(k[0] == sid for k in analyses._quality)
@@ -712,7 +727,7 @@ def test_audit_log_records_every_change(client: TestClient, series: list[Path]) 
     sid, _ = segmented(client, series)
     labels, _, _ = get_labels(client, sid)
     client.post(f"/api/studies/{sid}/labels", params={"base_version": 1}, content=labels.tobytes())
-    client.put(f"/api/studies/{sid}/patient", json={"height_cm": 160})
+    put_patient(client, sid, {"height_cm": 160})
     events = client.get(f"/api/studies/{sid}/audit").json()
     actions = [e["action"] for e in reversed(events)]
     # (reading the labels to edit them: view-results)
@@ -922,7 +937,7 @@ def test_dicom_sr_and_qc_exports_and_edited_seg_provenance(client: TestClient, s
             first.SeriesInstanceUID,
         )
     # another result (the patient's height applied: its SMI) is another SR, stored beside the first
-    assert client.put(f"/api/studies/{sid}/patient", json={"height_cm": 171}).status_code == 200
+    assert put_patient(client, sid, {"height_cm": 171}).status_code == 200
     changed = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{sid}/export/dicom-sr").content))
     assert changed.SOPInstanceUID != sr.SOPInstanceUID
     source = pydicom.dcmread(series[5], stop_before_pixels=True)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from test_api import put_patient
 from web_synth import multipart, write_series
 
 from sarcoscope.store.models import AuditEvent, LabelVersion, LoginFailure, LoginSession, Study, User
@@ -393,7 +394,7 @@ def test_bad_request_gets_a_4xx_reason_and_writes_nothing(
 def test_the_corpus_is_large_and_the_server_still_works(server: tuple[TestClient, str]) -> None:
     c, sid = server
     assert len(CASES) >= 80 and len({case[0] for case in CASES}) == len(CASES)
-    assert c.put(f"/api/studies/{sid}/patient", json={"height_cm": 170.0}).status_code == 200
+    assert put_patient(c, sid, {"height_cm": 170.0}).status_code == 200
     assert c.get(f"/api/studies/{sid}/analysis").status_code == 200
 
 

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
-from test_api import get_labels, segmented, upload
+from test_api import delete_study, get_labels, segmented, upload
 from web_synth import multipart, write_series
 
 import sarcoscope.level.localization as localization
@@ -194,7 +194,7 @@ def test_a_label_save_racing_the_deletion_of_its_study_answers_not_found(
 
     def deleted_meanwhile(session: Any, actor: str, action: str, *args: Any, **kwargs: Any) -> None:
         if action.startswith("labels-") and not deleted:  # the save found the study and adds its version
-            deletion = threading.Thread(target=lambda: deleted.update(r=client.delete(f"/api/studies/{sid}")))
+            deletion = threading.Thread(target=lambda: deleted.update(r=delete_study(client, sid)))
             deletion.start()
             deletion.join(30)
         audit(session, actor, action, *args, **kwargs)
@@ -240,6 +240,24 @@ def test_a_study_is_not_deleted_with_labels_saved_after_the_list_the_deletion_ca
     assert client.get(f"/api/studies/{sid}").status_code == 404
     unlabelled = upload(client, write_series(client.app.state.ctx.store.data_dir.parent / "b", 1, "PAT-B"))
     assert client.delete(f"/api/studies/{unlabelled['id']}", params={"latest_version": 0}).status_code == 200
+
+
+def test_a_deletion_that_does_not_say_which_label_version_it_was_shown_is_refused(
+    client: TestClient, series: list[Path]
+) -> None:
+    """The check above held only when the deletion named the version it was shown: one without it (a script,
+    an old page) deleted the study with whatever had been saved a second before. It is refused (428), and
+    nothing is deleted."""
+    sid, _ = segmented(client, series)
+    r = client.delete(f"/api/studies/{sid}")
+    assert r.status_code == 428, r.text
+    assert r.json()["detail"] == (
+        "Not deleted: say which label version of the study you were shown (latest_version: the study's "
+        "latest_version, 0 for none), so that no label version saved since is deleted unseen."
+    )
+    assert client.get(f"/api/studies/{sid}").status_code == 200
+    assert [v["version"] for v in client.get(f"/api/studies/{sid}/versions").json()] == [1]
+    assert client.delete(f"/api/studies/{sid}", params={"latest_version": 1}).status_code == 200
 
 
 def test_a_failed_statement_does_not_carry_its_values_into_the_log(client: TestClient) -> None:
@@ -326,7 +344,7 @@ def test_a_series_uploaded_while_its_study_is_deleted_is_not_left_without_files(
 
     monkeypatch.setattr(store, "remove_study_files", remove_late)
     monkeypatch.setattr(trash, "finish", finish_late)
-    deletion = threading.Thread(target=lambda: client.delete(f"/api/studies/{old['id']}"))
+    deletion = threading.Thread(target=lambda: delete_study(client, old["id"]))
     deletion.start()
     for _ in range(500):  # until the rows are gone (at most 5 s)
         if client.get(f"/api/studies/{old['id']}").status_code == 404:
@@ -366,7 +384,7 @@ def test_a_study_deleted_while_its_results_are_pushed_keeps_no_pushed_uids_in_th
     monkeypatch.setattr(dicomweb, "server_of", lambda _ctx: DeletedDuringTheStore())
     with TestClient(app) as client:
         sid, _ = segmented(client, series)
-        pushed = client.post(f"/api/studies/{sid}/pacs/push")
+        pushed = client.post(f"/api/studies/{sid}/pacs/push", params={"version": 1})
         assert pushed.status_code == 200, pushed.text
         uids = [o["sop_instance_uid"] for o in pushed.json()["objects"]]
         events = {e.action: e.details for e in store.audit_events(sid)}
@@ -440,10 +458,10 @@ def test_patient_facts_not_sent_are_kept_not_erased(client: TestClient, series: 
     was = {key: loaded.get(key) for key in ("height_cm", "weight_kg", "sex", "cutoff_set")}
     theirs = {"height_cm": 172.0, "weight_kg": 81.0, "sex": "M", "cutoff_set": "martin2013"}
     assert client.put(f"/api/studies/{sid}/patient", json={**theirs, "previous": was}).status_code == 200
-    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 170})
+    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 170, "previous": {"height_cm": 172.0}})
     assert r.status_code == 200, r.text
     assert r.json()["patient"] == {**theirs, "height_cm": 170.0}
-    r = client.put(f"/api/studies/{sid}/patient", json={"sex": None})
+    r = client.put(f"/api/studies/{sid}/patient", json={"sex": None, "previous": {"sex": "M"}})
     assert r.json()["patient"] == {**theirs, "height_cm": 170.0, "sex": None}
     previous = {**theirs, "height_cm": 170.0, "sex": None}
     r = client.put(f"/api/studies/{sid}/patient", json={"weight_kg": 80, "previous": previous})
@@ -481,3 +499,65 @@ def test_an_edit_is_not_saved_as_other_slices_labels(client: TestClient, series:
     r = client.post(f"/api/studies/{sid}/labels", params={"base_version": 2, "first": 7, "last": 9}, **edit)
     assert r.status_code == 201 and r.json()["indices"] == [7, 8, 9]
     assert indices == [4, 5, 6]
+
+
+def test_patient_facts_changed_without_saying_what_they_were_are_refused(
+    client: TestClient, series: list[Path]
+) -> None:
+    """A PUT /patient without `previous` (a script setting the height) replaced the height a colleague had
+    saved a moment before, which its sender never saw: the SMI and its classification changed unseen. Each
+    fact changed must come with the value its sender saw (428 otherwise, nothing saved); one that changed
+    since is refused (409), and the facts not sent stay as stored."""
+    sid, _ = segmented(client, series)
+    loaded = client.get(f"/api/studies/{sid}").json()["patient"] or {}
+    theirs = {"height_cm": 172.0, "weight_kg": 81.0, "sex": "M", "cutoff_set": None}
+    was = {key: loaded.get(key) for key in theirs}
+    assert client.put(f"/api/studies/{sid}/patient", json={**theirs, "previous": was}).status_code == 200
+    for body in ({"height_cm": 160}, {"height_cm": 160, "previous": {"weight_kg": 81.0}}):
+        r = client.put(f"/api/studies/{sid}/patient", json=body)
+        assert r.status_code == 428, r.text
+        assert r.json()["detail"] == (
+            "Not saved: say in `previous` what you were shown for each fact you change (height_cm), so "
+            "that no fact a colleague saved since is replaced unseen."
+        )
+    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 160, "previous": {"height_cm": None}})
+    assert r.status_code == 409 and "reload the study" in r.json()["detail"]
+    assert client.get(f"/api/studies/{sid}").json()["patient"] == theirs
+    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 160, "previous": {"height_cm": 172.0}})
+    assert r.status_code == 200 and r.json()["patient"] == {**theirs, "height_cm": 160.0}
+
+
+def test_a_push_to_the_pacs_that_does_not_say_which_version_is_refused(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /pacs/push without `version` pushed the latest label version, whatever it was: one a colleague
+    saved a second before, which the person pushing had never seen, went into the hospital's PACS, where
+    clinicians read it. The push must name the version (the page sends the one it shows): 428 without it,
+    nothing sent."""
+    from sarcoscope.pacs.dicomweb import Stored
+    from sarcoscope.web import WebSettings, create_app, dicomweb
+
+    sent: list[int] = []
+
+    class Pacs:
+        def series(self, _study_uid: str) -> list[object]:
+            return [object()]
+
+        def store(self, _study_uid: str, datasets: list[Any]) -> Stored:
+            sent.append(len(datasets))
+            return Stored(sent=len(datasets), held=0)
+
+    monkeypatch.setattr(dicomweb, "server_of", lambda _ctx: Pacs())
+    app = create_app(WebSettings(data_dir=tmp_path / "data", dicomweb_url="http://127.0.0.1:9/dicom-web"))
+    with TestClient(app) as client:
+        sid, _ = segmented(client, series)
+        r = client.post(f"/api/studies/{sid}/pacs/push")
+        assert r.status_code == 428, r.text
+        assert r.json()["detail"] == (
+            "Not pushed: say which label version you were shown (version), so that no version saved since "
+            "goes to the PACS unseen."
+        )
+        assert sent == [] and "pacs-push" not in {e.action for e in app.state.ctx.store.audit_events(sid)}
+        pushed = client.post(f"/api/studies/{sid}/pacs/push", params={"version": 1})
+        assert pushed.status_code == 200 and pushed.json()["version"] == 1 and sent == [3]
+    app.state.ctx.store.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from test_api import delete_study
 from test_e2e import ARGS, CHROMIUM, _submit_login, _wait_text
 from test_e2e_unsaved import _accounts, _stroke
 
@@ -87,7 +88,7 @@ def test_a_role_that_may_no_longer_delete_stops_showing_the_deleted_studies(
     with _accounts(tmp_path, series, ("dr. ada", "dr. eddie")) as (app, url, client, sid):
         store = app.state.ctx.store
         set_role(store, "dr. ada", "admin")
-        client.delete(f"/api/studies/{sid}").raise_for_status()
+        delete_study(client, sid, store).raise_for_status()
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
             page = browser.new_context(viewport={"width": 1360, "height": 840}, bypass_csp=True).new_page()

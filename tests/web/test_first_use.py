@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 from fastapi.testclient import TestClient
+from test_api import put_patient
 from web_synth import multipart, synthetic_hu, write_series
 
 from sarcoscope.conventions import TISSUE_TITLES
@@ -125,7 +126,7 @@ def test_deidentified_reports_name_the_pages_controls_not_cli_options(
     sid = _segmented(client, series, {"mode": "slice", "first": 5})
     # entered, so that de-identification removes them (a BMI never computed says what is missing instead)
     facts = {"height_cm": 170, "weight_kg": 70, "sex": "F"}
-    assert client.put(f"/api/studies/{sid}/patient", json=facts).is_success
+    assert put_patient(client, sid, facts).is_success
     deid = {"deidentify": True}
     report = client.get(f"/api/studies/{sid}/export/json", params=deid).json()
     assert not [t for t in _strings(report) if has_cli_words(t)]
@@ -168,7 +169,7 @@ def test_the_proposed_selection_is_the_single_mid_l3_slice_like_the_cli() -> Non
 
 def test_printable_report_states_what_it_used(client: TestClient, series: list[Path]) -> None:
     sid = _segmented(client, series, {"mode": "range", "first": 4, "last": 6})
-    client.put(f"/api/studies/{sid}/patient", json={"height_cm": 172, "weight_kg": 68.5, "sex": "M"})
+    put_patient(client, sid, {"height_cm": 172, "weight_kg": 68.5, "sex": "M"})
     html = client.get(f"/api/studies/{sid}/export/html").text
     assert "sex M (user) · height 172.0 cm (user) · weight 68.5 kg (user)" in html
     assert "Average of 3 slices (4–6)" in html
@@ -226,11 +227,11 @@ def test_the_report_names_dicom_facts_as_dicom_not_as_entered(client: TestClient
         return report["assessment"]["patient"]["sources"]
 
     assert sources() == {"sex": "DICOM"}
-    r = client.put(f"/api/studies/{sid}/patient", json={"height_cm": 172.0, "sex": "F"})
+    r = put_patient(client, sid, {"height_cm": 172.0, "sex": "F"})
     assert r.status_code == 200
     assert sources() == {"height_m": "user", "sex": "DICOM"}
     assert "sex F (DICOM) · height 172.0 cm (user)" in client.get(f"/api/studies/{sid}/export/html").text
-    client.put(f"/api/studies/{sid}/patient", json={"height_cm": 172.0, "sex": "M"})
+    put_patient(client, sid, {"height_cm": 172.0, "sex": "M"})
     assert sources() == {"height_m": "user", "sex": "user"}
 
 

@@ -21,7 +21,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
-from test_api import get_labels, segmented, upload
+from test_api import delete_study, get_labels, put_patient, segmented, upload
 from web_synth import multipart, write_series, zip_bytes
 
 from sarcoscope.web import WebSettings, create_app
@@ -264,7 +264,7 @@ def test_deleting_a_study_deletes_every_file_of_it(
     other = upload(client, write_series(tmp_path / "other", seed=5, patient_id="PAT-002"))
     data_dir = client.app.state.ctx.store.data_dir
     assert len(list((data_dir / "ct").iterdir())) == 2
-    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    assert delete_study(client, sid).status_code == 200
     assert [p.name for p in (data_dir / "cache").iterdir()] == [other["id"]]
     (left,) = (data_dir / "ct").iterdir()  # the deleted study's StudyUID folder went with its series
     assert [p.name for p in left.iterdir()] == [other["series_uid"]]
@@ -285,8 +285,8 @@ def test_a_deleted_study_leaves_nothing_readable_in_the_database_file(
     store.engine.dispose()
     files = write_series(tmp_path / "s", patient_id="PATXYZ-4711")
     sid, _ = segmented(client, files)
-    client.put(f"/api/studies/{sid}/patient", json={"height_cm": 181.5, "weight_kg": 77.0, "sex": "M"})
-    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    put_patient(client, sid, {"height_cm": 181.5, "weight_kg": 77.0, "sex": "M"})
+    assert delete_study(client, sid).status_code == 200
     database = b"".join(p.read_bytes() for p in store.data_dir.glob("sarcoscope.db*"))
     for text in (b"PATXYZ-4711", b"synthetic", b"181.5", b"20240131"):  # ID, description, height, date
         assert database.count(text) == 0, text
@@ -344,7 +344,7 @@ def test_a_study_deleted_while_its_viewer_volume_is_written_leaves_no_file(
 
     monkeypatch.setattr(volumes, "_write_viewer_nifti", late_write)
     sid = upload(client, series)["id"]
-    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    assert delete_study(client, sid).status_code == 200
     client.app.state.ctx.jobs.wait()
     assert not (store.data_dir / "cache" / sid).exists()
     assert _left_outside_the_trash(store, sid) == []
@@ -389,7 +389,7 @@ def test_a_study_deleted_while_a_request_writes_its_viewer_volume_leaves_no_file
     )
     request.start()
     assert writing.wait(10)
-    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    assert delete_study(client, sid).status_code == 200
     request.join(10)
     assert answer["r"].status_code == 200  # asked before the deletion: the volume it asked for
     assert len(gzip.decompress(answer["r"].content)) > 0
@@ -511,3 +511,23 @@ def _left_outside_the_trash(store: Any, sid: str) -> list[Path]:
     """The deleted study's files still where the live studies' are (its trash entry holds what it had)."""
     trash = store.data_dir / "trash"
     return [p for p in store.data_dir.rglob("*") if sid in str(p) and not p.is_relative_to(trash)]
+
+
+def test_background_work_that_fails_on_a_file_logs_no_path(caplog: pytest.LogCaptureFixture) -> None:
+    """A background job (a study's viewer volume, a QC picture) that failed on a file logged the system's
+    error, whose path names the study's files by their DICOM UIDs, into the server's debug log. It logs the
+    job and the reason only."""
+    from sarcoscope.web.background import BackgroundJobs
+
+    path = "/data/ct/1.2.840.99.1/1.2.840.99.2/1.2.840.99.3.dcm"
+
+    def fails() -> None:
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    jobs = BackgroundJobs()
+    with caplog.at_level("DEBUG", logger="sarcoscope.web.background"):
+        jobs.start("viewer volume of 0123", fails)
+        jobs.wait()
+    assert [r.getMessage() for r in caplog.records] == [
+        "viewer volume of 0123 not done in the background: No such file or directory"
+    ]

@@ -107,7 +107,7 @@ def test_import_segment_push_and_read_back(
     segmented = client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"})
     assert segmented.status_code == 200, segmented.text
     shown = client.get(f"/api/studies/{sid}/analysis").json()["average"]["tissues"]["muscle"]["area_cm2"]
-    pushed = client.post(f"/api/studies/{sid}/pacs/push")
+    pushed = client.post(f"/api/studies/{sid}/pacs/push", params={"version": 1})
     assert pushed.status_code == 200, pushed.text
     body = pushed.json()
     assert body["stored"] == 3 and body["study_uid"] == study_uid and body["warnings"] == []
@@ -146,11 +146,11 @@ def test_import_segment_push_and_read_back(
     assert not_ct.status_code == 422 and "is SEG" in not_ct.json()["detail"]
     capture = back["OT"][0]
     assert capture.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage and capture.Rows > 0
-    twice = client.post(f"/api/studies/{sid}/pacs/push")
+    twice = client.post(f"/api/studies/{sid}/pacs/push", params={"version": 1})
     assert twice.status_code == 409 and "pushed to the PACS before" in twice.json()["detail"]
     assert len(orthanc.series_of(study_uid)) == 4  # nothing more was stored
     # pushed again on purpose, the same result: the same objects, which the study holds already
-    again = client.post(f"/api/studies/{sid}/pacs/push", params={"repeat": True}).json()
+    again = client.post(f"/api/studies/{sid}/pacs/push", params={"version": 1, "repeat": True}).json()
     assert (again["stored"], again["already_stored"]) == (0, 3)
     assert again["objects"] == body["objects"]
     assert len(orthanc.series_of(study_uid)) == 4
@@ -178,7 +178,7 @@ def test_a_push_says_what_a_malformed_source_value_left_empty(
     sid = client.post(f"/api/pacs/studies/{study_uid}/series/{series_uid}/import").json()["id"]
     client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 1})
     assert client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"}).status_code == 200
-    pushed = client.post(f"/api/studies/{sid}/pacs/push")
+    pushed = client.post(f"/api/studies/{sid}/pacs/push", params={"version": 1})
     assert pushed.status_code == 200, pushed.text
     body = pushed.json()
     assert body["stored"] == 3
@@ -187,6 +187,20 @@ def test_a_push_says_what_a_malformed_source_value_left_empty(
     seg = next(o for o in body["objects"] if o["modality"] == "SEG")
     (ds,) = orthanc.instances_of(study_uid, seg["series_instance_uid"])
     assert ds.PatientBirthDate == "" and ds.PatientID
+
+
+def test_a_pacs_study_s_series_list_is_in_the_audit_log(client: TestClient, source: pydicom.Dataset) -> None:
+    """GET /api/pacs/studies/{uid}/series lists a PACS study's series (descriptions, sizes, whether imported)
+    for anyone who has its UID, with no search before it: it left no audit event. It is `pacs-view-series`
+    with the study's UID and how many series were listed, once per session and study; a study the PACS
+    does not have shows nothing and records nothing."""
+    study_uid = str(source.StudyInstanceUID)
+    listed = [client.get(f"/api/pacs/studies/{study_uid}/series").json() for _ in range(3)]
+    assert str(source.SeriesInstanceUID) in {s["series_uid"] for s in listed[0]}  # (and what others pushed)
+    assert client.get("/api/pacs/studies/1.2.3.4/series").status_code == 404
+    events = client.app.state.ctx.store.audit_events()  # type: ignore[attr-defined]
+    shown = [(e.actor, e.study_id, e.details) for e in events if e.action == "pacs-view-series"]
+    assert shown == [("local", None, {"study_uid": study_uid, "series": len(listed[0])})]
 
 
 def test_unknown_ids_not_ct_and_study_not_on_the_pacs(
@@ -202,9 +216,10 @@ def test_unknown_ids_not_ct_and_study_not_on_the_pacs(
     sid = uploaded["id"]
     client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 2})
     client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold"})
-    refused = client.post(f"/api/studies/{sid}/pacs/push")
+    refused = client.post(f"/api/studies/{sid}/pacs/push", params={"version": 1})
     assert refused.status_code == 409 and "pushed only into the study" in refused.json()["detail"]
-    assert client.post("/api/studies/0123456789abcdef0123456789abcdef/pacs/push").status_code == 404
+    unknown = "/api/studies/0123456789abcdef0123456789abcdef/pacs/push"
+    assert client.post(unknown, params={"version": 1}).status_code == 404
 
 
 def test_an_import_beyond_the_upload_limit_is_413(

@@ -40,7 +40,11 @@ def test_search_import_and_push_from_the_panel(tmp_path: Path, shared_data: Path
             api = page.request
             assert api.put(f"{url}/api/studies/{study_id}/selection", data={"mode": "slice", "first": 1}).ok
             assert api.post(f"{url}/api/studies/{study_id}/segment", data={"engine": "threshold"}).ok
+            # the labels were made behind the page's back: it is reloaded to show them, as a push names the
+            # label version shown (the server refuses one without, and the page showed none before)
             page.goto(f"{url}/#/study/{study_id}/label")
+            page.reload()
+            page.wait_for_selector("#versions li:has-text('v1 ·')", state="attached", timeout=30000)
             page.click("#pacs-push", timeout=30000)
             page.wait_for_function(
                 "document.getElementById('pacs-push-status').textContent.startsWith('Stored')",

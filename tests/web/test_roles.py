@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from test_api import get_labels
+from test_api import delete_study, get_labels
 from web_synth import multipart
 
 from sarcoscope.store import Store
@@ -189,7 +189,7 @@ def test_an_admin_reads_the_audit_log_and_deletes_studies(app: Any, study: str) 
             ("eddie", "labels-segment"),
         ]
         assert c.get("/api/audit").status_code == 200
-        assert c.delete(f"/api/studies/{study}").json() == {
+        assert delete_study(c, study).json() == {
             "status": "deleted",
             "id": study,
             "kept_days": 30.0,
@@ -250,7 +250,7 @@ def test_without_accounts_the_holder_of_the_access_is_the_admin(
         assert c.get("/api/config").json()["role"] == "admin"
         sid = c.post("/api/studies", files=multipart(series)).json()["id"]
         assert c.get(f"/api/studies/{sid}/audit").json()[0]["action"] == "upload"
-        assert c.delete(f"/api/studies/{sid}").status_code == 200
+        assert delete_study(c, sid).status_code == 200
     app.state.ctx.store.close()
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from test_api import get_labels, segmented, upload
+from test_api import delete_study, get_labels, segmented, upload
 from typer.testing import CliRunner
 from web_synth import multipart
 
@@ -46,7 +46,7 @@ def test_a_deleted_study_is_restored_with_its_images_and_every_label_version(
     sid, edited = _edited(client, series)
     before = [(v.version, v.author, v.source, v.sha256) for v in store.list_versions(sid)]
     image = client.get(f"/api/studies/{sid}/image/axial/5").content
-    assert client.delete(f"/api/studies/{sid}").json()["kept_days"] == 30
+    assert delete_study(client, sid).json()["kept_days"] == 30
 
     assert client.get(f"/api/studies/{sid}").status_code == 404
     assert _files_of(store.data_dir, sid) == []  # nothing left where live studies are
@@ -71,7 +71,7 @@ def test_a_study_is_not_restored_over_its_series_uploaded_again(
 ) -> None:
     store = client.app.state.ctx.store
     sid = upload(client, series)["id"]
-    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    assert delete_study(client, sid).status_code == 200
     again = upload(client, series)["id"]
     with pytest.raises(ConflictError, match=f"uploaded again since it was deleted \\(study {again}\\)"):
         trash.restore(store, sid, "admin")
@@ -82,7 +82,7 @@ def test_a_study_is_not_restored_over_its_series_uploaded_again(
 def test_erase_erases_a_deleted_study(client: TestClient, series: list[Path]) -> None:
     store = client.app.state.ctx.store
     sid = upload(client, series)["id"]
-    client.delete(f"/api/studies/{sid}")
+    delete_study(client, sid)
     trash.erase(store, sid, "admin")
     assert [p for p in store.data_dir.rglob("*") if sid in str(p)] == []
     with pytest.raises(NotFoundError, match="No deleted study"):
@@ -94,7 +94,7 @@ def test_without_keeping_a_deletion_erases_at_once(tmp_path: Path, series: list[
     app = create_app(WebSettings(data_dir=tmp_path / "data", keep_deleted_days=0))
     with TestClient(app) as client:
         sid = upload(client, series)["id"]
-        assert client.delete(f"/api/studies/{sid}").json()["kept_days"] == 0
+        assert delete_study(client, sid).json()["kept_days"] == 0
     store = app.state.ctx.store
     assert [p for p in store.data_dir.rglob("*") if sid in str(p)] == []
     assert trash.deleted_studies(store) == []
@@ -124,7 +124,7 @@ def _two_deleted(client: TestClient, tmp_path: Path, series: list[Path]) -> tupl
     for files in (series, write_series(tmp_path / "other", seed=1, patient_id="PAT-002")):
         ids.append(upload(client, files)["id"])
     for sid in ids:
-        assert client.delete(f"/api/studies/{sid}").status_code == 200
+        assert delete_study(client, sid).status_code == 200
     return ids[0], ids[1]
 
 
@@ -144,7 +144,7 @@ def test_a_deletion_stopped_before_its_files_moved_is_finished_at_the_next_start
     with TestClient(app) as client:
         sid, edited = _edited(client, series)
         monkeypatch.setattr(trash, "finish", lambda *_: None)  # the kill
-        client.delete(f"/api/studies/{sid}")
+        delete_study(client, sid)
         monkeypatch.undo()
     app.state.ctx.store.close()
     assert (data / "trash" / f".{sid}.deleting").is_dir() and _files_of(data, sid)
@@ -164,7 +164,7 @@ def test_a_restore_that_fails_puts_everything_back_in_the_trash(
 ) -> None:
     store = client.app.state.ctx.store
     sid = upload(client, series)["id"]
-    client.delete(f"/api/studies/{sid}")
+    delete_study(client, sid)
     entry = sorted(p.relative_to(store.data_dir) for p in (store.data_dir / "trash").rglob("*"))
 
     def broken(*_: Any, **__: Any) -> None:
@@ -250,9 +250,32 @@ def test_deletion_and_restore_work_when_the_ct_files_are_on_another_file_system(
 
     monkeypatch.setattr(os, "rename", across(rename))
     monkeypatch.setattr(os, "replace", across(replace))
-    assert client.delete(f"/api/studies/{sid}").status_code == 200
+    assert delete_study(client, sid).status_code == 200
     assert _files_of(store.data_dir, sid) == [] and [d.id for d in trash.deleted_studies(store)] == [sid]
     trash.restore(store, sid, "admin")
     client.app.state.ctx.volumes.drop(sid)
     np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
     assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+
+
+def test_a_kept_deletion_that_cannot_be_erased_is_logged_without_its_files_names(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The erasure of a deletion kept too long failed on a file (its disk read-only, a permission): the
+    warning quoted the system's error, whose path is the entry's image file, named by its SOP Instance UID
+    (a patient identifier), into the server log. It says the study and the reason, not the path."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    _age(store.data_dir / "trash" / sid, days=31)
+    image = next((store.data_dir / "trash" / sid / "ct").iterdir())
+
+    def refused(path: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied", str(image))
+
+    monkeypatch.setattr(trash.shutil, "rmtree", refused)
+    with caplog.at_level("WARNING", logger="sarcoscope.store.trash"):
+        assert trash.erase_expired(store, dt.timedelta(days=30), actor="server") == [sid]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning == f"The deleted study {sid}, kept too long, was not erased: Permission denied."
+    assert image.stem not in caplog.text

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from test_api import delete_study
 from web_synth import multipart, synthetic_hu, write_exam, write_series, zip_bytes
 
 from sarcoscope.imaging import CTMetadata, list_series, write_dicom_series
@@ -188,7 +189,7 @@ def test_an_upload_whose_last_study_is_deleted_while_another_series_opens_keeps_
     )
     opening.start()
     assert adding.wait(10)
-    assert client.delete(f"/api/studies/{study['id']}").status_code == 200
+    assert delete_study(client, study["id"]).status_code == 200
     opening.join(10)
     assert answer["r"].status_code == 201, answer["r"].text
     other = answer["r"].json()["id"]
@@ -210,13 +211,13 @@ def test_kept_series_live_and_go_with_the_uploads_studies(client: TestClient, tm
     other = client.post(
         f"/api/studies/{study['id']}/series", json={"series_uid": study["series"][2]["series_uid"]}
     ).json()
-    assert client.delete(f"/api/studies/{other['id']}").status_code == 200
+    assert delete_study(client, other["id"]).status_code == 200
     assert kept[0].is_dir()  # the first study still offers the arterial series
     listed = client.get(f"/api/studies/{study['id']}/series").json()
     assert listed[2]["study_id"] is None and "deleted" in listed[2]["reason"]
     gone = client.post(f"/api/studies/{study['id']}/series", json={"series_uid": listed[2]["series_uid"]})
     assert gone.status_code == 409 and "upload them again" in gone.json()["detail"]
-    assert client.delete(f"/api/studies/{study['id']}").status_code == 200
+    assert delete_study(client, study["id"]).status_code == 200
     assert list((store.data_dir / "uploads").iterdir()) == []
 
 

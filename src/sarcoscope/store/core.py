@@ -3,6 +3,7 @@ folder's lock, and the audit log that each change writes in its own transaction.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import stat
@@ -13,13 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sarcoscope.fileio import LockHeld, claim_lock
 from sarcoscope.store.errors import StoreError
 from sarcoscope.store.files import make_private, open_private, private_dir
-from sarcoscope.store.models import AuditEvent, Study
+from sarcoscope.store.models import AuditEvent, Study, as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ _AUDIT_KEYS_AFTER_DELETE = frozenset(
         "engine",
         "format",
         "deidentified",
+        "kept",
         "indices",
         "n_slices",
         "bytes",
@@ -137,8 +139,19 @@ class StoreCore:
         study_id: str | None,
         details: dict[str, Any] | None = None,
         client: str | None = None,
-    ) -> None:
-        session.add(AuditEvent(actor=actor, action=action, study_id=study_id, details=details, client=client))
+        view_key: str | None = None,
+    ) -> AuditEvent:
+        event_ = AuditEvent(
+            at=utcnow(),
+            actor=actor,
+            action=action,
+            study_id=study_id,
+            details=details,
+            client=client,
+            view_key=view_key,
+        )
+        session.add(event_)
+        return event_
 
     def audit(
         self,
@@ -147,20 +160,53 @@ class StoreCore:
         study_id: str | None = None,
         details: dict[str, Any] | None = None,
         client: str | None = None,
+        view_key: str | None = None,
     ) -> None:
-        """Record an event that changes nothing in the database (downloads, exports, logins).
+        """Record an event that changes nothing in the database (downloads, exports, logins); `view_key`:
+        it shows what a view of that key would (the viewer's volume download, its images: audit_view).
 
         An event about a study deleted meanwhile (a PACS push that ended after the deletion) keeps only
         what the deletion leaves of its events: it is written first, then the study looked up (FOR SHARE:
         a deletion in progress is waited for), so a deletion committed later finds and scrubs it."""
         with self.session() as s:
-            event_ = AuditEvent(actor=actor, action=action, study_id=study_id, details=details, client=client)
-            s.add(event_)
+            event_ = self._audit(s, actor, action, study_id, details, client, view_key)
             if study_id is not None and details:
                 s.flush()
                 found = s.scalar(select(Study.id).where(Study.id == study_id).with_for_update(read=True))
                 if found is None:
                     event_.details = left_after_delete(details)
+
+    def audit_view(
+        self,
+        actor: str,
+        action: str,
+        study_id: str | None,
+        details: dict[str, Any] | None,
+        client: str | None,
+        view_key: str,
+        again_after: float,
+    ) -> dt.datetime:
+        """Record a view (`view_key`: its sitting and what it was shown) unless an event of the same key is
+        less than `again_after` seconds old; the time of the newest one, this or that.
+
+        The audit log is the record, so a restart or another server process on the database finds it as
+        this one does. Its event is written first: that holds SQLite's write lock, and on PostgreSQL a lock
+        on the key is taken before, so that views at the same moment are one event, not one each."""
+        with self.session() as s:
+            if self.engine.dialect.name == "postgresql":
+                s.execute(select(func.pg_advisory_xact_lock(int(view_key[:15], 16))))
+            event_ = self._audit(s, actor, action, study_id, details, client, view_key)
+            s.flush()
+            since = event_.at - dt.timedelta(seconds=again_after)
+            earlier = s.scalar(
+                select(func.max(AuditEvent.at)).where(
+                    AuditEvent.view_key == view_key, AuditEvent.id != event_.id, AuditEvent.at > since
+                )
+            )
+            if earlier is None:
+                return event_.at
+            s.delete(event_)  # shown within the time: not a new view
+            return as_utc(earlier)
 
     def audit_events(self, study_id: str | None = None, limit: int = 500) -> list[AuditEvent]:
         with self.session() as s:

@@ -7,6 +7,14 @@ from sarcoscope.errors import SarcoscopeError
 from sarcoscope.store.models import Study
 
 
+def reason_of(exc: BaseException) -> str:
+    """An error's reason for a log or a client: an OSError's without its path, which names a study's files
+    by their DICOM UIDs (or an upload's by the client's names, often the patient's)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc)
+
+
 class StoreError(SarcoscopeError):
     """A request the store cannot carry out; the web layer maps subclasses to HTTP status codes."""
 
@@ -30,7 +38,7 @@ class StorageError(StoreError):
 
     @classmethod
     def of(cls, what: str, exc: OSError) -> StorageError:
-        return cls(f"The server could not store {what}: {exc.strerror or type(exc).__name__}.", exc.errno)
+        return cls(f"The server could not store {what}: {reason_of(exc)}.", exc.errno)
 
 
 class StaleVersionError(ConflictError):

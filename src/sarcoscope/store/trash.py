@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, select
 
-from sarcoscope.store.errors import ConflictError, NotFoundError, StoreError
+from sarcoscope.store.errors import ConflictError, NotFoundError, StoreError, reason_of
 from sarcoscope.store.files import atomic_private_file, private_dir
 from sarcoscope.store.models import LabelVersion, Study, utcnow
 
@@ -225,8 +225,10 @@ def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
     for study_id in expired:
         try:
             erase(store, study_id, actor)
-        except (StoreError, OSError) as exc:  # restored meanwhile (`sarcoscope studies restore`)
-            log.warning("A deleted study kept too long was not erased: %s", exc)
+        except (StoreError, OSError) as exc:  # restored meanwhile (`sarcoscope studies restore`), a disk
+            # error: by its reason only, as its path names the entry's files by their UIDs
+            reason = reason_of(exc).rstrip(".")
+            log.warning("The deleted study %s, kept too long, was not erased: %s.", study_id, reason)
     if expired:
         log.info("Erased %d deleted studies kept longer than %s.", len(expired), keep)
     return expired

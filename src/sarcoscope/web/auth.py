@@ -52,11 +52,22 @@ def client_of(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def sitting_of(request: Request, user: str) -> str:
-    """Whose sitting a request is, for the audit log's image views: its session (a digest of the cookie,
-    never the cookie), or without one (a script's bearer token) its user and client address."""
-    token = request.cookies.get(COOKIE)
-    return f"session:{_digest(token)}" if token else f"user:{user}@{client_of(request)}"
+def view_key(request: Request, user: str, action: str, subject: str) -> str:
+    """What a view's audit event is known by (AuditEvent.view_key): its sitting and what it was shown
+    (`action`, and `subject`: a study id, a search's criteria), as a digest keyed by the sitting's secret,
+    its session cookie or a script's bearer token, which the server keeps no copy of: the same for every
+    server process and after a restart, and no search's criteria can be tried against it from the database.
+    Without either (a script in the open loopback mode) the sitting is its user and client address."""
+    cookie = request.cookies.get(COOKIE)
+    header = request.headers.get("authorization", "")
+    if cookie:
+        secret = f"session:{cookie}"
+    elif header.lower().startswith("bearer "):
+        secret = f"bearer:{header[7:].strip()}@{client_of(request)}"
+    else:
+        secret = f"user:{user}@{client_of(request)}"
+    message = "\0".join((user, action, subject)).encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)

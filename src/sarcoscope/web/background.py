@@ -9,6 +9,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from sarcoscope.store.errors import reason_of
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,7 @@ class BackgroundJobs:
         try:
             work()
         except Exception as exc:  # the study was deleted meanwhile, the store closed: made on request
-            log.debug("%s not done in the background: %s", name, exc)
+            log.debug("%s not done in the background: %s", name, reason_of(exc))
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())

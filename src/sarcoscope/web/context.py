@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -16,15 +13,15 @@ from fastapi import Request
 
 from sarcoscope.store import Store
 from sarcoscope.web.analysis import AnalysisCache, build_result, overlay_png
-from sarcoscope.web.auth import Authenticator, client_of, sitting_of
+from sarcoscope.web.auth import Authenticator, client_of, view_key
 from sarcoscope.web.background import BackgroundJobs
 from sarcoscope.web.settings import WebSettings
 from sarcoscope.web.volumes import VolumeCache
 
 log = logging.getLogger(__name__)
 
-#: A study's images (or the study list, or a search's results) viewed again in one sitting after this long
-#: without a look at them are a new view in the audit log (seconds).
+#: A study's images (or the study list, or a search's results) viewed again in one sitting this long after
+#: the audit log last recorded a view of them are a new view in it (seconds).
 VIEW_AGAIN_AFTER = 30 * 60
 
 
@@ -41,11 +38,9 @@ class AppContext:
     _key: bytes | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _engine_prepared: bool = field(default=False, init=False, repr=False)
-    #: (sitting, audit action, what was shown: a study id, a search's digest) -> when it was last shown
-    #: (time.monotonic), for `viewed` and `listed`.
-    _views: dict[tuple[str, str, str], float] = field(default_factory=dict, init=False, repr=False)
-    #: Keys the digests of searches in `_views` (this process's only): no search text is kept.
-    _search_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), init=False, repr=False)
+    #: A view's key (auth.view_key: its sitting and what it was shown) -> when the audit log last recorded
+    #: it (time.time()), as this process learnt it: looks within VIEW_AGAIN_AFTER of that need no query.
+    _views: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def deidentification_key(self) -> bytes:
@@ -60,54 +55,53 @@ class AppContext:
                 self._key = load_secret(default_file=self.store.data_dir / SECRET_FILE_NAME)
             return self._key
 
-    def viewed(
-        self, request: Request, user: str, study_id: str, recorded: bool = False, what: str = "images"
-    ) -> None:
+    def viewed(self, request: Request, user: str, study_id: str, what: str = "images") -> None:
         """Record in the audit log that `user` was shown the study's CT images (`view-images`), or with
         `what` "results" its labels or measurements (`view-results`), "study" its patient and study facts
-        (`view-study`): once per sitting (session) and study, and again after VIEW_AGAIN_AFTER without a
-        look at them, not once per slice tile the viewer asks for. `recorded`: the request's own audit event
-        says it (a volume download)."""
-        self._shown(request, user, f"view-{what}", study_id, study_id, None, recorded)
+        (`view-study`), "series" the series of its upload (`view-series`): once per sitting (session) and
+        study, and again when the last event of it is VIEW_AGAIN_AFTER old, not once per slice tile the
+        viewer asks for (a download of the viewer's volume counts as a view of the images: its event has
+        their key, view_key)."""
+        self.shown(request, user, f"view-{what}", study_id, study_id, None)
+
+    def view_key(self, request: Request, user: str, study_id: str, what: str = "images") -> str:
+        """The key of `viewed`'s event, for an event that shows the same (the viewer's volume download)."""
+        return view_key(request, user, f"view-{what}", study_id)
 
     def listed(self, request: Request, user: str, count: int, search: str | None = None) -> None:
         """Record that `user` was shown the study list (`view-studies`) or a search's results
         (`search-studies`), which name patients, with how many studies were listed: the list once per
-        sitting, again after VIEW_AGAIN_AFTER without a look (the page reloads it as it goes back to it), a
-        search once per sitting and criteria likewise. The criteria are patient identifiers: the event
-        says that a search was made, never what was searched for (here only a digest of it, keyed for
-        this process)."""
+        sitting, again VIEW_AGAIN_AFTER after its last event (the page reloads it as it goes back to it),
+        a search once per sitting and criteria likewise. The criteria are patient identifiers: the event
+        says that a search was made, never what was searched for (only in its key, a digest keyed by the
+        sitting's secret: auth.view_key)."""
         text = (search or "").strip().casefold()  # the store's search: trimmed, case-insensitive
-        if not text:
-            self._shown(request, user, "view-studies", "", None, {"count": count})
-            return
-        digest = hmac.new(self._search_key, text.encode(), hashlib.sha256).hexdigest()
-        self._shown(request, user, "search-studies", digest, None, {"count": count})
+        action = "search-studies" if text else "view-studies"
+        self.shown(request, user, action, text, None, {"count": count})
 
-    def _shown(
+    def shown(
         self,
         request: Request,
         user: str,
         action: str,
         subject: str,
         study_id: str | None,
-        details: dict[str, int] | None,
-        recorded: bool = False,
+        details: dict[str, Any] | None,
     ) -> None:
-        """Audit `action` unless this sitting was shown `subject` within VIEW_AGAIN_AFTER."""
-        key, now = (sitting_of(request, user), action, subject), time.monotonic()
+        """Audit `action` (shown `subject`: a study id, a search's criteria, a PACS study's UID) with
+        `details` unless the audit log has an event of this sitting's look at `subject` less than
+        VIEW_AGAIN_AFTER old (Store.audit_view): this process remembers the ones it learnt of, so that a
+        viewer's many tiles ask the database once."""
+        key, now, again_after = view_key(request, user, action, subject), time.time(), VIEW_AGAIN_AFTER
         with self._lock:
             last = self._views.get(key)
-            self._views[key] = now
+        if last is not None and now - last <= again_after:
+            return
+        when = self.store.audit_view(user, action, study_id, details, client_of(request), key, again_after)
+        with self._lock:
+            self._views[key] = when.timestamp()
             if len(self._views) > 10_000:  # sittings long over
-                self._views = {k: t for k, t in self._views.items() if now - t <= VIEW_AGAIN_AFTER}
-        if not recorded and (last is None or now - last > VIEW_AGAIN_AFTER):
-            try:
-                self.store.audit(user, action, study_id, details, client_of(request))
-            except BaseException:
-                with self._lock:  # not recorded: the next look records it
-                    self._views.pop(key, None)
-                raise
+                self._views = {k: t for k, t in self._views.items() if now - t <= again_after}
 
     def prepare_engine(self) -> None:
         """Build the default segmentation engine in the background, once per process, when a segmentation

@@ -132,9 +132,10 @@ def _search(body: PacsSearch, request: Request, ctx: AppContext, user: str) -> d
 
 
 @router.get("/pacs/studies/{study_uid}/series")
-def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+def list_series(study_uid: str, request: Request, ctx: Ctx, user: User) -> list[dict[str, Any]]:
     """The series of a PACS study; `imported_as` names the local study of a series imported before, matched
-    with its study: a series of another study reusing the UID (another patient's) is not this one."""
+    with its study: a series of another study reusing the UID (another patient's) is not this one. In the
+    audit log as `pacs-view-series`, with the study's UID, once per sitting (AppContext.shown)."""
     from sarcoscope.pacs.dicomweb import check_uid
 
     server = server_of(ctx)
@@ -146,6 +147,8 @@ def list_series(study_uid: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
     for s in series:
         local = ctx.store.find_series(s.series_uid, study_uid)
         out.append({**s.as_dict(), "imported_as": local.id if local is not None else None})
+    details = {"study_uid": study_uid, "series": len(out)}
+    ctx.shown(request, user, "pacs-view-series", study_uid, None, details)
     return out
 
 
@@ -210,11 +213,14 @@ def push_results(
     request: Request,
     ctx: Ctx,
     user: User,
-    version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_INT, description="Required: the label version you were shown.")
+    ] = None,
     repeat: Annotated[bool, Query(description="Push a version that was pushed before again.")] = False,
 ) -> dict[str, Any]:
-    """Store the DICOM SEG, SR and QC secondary capture of a label version (default: the latest) into the
-    study on the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds.
+    """Store the DICOM SEG, SR and QC secondary capture of a label version (`version`, the one the person
+    pushing was shown: 428 without it, so that no version saved since goes out unseen) into the study on
+    the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds.
 
     A version pushed before is refused (409) unless `repeat`. The objects of the same result keep their UIDs
     (analysis.export_file), so pushed again they are not sent (`already_stored`: objects the study held
@@ -225,6 +231,12 @@ def push_results(
 
     server = server_of(ctx)
     study = ctx.store.get_study(study_id)
+    if version is None:
+        raise HTTPException(
+            428,
+            "Not pushed: say which label version you were shown (version), so that no version saved since "
+            "goes to the PACS unseen.",
+        )
     row = ctx.store.get_version(study_id, version)
     before = [
         e

@@ -99,6 +99,16 @@ class DeidentifyQuery(BaseModel):
     keep_dates_shifted: bool = Field(default=False, description="Keep dates, moved by a per-patient offset.")
     keep_patient_characteristics: bool = Field(default=False, description="Keep sex, age, height, weight.")
 
+    def audited(self) -> dict[str, Any]:
+        """What a download's audit event says of it: de-identified or not, and then what it kept."""
+        if not self.deidentify:
+            return {"deidentified": False}
+        kept = [
+            ("dates-shifted", self.keep_dates_shifted),
+            ("patient-characteristics", self.keep_patient_characteristics),
+        ]
+        return {"deidentified": True, "kept": [name for name, keep in kept if keep]}
+
     def policy(self, ctx: AppContext) -> DeidentificationPolicy | None:
         if not self.deidentify:
             return None

@@ -60,9 +60,9 @@ def volume_nifti(study_id: str, request: Request, ctx: Ctx, user: User) -> Strea
             file = path.open("rb")
     except (InputError, OSError) as exc:
         raise HTTPException(409, f"The images of study {study_id} are not available: {exc}") from exc
-    try:
-        ctx.store.audit(user, "download-volume", study_id, None, client_of(request))
-        ctx.viewed(request, user, study_id, recorded=True)  # the viewer's images need no event of their own
+    try:  # the viewer's images need no event of their own: this one has their key
+        key = ctx.view_key(request, user, study_id)
+        ctx.store.audit(user, "download-volume", study_id, None, client_of(request), view_key=key)
     except BaseException:
         file.close()
         raise
@@ -124,7 +124,7 @@ def download_dicom(
         user,
         "download-dicom",
         study_id,
-        {"indices": [indices[0], indices[-1]], "deidentified": policy is not None},
+        {"indices": [indices[0], indices[-1]], **deid.audited()},
         client_of(request),
     )
     tag = "deid" if policy is not None else "orig"

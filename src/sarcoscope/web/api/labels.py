@@ -83,8 +83,12 @@ def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: Us
 
 
 @router.get("/studies/{study_id}/versions", tags=["labels"])
-def list_versions(study_id: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
-    return [version_json(v) for v in ctx.store.list_versions(study_id)]
+def list_versions(study_id: str, request: Request, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+    """The study's label versions, newest first: who saved each, when, of which slices, with what note (an
+    imported file's name). In the audit log as `view-results`, like the label maps (AppContext.viewed)."""
+    listed = [version_json(v) for v in ctx.store.list_versions(study_id)]
+    ctx.viewed(request, user, study_id, what="results")
+    return listed
 
 
 @router.get(

@@ -27,31 +27,39 @@ class PatientFacts(Body):
 
 
 class PatientIn(PatientFacts):
-    #: the facts the form was loaded with: a save based on facts changed meanwhile is refused (409)
+    #: what the sender was shown of each fact it changes (the page: the facts the form was loaded with): a
+    #: save based on facts changed meanwhile is refused (409), one that does not say them too (428)
     previous: PatientFacts | None = None
 
 
 @router.put("/studies/{study_id}/patient", tags=["analysis"])
 def set_patient(study_id: str, body: PatientIn, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
-    """Save the patient facts sent (null clears one); a fact not sent stays as stored, not erased. With
-    `previous` (the facts the form was loaded with), refused (409) when the stored ones are others now."""
+    """Save the patient facts sent (null clears one); a fact not sent stays as stored, not erased. Each fact
+    sent needs its value as the sender was shown it in `previous` (428 otherwise): the save is refused (409)
+    when a stored fact is another now, so that nobody replaces a colleague's correction unseen."""
     from sarcoscope.composition import available_cutoff_sets
 
     if body.cutoff_set is not None and body.cutoff_set not in available_cutoff_sets():
         raise HTTPException(
             422, f"Unknown cutoff set '{body.cutoff_set}'. Available: {', '.join(available_cutoff_sets())}."
         )
-    if body.previous is not None:
-        based_on = body.previous.model_dump()
-    else:  # the stored facts, checked again as they are written (a save meanwhile: 409, not erased)
-        stored = ctx.store.get_study(study_id).patient or {}
-        based_on = {key: stored.get(key) for key in PatientFacts.model_fields}
+    sent = body.model_dump(exclude={"previous"}, exclude_unset=True)
+    seen = body.previous.model_dump(exclude_unset=True) if body.previous is not None else {}
+    if unseen := [key for key in sent if key not in seen]:
+        raise HTTPException(
+            428,
+            "Not saved: say in `previous` what you were shown for each fact you change "
+            f"({', '.join(unseen)}), so that no fact a colleague saved since is replaced unseen.",
+        )
+    # the facts not shown: as stored now, checked again as they are written (a save meanwhile: 409)
+    stored = ctx.store.get_study(study_id).patient or {}
+    based_on = {key: stored.get(key) for key in PatientFacts.model_fields} | seen
     study = ctx.store.update_study(
         study_id,
         user,
         "patient-info",
         client_of(request),
-        patient={**based_on, **body.model_dump(exclude={"previous"}, exclude_unset=True)},
+        patient={**based_on, **sent},
         expected_patient=based_on,
     )
     return study_json(ctx, study)
@@ -93,7 +101,7 @@ def export(
     # the version that leaves the server, also when the latest was asked for (one saved later is another)
     version = ctx.store.get_version(study_id, version).version
     out = analysis.export_file(ctx.store, ctx.volumes, study, version, fmt, policy)
-    details = {"format": fmt, "version": version, "deidentified": policy is not None}
+    details = {"format": fmt, "version": version, **deid.audited()}
     ctx.store.audit(user, "export", study_id, details, client_of(request))
     headers = {"Content-Disposition": f'attachment; filename="{out.filename}"'}
     if fmt == "html":  # self-contained page: its own inline style and embedded picture only

@@ -126,14 +126,23 @@ def logout(request: Request, response: Response, ctx: Ctx) -> dict[str, str]:
 
 # -- audit -----------------------------------------------------------------------------------------------
 @router.get("/studies/{study_id}/audit", tags=["audit"])
-def study_audit(study_id: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+def study_audit(study_id: str, request: Request, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+    """The study's audit events, newest first. They name its patient's facts as saved: reading them is in
+    the audit log too, as `view-audit` (AppContext.shown, once per sitting and study)."""
     ctx.store.get_study(study_id)
-    return [_event_json(e) for e in ctx.store.audit_events(study_id)]
+    events = [_event_json(e) for e in ctx.store.audit_events(study_id)]
+    ctx.shown(request, user, "view-audit", study_id, study_id, {"count": len(events)})
+    return events
 
 
 @router.get("/audit", tags=["audit"])
-def audit(ctx: Ctx, user: User, limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[dict[str, Any]]:
-    return [_event_json(e) for e in ctx.store.audit_events(None, limit)]
+def audit(
+    request: Request, ctx: Ctx, user: User, limit: Annotated[int, Query(ge=1, le=5000)] = 500
+) -> list[dict[str, Any]]:
+    """The latest audit events, newest first; read as `view-audit` like a study's."""
+    events = [_event_json(e) for e in ctx.store.audit_events(None, limit)]
+    ctx.shown(request, user, "view-audit", "", None, {"count": len(events)})
+    return events
 
 
 def _event_json(e: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import datetime as dt
 import shutil
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import Field
 
 from sarcoscope.store import Study, trash
@@ -94,11 +94,14 @@ def _opened(ctx: AppContext, study: Study, volume: CTVolume) -> dict[str, Any]:
 
 
 @router.get("/studies/{study_id}/series", tags=["studies"])
-def study_series(study_id: str, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+def study_series(study_id: str, request: Request, ctx: Ctx, user: User) -> list[dict[str, Any]]:
     """The series of the upload the study came from, in the order the reader ranks them (the first,
     `default`, is the one `sarcoscope analyze` reads): description, slices, slice thickness, contrast
-    phase when the headers tell it, and the study each was opened as. Empty: the upload held one series."""
-    return upload_series(ctx.store, ctx.store.get_study(study_id))
+    phase when the headers tell it, and the study each was opened as. Empty: the upload held one series.
+    The patient's exam: in the audit log as `view-series` (AppContext.viewed)."""
+    listed = upload_series(ctx.store, ctx.store.get_study(study_id))
+    ctx.viewed(request, user, study_id, what="series")
+    return listed
 
 
 @router.post("/studies/{study_id}/series", tags=["studies"])
@@ -106,11 +109,15 @@ def open_upload_series(
     study_id: str, body: SeriesChoiceIn, request: Request, response: Response, ctx: Ctx, user: User
 ) -> dict[str, Any]:
     """Open another series of the study's upload as a study of its own, without uploading again: the
-    study it was opened as before (200), or a new one read from the stored upload (201)."""
+    study it was opened as before (200; shown as by GET /api/studies/{id} and its series, and audited
+    so), or a new one read from the stored upload (201, its `upload` event)."""
     study = ctx.store.get_study(study_id)
     other, volume = open_series(ctx.store, study, body.series_uid, actor=user, client=client_of(request))
     if volume is None:
-        return {**study_json(ctx, other), "series": upload_series(ctx.store, other), "warnings": []}
+        shown = {**study_json(ctx, other), "series": upload_series(ctx.store, other), "warnings": []}
+        ctx.viewed(request, user, other.id, what="study")
+        ctx.viewed(request, user, other.id, what="series")
+        return shown
     response.status_code = 201
     return _opened(ctx, other, volume)
 
@@ -134,20 +141,26 @@ def delete_study(
         Query(
             ge=0,
             le=MAX_INT,
-            description="The study's latest label version you were shown (0: none). When labels were "
-            "saved since, the study is not deleted (409).",
+            description="Required: the study's latest label version you were shown (0: none). When "
+            "labels were saved since, the study is not deleted (409).",
         ),
     ] = None,
 ) -> dict[str, Any]:
-    """Delete the study's rows and every file of it (the audit log keeps the deletion); with
-    `latest_version`, only if no label version was saved after the one the person deleting was shown (the
-    page sends the study list's), so that nobody deletes a colleague's correction they have not seen.
+    """Delete the study's rows and every file of it (the audit log keeps the deletion), only if no label
+    version was saved after the one the person deleting was shown, `latest_version` (the page sends the
+    study list's; without it: 428), so that nobody deletes a colleague's correction they have not seen.
 
     Requests and background work may be using its files (writing its viewer volume or a QC picture,
     reading its images): the rows go first, so that work from now on finds no study (404), and the files
     go once the work already on them has ended (Store.using_files). When this returns, nothing of the
     study is on disk or still to come.
     """
+    if latest_version is None:
+        raise HTTPException(
+            428,
+            "Not deleted: say which label version of the study you were shown (latest_version: the study's "
+            "latest_version, 0 for none), so that no label version saved since is deleted unseen.",
+        )
     keep = dt.timedelta(days=ctx.settings.keep_deleted_days)
     ctx.store.delete_study(study_id, user, client_of(request), seen_version=latest_version, keep=bool(keep))
     ctx.volumes.drop(study_id)
