@@ -648,7 +648,7 @@ def test_the_segment_answer_does_not_wait_for_the_quality_scores_second_opinion(
     gate.clear()
     version = client.post(f"/api/studies/{sid}/segment", json={"engine": "threshold", "base_version": 1})
     assert version.json()["version"] == 2
-    assert client.delete(f"/api/studies/{sid}").json()["status"] == "deleted"
+    assert delete_study(client, sid).json()["status"] == "deleted"
     gate.set()
     ctx.jobs.wait()
     assert held == [True, True] and not any(k[0] == sid for k in ctx.analyses._quality)
