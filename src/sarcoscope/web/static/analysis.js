@@ -59,7 +59,7 @@ export function renderAnalysis(a, tissues) {
   const single = a.indices.length === 1;
   $("analysis").innerHTML =
     `<div class="mode ${single ? "single" : "range"}" id="analysis-mode">` +
-    `${single ? "Single L3 slice" : "L3 range average"}: ${escapeHtml(a.mode)}</div>` +
+    `${escapeHtml(a.mode.charAt(0).toUpperCase() + a.mode.slice(1))}</div>` + // "Single slice 5", "Average of…"
     (a.warnings.length
       ? `<ul class="warn small" id="analysis-warnings">${a.warnings.map((w) => `<li>${escapeHtml(w)}</li>`).join("")}</ul>`
       : "") +
