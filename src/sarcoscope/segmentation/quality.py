@@ -45,7 +45,6 @@ import numpy as np
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
 from sarcoscope.segmentation.base import SegmentationEngine, segment_slices
-from sarcoscope.segmentation.refine import OUTLINE_MM
 
 if TYPE_CHECKING:
     from sarcoscope.segmentation.body import SliceBodies
@@ -300,6 +299,8 @@ def cut_off_warning(labels: Sequence[np.ndarray], pixel_spacing: tuple[float, fl
     Muscle counts within OUTLINE_MM (and a pixel) of the edge: where the edge cuts the body it is the body's
     outline, beside which the engines label the skin's partial volume SAT, so a wall cut through shows a
     rim of SAT on the edge and the muscle right behind it."""
+    from sarcoscope.segmentation.refine import OUTLINE_MM  # (refine loads SciPy: not at the server's start)
+
     dy, dx = pixel_spacing
     rim_y, rim_x = (int(np.ceil(OUTLINE_MM / d)) + 1 for d in (dy, dx))
     cut: dict[str, set[str]] = {"muscle": set(), "body": set()}
