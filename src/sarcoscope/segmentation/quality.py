@@ -306,16 +306,17 @@ def cut_off_warning(labels: Sequence[np.ndarray], pixel_spacing: tuple[float, fl
     cut: dict[str, set[str]] = {"muscle": set(), "body": set()}
     for lab in labels:
         # array layout: columns run from the patient's right to the left, rows from the front to the back
+        # (side, the edge line, the band of the rim beside it with the edge's pixels along axis 1, step)
         edges = (
-            ("right", lab[:, :rim_x].T, dy),
-            ("left", lab[:, -rim_x:].T, dy),
-            ("front", lab[:rim_y], dx),
-            ("back", lab[-rim_y:], dx),
+            ("right", lab[:, 0], lab[:, :rim_x].T, dy),
+            ("left", lab[:, -1], lab[:, -rim_x:].T, dy),
+            ("front", lab[0], lab[:rim_y], dx),
+            ("back", lab[-1], lab[-rim_y:], dx),
         )
-        for side, band, step in edges:
+        for side, line, band, step in edges:
             if np.count_nonzero((band == Label.MUSCLE).any(axis=0)) * step >= CUT_OFF_MM:
                 cut["muscle"].add(side)
-            if np.count_nonzero(band[0 if side in ("right", "front") else -1] > 0) * step >= CUT_OFF_MM:
+            if np.count_nonzero(line > 0) * step >= CUT_OFF_MM:
                 cut["body"].add(side)
     order = ("right", "left", "front", "back")
     if cut["muscle"]:
