@@ -66,6 +66,8 @@ def test_segment_waits_for_the_localizer_or_a_hand_placed_line(
     before L3 was found."""
     _upload(page, write_series(tmp_path / "a"))
     _wait_text(page, "study-message", "Locating L3…")
+    # the localizer is asked while the images load (its hold keeps it running): the lines come with them
+    page.wait_for_function("document.getElementById('l3-viewer').dataset.lines")
     assert _lines(page) == "6"  # the middle slice, until L3 is found
     segment, download = page.locator("#segment"), page.locator("#download-dicom")
     assert segment.is_disabled() and "Locating L3" in (segment.get_attribute("title") or "")
