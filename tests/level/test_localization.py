@@ -23,10 +23,12 @@ from sarcoscope.level import (
 )
 from sarcoscope.level.localization import (
     FLAG_COUNTING,
+    FLAG_LOW_CONFIDENCE,
     FLAG_MISSING_SLICES,
     FLAG_NOT_IN_FOV,
     FLAG_PARTIAL,
 )
+from sarcoscope.level.spine import WorkGrid, noise_hu
 
 # Reference from the data README: TotalSegmentator L3 label z 65-79, centroid z 73.45 (3 mm slices).
 REF_MID = 73.45
@@ -145,6 +147,41 @@ def test_real_traces_disagreeing_on_the_last_rib_lower_the_confidence(real: CTVo
     assert _mid_error_mm(right, REF_MID, 42) <= 3.0
     assert "put the last rib-bearing vertebra" not in " ".join(f["reason"] for f in right.flags)
     assert right.confidence > 0.8
+
+
+def _noisy(v: CTVolume, sigma: float) -> CTVolume:
+    """Gaussian noise correlated over about a pixel in the body, as scripts/l3_perturb.py adds it."""
+    n = ndi.gaussian_filter(np.random.default_rng(0).standard_normal(v.hu.shape), (0, 0.8, 0.8))
+    return replace(v, hu=np.where(v.hu > -900, v.hu + n * (sigma / n.std()), v.hu).astype(np.float32))
+
+
+def test_noise_index_reads_the_added_noise_at_3_mm_pixels() -> None:
+    """White noise of 30 HU on uniform soft tissue reads 30 at 3 mm pixels and half that at 1.5 mm (the disc
+    profile averages a fixed area, so four times the pixels average it down); no noise reads none."""
+    rng = np.random.default_rng(1)
+    for mm, expected in ((3.0, 30.0), (1.5, 15.0)):
+        hu = (40.0 + 30.0 * rng.standard_normal((20, 60, 60))).astype(np.float32)
+        z = np.arange(20) * 3.0
+        grid = WorkGrid(hu=hu, spacing=(3.0, mm, mm), z_mm=z, slice_mm=z, max_gap_mm=3.0)
+        assert noise_hu(grid) == pytest.approx(expected, rel=0.05)
+    flat = WorkGrid(
+        hu=np.full((20, 60, 60), 40.0, np.float32), spacing=(3.0,) * 3, z_mm=z, slice_mm=z, max_gap_mm=3.0
+    )
+    assert noise_hu(flat) == 0.0
+
+
+def test_real_very_noisy_miscount_is_flagged(real: CTVolume) -> None:
+    """80 HU of noise on the real 3 mm voxels, scan from S1 to T12 (sacrum in view, no ribs): both traces
+    read the discs half a level off (one pulled onto an iliac wing), so no cross-check saw it, and L3 came
+    out 19.7 mm high at confidence 0.89, unflagged. The image's noise now says the discs are not to be
+    trusted. The unaltered crop reads 19, under the limit, and stays unflagged."""
+    loc = locate_l3(_noisy(_crop(real, 30, 103), 80.0))
+    assert _mid_error_mm(loc, REF_MID, 30) <= 10.0 or (
+        loc.has_flag(FLAG_LOW_CONFIDENCE) and "very noisy" in " ".join(f["reason"] for f in loc.flags)
+    )
+    assert loc.confidence < 0.7
+    clean = locate_l3(_crop(real, 30, 103))
+    assert _mid_error_mm(clean, REF_MID, 30) <= 3.0 and not clean.has_flag(FLAG_LOW_CONFIDENCE)
 
 
 def test_real_without_ribs_counts_from_sacrum(real: CTVolume) -> None:
