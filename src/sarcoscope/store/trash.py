@@ -212,9 +212,30 @@ def shown_to(store: Store, actor: str, client: str | None = None) -> list[Delete
     return kept
 
 
-def erase(store: Store, study_id: str, actor: str, client: str | None = None) -> None:
-    """Erase one kept deletion now (its files and the record of its rows); audited."""
-    shutil.rmtree(_entry(store, study_id))
+def erase(
+    store: Store,
+    study_id: str,
+    actor: str,
+    client: str | None = None,
+    *,
+    deleted_at: dt.datetime | None = None,
+) -> None:
+    """Erase one kept deletion now (its files and the record of its rows); audited.
+
+    `deleted_at`: when the deletion the person erasing was shown was made. A study restored and deleted
+    again since (a colleague's label versions saved in between) is another deletion: ConflictError, and
+    nothing is erased, so that nobody erases for good what they have not seen."""
+    entry = _entry(store, study_id)
+    if deleted_at is not None:
+        record = _read(entry)
+        kept_since = dt.datetime.fromisoformat(record["deleted_at"])
+        if kept_since != deleted_at:
+            raise ConflictError(
+                f"Not erased: study {study_id} was restored and deleted again since you were shown it "
+                f"(by {record['deleted_by']} at {kept_since:%Y-%m-%d %H:%M} UTC, with "
+                f"{record['n_versions']} label versions). Look at the deleted studies again first."
+            )
+    shutil.rmtree(entry)
     store.audit(actor, "erase-study", study_id, None, client)
 
 
