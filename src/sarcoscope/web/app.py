@@ -48,13 +48,29 @@ _IMPORT_PATH = re.compile(r"^/api/studies/[^/]+/labels/import/?$")
 log = logging.getLogger(__name__)
 
 
-class BodySizeLimit:
+class HttpMiddleware:
+    """An ASGI middleware of the HTTP requests (`http`); other connections pass through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class BodySizeLimit(HttpMiddleware):
     """Refuses request bodies above the route's limit with 413 and a JSON reason: by Content-Length
     before anything is read, and by counting while a (chunked) body streams in, so that a body over
     the limit is never held in memory or on disk."""
 
     def __init__(self, app: ASGIApp, upload_limit: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.upload_limit = upload_limit
 
     def _limit(self, method: str, path: str) -> tuple[int, str]:
@@ -64,10 +80,7 @@ class BodySizeLimit:
             return MAX_LABEL_BYTES, "save fewer slices at a time"
         return MAX_JSON_BYTES, "this endpoint takes a small JSON object"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit, advice = self._limit(scope["method"], scope["path"])
         message = (
             f"The request body is larger than this server accepts here ({limit / 1024**2:.2f} MiB); {advice}."
@@ -107,18 +120,12 @@ def _same_origin(origin: str, host: str) -> bool:
     return bool(parsed.netloc) and parsed.netloc.lower() == host.lower()
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """Refuses cross-site changes and adds the security headers to every response; no API response (patient
     lists, CT images, downloads) may be kept in the browser's cache, where the next user of a shared
     workstation would find it."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         origin = headers.get("origin")
         # Browsers send Origin with cross-site requests: another site must not change data here
@@ -196,19 +203,13 @@ def _error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": f"Invalid request: {problems}", "errors": errors}, status_code=422)
 
 
-class InternalErrors:
+class InternalErrors(HttpMiddleware):
     """The last resort for an exception no handler took (a bug): a 500 naming its type only, and in the log
     the traceback's frames without any exception's text, which may quote a patient's header value (pydicom's
     ValueError for a malformed one does) or a file's path. uvicorn, which it would reach otherwise, logs the
     whole text."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def sending(msg: Message) -> None:
