@@ -190,13 +190,50 @@ def test_the_studies_commands_list_restore_and_erase(tmp_path: Path, series: lis
         assert restored.exit_code == 0, restored.output
         assert client.get(f"/api/studies/{first}").status_code == 200  # the running server shows it
         assert client.post("/api/studies", files=multipart(series)).status_code == 409  # it is stored again
-    erased = runner.invoke(cli, ["studies", "erase", second, "--data-dir", str(data)])
+    kept = runner.invoke(cli, ["studies", "erase", second, "--data-dir", str(data)], input="n\n")
+    assert kept.exit_code == 1 and "deleted by local" in kept.output and "0 label versions" in kept.output
+    assert [d.id for d in trash.deleted_studies(app.state.ctx.store)] == [second]  # answered no: kept
+    erased = runner.invoke(cli, ["studies", "erase", second, "--data-dir", str(data)], input="y\n")
     assert erased.exit_code == 0, erased.output
     assert [p for p in data.rglob("*") if second in str(p)] == []
     missing = runner.invoke(cli, ["studies", "restore", second, "--data-dir", str(data)])
     assert missing.exit_code != 0 and "No deleted study" in missing.output
     assert "Traceback" not in missing.output
     app.state.ctx.store.close()
+
+
+def test_the_erase_command_erases_the_deletion_it_showed_only(
+    client: TestClient, series: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sarcoscope studies erase` shows each kept deletion as it is now (when, by whom, how many label
+    versions) and erases it when confirmed (--yes: without asking), that deletion only: the study restored,
+    corrected and deleted again while the question was open is refused, its correction kept."""
+    import typer
+
+    data = client.app.state.ctx.store.data_dir
+    sid, _ = _edited(client, series)
+    assert delete_study(client, sid).status_code == 200
+
+    def meanwhile(question: str, **_: object) -> bool:
+        assert "2 label versions" in question
+        assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+        labels, version, _ = get_labels(client, sid)
+        labels[:, 30:40, 30:40] = 2
+        saved = client.post(
+            f"/api/studies/{sid}/labels", params={"base_version": version}, content=labels.tobytes()
+        )
+        assert saved.status_code == 201 and delete_study(client, sid).status_code == 200
+        return True
+
+    monkeypatch.setattr(typer, "confirm", meanwhile)
+    stale = runner.invoke(cli, ["studies", "erase", sid, "--data-dir", str(data)])
+    assert stale.exit_code == 1 and "restored and deleted again" in stale.output
+    [kept] = trash.deleted_studies(client.app.state.ctx.store)
+    assert kept.n_versions == 3
+    monkeypatch.undo()
+    erased = runner.invoke(cli, ["studies", "erase", sid, "--yes", "--data-dir", str(data)])
+    assert erased.exit_code == 0, erased.output
+    assert trash.deleted_studies(client.app.state.ctx.store) == []
 
 
 def test_an_admin_lists_restores_and_erases_deleted_studies_in_the_web_app(

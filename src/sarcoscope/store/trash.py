@@ -177,6 +177,20 @@ def _read(entry: Path) -> dict[str, Any]:
     return dict(json.loads((entry / RECORD).read_text()))
 
 
+def _deleted_study(entry: Path) -> DeletedStudy:
+    record = _read(entry)
+    study = record["study"]
+    return DeletedStudy(
+        id=entry.name,
+        deleted_at=dt.datetime.fromisoformat(record["deleted_at"]),
+        deleted_by=record["deleted_by"],
+        patient_id=study.get("patient_id"),
+        study_date=study.get("study_date"),
+        series_description=study.get("series_description"),
+        n_versions=record["n_versions"],
+    )
+
+
 def deleted_studies(store: Store) -> list[DeletedStudy]:
     """The kept deletions, most recent first."""
     found = []
@@ -184,22 +198,18 @@ def deleted_studies(store: Store) -> list[DeletedStudy]:
         if not _ENTRY_RE.match(entry.name):
             continue
         try:
-            record = _read(entry)
+            found.append(_deleted_study(entry))
         except FileNotFoundError:  # restored or erased meanwhile
             continue
-        study = record["study"]
-        found.append(
-            DeletedStudy(
-                id=entry.name,
-                deleted_at=dt.datetime.fromisoformat(record["deleted_at"]),
-                deleted_by=record["deleted_by"],
-                patient_id=study.get("patient_id"),
-                study_date=study.get("study_date"),
-                series_description=study.get("series_description"),
-                n_versions=record["n_versions"],
-            )
-        )
     return sorted(found, key=lambda d: d.deleted_at, reverse=True)
+
+
+def kept_deletion(store: Store, study_id: str) -> DeletedStudy:
+    """The kept deletion of `study_id` as it is now; NotFoundError when there is none."""
+    try:
+        return _deleted_study(_entry(store, study_id))
+    except FileNotFoundError:  # restored or erased meanwhile
+        raise NotFoundError(f"No deleted study with id '{study_id}' is kept.") from None
 
 
 def shown_to(store: Store, actor: str, client: str | None = None) -> list[DeletedStudy]:
