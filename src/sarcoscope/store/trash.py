@@ -236,15 +236,12 @@ def erase(
     again since (a colleague's label versions saved in between) is another deletion: ConflictError, and
     nothing is erased, so that nobody erases for good what they have not seen."""
     entry = _entry(store, study_id)
-    if deleted_at is not None:
-        record = _read(entry)
-        kept_since = dt.datetime.fromisoformat(record["deleted_at"])
-        if kept_since != deleted_at:
-            raise ConflictError(
-                f"Not erased: study {study_id} was restored and deleted again since you were shown it "
-                f"(by {record['deleted_by']} at {kept_since:%Y-%m-%d %H:%M} UTC, with "
-                f"{record['n_versions']} label versions). Look at the deleted studies again first."
-            )
+    if deleted_at is not None and (kept := kept_deletion(store, study_id)).deleted_at != deleted_at:
+        raise ConflictError(
+            f"Not erased: study {study_id} was restored and deleted again since you were shown it (by "
+            f"{kept.deleted_by} at {kept.deleted_at:%Y-%m-%d %H:%M} UTC, with {kept.n_versions} label "
+            "versions). Look at the deleted studies again first."
+        )
     shutil.rmtree(entry)
     store.audit(actor, "erase-study", study_id, None, client)
 
