@@ -271,6 +271,35 @@ def test_a_deidentified_analysis_names_no_patient_file_in_its_error(tmp_path: Pa
     _assert_user_error(refused, f"image {uid}: BurnedInAnnotation is YES")
 
 
+def test_a_deidentified_console_quotes_no_malformed_uid(
+    tmp_path: Path, phantom_series: tuple[Path, object]
+) -> None:
+    """Archives hold UIDs with a leading zero in a component (not valid DICOM): pydicom warns about each on
+    standard error quoting it, so a de-identified analysis's console (often kept in a log) named the
+    original study, series and image UIDs its outputs replace. It no longer shows those warnings."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    _, vol = phantom_series
+    folder = tmp_path / "ct"
+    for i, path in enumerate(write_dicom_series(vol.hu, vol.spacing, folder)):
+        ds = pydicom.dcmread(path)
+        for keyword, value in (
+            ("StudyInstanceUID", "1.2.840.0777.1"),
+            ("SOPInstanceUID", f"1.2.840.0777.3.{i}"),
+        ):
+            raw = value.encode() + b"\0" * (len(value) % 2)
+            ds[Tag(keyword)] = RawDataElement(Tag(keyword), "UI", len(raw), raw, 0, False, True)
+        ds.save_as(path)
+    command = [sys.executable, "-m", "sarcoscope", "analyze", str(folder), "--engine", "threshold"]
+    command += ["--no-quality", "--slice", "5", "-o", str(tmp_path / "out")]
+    deid = subprocess.run(
+        [*command, "--deidentify", "--secret-file", str(tmp_path / "key")], capture_output=True, text=True
+    )
+    assert deid.returncode == 0, deid.stderr
+    assert "1.2.840.0777" not in deid.stdout + deid.stderr
+
+
 def _analyze_a_woman(tmp_path: Path, phantom_series: tuple[Path, object]) -> tuple[object, ...]:
     """`analyze` of a phantom series whose headers give her sex, height and weight (BMI 22.7)."""
     _, vol = phantom_series

@@ -379,6 +379,32 @@ def test_a_fact_cleared_in_the_patient_card_is_unknown_not_the_headers(
     assert "sex" not in report["assessment"]["patient"]["sources"]
 
 
+def test_every_patient_fact_and_l3_selection_saved_is_kept_in_the_studys_history(
+    client: TestClient, series: list[Path]
+) -> None:
+    """A PUT of the patient facts or of the L3 selection replaced the stored one with no way to see what it
+    was: GET /api/studies/{id}/history lists every value saved (the header's facts at the upload first, the
+    localizer's proposal), newest first, with who saved it and when; reading it is a view of the study."""
+    sid = upload(client, series)["id"]
+    header = {"height_cm": None, "weight_kg": None, "sex": "F", "cutoff_set": None}
+    assert put_patient(client, sid, {"height_cm": 170, "sex": "M"}).status_code == 200
+    assert put_patient(client, sid, {"height_cm": 165.5}).status_code == 200
+    for first in (5, 6):
+        assert client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": first}).is_success
+    history = client.get(f"/api/studies/{sid}/history").json()
+    assert [(h["facts"], h["by"], h["source"]) for h in history["patient"]] == [
+        ({**header, "height_cm": 165.5, "sex": "M"}, "local", "saved"),
+        ({**header, "height_cm": 170.0, "sex": "M"}, "local", "saved"),
+        (header, "local", "upload"),
+    ]
+    assert [(h["selection"]["first"], h["source"]) for h in history["selection"]] == [
+        (6, "saved"),
+        (5, "saved"),
+    ]
+    assert all(h["at"] for h in history["patient"] + history["selection"])
+    assert client.get("/api/studies/0123456789abcdef0123456789abcdef/history").status_code == 404
+
+
 def test_the_reports_level_method_is_the_label_versions_not_the_lines_moved_since(
     client: TestClient, series: list[Path]
 ) -> None:

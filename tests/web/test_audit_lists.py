@@ -298,3 +298,33 @@ def test_a_de_identified_download_s_event_says_what_it_kept(app: Any, series: li
         None,
         ["patient-characteristics"],
     ]
+
+
+def test_the_open_modes_search_key_cannot_be_recomputed_from_what_the_database_holds(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """Without accounts or a token (the open loopback mode) a view's key was keyed by the user's name and
+    the client's address, both in the audit event beside it: from a copy of the database, a search's
+    criteria (a patient's name or ID) could be tried against its key. It is keyed by a secret of the
+    server's run too, which no file holds; its searches are still audited once."""
+    import hashlib
+    import hmac
+
+    keys = []
+    for run in ("first", "second"):  # a restart: another secret
+        app = create_app(WebSettings(data_dir=tmp_path / "data", prerender=False))
+        with TestClient(app) as c:
+            assert c.post("/api/studies/search", json={"q": "PAT-001"}).status_code == 200
+            assert c.post("/api/studies/search", json={"q": "pat-001"}).status_code == 200
+        events = [e for e in app.state.ctx.store.audit_events(None, 5000) if e.action == "search-studies"]
+        app.state.ctx.store.close()
+        assert len(events) == len(keys) + 1, run  # once per search in the run
+        keys.append(events[0].view_key)
+        event = events[0]
+        guessed = hmac.new(
+            f"user:{event.actor}@{event.client}".encode(),
+            "\0".join((event.actor, "search-studies", "pat-001")).encode(),
+            hashlib.sha256,
+        ).hexdigest()
+        assert event.view_key != guessed
+    assert keys[0] != keys[1]

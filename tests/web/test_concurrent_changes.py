@@ -550,12 +550,22 @@ def test_a_push_to_the_pacs_that_does_not_say_which_version_is_refused(
     monkeypatch.setattr(dicomweb, "server_of", lambda _ctx: Pacs())
     app = create_app(WebSettings(data_dir=tmp_path / "data", dicomweb_url="http://127.0.0.1:9/dicom-web"))
     with TestClient(app) as client:
+        # the page shows "Push refused: " and the reason: plain words, saying what to do next
+        other = write_series(tmp_path / "other", seed=1, patient_id="PAT-002")
+        unlabelled = upload(client, other)["id"]  # the page has no version to send: none was saved
+        r = client.post(f"/api/studies/{unlabelled}/pacs/push")
+        assert r.status_code == 409, r.text
+        assert r.json()["detail"] == (
+            "This study has no saved labels to push yet: segment the L3 selection (and save any correction) "
+            "first, then push."
+        )
         sid, _ = segmented(client, series)
         r = client.post(f"/api/studies/{sid}/pacs/push")
         assert r.status_code == 428, r.text
         assert r.json()["detail"] == (
-            "Not pushed: say which label version you were shown (version), so that no version saved since "
-            "goes to the PACS unseen."
+            "The push did not say which label version it is for, so it could have sent one a colleague saved "
+            "since, unchecked. Reload the study, look at its labels, then push again (a script: send the "
+            "version it was shown)."
         )
         assert sent == [] and "pacs-push" not in {e.action for e in app.state.ctx.store.audit_events(sid)}
         pushed = client.post(f"/api/studies/{sid}/pacs/push", params={"version": 1})

@@ -94,6 +94,30 @@ def test_export_holds_the_latest_person_corrected_version_per_study(
         assert event["details"] == {"label_version": 2, "slices": [4, 5, 6]}
 
 
+def test_an_export_is_audited_whole_or_not_made(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export's events (its own and each study's) are one transaction, written before the data leaves:
+    when one of them cannot be written, none is and no export is answered, never an export half-audited."""
+    corrected = corrected_store(client, tmp_path)
+    store = client.app.state.ctx.store  # type: ignore[attr-defined]
+    last = sorted(corrected)[-1]
+    audit_event = type(store)._audit
+
+    def failing(s: object, actor: str, action: str, study_id: str | None, *args: object) -> object:
+        if action == "export-training-data" and study_id == last:
+            raise RuntimeError("the audit log cannot be written")
+        return audit_event(s, actor, action, study_id, *args)
+
+    monkeypatch.setattr(type(store), "_audit", staticmethod(failing))
+    r = TestClient(client.app, raise_server_exceptions=False).get("/api/training-data")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    monkeypatch.undo()
+    assert [e for e in store.audit_events() if e.action == "export-training-data"] == []
+    assert client.get("/api/training-data").status_code == 200  # once it can be audited
+    assert len([e for e in store.audit_events() if e.action == "export-training-data"]) == 1 + len(corrected)
+
+
 def test_export_names_label_authors_by_pseudonym_and_holds_no_save_time(
     client: TestClient, tmp_path: Path
 ) -> None:

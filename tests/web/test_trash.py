@@ -190,13 +190,50 @@ def test_the_studies_commands_list_restore_and_erase(tmp_path: Path, series: lis
         assert restored.exit_code == 0, restored.output
         assert client.get(f"/api/studies/{first}").status_code == 200  # the running server shows it
         assert client.post("/api/studies", files=multipart(series)).status_code == 409  # it is stored again
-    erased = runner.invoke(cli, ["studies", "erase", second, "--data-dir", str(data)])
+    kept = runner.invoke(cli, ["studies", "erase", second, "--data-dir", str(data)], input="n\n")
+    assert kept.exit_code == 1 and "deleted by local" in kept.output and "0 label versions" in kept.output
+    assert [d.id for d in trash.deleted_studies(app.state.ctx.store)] == [second]  # answered no: kept
+    erased = runner.invoke(cli, ["studies", "erase", second, "--data-dir", str(data)], input="y\n")
     assert erased.exit_code == 0, erased.output
     assert [p for p in data.rglob("*") if second in str(p)] == []
     missing = runner.invoke(cli, ["studies", "restore", second, "--data-dir", str(data)])
     assert missing.exit_code != 0 and "No deleted study" in missing.output
     assert "Traceback" not in missing.output
     app.state.ctx.store.close()
+
+
+def test_the_erase_command_erases_the_deletion_it_showed_only(
+    client: TestClient, series: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sarcoscope studies erase` shows each kept deletion as it is now (when, by whom, how many label
+    versions) and erases it when confirmed (--yes: without asking), that deletion only: the study restored,
+    corrected and deleted again while the question was open is refused, its correction kept."""
+    import typer
+
+    data = client.app.state.ctx.store.data_dir
+    sid, _ = _edited(client, series)
+    assert delete_study(client, sid).status_code == 200
+
+    def meanwhile(question: str, **_: object) -> bool:
+        assert "2 label versions" in question
+        assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+        labels, version, _ = get_labels(client, sid)
+        labels[:, 30:40, 30:40] = 2
+        saved = client.post(
+            f"/api/studies/{sid}/labels", params={"base_version": version}, content=labels.tobytes()
+        )
+        assert saved.status_code == 201 and delete_study(client, sid).status_code == 200
+        return True
+
+    monkeypatch.setattr(typer, "confirm", meanwhile)
+    stale = runner.invoke(cli, ["studies", "erase", sid, "--data-dir", str(data)])
+    assert stale.exit_code == 1 and "restored and deleted again" in stale.output
+    [kept] = trash.deleted_studies(client.app.state.ctx.store)
+    assert kept.n_versions == 3
+    monkeypatch.undo()
+    erased = runner.invoke(cli, ["studies", "erase", sid, "--yes", "--data-dir", str(data)])
+    assert erased.exit_code == 0, erased.output
+    assert trash.deleted_studies(client.app.state.ctx.store) == []
 
 
 def test_an_admin_lists_restores_and_erases_deleted_studies_in_the_web_app(
@@ -218,12 +255,46 @@ def test_an_admin_lists_restores_and_erases_deleted_studies_in_the_web_app(
     assert restored.status_code == 200 and restored.json()["patient_id"] == "PAT-001"
     assert [s["id"] for s in client.get("/api/studies").json()] == [first]
     assert client.post(f"/api/deleted-studies/{first}/restore").status_code == 404  # not kept any more
-    assert client.delete(f"/api/deleted-studies/{second}").json() == {"status": "erased", "id": second}
+    erased = client.delete(f"/api/deleted-studies/{second}", params={"deleted_at": kept[0]["deleted_at"]})
+    assert erased.json() == {"status": "erased", "id": second}
     assert client.get("/api/deleted-studies").json() == []
     store = client.app.state.ctx.store
     assert [p for p in store.data_dir.rglob("*") if second in str(p)] == []
-    assert client.delete(f"/api/deleted-studies/{'0' * 32}").status_code == 404
-    assert client.delete("/api/deleted-studies/..%2f..%2fct").status_code == 404
+    seen = {"deleted_at": kept[0]["deleted_at"]}
+    assert client.delete(f"/api/deleted-studies/{'0' * 32}", params=seen).status_code == 404
+    assert client.delete("/api/deleted-studies/..%2f..%2fct", params=seen).status_code == 404
+
+
+def test_erasing_needs_the_deletion_the_sender_was_shown(client: TestClient, series: list[Path]) -> None:
+    """A page (or script) that listed a deletion erases that one only: after the study was restored, a label
+    version saved and the study deleted again, its stale erase is refused, and nothing is erased unseen."""
+    store = client.app.state.ctx.store
+    sid, _ = _edited(client, series)
+    assert delete_study(client, sid).status_code == 200
+    [listed] = client.get("/api/deleted-studies").json()
+
+    unsaid = client.delete(f"/api/deleted-studies/{sid}")
+    assert unsaid.status_code == 428 and "deleted_at" in unsaid.json()["detail"]
+
+    assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+    labels, version, _ = get_labels(client, sid)
+    labels[:, 30:40, 30:40] = 2  # a colleague's correction, saved after the page listed the deletion
+    saved = client.post(
+        f"/api/studies/{sid}/labels", params={"base_version": version}, content=labels.tobytes()
+    )
+    assert saved.status_code == 201, saved.text
+    assert delete_study(client, sid).status_code == 200
+
+    stale = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": listed["deleted_at"]})
+    assert stale.status_code == 409
+    assert "deleted again" in stale.json()["detail"]
+    [kept] = trash.deleted_studies(store)
+    assert (kept.id, kept.n_versions) == (sid, 3)  # the correction is still there to restore
+    assert client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": "yesterday"}).status_code == 422
+
+    [current] = client.get("/api/deleted-studies").json()
+    erased = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": current["deleted_at"]})
+    assert erased.status_code == 200 and trash.deleted_studies(store) == []
 
 
 def test_deletion_and_restore_work_when_the_ct_files_are_on_another_file_system(

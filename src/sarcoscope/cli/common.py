@@ -152,11 +152,13 @@ def deid_policy(
 ) -> Any:
     """The de-identification policy the options ask for (None without --deidentify)."""
     from sarcoscope.imaging.deidentify.policy import load_policy
+    from sarcoscope.imaging.dicom_warnings import quiet_header_values
 
     if not deidentify:
         if secret_file or keep_dates_shifted or keep_patient_characteristics or accept_burned_in:
             raise SarcoscopeError("The de-identification options need --deidentify.")
         return None
+    quiet_header_values()  # the console says no more than the outputs: no original UID in a warning
     return load_policy(
         secret_file,
         keep_dates_shifted=keep_dates_shifted,

@@ -402,16 +402,28 @@ def studies_restore(
 @studies_app.command("erase")
 def studies_erase(
     study_ids: Annotated[list[str], typer.Argument(help="Ids `sarcoscope studies deleted` lists.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Erase without asking (what is kept when the command runs).")
+    ] = False,
     data_dir: DataDirOption = Path("sarcoscope-data"),
     database_url: DatabaseOption = None,
 ) -> None:
-    """Erase deleted studies now, before their time is up (an erasure request): they cannot be restored."""
+    """Erase deleted studies now, before their time is up (an erasure request): they cannot be restored. Each
+    is shown as it is kept now (when, by whom, how many label versions) and erased once confirmed: that
+    deletion only, not the study restored and deleted again meanwhile with a colleague's work."""
     from sarcoscope.store import trash
     from sarcoscope.web.accounts import cli_actor
 
     def action(store: Any) -> None:
         for study_id in study_ids:
-            trash.erase(store, study_id, cli_actor())
+            kept = trash.kept_deletion(store, study_id)
+            shown = (
+                f"Deleted study {study_id}: deleted by {kept.deleted_by} at {kept.deleted_at:%Y-%m-%d %H:%M} "
+                f"UTC, with {kept.n_versions} label versions."
+            )
+            if not yes and not typer.confirm(f"{shown} Erase it for good?"):
+                raise typer.Exit(1)
+            trash.erase(store, study_id, cli_actor(), deleted_at=kept.deleted_at)
             console.print(f"Deleted study [bold]{study_id}[/] erased.")
 
     _with_store(data_dir, database_url, action)

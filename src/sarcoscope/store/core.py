@@ -168,10 +168,23 @@ class StoreCore:
         An event about a study deleted meanwhile (a PACS push that ended after the deletion) keeps only
         what the deletion leaves of its events: it is written first, then the study looked up (FOR SHARE:
         a deletion in progress is waited for), so a deletion committed later finds and scrubs it."""
+        self.audit_all(actor, [(action, study_id, details)], client, view_key)
+
+    def audit_all(
+        self,
+        actor: str,
+        events: list[tuple[str, str | None, dict[str, Any] | None]],
+        client: str | None = None,
+        view_key: str | None = None,
+    ) -> None:
+        """Record `events` (action, study id, details), as `audit` does each, in one transaction: all of them
+        or, when one cannot be written, none (an export's own event and each of its studies')."""
         with self.session() as s:
-            event_ = self._audit(s, actor, action, study_id, details, client, view_key)
-            if study_id is not None and details:
-                s.flush()
+            written = [(self._audit(s, actor, *event, client, view_key), *event) for event in events]
+            s.flush()
+            for event_, _, study_id, details in written:
+                if study_id is None or not details:
+                    continue
                 found = s.scalar(select(Study.id).where(Study.id == study_id).with_for_update(read=True))
                 if found is None:
                     event_.details = left_after_delete(details)

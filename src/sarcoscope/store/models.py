@@ -116,8 +116,9 @@ class AuditEvent(Base):
     study_id: Mapped[str | None] = mapped_column(String(32), index=True)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     client: Mapped[str | None] = mapped_column(String(64))
-    #: A view's sitting and what it was shown, as a digest keyed by the sitting's secret (web.auth.view_key):
-    #: a look at the same within the half hour after it is not a new event (Store.audit_view).
+    #: A view's sitting and what it was shown, as a digest keyed by the sitting's secret
+    #: (web.auth.Authenticator.view_key): a look at the same within the half hour after it is not a new event
+    #: (Store.audit_view).
     view_key: Mapped[str | None] = mapped_column(String(64), index=True)
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from sarcoscope.imaging.volume import slices_text
 from sarcoscope.store.core import StoreCore
 from sarcoscope.store.errors import ConflictError, NotFoundError, SelectionConflictError
-from sarcoscope.store.models import Study, as_utc, utcnow
+from sarcoscope.store.models import AuditEvent, Study, as_utc, utcnow
 
 #: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters. Only such strings become folder names.
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -50,10 +50,27 @@ class StudiesMixin(StoreCore):
                 actor,
                 "upload",
                 study.id,
-                {"series_uid": study.series_uid, "n_slices": study.n_slices, "bytes": study.upload_bytes},
+                {
+                    "series_uid": study.series_uid,
+                    "n_slices": study.n_slices,
+                    "bytes": study.upload_bytes,
+                    "patient": study.patient,  # the header's facts: the first of the study's history
+                },
                 client,
             )
         return study
+
+    def history(self, study_id: str) -> list[AuditEvent]:
+        """The events that saved the study's patient facts or L3 selection (HISTORY_ACTIONS), newest first:
+        the audit log keeps every value saved (a PUT replaces the stored one), with who saved it and when."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(AuditEvent)
+                    .where(AuditEvent.study_id == study_id, AuditEvent.action.in_(HISTORY_ACTIONS))
+                    .order_by(AuditEvent.id.desc())
+                )
+            )
 
     def find_series(self, series_uid: str, study_uid: str | None = None) -> Study | None:
         """The study holding a series; with `study_uid`, only if it is that study's series: a Series
@@ -179,6 +196,11 @@ class StudiesMixin(StoreCore):
                     s.refresh(study)
                     return study
         raise ConflictError("The L3 selection is being changed by someone else right now; try again.")
+
+
+#: The audit events that save a study's patient facts or L3 selection (their details hold the value): the
+#: upload (the header's facts), a save of the facts, a person's selection, the localizer's proposal.
+HISTORY_ACTIONS = ("upload", "patient-info", "select-l3", "localize")
 
 
 def series_stored_already(existing: Study, study: Study) -> ConflictError:

@@ -177,6 +177,20 @@ def _read(entry: Path) -> dict[str, Any]:
     return dict(json.loads((entry / RECORD).read_text()))
 
 
+def _deleted_study(entry: Path) -> DeletedStudy:
+    record = _read(entry)
+    study = record["study"]
+    return DeletedStudy(
+        id=entry.name,
+        deleted_at=dt.datetime.fromisoformat(record["deleted_at"]),
+        deleted_by=record["deleted_by"],
+        patient_id=study.get("patient_id"),
+        study_date=study.get("study_date"),
+        series_description=study.get("series_description"),
+        n_versions=record["n_versions"],
+    )
+
+
 def deleted_studies(store: Store) -> list[DeletedStudy]:
     """The kept deletions, most recent first."""
     found = []
@@ -184,22 +198,18 @@ def deleted_studies(store: Store) -> list[DeletedStudy]:
         if not _ENTRY_RE.match(entry.name):
             continue
         try:
-            record = _read(entry)
+            found.append(_deleted_study(entry))
         except FileNotFoundError:  # restored or erased meanwhile
             continue
-        study = record["study"]
-        found.append(
-            DeletedStudy(
-                id=entry.name,
-                deleted_at=dt.datetime.fromisoformat(record["deleted_at"]),
-                deleted_by=record["deleted_by"],
-                patient_id=study.get("patient_id"),
-                study_date=study.get("study_date"),
-                series_description=study.get("series_description"),
-                n_versions=record["n_versions"],
-            )
-        )
     return sorted(found, key=lambda d: d.deleted_at, reverse=True)
+
+
+def kept_deletion(store: Store, study_id: str) -> DeletedStudy:
+    """The kept deletion of `study_id` as it is now; NotFoundError when there is none."""
+    try:
+        return _deleted_study(_entry(store, study_id))
+    except FileNotFoundError:  # restored or erased meanwhile
+        raise NotFoundError(f"No deleted study with id '{study_id}' is kept.") from None
 
 
 def shown_to(store: Store, actor: str, client: str | None = None) -> list[DeletedStudy]:
@@ -212,9 +222,27 @@ def shown_to(store: Store, actor: str, client: str | None = None) -> list[Delete
     return kept
 
 
-def erase(store: Store, study_id: str, actor: str, client: str | None = None) -> None:
-    """Erase one kept deletion now (its files and the record of its rows); audited."""
-    shutil.rmtree(_entry(store, study_id))
+def erase(
+    store: Store,
+    study_id: str,
+    actor: str,
+    client: str | None = None,
+    *,
+    deleted_at: dt.datetime | None = None,
+) -> None:
+    """Erase one kept deletion now (its files and the record of its rows); audited.
+
+    `deleted_at`: when the deletion the person erasing was shown was made. A study restored and deleted
+    again since (a colleague's label versions saved in between) is another deletion: ConflictError, and
+    nothing is erased, so that nobody erases for good what they have not seen."""
+    entry = _entry(store, study_id)
+    if deleted_at is not None and (kept := kept_deletion(store, study_id)).deleted_at != deleted_at:
+        raise ConflictError(
+            f"Not erased: study {study_id} was restored and deleted again since you were shown it (by "
+            f"{kept.deleted_by} at {kept.deleted_at:%Y-%m-%d %H:%M} UTC, with {kept.n_versions} label "
+            "versions). Look at the deleted studies again first."
+        )
+    shutil.rmtree(entry)
     store.audit(actor, "erase-study", study_id, None, client)
 
 

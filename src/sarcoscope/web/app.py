@@ -6,7 +6,6 @@ import datetime as dt
 import logging
 import re
 import secrets
-import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sarcoscope import __version__
 from sarcoscope.errors import SarcoscopeError
 from sarcoscope.fileio import DISK_FULL
+from sarcoscope.imaging.dicom_warnings import quiet_header_values
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, StorageError, Store, trash
 from sarcoscope.web.accounts import check_user_name, no_admin
@@ -32,6 +32,7 @@ from sarcoscope.web.auth import Authenticator
 from sarcoscope.web.background import BackgroundJobs
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.dicomweb import install as install_pacs
+from sarcoscope.web.server_log import frames_of
 from sarcoscope.web.settings import DEFAULT_MAX_UPLOAD_BYTES, WebSettings, check_engine, is_loopback
 from sarcoscope.web.uploads import number_kept_files
 from sarcoscope.web.volumes import VolumeCache
@@ -47,13 +48,29 @@ _IMPORT_PATH = re.compile(r"^/api/studies/[^/]+/labels/import/?$")
 log = logging.getLogger(__name__)
 
 
-class BodySizeLimit:
+class HttpMiddleware:
+    """An ASGI middleware of the HTTP requests (`http`); other connections pass through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class BodySizeLimit(HttpMiddleware):
     """Refuses request bodies above the route's limit with 413 and a JSON reason: by Content-Length
     before anything is read, and by counting while a (chunked) body streams in, so that a body over
     the limit is never held in memory or on disk."""
 
     def __init__(self, app: ASGIApp, upload_limit: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.upload_limit = upload_limit
 
     def _limit(self, method: str, path: str) -> tuple[int, str]:
@@ -63,10 +80,7 @@ class BodySizeLimit:
             return MAX_LABEL_BYTES, "save fewer slices at a time"
         return MAX_JSON_BYTES, "this endpoint takes a small JSON object"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit, advice = self._limit(scope["method"], scope["path"])
         message = (
             f"The request body is larger than this server accepts here ({limit / 1024**2:.2f} MiB); {advice}."
@@ -106,18 +120,12 @@ def _same_origin(origin: str, host: str) -> bool:
     return bool(parsed.netloc) and parsed.netloc.lower() == host.lower()
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """Refuses cross-site changes and adds the security headers to every response; no API response (patient
     lists, CT images, downloads) may be kept in the browser's cache, where the next user of a shared
     workstation would find it."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         origin = headers.get("origin")
         # Browsers send Origin with cross-site requests: another site must not change data here
@@ -171,13 +179,9 @@ def _error_handlers(app: FastAPI) -> None:
         # patient's UIDs (ct/<study>/<series>/<instance>.dcm) or the client's names, and the traceback
         # uvicorn would log repeats it: the log gets the frames without the message.
         if exc.filename is None and exc.errno not in DISK_FULL:  # not a file's (a socket)
-            log.error("Internal server error (%s)", type(exc).__name__, exc_info=exc)
             return _internal_error(exc)
         reason = exc.strerror or type(exc).__name__
-        frames = "".join(traceback.format_tb(exc.__traceback__))
-        log.error(
-            "A server file could not be read or written: %s (%s)\n%s", reason, type(exc).__name__, frames
-        )
+        log.error("A server file could not be read or written: %s\n%s", reason, frames_of(exc))
         full = exc.errno in DISK_FULL
         what = "store the request's files" if full else "read or write its files"
         return JSONResponse(
@@ -187,10 +191,6 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SarcoscopeError)
     async def user_error(_: Request, exc: SarcoscopeError) -> JSONResponse:
         return JSONResponse({"detail": for_ui(str(exc))}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def internal(_: Request, exc: Exception) -> JSONResponse:
-        return _internal_error(exc)  # the server log has the traceback (uvicorn logs it)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -203,8 +203,30 @@ def _error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": f"Invalid request: {problems}", "errors": errors}, status_code=422)
 
 
+class InternalErrors(HttpMiddleware):
+    """The last resort for an exception no handler took (a bug): a 500 naming its type only, and in the log
+    the traceback's frames without any exception's text, which may quote a patient's header value (pydicom's
+    ValueError for a malformed one does) or a file's path. uvicorn, which it would reach otherwise, logs the
+    whole text."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(msg: Message) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if not started:  # else the answer is cut short: its client sees it
+                await _internal_error(exc)(scope, receive, send)
+
+
 def _internal_error(exc: BaseException) -> JSONResponse:
-    """A 500 that gives the client no internals."""
+    """A 500 that gives the client no internals; the log has the traceback without any text (frames_of)."""
+    log.error("Internal server error (%s)\n%s", type(exc).__name__, frames_of(exc))
     return JSONResponse(
         {"detail": f"Internal server error ({type(exc).__name__}); the server log has the details."},
         status_code=500,
@@ -277,6 +299,8 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     if settings.allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(InternalErrors)  # outermost: it takes what the others raise too
+    quiet_header_values()
 
     @app.api_route(
         "/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False

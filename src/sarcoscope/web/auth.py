@@ -52,24 +52,6 @@ def client_of(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def view_key(request: Request, user: str, action: str, subject: str) -> str:
-    """What a view's audit event is known by (AuditEvent.view_key): its sitting and what it was shown
-    (`action`, and `subject`: a study id, a search's criteria), as a digest keyed by the sitting's secret,
-    its session cookie or a script's bearer token, which the server keeps no copy of: the same for every
-    server process and after a restart, and no search's criteria can be tried against it from the database.
-    Without either (a script in the open loopback mode) the sitting is its user and client address."""
-    cookie = request.cookies.get(COOKIE)
-    header = request.headers.get("authorization", "")
-    if cookie:
-        secret = f"session:{cookie}"
-    elif header.lower().startswith("bearer "):
-        secret = f"bearer:{header[7:].strip()}@{client_of(request)}"
-    else:
-        secret = f"user:{user}@{client_of(request)}"
-    message = "\0".join((user, action, subject)).encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-
-
 @dataclass(frozen=True)
 class Caller:
     """Who makes a request, and their role (sarcoscope.web.roles: what it may do)."""
@@ -109,7 +91,28 @@ class Authenticator:
         # A user name that is no account is counted under a code keyed for this run (see _user_key); the
         # counts of windows that ended before this start are deleted now.
         self._name_key = secrets.token_bytes(32)
+        # Keys the views of a sitting without a secret of its own (the open mode's): see view_key.
+        self._view_key = secrets.token_bytes(32)
         self.store.forget_login_failures(self._window()[0])
+
+    def view_key(self, request: Request, user: str, action: str, subject: str) -> str:
+        """What a view's audit event is known by (AuditEvent.view_key): its sitting and what it was shown
+        (`action`, and `subject`: a study id, a search's criteria), as a digest keyed by the sitting's secret,
+        its session cookie or a script's bearer token, which the server keeps no copy of: the same for every
+        server process and after a restart, and no search's criteria can be tried against it from the
+        database. Without either (the open loopback mode) the sitting is its user and client address, both in
+        the event beside the key: it is keyed by a random secret of this run too, which no file holds (a
+        restart audits that mode's views once more)."""
+        cookie = request.cookies.get(COOKIE)
+        header = request.headers.get("authorization", "")
+        if cookie:
+            secret = f"session:{cookie}".encode()
+        elif header.lower().startswith("bearer "):
+            secret = f"bearer:{header[7:].strip()}@{client_of(request)}".encode()
+        else:
+            secret = self._view_key + f"user:{user}@{client_of(request)}".encode()
+        message = "\0".join((user, action, subject)).encode()
+        return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
     @contextmanager
     def _attempt(self, keys: list[str]) -> Iterator[None]:

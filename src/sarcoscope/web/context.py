@@ -13,7 +13,7 @@ from fastapi import Request
 
 from sarcoscope.store import Store
 from sarcoscope.web.analysis import AnalysisCache, build_result, overlay_png
-from sarcoscope.web.auth import Authenticator, client_of, view_key
+from sarcoscope.web.auth import Authenticator, client_of
 from sarcoscope.web.background import BackgroundJobs
 from sarcoscope.web.settings import WebSettings
 from sarcoscope.web.volumes import VolumeCache
@@ -38,8 +38,9 @@ class AppContext:
     _key: bytes | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _engine_prepared: bool = field(default=False, init=False, repr=False)
-    #: A view's key (auth.view_key: its sitting and what it was shown) -> when the audit log last recorded
-    #: it (time.time()), as this process learnt it: looks within VIEW_AGAIN_AFTER of that need no query.
+    #: A view's key (Authenticator.view_key: its sitting and what it was shown) -> when the audit log last
+    #: recorded it (time.time()), as this process learnt it: looks within VIEW_AGAIN_AFTER of that need no
+    #: query.
     _views: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -66,7 +67,7 @@ class AppContext:
 
     def view_key(self, request: Request, user: str, study_id: str, what: str = "images") -> str:
         """The key of `viewed`'s event, for an event that shows the same (the viewer's volume download)."""
-        return view_key(request, user, f"view-{what}", study_id)
+        return self.auth.view_key(request, user, f"view-{what}", study_id)
 
     def listed(self, request: Request, user: str, count: int, search: str | None = None) -> None:
         """Record that `user` was shown the study list (`view-studies`) or a search's results
@@ -74,7 +75,7 @@ class AppContext:
         sitting, again VIEW_AGAIN_AFTER after its last event (the page reloads it as it goes back to it),
         a search once per sitting and criteria likewise. The criteria are patient identifiers: the event
         says that a search was made, never what was searched for (only in its key, a digest keyed by the
-        sitting's secret: auth.view_key)."""
+        sitting's secret: Authenticator.view_key)."""
         text = (search or "").strip().casefold()  # the store's search: trimmed, case-insensitive
         action = "search-studies" if text else "view-studies"
         self.shown(request, user, action, text, None, {"count": count})
@@ -92,7 +93,11 @@ class AppContext:
         `details` unless the audit log has an event of this sitting's look at `subject` less than
         VIEW_AGAIN_AFTER old (Store.audit_view): this process remembers the ones it learnt of, so that a
         viewer's many tiles ask the database once."""
-        key, now, again_after = view_key(request, user, action, subject), time.time(), VIEW_AGAIN_AFTER
+        key, now, again_after = (
+            self.auth.view_key(request, user, action, subject),
+            time.time(),
+            VIEW_AGAIN_AFTER,
+        )
         with self._lock:
             last = self._views.get(key)
         if last is not None and now - last <= again_after:

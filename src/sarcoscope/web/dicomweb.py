@@ -219,7 +219,8 @@ def push_results(
     repeat: Annotated[bool, Query(description="Push a version that was pushed before again.")] = False,
 ) -> dict[str, Any]:
     """Store the DICOM SEG, SR and QC secondary capture of a label version (`version`, the one the person
-    pushing was shown: 428 without it, so that no version saved since goes out unseen) into the study on
+    pushing was shown: 428 without it, so that no version saved since goes out unseen; 409 when the study
+    has none yet) into the study on
     the PACS (STOW-RS): same patient and study, new series. Only into a study the PACS holds.
 
     A version pushed before is refused (409) unless `repeat`. The objects of the same result keep their UIDs
@@ -231,11 +232,18 @@ def push_results(
 
     server = server_of(ctx)
     study = ctx.store.get_study(study_id)
-    if version is None:
+    if version is None:  # the page sends the version it shows, none when none was saved: said so plainly
+        if ctx.store.latest_version(study_id) is None:
+            raise HTTPException(
+                409,
+                "This study has no saved labels to push yet: segment the L3 selection (and save any "
+                "correction) first, then push.",
+            )
         raise HTTPException(
             428,
-            "Not pushed: say which label version you were shown (version), so that no version saved since "
-            "goes to the PACS unseen.",
+            "The push did not say which label version it is for, so it could have sent one a colleague saved "
+            "since, unchecked. Reload the study, look at its labels, then push again (a script: send the "
+            "version it was shown).",
         )
     row = ctx.store.get_version(study_id, version)
     before = [

@@ -117,13 +117,21 @@ def export_training_data(
             "skipped": skipped,
         }
         (tmp / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        # each study's own trail shows that its images left in a training export: audited whole, before the
+        # export exists (an audit that fails leaves no export, never one half-audited)
+        events = [("export-training-data", None, {"cases": len(cases), "skipped": len(skipped)})]
+        events += [
+            (
+                "export-training-data",
+                c["study_id"],
+                {"label_version": c["label_version"], "slices": c["slices"]},
+            )
+            for c in cases
+        ]
+        store.audit_all(actor, events, client)
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    store.audit(actor, "export-training-data", None, {"cases": len(cases), "skipped": len(skipped)}, client)
-    for case in cases:  # each study's own trail shows that its images left in a training export
-        details = {"label_version": case["label_version"], "slices": case["slices"]}
-        store.audit(actor, "export-training-data", case["study_id"], details, client)
     return manifest
 
 

@@ -4,9 +4,9 @@ their images and every label version, or erased now. An admin's, as deleting is 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from sarcoscope.store import trash
 from sarcoscope.web.api.common import Ctx, User, iso_utc, study_json
@@ -42,7 +42,29 @@ def restore_deleted(study_id: str, request: Request, ctx: Ctx, user: User) -> di
 
 
 @router.delete("/deleted-studies/{study_id}", tags=["studies"])
-def erase_deleted(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, str]:
-    """Erase a deleted study now, before its time is up (an erasure request): it can no longer be restored."""
-    trash.erase(ctx.store, study_id, user, client_of(request))
+def erase_deleted(
+    study_id: str,
+    request: Request,
+    ctx: Ctx,
+    user: User,
+    deleted_at: Annotated[
+        dt.datetime | None,
+        Query(
+            description="Required: the deletion's `deleted_at` as GET /api/deleted-studies listed it to you. "
+            "When the study was restored and deleted again since, it is not erased (409)."
+        ),
+    ] = None,
+) -> dict[str, str]:
+    """Erase a deleted study now, before its time is up (an erasure request): it can no longer be restored.
+    Only the deletion the person erasing was shown (`deleted_at`; without it: 428), as a study is deleted
+    only with the label version its deleter saw."""
+    if deleted_at is None:
+        raise HTTPException(
+            428,
+            "Not erased: say which deletion you were shown (deleted_at, as the deleted studies list it), so "
+            "that no work saved since is erased unseen.",
+        )
+    if deleted_at.tzinfo is None:
+        raise HTTPException(422, "deleted_at needs its time zone, as the deleted studies list it.")
+    trash.erase(ctx.store, study_id, user, client_of(request), deleted_at=deleted_at)
     return {"status": "erased", "id": study_id}

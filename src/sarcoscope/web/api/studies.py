@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import Field
 
 from sarcoscope.store import Study, trash
-from sarcoscope.web.api.common import MAX_INT, Body, Ctx, User, study_json
+from sarcoscope.web.api.common import MAX_INT, Body, Ctx, User, iso_utc, study_json
 from sarcoscope.web.auth import client_of
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.upload import receive_upload
@@ -128,6 +128,24 @@ def get_study(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str
     shown = study_json(ctx, ctx.store.get_study(study_id))
     ctx.viewed(request, user, study_id, what="study")
     return shown
+
+
+@router.get("/studies/{study_id}/history", tags=["studies"])
+def study_history(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, list[dict[str, Any]]]:
+    """Every patient-facts and L3-selection value saved for the study, newest first (the first: the header's
+    facts at the upload, `source` "upload"; the localizer's proposal: "localizer"; a person's save: "saved"),
+    with who saved it and when: a save replaces the stored value, and the audit log keeps each. Reading it is
+    a view of the study's patient facts (`view-study`, AppContext.viewed)."""
+    ctx.store.get_study(study_id)  # 404 for no such study
+    sources = {"upload": "upload", "patient-info": "saved", "select-l3": "saved", "localize": "localizer"}
+    history: dict[str, list[dict[str, Any]]] = {"patient": [], "selection": []}
+    for event in ctx.store.history(study_id):
+        for key, name in (("patient", "facts"), ("selection", "selection")):
+            if (event.details or {}).get(key) is not None:
+                entry = {"at": iso_utc(event.at), "by": event.actor, "source": sources[event.action]}
+                history[key].append({**entry, name: event.details[key]})
+    ctx.viewed(request, user, study_id, what="study")
+    return history
 
 
 @router.delete("/studies/{study_id}", tags=["studies"])

@@ -117,7 +117,10 @@ async function loadDeleted() {
     }));
     erase.addEventListener("click", () => {
       if (!confirm(`Erase study ${d.patient_id || d.id} now? It cannot be restored afterwards.`)) return;
-      act(() => api(`/api/deleted-studies/${d.id}`, {method: "DELETE"}));
+      // the deletion this list showed: restored and deleted again since (a colleague's work in it), it is not
+      // erased (409; the list read again shows it)
+      const seen = new URLSearchParams({deleted_at: d.deleted_at});
+      act(() => api(`/api/deleted-studies/${d.id}?${seen}`, {method: "DELETE"}));
     });
     actions.append(restore, " ", erase);
     tr.append(actions);

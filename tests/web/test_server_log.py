@@ -1,0 +1,93 @@
+"""The server's log (and its error answers) quote no patient data: pydicom's warnings about a malformed header
+value (a UID, a name) and the text of an unexpected exception are logged without the value, the traceback's
+frames and the exception's type kept."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
+from test_api import segmented
+from test_e2e import _free_port
+from web_synth import write_series
+
+from sarcoscope.web import WebSettings, create_app
+
+NAME, PATIENT_ID, UID_ROOT = "SECRET^JANE", "SECRETID7", "1.2.840.0777"
+
+
+def _series_with_malformed_uids(out: Path) -> list[Path]:
+    """A series as real archives hold them: UIDs with a leading zero in a component (not valid DICOM, which
+    pydicom warns about, quoting the UID), the patient named NAME, PATIENT_ID."""
+    files = write_series(out, patient_id=PATIENT_ID)
+    for i, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.PatientName = NAME
+        for keyword, value in (
+            ("StudyInstanceUID", f"{UID_ROOT}.1"),
+            ("SeriesInstanceUID", f"{UID_ROOT}.2"),
+            ("SOPInstanceUID", f"{UID_ROOT}.3.{i + 10}"),
+        ):
+            raw = value.encode() + b"\0" * (len(value) % 2)
+            ds[Tag(keyword)] = RawDataElement(Tag(keyword), "UI", len(raw), raw, 0, False, True)
+        ds.save_as(path)
+    return files
+
+
+def test_malformed_header_values_are_not_quoted_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = _series_with_malformed_uids(tmp_path / "s")
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings(record=True) as shown:
+        app = create_app(WebSettings(data_dir=tmp_path / "data"))
+        with TestClient(app) as client:
+            sid, _ = segmented(client, files)
+            for fmt in ("dicom-seg", "dicom-sr", "json"):
+                assert client.get(f"/api/studies/{sid}/export/{fmt}").status_code == 200
+            assert client.get(f"/api/studies/{sid}/dicom", params={"deidentify": True}).status_code == 200
+        app.state.ctx.store.close()
+    logged = caplog.text + "\n".join(str(w.message) for w in shown)
+    assert "Invalid value for VR UI" in caplog.text  # the reason is kept
+    for value in (UID_ROOT, NAME, PATIENT_ID):
+        assert value not in logged
+
+
+def test_an_unexpected_errors_traceback_quotes_no_patient_value(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug's exception quoting a header value (as pydicom's ValueError for a malformed value does): the
+    client gets a 500 without internals, the log the traceback's frames and the type, not the text."""
+    import uvicorn
+
+    app = create_app(WebSettings(data_dir=tmp_path / "data"))
+
+    def broken(*_: object) -> None:
+        raise ValueError(f"Invalid value for VR PN: '{NAME}' ({PATIENT_ID})")
+
+    app.state.ctx.store.list_studies = broken  # a bug anywhere below the API
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="info"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        r = httpx.get(f"http://127.0.0.1:{server.config.port}/api/studies")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        app.state.ctx.store.close()
+    assert r.status_code == 500 and r.json()["detail"].startswith("Internal server error (ValueError)")
+    logged = capfd.readouterr().err + caplog.text
+    assert "ValueError" in logged and "in broken" in logged  # the type and the frames
+    for value in (NAME, PATIENT_ID):
+        assert value not in r.text and value not in logged
