@@ -146,7 +146,10 @@ export class MPRView {
     try {
       buffer = await fetchVolume(`/api/studies/${study.id}/volume.nii.gz`, download.signal, progress);
       if (this.studyId === study.id) {
-        await this.nv.loadVolumes([{url: buffer, name: "volume.nii.gz", colormap: "gray"}]);
+        // the window given with the volume: NiiVue builds its textures once, with it (set after the load, it
+        // built them twice, the page frozen each time)
+        await this.nv.loadVolumes([{url: buffer, name: "volume.nii.gz", colormap: "gray",
+          cal_min: level - width / 2, cal_max: level + width / 2}]);
       }
     } catch (err) {
       if (this.studyId === study.id) this.studyId = null; // opened again, it is loaded again
@@ -161,7 +164,7 @@ export class MPRView {
     }
     this.volume = this.nv.volumes[0];
     this.inverse = invert3x4(this.volume.hdr.affine);
-    this.setWindow(level, width);
+    this.emitWindow();
     this.reset(false);
   }
 
@@ -182,12 +185,16 @@ export class MPRView {
     this.nv.drawScene();
   }
 
-  /** Window/level in HU on the full data (NiiVue's calibrated range of the volume). */
+  /** Window/level in HU on the full data (NiiVue's calibrated range of the volume). NiiVue builds its
+   * textures of the whole volume again for it: not for the window shown already. */
   setWindow(level, width) {
     if (!this.volume) return;
-    this.volume.cal_min = level - width / 2;
-    this.volume.cal_max = level + width / 2;
-    this.nv.updateGLVolume();
+    const [lo, hi] = [level - width / 2, level + width / 2];
+    if (this.volume.cal_min !== lo || this.volume.cal_max !== hi) {
+      this.volume.cal_min = lo;
+      this.volume.cal_max = hi;
+      this.nv.updateGLVolume();
+    }
     this.emitWindow();
   }
 
