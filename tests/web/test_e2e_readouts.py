@@ -71,6 +71,8 @@ def test_the_server_images_and_the_label_editor_are_lettered(
     study_id = _upload(page, write_series(tmp_path / "series"))
     page.goto(f"{server}/?png#/study/{study_id}")
     page.wait_for_function("document.getElementById('coronal-canvas').width > 0", timeout=60000)
+    # the localizer's note under the images makes their boxes lower: the letters are read after it came
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
     axial = {"left": "R", "right": "L", "top": "A", "bottom": "P"}
     assert _letters(page, "#axial-box") == axial
     assert _letters(page, "figure:has(#coronal-canvas) .canvas-box") == {**axial, "top": "S", "bottom": "I"}
