@@ -199,6 +199,7 @@ function renderHint() {
   const lines = state.study.n_slices > 1 ? " · drag the lines, ↑/↓ (PgUp/PgDn: 5; Tab: other)"
     : ` · ${NO_RANGE[0].toLowerCase()}${NO_RANGE.slice(1)}`; // "Slice" names the control
   $("l3-hint").textContent = mouse + lines;
+  $("l3-hint").title = mouse + lines; // cut short when the line is full (style.css)
 }
 
 const NO_RANGE = "A single slice has no range: Slice measures it";
