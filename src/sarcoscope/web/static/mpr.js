@@ -70,7 +70,6 @@ export class MPRView {
     this.hooks = hooks;
     this.nv = null;
     this.volume = null;
-    this.inverse = null;
     this.studyId = null; // the study whose volume is shown or coming
     this.loading = null; // its load (a promise)
     this.download = null; // the AbortController of its download
@@ -163,20 +162,32 @@ export class MPRView {
       return;
     }
     this.volume = this.nv.volumes[0];
-    this.inverse = invert3x4(this.volume.hdr.affine);
     this.emitWindow();
     this.reset(false);
   }
 
-  fracOf([x, y, z]) {
-    const a = this.volume.hdr.affine;
-    const mm = [0, 1, 2].map((r) => a[r][0] * x + a[r][1] * y + a[r][2] * z + a[r][3]);
-    return this.nv.mm2frac(mm);
+  /** NiiVue's texture fraction of voxel [x, y, z] (the file's, the API's indices). NiiVue draws the voxels'
+   * grid turned to the nearest body axes (permRAS: the file axis along R, A and S, negative when reversed),
+   * not resliced: through the scanner's millimetres an oblique series' voxels were off its tiles. */
+  fracOf(voxel) {
+    const {permRAS, dimsRAS, hdr} = this.volume;
+    return permRAS.map((p, i) => {
+      const axis = Math.abs(p) - 1;
+      const v = p > 0 ? voxel[axis] : hdr.dims[axis + 1] - 1 - voxel[axis];
+      return (v + 0.5) / dimsRAS[i + 1];
+    });
   }
 
+  /** The voxel [x, y, z] at NiiVue's texture fraction `frac` (fracOf's inverse). */
   voxelOf(frac) {
-    const mm = this.nv.frac2mm(frac);
-    return this.inverse.map((row) => Math.round(row[0] * mm[0] + row[1] * mm[1] + row[2] * mm[2] + row[3]));
+    const {permRAS, dimsRAS, hdr} = this.volume;
+    const voxel = [0, 0, 0];
+    permRAS.forEach((p, i) => {
+      const axis = Math.abs(p) - 1;
+      const v = Math.round(frac[i] * dimsRAS[i + 1] - 0.5);
+      voxel[axis] = p > 0 ? v : hdr.dims[axis + 1] - 1 - v;
+    });
+    return voxel;
   }
 
   setCrosshair(x, y, z) {
@@ -480,17 +491,4 @@ async function fetchVolume(url, signal, progress) {
     at += piece.length;
   }
   return bytes.buffer;
-}
-
-/** Inverse of a 3x4 affine (rows of [a b c t]) as rows of [a' b' c' t']. */
-function invert3x4(a) {
-  const [[a00, a01, a02], [a10, a11, a12], [a20, a21, a22]] = a;
-  const det = a00 * (a11 * a22 - a12 * a21) - a01 * (a10 * a22 - a12 * a20) + a02 * (a10 * a21 - a11 * a20);
-  const m = [
-    [(a11 * a22 - a12 * a21) / det, (a02 * a21 - a01 * a22) / det, (a01 * a12 - a02 * a11) / det],
-    [(a12 * a20 - a10 * a22) / det, (a00 * a22 - a02 * a20) / det, (a02 * a10 - a00 * a12) / det],
-    [(a10 * a21 - a11 * a20) / det, (a01 * a20 - a00 * a21) / det, (a00 * a11 - a01 * a10) / det],
-  ];
-  const t = [a[0][3], a[1][3], a[2][3]];
-  return m.map((row) => [...row, -(row[0] * t[0] + row[1] * t[1] + row[2] * t[2])]);
 }
