@@ -1,5 +1,6 @@
 """An oblique series (ImageOrientationPatient not along the body's axes) on NiiVue: the voxel and HU under
-the pointer, the crosshair and the lines. See test_e2e.py for the set-up."""
+the pointer, the crosshair and the lines, and its orientation letters said to be approximate. See
+test_e2e.py for the set-up."""
 
 from __future__ import annotations
 
@@ -48,11 +49,13 @@ def _rows_of_slices(page: object, x: float, box: dict) -> dict[int, float]:
     return {z: float(np.median(ys)) for z, ys in rows.items()}
 
 
-def test_an_oblique_series_is_read_as_shown(page: object, server: str, tmp_path: Path) -> None:
+def test_an_oblique_series_is_read_and_lettered_as_shown(page: object, server: str, tmp_path: Path) -> None:
     """NiiVue draws a tilted series in its voxels' grid (its tiles are the images' planes), but the view
     found the voxel under the pointer through the scanner's millimetres: off the grid, the HU readout stayed
-    blank and the crosshair and the lines were placed off their slices."""
+    blank and the crosshair and the lines were placed off their slices. The letters are the nearest body
+    axes': 'oblique 25°' (the rows' direction is 24.8° off the body's) says they are approximate."""
     box = _open(page, tmp_path / "oblique", 20, 15, seed=5)
+    assert _data(page, "#mpr", "oblique") == "25"
     w, h = box["width"], box["height"]
     for fx, fy in ((0.12, 0.4), (0.21, 0.5), (0.3, 0.62)):  # the axial tile
         x, y, z, hu = _cursor(page, box["x"] + w * fx, box["y"] + h * fy)
@@ -73,5 +76,6 @@ def test_an_oblique_series_is_read_as_shown(page: object, server: str, tmp_path:
     # such a layout): NiiVue turns its grid to the body's axes, the voxel under the pointer is still its own.
     page.goto(server)
     box = _open(page, tmp_path / "straight", 1, 90, seed=6)
+    assert _data(page, "#mpr", "oblique") == ""
     x, y, z, hu = _cursor(page, box["x"] + w * 0.21, box["y"] + h * 0.5)
     assert hu == HU[z, y, x]
