@@ -71,6 +71,8 @@ def test_the_server_images_and_the_label_editor_are_lettered(
     study_id = _upload(page, write_series(tmp_path / "series"))
     page.goto(f"{server}/?png#/study/{study_id}")
     page.wait_for_function("document.getElementById('coronal-canvas').width > 0", timeout=60000)
+    # the localizer's note under the images makes their boxes lower: the letters are read after it came
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
     axial = {"left": "R", "right": "L", "top": "A", "bottom": "P"}
     assert _letters(page, "#axial-box") == axial
     assert _letters(page, "figure:has(#coronal-canvas) .canvas-box") == {**axial, "top": "S", "bottom": "I"}
@@ -78,3 +80,19 @@ def test_the_server_images_and_the_label_editor_are_lettered(
     assert _letters(page, "figure:has(#sagittal-canvas) .canvas-box") == sagittal
     _segment(page, server, study_id, 5)
     assert _letters(page, "#editor-box") == axial
+
+
+def test_the_images_stay_in_place_when_the_readouts_come(page: object, server: str, tmp_path: Path) -> None:
+    """The HU readout, shown once the pointer is over an image, made the hint's line wrap (1360 px wide, with
+    the 'server images' box): the images moved down 15 px under the pointer, which then pointed at another
+    slice than the one it had read."""
+    _open_mpr(page, tmp_path)
+    for width in (1360, 1280):
+        page.set_viewport_size({"width": width, "height": 800})
+        page.reload()
+        page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+        page.mouse.move(0, 0)
+        box = page.locator("#mpr-canvas").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
+        assert "HU" in page.locator("#l3-cursor").inner_text()
+        assert page.locator("#mpr-canvas").bounding_box() == box, width

@@ -38,6 +38,9 @@ def test_a_long_series_on_software_webgl_is_shown_as_server_images(
     page.wait_for_selector("#l3-grid:not([hidden])", timeout=20000)
     assert page.locator("#mpr").is_hidden()
     assert "no GPU" in page.locator("#l3-hint").inner_text()
+    # the choice is not the user's: the box says so (ticked, greyed, its title why)
+    choice = page.locator("#server-images")
+    assert choice.is_checked() and choice.is_disabled()
     page.wait_for_function("document.getElementById('coronal-canvas').width > 0", timeout=20000)
     page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=60000)
     # The line is dragged on the server's coronal image; Segment is pressed.
@@ -72,3 +75,35 @@ def test_each_study_is_shown_on_the_view_its_size_allows(page: object, server: s
         "document.getElementById('axial-index').textContent.startsWith('slice ')", timeout=20000
     )
     assert page.locator("#axial-index").inner_text().endswith("(0–107)")
+
+
+def test_the_user_chooses_the_server_images_and_back(page: object, server: str, tmp_path: Path) -> None:
+    """NiiVue slow on a machine (it builds textures of the whole volume, the page frozen): the user could not
+    choose the server's images, used only on a software renderer for a long series, nor come back. The
+    'server images' box does both, for the open study at once, and the browser remembers the choice."""
+    study = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    choice = page.locator("#server-images")
+    assert choice.is_visible() and choice.is_enabled() and not choice.is_checked()
+    choice.check()
+    page.wait_for_selector("#l3-grid:not([hidden])", timeout=20000)
+    assert page.locator("#mpr").is_hidden()
+    assert page.locator("#l3-hint").inner_text().startswith("server images, as chosen")
+    page.wait_for_function("document.getElementById('coronal-canvas').width > 0", timeout=20000)
+    # The lines work on them: ↑ moves the line and saves it.
+    line = int(page.locator("#l3-viewer").get_attribute("data-lines"))
+    page.focus("#coronal-canvas")
+    page.keyboard.press("ArrowUp")
+    test_e2e._wait_text(page, "study-message", f"Saved selection: Slice {line + 1}")
+    # Remembered: the study opened again (a new page) is on the server's images.
+    page.goto(f"{server}/#/study/{study}")
+    page.wait_for_selector("#l3-grid:not([hidden])", timeout=20000)
+    assert page.locator("#mpr").is_hidden() and choice.is_checked()
+    # And back to NiiVue, remembered too.
+    choice.uncheck()
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    assert page.locator("#l3-grid").is_hidden() and not page.locator("#mpr").is_hidden()
+    assert "server images" not in page.locator("#l3-hint").inner_text()
+    page.reload()
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    assert page.locator("#l3-grid").is_hidden() and not choice.is_checked()

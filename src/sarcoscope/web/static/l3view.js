@@ -122,10 +122,31 @@ function softwareTooLarge(s) {
   return `server images: no GPU (software WebGL) for ${s.n_slices} slices of ${s.cols}×${s.rows}`;
 }
 
-/** Show study `s` on NiiVue or, without WebGL2, with `?png` in the address or when softwareTooLarge, on the
- * server's images. */
+// localStorage: "1" when the user chose the server's images (the "server images" box), for a computer
+// NiiVue is slow on
+const SERVER_IMAGES = "sarcoscope.serverImages";
+
+function serverImagesChosen() {
+  try {
+    return localStorage.getItem(SERVER_IMAGES) === "1";
+  } catch (_) { // storage blocked: the choice lasts for this page only
+    return Boolean(serverImagesChosen.here);
+  }
+}
+
+function chooseServerImages(chosen) {
+  serverImagesChosen.here = chosen;
+  try {
+    if (chosen) localStorage.setItem(SERVER_IMAGES, "1");
+    else localStorage.removeItem(SERVER_IMAGES);
+  } catch (_) { /* kept for this page (serverImagesChosen) */ }
+}
+
+/** Show study `s` on NiiVue or, without WebGL2, with `?png` in the address, when the user chose them or
+ * when softwareTooLarge, on the server's images. */
 async function ensureView(s) {
-  serverImagesWhy = softwareTooLarge(s);
+  const chosen = serverImagesChosen();
+  serverImagesWhy = chosen ? "server images, as chosen" : softwareTooLarge(s);
   mpr = Boolean(webgl2Renderer()) && !webglFailed && !serverImagesWhy &&
     !new URLSearchParams(location.search).has("png");
   if (mpr && !views.mpr) {
@@ -145,6 +166,28 @@ async function ensureView(s) {
   $("l3-grid").hidden = mpr;
   $("l3-window").hidden = !mpr;
   $("l3-cursor").hidden = !mpr;
+  // the box says what is shown; greyed when that is not the user's choice to make (no WebGL2, ?png, a
+  // software renderer and a long series: the hint says why)
+  const box = $("server-images");
+  box.checked = !mpr;
+  box.disabled = !mpr && !chosen;
+  box.parentElement.title = box.disabled ? "The WebGL viewer cannot show this study here: see the hint."
+    : SERVER_IMAGES_TITLE;
+}
+
+const SERVER_IMAGES_TITLE = "Show the server's images instead of the WebGL viewer (NiiVue), for a computer " +
+  "it is slow on; untick for the WebGL viewer again. Remembered in this browser.";
+
+/** The "server images" box ticked or unticked: the open study on the view chosen, at once. */
+async function switchView(e) {
+  chooseServerImages(e.target.checked);
+  const s = state.study;
+  await ensureView(s);
+  if (!stillOpen(s.id)) return;
+  renderHint();
+  drawAll();
+  if (mpr) await showVolume(s);
+  else if (saysLoading()) message(""); // NiiVue's volume, left: not said to be coming
 }
 
 /** What the mouse and keys do (one slice has no lines to move). */
@@ -156,6 +199,7 @@ function renderHint() {
   const lines = state.study.n_slices > 1 ? " · drag the lines, ↑/↓ (PgUp/PgDn: 5; Tab: other)"
     : ` · ${NO_RANGE[0].toLowerCase()}${NO_RANGE.slice(1)}`; // "Slice" names the control
   $("l3-hint").textContent = mouse + lines;
+  $("l3-hint").title = mouse + lines; // cut short when the line is full (style.css)
 }
 
 const NO_RANGE = "A single slice has no range: Slice measures it";
@@ -182,29 +226,33 @@ export async function showL3() {
   renderLocalization(); // this study's, none until it is located: not the study left's while images load
   loadModels();
   showSeries();
-  if (mpr) {
-    message(LOADING);
-    const preset = state.preset; // the window the volume is shown with when it comes
-    const progress = (loaded, total) => { // over the loading message only, not one said meanwhile
-      if (stillOpen(s.id) && saysLoading()) message(loadingText(loaded, total));
-    };
-    try {
-      await view.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[preset], progress);
-      if (!stillOpen(s.id)) return;
-      // a preset chosen meanwhile: in the label editor, or here while the volume loaded (none to set it on)
-      if (shownPreset !== state.preset || preset !== state.preset) {
-        view.setWindow(...state.config.windows[state.preset]);
-      }
-      shownPreset = state.preset;
-      // not a message said meanwhile ("Saved as version 2.", "Nothing to save")
-      if (saysLoading()) message(locating === s.id ? LOCATING : "");
-      drawAll(); // the lines and crosshair as they are now: the localizer may have moved them meanwhile
-    } catch (err) {
-      if (!stillOpen(s.id)) return;
-      message(`The volume could not be shown (${err.message}): open the study again to retry.`, true);
-    }
-  }
+  if (mpr) await showVolume(s);
   await located;
+}
+
+/** Study `s`'s volume on NiiVue, once it came; its download said as it goes. */
+async function showVolume(s) {
+  const shown = view;
+  message(LOADING);
+  const preset = state.preset; // the window the volume is shown with when it comes
+  const progress = (loaded, total) => { // over the loading message only, not one said meanwhile
+    if (stillOpen(s.id) && saysLoading()) message(loadingText(loaded, total));
+  };
+  try {
+    await shown.open(s, [state.crossX, state.crossY, state.axialZ], state.config.windows[preset], progress);
+    if (!stillOpen(s.id) || view !== shown) return; // (the server's images chosen meanwhile)
+    // a preset chosen meanwhile: in the label editor, or here while the volume loaded (none to set it on)
+    if (shownPreset !== state.preset || preset !== state.preset) {
+      view.setWindow(...state.config.windows[state.preset]);
+    }
+    shownPreset = state.preset;
+    // not a message said meanwhile ("Saved as version 2.", "Nothing to save")
+    if (saysLoading()) message(locating === s.id ? LOCATING : "");
+    drawAll(); // the lines and crosshair as they are now: the localizer may have moved them meanwhile
+  } catch (err) {
+    if (!stillOpen(s.id) || view !== shown) return;
+    message(`The volume could not be shown (${err.message}): open the study again to retry.`, true);
+  }
 }
 
 const LOCATING = "Locating L3…";
@@ -357,6 +405,7 @@ export function bindL3() {
     if (mpr) view.setWindow(...state.config.windows[state.preset]);
     else drawAll();
   });
+  $("server-images").addEventListener("change", switchView);
   $("axial-reset").addEventListener("click", () => view.reset());
   $("l3-reset").addEventListener("click", () => {
     view.reset();

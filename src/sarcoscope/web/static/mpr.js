@@ -50,6 +50,9 @@ const LAYOUT = [
 ];
 const AXIAL_ONLY = [{sliceType: SLICE_TYPE.AXIAL, position: [0, 0, 1, 1]}];
 const PLANES = ["Axial", "Coronal", "Sagittal"]; // by SLICE_TYPE
+// An oblique series (its voxels' grid turned from the body's axes) is drawn in that grid, lettered by the
+// nearest body axes: beyond this tilt (degrees) its tiles say the letters are approximate.
+const OBLIQUE_DEGREES = 3;
 const LINE_GRAB_PX = 7; // a press this close to a line (CSS px) drags the line instead of the crosshair
 const MAX_ZOOM = 10;
 
@@ -70,7 +73,7 @@ export class MPRView {
     this.hooks = hooks;
     this.nv = null;
     this.volume = null;
-    this.inverse = null;
+    this.oblique = 0; // the volume's tilt from the body's axes (degrees) when beyond OBLIQUE_DEGREES
     this.studyId = null; // the study whose volume is shown or coming
     this.loading = null; // its load (a promise)
     this.download = null; // the AbortController of its download
@@ -146,7 +149,10 @@ export class MPRView {
     try {
       buffer = await fetchVolume(`/api/studies/${study.id}/volume.nii.gz`, download.signal, progress);
       if (this.studyId === study.id) {
-        await this.nv.loadVolumes([{url: buffer, name: "volume.nii.gz", colormap: "gray"}]);
+        // the window given with the volume: NiiVue builds its textures once, with it (set after the load, it
+        // built them twice, the page frozen each time)
+        await this.nv.loadVolumes([{url: buffer, name: "volume.nii.gz", colormap: "gray",
+          cal_min: level - width / 2, cal_max: level + width / 2}]);
       }
     } catch (err) {
       if (this.studyId === study.id) this.studyId = null; // opened again, it is loaded again
@@ -160,20 +166,35 @@ export class MPRView {
       return;
     }
     this.volume = this.nv.volumes[0];
-    this.inverse = invert3x4(this.volume.hdr.affine);
-    this.setWindow(level, width);
+    const tilt = obliqueDegrees(this.volume.hdr.affine);
+    this.oblique = tilt > OBLIQUE_DEGREES ? Math.round(tilt) : 0;
+    this.box.dataset.oblique = this.oblique || "";
+    this.emitWindow();
     this.reset(false);
   }
 
-  fracOf([x, y, z]) {
-    const a = this.volume.hdr.affine;
-    const mm = [0, 1, 2].map((r) => a[r][0] * x + a[r][1] * y + a[r][2] * z + a[r][3]);
-    return this.nv.mm2frac(mm);
+  /** NiiVue's texture fraction of voxel [x, y, z] (the file's, the API's indices). NiiVue draws the voxels'
+   * grid turned to the nearest body axes (permRAS: the file axis along R, A and S, negative when reversed),
+   * not resliced: through the scanner's millimetres an oblique series' voxels were off its tiles. */
+  fracOf(voxel) {
+    const {permRAS, dimsRAS, hdr} = this.volume;
+    return permRAS.map((p, i) => {
+      const axis = Math.abs(p) - 1;
+      const v = p > 0 ? voxel[axis] : hdr.dims[axis + 1] - 1 - voxel[axis];
+      return (v + 0.5) / dimsRAS[i + 1];
+    });
   }
 
+  /** The voxel [x, y, z] at NiiVue's texture fraction `frac` (fracOf's inverse). */
   voxelOf(frac) {
-    const mm = this.nv.frac2mm(frac);
-    return this.inverse.map((row) => Math.round(row[0] * mm[0] + row[1] * mm[1] + row[2] * mm[2] + row[3]));
+    const {permRAS, dimsRAS, hdr} = this.volume;
+    const voxel = [0, 0, 0];
+    permRAS.forEach((p, i) => {
+      const axis = Math.abs(p) - 1;
+      const v = Math.round(frac[i] * dimsRAS[i + 1] - 0.5);
+      voxel[axis] = p > 0 ? v : hdr.dims[axis + 1] - 1 - v;
+    });
+    return voxel;
   }
 
   setCrosshair(x, y, z) {
@@ -182,12 +203,16 @@ export class MPRView {
     this.nv.drawScene();
   }
 
-  /** Window/level in HU on the full data (NiiVue's calibrated range of the volume). */
+  /** Window/level in HU on the full data (NiiVue's calibrated range of the volume). NiiVue builds its
+   * textures of the whole volume again for it: not for the window shown already. */
   setWindow(level, width) {
     if (!this.volume) return;
-    this.volume.cal_min = level - width / 2;
-    this.volume.cal_max = level + width / 2;
-    this.nv.updateGLVolume();
+    const [lo, hi] = [level - width / 2, level + width / 2];
+    if (this.volume.cal_min !== lo || this.volume.cal_max !== hi) {
+      this.volume.cal_min = lo;
+      this.volume.cal_max = hi;
+      this.nv.updateGLVolume();
+    }
     this.emitWindow();
   }
 
@@ -385,6 +410,7 @@ export class MPRView {
       } else name += stretchNote(stretchOf(s.axCorSag, this.nv.sliceScale().volScale));
       this.drawCrosshair(ctx, s, l, t, tw, th);
       ctx.fillText(name, l + 6, t + 10);
+      if (this.oblique) ctx.fillText(`oblique ${this.oblique}°: letters approximate`, l + 6, t + 24);
       if (s.axCorSag !== SLICE_TYPE.AXIAL) {
         if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw);
         const [x0, x1] = this.imageSpan(tile, l, t, tw, th); // the lines cross the image, not the black beside it
@@ -475,15 +501,13 @@ async function fetchVolume(url, signal, progress) {
   return bytes.buffer;
 }
 
-/** Inverse of a 3x4 affine (rows of [a b c t]) as rows of [a' b' c' t']. */
-function invert3x4(a) {
-  const [[a00, a01, a02], [a10, a11, a12], [a20, a21, a22]] = a;
-  const det = a00 * (a11 * a22 - a12 * a21) - a01 * (a10 * a22 - a12 * a20) + a02 * (a10 * a21 - a11 * a20);
-  const m = [
-    [(a11 * a22 - a12 * a21) / det, (a02 * a21 - a01 * a22) / det, (a01 * a12 - a02 * a11) / det],
-    [(a12 * a20 - a10 * a22) / det, (a00 * a22 - a02 * a20) / det, (a02 * a10 - a00 * a12) / det],
-    [(a10 * a21 - a11 * a20) / det, (a01 * a20 - a00 * a21) / det, (a00 * a11 - a01 * a10) / det],
-  ];
-  const t = [a[0][3], a[1][3], a[2][3]];
-  return m.map((row) => [...row, -(row[0] * t[0] + row[1] * t[1] + row[2] * t[2])]);
+/** How far (degrees) the voxel axes of `affine` (rows of [a b c t]) are turned from the nearest body axes:
+ * the largest of the three axes' angles to the world axis each runs nearest to. */
+function obliqueDegrees(affine) {
+  const angles = [0, 1, 2].map((j) => {
+    const column = [0, 1, 2].map((r) => affine[r][j]);
+    const cos = Math.max(...column.map(Math.abs)) / Math.hypot(...column);
+    return (Math.acos(Math.min(1, cos)) * 180) / Math.PI;
+  });
+  return Math.max(...angles);
 }
