@@ -300,6 +300,39 @@ def test_a_deidentified_console_quotes_no_malformed_uid(
     assert "1.2.840.0777" not in deid.stdout + deid.stderr
 
 
+def test_a_deidentified_runs_bug_is_shown_without_its_text(
+    tmp_path: Path, phantom_series: tuple[Path, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug's exception text may quote a header value (pydicom's ValueError for a malformed UID does): the
+    'internal error' message of a de-identified run printed it. It names the type and a file holding the
+    traceback without the text; a run that does not de-identify still shows the text."""
+    import sarcoscope.imaging.deidentify.files
+    import sarcoscope.pipeline
+
+    def fail(*args: object, **kwargs: object) -> None:
+        uid = ".".join(("1.2.840", "0777.1"))  # not in the traceback's source line
+        raise ValueError(f"Invalid value for VR UI: {uid!r}")
+
+    monkeypatch.setattr(sarcoscope.pipeline, "analyze", fail)
+    monkeypatch.setattr(sarcoscope.imaging.deidentify.files, "deidentify_tree", fail)
+    folder, _ = phantom_series
+    key = ("--secret-file", tmp_path / "key")
+    analyze = ("analyze", folder, "--engine", "threshold", "--no-quality")
+    for args in [
+        (*analyze, "-o", tmp_path / "a", "--deidentify", *key),
+        ("deidentify", folder, tmp_path / "d", *key),
+    ]:
+        result = _invoke(*args)
+        assert result.exit_code == 70, result.output
+        assert "internal error: ValueError" in result.output and "1.2.840.0777" not in result.output
+        written = Path(re.search(r"is in (\S+\.txt)", " ".join(result.output.split())).group(1))
+        kept = written.read_text()
+        written.unlink()
+        assert "in fail" in kept and "ValueError (its text left out)" in kept and "0777" not in kept
+    plain = _invoke(*analyze, "-o", tmp_path / "p")
+    assert plain.exit_code == 70 and "VR UI: '1.2.840.0777.1'" in plain.output, plain.output
+
+
 def _analyze_a_woman(tmp_path: Path, phantom_series: tuple[Path, object]) -> tuple[object, ...]:
     """`analyze` of a phantom series whose headers give her sex, height and weight (BMI 22.7)."""
     _, vol = phantom_series

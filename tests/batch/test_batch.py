@@ -8,12 +8,14 @@ import json
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import highdicom as hd
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from typer.testing import CliRunner
 
@@ -187,6 +189,40 @@ def test_deidentified_failures_name_no_patient_file(tmp_path: Path) -> None:
     (failure,) = _rows(out / "failures.csv")
     assert "truncated" in failure["error"] and "<input>" in failure["error"]
     assert "Doe" not in (out / "failures.csv").read_text() and "Doe" not in result.output
+
+
+def test_a_deidentified_batch_worker_quotes_no_malformed_uid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pydicom warns about a malformed header value quoting it (a UID with a leading zero, as archives
+    hold them), through its logger and as a Python warning. The command's de-identified runs hide them in
+    its own process, which local pool workers inherit by fork; a Dask worker (a process of the cluster's,
+    spawned) does not, and its log (the cluster's, shared) quoted the original UIDs. The case's analysis
+    hides them itself."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    from sarcoscope.batch.case_analysis import analyze_in_worker
+    from sarcoscope.imaging.deidentify.policy import load_policy
+
+    sl = make_slice(6, size=192)
+    (path,) = write_dicom_series(sl.hu[None], (3.0, *sl.pixel_spacing), tmp_path / "C" / "case1")
+    ds = pydicom.dcmread(path)
+    raw = b"1.2.840.0777.1\0"
+    ds[Tag("StudyInstanceUID")] = RawDataElement(Tag("StudyInstanceUID"), "UI", len(raw), raw, 0, False, True)
+    ds.save_as(path)
+    monkeypatch.setattr(logging.getLogger("pydicom"), "filters", [])  # as in a fresh worker process
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        # what a Dask worker runs for the case (dask_cluster._analyze_task), in a process of its own
+        (case,) = discover_cases(tmp_path / "C")
+        policy = load_policy(tmp_path / "key")
+        kw = {"engine": "threshold", "cutoff_set": None, "force": False, "deidentification": policy}
+        outcome = analyze_in_worker(case, out_root=tmp_path / "run", **kw)
+    assert outcome.status == "done", outcome
+    logged = caplog.text + "\n".join(str(w.message) for w in shown)
+    assert "Invalid value for VR UI" in caplog.text and "0777" not in logged, logged
 
 
 def test_identified_and_deidentified_results_are_not_mixed_in_one_folder(tmp_path: Path) -> None:

@@ -91,3 +91,26 @@ def test_an_unexpected_errors_traceback_quotes_no_patient_value(
     assert "ValueError" in logged and "in broken" in logged  # the type and the frames
     for value in (NAME, PATIENT_ID):
         assert value not in r.text and value not in logged
+
+
+def _quoting_failure() -> None:
+    """A bug whose text quotes a header value, as pydicom's ValueError for a malformed one does."""
+    uid = f"{UID_ROOT}.1"
+    raise ValueError(f"Invalid value for VR UI: {uid!r} of {NAME}")
+
+
+def test_background_failures_are_logged_without_their_text(caplog: pytest.LogCaptureFixture) -> None:
+    """A failed quality score (ERROR) and a failed background job (DEBUG) logged the exception's text, which
+    may quote a header value; the log keeps their type and frames."""
+    from sarcoscope.web.analysis import AnalysisCache
+    from sarcoscope.web.background import BackgroundJobs
+
+    caplog.set_level(logging.DEBUG, logger="sarcoscope.web")
+    AnalysisCache(store=None, volumes=None).score_later("s1", 2, _quoting_failure)()  # type: ignore[arg-type]
+    jobs = BackgroundJobs()
+    jobs.start("overlay of s1 v2", _quoting_failure)
+    jobs.wait()
+    for logger in ("sarcoscope.web.analysis", "sarcoscope.web.background"):
+        logged = "\n".join(logging.Formatter().format(r) for r in caplog.records if r.name == logger)
+        assert "ValueError" in logged and "in _quoting_failure" in logged, logged
+        assert UID_ROOT not in logged and NAME not in logged, logged

@@ -18,6 +18,7 @@ from sarcoscope.errors import SarcoscopeError
 from sarcoscope.fileio import atomic_write_text, images_temp_dir, remove_dead_images
 from sarcoscope.imaging.deidentify.messages import scrub_error
 from sarcoscope.imaging.deidentify.policy import DeidentificationError, DeidentificationPolicy
+from sarcoscope.imaging.dicom_warnings import quiet_header_values
 
 
 def analyze_case(
@@ -38,9 +39,12 @@ def analyze_case(
     are stored back into its study, and pushed.json records that, so a rerun pushes what a failed push
     left behind without analysing the case again; `waits`: the (connect, each answer) timeouts of the
     retrieval and the push. A failed push fails the case with its analysis' row kept (cohort.csv holds it,
-    failures.csv says why)."""
+    failures.csv says why). De-identified, pydicom's warnings in this process quote no header value
+    (imaging.dicom_warnings), as in the command's own."""
     from sarcoscope.pipeline import analyze
 
+    if deidentification is not None:  # a Dask worker (or a spawned one) has not the command's filter
+        quiet_header_values()
     out = out_root / "cases" / case.case_id
     report_path = out / REPORT
     start = time.perf_counter()

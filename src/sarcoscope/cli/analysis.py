@@ -279,7 +279,7 @@ def analyze(
             report = json.loads(result.outputs["report"].read_text()) if policy is not None else None
             _print_summary(result, report)
 
-    run(body)
+    run(body, deidentified=deidentify)
 
 
 def _check_phantom_folder(out: Path) -> None:

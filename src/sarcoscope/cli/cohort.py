@@ -163,7 +163,7 @@ def batch(
             console.print(f"Failures and reasons: [bold]{esc(str(summary.failures_csv))}[/]")
             raise typer.Exit(3)
 
-    run(body)
+    run(body, deidentified=deidentify)
 
 
 @app.command()
@@ -217,7 +217,7 @@ def deidentify(
                 "exported with their pixels unchanged (marked PatientIdentityRemoved NO)."
             )
 
-    run(body)
+    run(body, deidentified=True)
 
 
 @app.command()

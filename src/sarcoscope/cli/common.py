@@ -3,6 +3,7 @@ every command runs in (user errors print one clear message and exit 1; `--debug`
 
 import contextlib
 import signal
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -41,8 +42,10 @@ class Convention(StrEnum):
     inferior_endplate = "inferior-endplate"
 
 
-def run(action: Callable[[], T]) -> T:
-    """Run a command body: user errors print one message and exit 1; bugs exit 70 (--debug: traceback)."""
+def run(action: Callable[[], T], deidentified: bool = False) -> T:
+    """Run a command body: user errors print one message and exit 1; bugs exit 70 (--debug: traceback).
+    A `deidentified` run's bug is shown by its type, not its text (which may quote a header value, a name,
+    a path named by UIDs), and its traceback, without the text, goes to a file the message names."""
     try:
         return action()
     except (typer.Exit, typer.Abort):
@@ -62,12 +65,29 @@ def run(action: Callable[[], T]) -> T:
     except Exception as exc:
         if _state["debug"]:
             traceback.print_exc()
-        err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
-            "This is a bug in sarcoscope; run again with --debug for the traceback and report it.",
-            soft_wrap=True,
-        )
+        if deidentified and not _state["debug"]:
+            err_console.print(
+                f"[bold red]internal error:[/] {type(exc).__name__} (its text left out: it may quote the "
+                f"input's headers)\nThis is a bug in sarcoscope; its traceback, without the text, is in "
+                f"{escape(str(_traceback_file(exc)))}: please report it.",
+                soft_wrap=True,
+            )
+        else:
+            err_console.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
+                "This is a bug in sarcoscope; run again with --debug for the traceback and report it.",
+                soft_wrap=True,
+            )
         raise typer.Exit(70) from None
+
+
+def _traceback_file(exc: BaseException) -> Path:
+    """A new file (readable by its owner only) holding `exc`'s traceback without any exception's text."""
+    from sarcoscope.web.server_log import frames_of
+
+    with tempfile.NamedTemporaryFile("w", prefix="sarcoscope-bug-", suffix=".txt", delete=False) as file:
+        file.write(frames_of(exc) + "\n")
+    return Path(file.name)
 
 
 def _version(value: bool) -> None:

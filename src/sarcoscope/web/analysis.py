@@ -29,6 +29,7 @@ from sarcoscope.level.selection import L3Selection
 from sarcoscope.results import AnalysisResult
 from sarcoscope.segmentation.quality import image_warnings, score_text
 from sarcoscope.store import LabelVersion, Store, Study
+from sarcoscope.web.server_log import frames_of
 from sarcoscope.web.wording import for_ui, report_for_ui
 
 log = logging.getLogger(__name__)
@@ -207,8 +208,10 @@ class AnalysisCache:
             quality = {"status": "not computed", "reason": "the quality score failed (see the server log)"}
             try:
                 quality = score()
-            except BaseException:  # a library's exit too: whatever ends it, the analysis must not wait on
-                log.exception("The quality score of %s version %d failed", study_id, version)
+            except BaseException as exc:  # a library's exit too: whatever ends it, the analysis must not wait
+                # on it; its text may quote a header value (pydicom's ValueError for a malformed one)
+                failed = f"The quality score of {study_id} version {version} failed ({type(exc).__name__})"
+                log.error("%s\n%s", failed, frames_of(exc))
             finally:
                 with self._lock:
                     if self._scoring.pop(key, None) is done:  # not dropped meanwhile (the study deleted)

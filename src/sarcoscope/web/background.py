@@ -9,7 +9,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from sarcoscope.store.errors import reason_of
+from sarcoscope.web.server_log import frames_of
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,12 @@ class BackgroundJobs:
         try:
             work()
         except Exception as exc:  # the study was deleted meanwhile, the store closed: made on request
-            log.debug("%s not done in the background: %s", name, reason_of(exc))
+            # its text may quote a header value (pydicom's ValueError for a malformed one), an OSError's its
+            # path (named by UIDs): the type is logged, and a system error's reason
+            what = type(exc).__name__ + (
+                f": {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else ""
+            )
+            log.debug("%s not done in the background (%s)\n%s", name, what, frames_of(exc))
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
