@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sarcoscope.errors import SarcoscopeError, Terminated
+from sarcoscope.errors import SarcoscopeError, Terminated, frames_of
 
 app = typer.Typer(
     add_completion=False,
@@ -83,8 +83,6 @@ def run(action: Callable[[], T], deidentified: bool = False) -> T:
 
 def _traceback_file(exc: BaseException) -> Path:
     """A new file (readable by its owner only) holding `exc`'s traceback without any exception's text."""
-    from sarcoscope.web.server_log import frames_of
-
     with tempfile.NamedTemporaryFile("w", prefix="sarcoscope-bug-", suffix=".txt", delete=False) as file:
         file.write(frames_of(exc) + "\n")
     return Path(file.name)

@@ -25,11 +25,11 @@ import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, L3_RANGE
+from sarcoscope.errors import frames_of
 from sarcoscope.level.selection import L3Selection
 from sarcoscope.results import AnalysisResult
 from sarcoscope.segmentation.quality import image_warnings, score_text
 from sarcoscope.store import LabelVersion, Store, Study
-from sarcoscope.web.server_log import frames_of
 from sarcoscope.web.wording import for_ui, report_for_ui
 
 log = logging.getLogger(__name__)

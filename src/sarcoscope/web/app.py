@@ -20,7 +20,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sarcoscope import __version__
-from sarcoscope.errors import SarcoscopeError
+from sarcoscope.errors import SarcoscopeError, frames_of
 from sarcoscope.fileio import DISK_FULL
 from sarcoscope.imaging.dicom_warnings import quiet_header_values
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
@@ -32,7 +32,6 @@ from sarcoscope.web.auth import Authenticator
 from sarcoscope.web.background import BackgroundJobs
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.dicomweb import install as install_pacs
-from sarcoscope.web.server_log import frames_of
 from sarcoscope.web.settings import DEFAULT_MAX_UPLOAD_BYTES, WebSettings, check_engine, is_loopback
 from sarcoscope.web.uploads import number_kept_files
 from sarcoscope.web.volumes import VolumeCache

@@ -9,7 +9,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from sarcoscope.web.server_log import frames_of
+from sarcoscope.errors import frames_of
 
 log = logging.getLogger(__name__)
 
