@@ -119,6 +119,47 @@ def test_blur_augmentation_softens_edges_and_leaves_labels_alone(tmp_path: Path)
     assert all(torch.equal(d["label"], plain["label"]) for d in draws)
 
 
+def test_field_of_view_cut_ends_the_body_at_a_straight_edge_and_unlabels_beyond_it(tmp_path: Path) -> None:
+    """fov_cut: the slice is cut as a smaller field of view cuts it, inside the body, never wider than
+    fov_cut_max of the body; what is left is the slice as it was, and about fov_cut of the draws are cut."""
+    from sarcoscope.training.trainer import SliceDataset, input_spec
+
+    data = write_dataset(tmp_path / "d", n=1)
+    still = {"augment": True, "rotate_deg": 0.0, "scale_range": 0.0, "translate_mm": 0.0}
+    still |= {"flip_lr": False, "noise_hu": 0.0}
+    config = tiny_config(data, tmp_path / "out", fov_cut=0.5, fov_cut_max=0.2, **still)
+    spec = input_spec(config)
+    samples = load_folder(data, config, spec)
+    plain = SliceDataset(samples, spec, replace(config, fov_cut=0.0), augment=True, seed=0)[0]
+    body = plain["label"][0] > 0
+    rows, cols = body.any(dim=1).nonzero()[:, 0], body.any(dim=0).nonzero()[:, 0]
+    height, width = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+    cut_draws = 0
+    for seed in range(40):
+        item = SliceDataset(samples, spec, config, augment=True, seed=seed)[0]
+        kept = (item["label"][0] > 0) | (item["image"][0] > 0)
+        removed = body & ~kept
+        if not removed.any():
+            assert torch.equal(item["label"], plain["label"]) and torch.equal(item["image"], plain["image"])
+            continue
+        cut_draws += 1
+        # whole columns (a side) or whole rows (the front) are gone, the rest is untouched
+        gone_cols = removed.any(dim=0).nonzero()[:, 0]
+        gone_rows = removed.any(dim=1).nonzero()[:, 0]
+        side_cut = len(gone_rows) > len(gone_cols) or len(gone_cols) == 0
+        lost = gone_cols if side_cut else gone_rows
+        extent = width if side_cut else height
+        if side_cut:
+            assert torch.equal(removed[:, lost], body[:, lost])
+        else:
+            assert torch.equal(removed[lost], body[lost])
+        assert 0 < len(lost) <= 2 * 0.2 * extent + 2
+        assert torch.equal(item["label"][0][kept], plain["label"][0][kept])
+        assert torch.equal(item["image"][0][kept], plain["image"][0][kept])
+        assert item["label"][0][removed].eq(0).all() and item["image"][0][removed].eq(0).all()
+    assert 10 <= cut_draws <= 30  # about half of 40 (some draws cut less than a pixel)
+
+
 def test_config_from_yaml_with_flag_overrides(tmp_path: Path) -> None:
     path = tmp_path / "recipe.yaml"
     path.write_text(

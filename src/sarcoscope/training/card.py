@@ -53,6 +53,12 @@ def card_markdown(card: dict[str, Any]) -> str:
                 if r.get("elastic")
                 else ""
             )
+            + (
+                f", field-of-view cuts (probability {r['fov_cut']}, up to {r['fov_cut_max']:.0%} of the "
+                "body's width)"
+                if r.get("fov_cut")
+                else ""
+            )
             if r["augment"]
             else "none"
         )

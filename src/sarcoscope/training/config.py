@@ -99,6 +99,11 @@ class TrainConfig:
     elastic: bool = False
     elastic_spacing_mm: float = 40.0
     elastic_magnitude_mm: float = 3.0
+    #: Probability of cutting the body by the edge of a smaller field of view (training/field_of_view.py),
+    #: up to `fov_cut_max` of its width on a random side: the real slices never show the cut that obese
+    #: patients' scans often have.
+    fov_cut: float = 0.0
+    fov_cut_max: float = 0.12
     window_augmentation: bool = False
     window_shift_hu: float = 30.0
     window_scale: float = 0.1
@@ -162,6 +167,8 @@ class TrainConfig:
             problems.append("blur_mm must be >= 0 (0 = no blur)")
         if self.elastic and not (self.elastic_spacing_mm > 0 and self.elastic_magnitude_mm >= 0):
             problems.append("elastic_spacing_mm must be positive and elastic_magnitude_mm >= 0")
+        if not (0 <= self.fov_cut <= 1 and 0 <= self.fov_cut_max < 0.5):
+            problems.append("fov_cut must be in [0, 1] and fov_cut_max in [0, 0.5)")
         if not self.data_dirs and self.phantoms <= 0 and not self.resume:  # a resumed run has its own
             problems.append("no training data: give a data folder and/or phantoms > 0")
         if problems:

@@ -40,6 +40,7 @@ from sarcoscope.fileio import atomic_write, atomic_write_text
 from sarcoscope.segmentation.unet import InputSpec
 from sarcoscope.training.config import BEST, LAST, TrainConfig, save_config
 from sarcoscope.training.data import Sample, data_fingerprint, load_folder, make_phantoms, split_by_patient
+from sarcoscope.training.field_of_view import RandFieldOfViewCutd
 
 N_CLASSES = len(Label)
 #: Settings that only affect how this invocation runs; a resumed run takes them from the new command.
@@ -147,6 +148,8 @@ class SliceDataset(Dataset):
                 transforms.append(
                     RandGaussianNoised(keys=("image",), prob=0.5, std=config.noise_hu / (hi - lo))
                 )
+            if config.fov_cut > 0:  # last: beyond the edge is outside the image, noise-free like padding
+                transforms.append(RandFieldOfViewCutd(("image", "label"), config.fov_cut, config.fov_cut_max))
         self.transform = Compose(transforms)
         self.transform.set_random_state(seed=seed)
 
