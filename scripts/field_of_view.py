@@ -5,12 +5,16 @@ of view would cut it: through the subcutaneous fat only (the columns of the refe
 15, 7 or 3 mm each side) and through the abdominal wall (5 % or 8 % of the body's width off each side). Both
 engines segment the crop; the muscle area is compared with the reference inside the crop (what a reader
 would label on that image) and with the whole slice's (the patient's), and the analysis' field-of-view
-warning (segmentation.quality.cut_off_warning, on the engine's own labels) is counted.
+warning (segmentation.quality.cut_off_warning, on the engine's own labels) is counted. The change from the
+slice as scanned is what the cut itself costs (a slice the engine misreads whole carries its error into
+every crop).
 
-    python scripts/field_of_view.py [--shared ../shared/data] [--folds runs/default-unet] [--out FILE]
+    python scripts/field_of_view.py [--shared ../shared/data] [--folds DIR [DIR ...]] [--cases C ...]
+                                    [--out FILE]
 
 `--folds DIR` segments each case with the U-Net of its leave-one-out fold (`DIR/cv-<CASE>`, a model that
-never saw it); without it, the shipped model (which saw all nine).
+never saw it); several folders compare recipes side by side (rows named by folder); without it, the
+shipped model (which saw all nine).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from sarcoscope.segmentation import get_engine
 from sarcoscope.segmentation.base import SegmentationEngine
 from sarcoscope.segmentation.quality import cut_off_warning
 from sarcoscope.segmentation.unet import UNetEngine
+from sarcoscope.validation.metrics import case_metrics
 
 #: (row name, kind, amount): "fat" keeps the muscle's columns plus `amount` mm each side; "wall" removes
 #: `amount` of the body's width from each side
@@ -56,47 +61,79 @@ def crop_columns(ref: np.ndarray, spacing: tuple[float, float], kind: str, amoun
 
 def main() -> None:
     def more(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--folds", type=Path, help="leave-one-out fold models: DIR/cv-<CASE>")
+        parser.add_argument("--folds", type=Path, nargs="+", help="leave-one-out fold models: DIR/cv-<CASE>")
 
     args, folder, cases = parse_args(__doc__, more)
     threshold = get_engine("threshold")
     shipped = None if args.folds else get_engine("unet")
 
     def engines(case: str) -> dict[str, SegmentationEngine]:
-        unet = UNetEngine(args.folds / f"cv-{case}") if args.folds else shipped
-        return {"unet": unet, "threshold": threshold}
+        if not args.folds:
+            return {"unet": shipped, "threshold": threshold}
+        if len(args.folds) == 1:
+            return {"unet": UNetEngine(args.folds[0] / f"cv-{case}"), "threshold": threshold}
+        folds = {f"unet ({d.name})": UNetEngine(d / f"cv-{case}") for d in args.folds}
+        return folds | {"threshold": threshold}
 
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
+    per_slice: dict[tuple[str, str], list[str]] = {}  # (case, engine): as scanned, then the widest cut
     for case in cases:
         hu, spacing, ref = read_case(folder, case)
         whole = np.count_nonzero(ref == Label.MUSCLE)
+        case_engines = engines(case)
         for name, kind, amount in CROPS:
             cols = crop_columns(ref, spacing, kind, amount)
             img, seen = hu[:, cols], ref[:, cols]
             visible = np.count_nonzero(seen == Label.MUSCLE)
-            for engine_name, engine in engines(case).items():
+            for engine_name, engine in case_engines.items():
                 labels = engine.segment(img[None], spacing)[0]
                 muscle = np.count_nonzero(labels == Label.MUSCLE)
-                row = results.setdefault((name, engine_name), {"visible": [], "whole": [], "warned": []})
+                row = results.setdefault(
+                    (name, engine_name), {"visible": [], "whole": [], "change": [], "warned": []}
+                )
                 row["visible"].append(100.0 * (muscle - visible) / visible)
                 row["whole"].append(100.0 * (muscle - whole) / whole)
+                as_scanned = results[(CROPS[0][0], engine_name)]["visible"][-1]
+                row["change"].append(row["visible"][-1] - as_scanned)
+                if kind == "none":
+                    m = case_metrics(labels[None], ref[None], pixel_spacing=spacing)
+                    per_slice[(case, engine_name)] = [
+                        f"{m['muscle_dice']:.3f}",
+                        f"{m['vat_dice']:.3f}",
+                        f"{as_scanned:+.1f} %",
+                    ]
+                elif (kind, amount) == CROPS[-1][1:]:
+                    per_slice[(case, engine_name)].append(f"{row['change'][-1]:+.1f}")
                 warning = cut_off_warning([labels], spacing) or ""
                 row["warned"].append(float(warning.startswith("Muscle")))
                 print(case, name, engine_name, f"{row['visible'][-1]:+.1f} %", f"{row['whole'][-1]:+.1f} %")
     lines = [
         "| field of view | engine | muscle-area error against the crop's reference, mean (mean abs, worst) "
-        "| against the whole slice's | 'muscle runs into the edge' warned |",
-        "|---|---|---|---|---|",
+        "| against the whole slice's | change from as scanned (points) "
+        "| 'muscle runs into the edge' warned |",
+        "|---|---|---|---|---|---|",
     ]
     for (name, engine_name), row in results.items():
         lines.append(
             f"| {name} | {engine_name} | {error_summary(row['visible'])} | {error_summary(row['whole'])} "
-            f"| {int(sum(row['warned']))} of {len(row['warned'])} |"
+            f"| {error_summary(row['change'])} | {int(sum(row['warned']))} of {len(row['warned'])} |"
         )
+    lines += [
+        "",
+        f"Per slice, as scanned and what the widest cut ({CROPS[-1][0]}) changes:",
+        "",
+        "| slice | engine | muscle Dice | VAT Dice | muscle-area error | change with the cut (points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {case} | {engine} | {' | '.join(values)} |" for (case, engine), values in per_slice.items()]
     table = "\n".join(lines)
     print(table)
     if args.out:
-        unet = f"the leave-one-out fold models in `{args.folds}`" if args.folds else shipped.model_id
+        unet = (
+            "the leave-one-out fold models in " + ", ".join(f"`{d}`" for d in args.folds)
+            if args.folds
+            else shipped.model_id
+        )
         head = (
             "# Muscle measurement when the body is wider than the field of view\n\n"
             f"Written by `python scripts/field_of_view.py` on {dt.date.today()} with {unet} and "

@@ -19,16 +19,21 @@ REPO = Path(__file__).resolve().parents[1]
 def parse_args(
     doc: str | None, more: Callable[[argparse.ArgumentParser], None] | None = None
 ) -> tuple[argparse.Namespace, Path, list[str]]:
-    """`--shared`, `--out` and the script's own options (`more` adds them); the real L3 slice folder and
-    its cases."""
+    """`--shared`, `--out`, `--cases` and the script's own options (`more` adds them); the real L3 slice
+    folder and its cases (all, or the ones `--cases` names)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--cases", nargs="+", metavar="CASE", help="only these slices (default: all)")
     if more is not None:
         more(parser)
     args = parser.parse_args()
     folder = args.shared / "real" / "l3_slices"
-    return args, folder, sorted(p.stem for p in (folder / "labels").glob("*.npy"))
+    cases = sorted(p.stem for p in (folder / "labels").glob("*.npy"))
+    unknown = sorted(set(args.cases or ()) - set(cases))
+    if unknown:
+        parser.error(f"no reference slice {', '.join(unknown)} in {folder} (it has {', '.join(cases)})")
+    return args, folder, [c for c in cases if args.cases is None or c in args.cases]
 
 
 def run_from_the_repository(shared: Path, work: Path) -> tuple[Path, Path]:
