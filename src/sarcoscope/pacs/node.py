@@ -467,13 +467,13 @@ class Node:
         )
         reason = reason.replace(str(images), "the received series") + then
         log.error("series %s not analysed or not sent: %s", series, reason)
-        self.failed.append(series)
         try:  # a full disk or an unwritable folder fails this series, it does not stop the node
             (images / ANALYSED_MARKER).unlink(missing_ok=True)  # failed: kept, and analysed again at start
             out = self._results_of(study, series, claim=True)
             (out / "error.txt").write_text(reason + "\n", encoding="utf-8")
         except OSError as why:
             log.error("series %s: cannot write its error.txt: %s", series, why.strerror or why)
+        self.failed.append(series)  # once its error.txt says why, as analysed follows the results
 
     def _deliver(self, study: str, series: str, count: int, now: float, attempts: int = 0) -> None:
         """Send the series' results (analysed with `count` images; `attempts` made before). Those that cannot
