@@ -1,6 +1,6 @@
 """An oblique series (ImageOrientationPatient not along the body's axes) on NiiVue: the voxel and HU under
-the pointer, the crosshair and the lines, and its orientation letters said to be approximate. See
-test_e2e.py for the set-up."""
+the pointer, the crosshair and the lines, and its orientation letters said to be approximate; on the
+server's images: their letters, from the series' direction. See test_e2e.py for the set-up."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import test_e2e
-from test_e2e_first_use import _upload
+from test_e2e_first_use import _segment, _upload
+from test_e2e_readouts import _letters, server_image_letters
 from test_e2e_viewer import _cursor, _data
-from web_synth import SPACING, synthetic_hu
+from web_synth import SPACING, synthetic_hu, turned
 
 from sarcoscope.imaging import CTMetadata, write_dicom_series
 
@@ -20,18 +21,9 @@ server, page = test_e2e.server, test_e2e.page
 HU = synthetic_hu()
 
 
-def _turned(tilt: float, spin: float) -> np.ndarray:
-    """Columns: the LPS directions of the image's rows, columns and slices, tilted `tilt` degrees about the
-    left-right axis (as a gantry tilted without shear) after turning `spin` degrees in the image plane."""
-    a, b = np.deg2rad(tilt), np.deg2rad(spin)
-    about_x = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    about_z = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
-    return about_x @ about_z
-
-
 def _open(page: object, out: Path, tilt: float, spin: float, seed: int) -> dict:
     meta = CTMetadata(patient_id=f"PAT-{seed}", series_description="oblique")
-    files = write_dicom_series(HU, SPACING, out, direction=_turned(tilt, spin), metadata=meta, seed=seed)
+    files = write_dicom_series(HU, SPACING, out, direction=turned(tilt, spin), metadata=meta, seed=seed)
     _upload(page, files)
     page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
     page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
@@ -79,3 +71,23 @@ def test_an_oblique_series_is_read_and_lettered_as_shown(page: object, server: s
     assert _data(page, "#mpr", "oblique") == ""
     x, y, z, hu = _cursor(page, box["x"] + w * 0.21, box["y"] + h * 0.5)
     assert hu == HU[z, y, x]
+
+
+def test_the_server_images_of_an_oblique_series_are_lettered_by_its_direction(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """The server's images (and the label editor's) are the voxels' grid as stored, lettered R/L, A/P, S/I
+    whatever the series' direction: a series turned a quarter (rows toward posterior, columns toward the
+    patient's right) and tilted 20° read R on its anterior edge. The letters are now the server's, from the
+    series' direction, and the tilt is said as on NiiVue."""
+    meta = CTMetadata(patient_id="PAT-PNG", series_description="oblique")
+    files = write_dicom_series(
+        HU, SPACING, tmp_path / "turned", direction=turned(20, 90), metadata=meta, seed=7
+    )
+    study_id = _upload(page, files)
+    assert server_image_letters(page, server, study_id) == ["APLR", "APSI", "LRSI"]
+    notes = page.locator("#l3-grid .oblique-note")
+    assert notes.all_inner_texts() == ["oblique 20°: letters approximate"] * 3
+    _segment(page, server, study_id, 5)
+    assert _letters(page, "#editor-box") == {"left": "A", "right": "P", "top": "L", "bottom": "R"}
+    assert page.locator("#editor-box .oblique-note").inner_text() == "oblique 20°: letters approximate"

@@ -63,23 +63,31 @@ def _letters(page: object, box: str) -> dict[str, str]:
     return found
 
 
+def server_image_letters(page: object, server: str, study_id: str) -> list[str]:
+    """The letters of the study's axial, coronal and sagittal server images, each as its left, right, top
+    and bottom edge's ("RLAP": the standard axial image)."""
+    page.goto(f"{server}/?png#/study/{study_id}")
+    page.wait_for_function("document.getElementById('coronal-canvas').width > 0", timeout=60000)
+    # the localizer's note under the images makes their boxes lower: the letters are read after it came
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    boxes = (
+        "#axial-box",
+        "figure:has(#coronal-canvas) .canvas-box",
+        "figure:has(#sagittal-canvas) .canvas-box",
+    )
+    edges = ("left", "right", "top", "bottom")
+    return ["".join(letters[edge] for edge in edges) for letters in (_letters(page, box) for box in boxes)]
+
+
 def test_the_server_images_and_the_label_editor_are_lettered(
     page: object, server: str, tmp_path: Path
 ) -> None:
     """NiiVue letters every edge; the server's images (the view without WebGL2 or a GPU) and the label
     editor had no letters: which side is the patient's right had to be known."""
     study_id = _upload(page, write_series(tmp_path / "series"))
-    page.goto(f"{server}/?png#/study/{study_id}")
-    page.wait_for_function("document.getElementById('coronal-canvas').width > 0", timeout=60000)
-    # the localizer's note under the images makes their boxes lower: the letters are read after it came
-    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
-    axial = {"left": "R", "right": "L", "top": "A", "bottom": "P"}
-    assert _letters(page, "#axial-box") == axial
-    assert _letters(page, "figure:has(#coronal-canvas) .canvas-box") == {**axial, "top": "S", "bottom": "I"}
-    sagittal = {"left": "A", "right": "P", "top": "S", "bottom": "I"}
-    assert _letters(page, "figure:has(#sagittal-canvas) .canvas-box") == sagittal
+    assert server_image_letters(page, server, study_id) == ["RLAP", "RLSI", "APSI"]
     _segment(page, server, study_id, 5)
-    assert _letters(page, "#editor-box") == axial
+    assert _letters(page, "#editor-box") == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
 
 
 def test_the_images_stay_in_place_when_the_readouts_come(page: object, server: str, tmp_path: Path) -> None:

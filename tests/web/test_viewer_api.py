@@ -1,4 +1,5 @@
-"""The viewer's data routes: the whole HU volume as de-identified int16 NIfTI, and a slice's body mask."""
+"""The viewer's data routes: the whole HU volume as de-identified int16 NIfTI, a slice's body mask, and the
+orientation letters of the server's images."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import nibabel as nib
 import numpy as np
 from fastapi.testclient import TestClient
 from test_api import upload
-from web_synth import SHAPE, SPACING, multipart, synthetic_hu
+from web_synth import SHAPE, SPACING, multipart, synthetic_hu, turned
 
-from sarcoscope.web import WebSettings, create_app
+from sarcoscope.imaging import CTMetadata, write_dicom_series
+from sarcoscope.web import WebSettings, create_app, render
 
 
 def test_volume_nifti_is_the_hu_volume_without_patient_data(client: TestClient, series: list[Path]) -> None:
@@ -115,3 +117,57 @@ def test_the_whole_volume_leaving_the_server_is_in_the_audit_log(
     assert client.get("/api/studies/" + "0" * 32 + "/volume.nii.gz").status_code == 404
     events = [e for e in client.get(f"/api/studies/{sid}/audit").json() if e["action"] == "download-volume"]
     assert len(events) == 1 and events[0]["actor"] == "local" and events[0]["client"] and events[0]["at"]
+
+
+STANDARD = {
+    "axial": {"left": "R", "right": "L", "top": "A", "bottom": "P"},
+    "coronal": {"left": "R", "right": "L", "top": "S", "bottom": "I"},
+    "sagittal": {"left": "A", "right": "P", "top": "S", "bottom": "I"},
+}
+
+
+def test_the_letters_of_the_server_images_follow_the_series_direction() -> None:
+    """The server's images are the voxels' grid as stored; their letters were fixed (R/L, A/P, S/I) whatever
+    the series' direction, wrong on a mirrored or quarter-turned one, and an oblique one said nothing."""
+    assert render.orientation(np.eye(3)) == {"tilt_degrees": 0.0, "oblique": False, "letters": STANDARD}
+    # mirrored and upside down (rows toward the patient's right, columns toward anterior; slices still up)
+    flipped = render.orientation(np.diag([-1.0, -1.0, 1.0]))["letters"]
+    assert flipped["axial"] == {"left": "L", "right": "R", "top": "P", "bottom": "A"}
+    assert flipped["coronal"] == {"left": "L", "right": "R", "top": "S", "bottom": "I"}
+    assert flipped["sagittal"] == {"left": "P", "right": "A", "top": "S", "bottom": "I"}
+    # slices stored head to feet: the reconstructions' top row is the last slice, the most inferior
+    assert render.orientation(np.diag([1.0, 1.0, -1.0]))["letters"]["coronal"]["top"] == "I"
+    # a 20° gantry tilt: the nearest body axes' letters, said to be approximate
+    tilted = render.orientation(turned(20, 0))
+    assert tilted == {"tilt_degrees": 20.0, "oblique": True, "letters": STANDARD}
+    # rows toward posterior, columns toward the patient's right (a quarter turn), tilted 20°
+    quarter = render.orientation(turned(20, 90))
+    assert quarter["tilt_degrees"] == 20.0
+    assert quarter["letters"] == {
+        "axial": {"left": "A", "right": "P", "top": "L", "bottom": "R"},
+        "coronal": {"left": "A", "right": "P", "top": "S", "bottom": "I"},
+        "sagittal": {"left": "L", "right": "R", "top": "S", "bottom": "I"},
+    }
+    # the rows of test_e2e_oblique's series run 24.8° off the body's axes; 3° and less is not oblique
+    assert render.orientation(turned(20, 15))["tilt_degrees"] == 24.8
+    assert render.orientation(turned(3, 0))["oblique"] is False
+    assert render.orientation(turned(3.2, 0))["oblique"] is True
+
+
+def test_a_study_says_its_orientation(client: TestClient, tmp_path: Path) -> None:
+    """GET /api/studies/{id} (and every answer that shows one study) carries the letters of its images;
+    the list does not read each study's geometry for them."""
+    meta = CTMetadata(patient_id="PAT-OBL", series_description="oblique")
+    files = write_dicom_series(
+        synthetic_hu(), SPACING, tmp_path / "obl", direction=turned(20, 90), metadata=meta
+    )
+    uploaded = upload(client, files)
+    assert uploaded["orientation"]["tilt_degrees"] == 20.0
+    sid = uploaded["id"]
+    client.app.state.ctx.volumes.drop(sid)  # read from the stored geometry, not the volume in memory
+    shown = client.get(f"/api/studies/{sid}").json()["orientation"]
+    assert shown == render.orientation(turned(20, 90))
+    assert shown["letters"]["axial"] == {"left": "A", "right": "P", "top": "L", "bottom": "R"}
+    put = client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
+    assert put.json()["orientation"] == shown
+    assert "orientation" not in client.get("/api/studies").json()[0]

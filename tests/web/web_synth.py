@@ -31,6 +31,15 @@ def synthetic_hu(seed: int = 0) -> np.ndarray:
     return (hu[None] + noise).astype(np.int16)
 
 
+def turned(tilt: float, spin: float) -> np.ndarray:
+    """Columns: the LPS directions of the image's rows, columns and slices, tilted `tilt` degrees about the
+    left-right axis (as a gantry tilted without shear) after turning `spin` degrees in the image plane."""
+    a, b = np.deg2rad(tilt), np.deg2rad(spin)
+    about_x = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    about_z = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    return about_x @ about_z
+
+
 def write_series(
     out: Path, seed: int = 0, patient_id: str = "PAT-001", hu: np.ndarray | None = None
 ) -> list[Path]:

@@ -1,10 +1,11 @@
 """Windowed 8-bit PNG images of axial slices and coronal/sagittal reconstructions, for the browser viewer's
-fallback (browsers without WebGL2) and the label editor. The window presets are imaging.views' (one home
-for the CLI's images and the web app's)."""
+fallback (browsers without WebGL2) and the label editor, and the orientation letters at their edges. The
+window presets are imaging.views' (one home for the CLI's images and the web app's)."""
 
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 from fastapi import HTTPException
@@ -35,6 +36,48 @@ def plane_image(volume: CTVolume, plane: str, index: int) -> np.ndarray:
     if plane == "coronal":
         return volume.hu[::-1, index, :]
     return volume.hu[::-1, :, index]
+
+
+#: Beyond this tilt (degrees) of a volume's voxel axes from the body's, the letters of its images (the nearest
+#: body axes') are said to be approximate; the WebGL viewer says so by the same number.
+OBLIQUE_DEGREES = 3.0
+
+#: Where each edge of plane_image's images points: (voxel axis x 0, y 1 or z 2, sign). An axial image is the
+#: slice as stored (columns x, rows y); a reconstruction has its most superior slice (z) at the top.
+_EDGES: dict[str, dict[str, tuple[int, int]]] = {
+    "axial": {"left": (0, -1), "right": (0, 1), "top": (1, -1), "bottom": (1, 1)},
+    "coronal": {"left": (0, -1), "right": (0, 1), "top": (2, 1), "bottom": (2, -1)},
+    "sagittal": {"left": (1, -1), "right": (1, 1), "top": (2, 1), "bottom": (2, -1)},
+}
+_LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # (negative, positive) along LPS x, y, z
+
+
+def _letter(lps: np.ndarray) -> str:
+    """The body side an LPS direction points to most."""
+    axis = int(np.argmax(np.abs(lps)))
+    return _LPS_LETTERS[axis][int(lps[axis] > 0)]
+
+
+def tilt_degrees(direction: np.ndarray) -> float:
+    """How far (degrees) the voxel axes (columns of `direction`, LPS) are turned from the nearest body
+    axes: the largest of the three axes' angles to the body axis each runs nearest to."""
+    d = np.asarray(direction, dtype=float)
+    cosines = np.abs(d).max(axis=0) / np.linalg.norm(d, axis=0)
+    return float(np.degrees(np.arccos(np.clip(cosines, 0.0, 1.0))).max())
+
+
+def orientation(direction: np.ndarray) -> dict[str, Any]:
+    """The letters at the edges of the server's images of a volume whose voxel axes run along `direction`
+    (columns: the LPS unit vectors of x, y and z), by plane and edge, and its tilt. The images are the
+    voxels' grid as stored (an oblique or quarter-turned series is not resliced), so the letters are read
+    from its direction, not assumed; beyond OBLIQUE_DEGREES they are the nearest body axes' only."""
+    d = np.asarray(direction, dtype=float)
+    tilt = tilt_degrees(d)
+    letters = {
+        plane: {edge: _letter(sign * d[:, axis]) for edge, (axis, sign) in edges.items()}
+        for plane, edges in _EDGES.items()
+    }
+    return {"tilt_degrees": round(tilt, 1), "oblique": tilt > OBLIQUE_DEGREES, "letters": letters}
 
 
 def plane_png(volume: CTVolume, plane: str, index: int, preset: str) -> bytes:

@@ -435,6 +435,18 @@ class VolumeCache:
             source_axes=tuple(info["source_axes"]) if info.get("source_axes") else None,  # type: ignore[arg-type]
         )
 
+    def direction(self, study: Study) -> np.ndarray | None:
+        """The study's voxel axes (columns: LPS unit vectors of x, y, z), from memory or the cache's geometry
+        (its HU are not loaded for it); None when that cannot be read (its files being deleted)."""
+        with self._lock:
+            if study.id in self._items:
+                return np.asarray(self._items[study.id].direction, dtype=float)
+        try:
+            info = json.loads((self.store.cache_dir(study.id) / "volume.json").read_text())
+            return np.asarray(info["direction"], dtype=float).reshape(3, 3)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def sop_uids(self, study: Study) -> list[str]:
         info = json.loads((self.store.cache_dir(study.id) / "volume.json").read_text())
         return list(info.get("sop_uids") or [])

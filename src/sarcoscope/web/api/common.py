@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sarcoscope.imaging.volume import slices_text
 from sarcoscope.store import LabelVersion, Study
-from sarcoscope.web import roles
+from sarcoscope.web import render, roles
 from sarcoscope.web.context import AppContext, get_context
 
 if TYPE_CHECKING:  # the imaging package (pydicom, nibabel) loads with the first request that needs it
@@ -52,8 +52,10 @@ def iso_utc(when: dt.datetime | None) -> str | None:
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).isoformat()
 
 
-def study_json(ctx: AppContext, study: Study) -> dict[str, Any]:
-    return {
+def study_json(ctx: AppContext, study: Study, *, listed: bool = False) -> dict[str, Any]:
+    """The study as the API shows it; `orientation` (render.orientation: the letters at its images' edges,
+    its tilt) unless `listed` (a list shows no images: its studies' geometry is not read)."""
+    shown = {
         "id": study.id,
         "patient_id": study.patient_id,
         "study_date": study.study_date,
@@ -75,6 +77,10 @@ def study_json(ctx: AppContext, study: Study) -> dict[str, Any]:
         "latest_version": ctx.store.latest_version(study.id),
         "series_uid": study.series_uid,
     }
+    if not listed:
+        direction = ctx.volumes.direction(study)
+        shown["orientation"] = None if direction is None else render.orientation(direction)
+    return shown
 
 
 def version_json(row: LabelVersion) -> dict[str, Any]:

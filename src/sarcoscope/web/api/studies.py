@@ -56,7 +56,7 @@ def search_studies(body: StudySearchIn, request: Request, ctx: Ctx, user: User) 
 def _listed(request: Request, ctx: AppContext, user: str, q: str | None) -> list[dict[str, Any]]:
     studies = ctx.store.list_studies(q)
     ctx.listed(request, user, len(studies), q)
-    return [study_json(ctx, s) for s in studies]
+    return [study_json(ctx, s, listed=True) for s in studies]
 
 
 @router.post("/studies", status_code=201, tags=["studies"])

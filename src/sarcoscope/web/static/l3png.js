@@ -2,7 +2,9 @@
 // drawn on three canvases, with the Range/Slice lines and the localizer's vertebrae drawn over them. Used only
 // when NiiVue cannot run (mpr.js); window/level is then limited to the presets.
 import {$, message, unsay} from "./api.js";
-import {WheelSlices, canvasPoint, image, reconStretch, slicePosition, state, stillOpen, stretchNote, tag} from "./state.js";
+import {
+  WheelSlices, canvasPoint, image, reconStretch, showOrientation, slicePosition, state, stillOpen, stretchNote, tag,
+} from "./state.js";
 import {Viewport} from "./viewport.js";
 
 const LINE_GRAB_PX = 7; // as on NiiVue (mpr.js): a press this close to a line (CSS px) drags it
@@ -19,6 +21,8 @@ export class PNGView {
   reset(redraw = true) { this.axialView.reset(redraw); }
 
   draw() {
+    showOrientation($("axial-box"), "axial");
+    for (const plane of ["coronal", "sagittal"]) showOrientation($(`${plane}-canvas`).parentElement, plane);
     this.drawAxial();
     const one = state.study.n_slices === 1; // no height: its reconstructions would be strips a pixel high
     $("l3-grid").classList.toggle("single", one);

@@ -4,7 +4,9 @@ import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
 import {drawOutline} from "./outline.js";
 import {denied} from "./session.js";
-import {WheelSlices, canvasPoint, image, ownsKeys, showPressed, slicesText, state, stillOpen} from "./state.js";
+import {
+  WheelSlices, canvasPoint, image, ownsKeys, showOrientation, showPressed, slicesText, state, stillOpen,
+} from "./state.js";
 import {Viewport} from "./viewport.js";
 import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
 
@@ -62,6 +64,7 @@ export function resetEditorView() {
 export async function showLabeling() {
   const s = state.study;
   showBrushSize(); // at this study's pixels
+  showOrientation($("editor-box"), "axial");
   $("label-preset").value = state.preset;
   if (!s.latest_version) {
     message("No labels yet: choose the L3 slice(s) and press “Segment selected”.", true);

@@ -8,7 +8,7 @@
 // so that text stays sharp (NiiVue's own text is a bitmap font in the WebGL scene, scaled with the view).
 // Indices are the API's: x column, y row, z slice (the file's voxel order).
 import {api} from "./api.js";
-import {WheelSlices, reconStretch, slicePosition, stretchNote, tag, wheelZoom} from "./state.js";
+import {WheelSlices, obliqueNote, reconStretch, slicePosition, stretchNote, tag, wheelZoom} from "./state.js";
 import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
 
 /** This browser's WebGL2 renderer ({software: true for a software rasteriser}), or null without WebGL2 (NiiVue cannot run: the L3
@@ -50,9 +50,6 @@ const LAYOUT = [
 ];
 const AXIAL_ONLY = [{sliceType: SLICE_TYPE.AXIAL, position: [0, 0, 1, 1]}];
 const PLANES = ["Axial", "Coronal", "Sagittal"]; // by SLICE_TYPE
-// An oblique series (its voxels' grid turned from the body's axes) is drawn in that grid, lettered by the
-// nearest body axes: beyond this tilt (degrees) its tiles say the letters are approximate.
-const OBLIQUE_DEGREES = 3;
 const LINE_GRAB_PX = 7; // a press this close to a line (CSS px) drags the line instead of the crosshair
 const MAX_ZOOM = 10;
 
@@ -73,7 +70,7 @@ export class MPRView {
     this.hooks = hooks;
     this.nv = null;
     this.volume = null;
-    this.oblique = 0; // the volume's tilt from the body's axes (degrees) when beyond OBLIQUE_DEGREES
+    this.oblique = ""; // "oblique N°: letters approximate" for a volume whose grid is turned from the body's axes
     this.studyId = null; // the study whose volume is shown or coming
     this.loading = null; // its load (a promise)
     this.download = null; // the AbortController of its download
@@ -166,9 +163,9 @@ export class MPRView {
       return;
     }
     this.volume = this.nv.volumes[0];
-    const tilt = obliqueDegrees(this.volume.hdr.affine);
-    this.oblique = tilt > OBLIQUE_DEGREES ? Math.round(tilt) : 0;
-    this.box.dataset.oblique = this.oblique || "";
+    // NiiVue draws an oblique series in its voxels' grid turned to the nearest body axes, lettered by them
+    this.oblique = obliqueNote(study);
+    this.box.dataset.oblique = this.oblique ? Math.round(study.orientation.tilt_degrees) : "";
     this.emitWindow();
     this.reset(false);
   }
@@ -410,7 +407,7 @@ export class MPRView {
       } else name += stretchNote(stretchOf(s.axCorSag, this.nv.sliceScale().volScale));
       this.drawCrosshair(ctx, s, l, t, tw, th);
       ctx.fillText(name, l + 6, t + 10);
-      if (this.oblique) ctx.fillText(`oblique ${this.oblique}°: letters approximate`, l + 6, t + 24);
+      if (this.oblique) ctx.fillText(this.oblique, l + 6, t + 24);
       if (s.axCorSag !== SLICE_TYPE.AXIAL) {
         if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw);
         const [x0, x1] = this.imageSpan(tile, l, t, tw, th); // the lines cross the image, not the black beside it
@@ -499,15 +496,4 @@ async function fetchVolume(url, signal, progress) {
     at += piece.length;
   }
   return bytes.buffer;
-}
-
-/** How far (degrees) the voxel axes of `affine` (rows of [a b c t]) are turned from the nearest body axes:
- * the largest of the three axes' angles to the world axis each runs nearest to. */
-function obliqueDegrees(affine) {
-  const angles = [0, 1, 2].map((j) => {
-    const column = [0, 1, 2].map((r) => affine[r][j]);
-    const cos = Math.max(...column.map(Math.abs)) / Math.hypot(...column);
-    return (Math.acos(Math.min(1, cos)) * 180) / Math.PI;
-  });
-  return Math.max(...angles);
 }

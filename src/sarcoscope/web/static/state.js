@@ -138,6 +138,28 @@ export const slicePosition = (z, n) => (n > 1 ? `slice ${z} (0–${n - 1})` : `s
 /** The caption's note on a stretched reconstruction (none at true proportions). */
 export const stretchNote = (stretch) => (stretch > 1 ? ` · not to scale: height ×${stretch.toFixed(1)}` : "");
 
+/** "oblique 25°: letters approximate" for a study whose voxels' grid is turned beyond a few degrees from the
+ * body's axes (the server's orientation: render.orientation), else "": its images are lettered by the nearest
+ * body axes. */
+export const obliqueNote = (study) => {
+  const o = study.orientation;
+  return o && o.oblique ? `oblique ${Math.round(o.tilt_degrees)}°: letters approximate` : "";
+};
+
+/** The server's letters for its images of `plane` (the body side at each edge: they follow the series' stored
+ * layout, quarter-turned or mirrored too) on `box`'s .orient spans, and its .oblique-note; none when the
+ * server could not tell them. */
+export function showOrientation(box, plane) {
+  const o = state.study.orientation;
+  for (const span of box.querySelectorAll(".orient")) {
+    const edge = ["left", "right", "top", "bottom"].find((name) => span.classList.contains(name));
+    span.textContent = o ? o.letters[plane][edge] : "";
+  }
+  const note = box.querySelector(".oblique-note");
+  note.textContent = obliqueNote(state.study);
+  note.hidden = !note.textContent;
+}
+
 /** A label on a dark backing box (readable over bone, small enough not to hide anatomy). */
 export function tag(ctx, text, x, y, color, align) {
   const w = ctx.measureText(text).width + 6;
