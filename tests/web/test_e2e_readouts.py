@@ -3,12 +3,15 @@ pointer and the orientation letters, on NiiVue, on the server's images and in th
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 import test_e2e
+from PIL import Image
 from test_e2e_first_use import _segment, _upload
 from test_e2e_viewer import _data, _open_mpr, _y_of_slice
-from web_synth import write_series
+from web_synth import synthetic_hu, write_series
 
 pytestmark = test_e2e.pytestmark
 server, page = test_e2e.server, test_e2e.page
@@ -104,3 +107,43 @@ def test_the_images_stay_in_place_when_the_readouts_come(page: object, server: s
         page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
         assert "HU" in page.locator("#l3-cursor").inner_text()
         assert page.locator("#mpr-canvas").bounding_box() == box, width
+
+
+def _image_edge(page: object, x: float, inside: float, outside: float) -> float:
+    """The page y, between `inside` (over the image) and `outside` (not), where the image under x ends: NiiVue
+    reads a voxel under the pointer on the image only."""
+    while abs(outside - inside) > 0.5:
+        middle = (inside + outside) / 2
+        page.mouse.move(x, middle)
+        if _data(page, "#mpr", "cursor"):
+            inside = middle
+        else:
+            outside = middle
+    return inside
+
+
+def _white_pixels(page: object, x: float, y: float) -> int:
+    """Pixels of a letter's white in the 16 x 16 page px from (x - 8, y) down."""
+    rgb = np.asarray(
+        Image.open(io.BytesIO(page.screenshot(clip={"x": x - 8, "y": y, "width": 16, "height": 16})))
+    )
+    return int((rgb[..., :3].min(axis=2) > 200).sum())
+
+
+def test_the_reconstructions_of_a_short_series_say_s_and_i(page: object, server: str, tmp_path: Path) -> None:
+    """NiiVue letters its tiles in mid-grey without an outline (its fontColor 0.5): soft tissue in the soft
+    tissue window is that grey, and the top and bottom edges of a short series' coronal and sagittal images
+    run through the body, so their S and I could not be seen (the axial image's letters stand on air). The
+    letters are drawn over NiiVue's images now, white on a dark outline, readable on any tissue."""
+    _upload(page, write_series(tmp_path / "series", hu=synthetic_hu(0)[:4]))
+    page.wait_for_function("document.getElementById('mpr').dataset.window === '40,400'", timeout=60000)
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    box = page.locator("#mpr-canvas").bounding_box()
+    middle, bottom = box["y"] + box["height"] / 2, box["y"] + box["height"]
+    for fx in (0.56, 0.855):  # the middle of the coronal and the sagittal image
+        x = box["x"] + box["width"] * fx
+        top, end = _image_edge(page, x, middle, box["y"]), _image_edge(page, x, middle, bottom)
+        assert end - top > 60, (fx, top, end)  # stretched: the letters have room
+        page.mouse.move(box["x"] + 2, box["y"] + 2)  # (no readout: nothing drawn for it)
+        assert _white_pixels(page, x, top) >= 8, ("S", fx)
+        assert _white_pixels(page, x, end - 16) >= 8, ("I", fx)

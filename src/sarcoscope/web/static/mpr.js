@@ -50,6 +50,9 @@ const LAYOUT = [
 ];
 const AXIAL_ONLY = [{sliceType: SLICE_TYPE.AXIAL, position: [0, 0, 1, 1]}];
 const PLANES = ["Axial", "Coronal", "Sagittal"]; // by SLICE_TYPE
+// The letters at each tile's left, right, top and bottom edge, by SLICE_TYPE: NiiVue draws the voxels' grid
+// turned to the nearest body axes, radiological (the patient's right on the left), sagittal anterior on the left.
+const LETTERS = [["R", "L", "A", "P"], ["R", "L", "S", "I"], ["A", "P", "S", "I"]];
 const LINE_GRAB_PX = 7; // a press this close to a line (CSS px) drags the line instead of the crosshair
 const MAX_ZOOM = 10;
 
@@ -85,10 +88,9 @@ export class MPRView {
       sagittalNoseLeft: true, // anterior on the left, as radiologists read a sagittal image
       crosshairWidth: 0, // drawOverlay's: NiiVue's is a voxel thick, a band on a stretched tile
       show3Dcrosshair: false,
-      isOrientationTextVisible: true,
-      // every edge lettered: with the left and top only, the coronal tile's left R stood at the axial image's
-      // right edge, which then read R ... R
-      showAllOrientationMarkers: true,
+      // the orientation letters are drawOverlay's: NiiVue's are mid-grey without an outline, unseen on soft
+      // tissue (a short series' coronal and sagittal tiles had no S and no I)
+      isOrientationTextVisible: false,
       dragAndDropEnabled: false,
       multiplanarPadPixels: 4,
       loadingText: "",
@@ -402,12 +404,15 @@ export class MPRView {
       ctx.fillStyle = "rgba(255,255,255,0.75)";
       ctx.textAlign = "left";
       let name = PLANES[s.axCorSag];
+      const notes = []; // under the name, clear of the top letter (a narrow tile's name ran into it)
       if (s.axCorSag === SLICE_TYPE.AXIAL) {
         name += ` · ${slicePosition(this.voxelOf(this.nv.scene.crosshairPos)[2], this.volume.hdr.dims[3])}`;
-      } else name += stretchNote(stretchOf(s.axCorSag, this.nv.sliceScale().volScale));
+      } else notes.push(stretchNote(stretchOf(s.axCorSag, this.nv.sliceScale().volScale), ""));
+      notes.push(this.oblique);
       this.drawCrosshair(ctx, s, l, t, tw, th);
       ctx.fillText(name, l + 6, t + 10);
-      if (this.oblique) ctx.fillText(this.oblique, l + 6, t + 24);
+      notes.filter(Boolean).forEach((note, i) => ctx.fillText(note, l + 6, t + 24 + 14 * i));
+      drawLetters(ctx, LETTERS[s.axCorSag], l, t, tw, th);
       if (s.axCorSag !== SLICE_TYPE.AXIAL) {
         if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw);
         const [x0, x1] = this.imageSpan(tile, l, t, tw, th); // the lines cross the image, not the black beside it
@@ -471,6 +476,28 @@ export class MPRView {
       tag(ctx, name, left + width - 6, centre, color, "right");
     }
   }
+}
+
+/** Orientation letters [left, right, top, bottom] at the middle of each edge of a tile (left, top, width,
+ * height; CSS px), as NiiVue places its own, in white on a dark outline: readable on air, tissue and bone alike. */
+function drawLetters(ctx, [left, right, top, bottom], l, t, w, h) {
+  ctx.save();
+  ctx.font = "12px system-ui, sans-serif";
+  ctx.lineWidth = 3;
+  ctx.lineJoin = "round";
+  ctx.strokeStyle = "rgba(0,0,0,0.8)";
+  ctx.fillStyle = "rgba(255,255,255,0.9)";
+  const put = (text, x, y, align, baseline) => {
+    ctx.textAlign = align;
+    ctx.textBaseline = baseline;
+    ctx.strokeText(text, x, y);
+    ctx.fillText(text, x, y);
+  };
+  put(left, l + 4, t + h / 2, "left", "middle");
+  put(right, l + w - 4, t + h / 2, "right", "middle");
+  put(top, l + w / 2, t + 3, "center", "top");
+  put(bottom, l + w / 2, t + h - 3, "center", "bottom");
+  ctx.restore();
 }
 
 /** The bytes of the volume at `url`, read here rather than by NiiVue so that its progress can be shown (a

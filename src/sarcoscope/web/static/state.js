@@ -135,8 +135,9 @@ export const slicesText = (zs) => zs.length === 1 ? `slice ${zs[0]}` : `slices $
 /** Slice z of a series of n, numbered as slicesText: "slice 74 (0–111)" ("74 / 111" read as the 74th of 111). */
 export const slicePosition = (z, n) => (n > 1 ? `slice ${z} (0–${n - 1})` : `slice ${z}`);
 
-/** The caption's note on a stretched reconstruction (none at true proportions). */
-export const stretchNote = (stretch) => (stretch > 1 ? ` · not to scale: height ×${stretch.toFixed(1)}` : "");
+/** The caption's note on a stretched reconstruction, after `lead` (none at true proportions). */
+export const stretchNote = (stretch, lead = " · ") =>
+  (stretch > 1 ? `${lead}not to scale: height ×${stretch.toFixed(1)}` : "");
 
 /** "oblique 25°: letters approximate" for a study whose voxels' grid is turned beyond a few degrees from the
  * body's axes (the server's orientation: render.orientation), else "": its images are lettered by the nearest
