@@ -132,14 +132,26 @@ def test_real_without_sacrum_counts_from_ribs_and_says_so(real: CTVolume) -> Non
         jsonschema.validate({**json.loads(json.dumps(sel.details)), "confidence": 0.5}, l3_schema)
 
 
+def _enhanced(v: CTVolume, delta: float) -> CTVolume:
+    """Soft tissue (-20..120 HU) raised by `delta`, ramped in at both ends, as scripts/l3_perturb.py does."""
+    hu = v.hu.astype(np.float32)
+    return replace(v, hu=hu + delta * np.clip((hu + 40) / 20, 0, 1) * np.clip((140 - hu) / 20, 0, 1))
+
+
+def _pixels(v: CTVolume, dy: float, dx: float) -> CTVolume:
+    """The slices resampled to dy x dx mm pixels (linear), as scripts/l3_perturb.py does."""
+    zoom = (1.0, v.spacing[1] / dy, v.spacing[2] / dx)
+    hu = ndi.zoom(v.hu.astype(np.float32), zoom, order=1, mode="nearest")
+    return replace(v, hu=hu, spacing=(v.spacing[0], dy, dx))
+
+
 def test_real_traces_disagreeing_on_the_last_rib_lower_the_confidence(real: CTVolume) -> None:
-    """Without the sacrum and with the scan starting in T12, one trace of the column placed the T12/L1 disc
-    9 mm into T12 (the faint top of the profile moves with one more slice), so the joint window of L1 held
-    T12's rib: counted one vertebra low. The other trace saw the disc where it is; their last rib-bearing
-    vertebrae lie a level apart, which now lowers the confidence (0.84 before) and says why. One slice less
-    at the top, both traces agree and the count is right."""
-    wrong = locate_l3(_crop(real, 42, real.n_slices))
-    assert _mid_error_mm(wrong, REF_MID, 42) > 25.0  # one vertebra off: the failure this flags
+    """Without the sacrum, soft tissue enhanced by 80 HU and the scan ending just below T12's top, one trace
+    of the column reads T12's ribs on L1 and the other on T12: their last rib-bearing vertebrae lie a level
+    apart, which lowers the confidence and says why. The unaltered scan from slice 42 up, both traces agree
+    and the count is right."""
+    wrong = locate_l3(_enhanced(_crop(real, 40, 110), 80.0))
+    assert _mid_error_mm(wrong, REF_MID, 40) > 25.0  # one vertebra off: the failure this flags
     reasons = " ".join(f["reason"] for f in wrong.flags if f["flag"] == FLAG_COUNTING)
     assert "put the last rib-bearing vertebra" in reasons
     assert wrong.confidence < 0.65
@@ -147,6 +159,28 @@ def test_real_traces_disagreeing_on_the_last_rib_lower_the_confidence(real: CTVo
     assert _mid_error_mm(right, REF_MID, 42) <= 3.0
     assert "put the last rib-bearing vertebra" not in " ".join(f["reason"] for f in right.flags)
     assert right.confidence > 0.8
+
+
+@pytest.mark.parametrize(
+    ("first", "pixels"), [(42, None), (45, (1.5, 1.0)), (55, (1.5, 1.0)), (45, (0.75, 0.75))]
+)
+def test_real_t12_rib_read_below_its_disc_is_t12s(
+    real: CTVolume, first: int, pixels: tuple[float, float] | None
+) -> None:
+    """Without the sacrum, the lowest rib pair runs steeply down from its head on T12's body. When one trace
+    of the column placed the T12/L1 disc 9 mm into T12 (the scan starting at slice 42; 1.5 x 1.0 mm or, with
+    40 HU of noise, 0.75 mm pixels), L1's joint window held the rib's neck and L1 was taken for the last
+    rib-bearing vertebra: L3 one vertebra low (34 mm). The neck runs on up across that disc, closer to the
+    body: the rib is T12's."""
+    volume = _crop(real, first, real.n_slices)
+    if pixels is not None:
+        volume = _pixels(volume, *pixels)
+    if pixels == (0.75, 0.75):
+        volume = _noisy(volume, 40.0)
+    loc = locate_l3(volume)
+    assert loc.counted_from == "ribs"
+    assert _mid_error_mm(loc, REF_MID, first) <= 10.0
+    assert "T12" in loc.rib_vertebrae and "L1" not in loc.rib_vertebrae
 
 
 def _noisy(v: CTVolume, sigma: float) -> CTVolume:

@@ -93,3 +93,19 @@ def test_a_tall_plate_touching_a_transverse_process_is_no_rib() -> None:
     plate = [((z + dz, y + 2, x + 1), (z + dz, y + 2, x + 25)) for dz in range(-10, 11)]
     v = _evidence(tp, *plate)[2]
     assert not v.left and v.left_reach_mm < 30
+
+
+def test_a_steep_rib_whose_neck_runs_down_across_the_disc_is_the_vertebra_above_it() -> None:
+    # The lowest rib's head sits against segment 4 just above the disc below it (as when that disc was read
+    # a few millimetres into the body: non-square or coarse pixels, thick slices), and its neck runs steeply
+    # down across the disc, through segment 3's joint window 10-16 mm beside the body, to a long shaft.
+    # Segment 3's window holds the rib's neck, not its head: the rib is segment 4's.
+    head = (43.0, BODY_Y + 3, CX - HALF_WIDTH_PX - 2)
+    neck = (36.0, BODY_Y + 8, CX - HALF_WIDTH_PX - 9)
+    shaft_end = (16.0, BODY_Y + 14, CX - HALF_WIDTH_PX - 40)
+    ribs = [(head, neck), (neck, shaft_end)]
+    mirrored = [tuple((z, y, 2 * CX - x) for z, y, x in bar) for bar in ribs]
+    ev = _evidence(*ribs, *mirrored)
+    assert ev[4].right and ev[4].left and ev[4].bears_ribs
+    assert ev[4].right_reach_mm >= 70 and ev[4].right_drop_mm >= 40
+    assert not ev[3].any and not ev[3].bears_ribs

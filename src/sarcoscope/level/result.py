@@ -18,8 +18,9 @@ from sarcoscope.level.selection import L3Selection
 #: v7: a count from the sacrum alone is checked against the ribs it names, an inferred L5/S1 disc weighs
 #: less; v8: the rib series is followed over two vertebrae whose ribs were missed; v11: the wide trace is
 #: held within 70 mm in front of the spinal canal, the sacrum's width on bone joined behind the body's front;
-#: v12: the aortic bifurcation and the iliac crests (`level.cues`), weighed when they lie below the scan).
-METHOD = "disc-count-v13"
+#: v12: the aortic bifurcation and the iliac crests (`level.cues`), weighed when they lie below the scan;
+#: v14: a rib whose neck runs up across the upper disc to its head is the vertebra above's).
+METHOD = "disc-count-v14"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"

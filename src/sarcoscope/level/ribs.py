@@ -7,11 +7,14 @@ is probed in its own joint window, the bone found there is followed slice by sli
 upwards, so a neighbouring rib that touches it further out cannot lead back up to another joint), and the
 lateral reach and the drop of what was followed are the evidence. Judging a rib where it starts, not where
 it ends laterally, finds a long steep lowest rib as well as a short flat one, and each side on its own.
+Where a joint window holds only the neck of a steep rib whose head lies above the window's upper disc (the
+disc read a few millimetres into the body above, on coarse or non-square pixels), the neck is followed up
+from the window to that head and the rib is credited to the vertebra above.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -50,6 +53,13 @@ FACET_MM = 6.0
 FACET_FORWARD = 0.3
 #: How far below its joint (in vertebral levels) a rib is followed.
 FOLLOW_LEVELS = 2.5
+#: Bone within this far (mm) beyond the body's side is a rib's neck (the joint window's width).
+NECK_MM = 18.0
+#: A rib whose neck goes on up this far (mm) above the upper disc has its head at the joint above: on 5 mm
+#: slices a phantom's horizontal 12th-rib neck, below the disc, blurs to one 3 mm working slice above it.
+NECK_ABOVE_MM = 6.0
+#: ... and comes at least this much (mm) closer to the body there than anywhere in the window.
+HEAD_STEP_MM = 3.0
 
 
 @dataclass
@@ -130,7 +140,9 @@ class _Side:
     lateral: np.ndarray  # (z, 1, x) mm from the column's midline toward this side
     forward: np.ndarray  # (z, y, 1) mm behind the vertebral body's centre
     reach: np.ndarray  # largest lateral distance (mm) of each piece (index = label)
+    inner: np.ndarray  # smallest lateral distance (mm) of each piece
     below: dict[int, set[int]]  # piece -> pieces on the slice below that it touches
+    above: dict[int, set[int]]  # piece -> pieces on the slice above that touch it
 
 
 def _side(bone: np.ndarray, lateral: np.ndarray, forward: np.ndarray, sgn: float, max_px: int) -> _Side:
@@ -150,10 +162,12 @@ def _side(bone: np.ndarray, lateral: np.ndarray, forward: np.ndarray, sgn: float
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     labels[sizes[labels] > max_px] = 0
     reach = _label_maxima(np.broadcast_to(lat, labels.shape), labels, n)
+    inner = -_label_maxima(np.broadcast_to(-lat, labels.shape), labels, n)
     # which pieces touch which on the slice below: each pixel's neighbourhood holds at most two pieces in
     # practice, the largest and the smallest label
     big = np.iinfo(labels.dtype).max
     below: dict[int, set[int]] = {}
+    above: dict[int, set[int]] = {}
     lower = labels[:-1]
     for grown in (
         ndi.maximum_filter(labels, size=(1, 3, 3)),
@@ -164,7 +178,8 @@ def _side(bone: np.ndarray, lateral: np.ndarray, forward: np.ndarray, sgn: float
         pairs = np.unique(np.stack([upper[both], lower[both]]), axis=1)
         for a, b in pairs.T.tolist():
             below.setdefault(a, set()).add(b)
-    return _Side(sgn, labels, lat, fwd, reach, below)
+            above.setdefault(b, set()).add(a)
+    return _Side(sgn, labels, lat, fwd, reach, inner, below, above)
 
 
 def _label_maxima(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
@@ -223,6 +238,8 @@ def joint_ribs(
     ys = np.arange(y0, y1)[:, None]
     level = float(np.median(np.subtract(seg_hi, seg_lo)))
     out: list[VertebraRibs] = []
+    moved: dict[tuple[int, str], tuple[_Followed, _Followed]] = {}
+    followed: dict[tuple[int, str], _Followed] = {}
     # one side at a time: the column and everything medial to the body's side is taken out, so each side's
     # pieces are separate from the vertebra and from the other side
     extents = np.array([body_extent(grid, trace, lo, hi) for lo, hi in zip(seg_lo, seg_hi, strict=True)])
@@ -255,19 +272,69 @@ def joint_ribs(
             out.append(v)
             continue
         for side, pieces in sides.items():
-            reach, drop = _follow(pieces, hws[k], depth, (z_bot, z_top), level, dz)
-            found = (reach >= RIB_REACH_MM and drop >= RIB_DROP_MM) or reach >= FLAT_RIB_REACH_MM
-            setattr(v, side, bool(found))
-            setattr(v, f"{side}_reach_mm", round(reach, 1))
-            setattr(v, f"{side}_drop_mm", round(drop, 1))
+            got = _follow(pieces, hws[k], depth, (z_bot, z_top), level, dz, hi)
+            _record(v, side, got)
+            followed[k, side] = got
+            if _is_rib(got) and got.from_above:
+                rest = _follow(pieces, hws[k], depth, (z_bot, z_top), level, dz, hi, got.path)
+                moved[k, side] = (got, rest)
         out.append(v)
+    # A rib whose neck runs up across the upper disc starts at the joint above: it is that vertebra's, and
+    # this one keeps what it has without it, when the vertebra above found none on that side or found the
+    # same bone (their paths share a piece of the neck).
+    by_segment = {v.segment: v for v in out}
+    for (k, side), (rib, rest) in sorted(moved.items()):
+        upper = by_segment.get(k + 1)
+        if upper is None:
+            continue
+        if not getattr(upper, side):
+            _record(upper, side, rib)
+        elif not _neck(sides[side], rib.path, hws[k]) & followed[k + 1, side].path:
+            continue
+        _record(by_segment[k], side, rest)
     return out
 
 
+def _neck(side: _Side, pieces: set[int], hw: float) -> set[int]:
+    """The pieces within NECK_MM of the body's side."""
+    return {a for a in pieces if side.inner[a] - hw < NECK_MM}
+
+
+def _is_rib(got: _Followed) -> bool:
+    """Bone followed from a joint is a rib when it reaches past any transverse process."""
+    return bool((got.reach >= RIB_REACH_MM and got.drop >= RIB_DROP_MM) or got.reach >= FLAT_RIB_REACH_MM)
+
+
+def _record(v: VertebraRibs, side: str, got: _Followed) -> None:
+    """Set one side's evidence of `v` from what was followed."""
+    setattr(v, side, _is_rib(got))
+    setattr(v, f"{side}_reach_mm", round(got.reach, 1))
+    setattr(v, f"{side}_drop_mm", round(got.drop, 1))
+
+
+@dataclass
+class _Followed:
+    """What was followed from one joint window: reach beyond the body's side and drop (mm), the pieces of
+    the rib's path (those leading to its lateral end) and whether its neck goes on up across the upper
+    disc (its head at the joint above)."""
+
+    reach: float
+    drop: float
+    path: set[int] = field(default_factory=set)
+    from_above: bool = False
+
+
 def _follow(
-    side: _Side, hw: float, depth: float, window_z: tuple[int, int], level: float, dz: float
-) -> tuple[float, float]:
-    """Follow the bone that starts in one joint window downwards; (reach beyond the body's side, drop), mm.
+    side: _Side,
+    hw: float,
+    depth: float,
+    window_z: tuple[int, int],
+    level: float,
+    dz: float,
+    disc: float,
+    skip: frozenset[int] | set[int] = frozenset(),
+) -> _Followed:
+    """Follow the bone that starts in one joint window downwards, leaving out the pieces `skip`.
 
     The drop is measured from the highest slice where the followed bone leaves the joint (reaches 10 mm
     beyond the body) to the slices of its lateral end.
@@ -275,6 +342,7 @@ def _follow(
     z_bot, z_top = window_z
     z_end = max(0, int(np.floor(z_bot - FOLLOW_LEVELS * level)))
     held: set[int] = set()  # pieces followed on the slice above
+    held_at: dict[int, set[int]] = {}
     z_neck: int | None = None
     trail: list[tuple[float, int]] = []  # (reach, slice) of what was followed
     for z in range(z_top, z_end - 1, -1):
@@ -285,21 +353,69 @@ def _follow(
         if z >= z_bot:
             d = np.broadcast_to(side.lateral[z], lab.shape)
             f = np.broadcast_to(side.forward[z], lab.shape)
-            window = (d > hw + SIDE_GAP_MM) & (d < hw + 18.0) & (f > -0.2 * depth) & (f < depth / 2 + 25.0)
+            window = (d > hw + SIDE_GAP_MM) & (d < hw + NECK_MM) & (f > -0.2 * depth) & (f < depth / 2 + 25.0)
             ids.update(np.unique(lab[window & (lab > 0)]).tolist())
         ids.discard(0)
+        ids -= skip
         if not ids:
             if z < z_bot:
                 break
             held = set()
             continue
-        held = ids
+        held = held_at[z] = ids
         reach = float(side.reach[list(ids)].max()) - hw
         if z_neck is None and reach >= 10.0:
             z_neck = z
         trail.append((reach, z))
     if not trail or z_neck is None:
-        return max([r for r, _ in trail], default=0.0), 0.0
+        return _Followed(max([r for r, _ in trail], default=0.0), 0.0)
     best = max(r for r, _ in trail)
     z_far = float(np.mean([z for r, z in trail if r >= best - 10.0]))
-    return best, max(0.0, (z_neck - z_far) * dz)
+    path = _rib_path(side, held_at, hw, best)
+    pieces = set().union(*path.values())
+    return _Followed(
+        best, max(0.0, (z_neck - z_far) * dz), pieces, _from_above(side, path, hw, window_z, disc, level, dz)
+    )
+
+
+def _rib_path(side: _Side, held_at: dict[int, set[int]], hw: float, best: float) -> dict[int, set[int]]:
+    """Per slice, the followed pieces that lead down to the rib's lateral end (within 10 mm of the
+    farthest reach): the rib's path from the joint window."""
+    path: dict[int, set[int]] = {}
+    for z in sorted(held_at):
+        far = {a for a in held_at[z] if side.reach[a] - hw >= best - 10.0}
+        up = {a for a in held_at[z] if side.below.get(a, set()) & path.get(z - 1, set())}
+        if far | up:
+            path[z] = far | up
+    return path
+
+
+def _from_above(
+    side: _Side,
+    path: dict[int, set[int]],
+    hw: float,
+    window_z: tuple[int, int],
+    disc: float,
+    level: float,
+    dz: float,
+) -> bool:
+    """Whether the rib's neck goes on upwards from the joint window across the upper disc (working slice
+    `disc`) to a head against the body above it: NECK_ABOVE_MM or more above the disc but within half a level
+    (a rib runs down from its head, which lies on its own vertebra's body), and HEAD_STEP_MM closer to the
+    body than anywhere in the window. The rib is then the vertebra above's: a steep lowest rib read below
+    its vertebra when the disc between them was placed in its body."""
+    z_bot, z_top = window_z
+    tops = [z for z in path if z_bot <= z <= z_top]
+    if not tops:
+        return False
+    in_window = set().union(*(path[z] for z in tops))
+    closest = float(side.inner[list(in_window)].min()) - hw
+    z, front, nearest = max(tops), path[max(tops)], np.inf
+    while front and z + 1 < side.labels.shape[0]:
+        front = {a for b in front for a in side.above.get(b, set()) if side.inner[a] - hw < NECK_MM}
+        if front:
+            z += 1
+            nearest = min(nearest, float(side.inner[list(front)].min()) - hw)
+        if z > disc + 0.5 * level:
+            return False  # bone beside the column that goes on up: no rib's neck
+    return (z - disc) * dz >= NECK_ABOVE_MM and nearest <= closest - HEAD_STEP_MM
