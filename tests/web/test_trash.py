@@ -431,3 +431,20 @@ def test_an_erasure_stopped_half_way_is_undone_before_its_check_and_finished_aft
     assert [d.id for d in trash.deleted_studies(app.state.ctx.store)] == [undecided]
     assert [p for p in data.rglob("*") if decided in str(p)] == []
     app.state.ctx.store.close()
+
+
+def test_a_restore_refused_over_files_in_its_place_names_no_uid(
+    client: TestClient, series: list[Path]
+) -> None:
+    """A restore refused because files are where the study's go answered with their path, the data folder's
+    ct/<StudyInstanceUID>/<SeriesInstanceUID>: the patient's UIDs and the server's folder, to the client."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    study = store.get_study(sid)
+    assert delete_study(client, sid).status_code == 200
+    store.series_dir(study).mkdir(parents=True)  # a kill left them, or a hand put them there
+    refused = client.post(f"/api/deleted-studies/{sid}/restore")
+    assert refused.status_code == 409 and "its images are there already" in refused.json()["detail"]
+    for value in (study.study_uid, study.series_uid, str(store.data_dir)):
+        assert value not in refused.text
+    assert [d.id for d in trash.deleted_studies(store)] == [sid]  # still kept

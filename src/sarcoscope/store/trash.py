@@ -307,9 +307,12 @@ def restore(store: Store, study_id: str, actor: str, client: str | None = None) 
                 f"Study {study_id} is not restored: its series was uploaded again since it was deleted "
                 f"(study {again.id}). Delete that one first, or keep it and erase this one."
             )
-        for name in ("ct", "cache"):
-            if (entry / name).is_dir() and files[name].exists():
-                raise ConflictError(f"Study {study_id} is not restored: {files[name]} exists already.")
+        for name, what in (("ct", "images"), ("cache", "decoded images")):
+            if (entry / name).is_dir() and files[name].exists():  # said without the path: the patient's UIDs
+                raise ConflictError(
+                    f"Study {study_id} is not restored: its {what} are there already (a folder in the data "
+                    f"folder's {name}/ that no study owns; the server's next start removes it)."
+                )
         restoring = entry.with_name(f".{study_id}.restoring")
         try:
             os.replace(entry, restoring)
