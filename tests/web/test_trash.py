@@ -35,6 +35,17 @@ def _edited(client: TestClient, series: list[Path]) -> tuple[str, np.ndarray]:
     return sid, labels
 
 
+def _corrected_and_deleted_again(client: TestClient, sid: str) -> None:
+    """A colleague's correction saved on the restored study `sid` (a third label version), which is then
+    deleted again: another deletion, which an erase of the first must not take with it."""
+    labels, version, _ = get_labels(client, sid)
+    labels[:, 30:40, 30:40] = 2
+    saved = client.post(
+        f"/api/studies/{sid}/labels", params={"base_version": version}, content=labels.tobytes()
+    )
+    assert saved.status_code == 201 and delete_study(client, sid).status_code == 200
+
+
 def _files_of(data_dir: Path, sid: str) -> list[Path]:
     return [p for p in data_dir.rglob("*") if sid in str(p) and not p.is_relative_to(data_dir / "trash")]
 
@@ -217,12 +228,7 @@ def test_the_erase_command_erases_the_deletion_it_showed_only(
     def meanwhile(question: str, **_: object) -> bool:
         assert "2 label versions" in question
         assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
-        labels, version, _ = get_labels(client, sid)
-        labels[:, 30:40, 30:40] = 2
-        saved = client.post(
-            f"/api/studies/{sid}/labels", params={"base_version": version}, content=labels.tobytes()
-        )
-        assert saved.status_code == 201 and delete_study(client, sid).status_code == 200
+        _corrected_and_deleted_again(client, sid)
         return True
 
     monkeypatch.setattr(typer, "confirm", meanwhile)
@@ -371,12 +377,7 @@ def test_an_erase_and_a_restore_at_the_same_time_never_erase_the_study_restored(
             meanwhile["restore"] = -1
             meanwhile["restore"] = client.post(f"/api/deleted-studies/{sid}/restore").status_code
             if meanwhile["restore"] == 200:
-                labels, version, _ = get_labels(client, sid)
-                labels[:, 30:40, 30:40] = 2
-                saved = client.post(
-                    f"/api/studies/{sid}/labels", params={"base_version": version}, content=labels.tobytes()
-                )
-                assert saved.status_code == 201 and delete_study(client, sid).status_code == 200
+                _corrected_and_deleted_again(client, sid)
         return record
 
     monkeypatch.setattr(trash, "_read", read_then_restore)
