@@ -138,6 +138,38 @@ def test_corrupt_and_malformed_uploads(client: TestClient, series: list[Path]) -
     assert r.status_code == 422 and "exactly one .zip" in r.json()["detail"]
 
 
+def _run_on_into_the_name(file: Path, tag: bytes) -> bytes:
+    """`file` (explicit VR) named Jansen^Piet, the length of its element `tag` (group, element, VR) damaged
+    so that its value runs on over the header after it, up to the end of the patient's name."""
+    ds = pydicom.dcmread(file)
+    ds.PatientName = "Jansen^Piet"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    raw = bytearray(buffer.getvalue())
+    at = raw.find(tag, 132)
+    length = raw.find(b"Jansen^Piet") + 12 - (at + 8)
+    raw[at + 6 : at + 8] = (length + length % 2).to_bytes(2, "little")
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("tag", [b"\x08\x00\x16\x00UI", b"\x08\x00\x60\x00CS"], ids=["sop-class", "modality"])
+def test_a_damaged_file_skipped_is_named_without_the_header_it_ran_into(
+    client: TestClient, series: list[Path], tag: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file whose SOP Class UID or Modality had a damaged length was skipped with its value quoted (the
+    reason of a 422, or a warning stored with the study and printed in its reports, de-identified ones
+    too), and that value ran on into the header after it: the patient's name, dates, UIDs."""
+    damaged = ("files", ("damaged.dcm", _run_on_into_the_name(series[0], tag), "application/dicom"))
+    with caplog.at_level("DEBUG"):
+        refused = client.post("/api/studies", files=[damaged])
+        uploaded = client.post("/api/studies", files=[*multipart(series[1:]), damaged])
+    assert refused.status_code == 422 and "found 1 file: 1 object " in refused.json()["detail"]
+    assert uploaded.status_code == 201, uploaded.text
+    [skipped] = [w for w in uploaded.json()["warnings"] if w.startswith("skipped 1 file")]
+    for text in (refused.text, skipped, caplog.text):
+        assert "JANSEN" not in text.upper() and "20240131" not in text
+
+
 def test_oversized_upload_is_refused(client: TestClient) -> None:
     big = b"\x00" * (9 * 1024**2)  # the fixture's limit is 8 MiB
     r = client.post("/api/studies", files=[("files", ("big.dcm", big, "application/dicom"))])

@@ -114,3 +114,27 @@ def test_background_failures_are_logged_without_their_text(caplog: pytest.LogCap
         logged = "\n".join(logging.Formatter().format(r) for r in caplog.records if r.name == logger)
         assert "ValueError" in logged and "in _quoting_failure" in logged, logged
         assert UID_ROOT not in logged and NAME not in logged, logged
+
+
+def test_a_damaged_file_of_a_zip_is_logged_without_its_folders(
+    client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pydicom logs a file cut short inside its compressed pixel data as "End of file reached before
+    delimiter ... in file <path>": for a zip's file that path is below the upload's folder, in the zip's
+    folders, which PACS exports name by the patient. The reason is logged, the path left out."""
+    import io
+    import zipfile
+
+    from pydicom.uid import RLELossless
+
+    ds = pydicom.dcmread(write_series(tmp_path / "s")[5])
+    ds.compress(RLELossless)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("Jansen Piet 12345678/CT abdomen/IM0001", buffer.getvalue()[:-500])
+    with caplog.at_level(logging.DEBUG):
+        client.post("/api/studies", files=[("files", ("export.zip", archive.getvalue(), "application/zip"))])
+    assert "End of file reached before delimiter" in caplog.text  # the reason is kept
+    assert "Jansen" not in caplog.text and "12345678" not in caplog.text

@@ -35,6 +35,17 @@ def _edited(client: TestClient, series: list[Path]) -> tuple[str, np.ndarray]:
     return sid, labels
 
 
+def _corrected_and_deleted_again(client: TestClient, sid: str) -> None:
+    """A colleague's correction saved on the restored study `sid` (a third label version), which is then
+    deleted again: another deletion, which an erase of the first must not take with it."""
+    labels, version, _ = get_labels(client, sid)
+    labels[:, 30:40, 30:40] = 2
+    saved = client.post(
+        f"/api/studies/{sid}/labels", params={"base_version": version}, content=labels.tobytes()
+    )
+    assert saved.status_code == 201 and delete_study(client, sid).status_code == 200
+
+
 def _files_of(data_dir: Path, sid: str) -> list[Path]:
     return [p for p in data_dir.rglob("*") if sid in str(p) and not p.is_relative_to(data_dir / "trash")]
 
@@ -217,12 +228,7 @@ def test_the_erase_command_erases_the_deletion_it_showed_only(
     def meanwhile(question: str, **_: object) -> bool:
         assert "2 label versions" in question
         assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
-        labels, version, _ = get_labels(client, sid)
-        labels[:, 30:40, 30:40] = 2
-        saved = client.post(
-            f"/api/studies/{sid}/labels", params={"base_version": version}, content=labels.tobytes()
-        )
-        assert saved.status_code == 201 and delete_study(client, sid).status_code == 200
+        _corrected_and_deleted_again(client, sid)
         return True
 
     monkeypatch.setattr(typer, "confirm", meanwhile)
@@ -350,3 +356,96 @@ def test_a_kept_deletion_that_cannot_be_erased_is_logged_without_its_files_names
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warning == f"The deleted study {sid}, kept too long, was not erased: Permission denied."
     assert image.stem not in caplog.text
+
+
+def test_an_erase_and_a_restore_at_the_same_time_never_erase_the_study_restored(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erase checked that the deletion was the one its sender was shown, then removed the entry's
+    folder in a separate step: a restore, a colleague's correction and a new deletion in between were
+    erased unseen. The erase now takes the entry for itself before it checks: the restore meanwhile finds
+    no deletion kept (404), and what the erase removes is the deletion it checked."""
+    store = client.app.state.ctx.store
+    sid, _ = _edited(client, series)
+    assert delete_study(client, sid).status_code == 200
+    [listed] = client.get("/api/deleted-studies").json()
+    read, meanwhile = trash._read, {"restore": 0}
+
+    def read_then_restore(entry: Path) -> dict[str, Any]:
+        record = read(entry)
+        if not meanwhile["restore"]:  # between the erase's check and its removal, once
+            meanwhile["restore"] = -1
+            meanwhile["restore"] = client.post(f"/api/deleted-studies/{sid}/restore").status_code
+            if meanwhile["restore"] == 200:
+                _corrected_and_deleted_again(client, sid)
+        return record
+
+    monkeypatch.setattr(trash, "_read", read_then_restore)
+    erased = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": listed["deleted_at"]})
+    monkeypatch.undo()
+    assert (meanwhile["restore"], erased.status_code) == (404, 200)
+    assert trash.deleted_studies(store) == [] and client.get(f"/api/studies/{sid}").status_code == 404
+    assert [p for p in store.data_dir.rglob("*") if sid in str(p)] == []
+
+
+def test_an_erase_during_a_restore_erases_nothing(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restore took the entry first: the erase answers that the study was restored (409), and the study
+    is back with every label version."""
+    store = client.app.state.ctx.store
+    sid, edited = _edited(client, series)
+    assert delete_study(client, sid).status_code == 200
+    [listed] = client.get("/api/deleted-studies").json()
+    restore_rows, erases = store.restore_rows, []
+
+    def erase_then_restore_rows(*args: Any, **kwargs: Any) -> None:
+        erases.append(
+            client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": listed["deleted_at"]})
+        )
+        restore_rows(*args, **kwargs)
+
+    monkeypatch.setattr(store, "restore_rows", erase_then_restore_rows)
+    assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+    [erase] = erases
+    assert erase.status_code == 409 and "restored" in erase.json()["detail"]
+    assert [v.version for v in store.list_versions(sid)] == [2, 1]
+    np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
+    later = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": listed["deleted_at"]})
+    assert later.status_code == 409 and client.get(f"/api/studies/{sid}").status_code == 200
+
+
+def test_an_erasure_stopped_half_way_is_undone_before_its_check_and_finished_after(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """Killed after the erase took the entry, before it was checked: the deletion is kept again; killed
+    while its files were removed: the next start removes the rest."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        undecided, decided = _two_deleted(client, tmp_path, series)
+    app.state.ctx.store.close()
+    (data / "trash" / undecided).rename(data / "trash" / f".{undecided}.erasing")
+    (data / "trash" / decided).rename(data / "trash" / f".{decided}.erased")
+
+    app = create_app(WebSettings(data_dir=data))
+    assert [d.id for d in trash.deleted_studies(app.state.ctx.store)] == [undecided]
+    assert [p for p in data.rglob("*") if decided in str(p)] == []
+    app.state.ctx.store.close()
+
+
+def test_a_restore_refused_over_files_in_its_place_names_no_uid(
+    client: TestClient, series: list[Path]
+) -> None:
+    """A restore refused because files are where the study's go answered with their path, the data folder's
+    ct/<StudyInstanceUID>/<SeriesInstanceUID>: the patient's UIDs and the server's folder, to the client."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    study = store.get_study(sid)
+    assert delete_study(client, sid).status_code == 200
+    store.series_dir(study).mkdir(parents=True)  # a kill left them, or a hand put them there
+    refused = client.post(f"/api/deleted-studies/{sid}/restore")
+    assert refused.status_code == 409 and "its images are there already" in refused.json()["detail"]
+    for value in (study.study_uid, study.series_uid, str(store.data_dir)):
+        assert value not in refused.text
+    assert [d.id for d in trash.deleted_studies(store)] == [sid]  # still kept

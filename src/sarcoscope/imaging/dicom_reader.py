@@ -35,6 +35,10 @@ DEFER_BYTES = 64 * 1024
 _TRUNCATED_HEADER = "DICOM file without Modality or SOP Class (truncated?)"
 _TRUNCATED_IMAGE = "CT image header without pixel data (truncated?)"
 _CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
+#: A Modality (a code string) and a SOP Class UID as a skip reason may quote them: well formed only. An
+#: element whose length was damaged holds the header after it too (the patient's name, dates, UIDs).
+_MODALITY = re.compile(r"[A-Z0-9 _]{1,16}")
+_SOP_CLASS = re.compile(r"[0-9.]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,9 @@ def _skip_reason(ds: Dataset) -> str | None:
     if not modality and not sop:
         return _TRUNCATED_HEADER
     if modality != "CT" and not (modality == "" and sop in _CT_SOP_CLASSES):
-        return modality or f"object without modality (SOP class {sop})"
+        if modality:
+            return modality if _MODALITY.fullmatch(modality) else "object of a malformed modality"
+        return f"object without modality (SOP class {sop if _SOP_CLASS.fullmatch(sop) else 'malformed'})"
     if "Rows" not in ds or "PixelData" not in ds:
         # A CT image (by SOP class, or without one) that lacks them was cut short; other CT objects
         # (raw data, private classes) simply carry no image.

@@ -36,7 +36,7 @@ from typing import Any
 
 import pydicom
 
-from sarcoscope.errors import InputError, SarcoscopeError
+from sarcoscope.errors import InputError, SarcoscopeError, frames_of
 from sarcoscope.fileio import atomic_write_text
 from sarcoscope.pacs.dicomweb import DICOMwebServer, check_uid, check_waits, parse_dicomweb_root
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
@@ -341,8 +341,8 @@ class Node:
             study = check_uid(str(ds.StudyInstanceUID), "StudyInstanceUID")
             series = check_uid(str(ds.SeriesInstanceUID), "SeriesInstanceUID")
             sop = check_uid(str(ds.SOPInstanceUID), "SOPInstanceUID")
-        except (SarcoscopeError, AttributeError, ValueError) as exc:
-            log.warning("refused an image without valid UIDs: %s", exc)
+        except (SarcoscopeError, AttributeError, ValueError):  # its text quotes the value: any of the header
+            log.warning("refused an image without valid UIDs (digits and dots, at most 64 characters)")
             return 0xA900  # dataset does not match SOP class
         folder = self.incoming / study / series
         folder.mkdir(parents=True, exist_ok=True)
@@ -462,11 +462,18 @@ class Node:
     def _failed(self, study: str, series: str, exc: Exception, then: str = "") -> None:
         """Log why a series was not analysed or sent, and write it into its error.txt."""
         images = self.incoming / study / series
-        reason = (
-            str(exc) if isinstance(exc, SarcoscopeError) else f"internal error {type(exc).__name__}: {exc}"
-        )
-        reason = reason.replace(str(images), "the received series") + then
-        log.error("series %s not analysed or not sent: %s", series, reason)
+        frames = ""
+        if isinstance(exc, SarcoscopeError):
+            reason = str(exc).replace(str(images), "the received series")
+        else:  # a system's error by its reason, without its path; a bug's without its text, which may quote a
+            # header value (pydicom's ValueError for a malformed one does): the log has its frames
+            reason = f"internal error {type(exc).__name__}"
+            if isinstance(exc, OSError) and exc.strerror:
+                reason += f": {exc.strerror}"
+            else:
+                frames = f"\n{frames_of(exc)}"
+        reason += then
+        log.error("series %s not analysed or not sent: %s%s", series, reason, frames)
         try:  # a full disk or an unwritable folder fails this series, it does not stop the node
             (images / ANALYSED_MARKER).unlink(missing_ok=True)  # failed: kept, and analysed again at start
             out = self._results_of(study, series, claim=True)

@@ -10,7 +10,8 @@ once (an erasure request).
 
 Every step can be cut by a kill and is finished or undone at the next start (`recover`), before the server
 deletes files no study owns: a deletion writes `.<id>.deleting/study.json` before its database rows go
-(`begin`), moves the files in after (`finish`); a restore renames the entry to `.<id>.restoring` first.
+(`begin`), moves the files in after (`finish`); a restore renames the entry to `.<id>.restoring` first, an
+erasure to `.<id>.erasing` (checked) and then `.<id>.erased` (removed).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ VERSIONS = "label_versions.json"
 _ENTRY_RE = re.compile(r"^[0-9a-f]{32}$")
 _DELETING = re.compile(r"^\.([0-9a-f]{32})\.deleting$")
 _RESTORING = re.compile(r"^\.([0-9a-f]{32})\.restoring$")
+_ERASING = re.compile(r"^\.([0-9a-f]{32})\.erasing$")
+_ERASED = re.compile(r"^\.([0-9a-f]{32})\.erased$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +70,15 @@ def trash_dir(store: Store) -> Path:
     return private_dir(store.data_dir / "trash")
 
 
+def _not_kept(study_id: str) -> NotFoundError:
+    return NotFoundError(f"No deleted study with id '{study_id}' is kept.")
+
+
 def _entry(store: Store, study_id: str) -> Path:
     """The kept deletion of `study_id`; NotFoundError when there is none."""
     entry = trash_dir(store) / study_id
     if not (_ENTRY_RE.match(study_id) and entry.is_dir()):
-        raise NotFoundError(f"No deleted study with id '{study_id}' is kept.")
+        raise _not_kept(study_id)
     return entry
 
 
@@ -209,7 +216,7 @@ def kept_deletion(store: Store, study_id: str) -> DeletedStudy:
     try:
         return _deleted_study(_entry(store, study_id))
     except FileNotFoundError:  # restored or erased meanwhile
-        raise NotFoundError(f"No deleted study with id '{study_id}' is kept.") from None
+        raise _not_kept(study_id) from None
 
 
 def shown_to(store: Store, actor: str, client: str | None = None) -> list[DeletedStudy]:
@@ -234,16 +241,37 @@ def erase(
 
     `deleted_at`: when the deletion the person erasing was shown was made. A study restored and deleted
     again since (a colleague's label versions saved in between) is another deletion: ConflictError, and
-    nothing is erased, so that nobody erases for good what they have not seen."""
-    entry = _entry(store, study_id)
-    if deleted_at is not None and (kept := kept_deletion(store, study_id)).deleted_at != deleted_at:
-        raise ConflictError(
-            f"Not erased: study {study_id} was restored and deleted again since you were shown it (by "
-            f"{kept.deleted_by} at {kept.deleted_at:%Y-%m-%d %H:%M} UTC, with {kept.n_versions} label "
-            "versions). Look at the deleted studies again first."
-        )
-    shutil.rmtree(entry)
-    store.audit(actor, "erase-study", study_id, None, client)
+    nothing is erased, so that nobody erases for good what they have not seen.
+
+    The entry is renamed out of a restore's reach (`.<id>.erasing`) before it is checked, and to
+    `.<id>.erased` once the erasure is decided: a restore at the same time either took it first (this one
+    answers ConflictError) or finds none (NotFoundError), never a study half erased."""
+    if not _ENTRY_RE.match(study_id):
+        raise _not_kept(study_id)
+    entry = trash_dir(store) / study_id
+    claimed = entry.with_name(f".{study_id}.erasing")
+    try:
+        os.replace(entry, claimed)
+    except FileNotFoundError:  # restored, being restored or erased
+        if store.has_study(study_id) or entry.with_name(f".{study_id}.restoring").exists():
+            raise ConflictError(
+                f"Not erased: study {study_id} was restored since you were shown it."
+            ) from None
+        raise _not_kept(study_id) from None
+    try:
+        if deleted_at is not None and (kept := _deleted_study(claimed)).deleted_at != deleted_at:
+            raise ConflictError(
+                f"Not erased: study {study_id} was restored and deleted again since you were shown it (by "
+                f"{kept.deleted_by} at {kept.deleted_at:%Y-%m-%d %H:%M} UTC, with {kept.n_versions} label "
+                "versions). Look at the deleted studies again first."
+            )
+        store.audit(actor, "erase-study", study_id, None, client)
+        doomed = entry.with_name(f".{study_id}.erased")
+        os.replace(claimed, doomed)
+    except BaseException:
+        os.replace(claimed, entry)
+        raise
+    shutil.rmtree(doomed)
 
 
 def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
@@ -265,8 +293,11 @@ def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
 def restore(store: Store, study_id: str, actor: str, client: str | None = None) -> Study:
     """Put a kept deletion back: its files, its study row and every label version, as they were."""
     entry = _entry(store, study_id)
-    record = _read(entry)
-    versions = json.loads((entry / VERSIONS).read_text())
+    try:
+        record = _read(entry)
+        versions = json.loads((entry / VERSIONS).read_text())
+    except FileNotFoundError:  # erased meanwhile
+        raise _not_kept(study_id) from None
     study = _row_from(Study, record["study"])
     files = _files(store, study)
     with store.ct_lock(study.study_uid):
@@ -276,11 +307,17 @@ def restore(store: Store, study_id: str, actor: str, client: str | None = None) 
                 f"Study {study_id} is not restored: its series was uploaded again since it was deleted "
                 f"(study {again.id}). Delete that one first, or keep it and erase this one."
             )
-        for name in ("ct", "cache"):
-            if (entry / name).is_dir() and files[name].exists():
-                raise ConflictError(f"Study {study_id} is not restored: {files[name]} exists already.")
+        for name, what in (("ct", "images"), ("cache", "decoded images")):
+            if (entry / name).is_dir() and files[name].exists():  # said without the path: the patient's UIDs
+                raise ConflictError(
+                    f"Study {study_id} is not restored: its {what} are there already (a folder in the data "
+                    f"folder's {name}/ that no study owns; the server's next start removes it)."
+                )
         restoring = entry.with_name(f".{study_id}.restoring")
-        os.replace(entry, restoring)
+        try:
+            os.replace(entry, restoring)
+        except FileNotFoundError:  # an erase took it first
+            raise _not_kept(study_id) from None
         _move_out(restoring, files, study)
         try:
             store.restore_rows(study, [_row_from(LabelVersion, v) for v in versions], actor, client)
@@ -338,3 +375,8 @@ def recover(store: Store) -> None:
                 _move_in(store, path, _row_from(Study, _read(path)["study"]))
                 os.replace(path, trash_dir(store) / study_id)
                 log.warning("Put back a deleted study whose restore was stopped half done.")
+        elif match := _ERASING.match(path.name):  # stopped before the erasure was decided
+            os.replace(path, trash_dir(store) / match.group(1))
+        elif _ERASED.match(path.name):
+            shutil.rmtree(path)
+            log.warning("Finished the erasure of a deleted study that a stopped server left half done.")
