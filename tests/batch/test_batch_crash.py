@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,7 +261,18 @@ def test_a_case_escaping_its_analysis_in_a_worker_is_a_failed_row_and_the_run_go
     assert _rows(again.failures_csv) == []
 
 
+@pytest.fixture
+def console_ctrl_c() -> Iterator[None]:
+    """SIGINT raising KeyboardInterrupt, as in a console. A shell without job control (a CI step, `cmd &`)
+    starts a background job with SIGINT ignored, which Python then leaves so and the pool's forked workers
+    inherit: there the Ctrl-C test's run went on to its end ("did not raise KeyboardInterrupt")."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="worker start method is not fork")
+@pytest.mark.usefixtures("console_ctrl_c")
 def test_ctrl_c_stops_the_run_and_its_workers_and_keeps_what_finished(
     studies: list[Case], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
