@@ -305,6 +305,39 @@ def test_ctrl_c_stops_the_run_and_its_workers_and_keeps_what_finished(
     assert (again.count("done"), again.count("skipped"), again.count("failed")) == (2, 1, 0)
 
 
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="worker start method is not fork")
+def test_a_run_stopped_in_its_own_process_ends_its_workers_before_it_raises(
+    studies: list[Case], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped in the batch's own process (an interrupt that reaches it alone, an error writing its
+    tables) left its pool to the garbage collector: shut down only once the run's generator was collected
+    (here when pytest let the exception go; in the command, at exit), and then waiting for the case in
+    flight (60 s here), or forever when a signal had left a result queue's lock taken in a worker. The run
+    now ends its workers (a case in flight unwinds as on SIGTERM; one stuck is killed) before it raises."""
+    from sarcoscope import pipeline
+
+    real = pipeline.analyze
+
+    def analyze(ct: Path, **kw: Any) -> Any:
+        if Path(ct).name == "p2":
+            time.sleep(60)  # still running when the run stops
+        return real(ct, **kw)
+
+    def stop(outcome: CaseOutcome) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "analyze", analyze)  # the workers' too (fork)
+    out = tmp_path / "run"
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(studies, out, engine="threshold", workers=2, on_outcome=stop)
+    assert multiprocessing.active_children() == []
+    assert time.monotonic() - start < 30
+    assert [r["case_id"] for r in _rows(out / "cohort.csv")] == ["p1"]
+    assert _rows(out / "failures.csv") == []
+    assert [p.name for p in (out / "cases" / "p2").iterdir()] == [INPUT_MARKER]
+
+
 def test_a_library_calling_sys_exit_fails_its_case_also_without_worker_processes(
     studies: list[Case], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
