@@ -10,7 +10,7 @@ HU: the part of the error that no segmentation can avoid.
 
     python scripts/noise_robustness.py [--shared ../shared/data] [--out docs/validation/noise.md]
 
-The numbers back segmentation.quality.NOISY_HU and the text of its warning.
+The numbers back segmentation.quality.NOISY_SLICE_HU and the text of its warning.
 """
 
 from __future__ import annotations

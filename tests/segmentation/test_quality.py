@@ -17,7 +17,7 @@ from sarcoscope.segmentation.quality import (
     COARSE_PIXEL_MM,
     COARSEST_OPINION,
     NETWORK_SIGNALS,
-    NOISY_HU,
+    NOISY_SLICE_HU,
     REVIEW_THRESHOLD,
     SIGNALS,
     QualityAssessment,
@@ -219,7 +219,7 @@ def test_image_noise_is_measured_in_the_fat() -> None:
     hu[labels == Label.SAT] += rng.normal(0, np.sqrt(40.0**2 - 20.0**2), (labels == Label.SAT).sum())
     assert image_noise_hu(hu, labels, (0.8, 0.8)) == pytest.approx(40.0, rel=0.05)
     assert image_noise_hu(hu, np.zeros_like(labels), (0.8, 0.8)) is None  # no fat: not measured
-    assert noise_warning(None) is None and noise_warning(NOISY_HU) is None
+    assert noise_warning(None) is None and noise_warning(NOISY_SLICE_HU) is None
     assert noise_warning(42.4).startswith("The image noise is high (42 HU")
     (warning,) = image_warnings([hu, hu], [labels, labels], (0.8, 0.8))
     assert 38 <= int(warning.split("(")[1].split(" HU")[0]) <= 42

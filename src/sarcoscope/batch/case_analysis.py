@@ -45,7 +45,7 @@ def analyze_case(
 
     if deidentification is not None:  # a Dask worker (or a spawned one) has not the command's filter
         quiet_header_values()
-    out = out_root / "cases" / case.case_id
+    out = case.folder(out_root)
     report_path = out / REPORT
     start = time.perf_counter()
     kept: dict[str, Any] = {}  # the earlier row, when this run could not tell whether it still holds

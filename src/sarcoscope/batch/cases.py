@@ -54,6 +54,10 @@ class Case:
     slice_range: tuple[int, int] | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
+    def folder(self, out_root: Path) -> Path:
+        """The case's folder of results in the batch's output folder `out_root`."""
+        return out_root / "cases" / self.case_id
+
 
 def safe_case_id(text: str) -> str:
     """A case id usable as a folder name (the output folder of the case)."""

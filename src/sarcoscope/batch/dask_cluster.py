@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,9 @@ def _analyze_task(task: _NumberedCase, **kw: Any) -> CaseOutcome:
     return analyze_in_worker(task.case, **kw)
 
 
-def run_on_dask(cases: list[Case], scheduler: str, workers: int, **kw: Any) -> Iterator[CaseOutcome]:
+def run_on_dask(
+    cases: list[Case], scheduler: str, workers: int, **kw: Any
+) -> Generator[CaseOutcome, None, None]:
     """Submit one task per case to a Dask cluster ("local" starts a LocalCluster on this machine).
 
     A case whose worker dies every time the scheduler retries it (KilledWorker) becomes a failed row.

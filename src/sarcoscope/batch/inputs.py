@@ -32,7 +32,7 @@ def check_same_inputs(out_root: Path, cases: list[Case], policy: Deidentificatio
     series UIDs."""
     clashes, unmarked = [], []
     for case in cases:
-        folder = out_root / "cases" / case.case_id
+        folder = case.folder(out_root)
         code, recorded = _input_code(case, policy), _read_marker(folder / INPUT_MARKER)
         if recorded is None:
             unmarked.append((folder / INPUT_MARKER, code))

@@ -14,6 +14,7 @@ the output folder before anything is written batch.output_folder.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -129,19 +130,21 @@ def run_batch(
         outcomes: list[CaseOutcome] = []
         summary = BatchSummary(outcomes, out_root / "cohort.csv", out_root / "failures.csv")
         summary.keep_earlier_rows()
-        try:
-            for outcome in stream:
-                if outcome.reanalysed is not None:
-                    logger.warning(
-                        "case %s is analysed again: its earlier results were %s",
-                        outcome.case_id,
-                        outcome.reanalysed,
-                    )
-                outcomes.append(outcome)
-                summary.write()  # an interrupted run keeps every row, and no failure of a case now done
-                if on_outcome is not None:
-                    on_outcome(outcome)
-        finally:
-            if outcomes:  # a run that failed before its first case leaves the tables as they were
-                summary.write()
+        # a run stopped early (Ctrl-C, an error) ends its workers before it raises, its tables written first
+        with contextlib.closing(stream):
+            try:
+                for outcome in stream:
+                    if outcome.reanalysed is not None:
+                        logger.warning(
+                            "case %s is analysed again: its earlier results were %s",
+                            outcome.case_id,
+                            outcome.reanalysed,
+                        )
+                    outcomes.append(outcome)
+                    summary.write()  # an interrupted run keeps every row, and no failure of a case now done
+                    if on_outcome is not None:
+                        on_outcome(outcome)
+            finally:
+                if outcomes:  # a run that failed before its first case leaves the tables as they were
+                    summary.write()
         return summary

@@ -49,11 +49,12 @@ UNCERTAIN_P = 0.8
 DISC_SHIFT = 0.4
 #: The two traces' last rib-bearing vertebrae farther apart than this share of the period disagree.
 RIB_SHIFT = 0.5
-#: Image noise (`spine.noise_hu`, HU at 3 mm pixels) above which the disc profile is not trusted: the real
+#: The localizer's noise index (`spine.noise_hu`, HU at 3 mm pixels; not the slice noise of
+#: segmentation.quality.NOISY_SLICE_HU) above which the disc profile is not trusted: the real
 #: volume reads 19 (with 20 and 40 HU of noise added 22 and 30, where the two traces' cross-check still
 #: flags the miscounts), phantoms 6-16; with 80 HU added it reads 44 and the discs were read half a level
 #: off on both traces alike, unflagged.
-NOISY_HU = 35.0
+NOISY_SPINE_INDEX_HU = 35.0
 
 
 def locate_l3(volume: CTVolume) -> L3Localization:
@@ -330,14 +331,14 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     if count_doubted:
         confidence *= 0.7
     noise = spine.noise_hu(grid)
-    if noise > NOISY_HU:
+    if noise > NOISY_SPINE_INDEX_HU:
         confidence *= 0.7
         add_flag(
             flags,
             FLAG_LOW_CONFIDENCE,
             f"The image is very noisy ({noise:.0f} HU between neighbouring soft-tissue voxels at 3 mm, over "
-            f"{NOISY_HU:.0f}): the discs may have been read in the middle of the vertebral bodies, which "
-            "shifts the count by half a level or more.",
+            f"{NOISY_SPINE_INDEX_HU:.0f}): the discs may have been read in the middle of the vertebral "
+            "bodies, which shifts the count by half a level or more.",
         )
     if not 0 < s3 < n_seg - 1:
         confidence *= 0.5

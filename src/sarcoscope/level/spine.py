@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from sarcoscope.errors import LevelError, TooFewSlicesError
+from sarcoscope.imaging.noise import robust_sd
 from sarcoscope.imaging.volume import CTVolume
 from sarcoscope.level.peaks import find_peaks
 
@@ -162,8 +163,7 @@ def noise_hu(grid: WorkGrid) -> float:
     diff = (a - b)[(a > lo) & (a < hi) & (b > lo) & (b < hi)]
     if diff.size < 100:
         return 0.0
-    mad = float(np.median(np.abs(diff - np.median(diff))))
-    return 1.4826 * mad / np.sqrt(2.0) * float(np.sqrt(grid.spacing[1] * grid.spacing[2])) / 3.0
+    return robust_sd(diff) / np.sqrt(2.0) * float(np.sqrt(grid.spacing[1] * grid.spacing[2])) / 3.0
 
 
 @dataclass

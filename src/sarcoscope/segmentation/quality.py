@@ -44,6 +44,7 @@ import numpy as np
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
+from sarcoscope.imaging.noise import robust_sd
 from sarcoscope.segmentation.base import SegmentationEngine, segment_slices
 
 if TYPE_CHECKING:
@@ -62,11 +63,12 @@ REVIEW_THRESHOLD = 0.5
 COARSEST_OPINION = 2.0
 #: Analyses of slices with pixels coarser than this (mm) carry a warning (`coarse_pixel_warning`).
 COARSE_PIXEL_MM = 1.5
-#: Analyses of slices noisier than this (HU, `image_noise_hu`) carry a warning (`noise_warning`): where the
+#: Analyses of slices noisier than this (HU, `image_noise_hu`: the fat's spread at the slice's own pixels,
+#: not the localizer's index) carry a warning (`noise_warning`): where the
 #: HU window itself starts to cost the muscle area several percent (the reference's own compartments on the
 #: noisy HU: 25 HU -1.8 %, 34 HU -3.8 %, 43 HU -7.3 %; the U-Net (refinement v4, mirror averaging): -0.8 % at
 #: the slices' own 13-16 HU, -1.5 %, -2.7 %, -5.3 %; docs/validation/noise.md); 6 % is allowed on a slice.
-NOISY_HU = 35.0
+NOISY_SLICE_HU = 35.0
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,7 @@ def coarse_pixel_warning(pixel_spacing: tuple[float, float]) -> str | None:
 
 
 def image_noise_hu(hu: np.ndarray, labels: np.ndarray, pixel_spacing: tuple[float, float]) -> float | None:
-    """The image noise of one slice (HU): the robust spread (1.4826 x median absolute deviation) of the HU
+    """The image noise of one slice (HU): the robust spread (imaging.noise.robust_sd) of the HU
     inside the subcutaneous fat, 2 mm clear of its edges. Fat is nearly uniform, so its spread is the noise:
     on the real L3 slices it tracked added noise within 1.5 HU (docs/validation/noise.md). None with fewer
     than 200 such pixels (a very thin patient)."""
@@ -275,12 +277,13 @@ def image_noise_hu(hu: np.ndarray, labels: np.ndarray, pixel_spacing: tuple[floa
     values = hu[fat]
     if values.size < 200:
         return None
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+    return robust_sd(values)
 
 
 def noise_warning(noise_hu: float | None) -> str | None:
-    """The warning for slices noisier than NOISY_HU; None for usual noise or when it cannot be measured."""
-    if noise_hu is None or noise_hu <= NOISY_HU:
+    """The warning for slices noisier than NOISY_SLICE_HU; None for usual noise or when it cannot be
+    measured."""
+    if noise_hu is None or noise_hu <= NOISY_SLICE_HU:
         return None
     return (
         f"The image noise is high ({noise_hu:.0f} HU in the subcutaneous fat; diagnostic CT at L3 has "
