@@ -79,13 +79,16 @@ def test_the_server_images_of_an_oblique_series_are_lettered_by_its_direction(
     """The server's images (and the label editor's) are the voxels' grid as stored, lettered R/L, A/P, S/I
     whatever the series' direction: a series turned a quarter (rows toward posterior, columns toward the
     patient's right) and tilted 20° read R on its anterior edge. The letters are now the server's, from the
-    series' direction, and the tilt is said as on NiiVue."""
+    series' direction, and the tilt is said as on NiiVue. Its image captioned 'Coronal' (one voxel row, the
+    A/P, S/I lettered one) showed a sagittal plane: each is named by the plane it shows."""
     meta = CTMetadata(patient_id="PAT-PNG", series_description="oblique")
     files = write_dicom_series(
         HU, SPACING, tmp_path / "turned", direction=turned(20, 90), metadata=meta, seed=7
     )
     study_id = _upload(page, files)
     assert server_image_letters(page, server, study_id) == ["APLR", "APSI", "LRSI"]
+    captions = page.locator("#l3-grid figcaption").all_inner_texts()
+    assert [caption.split()[0] for caption in captions] == ["Axial", "Sagittal", "Coronal"]
     notes = page.locator("#l3-grid .oblique-note")
     assert notes.all_inner_texts() == ["oblique 20°: letters approximate"] * 3
     _segment(page, server, study_id, 5)

@@ -124,12 +124,18 @@ STANDARD = {
     "coronal": {"left": "R", "right": "L", "top": "S", "bottom": "I"},
     "sagittal": {"left": "A", "right": "P", "top": "S", "bottom": "I"},
 }
+AS_NAMED = {"axial": "axial", "coronal": "coronal", "sagittal": "sagittal"}
 
 
 def test_the_letters_of_the_server_images_follow_the_series_direction() -> None:
     """The server's images are the voxels' grid as stored; their letters were fixed (R/L, A/P, S/I) whatever
     the series' direction, wrong on a mirrored or quarter-turned one, and an oblique one said nothing."""
-    assert render.orientation(np.eye(3)) == {"tilt_degrees": 0.0, "oblique": False, "letters": STANDARD}
+    assert render.orientation(np.eye(3)) == {
+        "tilt_degrees": 0.0,
+        "oblique": False,
+        "letters": STANDARD,
+        "planes": AS_NAMED,
+    }
     # mirrored and upside down (rows toward the patient's right, columns toward anterior; slices still up)
     flipped = render.orientation(np.diag([-1.0, -1.0, 1.0]))["letters"]
     assert flipped["axial"] == {"left": "L", "right": "R", "top": "P", "bottom": "A"}
@@ -139,7 +145,7 @@ def test_the_letters_of_the_server_images_follow_the_series_direction() -> None:
     assert render.orientation(np.diag([1.0, 1.0, -1.0]))["letters"]["coronal"]["top"] == "I"
     # a 20° gantry tilt: the nearest body axes' letters, said to be approximate
     tilted = render.orientation(turned(20, 0))
-    assert tilted == {"tilt_degrees": 20.0, "oblique": True, "letters": STANDARD}
+    assert tilted == {"tilt_degrees": 20.0, "oblique": True, "letters": STANDARD, "planes": AS_NAMED}
     # rows toward posterior, columns toward the patient's right (a quarter turn), tilted 20°
     quarter = render.orientation(turned(20, 90))
     assert quarter["tilt_degrees"] == 20.0
@@ -152,6 +158,25 @@ def test_the_letters_of_the_server_images_follow_the_series_direction() -> None:
     assert render.orientation(turned(20, 15))["tilt_degrees"] == 24.8
     assert render.orientation(turned(3, 0))["oblique"] is False
     assert render.orientation(turned(3.2, 0))["oblique"] is True
+
+
+def test_the_server_images_are_named_by_the_plane_they_show() -> None:
+    """The server's images are the voxels' grid as stored: on a quarter-turned series the image captioned
+    'Coronal' (a reconstruction at one voxel row) showed a sagittal plane (lettered A/P, S/I) and the
+    'Sagittal' one a coronal plane. Each is named by the body plane nearest its own."""
+    assert render.orientation(np.eye(3))["planes"] == AS_NAMED
+    assert render.orientation(np.diag([-1.0, -1.0, -1.0]))["planes"] == AS_NAMED
+    assert render.orientation(turned(20, 0))["planes"] == AS_NAMED
+    swapped = {"axial": "axial", "coronal": "sagittal", "sagittal": "coronal"}
+    assert render.orientation(turned(0, 90))["planes"] == swapped
+    assert render.orientation(turned(20, 90))["planes"] == swapped
+    assert (
+        render.orientation(turned(20, 40))["planes"] == AS_NAMED
+    )  # nearer the named planes than the swapped
+    assert render.orientation(turned(20, 50))["planes"] == swapped
+    # a 60° gantry tilt: the slices are nearer the coronal plane than the axial, the "coronal" image the axial
+    steep = render.orientation(turned(60, 0))["planes"]
+    assert steep == {"axial": "coronal", "coronal": "axial", "sagittal": "sagittal"}
 
 
 def test_a_study_says_its_orientation(client: TestClient, tmp_path: Path) -> None:
@@ -168,6 +193,7 @@ def test_a_study_says_its_orientation(client: TestClient, tmp_path: Path) -> Non
     shown = client.get(f"/api/studies/{sid}").json()["orientation"]
     assert shown == render.orientation(turned(20, 90))
     assert shown["letters"]["axial"] == {"left": "A", "right": "P", "top": "L", "bottom": "R"}
+    assert shown["planes"] == {"axial": "axial", "coronal": "sagittal", "sagittal": "coronal"}
     put = client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
     assert put.json()["orientation"] == shown
     assert "orientation" not in client.get("/api/studies").json()[0]

@@ -50,12 +50,20 @@ _EDGES: dict[str, dict[str, tuple[int, int]]] = {
     "sagittal": {"left": (1, -1), "right": (1, 1), "top": (2, 1), "bottom": (2, -1)},
 }
 _LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # (negative, positive) along LPS x, y, z
+_BODY_PLANES = ("sagittal", "coronal", "axial")  # normal to LPS x, y, z
 
 
 def _letter(lps: np.ndarray) -> str:
     """The body side an LPS direction points to most."""
     axis = int(np.argmax(np.abs(lps)))
     return _LPS_LETTERS[axis][int(lps[axis] > 0)]
+
+
+def _body_plane(d: np.ndarray, edges: dict[str, tuple[int, int]]) -> str:
+    """The body plane whose normal is nearest the normal of an image whose edges run along `edges`' voxel
+    axes (a cross product: a sheared grid's slice axis is not the images' normal)."""
+    normal = np.cross(d[:, edges["right"][0]], d[:, edges["top"][0]])
+    return _BODY_PLANES[int(np.argmax(np.abs(normal)))]
 
 
 def tilt_degrees(direction: np.ndarray) -> float:
@@ -70,14 +78,22 @@ def orientation(direction: np.ndarray) -> dict[str, Any]:
     """The letters at the edges of the server's images of a volume whose voxel axes run along `direction`
     (columns: the LPS unit vectors of x, y and z), by plane and edge, and its tilt. The images are the
     voxels' grid as stored (an oblique or quarter-turned series is not resliced), so the letters are read
-    from its direction, not assumed; beyond OBLIQUE_DEGREES they are the nearest body axes' only."""
+    from its direction, not assumed; beyond OBLIQUE_DEGREES they are the nearest body axes' only. `planes`
+    names the body plane each image shows (the one whose normal is nearest the image's): a quarter-turned
+    series' "coronal" reconstruction is a sagittal image."""
     d = np.asarray(direction, dtype=float)
     tilt = tilt_degrees(d)
     letters = {
         plane: {edge: _letter(sign * d[:, axis]) for edge, (axis, sign) in edges.items()}
         for plane, edges in _EDGES.items()
     }
-    return {"tilt_degrees": round(tilt, 1), "oblique": tilt > OBLIQUE_DEGREES, "letters": letters}
+    planes = {plane: _body_plane(d, edges) for plane, edges in _EDGES.items()}
+    return {
+        "tilt_degrees": round(tilt, 1),
+        "oblique": tilt > OBLIQUE_DEGREES,
+        "letters": letters,
+        "planes": planes,
+    }
 
 
 def plane_png(volume: CTVolume, plane: str, index: int, preset: str) -> bytes:

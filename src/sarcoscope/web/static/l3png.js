@@ -111,6 +111,12 @@ export class PNGView {
     canvas.height = Math.round(g.h * dpr);
     canvas.style.width = `${g.w}px`;
     canvas.style.height = `${g.h}px`;
+    const box = canvas.parentElement; // the letters at the image's edges (style.css .orient), not the box's
+    const insets = {
+      left: canvas.offsetLeft, top: canvas.offsetTop,
+      right: box.clientWidth - canvas.offsetLeft - g.w, bottom: box.clientHeight - canvas.offsetTop - g.h,
+    };
+    for (const [edge, px] of Object.entries(insets)) box.style.setProperty(`--inset-${edge}`, `${px}px`);
     const ctx = canvas.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.imageSmoothingEnabled = true;

@@ -149,9 +149,15 @@ export const obliqueNote = (study) => {
 
 /** The server's letters for its images of `plane` (the body side at each edge: they follow the series' stored
  * layout, quarter-turned or mirrored too) on `box`'s .orient spans, and its .oblique-note; none when the
- * server could not tell them. */
+ * server could not tell them. The caption of `box`'s figure names the body plane the image shows (a
+ * quarter-turned series' coronal reconstruction is a sagittal image). */
 export function showOrientation(box, plane) {
   const o = state.study.orientation;
+  const caption = box.closest("figure")?.querySelector(".plane-name");
+  if (caption) {
+    const shown = o ? o.planes[plane] : plane;
+    caption.textContent = shown[0].toUpperCase() + shown.slice(1);
+  }
   for (const span of box.querySelectorAll(".orient")) {
     const edge = ["left", "right", "top", "bottom"].find((name) => span.classList.contains(name));
     span.textContent = o ? o.letters[plane][edge] : "";
