@@ -434,6 +434,54 @@ def test_an_erasure_stopped_half_way_is_undone_before_its_check_and_finished_aft
     app.state.ctx.store.close()
 
 
+class _Killed(BaseException):
+    """The process killed: no handler of the code it stops runs (each os.replace after it fails too)."""
+
+
+@pytest.mark.parametrize("audited", [True, False])
+def test_an_erasure_killed_around_its_audit_event_ends_as_the_audit_log_says(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, audited: bool
+) -> None:
+    """Killed after the erase-study event was written, before the entry was renamed to .erased, the next
+    start put the deletion back: restorable, while the audit log said it was erased. Now that event decides:
+    after it the next start finishes the erasure; killed before it (the event not written), it puts the
+    deletion back and the audit log holds no erasure."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    with TestClient(app) as client:
+        sid = upload(client, series)["id"]
+        assert delete_study(client, sid).status_code == 200
+    audit, replace, killed = store.audit, trash.os.replace, []
+
+    def audit_then_kill(*args: Any, **kwargs: Any) -> None:
+        if audited:
+            audit(*args, **kwargs)
+        killed.append(True)
+        raise _Killed
+
+    def replace_unless_killed(*args: Any, **kwargs: Any) -> None:
+        if killed:
+            raise _Killed
+        replace(*args, **kwargs)
+
+    monkeypatch.setattr(store, "audit", audit_then_kill)
+    monkeypatch.setattr(trash.os, "replace", replace_unless_killed)
+    with pytest.raises(_Killed):
+        trash.erase(store, sid, "admin")
+    monkeypatch.undo()
+    store.close()
+    assert (data / "trash" / f".{sid}.erasing").is_dir()
+
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    erasures = [e for e in store.audit_events(sid) if e.action == "erase-study"]
+    assert len(erasures) == int(audited)
+    assert [d.id for d in trash.deleted_studies(store)] == ([] if audited else [sid])
+    assert [p.name for p in (data / "trash").iterdir()] == ([] if audited else [sid])
+    store.close()
+
+
 def test_a_restore_refused_over_files_in_its_place_names_no_uid(
     client: TestClient, series: list[Path]
 ) -> None:

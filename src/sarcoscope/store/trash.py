@@ -11,7 +11,8 @@ once (an erasure request).
 Every step can be cut by a kill and is finished or undone at the next start (`recover`), before the server
 deletes files no study owns: a deletion writes `.<id>.deleting/study.json` before its database rows go
 (`begin`), moves the files in after (`finish`); a restore renames the entry to `.<id>.restoring` first, an
-erasure to `.<id>.erasing` (checked) and then `.<id>.erased` (removed).
+erasure to `.<id>.erasing` (checked, then audited: the audit event decides it, so that the audit log and
+what is kept agree after a kill) and then `.<id>.erased` (removed).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, select
+from sqlalchemy import DateTime, func, select
 
 from sarcoscope.store.errors import ConflictError, NotFoundError, StoreError, reason_of
 from sarcoscope.store.files import atomic_private_file, private_dir
-from sarcoscope.store.models import LabelVersion, Study, utcnow
+from sarcoscope.store.models import AuditEvent, LabelVersion, Study, as_utc, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -244,8 +245,9 @@ def erase(
     nothing is erased, so that nobody erases for good what they have not seen.
 
     The entry is renamed out of a restore's reach (`.<id>.erasing`) before it is checked, and to
-    `.<id>.erased` once the erasure is decided: a restore at the same time either took it first (this one
-    answers ConflictError) or finds none (NotFoundError), never a study half erased."""
+    `.<id>.erased` once the erasure is decided (audited): a restore at the same time either took it first
+    (this one answers ConflictError) or finds none (NotFoundError), never a study half erased. Killed before
+    the audit event, the next start puts the entry back; after it, the next start erases it."""
     if not _ENTRY_RE.match(study_id):
         raise _not_kept(study_id)
     entry = trash_dir(store) / study_id
@@ -266,12 +268,33 @@ def erase(
                 "versions). Look at the deleted studies again first."
             )
         store.audit(actor, "erase-study", study_id, None, client)
-        doomed = entry.with_name(f".{study_id}.erased")
-        os.replace(claimed, doomed)
     except BaseException:
         os.replace(claimed, entry)
         raise
+    _remove(claimed, study_id)
+
+
+def _remove(claimed: Path, study_id: str) -> None:
+    """Remove an entry whose erasure is audited (`.<id>.erasing`, or `.<id>.erased` when a kill stopped its
+    removal): renamed to `.<id>.erased` first, so that a kill while its files go leaves no half study that
+    `recover` would put back."""
+    doomed = claimed.with_name(f".{study_id}.erased")
+    if claimed != doomed:
+        os.replace(claimed, doomed)
     shutil.rmtree(doomed)
+
+
+def _erasure_audited(store: Store, study_id: str, claimed: Path) -> bool:
+    """Whether the audit log holds the erasure of the claimed entry's deletion (an erase-study event of its
+    study newer than the deletion): that event decides the erasure, so a kill after it is finished."""
+    deleted_at = _deleted_study(claimed).deleted_at
+    with store.session() as s:
+        newest = s.scalar(
+            select(func.max(AuditEvent.at)).where(
+                AuditEvent.study_id == study_id, AuditEvent.action == "erase-study"
+            )
+        )
+    return newest is not None and as_utc(newest) > deleted_at
 
 
 def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
@@ -375,8 +398,8 @@ def recover(store: Store) -> None:
                 _move_in(store, path, _row_from(Study, _read(path)["study"]))
                 os.replace(path, trash_dir(store) / study_id)
                 log.warning("Put back a deleted study whose restore was stopped half done.")
-        elif match := _ERASING.match(path.name):  # stopped before the erasure was decided
-            os.replace(path, trash_dir(store) / match.group(1))
-        elif _ERASED.match(path.name):
-            shutil.rmtree(path)
+        elif (match := _ERASING.match(path.name)) and not _erasure_audited(store, match.group(1), path):
+            os.replace(path, trash_dir(store) / match.group(1))  # stopped before the erasure was decided
+        elif match := _ERASING.match(path.name) or _ERASED.match(path.name):
+            _remove(path, match.group(1))
             log.warning("Finished the erasure of a deleted study that a stopped server left half done.")
