@@ -363,8 +363,9 @@ def test_an_erase_and_a_restore_at_the_same_time_never_erase_the_study_restored(
 ) -> None:
     """An erase checked that the deletion was the one its sender was shown, then removed the entry's
     folder in a separate step: a restore, a colleague's correction and a new deletion in between were
-    erased unseen. The erase now takes the entry for itself before it checks: the restore meanwhile finds
-    no deletion kept (404), and what the erase removes is the deletion it checked."""
+    erased unseen. The erase now takes the entry for itself before it checks: the restore meanwhile is
+    refused (409, being erased: a try after it finds none), and what the erase removes is the deletion it
+    checked."""
     store = client.app.state.ctx.store
     sid, _ = _edited(client, series)
     assert delete_study(client, sid).status_code == 200
@@ -383,9 +384,37 @@ def test_an_erase_and_a_restore_at_the_same_time_never_erase_the_study_restored(
     monkeypatch.setattr(trash, "_read", read_then_restore)
     erased = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": listed["deleted_at"]})
     monkeypatch.undo()
-    assert (meanwhile["restore"], erased.status_code) == (404, 200)
+    assert (meanwhile["restore"], erased.status_code) == (409, 200)
+    assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 404
     assert trash.deleted_studies(store) == [] and client.get(f"/api/studies/{sid}").status_code == 404
     assert [p for p in store.data_dir.rglob("*") if sid in str(p)] == []
+
+
+def test_a_restore_while_a_refused_erase_checks_is_told_to_try_again(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erase with a stale deleted_at takes the entry out of place while it checks, then puts it back: a
+    restore at that instant answered 404 (no deletion kept), though the study was kept all along. It now
+    answers 409 (being erased, try again), and the try after restores it."""
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    read, meanwhile = trash._read, []
+
+    def read_then_restore(entry: Path) -> dict[str, Any]:
+        if not meanwhile:  # during the erase's check, once
+            meanwhile.append(None)
+            meanwhile[0] = client.post(f"/api/deleted-studies/{sid}/restore")
+        return read(entry)
+
+    monkeypatch.setattr(trash, "_read", read_then_restore)
+    stale = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
+    erased = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": stale})
+    monkeypatch.undo()
+    [restore] = meanwhile
+    assert erased.status_code == 409 and "deleted again" in erased.json()["detail"]
+    assert restore.status_code == 409 and "being erased" in restore.json()["detail"]
+    assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+    assert client.get(f"/api/studies/{sid}").status_code == 200
 
 
 def test_an_erase_during_a_restore_erases_nothing(

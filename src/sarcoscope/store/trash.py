@@ -313,14 +313,22 @@ def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
     return expired
 
 
+def _not_restorable(store: Store, study_id: str) -> StoreError:
+    """Why a restore found no entry: an erase has it out of place while it checks (refused, it puts it back
+    at once: ConflictError, try again; done, the next try finds none), or none is kept (NotFoundError)."""
+    if _ENTRY_RE.match(study_id) and (trash_dir(store) / f".{study_id}.erasing").is_dir():
+        return ConflictError(f"Study {study_id} is not restored: it is being erased. Try again in a moment.")
+    return _not_kept(study_id)
+
+
 def restore(store: Store, study_id: str, actor: str, client: str | None = None) -> Study:
     """Put a kept deletion back: its files, its study row and every label version, as they were."""
-    entry = _entry(store, study_id)
     try:
+        entry = _entry(store, study_id)
         record = _read(entry)
         versions = json.loads((entry / VERSIONS).read_text())
-    except FileNotFoundError:  # erased meanwhile
-        raise _not_kept(study_id) from None
+    except (NotFoundError, FileNotFoundError):  # being erased, or erased
+        raise _not_restorable(store, study_id) from None
     study = _row_from(Study, record["study"])
     files = _files(store, study)
     with store.ct_lock(study.study_uid):
@@ -340,7 +348,7 @@ def restore(store: Store, study_id: str, actor: str, client: str | None = None) 
         try:
             os.replace(entry, restoring)
         except FileNotFoundError:  # an erase took it first
-            raise _not_kept(study_id) from None
+            raise _not_restorable(store, study_id) from None
         _move_out(restoring, files, study)
         try:
             store.restore_rows(study, [_row_from(LabelVersion, v) for v in versions], actor, client)
