@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from test_api import upload
 from web_synth import SHAPE, SPACING, multipart, synthetic_hu, turned
@@ -197,3 +198,25 @@ def test_a_study_says_its_orientation(client: TestClient, tmp_path: Path) -> Non
     put = client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
     assert put.json()["orientation"] == shown
     assert "orientation" not in client.get("/api/studies").json()[0]
+
+
+def test_an_answer_showing_one_study_reads_its_stored_geometry_once(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The study's volume.json (its orientation) is read once per answer that shows one study whose volume is
+    not in memory, and not at all for the list."""
+    sid = upload(client, series)["id"]
+    client.app.state.ctx.volumes.drop(sid)  # as after a restart
+    reads: list[str] = []
+    read_text = Path.read_text
+
+    def counted(path: Path, *args: object, **kwargs: object) -> str:
+        reads.append(path.name)
+        return read_text(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    assert client.get(f"/api/studies/{sid}").json()["orientation"] == render.orientation(np.eye(3))
+    assert reads.count("volume.json") == 1
+    put = client.put(f"/api/studies/{sid}/selection", json={"mode": "slice", "first": 5})
+    assert put.status_code == 200 and reads.count("volume.json") == 2
+    assert len(client.get("/api/studies").json()) == 1 and reads.count("volume.json") == 2

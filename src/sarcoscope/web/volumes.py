@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from sarcoscope.web.uploads import KeptUpload
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: The cache's geometry of a study's volume (beside its hu.npy): written at the upload, read by VolumeCache.
+VOLUME_INFO = "volume.json"
 
 
 @dataclass(frozen=True)
@@ -378,7 +380,7 @@ def _write_cache(store: Store, study_id: str, volume: CTVolume, sop_uids: list[s
         "stored_flip": list(volume.stored_flip),
         "source_axes": None if volume.source_axes is None else list(volume.source_axes),
     }
-    with atomic_private_file(folder / "volume.json") as f:
+    with atomic_private_file(folder / VOLUME_INFO) as f:
         f.write(json.dumps(geometry).encode())
 
 
@@ -414,10 +416,9 @@ class VolumeCache:
         return volume
 
     def _load(self, study: Study) -> CTVolume:
-        folder = self.store.cache_dir(study.id)
         try:
-            info: dict[str, Any] = json.loads((folder / "volume.json").read_text())
-            hu = np.load(folder / "hu.npy", allow_pickle=False)
+            info = self._info(study)
+            hu = np.load(self.store.cache_dir(study.id) / "hu.npy", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise InputError(f"The stored images of study {study.id} cannot be read: {exc}") from exc
         positions = info.get("slice_positions")
@@ -442,14 +443,18 @@ class VolumeCache:
             if study.id in self._items:
                 return np.asarray(self._items[study.id].direction, dtype=float)
         try:
-            info = json.loads((self.store.cache_dir(study.id) / "volume.json").read_text())
-            return np.asarray(info["direction"], dtype=float).reshape(3, 3)
+            return np.asarray(self._info(study)["direction"], dtype=float).reshape(3, 3)
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def sop_uids(self, study: Study) -> list[str]:
-        info = json.loads((self.store.cache_dir(study.id) / "volume.json").read_text())
-        return list(info.get("sop_uids") or [])
+        return list(self._info(study).get("sop_uids") or [])
+
+    def _info(self, study: Study) -> dict[str, Any]:
+        """The study's volume.json (_write_cache: geometry, metadata, SOP UIDs, warnings); OSError or
+        ValueError when it cannot be read."""
+        info: dict[str, Any] = json.loads((self.store.cache_dir(study.id) / VOLUME_INFO).read_text())
+        return info
 
     def with_headers(self, study: Study) -> CTVolume:
         """The volume plus its per-slice DICOM headers (read from the stored files), for DICOM exports."""
