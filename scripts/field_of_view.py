@@ -68,11 +68,12 @@ def main() -> None:
     shipped = None if args.folds else get_engine("unet")
 
     def engines(case: str) -> dict[str, SegmentationEngine]:
+        """The U-Nets for `case` (the shipped one, or each folder's fold model: "unet (<folder>)" when
+        there are several), then the threshold engine."""
         if not args.folds:
             return {"unet": shipped, "threshold": threshold}
-        if len(args.folds) == 1:
-            return {"unet": UNetEngine(args.folds[0] / f"cv-{case}"), "threshold": threshold}
-        folds = {f"unet ({d.name})": UNetEngine(d / f"cv-{case}") for d in args.folds}
+        named = len(args.folds) > 1
+        folds = {f"unet ({d.name})" if named else "unet": UNetEngine(d / f"cv-{case}") for d in args.folds}
         return folds | {"threshold": threshold}
 
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
