@@ -94,3 +94,24 @@ def test_the_server_images_of_an_oblique_series_are_lettered_by_its_direction(
     _segment(page, server, study_id, 5)
     assert _letters(page, "#editor-box") == {"left": "A", "right": "P", "top": "L", "bottom": "R"}
     assert page.locator("#editor-box .oblique-note").inner_text() == "oblique 20°: letters approximate"
+
+
+def test_a_server_image_that_fails_is_named_as_its_caption(page: object, server: str, tmp_path: Path) -> None:
+    """A reconstruction that could not be loaded was named by its stored plane, not by what it shows: of a
+    quarter-turned series, the image captioned 'Sagittal' was said to be 'The coronal image'."""
+    meta = CTMetadata(patient_id="PAT-FAIL", series_description="oblique")
+    files = write_dicom_series(
+        HU, SPACING, tmp_path / "turned", direction=turned(20, 90), metadata=meta, seed=8
+    )
+    study_id = _upload(page, files)
+    page.goto(f"{server}/?png#/study/{study_id}")
+    page.wait_for_function("document.getElementById('coronal-canvas').width > 0", timeout=60000)
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    page.wait_for_load_state("networkidle")
+    page.route("**/image/coronal/**", lambda route: route.abort())
+    axial = page.locator("#axial-canvas").bounding_box()
+    page.mouse.click(axial["x"] + axial["width"] * 0.3, axial["y"] + axial["height"] * 0.7)  # another row
+    page.wait_for_function("document.getElementById('study-message').textContent.includes('could not be')")
+    said = page.locator("#study-message").inner_text()
+    assert said.startswith("The sagittal image could not be loaded from the server"), said
+    assert page.locator("figure:has(#coronal-canvas) .plane-name").inner_text() == "Sagittal"

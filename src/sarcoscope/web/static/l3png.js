@@ -3,7 +3,8 @@
 // when NiiVue cannot run (mpr.js); window/level is then limited to the presets.
 import {$, message, unsay} from "./api.js";
 import {
-  WheelSlices, canvasPoint, image, reconStretch, showOrientation, slicePosition, state, stillOpen, stretchNote, tag,
+  WheelSlices, canvasPoint, image, reconStretch, showOrientation, shownPlane, slicePosition, state, stillOpen,
+  stretchNote, tag,
 } from "./state.js";
 import {Viewport} from "./viewport.js";
 
@@ -40,7 +41,7 @@ export class PNGView {
     const img = image("axial", z);
     const loaded = await img.ready.then(() => true, () => false);
     if (z !== state.axialZ || !stillOpen(s.id)) return; // another slice or study is shown now
-    if (!this.shows(loaded, canvas, `The axial image of slice ${z}`)) return;
+    if (!this.shows(loaded, canvas, `The ${shownPlane("axial")} image of slice ${z}`)) return;
     canvas.width = s.cols;
     canvas.height = s.rows;
     this.axialView.layout(s.cols * s.spacing[2], s.rows * s.spacing[1]);
@@ -103,7 +104,7 @@ export class PNGView {
     const img = image(plane, index);
     const loaded = await img.ready.then(() => true, () => false);
     if (index !== shown() || !stillOpen(id)) return; // another plane or study is shown now
-    if (!this.shows(loaded, canvas, `The ${plane} image`)) return;
+    if (!this.shows(loaded, canvas, `The ${shownPlane(plane)} image`)) return;
     const g = this.geometry(plane);
     $(`${plane}-note`).textContent = stretchNote(g.stretch);
     const dpr = window.devicePixelRatio || 1;

@@ -147,15 +147,20 @@ export const obliqueNote = (study) => {
   return o && o.oblique ? `oblique ${Math.round(o.tilt_degrees)}°: letters approximate` : "";
 };
 
+/** The body plane the server's `plane` image of the open study shows, as its caption names it (a
+ * quarter-turned series' "coronal" reconstruction is a sagittal image: render.orientation's planes); `plane`
+ * when the server could not tell. */
+export const shownPlane = (plane) => state.study.orientation?.planes[plane] ?? plane;
+
 /** The server's letters for its images of `plane` (the body side at each edge: they follow the series' stored
  * layout, quarter-turned or mirrored too) on `box`'s .orient spans, and its .oblique-note; none when the
- * server could not tell them. The caption of `box`'s figure names the body plane the image shows (a
- * quarter-turned series' coronal reconstruction is a sagittal image). */
+ * server could not tell them. The caption of `box`'s figure names the body plane the image shows
+ * (shownPlane). */
 export function showOrientation(box, plane) {
   const o = state.study.orientation;
   const caption = box.closest("figure")?.querySelector(".plane-name");
   if (caption) {
-    const shown = o ? o.planes[plane] : plane;
+    const shown = shownPlane(plane);
     caption.textContent = shown[0].toUpperCase() + shown.slice(1);
   }
   for (const span of box.querySelectorAll(".orient")) {
