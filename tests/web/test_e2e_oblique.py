@@ -96,17 +96,22 @@ def test_the_server_images_of_an_oblique_series_are_lettered_by_its_direction(
     assert page.locator("#editor-box .oblique-note").inner_text() == "oblique 20°: letters approximate"
 
 
+def _turned_on_server_images(page: object, server: str, tmp_path: Path, seed: int) -> None:
+    """A series tilted 20° and turned a quarter, uploaded and shown on the server's images (its coronal
+    reconstruction captioned "Sagittal"), once the localizer's note under them came (it makes them lower)."""
+    meta = CTMetadata(patient_id=f"PAT-{seed}", series_description="oblique")
+    files = write_dicom_series(
+        HU, SPACING, tmp_path / "turned", direction=turned(20, 90), metadata=meta, seed=seed
+    )
+    page.goto(f"{server}/?png#/study/{_upload(page, files)}")
+    page.wait_for_function("document.getElementById('coronal-canvas').width > 0", timeout=60000)
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+
+
 def test_a_server_image_that_fails_is_named_as_its_caption(page: object, server: str, tmp_path: Path) -> None:
     """A reconstruction that could not be loaded was named by its stored plane, not by what it shows: of a
     quarter-turned series, the image captioned 'Sagittal' was said to be 'The coronal image'."""
-    meta = CTMetadata(patient_id="PAT-FAIL", series_description="oblique")
-    files = write_dicom_series(
-        HU, SPACING, tmp_path / "turned", direction=turned(20, 90), metadata=meta, seed=8
-    )
-    study_id = _upload(page, files)
-    page.goto(f"{server}/?png#/study/{study_id}")
-    page.wait_for_function("document.getElementById('coronal-canvas').width > 0", timeout=60000)
-    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _turned_on_server_images(page, server, tmp_path, seed=8)
     page.wait_for_load_state("networkidle")
     page.route("**/image/coronal/**", lambda route: route.abort())
     axial = page.locator("#axial-canvas").bounding_box()
@@ -115,3 +120,30 @@ def test_a_server_image_that_fails_is_named_as_its_caption(page: object, server:
     said = page.locator("#study-message").inner_text()
     assert said.startswith("The sagittal image could not be loaded from the server"), said
     assert page.locator("figure:has(#coronal-canvas) .plane-name").inner_text() == "Sagittal"
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    """True when the boxes (bounding_box's) share any area."""
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
+
+
+def test_the_oblique_note_leaves_the_letters_clear_on_narrow_images(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """The server images' "oblique 20°: letters approximate" (179 px wide) stood on one line from the top
+    left corner: on images narrower than about 370 px (at a window 1000 px wide, all three) it ran over the
+    top letter. It now wraps before the middle of the image."""
+    page.set_viewport_size({"width": 1000, "height": 800})
+    _turned_on_server_images(page, server, tmp_path, seed=9)
+    for box in page.locator("#l3-grid .canvas-box").all():
+        note = box.locator(".oblique-note")
+        assert note.inner_text().replace("\n", " ") == "oblique 20°: letters approximate"
+        where = note.bounding_box()
+        for edge in ("top", "left"):
+            letter = box.locator(f".orient.{edge}").bounding_box()
+            assert not _overlap(where, letter), (box.get_attribute("id"), edge, where, letter)
