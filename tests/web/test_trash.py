@@ -468,19 +468,25 @@ class _Killed(BaseException):
 
 
 @pytest.mark.parametrize("audited", [True, False])
+@pytest.mark.parametrize("kept_before_ids", [False, True])
 def test_an_erasure_killed_around_its_audit_event_ends_as_the_audit_log_says(
-    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, audited: bool
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, audited: bool, kept_before_ids: bool
 ) -> None:
     """Killed after the erase-study event was written, before the entry was renamed to .erased, the next
     start put the deletion back: restorable, while the audit log said it was erased. Now that event decides:
     after it the next start finishes the erasure; killed before it (the event not written), it puts the
-    deletion back and the audit log holds no erasure."""
+    deletion back and the audit log holds no erasure. A deletion kept by a version before deletions had an id
+    (`kept_before_ids`) is decided by the clock, as then."""
     data = tmp_path / "data"
     app = create_app(WebSettings(data_dir=data))
     store = app.state.ctx.store
     with TestClient(app) as client:
         sid = upload(client, series)["id"]
         assert delete_study(client, sid).status_code == 200
+    record = json.loads((data / "trash" / sid / trash.RECORD).read_text())
+    record_id = record.pop("deletion_id")
+    if kept_before_ids:
+        (data / "trash" / sid / trash.RECORD).write_text(json.dumps(record))
     audit, replace, killed = store.audit, trash.os.replace, []
 
     def audit_then_kill(*args: Any, **kwargs: Any) -> None:
@@ -504,8 +510,8 @@ def test_an_erasure_killed_around_its_audit_event_ends_as_the_audit_log_says(
 
     app = create_app(WebSettings(data_dir=data))
     store = app.state.ctx.store
-    erasures = [e for e in store.audit_events(sid) if e.action == "erase-study"]
-    assert len(erasures) == int(audited)
+    erasures = [e.details for e in store.audit_events(sid) if e.action == "erase-study"]
+    assert erasures == [None if kept_before_ids else {"deletion_id": record_id}][: int(audited)]
     assert [d.id for d in trash.deleted_studies(store)] == ([] if audited else [sid])
     assert [p.name for p in (data / "trash").iterdir()] == ([] if audited else [sid])
     store.close()
@@ -526,3 +532,68 @@ def test_a_restore_refused_over_files_in_its_place_names_no_uid(
     for value in (study.study_uid, study.series_uid, str(store.data_dir)):
         assert value not in refused.text
     assert [d.id for d in trash.deleted_studies(store)] == [sid]  # still kept
+
+
+@pytest.mark.parametrize("step", ["back", "forward"])
+def test_an_erasure_killed_is_decided_by_its_deletion_not_by_the_clock(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """The next start decided an interrupted erasure by the clock: an erase-study event of the study newer
+    than the kept deletion's deleted_at. A step of the clock (NTP, a virtual machine restored, another
+    host's clock on a shared data folder) made it wrong. "back": deleted while the clock was an hour ahead,
+    the erasure audited after the clock was set right and then killed: it was put back, restorable while the
+    audit log said erased. "forward": an erase-study event an earlier version left of the study's earlier
+    deletion (stamped an hour ahead), and the study deleted again with a colleague's correction; an erase of
+    this deletion killed before its event: it was erased unaudited. The event now names the deletion's id."""
+    from sarcoscope.store import core
+
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    ahead = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)  # noqa: E731
+    with TestClient(app) as client:
+        if step == "back":
+            sid = upload(client, series)["id"]
+            with monkeypatch.context() as clock:
+                clock.setattr(trash, "utcnow", ahead)
+                assert delete_study(client, sid).status_code == 200
+        else:  # the earlier deletion's erasure event, put back by the clock's decision of an earlier version
+            sid, _ = _edited(client, series)
+            assert delete_study(client, sid).status_code == 200
+            with monkeypatch.context() as clock:
+                clock.setattr(core, "utcnow", ahead)
+                store.audit("admin", "erase-study", sid)
+            trash.restore(store, sid, "admin")
+            _corrected_and_deleted_again(client, sid)
+    audit, replace, killed = store.audit, trash.os.replace, []
+
+    def audit_then_kill(*args: Any, **kwargs: Any) -> None:
+        if step == "back":
+            audit(*args, **kwargs)
+        killed.append(True)
+        raise _Killed
+
+    def replace_unless_killed(*args: Any, **kwargs: Any) -> None:
+        if killed:
+            raise _Killed
+        replace(*args, **kwargs)
+
+    monkeypatch.setattr(store, "audit", audit_then_kill)
+    monkeypatch.setattr(trash.os, "replace", replace_unless_killed)
+    with pytest.raises(_Killed):
+        trash.erase(store, sid, "admin")
+    monkeypatch.undo()
+    store.close()
+
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    erasures = [e for e in store.audit_events(sid) if e.action == "erase-study"]
+    assert len(erasures) == 1
+    if step == "back":  # audited: erased
+        assert trash.deleted_studies(store) == [] and not any((data / "trash").iterdir())
+    else:  # not audited: kept, with the correction
+        [kept] = trash.deleted_studies(store)
+        assert (kept.id, kept.n_versions) == (sid, 3)
+        with TestClient(app) as client:
+            assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+    store.close()

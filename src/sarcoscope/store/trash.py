@@ -2,17 +2,17 @@
 of the list) would otherwise take its images and every colleague's label versions with it, for good.
 
 `trash/<study id>/` holds what the deletion removed from the database (`study.json`: the study row, who
-deleted it and when; `label_versions.json`: its label versions) and its files, moved there as they were
-(`ct/` the series, `cache/` the decoded images, `upload/` the upload's other series when it was that
-upload's last study). `sarcoscope studies restore` puts it all back; the server erases entries older
-than its `--keep-deleted-days` at start and at each deletion, and `sarcoscope studies erase` erases at
-once (an erasure request).
+deleted it and when, and a random id of that deletion; `label_versions.json`: its label versions) and its
+files, moved there as they were (`ct/` the series, `cache/` the decoded images, `upload/` the upload's other
+series when it was that upload's last study). `sarcoscope studies restore` puts it all back; the server
+erases entries older than its `--keep-deleted-days` at start and at each deletion, and `sarcoscope studies
+erase` erases at once (an erasure request).
 
 Every step can be cut by a kill and is finished or undone at the next start (`recover`), before the server
 deletes files no study owns: a deletion writes `.<id>.deleting/study.json` before its database rows go
 (`begin`), moves the files in after (`finish`); a restore renames the entry to `.<id>.restoring` first, an
-erasure to `.<id>.erasing` (checked, then audited: the audit event decides it, so that the audit log and
-what is kept agree after a kill) and then `.<id>.erased` (removed).
+erasure to `.<id>.erasing` (checked, then audited: the audit event, which names the deletion's id, decides
+it, so that the audit log and what is kept agree after a kill) and then `.<id>.erased` (removed).
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ import logging
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, func, select
+from sqlalchemy import DateTime, select
 
 from sarcoscope.store.errors import ConflictError, NotFoundError, StoreError, reason_of
 from sarcoscope.store.files import atomic_private_file, private_dir
@@ -65,6 +66,9 @@ class DeletedStudy:
     study_date: str | None
     series_description: str | None
     n_versions: int
+    #: A random id of this deletion, which its erasure's audit event names (None: kept by a version before
+    #: deletions had one).
+    deletion_id: str | None = None
 
 
 def trash_dir(store: Store) -> Path:
@@ -119,6 +123,7 @@ def begin(store: Store, s: Session, study: Study, actor: str) -> Path:
     )
     versions = [_row_values(v, frozenset({"id"})) for v in rows]
     record = {
+        "deletion_id": uuid.uuid4().hex,
         "deleted_at": utcnow().isoformat(),
         "deleted_by": actor,
         "study": _row_values(study),
@@ -196,6 +201,7 @@ def _deleted_study(entry: Path) -> DeletedStudy:
         study_date=study.get("study_date"),
         series_description=study.get("series_description"),
         n_versions=record["n_versions"],
+        deletion_id=record.get("deletion_id"),
     )
 
 
@@ -247,7 +253,8 @@ def erase(
     The entry is renamed out of a restore's reach (`.<id>.erasing`) before it is checked, and to
     `.<id>.erased` once the erasure is decided (audited): a restore at the same time either took it first
     (this one answers ConflictError) or finds none (NotFoundError), never a study half erased. Killed before
-    the audit event, the next start puts the entry back; after it, the next start erases it."""
+    the audit event, the next start puts the entry back; after it (the event names the deletion's id), the
+    next start erases it."""
     if not _ENTRY_RE.match(study_id):
         raise _not_kept(study_id)
     entry = trash_dir(store) / study_id
@@ -261,13 +268,15 @@ def erase(
             ) from None
         raise _not_kept(study_id) from None
     try:
-        if deleted_at is not None and (kept := _deleted_study(claimed)).deleted_at != deleted_at:
+        kept = _deleted_study(claimed)
+        if deleted_at is not None and kept.deleted_at != deleted_at:
             raise ConflictError(
                 f"Not erased: study {study_id} was restored and deleted again since you were shown it (by "
                 f"{kept.deleted_by} at {kept.deleted_at:%Y-%m-%d %H:%M} UTC, with {kept.n_versions} label "
                 "versions). Look at the deleted studies again first."
             )
-        store.audit(actor, "erase-study", study_id, None, client)
+        erased = None if kept.deletion_id is None else {"deletion_id": kept.deletion_id}
+        store.audit(actor, "erase-study", study_id, erased, client)
     except BaseException:
         os.replace(claimed, entry)
         raise
@@ -285,16 +294,20 @@ def _remove(claimed: Path, study_id: str) -> None:
 
 
 def _erasure_audited(store: Store, study_id: str, claimed: Path) -> bool:
-    """Whether the audit log holds the erasure of the claimed entry's deletion (an erase-study event of its
-    study newer than the deletion): that event decides the erasure, so a kill after it is finished."""
-    deleted_at = _deleted_study(claimed).deleted_at
+    """Whether the audit log holds the erasure of the claimed entry's deletion: that event decides the
+    erasure, so a kill after it is finished. An erase-study event naming the deletion's id, not one newer
+    than the deletion by the clock, which a step of it (NTP, a virtual machine restored, another host's
+    clock) makes wrong either way; a deletion kept before deletions had an id is decided by the clock."""
+    kept = _deleted_study(claimed)
     with store.session() as s:
-        newest = s.scalar(
-            select(func.max(AuditEvent.at)).where(
+        erasures = s.execute(
+            select(AuditEvent.at, AuditEvent.details).where(
                 AuditEvent.study_id == study_id, AuditEvent.action == "erase-study"
             )
-        )
-    return newest is not None and as_utc(newest) > deleted_at
+        ).all()
+    if kept.deletion_id is not None:
+        return any((details or {}).get("deletion_id") == kept.deletion_id for _, details in erasures)
+    return any(as_utc(at) > kept.deleted_at for at, _ in erasures)
 
 
 def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
