@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -597,3 +600,128 @@ def test_an_erasure_killed_is_decided_by_its_deletion_not_by_the_clock(
         with TestClient(app) as client:
             assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
     store.close()
+
+
+def test_a_restore_that_finds_the_entry_gone_while_a_refused_erase_puts_it_back_restores_it(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore that found no entry (an erase, to be refused, had it out of place as .<id>.erasing) and
+    looked for the .erasing entry only after the erase had put it back answered 404 (no deleted study kept),
+    though the study was kept all along. What a restore that finds no entry answers is now decided while no
+    entry is put back: here the entry is there again, and the restore takes it."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    read, entry_of, main = trash._read, trash._entry, threading.current_thread()
+    checking, go, erased = threading.Event(), threading.Event(), []
+
+    def read_and_wait(entry: Path) -> dict[str, Any]:
+        if threading.current_thread() is not main and not checking.is_set():  # the erase's check
+            checking.set()
+            go.wait(60)
+        return read(entry)
+
+    def entry_then_erase_ends(*args: Any) -> Path:
+        try:
+            return entry_of(*args)
+        except NotFoundError:
+            if not go.is_set():  # the restore found none: the erase is refused, and puts the entry back
+                go.set()
+                eraser.join()
+            raise
+
+    stale = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    eraser = threading.Thread(
+        target=lambda: erased.append(_outcome(lambda: trash.erase(store, sid, "x", deleted_at=stale)))
+    )
+    monkeypatch.setattr(trash, "_read", read_and_wait)
+    monkeypatch.setattr(trash, "_entry", entry_then_erase_ends)
+    eraser.start()
+    assert checking.wait(60)
+    restored = _outcome(lambda: trash.restore(store, sid, "admin"))
+    eraser.join()
+    assert isinstance(erased[0], ConflictError) and "deleted again" in str(erased[0])
+    assert not isinstance(restored, Exception), restored
+    assert client.get(f"/api/studies/{sid}").status_code == 200 and trash.deleted_studies(store) == []
+
+
+def test_an_erase_that_finds_the_entry_gone_while_a_failed_restore_puts_it_back_erases_it(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure request that found no entry (a restore, which then failed, had it as .<id>.restoring) and
+    looked for the .restoring entry only after the restore had put it back answered 404 (no deleted study
+    kept): the person asking for the erasure was told there was nothing to erase while the study was kept.
+    The erase now finds the entry there again and erases it."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    [listed] = trash.deleted_studies(store)
+    replace, main = os.replace, threading.current_thread()
+    restoring, go, restored = threading.Event(), threading.Event(), []
+
+    def restore_rows_fail(*_: Any, **__: Any) -> None:
+        restoring.set()
+        go.wait(60)
+        raise OSError("disk full")
+
+    def replace_then_restore_ends(src: Any, dst: Any) -> None:
+        try:
+            replace(src, dst)
+        except FileNotFoundError:
+            if threading.current_thread() is main and not go.is_set():  # the erase found none
+                go.set()
+                restorer.join()
+            raise
+
+    restorer = threading.Thread(
+        target=lambda: restored.append(_outcome(lambda: trash.restore(store, sid, "x")))
+    )
+    monkeypatch.setattr(store, "restore_rows", restore_rows_fail)
+    monkeypatch.setattr(trash.os, "replace", replace_then_restore_ends)
+    restorer.start()
+    assert restoring.wait(60)
+    erased = _outcome(lambda: trash.erase(store, sid, "admin", deleted_at=listed.deleted_at))
+    restorer.join()
+    assert isinstance(restored[0], OSError)
+    assert erased is None, erased
+    assert trash.deleted_studies(store) == [] and not [p for p in store.data_dir.rglob("*") if sid in str(p)]
+    assert store.audit_events(sid)[0].action == "erase-study"
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    """What `call` returned, or the exception it raised (in another thread: to be checked in the test's)."""
+    try:
+        return call()
+    except Exception as exc:
+        return exc
+
+
+def test_a_second_erase_while_a_refused_erase_checks_is_told_to_try_again(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure request (of the deletion as kept) while a stale erase had the entry out of place to check
+    it answered 404 (no deleted study kept): the person asking was told there was nothing to erase, and the
+    stale erase, refused, put the study back. It now answers 409 (being erased, try again), and the try
+    after erases it."""
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    [listed] = client.get("/api/deleted-studies").json()
+    read, meanwhile = trash._read, []
+
+    def read_then_erase(entry: Path) -> dict[str, Any]:
+        if not meanwhile:  # during the stale erase's check, once
+            meanwhile.append(None)
+            meanwhile[0] = client.delete(
+                f"/api/deleted-studies/{sid}", params={"deleted_at": listed["deleted_at"]}
+            )
+        return read(entry)
+
+    monkeypatch.setattr(trash, "_read", read_then_erase)
+    stale = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
+    refused = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": stale})
+    monkeypatch.undo()
+    [meantime] = meanwhile
+    assert refused.status_code == 409 and "deleted again" in refused.json()["detail"]
+    assert meantime.status_code == 409 and "being erased" in meantime.json()["detail"]
+    erased = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": listed["deleted_at"]})
+    assert erased.status_code == 200 and client.get("/api/deleted-studies").json() == []

@@ -12,7 +12,9 @@ Every step can be cut by a kill and is finished or undone at the next start (`re
 deletes files no study owns: a deletion writes `.<id>.deleting/study.json` before its database rows go
 (`begin`), moves the files in after (`finish`); a restore renames the entry to `.<id>.restoring` first, an
 erasure to `.<id>.erasing` (checked, then audited: the audit event, which names the deletion's id, decides
-it, so that the audit log and what is kept agree after a kill) and then `.<id>.erased` (removed).
+it, so that the audit log and what is kept agree after a kill) and then `.<id>.erased` (removed). An
+entry taken out of place is put back (an erase refused, a restore failed) only under `_no_put_back`, under
+which a restore or erase that found no entry decides why: never "none is kept" for one put back meanwhile.
 """
 
 from __future__ import annotations
@@ -22,19 +24,22 @@ import contextlib
 import dataclasses
 import datetime as dt
 import errno
+import fcntl
 import json
 import logging
 import os
 import re
 import shutil
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, select
 
 from sarcoscope.store.errors import ConflictError, NotFoundError, StoreError, reason_of
-from sarcoscope.store.files import atomic_private_file, private_dir
+from sarcoscope.store.files import PRIVATE_FILE_MODE, atomic_private_file, private_dir
 from sarcoscope.store.models import AuditEvent, LabelVersion, Study, as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -53,6 +58,10 @@ _DELETING = re.compile(r"^\.([0-9a-f]{32})\.deleting$")
 _RESTORING = re.compile(r"^\.([0-9a-f]{32})\.restoring$")
 _ERASING = re.compile(r"^\.([0-9a-f]{32})\.erasing$")
 _ERASED = re.compile(r"^\.([0-9a-f]{32})\.erased$")
+#: How often a restore or erase takes an entry again that was put back as it looked for it (`_no_put_back`):
+#: more would be that many erases or restores of it, each refused, at that moment.
+_TRIES = 3
+_PUT_BACK_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +86,22 @@ def trash_dir(store: Store) -> Path:
 
 def _not_kept(study_id: str) -> NotFoundError:
     return NotFoundError(f"No deleted study with id '{study_id}' is kept.")
+
+
+@contextlib.contextmanager
+def _no_put_back(store: Store) -> Iterator[None]:
+    """Held while an entry taken out of place is put back (an erase refused, a restore failed), and while a
+    restore or erase that found no entry looks why: it then finds the entry put back, or its .erasing or
+    .restoring name, never neither. Threads of this process: a lock; `sarcoscope studies` beside the server:
+    the data folder's `trash.lock` (flock, let go when the process ends, even by a kill)."""
+    with _PUT_BACK_LOCK:
+        fd = os.open(store.data_dir / "trash.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
 
 def _entry(store: Store, study_id: str) -> Path:
@@ -252,21 +277,23 @@ def erase(
 
     The entry is renamed out of a restore's reach (`.<id>.erasing`) before it is checked, and to
     `.<id>.erased` once the erasure is decided (audited): a restore at the same time either took it first
-    (this one answers ConflictError) or finds none (NotFoundError), never a study half erased. Killed before
+    (this one answers ConflictError; when that restore fails and puts it back, this one erases it) or finds
+    it being erased (ConflictError, try again: the next finds none), never a study half erased. Killed before
     the audit event, the next start puts the entry back; after it (the event names the deletion's id), the
     next start erases it."""
     if not _ENTRY_RE.match(study_id):
         raise _not_kept(study_id)
     entry = trash_dir(store) / study_id
     claimed = entry.with_name(f".{study_id}.erasing")
-    try:
-        os.replace(entry, claimed)
-    except FileNotFoundError:  # restored, being restored or erased
-        if store.has_study(study_id) or entry.with_name(f".{study_id}.restoring").exists():
-            raise ConflictError(
-                f"Not erased: study {study_id} was restored since you were shown it."
-            ) from None
-        raise _not_kept(study_id) from None
+    for _ in range(_TRIES):
+        try:
+            os.replace(entry, claimed)
+            break
+        except FileNotFoundError:  # restored, being restored or erased
+            if (why := _not_erasable(store, study_id)) is not None:
+                raise why from None
+    else:
+        raise _being_erased(study_id, restoring=False)
     try:
         kept = _deleted_study(claimed)
         if deleted_at is not None and kept.deleted_at != deleted_at:
@@ -278,9 +305,35 @@ def erase(
         erased = None if kept.deletion_id is None else {"deletion_id": kept.deletion_id}
         store.audit(actor, "erase-study", study_id, erased, client)
     except BaseException:
-        os.replace(claimed, entry)
+        with _no_put_back(store):
+            os.replace(claimed, entry)
         raise
     _remove(claimed, study_id)
+
+
+def _not_erasable(store: Store, study_id: str) -> StoreError | None:
+    """Why an erase found no entry (None: it is back, put back by a restore that failed: take it again).
+    Looked at under `_no_put_back`, in the order the entry moves: .restoring before the study row, which a
+    restore writes before it removes .restoring."""
+    entry = trash_dir(store) / study_id
+    with _no_put_back(store):
+        if entry.is_dir():
+            return None
+        if entry.with_name(f".{study_id}.restoring").is_dir() or store.has_study(study_id):
+            return ConflictError(f"Not erased: study {study_id} was restored since you were shown it.")
+        if entry.with_name(f".{study_id}.erasing").is_dir():  # refused, it is put back: try again
+            return _being_erased(study_id, restoring=False)
+    return _not_kept(study_id)
+
+
+def _being_erased(study_id: str, *, restoring: bool) -> ConflictError:
+    """An erase has the entry out of place: refused, it puts it back at once; else the next try finds none."""
+    said = (
+        "Study {} is not restored: it is being erased."
+        if restoring
+        else "Not erased: study {} is being erased."
+    )
+    return ConflictError(f"{said.format(study_id)} Try again in a moment.")
 
 
 def _remove(claimed: Path, study_id: str) -> None:
@@ -326,22 +379,39 @@ def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
     return expired
 
 
-def _not_restorable(store: Store, study_id: str) -> StoreError:
-    """Why a restore found no entry: an erase has it out of place while it checks (refused, it puts it back
-    at once: ConflictError, try again; done, the next try finds none), or none is kept (NotFoundError)."""
-    if _ENTRY_RE.match(study_id) and (trash_dir(store) / f".{study_id}.erasing").is_dir():
-        return ConflictError(f"Study {study_id} is not restored: it is being erased. Try again in a moment.")
+def _not_restorable(store: Store, study_id: str) -> StoreError | None:
+    """Why a restore found no entry (None: it is back, put back by an erase refused: take it again): an
+    erase has it out of place (refused, it puts it back at once: ConflictError, try again; done, the next
+    try finds none), or none is kept (NotFoundError). Looked at under `_no_put_back`."""
+    if not _ENTRY_RE.match(study_id):
+        return _not_kept(study_id)
+    entry = trash_dir(store) / study_id
+    with _no_put_back(store):
+        if entry.is_dir():
+            return None
+        if entry.with_name(f".{study_id}.erasing").is_dir():
+            return _being_erased(study_id, restoring=True)
     return _not_kept(study_id)
 
 
 def restore(store: Store, study_id: str, actor: str, client: str | None = None) -> Study:
     """Put a kept deletion back: its files, its study row and every label version, as they were."""
+    for _ in range(_TRIES):
+        if (study := _restore(store, study_id, actor, client)) is not None:
+            return study
+    raise _being_erased(study_id, restoring=True)
+
+
+def _restore(store: Store, study_id: str, actor: str, client: str | None) -> Study | None:
+    """`restore`, once; None when the entry was out of place as it was looked for, and is back."""
     try:
         entry = _entry(store, study_id)
         record = _read(entry)
         versions = json.loads((entry / VERSIONS).read_text())
     except (NotFoundError, FileNotFoundError):  # being erased, or erased
-        raise _not_restorable(store, study_id) from None
+        if (why := _not_restorable(store, study_id)) is not None:
+            raise why from None
+        return None
     study = _row_from(Study, record["study"])
     files = _files(store, study)
     with store.ct_lock(study.study_uid):
@@ -361,13 +431,16 @@ def restore(store: Store, study_id: str, actor: str, client: str | None = None) 
         try:
             os.replace(entry, restoring)
         except FileNotFoundError:  # an erase took it first
-            raise _not_restorable(store, study_id) from None
+            if (why := _not_restorable(store, study_id)) is not None:
+                raise why from None
+            return None
         _move_out(restoring, files, study)
         try:
             store.restore_rows(study, [_row_from(LabelVersion, v) for v in versions], actor, client)
         except BaseException:
             _move_in(store, restoring, study)
-            os.replace(restoring, entry)
+            with _no_put_back(store):
+                os.replace(restoring, entry)
             raise
     shutil.rmtree(restoring)
     return study
@@ -417,10 +490,12 @@ def recover(store: Store) -> None:
                 shutil.rmtree(path)
             else:
                 _move_in(store, path, _row_from(Study, _read(path)["study"]))
-                os.replace(path, trash_dir(store) / study_id)
+                with _no_put_back(store):
+                    os.replace(path, trash_dir(store) / study_id)
                 log.warning("Put back a deleted study whose restore was stopped half done.")
         elif (match := _ERASING.match(path.name)) and not _erasure_audited(store, match.group(1), path):
-            os.replace(path, trash_dir(store) / match.group(1))  # stopped before the erasure was decided
+            with _no_put_back(store):  # stopped before the erasure was decided
+                os.replace(path, trash_dir(store) / match.group(1))
         elif match := _ERASING.match(path.name) or _ERASED.match(path.name):
             _remove(path, match.group(1))
             log.warning("Finished the erasure of a deleted study that a stopped server left half done.")
