@@ -725,3 +725,34 @@ def test_a_second_erase_while_a_refused_erase_checks_is_told_to_try_again(
     assert meantime.status_code == 409 and "being erased" in meantime.json()["detail"]
     erased = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": listed["deleted_at"]})
     assert erased.status_code == 200 and client.get("/api/deleted-studies").json() == []
+
+
+def test_a_restore_that_fails_moving_its_files_puts_them_back_in_the_trash(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore whose files could not all be moved out (a full disk as its decoded images are copied to
+    cache/ on another disk) left the entry as .<id>.restoring with its images moved out: the study was
+    neither in the list nor among the deleted studies (nor restorable) until the server's next start. What
+    it moved is now put back, and the deletion is kept as it was."""
+    import errno
+
+    store = client.app.state.ctx.store
+    sid, edited = _edited(client, series)
+    assert delete_study(client, sid).status_code == 200
+    entry = sorted(p.relative_to(store.data_dir) for p in (store.data_dir / "trash").rglob("*"))
+    move = trash._move_dir
+
+    def disk_full_for_the_cache(src: Path, dst: Path) -> None:
+        if dst.parent == store.data_dir / "cache":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        move(src, dst)
+
+    monkeypatch.setattr(trash, "_move_dir", disk_full_for_the_cache)
+    with pytest.raises(OSError, match="No space left"):
+        trash.restore(store, sid, "admin")
+    monkeypatch.undo()
+    assert sorted(p.relative_to(store.data_dir) for p in (store.data_dir / "trash").rglob("*")) == entry
+    assert _files_of(store.data_dir, sid) == [] and [d.id for d in trash.deleted_studies(store)] == [sid]
+    trash.restore(store, sid, "admin")
+    np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
+    assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200

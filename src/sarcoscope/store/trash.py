@@ -434,10 +434,10 @@ def _restore(store: Store, study_id: str, actor: str, client: str | None) -> Stu
             if (why := _not_restorable(store, study_id)) is not None:
                 raise why from None
             return None
-        _move_out(restoring, files, study)
         try:
+            _move_out(restoring, files, study)
             store.restore_rows(study, [_row_from(LabelVersion, v) for v in versions], actor, client)
-        except BaseException:
+        except BaseException:  # what was moved out goes back: the deletion is kept as it was
             _move_in(store, restoring, study)
             with _no_put_back(store):
                 os.replace(restoring, entry)
