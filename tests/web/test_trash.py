@@ -756,3 +756,35 @@ def test_a_restore_that_fails_moving_its_files_puts_them_back_in_the_trash(
     trash.restore(store, sid, "admin")
     np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
     assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+
+
+def test_a_deletions_record_is_on_disk_before_its_rows_go(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record of a deleted study's rows (study.json, label_versions.json in .<id>.deleting/) was written
+    and renamed without being flushed to disk, and the database's commit (flushed) removed the rows after it:
+    power lost then could leave the rows gone and the record empty or missing, the deletion not restorable
+    (and an empty study.json stopped the next start). The record's files and the folders naming them are now
+    flushed (fsync) before the deletion's transaction commits."""
+    store = client.app.state.ctx.store
+    sid, _ = _edited(client, series)
+    fsync, begin, synced, at_commit, needed = os.fsync, trash.begin, [], [], []
+
+    def recorded_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)  # a file's inode: it is the same after a rename
+        fsync(fd)
+
+    def begin_then_commit(*args: Any) -> Path:
+        pending = begin(*args)
+        at_commit.extend(synced)  # begin runs inside the deletion's transaction: it commits after
+        needed.extend(p.stat().st_ino for p in (pending / trash.RECORD, pending / trash.VERSIONS, pending))
+        needed.append(pending.parent.stat().st_ino)  # trash/, which names .<id>.deleting
+        needed.append(store.data_dir.stat().st_ino)  # which names trash/
+        return pending
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(trash, "begin", begin_then_commit)
+    assert delete_study(client, sid).status_code == 200
+    assert len(needed) == 5 and set(needed) <= set(at_commit)
+    [kept] = trash.deleted_studies(store)
+    assert (kept.id, kept.n_versions) == (sid, 2)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import DateTime, select
 
 from sarcoscope.store.errors import ConflictError, NotFoundError, StoreError, reason_of
-from sarcoscope.store.files import PRIVATE_FILE_MODE, atomic_private_file, private_dir
+from sarcoscope.store.files import PRIVATE_FILE_MODE, atomic_private_file, private_dir, sync_dir
 from sarcoscope.store.models import AuditEvent, LabelVersion, Study, as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -142,7 +142,8 @@ def _row_from(model: type[Study] | type[LabelVersion], values: dict[str, Any]) -
 
 def begin(store: Store, s: Session, study: Study, actor: str) -> Path:
     """Write the record of `study`'s rows (its label versions read in the deleting transaction `s`, before
-    they go) to `.<id>.deleting/`; a failure here fails the deletion, so nothing is deleted unkept."""
+    they go) to `.<id>.deleting/`, on the disk before the rows go (fsync: power lost after the commit finds
+    it whole); a failure here fails the deletion, so nothing is deleted unkept."""
     rows = s.scalars(
         select(LabelVersion).where(LabelVersion.study_id == study.id).order_by(LabelVersion.version)
     )
@@ -158,8 +159,10 @@ def begin(store: Store, s: Session, study: Study, actor: str) -> Path:
     shutil.rmtree(pending, ignore_errors=True)
     private_dir(pending)
     for name, content in ((VERSIONS, versions), (RECORD, record)):  # RECORD last: the entry is whole
-        with atomic_private_file(pending / name) as f:
+        with atomic_private_file(pending / name, durable=True) as f:
             f.write(json.dumps(content).encode())
+    sync_dir(pending.parent)
+    sync_dir(store.data_dir)  # which names trash/, made by the first deletion
     return pending
 
 
