@@ -788,3 +788,44 @@ def test_a_deletions_record_is_on_disk_before_its_rows_go(
     assert len(needed) == 5 and set(needed) <= set(at_commit)
     [kept] = trash.deleted_studies(store)
     assert (kept.id, kept.n_versions) == (sid, 2)
+
+
+def test_files_copied_across_file_systems_are_on_disk_before_their_source_is_removed(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deletion (or restore) between a ct/ on another disk and trash/ copies the files, then removes the
+    source: the copies were not flushed to disk first, so power lost after the removal could leave both the
+    source gone and the copies empty, the study's images lost. Each copied file and folder is now flushed
+    (fsync) before the source is removed."""
+    import errno
+    import shutil
+
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    study = store.get_study(sid)
+    top = lambda p: Path(p).resolve().relative_to(store.data_dir).parts[0]  # noqa: E731
+    replace, fsync, rmtree, events = os.replace, os.fsync, shutil.rmtree, []
+
+    def across(src: Any, dst: Any) -> None:
+        if top(src) != top(dst):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        replace(src, dst)
+
+    def recorded_fsync(fd: int) -> None:
+        events.append(os.fstat(fd).st_ino)
+        fsync(fd)
+
+    def recorded_rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        events.append(Path(path))
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", across)
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(shutil, "rmtree", recorded_rmtree)
+    assert delete_study(client, sid).status_code == 200
+    monkeypatch.undo()
+    copied = store.data_dir / "trash" / sid / "ct"
+    flushed = set(events[: events.index(store.series_dir(study))])
+    assert {p.stat().st_ino for p in [copied, *copied.iterdir()]} <= flushed
+    assert copied.parent.stat().st_ino in flushed  # the folder naming ct/
+    assert len(list(copied.iterdir())) == len(series)

@@ -67,6 +67,22 @@ def sync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def sync_tree(root: Path) -> None:
+    """Put a folder's files, its subfolders and their names on the disk (fsync), as copied: before the
+    original is removed (symbolic links are names only)."""
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            if path.is_symlink():
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        sync_dir(Path(folder))
+
+
 def make_private(path: Path) -> None:
     """Restrict an existing file or folder to its owner (folders 0700, files 0600)."""
     os.chmod(path, PRIVATE_DIR_MODE if path.is_dir() else PRIVATE_FILE_MODE)

@@ -39,7 +39,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import DateTime, select
 
 from sarcoscope.store.errors import ConflictError, NotFoundError, StoreError, reason_of
-from sarcoscope.store.files import PRIVATE_FILE_MODE, atomic_private_file, private_dir, sync_dir
+from sarcoscope.store.files import (
+    PRIVATE_FILE_MODE,
+    atomic_private_file,
+    private_dir,
+    sync_dir,
+    sync_tree,
+)
 from sarcoscope.store.models import AuditEvent, LabelVersion, Study, as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -195,8 +201,9 @@ def finish(store: Store, study: Study, pending: Path) -> None:
 
 def _move_dir(src: Path, dst: Path) -> None:
     """Move a folder to `dst`, across file systems too (a site may mount `ct/` on a larger disk): then it is
-    copied under a temporary name, renamed when whole, and the source removed. Cut anywhere, calling it
-    again finishes it (a whole `dst` beside a source means only the source's removal was cut)."""
+    copied under a temporary name, renamed when whole and on the disk (fsync), and the source removed. Cut
+    anywhere, calling it again finishes it (a whole `dst` beside a source means only the source's removal
+    was cut)."""
     if dst.exists():
         shutil.rmtree(src, ignore_errors=True)
         return
@@ -209,7 +216,9 @@ def _move_dir(src: Path, dst: Path) -> None:
     part = dst.with_name(f".{dst.name}.part")
     shutil.rmtree(part, ignore_errors=True)
     shutil.copytree(src, part, symlinks=True)
+    sync_tree(part)
     os.replace(part, dst)
+    sync_dir(dst.parent)
     shutil.rmtree(src)
 
 
