@@ -829,3 +829,41 @@ def test_files_copied_across_file_systems_are_on_disk_before_their_source_is_rem
     assert {p.stat().st_ino for p in [copied, *copied.iterdir()]} <= flushed
     assert copied.parent.stat().st_ino in flushed  # the folder naming ct/
     assert len(list(copied.iterdir())) == len(series)
+
+
+def test_a_restore_whose_moves_were_lost_is_finished_at_the_next_start(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore moves the files out of .<id>.restoring (renames), then commits the rows, then removes the
+    emptied entry. Power lost after the commit can undo renames the disk had not written yet (the database
+    flushed, on another disk or server: PostgreSQL), leaving the images in .<id>.restoring beside the
+    committed study: the next start removed that entry as emptied, the images with it. It now moves out
+    what is left first."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    with TestClient(app) as client:
+        sid, edited = _edited(client, series)
+        study = store.get_study(sid)
+        assert delete_study(client, sid).status_code == 200
+    rmtree, restoring = trash.shutil.rmtree, data / "trash" / f".{sid}.restoring"
+
+    def killed_before_the_entry_goes(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path) == restoring:
+            raise _Killed
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(trash.shutil, "rmtree", killed_before_the_entry_goes)
+    with pytest.raises(_Killed):
+        trash.restore(store, sid, "admin")
+    monkeypatch.undo()
+    store.close()
+    for name, place in (("ct", store.series_dir(study)), ("cache", store.cache_dir(sid))):
+        place.rename(restoring / name)  # the renames the disk had not written when power was lost
+
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        assert not restoring.exists() and trash.deleted_studies(app.state.ctx.store) == []
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+        np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
+    app.state.ctx.store.close()

@@ -498,10 +498,13 @@ def recover(store: Store) -> None:
                 log.warning("Finished the deletion of a study that a stopped server left half done.")
         elif match := _RESTORING.match(path.name):
             study_id = match.group(1)
-            if store.has_study(study_id):  # restored: only the emptied entry is left
+            study = _row_from(Study, _read(path)["study"])
+            if store.has_study(study_id):  # restored: the entry's files are moved out (power lost after the
+                # commit can undo renames not yet on the disk), then the emptied entry goes
+                _move_out(path, _files(store, study), study)
                 shutil.rmtree(path)
             else:
-                _move_in(store, path, _row_from(Study, _read(path)["study"]))
+                _move_in(store, path, study)
                 with _no_put_back(store):
                     os.replace(path, trash_dir(store) / study_id)
                 log.warning("Put back a deleted study whose restore was stopped half done.")
