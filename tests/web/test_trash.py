@@ -867,3 +867,31 @@ def test_a_restore_whose_moves_were_lost_is_finished_at_the_next_start(
         assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
         np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
     app.state.ctx.store.close()
+
+
+def test_an_erasure_is_out_of_a_restores_reach_on_disk_before_its_audit_event(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erase-study event decides an erasure (after a kill the next start finishes it when the event
+    names the deletion); it was written while the entry's rename to .<id>.erasing might not be on the disk
+    yet. With the audit log in a database elsewhere (PostgreSQL), power lost then left the entry in place as
+    a kept deletion, restorable, which the next start does not look at, beside an event saying it was
+    erased. The rename is now flushed (fsync of trash/) before the event is written."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    fsync, audit, synced, at_audit = os.fsync, store.audit, [], []
+
+    def recorded_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        fsync(fd)
+
+    def recorded_audit(*args: Any, **kwargs: Any) -> None:
+        at_audit.extend(synced)
+        audit(*args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(store, "audit", recorded_audit)
+    trash.erase(store, sid, "admin")
+    assert (store.data_dir / "trash").stat().st_ino in at_audit
+    assert store.audit_events(sid)[0].action == "erase-study" and trash.deleted_studies(store) == []

@@ -308,6 +308,7 @@ def erase(
         raise _being_erased(study_id, restoring=False)
     try:
         kept = _deleted_study(claimed)
+        sync_dir(claimed.parent)  # the entry out of place on the disk before the event that decides it
         if deleted_at is not None and kept.deleted_at != deleted_at:
             raise ConflictError(
                 f"Not erased: study {study_id} was restored and deleted again since you were shown it (by "
