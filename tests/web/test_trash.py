@@ -895,3 +895,33 @@ def test_an_erasure_is_out_of_a_restores_reach_on_disk_before_its_audit_event(
     trash.erase(store, sid, "admin")
     assert (store.data_dir / "trash").stat().st_ino in at_audit
     assert store.audit_events(sid)[0].action == "erase-study" and trash.deleted_studies(store) == []
+
+
+def test_a_restores_moves_are_on_disk_before_its_rows_are_committed(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore renamed its entry to .<id>.restoring and moved the files out, then committed the rows, none
+    of the renames flushed: with the database flushing elsewhere (PostgreSQL), power lost after the commit
+    could leave the whole entry in trash/ (kept, and refused as a restore: its study is there) beside a
+    committed study without images. The folders the renames changed are now flushed before the commit."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    study = store.get_study(sid)
+    assert delete_study(client, sid).status_code == 200
+    fsync, restore_rows, synced, at_commit = os.fsync, store.restore_rows, [], []
+
+    def recorded_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        fsync(fd)
+
+    def recorded_restore_rows(*args: Any, **kwargs: Any) -> None:
+        at_commit.extend(synced)
+        restore_rows(*args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(store, "restore_rows", recorded_restore_rows)
+    trash.restore(store, sid, "admin")
+    changed = [store.data_dir / "trash", store.series_dir(study).parent, store.data_dir / "ct"]
+    changed.append(store.data_dir / "cache")
+    assert {p.stat().st_ino for p in changed} <= set(at_commit)
+    assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200

@@ -449,6 +449,7 @@ def _restore(store: Store, study_id: str, actor: str, client: str | None) -> Stu
             return None
         try:
             _move_out(restoring, files, study)
+            _sync_moves(restoring, files)
             store.restore_rows(study, [_row_from(LabelVersion, v) for v in versions], actor, client)
         except BaseException:  # what was moved out goes back: the deletion is kept as it was
             _move_in(store, restoring, study)
@@ -473,6 +474,15 @@ def _move_out(entry: Path, files: dict[str, Path], study: Study) -> None:
             continue
         private_dir(target.parent)
         _move_dir(source, target)
+
+
+def _sync_moves(entry: Path, files: dict[str, Path]) -> None:
+    """Put the renames between the entry and the files' places on the disk (fsync of the folders naming
+    them) before the commit that relies on them: a database flushed elsewhere (PostgreSQL) would otherwise
+    hold a restored study whose files power lost put back in the trash."""
+    for folder in {entry.parent, entry, files["ct"].parent.parent, *(p.parent for p in files.values())}:
+        if folder.is_dir():
+            sync_dir(folder)
 
 
 def _move_in(store: Store, entry: Path, study: Study) -> None:
