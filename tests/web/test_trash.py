@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -468,19 +471,25 @@ class _Killed(BaseException):
 
 
 @pytest.mark.parametrize("audited", [True, False])
+@pytest.mark.parametrize("kept_before_ids", [False, True])
 def test_an_erasure_killed_around_its_audit_event_ends_as_the_audit_log_says(
-    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, audited: bool
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, audited: bool, kept_before_ids: bool
 ) -> None:
     """Killed after the erase-study event was written, before the entry was renamed to .erased, the next
     start put the deletion back: restorable, while the audit log said it was erased. Now that event decides:
     after it the next start finishes the erasure; killed before it (the event not written), it puts the
-    deletion back and the audit log holds no erasure."""
+    deletion back and the audit log holds no erasure. A deletion kept by a version before deletions had an id
+    (`kept_before_ids`) is decided by the clock, as then."""
     data = tmp_path / "data"
     app = create_app(WebSettings(data_dir=data))
     store = app.state.ctx.store
     with TestClient(app) as client:
         sid = upload(client, series)["id"]
         assert delete_study(client, sid).status_code == 200
+    record = json.loads((data / "trash" / sid / trash.RECORD).read_text())
+    record_id = record.pop("deletion_id")
+    if kept_before_ids:
+        (data / "trash" / sid / trash.RECORD).write_text(json.dumps(record))
     audit, replace, killed = store.audit, trash.os.replace, []
 
     def audit_then_kill(*args: Any, **kwargs: Any) -> None:
@@ -504,8 +513,8 @@ def test_an_erasure_killed_around_its_audit_event_ends_as_the_audit_log_says(
 
     app = create_app(WebSettings(data_dir=data))
     store = app.state.ctx.store
-    erasures = [e for e in store.audit_events(sid) if e.action == "erase-study"]
-    assert len(erasures) == int(audited)
+    erasures = [e.details for e in store.audit_events(sid) if e.action == "erase-study"]
+    assert erasures == [None if kept_before_ids else {"deletion_id": record_id}][: int(audited)]
     assert [d.id for d in trash.deleted_studies(store)] == ([] if audited else [sid])
     assert [p.name for p in (data / "trash").iterdir()] == ([] if audited else [sid])
     store.close()
@@ -526,3 +535,393 @@ def test_a_restore_refused_over_files_in_its_place_names_no_uid(
     for value in (study.study_uid, study.series_uid, str(store.data_dir)):
         assert value not in refused.text
     assert [d.id for d in trash.deleted_studies(store)] == [sid]  # still kept
+
+
+@pytest.mark.parametrize("step", ["back", "forward"])
+def test_an_erasure_killed_is_decided_by_its_deletion_not_by_the_clock(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """The next start decided an interrupted erasure by the clock: an erase-study event of the study newer
+    than the kept deletion's deleted_at. A step of the clock (NTP, a virtual machine restored, another
+    host's clock on a shared data folder) made it wrong. "back": deleted while the clock was an hour ahead,
+    the erasure audited after the clock was set right and then killed: it was put back, restorable while the
+    audit log said erased. "forward": an erase-study event an earlier version left of the study's earlier
+    deletion (stamped an hour ahead), and the study deleted again with a colleague's correction; an erase of
+    this deletion killed before its event: it was erased unaudited. The event now names the deletion's id."""
+    from sarcoscope.store import core
+
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    ahead = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)  # noqa: E731
+    with TestClient(app) as client:
+        if step == "back":
+            sid = upload(client, series)["id"]
+            with monkeypatch.context() as clock:
+                clock.setattr(trash, "utcnow", ahead)
+                assert delete_study(client, sid).status_code == 200
+        else:  # the earlier deletion's erasure event, put back by the clock's decision of an earlier version
+            sid, _ = _edited(client, series)
+            assert delete_study(client, sid).status_code == 200
+            with monkeypatch.context() as clock:
+                clock.setattr(core, "utcnow", ahead)
+                store.audit("admin", "erase-study", sid)
+            trash.restore(store, sid, "admin")
+            _corrected_and_deleted_again(client, sid)
+    audit, replace, killed = store.audit, trash.os.replace, []
+
+    def audit_then_kill(*args: Any, **kwargs: Any) -> None:
+        if step == "back":
+            audit(*args, **kwargs)
+        killed.append(True)
+        raise _Killed
+
+    def replace_unless_killed(*args: Any, **kwargs: Any) -> None:
+        if killed:
+            raise _Killed
+        replace(*args, **kwargs)
+
+    monkeypatch.setattr(store, "audit", audit_then_kill)
+    monkeypatch.setattr(trash.os, "replace", replace_unless_killed)
+    with pytest.raises(_Killed):
+        trash.erase(store, sid, "admin")
+    monkeypatch.undo()
+    store.close()
+
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    erasures = [e for e in store.audit_events(sid) if e.action == "erase-study"]
+    assert len(erasures) == 1
+    if step == "back":  # audited: erased
+        assert trash.deleted_studies(store) == [] and not any((data / "trash").iterdir())
+    else:  # not audited: kept, with the correction
+        [kept] = trash.deleted_studies(store)
+        assert (kept.id, kept.n_versions) == (sid, 3)
+        with TestClient(app) as client:
+            assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+    store.close()
+
+
+def test_a_restore_that_finds_the_entry_gone_while_a_refused_erase_puts_it_back_restores_it(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore that found no entry (an erase, to be refused, had it out of place as .<id>.erasing) and
+    looked for the .erasing entry only after the erase had put it back answered 404 (no deleted study kept),
+    though the study was kept all along. What a restore that finds no entry answers is now decided while no
+    entry is put back: here the entry is there again, and the restore takes it."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    read, entry_of, main = trash._read, trash._entry, threading.current_thread()
+    checking, go, erased = threading.Event(), threading.Event(), []
+
+    def read_and_wait(entry: Path) -> dict[str, Any]:
+        if threading.current_thread() is not main and not checking.is_set():  # the erase's check
+            checking.set()
+            go.wait(60)
+        return read(entry)
+
+    def entry_then_erase_ends(*args: Any) -> Path:
+        try:
+            return entry_of(*args)
+        except NotFoundError:
+            if not go.is_set():  # the restore found none: the erase is refused, and puts the entry back
+                go.set()
+                eraser.join()
+            raise
+
+    stale = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    eraser = threading.Thread(
+        target=lambda: erased.append(_outcome(lambda: trash.erase(store, sid, "x", deleted_at=stale)))
+    )
+    monkeypatch.setattr(trash, "_read", read_and_wait)
+    monkeypatch.setattr(trash, "_entry", entry_then_erase_ends)
+    eraser.start()
+    assert checking.wait(60)
+    restored = _outcome(lambda: trash.restore(store, sid, "admin"))
+    eraser.join()
+    assert isinstance(erased[0], ConflictError) and "deleted again" in str(erased[0])
+    assert not isinstance(restored, Exception), restored
+    assert client.get(f"/api/studies/{sid}").status_code == 200 and trash.deleted_studies(store) == []
+
+
+def test_an_erase_that_finds_the_entry_gone_while_a_failed_restore_puts_it_back_erases_it(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure request that found no entry (a restore, which then failed, had it as .<id>.restoring) and
+    looked for the .restoring entry only after the restore had put it back answered 404 (no deleted study
+    kept): the person asking for the erasure was told there was nothing to erase while the study was kept.
+    The erase now finds the entry there again and erases it."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    [listed] = trash.deleted_studies(store)
+    replace, main = os.replace, threading.current_thread()
+    restoring, go, restored = threading.Event(), threading.Event(), []
+
+    def restore_rows_fail(*_: Any, **__: Any) -> None:
+        restoring.set()
+        go.wait(60)
+        raise OSError("disk full")
+
+    def replace_then_restore_ends(src: Any, dst: Any) -> None:
+        try:
+            replace(src, dst)
+        except FileNotFoundError:
+            if threading.current_thread() is main and not go.is_set():  # the erase found none
+                go.set()
+                restorer.join()
+            raise
+
+    restorer = threading.Thread(
+        target=lambda: restored.append(_outcome(lambda: trash.restore(store, sid, "x")))
+    )
+    monkeypatch.setattr(store, "restore_rows", restore_rows_fail)
+    monkeypatch.setattr(trash.os, "replace", replace_then_restore_ends)
+    restorer.start()
+    assert restoring.wait(60)
+    erased = _outcome(lambda: trash.erase(store, sid, "admin", deleted_at=listed.deleted_at))
+    restorer.join()
+    assert isinstance(restored[0], OSError)
+    assert erased is None, erased
+    assert trash.deleted_studies(store) == [] and not [p for p in store.data_dir.rglob("*") if sid in str(p)]
+    assert store.audit_events(sid)[0].action == "erase-study"
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    """What `call` returned, or the exception it raised (in another thread: to be checked in the test's)."""
+    try:
+        return call()
+    except Exception as exc:
+        return exc
+
+
+def test_a_second_erase_while_a_refused_erase_checks_is_told_to_try_again(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure request (of the deletion as kept) while a stale erase had the entry out of place to check
+    it answered 404 (no deleted study kept): the person asking was told there was nothing to erase, and the
+    stale erase, refused, put the study back. It now answers 409 (being erased, try again), and the try
+    after erases it."""
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    [listed] = client.get("/api/deleted-studies").json()
+    read, meanwhile = trash._read, []
+
+    def read_then_erase(entry: Path) -> dict[str, Any]:
+        if not meanwhile:  # during the stale erase's check, once
+            meanwhile.append(None)
+            meanwhile[0] = client.delete(
+                f"/api/deleted-studies/{sid}", params={"deleted_at": listed["deleted_at"]}
+            )
+        return read(entry)
+
+    monkeypatch.setattr(trash, "_read", read_then_erase)
+    stale = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
+    refused = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": stale})
+    monkeypatch.undo()
+    [meantime] = meanwhile
+    assert refused.status_code == 409 and "deleted again" in refused.json()["detail"]
+    assert meantime.status_code == 409 and "being erased" in meantime.json()["detail"]
+    erased = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": listed["deleted_at"]})
+    assert erased.status_code == 200 and client.get("/api/deleted-studies").json() == []
+
+
+def test_a_restore_that_fails_moving_its_files_puts_them_back_in_the_trash(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore whose files could not all be moved out (a full disk as its decoded images are copied to
+    cache/ on another disk) left the entry as .<id>.restoring with its images moved out: the study was
+    neither in the list nor among the deleted studies (nor restorable) until the server's next start. What
+    it moved is now put back, and the deletion is kept as it was."""
+    import errno
+
+    store = client.app.state.ctx.store
+    sid, edited = _edited(client, series)
+    assert delete_study(client, sid).status_code == 200
+    entry = sorted(p.relative_to(store.data_dir) for p in (store.data_dir / "trash").rglob("*"))
+    move = trash._move_dir
+
+    def disk_full_for_the_cache(src: Path, dst: Path) -> None:
+        if dst.parent == store.data_dir / "cache":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        move(src, dst)
+
+    monkeypatch.setattr(trash, "_move_dir", disk_full_for_the_cache)
+    with pytest.raises(OSError, match="No space left"):
+        trash.restore(store, sid, "admin")
+    monkeypatch.undo()
+    assert sorted(p.relative_to(store.data_dir) for p in (store.data_dir / "trash").rglob("*")) == entry
+    assert _files_of(store.data_dir, sid) == [] and [d.id for d in trash.deleted_studies(store)] == [sid]
+    trash.restore(store, sid, "admin")
+    np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
+    assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+
+
+def test_a_deletions_record_is_on_disk_before_its_rows_go(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record of a deleted study's rows (study.json, label_versions.json in .<id>.deleting/) was written
+    and renamed without being flushed to disk, and the database's commit (flushed) removed the rows after it:
+    power lost then could leave the rows gone and the record empty or missing, the deletion not restorable
+    (and an empty study.json stopped the next start). The record's files and the folders naming them are now
+    flushed (fsync) before the deletion's transaction commits."""
+    store = client.app.state.ctx.store
+    sid, _ = _edited(client, series)
+    fsync, begin, synced, at_commit, needed = os.fsync, trash.begin, [], [], []
+
+    def recorded_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)  # a file's inode: it is the same after a rename
+        fsync(fd)
+
+    def begin_then_commit(*args: Any) -> Path:
+        pending = begin(*args)
+        at_commit.extend(synced)  # begin runs inside the deletion's transaction: it commits after
+        needed.extend(p.stat().st_ino for p in (pending / trash.RECORD, pending / trash.VERSIONS, pending))
+        needed.append(pending.parent.stat().st_ino)  # trash/, which names .<id>.deleting
+        needed.append(store.data_dir.stat().st_ino)  # which names trash/
+        return pending
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(trash, "begin", begin_then_commit)
+    assert delete_study(client, sid).status_code == 200
+    assert len(needed) == 5 and set(needed) <= set(at_commit)
+    [kept] = trash.deleted_studies(store)
+    assert (kept.id, kept.n_versions) == (sid, 2)
+
+
+def test_files_copied_across_file_systems_are_on_disk_before_their_source_is_removed(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deletion (or restore) between a ct/ on another disk and trash/ copies the files, then removes the
+    source: the copies were not flushed to disk first, so power lost after the removal could leave both the
+    source gone and the copies empty, the study's images lost. Each copied file and folder is now flushed
+    (fsync) before the source is removed."""
+    import errno
+    import shutil
+
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    study = store.get_study(sid)
+    top = lambda p: Path(p).resolve().relative_to(store.data_dir).parts[0]  # noqa: E731
+    replace, fsync, rmtree, events = os.replace, os.fsync, shutil.rmtree, []
+
+    def across(src: Any, dst: Any) -> None:
+        if top(src) != top(dst):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        replace(src, dst)
+
+    def recorded_fsync(fd: int) -> None:
+        events.append(os.fstat(fd).st_ino)
+        fsync(fd)
+
+    def recorded_rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        events.append(Path(path))
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", across)
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(shutil, "rmtree", recorded_rmtree)
+    assert delete_study(client, sid).status_code == 200
+    monkeypatch.undo()
+    copied = store.data_dir / "trash" / sid / "ct"
+    flushed = set(events[: events.index(store.series_dir(study))])
+    assert {p.stat().st_ino for p in [copied, *copied.iterdir()]} <= flushed
+    assert copied.parent.stat().st_ino in flushed  # the folder naming ct/
+    assert len(list(copied.iterdir())) == len(series)
+
+
+def test_a_restore_whose_moves_were_lost_is_finished_at_the_next_start(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore moves the files out of .<id>.restoring (renames), then commits the rows, then removes the
+    emptied entry. Power lost after the commit can undo renames the disk had not written yet (the database
+    flushed, on another disk or server: PostgreSQL), leaving the images in .<id>.restoring beside the
+    committed study: the next start removed that entry as emptied, the images with it. It now moves out
+    what is left first."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    with TestClient(app) as client:
+        sid, edited = _edited(client, series)
+        study = store.get_study(sid)
+        assert delete_study(client, sid).status_code == 200
+    rmtree, restoring = trash.shutil.rmtree, data / "trash" / f".{sid}.restoring"
+
+    def killed_before_the_entry_goes(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path) == restoring:
+            raise _Killed
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(trash.shutil, "rmtree", killed_before_the_entry_goes)
+    with pytest.raises(_Killed):
+        trash.restore(store, sid, "admin")
+    monkeypatch.undo()
+    store.close()
+    for name, place in (("ct", store.series_dir(study)), ("cache", store.cache_dir(sid))):
+        place.rename(restoring / name)  # the renames the disk had not written when power was lost
+
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        assert not restoring.exists() and trash.deleted_studies(app.state.ctx.store) == []
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+        np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
+    app.state.ctx.store.close()
+
+
+def test_an_erasure_is_out_of_a_restores_reach_on_disk_before_its_audit_event(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erase-study event decides an erasure (after a kill the next start finishes it when the event
+    names the deletion); it was written while the entry's rename to .<id>.erasing might not be on the disk
+    yet. With the audit log in a database elsewhere (PostgreSQL), power lost then left the entry in place as
+    a kept deletion, restorable, which the next start does not look at, beside an event saying it was
+    erased. The rename is now flushed (fsync of trash/) before the event is written."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    fsync, audit, synced, at_audit = os.fsync, store.audit, [], []
+
+    def recorded_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        fsync(fd)
+
+    def recorded_audit(*args: Any, **kwargs: Any) -> None:
+        at_audit.extend(synced)
+        audit(*args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(store, "audit", recorded_audit)
+    trash.erase(store, sid, "admin")
+    assert (store.data_dir / "trash").stat().st_ino in at_audit
+    assert store.audit_events(sid)[0].action == "erase-study" and trash.deleted_studies(store) == []
+
+
+def test_a_restores_moves_are_on_disk_before_its_rows_are_committed(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore renamed its entry to .<id>.restoring and moved the files out, then committed the rows, none
+    of the renames flushed: with the database flushing elsewhere (PostgreSQL), power lost after the commit
+    could leave the whole entry in trash/ (kept, and refused as a restore: its study is there) beside a
+    committed study without images. The folders the renames changed are now flushed before the commit."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    study = store.get_study(sid)
+    assert delete_study(client, sid).status_code == 200
+    fsync, restore_rows, synced, at_commit = os.fsync, store.restore_rows, [], []
+
+    def recorded_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        fsync(fd)
+
+    def recorded_restore_rows(*args: Any, **kwargs: Any) -> None:
+        at_commit.extend(synced)
+        restore_rows(*args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(store, "restore_rows", recorded_restore_rows)
+    trash.restore(store, sid, "admin")
+    changed = [store.data_dir / "trash", store.series_dir(study).parent, store.data_dir / "ct"]
+    changed.append(store.data_dir / "cache")
+    assert {p.stat().st_ino for p in changed} <= set(at_commit)
+    assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200

@@ -40,6 +40,7 @@ _AUDIT_KEYS_AFTER_DELETE = frozenset(
         "bytes",
         "status",
         "selection",
+        "deletion_id",
     }
 )
 

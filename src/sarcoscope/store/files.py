@@ -37,17 +37,50 @@ def open_private(path: Path) -> BinaryIO:
 
 
 @contextmanager
-def atomic_private_file(path: Path) -> Iterator[BinaryIO]:
+def atomic_private_file(path: Path, *, durable: bool = False) -> Iterator[BinaryIO]:
     """A file written under a temporary name and renamed to `path` once complete: readers never see
-    half a file, and a failed write leaves nothing behind."""
+    half a file, and a failed write leaves nothing behind. `durable`: on the disk, its content and its name
+    (fsync), when it returns: for a file that a database commit after it relies on, which power lost after
+    the commit must not find empty or missing."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open_private(tmp) as f:
             yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+        if durable:
+            sync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sync_dir(path: Path) -> None:
+    """Put the names in the folder `path` on the disk (fsync): a file created or renamed in it is found
+    there after power is lost."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(root: Path) -> None:
+    """Put a folder's files, its subfolders and their names on the disk (fsync), as copied: before the
+    original is removed (symbolic links are names only)."""
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            if path.is_symlink():
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        sync_dir(Path(folder))
 
 
 def make_private(path: Path) -> None:

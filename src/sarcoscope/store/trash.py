@@ -2,17 +2,19 @@
 of the list) would otherwise take its images and every colleague's label versions with it, for good.
 
 `trash/<study id>/` holds what the deletion removed from the database (`study.json`: the study row, who
-deleted it and when; `label_versions.json`: its label versions) and its files, moved there as they were
-(`ct/` the series, `cache/` the decoded images, `upload/` the upload's other series when it was that
-upload's last study). `sarcoscope studies restore` puts it all back; the server erases entries older
-than its `--keep-deleted-days` at start and at each deletion, and `sarcoscope studies erase` erases at
-once (an erasure request).
+deleted it and when, and a random id of that deletion; `label_versions.json`: its label versions) and its
+files, moved there as they were (`ct/` the series, `cache/` the decoded images, `upload/` the upload's other
+series when it was that upload's last study). `sarcoscope studies restore` puts it all back; the server
+erases entries older than its `--keep-deleted-days` at start and at each deletion, and `sarcoscope studies
+erase` erases at once (an erasure request).
 
 Every step can be cut by a kill and is finished or undone at the next start (`recover`), before the server
 deletes files no study owns: a deletion writes `.<id>.deleting/study.json` before its database rows go
 (`begin`), moves the files in after (`finish`); a restore renames the entry to `.<id>.restoring` first, an
-erasure to `.<id>.erasing` (checked, then audited: the audit event decides it, so that the audit log and
-what is kept agree after a kill) and then `.<id>.erased` (removed).
+erasure to `.<id>.erasing` (checked, then audited: the audit event, which names the deletion's id, decides
+it, so that the audit log and what is kept agree after a kill) and then `.<id>.erased` (removed). An
+entry taken out of place is put back (an erase refused, a restore failed) only under `_no_put_back`, under
+which a restore or erase that found no entry decides why: never "none is kept" for one put back meanwhile.
 """
 
 from __future__ import annotations
@@ -22,18 +24,28 @@ import contextlib
 import dataclasses
 import datetime as dt
 import errno
+import fcntl
 import json
 import logging
 import os
 import re
 import shutil
+import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, func, select
+from sqlalchemy import DateTime, select
 
 from sarcoscope.store.errors import ConflictError, NotFoundError, StoreError, reason_of
-from sarcoscope.store.files import atomic_private_file, private_dir
+from sarcoscope.store.files import (
+    PRIVATE_FILE_MODE,
+    atomic_private_file,
+    private_dir,
+    sync_dir,
+    sync_tree,
+)
 from sarcoscope.store.models import AuditEvent, LabelVersion, Study, as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -52,6 +64,10 @@ _DELETING = re.compile(r"^\.([0-9a-f]{32})\.deleting$")
 _RESTORING = re.compile(r"^\.([0-9a-f]{32})\.restoring$")
 _ERASING = re.compile(r"^\.([0-9a-f]{32})\.erasing$")
 _ERASED = re.compile(r"^\.([0-9a-f]{32})\.erased$")
+#: How often a restore or erase takes an entry again that was put back as it looked for it (`_no_put_back`):
+#: more would be that many erases or restores of it, each refused, at that moment.
+_TRIES = 3
+_PUT_BACK_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +81,9 @@ class DeletedStudy:
     study_date: str | None
     series_description: str | None
     n_versions: int
+    #: A random id of this deletion, which its erasure's audit event names (None: kept by a version before
+    #: deletions had one).
+    deletion_id: str | None = None
 
 
 def trash_dir(store: Store) -> Path:
@@ -73,6 +92,22 @@ def trash_dir(store: Store) -> Path:
 
 def _not_kept(study_id: str) -> NotFoundError:
     return NotFoundError(f"No deleted study with id '{study_id}' is kept.")
+
+
+@contextlib.contextmanager
+def _no_put_back(store: Store) -> Iterator[None]:
+    """Held while an entry taken out of place is put back (an erase refused, a restore failed), and while a
+    restore or erase that found no entry looks why: it then finds the entry put back, or its .erasing or
+    .restoring name, never neither. Threads of this process: a lock; `sarcoscope studies` beside the server:
+    the data folder's `trash.lock` (flock, let go when the process ends, even by a kill)."""
+    with _PUT_BACK_LOCK:
+        fd = os.open(store.data_dir / "trash.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
 
 def _entry(store: Store, study_id: str) -> Path:
@@ -113,12 +148,14 @@ def _row_from(model: type[Study] | type[LabelVersion], values: dict[str, Any]) -
 
 def begin(store: Store, s: Session, study: Study, actor: str) -> Path:
     """Write the record of `study`'s rows (its label versions read in the deleting transaction `s`, before
-    they go) to `.<id>.deleting/`; a failure here fails the deletion, so nothing is deleted unkept."""
+    they go) to `.<id>.deleting/`, on the disk before the rows go (fsync: power lost after the commit finds
+    it whole); a failure here fails the deletion, so nothing is deleted unkept."""
     rows = s.scalars(
         select(LabelVersion).where(LabelVersion.study_id == study.id).order_by(LabelVersion.version)
     )
     versions = [_row_values(v, frozenset({"id"})) for v in rows]
     record = {
+        "deletion_id": uuid.uuid4().hex,
         "deleted_at": utcnow().isoformat(),
         "deleted_by": actor,
         "study": _row_values(study),
@@ -128,8 +165,10 @@ def begin(store: Store, s: Session, study: Study, actor: str) -> Path:
     shutil.rmtree(pending, ignore_errors=True)
     private_dir(pending)
     for name, content in ((VERSIONS, versions), (RECORD, record)):  # RECORD last: the entry is whole
-        with atomic_private_file(pending / name) as f:
+        with atomic_private_file(pending / name, durable=True) as f:
             f.write(json.dumps(content).encode())
+    sync_dir(pending.parent)
+    sync_dir(store.data_dir)  # which names trash/, made by the first deletion
     return pending
 
 
@@ -162,8 +201,9 @@ def finish(store: Store, study: Study, pending: Path) -> None:
 
 def _move_dir(src: Path, dst: Path) -> None:
     """Move a folder to `dst`, across file systems too (a site may mount `ct/` on a larger disk): then it is
-    copied under a temporary name, renamed when whole, and the source removed. Cut anywhere, calling it
-    again finishes it (a whole `dst` beside a source means only the source's removal was cut)."""
+    copied under a temporary name, renamed when whole and on the disk (fsync), and the source removed. Cut
+    anywhere, calling it again finishes it (a whole `dst` beside a source means only the source's removal
+    was cut)."""
     if dst.exists():
         shutil.rmtree(src, ignore_errors=True)
         return
@@ -176,7 +216,9 @@ def _move_dir(src: Path, dst: Path) -> None:
     part = dst.with_name(f".{dst.name}.part")
     shutil.rmtree(part, ignore_errors=True)
     shutil.copytree(src, part, symlinks=True)
+    sync_tree(part)
     os.replace(part, dst)
+    sync_dir(dst.parent)
     shutil.rmtree(src)
 
 
@@ -196,6 +238,7 @@ def _deleted_study(entry: Path) -> DeletedStudy:
         study_date=study.get("study_date"),
         series_description=study.get("series_description"),
         n_versions=record["n_versions"],
+        deletion_id=record.get("deletion_id"),
     )
 
 
@@ -246,32 +289,64 @@ def erase(
 
     The entry is renamed out of a restore's reach (`.<id>.erasing`) before it is checked, and to
     `.<id>.erased` once the erasure is decided (audited): a restore at the same time either took it first
-    (this one answers ConflictError) or finds none (NotFoundError), never a study half erased. Killed before
-    the audit event, the next start puts the entry back; after it, the next start erases it."""
+    (this one answers ConflictError; when that restore fails and puts it back, this one erases it) or finds
+    it being erased (ConflictError, try again: the next finds none), never a study half erased. Killed before
+    the audit event, the next start puts the entry back; after it (the event names the deletion's id), the
+    next start erases it."""
     if not _ENTRY_RE.match(study_id):
         raise _not_kept(study_id)
     entry = trash_dir(store) / study_id
     claimed = entry.with_name(f".{study_id}.erasing")
+    for _ in range(_TRIES):
+        try:
+            os.replace(entry, claimed)
+            break
+        except FileNotFoundError:  # restored, being restored or erased
+            if (why := _not_erasable(store, study_id)) is not None:
+                raise why from None
+    else:
+        raise _being_erased(study_id, restoring=False)
     try:
-        os.replace(entry, claimed)
-    except FileNotFoundError:  # restored, being restored or erased
-        if store.has_study(study_id) or entry.with_name(f".{study_id}.restoring").exists():
-            raise ConflictError(
-                f"Not erased: study {study_id} was restored since you were shown it."
-            ) from None
-        raise _not_kept(study_id) from None
-    try:
-        if deleted_at is not None and (kept := _deleted_study(claimed)).deleted_at != deleted_at:
+        kept = _deleted_study(claimed)
+        sync_dir(claimed.parent)  # the entry out of place on the disk before the event that decides it
+        if deleted_at is not None and kept.deleted_at != deleted_at:
             raise ConflictError(
                 f"Not erased: study {study_id} was restored and deleted again since you were shown it (by "
                 f"{kept.deleted_by} at {kept.deleted_at:%Y-%m-%d %H:%M} UTC, with {kept.n_versions} label "
                 "versions). Look at the deleted studies again first."
             )
-        store.audit(actor, "erase-study", study_id, None, client)
+        erased = None if kept.deletion_id is None else {"deletion_id": kept.deletion_id}
+        store.audit(actor, "erase-study", study_id, erased, client)
     except BaseException:
-        os.replace(claimed, entry)
+        with _no_put_back(store):
+            os.replace(claimed, entry)
         raise
     _remove(claimed, study_id)
+
+
+def _not_erasable(store: Store, study_id: str) -> StoreError | None:
+    """Why an erase found no entry (None: it is back, put back by a restore that failed: take it again).
+    Looked at under `_no_put_back`, in the order the entry moves: .restoring before the study row, which a
+    restore writes before it removes .restoring."""
+    entry = trash_dir(store) / study_id
+    with _no_put_back(store):
+        if entry.is_dir():
+            return None
+        if entry.with_name(f".{study_id}.restoring").is_dir() or store.has_study(study_id):
+            return ConflictError(f"Not erased: study {study_id} was restored since you were shown it.")
+        if entry.with_name(f".{study_id}.erasing").is_dir():  # refused, it is put back: try again
+            return _being_erased(study_id, restoring=False)
+    return _not_kept(study_id)
+
+
+def _being_erased(study_id: str, *, restoring: bool) -> ConflictError:
+    """An erase has the entry out of place: refused, it puts it back at once; else the next try finds none."""
+    said = (
+        "Study {} is not restored: it is being erased."
+        if restoring
+        else "Not erased: study {} is being erased."
+    )
+    return ConflictError(f"{said.format(study_id)} Try again in a moment.")
 
 
 def _remove(claimed: Path, study_id: str) -> None:
@@ -285,16 +360,20 @@ def _remove(claimed: Path, study_id: str) -> None:
 
 
 def _erasure_audited(store: Store, study_id: str, claimed: Path) -> bool:
-    """Whether the audit log holds the erasure of the claimed entry's deletion (an erase-study event of its
-    study newer than the deletion): that event decides the erasure, so a kill after it is finished."""
-    deleted_at = _deleted_study(claimed).deleted_at
+    """Whether the audit log holds the erasure of the claimed entry's deletion: that event decides the
+    erasure, so a kill after it is finished. An erase-study event naming the deletion's id, not one newer
+    than the deletion by the clock, which a step of it (NTP, a virtual machine restored, another host's
+    clock) makes wrong either way; a deletion kept before deletions had an id is decided by the clock."""
+    kept = _deleted_study(claimed)
     with store.session() as s:
-        newest = s.scalar(
-            select(func.max(AuditEvent.at)).where(
+        erasures = s.execute(
+            select(AuditEvent.at, AuditEvent.details).where(
                 AuditEvent.study_id == study_id, AuditEvent.action == "erase-study"
             )
-        )
-    return newest is not None and as_utc(newest) > deleted_at
+        ).all()
+    if kept.deletion_id is not None:
+        return any((details or {}).get("deletion_id") == kept.deletion_id for _, details in erasures)
+    return any(as_utc(at) > kept.deleted_at for at, _ in erasures)
 
 
 def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
@@ -313,22 +392,39 @@ def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
     return expired
 
 
-def _not_restorable(store: Store, study_id: str) -> StoreError:
-    """Why a restore found no entry: an erase has it out of place while it checks (refused, it puts it back
-    at once: ConflictError, try again; done, the next try finds none), or none is kept (NotFoundError)."""
-    if _ENTRY_RE.match(study_id) and (trash_dir(store) / f".{study_id}.erasing").is_dir():
-        return ConflictError(f"Study {study_id} is not restored: it is being erased. Try again in a moment.")
+def _not_restorable(store: Store, study_id: str) -> StoreError | None:
+    """Why a restore found no entry (None: it is back, put back by an erase refused: take it again): an
+    erase has it out of place (refused, it puts it back at once: ConflictError, try again; done, the next
+    try finds none), or none is kept (NotFoundError). Looked at under `_no_put_back`."""
+    if not _ENTRY_RE.match(study_id):
+        return _not_kept(study_id)
+    entry = trash_dir(store) / study_id
+    with _no_put_back(store):
+        if entry.is_dir():
+            return None
+        if entry.with_name(f".{study_id}.erasing").is_dir():
+            return _being_erased(study_id, restoring=True)
     return _not_kept(study_id)
 
 
 def restore(store: Store, study_id: str, actor: str, client: str | None = None) -> Study:
     """Put a kept deletion back: its files, its study row and every label version, as they were."""
+    for _ in range(_TRIES):
+        if (study := _restore(store, study_id, actor, client)) is not None:
+            return study
+    raise _being_erased(study_id, restoring=True)
+
+
+def _restore(store: Store, study_id: str, actor: str, client: str | None) -> Study | None:
+    """`restore`, once; None when the entry was out of place as it was looked for, and is back."""
     try:
         entry = _entry(store, study_id)
         record = _read(entry)
         versions = json.loads((entry / VERSIONS).read_text())
     except (NotFoundError, FileNotFoundError):  # being erased, or erased
-        raise _not_restorable(store, study_id) from None
+        if (why := _not_restorable(store, study_id)) is not None:
+            raise why from None
+        return None
     study = _row_from(Study, record["study"])
     files = _files(store, study)
     with store.ct_lock(study.study_uid):
@@ -348,13 +444,17 @@ def restore(store: Store, study_id: str, actor: str, client: str | None = None) 
         try:
             os.replace(entry, restoring)
         except FileNotFoundError:  # an erase took it first
-            raise _not_restorable(store, study_id) from None
-        _move_out(restoring, files, study)
+            if (why := _not_restorable(store, study_id)) is not None:
+                raise why from None
+            return None
         try:
+            _move_out(restoring, files, study)
+            _sync_moves(restoring, files)
             store.restore_rows(study, [_row_from(LabelVersion, v) for v in versions], actor, client)
-        except BaseException:
+        except BaseException:  # what was moved out goes back: the deletion is kept as it was
             _move_in(store, restoring, study)
-            os.replace(restoring, entry)
+            with _no_put_back(store):
+                os.replace(restoring, entry)
             raise
     shutil.rmtree(restoring)
     return study
@@ -374,6 +474,15 @@ def _move_out(entry: Path, files: dict[str, Path], study: Study) -> None:
             continue
         private_dir(target.parent)
         _move_dir(source, target)
+
+
+def _sync_moves(entry: Path, files: dict[str, Path]) -> None:
+    """Put the renames between the entry and the files' places on the disk (fsync of the folders naming
+    them) before the commit that relies on them: a database flushed elsewhere (PostgreSQL) would otherwise
+    hold a restored study whose files power lost put back in the trash."""
+    for folder in {entry.parent, entry, files["ct"].parent.parent, *(p.parent for p in files.values())}:
+        if folder.is_dir():
+            sync_dir(folder)
 
 
 def _move_in(store: Store, entry: Path, study: Study) -> None:
@@ -400,14 +509,19 @@ def recover(store: Store) -> None:
                 log.warning("Finished the deletion of a study that a stopped server left half done.")
         elif match := _RESTORING.match(path.name):
             study_id = match.group(1)
-            if store.has_study(study_id):  # restored: only the emptied entry is left
+            study = _row_from(Study, _read(path)["study"])
+            if store.has_study(study_id):  # restored: the entry's files are moved out (power lost after the
+                # commit can undo renames not yet on the disk), then the emptied entry goes
+                _move_out(path, _files(store, study), study)
                 shutil.rmtree(path)
             else:
-                _move_in(store, path, _row_from(Study, _read(path)["study"]))
-                os.replace(path, trash_dir(store) / study_id)
+                _move_in(store, path, study)
+                with _no_put_back(store):
+                    os.replace(path, trash_dir(store) / study_id)
                 log.warning("Put back a deleted study whose restore was stopped half done.")
         elif (match := _ERASING.match(path.name)) and not _erasure_audited(store, match.group(1), path):
-            os.replace(path, trash_dir(store) / match.group(1))  # stopped before the erasure was decided
+            with _no_put_back(store):  # stopped before the erasure was decided
+                os.replace(path, trash_dir(store) / match.group(1))
         elif match := _ERASING.match(path.name) or _ERASED.match(path.name):
             _remove(path, match.group(1))
             log.warning("Finished the erasure of a deleted study that a stopped server left half done.")
