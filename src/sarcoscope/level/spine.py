@@ -568,11 +568,12 @@ def _level_gaps(gap: float, period: float) -> list[tuple[float, bool]]:
 def _height_change(level: float, below: float) -> float:
     """Penalty for a level of the chain `level` periods high above one `below` periods high.
 
-    From the sacrum up the presacral levels keep or lose height (lumbar levels, body and disc, 33-44 mm;
-    T12 about 30, T11 28), so a level taller than both the one below it and the column's period is more
-    often a misread than anatomy: a dip read inside the body above a disc that thick slices blurred (the real
-    volume's 5 mm slices: the T12/L1 disc read 9 mm up in T12, L1 then 25 % taller than L2, and T12's ribs
-    counted on L1). That growth costs GROWTH_EXTRA more. Growth back to the period after a short level (a
+    Levels change height slowly along the column; the lumbar ones are the tallest (body and disc 33-44 mm;
+    T12 about 30, T11 28; L5 and the sacral segments often shorter than L4), and the period follows the most
+    numerous levels. So a level taller than both the one below it and the period is more often a misread
+    than anatomy: a dip read inside the body above a disc that thick slices blurred (the real volume's 5 mm
+    slices: the T12/L1 disc read 9 mm up in T12, L1 then 25 % taller than L2, and T12's ribs counted on
+    L1). That growth costs GROWTH_EXTRA more. Growth back to the period after a short level (a
     dip in mid-body read as a disc below) is not suspect."""
     change = float(np.log(level / below))
     growth = float(np.log(level / max(below, 1.0)))
