@@ -57,3 +57,15 @@ def test_no_level_is_longer_than_an_adult_lumbar_level_whatever_the_period() -> 
     # one lumbar level of 44 mm still reads as one, at a lumbar period or at a thoracic one
     assert (44.0 / 33.0, False) in _level_gaps(44.0 / 33.0, 33.0)
     assert (44.0 / 24.0, False) in _level_gaps(44.0 / 24.0, 24.0)
+
+
+def test_a_weak_dip_that_makes_the_top_level_taller_than_the_one_below_is_no_disc() -> None:
+    # Four lumbar discs 36 mm apart (1 mm samples), then above the last a weak dip (scored 14, as the real
+    # volume's 5 mm slices left the T12/L1 disc blurred into a one-sided dip 9 mm above it, in T12): 45 mm
+    # above, it would make the top level 25 % taller than the one below it and than the period, which no level
+    # above the lumbar ones is; 27 mm above (25 % shorter, as thoracic levels are) the same dip is taken.
+    lumbar = [0, 36, 72, 108]
+    for above, taken in ((45, False), (27, True)):
+        peaks = np.array([*lumbar, 108 + above])
+        chain, _ = _best_chain(peaks, np.array([100.0] * 4 + [14.0]), 1.0, 36.0)
+        assert [int(peaks[i]) for i in chain] == (peaks.tolist() if taken else lumbar)

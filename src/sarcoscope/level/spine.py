@@ -498,6 +498,10 @@ LEVEL_MAX_MM = 46.0
 LEVEL_CAP_MM = 60.0
 #: A minimum counts in the chain of discs with at most this multiple of the depth of its walls (`_walls`).
 WALL_WEIGHT = 2.0
+#: Penalty per unit of log height ratio between neighbouring levels of the chain, and the extra for a level
+#: taller than the one below it and than the period (`_height_change`).
+HEIGHT_CHANGE = 30.0
+GROWTH_EXTRA = 30.0
 
 
 def find_discs(profile: np.ndarray, dz: float, strength: np.ndarray) -> Discs:
@@ -561,6 +565,21 @@ def _level_gaps(gap: float, period: float) -> list[tuple[float, bool]]:
     return out
 
 
+def _height_change(level: float, below: float) -> float:
+    """Penalty for a level of the chain `level` periods high above one `below` periods high.
+
+    Levels change height slowly along the column; the lumbar ones are the tallest (body and disc 33-44 mm;
+    T12 about 30, T11 28; L5 and the sacral segments often shorter than L4), and the period follows the most
+    numerous levels. So a level taller than both the one below it and the period is more often a misread
+    than anatomy: a dip read inside the body above a disc that thick slices blurred (the real volume's 5 mm
+    slices: the T12/L1 disc read 9 mm up in T12, L1 then 25 % taller than L2, and T12's ribs counted on
+    L1). That growth costs GROWTH_EXTRA more. Growth back to the period after a short level (a
+    dip in mid-body read as a disc below) is not suspect."""
+    change = float(np.log(level / below))
+    growth = float(np.log(level / max(below, 1.0)))
+    return HEIGHT_CHANGE * abs(change) + GROWTH_EXTRA * max(0.0, growth)
+
+
 def _best_chain(
     peaks: np.ndarray, prom: np.ndarray, dz: float, period: float
 ) -> tuple[list[int], list[bool]]:
@@ -568,8 +587,9 @@ def _best_chain(
     whether it skipped a disc.
 
     Scores the depth of each minimum (`prom`: find_discs limits it by its walls); neighbouring levels must
-    have similar heights (ratio 0.75-1.33), since vertebral heights change gradually along the column; one
-    missed disc may be bridged.
+    have similar heights (ratio 0.75-1.33), since vertebral heights change gradually along the column, and a
+    level is rarely taller than both the one below it and the period (`_height_change`); one missed disc may
+    be bridged.
     """
     n = len(peaks)
     # (i, j, skipped) -> (score, back-pointer (h, skipped at h->i) or None)
@@ -585,7 +605,7 @@ def _best_chain(
                             continue
                         ratio = lv[0] / prev[0]
                         if 0.75 <= ratio <= 1.33:
-                            value = score[(h, i, prev[1])][0] + step - 30.0 * abs(np.log(ratio))
+                            value = score[(h, i, prev[1])][0] + step - _height_change(lv[0], prev[0])
                             if value > best:
                                 best, back = value, (h, prev[1])
                 score[(i, j, lv[1])] = (best, back)
