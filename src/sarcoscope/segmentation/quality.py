@@ -360,7 +360,7 @@ def threshold_engine_unfit(
 ) -> str | None:
     """Why the threshold engine is no second opinion for the U-Net on these slices (HU, n y x), None when it
     is. It is not on pixels coarser than COARSEST_OPINION, nor on unenhanced CT: it tells organs from the
-    muscle wall partly by their enhancement, and without it its muscle-area error is 21 % mean absolute
+    muscle wall partly by their enhancement, and without it its muscle-area error is 22 % mean absolute
     against the U-Net's 3 % (phantoms; scripts/contrast_phases.py), so its disagreement would flag good
     U-Net segmentations. Unenhanced is read from the blood in front of the spine
     (segmentation.contrast.read_contrast), and only when every slice reads so (one series, one phase)."""
