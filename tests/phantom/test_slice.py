@@ -123,3 +123,24 @@ def test_bad_arguments() -> None:
         make_slice(1, size=16)
     with pytest.raises(ValueError, match="contrast"):
         make_slice(1, contrast="delayed")
+
+
+def test_unenhanced_blood_and_kidney_read_as_published() -> None:
+    """Without contrast, blood reads 35-50 HU (haematocrit) and the renal parenchyma about 30 HU, cortex and
+    medulla alike: each patient's drawn means stay within 3 spreads of 5 HU (they drew 15-68 HU for the aorta
+    and -4 to 64 HU for the kidney before). Enhanced phases keep their bolus spread (the same draws)."""
+    from sarcoscope.phantom.anatomy import build_anatomy
+    from sarcoscope.phantom.habitus import Exam
+    from sarcoscope.phantom.render import hu_table
+    from sarcoscope.phantom.render.classes import AORTA, IVC, KCOR, KMED
+
+    for seed in range(40):
+        values = {}
+        for contrast in ("none", "portal"):
+            exam = Exam.sample(np.random.default_rng([seed, 3])).with_contrast(contrast)
+            anat = build_anatomy(seed, None, exam, "normal")
+            values[contrast], _ = hu_table(anat, np.random.default_rng(seed))
+        none, portal = values["none"], values["portal"]
+        assert 27 <= none[AORTA] <= 57 and 25 <= none[IVC] <= 55, seed
+        assert 15 <= none[KCOR] <= 47 and 15 <= none[KMED] <= 45, seed
+        assert portal[AORTA] >= 100 and portal[KCOR] >= 80, seed

@@ -63,18 +63,23 @@ def hu_table(anat: Anatomy, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     sat = rng.normal(-101, 5) - 8 * kv
     enh = {"none": 0.0, "arterial": 1.0, "portal": 0.75}[ex.contrast] * (1 + 0.35 * kv)
     art = ex.contrast == "arterial"
+    # Between patients, enhanced blood and kidney vary with the bolus (the draws' 10-15 HU), unenhanced ones
+    # only with the haematocrit: blood 35-50 HU (New & Aronow, Radiology 1976;121:635), renal parenchyma
+    # 29.6 +- 3.0 HU (controls, Eur J Radiol 2011), cortex and medulla alike. Unenhanced, the same draws
+    # are scaled to a 5 HU spread (the aorta drew 15 to 68 HU and the kidney -4 to 64 HU before).
+    spread, vein_spread = (1.0, 1.0) if enh else (1.0 / 3.0, 0.5)
     vals = {
         AIR: -1000, SAT: sat, SKIN: rng.uniform(15, 55), MUS: mu, MUS_PS: mu + rng.uniform(0, 7),
         MUS_ES: mu - rng.uniform(0, 8) * (0.3 + h.myosteatosis), IMAT: sat + rng.uniform(3, 12),
         VAT: sat + rng.uniform(3, 12), FASC: rng.uniform(10, 45), BWALL: 40 + 45 * enh + rng.normal(0, 8),
         GAS: -1000, FLUID: rng.uniform(2, 20), OCON: rng.uniform(150, 450), STOOL: rng.uniform(5, 45),
         SFAT: rng.uniform(-110, -60), COLLAPSED: 45 + 35 * enh + rng.normal(0, 6),
-        KCOR: 32 + (190 if art else 140) * enh + rng.normal(0, 15),
-        KMED: 30 + (60 if art else 140) * enh + rng.normal(0, 15), URINE: rng.uniform(3, 15),
+        KCOR: 32 + (190 if art else 140) * enh + rng.normal(0, 15) * spread,
+        KMED: 30 + (60 if art else 140) * enh + rng.normal(0, 15) * spread, URINE: rng.uniform(3, 15),
         LIVER: 58 + 50 * enh * (0.4 if art else 1.0) + rng.normal(0, 6),
         SPLEEN: 48 + 70 * enh + rng.normal(0, 6),
-        AORTA: 42 + (280 if art else 130) * enh + rng.normal(0, 15),
-        IVC: 40 + (40 if art else 110) * enh + rng.normal(0, 10), VESSEL: 40 + 140 * enh,
+        AORTA: 42 + (280 if art else 130) * enh + rng.normal(0, 15) * spread,
+        IVC: 40 + (40 if art else 110) * enh + rng.normal(0, 10) * vein_spread, VESSEL: 40 + 140 * enh,
         CALC: rng.uniform(350, 800), CORT: rng.uniform(650, 1000),
         CANC: 230 - 1.3 * max(h.age_years - 30, 0) + rng.normal(0, 20), CANAL: rng.uniform(5, 25),
         DISC: rng.uniform(65, 100), TABLE: rng.uniform(250, 700), LUNG: rng.uniform(-880, -800),
