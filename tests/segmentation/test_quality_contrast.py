@@ -10,6 +10,7 @@ import pytest
 from test_unet import real_slice
 
 from sarcoscope.phantom import make_slice
+from sarcoscope.segmentation import contrast as contrast_module
 from sarcoscope.segmentation.body import SliceBodies
 from sarcoscope.segmentation.contrast import (
     ENHANCED_MIN_HU,
@@ -20,6 +21,7 @@ from sarcoscope.segmentation.contrast import (
 from sarcoscope.segmentation.quality import (
     NETWORK_SIGNALS,
     SIGNALS,
+    segment_then_score,
     segment_with_quality,
     threshold_engine_unfit,
 )
@@ -99,6 +101,27 @@ def test_on_unenhanced_ct_the_unet_is_scored_without_the_threshold_engine() -> N
     enhanced = make_slice(901, contrast="portal")
     _, portal = segment_with_quality(net, enhanced.hu[None], enhanced.pixel_spacing)
     assert portal.used == list(SIGNALS) and portal.second_opinion is not None and not portal.unavailable
+
+
+def test_the_web_apps_answer_does_not_wait_for_the_blood_to_be_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """segment_then_score's labels (the web app's answer) come before the phase is read, which costs 35-50 ms
+    a slice: it is read with the second opinion, after; the assessment is segment_with_quality's."""
+    readings: list[str] = []
+
+    def counted(*args: object) -> ContrastReading:
+        reading = read_contrast(*args)  # type: ignore[arg-type]
+        readings.append(reading.phase)
+        return reading
+
+    monkeypatch.setattr(contrast_module, "read_contrast", counted)
+    plain = make_slice(901, contrast="none")
+    labels, score = segment_then_score(UNetEngine(), plain.hu[None], plain.pixel_spacing)
+    assert readings == []
+    assessment = score()
+    assert readings == ["unenhanced"]
+    assert assessment.used == list(NETWORK_SIGNALS) and assessment.second_opinion is None
+    same_labels, same = segment_with_quality(UNetEngine(), plain.hu[None], plain.pixel_spacing)
+    assert np.array_equal(labels, same_labels) and assessment == same
 
 
 REAL_CASES = ("EMC040", "EMC041", "EMC051", "EMC052", "EMC091", "EMC100", "EMC101", "EMC158", "EMC172")

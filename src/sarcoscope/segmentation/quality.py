@@ -391,6 +391,11 @@ def _default_second_opinion(engine: SegmentationEngine, hu_ranges: HURanges) -> 
     return UNetEngine(hu_ranges=hu_ranges)
 
 
+class _NoSecondOpinion(Exception):
+    """The default second engine is unfit for these slices (threshold_engine_unfit): the engine signals are
+    left out for this reason, without a warning."""
+
+
 def _second_opinion(
     engine: SegmentationEngine,
     given: SegmentationEngine | None,
@@ -399,7 +404,16 @@ def _second_opinion(
     pixel_spacing: tuple[float, float],
     bodies: SliceBodies,
 ) -> tuple[str | None, np.ndarray]:
-    """The second engine's model id and label maps of the slices (SegmentationError when it cannot run)."""
+    """The second engine's model id and label maps of the slices (SegmentationError when it cannot run,
+    _NoSecondOpinion when the threshold engine would be a U-Net's and is unfit). Whether it is unfit is read
+    here, where the second opinion runs (beside the network in segment_with_quality, after the web app's
+    answer in segment_then_score), not before the engine: reading the blood costs 35-50 ms a slice."""
+    from sarcoscope.segmentation.unet import UNetEngine
+
+    if given is None and isinstance(engine, UNetEngine):
+        unfit = threshold_engine_unfit(stack, pixel_spacing, bodies)
+        if unfit is not None:
+            raise _NoSecondOpinion(unfit)
     other = given or _default_second_opinion(engine, hu_ranges)
     return other.model_id, segment_slices(other, stack, pixel_spacing, bodies=bodies)
 
@@ -466,7 +480,6 @@ def _segment_and_score(
     """The labels and the scoring of segment_with_quality; `start(fn, *args)` starts the second opinion
     `fn(*args)` (or not yet) and returns the function that gives its result."""
     from sarcoscope.segmentation.body import SliceBodies
-    from sarcoscope.segmentation.unet import UNetEngine
 
     stack = np.asarray(slices)
     if stack.ndim == 2:
@@ -475,14 +488,7 @@ def _segment_and_score(
         bodies = SliceBodies(stack, pixel_spacing)
     signals: list[dict[str, float]] = [{} for _ in range(len(stack))]
     unavailable: dict[str, str] = {}
-    other_run: Callable[[], tuple[str | None, np.ndarray]] | None = None
-    unfit = None
-    if second_opinion is None and isinstance(engine, UNetEngine):
-        unfit = threshold_engine_unfit(stack, pixel_spacing, bodies)
-    if unfit is not None:
-        unavailable.update(dict.fromkeys(ENGINE_SIGNALS, unfit))
-    else:
-        other_run = start(_second_opinion, engine, second_opinion, hu_ranges, stack, pixel_spacing, bodies)
+    other_run = start(_second_opinion, engine, second_opinion, hu_ranges, stack, pixel_spacing, bodies)
     observed = False
 
     def observe(first: int, plain: np.ndarray, mirrored: np.ndarray) -> None:
@@ -498,16 +504,17 @@ def _segment_and_score(
 
     def score() -> QualityAssessment:
         model_id: str | None = None
-        if other_run is not None:
-            try:
-                model_id, other_labels = other_run()
-            except SegmentationError as exc:
-                logger.warning("Quality score without engine agreement: %s", exc)
-                for name in ENGINE_SIGNALS:
-                    unavailable[name] = f"no second engine to compare with: {exc}"
-            else:
-                for k in range(len(stack)):
-                    signals[k].update(engine_signals(labels[k], other_labels[k]))
+        try:
+            model_id, other_labels = other_run()
+        except _NoSecondOpinion as exc:
+            unavailable.update(dict.fromkeys(ENGINE_SIGNALS, str(exc)))
+        except SegmentationError as exc:
+            logger.warning("Quality score without engine agreement: %s", exc)
+            for name in ENGINE_SIGNALS:
+                unavailable[name] = f"no second engine to compare with: {exc}"
+        else:
+            for k in range(len(stack)):
+                signals[k].update(engine_signals(labels[k], other_labels[k]))
         return QualityAssessment(
             slices=[SliceQuality(s) for s in signals], unavailable=unavailable, second_opinion=model_id
         )
