@@ -121,11 +121,48 @@ def _shift(elem: DataElement, days: int) -> bool:
     return True
 
 
-def _remap_uids(elem: DataElement, policy: DeidentificationPolicy) -> None:
+#: The root of the UIDs the DICOM standard itself registers (classes, syntaxes, well-known frames of reference
+#: and colour palettes): they name no patient's data.
+_REGISTERED_UID_ROOT = "1.2.840.10008."
+#: UID attributes the table's edition does not list that name a published identifier (a SOP class, a transfer
+#: syntax, a coding scheme, context or mapping resource, a template, an implementation's version): kept. Every
+#: other UID it does not list names the patient's data (SOPInstanceUIDOfConcatenationSource,
+#: MultiFrameSourceSOPInstanceUID, TableFrameOfReferenceUID...): remapped as the table's U attributes are.
+_UNLISTED_PUBLISHED_UIDS = frozenset(
+    Tag(k)
+    for k in (
+        "SOPClassUID",
+        "RelatedGeneralSOPClassUID",
+        "OriginalSpecializedSOPClassUID",
+        "SOPClassesInStudy",
+        "ReferencedSOPClassUID",
+        "SOPClassesSupported",
+        "PertinentSOPClassesInStudy",
+        "PertinentSOPClassesInSeries",
+        "StoredInstanceTransferSyntaxUID",
+        "AvailableTransferSyntaxUID",
+        "FlowTransferSyntaxUID",
+        "MACCalculationTransferSyntaxUID",
+        "EncryptedContentTransferSyntaxUID",
+        "CodingSchemeUID",
+        "ContextUID",
+        "MappingResourceUID",
+        "SegmentationTemplateUID",
+        "CreatorVersionUID",
+    )
+)
+
+
+def _remap_uids(elem: DataElement, policy: DeidentificationPolicy, *, keep_registered: bool = False) -> None:
+    """Each UID of `elem` by the keyed HMAC; `keep_registered`: not one the standard registers."""
+
+    def remapped(uid: str) -> str:
+        return uid if keep_registered and uid.startswith(_REGISTERED_UID_ROOT) else policy.uid(uid)
+
     if isinstance(elem.value, MultiValue):
-        elem.value = [policy.uid(str(v)) for v in elem.value if str(v).strip()]
+        elem.value = [remapped(str(v)) for v in elem.value if str(v).strip()]
     elif elem.value:
-        elem.value = policy.uid(str(elem.value))
+        elem.value = remapped(str(elem.value))
 
 
 def _apply(ds: Dataset, elem: DataElement, code: str, ctx: _Context) -> None:
@@ -200,7 +237,8 @@ def _clean_segment_label(ds: Dataset) -> None:
 def _clean(ds: Dataset, ctx: _Context) -> None:
     """Apply the table to every attribute of `ds` and, recursively, of the sequences that stay. A person's
     name or a date the table's edition does not list (16 in the standard's dictionary, SecondaryReviewerName
-    and ExpiryDate among them) is treated as the table treats its own: emptied, or shifted with the dates."""
+    and ExpiryDate among them) is treated as the table treats its own: emptied, or shifted with the dates; so
+    is a UID it does not list (remapped), unless it names a published identifier."""
     for tag in list(ds.keys()):
         if tag.is_private:
             del ds[tag]
@@ -211,6 +249,8 @@ def _clean(ds: Dataset, ctx: _Context) -> None:
             _apply(ds, elem, code, ctx)
         elif elem.VR in _UNLISTED_PHI_VRS:
             _apply(ds, elem, "Z", ctx)
+        elif elem.VR == "UI" and tag not in _UNLISTED_PUBLISHED_UIDS:
+            _remap_uids(elem, ctx.policy, keep_registered=True)
         elif elem.VR == "SQ":
             for item in elem.value:
                 _clean(item, ctx)
