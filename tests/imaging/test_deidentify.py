@@ -190,6 +190,47 @@ def test_names_and_dates_the_table_does_not_list_are_not_kept(tmp_path: Path) ->
     assert ds.ExpiryDate not in ("", "20240301") and ds.SecondaryReviewerName == ""
 
 
+@pytest.mark.parametrize("shifted", [False, True], ids=["dates-removed", "dates-shifted"])
+def test_dates_identifiers_and_addresses_the_table_does_not_list_are_not_kept(
+    tmp_path: Path, shifted: bool
+) -> None:
+    # the table's edition lists the birth date and the order numbers, not the birth date in an alternative
+    # calendar nor the retired order numbers; nor an address such as RetrieveURL, which holds the original
+    # study UID: all were kept as they were
+    ds = pydicom.dcmread(write_phi_study(tmp_path / "s", n=1, full_table=False)[0])
+    study = str(ds.StudyInstanceUID)
+    item = Dataset()
+    ds.AnatomicRegionSequence = [item]
+    for where in (ds, item):
+        where.PatientBirthDateInAlternativeCalendar = "1366/12/25"
+        where.PatientDeathDateInAlternativeCalendar = "1445/01/02"
+        where.PatientAlternativeCalendar = "I"  # which calendar: no one's date
+        where.PlacerOrderNumberProcedure, where.FillerOrderNumberProcedure = "PLC-4711", "FLR-4712"
+        where.add_new(0x00402006, "SH", "PLC-4713")
+        where.add_new(0x00402007, "SH", "FLR-4714")
+        where.RetrieveURL = f"https://pacs.erasmus.invalid/dicomweb/studies/{study}"
+        where.RetrieveURI = f"https://pacs.erasmus.invalid/wado?studyUID={study}"
+        where.StorageURL = "file://pacs.erasmus.invalid/archive/PAT12345678"
+        where.CodingSchemeURL = "http://snomed.info/sct"  # published: kept
+    policy = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=shifted)
+    deidentify_dataset(ds, policy)
+    text = text_of(ds)
+    for value in (
+        "1366/12/25",
+        "1445/01/02",
+        "PLC-4711",
+        "FLR-4712",
+        "PLC-4713",
+        "FLR-4714",
+        "erasmus",
+        study,
+    ):
+        assert value not in text, value
+    for where in (ds, item):
+        assert where.CodingSchemeURL == "http://snomed.info/sct" and where.PatientAlternativeCalendar == "I"
+        assert where.PlacerOrderNumberProcedure == "" and "PatientBirthDateInAlternativeCalendar" not in where
+
+
 #: The UID attributes of the standard's dictionary that the table's edition does not list.
 _UNLISTED_UIDS = [
     Tag(tag)

@@ -208,12 +208,28 @@ _UNLISTED_PHI_VRS = frozenset({"PN", "DA", "DT"})
 #: becomes its segment's coded meaning (see `_clean_segment_label`).
 _UNLISTED_FREE_TEXT: dict[int, str] = {0x00700081: "Z", 0x00620006: "X", 0x0040A492: "X"}
 _UNLISTED_OVERLAY_TEXT = (0x0022, 0x1500)  # (60xx,0022) Overlay Description, (60xx,1500) Overlay Label
+#: The patient's dates and identifiers the table's edition does not list, though it lists their kin: the
+#: birth and death dates in an alternative calendar (text, not DA: no shift can move them), removed as the
+#: birth date is; the retired placer and filler order numbers, emptied as the current ones (Z).
+_UNLISTED_IDENTIFYING: dict[int, str] = {
+    0x00100033: "X",  # PatientBirthDateInAlternativeCalendar
+    0x00100034: "X",  # PatientDeathDateInAlternativeCalendar
+    0x00401006: "Z",  # PlacerOrderNumberProcedure
+    0x00401007: "Z",  # FillerOrderNumberProcedure
+    0x00402006: "Z",  # PlacerOrderNumberImagingServiceRequestRetired
+    0x00402007: "Z",  # FillerOrderNumberImagingServiceRequestRetired
+}
+#: Addresses (UR) that name a published resource: kept. Every other address the table does not list points at
+#: the hospital's systems, often with original UIDs in it (RetrieveURL ".../studies/<StudyInstanceUID>"):
+#: removed, as the table removes locations and addresses.
+_PUBLISHED_ADDRESSES = frozenset(Tag(k) for k in ("CodingSchemeURL", "URNCodeValue"))
 
 
-def _unlisted_free_text_action(tag: BaseTag) -> str | None:
+def _unlisted_action(tag: BaseTag) -> str | None:
+    """The action for an attribute the table's edition does not list but that is treated as its kin are."""
     if tag.group & 0xFF01 == 0x6000 and tag.element in _UNLISTED_OVERLAY_TEXT:
         return "X"
-    return _UNLISTED_FREE_TEXT.get(int(tag))
+    return _UNLISTED_FREE_TEXT.get(int(tag)) or _UNLISTED_IDENTIFYING.get(int(tag))
 
 
 def _clean_code_meaning(ds: Dataset) -> None:
@@ -238,17 +254,19 @@ def _clean(ds: Dataset, ctx: _Context) -> None:
     """Apply the table to every attribute of `ds` and, recursively, of the sequences that stay. A person's
     name or a date the table's edition does not list (16 in the standard's dictionary, SecondaryReviewerName
     and ExpiryDate among them) is treated as the table treats its own: emptied, or shifted with the dates; so
-    is a UID it does not list (remapped), unless it names a published identifier."""
+    is a UID it does not list (remapped) and an address (removed), unless it names a published identifier."""
     for tag in list(ds.keys()):
         if tag.is_private:
             del ds[tag]
             continue
         elem = ds[tag]
-        code = profile_action(tag) or _unlisted_free_text_action(tag)
+        code = profile_action(tag) or _unlisted_action(tag)
         if code is not None:
             _apply(ds, elem, code, ctx)
         elif elem.VR in _UNLISTED_PHI_VRS:
             _apply(ds, elem, "Z", ctx)
+        elif elem.VR == "UR" and tag not in _PUBLISHED_ADDRESSES:
+            del ds[tag]
         elif elem.VR == "UI" and tag not in _UNLISTED_PUBLISHED_UIDS:
             _remap_uids(elem, ctx.policy, keep_registered=True)
         elif elem.VR == "SQ":
