@@ -262,7 +262,7 @@ def header_sentinels(paths: list[Path]) -> dict[str, list[bytes]]:
 
 def readable_bytes(data: bytes) -> bytes:
     """`data`, and what it holds compressed: a gzip's content, a PNG's text chunks and pixels, a zip's files
-    and their names."""
+    and their names, a PDF's text and document information."""
     import gzip
     import io
     import struct
@@ -274,6 +274,12 @@ def readable_bytes(data: bytes) -> bytes:
     if data.startswith(b"PK\x03\x04"):
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             return data + b"".join(n.encode() + readable_bytes(zf.read(n)) for n in zf.namelist())
+    if data.startswith(b"%PDF"):  # its text as a viewer shows it (the page streams are compressed)
+        from pypdf import PdfReader
+
+        reader = PdfReader(io.BytesIO(data))
+        shown = "\n".join(page.extract_text() for page in reader.pages) + repr(dict(reader.metadata or {}))
+        return data + shown.encode()
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         return data
     pos, pixels, texts = 8, b"", b""
