@@ -169,12 +169,14 @@ def test_marks_profile_and_options(tmp_path: Path) -> None:
 
 
 def test_names_and_dates_the_table_does_not_list_are_not_kept(tmp_path: Path) -> None:
-    # SecondaryReviewerName, EvaluatorName and ExpiryDate are not in the table's edition: a name or a date is
-    # never kept as it is, listed or not (emptied; shifted with the dates under the option)
+    # SecondaryReviewerName, EvaluatorName, ExpiryDate and TimeOfGainCalibration are not in the table's
+    # edition: a name, a date or a time is never kept as it is, listed or not (emptied; shifted with the
+    # dates under the option, which keeps the times of day)
     def with_unlisted() -> Dataset:
         ds = pydicom.dcmread(write_phi_study(tmp_path / "s", n=1, full_table=False)[0])
         ds.SecondaryReviewerName = "Jansen^Piet"
         ds.ExpiryDate = "20240301"
+        ds.DateOfGainCalibration, ds.TimeOfGainCalibration = "20240301", "101500"
         item = Dataset()
         item.EvaluatorName = "Jansen^Piet"
         ds.AnatomicRegionSequence = [item]
@@ -182,12 +184,13 @@ def test_names_and_dates_the_table_does_not_list_are_not_kept(tmp_path: Path) ->
 
     ds = with_unlisted()
     deidentify_dataset(ds, POLICY)
-    assert ds.SecondaryReviewerName == "" and ds.ExpiryDate == ""
+    assert ds.SecondaryReviewerName == "" and ds.ExpiryDate == "" and ds.TimeOfGainCalibration == ""
     assert ds.AnatomicRegionSequence[0].EvaluatorName == "" and "Jansen" not in text_of(ds)
     shifting = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=True)
     ds = with_unlisted()
     deidentify_dataset(ds, shifting)
     assert ds.ExpiryDate not in ("", "20240301") and ds.SecondaryReviewerName == ""
+    assert ds.DateOfGainCalibration == ds.ExpiryDate and ds.TimeOfGainCalibration == "101500"
 
 
 @pytest.mark.parametrize("shifted", [False, True], ids=["dates-removed", "dates-shifted"])

@@ -198,8 +198,9 @@ def _apply(ds: Dataset, elem: DataElement, code: str, ctx: _Context) -> None:
         elem.value = elem.empty_value
 
 
-#: Value representations that hold a person's name or a date: never kept as they are, listed or not.
-_UNLISTED_PHI_VRS = frozenset({"PN", "DA", "DT"})
+#: Value representations that hold a person's name, a date or a time: never kept as they are, listed or not
+#: (a time is kept with the dates shifted, as the table's times are).
+_UNLISTED_PHI_VRS = frozenset({"PN", "DA", "DT", "TM"})
 #: Free text the table's edition does not list that describes an object or its overlays in the user's own
 #: words (a SEG's ContentDescription names its editor: "edited by <user>", as sarcoscope's own identified
 #: SEG does), treated as the table treats such text: ContentDescription (type 2) emptied, an overlay's
@@ -252,8 +253,9 @@ def _clean_segment_label(ds: Dataset) -> None:
 
 def _clean(ds: Dataset, ctx: _Context) -> None:
     """Apply the table to every attribute of `ds` and, recursively, of the sequences that stay. A person's
-    name or a date the table's edition does not list (16 in the standard's dictionary, SecondaryReviewerName
-    and ExpiryDate among them) is treated as the table treats its own: emptied, or shifted with the dates; so
+    name, a date or a time the table's edition does not list (18 in the standard's dictionary,
+    SecondaryReviewerName, ExpiryDate and TimeOfGainCalibration among them) is treated as the table treats
+    its own: emptied, or shifted with the dates; so
     is a UID it does not list (remapped) and an address (removed), unless it names a published identifier."""
     for tag in list(ds.keys()):
         if tag.is_private:
