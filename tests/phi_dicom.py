@@ -303,15 +303,20 @@ def written_bytes(folder: Path) -> dict[str, bytes]:
     return {str(p): readable_bytes(p.read_bytes()) for p in files} | {f"file names in {folder}": names}
 
 
+#: A UID in the text of an output: its digits, random or keyed, may hold a date's by chance.
+_UID_TEXT = re.compile(rb"\d+(?:\.\d+){3,}")
+
+
 def leaks(outputs: dict[str, bytes], sentinels: dict[str, list[bytes]]) -> list[str]:
-    """Where each sentinel, or a table attribute's value (`PHI<tag>`), is found in `outputs`."""
-    found = [
-        f"{where}: {text!r}"
-        for where, data in outputs.items()
-        for text, forms in sentinels.items()
-        if any(form in data for form in forms)
-    ]
-    table = [
-        f"{where}: a table value" for where, data in outputs.items() if re.search(rb"PHI[0-9A-F]{8}", data)
-    ]
-    return found + table
+    """Where each sentinel, or a table attribute's value (`PHI<tag>`), is found in `outputs`: a UID as it
+    is, any other value outside the UIDs of the output."""
+    found = []
+    for where, data in outputs.items():
+        outside_uids = _UID_TEXT.sub(b"<uid>", data)
+        for text, forms in sentinels.items():
+            searched = data if re.fullmatch(r"[\d.]+\.\d+", text) else outside_uids
+            if any(form in searched for form in forms):
+                found.append(f"{where}: {text!r}")
+        if re.search(rb"PHI[0-9A-F]{8}", data):
+            found.append(f"{where}: a table value")
+    return found
