@@ -1,9 +1,11 @@
 """A PHI-laden DICOM study for de-identification tests: every attribute of PS3.15 Table E.1-1 as
 dicom-anonymizer ships it (top level and nested in a kept sequence), the attributes issue #16 found
-leaking, private tags, and references between the slices."""
+leaking, private tags, and references between the slices; and sentinel values to search every byte of a
+de-identified output for."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pydicom
 from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
 from pydicom.datadict import DicomDictionary, dictionary_VR
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
 from sarcoscope.imaging import write_dicom_series
@@ -209,3 +212,111 @@ def kept_values(ds: Dataset, originals: dict[Tag, list[Any]]) -> list[str]:
 def text_of(ds: Dataset) -> str:
     """Every value of `ds` and its sequences as text (to search for names and markers)."""
     return "\n".join(str(e.value) for _, e in walk(ds) if e.VR != "SQ")
+
+
+#: A name outside ASCII, as a header in the series' own character set spells it.
+NON_ASCII_NAMES = {"ISO_IR 100": "Müllerström^Jürgen", "ISO_IR 192": "Ξανθοπούλου^Ευαγγελία"}
+SENTINEL_PATIENT_ID = "PIDQ7731"
+
+
+def write_sentinel_series(
+    folder: Path, charset: str, hu: np.ndarray, spacing: tuple[float, ...]
+) -> list[Path]:
+    """`hu` as a CT series whose headers carry the whole table three levels deep (every text value
+    `PHI<tag>`), the name in `charset`, the patient's other IDs, private blocks with a named creator and a
+    private sequence, what issue #16 found, and a birth date, an address and a UID outside the table."""
+    meta = CTMetadata(patient_id=SENTINEL_PATIENT_ID, patient_sex="F", contrast_agent=f"Omnipaque {SURNAME}")
+    paths = write_dicom_series(hu, spacing, folder, metadata=meta, seed=27)
+    name = NON_ASCII_NAMES[charset]
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        add_phi(ds)
+        ds.SpecificCharacterSet, ds.PatientName = charset, name
+        ds.SeriesDescription = f"CT {SURNAME}-Series {name.split('^')[0]}"
+        ds.OtherPatientIDsSequence = _item(PatientID="OPIDK4412")
+        block = ds.private_block(0x0029, f"{SURNAME} PRIVATE", create=True)
+        block.add_new(0x10, "LO", f"private {SURNAME}")
+        block.add_new(0x11, "SQ", Sequence(_item(PatientName=f"{SURNAME}^InPrivate")))
+        ds.PatientBirthDateInAlternativeCalendar = "1366/12/25"
+        ds.RetrieveURL = f"https://pacs.invalid/studies/{ds.StudyInstanceUID}"
+        ds.SOPInstanceUIDOfConcatenationSource = ds.SOPInstanceUID
+        ds.save_as(path, enforce_file_format=True)
+    return paths
+
+
+def header_sentinels(paths: list[Path]) -> dict[str, list[bytes]]:
+    """What of `write_sentinel_series`' headers must not be in a de-identified output, by each encoding it
+    could be written in: names, IDs, dates (not a time of day, which a UID's digits may hold), UIDs."""
+    texts = {SENTINEL_PATIENT_ID, "OPIDK4412", SURNAME, "1366/12/25", BIRTH_DATE, "19991231"}
+    texts |= {"20240102", "20240103"}  # the study's dates
+    texts |= {
+        text for _, leaked in ISSUE_16_LEAKS.values() for text in leaked if not re.fullmatch(r"\d{6}", text)
+    }
+    for path in paths:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        texts |= {str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)}
+        texts |= {str(ds.FrameOfReferenceUID), *str(ds.PatientName).split("^")}
+    codecs = ("utf-8", "latin-1", "iso8859-7", "utf-16-le")
+    return {text: [f for f in {text.encode(c, "ignore") for c in codecs} if len(f) >= 5] for text in texts}
+
+
+def readable_bytes(data: bytes) -> bytes:
+    """`data`, and what it holds compressed: a gzip's content, a PNG's text chunks and pixels, a zip's files
+    and their names, a PDF's text and document information."""
+    import gzip
+    import io
+    import struct
+    import zipfile
+    import zlib
+
+    if data.startswith(b"\x1f\x8b"):
+        return data + gzip.decompress(data)
+    if data.startswith(b"PK\x03\x04"):
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return data + b"".join(n.encode() + readable_bytes(zf.read(n)) for n in zf.namelist())
+    if data.startswith(b"%PDF"):  # its text as a viewer shows it (the page streams are compressed)
+        from pypdf import PdfReader
+
+        reader = PdfReader(io.BytesIO(data))
+        shown = "\n".join(page.extract_text() for page in reader.pages) + repr(dict(reader.metadata or {}))
+        return data + shown.encode()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return data
+    pos, pixels, texts = 8, b"", b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"IDAT":
+            pixels += body
+        elif kind == b"zTXt":
+            texts += zlib.decompress(body.split(b"\0", 1)[1][1:])
+        elif kind == b"iTXt" and body.split(b"\0", 1)[1][:1] == b"\1":
+            texts += zlib.decompress(body.split(b"\0", 1)[1][2:].split(b"\0", 2)[2])
+        pos += 12 + length
+    return data + texts + zlib.decompress(pixels)
+
+
+def written_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file below `folder` (hidden ones too) by its path, and their paths, as bytes to search."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    names = "\n".join(map(str, files)).encode()
+    return {str(p): readable_bytes(p.read_bytes()) for p in files} | {f"file names in {folder}": names}
+
+
+#: A UID in the text of an output: its digits, random or keyed, may hold a date's by chance.
+_UID_TEXT = re.compile(rb"\d+(?:\.\d+){3,}")
+
+
+def leaks(outputs: dict[str, bytes], sentinels: dict[str, list[bytes]]) -> list[str]:
+    """Where each sentinel, or a table attribute's value (`PHI<tag>`), is found in `outputs`: a UID as it
+    is, any other value outside the UIDs of the output."""
+    found = []
+    for where, data in outputs.items():
+        outside_uids = _UID_TEXT.sub(b"<uid>", data)
+        for text, forms in sentinels.items():
+            searched = data if re.fullmatch(r"[\d.]+\.\d+", text) else outside_uids
+            if any(form in searched for form in forms):
+                found.append(f"{where}: {text!r}")
+        if re.search(rb"PHI[0-9A-F]{8}", data):
+            found.append(f"{where}: a table value")
+    return found

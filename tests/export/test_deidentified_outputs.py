@@ -15,7 +15,22 @@ import numpy as np
 import pydicom
 import pytest
 
-from phi_dicom import POLICY, SECRET, SURNAME, add_phi, kept_values, table_values, text_of, walk
+from phi_dicom import (
+    NON_ASCII_NAMES,
+    POLICY,
+    SECRET,
+    SENTINEL_PATIENT_ID,
+    SURNAME,
+    add_phi,
+    header_sentinels,
+    kept_values,
+    leaks,
+    table_values,
+    text_of,
+    walk,
+    write_sentinel_series,
+    written_bytes,
+)
 from sarcoscope.conventions import Label
 from sarcoscope.export import report_schema, write_outputs
 from sarcoscope.export.report import build_report, metrics_csv
@@ -253,3 +268,54 @@ def test_no_classification_gives_back_the_sex_or_bmi_it_removed(phi_result, tmp_
     report = json.loads(kept["report"].read_text())
     assert report["assessment"]["sarcopenia"] == build_report(phi_result)["assessment"]["sarcopenia"]
     assert "SMI below cutoff" in text_of(pydicom.dcmread(kept["dicom_sr"]))
+
+
+@pytest.mark.parametrize("charset", list(NON_ASCII_NAMES))
+def test_no_sentinel_of_the_headers_is_in_any_byte_of_a_deidentified_run(
+    tmp_path: Path, charset: str
+) -> None:
+    """Every output of `analyze --deidentify`, `batch --deidentify` and `sarcoscope deidentify` (files,
+    hidden files, file names, NIfTI header, PNG chunks and pixels, console) is searched for every value of
+    the headers that the profile removes or replaces: the patient's name (outside ASCII, in the series'
+    character set), IDs, birth date (in an alternative calendar too), dates, UIDs, every table attribute's
+    value three levels deep, private blocks; the input folder and the case id name the patient."""
+    from typer.testing import CliRunner
+
+    from sarcoscope.cli import app
+    from sarcoscope.phantom import make_slice
+
+    def run(*args: object) -> str:
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    name = NON_ASCII_NAMES[charset].split("^")[0]
+    folder = tmp_path / "cohort" / f"{name}_{SENTINEL_PATIENT_ID}"
+    phantom = make_slice(4, size=128)  # three times over
+    hu, spacing = np.stack([phantom.hu] * 3), (3.0, *phantom.pixel_spacing)
+    sentinels = header_sentinels(write_sentinel_series(folder, charset, hu, spacing))
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text(f"case_id,path,slice,height_cm\n{folder.name},{folder},1,170\n", encoding="utf-8")
+    key = tmp_path / "key"
+    options = ["--engine", "threshold", "--slice", 1, "--height-cm", 170]
+    deid = ["--deidentify", "--secret-file", key]
+    consoles = {
+        "analyze": run("analyze", folder, "-o", tmp_path / "out", *options, *deid),
+        "batch": run("batch", manifest, "-o", tmp_path / "runs", "--engine", "threshold", *deid),
+        "deidentify": run("deidentify", folder, tmp_path / "copy", "--secret-file", key),
+    }
+    written = {"labels.seg.dcm", "report.sr.dcm", "report.qc.dcm", "labels.nii.gz", "overlay.png"}
+    assert written <= {p.name for p in (tmp_path / "out").iterdir()}
+    assert written <= {p.name for p in (tmp_path / "runs").glob("cases/*/*")}
+    outputs = {f"{command} console": text.encode() for command, text in consoles.items()}
+    for kind in ("out", "runs", "copy"):
+        outputs |= written_bytes(tmp_path / kind)
+    assert leaks(outputs, sentinels) == []
+    # the search finds them where they are: each in the headers, and in the outputs made without --deidentify
+    assert {leak.split(": ", 1)[1] for leak in leaks(written_bytes(folder), sentinels)} == {
+        *map(repr, sentinels),
+        "a table value",
+    }
+    run("analyze", folder, "-o", tmp_path / "plain", *options)
+    found = {leak.split(": ", 1)[1] for leak in leaks(written_bytes(tmp_path / "plain"), sentinels)}
+    assert {repr(SENTINEL_PATIENT_ID), repr(name), repr(SURNAME), "a table value"} <= found

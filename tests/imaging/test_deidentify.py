@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import zipfile
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from pydicom.datadict import DicomDictionary, keyword_for_tag
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.uid import SecondaryCaptureImageStorage
 
 from phi_dicom import (
@@ -166,12 +169,14 @@ def test_marks_profile_and_options(tmp_path: Path) -> None:
 
 
 def test_names_and_dates_the_table_does_not_list_are_not_kept(tmp_path: Path) -> None:
-    # SecondaryReviewerName, EvaluatorName and ExpiryDate are not in the table's edition: a name or a date is
-    # never kept as it is, listed or not (emptied; shifted with the dates under the option)
+    # SecondaryReviewerName, EvaluatorName, ExpiryDate and TimeOfGainCalibration are not in the table's
+    # edition: a name, a date or a time is never kept as it is, listed or not (emptied; shifted with the
+    # dates under the option, which keeps the times of day)
     def with_unlisted() -> Dataset:
         ds = pydicom.dcmread(write_phi_study(tmp_path / "s", n=1, full_table=False)[0])
         ds.SecondaryReviewerName = "Jansen^Piet"
         ds.ExpiryDate = "20240301"
+        ds.DateOfGainCalibration, ds.TimeOfGainCalibration = "20240301", "101500"
         item = Dataset()
         item.EvaluatorName = "Jansen^Piet"
         ds.AnatomicRegionSequence = [item]
@@ -179,12 +184,91 @@ def test_names_and_dates_the_table_does_not_list_are_not_kept(tmp_path: Path) ->
 
     ds = with_unlisted()
     deidentify_dataset(ds, POLICY)
-    assert ds.SecondaryReviewerName == "" and ds.ExpiryDate == ""
+    assert ds.SecondaryReviewerName == "" and ds.ExpiryDate == "" and ds.TimeOfGainCalibration == ""
     assert ds.AnatomicRegionSequence[0].EvaluatorName == "" and "Jansen" not in text_of(ds)
     shifting = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=True)
     ds = with_unlisted()
     deidentify_dataset(ds, shifting)
     assert ds.ExpiryDate not in ("", "20240301") and ds.SecondaryReviewerName == ""
+    assert ds.DateOfGainCalibration == ds.ExpiryDate and ds.TimeOfGainCalibration == "101500"
+
+
+@pytest.mark.parametrize("shifted", [False, True], ids=["dates-removed", "dates-shifted"])
+def test_dates_identifiers_and_addresses_the_table_does_not_list_are_not_kept(
+    tmp_path: Path, shifted: bool
+) -> None:
+    # the table's edition lists the birth date and the order numbers, not the birth date in an alternative
+    # calendar nor the retired order numbers; nor an address such as RetrieveURL, which holds the original
+    # study UID: all were kept as they were
+    ds = pydicom.dcmread(write_phi_study(tmp_path / "s", n=1, full_table=False)[0])
+    study = str(ds.StudyInstanceUID)
+    item = Dataset()
+    ds.AnatomicRegionSequence = [item]
+    for where in (ds, item):
+        where.PatientBirthDateInAlternativeCalendar = "1366/12/25"
+        where.PatientDeathDateInAlternativeCalendar = "1445/01/02"
+        where.PatientAlternativeCalendar = "I"  # which calendar: no one's date
+        where.PlacerOrderNumberProcedure, where.FillerOrderNumberProcedure = "PLC-4711", "FLR-4712"
+        where.add_new(0x00402006, "SH", "PLC-4713")
+        where.add_new(0x00402007, "SH", "FLR-4714")
+        where.RetrieveURL = f"https://pacs.erasmus.invalid/dicomweb/studies/{study}"
+        where.RetrieveURI = f"https://pacs.erasmus.invalid/wado?studyUID={study}"
+        where.StorageURL = "file://pacs.erasmus.invalid/archive/PAT12345678"
+        where.CodingSchemeURL = "http://snomed.info/sct"  # published: kept
+    policy = DeidentificationPolicy(secret=SECRET, keep_dates_shifted=shifted)
+    deidentify_dataset(ds, policy)
+    text = text_of(ds)
+    for value in (
+        "1366/12/25",
+        "1445/01/02",
+        "PLC-4711",
+        "FLR-4712",
+        "PLC-4713",
+        "FLR-4714",
+        "erasmus",
+        study,
+    ):
+        assert value not in text, value
+    for where in (ds, item):
+        assert where.CodingSchemeURL == "http://snomed.info/sct" and where.PatientAlternativeCalendar == "I"
+        assert where.PlacerOrderNumberProcedure == "" and "PatientBirthDateInAlternativeCalendar" not in where
+
+
+#: The UID attributes of the standard's dictionary that the table's edition does not list.
+_UNLISTED_UIDS = [
+    Tag(tag)
+    for tag, (vr, *_) in DicomDictionary.items()
+    if vr == "UI" and Tag(tag).group not in (0x0000, 0x0002, 0x0004) and Tag(tag) not in TABLE
+]
+#: Those that name a published identifier, not the patient's data.
+_PUBLISHED = re.compile(
+    "SOPClass|TransferSyntax|CodingSchemeUID|ContextUID|MappingResource|Template|CreatorVersion"
+)
+
+
+def test_uids_the_table_does_not_list_are_remapped_unless_published(tmp_path: Path) -> None:
+    # SOPInstanceUIDOfConcatenationSource (an enhanced CT stored in parts: the whole image's UID),
+    # MultiFrameSourceSOPInstanceUID, TableFrameOfReferenceUID... are not in the table's edition: they were
+    # kept as they were, the hospital's UIDs of this patient's images in a "de-identified" copy
+    ds = pydicom.dcmread(write_phi_study(tmp_path / "s", n=1, full_table=False)[0])
+    item = Dataset()
+    ds.AnatomicRegionSequence = [item]
+    original = {tag: f"1.2.826.0.1.3680043.10.777.{n}" for n, tag in enumerate(_UNLISTED_UIDS)}
+    original[Tag("ReferencedSOPClassUID")] = "1.3.12.2.1107.5.9.1"  # a private SOP class is a class too
+    original[Tag("SOPClassUID")] = ds.SOPClassUID
+    # a colour palette the standard registers (Hot Iron) names no one's data
+    original[Tag("ReferencedColorPaletteInstanceUID")] = "1.2.840.10008.1.5.1"
+    for where in (ds, item):
+        for tag, uid in original.items():
+            where.add_new(tag, "UI", uid)
+    deidentify_dataset(ds, POLICY)
+    published = {tag for tag in _UNLISTED_UIDS if _PUBLISHED.search(keyword_for_tag(tag))}
+    assert len(published) == 18 and len(_UNLISTED_UIDS) > 30
+    for where in (ds, item):
+        kept = {tag for tag in _UNLISTED_UIDS if where[tag].value == original[tag]}
+        assert kept == published | {Tag("ReferencedColorPaletteInstanceUID")}
+        for tag in set(_UNLISTED_UIDS) - kept:
+            assert where[tag].value == POLICY.uid(original[tag]), keyword_for_tag(tag)
 
 
 def test_free_text_describing_an_object_or_its_overlays_is_not_kept(tmp_path: Path) -> None:

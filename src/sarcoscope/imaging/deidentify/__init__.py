@@ -16,10 +16,11 @@ reproducible, grows forever in a server) and dates with 00010101. So this packag
 and applies the library's table at every nesting level, with the library's VR-conforming dummy values for
 D, and with our keyed replacements:
 
-- PatientID and PatientName become one pseudonym, and every UID with action U becomes `2.25.<int>`, both by
-  HMAC-SHA256 keyed with the installation's secret: the same patient gets the same pseudonym in every
-  study, the same UID always maps to the same UID (a SEG still references its CT), and nothing can be
-  reversed or brute-forced without the key (an unsalted hash of an 8-digit ID can).
+- PatientID and PatientName become one pseudonym, and every UID with action U (and every UID the table
+  does not list, but for published identifiers: SOP classes, transfer syntaxes, coding schemes...) becomes
+  `2.25.<int>`, both by HMAC-SHA256 keyed with the installation's secret: the same patient gets the same
+  pseudonym in every study, the same UID always maps to the same UID (a SEG still references its CT), and
+  nothing can be reversed or brute-forced without the key (an unsalted hash of an 8-digit ID can).
 - Options (`DeidentificationPolicy`): Retain Longitudinal Temporal Information with Modified Dates (every
   date in the table moved by a per-patient offset of whole days, derived from the key; times of day kept),
   Retain Patient Characteristics (age, sex, size, weight: SMI and BMI need them).

@@ -121,11 +121,48 @@ def _shift(elem: DataElement, days: int) -> bool:
     return True
 
 
-def _remap_uids(elem: DataElement, policy: DeidentificationPolicy) -> None:
+#: The root of the UIDs the DICOM standard itself registers (classes, syntaxes, well-known frames of reference
+#: and colour palettes): they name no patient's data.
+_REGISTERED_UID_ROOT = "1.2.840.10008."
+#: UID attributes the table's edition does not list that name a published identifier (a SOP class, a transfer
+#: syntax, a coding scheme, context or mapping resource, a template, an implementation's version): kept. Every
+#: other UID it does not list names the patient's data (SOPInstanceUIDOfConcatenationSource,
+#: MultiFrameSourceSOPInstanceUID, TableFrameOfReferenceUID...): remapped as the table's U attributes are.
+_UNLISTED_PUBLISHED_UIDS = frozenset(
+    Tag(k)
+    for k in (
+        "SOPClassUID",
+        "RelatedGeneralSOPClassUID",
+        "OriginalSpecializedSOPClassUID",
+        "SOPClassesInStudy",
+        "ReferencedSOPClassUID",
+        "SOPClassesSupported",
+        "PertinentSOPClassesInStudy",
+        "PertinentSOPClassesInSeries",
+        "StoredInstanceTransferSyntaxUID",
+        "AvailableTransferSyntaxUID",
+        "FlowTransferSyntaxUID",
+        "MACCalculationTransferSyntaxUID",
+        "EncryptedContentTransferSyntaxUID",
+        "CodingSchemeUID",
+        "ContextUID",
+        "MappingResourceUID",
+        "SegmentationTemplateUID",
+        "CreatorVersionUID",
+    )
+)
+
+
+def _remap_uids(elem: DataElement, policy: DeidentificationPolicy, *, keep_registered: bool = False) -> None:
+    """Each UID of `elem` by the keyed HMAC; `keep_registered`: not one the standard registers."""
+
+    def remapped(uid: str) -> str:
+        return uid if keep_registered and uid.startswith(_REGISTERED_UID_ROOT) else policy.uid(uid)
+
     if isinstance(elem.value, MultiValue):
-        elem.value = [policy.uid(str(v)) for v in elem.value if str(v).strip()]
+        elem.value = [remapped(str(v)) for v in elem.value if str(v).strip()]
     elif elem.value:
-        elem.value = policy.uid(str(elem.value))
+        elem.value = remapped(str(elem.value))
 
 
 def _apply(ds: Dataset, elem: DataElement, code: str, ctx: _Context) -> None:
@@ -161,8 +198,9 @@ def _apply(ds: Dataset, elem: DataElement, code: str, ctx: _Context) -> None:
         elem.value = elem.empty_value
 
 
-#: Value representations that hold a person's name or a date: never kept as they are, listed or not.
-_UNLISTED_PHI_VRS = frozenset({"PN", "DA", "DT"})
+#: Value representations that hold a person's name, a date or a time: never kept as they are, listed or not
+#: (a time is kept with the dates shifted, as the table's times are).
+_UNLISTED_PHI_VRS = frozenset({"PN", "DA", "DT", "TM"})
 #: Free text the table's edition does not list that describes an object or its overlays in the user's own
 #: words (a SEG's ContentDescription names its editor: "edited by <user>", as sarcoscope's own identified
 #: SEG does), treated as the table treats such text: ContentDescription (type 2) emptied, an overlay's
@@ -171,12 +209,28 @@ _UNLISTED_PHI_VRS = frozenset({"PN", "DA", "DT"})
 #: becomes its segment's coded meaning (see `_clean_segment_label`).
 _UNLISTED_FREE_TEXT: dict[int, str] = {0x00700081: "Z", 0x00620006: "X", 0x0040A492: "X"}
 _UNLISTED_OVERLAY_TEXT = (0x0022, 0x1500)  # (60xx,0022) Overlay Description, (60xx,1500) Overlay Label
+#: The patient's dates and identifiers the table's edition does not list, though it lists their kin: the
+#: birth and death dates in an alternative calendar (text, not DA: no shift can move them), removed as the
+#: birth date is; the retired placer and filler order numbers, emptied as the current ones (Z).
+_UNLISTED_IDENTIFYING: dict[int, str] = {
+    0x00100033: "X",  # PatientBirthDateInAlternativeCalendar
+    0x00100034: "X",  # PatientDeathDateInAlternativeCalendar
+    0x00401006: "Z",  # PlacerOrderNumberProcedure
+    0x00401007: "Z",  # FillerOrderNumberProcedure
+    0x00402006: "Z",  # PlacerOrderNumberImagingServiceRequestRetired
+    0x00402007: "Z",  # FillerOrderNumberImagingServiceRequestRetired
+}
+#: Addresses (UR) that name a published resource: kept. Every other address the table does not list points at
+#: the hospital's systems, often with original UIDs in it (RetrieveURL ".../studies/<StudyInstanceUID>"):
+#: removed, as the table removes locations and addresses.
+_PUBLISHED_ADDRESSES = frozenset(Tag(k) for k in ("CodingSchemeURL", "URNCodeValue"))
 
 
-def _unlisted_free_text_action(tag: BaseTag) -> str | None:
+def _unlisted_action(tag: BaseTag) -> str | None:
+    """The action for an attribute the table's edition does not list but that is treated as its kin are."""
     if tag.group & 0xFF01 == 0x6000 and tag.element in _UNLISTED_OVERLAY_TEXT:
         return "X"
-    return _UNLISTED_FREE_TEXT.get(int(tag))
+    return _UNLISTED_FREE_TEXT.get(int(tag)) or _UNLISTED_IDENTIFYING.get(int(tag))
 
 
 def _clean_code_meaning(ds: Dataset) -> None:
@@ -199,18 +253,24 @@ def _clean_segment_label(ds: Dataset) -> None:
 
 def _clean(ds: Dataset, ctx: _Context) -> None:
     """Apply the table to every attribute of `ds` and, recursively, of the sequences that stay. A person's
-    name or a date the table's edition does not list (16 in the standard's dictionary, SecondaryReviewerName
-    and ExpiryDate among them) is treated as the table treats its own: emptied, or shifted with the dates."""
+    name, a date or a time the table's edition does not list (18 in the standard's dictionary,
+    SecondaryReviewerName, ExpiryDate and TimeOfGainCalibration among them) is treated as the table treats
+    its own: emptied, or shifted with the dates; so
+    is a UID it does not list (remapped) and an address (removed), unless it names a published identifier."""
     for tag in list(ds.keys()):
         if tag.is_private:
             del ds[tag]
             continue
         elem = ds[tag]
-        code = profile_action(tag) or _unlisted_free_text_action(tag)
+        code = profile_action(tag) or _unlisted_action(tag)
         if code is not None:
             _apply(ds, elem, code, ctx)
         elif elem.VR in _UNLISTED_PHI_VRS:
             _apply(ds, elem, "Z", ctx)
+        elif elem.VR == "UR" and tag not in _PUBLISHED_ADDRESSES:
+            del ds[tag]
+        elif elem.VR == "UI" and tag not in _UNLISTED_PUBLISHED_UIDS:
+            _remap_uids(elem, ctx.policy, keep_registered=True)
         elif elem.VR == "SQ":
             for item in elem.value:
                 _clean(item, ctx)
