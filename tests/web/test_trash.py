@@ -1020,3 +1020,46 @@ def test_a_stopped_change_whose_record_cannot_be_read_is_left_as_it_is_and_the_s
     with TestClient(app) as client:
         assert client.get("/api/deleted-studies").status_code == 200
     app.state.ctx.store.close()
+
+
+def test_a_stopped_restores_entry_beside_a_later_deletion_of_the_study_keeps_both(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`sarcoscope studies restore` killed after its commit, before it removed the emptied .<id>.restoring;
+    the study then deleted again (kept as trash/<id>): the next start put the leftover back onto that kept
+    entry, which failed, so the server could not start. The leftover is now kept under its own name, said
+    once, and the later deletion stays listed and restorable with its label versions and images."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    with TestClient(app) as client:
+        sid, edited = _edited(client, series)
+        assert delete_study(client, sid).status_code == 200
+        rmtree, restoring = trash.shutil.rmtree, data / "trash" / f".{sid}.restoring"
+
+        def killed_before_the_entry_goes(path: Any, *args: Any, **kwargs: Any) -> None:
+            if Path(path) == restoring:
+                raise _Killed
+            rmtree(path, *args, **kwargs)
+
+        monkeypatch.setattr(trash.shutil, "rmtree", killed_before_the_entry_goes)
+        with pytest.raises(_Killed):
+            trash.restore(store, sid, "admin")
+        monkeypatch.undo()
+        assert delete_study(client, sid).status_code == 200
+    store.close()
+    assert restoring.is_dir() and (data / "trash" / sid).is_dir()
+
+    with caplog.at_level("WARNING", logger="sarcoscope.store.trash"):
+        app = create_app(WebSettings(data_dir=data))
+    [left] = [p for p in (data / "trash").iterdir() if p.name.startswith(f".{sid}.left-")]
+    [warning] = [r.getMessage() for r in caplog.records if "stopped restore" in r.getMessage()]
+    assert f"trash/{left.name}/" in warning and not restoring.exists()
+    with TestClient(app) as client:
+        [kept] = client.get("/api/deleted-studies").json()
+        assert kept["id"] == sid and kept["n_versions"] == 2
+        assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+        np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+    assert left.is_dir()
+    app.state.ctx.store.close()

@@ -594,6 +594,16 @@ def _recover(store: Store, path: Path) -> None:
             study = store.get_study(study_id)
             _move_out(path, _files(store, study), study)
             shutil.rmtree(path)
+        elif (trash_dir(store) / study_id).is_dir():  # restored, then deleted again: that deletion is kept
+            left = path.with_name(f".{study_id}.left-by-a-stopped-restore-{uuid.uuid4().hex[:8]}")
+            os.replace(path, left)
+            log.warning(
+                "A stopped restore of deleted study %s left its entry while the study was deleted again "
+                "since (that deletion is kept, restorable): the entry is kept as trash/%s/, neither listed "
+                "nor restorable; look at it, then remove it.",
+                study_id,
+                left.name,
+            )
         else:
             study = _study_of(path)
             _move_in(store, path, study)
