@@ -1063,3 +1063,29 @@ def test_a_stopped_restores_entry_beside_a_later_deletion_of_the_study_keeps_bot
         assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
     assert left.is_dir()
     app.state.ctx.store.close()
+
+
+def test_a_restore_while_another_restores_the_study_is_told_to_try_again(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore that found the study being restored by someone else (.<id>.restoring) answered 404 "No
+    deleted study ... is kept": when that restore fails, the study is kept all along. It answers 409, try
+    again; after the other restore failed, a restore restores it."""
+    store = client.app.state.ctx.store
+    sid, edited = _edited(client, series)
+    assert delete_study(client, sid).status_code == 200
+    meanwhile = []
+
+    def second_restore_then_fail(*_: Any, **__: Any) -> None:
+        meanwhile.append(client.post(f"/api/deleted-studies/{sid}/restore"))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "restore_rows", second_restore_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        trash.restore(store, sid, "admin")
+    monkeypatch.undo()
+    [second] = meanwhile
+    assert second.status_code == 409 and "being restored" in second.json()["detail"], second.text
+    assert [d.id for d in trash.deleted_studies(store)] == [sid]
+    assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+    np.testing.assert_array_equal(get_labels(client, sid)[0], edited)

@@ -458,8 +458,9 @@ def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
 
 def _not_restorable(store: Store, study_id: str) -> StoreError | None:
     """Why a restore found no entry (None: it is back, put back by an erase refused: take it again): an
-    erase has it out of place (refused, it puts it back at once: ConflictError, try again; done, the next
-    try finds none), or none is kept (NotFoundError). Looked at under `_no_put_back`."""
+    erase or another restore has it out of place (refused or failed, it puts it back at once: ConflictError,
+    try again; done, the next try finds none), or none is kept (NotFoundError). Looked at under
+    `_no_put_back`."""
     if not _ENTRY_RE.match(study_id):
         return _not_kept(study_id)
     entry = trash_dir(store) / study_id
@@ -468,6 +469,10 @@ def _not_restorable(store: Store, study_id: str) -> StoreError | None:
             return None
         if entry.with_name(f".{study_id}.erasing").is_dir():
             return _being_erased(study_id, restoring=True)
+        if entry.with_name(f".{study_id}.restoring").is_dir():  # failed, it is put back; done, none is kept
+            return ConflictError(
+                f"Study {study_id} is being restored by someone else. Try again in a moment."
+            )
     return _not_kept(study_id)
 
 
