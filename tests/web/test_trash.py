@@ -375,8 +375,8 @@ def test_an_erase_and_a_restore_at_the_same_time_never_erase_the_study_restored(
     [listed] = client.get("/api/deleted-studies").json()
     read, meanwhile = trash._read, {"restore": 0}
 
-    def read_then_restore(entry: Path) -> dict[str, Any]:
-        record = read(entry)
+    def read_then_restore(entry: Path, *name: str) -> Any:
+        record = read(entry, *name)
         if not meanwhile["restore"]:  # between the erase's check and its removal, once
             meanwhile["restore"] = -1
             meanwhile["restore"] = client.post(f"/api/deleted-studies/{sid}/restore").status_code
@@ -403,11 +403,11 @@ def test_a_restore_while_a_refused_erase_checks_is_told_to_try_again(
     assert delete_study(client, sid).status_code == 200
     read, meanwhile = trash._read, []
 
-    def read_then_restore(entry: Path) -> dict[str, Any]:
+    def read_then_restore(entry: Path, *name: str) -> Any:
         if not meanwhile:  # during the erase's check, once
             meanwhile.append(None)
             meanwhile[0] = client.post(f"/api/deleted-studies/{sid}/restore")
-        return read(entry)
+        return read(entry, *name)
 
     monkeypatch.setattr(trash, "_read", read_then_restore)
     stale = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
@@ -615,11 +615,11 @@ def test_a_restore_that_finds_the_entry_gone_while_a_refused_erase_puts_it_back_
     read, entry_of, main = trash._read, trash._entry, threading.current_thread()
     checking, go, erased = threading.Event(), threading.Event(), []
 
-    def read_and_wait(entry: Path) -> dict[str, Any]:
+    def read_and_wait(entry: Path, *name: str) -> Any:
         if threading.current_thread() is not main and not checking.is_set():  # the erase's check
             checking.set()
             go.wait(60)
-        return read(entry)
+        return read(entry, *name)
 
     def entry_then_erase_ends(*args: Any) -> Path:
         try:
@@ -708,13 +708,13 @@ def test_a_second_erase_while_a_refused_erase_checks_is_told_to_try_again(
     [listed] = client.get("/api/deleted-studies").json()
     read, meanwhile = trash._read, []
 
-    def read_then_erase(entry: Path) -> dict[str, Any]:
+    def read_then_erase(entry: Path, *name: str) -> Any:
         if not meanwhile:  # during the stale erase's check, once
             meanwhile.append(None)
             meanwhile[0] = client.delete(
                 f"/api/deleted-studies/{sid}", params={"deleted_at": listed["deleted_at"]}
             )
-        return read(entry)
+        return read(entry, *name)
 
     monkeypatch.setattr(trash, "_read", read_then_erase)
     stale = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
@@ -925,3 +925,167 @@ def test_a_restores_moves_are_on_disk_before_its_rows_are_committed(
     changed.append(store.data_dir / "cache")
     assert {p.stat().st_ino for p in changed} <= set(at_commit)
     assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+
+
+#: Records as a damaged disk or a hand edit can leave them, by what is wrong.
+_DAMAGED = {
+    "empty": b"",
+    "not JSON": b'{"deletion_id": "',
+    "incomplete": b'{"deleted_by": "admin"}',
+    "missing": None,
+}
+
+
+def _damage(entry: Path, how: str) -> None:
+    if (content := _DAMAGED[how]) is None:
+        (entry / trash.RECORD).unlink()
+    else:
+        (entry / trash.RECORD).write_bytes(content)
+
+
+@pytest.mark.parametrize("how", list(_DAMAGED))
+def test_a_deletion_whose_record_cannot_be_read_is_kept_and_named_beside_the_others(
+    client: TestClient, series: list[Path], tmp_path: Path, how: str
+) -> None:
+    """One unreadable trash/<id>/study.json made the list fail (500; the command's traceback), and a restore
+    or erase of it too. The others are listed, the damaged one named by its id (not listed: what it would
+    show cannot be read), refused with 409, and never removed, neither by an erase nor as kept too long."""
+    store = client.app.state.ctx.store
+    first, second = _two_deleted(client, tmp_path, series)
+    entry = store.data_dir / "trash" / first
+    _damage(entry, how)
+    kept = sorted(p.relative_to(entry) for p in entry.rglob("*"))
+
+    listed = client.get("/api/deleted-studies")
+    assert listed.status_code == 200 and [d["id"] for d in listed.json()] == [second]
+    assert listed.headers["X-Unreadable-Deleted-Studies"] == first
+    command = runner.invoke(cli, ["studies", "deleted", "--data-dir", str(store.data_dir)])
+    assert command.exit_code == 0 and "Traceback" not in command.output, command.output
+    assert (
+        f"Deleted study {first}: its record cannot be read" in command.output and "PAT-002" in command.output
+    )
+    [seen, *_] = [e for e in store.audit_events() if e.action == "view-deleted-studies"]
+    assert seen.details == {"count": 1, "ids": [second], "unreadable": [first]}
+
+    restored = client.post(f"/api/deleted-studies/{first}/restore")
+    assert (
+        restored.status_code == 409 and f"deleted study {first} cannot be read" in restored.json()["detail"]
+    )
+    seen_at = {"deleted_at": listed.json()[0]["deleted_at"]}
+    assert client.delete(f"/api/deleted-studies/{first}", params=seen_at).status_code == 409
+    assert trash.erase_expired(store, dt.timedelta(0), actor="server") == [second]
+    assert sorted(p.relative_to(entry) for p in entry.rglob("*")) == kept and (entry / "ct").is_dir()
+
+
+@pytest.mark.parametrize("stopped", ["deleting", "restoring", "erasing"])
+def test_a_stopped_change_whose_record_cannot_be_read_is_left_as_it_is_and_the_server_starts(
+    tmp_path: Path,
+    series: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    stopped: str,
+) -> None:
+    """A deletion stopped before its files moved (.<id>.deleting, the study's images still in ct/), a restore
+    stopped after it took its entry (.<id>.restoring) or an erasure before its audit event (.<id>.erasing),
+    whose record cannot be read: recover() raised, so the server could not start. The next start now leaves
+    it as it is, says so once (by the study's id) and keeps the files no study owns: the record that would
+    say which are the study's cannot be read."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        sid, _ = _edited(client, series)
+        if stopped == "deleting":
+            monkeypatch.setattr(trash, "finish", lambda *_: None)  # the kill
+        delete_study(client, sid)
+        monkeypatch.undo()
+    app.state.ctx.store.close()
+    entry = data / "trash" / f".{sid}.{stopped}"
+    if stopped != "deleting":
+        (data / "trash" / sid).rename(entry)
+    _damage(entry, "empty")
+
+    def files() -> list[Path]:
+        return sorted(p for folder in ("ct", "cache", "uploads", "trash") for p in (data / folder).rglob("*"))
+
+    before = files()
+
+    with caplog.at_level("WARNING", logger="sarcoscope.store.trash"):
+        app = create_app(WebSettings(data_dir=data))
+    [warning] = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert warning == (
+        f"The record of deleted study {sid} cannot be read (study.json: empty): trash/.{sid}.{stopped}/ is "
+        "left as it is, and the files no study owns are kept."
+    )
+    assert files() == before  # nothing moved, nothing removed
+    with TestClient(app) as client:
+        assert client.get("/api/deleted-studies").status_code == 200
+    app.state.ctx.store.close()
+
+
+def test_a_stopped_restores_entry_beside_a_later_deletion_of_the_study_keeps_both(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`sarcoscope studies restore` killed after its commit, before it removed the emptied .<id>.restoring;
+    the study then deleted again (kept as trash/<id>): the next start put the leftover back onto that kept
+    entry, which failed, so the server could not start. The leftover is now kept under its own name, said
+    once, and the later deletion stays listed and restorable with its label versions and images."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    with TestClient(app) as client:
+        sid, edited = _edited(client, series)
+        assert delete_study(client, sid).status_code == 200
+        rmtree, restoring = trash.shutil.rmtree, data / "trash" / f".{sid}.restoring"
+
+        def killed_before_the_entry_goes(path: Any, *args: Any, **kwargs: Any) -> None:
+            if Path(path) == restoring:
+                raise _Killed
+            rmtree(path, *args, **kwargs)
+
+        monkeypatch.setattr(trash.shutil, "rmtree", killed_before_the_entry_goes)
+        with pytest.raises(_Killed):
+            trash.restore(store, sid, "admin")
+        monkeypatch.undo()
+        assert delete_study(client, sid).status_code == 200
+    store.close()
+    assert restoring.is_dir() and (data / "trash" / sid).is_dir()
+
+    with caplog.at_level("WARNING", logger="sarcoscope.store.trash"):
+        app = create_app(WebSettings(data_dir=data))
+    [left] = [p for p in (data / "trash").iterdir() if p.name.startswith(f".{sid}.left-")]
+    [warning] = [r.getMessage() for r in caplog.records if "stopped restore" in r.getMessage()]
+    assert f"trash/{left.name}/" in warning and not restoring.exists()
+    with TestClient(app) as client:
+        [kept] = client.get("/api/deleted-studies").json()
+        assert kept["id"] == sid and kept["n_versions"] == 2
+        assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+        np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+    assert left.is_dir()
+    app.state.ctx.store.close()
+
+
+def test_a_restore_while_another_restores_the_study_is_told_to_try_again(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore that found the study being restored by someone else (.<id>.restoring) answered 404 "No
+    deleted study ... is kept": when that restore fails, the study is kept all along. It answers 409, try
+    again; after the other restore failed, a restore restores it."""
+    store = client.app.state.ctx.store
+    sid, edited = _edited(client, series)
+    assert delete_study(client, sid).status_code == 200
+    meanwhile = []
+
+    def second_restore_then_fail(*_: Any, **__: Any) -> None:
+        meanwhile.append(client.post(f"/api/deleted-studies/{sid}/restore"))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "restore_rows", second_restore_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        trash.restore(store, sid, "admin")
+    monkeypatch.undo()
+    [second] = meanwhile
+    assert second.status_code == 409 and "being restored" in second.json()["detail"], second.text
+    assert [d.id for d in trash.deleted_studies(store)] == [sid]
+    assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+    np.testing.assert_array_equal(get_labels(client, sid)[0], edited)

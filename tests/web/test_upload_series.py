@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import threading
 import time
 import zipfile
@@ -452,3 +453,41 @@ def test_another_patients_series_with_a_stored_series_uid_is_refused_without_nam
     # the same patient's series uploaded again is still offered
     again = client.post("/api/studies", files=multipart(write_series(tmp_path / "a2", patient_id="PAT-A-1")))
     assert again.status_code == 409 and stored["id"] in again.json()["detail"]
+
+
+def test_an_uploads_files_are_on_disk_before_its_study_is_committed(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload's files (its series in ct/, its decoded images in cache/, its other series in uploads/) were
+    written or moved without being flushed to disk before the study's row was committed (which the database
+    flushes): power lost after the commit could leave a study whose images are empty. Each of those files
+    and the folders naming them are now flushed (fsync) before the commit; a series opened from the kept
+    upload too (copied from uploads/ to ct/)."""
+    store = client.app.state.ctx.store
+    os_fsync, add, synced, checked = os.fsync, store.add_study, [], []
+
+    def recorded_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)  # a file's inode: it is the same after a rename
+        os_fsync(fd)
+
+    def add_when_on_disk(study: Any, *args: Any, **kwargs: Any) -> Any:
+        folders = [store.series_dir(study), store.cache_dir(study.id)]
+        if not checked:  # the upload's: its other series are stored with it
+            folders.append(store.upload_dir(study.upload_id))
+        paths = [p for folder in folders for p in (folder, *folder.rglob("*"))]
+        paths += [store.series_dir(study).parent, *(folder.parent for folder in folders)]
+        needed = {p.stat().st_ino for p in paths}
+        assert len(paths) > 10 and needed <= set(synced), sorted(
+            p.name for p in paths if p.stat().st_ino not in synced
+        )
+        checked.append(study.id)
+        return add(study, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(store, "add_study", add_when_on_disk)
+    study, _ = _upload_exam(client, tmp_path)
+    arterial = study["series"][1]["series_uid"]
+    opened = client.post(f"/api/studies/{study['id']}/series", json={"series_uid": arterial})
+    assert opened.status_code == 201, opened.text
+    assert checked == [study["id"], opened.json()["id"]]
+    assert client.get(f"/api/studies/{opened.json()['id']}/hu/5").status_code == 200

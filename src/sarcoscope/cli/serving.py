@@ -362,9 +362,14 @@ def studies_deleted(
     from sarcoscope.web.accounts import cli_actor
 
     def action(store: Any) -> None:
-        kept = trash.shown_to(store, cli_actor())
+        kept, unreadable = trash.shown_to(store, cli_actor())
+        for study_id in unreadable:
+            console.print(
+                f"Deleted study {study_id}: its record cannot be read (trash/{study_id}/study.json); it is "
+                "kept as it is, not listed."
+            )
         if not kept:
-            console.print("No deleted studies are kept.")
+            console.print("No deleted studies are kept." if not unreadable else "No other deleted studies.")
             return
         table = Table("id", "deleted", "by", "patient", "study date", "series", "label versions")
         for d in kept:

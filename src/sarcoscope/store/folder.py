@@ -97,28 +97,22 @@ class DataFolderMixin(StudiesMixin):
                 if not self.studies_of_upload(study.upload_id):
                     shutil.rmtree(self.upload_dir(study.upload_id), ignore_errors=True)
 
-    def remove_orphan_files(self) -> list[Path]:
+    def remove_orphan_files(self, *, keep_unowned: bool = False) -> list[Path]:
         """Delete what a killed process left behind: everything in `tmp/`, and CT series, image caches
         and kept uploads that no study row owns (an upload stopped before its row was committed, or a
-        deletion stopped after it). Call with the data folder locked (`lock`). Returns what was deleted."""
-        with self.session() as s:
-            series = {(a, b) for a, b in s.execute(select(Study.study_uid, Study.series_uid))}
-            ids = set(s.scalars(select(Study.id)))
-            uploads = set(s.scalars(select(Study.upload_id).where(Study.upload_id.is_not(None))))
+        deletion stopped after it). Call with the data folder locked (`lock`). Returns what was deleted.
+
+        `keep_unowned`: only `tmp/`, while a kept deletion's record cannot be read (`trash.recover`): the
+        files no study owns may be that study's, which only its record names."""
         removed = list((self.data_dir / "tmp").iterdir())
-        for study_dir in (self.data_dir / "ct").iterdir():
-            if study_dir.is_symlink() or not study_dir.is_dir():  # never followed out of the folder
-                removed.append(study_dir)
-                continue
-            removed += [p for p in study_dir.iterdir() if (study_dir.name, p.name) not in series]
-        removed += [p for p in (self.data_dir / "cache").iterdir() if p.name not in ids]
-        removed += [p for p in (self.data_dir / "uploads").iterdir() if p.name not in uploads]
+        if not keep_unowned:
+            removed += self._unowned()
         for path in removed:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
                 path.unlink()
-        for study_dir in (self.data_dir / "ct").iterdir():
+        for study_dir in [] if keep_unowned else (self.data_dir / "ct").iterdir():
             if not any(study_dir.iterdir()):
                 study_dir.rmdir()
         if removed:
@@ -126,3 +120,19 @@ class DataFolderMixin(StudiesMixin):
                 "Removed %d files or folders left by an interrupted upload or deletion.", len(removed)
             )
         return removed
+
+    def _unowned(self) -> list[Path]:
+        """CT series, image caches and kept uploads that no study row owns."""
+        with self.session() as s:
+            series = {(a, b) for a, b in s.execute(select(Study.study_uid, Study.series_uid))}
+            ids = set(s.scalars(select(Study.id)))
+            uploads = set(s.scalars(select(Study.upload_id).where(Study.upload_id.is_not(None))))
+        unowned = []
+        for study_dir in (self.data_dir / "ct").iterdir():
+            if study_dir.is_symlink() or not study_dir.is_dir():  # never followed out of the folder
+                unowned.append(study_dir)
+                continue
+            unowned += [p for p in study_dir.iterdir() if (study_dir.name, p.name) not in series]
+        unowned += [p for p in (self.data_dir / "cache").iterdir() if p.name not in ids]
+        unowned += [p for p in (self.data_dir / "uploads").iterdir() if p.name not in uploads]
+        return unowned

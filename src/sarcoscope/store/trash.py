@@ -15,6 +15,11 @@ erasure to `.<id>.erasing` (checked, then audited: the audit event, which names 
 it, so that the audit log and what is kept agree after a kill) and then `.<id>.erased` (removed). An
 entry taken out of place is put back (an erase refused, a restore failed) only under `_no_put_back`, under
 which a restore or erase that found no entry decides why: never "none is kept" for one put back meanwhile.
+
+An entry whose record cannot be read (missing, empty, not JSON, incomplete: a damaged disk, a hand edit) is
+never removed: it is left out of the list (which names it by its id), refused by a restore or an erasure, and
+left as it is by `recover`, which says so once; while there is one, the server's start keeps the files no
+study owns (they may be its: its record says which).
 """
 
 from __future__ import annotations
@@ -92,6 +97,25 @@ def trash_dir(store: Store) -> Path:
 
 def _not_kept(study_id: str) -> NotFoundError:
     return NotFoundError(f"No deleted study with id '{study_id}' is kept.")
+
+
+def _study_id(entry: Path) -> str:
+    """The study id an entry of trash/ is named by (`<id>`, `.<id>.restoring`, ...)."""
+    return entry.name.lstrip(".").split(".")[0]
+
+
+class UnreadableRecordError(ConflictError):
+    """A kept entry whose record (RECORD or VERSIONS) cannot be read: kept as it is, neither restored nor
+    erased; the message names the study's id and the file, never the patient's data."""
+
+    def __init__(self, entry: Path, name: str, why: str) -> None:
+        self.study_id = _study_id(entry)
+        self.what = f"The record of deleted study {self.study_id} cannot be read ({name}: {why})"
+        self.entry = entry.name
+        super().__init__(
+            f"{self.what}: it is kept as it is, and cannot be restored or erased here. Look at the data "
+            f"folder's trash/{entry.name}/."
+        )
 
 
 @contextlib.contextmanager
@@ -223,28 +247,56 @@ def _move_dir(src: Path, dst: Path) -> None:
 
 
 # -- what is kept ---------------------------------------------------------------------------------------
-def _read(entry: Path) -> dict[str, Any]:
-    return dict(json.loads((entry / RECORD).read_text()))
+def _read(entry: Path, name: str = RECORD) -> Any:
+    """One of an entry's record files; UnreadableRecordError when it cannot be read (FileNotFoundError when
+    the entry itself is gone: restored or erased meanwhile)."""
+    path = entry / name
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        if entry.is_dir() and not path.exists():
+            raise UnreadableRecordError(entry, name, "missing") from None
+        raise
+    except ValueError:  # UnicodeDecodeError too
+        raise UnreadableRecordError(entry, name, "empty" if not path.stat().st_size else "not JSON") from None
+    except OSError as exc:
+        raise UnreadableRecordError(entry, name, reason_of(exc)) from None
+
+
+def _parsed(entry: Path, name: str, parse: Any) -> Any:
+    """`parse(record)` of an entry's record file; UnreadableRecordError when a value is missing or wrong."""
+    record = _read(entry, name)
+    try:
+        return parse(record)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UnreadableRecordError(entry, name, "incomplete") from None
 
 
 def _deleted_study(entry: Path) -> DeletedStudy:
-    record = _read(entry)
-    study = record["study"]
-    return DeletedStudy(
-        id=entry.name,
-        deleted_at=dt.datetime.fromisoformat(record["deleted_at"]),
-        deleted_by=record["deleted_by"],
-        patient_id=study.get("patient_id"),
-        study_date=study.get("study_date"),
-        series_description=study.get("series_description"),
-        n_versions=record["n_versions"],
-        deletion_id=record.get("deletion_id"),
-    )
+    def parse(record: dict[str, Any]) -> DeletedStudy:
+        study = record["study"]
+        return DeletedStudy(
+            id=_study_id(entry),
+            deleted_at=as_utc(dt.datetime.fromisoformat(record["deleted_at"])),
+            deleted_by=str(record["deleted_by"]),
+            patient_id=study.get("patient_id"),
+            study_date=study.get("study_date"),
+            series_description=study.get("series_description"),
+            n_versions=int(record["n_versions"]),
+            deletion_id=record.get("deletion_id"),
+        )
+
+    return _parsed(entry, RECORD, parse)
 
 
-def deleted_studies(store: Store) -> list[DeletedStudy]:
-    """The kept deletions, most recent first."""
-    found = []
+def _study_of(entry: Path) -> Study:
+    """The study row an entry's record holds."""
+    return _parsed(entry, RECORD, lambda record: _row_from(Study, record["study"]))
+
+
+def _kept(store: Store) -> tuple[list[DeletedStudy], list[str]]:
+    """The kept deletions, most recent first, and the ids of those whose record cannot be read."""
+    found, unreadable = [], []
     for entry in trash_dir(store).iterdir():
         if not _ENTRY_RE.match(entry.name):
             continue
@@ -252,7 +304,15 @@ def deleted_studies(store: Store) -> list[DeletedStudy]:
             found.append(_deleted_study(entry))
         except FileNotFoundError:  # restored or erased meanwhile
             continue
-    return sorted(found, key=lambda d: d.deleted_at, reverse=True)
+        except UnreadableRecordError as exc:
+            unreadable.append(exc.study_id)
+    return sorted(found, key=lambda d: d.deleted_at, reverse=True), sorted(unreadable)
+
+
+def deleted_studies(store: Store) -> list[DeletedStudy]:
+    """The kept deletions, most recent first (not those whose record cannot be read: `shown_to` names
+    them)."""
+    return _kept(store)[0]
 
 
 def kept_deletion(store: Store, study_id: str) -> DeletedStudy:
@@ -263,14 +323,18 @@ def kept_deletion(store: Store, study_id: str) -> DeletedStudy:
         raise _not_kept(study_id) from None
 
 
-def shown_to(store: Store, actor: str, client: str | None = None) -> list[DeletedStudy]:
+def shown_to(store: Store, actor: str, client: str | None = None) -> tuple[list[DeletedStudy], list[str]]:
     """The kept deletions as listed to a person (the web page's Deleted studies, `sarcoscope studies
-    deleted`): audited as `view-deleted-studies` (who, when, which and how many), as being shown a study
-    is, for the list names their patients."""
-    kept = deleted_studies(store)
-    listed = {"count": len(kept), "ids": [d.id for d in kept]}
+    deleted`), and the ids of those whose record cannot be read (logged): audited as `view-deleted-studies`
+    (who, when, which and how many), as being shown a study is, for the list names their patients."""
+    kept, unreadable = _kept(store)
+    for study_id in unreadable:
+        log.warning("The record of deleted study %s cannot be read: it is kept, not listed.", study_id)
+    listed: dict[str, Any] = {"count": len(kept), "ids": [d.id for d in kept]}
+    if unreadable:
+        listed["unreadable"] = unreadable
     store.audit(actor, "view-deleted-studies", None, listed, client)
-    return kept
+    return kept, unreadable
 
 
 def erase(
@@ -394,8 +458,9 @@ def erase_expired(store: Store, keep: dt.timedelta, actor: str) -> list[str]:
 
 def _not_restorable(store: Store, study_id: str) -> StoreError | None:
     """Why a restore found no entry (None: it is back, put back by an erase refused: take it again): an
-    erase has it out of place (refused, it puts it back at once: ConflictError, try again; done, the next
-    try finds none), or none is kept (NotFoundError). Looked at under `_no_put_back`."""
+    erase or another restore has it out of place (refused or failed, it puts it back at once: ConflictError,
+    try again; done, the next try finds none), or none is kept (NotFoundError). Looked at under
+    `_no_put_back`."""
     if not _ENTRY_RE.match(study_id):
         return _not_kept(study_id)
     entry = trash_dir(store) / study_id
@@ -404,6 +469,10 @@ def _not_restorable(store: Store, study_id: str) -> StoreError | None:
             return None
         if entry.with_name(f".{study_id}.erasing").is_dir():
             return _being_erased(study_id, restoring=True)
+        if entry.with_name(f".{study_id}.restoring").is_dir():  # failed, it is put back; done, none is kept
+            return ConflictError(
+                f"Study {study_id} is being restored by someone else. Try again in a moment."
+            )
     return _not_kept(study_id)
 
 
@@ -419,13 +488,12 @@ def _restore(store: Store, study_id: str, actor: str, client: str | None) -> Stu
     """`restore`, once; None when the entry was out of place as it was looked for, and is back."""
     try:
         entry = _entry(store, study_id)
-        record = _read(entry)
-        versions = json.loads((entry / VERSIONS).read_text())
+        study = _study_of(entry)
+        versions = _parsed(entry, VERSIONS, lambda rows: [_row_from(LabelVersion, v) for v in rows])
     except (NotFoundError, FileNotFoundError):  # being erased, or erased
         if (why := _not_restorable(store, study_id)) is not None:
             raise why from None
         return None
-    study = _row_from(Study, record["study"])
     files = _files(store, study)
     with store.ct_lock(study.study_uid):
         again = store.find_series(study.series_uid)
@@ -450,7 +518,7 @@ def _restore(store: Store, study_id: str, actor: str, client: str | None) -> Stu
         try:
             _move_out(restoring, files, study)
             _sync_moves(restoring, files)
-            store.restore_rows(study, [_row_from(LabelVersion, v) for v in versions], actor, client)
+            store.restore_rows(study, versions, actor, client)
         except BaseException:  # what was moved out goes back: the deletion is kept as it was
             _move_in(store, restoring, study)
             with _no_put_back(store):
@@ -496,32 +564,60 @@ def _move_in(store: Store, entry: Path, study: Study) -> None:
 
 
 # -- after a kill ---------------------------------------------------------------------------------------
-def recover(store: Store) -> None:
+def recover(store: Store) -> list[str]:
     """Finish or undo what a killed deletion or restore left: at the server's start, with the data folder
-    locked (no deletion is under way), before it deletes files no study owns."""
+    locked (no deletion is under way), before it deletes files no study owns. Returns the ids of the entries
+    whose record cannot be read, each left as it is and logged once: the files no study owns may be theirs."""
+    unreadable = []
     for path in trash_dir(store).iterdir():
-        if match := _DELETING.match(path.name):
-            study_id = match.group(1)
-            if store.has_study(study_id):  # the deletion did not commit
-                shutil.rmtree(path)
-            else:
-                finish(store, _row_from(Study, _read(path)["study"]), path)
-                log.warning("Finished the deletion of a study that a stopped server left half done.")
-        elif match := _RESTORING.match(path.name):
-            study_id = match.group(1)
-            study = _row_from(Study, _read(path)["study"])
-            if store.has_study(study_id):  # restored: the entry's files are moved out (power lost after the
-                # commit can undo renames not yet on the disk), then the emptied entry goes
-                _move_out(path, _files(store, study), study)
-                shutil.rmtree(path)
-            else:
-                _move_in(store, path, study)
-                with _no_put_back(store):
-                    os.replace(path, trash_dir(store) / study_id)
-                log.warning("Put back a deleted study whose restore was stopped half done.")
-        elif (match := _ERASING.match(path.name)) and not _erasure_audited(store, match.group(1), path):
-            with _no_put_back(store):  # stopped before the erasure was decided
-                os.replace(path, trash_dir(store) / match.group(1))
-        elif match := _ERASING.match(path.name) or _ERASED.match(path.name):
-            _remove(path, match.group(1))
-            log.warning("Finished the erasure of a deleted study that a stopped server left half done.")
+        try:
+            _recover(store, path)
+        except UnreadableRecordError as exc:
+            unreadable.append(exc.study_id)
+            log.warning(
+                "%s: trash/%s/ is left as it is, and the files no study owns are kept.", exc.what, exc.entry
+            )
+    return sorted(unreadable)
+
+
+def _recover(store: Store, path: Path) -> None:
+    """`recover` of one entry of trash/; UnreadableRecordError when its record is needed and cannot be read
+    (what the deletion, restore or erasure left is then kept as it is)."""
+    if _ENTRY_RE.match(path.name):  # kept: read only to tell whether it can be
+        _deleted_study(path)
+    elif match := _DELETING.match(path.name):
+        study_id = match.group(1)
+        if store.has_study(study_id):  # the deletion did not commit: its record is not needed
+            shutil.rmtree(path)
+        else:
+            finish(store, _study_of(path), path)
+            log.warning("Finished the deletion of a study that a stopped server left half done.")
+    elif match := _RESTORING.match(path.name):
+        study_id = match.group(1)
+        if store.has_study(study_id):  # restored: the entry's files are moved out (power lost after the
+            # commit can undo renames not yet on the disk), to where its row says, then the emptied entry goes
+            study = store.get_study(study_id)
+            _move_out(path, _files(store, study), study)
+            shutil.rmtree(path)
+        elif (trash_dir(store) / study_id).is_dir():  # restored, then deleted again: that deletion is kept
+            left = path.with_name(f".{study_id}.left-by-a-stopped-restore-{uuid.uuid4().hex[:8]}")
+            os.replace(path, left)
+            log.warning(
+                "A stopped restore of deleted study %s left its entry while the study was deleted again "
+                "since (that deletion is kept, restorable): the entry is kept as trash/%s/, neither listed "
+                "nor restorable; look at it, then remove it.",
+                study_id,
+                left.name,
+            )
+        else:
+            study = _study_of(path)
+            _move_in(store, path, study)
+            with _no_put_back(store):
+                os.replace(path, trash_dir(store) / study_id)
+            log.warning("Put back a deleted study whose restore was stopped half done.")
+    elif (match := _ERASING.match(path.name)) and not _erasure_audited(store, match.group(1), path):
+        with _no_put_back(store):  # stopped before the erasure was decided
+            os.replace(path, trash_dir(store) / match.group(1))
+    elif match := _ERASING.match(path.name) or _ERASED.match(path.name):
+        _remove(path, match.group(1))
+        log.warning("Finished the erasure of a deleted study that a stopped server left half done.")

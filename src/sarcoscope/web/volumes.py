@@ -26,7 +26,7 @@ from sarcoscope.errors import InputError, OutputError, SarcoscopeError
 from sarcoscope.fileio import write_gzip
 from sarcoscope.imaging.volume import CTMetadata, CTVolume
 from sarcoscope.store import ConflictError, StorageError, Store, Study, is_dicom_uid, new_study_id
-from sarcoscope.store.files import atomic_private_file, make_private, private_dir
+from sarcoscope.store.files import atomic_private_file, make_private, private_dir, sync_dir, sync_tree
 from sarcoscope.store.studies import series_stored_already
 
 if TYPE_CHECKING:
@@ -218,6 +218,7 @@ def add_study(
             _write_cache(store, study.id, volume, sop_uids)
             if kept is not None:
                 kept.store(store, study.id)
+            _on_disk(store, study, kept=kept is not None)
             store.add_study(study, actor=actor, client=client)
         except BaseException as exc:
             shutil.rmtree(store.cache_dir(study.id), ignore_errors=True)
@@ -233,6 +234,21 @@ def add_study(
                 raise StorageError.of("the series", exc) from None
             raise
     return study, volume
+
+
+def _on_disk(store: Store, study: Study, *, kept: bool) -> None:
+    """Put the files the study's row will name on the disk (fsync of each file and of the folders naming
+    them: its series, its decoded images, and with `kept` its upload's other series, stored by this upload)
+    before the row is committed: power lost after the commit, which the database flushes, must not leave a
+    study whose images are empty or missing. One fsync per file: a series' files were written (or moved
+    from tmp/) without one."""
+    folders = [store.series_dir(study), store.cache_dir(study.id)]
+    if kept and study.upload_id is not None:
+        folders.append(store.upload_dir(study.upload_id))
+    for folder in folders:
+        sync_tree(folder)
+        sync_dir(folder.parent)
+    sync_dir(folders[0].parent.parent)  # ct/, which names a new StudyUID folder
 
 
 def without_upload_paths(warnings: list[str], work_dir: Path) -> list[str]:

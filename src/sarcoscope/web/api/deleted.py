@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from sarcoscope.store import trash
 from sarcoscope.web.api.common import Ctx, User, iso_utc, study_json
@@ -16,10 +16,14 @@ router = APIRouter()
 
 
 @router.get("/deleted-studies", tags=["studies"])
-def list_deleted(request: Request, ctx: Ctx, user: User) -> list[dict[str, Any]]:
+def list_deleted(request: Request, response: Response, ctx: Ctx, user: User) -> list[dict[str, Any]]:
     """The kept deletions, most recent first, with the day each will be erased (audited: it names
-    patients)."""
+    patients). Those whose record cannot be read are kept, not listed: their ids are in the
+    `X-Unreadable-Deleted-Studies` header (comma-separated) and the server's log."""
     keep = dt.timedelta(days=ctx.settings.keep_deleted_days)
+    kept, unreadable = trash.shown_to(ctx.store, user, client_of(request))
+    if unreadable:
+        response.headers["X-Unreadable-Deleted-Studies"] = ",".join(unreadable)
     return [
         {
             "id": d.id,
@@ -31,13 +35,14 @@ def list_deleted(request: Request, ctx: Ctx, user: User) -> list[dict[str, Any]]
             "deleted_by": d.deleted_by,
             "erased_at": iso_utc(d.deleted_at + keep),
         }
-        for d in trash.shown_to(ctx.store, user, client_of(request))
+        for d in kept
     ]
 
 
 @router.post("/deleted-studies/{study_id}/restore", tags=["studies"])
 def restore_deleted(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
-    """Put a deleted study back as it was (404: not kept; 409: its series was uploaded again since)."""
+    """Put a deleted study back as it was (404: not kept; 409: its series was uploaded again since, it is
+    being restored or erased (try again), or its record cannot be read)."""
     return study_json(ctx, trash.restore(ctx.store, study_id, user, client_of(request)))
 
 
