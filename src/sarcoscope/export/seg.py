@@ -118,12 +118,36 @@ def _left_empty_note(keywords: list[str]) -> str | None:
     )
 
 
+def _character_set(source: Dataset) -> str | list[str] | None:
+    """The SpecificCharacterSet a derived object of `source` is written in: the source's (so its copied
+    names are spelled as the source spells them), None for the default repertoire (empty or absent); an
+    empty value 1 before code extensions (Japanese `\\ISO 2022 IR 87`, Korean `\\ISO 2022 IR 149`) is
+    ISO 2022 IR 6 (PS3.3 C.12.1.1.2)."""
+    value = source.get("SpecificCharacterSet")
+    if not value:
+        return None
+    if isinstance(value, str):
+        return value
+    return ["ISO 2022 IR 6" if not v and i == 0 else str(v) for i, v in enumerate(value)]
+
+
+def give_character_set(ds: Dataset, source: Dataset) -> None:
+    """Write `ds` (built by highdicom from prepared_sources' copies of `source`, which carry none) in the
+    source's character set (_character_set)."""
+    charset = _character_set(source)
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    elif "SpecificCharacterSet" in ds:
+        del ds.SpecificCharacterSet
+
+
 def prepared_sources(
     series: list[Dataset], indices: Sequence[int], deidentification: DeidentificationPolicy | None
 ) -> tuple[list[Dataset] | None, str | None]:
     """Copies of the source CT headers of slices `indices` of `series` that a derived object (SEG, SR,
-    secondary capture) references, de-identified when asked, with a note when a value was left empty as
-    unreadable (else None); (None, reason) when one lacks what referencing it needs, or shares its
+    secondary capture) references, de-identified when asked, their values decoded and without
+    SpecificCharacterSet (see give_character_set), with a note when a value was left empty as unreadable
+    (else None); (None, reason) when one lacks what referencing it needs, or shares its
     SOPInstanceUID with another image of the series (a broken export: a reference cannot tell which)."""
     shared = Counter(str(ds.get("SOPInstanceUID") or "") for ds in series)
     out = []
@@ -147,8 +171,12 @@ def prepared_sources(
             if src.get(keyword) not in (None, "") and _unreadable(src.get(keyword), read):
                 setattr(src, keyword, "")
                 emptied.add(keyword)
-        if "SpecificCharacterSet" in src and not src.SpecificCharacterSet:
-            del src.SpecificCharacterSet  # empty and absent both mean the default repertoire
+        # decoded in the source's character set, then without it: highdicom copies it but refuses values
+        # the standard defines (an empty value 1; ISO 2022 IR 149, Korean, which its enum spells IR 159);
+        # each object gets the source's after it is built (give_character_set)
+        src.decode()
+        if "SpecificCharacterSet" in src:
+            del src.SpecificCharacterSet
         out.append(src)
     return out, _left_empty_note([k for k in TYPE2_READ if k in emptied])
 
@@ -276,6 +304,7 @@ def build_dicom_seg(
             None,
             f"DICOM SEG not written: highdicom refused the source headers ({type(exc).__name__}: {exc})",
         )
+    give_character_set(seg, headers[int(result.selection.indices[0])])
     if deidentification is not None:
         hide_creation_time(seg, sources[0], deidentification)
     return seg, message
