@@ -46,11 +46,12 @@ from typing import TYPE_CHECKING
 
 import highdicom as hd
 import numpy as np
+from pydicom.charset import convert_encodings, decode_bytes, encode_string
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
-from pydicom.valuerep import DA, TM
+from pydicom.valuerep import DA, TM, PersonName
 
 from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
 from sarcoscope.export import SEG_NOT_DICOM
@@ -131,12 +132,59 @@ def _character_set(source: Dataset) -> str | list[str] | None:
     return ["ISO 2022 IR 6" if not v and i == 0 else str(v) for i, v in enumerate(value)]
 
 
+#: Value representations whose text is written in the data set's character set.
+_TEXT_VRS = frozenset({"PN", "SH", "LO", "ST", "LT", "UC", "UT"})
+
+
+def _text_values(ds: Dataset) -> Iterator[tuple[str, str]]:
+    """(VR, text) of every value outside ASCII that `ds` and its items write in their character set."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from _text_values(item)
+        elif elem.VR in _TEXT_VRS and not elem.is_empty:
+            for value in elem.value if elem.VM > 1 else [elem.value]:
+                if not str(value).isascii():
+                    yield elem.VR, str(value)
+
+
+def _read_values(ds: Dataset) -> None:
+    """Read every value of `ds` and its items that pydicom still holds as the file's bytes, in the character
+    set they were written in (Dataset.decode would also re-encode values set as text, writing '?' for
+    characters it cannot encode)."""
+    for elem in ds:  # iterating reads each element
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _read_values(item)
+
+
+def _spells(ds: Dataset, charset: str | list[str]) -> bool:
+    """Whether every text value of `ds` reads back the same once pydicom writes it in `charset`: it writes
+    '?' for what the set lacks, and GB2312 (ISO 2022 IR 58) without its escape sequence, read back as
+    Latin-1."""
+    encodings = convert_encodings(charset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydicom warns when it replaces characters
+        try:
+            for vr, text in _text_values(ds):
+                if vr == "PN":
+                    back = str(PersonName(PersonName(text).encode(encodings), encodings))
+                else:
+                    back = decode_bytes(encode_string(text, encodings), encodings, {0x5C})
+                if back != text:
+                    return False
+        except (UnicodeError, LookupError, UserWarning):
+            return False
+    return True
+
+
 def give_character_set(ds: Dataset, source: Dataset) -> None:
     """Write `ds` (built by highdicom from prepared_sources' copies of `source`, which carry none) in the
-    source's character set (_character_set)."""
+    source's character set (_character_set), or in UTF-8 (ISO_IR 192) when pydicom cannot write its text
+    there (_spells): a name read back otherwise would not be the patient's."""
     charset = _character_set(source)
     if charset is not None:
-        ds.SpecificCharacterSet = charset
+        ds.SpecificCharacterSet = charset if _spells(ds, charset) else "ISO_IR 192"
     elif "SpecificCharacterSet" in ds:
         del ds.SpecificCharacterSet
 
@@ -174,7 +222,7 @@ def prepared_sources(
         # decoded in the source's character set, then without it: highdicom copies it but refuses values
         # the standard defines (an empty value 1; ISO 2022 IR 149, Korean, which its enum spells IR 159);
         # each object gets the source's after it is built (give_character_set)
-        src.decode()
+        _read_values(src)
         if "SpecificCharacterSet" in src:
             del src.SpecificCharacterSet
         out.append(src)
