@@ -216,6 +216,9 @@ def text_of(ds: Dataset) -> str:
 
 #: A name outside ASCII, as a header in the series' own character set spells it.
 NON_ASCII_NAMES = {"ISO_IR 100": "Müllerström^Jürgen", "ISO_IR 192": "Ξανθοπούλου^Ευαγγελία"}
+#: Names in a multi-byte set with code extensions, which a header declares after an empty value 1 (the default
+#: repertoire): SpecificCharacterSet `\\ISO 2022 IR 87` in Japan, `\\ISO 2022 IR 149` in Korea.
+ISO_2022_NAMES = {"ISO 2022 IR 87": "山田^太郎", "ISO 2022 IR 149": "남궁^하늘빛"}
 SENTINEL_PATIENT_ID = "PIDQ7731"
 
 
@@ -223,15 +226,17 @@ def write_sentinel_series(
     folder: Path, charset: str, hu: np.ndarray, spacing: tuple[float, ...]
 ) -> list[Path]:
     """`hu` as a CT series whose headers carry the whole table three levels deep (every text value
-    `PHI<tag>`), the name in `charset`, the patient's other IDs, private blocks with a named creator and a
-    private sequence, what issue #16 found, and a birth date, an address and a UID outside the table."""
+    `PHI<tag>`), the name in `charset` (declared after an empty value 1 for ISO_2022_NAMES), the patient's
+    other IDs, private blocks with a named creator and a private sequence, what issue #16 found, and a birth
+    date, an address and a UID outside the table."""
     meta = CTMetadata(patient_id=SENTINEL_PATIENT_ID, patient_sex="F", contrast_agent=f"Omnipaque {SURNAME}")
     paths = write_dicom_series(hu, spacing, folder, metadata=meta, seed=27)
-    name = NON_ASCII_NAMES[charset]
+    name = {**NON_ASCII_NAMES, **ISO_2022_NAMES}[charset]
+    declared = ["", charset] if charset in ISO_2022_NAMES else charset
     for path in paths:
         ds = pydicom.dcmread(path)
         add_phi(ds)
-        ds.SpecificCharacterSet, ds.PatientName = charset, name
+        ds.SpecificCharacterSet, ds.PatientName = declared, name
         ds.SeriesDescription = f"CT {SURNAME}-Series {name.split('^')[0]}"
         ds.OtherPatientIDsSequence = _item(PatientID="OPIDK4412")
         block = ds.private_block(0x0029, f"{SURNAME} PRIVATE", create=True)
@@ -256,8 +261,15 @@ def header_sentinels(paths: list[Path]) -> dict[str, list[bytes]]:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         texts |= {str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)}
         texts |= {str(ds.FrameOfReferenceUID), *str(ds.PatientName).split("^")}
-    codecs = ("utf-8", "latin-1", "iso8859-7", "utf-16-le")
-    return {text: [f for f in {text.encode(c, "ignore") for c in codecs} if len(f) >= 5] for text in texts}
+    codecs = ("utf-8", "latin-1", "iso8859-7", "utf-16-le", "iso2022_jp")
+
+    def forms(text: str) -> set[bytes]:  # ISO 2022 IR 149 as DICOM writes it: ESC $ ) C, then EUC-KR
+        hangul = text.encode("euc_kr", "ignore")
+        return {text.encode(c, "ignore") for c in codecs} | (
+            {b"\x1b$)C" + hangul} if not text.isascii() else set()
+        )
+
+    return {text: [f for f in forms(text) if len(f) >= 5] for text in texts}
 
 
 def readable_bytes(data: bytes) -> bytes:

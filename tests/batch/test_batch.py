@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 
 from sarcoscope import fileio
 from sarcoscope.batch import discover_cases, read_manifest, run_batch
-from sarcoscope.batch.cases import RESULT_COLUMNS
+from sarcoscope.batch.cases import RESULT_COLUMNS, safe_case_id
 from sarcoscope.batch.inputs import INPUT_FILES
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError, OutputError
@@ -968,3 +969,43 @@ def test_a_resumed_run_killed_after_its_first_case_keeps_every_finished_row(
 
     run_batch(discover_cases(cohort)[::-1], out, engine="threshold", on_outcome=killed_here)
     assert on_disk[0] == tables and on_disk[-1] == tables
+
+
+def test_names_differing_only_outside_ascii_get_distinct_stable_case_ids(tmp_path: Path) -> None:
+    """Folders named "Ξανθοπούλου_X" and "山田_X" were both case "X", and the run stopped ("Case id 'X'
+    appears twice"); "山田" had no case id. Each keeps its ASCII part and gets a digest of its whole name (in
+    NFC); ASCII names keep their ids; de-identified, the case codes show none of it."""
+    import hashlib
+    import unicodedata
+
+    from phi_dicom import POLICY
+    from sarcoscope.batch.output_folder import DEIDENTIFIED_CASE_ID, deidentified_case
+
+    def digest(name: str) -> str:
+        return hashlib.sha256(name.encode()).hexdigest()[:10]
+
+    names = ["Ξανθοπούλου_X", "山田_X", "山田", "Müller X", "John Smith", "patient1", "a.b-c"]
+    for name in names:
+        (tmp_path / "cohort" / name).mkdir(parents=True)
+    (tmp_path / "cohort" / "山田_X2.nii.gz").write_bytes(b"")
+    expected = {
+        "Ξανθοπούλου_X": f"X_{digest('Ξανθοπούλου_X')}",
+        "山田_X": f"X_{digest('山田_X')}",
+        "山田": digest("山田"),
+        "Müller X": f"M_ller_X_{digest('Müller X')}",
+        "John Smith": "John_Smith",  # as before
+        "patient1": "patient1",
+        "a.b-c": "a.b-c",
+        "山田_X2.nii.gz": f"X2_{digest('山田_X2')}",
+    }
+    cases = discover_cases(tmp_path / "cohort")
+    assert {c.path.name: c.case_id for c in cases} == expected
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", c.case_id) for c in cases)
+    # as macOS may list a name (decomposed), and in a manifest
+    assert safe_case_id(unicodedata.normalize("NFD", "Müller X")) == expected["Müller X"]
+    manifest = tmp_path / "m.csv"
+    rows = "".join(f"{name},{tmp_path / 'cohort' / name}\n" for name in names)
+    manifest.write_text(f"case_id,path\n{rows}", encoding="utf-8")
+    assert [c.case_id for c in read_manifest(manifest)] == [expected[n] for n in names]
+    coded = [deidentified_case(c, POLICY).case_id for c in cases]
+    assert len(set(coded)) == len(cases) and all(DEIDENTIFIED_CASE_ID.fullmatch(c) for c in coded)

@@ -16,6 +16,7 @@ import pydicom
 import pytest
 
 from phi_dicom import (
+    ISO_2022_NAMES,
     NON_ASCII_NAMES,
     POLICY,
     SECRET,
@@ -270,7 +271,7 @@ def test_no_classification_gives_back_the_sex_or_bmi_it_removed(phi_result, tmp_
     assert "SMI below cutoff" in text_of(pydicom.dcmread(kept["dicom_sr"]))
 
 
-@pytest.mark.parametrize("charset", list(NON_ASCII_NAMES))
+@pytest.mark.parametrize("charset", [*NON_ASCII_NAMES, *ISO_2022_NAMES])
 def test_no_sentinel_of_the_headers_is_in_any_byte_of_a_deidentified_run(
     tmp_path: Path, charset: str
 ) -> None:
@@ -289,7 +290,7 @@ def test_no_sentinel_of_the_headers_is_in_any_byte_of_a_deidentified_run(
         assert result.exit_code == 0, result.output
         return result.output
 
-    name = NON_ASCII_NAMES[charset].split("^")[0]
+    name = {**NON_ASCII_NAMES, **ISO_2022_NAMES}[charset].split("^")[0]
     folder = tmp_path / "cohort" / f"{name}_{SENTINEL_PATIENT_ID}"
     phantom = make_slice(4, size=128)  # three times over
     hu, spacing = np.stack([phantom.hu] * 3), (3.0, *phantom.pixel_spacing)
@@ -319,3 +320,36 @@ def test_no_sentinel_of_the_headers_is_in_any_byte_of_a_deidentified_run(
     run("analyze", folder, "-o", tmp_path / "plain", *options)
     found = {leak.split(": ", 1)[1] for leak in leaks(written_bytes(tmp_path / "plain"), sentinels)}
     assert {repr(SENTINEL_PATIENT_ID), repr(name), repr(SURNAME), "a table value"} <= found
+
+
+@pytest.mark.parametrize("charset", list(ISO_2022_NAMES))
+def test_names_in_iso_2022_code_extensions_get_the_dicom_outputs(
+    tmp_path: Path, charset: str, dicom_volume, result_for
+) -> None:
+    """Japanese and Korean headers declare `\\ISO 2022 IR 87` and `\\ISO 2022 IR 149` (value 1 empty: the
+    default repertoire), which highdicom refused: no SEG, SR or QC capture at all, identified or not. They
+    are written: identified in the source's character set, with its patient's name; de-identified under the
+    pseudonym, naming nobody in any byte."""
+    hu = np.full((3, 48, 56), -1000, np.int16)
+    hu[:, 8:40, 8:48] = 40
+    paths = write_sentinel_series(tmp_path / "series", charset, hu, (3.0, 0.8, 0.8))
+    source = pydicom.dcmread(paths[1])
+    assert str(source.PatientName) == ISO_2022_NAMES[charset]  # the series spells it as written
+    labels = np.zeros((1, 48, 56), np.uint8)
+    labels[0, 8:40, 8:48], labels[0, 16:32, 16:40] = Label.SAT, Label.MUSCLE
+    for policy in (None, POLICY):
+        volume = dicom_volume(paths)
+        result = result_for(volume, [1], labels)
+        out = tmp_path / ("deid" if policy else "plain")
+        written = write_outputs(result, out, policy)
+        assert not [w for w in result.warnings if "not written" in w]
+        for kind in ("dicom_seg", "dicom_sr", "qc_capture"):
+            ds = pydicom.dcmread(written[kind])
+            assert ds.SpecificCharacterSet == ["ISO 2022 IR 6", charset], kind
+            expected = POLICY.pseudonym(SENTINEL_PATIENT_ID) if policy else str(source.PatientName)
+            assert str(ds.PatientName) == expected, kind
+    sentinels = header_sentinels(paths)
+    assert leaks(written_bytes(tmp_path / "deid"), sentinels) == []
+    assert repr(ISO_2022_NAMES[charset].split("^")[0]) in {
+        leak.split(": ", 1)[1] for leak in leaks(written_bytes(tmp_path / "plain"), sentinels)
+    }

@@ -222,3 +222,36 @@ def test_seg_frames_keep_the_files_layout_of_turned_images(make_result, tmp_path
     grid = LabelGrid.of_volume(result.volume)
     back = read_label_map(path, load_mapping(None), grid, result.selection.indices).labels
     np.testing.assert_array_equal(back, result.labels)
+
+
+@pytest.mark.parametrize(
+    ("charset", "name", "written"),
+    [
+        # one value with code extensions, as some scanners write
+        ("ISO 2022 IR 100", "Müllerström^Jürgen", "ISO 2022 IR 100"),
+        # Greek switched in after Latin-1
+        (["ISO 2022 IR 100", "ISO 2022 IR 126"], "Müller^Ξανθή", ["ISO 2022 IR 100", "ISO 2022 IR 126"]),
+        # Simplified Chinese after the default repertoire: pydicom writes GB2312 without its escape
+        # sequence, read back as Latin-1, so in UTF-8
+        (["", "ISO 2022 IR 58"], "王^小明", "ISO_IR 192"),
+    ],
+)
+def test_standard_character_sets_highdicom_refuses_still_give_the_dicom_objects(
+    make_result, tmp_path: Path, charset, name: str, written
+) -> None:
+    """highdicom refuses these standard SpecificCharacterSet values (one value with code extensions; IR 58
+    among code extensions): no SEG, SR or capture was made. They are written, in the source's character set
+    or, where pydicom would write its name as '?', in UTF-8, and read back with its name."""
+    from sarcoscope.export.sr import build_dicom_sr
+
+    result = make_result((4, 5), dicom=True)
+    for header in result.volume.dicom_headers:
+        header.SpecificCharacterSet, header.PatientName = charset, name
+    seg, note = build_dicom_seg(result)
+    assert seg is not None, note
+    sr, note = build_dicom_sr(result, seg)
+    assert sr is not None, note
+    for ds, file in ((seg, "seg.dcm"), (sr, "sr.dcm")):
+        ds.save_as(tmp_path / file)
+        back = pydicom.dcmread(tmp_path / file)
+        assert (back.SpecificCharacterSet, str(back.PatientName)) == (written, name)

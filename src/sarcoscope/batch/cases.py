@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,11 +62,19 @@ class Case:
 
 
 def safe_case_id(text: str) -> str:
-    """A case id usable as a folder name (the output folder of the case)."""
-    cleaned = _SAFE_ID.sub("_", text).strip("._")
-    if not cleaned:
-        raise InputError(f"Case id '{text}' has no usable characters.")
-    return cleaned
+    """A case id usable as a folder name (the output folder of the case): ASCII letters, digits, '.', '_'
+    and '-' kept, each run of other characters one '_', no '.' or '_' at the ends (ASCII names' ids, which
+    resumed runs find their results by). A name with characters outside ASCII (in NFC, as macOS may give it
+    decomposed) gets `_` and 10 hex digits of its SHA-256 appended: names that differ only there
+    ("Ξανθοπούλου_X", "山田_X") would share the id "X", and the digest spells nothing of what was dropped."""
+    name = unicodedata.normalize("NFC", text)
+    cleaned = _SAFE_ID.sub("_", name).strip("._")
+    if name.isascii():
+        if not cleaned:
+            raise InputError(f"Case id '{text}' has no usable characters.")
+        return cleaned
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{cleaned}_{digest}" if cleaned else digest
 
 
 def _is_study(path: Path) -> bool:

@@ -21,7 +21,7 @@ import highdicom as hd
 import numpy as np
 from PIL import Image
 
-from sarcoscope.export.seg import derived_uid, hide_creation_time, prepared_sources
+from sarcoscope.export.seg import derived_uid, give_character_set, hide_creation_time, prepared_sources
 from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
 from sarcoscope.imaging.deidentify.refusals import shows_burned_in
 
@@ -74,6 +74,7 @@ def build_qc_capture(
             )
     except Exception as exc:  # an optional output: any refusal becomes a report warning, never a failed run
         return None, f"QC secondary capture not written: highdicom refused it ({type(exc).__name__}: {exc})"
+    give_character_set(sc, headers[shown])
     sc.ConversionType = "WSD"
     sc.Modality = "OT"
     sc.SeriesDescription = f"sarcoscope L3 QC picture ({result.engine})"

@@ -46,11 +46,12 @@ from typing import TYPE_CHECKING
 
 import highdicom as hd
 import numpy as np
+from pydicom.charset import convert_encodings, decode_bytes, encode_string
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
-from pydicom.valuerep import DA, TM
+from pydicom.valuerep import DA, TM, PersonName
 
 from sarcoscope.conventions import LABEL_COLORS, TISSUE_TITLES, TISSUES
 from sarcoscope.export import SEG_NOT_DICOM
@@ -118,12 +119,83 @@ def _left_empty_note(keywords: list[str]) -> str | None:
     )
 
 
+def _character_set(source: Dataset) -> str | list[str] | None:
+    """The SpecificCharacterSet a derived object of `source` is written in: the source's (so its copied
+    names are spelled as the source spells them), None for the default repertoire (empty or absent); an
+    empty value 1 before code extensions (Japanese `\\ISO 2022 IR 87`, Korean `\\ISO 2022 IR 149`) is
+    ISO 2022 IR 6 (PS3.3 C.12.1.1.2)."""
+    value = source.get("SpecificCharacterSet")
+    if not value:
+        return None
+    if isinstance(value, str):
+        return value
+    return ["ISO 2022 IR 6" if not v and i == 0 else str(v) for i, v in enumerate(value)]
+
+
+#: Value representations whose text is written in the data set's character set.
+_TEXT_VRS = frozenset({"PN", "SH", "LO", "ST", "LT", "UC", "UT"})
+
+
+def _text_values(ds: Dataset) -> Iterator[tuple[str, str]]:
+    """(VR, text) of every value outside ASCII that `ds` and its items write in their character set."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from _text_values(item)
+        elif elem.VR in _TEXT_VRS and not elem.is_empty:
+            for value in elem.value if elem.VM > 1 else [elem.value]:
+                if not str(value).isascii():
+                    yield elem.VR, str(value)
+
+
+def _read_values(ds: Dataset) -> None:
+    """Read every value of `ds` and its items that pydicom still holds as the file's bytes, in the character
+    set they were written in (Dataset.decode would also re-encode values set as text, writing '?' for
+    characters it cannot encode)."""
+    for elem in ds:  # iterating reads each element
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _read_values(item)
+
+
+def _spells(ds: Dataset, charset: str | list[str]) -> bool:
+    """Whether every text value of `ds` reads back the same once pydicom writes it in `charset`: it writes
+    '?' for what the set lacks, and GB2312 (ISO 2022 IR 58) without its escape sequence, read back as
+    Latin-1."""
+    encodings = convert_encodings(charset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydicom warns when it replaces characters
+        try:
+            for vr, text in _text_values(ds):
+                if vr == "PN":
+                    back = str(PersonName(PersonName(text).encode(encodings), encodings))
+                else:
+                    back = decode_bytes(encode_string(text, encodings), encodings, {0x5C})
+                if back != text:
+                    return False
+        except (UnicodeError, LookupError, UserWarning):
+            return False
+    return True
+
+
+def give_character_set(ds: Dataset, source: Dataset) -> None:
+    """Write `ds` (built by highdicom from prepared_sources' copies of `source`, which carry none) in the
+    source's character set (_character_set), or in UTF-8 (ISO_IR 192) when pydicom cannot write its text
+    there (_spells): a name read back otherwise would not be the patient's."""
+    charset = _character_set(source)
+    if charset is not None:
+        ds.SpecificCharacterSet = charset if _spells(ds, charset) else "ISO_IR 192"
+    elif "SpecificCharacterSet" in ds:
+        del ds.SpecificCharacterSet
+
+
 def prepared_sources(
     series: list[Dataset], indices: Sequence[int], deidentification: DeidentificationPolicy | None
 ) -> tuple[list[Dataset] | None, str | None]:
     """Copies of the source CT headers of slices `indices` of `series` that a derived object (SEG, SR,
-    secondary capture) references, de-identified when asked, with a note when a value was left empty as
-    unreadable (else None); (None, reason) when one lacks what referencing it needs, or shares its
+    secondary capture) references, de-identified when asked, their values decoded and without
+    SpecificCharacterSet (see give_character_set), with a note when a value was left empty as unreadable
+    (else None); (None, reason) when one lacks what referencing it needs, or shares its
     SOPInstanceUID with another image of the series (a broken export: a reference cannot tell which)."""
     shared = Counter(str(ds.get("SOPInstanceUID") or "") for ds in series)
     out = []
@@ -147,8 +219,12 @@ def prepared_sources(
             if src.get(keyword) not in (None, "") and _unreadable(src.get(keyword), read):
                 setattr(src, keyword, "")
                 emptied.add(keyword)
-        if "SpecificCharacterSet" in src and not src.SpecificCharacterSet:
-            del src.SpecificCharacterSet  # empty and absent both mean the default repertoire
+        # decoded in the source's character set, then without it: highdicom copies it but refuses values
+        # the standard defines (an empty value 1; ISO 2022 IR 149, Korean, which its enum spells IR 159);
+        # each object gets the source's after it is built (give_character_set)
+        _read_values(src)
+        if "SpecificCharacterSet" in src:
+            del src.SpecificCharacterSet
         out.append(src)
     return out, _left_empty_note([k for k in TYPE2_READ if k in emptied])
 
@@ -276,6 +352,7 @@ def build_dicom_seg(
             None,
             f"DICOM SEG not written: highdicom refused the source headers ({type(exc).__name__}: {exc})",
         )
+    give_character_set(seg, headers[int(result.selection.indices[0])])
     if deidentification is not None:
         hide_creation_time(seg, sources[0], deidentification)
     return seg, message

@@ -10,7 +10,8 @@ A PACS or research database reads the numbers of report.json from this object wi
   L3 selection method (the group's method), the localizer's confidence, the height used, the SMI, and the
   cutoff, and "SMI below cutoff" Present/Absent under the selected cutoff set.
 
-Code meanings are plain ASCII: the SR carries no SpecificCharacterSet, and DCMTK refuses other characters.
+Code meanings are plain ASCII (DCMTK refuses other characters in them); the SR is written in the source CT's
+character set, in which it copies the patient's name (seg.give_character_set).
 Values that were not computed (unknown height...) are left out rather than invented; report.json says why.
 Concepts without a standard code (SMI, the cutoff set, the L3 selection method, localizer confidence) use
 the private coding scheme `99SARCOSCOPE` (PRIVATE_CODES); everything else is SNOMED CT, LOINC, DCM or UCUM.
@@ -31,7 +32,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from sarcoscope.conventions import TISSUE_TITLES, TISSUES
-from sarcoscope.export.seg import derived_uid, hide_creation_time, prepared_sources
+from sarcoscope.export.seg import derived_uid, give_character_set, hide_creation_time, prepared_sources
 from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
 from sarcoscope.imaging.labelmaps.seg import SEGMENT_CODES
 
@@ -263,6 +264,7 @@ def build_dicom_sr(
             )
     except Exception as exc:  # an optional output: any refusal becomes a report warning, never a failed run
         return None, f"DICOM SR not written: highdicom refused it ({type(exc).__name__}: {exc})"
+    give_character_set(sr, headers[int(result.selection.indices[0])])
     if deidentification is not None:
         hide_creation_time(sr, sources[0], deidentification)
     return sr, message
