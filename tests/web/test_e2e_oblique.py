@@ -137,13 +137,40 @@ def test_the_oblique_note_leaves_the_letters_clear_on_narrow_images(
 ) -> None:
     """The server images' "oblique 20°: letters approximate" (179 px wide) stood on one line from the top
     left corner: on images narrower than about 370 px (at a window 1000 px wide, all three) it ran over the
-    top letter. It now wraps before the middle of the image."""
+    top letter. It then wrapped before the middle of the image, which on this short series' reconstructions
+    (bands about 57 px high at a window 800 px wide) ran over the left letter. It covers no letter now at
+    any of these widths, the window resized with the images shown (they are drawn again)."""
     page.set_viewport_size({"width": 1000, "height": 800})
     _turned_on_server_images(page, server, tmp_path, seed=9)
-    for box in page.locator("#l3-grid .canvas-box").all():
-        note = box.locator(".oblique-note")
-        assert note.inner_text().replace("\n", " ") == "oblique 20°: letters approximate"
-        where = note.bounding_box()
-        for edge in ("top", "left"):
+    for width in (1000, 800, 700):
+        drawn = page.evaluate(_WIDTHS)
+        page.set_viewport_size({"width": width, "height": 800})
+        if width != 1000:  # the reconstructions drawn again, at the window's width
+            page.wait_for_function(f"(drawn) => ({_WIDTHS})().every((w, i) => w !== drawn[i])", arg=drawn)
+        for box in page.locator("#l3-grid .canvas-box").all():
+            note = box.locator(".oblique-note")
+            assert note.inner_text().replace("\n", " ") == "oblique 20°: letters approximate"
+            where = note.bounding_box()
+            for edge in ("top", "left", "right", "bottom"):
+                letter = box.locator(f".orient.{edge}").bounding_box()
+                assert not _overlap(where, letter), (width, box.get_attribute("id"), edge, where, letter)
+
+
+_WIDTHS = "() => ['coronal', 'sagittal'].map((p) => document.getElementById(`${p}-canvas`).style.width)"
+
+
+def test_the_oblique_note_is_shortened_where_there_is_no_room_above_the_image(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """Where neither the image's corner nor the box above it has room for the whole note (a box little higher
+    than its band), it says "oblique 20°" in the corner, clear of the letters."""
+    page.set_viewport_size({"width": 800, "height": 800})
+    _turned_on_server_images(page, server, tmp_path, seed=10)
+    page.add_style_tag(content="#l3-grid .recon { height: 64px !important; flex: none !important; }")
+    shortened = "[...document.querySelectorAll('#l3-grid .recon .oblique-note')].map((n) => n.textContent)"
+    page.wait_for_function(f"{shortened}.every((text) => text === 'oblique 20°')")  # redrawn: box resized
+    for box in page.locator("#l3-grid .canvas-box.recon").all():
+        where = box.locator(".oblique-note").bounding_box()
+        for edge in ("top", "left", "right", "bottom"):
             letter = box.locator(f".orient.{edge}").bounding_box()
-            assert not _overlap(where, letter), (box.get_attribute("id"), edge, where, letter)
+            assert not _overlap(where, letter), (edge, where, letter)

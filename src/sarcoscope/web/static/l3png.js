@@ -3,12 +3,37 @@
 // when NiiVue cannot run (mpr.js); window/level is then limited to the presets.
 import {$, message, unsay} from "./api.js";
 import {
-  WheelSlices, canvasPoint, image, reconStretch, showOrientation, shownPlane, slicePosition, state, stillOpen,
-  stretchNote, tag,
+  WheelSlices, canvasPoint, image, obliqueNote, reconStretch, showOrientation, shownPlane, slicePosition, state,
+  stillOpen, stretchNote, tag,
 } from "./state.js";
 import {Viewport} from "./viewport.js";
 
 const LINE_GRAB_PX = 7; // as on NiiVue (mpr.js): a press this close to a line (CSS px) drags it
+
+/** The oblique note (style.css .oblique-note) where it covers no letter: in the reconstruction's top left
+ * corner; else (a short series' image is a low band: there, wrapped, it ran over the left letter) above the
+ * image, in the box; else its short form ("oblique 20°") in the corner; else none. Measured: the text's size is
+ * the browser's. */
+function placeNote(box) {
+  const note = box.querySelector(".oblique-note");
+  const full = obliqueNote(state.study);
+  if (!full) return;
+  const letters = [...box.querySelectorAll(".orient")].map((letter) => letter.getBoundingClientRect());
+  const clear = () => {
+    const n = note.getBoundingClientRect();
+    return note.offsetTop >= 0 && letters.every((l) => n.right <= l.left || l.right <= n.left ||
+      n.bottom <= l.top || l.bottom <= n.top);
+  };
+  note.hidden = false;
+  note.textContent = full;
+  note.classList.remove("above");
+  if (clear()) return;
+  note.classList.add("above");
+  if (clear()) return;
+  note.classList.remove("above");
+  note.textContent = obliqueNote(state.study, true);
+  note.hidden = !clear();
+}
 
 export class PNGView {
   /** hooks as for MPRView (mpr.js): crosshair, lines, vertebrae, lineAt, dragLine, dropLine. */
@@ -118,6 +143,7 @@ export class PNGView {
       right: box.clientWidth - canvas.offsetLeft - g.w, bottom: box.clientHeight - canvas.offsetTop - g.h,
     };
     for (const [edge, px] of Object.entries(insets)) box.style.setProperty(`--inset-${edge}`, `${px}px`);
+    placeNote(box);
     const ctx = canvas.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.imageSmoothingEnabled = true;

@@ -141,10 +141,11 @@ export const stretchNote = (stretch, lead = " · ") =>
 
 /** "oblique 25°: letters approximate" for a study whose voxels' grid is turned beyond a few degrees from the
  * body's axes (the server's orientation: render.orientation), else "": its images are lettered by the nearest
- * body axes. */
-export const obliqueNote = (study) => {
+ * body axes. `short`: "oblique 25°", for an image too small for the rest (l3png.js). */
+export const obliqueNote = (study, short = false) => {
   const o = study.orientation;
-  return o && o.oblique ? `oblique ${Math.round(o.tilt_degrees)}°: letters approximate` : "";
+  if (!o || !o.oblique) return "";
+  return `oblique ${Math.round(o.tilt_degrees)}°${short ? "" : ": letters approximate"}`;
 };
 
 /** The body plane the server's `plane` image of the open study shows, as its caption names it (a

@@ -85,12 +85,18 @@ export function showDeletedBox() {
   box.open = false;
   $("deleted-rows").replaceChildren();
   $("deleted-count").textContent = "";
+  $("unreadable-deleted").hidden = true;
 }
 
 async function loadDeleted() {
-  const kept = await getJSON("/api/deleted-studies");
-  $("deleted-count").textContent = kept.length ? `(${kept.length})` : "";
-  $("no-deleted").hidden = kept.length > 0;
+  const response = await api("/api/deleted-studies");
+  const kept = await response.json();
+  // kept but not listed (their record cannot be read): named by id only, so that an admin learns they are there
+  const unreadable = (response.headers.get("X-Unreadable-Deleted-Studies") || "").split(",").filter(Boolean);
+  showUnreadable(unreadable);
+  const all = kept.length + unreadable.length;
+  $("deleted-count").textContent = all ? `(${all})` : "";
+  $("no-deleted").hidden = all > 0;
   const rows = $("deleted-rows");
   rows.innerHTML = "";
   for (const d of kept) {
@@ -126,6 +132,14 @@ async function loadDeleted() {
     tr.append(actions);
     rows.append(tr);
   }
+}
+
+function showUnreadable(ids) {
+  const line = $("unreadable-deleted");
+  line.hidden = ids.length === 0;
+  const n = ids.length === 1 ? "1 deleted study" : `${ids.length} deleted studies`;
+  line.textContent = `${n} could not be read (id ${ids.join(", ")}): ${ids.length === 1 ? "it is" : "they are"} ` +
+    "kept, not listed; see the server's log.";
 }
 
 /** The studies whose deletion is on its way: their Delete is off, so that a second press (a slow server)
