@@ -113,7 +113,9 @@ def test_batch_records_failures_and_resumes(cohort: Path, tmp_path: Path) -> Non
 def test_batch_on_local_dask_cluster_matches_local_run(cohort: Path, tmp_path: Path) -> None:
     """Also: each worker process builds the U-Net's session once, not per case, and the LocalCluster (this
     run's own) runs no profiler: it sampled every busy worker's stack 100 times a second, for a dashboard
-    this cluster does not serve."""
+    this cluster does not serve. Its workers are forked from one fork server, not spawned (each imported
+    distributed and the command again, and tore its interpreter down when the run ended), and check their
+    memory every second, not 10 times a second."""
     distributed = pytest.importorskip("dask.distributed")
     psutil = pytest.importorskip("psutil")  # a dependency of dask.distributed
     cases = [c for c in discover_cases(cohort) if c.case_id != "broken"]
@@ -122,12 +124,16 @@ def test_batch_on_local_dask_cluster_matches_local_run(cohort: Path, tmp_path: P
     workers: dict[str, dict[str, Any]] = {}
 
     def worker_state(dask_worker: Any) -> dict[str, Any]:  # run in each worker process (by value)
+        import psutil
+
         from sarcoscope.segmentation.unet import _session
 
         return {
             "cases": dask_worker.state.executed_count,
             "sessions": _session.cache_info().misses,  # the ONNX Runtime sessions this process built
             "callbacks": sorted(dask_worker.periodic_callbacks),
+            "memory_check_ms": dask_worker.periodic_callbacks["memory_monitor"].callback_time,
+            "parent": psutil.Process().parent().cmdline(),
         }
 
     def look(outcome: object) -> None:  # while the cluster runs: the addresses it listens on, the workers
@@ -145,6 +151,10 @@ def test_batch_on_local_dask_cluster_matches_local_run(cohort: Path, tmp_path: P
     assert len(workers) == 2 and sum(w["cases"] for w in workers.values()) == 3
     assert all(w["sessions"] == (1 if w["cases"] else 0) for w in workers.values()), workers
     assert all("profile" not in w["callbacks"] for w in workers.values()), workers
+    assert all(w["memory_check_ms"] == 1000 for w in workers.values()), workers
+    # both forked by one multiprocessing fork server ("... from multiprocessing.forkserver import main; ...")
+    (parent,) = {" ".join(w["parent"]) for w in workers.values()}
+    assert "multiprocessing.forkserver" in parent, parent
 
 
 def test_batch_cli_exit_code_on_failures(cohort: Path, tmp_path: Path) -> None:

@@ -14,16 +14,24 @@ from sarcoscope.batch.workers import init_worker, reuse_freed_memory, worker_thr
 from sarcoscope.errors import SarcoscopeError
 
 #: Settings of a LocalCluster, which is this run's own (a shared cluster's are its owner's). Its workers
-#: share this machine's cores with the analyses, and what they did besides was a tenth of the CPU of a CT
-#: (BENCHMARKS.md, Cohorts): the profiler walked each busy worker's stack every 10 ms and the system monitor
-#: sampled every 0.5 s, both for a dashboard this cluster does not serve, and every server (scheduler,
-#: nannies, workers) woke up every 20 ms to time its own event loop. (Each worker keeps holding its next
-#: case, worker-saturation 1.1: with 1.0 it waited for the scheduler between cases, 25-33 ms on a busy
-#: machine against 4-5, and runs did not end more evenly.)
+#: share this machine's cores with the analyses (BENCHMARKS.md, Cohorts, has the numbers):
+#: - the workers are forked from one fork server, as a process pool's are from the batch: spawned, each
+#:   imported Python, distributed and the command again, and ended by tearing its interpreter down (0.3-1.3 s
+#:   between a worker's "closed" and its exit, which the run waited for); a fork server imports once, and
+#:   its children end at once (os._exit), as pool workers do;
+#: - no profiler and a system monitor every 5 s: both serve a dashboard this cluster has not; the
+#:   profiler walked each busy worker's stack every 10 ms;
+#: - every server's event-loop tick every 500 ms, not 20 ms, and memory checked every second, not 10
+#:   times a second (by each worker and by its nanny for it): an idle 2-worker cluster spent 27 ms of CPU
+#:   a second, now 10.
+#: (Each worker keeps holding its next case, worker-saturation 1.1: with 1.0 it waited for the scheduler
+#: between cases, 25-33 ms on a busy machine against 4-5, and runs did not end more evenly.)
 LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.worker.multiprocessing-method": "forkserver",
     "distributed.worker.profile.enabled": False,
     "distributed.admin.system-monitor.interval": "5s",
     "distributed.admin.tick.interval": "500ms",
+    "distributed.worker.memory.monitor-interval": "1s",
 }
 
 
