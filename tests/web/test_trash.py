@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from web_synth import multipart
 
 from sarcoscope.cli import app as cli
-from sarcoscope.store import ConflictError, NotFoundError, trash
-from sarcoscope.web import WebSettings, create_app
+from sarcoscope.store import ConflictError, NotFoundError, Store, trash
+from sarcoscope.web import WebSettings, create_app, volumes
 from sarcoscope.web.accounts import cli_actor
 from sarcoscope.web.auth import ANONYMOUS
 
@@ -1089,3 +1089,61 @@ def test_a_restore_while_another_restores_the_study_is_told_to_try_again(
     assert [d.id for d in trash.deleted_studies(store)] == [sid]
     assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
     np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
+
+
+@pytest.mark.parametrize("stopped", ["failed", "killed"])
+def test_a_stopped_restore_beside_the_server_leaves_a_live_studys_images_where_they_are(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, stopped: str
+) -> None:
+    """`sarcoscope studies restore` (its own process: its own ct locks) moved the series' files out while
+    the server's upload of the same series had checked that folder free; the server committed its study
+    first, so the restore's rows were refused (failed) or it was killed there (killed). Putting the restore
+    back moved the series' folder into the trash entry: the live study's images with it. They now stay with
+    the study that holds the series; the deletion stays kept."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store, beside = app.state.ctx.store, Store(data)
+    with TestClient(app) as client:
+        sid = upload(client, series)["id"]
+        assert delete_study(client, sid).status_code == 200
+        dest = store.series_dir(trash._study_of(data / "trash" / sid))
+        checked, moved, made = threading.Event(), threading.Event(), volumes.private_dir
+
+        def after_the_uploads_check(path: Path) -> Path:
+            if path == dest:
+                checked.set()
+                assert moved.wait(60)
+            return made(path)
+
+        monkeypatch.setattr(volumes, "private_dir", after_the_uploads_check)
+        again: list[str] = []
+        server = threading.Thread(target=lambda: again.append(upload(client, series)["id"]))
+        server.start()
+        assert checked.wait(60)
+        restore_rows = beside.restore_rows
+
+        def after_the_servers_commit(*args: Any, **kwargs: Any) -> None:
+            moved.set()
+            server.join()
+            restore_rows(*args, **kwargs)
+
+        def killed(*_: Any, **__: Any) -> None:
+            raise _Killed
+
+        monkeypatch.setattr(beside, "restore_rows", after_the_servers_commit)
+        if stopped == "killed":
+            monkeypatch.setattr(trash, "_move_in", killed)
+        with pytest.raises(_Killed if stopped == "killed" else ConflictError):
+            trash.restore(beside, sid, cli_actor())
+        monkeypatch.undo()
+    beside.close()
+    [live] = again
+    if stopped == "killed":
+        store.close()
+        app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        assert [d["id"] for d in client.get("/api/deleted-studies").json()] == [sid]
+        assert client.get(f"/api/studies/{live}/image/axial/5").status_code == 200
+        assert client.get(f"/api/studies/{live}/dicom", params={"first": 0, "last": 2}).status_code == 200
+    assert sorted(p.name for p in dest.iterdir()) and not (data / "trash" / sid / "ct").exists()
+    app.state.ctx.store.close()

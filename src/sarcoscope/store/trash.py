@@ -554,10 +554,23 @@ def _sync_moves(entry: Path, files: dict[str, Path]) -> None:
 
 
 def _move_in(store: Store, entry: Path, study: Study) -> None:
-    """Back into the entry what a stopped restore had moved out (an upload's other series only when no
-    study holds them: then they were this entry's)."""
+    """Back into the entry what a stopped restore had moved out, only what no live study owns: a study
+    holding the series now (uploaded again by a server beside `sarcoscope studies restore`, whose ct locks
+    are its own, after the restore moved the folder out) keeps its images there; an upload's other series
+    only when no study holds them (then they were this entry's)."""
+    owned = {
+        "ct": store.find_series(study.series_uid) is not None,
+        "cache": store.has_study(study.id),
+        "upload": bool(study.upload_id and store.studies_of_upload(study.upload_id)),
+    }
     for name, source in _files(store, study).items():
-        if name == "upload" and study.upload_id and store.studies_of_upload(study.upload_id):
+        if owned[name]:
+            if name == "ct" and source.is_dir() and not (entry / name).exists():
+                log.warning(
+                    "Deleted study %s is put back without its images: a study holding its series since "
+                    "keeps them.",
+                    study.id,
+                )
             continue
         if source.is_dir() and not (entry / name).exists():
             _move_dir(source, entry / name)
