@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import threading
 import time
@@ -491,3 +492,43 @@ def test_an_uploads_files_are_on_disk_before_its_study_is_committed(
     assert opened.status_code == 201, opened.text
     assert checked == [study["id"], opened.json()["id"]]
     assert client.get(f"/api/studies/{opened.json()['id']}/hu/5").status_code == 200
+
+
+def test_a_series_opening_is_on_disk_and_found_again_when_its_listing_lost_it(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening another series of an upload commits its study, then records it in the upload's series.json,
+    which was not flushed to disk: power lost then showed the series as not opened while its study exists,
+    and opening it was refused (409 "already uploaded"). The listing is now flushed (fsync of the file and
+    its folder) once written, and a listing that lost an opening finds the study by its series again."""
+    store = client.app.state.ctx.store
+    study, _ = _upload_exam(client, tmp_path)
+    arterial = {"series_uid": study["series"][1]["series_uid"]}
+    listing = store.upload_dir(store.get_study(study["id"]).upload_id) / "series.json"
+    os_fsync, add, synced, committed = os.fsync, store.add_study, [], []
+
+    def recorded_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        os_fsync(fd)
+
+    def add_then_mark(*args: Any, **kwargs: Any) -> Any:
+        added = add(*args, **kwargs)
+        committed.append(len(synced))
+        return added
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", recorded_fsync)
+        m.setattr(store, "add_study", add_then_mark)
+        before = listing.read_bytes()
+        opened = client.post(f"/api/studies/{study['id']}/series", json=arterial)
+    assert opened.status_code == 201, opened.text
+    [mark] = committed
+    assert {listing.stat().st_ino, listing.parent.stat().st_ino} <= set(synced[mark:])
+
+    listing.write_bytes(before)  # the write after the commit lost with power
+    shown = client.get(f"/api/studies/{study['id']}/series").json()
+    assert [s["study_id"] for s in shown] == [study["id"], opened.json()["id"], None]
+    again = client.post(f"/api/studies/{study['id']}/series", json=arterial)
+    assert again.status_code == 200 and again.json()["id"] == opened.json()["id"], again.text
+    assert [e["study_id"] for e in json.loads(listing.read_bytes())][:2] == [study["id"], opened.json()["id"]]
+    assert len(client.get("/api/studies").json()) == 2

@@ -123,9 +123,20 @@ def _all_numbered(files: Path) -> bool:
         return all(e.is_file(follow_symlinks=False) and KEPT_NAME.fullmatch(e.name) for e in entries)
 
 
-def _write_listing(folder: Path, series: list[dict[str, Any]]) -> None:
-    with atomic_private_file(folder / LISTING) as f:
+def _write_listing(folder: Path, series: list[dict[str, Any]], *, durable: bool = False) -> None:
+    """`durable`: on the disk when it returns (fsync), for a listing written after the commit it records."""
+    with atomic_private_file(folder / LISTING, durable=durable) as f:
         f.write(json.dumps(series).encode())
+
+
+def _opened_as(store: Store, upload_id: str, entry: dict[str, Any]) -> str | None:
+    """The id of the study a listed series was opened as: the listing's, else the study of this upload
+    holding the series (its row committed, the listing written after it lost with power, or not yet
+    written by the opening under way)."""
+    if entry["study_id"] is not None:
+        return str(entry["study_id"])
+    holder = store.find_series(entry["series_uid"])
+    return holder.id if holder is not None and holder.upload_id == upload_id else None
 
 
 def _read_listing(store: Store, upload_id: str) -> list[dict[str, Any]] | None:
@@ -139,11 +150,13 @@ def _read_listing(store: Store, upload_id: str) -> list[dict[str, Any]] | None:
 def upload_series(store: Store, study: Study) -> list[dict[str, Any]]:
     """The series of the study's upload, for choosing which to analyse: each with the study it was opened
     as, whether it can be opened and why not. Empty when the upload held this series only."""
-    series = None if study.upload_id is None else _read_listing(store, study.upload_id)
+    if study.upload_id is None or (series := _read_listing(store, study.upload_id)) is None:
+        return []
     listed: list[dict[str, Any]] = []
-    for entry in series or []:
+    for entry in series:
         reason = None if entry["orientation"] == "axial" else "not axial: L3 analysis needs an axial series"
-        opened = entry.pop("study_id")
+        opened = _opened_as(store, study.upload_id, entry)
+        del entry["study_id"]
         if opened is not None and not _exists(store, opened):
             reason, opened = "its study was deleted, with its files", None
         listed.append({**entry, "study_id": opened, "current": opened == study.id, "reason": reason})
@@ -173,13 +186,17 @@ def open_series(
         entry = next((e for e in series if e["series_uid"] == series_uid), None)
         if entry is None:
             raise NotFoundError("That series is not in this study's upload.")
-        if entry["study_id"] is not None:
-            if not _exists(store, entry["study_id"]):
+        opened = _opened_as(store, upload_id, entry)
+        if opened is not None:
+            if not _exists(store, opened):
                 raise ConflictError("That series' study was deleted, with its files: upload them again.")
-            return store.get_study(entry["study_id"]), None
+            if entry["study_id"] is None:  # the listing lost its opening: recorded again
+                entry["study_id"] = opened
+                _write_listing(store.upload_dir(upload_id), series, durable=True)
+            return store.get_study(opened), None
         new, volume = _add_from_upload(store, upload_id, series_uid, actor=actor, client=client)
         entry["study_id"] = new.id
-        _write_listing(store.upload_dir(upload_id), series)
+        _write_listing(store.upload_dir(upload_id), series, durable=True)  # as the committed row it records
     return new, volume
 
 
