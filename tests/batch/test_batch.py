@@ -1019,3 +1019,31 @@ def test_names_differing_only_outside_ascii_get_distinct_stable_case_ids(tmp_pat
     assert [c.case_id for c in read_manifest(manifest)] == [expected[n] for n in names]
     coded = [deidentified_case(c, POLICY).case_id for c in cases]
     assert len(set(coded)) == len(cases) and all(DEIDENTIFIED_CASE_ID.fullmatch(c) for c in coded)
+
+
+def test_a_case_id_twice_is_refused_naming_where_the_two_are_not_only_their_id(tmp_path: Path) -> None:
+    """Two inputs making one case id (or ids differing only in letter case) were refused by that id alone,
+    which a --deidentify run's console scrubs ("Case id 'ANONYMIZED' appears twice in <input>"): nothing
+    told which two. The refusal now says where they are (the folder's studies in name order, the manifest's
+    lines), which names no patient, and de-identified still shows neither name nor path."""
+    from sarcoscope.cli import app
+
+    cohort = tmp_path / "cohort"
+    for name in ("Doe John", "Doe_John", "Roe, Jane", "roe_jane"):
+        (cohort / name).mkdir(parents=True)
+    key = ["--deidentify", "--secret-file", str(tmp_path / "key")]
+    result = CliRunner().invoke(app, ["batch", str(cohort), "-o", str(tmp_path / "o"), *key])
+    assert result.exit_code == 1, result.output
+    assert "appears twice in <input> (the studies 1 and 2 found in it, in name order)" in result.output
+    assert "Doe" not in result.output and str(cohort) not in result.output
+    (cohort / "Doe John").rmdir()
+    with pytest.raises(InputError, match=r"\(the studies 2 and 3 found in it, in name order\) differ only"):
+        discover_cases(cohort)
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("case_id,path\nSmith_J,a\nother,b\nsmith_j,c\nother,d\n")
+    with pytest.raises(InputError, match=r"'Smith_J' and 'smith_j' in .*m\.csv \(lines 2 and 4\) differ"):
+        read_manifest(manifest)
+    manifest.write_text("case_id,path\nSmith_J,a\nother,b\nx,c\nother,d\n")
+    with pytest.raises(InputError, match=r"Case id 'other' appears twice in .*m\.csv \(lines 3 and 5\);"):
+        read_manifest(manifest)

@@ -100,7 +100,7 @@ def discover_cases(root: Path) -> list[Case]:
         cases.append(Case(case_id=safe_case_id(stem), path=entry))
     if not cases:
         raise InputError(f"No studies found in {root} (expected sub-folders, .zip, .nii(.gz) or .dcm files).")
-    return _unique(cases, root)
+    return _unique(cases, root, "the studies {} and {} found in it, in name order")
 
 
 def _float(row: dict[str, str], key: str, where: str) -> float | None:
@@ -165,7 +165,7 @@ def read_manifest(csv_path: Path) -> list[Case]:
         )
     if not cases:
         raise InputError(f"Manifest {csv_path} lists no cases.")
-    return _unique(cases, csv_path)
+    return _unique(cases, csv_path, "lines {} and {}", first=2)
 
 
 def _range(text: str, where: str) -> tuple[int, int]:
@@ -247,22 +247,27 @@ def dicomweb_cases(
             passed_over,
             wanted,
         )
-    return _unique(cases, server.shown)
+    return _unique(cases, server.shown, "series {} and {} of its answers")
 
 
-def _unique(cases: list[Case], source: Path | str) -> list[Case]:
+def _unique(cases: list[Case], source: Path | str, at: str, first: int = 1) -> list[Case]:
     """`cases`, refused when two share a case id, or ids that differ only in letter case: on a disk that
     ignores case (macOS, Windows, exFAT, many network shares) their results would share one folder, the
-    second patient's row made from the first's report."""
-    seen: dict[str, str] = {}  # case id in one letter case -> the case id
-    for c in cases:
-        other = seen.get(c.case_id.casefold())
-        if other == c.case_id:
-            raise InputError(f"Case id '{c.case_id}' appears twice in {source}; case ids must be unique.")
-        if other is not None:
+    second patient's row made from the first's report. The refusal says where the two are (`at`, formatted
+    with their positions counted from `first`) besides their ids: a de-identified run's console shows no id
+    (quoted values are scrubbed, cli.common.scrubbed_errors), and an id is often a folder's name."""
+    seen: dict[str, tuple[int, str]] = {}  # case id in one letter case -> its position and the case id
+    for n, c in enumerate(cases, start=first):
+        if (other := seen.get(c.case_id.casefold())) is None:
+            seen[c.case_id.casefold()] = (n, c.case_id)
+            continue
+        where = at.format(other[0], n)
+        if other[1] == c.case_id:
             raise InputError(
-                f"Case ids '{other}' and '{c.case_id}' in {source} differ only in letter case: on a disk "
-                "that ignores case their results would share one folder; rename one."
+                f"Case id '{c.case_id}' appears twice in {source} ({where}); case ids must be unique."
             )
-        seen[c.case_id.casefold()] = c.case_id
+        raise InputError(
+            f"Case ids '{other[1]}' and '{c.case_id}' in {source} ({where}) differ only in letter case: on a "
+            "disk that ignores case their results would share one folder; rename one."
+        )
     return cases
