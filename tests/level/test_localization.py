@@ -239,12 +239,18 @@ def test_real_very_noisy_miscount_is_flagged(real: CTVolume) -> None:
     """80 HU of noise on the real 3 mm voxels, scan from S1 to T12 (sacrum in view, no ribs): both traces
     read the discs half a level off (one pulled onto an iliac wing), so no cross-check saw it, and L3 came
     out 19.7 mm high at confidence 0.89, unflagged. The image's noise now says the discs are not to be
-    trusted. The unaltered crop reads 19, under the limit, and stays unflagged."""
-    loc = locate_l3(_noisy(_crop(real, 30, 103), 80.0))
-    assert _mid_error_mm(loc, REF_MID, 30) <= 10.0 or (
-        loc.has_flag(FLAG_LOW_CONFIDENCE) and "very noisy" in " ".join(f["reason"] for f in loc.flags)
-    )
-    assert loc.confidence < 0.7
+    trusted. The unaltered crop reads 19, under the limit, and stays unflagged. Since the sacrum must reach up
+    to its disc (`anchors.find_sacrum_disc`), the half-level chain has no sacrum and neither trace an anchor:
+    the noisy crop is refused, which is as safe."""
+    try:
+        loc = locate_l3(_noisy(_crop(real, 30, 103), 80.0))
+    except LevelError as exc:
+        assert "cannot be counted" in str(exc)
+    else:
+        assert _mid_error_mm(loc, REF_MID, 30) <= 10.0 or (
+            loc.has_flag(FLAG_LOW_CONFIDENCE) and "very noisy" in " ".join(f["reason"] for f in loc.flags)
+        )
+        assert loc.confidence < 0.7
     clean = locate_l3(_crop(real, 30, 103))
     assert _mid_error_mm(clean, REF_MID, 30) <= 3.0 and not clean.has_flag(FLAG_LOW_CONFIDENCE)
 
@@ -255,6 +261,19 @@ def test_real_without_ribs_counts_from_sacrum(real: CTVolume) -> None:
     assert loc.candidates == [] and loc.uncertainty() == "" and not any(r.any for r in loc.ribs)
     assert _mid_error_mm(loc, REF_MID) <= 3.0
     assert 0.6 < loc.confidence < 0.9  # one anchor only
+
+
+@pytest.mark.parametrize("sigma", [20.0, 40.0])
+def test_real_noisy_without_ribs_finds_the_sacrum_a_trace_missed(real: CTVolume, sigma: float) -> None:
+    """Noise on the scan from S1 to L2 (sacrum in view, no ribs): the close trace runs off the column below
+    L5, its chain starts at L4/L5 and has no anchor; the wide trace's chain runs through the middles of L5,
+    L4 and L3 and its mid-L5 dip passed the sacrum test (the alae in the window below it), so L3 came out
+    half a level high, about 17 mm (flagged). The sacrum's alae rise to the L5/S1 disc: the disc a chain
+    missed is placed at their top, one level below its L4/L5, and a dip a quarter level above them is not
+    L5/S1."""
+    loc = locate_l3(_noisy(_crop(real, 30, 86), sigma))
+    assert loc.counted_from == "sacrum"
+    assert _mid_error_mm(loc, REF_MID, 30) <= 10.0
 
 
 def test_real_l3_cut_by_the_field_of_view(real: CTVolume) -> None:

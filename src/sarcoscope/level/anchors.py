@@ -123,8 +123,8 @@ def metal_slices(grid: WorkGrid, trace: SpineTrace) -> np.ndarray:
 def find_sacrum_disc(
     bones: BoneSlices, trace: SpineTrace, discs_z: np.ndarray, period_mm: float
 ) -> int | None:
-    """Index (into discs_z) of the L5/S1 disc: the lowest disc with sacrum-wide bone right below it
-    and a narrow lumbar vertebra right above it.
+    """Index (into discs_z) of the L5/S1 disc: the lowest disc with sacrum-wide bone right below it,
+    reaching up to it, and a narrow lumbar vertebra right above it.
 
     None when no disc has the sacrum below it in the field of view. Beside spinal hardware the widths are
     measured on bone cut free of the metal's streaks (`BoneSlices`).
@@ -146,6 +146,12 @@ def find_sacrum_disc(
         if below is None or above is None:
             continue
         wide_below = np.mean([column_width(bones, trace, z) >= SACRUM_WIDTH_MM for z in below])
+        # The alae rise to the L5/S1 disc (higher at the sides than the body at the midline): sacrum-wide
+        # bone between the window's top and the disc. A dip in mid-L5 also has the alae in its window, but
+        # their top lies a quarter level or more below it.
+        reaches = any(
+            column_width(bones, trace, z) >= SACRUM_WIDTH_MM for z in range(below[-1], round(d) + 1)
+        )
         # narrow above is judged where the trace is on the vertebra's bone: a slice without it shows
         # nothing narrow (a trace that left the sacrum for an iliac wing)
         seen = [w for w in (column_width(bones, trace, z) for z in above) if w >= ON_BONE_MM]
@@ -153,6 +159,26 @@ def find_sacrum_disc(
         pelvis = np.median([lateral_bone_cm2(grid, trace, z) for z in below])
         # Wide below, narrow above (a skull or a table is wide on both sides), iliac wings beside it
         # (ribs joined to a thoracic body are wide too, but thin). The lowest such disc.
-        if wide_below >= 0.5 and wide_above <= 0.4 and pelvis >= PELVIS_CM2:
+        if wide_below >= 0.5 and reaches and wide_above <= 0.4 and pelvis >= PELVIS_CM2:
             return i
     return None
+
+
+#: A missed L5/S1 disc at the sacrum's top lies this far (in disc periods) below the chain's lowest disc,
+#: L4/L5: one level, L5, short or tall (the real volume's L5 is 11-11.5 slices against a period of 11-12).
+MISSED_LEVEL = (0.6, 1.4)
+
+
+def sacrum_top(bones: BoneSlices, trace: SpineTrace, discs_z: np.ndarray, period_mm: float) -> float | None:
+    """Working slice of the L5/S1 disc a chain of discs missed below its lowest disc: the top of the
+    sacrum-wide bone (the alae rise to the disc), when it lies about one level below the lowest disc.
+
+    A trace that runs off the column below L5 sees no L5/S1 disc and its chain starts at L4/L5, while the
+    sacrum's width, measured on the bone joined to the column, does not depend on the trace. None when no
+    slice in that stretch is sacrum-wide; the disc placed here must still pass `find_sacrum_disc`.
+    """
+    level = period_mm / bones.grid.spacing[0]
+    lowest = float(discs_z[0])
+    lo, hi = max(0, round(lowest - MISSED_LEVEL[1] * level)), round(lowest - MISSED_LEVEL[0] * level)
+    wide = [z for z in range(lo, hi + 1) if column_width(bones, trace, z) >= SACRUM_WIDTH_MM]
+    return float(max(wide)) if wide else None

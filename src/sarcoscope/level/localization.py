@@ -78,6 +78,11 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     pieces = anchors.BoneSlices(grid, anchors.sacrum_bone_hu(grid, close), streaked)
     bone = rib_bone(grid, wide)
     readings = [r for r in (read(grid, c, wide, bone, pieces) for c in (close, wide)) if r is not None]
+    if readings and all(r.sacrum is None for r in readings):
+        # neither chain has L5/S1 with the sacrum below it: one may have missed that disc (its trace off the
+        # column below L5), which the sacrum's top places; a disc found on a chain is preferred to it
+        again = (read(grid, c, wide, bone, pieces, missed_sacrum=True) for c in (close, wide))
+        readings = [r for r in again if r is not None]
     if len(readings) == 2:
         lo, hi = int(readings[1].discs.z[0]), int(np.ceil(readings[1].discs.z[-1]))
         hi = min(hi, counted_top(readings[1]))

@@ -54,10 +54,13 @@ def read(
     rib_trace: spine.SpineTrace,
     bone: RibBone,
     pieces: anchors.BoneSlices,
+    missed_sacrum: bool = False,
 ) -> Reading | None:
     """Discs and sacrum along one trace, ribs beside `rib_trace` (the posterior-weighted one, which an
     enhanced aorta cannot pull off the column; `bone` = rib_bone(grid, rib_trace)); None when the trace
-    shows no vertebral column. `bone` and `pieces` (the bone pieces per slice) serve both readings."""
+    shows no vertebral column. `bone` and `pieces` (the bone pieces per slice) serve both readings.
+    `missed_sacrum`: no trace found the sacrum on its discs, so an L5/S1 disc this chain missed is looked
+    for at the sacrum's top (`anchors.sacrum_top`)."""
     dz = grid.spacing[0]
     profile = spine.disc_profile(grid, trace)
     discs = spine.find_discs(profile, dz, trace.strength)
@@ -69,14 +72,20 @@ def read(
     if not BODY_HU[0] <= body_hu <= BODY_HU[1]:
         return None
     period = discs.period_mm
-
+    sacrum = anchors.find_sacrum_disc(pieces, trace, discs.z, period)
+    top = anchors.sacrum_top(pieces, trace, discs.z, period) if missed_sacrum and sacrum is None else None
+    if top is not None:
+        # L5/S1 missed below the chain (faint, or the trace off the column below L5): a disc at the top of
+        # the sacrum-wide bone, kept only when it passes the sacrum test
+        missed = spine.Discs(np.r_[top, discs.z], np.r_[0.0, discs.prominence], period)
+        if anchors.find_sacrum_disc(pieces, trace, missed.z, period) == 0:
+            discs, sacrum = missed, 0
     seg_lo, seg_hi = discs.segments(dz)
 
     def rib_vertebrae(first_segment: int) -> list[VertebraRibs]:
         """Rib evidence at the joints of every vertebra from `first_segment` up."""
         return joint_ribs(grid, rib_trace, seg_lo, seg_hi, first_segment, bone)
 
-    sacrum = anchors.find_sacrum_disc(pieces, trace, discs.z, period)
     searched: list[VertebraRibs] = []  # rib evidence from `searched[0].segment` up, when it was needed
     if sacrum is not None:
         # The shoulder girdle, and T12 with its ribs joined to the body, are wide bone below a disc with bone
