@@ -49,3 +49,17 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     with TestClient(app) as c:
         yield c
     app.state.ctx.store.close()
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The inodes flushed to disk (os.fsync) from now on, in order: a file's inode is the same after a
+    rename, so a test can tell whether what a commit relies on was on the disk before it."""
+    fsync, synced = os.fsync, []
+
+    def recorded_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    return synced

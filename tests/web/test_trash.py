@@ -470,6 +470,29 @@ class _Killed(BaseException):
     """The process killed: no handler of the code it stops runs (each os.replace after it fails too)."""
 
 
+def _erase_killed(store: Any, sid: str, monkeypatch: pytest.MonkeyPatch, *, audited: bool) -> None:
+    """trash.erase of `sid` killed at its audit event: after writing it (`audited`) or before; then every
+    os.replace fails, as nothing runs after a kill."""
+    audit, replace, killed = store.audit, trash.os.replace, []
+
+    def audit_then_kill(*args: Any, **kwargs: Any) -> None:
+        if audited:
+            audit(*args, **kwargs)
+        killed.append(True)
+        raise _Killed
+
+    def replace_unless_killed(*args: Any, **kwargs: Any) -> None:
+        if killed:
+            raise _Killed
+        replace(*args, **kwargs)
+
+    monkeypatch.setattr(store, "audit", audit_then_kill)
+    monkeypatch.setattr(trash.os, "replace", replace_unless_killed)
+    with pytest.raises(_Killed):
+        trash.erase(store, sid, "admin")
+    monkeypatch.undo()
+
+
 @pytest.mark.parametrize("audited", [True, False])
 @pytest.mark.parametrize("kept_before_ids", [False, True])
 def test_an_erasure_killed_around_its_audit_event_ends_as_the_audit_log_says(
@@ -490,24 +513,7 @@ def test_an_erasure_killed_around_its_audit_event_ends_as_the_audit_log_says(
     record_id = record.pop("deletion_id")
     if kept_before_ids:
         (data / "trash" / sid / trash.RECORD).write_text(json.dumps(record))
-    audit, replace, killed = store.audit, trash.os.replace, []
-
-    def audit_then_kill(*args: Any, **kwargs: Any) -> None:
-        if audited:
-            audit(*args, **kwargs)
-        killed.append(True)
-        raise _Killed
-
-    def replace_unless_killed(*args: Any, **kwargs: Any) -> None:
-        if killed:
-            raise _Killed
-        replace(*args, **kwargs)
-
-    monkeypatch.setattr(store, "audit", audit_then_kill)
-    monkeypatch.setattr(trash.os, "replace", replace_unless_killed)
-    with pytest.raises(_Killed):
-        trash.erase(store, sid, "admin")
-    monkeypatch.undo()
+    _erase_killed(store, sid, monkeypatch, audited=audited)
     store.close()
     assert (data / "trash" / f".{sid}.erasing").is_dir()
 
@@ -568,24 +574,7 @@ def test_an_erasure_killed_is_decided_by_its_deletion_not_by_the_clock(
                 store.audit("admin", "erase-study", sid)
             trash.restore(store, sid, "admin")
             _corrected_and_deleted_again(client, sid)
-    audit, replace, killed = store.audit, trash.os.replace, []
-
-    def audit_then_kill(*args: Any, **kwargs: Any) -> None:
-        if step == "back":
-            audit(*args, **kwargs)
-        killed.append(True)
-        raise _Killed
-
-    def replace_unless_killed(*args: Any, **kwargs: Any) -> None:
-        if killed:
-            raise _Killed
-        replace(*args, **kwargs)
-
-    monkeypatch.setattr(store, "audit", audit_then_kill)
-    monkeypatch.setattr(trash.os, "replace", replace_unless_killed)
-    with pytest.raises(_Killed):
-        trash.erase(store, sid, "admin")
-    monkeypatch.undo()
+    _erase_killed(store, sid, monkeypatch, audited=step == "back")
     store.close()
 
     app = create_app(WebSettings(data_dir=data))
@@ -759,7 +748,7 @@ def test_a_restore_that_fails_moving_its_files_puts_them_back_in_the_trash(
 
 
 def test_a_deletions_record_is_on_disk_before_its_rows_go(
-    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch, fsynced: list[int]
 ) -> None:
     """The record of a deleted study's rows (study.json, label_versions.json in .<id>.deleting/) was written
     and renamed without being flushed to disk, and the database's commit (flushed) removed the rows after it:
@@ -768,22 +757,18 @@ def test_a_deletions_record_is_on_disk_before_its_rows_go(
     flushed (fsync) before the deletion's transaction commits."""
     store = client.app.state.ctx.store
     sid, _ = _edited(client, series)
-    fsync, begin, synced, at_commit, needed = os.fsync, trash.begin, [], [], []
-
-    def recorded_fsync(fd: int) -> None:
-        synced.append(os.fstat(fd).st_ino)  # a file's inode: it is the same after a rename
-        fsync(fd)
+    begin, at_commit, needed = trash.begin, [], []
 
     def begin_then_commit(*args: Any) -> Path:
         pending = begin(*args)
-        at_commit.extend(synced)  # begin runs inside the deletion's transaction: it commits after
+        at_commit.extend(fsynced)  # begin runs inside the deletion's transaction: it commits after
         needed.extend(p.stat().st_ino for p in (pending / trash.RECORD, pending / trash.VERSIONS, pending))
         needed.append(pending.parent.stat().st_ino)  # trash/, which names .<id>.deleting
         needed.append(store.data_dir.stat().st_ino)  # which names trash/
         return pending
 
-    monkeypatch.setattr(os, "fsync", recorded_fsync)
     monkeypatch.setattr(trash, "begin", begin_then_commit)
+    fsynced.clear()  # what is flushed from here on
     assert delete_study(client, sid).status_code == 200
     assert len(needed) == 5 and set(needed) <= set(at_commit)
     [kept] = trash.deleted_studies(store)
@@ -831,6 +816,23 @@ def test_files_copied_across_file_systems_are_on_disk_before_their_source_is_rem
     assert len(list(copied.iterdir())) == len(series)
 
 
+def _restore_killed_before_its_entry_goes(store: Any, sid: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """trash.restore of `sid` killed after its commit, before it removes the emptied .<id>.restoring
+    (returned)."""
+    rmtree, restoring = trash.shutil.rmtree, trash.trash_dir(store) / f".{sid}.restoring"
+
+    def killed_before_the_entry_goes(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path) == restoring:
+            raise _Killed
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(trash.shutil, "rmtree", killed_before_the_entry_goes)
+    with pytest.raises(_Killed):
+        trash.restore(store, sid, "admin")
+    monkeypatch.undo()
+    return restoring
+
+
 def test_a_restore_whose_moves_were_lost_is_finished_at_the_next_start(
     tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -846,17 +848,7 @@ def test_a_restore_whose_moves_were_lost_is_finished_at_the_next_start(
         sid, edited = _edited(client, series)
         study = store.get_study(sid)
         assert delete_study(client, sid).status_code == 200
-    rmtree, restoring = trash.shutil.rmtree, data / "trash" / f".{sid}.restoring"
-
-    def killed_before_the_entry_goes(path: Any, *args: Any, **kwargs: Any) -> None:
-        if Path(path) == restoring:
-            raise _Killed
-        rmtree(path, *args, **kwargs)
-
-    monkeypatch.setattr(trash.shutil, "rmtree", killed_before_the_entry_goes)
-    with pytest.raises(_Killed):
-        trash.restore(store, sid, "admin")
-    monkeypatch.undo()
+    restoring = _restore_killed_before_its_entry_goes(store, sid, monkeypatch)
     store.close()
     for name, place in (("ct", store.series_dir(study)), ("cache", store.cache_dir(sid))):
         place.rename(restoring / name)  # the renames the disk had not written when power was lost
@@ -870,7 +862,7 @@ def test_a_restore_whose_moves_were_lost_is_finished_at_the_next_start(
 
 
 def test_an_erasure_is_out_of_a_restores_reach_on_disk_before_its_audit_event(
-    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch, fsynced: list[int]
 ) -> None:
     """The erase-study event decides an erasure (after a kill the next start finishes it when the event
     names the deletion); it was written while the entry's rename to .<id>.erasing might not be on the disk
@@ -880,25 +872,21 @@ def test_an_erasure_is_out_of_a_restores_reach_on_disk_before_its_audit_event(
     store = client.app.state.ctx.store
     sid = upload(client, series)["id"]
     assert delete_study(client, sid).status_code == 200
-    fsync, audit, synced, at_audit = os.fsync, store.audit, [], []
-
-    def recorded_fsync(fd: int) -> None:
-        synced.append(os.fstat(fd).st_ino)
-        fsync(fd)
+    audit, at_audit = store.audit, []
 
     def recorded_audit(*args: Any, **kwargs: Any) -> None:
-        at_audit.extend(synced)
+        at_audit.extend(fsynced)
         audit(*args, **kwargs)
 
-    monkeypatch.setattr(os, "fsync", recorded_fsync)
     monkeypatch.setattr(store, "audit", recorded_audit)
+    fsynced.clear()  # what is flushed from here on
     trash.erase(store, sid, "admin")
     assert (store.data_dir / "trash").stat().st_ino in at_audit
     assert store.audit_events(sid)[0].action == "erase-study" and trash.deleted_studies(store) == []
 
 
 def test_a_restores_moves_are_on_disk_before_its_rows_are_committed(
-    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch, fsynced: list[int]
 ) -> None:
     """A restore renamed its entry to .<id>.restoring and moved the files out, then committed the rows, none
     of the renames flushed: with the database flushing elsewhere (PostgreSQL), power lost after the commit
@@ -908,18 +896,14 @@ def test_a_restores_moves_are_on_disk_before_its_rows_are_committed(
     sid = upload(client, series)["id"]
     study = store.get_study(sid)
     assert delete_study(client, sid).status_code == 200
-    fsync, restore_rows, synced, at_commit = os.fsync, store.restore_rows, [], []
-
-    def recorded_fsync(fd: int) -> None:
-        synced.append(os.fstat(fd).st_ino)
-        fsync(fd)
+    restore_rows, at_commit = store.restore_rows, []
 
     def recorded_restore_rows(*args: Any, **kwargs: Any) -> None:
-        at_commit.extend(synced)
+        at_commit.extend(fsynced)
         restore_rows(*args, **kwargs)
 
-    monkeypatch.setattr(os, "fsync", recorded_fsync)
     monkeypatch.setattr(store, "restore_rows", recorded_restore_rows)
+    fsynced.clear()  # what is flushed from here on
     trash.restore(store, sid, "admin")
     changed = [store.data_dir / "trash", store.series_dir(study).parent, store.data_dir / "ct"]
     changed.append(store.data_dir / "cache")
@@ -1035,17 +1019,7 @@ def test_a_stopped_restores_entry_beside_a_later_deletion_of_the_study_keeps_bot
     with TestClient(app) as client:
         sid, edited = _edited(client, series)
         assert delete_study(client, sid).status_code == 200
-        rmtree, restoring = trash.shutil.rmtree, data / "trash" / f".{sid}.restoring"
-
-        def killed_before_the_entry_goes(path: Any, *args: Any, **kwargs: Any) -> None:
-            if Path(path) == restoring:
-                raise _Killed
-            rmtree(path, *args, **kwargs)
-
-        monkeypatch.setattr(trash.shutil, "rmtree", killed_before_the_entry_goes)
-        with pytest.raises(_Killed):
-            trash.restore(store, sid, "admin")
-        monkeypatch.undo()
+        restoring = _restore_killed_before_its_entry_goes(store, sid, monkeypatch)
         assert delete_study(client, sid).status_code == 200
     store.close()
     assert restoring.is_dir() and (data / "trash" / sid).is_dir()

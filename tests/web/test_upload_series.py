@@ -457,7 +457,7 @@ def test_another_patients_series_with_a_stored_series_uid_is_refused_without_nam
 
 
 def test_an_uploads_files_are_on_disk_before_its_study_is_committed(
-    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsynced: list[int]
 ) -> None:
     """An upload's files (its series in ct/, its decoded images in cache/, its other series in uploads/) were
     written or moved without being flushed to disk before the study's row was committed (which the database
@@ -465,11 +465,7 @@ def test_an_uploads_files_are_on_disk_before_its_study_is_committed(
     and the folders naming them are now flushed (fsync) before the commit; a series opened from the kept
     upload too (copied from uploads/ to ct/)."""
     store = client.app.state.ctx.store
-    os_fsync, add, synced, checked = os.fsync, store.add_study, [], []
-
-    def recorded_fsync(fd: int) -> None:
-        synced.append(os.fstat(fd).st_ino)  # a file's inode: it is the same after a rename
-        os_fsync(fd)
+    add, synced, checked = store.add_study, fsynced, []
 
     def add_when_on_disk(study: Any, *args: Any, **kwargs: Any) -> Any:
         folders = [store.series_dir(study), store.cache_dir(study.id)]
@@ -484,7 +480,6 @@ def test_an_uploads_files_are_on_disk_before_its_study_is_committed(
         checked.append(study.id)
         return add(study, *args, **kwargs)
 
-    monkeypatch.setattr(os, "fsync", recorded_fsync)
     monkeypatch.setattr(store, "add_study", add_when_on_disk)
     study, _ = _upload_exam(client, tmp_path)
     arterial = study["series"][1]["series_uid"]
