@@ -9,6 +9,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -1209,3 +1210,26 @@ def test_a_move_removes_its_source_only_beside_the_copy_it_made_itself(
     trash._move_dir(src, mine)  # finished: the copy is its own
     assert not src.exists() and [p.name for p in mine.iterdir()] == ["kept.dcm"]
     assert sorted(p.name for p in mine.parent.iterdir()) == ["mine", "series"]  # no mark left
+
+
+def test_a_deletion_kept_without_its_images_is_not_restored_without_them(
+    client: TestClient, series: list[Path]
+) -> None:
+    """A deletion kept without its images (a restore beside the server before the ct lock held across
+    processes left them with a study of the same series uploaded meanwhile: trash._move_in) was, once that
+    study was deleted too, restored (200) as a study whose images are nowhere. The restore is refused (409
+    saying its images are not kept); the deletion stays kept, and the other deletion restores the images."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    live = upload(client, series)["id"]
+    shutil.rmtree(store.data_dir / "trash" / sid / "ct")  # as the put-back of such a restore left it
+    assert delete_study(client, live).status_code == 200
+    r = client.post(f"/api/deleted-studies/{sid}/restore")
+    assert r.status_code == 409 and "images are not kept" in r.json()["detail"], r.text
+    assert sorted(d["id"] for d in client.get("/api/deleted-studies").json()) == sorted([sid, live])
+    assert sorted((store.data_dir / "trash" / sid).iterdir()) == sorted(
+        store.data_dir / "trash" / sid / n for n in ("cache", trash.RECORD, trash.VERSIONS)
+    )
+    assert client.post(f"/api/deleted-studies/{live}/restore").status_code == 200
+    assert client.get(f"/api/studies/{live}/image/axial/5").status_code == 200

@@ -500,7 +500,8 @@ def _not_restorable(store: Store, study_id: str) -> StoreError | None:
 
 
 def restore(store: Store, study_id: str, actor: str, client: str | None = None) -> Study:
-    """Put a kept deletion back: its files, its study row and every label version, as they were."""
+    """Put a kept deletion back: its files, its study row and every label version, as they were. Refused
+    (ConflictError) when its series is held by a study again, or its images are not kept with it."""
     for _ in range(_TRIES):
         if (study := _restore(store, study_id, actor, client)) is not None:
             return study
@@ -538,6 +539,15 @@ def _restore(store: Store, study_id: str, actor: str, client: str | None) -> Stu
             if (why := _not_restorable(store, study_id)) is not None:
                 raise why from None
             return None
+        if not (restoring / "ct").is_dir():  # left with a study holding the series then (`_move_in`)
+            with _no_put_back(store):
+                os.replace(restoring, entry)
+            raise ConflictError(
+                f"Study {study_id} is not restored: its images are not kept with it (they stayed with a "
+                "study of the same series that held them when this deletion was put back; that study's own "
+                "deletion keeps them, when it is kept). It stays kept with its label versions until it is "
+                "erased."
+            )
         try:
             _move_out(restoring, files, study)
             _sync_moves(restoring, files)
