@@ -5,8 +5,11 @@ and every label version; it is erased when its time is up, on `sarcoscope studie
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import fcntl
 import json
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -1065,15 +1068,73 @@ def test_a_restore_while_another_restores_the_study_is_told_to_try_again(
     np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
 
 
-@pytest.mark.parametrize("stopped", ["failed", "killed"])
-def test_a_stopped_restore_beside_the_server_leaves_a_live_studys_images_where_they_are(
-    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, stopped: str
+def _contended(monkeypatch: pytest.MonkeyPatch, seen: threading.Event) -> None:
+    """`seen` is set when a flock has to wait for another holder (here: the other Store's ct lock)."""
+    flock = fcntl.flock
+
+    def noticing(fd: int, operation: int) -> None:
+        try:
+            flock(fd, operation | fcntl.LOCK_NB)
+        except BlockingIOError:
+            seen.set()
+            flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", noticing)
+
+
+def test_a_restore_beside_the_server_never_removes_the_deleted_studys_images_for_an_upload_meanwhile(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`sarcoscope studies restore` (its own process: its own ct locks) moved the series' files out while
-    the server's upload of the same series had checked that folder free; the server committed its study
-    first, so the restore's rows were refused (failed) or it was killed there (killed). Putting the restore
-    back moved the series' folder into the trash entry: the live study's images with it. They now stay with
-    the study that holds the series; the deletion stays kept."""
+    """`sarcoscope studies restore` (its own process) checked the series' folder free, then the server's
+    upload of the same series (its own ct locks) created it, and the restore's move, finding it there, took
+    it for its own cut copy and removed the source: the kept deletion's images. The ct lock now holds across
+    processes: the upload waits for the restore, which restores the study; the upload is refused."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    beside = Store(data)
+    with TestClient(app) as client:
+        sid = upload(client, series)["id"]
+        assert delete_study(client, sid).status_code == 200
+        waited, answers = threading.Event(), []
+        _contended(monkeypatch, waited)
+
+        def upload_meanwhile() -> None:
+            answers.append(client.post("/api/studies", files=multipart(series)))
+            waited.set()
+
+        server = threading.Thread(target=upload_meanwhile)
+        move_out = trash._move_out
+
+        def after_the_restores_check(*args: Any) -> None:
+            server.start()
+            assert waited.wait(60)  # the upload has waited for the lock (or, unlocked, is done)
+            move_out(*args)
+
+        monkeypatch.setattr(trash, "_move_out", after_the_restores_check)
+        try:
+            restored: Any = trash.restore(beside, sid, cli_actor())
+        except ConflictError as exc:
+            restored = exc
+        server.join()
+        monkeypatch.undo()
+        kept = sorted((data / "trash" / sid / "ct").glob("*"))
+        assert kept or client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200, "images lost"
+        assert getattr(restored, "id", restored) == sid
+        [answer] = answers
+        assert answer.status_code == 409 and "already" in answer.json()["detail"], answer.text
+        assert client.get(f"/api/studies/{sid}/dicom", params={"first": 0, "last": 2}).status_code == 200
+        assert client.get("/api/deleted-studies").json() == []
+    beside.close()
+    app.state.ctx.store.close()
+
+
+def test_a_restore_beside_the_servers_upload_of_its_series_waits_for_it_and_is_refused(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's upload of a deleted study's series checked the folder free; `sarcoscope studies
+    restore` beside it then moved the deleted series there (or, killed, left it half moved) while the upload
+    went on. The restore now waits for the upload's ct lock and is refused (its series uploaded again): the
+    deletion stays kept with its images, the upload's study has its own."""
     data = tmp_path / "data"
     app = create_app(WebSettings(data_dir=data))
     store, beside = app.state.ctx.store, Store(data)
@@ -1081,43 +1142,94 @@ def test_a_stopped_restore_beside_the_server_leaves_a_live_studys_images_where_t
         sid = upload(client, series)["id"]
         assert delete_study(client, sid).status_code == 200
         dest = store.series_dir(trash._study_of(data / "trash" / sid))
-        checked, moved, made = threading.Event(), threading.Event(), volumes.private_dir
+        waited, made, outcome = threading.Event(), volumes.private_dir, []
+        _contended(monkeypatch, waited)
+
+        def restore_meanwhile() -> None:
+            try:
+                outcome.append(trash.restore(beside, sid, cli_actor()))
+            except ConflictError as exc:
+                outcome.append(exc)
+            waited.set()
+
+        restoring = threading.Thread(target=restore_meanwhile)
 
         def after_the_uploads_check(path: Path) -> Path:
             if path == dest:
-                checked.set()
-                assert moved.wait(60)
+                restoring.start()
+                assert waited.wait(60)  # the restore has waited for the lock (or, unlocked, is done)
             return made(path)
 
         monkeypatch.setattr(volumes, "private_dir", after_the_uploads_check)
-        again: list[str] = []
-        server = threading.Thread(target=lambda: again.append(upload(client, series)["id"]))
-        server.start()
-        assert checked.wait(60)
-        restore_rows = beside.restore_rows
-
-        def after_the_servers_commit(*args: Any, **kwargs: Any) -> None:
-            moved.set()
-            server.join()
-            restore_rows(*args, **kwargs)
-
-        def killed(*_: Any, **__: Any) -> None:
-            raise _Killed
-
-        monkeypatch.setattr(beside, "restore_rows", after_the_servers_commit)
-        if stopped == "killed":
-            monkeypatch.setattr(trash, "_move_in", killed)
-        with pytest.raises(_Killed if stopped == "killed" else ConflictError):
-            trash.restore(beside, sid, cli_actor())
+        r = client.post("/api/studies", files=multipart(series))
+        restoring.join()
         monkeypatch.undo()
-    beside.close()
-    [live] = again
-    if stopped == "killed":
-        store.close()
-        app = create_app(WebSettings(data_dir=data))
-    with TestClient(app) as client:
+        assert r.status_code == 201, r.text
+        live = r.json()["id"]
+        [refused] = outcome
+        assert isinstance(refused, ConflictError) and "uploaded again" in str(refused), refused
         assert [d["id"] for d in client.get("/api/deleted-studies").json()] == [sid]
         assert client.get(f"/api/studies/{live}/image/axial/5").status_code == 200
-        assert client.get(f"/api/studies/{live}/dicom", params={"first": 0, "last": 2}).status_code == 200
-    assert sorted(p.name for p in dest.iterdir()) and not (data / "trash" / sid / "ct").exists()
-    app.state.ctx.store.close()
+        assert sorted((data / "trash" / sid / "ct").glob("*")) and sorted(dest.glob("*"))
+    beside.close()
+    store.close()
+
+
+def test_a_move_removes_its_source_only_beside_the_copy_it_made_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trash._move_dir took any folder in its destination's place for its own copy cut before the source's
+    removal, and removed the source: a series' folder made there by someone else took the kept deletion's
+    images. Only a copy its mark names is finished; another destination leaves the source as it is."""
+    src, dst = tmp_path / "entry" / "ct", tmp_path / "ct" / "series"
+    for folder, name in ((src, "kept.dcm"), (dst, "live.dcm")):
+        folder.mkdir(parents=True)
+        (folder / name).write_bytes(name.encode())
+    with pytest.raises(FileExistsError):
+        trash._move_dir(src, dst)
+    assert [p.name for p in src.iterdir()] == ["kept.dcm"] and [p.name for p in dst.iterdir()] == ["live.dcm"]
+
+    replace, rmtree = os.replace, trash.shutil.rmtree
+
+    def across_file_systems(a: Any, b: Any) -> None:
+        if Path(a) == src:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        replace(a, b)
+
+    def killed(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path) == src and not kwargs.get("ignore_errors"):
+            raise _Killed
+        rmtree(path, *args, **kwargs)
+
+    mine = tmp_path / "ct" / "mine"
+    monkeypatch.setattr(trash.os, "replace", across_file_systems)
+    monkeypatch.setattr(trash.shutil, "rmtree", killed)
+    with pytest.raises(_Killed):  # copied and renamed into place, cut before the source's removal
+        trash._move_dir(src, mine)
+    monkeypatch.undo()
+    trash._move_dir(src, mine)  # finished: the copy is its own
+    assert not src.exists() and [p.name for p in mine.iterdir()] == ["kept.dcm"]
+    assert sorted(p.name for p in mine.parent.iterdir()) == ["mine", "series"]  # no mark left
+
+
+def test_a_deletion_kept_without_its_images_is_not_restored_without_them(
+    client: TestClient, series: list[Path]
+) -> None:
+    """A deletion kept without its images (a restore beside the server before the ct lock held across
+    processes left them with a study of the same series uploaded meanwhile: trash._move_in) was, once that
+    study was deleted too, restored (200) as a study whose images are nowhere. The restore is refused (409
+    saying its images are not kept); the deletion stays kept, and the other deletion restores the images."""
+    store = client.app.state.ctx.store
+    sid = upload(client, series)["id"]
+    assert delete_study(client, sid).status_code == 200
+    live = upload(client, series)["id"]
+    shutil.rmtree(store.data_dir / "trash" / sid / "ct")  # as the put-back of such a restore left it
+    assert delete_study(client, live).status_code == 200
+    r = client.post(f"/api/deleted-studies/{sid}/restore")
+    assert r.status_code == 409 and "images are not kept" in r.json()["detail"], r.text
+    assert sorted(d["id"] for d in client.get("/api/deleted-studies").json()) == sorted([sid, live])
+    assert sorted((store.data_dir / "trash" / sid).iterdir()) == sorted(
+        store.data_dir / "trash" / sid / n for n in ("cache", trash.RECORD, trash.VERSIONS)
+    )
+    assert client.post(f"/api/deleted-studies/{live}/restore").status_code == 200
+    assert client.get(f"/api/studies/{live}/image/axial/5").status_code == 200

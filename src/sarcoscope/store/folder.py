@@ -4,7 +4,9 @@ order their writing and removal, and their removal when no study owns them any m
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
 import shutil
 import threading
 import uuid
@@ -16,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from sarcoscope.store.errors import StoreError
-from sarcoscope.store.files import private_dir
+from sarcoscope.store.files import PRIVATE_FILE_MODE, private_dir
 from sarcoscope.store.models import Study
 from sarcoscope.store.studies import STUDY_ID_RE, StudiesMixin, is_dicom_uid
 
@@ -38,11 +40,24 @@ class DataFolderMixin(StudiesMixin):
             raise StoreError(f"Invalid study id {study_id!r}; refusing to build a path from it.")
         return self.data_dir / "cache" / study_id
 
-    def ct_lock(self, study_uid: str) -> threading.Lock:
+    @contextmanager
+    def ct_lock(self, study_uid: str) -> Iterator[None]:
         """Held by whoever adds or removes files in `ct/<StudyUID>/`, deciding by the study rows read under
         it: a series' folder is filled only when no study has it, and removed only when none has it.
-        One server per data folder (`lock`), so the locks of this process are enough."""
-        return self._ct_locks[zlib.crc32(study_uid.encode()) % len(self._ct_locks)]
+        Threads of this process: a lock; `sarcoscope studies restore` beside the server: then the data
+        folder's `locks/ct-<n>.lock` (flock, let go when the process ends, even by a kill). Lock order:
+        `upload_lock` before it, never after; `trash._no_put_back` and database transactions may be taken
+        under it, and none of them is held while waiting for it."""
+        bucket = zlib.crc32(study_uid.encode()) % len(self._ct_locks)
+        with self._ct_locks[bucket]:
+            path = private_dir(self.data_dir / "locks") / f"ct-{bucket}.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+            try:
+                os.fchmod(fd, PRIVATE_FILE_MODE)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # lets go of the flock
 
     def upload_lock(self, upload_id: str) -> threading.Lock:
         """Held while a study of a kept upload is added or the upload removed, so that its last study's

@@ -225,12 +225,19 @@ def finish(store: Store, study: Study, pending: Path) -> None:
 
 def _move_dir(src: Path, dst: Path) -> None:
     """Move a folder to `dst`, across file systems too (a site may mount `ct/` on a larger disk): then it is
-    copied under a temporary name, renamed when whole and on the disk (fsync), and the source removed. Cut
-    anywhere, calling it again finishes it (a whole `dst` beside a source means only the source's removal
-    was cut)."""
+    copied under a temporary name, marked as this move's (`.<name>.moved` beside it names the copy's inode),
+    renamed when whole and on the disk (fsync), and the source removed. Cut anywhere, calling it again
+    finishes it: a `dst` beside the source is taken for this move's only when its mark names it. Any other is
+    not this move's to finish (a study's files put there meanwhile): FileExistsError, the source left as it
+    is, for it may be the only copy of a kept deletion's images."""
+    moved = dst.with_name(f".{dst.name}.moved")
     if dst.exists():
+        if not _moved_here(moved, dst):
+            raise FileExistsError(errno.EEXIST, "Not moved: other files are in its place already")
         shutil.rmtree(src, ignore_errors=True)
+        moved.unlink(missing_ok=True)
         return
+    moved.unlink(missing_ok=True)  # a mark of a move cut before its rename names no copy
     try:
         os.replace(src, dst)
         return
@@ -241,9 +248,25 @@ def _move_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(part, ignore_errors=True)
     shutil.copytree(src, part, symlinks=True)
     sync_tree(part)
+    with atomic_private_file(moved, durable=True) as f:
+        f.write(_identity(part).encode())
     os.replace(part, dst)
     sync_dir(dst.parent)
     shutil.rmtree(src)
+    moved.unlink()
+
+
+def _identity(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def _moved_here(moved: Path, dst: Path) -> bool:
+    """Whether `dst` is the copy a cut `_move_dir` renamed into place (its mark names it)."""
+    try:
+        return moved.read_text() == _identity(dst)
+    except (OSError, ValueError):
+        return False
 
 
 # -- what is kept ---------------------------------------------------------------------------------------
@@ -477,7 +500,8 @@ def _not_restorable(store: Store, study_id: str) -> StoreError | None:
 
 
 def restore(store: Store, study_id: str, actor: str, client: str | None = None) -> Study:
-    """Put a kept deletion back: its files, its study row and every label version, as they were."""
+    """Put a kept deletion back: its files, its study row and every label version, as they were. Refused
+    (ConflictError) when its series is held by a study again, or its images are not kept with it."""
     for _ in range(_TRIES):
         if (study := _restore(store, study_id, actor, client)) is not None:
             return study
@@ -515,6 +539,15 @@ def _restore(store: Store, study_id: str, actor: str, client: str | None) -> Stu
             if (why := _not_restorable(store, study_id)) is not None:
                 raise why from None
             return None
+        if not (restoring / "ct").is_dir():  # left with a study holding the series then (`_move_in`)
+            with _no_put_back(store):
+                os.replace(restoring, entry)
+            raise ConflictError(
+                f"Study {study_id} is not restored: its images are not kept with it (they stayed with a "
+                "study of the same series that held them when this deletion was put back; that study's own "
+                "deletion keeps them, when it is kept). It stays kept with its label versions until it is "
+                "erased."
+            )
         try:
             _move_out(restoring, files, study)
             _sync_moves(restoring, files)
@@ -555,8 +588,8 @@ def _sync_moves(entry: Path, files: dict[str, Path]) -> None:
 
 def _move_in(store: Store, entry: Path, study: Study) -> None:
     """Back into the entry what a stopped restore had moved out, only what no live study owns: a study
-    holding the series now (uploaded again by a server beside `sarcoscope studies restore`, whose ct locks
-    are its own, after the restore moved the folder out) keeps its images there; an upload's other series
+    holding the series now keeps its images there (none can come while the restore holds the ct lock, which
+    the server beside `sarcoscope studies restore` shares: kept as a second guard); an upload's other series
     only when no study holds them (then they were this entry's)."""
     owned = {
         "ct": store.find_series(study.series_uid) is not None,
