@@ -168,7 +168,7 @@ def test_an_upload_whose_last_study_is_deleted_while_another_series_opens_keeps_
     study = r.json()
     store = client.app.state.ctx.store
     pv_study = store.get_study(study["id"]).study_uid
-    assert store.ct_lock(pv_study) is not store.ct_lock("1.2.826.0.1.3680043.8.498.4711")  # no wait there
+    assert store.ct_bucket(pv_study) != store.ct_bucket("1.2.826.0.1.3680043.8.498.4711")  # no wait there
     (kept,) = (store.data_dir / "uploads").iterdir()
     add, adding = store.add_study, threading.Event()
 

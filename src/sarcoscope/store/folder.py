@@ -48,7 +48,7 @@ class DataFolderMixin(StudiesMixin):
         folder's `locks/ct-<n>.lock` (flock, let go when the process ends, even by a kill). Lock order:
         `upload_lock` before it, never after; `trash._no_put_back` and database transactions may be taken
         under it, and none of them is held while waiting for it."""
-        bucket = zlib.crc32(study_uid.encode()) % len(self._ct_locks)
+        bucket = self.ct_bucket(study_uid)
         with self._ct_locks[bucket]:
             path = private_dir(self.data_dir / "locks") / f"ct-{bucket}.lock"
             fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
@@ -58,6 +58,10 @@ class DataFolderMixin(StudiesMixin):
                 yield
             finally:
                 os.close(fd)  # lets go of the flock
+
+    def ct_bucket(self, study_uid: str) -> int:
+        """Which of the ct locks `study_uid` shares (studies of one bucket wait for each other)."""
+        return zlib.crc32(study_uid.encode()) % len(self._ct_locks)
 
     def upload_lock(self, upload_id: str) -> threading.Lock:
         """Held while a study of a kept upload is added or the upload removed, so that its last study's
