@@ -42,7 +42,7 @@ def list_deleted(request: Request, response: Response, ctx: Ctx, user: User) -> 
 @router.post("/deleted-studies/{study_id}/restore", tags=["studies"])
 def restore_deleted(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Put a deleted study back as it was (404: not kept; 409: its series was uploaded again since, it is
-    being restored or erased (try again), or its record cannot be read)."""
+    being restored or erased (try again), its record cannot be read, or its images are not kept with it)."""
     return study_json(ctx, trash.restore(ctx.store, study_id, user, client_of(request)))
 
 
