@@ -121,9 +121,12 @@ def test_basic_auth_and_a_token_together_are_refused(
     token_file.write_text(OLD)
     runner = CliRunner()
     env = {TOKEN_FILE_ENV: str(token_file)}
+    both = f"http://radiology:s3cret@{host}"
     for args in (
-        ["analyze", f"dicomweb+http://radiology:s3cret@{host}/studies/1.2.3", "-o", str(tmp_path / "out")],
-        ["serve", "--data-dir", str(tmp_path / "data"), "--dicomweb-url", f"http://radiology:s3cret@{host}"],
+        ["analyze", f"dicomweb+{both}/studies/1.2.3", "-o", str(tmp_path / "out")],
+        ["serve", "--data-dir", str(tmp_path / "data"), "--dicomweb-url", both],
+        ["batch", f"dicomweb+{both}", "--query", "PatientID=P-1", "-o", str(tmp_path / "b")],
+        ["listen", "-o", str(tmp_path / "node"), "--engine", "threshold", "--push-dicomweb", both],
     ):
         result = runner.invoke(app, args, env=env)
         assert result.exit_code == 1, result.output
