@@ -18,6 +18,7 @@ from sarcoscope.cli.common import (
     ENGINE_HELP,
     AcceptBurnedInOption,
     Convention,
+    DicomwebTokenFileOption,
     KeepCharacteristicsOption,
     KeepDatesOption,
     LabelOrder,
@@ -186,6 +187,7 @@ def analyze(
     ] = False,
     pacs_connect_timeout: PacsConnectTimeoutOption = 10.0,
     pacs_timeout: PacsTimeoutOption = 60.0,
+    dicomweb_token_file: DicomwebTokenFileOption = None,
     deidentify: Annotated[
         bool,
         typer.Option("--deidentify", help="De-identify every written file (DICOM PS3.15 basic profile)."),
@@ -203,13 +205,21 @@ def analyze(
     from sarcoscope.composition.assessment import parse_sex
     from sarcoscope.imaging import CTVolume, read_ct
     from sarcoscope.level import parse_range
-    from sarcoscope.pacs.dicomweb import check_waits, fetch_series, is_dicomweb, shown_url, store_results
+    from sarcoscope.pacs.dicomweb import (
+        check_waits,
+        fetch_series,
+        is_dicomweb,
+        shown_url,
+        store_results,
+        use_token_file,
+    )
     from sarcoscope.pipeline import analyze as run_analysis
 
     def body() -> None:
         if slice_index is not None and slice_range is not None:
             raise SarcoscopeError("Give either --slice or --range, not both.")
         patient_sex = parse_sex(sex)  # refused before any work
+        use_token_file(dicomweb_token_file)
         if push and not is_dicomweb(ct_path):
             raise SarcoscopeError(
                 "--push stores results back to a DICOMweb server: give a dicomweb+http:// input."

@@ -10,6 +10,7 @@ from rich.table import Table
 from sarcoscope.cli.common import (
     ENGINE_HELP,
     AcceptBurnedInOption,
+    DicomwebTokenFileOption,
     KeepCharacteristicsOption,
     KeepDatesOption,
     PacsConnectTimeoutOption,
@@ -78,6 +79,7 @@ def batch(
     ] = False,
     pacs_connect_timeout: PacsConnectTimeoutOption = 10.0,
     pacs_timeout: PacsTimeoutOption = 60.0,
+    dicomweb_token_file: DicomwebTokenFileOption = None,
     every_series: Annotated[
         bool,
         typer.Option(
@@ -92,7 +94,7 @@ def batch(
 
     from sarcoscope.batch import dicomweb_cases, discover_cases, read_manifest, run_batch
     from sarcoscope.composition import available_cutoff_sets
-    from sarcoscope.pacs.dicomweb import check_waits, is_dicomweb, parse_query
+    from sarcoscope.pacs.dicomweb import check_waits, is_dicomweb, parse_query, use_token_file
     from sarcoscope.segmentation import get_engine
 
     def body() -> None:
@@ -105,6 +107,7 @@ def batch(
                 f"Unknown cutoff set '{cutoffs}'. Available: {', '.join(available_cutoff_sets())}."
             )
         check_waits(pacs_connect_timeout, pacs_timeout)  # before the cohort is searched for
+        use_token_file(dicomweb_token_file)
         policy = deid_policy(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )

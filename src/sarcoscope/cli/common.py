@@ -123,6 +123,17 @@ SecretFileOption = Annotated[
         "else ~/.config/sarcoscope/deidentification.key. The same key gives the same pseudonyms.",
     ),
 ]
+#: The file holding a DICOMweb server's OAuth bearer token (pacs.dicomweb.BearerToken); the token itself is
+#: only ever read from a file or the environment, never from the command line (other users see argv).
+DicomwebTokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--dicomweb-token-file",
+        envvar="SARCOSCOPE_DICOMWEB_TOKEN_FILE",
+        help="File holding the DICOMweb server's OAuth bearer token (one line; read again when the server "
+        "answers 401). Or the token itself in $SARCOSCOPE_DICOMWEB_TOKEN.",
+    ),
+]
 #: How long to wait for a PACS, for every request sarcoscope makes to it: a DICOMweb search (QIDO-RS), a
 #: retrieval (WADO-RS), a push (STOW-RS or C-STORE). `--push-…`, the names the push had alone, still work.
 PacsConnectTimeoutOption = Annotated[

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from sarcoscope.cli.common import (
     ENGINE_HELP,
+    DicomwebTokenFileOption,
     PacsConnectTimeoutOption,
     PacsTimeoutOption,
     app,
@@ -77,8 +78,10 @@ def serve(
     ] = None,
     pacs_connect_timeout: PacsConnectTimeoutOption = 10.0,
     pacs_timeout: PacsTimeoutOption = 60.0,
+    dicomweb_token_file: DicomwebTokenFileOption = None,
 ) -> None:
     """Run the web labeling application (browser UI and API) at http://HOST:PORT/."""
+    from sarcoscope.pacs.dicomweb import check_auth, use_token_file
     from sarcoscope.web import serve as run_server
     from sarcoscope.web.settings import load_token
 
@@ -88,6 +91,9 @@ def serve(
                 "--token is not accepted: a token on the command line is visible to every user of this "
                 "machine. Put it in a file readable only by you (--token-file) or in SARCOSCOPE_TOKEN."
             )
+        use_token_file(dicomweb_token_file)
+        if dicomweb_url:  # basic auth and a bearer token both: refused now, not at every PACS request
+            check_auth(dicomweb_url)
         run_server(
             host=host,
             port=port,
@@ -131,6 +137,7 @@ def listen(
     ] = None,
     push_connect_timeout: PacsConnectTimeoutOption = 10.0,
     push_timeout: PacsTimeoutOption = 60.0,
+    dicomweb_token_file: DicomwebTokenFileOption = None,
     send_attempts: Annotated[
         int,
         typer.Option(
@@ -155,12 +162,14 @@ def listen(
     """Receive CT series by DICOM C-STORE, analyse each complete series, send the results back."""
     import logging
 
+    from sarcoscope.pacs.dicomweb import use_token_file
     from sarcoscope.pacs.node import ListenSettings, Node, parse_peer
 
     def body() -> None:
         if port < 1 or port > 65535:
             raise SarcoscopeError("--port must be 1 to 65535.")
         check_output_folder(out)
+        use_token_file(dicomweb_token_file)
         node = Node(
             ListenSettings(
                 out=out,

@@ -13,11 +13,15 @@ wildcards (`*`, `?`) unencoded: Orthanc's DICOMweb plugin treats a percent-encod
 server to honour `offset` or `limit` (a server may cap pages or ignore offset). A ModalitiesInStudy
 filter is never sent: Orthanc 1.10 applies it after limit/offset, so pages came back short and studies
 were lost (measured in tests/batch/test_batch_dicomweb.py); the modalities are checked on the results.
+
+A server address may carry `user:password@` (HTTP basic auth), or every request may carry an OAuth bearer
+token (`BearerToken`: cloud and gateway DICOMweb servers); never both. Neither is ever shown.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -27,11 +31,16 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pydicom
 import requests
+import requests.auth
 import urllib3
 
 from sarcoscope.errors import InputError, OutputError, SarcoscopeError
 
 SCHEME = "dicomweb+"
+#: Where the bearer token comes from: the token itself, or a file holding it (--dicomweb-token-file).
+TOKEN_ENV = "SARCOSCOPE_DICOMWEB_TOKEN"
+TOKEN_FILE_ENV = "SARCOSCOPE_DICOMWEB_TOKEN_FILE"
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: what an Authorization header can carry
 _URL = re.compile(
     r"^dicomweb\+(?P<base>https?://[^/?#]+(?:/[^?#]*?)?)/studies/(?P<study>[0-9.]+)"
     r"(?:/series/(?P<series>[0-9.]+))?/?$"
@@ -124,6 +133,120 @@ class SeriesSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class BearerToken(requests.auth.AuthBase):
+    """An OAuth bearer token sent with every request (`Authorization: Bearer …`), from
+    SARCOSCOPE_DICOMWEB_TOKEN or from a file. Tokens of cloud DICOMweb servers expire (hourly) and a
+    sidecar rewrites the file: a 401 answer makes it read the file again and, if the token changed, send
+    the request once more with it.
+
+    The token is never shown: not in repr, messages or logs (a header is not logged)."""
+
+    def __init__(self, value: str | None = None, file: Path | None = None) -> None:
+        if (value is None) == (file is None):
+            raise InputError(
+                f"Give the DICOMweb bearer token one way: {TOKEN_ENV} or a token file "
+                f"(--dicomweb-token-file, {TOKEN_FILE_ENV}), not both."
+            )
+        self.file = file
+        self._value = self._read() if file is not None else _checked_token(value or "", f"{TOKEN_ENV}")
+
+    @classmethod
+    def from_env(cls) -> BearerToken | None:
+        """The token the environment configures (None: none)."""
+        value, file = os.environ.get(TOKEN_ENV) or None, os.environ.get(TOKEN_FILE_ENV) or None
+        if value is None and file is None:
+            return None
+        return cls(value, Path(file) if file else None)
+
+    def __repr__(self) -> str:
+        return f"BearerToken(file={self.file})" if self.file else "BearerToken(from the environment)"
+
+    def _read(self) -> str:
+        assert self.file is not None
+        try:
+            text = self.file.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "it is not ASCII text"
+            raise InputError(f"Cannot read the DICOMweb token file {self.file}: {why or exc}.") from None
+        return _checked_token(text, f"the DICOMweb token file {self.file}")
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._value}"
+        request.register_hook("response", self._renew_on_401)
+        return request
+
+    def _renew_on_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        """A 401 answer: read the token file again; a new token is sent once (the server's answer to it
+        stands, whatever it is). An unchanged token, or one from the environment, leaves the 401."""
+        if response.status_code != 401 or self.file is None or response.request is None:
+            return response
+        try:
+            fresh = self._read()
+        except InputError:
+            return response  # a file half-written by its sidecar: the 401 stands, the next request reads it
+        if fresh == self._value:
+            return response
+        self._value = fresh
+        if not isinstance(response.request.body, (bytes, str, type(None))):
+            # a chunked STOW-RS body was read as it was sent and cannot be sent again: the 401 stands and
+            # the next request has the new token (a store searches the study first, which renews it)
+            return response
+        _ = response.content  # the 401's body, so that its connection can be reused
+        response.close()
+        again = response.request.copy()
+        again.headers["Authorization"] = f"Bearer {fresh}"
+        renewed = response.connection.send(again, **kwargs)
+        renewed.history.append(response)
+        renewed.request = again
+        return renewed
+
+
+def _checked_token(text: str, where: str) -> str:
+    """The token in `text` (surrounding whitespace dropped); InputError naming `where`, never the text."""
+    token = text.strip()
+    if not token:
+        raise InputError(f"No DICOMweb bearer token in {where}: it is empty.")
+    if not _TOKEN.match(token):
+        raise InputError(
+            f"The DICOMweb bearer token in {where} must be one line of visible ASCII characters (no spaces; "
+            "just the token, without 'Bearer')."
+        )
+    return token
+
+
+def use_token_file(file: Path | None) -> None:
+    """Make every DICOMweb server of this process (and of processes it starts) use the token in `file`
+    (the --dicomweb-token-file option); checked now, before any work."""
+    if file is not None:
+        os.environ[TOKEN_FILE_ENV] = str(file)
+        BearerToken.from_env()
+
+
+def check_auth(url: str) -> None:
+    """Refuse, before any work, a server address with `user:password@` when a bearer token is configured
+    too, and a token that cannot be read (see DICOMwebServer)."""
+    try:
+        parts = urlsplit(url.removeprefix(SCHEME))
+    except ValueError:  # an address that cannot be read is refused where it is read, saying so
+        parts = urlsplit("")
+    _auth(parts)
+
+
+def _auth(parts: Any) -> BearerToken | tuple[str, str] | None:
+    """How to log in to the server at `parts` (a urlsplit): HTTP basic auth from its user:password@, the
+    configured bearer token, or neither; both is refused (which one would the server want?)."""
+    token = BearerToken.from_env()
+    if parts.username is None:
+        return token
+    if token is not None:
+        raise InputError(
+            f"The DICOMweb server {shown_url(urlunsplit(parts))} is given both HTTP basic auth "
+            f"(user:password@ in its address) and a bearer token ({TOKEN_ENV} or --dicomweb-token-file): "
+            "give one of them."
+        )
+    return (unquote(parts.username), unquote(parts.password or ""))
 
 
 def is_dicomweb(text: str) -> bool:
@@ -314,7 +437,8 @@ class _Ending:
 
 class DICOMwebServer:
     """A DICOMweb server: search (QIDO-RS), retrieve (WADO-RS) and store (STOW-RS). A server address
-    with `user:password@` logs in with HTTP basic auth (use HTTPS); messages never show the password.
+    with `user:password@` logs in with HTTP basic auth (use HTTPS); a configured bearer token
+    (`BearerToken.from_env`) is sent instead by an address without; messages never show either.
 
     Every failure is a DICOMwebServerError naming the server (without its password), never a traceback.
     Each wait has a bound, as the C-STORE path's (node.send_c_store): `connect_timeout` seconds for the TCP
@@ -324,8 +448,8 @@ class DICOMwebServer:
     def __init__(self, base_url: str, timeout: float = 60.0, connect_timeout: float = 10.0) -> None:
         parts = urlsplit(base_url.rstrip("/"))
         self._session = requests.Session()
-        if parts.username is not None:  # user:password@ becomes HTTP basic auth, and leaves the URL
-            self._session.auth = (unquote(parts.username), unquote(parts.password or ""))
+        self._session.auth = _auth(parts)
+        if parts.username is not None:  # user:password@ became HTTP basic auth, and leaves the URL
             host = parts.hostname or ""
             host = f"[{host}]" if ":" in host else host
             parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
@@ -347,12 +471,36 @@ class DICOMwebServer:
             exc = requests.HTTPError(response=last)
         if isinstance(exc, requests.HTTPError) and exc.response is not None:
             status = exc.response.status_code
+            if status in (401, 403) and isinstance(self._session.auth, BearerToken):
+                return DICOMwebServerError(self._token_refused(status, what), status)
+            if status == 401 and self._session.auth is None:
+                return DICOMwebServerError(
+                    f"The DICOMweb server {self.shown} asks for a login to answer {what} (HTTP 401): give "
+                    f"its bearer token ({TOKEN_ENV} or --dicomweb-token-file) or user:password@ in its "
+                    "address.",
+                    status,
+                )
             return DICOMwebServerError(
                 f"The DICOMweb server {self.shown} refused {what} (HTTP {status}).", status
             )
         if isinstance(exc, requests.RequestException):
             return DICOMwebServerError(f"{self._unreached(exc, what)}.")
         return DICOMwebServerError(f"The DICOMweb server {self.shown} sent an unreadable answer to {what}.")
+
+    def _token_refused(self, status: int, what: str) -> str:
+        """Why the server refused the bearer token (never the token): 401 wrong or expired (read again from
+        its file, if it has one), 403 not allowed to do this."""
+        assert isinstance(self._session.auth, BearerToken)
+        why = (
+            "the token is not allowed to do this (its account lacks the permission), or it is wrong"
+            if status == 403
+            else "the token is wrong or expired"
+            + (" (its file was read again)" if self._session.auth.file else "")
+        )
+        return (
+            f"The DICOMweb server {self.shown} refused the bearer token for {what} (HTTP {status}): {why}. "
+            f"Give a valid token ({TOKEN_ENV} or --dicomweb-token-file)."
+        )
 
     def _unreached(self, exc: requests.RequestException, what: str) -> str:
         """Why a request got no answer: which wait ran out, or that the connection was refused."""
