@@ -81,7 +81,6 @@ def serve(
     dicomweb_token_file: DicomwebTokenFileOption = None,
 ) -> None:
     """Run the web labeling application (browser UI and API) at http://HOST:PORT/."""
-    from sarcoscope.pacs.dicomweb import check_auth, use_token_file
     from sarcoscope.web import serve as run_server
     from sarcoscope.web.settings import load_token
 
@@ -91,9 +90,13 @@ def serve(
                 "--token is not accepted: a token on the command line is visible to every user of this "
                 "machine. Put it in a file readable only by you (--token-file) or in SARCOSCOPE_TOKEN."
             )
-        use_token_file(dicomweb_token_file)
-        if dicomweb_url:  # basic auth and a bearer token both: refused now, not at every PACS request
-            check_auth(dicomweb_url)
+        if dicomweb_url or dicomweb_token_file is not None:  # the DICOMweb client (pydicom, requests) only
+            # for a server that has a PACS: the start without one stays light (tests/web/test_startup.py)
+            from sarcoscope.pacs.dicomweb import check_auth, use_token_file
+
+            use_token_file(dicomweb_token_file)
+            if dicomweb_url:  # basic auth and a bearer token both: refused now, not at every PACS request
+                check_auth(dicomweb_url)
         run_server(
             host=host,
             port=port,
