@@ -1233,3 +1233,55 @@ def test_a_deletion_kept_without_its_images_is_not_restored_without_them(
     )
     assert client.post(f"/api/deleted-studies/{live}/restore").status_code == 200
     assert client.get(f"/api/studies/{live}/image/axial/5").status_code == 200
+
+
+def test_a_restore_beside_a_starting_server_is_left_to_finish_by_its_recover(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's start (recover) took every .<id>.restoring for one a killed restore left: it put the
+    entry of `sarcoscope studies restore` (its own process, here a second Store), running meanwhile, back
+    into the trash, and the restore then committed the study without its images, listed as deleted too. The
+    restore holds its study's lock: the start leaves its entry (logged) and the files no study owns (the
+    restore's, moved out before its commit), and the restore completes."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        sid, edited = _edited(client, series)
+        assert delete_study(client, sid).status_code == 200
+    app.state.ctx.store.close()
+    beside = Store(data)
+    renamed, go, outcome = threading.Event(), threading.Event(), []
+    restore_rows = beside.restore_rows
+
+    def paused_before_its_commit(*args: Any) -> None:  # renamed, its files moved out
+        renamed.set()
+        assert go.wait(60)
+        restore_rows(*args)
+
+    monkeypatch.setattr(beside, "restore_rows", paused_before_its_commit)
+
+    def restore_beside() -> None:
+        try:
+            outcome.append(trash.restore(beside, sid, cli_actor()).id)
+        except BaseException as exc:  # the test's answer, not the thread's traceback
+            outcome.append(exc)
+
+    command = threading.Thread(target=restore_beside)
+    command.start()
+    try:
+        assert renamed.wait(60) and (data / "trash" / f".{sid}.restoring").is_dir()
+        with caplog.at_level("WARNING", logger="sarcoscope.store.trash"):
+            app = create_app(WebSettings(data_dir=data))
+    finally:
+        go.set()
+        command.join()
+    monkeypatch.undo()
+    assert outcome == [sid]
+    assert any(f"trash/.{sid}.restoring/ is left" in r.getMessage() for r in caplog.records)
+    assert not [p for p in (data / "trash").iterdir() if sid in p.name]
+    with TestClient(app) as client:
+        assert client.get("/api/deleted-studies").json() == []
+        np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+    beside.close()
+    app.state.ctx.store.close()

@@ -15,6 +15,10 @@ erasure to `.<id>.erasing` (checked, then audited: the audit event, which names 
 it, so that the audit log and what is kept agree after a kill) and then `.<id>.erased` (removed). An
 entry taken out of place is put back (an erase refused, a restore failed) only under `_no_put_back`, under
 which a restore or erase that found no entry decides why: never "none is kept" for one put back meanwhile.
+A restore or erasure holds its study's `locks/trash-<id>.lock` (`_working_on`, a shared flock) from before it
+takes the entry out of place until its last step: `recover` handles an entry out of place only when nobody
+holds it (its process killed), and leaves one that a `sarcoscope studies` command beside the starting server
+is working on to that command.
 
 An entry whose record cannot be read (missing, empty, not JSON, incomplete: a damaged disk, a hand edit) is
 never removed: it is left out of the list (which names it by its id), refused by a restore or an erasure, and
@@ -43,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import DateTime, select
 
+from sarcoscope.fileio import LockHeld, claim_lock
 from sarcoscope.store.errors import ConflictError, NotFoundError, StoreError, reason_of
 from sarcoscope.store.files import (
     PRIVATE_FILE_MODE,
@@ -69,6 +74,7 @@ _DELETING = re.compile(r"^\.([0-9a-f]{32})\.deleting$")
 _RESTORING = re.compile(r"^\.([0-9a-f]{32})\.restoring$")
 _ERASING = re.compile(r"^\.([0-9a-f]{32})\.erasing$")
 _ERASED = re.compile(r"^\.([0-9a-f]{32})\.erased$")
+_OUT_OF_PLACE = re.compile(r"^\.([0-9a-f]{32})\.(deleting|restoring|erasing|erased)$")
 #: How often a restore or erase takes an entry again that was put back as it looked for it (`_no_put_back`):
 #: more would be that many erases or restores of it, each refused, at that moment.
 _TRIES = 3
@@ -132,6 +138,62 @@ def _no_put_back(store: Store) -> Iterator[None]:
             yield
         finally:
             os.close(fd)
+
+
+def _entry_lock(store: Store, study_id: str) -> Path:
+    return private_dir(store.data_dir / "locks") / f"trash-{study_id}.lock"
+
+
+@contextlib.contextmanager
+def _working_on(store: Store, study_id: str) -> Iterator[None]:
+    """Held by a restore or an erasure of `study_id` from before it looks at its entry until its last step:
+    a shared flock (restores and erasures decide among themselves by renames), which `recover` cannot take
+    then, so it leaves their entries out of place to them; let go when the process ends, even by a kill,
+    which is when `recover` must finish or undo what they left. Waits only while `recover` handles that
+    study's entries. Its file is removed by whoever lets go of it last (nothing named by an erased study's id
+    is left); one waiting for it then takes a file made anew."""
+    path = _entry_lock(store, study_id)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(fd), os.stat(path)):
+                    break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the last one: nobody else holds it
+        except BlockingIOError:
+            os.close(fd)
+        else:
+            _let_go(store, study_id, fd)
+
+
+def _nobody_working_on(store: Store, study_id: str) -> int | None:
+    """`study_id`'s lock (`_working_on`) held alone, an open descriptor to let go with `_let_go`; None while
+    a restore or erasure of it holds it (never waits)."""
+    try:
+        return claim_lock(_entry_lock(store, study_id))
+    except LockHeld:
+        return None
+
+
+def _let_go(store: Store, study_id: str, fd: int) -> None:
+    """Let go of a study's lock held alone (exclusive), removing its file: a restore or erasure waiting for
+    it takes a new one."""
+    try:
+        path = _entry_lock(store, study_id)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                path.unlink()
+    finally:
+        os.close(fd)
 
 
 def _entry(store: Store, study_id: str) -> Path:
@@ -382,6 +444,14 @@ def erase(
     next start erases it."""
     if not _ENTRY_RE.match(study_id):
         raise _not_kept(study_id)
+    with _working_on(store, study_id):
+        _erase(store, study_id, actor, client, deleted_at)
+
+
+def _erase(
+    store: Store, study_id: str, actor: str, client: str | None, deleted_at: dt.datetime | None
+) -> None:
+    """`erase`, under its study's `_working_on`."""
     entry = trash_dir(store) / study_id
     claimed = entry.with_name(f".{study_id}.erasing")
     for _ in range(_TRIES):
@@ -502,9 +572,12 @@ def _not_restorable(store: Store, study_id: str) -> StoreError | None:
 def restore(store: Store, study_id: str, actor: str, client: str | None = None) -> Study:
     """Put a kept deletion back: its files, its study row and every label version, as they were. Refused
     (ConflictError) when its series is held by a study again, or its images are not kept with it."""
-    for _ in range(_TRIES):
-        if (study := _restore(store, study_id, actor, client)) is not None:
-            return study
+    if not _ENTRY_RE.match(study_id):
+        raise _not_kept(study_id)
+    with _working_on(store, study_id):
+        for _ in range(_TRIES):
+            if (study := _restore(store, study_id, actor, client)) is not None:
+                return study
     raise _being_erased(study_id, restoring=True)
 
 
@@ -611,27 +684,58 @@ def _move_in(store: Store, entry: Path, study: Study) -> None:
 
 # -- after a kill ---------------------------------------------------------------------------------------
 def recover(store: Store) -> list[str]:
-    """Finish or undo what a killed deletion or restore left: at the server's start, with the data folder
-    locked (no deletion is under way), before it deletes files no study owns. Returns the ids of the entries
-    whose record cannot be read, each left as it is and logged once: the files no study owns may be theirs."""
-    unreadable = []
+    """Finish or undo what a killed deletion, restore or erasure left: at the server's start, with the data
+    folder locked (no deletion is under way), before it deletes files no study owns. An entry out of place
+    that a restore or erasure beside it is working on (`sarcoscope studies restore|erase`, which hold its
+    study's `_working_on`) is theirs to finish: left as it is, logged. Returns the ids of the entries left as
+    they are (their record cannot be read, logged once; or being worked on): the files no study owns may be
+    theirs (a restore moves its files out before it commits its study's row)."""
+    left = set()
     for path in trash_dir(store).iterdir():
         try:
-            _recover(store, path)
+            if not _recover(store, path):
+                left.add(_study_id(path))
+                log.warning(
+                    "trash/%s/ is left as it is: another process (`sarcoscope studies restore` or `erase`) "
+                    "is working on it and finishes it; the files no study owns are kept.",
+                    path.name,
+                )
         except UnreadableRecordError as exc:
-            unreadable.append(exc.study_id)
+            left.add(exc.study_id)
             log.warning(
                 "%s: trash/%s/ is left as it is, and the files no study owns are kept.", exc.what, exc.entry
             )
-    return sorted(unreadable)
+    for lock in (store.data_dir / "locks").glob("trash-*.lock"):  # of restores and erasures since
+        study_id = lock.name.removeprefix("trash-").removesuffix(".lock")
+        if _ENTRY_RE.match(study_id) and (fd := _nobody_working_on(store, study_id)) is not None:
+            _let_go(store, study_id, fd)
+    return sorted(left)
 
 
-def _recover(store: Store, path: Path) -> None:
-    """`recover` of one entry of trash/; UnreadableRecordError when its record is needed and cannot be read
-    (what the deletion, restore or erasure left is then kept as it is)."""
+def _recover(store: Store, path: Path) -> bool:
+    """`recover` of one entry of trash/; False when a restore or erasure is working on it (left to it).
+    UnreadableRecordError when its record is needed and cannot be read (what the deletion, restore or erasure
+    left is then kept as it is)."""
     if _ENTRY_RE.match(path.name):  # kept: read only to tell whether it can be
-        _deleted_study(path)
-    elif match := _DELETING.match(path.name):
+        with contextlib.suppress(FileNotFoundError):  # taken out of place meanwhile by a restore or erasure
+            _deleted_study(path)
+        return True
+    if (match := _OUT_OF_PLACE.match(path.name)) is None:  # a stopped restore's entry kept beside a later
+        return True  # deletion of its study, a file
+    study_id = match.group(1)
+    if (fd := _nobody_working_on(store, study_id)) is None:
+        return False
+    try:
+        if path.is_dir():  # not finished meanwhile by the restore or erasure that let go as it was looked at
+            _recover_left(store, path)
+    finally:
+        _let_go(store, study_id, fd)
+    return True
+
+
+def _recover_left(store: Store, path: Path) -> None:
+    """`_recover` of an entry out of place that no process works on: finished or undone."""
+    if match := _DELETING.match(path.name):
         study_id = match.group(1)
         if store.has_study(study_id):  # the deletion did not commit: its record is not needed
             shutil.rmtree(path)
