@@ -243,8 +243,10 @@ def create_app(settings: WebSettings, require_login: bool = False) -> FastAPI:
     try:
         store.lock()
         store.migrate()
-        unreadable = trash.recover(store)  # first: a deletion stopped half-way has files that look unowned
-        store.remove_orphan_files(keep_unowned=bool(unreadable))
+        left = trash.recover(store)  # first: a deletion stopped half-way has files that look unowned
+        # entries left as they are (a record unreadable, or a `sarcoscope studies` command working on one):
+        # the files no study owns may be theirs
+        store.remove_orphan_files(keep_unowned=bool(left))
         trash.erase_expired(store, dt.timedelta(days=settings.keep_deleted_days), actor="server")
         number_kept_files(store)
         if require_login and not settings.token and not store.has_users():
