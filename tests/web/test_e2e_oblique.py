@@ -209,3 +209,51 @@ def test_the_oblique_note_is_shortened_where_there_is_no_room_above_the_image(
         canvas = box.locator("canvas").get_attribute("id")
         for label in page.evaluate(_LABELS, canvas):
             assert not _overlap(where, label), (canvas, where, label)
+
+
+# Records the text drawn on NiiVue's overlay canvas (mpr.js drawOverlay): each fillText's box (CSS px, from
+# the browser's measure of it at the context's font, alignment and baseline).
+_RECORD_OVERLAY = """
+window.drawn = [];
+const fillText = CanvasRenderingContext2D.prototype.fillText;
+CanvasRenderingContext2D.prototype.fillText = function (text, x, y, ...rest) {
+  if (this.canvas.id === 'mpr-overlay') {
+    const m = this.measureText(text);
+    const left = this.textAlign === 'right' ? x - m.width : this.textAlign === 'center' ? x - m.width / 2 : x;
+    window.drawn.push({text: String(text), x: left, y: y - m.actualBoundingBoxAscent, width: m.width,
+      height: m.actualBoundingBoxAscent + m.actualBoundingBoxDescent});
+  }
+  return fillText.call(this, text, x, y, ...rest);
+};
+"""
+# the texts of the last overlay drawn: from its last "Axial · slice ..." (the first tile's name)
+_LAST_OVERLAY = """() => {
+  const start = window.drawn.map((d) => d.text.startsWith('Axial')).lastIndexOf(true);
+  return start < 0 ? null : window.drawn.slice(start);
+}"""
+
+
+def test_on_webgl_the_tiles_notes_leave_the_letters_and_labels_clear(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """On NiiVue a short series' coronal and sagittal tiles are low bands (about 58 px high at a window 1000
+    px wide), and their name and notes ("not to scale: height ×2.7", "oblique 20°: letters approximate"),
+    stacked under the tile's top edge, covered the left and bottom letters and the Slice line's "L3 · 6". They
+    now stand above such a tile: no text drawn on the overlay covers another, at windows 1000, 800 and 700 px
+    wide, and each tile still says the series is oblique."""
+    page.add_init_script(_RECORD_OVERLAY)
+    page.goto(server)
+    test_e2e.app_ready(page)
+    _open(page, tmp_path / "turned", 20, 90, seed=12)
+    for width in (1000, 800, 700):
+        page.evaluate("window.drawn = []")
+        page.set_viewport_size({"width": width, "height": 800})
+        page.wait_for_function(
+            f"({_LAST_OVERLAY})() !== null && document.getElementById('mpr-overlay').clientWidth < {width}"
+        )
+        texts = page.evaluate(_LAST_OVERLAY)
+        said = [t["text"] for t in texts]
+        assert said.count("oblique 20°: letters approximate") == 3, said
+        for i, a in enumerate(texts):
+            for b in texts[i + 1 :]:
+                assert not _overlap(a, b), (width, a, b)
