@@ -139,7 +139,9 @@ def test_the_oblique_note_leaves_the_letters_clear_on_narrow_images(
     left corner: on images narrower than about 370 px (at a window 1000 px wide, all three) it ran over the
     top letter. It then wrapped before the middle of the image, which on this short series' reconstructions
     (bands about 57 px high at a window 800 px wide) ran over the left letter. It covers no letter now at
-    any of these widths, the window resized with the images shown (they are drawn again)."""
+    any of these widths, the window resized with the images shown (they are drawn again). Nor does it cover
+    the labels drawn on the images (the Slice line's "L3 · 6", the localizer's vertebrae): at 1000 px, in
+    the corner, it covered "L3 · 6"."""
     page.set_viewport_size({"width": 1000, "height": 800})
     _turned_on_server_images(page, server, tmp_path, seed=9)
     for width in (1000, 800, 700):
@@ -154,16 +156,46 @@ def test_the_oblique_note_leaves_the_letters_clear_on_narrow_images(
             for edge in ("top", "left", "right", "bottom"):
                 letter = box.locator(f".orient.{edge}").bounding_box()
                 assert not _overlap(where, letter), (width, box.get_attribute("id"), edge, where, letter)
+            canvas = box.locator("canvas").get_attribute("id")
+            for label in page.evaluate(_LABELS, canvas):
+                assert not _overlap(where, label), (width, canvas, where, label)
 
 
 _WIDTHS = "() => ['coronal', 'sagittal'].map((p) => document.getElementById(`${p}-canvas`).style.width)"
+
+# The page boxes of the labels drawn on a reconstruction's canvas, from the drawing's geometry (l3png.js,
+# state.js tag: 11 px text on a box 14 px high, its width the text's and 6 px; slice z's row is its band's
+# middle, slice 0 at the bottom): the Slice line's "L3 · z" 9 px above its line from 4 px in; on the sagittal
+# one (stored plane) the vertebrae's names, centred on their middle slice, ending 6 px from the right edge.
+_LABELS = """async (id) => {
+  const canvas = document.getElementById(id);
+  const study = await (await fetch(`/api/studies/${location.hash.split('/').pop()}`)).json();
+  const r = canvas.getBoundingClientRect();
+  const n = study.n_slices;
+  const row = (z) => r.top + ((n - 1 - z + 0.5) * r.height) / n;
+  const ctx = document.createElement('canvas').getContext('2d');
+  ctx.font = '11px system-ui, sans-serif';
+  const box = (text, x, y, right) => {
+    const w = ctx.measureText(text).width + 6;
+    return {x: right ? x - w : x, y: y - 7, width: w, height: 14};
+  };
+  const z = Number(document.getElementById('l3-viewer').dataset.lines);
+  const labels = [box(`L3 · ${z}`, r.left + 4, Math.round(row(z)) + 0.5 - 9, false)];
+  if (id === 'sagittal-canvas') {
+    for (const [name, v] of Object.entries((study.localization || {}).vertebrae || {})) {
+      labels.push(box(name, r.right - 6, row(v.center), true));
+    }
+  }
+  return labels;
+}"""
 
 
 def test_the_oblique_note_is_shortened_where_there_is_no_room_above_the_image(
     page: object, server: str, tmp_path: Path
 ) -> None:
-    """Where neither the image's corner nor the box above it has room for the whole note (a box little higher
-    than its band), it says "oblique 20°" in the corner, clear of the letters."""
+    """Where neither the image's corners nor the box above it have room for the whole note (a box little
+    higher than its band), it says "oblique 20°" in a corner, clear of the letters and of the labels drawn on
+    the image (in the top corner it covered "L3 · 6": it is in the bottom one)."""
     page.set_viewport_size({"width": 800, "height": 800})
     _turned_on_server_images(page, server, tmp_path, seed=10)
     page.add_style_tag(content="#l3-grid .recon { height: 64px !important; flex: none !important; }")
@@ -174,3 +206,54 @@ def test_the_oblique_note_is_shortened_where_there_is_no_room_above_the_image(
         for edge in ("top", "left", "right", "bottom"):
             letter = box.locator(f".orient.{edge}").bounding_box()
             assert not _overlap(where, letter), (edge, where, letter)
+        canvas = box.locator("canvas").get_attribute("id")
+        for label in page.evaluate(_LABELS, canvas):
+            assert not _overlap(where, label), (canvas, where, label)
+
+
+# Records the text drawn on NiiVue's overlay canvas (mpr.js drawOverlay): each fillText's box (CSS px, from
+# the browser's measure of it at the context's font, alignment and baseline).
+_RECORD_OVERLAY = """
+window.drawn = [];
+const fillText = CanvasRenderingContext2D.prototype.fillText;
+CanvasRenderingContext2D.prototype.fillText = function (text, x, y, ...rest) {
+  if (this.canvas.id === 'mpr-overlay') {
+    const m = this.measureText(text);
+    const left = this.textAlign === 'right' ? x - m.width : this.textAlign === 'center' ? x - m.width / 2 : x;
+    window.drawn.push({text: String(text), x: left, y: y - m.actualBoundingBoxAscent, width: m.width,
+      height: m.actualBoundingBoxAscent + m.actualBoundingBoxDescent});
+  }
+  return fillText.call(this, text, x, y, ...rest);
+};
+"""
+# the texts of the last overlay drawn: from its last "Axial · slice ..." (the first tile's name)
+_LAST_OVERLAY = """() => {
+  const start = window.drawn.map((d) => d.text.startsWith('Axial')).lastIndexOf(true);
+  return start < 0 ? null : window.drawn.slice(start);
+}"""
+
+
+def test_on_webgl_the_tiles_notes_leave_the_letters_and_labels_clear(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """On NiiVue a short series' coronal and sagittal tiles are low bands (about 58 px high at a window 1000
+    px wide), and their name and notes ("not to scale: height ×2.7", "oblique 20°: letters approximate"),
+    stacked under the tile's top edge, covered the left and bottom letters and the Slice line's "L3 · 6". They
+    now stand above such a tile: no text drawn on the overlay covers another, at windows 1000, 800 and 700 px
+    wide, and each tile still says the series is oblique."""
+    page.add_init_script(_RECORD_OVERLAY)
+    page.goto(server)
+    test_e2e.app_ready(page)
+    _open(page, tmp_path / "turned", 20, 90, seed=12)
+    for width in (1000, 800, 700):
+        page.evaluate("window.drawn = []")
+        page.set_viewport_size({"width": width, "height": 800})
+        page.wait_for_function(
+            f"({_LAST_OVERLAY})() !== null && document.getElementById('mpr-overlay').clientWidth < {width}"
+        )
+        texts = page.evaluate(_LAST_OVERLAY)
+        said = [t["text"] for t in texts]
+        assert said.count("oblique 20°: letters approximate") == 3, said
+        for i, a in enumerate(texts):
+            for b in texts[i + 1 :]:
+                assert not _overlap(a, b), (width, a, b)

@@ -10,29 +10,37 @@ import {Viewport} from "./viewport.js";
 
 const LINE_GRAB_PX = 7; // as on NiiVue (mpr.js): a press this close to a line (CSS px) drags it
 
-/** The oblique note (style.css .oblique-note) where it covers no letter: in the reconstruction's top left
- * corner; else (a short series' image is a low band: there, wrapped, it ran over the left letter) above the
- * image, in the box; else its short form ("oblique 20°") in the corner; else none. Measured: the text's size is
+/** The oblique note (style.css .oblique-note) where it covers no letter and none of `labels` (the boxes of
+ * the labels drawn on the canvas, tag's, in its CSS px: at a window 1000 px wide the corner's note covered
+ * "L3 · 6"): in the reconstruction's top left corner; else (a short series' image is a low band: there,
+ * wrapped, it ran over the left letter) above the image, in the box; else in its bottom left corner; else its
+ * short form ("oblique 20°") in the top, then the bottom left corner; else none. Measured: the text's size is
  * the browser's. */
-function placeNote(box) {
+function placeNote(box, canvas, labels) {
   const note = box.querySelector(".oblique-note");
   const full = obliqueNote(state.study);
   if (!full) return;
-  const letters = [...box.querySelectorAll(".orient")].map((letter) => letter.getBoundingClientRect());
+  const c = canvas.getBoundingClientRect();
+  const kept = [
+    ...[...box.querySelectorAll(".orient")].map((letter) => letter.getBoundingClientRect()),
+    ...labels.map((l) => ({left: c.left + l.left, top: c.top + l.top, right: c.left + l.right,
+      bottom: c.top + l.bottom})),
+  ];
   const clear = () => {
     const n = note.getBoundingClientRect();
-    return note.offsetTop >= 0 && letters.every((l) => n.right <= l.left || l.right <= n.left ||
+    return note.offsetTop >= 0 && kept.every((l) => n.right <= l.left || l.right <= n.left ||
       n.bottom <= l.top || l.bottom <= n.top);
   };
   note.hidden = false;
-  note.textContent = full;
-  note.classList.remove("above");
-  if (clear()) return;
-  note.classList.add("above");
-  if (clear()) return;
-  note.classList.remove("above");
-  note.textContent = obliqueNote(state.study, true);
-  note.hidden = !clear();
+  const short = obliqueNote(state.study, true);
+  const places = [[full, ""], [full, "above"], [full, "below"], [short, ""], [short, "below"]];
+  for (const [text, where] of places) {
+    note.textContent = text;
+    note.classList.remove("above", "below");
+    if (where) note.classList.add(where);
+    if (clear()) return;
+  }
+  note.hidden = true;
 }
 
 export class PNGView {
@@ -143,7 +151,6 @@ export class PNGView {
       right: box.clientWidth - canvas.offsetLeft - g.w, bottom: box.clientHeight - canvas.offsetTop - g.h,
     };
     for (const [edge, px] of Object.entries(insets)) box.style.setProperty(`--inset-${edge}`, `${px}px`);
-    placeNote(box);
     const ctx = canvas.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.imageSmoothingEnabled = true;
@@ -157,7 +164,7 @@ export class PNGView {
     ctx.setLineDash([]);
     ctx.font = "11px system-ui, sans-serif";
     ctx.textBaseline = "middle";
-    if (plane === "sagittal") this.drawVertebrae(ctx, g);
+    const labels = plane === "sagittal" ? this.drawVertebrae(ctx, g) : [];
     for (const line of [...this.hooks.marks(), ...this.hooks.lines()]) {
       const y = Math.round(this.zToY(g, line.z)) + 0.5;
       ctx.strokeStyle = line.color;
@@ -165,8 +172,9 @@ export class PNGView {
       ctx.setLineDash(line.active === undefined ? [6, 4] : []); // marks are dashed
       ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(g.w, y); ctx.stroke();
       ctx.setLineDash([]);
-      tag(ctx, line.label, 4, y - 9, line.color, "left");
+      labels.push(tag(ctx, line.label, 4, y - 9, line.color, "left"));
     }
+    placeNote(box, canvas, labels);
   }
 
   /** The line (index into hooks.lines()) within LINE_GRAB_PX of height y (CSS px) on `plane`'s image, or -1:
@@ -182,15 +190,16 @@ export class PNGView {
     return best;
   }
 
+  /** The localizer's vertebrae at the image's right edge; returns their labels' boxes (tag's). */
   drawVertebrae(ctx, g) {
-    for (const [name, v] of Object.entries(this.hooks.vertebrae())) {
+    return Object.entries(this.hooks.vertebrae()).map(([name, v]) => {
       const top = this.zToY(g, v.last) - g.h / state.study.n_slices / 2;
       const bottom = this.zToY(g, v.first) + g.h / state.study.n_slices / 2;
       const color = name === "L3" ? "rgba(255,210,63,0.95)" : "rgba(255,255,255,0.7)";
       ctx.fillStyle = color;
       ctx.fillRect(g.w - 3, top + 1, 3, Math.max(1, bottom - top - 2));
-      tag(ctx, name, g.w - 6, this.zToY(g, v.center), color, "right");
-    }
+      return tag(ctx, name, g.w - 6, this.zToY(g, v.center), color, "right");
+    });
   }
 
   bind() {

@@ -397,21 +397,36 @@ export class MPRView {
     ctx.textBaseline = "middle";
     this.nv.screenSlices.forEach((s, tile) => {
       const [l, t, tw, th] = s.leftTopWidthHeight.map((v) => v / this.nv.uiData.dpr);
-      ctx.save();
-      ctx.beginPath();
-      ctx.rect(l, t, tw, th);
-      ctx.clip();
-      ctx.fillStyle = "rgba(255,255,255,0.75)";
-      ctx.textAlign = "left";
       let name = PLANES[s.axCorSag];
       const notes = []; // under the name, clear of the top letter (a narrow tile's name ran into it)
       if (s.axCorSag === SLICE_TYPE.AXIAL) {
         name += ` · ${slicePosition(this.voxelOf(this.nv.scene.crosshairPos)[2], this.volume.hdr.dims[3])}`;
       } else notes.push(stretchNote(stretchOf(s.axCorSag, this.nv.sliceScale().volScale), ""));
       notes.push(this.oblique);
+      const texts = [name, ...notes.filter(Boolean)];
+      // A short series' coronal and sagittal tiles are low bands (about 58 px at a window 1000 px wide): in
+      // them the name and notes covered the left and bottom letters and the Slice line's label. They stand
+      // above such a tile where the canvas has room, clipped to its width; else in it, under its top edge.
+      const above = s.axCorSag !== SLICE_TYPE.AXIAL && t >= 14 * texts.length + 4;
+      const write = (top) => {
+        ctx.fillStyle = "rgba(255,255,255,0.75)";
+        ctx.textAlign = "left";
+        texts.forEach((text, i) => ctx.fillText(text, l + 6, top + 14 * i));
+      };
+      if (above) {
+        ctx.save();
+        ctx.beginPath();
+        ctx.rect(l, 0, tw, t);
+        ctx.clip();
+        write(t - 14 * texts.length + 3);
+        ctx.restore();
+      }
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(l, t, tw, th);
+      ctx.clip();
       this.drawCrosshair(ctx, s, l, t, tw, th);
-      ctx.fillText(name, l + 6, t + 10);
-      notes.filter(Boolean).forEach((note, i) => ctx.fillText(note, l + 6, t + 24 + 14 * i));
+      if (!above) write(t + 10);
       drawLetters(ctx, LETTERS[s.axCorSag], l, t, tw, th);
       if (s.axCorSag !== SLICE_TYPE.AXIAL) {
         if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw);

@@ -173,7 +173,8 @@ export function showOrientation(box, plane) {
   note.hidden = !note.textContent;
 }
 
-/** A label on a dark backing box (readable over bone, small enough not to hide anatomy). */
+/** A label on a dark backing box (readable over bone, small enough not to hide anatomy); returns that box
+ * ({left, top, right, bottom}, in ctx's units), which notes over the canvas keep clear of (l3png.js). */
 export function tag(ctx, text, x, y, color, align) {
   const w = ctx.measureText(text).width + 6;
   const x0 = align === "right" ? x - w : x;
@@ -182,4 +183,5 @@ export function tag(ctx, text, x, y, color, align) {
   ctx.fillStyle = color;
   ctx.textAlign = "left";
   ctx.fillText(text, x0 + 3, y);
+  return {left: x0, top: y - 7, right: x0 + w, bottom: y + 7};
 }
