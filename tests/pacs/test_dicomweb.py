@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from orthanc_server import ct_files, free_port, start_orthanc
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError
-from sarcoscope.pacs.dicomweb import fetch_series, parse_dicomweb_url
+from sarcoscope.pacs.dicomweb import fetch_series
+from sarcoscope.pacs.dicomweb_query import parse_dicomweb_url
 
 runner = CliRunner()
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from sarcoscope.cli import app
 from sarcoscope.errors import InputError
-from sarcoscope.pacs.dicomweb import TOKEN_ENV, TOKEN_FILE_ENV, DICOMwebServer, DICOMwebServerError
+from sarcoscope.pacs.dicomweb import DICOMwebServer, DICOMwebServerError
+from sarcoscope.pacs.dicomweb_auth import TOKEN_ENV, TOKEN_FILE_ENV
 
 OLD, NEW = "eyJold.expired-token_1", "eyJnew.fresh-token_2"
 

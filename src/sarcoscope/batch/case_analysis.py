@@ -128,7 +128,8 @@ def _source(case: Case, tmp: Path, waits: tuple[float, float]) -> Path | Any:
     """What `analyze` reads: the case's path, or its DICOMweb series retrieved into `tmp`, waiting at most
     `waits` (connect, each answer)."""
     from sarcoscope.imaging import read_ct
-    from sarcoscope.pacs.dicomweb import fetch_series, is_dicomweb, shown_url
+    from sarcoscope.pacs.dicomweb import fetch_series
+    from sarcoscope.pacs.dicomweb_query import is_dicomweb, shown_url
 
     if isinstance(case.path, str) and is_dicomweb(case.path):
         volume = read_ct(fetch_series(case.path, tmp, timeout=waits[1], connect_timeout=waits[0]))
@@ -153,7 +154,8 @@ def _push(case: Case, out: Path, waits: tuple[float, float]) -> None:
     """Store the case's SEG, SR and QC capture into its DICOMweb study, waiting at most `waits` (connect,
     each answer); record it in pushed.json."""
     from sarcoscope.export.writer import dicom_result_files
-    from sarcoscope.pacs.dicomweb import is_dicomweb, store_results
+    from sarcoscope.pacs.dicomweb import store_results
+    from sarcoscope.pacs.dicomweb_query import is_dicomweb
 
     if not (isinstance(case.path, str) and is_dicomweb(case.path)):
         raise SarcoscopeError("--push stores results back to a DICOMweb server; this case is not from one.")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sarcoscope.errors import CompositionError, InputError
 from sarcoscope.fileio import read_csv
-from sarcoscope.pacs.dicomweb import is_dicomweb
+from sarcoscope.pacs.dicomweb_query import is_dicomweb
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,8 @@ def dicomweb_cases(
     one filter is needed: a whole archive is never analysed by accident. The server's answers are checked
     here, not trusted: studies whose listed modalities lack `modality` are dropped and paging stops when the
     server repeats itself. `waits`: the (connect, each answer) timeouts of every search, in seconds."""
-    from sarcoscope.pacs.dicomweb import DICOMwebServer, check_query, parse_dicomweb_root
+    from sarcoscope.pacs.dicomweb import DICOMwebServer
+    from sarcoscope.pacs.dicomweb_query import check_query, parse_dicomweb_root
 
     base = parse_dicomweb_root(root)
     if not check_query(filters):

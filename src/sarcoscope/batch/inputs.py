@@ -76,7 +76,7 @@ def _input_code(case: Case, policy: DeidentificationPolicy | None) -> str:
 
 def _series_named(url: str) -> str:
     """The study and series a DICOMweb case's address names, wherever the server is."""
-    from sarcoscope.pacs.dicomweb import parse_dicomweb_url, shown_url
+    from sarcoscope.pacs.dicomweb_query import parse_dicomweb_url, shown_url
 
     try:
         target = parse_dicomweb_url(url)
@@ -167,7 +167,7 @@ def input_changed(
             "since, or it names another series now"
         )
     if isinstance(case.path, str):
-        from sarcoscope.pacs.dicomweb import parse_dicomweb_url
+        from sarcoscope.pacs.dicomweb_query import parse_dicomweb_url
 
         series = parse_dicomweb_url(case.path).series_uid or ""
         wanted = policy.uid(series) if policy is not None and series else series

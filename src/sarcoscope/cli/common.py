@@ -123,8 +123,8 @@ SecretFileOption = Annotated[
         "else ~/.config/sarcoscope/deidentification.key. The same key gives the same pseudonyms.",
     ),
 ]
-#: The file holding a DICOMweb server's OAuth bearer token (pacs.dicomweb.BearerToken); the token itself is
-#: only ever read from a file or the environment, never from the command line (other users see argv).
+#: The file holding a DICOMweb server's OAuth bearer token (pacs.dicomweb_auth.BearerToken); the token itself
+#: is only ever read from a file or the environment, never from the command line (other users see argv).
 DicomwebTokenFileOption = Annotated[
     Path | None,
     typer.Option(

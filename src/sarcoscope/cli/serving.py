@@ -92,7 +92,7 @@ def serve(
             )
         if dicomweb_url or dicomweb_token_file is not None:  # the DICOMweb client (pydicom, requests) only
             # for a server that has a PACS: the start without one stays light (tests/web/test_startup.py)
-            from sarcoscope.pacs.dicomweb import check_auth, use_token_file
+            from sarcoscope.pacs.dicomweb_auth import check_auth, use_token_file
 
             use_token_file(dicomweb_token_file)
             if dicomweb_url:  # basic auth and a bearer token both: refused now, not at every PACS request
@@ -165,7 +165,7 @@ def listen(
     """Receive CT series by DICOM C-STORE, analyse each complete series, send the results back."""
     import logging
 
-    from sarcoscope.pacs.dicomweb import use_token_file
+    from sarcoscope.pacs.dicomweb_auth import use_token_file
     from sarcoscope.pacs.node import ListenSettings, Node, parse_peer
 
     def body() -> None:

@@ -1,11 +1,12 @@
-"""CT series from a DICOMweb server (QIDO-RS to find, WADO-RS to retrieve, STOW-RS to store results).
+"""The DICOMweb client: CT series from a DICOMweb server (QIDO-RS to find, WADO-RS to retrieve), results
+stored back (STOW-RS).
 
-An input `dicomweb+http://host:port/prefix/studies/<StudyUID>[/series/<SeriesUID>]` (or `dicomweb+https`)
-names the server's DICOMweb root (`http://host:port/prefix`) and a study, optionally one series. Without a
-series, the study's CT series is looked up with QIDO-RS; a study with several CT series needs `--series`.
-The instances are written into a local folder, which is then read like any DICOM folder. The results (SEG,
-SR, QC capture) can be stored back into the same study with STOW-RS (`store_results`); those the study
-already holds (the same SOP Instance UIDs: the same result, stored before) are not sent again.
+A `dicomweb+http(s)://…/studies/<StudyUID>[/series/<SeriesUID>]` input (pacs.dicomweb_query) names a
+study, optionally one series. Without a series, the study's CT series is looked up with QIDO-RS; a study
+with several CT series needs `--series`. The instances are written into a local folder, which is then read
+like any DICOM folder. The results (SEG, SR, QC capture) can be stored back into the same study with STOW-RS
+(`store_results`); those the study already holds (the same SOP Instance UIDs: the same result, stored
+before) are not sent again.
 
 `DICOMwebServer` is the one client the CLI, `batch` and the web app share. Searches are sent with their
 wildcards (`*`, `?`) unencoded: Orthanc's DICOMweb plugin treats a percent-encoded `*` as a literal
@@ -14,59 +15,42 @@ server to honour `offset` or `limit` (a server may cap pages or ignore offset). 
 filter is never sent: Orthanc 1.10 applies it after limit/offset, so pages came back short and studies
 were lost (measured in tests/batch/test_batch_dicomweb.py); the modalities are checked on the results.
 
-A server address may carry `user:password@` (HTTP basic auth), or every request may carry an OAuth bearer
-token (`BearerToken`: cloud and gateway DICOMweb servers); never both. Neither is ever shown.
+How it logs in (basic auth or a bearer token, never shown) is pacs.dicomweb_auth's; addresses, search
+filters and the reading of QIDO-RS answers are pacs.dicomweb_query's. Both are apart so that what needs no
+connection is read without this module's imports (pydicom, dicomweb-client); neither imports this one.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pydicom
 import requests
-import requests.auth
 import urllib3
 
 from sarcoscope.errors import InputError, OutputError, SarcoscopeError
+from sarcoscope.pacs.dicomweb_auth import TOKEN_ENV, BearerToken, auth_for
+from sarcoscope.pacs.dicomweb_query import (
+    SERIES_FIELDS,
+    SERIES_UID_TAG,
+    STUDY_FIELDS,
+    SeriesSummary,
+    StudySummary,
+    check_query,
+    check_uid,
+    is_wanted,
+    parse_dicomweb_url,
+    series_summary,
+    study_summary,
+    tag_value,
+)
 
-SCHEME = "dicomweb+"
-#: Where the bearer token comes from: the token itself, or a file holding it (--dicomweb-token-file).
-TOKEN_ENV = "SARCOSCOPE_DICOMWEB_TOKEN"
-TOKEN_FILE_ENV = "SARCOSCOPE_DICOMWEB_TOKEN_FILE"
-_TOKEN = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: what an Authorization header can carry
-_URL = re.compile(
-    r"^dicomweb\+(?P<base>https?://[^/?#]+(?:/[^?#]*?)?)/studies/(?P<study>[0-9.]+)"
-    r"(?:/series/(?P<series>[0-9.]+))?/?$"
-)
-_ROOT = re.compile(r"^(?:dicomweb\+)?(?P<base>https?://[^/?#\s]+(?:/[^?#\s]*?)?)/?$")
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_DATE_RANGE = re.compile(r"^(\d{8})?-?(\d{8})?$")
-SERIES_UID_TAG = "0020000E"
-MODALITY_TAG = "00080060"
-#: Study attributes a search may filter on (QIDO-RS keywords), and the ones every result carries.
-QUERY_KEYS = (
-    "PatientName",
-    "PatientID",
-    "AccessionNumber",
-    "StudyDate",
-    "StudyInstanceUID",
-    "StudyDescription",
-    "ModalitiesInStudy",
-)
-_STUDY_FIELDS = (
-    "ModalitiesInStudy",
-    "NumberOfStudyRelatedSeries",
-    "NumberOfStudyRelatedInstances",
-    "StudyDescription",
-)
-_SERIES_FIELDS = ("SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances", "Modality")
 # dicomweb-client logs every request's study UID at INFO level; identifiers stay out of the server's log.
 logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
 
@@ -94,314 +78,12 @@ class SeriesTooLarge(InputError):
     """A retrieved series grew beyond the size the caller accepts."""
 
 
-@dataclass(frozen=True)
-class DICOMwebTarget:
-    """Where a DICOMweb input points: the server root, the study, and maybe a series."""
-
-    base_url: str
-    study_uid: str
-    series_uid: str | None = None
-
-
-@dataclass(frozen=True)
-class StudySummary:
-    """One study a QIDO-RS search found (the values the server returned; None where it returned none)."""
-
-    study_uid: str
-    patient_name: str | None
-    patient_id: str | None
-    study_date: str | None
-    accession_number: str | None
-    description: str | None
-    modalities: list[str]
-    n_series: int | None
-    n_instances: int | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class SeriesSummary:
-    """One series of a study."""
-
-    series_uid: str
-    modality: str | None
-    description: str | None
-    number: int | None
-    n_instances: int | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class BearerToken(requests.auth.AuthBase):
-    """An OAuth bearer token sent with every request (`Authorization: Bearer …`), from
-    SARCOSCOPE_DICOMWEB_TOKEN or from a file. Tokens of cloud DICOMweb servers expire (hourly) and a
-    sidecar rewrites the file: a 401 answer makes it read the file again and, if the token changed, send
-    the request once more with it.
-
-    The token is never shown: not in repr, messages or logs (a header is not logged)."""
-
-    def __init__(self, value: str | None = None, file: Path | None = None) -> None:
-        if (value is None) == (file is None):
-            raise InputError(
-                f"Give the DICOMweb bearer token one way: {TOKEN_ENV} or a token file "
-                f"(--dicomweb-token-file, {TOKEN_FILE_ENV}), not both."
-            )
-        self.file = file
-        self._value = self._read() if file is not None else _checked_token(value or "", f"{TOKEN_ENV}")
-
-    @classmethod
-    def from_env(cls) -> BearerToken | None:
-        """The token the environment configures (None: none)."""
-        value, file = os.environ.get(TOKEN_ENV) or None, os.environ.get(TOKEN_FILE_ENV) or None
-        if value is None and file is None:
-            return None
-        return cls(value, Path(file) if file else None)
-
-    def __repr__(self) -> str:
-        return f"BearerToken(file={self.file})" if self.file else "BearerToken(from the environment)"
-
-    def _read(self) -> str:
-        assert self.file is not None
-        try:
-            text = self.file.read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "it is not ASCII text"
-            raise InputError(f"Cannot read the DICOMweb token file {self.file}: {why or exc}.") from None
-        return _checked_token(text, f"the DICOMweb token file {self.file}")
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._value}"
-        request.register_hook("response", self._renew_on_401)
-        return request
-
-    def _renew_on_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
-        """A 401 answer: read the token file again; a new token is sent once (the server's answer to it
-        stands, whatever it is). An unchanged token, or one from the environment, leaves the 401."""
-        if response.status_code != 401 or self.file is None or response.request is None:
-            return response
-        try:
-            fresh = self._read()
-        except InputError:
-            return response  # a file half-written by its sidecar: the 401 stands, the next request reads it
-        if fresh == self._value:
-            return response
-        self._value = fresh
-        if not isinstance(response.request.body, (bytes, str, type(None))):
-            # a chunked STOW-RS body was read as it was sent and cannot be sent again: the 401 stands and
-            # the next request has the new token (a store searches the study first, which renews it)
-            return response
-        _ = response.content  # the 401's body, so that its connection can be reused
-        response.close()
-        again = response.request.copy()
-        again.headers["Authorization"] = f"Bearer {fresh}"
-        renewed = response.connection.send(again, **kwargs)
-        renewed.history.append(response)
-        renewed.request = again
-        return renewed
-
-
-def _checked_token(text: str, where: str) -> str:
-    """The token in `text` (surrounding whitespace dropped); InputError naming `where`, never the text."""
-    token = text.strip()
-    if not token:
-        raise InputError(f"No DICOMweb bearer token in {where}: it is empty.")
-    if not _TOKEN.match(token):
-        raise InputError(
-            f"The DICOMweb bearer token in {where} must be one line of visible ASCII characters (no spaces; "
-            "just the token, without 'Bearer')."
-        )
-    return token
-
-
-def use_token_file(file: Path | None) -> None:
-    """Make every DICOMweb server of this process (and of processes it starts) use the token in `file`
-    (the --dicomweb-token-file option); checked now, before any work."""
-    if file is not None:
-        os.environ[TOKEN_FILE_ENV] = str(file)
-        BearerToken.from_env()
-
-
-def check_auth(url: str) -> None:
-    """Refuse, before any work, a server address with `user:password@` when a bearer token is configured
-    too, and a token that cannot be read (see DICOMwebServer)."""
-    try:
-        parts = urlsplit(url.removeprefix(SCHEME))
-    except ValueError:  # an address that cannot be read is refused where it is read, saying so
-        parts = urlsplit("")
-    _auth(parts)
-
-
-def _auth(parts: Any) -> BearerToken | tuple[str, str] | None:
-    """How to log in to the server at `parts` (a urlsplit): HTTP basic auth from its user:password@, the
-    configured bearer token, or neither; both is refused (which one would the server want?)."""
-    token = BearerToken.from_env()
-    if parts.username is None:
-        return token
-    if token is not None:
-        raise InputError(
-            f"The DICOMweb server {shown_url(urlunsplit(parts))} is given both HTTP basic auth "
-            f"(user:password@ in its address) and a bearer token ({TOKEN_ENV} or --dicomweb-token-file): "
-            "give one of them."
-        )
-    return (unquote(parts.username), unquote(parts.password or ""))
-
-
-def is_dicomweb(text: str) -> bool:
-    return text.startswith(SCHEME)
-
-
-def parse_dicomweb_url(text: str) -> DICOMwebTarget:
-    """Split a `dicomweb+http(s)://…/studies/UID[/series/UID]` input; InputError with the form otherwise."""
-    match = _URL.match(text)
-    if match is None or not _port_readable(match["base"]):
-        raise InputError(
-            f"Cannot read the DICOMweb address '{shown_url(text)}': expected "
-            "dicomweb+http://host:port/prefix/studies/<StudyInstanceUID>[/series/<SeriesInstanceUID>]."
-        )
-    return DICOMwebTarget(match["base"], match["study"], match["series"])
-
-
-def parse_dicomweb_root(text: str) -> str:
-    """The server root of `[dicomweb+]http(s)://host:port/prefix` (no /studies/…); InputError otherwise."""
-    match = _ROOT.match(text.strip())
-    if match is None or "/studies" in match["base"].split("://", 1)[1] or not _port_readable(match["base"]):
-        raise InputError(
-            f"Cannot read the DICOMweb server address '{shown_url(text)}': expected "
-            "http(s)://host:port/prefix (the DICOMweb root, e.g. http://pacs:8042/dicom-web)."
-        )
-    return match["base"]
-
-
-def _port_readable(base: str) -> bool:
-    """Whether the server address has no port or a number for one (urllib raises ValueError otherwise)."""
-    try:
-        _ = urlsplit(base).port
-    except ValueError:
-        return False
-    return True
-
-
 def _client_errors() -> tuple[type[Exception], ...]:
     """What dicomweb-client raises for a server that fails: HTTP and connection errors, an unreadable answer,
     and retrying's RetryError when it gives up on a busy server (its retries; imported with it)."""
     from retrying import RetryError
 
     return (requests.RequestException, ValueError, RetryError)
-
-
-def shown_url(url: str) -> str:
-    """`url` without a password (a server address may carry user:password@ for HTTP basic auth); also an
-    address that cannot be read (an error message names it)."""
-    try:
-        parts = urlsplit(url.removeprefix(SCHEME))
-    except ValueError:
-        return "(an unreadable address)"
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    return (SCHEME if is_dicomweb(url) else "") + urlunsplit(parts._replace(netloc=netloc))
-
-
-def check_uid(uid: str, what: str) -> str:
-    """`uid` if it is a DICOM UID (digits and dots, at most 64 characters); InputError otherwise."""
-    if len(uid) > 64 or not _UID.match(uid):
-        raise InputError(f"'{uid[:80]}' is not a valid {what} (digits and dots, at most 64 characters).")
-    return uid
-
-
-def check_query(filters: dict[str, str]) -> dict[str, str]:
-    """The search filters, checked: known keys, short single values, dates as YYYYMMDD[-YYYYMMDD]."""
-    checked: dict[str, str] = {}
-    for key, raw in filters.items():
-        if key not in QUERY_KEYS:
-            raise InputError(f"Cannot search by '{key[:64]}': use one of {', '.join(QUERY_KEYS)}.")
-        value = raw.strip()
-        if not value:
-            continue
-        if len(value) > 64 or "\\" in value or any(ord(c) < 32 for c in value):
-            raise InputError(f"The {key} filter must be one value of at most 64 characters.")
-        if key == "StudyDate":
-            value = value.replace("/", "").replace(".", "")
-            match = _DATE_RANGE.match(value)
-            if match is None or not (match[1] or match[2]) or (match[1] and match[2] and "-" not in value):
-                raise InputError(
-                    f"StudyDate '{raw[:32]}' is not a date or range: use YYYYMMDD, YYYYMMDD-YYYYMMDD, "
-                    "YYYYMMDD- or -YYYYMMDD."
-                )
-            if match[1] and match[2] and match[1] > match[2]:
-                raise InputError(f"StudyDate range {value} ends before it starts.")
-        if key == "StudyInstanceUID":
-            check_uid(value, "StudyInstanceUID")
-        checked[key] = value
-    return checked
-
-
-def parse_query(pairs: list[str]) -> dict[str, str]:
-    """`KEY=VALUE` command-line filters as a checked search (see `check_query`)."""
-    filters: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise InputError(f"--query '{pair[:64]}' is not KEY=VALUE (e.g. StudyDate=20240101-20241231).")
-        filters[key.strip()] = value
-    return check_query(filters)
-
-
-def _values(item: dict, tag: str) -> list[Any]:
-    return list(item.get(tag, {}).get("Value") or [])
-
-
-def _value(item: dict, tag: str) -> str | None:
-    values = _values(item, tag)
-    if not values:
-        return None
-    value = values[0]
-    if isinstance(value, dict):  # a person name: {"Alphabetic": "..."}
-        return str(value.get("Alphabetic")) if value.get("Alphabetic") else None
-    return str(value)
-
-
-def _int(item: dict, tag: str) -> int | None:
-    value = _value(item, tag)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _study(item: dict) -> StudySummary:
-    return StudySummary(
-        study_uid=_value(item, "0020000D") or "",
-        patient_name=_value(item, "00100010"),
-        patient_id=_value(item, "00100020"),
-        study_date=_value(item, "00080020"),
-        accession_number=_value(item, "00080050"),
-        description=_value(item, "00081030"),
-        modalities=[str(m) for m in _values(item, "00080061")],
-        n_series=_int(item, "00201206"),
-        n_instances=_int(item, "00201208"),
-    )
-
-
-def _series(item: dict) -> SeriesSummary:
-    return SeriesSummary(
-        series_uid=_value(item, SERIES_UID_TAG) or "",
-        modality=_value(item, MODALITY_TAG),
-        description=_value(item, "0008103E"),
-        number=_int(item, "00200011"),
-        n_instances=_int(item, "00201209"),
-    )
-
-
-def _wanted(study: StudySummary, filters: dict[str, str]) -> bool:
-    """Whether a found study has the modality the filters ask for (a server may have ignored the filter;
-    a study whose modalities the server did not list is kept, its series are checked later)."""
-    wanted = filters.get("ModalitiesInStudy", "").strip().upper()
-    return bool(study.study_uid) and (not wanted or not study.modalities or wanted in study.modalities)
 
 
 class _Ending:
@@ -448,7 +130,7 @@ class DICOMwebServer:
     def __init__(self, base_url: str, timeout: float = 60.0, connect_timeout: float = 10.0) -> None:
         parts = urlsplit(base_url.rstrip("/"))
         self._session = requests.Session()
-        self._session.auth = _auth(parts)
+        self._session.auth = auth_for(parts)
         if parts.username is not None:  # user:password@ became HTTP basic auth, and leaves the URL
             host = parts.hostname or ""
             host = f"[{host}]" if ":" in host else host
@@ -553,16 +235,16 @@ class DICOMwebServer:
         """One page of studies as the server sent it (modalities not yet checked)."""
         params: dict[str, str | int] = dict(check_query(filters))
         # Orthanc applies limit/offset before a ModalitiesInStudy filter, so pages silently lose studies:
-        # the modality is checked on the results instead (`_wanted`).
+        # the modality is checked on the results instead (`is_wanted`).
         params.pop("ModalitiesInStudy", None)
-        params.update({"includefield": ",".join(_STUDY_FIELDS), "limit": limit, "offset": offset})
-        return [_study(i) for i in self._qido("/studies", params, "the study search")]
+        params.update({"includefield": ",".join(STUDY_FIELDS), "limit": limit, "offset": offset})
+        return [study_summary(i) for i in self._qido("/studies", params, "the study search")]
 
     def search_studies(
         self, filters: dict[str, str], limit: int = 100, offset: int = 0
     ) -> list[StudySummary]:
         """One page of the studies matching the filters."""
-        return [s for s in self._study_page(filters, limit, offset) if _wanted(s, filters)]
+        return [s for s in self._study_page(filters, limit, offset) if is_wanted(s, filters)]
 
     def iter_studies(self, filters: dict[str, str], page: int = 100) -> Iterator[StudySummary]:
         """Every matching study, page by page, each once. A short page is not taken as the last (servers
@@ -574,7 +256,7 @@ class DICOMwebServer:
             studies = self._study_page(filters, page, offset)
             new = [s for s in studies if s.study_uid not in seen]
             seen.update(s.study_uid for s in new)
-            yield from (s for s in new if _wanted(s, filters))
+            yield from (s for s in new if is_wanted(s, filters))
             if not new:
                 return
             offset += len(studies)
@@ -582,9 +264,11 @@ class DICOMwebServer:
     def series(self, study_uid: str) -> list[SeriesSummary]:
         """The series of a study (empty: the server has no such study)."""
         check_uid(study_uid, "StudyInstanceUID")
-        params: dict[str, str | int] = {"includefield": ",".join(_SERIES_FIELDS)}
+        params: dict[str, str | int] = {"includefield": ",".join(SERIES_FIELDS)}
         found = self._qido(f"/studies/{study_uid}/series", params, f"the series search of study {study_uid}")
-        return sorted((_series(i) for i in found if _value(i, SERIES_UID_TAG)), key=lambda s: s.number or 0)
+        return sorted(
+            (series_summary(i) for i in found if tag_value(i, SERIES_UID_TAG)), key=lambda s: s.number or 0
+        )
 
     def instance_uids(self, study_uid: str, series_uid: str, page: int = 1000) -> list[str]:
         """The SOP Instance UIDs the server lists for a series now, sorted (empty: it has no such series),
@@ -604,7 +288,7 @@ class DICOMwebServer:
                 if exc.status == 404:  # no such study or series
                     return sorted(seen)
                 raise
-            new = {uid for uid in (_value(i, "00080018") for i in items) if uid} - seen
+            new = {uid for uid in (tag_value(i, "00080018") for i in items) if uid} - seen
             if not new:
                 return sorted(seen)
             seen |= new
@@ -718,7 +402,7 @@ class DICOMwebServer:
             uid = check_uid(str(ds.SOPInstanceUID), "SOPInstanceUID")
             params: dict[str, str | int] = {"SOPInstanceUID": uid}
             items = self._qido(f"/studies/{study_uid}/instances", params, f"the search of study {study_uid}")
-            if any(_value(i, "00080018") == uid for i in items):  # a server may ignore the filter
+            if any(tag_value(i, "00080018") == uid for i in items):  # a server may ignore the filter
                 found.add(uid)
         return found
 
@@ -732,9 +416,9 @@ class DICOMwebServer:
         params: dict[str, str | int] = {"StudyInstanceUID": study_uid, "includefield": "00100020"}
         found = self._qido("/studies", params, f"the search of study {study_uid}")
         filed = {  # a server that leaves PatientID out of its answer cannot tell: not refused
-            _value(i, "00100020") or ""
+            tag_value(i, "00100020") or ""
             for i in found
-            if "00100020" in i and _value(i, "0020000D") in (None, study_uid)
+            if "00100020" in i and tag_value(i, "0020000D") in (None, study_uid)
         }
         ours = {str(ds.get("PatientID", "") or "") for ds in datasets}
         if filed and filed != ours:

@@ -392,7 +392,8 @@ def serve(
     check_engine(engine)  # an unknown engine or model fails here, not at the first use
     pacs_url = None
     if dicomweb_url:  # the DICOMweb client (pydicom, requests) only for a server that has a PACS
-        from sarcoscope.pacs.dicomweb import check_waits, parse_dicomweb_root
+        from sarcoscope.pacs.dicomweb import check_waits
+        from sarcoscope.pacs.dicomweb_query import parse_dicomweb_root
 
         pacs_url = parse_dicomweb_root(dicomweb_url)
         check_waits(*pacs_waits)
@@ -428,7 +429,7 @@ def serve(
         app.state.ctx.auth.mode,
     )
     if settings.dicomweb_url:
-        from sarcoscope.pacs.dicomweb import shown_url
+        from sarcoscope.pacs.dicomweb_query import shown_url
 
         log.info("PACS panel: DICOMweb server %s", shown_url(settings.dicomweb_url))
     config = uvicorn.Config(

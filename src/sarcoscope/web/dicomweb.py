@@ -136,7 +136,7 @@ def list_series(study_uid: str, request: Request, ctx: Ctx, user: User) -> list[
     """The series of a PACS study; `imported_as` names the local study of a series imported before, matched
     with its study: a series of another study reusing the UID (another patient's) is not this one. In the
     audit log as `pacs-view-series`, with the study's UID, once per sitting (AppContext.shown)."""
-    from sarcoscope.pacs.dicomweb import check_uid
+    from sarcoscope.pacs.dicomweb_query import check_uid
 
     server = server_of(ctx)
     check_uid(study_uid, "StudyInstanceUID")
@@ -158,7 +158,8 @@ def import_series(study_uid: str, series_uid: str, request: Request, ctx: Ctx, u
     (and refused with 413 beyond the same size limit, and with 409 when a series of another study, maybe
     another patient's, is stored here under its UID)."""
     from sarcoscope.errors import OutputError
-    from sarcoscope.pacs.dicomweb import SeriesTooLarge, check_uid
+    from sarcoscope.pacs.dicomweb import SeriesTooLarge
+    from sarcoscope.pacs.dicomweb_query import check_uid
 
     server = server_of(ctx)
     check_uid(study_uid, "StudyInstanceUID")
