@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -151,6 +152,18 @@ def remove_dead_images() -> None:
             shutil.rmtree(entry.path, ignore_errors=True)
         except (OSError, OverflowError):  # running (another user's pid), or unreadable: left alone
             continue
+
+
+def warn_if_shared(path: Path, what: str) -> None:
+    """Say in the log when the file of a secret (`what`: "secret key file", "token file") is open to other
+    users of the machine: it stays usable (refusing would stop a running site over a chmod), but anyone
+    sharing the machine could copy it."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:  # read a moment ago: whoever reads it next says what is wrong
+        return
+    if mode & 0o077:
+        logger.warning("The %s %s is readable by other users (mode %o): chmod 600 it.", what, path, mode)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

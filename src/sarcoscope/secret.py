@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import stat
 from pathlib import Path
 
 from sarcoscope.errors import SarcoscopeError
+from sarcoscope.fileio import warn_if_shared
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ def load_or_create_secret(path: Path) -> bytes:
             raise SarcoscopeError(f"Cannot create the secret key file {path}: {exc}") from exc
     try:
         data = path.read_bytes()
-        mode = path.stat().st_mode
     except OSError as exc:
         raise SarcoscopeError(f"Cannot read the secret key file {path}: {exc}") from exc
     if len(data) < MIN_SECRET_BYTES:
@@ -53,6 +52,5 @@ def load_or_create_secret(path: Path) -> bytes:
             f"The secret key file {path} holds {len(data)} bytes (at least {MIN_SECRET_BYTES} needed); "
             "restore it from a backup, or remove it to start a new key."
         )
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        logger.warning("secret key file %s is accessible to other users (mode %o)", path, stat.S_IMODE(mode))
+    warn_if_shared(path, "secret key file")
     return data

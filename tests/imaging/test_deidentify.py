@@ -7,6 +7,7 @@ sequence), the attributes issue #16 found leaking, private tags, and references 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -425,6 +426,17 @@ def test_secret_file_created_private_reused_and_overridable(tmp_path: Path, monk
     os.chmod(short, 0o600)
     with pytest.raises(SarcoscopeError, match="holds 3 bytes"):
         load_policy(short)
+
+
+def test_a_secret_file_other_users_can_read_is_warned_about(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "deid.key"
+    load_or_create_secret(path)
+    with caplog.at_level(logging.WARNING):
+        load_or_create_secret(path)
+        assert "readable by other users" not in caplog.text
+        path.chmod(0o604)
+        assert len(load_or_create_secret(path)) == 32  # still usable
+    assert f"The secret key file {path} is readable by other users (mode 604): chmod 600 it." in caplog.text
 
 
 @pytest.mark.parametrize("name", ["ts_thoracoabdominal_j2k", "dcmqi_ct3slice"])

@@ -113,6 +113,35 @@ def test_a_token_file_rewritten_by_a_sidecar_is_read_again_after_a_401(
     assert server.ct_series_uid(state.study) == state.series and state.sent[-1] == f"Bearer {NEW}"
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600])
+def test_a_token_file_other_users_can_read_is_warned_about_once(
+    pacs: tuple[Pacs, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    mode: int,
+) -> None:
+    state, url = pacs
+    token_file = tmp_path / "token"
+    token_file.write_text(OLD + "\n")
+    token_file.chmod(mode)
+    monkeypatch.setenv(TOKEN_FILE_ENV, str(token_file))
+    with caplog.at_level(logging.WARNING):
+        server = DICOMwebServer(url)
+        state.token = NEW  # a 401: the file is read again, without a second warning
+        with pytest.raises(DICOMwebServerError):
+            server.search_studies({})
+    warned = [r.getMessage() for r in caplog.records if "readable by other users" in r.getMessage()]
+    assert warned == (
+        []
+        if mode == 0o600
+        else [
+            f"The DICOMweb token file {token_file} is readable by other users (mode {mode:o}): chmod 600 it."
+        ]
+    )
+    assert OLD not in caplog.text and NEW not in caplog.text
+
+
 def test_basic_auth_and_a_token_together_are_refused(
     pacs: tuple[Pacs, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

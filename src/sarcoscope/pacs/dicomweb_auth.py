@@ -20,6 +20,7 @@ import requests
 import requests.auth
 
 from sarcoscope.errors import InputError
+from sarcoscope.fileio import warn_if_shared
 from sarcoscope.pacs.dicomweb_query import SCHEME, shown_url
 
 #: Where the bearer token comes from: the token itself, or a file holding it (--dicomweb-token-file).
@@ -43,7 +44,11 @@ class BearerToken(requests.auth.AuthBase):
                 f"(--dicomweb-token-file, {TOKEN_FILE_ENV}), not both."
             )
         self.file = file
-        self._value = self._read() if file is not None else _checked_token(value or "", f"{TOKEN_ENV}")
+        if file is not None:
+            self._value = self._read()
+            warn_if_shared(file, "DICOMweb token file")  # once: it is read again after every 401
+        else:
+            self._value = _checked_token(value or "", f"{TOKEN_ENV}")
 
     @classmethod
     def from_env(cls) -> BearerToken | None:

@@ -6,11 +6,11 @@ import getpass
 import ipaddress
 import logging
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sarcoscope.errors import SarcoscopeError
+from sarcoscope.fileio import warn_if_shared
 from sarcoscope.segmentation.base import DEFAULT_ENGINE, available_engines, get_engine, takes_model
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,12 @@ def load_token(token_file: Path | None) -> str | None:
         )
     try:
         text = token_file.read_text()
-        mode = stat.S_IMODE(token_file.stat().st_mode)
     except (OSError, UnicodeDecodeError) as exc:
         raise SarcoscopeError(f"Cannot read the token file {token_file}: {exc}") from None
     token = text.strip()
     if not token or "\n" in token:
         raise SarcoscopeError(f"The token file {token_file} must hold the token on one line.")
-    if mode & 0o077:
-        log.warning("The token file %s is readable by other users (chmod 600 it).", token_file)
+    warn_if_shared(token_file, "token file")
     return token
 
 
