@@ -24,6 +24,7 @@ from web_synth import multipart
 
 from sarcoscope.cli import app as cli
 from sarcoscope.store import ConflictError, NotFoundError, Store, trash
+from sarcoscope.store.trash import moves, operations, records
 from sarcoscope.web import WebSettings, create_app, volumes
 from sarcoscope.web.accounts import cli_actor
 from sarcoscope.web.auth import ANONYMOUS
@@ -356,7 +357,7 @@ def test_a_kept_deletion_that_cannot_be_erased_is_logged_without_its_files_names
     def refused(path: Any, *args: Any, **kwargs: Any) -> None:
         raise PermissionError(13, "Permission denied", str(image))
 
-    monkeypatch.setattr(trash.shutil, "rmtree", refused)
+    monkeypatch.setattr(shutil, "rmtree", refused)
     with caplog.at_level("WARNING", logger="sarcoscope.store.trash"):
         assert trash.erase_expired(store, dt.timedelta(days=30), actor="server") == [sid]
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -376,7 +377,7 @@ def test_an_erase_and_a_restore_at_the_same_time_never_erase_the_study_restored(
     sid, _ = _edited(client, series)
     assert delete_study(client, sid).status_code == 200
     [listed] = client.get("/api/deleted-studies").json()
-    read, meanwhile = trash._read, {"restore": 0}
+    read, meanwhile = records._read, {"restore": 0}
 
     def read_then_restore(entry: Path, *name: str) -> Any:
         record = read(entry, *name)
@@ -387,7 +388,7 @@ def test_an_erase_and_a_restore_at_the_same_time_never_erase_the_study_restored(
                 _corrected_and_deleted_again(client, sid)
         return record
 
-    monkeypatch.setattr(trash, "_read", read_then_restore)
+    monkeypatch.setattr(records, "_read", read_then_restore)
     erased = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": listed["deleted_at"]})
     monkeypatch.undo()
     assert (meanwhile["restore"], erased.status_code) == (409, 200)
@@ -404,7 +405,7 @@ def test_a_restore_while_a_refused_erase_checks_is_told_to_try_again(
     answers 409 (being erased, try again), and the try after restores it."""
     sid = upload(client, series)["id"]
     assert delete_study(client, sid).status_code == 200
-    read, meanwhile = trash._read, []
+    read, meanwhile = records._read, []
 
     def read_then_restore(entry: Path, *name: str) -> Any:
         if not meanwhile:  # during the erase's check, once
@@ -412,7 +413,7 @@ def test_a_restore_while_a_refused_erase_checks_is_told_to_try_again(
             meanwhile[0] = client.post(f"/api/deleted-studies/{sid}/restore")
         return read(entry, *name)
 
-    monkeypatch.setattr(trash, "_read", read_then_restore)
+    monkeypatch.setattr(records, "_read", read_then_restore)
     stale = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
     erased = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": stale})
     monkeypatch.undo()
@@ -476,7 +477,7 @@ class _Killed(BaseException):
 def _erase_killed(store: Any, sid: str, monkeypatch: pytest.MonkeyPatch, *, audited: bool) -> None:
     """trash.erase of `sid` killed at its audit event: after writing it (`audited`) or before; then every
     os.replace fails, as nothing runs after a kill."""
-    audit, replace, killed = store.audit, trash.os.replace, []
+    audit, replace, killed = store.audit, os.replace, []
 
     def audit_then_kill(*args: Any, **kwargs: Any) -> None:
         if audited:
@@ -490,7 +491,7 @@ def _erase_killed(store: Any, sid: str, monkeypatch: pytest.MonkeyPatch, *, audi
         replace(*args, **kwargs)
 
     monkeypatch.setattr(store, "audit", audit_then_kill)
-    monkeypatch.setattr(trash.os, "replace", replace_unless_killed)
+    monkeypatch.setattr(os, "replace", replace_unless_killed)
     with pytest.raises(_Killed):
         trash.erase(store, sid, "admin")
     monkeypatch.undo()
@@ -567,7 +568,7 @@ def test_an_erasure_killed_is_decided_by_its_deletion_not_by_the_clock(
         if step == "back":
             sid = upload(client, series)["id"]
             with monkeypatch.context() as clock:
-                clock.setattr(trash, "utcnow", ahead)
+                clock.setattr(operations, "utcnow", ahead)
                 assert delete_study(client, sid).status_code == 200
         else:  # the earlier deletion's erasure event, put back by the clock's decision of an earlier version
             sid, _ = _edited(client, series)
@@ -604,7 +605,7 @@ def test_a_restore_that_finds_the_entry_gone_while_a_refused_erase_puts_it_back_
     store = client.app.state.ctx.store
     sid = upload(client, series)["id"]
     assert delete_study(client, sid).status_code == 200
-    read, entry_of, main = trash._read, trash._entry, threading.current_thread()
+    read, entry_of, main = records._read, records.kept_entry, threading.current_thread()
     checking, go, erased = threading.Event(), threading.Event(), []
 
     def read_and_wait(entry: Path, *name: str) -> Any:
@@ -626,8 +627,8 @@ def test_a_restore_that_finds_the_entry_gone_while_a_refused_erase_puts_it_back_
     eraser = threading.Thread(
         target=lambda: erased.append(_outcome(lambda: trash.erase(store, sid, "x", deleted_at=stale)))
     )
-    monkeypatch.setattr(trash, "_read", read_and_wait)
-    monkeypatch.setattr(trash, "_entry", entry_then_erase_ends)
+    monkeypatch.setattr(records, "_read", read_and_wait)
+    monkeypatch.setattr(records, "kept_entry", entry_then_erase_ends)
     eraser.start()
     assert checking.wait(60)
     restored = _outcome(lambda: trash.restore(store, sid, "admin"))
@@ -669,7 +670,7 @@ def test_an_erase_that_finds_the_entry_gone_while_a_failed_restore_puts_it_back_
         target=lambda: restored.append(_outcome(lambda: trash.restore(store, sid, "x")))
     )
     monkeypatch.setattr(store, "restore_rows", restore_rows_fail)
-    monkeypatch.setattr(trash.os, "replace", replace_then_restore_ends)
+    monkeypatch.setattr(os, "replace", replace_then_restore_ends)
     restorer.start()
     assert restoring.wait(60)
     erased = _outcome(lambda: trash.erase(store, sid, "admin", deleted_at=listed.deleted_at))
@@ -698,7 +699,7 @@ def test_a_second_erase_while_a_refused_erase_checks_is_told_to_try_again(
     sid = upload(client, series)["id"]
     assert delete_study(client, sid).status_code == 200
     [listed] = client.get("/api/deleted-studies").json()
-    read, meanwhile = trash._read, []
+    read, meanwhile = records._read, []
 
     def read_then_erase(entry: Path, *name: str) -> Any:
         if not meanwhile:  # during the stale erase's check, once
@@ -708,7 +709,7 @@ def test_a_second_erase_while_a_refused_erase_checks_is_told_to_try_again(
             )
         return read(entry, *name)
 
-    monkeypatch.setattr(trash, "_read", read_then_erase)
+    monkeypatch.setattr(records, "_read", read_then_erase)
     stale = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat()
     refused = client.delete(f"/api/deleted-studies/{sid}", params={"deleted_at": stale})
     monkeypatch.undo()
@@ -732,14 +733,14 @@ def test_a_restore_that_fails_moving_its_files_puts_them_back_in_the_trash(
     sid, edited = _edited(client, series)
     assert delete_study(client, sid).status_code == 200
     entry = sorted(p.relative_to(store.data_dir) for p in (store.data_dir / "trash").rglob("*"))
-    move = trash._move_dir
+    move = moves.move_dir
 
     def disk_full_for_the_cache(src: Path, dst: Path) -> None:
         if dst.parent == store.data_dir / "cache":
             raise OSError(errno.ENOSPC, "No space left on device")
         move(src, dst)
 
-    monkeypatch.setattr(trash, "_move_dir", disk_full_for_the_cache)
+    monkeypatch.setattr(moves, "move_dir", disk_full_for_the_cache)
     with pytest.raises(OSError, match="No space left"):
         trash.restore(store, sid, "admin")
     monkeypatch.undo()
@@ -822,14 +823,14 @@ def test_files_copied_across_file_systems_are_on_disk_before_their_source_is_rem
 def _restore_killed_before_its_entry_goes(store: Any, sid: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     """trash.restore of `sid` killed after its commit, before it removes the emptied .<id>.restoring
     (returned)."""
-    rmtree, restoring = trash.shutil.rmtree, trash.trash_dir(store) / f".{sid}.restoring"
+    rmtree, restoring = shutil.rmtree, trash.trash_dir(store) / f".{sid}.restoring"
 
     def killed_before_the_entry_goes(path: Any, *args: Any, **kwargs: Any) -> None:
         if Path(path) == restoring:
             raise _Killed
         rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(trash.shutil, "rmtree", killed_before_the_entry_goes)
+    monkeypatch.setattr(shutil, "rmtree", killed_before_the_entry_goes)
     with pytest.raises(_Killed):
         trash.restore(store, sid, "admin")
     monkeypatch.undo()
@@ -864,6 +865,19 @@ def test_a_restore_whose_moves_were_lost_is_finished_at_the_next_start(
     app.state.ctx.store.close()
 
 
+def _flushed_before(store: Any, step: str, monkeypatch: pytest.MonkeyPatch, fsynced: list[int]) -> list[int]:
+    """The list that each call of `store.<step>` (the step that relies on them) from here on fills with the
+    inodes flushed (fsync) so far."""
+    call, flushed = getattr(store, step), []
+
+    def recorded(*args: Any, **kwargs: Any) -> None:
+        flushed.extend(fsynced)
+        call(*args, **kwargs)
+
+    monkeypatch.setattr(store, step, recorded)
+    return flushed
+
+
 def test_an_erasure_is_out_of_a_restores_reach_on_disk_before_its_audit_event(
     client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch, fsynced: list[int]
 ) -> None:
@@ -875,13 +889,7 @@ def test_an_erasure_is_out_of_a_restores_reach_on_disk_before_its_audit_event(
     store = client.app.state.ctx.store
     sid = upload(client, series)["id"]
     assert delete_study(client, sid).status_code == 200
-    audit, at_audit = store.audit, []
-
-    def recorded_audit(*args: Any, **kwargs: Any) -> None:
-        at_audit.extend(fsynced)
-        audit(*args, **kwargs)
-
-    monkeypatch.setattr(store, "audit", recorded_audit)
+    at_audit = _flushed_before(store, "audit", monkeypatch, fsynced)
     fsynced.clear()  # what is flushed from here on
     trash.erase(store, sid, "admin")
     assert (store.data_dir / "trash").stat().st_ino in at_audit
@@ -899,13 +907,7 @@ def test_a_restores_moves_are_on_disk_before_its_rows_are_committed(
     sid = upload(client, series)["id"]
     study = store.get_study(sid)
     assert delete_study(client, sid).status_code == 200
-    restore_rows, at_commit = store.restore_rows, []
-
-    def recorded_restore_rows(*args: Any, **kwargs: Any) -> None:
-        at_commit.extend(fsynced)
-        restore_rows(*args, **kwargs)
-
-    monkeypatch.setattr(store, "restore_rows", recorded_restore_rows)
+    at_commit = _flushed_before(store, "restore_rows", monkeypatch, fsynced)
     fsynced.clear()  # what is flushed from here on
     trash.restore(store, sid, "admin")
     changed = [store.data_dir / "trash", store.series_dir(study).parent, store.data_dir / "ct"]
@@ -1103,14 +1105,14 @@ def test_a_restore_beside_the_server_never_removes_the_deleted_studys_images_for
             waited.set()
 
         server = threading.Thread(target=upload_meanwhile)
-        move_out = trash._move_out
+        move_out = moves.move_out
 
         def after_the_restores_check(*args: Any) -> None:
             server.start()
             assert waited.wait(60)  # the upload has waited for the lock (or, unlocked, is done)
             move_out(*args)
 
-        monkeypatch.setattr(trash, "_move_out", after_the_restores_check)
+        monkeypatch.setattr(moves, "move_out", after_the_restores_check)
         try:
             restored: Any = trash.restore(beside, sid, cli_actor())
         except ConflictError as exc:
@@ -1141,7 +1143,7 @@ def test_a_restore_beside_the_servers_upload_of_its_series_waits_for_it_and_is_r
     with TestClient(app) as client:
         sid = upload(client, series)["id"]
         assert delete_study(client, sid).status_code == 200
-        dest = store.series_dir(trash._study_of(data / "trash" / sid))
+        dest = store.series_dir(records.study_of(data / "trash" / sid))
         waited, made, outcome = threading.Event(), volumes.private_dir, []
         _contended(monkeypatch, waited)
 
@@ -1178,7 +1180,7 @@ def test_a_restore_beside_the_servers_upload_of_its_series_waits_for_it_and_is_r
 def test_a_move_removes_its_source_only_beside_the_copy_it_made_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """trash._move_dir took any folder in its destination's place for its own copy cut before the source's
+    """moves.move_dir took any folder in its destination's place for its own copy cut before the source's
     removal, and removed the source: a series' folder made there by someone else took the kept deletion's
     images. Only a copy its mark names is finished; another destination leaves the source as it is."""
     src, dst = tmp_path / "entry" / "ct", tmp_path / "ct" / "series"
@@ -1186,10 +1188,10 @@ def test_a_move_removes_its_source_only_beside_the_copy_it_made_itself(
         folder.mkdir(parents=True)
         (folder / name).write_bytes(name.encode())
     with pytest.raises(FileExistsError):
-        trash._move_dir(src, dst)
+        moves.move_dir(src, dst)
     assert [p.name for p in src.iterdir()] == ["kept.dcm"] and [p.name for p in dst.iterdir()] == ["live.dcm"]
 
-    replace, rmtree = os.replace, trash.shutil.rmtree
+    replace, rmtree = os.replace, shutil.rmtree
 
     def across_file_systems(a: Any, b: Any) -> None:
         if Path(a) == src:
@@ -1202,12 +1204,12 @@ def test_a_move_removes_its_source_only_beside_the_copy_it_made_itself(
         rmtree(path, *args, **kwargs)
 
     mine = tmp_path / "ct" / "mine"
-    monkeypatch.setattr(trash.os, "replace", across_file_systems)
-    monkeypatch.setattr(trash.shutil, "rmtree", killed)
+    monkeypatch.setattr(os, "replace", across_file_systems)
+    monkeypatch.setattr(shutil, "rmtree", killed)
     with pytest.raises(_Killed):  # copied and renamed into place, cut before the source's removal
-        trash._move_dir(src, mine)
+        moves.move_dir(src, mine)
     monkeypatch.undo()
-    trash._move_dir(src, mine)  # finished: the copy is its own
+    moves.move_dir(src, mine)  # finished: the copy is its own
     assert not src.exists() and [p.name for p in mine.iterdir()] == ["kept.dcm"]
     assert sorted(p.name for p in mine.parent.iterdir()) == ["mine", "series"]  # no mark left
 
@@ -1216,7 +1218,7 @@ def test_a_deletion_kept_without_its_images_is_not_restored_without_them(
     client: TestClient, series: list[Path]
 ) -> None:
     """A deletion kept without its images (a restore beside the server before the ct lock held across
-    processes left them with a study of the same series uploaded meanwhile: trash._move_in) was, once that
+    processes left them with a study of the same series uploaded meanwhile: moves.move_in) was, once that
     study was deleted too, restored (200) as a study whose images are nowhere. The restore is refused (409
     saying its images are not kept); the deletion stays kept, and the other deletion restores the images."""
     store = client.app.state.ctx.store

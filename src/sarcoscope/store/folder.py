@@ -46,7 +46,7 @@ class DataFolderMixin(StudiesMixin):
         it: a series' folder is filled only when no study has it, and removed only when none has it.
         Threads of this process: a lock; `sarcoscope studies restore` beside the server: then the data
         folder's `locks/ct-<n>.lock` (flock, let go when the process ends, even by a kill). Lock order:
-        `upload_lock` before it, never after; `trash._no_put_back` and database transactions may be taken
+        `upload_lock` before it, never after; `trash.locks.no_put_back` and database transactions may be taken
         under it, and none of them is held while waiting for it."""
         bucket = self.ct_bucket(study_uid)
         with self._ct_locks[bucket]:

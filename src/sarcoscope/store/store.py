@@ -40,7 +40,7 @@ class Store(DataFolderMixin, AccountsMixin, LabelVersionsMixin):
         its files that found it before has ended (`using_files`; later work finds no study), all its files
         (a kill in between leaves files that `remove_orphan_files` deletes at the next start).
 
-        `keep`: the rows and files go to the trash (`store/trash.py`), from which the study can be restored
+        `keep`: the rows and files go to the trash (`store/trash/`), from which the study can be restored
         until it is erased; without it they are erased at once.
 
         `seen_version`: the latest label version the person deleting was shown (0: none). A study whose

@@ -1,4 +1,4 @@
-"""Deleted studies the server still keeps (store/trash.py, `serve --keep-deleted-days`): listed, restored with
+"""Deleted studies the server still keeps (store/trash/, `serve --keep-deleted-days`): listed, restored with
 their images and every label version, or erased now. An admin's, as deleting is (web.roles)."""
 
 from __future__ import annotations
