@@ -138,3 +138,36 @@ def test_a_damaged_file_of_a_zip_is_logged_without_its_folders(
         client.post("/api/studies", files=[("files", ("export.zip", archive.getvalue(), "application/zip"))])
     assert "End of file reached before delimiter" in caplog.text  # the reason is kept
     assert "Jansen" not in caplog.text and "12345678" not in caplog.text
+
+
+def test_an_imported_label_files_name_is_not_logged(
+    client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A label file's name is the client's, often the patient's ("Jansen Piet 12345678.nii"): the server
+    saved the import under it, and nibabel's fix of its header (zero voxel sizes set to 1) was logged with
+    it. The fix is logged with a name the server chose; the user's messages and the version's note keep
+    the file's own name."""
+    import gzip
+
+    import nibabel as nib
+
+    sid, _ = segmented(client, write_series(tmp_path / "s"))
+    exported = nib.Nifti1Image.from_bytes(
+        gzip.decompress(client.get(f"/api/studies/{sid}/export/nifti").content)
+    )
+    exported.header["pixdim"][1:4] = 0  # its sform still places the voxels: imported, with the fix noted
+    name = f"Jansen Piet {PATIENT_ID}.nii"
+
+    def imported(content: bytes, version: int) -> httpx.Response:
+        parts = [("files", (name, content, "application/octet-stream"))]
+        return client.post(f"/api/studies/{sid}/labels/import", files=parts, params={"base_version": version})
+
+    with caplog.at_level(logging.DEBUG):
+        done = imported(exported.to_bytes(), 1)
+        refused = imported(b"\x5c\x01" + b"not a NIfTI file" * 30, 2)
+    assert done.status_code == 201 and done.json()["note"] == f"imported from {name}, mapping sarcoscope"
+    assert refused.status_code == 422 and refused.json()["detail"].startswith(
+        f"Cannot read NIfTI file {name}:"
+    )
+    assert "nibabel fixed its header: pixdim[1,2,3] should be non-zero" in caplog.text  # the reason is kept
+    assert "Jansen" not in caplog.text and PATIENT_ID not in caplog.text
