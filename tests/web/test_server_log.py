@@ -171,3 +171,53 @@ def test_an_imported_label_files_name_is_not_logged(
     )
     assert "nibabel fixed its header: pixdim[1,2,3] should be non-zero" in caplog.text  # the reason is kept
     assert "Jansen" not in caplog.text and PATIENT_ID not in caplog.text
+
+
+def test_pacs_searches_and_series_lists_are_not_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The PACS panel asks its DICOMweb server with the criteria and the study's UID in the request's URL,
+    which urllib3 logs: at DEBUG every request ('"GET /dicom-web/studies?PatientName=Jansen*&PatientID=..."
+    200'), and at WARNING, which the server's log shows, one whose answer has a malformed header line ("Failed
+    to parse headers (url=...)"). The records stay, without the query and the UIDs."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    series_uid = {
+        "0020000E": {"vr": "UI", "Value": [f"{UID_ROOT}.2"]},
+        "00080060": {"vr": "CS", "Value": ["CT"]},
+    }
+
+    class Pacs(BaseHTTPRequestHandler):
+        """QIDO-RS: no study found (with a header line that is not one); one CT series in any study."""
+
+        def do_GET(self) -> None:
+            body = json.dumps([series_uid] if "/series" in self.path else []).encode()
+            broken = b"" if "/series" in self.path else b"X-Vendor note without a colon\r\n"
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
+            self.wfile.write(head + b"Content-Length: %d\r\n" % len(body) + broken + b"\r\n" + body)
+
+        def log_message(self, *args: object) -> None:  # the fake server's own log is not the app's
+            pass
+
+    pacs = ThreadingHTTPServer(("127.0.0.1", 0), Pacs)
+    threading.Thread(target=pacs.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{pacs.server_address[1]}/dicom-web"
+    criteria = {"patient_name": "Jansen*", "patient_id": PATIENT_ID, "accession_number": "ACCX5521"}
+    app = create_app(WebSettings(data_dir=tmp_path / "data", dicomweb_url=url))
+    try:
+        with TestClient(app) as client, caplog.at_level(logging.DEBUG):
+            assert client.post("/api/pacs/search", json=criteria).json()["studies"] == []
+            series = client.get(f"/api/pacs/studies/{UID_ROOT}.1/series")
+            assert series.status_code == 200 and series.json()[0]["series_uid"] == f"{UID_ROOT}.2"
+    finally:
+        app.state.ctx.store.close()
+        pacs.shutdown()
+    logged = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith("httpx")
+    )  # not TestClient's
+    assert (
+        "Failed to parse headers (url=" in logged and '"GET /dicom-web/studies/<uid>/series?<query>' in logged
+    )
+    for value in ("Jansen", PATIENT_ID, "ACCX5521", UID_ROOT):
+        assert value not in logged, logged
