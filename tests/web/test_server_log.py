@@ -138,3 +138,86 @@ def test_a_damaged_file_of_a_zip_is_logged_without_its_folders(
         client.post("/api/studies", files=[("files", ("export.zip", archive.getvalue(), "application/zip"))])
     assert "End of file reached before delimiter" in caplog.text  # the reason is kept
     assert "Jansen" not in caplog.text and "12345678" not in caplog.text
+
+
+def test_an_imported_label_files_name_is_not_logged(
+    client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A label file's name is the client's, often the patient's ("Jansen Piet 12345678.nii"): the server
+    saved the import under it, and nibabel's fix of its header (zero voxel sizes set to 1) was logged with
+    it. The fix is logged with a name the server chose; the user's messages and the version's note keep
+    the file's own name."""
+    import gzip
+
+    import nibabel as nib
+
+    sid, _ = segmented(client, write_series(tmp_path / "s"))
+    exported = nib.Nifti1Image.from_bytes(
+        gzip.decompress(client.get(f"/api/studies/{sid}/export/nifti").content)
+    )
+    exported.header["pixdim"][1:4] = 0  # its sform still places the voxels: imported, with the fix noted
+    name = f"Jansen Piet {PATIENT_ID}.nii"
+
+    def imported(content: bytes, version: int) -> httpx.Response:
+        parts = [("files", (name, content, "application/octet-stream"))]
+        return client.post(f"/api/studies/{sid}/labels/import", files=parts, params={"base_version": version})
+
+    with caplog.at_level(logging.DEBUG):
+        done = imported(exported.to_bytes(), 1)
+        refused = imported(b"\x5c\x01" + b"not a NIfTI file" * 30, 2)
+    assert done.status_code == 201 and done.json()["note"] == f"imported from {name}, mapping sarcoscope"
+    assert refused.status_code == 422 and refused.json()["detail"].startswith(
+        f"Cannot read NIfTI file {name}:"
+    )
+    assert "nibabel fixed its header: pixdim[1,2,3] should be non-zero" in caplog.text  # the reason is kept
+    assert "Jansen" not in caplog.text and PATIENT_ID not in caplog.text
+
+
+def test_pacs_searches_and_series_lists_are_not_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The PACS panel asks its DICOMweb server with the criteria and the study's UID in the request's URL,
+    which urllib3 logs: at DEBUG every request ('"GET /dicom-web/studies?PatientName=Jansen*&PatientID=..."
+    200'), and at WARNING, which the server's log shows, one whose answer has a malformed header line ("Failed
+    to parse headers (url=...)"). The records stay, without the query and the UIDs."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    series_uid = {
+        "0020000E": {"vr": "UI", "Value": [f"{UID_ROOT}.2"]},
+        "00080060": {"vr": "CS", "Value": ["CT"]},
+    }
+
+    class Pacs(BaseHTTPRequestHandler):
+        """QIDO-RS: no study found (with a header line that is not one); one CT series in any study."""
+
+        def do_GET(self) -> None:
+            body = json.dumps([series_uid] if "/series" in self.path else []).encode()
+            broken = b"" if "/series" in self.path else b"X-Vendor note without a colon\r\n"
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
+            self.wfile.write(head + b"Content-Length: %d\r\n" % len(body) + broken + b"\r\n" + body)
+
+        def log_message(self, *args: object) -> None:  # the fake server's own log is not the app's
+            pass
+
+    pacs = ThreadingHTTPServer(("127.0.0.1", 0), Pacs)
+    threading.Thread(target=pacs.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{pacs.server_address[1]}/dicom-web"
+    criteria = {"patient_name": "Jansen*", "patient_id": PATIENT_ID, "accession_number": "ACCX5521"}
+    app = create_app(WebSettings(data_dir=tmp_path / "data", dicomweb_url=url))
+    try:
+        with TestClient(app) as client, caplog.at_level(logging.DEBUG):
+            assert client.post("/api/pacs/search", json=criteria).json()["studies"] == []
+            series = client.get(f"/api/pacs/studies/{UID_ROOT}.1/series")
+            assert series.status_code == 200 and series.json()[0]["series_uid"] == f"{UID_ROOT}.2"
+    finally:
+        app.state.ctx.store.close()
+        pacs.shutdown()
+    logged = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith("httpx")
+    )  # not TestClient's
+    assert (
+        "Failed to parse headers (url=" in logged and '"GET /dicom-web/studies/<uid>/series?<query>' in logged
+    )
+    for value in ("Jansen", PATIENT_ID, "ACCX5521", UID_ROOT):
+        assert value not in logged, logged

@@ -53,6 +53,25 @@ from sarcoscope.pacs.dicomweb_query import (
 
 # dicomweb-client logs every request's study UID at INFO level; identifiers stay out of the server's log.
 logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
+#: What of a requested URL may identify a patient: its query (QIDO-RS search criteria: names, IDs, accession
+#: numbers), and a DICOM UID as a path segment (the study's, the series').
+_URL_QUERY = re.compile(r"\?[^\s\"')]*")
+_URL_UID = re.compile(r"(?<=/)\d+(?:\.\d+){3,}(?=[/?\s\"')]|$)")
+
+
+class _WithoutRequestedValues(logging.Filter):
+    """urllib3's record with a URL's query and UIDs left out (`?<query>`, `<uid>`): it names every request's
+    URL at DEBUG, and at WARNING one whose answer had a malformed header ("Failed to parse headers
+    (url=...)"), which the server's log (INFO) then showed with the criteria of a PACS search."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = _URL_QUERY.sub("?<query>", record.getMessage())
+        record.msg, record.args = _URL_UID.sub("<uid>", text), None
+        return True
+
+
+for _name in ("urllib3.connection", "urllib3.connectionpool", "urllib3.poolmanager"):
+    logging.getLogger(_name).addFilter(_WithoutRequestedValues())
 
 
 class DICOMwebServerError(InputError):

@@ -2,8 +2,10 @@
 
 The file is read onto the study's CT by `sarcoscope.imaging.labelmaps` for the selected slice(s): a file that
 does not fit the study is refused (HTTP 422 with the reason) and nothing is saved. An upload is saved in a
-fresh folder under its base name, which must be plain words (it gives the format and, for tissue PNGs, the
-tissue); messages name the file as the user knows it, never the server's folders.
+fresh folder. Its names must be plain words: they give the format and, for tissue PNGs, the tissue (the PNGs
+keep their names, which are tissue names). One label file is saved under a name the server chooses, with its
+ending: the client's often names the patient ("Jansen Piet 12345678.nii"), and would reach the server's log
+with a header fix nibabel reports. Messages name the file as the user knows it, never the server's folders.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from sarcoscope.store import LabelVersion, Study
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.upload import receive_upload
 
-#: An uploaded name becomes a file name on the server: letters, digits, space, dot, dash, underscore.
+#: An uploaded name (a tissue PNG's becomes a file name on the server): letters, digits, space, dot, dash,
+#: underscore.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}")
+#: The name (before its ending) of an imported label file on the server: not the client's (see above).
+SERVER_NAME = "imported-labels"
 #: One PNG per tissue at most (muscle, SAT, VAT, IMAT and a spare name).
 MAX_TISSUE_FILES = 8
 
@@ -45,9 +50,10 @@ async def receive_label_upload(request: Request, work: Path) -> tuple[Path, str]
             422, f"File name '{unsafe[0]}' not accepted: use letters, digits, spaces, '.', '-', '_'."
         )
     if len(parts) == 1:
-        if label_extension(Path(names[0])) is None:
+        ending = label_extension(Path(names[0]))
+        if ending is None:
             raise HTTPException(422, f"{names[0]} is not a label file ({', '.join(LABEL_EXTENSIONS)}).")
-        target = work / names[0]
+        target = work / f"{SERVER_NAME}{ending}"
         destinations = [target]
     else:
         if len(parts) > MAX_TISSUE_FILES or not all(n.lower().endswith(".png") for n in names):
@@ -89,8 +95,11 @@ def import_label_file(
     grid = LabelGrid(volume.shape, tuple(uids) if uids else None, "the study's CT", volume.stored_flip)
     try:
         labels = read_label_map(path, mapping, grid, indices).labels
-    except LabelMapError as exc:  # name the file as the user knows it, not where the server keeps it
-        raise LabelMapError(str(exc).replace(f"{path.parent}/", "")) from None
+    except LabelMapError as exc:  # name the file as the user knows it, not where or how the server keeps it
+        said = str(exc).replace(f"{path.parent}/", "")
+        if path.name.startswith(SERVER_NAME):
+            said = said.replace(path.name, shown_name)
+        raise LabelMapError(said) from None
     return ctx.store.save_version(
         study.id,
         base_version=base_version,
