@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# ONNX Runtime's official builds send usage telemetry to Microsoft from Linux and macOS too (since 1.2x: a
+# device id kept in the user's cache folder, process, model-load and error events) unless this is set when it
+# is first imported; a hospital's server must not send it unasked. Set here, before anything of this package
+# (or a dependency of it) imports onnxruntime; a value already set is left as it is.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 if TYPE_CHECKING:
     from sarcoscope.results import AnalysisResult
