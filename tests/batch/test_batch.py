@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 import warnings
 from pathlib import Path
@@ -267,6 +268,19 @@ def test_a_table_write_stopped_midway_leaves_no_copy_behind(
     with pytest.raises(KeyboardInterrupt):
         tables.write_csv_atomic(tmp_path / "cohort.csv", [{"case_id": "Doe_John"}], ["case_id"])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_the_tables_get_the_permissions_of_the_runs_other_outputs(tmp_path: Path, umask: int) -> None:
+    from sarcoscope.batch import tables
+
+    old = os.umask(umask)
+    try:
+        tables.write_csv_atomic(tmp_path / "cohort.csv", [{"case_id": "A"}], ["case_id"])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "cohort.csv").stat().st_mode) == 0o666 & ~umask
+    assert (tmp_path / "cohort.csv").read_bytes() == b"case_id\r\nA\r\n"
 
 
 def test_a_second_cohort_adds_to_the_tables(tmp_path: Path) -> None:

@@ -4,14 +4,13 @@ kept in the output folder as the run goes."""
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sarcoscope.batch.cases import Case
 from sarcoscope.export.report import AREA_DECIMALS, HU_DECIMALS
+from sarcoscope.fileio import atomic_write
 
 
 @dataclass
@@ -107,13 +106,13 @@ def summary_row(case: Case, report: dict[str, Any]) -> dict[str, Any]:
 
 def write_csv_atomic(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
     """Write the table beside `path` and move it over; a write stopped midway (Ctrl-C, a full disk) leaves
-    no partial copy of the cohort's rows behind."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+    no partial copy of the cohort's rows behind, and the table gets the permissions the run's other outputs
+    get (a folder shared with a group stays readable to it)."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    atomic_write(path, write)
