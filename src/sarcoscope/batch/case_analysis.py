@@ -4,8 +4,6 @@ own folder, inside whichever process runs it; returns a small outcome, never ima
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -164,11 +162,8 @@ def _push(case: Case, out: Path, waits: tuple[float, float]) -> None:
         stored = store_results(case.path, files, waits[1], waits[0])
     except SarcoscopeError as exc:
         raise SarcoscopeError(f"analysed, but the results were not stored: {exc}") from None
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{PUSHED}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        record = {"stored": stored.sent, "already_stored": stored.held, "files": [f.name for f in files]}
-        json.dump(record, fh)
-    os.replace(tmp, out / PUSHED)
+    record = {"stored": stored.sent, "already_stored": stored.held, "files": [f.name for f in files]}
+    atomic_write_text(out / PUSHED, json.dumps(record))
 
 
 #: The failure recorded for a case whose worker process died under it.
