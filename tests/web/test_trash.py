@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from test_api import delete_study, get_labels, segmented, upload
 from typer.testing import CliRunner
-from web_synth import multipart
+from web_synth import multipart, write_exam, zip_bytes
 
 from sarcoscope.cli import app as cli
 from sarcoscope.store import ConflictError, NotFoundError, Store, trash
@@ -1071,10 +1071,13 @@ def test_a_restore_while_another_restores_the_study_is_told_to_try_again(
 
 
 def _contended(monkeypatch: pytest.MonkeyPatch, seen: threading.Event) -> None:
-    """`seen` is set when a flock has to wait for another holder (here: the other Store's ct lock)."""
+    """`seen` is set when a flock has to wait for another holder (here: the other Store's ct lock); not by
+    one that never waits (LOCK_NB)."""
     flock = fcntl.flock
 
     def noticing(fd: int, operation: int) -> None:
+        if operation & fcntl.LOCK_NB:
+            return flock(fd, operation)
         try:
             flock(fd, operation | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -1285,5 +1288,288 @@ def test_a_restore_beside_a_starting_server_is_left_to_finish_by_its_recover(
         assert client.get("/api/deleted-studies").json() == []
         np.testing.assert_array_equal(get_labels(client, sid)[0], edited)
         assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+    beside.close()
+    app.state.ctx.store.close()
+
+
+class _NoticingLock:
+    """A thread lock that sets `seen` when it has to wait for another holder (here: another thread's upload
+    lock of the same Store)."""
+
+    def __init__(self, seen: threading.Event) -> None:
+        self._lock, self._seen = threading.Lock(), seen
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            self._seen.set()
+            self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def _waits_noticed(monkeypatch: pytest.MonkeyPatch, store: Store, seen: threading.Event) -> None:
+    """`seen` is set when a flock, or one of `store`'s upload locks, has to wait for another holder."""
+    _contended(monkeypatch, seen)
+    monkeypatch.setattr(store, "_upload_locks", [_NoticingLock(seen) for _ in store._upload_locks])
+
+
+def _sibling_deleted(client: TestClient, tmp_path: Path) -> tuple[str, str, str]:
+    """An exam uploaded (its portal-venous series opened as study B), its arterial series opened from it as
+    study A (of another StudyUID, whose ct lock never waits for B's), and A deleted while B held the upload:
+    A's deletion is kept without the upload's files. Returns A, B and the upload's id."""
+    import pydicom
+
+    folder = tmp_path / "exam"
+    files = write_exam(folder)
+    for path in files["Abdomen ART 6.0"]:
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.4711"
+        ds.save_as(path)
+    every = [f for paths in files.values() for f in paths]
+    r = client.post(
+        "/api/studies", files=[("files", ("exam.zip", zip_bytes(every, folder), "application/zip"))]
+    )
+    assert r.status_code == 201, r.text
+    b = r.json()
+    arterial = {"series_uid": b["series"][1]["series_uid"]}
+    r = client.post(f"/api/studies/{b['id']}/series", json=arterial)
+    assert r.status_code == 201, r.text
+    a = r.json()["id"]
+    store = client.app.state.ctx.store
+    assert store.ct_bucket(store.get_study(b["id"]).study_uid) != store.ct_bucket(
+        store.get_study(a).study_uid
+    )
+    assert delete_study(client, a).status_code == 200
+    assert not (store.data_dir / "trash" / a / "upload").exists()
+    upload_id = store.get_study(b["id"]).upload_id
+    assert upload_id is not None
+    return a, b["id"], upload_id
+
+
+def _upload_agrees(client: TestClient, a: str, b: str, upload_id: str, *, kept: bool) -> None:
+    """Restored study A has the upload (`kept`: it is in its place, B's deletion kept without it, and its
+    9 mm series opens from A) or has none (B's deletion keeps it), never an upload whose files are in B's
+    deletion (erased with it)."""
+    store = client.app.state.ctx.store
+    had = (store.get_study(a).upload_id, store.upload_dir(upload_id).is_dir())
+    with_b = (store.data_dir / "trash" / b / "upload").is_dir()
+    assert (*had, with_b) == ((upload_id, True, False) if kept else (None, False, True))
+    listed = client.get(f"/api/studies/{a}/series").json()
+    if kept:
+        nine = next(s for s in listed if s["description"] == "Abdomen 9.0")
+        r = client.post(f"/api/studies/{a}/series", json={"series_uid": nine["series_uid"]})
+        assert r.status_code == 201, r.text
+    else:
+        assert listed == []
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["in-the-server", "beside-the-server"])
+def test_a_restore_during_the_deletion_of_its_uploads_last_study_keeps_the_upload_it_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beside: bool
+) -> None:
+    """Study A of an upload restored (by the server, or `sarcoscope studies restore` beside it: a second
+    Store) while B, the upload's last live study, was deleted: the restore found the upload in its place and
+    kept it, the deletion (its check before A's rows were committed) then moved it into B's entry, and A
+    was restored pointing at an upload it could no longer open, which erasing B's deletion would erase. The
+    restore holds the upload's lock from its look to its commit: the deletion waits and leaves the upload."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    restorer = Store(data) if beside else store
+    with TestClient(app) as client:
+        a, b, upload_id = _sibling_deleted(client, tmp_path)
+        waited, answers = threading.Event(), []
+        _waits_noticed(monkeypatch, store, waited)
+
+        def delete_meanwhile() -> None:
+            answers.append(delete_study(client, b))
+            waited.set()
+
+        deleting = threading.Thread(target=delete_meanwhile)
+        restore_rows = restorer.restore_rows
+
+        def after_the_restores_look(*args: Any) -> None:
+            deleting.start()
+            assert waited.wait(60)  # the deletion waits for the upload's lock (or, unlocked, is done)
+            restore_rows(*args)
+
+        monkeypatch.setattr(restorer, "restore_rows", after_the_restores_look)
+        restored = trash.restore(restorer, a, cli_actor())
+        deleting.join()
+        monkeypatch.undo()
+        [answer] = answers
+        assert answer.status_code == 200 and restored.upload_id == upload_id, answer.text
+        _upload_agrees(client, a, b, upload_id, kept=True)
+    if beside:
+        restorer.close()
+    store.close()
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["in-the-server", "beside-the-server"])
+def test_a_restore_during_the_deletion_of_its_uploads_last_study_leaves_the_upload_it_took(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beside: bool
+) -> None:
+    """The deletion of B, the upload's last live study, found no study of it left and was moving the upload
+    into B's entry while study A of the upload was restored: the restore, finding the upload still in its
+    place, kept it, and A was restored pointing at an upload in B's deletion. The restore waits for the
+    upload's lock and restores A without the upload, which B's deletion keeps."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    restorer = Store(data) if beside else store
+    with TestClient(app) as client:
+        a, b, upload_id = _sibling_deleted(client, tmp_path)
+        waited, outcome = threading.Event(), []
+        _waits_noticed(monkeypatch, store, waited)
+
+        def restore_meanwhile() -> None:
+            try:
+                outcome.append(trash.restore(restorer, a, cli_actor()))
+            except BaseException as exc:  # the test's answer, not the thread's traceback
+                outcome.append(exc)
+            waited.set()
+
+        restoring = threading.Thread(target=restore_meanwhile)
+        move_dir = moves.move_dir
+
+        def after_the_deletions_look(src: Path, dst: Path) -> None:
+            if dst.name == "upload" and dst.parent.name == f".{b}.deleting":
+                restoring.start()
+                assert waited.wait(60)  # the restore waits for the upload's lock (or, unlocked, is done)
+            move_dir(src, dst)
+
+        monkeypatch.setattr(moves, "move_dir", after_the_deletions_look)
+        assert delete_study(client, b).status_code == 200
+        restoring.join()
+        monkeypatch.undo()
+        [restored] = outcome
+        assert getattr(restored, "upload_id", restored) is None
+        _upload_agrees(client, a, b, upload_id, kept=False)
+    if beside:
+        restorer.close()
+    store.close()
+
+
+def test_a_restore_beside_a_starting_server_keeps_the_upload_it_found_from_a_stopped_restores_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore of B, the upload's last study, stopped after moving the upload out (a kill): the next
+    start puts B back, with the upload when no study of it is left. `sarcoscope studies restore` of A (of
+    the same upload) beside the starting server had found the upload in its place and kept it; the start
+    (A's rows not yet committed) moved it into B's entry, and A was restored pointing at it there. The start
+    waits for the restore's upload lock and leaves the upload to A."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        a, b, upload_id = _sibling_deleted(client, tmp_path)
+        assert delete_study(client, b).status_code == 200
+    store = app.state.ctx.store
+    killed: list[bool] = []
+    replace = os.replace
+
+    def rows_killed(*_: Any) -> None:
+        killed.append(True)
+        raise _Killed
+
+    def replace_unless_killed(*args: Any, **kwargs: Any) -> None:
+        if killed:
+            raise _Killed
+        replace(*args, **kwargs)
+
+    monkeypatch.setattr(store, "restore_rows", rows_killed)
+    monkeypatch.setattr(os, "replace", replace_unless_killed)
+    with pytest.raises(_Killed):  # B's files moved out, the upload among them; nothing put back
+        trash.restore(store, b, "admin")
+    monkeypatch.undo()
+    store.close()
+    assert store.upload_dir(upload_id).is_dir() and (data / "trash" / f".{b}.restoring").is_dir()
+
+    beside = Store(data)
+    looked, waited, outcome = threading.Event(), threading.Event(), []
+    _contended(monkeypatch, waited)
+    restore_rows = beside.restore_rows
+
+    def after_the_restores_look(*args: Any) -> None:
+        looked.set()
+        assert waited.wait(60)  # the start waits for the upload's lock (or, unlocked, is done)
+        restore_rows(*args)
+
+    monkeypatch.setattr(beside, "restore_rows", after_the_restores_look)
+
+    def restore_beside() -> None:
+        try:
+            outcome.append(trash.restore(beside, a, cli_actor()))
+        except BaseException as exc:  # the test's answer, not the thread's traceback
+            outcome.append(exc)
+
+    command = threading.Thread(target=restore_beside)
+    command.start()
+    try:
+        assert looked.wait(60)
+        app = create_app(WebSettings(data_dir=data))
+    finally:
+        waited.set()
+        command.join()
+    monkeypatch.undo()
+    [restored] = outcome
+    assert getattr(restored, "upload_id", restored) == upload_id
+    with TestClient(app) as client:
+        assert [d["id"] for d in client.get("/api/deleted-studies").json()] == [b]
+        _upload_agrees(client, a, b, upload_id, kept=True)
+    beside.close()
+    app.state.ctx.store.close()
+
+
+def test_a_restore_beside_a_starting_server_finds_the_upload_a_stopped_restore_is_finished_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore of B, the upload's last study, committed, but power lost undid its move of the upload out
+    of its entry: the next start moves it out. `sarcoscope studies restore` of A (of the same upload) beside
+    the starting server, looking before that move, found no upload and restored A without it, for good,
+    though B holds it. The restore waits for the start's upload lock and finds the upload in its place."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        a, b, upload_id = _sibling_deleted(client, tmp_path)
+        assert delete_study(client, b).status_code == 200
+    store = app.state.ctx.store
+    restoring = _restore_killed_before_its_entry_goes(store, b, monkeypatch)
+    store.close()
+    store.upload_dir(upload_id).rename(restoring / "upload")  # the rename the disk had not written
+
+    beside = Store(data)
+    waited, outcome = threading.Event(), []
+    _contended(monkeypatch, waited)
+
+    def restore_beside() -> None:
+        try:
+            outcome.append(trash.restore(beside, a, cli_actor()))
+        except BaseException as exc:  # the test's answer, not the thread's traceback
+            outcome.append(exc)
+        waited.set()
+
+    command = threading.Thread(target=restore_beside)
+    move_out = moves.move_out
+
+    def after_the_starts_look(entry: Path, *args: Any) -> None:
+        if entry == restoring:
+            command.start()
+            assert waited.wait(60)  # the restore waits for the upload's lock (or, unlocked, is done)
+        move_out(entry, *args)
+
+    monkeypatch.setattr(moves, "move_out", after_the_starts_look)
+    try:
+        app = create_app(WebSettings(data_dir=data))
+    finally:
+        waited.set()
+        if command.is_alive():
+            command.join()
+    monkeypatch.undo()
+    [restored] = outcome
+    assert getattr(restored, "upload_id", restored) == upload_id
+    with TestClient(app) as client:
+        assert client.get("/api/deleted-studies").json() == []
+        _upload_agrees(client, a, b, upload_id, kept=True)
     beside.close()
     app.state.ctx.store.close()

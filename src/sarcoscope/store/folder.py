@@ -8,7 +8,6 @@ import fcntl
 import logging
 import os
 import shutil
-import threading
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -45,28 +44,44 @@ class DataFolderMixin(StudiesMixin):
         """Held by whoever adds or removes files in `ct/<StudyUID>/`, deciding by the study rows read under
         it: a series' folder is filled only when no study has it, and removed only when none has it.
         Threads of this process: a lock; `sarcoscope studies restore` beside the server: then the data
-        folder's `locks/ct-<n>.lock` (flock, let go when the process ends, even by a kill). Lock order:
-        `upload_lock` before it, never after; `trash.locks.no_put_back` and database transactions may be taken
-        under it, and none of them is held while waiting for it."""
+        folder's `locks/ct-<n>.lock`. Lock order: `upload_lock` before it, never after;
+        `trash.locks.no_put_back` and database transactions may be taken under it, and none of them is held
+        while waiting for it."""
         bucket = self.ct_bucket(study_uid)
-        with self._ct_locks[bucket]:
-            path = private_dir(self.data_dir / "locks") / f"ct-{bucket}.lock"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
-            try:
-                os.fchmod(fd, PRIVATE_FILE_MODE)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # lets go of the flock
+        with self._ct_locks[bucket], self._flocked(f"ct-{bucket}.lock"):
+            yield
 
     def ct_bucket(self, study_uid: str) -> int:
         """Which of the ct locks `study_uid` shares (studies of one bucket wait for each other)."""
         return zlib.crc32(study_uid.encode()) % len(self._ct_locks)
 
-    def upload_lock(self, upload_id: str) -> threading.Lock:
-        """Held while a study of a kept upload is added or the upload removed, so that its last study's
-        deletion and the opening of another of its series agree; taken before a `ct_lock`, never after."""
-        return self._upload_locks[zlib.crc32(upload_id.encode()) % len(self._upload_locks)]
+    @contextmanager
+    def upload_lock(self, upload_id: str) -> Iterator[None]:
+        """Held by whoever opens another series of a kept upload (adds a study), restores a study of it, or
+        moves or removes its folder, deciding by the upload's study rows or its folder read under it until
+        what relies on them is committed or moved: so that its last study's deletion, the opening of another
+        of its series and the restore of another of its studies agree on who has it (a restore keeps the
+        upload only while it is in its place, a deletion takes it only when no study of it is left). Threads
+        of this process: a lock; `sarcoscope studies restore` beside the server: then the data folder's
+        `locks/upload-<n>.lock`. Lock order: `trash.locks.working_on` before it; `ct_lock`,
+        `trash.locks.no_put_back` and database transactions under it, and none of them is held while
+        waiting for it (a deletion commits its rows and lets go of its ct lock before it takes this one)."""
+        bucket = zlib.crc32(upload_id.encode()) % len(self._upload_locks)
+        with self._upload_locks[bucket], self._flocked(f"upload-{bucket}.lock"):
+            yield
+
+    @contextmanager
+    def _flocked(self, name: str) -> Iterator[None]:
+        """An flock on the data folder's `locks/<name>`, which a `sarcoscope studies` command beside the
+        server shares; let go when the process ends, even by a kill."""
+        path = private_dir(self.data_dir / "locks") / name
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # lets go of the flock
 
     def upload_dir(self, upload_id: str) -> Path:
         """Where the other series of an upload wait to be opened (see Study.upload_id)."""

@@ -18,7 +18,9 @@ under which a restore or erase that found no entry decides why: never "none is k
 meanwhile. A restore or erasure holds its study's `locks/trash-<id>.lock` (`locks.working_on`, a shared
 flock) from before it takes the entry out of place until its last step: `recover` handles an entry out of
 place only when nobody holds it (its process killed), and leaves one that a `sarcoscope studies` command
-beside the starting server is working on to that command.
+beside the starting server is working on to that command. A restore (or a stopped one finished or undone)
+decides an upload's other series under `Store.upload_lock` (then `Store.ct_lock`), from its look at them to
+its commit or put-back, as the deletion of the upload's last study does: whichever comes first has them.
 
 An entry whose record cannot be read (missing, empty, not JSON, incomplete: a damaged disk, a hand edit) is
 never removed: it is left out of the list (which names it by its id), refused by a restore or an erasure, and

@@ -104,7 +104,7 @@ def move_in(store: Store, entry: Path, study: Study) -> None:
     """Back into the entry what a stopped restore had moved out, only what no live study owns: a study
     holding the series now keeps its images there (none can come while the restore holds the ct lock, which
     the server beside `sarcoscope studies restore` shares: kept as a second guard); an upload's other series
-    only when no study holds them (then they were this entry's)."""
+    only when no study holds them (then they were this entry's; the caller holds the upload's lock)."""
     owned = {
         "ct": store.find_series(study.series_uid) is not None,
         "cache": store.has_study(study.id),

@@ -282,7 +282,7 @@ def _restore(store: Store, study_id: str, actor: str, client: str | None) -> Stu
             raise why from None
         return None
     files = moves.study_files(store, study)
-    with store.ct_lock(study.study_uid):
+    with _upload_locked(store, study), store.ct_lock(study.study_uid):
         again = store.find_series(study.series_uid)
         if again is not None:
             raise ConflictError(
@@ -322,6 +322,14 @@ def _restore(store: Store, study_id: str, actor: str, client: str | None) -> Stu
             raise
     shutil.rmtree(restoring)
     return study
+
+
+def _upload_locked(store: Store, study: Study) -> contextlib.AbstractContextManager[None]:
+    """`Store.upload_lock` of the study's kept upload, if it has one: held by a restore or a put-back from
+    its look at the upload's folder or studies (`moves.move_out`, `moves.move_in`) to its commit or
+    put-back, so that a deletion of the upload's last study meanwhile either takes the upload first (the
+    study is restored without it) or leaves it to this study."""
+    return store.upload_lock(study.upload_id) if study.upload_id else contextlib.nullcontext()
 
 
 # -- after a kill ---------------------------------------------------------------------------------------
@@ -391,7 +399,8 @@ def _recover_left(store: Store, path: Path) -> None:
         if store.has_study(study_id):  # restored: the entry's files are moved out (power lost after the
             # commit can undo renames not yet on the disk), to where its row says, then the emptied entry goes
             study = store.get_study(study_id)
-            moves.move_out(path, moves.study_files(store, study), study)
+            with _upload_locked(store, study):
+                moves.move_out(path, moves.study_files(store, study), study)
             shutil.rmtree(path)
         elif (
             records.trash_dir(store) / study_id
@@ -407,9 +416,10 @@ def _recover_left(store: Store, path: Path) -> None:
             )
         else:
             study = records.study_of(path)
-            moves.move_in(store, path, study)
-            with locks.no_put_back(store):
-                os.replace(path, records.trash_dir(store) / study_id)
+            with _upload_locked(store, study):
+                moves.move_in(store, path, study)
+                with locks.no_put_back(store):
+                    os.replace(path, records.trash_dir(store) / study_id)
             log.warning("Put back a deleted study whose restore was stopped half done.")
     elif (match := records.ERASING.match(path.name)) and not _erasure_audited(store, match.group(1), path):
         with locks.no_put_back(store):  # stopped before the erasure was decided
