@@ -183,6 +183,18 @@ def test_real_t12_rib_read_below_its_disc_is_t12s(
     assert "T12" in loc.rib_vertebrae and "L1" not in loc.rib_vertebrae
 
 
+def test_real_t12_ribs_kept_when_enhanced_tissue_widens_the_body(real: CTVolume) -> None:
+    """Without the sacrum, soft tissue enhanced by 80 HU reads above the 100 HU at which the vertebral body's
+    width is measured: T12's body reads 24 mm to a side instead of 20, and the column, cut from the ribs 2 mm
+    beyond that, took T12's right rib neck (which runs down within a pixel or two of the body) with it. No
+    rib-bearing vertebra was left and the scan was refused. The column is also cut a working pixel either
+    side of the measured side, and T12's ribs are found."""
+    loc = locate_l3(_enhanced(_crop(real, 55, real.n_slices), 80.0))
+    assert loc.counted_from == "ribs"
+    assert _mid_error_mm(loc, REF_MID, 55) <= 10.0
+    assert "T12" in loc.rib_vertebrae and "L1" not in loc.rib_vertebrae
+
+
 def _slabs(v: CTVolume, mm: float) -> CTVolume:
     """Slices of `mm` averaging the slab each covers, as a scanner reconstructs thick slices and
     scripts/l3_perturb.py makes them (the slabs start at the first slice's lower edge, so the first one's

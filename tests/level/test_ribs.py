@@ -4,6 +4,7 @@ bones: six 30 mm vertebrae, 2 mm pixels, 3 mm slices."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sarcoscope.level.ribs import VertebraRibs, joint_ribs
 from sarcoscope.level.spine import SpineTrace, WorkGrid
@@ -33,9 +34,13 @@ def _rib(segment: int, side: int, reach_mm: float, drop_mm: float) -> tuple[tupl
     return (z, y, x), (z - drop_mm / 3.0, y + 4, x + side * reach_mm / 2.0)
 
 
-def _evidence(*bars: tuple[tuple, tuple]) -> dict[int, VertebraRibs]:
+def _evidence(*bars: tuple[tuple, tuple], rim_px: int = 0) -> dict[int, VertebraRibs]:
+    """`rim_px`: enhanced soft tissue (130 HU: above the 100 HU at which the body's width is measured,
+    below bone) this many pixels wide against the body's sides."""
     hu = np.full((NZ, NY, NX), 40.0, dtype=np.float32)
     yy, xx = np.mgrid[:NY, :NX]
+    rim = ((xx - CX) / (HALF_WIDTH_PX + rim_px)) ** 2 + ((yy - BODY_Y) / 7.5) ** 2 <= 1.0
+    hu[:, rim] = 130.0
     body = ((xx - CX) / HALF_WIDTH_PX) ** 2 + ((yy - BODY_Y) / 7.5) ** 2 <= 1.0
     hu[:, body] = 250.0
     for start, end in bars:
@@ -109,3 +114,21 @@ def test_a_steep_rib_whose_neck_runs_down_across_the_disc_is_the_vertebra_above_
     assert ev[4].right and ev[4].left and ev[4].bears_ribs
     assert ev[4].right_reach_mm >= 70 and ev[4].right_drop_mm >= 40
     assert not ev[3].any and not ev[3].bears_ribs
+
+
+@pytest.mark.parametrize("rim_px", [0, 1, 2])
+def test_a_neck_hugging_the_body_is_found_whatever_pixel_its_side_is_measured_at(rim_px: int) -> None:
+    # The lowest rib's head sits on the body's side and its neck runs down against it, a pixel beyond the
+    # column's cut, before the shaft leaves (as T12's on the real volume). Enhanced tissue against the body
+    # moves its measured side (and the cut) out by a pixel or two: the neck was kept or cut away, and the
+    # rib found or lost, by the pixel (the left one lost without the rim, the right one with two pixels).
+    head = (38.0, BODY_Y + 3, CX - HALF_WIDTH_PX - 2)
+    neck = (32.0, BODY_Y + 3, CX - HALF_WIDTH_PX - 2)
+    shaft_end = (22.0, BODY_Y + 10, CX - HALF_WIDTH_PX - 37)
+    ribs = [(head, neck), (neck, shaft_end)]
+    mirrored = [tuple((z, y, 2 * CX - x) for z, y, x in bar) for bar in ribs]
+    ev = _evidence(*ribs, *mirrored, rim_px=rim_px)
+    assert ev[3].right and ev[3].left
+    assert min(ev[3].right_reach_mm, ev[3].left_reach_mm) >= 60
+    assert min(ev[3].right_drop_mm, ev[3].left_drop_mm) >= 15
+    assert not any(ev[k].any for k in ev if k != 3)

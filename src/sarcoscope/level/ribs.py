@@ -42,6 +42,10 @@ MAX_SECTION_CM2 = 10.0
 #: Bone is followed from this far (mm) beyond the side of the body: closer in, the articular processes
 #: form a column of bone from level to level that would lead from one joint down to the next.
 SIDE_GAP_MM = 2.0
+#: The body's side is measured to a working pixel, and a rib's head and neck run within a pixel or two of
+#: it: where no rib is followed with the column cut SIDE_GAP_MM beyond the measured side, the cut is moved
+#: by these many working pixels (closer, then further out), and a rib followed from either counts.
+OTHER_CUTS_PX = (-1, 1)
 #: Bone at one place (y, x) over more than this height (mm) is no rib.
 TALL_MM = 30.0
 #: Ribs are searched from a body depth in front of the vertebral body's centre to this far (mm) behind its
@@ -125,8 +129,9 @@ def body_extent(grid: WorkGrid, trace: SpineTrace, z_lo: float, z_hi: float) -> 
 
 
 def _outside_column(d: np.ndarray, forward: np.ndarray, hw_z: np.ndarray, depth: float) -> np.ndarray:
-    """Beside the vertebral body (more than SIDE_GAP_MM beyond its side) and clear of the articular
-    processes behind it (the column of facet joints that bone would otherwise be followed down)."""
+    """Beside the vertebral body (more than SIDE_GAP_MM beyond its side, at half width `hw_z` per slice)
+    and clear of the articular processes behind it (the column of facet joints that bone would otherwise
+    be followed down)."""
     hw = hw_z[:, None, None]
     return (d > hw + SIDE_GAP_MM) & ((d > hw + FACET_MM) | (forward < FACET_FORWARD * depth))
 
@@ -160,9 +165,11 @@ def _side(bone: np.ndarray, lateral: np.ndarray, forward: np.ndarray, sgn: float
     in_slice[1] = True
     labels, n = ndi.label(bone, structure=in_slice)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    labels[sizes[labels] > max_px] = 0
-    reach = _label_maxima(np.broadcast_to(lat, labels.shape), labels, n)
-    inner = -_label_maxima(np.broadcast_to(-lat, labels.shape), labels, n)
+    if (sizes[1:] > max_px).any():
+        labels[sizes[labels] > max_px] = 0
+    piece = labels > 0
+    reach = _label_maxima(np.broadcast_to(lat, labels.shape), labels, piece, n)
+    inner = -_label_maxima(np.broadcast_to(-lat, labels.shape), labels, piece, n)
     # which pieces touch which on the slice below: each pixel's neighbourhood holds at most two pieces in
     # practice, the largest and the smallest label
     big = np.iinfo(labels.dtype).max
@@ -175,21 +182,21 @@ def _side(bone: np.ndarray, lateral: np.ndarray, forward: np.ndarray, sgn: float
     ):
         upper = grown[1:]
         both = (upper > 0) & (upper < big) & (lower > 0)
-        pairs = np.unique(np.stack([upper[both], lower[both]]), axis=1)
-        for a, b in pairs.T.tolist():
+        # the distinct (upper, lower) pairs, as one integer each (a faster unique than one over columns)
+        pairs = np.unique(upper[both].astype(np.int64) * (n + 1) + lower[both])
+        for a, b in np.stack(np.divmod(pairs, n + 1), axis=1).tolist():
             below.setdefault(a, set()).add(b)
             above.setdefault(b, set()).add(a)
     return _Side(sgn, labels, lat, fwd, reach, inner, below, above)
 
 
-def _label_maxima(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """Largest value per label 0..n, 0 for a label without pixels: ndimage.maximum's result, without its
-    sort of the whole volume (the pieces are a small share of it)."""
+def _label_maxima(values: np.ndarray, labels: np.ndarray, piece: np.ndarray, n: int) -> np.ndarray:
+    """Largest value per label 1..n (`piece`: labels > 0), 0 for a label without pixels and for the
+    background (label 0, never a piece): ndimage.maximum's result, without its sort of the whole volume (the
+    pieces are a small share of it)."""
     out = np.full(n + 1, -np.inf)
-    piece = labels > 0
     np.maximum.at(out, labels[piece], values[piece].astype(float))
-    background = values[~piece]
-    out[0] = background.max() if background.size else -np.inf
+    out[0] = 0.0
     out[np.isneginf(out)] = 0.0
     return out
 
@@ -238,8 +245,8 @@ def joint_ribs(
     ys = np.arange(y0, y1)[:, None]
     level = float(np.median(np.subtract(seg_hi, seg_lo)))
     out: list[VertebraRibs] = []
-    moved: dict[tuple[int, str], tuple[_Followed, _Followed]] = {}
-    followed: dict[tuple[int, str], _Followed] = {}
+    moved: dict[tuple[int, str], tuple[_Followed, _Followed, float]] = {}
+    followed: dict[tuple[int, str], tuple[_Followed, float]] = {}
     # one side at a time: the column and everything medial to the body's side is taken out, so each side's
     # pieces are separate from the vertebra and from the other side
     extents = np.array([body_extent(grid, trace, lo, hi) for lo, hi in zip(seg_lo, seg_hi, strict=True)])
@@ -251,16 +258,21 @@ def joint_ribs(
     forward = (ys[None] - trace.body_y[:, None, None]) * dy  # + posterior
     band = (forward > -depth) & (forward < depth + BEHIND_MM)
     max_px = round(MAX_SECTION_CM2 * 100.0 / (dy * dx))
-    sides = {
-        side: _side(
-            bone_mask & band & _outside_column(sgn * lateral, forward, hw_z, depth),
-            lateral,
-            forward,
-            sgn,
-            max_px,
-        )
-        for side, sgn in (("right", -1.0), ("left", 1.0))
-    }
+    sides: dict[tuple[str, float], _Side] = {}
+
+    def pieces(side: str, cut: float) -> _Side:
+        """One side's pieces, the column cut `cut` mm beyond the measured side (built when first asked)."""
+        if (side, cut) not in sides:
+            sgn = -1.0 if side == "right" else 1.0
+            outside = _outside_column(sgn * lateral, forward, hw_z + cut, depth)
+            sides[side, cut] = _side(bone_mask & band & outside, lateral, forward, sgn, max_px)
+        return sides[side, cut]
+
+    windows: dict[int, tuple[int, int]] = {}
+
+    def follow(k: int, side: str, cut: float, skip: set[int] | frozenset[int] = frozenset()) -> _Followed:
+        return _follow(pieces(side, cut), hws[k], cut, depth, windows[k], level, dz, seg_hi[k], skip)
+
     for k in range(first_segment, len(seg_lo)):
         lo, hi = seg_lo[k], seg_hi[k]
         v = VertebraRibs(segment=k)
@@ -271,26 +283,38 @@ def joint_ribs(
         if z_top < z_bot:
             out.append(v)
             continue
-        for side, pieces in sides.items():
-            got = _follow(pieces, hws[k], depth, (z_bot, z_top), level, dz, hi)
+        windows[k] = (z_bot, z_top)
+        for side in ("right", "left"):
+            # the body's side is known to a working pixel, and a thin neck running within a pixel or two of
+            # it is broken or kept by where the column is cut: a rib followed from any of the cuts counts
+            cut, got = 0.0, follow(k, side, 0.0)
+            for other in (c * dx for c in OTHER_CUTS_PX):
+                if _is_rib(got):
+                    break
+                alt = follow(k, side, other)
+                if _is_rib(alt):
+                    cut, got = other, alt
             _record(v, side, got)
-            followed[k, side] = got
+            followed[k, side] = (got, cut)
             if _is_rib(got) and got.from_above:
-                rest = _follow(pieces, hws[k], depth, (z_bot, z_top), level, dz, hi, got.path)
-                moved[k, side] = (got, rest)
+                moved[k, side] = (got, follow(k, side, cut, got.path), cut)
         out.append(v)
     # A rib whose neck runs up across the upper disc starts at the joint above: it is that vertebra's, and
     # this one keeps what it has without it, when the vertebra above found none on that side or found the
-    # same bone (their paths share a piece of the neck).
+    # same bone (their paths, with the column cut alike, share a piece of the neck).
     by_segment = {v.segment: v for v in out}
-    for (k, side), (rib, rest) in sorted(moved.items()):
+    for (k, side), (rib, rest, cut) in sorted(moved.items()):
         upper = by_segment.get(k + 1)
         if upper is None:
             continue
         if not getattr(upper, side):
             _record(upper, side, rib)
-        elif not _neck(sides[side], rib.path, hws[k]) & followed[k + 1, side].path:
-            continue
+        else:
+            theirs, their_cut = followed[k + 1, side]
+            if their_cut != cut:
+                theirs = follow(k + 1, side, cut)
+            if not _neck(pieces(side, cut), rib.path, hws[k]) & theirs.path:
+                continue
         _record(by_segment[k], side, rest)
     return out
 
@@ -327,6 +351,7 @@ class _Followed:
 def _follow(
     side: _Side,
     hw: float,
+    cut: float,
     depth: float,
     window_z: tuple[int, int],
     level: float,
@@ -334,7 +359,8 @@ def _follow(
     disc: float,
     skip: frozenset[int] | set[int] = frozenset(),
 ) -> _Followed:
-    """Follow the bone that starts in one joint window downwards, leaving out the pieces `skip`.
+    """Follow the bone that starts in one joint window downwards, leaving out the pieces `skip`; the column
+    was cut from `side`'s pieces `cut` mm beyond the measured side (`hw`), where the window starts too.
 
     The drop is measured from the highest slice where the followed bone leaves the joint (reaches 10 mm
     beyond the body) to the slices of its lateral end.
@@ -353,7 +379,8 @@ def _follow(
         if z >= z_bot:
             d = np.broadcast_to(side.lateral[z], lab.shape)
             f = np.broadcast_to(side.forward[z], lab.shape)
-            window = (d > hw + SIDE_GAP_MM) & (d < hw + NECK_MM) & (f > -0.2 * depth) & (f < depth / 2 + 25.0)
+            inside = (d > hw + cut + SIDE_GAP_MM) & (d < hw + NECK_MM)
+            window = inside & (f > -0.2 * depth) & (f < depth / 2 + 25.0)
             ids.update(np.unique(lab[window & (lab > 0)]).tolist())
         ids.discard(0)
         ids -= skip
