@@ -4,6 +4,7 @@ and every label version; it is erased when its time is up, on `sarcoscope studie
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import fcntl
@@ -11,7 +12,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1364,6 +1365,21 @@ def _upload_agrees(client: TestClient, a: str, b: str, upload_id: str, *, kept: 
         assert listed == []
 
 
+@contextlib.contextmanager
+def _server_and_restorer(tmp_path: Path, beside: bool) -> Iterator[tuple[TestClient, Store, Store]]:
+    """A server's client and Store, and the Store a restore runs in: the server's, or (`beside`) a second
+    one on the same data folder, as `sarcoscope studies restore` beside the server has."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    restorer = Store(data) if beside else store
+    with TestClient(app) as client:
+        yield client, store, restorer
+    if beside:
+        restorer.close()
+    store.close()
+
+
 @pytest.mark.parametrize("beside", [False, True], ids=["in-the-server", "beside-the-server"])
 def test_a_restore_during_the_deletion_of_its_uploads_last_study_keeps_the_upload_it_found(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beside: bool
@@ -1373,11 +1389,7 @@ def test_a_restore_during_the_deletion_of_its_uploads_last_study_keeps_the_uploa
     kept it, the deletion (its check before A's rows were committed) then moved it into B's entry, and A
     was restored pointing at an upload it could no longer open, which erasing B's deletion would erase. The
     restore holds the upload's lock from its look to its commit: the deletion waits and leaves the upload."""
-    data = tmp_path / "data"
-    app = create_app(WebSettings(data_dir=data))
-    store = app.state.ctx.store
-    restorer = Store(data) if beside else store
-    with TestClient(app) as client:
+    with _server_and_restorer(tmp_path, beside) as (client, store, restorer):
         a, b, upload_id = _sibling_deleted(client, tmp_path)
         waited, answers = threading.Event(), []
         _waits_noticed(monkeypatch, store, waited)
@@ -1401,9 +1413,6 @@ def test_a_restore_during_the_deletion_of_its_uploads_last_study_keeps_the_uploa
         [answer] = answers
         assert answer.status_code == 200 and restored.upload_id == upload_id, answer.text
         _upload_agrees(client, a, b, upload_id, kept=True)
-    if beside:
-        restorer.close()
-    store.close()
 
 
 @pytest.mark.parametrize("beside", [False, True], ids=["in-the-server", "beside-the-server"])
@@ -1414,11 +1423,7 @@ def test_a_restore_during_the_deletion_of_its_uploads_last_study_leaves_the_uplo
     into B's entry while study A of the upload was restored: the restore, finding the upload still in its
     place, kept it, and A was restored pointing at an upload in B's deletion. The restore waits for the
     upload's lock and restores A without the upload, which B's deletion keeps."""
-    data = tmp_path / "data"
-    app = create_app(WebSettings(data_dir=data))
-    store = app.state.ctx.store
-    restorer = Store(data) if beside else store
-    with TestClient(app) as client:
+    with _server_and_restorer(tmp_path, beside) as (client, store, restorer):
         a, b, upload_id = _sibling_deleted(client, tmp_path)
         waited, outcome = threading.Event(), []
         _waits_noticed(monkeypatch, store, waited)
@@ -1446,9 +1451,6 @@ def test_a_restore_during_the_deletion_of_its_uploads_last_study_leaves_the_uplo
         [restored] = outcome
         assert getattr(restored, "upload_id", restored) is None
         _upload_agrees(client, a, b, upload_id, kept=False)
-    if beside:
-        restorer.close()
-    store.close()
 
 
 def test_a_restore_beside_a_starting_server_keeps_the_upload_it_found_from_a_stopped_restores_put_back(
