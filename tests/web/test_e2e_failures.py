@@ -155,7 +155,7 @@ def test_an_l3_image_that_fails_without_webgl_is_blank_and_loads_when_asked_agai
 
     study_id = _upload(page, series)
     page.goto(f"{server}/?png#/study/{study_id}")
-    page.wait_for_function("document.getElementById('axial-index').textContent === 'slice 6 (0–11)'")
+    _wait_text(page, "axial-index", "slice 6 (0–11) · image 7")
     page.wait_for_function("document.getElementById('axial-canvas').width > 0")
     page.wait_for_load_state("networkidle")
     page.route("**/image/axial/11?*", lambda route: route.abort())
@@ -163,7 +163,7 @@ def test_an_l3_image_that_fails_without_webgl_is_blank_and_loads_when_asked_agai
     page.keyboard.press("PageUp")  # the line, and the axial image, to slice 11 (not one prefetched)
     _wait_text(page, "study-message", "The axial image of slice 11 could not be loaded")
     # the slice numbers of the report and the CLI, from 0 ("11 / 11" read as the 11th of 11)
-    assert page.locator("#axial-index").inner_text() == "slice 11 (0–11)"
+    assert page.locator("#axial-index").inner_text() == "slice 11 (0–11) · image 12"
     assert _transparent(page, "axial-canvas")  # no image under the caption
     page.unroute("**/image/axial/11?*")
     page.keyboard.press("PageDown")

@@ -151,3 +151,31 @@ def test_the_reconstructions_of_a_short_series_say_s_and_i(page: object, server:
         page.mouse.move(box["x"] + 2, box["y"] + 2)  # (no readout: nothing drawn for it)
         assert _white_pixels(page, x, top) >= 8, ("S", fx)
         assert _white_pixels(page, x, end - 16) >= 8, ("I", fx)
+
+
+def test_the_chosen_slice_says_its_dicom_image_number(tmp_path: Path) -> None:
+    """The slice numbers are indices from 0 counted from the feet, and the DICOM Instance Number, the "image
+    38" a PACS viewer shows and a researcher notes the L3 slice by, was shown nowhere: on a head-first series
+    (image 1 at the top) slice 5 of 12 is image 7, and the L3 slice picked in the PACS could not be found
+    in the app nor the app's checked there. The selection, the axial caption and the label editor now say
+    the image number beside the slice number."""
+    import pydicom
+    from test_e2e_unsaved import _label_view
+
+    files = write_series(tmp_path / "series")
+    for f in files:  # numbered head first, as a scanner numbers a head-first series
+        ds = pydicom.dcmread(f)
+        ds.InstanceNumber = len(files) + 1 - int(ds.InstanceNumber)
+        ds.save_as(f)
+    with _label_view(tmp_path, files) as (_, page, url, sid):
+        assert page.request.get(f"{url}/api/studies/{sid}").json()["image_numbers"] == list(range(12, 0, -1))
+        assert page.locator("#slice-text").inner_text() == "slice 5 · image 7 (1 of 1)"
+        page.click("#tab-l3")
+        page.wait_for_function("document.getElementById('axial-index').textContent.includes('image')")
+        assert page.locator("#l3-selection-text").inner_text() == "Slice 5 · image 7"
+        assert page.locator("#axial-index").inner_text() == "slice 5 (0–11) · image 7"
+        page.click("#mode-range")
+        lo, hi = (int(v) for v in page.locator("#l3-viewer").get_attribute("data-lines").split(","))
+        lo, hi = min(lo, hi), max(lo, hi)
+        shown = page.locator("#l3-selection-text").inner_text()
+        assert shown == f"Range {lo}–{hi} ({hi - lo + 1} slices · images {12 - hi}–{12 - lo})"

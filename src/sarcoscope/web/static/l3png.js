@@ -3,8 +3,8 @@
 // when NiiVue cannot run (mpr.js); window/level is then limited to the presets.
 import {$, message, unsay} from "./api.js";
 import {
-  WheelSlices, canvasPoint, image, obliqueNote, reconStretch, showOrientation, shownPlane, slicePosition, state,
-  stillOpen, stretchNote, tag,
+  WheelSlices, canvasPoint, image, imageText, obliqueNote, reconStretch, showOrientation, shownPlane, slicePosition,
+  state, stillOpen, stretchNote, tag,
 } from "./state.js";
 import {Viewport} from "./viewport.js";
 
@@ -70,7 +70,7 @@ export class PNGView {
     const s = state.study;
     const canvas = $("axial-canvas");
     const z = state.axialZ;
-    $("axial-index").textContent = slicePosition(z, s.n_slices);
+    $("axial-index").textContent = slicePosition(z, s.n_slices) + imageText(s, [z]);
     const img = image("axial", z);
     const loaded = await img.ready.then(() => true, () => false);
     if (z !== state.axialZ || !stillOpen(s.id)) return; // another slice or study is shown now

@@ -8,7 +8,9 @@
 // so that text stays sharp (NiiVue's own text is a bitmap font in the WebGL scene, scaled with the view).
 // Indices are the API's: x column, y row, z slice (the file's voxel order).
 import {api} from "./api.js";
-import {WheelSlices, obliqueNote, reconStretch, slicePosition, stretchNote, tag, wheelZoom} from "./state.js";
+import {
+  WheelSlices, imageText, obliqueNote, reconStretch, slicePosition, stretchNote, tag, wheelZoom,
+} from "./state.js";
 import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
 
 /** This browser's WebGL2 renderer ({software: true for a software rasteriser}), or null without WebGL2 (NiiVue cannot run: the L3
@@ -74,6 +76,7 @@ export class MPRView {
     this.nv = null;
     this.volume = null;
     this.oblique = ""; // "oblique N°: letters approximate" for a volume whose grid is turned from the body's axes
+    this.shown = null; // the study whose volume is shown: its slices' image numbers (imageText)
     this.studyId = null; // the study whose volume is shown or coming
     this.loading = null; // its load (a promise)
     this.download = null; // the AbortController of its download
@@ -167,6 +170,7 @@ export class MPRView {
     this.volume = this.nv.volumes[0];
     // NiiVue draws an oblique series in its voxels' grid turned to the nearest body axes, lettered by them
     this.oblique = obliqueNote(study);
+    this.shown = study;
     this.box.dataset.oblique = this.oblique ? Math.round(study.orientation.tilt_degrees) : "";
     this.emitWindow();
     this.reset(false);
@@ -400,7 +404,9 @@ export class MPRView {
       let name = PLANES[s.axCorSag];
       const notes = []; // under the name, clear of the top letter (a narrow tile's name ran into it)
       if (s.axCorSag === SLICE_TYPE.AXIAL) {
-        name += ` · ${slicePosition(this.voxelOf(this.nv.scene.crosshairPos)[2], this.volume.hdr.dims[3])}`;
+        const z = this.voxelOf(this.nv.scene.crosshairPos)[2];
+        name += ` · ${slicePosition(z, this.volume.hdr.dims[3])}`;
+        notes.push(imageText(this.shown, [z], "")); // under the name: on one line it reached the top letter
       } else notes.push(stretchNote(stretchOf(s.axCorSag, this.nv.sliceScale().volScale), ""));
       notes.push(this.oblique);
       const texts = [name, ...notes.filter(Boolean)];

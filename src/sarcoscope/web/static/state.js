@@ -135,6 +135,16 @@ export const slicesText = (zs) => zs.length === 1 ? `slice ${zs[0]}` : `slices $
 /** Slice z of a series of n, numbered as slicesText: "slice 74 (0–111)" ("74 / 111" read as the 74th of 111). */
 export const slicePosition = (z, n) => (n > 1 ? `slice ${z} (0–${n - 1})` : `slice ${z}`);
 
+/** " · image 38" or " · images 35–42": the DICOM Instance Numbers of slices `zs`, the numbers a PACS viewer
+ * shows for them (slice numbers count from 0 from the feet; a head-first series' image 1 is its top slice),
+ * to find the chosen slice there; "" for a study without them (NIfTI, a series without Instance Numbers). */
+export const imageText = (study, zs, lead = " · ") => {
+  const numbers = study && study.image_numbers ? zs.map((z) => study.image_numbers[z]) : [];
+  if (!numbers.length || numbers.some((n) => typeof n !== "number")) return "";
+  const [lo, hi] = [Math.min(...numbers), Math.max(...numbers)];
+  return lo === hi ? `${lead}image ${lo}` : `${lead}images ${lo}–${hi}`;
+};
+
 /** The caption's note on a stretched reconstruction, after `lead` (none at true proportions). */
 export const stretchNote = (stretch, lead = " · ") =>
   (stretch > 1 ? `${lead}not to scale: height ×${stretch.toFixed(1)}` : "");
