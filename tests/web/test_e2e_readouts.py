@@ -179,3 +179,62 @@ def test_the_chosen_slice_says_its_dicom_image_number(tmp_path: Path) -> None:
         lo, hi = min(lo, hi), max(lo, hi)
         shown = page.locator("#l3-selection-text").inner_text()
         assert shown == f"Range {lo}–{hi} ({hi - lo + 1} slices · images {12 - hi}–{12 - lo})"
+
+
+#: Records where the text drawn on the canvases is, in page px ({canvas, text, x, y, width, height}).
+_RECORD_TEXTS = """
+window.texts = [];
+const fillText = CanvasRenderingContext2D.prototype.fillText;
+CanvasRenderingContext2D.prototype.fillText = function (text, x, y, ...rest) {
+  const m = this.measureText(text), c = this.canvas.getBoundingClientRect();
+  const left = this.textAlign === 'right' ? x - m.width : this.textAlign === 'center' ? x - m.width / 2 : x;
+  window.texts.push({canvas: this.canvas.id, text: String(text), x: c.left + left,
+    y: c.top + y - m.actualBoundingBoxAscent, width: m.width,
+    height: m.actualBoundingBoxAscent + m.actualBoundingBoxDescent});
+  return fillText.call(this, text, x, y, ...rest);
+};
+"""
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and (a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+    )
+
+
+def test_the_lines_labels_leave_the_orientation_letters_clear(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """A line's label ("L3 · 5") and a vertebra's name stand at the coronal and sagittal images' left and
+    right edges, where the orientation letters are: a line near the middle of the image (as L3 often is) hid
+    the left letter ("R", "A") under its label, and a vertebra there the sagittal's "P" under its name ("L4"
+    over "P" on a 1366x768 laptop). The labels now stand beside the letters, on NiiVue and on the server's
+    images."""
+    page.add_init_script(_RECORD_TEXTS)
+    page.goto(server)  # the page again, with the recorder
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.request.put(f"{server}/api/studies/{study_id}/selection", data={"mode": "slice", "first": 5})
+    for url, canvases in (
+        (f"{server}/#/study/{study_id}", ["mpr-overlay"]),
+        (f"{server}/?png#/study/{study_id}", ["coronal-canvas", "sagittal-canvas"]),
+    ):
+        page.goto(url)
+        page.wait_for_function(
+            "ids => ids.every((id) => window.texts.some((t) => t.canvas === id && t.text === 'L3 · 5'))",
+            arg=canvases,
+            timeout=60000,
+        )
+        page.wait_for_timeout(500)  # the images drawn again once all have come
+        texts = page.evaluate("ids => window.texts.filter((t) => ids.includes(t.canvas))", canvases)
+        labels = {(t["text"], t["x"], t["y"]): t for t in texts if t["text"] == "L3 · 5"}.values()
+        if canvases == ["mpr-overlay"]:
+            letters = [t for t in texts if t["text"] in ("R", "A", "L", "P")]
+        else:  # the server images' letters are the page's
+            boxes = [page.locator(f"#{c}").locator("..").locator(".orient.left") for c in canvases]
+            letters = [b.bounding_box() for b in boxes]
+        assert len(labels) >= 2 and len(letters) >= 2, (labels, letters)
+        for label in labels:
+            for letter in letters:
+                assert not _overlap(label, letter), (url, label, letter)

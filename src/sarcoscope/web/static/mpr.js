@@ -433,9 +433,9 @@ export class MPRView {
       ctx.clip();
       this.drawCrosshair(ctx, s, l, t, tw, th);
       if (!above) write(t + 10);
-      drawLetters(ctx, LETTERS[s.axCorSag], l, t, tw, th);
+      const letters = drawLetters(ctx, LETTERS[s.axCorSag], l, t, tw, th); // the labels keep clear of them
       if (s.axCorSag !== SLICE_TYPE.AXIAL) {
-        if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw);
+        if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw, letters);
         const [x0, x1] = this.imageSpan(tile, l, t, tw, th); // the lines cross the image, not the black beside it
         for (const line of [...this.hooks.marks(), ...lines]) {
           const y = this.yOfSlice(tile, line.z);
@@ -449,7 +449,7 @@ export class MPRView {
           ctx.lineTo(x1, yy);
           ctx.stroke();
           ctx.setLineDash([]);
-          tag(ctx, line.label, x0 + 4, yy - 9, line.color, "left");
+          tag(ctx, line.label, x0 + 4, yy - 9, line.color, "left", letters);
         }
       }
       ctx.restore();
@@ -485,7 +485,7 @@ export class MPRView {
     ctx.stroke();
   }
 
-  drawVertebrae(ctx, tile, left, width) {
+  drawVertebrae(ctx, tile, left, width, letters) {
     for (const [name, v] of Object.entries(this.hooks.vertebrae())) {
       const top = this.yOfSlice(tile, v.last);
       const bottom = this.yOfSlice(tile, v.first);
@@ -494,13 +494,14 @@ export class MPRView {
       const color = name === "L3" ? "rgba(255,210,63,0.95)" : "rgba(255,255,255,0.7)";
       ctx.fillStyle = color;
       ctx.fillRect(left + width - 3, Math.min(top, bottom) + 1, 3, Math.max(1, Math.abs(bottom - top) - 2));
-      tag(ctx, name, left + width - 6, centre, color, "right");
+      tag(ctx, name, left + width - 6, centre, color, "right", letters);
     }
   }
 }
 
 /** Orientation letters [left, right, top, bottom] at the middle of each edge of a tile (left, top, width,
- * height; CSS px), as NiiVue places its own, in white on a dark outline: readable on air, tissue and bone alike. */
+ * height; CSS px), as NiiVue places its own, in white on a dark outline: readable on air, tissue and bone alike.
+ * Returns the left and right letters' boxes (tag's), beside which the lines' and vertebrae's labels stand. */
 function drawLetters(ctx, [left, right, top, bottom], l, t, w, h) {
   ctx.save();
   ctx.font = "12px system-ui, sans-serif";
@@ -518,7 +519,13 @@ function drawLetters(ctx, [left, right, top, bottom], l, t, w, h) {
   put(right, l + w - 4, t + h / 2, "right", "middle");
   put(top, l + w / 2, t + 3, "center", "top");
   put(bottom, l + w / 2, t + h - 3, "center", "bottom");
+  const [lw, rw] = [left, right].map((text) => ctx.measureText(text).width);
   ctx.restore();
+  const mid = t + h / 2;
+  return [
+    {left: l + 2, top: mid - 8, right: l + 6 + lw, bottom: mid + 8},
+    {left: l + w - 6 - rw, top: mid - 8, right: l + w - 2, bottom: mid + 8},
+  ];
 }
 
 /** The bytes of the volume at `url`, read here rather than by NiiVue so that its progress can be shown (a

@@ -184,10 +184,17 @@ export function showOrientation(box, plane) {
 }
 
 /** A label on a dark backing box (readable over bone, small enough not to hide anatomy); returns that box
- * ({left, top, right, bottom}, in ctx's units), which notes over the canvas keep clear of (l3png.js). */
-export function tag(ctx, text, x, y, color, align) {
+ * ({left, top, right, bottom}, in ctx's units), which notes over the canvas keep clear of (l3png.js). It is
+ * moved sideways clear of the boxes `kept` (the orientation letters at the image's edges): a vertebra's name
+ * or a line's label at mid-height covered the letter there ("L4" over the sagittal's "P"). */
+export function tag(ctx, text, x, y, color, align, kept = []) {
   const w = ctx.measureText(text).width + 6;
-  const x0 = align === "right" ? x - w : x;
+  let x0 = align === "right" ? x - w : x;
+  for (const k of kept) {
+    if (y - 7 < k.bottom && k.top < y + 7 && x0 < k.right && k.left < x0 + w) {
+      x0 = align === "right" ? k.left - 2 - w : k.right + 2;
+    }
+  }
   ctx.fillStyle = "rgba(0,0,0,0.55)";
   ctx.fillRect(x0, y - 7, w, 14);
   ctx.fillStyle = color;
