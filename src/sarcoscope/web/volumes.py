@@ -87,10 +87,15 @@ def ingest(
 
 
 def _client_words(text: str, parts: list[UploadedPart], work_dir: Path) -> str:
-    """`text` with the server's folders and file names replaced by what the user knows: their upload."""
+    """`text` with the server's folders and file names replaced by what the user knows: their upload. A
+    reader that names a file by its name alone ("the values of part000000.nii.gz ...") names the user's
+    file too, not the name the server stored it under."""
     for part in parts:
         text = text.replace(str(part.path), part.client_name or "an uploaded file")
-    return text.replace(str(work_dir / "extracted"), "the zip").replace(str(work_dir), "the upload")
+    text = text.replace(str(work_dir / "extracted"), "the zip").replace(str(work_dir), "the upload")
+    for part in sorted(parts, key=lambda p: len(p.path.name), reverse=True):  # part000001.nii.gz first
+        text = text.replace(part.path.name, part.client_name or "an uploaded file")
+    return text
 
 
 def _ingest(
