@@ -169,7 +169,8 @@ def test_upload_select_segment_edit_save_reload_export(page: object, server: str
     _shot(page, "l3-selection")
     page.click("#mode-slice")
     page.wait_for_function("document.getElementById('l3-viewer').dataset.lines.split(',').length === 1")
-    assert page.locator("#l3-selection-text").inner_text() == f"Slice {loc['l3_mid']}"
+    mid = loc["l3_mid"]
+    assert page.locator("#l3-selection-text").inner_text() == f"Slice {mid} · image {mid + 1}"
     _wait_text(page, "study-message", "Saved selection")
     page.click("#mode-range")
     page.wait_for_function("document.getElementById('l3-viewer').dataset.lines.split(',').length === 2")

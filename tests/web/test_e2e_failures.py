@@ -47,6 +47,23 @@ def test_an_upload_without_answer_can_be_chosen_again(page: Any, server: str, se
     assert page.locator("#upload-error").inner_text() == ""
 
 
+def test_a_refused_file_is_named_as_the_user_named_it(page: Any, tmp_path: Path) -> None:
+    """A NIfTI that is no CT (a segmentation mask: values 0 to 33) was refused as "the values of
+    part000000.nii.gz do not look like Hounsfield units": the name the server stored it under, which the user
+    never saw; with a few files tried in turn, which one was refused could not be told. The message names
+    the user's file now."""
+    import nibabel as nib
+    import numpy as np
+
+    mask = np.zeros((32, 32, 8), np.int16)
+    mask[8:24, 8:24] = 33
+    path = tmp_path / "vertebrae_mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask, np.diag([1.0, 1.0, 3.0, 1.0])), path)
+    page.set_input_files("#pick-files", str(path))
+    _wait_text(page, "upload-error", "the values of vertebrae_mask.nii.gz do not look like Hounsfield units")
+    assert "part0" not in page.locator("#upload-error").inner_text()
+
+
 def _base_shows(page: Any, url: str) -> bool:
     """True when the editor's image is exactly the PNG at `url` (as the browser decodes it)."""
     return bool(
@@ -155,7 +172,7 @@ def test_an_l3_image_that_fails_without_webgl_is_blank_and_loads_when_asked_agai
 
     study_id = _upload(page, series)
     page.goto(f"{server}/?png#/study/{study_id}")
-    page.wait_for_function("document.getElementById('axial-index').textContent === 'slice 6 (0–11)'")
+    _wait_text(page, "axial-index", "slice 6 (0–11) · image 7")
     page.wait_for_function("document.getElementById('axial-canvas').width > 0")
     page.wait_for_load_state("networkidle")
     page.route("**/image/axial/11?*", lambda route: route.abort())
@@ -163,7 +180,7 @@ def test_an_l3_image_that_fails_without_webgl_is_blank_and_loads_when_asked_agai
     page.keyboard.press("PageUp")  # the line, and the axial image, to slice 11 (not one prefetched)
     _wait_text(page, "study-message", "The axial image of slice 11 could not be loaded")
     # the slice numbers of the report and the CLI, from 0 ("11 / 11" read as the 11th of 11)
-    assert page.locator("#axial-index").inner_text() == "slice 11 (0–11)"
+    assert page.locator("#axial-index").inner_text() == "slice 11 (0–11) · image 12"
     assert _transparent(page, "axial-canvas")  # no image under the caption
     page.unroute("**/image/axial/11?*")
     page.keyboard.press("PageDown")

@@ -120,7 +120,8 @@ def test_a_hand_chosen_slice_outside_l3_shows_its_level(page: object, server: st
     study_id = _upload(page, sorted(Path(phantom["paths"]["dicom"]).iterdir()))
     page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
     loc = page.request.get(f"{server}/api/studies/{study_id}").json()["localization"]
-    assert page.locator("#l3-selection-text").inner_text() == f"Slice {loc['l3_mid']}"  # the default
+    mid = loc["l3_mid"]
+    assert page.locator("#l3-selection-text").inner_text() == f"Slice {mid} · image {mid + 1}"  # the default
     assert page.locator("#l3-level").inner_text() == "localizer: L3"
     above = next(n for n, v in loc["vertebrae"].items() if n.startswith("T"))  # a thoracic vertebra
     z = loc["vertebrae"][above]["center"]

@@ -178,7 +178,7 @@ def test_a_single_slice_offers_slice_but_not_range(page: Any, server: str, tmp_p
     assert "a single slice has no range: Slice measures it" in page.locator("#l3-hint").inner_text()
     assert page.locator("#study-title").inner_text().endswith("· 1 slice")
     mode_range.click(force=True)  # a click on the unavailable control changes nothing
-    assert page.locator("#l3-selection-text").inner_text() == "Slice 0"
+    assert page.locator("#l3-selection-text").inner_text() == "Slice 0 · image 1"
     page.click("#mode-slice")
     page.focus("#l3-viewer")
     page.keyboard.press("ArrowUp")  # one slice: the line stays on it, and is saved

@@ -151,3 +151,90 @@ def test_the_reconstructions_of_a_short_series_say_s_and_i(page: object, server:
         page.mouse.move(box["x"] + 2, box["y"] + 2)  # (no readout: nothing drawn for it)
         assert _white_pixels(page, x, top) >= 8, ("S", fx)
         assert _white_pixels(page, x, end - 16) >= 8, ("I", fx)
+
+
+def test_the_chosen_slice_says_its_dicom_image_number(tmp_path: Path) -> None:
+    """The slice numbers are indices from 0 counted from the feet, and the DICOM Instance Number, the "image
+    38" a PACS viewer shows and a researcher notes the L3 slice by, was shown nowhere: on a head-first series
+    (image 1 at the top) slice 5 of 12 is image 7, and the L3 slice picked in the PACS could not be found
+    in the app nor the app's checked there. The selection, the axial caption and the label editor now say
+    the image number beside the slice number."""
+    import pydicom
+    from test_e2e_unsaved import _label_view
+
+    files = write_series(tmp_path / "series")
+    for f in files:  # numbered head first, as a scanner numbers a head-first series
+        ds = pydicom.dcmread(f)
+        ds.InstanceNumber = len(files) + 1 - int(ds.InstanceNumber)
+        ds.save_as(f)
+    with _label_view(tmp_path, files) as (_, page, url, sid):
+        assert page.request.get(f"{url}/api/studies/{sid}").json()["image_numbers"] == list(range(12, 0, -1))
+        assert page.locator("#slice-text").inner_text() == "slice 5 · image 7 (1 of 1)"
+        page.click("#tab-l3")
+        page.wait_for_function("document.getElementById('axial-index').textContent.includes('image')")
+        assert page.locator("#l3-selection-text").inner_text() == "Slice 5 · image 7"
+        assert page.locator("#axial-index").inner_text() == "slice 5 (0–11) · image 7"
+        page.click("#mode-range")
+        lo, hi = (int(v) for v in page.locator("#l3-viewer").get_attribute("data-lines").split(","))
+        lo, hi = min(lo, hi), max(lo, hi)
+        shown = page.locator("#l3-selection-text").inner_text()
+        assert shown == f"Range {lo}–{hi} ({hi - lo + 1} slices · images {12 - hi}–{12 - lo})"
+
+
+#: Records where the text drawn on the canvases is, in page px ({canvas, text, x, y, width, height}).
+_RECORD_TEXTS = """
+window.texts = [];
+const fillText = CanvasRenderingContext2D.prototype.fillText;
+CanvasRenderingContext2D.prototype.fillText = function (text, x, y, ...rest) {
+  const m = this.measureText(text), c = this.canvas.getBoundingClientRect();
+  const left = this.textAlign === 'right' ? x - m.width : this.textAlign === 'center' ? x - m.width / 2 : x;
+  window.texts.push({canvas: this.canvas.id, text: String(text), x: c.left + left,
+    y: c.top + y - m.actualBoundingBoxAscent, width: m.width,
+    height: m.actualBoundingBoxAscent + m.actualBoundingBoxDescent});
+  return fillText.call(this, text, x, y, ...rest);
+};
+"""
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and (a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+    )
+
+
+def test_the_lines_labels_leave_the_orientation_letters_clear(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """A line's label ("L3 · 5") and a vertebra's name stand at the coronal and sagittal images' left and
+    right edges, where the orientation letters are: a line near the middle of the image (as L3 often is) hid
+    the left letter ("R", "A") under its label, and a vertebra there the sagittal's "P" under its name ("L4"
+    over "P" on a 1366x768 laptop). The labels now stand beside the letters, on NiiVue and on the server's
+    images."""
+    page.add_init_script(_RECORD_TEXTS)
+    page.goto(server)  # the page again, with the recorder
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.request.put(f"{server}/api/studies/{study_id}/selection", data={"mode": "slice", "first": 5})
+    for url, canvases in (
+        (f"{server}/#/study/{study_id}", ["mpr-overlay"]),
+        (f"{server}/?png#/study/{study_id}", ["coronal-canvas", "sagittal-canvas"]),
+    ):
+        page.goto(url)
+        page.wait_for_function(
+            "ids => ids.every((id) => window.texts.some((t) => t.canvas === id && t.text === 'L3 · 5'))",
+            arg=canvases,
+            timeout=60000,
+        )
+        page.wait_for_timeout(500)  # the images drawn again once all have come
+        texts = page.evaluate("ids => window.texts.filter((t) => ids.includes(t.canvas))", canvases)
+        labels = {(t["text"], t["x"], t["y"]): t for t in texts if t["text"] == "L3 · 5"}.values()
+        if canvases == ["mpr-overlay"]:
+            letters = [t for t in texts if t["text"] in ("R", "A", "L", "P")]
+        else:  # the server images' letters are the page's
+            boxes = [page.locator(f"#{c}").locator("..").locator(".orient.left") for c in canvases]
+            letters = [b.bounding_box() for b in boxes]
+        assert len(labels) >= 2 and len(letters) >= 2, (labels, letters)
+        for label in labels:
+            for letter in letters:
+                assert not _overlap(label, letter), (url, label, letter)

@@ -74,7 +74,8 @@ def test_each_study_is_shown_on_the_view_its_size_allows(page: object, server: s
     page.wait_for_function(
         "document.getElementById('axial-index').textContent.startsWith('slice ')", timeout=20000
     )
-    assert page.locator("#axial-index").inner_text().endswith("(0–107)")
+    z, image = page.locator("#axial-index").inner_text().removeprefix("slice ").split(" (0–107) · image ")
+    assert int(image) == int(z) + 1
 
 
 def test_the_user_chooses_the_server_images_and_back(page: object, server: str, tmp_path: Path) -> None:

@@ -789,15 +789,15 @@ def test_a_sideways_wheel_does_not_change_the_slice_edited(tmp_path: Path, serie
     one they were correcting without having asked for it. Only the wheel's up and down change the slice."""
     with _label_view(tmp_path, series, {"mode": "range", "first": 4, "last": 6}) as (_, page, _url, _sid):
         page.click("#slice-next")
-        _wait_text(page, "slice-text", "slice 5 (2 of 3)")
+        _wait_text(page, "slice-text", "slice 5 · image 6 (2 of 3)")
         box = page.locator("#edit-cursor").bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.mouse.wheel(120, 0)
         page.mouse.wheel(-120, 0)
         page.wait_for_timeout(300)
-        assert page.locator("#slice-text").inner_text() == "slice 5 (2 of 3)"
+        assert page.locator("#slice-text").inner_text() == "slice 5 · image 6 (2 of 3)"
         page.mouse.wheel(0, -120)  # up: a more superior slice
-        _wait_text(page, "slice-text", "slice 6 (3 of 3)")
+        _wait_text(page, "slice-text", "slice 6 · image 7 (3 of 3)")
 
 
 def test_signing_out_with_patient_facts_typed_starts_the_page_again_without_asking(

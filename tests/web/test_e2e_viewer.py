@@ -124,7 +124,8 @@ def test_niivue_view_window_level_zoom_pan_crosshair_and_reset(
     y9 = _y_of_slice(page, box, 0.56, 9)
     page.mouse.click(box["x"] + w * 0.56, y9)
     page.wait_for_function("document.getElementById('l3-viewer').dataset.axial === '9'")
-    assert page.locator("#l3-selection-text").inner_text() == "Slice 6"  # the crosshair is not the line
+    # the crosshair is not the line
+    assert page.locator("#l3-selection-text").inner_text() == "Slice 6 · image 7"
 
 
 def test_l3_lines_by_mouse_and_keyboard_on_niivue(page: object, server: str, tmp_path: Path) -> None:
@@ -163,7 +164,8 @@ def test_l3_lines_by_mouse_and_keyboard_on_niivue(page: object, server: str, tmp
     page.keyboard.press("Tab")
     for _ in range(hi - 1 - lo):
         page.keyboard.press("ArrowUp")
-    assert page.locator("#l3-selection-text").inner_text() == f"Range: slice {hi - 1} only (1 slice)"
+    shown = page.locator("#l3-selection-text").inner_text()
+    assert shown == f"Range: slice {hi - 1} only (1 slice · image {hi})"
 
 
 def test_a_short_series_reconstructions_are_tall_enough_to_place_the_lines(
@@ -728,7 +730,9 @@ def test_real_dicom_series_through_the_whole_viewer(page: object, server: str) -
     page.click("#segment")
     page.wait_for_url("**/label", timeout=60000)
     page.wait_for_selector("#metrics tr[data-tissue=muscle]", timeout=60000)
-    assert page.locator("#slice-text").inner_text() == "slice 8 (1 of 3)"
+    # its files are numbered head first (Instance Number 286 for the lowest slice, 267 for the top one)
+    assert page.request.get(api).json()["image_numbers"] == list(range(286, 266, -1))
+    assert page.locator("#slice-text").inner_text() == "slice 8 · image 278 (1 of 3)"
     editor = page.locator("#edit-cursor").bounding_box()
     page.keyboard.press("b")
     page.keyboard.press("1")

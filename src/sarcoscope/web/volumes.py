@@ -87,10 +87,15 @@ def ingest(
 
 
 def _client_words(text: str, parts: list[UploadedPart], work_dir: Path) -> str:
-    """`text` with the server's folders and file names replaced by what the user knows: their upload."""
+    """`text` with the server's folders and file names replaced by what the user knows: their upload. A
+    reader that names a file by its name alone ("the values of part000000.nii.gz ...") names the user's
+    file too, not the name the server stored it under."""
     for part in parts:
         text = text.replace(str(part.path), part.client_name or "an uploaded file")
-    return text.replace(str(work_dir / "extracted"), "the zip").replace(str(work_dir), "the upload")
+    text = text.replace(str(work_dir / "extracted"), "the zip").replace(str(work_dir), "the upload")
+    for part in sorted(parts, key=lambda p: len(p.path.name), reverse=True):  # part000001.nii.gz first
+        text = text.replace(part.path.name, part.client_name or "an uploaded file")
+    return text
 
 
 def _ingest(
@@ -392,12 +397,28 @@ def _write_cache(store: Store, study_id: str, volume: CTVolume, sop_uids: list[s
         if volume.slice_positions is None
         else np.asarray(volume.slice_positions).tolist(),
         "sop_uids": sop_uids,
+        "image_numbers": _image_numbers(volume),
         "warnings": list(volume.warnings),
         "stored_flip": list(volume.stored_flip),
         "source_axes": None if volume.source_axes is None else list(volume.source_axes),
     }
     with atomic_private_file(folder / VOLUME_INFO) as f:
         f.write(json.dumps(geometry).encode())
+
+
+def _image_numbers(volume: CTVolume) -> list[int] | None:
+    """Each slice's DICOM Instance Number, in array order: the "image 38" a PACS viewer shows for it, which
+    the slice index (from 0, counted from the feet) is not; None unless every slice has its own."""
+    headers = volume.dicom_headers or []
+    numbers: list[int] = []
+    for ds in headers:
+        try:
+            numbers.append(int(ds.get("InstanceNumber")))
+        except (TypeError, ValueError):
+            return None
+    if len(numbers) != volume.n_slices or len(set(numbers)) != len(numbers):
+        return None
+    return numbers
 
 
 class VolumeCache:
@@ -452,16 +473,21 @@ class VolumeCache:
             source_axes=tuple(info["source_axes"]) if info.get("source_axes") else None,  # type: ignore[arg-type]
         )
 
-    def direction(self, study: Study) -> np.ndarray | None:
-        """The study's voxel axes (columns: LPS unit vectors of x, y, z), from memory or the cache's geometry
-        (its HU are not loaded for it); None when that cannot be read (its files being deleted)."""
-        with self._lock:
-            if study.id in self._items:
-                return np.asarray(self._items[study.id].direction, dtype=float)
+    def shown(self, study: Study) -> tuple[np.ndarray | None, list[int] | None]:
+        """What an answer showing the study says of its volume, from the cache's geometry read once (its HU
+        are not loaded for it): its voxel axes (columns: LPS unit vectors of x, y, z) and its slices' DICOM
+        Instance Numbers (_image_numbers; None for a NIfTI study or one stored before they were kept); None
+        for what cannot be read (its files being deleted)."""
         try:
-            return np.asarray(self._info(study)["direction"], dtype=float).reshape(3, 3)
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+            info = self._info(study)
+        except (OSError, ValueError):
+            return None, None
+        try:
+            direction = np.asarray(info["direction"], dtype=float).reshape(3, 3)
+        except (ValueError, KeyError, TypeError):
+            direction = None
+        numbers = info.get("image_numbers")
+        return direction, numbers if isinstance(numbers, list) else None
 
     def sop_uids(self, study: Study) -> list[str]:
         return list(self._info(study).get("sop_uids") or [])

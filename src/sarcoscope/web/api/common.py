@@ -54,7 +54,8 @@ def iso_utc(when: dt.datetime | None) -> str | None:
 
 def study_json(ctx: AppContext, study: Study, *, listed: bool = False) -> dict[str, Any]:
     """The study as the API shows it; `orientation` (render.orientation: the letters at its images' edges,
-    its tilt) unless `listed` (a list shows no images: its studies' geometry is not read)."""
+    its tilt) and `image_numbers` (each slice's DICOM Instance Number) unless `listed` (a list shows no
+    images: its studies' geometry is not read)."""
     shown = {
         "id": study.id,
         "patient_id": study.patient_id,
@@ -78,7 +79,7 @@ def study_json(ctx: AppContext, study: Study, *, listed: bool = False) -> dict[s
         "series_uid": study.series_uid,
     }
     if not listed:
-        direction = ctx.volumes.direction(study)
+        direction, shown["image_numbers"] = ctx.volumes.shown(study)
         shown["orientation"] = None if direction is None else render.orientation(direction)
     return shown
 

@@ -3,8 +3,8 @@
 // when NiiVue cannot run (mpr.js); window/level is then limited to the presets.
 import {$, message, unsay} from "./api.js";
 import {
-  WheelSlices, canvasPoint, image, obliqueNote, reconStretch, showOrientation, shownPlane, slicePosition, state,
-  stillOpen, stretchNote, tag,
+  WheelSlices, canvasPoint, image, imageText, obliqueNote, reconStretch, showOrientation, shownPlane, slicePosition,
+  state, stillOpen, stretchNote, tag,
 } from "./state.js";
 import {Viewport} from "./viewport.js";
 
@@ -70,7 +70,7 @@ export class PNGView {
     const s = state.study;
     const canvas = $("axial-canvas");
     const z = state.axialZ;
-    $("axial-index").textContent = slicePosition(z, s.n_slices);
+    $("axial-index").textContent = slicePosition(z, s.n_slices) + imageText(s, [z]);
     const img = image("axial", z);
     const loaded = await img.ready.then(() => true, () => false);
     if (z !== state.axialZ || !stillOpen(s.id)) return; // another slice or study is shown now
@@ -164,7 +164,13 @@ export class PNGView {
     ctx.setLineDash([]);
     ctx.font = "11px system-ui, sans-serif";
     ctx.textBaseline = "middle";
-    const labels = plane === "sagittal" ? this.drawVertebrae(ctx, g) : [];
+    const c = canvas.getBoundingClientRect(); // the left and right letters (placed by the insets), in canvas px
+    const letters = [...box.querySelectorAll(".orient.left, .orient.right")].map((letter) => {
+      const r = letter.getBoundingClientRect();
+      return {left: r.left - c.left - 2, top: r.top - c.top - 2, right: r.right - c.left + 2,
+        bottom: r.bottom - c.top + 2};
+    });
+    const labels = plane === "sagittal" ? this.drawVertebrae(ctx, g, letters) : [];
     for (const line of [...this.hooks.marks(), ...this.hooks.lines()]) {
       const y = Math.round(this.zToY(g, line.z)) + 0.5;
       ctx.strokeStyle = line.color;
@@ -172,7 +178,7 @@ export class PNGView {
       ctx.setLineDash(line.active === undefined ? [6, 4] : []); // marks are dashed
       ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(g.w, y); ctx.stroke();
       ctx.setLineDash([]);
-      labels.push(tag(ctx, line.label, 4, y - 9, line.color, "left"));
+      labels.push(tag(ctx, line.label, 4, y - 9, line.color, "left", letters));
     }
     placeNote(box, canvas, labels);
   }
@@ -190,15 +196,16 @@ export class PNGView {
     return best;
   }
 
-  /** The localizer's vertebrae at the image's right edge; returns their labels' boxes (tag's). */
-  drawVertebrae(ctx, g) {
+  /** The localizer's vertebrae at the image's right edge, their names clear of the `letters`; returns their
+   * labels' boxes (tag's). */
+  drawVertebrae(ctx, g, letters) {
     return Object.entries(this.hooks.vertebrae()).map(([name, v]) => {
       const top = this.zToY(g, v.last) - g.h / state.study.n_slices / 2;
       const bottom = this.zToY(g, v.first) + g.h / state.study.n_slices / 2;
       const color = name === "L3" ? "rgba(255,210,63,0.95)" : "rgba(255,255,255,0.7)";
       ctx.fillStyle = color;
       ctx.fillRect(g.w - 3, top + 1, 3, Math.max(1, bottom - top - 2));
-      return tag(ctx, name, g.w - 6, this.zToY(g, v.center), color, "right");
+      return tag(ctx, name, g.w - 6, this.zToY(g, v.center), color, "right", letters);
     });
   }
 

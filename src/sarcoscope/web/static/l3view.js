@@ -7,7 +7,7 @@ import {MPRView, SOFTWARE_MAX_VOXELS, webgl2Renderer} from "./mpr.js";
 import {PNGView} from "./l3png.js";
 import {showSeries} from "./series.js";
 import {denied} from "./session.js";
-import {ownsKeys, showPressed, slicePosition, slicesText, state, stillOpen, stillShown} from "./state.js";
+import {imageText, ownsKeys, showPressed, slicePosition, slicesText, state, stillOpen, stillShown} from "./state.js";
 import {setExportDeidentification} from "./versions.js";
 
 let view = null; // the open study's: views.mpr or views.png
@@ -329,8 +329,10 @@ function selectionText() {
   const [a, b] = state.lines;
   const lo = Math.min(a, b);
   const hi = Math.max(a, b);
-  if (state.mode === "slice") return `Slice ${a}`;
-  return lo === hi ? `Range: slice ${lo} only (1 slice)` : `Range ${lo}–${hi} (${hi - lo + 1} slices)`;
+  if (state.mode === "slice") return `Slice ${a}${imageText(state.study, [a])}`;
+  const images = imageText(state.study, [lo, hi]);
+  if (lo === hi) return `Range: slice ${lo} only (1 slice${images})`;
+  return `Range ${lo}–${hi} (${hi - lo + 1} slices${images})`;
 }
 
 /** The vertebra the automatic localizer puts slice z in (null: not localized or between vertebrae). */
@@ -360,7 +362,8 @@ function renderText() {
   showPressed($("mode-range"), state.mode === "range");
   showPressed($("mode-slice"), state.mode === "slice");
   $("l3-selection-text").textContent = selectionText();
-  $("axial-index").textContent = slicePosition(state.axialZ, state.study.n_slices);
+  $("axial-index").textContent = slicePosition(state.axialZ, state.study.n_slices) +
+    imageText(state.study, [state.axialZ]);
   $("l3-viewer").dataset.axial = state.axialZ;
   $("l3-viewer").dataset.lines = lines().map((line) => line.z).join(",");
   $("l3-viewer").dataset.marks = marks().map((mark) => mark.z).join(",");

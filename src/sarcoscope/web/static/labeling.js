@@ -5,7 +5,7 @@ import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
 import {drawOutline} from "./outline.js";
 import {denied} from "./session.js";
 import {
-  WheelSlices, canvasPoint, image, ownsKeys, showOrientation, showPressed, slicesText, state, stillOpen,
+  WheelSlices, canvasPoint, image, imageText, ownsKeys, showOrientation, showPressed, slicesText, state, stillOpen,
 } from "./state.js";
 import {Viewport} from "./viewport.js";
 import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} from "./versions.js";
@@ -156,7 +156,8 @@ export async function drawEditor() {
   const slice = currentSlice();
   const [, ny, nx] = state.shape;
   const z = state.indices[state.current];
-  $("slice-text").textContent = `slice ${z} (${state.current + 1} of ${state.indices.length})`;
+  const position = `${state.current + 1} of ${state.indices.length}`;
+  $("slice-text").textContent = `slice ${z}${imageText(state.study, [z])} (${position})`;
   const s = state.study;
   for (const id of ["edit-base", "edit-overlay", "edit-cursor"]) {
     const c = $(id);

@@ -8,7 +8,9 @@
 // so that text stays sharp (NiiVue's own text is a bitmap font in the WebGL scene, scaled with the view).
 // Indices are the API's: x column, y row, z slice (the file's voxel order).
 import {api} from "./api.js";
-import {WheelSlices, obliqueNote, reconStretch, slicePosition, stretchNote, tag, wheelZoom} from "./state.js";
+import {
+  WheelSlices, imageText, obliqueNote, reconStretch, slicePosition, stretchNote, tag, wheelZoom,
+} from "./state.js";
 import {DRAG_MODE, Niivue, SLICE_TYPE} from "./vendor/niivue/niivue.js";
 
 /** This browser's WebGL2 renderer ({software: true for a software rasteriser}), or null without WebGL2 (NiiVue cannot run: the L3
@@ -74,6 +76,7 @@ export class MPRView {
     this.nv = null;
     this.volume = null;
     this.oblique = ""; // "oblique N°: letters approximate" for a volume whose grid is turned from the body's axes
+    this.shown = null; // the study whose volume is shown: its slices' image numbers (imageText)
     this.studyId = null; // the study whose volume is shown or coming
     this.loading = null; // its load (a promise)
     this.download = null; // the AbortController of its download
@@ -167,6 +170,7 @@ export class MPRView {
     this.volume = this.nv.volumes[0];
     // NiiVue draws an oblique series in its voxels' grid turned to the nearest body axes, lettered by them
     this.oblique = obliqueNote(study);
+    this.shown = study;
     this.box.dataset.oblique = this.oblique ? Math.round(study.orientation.tilt_degrees) : "";
     this.emitWindow();
     this.reset(false);
@@ -400,7 +404,9 @@ export class MPRView {
       let name = PLANES[s.axCorSag];
       const notes = []; // under the name, clear of the top letter (a narrow tile's name ran into it)
       if (s.axCorSag === SLICE_TYPE.AXIAL) {
-        name += ` · ${slicePosition(this.voxelOf(this.nv.scene.crosshairPos)[2], this.volume.hdr.dims[3])}`;
+        const z = this.voxelOf(this.nv.scene.crosshairPos)[2];
+        name += ` · ${slicePosition(z, this.volume.hdr.dims[3])}`;
+        notes.push(imageText(this.shown, [z], "")); // under the name: on one line it reached the top letter
       } else notes.push(stretchNote(stretchOf(s.axCorSag, this.nv.sliceScale().volScale), ""));
       notes.push(this.oblique);
       const texts = [name, ...notes.filter(Boolean)];
@@ -427,9 +433,9 @@ export class MPRView {
       ctx.clip();
       this.drawCrosshair(ctx, s, l, t, tw, th);
       if (!above) write(t + 10);
-      drawLetters(ctx, LETTERS[s.axCorSag], l, t, tw, th);
+      const letters = drawLetters(ctx, LETTERS[s.axCorSag], l, t, tw, th); // the labels keep clear of them
       if (s.axCorSag !== SLICE_TYPE.AXIAL) {
-        if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw);
+        if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw, letters);
         const [x0, x1] = this.imageSpan(tile, l, t, tw, th); // the lines cross the image, not the black beside it
         for (const line of [...this.hooks.marks(), ...lines]) {
           const y = this.yOfSlice(tile, line.z);
@@ -443,7 +449,7 @@ export class MPRView {
           ctx.lineTo(x1, yy);
           ctx.stroke();
           ctx.setLineDash([]);
-          tag(ctx, line.label, x0 + 4, yy - 9, line.color, "left");
+          tag(ctx, line.label, x0 + 4, yy - 9, line.color, "left", letters);
         }
       }
       ctx.restore();
@@ -479,7 +485,7 @@ export class MPRView {
     ctx.stroke();
   }
 
-  drawVertebrae(ctx, tile, left, width) {
+  drawVertebrae(ctx, tile, left, width, letters) {
     for (const [name, v] of Object.entries(this.hooks.vertebrae())) {
       const top = this.yOfSlice(tile, v.last);
       const bottom = this.yOfSlice(tile, v.first);
@@ -488,13 +494,14 @@ export class MPRView {
       const color = name === "L3" ? "rgba(255,210,63,0.95)" : "rgba(255,255,255,0.7)";
       ctx.fillStyle = color;
       ctx.fillRect(left + width - 3, Math.min(top, bottom) + 1, 3, Math.max(1, Math.abs(bottom - top) - 2));
-      tag(ctx, name, left + width - 6, centre, color, "right");
+      tag(ctx, name, left + width - 6, centre, color, "right", letters);
     }
   }
 }
 
 /** Orientation letters [left, right, top, bottom] at the middle of each edge of a tile (left, top, width,
- * height; CSS px), as NiiVue places its own, in white on a dark outline: readable on air, tissue and bone alike. */
+ * height; CSS px), as NiiVue places its own, in white on a dark outline: readable on air, tissue and bone alike.
+ * Returns the left and right letters' boxes (tag's), beside which the lines' and vertebrae's labels stand. */
 function drawLetters(ctx, [left, right, top, bottom], l, t, w, h) {
   ctx.save();
   ctx.font = "12px system-ui, sans-serif";
@@ -512,7 +519,13 @@ function drawLetters(ctx, [left, right, top, bottom], l, t, w, h) {
   put(right, l + w - 4, t + h / 2, "right", "middle");
   put(top, l + w / 2, t + 3, "center", "top");
   put(bottom, l + w / 2, t + h - 3, "center", "bottom");
+  const [lw, rw] = [left, right].map((text) => ctx.measureText(text).width);
   ctx.restore();
+  const mid = t + h / 2;
+  return [
+    {left: l + 2, top: mid - 8, right: l + 6 + lw, bottom: mid + 8},
+    {left: l + w - 6 - rw, top: mid - 8, right: l + w - 2, bottom: mid + 8},
+  ];
 }
 
 /** The bytes of the volume at `url`, read here rather than by NiiVue so that its progress can be shown (a

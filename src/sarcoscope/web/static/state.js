@@ -135,6 +135,16 @@ export const slicesText = (zs) => zs.length === 1 ? `slice ${zs[0]}` : `slices $
 /** Slice z of a series of n, numbered as slicesText: "slice 74 (0–111)" ("74 / 111" read as the 74th of 111). */
 export const slicePosition = (z, n) => (n > 1 ? `slice ${z} (0–${n - 1})` : `slice ${z}`);
 
+/** " · image 38" or " · images 35–42": the DICOM Instance Numbers of slices `zs`, the numbers a PACS viewer
+ * shows for them (slice numbers count from 0 from the feet; a head-first series' image 1 is its top slice),
+ * to find the chosen slice there; "" for a study without them (NIfTI, a series without Instance Numbers). */
+export const imageText = (study, zs, lead = " · ") => {
+  const numbers = study && study.image_numbers ? zs.map((z) => study.image_numbers[z]) : [];
+  if (!numbers.length || numbers.some((n) => typeof n !== "number")) return "";
+  const [lo, hi] = [Math.min(...numbers), Math.max(...numbers)];
+  return lo === hi ? `${lead}image ${lo}` : `${lead}images ${lo}–${hi}`;
+};
+
 /** The caption's note on a stretched reconstruction, after `lead` (none at true proportions). */
 export const stretchNote = (stretch, lead = " · ") =>
   (stretch > 1 ? `${lead}not to scale: height ×${stretch.toFixed(1)}` : "");
@@ -174,10 +184,17 @@ export function showOrientation(box, plane) {
 }
 
 /** A label on a dark backing box (readable over bone, small enough not to hide anatomy); returns that box
- * ({left, top, right, bottom}, in ctx's units), which notes over the canvas keep clear of (l3png.js). */
-export function tag(ctx, text, x, y, color, align) {
+ * ({left, top, right, bottom}, in ctx's units), which notes over the canvas keep clear of (l3png.js). It is
+ * moved sideways clear of the boxes `kept` (the orientation letters at the image's edges): a vertebra's name
+ * or a line's label at mid-height covered the letter there ("L4" over the sagittal's "P"). */
+export function tag(ctx, text, x, y, color, align, kept = []) {
   const w = ctx.measureText(text).width + 6;
-  const x0 = align === "right" ? x - w : x;
+  let x0 = align === "right" ? x - w : x;
+  for (const k of kept) {
+    if (y - 7 < k.bottom && k.top < y + 7 && x0 < k.right && k.left < x0 + w) {
+      x0 = align === "right" ? k.left - 2 - w : k.right + 2;
+    }
+  }
   ctx.fillStyle = "rgba(0,0,0,0.55)";
   ctx.fillRect(x0, y - 7, w, 14);
   ctx.fillStyle = color;
