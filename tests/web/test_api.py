@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
@@ -302,6 +303,26 @@ def test_a_label_saves_note_is_refused_in_the_url(client: TestClient, series: li
     bad = {"X-Label-Note": "%ff"}
     r = client.post(f"/api/studies/{sid}/labels?base_version=1", content=labels.tobytes(), headers=bad)
     assert r.status_code == 422 and "not percent-encoded UTF-8" in r.json()["detail"]
+
+
+def test_the_exports_carry_the_quality_score_the_analysis_shows(
+    client: TestClient, series: list[Path]
+) -> None:
+    """The CSV export's quality columns were empty (and the JSON report said "not requested") for a range
+    the analysis panel showed a score for: the exports built their result without the score kept for the
+    version. Exported straight after the segment answer (the score still being computed in the background),
+    each slice's row and the average row (the worst slice's, as `analyze`'s metrics.csv) say the panel's."""
+    sid, _ = segmented(client, series, 4, 6)
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/api/studies/{sid}/export/csv").text)))
+    report = client.get(f"/api/studies/{sid}/export/json").json()
+    quality = client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+    assert quality["status"] == "computed" and len(quality["slices"]) == 3
+    expected = [(str(q["slice_index"]), q["score"], q["flagged"]) for q in quality["slices"]]
+    expected.append(("", quality["score"], quality["flagged"]))
+    exported = [(r["slice_index"], r["quality"] and float(r["quality"]), r["quality_flag"]) for r in rows]
+    assert exported == [(i, score, "review" if flagged else "ok") for i, score, flagged in expected]
+    assert [r["row"] for r in rows] == ["slice", "slice", "slice", "average"]
+    assert report["quality"] == {k: v for k, v in quality.items() if k != "score_text"}
 
 
 def test_segment_edit_save_stale_restore(client: TestClient, series: list[Path]) -> None:

@@ -28,8 +28,8 @@ from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, L3_RANGE
 from sarcoscope.errors import frames_of
 from sarcoscope.level.selection import L3Selection
 from sarcoscope.results import AnalysisResult
-from sarcoscope.segmentation.quality import image_warnings, score_text
-from sarcoscope.store import LabelVersion, Store, Study
+from sarcoscope.segmentation.quality import QualityAssessment, image_warnings, score_text
+from sarcoscope.store import LabelVersion, Study
 from sarcoscope.web.wording import for_ui, report_for_ui
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,15 @@ def _patient_info(study: Study, volume: CTVolume) -> Any:
     )
 
 
-def build_result(study: Study, version: LabelVersion, labels: np.ndarray, volume: CTVolume) -> AnalysisResult:
-    """An AnalysisResult for a stored label version, as `analyze` would have produced it."""
+def build_result(
+    study: Study,
+    version: LabelVersion,
+    labels: np.ndarray,
+    volume: CTVolume,
+    quality: QualityAssessment | None = None,
+) -> AnalysisResult:
+    """An AnalysisResult for a stored label version, as `analyze` would have produced it; `quality` is the
+    version's (AnalysisCache.assessment), for the exports that carry it."""
     from sarcoscope.composition import assess, average_compositions, measure_slice
 
     indices = list(version.indices)
@@ -176,6 +183,7 @@ def build_result(study: Study, version: LabelVersion, labels: np.ndarray, volume
         software_version=__version__,
         warnings=warnings,
         editor=version.author if version.source != "segment" else None,
+        quality=quality,
     )
 
 
@@ -190,22 +198,23 @@ class AnalysisCache:
         self.volumes = volumes
         self.size = size
         self._items: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()  # (study id, rest of key)
-        self._quality: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        #: The quality of each version scored (None: the score failed), of the most recent QUALITY_SIZE.
+        self._quality: OrderedDict[tuple[str, int], QualityAssessment | None] = OrderedDict()
         #: Versions whose quality block is being computed (score_later), set when it is kept.
         self._scoring: dict[tuple[str, int], threading.Event] = {}
         self._lock = threading.Lock()
 
     def score_later(
-        self, study_id: str, version: int, score: Callable[[], dict[str, Any]]
+        self, study_id: str, version: int, score: Callable[[], QualityAssessment]
     ) -> Callable[[], None]:
-        """The job that computes and keeps the quality block (QualityAssessment.as_dict) of a version the
-        server just segmented, `score()`, to run in the background: `quality` waits for it meanwhile."""
+        """The job that computes and keeps the quality of a version the server just segmented, `score()`, to
+        run in the background: `quality` and `assessment` wait for it meanwhile."""
         key, done = (study_id, version), threading.Event()
         with self._lock:
             self._scoring[key] = done
 
         def job() -> None:
-            quality = {"status": "not computed", "reason": "the quality score failed (see the server log)"}
+            quality = None
             try:
                 quality = score()
             except BaseException as exc:  # a library's exit too: whatever ends it, the analysis must not wait
@@ -222,6 +231,21 @@ class AnalysisCache:
 
         return job
 
+    def _kept(self, study_id: str, row: LabelVersion) -> tuple[bool, QualityAssessment | None]:
+        """Whether a quality was kept for a segmented version (after its background job ended) and which
+        (None: the score failed)."""
+        key = (study_id, row.version)
+        with self._lock:
+            scoring = self._scoring.get(key)
+        if scoring is not None:
+            scoring.wait()
+        with self._lock:
+            return key in self._quality, self._quality.get(key)
+
+    def assessment(self, study_id: str, row: LabelVersion) -> QualityAssessment | None:
+        """The quality of a label version, for its exports (None: there is none, `quality` says why)."""
+        return self._kept(study_id, row)[1] if row.source == "segment" else None
+
     def quality(self, study_id: str, row: LabelVersion) -> dict[str, Any]:
         """The quality block of a label version, or why there is none."""
         if row.source != "segment":
@@ -230,15 +254,14 @@ class AnalysisCache:
                 "reason": f"label version {row.version} comes from '{row.source}', not from an engine: the "
                 "score rates an engine's segmentation",
             }
-        with self._lock:
-            scoring = self._scoring.get((study_id, row.version))
-        if scoring is not None:
-            scoring.wait()
-        with self._lock:
-            known = self._quality.get((study_id, row.version))
-        if known and known.get("score") is not None:
-            return {**known, "score_text": score_text(known["score"])}  # as the CLI and reports print it
-        return known or {
+        kept, known = self._kept(study_id, row)
+        if known is not None:
+            block = known.as_dict(row.indices)
+            # as the CLI and reports print it
+            return block if known.score is None else {**block, "score_text": score_text(known.score)}
+        if kept:
+            return {"status": "not computed", "reason": "the quality score failed (see the server log)"}
+        return {
             "status": "not computed",
             "reason": "scored only when this server process segments (not kept in the database)",
         }
@@ -341,8 +364,7 @@ class ExportFile(NamedTuple):
 
 
 def export_file(
-    store: Store,
-    volumes: VolumeCache,
+    analyses: AnalysisCache,
     study: Study,
     version: int | None,
     fmt: str,
@@ -352,7 +374,9 @@ def export_file(
 
     De-identified: the SEG, SR and reports as `export.write_outputs` makes them, and the overlay (and the
     HTML report and QC capture that show it) refused for a series with burned-in annotation. The SEG's UIDs
-    are seeded by study, version and de-identification, so a separately exported SR references that SEG."""
+    are seeded by study, version and de-identification, so a separately exported SR references that SEG.
+    The CSV and the reports carry the version's quality score (waited for while it is computed); the DICOM
+    objects do not show it and leave it out of their UIDs' seed, as it is not kept across restarts."""
     import nibabel as nib
     from fastapi import HTTPException
 
@@ -364,12 +388,14 @@ def export_file(
     from sarcoscope.export.writer import result_fingerprint
     from sarcoscope.imaging.deidentify.refusals import refuse_burned_in
 
+    store, volumes = analyses.store, analyses.volumes
     row = store.get_version(study.id, version)
     stack = store.load_labels(study.id, row.version)
     shows_pixels = deidentification is not None and fmt in ("overlay", "html", "pdf", "dicom-qc")
     dicom = fmt.startswith("dicom-")
     volume = volumes.with_headers(study) if dicom or shows_pixels else volumes.get(study)
-    result = build_result(study, row, stack.labels, volume)
+    quality = None if dicom else analyses.assessment(study.id, row)
+    result = build_result(study, row, stack.labels, volume, quality)
     suffix, media = EXPORTS[fmt]
     name = f"sarcoscope-{study.id[:8]}-v{row.version}{'-deid' if deidentification else ''}{suffix}"
     if shows_pixels:

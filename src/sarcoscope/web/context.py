@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
@@ -17,6 +17,9 @@ from sarcoscope.web.auth import Authenticator, client_of
 from sarcoscope.web.background import BackgroundJobs
 from sarcoscope.web.settings import WebSettings
 from sarcoscope.web.volumes import VolumeCache
+
+if TYPE_CHECKING:
+    from sarcoscope.segmentation.quality import QualityAssessment
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +140,10 @@ class AppContext:
                 f"overlay of {study_id} v{version}", lambda: self._render_overlay(study_id, version)
             )
 
-    def score_and_prerender(self, study_id: str, version: int, score: Callable[[], dict[str, Any]]) -> None:
-        """What a segment request leaves to the background: its quality block, `score()` (the second
+    def score_and_prerender(
+        self, study_id: str, version: int, score: Callable[[], QualityAssessment]
+    ) -> None:
+        """What a segment request leaves to the background: its quality, `score()` (the second
         opinion is another whole engine; the analysis waits for it), then its overlay (as prerender_overlay).
         One after the other: the page asks for the analysis next, an export of the overlay only later."""
         keep_quality = self.analyses.score_later(study_id, version, score)

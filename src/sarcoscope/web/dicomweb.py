@@ -268,7 +268,7 @@ def push_results(
         )
     datasets, warnings = [], []
     for fmt in PUSHED:
-        out = analysis.export_file(ctx.store, ctx.volumes, study, row.version, fmt, None)
+        out = analysis.export_file(ctx.analyses, study, row.version, fmt, None)
         datasets.append(pydicom.dcmread(io.BytesIO(out.data)))
         if out.warning is not None and out.warning not in warnings:  # the same note for each object
             warnings.append(out.warning)

@@ -100,7 +100,7 @@ def export(
     policy = deid.policy(ctx)
     # the version that leaves the server, also when the latest was asked for (one saved later is another)
     version = ctx.store.get_version(study_id, version).version
-    out = analysis.export_file(ctx.store, ctx.volumes, study, version, fmt, policy)
+    out = analysis.export_file(ctx.analyses, study, version, fmt, policy)
     details = {"format": fmt, "version": version, **deid.audited()}
     ctx.store.audit(user, "export", study_id, details, client_of(request))
     headers = {"Content-Disposition": f'attachment; filename="{out.filename}"'}
