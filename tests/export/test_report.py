@@ -130,3 +130,41 @@ def test_the_html_report_names_its_slices_as_the_app_does(make_result, indices, 
 
     page = report_html(build_report(make_result(indices)), b"", "t")
     assert f"({'mid-L3' if len(indices) == 1 else 'L3-range'}), {words}" in page, page
+
+
+def test_the_printable_reports_say_the_quality_score_as_the_panel_does(make_result) -> None:
+    """The printable report (HTML, PDF) left out the segmentation quality score the analysis panel shows:
+    it says the score on its scale, the review flag below 0.5, the signal that decided it and each slice's."""
+    from PIL import Image
+    from pypdf import PdfReader
+
+    from sarcoscope.export.report_html import report_html
+    from sarcoscope.export.report_pdf import report_pdf
+    from sarcoscope.segmentation.quality import QualityAssessment, SliceQuality
+
+    result = make_result((4, 5, 6), dicom=True)
+    page = report_html(build_report(result), b"", "t")
+    assert 'Segmentation quality: <span class="muted">not computed: the segmentation quality score' in page
+    signals = [
+        {"engine_muscle_dice": 0.95, "engine_muscle_area_diff": 0.02},
+        {"engine_muscle_dice": 0.87, "engine_muscle_area_diff": 0.02},  # score 0.3: review
+        {"engine_muscle_dice": 0.915, "engine_muscle_area_diff": 0.0},  # score 0.75
+    ]
+    result.quality = QualityAssessment([SliceQuality(s) for s in signals], second_opinion="u1")
+    report = build_report(result)
+    page = report_html(report, b"", "t")
+    assert (
+        'Segmentation quality: <b>0.30 of 1 (review below 0.5)</b> <span class="flag">review</span> · '
+        "decided by engine_muscle_dice 0.870 on slice 5</p>"
+    ) in page
+    assert 'slice 4: 0.90 <span class="ok">ok</span> (engine_muscle_area_diff 0.020)' in page
+    assert 'slice 5: 0.30 <span class="flag">review</span> (engine_muscle_dice 0.870)' in page
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, format="PNG")
+    pdf = report_pdf(report, png.getvalue())
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages).split())
+    assert (
+        "Segmentation quality: 0.30 of 1 (review below 0.5) REVIEW · "
+        "decided by engine_muscle_dice 0.870 on slice 5"
+    ) in text, text
+    assert "slice 6: 0.75 ok (engine_muscle_dice 0.915)" in text, text

@@ -325,6 +325,22 @@ def test_the_exports_carry_the_quality_score_the_analysis_shows(
     assert report["quality"] == {k: v for k, v in quality.items() if k != "score_text"}
 
 
+def test_the_printable_report_says_the_quality_score_the_panel_shows(
+    client: TestClient, series: list[Path]
+) -> None:
+    """The printable report (HTML, PDF) left out the segmentation quality score the analysis panel shows
+    ("Segmentation quality: 0.61 of 1 (review below 0.5)"): it says it too, with its verdict."""
+    sid, _ = segmented(client, series, 4, 6)
+    quality = client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+    assert quality["status"] == "computed"
+    shown = f"Segmentation quality: {quality['score_text']} of 1 (review below 0.5)"
+    page = client.get(f"/api/studies/{sid}/export/html").text
+    verdict = '<span class="flag">review</span>' if quality["flagged"] else '<span class="ok">ok</span>'
+    assert shown.replace(": ", ": <b>", 1) + f"</b> {verdict} · decided by " in page
+    text = " ".join(pdf_text(client.get(f"/api/studies/{sid}/export/pdf").content).split())
+    assert f"{shown} {'REVIEW' if quality['flagged'] else 'ok'} · decided by " in text, text
+
+
 def test_segment_edit_save_stale_restore(client: TestClient, series: list[Path]) -> None:
     sid = upload(client, series)["id"]
     r = client.post(f"/api/studies/{sid}/segment", json={})

@@ -31,6 +31,7 @@ from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
 from sarcoscope.imaging.deidentify.messages import message_scrubber
 from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
+from sarcoscope.segmentation.quality import score_text
 
 if TYPE_CHECKING:
     from sarcoscope.composition import SliceComposition
@@ -261,6 +262,34 @@ def quantity_text(q: dict[str, Any], digits: int = 1) -> str:
 def comparison_text(c: dict[str, Any]) -> str:
     """A computed classification's measured value against its cutoff and rule, e.g. "(43.6 vs 38.5 ...)"."""
     return f"({number_text(c['value'])} vs {number_text(c['cutoff'])} {c.get('unit')}; {c.get('rule')})"
+
+
+def quality_text(q: dict[str, Any]) -> tuple[str, str]:
+    """A report's quality block as the printable reports say it around its verdict (ok / review): the score
+    on its scale as the analysis panel shows it, and the signal that decided it, e.g. ("0.30 of 1 (review
+    below 0.5)", "decided by engine_muscle_dice 0.870 on slice 5"); or why there is none (and "")."""
+    if q.get("status") != "computed":
+        return f"not computed: {q.get('reason')}", ""
+    if q["score"] is None:
+        return "not computed: no quality signal could be computed", ""
+    worst = min((s for s in q["slices"] if s["score"] is not None), key=lambda s: s["score"])
+    where = f" on slice {worst['slice_index']}" if len(q["slices"]) > 1 else ""
+    return (
+        f"{score_text(q['score'])} of 1 (review below {q['threshold']:g})",
+        f"decided by {_signal_text(worst)}{where}",
+    )
+
+
+def slice_quality_text(s: dict[str, Any]) -> tuple[str, str]:
+    """One slice of a quality block around its verdict, e.g. ("slice 5: 0.30", "engine_muscle_dice 0.870")."""
+    if s["score"] is None:
+        return f"slice {s['slice_index']}: no score", ""
+    return f"slice {s['slice_index']}: {score_text(s['score'])}", _signal_text(s)
+
+
+def _signal_text(s: dict[str, Any]) -> str:
+    """The signal that set a slice's score and its value, as the review warning names it."""
+    return f"{s['limiting_signal']} {s['signals'][s['limiting_signal']]:.3f}"
 
 
 def report_json(report: dict[str, Any]) -> str:

@@ -12,7 +12,14 @@ import html
 from typing import Any
 
 from sarcoscope.conventions import TISSUE_TITLES
-from sarcoscope.export.report import comparison_text, mode_text, number_text, quantity_text
+from sarcoscope.export.report import (
+    comparison_text,
+    mode_text,
+    number_text,
+    quality_text,
+    quantity_text,
+    slice_quality_text,
+)
 from sarcoscope.imaging.volume import slices_text
 
 _STYLE = """
@@ -45,6 +52,31 @@ def _classification(c: dict[str, Any]) -> str:
         '<span class="flag">below cutoff</span>' if c["flagged"] else '<span class="ok">not below</span>'
     )
     return f"{verdict} {_e(comparison_text(c))}"
+
+
+def _verdict(flagged: bool) -> str:
+    return '<span class="flag">review</span>' if flagged else '<span class="ok">ok</span>'
+
+
+def _quality(q: dict[str, Any]) -> str:
+    """The quality line as the analysis panel shows it (score of 1, review below the threshold), with the
+    signal that decided it and, for a range, each slice's."""
+    score, decided = quality_text(q)
+    if q.get("status") != "computed" or q["score"] is None:
+        return f'<p id="quality">Segmentation quality: <span class="muted">{_e(score)}</span></p>'
+    per_slice = ""
+    if len(q["slices"]) > 1:
+        items = []
+        for s in q["slices"]:
+            words, signal = slice_quality_text(s)
+            items.append(
+                f"<li>{_e(words)} {_verdict(s['flagged'])}{f' ({_e(signal)})' if signal else ''}</li>"
+            )
+        per_slice = f"<ul>{''.join(items)}</ul>"
+    verdict = _verdict(q["flagged"])
+    return (
+        f'<p id="quality">Segmentation quality: <b>{_e(score)}</b> {verdict} · {_e(decided)}</p>{per_slice}'
+    )
 
 
 def _tissue_rows(composition: dict[str, Any]) -> str:
@@ -131,6 +163,7 @@ contrast {_e(md.get("contrast_agent") or "not recorded")} · created {_e(report[
 muscle attenuation {_quantity(assessment["muscle_mean_hu"])}</p>
 <table><tr><th>Sarcopenia cutoff set</th><th>Result</th></tr>{sarcopenia}</table>
 <table><tr><th>Myosteatosis cutoff set</th><th>Result</th></tr>{myosteatosis}</table>
+{_quality(report["quality"])}
 <h2>Method</h2>
 <p>Segmentation: {_e(report["segmentation"]["engine"])} — {_e(report["segmentation"]["model_id"])}<br>
 HU ranges: {hu}<br>

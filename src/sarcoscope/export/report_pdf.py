@@ -2,8 +2,8 @@
 
 The same facts as the printable HTML page (export/report_html.py), all taken from `export.build_report`: the
 level and how it was chosen, the QC picture, areas and HU per tissue, ratios, per-slice areas, SMI and the
-cutoff sets, the method and the warnings. Like the HTML page it leaves out the patient id and study date, and
-a de-identified report shows the pseudonym instead of the series description.
+cutoff sets, the segmentation quality score, the method and the warnings. Like the HTML page it leaves out the
+patient id and study date, and a de-identified report shows the pseudonym instead of the series description.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from sarcoscope.conventions import TISSUE_TITLES
-from sarcoscope.export.report import comparison_text, mode_text, number_text, quantity_text
+from sarcoscope.export.report import (
+    comparison_text,
+    mode_text,
+    number_text,
+    quality_text,
+    quantity_text,
+    slice_quality_text,
+)
 
 _A4 = (8.27, 11.69)  # inches
 _MARGIN = 0.07  # of the page width and height
@@ -155,6 +162,18 @@ def report_pdf(report: dict[str, Any], overlay_png: bytes) -> bytes:
             pages.text(f"Sarcopenia, {c['title']}{selected}: {_classification(c)}")
         for c in assessment["myosteatosis"]:
             pages.text(f"Myosteatosis, {c['title']}: {_classification(c)}")
+
+        quality = report["quality"]
+        score, decided = quality_text(quality)
+        if quality.get("status") != "computed" or quality["score"] is None:
+            pages.text(f"Segmentation quality: {score}", color="#555")
+        else:
+            verdict = "REVIEW" if quality["flagged"] else "ok"
+            line = f"Segmentation quality: {score} {verdict} · {decided}"
+            pages.text(line, color="#b00020" if quality["flagged"] else "#111")
+            for s in quality["slices"] if len(quality["slices"]) > 1 else []:
+                words, signal = slice_quality_text(s)
+                pages.text(f"{words} {'REVIEW' if s['flagged'] else 'ok'}{f' ({signal})' if signal else ''}")
 
         pages.heading("Method")
         pages.text(f"Segmentation: {report['segmentation']['engine']} — {report['segmentation']['model_id']}")
