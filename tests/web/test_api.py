@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from web_synth import SHAPE, SPACING, multipart, synthetic_hu, write_series, zip_bytes
 
+from sarcoscope.segmentation import quality as quality_module
 from sarcoscope.segmentation.quality import score_text
 from sarcoscope.store import Store
 from sarcoscope.web import WebSettings, create_app
@@ -323,6 +324,21 @@ def test_the_exports_carry_the_quality_score_the_analysis_shows(
     assert exported == [(i, score, "review" if flagged else "ok") for i, score, flagged in expected]
     assert [r["row"] for r in rows] == ["slice", "slice", "slice", "average"]
     assert report["quality"] == {k: v for k, v in quality.items() if k != "score_text"}
+
+
+def test_an_export_of_a_flagged_segmentation_warns_as_analyze_does(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`analyze` warns in report.json, naming each slice flagged for review; the web app's JSON report of the
+    same flagged version carried the score but not the warning (nor did the reports that print warnings)."""
+    monkeypatch.setattr(quality_module, "REVIEW_THRESHOLD", 1.0)  # every scored slice flagged
+    sid, _ = segmented(client, series, 4, 6)
+    block = client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+    assert block["flagged"] and all(s["flagged"] for s in block["slices"])
+    warnings = client.get(f"/api/studies/{sid}/export/json").json()["warnings"]
+    [review] = [w for w in warnings if w.startswith("Segmentation quality below")]
+    for s in block["slices"]:
+        assert f"slice {s['slice_index']}: {score_text(s['score'])} ({s['limiting_signal']} " in review
 
 
 def test_the_printable_report_says_the_quality_score_the_panel_shows(

@@ -170,6 +170,9 @@ def build_result(
             "contrast phase in mind."
         )
     warnings += image_warnings(hu, labels, volume.pixel_spacing)
+    review = quality.warning(indices) if quality is not None else None
+    if review:  # as `analyze` warns in report.json
+        warnings.append(review)
     return AnalysisResult(
         volume=volume,
         selection=selection,
