@@ -301,6 +301,60 @@ def test_uncertain_count_shows_the_other_l3_candidate(page: object, server: str,
     assert orange > 20
 
 
+def _shown_whole(page: object, text: str) -> bool:
+    """Whether `text`, inside #l3-flags, lies within the window and within every box around it that clips
+    (a note scrolled out of sight, or cut at the window's bottom, is not shown)."""
+    return page.evaluate(
+        """(text) => {
+        const root = document.getElementById('l3-flags');
+        const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          const at = node.data.indexOf(text);
+          if (at < 0) continue;
+          const range = document.createRange();
+          range.setStart(node, at);
+          range.setEnd(node, at + text.length);
+          const r = range.getBoundingClientRect();
+          if (r.top < 0 || r.bottom > innerHeight || r.left < 0 || r.right > innerWidth) return false;
+          for (let el = node.parentElement; el; el = el.parentElement) {
+            if (getComputedStyle(el).overflowY === 'visible') continue;
+            const box = el.getBoundingClientRect();
+            if (r.top < box.top - 0.5 || r.bottom > box.top + el.clientHeight + 0.5) return false;
+          }
+          return true;
+        }
+        return false;
+        }""",
+        text,
+    )
+
+
+def test_an_uncertain_count_shows_both_candidates_and_every_flag_without_scrolling(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """The localizer's note was two lines high and scrolled: a long counting_uncertain reason hid, at its
+    end, the two L3 candidates with their probabilities (the actionable part) and any flag after it, at
+    1366x768 and at 1920x1080 alike. Now a first line names both candidates and every flag, always in
+    sight; the reasons scroll under it, and the images still fit the window. (Six lumbar vertebrae: an
+    800-character reason, then a second flag.)"""
+    from sarcoscope.imaging import write_dicom_series
+    from sarcoscope.phantom import make_volume
+
+    pv = make_volume(3, shape_xy=160, variant="six-lumbar")
+    files = write_dicom_series(pv.hu, pv.spacing, tmp_path / "ct", origin=pv.origin, metadata=pv.metadata())
+    study_id = _upload(page, files)
+    page.wait_for_function("document.getElementById('l3-flags').textContent.length > 0", timeout=120000)
+    loc = page.request.get(f"{server}/api/studies/{study_id}").json()["localization"]
+    first, other = loc["candidates"][:2]
+    wanted = [f"slice {c['l3_mid']} (p={c['probability']:.2f}" for c in (first, other)]
+    wanted += [f["flag"] for f in loc["flags"]]
+    assert "counting_uncertain" in wanted and "low_confidence" in wanted
+    for size in ((1366, 768), (1920, 1080)):
+        _fits(page, size, ("#segment", "#l3-hint", "#mpr", "#l3-flags"))
+        assert page.locator("#mpr").bounding_box()["height"] > size[1] / 2, size
+        assert [t for t in wanted if not _shown_whole(page, t)] == [], size
+
+
 def test_without_webgl_the_view_falls_back_to_server_images(server: str, tmp_path: Path) -> None:
     """Chromium with WebGL off: the PNG view, with zoom around the cursor, pan, reset and the lines."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
