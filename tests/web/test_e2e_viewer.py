@@ -554,6 +554,36 @@ def test_the_label_editor_fits_the_window(page: object, server: str, tmp_path: P
         page.locator("#analysis").scroll_into_view_if_needed()
 
 
+REAL_NIFTI = Path("/work/shared/data/real/volumes/ts_example/example_ct.nii.gz")
+
+
+@pytest.mark.skipif(not REAL_NIFTI.is_file(), reason=f"needs the real NIfTI volume at {REAL_NIFTI}")
+def test_the_analysis_panel_shows_its_results_before_long_warnings(page: object, server: str) -> None:
+    """On the real NIfTI (3 mm pixels, the body at the image's edge) the side panel opened on a 13-line
+    coarse-pixel warning and a 4-line edge one: at 1366x768 SMI, the sarcopenia and myosteatosis verdicts
+    were below the fold. Now each warning shows its first line (a click reads it whole) and the verdicts
+    come before the table, all in sight without scrolling the panel."""
+    from test_e2e_first_use import _segment
+
+    page.set_viewport_size({"width": 1366, "height": 768})
+    study_id = _upload(page, [REAL_NIFTI])
+    _segment(page, server, study_id, 74)
+    warnings = page.locator("#analysis-warnings li")
+    assert warnings.count() >= 2
+    assert "coarser than diagnostic CT" in warnings.nth(0).inner_text()  # read whole by innerText
+    side = page.locator(".label-side").bounding_box()
+    bottom = min(768, side["y"] + side["height"])
+    assert page.evaluate("document.querySelector('.label-side').scrollTop") == 0
+    for part in ("#analysis-mode", "#analysis-warnings", "#smi", "#analysis .result"):
+        b = page.locator(part).bounding_box()
+        assert b["y"] >= side["y"] and b["y"] + b["height"] <= bottom, (part, b, bottom)
+    line = float(page.locator("#analysis-warnings").evaluate("(el) => getComputedStyle(el).lineHeight")[:-2])
+    first = warnings.nth(0)
+    assert first.bounding_box()["height"] < 2 * line  # one line, the rest hidden
+    first.locator("summary").click()
+    assert first.bounding_box()["height"] > 5 * line  # read whole
+
+
 def test_the_l3_view_fits_the_window(page: object, server: str, tmp_path: Path) -> None:
     """The L3 view's images were 70 % of the window's height under its toolbars: at 1280x720 (with the
     Series list of an upload of several series) the bottom of the reconstructions was below the window, and
