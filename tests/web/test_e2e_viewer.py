@@ -584,6 +584,18 @@ def test_the_analysis_panel_shows_its_results_before_long_warnings(page: object,
     assert first.bounding_box()["height"] > 5 * line  # read whole
 
 
+def test_the_panel_tables_hu_columns_say_their_unit(page: object, server: str, tmp_path: Path) -> None:
+    """The analysis panel's table headed its last column "SD", with no unit (the reports say "SD HU")."""
+    from test_e2e_first_use import _segment
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 5)
+    assert page.locator("#metrics thead th").all_inner_texts() == ["Tissue", "cm²", "mean HU", "SD HU"]
+    card = page.locator("#analysis").locator("xpath=..")
+    assert card.evaluate("(el) => el.scrollWidth <= el.clientWidth")  # the wider headers fit
+
+
 def test_the_l3_view_fits_the_window(page: object, server: str, tmp_path: Path) -> None:
     """The L3 view's images were 70 % of the window's height under its toolbars: at 1280x720 (with the
     Series list of an upload of several series) the bottom of the reconstructions was below the window, and

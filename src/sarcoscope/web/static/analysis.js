@@ -75,7 +75,7 @@ export function renderAnalysis(a, tissues) {
         `<span class="muted">of 1 (review below ${a.quality.threshold})</span>` +
         (a.quality.flagged ? ` <span class="flag" title="Below ${a.quality.threshold}: the engines disagree or the network is unsure; check the labels slice by slice before using the numbers">review</span>` : "") + `</div>` : "") +
     `</div>` +
-    `<table class="metrics" id="metrics"><thead><tr><th>Tissue</th><th>cm²</th><th>HU</th><th>SD</th></tr></thead>` +
+    `<table class="metrics" id="metrics"><thead><tr><th>Tissue</th><th>cm²</th><th>mean HU</th><th>SD HU</th></tr></thead>` +
     `<tbody>${rows}<tr><td>Total adipose</td><td>${fmt(a.average.total_adipose_cm2, 2)}</td><td></td><td></td></tr>` +
     `${ratios}</tbody></table>` +
     reasons.html();
