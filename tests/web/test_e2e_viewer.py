@@ -567,10 +567,12 @@ def test_the_analysis_panel_shows_its_results_before_long_warnings(page: object,
 
     page.set_viewport_size({"width": 1366, "height": 768})
     study_id = _upload(page, [REAL_NIFTI])
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
     _segment(page, server, study_id, 74)
     warnings = page.locator("#analysis-warnings li")
     assert warnings.count() >= 2
-    assert "coarser than diagnostic CT" in warnings.nth(0).inner_text()  # read whole by innerText
+    first = warnings.filter(has_text="coarser than diagnostic CT")  # innerText reads it whole
+    assert first.count() == 1
     side = page.locator(".label-side").bounding_box()
     bottom = min(768, side["y"] + side["height"])
     assert page.evaluate("document.querySelector('.label-side').scrollTop") == 0
@@ -578,7 +580,6 @@ def test_the_analysis_panel_shows_its_results_before_long_warnings(page: object,
         b = page.locator(part).bounding_box()
         assert b["y"] >= side["y"] and b["y"] + b["height"] <= bottom, (part, b, bottom)
     line = float(page.locator("#analysis-warnings").evaluate("(el) => getComputedStyle(el).lineHeight")[:-2])
-    first = warnings.nth(0)
     assert first.bounding_box()["height"] < 2 * line  # one line, the rest hidden
     first.locator("summary").click()
     assert first.bounding_box()["height"] > 5 * line  # read whole
