@@ -187,10 +187,12 @@ def test_a_body_cut_off_by_the_image_edge_is_warned_about() -> None:
     muscle_cols = np.flatnonzero((lab == Label.MUSCLE).any(axis=0))
     in_fat = (body_cols[0] + muscle_cols[0]) // 2  # between the skin and the wall on the patient's right
     warning = cut_off_warning([lab[:, in_fat:]], sp)
-    assert warning is not None and warning.startswith("The body runs into the image's edge (right side)")
+    assert warning is not None
+    assert warning.startswith("The body runs into the image's edge on the patient's right side")
     through_muscle = muscle_cols[-1] - round(15 / sp[1])  # 15 mm into the wall on the left
     warning = cut_off_warning([lab, lab[:, in_fat:through_muscle]], sp)  # any slice of a range
-    assert warning is not None and warning.startswith("Muscle runs into the image's edge (left side)")
+    assert warning is not None
+    assert warning.startswith("Muscle runs into the image's edge on the patient's left side")
     assert warning in image_warnings([ph.hu[:, in_fat:through_muscle]], [lab[:, in_fat:through_muscle]], sp)
 
 
@@ -205,7 +207,8 @@ def test_muscle_cut_by_the_edge_is_warned_about_behind_the_skin_rim_the_engines_
     labels = ThresholdEngine().segment(ph.hu[None, :, :through_muscle], ph.pixel_spacing)[0]
     assert not (labels[:, -1] == Label.MUSCLE).any()  # the rim: the edge column itself holds no muscle
     warning = cut_off_warning([labels], ph.pixel_spacing)
-    assert warning is not None and warning.startswith("Muscle runs into the image's edge (left side)")
+    assert warning is not None
+    assert warning.startswith("Muscle runs into the image's edge on the patient's left side")
     assert "either way" in warning  # beside the cut organs can be taken for the wall: not only too low
 
 

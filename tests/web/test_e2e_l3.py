@@ -360,8 +360,8 @@ def test_segment_after_showing_a_colleagues_selection_segments_theirs(
 
 def test_the_image_edge_shows_against_niivues_background(page: Any, tmp_path: Path) -> None:
     """NiiVue's background was black, as a CT's air is: where an image ended could not be seen, so a warning
-    that the body runs into the image's edge (the real 3 mm NIfTI's left side) could not be checked. The
-    background is a dark grey now; the air inside the image stays black."""
+    that the body runs into the image's edge (the real 3 mm NIfTI's, on the patient's left) could not be
+    checked. The background is a dark grey now; the air inside the image stays black."""
     import io
 
     from PIL import Image

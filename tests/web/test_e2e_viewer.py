@@ -301,6 +301,60 @@ def test_uncertain_count_shows_the_other_l3_candidate(page: object, server: str,
     assert orange > 20
 
 
+def _shown_whole(page: object, text: str) -> bool:
+    """Whether `text`, inside #l3-flags, lies within the window and within every box around it that clips
+    (a note scrolled out of sight, or cut at the window's bottom, is not shown)."""
+    return page.evaluate(
+        """(text) => {
+        const root = document.getElementById('l3-flags');
+        const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          const at = node.data.indexOf(text);
+          if (at < 0) continue;
+          const range = document.createRange();
+          range.setStart(node, at);
+          range.setEnd(node, at + text.length);
+          const r = range.getBoundingClientRect();
+          if (r.top < 0 || r.bottom > innerHeight || r.left < 0 || r.right > innerWidth) return false;
+          for (let el = node.parentElement; el; el = el.parentElement) {
+            if (getComputedStyle(el).overflowY === 'visible') continue;
+            const box = el.getBoundingClientRect();
+            if (r.top < box.top - 0.5 || r.bottom > box.top + el.clientHeight + 0.5) return false;
+          }
+          return true;
+        }
+        return false;
+        }""",
+        text,
+    )
+
+
+def test_an_uncertain_count_shows_both_candidates_and_every_flag_without_scrolling(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """The localizer's note was two lines high and scrolled: a long counting_uncertain reason hid, at its
+    end, the two L3 candidates with their probabilities (the actionable part) and any flag after it, at
+    1366x768 and at 1920x1080 alike. Now a first line names both candidates and every flag, always in
+    sight; the reasons scroll under it, and the images still fit the window. (Six lumbar vertebrae: an
+    800-character reason, then a second flag.)"""
+    from sarcoscope.imaging import write_dicom_series
+    from sarcoscope.phantom import make_volume
+
+    pv = make_volume(3, shape_xy=160, variant="six-lumbar")
+    files = write_dicom_series(pv.hu, pv.spacing, tmp_path / "ct", origin=pv.origin, metadata=pv.metadata())
+    study_id = _upload(page, files)
+    page.wait_for_function("document.getElementById('l3-flags').textContent.length > 0", timeout=120000)
+    loc = page.request.get(f"{server}/api/studies/{study_id}").json()["localization"]
+    first, other = loc["candidates"][:2]
+    wanted = [f"slice {c['l3_mid']} (p={c['probability']:.2f}" for c in (first, other)]
+    wanted += [f["flag"] for f in loc["flags"]]
+    assert "counting_uncertain" in wanted and "low_confidence" in wanted
+    for size in ((1366, 768), (1920, 1080)):
+        _fits(page, size, ("#segment", "#l3-hint", "#mpr", "#l3-flags"))
+        assert page.locator("#mpr").bounding_box()["height"] > size[1] / 2, size
+        assert [t for t in wanted if not _shown_whole(page, t)] == [], size
+
+
 def test_without_webgl_the_view_falls_back_to_server_images(server: str, tmp_path: Path) -> None:
     """Chromium with WebGL off: the PNG view, with zoom around the cursor, pan, reset and the lines."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
@@ -498,6 +552,49 @@ def test_the_label_editor_fits_the_window(page: object, server: str, tmp_path: P
         assert page.locator("#versions").bounding_box()["y"] < size[1], size
         assert page.locator("#editor-box").bounding_box() == box, size
         page.locator("#analysis").scroll_into_view_if_needed()
+
+
+REAL_NIFTI = Path("/work/shared/data/real/volumes/ts_example/example_ct.nii.gz")
+
+
+@pytest.mark.skipif(not REAL_NIFTI.is_file(), reason=f"needs the real NIfTI volume at {REAL_NIFTI}")
+def test_the_analysis_panel_shows_its_results_before_long_warnings(page: object, server: str) -> None:
+    """On the real NIfTI (3 mm pixels, the body at the image's edge) the side panel opened on a 13-line
+    coarse-pixel warning and a 4-line edge one: at 1366x768 SMI, the sarcopenia and myosteatosis verdicts
+    were below the fold. Now each warning shows its first line (a click reads it whole) and the verdicts
+    come before the table, all in sight without scrolling the panel."""
+    from test_e2e_first_use import _segment
+
+    page.set_viewport_size({"width": 1366, "height": 768})
+    study_id = _upload(page, [REAL_NIFTI])
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 74)
+    warnings = page.locator("#analysis-warnings li")
+    assert warnings.count() >= 2
+    first = warnings.filter(has_text="coarser than diagnostic CT")  # innerText reads it whole
+    assert first.count() == 1
+    side = page.locator(".label-side").bounding_box()
+    bottom = min(768, side["y"] + side["height"])
+    assert page.evaluate("document.querySelector('.label-side').scrollTop") == 0
+    for part in ("#analysis-mode", "#analysis-warnings", "#smi", "#analysis .result"):
+        b = page.locator(part).bounding_box()
+        assert b["y"] >= side["y"] and b["y"] + b["height"] <= bottom, (part, b, bottom)
+    line = float(page.locator("#analysis-warnings").evaluate("(el) => getComputedStyle(el).lineHeight")[:-2])
+    assert first.bounding_box()["height"] < 2 * line  # one line, the rest hidden
+    first.locator("summary").click()
+    assert first.bounding_box()["height"] > 5 * line  # read whole
+
+
+def test_the_panel_tables_hu_columns_say_their_unit(page: object, server: str, tmp_path: Path) -> None:
+    """The analysis panel's table headed its last column "SD", with no unit (the reports say "SD HU")."""
+    from test_e2e_first_use import _segment
+
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    _segment(page, server, study_id, 5)
+    assert page.locator("#metrics thead th").all_inner_texts() == ["Tissue", "cm²", "mean HU", "SD HU"]
+    card = page.locator("#analysis").locator("xpath=..")
+    assert card.evaluate("(el) => el.scrollWidth <= el.clientWidth")  # the wider headers fit
 
 
 def test_the_l3_view_fits_the_window(page: object, server: str, tmp_path: Path) -> None:

@@ -326,18 +326,18 @@ def cut_off_warning(labels: Sequence[np.ndarray], pixel_spacing: tuple[float, fl
     if cut["muscle"]:
         sides = " and ".join(s for s in order if s in cut["muscle"])
         return (
-            f"Muscle runs into the image's edge ({sides} side): part of the body lies outside the field of "
-            "view, so the muscle area and SMI are not the patient's: the muscle beyond the edge is missing, "
-            "and beside the cut the segmentation can take organs for the abdominal wall, so the error can go "
-            "either way (docs/validation/field-of-view.md). Reconstruct the scan with a larger field of view "
-            "to measure it."
+            f"Muscle runs into the image's edge on the patient's {sides} side: part of the body lies "
+            "outside the field of view, so the muscle area and SMI are not the patient's: the muscle beyond "
+            "the edge is missing, and beside the cut the segmentation can take organs for the abdominal "
+            "wall, so the error can go either way (docs/validation/field-of-view.md). Reconstruct the scan "
+            "with a larger field of view to measure it."
         )
     if cut["body"]:
         sides = " and ".join(s for s in order if s in cut["body"])
         return (
-            f"The body runs into the image's edge ({sides} side): subcutaneous fat outside the field of view "
-            "is not measured, so SAT is too low and the VAT/SAT ratio too high; the muscle lies inside the "
-            "image."
+            f"The body runs into the image's edge on the patient's {sides} side: subcutaneous fat outside "
+            "the field of view is not measured, so SAT is too low and the VAT/SAT ratio too high; the muscle "
+            "lies inside the image."
         )
     return None
 

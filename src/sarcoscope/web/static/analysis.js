@@ -57,15 +57,15 @@ export function renderAnalysis(a, tissues) {
   const sarcopenia = classification(selected, reasons);
   const myo = as.myosteatosis.map((c) => `<div>${escapeHtml(c.title)}: ${classification(c, reasons)}</div>`).join("");
   const single = a.indices.length === 1;
+  // The verdicts come before the table, and each warning shows its first line (a click reads it whole): a
+  // long warning (coarse pixels: 13 lines) pushed them below the fold.
+  const warning = (w) => `<li><details><summary>${escapeHtml(w)}</summary></details></li>`;
   $("analysis").innerHTML =
     `<div class="mode ${single ? "single" : "range"}" id="analysis-mode">` +
     `${escapeHtml(a.mode.charAt(0).toUpperCase() + a.mode.slice(1))}</div>` + // "Single slice 5", "Average of…"
     (a.warnings.length
-      ? `<ul class="warn small" id="analysis-warnings">${a.warnings.map((w) => `<li>${escapeHtml(w)}</li>`).join("")}</ul>`
+      ? `<ul class="warn small" id="analysis-warnings">${a.warnings.map(warning).join("")}</ul>`
       : "") +
-    `<table class="metrics" id="metrics"><thead><tr><th>Tissue</th><th>cm²</th><th>HU</th><th>SD</th></tr></thead>` +
-    `<tbody>${rows}<tr><td>Total adipose</td><td>${fmt(a.average.total_adipose_cm2, 2)}</td><td></td><td></td></tr>` +
-    `${ratios}</tbody></table>` +
     `<div class="result"><div>SMI: <b id="smi">${smi}</b> · BMI: ${bmi}</div>` +
     `<div>Sarcopenia (${escapeHtml(selected ? selected.title : as.cutoff_set)}): ${sarcopenia}</div>` +
     `<div class="small">Myosteatosis: ${myo}</div>` +
@@ -75,5 +75,8 @@ export function renderAnalysis(a, tissues) {
         `<span class="muted">of 1 (review below ${a.quality.threshold})</span>` +
         (a.quality.flagged ? ` <span class="flag" title="Below ${a.quality.threshold}: the engines disagree or the network is unsure; check the labels slice by slice before using the numbers">review</span>` : "") + `</div>` : "") +
     `</div>` +
+    `<table class="metrics" id="metrics"><thead><tr><th>Tissue</th><th>cm²</th><th>mean HU</th><th>SD HU</th></tr></thead>` +
+    `<tbody>${rows}<tr><td>Total adipose</td><td>${fmt(a.average.total_adipose_cm2, 2)}</td><td></td><td></td></tr>` +
+    `${ratios}</tbody></table>` +
     reasons.html();
 }

@@ -296,33 +296,50 @@ function loadingText(loaded, total) {
   return `${LOADING} ${Math.floor((100 * loaded) / total)} % (${mb(loaded)} of ${mb(total)} MB)`;
 }
 
+/** The localizer's notes: `summary` on a line always in sight, `reasons` (often long) scrolling under it. */
+function showFlags(summary, reasons) {
+  $("l3-flag-summary").textContent = summary;
+  $("l3-flag-reasons").textContent = reasons;
+}
+
+/** The notes' first line: both candidate L3s with their probabilities when the count is uncertain (the
+ * lines are on the first), and every flag's name, which a long reason before it would scroll out of sight. */
+function flagSummary(loc) {
+  const where = (c) => `slice ${c.l3_mid} (p=${c.probability.toFixed(2)}${imageText(state.study, [c.l3_mid], ", ")})`;
+  const [first, other] = loc.candidates || [];
+  const names = (loc.flags || []).map((f) => f.flag);
+  return [
+    other ? `L3 at ${where(first)} or at ${where(other)}` : "",
+    names.length ? `flags: ${names.join(", ")}` : "",
+  ].filter(Boolean).join(" — ");
+}
+
 function renderLocalization() {
   const loc = state.study.localization || {};
   const conf = $("l3-confidence");
-  const flags = $("l3-flags");
-  flags.classList.toggle("note", Boolean(loc.too_short));
+  $("l3-flags").classList.toggle("note", Boolean(loc.too_short));
   if (loc.too_short) { // not a failure: the user chose these slices, too few to count vertebrae on
     const one = state.study.n_slices === 1;
     conf.textContent = one ? "single slice: analysed as given"
       : "too few slices to locate L3 automatically: place the lines on L3 by hand";
     conf.className = "confidence";
-    flags.textContent = one
+    showFlags("", one
       ? "Its level is not checked (make sure it is L3: the cutoffs are for L3); one slice has no coronal or " +
         "sagittal views."
-      : loc.error;
+      : loc.error);
     return;
   }
   if (loc.error) {
     conf.textContent = "Automatic localization failed: place the lines by hand.";
     conf.className = "confidence low";
-    flags.textContent = loc.error;
+    showFlags("", loc.error);
     return;
   }
   if (typeof loc.confidence === "number") {
     conf.textContent = `auto L3 confidence ${(loc.confidence * 100).toFixed(0)} %`;
     conf.className = loc.confidence < 0.5 ? "confidence low" : "confidence";
   } else conf.textContent = "";
-  flags.textContent = (loc.flags || []).map((f) => `${f.flag}: ${f.reason}`).join(" · ");
+  showFlags(flagSummary(loc), (loc.flags || []).map((f) => `${f.flag}: ${f.reason}`).join(" · "));
 }
 
 function selectionText() {
