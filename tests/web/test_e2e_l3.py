@@ -298,7 +298,8 @@ def test_lines_moved_from_a_selection_a_colleague_changed_since_are_not_saved_ov
         page.keyboard.press("ArrowDown")
         _wait_text(page, "study-message", "Showing the selection bob saved: Range 3–5")
         assert asked[0].startswith("Not saved: the L3 selection was changed to slices 3–5 by bob at ")
-        assert "OK: save yours (Slice 10) over it. Cancel: show their selection (slices 3–5)." in asked[0]
+        offer = "OK: save yours (Slice 10 · image 11) over it. Cancel: show their selection (slices 3–5)."
+        assert offer in asked[0]
         assert _lines(page) == "3,5"
         assert bob.get(f"/api/studies/{sid}").json()["selection"]["first"] == 3
 

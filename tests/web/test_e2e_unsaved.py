@@ -395,7 +395,7 @@ def test_segmenting_over_corrected_labels_asks_and_says_it_is_working(
 
         store.save_version = slow_save
         page.click("#segment")
-        _wait_text(page, "study-message", "Segmenting slice 5…")
+        _wait_text(page, "study-message", "Segmenting slice 5 · image ")
         page.wait_for_url("**/label", timeout=30000)
         store.save_version = save
         assert len(dialogs) == 2
