@@ -275,15 +275,20 @@ def test_tab_after_dragging_a_line_switches_to_the_other_line(
     assert page.request.get(api).json()["selection"] == {"mode": "range", "first": 3, "last": 8}
 
 
-def test_uncertain_count_shows_the_other_l3_candidate(page: object, server: str, tmp_path: Path) -> None:
-    """Issue 14: without the sacrum the count is uncertain; the lines go to the more probable L3 and the
-    other candidate is drawn as a dashed orange mark with its probability (not a line the user drags)."""
+def _upload_phantom(page: object, tmp_path: Path, seed: int, **kind: str) -> str:
+    """Upload a 160-pixel phantom volume of the given kind (make_volume's coverage or variant) as DICOM."""
     from sarcoscope.imaging import write_dicom_series
     from sarcoscope.phantom import make_volume
 
-    pv = make_volume(34, shape_xy=160, coverage="no-sacrum")
+    pv = make_volume(seed, shape_xy=160, **kind)
     files = write_dicom_series(pv.hu, pv.spacing, tmp_path / "ct", origin=pv.origin, metadata=pv.metadata())
-    study_id = _upload(page, files)
+    return _upload(page, files)
+
+
+def test_uncertain_count_shows_the_other_l3_candidate(page: object, server: str, tmp_path: Path) -> None:
+    """Issue 14: without the sacrum the count is uncertain; the lines go to the more probable L3 and the
+    other candidate is drawn as a dashed orange mark with its probability (not a line the user drags)."""
+    study_id = _upload_phantom(page, tmp_path, 34, coverage="no-sacrum")
     page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
     loc = page.request.get(f"{server}/api/studies/{study_id}").json()["localization"]
     first, other = loc["candidates"][:2]
@@ -337,12 +342,7 @@ def test_an_uncertain_count_shows_both_candidates_and_every_flag_without_scrolli
     1366x768 and at 1920x1080 alike. Now a first line names both candidates and every flag, always in
     sight; the reasons scroll under it, and the images still fit the window. (Six lumbar vertebrae: an
     800-character reason, then a second flag.)"""
-    from sarcoscope.imaging import write_dicom_series
-    from sarcoscope.phantom import make_volume
-
-    pv = make_volume(3, shape_xy=160, variant="six-lumbar")
-    files = write_dicom_series(pv.hu, pv.spacing, tmp_path / "ct", origin=pv.origin, metadata=pv.metadata())
-    study_id = _upload(page, files)
+    study_id = _upload_phantom(page, tmp_path, 3, variant="six-lumbar")
     page.wait_for_function("document.getElementById('l3-flags').textContent.length > 0", timeout=120000)
     loc = page.request.get(f"{server}/api/studies/{study_id}").json()["localization"]
     first, other = loc["candidates"][:2]

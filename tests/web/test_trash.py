@@ -478,11 +478,20 @@ class _Killed(BaseException):
 def _erase_killed(store: Any, sid: str, monkeypatch: pytest.MonkeyPatch, *, audited: bool) -> None:
     """trash.erase of `sid` killed at its audit event: after writing it (`audited`) or before; then every
     os.replace fails, as nothing runs after a kill."""
-    audit, replace, killed = store.audit, os.replace, []
+    _killed_at(monkeypatch, store, "audit", done_first=audited)
+    with pytest.raises(_Killed):
+        trash.erase(store, sid, "admin")
+    monkeypatch.undo()
 
-    def audit_then_kill(*args: Any, **kwargs: Any) -> None:
-        if audited:
-            audit(*args, **kwargs)
+
+def _killed_at(monkeypatch: pytest.MonkeyPatch, obj: Any, name: str, *, done_first: bool = False) -> None:
+    """A kill at `obj.name` (after it ran, with `done_first`): it raises _Killed, and so does every
+    os.replace after it, as nothing runs after a kill."""
+    call, replace, killed = getattr(obj, name), os.replace, []
+
+    def kill(*args: Any, **kwargs: Any) -> None:
+        if done_first:
+            call(*args, **kwargs)
         killed.append(True)
         raise _Killed
 
@@ -491,11 +500,8 @@ def _erase_killed(store: Any, sid: str, monkeypatch: pytest.MonkeyPatch, *, audi
             raise _Killed
         replace(*args, **kwargs)
 
-    monkeypatch.setattr(store, "audit", audit_then_kill)
+    monkeypatch.setattr(obj, name, kill)
     monkeypatch.setattr(os, "replace", replace_unless_killed)
-    with pytest.raises(_Killed):
-        trash.erase(store, sid, "admin")
-    monkeypatch.undo()
 
 
 @pytest.mark.parametrize("audited", [True, False])
@@ -1467,20 +1473,7 @@ def test_a_restore_beside_a_starting_server_keeps_the_upload_it_found_from_a_sto
         a, b, upload_id = _sibling_deleted(client, tmp_path)
         assert delete_study(client, b).status_code == 200
     store = app.state.ctx.store
-    killed: list[bool] = []
-    replace = os.replace
-
-    def rows_killed(*_: Any) -> None:
-        killed.append(True)
-        raise _Killed
-
-    def replace_unless_killed(*args: Any, **kwargs: Any) -> None:
-        if killed:
-            raise _Killed
-        replace(*args, **kwargs)
-
-    monkeypatch.setattr(store, "restore_rows", rows_killed)
-    monkeypatch.setattr(os, "replace", replace_unless_killed)
+    _killed_at(monkeypatch, store, "restore_rows")
     with pytest.raises(_Killed):  # B's files moved out, the upload among them; nothing put back
         trash.restore(store, b, "admin")
     monkeypatch.undo()
