@@ -518,3 +518,54 @@ def test_an_arm_pressed_broadly_on_the_trunk_is_not_body(seed: int):
     assert np.count_nonzero(body & arms) <= 0.02 * np.count_nonzero(arms)
     assert np.count_nonzero(trunk & ~body) <= 0.002 * np.count_nonzero(trunk)
     assert np.count_nonzero(limbs & arms) >= 0.98 * np.count_nonzero(arms)
+
+
+def _colon_in_the_abdomen(abdomen, gas_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The synthetic abdomen (0.75 mm pixels) with a colon 30 mm across in its visceral fat, filled with
+    mottled stool: fat-density matter (-90 ± 50 HU) with gas bubbles covering about `gas_share` of it, inside
+    a 1.5 mm wall. Returns (hu, compartments of a network that took the colon for visceral fat, the colon,
+    the truth's VAT)."""
+    hu, labels, masks = abdomen(seed=4)
+    yy, xx = np.indices(hu.shape, dtype=float)
+    yy, xx = (yy - 256) * 0.75, (xx - 256) * 0.75
+    r = np.hypot(yy + 15, xx + 85)  # centred 15 mm in front of and 85 mm right of the middle: in the fat
+    colon, lumen = r <= 15.0, r <= 13.5
+    rng = np.random.default_rng(1)
+    content = rng.normal(-90.0, 50.0, hu.shape)
+    bubbles = np.zeros(hu.shape, bool)
+    while (bubbles & lumen).sum() < gas_share * lumen.sum():
+        cy, cx = rng.uniform(-13, 13, 2)
+        bubbles |= np.hypot(yy + 15 - cy, xx + 85 - cx) <= rng.uniform(1.2, 2.5)
+    content[bubbles] = -900.0
+    hu = hu.copy()
+    hu[colon] = 40.0
+    hu[lumen] = content[lumen]
+    comp = labels.copy()  # the truth's tissues stand for their compartments: IMAT's is muscle, ...
+    comp[comp == IM] = M
+    comp[masks["body"] & (labels == 0) & (hu >= -190) & (hu <= -30)] = V  # ... fat-HU "other" is visceral,
+    comp[colon] = V  # and so is the whole colon, as the leave-one-out network read EMC052's
+    vat = (labels == V) & ~colon
+    return hu.astype(np.float32), comp, colon, vat
+
+
+def test_solid_stool_the_network_took_for_visceral_fat_is_not_vat(abdomen):
+    """Refinement v7: a stool-filled colon (mottled, a quarter gas) inside the network's visceral compartment
+    is bowel content, "other"; the visceral fat around it stays VAT, as does the gas-filled loops' fat."""
+    hu, comp, colon, vat = _colon_in_the_abdomen(abdomen, gas_share=0.25)
+    out = tissues_from_compartments(_one_hot(comp), hu, (0.75, 0.75))
+    fat_in_colon = colon & (hu >= -190) & (hu <= -30)
+    assert fat_in_colon.sum() > 300  # about 3 cm² of the colon's content reads as fat
+    # all of it was VAT before v7; a few smooth pixels deep in the content are not told apart by texture
+    assert (out[fat_in_colon] == V).mean() < 0.1
+    away = ~dilate_mm(colon, 10.0, (0.75, 0.75))
+    np.testing.assert_array_equal(out[away] == V, vat[away])
+
+
+def test_a_colon_mostly_of_gas_is_left_to_the_network(abdomen):
+    """A region over 40 % gas is a gas-filled loop, whose fat-HU rim is the wall's partial volume and the
+    fat against it: the network's compartment decides there, as before v7."""
+    hu, comp, colon, _ = _colon_in_the_abdomen(abdomen, gas_share=0.6)
+    out = tissues_from_compartments(_one_hot(comp), hu, (0.75, 0.75))
+    fat_in_colon = colon & (hu >= -190) & (hu <= -30)
+    assert fat_in_colon.sum() > 100
+    assert (out[fat_in_colon] == V).all()

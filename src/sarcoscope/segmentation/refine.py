@@ -15,6 +15,7 @@ from scipy import ndimage as ndi
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.segmentation.body import body_mask
+from sarcoscope.segmentation.bowel import solid_stool
 from sarcoscope.segmentation.morphology import (
     bounding_box,
     close_mm,
@@ -34,8 +35,8 @@ IMAT_CLOSING_MM = 4.0
 #: Bump when tissues_from_scores changes its output (2: IMAT only where muscle and bone enclose the fat;
 #: 3: arms beside the trunk are not body; 4: the muscle's partial-volume rim in a fat compartment is muscle;
 #: 5: the visceral fat's rim against organs and bowel is VAT; 6: arms pressed broadly on the trunk are not
-#: body).
-REFINEMENT_VERSION = 6
+#: body; 7: solid stool is not VAT).
+REFINEMENT_VERSION = 7
 
 #: A pixel of muscle HU in a fat compartment within this distance (mm; at least one pixel) of muscle is
 #: muscle: the protocol's muscle edge is its HU threshold, and the network's compartment boundary, resampled
@@ -202,6 +203,10 @@ def _tissues_in_body(
         vat = (compartment == 3) & windows["vat"]
         near = dilate_mm(vat, max(vat_rim_mm, min(pixel_spacing)), pixel_spacing)
         compartment[(compartment == 0) & windows["vat"] & near] = 3
+    # Solid stool the network took for visceral fat is bowel content ("other"), as the threshold engine's.
+    cavity = inside & ~outline & ((compartment == 0) | (compartment == 3))
+    fat = (compartment == 3) & windows["vat"]
+    compartment[fat & solid_stool(hu, cavity, fat, (compartment == 2) & windows["sat"], pixel_spacing)] = 0
     # Muscle-HU pixels of a fat compartment would be nothing; beside the muscle they are its rim.
     if muscle_rim_mm > 0:
         near = dilate_mm(muscle, max(muscle_rim_mm, min(pixel_spacing)), pixel_spacing)

@@ -30,6 +30,7 @@ from scipy import ndimage as ndi
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
 from sarcoscope.segmentation.body import SliceBodies, body_mask
+from sarcoscope.segmentation.bowel import stool_mask
 from sarcoscope.segmentation.morphology import (
     bounding_box,
     close_mm,
@@ -236,7 +237,7 @@ class ThresholdEngine:
         imat = masks["imat"] & inner & cavity & enclosed & ~vertebra
         sat = masks["sat"] & body & ~cavity
         fat = masks["vat"] & inner & cavity & ~imat & ~muscle
-        vat = fat & ~self._stool(hu, cavity, fat, sat, spacing)
+        vat = fat & ~stool_mask(hu, cavity, fat, sat, spacing)
 
         labels = np.zeros(hu.shape, dtype=np.uint8)
         labels[sat] = Label.SAT
@@ -244,31 +245,6 @@ class ThresholdEngine:
         labels[muscle] = Label.MUSCLE
         labels[imat] = Label.IMAT
         return remove_small_islands(labels, spacing, {Label.MUSCLE: 20.0, Label.VAT: 5.0})
-
-    @staticmethod
-    def _stool(
-        hu: np.ndarray, cavity: np.ndarray, fat: np.ndarray, sat: np.ndarray, spacing: tuple[float, float]
-    ) -> np.ndarray:
-        """Bowel content, whose fat-density stool is not VAT.
-
-        Gas bubbles closed over by 7 mm, grown up to 8 mm through fat far more heterogeneous (local SD over
-        3x) than this scan's subcutaneous fat: stool is mottled, mesenteric fat is as smooth as SAT.
-        """
-        gas = (hu < -250.0) & cavity
-        core = fill_holes(close_mm(gas, 7.0, spacing))
-        if not core.any():
-            return core
-        size = (max(3, round(4.0 / spacing[0])), max(3, round(4.0 / spacing[1])))
-        mean = ndi.uniform_filter(hu, size)
-        std = np.sqrt(np.maximum(ndi.uniform_filter(hu * hu, size) - mean * mean, 0.0))
-        noise = float(np.median(std[sat])) if sat.any() else 20.0
-        mottled = fat & cavity & (std > max(3.0 * noise, 40.0))
-        steps = max(1, round(8.0 / min(spacing)))
-        grow = mottled | core
-        box = bounding_box(grow, margin=1)  # the growth stays in the mask
-        out = np.zeros_like(core)
-        out[box] = ndi.binary_dilation(core[box], iterations=steps, mask=grow[box])
-        return out
 
     @staticmethod
     def _centre(body: np.ndarray) -> tuple[float, float]:
