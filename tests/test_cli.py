@@ -28,6 +28,15 @@ def _invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def _after_new_key_warning(output: str, key: Path) -> str:
+    """The output after the line that announces a de-identification key made by this run (which a user must
+    keep), itself checked."""
+    first, _, rest = output.partition("\n")
+    warning = f"warning: new de-identification key {key}: keep it (and a backup); pseudonyms depend on it"
+    assert first == warning
+    return rest
+
+
 @pytest.fixture(scope="module")
 def phantom_series(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """A small abdominal phantom volume written as a DICOM series (256×256, 5 mm slices)."""
@@ -300,6 +309,33 @@ def test_a_deidentified_console_quotes_no_malformed_uid(
     assert "1.2.840.0777" not in deid.stdout + deid.stderr
 
 
+def test_library_warnings_are_one_line_each_not_source_code(
+    tmp_path: Path, phantom_series: tuple[Path, object]
+) -> None:
+    """pydicom's warnings about a malformed header showed as Python prints them: the file and line in
+    pydicom, the category and the source line (`warn_and_log(msg, UserWarning)`), like part of a traceback.
+    They are now "warning: <text>" lines, as sarcoscope's own messages."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    _, vol = phantom_series
+    folder = tmp_path / "ct"
+    for i, path in enumerate(write_dicom_series(vol.hu, vol.spacing, folder)):
+        ds = pydicom.dcmread(path)
+        raw = f"1.2.840.0777.3.{i}".encode()
+        raw += b"\0" * (len(raw) % 2)
+        ds[Tag("SOPInstanceUID")] = RawDataElement(Tag("SOPInstanceUID"), "UI", len(raw), raw, 0, False, True)
+        ds.save_as(path)
+    command = [sys.executable, "-m", "sarcoscope", "analyze", str(folder), "--engine", "threshold"]
+    command += ["--no-quality", "--slice", "5", "-o", str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert any(line.startswith("warning: Invalid value for VR UI") for line in lines), done.stderr
+    assert all(line.startswith("warning: ") for line in lines), done.stderr
+    assert "UserWarning" not in done.stderr and "warn_and_log" not in done.stderr
+
+
 def test_a_deidentified_runs_bug_is_shown_without_its_text(
     tmp_path: Path, phantom_series: tuple[Path, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -463,7 +499,7 @@ def test_deidentify_refuses_a_file_whose_pixel_data_is_not_whole(
     result = _invoke("deidentify", tmp_path / "in", tmp_path / "out", "--secret-file", tmp_path / "key")
     assert result.exit_code == 1, result.output
     # named by its place, not its name (which may name the patient)
-    assert " ".join(result.output.split()) == (
+    assert " ".join(_after_new_key_warning(result.output, tmp_path / "key").split()) == (
         f"error: damaged DICOM file <input> (file 4 of {len(files)}, sorted by path): "
         f"{reason}{' (truncated)' if damage != 'missing' else ''}; nothing was written (the copy would "
         "not be complete): replace or remove the file, then run again"
@@ -485,7 +521,8 @@ def test_deidentify_and_batch_refuse_outputs_inside_the_input_folder(
         "deidentify", tmp_path / "in", tmp_path / "in" / "deid", "--secret-file", tmp_path / "key"
     )
     assert result.exit_code == 1, result.output
-    assert " ".join(result.output.split()) == (  # the input's path scrubbed, as de-identified runs do
+    output = _after_new_key_warning(result.output, tmp_path / "key")
+    assert " ".join(output.split()) == (  # the input's path scrubbed, as de-identified runs do
         "error: The output folder <input> is inside the input folder <input>: "
         "a later run would read the outputs as input. Choose a folder outside it."
     )

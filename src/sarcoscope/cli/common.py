@@ -2,9 +2,11 @@
 every command runs in (user errors print one clear message and exit 1; `--debug` shows the traceback)."""
 
 import contextlib
+import logging
 import signal
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -30,6 +32,8 @@ ENGINE_HELP = (
 err_console = Console(stderr=True)
 _state = {"debug": False}
 T = TypeVar("T")
+#: Commands that keep their own log (the servers': "sarcoscope: …" lines at INFO, for a service's journal).
+SERVER_COMMANDS = ("serve", "listen")
 
 
 class LabelOrder(StrEnum):
@@ -96,14 +100,46 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+class ConsoleLog(logging.Handler):
+    """Log records on standard error like the command's own messages: "warning: …", one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            style = "yellow" if record.levelno < logging.ERROR else "bold red"
+            err_console.print(
+                f"[{style}]{record.levelname.lower()}:[/] {escape(record.getMessage())}", soft_wrap=True
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def _warning_to_log(message: Warning | str, *_: object, **__: object) -> None:
+    """warnings.showwarning: the text alone, through logging (not the file, line and source code)."""
+    logging.getLogger("py.warnings").warning("%s", message)
+
+
+def console_logging() -> None:
+    """sarcoscope's messages of WARNING and above, and Python warnings (pydicom's about a malformed file),
+    on the console as one line each; library users and the servers route them elsewhere. Other libraries'
+    log records stay theirs: pydicom's decoders log at ERROR what the command's one error then says."""
+    for name in ("sarcoscope", "py.warnings"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, ConsoleLog) for h in logger.handlers):
+            logger.addHandler(ConsoleLog(logging.WARNING))
+    warnings.showwarning = _warning_to_log
+
+
 @app.callback()
 def _main(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     _state["debug"] = debug
+    if ctx.invoked_subcommand not in SERVER_COMMANDS:
+        console_logging()
 
 
 PixelSpacingOption = Annotated[
