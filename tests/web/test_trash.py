@@ -478,7 +478,7 @@ class _Killed(BaseException):
 def _erase_killed(store: Any, sid: str, monkeypatch: pytest.MonkeyPatch, *, audited: bool) -> None:
     """trash.erase of `sid` killed at its audit event: after writing it (`audited`) or before; then every
     os.replace fails, as nothing runs after a kill."""
-    _killed_at(monkeypatch, store, "audit", done_first=audited)
+    _killed_at(monkeypatch, store, "audit_erasure", done_first=audited)
     with pytest.raises(_Killed):
         trash.erase(store, sid, "admin")
     monkeypatch.undo()
@@ -896,7 +896,7 @@ def test_an_erasure_is_out_of_a_restores_reach_on_disk_before_its_audit_event(
     store = client.app.state.ctx.store
     sid = upload(client, series)["id"]
     assert delete_study(client, sid).status_code == 200
-    at_audit = _flushed_before(store, "audit", monkeypatch, fsynced)
+    at_audit = _flushed_before(store, "audit_erasure", monkeypatch, fsynced)
     fsynced.clear()  # what is flushed from here on
     trash.erase(store, sid, "admin")
     assert (store.data_dir / "trash").stat().st_ino in at_audit
