@@ -416,7 +416,7 @@ def _recover_left(store: Store, path: Path) -> None:
             )
         else:
             study = records.study_of(path)
-            with _upload_locked(store, study):
+            with _upload_locked(store, study), store.ct_lock(study.study_uid):
                 moves.move_in(store, path, study)
                 with locks.no_put_back(store):
                     os.replace(path, records.trash_dir(store) / study_id)
