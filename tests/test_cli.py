@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from typer.testing import CliRunner
 from sarcoscope.cli import app
 from sarcoscope.imaging import CTMetadata, list_series, write_dicom_series
 from sarcoscope.phantom import make_slice, make_volume
+from test_fileio import dead_pid, left_folder
 
 runner = CliRunner()
 
@@ -601,6 +604,31 @@ def test_single_slice_zip(tmp_path: Path) -> None:
     text = " ".join(result.output.split())  # rich wraps long lines
     assert "Mode: single slice 0" in text
     assert text.count("height unknown") == 1  # said once, not again for every cutoff set that needs it
+
+
+@pytest.mark.parametrize("command", ["series", "locate", "deidentify", "analyze"])
+def test_a_command_reading_a_zip_removes_what_runs_that_died_left_in_the_temporary_folder(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, phantom_series: tuple[Path, object]
+) -> None:
+    """A killed run leaves the zip it extracted in the temporary folder; `analyze` swept such folders of
+    dead processes, `series`, `locate` and `deidentify` did not, so a patient's images stayed there. Every
+    command that extracts one now sweeps (fileio.images_temp_dir): a dead process's folder goes, a running
+    one's stays."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = left_folder(tmp_path, f"sarcoscope-zip-{dead_pid()}-k2j4_9xq")
+    running = left_folder(tmp_path, f"sarcoscope-dicomweb-{os.getpid()}-a1b2c3d4")
+    z = tmp_path / "study.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for path in sorted(phantom_series[0].glob("*.dcm")):
+            zf.write(path, arcname=path.name)
+    given = {
+        "deidentify": [tmp_path / "deid", "--secret-file", tmp_path / "key"],
+        "analyze": ["-o", tmp_path / "out", "--no-quality"],
+    }
+    result = _invoke(command, z, *given.get(command, []))
+    assert result.exit_code == 0, result.output
+    assert not dead.exists() and running.is_dir()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("sarcoscope-")] == [running.name]
 
 
 def test_square_brackets_in_paths_are_text(tmp_path: Path) -> None:

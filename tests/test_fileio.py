@@ -1,11 +1,15 @@
-"""write_gzip: one ordinary gzip member from chunks deflated in parallel. Lock files: one holder at a time."""
+"""write_gzip: one ordinary gzip member from chunks deflated in parallel. Lock files: one holder at a time.
+Temporary folders of patient data: those of runs that died are removed by the next run."""
 
 from __future__ import annotations
 
 import fcntl
 import gzip
 import io
+import logging
 import os
+import subprocess
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -13,7 +17,7 @@ import numpy as np
 import pytest
 
 from sarcoscope.errors import OutputError
-from sarcoscope.fileio import GZIP_CHUNK, LockHeld, claim_lock, holding_lock, write_gzip
+from sarcoscope.fileio import GZIP_CHUNK, LockHeld, claim_lock, holding_lock, images_temp_dir, write_gzip
 
 
 def _ct_like_bytes() -> bytes:
@@ -137,3 +141,49 @@ def test_a_lock_claimed_on_a_full_disk_holds_and_is_let_go(
     monkeypatch.undo()
     with holding_lock(path, lambda holder: f"busy {holder}", remove=True):
         assert path.read_text() == str(os.getpid())
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (and was waited for)."""
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
+
+
+def left_folder(parent: Path, name: str) -> Path:
+    """A temporary folder as a run left it, with a patient's file in it."""
+    (parent / name).mkdir(mode=0o700)
+    (parent / name / "IM0001.dcm").write_bytes(b"DICM")
+    return parent / name
+
+
+def test_images_temp_dir_removes_the_folders_of_this_users_runs_that_died(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run killed (the out-of-memory killer, kill -9, a cluster's job kill) leaves its extracted zip or
+    retrieved series in the temporary folder; only `analyze` and batch cases swept them, so a killed
+    `deidentify`, `series` or `locate` left a patient's images there for good. Every images_temp_dir now
+    sweeps first: the folders of this user's dead processes go (logged by name), a running process's, another
+    user's and any other name stay."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = dead_pid()
+    gone = [
+        left_folder(tmp_path, f"sarcoscope-zip-{dead}-k2j4_9xq"),
+        left_folder(tmp_path, f"sarcoscope-predictions-{dead}-a1"),
+    ]
+    kept = [
+        left_folder(tmp_path, f"sarcoscope-dicomweb-{os.getpid()}-a1b2c3d4"),  # running
+        left_folder(tmp_path, f"sarcoscope-zip-{dead}"),  # not a name images_temp_dir makes
+        left_folder(tmp_path, f"sarcoscope-bug-{dead}-a1b2c3d4"),
+    ]
+    if os.getuid() == 0:  # another user's, whose process this one cannot see as theirs
+        kept.append(left_folder(tmp_path, f"sarcoscope-zip-{dead}-otheruser"))
+        os.chown(kept[-1], 12345, 12345)
+    with caplog.at_level(logging.INFO, logger="sarcoscope.fileio"), images_temp_dir("zip") as made:
+        assert Path(made).name.startswith(f"sarcoscope-zip-{os.getpid()}-") and Path(made).parent == tmp_path
+    assert [p for p in gone if p.exists()] == [] and all(p.is_dir() for p in kept)
+    said = [r.getMessage() for r in caplog.records if "temporary folder" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("Removed 2 temporary folder(s)")
+    assert all(p.name in said[0] for p in gone) and "IM0001" not in said[0]
+    with pytest.raises(ValueError, match="unknown kind"):
+        images_temp_dir("images")

@@ -124,24 +124,33 @@ def holding_lock(path: Path, busy: Callable[[str], str], *, remove: bool = False
             os.close(fd)
 
 
-#: A temporary folder holding a patient's images outside any output (an extracted zip, a series retrieved
-#: from a PACS), named by the process that made it: one left by a process that died (the out-of-memory
-#: killer, kill -9; a batch case's worker is expected to die so) is removed by the next remove_dead_images.
-_IMAGES_DIR = re.compile(r"sarcoscope-(zip|dicomweb)-(\d+)-[A-Za-z0-9_]+")
+#: What a temporary folder holds patient data for outside any output: an extracted zip, a series retrieved
+#: from a PACS, a validation's predicted label maps not kept (images_temp_dir).
+_TEMP_KINDS = ("zip", "dicomweb", "predictions")
+#: Such a folder, named by the process that made it: one left by a process that died (the out-of-memory
+#: killer, kill -9, a cluster's job kill; a batch case's worker is expected to die so) is removed by the
+#: next images_temp_dir of any run of its user.
+_IMAGES_DIR = re.compile(rf"sarcoscope-({'|'.join(_TEMP_KINDS)})-(\d+)-[A-Za-z0-9_]+")
 
 
 def images_temp_dir(what: str) -> tempfile.TemporaryDirectory[str]:
-    """A private (0700) temporary folder for `what` ("zip", "dicomweb") images, removed when it is closed,
-    and by remove_dead_images when its process died before."""
+    """A private (0700) temporary folder for `what` (_TEMP_KINDS) patient data, removed when it is closed;
+    the ones that this user's processes that died left are removed first (remove_dead_images): every run
+    that makes one sweeps, so no command leaves them for good."""
+    if what not in _TEMP_KINDS:
+        raise ValueError(f"images_temp_dir of unknown kind {what!r}")
+    remove_dead_images()
     return tempfile.TemporaryDirectory(prefix=f"sarcoscope-{what}-{os.getpid()}-")
 
 
 def remove_dead_images() -> None:
-    """Remove this user's images_temp_dir folders whose process is no longer running."""
+    """Remove this user's images_temp_dir folders whose process is no longer running (never another user's,
+    nor a running process's); logged at INFO by the folders' names, which name no patient."""
     try:
         entries = list(os.scandir(tempfile.gettempdir()))
     except OSError:
         return
+    removed = []
     for entry in entries:
         found = _IMAGES_DIR.fullmatch(entry.name)
         try:
@@ -150,8 +159,17 @@ def remove_dead_images() -> None:
             os.kill(int(found[2]), 0)
         except ProcessLookupError:  # its process is gone: nothing will remove it
             shutil.rmtree(entry.path, ignore_errors=True)
+            if not os.path.lexists(entry.path):
+                removed.append(entry.name)
         except (OSError, OverflowError):  # running (another user's pid), or unreadable: left alone
             continue
+    if removed:
+        logger.info(
+            "Removed %d temporary folder(s) of stopped sarcoscope runs from %s: %s",
+            len(removed),
+            tempfile.gettempdir(),
+            ", ".join(sorted(removed)),
+        )
 
 
 def warn_if_shared(path: Path, what: str) -> None:

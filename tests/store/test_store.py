@@ -244,6 +244,25 @@ def test_search_update_delete(store: Store) -> None:
     assert store.audit_events(a.id)[0].action == "delete-study"
 
 
+def test_a_pacs_study_s_uid_leaves_the_events_without_a_study_id_with_its_last_study(store: Store) -> None:
+    """A PACS study's series listed (`pacs-view-series`, no study id) named its StudyInstanceUID for good,
+    after every study of it was deleted. Now the deletion of its last study leaves of those events who, what
+    and when; while a study of it is left they are about that one and keep it, and another PACS study's keep
+    theirs."""
+    a = store.add_study(_study("1.2.3.4"), actor="alice")
+    b = store.add_study(_study("1.2.3.5"), actor="alice")  # another series of the same study "1.2.3"
+    store.audit("alice", "pacs-view-series", None, {"study_uid": "1.2.3", "series": 2})
+    store.audit("alice", "pacs-view-series", None, {"study_uid": "1.2.9", "series": 1})
+
+    def views() -> list[dict | None]:
+        return [e.details for e in reversed(store.audit_events()) if e.action == "pacs-view-series"]
+
+    store.delete_study(a.id, "alice", keep=False)
+    assert views() == [{"study_uid": "1.2.3", "series": 2}, {"study_uid": "1.2.9", "series": 1}]
+    store.delete_study(b.id, "alice", keep=False)
+    assert views() == [{}, {"study_uid": "1.2.9", "series": 1}]
+
+
 def test_search_matches_wildcards_literally(store: Store) -> None:
     plain = store.add_study(_study("1.2.3.4"), actor="alice")
     special = _study("1.2.3.5")

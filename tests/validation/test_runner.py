@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -157,6 +159,36 @@ class _DecodingEngine:
 
     def segment(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
         return decode_labels(slices)
+
+
+class _TempLookingEngine(_DecodingEngine):
+    """_DecodingEngine that notes what the temporary folder holds while it segments."""
+
+    name = "temp-looking-test"
+    seen: ClassVar[list[list[Path]]] = []
+
+    def segment(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
+        self.seen.append(sorted(Path(tempfile.gettempdir()).iterdir()))
+        return super().segment(slices, pixel_spacing)
+
+
+def test_predictions_not_kept_are_in_a_temporary_folder_that_a_later_run_sweeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --keep-predictions an engine's label maps went to a `sarcoscope-pred-*` folder, which a killed
+    run left for good. They are now in an images_temp_dir (named by its process: swept by any later run once
+    that process is gone), removed at the end as before."""
+    register_engine("temp-looking-test", _TempLookingEngine)
+    images, ref = _three_cases(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    rep = run_validation(
+        None, ref, tmp_path / "out", engine="temp-looking-test", images_dir=images, keep_predictions=False
+    )
+    assert [row["muscle_dice"] for row in rep.per_case] == [1.0, 1.0, 1.0]
+    (folder,) = {p for seen in _TempLookingEngine.seen for p in seen}
+    assert folder.name.startswith(f"sarcoscope-predictions-{os.getpid()}-")
+    assert list((tmp_path / "tmp").iterdir()) == [] and not (tmp_path / "out" / "predictions").exists()
 
 
 def _save_nifti_slice(image: np.ndarray, path: Path, spacing: float) -> None:

@@ -5,6 +5,7 @@ shows). Skips without Orthanc or without the shared data."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -201,6 +202,27 @@ def test_a_pacs_study_s_series_list_is_in_the_audit_log(client: TestClient, sour
     events = client.app.state.ctx.store.audit_events()  # type: ignore[attr-defined]
     shown = [(e.actor, e.study_id, e.details) for e in events if e.action == "pacs-view-series"]
     assert shown == [("local", None, {"study_uid": study_uid, "series": len(listed[0])})]
+
+
+def test_an_erased_study_s_pacs_uid_leaves_the_audit_log(client: TestClient, source: pydicom.Dataset) -> None:
+    """A PACS study's series listed before its import is `pacs-view-series`, with the StudyInstanceUID and no
+    study id. Deleting and erasing the imported study scrubbed the study's own events, not that one: the
+    audit log still named the patient's exam at the hospital. The deletion now leaves of it what a deleted
+    study's events keep (who, what, when), and so does the erasure of one listed again while it was kept."""
+    study_uid, series_uid = str(source.StudyInstanceUID), str(source.SeriesInstanceUID)
+    assert client.get(f"/api/pacs/studies/{study_uid}/series").status_code == 200
+    imported = client.post(f"/api/pacs/studies/{study_uid}/series/{series_uid}/import")
+    assert imported.status_code == 201, imported.text
+    store = client.app.state.ctx.store  # type: ignore[attr-defined]
+    assert client.delete(f"/api/studies/{imported.json()['id']}", params={"latest_version": 0}).is_success
+    assert [e.details for e in store.audit_events() if e.action == "pacs-view-series"] == [{}]
+    store.audit("bob", "pacs-view-series", None, {"study_uid": study_uid, "series": 1})  # while it is kept
+    [kept] = client.get("/api/deleted-studies").json()
+    erased = client.delete(f"/api/deleted-studies/{kept['id']}", params={"deleted_at": kept["deleted_at"]})
+    assert erased.status_code == 200, erased.text
+    events = store.audit_events()
+    assert [e.actor for e in events if e.action == "pacs-view-series"] == ["bob", "local"]
+    assert [e.id for e in events if study_uid in json.dumps(e.details)] == []
 
 
 def test_unknown_ids_not_ct_and_study_not_on_the_pacs(

@@ -25,7 +25,7 @@ from web_synth import multipart, write_exam, zip_bytes
 
 from sarcoscope.cli import app as cli
 from sarcoscope.store import ConflictError, NotFoundError, Store, trash
-from sarcoscope.store.trash import moves, operations, records
+from sarcoscope.store.trash import locks, moves, operations, records
 from sarcoscope.web import WebSettings, create_app, volumes
 from sarcoscope.web.accounts import cli_actor
 from sarcoscope.web.auth import ANONYMOUS
@@ -478,7 +478,7 @@ class _Killed(BaseException):
 def _erase_killed(store: Any, sid: str, monkeypatch: pytest.MonkeyPatch, *, audited: bool) -> None:
     """trash.erase of `sid` killed at its audit event: after writing it (`audited`) or before; then every
     os.replace fails, as nothing runs after a kill."""
-    _killed_at(monkeypatch, store, "audit", done_first=audited)
+    _killed_at(monkeypatch, store, "audit_erasure", done_first=audited)
     with pytest.raises(_Killed):
         trash.erase(store, sid, "admin")
     monkeypatch.undo()
@@ -896,7 +896,7 @@ def test_an_erasure_is_out_of_a_restores_reach_on_disk_before_its_audit_event(
     store = client.app.state.ctx.store
     sid = upload(client, series)["id"]
     assert delete_study(client, sid).status_code == 200
-    at_audit = _flushed_before(store, "audit", monkeypatch, fsynced)
+    at_audit = _flushed_before(store, "audit_erasure", monkeypatch, fsynced)
     fsynced.clear()  # what is flushed from here on
     trash.erase(store, sid, "admin")
     assert (store.data_dir / "trash").stat().st_ino in at_audit
@@ -1245,6 +1245,81 @@ def test_a_deletion_kept_without_its_images_is_not_restored_without_them(
     )
     assert client.post(f"/api/deleted-studies/{live}/restore").status_code == 200
     assert client.get(f"/api/studies/{live}/image/axial/5").status_code == 200
+
+
+def test_a_restore_beside_a_starting_server_keeps_its_images_from_a_stopped_restores_put_back(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore of a deletion kept without its images (test above) was killed before its refusal put the
+    entry back: the next start puts it back, taking back the series' folder when no study holds the series.
+    It looked without the ct lock, so `sarcoscope studies restore` of the other deletion of that series,
+    beside the starting server, could move its images into that folder and commit meanwhile: the start then
+    took them into the first deletion's entry, and the study was restored with its images nowhere (erased
+    with that deletion). The start holds the ct lock from its look to its put-back: the restore waits, and
+    restores the study with its images."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    with TestClient(app) as client:
+        sid = upload(client, series)["id"]
+        assert delete_study(client, sid).status_code == 200
+        live = upload(client, series)["id"]
+        shutil.rmtree(data / "trash" / sid / "ct")  # as the put-back of such a restore left it
+        assert delete_study(client, live).status_code == 200
+    _killed_at(monkeypatch, locks, "no_put_back")
+    with pytest.raises(_Killed):  # taken out of place, found without its images, not put back
+        trash.restore(store, sid, "admin")
+    monkeypatch.undo()
+    store.close()
+    assert (data / "trash" / f".{sid}.restoring").is_dir() and (data / "trash" / live / "ct").is_dir()
+
+    beside = Store(data)
+    waited, outcome = threading.Event(), []
+    _contended(monkeypatch, waited)
+
+    def restore_beside() -> None:
+        try:
+            outcome.append(trash.restore(beside, live, cli_actor()))
+        except BaseException as exc:  # the test's answer, not the thread's traceback
+            outcome.append(exc)
+        waited.set()
+
+    command = threading.Thread(target=restore_beside)
+    study_files = moves.study_files
+
+    def after_the_starts_look(on: Store, study: Any) -> dict[str, Path]:
+        if study.id == sid:  # move_in of the put-back, after its look at who holds the series
+            command.start()
+            assert waited.wait(60)  # the restore waits for the ct lock (or, unlocked, is done)
+        return study_files(on, study)
+
+    recover = trash.recover
+
+    def recover_then_the_restore_ends(on: Store) -> list[str]:
+        left = recover(on)
+        assert command.ident is not None
+        command.join()  # the start's removal of files no study owns waits for it: a race of its own
+        return left
+
+    monkeypatch.setattr(moves, "study_files", after_the_starts_look)
+    monkeypatch.setattr(trash, "recover", recover_then_the_restore_ends)
+    try:
+        app = create_app(WebSettings(data_dir=data))
+    finally:
+        waited.set()
+        if command.ident is not None:
+            command.join()
+    monkeypatch.undo()
+    [restored] = outcome
+    assert getattr(restored, "id", restored) == live
+    with TestClient(app) as client:
+        assert [d["id"] for d in client.get("/api/deleted-studies").json()] == [sid]
+        shown = client.get(f"/api/studies/{live}/image/axial/5")
+        assert shown.status_code == 200, shown.text
+    its_files = beside.series_dir(beside.get_study(live))
+    assert len(list(its_files.glob("*.dcm"))) == len(series) and not (data / "trash" / sid / "ct").exists()
+    beside.close()
+    app.state.ctx.store.close()
 
 
 def test_a_restore_beside_a_starting_server_is_left_to_finish_by_its_recover(

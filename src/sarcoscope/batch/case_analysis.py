@@ -13,7 +13,7 @@ from sarcoscope.batch.inputs import INPUT_FILES, input_changed, input_files_code
 from sarcoscope.batch.resume import changed_since
 from sarcoscope.batch.tables import CaseOutcome, summary_row
 from sarcoscope.errors import SarcoscopeError
-from sarcoscope.fileio import atomic_write_text, images_temp_dir, remove_dead_images
+from sarcoscope.fileio import atomic_write_text, images_temp_dir
 from sarcoscope.imaging.deidentify.messages import scrub_error
 from sarcoscope.imaging.deidentify.policy import DeidentificationError, DeidentificationPolicy
 from sarcoscope.imaging.dicom_warnings import quiet_header_values
@@ -74,7 +74,6 @@ def analyze_case(
             return CaseOutcome(case.case_id, "skipped", row=row)
         # new results are not the ones stored: pushed by the next --push run (the analysis keeps the file)
         (out / PUSHED).unlink(missing_ok=True)
-        remove_dead_images()  # a retrieved series or extracted zip of a case whose worker died here
         with images_temp_dir("dicomweb") as tmp:
             analyze(
                 _source(case, Path(tmp), waits),

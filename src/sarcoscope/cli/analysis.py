@@ -36,7 +36,7 @@ from sarcoscope.cli.common import (
 )
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_INFERIOR_ENDPLATE, L3_MID, TISSUE_TITLES, HURanges
 from sarcoscope.errors import SarcoscopeError
-from sarcoscope.fileio import atomic_write_text, check_output_folder, images_temp_dir, remove_dead_images
+from sarcoscope.fileio import atomic_write_text, check_output_folder, images_temp_dir
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 
@@ -230,7 +230,6 @@ def analyze(
             deidentify, secret_file, keep_dates_shifted, keep_patient_characteristics, accept_burned_in
         )
         check_output_folder(out, replaced=True)
-        remove_dead_images()  # the images of an analysis killed before (out of memory, kill -9)
         with (
             scrubbed_errors(policy, ct_path),
             contextlib.ExitStack() as stack,

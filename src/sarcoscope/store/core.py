@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 #: What a deleted study's audit events keep: who did what and when, and these technical details. The rest
 #: (series UID, the patient's height, weight and sex, notes naming imported files, pushed UIDs) is about the
-#: patient, and leaves with the study.
+#: patient, and leaves with the study; so does its PACS study's UID from the events that name it without a
+#: study id (`forget_pacs_study`).
 _AUDIT_KEYS_AFTER_DELETE = frozenset(
     {
         "version",
@@ -233,3 +234,15 @@ class StoreCore:
 def left_after_delete(details: dict[str, Any]) -> dict[str, Any]:
     """What an audit event of a deleted study keeps of its details (_AUDIT_KEYS_AFTER_DELETE)."""
     return {k: v for k, v in details.items() if k in _AUDIT_KEYS_AFTER_DELETE}
+
+
+def forget_pacs_study(s: Session, study_uid: str) -> None:
+    """Leave of the events without a study id that name the PACS study `study_uid` (its series listed,
+    `pacs-view-series`, before any was imported) what a deleted study's events keep, once no study of that
+    StudyInstanceUID is left: the UID names the patient's exam at the hospital. In the transaction `s` of a
+    deletion or an erasure; one still holding a series of it keeps them, for they are about that study."""
+    if s.scalar(select(Study.id).where(Study.study_uid == study_uid).limit(1)) is not None:
+        return
+    named = AuditEvent.details["study_uid"].as_string() == study_uid
+    for event_ in s.scalars(select(AuditEvent).where(AuditEvent.study_id.is_(None), named)):
+        event_.details = left_after_delete(event_.details or {})

@@ -7,11 +7,13 @@ through a method that also writes an audit event in the same transaction.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select, update
 
 from sarcoscope.store import trash
 from sarcoscope.store.accounts import AccountsMixin
-from sarcoscope.store.core import left_after_delete
+from sarcoscope.store.core import forget_pacs_study, left_after_delete
 from sarcoscope.store.errors import NotFoundError, StaleVersionError
 from sarcoscope.store.folder import DataFolderMixin
 from sarcoscope.store.labels import LabelVersionsMixin, latest_label_row, saved_by
@@ -71,6 +73,7 @@ class Store(DataFolderMixin, AccountsMixin, LabelVersionsMixin):
             for event_ in s.scalars(select(AuditEvent).where(AuditEvent.study_id == study_id)):
                 if event_.details:
                     event_.details = left_after_delete(event_.details)
+            forget_pacs_study(s, study.study_uid)
             self._audit(s, actor, "delete-study", study_id, None, client)
         if self.engine.dialect.name == "sqlite":  # the write-ahead log still holds the deleted rows' pages
             with self.engine.connect() as connection:
@@ -82,6 +85,16 @@ class Store(DataFolderMixin, AccountsMixin, LabelVersionsMixin):
         else:
             trash.finish(self, study, pending)
         return study
+
+    def audit_erasure(
+        self, actor: str, study_id: str, details: dict[str, Any] | None, study_uid: str, client: str | None
+    ) -> None:
+        """Audit the erasure of a kept deletion (`trash.erase`: the event that decides it) and, in its
+        transaction, forget its PACS study (`forget_pacs_study`) in the events written since its deletion
+        or kept by a version that did not at deletion."""
+        with self.session() as s:
+            self._audit(s, actor, "erase-study", study_id, details, client)
+            forget_pacs_study(s, study_uid)
 
     def restore_rows(
         self, study: Study, versions: list[LabelVersion], actor: str, client: str | None = None

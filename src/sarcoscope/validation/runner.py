@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 from sarcoscope import __version__
 from sarcoscope.conventions import TISSUES
 from sarcoscope.errors import ValidationInputError
+from sarcoscope.fileio import images_temp_dir
 from sarcoscope.imaging.labelmaps import LabelMapping, load_mapping
 from sarcoscope.segmentation.base import SegmentationEngine
 from sarcoscope.validation import document as d
@@ -97,11 +97,11 @@ def run_validation(
     side_files = (sites_csv, patients_csv, ref_l3_csv, pred_l3_csv)
     out_dir = check_report_folder(out_dir, inputs=(*folders, *side_files), folders=folders)
     staging = new_staging(out_dir)
-    pred_tmp: Path | None = None
+    pred_tmp: tempfile.TemporaryDirectory[str] | None = None
     try:
         if not keep_predictions:
-            pred_tmp = Path(tempfile.mkdtemp(prefix="sarcoscope-pred-"))
-        pred_store = staging / "predictions" if pred_tmp is None else pred_tmp
+            pred_tmp = images_temp_dir("predictions")
+        pred_store = staging / "predictions" if pred_tmp is None else Path(pred_tmp.name)
         report = _run(
             staging=staging,
             pred_store=pred_store,
@@ -126,7 +126,7 @@ def run_validation(
     finally:
         discard(staging)  # on success: what is left of it, the old outputs moved aside
         if pred_tmp is not None:
-            shutil.rmtree(pred_tmp, ignore_errors=True)
+            pred_tmp.cleanup()
     report.out_dir = out_dir
     return report
 

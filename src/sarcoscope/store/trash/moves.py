@@ -102,9 +102,11 @@ def sync_moves(entry: Path, files: dict[str, Path]) -> None:
 
 def move_in(store: Store, entry: Path, study: Study) -> None:
     """Back into the entry what a stopped restore had moved out, only what no live study owns: a study
-    holding the series now keeps its images there (none can come while the restore holds the ct lock, which
-    the server beside `sarcoscope studies restore` shares: kept as a second guard); an upload's other series
-    only when no study holds them (then they were this entry's; the caller holds the upload's lock)."""
+    holding the series now keeps its images there; an upload's other series only when no study holds them
+    (then they were this entry's). The caller holds the upload's lock and the ct lock, from this look to its
+    put-back, which the server and `sarcoscope studies restore` beside it share: no study or folder of the
+    series comes meanwhile (a restore of another deletion of it would put its images where this takes the
+    entry's back from)."""
     owned = {
         "ct": store.find_series(study.series_uid) is not None,
         "cache": store.has_study(study.id),

@@ -162,7 +162,7 @@ def _erase(
                 "versions). Look at the deleted studies again first."
             )
         erased = None if kept.deletion_id is None else {"deletion_id": kept.deletion_id}
-        store.audit(actor, "erase-study", study_id, erased, client)
+        store.audit_erasure(actor, study_id, erased, records.study_of(claimed).study_uid, client)
     except BaseException:
         with locks.no_put_back(store):
             os.replace(claimed, entry)
@@ -416,7 +416,7 @@ def _recover_left(store: Store, path: Path) -> None:
             )
         else:
             study = records.study_of(path)
-            with _upload_locked(store, study):
+            with _upload_locked(store, study), store.ct_lock(study.study_uid):
                 moves.move_in(store, path, study)
                 with locks.no_put_back(store):
                     os.replace(path, records.trash_dir(store) / study_id)
