@@ -74,6 +74,22 @@ def test_a_scan_ending_at_mid_l4_has_both_landmarks_below_it() -> None:
 
 
 @pytest.mark.slow
+def test_the_tables_flat_top_behind_a_thin_patient_is_no_iliac_wing() -> None:
+    # this phantom's table lies 60-70 mm behind the vertebral body, inside the window the wings are looked
+    # for in, as a 97 mm² line on the lowest slice (mid-L4) on the right, up to the top of the scan: it
+    # is no wing, so no wing is on the lowest slice and the crests lie below the scan
+    pv = _phantom(102, "11-ribs", "no-sacrum")
+    grid, trace = _grid(pv.to_ctvolume())
+    crest = cues.iliac_crest(grid, trace)
+    assert not crest.found and crest.below_view, crest.evidence
+    assert "the table's flat top left out on the right" in crest.evidence
+    assert [m["name"] for m in locate_l3(pv.to_ctvolume()).landmarks if m["weighed"]] == [
+        "aortic_bifurcation",
+        "iliac_crest",
+    ]
+
+
+@pytest.mark.slow
 def test_eleven_rib_pairs_without_the_sacrum_are_no_longer_counted_with_confidence() -> None:
     # T11 is taken for T12 (no count can tell); the landmarks below the scan put its lowest slice at L4 or
     # higher, which the count's labelling (lowest slice mid-"L5") makes unlikely: still wrong, but the

@@ -3,13 +3,14 @@ truth, or, where the evidence cannot decide, flagged with the true L3 among the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from functools import cache
 
 import pytest
 
 from sarcoscope.level import L3Localization, locate_l3
-from sarcoscope.level.localization import FLAG_COUNTING
+from sarcoscope.level.localization import FLAG_COUNTING, FLAG_NOT_IN_FOV
 from sarcoscope.level.reading import last_rib_of
 from sarcoscope.phantom import PhantomVolume, make_volume
 from sarcoscope.phantom.artefacts import add_pedicle_screws
@@ -93,6 +94,21 @@ def test_thirteen_ribs_without_sacrum_names_the_13th_rib_for_the_true_l3() -> No
     assert loc.has_flag(FLAG_COUNTING)
     right = [c for c in loc.candidates if _error_mm(pv, c.l3_mid) <= 10.0]
     assert [c.counted_from for c in right] == ["if the last rib found is a 13th or no rib"]
+
+
+def test_l3_said_below_the_scan_by_an_uncertain_count_names_the_l3_in_view_of_the_other_count() -> None:
+    # Thirteen pairs and no sacrum, the scan ending at upper L4: counted from L1's rib, "L3" (the true L4)
+    # has its middle below the lowest slice, so L3 is not in view; the true L3, in view, is the count with
+    # a 13th rib, and the counting flag must name it with its probability (it said nothing of it).
+    pv, loc = _locate(111, "13-ribs", "no-sacrum")
+    assert not loc.found and loc.has_flag(FLAG_NOT_IN_FOV)
+    (reason,) = [f["reason"] for f in loc.flags if f["flag"] == FLAG_COUNTING]
+    named = re.search(
+        r"L3 uncertain: below the scanned range \(p=0\.\d\d\) or at slice (\d+) \(p=(0\.\d\d), ", reason
+    )
+    assert named is not None, reason
+    assert _error_mm(pv, int(named[1])) <= 10.0 and 0.01 <= float(named[2]) < 0.5
+    assert reason.endswith("if the last rib found is a 13th or no rib).")
 
 
 def test_no_ribs_in_view_an_osteoporotic_sacrum_is_found() -> None:

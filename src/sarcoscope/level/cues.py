@@ -224,6 +224,10 @@ WING_BACK_MM = 80.0
 #: A wing's section on the lowest slice is at least this large (mm²): a rib's, a transverse process's or a
 #: thin line of bright voxels along the whole scan are smaller.
 WING_MIN_MM2 = 50.0
+#: A piece on the lowest slice no thicker than this (mm, front to back) and at least TABLE_FLAT times as wide
+#: is the CT table's top behind a thin patient (a wing's section runs front to back, curved), not a wing.
+TABLE_MM = 10.0
+TABLE_FLAT = 3.0
 #: The two crests' tops lie within this distance (mm) of each other (a pelvis tilted sideways a little);
 #: further apart, one wing was broken into pieces or joined to other bone, and the crest is not given.
 CREST_SIDES_MM = 20.0
@@ -234,14 +238,16 @@ def iliac_crest(grid: WorkGrid, trace: SpineTrace) -> Cue:
 
     The iliac wings beside the column on the lowest slice are followed upwards as one piece of bone on each
     side (3-D connected); the crest is where that piece ends, the mean of the two sides. Ribs, kidneys and
-    the table are other pieces, not joined to the wing. No bone beside the column on the lowest slice puts
+    the table are other pieces, not joined to the wing (the table's top, flat, is left out where it comes
+    into the window behind a thin patient). No bone beside the column on the lowest slice puts
     the crests below the field of view (a scan that ends above the pelvis)."""
     nz, ny, nx = grid.hu.shape
     _, dy, dx = grid.spacing
     ys = (np.arange(ny)[None, :] - trace.body_y[:, None]) * dy  # (z, y): mm behind the body's centre
     inside_y = (ys >= -WING_FRONT_MM) & (ys <= WING_BACK_MM)
     rows = np.flatnonzero(inside_y.any(axis=0))
-    tops = []
+    tops: list[tuple[str, int]] = []
+    tables: list[str] = []  # the sides where the table's top came into the window
     for sign, side in ((-1, "right"), (1, "left")):
         # the columns this side's window can reach on any slice, then the window itself within them
         ends = trace.cx[:, None] + sign * np.array(WING_SIDE_MM)[None, :] / dx
@@ -254,8 +260,10 @@ def iliac_crest(grid: WorkGrid, trace: SpineTrace) -> Cue:
         mask = box & inside_y[:, rows[0] : rows[-1] + 1, None] & lateral[:, None, :]
         labels = ndi.label(mask)[0]
         ids, counts = np.unique(labels[0][labels[0] > 0], return_counts=True)
-        at_bottom = ids[counts * dy * dx >= WING_MIN_MM2]
-        if at_bottom.size == 0:
+        large = ids[counts * dy * dx >= WING_MIN_MM2]
+        at_bottom = [i for i in large if not _flat(labels[0] == i, dy, dx)]
+        tables += [side] * (len(large) - len(at_bottom))
+        if not at_bottom:
             continue
         zs = np.flatnonzero(np.isin(labels, at_bottom).any(axis=(1, 2)))
         tops.append((side, int(zs.max())))
@@ -263,7 +271,8 @@ def iliac_crest(grid: WorkGrid, trace: SpineTrace) -> Cue:
         return Cue(
             "iliac_crest",
             False,
-            evidence="no bone beside the column on the lowest slice: the iliac crests lie below the scan",
+            evidence="no bone beside the column on the lowest slice: the iliac crests lie below the scan"
+            + (f" (the table's flat top left out on the {' and '.join(tables)})" if tables else ""),
             below_view=True,
         )
     sides = ", ".join(f"{side} at working slice {t}" for side, t in tops)
@@ -280,3 +289,11 @@ def iliac_crest(grid: WorkGrid, trace: SpineTrace) -> Cue:
         z=z,
         evidence=f"top of the iliac wing followed up from the lowest slice: {sides}",
     )
+
+
+def _flat(section: np.ndarray, dy: float, dx: float) -> bool:
+    """Whether a piece's section (2-D mask) is a flat horizontal line: TABLE_MM thick at most, TABLE_FLAT
+    times as wide."""
+    rows, cols = np.nonzero(section)
+    thick = (rows.max() - rows.min() + 1) * dy
+    return bool(thick <= TABLE_MM and (cols.max() - cols.min() + 1) * dx >= TABLE_FLAT * thick)

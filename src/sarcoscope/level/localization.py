@@ -235,6 +235,19 @@ def locate_l3(volume: CTVolume) -> L3Localization:
             FLAG_NOT_IN_FOV,
             f"L3 lies {where} the scanned range (vertebrae identified: {', '.join(seen) or 'none'}).",
         )
+
+        def in_view(seg: int) -> bool:
+            return 0 <= seg < n_seg and 0 <= 0.5 * (seg_lo[seg] + seg_hi[seg]) * dz <= top_mm
+
+        # an uncertain count names the L3 in view that a count off by one would give, with its probability
+        alt = naming.in_view_alternative(lab, in_view) if loc.has_flag(FLAG_COUNTING) else None
+        if alt is not None:
+            add_flag(
+                flags,
+                FLAG_COUNTING,
+                f"L3 uncertain: {where} the scanned range (p={lab.probability:.2f}) or at slice "
+                f"{position(alt[0]).center} (p={alt[1]:.2f}, {naming.why(alt[0], sacrum, last_rib)}).",
+            )
         loc.seconds = time.perf_counter() - t0
         return loc
 

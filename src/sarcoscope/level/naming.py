@@ -14,6 +14,8 @@ from sarcoscope.level.reading import Reading
 from sarcoscope.level.result import L3Candidate, VertebraPosition
 from sarcoscope.level.ribs import VertebraRibs
 
+#: An L3 in view less probable than this is not named beside one out of view (`in_view_alternative`).
+MIN_ALTERNATIVE_P = 0.01
 #: The vertebrae the localizer names, top down.
 ORDER = [f"T{i}" for i in range(1, 13)] + ["L1", "L2", "L3", "L4", "L5", "S1"]
 
@@ -118,7 +120,11 @@ def candidates(
     seen = [(s, p) for s, p in lab.l3_candidates() if 0 <= s < n_seg][:2]
     if len(seen) < 2:
         return []
+    return [L3Candidate(position(s).center, round(p, 2), why(s, sacrum, last_rib)) for s, p in seen]
 
+
+def why(l3: int, sacrum: int | None, last_rib: int | None) -> str:
+    """The evidence that puts L3 on segment `l3` (the strongest when several do)."""
     reasons: dict[int, str] = {}  # T12's segment -> the evidence that puts it there (strongest last)
     if last_rib is not None:
         # segments are numbered upwards: T12 below the last rib found makes that rib T11's, above it L1's
@@ -134,11 +140,15 @@ def candidates(
         reasons[last_rib] = (
             "counted from the sacrum and the last rib" if both else "counted from the last rib"
         )
+    return reasons.get(l3 + 3, "from the transverse-process lengths")
 
-    def why(l3: int) -> str:
-        return reasons.get(l3 + 3, "from the transverse-process lengths")
 
-    return [L3Candidate(position(s).center, round(p, 2), why(s)) for s, p in seen]
+def in_view_alternative(lab: labelling.Labelling, in_view: Callable[[int], bool]) -> tuple[int, float] | None:
+    """The most probable L3 (segment, probability) in view when the most probable one is not, or None."""
+    cands = lab.l3_candidates()
+    if not cands or in_view(cands[0][0]):
+        return None
+    return next(((s, p) for s, p in cands if in_view(s) and p >= MIN_ALTERNATIVE_P), None)
 
 
 def below_l3(seen: list[str]) -> bool:

@@ -22,8 +22,10 @@ from sarcoscope.level.selection import L3Selection
 #: v14: a rib whose neck runs up across the upper disc to its head is the vertebra above's; v15: a level
 #: taller than both the one below it and the period costs more in the chain of discs; v16: the sacrum's
 #: bone reaches up to L5/S1, and a chain that missed that disc gets it at the sacrum's top; v17: a rib is
-#: followed with the column also cut a working pixel either side of the body's measured side).
-METHOD = "disc-count-v17"
+#: followed with the column also cut a working pixel either side of the body's measured side; v18: the
+#: table's flat top is no iliac wing, and an uncertain count whose L3 lies out of view names the L3 in view
+#: of the other count).
+METHOD = "disc-count-v18"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
