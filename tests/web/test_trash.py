@@ -1298,7 +1298,7 @@ def test_a_restore_beside_a_starting_server_keeps_its_images_from_a_stopped_rest
     def recover_then_the_restore_ends(on: Store) -> list[str]:
         left = recover(on)
         assert command.ident is not None
-        command.join()  # the start's removal of files no study owns waits for it: a race of its own
+        command.join()  # the start's removal of files no study owns beside a restore: the test below
         return left
 
     monkeypatch.setattr(moves, "study_files", after_the_starts_look)
@@ -1318,6 +1318,79 @@ def test_a_restore_beside_a_starting_server_keeps_its_images_from_a_stopped_rest
         assert shown.status_code == 200, shown.text
     its_files = beside.series_dir(beside.get_study(live))
     assert len(list(its_files.glob("*.dcm"))) == len(series) and not (data / "trash" / sid / "ct").exists()
+    beside.close()
+    app.state.ctx.store.close()
+
+
+@pytest.mark.parametrize("upload_too", [False, True], ids=["its-images", "its-uploads-series"])
+def test_a_restore_beside_a_starting_server_keeps_the_files_it_moved_before_its_commit(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, upload_too: bool
+) -> None:
+    """`sarcoscope studies restore` beside a starting server, taking its entry after the start's recover
+    looked at the trash, moved the study's files into place; before it committed its row the start removed
+    them as files no study owns: the study was restored without its DICOM files, its decoded images
+    (volume.json) and its upload's other series, and its deletion was gone. The start removes an unowned
+    folder only when the lock its filler holds is free (never waiting): the restore's are left to it."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        if upload_too:  # B, the upload's last study: its deletion keeps the upload's folder
+            a, sid, upload_id = _sibling_deleted(client, tmp_path)
+        else:
+            sid = upload(client, series)["id"]
+        store = app.state.ctx.store
+        images = sorted(p.name for p in store.series_dir(store.get_study(sid)).iterdir())
+        assert delete_study(client, sid).status_code == 200
+    store.close()
+    assert upload_too == (data / "trash" / sid / "upload").is_dir()
+    beside = Store(data)
+    moved, go, outcome = threading.Event(), threading.Event(), []
+    restore_rows = beside.restore_rows
+
+    def paused_before_its_commit(*args: Any) -> None:  # its files moved into place
+        moved.set()
+        assert go.wait(60)
+        restore_rows(*args)
+
+    monkeypatch.setattr(beside, "restore_rows", paused_before_its_commit)
+
+    def restore_beside() -> None:
+        try:
+            outcome.append(trash.restore(beside, sid, cli_actor()).id)
+        except BaseException as exc:  # the test's answer, not the thread's traceback
+            outcome.append(exc)
+
+    command = threading.Thread(target=restore_beside)
+    recover = trash.recover
+
+    def then_the_restore_moves_its_files(on: Store) -> list[str]:
+        left = recover(on)  # the trash looked at: the deletion kept, nobody working on it
+        command.start()
+        assert moved.wait(60)
+        return left
+
+    monkeypatch.setattr(trash, "recover", then_the_restore_moves_its_files)
+    try:
+        app = create_app(WebSettings(data_dir=data))
+    finally:
+        go.set()
+        if command.ident is not None:
+            command.join()
+    monkeypatch.undo()
+    assert outcome == [sid]
+    restored = beside.get_study(sid)
+    assert sorted(p.name for p in beside.series_dir(restored).iterdir()) == images
+    assert (beside.cache_dir(sid) / "volume.json").is_file()
+    with TestClient(app) as client:
+        assert [d["id"] for d in client.get("/api/deleted-studies").json()] == ([a] if upload_too else [])
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+        if upload_too:
+            assert restored.upload_id == upload_id
+            nine = next(
+                s for s in client.get(f"/api/studies/{sid}/series").json() if "9.0" in s["description"]
+            )
+            r = client.post(f"/api/studies/{sid}/series", json={"series_uid": nine["series_uid"]})
+            assert r.status_code == 201, r.text
     beside.close()
     app.state.ctx.store.close()
 
