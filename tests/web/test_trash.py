@@ -1224,6 +1224,63 @@ def test_a_move_removes_its_source_only_beside_the_copy_it_made_itself(
     assert sorted(p.name for p in mine.parent.iterdir()) == ["mine", "series"]  # no mark left
 
 
+def test_a_restore_cut_while_it_removed_its_entrys_copy_is_put_back_with_the_whole_copy(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore moving a study's images out of its entry to a ct/ on another file system copies them into
+    place, then removes the entry's copy; killed during that removal, the next start put the entry back
+    with what was left of its copy (the whole copy in place was "not its to take") and then removed the
+    whole copy as files no study owns: the deletion kept a part of its images. The start finishes the cut
+    move first and puts the entry back with the whole copy; the deletion restores with every image."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    with TestClient(app) as client:
+        sid = upload(client, series)["id"]
+        images = sorted(p.name for p in store.series_dir(store.get_study(sid)).iterdir())
+        assert delete_study(client, sid).status_code == 200
+    assert len(images) > 2
+    copy = data / "trash" / f".{sid}.restoring" / "ct"
+    replace, rmtree, killed = os.replace, shutil.rmtree, []
+
+    def across_file_systems(src: Any, dst: Any) -> None:
+        if killed:
+            raise _Killed
+        if Path(src) == copy:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        replace(src, dst)
+
+    def killed_half_way(path: Any, *args: Any, **kwargs: Any) -> None:
+        if killed:
+            raise _Killed
+        if Path(path) == copy and not kwargs.get("ignore_errors"):
+            for done in sorted(copy.iterdir())[: len(images) // 2]:
+                done.unlink()
+            killed.append(True)
+            raise _Killed
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", across_file_systems)
+    monkeypatch.setattr(shutil, "rmtree", killed_half_way)
+    with pytest.raises(_Killed):
+        trash.restore(store, sid, "admin")
+    monkeypatch.undo()
+    store.close()
+    study = records.study_of(copy.parent)
+    assert 0 < len(list(copy.iterdir())) < len(images) and store.series_dir(study).is_dir()
+
+    app = create_app(WebSettings(data_dir=data))
+    assert sorted(p.name for p in (data / "trash" / sid / "ct").iterdir()) == images
+    assert not store.series_dir(study).exists() and not list(
+        store.series_dir(study).parent.parent.glob("*/.*")
+    )
+    with TestClient(app) as client:
+        assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+    assert sorted(p.name for p in store.series_dir(study).iterdir()) == images
+    app.state.ctx.store.close()
+
+
 def test_a_deletion_kept_without_its_images_is_not_restored_without_them(
     client: TestClient, series: list[Path]
 ) -> None:
