@@ -1452,6 +1452,63 @@ def test_a_restore_beside_a_starting_server_keeps_the_files_it_moved_before_its_
     app.state.ctx.store.close()
 
 
+def test_a_restore_beside_a_starting_server_that_fails_after_the_starts_look_leaves_it_starting(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start's removal found the files of a `sarcoscope studies restore` beside it in place, no study's
+    yet; the restore then failed (here its commit) and put them back in its entry before the removal took
+    their lock: the start must not fail on folders gone meanwhile, and the deletion stays kept, whole."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        sid = upload(client, series)["id"]
+        assert delete_study(client, sid).status_code == 200
+    app.state.ctx.store.close()
+    beside = Store(data)
+    moved, go, outcome = threading.Event(), threading.Event(), []
+
+    def failing_at_its_commit(*args: Any) -> None:  # its files moved into place
+        moved.set()
+        assert go.wait(60)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(beside, "restore_rows", failing_at_its_commit)
+
+    def restore_beside() -> None:
+        try:
+            outcome.append(trash.restore(beside, sid, cli_actor()).id)
+        except BaseException as exc:  # the test's answer, not the thread's traceback
+            outcome.append(exc)
+
+    command = threading.Thread(target=restore_beside)
+    unowned = Store._unowned
+
+    def the_restore_fails_after_the_look(on: Store) -> list[Path]:
+        command.start()
+        assert moved.wait(60)
+        found = unowned(on)
+        go.set()
+        command.join()
+        return found
+
+    monkeypatch.setattr(Store, "_unowned", the_restore_fails_after_the_look)
+    try:
+        app = create_app(WebSettings(data_dir=data))
+    finally:
+        go.set()
+        if command.ident is not None:
+            command.join()
+    monkeypatch.undo()
+    [failed] = outcome
+    assert isinstance(failed, OSError)
+    with TestClient(app) as client:
+        assert [d["id"] for d in client.get("/api/deleted-studies").json()] == [sid]
+        assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+    beside.close()
+    app.state.ctx.store.close()
+
+
 def test_a_restore_beside_a_starting_server_is_left_to_finish_by_its_recover(
     tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

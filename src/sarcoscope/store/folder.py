@@ -163,7 +163,7 @@ class DataFolderMixin(StudiesMixin):
             with contextlib.ExitStack() as held:
                 if not self._filler_kept_out(held, path):
                     busy += 1
-                elif not self._owned(path):
+                elif os.path.lexists(path) and not self._owned(path):  # gone: a failed restore took it back
                     _remove(path)
                     removed.append(path)
         for study_dir in (self.data_dir / "ct").iterdir():
