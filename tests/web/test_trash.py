@@ -1452,6 +1452,70 @@ def test_a_restore_beside_a_starting_server_keeps_the_files_it_moved_before_its_
     app.state.ctx.store.close()
 
 
+def test_a_restore_beside_a_starting_server_keeps_the_copy_it_is_making_across_file_systems(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore beside a starting server moving a study's decoded images to a cache/ on another file
+    system copies them to `cache/.<id>.part` first: the start took that folder, named for no study, for
+    nobody's and removed it mid-move, and the restore failed. A move's working files are locked as the
+    folder they are of: the start leaves them to the restore, which restores the study."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        sid = upload(client, series)["id"]
+        assert delete_study(client, sid).status_code == 200
+    app.state.ctx.store.close()
+    beside = Store(data)
+    entry, part = data / "trash" / f".{sid}.restoring", data / "cache" / f".{sid}.part"
+    replace, copytree = os.replace, shutil.copytree
+    copying, go, outcome = threading.Event(), threading.Event(), []
+
+    def across_file_systems(src: Any, dst: Any) -> None:
+        if Path(src).parent == entry:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        replace(src, dst)
+
+    def paused_in_the_copy(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
+        copied = copytree(src, dst, *args, **kwargs)
+        if Path(dst) == part:
+            copying.set()
+            assert go.wait(60)
+        return copied
+
+    monkeypatch.setattr(os, "replace", across_file_systems)
+    monkeypatch.setattr(shutil, "copytree", paused_in_the_copy)
+
+    def restore_beside() -> None:
+        try:
+            outcome.append(trash.restore(beside, sid, cli_actor()).id)
+        except BaseException as exc:  # the test's answer, not the thread's traceback
+            outcome.append(exc)
+
+    command = threading.Thread(target=restore_beside)
+    recover = trash.recover
+
+    def then_the_restore_copies(on: Store) -> list[str]:
+        left = recover(on)
+        command.start()
+        assert copying.wait(60) and part.is_dir()
+        return left
+
+    monkeypatch.setattr(trash, "recover", then_the_restore_copies)
+    try:
+        app = create_app(WebSettings(data_dir=data))
+    finally:
+        go.set()
+        if command.ident is not None:
+            command.join()
+    monkeypatch.undo()
+    assert outcome == [sid]
+    with TestClient(app) as client:
+        assert client.get("/api/deleted-studies").json() == []
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+    beside.close()
+    app.state.ctx.store.close()
+
+
 def test_a_restore_beside_a_starting_server_that_fails_after_the_starts_look_leaves_it_starting(
     tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

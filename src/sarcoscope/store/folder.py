@@ -21,7 +21,7 @@ from sarcoscope.store.errors import StoreError
 from sarcoscope.store.files import PRIVATE_FILE_MODE, private_dir
 from sarcoscope.store.models import Study
 from sarcoscope.store.studies import STUDY_ID_RE, StudiesMixin, is_dicom_uid
-from sarcoscope.store.trash import locks
+from sarcoscope.store.trash import locks, moves
 
 log = logging.getLogger(__name__)
 
@@ -199,20 +199,22 @@ class DataFolderMixin(StudiesMixin):
     def _filler_kept_out(self, held: contextlib.ExitStack[None], path: Path) -> bool:
         """Take into `held`, without waiting, the lock a restore holds while it fills `path` (something in
         ct/, cache/ or uploads/) until its commit: a series' ct lock, a study's `trash.locks.working_on`,
-        an upload's lock. False when someone holds it. Each is the first lock taken (the documented
-        order: nothing is held while it is asked for), and only the owner's rows are read under it."""
+        an upload's lock (a move's copy or mark beside a folder, across file systems: that folder's).
+        False when someone holds it. Each is the first lock taken (the documented order: nothing is held
+        while it is asked for), and only the owner's rows are read under it."""
         ct = self.data_dir / "ct"
         if ct in (path.parent, path.parent.parent):  # a StudyUID folder, or a series' folder in it
             bucket = self.ct_bucket((path if path.parent == ct else path.parent).name)
             return self._claimed(held, self._ct_locks[bucket], f"ct-{bucket}.lock")
+        name = moves.moved_folder(path.name)  # a move's copy or mark: locked as the folder it is of
         if path.parent == self.data_dir / "uploads":
-            bucket = zlib.crc32(path.name.encode()) % len(self._upload_locks)
+            bucket = zlib.crc32(name.encode()) % len(self._upload_locks)
             return self._claimed(held, self._upload_locks[bucket], f"upload-{bucket}.lock")
-        if not STUDY_ID_RE.match(path.name):  # no study's decoded images: nobody fills it
+        if not STUDY_ID_RE.match(name):  # no study's decoded images: nobody fills it
             return True
-        if (fd := locks.nobody_working_on(self, path.name)) is None:
+        if (fd := locks.nobody_working_on(self, name)) is None:
             return False
-        held.callback(locks.let_go, self, path.name, fd)
+        held.callback(locks.let_go, self, name, fd)
         return True
 
     def _claimed(self, held: contextlib.ExitStack[None], thread_lock: threading.Lock, name: str) -> bool:

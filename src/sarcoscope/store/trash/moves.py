@@ -62,6 +62,15 @@ def move_dir(src: Path, dst: Path) -> None:
     moved.unlink()
 
 
+def moved_folder(name: str) -> str:
+    """The folder a `move_dir` working file beside it (`.<name>.part`, `.<name>.moved`) is of; any other
+    name as it is."""
+    for suffix in (".part", ".moved"):
+        if name.startswith(".") and name.endswith(suffix) and len(name) > len(suffix) + 1:
+            return name[1 : -len(suffix)]
+    return name
+
+
 def _identity(path: Path) -> str:
     st = path.stat()
     return f"{st.st_dev}:{st.st_ino}"
