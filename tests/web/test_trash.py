@@ -1224,6 +1224,63 @@ def test_a_move_removes_its_source_only_beside_the_copy_it_made_itself(
     assert sorted(p.name for p in mine.parent.iterdir()) == ["mine", "series"]  # no mark left
 
 
+def test_a_restore_cut_while_it_removed_its_entrys_copy_is_put_back_with_the_whole_copy(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore moving a study's images out of its entry to a ct/ on another file system copies them into
+    place, then removes the entry's copy; killed during that removal, the next start put the entry back
+    with what was left of its copy (the whole copy in place was "not its to take") and then removed the
+    whole copy as files no study owns: the deletion kept a part of its images. The start finishes the cut
+    move first and puts the entry back with the whole copy; the deletion restores with every image."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    store = app.state.ctx.store
+    with TestClient(app) as client:
+        sid = upload(client, series)["id"]
+        images = sorted(p.name for p in store.series_dir(store.get_study(sid)).iterdir())
+        assert delete_study(client, sid).status_code == 200
+    assert len(images) > 2
+    copy = data / "trash" / f".{sid}.restoring" / "ct"
+    replace, rmtree, killed = os.replace, shutil.rmtree, []
+
+    def across_file_systems(src: Any, dst: Any) -> None:
+        if killed:
+            raise _Killed
+        if Path(src) == copy:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        replace(src, dst)
+
+    def killed_half_way(path: Any, *args: Any, **kwargs: Any) -> None:
+        if killed:
+            raise _Killed
+        if Path(path) == copy and not kwargs.get("ignore_errors"):
+            for done in sorted(copy.iterdir())[: len(images) // 2]:
+                done.unlink()
+            killed.append(True)
+            raise _Killed
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", across_file_systems)
+    monkeypatch.setattr(shutil, "rmtree", killed_half_way)
+    with pytest.raises(_Killed):
+        trash.restore(store, sid, "admin")
+    monkeypatch.undo()
+    store.close()
+    study = records.study_of(copy.parent)
+    assert 0 < len(list(copy.iterdir())) < len(images) and store.series_dir(study).is_dir()
+
+    app = create_app(WebSettings(data_dir=data))
+    assert sorted(p.name for p in (data / "trash" / sid / "ct").iterdir()) == images
+    assert not store.series_dir(study).exists() and not list(
+        store.series_dir(study).parent.parent.glob("*/.*")
+    )
+    with TestClient(app) as client:
+        assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+    assert sorted(p.name for p in store.series_dir(study).iterdir()) == images
+    app.state.ctx.store.close()
+
+
 def test_a_deletion_kept_without_its_images_is_not_restored_without_them(
     client: TestClient, series: list[Path]
 ) -> None:
@@ -1298,7 +1355,7 @@ def test_a_restore_beside_a_starting_server_keeps_its_images_from_a_stopped_rest
     def recover_then_the_restore_ends(on: Store) -> list[str]:
         left = recover(on)
         assert command.ident is not None
-        command.join()  # the start's removal of files no study owns waits for it: a race of its own
+        command.join()  # the start's removal of files no study owns beside a restore: the test below
         return left
 
     monkeypatch.setattr(moves, "study_files", after_the_starts_look)
@@ -1318,6 +1375,200 @@ def test_a_restore_beside_a_starting_server_keeps_its_images_from_a_stopped_rest
         assert shown.status_code == 200, shown.text
     its_files = beside.series_dir(beside.get_study(live))
     assert len(list(its_files.glob("*.dcm"))) == len(series) and not (data / "trash" / sid / "ct").exists()
+    beside.close()
+    app.state.ctx.store.close()
+
+
+@pytest.mark.parametrize("upload_too", [False, True], ids=["its-images", "its-uploads-series"])
+def test_a_restore_beside_a_starting_server_keeps_the_files_it_moved_before_its_commit(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, upload_too: bool
+) -> None:
+    """`sarcoscope studies restore` beside a starting server, taking its entry after the start's recover
+    looked at the trash, moved the study's files into place; before it committed its row the start removed
+    them as files no study owns: the study was restored without its DICOM files, its decoded images
+    (volume.json) and its upload's other series, and its deletion was gone. The start removes an unowned
+    folder only when the lock its filler holds is free (never waiting): the restore's are left to it."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        if upload_too:  # B, the upload's last study: its deletion keeps the upload's folder
+            a, sid, upload_id = _sibling_deleted(client, tmp_path)
+        else:
+            sid = upload(client, series)["id"]
+        store = app.state.ctx.store
+        images = sorted(p.name for p in store.series_dir(store.get_study(sid)).iterdir())
+        assert delete_study(client, sid).status_code == 200
+    store.close()
+    assert upload_too == (data / "trash" / sid / "upload").is_dir()
+    beside = Store(data)
+    moved, go, outcome = threading.Event(), threading.Event(), []
+    restore_rows = beside.restore_rows
+
+    def paused_before_its_commit(*args: Any) -> None:  # its files moved into place
+        moved.set()
+        assert go.wait(60)
+        restore_rows(*args)
+
+    monkeypatch.setattr(beside, "restore_rows", paused_before_its_commit)
+
+    def restore_beside() -> None:
+        try:
+            outcome.append(trash.restore(beside, sid, cli_actor()).id)
+        except BaseException as exc:  # the test's answer, not the thread's traceback
+            outcome.append(exc)
+
+    command = threading.Thread(target=restore_beside)
+    recover = trash.recover
+
+    def then_the_restore_moves_its_files(on: Store) -> list[str]:
+        left = recover(on)  # the trash looked at: the deletion kept, nobody working on it
+        command.start()
+        assert moved.wait(60)
+        return left
+
+    monkeypatch.setattr(trash, "recover", then_the_restore_moves_its_files)
+    try:
+        app = create_app(WebSettings(data_dir=data))
+    finally:
+        go.set()
+        if command.ident is not None:
+            command.join()
+    monkeypatch.undo()
+    assert outcome == [sid]
+    restored = beside.get_study(sid)
+    assert sorted(p.name for p in beside.series_dir(restored).iterdir()) == images
+    assert (beside.cache_dir(sid) / "volume.json").is_file()
+    with TestClient(app) as client:
+        assert [d["id"] for d in client.get("/api/deleted-studies").json()] == ([a] if upload_too else [])
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+        if upload_too:
+            assert restored.upload_id == upload_id
+            nine = next(
+                s for s in client.get(f"/api/studies/{sid}/series").json() if "9.0" in s["description"]
+            )
+            r = client.post(f"/api/studies/{sid}/series", json={"series_uid": nine["series_uid"]})
+            assert r.status_code == 201, r.text
+    beside.close()
+    app.state.ctx.store.close()
+
+
+def test_a_restore_beside_a_starting_server_keeps_the_copy_it_is_making_across_file_systems(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore beside a starting server moving a study's decoded images to a cache/ on another file
+    system copies them to `cache/.<id>.part` first: the start took that folder, named for no study, for
+    nobody's and removed it mid-move, and the restore failed. A move's working files are locked as the
+    folder they are of: the start leaves them to the restore, which restores the study."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        sid = upload(client, series)["id"]
+        assert delete_study(client, sid).status_code == 200
+    app.state.ctx.store.close()
+    beside = Store(data)
+    entry, part = data / "trash" / f".{sid}.restoring", data / "cache" / f".{sid}.part"
+    replace, copytree = os.replace, shutil.copytree
+    copying, go, outcome = threading.Event(), threading.Event(), []
+
+    def across_file_systems(src: Any, dst: Any) -> None:
+        if Path(src).parent == entry:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        replace(src, dst)
+
+    def paused_in_the_copy(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
+        copied = copytree(src, dst, *args, **kwargs)
+        if Path(dst) == part:
+            copying.set()
+            assert go.wait(60)
+        return copied
+
+    monkeypatch.setattr(os, "replace", across_file_systems)
+    monkeypatch.setattr(shutil, "copytree", paused_in_the_copy)
+
+    def restore_beside() -> None:
+        try:
+            outcome.append(trash.restore(beside, sid, cli_actor()).id)
+        except BaseException as exc:  # the test's answer, not the thread's traceback
+            outcome.append(exc)
+
+    command = threading.Thread(target=restore_beside)
+    recover = trash.recover
+
+    def then_the_restore_copies(on: Store) -> list[str]:
+        left = recover(on)
+        command.start()
+        assert copying.wait(60) and part.is_dir()
+        return left
+
+    monkeypatch.setattr(trash, "recover", then_the_restore_copies)
+    try:
+        app = create_app(WebSettings(data_dir=data))
+    finally:
+        go.set()
+        if command.ident is not None:
+            command.join()
+    monkeypatch.undo()
+    assert outcome == [sid]
+    with TestClient(app) as client:
+        assert client.get("/api/deleted-studies").json() == []
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
+    beside.close()
+    app.state.ctx.store.close()
+
+
+def test_a_restore_beside_a_starting_server_that_fails_after_the_starts_look_leaves_it_starting(
+    tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start's removal found the files of a `sarcoscope studies restore` beside it in place, no study's
+    yet; the restore then failed (here its commit) and put them back in its entry before the removal took
+    their lock: the start must not fail on folders gone meanwhile, and the deletion stays kept, whole."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        sid = upload(client, series)["id"]
+        assert delete_study(client, sid).status_code == 200
+    app.state.ctx.store.close()
+    beside = Store(data)
+    moved, go, outcome = threading.Event(), threading.Event(), []
+
+    def failing_at_its_commit(*args: Any) -> None:  # its files moved into place
+        moved.set()
+        assert go.wait(60)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(beside, "restore_rows", failing_at_its_commit)
+
+    def restore_beside() -> None:
+        try:
+            outcome.append(trash.restore(beside, sid, cli_actor()).id)
+        except BaseException as exc:  # the test's answer, not the thread's traceback
+            outcome.append(exc)
+
+    command = threading.Thread(target=restore_beside)
+    unowned = Store._unowned
+
+    def the_restore_fails_after_the_look(on: Store) -> list[Path]:
+        command.start()
+        assert moved.wait(60)
+        found = unowned(on)
+        go.set()
+        command.join()
+        return found
+
+    monkeypatch.setattr(Store, "_unowned", the_restore_fails_after_the_look)
+    try:
+        app = create_app(WebSettings(data_dir=data))
+    finally:
+        go.set()
+        if command.ident is not None:
+            command.join()
+    monkeypatch.undo()
+    [failed] = outcome
+    assert isinstance(failed, OSError)
+    with TestClient(app) as client:
+        assert [d["id"] for d in client.get("/api/deleted-studies").json()] == [sid]
+        assert client.post(f"/api/deleted-studies/{sid}/restore").status_code == 200
+        assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
     beside.close()
     app.state.ctx.store.close()
 

@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import shutil
+import threading
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from sarcoscope.store.errors import StoreError
 from sarcoscope.store.files import PRIVATE_FILE_MODE, private_dir
 from sarcoscope.store.models import Study
 from sarcoscope.store.studies import STUDY_ID_RE, StudiesMixin, is_dicom_uid
+from sarcoscope.store.trash import locks, moves
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class DataFolderMixin(StudiesMixin):
         Threads of this process: a lock; `sarcoscope studies restore` beside the server: then the data
         folder's `locks/ct-<n>.lock`. Lock order: `upload_lock` before it, never after;
         `trash.locks.no_put_back` and database transactions may be taken under it, and none of them is held
-        while waiting for it."""
+        while waiting for it. The start's `remove_orphan_files` takes it without waiting, holding no other."""
         bucket = self.ct_bucket(study_uid)
         with self._ct_locks[bucket], self._flocked(f"ct-{bucket}.lock"):
             yield
@@ -65,7 +67,8 @@ class DataFolderMixin(StudiesMixin):
         of this process: a lock; `sarcoscope studies restore` beside the server: then the data folder's
         `locks/upload-<n>.lock`. Lock order: `trash.locks.working_on` before it; `ct_lock`,
         `trash.locks.no_put_back` and database transactions under it, and none of them is held while
-        waiting for it (a deletion commits its rows and lets go of its ct lock before it takes this one)."""
+        waiting for it (a deletion commits its rows and lets go of its ct lock before it takes this one).
+        The start's `remove_orphan_files` takes it without waiting, holding no other."""
         bucket = zlib.crc32(upload_id.encode()) % len(self._upload_locks)
         with self._upload_locks[bucket], self._flocked(f"upload-{bucket}.lock"):
             yield
@@ -136,22 +139,44 @@ class DataFolderMixin(StudiesMixin):
         and kept uploads that no study row owns (an upload stopped before its row was committed, or a
         deletion stopped after it). Call with the data folder locked (`lock`). Returns what was deleted.
 
+        An unowned folder goes only when the lock its filler holds is free (taken without waiting) and no
+        study owns it under that lock: `sarcoscope studies restore` beside the starting server moves a
+        study's files into place before it commits its row, and what it is filling is left to it.
+
         `keep_unowned`: only `tmp/`, while a kept deletion's record cannot be read (`trash.recover`): the
         files no study owns may be that study's, which only its record names."""
         removed = list((self.data_dir / "tmp").iterdir())
-        if not keep_unowned:
-            removed += self._unowned()
         for path in removed:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        for study_dir in [] if keep_unowned else (self.data_dir / "ct").iterdir():
-            if not any(study_dir.iterdir()):
-                study_dir.rmdir()
+            _remove(path)
+        if not keep_unowned:
+            removed += self._remove_unowned()
         if removed:
             log.warning(
                 "Removed %d files or folders left by an interrupted upload or deletion.", len(removed)
+            )
+        return removed
+
+    def _remove_unowned(self) -> list[Path]:
+        """`remove_orphan_files` of what no study owns; an emptied StudyUID folder too."""
+        removed, busy = [], 0
+        for path in self._unowned():
+            with contextlib.ExitStack() as held:
+                if not self._filler_kept_out(held, path):
+                    busy += 1
+                elif os.path.lexists(path) and not self._owned(path):  # gone: a failed restore took it back
+                    _remove(path)
+                    removed.append(path)
+        for study_dir in (self.data_dir / "ct").iterdir():
+            if study_dir.is_symlink() or not study_dir.is_dir():
+                continue
+            with contextlib.ExitStack() as held:
+                if self._filler_kept_out(held, study_dir) and not any(study_dir.iterdir()):
+                    study_dir.rmdir()
+        if busy:
+            log.info(
+                "Kept %d folders no study owns yet: a `sarcoscope studies restore` beside the server is "
+                "moving them into place.",
+                busy,
             )
         return removed
 
@@ -170,3 +195,56 @@ class DataFolderMixin(StudiesMixin):
         unowned += [p for p in (self.data_dir / "cache").iterdir() if p.name not in ids]
         unowned += [p for p in (self.data_dir / "uploads").iterdir() if p.name not in uploads]
         return unowned
+
+    def _filler_kept_out(self, held: contextlib.ExitStack[None], path: Path) -> bool:
+        """Take into `held`, without waiting, the lock a restore holds while it fills `path` (something in
+        ct/, cache/ or uploads/) until its commit: a series' ct lock, a study's `trash.locks.working_on`,
+        an upload's lock (a move's copy or mark beside a folder, across file systems: that folder's).
+        False when someone holds it. Each is the first lock taken (the documented order: nothing is held
+        while it is asked for), and only the owner's rows are read under it."""
+        ct = self.data_dir / "ct"
+        if ct in (path.parent, path.parent.parent):  # a StudyUID folder, or a series' folder in it
+            bucket = self.ct_bucket((path if path.parent == ct else path.parent).name)
+            return self._claimed(held, self._ct_locks[bucket], f"ct-{bucket}.lock")
+        name = moves.moved_folder(path.name)  # a move's copy or mark: locked as the folder it is of
+        if path.parent == self.data_dir / "uploads":
+            bucket = zlib.crc32(name.encode()) % len(self._upload_locks)
+            return self._claimed(held, self._upload_locks[bucket], f"upload-{bucket}.lock")
+        if not STUDY_ID_RE.match(name):  # no study's decoded images: nobody fills it
+            return True
+        if (fd := locks.nobody_working_on(self, name)) is None:
+            return False
+        held.callback(locks.let_go, self, name, fd)
+        return True
+
+    def _claimed(self, held: contextlib.ExitStack[None], thread_lock: threading.Lock, name: str) -> bool:
+        """`thread_lock` and the flock on `locks/<name>` (as `ct_lock` and `upload_lock` take them) into
+        `held` when nobody holds them; False, never waiting, when someone does."""
+        if not thread_lock.acquire(blocking=False):
+            return False
+        held.callback(thread_lock.release)
+        fd = os.open(private_dir(self.data_dir / "locks") / name, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        held.callback(os.close, fd)
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _owned(self, path: Path) -> bool:
+        """Whether a study owns `path` (something in ct/, cache/ or uploads/) now."""
+        if path.parent.parent == self.data_dir / "ct":
+            return self.find_series(path.name, path.parent.name) is not None
+        if path.parent == self.data_dir / "cache":
+            return self.has_study(path.name)
+        if path.parent == self.data_dir / "uploads":
+            return bool(self.studies_of_upload(path.name))
+        return False  # not a StudyUID folder in ct/
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()

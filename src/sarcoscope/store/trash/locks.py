@@ -47,8 +47,10 @@ def working_on(store: Store, study_id: str) -> Iterator[None]:
     a shared flock (restores and erasures decide among themselves by renames), which `recover` cannot take
     then, so it leaves their entries out of place to them; let go when the process ends, even by a kill,
     which is when `recover` must finish or undo what they left. Waits only while `recover` handles that
-    study's entries. Its file is removed by whoever lets go of it last (nothing named by an erased study's id
-    is left); one waiting for it then takes a file made anew."""
+    study's entries, or the start's `Store.remove_orphan_files` its decoded images no study owns (a
+    restore's, moved into place before its commit, are left to it). Its file is removed by whoever lets go
+    of it last (nothing named by an erased study's id is left); one waiting for it then takes a file made
+    anew."""
     path = _entry_lock(store, study_id)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)

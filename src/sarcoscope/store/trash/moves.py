@@ -62,6 +62,15 @@ def move_dir(src: Path, dst: Path) -> None:
     moved.unlink()
 
 
+def moved_folder(name: str) -> str:
+    """The folder a `move_dir` working file beside it (`.<name>.part`, `.<name>.moved`) is of; any other
+    name as it is."""
+    for suffix in (".part", ".moved"):
+        if name.startswith(".") and name.endswith(suffix) and len(name) > len(suffix) + 1:
+            return name[1 : -len(suffix)]
+    return name
+
+
 def _identity(path: Path) -> str:
     st = path.stat()
     return f"{st.st_dev}:{st.st_ino}"
@@ -106,7 +115,9 @@ def move_in(store: Store, entry: Path, study: Study) -> None:
     (then they were this entry's). The caller holds the upload's lock and the ct lock, from this look to its
     put-back, which the server and `sarcoscope studies restore` beside it share: no study or folder of the
     series comes meanwhile (a restore of another deletion of it would put its images where this takes the
-    entry's back from)."""
+    entry's back from). A move out across file systems cut while it removed the entry's copy is finished
+    first: the whole copy in place goes back, not the entry's part of one (the start would then remove the
+    whole one as no study's)."""
     owned = {
         "ct": store.find_series(study.series_uid) is not None,
         "cache": store.has_study(study.id),
@@ -121,5 +132,16 @@ def move_in(store: Store, entry: Path, study: Study) -> None:
                     study.id,
                 )
             continue
+        if source.is_dir() and _cut_out_of(entry / name, source):
+            move_dir(entry / name, source)  # finished: what is left of the entry's copy goes
+            log.warning(
+                "Finished a move of deleted study %s's files out of its entry that was cut.", study.id
+            )
         if source.is_dir() and not (entry / name).exists():
             move_dir(source, entry / name)
+
+
+def _cut_out_of(kept: Path, place: Path) -> bool:
+    """Whether `place` is the whole copy that a `move_dir` of `kept` across file systems renamed into place
+    before it was cut while it removed `kept` (its mark names it, as `move_dir` itself decides)."""
+    return kept.is_dir() and _moved_here(place.with_name(f".{place.name}.moved"), place)
