@@ -37,7 +37,7 @@ def listen(self, *args, **kwargs):
 
 uvicorn.Server.run = listen
 from sarcoscope.cli import main
-sys.argv = ["sarcoscope", "serve", "--data-dir", sys.argv[1], "--port", "8765"]
+sys.argv = ["sarcoscope", "serve", "--data-dir", sys.argv[1], "--port", "8765", *sys.argv[2:]]
 main()
 """
 
@@ -56,6 +56,22 @@ def test_serve_starts_without_heavy_imports(tmp_path: Path) -> None:
     # the de-identification key is made at the first de-identified download (test_api), not at the start
     assert (tmp_path / "data" / "server.lock").exists()
     assert not (tmp_path / "data" / "deidentification.key").exists()
+
+
+def test_a_server_with_a_pacs_starts_without_the_dicom_client(tmp_path: Path) -> None:
+    """Its address and waits are checked at the start without the DICOMweb client: checking the waits
+    imported pacs.dicomweb and pydicom with it. requests comes with the login's token file check."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SARCOSCOPE_")}
+    pacs = ["--dicomweb-url", "http://pacs.example:8042/dicom-web"]
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_UNTIL_LISTENING, str(tmp_path / "data"), *pacs],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "loaded: requests\n" in done.stdout, done.stdout
 
 
 def test_engine_names_are_checked_at_start_without_building_the_engine() -> None:

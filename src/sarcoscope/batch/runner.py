@@ -94,7 +94,7 @@ def run_batch(
         raise SarcoscopeError(
             "--push stores results in the source studies; it cannot be combined with --deidentify."
         )
-    from sarcoscope.pacs.dicomweb import check_waits
+    from sarcoscope.pacs.dicomweb_query import check_waits
 
     check_waits(*waits)
     check_output_folder(out_root)

@@ -205,9 +205,9 @@ def analyze(
     from sarcoscope.composition.assessment import parse_sex
     from sarcoscope.imaging import CTVolume, read_ct
     from sarcoscope.level import parse_range
-    from sarcoscope.pacs.dicomweb import check_waits, fetch_series, store_results
+    from sarcoscope.pacs.dicomweb import fetch_series, store_results
     from sarcoscope.pacs.dicomweb_auth import use_token_file
-    from sarcoscope.pacs.dicomweb_query import is_dicomweb, shown_url
+    from sarcoscope.pacs.dicomweb_query import check_waits, is_dicomweb, shown_url
     from sarcoscope.pipeline import analyze as run_analysis
 
     def body() -> None:

@@ -94,9 +94,8 @@ def batch(
 
     from sarcoscope.batch import dicomweb_cases, discover_cases, read_manifest, run_batch
     from sarcoscope.composition import available_cutoff_sets
-    from sarcoscope.pacs.dicomweb import check_waits
     from sarcoscope.pacs.dicomweb_auth import use_token_file
-    from sarcoscope.pacs.dicomweb_query import is_dicomweb, parse_query
+    from sarcoscope.pacs.dicomweb_query import check_waits, is_dicomweb, parse_query
     from sarcoscope.segmentation import get_engine
 
     def body() -> None:

@@ -34,12 +34,13 @@ import pydicom
 import requests
 import urllib3
 
-from sarcoscope.errors import InputError, OutputError, SarcoscopeError
+from sarcoscope.errors import InputError, OutputError
 from sarcoscope.pacs.dicomweb_auth import TOKEN_ENV, BearerToken, auth_for
 from sarcoscope.pacs.dicomweb_query import (
     SERIES_FIELDS,
     SERIES_UID_TAG,
     STUDY_FIELDS,
+    DICOMwebServerError,
     SeriesSummary,
     StudySummary,
     check_query,
@@ -72,16 +73,6 @@ class _WithoutRequestedValues(logging.Filter):
 
 for _name in ("urllib3.connection", "urllib3.connectionpool", "urllib3.poolmanager"):
     logging.getLogger(_name).addFilter(_WithoutRequestedValues())
-
-
-class DICOMwebServerError(InputError):
-    """The DICOMweb server could not be reached or refused a request.
-
-    `status` is the server's HTTP status (None: no answer), so the web app can answer 404 or 502."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -476,16 +467,6 @@ class DICOMwebServer:
                 409,
             )
         return Stored(len(new), len(held))
-
-
-def check_waits(connect_timeout: float, timeout: float) -> None:
-    """Refuse waits for the PACS of 0 s or less before any work (requests would refuse them only at the
-    first request, e.g. the push after the analysis, as an internal error)."""
-    if connect_timeout <= 0 or timeout <= 0:
-        raise SarcoscopeError(
-            "--pacs-connect-timeout and --pacs-timeout (--push-connect-timeout, --push-timeout) must be more "
-            "than 0 seconds."
-        )
 
 
 def store_results(

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sarcoscope.errors import InputError
+from sarcoscope.errors import InputError, SarcoscopeError
 
 SCHEME = "dicomweb+"
 _URL = re.compile(
@@ -242,3 +242,24 @@ def is_wanted(study: StudySummary, filters: dict[str, str]) -> bool:
     a study whose modalities the server did not list is kept, its series are checked later)."""
     wanted = filters.get("ModalitiesInStudy", "").strip().upper()
     return bool(study.study_uid) and (not wanted or not study.modalities or wanted in study.modalities)
+
+
+class DICOMwebServerError(InputError):
+    """The DICOMweb server could not be reached or refused a request (raised by pacs.dicomweb; here so that
+    the web app can answer it without importing the client).
+
+    `status` is the server's HTTP status (None: no answer), so the web app can answer 404 or 502."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_waits(connect_timeout: float, timeout: float) -> None:
+    """Refuse waits for the PACS of 0 s or less before any work (requests would refuse them only at the
+    first request, e.g. the push after the analysis, as an internal error)."""
+    if connect_timeout <= 0 or timeout <= 0:
+        raise SarcoscopeError(
+            "--pacs-connect-timeout and --pacs-timeout (--push-connect-timeout, --push-timeout) must be more "
+            "than 0 seconds."
+        )

@@ -38,8 +38,8 @@ import pydicom
 
 from sarcoscope.errors import InputError, SarcoscopeError, frames_of
 from sarcoscope.fileio import atomic_write_text
-from sarcoscope.pacs.dicomweb import DICOMwebServer, check_waits
-from sarcoscope.pacs.dicomweb_query import check_uid, parse_dicomweb_root
+from sarcoscope.pacs.dicomweb import DICOMwebServer
+from sarcoscope.pacs.dicomweb_query import check_uid, check_waits, parse_dicomweb_root
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
 
 log = logging.getLogger(__name__)

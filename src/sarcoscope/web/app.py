@@ -391,9 +391,8 @@ def serve(
         raise SarcoscopeError("--keep-deleted-days must be from 0 (erase at once) to 3650.")
     check_engine(engine)  # an unknown engine or model fails here, not at the first use
     pacs_url = None
-    if dicomweb_url:  # the DICOMweb client (pydicom, requests) only for a server that has a PACS
-        from sarcoscope.pacs.dicomweb import check_waits
-        from sarcoscope.pacs.dicomweb_query import parse_dicomweb_root
+    if dicomweb_url:  # its address and waits, checked without the DICOMweb client (pydicom, requests)
+        from sarcoscope.pacs.dicomweb_query import check_waits, parse_dicomweb_root
 
         pacs_url = parse_dicomweb_root(dicomweb_url)
         check_waits(*pacs_waits)
