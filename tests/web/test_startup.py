@@ -42,16 +42,22 @@ main()
 """
 
 
-def test_serve_starts_without_heavy_imports(tmp_path: Path) -> None:
+def _serve_until_listening(data: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """SERVE_UNTIL_LISTENING in a fresh process without the caller's SARCOSCOPE_* settings; it succeeded."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SARCOSCOPE_")}
     done = subprocess.run(
-        [sys.executable, "-c", SERVE_UNTIL_LISTENING, str(tmp_path / "data")],
+        [sys.executable, "-c", SERVE_UNTIL_LISTENING, str(data), *options],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_serve_starts_without_heavy_imports(tmp_path: Path) -> None:
+    done = _serve_until_listening(tmp_path / "data")
     assert "loaded: \n" in done.stdout, done.stdout
     # the de-identification key is made at the first de-identified download (test_api), not at the start
     assert (tmp_path / "data" / "server.lock").exists()
@@ -61,16 +67,7 @@ def test_serve_starts_without_heavy_imports(tmp_path: Path) -> None:
 def test_a_server_with_a_pacs_starts_without_the_dicom_client(tmp_path: Path) -> None:
     """Its address and waits are checked at the start without the DICOMweb client: checking the waits
     imported pacs.dicomweb and pydicom with it. requests comes with the login's token file check."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SARCOSCOPE_")}
-    pacs = ["--dicomweb-url", "http://pacs.example:8042/dicom-web"]
-    done = subprocess.run(
-        [sys.executable, "-c", SERVE_UNTIL_LISTENING, str(tmp_path / "data"), *pacs],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _serve_until_listening(tmp_path / "data", "--dicomweb-url", "http://pacs.example:8042/dicom-web")
     assert "loaded: requests\n" in done.stdout, done.stdout
 
 

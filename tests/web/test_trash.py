@@ -1304,6 +1304,23 @@ def test_a_deletion_kept_without_its_images_is_not_restored_without_them(
     assert client.get(f"/api/studies/{live}/image/axial/5").status_code == 200
 
 
+def _restore_thread(
+    store: Store, study_id: str, outcome: list[Any], done: threading.Event | None = None
+) -> threading.Thread:
+    """`sarcoscope studies restore` of `study_id` on `store` (the restorer beside the server), to run in a
+    thread: the restored study, or the exception it raised, goes into `outcome`; `done` is set at its end."""
+
+    def restore() -> None:
+        try:
+            outcome.append(trash.restore(store, study_id, cli_actor()))
+        except BaseException as exc:  # the test's answer, not the thread's traceback
+            outcome.append(exc)
+        if done is not None:
+            done.set()
+
+    return threading.Thread(target=restore)
+
+
 def test_a_restore_beside_a_starting_server_keeps_its_images_from_a_stopped_restores_put_back(
     tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1334,14 +1351,7 @@ def test_a_restore_beside_a_starting_server_keeps_its_images_from_a_stopped_rest
     waited, outcome = threading.Event(), []
     _contended(monkeypatch, waited)
 
-    def restore_beside() -> None:
-        try:
-            outcome.append(trash.restore(beside, live, cli_actor()))
-        except BaseException as exc:  # the test's answer, not the thread's traceback
-            outcome.append(exc)
-        waited.set()
-
-    command = threading.Thread(target=restore_beside)
+    command = _restore_thread(beside, live, outcome, done=waited)
     study_files = moves.study_files
 
     def after_the_starts_look(on: Store, study: Any) -> dict[str, Path]:
@@ -1411,13 +1421,7 @@ def test_a_restore_beside_a_starting_server_keeps_the_files_it_moved_before_its_
 
     monkeypatch.setattr(beside, "restore_rows", paused_before_its_commit)
 
-    def restore_beside() -> None:
-        try:
-            outcome.append(trash.restore(beside, sid, cli_actor()).id)
-        except BaseException as exc:  # the test's answer, not the thread's traceback
-            outcome.append(exc)
-
-    command = threading.Thread(target=restore_beside)
+    command = _restore_thread(beside, sid, outcome)
     recover = trash.recover
 
     def then_the_restore_moves_its_files(on: Store) -> list[str]:
@@ -1434,7 +1438,7 @@ def test_a_restore_beside_a_starting_server_keeps_the_files_it_moved_before_its_
         if command.ident is not None:
             command.join()
     monkeypatch.undo()
-    assert outcome == [sid]
+    assert [getattr(r, "id", r) for r in outcome] == [sid]
     restored = beside.get_study(sid)
     assert sorted(p.name for p in beside.series_dir(restored).iterdir()) == images
     assert (beside.cache_dir(sid) / "volume.json").is_file()
@@ -1485,13 +1489,7 @@ def test_a_restore_beside_a_starting_server_keeps_the_copy_it_is_making_across_f
     monkeypatch.setattr(os, "replace", across_file_systems)
     monkeypatch.setattr(shutil, "copytree", paused_in_the_copy)
 
-    def restore_beside() -> None:
-        try:
-            outcome.append(trash.restore(beside, sid, cli_actor()).id)
-        except BaseException as exc:  # the test's answer, not the thread's traceback
-            outcome.append(exc)
-
-    command = threading.Thread(target=restore_beside)
+    command = _restore_thread(beside, sid, outcome)
     recover = trash.recover
 
     def then_the_restore_copies(on: Store) -> list[str]:
@@ -1508,7 +1506,7 @@ def test_a_restore_beside_a_starting_server_keeps_the_copy_it_is_making_across_f
         if command.ident is not None:
             command.join()
     monkeypatch.undo()
-    assert outcome == [sid]
+    assert [getattr(r, "id", r) for r in outcome] == [sid]
     with TestClient(app) as client:
         assert client.get("/api/deleted-studies").json() == []
         assert client.get(f"/api/studies/{sid}/image/axial/5").status_code == 200
@@ -1538,13 +1536,7 @@ def test_a_restore_beside_a_starting_server_that_fails_after_the_starts_look_lea
 
     monkeypatch.setattr(beside, "restore_rows", failing_at_its_commit)
 
-    def restore_beside() -> None:
-        try:
-            outcome.append(trash.restore(beside, sid, cli_actor()).id)
-        except BaseException as exc:  # the test's answer, not the thread's traceback
-            outcome.append(exc)
-
-    command = threading.Thread(target=restore_beside)
+    command = _restore_thread(beside, sid, outcome)
     unowned = Store._unowned
 
     def the_restore_fails_after_the_look(on: Store) -> list[Path]:
@@ -1598,13 +1590,7 @@ def test_a_restore_beside_a_starting_server_is_left_to_finish_by_its_recover(
 
     monkeypatch.setattr(beside, "restore_rows", paused_before_its_commit)
 
-    def restore_beside() -> None:
-        try:
-            outcome.append(trash.restore(beside, sid, cli_actor()).id)
-        except BaseException as exc:  # the test's answer, not the thread's traceback
-            outcome.append(exc)
-
-    command = threading.Thread(target=restore_beside)
+    command = _restore_thread(beside, sid, outcome)
     command.start()
     try:
         assert renamed.wait(60) and (data / "trash" / f".{sid}.restoring").is_dir()
@@ -1614,7 +1600,7 @@ def test_a_restore_beside_a_starting_server_is_left_to_finish_by_its_recover(
         go.set()
         command.join()
     monkeypatch.undo()
-    assert outcome == [sid]
+    assert [getattr(r, "id", r) for r in outcome] == [sid]
     assert any(f"trash/.{sid}.restoring/ is left" in r.getMessage() for r in caplog.records)
     assert not [p for p in (data / "trash").iterdir() if sid in p.name]
     with TestClient(app) as client:
@@ -1760,14 +1746,7 @@ def test_a_restore_during_the_deletion_of_its_uploads_last_study_leaves_the_uplo
         waited, outcome = threading.Event(), []
         _waits_noticed(monkeypatch, store, waited)
 
-        def restore_meanwhile() -> None:
-            try:
-                outcome.append(trash.restore(restorer, a, cli_actor()))
-            except BaseException as exc:  # the test's answer, not the thread's traceback
-                outcome.append(exc)
-            waited.set()
-
-        restoring = threading.Thread(target=restore_meanwhile)
+        restoring = _restore_thread(restorer, a, outcome, done=waited)
         move_dir = moves.move_dir
 
         def after_the_deletions_look(src: Path, dst: Path) -> None:
@@ -1818,13 +1797,7 @@ def test_a_restore_beside_a_starting_server_keeps_the_upload_it_found_from_a_sto
 
     monkeypatch.setattr(beside, "restore_rows", after_the_restores_look)
 
-    def restore_beside() -> None:
-        try:
-            outcome.append(trash.restore(beside, a, cli_actor()))
-        except BaseException as exc:  # the test's answer, not the thread's traceback
-            outcome.append(exc)
-
-    command = threading.Thread(target=restore_beside)
+    command = _restore_thread(beside, a, outcome)
     command.start()
     try:
         assert looked.wait(60)
@@ -1863,14 +1836,7 @@ def test_a_restore_beside_a_starting_server_finds_the_upload_a_stopped_restore_i
     waited, outcome = threading.Event(), []
     _contended(monkeypatch, waited)
 
-    def restore_beside() -> None:
-        try:
-            outcome.append(trash.restore(beside, a, cli_actor()))
-        except BaseException as exc:  # the test's answer, not the thread's traceback
-            outcome.append(exc)
-        waited.set()
-
-    command = threading.Thread(target=restore_beside)
+    command = _restore_thread(beside, a, outcome, done=waited)
     move_out = moves.move_out
 
     def after_the_starts_look(entry: Path, *args: Any) -> None:
