@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from test_api import delete_study, get_labels, segmented, upload
 from typer.testing import CliRunner
@@ -1389,6 +1390,34 @@ def test_a_restore_beside_a_starting_server_keeps_its_images_from_a_stopped_rest
     app.state.ctx.store.close()
 
 
+def _started_beside(
+    monkeypatch: pytest.MonkeyPatch,
+    data: Path,
+    restore: threading.Thread,
+    paused: threading.Event,
+    go: threading.Event,
+) -> FastAPI:
+    """The server started on `data` with `restore` (a _restore_thread) let run right after the start's look
+    at the trash (`trash.recover`) until it says it is `paused`; `go` lets it on once the start is done (or
+    failed); every monkeypatch of the test undone."""
+    recover = trash.recover
+
+    def then_the_restore(on: Store) -> list[str]:
+        left = recover(on)
+        restore.start()
+        assert paused.wait(60)
+        return left
+
+    monkeypatch.setattr(trash, "recover", then_the_restore)
+    try:
+        return create_app(WebSettings(data_dir=data))
+    finally:
+        go.set()
+        if restore.ident is not None:
+            restore.join()
+        monkeypatch.undo()
+
+
 @pytest.mark.parametrize("upload_too", [False, True], ids=["its-images", "its-uploads-series"])
 def test_a_restore_beside_a_starting_server_keeps_the_files_it_moved_before_its_commit(
     tmp_path: Path, series: list[Path], monkeypatch: pytest.MonkeyPatch, upload_too: bool
@@ -1421,23 +1450,8 @@ def test_a_restore_beside_a_starting_server_keeps_the_files_it_moved_before_its_
 
     monkeypatch.setattr(beside, "restore_rows", paused_before_its_commit)
 
-    command = _restore_thread(beside, sid, outcome)
-    recover = trash.recover
-
-    def then_the_restore_moves_its_files(on: Store) -> list[str]:
-        left = recover(on)  # the trash looked at: the deletion kept, nobody working on it
-        command.start()
-        assert moved.wait(60)
-        return left
-
-    monkeypatch.setattr(trash, "recover", then_the_restore_moves_its_files)
-    try:
-        app = create_app(WebSettings(data_dir=data))
-    finally:
-        go.set()
-        if command.ident is not None:
-            command.join()
-    monkeypatch.undo()
+    # the trash looked at (the deletion kept, nobody working on it), then the restore moves its files
+    app = _started_beside(monkeypatch, data, _restore_thread(beside, sid, outcome), moved, go)
     assert [getattr(r, "id", r) for r in outcome] == [sid]
     restored = beside.get_study(sid)
     assert sorted(p.name for p in beside.series_dir(restored).iterdir()) == images
@@ -1482,6 +1496,7 @@ def test_a_restore_beside_a_starting_server_keeps_the_copy_it_is_making_across_f
     def paused_in_the_copy(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
         copied = copytree(src, dst, *args, **kwargs)
         if Path(dst) == part:
+            assert part.is_dir()  # the copy is there, under its working name, while the start runs
             copying.set()
             assert go.wait(60)
         return copied
@@ -1489,23 +1504,7 @@ def test_a_restore_beside_a_starting_server_keeps_the_copy_it_is_making_across_f
     monkeypatch.setattr(os, "replace", across_file_systems)
     monkeypatch.setattr(shutil, "copytree", paused_in_the_copy)
 
-    command = _restore_thread(beside, sid, outcome)
-    recover = trash.recover
-
-    def then_the_restore_copies(on: Store) -> list[str]:
-        left = recover(on)
-        command.start()
-        assert copying.wait(60) and part.is_dir()
-        return left
-
-    monkeypatch.setattr(trash, "recover", then_the_restore_copies)
-    try:
-        app = create_app(WebSettings(data_dir=data))
-    finally:
-        go.set()
-        if command.ident is not None:
-            command.join()
-    monkeypatch.undo()
+    app = _started_beside(monkeypatch, data, _restore_thread(beside, sid, outcome), copying, go)
     assert [getattr(r, "id", r) for r in outcome] == [sid]
     with TestClient(app) as client:
         assert client.get("/api/deleted-studies").json() == []
