@@ -1371,13 +1371,7 @@ def test_a_restore_beside_a_starting_server_keeps_its_images_from_a_stopped_rest
 
     monkeypatch.setattr(moves, "study_files", after_the_starts_look)
     monkeypatch.setattr(trash, "recover", recover_then_the_restore_ends)
-    try:
-        app = create_app(WebSettings(data_dir=data))
-    finally:
-        waited.set()
-        if command.ident is not None:
-            command.join()
-    monkeypatch.undo()
+    app = _start_then_let_go(monkeypatch, data, command, waited)
     [restored] = outcome
     assert getattr(restored, "id", restored) == live
     with TestClient(app) as client:
@@ -1388,6 +1382,19 @@ def test_a_restore_beside_a_starting_server_keeps_its_images_from_a_stopped_rest
     assert len(list(its_files.glob("*.dcm"))) == len(series) and not (data / "trash" / sid / "ct").exists()
     beside.close()
     app.state.ctx.store.close()
+
+
+def _deleted_with_a_store_beside(tmp_path: Path, series: list[Path]) -> tuple[Path, str, Store]:
+    """A data folder (tmp_path/data) whose one study, uploaded from `series`, is deleted and kept, its
+    server's store closed: (the folder, the study's id, a Store on it as `sarcoscope studies restore`
+    opens one)."""
+    data = tmp_path / "data"
+    app = create_app(WebSettings(data_dir=data))
+    with TestClient(app) as client:
+        sid = upload(client, series)["id"]
+        assert delete_study(client, sid).status_code == 200
+    app.state.ctx.store.close()
+    return data, sid, Store(data)
 
 
 def _started_beside(
@@ -1409,6 +1416,14 @@ def _started_beside(
         return left
 
     monkeypatch.setattr(trash, "recover", then_the_restore)
+    return _start_then_let_go(monkeypatch, data, restore, go)
+
+
+def _start_then_let_go(
+    monkeypatch: pytest.MonkeyPatch, data: Path, restore: threading.Thread, go: threading.Event
+) -> FastAPI:
+    """The server started on `data`; then (even if the start failed) `go` set and `restore` (if it was
+    started) waited for, and every monkeypatch of the test undone."""
     try:
         return create_app(WebSettings(data_dir=data))
     finally:
@@ -1477,13 +1492,7 @@ def test_a_restore_beside_a_starting_server_keeps_the_copy_it_is_making_across_f
     system copies them to `cache/.<id>.part` first: the start took that folder, named for no study, for
     nobody's and removed it mid-move, and the restore failed. A move's working files are locked as the
     folder they are of: the start leaves them to the restore, which restores the study."""
-    data = tmp_path / "data"
-    app = create_app(WebSettings(data_dir=data))
-    with TestClient(app) as client:
-        sid = upload(client, series)["id"]
-        assert delete_study(client, sid).status_code == 200
-    app.state.ctx.store.close()
-    beside = Store(data)
+    data, sid, beside = _deleted_with_a_store_beside(tmp_path, series)
     entry, part = data / "trash" / f".{sid}.restoring", data / "cache" / f".{sid}.part"
     replace, copytree = os.replace, shutil.copytree
     copying, go, outcome = threading.Event(), threading.Event(), []
@@ -1519,13 +1528,7 @@ def test_a_restore_beside_a_starting_server_that_fails_after_the_starts_look_lea
     """The start's removal found the files of a `sarcoscope studies restore` beside it in place, no study's
     yet; the restore then failed (here its commit) and put them back in its entry before the removal took
     their lock: the start must not fail on folders gone meanwhile, and the deletion stays kept, whole."""
-    data = tmp_path / "data"
-    app = create_app(WebSettings(data_dir=data))
-    with TestClient(app) as client:
-        sid = upload(client, series)["id"]
-        assert delete_study(client, sid).status_code == 200
-    app.state.ctx.store.close()
-    beside = Store(data)
+    data, sid, beside = _deleted_with_a_store_beside(tmp_path, series)
     moved, go, outcome = threading.Event(), threading.Event(), []
 
     def failing_at_its_commit(*args: Any) -> None:  # its files moved into place
@@ -1547,13 +1550,7 @@ def test_a_restore_beside_a_starting_server_that_fails_after_the_starts_look_lea
         return found
 
     monkeypatch.setattr(Store, "_unowned", the_restore_fails_after_the_look)
-    try:
-        app = create_app(WebSettings(data_dir=data))
-    finally:
-        go.set()
-        if command.ident is not None:
-            command.join()
-    monkeypatch.undo()
+    app = _start_then_let_go(monkeypatch, data, command, go)
     [failed] = outcome
     assert isinstance(failed, OSError)
     with TestClient(app) as client:
