@@ -227,12 +227,16 @@ def test_images_are_windowed_planes_with_superior_at_top(client: TestClient, ser
 
 
 def test_hu_slice_for_hu_constrained_painting(client: TestClient, series: list[Path]) -> None:
+    """The stored HU of one slice (the brush's HU range, the readout under the pointer); a slice outside the
+    volume is a 404 saying the valid ones."""
     sid = upload(client, series)["id"]
-    r = client.get(f"/api/studies/{sid}/hu/7")
-    assert r.status_code == 200 and r.headers["x-shape"] == "96,96"
-    np.testing.assert_array_equal(np.frombuffer(r.content, "<i2").reshape(96, 96), synthetic_hu(0)[7])
-    assert client.get(f"/api/studies/{sid}/hu/12").status_code == 404
-    assert client.get(f"/api/studies/{sid}/hu/-1").status_code == 404
+    for z in (0, 7, 11):
+        r = client.get(f"/api/studies/{sid}/hu/{z}")
+        assert r.status_code == 200 and r.headers["x-shape"] == "96,96"
+        np.testing.assert_array_equal(np.frombuffer(r.content, "<i2").reshape(96, 96), synthetic_hu(0)[z])
+    for z in (12, -1):
+        r = client.get(f"/api/studies/{sid}/hu/{z}")
+        assert r.status_code == 404 and r.json()["detail"] == f"No axial image {z}: valid indices are 0..11."
 
 
 def test_wrong_ids_and_unknown_paths(client: TestClient) -> None:

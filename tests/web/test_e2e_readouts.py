@@ -38,7 +38,7 @@ def test_the_hu_readout_follows_a_dragged_line_and_the_keys(
     page.mouse.move(sx, above, steps=5)
     assert _data(page, "#l3-viewer", "lines") == "8"
     assert _cursor_slice(page) == 8  # the slice under the pointer, the line on it
-    assert "slice 8:" in page.locator("#l3-cursor").inner_text()
+    assert "slice 8 · image 9:" in page.locator("#l3-cursor").inner_text()  # (write_series: image z + 1)
     page.mouse.up()
     # Over the axial image, ↑ shows the next slice: the readout is of that slice's voxel.
     page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
@@ -47,7 +47,7 @@ def test_the_hu_readout_follows_a_dragged_line_and_the_keys(
     page.keyboard.press("ArrowUp")
     assert _data(page, "#l3-viewer", "axial") == "9"
     assert _cursor_slice(page) == 9
-    assert "slice 9:" in page.locator("#l3-cursor").inner_text()
+    assert "slice 9 · image 10:" in page.locator("#l3-cursor").inner_text()
 
 
 def _letters(page: object, box: str, image: str | None = None) -> dict[str, str]:
@@ -238,3 +238,65 @@ def test_the_lines_labels_leave_the_orientation_letters_clear(
         for label in labels:
             for letter in letters:
                 assert not _overlap(label, letter), (url, label, letter)
+
+
+def _pixel_centre(page: object, selector: str, x: int, y: int, shape: tuple[int, int]) -> tuple[float, float]:
+    """The page point at the centre of pixel (x, y) of the image `selector` shows, `shape` (rows, columns)."""
+    b = page.locator(selector).bounding_box()
+    return b["x"] + (x + 0.5) * b["width"] / shape[1], b["y"] + (y + 0.5) * b["height"] / shape[0]
+
+
+def test_the_label_editor_says_the_pixel_hu_and_label_under_the_pointer(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """Every CT viewer says the HU under the pointer; the label editor said nothing (the L3 view only on
+    NiiVue): whether a pixel at a muscle's edge was fat or muscle could be told by its grey only. It now says
+    the pixel, the slice with its image number, the CT's HU (the stored value, not the window's grey: the
+    series' noise makes each pixel's exact) and the label painted there."""
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    _segment(page, server, study_id, 5)
+    hu = synthetic_hu(0)
+    study = page.request.get(f"{server}/api/studies/{study_id}").json()
+    labels = page.request.get(f"{server}/api/studies/{study_id}/labels")
+    label_map = np.frombuffer(labels.body(), np.uint8).reshape(1, 96, 96)[0]
+    image = study["image_numbers"][5]
+    assert label_map[48, 82] == 1  # the muscle ring
+    page.mouse.move(*_pixel_centre(page, "#edit-cursor", 82, 48, (96, 96)))
+    text = f"x 82 · y 48 · slice 5 · image {image}: {hu[5, 48, 82]} HU · MUSCLE"
+    page.wait_for_function(f"document.getElementById('edit-readout').textContent === {text!r}")
+    page.mouse.move(*_pixel_centre(page, "#edit-cursor", 3, 90, (96, 96)))  # air, unlabelled
+    text = f"x 3 · y 90 · slice 5 · image {image}: {hu[5, 90, 3]} HU · no label"
+    page.wait_for_function(f"document.getElementById('edit-readout').textContent === {text!r}")
+    page.mouse.move(*_pixel_centre(page, "#edit-cursor", 82, 48, (96, 96)))
+    page.uncheck("[data-visible='1']")  # the muscle overlay hidden: its label is still said, as hidden
+    page.mouse.move(*_pixel_centre(page, "#edit-cursor", 82, 48, (96, 96)))
+    page.wait_for_function("document.getElementById('edit-readout').textContent.endsWith('MUSCLE (hidden)')")
+    page.mouse.move(0, 0)  # off the image: nothing is said
+    page.wait_for_function("document.getElementById('edit-readout').textContent === ''")
+    assert page.locator("#edit-readout").is_hidden()
+
+
+def test_the_server_images_say_the_hu_under_the_pointer(page: object, server: str, tmp_path: Path) -> None:
+    """Without NiiVue (no WebGL2, a slow computer: the server's images) the HU under the pointer was not
+    shown at all. The axial image now says it, of the slice shown: turned to the next slice with the wheel,
+    the pointer still, the readout is of that slice's pixel. One HU request per slice, however far the
+    pointer moves."""
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/hu/" in r.url else None)
+    page.goto(f"{server}/?png#/study/{study_id}")
+    page.wait_for_function("document.getElementById('axial-canvas').width > 0", timeout=60000)
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    hu = synthetic_hu(0)
+    numbers = page.request.get(f"{server}/api/studies/{study_id}").json()["image_numbers"]
+    z = int(page.locator("#axial-index").inner_text().split()[1])
+    for x in range(70, 90):
+        page.mouse.move(*_pixel_centre(page, "#axial-canvas", x, 48, (96, 96)))
+    text = f"x 89 · y 48 · slice {z} · image {numbers[z]}: {hu[z, 48, 89]} HU"
+    page.wait_for_function(f"document.getElementById('l3-cursor').textContent === {text!r}")
+    assert len(asked) == 1 and asked[0].endswith(f"/hu/{z}")
+    page.mouse.wheel(0, -100)  # one slice up
+    text = f"x 89 · y 48 · slice {z + 1} · image {numbers[z + 1]}: {hu[z + 1, 48, 89]} HU"
+    page.wait_for_function(f"document.getElementById('l3-cursor').textContent === {text!r}")
+    page.mouse.move(0, 0)
+    page.wait_for_function("document.getElementById('l3-cursor').textContent === ''")

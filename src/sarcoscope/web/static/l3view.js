@@ -5,6 +5,7 @@ import {$, api, download, getJSON, message, sendJSON, toast, unsay} from "./api.
 import {replacingLabels, showLabeling} from "./labeling.js";
 import {MPRView, SOFTWARE_MAX_VOXELS, webgl2Renderer} from "./mpr.js";
 import {PNGView} from "./l3png.js";
+import {pointerText} from "./readout.js";
 import {showSeries} from "./series.js";
 import {denied} from "./session.js";
 import {imageText, ownsKeys, showPressed, slicePosition, slicesText, state, stillOpen, stillShown} from "./state.js";
@@ -80,7 +81,7 @@ const hooks = {
   },
   key: lineKeys,
   cursor(x, y, z, hu) {
-    $("l3-cursor").textContent = x === null ? "" : `x ${x} · y ${y} · slice ${z}: ${Math.round(hu)} HU`;
+    $("l3-cursor").textContent = x === null ? "" : pointerText(x, y, z, hu);
   },
 };
 
@@ -165,7 +166,6 @@ async function ensureView(s) {
   $("mpr").hidden = !mpr;
   $("l3-grid").hidden = mpr;
   $("l3-window").hidden = !mpr;
-  $("l3-cursor").hidden = !mpr;
   // the box says what is shown; greyed when that is not the user's choice to make (no WebGL2, ?png, a
   // software renderer and a long series: the hint says why)
   const box = $("server-images");
