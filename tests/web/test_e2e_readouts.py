@@ -181,6 +181,54 @@ def test_the_chosen_slice_says_its_dicom_image_number(tmp_path: Path) -> None:
         assert shown == f"Range {lo}–{hi} ({hi - lo + 1} slices · images {12 - hi}–{12 - lo})"
 
 
+def test_the_versions_and_the_l3_lines_say_the_image_number(tmp_path: Path) -> None:
+    """The selection and captions said "slice 5 · image 7", but the versions list ("v1 · slice 5 · segment")
+    and the L3 lines' labels ("L3 · 5") named the slice by its index only, which no PACS viewer shows. They
+    say its image number too; a study stored before image numbers were kept says the index alone."""
+    import json
+
+    import pydicom
+    from test_e2e_unsaved import _label_view
+
+    files = write_series(tmp_path / "series")
+    for f in files:  # numbered head first: slice z is image 12 - z
+        ds = pydicom.dcmread(f)
+        ds.InstanceNumber = len(files) + 1 - int(ds.InstanceNumber)
+        ds.save_as(f)
+    with _label_view(tmp_path, files) as (app, page, url, sid):
+        page.add_init_script(_RECORD_TEXTS)
+        assert page.locator("#versions li").first.inner_text().startswith("v1 · slice 5 · image 7 · segment")
+
+        def line_label(canvas: str, text: str) -> None:
+            page.wait_for_function(
+                "([id, text]) => window.texts.some((t) => t.canvas === id && t.text === text)",
+                arg=[canvas, text],
+                timeout=60000,
+            )
+
+        page.goto(f"{url}/#/study/{sid}")
+        page.reload()  # (a new document: the recorder runs in it)
+        line_label("mpr-overlay", "L3 · 5 · image 7")
+        page.goto(f"{url}/?png#/study/{sid}")
+        line_label("sagittal-canvas", "L3 · 5 · image 7")
+        page.click("#mode-range")
+        lo, hi = sorted(int(v) for v in page.locator("#l3-viewer").get_attribute("data-lines").split(","))
+        line_label("sagittal-canvas", f"inferior · {lo} · image {12 - lo}")
+        line_label("sagittal-canvas", f"superior · {hi} · image {12 - hi}")
+        # stored before the image numbers were kept: the slice index alone, as before
+        info_path = app.state.ctx.store.cache_dir(sid) / "volume.json"
+        info = json.loads(info_path.read_text())
+        del info["image_numbers"]
+        info_path.write_text(json.dumps(info))
+        page.request.put(f"{url}/api/studies/{sid}/selection", data={"mode": "slice", "first": 5})
+        page.goto(f"{url}/?png#/study/{sid}/label")
+        page.reload()  # (the study read again)
+        page.wait_for_selector("#versions li", timeout=30000)
+        assert page.locator("#versions li").first.inner_text().startswith("v1 · slice 5 · segment")
+        page.goto(f"{url}/?png#/study/{sid}")
+        line_label("sagittal-canvas", "L3 · 5")
+
+
 #: Records where the text drawn on the canvases is, in page px ({canvas, text, x, y, width, height}).
 _RECORD_TEXTS = """
 window.texts = [];
@@ -213,6 +261,7 @@ def test_the_lines_labels_leave_the_orientation_letters_clear(
     over "P" on a 1366x768 laptop). The labels now stand beside the letters, on NiiVue and on the server's
     images."""
     page.add_init_script(_RECORD_TEXTS)
+    name = "L3 · 5 · image 6"  # the line's label (write_series numbers slice z image z + 1)
     page.goto(server)  # the page again, with the recorder
     study_id = _upload(page, write_series(tmp_path / "series"))
     page.request.put(f"{server}/api/studies/{study_id}/selection", data={"mode": "slice", "first": 5})
@@ -222,13 +271,13 @@ def test_the_lines_labels_leave_the_orientation_letters_clear(
     ):
         page.goto(url)
         page.wait_for_function(
-            "ids => ids.every((id) => window.texts.some((t) => t.canvas === id && t.text === 'L3 · 5'))",
-            arg=canvases,
+            "([ids, s]) => ids.every((id) => window.texts.some((t) => t.canvas === id && t.text === s))",
+            arg=[canvases, name],
             timeout=60000,
         )
         page.wait_for_timeout(500)  # the images drawn again once all have come
         texts = page.evaluate("ids => window.texts.filter((t) => ids.includes(t.canvas))", canvases)
-        labels = {(t["text"], t["x"], t["y"]): t for t in texts if t["text"] == "L3 · 5"}.values()
+        labels = {(t["text"], t["x"], t["y"]): t for t in texts if t["text"] == name}.values()
         if canvases == ["mpr-overlay"]:
             letters = [t for t in texts if t["text"] in ("R", "A", "L", "P")]
         else:  # the server images' letters are the page's
