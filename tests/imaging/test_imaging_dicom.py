@@ -474,3 +474,22 @@ def test_height_in_centimetres_is_converted(tmp_path: Path, volume_hu: np.ndarra
     vol = read_ct(tmp_path)
     assert vol.metadata.patient_height_m == pytest.approx(1.72) and vol.metadata.patient_weight_kg is None
     assert any("centimetres" in w for w in vol.warnings) and any("PatientWeight" in w for w in vol.warnings)
+
+
+def test_image_numbers_are_each_slices_instance_number_or_none(tmp_path: Path) -> None:
+    """The "image 7" the app and the reports say beside a slice index is its DICOM Instance Number, in the
+    volume's slice order (a series numbered head first: slice 0 is its last image); none is said when a
+    slice lacks one or two slices share one (which would name two slices alike)."""
+    from sarcoscope.imaging.volume import image_numbers, image_text
+
+    hu = np.full((4, 16, 16), -1000, np.int16)
+    hu[:, 4:12, 4:12] = 40
+    out = tmp_path / "ct"
+    write_dicom_series(hu, (3.0, 1.0, 1.0), out)
+    _edit_all(out, lambda ds: setattr(ds, "InstanceNumber", 5 - int(ds.InstanceNumber)))  # head first
+    volume = read_ct(out)
+    assert image_numbers(volume) == [4, 3, 2, 1]
+    assert image_text([image_numbers(volume)[i] for i in (1, 2)]) == " · images 2–3"
+    assert image_text([None]) == image_text(None) == ""
+    _edit(sorted(out.iterdir())[0], lambda ds: setattr(ds, "InstanceNumber", 2))
+    assert image_numbers(read_ct(out)) is None

@@ -227,12 +227,16 @@ def test_images_are_windowed_planes_with_superior_at_top(client: TestClient, ser
 
 
 def test_hu_slice_for_hu_constrained_painting(client: TestClient, series: list[Path]) -> None:
+    """The stored HU of one slice (the brush's HU range, the readout under the pointer); a slice outside the
+    volume is a 404 saying the valid ones."""
     sid = upload(client, series)["id"]
-    r = client.get(f"/api/studies/{sid}/hu/7")
-    assert r.status_code == 200 and r.headers["x-shape"] == "96,96"
-    np.testing.assert_array_equal(np.frombuffer(r.content, "<i2").reshape(96, 96), synthetic_hu(0)[7])
-    assert client.get(f"/api/studies/{sid}/hu/12").status_code == 404
-    assert client.get(f"/api/studies/{sid}/hu/-1").status_code == 404
+    for z in (0, 7, 11):
+        r = client.get(f"/api/studies/{sid}/hu/{z}")
+        assert r.status_code == 200 and r.headers["x-shape"] == "96,96"
+        np.testing.assert_array_equal(np.frombuffer(r.content, "<i2").reshape(96, 96), synthetic_hu(0)[z])
+    for z in (12, -1):
+        r = client.get(f"/api/studies/{sid}/hu/{z}")
+        assert r.status_code == 404 and r.json()["detail"] == f"No axial image {z}: valid indices are 0..11."
 
 
 def test_wrong_ids_and_unknown_paths(client: TestClient) -> None:
@@ -355,6 +359,64 @@ def test_the_printable_report_says_the_quality_score_the_panel_shows(
     assert shown.replace(": ", ": <b>", 1) + f"</b> {verdict} · decided by " in page
     text = " ".join(pdf_text(client.get(f"/api/studies/{sid}/export/pdf").content).split())
     assert f"{shown} {'REVIEW' if quality['flagged'] else 'ok'} · decided by " in text, text
+
+
+def _head_first(files: list[Path]) -> list[Path]:
+    """The series' files numbered head first, as a scanner numbers a head-first series: slice z is image
+    12 - z (image 1 the top slice), so that an image number cannot be mistaken for the slice index + 1."""
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.InstanceNumber = len(files) + 1 - int(ds.InstanceNumber)
+        ds.save_as(f)
+    return files
+
+
+def test_the_exports_name_each_slice_by_its_image_number_too(client: TestClient, tmp_path: Path) -> None:
+    """The page says "slices 4–6 · images 6–8" since 57584ae, but the exports named the slices by their
+    index only (from 0, counted from the feet), which no PACS viewer shows: a reader of the report or the
+    CSV could not find the measured slices there. The CSV, the JSON report, the printable report (HTML, PDF)
+    and the analysis panel's words now say each slice's DICOM image number beside its index."""
+    sid, _ = segmented(client, _head_first(write_series(tmp_path / "series")), 4, 6)
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/api/studies/{sid}/export/csv").text)))
+    named = [(r["slice_index"], r["image_number"]) for r in rows]
+    assert named == [("4", "8"), ("5", "7"), ("6", "6"), ("", "")]
+    report = client.get(f"/api/studies/{sid}/export/json").json()
+    assert report["l3"]["image_numbers"] == [8, 7, 6]
+    assert [(s["slice_index"], s["image_number"]) for s in report["slices"]] == [(4, 8), (5, 7), (6, 6)]
+    page = client.get(f"/api/studies/{sid}/export/html").text
+    assert '<p class="mode">Average of 3 slices (4–6) · images 6–8</p>' in page
+    assert "slices 4–6 · images 6–8;" in page and "<tr><td>4 · image 8</td>" in page
+    text = " ".join(pdf_text(client.get(f"/api/studies/{sid}/export/pdf").content).split())
+    assert "Average of 3 slices (4–6) · images 6–8" in text and "4 · image 8 " in text, text
+    analysed = client.get(f"/api/studies/{sid}/analysis").json()
+    assert analysed["mode"] == "average of 3 slices (4–6) · images 6–8"
+    assert [(s["index"], s["image_number"]) for s in analysed["per_slice"]] == [(4, 8), (5, 7), (6, 6)]
+
+
+def test_the_exports_of_a_study_stored_without_image_numbers_name_the_slices_by_index(
+    client: TestClient, series: list[Path]
+) -> None:
+    """A study stored before the image numbers were kept (its volume.json has none), as a NIfTI one: every
+    export still works and names the slices by their index alone, its image numbers empty (CSV) or null."""
+    sid, _ = segmented(client, series, 4, 6)
+    ctx = client.app.state.ctx
+    info_path = ctx.store.cache_dir(sid) / "volume.json"
+    info = json.loads(info_path.read_text())
+    del info["image_numbers"]
+    info_path.write_text(json.dumps(info))
+    ctx.volumes.drop(sid)
+    ctx.analyses.drop(sid)
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/api/studies/{sid}/export/csv").text)))
+    named = [(r["slice_index"], r["image_number"]) for r in rows]
+    assert named == [("4", ""), ("5", ""), ("6", ""), ("", "")]
+    report = client.get(f"/api/studies/{sid}/export/json").json()
+    assert report["l3"]["image_numbers"] is None
+    assert [s["image_number"] for s in report["slices"]] == [None] * 3
+    page = client.get(f"/api/studies/{sid}/export/html").text
+    assert '<p class="mode">Average of 3 slices (4–6)</p>' in page and "<tr><td>4</td>" in page
+    text = " ".join(pdf_text(client.get(f"/api/studies/{sid}/export/pdf").content).split())
+    assert "Average of 3 slices (4–6) " in text and "· image" not in text
+    assert client.get(f"/api/studies/{sid}/analysis").json()["mode"] == "average of 3 slices (4–6)"
 
 
 def test_segment_edit_save_stale_restore(client: TestClient, series: list[Path]) -> None:

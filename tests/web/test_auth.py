@@ -107,6 +107,9 @@ def test_who_looked_at_a_study_s_images_is_in_the_audit_log_once_per_sitting(
         assert other.post("/api/session", json={"user": BOB[0], "password": BOB[1]}).status_code == 200
         assert other.get(f"/api/studies/{sid}/hu/1").status_code == 200
         assert other.get("/api/studies/" + "0" * 32 + "/hu/1").status_code == 404
+    with TestClient(c.app) as nobody:  # not signed in: no HU, and no view recorded
+        r = nobody.get(f"/api/studies/{sid}/hu/1")
+        assert r.status_code == 401 and "Login required" in r.json()["detail"]
     assert views() == [("alice", "testclient"), ("dr. bob", "testclient")]
     assert c.get(f"/api/studies/{sid}/image/axial/4").status_code == 200  # alice's sitting: recorded
     assert len(views()) == 2

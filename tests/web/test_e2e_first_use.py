@@ -112,7 +112,7 @@ def test_messages_name_ui_controls_say_a_reason_once_and_show_the_mode(
     notes = [n.split(",") for n in page.locator("#analysis sup").all_inner_texts()]
     assert ["1", "2"] in notes and all(len(set(n)) == len(n) for n in notes)
     # the mode once, not "Single L3 slice: single slice 5" (the level is the levels line's to say)
-    assert page.locator("#analysis-mode").inner_text() == "Single slice 5"
+    assert page.locator("#analysis-mode").inner_text() == "Single slice 5 · image 6"  # (write_series: z + 1)
 
 
 def test_a_hand_chosen_slice_outside_l3_shows_its_level(page: object, server: str, tmp_path: Path) -> None:

@@ -165,8 +165,9 @@ _WIDTHS = "() => ['coronal', 'sagittal'].map((p) => document.getElementById(`${p
 
 # The page boxes of the labels drawn on a reconstruction's canvas, from the drawing's geometry (l3png.js,
 # state.js tag: 11 px text on a box 14 px high, its width the text's and 6 px; slice z's row is its band's
-# middle, slice 0 at the bottom): the Slice line's "L3 · z" 9 px above its line from 4 px in; on the sagittal
-# one (stored plane) the vertebrae's names, centred on their middle slice, ending 6 px from the right edge.
+# middle, slice 0 at the bottom): the Slice line's "L3 · z · image n" 9 px above its line from 4 px in; on
+# the sagittal one (stored plane) the vertebrae's names, centred on their middle slice, ending 6 px from the
+# right edge.
 _LABELS = """async (id) => {
   const canvas = document.getElementById(id);
   const study = await (await fetch(`/api/studies/${location.hash.split('/').pop()}`)).json();
@@ -180,7 +181,8 @@ _LABELS = """async (id) => {
     return {x: right ? x - w : x, y: y - 7, width: w, height: 14};
   };
   const z = Number(document.getElementById('l3-viewer').dataset.lines);
-  const labels = [box(`L3 · ${z}`, r.left + 4, Math.round(row(z)) + 0.5 - 9, false)];
+  const image = study.image_numbers ? ` · image ${study.image_numbers[z]}` : '';
+  const labels = [box(`L3 · ${z}${image}`, r.left + 4, Math.round(row(z)) + 0.5 - 9, false)];
   if (id === 'sagittal-canvas') {
     for (const [name, v] of Object.entries((study.localization || {}).vertebrae || {})) {
       labels.push(box(name, r.right - 6, row(v.center), true));

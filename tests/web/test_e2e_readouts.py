@@ -38,7 +38,7 @@ def test_the_hu_readout_follows_a_dragged_line_and_the_keys(
     page.mouse.move(sx, above, steps=5)
     assert _data(page, "#l3-viewer", "lines") == "8"
     assert _cursor_slice(page) == 8  # the slice under the pointer, the line on it
-    assert "slice 8:" in page.locator("#l3-cursor").inner_text()
+    assert "slice 8 · image 9:" in page.locator("#l3-cursor").inner_text()  # (write_series: image z + 1)
     page.mouse.up()
     # Over the axial image, ↑ shows the next slice: the readout is of that slice's voxel.
     page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
@@ -47,7 +47,7 @@ def test_the_hu_readout_follows_a_dragged_line_and_the_keys(
     page.keyboard.press("ArrowUp")
     assert _data(page, "#l3-viewer", "axial") == "9"
     assert _cursor_slice(page) == 9
-    assert "slice 9:" in page.locator("#l3-cursor").inner_text()
+    assert "slice 9 · image 10:" in page.locator("#l3-cursor").inner_text()
 
 
 def _letters(page: object, box: str, image: str | None = None) -> dict[str, str]:
@@ -181,6 +181,54 @@ def test_the_chosen_slice_says_its_dicom_image_number(tmp_path: Path) -> None:
         assert shown == f"Range {lo}–{hi} ({hi - lo + 1} slices · images {12 - hi}–{12 - lo})"
 
 
+def test_the_versions_and_the_l3_lines_say_the_image_number(tmp_path: Path) -> None:
+    """The selection and captions said "slice 5 · image 7", but the versions list ("v1 · slice 5 · segment")
+    and the L3 lines' labels ("L3 · 5") named the slice by its index only, which no PACS viewer shows. They
+    say its image number too; a study stored before image numbers were kept says the index alone."""
+    import json
+
+    import pydicom
+    from test_e2e_unsaved import _label_view
+
+    files = write_series(tmp_path / "series")
+    for f in files:  # numbered head first: slice z is image 12 - z
+        ds = pydicom.dcmread(f)
+        ds.InstanceNumber = len(files) + 1 - int(ds.InstanceNumber)
+        ds.save_as(f)
+    with _label_view(tmp_path, files) as (app, page, url, sid):
+        page.add_init_script(_RECORD_TEXTS)
+        assert page.locator("#versions li").first.inner_text().startswith("v1 · slice 5 · image 7 · segment")
+
+        def line_label(canvas: str, text: str) -> None:
+            page.wait_for_function(
+                "([id, text]) => window.texts.some((t) => t.canvas === id && t.text === text)",
+                arg=[canvas, text],
+                timeout=60000,
+            )
+
+        page.goto(f"{url}/#/study/{sid}")
+        page.reload()  # (a new document: the recorder runs in it)
+        line_label("mpr-overlay", "L3 · 5 · image 7")
+        page.goto(f"{url}/?png#/study/{sid}")
+        line_label("sagittal-canvas", "L3 · 5 · image 7")
+        page.click("#mode-range")
+        lo, hi = sorted(int(v) for v in page.locator("#l3-viewer").get_attribute("data-lines").split(","))
+        line_label("sagittal-canvas", f"inferior · {lo} · image {12 - lo}")
+        line_label("sagittal-canvas", f"superior · {hi} · image {12 - hi}")
+        # stored before the image numbers were kept: the slice index alone, as before
+        info_path = app.state.ctx.store.cache_dir(sid) / "volume.json"
+        info = json.loads(info_path.read_text())
+        del info["image_numbers"]
+        info_path.write_text(json.dumps(info))
+        page.request.put(f"{url}/api/studies/{sid}/selection", data={"mode": "slice", "first": 5})
+        page.goto(f"{url}/?png#/study/{sid}/label")
+        page.reload()  # (the study read again)
+        page.wait_for_selector("#versions li", timeout=30000)
+        assert page.locator("#versions li").first.inner_text().startswith("v1 · slice 5 · segment")
+        page.goto(f"{url}/?png#/study/{sid}")
+        line_label("sagittal-canvas", "L3 · 5")
+
+
 #: Records where the text drawn on the canvases is, in page px ({canvas, text, x, y, width, height}).
 _RECORD_TEXTS = """
 window.texts = [];
@@ -213,6 +261,7 @@ def test_the_lines_labels_leave_the_orientation_letters_clear(
     over "P" on a 1366x768 laptop). The labels now stand beside the letters, on NiiVue and on the server's
     images."""
     page.add_init_script(_RECORD_TEXTS)
+    name = "L3 · 5 · image 6"  # the line's label (write_series numbers slice z image z + 1)
     page.goto(server)  # the page again, with the recorder
     study_id = _upload(page, write_series(tmp_path / "series"))
     page.request.put(f"{server}/api/studies/{study_id}/selection", data={"mode": "slice", "first": 5})
@@ -222,13 +271,13 @@ def test_the_lines_labels_leave_the_orientation_letters_clear(
     ):
         page.goto(url)
         page.wait_for_function(
-            "ids => ids.every((id) => window.texts.some((t) => t.canvas === id && t.text === 'L3 · 5'))",
-            arg=canvases,
+            "([ids, s]) => ids.every((id) => window.texts.some((t) => t.canvas === id && t.text === s))",
+            arg=[canvases, name],
             timeout=60000,
         )
         page.wait_for_timeout(500)  # the images drawn again once all have come
         texts = page.evaluate("ids => window.texts.filter((t) => ids.includes(t.canvas))", canvases)
-        labels = {(t["text"], t["x"], t["y"]): t for t in texts if t["text"] == "L3 · 5"}.values()
+        labels = {(t["text"], t["x"], t["y"]): t for t in texts if t["text"] == name}.values()
         if canvases == ["mpr-overlay"]:
             letters = [t for t in texts if t["text"] in ("R", "A", "L", "P")]
         else:  # the server images' letters are the page's
@@ -238,3 +287,65 @@ def test_the_lines_labels_leave_the_orientation_letters_clear(
         for label in labels:
             for letter in letters:
                 assert not _overlap(label, letter), (url, label, letter)
+
+
+def _pixel_centre(page: object, selector: str, x: int, y: int, shape: tuple[int, int]) -> tuple[float, float]:
+    """The page point at the centre of pixel (x, y) of the image `selector` shows, `shape` (rows, columns)."""
+    b = page.locator(selector).bounding_box()
+    return b["x"] + (x + 0.5) * b["width"] / shape[1], b["y"] + (y + 0.5) * b["height"] / shape[0]
+
+
+def test_the_label_editor_says_the_pixel_hu_and_label_under_the_pointer(
+    page: object, server: str, tmp_path: Path
+) -> None:
+    """Every CT viewer says the HU under the pointer; the label editor said nothing (the L3 view only on
+    NiiVue): whether a pixel at a muscle's edge was fat or muscle could be told by its grey only. It now says
+    the pixel, the slice with its image number, the CT's HU (the stored value, not the window's grey: the
+    series' noise makes each pixel's exact) and the label painted there."""
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    _segment(page, server, study_id, 5)
+    hu = synthetic_hu(0)
+    study = page.request.get(f"{server}/api/studies/{study_id}").json()
+    labels = page.request.get(f"{server}/api/studies/{study_id}/labels")
+    label_map = np.frombuffer(labels.body(), np.uint8).reshape(1, 96, 96)[0]
+    image = study["image_numbers"][5]
+    assert label_map[48, 82] == 1  # the muscle ring
+    page.mouse.move(*_pixel_centre(page, "#edit-cursor", 82, 48, (96, 96)))
+    text = f"x 82 · y 48 · slice 5 · image {image}: {hu[5, 48, 82]} HU · MUSCLE"
+    page.wait_for_function(f"document.getElementById('edit-readout').textContent === {text!r}")
+    page.mouse.move(*_pixel_centre(page, "#edit-cursor", 3, 90, (96, 96)))  # air, unlabelled
+    text = f"x 3 · y 90 · slice 5 · image {image}: {hu[5, 90, 3]} HU · no label"
+    page.wait_for_function(f"document.getElementById('edit-readout').textContent === {text!r}")
+    page.mouse.move(*_pixel_centre(page, "#edit-cursor", 82, 48, (96, 96)))
+    page.uncheck("[data-visible='1']")  # the muscle overlay hidden: its label is still said, as hidden
+    page.mouse.move(*_pixel_centre(page, "#edit-cursor", 82, 48, (96, 96)))
+    page.wait_for_function("document.getElementById('edit-readout').textContent.endsWith('MUSCLE (hidden)')")
+    page.mouse.move(0, 0)  # off the image: nothing is said
+    page.wait_for_function("document.getElementById('edit-readout').textContent === ''")
+    assert page.locator("#edit-readout").is_hidden()
+
+
+def test_the_server_images_say_the_hu_under_the_pointer(page: object, server: str, tmp_path: Path) -> None:
+    """Without NiiVue (no WebGL2, a slow computer: the server's images) the HU under the pointer was not
+    shown at all. The axial image now says it, of the slice shown: turned to the next slice with the wheel,
+    the pointer still, the readout is of that slice's pixel. One HU request per slice, however far the
+    pointer moves."""
+    study_id = _upload(page, write_series(tmp_path / "series"))
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/hu/" in r.url else None)
+    page.goto(f"{server}/?png#/study/{study_id}")
+    page.wait_for_function("document.getElementById('axial-canvas').width > 0", timeout=60000)
+    page.wait_for_function("document.getElementById('l3-confidence').textContent.length > 0", timeout=120000)
+    hu = synthetic_hu(0)
+    numbers = page.request.get(f"{server}/api/studies/{study_id}").json()["image_numbers"]
+    z = int(page.locator("#axial-index").inner_text().split()[1])
+    for x in range(70, 90):
+        page.mouse.move(*_pixel_centre(page, "#axial-canvas", x, 48, (96, 96)))
+    text = f"x 89 · y 48 · slice {z} · image {numbers[z]}: {hu[z, 48, 89]} HU"
+    page.wait_for_function(f"document.getElementById('l3-cursor').textContent === {text!r}")
+    assert len(asked) == 1 and asked[0].endswith(f"/hu/{z}")
+    page.mouse.wheel(0, -100)  # one slice up
+    text = f"x 89 · y 48 · slice {z + 1} · image {numbers[z + 1]}: {hu[z + 1, 48, 89]} HU"
+    page.wait_for_function(f"document.getElementById('l3-cursor').textContent === {text!r}")
+    page.mouse.move(0, 0)
+    page.wait_for_function("document.getElementById('l3-cursor').textContent === ''")

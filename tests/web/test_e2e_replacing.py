@@ -238,9 +238,10 @@ def test_ctrl_z_while_an_hu_brush_stroke_waits_for_its_hu_undoes_that_stroke(
     before it, and the new one landed after: what was undone was not the stroke just drawn."""
     with _label_view(tmp_path, series) as (_, page, url, sid):
         _blank_label_view(page, url, sid)
+        # (held from the start: the pointer's readout asks for the slice's HU as it comes over the image)
+        held = _held(page, f"**/api/studies/{sid}/hu/*")
         _stroke(page, 0.06, 0.08)  # stroke A, in the air (no HU range)
         page.check("#hu-constrain")
-        held = _held(page, f"**/api/studies/{sid}/hu/*")
         _stroke(page, 0.75, (WALL[1] + 0.5) / 96)  # stroke B, across the muscle wall
         _wait_held(page, held)
         page.keyboard.press("Control+z")

@@ -660,7 +660,7 @@ def test_lines_moved_after_segmenting_are_said_beside_the_numbers(tmp_path: Path
         page.click("#tab-label")
         page.wait_for_selector("#lines-moved:not([hidden])")
         said = page.locator("#lines-moved").inner_text()
-        assert "of slices 4–6" in said and "on slice 7 now" in said
+        assert "of slices 4–6 · images 5–7;" in said and "on slice 7 · image 8 now" in said
 
 
 def test_lines_moved_just_before_the_label_tab_is_opened_are_said_beside_the_numbers(
@@ -683,7 +683,7 @@ def test_lines_moved_just_before_the_label_tab_is_opened_are_said_beside_the_num
         page.wait_for_timeout(300)
         assert page.locator("#lines-moved").is_visible()
         said = page.locator("#lines-moved").inner_text()
-        assert "of slice 5" in said and "on slice 6 now" in said
+        assert "of slice 5 · image 6;" in said and "on slice 6 · image 7 now" in said
         for route in held:
             route.continue_()
 

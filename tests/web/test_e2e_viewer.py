@@ -480,10 +480,11 @@ def test_hu_brush_paints_the_stroke_drawn_and_stops_at_release(
     def at(x: float, y: float) -> tuple[float, float]:
         return box["x"] + box["width"] * (x + 0.5) / 96, box["y"] + box["height"] * (y + 0.5) / 96
 
-    # A stroke down the right muscle wall, drawn and released while the HU are on their way.
-    page.mouse.move(*at(82, 40))
+    # A stroke down the right muscle wall, drawn and released while the HU are on their way (asked for as
+    # the pointer comes over the image: its readout says the HU under it).
     with page.expect_request("**/hu/5"):
-        page.mouse.down()
+        page.mouse.move(*at(82, 40))
+    page.mouse.down()
     page.mouse.move(*at(82, 56), steps=8)
     page.mouse.up()
     page.mouse.move(*at(14, 40), steps=4)  # button up: over the left wall

@@ -177,7 +177,7 @@ def test_printable_report_states_what_it_used(client: TestClient, series: list[P
     assert head is not None
     cells = re.findall(r"<th[^>]*>", head.group(1))
     assert cells[0] == "<th>" and set(cells[1:]) == {"<th class=n>"}  # numbers and headings both right
-    first_row = re.search(r"</tr><tr><td>4</td>(.*?)</tr>", html.split("<h2>Per slice</h2>")[1])
+    first_row = re.search(r"</tr><tr><td>4 · image 5</td>(.*?)</tr>", html.split("<h2>Per slice</h2>")[1])
     assert first_row is not None and len(re.findall("<td", first_row.group(1))) == len(cells) - 1
 
 

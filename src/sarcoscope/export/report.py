@@ -31,6 +31,7 @@ from sarcoscope.composition.measure import RATIOS
 from sarcoscope.conventions import TISSUES
 from sarcoscope.imaging.deidentify.messages import message_scrubber
 from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
+from sarcoscope.imaging.volume import image_numbers, image_text
 from sarcoscope.segmentation.quality import score_text
 
 if TYPE_CHECKING:
@@ -195,6 +196,7 @@ def build_report(
     `deidentification` removes or pseudonymises what identifies the patient."""
     sel = result.selection
     positions = slice_positions_mm(result.volume)
+    numbers = image_numbers(result.volume)
     report: dict[str, Any] = {
         "schema": REPORT_SCHEMA,
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -209,12 +211,14 @@ def build_report(
             "flags": [dict(f) for f in sel.flags],
             "slice_indices": [int(i) for i in sel.indices],
             "slice_positions_mm": None if positions is None else [positions[i] for i in sel.indices],
+            "image_numbers": None if numbers is None else [numbers[i] for i in sel.indices],
             "details": sel.details,
         },
         "input": _input_summary(result.volume),
         "slices": [
             {
                 "slice_index": int(idx),
+                "image_number": None if numbers is None else numbers[idx],
                 "position_mm": None if positions is None else positions[idx],
                 "composition": comp.as_dict(),
             }
@@ -240,11 +244,12 @@ def _quality(result: AnalysisResult) -> dict[str, Any]:
     return result.quality.as_dict(result.selection.indices)
 
 
-def mode_text(indices: list[int]) -> str:
-    """How the numbers were made, in words shown beside them (single slice or an average over a range)."""
+def mode_text(indices: list[int], numbers: list[int] | None = None) -> str:
+    """How the numbers were made, in words shown beside them (single slice or an average over a range), with
+    the slices' image numbers (`numbers`, of `indices`) when known: "single slice 5 · image 7"."""
     if len(indices) == 1:
-        return f"single slice {indices[0]}"
-    return f"average of {len(indices)} slices ({indices[0]}–{indices[-1]})"
+        return f"single slice {indices[0]}{image_text(numbers)}"
+    return f"average of {len(indices)} slices ({indices[0]}–{indices[-1]}){image_text(numbers)}"
 
 
 def number_text(value: Any, digits: int = 1) -> str:
@@ -305,6 +310,7 @@ AREA_DECIMALS, HU_DECIMALS, RATIO_DECIMALS = 4, 3, 6
 def _metrics_row(
     kind: str,
     index: int | None,
+    image: int | None,
     position: float | None,
     comp: SliceComposition,
     quality: tuple[float | None, bool] | None,
@@ -312,6 +318,7 @@ def _metrics_row(
     row: dict[str, Any] = {
         "row": kind,
         "slice_index": "" if index is None else index,
+        "image_number": "" if image is None else image,
         "position_mm": "" if position is None else round(position, 3),
         "n_slices": comp.n_slices,
     }
@@ -334,18 +341,27 @@ def _metrics_row(
 def metrics_csv(result: AnalysisResult) -> str:
     """One row per analysed slice plus an "average" row; empty cells mean "not computed" (see report).
 
+    `image_number` is the slice's DICOM Instance Number (empty when not known: NIfTI, a series without them);
     `quality` is the slice's segmentation quality score (the average row: the worst slice's), `quality_flag`
     "review" below the threshold (segmentation.quality.REVIEW_THRESHOLD), else "ok".
     """
     positions = slice_positions_mm(result.volume)
+    numbers = image_numbers(result.volume)
     quality = result.quality
     per_slice = [(s.score, s.flagged) for s in quality.slices] if quality else [None] * len(result.slices)
     rows = [
-        _metrics_row("slice", int(i), None if positions is None else positions[i], comp, q)
+        _metrics_row(
+            "slice",
+            int(i),
+            None if numbers is None else numbers[i],
+            None if positions is None else positions[i],
+            comp,
+            q,
+        )
         for i, comp, q in zip(result.selection.indices, result.slices, per_slice, strict=True)
     ]
     overall = (quality.score, quality.flagged) if quality else None
-    rows.append(_metrics_row("average", None, None, result.average, overall))
+    rows.append(_metrics_row("average", None, None, None, result.average, overall))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()

@@ -20,7 +20,7 @@ from sarcoscope.export.report import (
     quantity_text,
     slice_quality_text,
 )
-from sarcoscope.imaging.volume import slices_text
+from sarcoscope.imaging.volume import image_text, slices_text
 
 _STYLE = """
 body { font: 13px/1.45 system-ui, sans-serif; color: #111; max-width: 900px; margin: 24px auto; }
@@ -101,7 +101,7 @@ def report_html(report: dict[str, Any], overlay_png: bytes, title: str) -> str:
     per_slice = ""
     if len(report["slices"]) > 1:
         rows = "".join(
-            f"<tr><td>{s['slice_index']}</td>"
+            f"<tr><td>{s['slice_index']}{image_text([s.get('image_number')])}</td>"
             + "".join(
                 f"<td class=n>{number_text(s['composition']['tissues'][t]['area_cm2'], 2)}</td>"
                 for t in s["composition"]["tissues"]
@@ -135,7 +135,8 @@ def report_html(report: dict[str, Any], overlay_png: bytes, title: str) -> str:
     weight = fact("weight_kg", "—" if patient["weight_kg"] is None else f"{patient['weight_kg']:.1f} kg")
     sex = fact("sex", _e(patient["sex"]))
     indices = l3["slice_indices"]
-    mode = mode_text(indices).capitalize()
+    mode = mode_text(indices, l3.get("image_numbers")).capitalize()
+    images = image_text(l3.get("image_numbers"))
     deid = report.get("deidentification")
     pseudonym = f"de-identified · patient {_e(deid['patient_pseudonym'])}<br>\n" if deid else ""
     return f"""<!doctype html>
@@ -148,7 +149,7 @@ sex {sex} · height {height} · weight {weight} · age {_e(patient.get("age_year
 contrast {_e(md.get("contrast_agent") or "not recorded")} · created {_e(report["created_utc"])}</p>
 <h2>Level</h2>
 <p class="mode">{mode}</p>
-<p>{_e(l3["mode"])} ({_e(l3["convention"])}), {slices_text(indices[0], indices[-1])};
+<p>{_e(l3["mode"])} ({_e(l3["convention"])}), {slices_text(indices[0], indices[-1])}{images};
 {_e(l3["method"])}{_e(confidence)}</p>{f"<ul>{flags}</ul>" if flags else ""}
 <img alt="Segmentation overlay" src="data:image/png;base64,{picture}">
 <h2>Body composition{" (mean over the slices)" if avg["n_slices"] > 1 else ""}</h2>

@@ -22,6 +22,7 @@ from sarcoscope.export.report import (
     quantity_text,
     slice_quality_text,
 )
+from sarcoscope.imaging.volume import image_text
 
 _A4 = (8.27, 11.69)  # inches
 _MARGIN = 0.07  # of the page width and height
@@ -120,7 +121,7 @@ def report_pdf(report: dict[str, Any], overlay_png: bytes) -> bytes:
 
         indices = l3["slice_indices"]
         pages.heading("Level")
-        pages.text(mode_text(indices).capitalize(), size=11, weight="bold")
+        pages.text(mode_text(indices, l3.get("image_numbers")).capitalize(), size=11, weight="bold")
         confidence = "" if l3["confidence"] is None else f", localization confidence {l3['confidence']:.2f}"
         pages.text(f"{l3['mode']} ({l3['convention']}); {l3['method']}{confidence}")
         for flag in l3["flags"]:
@@ -145,12 +146,12 @@ def report_pdf(report: dict[str, Any], overlay_png: bytes) -> bytes:
             pages.heading("Per slice")
             tissues = list(avg["tissues"])
             per = [
-                [str(s["slice_index"])]
+                [f"{s['slice_index']}{image_text([s.get('image_number')])}"]
                 + [number_text(s["composition"]["tissues"][t]["area_cm2"], 2) for t in tissues]
                 for s in report["slices"]
             ]
             heads = ["Slice"] + [f"{TISSUE_TITLES.get(t, t)} (cm²)" for t in tissues]
-            pages.table(heads, per, [0.1] + [0.2] * len(tissues))
+            pages.table(heads, per, [0.16] + [0.185] * len(tissues))  # "12 · image 138"
 
         pages.heading("Assessment")
         pages.text(

@@ -32,6 +32,33 @@ def slices_text(first: int, last: int) -> str:
     return f"slice {first}" if first == last else f"slices {first}–{last}"
 
 
+def image_numbers(volume: CTVolume) -> list[int] | None:
+    """Each slice's DICOM Instance Number, in array order: the "image 38" a PACS viewer shows for it, which
+    the slice index (from 0, counted from the feet) is not; None unless every slice has its own (a NIfTI
+    input, a series without Instance Numbers or with repeated ones)."""
+    if volume.instance_numbers is not None:
+        return list(volume.instance_numbers)
+    headers = volume.dicom_headers or []
+    numbers: list[int] = []
+    for ds in headers:
+        try:
+            numbers.append(int(ds.get("InstanceNumber")))
+        except (TypeError, ValueError):
+            return None
+    if len(numbers) != volume.n_slices or len(set(numbers)) != len(numbers):
+        return None
+    return numbers
+
+
+def image_text(numbers: Sequence[int | None] | None, lead: str = " · ") -> str:
+    """The image numbers (image_numbers) of the slices named beside, as the web app's imageText says them:
+    " · image 38" or " · images 35–42"; "" when they are not known (None, or a slice without one)."""
+    if not numbers or any(n is None for n in numbers):
+        return ""
+    lo, hi = min(numbers), max(numbers)  # type: ignore[type-var]
+    return f"{lead}image {lo}" if lo == hi else f"{lead}images {lo}–{hi}"
+
+
 def check_hounsfield(hu: np.ndarray, what: str, warnings: list[str]) -> None:
     """Refuse values that are not Hounsfield units: a CT holds air (about -1000 HU) around the body, in the
     lungs or the bowel, or as the scanner's padding. A normalised (0-1) image, a mask or a wrong rescale has
@@ -114,6 +141,9 @@ class CTVolume:
     #: For NIfTI input: the file's voxel axes as nibabel axis codes (("R", "A", "S") for TotalSegmentator's
     #: files), so that a label map written on its grid keeps the file's voxel order, not this volume's.
     source_axes: tuple[str, str, str] | None = None
+    #: Each slice's DICOM Instance Number in array order, when known without `dicom_headers` (the web app's
+    #: cache keeps them): see `image_numbers`, which reads them from the headers otherwise.
+    instance_numbers: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.source_axes is not None:

@@ -26,6 +26,7 @@ import numpy as np
 from sarcoscope import __version__
 from sarcoscope.conventions import DEFAULT_HU_RANGES, L3_MID, L3_RANGE
 from sarcoscope.errors import frames_of
+from sarcoscope.imaging.volume import image_numbers
 from sarcoscope.level.selection import L3Selection
 from sarcoscope.results import AnalysisResult
 from sarcoscope.segmentation.quality import QualityAssessment, image_warnings, score_text
@@ -292,16 +293,19 @@ class AnalysisCache:
                 return self._items[key]
         stack = self.store.load_labels(study.id, row.version)
         result = build_result(study, row, stack.labels, self.volumes.get(study))
+        numbers = image_numbers(result.volume)
+        shown = None if numbers is None else [numbers[i] for i in row.indices]
         payload = {
             "version": row.version,
             "indices": list(row.indices),
             "average": result.average.as_dict(),
             "per_slice": [
-                {"index": i, **c.as_dict()} for i, c in zip(row.indices, result.slices, strict=True)
+                {"index": i, "image_number": None if shown is None else shown[k], **c.as_dict()}
+                for k, (i, c) in enumerate(zip(row.indices, result.slices, strict=True))
             ],
             "assessment": result.assessment.as_dict(),
             "warnings": result.warnings,
-            "mode": mode_text(list(row.indices)),
+            "mode": mode_text(list(row.indices), shown),
             "levels": {str(i): level_of(study.localization, i) for i in row.indices},
             "engine": result.engine,
             "model_id": result.model_id,

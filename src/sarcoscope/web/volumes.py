@@ -24,7 +24,7 @@ import numpy as np
 
 from sarcoscope.errors import InputError, OutputError, SarcoscopeError
 from sarcoscope.fileio import write_gzip
-from sarcoscope.imaging.volume import CTMetadata, CTVolume
+from sarcoscope.imaging.volume import CTMetadata, CTVolume, image_numbers
 from sarcoscope.store import ConflictError, StorageError, Store, Study, is_dicom_uid, new_study_id
 from sarcoscope.store.files import atomic_private_file, make_private, private_dir, sync_dir, sync_tree
 from sarcoscope.store.studies import series_stored_already
@@ -397,28 +397,13 @@ def _write_cache(store: Store, study_id: str, volume: CTVolume, sop_uids: list[s
         if volume.slice_positions is None
         else np.asarray(volume.slice_positions).tolist(),
         "sop_uids": sop_uids,
-        "image_numbers": _image_numbers(volume),
+        "image_numbers": image_numbers(volume),
         "warnings": list(volume.warnings),
         "stored_flip": list(volume.stored_flip),
         "source_axes": None if volume.source_axes is None else list(volume.source_axes),
     }
     with atomic_private_file(folder / VOLUME_INFO) as f:
         f.write(json.dumps(geometry).encode())
-
-
-def _image_numbers(volume: CTVolume) -> list[int] | None:
-    """Each slice's DICOM Instance Number, in array order: the "image 38" a PACS viewer shows for it, which
-    the slice index (from 0, counted from the feet) is not; None unless every slice has its own."""
-    headers = volume.dicom_headers or []
-    numbers: list[int] = []
-    for ds in headers:
-        try:
-            numbers.append(int(ds.get("InstanceNumber")))
-        except (TypeError, ValueError):
-            return None
-    if len(numbers) != volume.n_slices or len(set(numbers)) != len(numbers):
-        return None
-    return numbers
 
 
 class VolumeCache:
@@ -459,6 +444,7 @@ class VolumeCache:
         except (OSError, ValueError) as exc:
             raise InputError(f"The stored images of study {study.id} cannot be read: {exc}") from exc
         positions = info.get("slice_positions")
+        numbers = info.get("image_numbers")
         return CTVolume(
             hu=hu,
             spacing=tuple(info["spacing"]),  # type: ignore[arg-type]
@@ -471,13 +457,15 @@ class VolumeCache:
             warnings=[_without_stored_upload_path(w, self.store) for w in info.get("warnings", [])],
             stored_flip=tuple(bool(f) for f in info.get("stored_flip", (False, False))),  # type: ignore[arg-type]
             source_axes=tuple(info["source_axes"]) if info.get("source_axes") else None,  # type: ignore[arg-type]
+            # the exports name the slices by them too; a study stored before they were kept has none
+            instance_numbers=numbers if isinstance(numbers, list) else None,
         )
 
     def shown(self, study: Study) -> tuple[np.ndarray | None, list[int] | None]:
         """What an answer showing the study says of its volume, from the cache's geometry read once (its HU
         are not loaded for it): its voxel axes (columns: LPS unit vectors of x, y, z) and its slices' DICOM
-        Instance Numbers (_image_numbers; None for a NIfTI study or one stored before they were kept); None
-        for what cannot be read (its files being deleted)."""
+        Instance Numbers (imaging.volume.image_numbers; None for a NIfTI study or one stored before they were
+        kept); None for what cannot be read (its files being deleted)."""
         try:
             info = self._info(study)
         except (OSError, ValueError):
@@ -526,6 +514,7 @@ class VolumeCache:
             dicom_headers=headers,
             warnings=list(base.warnings),
             stored_flip=base.stored_flip,
+            instance_numbers=base.instance_numbers,
         )
 
 

@@ -3,7 +3,7 @@
 // and routes between the views; api.js: the API client and messages; state.js: shared state; session.js:
 // sign-in; studies.js: list and upload; series.js: the series of an upload; l3view.js: L3 selection;
 // labeling.js: the label editor; brush.js: its painting tools; versions.js and analysis.js: the side panel;
-// viewport.js: zoom and pan.
+// viewport.js: zoom and pan; readout.js: the pixel, HU and label under the pointer.
 import {$, getJSON, message, setUnauthorizedHandler, toast} from "./api.js";
 import {applySelection, bindL3, resetL3View, showL3} from "./l3view.js";
 import {bindEditor, resetEditorView, showLabeling} from "./labeling.js";

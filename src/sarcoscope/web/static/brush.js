@@ -47,17 +47,26 @@ export function fillRegion(labels, nx, ny, x, y, value, allows) {
   return filled;
 }
 
+const asked = new Map(); // "study/kind/z" -> the request on its way: one per slice, however often it is asked
+
 /** Slice z's HU (`kind` "hu": GET .../hu/z, int16) or body ("body": GET .../body/z, uint8, 1 inside: fill
- * stays in it), kept while its study is open (not for another opened meanwhile). */
+ * stays in it), kept while its study is open (not for another opened meanwhile). Asked again before the
+ * answer came (the pointer's readout asks at every move), the same request is awaited. */
 export async function sliceData(kind, z) {
   const id = state.study.id;
-  if (!state[kind].has(z)) {
-    const response = await api(`/api/studies/${id}/${kind}/${z}`);
-    const data = new (kind === "hu" ? Int16Array : Uint8Array)(await response.arrayBuffer());
-    if (!stillOpen(id)) return data;
-    state[kind].set(z, data);
+  if (state[kind].has(z)) return state[kind].get(z);
+  const key = `${id}/${kind}/${z}`;
+  if (!asked.has(key)) {
+    const request = (async () => {
+      const response = await api(`/api/studies/${id}/${kind}/${z}`);
+      const data = new (kind === "hu" ? Int16Array : Uint8Array)(await response.arrayBuffer());
+      if (stillOpen(id)) state[kind].set(z, data);
+      return data;
+    })();
+    asked.set(key, request);
+    request.then(() => asked.delete(key), () => asked.delete(key)); // failed: asked again next time
   }
-  return state[kind].get(z);
+  return asked.get(key);
 }
 
 /** True when pixel i of a slice whose HU are `hu` is in the HU range of tissue `label` (no HU: any). */

@@ -6,6 +6,7 @@ import {
   WheelSlices, canvasPoint, image, imageText, obliqueNote, reconStretch, showOrientation, shownPlane, slicePosition,
   state, stillOpen, stretchNote, tag,
 } from "./state.js";
+import {PointerReadout} from "./readout.js";
 import {Viewport} from "./viewport.js";
 
 const LINE_GRAB_PX = 7; // as on NiiVue (mpr.js): a press this close to a line (CSS px) drags it
@@ -49,10 +50,14 @@ export class PNGView {
     this.hooks = hooks;
     this.said = new Map(); // canvas -> the message that its image could not be loaded, cleared once it is
     this.axialView = new Viewport($("axial-box"), $("axial-canvas"), () => this.drawAxial());
+    this.pointed = new PointerReadout($("l3-cursor")); // the pixel and HU under the pointer, as on NiiVue
     this.bind();
   }
 
-  reset(redraw = true) { this.axialView.reset(redraw); }
+  reset(redraw = true) {
+    this.axialView.reset(redraw);
+    this.pointed.clear();
+  }
 
   draw() {
     showOrientation($("axial-box"), "axial");
@@ -86,6 +91,7 @@ export class PNGView {
     ctx.moveTo(0, state.crossY + 0.5); ctx.lineTo(s.cols, state.crossY + 0.5);
     ctx.moveTo(state.crossX + 0.5, 0); ctx.lineTo(state.crossX + 0.5, s.rows);
     ctx.stroke();
+    this.pointed.refresh(z); // another slice under the pointer
     for (const dz of [1, -1, 2, -2]) {
       const n = z + dz;
       if (n >= 0 && n < s.n_slices) image("axial", n); // prefetch neighbours
@@ -220,6 +226,10 @@ export class PNGView {
       const [x, y] = canvasPoint(e.currentTarget, e).map(Math.floor);
       this.hooks.crosshair(x, y, state.axialZ);
     });
+    $("axial-canvas").addEventListener("pointermove", (e) => {
+      this.pointed.point(...canvasPoint(e.currentTarget, e), state.axialZ);
+    });
+    $("axial-canvas").addEventListener("pointerleave", () => this.pointed.clear());
     for (const plane of ["coronal", "sagittal"]) {
       const canvas = $(`${plane}-canvas`);
       let dragging = null;

@@ -5,6 +5,7 @@ import {$, api, download, getJSON, message, sendJSON, toast, unsay} from "./api.
 import {replacingLabels, showLabeling} from "./labeling.js";
 import {MPRView, SOFTWARE_MAX_VOXELS, webgl2Renderer} from "./mpr.js";
 import {PNGView} from "./l3png.js";
+import {pointerText} from "./readout.js";
 import {showSeries} from "./series.js";
 import {denied} from "./session.js";
 import {imageText, ownsKeys, showPressed, slicePosition, slicesText, state, stillOpen, stillShown} from "./state.js";
@@ -80,7 +81,7 @@ const hooks = {
   },
   key: lineKeys,
   cursor(x, y, z, hu) {
-    $("l3-cursor").textContent = x === null ? "" : `x ${x} · y ${y} · slice ${z}: ${Math.round(hu)} HU`;
+    $("l3-cursor").textContent = x === null ? "" : pointerText(x, y, z, hu);
   },
 };
 
@@ -93,16 +94,24 @@ function showWindowChoice() {
   $("l3-preset").value = custom ? "custom" : state.preset;
 }
 
-/** The lines to draw: one "L3" line (Slice) or the inferior and superior lines (Range). */
+/** The lines to draw: one "L3" line (Slice) or the inferior and superior lines (Range), each labelled with
+ * its slice and image number ("L3 · 77 · image 56"; `short`: without it, where that has no room). */
 function lines() {
   const [a, b] = state.lines;
-  if (state.mode === "slice") return [{z: a, label: `L3 · ${a}`, color: "#ffd23f", active: true}];
-  return state.lines.map((z, i) => ({
-    z, // the lower slice index is the inferior line (slice indices grow from feet to head)
-    label: `${z < state.lines[1 - i] || (z === state.lines[1 - i] && i === 0) ? "inferior" : "superior"} · ${z}`,
-    color: i === 0 ? "#ffd23f" : "#3fe0ff",
-    active: i === state.activeLine,
-  }));
+  const image = (z) => imageText(state.study, [z]);
+  if (state.mode === "slice") {
+    return [{z: a, label: `L3 · ${a}${image(a)}`, short: `L3 · ${a}`, color: "#ffd23f", active: true}];
+  }
+  return state.lines.map((z, i) => {
+    const name = z < state.lines[1 - i] || (z === state.lines[1 - i] && i === 0) ? "inferior" : "superior";
+    return {
+      z, // the lower slice index is the inferior line (slice indices grow from feet to head)
+      label: `${name} · ${z}${image(z)}`,
+      short: `${name} · ${z}`,
+      color: i === 0 ? "#ffd23f" : "#3fe0ff",
+      active: i === state.activeLine,
+    };
+  });
 }
 
 /** The other L3 the localizer found likely when its count is uncertain: a dashed mark, never dragged. */
@@ -111,7 +120,8 @@ function marks() {
   if (candidates.length < 2) return [];
   const other = candidates[1];
   const z = other.l3_mid;
-  return [{z, label: `other L3? p=${other.probability.toFixed(2)} · ${z}`, color: "#ff8c1a"}];
+  const label = `other L3? p=${other.probability.toFixed(2)} · ${z}`;
+  return [{z, label: label + imageText(state.study, [z]), short: label, color: "#ff8c1a"}];
 }
 
 /** Why study `s` is not shown on NiiVue when this browser has WebGL2: a software renderer (no GPU) and more
@@ -165,7 +175,6 @@ async function ensureView(s) {
   $("mpr").hidden = !mpr;
   $("l3-grid").hidden = mpr;
   $("l3-window").hidden = !mpr;
-  $("l3-cursor").hidden = !mpr;
   // the box says what is shown; greyed when that is not the user's choice to make (no WebGL2, ?png, a
   // software renderer and a long series: the hint says why)
   const box = $("server-images");

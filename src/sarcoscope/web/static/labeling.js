@@ -3,6 +3,7 @@
 import {$, api, message, toast, unsay} from "./api.js";
 import {fillRegion, huAllows, paintDisc, sliceData} from "./brush.js";
 import {drawOutline} from "./outline.js";
+import {PointerReadout} from "./readout.js";
 import {denied} from "./session.js";
 import {
   WheelSlices, canvasPoint, image, imageText, ownsKeys, showOrientation, showPressed, slicesText, state, stillOpen,
@@ -12,6 +13,7 @@ import {clearSide, patientUnapplied, refreshSide, restoreViewed, savePatient} fr
 
 
 let editView = null; // Viewport of the label editor
+let pointed = null; // PointerReadout of the label editor: the pixel, HU and label under the pointer
 const editWheel = new WheelSlices(); // its wheel's slices
 let readOnly = ""; // the message that the version shown is read-only, cleared when another one is shown
 let nothingFilled = ""; // the message that a fill found nothing to fill, cleared by one that fills
@@ -59,6 +61,7 @@ export function resetEditorView() {
   for (const id of ["edit-base", "edit-overlay"]) $(id).getContext("2d").clearRect(0, 0, $(id).width, $(id).height);
   $("slice-text").textContent = "";
   $("readonly-banner").hidden = true;
+  pointed.clear();
 }
 
 export async function showLabeling() {
@@ -212,6 +215,12 @@ function drawOverlay() {
     }
   }
   ctx.putImageData(out, 0, 0);
+  pointed.refresh(state.indices[state.current]); // the label (or the slice) under the pointer changed
+}
+
+/** The label at pixel (x, y) of the slice shown, when its labels are drawn (else null: none is shown). */
+function labelAt(x, y) {
+  return drawn === currentSlice() ? sliceView()[y * state.shape[2] + x] : null;
 }
 
 /** True while the labels being edited are those of slice `slice` of study `id` (what a slow answer was
@@ -374,8 +383,10 @@ export function bindEditor() {
       drawOverlay();
     });
   });
+  pointed = new PointerReadout($("edit-readout"), labelAt);
   cursor.addEventListener("pointermove", (e) => {
     drawOutline(e);
+    if (state.labels) pointed.point(...editorPoint(e), state.indices[state.current]);
     if (!stroke) return;
     // the button is up, its release lost (let go over another window): the stroke ended there
     if (!(e.buttons & 1)) { stroke = null; return; }
@@ -399,7 +410,10 @@ export function bindEditor() {
   cursor.addEventListener("pointerup", stop);
   cursor.addEventListener("pointercancel", stop);
   cursor.addEventListener("lostpointercapture", stop);
-  cursor.addEventListener("pointerleave", () => drawOutline(null));
+  cursor.addEventListener("pointerleave", () => {
+    drawOutline(null);
+    pointed.clear();
+  });
   editView = new Viewport($("editor-box"), $("editor-stack"), () => {
     if (state.shape) {
       editView.layout(state.shape[2] * state.study.spacing[2], state.shape[1] * state.study.spacing[1]);

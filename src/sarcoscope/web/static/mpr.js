@@ -433,7 +433,7 @@ export class MPRView {
       ctx.clip();
       this.drawCrosshair(ctx, s, l, t, tw, th);
       if (!above) write(t + 10);
-      const letters = drawLetters(ctx, LETTERS[s.axCorSag], l, t, tw, th); // the labels keep clear of them
+      const {sides: letters, ends} = drawLetters(ctx, LETTERS[s.axCorSag], l, t, tw, th); // labels keep clear
       if (s.axCorSag !== SLICE_TYPE.AXIAL) {
         if (s.axCorSag === SLICE_TYPE.SAGITTAL) this.drawVertebrae(ctx, tile, l, tw, letters);
         const [x0, x1] = this.imageSpan(tile, l, t, tw, th); // the lines cross the image, not the black beside it
@@ -449,7 +449,7 @@ export class MPRView {
           ctx.lineTo(x1, yy);
           ctx.stroke();
           ctx.setLineDash([]);
-          tag(ctx, line.label, x0 + 4, yy - 9, line.color, "left", letters);
+          tag(ctx, [line.label, line.short ?? line.label], x0 + 4, yy - 9, line.color, "left", letters, ends);
         }
       }
       ctx.restore();
@@ -501,7 +501,9 @@ export class MPRView {
 
 /** Orientation letters [left, right, top, bottom] at the middle of each edge of a tile (left, top, width,
  * height; CSS px), as NiiVue places its own, in white on a dark outline: readable on air, tissue and bone alike.
- * Returns the left and right letters' boxes (tag's), beside which the lines' and vertebrae's labels stand. */
+ * Returns the boxes (tag's) of the left and right letters (`sides`), beside which the lines' and vertebrae's
+ * labels stand, and of the top and bottom ones (`ends`), which a line's label leaves clear in its short form
+ * (a short series' band is narrow: "L3 · 6 · image 7" reached its top letter). */
 function drawLetters(ctx, [left, right, top, bottom], l, t, w, h) {
   ctx.save();
   ctx.font = "12px system-ui, sans-serif";
@@ -519,13 +521,19 @@ function drawLetters(ctx, [left, right, top, bottom], l, t, w, h) {
   put(right, l + w - 4, t + h / 2, "right", "middle");
   put(top, l + w / 2, t + 3, "center", "top");
   put(bottom, l + w / 2, t + h - 3, "center", "bottom");
-  const [lw, rw] = [left, right].map((text) => ctx.measureText(text).width);
+  const [lw, rw, tw, bw] = [left, right, top, bottom].map((text) => ctx.measureText(text).width);
   ctx.restore();
-  const mid = t + h / 2;
-  return [
-    {left: l + 2, top: mid - 8, right: l + 6 + lw, bottom: mid + 8},
-    {left: l + w - 6 - rw, top: mid - 8, right: l + w - 2, bottom: mid + 8},
-  ];
+  const [mid, centre] = [t + h / 2, l + w / 2];
+  return {
+    sides: [
+      {left: l + 2, top: mid - 8, right: l + 6 + lw, bottom: mid + 8},
+      {left: l + w - 6 - rw, top: mid - 8, right: l + w - 2, bottom: mid + 8},
+    ],
+    ends: [
+      {left: centre - tw / 2 - 2, top: t + 1, right: centre + tw / 2 + 2, bottom: t + 17},
+      {left: centre - bw / 2 - 2, top: t + h - 17, right: centre + bw / 2 + 2, bottom: t + h - 1},
+    ],
+  };
 }
 
 /** The bytes of the volume at `url`, read here rather than by NiiVue so that its progress can be shown (a

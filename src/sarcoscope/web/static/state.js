@@ -186,19 +186,23 @@ export function showOrientation(box, plane) {
 /** A label on a dark backing box (readable over bone, small enough not to hide anatomy); returns that box
  * ({left, top, right, bottom}, in ctx's units), which notes over the canvas keep clear of (l3png.js). It is
  * moved sideways clear of the boxes `kept` (the orientation letters at the image's edges): a vertebra's name
- * or a line's label at mid-height covered the letter there ("L4" over the sagittal's "P"). */
-export function tag(ctx, text, x, y, color, align, kept = []) {
-  const w = ctx.measureText(text).width + 6;
-  let x0 = align === "right" ? x - w : x;
-  for (const k of kept) {
-    if (y - 7 < k.bottom && k.top < y + 7 && x0 < k.right && k.left < x0 + w) {
-      x0 = align === "right" ? k.left - 2 - w : k.right + 2;
-    }
+ * or a line's label at mid-height covered the letter there ("L4" over the sagittal's "P"). `text` may be its
+ * wordings, longest first: the first whose box covers none of the boxes `avoid` is drawn (else the last), so
+ * that "L3 · 6 · image 7" on a narrow band is "L3 · 6" where it would cover the top letter. */
+export function tag(ctx, text, x, y, color, align, kept = [], avoid = []) {
+  const hits = (k, x0, w) => y - 7 < k.bottom && k.top < y + 7 && x0 < k.right && k.left < x0 + w;
+  const wordings = Array.isArray(text) ? text : [text];
+  let shown, x0, w;
+  for (shown of wordings) {
+    w = ctx.measureText(shown).width + 6;
+    x0 = align === "right" ? x - w : x;
+    for (const k of kept) if (hits(k, x0, w)) x0 = align === "right" ? k.left - 2 - w : k.right + 2;
+    if (!avoid.some((k) => hits(k, x0, w))) break;
   }
   ctx.fillStyle = "rgba(0,0,0,0.55)";
   ctx.fillRect(x0, y - 7, w, 14);
   ctx.fillStyle = color;
   ctx.textAlign = "left";
-  ctx.fillText(text, x0 + 3, y);
+  ctx.fillText(shown, x0 + 3, y);
   return {left: x0, top: y - 7, right: x0 + w, bottom: y + 7};
 }

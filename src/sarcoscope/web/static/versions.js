@@ -3,7 +3,7 @@
 import {$, api, escapeHtml, getJSON, message, oneAtATime, sendJSON} from "./api.js";
 import {renderAnalysis} from "./analysis.js";
 import {discardEdits, drawEditor, loadLabels, replacingLabels, sayMade, showLabeling} from "./labeling.js";
-import {localTime, slicesText, state, stillOpen} from "./state.js";
+import {imageText, localTime, slicesText, state, stillOpen} from "./state.js";
 
 export async function restoreViewed() {
   const id = state.study.id;
@@ -143,8 +143,9 @@ function noteMovedLines() {
   const moved = lines.length > 0 && labelled.length > 0 &&
     (lines.length !== labelled.length || lines.some((z, k) => z !== labelled[k]));
   $("lines-moved").hidden = !moved;
-  $("lines-moved").textContent = moved ? `These labels and numbers are of ${slicesText(labelled)}; the L3 ` +
-    `lines are on ${slicesText(lines)} now: “Segment selected” on the L3 tab measures those.` : "";
+  const named = (zs) => slicesText(zs) + imageText(state.study, zs);
+  $("lines-moved").textContent = moved ? `These labels and numbers are of ${named(labelled)}; the L3 ` +
+    `lines are on ${named(lines)} now: “Segment selected” on the L3 tab measures those.` : "";
 }
 
 /** Blank the side panel, `note` in the analysis' place: nothing of the study open before (its numbers,
@@ -186,7 +187,7 @@ export async function refreshSide() {
     li.value = v.version;
     li.classList.toggle("current", v.version === shown);
     const when = localTime(v.created_at);
-    li.textContent = `v${v.version} · ${slicesText(v.indices)} · ${v.source}${v.engine && v.source === "segment" ? ` (${v.model_id || v.engine})` : ""} · ` +
+    li.textContent = `v${v.version} · ${slicesText(v.indices)}${imageText(s, v.indices)} · ${v.source}${v.engine && v.source === "segment" ? ` (${v.model_id || v.engine})` : ""} · ` +
       `${v.author} · ${when} `;
     li.title = v.note || "";
     if (v.version !== shown) {
