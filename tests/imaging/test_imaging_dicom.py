@@ -493,3 +493,20 @@ def test_image_numbers_are_each_slices_instance_number_or_none(tmp_path: Path) -
     assert image_text([None]) == image_text(None) == ""
     _edit(sorted(out.iterdir())[0], lambda ds: setattr(ds, "InstanceNumber", 2))
     assert image_numbers(read_ct(out)) is None
+
+
+def test_a_volume_refuses_instance_numbers_that_do_not_name_each_slice_once(tmp_path: Path) -> None:
+    """A volume's `instance_numbers` (the web app's cache gives them) name every slice, each its own: a
+    wrong list would put another slice's "image 7" in the reports."""
+    import dataclasses
+
+    from sarcoscope.imaging.volume import image_numbers
+
+    hu = np.full((3, 16, 16), -1000, np.int16)
+    hu[:, 4:12, 4:12] = 40
+    write_dicom_series(hu, (3.0, 1.0, 1.0), tmp_path / "ct")
+    volume = read_ct(tmp_path / "ct")
+    assert image_numbers(dataclasses.replace(volume, instance_numbers=[3, 2, 1])) == [3, 2, 1]
+    for wrong in ([1, 2], [1, 1, 2]):
+        with pytest.raises(ValueError, match="each of the 3 slices its own number"):
+            dataclasses.replace(volume, instance_numbers=wrong)

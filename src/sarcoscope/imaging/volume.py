@@ -152,6 +152,12 @@ class CTVolume:
                 raise ValueError(
                     f"source_axes must name L/R, P/A and I/S once each, not {self.source_axes!r}"
                 )
+        numbers = self.instance_numbers
+        if numbers is not None and (len(numbers) != self.n_slices or len(set(numbers)) != len(numbers)):
+            raise ValueError(
+                f"instance_numbers must give each of the {self.n_slices} slices its own number, "
+                f"not {len(numbers)} numbers ({len(set(numbers))} different)"
+            )
 
     @property
     def shape(self) -> tuple[int, int, int]:
