@@ -25,7 +25,7 @@ from sarcoscope.level.selection import L3Selection
 #: followed with the column also cut a working pixel either side of the body's measured side; v18: the
 #: table's flat top is no iliac wing, and an uncertain count whose L3 lies out of view names the L3 in view
 #: of the other count).
-METHOD = "disc-count-v18"
+METHOD = "disc-count-v19"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
