@@ -93,10 +93,12 @@ def test_the_tables_flat_top_behind_a_thin_patient_is_no_iliac_wing() -> None:
 def test_eleven_rib_pairs_without_the_sacrum_are_no_longer_counted_with_confidence() -> None:
     # T11 is taken for T12 (no count can tell); the landmarks below the scan put its lowest slice at L4 or
     # higher, which the count's labelling (lowest slice mid-"L5") makes unlikely: still wrong, but the
-    # confidence is no longer 0.88, and the landmarks are reported
+    # confidence is no longer 0.88 (0.52; 0.499 with `low_confidence` before the process profile's bias
+    # toward namings with fewer lumbar vertebrae in view was removed, disc-count-v19), flagged, and the
+    # landmarks are reported
     pv = _phantom(36, "11-ribs", "no-sacrum")
     loc = locate_l3(pv.to_ctvolume())
-    assert loc.confidence < 0.6 and loc.has_flag("low_confidence")
+    assert loc.confidence < 0.6 and loc.has_flag("counting_uncertain")
     assert [(m["name"], m["below_view"], m["weighed"]) for m in loc.landmarks] == [
         ("aortic_bifurcation", True, True),
         ("iliac_crest", True, True),

@@ -51,6 +51,16 @@ def test_tp_profile_prefers_l3_longest() -> None:
     assert tp_profile({4: 20.0, 5: 10.0}, 7) == 0.0  # fewer than three lengths: no evidence
 
 
+def test_lengths_that_fit_their_vertebrae_favour_the_naming_that_scores_them() -> None:
+    # relative lengths exactly as expected for L5..L1 on segments 2..6 (T12 is segment 7): that naming must
+    # beat every naming that scores fewer of them, e.g. with T12 out of view below the column (all sacral or
+    # unnamed), which the profile's exponent alone (0 for both) could not tell apart
+    fit = {2: 28.5, 3: 27.0, 4: 30.0, 5: 24.0, 6: 16.5}
+    assert all(tp_profile(fit, 7) > tp_profile(fit, t) for t in range(-3, 17) if t != 7)
+    # with no other evidence, the lengths alone name the column
+    assert label_column(8, sacrum_disc=None, last_rib=None, tp_mm=fit).best == 7
+
+
 def test_pooling_agreeing_readings_changes_nothing() -> None:
     lab = label_column(8, sacrum_disc=1, last_rib=7, tp_mm=TP)
     same = pooled(lab, label_column(8, 1, 7, TP), lambda t: t, share=0.5)

@@ -8,7 +8,8 @@ ribs or the sacrum do). Each piece of evidence gives a likelihood over that one 
   one fewer with a sacralised L5 (transitional anatomy in ~5-10 % of people, each way);
 - the last rib-bearing vertebra: T12 normally, L1 with 13 rib pairs or a lumbar "rib" wrongly found,
   T11's segment with 11 pairs or a missed lowest pair;
-- the lengths of the lumbar transverse processes: L3's are the longest, L1's short (`tp_profile`);
+- the lengths of the lumbar transverse processes: L3's are the longest, L1's short (`tp_profile`, a
+  likelihood ratio against lengths that say nothing, so a naming gains nothing by leaving one unscored);
 - landmarks beside the column (`level.cues`: the aortic bifurcation, the top of the iliac crests), each at
   a level that published anatomy gives as a distribution over the lumbar vertebrae (`LANDMARK_LEVELS`),
   weak evidence (`landmark_loglik`) that needs neither the sacrum nor the ribs.
@@ -100,18 +101,23 @@ def name_of(segment: int, t12: int) -> str | None:
 
 
 def tp_profile(tp_mm: dict[int, float], t12: int) -> float:
-    """Log-likelihood of the transverse-process lengths (per rib-free segment, mm) if `t12` is T12's
-    segment: each length relative to the longest, against the expected relative length of the vertebra
-    it would be. Segments that would be sacral, thoracic above T12, or were not measured add nothing."""
+    """Log-likelihood ratio of the transverse-process lengths (per rib-free segment, mm) if `t12` is T12's
+    segment: each length relative to the longest, its density under the vertebra it would be (normal about
+    TP_RELATIVE) over its density under no information (uniform on (0, 1], where a relative length lies).
+    A segment that would be sacral, thoracic above T12 or outside T1..S1 has no profile: the same density
+    both ways, ratio 1. Every length is weighed under every naming, so a naming is not rewarded for
+    leaving lengths unscored (T12 put out of view), as it was by the normal's exponent alone, whose
+    missing normalisation made each scored length a penalty."""
     seen = {s: v for s, v in tp_mm.items() if v >= TP_MIN_MM}
     if len(seen) < 3:
         return 0.0
     longest = max(seen.values())
+    log_norm = math.log(TP_SD * math.sqrt(2 * math.pi))  # the normal's; the uniform's density is 1
     ll = 0.0
     for s, v in seen.items():
         name = name_of(s, t12)
         if name in TP_RELATIVE:
-            ll -= 0.5 * ((v / longest - TP_RELATIVE[name]) / TP_SD) ** 2
+            ll += -0.5 * ((v / longest - TP_RELATIVE[name]) / TP_SD) ** 2 - log_norm
     return TP_WEIGHT * ll
 
 

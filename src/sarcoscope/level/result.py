@@ -24,8 +24,9 @@ from sarcoscope.level.selection import L3Selection
 #: bone reaches up to L5/S1, and a chain that missed that disc gets it at the sacrum's top; v17: a rib is
 #: followed with the column also cut a working pixel either side of the body's measured side; v18: the
 #: table's flat top is no iliac wing, and an uncertain count whose L3 lies out of view names the L3 in view
-#: of the other count).
-METHOD = "disc-count-v18"
+#: of the other count; v19: the transverse-process profile is a likelihood ratio, so a naming gains nothing
+#: by leaving lengths unscored).
+METHOD = "disc-count-v19"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
