@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from test_api import delete_study, get_labels, segmented, upload
 from typer.testing import CliRunner
-from web_synth import multipart, write_exam, zip_bytes
+from web_synth import multipart, write_exam_of_two_studies, zip_bytes
 
 from sarcoscope.cli import app as cli
 from sarcoscope.store import ConflictError, NotFoundError, Store, trash
@@ -1633,14 +1633,8 @@ def _sibling_deleted(client: TestClient, tmp_path: Path) -> tuple[str, str, str]
     """An exam uploaded (its portal-venous series opened as study B), its arterial series opened from it as
     study A (of another StudyUID, whose ct lock never waits for B's), and A deleted while B held the upload:
     A's deletion is kept without the upload's files. Returns A, B and the upload's id."""
-    import pydicom
-
     folder = tmp_path / "exam"
-    files = write_exam(folder)
-    for path in files["Abdomen ART 6.0"]:
-        ds = pydicom.dcmread(path)
-        ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.4711"
-        ds.save_as(path)
+    files = write_exam_of_two_studies(folder)
     every = [f for paths in files.values() for f in paths]
     r = client.post(
         "/api/studies", files=[("files", ("exam.zip", zip_bytes(every, folder), "application/zip"))]

@@ -18,7 +18,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from test_api import delete_study
-from web_synth import multipart, synthetic_hu, write_exam, write_series, zip_bytes
+from web_synth import (
+    ARTERIAL_STUDY_UID,
+    multipart,
+    synthetic_hu,
+    write_exam,
+    write_exam_of_two_studies,
+    write_series,
+    zip_bytes,
+)
 
 from sarcoscope.imaging import CTMetadata, list_series, write_dicom_series
 from sarcoscope.web import create_app
@@ -153,14 +161,8 @@ def test_an_upload_whose_last_study_is_deleted_while_another_series_opens_keeps_
     the arterial series (here of the patient's other study in the export) was being opened from them: its
     study was added pointing at an upload gone (its other series lost, its Series list empty), and the
     opening answered 500 writing the upload's list."""
-    import pydicom
-
     folder = tmp_path / "exam"
-    files = write_exam(folder)
-    for path in files["Abdomen ART 6.0"]:
-        ds = pydicom.dcmread(path)
-        ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.4711"
-        ds.save_as(path)
+    files = write_exam_of_two_studies(folder)
     r = client.post(
         "/api/studies", files=[("files", ("exam.zip", zip_bytes(_all(files), folder), "application/zip"))]
     )
@@ -168,7 +170,7 @@ def test_an_upload_whose_last_study_is_deleted_while_another_series_opens_keeps_
     study = r.json()
     store = client.app.state.ctx.store
     pv_study = store.get_study(study["id"]).study_uid
-    assert store.ct_bucket(pv_study) != store.ct_bucket("1.2.826.0.1.3680043.8.498.4711")  # no wait there
+    assert store.ct_bucket(pv_study) != store.ct_bucket(ARTERIAL_STUDY_UID)  # no wait there
     (kept,) = (store.data_dir / "uploads").iterdir()
     add, adding = store.add_study, threading.Event()
 

@@ -93,6 +93,23 @@ def write_exam(out: Path, patient_id: str = "PAT-EXAM") -> dict[str, list[Path]]
     return files
 
 
+#: The StudyInstanceUID `write_exam_of_two_studies` gives the arterial series.
+ARTERIAL_STUDY_UID = "1.2.826.0.1.3680043.8.498.4711"
+
+
+def write_exam_of_two_studies(out: Path) -> dict[str, list[Path]]:
+    """`write_exam`, with its arterial series in another study (ARTERIAL_STUDY_UID) of the same patient, as
+    a PACS export of two exams holds it: its ct lock is another StudyUID's."""
+    import pydicom
+
+    files = write_exam(out)
+    for path in files["Abdomen ART 6.0"]:
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = ARTERIAL_STUDY_UID
+        ds.save_as(path)
+    return files
+
+
 def zip_bytes(files: list[Path], root: Path | None = None) -> bytes:
     """The files in a zip, under `series/`, or by their path below `root` (several series of one name)."""
     buf = io.BytesIO()
