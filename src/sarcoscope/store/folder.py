@@ -77,14 +77,22 @@ class DataFolderMixin(StudiesMixin):
     def _flocked(self, name: str) -> Iterator[None]:
         """An flock on the data folder's `locks/<name>`, which a `sarcoscope studies` command beside the
         server shares; let go when the process ends, even by a kill."""
-        path = private_dir(self.data_dir / "locks") / name
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        fd = self._lock_file(name)
         try:
-            os.fchmod(fd, PRIVATE_FILE_MODE)
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # lets go of the flock
+
+    def _lock_file(self, name: str) -> int:
+        """An open descriptor of the data folder's `locks/<name>` (made private) to flock."""
+        fd = os.open(private_dir(self.data_dir / "locks") / name, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def upload_dir(self, upload_id: str) -> Path:
         """Where the other series of an upload wait to be opened (see Study.upload_id)."""
@@ -223,9 +231,8 @@ class DataFolderMixin(StudiesMixin):
         if not thread_lock.acquire(blocking=False):
             return False
         held.callback(thread_lock.release)
-        fd = os.open(private_dir(self.data_dir / "locks") / name, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        fd = self._lock_file(name)
         held.callback(os.close, fd)
-        os.fchmod(fd, PRIVATE_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
