@@ -3,6 +3,7 @@ injected failures (phantoms) and of the real slices the shipped model gets wrong
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from sarcoscope.segmentation.quality import (
     COARSEST_OPINION,
     NETWORK_SIGNALS,
     NOISY_SLICE_HU,
+    QUALITY_VERSION,
     REVIEW_THRESHOLD,
     SIGNALS,
     QualityAssessment,
@@ -116,6 +118,37 @@ def test_the_worst_signal_sets_the_score_and_names_itself() -> None:
     assert block["signals_used"] == ["expected_muscle_dice", "engine_muscle_dice", "engine_muscle_area_diff"]
     assert QualityAssessment([SliceQuality({})]).score is None
     assert QualityAssessment([SliceQuality({"engine_muscle_dice": 0.95})]).warning([3]) is None
+
+
+def test_a_stored_assessment_reads_back_as_the_same_scores_and_refuses_another_versions() -> None:
+    """The web app stores a version's assessment (to_dict, as JSON): read back (from_dict) it is the same
+    assessment, unrounded signals and all; one of another QUALITY_VERSION or a malformed one is refused."""
+    assessment = QualityAssessment(
+        [
+            SliceQuality({"engine_muscle_dice": 0.8912345678901234, "engine_muscle_area_diff": 0.10008}),
+            SliceQuality({"engine_muscle_dice": 1.0, "engine_muscle_area_diff": 0.0}),
+        ],
+        unavailable={"expected_muscle_dice": "the 'threshold' engine has no network probabilities"},
+        second_opinion="sarcoscope-unet-v7",
+    )
+    stored = json.loads(json.dumps(assessment.to_dict()))
+    assert QualityAssessment.from_dict(stored) == assessment
+    assert QualityAssessment.from_dict(stored).as_dict([4, 5]) == assessment.as_dict([4, 5])
+    assert QualityAssessment.from_dict(QualityAssessment([]).to_dict()) == QualityAssessment([])
+    older = {**stored, "version": QUALITY_VERSION - 1}
+    with pytest.raises(ValueError, match=f"version {QUALITY_VERSION - 1} of the quality score"):
+        QualityAssessment.from_dict(older)
+    for bad in (
+        None,
+        {**stored, "extra": 1},
+        {**stored, "slices": [{"no_such_signal": 0.5}]},
+        {**stored, "slices": [{"engine_muscle_dice": "0.9"}]},
+        {**stored, "slices": [{"engine_muscle_dice": float("nan")}]},
+        {**stored, "unavailable": {"engine_muscle_dice": 3}},
+        {**stored, "second_opinion": 7},
+    ):
+        with pytest.raises(ValueError):
+            QualityAssessment.from_dict(bad)
 
 
 def test_a_score_near_the_threshold_is_printed_on_its_side_of_it() -> None:

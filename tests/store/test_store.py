@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 
 import sarcoscope.store.store as store_module
 from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, Store, Study, new_study_id
+from sarcoscope.store.labels import encode_labels
 from sarcoscope.store.models import Base, as_utc
 
 
@@ -61,12 +62,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def test_migrations_create_exactly_the_model_schema(store: Store) -> None:
-    assert store.schema_revision() == "0006"
+    assert store.schema_revision() == "0007"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
     store.migrate()  # idempotent
-    assert store.schema_revision() == "0006"
+    assert store.schema_revision() == "0007"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -87,14 +88,15 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
 
 def test_migrations_keep_the_data_and_downgrade(empty_database: Store) -> None:
     """0002 adds accounts, 0003 the upload a study came from, 0004 the users' roles, 0005 who changed the L3
-    selection and when, 0006 the audit events' view keys; a study and its labels stay through a downgrade to
-    0001 and the upgrade back (the model reads the current schema only, so the rows are made at the head)."""
+    selection and when, 0006 the audit events' view keys, 0007 the label versions' quality scores; a study
+    and its labels stay through a downgrade to 0001 and the upgrade back (the model reads the current schema
+    only, so the rows are made at the head)."""
     from alembic import command
     from alembic.config import Config
 
     store = empty_database
     store.migrate()
-    assert store.schema_revision() == "0006"
+    assert store.schema_revision() == "0007"
     study = store.add_study(_study(), actor="alice")
     labels = np.ones((1, 4, 5), np.uint8)
     store.save_version(study.id, base_version=None, labels=labels, indices=[2], author="a", source="segment")
@@ -103,7 +105,7 @@ def test_migrations_keep_the_data_and_downgrade(empty_database: Store) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(store_module.__file__).parent / "migrations"))
-    for revision in ("0005", "0004", "0003", "0002", "0001"):
+    for revision in ("0006", "0005", "0004", "0003", "0002", "0001"):
         with store.engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.downgrade(cfg, revision)
@@ -130,10 +132,81 @@ def test_accounts_made_before_roles_are_editors_after_the_upgrade(empty_database
             )
         )
     store.migrate()
-    assert store.schema_revision() == "0006"
+    assert store.schema_revision() == "0007"
     assert store.get_user("alice").role == "editor" and store.user_role("alice") == "editor"
     store.add_user("bob", "h", actor="cli")
     assert store.user_role("bob") == "editor"  # the default for new accounts too
+
+
+#: A quality score as QualityAssessment.to_dict stores it.
+QUALITY = {
+    "version": 2,
+    "slices": [{"engine_muscle_dice": 0.9123456789, "engine_muscle_area_diff": 0.0312}],
+    "unavailable": {"expected_muscle_dice": "no network", "mirror_muscle_dice": "no network"},
+    "second_opinion": "sarcoscope-unet-v7",
+}
+
+
+def test_a_database_with_label_versions_made_at_0006_stores_their_quality_scores_after_the_upgrade(
+    empty_database: Store,
+) -> None:
+    """0007 adds the label versions' quality score (issue 13: the web app kept it in one process's memory):
+    the versions saved before it have none, and a score is stored with one after the upgrade."""
+    store = empty_database
+    store.migrate("0006")
+    study = _study()
+    labels = np.arange(20, dtype=np.uint8).reshape(1, 4, 5) % 5
+    data, digest = encode_labels(labels)
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO studies (id, study_uid, series_uid, source_kind, n_slices, rows, cols, spacing, "
+                "upload_bytes, status, created_at, created_by, selection_version) VALUES (:id, '1.2.3', "
+                "'1.2.3.4', 'dicom', 10, 4, 5, '[2.0, 0.8, 0.8]', 1234, 'segmented', CURRENT_TIMESTAMP, "
+                "'alice', 0)"
+            ),
+            {"id": study.id},
+        )
+        for version, source in ((1, "segment"), (2, "edit")):
+            connection.execute(
+                text(
+                    "INSERT INTO label_versions (study_id, version, created_at, author, source, indices, "
+                    "shape, data, sha256) VALUES (:id, :version, CURRENT_TIMESTAMP, 'alice', :source, '[2]', "
+                    "'[1, 4, 5]', :data, :sha)"
+                ),
+                {"id": study.id, "version": version, "source": source, "data": data, "sha": digest},
+            )
+    store.migrate()
+    assert store.schema_revision() == "0007"
+    assert [(v.version, v.quality) for v in store.list_versions(study.id)] == [(2, None), (1, None)]
+    np.testing.assert_array_equal(store.load_labels(study.id, 1).labels, labels)
+    assert store.keep_quality(study.id, 1, digest, QUALITY)
+    assert store.get_version(study.id, 1).quality == QUALITY
+    assert store.get_version(study.id, 2).quality is None
+
+
+def test_a_quality_score_is_stored_once_on_the_segmented_version_it_rates(store: Store) -> None:
+    """Store.keep_quality, at the end of the web app's background score: only on the version scored, as it
+    was scored (its labels' digest), never on a later or hand-edited version, never over a stored score, and
+    not at all once the study is deleted."""
+    study = store.add_study(_study(), actor="alice")
+    labels = np.ones((1, 4, 5), np.uint8)
+    v1 = store.save_version(
+        study.id, base_version=None, labels=labels, indices=[2], author="a", source="segment"
+    )
+    v2 = store.save_version(
+        study.id, base_version=1, labels=labels * 2, indices=[2], author="b", source="edit"
+    )
+    assert not store.keep_quality(study.id, 1, v2.sha256, QUALITY)  # not the labels scored
+    assert not store.keep_quality(study.id, 2, v2.sha256, QUALITY)  # an edit: no engine's output
+    assert not store.keep_quality(study.id, 3, v1.sha256, QUALITY)  # no such version
+    assert [v.quality for v in store.list_versions(study.id)] == [None, None]
+    assert store.keep_quality(study.id, 1, v1.sha256, QUALITY)
+    other = {**QUALITY, "second_opinion": "another"}
+    assert not store.keep_quality(study.id, 1, v1.sha256, other)  # once
+    assert [v.quality for v in store.list_versions(study.id)] == [None, QUALITY]
+    store.delete_study(study.id, actor="alice", seen_version=2)
+    assert not store.keep_quality(study.id, 1, v1.sha256, QUALITY)
 
 
 def test_roles_are_set_and_audited(store: Store) -> None:

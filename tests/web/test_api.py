@@ -330,6 +330,64 @@ def test_the_exports_carry_the_quality_score_the_analysis_shows(
     assert report["quality"] == {k: v for k, v in quality.items() if k != "score_text"}
 
 
+def test_a_versions_quality_score_is_stored_with_it_and_outlives_the_server(
+    tmp_path: Path, series: list[Path], module_database_url: str | None
+) -> None:
+    """Issue 13: the quality score of a version the server segmented was kept in that process's memory only,
+    so after a restart (or once out of its memory, or in another server process) the panel said "not
+    computed" and the CSV and JSON exports lost it. It is stored with the version: a restarted server shows
+    and exports the same score."""
+    settings = {"data_dir": tmp_path / "data", "database_url": module_database_url}
+    app = create_app(WebSettings(**settings))
+    with TestClient(app) as client:
+        sid, _ = segmented(client, series, 4, 6)
+        block = client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+        exported = client.get(f"/api/studies/{sid}/export/csv").text
+        report = client.get(f"/api/studies/{sid}/export/json").json()["quality"]
+    app.state.ctx.store.close()
+    assert block["status"] == "computed" and block["score"] is not None
+    assert report == {k: v for k, v in block.items() if k != "score_text"}
+    restarted = create_app(WebSettings(**settings))
+    with TestClient(restarted) as client:
+        assert client.get(f"/api/studies/{sid}/analysis").json()["quality"] == block
+        assert client.get(f"/api/studies/{sid}/export/csv").text == exported
+        assert client.get(f"/api/studies/{sid}/export/json").json()["quality"] == report
+    restarted.state.ctx.store.close()
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    assert [r["quality"] and float(r["quality"]) for r in rows] == [
+        *(q["score"] for q in block["slices"]),
+        block["score"],
+    ]
+
+
+def test_another_server_process_shows_the_score_once_it_is_stored(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server process that did not segment the version (another worker on the database) shows the score
+    stored with it, also when it analysed the version before the score was stored: its cached analysis
+    reads the version's score again, not the "not computed" of then."""
+    from sarcoscope.segmentation import quality
+    from sarcoscope.web.analysis import AnalysisCache
+
+    ctx = client.app.state.ctx
+    gate, second_opinion = threading.Event(), quality._second_opinion
+
+    def after_the_gate(*args: object) -> tuple[str | None, np.ndarray]:
+        gate.wait(10)
+        return second_opinion(*args)
+
+    monkeypatch.setattr(quality, "_second_opinion", after_the_gate)
+    sid, _ = segmented(client, series, 4, 6)
+    other = AnalysisCache(ctx.store, ctx.volumes)  # knows nothing of this process's background work
+    study = ctx.store.get_study(sid)
+    before = other.get(study, None)["quality"]
+    assert before["status"] == "not computed" and "no score is stored" in before["reason"]
+    gate.set()
+    ctx.jobs.wait()
+    block = client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+    assert block["status"] == "computed" and other.get(study, None)["quality"] == block
+
+
 def test_an_export_of_a_flagged_segmentation_warns_as_analyze_does(
     client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,7 @@ from test_api import segmented
 from test_e2e import _free_port
 from web_synth import write_series
 
+from sarcoscope.store import LabelVersion
 from sarcoscope.web import WebSettings, create_app
 
 NAME, PATIENT_ID, UID_ROOT = "SECRET^JANE", "SECRETID7", "1.2.840.0777"
@@ -106,7 +107,8 @@ def test_background_failures_are_logged_without_their_text(caplog: pytest.LogCap
     from sarcoscope.web.background import BackgroundJobs
 
     caplog.set_level(logging.DEBUG, logger="sarcoscope.web")
-    AnalysisCache(store=None, volumes=None).score_later("s1", 2, _quoting_failure)()  # type: ignore[arg-type]
+    row = LabelVersion(study_id="s1", version=2, sha256="0" * 64, source="segment")
+    AnalysisCache(store=None, volumes=None).score_later(row, _quoting_failure)()  # type: ignore[arg-type]
     jobs = BackgroundJobs()
     jobs.start("overlay of s1 v2", _quoting_failure)
     jobs.wait()

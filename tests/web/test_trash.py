@@ -86,6 +86,20 @@ def test_a_deleted_study_is_restored_with_its_images_and_every_label_version(
     assert changes == ["restore-study", "delete-study"]  # newest first
 
 
+def test_a_restored_study_keeps_its_versions_quality_scores(client: TestClient, series: list[Path]) -> None:
+    """The quality score of a segmented version is stored with it (issue 13): the deletion keeps it in the
+    trash's record of the version, and the restored study shows it as before."""
+    store = client.app.state.ctx.store
+    sid, _ = segmented(client, series)
+    block = client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+    stored = store.get_version(sid, 1).quality
+    assert block["status"] == "computed" and stored is not None
+    assert delete_study(client, sid).status_code == 200
+    trash.restore(store, sid, "admin")
+    assert store.get_version(sid, 1).quality == stored
+    assert client.get(f"/api/studies/{sid}/analysis").json()["quality"] == block
+
+
 def test_a_study_is_not_restored_over_its_series_uploaded_again(
     client: TestClient, series: list[Path]
 ) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -245,6 +246,51 @@ class QualityAssessment:
                 {"slice_index": int(i), **s.as_dict()} for i, s in zip(indices, self.slices, strict=True)
             ],
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The assessment as JSON values, to be stored (the web app keeps it with the label version it
+        rates): the signals unrounded, so that `from_dict` gives back the same scores and flags, and the
+        QUALITY_VERSION they were computed by."""
+        return {
+            "version": QUALITY_VERSION,
+            "slices": [dict(s.signals) for s in self.slices],
+            "unavailable": dict(self.unavailable),
+            "second_opinion": self.second_opinion,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> QualityAssessment:
+        """The assessment `to_dict` gave. ValueError when `data` is not one, or is of another QUALITY_VERSION
+        (its signals or anchors were others: its scores are not this version's)."""
+        if not isinstance(data, dict) or set(data) != {"version", "slices", "unavailable", "second_opinion"}:
+            raise ValueError("not a stored quality assessment")
+        if data["version"] != QUALITY_VERSION:
+            version = data["version"]
+            raise ValueError(
+                f"scored by version {version} of the quality score, not by this one ({QUALITY_VERSION})"
+            )
+        slices, unavailable, second = data["slices"], data["unavailable"], data["second_opinion"]
+        if not isinstance(slices, list) or not all(_stored_signals(s) for s in slices):
+            raise ValueError("a stored quality assessment's signals are not the score's")
+        if not isinstance(unavailable, dict) or not all(
+            k in SIGNALS and isinstance(v, str) for k, v in unavailable.items()
+        ):
+            raise ValueError("a stored quality assessment's unavailable signals are not the score's")
+        if second is not None and not isinstance(second, str):
+            raise ValueError("a stored quality assessment's second opinion is not a model id")
+        return cls(
+            slices=[SliceQuality({k: float(v) for k, v in s.items()}) for s in slices],
+            unavailable=dict(unavailable),
+            second_opinion=second,
+        )
+
+
+def _stored_signals(signals: Any) -> bool:
+    """Whether a stored slice's signals are the score's: known names, finite numbers."""
+    return isinstance(signals, dict) and all(
+        k in SIGNALS and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        for k, v in signals.items()
+    )
 
 
 #: Tissue along this much (mm) of an image edge means the body was cut off by the field of view.

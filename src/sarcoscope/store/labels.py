@@ -7,9 +7,10 @@ import datetime as dt
 import hashlib
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -151,6 +152,26 @@ class LabelVersionsMixin(StudiesMixin):
                 latest,
             ) from None
         return row
+
+    def keep_quality(self, study_id: str, version: int, sha256: str, quality: dict[str, Any]) -> bool:
+        """Store the quality score of a version the server segmented (web.analysis: computed in the
+        background after the version was saved), in a transaction of its own: on that version's row only
+        while it holds the labels scored (`sha256`), and once. False when there is no such row (the study
+        deleted meanwhile: nothing of it is written back)."""
+        with self.session() as s:
+            done = s.execute(
+                update(LabelVersion)
+                .where(
+                    LabelVersion.study_id == study_id,
+                    LabelVersion.version == version,
+                    LabelVersion.sha256 == sha256,
+                    LabelVersion.source == "segment",
+                    LabelVersion.quality.is_(None),
+                )
+                .values(quality=quality)
+                .execution_options(synchronize_session=False)
+            )
+        return done.rowcount == 1
 
 
 def latest_label_row(s: Session, study_id: str) -> LabelVersion | None:

@@ -4,8 +4,8 @@ The analysis panel asks for the latest version after every save; results are cac
 (study, version, patient facts), which are immutable, so repeated views cost nothing.
 The segmentation quality score (segmentation.quality) of a version is computed when the server segments
 it (its second opinion, another whole engine, in the background after the segment request's answer; the
-analysis waits for it) and kept in memory beside this cache; it rates an engine's output, so hand-edited
-versions have none.
+analysis waits for it) and stored with the version (the same after a restart, for every server process);
+it rates an engine's output, so hand-edited versions have none.
 """
 
 from __future__ import annotations
@@ -194,25 +194,27 @@ def build_result(
 class AnalysisCache:
     """JSON analyses keyed by (study, version, patient facts); a small LRU, thread-safe."""
 
-    #: Quality blocks kept (of the most recently segmented versions).
+    #: Quality blocks kept in memory (of the versions this process scored most recently).
     QUALITY_SIZE = 4096
 
     def __init__(self, store: Any, volumes: VolumeCache, size: int = 64) -> None:
         self.store = store
         self.volumes = volumes
         self.size = size
-        self._items: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()  # (study id, rest of key)
-        #: The quality of each version scored (None: the score failed), of the most recent QUALITY_SIZE.
+        #: (study id, rest of key) -> the analysis without its quality block (`quality` adds it)
+        self._items: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        #: The quality of each version this process scored (None: the score failed), of the most recent
+        #: QUALITY_SIZE: a version read before its score was stored has it here.
         self._quality: OrderedDict[tuple[str, int], QualityAssessment | None] = OrderedDict()
         #: Versions whose quality block is being computed (score_later), set when it is kept.
         self._scoring: dict[tuple[str, int], threading.Event] = {}
         self._lock = threading.Lock()
 
-    def score_later(
-        self, study_id: str, version: int, score: Callable[[], QualityAssessment]
-    ) -> Callable[[], None]:
-        """The job that computes and keeps the quality of a version the server just segmented, `score()`, to
-        run in the background: `quality` and `assessment` wait for it meanwhile."""
+    def score_later(self, row: LabelVersion, score: Callable[[], QualityAssessment]) -> Callable[[], None]:
+        """The job that computes the quality of a version the server just segmented, `score()`, and stores
+        it with the version (Store.keep_quality), to run in the background: `quality` and `assessment` wait
+        for it meanwhile."""
+        study_id, version = row.study_id, row.version
         key, done = (study_id, version), threading.Event()
         with self._lock:
             self._scoring[key] = done
@@ -221,9 +223,11 @@ class AnalysisCache:
             quality = None
             try:
                 quality = score()
+                self.store.keep_quality(study_id, version, row.sha256, quality.to_dict())
             except BaseException as exc:  # a library's exit too: whatever ends it, the analysis must not wait
                 # on it; its text may quote a header value (pydicom's ValueError for a malformed one)
-                failed = f"The quality score of {study_id} version {version} failed ({type(exc).__name__})"
+                what = "failed" if quality is None else "was not stored (shown until this process ends)"
+                failed = f"The quality score of {study_id} version {version} {what} ({type(exc).__name__})"
                 log.error("%s\n%s", failed, frames_of(exc))
             finally:
                 with self._lock:
@@ -235,20 +239,32 @@ class AnalysisCache:
 
         return job
 
-    def _kept(self, study_id: str, row: LabelVersion) -> tuple[bool, QualityAssessment | None]:
-        """Whether a quality was kept for a segmented version (after its background job ended) and which
-        (None: the score failed)."""
+    def _known(self, study_id: str, row: LabelVersion) -> QualityAssessment | str:
+        """The quality of a segmented version (after its background job ended), or why there is none."""
         key = (study_id, row.version)
         with self._lock:
             scoring = self._scoring.get(key)
         if scoring is not None:
             scoring.wait()
         with self._lock:
-            return key in self._quality, self._quality.get(key)
+            if key in self._quality:
+                return self._quality[key] or "the quality score failed (see the server log)"
+        if row.quality is None:
+            return (
+                "no score is stored with this version: the server computes it after segmenting, which had "
+                "not ended (or failed: see the server log), or it was segmented before scores were stored"
+            )
+        try:
+            return QualityAssessment.from_dict(row.quality)
+        except ValueError as exc:
+            return f"the score stored with this version cannot be shown: {exc}"
 
     def assessment(self, study_id: str, row: LabelVersion) -> QualityAssessment | None:
         """The quality of a label version, for its exports (None: there is none, `quality` says why)."""
-        return self._kept(study_id, row)[1] if row.source == "segment" else None
+        if row.source != "segment":
+            return None
+        known = self._known(study_id, row)
+        return None if isinstance(known, str) else known
 
     def quality(self, study_id: str, row: LabelVersion) -> dict[str, Any]:
         """The quality block of a label version, or why there is none."""
@@ -258,17 +274,12 @@ class AnalysisCache:
                 "reason": f"label version {row.version} comes from '{row.source}', not from an engine: the "
                 "score rates an engine's segmentation",
             }
-        kept, known = self._kept(study_id, row)
-        if known is not None:
-            block = known.as_dict(row.indices)
-            # as the CLI and reports print it
-            return block if known.score is None else {**block, "score_text": score_text(known.score)}
-        if kept:
-            return {"status": "not computed", "reason": "the quality score failed (see the server log)"}
-        return {
-            "status": "not computed",
-            "reason": "scored only when this server process segments (not kept in the database)",
-        }
+        known = self._known(study_id, row)
+        if isinstance(known, str):
+            return {"status": "not computed", "reason": known}
+        block = known.as_dict(row.indices)
+        # as the CLI and reports print it
+        return block if known.score is None else {**block, "score_text": score_text(known.score)}
 
     def drop(self, study_id: str) -> None:
         """Forget a deleted study's analyses and quality blocks (they hold its measurements and, in the
@@ -288,9 +299,11 @@ class AnalysisCache:
         # the localizer's levels name the analysed slices ("Not L3"): a new localization is a new analysis
         key = (study.id, json.dumps([row.version, study.patient, study.localization], sort_keys=True))
         with self._lock:
-            if key in self._items:
+            cached = self._items.get(key)
+            if cached is not None:
                 self._items.move_to_end(key)
-                return self._items[key]
+        if cached is not None:  # its quality block read again: stored since by another server process
+            return {**cached, "quality": self.quality(study.id, row)}
         stack = self.store.load_labels(study.id, row.version)
         result = build_result(study, row, stack.labels, self.volumes.get(study))
         numbers = image_numbers(result.volume)
@@ -309,13 +322,12 @@ class AnalysisCache:
             "levels": {str(i): level_of(study.localization, i) for i in row.indices},
             "engine": result.engine,
             "model_id": result.model_id,
-            "quality": self.quality(study.id, row),
         }
         with self._lock:
             self._items[key] = payload
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
-        return payload
+        return {**payload, "quality": self.quality(study.id, row)}
 
 
 #: Locks for writing cached overlays (striped by file: one picture is rendered once, others in parallel).
@@ -383,7 +395,7 @@ def export_file(
     HTML report and QC capture that show it) refused for a series with burned-in annotation. The SEG's UIDs
     are seeded by study, version and de-identification, so a separately exported SR references that SEG.
     The CSV and the reports carry the version's quality score (waited for while it is computed); the DICOM
-    objects do not show it and leave it out of their UIDs' seed, as it is not kept across restarts."""
+    objects do not show it and leave it out of their UIDs' seed."""
     import nibabel as nib
     from fastapi import HTTPException
 

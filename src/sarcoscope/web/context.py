@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
-from sarcoscope.store import Store
+from sarcoscope.store import LabelVersion, Store
 from sarcoscope.web.analysis import AnalysisCache, build_result, overlay_png
 from sarcoscope.web.auth import Authenticator, client_of
 from sarcoscope.web.background import BackgroundJobs
@@ -140,13 +140,13 @@ class AppContext:
                 f"overlay of {study_id} v{version}", lambda: self._render_overlay(study_id, version)
             )
 
-    def score_and_prerender(
-        self, study_id: str, version: int, score: Callable[[], QualityAssessment]
-    ) -> None:
-        """What a segment request leaves to the background: its quality, `score()` (the second
-        opinion is another whole engine; the analysis waits for it), then its overlay (as prerender_overlay).
-        One after the other: the page asks for the analysis next, an export of the overlay only later."""
-        keep_quality = self.analyses.score_later(study_id, version, score)
+    def score_and_prerender(self, row: LabelVersion, score: Callable[[], QualityAssessment]) -> None:
+        """What a segment request leaves to the background: the quality of the version it saved, `row`,
+        `score()` (the second opinion is another whole engine; the analysis waits for it; stored with the
+        version), then its overlay (as prerender_overlay). One after the other: the page asks for the
+        analysis next, an export of the overlay only later."""
+        study_id, version = row.study_id, row.version
+        keep_quality = self.analyses.score_later(row, score)
 
         def run() -> None:
             keep_quality()

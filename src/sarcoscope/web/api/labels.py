@@ -78,7 +78,7 @@ def segment(study_id: str, body: SegmentIn, request: Request, ctx: Ctx, user: Us
         model_id=engine.model_id,
         client=client_of(request),
     )
-    ctx.score_and_prerender(study_id, row.version, score)
+    ctx.score_and_prerender(row, score)
     return version_json(row)
 
 
