@@ -276,3 +276,27 @@ def test_a_sweep_at_any_step_of_making_a_folder_removes_nothing_its_maker_uses(
         claim_lock(tmp_path / f"{name}.lock")
     made.cleanup()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_cannot_be_removed_is_said_and_kept_for_the_next_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its removal is tried, not raised from (the run's work is done): a folder left is a warning naming it,
+    and keeps its lock file, so the next sweep tries again once its maker has let go."""
+    import shutil
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    made = images_temp_dir("zip")
+    name = Path(made.name).name
+    monkeypatch.setattr(shutil, "rmtree", lambda *args, **kwargs: None)  # a file it cannot remove
+    with caplog.at_level(logging.WARNING, logger="sarcoscope.fileio"):
+        made.cleanup()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Could not remove the temporary folder {made.name} (patient data): remove it."
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name, f"{name}.lock"]
+    monkeypatch.undo()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with images_temp_dir("zip") as later:
+        assert sorted(p.name for p in tmp_path.iterdir()) == [Path(later).name, f"{Path(later).name}.lock"]
+    assert list(tmp_path.iterdir()) == []

@@ -173,11 +173,15 @@ class LockedTempDir:
 
 def _let_go(folder: Path | None, lock: Path, fd: int | None) -> None:
     """Remove `folder` (gone already when it was renamed into place), then its lock file `lock` held as
-    `fd`; a folder that could not be removed keeps its lock file, for the next sweep."""
+    `fd`; a folder that could not be removed is said (a warning) and keeps its lock file, for the next sweep
+    to try again."""
     try:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-        if fd is not None and (folder is None or not os.path.lexists(folder)):
+            if os.path.lexists(folder):
+                logger.warning("Could not remove the temporary folder %s (patient data): remove it.", folder)
+                return
+        if fd is not None:
             lock.unlink(missing_ok=True)  # held: nobody else removes it now
     finally:
         if fd is not None:
