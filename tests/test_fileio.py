@@ -8,14 +8,17 @@ import gzip
 import io
 import logging
 import os
+import stat
 import subprocess
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from fresh_process import running_process
 from sarcoscope.errors import OutputError
 from sarcoscope.fileio import GZIP_CHUNK, LockHeld, claim_lock, holding_lock, images_temp_dir, write_gzip
 
@@ -172,7 +175,7 @@ def test_images_temp_dir_removes_the_folders_of_this_users_runs_that_died(
         left_folder(tmp_path, f"sarcoscope-predictions-{dead}-a1"),
     ]
     kept = [
-        left_folder(tmp_path, f"sarcoscope-dicomweb-{os.getpid()}-a1b2c3d4"),  # running
+        left_folder(tmp_path, f"sarcoscope-dicomweb-{os.getpid()}-a1b2c3d4"),  # running (no lock file: older)
         left_folder(tmp_path, f"sarcoscope-zip-{dead}"),  # not a name images_temp_dir makes
         left_folder(tmp_path, f"sarcoscope-bug-{dead}-a1b2c3d4"),
     ]
@@ -187,3 +190,113 @@ def test_images_temp_dir_removes_the_folders_of_this_users_runs_that_died(
     assert all(p.name in said[0] for p in gone) and "IM0001" not in said[0]
     with pytest.raises(ValueError, match="unknown kind"):
         images_temp_dir("images")
+
+
+def making_images_temp_dir(tmp_path: Path, pid: int) -> str:
+    """A script making an images_temp_dir in `tmp_path` with a patient's file in it, as a run whose process
+    id reads `pid` here: a process in another PID namespace (another container sharing /tmp), whose id
+    names here another process or none. It says the folder and holds it until it is killed."""
+    return (
+        "import os, sys, tempfile\n"
+        f"tempfile.tempdir = {str(tmp_path)!r}\n"
+        f"os.getpid = lambda: {pid}\n"
+        "from sarcoscope.fileio import images_temp_dir\n"
+        "folder = images_temp_dir('dicomweb')\n"
+        "open(os.path.join(folder.name, 'IM0001.dcm'), 'wb').write(b'DICM')\n"
+        "print(folder.name, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+
+
+@pytest.mark.parametrize("seen_as", ["ended", "running"])
+def test_a_running_makers_folder_stays_whatever_its_process_id_says_and_goes_once_it_is_killed(
+    seen_as: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sweep judged a folder by the process id in its name: a run in another PID namespace (a Dask
+    worker or the web server in another container sharing /tmp) looked ended, so its folder was removed
+    while it read it; a folder whose id another process took since was kept for good. It now goes when its
+    lock file, held by its maker from before it is made, can be taken: not while its maker runs, whatever
+    its id says here, and once it is killed (kill -9), whatever process has that id now."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    pid = dead_pid() if seen_as == "ended" else os.getpid()
+    with running_process(making_images_temp_dir(tmp_path, pid)) as (maker, said):
+        folder = Path(said)
+        assert folder.name.startswith(f"sarcoscope-dicomweb-{pid}-") and folder.parent == tmp_path
+        with images_temp_dir("zip"):
+            pass
+        assert (folder / "IM0001.dcm").is_file()
+        maker.kill()
+        maker.wait()
+    with caplog.at_level(logging.INFO, logger="sarcoscope.fileio"), images_temp_dir("zip") as made:
+        assert stat.S_IMODE(os.stat(made).st_mode) == 0o700
+        assert sorted(p.name for p in tmp_path.iterdir()) == [Path(made).name, f"{Path(made).name}.lock"]
+    assert list(tmp_path.iterdir()) == []
+    said_removed = [r.getMessage() for r in caplog.records if "temporary folder" in r.getMessage()]
+    assert said_removed == [
+        f"Removed 1 temporary folder(s) of stopped sarcoscope runs from {tmp_path}: {folder.name}"
+    ]
+
+
+def test_a_sweep_at_any_step_of_making_a_folder_removes_nothing_its_maker_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another run's sweep may come between any two steps of making a folder: after its lock file is made
+    (not yet held: the sweep removes it, and the maker makes it anew), after the folder is made. Its maker's
+    process id reads as ended (another PID namespace): the folder it returns is there, with its lock file
+    held. A lock file a maker killed before it made its folder left is removed."""
+    from sarcoscope import fileio
+
+    dead = dead_pid()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(os, "getpid", lambda: dead)
+    killed_early = tmp_path / f"sarcoscope-zip-{dead}-k2j4_9xq.lock"
+    killed_early.write_text(str(dead))
+    real_mkstemp, real_mkdir, steps = tempfile.mkstemp, os.mkdir, []
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        made = real_mkstemp(*args, **kwargs)
+        steps.append(sorted(p.name for p in tmp_path.iterdir()))
+        fileio.remove_dead_images()
+        return made
+
+    def mkdir(path: Any, mode: int = 0o777) -> None:
+        real_mkdir(path, mode)
+        steps.append(sorted(p.name for p in tmp_path.iterdir()))
+        fileio.remove_dead_images()
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    made = images_temp_dir("dicomweb")
+    monkeypatch.undo()
+    name = Path(made.name).name
+    assert name.startswith(f"sarcoscope-dicomweb-{dead}-") and Path(made.name).is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name, f"{name}.lock"]
+    assert steps == [[f"{name}.lock"], [name, f"{name}.lock"]] and not killed_early.exists()
+    with pytest.raises(LockHeld):
+        claim_lock(tmp_path / f"{name}.lock")
+    made.cleanup()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_cannot_be_removed_is_said_and_kept_for_the_next_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its removal is tried, not raised from (the run's work is done): a folder left is a warning naming it,
+    and keeps its lock file, so the next sweep tries again once its maker has let go."""
+    import shutil
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    made = images_temp_dir("zip")
+    name = Path(made.name).name
+    monkeypatch.setattr(shutil, "rmtree", lambda *args, **kwargs: None)  # a file it cannot remove
+    with caplog.at_level(logging.WARNING, logger="sarcoscope.fileio"):
+        made.cleanup()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Could not remove the temporary folder {made.name} (patient data): remove it."
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name, f"{name}.lock"]
+    monkeypatch.undo()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with images_temp_dir("zip") as later:
+        assert sorted(p.name for p in tmp_path.iterdir()) == [Path(later).name, f"{Path(later).name}.lock"]
+    assert list(tmp_path.iterdir()) == []

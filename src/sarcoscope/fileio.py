@@ -13,6 +13,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -124,52 +125,161 @@ def holding_lock(path: Path, busy: Callable[[str], str], *, remove: bool = False
             os.close(fd)
 
 
+#: The lock file of a LockedTempDir `<folder>` is `<folder>.lock`, beside it.
+LOCK_SUFFIX = ".lock"
+
+
+class LockedTempDir:
+    """A private (0700) temporary folder `<prefix><random><suffix>` in `parent` whose maker holds its lock
+    file (claim_lock) from before the folder is made until it is removed: `remove_left_folders` removes it
+    only when it can take that lock, so only once its maker has ended, by any means (kill -9 included). A
+    flock is the kernel's, so this holds across PID namespaces (containers sharing /tmp), where a process id
+    says nothing, and a process id reused by another process keeps nothing. Removed by `cleanup` (or the
+    `with` block's end); where the file system has no locks, made without its lock file."""
+
+    def __init__(self, parent: str | Path, prefix: str, suffix: str = "") -> None:
+        while True:
+            fd, lock = tempfile.mkstemp(prefix=prefix, suffix=suffix + LOCK_SUFFIX, dir=parent)
+            os.close(fd)
+            try:
+                held: int | None = claim_lock(Path(lock))
+            except LockHeld:  # a sweep found it before its folder was made, and removes it: another name
+                continue
+            except OSError:  # no locks on this file system: a folder without one (remove_left_folders)
+                os.unlink(lock)
+                held = None
+            name = lock.removesuffix(LOCK_SUFFIX)
+            try:
+                os.mkdir(name, 0o700)
+                break
+            except BaseException as exc:
+                if held is not None:  # the folder is not this one's: only its lock file goes
+                    _let_go(None, Path(lock), held)
+                if not isinstance(exc, FileExistsError):
+                    raise
+        self.name = name
+        self._finalizer = weakref.finalize(self, _let_go, Path(name), Path(lock), held)
+
+    def cleanup(self) -> None:
+        """Remove the folder, then its lock file, and let go of the lock."""
+        self._finalizer()
+
+    def __enter__(self) -> str:
+        return self.name
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
+
+
+def _let_go(folder: Path | None, lock: Path, fd: int | None) -> None:
+    """Remove `folder` (gone already when it was renamed into place), then its lock file `lock` held as
+    `fd`; a folder that could not be removed is said (a warning) and keeps its lock file, for the next sweep
+    to try again."""
+    try:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            if os.path.lexists(folder):
+                logger.warning("Could not remove the temporary folder %s (patient data): remove it.", folder)
+                return
+        if fd is not None:
+            lock.unlink(missing_ok=True)  # held: nobody else removes it now
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def remove_left_folders(
+    parent: str | Path,
+    named: re.Pattern[str],
+    lockless_ended: Callable[[re.Match[str]], bool] = lambda found: False,
+) -> list[str]:
+    """Remove this user's LockedTempDir folders in `parent` (names that fullmatch `named`) whose lock file
+    can be taken without waiting (their maker has ended), and the lock files a maker killed between making
+    one and its folder (or removing the folder and it) left; never another user's. A folder without a
+    lock file (an earlier version's, or on a file system without locks) goes when `lockless_ended` says its
+    maker has ended. Returns the names of the folders removed."""
+    try:
+        names = [entry.name.removesuffix(LOCK_SUFFIX) for entry in os.scandir(parent)]
+    except OSError:
+        return []
+    found = {name: match for name in sorted(set(names)) if (match := named.fullmatch(name))}
+    removed = []
+    for name, match in found.items():
+        folder, lock = Path(parent) / name, Path(parent) / (name + LOCK_SUFFIX)
+        # looked at now, not as listed: a folder's lock file is made before it, and may not be listed
+        if _foreign(folder, stat.S_ISDIR) or _foreign(lock, stat.S_ISREG):
+            continue
+        made = os.path.isdir(folder)
+        if not os.path.lexists(lock):
+            if made and lockless_ended(match):
+                shutil.rmtree(folder, ignore_errors=True)
+                if not os.path.lexists(folder):
+                    removed.append(name)
+            continue
+        try:
+            fd = claim_lock(lock)
+        except (LockHeld, OSError):  # held (its maker runs), or not to be locked: left alone
+            continue
+        _let_go(folder, lock, fd)
+        if made and not os.path.lexists(folder):
+            removed.append(name)
+    return removed
+
+
+def _foreign(path: Path, is_kind: Callable[[int], bool]) -> bool:
+    """Whether `path` is there but not this user's, or not of the kind asked (a symlink, for one)."""
+    try:
+        found = path.lstat()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return not is_kind(found.st_mode) or found.st_uid != os.getuid()
+
+
 #: What a temporary folder holds patient data for outside any output: an extracted zip, a series retrieved
 #: from a PACS, a validation's predicted label maps not kept (images_temp_dir).
 _TEMP_KINDS = ("zip", "dicomweb", "predictions")
 #: Such a folder, named by the process that made it: one left by a process that died (the out-of-memory
 #: killer, kill -9, a cluster's job kill; a batch case's worker is expected to die so) is removed by the
-#: next images_temp_dir of any run of its user.
+#: next images_temp_dir of any run of its user, once nobody holds its lock file (LockedTempDir).
 _IMAGES_DIR = re.compile(rf"sarcoscope-({'|'.join(_TEMP_KINDS)})-(\d+)-[A-Za-z0-9_]+")
 
 
-def images_temp_dir(what: str) -> tempfile.TemporaryDirectory[str]:
+def images_temp_dir(what: str) -> LockedTempDir:
     """A private (0700) temporary folder for `what` (_TEMP_KINDS) patient data, removed when it is closed;
     the ones that this user's processes that died left are removed first (remove_dead_images): every run
     that makes one sweeps, so no command leaves them for good."""
     if what not in _TEMP_KINDS:
         raise ValueError(f"images_temp_dir of unknown kind {what!r}")
     remove_dead_images()
-    return tempfile.TemporaryDirectory(prefix=f"sarcoscope-{what}-{os.getpid()}-")
+    return LockedTempDir(tempfile.gettempdir(), prefix=f"sarcoscope-{what}-{os.getpid()}-")
 
 
 def remove_dead_images() -> None:
-    """Remove this user's images_temp_dir folders whose process is no longer running (never another user's,
-    nor a running process's); logged at INFO by the folders' names, which name no patient."""
-    try:
-        entries = list(os.scandir(tempfile.gettempdir()))
-    except OSError:
-        return
-    removed = []
-    for entry in entries:
-        found = _IMAGES_DIR.fullmatch(entry.name)
-        try:
-            if not found or not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != os.getuid():
-                continue
-            os.kill(int(found[2]), 0)
-        except ProcessLookupError:  # its process is gone: nothing will remove it
-            shutil.rmtree(entry.path, ignore_errors=True)
-            if not os.path.lexists(entry.path):
-                removed.append(entry.name)
-        except (OSError, OverflowError):  # running (another user's pid), or unreadable: left alone
-            continue
+    """Remove this user's images_temp_dir folders whose maker has ended (remove_left_folders; never another
+    user's, nor a running process's, in whatever PID namespace it runs); logged at INFO by the folders'
+    names, which name no patient. One without a lock file, made before there were any, goes when the
+    process its name gives is no longer running, as then."""
+    removed = remove_left_folders(tempfile.gettempdir(), _IMAGES_DIR, _process_ended)
     if removed:
         logger.info(
             "Removed %d temporary folder(s) of stopped sarcoscope runs from %s: %s",
             len(removed),
             tempfile.gettempdir(),
-            ", ".join(sorted(removed)),
+            ", ".join(removed),
         )
+
+
+def _process_ended(found: re.Match[str]) -> bool:
+    """Whether no process (that this one may signal) has the id an images_temp_dir name gives."""
+    try:
+        os.kill(int(found[2]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # running (another user's pid)
+        return False
+    return False
 
 
 def warn_if_shared(path: Path, what: str) -> None:

@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import SecondaryCaptureImageStorage
 
+from fresh_process import running_process
 from phi_dicom import (
     ISSUE_16_LEAKS,
     PATIENT_ID,
@@ -407,6 +408,39 @@ def test_tree_with_nothing_to_write_leaves_no_output(tmp_path: Path) -> None:
     with pytest.raises(DeidentificationError, match="No DICOM file"):
         deidentify_tree(tmp_path / "in", tmp_path / "out", POLICY)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_the_unfinished_copy_of_a_killed_run_is_removed_by_the_next_and_a_running_ones_is_not(
+    phi_files: list[Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run writes its copy into `.out.<random>.partial` beside `out` and renames it at the end; one killed
+    (kill -9, the out-of-memory killer) left that folder of a patient's images for good. The next run beside
+    it now removes it once nobody holds its lock file, and leaves a running one's."""
+    src, parent = phi_files[0].parent, tmp_path / "deid"
+    writing = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from phi_dicom import POLICY\n"
+        "from sarcoscope.imaging.deidentify.files import deidentify_tree\n"
+        f"out = Path({str(parent / 'out')!r})\n"
+        "def stop(done, total):\n"
+        "    (partial,) = out.parent.glob('.out.*.partial')\n"
+        "    print(partial, flush=True)\n"
+        "    sys.stdin.read()\n"
+        f"deidentify_tree(Path({str(src)!r}), out, POLICY, progress=stop)\n"
+    )
+    with running_process(writing) as (writer, said):
+        partial = Path(said)
+        assert partial.parent == parent and len(list(partial.rglob("*.dcm"))) == 1
+        assert deidentify_tree(src, parent / "second", POLICY).written == 3
+        assert len(list(partial.rglob("*.dcm"))) == 1  # its writer runs
+        writer.kill()
+        writer.wait()
+    with caplog.at_level(logging.INFO, logger="sarcoscope.imaging.deidentify.files"):
+        assert deidentify_tree(src, parent / "third", POLICY).written == 3
+    assert sorted(p.name for p in parent.iterdir()) == ["second", "third"]
+    said_removed = [r.getMessage() for r in caplog.records if "unfinished" in r.getMessage()]
+    assert said_removed == ["Removed 1 unfinished folder(s) of de-identified copies that stopped runs left."]
 
 
 def test_secret_file_created_private_reused_and_overridable(tmp_path: Path, monkeypatch) -> None:

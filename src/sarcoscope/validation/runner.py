@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from sarcoscope import __version__
 from sarcoscope.conventions import TISSUES
 from sarcoscope.errors import ValidationInputError
-from sarcoscope.fileio import images_temp_dir
+from sarcoscope.fileio import LockedTempDir, images_temp_dir
 from sarcoscope.imaging.labelmaps import LabelMapping, load_mapping
 from sarcoscope.segmentation.base import SegmentationEngine
 from sarcoscope.validation import document as d
@@ -97,7 +96,7 @@ def run_validation(
     side_files = (sites_csv, patients_csv, ref_l3_csv, pred_l3_csv)
     out_dir = check_report_folder(out_dir, inputs=(*folders, *side_files), folders=folders)
     staging = new_staging(out_dir)
-    pred_tmp: tempfile.TemporaryDirectory[str] | None = None
+    pred_tmp: LockedTempDir | None = None
     try:
         if not keep_predictions:
             pred_tmp = images_temp_dir("predictions")
