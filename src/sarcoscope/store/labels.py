@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,16 @@ class LabelStack:
     labels: np.ndarray
 
 
+@dataclass(frozen=True)
+class VersionSummary:
+    """What a list of studies shows of a label version, read without its label data: its number, where it
+    came from and its stored quality score (LabelVersion's fields of the same names)."""
+
+    version: int
+    source: str
+    quality: dict[str, Any] | None
+
+
 def encode_labels(labels: np.ndarray) -> tuple[bytes, str]:
     raw = np.ascontiguousarray(labels, dtype=np.uint8).tobytes()
     return zlib.compress(raw, 1), hashlib.sha256(raw).hexdigest()
@@ -50,6 +61,28 @@ class LabelVersionsMixin(StudiesMixin):
     def latest_version(self, study_id: str) -> int | None:
         with self.session() as s:
             return s.scalar(select(func.max(LabelVersion.version)).where(LabelVersion.study_id == study_id))
+
+    def latest_versions(self, study_ids: Sequence[str]) -> dict[str, VersionSummary]:
+        """The latest label version of each of `study_ids` that has one, for a list of studies: one query
+        however many they are, and no label data read."""
+        if not study_ids:
+            return {}
+        latest = (
+            select(LabelVersion.study_id, func.max(LabelVersion.version).label("version"))
+            .where(LabelVersion.study_id.in_(set(study_ids)))
+            .group_by(LabelVersion.study_id)
+            .subquery()
+        )
+        q = select(
+            LabelVersion.study_id, LabelVersion.version, LabelVersion.source, LabelVersion.quality
+        ).join(
+            latest, (LabelVersion.study_id == latest.c.study_id) & (LabelVersion.version == latest.c.version)
+        )
+        with self.session() as s:
+            return {
+                sid: VersionSummary(version, source, quality)
+                for sid, version, source, quality in s.execute(q)
+            }
 
     def list_versions(self, study_id: str) -> list[LabelVersion]:
         """Versions newest first, without decoding their label data."""

@@ -29,8 +29,10 @@ from sarcoscope.errors import frames_of
 from sarcoscope.imaging.volume import image_numbers
 from sarcoscope.level.selection import L3Selection
 from sarcoscope.results import AnalysisResult
+from sarcoscope.segmentation import quality as segmentation_quality
 from sarcoscope.segmentation.quality import QualityAssessment, image_warnings, score_text
 from sarcoscope.store import LabelVersion, Study
+from sarcoscope.store.labels import VersionSummary
 from sarcoscope.web.wording import for_ui, report_for_ui
 
 log = logging.getLogger(__name__)
@@ -191,6 +193,14 @@ def build_result(
     )
 
 
+def _not_an_engines(row: LabelVersion | VersionSummary) -> str:
+    """Why a label version that no engine made has no quality score."""
+    return (
+        f"label version {row.version} comes from '{row.source}', not from an engine: the score rates an "
+        "engine's segmentation"
+    )
+
+
 class AnalysisCache:
     """JSON analyses keyed by (study, version, patient facts); a small LRU, thread-safe."""
 
@@ -239,12 +249,17 @@ class AnalysisCache:
 
         return job
 
-    def _known(self, study_id: str, row: LabelVersion) -> QualityAssessment | str:
-        """The quality of a segmented version (after its background job ended), or why there is none."""
+    def _known(
+        self, study_id: str, row: LabelVersion | VersionSummary, *, wait: bool = True
+    ) -> QualityAssessment | str:
+        """The quality of a segmented version (after its background job ended, unless not `wait`), or why
+        there is none."""
         key = (study_id, row.version)
         with self._lock:
             scoring = self._scoring.get(key)
         if scoring is not None:
+            if not wait:
+                return "the server is computing it (after segmenting): the list read again shows it"
             scoring.wait()
         with self._lock:
             if key in self._quality:
@@ -269,17 +284,39 @@ class AnalysisCache:
     def quality(self, study_id: str, row: LabelVersion) -> dict[str, Any]:
         """The quality block of a label version, or why there is none."""
         if row.source != "segment":
-            return {
-                "status": "not computed",
-                "reason": f"label version {row.version} comes from '{row.source}', not from an engine: the "
-                "score rates an engine's segmentation",
-            }
+            return {"status": "not computed", "reason": _not_an_engines(row)}
         known = self._known(study_id, row)
         if isinstance(known, str):
             return {"status": "not computed", "reason": known}
         block = known.as_dict(row.indices)
         # as the CLI and reports print it
         return block if known.score is None else {**block, "score_text": score_text(known.score)}
+
+    def listed(self, study_id: str, latest: VersionSummary | None) -> dict[str, Any]:
+        """The quality of a study's latest label version, `latest`, as the study list shows it (to find the
+        studies to review first): its score, as printed, and flag, or why there is none. From the score
+        stored with the version, without its labels, and without waiting for one being computed."""
+        if latest is None:
+            return {"status": "not computed", "reason": "no label version yet: nothing segmented to score"}
+        if latest.source != "segment":
+            return {"status": "not computed", "reason": _not_an_engines(latest)}
+        known = self._known(study_id, latest, wait=False)
+        if isinstance(known, str):
+            return {"status": "not computed", "reason": known}
+        if known.score is None:
+            why = "; ".join(known.unavailable.values()) or "the version has no slices"
+            return {
+                "status": "not computed",
+                "reason": f"none of the score's signals could be computed: {why}",
+            }
+        return {
+            "status": "computed",
+            "version": latest.version,
+            "threshold": segmentation_quality.REVIEW_THRESHOLD,  # read when used, as as_dict does
+            "score": known.score,
+            "score_text": score_text(known.score),  # as the CLI, the panel and the reports print it
+            "flagged": known.flagged,
+        }
 
     def drop(self, study_id: str) -> None:
         """Forget a deleted study's analyses and quality blocks (they hold its measurements and, in the

@@ -1,6 +1,6 @@
 """What the API's route modules share: the request's context and user, the strict JSON body, the JSON
-form of a study and of a label version, the de-identification options of a download, and the selection's
-slices.
+form of a study (alone and in the list) and of a label version, the de-identification options of a
+download, and the selection's slices.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sarcoscope.imaging.volume import slices_text
 from sarcoscope.store import LabelVersion, Study
+from sarcoscope.store.labels import VersionSummary
 from sarcoscope.web import render, roles
 from sarcoscope.web.context import AppContext, get_context
 
@@ -52,11 +53,27 @@ def iso_utc(when: dt.datetime | None) -> str | None:
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).isoformat()
 
 
-def study_json(ctx: AppContext, study: Study, *, listed: bool = False) -> dict[str, Any]:
-    """The study as the API shows it; `orientation` (render.orientation: the letters at its images' edges,
-    its tilt) and `image_numbers` (each slice's DICOM Instance Number) unless `listed` (a list shows no
-    images: its studies' geometry is not read)."""
-    shown = {
+def study_json(ctx: AppContext, study: Study) -> dict[str, Any]:
+    """The study as the API shows it, with `orientation` (render.orientation: the letters at its images'
+    edges, its tilt) and `image_numbers` (each slice's DICOM Instance Number)."""
+    shown = _study_fields(study, ctx.store.latest_version(study.id))
+    direction, shown["image_numbers"] = ctx.volumes.shown(study)
+    shown["orientation"] = None if direction is None else render.orientation(direction)
+    return shown
+
+
+def listed_study_json(ctx: AppContext, study: Study, latest: VersionSummary | None) -> dict[str, Any]:
+    """The study as the study list shows it, with its latest label version, `latest` (Store.latest_versions:
+    read for the whole list at once), and that version's `quality` (AnalysisCache.listed): no images, so
+    its geometry is not read."""
+    return {
+        **_study_fields(study, None if latest is None else latest.version),
+        "quality": ctx.analyses.listed(study.id, latest),
+    }
+
+
+def _study_fields(study: Study, latest_version: int | None) -> dict[str, Any]:
+    return {
         "id": study.id,
         "patient_id": study.patient_id,
         "study_date": study.study_date,
@@ -75,13 +92,9 @@ def study_json(ctx: AppContext, study: Study, *, listed: bool = False) -> dict[s
         "selection_at": iso_utc(study.selection_at),
         "localization": study.localization,
         "patient": study.patient,
-        "latest_version": ctx.store.latest_version(study.id),
+        "latest_version": latest_version,
         "series_uid": study.series_uid,
     }
-    if not listed:
-        direction, shown["image_numbers"] = ctx.volumes.shown(study)
-        shown["orientation"] = None if direction is None else render.orientation(direction)
-    return shown
 
 
 def version_json(row: LabelVersion) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import Field
 
 from sarcoscope.store import Study, trash
-from sarcoscope.web.api.common import MAX_INT, Body, Ctx, User, iso_utc, study_json
+from sarcoscope.web.api.common import MAX_INT, Body, Ctx, User, iso_utc, listed_study_json, study_json
 from sarcoscope.web.auth import client_of
 from sarcoscope.web.context import AppContext
 from sarcoscope.web.upload import receive_upload
@@ -56,7 +56,8 @@ def search_studies(body: StudySearchIn, request: Request, ctx: Ctx, user: User) 
 def _listed(request: Request, ctx: AppContext, user: str, q: str | None) -> list[dict[str, Any]]:
     studies = ctx.store.list_studies(q)
     ctx.listed(request, user, len(studies), q)
-    return [study_json(ctx, s, listed=True) for s in studies]
+    latest = ctx.store.latest_versions([s.id for s in studies])  # one query, not one per study
+    return [listed_study_json(ctx, s, latest.get(s.id)) for s in studies]
 
 
 @router.post("/studies", status_code=201, tags=["studies"])

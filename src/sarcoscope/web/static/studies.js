@@ -1,5 +1,6 @@
-// The study list (search, delete), the deleted studies the server keeps (restore, erase now; an admin's) and
-// the upload of a DICOM folder, a .zip or a NIfTI file.
+// The study list (search, each study's segmentation quality and those to review first, delete), the deleted
+// studies the server keeps (restore, erase now; an admin's) and the upload of a DICOM folder, a .zip or a
+// NIfTI file.
 import {$, api, getJSON, sendJSON, toast, unauthorized} from "./api.js";
 import {denied} from "./session.js";
 import {formatDate, localTime, state} from "./state.js";
@@ -15,13 +16,14 @@ export async function loadStudies() {
   showDeletedBox();
   const rows = $("study-rows");
   rows.innerHTML = "";
-  for (const s of studies) {
+  for (const s of $("review-first").checked ? reviewFirst(studies) : studies) {
     const tr = document.createElement("tr");
     const cells = [s.patient_id || "—", formatDate(s.study_date), s.series_description || "—", s.n_slices,
-      null, localTime(s.created_at)];
+      null, null, localTime(s.created_at)];
     cells.forEach((c, i) => {
-      const td = document.createElement("td");
+      let td = document.createElement("td");
       if (i === 4) td.innerHTML = `<span class="status ${s.status}">${s.status}</span>`;
+      else if (i === 5) td = qualityCell(s.quality);
       else td.textContent = c;
       tr.append(td);
     });
@@ -60,6 +62,35 @@ export async function loadStudies() {
   $("no-studies").hidden = studies.length > 0;
 }
 
+
+/** The segmentation quality of a study's latest label version (GET /api/studies `quality`): its score as
+ * the panel prints it, and a "review" badge (a word, not a colour only) when flagged; a muted "—" when there
+ * is none (hand-edited, imported, not scored yet), its tooltip saying why. */
+function qualityCell(q) {
+  const td = Object.assign(document.createElement("td"), {className: "quality"});
+  if (q.status !== "computed") {
+    td.append(Object.assign(document.createElement("span"), {className: "muted", textContent: "—"}));
+    td.title = `No segmentation quality score: ${q.reason}`;
+    return td;
+  }
+  td.append(q.score_text);
+  const said = `Segmentation quality of label version ${q.version}: ${q.score_text} of 1 (review below ` +
+    `${q.threshold})`;
+  if (!q.flagged) {
+    td.title = `${said}: not flagged for review.`;
+    return td;
+  }
+  td.append(" ", Object.assign(document.createElement("span"), {className: "badge review", textContent: "review"}));
+  td.title = `${said}: the engines disagree or the network is unsure; open the study and check the labels ` +
+    "slice by slice before using its numbers.";
+  return td;
+}
+
+/** The studies flagged for review first, the lowest score first; the others after them, newest first. */
+function reviewFirst(studies) {
+  const flagged = studies.filter((s) => s.quality.flagged).sort((a, b) => a.quality.score - b.quality.score);
+  return [...flagged, ...studies.filter((s) => !s.quality.flagged)];
+}
 
 /** What becomes of a deleted study on this server (serve --keep-deleted-days), said before it is deleted. */
 function deletedFate(days) {
@@ -154,6 +185,7 @@ function showDeleting(button, on) {
 export function bindUpload() {
   let timer = null;
   $("study-search").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(loadStudies, 250); });
+  $("review-first").addEventListener("change", () => loadStudies().catch((err) => toast(err.message)));
   $("pick-folder").addEventListener("change", (e) => uploadFiles([...e.target.files]));
   $("pick-files").addEventListener("change", (e) => uploadFiles([...e.target.files]));
   const zone = $("drop-zone");
