@@ -130,14 +130,15 @@ LOCK_SUFFIX = ".lock"
 
 
 class LockedTempDir:
-    """A private (0700) temporary folder `<prefix><random><suffix>` in `parent` whose maker holds its lock
-    file (claim_lock) from before the folder is made until it is removed: `remove_left_folders` removes it
-    only when it can take that lock, so only once its maker has ended, by any means (kill -9 included). A
-    flock is the kernel's, so this holds across PID namespaces (containers sharing /tmp), where a process id
-    says nothing, and a process id reused by another process keeps nothing. Removed by `cleanup` (or the
-    `with` block's end); where the file system has no locks, made without its lock file."""
+    """A temporary folder `<prefix><random><suffix>` in `parent` (private: `mode` 0700 unless asked; the
+    umask applies) whose maker holds its lock file (claim_lock) from before the folder is made until it is
+    removed: `remove_left_folders` removes it only when it can take that lock, so only once its maker has
+    ended, by any means (kill -9 included). A flock is the kernel's, so this holds across PID namespaces
+    (containers sharing /tmp), where a process id says nothing, and a process id reused by another process
+    keeps nothing. Removed by `cleanup` (or the `with` block's end); where the file system has no locks,
+    made without its lock file."""
 
-    def __init__(self, parent: str | Path, prefix: str, suffix: str = "") -> None:
+    def __init__(self, parent: str | Path, prefix: str, suffix: str = "", mode: int = 0o700) -> None:
         while True:
             fd, lock = tempfile.mkstemp(prefix=prefix, suffix=suffix + LOCK_SUFFIX, dir=parent)
             os.close(fd)
@@ -150,7 +151,7 @@ class LockedTempDir:
                 held = None
             name = lock.removesuffix(LOCK_SUFFIX)
             try:
-                os.mkdir(name, 0o700)
+                os.mkdir(name, mode)
                 break
             except BaseException as exc:
                 if held is not None:  # the folder is not this one's: only its lock file goes
@@ -224,6 +225,32 @@ def remove_left_folders(
         if made and not os.path.lexists(folder):
             removed.append(name)
     return removed
+
+
+#: The unfinished copy of an output folder `out` that a run writes beside it and renames into place at the
+#: end (export.writer's set of outputs, deidentify's copy): `.out.<random>.partial`, a LockedTempDir
+#: (partial_beside); the random part has no dot, so group 1 is `out`'s name. An earlier version's has no
+#: lock file (the writer's: 12 hex digits).
+PARTIAL = re.compile(r"\.(.+)\.([A-Za-z0-9_]+)\.partial")
+
+
+def partial_beside(out_dir: Path, mode: int = 0o700) -> LockedTempDir:
+    """The folder (PARTIAL) in which a run writes what becomes `out_dir`; its lock file is held until it is
+    cleaned up, so only a run that has ended leaves one for `remove_left_partials`."""
+    return LockedTempDir(out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial", mode=mode)
+
+
+def remove_left_partials(out_dir: Path, *, lockless: bool = False) -> None:
+    """Remove the unfinished copies that runs killed (kill -9, the out-of-memory killer) left beside their
+    output folders in `out_dir`'s parent: those whose lock nobody holds (remove_left_folders), whatever
+    output they were for; with `lockless`, `out_dir`'s own without a lock file too (the caller holds a lock
+    that keeps any other run from writing it). Logged by count only (an output folder may be named after
+    a patient)."""
+    removed = remove_left_folders(
+        out_dir.parent, PARTIAL, lambda found: lockless and found[1] == out_dir.name
+    )
+    if removed:
+        logger.info("Removed %d unfinished output folder(s) that stopped runs left.", len(removed))
 
 
 def _foreign(path: Path, is_kind: Callable[[int], bool]) -> bool:
