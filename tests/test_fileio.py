@@ -300,3 +300,33 @@ def test_a_folder_that_cannot_be_removed_is_said_and_kept_for_the_next_sweep(
     with images_temp_dir("zip") as later:
         assert sorted(p.name for p in tmp_path.iterdir()) == [Path(later).name, f"{Path(later).name}.lock"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_locked_temp_file_is_removed_only_once_its_writer_let_go_even_if_swept_as_it_was_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep (remove_left_files) may come between making the file and locking it: it removes that file,
+    and the writer makes another. The file it returns is there and held: a sweep leaves it until it is
+    closed, then removes it; one renamed into place meanwhile is not followed."""
+    from sarcoscope.fileio import locked_temp_file, remove_left_files
+
+    real_mkstemp, swept = tempfile.mkstemp, []
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        made = real_mkstemp(*args, **kwargs)
+        if not swept:
+            swept.append(remove_left_files([Path(made[1])]))
+        return made
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    fd, name = locked_temp_file(tmp_path, ".recv-", ".tmp")
+    monkeypatch.undo()
+    assert swept == [1] and [p.name for p in tmp_path.iterdir()] == [Path(name).name]
+    assert remove_left_files(tmp_path.glob(".recv-*.tmp")) == 0 and Path(name).is_file()
+    os.close(fd)  # as its writer's end does (kill -9 included)
+    assert remove_left_files(tmp_path.glob(".recv-*.tmp")) == 1 and list(tmp_path.iterdir()) == []
+    fd, name = locked_temp_file(tmp_path, ".recv-", ".tmp")
+    os.replace(name, tmp_path / "IM0001.dcm")
+    os.close(fd)
+    assert remove_left_files([Path(name), tmp_path / "missing.tmp"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["IM0001.dcm"]

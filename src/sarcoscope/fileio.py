@@ -14,7 +14,7 @@ import stat
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -251,6 +251,52 @@ def remove_left_partials(out_dir: Path, *, lockless: bool = False) -> None:
     )
     if removed:
         logger.info("Removed %d unfinished output folder(s) that stopped runs left.", len(removed))
+
+
+def locked_temp_file(folder: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """mkstemp (an open descriptor and the name of a new private file `<prefix><random><suffix>` in
+    `folder`) whose descriptor holds a flock on the file until it is closed: `remove_left_files` removes the
+    file only when it can take that lock, so only once its writer has closed it or ended (kill -9
+    included). Where the file system has no locks, the file is made without one (and never removed so)."""
+    while True:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a sweep took it before this one did, and removes it: another name
+            os.close(fd)
+            continue
+        except OSError:  # no locks on this file system
+            return fd, name
+        try:
+            if os.path.samestat(os.fstat(fd), os.lstat(name)):
+                return fd, name
+        except FileNotFoundError:  # a sweep took it and removed it before this one locked it
+            pass
+        os.close(fd)
+
+
+def remove_left_files(paths: Iterable[Path]) -> int:
+    """Remove the locked_temp_file files among `paths` (this user's regular files) whose lock can be taken
+    without waiting: their writer has ended without removing them. Returns how many were removed."""
+    removed = 0
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # gone (renamed into place), a link, or not readable: left alone
+            continue
+        try:
+            found = os.fstat(fd)
+            if not stat.S_ISREG(found.st_mode) or found.st_uid != os.getuid():
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.samestat(found, os.lstat(path)):  # not renamed into place meanwhile
+                os.unlink(path)
+                removed += 1
+        except OSError:  # held (its writer runs), no locks here, or gone meanwhile: left alone
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _foreign(path: Path, is_kind: Callable[[int], bool]) -> bool:
