@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import logging
 import os
 import re
@@ -31,10 +32,16 @@ logger = logging.getLogger(__name__)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file in the same folder, then move it over `path`."""
+    """Call `write(tmp)` on a temporary file `.<name>.<random>.tmp` in the same folder, then move it over
+    `path`. The temporary file is a locked_temp_file, locked until it is in place: those of `path` that
+    writers killed (kill -9, the out-of-memory killer) left, a cohort's rows or a case's file list, are
+    removed first; a running writer's are not."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    prefix = f".{path.name}."
+    removed = remove_left_files(path.parent.glob(f"{glob.escape(prefix)}{'?' * 8}.tmp"))  # mkstemp's names
+    if removed:  # by count: the folder may be named after a patient
+        logger.info("Removed %d unfinished temporary file(s) that stopped runs left.", removed)
+    fd, tmp_name = locked_temp_file(path.parent, prefix, ".tmp")
     tmp = Path(tmp_name)
     try:
         write(tmp)
@@ -42,6 +49,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)  # its lock goes once it is in place (or removed)
 
 
 def _umask() -> int:
