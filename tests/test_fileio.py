@@ -300,3 +300,70 @@ def test_a_folder_that_cannot_be_removed_is_said_and_kept_for_the_next_sweep(
     with images_temp_dir("zip") as later:
         assert sorted(p.name for p in tmp_path.iterdir()) == [Path(later).name, f"{Path(later).name}.lock"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_locked_temp_file_is_removed_only_once_its_writer_let_go_even_if_swept_as_it_was_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep (remove_left_files) may come between making the file and locking it: it removes that file,
+    and the writer makes another. The file it returns is there and held: a sweep leaves it until it is
+    closed, then removes it; one renamed into place meanwhile is not followed."""
+    from sarcoscope.fileio import locked_temp_file, remove_left_files
+
+    real_mkstemp, swept = tempfile.mkstemp, []
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        made = real_mkstemp(*args, **kwargs)
+        if not swept:
+            swept.append(remove_left_files([Path(made[1])]))
+        return made
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    fd, name = locked_temp_file(tmp_path, ".recv-", ".tmp")
+    monkeypatch.undo()
+    assert swept == [1] and [p.name for p in tmp_path.iterdir()] == [Path(name).name]
+    assert remove_left_files(tmp_path.glob(".recv-*.tmp")) == 0 and Path(name).is_file()
+    os.close(fd)  # as its writer's end does (kill -9 included)
+    assert remove_left_files(tmp_path.glob(".recv-*.tmp")) == 1 and list(tmp_path.iterdir()) == []
+    fd, name = locked_temp_file(tmp_path, ".recv-", ".tmp")
+    os.replace(name, tmp_path / "IM0001.dcm")
+    os.close(fd)
+    assert remove_left_files([Path(name), tmp_path / "missing.tmp"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["IM0001.dcm"]
+
+
+def test_the_temporary_file_of_a_killed_atomic_write_is_removed_by_the_next_write_of_that_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """atomic_write writes `.<name>.<random>.tmp` beside the file and renames it over; a writer killed
+    (kill -9, the out-of-memory killer: a batch's cohort table, a case's list of input files) left it, a
+    patient's rows, for good. The next write of that file now removes it once its writer has let go of its
+    lock, and leaves a running writer's; the log says a count, no name."""
+    from sarcoscope.fileio import atomic_write, atomic_write_text
+
+    table = tmp_path / "runs" / "cohort.csv"
+    writing = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from sarcoscope.fileio import atomic_write\n"
+        "def write(tmp):\n"
+        "    tmp.write_text('case_id,patient\\nc1,Doe^Jane\\n')\n"
+        "    print(tmp, flush=True)\n"
+        "    sys.stdin.read()\n"
+        f"atomic_write(Path({str(table)!r}), write)\n"
+    )
+    with running_process(writing) as (writer, said):
+        left = Path(said)
+        assert left.parent == table.parent and left.name.startswith(".cohort.csv.") and left.suffix == ".tmp"
+        atomic_write_text(table, "case_id\nc2\n")  # another writer of the same file at once
+        assert "Doe^Jane" in left.read_text()  # its writer runs
+        writer.kill()
+        writer.wait()
+    other = table.parent / ".cohort.csv.notes.txt.tmp"  # not a name atomic_write makes
+    other.write_text("kept")
+    with caplog.at_level(logging.INFO, logger="sarcoscope.fileio"):
+        atomic_write(table, lambda tmp: tmp.write_text("case_id\nc3\n"))
+    assert sorted(p.name for p in table.parent.iterdir()) == [other.name, "cohort.csv"]
+    assert table.read_text() == "case_id\nc3\n"
+    said_removed = [r.getMessage() for r in caplog.records if "temporary file" in r.getMessage()]
+    assert said_removed == ["Removed 1 unfinished temporary file(s) that stopped runs left."]

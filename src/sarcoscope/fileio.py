@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import logging
 import os
 import re
@@ -14,7 +15,7 @@ import stat
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -31,10 +32,16 @@ logger = logging.getLogger(__name__)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file in the same folder, then move it over `path`."""
+    """Call `write(tmp)` on a temporary file `.<name>.<random>.tmp` in the same folder, then move it over
+    `path`. The temporary file is a locked_temp_file, locked until it is in place: those of `path` that
+    writers killed (kill -9, the out-of-memory killer) left, a cohort's rows or a case's file list, are
+    removed first; a running writer's are not."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    prefix = f".{path.name}."
+    removed = remove_left_files(path.parent.glob(f"{glob.escape(prefix)}{'?' * 8}.tmp"))  # mkstemp's names
+    if removed:  # by count: the folder may be named after a patient
+        logger.info("Removed %d unfinished temporary file(s) that stopped runs left.", removed)
+    fd, tmp_name = locked_temp_file(path.parent, prefix, ".tmp")
     tmp = Path(tmp_name)
     try:
         write(tmp)
@@ -42,6 +49,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)  # its lock goes once it is in place (or removed)
 
 
 def _umask() -> int:
@@ -130,14 +138,15 @@ LOCK_SUFFIX = ".lock"
 
 
 class LockedTempDir:
-    """A private (0700) temporary folder `<prefix><random><suffix>` in `parent` whose maker holds its lock
-    file (claim_lock) from before the folder is made until it is removed: `remove_left_folders` removes it
-    only when it can take that lock, so only once its maker has ended, by any means (kill -9 included). A
-    flock is the kernel's, so this holds across PID namespaces (containers sharing /tmp), where a process id
-    says nothing, and a process id reused by another process keeps nothing. Removed by `cleanup` (or the
-    `with` block's end); where the file system has no locks, made without its lock file."""
+    """A temporary folder `<prefix><random><suffix>` in `parent` (private: `mode` 0700 unless asked; the
+    umask applies) whose maker holds its lock file (claim_lock) from before the folder is made until it is
+    removed: `remove_left_folders` removes it only when it can take that lock, so only once its maker has
+    ended, by any means (kill -9 included). A flock is the kernel's, so this holds across PID namespaces
+    (containers sharing /tmp), where a process id says nothing, and a process id reused by another process
+    keeps nothing. Removed by `cleanup` (or the `with` block's end); where the file system has no locks,
+    made without its lock file."""
 
-    def __init__(self, parent: str | Path, prefix: str, suffix: str = "") -> None:
+    def __init__(self, parent: str | Path, prefix: str, suffix: str = "", mode: int = 0o700) -> None:
         while True:
             fd, lock = tempfile.mkstemp(prefix=prefix, suffix=suffix + LOCK_SUFFIX, dir=parent)
             os.close(fd)
@@ -150,7 +159,7 @@ class LockedTempDir:
                 held = None
             name = lock.removesuffix(LOCK_SUFFIX)
             try:
-                os.mkdir(name, 0o700)
+                os.mkdir(name, mode)
                 break
             except BaseException as exc:
                 if held is not None:  # the folder is not this one's: only its lock file goes
@@ -223,6 +232,78 @@ def remove_left_folders(
         _let_go(folder, lock, fd)
         if made and not os.path.lexists(folder):
             removed.append(name)
+    return removed
+
+
+#: The unfinished copy of an output folder `out` that a run writes beside it and renames into place at the
+#: end (export.writer's set of outputs, deidentify's copy): `.out.<random>.partial`, a LockedTempDir
+#: (partial_beside); the random part has no dot, so group 1 is `out`'s name. An earlier version's has no
+#: lock file (the writer's: 12 hex digits).
+PARTIAL = re.compile(r"\.(.+)\.([A-Za-z0-9_]+)\.partial")
+
+
+def partial_beside(out_dir: Path, mode: int = 0o700) -> LockedTempDir:
+    """The folder (PARTIAL) in which a run writes what becomes `out_dir`; its lock file is held until it is
+    cleaned up, so only a run that has ended leaves one for `remove_left_partials`."""
+    return LockedTempDir(out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial", mode=mode)
+
+
+def remove_left_partials(out_dir: Path, *, lockless: bool = False) -> None:
+    """Remove the unfinished copies that runs killed (kill -9, the out-of-memory killer) left beside their
+    output folders in `out_dir`'s parent: those whose lock nobody holds (remove_left_folders), whatever
+    output they were for; with `lockless`, `out_dir`'s own without a lock file too (the caller holds a lock
+    that keeps any other run from writing it). Logged by count only (an output folder may be named after
+    a patient)."""
+    removed = remove_left_folders(
+        out_dir.parent, PARTIAL, lambda found: lockless and found[1] == out_dir.name
+    )
+    if removed:
+        logger.info("Removed %d unfinished output folder(s) that stopped runs left.", len(removed))
+
+
+def locked_temp_file(folder: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """mkstemp (an open descriptor and the name of a new private file `<prefix><random><suffix>` in
+    `folder`) whose descriptor holds a flock on the file until it is closed: `remove_left_files` removes the
+    file only when it can take that lock, so only once its writer has closed it or ended (kill -9
+    included). Where the file system has no locks, the file is made without one (and never removed so)."""
+    while True:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a sweep took it before this one did, and removes it: another name
+            os.close(fd)
+            continue
+        except OSError:  # no locks on this file system
+            return fd, name
+        try:
+            if os.path.samestat(os.fstat(fd), os.lstat(name)):
+                return fd, name
+        except FileNotFoundError:  # a sweep took it and removed it before this one locked it
+            pass
+        os.close(fd)
+
+
+def remove_left_files(paths: Iterable[Path]) -> int:
+    """Remove the locked_temp_file files among `paths` (this user's regular files) whose lock can be taken
+    without waiting: their writer has ended without removing them. Returns how many were removed."""
+    removed = 0
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # gone (renamed into place), a link, or not readable: left alone
+            continue
+        try:
+            found = os.fstat(fd)
+            if not stat.S_ISREG(found.st_mode) or found.st_uid != os.getuid():
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.samestat(found, os.lstat(path)):  # not renamed into place meanwhile
+                os.unlink(path)
+                removed += 1
+        except OSError:  # held (its writer runs), no locks here, or gone meanwhile: left alone
+            continue
+        finally:
+            os.close(fd)
     return removed
 
 

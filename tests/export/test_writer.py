@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import pickle
 import stat
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from fresh_process import running_process
 from sarcoscope.errors import OutputError
 from sarcoscope.export import OUTPUT_FILES, report_schema, write_outputs
 from sarcoscope.export import writer as writer_module
@@ -170,6 +173,47 @@ def test_what_a_killed_run_left_beside_another_folder_is_not_taken(make_result, 
     write_outputs(make_result((6,)), tmp_path / "case.2")  # its own next write puts its old set back first
     assert (tmp_path / "case.2" / "notes.txt").read_text() == "case.2's notes"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case", "case.2"]
+
+
+def test_the_unfinished_set_of_a_killed_run_is_removed_by_the_next_write_beside_it_and_a_running_ones_is_not(
+    make_result, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run writes its set into `.out.<random>.partial` beside `out` and swaps it in; one killed (kill -9,
+    the out-of-memory killer, a batch worker) left that folder of a patient's results until the next run
+    into the same `out`, so for good where each case has its own folder (batch). Any write beside it now
+    removes it once nobody holds its lock file, and leaves a running one's; the log names no folder."""
+    parent = tmp_path / "cases"
+    pickled = tmp_path / "result.pkl"
+    pickled.write_bytes(pickle.dumps(make_result((5,), dicom=True)))
+    writing = (
+        "import pickle, sys\n"
+        "from pathlib import Path\n"
+        "from sarcoscope.export import writer\n"
+        "real = writer._write_all\n"
+        "def stop(result, tmp, *args):\n"
+        "    done = real(result, tmp, *args)\n"
+        "    print(tmp, flush=True)\n"
+        "    sys.stdin.read()\n"
+        "    return done\n"
+        "writer._write_all = stop\n"
+        f"result = pickle.loads(Path({str(pickled)!r}).read_bytes())\n"
+        f"writer.write_outputs(result, Path({str(parent / 'p1')!r}))\n"
+    )
+    with running_process(writing) as (writer, said):
+        partial = Path(said)
+        assert (
+            partial.parent == parent and partial.name.startswith(".p1.") and partial.name.endswith(".partial")
+        )
+        assert (partial / "report.json").is_file()
+        write_outputs(make_result((4,)), parent / "p2")
+        assert (partial / "report.json").is_file()  # its writer runs
+        writer.kill()
+        writer.wait()
+    with caplog.at_level(logging.INFO, logger="sarcoscope.fileio"):
+        write_outputs(make_result((4,)), parent / "p3")
+    assert sorted(p.name for p in parent.iterdir()) == ["p2", "p3"]
+    said_removed = [r.getMessage() for r in caplog.records if "unfinished" in r.getMessage()]
+    assert said_removed == ["Removed 1 unfinished output folder(s) that stopped runs left."]
 
 
 def test_output_folder_checked_before_work(tmp_path) -> None:

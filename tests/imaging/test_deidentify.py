@@ -436,11 +436,11 @@ def test_the_unfinished_copy_of_a_killed_run_is_removed_by_the_next_and_a_runnin
         assert len(list(partial.rglob("*.dcm"))) == 1  # its writer runs
         writer.kill()
         writer.wait()
-    with caplog.at_level(logging.INFO, logger="sarcoscope.imaging.deidentify.files"):
+    with caplog.at_level(logging.INFO, logger="sarcoscope.fileio"):
         assert deidentify_tree(src, parent / "third", POLICY).written == 3
     assert sorted(p.name for p in parent.iterdir()) == ["second", "third"]
     said_removed = [r.getMessage() for r in caplog.records if "unfinished" in r.getMessage()]
-    assert said_removed == ["Removed 1 unfinished folder(s) of de-identified copies that stopped runs left."]
+    assert said_removed == ["Removed 1 unfinished output folder(s) that stopped runs left."]
 
 
 def test_secret_file_created_private_reused_and_overridable(tmp_path: Path, monkeypatch) -> None:

@@ -7,7 +7,9 @@ All files are first written into a fresh temporary folder beside `out_dir` (same
   set is then deleted. Where the exchange is not available, the old folder is renamed aside and the new one
   into place, and a write that finds the aside folder without `out_dir` puts it back first.
 A crash or kill -9 at any point leaves `out_dir` holding either the complete old set or the complete new set,
-never a mix and never neither (Linux); a failed run leaves the old set and removes its temporary folder.
+never a mix and never neither (Linux); a failed run leaves the old set and removes its temporary folder. The
+temporary folder is a fileio.partial_beside (its lock file held until it is removed): one a killed run left
+is removed by the next write beside it, into whatever folder, once nobody holds its lock.
 
 The SEG, SR and QC capture of the same result (the same report, label map and source images; not when or
 where it ran) get the same UIDs, so one sent to a PACS again is the same object there, not a second copy.
@@ -47,7 +49,7 @@ from sarcoscope.export.label_tables import (
 from sarcoscope.export.nifti import label_nifti
 from sarcoscope.export.overlay import render_overlay
 from sarcoscope.export.report import build_report, metrics_csv, report_json
-from sarcoscope.fileio import check_output_folder, holding_lock
+from sarcoscope.fileio import check_output_folder, holding_lock, partial_beside, remove_left_partials
 from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
 
 if TYPE_CHECKING:
@@ -233,10 +235,10 @@ def write_outputs(
         _recover(out_dir)
         # in the parent, often readable by others: private while written when it replaces a folder (which
         # gives it its mode at the swap); a new folder gets the user's usual permissions (not mkdtemp's 0700)
-        tmp = _sibling(out_dir, "partial")
-        tmp.mkdir(mode=0o700 if out_dir.exists() else 0o777)
+        partial = partial_beside(out_dir, mode=0o700 if out_dir.exists() else 0o777)
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
+    tmp = Path(partial.name)
     try:
         written, warnings = _write_all(result, tmp, deidentification, label_order)
         if not out_dir.exists():
@@ -246,8 +248,7 @@ def write_outputs(
     except OSError as exc:
         raise OutputError(f"Cannot write the outputs into {out_dir}: {exc}") from exc
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        partial.cleanup()  # and its lock file; the folder is gone when it became out_dir
     if result.volume.dicom_headers:  # for other input the report's "not DICOM" note is no news to say
         result.warnings.extend(w for w in warnings if w not in result.warnings)
     return {kind: out_dir / name for kind, name in written.items()}
@@ -258,16 +259,20 @@ def _sibling(out_dir: Path, kind: str) -> Path:
 
 
 def _recover(out_dir: Path) -> None:
-    """Undo what a killed run left: its old set renamed aside (fallback swap) and temporary folders. Only
-    this folder's, named exactly as `_sibling` names them: `.case.*.*` would take case.2's as well."""
-    named = f".{glob.escape(out_dir.name)}.{'[0-9a-f]' * 12}"
-    leftovers = {kind: sorted(out_dir.parent.glob(f"{named}.{kind}")) for kind in ("old", "partial")}
-    aside = [p for p in leftovers["old"] if (p / OUTPUT_FILES["report"]).is_file()]
-    if aside and not out_dir.exists():
-        os.replace(aside[-1], out_dir)
-    for path in [*leftovers["old"], *leftovers["partial"]]:
+    """Undo what killed runs left: this folder's old set renamed aside (fallback swap), put back or removed;
+    the unfinished sets (partial_beside) of any folder beside it whose writer has ended, and this folder's
+    of an earlier version, without a lock file (the caller holds output_lock: no other run writes it).
+    The old sets only this folder's, named exactly as `_sibling` names them: `.case.*.*` would take
+    case.2's as well."""
+    named = f".{glob.escape(out_dir.name)}.{'[0-9a-f]' * 12}.old"
+    aside = sorted(out_dir.parent.glob(named))
+    complete = [p for p in aside if (p / OUTPUT_FILES["report"]).is_file()]
+    if complete and not out_dir.exists():
+        os.replace(complete[-1], out_dir)
+    for path in aside:
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)
+    remove_left_partials(out_dir, lockless=True)
 
 
 def _link_foreign(out_dir: Path, tmp: Path) -> None:

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from typing import Any
 import pydicom
 
 from sarcoscope.errors import InputError, SarcoscopeError, frames_of
-from sarcoscope.fileio import atomic_write_text
+from sarcoscope.fileio import atomic_write_text, locked_temp_file, remove_left_files
 from sarcoscope.pacs.dicomweb import DICOMwebServer
 from sarcoscope.pacs.dicomweb_query import check_uid, check_waits, parse_dicomweb_root
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
@@ -47,6 +46,9 @@ log = logging.getLogger(__name__)
 # source image's SOP Instance UID at INFO whenever a SEG or SR is made (the node's log names series only)
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 logging.getLogger("highdicom").setLevel(logging.WARNING)
+
+#: The prefix and suffix of an image being received (fileio.locked_temp_file), renamed into place once whole.
+_RECEIVING = (".recv-", ".tmp")
 
 _PEER = re.compile(r"^(?P<aet>[^@\\]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
 
@@ -277,6 +279,7 @@ class Node:
         self.settings.out.chmod(0o700)  # received images and results are patient data: owner only
         self.incoming.mkdir(exist_ok=True)
         self.results.mkdir(exist_ok=True)
+        self._remove_left_receipts()
         self._resume()
         ae = AE(ae_title=self.settings.aet)
         ae.add_supported_context(CTImageStorage, AllTransferSyntaxes)
@@ -304,6 +307,14 @@ class Node:
             self.settings.port,
             self.settings.settle,
         )
+
+    def _remove_left_receipts(self) -> None:
+        """Remove the images a node killed (kill -9, the out-of-memory killer) left half-written in incoming/
+        (`.recv-<random>.tmp`): those whose writer no longer holds their lock (fileio.remove_left_files), so
+        never one that another node sharing this folder is receiving. Logged by count."""
+        removed = remove_left_files(self.incoming.glob(f"*/*/{_RECEIVING[0]}*{_RECEIVING[1]}"))
+        if removed:
+            log.info("removed %d image(s) that a stopped node left half-received", removed)
 
     def _resume(self) -> None:
         """Queue the series a stopped node left in incoming/ (received, not yet analysed or failed); those
@@ -347,11 +358,12 @@ class Node:
             return 0xA900  # dataset does not match SOP class
         folder = self.incoming / study / series
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".recv-", suffix=".tmp")
+        fd, tmp = locked_temp_file(folder, *_RECEIVING)
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with os.fdopen(fd, "wb") as fh:  # its lock held until it is in place (_remove_left_receipts)
                 fh.write(event.encoded_dataset(include_meta=True))
-            os.replace(tmp, folder / f"{sop}.dcm")
+                fh.flush()
+                os.replace(tmp, folder / f"{sop}.dcm")
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
             log.error("cannot store an image of series %s: %s", series, exc)

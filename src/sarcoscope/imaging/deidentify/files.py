@@ -6,9 +6,7 @@ copy.
 from __future__ import annotations
 
 import io
-import logging
 import os
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.utils import get_expected_length
 
 from sarcoscope.errors import InputError, OutputError
-from sarcoscope.fileio import LockedTempDir, check_outside_input, remove_left_folders
+from sarcoscope.fileio import check_outside_input, partial_beside, remove_left_partials
 from sarcoscope.imaging.deidentify.policy import DeidentificationError, DeidentificationPolicy
 from sarcoscope.imaging.deidentify.profile import deidentify_dataset
 from sarcoscope.imaging.deidentify.refusals import (
@@ -31,12 +29,6 @@ from sarcoscope.imaging.deidentify.refusals import (
 from sarcoscope.imaging.dicom_pixels import _transfer_syntax
 from sarcoscope.imaging.dicom_reader import _iter_files, _read_header
 from sarcoscope.imaging.read import _existing, _extracted
-
-logger = logging.getLogger(__name__)
-
-#: The unfinished copy a run writes beside its output folder `out`: `.out.<random>.partial`, with its lock
-#: file (fileio.LockedTempDir); one a killed run left is removed by the next run beside it.
-_PARTIAL = re.compile(r"\..+\.[A-Za-z0-9_]+\.partial")
 
 
 def deidentify_file(path: Path, policy: DeidentificationPolicy, source: str | None = None) -> bytes:
@@ -103,9 +95,8 @@ def _deidentify_files(
     summary = DeidentifySummary(out_dir=out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        _remove_left_partials(out_dir.parent)
-        # private (0700) until its owner decides to share it
-        partial = LockedTempDir(out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial")
+        remove_left_partials(out_dir)  # those killed runs left beside it (an earlier version's stay)
+        partial = partial_beside(out_dir)  # private (0700) until its owner decides to share it
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc}") from exc
     tmp = Path(partial.name)
@@ -128,17 +119,6 @@ def _deidentify_files(
     finally:
         partial.cleanup()  # and its lock file; the folder is gone when it became out_dir
     return summary
-
-
-def _remove_left_partials(parent: Path) -> None:
-    """Remove the unfinished copies that runs killed (kill -9, the out-of-memory killer) left beside their
-    output folders in `parent`: those whose lock nobody holds (fileio.remove_left_folders); logged by count
-    only (an output folder's name may be a patient's)."""
-    removed = remove_left_folders(parent, _PARTIAL)
-    if removed:
-        logger.info(
-            "Removed %d unfinished folder(s) of de-identified copies that stopped runs left.", len(removed)
-        )
 
 
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
