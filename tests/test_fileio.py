@@ -302,6 +302,34 @@ def test_a_folder_that_cannot_be_removed_is_said_and_kept_for_the_next_sweep(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_unfinished_output_folder_that_cannot_be_removed_is_said_without_its_patient_like_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An output's unfinished copy `.<out>.<random>.partial` holds the output folder's name, often a
+    patient's (batch case folders); the warning that it could not be removed named it, in logs that servers
+    and Dask workers' log collectors keep and share. It says what it is and the folder it is in, and it is
+    kept, with its lock file, for the next sweep, which says it the same way."""
+    import shutil
+
+    from sarcoscope.fileio import partial_beside, remove_left_partials
+
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    out = cases / "Doe^Jane"
+    made = partial_beside(out)
+    name = Path(made.name).name
+    monkeypatch.setattr(shutil, "rmtree", lambda *args, **kwargs: None)  # a file it cannot remove
+    with caplog.at_level(logging.WARNING, logger="sarcoscope.fileio"):
+        made.cleanup()
+        remove_left_partials(out)  # its writer has let go: the sweep tries again
+    said = "Could not remove an unfinished copy of an output folder (a hidden `.<output>.<random>.partial`) "
+    assert [r.getMessage() for r in caplog.records] == [f"{said}in {cases} (patient data): remove it."] * 2
+    assert sorted(p.name for p in cases.iterdir()) == [name, f"{name}.lock"]
+    monkeypatch.undo()
+    remove_left_partials(out)
+    assert list(cases.iterdir()) == []
+
+
 def test_a_locked_temp_file_is_removed_only_once_its_writer_let_go_even_if_swept_as_it_was_made(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -182,19 +182,29 @@ class LockedTempDir:
 
 def _let_go(folder: Path | None, lock: Path, fd: int | None) -> None:
     """Remove `folder` (gone already when it was renamed into place), then its lock file `lock` held as
-    `fd`; a folder that could not be removed is said (a warning) and keeps its lock file, for the next sweep
-    to try again."""
+    `fd`; a folder that could not be removed is said (a warning, _said_where) and keeps its lock file, for
+    the next sweep to try again."""
     try:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
             if os.path.lexists(folder):
-                logger.warning("Could not remove the temporary folder %s (patient data): remove it.", folder)
+                logger.warning("Could not remove %s (patient data): remove it.", _said_where(folder))
                 return
         if fd is not None:
             lock.unlink(missing_ok=True)  # held: nobody else removes it now
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _said_where(folder: Path) -> str:
+    """A LockedTempDir folder as a log (a server's, a Dask worker's: collected, shared) says it: an
+    images_temp_dir folder by its name, which names no patient; an output's unfinished copy (PARTIAL) by
+    the folder it is in, as its name holds the output folder's, which may be a patient's (a batch case's)."""
+    if _IMAGES_DIR.fullmatch(folder.name):
+        return f"the temporary folder {folder}"
+    hidden = "a hidden `.<output>.<random>.partial`"
+    return f"an unfinished copy of an output folder ({hidden}) in {folder.parent}"
 
 
 def remove_left_folders(
