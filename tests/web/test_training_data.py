@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import os
 import re
+import stat
 import zipfile
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from sqlalchemy import update
 from test_api import get_labels, segmented
 from web_synth import SPACING, synthetic_hu, write_series
 
+from fresh_process import running_process
 from sarcoscope.segmentation.model_files import DEFAULT_MODEL_DIR, load_model_card
 from sarcoscope.segmentation.refine import REFINEMENT_VERSION
 from sarcoscope.store.models import LabelVersion
@@ -265,6 +269,81 @@ def test_a_full_disk_during_the_export_is_507_in_the_web_app_and_an_output_error
     with pytest.raises(OutputError, match="No space left on device"):
         collect_training_data(store.data_dir, tmp_path / "out" / "data", "tester", database_url=url)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_unfinished_export_of_a_killed_run_is_removed_by_the_next_export_beside_it_not_a_running_ones(
+    client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An export (patients' de-identified slices and labels) is written into `.<dest>.partial` beside `dest`
+    and renamed; one killed (kill -9, the out-of-memory killer) left it until the next export to that same
+    `dest`, so for good (`train --from-store -o OUT` makes OUT/data once). Any export beside it, from the
+    store or from an export, now removes it once nobody holds its lock file, and leaves a running one's;
+    the log says a count, no name."""
+    corrected_store(client, tmp_path)
+    store = client.app.state.ctx.store
+    url = None if store.engine.dialect.name == "sqlite" else store.engine.url.render_as_string(False)
+    zipped, exported = tmp_path / "export.zip", tmp_path / "exported"
+    zipped.write_bytes(client.get("/api/training-data").content)
+    with zipfile.ZipFile(zipped) as zf:
+        zf.extractall(exported)
+    runs = tmp_path / "runs"
+    from_store = (  # stopped after its first case
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from sarcoscope.web import training_data\n"
+        "real = training_data._write_case\n"
+        "def stop(*args):\n"
+        "    case = real(*args)\n"
+        "    print(args[-1], flush=True)\n"
+        "    sys.stdin.read()\n"
+        "    return case\n"
+        "training_data._write_case = stop\n"
+        f"training_data.collect_training_data(Path({str(store.data_dir)!r}), Path({str(runs / 'p1')!r}), "
+        f"'tester', {url!r})\n"
+    )
+    from_export = (  # stopped once the export is copied
+        "import shutil, sys\n"
+        "from pathlib import Path\n"
+        "from sarcoscope.web.training_data import collect_training_data\n"
+        "real = shutil.copytree\n"
+        "def stop(src, dst, *args, **kwargs):\n"
+        "    done = real(src, dst, *args, **kwargs)\n"
+        "    if str(dst).endswith('.partial'):\n"
+        "        print(dst, flush=True)\n"
+        "        sys.stdin.read()\n"
+        "    return done\n"
+        "shutil.copytree = stop\n"
+        f"collect_training_data(Path({str(exported)!r}), Path({str(runs / 'p2')!r}), 'tester')\n"
+    )
+    with (
+        running_process(from_store) as (first, said_first),
+        running_process(from_export) as (second, said_second),
+        caplog.at_level(logging.INFO, logger="sarcoscope.fileio"),
+    ):
+        partials = Path(said_first), Path(said_second)
+        for partial, name in zip(partials, ("p1", "p2"), strict=True):
+            assert partial.parent == runs and partial.name.startswith(f".{name}.")
+            assert partial.name.endswith(".partial")
+        assert len(list((partials[0] / "labels").iterdir())) == 1
+        assert (partials[1] / EXPORT_MANIFEST).is_file()
+        collect_training_data(store.data_dir, runs / "p3", "tester", database_url=url)
+        assert all(p.is_dir() for p in partials)  # their writers run
+        first.kill()
+        first.wait()
+        earlier = runs / ".p4.partial"  # an earlier version's, without a lock file: it went as now
+        (earlier / "images").mkdir(parents=True)
+        collect_training_data(store.data_dir, runs / "p4", "tester", database_url=url)
+        assert not partials[0].exists() and not earlier.exists() and partials[1].is_dir()
+        second.kill()
+        second.wait()
+        collect_training_data(zipped, runs / "p5", "tester")
+    assert sorted(p.name for p in runs.iterdir()) == ["p3", "p4", "p5"]
+    umask = os.umask(0o077)
+    os.umask(umask)
+    usual = 0o777 & ~umask  # a new folder, as before: the user's usual permissions
+    assert [stat.S_IMODE((runs / name).stat().st_mode) for name in ("p3", "p5")] == [usual] * 2
+    said_removed = [r.getMessage() for r in caplog.records if r.name == "sarcoscope.fileio"]
+    assert said_removed == ["Removed 1 unfinished output folder(s) that stopped runs left."] * 2
 
 
 def test_collect_reads_the_store_or_an_export_and_refuses_other_folders(

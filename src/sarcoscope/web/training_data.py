@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -38,6 +39,7 @@ import numpy as np
 
 from sarcoscope import __version__
 from sarcoscope.errors import InputError, OutputError, SarcoscopeError
+from sarcoscope.fileio import LockedTempDir, partial_beside, remove_left_folders, remove_left_partials
 from sarcoscope.imaging.deidentify.policy import SECRET_FILE_NAME, DeidentificationPolicy, load_secret
 from sarcoscope.imaging.deidentify.refusals import refuse_burned_in
 from sarcoscope.store import LabelVersion, NotFoundError, Store, Study
@@ -81,13 +83,13 @@ def export_training_data(
     if dest.exists():
         raise InputError(f"{dest} already exists; the training data export needs a new folder.")
     policy = DeidentificationPolicy(load_secret(default_file=store.data_dir / SECRET_FILE_NAME))
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    partial = _partial(dest)
+    tmp = Path(partial.name)
     cases: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     annotators: dict[str, str] = {}  # user name -> its pseudonym in this export
     try:
-        (tmp / "images").mkdir(parents=True)
+        (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
         for study in sorted(store.list_studies(limit=None), key=lambda s: s.id):
             try:
@@ -131,8 +133,21 @@ def export_training_data(
         store.audit_all(actor, events, client)
         os.replace(tmp, dest)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        partial.cleanup()  # and its lock file; the folder is gone when it became dest
     return manifest
+
+
+def _partial(dest: Path) -> LockedTempDir:
+    """The folder in which an export is written and then renamed to `dest` (fileio.partial_beside; its
+    lock file held until then), with the user's usual permissions, as `dest` is new. Removed first: the
+    unfinished copies beside `dest` whose writer has ended (kill -9, the out-of-memory killer: patients'
+    slices), whatever folder they were for, and `.<dest>.partial`, without a lock file, that an earlier
+    version left in writing `dest`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_left_partials(dest)
+    if remove_left_folders(dest.parent, re.compile(re.escape(f".{dest.name}.partial")), lambda found: True):
+        log.info("Removed the unfinished export that an earlier version's stopped run left.")
+    return partial_beside(dest, mode=0o777)
 
 
 def _write_case(
@@ -213,19 +228,19 @@ def _collect(source: Path, dest: Path, actor: str, database_url: str | None) -> 
             return export_training_data(store, VolumeCache(store, 1), dest, actor)
         finally:
             store.close()
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    zipped = source.is_file() and source.suffix.lower() == ".zip"
+    if not zipped and not (source.is_dir() and (source / EXPORT_MANIFEST).is_file()):
+        raise InputError(
+            f"{source} is neither a web app data folder (with sarcoscope.db, or give --database-url) "
+            f"nor a training-data export of the web app (a zip or folder with {EXPORT_MANIFEST})."
+        )
+    partial = _partial(dest)
+    tmp = Path(partial.name)
     try:
-        if source.is_file() and source.suffix.lower() == ".zip":
-            tmp.mkdir(parents=True)
+        if zipped:
             extract_zip(source, tmp)
-        elif source.is_dir() and (source / EXPORT_MANIFEST).is_file():
-            shutil.copytree(source, tmp)
-        else:
-            raise InputError(
-                f"{source} is neither a web app data folder (with sarcoscope.db, or give --database-url) "
-                f"nor a training-data export of the web app (a zip or folder with {EXPORT_MANIFEST})."
-            )
+        else:  # the folder's own permissions, as copytree gives a folder it makes
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
         try:
             manifest = json.loads((tmp / EXPORT_MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -234,5 +249,5 @@ def _collect(source: Path, dest: Path, actor: str, database_url: str | None) -> 
             raise InputError(f"{source} is an export of unknown format {manifest.get('format')!r}.")
         os.replace(tmp, dest)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        partial.cleanup()
     return manifest
