@@ -15,29 +15,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
 import sarcoscope.store.store as store_module
-from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, Store, Study, new_study_id
+from sarcoscope.store import ConflictError, NotFoundError, StaleVersionError, Store
 from sarcoscope.store.labels import encode_labels
 from sarcoscope.store.models import Base, as_utc
-
-
-def _study(series_uid: str = "1.2.3.4") -> Study:
-    return Study(
-        id=new_study_id(),
-        study_uid="1.2.3",
-        series_uid=series_uid,
-        patient_id="PSEUDO-1",
-        study_date="20240101",
-        series_description="abdomen",
-        source_kind="dicom",
-        n_slices=10,
-        rows=4,
-        cols=5,
-        spacing=[2.0, 0.8, 0.8],
-        upload_bytes=1234,
-        status="uploaded",
-        created_by="alice",
-    )
-
+from store_rows import study_row
 
 #: A PostgreSQL URL (postgresql+psycopg://...) to run these tests on too; its public schema is wiped.
 POSTGRES_URL = os.environ.get("SARCOSCOPE_TEST_DATABASE_URL")
@@ -97,7 +78,7 @@ def test_migrations_keep_the_data_and_downgrade(empty_database: Store) -> None:
     store = empty_database
     store.migrate()
     assert store.schema_revision() == "0007"
-    study = store.add_study(_study(), actor="alice")
+    study = store.add_study(study_row(), actor="alice")
     labels = np.ones((1, 4, 5), np.uint8)
     store.save_version(study.id, base_version=None, labels=labels, indices=[2], author="a", source="segment")
     store.add_user("bob", "hash", actor="cli")
@@ -154,7 +135,7 @@ def test_a_database_with_label_versions_made_at_0006_stores_their_quality_scores
     the versions saved before it have none, and a score is stored with one after the upgrade."""
     store = empty_database
     store.migrate("0006")
-    study = _study()
+    study = study_row()
     labels = np.arange(20, dtype=np.uint8).reshape(1, 4, 5) % 5
     data, digest = encode_labels(labels)
     with store.engine.begin() as connection:
@@ -189,7 +170,7 @@ def test_a_quality_score_is_stored_once_on_the_segmented_version_it_rates(store:
     """Store.keep_quality, at the end of the web app's background score: only on the version scored, as it
     was scored (its labels' digest), never on a later or hand-edited version, never over a stored score, and
     not at all once the study is deleted."""
-    study = store.add_study(_study(), actor="alice")
+    study = store.add_study(study_row(), actor="alice")
     labels = np.ones((1, 4, 5), np.uint8)
     v1 = store.save_version(
         study.id, base_version=None, labels=labels, indices=[2], author="a", source="segment"
@@ -231,7 +212,7 @@ def test_roles_are_set_and_audited(store: Store) -> None:
 
 
 def test_versions_are_append_only_and_stale_saves_are_refused(store: Store) -> None:
-    study = store.add_study(_study(), actor="alice")
+    study = store.add_study(study_row(), actor="alice")
     labels = np.zeros((2, 4, 5), np.uint8)
     labels[0, 1, 1] = 1
     v1 = store.save_version(
@@ -264,7 +245,7 @@ def test_versions_are_append_only_and_stale_saves_are_refused(store: Store) -> N
 
 
 def test_concurrent_saves_on_the_same_base_keep_exactly_one(store: Store) -> None:
-    study = store.add_study(_study(), actor="alice")
+    study = store.add_study(study_row(), actor="alice")
     labels = np.zeros((1, 4, 5), np.uint8)
     store.save_version(study.id, base_version=None, labels=labels, indices=[0], author="e", source="segment")
     results: list[str] = []
@@ -292,18 +273,18 @@ def test_unknown_ids_and_duplicate_series(store: Store) -> None:
         store.get_study("../../etc/passwd")
     with pytest.raises(NotFoundError):
         store.get_study("0" * 32)
-    study = store.add_study(_study(), actor="alice")
+    study = store.add_study(study_row(), actor="alice")
     with pytest.raises(NotFoundError, match="no label versions yet"):
         store.get_version(study.id)
     with pytest.raises(NotFoundError, match="no label version 7"):
         store.get_version(study.id, 7)
     with pytest.raises(Exception, match="already uploaded"):
-        store.add_study(_study(), actor="bob")
+        store.add_study(study_row(), actor="bob")
 
 
 def test_search_update_delete(store: Store) -> None:
-    a = store.add_study(_study("1.2.3.4"), actor="alice")
-    b = _study("1.2.3.5")
+    a = store.add_study(study_row("1.2.3.4"), actor="alice")
+    b = study_row("1.2.3.5")
     b.patient_id = "OTHER"
     store.add_study(b, actor="alice")
     assert [s.id for s in store.list_studies("pseudo")] == [a.id]
@@ -322,8 +303,8 @@ def test_a_pacs_study_s_uid_leaves_the_events_without_a_study_id_with_its_last_s
     after every study of it was deleted. Now the deletion of its last study leaves of those events who, what
     and when; while a study of it is left they are about that one and keep it, and another PACS study's keep
     theirs."""
-    a = store.add_study(_study("1.2.3.4"), actor="alice")
-    b = store.add_study(_study("1.2.3.5"), actor="alice")  # another series of the same study "1.2.3"
+    a = store.add_study(study_row("1.2.3.4"), actor="alice")
+    b = store.add_study(study_row("1.2.3.5"), actor="alice")  # another series of the same study "1.2.3"
     store.audit("alice", "pacs-view-series", None, {"study_uid": "1.2.3", "series": 2})
     store.audit("alice", "pacs-view-series", None, {"study_uid": "1.2.9", "series": 1})
 
@@ -337,8 +318,8 @@ def test_a_pacs_study_s_uid_leaves_the_events_without_a_study_id_with_its_last_s
 
 
 def test_search_matches_wildcards_literally(store: Store) -> None:
-    plain = store.add_study(_study("1.2.3.4"), actor="alice")
-    special = _study("1.2.3.5")
+    plain = store.add_study(study_row("1.2.3.4"), actor="alice")
+    special = study_row("1.2.3.5")
     special.series_description = "50%_dose \\ low"
     store.add_study(special, actor="alice")
     assert {s.id for s in store.list_studies("")} == {plain.id, special.id}

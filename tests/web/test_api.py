@@ -34,6 +34,19 @@ def upload(client: TestClient, files: list[Path]) -> dict:
     return r.json()
 
 
+def hold_second_opinion(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Hold the quality score's second opinion (the background part of a segment request) until the event
+    returned is set (at most 10 s)."""
+    gate, second_opinion = threading.Event(), quality_module._second_opinion
+
+    def after_the_gate(*args: object) -> tuple[str | None, np.ndarray]:
+        gate.wait(10)
+        return second_opinion(*args)
+
+    monkeypatch.setattr(quality_module, "_second_opinion", after_the_gate)
+    return gate
+
+
 def segmented(client: TestClient, files: list[Path], first: int = 4, last: int = 6) -> tuple[str, dict]:
     sid = upload(client, files)["id"]
     assert client.put(
@@ -366,17 +379,10 @@ def test_another_server_process_shows_the_score_once_it_is_stored(
     """A server process that did not segment the version (another worker on the database) shows the score
     stored with it, also when it analysed the version before the score was stored: its cached analysis
     reads the version's score again, not the "not computed" of then."""
-    from sarcoscope.segmentation import quality
     from sarcoscope.web.analysis import AnalysisCache
 
     ctx = client.app.state.ctx
-    gate, second_opinion = threading.Event(), quality._second_opinion
-
-    def after_the_gate(*args: object) -> tuple[str | None, np.ndarray]:
-        gate.wait(10)
-        return second_opinion(*args)
-
-    monkeypatch.setattr(quality, "_second_opinion", after_the_gate)
+    gate = hold_second_opinion(monkeypatch)
     sid, _ = segmented(client, series, 4, 6)
     other = AnalysisCache(ctx.store, ctx.volumes)  # knows nothing of this process's background work
     study = ctx.store.get_study(sid)

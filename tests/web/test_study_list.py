@@ -4,7 +4,6 @@ from the score stored with the version (no label data), for the whole list in on
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
-from test_api import CORNER, get_labels, segmented, upload
+from test_api import CORNER, get_labels, hold_second_opinion, segmented, upload
 from web_synth import write_series
 
 from sarcoscope.segmentation import quality as quality_module
 from sarcoscope.segmentation.quality import QUALITY_VERSION
-from sarcoscope.store import Store, Study, new_study_id
+from sarcoscope.store import Store
+from store_rows import study_row
 
 LABELS = np.ones((1, 4, 5), np.uint8)
 
@@ -36,25 +36,7 @@ def _stored_score(*dice: float) -> dict[str, Any]:
 def _study(store: Store, n: int, *versions: tuple[str, dict[str, Any] | None]) -> str:
     """A study row (no images: the list reads none) with label versions of these sources, each with the
     quality stored as given (None: none stored)."""
-    study = store.add_study(
-        Study(
-            id=new_study_id(),
-            study_uid="1.2.3",
-            series_uid=f"1.2.3.4.{n}",
-            patient_id=f"PAT-{n}",
-            study_date="20240101",
-            series_description="abdomen",
-            source_kind="dicom",
-            n_slices=10,
-            rows=4,
-            cols=5,
-            spacing=[2.0, 0.8, 0.8],
-            upload_bytes=1234,
-            status="uploaded",
-            created_by="alice",
-        ),
-        actor="alice",
-    )
+    study = store.add_study(study_row(f"1.2.3.4.{n}", f"PAT-{n}"), actor="alice")
     for i, (source, quality) in enumerate(versions):
         row = store.save_version(
             study.id, base_version=i or None, labels=LABELS + i, indices=[2], author="a", source=source
@@ -140,13 +122,7 @@ def test_the_list_shows_the_score_and_flag_the_analysis_panel_shows(
     """Segmented by the server: while the score is computed the list says so (without waiting for it); then
     the same score and flag as the study's analysis panel, flagged when below the review threshold; a study
     corrected by hand since shows none."""
-    gate, second_opinion = threading.Event(), quality_module._second_opinion
-
-    def after_the_gate(*args: object) -> tuple[str | None, np.ndarray]:
-        gate.wait(10)
-        return second_opinion(*args)
-
-    monkeypatch.setattr(quality_module, "_second_opinion", after_the_gate)
+    gate = hold_second_opinion(monkeypatch)
     scored, _ = segmented(client, series, 4, 6)
     computing = _listed_quality(client)[scored]
     assert computing["status"] == "not computed" and computing["reason"].startswith("the server is computing")
