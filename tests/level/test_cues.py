@@ -74,6 +74,23 @@ def test_a_scan_ending_at_mid_l4_has_both_landmarks_below_it() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("seed", "end"), [(3, "mid-L5"), (3, "L5/S1"), (4, "L5/S1")])
+def test_a_scan_ending_below_the_bifurcation_does_not_put_it_below_the_scan(seed: int, end: str) -> None:
+    # Abdomens cropped from below at mid-L5 or at the L5/S1 disc: the bifurcation (mid-L4) is in view, but
+    # the left common iliac artery, of an aorta's calibre, was followed over 30 mm down to the lowest slice
+    # and passed for the aorta undivided ("below the scan", weighed). It runs out to the side (13-15 mm over
+    # those 30 mm), as the aorta does not.
+    pv = _phantom(seed)
+    v, z0, dz = pv.truth["vertebrae"], pv.truth["z_mm_of_index_0"], pv.truth["slice_thickness_mm"]
+    at = v["L5"]["z_lo_mm"] if end == "L5/S1" else 0.5 * (v["L5"]["z_lo_mm"] + v["L5"]["z_hi_mm"])
+    lo = round((at - z0) / dz)
+    volume = pv.to_ctvolume()
+    grid, trace = _grid(replace(volume, hu=volume.hu[lo:], slice_positions=None))
+    bif = cues.aortic_bifurcation(grid, trace)
+    assert not bif.below_view, bif.evidence
+
+
+@pytest.mark.slow
 def test_the_tables_flat_top_behind_a_thin_patient_is_no_iliac_wing() -> None:
     # this phantom's table lies 60-70 mm behind the vertebral body, inside the window the wings are looked
     # for in, as a 97 mm² line on the lowest slice (mid-L4) on the right, up to the top of the scan: it

@@ -59,6 +59,10 @@ MIN_AORTA_MM = 30.0
 SOFT_LEVELS_HU = (SOFT_HU, 120.0)
 #: The iliac arteries are looked for within this many working slices below the aorta.
 BELOW_SLICES = 3
+#: The aorta runs straight down in front of the column; a common iliac artery leaves it 20-30 degrees from
+#: the midline, 11-17 mm sideways over MIN_AORTA_MM. A chain to the lowest slice that moves more than this
+#: (mm) sideways over its lowest MIN_AORTA_MM is an iliac artery: the aorta divided in view.
+DIVERGE_MM = 8.0
 
 
 @dataclass
@@ -154,6 +158,16 @@ def _iliacs(blobs: list[Blob], aorta: Blob) -> list[Blob]:
     ]
 
 
+def _drift(
+    cands: list[list[Blob]], source: list[list[tuple[int, int] | None]], z: int, i: int, slices: float
+) -> float:
+    """How far (mm) the chain ending at blob i of slice z moves sideways over its lowest `slices` slices."""
+    x0, k, j = cands[z][i].x_mm, z, i
+    while (up := source[k][j]) is not None and up[0] - z <= slices:
+        k, j = up
+    return abs(cands[k][j].x_mm - x0)
+
+
 def aortic_bifurcation(grid: WorkGrid, trace: SpineTrace) -> Cue:
     """Where the aorta divides into the common iliac arteries (working slice), or why it was not found.
 
@@ -168,16 +182,19 @@ def aortic_bifurcation(grid: WorkGrid, trace: SpineTrace) -> Cue:
     cands = [_aortas(b) for b in blobs]
     # longest chain (number of slices) from above ending at each candidate, and where it came from
     length: list[list[int]] = [[] for _ in range(nz)]
+    source: list[list[tuple[int, int] | None]] = [[] for _ in range(nz)]  # the blob above in the chain
     for z in range(nz - 1, -1, -1):
         for a in cands[z]:
             up = [
-                length[k][j]
+                (length[k][j], k, j)
                 for k in range(z + 1, min(nz, z + GAP_SLICES + 2))
                 for j, b in enumerate(cands[k])
                 if abs(b.x_mm - a.x_mm) <= CONFIRM_MM
                 and 1 / SIZE_RATIO <= b.diameter_mm / a.diameter_mm <= SIZE_RATIO
             ]
-            length[z].append(1 + max(up, default=0))
+            n, k, j = max(up, default=(0, -1, -1))
+            length[z].append(1 + n)
+            source[z].append((k, j) if n else None)
     ends = sorted(((n, -z, i) for z in range(nz) for i, n in enumerate(length[z])), reverse=True)
     longest = ends[0][0] if ends else 0
     if longest * dz < MIN_AORTA_MM:
@@ -194,6 +211,8 @@ def aortic_bifurcation(grid: WorkGrid, trace: SpineTrace) -> Cue:
             break
         seen = f"the aorta followed over {n} slices down to working slice {z}"
         if z <= 1:
+            if _drift(cands, source, z, i, MIN_AORTA_MM / dz) > DIVERGE_MM:
+                continue  # a common iliac artery running out to the side: divided in view
             evidence = seen + ", the lowest: not divided in view"
             return Cue("aortic_bifurcation", False, evidence=evidence, below_view=True)
         for k in range(z - 1, max(-1, z - BELOW_SLICES - 1), -1):

@@ -78,7 +78,8 @@ def locate_l3(volume: CTVolume) -> L3Localization:
     pieces = anchors.BoneSlices(grid, anchors.sacrum_bone_hu(grid, close), streaked)
     bone = rib_bone(grid, wide)
     readings = [r for r in (read(grid, c, wide, bone, pieces) for c in (close, wide)) if r is not None]
-    if readings and all(r.sacrum is None for r in readings):
+    missed = bool(readings) and all(r.sacrum is None for r in readings)
+    if missed:
         # neither chain has L5/S1 with the sacrum below it: one may have missed that disc (its trace off the
         # column below L5), which the sacrum's top places; a disc found on a chain is preferred to it
         again = (read(grid, c, wide, bone, pieces, missed_sacrum=True) for c in (close, wide))
@@ -87,7 +88,15 @@ def locate_l3(volume: CTVolume) -> L3Localization:
         lo, hi = int(readings[1].discs.z[0]), int(np.ceil(readings[1].discs.z[-1]))
         hi = min(hi, counted_top(readings[1]))
         ahead = (wide.body_y - close.body_y)[lo : hi + 1] * grid.spacing[1]
-        if np.mean(ahead > 12.0) > 0.1:
+        behind = (close.body_y - wide.body_y) * grid.spacing[1] > 12.0
+        if np.mean(behind[lo : hi + 1]) > 0.1:
+            # the close trace's "bodies" well behind the wide one's: it may have followed the arch behind the
+            # canal; where so, the body lies in front of the canal
+            close = spine.bodies_across_canal(grid, close, behind)
+            again = read(grid, close, wide, bone, pieces, missed_sacrum=missed)
+            readings = [r for r in (again, readings[1]) if r is not None]
+            ahead = (wide.body_y - close.body_y)[lo : hi + 1] * grid.spacing[1]
+        if len(readings) == 2 and np.mean(ahead > 12.0) > 0.1:
             readings = readings[1:]
     if not readings:
         raise LevelError(

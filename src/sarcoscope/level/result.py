@@ -25,8 +25,10 @@ from sarcoscope.level.selection import L3Selection
 #: followed with the column also cut a working pixel either side of the body's measured side; v18: the
 #: table's flat top is no iliac wing, and an uncertain count whose L3 lies out of view names the L3 in view
 #: of the other count; v19: the transverse-process profile is a likelihood ratio, so a naming gains nothing
-#: by leaving lengths unscored).
-METHOD = "disc-count-v19"
+#: by leaving lengths unscored; v20: a vessel followed to the lowest slice that runs out to the side is a
+#: common iliac artery, so the bifurcation is not said to lie below the scan; v21: where the close trace's
+#: bodies lie well behind the wide one's, its body is looked for in front of the canal too).
+METHOD = "disc-count-v21"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
