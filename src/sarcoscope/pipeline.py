@@ -197,7 +197,7 @@ def analyze(
                 "myosteatosis cutoffs depend on contrast phase and kVp; interpret HU-based results "
                 "accordingly."
             )
-        warnings += image_warnings(hu_slices, labels, volume.pixel_spacing)
+        warnings += image_warnings(hu_slices, labels, volume.pixel_spacing, bodies)
         review = slice_quality.warning(selection.indices) if slice_quality is not None else None
         if review:
             warnings.append(review)

@@ -389,11 +389,21 @@ def cut_off_warning(labels: Sequence[np.ndarray], pixel_spacing: tuple[float, fl
 
 
 def image_warnings(
-    hu_slices: Sequence[np.ndarray], labels: Sequence[np.ndarray], pixel_spacing: tuple[float, float]
+    hu_slices: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    pixel_spacing: tuple[float, float],
+    bodies: SliceBodies | None = None,
 ) -> list[str]:
     """What about the analysed slices' images makes their measures lower than on diagnostic CT: coarse
-    pixels, high noise (the mean over the slices where it can be measured), a body cut off by the edge."""
-    found = [coarse_pixel_warning(pixel_spacing), cut_off_warning(labels, pixel_spacing)]
+    pixels, high noise (the mean over the slices where it can be measured), a body cut off by the edge; and,
+    from their `bodies` when the U-Net read them, an image upside down (its file's orientation is wrong)."""
+    from sarcoscope.segmentation.orientation import UPSIDE_DOWN_WARNING
+
+    found = [
+        UPSIDE_DOWN_WARNING if bodies is not None and bodies.read_turned else None,
+        coarse_pixel_warning(pixel_spacing),
+        cut_off_warning(labels, pixel_spacing),
+    ]
     noise = [
         n for h, lab in zip(hu_slices, labels, strict=True) if (n := image_noise_hu(h, lab, pixel_spacing))
     ]

@@ -29,6 +29,7 @@ from scipy import ndimage as ndi
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
+from sarcoscope.segmentation import orientation
 from sarcoscope.segmentation.body import SliceBodies, body_mask
 from sarcoscope.segmentation.bowel import stool_mask
 from sarcoscope.segmentation.morphology import (
@@ -196,7 +197,7 @@ class ThresholdEngine:
         # thresholds decide partial volume), never any other tissue
         inner = ndi.minimum_filter(body, size=3, mode="constant")  # a 3x3 erosion, faster than binary_erosion
 
-        spine = self._spine(smooth, body, spacing)
+        spine = orientation.vertebra(smooth, body, spacing)
         centre = self._centre(body)
         spine_centre = ndi.center_of_mass(spine) if spine.any() else None
         geo = _RayGeometry(centre, body, spacing, p.n_rays)
@@ -254,29 +255,6 @@ class ThresholdEngine:
         dist = distance_mm(body, (1.0, 1.0))
         iy, ix = np.unravel_index(int(np.argmax(dist)), dist.shape)
         return float(iy), float(ix)
-
-    @staticmethod
-    def _spine(smooth: np.ndarray, body: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
-        """The vertebra: the largest bone (> 200 HU) component in the middle third of the body's width."""
-        bone = (smooth > 200.0) & body
-        lab, n = ndi.label(bone, structure=np.ones((3, 3), bool))
-        if n == 0:
-            return np.zeros_like(body)
-        xs = np.flatnonzero(body.any(axis=0))
-        x0, x1 = xs[0], xs[-1]
-        width = x1 - x0
-        # each component's size and centroid column (center_of_mass's sums, in its order, without the rows)
-        rows, cols = np.nonzero(bone)
-        pieces = lab[rows, cols]
-        sizes = np.bincount(pieces, minlength=n + 1)
-        centroid_x = np.bincount(pieces, weights=cols.astype(float), minlength=n + 1) / np.maximum(sizes, 1)
-        best, best_size = 0, 0.0
-        for i in range(1, n + 1):
-            if abs(centroid_x[i] - (x0 + x1) / 2) < width / 6 and sizes[i] > best_size:
-                best, best_size = i, sizes[i]
-        if best_size * spacing[0] * spacing[1] < 200.0:  # < 2 cm²: not a vertebra
-            return np.zeros_like(body)
-        return lab == best
 
     @staticmethod
     def _vertebra(smooth: np.ndarray, spine: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:

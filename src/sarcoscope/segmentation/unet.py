@@ -22,6 +22,7 @@ from scipy import ndimage as ndi
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges
 from sarcoscope.errors import SegmentationError
 from sarcoscope.imaging.volume import AIR_HU
+from sarcoscope.segmentation import orientation
 from sarcoscope.segmentation.base import PassObserver
 from sarcoscope.segmentation.body import BODY_THRESHOLD_HU, SliceBodies
 from sarcoscope.segmentation.model_files import (
@@ -299,17 +300,25 @@ class UNetEngine:
 
     def predict_proba(self, slices: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
         """Class probabilities (n, 5, y, x) on the input grid, before any HU refinement."""
-        return self._on_input_grid(*_check_input(slices, pixel_spacing))
+        slices, spacing = _check_input(slices, pixel_spacing)
+        return self._on_input_grid(slices, spacing, SliceBodies(slices, spacing))
 
     def _on_input_grid(
-        self, slices: np.ndarray, spacing: tuple[float, float], observe: PassObserver | None = None
+        self,
+        slices: np.ndarray,
+        spacing: tuple[float, float],
+        bodies: SliceBodies,
+        observe: PassObserver | None = None,
     ) -> np.ndarray:
         """The network's probabilities (n, 5, y, x) on the input grid (`observe`: see `_on_model_grid`)."""
         n, h, w = slices.shape
         out = np.empty((n, 5, h, w), dtype=np.float32)
+        turned = bodies.read_turned = self._upside_down(slices, bodies, spacing)
         for start in range(0, n, self.batch_size):
             batch = slices[start : start + self.batch_size]
-            probs = self._on_model_grid(batch, spacing, start, observe, last=start + len(batch) == n)
+            probs = self._on_model_grid(
+                batch, spacing, start, observe, last=start + len(batch) == n, turned=turned
+            )
             if probs.shape[-2:] != (h, w):
                 probs = _resize_linear(probs, h, w)
             out[start : start + len(probs)] = probs
@@ -323,6 +332,7 @@ class UNetEngine:
         observe: PassObserver | None,
         reduce: Callable[..., np.ndarray] | None = None,
         last: bool = False,
+        turned: bool = False,
     ) -> np.ndarray:
         """The network's probabilities (m, 5, ...) of a batch of slices on the model grid, or their `reduce`.
 
@@ -331,9 +341,10 @@ class UNetEngine:
         `observe` sees both passes of the batch (its first slice is number `start`) on the model's canvas
         (the mirrored pass runs for it even without `mirror`), so the quality score reuses this inference
         instead of running its own. `last`: the call's last batch, after which ONNX Runtime's working memory
-        is handed back (_release_arena).
+        is handed back (_release_arena). `turned`: the slices are upside down (segmentation.orientation); the
+        network reads them the right way up and the result is turned back to their layout.
         """
-        grid = self.spec.to_model_grid(batch, spacing)
+        grid = self.spec.to_model_grid(batch[:, ::-1] if turned else batch, spacing)
         canvas = self.spec.canvas_shape(grid)
         x = np.zeros((len(grid), 1, *canvas), dtype=np.float32)  # 0 = air after normalisation
         windows = [body_window(g, canvas) for g in grid]
@@ -364,7 +375,25 @@ class UNetEngine:
                 reduce(probs, out=out[i][(slice(None), *src)])
             else:
                 out[i][(slice(None), *src)] = probs
-        return out
+        return out[:, :, ::-1] if turned else out
+
+    def _upside_down(self, slices: np.ndarray, bodies: SliceBodies, spacing: tuple[float, float]) -> bool:
+        """Whether to read the slices turned: the network learnt the front at the top, and read upside down
+        it measured the real L3 slices' muscle 10-23 % off (Dice 0.63-0.71). The vertebra in the front of
+        the body says so (orientation.upside_down), but bright bowel contrast can pass for the vertebra on a
+        slice; so the network must also be surer of the slices turned: the mean of its highest class
+        probability over the body (nine real slices and eight phantoms: 0.94-0.96 the right way
+        up against 0.88-0.94 turned). Only slices the anatomy calls upside down pay for the second reading."""
+        body = np.stack([bodies[i][0] for i in range(len(slices))])
+        if not orientation.upside_down(slices, body, spacing):
+            return False
+        on_grid = self.spec.to_model_grid(body.astype(np.float32), spacing) > 0.5
+
+        def sureness(turned: bool) -> float:
+            probs = self._on_model_grid(slices, spacing, 0, None, last=True, turned=turned)
+            return float(probs.max(axis=1)[on_grid].mean())
+
+        return sureness(True) > sureness(False)
 
     def _probabilities(self, x: np.ndarray, release: bool) -> np.ndarray:
         """The network's class probabilities of a batch (m, 1, H, W); of an ensemble (training.ensemble, one
@@ -392,10 +421,11 @@ class UNetEngine:
         it even without `mirror`). `bodies`: see base.SegmentationEngine.segment.
         """
         slices, spacing = _check_input(slices, pixel_spacing)
-        if not self.refine:
-            probs = self._on_input_grid(slices, spacing, observe=observe)
-            return probs.argmax(axis=1).astype(np.uint8)
         known = bodies if bodies is not None and bodies.of(slices, spacing) else SliceBodies(slices, spacing)
+        if not self.refine:
+            probs = self._on_input_grid(slices, spacing, known, observe=observe)
+            return probs.argmax(axis=1).astype(np.uint8)
+        turned = known.read_turned = self._upside_down(slices, known, spacing)
 
         def refine(hu: np.ndarray, scores: np.ndarray, body: np.ndarray) -> np.ndarray:
             """One slice's tissues from its compartment scores on the model grid: the labels lie in the
@@ -430,6 +460,7 @@ class UNetEngine:
                     observe,
                     reduce=compartment_scores,
                     last=start + len(batch) == len(slices),
+                    turned=turned,
                 )
                 refined += [
                     pool.submit(refine, hu, one, body)
