@@ -190,6 +190,30 @@ def test_a_quality_score_is_stored_once_on_the_segmented_version_it_rates(store:
     assert not store.keep_quality(study.id, 1, v1.sha256, QUALITY)
 
 
+def test_why_a_quality_score_failed_is_stored_until_a_score_replaces_it(store: Store) -> None:
+    """Issue 13: a failed score was remembered in one server process's memory only. Why it failed is stored
+    with the version, {"failed": reason}, under keep_quality's conditions; a score computed again replaces
+    it, and nothing replaces a score (neither a failure nor another score)."""
+    study = store.add_study(study_row(), actor="alice")
+    v1 = store.save_version(
+        study.id,
+        base_version=None,
+        labels=np.ones((1, 4, 5), np.uint8),
+        indices=[2],
+        author="a",
+        source="segment",
+    )
+    failed = {"failed": "an error while computing it (MemoryError; the server log says where)"}
+    assert store.keep_quality(study.id, 1, v1.sha256, failed)
+    assert store.get_version(study.id, 1).quality == failed
+    again = {"failed": "an error while computing it (OSError; the server log says where)"}
+    assert store.keep_quality(study.id, 1, v1.sha256, again)  # tried again, failed again: the latest reason
+    assert store.keep_quality(study.id, 1, v1.sha256, QUALITY)  # tried again: the score replaces it
+    assert not store.keep_quality(study.id, 1, v1.sha256, failed)
+    assert not store.keep_quality(study.id, 1, v1.sha256, {**QUALITY, "second_opinion": "another"})
+    assert store.get_version(study.id, 1).quality == QUALITY
+
+
 def test_roles_are_set_and_audited(store: Store) -> None:
     from sarcoscope.store import StoreError
 

@@ -394,6 +394,155 @@ def test_another_server_process_shows_the_score_once_it_is_stored(
     assert block["status"] == "computed" and other.get(study, None)["quality"] == block
 
 
+def test_a_failed_quality_score_is_said_by_every_server_process_and_can_be_tried_again(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: a score that failed was remembered in the memory of the process that computed it: another
+    server process (or this one restarted) said "no score is stored" and nothing said it had failed. Why it
+    failed is stored with the version, as the kind of error only (its text may quote a header value); every
+    process says it, in the panel and the list, and offers to try again, which stores the score: the one
+    the version would have had."""
+    from sarcoscope.web.analysis import AnalysisCache
+
+    ctx = client.app.state.ctx
+    second_opinion = quality_module._second_opinion
+
+    def fails(*args: object) -> None:
+        raise RuntimeError("header of DOE^JANE")
+
+    monkeypatch.setattr(quality_module, "_second_opinion", fails)
+    sid, _ = segmented(client, series, 4, 6)
+    ctx.jobs.wait()
+    reason = "the quality score failed: an error while computing it (RuntimeError; the server log says where)"
+    here = client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+    assert here == {"status": "not computed", "reason": reason, "can_score": True}
+    other = AnalysisCache(ctx.store, ctx.volumes)  # another server process, or this one restarted
+    assert other.get(ctx.store.get_study(sid), None)["quality"] == here
+    [listed] = client.get("/api/studies").json()
+    assert listed["quality"] == {"status": "not computed", "reason": reason}
+    assert "DOE" not in json.dumps(ctx.store.get_version(sid, 1).quality)
+
+    monkeypatch.setattr(quality_module, "_second_opinion", second_opinion)
+    r = client.post(f"/api/studies/{sid}/versions/1/quality")
+    assert r.status_code == 200, r.text
+    block = r.json()
+    assert block["status"] == "computed" and block["score"] is not None
+    assert other.get(ctx.store.get_study(sid), None)["quality"] == block
+    assert client.get(f"/api/studies/{sid}/analysis").json()["quality"] == block
+    # the score is the version's own: a study segmented with the score working gets the same
+    again = client.post(f"/api/studies/{sid}/versions/1/quality")
+    assert again.status_code == 409 and "has its quality score" in again.json()["detail"]
+    expected = client.post(f"/api/studies/{sid}/segment", json={"base_version": 1})
+    assert expected.status_code == 200, expected.text
+    ctx.jobs.wait()
+    assert client.get(f"/api/studies/{sid}/analysis").json()["quality"] == block
+
+
+def test_a_version_segmented_before_scores_were_stored_is_scored_on_request(
+    client: TestClient, series: list[Path]
+) -> None:
+    """A version the server segmented before scores were stored with versions (or whose score went nowhere)
+    showed "—" for good. It is offered a score ("Score it": POST .../quality), computed by running its engine
+    on its slices again: the same score as when it was segmented. When that engine is not on the server, or
+    now gives other labels, the score would rate other labels: it is refused, and why is stored."""
+    from sqlalchemy import update
+
+    from sarcoscope.segmentation import get_engine
+    from sarcoscope.store import LabelVersion
+    from sarcoscope.web.analysis import AnalysisCache
+
+    ctx = client.app.state.ctx
+    sid, _ = segmented(client, series, 4, 6)
+    scored = client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+    assert scored["status"] == "computed"
+
+    def unscored(**values: object) -> dict[str, object]:
+        """The version as made before 0007 (no score), as a server process that never scored it reads it."""
+        with ctx.store.session() as s:
+            version_1 = (LabelVersion.study_id == sid) & (LabelVersion.version == 1)
+            s.execute(update(LabelVersion).where(version_1).values(quality=None, **values))
+        ctx.analyses = AnalysisCache(ctx.store, ctx.volumes)
+        return client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+
+    before = unscored()
+    assert before["status"] == "not computed" and before["can_score"] is True
+    assert before["reason"].startswith("no score is stored with this version")
+    r = client.post(f"/api/studies/{sid}/versions/1/quality")
+    assert r.status_code == 200, r.text
+    assert r.json() == scored and client.get(f"/api/studies/{sid}/analysis").json()["quality"] == scored
+
+    model_id = ctx.store.get_version(sid, 1).model_id
+    assert unscored(model_id="unet-gone+refine-v7+mirror")["can_score"] is True
+    refused = client.post(f"/api/studies/{sid}/versions/1/quality").json()
+    assert refused["reason"].startswith("the quality score failed: the engine that made it (unet-gone")
+    assert ctx.store.get_version(sid, 1).quality == {"failed": refused["reason"].split("failed: ", 1)[1]}
+
+    # labels the engine does not give (here: none at all, saved as the threshold engine's)
+    threshold = get_engine("threshold")
+    row = ctx.store.save_version(
+        sid,
+        base_version=1,
+        labels=np.zeros((3, *SHAPE[1:]), np.uint8),
+        indices=[4, 5, 6],
+        author="a",
+        source="segment",
+        engine="threshold",
+        model_id=threshold.model_id,
+    )
+    r = client.post(f"/api/studies/{sid}/versions/{row.version}/quality")
+    assert r.json()["reason"] == (
+        f"the quality score failed: {threshold.model_id} now segments these slices differently from when it "
+        "made this version: a score would rate other labels"
+    )
+    assert unscored(model_id=model_id)["can_score"] is True  # the row, back as made: scored as before
+    assert client.post(f"/api/studies/{sid}/versions/1/quality").json() == scored
+
+
+def test_a_hand_made_version_says_why_it_is_not_scored_and_shows_its_engine_versions_score(
+    client: TestClient, series: list[Path]
+) -> None:
+    """The score rates an engine's segmentation: an edited, restored or imported version is not scored, and
+    said so (edited by hand, restores, imported), not "—" alone. An edit, and an edit of an edit, shows the
+    score of the engine's version it started from, as that version's; a restore of it, whose labels are the
+    engine's, too, said to be the same labels; an import nothing (its labels are the file's)."""
+    sid, _ = segmented(client, series, 4, 6)
+    scored = client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+    labels, _, _ = get_labels(client, sid)
+    engines = {k: scored[k] for k in ("threshold", "score", "score_text", "flagged")}
+    for base in (1, 2):
+        labels[0, :10, :10] = base
+        r = client.post(f"/api/studies/{sid}/labels", params={"base_version": base}, content=labels.tobytes())
+        assert r.status_code == 201, r.text
+    edited = client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+    assert edited == {
+        "status": "not computed",
+        "reason": "label version 3 was edited by hand, not made by an engine here: the score rates an "
+        "engine's segmentation (its own inference of the slices), so it is not scored",
+        "engine_version": {"version": 1, "same_labels": False, **engines},
+    }
+    r = client.post(f"/api/studies/{sid}/versions/3/quality")
+    assert r.status_code == 409 and "was edited by hand" in r.json()["detail"]
+    r = client.post(f"/api/studies/{sid}/versions/1/restore", json={"base_version": 3})
+    assert r.status_code == 201, r.text
+    restored = client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+    assert restored["reason"].startswith("label version 4 restores an earlier version, not made by an engine")
+    assert restored["engine_version"] == {"version": 1, "same_labels": True, **engines}
+    # an import of an export: of the engine's version 1 (the same labels) and of the edit (the file's)
+    for version, exported in ((5, 1), (6, 3)):
+        nifti = client.get(f"/api/studies/{sid}/export/nifti", params={"version": exported}).content
+        parts = [("files", ("labels.nii", gzip.decompress(nifti), "application/octet-stream"))]
+        r = client.post(
+            f"/api/studies/{sid}/labels/import", files=parts, params={"base_version": version - 1}
+        )
+        assert r.status_code == 201, r.text
+        imported = client.get(f"/api/studies/{sid}/analysis").json()["quality"]
+        assert imported["reason"].startswith(f"label version {version} was imported from a file, not made")
+        if exported == 1:
+            assert imported["engine_version"] == {"version": 1, "same_labels": True, **engines}
+        else:
+            assert "engine_version" not in imported
+
+
 def test_an_export_of_a_flagged_segmentation_warns_as_analyze_does(
     client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -517,7 +666,7 @@ def test_segment_edit_save_stale_restore(client: TestClient, series: list[Path])
     after = client.get(f"/api/studies/{sid}/analysis").json()
     pixel_cm2 = SPACING[1] * SPACING[2] / 100.0
     assert after["version"] == 2
-    assert after["quality"]["status"] == "not computed" and "'edit'" in after["quality"]["reason"]
+    assert after["quality"]["status"] == "not computed" and "edited by hand" in after["quality"]["reason"]
     assert after["average"]["tissues"]["muscle"]["pixels"] == before["pixels"] + 100
     v1_slice = client.get(f"/api/studies/{sid}/analysis", params={"version": 1}).json()["per_slice"][0]
     assert after["per_slice"][0]["tissues"]["muscle"]["area_cm2"] == pytest.approx(

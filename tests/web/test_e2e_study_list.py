@@ -57,7 +57,7 @@ def test_the_list_shows_which_studies_segmentation_needs_review(page: object) ->
     assert titles["PAT-2"] == (
         "Segmentation quality of label version 1: 0.89 of 1 (review below 0.5): not flagged for review."
     )
-    assert titles["PAT-3"].startswith("No segmentation quality score: label version 2 comes from 'edit'")
+    assert titles["PAT-3"].startswith("No segmentation quality score: label version 2 was edited by hand")
     assert page.locator("#study-rows tr:has-text('PAT-1') .badge.review").is_visible()
 
     page.check("#review-first")

@@ -189,6 +189,56 @@ def test_the_quality_score_says_its_scale_and_when_to_review(tmp_path: Path, ser
         assert text.startswith(f"Segmentation quality: {quality['score_text']} of 1 (review below 0.5)"), text
 
 
+def test_a_failed_quality_score_says_so_and_is_tried_again_and_an_edit_shows_its_engine_versions(
+    tmp_path: Path, series: list[Path]
+) -> None:
+    """The panel showed nothing of the quality score when a version had none: not that its score failed,
+    nor a way to try again, nor, for an edit, the score of the engine's version it started from. It says
+    why there is none; "Try again" scores the version; an edit shows its engine version's score, so named."""
+    from sqlalchemy import update
+
+    from sarcoscope.store import LabelVersion
+    from sarcoscope.web.analysis import AnalysisCache
+
+    with _label_view(tmp_path, series) as (app, page, url, sid):
+        ctx = app.state.ctx
+        ctx.jobs.wait()
+        scored = httpx.get(f"{url}/api/studies/{sid}/analysis").json()["quality"]
+        failed = "an error while computing it (MemoryError; the server log says where)"
+        with ctx.store.session() as s:  # as stored by another server process whose score failed
+            s.execute(
+                update(LabelVersion).where(LabelVersion.study_id == sid).values(quality={"failed": failed})
+            )
+        ctx.analyses = AnalysisCache(ctx.store, ctx.volumes)
+        page.reload()
+        page.wait_for_selector("#quality-score")
+        assert (
+            page.locator("#quality-reason").inner_text() == f"not scored: the quality score failed: {failed}"
+        )
+        assert page.locator("#quality-score").inner_text() == "Try again"
+        page.click("#quality-score")
+        page.wait_for_selector("#quality b")
+        text = page.locator("#quality").inner_text()
+        assert text.startswith(f"Segmentation quality: {scored['score_text']} of 1 (review below 0.5)"), text
+        labels = _labels(url, sid).copy()
+        labels[0, :10, :10] = 1
+        httpx.post(
+            f"{url}/api/studies/{sid}/labels", params={"base_version": 1}, content=labels.tobytes()
+        ).raise_for_status()
+        page.reload()
+        page.wait_for_selector("#quality-origin")
+        assert (
+            page.locator("#quality-reason")
+            .inner_text()
+            .startswith("not scored: label version 2 was edited by hand, not made by an engine here")
+        )
+        said = (
+            f"It started from the engine's version 1, scored {scored['score_text']} of 1 (review below 0.5)"
+        )
+        assert page.locator("#quality-origin").inner_text().startswith(said)
+        assert page.locator("#quality-score").count() == 0
+
+
 def _cdp_mouse(page: object) -> object:
     """mouse(kind, x, y, buttons): a raw mouse event (Playwright's mouse always sends the release)."""
     cdp = page.context.new_cdp_session(page)

@@ -83,8 +83,8 @@ def test_the_list_shows_the_stored_score_of_each_studys_latest_version_in_one_qu
     assert shown[ok] == {**shown[flagged], "score": 0.89, "score_text": "0.89", "flagged": False}
     reasons = {sid: block.pop("reason") for sid, block in shown.items() if sid not in (flagged, ok)}
     assert all(block == {"status": "not computed"} for sid, block in shown.items() if sid in reasons)
-    assert reasons[edited].startswith("label version 2 comes from 'edit', not from an engine")
-    assert reasons[imported].startswith("label version 1 comes from 'import', not from an engine")
+    assert reasons[edited].startswith("label version 2 was edited by hand, not made by an engine")
+    assert reasons[imported].startswith("label version 1 was imported from a file, not made by an engine")
     assert reasons[unscored].startswith("no score is stored with this version")
     assert reasons[older].startswith(
         f"the score stored with this version cannot be shown: scored by version {QUALITY_VERSION - 1}"
@@ -141,7 +141,7 @@ def test_the_list_shows_the_score_and_flag_the_analysis_panel_shows(
     shown = _listed_quality(client)
     expected = {k: panel[k] for k in ("threshold", "score", "score_text", "flagged")}
     assert shown[scored] == {"status": "computed", "version": 1, **expected}
-    assert shown[edited]["status"] == "not computed" and "'edit'" in shown[edited]["reason"]
+    assert shown[edited]["status"] == "not computed" and "edited by hand" in shown[edited]["reason"]
     assert shown[uploaded]["status"] == "not computed"
     # the flag is the panel's, on either side of the threshold
     for threshold, flag in ((panel["score"] + 0.01, True), (panel["score"] - 0.01, False)):

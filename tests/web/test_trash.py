@@ -100,6 +100,32 @@ def test_a_restored_study_keeps_its_versions_quality_scores(client: TestClient, 
     assert client.get(f"/api/studies/{sid}/analysis").json()["quality"] == block
 
 
+def test_a_study_deleted_while_its_score_was_computed_is_scored_again_when_restored(
+    client: TestClient, series: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: a study deleted while its newest version's quality score was computed lost that score (it
+    is written on the version's row, then in the trash), and came back from the trash unscored for good.
+    Its restore scores such versions again in the background: the score the version would have had."""
+    from test_api import hold_second_opinion
+
+    ctx = client.app.state.ctx
+    sid, _ = segmented(client, series)
+    expected = client.get(f"/api/studies/{sid}/analysis").json()["quality"]  # version 1's: the same labels
+    assert expected["status"] == "computed"
+    gate = hold_second_opinion(monkeypatch)
+    assert client.post(f"/api/studies/{sid}/segment", json={"base_version": 1}).json()["version"] == 2
+    assert delete_study(client, sid).status_code == 200
+    gate.set()
+    ctx.jobs.wait()
+    r = client.post(f"/api/deleted-studies/{sid}/restore")
+    assert r.status_code == 200, r.text
+    ctx.jobs.wait()
+    assert ctx.store.get_version(sid, 2).quality == ctx.store.get_version(sid, 1).quality
+    assert client.get(f"/api/studies/{sid}/analysis").json()["quality"] == expected
+    [listed] = client.get("/api/studies").json()
+    assert listed["quality"]["status"] == "computed" and listed["quality"]["version"] == 2
+
+
 def test_a_study_is_not_restored_over_its_series_uploaded_again(
     client: TestClient, series: list[Path]
 ) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -188,9 +188,10 @@ class LabelVersionsMixin(StudiesMixin):
 
     def keep_quality(self, study_id: str, version: int, sha256: str, quality: dict[str, Any]) -> bool:
         """Store the quality score of a version the server segmented (web.analysis: computed in the
-        background after the version was saved), in a transaction of its own: on that version's row only
-        while it holds the labels scored (`sha256`), and once. False when there is no such row (the study
-        deleted meanwhile: nothing of it is written back)."""
+        background after the version was saved, or again on request), or why it failed, `{"failed": reason}`,
+        in a transaction of its own: on that version's row only while it holds the labels scored (`sha256`),
+        and only while no score is stored (a score is stored once; a failure until a score replaces it). False
+        when there is no such row (the study deleted meanwhile: nothing of it is written back)."""
         with self.session() as s:
             done = s.execute(
                 update(LabelVersion)
@@ -199,7 +200,10 @@ class LabelVersionsMixin(StudiesMixin):
                     LabelVersion.version == version,
                     LabelVersion.sha256 == sha256,
                     LabelVersion.source == "segment",
-                    LabelVersion.quality.is_(None),
+                    or_(
+                        LabelVersion.quality.is_(None),
+                        LabelVersion.quality["failed"].as_string().is_not(None),
+                    ),
                 )
                 .values(quality=quality)
                 .execution_options(synchronize_session=False)

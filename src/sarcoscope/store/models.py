@@ -103,7 +103,8 @@ class LabelVersion(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(Text)
     #: The segmentation quality score of a version the server segmented (QualityAssessment.to_dict), stored
-    #: once its background computation ends (Store.keep_quality); None: not scored, or not yet.
+    #: once its background computation ends (Store.keep_quality), or why that failed ({"failed": reason}, no
+    #: patient data); None: not scored, or not yet.
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 

@@ -4,8 +4,11 @@ The analysis panel asks for the latest version after every save; results are cac
 (study, version, patient facts), which are immutable, so repeated views cost nothing.
 The segmentation quality score (segmentation.quality) of a version is computed when the server segments
 it (its second opinion, another whole engine, in the background after the segment request's answer; the
-analysis waits for it) and stored with the version (the same after a restart, for every server process);
-it rates an engine's output, so hand-edited versions have none.
+analysis waits for it) and stored with the version (the same after a restart, for every server process), as
+is why it failed. A version with none stored (segmented before scores were stored, its score failed, its
+study deleted while it was computed) is scored again on request, or on its study's restore, by running its
+engine again: only when that gives the same labels. It rates an engine's output, so hand-edited and imported
+versions have none; the panel shows the score of the engine's version an edit started from, labelled so.
 """
 
 from __future__ import annotations
@@ -193,12 +196,29 @@ def build_result(
     )
 
 
-def _not_an_engines(row: LabelVersion | VersionSummary) -> str:
+def not_an_engines(row: LabelVersion | VersionSummary) -> str:
     """Why a label version that no engine made has no quality score."""
+    why = {
+        "edit": "was edited by hand",
+        "import": "was imported from a file",
+        "restore": "restores an earlier version",
+    }.get(row.source, f"comes from '{row.source}'")
     return (
-        f"label version {row.version} comes from '{row.source}', not from an engine: the score rates an "
-        "engine's segmentation"
+        f"label version {row.version} {why}, not made by an engine here: the score rates an engine's "
+        "segmentation (its own inference of the slices), so it is not scored"
     )
+
+
+class NotScorable(Exception):
+    """Why a version cannot be scored again (AnalysisCache.score_again), in words without patient data."""
+
+
+def _failure(exc: BaseException) -> str:
+    """Why a score failed, as stored with the version and shown: no exception text (it may quote a header
+    value, pydicom's ValueError for a malformed one), only its kind, unless the reason is ours."""
+    if isinstance(exc, NotScorable):
+        return str(exc)
+    return f"an error while computing it ({type(exc).__name__}; the server log says where)"
 
 
 class AnalysisCache:
@@ -213,24 +233,24 @@ class AnalysisCache:
         self.size = size
         #: (study id, rest of key) -> the analysis without its quality block (`quality` adds it)
         self._items: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
-        #: The quality of each version this process scored (None: the score failed), of the most recent
+        #: The quality of each version this process scored (a str: why the score failed), of the most recent
         #: QUALITY_SIZE: a version read before its score was stored has it here.
-        self._quality: OrderedDict[tuple[str, int], QualityAssessment | None] = OrderedDict()
+        self._quality: OrderedDict[tuple[str, int], QualityAssessment | str] = OrderedDict()
         #: Versions whose quality block is being computed (score_later), set when it is kept.
         self._scoring: dict[tuple[str, int], threading.Event] = {}
         self._lock = threading.Lock()
 
     def score_later(self, row: LabelVersion, score: Callable[[], QualityAssessment]) -> Callable[[], None]:
         """The job that computes the quality of a version the server just segmented, `score()`, and stores
-        it with the version (Store.keep_quality), to run in the background: `quality` and `assessment` wait
-        for it meanwhile."""
+        it with the version (Store.keep_quality), or why it failed, to run in the background: `quality` and
+        `assessment` wait for it meanwhile."""
         study_id, version = row.study_id, row.version
         key, done = (study_id, version), threading.Event()
         with self._lock:
             self._scoring[key] = done
 
         def job() -> None:
-            quality = None
+            quality: QualityAssessment | str | None = None
             try:
                 quality = score()
                 self.store.keep_quality(study_id, version, row.sha256, quality.to_dict())
@@ -239,6 +259,12 @@ class AnalysisCache:
                 what = "failed" if quality is None else "was not stored (shown until this process ends)"
                 failed = f"The quality score of {study_id} version {version} {what} ({type(exc).__name__})"
                 log.error("%s\n%s", failed, frames_of(exc))
+                if quality is None:  # said with the version, to every server process and after a restart
+                    quality = _failure(exc)
+                    try:
+                        self.store.keep_quality(study_id, version, row.sha256, {"failed": quality})
+                    except Exception as stored:
+                        log.error("Why it failed was not stored either (%s)", type(stored).__name__)
             finally:
                 with self._lock:
                     if self._scoring.pop(key, None) is done:  # not dropped meanwhile (the study deleted)
@@ -262,17 +288,21 @@ class AnalysisCache:
                 return "the server is computing it (after segmenting): the list read again shows it"
             scoring.wait()
         with self._lock:
-            if key in self._quality:
-                return self._quality[key] or "the quality score failed (see the server log)"
-        if row.quality is None:
-            return (
-                "no score is stored with this version: the server computes it after segmenting, which had "
-                "not ended (or failed: see the server log), or it was segmented before scores were stored"
-            )
-        try:
-            return QualityAssessment.from_dict(row.quality)
-        except ValueError as exc:
-            return f"the score stored with this version cannot be shown: {exc}"
+            known = self._quality.get(key)
+        stored = row.quality
+        if stored is not None and "failed" not in stored:
+            try:
+                return QualityAssessment.from_dict(stored)
+            except ValueError as exc:
+                return f"the score stored with this version cannot be shown: {exc}"
+        if isinstance(known, QualityAssessment):  # this row read before it was stored (or not stored: logged)
+            return known
+        if known is not None or stored is not None:
+            return f"the quality score failed: {known if known is not None else stored['failed']}"
+        return (
+            "no score is stored with this version: the server computes it after segmenting, which had not "
+            "ended, or the version was segmented before scores were stored"
+        )
 
     def assessment(self, study_id: str, row: LabelVersion) -> QualityAssessment | None:
         """The quality of a label version, for its exports (None: there is none, `quality` says why)."""
@@ -282,15 +312,91 @@ class AnalysisCache:
         return None if isinstance(known, str) else known
 
     def quality(self, study_id: str, row: LabelVersion) -> dict[str, Any]:
-        """The quality block of a label version, or why there is none."""
+        """The quality block of a label version, or why there is none: for a version the server segmented
+        with no score stored, that it can be scored again (`can_score`: POST .../quality); for an edit or
+        a restore of an engine's version, that version's score (`engine_version`, its labels the same or
+        not)."""
         if row.source != "segment":
-            return {"status": "not computed", "reason": _not_an_engines(row)}
+            block: dict[str, Any] = {"status": "not computed", "reason": not_an_engines(row)}
+            origin = self._engine_origin(study_id, row)
+            known = None if origin is None else self._known(study_id, origin, wait=False)
+            if origin is not None and isinstance(known, QualityAssessment) and known.score is not None:
+                block["engine_version"] = {
+                    "version": origin.version,
+                    "same_labels": origin.sha256 == row.sha256 and list(origin.indices) == list(row.indices),
+                    "threshold": segmentation_quality.REVIEW_THRESHOLD,
+                    "score": known.score,
+                    "score_text": score_text(known.score),
+                    "flagged": known.flagged,
+                }
+            return block
         known = self._known(study_id, row)
         if isinstance(known, str):
-            return {"status": "not computed", "reason": known}
+            stored = row.quality is not None and "failed" not in row.quality  # of another QUALITY_VERSION
+            return {"status": "not computed", "reason": known, "can_score": not stored}
         block = known.as_dict(row.indices)
         # as the CLI and reports print it
         return block if known.score is None else {**block, "score_text": score_text(known.score)}
+
+    def _engine_origin(self, study_id: str, row: LabelVersion) -> LabelVersion | None:
+        """The version an engine made here that a hand-made version comes from: one of the same labels (a
+        restore, or an import of its export), else an edit's base, followed back through edits; None when
+        none (an import of other labels: they are the file's)."""
+        rows = {v.version: v for v in self.store.list_versions(study_id)}
+
+        def same_labels(v: LabelVersion) -> LabelVersion | None:
+            if v.source == "segment":
+                return v
+            same = [
+                r
+                for r in rows.values()
+                if r.source == "segment" and r.sha256 == v.sha256 and list(r.indices) == list(v.indices)
+            ]
+            return max(same, key=lambda r: r.version, default=None)
+
+        at = row
+        while (origin := same_labels(at)) is None and at.source == "edit" and at.parent_version in rows:
+            at = rows[at.parent_version]
+        return origin
+
+    def score_again(self, study: Study, row: LabelVersion) -> QualityAssessment:
+        """The quality of a version the server segmented, computed again: its engine (and model) run on its
+        slices again, scored as when it was segmented. NotScorable when that engine is not here or now gives
+        other labels (another model or software version): its score would rate other labels."""
+        from sarcoscope.segmentation import get_engine
+        from sarcoscope.segmentation.quality import segment_then_score
+        from sarcoscope.store.labels import encode_labels
+
+        name, made_by = row.engine or "", row.model_id or row.engine
+        try:
+            engine = get_engine(name)
+            if (
+                engine.model_id != row.model_id and ":" not in name
+            ):  # a model of the registry, not the default
+                engine = get_engine(f"{name}:{str(row.model_id).split('+')[0]}")
+        except Exception as exc:
+            raise NotScorable(
+                f"the engine that made it ({made_by}) cannot run here ({type(exc).__name__})"
+            ) from exc
+        if engine.model_id != row.model_id:
+            raise NotScorable(
+                f"the engine that made it ({made_by}) is not on this server (it has {engine.model_id})"
+            )
+        volume = self.volumes.get(study)
+        labels, score = segment_then_score(
+            engine, np.asarray(volume.hu[list(row.indices)]), volume.pixel_spacing
+        )
+        if encode_labels(np.ascontiguousarray(labels, np.uint8))[1] != row.sha256:
+            raise NotScorable(
+                f"{made_by} now segments these slices differently from when it made this version: a score "
+                "would rate other labels"
+            )
+        return score()
+
+    def scoring(self, study_id: str, version: int) -> bool:
+        """Whether this process is computing the quality of that version."""
+        with self._lock:
+            return (study_id, version) in self._scoring
 
     def listed(self, study_id: str, latest: VersionSummary | None) -> dict[str, Any]:
         """The quality of a study's latest label version, `latest`, as the study list shows it (to find the
@@ -299,7 +405,7 @@ class AnalysisCache:
         if latest is None:
             return {"status": "not computed", "reason": "no label version yet: nothing segmented to score"}
         if latest.source != "segment":
-            return {"status": "not computed", "reason": _not_an_engines(latest)}
+            return {"status": "not computed", "reason": not_an_engines(latest)}
         known = self._known(study_id, latest, wait=False)
         if isinstance(known, str):
             return {"status": "not computed", "reason": known}

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
-from sarcoscope.store import LabelVersion, Store
+from sarcoscope.store import LabelVersion, Store, Study
 from sarcoscope.web.analysis import AnalysisCache, build_result, overlay_png
 from sarcoscope.web.auth import Authenticator, client_of
 from sarcoscope.web.background import BackgroundJobs
@@ -160,6 +160,25 @@ class AppContext:
                 "No background thread for the quality score of %s v%d: computed now", study_id, version
             )
             keep_quality()
+
+    def score_again(self, study: Study, row: LabelVersion) -> None:
+        """Compute the quality of a version the server segmented again, here (AnalysisCache.score_again),
+        and store it, or why it failed, with the version; the analysis waits for it meanwhile."""
+        self.analyses.score_later(row, lambda: self.analyses.score_again(study, row))()
+
+    def score_restored(self, study_id: str) -> None:
+        """After a deleted study's restore, score in the background its versions the server segmented that
+        have nothing stored (deleted while their score was computed, whose result then went nowhere, or
+        segmented before scores were stored): the restored study shows them scored."""
+        study = self.store.get_study(study_id)
+        for row in self.store.list_versions(study_id):
+            if row.source != "segment" or row.quality is not None:
+                continue
+            job = self.analyses.score_later(row, lambda row=row: self.analyses.score_again(study, row))
+            try:
+                self.jobs.start(f"quality of {study_id} v{row.version}", job)
+            except RuntimeError:  # no thread to be had: scored here
+                job()
 
     def _render_overlay(self, study_id: str, version: int) -> None:
         study = self.store.get_study(study_id)

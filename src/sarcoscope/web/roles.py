@@ -53,6 +53,7 @@ ROUTES: dict[tuple[str, str], tuple[Action, str]] = {
     ("POST", "/api/studies/{study_id}/labels"): ("change", "save labels"),
     ("POST", "/api/studies/{study_id}/labels/import"): ("change", "import labels"),
     ("POST", "/api/studies/{study_id}/versions/{version}/restore"): ("change", "restore label versions"),
+    ("POST", "/api/studies/{study_id}/versions/{version}/quality"): ("change", "score label versions"),
     ("PUT", "/api/studies/{study_id}/patient"): ("change", "change patient facts"),
     ("POST", "/api/pacs/studies/{study_uid}/series/{series_uid}/import"): ("change", "import from the PACS"),
     ("POST", "/api/studies/{study_id}/pacs/push"): ("change", "push results to the PACS"),

@@ -42,8 +42,11 @@ def list_deleted(request: Request, response: Response, ctx: Ctx, user: User) -> 
 @router.post("/deleted-studies/{study_id}/restore", tags=["studies"])
 def restore_deleted(study_id: str, request: Request, ctx: Ctx, user: User) -> dict[str, Any]:
     """Put a deleted study back as it was (404: not kept; 409: its series was uploaded again since, it is
-    being restored or erased (try again), its record cannot be read, or its images are not kept with it)."""
-    return study_json(ctx, trash.restore(ctx.store, study_id, user, client_of(request)))
+    being restored or erased (try again), its record cannot be read, or its images are not kept with it).
+    Its segmented versions with no quality score stored are scored again in the background."""
+    restored = trash.restore(ctx.store, study_id, user, client_of(request))
+    ctx.score_restored(study_id)
+    return study_json(ctx, restored)
 
 
 @router.delete("/deleted-studies/{study_id}", tags=["studies"])

@@ -294,6 +294,30 @@ def restore_version(
     return version_json(row)
 
 
+@router.post("/studies/{study_id}/versions/{version}/quality", tags=["labels"])
+def score_version(
+    study_id: str, version: Annotated[int, PathParam(ge=1, le=MAX_INT)], ctx: Ctx, user: User
+) -> dict[str, Any]:
+    """Compute the quality score of a version the server segmented that has none stored (segmented before
+    scores were stored, or its score failed: this tries again) by running its engine on its slices again,
+    and store it, or why it failed, with the version; its quality block (as the analysis's). 409 when the
+    version has a score, is being scored, or no engine made it."""
+    from sarcoscope.web.analysis import not_an_engines
+
+    study = ctx.store.get_study(study_id)
+    row = ctx.store.get_version(study_id, version)
+    if row.source != "segment":
+        raise HTTPException(409, f"Not scored: {not_an_engines(row)}.")
+    if ctx.analyses.scoring(study_id, version):
+        raise HTTPException(
+            409, f"The quality of version {version} is being computed: the analysis shows it."
+        )
+    if row.quality is not None and "failed" not in row.quality:
+        raise HTTPException(409, f"Version {version} has its quality score: the analysis shows it.")
+    ctx.score_again(study, row)
+    return ctx.analyses.quality(study_id, ctx.store.get_version(study_id, version))
+
+
 @router.get("/models", tags=["models"])
 def models(ctx: Ctx, user: User) -> dict[str, Any]:
     """The installed U-Net models (as `sarcoscope models list`), the default, their measured validation."""

@@ -1,7 +1,8 @@
 // The analysis panel: areas, HU, ratios, SMI and the cutoff classifications of one label version.
 // What the numbers are (one slice or an average over a range) is said first; a reason a value could not
 // be computed (e.g. the height is unknown) is said once, however many values it affects.
-import {$, escapeHtml} from "./api.js";
+import {$, api, escapeHtml, message, oneAtATime} from "./api.js";
+import {stillOpen} from "./state.js";
 
 const fmt = (v, d = 1) => (v === null || v === undefined ? "—" : Number(v).toFixed(d));
 
@@ -40,7 +41,41 @@ function classification(c, reasons) {
     `(${fmt(c.value)} vs ${fmt(c.cutoff)} ${escapeHtml(c.unit || "")}, ${escapeHtml(c.rule || "")})`;
 }
 
-export function renderAnalysis(a, tissues) {
+const flagMark = (q) => (q.flagged ? ` <span class="flag" title="Below ${q.threshold}: the engines disagree or the network is unsure; check the labels slice by slice before using the numbers">review</span>` : "");
+
+/** The segmentation quality line: the version's score; or why it has none, with the score of the engine's
+ * version an edit started from (or a restore copies), said as that version's, and a button that scores a
+ * segmented version with none stored (POST .../quality: segmented before scores were stored, or it failed). */
+function qualityHtml(q) {
+  if (!q) return "";
+  if (q.status === "computed" && q.score !== null) { // its scale and its review mark said: "0.62" alone read as a good mark
+    return `<div id="quality">Segmentation quality: <b>${escapeHtml(q.score_text)}</b> ` +
+      `<span class="muted">of 1 (review below ${q.threshold})</span>${flagMark(q)}</div>`;
+  }
+  const e = q.engine_version;
+  const origin = !e ? "" : `<div id="quality-origin">${e.same_labels ? "Its labels are" : "It started from"} ` +
+    `the engine's version ${e.version}, scored <b>${escapeHtml(e.score_text)}</b> ` +
+    `<span class="muted">of 1 (review below ${e.threshold})</span>${flagMark(e)}</div>`;
+  const button = q.can_score ? ` <button type="button" id="quality-score" data-needs="change">` +
+    `${q.reason.startsWith("the quality score failed") ? "Try again" : "Score it"}</button>` : "";
+  return `<div id="quality" class="small">Segmentation quality: <span class="muted" id="quality-reason">` +
+    `not scored: ${escapeHtml(q.reason)}</span>${button}${origin}</div>`;
+}
+
+/** Score the version shown (its engine run again on its slices: seconds), then show the answer. */
+async function scoreShown(a, tissues, studyId) {
+  await oneAtATime($("quality-score"), async () => {
+    try {
+      const r = await api(`/api/studies/${studyId}/versions/${a.version}/quality`, {method: "POST"});
+      const quality = await r.json();
+      if (stillOpen(studyId) && $("analysis-version").textContent === `· version ${a.version}`) {
+        renderAnalysis({...a, quality}, tissues, studyId);
+      }
+    } catch (err) { message(err.message, true); }
+  });
+}
+
+export function renderAnalysis(a, tissues, studyId) {
   $("analysis-version").textContent = `· version ${a.version}`;
   const reasons = new Reasons();
   const titles = {};
@@ -69,14 +104,12 @@ export function renderAnalysis(a, tissues) {
     `<div class="result"><div>SMI: <b id="smi">${smi}</b> · BMI: ${bmi}</div>` +
     `<div>Sarcopenia (${escapeHtml(selected ? selected.title : as.cutoff_set)}): ${sarcopenia}</div>` +
     `<div class="small">Myosteatosis: ${myo}</div>` +
-    (a.quality && a.quality.status === "computed" && a.quality.score !== null
-      // its scale and its review mark said: "0.62" alone read as a good mark
-      ? `<div id="quality">Segmentation quality: <b>${escapeHtml(a.quality.score_text)}</b> ` +
-        `<span class="muted">of 1 (review below ${a.quality.threshold})</span>` +
-        (a.quality.flagged ? ` <span class="flag" title="Below ${a.quality.threshold}: the engines disagree or the network is unsure; check the labels slice by slice before using the numbers">review</span>` : "") + `</div>` : "") +
+    qualityHtml(a.quality) +
     `</div>` +
     `<table class="metrics" id="metrics"><thead><tr><th>Tissue</th><th>cm²</th><th>mean HU</th><th>SD HU</th></tr></thead>` +
     `<tbody>${rows}<tr><td>Total adipose</td><td>${fmt(a.average.total_adipose_cm2, 2)}</td><td></td><td></td></tr>` +
     `${ratios}</tbody></table>` +
     reasons.html();
+  const score = $("quality-score");
+  if (score) score.addEventListener("click", () => scoreShown(a, tissues, studyId));
 }

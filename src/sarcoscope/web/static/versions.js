@@ -209,5 +209,5 @@ export async function refreshSide() {
   if (analysis instanceof Error) { // headed with the version it failed for, not the one shown before
     $("analysis-version").textContent = `· version ${shown}`;
     $("analysis").innerHTML = `<p class="error">${escapeHtml(analysis.message)}</p>`;
-  } else renderAnalysis(analysis, state.config.tissues);
+  } else renderAnalysis(analysis, state.config.tissues, s.id);
 }
