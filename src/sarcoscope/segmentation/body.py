@@ -127,9 +127,10 @@ class SliceBodies:
         self.pixel_spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
         self._found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._locks = [threading.Lock() for _ in range(len(slices))]
-        #: Whether the U-Net read the slices turned, as upside down (UNetEngine._upside_down); None until
-        #: it has read them. The report's warning comes from here.
-        self.read_turned: bool | None = None
+        #: The quarter turns (np.rot90) with which the U-Net read the slices, as turned in their files
+        #: (UNetEngine._quarter_turns): 0 the right way up; None until it has read them. The report's
+        #: warning comes from here.
+        self.read_turned: int | None = None
 
     def __len__(self) -> int:
         return len(self._locks)

@@ -1,13 +1,15 @@
-"""Which way up an axial slice is, read from the anatomy: the vertebra lies in the back half of the body.
+"""Whether an axial slice is the right way up, read from the anatomy: the vertebra lies at the back.
 
 Why: the reader turns images to the standard layout (front at the top) by their orientation metadata, but a
-file whose metadata is wrong (a NIfTI written with the wrong affine, a DICOM without ImageOrientationPatient)
-arrives upside down, and the U-Net, which learnt the front at the top, then measured the real L3 slices'
-muscle -23 to +16 % off (Dice 0.63-0.71 instead of 0.98) while every number looked plausible. Left-right
+file whose metadata is wrong (a NIfTI written with the wrong affine or its axes swapped, a DICOM without
+ImageOrientationPatient) arrives turned, and the U-Net, which learnt the front at the top, then measured the
+real L3 slices' muscle far off while every number looked plausible: upside down -23 to +16 % (Dice
+0.63-0.71 instead of 0.98), turned by a quarter or transposed -32 to +16 % (Dice 0.74-0.77). Left-right
 mirroring needs nothing: the U-Net averages both mirror images, and the threshold engine finds its frame from
-the vertebra (`vertebra`, its evidence too). Bright oral contrast in the bowel can pass for the vertebra on a
-slice (2 of 120 phantom slices), so this is a screen: the U-Net turns slices only when it is also surer of
-them turned (UNetEngine._upside_down)."""
+the vertebra (`vertebra`, this module's evidence too). The vertebra is not always the largest bone-bright
+thing (enhanced kidneys, oral contrast), so this is only a screen: slices that do not look the right way up
+are read by the U-Net in all four quarter turns and taken as it is surest of them
+(UNetEngine._quarter_turns)."""
 
 from __future__ import annotations
 
@@ -20,11 +22,10 @@ from scipy import ndimage as ndi
 BONE_HU = 200.0
 #: Gaussian smoothing (mm) before the bone threshold: noise and thin cortex do not split a vertebra.
 SMOOTH_MM = 0.8
-#: The vertebra's centroid lies at 0.62-0.69 of the body's depth from its front on the nine real L3 slices
-#: and at 0.53-0.82 on every slice from L5 to T10 of the real volume (its pelvis, where the pubic bones are
-#: the largest midline bone, reads 0.29-0.47): a stack of slices whose median is in the front half is upside
-#: down. The anatomical half, not a fitted value.
-UPSIDE_DOWN_BELOW = 0.5
+#: The vertebra's centroid lies at 0.62-0.69 of the body's depth from its front on the nine real L3 slices,
+#: at 0.53-0.82 from L5 to T10 of the real volume: slices whose median is not beyond this are checked by the
+#: U-Net (which costs three more readings of them, not their labels).
+UPRIGHT_BEYOND = 0.55
 
 
 def vertebra(smooth: np.ndarray, body: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
@@ -57,12 +58,10 @@ def smoothed(hu: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
 
 
 def vertebra_depth(hu: np.ndarray, body: np.ndarray, spacing: tuple[float, float]) -> float | None:
-    """Where the vertebra's centroid lies between the body's first row (0) and its last (1); None without a
-    vertebra. In the standard layout (front at the top) the vertebra is in the back: above one half."""
-    if not body.any():
-        return None
+    """Where the vertebra (in the middle third of the body's width) lies between the body's first row (0)
+    and its last (1); None without one. The right way up it is in the back: over one half."""
     rows = np.flatnonzero(body.any(axis=1))
-    if rows[-1] == rows[0]:
+    if rows.size < 2:
         return None
     box = (slice(rows[0], rows[-1] + 1), slice(None))
     found = vertebra(smoothed(hu[box].astype(np.float32), spacing), body[box], spacing)
@@ -71,17 +70,26 @@ def vertebra_depth(hu: np.ndarray, body: np.ndarray, spacing: tuple[float, float
     return float(np.nonzero(found)[0].mean() / (rows[-1] - rows[0]))
 
 
-def upside_down(slices: np.ndarray, bodies: Sequence[np.ndarray], spacing: tuple[float, float]) -> bool:
-    """Whether a stack of axial slices (n, y, x) of one series, with their body masks, is upside down: its
-    vertebra lies in the front of the body (median depth below UPSIDE_DOWN_BELOW) on at least half of them."""
+def looks_upright(slices: np.ndarray, bodies: Sequence[np.ndarray], spacing: tuple[float, float]) -> bool:
+    """Whether a stack of axial slices (n, y, x) of one series, with their body masks, looks the right way
+    up: the body wider than deep (a trunk is: 1.24-1.58 on the nine real L3 slices, 1.26-1.30 at the real
+    volume's L3, over 1.3 on the phantoms; turned by a quarter, under 0.81) and, on at least half of them, a
+    vertebra found whose median depth is beyond UPRIGHT_BEYOND."""
+    widths = [_width_by_depth(body, spacing) for body in bodies if body.any()]
+    if not widths or float(np.median(widths)) <= 1.0:
+        return False
     found = [vertebra_depth(hu, body, spacing) for hu, body in zip(slices, bodies, strict=True)]
     depths = [d for d in found if d is not None]
-    return bool(depths) and 2 * len(depths) >= len(slices) and float(np.median(depths)) < UPSIDE_DOWN_BELOW
+    return 2 * len(depths) >= len(slices) and float(np.median(depths)) > UPRIGHT_BEYOND
 
 
-UPSIDE_DOWN_WARNING = (
-    "The image is upside down: the vertebra lies in the front half of the body, so the file's orientation "
-    "(NIfTI affine or DICOM ImageOrientationPatient) is likely wrong. The slices were segmented the right "
-    "way up and the labels are in the image's own layout; check the source data's orientation (views and "
-    "the L3 level read from it may be affected too)."
+def _width_by_depth(body: np.ndarray, spacing: tuple[float, float]) -> float:
+    rows, cols = np.flatnonzero(body.any(axis=1)), np.flatnonzero(body.any(axis=0))
+    return (cols[-1] - cols[0] + 1) * spacing[1] / ((rows[-1] - rows[0] + 1) * spacing[0])
+
+
+TURNED_WARNING = (
+    "The image is turned: the U-Net read it the right way up only once turned, so the file's orientation "
+    "(NIfTI affine or DICOM ImageOrientationPatient) is likely wrong. The labels are in the image's own "
+    "layout; check the source data's orientation (views and the L3 level read from it may be affected too)."
 )

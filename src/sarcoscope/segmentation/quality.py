@@ -396,11 +396,11 @@ def image_warnings(
 ) -> list[str]:
     """What about the analysed slices' images makes their measures lower than on diagnostic CT: coarse
     pixels, high noise (the mean over the slices where it can be measured), a body cut off by the edge; and,
-    from their `bodies` when the U-Net read them, an image upside down (its file's orientation is wrong)."""
-    from sarcoscope.segmentation.orientation import UPSIDE_DOWN_WARNING
+    from their `bodies` when the U-Net read them, an image turned (its file's orientation is wrong)."""
+    from sarcoscope.segmentation.orientation import TURNED_WARNING
 
     found = [
-        UPSIDE_DOWN_WARNING if bodies is not None and bodies.read_turned else None,
+        TURNED_WARNING if bodies is not None and bodies.read_turned else None,
         coarse_pixel_warning(pixel_spacing),
         cut_off_warning(labels, pixel_spacing),
     ]
