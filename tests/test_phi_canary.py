@@ -149,17 +149,21 @@ class Records(logging.Handler):
 
 @pytest.fixture
 def records() -> Iterator[Records]:
-    handler, root = Records(), logging.getLogger()
-    level = root.level
+    """Records of every logger at DEBUG, highdicom's too, as in an `analyze` process (an import of the DICOM
+    node, which quiets it at WARNING, may have come before)."""
+    handler, root, dicom_writer = Records(), logging.getLogger(), logging.getLogger("highdicom")
+    levels = root.level, dicom_writer.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
+    dicom_writer.setLevel(logging.NOTSET)
     try:
         with warnings.catch_warnings(record=True) as handler.warned:
             warnings.simplefilter("always")
             yield handler
     finally:
         root.removeHandler(handler)
-        root.setLevel(level)
+        root.setLevel(levels[0])
+        dicom_writer.setLevel(levels[1])
 
 
 def _analyze(*args: object) -> tuple[int, str]:
