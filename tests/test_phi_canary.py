@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -294,6 +295,33 @@ def test_a_de_identified_cohort_names_the_patient_nowhere(cohort: Path, tmp_path
     assert "truncated pixel data" in (runs / "failures.csv").read_text()
     assert found_in(written_bytes(runs)) == {}
     assert not found(console), console
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="worker start method is not fork")
+@pytest.mark.parametrize("deidentify", [False, True])
+def test_a_bug_in_a_cohorts_case_is_named_by_its_type_not_its_text(
+    canary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deidentify: bool
+) -> None:
+    """A bug's exception may quote a header value (pydicom's ValueError for a malformed name does): a
+    cohort's failures.csv and console gave its text, in a de-identified run too (its quoted values scrubbed,
+    not the rest). Now they name its type, as a de-identified `analyze` does."""
+    from sarcoscope import pipeline
+
+    name, patient_id = HEADER_MARKERS["PatientName"][0], HEADER_MARKERS["PatientID"][0]
+
+    def malformed(*_: object, **__: object) -> None:
+        raise ValueError(f"Invalid value for VR PN: {name!r} of patient {patient_id}")
+
+    monkeypatch.setattr(pipeline, "analyze", malformed)  # the workers' too (fork)
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text(f"case_id,path,slice\nAviarius_Jansen,{canary},1\n")
+    key = ["--deidentify", "--secret-file", str(tmp_path / "key")] if deidentify else []
+    result = CliRunner().invoke(app, ["batch", str(manifest), "-o", str(tmp_path / "runs"), *key])
+    assert result.exit_code == 3, result.output
+    failures = (tmp_path / "runs" / "failures.csv").read_text()
+    assert "internal error ValueError" in failures and "internal error ValueError" in result.output
+    given = {"file names"} if not deidentify else set()  # the case id the user gave
+    assert found(failures) == given and found(result.output) == given, (failures, result.output)
 
 
 @pytest.fixture
