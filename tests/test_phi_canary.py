@@ -480,3 +480,70 @@ def test_pacs_paths_log_no_patient(tmp_path: Path, records: Records) -> None:
     assert not found(console + batch.output)
     assert not found(records.text), records.text
     assert "urllib3" in records.text  # the requests to the PACS are in the search
+
+
+#: A UID with a leading zero in a component, as real archives hold them: pydicom warns quoting it.
+MALFORMED_UID = "1.2.840.0777.1"
+
+
+def with_malformed_uid(paths: list[Path]) -> list[Path]:
+    """`paths` with their FrameOfReferenceUID MALFORMED_UID (written as it is: pydicom would refuse it)."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    raw = MALFORMED_UID.encode() + b"\0"
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds[Tag("FrameOfReferenceUID")] = RawDataElement(
+            Tag("FrameOfReferenceUID"), "UI", len(raw), raw, 0, False, True
+        )
+        ds.save_as(path)
+    return paths
+
+
+def test_a_cohorts_workers_quote_no_malformed_header_value(tmp_path: Path) -> None:
+    """pydicom's warning about a malformed value quotes it; a plain cohort's workers printed it (on a Dask
+    cluster, into its shared logs). Now a worker quiets them as in a de-identified run, which shows none."""
+    with_malformed_uid(canary_series(tmp_path / "cohort" / f"{NAME_MARKER} Jansen 1", n=1))
+    code, console = _batch(tmp_path / "cohort", "-o", tmp_path / "runs", "--engine", "threshold")
+    assert code == 0 and "1 analysed" in console, console
+    assert MALFORMED_UID not in console, console
+
+
+def test_the_dicom_nodes_log_quotes_no_malformed_header_value(tmp_path: Path) -> None:
+    """`sarcoscope listen`'s log (standard error, which a site's log system collects) quoted pydicom's
+    warnings whole; now, as the web server's, without the value."""
+    files = with_malformed_uid(canary_series(tmp_path / "series", n=1))
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "sarcoscope",
+        "listen",
+        "-o",
+        str(tmp_path / "node"),
+        "--port",
+        str(port),
+    ]
+    node = subprocess.Popen(
+        [*command, "--engine", "threshold", "--settle", "0.3"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # listening once it takes an association
+            try:
+                assert _send(files, port) == [0]
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline and node.poll() is None, "the node did not start"
+                time.sleep(0.2)
+        series = str(pydicom.dcmread(files[0]).SeriesInstanceUID)
+        report = tmp_path / "node" / "results" / series / "report.json"
+        while not report.is_file():
+            assert time.monotonic() < deadline, "the node did not analyse the series"
+            time.sleep(0.2)
+    finally:
+        node.terminate()
+        _, log = node.communicate(timeout=30)
+    assert "Invalid value for VR UI" in log and MALFORMED_UID not in log, log
+    assert not found(log), log

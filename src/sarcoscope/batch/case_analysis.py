@@ -37,12 +37,11 @@ def analyze_case(
     are stored back into its study, and pushed.json records that, so a rerun pushes what a failed push
     left behind without analysing the case again; `waits`: the (connect, each answer) timeouts of the
     retrieval and the push. A failed push fails the case with its analysis' row kept (cohort.csv holds it,
-    failures.csv says why). De-identified, pydicom's warnings in this process quote no header value
-    (imaging.dicom_warnings), as in the command's own."""
+    failures.csv says why). pydicom's warnings in this process quote no header value
+    (imaging.dicom_warnings): a worker's log goes to a cluster's shared logs, as a server's does."""
     from sarcoscope.pipeline import analyze
 
-    if deidentification is not None:  # a Dask worker (or a spawned one) has not the command's filter
-        quiet_header_values()
+    quiet_header_values()  # a Dask worker (or a spawned one) has not the command's filter
     out = case.folder(out_root)
     report_path = out / REPORT
     start = time.perf_counter()
