@@ -259,10 +259,11 @@ def _batch(*args: object) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def cohort(canary: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three cases named after the patient: one slice (analysed as given), the canary series (too short to
-    count vertebrae: fails) and a series with a damaged file (fails)."""
+    """Four cases named after the patient: one slice (analysed as given), the same in a zip, the canary
+    series (too short to count vertebrae: fails) and a series with a damaged file (fails)."""
     root = tmp_path_factory.mktemp("cohort")
     canary_series(root / f"{NAME_MARKER} Jansen 1", n=1)
+    (root / f"{NAME_MARKER} Jansen 0.zip").write_bytes(zip_of(root / f"{NAME_MARKER} Jansen 1"))
     shutil.copytree(canary, root / f"{NAME_MARKER} Jansen 2")
     shutil.copytree(canary, root / f"{NAME_MARKER} Jansen 3")
     damaged(sorted((root / f"{NAME_MARKER} Jansen 3").iterdir())[1])
@@ -272,7 +273,7 @@ def cohort(canary: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_plain_cohort_names_only_what_its_user_gave(cohort: Path, tmp_path: Path) -> None:
     code, console = _batch(cohort, "-o", tmp_path / "runs", "--engine", "threshold")
     assert code == 3, console  # some cases failed
-    assert "1 analysed" in console and "2 failed" in console, console
+    assert "2 analysed" in console and "2 failed" in console, console
     written = written_bytes(tmp_path / "runs")
     failures = (tmp_path / "runs" / "failures.csv").read_text()
     assert "truncated pixel data" in failures and "vertebrae" in failures, failures
@@ -291,8 +292,18 @@ def test_a_de_identified_cohort_names_the_patient_nowhere(cohort: Path, tmp_path
         cohort, "-o", runs, "--engine", "threshold", "--deidentify", "--secret-file", tmp_path / "key"
     )
     assert code == 3, console
-    assert "1 analysed" in console and "2 failed" in console, console
+    assert "2 analysed" in console and "2 failed" in console, console
     assert "truncated pixel data" in (runs / "failures.csv").read_text()
+    assert found_in(written_bytes(runs)) == {}
+    assert not found(console), console
+    (cohort / f"{NAME_MARKER} Jansen 1" / f"{NAME_MARKER} notes.txt").write_text("changed since")
+    try:  # resumed: the cases done are kept, the changed one analysed again (and the console says why)
+        code, console = _batch(
+            cohort, "-o", runs, "--engine", "threshold", "--deidentify", "--secret-file", tmp_path / "key"
+        )
+    finally:
+        (cohort / f"{NAME_MARKER} Jansen 1" / f"{NAME_MARKER} notes.txt").unlink()
+    assert code == 3 and "1 already done" in console and "analysed again" in console, console
     assert found_in(written_bytes(runs)) == {}
     assert not found(console), console
 
