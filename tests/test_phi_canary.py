@@ -235,13 +235,32 @@ def test_a_damaged_file_in_the_patients_folder_is_named_only_to_its_user(
 def test_the_deidentify_command_names_the_patient_nowhere(
     canary: Path, tmp_path: Path, records: Records
 ) -> None:
-    result = CliRunner().invoke(
-        app, ["deidentify", str(canary), str(tmp_path / "deid"), "--secret-file", str(tmp_path / "key")]
-    )
+    """Its copy, and its refusals: an image with burned-in annotation left out (and listed), a damaged file in
+    the patient's zip (the run stopped, naming the file)."""
+    key = ("--secret-file", str(tmp_path / "key"))
+    result = CliRunner().invoke(app, ["deidentify", str(canary), str(tmp_path / "deid"), *key])
     assert result.exit_code == 0, result.output
     files = list((tmp_path / "deid").rglob("*.dcm"))
     assert len(files) == 3
     assert found_in(written_bytes(tmp_path / "deid")) == {}
+    assert not found(result.output) and not found(records.text)
+
+    burned = tmp_path / FOLDER
+    shutil.copytree(canary, burned)
+    ds = pydicom.dcmread(sorted(burned.iterdir())[1])
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(sorted(burned.iterdir())[1])
+    result = CliRunner().invoke(app, ["deidentify", str(burned), str(tmp_path / "burned"), *key])
+    assert result.exit_code == 0 and "burned-in annotation left out" in result.output, result.output
+    assert len(list((tmp_path / "burned").rglob("*.dcm"))) == 2
+    assert found_in(written_bytes(tmp_path / "burned")) == {}
+    damaged(sorted(burned.iterdir())[1])
+    (tmp_path / f"{NAME_MARKER}_Jansen.zip").write_bytes(zip_of(burned))
+    result = CliRunner().invoke(
+        app, ["deidentify", str(tmp_path / f"{NAME_MARKER}_Jansen.zip"), str(tmp_path / "damaged"), *key]
+    )
+    assert result.exit_code == 1 and "damaged DICOM file" in result.output, result.output
+    assert not (tmp_path / "damaged").exists()
     assert not found(result.output) and not found(records.text)
 
 
