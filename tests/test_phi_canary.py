@@ -1,8 +1,8 @@
 """A patient's identifiers followed end to end: a phantom series whose identifying headers, folder, zip and
 file names carry distinctive markers goes through every user path (`analyze` with and without
-`--deidentify`, `deidentify`, `batch` with a failing case, the web app's uploads, errors and downloads), and
-every byte each emits (console, log records at every level, written files and their names, HTTP answers) is
-searched for the markers.
+`--deidentify`, `deidentify`, `batch` with failing cases and a bug, the web app's uploads, errors and
+downloads, the DICOM node, a PACS on DICOMweb), and every byte each emits (console, log records at every
+level and Python warnings, written files and their names, HTTP answers) is searched for the markers.
 
 Where a marker may be is decided per output: the SEG, SR and QC capture are DICOM objects of the patient's
 study and carry the patient module; report.json names its input (a path the user gave) and series; the
@@ -30,6 +30,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
@@ -362,7 +363,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     web.state.ctx.store.close()
 
 
-def _answer(r) -> bytes:
+def _answer(r: httpx.Response) -> bytes:
     return readable_bytes(r.content) + json.dumps(dict(r.headers)).encode()
 
 
