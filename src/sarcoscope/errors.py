@@ -71,6 +71,13 @@ def stop_cleanly_on_signals() -> None:
             signal.signal(getattr(signal, name), _terminate)
 
 
+def bug_named(exc: BaseException) -> str:
+    """A bug's exception as a message that may be shared (a cohort's failures.csv, a de-identified run's
+    console) names it: by its type, not its text, which may quote a header value (pydicom's ValueError for
+    a malformed name does) or a file's path, named by the patient or by DICOM UIDs."""
+    return f"{type(exc).__name__} (its text left out: it may quote the input's headers)"
+
+
 def frames_of(exc: BaseException) -> str:
     """`exc`'s traceback as the log shows it, each exception of its chain by its type without its text (which
     may quote a header value or a file's path, named by DICOM UIDs)."""

@@ -970,7 +970,10 @@ def test_a_case_escaping_its_analysis_on_dask_is_a_failed_row_no_cluster_log_nam
     assert "Doe_Jane" not in logs
     assert ended, "the run did not end"
     assert _rows(tmp_path / "run" / "failures.csv") == [
-        {"case_id": "Doe_Jane_0815", "error": f"internal error _Stopped: stopped reading {case.path}"}
+        {
+            "case_id": "Doe_Jane_0815",
+            "error": "internal error _Stopped (its text left out: it may quote the input's headers)",
+        }
     ]
     assert arguments and all("Case #0" in text and "Doe_Jane" not in text for text in arguments)
 

@@ -211,6 +211,10 @@ def test_killed_dask_worker_is_a_failed_row(studies: list[Case], tmp_path: Path)
     ("escaping", "error"),
     [
         (SystemExit(3), "internal error SystemExit: the analysis asked to end its process (sys.exit(3))"),
+        (  # a library's message may quote the input (a header value, a path named by the patient)
+            SystemExit("cannot read Jansen^Piet 12345678"),
+            "internal error SystemExit: the analysis asked to end its process (sys.exit(a message))",
+        ),
         (KeyboardInterrupt(), "internal error KeyboardInterrupt"),
         (GeneratorExit(), "internal error GeneratorExit"),
     ],

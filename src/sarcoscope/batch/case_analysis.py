@@ -12,7 +12,7 @@ from sarcoscope.batch.cases import REPORT, Case
 from sarcoscope.batch.inputs import INPUT_FILES, input_changed, input_files_code, series_instances
 from sarcoscope.batch.resume import changed_since
 from sarcoscope.batch.tables import CaseOutcome, summary_row
-from sarcoscope.errors import SarcoscopeError
+from sarcoscope.errors import SarcoscopeError, bug_named
 from sarcoscope.fileio import atomic_write_text, images_temp_dir
 from sarcoscope.imaging.deidentify.messages import scrub_error
 from sarcoscope.imaging.deidentify.policy import DeidentificationError, DeidentificationPolicy
@@ -37,12 +37,11 @@ def analyze_case(
     are stored back into its study, and pushed.json records that, so a rerun pushes what a failed push
     left behind without analysing the case again; `waits`: the (connect, each answer) timeouts of the
     retrieval and the push. A failed push fails the case with its analysis' row kept (cohort.csv holds it,
-    failures.csv says why). De-identified, pydicom's warnings in this process quote no header value
-    (imaging.dicom_warnings), as in the command's own."""
+    failures.csv says why). pydicom's warnings in this process quote no header value
+    (imaging.dicom_warnings): a worker's log goes to a cluster's shared logs, as a server's does."""
     from sarcoscope.pipeline import analyze
 
-    if deidentification is not None:  # a Dask worker (or a spawned one) has not the command's filter
-        quiet_header_values()
+    quiet_header_values()  # a Dask worker (or a spawned one) has not the command's filter
     out = case.folder(out_root)
     report_path = out / REPORT
     start = time.perf_counter()
@@ -104,13 +103,16 @@ def analyze_case(
 
 
 def failure_reason(exc: BaseException, case: Case, deidentification: DeidentificationPolicy | None) -> str:
-    """failures.csv's reason for a case whose analysis raised `exc`."""
+    """failures.csv's reason for a case whose analysis raised `exc`: a bug's by its type (the cohort's tables
+    and console are shared beyond the patient's record; `sarcoscope --debug analyze` on the case shows its
+    text)."""
     if isinstance(exc, SarcoscopeError):
         msg = str(exc)
-    elif isinstance(exc, SystemExit):  # its text is only the status: say what it is
-        msg = f"internal error SystemExit: the analysis asked to end its process (sys.exit({exc.code!r}))"
+    elif isinstance(exc, SystemExit):  # a status, or a message (which may quote the input): say what it is
+        status = repr(exc.code) if exc.code is None or isinstance(exc.code, int) else "a message"
+        msg = f"internal error SystemExit: the analysis asked to end its process (sys.exit({status}))"
     else:  # KeyboardInterrupt() and GeneratorExit() have no text
-        msg = f"internal error {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
+        msg = f"internal error {bug_named(exc) if str(exc) else type(exc).__name__}"
     # the input's paths, UIDs and descriptions may name the patient
     if deidentification is not None and not isinstance(exc, DeidentificationError):
         msg = scrub_error(msg, deidentification, case.path)

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sarcoscope.errors import SarcoscopeError, Terminated, frames_of
+from sarcoscope.errors import SarcoscopeError, Terminated, bug_named, frames_of
 
 app = typer.Typer(
     add_completion=False,
@@ -71,8 +71,8 @@ def run(action: Callable[[], T], deidentified: bool = False) -> T:
             traceback.print_exc()
         if deidentified and not _state["debug"]:
             err_console.print(
-                f"[bold red]internal error:[/] {type(exc).__name__} (its text left out: it may quote the "
-                f"input's headers)\nThis is a bug in sarcoscope; its traceback, without the text, is in "
+                f"[bold red]internal error:[/] {escape(bug_named(exc))}\n"
+                "This is a bug in sarcoscope; its traceback, without the text, is in "
                 f"{escape(str(_traceback_file(exc)))}: please report it.",
                 soft_wrap=True,
             )

@@ -37,6 +37,7 @@ import pydicom
 
 from sarcoscope.errors import InputError, SarcoscopeError, frames_of
 from sarcoscope.fileio import atomic_write_text, locked_temp_file, remove_left_files
+from sarcoscope.imaging.dicom_warnings import quiet_header_values
 from sarcoscope.pacs.dicomweb import DICOMwebServer
 from sarcoscope.pacs.dicomweb_query import check_uid, check_waits, parse_dicomweb_root
 from sarcoscope.segmentation.base import DEFAULT_ENGINE
@@ -275,6 +276,7 @@ class Node:
         from pynetdicom import AE, evt
         from pynetdicom.sop_class import CTImageStorage, Verification
 
+        quiet_header_values()  # the node's log goes to the site's log system, as a server's does
         self.settings.out.mkdir(parents=True, exist_ok=True)
         self.settings.out.chmod(0o700)  # received images and results are patient data: owner only
         self.incoming.mkdir(exist_ok=True)
