@@ -178,10 +178,12 @@ def test_a_slice_whose_rescale_leaves_no_air_is_named(series_dir: Path) -> None:
     files = sorted(series_dir.iterdir())
     vol = read_ct(series_dir)
     assert not any("hold no air" in w for w in vol.warnings)
+    before = vol.hu.astype(np.int32)
     _edit(files[2], lambda ds: setattr(ds, "RescaleIntercept", str(float(ds.RescaleIntercept) + 1000)))
     vol = read_ct(series_dir)
     (warning,) = [w for w in vol.warnings if "hold no air" in w]
-    airless = int(np.flatnonzero(~(vol.hu <= -900).any(axis=(1, 2)))[0])
+    # (its air, one value at -24 HU, is then read as a fill round the image: the body keeps the shift)
+    airless = int(np.flatnonzero(np.abs(vol.hu - before).mean(axis=(1, 2)) > 100)[0])
     assert warning.startswith(f"slice(s) {airless} hold no air")
 
 

@@ -17,7 +17,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.volume import AIR_HU, check_hounsfield
+from sarcoscope.imaging.volume import AIR_HU, check_hounsfield, fill_to_air
 
 #: Beyond these a RescaleSlope/RescaleIntercept cannot map stored CT values to HU (unsigned 16-bit data
 #: stored with an intercept of -32768 is the widest use seen).
@@ -238,6 +238,7 @@ def to_hu(files: list[DicomFile], warnings: list[str]) -> np.ndarray:
     where = files[0].path.parent
     untagged = "" if all(present) else " (without RescaleSlope/RescaleIntercept)"
     check_hounsfield(hu, f"the images in {where}{untagged}", warnings)
+    fill_to_air(hu, warnings)  # after: a mask's or a normalised image's 0 border is no fill
     if untagged:
         warnings.append(
             "no RescaleSlope/RescaleIntercept in the files; values look like HU (air present), used as is"

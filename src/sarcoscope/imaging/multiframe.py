@@ -17,6 +17,7 @@ from sarcoscope.imaging.volume import (
     CTMetadata,
     CTVolume,
     check_hounsfield,
+    fill_to_air,
     plane_of_normal,
     turn_axial_to_standard,
 )
@@ -74,6 +75,7 @@ def read_multiframe(path: Path, metadata: CTMetadata, warnings: list[str]) -> CT
             f"{n_low} pixels below {AIR_HU} HU (outside the scanner's field of view) set to {AIR_HU}"
         )
     check_hounsfield(array, f"the frames of {path.name}", warnings)
+    fill_to_air(array, warnings)  # after: a mask's or a normalised image's 0 border is no fill
     if np.array_equal(array, np.rint(array)) and array.max(initial=0) <= 32767:
         hu = array.astype(np.int16)
     else:

@@ -10,7 +10,14 @@ import nibabel as nib
 import numpy as np
 
 from sarcoscope.errors import InputError
-from sarcoscope.imaging.volume import AIR_HU, CTMetadata, CTVolume, check_hounsfield, index_ranges
+from sarcoscope.imaging.volume import (
+    AIR_HU,
+    CTMetadata,
+    CTVolume,
+    check_hounsfield,
+    fill_to_air,
+    index_ranges,
+)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: What nibabel says when it sets zero voxel sizes to 1 mm as it loads a header.
@@ -203,6 +210,7 @@ def read_nifti(path: Path, pixel_spacing: tuple[float, float] | None = None) -> 
         if n_low > 0.001 * hu.size:
             warnings.append(f"{n_low} voxels below {AIR_HU} HU (outside the field of view) set to {AIR_HU}")
     check_hounsfield(hu, f"the values of {path.name}", warnings)
+    fill_to_air(hu, warnings)  # after: a mask's or a normalised image's 0 border is no fill
     normal = direction[:, 2]
     positions = (origin @ normal) + np.arange(hu.shape[0]) * zooms[2]
     return CTVolume(

@@ -59,6 +59,49 @@ def image_text(numbers: Sequence[int | None] | None, lead: str = " · ") -> str:
     return f"{lead}image {lo}" if lo == hi else f"{lead}images {lo}–{hi}"
 
 
+#: A fill is one exact value covering this share of a slice's border pixels (and connected to them).
+_FILL_BORDER_SHARE = 0.25
+#: ... and over this share of the slice (outside a circle inscribed in the image: 21 %).
+_FILL_AREA_SHARE = 0.02
+
+
+def fill_to_air(hu: np.ndarray, warnings: list[str]) -> None:
+    """Make air (in place) a constant fill around the image that is not air: tools that resample or rotate
+    CT (SimpleITK's Resample, scipy) fill what lies outside the original field with 0 by default, and a
+    band of 0 HU round the body is read as soft tissue. On the nine real L3 slices with the area outside
+    the reconstruction circle set to 0 HU, the U-Net's muscle Dice fell 0.981 -> 0.964 (its leave-one-out
+    models 0.946 -> 0.931). A fill is told from the image by being one exact value, not air, at a corner and
+    over a quarter or more of the slice's border, and the region of that value connected to the border is
+    changed (real air, even outside the field, is noisy or already AIR_HU)."""
+    changed, slices = 0, []
+    for k, one in enumerate(hu):
+        # a fill covers the corners (what lies outside a field of view, a rotation's or a larger grid's)
+        corners = {v for v in (one[0, 0], one[0, -1], one[-1, 0], one[-1, -1]) if v > -900}
+        if not corners:
+            continue
+        border = np.concatenate([one[0], one[-1], one[1:-1, 0], one[1:-1, -1]])
+        fills = [v for v in corners if np.count_nonzero(border == v) >= _FILL_BORDER_SHARE * border.size]
+        if not fills:
+            continue
+        from scipy import ndimage as ndi  # only for an image with a fill (its import alone takes 0.15 s)
+
+        value = fills[0]
+        same = one == value
+        labels, _ = ndi.label(same, structure=np.ones((3, 3), bool))
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        fill = np.isin(labels, edge[edge > 0])
+        if np.count_nonzero(fill) < _FILL_AREA_SHARE * one.size or not ndi.binary_erosion(fill).any():
+            continue  # a line of one value along an edge (a synthetic wall) is not a field's fill
+        one[fill] = AIR_HU
+        changed += int(np.count_nonzero(fill))
+        slices.append(k)
+    if changed:
+        warnings.append(
+            f"{changed} pixels of a constant fill around the image (as resampling tools write outside the "
+            f"field of view) in slice(s) {index_ranges(slices)} set to {AIR_HU} HU (air)"
+        )
+
+
 def check_hounsfield(hu: np.ndarray, what: str, warnings: list[str]) -> None:
     """Refuse values that are not Hounsfield units: a CT holds air (about -1000 HU) around the body, in the
     lungs or the bowel, or as the scanner's padding. A normalised (0-1) image, a mask or a wrong rescale has
