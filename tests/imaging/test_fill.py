@@ -4,6 +4,7 @@ air, not a band of soft tissue round the body: with it the U-Net's muscle Dice o
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -77,3 +78,13 @@ def test_real_slices_with_a_zero_fill_are_segmented_as_without(shared_data: Path
     # the fill is AIR_HU where the image had noisy air: the same to the network (its window starts at
     # -250 HU); the body's outline can move by a pixel where it meets the fill
     assert np.mean(labels == engine.segment(plain.hu, plain.pixel_spacing)) > 0.9999
+
+
+def test_training_images_are_read_with_the_fill_made_air(tmp_path: Path):
+    """Training and validation read labelled slices themselves (training.data.read_image): as read_ct."""
+    ph = make_slice(2, size=192)
+    fill = _outside_circle(ph.hu.shape) & (ph.hu < -900)
+    np.save(tmp_path / "case.npy", _filled(ph.hu.astype(np.float32), 0.0))
+    (tmp_path / "case.json").write_text(json.dumps({"pixel_spacing": list(ph.pixel_spacing)}))
+    hu, _, _ = read_image(tmp_path / "case.npy")
+    assert (hu[0][fill] == AIR_HU).all()

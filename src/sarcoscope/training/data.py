@@ -46,7 +46,7 @@ from sarcoscope.imaging.labelmaps import (
     read_label_map,
 )
 from sarcoscope.imaging.nifti import read_nifti_array
-from sarcoscope.imaging.volume import stored_flip_of
+from sarcoscope.imaging.volume import fill_to_air, stored_flip_of
 from sarcoscope.segmentation.unet import InputSpec, body_window
 from sarcoscope.training.config import TrainConfig
 
@@ -111,7 +111,14 @@ def find_pairs(data_dir: str | Path) -> list[tuple[str, Path, Path]]:
 
 def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]:
     """HU array (z, y, x) float32, pixel spacing (y, x) mm and the patient (DICOM PatientID or the .npy
-    sidecar's "patient"; None when the file names none)."""
+    sidecar's "patient"; None when the file names none). A constant fill round the image is air, as
+    read_ct makes it (imaging.volume.fill_to_air): training and validation see what inference sees."""
+    hu, spacing, patient = _read_image(path)
+    fill_to_air(hu, [])
+    return hu, spacing, patient
+
+
+def _read_image(path: Path) -> tuple[np.ndarray, tuple[float, float], str | None]:
     name = path.name
     if name.endswith(".dcm"):
         import pydicom
