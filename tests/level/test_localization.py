@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -192,6 +193,39 @@ def test_real_t12_ribs_kept_when_enhanced_tissue_widens_the_body(real: CTVolume)
     loc = locate_l3(_enhanced(_crop(real, 55, real.n_slices), 80.0))
     assert loc.counted_from == "ribs"
     assert _mid_error_mm(loc, REF_MID, 55) <= 10.0
+    assert "T12" in loc.rib_vertebrae and "L1" not in loc.rib_vertebrae
+
+
+def _thin(v: CTVolume, mm: float) -> CTVolume:
+    """Slices every `mm` interpolated linearly between the 3 mm ones, as scripts/l3_perturb.py makes them."""
+    assert v.slice_positions is not None
+    idx = np.arange(0.0, v.n_slices - 1 + 1e-6, mm / float(v.spacing[0]))
+    lo = np.minimum(idx.astype(int), v.n_slices - 2)
+    w = (idx - lo).astype(np.float32)[:, None, None]
+    hu = v.hu[lo].astype(np.float32) * (1 - w) + v.hu[lo + 1].astype(np.float32) * w
+    pos = np.interp(idx, np.arange(v.n_slices), v.slice_positions)
+    return replace(v, hu=hu, spacing=(mm, *v.spacing[1:]), slice_positions=pos)
+
+
+@pytest.mark.parametrize(
+    ("first", "alter"),
+    [
+        (45, lambda v: replace(v, hu=np.where(v.hu > -900, v.hu - 30.0, v.hu).astype(np.float32))),
+        (55, lambda v: replace(v, hu=np.where(v.hu > -900, v.hu - 30.0, v.hu).astype(np.float32))),
+        (55, lambda v: _thin(v, 2.0)),
+    ],
+    ids=["calibration -30 HU from 45", "calibration -30 HU from 55", "2 mm slices from 55"],
+)
+def test_real_t12_rib_dimmed_under_the_bone_threshold_is_still_followed(
+    real: CTVolume, first: int, alter: Callable[[CTVolume], CTVolume]
+) -> None:
+    """Without the sacrum, a scanner calibrated 30 HU lower or slices interpolated to 2 mm dim T12's thin
+    left rib under the 180 HU bone threshold along its shaft: what was followed from its joint stopped
+    14-31 mm beside the body, T12 bore a rib on one side only and the scan was refused. Where no rib is
+    followed at that threshold it is followed again at FAINT_RIB_HU, and T12's ribs are found."""
+    loc = locate_l3(alter(_crop(real, first, real.n_slices)))
+    assert loc.counted_from == "ribs"
+    assert _mid_error_mm(loc, REF_MID, first) <= 10.0
     assert "T12" in loc.rib_vertebrae and "L1" not in loc.rib_vertebrae
 
 

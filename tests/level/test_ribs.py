@@ -15,12 +15,14 @@ HALF_WIDTH_PX = 11  # the body is 44 mm wide
 SEGMENTS = [(10.0 * k, 10.0 * (k + 1)) for k in range(6)]  # disc to disc, working slices
 
 
-def _bar(hu: np.ndarray, start: tuple[float, float, float], end: tuple[float, float, float]) -> None:
+def _bar(
+    hu: np.ndarray, start: tuple[float, float, float], end: tuple[float, float, float], value: float = 500.0
+) -> None:
     """A 4 mm thick bone bar from (z, y, x) to (z, y, x), drawn point by point."""
     for t in np.linspace(0.0, 1.0, 300):
         z, y, x = (a + t * (b - a) for a, b in zip(start, end, strict=True))
         if 0 <= round(z) < NZ:
-            hu[round(z), round(y) - 1 : round(y) + 1, round(x) - 1 : round(x) + 1] = 500.0
+            hu[round(z), round(y) - 1 : round(y) + 1, round(x) - 1 : round(x) + 1] = value
 
 
 def _joint(segment: int, side: int) -> tuple[float, float, float]:
@@ -34,9 +36,13 @@ def _rib(segment: int, side: int, reach_mm: float, drop_mm: float) -> tuple[tupl
     return (z, y, x), (z - drop_mm / 3.0, y + 4, x + side * reach_mm / 2.0)
 
 
-def _evidence(*bars: tuple[tuple, tuple], rim_px: int = 0) -> dict[int, VertebraRibs]:
+def _evidence(
+    *bars: tuple[tuple, tuple], rim_px: int = 0, dimmed: tuple[tuple[tuple, tuple], ...] = ()
+) -> dict[int, VertebraRibs]:
     """`rim_px`: enhanced soft tissue (130 HU: above the 100 HU at which the body's width is measured,
-    below bone) this many pixels wide against the body's sides."""
+    below bone) this many pixels wide against the body's sides. `dimmed`: bars redrawn at 200 HU, which the
+    smoothing of the rib mask reads at about 160 HU, under the 180 HU bone threshold (a thin rib's shaft
+    dimmed by interpolation or a lower calibration)."""
     hu = np.full((NZ, NY, NX), 40.0, dtype=np.float32)
     yy, xx = np.mgrid[:NY, :NX]
     rim = ((xx - CX) / (HALF_WIDTH_PX + rim_px)) ** 2 + ((yy - BODY_Y) / 7.5) ** 2 <= 1.0
@@ -45,6 +51,8 @@ def _evidence(*bars: tuple[tuple, tuple], rim_px: int = 0) -> dict[int, Vertebra
     hu[:, body] = 250.0
     for start, end in bars:
         _bar(hu, start, end)
+    for start, end in dimmed:
+        _bar(hu, start, end, 200.0)
     grid = WorkGrid(
         hu=hu, spacing=(3.0, 2.0, 2.0), z_mm=np.arange(NZ) * 3.0, slice_mm=np.arange(NZ) * 3.0, max_gap_mm=3.0
     )
@@ -132,3 +140,25 @@ def test_a_neck_hugging_the_body_is_found_whatever_pixel_its_side_is_measured_at
     assert min(ev[3].right_reach_mm, ev[3].left_reach_mm) >= 60
     assert min(ev[3].right_drop_mm, ev[3].left_drop_mm) >= 15
     assert not any(ev[k].any for k in ev if k != 3)
+
+
+def test_a_rib_whose_shaft_is_dimmed_under_the_bone_threshold_is_still_a_rib() -> None:
+    # segment 3's right rib's shaft, 16-30 mm beside the body, reads under BONE_HU: followed at BONE_HU the
+    # bone stops there, a transverse process's length; its left rib is found, and so are segment 4's: at
+    # FAINT_RIB_HU the right one goes on to its end
+    (z0, y0, x0), (z1, y1, x1) = right = _rib(3, -1, reach_mm=70, drop_mm=40)
+
+    def at(t: float) -> tuple[float, float, float]:
+        return (z0 + t * (z1 - z0), y0 + t * (y1 - y0), x0 + t * (x1 - x0))
+
+    dimmed = ((at(0.23), at(0.43)),)
+    pair = (right, _rib(3, 1, reach_mm=70, drop_mm=40))
+    above = (_rib(4, -1, reach_mm=70, drop_mm=20), _rib(4, 1, reach_mm=70, drop_mm=20))
+    ev = _evidence(*pair, *above, dimmed=dimmed)
+    assert ev[3].right and ev[3].left and ev[3].right_reach_mm >= 60
+    assert ev[4].right and ev[4].left
+    assert not any(ev[k].any for k in ev if k not in (3, 4))
+    # below a rib-free vertebra a lone rib is more often a transverse process met by other bone: the lower
+    # threshold is not tried
+    alone = _evidence(*pair, dimmed=dimmed)[3]
+    assert alone.left and not alone.right and alone.right_reach_mm < 36

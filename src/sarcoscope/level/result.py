@@ -27,8 +27,9 @@ from sarcoscope.level.selection import L3Selection
 #: of the other count; v19: the transverse-process profile is a likelihood ratio, so a naming gains nothing
 #: by leaving lengths unscored; v20: a vessel followed to the lowest slice that runs out to the side is a
 #: common iliac artery, so the bifurcation is not said to lie below the scan; v21: where the close trace's
-#: bodies lie well behind the wide one's, its body is looked for in front of the canal too).
-METHOD = "disc-count-v21"
+#: bodies lie well behind the wide one's, its body is looked for in front of the canal too; v22: a side whose
+#: rib is not found, where the other side's is, is followed again at a lower threshold).
+METHOD = "disc-count-v22"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"

@@ -9,11 +9,15 @@ lateral reach and the drop of what was followed are the evidence. Judging a rib 
 it ends laterally, finds a long steep lowest rib as well as a short flat one, and each side on its own.
 Where a joint window holds only the neck of a steep rib whose head lies above the window's upper disc (the
 disc read a few millimetres into the body above, on coarse or non-square pixels), the neck is followed up
-from the window to that head and the rib is credited to the vertebra above.
+from the window to that head and the rib is credited to the vertebra above. Ribs come in pairs: where one
+side's rib is found and the other's is not, the other side is followed again at a lower threshold, since a
+thin shaft dimmed under the bone threshold (interpolated slices, a lower calibration, noise) breaks what is
+followed from its joint.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +30,14 @@ RIB_HU = 110.0
 #: Slices at least this thick (mm) dim the ribs to RIB_HU; thinner slices use BONE_HU, above contrast-
 #: enhanced liver, spleen and kidney.
 THICK_SLICE_MM = 4.0
+#: Where one side's rib is followed from a joint at BONE_HU and the other's is not, the other is followed
+#: again at this HU: a thin shaft dimmed under BONE_HU (interpolated slices, a lower calibration, noise)
+#: breaks the bone followed.
+FAINT_RIB_HU = 140.0
+#: ... only where it lies this far (HU) above the soft tissue beside the column (the median voxel from -50
+#: to 300 HU in the rows searched for ribs: 18-22 on the real volume, 55-59 with soft tissue enhanced by
+#: 40 HU, 92-96 by 80): where enhanced organs come close to it, they would join bone at it.
+FAINT_ABOVE_TISSUE_HU = 60.0
 #: Bone followed from the joint that reaches this far (mm) beyond the side of the vertebral body is a rib:
 #: transverse processes (the longest, L3's, reach 20-30 mm) stop short of it, even a short 12th rib passes it.
 RIB_REACH_MM = 36.0
@@ -208,6 +220,7 @@ class RibBone:
 
     mask: np.ndarray  # (z, y1 - y0, x) bool
     y0: int
+    faint: np.ndarray | None = None  # the same at FAINT_RIB_HU, where it is used (see rib_bone)
 
 
 def rib_bone(grid: WorkGrid, trace: SpineTrace) -> RibBone:
@@ -218,10 +231,20 @@ def rib_bone(grid: WorkGrid, trace: SpineTrace) -> RibBone:
     depth = trace.body_depth_mm
     y0 = max(0, int(np.floor(trace.body_y.min() - depth / dy)))
     y1 = min(grid.hu.shape[1], int(np.ceil(trace.body_y.max() + (depth + BEHIND_MM) / dy)) + 1)
-    bone = (ndi.gaussian_filter(grid.hu[:, y0:y1], (0.0, 0.6, 0.6)) > rib_threshold(grid)).view(np.uint8)
+    smooth = ndi.gaussian_filter(grid.hu[:, y0:y1], (0.0, 0.6, 0.6))
     run = max(2, round(TALL_MM / dz))
-    tall = ndi.maximum_filter1d(ndi.minimum_filter1d(bone, run, axis=0), run, axis=0)
-    return RibBone(bone.astype(bool) & ~tall.astype(bool), y0)
+
+    def short(hu: float) -> np.ndarray:
+        bone = (smooth > hu).view(np.uint8)
+        tall = ndi.maximum_filter1d(ndi.minimum_filter1d(bone, run, axis=0), run, axis=0)
+        return bone.astype(bool) & ~tall.astype(bool)
+
+    threshold = rib_threshold(grid)
+    sample = smooth[::2, ::2, ::2]
+    sample = sample[(sample > -50.0) & (sample < 300.0)]
+    tissue = float(np.median(sample)) if sample.size else np.inf
+    faint = threshold > FAINT_RIB_HU and tissue <= FAINT_RIB_HU - FAINT_ABOVE_TISSUE_HU
+    return RibBone(short(threshold), y0, short(FAINT_RIB_HU) if faint else None)
 
 
 def joint_ribs(
@@ -240,13 +263,12 @@ def joint_ribs(
     depth = trace.body_depth_mm
     rb = bone if bone is not None else rib_bone(grid, trace)
     y0, y1 = rb.y0, rb.y0 + rb.mask.shape[1]
-    bone_mask = rb.mask
     xs = np.arange(nx)[None, :]
     ys = np.arange(y0, y1)[:, None]
     level = float(np.median(np.subtract(seg_hi, seg_lo)))
     out: list[VertebraRibs] = []
-    moved: dict[tuple[int, str], tuple[_Followed, _Followed, float]] = {}
-    followed: dict[tuple[int, str], tuple[_Followed, float]] = {}
+    moved: dict[tuple[int, str], tuple[_Followed, _Followed, tuple[float, bool]]] = {}
+    followed: dict[tuple[int, str], tuple[_Followed, tuple[float, bool]]] = {}
     # one side at a time: the column and everything medial to the body's side is taken out, so each side's
     # pieces are separate from the vertebra and from the other side
     extents = np.array([body_extent(grid, trace, lo, hi) for lo, hi in zip(seg_lo, seg_hi, strict=True)])
@@ -258,20 +280,30 @@ def joint_ribs(
     forward = (ys[None] - trace.body_y[:, None, None]) * dy  # + posterior
     band = (forward > -depth) & (forward < depth + BEHIND_MM)
     max_px = round(MAX_SECTION_CM2 * 100.0 / (dy * dx))
-    sides: dict[tuple[str, float], _Side] = {}
+    sides: dict[tuple[str, float, bool], _Side] = {}
+    # how the bone is read, in order: the column cut where measured, a pixel closer, a pixel further out;
+    # at FAINT_RIB_HU the same, only for a side whose pair is found (see below)
+    cuts = [c * dx for c in (0, *OTHER_CUTS_PX)]
+    ways = [(c, False) for c in cuts]
+    faint_ways = [(c, True) for c in cuts] if rb.faint is not None else []
 
-    def pieces(side: str, cut: float) -> _Side:
-        """One side's pieces, the column cut `cut` mm beyond the measured side (built when first asked)."""
-        if (side, cut) not in sides:
+    def pieces(side: str, way: tuple[float, bool]) -> _Side:
+        """One side's pieces, the column cut `way[0]` mm beyond the measured side, at FAINT_RIB_HU if
+        `way[1]` (built when first asked)."""
+        cut, faint = way
+        if (side, cut, faint) not in sides:
             sgn = -1.0 if side == "right" else 1.0
             outside = _outside_column(sgn * lateral, forward, hw_z + cut, depth)
-            sides[side, cut] = _side(bone_mask & band & outside, lateral, forward, sgn, max_px)
-        return sides[side, cut]
+            mask = rb.faint if faint and rb.faint is not None else rb.mask
+            sides[side, cut, faint] = _side(mask & band & outside, lateral, forward, sgn, max_px)
+        return sides[side, cut, faint]
 
     windows: dict[int, tuple[int, int]] = {}
 
-    def follow(k: int, side: str, cut: float, skip: set[int] | frozenset[int] = frozenset()) -> _Followed:
-        return _follow(pieces(side, cut), hws[k], cut, depth, windows[k], level, dz, seg_hi[k], skip)
+    def follow(
+        k: int, side: str, way: tuple[float, bool], skip: set[int] | frozenset[int] = frozenset()
+    ) -> _Followed:
+        return _follow(pieces(side, way), hws[k], way[0], depth, windows[k], level, dz, seg_hi[k], skip)
 
     for k in range(first_segment, len(seg_lo)):
         lo, hi = seg_lo[k], seg_hi[k]
@@ -287,36 +319,68 @@ def joint_ribs(
         for side in ("right", "left"):
             # the body's side is known to a working pixel, and a thin neck running within a pixel or two of
             # it is broken or kept by where the column is cut: a rib followed from any of the cuts counts
-            cut, got = 0.0, follow(k, side, 0.0)
-            for other in (c * dx for c in OTHER_CUTS_PX):
-                if _is_rib(got):
-                    break
-                alt = follow(k, side, other)
-                if _is_rib(alt):
-                    cut, got = other, alt
+            way, got = _first_rib(ways, lambda w, k=k, side=side: follow(k, side, w))
             _record(v, side, got)
-            followed[k, side] = (got, cut)
+            followed[k, side] = (got, way)
             if _is_rib(got) and got.from_above:
-                moved[k, side] = (got, follow(k, side, cut, got.path), cut)
+                moved[k, side] = (got, follow(k, side, way, got.path), way)
         out.append(v)
+    by_segment = {v.segment: v for v in out}
     # A rib whose neck runs up across the upper disc starts at the joint above: it is that vertebra's, and
     # this one keeps what it has without it, when the vertebra above found none on that side or found the
     # same bone (their paths, with the column cut alike, share a piece of the neck).
-    by_segment = {v.segment: v for v in out}
-    for (k, side), (rib, rest, cut) in sorted(moved.items()):
+    for (k, side), (rib, rest, way) in sorted(moved.items()):
         upper = by_segment.get(k + 1)
         if upper is None:
             continue
         if not getattr(upper, side):
             _record(upper, side, rib)
         else:
-            theirs, their_cut = followed[k + 1, side]
-            if their_cut != cut:
-                theirs = follow(k + 1, side, cut)
-            if not _neck(pieces(side, cut), rib.path, hws[k]) & theirs.path:
+            theirs, their_way = followed[k + 1, side]
+            if their_way != way:
+                theirs = follow(k + 1, side, way)
+            if not _neck(pieces(side, way), rib.path, hws[k]) & theirs.path:
                 continue
         _record(by_segment[k], side, rest)
+    # Ribs come in pairs: where one side's rib is found and the other's is not, a thin shaft may have been
+    # dimmed under the threshold (slices interpolated, a scanner calibrated lower, noise), and that side is
+    # followed again at FAINT_RIB_HU. Only where the vertebra above bears ribs or is out of view (ribs come
+    # as a series from T1 down: a lone rib below rib-free vertebrae is more often a transverse process met
+    # by other bone), and not where the bone found is the vertebra above's (its neck running up across the
+    # disc; this joint's window holding the rib moved up; the rib followed from the joint above sharing a
+    # piece of its neck).
+    for k in sorted(windows, reverse=True) if faint_ways else []:
+        v, upper = by_segment[k], by_segment.get(k + 1)
+        if k + 1 in windows and not (upper is not None and upper.bears_ribs):
+            continue
+        for side, pair in (("right", "left"), ("left", "right")):
+            if not getattr(v, pair) or getattr(v, side) or (k, side) in moved:
+                continue
+            way, got = _first_rib(faint_ways, lambda w, k=k, side=side: follow(k, side, w))
+            if not _is_rib(got) or got.from_above:
+                continue
+            if (
+                k + 1 in windows
+                and _neck(pieces(side, way), got.path, hws[k]) & follow(k + 1, side, way).path
+            ):
+                continue
+            _record(v, side, got)
     return out
+
+
+def _first_rib(
+    ways: list[tuple[float, bool]], follow: Callable[[tuple[float, bool]], _Followed]
+) -> tuple[tuple[float, bool], _Followed]:
+    """The first way of reading the bone that follows a rib from the joint, and what it followed; else the
+    first way's (a transverse process's length is read as the bone stands)."""
+    got = follow(ways[0])
+    for way in ways[1:]:
+        if _is_rib(got):
+            break
+        alt = follow(way)
+        if _is_rib(alt):
+            return way, alt
+    return ways[0], got
 
 
 def _neck(side: _Side, pieces: set[int], hw: float) -> set[int]:
