@@ -12,7 +12,7 @@ import pytest
 from sarcoscope.phantom import make_slice
 from sarcoscope.segmentation import orientation
 from sarcoscope.segmentation.body import SliceBodies, body_mask
-from sarcoscope.segmentation.quality import image_warnings
+from sarcoscope.segmentation.quality import image_warnings, segment_with_quality
 from sarcoscope.segmentation.unet import UNetEngine
 from sarcoscope.training.data import find_pairs, read_image, read_labels
 from sarcoscope.validation.metrics import case_metrics, dice
@@ -118,3 +118,16 @@ def test_the_report_says_the_image_is_turned(shared_data: Path, case: str):
         assert said is turned
     # labels the U-Net did not read (a version edited by hand): nothing said
     assert orientation.TURNED_WARNING not in image_warnings(hu[None], ref[None], spacing)
+
+
+@pytest.mark.parametrize("case", ["EMC091", "EMC158"])
+def test_the_quality_score_of_a_turned_slice_is_the_upright_ones(shared_data: Path, case: str):
+    """The score's second opinion, the threshold engine, reads the slices in the U-Net's turn: read as stored
+    (its frame from the vertebra in the middle of the body's width) EMC091 turned by a quarter scored 0.00."""
+    hu, spacing, _ = _real(shared_data, case)
+    engine = UNetEngine()
+    _, upright = segment_with_quality(engine, hu[None], spacing)
+    for name, change, swaps, _ in TURNS:
+        image, turned_spacing = _turned(change, swaps, hu, spacing)
+        _, turned = segment_with_quality(engine, image[None], turned_spacing)
+        assert turned.score == pytest.approx(upright.score, abs=0.02), name

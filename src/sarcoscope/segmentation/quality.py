@@ -474,6 +474,27 @@ def _second_opinion(
     return other.model_id, segment_slices(other, stack, pixel_spacing, bodies=bodies)
 
 
+def _turned_opinion(
+    turns: int,
+    engine: SegmentationEngine,
+    given: SegmentationEngine | None,
+    hu_ranges: HURanges,
+    stack: np.ndarray,
+    pixel_spacing: tuple[float, float],
+) -> tuple[str | None, np.ndarray]:
+    """_second_opinion on the slices turned by `turns` quarter turns, its labels turned back: the threshold
+    engine finds its frame from the vertebra in the middle of the body's width, which a quarter turn moves
+    (a real slice turned so, read right by the U-Net, scored 0.00 against the threshold engine's labels)."""
+    from sarcoscope.segmentation.body import SliceBodies
+
+    turned = np.ascontiguousarray(np.rot90(stack, turns, axes=(1, 2)))
+    spacing = (pixel_spacing[1], pixel_spacing[0]) if turns % 2 else pixel_spacing
+    model_id, labels = _second_opinion(
+        engine, given, hu_ranges, turned, spacing, SliceBodies(turned, spacing)
+    )
+    return model_id, np.ascontiguousarray(np.rot90(labels, -turns, axes=(1, 2)))
+
+
 def segment_with_quality(
     engine: SegmentationEngine,
     slices: np.ndarray,
@@ -562,6 +583,10 @@ def _segment_and_score(
         model_id: str | None = None
         try:
             model_id, other_labels = other_run()
+            if bodies.read_turned:  # the U-Net read the slices turned (orientation): the other engine too
+                model_id, other_labels = _turned_opinion(
+                    bodies.read_turned, engine, second_opinion, hu_ranges, stack, pixel_spacing
+                )
         except _NoSecondOpinion as exc:
             unavailable.update(dict.fromkeys(ENGINE_SIGNALS, str(exc)))
         except SegmentationError as exc:
