@@ -194,6 +194,14 @@ def _engines(repeats: int, trees: dict) -> None:
         print(f"| {name}{k} | {one:.0f} | {many:.0f} | {first:.0f} |")
 
 
+def source_trees(before: str | None, after: str | None) -> dict[str, str]:
+    """Row label -> the sarcoscope src/ folder its children import: `after` or this checkout's. Left to
+    the environment, they imported the interpreter's installed sarcoscope (an editable install of another
+    checkout), so a "before/after" run compared that tree with itself."""
+    here = after or str(ROOT / "src")
+    return {" before": before, " after": here} if before else {"": here}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -209,16 +217,14 @@ def main() -> None:
         "--before", default=None, help="another sarcoscope src/ folder to run alternately (before/after)"
     )
     parser.add_argument(
-        "--after", default=None, help="with --before: the src/ folder of 'after' (default: this one)"
+        "--after", default=None, help="the src/ folder of 'after' (default: this checkout's src/)"
     )
     args = parser.parse_args()
-    trees: dict[str, str | None] = {"": None}
-    if args.before:
-        trees = {" before": args.before, " after": args.after}
-
+    trees = source_trees(args.before, args.after)
     for src in trees.values():  # the bytecode caches written before the first timed run
-        compileall.compile_dir(src or str(Path(_where()).parent), quiet=1)
-    print(f"python {sys.executable}; sarcoscope from {_where()}; load {os.getloadavg()[0]:.1f}")
+        compileall.compile_dir(src, quiet=1)
+    where = "; ".join(f"{k.strip() or 'sarcoscope'} from {src}" for k, src in trees.items())
+    print(f"python {sys.executable}; {where}; load {os.getloadavg()[0]:.1f}")
     print(f"medians of {args.repeats} alternating runs, fresh processes, imports included\n")
     print(
         "| series | bare read: wall / CPU s | analyze: wall / CPU s | ratio wall / CPU | peak RSS MB "
@@ -232,15 +238,6 @@ def main() -> None:
         _help(args.repeats, trees)
     if not args.no_engines and REAL_SLICES.is_dir():
         _engines(args.repeats, trees)
-
-
-def _where() -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", "import sarcoscope; print(sarcoscope.__file__)"],
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 if __name__ == "__main__":

@@ -342,3 +342,25 @@ def test_the_same_result_located_again_has_the_same_dicom_uids(make_result, tmp_
         uids[name] = {kind: pydicom.dcmread(out[kind]).SOPInstanceUID for kind in ("dicom_seg", "dicom_sr")}
     assert uids["slower"] == uids["first"]
     assert uids["other"]["dicom_seg"] != uids["first"]["dicom_seg"]
+
+
+def test_what_each_output_freed_is_handed_back_before_the_next_is_made(
+    make_result, tmp_path, monkeypatch
+) -> None:
+    """Issue 18: the write stage was a 130-slice analysis's peak, as what the overlay's drawing and the QC
+    capture freed stayed resident under the next outputs (BENCHMARKS.md, 2026-12-07). The capture's
+    pixels are read back before the drawing's memory is handed back, and the capture is made before the
+    SEG; the report still lists it last."""
+    done: list[object] = []
+    read = writer_module.overlay_pixels
+    monkeypatch.setattr(writer_module, "overlay_pixels", lambda png: done.append("read") or read(png))
+    monkeypatch.setattr(
+        writer_module,
+        "release_freed_memory",
+        lambda: done.append(sorted(p.name for p in tmp_path.rglob("*") if p.name in OUTPUT_FILES.values())),
+    )
+    outputs = write_outputs(make_result((4, 5, 6), dicom=True), tmp_path / "out")
+    drawn = ["metrics.csv", "overlay.png"]
+    captured = sorted([*drawn, "labels.nii.gz", "labels.ctbl", "labels.itksnap.txt", "report.qc.dcm"])
+    assert done == ["read", drawn, captured]
+    assert list(outputs)[-3:] == ["dicom_sr", "qc_capture", "report"]

@@ -85,6 +85,12 @@ def render_overlay(result: AnalysisResult, target: _Target) -> _Target:
     return target
 
 
+def overlay_pixels(overlay_png: Path) -> np.ndarray:
+    """The RGB pixels (y, x, 3) of a QC picture written by `render_overlay` (the QC capture's)."""
+    with Image.open(overlay_png) as picture:
+        return np.asarray(picture.convert("RGB"), dtype=np.uint8)
+
+
 def overlay_image(result: AnalysisResult) -> Image.Image:
     """The QC picture of `result` (RGB)."""
     vol = result.volume

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import highdicom as hd
 import numpy as np
-from PIL import Image
 
+from sarcoscope.export.overlay import overlay_pixels
 from sarcoscope.export.seg import derived_uid, give_character_set, hide_creation_time, prepared_sources
 from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
 from sarcoscope.imaging.deidentify.refusals import shows_burned_in
@@ -35,13 +35,13 @@ PATIENT_STUDY = ("PatientID", "StudyInstanceUID")
 
 def build_qc_capture(
     result: AnalysisResult,
-    overlay_png: Path,
+    overlay: Path | np.ndarray,
     deidentification: DeidentificationPolicy | None = None,
     uid_seed: str | None = None,
 ) -> tuple[hd.sc.SCImage | None, str | None]:
-    """The secondary capture of `overlay_png` for `result`'s study and None, or a note on what it left
-    empty (see seg.prepared_sources); (None, reason) when it cannot be made. `uid_seed`: see
-    seg.derived_uid."""
+    """The secondary capture of the QC picture `overlay` (overlay.png or its `overlay_pixels`) for
+    `result`'s study and None, or a note on what it left empty (see seg.prepared_sources); (None, reason)
+    when it cannot be made. `uid_seed`: see seg.derived_uid."""
     headers = result.volume.dicom_headers
     if not headers:
         return None, "QC secondary capture not written: the input was not DICOM"
@@ -53,8 +53,7 @@ def build_qc_capture(
     missing = [k for k in PATIENT_STUDY if not str(source.get(k) or "").strip()]
     if missing:
         return None, f"QC secondary capture not written: the source CT lacks {', '.join(missing)}"
-    with Image.open(overlay_png) as picture:
-        pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8)
+    pixels = overlay if isinstance(overlay, np.ndarray) else overlay_pixels(overlay)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
@@ -92,14 +91,14 @@ def build_qc_capture(
 
 def write_qc_capture(
     result: AnalysisResult,
-    overlay_png: Path,
+    overlay: Path | np.ndarray,
     path: Path,
     deidentification: DeidentificationPolicy | None = None,
     uid_seed: str | None = None,
 ) -> str | None:
     """Write the secondary capture to `path` when it can be made; return a warning: why not, or what it
     left empty."""
-    sc, message = build_qc_capture(result, overlay_png, deidentification, uid_seed)
+    sc, message = build_qc_capture(result, overlay, deidentification, uid_seed)
     if sc is not None:
         sc.save_as(path)
     return message

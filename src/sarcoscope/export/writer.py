@@ -47,10 +47,11 @@ from sarcoscope.export.label_tables import (
     slicer_color_table,
 )
 from sarcoscope.export.nifti import label_nifti
-from sarcoscope.export.overlay import render_overlay
+from sarcoscope.export.overlay import overlay_pixels, render_overlay
 from sarcoscope.export.report import build_report, metrics_csv, report_json
 from sarcoscope.fileio import check_output_folder, holding_lock, partial_beside, remove_left_partials
 from sarcoscope.imaging.deidentify.policy import DeidentificationPolicy
+from sarcoscope.memory import release_freed_memory
 
 if TYPE_CHECKING:
     from sarcoscope.results import AnalysisResult
@@ -147,6 +148,16 @@ def _write_all(
     written["metrics"] = OUTPUT_FILES["metrics"]
     render_overlay(result, tmp / OUTPUT_FILES["overlay"])
     written["overlay"] = OUTPUT_FILES["overlay"]
+    # What the drawing freed stayed resident under the DICOM objects, the analysis's peak (BENCHMARKS.md,
+    # 2026-12-07): the QC capture's pixels are read back and highdicom (≈0.15 s) imported into that memory,
+    # only for DICOM input, and the rest is handed back; the capture's memory likewise before the SEG's.
+    dicom = bool(result.volume.dicom_headers)
+    if dicom:
+        pixels = overlay_pixels(tmp / OUTPUT_FILES["overlay"])
+        from sarcoscope.export.sc import write_qc_capture
+        from sarcoscope.export.seg import build_dicom_seg
+        from sarcoscope.export.sr import write_dicom_sr
+    release_freed_memory()
     nib.save(label_nifti(result, label_order), tmp / OUTPUT_FILES["labels_nifti"])
     written["labels_nifti"] = OUTPUT_FILES["labels_nifti"]
     for kind, text in (
@@ -155,35 +166,25 @@ def _write_all(
     ):
         (tmp / OUTPUT_FILES[kind]).write_text(text, encoding="utf-8")
         written[kind] = OUTPUT_FILES[kind]
-    if not result.volume.dicom_headers:  # no DICOM objects: highdicom (≈0.15 s to import) is not needed
+    if not dicom:
         warnings.append(SEG_NOT_DICOM)
         return _write_report(result, tmp, written, warnings, deidentification)
-    from sarcoscope.export.sc import write_qc_capture
-    from sarcoscope.export.seg import build_dicom_seg
-    from sarcoscope.export.sr import write_dicom_sr
 
     # de-identified objects get new UIDs: ones derived from the source could be made again from it
     seed = None if deidentification is not None else result_fingerprint(result)
+    # the SR and the QC capture belong in the source's DICOM study; the capture is made first, its pixels
+    # not held under the SEG and the SR (its file and warning are still listed after theirs)
+    qc = write_qc_capture(result, pixels, tmp / OUTPUT_FILES["qc_capture"], deidentification, seed)
+    del pixels
+    release_freed_memory()
     seg, message = build_dicom_seg(result, deidentification, uid_seed=seed)
     if message is not None:  # why it was not written, or what it left empty
         warnings.append(message)
     if seg is not None:
         seg.save_as(tmp / OUTPUT_FILES["dicom_seg"])
         written["dicom_seg"] = OUTPUT_FILES["dicom_seg"]
-    # the SR and the QC capture belong in the source's DICOM study
-    for kind, message in (
-        ("dicom_sr", write_dicom_sr(result, seg, tmp / OUTPUT_FILES["dicom_sr"], deidentification, seed)),
-        (
-            "qc_capture",
-            write_qc_capture(
-                result,
-                tmp / OUTPUT_FILES["overlay"],
-                tmp / OUTPUT_FILES["qc_capture"],
-                deidentification,
-                seed,
-            ),
-        ),
-    ):
+    sr = write_dicom_sr(result, seg, tmp / OUTPUT_FILES["dicom_sr"], deidentification, seed)
+    for kind, message in (("dicom_sr", sr), ("qc_capture", qc)):
         if (tmp / OUTPUT_FILES[kind]).is_file():
             written[kind] = OUTPUT_FILES[kind]
         if message is not None and message not in warnings:  # the SEG's note is theirs too
