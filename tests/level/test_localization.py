@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from sarcoscope.imaging.volume import CTVolume
 from sarcoscope.level import (
     L3Localization,
     VertebraPosition,
+    anchors,
     locate_l3,
     manual_slice,
     selection_from_localization,
@@ -320,6 +322,46 @@ def test_real_noisy_without_ribs_finds_the_sacrum_a_trace_missed(real: CTVolume,
     loc = locate_l3(_noisy(_crop(real, 30, 86), sigma))
     assert loc.counted_from == "sacrum"
     assert _mid_error_mm(loc, REF_MID, 30) <= 10.0
+
+
+def _field(v: CTVolume, mm: float) -> CTVolume:
+    """The slices cut to `mm` x `mm` round the image's middle (40 mm in front of it), as a scanner's small
+    reconstruction field (scripts/l3_perturb.py's `field`); the real volume's column lies 35 mm to its
+    right."""
+    ny, nx = v.hu.shape[1:]
+    cy, cx = round(0.55 * ny), nx // 2
+    hy, hx = round(mm / 2 / v.spacing[1]), round(mm / 2 / v.spacing[2])
+    return replace(v, hu=v.hu[:, max(cy - hy, 0) : cy + hy, max(cx - hx, 0) : cx + hx])
+
+
+@pytest.mark.parametrize("first, last", [(0, 103), (30, 86)])
+def test_real_sacrum_in_a_200_mm_field_is_found(real: CTVolume, first: int, last: int) -> None:
+    """A 200 mm field cuts the iliac wings beside the sacrum at its edge, 68-84 mm to one side of the
+    column: what is left of them read 8.2-9.7 cm², under the 10 cm² the sacrum test asked of the bone beside
+    it, no sacrum was found and, without T12's ribs, the scan was refused. The wings are now judged by what
+    of them lies in the field (`anchors.wing_cm2`)."""
+    loc = locate_l3(_field(_crop(real, first, last), 200.0))
+    assert loc.counted_from == "sacrum"
+    assert _mid_error_mm(loc, REF_MID, first) <= 10.0
+
+
+def test_wings_are_judged_by_what_of_them_lies_in_the_field() -> None:
+    """The bone beside the column counts for more where the field's edge cuts the band of the wings, and not
+    at all where under a third of that band is in view."""
+    hu = np.full((1, 40, 120), -1000.0, dtype=np.float32)
+    hu[0, 10:20, 30:40] = 400.0  # 9 cm² of bone 63-90 mm to the left of a column at x = 60 (3 mm pixels)
+    trace = SimpleNamespace(cx=np.array([60.0]))
+
+    def grid(nx: int, first: int = 0) -> WorkGrid:
+        return WorkGrid(hu[:, :, first:nx], (3.0, 3.0, 3.0), np.zeros(1), np.zeros(1), 3.0)
+
+    assert anchors.wing_share(grid(120), trace, 0) == 1.0  # the whole band in view: as before
+    assert anchors.wing_cm2(grid(120), trace, 0) == pytest.approx(9.0)
+    share = (90.0 + 44.5) / 180.0  # cut 94.5 mm to the right: 44.5 mm of the band in view there
+    assert anchors.wing_share(grid(92), trace, 0) == pytest.approx(share)
+    assert anchors.wing_cm2(grid(92), trace, 0) == pytest.approx(9.0 / share)
+    # 41.5 mm of the band in view to the left, 8.5 mm to the right: too little to judge the wings by
+    assert anchors.wing_cm2(grid(80, 30), SimpleNamespace(cx=np.array([30.0])), 0) == 0.0
 
 
 def test_real_l3_cut_by_the_field_of_view(real: CTVolume) -> None:

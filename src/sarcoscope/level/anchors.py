@@ -13,8 +13,16 @@ SACRUM_WIDTH_MM = 110.0
 #: Bone joined to the traced body narrower than this (mm) on a slice: the trace is off the vertebra (no
 #: vertebral body is so narrow), and the slice shows no vertebra, wide or narrow.
 ON_BONE_MM = 20.0
-#: Bone area beside the column (cm² per slice) that only the iliac wings reach.
+#: Bone area beside the column (cm² per slice) that only the iliac wings reach, where the whole band they lie
+#: in is in the field of view.
 PELVIS_CM2 = 10.0
+#: The band beside the column where the iliac wings lie: from LATERAL_MM (clear of the vertebra and its
+#: transverse processes) out to WING_REACH_MM, about half an adult's width across the iliac crests
+#: (250-300 mm).
+LATERAL_MM, WING_REACH_MM = 50.0, 140.0
+#: Under this share of that band inside the image, too little of the wings is in view to tell them from rib
+#: sections: they are not judged (no sacrum).
+WING_SEEN_SHARE = 1 / 3
 #: Above any bone, even averaged over a working voxel: metal (pedicle screws, rods, a cage).
 METAL_HU = 2000.0
 #: Metal this close to the column (mm) is spinal hardware.
@@ -99,11 +107,30 @@ def column_width(bones: BoneSlices, trace: SpineTrace, z: int) -> float:
 
 
 def lateral_bone_cm2(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
-    """Bone area (cm²) more than 50 mm to the side of the column on working slice z: the iliac wings in
+    """Bone area (cm²) more than LATERAL_MM to the side of the column on working slice z: the iliac wings in
     the pelvis, only thin rib sections higher up."""
     dy, dx = grid.spacing[1], grid.spacing[2]
     xs = np.abs(np.arange(grid.hu.shape[2]) - trace.cx[z]) * dx
-    return float((grid.hu[z][:, xs > 50.0] > BONE_HU).sum() * dy * dx / 100.0)
+    return float((grid.hu[z][:, xs > LATERAL_MM] > BONE_HU).sum() * dy * dx / 100.0)
+
+
+def wing_share(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
+    """Share of the band where the iliac wings lie (LATERAL_MM to WING_REACH_MM either side of the column)
+    that is inside the image on working slice z. A small field of view cuts the wings at its edge: a 200 mm
+    field, centred on the body and not on the column, ends 68-84 mm to one side of the real volume's sacrum,
+    and what is left of its wings reads 8.2-9.7 cm², against 14-20 cm² in the whole field."""
+    dx = grid.spacing[2]
+    band = WING_REACH_MM - LATERAL_MM
+    sides = ((trace.cx[z] + 0.5) * dx, (grid.hu.shape[2] - 0.5 - trace.cx[z]) * dx)
+    return float(sum(np.clip(s - LATERAL_MM, 0.0, band) for s in sides) / (2 * band))
+
+
+def wing_cm2(grid: WorkGrid, trace: SpineTrace, z: int) -> float:
+    """The bone beside the column (`lateral_bone_cm2`) on working slice z scaled to the whole band of the
+    wings by the share of it in the field (`wing_share`): the wings are judged by what of them is in view.
+    0 where under WING_SEEN_SHARE of the band is in view."""
+    share = wing_share(grid, trace, z)
+    return lateral_bone_cm2(grid, trace, z) / share if share >= WING_SEEN_SHARE else 0.0
 
 
 def hardware_beside(grid: WorkGrid, trace: SpineTrace, z: int) -> bool:
@@ -156,9 +183,10 @@ def find_sacrum_disc(
         # nothing narrow (a trace that left the sacrum for an iliac wing)
         seen = [w for w in (column_width(bones, trace, z) for z in above) if w >= ON_BONE_MM]
         wide_above = np.mean([w >= SACRUM_WIDTH_MM for w in seen]) if 2 * len(seen) >= len(above) else 1.0
-        pelvis = np.median([lateral_bone_cm2(grid, trace, z) for z in below])
+        pelvis = np.median([wing_cm2(grid, trace, z) for z in below])
         # Wide below, narrow above (a skull or a table is wide on both sides), iliac wings beside it
-        # (ribs joined to a thoracic body are wide too, but thin). The lowest such disc.
+        # (ribs joined to a thoracic body are wide too, but thin), as much of them as the field shows. The
+        # lowest such disc.
         if wide_below >= 0.5 and reaches and wide_above <= 0.4 and pelvis >= PELVIS_CM2:
             return i
     return None

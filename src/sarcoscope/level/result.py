@@ -28,8 +28,9 @@ from sarcoscope.level.selection import L3Selection
 #: by leaving lengths unscored; v20: a vessel followed to the lowest slice that runs out to the side is a
 #: common iliac artery, so the bifurcation is not said to lie below the scan; v21: where the close trace's
 #: bodies lie well behind the wide one's, its body is looked for in front of the canal too; v22: a side whose
-#: rib is not found, where the other side's is, is followed again at a lower threshold).
-METHOD = "disc-count-v22"
+#: rib is not found, where the other side's is, is followed again at a lower threshold; v23: the sacrum's
+#: iliac wings are judged by what of them lies in the field of view).
+METHOD = "disc-count-v23"
 
 FLAG_NOT_IN_FOV = "l3_not_in_fov"
 FLAG_PARTIAL = "l3_partially_in_fov"
