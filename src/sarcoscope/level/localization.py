@@ -16,7 +16,7 @@ import numpy as np
 
 from sarcoscope.errors import LevelError
 from sarcoscope.imaging.volume import CTVolume
-from sarcoscope.level import anchors, cues, labelling, naming, spine
+from sarcoscope.level import anchors, cues, labelling, naming, spine, turns
 from sarcoscope.level.reading import (
     TRACES,
     counted_top,
@@ -60,11 +60,25 @@ NOISY_SPINE_INDEX_HU = 35.0
 def locate_l3(volume: CTVolume) -> L3Localization:
     """Find L3 on an axial CT that covers the lumbar spine.
 
+    A volume turned in-plane in its file (wrong orientation metadata: `turns`) is read the right way up; its
+    in-plane positions are given in the stored layout and the result is flagged (turns.FLAG_TURNED).
     Raises LevelError (with the reason) when no vertebra can be identified at all: single slice, non-axial
     slices, no bone, no spine, or neither the sacrum nor the lowest ribs in view.
     """
     t0 = time.perf_counter()
     grid = spine.make_grid(volume)
+    turning = turns.quarter_turns(grid)
+    if not turning.turns:
+        return _located(grid, t0)
+    try:
+        loc = _located(spine.make_grid(turns.turned(volume, turning.turns)), t0)
+    except LevelError as exc:
+        raise type(exc)(f"{exc} {turns.turned_reason(turning)}") from exc
+    return turns.back(loc, turning, (volume.hu.shape[1], volume.hu.shape[2]))
+
+
+def _located(grid: spine.WorkGrid, t0: float) -> L3Localization:
+    """`locate_l3` on the volume's working grid, the right way up (`t0`: when the localization began)."""
     dz = grid.spacing[0]
     # Two ways of following the column (spine.trace_spine): close to the bodies, or wide and weighted
     # backwards so that a contrast-filled aorta cannot capture it. Where the close trace runs well in front
