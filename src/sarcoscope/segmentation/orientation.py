@@ -5,10 +5,10 @@ file whose metadata is wrong (a NIfTI written with the wrong affine or its axes 
 ImageOrientationPatient) arrives turned, and the U-Net, which learnt the front at the top, then measured the
 real L3 slices' muscle far off while every number looked plausible: upside down -23 to +16 % (Dice
 0.63-0.71 instead of 0.98), turned by a quarter or transposed -32 to +16 % (Dice 0.74-0.77). Left-right
-mirroring needs nothing: the U-Net averages both mirror images, and the threshold engine finds its frame from
-the vertebra (`vertebra`, this module's evidence too). The vertebra is not always the largest bone-bright
-thing (enhanced kidneys, oral contrast), so this is only a screen: slices that do not look the right way up
-are read by the U-Net in all four quarter turns and taken as it is surest of them
+mirroring needs nothing: the U-Net averages both mirror images, and the threshold engine finds its frame
+from the vertebra (imaging.anatomy.vertebra, this module's evidence too). The vertebra is not always the
+largest bone-bright thing (enhanced kidneys, oral contrast), so this is only a screen: slices that do not
+look the right way up are read by the U-Net in all four quarter turns and taken as it is surest of them
 (UNetEngine._quarter_turns)."""
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# the anatomy read here has its home in imaging.anatomy (the L3 localizer reads it too); `vertebra` is also
-# the threshold engine's vertebra finder
-from sarcoscope.imaging.anatomy import vertebra as vertebra
+# the anatomy read here has its home in imaging.anatomy (the L3 localizer reads it too)
 from sarcoscope.imaging.anatomy import vertebra_depth, width_by_depth
 
 #: The vertebra's centroid lies at 0.62-0.69 of the body's depth from its front on the nine real L3 slices,

@@ -29,7 +29,7 @@ from scipy import ndimage as ndi
 
 from sarcoscope.conventions import DEFAULT_HU_RANGES, HURanges, Label
 from sarcoscope.errors import SegmentationError
-from sarcoscope.segmentation import orientation
+from sarcoscope.imaging import anatomy
 from sarcoscope.segmentation.body import SliceBodies, body_mask
 from sarcoscope.segmentation.bowel import stool_mask
 from sarcoscope.segmentation.morphology import (
@@ -197,7 +197,7 @@ class ThresholdEngine:
         # thresholds decide partial volume), never any other tissue
         inner = ndi.minimum_filter(body, size=3, mode="constant")  # a 3x3 erosion, faster than binary_erosion
 
-        spine = orientation.vertebra(smooth, body, spacing)
+        spine = anatomy.vertebra(smooth, body, spacing)
         centre = self._centre(body)
         spine_centre = ndi.center_of_mass(spine) if spine.any() else None
         geo = _RayGeometry(centre, body, spacing, p.n_rays)
