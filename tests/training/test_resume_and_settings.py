@@ -125,6 +125,7 @@ def test_cli_resume_names_the_options_it_cannot_take(tmp_path: Path) -> None:
         ({"blur_mm": -0.5}, "blur_mm must be >= 0"),
         ({"fov_cut": 1.5}, r"fov_cut must be in \[0, 1\]"),
         ({"fov_cut_max": 0.5}, r"fov_cut_max in \[0, 0.5\)"),
+        ({"unenhanced": 1.5}, r"unenhanced must be in \[0, 1\]"),
     ],
 )
 def test_config_refuses_values_no_run_can_use(setting: dict, message: str) -> None:

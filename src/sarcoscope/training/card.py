@@ -59,6 +59,7 @@ def card_markdown(card: dict[str, Any]) -> str:
                 if r.get("fov_cut")
                 else ""
             )
+            + (f", shown unenhanced (probability {r['unenhanced']})" if r.get("unenhanced") else "")
             if r["augment"]
             else "none"
         )

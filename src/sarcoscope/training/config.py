@@ -104,6 +104,9 @@ class TrainConfig:
     #: patients' scans often have.
     fov_cut: float = 0.0
     fov_cut_max: float = 0.12
+    #: Probability of showing a slice as if scanned without contrast (training/contrast_phase.py): the real
+    #: slices are nearly all enhanced, where organs are brighter than muscle; unenhanced, they are not.
+    unenhanced: float = 0.0
     window_augmentation: bool = False
     window_shift_hu: float = 30.0
     window_scale: float = 0.1
@@ -169,6 +172,8 @@ class TrainConfig:
             problems.append("elastic_spacing_mm must be positive and elastic_magnitude_mm >= 0")
         if not (0 <= self.fov_cut <= 1 and 0 <= self.fov_cut_max < 0.5):
             problems.append("fov_cut must be in [0, 1] and fov_cut_max in [0, 0.5)")
+        if not 0 <= self.unenhanced <= 1:
+            problems.append("unenhanced must be in [0, 1]")
         if not self.data_dirs and self.phantoms <= 0 and not self.resume:  # a resumed run has its own
             problems.append("no training data: give a data folder and/or phantoms > 0")
         if problems:

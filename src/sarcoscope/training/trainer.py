@@ -39,6 +39,7 @@ from sarcoscope.errors import InputError
 from sarcoscope.fileio import atomic_write, atomic_write_text
 from sarcoscope.segmentation.unet import InputSpec
 from sarcoscope.training.config import BEST, LAST, TrainConfig, save_config
+from sarcoscope.training.contrast_phase import RandUnenhancedd
 from sarcoscope.training.data import Sample, data_fingerprint, load_folder, make_phantoms, split_by_patient
 from sarcoscope.training.field_of_view import RandFieldOfViewCutd
 
@@ -120,6 +121,8 @@ class SliceDataset(Dataset):
         lo, hi = spec.hu_window
         transforms = []
         if self.augment:
+            if config.unenhanced > 0:  # first: the patient scanned so, then positioned and reconstructed
+                transforms.append(RandUnenhancedd(("image", "label"), config.unenhanced, spec.hu_window))
             affine = {
                 "keys": ("image", "label"),
                 "prob": 0.8,
