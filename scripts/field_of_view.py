@@ -19,19 +19,14 @@ shipped model (which saw all nine).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
-from real_slices import error_summary, parse_args, read_case
+from real_slices import CaseEngines, add_folds_option, error_summary, parse_args, read_case
 
 from sarcoscope.conventions import Label
 from sarcoscope.fileio import atomic_write_text
-from sarcoscope.segmentation import get_engine
-from sarcoscope.segmentation.base import SegmentationEngine
 from sarcoscope.segmentation.quality import cut_off_warning
-from sarcoscope.segmentation.unet import UNetEngine
 from sarcoscope.validation.metrics import case_metrics
 
 #: (row name, kind, amount): "fat" keeps the muscle's columns plus `amount` mm each side; "wall" removes
@@ -60,21 +55,8 @@ def crop_columns(ref: np.ndarray, spacing: tuple[float, float], kind: str, amoun
 
 
 def main() -> None:
-    def more(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--folds", type=Path, nargs="+", help="leave-one-out fold models: DIR/cv-<CASE>")
-
-    args, folder, cases = parse_args(__doc__, more)
-    threshold = get_engine("threshold")
-    shipped = None if args.folds else get_engine("unet")
-
-    def engines(case: str) -> dict[str, SegmentationEngine]:
-        """The U-Nets for `case` (the shipped one, or each folder's fold model: "unet (<folder>)" when
-        there are several), then the threshold engine."""
-        if not args.folds:
-            return {"unet": shipped, "threshold": threshold}
-        named = len(args.folds) > 1
-        folds = {f"unet ({d.name})" if named else "unet": UNetEngine(d / f"cv-{case}") for d in args.folds}
-        return folds | {"threshold": threshold}
+    args, folder, cases = parse_args(__doc__, add_folds_option)
+    engines = CaseEngines(args.folds)
 
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
     per_slice: dict[tuple[str, str], list[str]] = {}  # (case, engine): as scanned, then the widest cut
@@ -130,15 +112,10 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.out:
-        unet = (
-            "the leave-one-out fold models in " + ", ".join(f"`{d}`" for d in args.folds)
-            if args.folds
-            else shipped.model_id
-        )
         head = (
             "# Muscle measurement when the body is wider than the field of view\n\n"
-            f"Written by `python scripts/field_of_view.py` on {dt.date.today()} with {unet} and "
-            f"{threshold.model_id}: the {len(cases)} real L3 slices of ../shared/data/real/l3_slices "
+            f"Written by `python scripts/field_of_view.py` on {dt.date.today()} with {engines.described()}: "
+            f"the {len(cases)} real L3 slices of ../shared/data/real/l3_slices "
             "cropped left and right as a smaller field of view would cut them (the script says how).\n\n"
         )
         atomic_write_text(args.out, head + table + "\n")
