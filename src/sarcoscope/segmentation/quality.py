@@ -582,11 +582,13 @@ def _segment_and_score(
     def score() -> QualityAssessment:
         model_id: str | None = None
         try:
-            model_id, other_labels = other_run()
-            if bodies.read_turned:  # the U-Net read the slices turned (orientation): the other engine too
+            if bodies.read_turned:  # the U-Net read the slices turned (orientation): the other engine too,
+                # not the upright reading started before that was known (which a later start never runs)
                 model_id, other_labels = _turned_opinion(
                     bodies.read_turned, engine, second_opinion, hu_ranges, stack, pixel_spacing
                 )
+            else:
+                model_id, other_labels = other_run()
         except _NoSecondOpinion as exc:
             unavailable.update(dict.fromkeys(ENGINE_SIGNALS, str(exc)))
         except SegmentationError as exc:
