@@ -13,7 +13,8 @@ reference slices arrive, this script continues from the shipped model instead (t
    fine-tune the baseline on every other real slice (models/finetune.yaml, `--max-epochs` to shorten it)
    and segment the held-out slices with it; the baseline segments them too. Both are then tested on
    slices they never saw: the evidence (sarcoscope.segmentation.registry's COMPARISON_RULE: higher mean
-   muscle Dice, mean absolute muscle-area error not higher).
+   muscle Dice, mean absolute muscle-area error not higher, the Dice gain beyond chance over at least 5
+   patients).
 3. **Final**: the same fine-tuning on every real slice.
 4. `--install` copies the final model into the package only when the evidence says it is better; its
    model card carries the comparison (per case) either way, in WORK/final.

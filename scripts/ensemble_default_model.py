@@ -11,7 +11,9 @@ The mean of two networks' probabilities (sarcoscope.training.ensemble) cancels p
 3. **Held-out folds**: the real slices the first member never saw, in pairs; for each pair, fine-tune the
    pretrained network on every other real slice (`models/ensemble_member.yaml`) and segment the pair with
    the first member alone and with the ensemble of both. Neither has seen the pair: the evidence, by the
-   model registry's rule (higher mean muscle Dice, mean absolute muscle-area error not higher).
+   model registry's rule (segmentation.registry.COMPARISON_RULE: higher mean muscle Dice, mean absolute
+   muscle-area error not higher, the Dice gain beyond chance over the patients: four held-out slices
+   cannot show that, 1/16 at best, so `--install` needs more real slices than the nine of ../shared).
 4. **Final**: the same fine-tuning on every real slice; the ensemble of the first member and it goes to
    WORK/ensemble with the comparison in its model card, and with `--install` into the package when better.
 

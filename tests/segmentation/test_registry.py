@@ -21,17 +21,21 @@ from sarcoscope.segmentation import get_engine
 from sarcoscope.segmentation.model_files import DEFAULT_MODEL_DIR, load_model_card
 from sarcoscope.segmentation.refine import REFINEMENT_VERSION
 from sarcoscope.segmentation.registry import (
+    COMPARISON_RULE,
     DEFAULT_POINTER,
     MODELS_DIR_ENV,
     ModelRegistry,
     RegistryError,
     build_comparison,
+    chance_of_gain,
     judge,
+    patient_dice_gains,
 )
 
 SHIPPED = load_model_card(DEFAULT_MODEL_DIR)["model_id"]
 REFINED = f"+refine-v{REFINEMENT_VERSION}+mirror"
-SPLIT = {"by": "patient", "seed": 0, "fraction": 0.2, "validation_cases": ["a", "b"]}
+CASES = ("a", "b", "c", "d", "e", "f")
+SPLIT = {"by": "patient", "seed": 0, "fraction": 0.2, "validation_cases": list(CASES)}
 
 
 @pytest.fixture
@@ -40,8 +44,9 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
     return ModelRegistry()
 
 
-def rows(model: str, muscle_dice: tuple[float, float], area_err: tuple[float, float]) -> list[dict]:
-    """Two validation cases scored for `model`: muscle Dice and signed muscle-area error (%) per case."""
+def rows(model: str, muscle_dice: tuple[float, ...], area_err: tuple[float, ...]) -> list[dict]:
+    """Validation cases a, b, ... (one patient each) scored for `model`: muscle Dice and signed muscle-area
+    error (%) per case."""
     return [
         {
             "case": case,
@@ -54,7 +59,7 @@ def rows(model: str, muscle_dice: tuple[float, float], area_err: tuple[float, fl
             "msv_dice": 0.9,
             "muscle_area_err_pct": e,
         }
-        for case, d, e in zip(("a", "b"), muscle_dice, area_err, strict=True)
+        for case, d, e in zip(CASES, muscle_dice, area_err, strict=False)
     ]
 
 
@@ -76,8 +81,9 @@ def model_copy(root: Path, model_id: str, comparison: dict | None = None) -> Pat
     return folder
 
 
-BETTER = ((0.95, 0.93), (-2.0, 3.0))  # mean muscle Dice 0.94, mean |area error| 2.5 %
-BASE = ((0.93, 0.92), (4.0, -1.0))  # mean muscle Dice 0.925, mean |area error| 2.5 %
+# six patients, each better: mean muscle Dice 0.94 against 0.925, mean |area error| 2.5 % both (p = 1/64)
+BETTER = ((0.95, 0.93) * 3, (-2.0, 3.0) * 3)
+BASE = ((0.93, 0.92) * 3, (4.0, -1.0) * 3)
 
 
 def test_empty_registry_lists_the_shipped_model_as_the_default(registry: ModelRegistry) -> None:
@@ -140,11 +146,28 @@ def test_add_refuses_a_model_whose_folder_holds_something_else(
     [
         (None, None, SHIPPED, "records no comparison"),
         (rows("new", *BETTER), rows("other", *BASE), "other", "compared with other"),
-        (rows("new", (0.92, 0.92), (1.0, 1.0)), rows(SHIPPED, *BASE), SHIPPED, "muscle Dice 0.920 vs 0.925"),
-        (rows("new", (0.95, 0.93), (4.0, 3.0)), rows(SHIPPED, *BASE), SHIPPED, "3.50% vs 2.50%"),
+        (rows("new", (0.92,) * 6, (1.0,) * 6), rows(SHIPPED, *BASE), SHIPPED, "muscle Dice 0.920 vs 0.925"),
+        (rows("new", BETTER[0], (4.0, 3.0) * 3), rows(SHIPPED, *BASE), SHIPPED, "3.50% vs 2.50%"),
         (rows("new", *BETTER)[:1], rows(SHIPPED, *BASE), SHIPPED, "same validation cases"),
+        # a higher mean from two patients much better and four a little worse: p = 0.25, luck
+        (
+            rows("new", (0.99, 0.99, 0.92, 0.91, 0.92, 0.91), BETTER[1]),
+            rows(SHIPPED, *BASE),
+            SHIPPED,
+            "p = 0.250 over 6 patient(s)",
+        ),
+        # every patient better, but two patients cannot show it beyond chance (p = 1/4 at best)
+        (rows("new", *BETTER)[:2], rows(SHIPPED, *BASE)[:2], SHIPPED, "2 validation patient(s) cannot show"),
     ],
-    ids=["no-comparison", "other-baseline", "lower-dice", "larger-area-error", "other-cases"],
+    ids=[
+        "no-comparison",
+        "other-baseline",
+        "lower-dice",
+        "larger-area-error",
+        "other-cases",
+        "chance",
+        "few",
+    ],
 )
 def test_use_refuses_a_model_not_measured_better_than_the_default(
     registry: ModelRegistry,
@@ -220,6 +243,48 @@ def test_judge_recomputes_the_verdict_from_the_cases() -> None:
     comp["cases"][0]["muscle_dice"] = 0.5  # a card edited by hand cannot claim what its numbers do not show
     assert comp["better"] and not judge(comp, "new", SHIPPED).better
     assert not judge(comp, "someone-else").better
+
+
+def test_the_gain_must_be_beyond_chance_over_patients_not_slices() -> None:
+    # exact sign-flip p-values: every one of n patients better gives 1/2**n; no gain, or none to test, 1
+    assert chance_of_gain([0.01] * 5) == pytest.approx(1 / 32)
+    assert chance_of_gain([0.0] * 5) == chance_of_gain([]) == chance_of_gain([-0.01]) == 1.0
+    assert chance_of_gain([0.01]) == 0.5
+    # with two worse: 7 of the 64 sign patterns (flipping at most 0.03 of the gains) give as much
+    assert chance_of_gain([0.05, 0.04, -0.01, 0.02, 0.03, -0.02]) == pytest.approx(7 / 64)
+    # beyond EXACT_PATIENTS, seeded draws: the same verdict every time it is recomputed
+    many = [0.01, -0.002] * 10
+    assert chance_of_gain(many) == chance_of_gain(many) < 0.01
+    # six slices of three patients (two each, both better) are three patients' evidence: 1/8, not 1/64
+    mine, theirs = rows("new", *BETTER), rows(SHIPPED, *BASE)
+    assert judge(comparison("new", SHIPPED, mine, theirs), "new").better
+    for row in mine + theirs:
+        row["patient"] = {"a": "p1", "b": "p1", "c": "p2", "d": "p2"}.get(row["case"], "p3")
+    gains = patient_dice_gains(comparison("new", SHIPPED, mine, theirs), "new", SHIPPED)
+    assert gains == pytest.approx([0.015, 0.015, 0.015])
+    verdict = judge(comparison("new", SHIPPED, mine, theirs), "new")
+    assert not verdict.better and "p = 0.125 over 3 patient(s)" in "; ".join(verdict.reasons)
+
+
+def test_a_card_of_an_earlier_rule_is_judged_by_the_rule_of_now(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    # a card written when a higher mean on two patients was enough says "better"; the registry (`use`, the
+    # web app's model list) judges its numbers again
+    comp = comparison("old", SHIPPED, rows("old", *BETTER)[:2], rows(SHIPPED, *BASE)[:2])
+    comp["better"] = True
+    registry.add(model_copy(tmp_path, "old", comp))
+    summary = registry.get("old").comparison_summary()
+    assert summary is not None and not summary["better"] and summary["rule"] == COMPARISON_RULE
+    assert summary["means"]["old"]["muscle_dice"] == pytest.approx(0.94)
+    assert any("cannot show a gain beyond chance" in r for r in summary["reasons"])
+    with pytest.raises(RegistryError, match="Not switching"):
+        registry.use("old")
+    assert registry.get(SHIPPED).comparison_summary() is None  # the shipped ensemble's card has none
+    runner = CliRunner()
+    for command in (["models", "list"], ["models", "show", "old"]):
+        result = runner.invoke(app, command, env={"COLUMNS": "200"})
+        assert result.exit_code == 0 and f"against {SHIPPED}, by the rule of now: not better" in result.output
 
 
 def test_cli_models_commands(registry: ModelRegistry, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape as esc
@@ -15,6 +15,9 @@ from sarcoscope.cli.common import (
     run,
 )
 from sarcoscope.errors import SarcoscopeError
+
+if TYPE_CHECKING:
+    from sarcoscope.segmentation.registry import InstalledModel
 
 
 @app.command()
@@ -258,6 +261,7 @@ def models_list() -> None:
                     f"created: {m.created}",
                     f"training data: {m.training_summary()}",
                     f"measured: {m.measured()}",
+                    *_verdict_now(m),
                 ],
             )
             for m in registry.models()
@@ -329,5 +333,17 @@ def models_show(
         sys.stdout.write(
             card_md.read_text(encoding="utf-8") if card_md.is_file() else card_markdown(model.card)
         )
+        for line in _verdict_now(model):
+            sys.stdout.write(f"\n{line}\n")
 
     run(body)
+
+
+def _verdict_now(model: "InstalledModel") -> list[str]:
+    """The card's comparison judged by the registry's rule of this version, as `use` judges it (a card
+    written under an earlier rule may say otherwise); nothing for a card without one."""
+    summary = model.comparison_summary()
+    if summary is None:
+        return []
+    verdict = "better" if summary["better"] else "not better"
+    return [f"against {summary['baseline']}, by the rule of now: {verdict} ({'; '.join(summary['reasons'])})"]

@@ -54,9 +54,18 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 #: Metrics recorded per case and model in a comparison (validation.metrics.case_metrics keys).
 COMPARISON_METRICS = ("muscle_dice", "sat_dice", "vat_dice", "imat_dice", "msv_dice", "muscle_area_err_pct")
+#: A gain may be chance at most this often (one-sided) to count: the paired test of COMPARISON_RULE.
+CHANCE_LEVEL = 0.05
+#: Up to this many validation patients the paired test is exact (2**n sign patterns); above, seeded draws.
+EXACT_PATIENTS = 16
+#: The fewest validation patients that can show a gain beyond chance: every one better gives 0.5**n.
+MIN_PATIENTS = next(n for n in range(1, 64) if 0.5**n <= CHANCE_LEVEL)
 COMPARISON_RULE = (
     "A model is better than the current default when, on the same validation cases (held out by patient), "
-    "its mean muscle Dice is higher and its mean absolute muscle-area error (%) is not higher."
+    "its mean muscle Dice is higher, its mean absolute muscle-area error (%) is not higher, and the Dice "
+    "gain is beyond chance: a paired sign-flip test over the validation patients (each one's mean "
+    f"difference) gives a gain at least as large by chance at most {CHANCE_LEVEL:.0%} of the time, which "
+    f"takes at least {MIN_PATIENTS} patients."
 )
 
 
@@ -86,6 +95,21 @@ class InstalledModel:
     @property
     def created(self) -> str:
         return str(self.card.get("created_utc", ""))
+
+    def comparison_summary(self) -> dict[str, Any] | None:
+        """Its card's comparison with the previous default, judged by COMPARISON_RULE as `use` judges it now
+        (a card written under an earlier rule keeps its numbers, not its verdict); None without one."""
+        comparison = self.card.get("comparison")
+        if not comparison:
+            return None
+        verdict, baseline = judge(comparison, self.model_id), comparison.get("baseline")
+        return {
+            "baseline": baseline,
+            "means": {m: comparison_means(comparison, m) for m in (self.model_id, baseline)},
+            "better": verdict.better,
+            "reasons": verdict.reasons,
+            "rule": COMPARISON_RULE,
+        }
 
     def training_summary(self) -> str:
         """What it learnt from, in one line (real slices and patients, phantoms, its starting model)."""
@@ -211,7 +235,54 @@ def judge(comparison: dict[str, Any] | None, model_id: str, current_default: str
     if any(v is None for v in values):
         return Verdict(False, [*reasons, "a mean could not be computed"])
     dice_new, dice_old, err_new, err_old = (float(v) for v in values)  # type: ignore[arg-type]
-    return Verdict(dice_new > dice_old and err_new <= err_old, reasons)
+    gains = patient_dice_gains(comparison, model_id, baseline)
+    chance = chance_of_gain(gains)
+    reasons.append(
+        f"a muscle Dice gain this large by chance: p = {chance:.3f} over {len(gains)} patient(s) (paired "
+        f"sign-flip test; beyond chance at p <= {CHANCE_LEVEL})"
+    )
+    if len(gains) < MIN_PATIENTS:
+        reasons.append(
+            f"{len(gains)} validation patient(s) cannot show a gain beyond chance, however large: hold out "
+            f"at least {MIN_PATIENTS}"
+        )
+    return Verdict(dice_new > dice_old and err_new <= err_old and chance <= CHANCE_LEVEL, reasons)
+
+
+def patient_dice_gains(comparison: dict[str, Any], model_id: str, baseline: str) -> list[float]:
+    """Per validation patient (a case without one is its own), the mean over its cases of the muscle Dice of
+    `model_id` minus the `baseline`'s: a patient's slices are not independent evidence, the patients are."""
+    scores = {(r["case"], r["model"]): r["muscle_dice"] for r in comparison["cases"]}
+    by_patient: dict[str, list[float]] = {}
+    for r in comparison["cases"]:
+        new, old = scores.get((r["case"], model_id)), scores.get((r["case"], baseline))
+        if r["model"] == model_id and new is not None and old is not None:
+            by_patient.setdefault(r.get("patient") or f"case {r['case']}", []).append(new - old)
+    return [float(np.mean(v)) for _, v in sorted(by_patient.items())]
+
+
+def chance_of_gain(gains: list[float]) -> float:
+    """How often a mean gain at least as large as `gains`' arises by chance when the two models segment
+    alike (one-sided p of a paired sign-flip permutation test; exact up to EXACT_PATIENTS, else 20,000 draws
+    from a fixed seed, so a card's verdict can be recomputed). 1.0 without patients.
+
+    Why: two trainings of one recipe differ by 0.005-0.01 mean muscle Dice on nine slices
+    (docs/validation/accuracy-notes.md), so a higher mean alone would let a site switch to a model that is
+    better by luck up to half the time."""
+    if len(gains) < 2:  # scipy's test needs two; one patient's two sign patterns, directly
+        return 0.5 if gains and gains[0] > 0 else 1.0
+    from scipy import stats
+
+    exact = len(gains) <= EXACT_PATIENTS
+    test = stats.permutation_test(
+        (np.asarray(gains, dtype=float),),
+        np.mean,
+        permutation_type="samples",
+        alternative="greater",
+        n_resamples=np.inf if exact else 20_000,
+        rng=None if exact else 0,
+    )
+    return float(test.pvalue)
 
 
 class ModelRegistry:

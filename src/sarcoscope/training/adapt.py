@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,12 @@ from sarcoscope.errors import InputError
 from sarcoscope.fileio import atomic_write_text
 from sarcoscope.segmentation.model_files import DEFAULT_MODEL_DIR, load_model_card
 from sarcoscope.segmentation.refine import REFINEMENT_VERSION
-from sarcoscope.segmentation.registry import InstalledModel, ModelRegistry, build_comparison
+from sarcoscope.segmentation.registry import (
+    MIN_PATIENTS,
+    InstalledModel,
+    ModelRegistry,
+    build_comparison,
+)
 from sarcoscope.segmentation.unet import UNetEngine
 from sarcoscope.training import load_config, train
 from sarcoscope.training.config import LAST
@@ -36,6 +42,8 @@ from sarcoscope.training.evaluate import evaluate, update_card
 
 if TYPE_CHECKING:  # importing the trainer imports torch; `train` says what to install when it is missing
     from sarcoscope.training.trainer import TrainingResult
+
+log = logging.getLogger(__name__)
 
 ADAPT_RECIPE = DEFAULT_MODEL_DIR / "adapt.yaml"
 SPLIT_FILE = "split.json"
@@ -128,6 +136,16 @@ def adapt(
         seed = overrides.get("seed")
         split = split_patients(case_patients(data_dir), holdout, 0 if seed is None else int(seed))
         run = {"baseline": baseline.model_id, "baseline_path": str(baseline.path), "split": split}
+        held = len(split["validation_patients"])
+        if held < MIN_PATIENTS:  # said before the training, not after it
+            log.warning(
+                "%d of %d patients held out: fewer than %d cannot show a gain beyond chance, so the model "
+                "will be registered but `sarcoscope models use` will not make it the default (only --force). "
+                "Hold out more with --holdout when you have the patients.",
+                held,
+                len(set(split["patients"].values())),
+                MIN_PATIENTS,
+            )
     split = run["split"]
     # a run that has a checkpoint continues its stored recipe: only a recipe given again is checked against
     # it (the default one may not be the one the run started with)

@@ -336,11 +336,7 @@ def models(ctx: Ctx, user: User) -> dict[str, Any]:
                 "default": m.model_id == default,
                 "training_data": m.training_summary(),
                 "validation": m.measured(),
-                "comparison": {
-                    k: m.card["comparison"][k] for k in ("baseline", "means", "better", "reasons", "rule")
-                }
-                if m.card.get("comparison")
-                else None,
+                "comparison": m.comparison_summary(),
             }
             for m in registry.models()
         ],
