@@ -108,6 +108,21 @@ def _description(data_dir: Path, split: dict[str, Any], baseline: str, phantoms:
     )
 
 
+def warn_if_too_few_held_out(split: dict[str, Any]) -> None:
+    """Say before the training, not after it, when the held-out patients are too few for the registry's
+    paired test to find any gain beyond chance (segmentation.registry.MIN_PATIENTS)."""
+    held = len(split["validation_patients"])
+    if held < MIN_PATIENTS:
+        log.warning(
+            "%d of %d patients held out: fewer than %d cannot show a gain beyond chance, so the model will "
+            "be registered but `sarcoscope models use` will not make it the default (only --force). Hold "
+            "out more with --holdout when you have the patients.",
+            held,
+            len(set(split["patients"].values())),
+            MIN_PATIENTS,
+        )
+
+
 def adapt(
     data_dir: str | Path,
     out: str | Path,
@@ -136,16 +151,7 @@ def adapt(
         seed = overrides.get("seed")
         split = split_patients(case_patients(data_dir), holdout, 0 if seed is None else int(seed))
         run = {"baseline": baseline.model_id, "baseline_path": str(baseline.path), "split": split}
-        held = len(split["validation_patients"])
-        if held < MIN_PATIENTS:  # said before the training, not after it
-            log.warning(
-                "%d of %d patients held out: fewer than %d cannot show a gain beyond chance, so the model "
-                "will be registered but `sarcoscope models use` will not make it the default (only --force). "
-                "Hold out more with --holdout when you have the patients.",
-                held,
-                len(set(split["patients"].values())),
-                MIN_PATIENTS,
-            )
+        warn_if_too_few_held_out(split)
     split = run["split"]
     # a run that has a checkpoint continues its stored recipe: only a recipe given again is checked against
     # it (the default one may not be the one the run started with)
